@@ -1,0 +1,119 @@
+/**
+ * The neutral model description every architecture family maps to. The graph builder, the reference forward
+ * and the pruning code read only this, never a checkpoint format.
+ *
+ * Conventions:
+ * - Linear weights keep the PyTorch / Hugging Face layout [out_features, in_features], row-major.
+ * - Attention projections are laid out head-major: q rows are [head0 (headDim rows), head1, ...]; k and v rows
+ *   likewise over KV heads. Query head h (within a layer) reads KV head `kvGroupOf(h)`.
+ * - Rotary embedding uses the Hugging Face half-split layout (pairs (i, i + headDim/2)). Checkpoints in the
+ *   interleaved layout (llama2.c: pairs (2i, 2i+1)) are converted on load by permuting q and k rows, exactly
+ *   as Hugging Face's own LLaMA conversion does.
+ * - Per-layer head counts allow physically pruned models: layer i has `headsPerLayer[i]` query heads and
+ *   `kvHeadsPerLayer[i]` KV heads; headDim is shared.
+ */
+
+export type Family = 'llama' | 'gpt2' | 'bert';
+
+/** How residual blocks place normalisation: LLaMA/GPT-2 normalise before each block, BERT after. */
+export type NormPlacement = 'pre' | 'post';
+export type NormKind = 'rms' | 'layer';
+export type Activation = 'silu' | 'gelu' | 'gelu_tanh' | 'relu';
+/** gated = SwiGLU-style (gate, up, down); plain = fc then proj. */
+export type MlpKind = 'gated' | 'plain';
+export type PositionKind = 'rope' | 'learned';
+
+export interface ModelConfig {
+  family: Family;
+  /** The `model_type` the checkpoint declared (llama, mistral, qwen2, ... or 'llama2c'). */
+  modelType: string;
+  hiddenSize: number;
+  numLayers: number;
+  /** Query heads per layer in the unpruned architecture. */
+  numHeads: number;
+  /** KV heads per layer in the unpruned architecture (== numHeads without GQA). */
+  numKvHeads: number;
+  headDim: number;
+  /** Query heads actually present in each layer (after physical pruning may differ per layer). */
+  headsPerLayer: number[];
+  /** KV heads actually present in each layer. */
+  kvHeadsPerLayer: number[];
+  intermediateSize: number;
+  vocabSize: number;
+  /** Longest context the model was trained for. */
+  maxPositions: number;
+  normKind: NormKind;
+  normPlacement: NormPlacement;
+  normEps: number;
+  activation: Activation;
+  mlpKind: MlpKind;
+  positionKind: PositionKind;
+  ropeTheta: number;
+  /** q, k, v projections carry biases (qwen2, gpt2, bert). */
+  attentionBias: boolean;
+  /** o projection carries a bias (gpt2, bert). */
+  attentionOutBias: boolean;
+  /** MLP linears carry biases (gpt2, bert). */
+  mlpBias: boolean;
+  /** The classifier shares the token embedding matrix. */
+  tieEmbeddings: boolean;
+  /** Token ids, where known. */
+  bosTokenId?: number;
+  eosTokenId?: number;
+}
+
+/**
+ * Canonical tensor roles. `{i}` is a layer index.
+ *  embed.tokens            [vocab, hidden]
+ *  embed.positions         [maxPositions, hidden]         (learned positions only)
+ *  embed.token_types       [types, hidden]                (bert)
+ *  embed.norm.weight/bias  [hidden]                       (bert)
+ *  layers.{i}.attn_norm.weight / .bias                    (pre-norm: before attention; post-norm: after it)
+ *  layers.{i}.attn.q.weight [heads*headDim, hidden]   .bias [heads*headDim]
+ *  layers.{i}.attn.k.weight [kvHeads*headDim, hidden] .bias
+ *  layers.{i}.attn.v.weight [kvHeads*headDim, hidden] .bias
+ *  layers.{i}.attn.o.weight [hidden, heads*headDim]   .bias [hidden]
+ *  layers.{i}.mlp_norm.weight / .bias
+ *  layers.{i}.mlp.gate.weight [inter, hidden]             (gated)
+ *  layers.{i}.mlp.up.weight   [inter, hidden]   .bias     (gated: up; plain: fc)
+ *  layers.{i}.mlp.down.weight [hidden, inter]   .bias
+ *  final_norm.weight / .bias  [hidden]
+ *  lm_head.weight             [vocab, hidden]             (absent when tieEmbeddings)
+ */
+export type TensorRole = string;
+
+/** A tensor that is read from its file only when asked for, converted to fp32. */
+export interface TensorSource {
+  readonly shape: readonly number[];
+  /** Storage dtype in the checkpoint (F32, F16, BF16, ...). */
+  readonly dtype: string;
+  /** Reads the tensor and returns fp32 values in the spec's layout (row-major). */
+  load(): Promise<Float32Array>;
+}
+
+export interface ModelSpec {
+  config: ModelConfig;
+  /** Role → tensor. */
+  tensors: Map<TensorRole, TensorSource>;
+  /** Where the model came from (a path), for reports and error messages. */
+  source: string;
+}
+
+/** Which KV head query head `h` of a layer reads, for a layer with `heads` query and `kvHeads` KV heads. */
+export function kvGroupOf(h: number, heads: number, kvHeads: number): number {
+  return Math.floor(h / (heads / kvHeads));
+}
+
+/** A tensor already in memory, wrapped as a TensorSource. */
+export function memoryTensor(shape: readonly number[], data: Float32Array): TensorSource {
+  const n = shape.reduce((a, b) => a * b, 1);
+  if (n !== data.length) throw new Error(`memoryTensor: shape ${shape.join('x')} needs ${n} values, got ${data.length}`);
+  return { shape, dtype: 'F32', load: async () => data };
+}
+
+/** Total parameter count of a spec (tied embeddings counted once). */
+export function parameterCount(spec: ModelSpec): number {
+  let n = 0;
+  for (const t of spec.tensors.values()) n += t.shape.reduce((a, b) => a * b, 1);
+  return n;
+}

@@ -38,6 +38,11 @@ export interface ModelConfig {
   headsPerLayer: number[];
   /** KV heads actually present in each layer. */
   kvHeadsPerLayer: number[];
+  /**
+   * For each layer, the KV head each query head reads. Absent = uniform groups (query head h reads
+   * kvGroupOf(h)). Physically pruned GQA models may keep query heads unevenly across groups.
+   */
+  kvHeadOfQuery?: number[][];
   intermediateSize: number;
   vocabSize: number;
   /** Longest context the model was trained for. */
@@ -102,6 +107,15 @@ export interface ModelSpec {
 /** Which KV head query head `h` of a layer reads, for a layer with `heads` query and `kvHeads` KV heads. */
 export function kvGroupOf(h: number, heads: number, kvHeads: number): number {
   return Math.floor(h / (heads / kvHeads));
+}
+
+/** The KV head each query head of layer `layer` reads. */
+export function kvMapOfLayer(config: ModelConfig, layer: number): number[] {
+  const explicit = config.kvHeadOfQuery?.[layer];
+  if (explicit) return explicit;
+  const heads = config.headsPerLayer[layer];
+  const kvHeads = config.kvHeadsPerLayer[layer];
+  return Array.from({ length: heads }, (_, h) => kvGroupOf(h, heads, kvHeads));
 }
 
 /** A tensor already in memory, wrapped as a TensorSource. */

@@ -1,0 +1,103 @@
+/**
+ * A model bound to one ONNX Runtime session: built once, then run many times with different tokens and masks.
+ */
+import { buildDecoderGraph, type GraphOutputMode, IGNORE_INDEX, loadWeights, type WeightMap } from '../graph/decoder.js';
+import type { ModelSpec } from '../model/spec.js';
+import { createEngine, type Device, type Engine, type Feed } from './session.js';
+
+export interface RunnerOptions {
+  output: GraphOutputMode;
+  /** Linear weight roles that accept a boolean mask. */
+  weightMasks?: string[];
+  device?: Device;
+  threads?: number;
+  /** Weights already loaded (shared between runners of the same model). */
+  weights?: WeightMap;
+}
+
+/** Masks for one candidate. Missing masks mean "keep everything". */
+export interface CandidateMasks {
+  /** [layers * maxHeads], 1 keep / 0 drop, layer-major. */
+  headMask?: Float32Array;
+  /** role → [out*in] booleans (1 keep). */
+  weightMasks?: Map<string, Uint8Array>;
+}
+
+/** A batch of equal-length rows, already padded. */
+export interface TokenBatch {
+  batch: number;
+  seq: number;
+  /** [batch * seq] token ids. */
+  ids: BigInt64Array;
+  /** [batch * seq] next-token targets, IGNORE_INDEX where padded (nll mode). */
+  targets?: BigInt64Array;
+  /** [batch * seq * vocab] reference log-probabilities (kl mode). */
+  refLogprobs?: Float32Array;
+}
+
+export interface ModelRunner {
+  readonly spec: ModelSpec;
+  readonly output: GraphOutputMode;
+  readonly maxHeads: number;
+  readonly engine: Engine;
+  /** Runs one batch and returns the single output ([batch, seq] for nll/kl, with vocab for logits). */
+  run(batch: TokenBatch, masks?: CandidateMasks): Promise<Float32Array>;
+  release(): Promise<void>;
+}
+
+export { IGNORE_INDEX };
+
+export function allKeptHeadMask(spec: ModelSpec): Float32Array {
+  return new Float32Array(spec.config.numLayers * Math.max(...spec.config.headsPerLayer)).fill(1);
+}
+
+export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promise<ModelRunner> {
+  const weights = opts.weights ?? (await loadWeights(spec));
+  const graph = buildDecoderGraph(spec, weights, { output: opts.output, weightMasks: opts.weightMasks });
+  const engine = await createEngine(graph, { device: opts.device, threads: opts.threads });
+  const maxHeads = Math.max(...spec.config.headsPerLayer);
+  const onesHead = allKeptHeadMask(spec);
+  const onesWeight = new Map<string, Uint8Array>();
+  const outputName = opts.output === 'last_logits' ? 'logits' : opts.output;
+
+  return {
+    spec,
+    output: opts.output,
+    maxHeads,
+    engine,
+    async run(batch, masks = {}) {
+      const headMask = masks.headMask ?? onesHead;
+      if (headMask.length !== onesHead.length) {
+        throw new Error(`head mask has ${headMask.length} entries, model needs ${onesHead.length}`);
+      }
+      const feeds: Record<string, Feed> = {
+        input_ids: { type: 'int64', dims: [batch.batch, batch.seq], data: batch.ids },
+        head_mask: { type: 'float32', dims: [spec.config.numLayers, maxHeads], data: headMask },
+      };
+      if (opts.output === 'nll') {
+        if (!batch.targets) throw new Error('nll runner needs targets');
+        feeds.targets = { type: 'int64', dims: [batch.batch, batch.seq], data: batch.targets };
+      }
+      if (opts.output === 'kl') {
+        if (!batch.refLogprobs) throw new Error('kl runner needs reference log-probabilities');
+        feeds.ref_logprobs = {
+          type: 'float32',
+          dims: [batch.batch, batch.seq, spec.config.vocabSize],
+          data: batch.refLogprobs,
+        };
+      }
+      for (const role of opts.weightMasks ?? []) {
+        const shape = spec.tensors.get(role)!.shape;
+        let m = masks.weightMasks?.get(role);
+        if (!m) {
+          m = onesWeight.get(role) ?? new Uint8Array(shape.reduce((a, b) => a * b, 1)).fill(1);
+          onesWeight.set(role, m);
+        }
+        feeds[`mask.${role}`] = { type: 'bool', dims: shape, data: m };
+      }
+      const out = await engine.run(feeds);
+      return out[outputName].data;
+    },
+    release: () => engine.release(),
+  };
+}

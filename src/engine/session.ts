@@ -1,0 +1,101 @@
+/**
+ * The only module that imports onnxruntime-node. A session is built once per graph and reused: a search
+ * changes only the feeds (masks, tokens), never the session.
+ */
+import * as ort from 'onnxruntime-node';
+import { GenepruneError } from '../errors.js';
+
+export type Device = 'cpu' | 'cuda' | 'webgpu';
+export const DEVICES: readonly Device[] = ['cpu', 'cuda', 'webgpu'];
+
+export interface EngineOptions {
+  /** Execution provider; 'cpu' by default. */
+  device?: Device;
+  /** Intra-op threads; 0 or undefined lets ONNX Runtime use every physical core. */
+  threads?: number;
+}
+
+export type FeedData = Float32Array | BigInt64Array | Uint8Array | Int32Array;
+
+export interface Feed {
+  type: 'float32' | 'int64' | 'bool' | 'int32';
+  dims: readonly number[];
+  data: FeedData;
+}
+
+export interface Output {
+  dims: readonly number[];
+  data: Float32Array;
+}
+
+export interface Engine {
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  readonly device: Device;
+  run(feeds: Record<string, Feed>): Promise<Record<string, Output>>;
+  release(): Promise<void>;
+}
+
+/** Devices whose execution provider ships in this onnxruntime-node build. */
+export function availableDevices(): Device[] {
+  const backends = ort.listSupportedBackends?.() ?? [{ name: 'cpu', bundled: true }];
+  return DEVICES.filter((d) => backends.some((b) => b.name === d));
+}
+
+function toOrtTensor(name: string, f: Feed): ort.Tensor {
+  const n = f.dims.reduce((a, b) => a * b, 1);
+  if (n !== f.data.length) {
+    throw new GenepruneError('internal', `feed ${name}: dims [${f.dims}] need ${n} values, got ${f.data.length}`);
+  }
+  return new ort.Tensor(f.type, f.data as never, f.dims as number[]);
+}
+
+export async function createEngine(model: Uint8Array | string, opts: EngineOptions = {}): Promise<Engine> {
+  const device = opts.device ?? 'cpu';
+  if (!DEVICES.includes(device)) {
+    throw new GenepruneError('flag', `unknown device "${device}" (choose ${DEVICES.join(', ')})`, '--device');
+  }
+  if (device !== 'cpu' && !availableDevices().includes(device)) {
+    throw new GenepruneError(
+      'device',
+      `the ${device} execution provider is not available in this onnxruntime-node build (available: ${availableDevices().join(', ')})`,
+      '--device',
+    );
+  }
+  const options: ort.InferenceSession.SessionOptions = {
+    executionProviders: device === 'cpu' ? ['cpu'] : [device, 'cpu'],
+    graphOptimizationLevel: 'all',
+  };
+  if (opts.threads && opts.threads > 0) options.intraOpNumThreads = opts.threads;
+  let session: ort.InferenceSession;
+  try {
+    session =
+      typeof model === 'string'
+        ? await ort.InferenceSession.create(model, options)
+        : await ort.InferenceSession.create(model, options);
+  } catch (e) {
+    const msg = e instanceof Error ? e.message : String(e);
+    if (device !== 'cpu') {
+      throw new GenepruneError('device', `could not start the ${device} execution provider: ${msg}`, '--device', {
+        cause: e,
+      });
+    }
+    throw new GenepruneError('internal', `ONNX Runtime rejected the graph: ${msg}`, undefined, { cause: e });
+  }
+  return {
+    inputNames: session.inputNames,
+    outputNames: session.outputNames,
+    device,
+    async run(feeds) {
+      const ortFeeds: Record<string, ort.Tensor> = {};
+      for (const [name, f] of Object.entries(feeds)) ortFeeds[name] = toOrtTensor(name, f);
+      const result = await session.run(ortFeeds);
+      const out: Record<string, Output> = {};
+      for (const [name, t] of Object.entries(result)) {
+        out[name] = { dims: t.dims, data: t.data as Float32Array };
+      }
+      return out;
+    },
+    release: () => session.release(),
+  };
+}

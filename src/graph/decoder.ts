@@ -1,0 +1,232 @@
+/**
+ * The evaluation graph for decoder-only models with rotary positions (the LLaMA family).
+ *
+ * Inputs:
+ *   input_ids  int64 [batch, seq]
+ *   head_mask  float [layers, maxHeads]  1 keeps a query head, 0 drops it (multiplied into the head's attention
+ *                                        output before the output projection, which is exactly what removing
+ *                                        the head's o_proj columns does)
+ *   targets    int64 [batch, seq]        next-token ids, -100 = ignore (output 'nll')
+ *   ref_logprobs float [batch, seq, vocab] log-probabilities of a reference model (output 'kl')
+ *   mask.<role> bool, the weight's shape  one per masked linear weight (true keeps the weight)
+ * Outputs, by mode:
+ *   'nll'         nll    float [batch, seq]   per-token negative log-likelihood (0 where target = -100)
+ *   'kl'          kl     float [batch, seq]   KL(ref || model) per token
+ *   'logits'      logits float [batch, seq, vocab]
+ *   'logprobs'    logprobs float [batch, seq, vocab]  log-softmax of the logits (KL references)
+ *   'last_logits' logits float [batch, vocab]  logits at the last position only (generation)
+ *
+ * Linear layers use Gemm with transB=1 so weights stay in the checkpoint's [out, in] layout: no transposed
+ * copies, and weight masks line up with checkpoint tensors one to one.
+ */
+import type { ModelConfig, ModelSpec } from '../model/spec.js';
+import { kvMapOfLayer } from '../model/spec.js';
+import { GraphBuilder } from './builder.js';
+
+export type GraphOutputMode = 'nll' | 'kl' | 'logits' | 'logprobs' | 'last_logits';
+
+export interface DecoderGraphOptions {
+  output: GraphOutputMode;
+  /** Linear weight roles that get a boolean mask input `mask.<role>`. */
+  weightMasks?: string[];
+}
+
+export const IGNORE_INDEX = -100;
+export const OPSET = 17;
+
+/** Loaded fp32 tensors by role. */
+export type WeightMap = Map<string, Float32Array>;
+
+export async function loadWeights(spec: ModelSpec): Promise<WeightMap> {
+  const out: WeightMap = new Map();
+  for (const [role, src] of spec.tensors) out.set(role, await src.load());
+  return out;
+}
+
+/** Rotary tables in the half-split layout: cos/sin [positions, headDim]. */
+export function rotaryTables(config: ModelConfig, positions: number): { cos: Float32Array; sin: Float32Array } {
+  const hd = config.headDim;
+  const half = hd / 2;
+  const cos = new Float32Array(positions * hd);
+  const sin = new Float32Array(positions * hd);
+  for (let p = 0; p < positions; p++) {
+    for (let j = 0; j < half; j++) {
+      const invFreq = 1 / config.ropeTheta ** ((2 * j) / hd);
+      const angle = p * invFreq;
+      const c = Math.cos(angle);
+      const s = Math.sin(angle);
+      cos[p * hd + j] = c;
+      cos[p * hd + half + j] = c;
+      sin[p * hd + j] = s;
+      sin[p * hd + half + j] = s;
+    }
+  }
+  return { cos, sin };
+}
+
+export function buildDecoderGraph(spec: ModelSpec, weights: WeightMap, opts: DecoderGraphOptions): Uint8Array {
+  const c = spec.config;
+  if (c.family !== 'llama') throw new Error(`decoder graph: family ${c.family} is not a rotary decoder`);
+  const g = new GraphBuilder();
+  const maskSet = new Set(opts.weightMasks ?? []);
+  for (const role of maskSet) {
+    if (!weights.has(role)) throw new Error(`decoder graph: no weight ${role} to mask`);
+  }
+  const maxHeads = Math.max(...c.headsPerLayer);
+  const hd = c.headDim;
+  const D = c.hiddenSize;
+
+  const weight = (role: string): string => {
+    const data = weights.get(role);
+    const src = spec.tensors.get(role);
+    if (!data || !src) throw new Error(`decoder graph: missing tensor ${role}`);
+    return g.initializer(role, { type: 'float32', dims: [...src.shape], data });
+  };
+  const maybeMasked = (role: string): string => {
+    const w = weight(role);
+    if (!maskSet.has(role)) return w;
+    const shape = [...spec.tensors.get(role)!.shape];
+    const m = g.input(`mask.${role}`, 'bool', shape);
+    return g.op('Where', [m, w, g.constFloat([0], [])]);
+  };
+  const linear = (x: string, prefix: string): string => {
+    const inputs = [x, maybeMasked(`${prefix}.weight`)];
+    if (spec.tensors.has(`${prefix}.bias`)) inputs.push(weight(`${prefix}.bias`));
+    return g.op('Gemm', inputs, { transB: 1 });
+  };
+  const rmsNorm = (x: string, role: string): string => {
+    const sq = g.op('Pow', [x, g.constFloat([2], [])]);
+    const ms = g.op('ReduceMean', [sq], { axes: [-1], keepdims: 1 });
+    const rs = g.op('Sqrt', [g.op('Add', [ms, g.constFloat([c.normEps], [])])]);
+    return g.op('Mul', [g.op('Div', [x, rs]), weight(role)]);
+  };
+
+  const inputIds = g.input('input_ids', 'int64', ['batch', 'seq']);
+  const headMask = g.input('head_mask', 'float32', [c.numLayers, maxHeads]);
+
+  // Dynamic sizes as 1-element int64 vectors.
+  const idsShape = g.op('Shape', [inputIds]);
+  const batchDim = g.op('Slice', [idsShape, g.constInt64([0]), g.constInt64([1])]);
+  const seqDim = g.op('Slice', [idsShape, g.constInt64([1]), g.constInt64([2])]);
+  const seqScalar = g.op('Squeeze', [seqDim, g.constInt64([0])]);
+  const minus1 = g.constInt64([-1]);
+
+  // Token embedding, flattened to [N = batch*seq, D] for the linears.
+  const ids1d = g.op('Reshape', [inputIds, minus1]);
+  let x = g.op('Gather', [weight('embed.tokens'), ids1d], { axis: 0 });
+
+  // Rotary cos/sin for positions 0..seq-1: [seq, hd], broadcast over [batch, heads, seq, hd].
+  const tables = rotaryTables(c, c.maxPositions);
+  const cosTable = g.initializer('rotary.cos', { type: 'float32', dims: [c.maxPositions, hd], data: tables.cos });
+  const sinTable = g.initializer('rotary.sin', { type: 'float32', dims: [c.maxPositions, hd], data: tables.sin });
+  const cos = g.op('Slice', [cosTable, g.constInt64([0]), seqDim, g.constInt64([0])]);
+  const sin = g.op('Slice', [sinTable, g.constInt64([0]), seqDim, g.constInt64([0])]);
+
+  // Causal additive mask [seq, seq]: -inf strictly above the diagonal.
+  const seqSeq = g.op('Concat', [seqDim, seqDim], { axis: 0 });
+  const negInf = g.op('ConstantOfShape', [seqSeq], {
+    value: { tensor: { type: 'float32', dims: [1], data: Float32Array.from([Number.NEGATIVE_INFINITY]) } },
+  });
+  const causal = g.op('Trilu', [negInf, g.constInt64([1], [])], { upper: 1 });
+  const scale = g.constFloat([1 / Math.sqrt(hd)], []);
+
+  const splitHeads = (t: string, heads: number): string => {
+    const shape = g.op('Concat', [batchDim, seqDim, g.constInt64([heads, hd])], { axis: 0 });
+    return g.op('Transpose', [g.op('Reshape', [t, shape])], { perm: [0, 2, 1, 3] });
+  };
+  const halfA = g.constInt64([0]);
+  const halfB = g.constInt64([hd / 2]);
+  const halfEnd = g.constInt64([hd]);
+  const lastAxis = g.constInt64([-1]);
+  const rotate = (t: string): string => {
+    const t1 = g.op('Slice', [t, halfA, halfB, lastAxis]);
+    const t2 = g.op('Slice', [t, halfB, halfEnd, lastAxis]);
+    const rotated = g.op('Concat', [g.op('Neg', [t2]), t1], { axis: -1 });
+    return g.op('Add', [g.op('Mul', [t, cos]), g.op('Mul', [rotated, sin])]);
+  };
+
+  for (let i = 0; i < c.numLayers; i++) {
+    const heads = c.headsPerLayer[i];
+    const kvHeads = c.kvHeadsPerLayer[i];
+    const p = `layers.${i}`;
+    if (heads > 0) {
+      const h = rmsNorm(x, `${p}.attn_norm.weight`);
+      const q = rotate(splitHeads(linear(h, `${p}.attn.q`), heads));
+      let k = rotate(splitHeads(linear(h, `${p}.attn.k`), kvHeads));
+      let v = splitHeads(linear(h, `${p}.attn.v`), kvHeads);
+      if (kvHeads !== heads || c.kvHeadOfQuery?.[i]) {
+        const map = g.constInt64(kvMapOfLayer(c, i));
+        k = g.op('Gather', [k, map], { axis: 1 });
+        v = g.op('Gather', [v, map], { axis: 1 });
+      }
+      const kt = g.op('Transpose', [k], { perm: [0, 1, 3, 2] });
+      const scores = g.op('Add', [g.op('Mul', [g.op('MatMul', [q, kt]), scale]), causal]);
+      const probs = g.op('Softmax', [scores], { axis: -1 });
+      let attn = g.op('MatMul', [probs, v]); // [batch, heads, seq, hd]
+      const layerMask = g.op('Gather', [headMask, g.constInt64([i], [])], { axis: 0 }); // [maxHeads]
+      const keep = heads === maxHeads ? layerMask : g.op('Slice', [layerMask, g.constInt64([0]), g.constInt64([heads])]);
+      attn = g.op('Mul', [attn, g.op('Reshape', [keep, g.constInt64([heads, 1, 1])])]);
+      const merged = g.op('Reshape', [
+        g.op('Transpose', [attn], { perm: [0, 2, 1, 3] }),
+        g.constInt64([-1, heads * hd]),
+      ]);
+      x = g.op('Add', [x, linear(merged, `${p}.attn.o`)]);
+    }
+    const h2 = rmsNorm(x, `${p}.mlp_norm.weight`);
+    const gate = linear(h2, `${p}.mlp.gate`);
+    const up = linear(h2, `${p}.mlp.up`);
+    const act = g.op('Mul', [gate, g.op('Sigmoid', [gate])]);
+    x = g.op('Add', [x, linear(g.op('Mul', [act, up]), `${p}.mlp.down`)]);
+  }
+
+  x = rmsNorm(x, 'final_norm.weight');
+  const headRole = c.tieEmbeddings ? 'embed.tokens' : 'lm_head.weight';
+  // The tied case reuses the embedding initializer (already added under 'embed.tokens').
+  const headWeight = c.tieEmbeddings ? 'embed.tokens' : weight(headRole);
+  const V = c.vocabSize;
+  const bsv = g.op('Concat', [batchDim, seqDim, g.constInt64([V])], { axis: 0 });
+
+  switch (opts.output) {
+    case 'last_logits': {
+      const x3 = g.op('Reshape', [x, g.op('Concat', [batchDim, seqDim, g.constInt64([D])], { axis: 0 })]);
+      const lastIdx = g.op('Sub', [seqScalar, g.constInt64([1], [])]);
+      const last = g.op('Gather', [x3, lastIdx], { axis: 1 }); // [batch, D]
+      g.node('Gemm', [last, headWeight], { transB: 1 }, { outputs: ['logits'] });
+      g.output('logits', 'float32', ['batch', V]);
+      break;
+    }
+    case 'logits': {
+      const logits = g.op('Gemm', [x, headWeight], { transB: 1 });
+      g.node('Reshape', [logits, bsv], {}, { outputs: ['logits'] });
+      g.output('logits', 'float32', ['batch', 'seq', V]);
+      break;
+    }
+    case 'logprobs': {
+      const logp = g.op('LogSoftmax', [g.op('Gemm', [x, headWeight], { transB: 1 })], { axis: -1 });
+      g.node('Reshape', [logp, bsv], {}, { outputs: ['logprobs'] });
+      g.output('logprobs', 'float32', ['batch', 'seq', V]);
+      break;
+    }
+    case 'nll': {
+      const logits = g.op('Gemm', [x, headWeight], { transB: 1 });
+      const targets = g.input('targets', 'int64', ['batch', 'seq']);
+      const t1d = g.op('Reshape', [targets, minus1]);
+      const nll = g.op('SoftmaxCrossEntropyLoss', [logits, t1d], { reduction: 'none', ignore_index: IGNORE_INDEX });
+      g.node('Reshape', [nll, g.op('Concat', [batchDim, seqDim], { axis: 0 })], {}, { outputs: ['nll'] });
+      g.output('nll', 'float32', ['batch', 'seq']);
+      break;
+    }
+    case 'kl': {
+      const logits = g.op('Gemm', [x, headWeight], { transB: 1 });
+      const logp = g.op('LogSoftmax', [logits], { axis: -1 });
+      const ref = g.input('ref_logprobs', 'float32', ['batch', 'seq', V]);
+      const ref2 = g.op('Reshape', [ref, g.constInt64([-1, V])]);
+      const terms = g.op('Mul', [g.op('Exp', [ref2]), g.op('Sub', [ref2, logp])]);
+      const kl = g.op('ReduceSum', [terms, g.constInt64([-1])], { keepdims: 0 });
+      g.node('Reshape', [kl, g.op('Concat', [batchDim, seqDim], { axis: 0 })], {}, { outputs: ['kl'] });
+      g.output('kl', 'float32', ['batch', 'seq']);
+      break;
+    }
+  }
+  return g.encode({ opset: OPSET });
+}

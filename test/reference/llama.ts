@@ -1,0 +1,135 @@
+/**
+ * A plain-TypeScript LLaMA forward pass (loops, float64 accumulators, no ONNX Runtime), written directly from
+ * the architecture's definition. It is the independent oracle the engine's logits are checked against.
+ *
+ * `rotary: 'interleaved'` rotates pairs (2i, 2i+1) as llama2.c does, so it can run on raw llama2.c weights;
+ * `'half'` rotates pairs (i, i + headDim/2) as Hugging Face does.
+ */
+
+export interface ReferenceWeights {
+  hiddenSize: number;
+  numLayers: number;
+  headDim: number;
+  headsPerLayer: number[];
+  kvHeadsPerLayer: number[];
+  kvHeadOfQuery?: number[][];
+  intermediateSize: number;
+  vocabSize: number;
+  normEps: number;
+  ropeTheta: number;
+  tieEmbeddings: boolean;
+  get(role: string): Float32Array | undefined;
+}
+
+/** y[o] = sum_i W[o, i] x[i] + b[o], W in [out, in] layout. */
+function linear(W: Float32Array, b: Float32Array | undefined, x: Float64Array, out: number): Float64Array {
+  const inn = x.length;
+  const y = new Float64Array(out);
+  for (let o = 0; o < out; o++) {
+    let s = b ? b[o] : 0;
+    for (let i = 0; i < inn; i++) s += W[o * inn + i] * x[i];
+    y[o] = s;
+  }
+  return y;
+}
+
+function rmsNorm(x: Float64Array, w: Float32Array, eps: number): Float64Array {
+  let ss = 0;
+  for (const v of x) ss += v * v;
+  const r = 1 / Math.sqrt(ss / x.length + eps);
+  return x.map((v, i) => v * r * w[i]);
+}
+
+function rotate(vec: Float64Array, offset: number, hd: number, pos: number, theta: number, layout: 'half' | 'interleaved') {
+  for (let j = 0; j < hd / 2; j++) {
+    const freq = 1 / theta ** ((2 * j) / hd);
+    const c = Math.cos(pos * freq);
+    const s = Math.sin(pos * freq);
+    const a = layout === 'half' ? offset + j : offset + 2 * j;
+    const b = layout === 'half' ? offset + j + hd / 2 : offset + 2 * j + 1;
+    const x0 = vec[a];
+    const x1 = vec[b];
+    vec[a] = x0 * c - x1 * s;
+    vec[b] = x0 * s + x1 * c;
+  }
+}
+
+/**
+ * Logits [seq][vocab] for one sequence. `headMask[layer][head]` = 0 zeroes that head's attention output.
+ */
+export function referenceForward(
+  w: ReferenceWeights,
+  tokens: number[],
+  opts: { rotary: 'half' | 'interleaved'; headMask?: number[][] },
+): Float64Array[] {
+  const D = w.hiddenSize;
+  const hd = w.headDim;
+  const need = (role: string): Float32Array => {
+    const t = w.get(role);
+    if (!t) throw new Error(`reference: missing ${role}`);
+    return t;
+  };
+  const emb = need('embed.tokens');
+  const S = tokens.length;
+  let xs: Float64Array[] = tokens.map((t) => Float64Array.from(emb.subarray(t * D, (t + 1) * D)));
+
+  for (let l = 0; l < w.numLayers; l++) {
+    const H = w.headsPerLayer[l];
+    const KV = w.kvHeadsPerLayer[l];
+    const p = `layers.${l}`;
+    if (H > 0) {
+      const qs: Float64Array[] = [];
+      const ks: Float64Array[] = [];
+      const vs: Float64Array[] = [];
+      for (let t = 0; t < S; t++) {
+        const h = rmsNorm(xs[t], need(`${p}.attn_norm.weight`), w.normEps);
+        const q = linear(need(`${p}.attn.q.weight`), w.get(`${p}.attn.q.bias`), h, H * hd);
+        const k = linear(need(`${p}.attn.k.weight`), w.get(`${p}.attn.k.bias`), h, KV * hd);
+        const v = linear(need(`${p}.attn.v.weight`), w.get(`${p}.attn.v.bias`), h, KV * hd);
+        for (let a = 0; a < H; a++) rotate(q, a * hd, hd, t, w.ropeTheta, opts.rotary);
+        for (let a = 0; a < KV; a++) rotate(k, a * hd, hd, t, w.ropeTheta, opts.rotary);
+        qs.push(q);
+        ks.push(k);
+        vs.push(v);
+      }
+      const next: Float64Array[] = [];
+      for (let t = 0; t < S; t++) {
+        const concat = new Float64Array(H * hd);
+        for (let a = 0; a < H; a++) {
+          const keep = opts.headMask ? opts.headMask[l][a] : 1;
+          if (keep === 0) continue;
+          const kvh = w.kvHeadOfQuery ? w.kvHeadOfQuery[l][a] : Math.floor(a / (H / KV));
+          const scores = new Float64Array(t + 1);
+          let max = Number.NEGATIVE_INFINITY;
+          for (let u = 0; u <= t; u++) {
+            let s = 0;
+            for (let d = 0; d < hd; d++) s += qs[t][a * hd + d] * ks[u][kvh * hd + d];
+            scores[u] = s / Math.sqrt(hd);
+            if (scores[u] > max) max = scores[u];
+          }
+          let z = 0;
+          for (let u = 0; u <= t; u++) {
+            scores[u] = Math.exp(scores[u] - max);
+            z += scores[u];
+          }
+          for (let u = 0; u <= t; u++) {
+            for (let d = 0; d < hd; d++) concat[a * hd + d] += (keep * scores[u] * vs[u][kvh * hd + d]) / z;
+          }
+        }
+        const o = linear(need(`${p}.attn.o.weight`), w.get(`${p}.attn.o.bias`), concat, D);
+        next.push(xs[t].map((v, i) => v + o[i]));
+      }
+      xs = next;
+    }
+    xs = xs.map((x) => {
+      const h = rmsNorm(x, need(`${p}.mlp_norm.weight`), w.normEps);
+      const gate = linear(need(`${p}.mlp.gate.weight`), undefined, h, w.intermediateSize);
+      const up = linear(need(`${p}.mlp.up.weight`), undefined, h, w.intermediateSize);
+      const act = gate.map((gv, i) => (gv / (1 + Math.exp(-gv))) * up[i]);
+      const down = linear(need(`${p}.mlp.down.weight`), undefined, act, D);
+      return x.map((v, i) => v + down[i]);
+    });
+  }
+  const head = w.tieEmbeddings ? emb : need('lm_head.weight');
+  return xs.map((x) => linear(head, undefined, rmsNorm(x, need('final_norm.weight'), w.normEps), w.vocabSize));
+}

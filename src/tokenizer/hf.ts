@@ -1,0 +1,160 @@
+/**
+ * Hugging Face `tokenizer.json` (+ `tokenizer_config.json` beside it when present) through
+ * @huggingface/tokenizers. The config supplies the BOS/EOS tokens and the add_bos/add_eos defaults.
+ */
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+import { dataError, fileError } from '../errors.js';
+import type { EncodeOptions, Tokenizer } from './types.js';
+
+type JsonObject = Record<string, unknown>;
+
+function isObject(x: unknown): x is JsonObject {
+  return typeof x === 'object' && x !== null && !Array.isArray(x);
+}
+
+async function readJsonObject(path: string, what: string): Promise<JsonObject> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw fileError(
+      path,
+      code === 'ENOENT' ? `${what} not found` : `cannot read ${what}: ${(err as Error).message}`,
+      err,
+    );
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw fileError(path, `${what} is not valid JSON: ${(err as Error).message}`, err);
+  }
+  if (!isObject(value)) throw fileError(path, `${what} must hold a JSON object`);
+  return value;
+}
+
+/** tokenizer_config.json writes special tokens either as a string or as an AddedToken object. */
+function tokenContent(x: unknown): string | undefined {
+  if (typeof x === 'string') return x;
+  if (isObject(x) && typeof x.content === 'string') return x.content;
+  return undefined;
+}
+
+export interface HfTokenizerOptions {
+  /** The model's vocabulary size: the tokenizer's ids must fit in it (models may pad it, so fewer is fine). */
+  vocabSize?: number;
+  /** tokenizer_config.json; default: beside the tokenizer.json, used when present. */
+  configPath?: string;
+}
+
+/** Load a tokenizer.json file. */
+export async function loadHfTokenizer(path: string, opts: HfTokenizerOptions = {}): Promise<Tokenizer> {
+  const json = await readJsonObject(path, 'tokenizer.json');
+  if (!isObject(json.model)) throw fileError(path, 'not a tokenizer.json: it has no "model" object');
+  if (json.added_tokens !== undefined && !Array.isArray(json.added_tokens)) {
+    throw fileError(path, 'not a valid tokenizer.json: "added_tokens" must be a list');
+  }
+  const configPath = opts.configPath ?? join(dirname(path), 'tokenizer_config.json');
+  // The config is optional unless the caller named it.
+  const config: JsonObject =
+    opts.configPath !== undefined || existsSync(configPath)
+      ? await readJsonObject(configPath, 'tokenizer_config.json')
+      : {};
+  // The library reads these keys unconditionally; older files omit them.
+  const full = {
+    added_tokens: [],
+    normalizer: null,
+    pre_tokenizer: null,
+    post_processor: null,
+    decoder: null,
+    ...json,
+  };
+  let hf: HfTokenizer;
+  try {
+    hf = new HfTokenizer(full, config);
+  } catch (err) {
+    throw fileError(path, `not a usable tokenizer.json: ${(err as Error).message}`, err);
+  }
+  return hfTokenizer(hf, config, path, opts.vocabSize);
+}
+
+/** Wrap a constructed @huggingface/tokenizers Tokenizer. */
+export function hfTokenizer(
+  hf: HfTokenizer,
+  config: JsonObject,
+  source: string,
+  modelVocabSize?: number,
+): Tokenizer {
+  let maxId = -1;
+  for (const id of hf.get_vocab(true).values()) if (id > maxId) maxId = id;
+  const vocabSize = maxId + 1;
+  if (modelVocabSize !== undefined && vocabSize > modelVocabSize) {
+    throw fileError(
+      source,
+      `tokenizer has ids up to ${maxId} but the model's vocabulary has ${modelVocabSize}: wrong tokenizer for this model?`,
+    );
+  }
+  const idOfConfigToken = (key: string): number | undefined => {
+    const content = tokenContent(config[key]);
+    return content === undefined ? undefined : hf.token_to_id(content);
+  };
+  const bosId = idOfConfigToken('bos_token');
+  const eosId = idOfConfigToken('eos_token');
+
+  // What the tokenizer.json's post-processor does on its own, unless the config overrides it (as transformers
+  // does for add_bos_token / add_eos_token).
+  const probeRaw = hf.encode('a', { add_special_tokens: false }).ids;
+  const probeFull = hf.encode('a', { add_special_tokens: true }).ids;
+  const templateBos = bosId !== undefined && probeFull[0] === bosId && probeRaw[0] !== bosId;
+  const templateEos = eosId !== undefined && probeFull.at(-1) === eosId && probeRaw.at(-1) !== eosId;
+  const configBos = typeof config.add_bos_token === 'boolean' ? config.add_bos_token : undefined;
+  const configEos = typeof config.add_eos_token === 'boolean' ? config.add_eos_token : undefined;
+
+  function encode(text: string, opts: EncodeOptions = {}): number[] {
+    if (
+      opts.bos === undefined &&
+      opts.eos === undefined &&
+      configBos === undefined &&
+      configEos === undefined
+    ) {
+      // The tokenizer's own template (also covers BERT-style [CLS] … [SEP]).
+      return hf.encode(text, { add_special_tokens: true }).ids;
+    }
+    const ids = hf.encode(text, { add_special_tokens: false }).ids;
+    if ((opts.bos ?? configBos ?? templateBos) && bosId !== undefined) ids.unshift(bosId);
+    if ((opts.eos ?? configEos ?? templateEos) && eosId !== undefined) ids.push(eosId);
+    return ids;
+  }
+
+  const checkId = (id: number): void => {
+    if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
+      throw dataError(source, `token id ${id} is outside the vocabulary (0..${vocabSize - 1})`);
+    }
+  };
+  const isControl = (id: number): boolean => id === bosId || id === eosId;
+
+  function decode(ids: number[]): string {
+    ids.forEach(checkId);
+    // BOS/EOS mark documents and carry no text (as in the llama2.c tokenizer); the library rejects [].
+    const text = ids.filter((id) => !isControl(id));
+    return text.length === 0 ? '' : hf.decode(text);
+  }
+
+  function decodeToken(prev: number | undefined, id: number): string {
+    checkId(id);
+    if (isControl(id)) return '';
+    if (prev === undefined || isControl(prev)) return hf.decode([id]);
+    checkId(prev);
+    // Decoders treat a sequence's first token specially (e.g. Metaspace drops its leading space), so take the
+    // pair's text minus the previous token's.
+    const before = hf.decode([prev]);
+    const both = hf.decode([prev, id]);
+    return both.startsWith(before) ? both.slice(before.length) : hf.decode([id]);
+  }
+
+  return { vocabSize, bosId, eosId, encode, decode, decodeToken, source };
+}

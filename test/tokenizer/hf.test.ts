@@ -1,0 +1,167 @@
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { GenepruneError } from '../../src/errors.js';
+import { loadTokenizer } from '../../src/tokenizer/load.js';
+
+// A llama-style BPE: Metaspace (▁ for spaces, prefix on the first word), merges by rank, <s> template.
+const VOCAB = {
+  '<unk>': 0,
+  '<s>': 1,
+  '</s>': 2,
+  '▁': 3,
+  h: 4,
+  e: 5,
+  l: 6,
+  o: 7,
+  w: 8,
+  r: 9,
+  d: 10,
+  he: 11,
+  ll: 12,
+  hell: 13,
+  hello: 14,
+  '▁hello': 15,
+};
+const TOKENIZER_JSON = {
+  version: '1.0',
+  added_tokens: [
+    {
+      id: 0,
+      content: '<unk>',
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: true,
+    },
+    {
+      id: 1,
+      content: '<s>',
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: true,
+    },
+    {
+      id: 2,
+      content: '</s>',
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: true,
+    },
+  ],
+  normalizer: null,
+  pre_tokenizer: { type: 'Metaspace', replacement: '▁', prepend_scheme: 'always', split: false },
+  post_processor: {
+    type: 'TemplateProcessing',
+    single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+    pair: [{ Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }],
+    special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] } },
+  },
+  decoder: { type: 'Metaspace', replacement: '▁', prepend_scheme: 'always', split: false },
+  model: {
+    type: 'BPE',
+    unk_token: '<unk>',
+    vocab: VOCAB,
+    merges: ['h e', 'l l', 'he ll', 'hell o', '▁ hello'],
+  },
+};
+
+const root = mkdtempSync(join(tmpdir(), 'geneprune-hftok-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+function folder(name: string, files: Record<string, unknown>): string {
+  const d = join(root, name);
+  mkdirSync(d);
+  for (const [f, v] of Object.entries(files))
+    writeFileSync(join(d, f), typeof v === 'string' ? v : JSON.stringify(v));
+  return d;
+}
+
+// "hello world" → "▁hello▁world"; h+e, l+l, he+ll, hell+o, ▁+hello; "▁ w o r l d" has no merges.
+const HELLO_WORLD = [15, 3, 8, 7, 9, 6, 10];
+
+describe('tokenizer.json through @huggingface/tokenizers', () => {
+  test('without tokenizer_config.json: the template decides, no BOS id known', async () => {
+    const d = folder('plain', { 'tokenizer.json': TOKENIZER_JSON });
+    const tok = await loadTokenizer(join(d, 'tokenizer.json'));
+    assert.equal(tok.vocabSize, 16);
+    assert.equal(tok.bosId, undefined);
+    assert.deepEqual(tok.encode('hello world'), [1, ...HELLO_WORLD]);
+    assert.deepEqual(tok.encode('hello world', { bos: false }), HELLO_WORLD);
+    assert.deepEqual(tok.encode('hz', { bos: false }), [3, 4, 0]); // z is unknown
+    assert.equal(tok.decode(HELLO_WORLD), 'hello world');
+  });
+
+  test('with tokenizer_config.json: bos/eos tokens and add_bos/add_eos defaults', async () => {
+    const d = folder('configured', {
+      'tokenizer.json': TOKENIZER_JSON,
+      'tokenizer_config.json': { bos_token: '<s>', eos_token: { content: '</s>' }, add_bos_token: true },
+    });
+    const tok = await loadTokenizer(d); // a folder finds tokenizer.json
+    assert.equal(tok.bosId, 1);
+    assert.equal(tok.eosId, 2);
+    assert.deepEqual(tok.encode('hello world'), [1, ...HELLO_WORLD]);
+    assert.deepEqual(tok.encode('hello world', { bos: false }), HELLO_WORLD);
+    assert.deepEqual(tok.encode('hello world', { eos: true }), [1, ...HELLO_WORLD, 2]);
+    assert.deepEqual(tok.encode('hello', { bos: true, eos: true }), [1, 15, 2]);
+    assert.equal(tok.decode([1, ...HELLO_WORLD, 2]), 'hello world');
+    assert.equal(tok.decode([]), '');
+    assert.equal(tok.decodeToken(undefined, 15), 'hello');
+    assert.equal(tok.decodeToken(1, 15), 'hello');
+    assert.equal(tok.decodeToken(15, 3), ' ');
+    assert.equal(tok.decodeToken(3, 8), 'w');
+    assert.equal(tok.decodeToken(7, 15), ' hello');
+    assert.throws(() => tok.decode([99]), GenepruneError);
+
+    const offTemplate = folder('no-bos', {
+      'tokenizer.json': TOKENIZER_JSON,
+      'tokenizer_config.json': { bos_token: '<s>', add_bos_token: false },
+    });
+    assert.deepEqual(
+      (await loadTokenizer(join(offTemplate, 'tokenizer.json'))).encode('hello world'),
+      HELLO_WORLD,
+    );
+  });
+
+  test('model vocabulary may be padded, not smaller', async () => {
+    const d = folder('vocab', { 'tokenizer.json': TOKENIZER_JSON });
+    assert.equal((await loadTokenizer(join(d, 'tokenizer.json'), { vocabSize: 64 })).vocabSize, 16);
+    await assert.rejects(loadTokenizer(join(d, 'tokenizer.json'), { vocabSize: 8 }), /vocabulary has 8/);
+  });
+
+  test('missing or invalid files name the file', async () => {
+    const d = folder('bad', {
+      'broken.json': '{ "model": ',
+      'list.json': '[1, 2]',
+      'nomodel.json': { version: '1.0' },
+      'badmodel.json': { model: { type: 'Nonsense' } },
+    });
+    const cases: [string, RegExp][] = [
+      [join(d, 'absent.json'), /tokenizer not found/],
+      [join(d, 'broken.json'), /not valid JSON/],
+      [join(d, 'list.json'), /JSON object/],
+      [join(d, 'nomodel.json'), /no "model"/],
+      [join(d, 'badmodel.json'), /not a usable tokenizer.json/],
+    ];
+    for (const [p, re] of cases) {
+      await assert.rejects(loadTokenizer(p), (err: unknown) => {
+        assert.ok(err instanceof GenepruneError, String(err));
+        assert.equal(err.kind, 'file');
+        assert.equal(err.where, p);
+        assert.match(err.message, re);
+        return true;
+      });
+    }
+    const badConfig = folder('badconfig', { 'tokenizer.json': TOKENIZER_JSON, 'tokenizer_config.json': '{' });
+    await assert.rejects(
+      loadTokenizer(join(badConfig, 'tokenizer.json')),
+      /tokenizer_config.json is not valid JSON/,
+    );
+  });
+});

@@ -1,0 +1,154 @@
+/**
+ * Storage dtypes of checkpoint tensors and their conversion to and from fp32. ONNX Runtime's JS API has no
+ * bf16 tensor and fp16 buys nothing on CPU, so everything is widened to fp32 on load.
+ */
+
+export type Dtype = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U8' | 'BOOL';
+
+export const DTYPE_BYTES: Readonly<Record<Dtype, number>> = {
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
+};
+
+export function isDtype(s: unknown): s is Dtype {
+  return typeof s === 'string' && Object.hasOwn(DTYPE_BYTES, s);
+}
+
+// Typed-array views below read checkpoint bytes in platform order; every checkpoint format here is little-endian.
+if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
+  throw new Error('geneprune needs a little-endian platform to read checkpoints');
+}
+
+let f16Table: Uint32Array | undefined;
+
+/** fp32 bit pattern of every fp16 value; one table lookup per element is the fastest widening in JS. */
+function f16ToF32Table(): Uint32Array {
+  if (f16Table) return f16Table;
+  const table = new Uint32Array(65536);
+  const f = new Float32Array(1);
+  const u = new Uint32Array(f.buffer);
+  for (let h = 0; h < 65536; h++) {
+    const sign = (h & 0x8000) << 16;
+    const exp = (h >> 10) & 0x1f;
+    const mant = h & 0x3ff;
+    if (exp === 0) {
+      // zero or subnormal: mant · 2^-24, exact in fp32
+      f[0] = mant * 2 ** -24;
+      table[h] = (sign | u[0]) >>> 0;
+    } else if (exp === 31) {
+      table[h] = (sign | 0x7f800000 | (mant << 13)) >>> 0; // inf, or NaN keeping its payload
+    } else {
+      table[h] = (sign | ((exp - 15 + 127) << 23) | (mant << 13)) >>> 0;
+    }
+  }
+  f16Table = table;
+  return table;
+}
+
+/** Converts raw little-endian storage bytes of `dtype` to fp32 values. */
+export function toFloat32(dtype: Dtype, bytes: Uint8Array): Float32Array {
+  const n = bytes.length / DTYPE_BYTES[dtype];
+  // Copy to a fresh aligned buffer when the typed views below could not be laid over `bytes` directly.
+  const aligned =
+    bytes.byteOffset % DTYPE_BYTES[dtype] === 0
+      ? bytes
+      : new Uint8Array(bytes.buffer.slice(bytes.byteOffset));
+  const buf = aligned.buffer;
+  const off = aligned.byteOffset;
+  switch (dtype) {
+    case 'F32':
+      return new Float32Array(buf, off, n);
+    case 'F16': {
+      const src = new Uint16Array(buf, off, n);
+      const out = new Float32Array(n);
+      const bits = new Uint32Array(out.buffer);
+      const table = f16ToF32Table();
+      for (let i = 0; i < n; i++) bits[i] = table[src[i]];
+      return out;
+    }
+    case 'BF16': {
+      // bf16 is the top half of an fp32.
+      const src = new Uint16Array(buf, off, n);
+      const out = new Float32Array(n);
+      const bits = new Uint32Array(out.buffer);
+      for (let i = 0; i < n; i++) bits[i] = src[i] << 16;
+      return out;
+    }
+    case 'F64':
+      return Float32Array.from(new Float64Array(buf, off, n));
+    case 'I64': {
+      const src = new BigInt64Array(buf, off, n);
+      const out = new Float32Array(n);
+      for (let i = 0; i < n; i++) out[i] = Number(src[i]);
+      return out;
+    }
+    case 'I32':
+      return Float32Array.from(new Int32Array(buf, off, n));
+    case 'I16':
+      return Float32Array.from(new Int16Array(buf, off, n));
+    case 'I8':
+      return Float32Array.from(new Int8Array(buf, off, n));
+    case 'U8':
+      return Float32Array.from(new Uint8Array(buf, off, n));
+    case 'BOOL': {
+      const src = new Uint8Array(buf, off, n);
+      const out = new Float32Array(n);
+      for (let i = 0; i < n; i++) out[i] = src[i] ? 1 : 0;
+      return out;
+    }
+  }
+}
+
+const scratchF = new Float32Array(1);
+const scratchU = new Uint32Array(scratchF.buffer);
+
+/** fp16 bits of an fp32 value, rounding to nearest even; overflow goes to ±inf, NaN stays NaN. */
+export function f32ToF16Bits(x: number): number {
+  scratchF[0] = x;
+  const b = scratchU[0];
+  const sign = (b >>> 16) & 0x8000;
+  const exp = (b >>> 23) & 0xff;
+  const mant = b & 0x7fffff;
+  if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 | (mant >>> 13) : 0);
+  const e = exp - 127 + 15;
+  if (e >= 31) return sign | 0x7c00;
+  if (e <= 0) {
+    // fp16 subnormal: units of 2^-24; the shift also drops the implicit bit into the mantissa.
+    const shift = 126 - exp;
+    if (shift > 24) return sign; // below half the smallest subnormal (ties to even 0 at exactly half)
+    const full = mant | 0x800000;
+    const half = full >>> shift;
+    const rest = full & ((1 << shift) - 1);
+    const mid = 1 << (shift - 1);
+    return sign | (half + (rest > mid || (rest === mid && half & 1) ? 1 : 0));
+  }
+  const half = (e << 10) | (mant >>> 13);
+  const rest = mant & 0x1fff;
+  // A carry out of the mantissa bumps the exponent, up to inf: exactly what the bit layout gives.
+  return sign | (half + (rest > 0x1000 || (rest === 0x1000 && half & 1) ? 1 : 0));
+}
+
+/** bf16 bits of an fp32 value, rounding to nearest even; NaN stays a (quiet) NaN. */
+export function f32ToBf16Bits(x: number): number {
+  scratchF[0] = x;
+  const b = scratchU[0];
+  if ((b & 0x7f800000) === 0x7f800000 && b & 0x7fffff) return (b >>> 16) | 0x40;
+  return (b + 0x7fff + ((b >>> 16) & 1)) >>> 16;
+}
+
+/** Encodes fp32 values as little-endian storage bytes of F32, F16 or BF16. */
+export function fromFloat32(dtype: 'F32' | 'F16' | 'BF16', data: Float32Array): Uint8Array {
+  if (dtype === 'F32') return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const out = new Uint16Array(data.length);
+  const conv = dtype === 'F16' ? f32ToF16Bits : f32ToBf16Bits;
+  for (let i = 0; i < data.length; i++) out[i] = conv(data[i]);
+  return new Uint8Array(out.buffer);
+}

@@ -1,0 +1,576 @@
+/**
+ * The LLaMA family (Hugging Face model_type llama, mistral, qwen2; also llama2.c checkpoints) ↔ ModelSpec.
+ * All share one shape: pre-RMSNorm, rotary attention with optional GQA, gated MLP. They differ in which
+ * linears carry biases, in config defaults, and (llama2.c) in the rotary pair layout.
+ */
+import { join } from 'node:path';
+import type { HfFolder } from '../checkpoint/hf.js';
+import { type Llama2cFile, type Llama2cParams, writeLlama2cLegacy } from '../checkpoint/llama2c.js';
+import { fileError, GenepruneError } from '../errors.js';
+import { type Activation, kvGroupOf, type ModelConfig, type ModelSpec, type TensorSource } from './spec.js';
+
+export const LLAMA_MODEL_TYPES = ['llama', 'mistral', 'qwen2'] as const;
+export type LlamaModelType = (typeof LLAMA_MODEL_TYPES)[number];
+
+/** transformers' defaults where a config.json leaves a field out. */
+const DEFAULT_MAX_POSITIONS: Record<LlamaModelType, number> = {
+  llama: 2048,
+  mistral: 4096 * 32,
+  qwen2: 32768,
+};
+
+const HF_ACTIVATIONS: Record<string, Activation> = {
+  silu: 'silu',
+  swish: 'silu',
+  gelu: 'gelu',
+  gelu_pytorch_tanh: 'gelu_tanh',
+  gelu_new: 'gelu_tanh',
+  relu: 'relu',
+};
+const ACTIVATION_TO_HF: Record<Activation, string> = {
+  silu: 'silu',
+  gelu: 'gelu',
+  gelu_tanh: 'gelu_pytorch_tanh',
+  relu: 'relu',
+};
+
+/** Which linears carry biases in each model type, given llama's `attention_bias` / `mlp_bias` flags. */
+export function llamaBiasFlags(
+  modelType: string,
+  attentionBias: boolean,
+  mlpBias: boolean,
+): Pick<ModelConfig, 'attentionBias' | 'attentionOutBias' | 'mlpBias'> {
+  if (modelType === 'qwen2') return { attentionBias: true, attentionOutBias: false, mlpBias: false };
+  if (modelType === 'mistral' || modelType === 'llama2c') {
+    return { attentionBias: false, attentionOutBias: false, mlpBias: false };
+  }
+  // HF LlamaAttention puts `attention_bias` on all four projections, LlamaMLP `mlp_bias` on all three.
+  return { attentionBias, attentionOutBias: attentionBias, mlpBias };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// config.json → ModelConfig
+
+export function llamaConfigFromHf(json: Record<string, unknown>, configPath: string): ModelConfig {
+  const fail = (msg: string) => fileError(configPath, msg);
+  const modelType = json.model_type;
+  if (typeof modelType !== 'string') throw fail('no "model_type" string');
+  if (!(LLAMA_MODEL_TYPES as readonly string[]).includes(modelType)) {
+    throw fail(`model_type "${modelType}" is not supported (supported: ${LLAMA_MODEL_TYPES.join(', ')})`);
+  }
+  const type = modelType as LlamaModelType;
+  const present = (key: string) => json[key] !== undefined && json[key] !== null;
+  const int = (key: string, fallback?: number, min = 1): number => {
+    if (!present(key)) {
+      if (fallback === undefined) throw fail(`"${key}" is missing`);
+      return fallback;
+    }
+    const v = json[key];
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min) {
+      throw fail(`"${key}" must be an integer ≥ ${min}, got ${JSON.stringify(v)}`);
+    }
+    return v;
+  };
+  const positive = (key: string, fallback: number): number => {
+    if (!present(key)) return fallback;
+    const v = json[key];
+    if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) {
+      throw fail(`"${key}" must be a positive number, got ${JSON.stringify(v)}`);
+    }
+    return v;
+  };
+  const bool = (key: string, fallback: boolean): boolean => {
+    if (!present(key)) return fallback;
+    if (typeof json[key] !== 'boolean')
+      throw fail(`"${key}" must be true or false, got ${JSON.stringify(json[key])}`);
+    return json[key] as boolean;
+  };
+
+  const hiddenSize = int('hidden_size');
+  const numLayers = int('num_hidden_layers');
+  const numHeads = int('num_attention_heads');
+  const numKvHeads = int('num_key_value_heads', numHeads);
+  if (numHeads % numKvHeads !== 0) {
+    throw fail(`num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`);
+  }
+  if (!present('head_dim') && hiddenSize % numHeads !== 0) {
+    throw fail(
+      `hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads} and head_dim is unset`,
+    );
+  }
+  const headDim = int('head_dim', hiddenSize / numHeads);
+  if (headDim % 2 !== 0) throw fail(`head_dim ${headDim} is odd (rotary embedding needs pairs)`);
+
+  // Newer transformers nest rotary settings in rope_parameters; older ones use rope_theta + rope_scaling.
+  const ropeParams = json.rope_parameters;
+  let ropeTheta = positive('rope_theta', 10000);
+  for (const [key, value] of [
+    ['rope_scaling', json.rope_scaling],
+    ['rope_parameters', ropeParams],
+  ] as const) {
+    if (value === undefined || value === null) continue;
+    if (typeof value !== 'object' || Array.isArray(value)) throw fail(`"${key}" must be an object or null`);
+    const r = value as Record<string, unknown>;
+    const kind = r.rope_type ?? r.type ?? 'default';
+    if (kind !== 'default') {
+      throw fail(
+        `${key} type ${JSON.stringify(kind)} is not supported yet (only unscaled rotary embeddings are)`,
+      );
+    }
+    if (key === 'rope_parameters' && r.rope_theta !== undefined) {
+      if (typeof r.rope_theta !== 'number' || !(r.rope_theta > 0))
+        throw fail('rope_parameters.rope_theta is invalid');
+      ropeTheta = r.rope_theta;
+    }
+  }
+
+  const actName = present('hidden_act') ? json.hidden_act : 'silu';
+  const activation = typeof actName === 'string' ? HF_ACTIVATIONS[actName] : undefined;
+  if (!activation) {
+    throw fail(
+      `hidden_act ${JSON.stringify(actName)} is not supported (supported: ${Object.keys(HF_ACTIVATIONS).join(', ')})`,
+    );
+  }
+
+  const headsPerLayer = perLayerCounts(json, 'num_attention_heads_per_layer', numLayers, numHeads, fail);
+  const kvHeadsPerLayer = perLayerCounts(json, 'num_key_value_heads_per_layer', numLayers, numKvHeads, fail);
+  if (present('num_attention_heads_per_layer') !== present('num_key_value_heads_per_layer')) {
+    throw fail('num_attention_heads_per_layer and num_key_value_heads_per_layer must be given together');
+  }
+  const kvHeadOfQuery = kvMaps(json.kv_head_of_query_per_layer, headsPerLayer, kvHeadsPerLayer, fail);
+
+  const config: ModelConfig = {
+    family: 'llama',
+    modelType: type,
+    hiddenSize,
+    numLayers,
+    numHeads,
+    numKvHeads,
+    headDim,
+    headsPerLayer,
+    kvHeadsPerLayer,
+    intermediateSize: int('intermediate_size'),
+    vocabSize: int('vocab_size'),
+    maxPositions: int('max_position_embeddings', DEFAULT_MAX_POSITIONS[type]),
+    normKind: 'rms',
+    normPlacement: 'pre',
+    normEps: positive('rms_norm_eps', 1e-6),
+    activation,
+    mlpKind: 'gated',
+    positionKind: 'rope',
+    ropeTheta,
+    ...llamaBiasFlags(type, bool('attention_bias', false), bool('mlp_bias', false)),
+    tieEmbeddings: bool('tie_word_embeddings', false),
+  };
+  if (kvHeadOfQuery) config.kvHeadOfQuery = kvHeadOfQuery;
+  const bos = tokenId(json.bos_token_id);
+  const eos = tokenId(json.eos_token_id);
+  if (bos !== undefined) config.bosTokenId = bos;
+  if (eos !== undefined) config.eosTokenId = eos;
+  return config;
+}
+
+function perLayerCounts(
+  json: Record<string, unknown>,
+  key: string,
+  numLayers: number,
+  max: number,
+  fail: (msg: string) => Error,
+): number[] {
+  const v = json[key];
+  if (v === undefined || v === null) return Array(numLayers).fill(max);
+  if (!Array.isArray(v) || v.length !== numLayers)
+    throw fail(`"${key}" must be an array of ${numLayers} counts`);
+  for (const n of v) {
+    if (!Number.isInteger(n) || n < 0 || n > max)
+      throw fail(`"${key}" holds ${JSON.stringify(n)}, not in 0..${max}`);
+  }
+  return [...v];
+}
+
+/** Validates per-layer query→KV maps, or checks the uniform grouping is possible when there are none. */
+function kvMaps(
+  v: unknown,
+  heads: number[],
+  kvHeads: number[],
+  fail: (msg: string) => Error,
+): number[][] | undefined {
+  const key = 'kv_head_of_query_per_layer';
+  if (v === undefined || v === null) {
+    heads.forEach((h, l) => {
+      if ((h === 0) !== (kvHeads[l] === 0) || (kvHeads[l] > 0 && h % kvHeads[l] !== 0)) {
+        throw fail(`layer ${l} has ${h} query heads and ${kvHeads[l]} KV heads: uneven groups need "${key}"`);
+      }
+    });
+    return undefined;
+  }
+  if (!Array.isArray(v) || v.length !== heads.length) throw fail(`"${key}" must hold one array per layer`);
+  return v.map((m, l) => {
+    if (!Array.isArray(m) || m.length !== heads[l])
+      throw fail(`"${key}"[${l}] must list ${heads[l]} KV head indices`);
+    for (const k of m) {
+      if (!Number.isInteger(k) || k < 0 || k >= kvHeads[l]) {
+        throw fail(
+          `"${key}"[${l}] holds ${JSON.stringify(k)}, not a KV head of layer ${l} (0..${kvHeads[l] - 1})`,
+        );
+      }
+    }
+    return [...m];
+  });
+}
+
+function tokenId(v: unknown): number | undefined {
+  // eos_token_id may be a list (several stop tokens); the first is the canonical one.
+  const id = Array.isArray(v) ? v[0] : v;
+  return Number.isInteger(id) && (id as number) >= 0 ? (id as number) : undefined;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// roles, shapes and Hugging Face names
+
+/** Every role a LLaMA-family model with `config` has, in a stable order, with its shape. */
+export function llamaRoleShapes(config: ModelConfig): Array<[string, number[]]> {
+  const { hiddenSize: D, intermediateSize: I, vocabSize: V, headDim: hd } = config;
+  const out: Array<[string, number[]]> = [['embed.tokens', [V, D]]];
+  for (let l = 0; l < config.numLayers; l++) {
+    const p = `layers.${l}`;
+    const q = config.headsPerLayer[l] * hd;
+    const kv = config.kvHeadsPerLayer[l] * hd;
+    out.push([`${p}.attn_norm.weight`, [D]]);
+    for (const [name, rows] of [
+      ['q', q],
+      ['k', kv],
+      ['v', kv],
+    ] as const) {
+      out.push([`${p}.attn.${name}.weight`, [rows, D]]);
+      if (config.attentionBias) out.push([`${p}.attn.${name}.bias`, [rows]]);
+    }
+    out.push([`${p}.attn.o.weight`, [D, q]]);
+    if (config.attentionOutBias) out.push([`${p}.attn.o.bias`, [D]]);
+    out.push([`${p}.mlp_norm.weight`, [D]]);
+    for (const [name, shape, bias] of [
+      ['gate', [I, D], I],
+      ['up', [I, D], I],
+      ['down', [D, I], D],
+    ] as const) {
+      out.push([`${p}.mlp.${name}.weight`, [...shape]]);
+      if (config.mlpBias) out.push([`${p}.mlp.${name}.bias`, [bias]]);
+    }
+  }
+  out.push(['final_norm.weight', [D]]);
+  if (!config.tieEmbeddings) out.push(['lm_head.weight', [V, D]]);
+  return out;
+}
+
+const ROLE_TO_HF: Array<[RegExp, string]> = [
+  [/^embed\.tokens$/, 'model.embed_tokens.weight'],
+  [/^layers\.(\d+)\.attn_norm\.weight$/, 'model.layers.$1.input_layernorm.weight'],
+  [/^layers\.(\d+)\.attn\.([qkvo])\.(weight|bias)$/, 'model.layers.$1.self_attn.$2_proj.$3'],
+  [/^layers\.(\d+)\.mlp_norm\.weight$/, 'model.layers.$1.post_attention_layernorm.weight'],
+  [/^layers\.(\d+)\.mlp\.(gate|up|down)\.(weight|bias)$/, 'model.layers.$1.mlp.$2_proj.$3'],
+  [/^final_norm\.weight$/, 'model.norm.weight'],
+  [/^lm_head\.weight$/, 'lm_head.weight'],
+];
+
+/** The Hugging Face tensor name of a LLaMA-family role. */
+export function hfNameOfRole(role: string): string {
+  for (const [re, name] of ROLE_TO_HF) if (re.test(role)) return role.replace(re, name);
+  throw new GenepruneError('internal', `no Hugging Face name for role ${role}`);
+}
+
+const shapeText = (s: readonly number[]) => `[${s.join(',')}]`;
+const sameShape = (a: readonly number[], b: readonly number[]) =>
+  a.length === b.length && a.every((d, i) => d === b[i]);
+
+// ---------------------------------------------------------------------------------------------------------
+// Hugging Face folder → spec
+
+export function llamaSpecFromHf(folder: HfFolder): ModelSpec {
+  const configPath = join(folder.dir, 'config.json');
+  const config = llamaConfigFromHf(folder.config, configPath);
+  const tensors = new Map<string, TensorSource>();
+  const used = new Set<string>();
+  const missing: string[] = [];
+  for (const [role, shape] of llamaRoleShapes(config)) {
+    const name = hfNameOfRole(role);
+    const t = folder.tensors.get(name);
+    if (!t) {
+      missing.push(name);
+      continue;
+    }
+    if (!sameShape(t.shape, shape)) {
+      throw fileError(
+        t.file,
+        `tensor ${name} has shape ${shapeText(t.shape)}, config.json implies ${shapeText(shape)}`,
+      );
+    }
+    tensors.set(role, t);
+    used.add(name);
+  }
+  if (missing.includes('lm_head.weight')) {
+    const why =
+      folder.config.tie_word_embeddings === false
+        ? 'config.json sets tie_word_embeddings false'
+        : 'config.json does not set tie_word_embeddings (default false)';
+    throw fileError(folder.dir, `tensor lm_head.weight is missing and ${why}`);
+  }
+  if (missing.length > 0) {
+    const list =
+      missing.length > 5
+        ? `${missing.slice(0, 5).join(', ')}, ... (${missing.length} in all)`
+        : missing.join(', ');
+    throw fileError(folder.dir, `missing tensors: ${list}`);
+  }
+  for (const [name, t] of folder.tensors) {
+    if (used.has(name)) continue;
+    // Old checkpoints store the rotary frequencies (recomputed here); tied models may still carry lm_head.
+    if (/\.rotary_emb\.inv_freq$/.test(name) || (name === 'lm_head.weight' && config.tieEmbeddings)) continue;
+    throw fileError(
+      t.file,
+      `unexpected tensor ${name}: not part of a ${config.modelType} model as config.json describes it`,
+    );
+  }
+  return { config, tensors, source: folder.dir };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// rotary layout: llama2.c interleaves pairs (2i, 2i+1); the spec (HF) splits halves (i, i + headDim/2)
+
+/** Reorders the rows of each head from interleaved to half-split: new row j ← 2j, headDim/2 + j ← 2j + 1. */
+export function interleavedToHalfSplit(data: Float32Array, cols: number, headDim: number): Float32Array {
+  return permuteHeadRows(data, cols, headDim, false);
+}
+
+/** The inverse of interleavedToHalfSplit. */
+export function halfSplitToInterleaved(data: Float32Array, cols: number, headDim: number): Float32Array {
+  return permuteHeadRows(data, cols, headDim, true);
+}
+
+function permuteHeadRows(data: Float32Array, cols: number, headDim: number, inverse: boolean): Float32Array {
+  const rows = data.length / cols;
+  if (!Number.isInteger(rows) || rows % headDim !== 0 || headDim % 2 !== 0) {
+    throw new GenepruneError(
+      'internal',
+      `cannot permute ${data.length} values as rows of ${cols} in heads of ${headDim}`,
+    );
+  }
+  const out = new Float32Array(data.length);
+  const half = headDim / 2;
+  for (let base = 0; base < rows; base += headDim) {
+    for (let j = 0; j < half; j++) {
+      for (const [halfSplit, interleaved] of [
+        [j, 2 * j],
+        [half + j, 2 * j + 1],
+      ]) {
+        const [to, from] = inverse ? [interleaved, halfSplit] : [halfSplit, interleaved];
+        out.set(data.subarray((base + from) * cols, (base + from + 1) * cols), (base + to) * cols);
+      }
+    }
+  }
+  return out;
+}
+
+function permutedSource(src: TensorSource, headDim: number, inverse: boolean): TensorSource {
+  const cols = src.shape[1];
+  return {
+    shape: src.shape,
+    dtype: src.dtype,
+    load: async () => permuteHeadRows(await src.load(), cols, headDim, inverse),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// llama2.c ↔ spec
+
+/** llama2.c's fixed settings (run.c hard-codes them). */
+const LLAMA2C_EPS = 1e-5;
+const LLAMA2C_THETA = 10000;
+
+export function llamaSpecFromLlama2c(file: Llama2cFile): ModelSpec {
+  const p = file.params;
+  const headDim = p.dim / p.nHeads;
+  const config: ModelConfig = {
+    family: 'llama',
+    modelType: 'llama2c',
+    hiddenSize: p.dim,
+    numLayers: p.nLayers,
+    numHeads: p.nHeads,
+    numKvHeads: p.nKvHeads,
+    headDim,
+    headsPerLayer: Array(p.nLayers).fill(p.nHeads),
+    kvHeadsPerLayer: Array(p.nLayers).fill(p.nKvHeads),
+    intermediateSize: p.hiddenDim,
+    vocabSize: p.vocabSize,
+    maxPositions: p.seqLen,
+    normKind: 'rms',
+    normPlacement: 'pre',
+    normEps: LLAMA2C_EPS,
+    activation: 'silu',
+    mlpKind: 'gated',
+    positionKind: 'rope',
+    ropeTheta: LLAMA2C_THETA,
+    attentionBias: false,
+    attentionOutBias: false,
+    mlpBias: false,
+    tieEmbeddings: p.sharedClassifier,
+    bosTokenId: 1,
+    eosTokenId: 2,
+  };
+  const t = (name: string): TensorSource => file.tensors.get(name)!;
+  const tensors = new Map<string, TensorSource>([['embed.tokens', t('token_embedding_table')]]);
+  for (let l = 0; l < p.nLayers; l++) {
+    const r = `layers.${l}`;
+    tensors.set(`${r}.attn_norm.weight`, t(`rms_att_weight.${l}`));
+    tensors.set(`${r}.attn.q.weight`, permutedSource(t(`wq.${l}`), headDim, false));
+    tensors.set(`${r}.attn.k.weight`, permutedSource(t(`wk.${l}`), headDim, false));
+    tensors.set(`${r}.attn.v.weight`, t(`wv.${l}`));
+    tensors.set(`${r}.attn.o.weight`, t(`wo.${l}`));
+    tensors.set(`${r}.mlp_norm.weight`, t(`rms_ffn_weight.${l}`));
+    // llama2.c: w2(silu(w1 x) * w3 x)
+    tensors.set(`${r}.mlp.gate.weight`, t(`w1.${l}`));
+    tensors.set(`${r}.mlp.up.weight`, t(`w3.${l}`));
+    tensors.set(`${r}.mlp.down.weight`, t(`w2.${l}`));
+  }
+  tensors.set('final_norm.weight', t('rms_final_weight'));
+  if (!p.sharedClassifier) tensors.set('lm_head.weight', t('wcls'));
+  return { config, tensors, source: file.path };
+}
+
+function modelError(spec: ModelSpec, message: string): GenepruneError {
+  return new GenepruneError('model', message, spec.source);
+}
+
+/** The spec's tensors checked against the shapes its config implies. */
+function checkedTensors(spec: ModelSpec): Array<[string, TensorSource]> {
+  if (spec.config.family !== 'llama')
+    throw modelError(spec, `not a LLaMA-family model (family ${spec.config.family})`);
+  return llamaRoleShapes(spec.config).map(([role, shape]) => {
+    const t = spec.tensors.get(role);
+    if (!t) throw modelError(spec, `tensor ${role} is missing from the model`);
+    if (!sameShape(t.shape, shape)) {
+      throw modelError(
+        spec,
+        `tensor ${role} has shape ${shapeText(t.shape)}, the config implies ${shapeText(shape)}`,
+      );
+    }
+    return [role, t];
+  });
+}
+
+/** Writes a spec as a legacy llama2.c checkpoint (undoing the rotary permutation); fails if it cannot say it. */
+export async function writeLlama2cFromSpec(path: string, spec: ModelSpec): Promise<void> {
+  const c = spec.config;
+  const problems: string[] = [];
+  if (c.normKind !== 'rms' || c.normPlacement !== 'pre') problems.push('norms are not pre-RMSNorm');
+  if (c.activation !== 'silu' || c.mlpKind !== 'gated') problems.push('the MLP is not SwiGLU');
+  if (c.positionKind !== 'rope') problems.push('positions are not rotary');
+  if (c.attentionBias || c.attentionOutBias || c.mlpBias) problems.push('linears carry biases');
+  if (c.normEps !== LLAMA2C_EPS) problems.push(`norm eps is ${c.normEps}, llama2.c fixes 1e-5`);
+  if (c.ropeTheta !== LLAMA2C_THETA) problems.push(`rope theta is ${c.ropeTheta}, llama2.c fixes 10000`);
+  if (c.numHeads * c.headDim !== c.hiddenSize) problems.push('heads × head_dim differs from the hidden size');
+  if (c.headsPerLayer.some((h) => h !== c.numHeads) || c.kvHeadsPerLayer.some((k) => k !== c.numKvHeads)) {
+    problems.push('layers have different head counts');
+  }
+  const uniformMaps = c.kvHeadOfQuery?.every((m) =>
+    m.every((k, h) => k === kvGroupOf(h, c.numHeads, c.numKvHeads)),
+  );
+  if (c.kvHeadOfQuery && !uniformMaps) problems.push('query heads share KV heads unevenly');
+  if (problems.length > 0) {
+    throw fileError(path, `cannot write as llama2.c: ${problems.join('; ')}`);
+  }
+  const roles = new Map(checkedTensors(spec));
+  const r = (role: string) => roles.get(role)!;
+  const out = new Map<string, TensorSource>([['token_embedding_table', r('embed.tokens')]]);
+  for (let l = 0; l < c.numLayers; l++) {
+    const p = `layers.${l}`;
+    out.set(`rms_att_weight.${l}`, r(`${p}.attn_norm.weight`));
+    out.set(`wq.${l}`, permutedSource(r(`${p}.attn.q.weight`), c.headDim, true));
+    out.set(`wk.${l}`, permutedSource(r(`${p}.attn.k.weight`), c.headDim, true));
+    out.set(`wv.${l}`, r(`${p}.attn.v.weight`));
+    out.set(`wo.${l}`, r(`${p}.attn.o.weight`));
+    out.set(`rms_ffn_weight.${l}`, r(`${p}.mlp_norm.weight`));
+    out.set(`w1.${l}`, r(`${p}.mlp.gate.weight`));
+    out.set(`w2.${l}`, r(`${p}.mlp.down.weight`));
+    out.set(`w3.${l}`, r(`${p}.mlp.up.weight`));
+  }
+  out.set('rms_final_weight', r('final_norm.weight'));
+  if (!c.tieEmbeddings) out.set('wcls', r('lm_head.weight'));
+  const params: Llama2cParams = {
+    dim: c.hiddenSize,
+    hiddenDim: c.intermediateSize,
+    nLayers: c.numLayers,
+    nHeads: c.numHeads,
+    nKvHeads: c.numKvHeads,
+    vocabSize: c.vocabSize,
+    seqLen: c.maxPositions,
+    sharedClassifier: c.tieEmbeddings,
+  };
+  await writeLlama2cLegacy(path, params, out);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// spec → Hugging Face
+
+/** config.json and tensors by Hugging Face name for a spec (the inverse of llamaSpecFromHf). */
+export function llamaSpecToHf(spec: ModelSpec): {
+  config: Record<string, unknown>;
+  tensors: Map<string, TensorSource>;
+} {
+  const c = spec.config;
+  const type: LlamaModelType = (LLAMA_MODEL_TYPES as readonly string[]).includes(c.modelType)
+    ? (c.modelType as LlamaModelType)
+    : 'llama';
+  const flags = llamaBiasFlags(type, c.attentionBias, c.mlpBias);
+  if (
+    flags.attentionBias !== c.attentionBias ||
+    flags.attentionOutBias !== c.attentionOutBias ||
+    flags.mlpBias !== c.mlpBias
+  ) {
+    throw modelError(
+      spec,
+      `a ${type} config.json cannot express these biases (q/k/v ${c.attentionBias}, o ${c.attentionOutBias}, mlp ${c.mlpBias})`,
+    );
+  }
+  if (
+    c.normKind !== 'rms' ||
+    c.normPlacement !== 'pre' ||
+    c.mlpKind !== 'gated' ||
+    c.positionKind !== 'rope'
+  ) {
+    throw modelError(spec, 'not a LLaMA-shaped model (needs pre-RMSNorm, gated MLP, rotary positions)');
+  }
+  const arch = { llama: 'LlamaForCausalLM', mistral: 'MistralForCausalLM', qwen2: 'Qwen2ForCausalLM' }[type];
+  const config: Record<string, unknown> = {
+    architectures: [arch],
+    model_type: type,
+    hidden_size: c.hiddenSize,
+    intermediate_size: c.intermediateSize,
+    num_hidden_layers: c.numLayers,
+    num_attention_heads: c.numHeads,
+    num_key_value_heads: c.numKvHeads,
+    head_dim: c.headDim,
+    max_position_embeddings: c.maxPositions,
+    vocab_size: c.vocabSize,
+    rms_norm_eps: c.normEps,
+    rope_theta: c.ropeTheta,
+    rope_scaling: null,
+    hidden_act: ACTIVATION_TO_HF[c.activation],
+    tie_word_embeddings: c.tieEmbeddings,
+    torch_dtype: 'float32',
+  };
+  if (type === 'llama') {
+    config.attention_bias = c.attentionBias;
+    config.mlp_bias = c.mlpBias;
+  }
+  if (c.bosTokenId !== undefined) config.bos_token_id = c.bosTokenId;
+  if (c.eosTokenId !== undefined) config.eos_token_id = c.eosTokenId;
+  if (c.headsPerLayer.some((h) => h !== c.numHeads) || c.kvHeadsPerLayer.some((k) => k !== c.numKvHeads)) {
+    // Our convention for physically pruned models; stock transformers ignores these keys.
+    config.num_attention_heads_per_layer = [...c.headsPerLayer];
+    config.num_key_value_heads_per_layer = [...c.kvHeadsPerLayer];
+  }
+  if (c.kvHeadOfQuery) config.kv_head_of_query_per_layer = c.kvHeadOfQuery.map((m) => [...m]);
+  const tensors = new Map<string, TensorSource>();
+  for (const [role, t] of checkedTensors(spec)) tensors.set(hfNameOfRole(role), t);
+  return { config, tensors };
+}

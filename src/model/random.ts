@@ -1,0 +1,94 @@
+/**
+ * Seeded random LLaMA-family models in memory, for tests and for speed work at real shapes (speed does not
+ * depend on the weights). Linear weights are uniform with std 0.02·scale (normal-ish is all that matters and
+ * uniform is several times faster to draw); norm weights lie in [0.8, 1.2] so a dropped norm changes outputs.
+ */
+import { GenepruneError } from '../errors.js';
+import { createRng, type Rng } from '../util/rng.js';
+import { llamaBiasFlags, llamaRoleShapes } from './llama.js';
+import { type ModelConfig, type ModelSpec, memoryTensor, type TensorSource } from './spec.js';
+
+export interface RandomLlamaOptions {
+  hiddenSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  intermediateSize: number;
+  vocabSize: number;
+  maxPositions: number;
+  /** Default hiddenSize / numHeads. */
+  headDim?: number;
+  /** q/k/v/o biases for llama (HF attention_bias); qwen2 always has q/k/v biases, mistral none. */
+  attentionBias?: boolean;
+  tieEmbeddings?: boolean;
+  /** llama (default), mistral or qwen2. */
+  modelType?: string;
+  seed: number;
+  /** Multiplies the weight std (default 1 → std 0.02). */
+  scale?: number;
+}
+
+const WEIGHT_STD = 0.02;
+
+export function randomLlamaSpec(opts: RandomLlamaOptions): ModelSpec {
+  const modelType = opts.modelType ?? 'llama';
+  const headDim = opts.headDim ?? opts.hiddenSize / opts.numHeads;
+  const counts = {
+    hiddenSize: opts.hiddenSize,
+    numLayers: opts.numLayers,
+    numHeads: opts.numHeads,
+    numKvHeads: opts.numKvHeads,
+    intermediateSize: opts.intermediateSize,
+    vocabSize: opts.vocabSize,
+    maxPositions: opts.maxPositions,
+    headDim,
+  };
+  for (const [key, v] of Object.entries(counts)) {
+    if (!Number.isInteger(v) || v <= 0)
+      throw new GenepruneError('model', `randomLlamaSpec: ${key} must be a positive integer, got ${v}`);
+  }
+  if (opts.numHeads % opts.numKvHeads !== 0 || headDim % 2 !== 0) {
+    throw new GenepruneError(
+      'model',
+      'randomLlamaSpec: numHeads must be a multiple of numKvHeads and headDim even',
+    );
+  }
+  const config: ModelConfig = {
+    family: 'llama',
+    modelType,
+    ...counts,
+    headsPerLayer: Array(opts.numLayers).fill(opts.numHeads),
+    kvHeadsPerLayer: Array(opts.numLayers).fill(opts.numKvHeads),
+    normKind: 'rms',
+    normPlacement: 'pre',
+    normEps: 1e-5,
+    activation: 'silu',
+    mlpKind: 'gated',
+    positionKind: 'rope',
+    ropeTheta: 10000,
+    ...llamaBiasFlags(modelType, opts.attentionBias ?? false, false),
+    tieEmbeddings: opts.tieEmbeddings ?? false,
+  };
+
+  const rng = createRng(opts.seed);
+  const std = WEIGHT_STD * (opts.scale ?? 1);
+  const tensors = new Map<string, TensorSource>();
+  for (const [role, shape] of llamaRoleShapes(config)) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const isNorm = role.endsWith('norm.weight');
+    // A uniform on [-a, a] has std a/√3.
+    const data = isNorm
+      ? uniform(rng, n, 0.8, 1.2)
+      : uniform(rng, n, -std * Math.sqrt(3), std * Math.sqrt(3));
+    tensors.set(role, memoryTensor(shape, data));
+  }
+  return { config, tensors, source: `random:llama(seed=${opts.seed})` };
+}
+
+function uniform(rng: Rng, n: number, lo: number, hi: number): Float32Array {
+  const out = new Float32Array(n);
+  const next = rng.nextUint32;
+  const step = (hi - lo) / 4294967296;
+  for (let i = 0; i < n; i++) out[i] = lo + next() * step;
+  return out;
+}

@@ -1,7 +1,13 @@
 /**
  * A model bound to one ONNX Runtime session: built once, then run many times with different tokens and masks.
  */
-import { buildDecoderGraph, type GraphOutputMode, IGNORE_INDEX, loadWeights, type WeightMap } from '../graph/decoder.js';
+import {
+  buildDecoderGraph,
+  type GraphOutputMode,
+  IGNORE_INDEX,
+  loadWeights,
+  type WeightMap,
+} from '../graph/decoder.js';
 import type { ModelSpec } from '../model/spec.js';
 import { createEngine, type Device, type Engine, type Feed } from './session.js';
 

@@ -2,6 +2,9 @@
  * The only module that imports onnxruntime-node. A session is built once per graph and reused: a search
  * changes only the feeds (masks, tokens), never the session.
  */
+import { existsSync, readdirSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { GenepruneError } from '../errors.js';
 
@@ -42,10 +45,30 @@ export function availableDevices(): Device[] {
   return DEVICES.filter((d) => backends.some((b) => b.name === d));
 }
 
+/**
+ * The CUDA provider is a separate shared library that onnxruntime-node downloads at install time (skipped
+ * here by .npmrc). Checking for it first turns ORT's multi-line native log into one clear message.
+ */
+function cudaProviderMissing(): string | undefined {
+  try {
+    const pkgDir = dirname(createRequire(import.meta.url).resolve('onnxruntime-node/package.json'));
+    const binDir = join(pkgDir, 'bin', 'napi-v6', process.platform, process.arch);
+    if (!existsSync(binDir)) return undefined;
+    const libs = readdirSync(binDir);
+    if (libs.some((f) => f.includes('providers_cuda'))) return undefined;
+    return `the CUDA execution provider library is not installed in ${binDir} (on a CUDA machine reinstall onnxruntime-node with ONNXRUNTIME_NODE_INSTALL=cuda12 instead of the skip in .npmrc)`;
+  } catch {
+    return undefined;
+  }
+}
+
 function toOrtTensor(name: string, f: Feed): ort.Tensor {
   const n = f.dims.reduce((a, b) => a * b, 1);
   if (n !== f.data.length) {
-    throw new GenepruneError('internal', `feed ${name}: dims [${f.dims}] need ${n} values, got ${f.data.length}`);
+    throw new GenepruneError(
+      'internal',
+      `feed ${name}: dims [${f.dims}] need ${n} values, got ${f.data.length}`,
+    );
   }
   return new ort.Tensor(f.type, f.data as never, f.dims as number[]);
 }
@@ -62,6 +85,10 @@ export async function createEngine(model: Uint8Array | string, opts: EngineOptio
       '--device',
     );
   }
+  if (device === 'cuda') {
+    const missing = cudaProviderMissing();
+    if (missing) throw new GenepruneError('device', missing, '--device');
+  }
   const options: ort.InferenceSession.SessionOptions = {
     executionProviders: device === 'cpu' ? ['cpu'] : [device, 'cpu'],
     graphOptimizationLevel: 'all',
@@ -76,9 +103,14 @@ export async function createEngine(model: Uint8Array | string, opts: EngineOptio
   } catch (e) {
     const msg = e instanceof Error ? e.message : String(e);
     if (device !== 'cpu') {
-      throw new GenepruneError('device', `could not start the ${device} execution provider: ${msg}`, '--device', {
-        cause: e,
-      });
+      throw new GenepruneError(
+        'device',
+        `could not start the ${device} execution provider: ${msg}`,
+        '--device',
+        {
+          cause: e,
+        },
+      );
     }
     throw new GenepruneError('internal', `ONNX Runtime rejected the graph: ${msg}`, undefined, { cause: e });
   }

@@ -40,7 +40,14 @@ function rmsNorm(x: Float64Array, w: Float32Array, eps: number): Float64Array {
   return x.map((v, i) => v * r * w[i]);
 }
 
-function rotate(vec: Float64Array, offset: number, hd: number, pos: number, theta: number, layout: 'half' | 'interleaved') {
+function rotate(
+  vec: Float64Array,
+  offset: number,
+  hd: number,
+  pos: number,
+  theta: number,
+  layout: 'half' | 'interleaved',
+) {
   for (let j = 0; j < hd / 2; j++) {
     const freq = 1 / theta ** ((2 * j) / hd);
     const c = Math.cos(pos * freq);
@@ -131,5 +138,7 @@ export function referenceForward(
     });
   }
   const head = w.tieEmbeddings ? emb : need('lm_head.weight');
-  return xs.map((x) => linear(head, undefined, rmsNorm(x, need('final_norm.weight'), w.normEps), w.vocabSize));
+  return xs.map((x) =>
+    linear(head, undefined, rmsNorm(x, need('final_norm.weight'), w.normEps), w.vocabSize),
+  );
 }

@@ -1,0 +1,125 @@
+import type { Command } from 'commander';
+import { createRunner } from '../engine/runner.js';
+import { flagError } from '../errors.js';
+import { readDataset } from '../metrics/data.js';
+import {
+  defaultBatchSize,
+  evaluatePerplexity,
+  makeWindows,
+  tokenizeDocuments,
+} from '../metrics/perplexity.js';
+import { openModel } from '../model/open.js';
+import { headMaskFromList, parseDevice, parseHeadList, parseIntFlag } from './options.js';
+import { progressLine } from './progress.js';
+
+interface EvalFlags {
+  model?: string;
+  tokenizer?: string;
+  data?: string;
+  ctx?: string;
+  maxTokens?: string;
+  batchSize?: string;
+  pruneHeads?: string;
+  device: string;
+  threads?: string;
+  json?: boolean;
+}
+
+export function registerEval(program: Command): void {
+  program
+    .command('eval')
+    .description(
+      'Perplexity of a model on text data (forward passes on ONNX Runtime, NLL computed in-graph).',
+    )
+    .option(
+      '--model <path>',
+      'llama2.c .bin, Hugging Face folder, or hf:OWNER/REPO[/PATH] (default: stories260K)',
+    )
+    .option(
+      '--tokenizer <file>',
+      'tokenizer.json or llama2.c tokenizer.bin (default: found beside the model)',
+    )
+    .option(
+      '--data <path>',
+      'text file, folder of .txt/.jsonl files, or JSONL with a "text" field (required)',
+    )
+    .option('--ctx <n>', "context length per window (default: the model's)")
+    .option('--max-tokens <n>', 'score at most this many tokens')
+    .option('--batch-size <n>', 'windows per forward pass (default: about 2048 tokens)')
+    .option('--prune-heads <list>', 'mask these attention heads, LAYER:HEAD,... (0-based)')
+    .option('--device <name>', 'cpu, cuda or webgpu (passed to ONNX Runtime)', 'cpu')
+    .option('--threads <n>', 'intra-op threads (default: all physical cores)')
+    .option('--json', 'print the result as one JSON object')
+    .addHelpText(
+      'after',
+      `
+Protocol: each document is BOS + tokens; documents are concatenated; window i covers tokens
+[i*ctx, i*ctx+ctx]; the mean NLL is over every predicted token; perplexity = exp(mean NLL).
+
+Example:
+  geneprune eval --data ../shared/data/tinystories/eval
+  geneprune eval --model ./my-hf-folder --data eval.jsonl --ctx 1024 --max-tokens 50000 --prune-heads 0:3,4:1`,
+    )
+    .action(async (flags: EvalFlags) => {
+      if (!flags.data) throw flagError('--data', 'required: the text to evaluate on');
+      const device = parseDevice(flags.device);
+      const threads = flags.threads ? parseIntFlag('--threads', flags.threads) : undefined;
+      const maxTokens = flags.maxTokens ? parseIntFlag('--max-tokens', flags.maxTokens) : undefined;
+      const pairs = flags.pruneHeads ? parseHeadList(flags.pruneHeads) : [];
+      const model = await openModel(flags.model, { tokenizer: flags.tokenizer });
+      const { config } = model.spec;
+      const ctx = flags.ctx ? parseIntFlag('--ctx', flags.ctx) : config.maxPositions;
+      if (ctx > config.maxPositions) {
+        throw flagError('--ctx', `${ctx} exceeds the model's context length ${config.maxPositions}`);
+      }
+      const batchSize = flags.batchSize
+        ? parseIntFlag('--batch-size', flags.batchSize)
+        : defaultBatchSize(ctx);
+      const headMask = headMaskFromList(config, pairs);
+      const data = await readDataset(flags.data);
+      const windows = makeWindows(
+        tokenizeDocuments(data.documents, model.tokenizer),
+        ctx,
+        maxTokens,
+        flags.data,
+      );
+      const runner = await createRunner(model.spec, { output: 'nll', device, threads });
+      const progress = progressLine(process.stderr, flags.json);
+      const result = await evaluatePerplexity(runner, windows, {
+        masks: { headMask },
+        batchSize,
+        onProgress: (p) => progress.update(`eval ${p.done}/${p.total} tokens`),
+      });
+      progress.done();
+      await runner.release();
+      const report = {
+        model: model.modelPath,
+        tokenizer: model.tokenizerPath,
+        data: flags.data,
+        documents: data.documents.length,
+        context: ctx,
+        prunedHeads: pairs.map(([l, h]) => `${l}:${h}`),
+        tokens: result.tokens,
+        meanNll: result.meanNll,
+        perplexity: result.perplexity,
+        seconds: result.seconds,
+        tokensPerSecond: result.tokensPerSecond,
+        device,
+      };
+      if (flags.json) {
+        process.stdout.write(`${JSON.stringify(report)}\n`);
+        return;
+      }
+      const lines = [
+        `model        ${report.model}`,
+        `data         ${report.data} (${report.documents} documents)`,
+        `context      ${ctx}`,
+        ...(pairs.length ? [`pruned heads ${report.prunedHeads.join(',')}`] : []),
+        `tokens       ${result.tokens}`,
+        `mean NLL     ${result.meanNll.toFixed(4)}`,
+        `perplexity   ${result.perplexity.toFixed(4)}`,
+        `tokens/s     ${Math.round(result.tokensPerSecond)} (${device})`,
+      ];
+      process.stdout.write(`${lines.join('\n')}\n`);
+    });
+}

@@ -1,0 +1,58 @@
+/** Flag parsing shared by the commands. Each parser throws a flagError naming the flag. */
+import { DEVICES, type Device } from '../engine/session.js';
+import { flagError } from '../errors.js';
+import type { ModelConfig } from '../model/spec.js';
+
+export function parseIntFlag(flag: string, value: string, min = 1): number {
+  if (!/^-?\d+$/.test(value.trim())) throw flagError(flag, `expected an integer, got "${value}"`);
+  const n = Number(value);
+  if (n < min) throw flagError(flag, `must be ≥ ${min}, got ${n}`);
+  return n;
+}
+
+export function parseFloatFlag(flag: string, value: string, min = Number.NEGATIVE_INFINITY): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n)) throw flagError(flag, `expected a number, got "${value}"`);
+  if (n < min) throw flagError(flag, `must be ≥ ${min}, got ${n}`);
+  return n;
+}
+
+export function parseDevice(value: string): Device {
+  if (!(DEVICES as readonly string[]).includes(value)) {
+    throw flagError('--device', `unknown device "${value}" (choose ${DEVICES.join(', ')})`);
+  }
+  return value as Device;
+}
+
+/** `L:H,L:H,...` → list of [layer, head] pairs (0-based). */
+export function parseHeadList(value: string): Array<[number, number]> {
+  const pairs: Array<[number, number]> = [];
+  for (const part of value.split(',')) {
+    const m = /^\s*(\d+):(\d+)\s*$/.exec(part);
+    if (!m) throw flagError('--prune-heads', `expected LAYER:HEAD[,LAYER:HEAD...], got "${part}"`);
+    pairs.push([Number(m[1]), Number(m[2])]);
+  }
+  return pairs;
+}
+
+/** A head mask [layers * maxHeads] with the listed heads set to 0. */
+export function headMaskFromList(config: ModelConfig, pairs: Array<[number, number]>): Float32Array {
+  const maxHeads = Math.max(...config.headsPerLayer);
+  const mask = new Float32Array(config.numLayers * maxHeads).fill(1);
+  for (const [l, h] of pairs) {
+    if (l >= config.numLayers) {
+      throw flagError(
+        '--prune-heads',
+        `layer ${l} does not exist (the model has layers 0..${config.numLayers - 1})`,
+      );
+    }
+    if (h >= config.headsPerLayer[l]) {
+      throw flagError(
+        '--prune-heads',
+        `head ${h} does not exist in layer ${l} (heads 0..${config.headsPerLayer[l] - 1})`,
+      );
+    }
+    mask[l * maxHeads + h] = 0;
+  }
+  return mask;
+}

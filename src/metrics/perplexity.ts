@@ -1,0 +1,163 @@
+/**
+ * Perplexity and KL-to-dense over fixed token windows.
+ *
+ * Protocol (the one llama2.c's validation loss uses): each document is encoded as BOS + tokens; documents are
+ * concatenated into one stream; window i is stream[i*C .. i*C+C] (C+1 tokens, C = context length), so every
+ * token after the first is predicted exactly once; the NLL is averaged over every predicted token.
+ */
+
+import { type CandidateMasks, IGNORE_INDEX, type ModelRunner, type TokenBatch } from '../engine/runner.js';
+import { dataError } from '../errors.js';
+import type { Tokenizer } from '../tokenizer/types.js';
+
+/** Token windows of up to C+1 tokens each (inputs are the first C, targets the last C). */
+export interface Windows {
+  context: number;
+  rows: Int32Array[];
+  /** Predicted tokens in all windows together. */
+  tokens: number;
+}
+
+export function tokenizeDocuments(documents: string[], tokenizer: Tokenizer): number[] {
+  const stream: number[] = [];
+  for (const doc of documents) {
+    for (const id of tokenizer.encode(doc, { bos: true })) stream.push(id);
+  }
+  return stream;
+}
+
+/**
+ * Cuts a token stream into windows. `maxTokens` caps the number of predicted tokens (the stream is cut after
+ * maxTokens + 1 tokens).
+ */
+export function makeWindows(
+  stream: ArrayLike<number>,
+  context: number,
+  maxTokens?: number,
+  where = 'data',
+): Windows {
+  if (!Number.isInteger(context) || context < 1)
+    throw dataError(where, `context length must be ≥ 1, got ${context}`);
+  const end = maxTokens === undefined ? stream.length : Math.min(stream.length, maxTokens + 1);
+  if (end < 2) throw dataError(where, 'fewer than 2 tokens: nothing to predict');
+  const rows: Int32Array[] = [];
+  let tokens = 0;
+  for (let start = 0; start + 1 < end; start += context) {
+    const stop = Math.min(start + context + 1, end);
+    const row = new Int32Array(stop - start);
+    for (let i = 0; i < row.length; i++) row[i] = stream[start + i];
+    rows.push(row);
+    tokens += row.length - 1;
+  }
+  return { context, rows, tokens };
+}
+
+/** Groups windows into padded batches of `batchSize` rows. */
+export function* batches(windows: Windows, batchSize: number): Generator<TokenBatch & { valid: Uint8Array }> {
+  for (let b = 0; b < windows.rows.length; b += batchSize) {
+    const rows = windows.rows.slice(b, b + batchSize);
+    const seq = Math.max(...rows.map((r) => r.length - 1));
+    const ids = new BigInt64Array(rows.length * seq);
+    const targets = new BigInt64Array(rows.length * seq).fill(BigInt(IGNORE_INDEX));
+    const valid = new Uint8Array(rows.length * seq);
+    rows.forEach((r, i) => {
+      for (let t = 0; t < r.length - 1; t++) {
+        ids[i * seq + t] = BigInt(r[t]);
+        targets[i * seq + t] = BigInt(r[t + 1]);
+        valid[i * seq + t] = 1;
+      }
+    });
+    yield { batch: rows.length, seq, ids, targets, valid };
+  }
+}
+
+export interface PerplexityResult {
+  /** Predicted tokens scored. */
+  tokens: number;
+  meanNll: number;
+  perplexity: number;
+  seconds: number;
+  tokensPerSecond: number;
+}
+
+export interface EvalProgress {
+  done: number;
+  total: number;
+}
+
+/** Default rows per batch: about 2048 tokens per forward pass. */
+export function defaultBatchSize(context: number): number {
+  return Math.max(1, Math.round(2048 / context));
+}
+
+export async function evaluatePerplexity(
+  runner: ModelRunner,
+  windows: Windows,
+  opts: { masks?: CandidateMasks; batchSize?: number; onProgress?: (p: EvalProgress) => void } = {},
+): Promise<PerplexityResult> {
+  if (runner.output !== 'nll') throw new Error('evaluatePerplexity needs an nll runner');
+  const batchSize = opts.batchSize ?? defaultBatchSize(windows.context);
+  const t0 = performance.now();
+  let sum = 0;
+  let count = 0;
+  for (const batch of batches(windows, batchSize)) {
+    const nll = await runner.run(batch, opts.masks);
+    for (let i = 0; i < nll.length; i++) {
+      if (batch.valid[i]) {
+        sum += nll[i];
+        count++;
+      }
+    }
+    opts.onProgress?.({ done: count, total: windows.tokens });
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const meanNll = sum / count;
+  return { tokens: count, meanNll, perplexity: Math.exp(meanNll), seconds, tokensPerSecond: count / seconds };
+}
+
+/** The dense model's log-probabilities for every batch, computed once and reused for every candidate. */
+export interface KlReference {
+  batchSize: number;
+  logprobs: Float32Array[];
+}
+
+export async function computeKlReference(
+  logprobRunner: ModelRunner,
+  windows: Windows,
+  batchSize = defaultBatchSize(windows.context),
+): Promise<KlReference> {
+  if (logprobRunner.output !== 'logprobs') throw new Error('computeKlReference needs a logprobs runner');
+  const logprobs: Float32Array[] = [];
+  for (const batch of batches(windows, batchSize)) logprobs.push(await logprobRunner.run(batch));
+  return { batchSize, logprobs };
+}
+
+export interface KlResult {
+  tokens: number;
+  /** Mean KL(dense || candidate) per predicted token, in nats. */
+  meanKl: number;
+  seconds: number;
+}
+
+export async function evaluateKl(
+  klRunner: ModelRunner,
+  windows: Windows,
+  reference: KlReference,
+  opts: { masks?: CandidateMasks } = {},
+): Promise<KlResult> {
+  if (klRunner.output !== 'kl') throw new Error('evaluateKl needs a kl runner');
+  const t0 = performance.now();
+  let sum = 0;
+  let count = 0;
+  let b = 0;
+  for (const batch of batches(windows, reference.batchSize)) {
+    const kl = await klRunner.run({ ...batch, refLogprobs: reference.logprobs[b++] }, opts.masks);
+    for (let i = 0; i < kl.length; i++) {
+      if (batch.valid[i]) {
+        sum += kl[i];
+        count++;
+      }
+    }
+  }
+  return { tokens: count, meanKl: sum / count, seconds: (performance.now() - t0) / 1000 };
+}

@@ -17,7 +17,9 @@ export function sharedPath(rel: string): string | undefined {
 
 /** Skip reason for node:test's `{ skip }` option when a shared file is absent. */
 export function skipUnlessShared(rel: string): string | false {
-  return sharedPath(rel) ? false : `needs ${join(SHARED_DIR, rel)} (the shared model/data folder), which is absent`;
+  return sharedPath(rel)
+    ? false
+    : `needs ${join(SHARED_DIR, rel)} (the shared model/data folder), which is absent`;
 }
 
 export const REPO_ROOT = repoRoot;

@@ -18,7 +18,13 @@ const DATA_TYPE: Record<ElemType, number> = {
 /** A dimension: a concrete size or a symbolic name ('batch', 'seq'). */
 export type Dim = number | string;
 
-export type AttrValue = number | string | number[] | { float: number } | { floats: number[] } | { tensor: ConstTensor };
+export type AttrValue =
+  | number
+  | string
+  | number[]
+  | { float: number }
+  | { floats: number[] }
+  | { tensor: ConstTensor };
 
 export interface ConstTensor {
   type: ElemType;

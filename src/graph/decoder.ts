@@ -44,7 +44,10 @@ export async function loadWeights(spec: ModelSpec): Promise<WeightMap> {
 }
 
 /** Rotary tables in the half-split layout: cos/sin [positions, headDim]. */
-export function rotaryTables(config: ModelConfig, positions: number): { cos: Float32Array; sin: Float32Array } {
+export function rotaryTables(
+  config: ModelConfig,
+  positions: number,
+): { cos: Float32Array; sin: Float32Array } {
   const hd = config.headDim;
   const half = hd / 2;
   const cos = new Float32Array(positions * hd);
@@ -64,7 +67,11 @@ export function rotaryTables(config: ModelConfig, positions: number): { cos: Flo
   return { cos, sin };
 }
 
-export function buildDecoderGraph(spec: ModelSpec, weights: WeightMap, opts: DecoderGraphOptions): Uint8Array {
+export function buildDecoderGraph(
+  spec: ModelSpec,
+  weights: WeightMap,
+  opts: DecoderGraphOptions,
+): Uint8Array {
   const c = spec.config;
   if (c.family !== 'llama') throw new Error(`decoder graph: family ${c.family} is not a rotary decoder`);
   const g = new GraphBuilder();
@@ -117,8 +124,16 @@ export function buildDecoderGraph(spec: ModelSpec, weights: WeightMap, opts: Dec
 
   // Rotary cos/sin for positions 0..seq-1: [seq, hd], broadcast over [batch, heads, seq, hd].
   const tables = rotaryTables(c, c.maxPositions);
-  const cosTable = g.initializer('rotary.cos', { type: 'float32', dims: [c.maxPositions, hd], data: tables.cos });
-  const sinTable = g.initializer('rotary.sin', { type: 'float32', dims: [c.maxPositions, hd], data: tables.sin });
+  const cosTable = g.initializer('rotary.cos', {
+    type: 'float32',
+    dims: [c.maxPositions, hd],
+    data: tables.cos,
+  });
+  const sinTable = g.initializer('rotary.sin', {
+    type: 'float32',
+    dims: [c.maxPositions, hd],
+    data: tables.sin,
+  });
   const cos = g.op('Slice', [cosTable, g.constInt64([0]), seqDim, g.constInt64([0])]);
   const sin = g.op('Slice', [sinTable, g.constInt64([0]), seqDim, g.constInt64([0])]);
 
@@ -164,7 +179,8 @@ export function buildDecoderGraph(spec: ModelSpec, weights: WeightMap, opts: Dec
       const probs = g.op('Softmax', [scores], { axis: -1 });
       let attn = g.op('MatMul', [probs, v]); // [batch, heads, seq, hd]
       const layerMask = g.op('Gather', [headMask, g.constInt64([i], [])], { axis: 0 }); // [maxHeads]
-      const keep = heads === maxHeads ? layerMask : g.op('Slice', [layerMask, g.constInt64([0]), g.constInt64([heads])]);
+      const keep =
+        heads === maxHeads ? layerMask : g.op('Slice', [layerMask, g.constInt64([0]), g.constInt64([heads])]);
       attn = g.op('Mul', [attn, g.op('Reshape', [keep, g.constInt64([heads, 1, 1])])]);
       const merged = g.op('Reshape', [
         g.op('Transpose', [attn], { perm: [0, 2, 1, 3] }),
@@ -211,7 +227,10 @@ export function buildDecoderGraph(spec: ModelSpec, weights: WeightMap, opts: Dec
       const logits = g.op('Gemm', [x, headWeight], { transB: 1 });
       const targets = g.input('targets', 'int64', ['batch', 'seq']);
       const t1d = g.op('Reshape', [targets, minus1]);
-      const nll = g.op('SoftmaxCrossEntropyLoss', [logits, t1d], { reduction: 'none', ignore_index: IGNORE_INDEX });
+      const nll = g.op('SoftmaxCrossEntropyLoss', [logits, t1d], {
+        reduction: 'none',
+        ignore_index: IGNORE_INDEX,
+      });
       g.node('Reshape', [nll, g.op('Concat', [batchDim, seqDim], { axis: 0 })], {}, { outputs: ['nll'] });
       g.output('nll', 'float32', ['batch', 'seq']);
       break;

@@ -121,7 +121,8 @@ export function kvMapOfLayer(config: ModelConfig, layer: number): number[] {
 /** A tensor already in memory, wrapped as a TensorSource. */
 export function memoryTensor(shape: readonly number[], data: Float32Array): TensorSource {
   const n = shape.reduce((a, b) => a * b, 1);
-  if (n !== data.length) throw new Error(`memoryTensor: shape ${shape.join('x')} needs ${n} values, got ${data.length}`);
+  if (n !== data.length)
+    throw new Error(`memoryTensor: shape ${shape.join('x')} needs ${n} values, got ${data.length}`);
   return { shape, dtype: 'F32', load: async () => data };
 }
 

@@ -1,0 +1,120 @@
+/**
+ * Engine speed: a randomly initialised ~100M-parameter LLaMA-shape model (12 layers, d 768, 12 heads, SwiGLU
+ * 2048, vocab 32000), forward B=4 x S=256 with the NLL computed in-graph, against one large MatMul in the same
+ * process. Prints both rates in GFLOP/s and their ratio (how close a real forward gets to the GEMM peak).
+ *
+ *   npm run bench:engine [-- --threads N --runs R --device cpu]
+ */
+import { parseArgs } from 'node:util';
+import { createRunner } from '../src/engine/runner.js';
+import { createEngine, type Device } from '../src/engine/session.js';
+import { GraphBuilder } from '../src/graph/builder.js';
+import { randomLlamaSpec } from '../src/model/random.js';
+import { parameterCount } from '../src/model/spec.js';
+import { createRng } from '../src/util/rng.js';
+
+const { values } = parseArgs({
+  options: {
+    threads: { type: 'string', default: '0' },
+    runs: { type: 'string', default: '7' },
+    device: { type: 'string', default: 'cpu' },
+    batch: { type: 'string', default: '4' },
+    seq: { type: 'string', default: '256' },
+  },
+});
+const threads = Number(values.threads);
+const runs = Number(values.runs);
+const device = values.device as Device;
+const B = Number(values.batch);
+const S = Number(values.seq);
+
+const shape = {
+  hiddenSize: 768,
+  numLayers: 12,
+  numHeads: 12,
+  numKvHeads: 12,
+  intermediateSize: 2048,
+  vocabSize: 32000,
+};
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+async function timeRuns(fn: () => Promise<unknown>, warmup: number, n: number): Promise<number[]> {
+  for (let i = 0; i < warmup; i++) await fn();
+  const times: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await fn();
+    times.push((performance.now() - t0) / 1000);
+  }
+  return times;
+}
+
+/** FLOPs the forward executes: every linear (2 per multiply-add) plus full S x S attention products. */
+function forwardFlops(): number {
+  const { hiddenSize: d, numLayers: L, intermediateSize: F, vocabSize: V } = shape;
+  const perTokenLinear = 2 * (L * (4 * d * d + 3 * d * F) + V * d);
+  const perTokenAttention = L * 2 * 2 * S * d; // QK^T and PV, causal half included (it is computed)
+  return B * S * (perTokenLinear + perTokenAttention);
+}
+
+async function main() {
+  const t0 = performance.now();
+  const spec = randomLlamaSpec({ ...shape, maxPositions: S, seed: 1 });
+  const params = parameterCount(spec);
+  const runner = await createRunner(spec, { output: 'nll', device, threads });
+  const rng = createRng(2);
+  const ids = new BigInt64Array(B * S);
+  const targets = new BigInt64Array(B * S);
+  for (let i = 0; i < ids.length; i++) {
+    ids[i] = BigInt(rng.nextInt(shape.vocabSize));
+    targets[i] = BigInt(rng.nextInt(shape.vocabSize));
+  }
+  const setup = (performance.now() - t0) / 1000;
+  const fwdTimes = await timeRuns(() => runner.run({ batch: B, seq: S, ids, targets }), 2, runs);
+  const fwdFlops = forwardFlops();
+  const fwdRate = fwdFlops / median(fwdTimes) / 1e9;
+  await runner.release();
+
+  // One large MatMul: [B*S, 768] x [768, 32000] is the model's biggest product; a square 2048^3 is the
+  // classic peak probe. Report the faster of the two as the GEMM rate.
+  const gemm = async (M: number, K: number, N: number) => {
+    const g = new GraphBuilder();
+    const a = g.input('a', 'float32', [M, K]);
+    const w = new Float32Array(K * N);
+    for (let i = 0; i < w.length; i++) w[i] = rng.nextFloat() - 0.5;
+    const bName = g.initializer('b', { type: 'float32', dims: [K, N], data: w });
+    g.node('MatMul', [a, bName], {}, { outputs: ['c'] });
+    g.output('c', 'float32', [M, N]);
+    const engine = await createEngine(g.encode({ opset: 17 }), { device, threads });
+    const aData = new Float32Array(M * K);
+    for (let i = 0; i < aData.length; i++) aData[i] = rng.nextFloat() - 0.5;
+    const times = await timeRuns(
+      () => engine.run({ a: { type: 'float32', dims: [M, K], data: aData } }),
+      2,
+      runs,
+    );
+    await engine.release();
+    return (2 * M * K * N) / median(times) / 1e9;
+  };
+  const gemmSquare = await gemm(2048, 2048, 2048);
+  const gemmHead = await gemm(B * S, shape.hiddenSize, shape.vocabSize);
+  const gemmRate = Math.max(gemmSquare, gemmHead);
+
+  const lines = [
+    `model       random LLaMA shape: 12 layers, d 768, 12 heads, SwiGLU 2048, vocab 32000 (${(params / 1e6).toFixed(1)}M parameters)`,
+    `device      ${device}, threads ${threads || 'ORT default (all physical cores)'}, setup ${setup.toFixed(1)} s`,
+    `forward     B=${B} S=${S}, NLL in-graph: median ${(median(fwdTimes) * 1000).toFixed(1)} ms over ${runs} runs, ${(fwdFlops / 1e9).toFixed(1)} GFLOP -> ${fwdRate.toFixed(1)} GFLOP/s`,
+    `matmul      2048^3: ${gemmSquare.toFixed(1)} GFLOP/s; ${B * S}x768x32000: ${gemmHead.toFixed(1)} GFLOP/s`,
+    `ratio       forward / matmul = ${(fwdRate / gemmRate).toFixed(3)}`,
+  ];
+  console.log(lines.join('\n'));
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exitCode = 1;
+});

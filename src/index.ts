@@ -1,8 +1,9 @@
 /**
  * geneprune's library API. The CLI is a thin client of these functions.
  */
-export { cacheDir, downloadHfModel, parseModelRef, resolveModelRef } from './checkpoint/hub.js';
+
 export { openHfFolder, writeHfFolder } from './checkpoint/hf.js';
+export { cacheDir, downloadHfModel, parseModelRef, resolveModelRef } from './checkpoint/hub.js';
 export { openLlama2c, writeLlama2cLegacy } from './checkpoint/llama2c.js';
 export { openSafetensors, writeSafetensors } from './checkpoint/safetensors.js';
 export { generate } from './engine/generate.js';
@@ -31,7 +32,13 @@ export { llamaSpecToHf, writeLlama2cFromSpec } from './model/llama.js';
 export { loadModelSpec } from './model/load.js';
 export { type OpenedModel, openModel } from './model/open.js';
 export { randomLlamaSpec } from './model/random.js';
-export { kvGroupOf, type ModelConfig, type ModelSpec, parameterCount, type TensorSource } from './model/spec.js';
+export {
+  kvGroupOf,
+  type ModelConfig,
+  type ModelSpec,
+  parameterCount,
+  type TensorSource,
+} from './model/spec.js';
 export { loadTokenizer } from './tokenizer/load.js';
 export type { Tokenizer } from './tokenizer/types.js';
 export { createRng, type Rng } from './util/rng.js';

@@ -3,7 +3,9 @@ import { createRunner } from '../engine/runner.js';
 import { flagError } from '../errors.js';
 import { readDataset } from '../metrics/data.js';
 import {
+  computeKlReference,
   defaultBatchSize,
+  evaluateKl,
   evaluatePerplexity,
   makeWindows,
   tokenizeDocuments,
@@ -23,6 +25,7 @@ interface EvalFlags {
   device: string;
   threads?: string;
   json?: boolean;
+  kl?: boolean;
 }
 
 export function registerEval(program: Command): void {
@@ -49,6 +52,7 @@ export function registerEval(program: Command): void {
     .option('--prune-heads <list>', 'mask these attention heads, LAYER:HEAD,... (0-based)')
     .option('--device <name>', 'cpu, cuda or webgpu (passed to ONNX Runtime)', 'cpu')
     .option('--threads <n>', 'intra-op threads (default: all physical cores)')
+    .option('--kl', 'also report the mean KL divergence from the unpruned model (with --prune-heads)')
     .option('--json', 'print the result as one JSON object')
     .addHelpText(
       'after',
@@ -92,6 +96,16 @@ Example:
       });
       progress.done();
       await runner.release();
+      let meanKl: number | undefined;
+      if (flags.kl) {
+        // The dense model's log-probabilities once, then the masked model's KL from them.
+        const dense = await createRunner(model.spec, { output: 'logprobs', device, threads });
+        const reference = await computeKlReference(dense, windows, batchSize);
+        await dense.release();
+        const klRunner = await createRunner(model.spec, { output: 'kl', device, threads });
+        meanKl = (await evaluateKl(klRunner, windows, reference, { masks: { headMask } })).meanKl;
+        await klRunner.release();
+      }
       const report = {
         model: model.modelPath,
         tokenizer: model.tokenizerPath,
@@ -104,6 +118,7 @@ Example:
         perplexity: result.perplexity,
         seconds: result.seconds,
         tokensPerSecond: result.tokensPerSecond,
+        ...(meanKl === undefined ? {} : { meanKl }),
         device,
       };
       if (flags.json) {
@@ -118,6 +133,7 @@ Example:
         `tokens       ${result.tokens}`,
         `mean NLL     ${result.meanNll.toFixed(4)}`,
         `perplexity   ${result.perplexity.toFixed(4)}`,
+        ...(meanKl === undefined ? [] : [`KL to dense  ${meanKl.toFixed(5)} nats/token`]),
         `tokens/s     ${Math.round(result.tokensPerSecond)} (${device})`,
       ];
       process.stdout.write(`${lines.join('\n')}\n`);

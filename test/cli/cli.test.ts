@@ -115,6 +115,14 @@ describe('geneprune eval and generate on stories260K', { skip: skipUnlessShared(
     assert.ok(JSON.parse(pruned.stdout).perplexity > JSON.parse(base.stdout).perplexity);
   });
 
+  test('--kl reports the KL divergence from the unpruned model', { skip: skipUnlessShared(EVAL) }, () => {
+    const args = ['eval', '--data', sharedPath(EVAL)!, '--max-tokens', '1000', '--json', '--kl'];
+    const dense = JSON.parse(runCli(args).stdout);
+    const pruned = JSON.parse(runCli([...args, '--prune-heads', '0:0,1:1,2:2']).stdout);
+    assert.ok(Math.abs(dense.meanKl) < 1e-5, `the unpruned model's KL to itself is 0, got ${dense.meanKl}`);
+    assert.ok(pruned.meanKl > 1e-3, `masking heads moves the distribution, got ${pruned.meanKl}`);
+  });
+
   test('generate continues a prompt greedily', () => {
     const r = runCli(['generate', '-n', '30']);
     assert.equal(r.code, 0, r.stderr);

@@ -1,0 +1,103 @@
+/**
+ * Head genomes. One gene per query head across all layers, layer-major: gene g = layer * numHeads + head
+ * (numHeads = the unpruned per-layer count). 1 keeps the head, 0 removes it (the paper's convention).
+ *
+ * GQA: a KV head is removed exactly when every query head that reads it is removed.
+ */
+import type { ModelConfig } from '../model/spec.js';
+import { kvMapOfLayer } from '../model/spec.js';
+
+export type Genome = Uint8Array;
+
+export function geneCount(config: ModelConfig): number {
+  return config.numLayers * config.numHeads;
+}
+
+export function geneIndex(config: ModelConfig, layer: number, head: number): number {
+  return layer * config.numHeads + head;
+}
+
+export function keptCount(g: Genome): number {
+  let n = 0;
+  for (let i = 0; i < g.length; i++) n += g[i];
+  return n;
+}
+
+/** Share of heads removed, in [0, 1]. */
+export function sparsity(g: Genome): number {
+  return 1 - keptCount(g) / g.length;
+}
+
+/** A compact, exact key for caches: the genes as a 0/1 string. */
+export function genomeKey(g: Genome): string {
+  let s = '';
+  for (let i = 0; i < g.length; i++) s += g[i] ? '1' : '0';
+  return s;
+}
+
+export function genomeFromKey(key: string): Genome {
+  return Uint8Array.from(key, (ch) => (ch === '1' ? 1 : 0));
+}
+
+/** The engine's head_mask feed [layers * maxHeads] for a genome. */
+export function headMaskOf(config: ModelConfig, g: Genome): Float32Array {
+  const maxHeads = Math.max(...config.headsPerLayer);
+  const mask = new Float32Array(config.numLayers * maxHeads).fill(1);
+  for (let l = 0; l < config.numLayers; l++) {
+    for (let h = 0; h < config.headsPerLayer[l]; h++) mask[l * maxHeads + h] = g[l * config.numHeads + h];
+  }
+  return mask;
+}
+
+export interface HeadCounts {
+  /** Query heads kept per layer. */
+  query: number[];
+  /** KV heads kept per layer (a KV head stays while any query head reading it stays). */
+  kv: number[];
+}
+
+export function keptHeads(config: ModelConfig, g: Genome): HeadCounts {
+  const query: number[] = [];
+  const kv: number[] = [];
+  for (let l = 0; l < config.numLayers; l++) {
+    const map = kvMapOfLayer(config, l);
+    const usedKv = new Set<number>();
+    let q = 0;
+    for (let h = 0; h < map.length; h++) {
+      if (g[l * config.numHeads + h]) {
+        q++;
+        usedKv.add(map[h]);
+      }
+    }
+    query.push(q);
+    kv.push(usedKv.size);
+  }
+  return { query, kv };
+}
+
+/**
+ * Parameters the physically pruned model keeps: per removed query head, its q rows and o columns; per removed
+ * KV head, its k and v rows (biases included where present).
+ */
+export function keptParameters(config: ModelConfig, g: Genome, totalParameters: number): number {
+  const { query, kv } = keptHeads(config, g);
+  const D = config.hiddenSize;
+  const hd = config.headDim;
+  const qBias = config.attentionBias ? 1 : 0;
+  let removed = 0;
+  for (let l = 0; l < config.numLayers; l++) {
+    const dq = config.headsPerLayer[l] - query[l];
+    const dkv = config.kvHeadsPerLayer[l] - kv[l];
+    removed += dq * hd * (2 * D + qBias) + dkv * 2 * hd * (D + qBias);
+  }
+  return totalParameters - removed;
+}
+
+/** Human-readable list of removed heads, `L:H` (for logs and flags). */
+export function removedList(config: ModelConfig, g: Genome): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < g.length; i++) {
+    if (!g[i]) out.push(`${Math.floor(i / config.numHeads)}:${i % config.numHeads}`);
+  }
+  return out;
+}

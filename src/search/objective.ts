@@ -1,0 +1,130 @@
+/**
+ * What a head search optimises against: a model, calibration tokens and a quality metric, behind one
+ * `evaluate(genome)` call. Lower quality values are better (perplexity, or KL divergence from the unpruned
+ * model). Every distinct (genome, fidelity) is run once; repeats come from the cache.
+ */
+import { createRunner, type ModelRunner } from '../engine/runner.js';
+import type { Device } from '../engine/session.js';
+import { loadWeights } from '../graph/decoder.js';
+import {
+  batches,
+  computeKlReference,
+  defaultBatchSize,
+  evaluateKl,
+  evaluatePerplexity,
+  type KlReference,
+  makeWindows,
+  type Windows,
+} from '../metrics/perplexity.js';
+import type { ModelConfig, ModelSpec } from '../model/spec.js';
+import { parameterCount } from '../model/spec.js';
+import { type Genome, geneCount, genomeKey, headMaskOf } from './genome.js';
+
+export type QualityMetric = 'ppl' | 'kl';
+/** 'low' scores on the first `lowTokens` calibration tokens, 'full' on all of them. */
+export type Fidelity = 'low' | 'full';
+
+export interface HeadEval {
+  /** The metric's value (perplexity or mean KL in nats per token); lower is better. */
+  quality: number;
+  tokens: number;
+  /** Wall time of this evaluation in ms (0 when it came from the cache). */
+  ms: number;
+}
+
+export interface HeadObjective {
+  readonly config: ModelConfig;
+  readonly genes: number;
+  readonly metric: QualityMetric;
+  readonly totalParameters: number;
+  evaluate(g: Genome, fidelity?: Fidelity): Promise<HeadEval>;
+  /** Records a result computed earlier (a resumed run's log), so it is not computed again. */
+  prime(g: Genome, fidelity: Fidelity, result: HeadEval): void;
+  /** Forward passes (batches through the model) run so far, cache hits excluded. */
+  forwardPasses(): number;
+  /** Distinct evaluations run so far. */
+  evaluations(): number;
+  release(): Promise<void>;
+}
+
+export interface HeadObjectiveOptions {
+  /** Calibration token stream (BOS-separated documents). */
+  stream: number[];
+  context: number;
+  metric: QualityMetric;
+  /** Tokens for 'full' fidelity (default: the whole stream). */
+  tokens?: number;
+  /** Tokens for 'low' fidelity (default: same as full). */
+  lowTokens?: number;
+  batchSize?: number;
+  device?: Device;
+  threads?: number;
+}
+
+export async function createHeadObjective(
+  spec: ModelSpec,
+  opts: HeadObjectiveOptions,
+): Promise<HeadObjective> {
+  const config = spec.config;
+  const full = makeWindows(opts.stream, opts.context, opts.tokens, 'calibration data');
+  const low = opts.lowTokens
+    ? makeWindows(opts.stream, opts.context, opts.lowTokens, 'calibration data')
+    : full;
+  const batchSize = opts.batchSize ?? defaultBatchSize(opts.context);
+  const weights = await loadWeights(spec);
+  const engineOpts = { device: opts.device, threads: opts.threads, weights };
+  let runner: ModelRunner;
+  const references = new Map<Windows, KlReference>();
+  if (opts.metric === 'kl') {
+    const dense = await createRunner(spec, { ...engineOpts, output: 'logprobs' });
+    references.set(full, await computeKlReference(dense, full, batchSize));
+    if (low !== full) references.set(low, await computeKlReference(dense, low, batchSize));
+    await dense.release();
+    runner = await createRunner(spec, { ...engineOpts, output: 'kl' });
+  } else {
+    runner = await createRunner(spec, { ...engineOpts, output: 'nll' });
+  }
+  const batchCount = (w: Windows) => [...batches(w, batchSize)].length;
+  const passes = { low: batchCount(low), full: batchCount(full) };
+  const cache = new Map<string, HeadEval>();
+  let forward = 0;
+  let distinct = 0;
+  const totalParameters = parameterCount(spec);
+
+  return {
+    config,
+    genes: geneCount(config),
+    metric: opts.metric,
+    totalParameters,
+    async evaluate(g, fidelity = 'full') {
+      const key = `${fidelity}:${genomeKey(g)}`;
+      const hit = cache.get(key);
+      if (hit) return { ...hit, ms: 0 };
+      const windows = fidelity === 'low' ? low : full;
+      const masks = { headMask: headMaskOf(config, g) };
+      const t0 = performance.now();
+      let quality: number;
+      let tokens: number;
+      if (opts.metric === 'kl') {
+        const r = await evaluateKl(runner, windows, references.get(windows)!, { masks });
+        quality = r.meanKl;
+        tokens = r.tokens;
+      } else {
+        const r = await evaluatePerplexity(runner, windows, { masks, batchSize });
+        quality = r.perplexity;
+        tokens = r.tokens;
+      }
+      const result = { quality, tokens, ms: performance.now() - t0 };
+      forward += passes[fidelity];
+      distinct++;
+      cache.set(key, result);
+      return result;
+    },
+    prime(g, fidelity, result) {
+      cache.set(`${fidelity}:${genomeKey(g)}`, result);
+    },
+    forwardPasses: () => forward,
+    evaluations: () => distinct,
+    release: () => runner.release(),
+  };
+}

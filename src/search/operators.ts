@@ -1,0 +1,143 @@
+/**
+ * Genetic operators for head genomes. Pure functions: (inputs, rng) → outputs; nothing is modified in place.
+ */
+import type { Rng } from '../util/rng.js';
+import type { Genome } from './genome.js';
+
+/** Picks `k` distinct indices from [0, n) uniformly (partial Fisher–Yates). */
+export function sampleIndices(n: number, k: number, rng: Rng): number[] {
+  if (k > n) throw new Error(`sampleIndices: cannot pick ${k} of ${n}`);
+  const idx = Array.from({ length: n }, (_, i) => i);
+  for (let i = 0; i < k; i++) {
+    const j = i + rng.nextInt(n - i);
+    [idx[i], idx[j]] = [idx[j], idx[i]];
+  }
+  return idx.slice(0, k);
+}
+
+/** A genome with exactly `remove` of `genes` heads removed at random. */
+export function randomGenome(genes: number, remove: number, rng: Rng): Genome {
+  const g = new Uint8Array(genes).fill(1);
+  for (const i of sampleIndices(genes, remove, rng)) g[i] = 0;
+  return g;
+}
+
+/**
+ * The paper's initial population: each individual has round(sInitial · genes) heads removed at random.
+ * With `weights` (one per gene, higher = more removable, e.g. from single-head ablation), heads are removed
+ * by weighted sampling without replacement instead, so the start is already informed.
+ */
+export function initialPopulation(
+  size: number,
+  genes: number,
+  sInitial: number,
+  rng: Rng,
+  weights?: ArrayLike<number>,
+): Genome[] {
+  const remove = Math.round(sInitial * genes);
+  return Array.from({ length: size }, () => {
+    if (!weights) return randomGenome(genes, remove, rng);
+    const g = new Uint8Array(genes).fill(1);
+    const w = Float64Array.from(weights, (x) => Math.max(x, 1e-12));
+    for (let k = 0; k < remove; k++) {
+      let total = 0;
+      for (let i = 0; i < genes; i++) if (g[i]) total += w[i];
+      let r = rng.nextFloat() * total;
+      let pick = -1;
+      for (let i = 0; i < genes; i++) {
+        if (!g[i]) continue;
+        pick = i;
+        r -= w[i];
+        if (r < 0) break;
+      }
+      g[pick] = 0;
+    }
+    return g;
+  });
+}
+
+/**
+ * Tournament selection: samples `size` distinct individuals (all of them when the population is smaller) and
+ * returns the index of the fittest (higher fitness wins; the first sampled wins ties).
+ */
+export function tournament(fitness: ArrayLike<number>, size: number, rng: Rng): number {
+  const picks = sampleIndices(fitness.length, Math.min(size, fitness.length), rng);
+  let best = picks[0];
+  for (const i of picks) if (fitness[i] > fitness[best]) best = i;
+  return best;
+}
+
+/**
+ * The probability that a child takes a gene from parent 1, given the parents' fitness.
+ *
+ * The paper (Algorithm 2) uses f1 / (f1 + f2). That is right for positive fitness but wrong for the
+ * negative fitness it recommends (−ppl·(1−s)): with f1 = −3 (better) and f2 = −5 it gives 0.375, favouring the
+ * worse parent. We use 0.5 + 0.5·(f1 − f2) / (|f1| + |f2|), which
+ *   - equals f1 / (f1 + f2) when both are positive (the paper's rule: 0.9 vs 0.1 → 0.9);
+ *   - equals |f2| / (|f1| + |f2|) when both are negative, i.e. the paper's rule applied to 1/cost
+ *     (−3 vs −5 → 0.625: the cheaper parent is favoured in proportion to the other's cost);
+ *   - gives the parent with positive fitness every gene when the signs differ, and 0.5 for equal fitness.
+ * It is unchanged when both fitnesses are scaled by the same positive factor, whatever their sign.
+ */
+export function crossoverWeight(f1: number, f2: number): number {
+  const denom = Math.abs(f1) + Math.abs(f2);
+  if (denom === 0 || f1 === f2) return 0.5;
+  return 0.5 + (0.5 * (f1 - f2)) / denom;
+}
+
+/**
+ * Fitness-weighted uniform crossover. With probability `rate` each of the two children takes every gene from
+ * parent 1 with probability crossoverWeight(f1, f2), else from parent 2, drawn independently per child (the
+ * paper's Algorithm 2 as printed appends to one child or the other and so builds children of uneven length;
+ * what it means is that both children favour the fitter parent). Otherwise the children are copies.
+ */
+export function crossover(
+  p1: Genome,
+  p2: Genome,
+  f1: number,
+  f2: number,
+  rate: number,
+  rng: Rng,
+): [Genome, Genome] {
+  if (p1.length !== p2.length) throw new Error('crossover: parents differ in length');
+  if (rng.nextFloat() >= rate) return [p1.slice(), p2.slice()];
+  const w = crossoverWeight(f1, f2);
+  const child = () => {
+    const c = new Uint8Array(p1.length);
+    for (let i = 0; i < c.length; i++) c[i] = rng.nextFloat() < w ? p1[i] : p2[i];
+    return c;
+  };
+  return [child(), child()];
+}
+
+/**
+ * Flip-bit mutation: each gene is chosen with probability `rate` and flipped. `removalBias` in [0, 1] pushes
+ * sparsity up, as the paper's mutation does: a chosen gene that is 0 (removed) is restored only with
+ * probability 1 − removalBias, while a chosen 1 is always removed. removalBias = 0 is plain flip-bit.
+ */
+export function mutate(g: Genome, rate: number, rng: Rng, removalBias = 0): Genome {
+  const out = g.slice();
+  for (let i = 0; i < out.length; i++) {
+    if (rng.nextFloat() >= rate) continue;
+    if (out[i] === 1) out[i] = 0;
+    else if (removalBias === 0 || rng.nextFloat() >= removalBias) out[i] = 1;
+  }
+  return out;
+}
+
+/**
+ * Exact-budget repair: returns a genome with exactly `remove` heads removed, changing as few genes as possible
+ * (restoring or removing at random among the candidates), so methods compare at equal size.
+ */
+export function repair(g: Genome, remove: number, rng: Rng): Genome {
+  const out = g.slice();
+  const removed: number[] = [];
+  const kept: number[] = [];
+  for (let i = 0; i < out.length; i++) (out[i] ? kept : removed).push(i);
+  if (removed.length > remove) {
+    for (const j of sampleIndices(removed.length, removed.length - remove, rng)) out[removed[j]] = 1;
+  } else if (removed.length < remove) {
+    for (const j of sampleIndices(kept.length, remove - removed.length, rng)) out[kept[j]] = 0;
+  }
+  return out;
+}

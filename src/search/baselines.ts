@@ -1,0 +1,459 @@
+/**
+ * Head-pruning baselines the GA is compared against. Every method removes exactly `removeCount` heads and is
+ * scored with the same HeadObjective (same calibration tokens, same metric) as the search, so comparisons are
+ * like for like. Costs are read from the objective's own counters before and after, so cache hits are free
+ * here exactly as they are for the GA. Each method ends by evaluating its final mask at full fidelity (a cache
+ * hit when the search already scored that mask at full fidelity), so every result carries a score.
+ *
+ * Only heads present in the model are candidates: in a physically pruned layer the genes past
+ * `headsPerLayer[l]` have no head behind them; they stay 1 and are never counted as removed.
+ */
+import { GenepruneError } from '../errors.js';
+import type { ModelConfig, ModelSpec } from '../model/spec.js';
+import { kvMapOfLayer } from '../model/spec.js';
+import type { Rng } from '../util/rng.js';
+import { type Genome, geneCount } from './genome.js';
+import type { Fidelity, HeadObjective } from './objective.js';
+
+export type BaselineName = 'random' | 'norm' | 'ablation' | 'greedy' | 'regression';
+export const BASELINE_NAMES: readonly BaselineName[] = ['random', 'norm', 'ablation', 'greedy', 'regression'];
+
+export type Progress = (done: number, total: number) => void;
+
+export interface BaselineResult {
+  method: BaselineName;
+  /** 1 keep / 0 remove; exactly `removeCount` present heads are 0. */
+  genome: Genome;
+  /** The final mask's quality at full fidelity (lower is better). */
+  quality: number;
+  /** Forward passes this method cost (the objective's counter, cache hits excluded). */
+  forwardPasses: number;
+  /** Distinct evaluations this method cost (the objective's counter). */
+  evaluations: number;
+  seconds: number;
+  /** Importance per gene, higher = more worth keeping (norm, ablation, regression). Absent heads: +Infinity. */
+  ranking?: number[];
+  /** greedy: the genes in the order they were removed. */
+  order?: number[];
+}
+
+/** Options shared by the methods that search with the objective. */
+export interface SearchOptions {
+  /** Fidelity of the search's own evaluations (default 'full'); the final mask is always scored at 'full'. */
+  fidelity?: Fidelity;
+  onProgress?: Progress;
+}
+
+export interface GreedyStep {
+  /** 1-based step number. */
+  step: number;
+  /** The gene removed at this step. */
+  gene: number;
+  /** Quality (at the search fidelity) with all heads removed so far. */
+  quality: number;
+  genome: Genome;
+}
+
+export interface RegressionOptions extends SearchOptions {
+  /** Sub-models to sample (default 2 · genes). */
+  samples?: number;
+  /** Probability each head is kept in a sample (default 1 − removeCount / heads, clamped to [0.05, 0.95]). */
+  keepShare?: number;
+  /** Ridge strength relative to the mean diagonal of XᵀX (default 1e-3). */
+  ridge?: number;
+}
+
+/** Genes that have a head behind them (all of them unless the model was physically pruned unevenly). */
+export function presentGenes(config: ModelConfig): number[] {
+  const out: number[] = [];
+  for (let l = 0; l < config.numLayers; l++) {
+    for (let h = 0; h < config.headsPerLayer[l]; h++) out.push(l * config.numHeads + h);
+  }
+  return out;
+}
+
+function checkRemoveCount(objective: HeadObjective, removeCount: number): number[] {
+  const present = presentGenes(objective.config);
+  if (!Number.isInteger(removeCount) || removeCount < 0 || removeCount > present.length) {
+    throw new GenepruneError(
+      'flag',
+      `baseline: heads to remove must be an integer in [0, ${present.length}], got ${removeCount}`,
+    );
+  }
+  return present;
+}
+
+/** Starts the clock and the counters; the returned function scores the final mask and builds the result. */
+function start(objective: HeadObjective, method: BaselineName) {
+  const passes0 = objective.forwardPasses();
+  const evals0 = objective.evaluations();
+  const t0 = performance.now();
+  return async (
+    genome: Genome,
+    extra: Pick<BaselineResult, 'ranking' | 'order'> = {},
+  ): Promise<BaselineResult> => {
+    const { quality } = await objective.evaluate(genome, 'full');
+    return {
+      method,
+      genome,
+      quality,
+      forwardPasses: objective.forwardPasses() - passes0,
+      evaluations: objective.evaluations() - evals0,
+      seconds: (performance.now() - t0) / 1000,
+      ...extra,
+    };
+  };
+}
+
+/** The full genome with `removed` genes set to 0. */
+function withRemoved(genes: number, removed: Iterable<number>): Genome {
+  const g = new Uint8Array(genes).fill(1);
+  for (const i of removed) g[i] = 0;
+  return g;
+}
+
+/** The `count` candidates with the lowest importance (ties: lower gene index first, for determinism). */
+function leastImportant(candidates: number[], importance: readonly number[], count: number): number[] {
+  return [...candidates]
+    .sort((a, b) => orderKey(importance[a]) - orderKey(importance[b]) || a - b)
+    .slice(0, count);
+}
+
+/** NaN sorts as +Infinity (never preferred), so a broken score cannot scramble an ordering. */
+function orderKey(x: number): number {
+  return Number.isNaN(x) ? Number.POSITIVE_INFINITY : x;
+}
+
+/** A ranking array with +Infinity for genes that have no head. */
+function rankingFor(genes: number, present: number[], value: (g: number) => number): number[] {
+  const r = new Array<number>(genes).fill(Number.POSITIVE_INFINITY);
+  for (const g of present) r[g] = value(g);
+  return r;
+}
+
+/** 1. A uniformly random set of `removeCount` heads (partial Fisher–Yates over the present heads). */
+export async function randomBaseline(
+  objective: HeadObjective,
+  removeCount: number,
+  rng: Rng,
+): Promise<BaselineResult> {
+  const present = checkRemoveCount(objective, removeCount);
+  const done = start(objective, 'random');
+  const pool = [...present];
+  for (let i = 0; i < removeCount; i++) {
+    const j = i + rng.nextInt(pool.length - i);
+    [pool[i], pool[j]] = [pool[j], pool[i]];
+  }
+  return done(withRemoved(objective.genes, pool.slice(0, removeCount)));
+}
+
+/**
+ * Weight-norm importance of every gene: ||W_o[:, cols of h]||_F · ||W_v[rows of kv(h)]||_F. A head's
+ * contribution to the residual stream is o_h · (attention-weighted v_kv(h)); attention weights are a convex
+ * combination, so the product of the two norms bounds how large that contribution can get, needing no data and
+ * no forward passes. q and k only shape where a head attends, not how much it writes, so they are left out.
+ * With GQA the v rows of a KV head are shared by its query heads and enter each one's score.
+ */
+export async function weightNormImportance(spec: ModelSpec): Promise<number[]> {
+  const config = spec.config;
+  const hd = config.headDim;
+  const D = config.hiddenSize;
+  const present = presentGenes(config);
+  const scores = new Array<number>(geneCount(config)).fill(Number.POSITIVE_INFINITY);
+  for (let l = 0; l < config.numLayers; l++) {
+    const o = await loadTensor(spec, `layers.${l}.attn.o.weight`);
+    const v = await loadTensor(spec, `layers.${l}.attn.v.weight`);
+    const heads = config.headsPerLayer[l];
+    const kvHeads = config.kvHeadsPerLayer[l];
+    if (o.length !== D * heads * hd || v.length !== kvHeads * hd * D) {
+      throw new GenepruneError(
+        'model',
+        `weight-norm baseline: layer ${l} o/v shapes disagree with the config`,
+      );
+    }
+    // v is [kvHeads*hd, D]: KV head j owns rows j*hd .. (j+1)*hd, a contiguous block.
+    const vNorm = Array.from({ length: kvHeads }, (_, j) => frobenius(v, j * hd * D, (j + 1) * hd * D));
+    // o is [D, heads*hd]: head h owns columns h*hd .. (h+1)*hd of every row.
+    const oSq = new Float64Array(heads);
+    const cols = heads * hd;
+    for (let r = 0; r < D; r++) {
+      const base = r * cols;
+      for (let c = 0; c < cols; c++) {
+        const x = o[base + c];
+        oSq[Math.floor(c / hd)] += x * x;
+      }
+    }
+    const kv = kvMapOfLayer(config, l);
+    for (let h = 0; h < heads; h++) scores[l * config.numHeads + h] = Math.sqrt(oSq[h]) * vNorm[kv[h]];
+  }
+  if (present.some((g) => !Number.isFinite(scores[g]))) {
+    throw new GenepruneError('model', 'weight-norm baseline: non-finite weights');
+  }
+  return scores;
+}
+
+async function loadTensor(spec: ModelSpec, role: string): Promise<Float32Array> {
+  const t = spec.tensors.get(role);
+  if (!t) throw new GenepruneError('model', `weight-norm baseline: the model has no tensor ${role}`);
+  return t.load();
+}
+
+function frobenius(a: Float32Array, from: number, to: number): number {
+  let s = 0;
+  for (let i = from; i < to; i++) s += a[i] * a[i];
+  return Math.sqrt(s);
+}
+
+/** 2. Remove the heads with the smallest weight-norm importance; one evaluation (the final mask). */
+export async function weightNormBaseline(
+  spec: ModelSpec,
+  objective: HeadObjective,
+  removeCount: number,
+): Promise<BaselineResult> {
+  const present = checkRemoveCount(objective, removeCount);
+  if (geneCount(spec.config) !== objective.genes) {
+    throw new GenepruneError(
+      'internal',
+      'weight-norm baseline: the spec and the objective disagree on heads',
+    );
+  }
+  const done = start(objective, 'norm');
+  const ranking = await weightNormImportance(spec);
+  return done(withRemoved(objective.genes, leastImportant(present, ranking, removeCount)), { ranking });
+}
+
+/**
+ * Quality with each head removed alone (one evaluation per present head). Genes with no head behind them get
+ * +Infinity ("never worth removing"), so callers that sort by it never pick them.
+ */
+export async function singleHeadAblationScores(
+  objective: HeadObjective,
+  fidelity: Fidelity = 'full',
+  onProgress?: Progress,
+): Promise<number[]> {
+  const present = presentGenes(objective.config);
+  const scores = new Array<number>(objective.genes).fill(Number.POSITIVE_INFINITY);
+  const g = new Uint8Array(objective.genes).fill(1);
+  for (let i = 0; i < present.length; i++) {
+    const gene = present[i];
+    g[gene] = 0;
+    scores[gene] = (await objective.evaluate(g.slice(), fidelity)).quality;
+    g[gene] = 1;
+    onProgress?.(i + 1, present.length);
+  }
+  return scores;
+}
+
+/**
+ * 3. Single-head ablation: remove the `removeCount` heads whose removal alone hurts least. Costs one
+ * evaluation per head plus the final mask. Ranking = quality with the head removed (higher = more important).
+ */
+export async function ablationBaseline(
+  objective: HeadObjective,
+  removeCount: number,
+  opts: SearchOptions = {},
+): Promise<BaselineResult> {
+  const present = checkRemoveCount(objective, removeCount);
+  const done = start(objective, 'ablation');
+  const ranking = await singleHeadAblationScores(objective, opts.fidelity, opts.onProgress);
+  return done(withRemoved(objective.genes, leastImportant(present, ranking, removeCount)), { ranking });
+}
+
+/**
+ * 4. Greedy iterative ablation: from the full model, repeatedly remove the remaining head whose removal (given
+ * those already removed) hurts least. Σ_{i<k} (heads − i) evaluations; the final mask is the last step's
+ * winner, so with the default full fidelity its closing evaluation is a cache hit (k = 0: one evaluation).
+ */
+export async function greedyBaseline(
+  objective: HeadObjective,
+  removeCount: number,
+  opts: SearchOptions & { onStep?: (step: GreedyStep) => void } = {},
+): Promise<BaselineResult> {
+  const present = checkRemoveCount(objective, removeCount);
+  const done = start(objective, 'greedy');
+  const n = present.length;
+  let total = 0;
+  for (let i = 0; i < removeCount; i++) total += n - i;
+  let evaluated = 0;
+  const g = new Uint8Array(objective.genes).fill(1);
+  const remaining = [...present];
+  const order: number[] = [];
+  for (let step = 1; step <= removeCount; step++) {
+    let best = -1;
+    let bestKey = Number.POSITIVE_INFINITY;
+    let bestQuality = Number.NaN;
+    for (let i = 0; i < remaining.length; i++) {
+      const gene = remaining[i];
+      g[gene] = 0;
+      const { quality } = await objective.evaluate(g.slice(), opts.fidelity);
+      g[gene] = 1;
+      // Strict < keeps the lowest gene index on ties; NaN never wins unless every candidate is NaN.
+      if (best < 0 || orderKey(quality) < bestKey) {
+        best = i;
+        bestKey = orderKey(quality);
+        bestQuality = quality;
+      }
+      opts.onProgress?.(++evaluated, total);
+    }
+    const gene = remaining.splice(best, 1)[0];
+    g[gene] = 0;
+    order.push(gene);
+    opts.onStep?.({ step, gene, quality: bestQuality, genome: g.slice() });
+  }
+  return done(g, { order });
+}
+
+/**
+ * 5. Bonsai-style regression (Dery et al., "Everybody prune now"): score random sub-models, fit
+ * quality ≈ b0 + Σ_g β_g · keep_g by ridge least squares, and call −β_g (how much keeping head g lowers the
+ * quality value) its importance; remove the least important. Samples keep each head independently with
+ * probability `keepShare`, so they sit near the target size; repeated samples come from the cache.
+ */
+export async function regressionBaseline(
+  objective: HeadObjective,
+  removeCount: number,
+  rng: Rng,
+  opts: RegressionOptions = {},
+): Promise<BaselineResult> {
+  const present = checkRemoveCount(objective, removeCount);
+  const n = present.length;
+  const samples = opts.samples ?? 2 * objective.genes;
+  if (!Number.isInteger(samples) || samples < 1) {
+    throw new GenepruneError(
+      'flag',
+      `regression baseline: samples must be a positive integer, got ${samples}`,
+    );
+  }
+  const keepShare = opts.keepShare ?? Math.min(0.95, Math.max(0.05, n > 0 ? 1 - removeCount / n : 1));
+  if (!(keepShare >= 0 && keepShare <= 1)) {
+    throw new GenepruneError('flag', `regression baseline: keepShare must lie in [0, 1], got ${keepShare}`);
+  }
+  const done = start(objective, 'regression');
+  const X: Uint8Array[] = []; // keep flags over the present heads, one row per sample
+  const y: number[] = [];
+  for (let s = 0; s < samples; s++) {
+    const row = new Uint8Array(n);
+    for (let j = 0; j < n; j++) row[j] = rng.nextFloat() < keepShare ? 1 : 0;
+    const g = new Uint8Array(objective.genes).fill(1);
+    for (let j = 0; j < n; j++) g[present[j]] = row[j];
+    const { quality } = await objective.evaluate(g, opts.fidelity);
+    // A non-finite score (a sub-model whose perplexity overflowed) would poison the fit; it only costs a row.
+    if (Number.isFinite(quality)) {
+      X.push(row);
+      y.push(quality);
+    }
+    opts.onProgress?.(s + 1, samples);
+  }
+  const beta = ridgeRegression(X, y, opts.ridge ?? 1e-3, n);
+  const importance = new Map(present.map((gene, j) => [gene, -beta[j]]));
+  const ranking = rankingFor(objective.genes, present, (gene) => importance.get(gene)!);
+  return done(withRemoved(objective.genes, leastImportant(present, ranking, removeCount)), { ranking });
+}
+
+/**
+ * Ridge least squares for y ≈ b0 + X β with binary X, the intercept unpenalised (by centring). λ = ridge ·
+ * mean diagonal of the centred XᵀX, so the penalty is relative to the data's scale and keeps the system
+ * positive definite when samples are few or columns collinear. Returns β (the intercept is not needed).
+ */
+export function ridgeRegression(
+  X: readonly Uint8Array[],
+  y: readonly number[],
+  ridge: number,
+  n = X[0]?.length ?? 0,
+): Float64Array {
+  const m = X.length;
+  if (m !== y.length) throw new GenepruneError('internal', 'ridgeRegression: X and y lengths differ');
+  if (n === 0 || m === 0) return new Float64Array(n);
+  const mean = new Float64Array(n);
+  let yMean = 0;
+  for (let s = 0; s < m; s++) {
+    yMean += y[s];
+    for (let j = 0; j < n; j++) mean[j] += X[s][j];
+  }
+  yMean /= m;
+  for (let j = 0; j < n; j++) mean[j] /= m;
+  // Σ (x − x̄)(x − x̄)ᵀ = Σ x xᵀ − m x̄ x̄ᵀ; the raw sum only touches kept pairs since x is 0/1.
+  const A = new Float64Array(n * n);
+  const b = new Float64Array(n);
+  const kept: number[] = [];
+  for (let s = 0; s < m; s++) {
+    kept.length = 0;
+    for (let j = 0; j < n; j++) if (X[s][j]) kept.push(j);
+    const dy = y[s] - yMean;
+    for (const i of kept) {
+      b[i] += dy; // Σ (x − x̄) dy = Σ x dy, because Σ dy = 0
+      for (const j of kept) A[i * n + j] += 1;
+    }
+  }
+  let trace = 0;
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < n; j++) A[i * n + j] -= m * mean[i] * mean[j];
+    trace += A[i * n + i];
+  }
+  const lambda = trace > 0 ? (ridge * trace) / n : ridge > 0 ? ridge : 1e-12;
+  for (let i = 0; i < n; i++) A[i * n + i] += lambda;
+  return choleskySolve(A, b, n);
+}
+
+/** Solves A x = b for symmetric positive definite A (n×n, row-major; overwritten). */
+export function choleskySolve(A: Float64Array, b: Float64Array, n: number): Float64Array {
+  // A = L Lᵀ, L stored in the lower triangle of A.
+  for (let j = 0; j < n; j++) {
+    let d = A[j * n + j];
+    for (let k = 0; k < j; k++) d -= A[j * n + k] * A[j * n + k];
+    if (!(d > 0)) throw new GenepruneError('internal', 'choleskySolve: matrix is not positive definite');
+    const ljj = Math.sqrt(d);
+    A[j * n + j] = ljj;
+    for (let i = j + 1; i < n; i++) {
+      let s = A[i * n + j];
+      for (let k = 0; k < j; k++) s -= A[i * n + k] * A[j * n + k];
+      A[i * n + j] = s / ljj;
+    }
+  }
+  const x = Float64Array.from(b);
+  for (let i = 0; i < n; i++) {
+    let s = x[i];
+    for (let k = 0; k < i; k++) s -= A[i * n + k] * x[k];
+    x[i] = s / A[i * n + i];
+  }
+  for (let i = n - 1; i >= 0; i--) {
+    let s = x[i];
+    for (let k = i + 1; k < n; k++) s -= A[k * n + i] * x[k];
+    x[i] = s / A[i * n + i];
+  }
+  return x;
+}
+
+export interface BaselineContext {
+  spec: ModelSpec;
+  objective: HeadObjective;
+  removeCount: number;
+  rng: Rng;
+  onProgress?: Progress;
+  /** Fidelity of the search evaluations (ablation, greedy, regression). */
+  fidelity?: Fidelity;
+  /** Regression samples (default 2 · genes). */
+  samples?: number;
+}
+
+/** Runs one baseline by name (for the CLI). */
+export function runBaseline(name: BaselineName, ctx: BaselineContext): Promise<BaselineResult> {
+  const { spec, objective, removeCount, rng, onProgress, fidelity } = ctx;
+  switch (name) {
+    case 'random':
+      return randomBaseline(objective, removeCount, rng);
+    case 'norm':
+      return weightNormBaseline(spec, objective, removeCount);
+    case 'ablation':
+      return ablationBaseline(objective, removeCount, { fidelity, onProgress });
+    case 'greedy':
+      return greedyBaseline(objective, removeCount, { fidelity, onProgress });
+    case 'regression':
+      return regressionBaseline(objective, removeCount, rng, { fidelity, onProgress, samples: ctx.samples });
+    default:
+      throw new GenepruneError(
+        'flag',
+        `unknown baseline ${String(name)}; expected ${BASELINE_NAMES.join(', ')}`,
+      );
+  }
+}

@@ -11,6 +11,8 @@ import {
   tokenizeDocuments,
 } from '../metrics/perplexity.js';
 import { openModel } from '../model/open.js';
+import { headMaskOf } from '../search/genome.js';
+import { readMaskFile } from '../search/maskfile.js';
 import { headMaskFromList, parseDevice, parseHeadList, parseIntFlag } from './options.js';
 import { progressLine } from './progress.js';
 
@@ -26,6 +28,7 @@ interface EvalFlags {
   threads?: string;
   json?: boolean;
   kl?: boolean;
+  mask?: string;
 }
 
 export function registerEval(program: Command): void {
@@ -50,6 +53,10 @@ export function registerEval(program: Command): void {
     .option('--max-tokens <n>', 'score at most this many tokens')
     .option('--batch-size <n>', 'windows per forward pass (default: about 2048 tokens)')
     .option('--prune-heads <list>', 'mask these attention heads, LAYER:HEAD,... (0-based)')
+    .option(
+      '--mask <file>',
+      'a head-mask file from `geneprune heads` (mask.json); combines with --prune-heads',
+    )
     .option('--device <name>', 'cpu, cuda or webgpu (passed to ONNX Runtime)', 'cpu')
     .option('--threads <n>', 'intra-op threads (default: all physical cores)')
     .option('--kl', 'also report the mean KL divergence from the unpruned model (with --prune-heads)')
@@ -80,6 +87,10 @@ Example:
         ? parseIntFlag('--batch-size', flags.batchSize)
         : defaultBatchSize(ctx);
       const headMask = headMaskFromList(config, pairs);
+      if (flags.mask) {
+        const fromFile = headMaskOf(config, await readMaskFile(flags.mask, model.spec));
+        for (let i = 0; i < headMask.length; i++) headMask[i] *= fromFile[i];
+      }
       const data = await readDataset(flags.data);
       const windows = makeWindows(
         tokenizeDocuments(data.documents, model.tokenizer),
@@ -113,6 +124,7 @@ Example:
         documents: data.documents.length,
         context: ctx,
         prunedHeads: pairs.map(([l, h]) => `${l}:${h}`),
+        mask: flags.mask,
         tokens: result.tokens,
         meanNll: result.meanNll,
         perplexity: result.perplexity,
@@ -130,6 +142,7 @@ Example:
         `data         ${report.data} (${report.documents} documents)`,
         `context      ${ctx}`,
         ...(pairs.length ? [`pruned heads ${report.prunedHeads.join(',')}`] : []),
+        ...(flags.mask ? [`mask         ${flags.mask}`] : []),
         `tokens       ${result.tokens}`,
         `mean NLL     ${result.meanNll.toFixed(4)}`,
         `perplexity   ${result.perplexity.toFixed(4)}`,

@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { GenepruneError } from '../errors.js';
 import { registerEval } from './eval.js';
 import { registerGenerate } from './generate.js';
+import { registerHeads } from './heads.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -25,6 +26,7 @@ looked up in $GENEPRUNE_MODELS, then the cache ($GENEPRUNE_CACHE or ~/.cache/gen
     );
   registerEval(program);
   registerGenerate(program);
+  registerHeads(program);
   return program;
 }
 

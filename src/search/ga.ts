@@ -96,7 +96,12 @@ export interface GaCallbacks {
   onGeneration?: (s: GenerationSummary, state: GaState) => void | Promise<void>;
 }
 
-export function initialState(opts: GaOptions, genes: number): GaState {
+/** The generation-0 state; `counters` are the work already spent (e.g. scoring the dense model). */
+export function initialState(
+  opts: GaOptions,
+  genes: number,
+  counters = { evaluations: 0, forwardPasses: 0 },
+): GaState {
   const rng = createRng(opts.seed);
   let pop = initialPopulation(opts.population, genes, opts.sInitial, rng, opts.initWeights);
   if (opts.removeCount !== undefined) pop = pop.map((g) => repair(g, opts.removeCount!, rng));
@@ -106,8 +111,8 @@ export function initialState(opts: GaOptions, genes: number): GaState {
     population: pop.map(genomeKey),
     rng: rng.getState(),
     best: null,
-    evaluations: 0,
-    forwardPasses: 0,
+    evaluations: counters.evaluations,
+    forwardPasses: counters.forwardPasses,
     done: false,
   };
 }
@@ -195,6 +200,9 @@ export async function runGa(
 ): Promise<GaState> {
   const rng = createRng(opts.seed);
   rng.setState(state.rng);
+  // Counters continue from the state: this process adds only what it runs from here on.
+  const evalsAtStart = objective.evaluations();
+  const passesAtStart = objective.forwardPasses();
   let current = { ...state };
   while (!current.done) {
     const generation = current.generation;
@@ -224,8 +232,8 @@ export async function runGa(
       bestSparsity: top.sparsity,
       meanFitness: scored.reduce((a, s) => a + s.fitness, 0) / scored.length,
       maxSparsity,
-      evaluations: state.evaluations + objective.evaluations(),
-      forwardPasses: state.forwardPasses + objective.forwardPasses(),
+      evaluations: state.evaluations + objective.evaluations() - evalsAtStart,
+      forwardPasses: state.forwardPasses + objective.forwardPasses() - passesAtStart,
       best: best!,
       stop,
     };

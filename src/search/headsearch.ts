@@ -1,0 +1,440 @@
+/**
+ * A whole head search as the CLI runs it: open model and data, build the calibration objective, run one
+ * method (the GA, NSGA-II, or a baseline) in a run directory, then score the chosen mask on the evaluation data.
+ * Calibration data (what the search sees) and evaluation data (what reports quote) are kept apart and both are
+ * named in config.json and result.json.
+ */
+import { resolve } from 'node:path';
+import { createRunner } from '../engine/runner.js';
+import type { Device } from '../engine/session.js';
+import { fileError, flagError } from '../errors.js';
+import { readDataset } from '../metrics/data.js';
+import {
+  defaultBatchSize,
+  evaluatePerplexity,
+  makeWindows,
+  tokenizeDocuments,
+} from '../metrics/perplexity.js';
+import { type OpenedModel, openModel } from '../model/open.js';
+import { createRng } from '../util/rng.js';
+import { type BaselineName, runBaseline, singleHeadAblationScores } from './baselines.js';
+import type { FitnessKind } from './fitness.js';
+import { type GaOptions, type GaState, type GenerationSummary, initialState, runGa } from './ga.js';
+import {
+  type Genome,
+  geneCount,
+  genomeFromKey,
+  genomeKey,
+  headMaskOf,
+  keptParameters,
+  sparsity,
+} from './genome.js';
+import { makeMaskFile, modelIdentity } from './maskfile.js';
+import { runNsga } from './nsga.js';
+import { createHeadObjective, type HeadObjective, type QualityMetric } from './objective.js';
+import {
+  appendJsonl,
+  createRunDir,
+  openRunForResume,
+  RUN_KIND,
+  type RunConfig,
+  rewriteLogs,
+  saveState,
+  writeJsonAtomic,
+} from './rundir.js';
+
+export type HeadMethod = 'ga' | 'nsga' | BaselineName;
+export const HEAD_METHODS: readonly HeadMethod[] = [
+  'ga',
+  'nsga',
+  'random',
+  'norm',
+  'ablation',
+  'greedy',
+  'regression',
+];
+
+export interface HeadSearchSettings {
+  model?: string;
+  tokenizer?: string;
+  calib: string;
+  eval: string;
+  method: HeadMethod;
+  metric: QualityMetric;
+  /** Share of heads to remove (baselines, budget GA, and the NSGA-II pick). */
+  targetSparsity?: number;
+  context?: number;
+  calibTokens: number;
+  /** Multi-fidelity: tokens for the cheap first pass (GA); undefined = off. */
+  lowTokens?: number;
+  promote: number;
+  evalTokens?: number;
+  population: number;
+  generations: number;
+  tournament: number;
+  crossoverRate: number;
+  mutationRate: number;
+  removalBias: number;
+  sInitial: number;
+  fitness: FitnessKind;
+  lambda: number;
+  elitism: number;
+  fitnessThreshold?: number;
+  maxSparsity?: number;
+  seedAblation: boolean;
+  regressionSamples?: number;
+  seed: number;
+  batchSize?: number;
+}
+
+export interface HeadSearchEnv {
+  device?: Device;
+  threads?: number;
+  onStatus?: (line: string) => void;
+  onGeneration?: (s: GenerationSummary, total: number, elapsedS: number) => void;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface HeadSearchResult {
+  runDir: string;
+  method: HeadMethod;
+  genome: Genome;
+  removed: number;
+  genes: number;
+  calib: { quality: number; denseQuality: number; metric: QualityMetric; tokens: number };
+  eval: { perplexity: number; densePerplexity: number; tokens: number; data: string };
+  forwardPasses: number;
+  evaluations: number;
+  seconds: number;
+}
+
+function removeCountOf(s: HeadSearchSettings, genes: number): number | undefined {
+  return s.targetSparsity === undefined ? undefined : Math.round(s.targetSparsity * genes);
+}
+
+function gaOptions(
+  s: HeadSearchSettings,
+  genes: number,
+  denseQuality: number,
+  initWeights?: number[],
+): GaOptions {
+  return {
+    population: s.population,
+    generations: s.generations,
+    tournamentSize: s.tournament,
+    crossoverRate: s.crossoverRate,
+    mutationRate: s.mutationRate,
+    removalBias: s.removalBias,
+    sInitial: s.sInitial,
+    fitness: { kind: s.fitness, metric: s.metric, lambda: s.lambda, denseQuality },
+    fitnessThreshold: s.fitnessThreshold,
+    maxSparsity: s.maxSparsity,
+    removeCount: s.fitness === 'budget' ? removeCountOf(s, genes) : undefined,
+    elitism: s.elitism,
+    multiFidelity: s.lowTokens !== undefined,
+    promote: s.promote,
+    initWeights,
+    seed: s.seed,
+  };
+}
+
+interface Prepared {
+  model: OpenedModel;
+  objective: HeadObjective;
+  calibTokens: number;
+  calibFiles: string[];
+  evalFiles: string[];
+  evalStream: number[];
+  context: number;
+}
+
+async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promise<Prepared> {
+  if (resolve(s.calib) === resolve(s.eval)) {
+    throw flagError(
+      '--eval',
+      'evaluation data must differ from calibration data (--calib): reports quote unseen text',
+    );
+  }
+  const model = await openModel(s.model, { tokenizer: s.tokenizer });
+  const context = s.context ?? Math.min(model.spec.config.maxPositions, 512);
+  if (context > model.spec.config.maxPositions) {
+    throw flagError(
+      '--ctx',
+      `${context} exceeds the model's context length ${model.spec.config.maxPositions}`,
+    );
+  }
+  const calib = await readDataset(s.calib);
+  const evalData = await readDataset(s.eval);
+  const stream = tokenizeDocuments(calib.documents, model.tokenizer);
+  const evalStream = tokenizeDocuments(evalData.documents, model.tokenizer);
+  env.onStatus?.(
+    `model ${model.modelPath}: ${geneCount(model.spec.config)} heads; calibration ${stream.length} tokens`,
+  );
+  const objective = await createHeadObjective(model.spec, {
+    stream,
+    context,
+    metric: s.metric,
+    tokens: s.calibTokens,
+    lowTokens: s.lowTokens,
+    batchSize: s.batchSize,
+    device: env.device,
+    threads: env.threads,
+  });
+  return {
+    model,
+    objective,
+    calibTokens: Math.min(s.calibTokens, stream.length - 1),
+    calibFiles: calib.files,
+    evalFiles: evalData.files,
+    evalStream,
+    context,
+  };
+}
+
+async function runConfig(s: HeadSearchSettings, p: Prepared): Promise<RunConfig> {
+  return {
+    kind: RUN_KIND,
+    version: 1,
+    method: s.method,
+    settings: s,
+    model: {
+      path: p.model.modelPath,
+      tokenizer: p.model.tokenizerPath,
+      ...(await modelIdentity(p.model.spec)),
+    },
+    geneOrder: 'layer-major: gene = layer * numHeads + head; 1 keeps the head',
+    calibration: { path: s.calib, files: p.calibFiles, tokens: p.calibTokens, context: p.context },
+    evaluation: { path: s.eval, files: p.evalFiles },
+  };
+}
+
+/** Scores a mask (and the dense model) on the evaluation data. */
+async function scoreOnEval(p: Prepared, s: HeadSearchSettings, genome: Genome, env: HeadSearchEnv) {
+  const windows = makeWindows(p.evalStream, p.context, s.evalTokens, s.eval);
+  const runner = await createRunner(p.model.spec, {
+    output: 'nll',
+    device: env.device,
+    threads: env.threads,
+  });
+  const batchSize = s.batchSize ?? defaultBatchSize(p.context);
+  const pruned = await evaluatePerplexity(runner, windows, {
+    masks: { headMask: headMaskOf(p.model.spec.config, genome) },
+    batchSize,
+  });
+  const dense = await evaluatePerplexity(runner, windows, { batchSize });
+  await runner.release();
+  return {
+    perplexity: pruned.perplexity,
+    densePerplexity: dense.perplexity,
+    tokens: pruned.tokens,
+    data: s.eval,
+  };
+}
+
+async function finish(
+  dir: string,
+  s: HeadSearchSettings,
+  p: Prepared,
+  genome: Genome,
+  counters: { forwardPasses: number; evaluations: number; seconds: number },
+  env: HeadSearchEnv,
+  extra: Record<string, unknown> = {},
+): Promise<HeadSearchResult> {
+  const genes = geneCount(p.model.spec.config);
+  const dense = await p.objective.evaluate(new Uint8Array(genes).fill(1));
+  const calibScore = await p.objective.evaluate(genome);
+  env.onStatus?.('scoring the chosen mask on the evaluation data');
+  const evalScore = await scoreOnEval(p, s, genome, env);
+  const result: HeadSearchResult = {
+    runDir: dir,
+    method: s.method,
+    genome,
+    removed: genes - genome.reduce((a, b) => a + b, 0),
+    genes,
+    calib: {
+      quality: calibScore.quality,
+      denseQuality: dense.quality,
+      metric: s.metric,
+      tokens: calibScore.tokens,
+    },
+    eval: evalScore,
+    ...counters,
+  };
+  const mask = await makeMaskFile(p.model.spec, genome, {
+    method: s.method,
+    runDir: dir,
+    calibration: { path: s.calib, metric: s.metric, quality: calibScore.quality },
+    evaluation: {
+      path: s.eval,
+      perplexity: evalScore.perplexity,
+      densePerplexity: evalScore.densePerplexity,
+    },
+  });
+  await writeJsonAtomic(`${dir}/mask.json`, mask);
+  const { genome: _g, ...rest } = result;
+  await writeJsonAtomic(`${dir}/result.json`, {
+    ...rest,
+    genome: genomeKey(genome),
+    removedHeads: mask.removed,
+    keptQueryHeads: mask.keptQueryHeads,
+    keptKvHeads: mask.keptKvHeads,
+    keptParameters: keptParameters(p.model.spec.config, genome, p.objective.totalParameters),
+    totalParameters: p.objective.totalParameters,
+    ...extra,
+  });
+  return result;
+}
+
+async function runGaIn(
+  dir: string,
+  s: HeadSearchSettings,
+  p: Prepared,
+  state: GaState,
+  opts: GaOptions,
+  env: HeadSearchEnv,
+  t0: number,
+): Promise<GaState> {
+  return runGa(p.objective, opts, state, {
+    onEvaluation: (r) => appendJsonl(dir, 'evals.jsonl', r),
+    onGeneration: async (summary, next) => {
+      await appendJsonl(dir, 'generations.jsonl', summary);
+      await saveState(dir, next);
+      env.onGeneration?.(summary, s.generations, (performance.now() - t0) / 1000);
+    },
+  });
+}
+
+/** A fresh search in `dir`. */
+export async function runHeadSearch(dir: string, s: HeadSearchSettings, env: HeadSearchEnv = {}) {
+  const p = await prepare(s, env);
+  const t0 = performance.now();
+  const genes = geneCount(p.model.spec.config);
+  const removeCount = removeCountOf(s, genes);
+  if (s.method !== 'ga' && s.method !== 'nsga' && removeCount === undefined) {
+    throw flagError('--target-sparsity', `the ${s.method} baseline needs a target share of heads to remove`);
+  }
+  if (s.method === 'ga' && s.fitness === 'budget' && removeCount === undefined) {
+    throw flagError('--target-sparsity', 'the budget fitness needs a target share of heads to remove');
+  }
+  await createRunDir(dir, await runConfig(s, p));
+  const dense = await p.objective.evaluate(new Uint8Array(genes).fill(1));
+  const rng = createRng(s.seed);
+  const counters = () => ({
+    forwardPasses: p.objective.forwardPasses(),
+    evaluations: p.objective.evaluations(),
+    seconds: (performance.now() - t0) / 1000,
+  });
+  try {
+    if (s.method === 'ga') {
+      let initWeights: number[] | undefined;
+      if (s.seedAblation) {
+        env.onStatus?.('single-head ablation to seed the initial population');
+        const scores = await singleHeadAblationScores(p.objective, 'full', env.onProgress);
+        // Removability: heads whose removal costs least get the largest weights.
+        const worst = Math.max(...scores);
+        initWeights = Array.from(scores, (q) => worst - q + 1e-6 * Math.abs(worst));
+      }
+      const opts = gaOptions(s, genes, dense.quality, initWeights);
+      const spent = { evaluations: p.objective.evaluations(), forwardPasses: p.objective.forwardPasses() };
+      const final = await runGaIn(dir, s, p, initialState(opts, genes, spent), opts, env, t0);
+      return await finish(dir, s, p, genomeFromKey(final.best!.genome), counters(), env, {
+        stop: final.stop,
+      });
+    }
+    if (s.method === 'nsga') {
+      const result = await runNsga(p.objective, {
+        population: s.population,
+        generations: s.generations,
+        mutationRate: s.mutationRate,
+        rng,
+        onGeneration: async (info) => {
+          await appendJsonl(dir, 'generations.jsonl', {
+            generation: info.generation,
+            front: info.front.map((f) => ({
+              genome: genomeKey(f.genome),
+              quality: f.quality,
+              sparsity: f.sparsity,
+              keptParameters: f.keptParameters,
+            })),
+            evaluations: info.evaluations,
+            forwardPasses: info.forwardPasses,
+          });
+          env.onStatus?.(`generation ${info.generation + 1}/${s.generations}: front of ${info.front.length}`);
+        },
+      });
+      const target = s.targetSparsity ?? 0.25;
+      const pick = [...result.front].sort(
+        (a, b) =>
+          Math.abs(sparsity(a.genome) - target) - Math.abs(sparsity(b.genome) - target) ||
+          a.quality - b.quality,
+      )[0];
+      const front = result.front.map((f) => ({
+        genome: genomeKey(f.genome),
+        quality: f.quality,
+        sparsity: f.sparsity,
+        keptParameters: f.keptParameters,
+      }));
+      await writeJsonAtomic(`${dir}/front.json`, front);
+      return await finish(dir, s, p, pick.genome, counters(), env, { front });
+    }
+    const baseline = await runBaseline(s.method, {
+      spec: p.model.spec,
+      objective: p.objective,
+      removeCount: removeCount!,
+      rng,
+      onProgress: env.onProgress,
+      samples: s.regressionSamples,
+    });
+    return await finish(dir, s, p, baseline.genome, counters(), env);
+  } finally {
+    await p.objective.release();
+  }
+}
+
+/** Continues a GA run from its last saved generation. */
+export async function resumeHeadSearch(dir: string, env: HeadSearchEnv = {}) {
+  const run = await openRunForResume(dir, (c) => {
+    const m = c.model as { numLayers?: number; numHeads?: number } | undefined;
+    return (m?.numLayers ?? 0) * (m?.numHeads ?? 0);
+  });
+  const s = run.config.settings as HeadSearchSettings;
+  const p = await prepare(s, env);
+  const id = await modelIdentity(p.model.spec);
+  if (id.fingerprint !== (run.config.model as { fingerprint?: string }).fingerprint) {
+    await p.objective.release();
+    throw fileError(`${dir}/config.json`, `the run was made with another model than ${p.model.modelPath}`);
+  }
+  const t0 = performance.now();
+  try {
+    const genes = geneCount(p.model.spec.config);
+    // What earlier sessions computed is primed into the cache, so nothing is evaluated twice.
+    for (const r of run.evaluations) {
+      if (r.cached) continue;
+      p.objective.prime(genomeFromKey(String(r.genome)), r.fidelity as 'low' | 'full', {
+        quality: Number(r.quality),
+        tokens: Number(r.tokens),
+        ms: Number(r.ms),
+      });
+    }
+    const dense = await p.objective.evaluate(new Uint8Array(genes).fill(1));
+    // The initial population is already in the state, so no initialisation weights are needed.
+    const opts = gaOptions(s, genes, dense.quality);
+    await rewriteLogs(dir, run);
+    const final = run.state.done ? run.state : await runGaIn(dir, s, p, run.state, opts, env, t0);
+    return await finish(
+      dir,
+      s,
+      p,
+      genomeFromKey(final.best!.genome),
+      {
+        forwardPasses: final.forwardPasses,
+        evaluations: final.evaluations,
+        seconds: (performance.now() - t0) / 1000,
+      },
+      env,
+      { stop: final.stop, resumed: true },
+    );
+  } finally {
+    await p.objective.release();
+  }
+}

@@ -1,0 +1,432 @@
+/**
+ * NSGA-II over head masks: one run returns the Pareto front of (quality ↓, kept parameters ↓) instead of one
+ * mask per target sparsity. The building blocks (non-dominated sorting, crowding, selection) are pure functions
+ * of objective vectors, all minimised; `runNsga` wires them to a HeadObjective and is resumable from the
+ * `NsgaState` it reports after every generation.
+ */
+import { GenepruneError } from '../errors.js';
+import type { Rng } from '../util/rng.js';
+import { type Genome, genomeFromKey, genomeKey, keptParameters, sparsity } from './genome.js';
+import type { Fidelity, HeadObjective } from './objective.js';
+
+/** An objective vector; every component is minimised. */
+export type Objectives = readonly number[];
+
+/** True when `a` is no worse than `b` in every objective and strictly better in at least one. */
+export function dominates(a: Objectives, b: Objectives): boolean {
+  if (a.length !== b.length) throw new Error(`dominates: ${a.length} vs ${b.length} objectives`);
+  let better = false;
+  for (let m = 0; m < a.length; m++) {
+    if (a[m] > b[m]) return false;
+    if (a[m] < b[m]) better = true;
+  }
+  return better;
+}
+
+/**
+ * Deb's fast non-dominated sort: fronts of point indices, best first. Each front lists indices in ascending
+ * order so results do not depend on traversal order. Equal points do not dominate each other and share a front.
+ */
+export function fastNonDominatedSort(points: readonly Objectives[]): number[][] {
+  const n = points.length;
+  const beats: number[][] = Array.from({ length: n }, () => []);
+  const beatenBy = new Array<number>(n).fill(0);
+  for (let p = 0; p < n; p++) {
+    for (let q = p + 1; q < n; q++) {
+      if (dominates(points[p], points[q])) {
+        beats[p].push(q);
+        beatenBy[q]++;
+      } else if (dominates(points[q], points[p])) {
+        beats[q].push(p);
+        beatenBy[p]++;
+      }
+    }
+  }
+  const fronts: number[][] = [];
+  let current: number[] = [];
+  for (let p = 0; p < n; p++) if (beatenBy[p] === 0) current.push(p);
+  while (current.length > 0) {
+    fronts.push(current);
+    const next: number[] = [];
+    for (const p of current) {
+      for (const q of beats[p]) if (--beatenBy[q] === 0) next.push(q);
+    }
+    current = next.sort((a, b) => a - b);
+  }
+  return fronts;
+}
+
+/**
+ * Crowding distance of each member of `front` (aligned with it): per objective, the normalised gap between
+ * its two neighbours, summed. The extremes of every objective get Infinity so the front's ends are kept.
+ */
+export function crowdingDistance(points: readonly Objectives[], front: readonly number[]): number[] {
+  const k = front.length;
+  const dist = new Array<number>(k).fill(0);
+  if (k <= 2) return dist.fill(Number.POSITIVE_INFINITY);
+  const objectives = points[front[0]].length;
+  for (let m = 0; m < objectives; m++) {
+    const value = (i: number) => points[front[i]][m];
+    // Ties broken by point index, so equal values give a reproducible order.
+    const order = Array.from({ length: k }, (_, i) => i).sort(
+      (a, b) => compare(value(a), value(b)) || front[a] - front[b],
+    );
+    const lo = value(order[0]);
+    const hi = value(order[k - 1]);
+    dist[order[0]] = Number.POSITIVE_INFINITY;
+    dist[order[k - 1]] = Number.POSITIVE_INFINITY;
+    // A flat objective says nothing about spacing; an infinite range (a failed score) cannot be normalised.
+    if (!(hi > lo) || !Number.isFinite(hi - lo)) continue;
+    for (let j = 1; j < k - 1; j++) dist[order[j]] += (value(order[j + 1]) - value(order[j - 1])) / (hi - lo);
+  }
+  return dist;
+}
+
+/** Three-way comparison that, unlike subtraction, is safe for two Infinities. */
+function compare(a: number, b: number): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** Rank (0 = first front) and crowding distance of every point. */
+export interface Ranking {
+  rank: number[];
+  crowding: number[];
+}
+
+export function rankAndCrowd(points: readonly Objectives[]): Ranking {
+  const rank = new Array<number>(points.length).fill(0);
+  const crowding = new Array<number>(points.length).fill(0);
+  fastNonDominatedSort(points).forEach((front, r) => {
+    const d = crowdingDistance(points, front);
+    front.forEach((p, i) => {
+      rank[p] = r;
+      crowding[p] = d[i];
+    });
+  });
+  return { rank, crowding };
+}
+
+/** The crowded-comparison order: negative when `a` is preferred (lower rank, then larger crowding). */
+export function crowdedCompare(
+  a: { rank: number; crowding: number },
+  b: { rank: number; crowding: number },
+): number {
+  if (a.rank !== b.rank) return a.rank - b.rank;
+  if (a.crowding === b.crowding) return 0;
+  return a.crowding > b.crowding ? -1 : 1;
+}
+
+/** Binary tournament on the crowded comparison: two distinct random entrants, the better wins (ties: the first). */
+export function binaryTournament(ranking: Ranking, rng: Rng): number {
+  const n = ranking.rank.length;
+  if (n === 0) throw new Error('binaryTournament: empty population');
+  if (n === 1) return 0;
+  const i = rng.nextInt(n);
+  let j = rng.nextInt(n - 1);
+  if (j >= i) j++;
+  const at = (p: number) => ({ rank: ranking.rank[p], crowding: ranking.crowding[p] });
+  return crowdedCompare(at(j), at(i)) < 0 ? j : i;
+}
+
+/**
+ * NSGA-II survivor selection: whole fronts while they fit, then the most crowding-distant members of the front
+ * that overflows (ties by index). Returns `n` point indices in selection order.
+ */
+export function environmentalSelection(points: readonly Objectives[], n: number): number[] {
+  if (n > points.length)
+    throw new Error(`environmentalSelection: ${n} survivors from ${points.length} points`);
+  const chosen: number[] = [];
+  for (const front of fastNonDominatedSort(points)) {
+    if (chosen.length === n) break;
+    if (chosen.length + front.length <= n) {
+      chosen.push(...front);
+      continue;
+    }
+    const d = crowdingDistance(points, front);
+    // Compared, not subtracted: Infinity - Infinity is NaN.
+    const order = front
+      .map((_, i) => i)
+      .sort((a, b) => (d[a] === d[b] ? front[a] - front[b] : d[b] > d[a] ? 1 : -1));
+    for (const i of order.slice(0, n - chosen.length)) chosen.push(front[i]);
+  }
+  return chosen;
+}
+
+/** Uniform crossover: each gene comes from either parent with probability 1/2; the second child gets the other. */
+function uniformCrossover(a: Genome, b: Genome, rng: Rng): [Genome, Genome] {
+  const c1 = new Uint8Array(a.length);
+  const c2 = new Uint8Array(a.length);
+  for (let i = 0; i < a.length; i++) {
+    const swap = rng.nextUint32() & 1;
+    c1[i] = swap ? b[i] : a[i];
+    c2[i] = swap ? a[i] : b[i];
+  }
+  return [c1, c2];
+}
+
+/** Flip-bit mutation: every gene flips independently with probability `rate` (returns a copy). */
+function flipMutation(g: Genome, rate: number, rng: Rng): Genome {
+  const out = Uint8Array.from(g);
+  for (let i = 0; i < out.length; i++) if (rng.nextFloat() < rate) out[i] ^= 1;
+  return out;
+}
+
+/** A genome with `remove` distinct heads removed at random (partial Fisher–Yates over gene indices). */
+function randomMask(genes: number, remove: number, rng: Rng): Genome {
+  const g = new Uint8Array(genes).fill(1);
+  const idx = Array.from({ length: genes }, (_, i) => i);
+  for (let j = 0; j < remove; j++) {
+    const k = j + rng.nextInt(genes - j);
+    [idx[j], idx[k]] = [idx[k], idx[j]];
+    g[idx[j]] = 0;
+  }
+  return g;
+}
+
+/** Initial population spread evenly from the full model (first) to `maxRemoveShare` of heads removed. */
+function initialPopulation(size: number, genes: number, maxRemoveShare: number, rng: Rng): Genome[] {
+  return Array.from({ length: size }, (_, i) =>
+    randomMask(genes, Math.round((i / (size - 1)) * maxRemoveShare * genes), rng),
+  );
+}
+
+export interface NsgaPoint {
+  genome: Genome;
+  quality: number;
+  keptParameters: number;
+  /** Share of heads removed. */
+  sparsity: number;
+}
+
+/** Everything needed to continue a run exactly; plain JSON. */
+export interface NsgaState {
+  version: 1;
+  /** Generations completed (0 = the initial population has been evaluated). */
+  generation: number;
+  genes: number;
+  /** Population genomes as 0/1 strings (see genomeKey). */
+  population: string[];
+  /** Their quality (null for a non-finite value, which JSON cannot hold) and scored tokens. */
+  objectives: Array<{ quality: number | null; tokens: number }>;
+  /** `rng.getState()` after this generation. */
+  rng: number[];
+}
+
+export interface NsgaGenerationInfo {
+  generation: number;
+  /** The population's non-dominated front, by kept parameters ascending. */
+  front: NsgaPoint[];
+  /** The objective's distinct evaluations and forward passes so far (its own counters, cache hits excluded). */
+  evaluations: number;
+  forwardPasses: number;
+  /** Save this (e.g. as JSON) to resume from here. */
+  state: NsgaState;
+}
+
+export interface NsgaOptions {
+  population: number;
+  /** Generations after the initial population (a resumed run stops at the same total). */
+  generations: number;
+  /** Per-gene flip probability (default 1 / genes). */
+  mutationRate?: number;
+  /** Largest share of heads the initial population removes (default 0.75). */
+  maxRemoveShare?: number;
+  rng: Rng;
+  fidelity?: Fidelity;
+  /** Called after the initial population and after every generation; awaited, so it may write files. */
+  onGeneration?: (info: NsgaGenerationInfo) => void | Promise<void>;
+  /** Continue from this state (the rng's state is restored from it). */
+  state?: NsgaState;
+}
+
+export interface NsgaResult {
+  /** Non-dominated members of the final population, distinct genomes, by kept parameters ascending. */
+  front: NsgaPoint[];
+  /** The final population in survivor order. */
+  population: NsgaPoint[];
+  generation: number;
+  evaluations: number;
+  forwardPasses: number;
+  state: NsgaState;
+}
+
+interface Individual {
+  genome: Genome;
+  key: string;
+  quality: number;
+  tokens: number;
+  kept: number;
+}
+
+export async function runNsga(objective: HeadObjective, opts: NsgaOptions): Promise<NsgaResult> {
+  const genes = objective.genes;
+  const size = opts.population;
+  const mutationRate = opts.mutationRate ?? 1 / genes;
+  const maxRemoveShare = opts.maxRemoveShare ?? 0.75;
+  const rng = opts.rng;
+  const fidelity = opts.fidelity ?? 'full';
+  if (!Number.isInteger(size) || size < 2)
+    throw new GenepruneError('flag', `population must be an integer ≥ 2, got ${size}`, 'population');
+  if (!Number.isInteger(opts.generations) || opts.generations < 0)
+    throw new GenepruneError(
+      'flag',
+      `generations must be an integer ≥ 0, got ${opts.generations}`,
+      'generations',
+    );
+  if (!(mutationRate >= 0 && mutationRate <= 1))
+    throw new GenepruneError('flag', `mutation rate must lie in [0, 1], got ${mutationRate}`, 'mutationRate');
+  if (!(maxRemoveShare >= 0 && maxRemoveShare <= 1))
+    throw new GenepruneError(
+      'flag',
+      `max remove share must lie in [0, 1], got ${maxRemoveShare}`,
+      'maxRemoveShare',
+    );
+
+  const total = objective.totalParameters;
+  const individual = (genome: Genome, quality: number, tokens: number): Individual => ({
+    genome,
+    key: genomeKey(genome),
+    // NaN would make dominance meaningless; a failed score counts as the worst possible.
+    quality: Number.isNaN(quality) ? Number.POSITIVE_INFINITY : quality,
+    tokens,
+    kept: keptParameters(objective.config, genome, total),
+  });
+  const evaluateAll = async (genomes: Genome[]): Promise<Individual[]> => {
+    const out: Individual[] = [];
+    for (const genome of genomes) {
+      const r = await objective.evaluate(genome, fidelity);
+      out.push(individual(genome, r.quality, r.tokens));
+    }
+    return out;
+  };
+
+  let population: Individual[];
+  let generation: number;
+  if (opts.state) {
+    const state = opts.state;
+    checkState(state, size, genes);
+    population = state.population.map((key, i) =>
+      individual(
+        genomeFromKey(key),
+        state.objectives[i].quality ?? Number.POSITIVE_INFINITY,
+        state.objectives[i].tokens,
+      ),
+    );
+    generation = state.generation;
+    rng.setState(state.rng);
+    // Prime the cache so offspring equal to a saved parent are not run again.
+    for (const ind of population)
+      objective.prime(ind.genome, fidelity, { quality: ind.quality, tokens: ind.tokens, ms: 0 });
+  } else {
+    population = await evaluateAll(initialPopulation(size, genes, maxRemoveShare, rng));
+    generation = 0;
+  }
+
+  const snapshot = (): NsgaGenerationInfo => ({
+    generation,
+    front: frontOf(population).map(toPoint),
+    evaluations: objective.evaluations(),
+    forwardPasses: objective.forwardPasses(),
+    state: {
+      version: 1,
+      generation,
+      genes,
+      population: population.map((ind) => ind.key),
+      objectives: population.map((ind) => ({
+        quality: Number.isFinite(ind.quality) ? ind.quality : null,
+        tokens: ind.tokens,
+      })),
+      rng: rng.getState(),
+    },
+  });
+  if (!opts.state) await opts.onGeneration?.(snapshot());
+
+  while (generation < opts.generations) {
+    // A generation reads only (population, rng); ranks are recomputed here, so a resumed run matches exactly.
+    const ranking = rankAndCrowd(population.map(objectivesOf));
+    const children: Genome[] = [];
+    while (children.length < size) {
+      const a = population[binaryTournament(ranking, rng)].genome;
+      const b = population[binaryTournament(ranking, rng)].genome;
+      for (const child of uniformCrossover(a, b, rng)) {
+        if (children.length < size) children.push(flipMutation(child, mutationRate, rng));
+      }
+    }
+    population = survivors(population.concat(await evaluateAll(children)), size);
+    generation++;
+    await opts.onGeneration?.(snapshot());
+  }
+
+  const last = snapshot();
+  return {
+    front: last.front,
+    population: population.map(toPoint),
+    generation,
+    evaluations: last.evaluations,
+    forwardPasses: last.forwardPasses,
+    state: last.state,
+  };
+}
+
+function objectivesOf(ind: Individual): number[] {
+  return [ind.quality, ind.kept];
+}
+
+function toPoint(ind: Individual): NsgaPoint {
+  return {
+    genome: ind.genome,
+    quality: ind.quality,
+    keptParameters: ind.kept,
+    sparsity: sparsity(ind.genome),
+  };
+}
+
+/** First occurrences of each genome, then the repeats (both in order). */
+function splitDuplicates(inds: Individual[]): [Individual[], Individual[]] {
+  const seen = new Set<string>();
+  const unique: Individual[] = [];
+  const repeats: Individual[] = [];
+  for (const ind of inds) {
+    if (seen.has(ind.key)) repeats.push(ind);
+    else {
+      seen.add(ind.key);
+      unique.push(ind);
+    }
+  }
+  return [unique, repeats];
+}
+
+/**
+ * Survivors of parents + offspring. Copies of one genome would share a front and crowd out distinct masks, so
+ * selection runs over distinct genomes and repeats only fill places left over.
+ */
+function survivors(merged: Individual[], size: number): Individual[] {
+  const [unique, repeats] = splitDuplicates(merged);
+  if (unique.length <= size) return unique.concat(repeats.slice(0, size - unique.length));
+  return environmentalSelection(unique.map(objectivesOf), size).map((i) => unique[i]);
+}
+
+/** The population's distinct non-dominated members by kept parameters, then quality, then genome. */
+function frontOf(population: Individual[]): Individual[] {
+  const [unique] = splitDuplicates(population);
+  const [first = []] = fastNonDominatedSort(unique.map(objectivesOf));
+  return first
+    .map((i) => unique[i])
+    .sort(
+      (a, b) =>
+        a.kept - b.kept || compare(a.quality, b.quality) || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0),
+    );
+}
+
+function checkState(state: NsgaState, size: number, genes: number): void {
+  const bad = (msg: string) => new GenepruneError('data', `cannot resume: ${msg}`, 'nsga state');
+  if (state.version !== 1) throw bad(`unknown state version ${state.version}`);
+  if (state.genes !== genes) throw bad(`the state has ${state.genes} genes, the model ${genes}`);
+  if (state.population.length !== size || state.objectives.length !== size)
+    throw bad(`the state holds ${state.population.length} individuals, the run wants ${size}`);
+  if (!Number.isInteger(state.generation) || state.generation < 0)
+    throw bad(`bad generation ${state.generation}`);
+  if (state.population.some((key) => key.length !== genes || /[^01]/.test(key)))
+    throw bad('a genome is malformed');
+  if (!Array.isArray(state.rng) || state.rng.length !== 4) throw bad('the rng state needs 4 words');
+}

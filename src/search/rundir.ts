@@ -1,0 +1,147 @@
+/**
+ * A search's run directory:
+ *   config.json        the frozen run configuration (model identity, data, every option, seed)
+ *   evals.jsonl        one line per evaluated individual
+ *   generations.jsonl  one line per generation (best, mean, counters)
+ *   state.json         GA state after the last finished generation, written atomically
+ *   mask.json          the best mask (see maskfile.ts), written at the end
+ *   result.json        final numbers: calibration and evaluation scores, forward passes, time
+ *
+ * Resuming validates everything before it writes anything: a corrupt or foreign directory is refused as is.
+ */
+import { appendFile, mkdir, readdir, readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { writeAll, writeFileAtomic } from '../checkpoint/io.js';
+import { fileError } from '../errors.js';
+import type { GaState } from './ga.js';
+
+export const RUN_KIND = 'geneprune-head-search';
+
+export interface RunConfig {
+  kind: typeof RUN_KIND;
+  version: 1;
+  [key: string]: unknown;
+}
+
+export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
+  const bytes = new TextEncoder().encode(`${JSON.stringify(value, null, 2)}\n`);
+  await writeFileAtomic(path, (fh) => writeAll(fh, bytes));
+}
+
+async function writeTextAtomic(path: string, text: string): Promise<void> {
+  await writeFileAtomic(path, (fh) => writeAll(fh, new TextEncoder().encode(text)));
+}
+
+/** Creates a fresh run directory; refuses a non-empty one (resume it, or choose another). */
+export async function createRunDir(dir: string, config: RunConfig): Promise<void> {
+  const info = await stat(dir).catch(() => undefined);
+  if (info && !info.isDirectory()) throw fileError(dir, 'exists and is not a directory');
+  if (info && (await readdir(dir)).length > 0) {
+    throw fileError(dir, 'run directory is not empty (use --resume to continue it, or choose another --out)');
+  }
+  try {
+    await mkdir(dir, { recursive: true });
+  } catch (e) {
+    throw fileError(dir, `cannot create run directory (${(e as NodeJS.ErrnoException).code ?? e})`);
+  }
+  await writeJsonAtomic(join(dir, 'config.json'), config);
+}
+
+export async function appendJsonl(dir: string, file: string, record: unknown): Promise<void> {
+  await appendFile(join(dir, file), `${JSON.stringify(record)}\n`);
+}
+
+async function readJson(path: string, what: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch {
+    throw fileError(path, `missing ${what}: not a geneprune run directory, or an incomplete one`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw fileError(path, `${what} is corrupt (not valid JSON)`);
+  }
+}
+
+/** Parses a JSONL log, dropping a torn last line (a crash mid-append); a torn line elsewhere is corruption. */
+async function readJsonl(path: string): Promise<Array<Record<string, unknown>>> {
+  const text = await readFile(path, 'utf8').catch(() => '');
+  const lines = text.split('\n');
+  const out: Array<Record<string, unknown>> = [];
+  for (let i = 0; i < lines.length; i++) {
+    if (!lines[i]) continue;
+    try {
+      out.push(JSON.parse(lines[i]));
+    } catch {
+      if (i >= lines.length - 2) break;
+      throw fileError(path, `line ${i + 1} is corrupt`);
+    }
+  }
+  return out;
+}
+
+function validState(s: unknown, genes: number): s is GaState {
+  const st = s as GaState;
+  return (
+    typeof st === 'object' &&
+    st !== null &&
+    st.version === 1 &&
+    Number.isInteger(st.generation) &&
+    st.generation >= 0 &&
+    Array.isArray(st.population) &&
+    st.population.length > 0 &&
+    st.population.every((k) => typeof k === 'string' && k.length === genes && /^[01]+$/.test(k)) &&
+    Array.isArray(st.rng) &&
+    st.rng.length === 4 &&
+    st.rng.every((x) => Number.isInteger(x)) &&
+    typeof st.done === 'boolean'
+  );
+}
+
+export interface ResumableRun {
+  config: RunConfig;
+  state: GaState;
+  /** Evaluation records of the generations the state has finished (what a resumed run keeps). */
+  evaluations: Array<Record<string, unknown>>;
+  generations: Array<Record<string, unknown>>;
+}
+
+/** Reads and validates a run directory for --resume; writes nothing. `genesOf` maps the config to a gene count. */
+export async function openRunForResume(
+  dir: string,
+  genesOf: (c: RunConfig) => number,
+): Promise<ResumableRun> {
+  const info = await stat(dir).catch(() => undefined);
+  if (!info?.isDirectory()) throw fileError(dir, 'run directory does not exist');
+  const configPath = join(dir, 'config.json');
+  const config = (await readJson(configPath, 'config.json')) as RunConfig;
+  if (config?.kind !== RUN_KIND) throw fileError(configPath, 'not a geneprune head-search run (kind field)');
+  if (config.version !== 1) throw fileError(configPath, `unsupported run version ${String(config.version)}`);
+  if (config.method !== 'ga')
+    throw fileError(configPath, `a ${String(config.method)} run has no GA state to resume`);
+  const statePath = join(dir, 'state.json');
+  const state = await readJson(statePath, 'state.json');
+  if (!validState(state, genesOf(config)))
+    throw fileError(statePath, 'GA state is corrupt or does not fit the run');
+  const keep = (r: Record<string, unknown>) =>
+    typeof r.generation === 'number' && r.generation < state.generation;
+  const finished = state.done ? state.generation + 1 : state.generation;
+  const keepDone = (r: Record<string, unknown>) =>
+    typeof r.generation === 'number' && r.generation < finished;
+  const evaluations = (await readJsonl(join(dir, 'evals.jsonl'))).filter(state.done ? keepDone : keep);
+  const generations = (await readJsonl(join(dir, 'generations.jsonl'))).filter(state.done ? keepDone : keep);
+  return { config, state, evaluations, generations };
+}
+
+/** Rewrites the logs to hold exactly the finished generations (drops a partly logged one), atomically. */
+export async function rewriteLogs(dir: string, run: ResumableRun): Promise<void> {
+  const lines = (rows: unknown[]) => rows.map((r) => `${JSON.stringify(r)}\n`).join('');
+  await writeTextAtomic(join(dir, 'evals.jsonl'), lines(run.evaluations));
+  await writeTextAtomic(join(dir, 'generations.jsonl'), lines(run.generations));
+}
+
+export async function saveState(dir: string, state: GaState): Promise<void> {
+  await writeJsonAtomic(join(dir, 'state.json'), state);
+}

@@ -30,7 +30,7 @@ import {
   sparsity,
 } from './genome.js';
 import { makeMaskFile, modelIdentity } from './maskfile.js';
-import { runNsga } from './nsga.js';
+import { fastNonDominatedSort, runNsga } from './nsga.js';
 import { createHeadObjective, type HeadObjective, type QualityMetric } from './objective.js';
 import {
   appendJsonl,
@@ -342,7 +342,18 @@ export async function runHeadSearch(dir: string, s: HeadSearchSettings, env: Hea
       });
     }
     if (s.method === 'nsga') {
-      const result = await runNsga(p.objective, {
+      // Every mask NSGA-II scores goes into an archive: the reported front is the non-dominated set of all of
+      // them (not only the last population), and the pick at the target size is the best archived mask there.
+      const archive = new Map<string, number>();
+      const objective: HeadObjective = {
+        ...p.objective,
+        evaluate: async (g, fidelity) => {
+          const e = await p.objective.evaluate(g, fidelity);
+          archive.set(genomeKey(g), e.quality);
+          return e;
+        },
+      };
+      await runNsga(objective, {
         population: s.population,
         generations: s.generations,
         mutationRate: s.mutationRate,
@@ -354,28 +365,38 @@ export async function runHeadSearch(dir: string, s: HeadSearchSettings, env: Hea
               genome: genomeKey(f.genome),
               quality: f.quality,
               sparsity: f.sparsity,
-              keptParameters: f.keptParameters,
             })),
             evaluations: info.evaluations,
             forwardPasses: info.forwardPasses,
           });
-          env.onStatus?.(`generation ${info.generation + 1}/${s.generations}: front of ${info.front.length}`);
+          env.onStatus?.(`generation ${info.generation}/${s.generations}: front of ${info.front.length}`);
         },
       });
-      const target = s.targetSparsity ?? 0.25;
-      const pick = [...result.front].sort(
-        (a, b) =>
-          Math.abs(sparsity(a.genome) - target) - Math.abs(sparsity(b.genome) - target) ||
-          a.quality - b.quality,
+      const points = [...archive].map(([key, quality]) => {
+        const genome = genomeFromKey(key);
+        return {
+          genome: key,
+          quality,
+          sparsity: sparsity(genome),
+          keptParameters: keptParameters(p.model.spec.config, genome, p.objective.totalParameters),
+        };
+      });
+      const [first] = fastNonDominatedSort(points.map((q) => [q.quality, q.keptParameters]));
+      const front = first.map((i) => points[i]).sort((x, y) => x.keptParameters - y.keptParameters);
+      const target = removeCount ?? Math.round(0.25 * genes);
+      const atTarget = points.filter((q) => Math.round(q.sparsity * genes) === target);
+      const pool = atTarget.length > 0 ? atTarget : front;
+      const pick = [...pool].sort(
+        (x, y) =>
+          Math.abs(Math.round(x.sparsity * genes) - target) -
+            Math.abs(Math.round(y.sparsity * genes) - target) || x.quality - y.quality,
       )[0];
-      const front = result.front.map((f) => ({
-        genome: genomeKey(f.genome),
-        quality: f.quality,
-        sparsity: f.sparsity,
-        keptParameters: f.keptParameters,
-      }));
       await writeJsonAtomic(`${dir}/front.json`, front);
-      return await finish(dir, s, p, pick.genome, counters(), env, { front });
+      return await finish(dir, s, p, genomeFromKey(pick.genome), counters(), env, {
+        front,
+        archived: points.length,
+        pickedAtTarget: atTarget.length > 0,
+      });
     }
     const baseline = await runBaseline(s.method, {
       spec: p.model.spec,

@@ -1,0 +1,84 @@
+/**
+ * Regenerates the README's head-pruning comparison: every method at 25 % and 50 % of stories260K's heads
+ * removed, all scored on the same calibration tokens (tinystories/calib) and reported on tinystories/eval.
+ *
+ *   npm run table:heads [-- --out runs/table --sparsities 0.25,0.5 --methods ga,random,...]
+ *
+ * Needs the shared model (GENEPRUNE_MODELS, or ../shared/models) and data (../shared/data/tinystories).
+ */
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { settingsFromFlags } from '../src/cli/heads.js';
+import { type HeadSearchResult, runHeadSearch } from '../src/search/headsearch.js';
+
+const { values } = parseArgs({
+  options: {
+    out: { type: 'string', default: 'runs/table' },
+    sparsities: { type: 'string', default: '0.25,0.5' },
+    methods: { type: 'string', default: 'random,norm,ablation,regression,greedy,ga,ga-seeded,nsga' },
+    shared: { type: 'string', default: resolve('..', 'shared') },
+    'calib-tokens': { type: 'string', default: '8192' },
+    seed: { type: 'string', default: '0' },
+  },
+});
+process.env.GENEPRUNE_MODELS ??= join(values.shared, 'models');
+const calib = join(values.shared, 'data/tinystories/calib');
+const evalData = join(values.shared, 'data/tinystories/eval');
+for (const p of [calib, evalData]) {
+  if (!existsSync(p)) {
+    console.error(`heads-table: ${p} is missing (the shared TinyStories data)`);
+    process.exit(1);
+  }
+}
+
+/** Method rows: name in the table → CLI-style flags. */
+const METHODS: Record<string, Record<string, string | boolean>> = {
+  random: { method: 'random' },
+  norm: { method: 'norm' },
+  ablation: { method: 'ablation' },
+  regression: { method: 'regression' },
+  greedy: { method: 'greedy' },
+  ga: { method: 'ga', population: '16', generations: '30' },
+  'ga-seeded': {
+    method: 'ga',
+    population: '16',
+    generations: '30',
+    seedAblation: true,
+    lowTokens: '2048',
+    promote: '3',
+  },
+  nsga: { method: 'nsga', population: '16', generations: '30' },
+};
+
+const rows: string[] = [];
+const header =
+  '| removed | method | eval ppl | calib ppl | forward passes | evaluations | wall time (s) |\n|---|---|---|---|---|---|---|';
+let dense = '';
+for (const share of values.sparsities.split(',').map(Number)) {
+  for (const name of values.methods.split(',')) {
+    const flags = METHODS[name];
+    if (!flags) throw new Error(`unknown method row ${name}`);
+    const dir = join(values.out, `${name}-${Math.round(share * 100)}`);
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(values.out, { recursive: true });
+    const settings = settingsFromFlags({
+      calib,
+      eval: evalData,
+      targetSparsity: String(share),
+      calibTokens: values['calib-tokens'],
+      seed: values.seed,
+      ...flags,
+    });
+    process.stderr.write(`${name} at ${share * 100} % ... `);
+    const r: HeadSearchResult = await runHeadSearch(dir, settings);
+    process.stderr.write(`eval ppl ${r.eval.perplexity.toFixed(3)} in ${r.seconds.toFixed(0)} s\n`);
+    dense = `dense model: eval ppl ${r.eval.densePerplexity.toFixed(3)} (${r.eval.tokens} tokens), calib ppl ${r.calib.denseQuality.toFixed(3)} (${r.calib.tokens} tokens)`;
+    rows.push(
+      `| ${r.removed}/${r.genes} | ${name} | ${r.eval.perplexity.toFixed(3)} | ${r.calib.quality.toFixed(3)} | ${r.forwardPasses} | ${r.evaluations} | ${r.seconds.toFixed(1)} |`,
+    );
+  }
+}
+const table = `${header}\n${rows.join('\n')}\n\n${dense}\n`;
+writeFileSync(join(values.out, 'table.md'), table);
+process.stdout.write(table);

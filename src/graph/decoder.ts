@@ -27,6 +27,14 @@ export type GraphOutputMode = 'nll' | 'kl' | 'logits' | 'logprobs' | 'last_logit
 
 export interface DecoderGraphOptions {
   output: GraphOutputMode;
+  /**
+   * Build the deployment graph instead: inputs input_ids, attention_mask [batch, past+seq] (int64, 1 = attend),
+   * position_ids [batch, seq] and past_key_values.{i}.key/value [batch, kvHeads_i, past, headDim]; outputs
+   * logits [batch, seq, vocab] and present.{i}.key/value [batch, kvHeads_i, past+seq, headDim] — the names and
+   * layout transformers.js expects. Each layer's cache carries its own concrete KV-head count. No head mask:
+   * an exported model is physically pruned. Requires output 'logits'.
+   */
+  kvCache?: boolean;
   /** Linear weight roles that get a boolean mask input `mask.<role>`. */
   weightMasks?: string[];
 }
@@ -108,8 +116,20 @@ export function buildDecoderGraph(
     return g.op('Mul', [g.op('Div', [x, rs]), weight(role)]);
   };
 
+  const cache = opts.kvCache === true;
+  if (cache && opts.output !== 'logits') throw new Error('decoder graph: a KV-cache graph outputs logits');
   const inputIds = g.input('input_ids', 'int64', ['batch', 'seq']);
-  const headMask = g.input('head_mask', 'float32', [c.numLayers, maxHeads]);
+  const attentionMask = cache ? g.input('attention_mask', 'int64', ['batch', 'total']) : '';
+  const positionIds = cache ? g.input('position_ids', 'int64', ['batch', 'seq']) : '';
+  const headMask = cache ? '' : g.input('head_mask', 'float32', [c.numLayers, maxHeads]);
+  const past = (i: number, kind: 'key' | 'value') => `past_key_values.${i}.${kind}`;
+  if (cache) {
+    for (let i = 0; i < c.numLayers; i++) {
+      for (const kind of ['key', 'value'] as const) {
+        g.input(past(i, kind), 'float32', ['batch', c.kvHeadsPerLayer[i], 'past', hd]);
+      }
+    }
+  }
 
   // Dynamic sizes as 1-element int64 vectors.
   const idsShape = g.op('Shape', [inputIds]);
@@ -134,15 +154,38 @@ export function buildDecoderGraph(
     dims: [c.maxPositions, hd],
     data: tables.sin,
   });
-  const cos = g.op('Slice', [cosTable, g.constInt64([0]), seqDim, g.constInt64([0])]);
-  const sin = g.op('Slice', [sinTable, g.constInt64([0]), seqDim, g.constInt64([0])]);
-
-  // Causal additive mask [seq, seq]: -inf strictly above the diagonal.
-  const seqSeq = g.op('Concat', [seqDim, seqDim], { axis: 0 });
-  const negInf = g.op('ConstantOfShape', [seqSeq], {
-    value: { tensor: { type: 'float32', dims: [1], data: Float32Array.from([Number.NEGATIVE_INFINITY]) } },
-  });
-  const causal = g.op('Trilu', [negInf, g.constInt64([1], [])], { upper: 1 });
+  let cos: string;
+  let sin: string;
+  let causal: string;
+  if (!cache) {
+    cos = g.op('Slice', [cosTable, g.constInt64([0]), seqDim, g.constInt64([0])]);
+    sin = g.op('Slice', [sinTable, g.constInt64([0]), seqDim, g.constInt64([0])]);
+    // Causal additive mask [seq, seq]: -inf strictly above the diagonal.
+    const seqSeq = g.op('Concat', [seqDim, seqDim], { axis: 0 });
+    const negInf = g.op('ConstantOfShape', [seqSeq], {
+      value: { tensor: { type: 'float32', dims: [1], data: Float32Array.from([Number.NEGATIVE_INFINITY]) } },
+    });
+    causal = g.op('Trilu', [negInf, g.constInt64([1], [])], { upper: 1 });
+  } else {
+    // Positions come from position_ids: cos/sin [batch, 1, seq, hd].
+    const one = g.constInt64([1]);
+    cos = g.op('Unsqueeze', [g.op('Gather', [cosTable, positionIds], { axis: 0 }), one]);
+    sin = g.op('Unsqueeze', [g.op('Gather', [sinTable, positionIds], { axis: 0 }), one]);
+    // Query i sits at absolute index total - seq + i and may see keys j ≤ that index whose attention_mask is 1.
+    // A large finite negative instead of -inf keeps fully padded rows from turning into NaN.
+    const total = g.op('Slice', [g.op('Shape', [attentionMask]), one, g.constInt64([2])]);
+    const totalScalar = g.op('Squeeze', [total, g.constInt64([0])]);
+    const start = g.op('Sub', [totalScalar, seqScalar]);
+    const rows = g.op('Unsqueeze', [g.op('Range', [start, totalScalar, g.constInt64([1], [])]), one]); // [seq, 1]
+    const cols = g.op('Range', [g.constInt64([0], []), totalScalar, g.constInt64([1], [])]); // [total]
+    const future = g.op('Greater', [cols, rows]); // [seq, total]
+    const padded = g.op('Unsqueeze', [
+      g.op('Equal', [attentionMask, g.constInt64([0], [])]),
+      g.constInt64([1, 2]),
+    ]); // [batch, 1, 1, total]
+    const blocked = g.op('Or', [future, padded]); // [batch, 1, seq, total]
+    causal = g.op('Where', [blocked, g.constFloat([-1e30], []), g.constFloat([0], [])]);
+  }
   const scale = g.constFloat([1 / Math.sqrt(hd)], []);
 
   const splitHeads = (t: string, heads: number): string => {
@@ -164,11 +207,30 @@ export function buildDecoderGraph(
     const heads = c.headsPerLayer[i];
     const kvHeads = c.kvHeadsPerLayer[i];
     const p = `layers.${i}`;
+    if (heads === 0 && cache) {
+      // No attention here: the cache still has this layer, with zero KV heads, so its shapes stay consistent.
+      const emptyShape = g.op('Concat', [batchDim, g.constInt64([0]), seqDim, g.constInt64([hd])], {
+        axis: 0,
+      });
+      const empty = g.op('ConstantOfShape', [emptyShape], {
+        value: { tensor: { type: 'float32', dims: [1], data: Float32Array.from([0]) } },
+      });
+      for (const kind of ['key', 'value'] as const) {
+        g.node('Concat', [past(i, kind), empty], { axis: 2 }, { outputs: [`present.${i}.${kind}`] });
+        g.output(`present.${i}.${kind}`, 'float32', ['batch', 0, 'total', hd]);
+      }
+    }
     if (heads > 0) {
       const h = rmsNorm(x, `${p}.attn_norm.weight`);
       const q = rotate(splitHeads(linear(h, `${p}.attn.q`), heads));
       let k = rotate(splitHeads(linear(h, `${p}.attn.k`), kvHeads));
       let v = splitHeads(linear(h, `${p}.attn.v`), kvHeads);
+      if (cache) {
+        k = g.node('Concat', [past(i, 'key'), k], { axis: 2 }, { outputs: [`present.${i}.key`] })[0];
+        v = g.node('Concat', [past(i, 'value'), v], { axis: 2 }, { outputs: [`present.${i}.value`] })[0];
+        g.output(`present.${i}.key`, 'float32', ['batch', kvHeads, 'total', hd]);
+        g.output(`present.${i}.value`, 'float32', ['batch', kvHeads, 'total', hd]);
+      }
       if (kvHeads !== heads || c.kvHeadOfQuery?.[i]) {
         const map = g.constInt64(kvMapOfLayer(c, i));
         k = g.op('Gather', [k, map], { axis: 1 });
@@ -178,10 +240,14 @@ export function buildDecoderGraph(
       const scores = g.op('Add', [g.op('Mul', [g.op('MatMul', [q, kt]), scale]), causal]);
       const probs = g.op('Softmax', [scores], { axis: -1 });
       let attn = g.op('MatMul', [probs, v]); // [batch, heads, seq, hd]
-      const layerMask = g.op('Gather', [headMask, g.constInt64([i], [])], { axis: 0 }); // [maxHeads]
-      const keep =
-        heads === maxHeads ? layerMask : g.op('Slice', [layerMask, g.constInt64([0]), g.constInt64([heads])]);
-      attn = g.op('Mul', [attn, g.op('Reshape', [keep, g.constInt64([heads, 1, 1])])]);
+      if (!cache) {
+        const layerMask = g.op('Gather', [headMask, g.constInt64([i], [])], { axis: 0 }); // [maxHeads]
+        const keep =
+          heads === maxHeads
+            ? layerMask
+            : g.op('Slice', [layerMask, g.constInt64([0]), g.constInt64([heads])]);
+        attn = g.op('Mul', [attn, g.op('Reshape', [keep, g.constInt64([heads, 1, 1])])]);
+      }
       const merged = g.op('Reshape', [
         g.op('Transpose', [attn], { perm: [0, 2, 1, 3] }),
         g.constInt64([-1, heads * hd]),

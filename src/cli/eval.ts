@@ -11,9 +11,7 @@ import {
   tokenizeDocuments,
 } from '../metrics/perplexity.js';
 import { openModel } from '../model/open.js';
-import { headMaskOf } from '../search/genome.js';
-import { readMaskFile } from '../search/maskfile.js';
-import { headMaskFromList, parseDevice, parseHeadList, parseIntFlag } from './options.js';
+import { headMaskFromFlags, parseDevice, parseHeadList, parseIntFlag } from './options.js';
 import { progressLine } from './progress.js';
 
 interface EvalFlags {
@@ -86,11 +84,7 @@ Example:
       const batchSize = flags.batchSize
         ? parseIntFlag('--batch-size', flags.batchSize)
         : defaultBatchSize(ctx);
-      const headMask = headMaskFromList(config, pairs);
-      if (flags.mask) {
-        const fromFile = headMaskOf(config, await readMaskFile(flags.mask, model.spec));
-        for (let i = 0; i < headMask.length; i++) headMask[i] *= fromFile[i];
-      }
+      const headMask = await headMaskFromFlags(model.spec, pairs, flags.mask);
       const data = await readDataset(flags.data);
       const windows = makeWindows(
         tokenizeDocuments(data.documents, model.tokenizer),

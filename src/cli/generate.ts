@@ -3,7 +3,7 @@ import { generate } from '../engine/generate.js';
 import { createRunner } from '../engine/runner.js';
 import { openModel } from '../model/open.js';
 import { createRng } from '../util/rng.js';
-import { headMaskFromList, parseDevice, parseFloatFlag, parseHeadList, parseIntFlag } from './options.js';
+import { headMaskFromFlags, parseDevice, parseFloatFlag, parseHeadList, parseIntFlag } from './options.js';
 
 interface GenerateFlags {
   model?: string;
@@ -13,6 +13,7 @@ interface GenerateFlags {
   temperature: string;
   seed: string;
   pruneHeads?: string;
+  mask?: string;
   device: string;
   threads?: string;
 }
@@ -34,6 +35,7 @@ export function registerGenerate(program: Command): void {
     .option('--temperature <t>', '0 = greedy; > 0 samples from softmax(logits / t)', '0')
     .option('--seed <s>', 'seed for sampling', '0')
     .option('--prune-heads <list>', 'mask these attention heads, LAYER:HEAD,... (0-based)')
+    .option('--mask <file>', 'a head-mask file from `geneprune heads` (mask.json)')
     .option('--device <name>', 'cpu, cuda or webgpu (passed to ONNX Runtime)', 'cpu')
     .option('--threads <n>', 'intra-op threads (default: all physical cores)')
     .addHelpText(
@@ -53,7 +55,7 @@ Example:
       const seed = parseIntFlag('--seed', flags.seed, 0);
       const pairs = flags.pruneHeads ? parseHeadList(flags.pruneHeads) : [];
       const model = await openModel(flags.model, { tokenizer: flags.tokenizer });
-      const headMask = headMaskFromList(model.spec.config, pairs);
+      const headMask = await headMaskFromFlags(model.spec, pairs, flags.mask);
       const tok = model.tokenizer;
       const prompt = tok.encode(flags.prompt, { bos: true });
       if (prompt.length === 0) prompt.push(model.spec.config.bosTokenId ?? 1);

@@ -1,7 +1,9 @@
 /** Flag parsing shared by the commands. Each parser throws a flagError naming the flag. */
 import { DEVICES, type Device } from '../engine/session.js';
 import { flagError } from '../errors.js';
-import type { ModelConfig } from '../model/spec.js';
+import type { ModelConfig, ModelSpec } from '../model/spec.js';
+import { headMaskOf } from '../search/genome.js';
+import { readMaskFile } from '../search/maskfile.js';
 
 export function parseIntFlag(flag: string, value: string, min = 1): number {
   if (!/^-?\d+$/.test(value.trim())) throw flagError(flag, `expected an integer, got "${value}"`);
@@ -53,6 +55,20 @@ export function headMaskFromList(config: ModelConfig, pairs: Array<[number, numb
       );
     }
     mask[l * maxHeads + h] = 0;
+  }
+  return mask;
+}
+
+/** The head mask from --prune-heads and --mask together (a head is kept only if both keep it). */
+export async function headMaskFromFlags(
+  spec: ModelSpec,
+  pairs: Array<[number, number]>,
+  maskFile?: string,
+): Promise<Float32Array> {
+  const mask = headMaskFromList(spec.config, pairs);
+  if (maskFile) {
+    const fromFile = headMaskOf(spec.config, await readMaskFile(maskFile, spec));
+    for (let i = 0; i < mask.length; i++) mask[i] *= fromFile[i];
   }
   return mask;
 }

@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { GenepruneError } from '../errors.js';
 import { registerEval } from './eval.js';
+import { registerExport } from './export.js';
 import { registerGenerate } from './generate.js';
 import { registerHeads } from './heads.js';
 
@@ -27,6 +28,7 @@ looked up in $GENEPRUNE_MODELS, then the cache ($GENEPRUNE_CACHE or ~/.cache/gen
   registerEval(program);
   registerGenerate(program);
   registerHeads(program);
+  registerExport(program);
   return program;
 }
 

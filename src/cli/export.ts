@@ -1,0 +1,71 @@
+import type { Command } from 'commander';
+import { flagError } from '../errors.js';
+import { openModel } from '../model/open.js';
+import { EXPORT_FORMATS, type ExportFormat, exportModel } from '../prune/export.js';
+import { readMaskFile } from '../search/maskfile.js';
+
+interface ExportFlags {
+  model?: string;
+  tokenizer?: string;
+  mask?: string;
+  out?: string;
+  format: string;
+  force?: boolean;
+}
+
+export function registerExport(program: Command): void {
+  program
+    .command('export')
+    .description(
+      'Remove the heads a mask removes and write the smaller model for transformers.js and Hugging Face.',
+    )
+    .option(
+      '--model <path>',
+      'llama2.c .bin, Hugging Face folder, or hf:OWNER/REPO[/PATH] (default: stories260K)',
+    )
+    .option('--tokenizer <file>', 'tokenizer file (default: found beside the model)')
+    .option(
+      '--mask <file>',
+      'head-mask file from `geneprune heads` (mask.json); without it the model is exported whole',
+    )
+    .option('--out <dir>', 'output folder (required; must be empty or absent unless --force)')
+    .option('--format <name>', `${EXPORT_FORMATS.join(' | ')}`, 'all')
+    .option('--force', 'replace a non-empty --out')
+    .addHelpText(
+      'after',
+      `
+transformersjs writes config.json, tokenizer files and onnx/model.onnx (KV cache, per-layer head counts);
+hf writes config.json and model.safetensors; all writes both into one folder. A llama2.c tokenizer.bin is
+converted to an equivalent tokenizer.json. The folder appears only when complete.
+
+Example:
+  geneprune export --mask runs/heads-25/mask.json --out exported/stories260K-pruned`,
+    )
+    .action(async (flags: ExportFlags) => {
+      if (!flags.out) throw flagError('--out', 'required: the folder to write');
+      if (!(EXPORT_FORMATS as readonly string[]).includes(flags.format)) {
+        throw flagError('--format', `"${flags.format}" is not one of ${EXPORT_FORMATS.join(', ')}`);
+      }
+      const model = await openModel(flags.model, { tokenizer: flags.tokenizer });
+      const genome = flags.mask ? await readMaskFile(flags.mask, model.spec) : undefined;
+      const result = await exportModel({
+        spec: model.spec,
+        tokenizerPath: model.tokenizerPath,
+        genome,
+        out: flags.out,
+        format: flags.format as ExportFormat,
+        force: flags.force,
+        onStatus: (line) => process.stderr.write(`${line}\n`),
+      });
+      const lines = [`exported     ${result.out}`, `files        ${result.files.join(', ')}`];
+      const s = result.summary;
+      if (s) {
+        lines.push(
+          `query heads  ${s.keptQueryHeads.join(' ')} (of ${s.queryHeadsBefore.join(' ')})`,
+          `KV heads     ${s.keptKvHeads.join(' ')} (of ${s.kvHeadsBefore.join(' ')})`,
+          `parameters   ${s.parametersAfter} (of ${s.parametersBefore}, ${((100 * s.parametersAfter) / s.parametersBefore).toFixed(1)} %)`,
+        );
+      }
+      process.stdout.write(`${lines.join('\n')}\n`);
+    });
+}

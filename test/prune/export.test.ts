@@ -1,0 +1,197 @@
+/**
+ * Exported folders: the Hugging Face files and the transformers.js ONNX graph of a pruned model give the masked
+ * model's logits; stories260K with half its heads removed loads in @huggingface/transformers offline and
+ * generates exactly what `geneprune generate --mask` does; bad masks and outputs fail cleanly, leaving nothing.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { createRunner } from '../../src/engine/runner.js';
+import { createEngine, type Feed } from '../../src/engine/session.js';
+import { loadModelSpec } from '../../src/model/load.js';
+import { openModel } from '../../src/model/open.js';
+import { randomLlamaSpec } from '../../src/model/random.js';
+import { exportModel } from '../../src/prune/export.js';
+import { headMaskOf } from '../../src/search/genome.js';
+import { makeMaskFile } from '../../src/search/maskfile.js';
+import { createRng } from '../../src/util/rng.js';
+import { tempDir } from '../checkpoint/helpers.js';
+import { REPO_ROOT, SHARED_DIR, sharedPath, skipUnlessShared } from '../shared.js';
+
+const tmp = tempDir('geneprune-export-');
+after(tmp.cleanup);
+const int64 = (xs: number[]) => BigInt64Array.from(xs.map(BigInt));
+
+function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+describe('exported random models equal the masked model', () => {
+  const cases = [
+    { name: 'llama GQA 4:2, untied, uneven groups', modelType: 'llama', kv: 2, tie: false, bias: false },
+    { name: 'qwen2 biases, GQA 4:2, tied', modelType: 'qwen2', kv: 2, tie: true, bias: true },
+    { name: 'llama MHA, tied', modelType: 'llama', kv: 4, tie: true, bias: false },
+  ];
+  for (const [i, c] of cases.entries()) {
+    test(c.name, async () => {
+      const V = 29;
+      const spec = randomLlamaSpec({
+        hiddenSize: 32,
+        numLayers: 2,
+        numHeads: 4,
+        numKvHeads: c.kv,
+        intermediateSize: 24,
+        vocabSize: V,
+        maxPositions: 16,
+        attentionBias: c.bias,
+        tieEmbeddings: c.tie,
+        modelType: c.modelType,
+        seed: 50 + i,
+        scale: 20,
+      });
+      // Layer 0 keeps heads 0, 1, 3 (KV group 1 keeps one of its two query heads); layer 1 keeps heads 1, 2.
+      const genome = Uint8Array.from([1, 1, 0, 1, 0, 1, 1, 0]);
+      const tokens = Array.from({ length: 9 }, (_, t) => (t * 7 + i) % V);
+      const masked = await createRunner(spec, { output: 'logits' });
+      const expected = await masked.run(
+        { batch: 1, seq: tokens.length, ids: int64(tokens) },
+        { headMask: headMaskOf(spec.config, genome) },
+      );
+      await masked.release();
+
+      const out = join(tmp.dir, `random-${i}`);
+      await exportModel({ spec, genome, out, format: 'all' });
+      const reloaded = await loadModelSpec(out);
+      assert.deepEqual(reloaded.config.headsPerLayer, [3, 2]);
+      const runner = await createRunner(reloaded, { output: 'logits' });
+      const fromHf = await runner.run({ batch: 1, seq: tokens.length, ids: int64(tokens) });
+      await runner.release();
+      assert.ok(maxDiff(fromHf, expected) <= 1e-4, 'Hugging Face files');
+
+      const engine = await createEngine(join(out, 'onnx', 'model.onnx'));
+      const feeds: Record<string, Feed> = {
+        input_ids: { type: 'int64', dims: [1, tokens.length], data: int64(tokens) },
+        attention_mask: { type: 'int64', dims: [1, tokens.length], data: int64(tokens.map(() => 1)) },
+        position_ids: { type: 'int64', dims: [1, tokens.length], data: int64(tokens.map((_, t) => t)) },
+      };
+      reloaded.config.kvHeadsPerLayer.forEach((kv, l) => {
+        for (const kind of ['key', 'value']) {
+          feeds[`past_key_values.${l}.${kind}`] = {
+            type: 'float32',
+            dims: [1, kv, 0, 8],
+            data: new Float32Array(0),
+          };
+        }
+      });
+      const onnxOut = await engine.run(feeds);
+      await engine.release();
+      assert.ok(maxDiff(onnxOut.logits.data, expected) <= 1e-4, 'transformers.js ONNX graph');
+    });
+  }
+});
+
+const MODEL = 'models/stories260K/stories260K.bin';
+const env = {
+  ...process.env,
+  GENEPRUNE_MODELS: join(SHARED_DIR, 'models'),
+  GENEPRUNE_CACHE: join(tmp.dir, 'cache'),
+};
+function cli(args: string[]) {
+  const r = spawnSync(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src/cli/main.ts'), ...args], {
+    cwd: REPO_ROOT,
+    env,
+    encoding: 'utf8',
+    timeout: 120_000,
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('stories260K with half its heads removed', { skip: skipUnlessShared(MODEL) }, () => {
+  const dir = join(tmp.dir, 'stories');
+  const maskPath = join(tmp.dir, 'mask50.json');
+  const out = join(dir, 'pruned');
+
+  test('transformers.js generates exactly what geneprune generate --mask does', async () => {
+    mkdirSync(dir, { recursive: true });
+    const model = await openModel(sharedPath(MODEL));
+    // 20 of 40 heads; in every layer one KV group loses both its query heads and another loses one.
+    const pattern = [1, 1, 0, 1, 0, 0, 1, 0];
+    const genome = Uint8Array.from({ length: 40 }, (_, g) => pattern[g % 8]);
+    writeFileSync(maskPath, JSON.stringify(await makeMaskFile(model.spec, genome)));
+    const exported = cli(['export', '--mask', maskPath, '--out', out]);
+    assert.equal(exported.code, 0, exported.stderr);
+    assert.match(exported.stdout, /query heads {2}4 4 4 4 4/);
+    assert.match(exported.stdout, /KV heads {5}3 3 3 3 3/);
+
+    const prompt = 'Once upon a time';
+    const ours = cli(['generate', '--mask', maskPath, '--prompt', prompt, '-n', '40']);
+    assert.equal(ours.code, 0, ours.stderr);
+
+    const { env: tjs, AutoTokenizer, AutoModelForCausalLM } = await import('@huggingface/transformers');
+    tjs.allowRemoteModels = false;
+    tjs.localModelPath = `${dir}/`;
+    const tokenizer = await AutoTokenizer.from_pretrained('pruned');
+    const lm = await AutoModelForCausalLM.from_pretrained('pruned', { dtype: 'fp32' });
+    const inputs = tokenizer(prompt);
+    const generated = (await lm.generate({ ...inputs, max_new_tokens: 40, do_sample: false })) as unknown as {
+      tolist(): bigint[][];
+    };
+    const ids = generated.tolist()[0].map(Number);
+    const text = tokenizer.decode(ids, { skip_special_tokens: true });
+    assert.ok(ids.length > inputs.input_ids.dims[1], 'it generated something');
+    assert.equal(text, ours.stdout.replace(/\n$/, ''));
+  });
+
+  test('bad masks and outputs give one clear line and leave no partial output', async () => {
+    const rng = createRng(1);
+    const wrongLength = join(tmp.dir, 'short.json');
+    writeFileSync(
+      wrongLength,
+      JSON.stringify({ format: 'geneprune-head-mask', version: 1, keep: [1, 0, 1] }),
+    );
+    const corrupt = join(tmp.dir, 'corrupt.json');
+    writeFileSync(corrupt, '{"format": "geneprune-head-mask", "keep": [1, 0');
+    const other = randomLlamaSpec({
+      hiddenSize: 64,
+      numLayers: 5,
+      numHeads: 8,
+      numKvHeads: 4,
+      intermediateSize: 16,
+      vocabSize: 512,
+      maxPositions: 16,
+      seed: 9,
+    });
+    const foreign = join(tmp.dir, 'foreign.json');
+    const g = Uint8Array.from({ length: 40 }, () => (rng.nextFloat() < 0.5 ? 1 : 0));
+    writeFileSync(foreign, JSON.stringify(await makeMaskFile(other, g)));
+    const blocker = join(tmp.dir, 'a-file');
+    writeFileSync(blocker, 'not a folder');
+    const cases: Array<[string[], string]> = [
+      [['--mask', wrongLength, '--out', join(tmp.dir, 'o1')], wrongLength],
+      [['--mask', corrupt, '--out', join(tmp.dir, 'o2')], corrupt],
+      [['--mask', foreign, '--out', join(tmp.dir, 'o3')], foreign],
+      [['--mask', maskPath, '--out', join(blocker, 'sub', 'out')], blocker],
+      [['--mask', maskPath, '--out', out], '--out'],
+      [['--mask', maskPath, '--out', join(tmp.dir, 'o4'), '--format', 'onnx'], '--format'],
+    ];
+    const before = readdirSync(tmp.dir).sort();
+    const beforeOut = readdirSync(out).sort();
+    for (const [args, mention] of cases) {
+      const r = cli(['export', ...args]);
+      assert.notEqual(r.code, 0, args.join(' '));
+      const lines = r.stderr.split('\n').filter(Boolean);
+      assert.equal(lines.length, 1, r.stderr);
+      assert.ok(lines[0].startsWith('geneprune: ') && lines[0].includes(mention), lines[0]);
+    }
+    assert.deepEqual(readdirSync(tmp.dir).sort(), before, 'no new (partial) folders');
+    assert.deepEqual(readdirSync(out).sort(), beforeOut, 'the existing export is untouched without --force');
+    assert.ok(!existsSync(join(tmp.dir, 'o1')));
+    const forced = cli(['export', '--mask', maskPath, '--out', out, '--force', '--format', 'hf']);
+    assert.equal(forced.code, 0, forced.stderr);
+    assert.ok(!existsSync(join(out, 'onnx')), '--force replaced the folder');
+  });
+});

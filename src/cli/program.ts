@@ -1,6 +1,7 @@
 /** The geneprune command line: a thin client of the library. Errors become one line and a non-zero exit. */
 import { Command, CommanderError } from 'commander';
 import { GenepruneError } from '../errors.js';
+import { registerBench } from './bench.js';
 import { registerEval } from './eval.js';
 import { registerExport } from './export.js';
 import { registerGenerate } from './generate.js';
@@ -29,6 +30,7 @@ looked up in $GENEPRUNE_MODELS, then the cache ($GENEPRUNE_CACHE or ~/.cache/gen
   registerGenerate(program);
   registerHeads(program);
   registerExport(program);
+  registerBench(program);
   return program;
 }
 

@@ -1,0 +1,169 @@
+/**
+ * Speed of two models measured side by side in one process: runs are interleaved (A, B, A, B, ...) after
+ * warm-up so both see the same machine state, and the median is reported. Prefill is a perplexity forward
+ * (NLL in-graph); generation decodes one token at a time through the KV-cache graph. The FLOP ratio says what
+ * speedup the removed work predicts.
+ */
+
+import { argmax } from '../engine/generate.js';
+import { createRunner, type ModelRunner } from '../engine/runner.js';
+import { createEngine, type Device, type Engine, type Feed } from '../engine/session.js';
+import { buildDecoderGraph, loadWeights } from '../graph/decoder.js';
+import { type ModelSpec, parameterCount } from '../model/spec.js';
+import { createRng } from '../util/rng.js';
+
+export interface BenchOptions {
+  batch: number;
+  seq: number;
+  /** Prompt tokens before generation, and tokens generated per run. */
+  prompt: number;
+  generate: number;
+  runs: number;
+  warmup: number;
+  device?: Device;
+  threads?: number;
+  seed: number;
+}
+
+export interface ModelSpeed {
+  parameters: number;
+  /** Forward FLOPs per token at the prefill length (linears + attention products). */
+  flopsPerToken: number;
+  prefillTokensPerSecond: number;
+  generateTokensPerSecond: number;
+  prefillMs: number[];
+  generateMs: number[];
+}
+
+/** FLOPs per token of a forward over `seq` tokens: 2 per multiply-add in every linear, plus QKᵀ and PV. */
+export function forwardFlopsPerToken(spec: ModelSpec, seq: number): number {
+  const c = spec.config;
+  let flops = 0;
+  for (let l = 0; l < c.numLayers; l++) {
+    const q = c.headsPerLayer[l] * c.headDim;
+    const kv = c.kvHeadsPerLayer[l] * c.headDim;
+    flops += 2 * c.hiddenSize * (2 * q + 2 * kv) + 2 * 3 * c.hiddenSize * c.intermediateSize;
+    flops += 2 * 2 * seq * q;
+  }
+  return flops + 2 * c.hiddenSize * c.vocabSize;
+}
+
+interface Prepared {
+  spec: ModelSpec;
+  prefill: ModelRunner;
+  cached: Engine;
+}
+
+async function prepare(spec: ModelSpec, opts: BenchOptions): Promise<Prepared> {
+  const weights = await loadWeights(spec);
+  const prefill = await createRunner(spec, {
+    output: 'nll',
+    weights,
+    device: opts.device,
+    threads: opts.threads,
+  });
+  const graph = buildDecoderGraph(spec, weights, { output: 'logits', kvCache: true });
+  const cached = await createEngine(graph, { device: opts.device, threads: opts.threads });
+  return { spec, prefill, cached };
+}
+
+const int64 = (xs: ArrayLike<number>) => BigInt64Array.from(Array.from(xs, (x) => BigInt(x)));
+
+async function timePrefill(p: Prepared, ids: BigInt64Array, targets: BigInt64Array, opts: BenchOptions) {
+  const t0 = performance.now();
+  await p.prefill.run({ batch: opts.batch, seq: opts.seq, ids, targets });
+  return performance.now() - t0;
+}
+
+/** Prompt through the cache graph, then `generate` greedy tokens one by one; returns ms for the generated ones. */
+async function timeGenerate(p: Prepared, prompt: number[], opts: BenchOptions): Promise<number> {
+  const c = p.spec.config;
+  let past: Record<string, Feed> = {};
+  c.kvHeadsPerLayer.forEach((kv, i) => {
+    for (const kind of ['key', 'value']) {
+      past[`past_key_values.${i}.${kind}`] = {
+        type: 'float32',
+        dims: [1, kv, 0, c.headDim],
+        data: new Float32Array(0),
+      };
+    }
+  });
+  let tokens = prompt;
+  let pos = 0;
+  let t0 = 0;
+  for (let step = 0; step <= opts.generate; step++) {
+    if (step === 1) t0 = performance.now(); // the prompt's prefill is not generation
+    const total = pos + tokens.length;
+    const out = await p.cached.run({
+      input_ids: { type: 'int64', dims: [1, tokens.length], data: int64(tokens) },
+      attention_mask: { type: 'int64', dims: [1, total], data: new BigInt64Array(total).fill(1n) },
+      position_ids: { type: 'int64', dims: [1, tokens.length], data: int64(tokens.map((_, j) => pos + j)) },
+      ...past,
+    });
+    const V = c.vocabSize;
+    const logits = out.logits.data.subarray((tokens.length - 1) * V, tokens.length * V);
+    const next: Record<string, Feed> = {};
+    c.kvHeadsPerLayer.forEach((_, i) => {
+      for (const kind of ['key', 'value']) {
+        const t = out[`present.${i}.${kind}`];
+        next[`past_key_values.${i}.${kind}`] = { type: 'float32', dims: t.dims, data: t.data };
+      }
+    });
+    past = next;
+    pos = total;
+    tokens = [argmax(logits)];
+  }
+  return performance.now() - t0;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+export async function benchModels(
+  a: ModelSpec,
+  b: ModelSpec,
+  opts: BenchOptions,
+  onProgress?: (line: string) => void,
+): Promise<[ModelSpeed, ModelSpeed]> {
+  if (a.config.vocabSize !== b.config.vocabSize)
+    throw new Error('bench: the two models have different vocabularies');
+  const maxPos = Math.min(a.config.maxPositions, b.config.maxPositions);
+  if (opts.seq > maxPos || opts.prompt + opts.generate > maxPos) {
+    throw new Error(`bench: sequence longer than the models' context (${maxPos})`);
+  }
+  const rng = createRng(opts.seed);
+  const V = a.config.vocabSize;
+  const ids = int64(Array.from({ length: opts.batch * opts.seq }, () => rng.nextInt(V)));
+  const targets = int64(Array.from({ length: opts.batch * opts.seq }, () => rng.nextInt(V)));
+  const prompt = Array.from({ length: opts.prompt }, () => rng.nextInt(V));
+  const models = [await prepare(a, opts), await prepare(b, opts)];
+  const prefillMs: number[][] = [[], []];
+  const generateMs: number[][] = [[], []];
+  for (let r = 0; r < opts.warmup + opts.runs; r++) {
+    for (const [i, m] of models.entries()) {
+      const tp = await timePrefill(m, ids, targets, opts);
+      const tg = await timeGenerate(m, prompt, opts);
+      if (r >= opts.warmup) {
+        prefillMs[i].push(tp);
+        generateMs[i].push(tg);
+      }
+    }
+    onProgress?.(`run ${r + 1}/${opts.warmup + opts.runs}${r < opts.warmup ? ' (warm-up)' : ''}`);
+  }
+  for (const m of models) {
+    await m.prefill.release();
+    await m.cached.release();
+  }
+  const speed = (i: number): ModelSpeed => ({
+    parameters: parameterCount(models[i].spec),
+    flopsPerToken: forwardFlopsPerToken(models[i].spec, opts.seq),
+    prefillTokensPerSecond: (opts.batch * opts.seq) / (median(prefillMs[i]) / 1000),
+    generateTokensPerSecond: opts.generate / (median(generateMs[i]) / 1000),
+    prefillMs: prefillMs[i],
+    generateMs: generateMs[i],
+  });
+  return [speed(0), speed(1)];
+}

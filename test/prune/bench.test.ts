@@ -1,0 +1,96 @@
+/** The speed harness: FLOP counts by hand, and a real (small) interleaved run through the library and the CLI. */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { openModel } from '../../src/model/open.js';
+import { randomLlamaSpec } from '../../src/model/random.js';
+import { benchModels, forwardFlopsPerToken } from '../../src/prune/bench.js';
+import { prunedParameterCount, pruneHeads } from '../../src/prune/heads.js';
+import { makeMaskFile } from '../../src/search/maskfile.js';
+import { REPO_ROOT, SHARED_DIR, sharedPath, skipUnlessShared } from '../shared.js';
+
+const MODEL = 'models/stories260K/stories260K.bin';
+
+const spec = randomLlamaSpec({
+  hiddenSize: 16,
+  numLayers: 2,
+  numHeads: 4,
+  numKvHeads: 2,
+  intermediateSize: 24,
+  vocabSize: 10,
+  maxPositions: 32,
+  seed: 1,
+});
+
+describe('bench', () => {
+  test('FLOPs per token, worked by hand', () => {
+    // Per layer: 2·16·(2·16 + 2·8) q,o,k,v = 1536; MLP 2·3·16·24 = 2304; attention 2·2·S·16 = 64·S.
+    // Head: 2·16·10 = 320. At S = 8: 2·(1536 + 2304 + 512) + 320 = 9024.
+    assert.equal(forwardFlopsPerToken(spec, 8), 9024);
+    // Layer 0 keeps heads 0 and 1 (one KV head), layer 1 keeps all: layer 0 q,o = 2·16·(16 + 8) = 768,
+    // attention 2·2·8·8 = 256.
+    const pruned = pruneHeads(spec, Uint8Array.from([1, 1, 0, 0, 1, 1, 1, 1]));
+    assert.equal(forwardFlopsPerToken(pruned, 8), 768 + 2304 + 256 + 1536 + 2304 + 512 + 320);
+  });
+
+  test('an interleaved run reports every timed run and positive rates', async () => {
+    const pruned = pruneHeads(spec, Uint8Array.from([1, 0, 1, 0, 0, 1, 1, 1]));
+    const opts = { batch: 2, seq: 8, prompt: 3, generate: 4, runs: 3, warmup: 1, seed: 0 };
+    const [a, b] = await benchModels(spec, pruned, opts);
+    for (const s of [a, b]) {
+      assert.equal(s.prefillMs.length, 3);
+      assert.equal(s.generateMs.length, 3);
+      assert.ok(s.prefillTokensPerSecond > 0 && s.generateTokensPerSecond > 0);
+    }
+    assert.ok(b.parameters < a.parameters);
+  });
+
+  test('geneprune bench --mask prints speedups next to the FLOP ratio', {
+    skip: skipUnlessShared(MODEL),
+  }, async () => {
+    const model = await openModel(sharedPath(MODEL));
+    const dir = mkdtempSync(join(tmpdir(), 'geneprune-bench-'));
+    try {
+      const mask = join(dir, 'mask.json');
+      const genome = Uint8Array.from({ length: 40 }, (_, g) => (g % 2 ? 1 : 0));
+      writeFileSync(mask, JSON.stringify(await makeMaskFile(model.spec, genome)));
+      const run = (args: string[]) =>
+        spawnSync(
+          process.execPath,
+          ['--import', 'tsx', join(REPO_ROOT, 'src/cli/main.ts'), 'bench', ...args],
+          {
+            cwd: REPO_ROOT,
+            encoding: 'utf8',
+            env: { ...process.env, GENEPRUNE_MODELS: join(SHARED_DIR, 'models') },
+          },
+        );
+      const ok = run([
+        '--mask',
+        mask,
+        '--runs',
+        '1',
+        '--batch',
+        '1',
+        '--seq',
+        '16',
+        '--prompt',
+        '2',
+        '--generate',
+        '2',
+        '--json',
+      ]);
+      assert.equal(ok.status, 0, ok.stderr);
+      const report = JSON.parse(ok.stdout);
+      assert.ok(report.flopRatio > 1 && report.prefillSpeedup > 0 && report.generateSpeedup > 0);
+      assert.equal(report.b.parameters, prunedParameterCount(model.spec, genome));
+      const bad = run(['--mask', join(dir, 'none.json'), '--runs', '1']);
+      assert.notEqual(bad.status, 0);
+      assert.match(bad.stderr, /^geneprune: .*none\.json: /);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,8 +1,9 @@
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
+import { resolveModelRef } from '../checkpoint/hub.js';
 import { flagError } from '../errors.js';
-import { openModel } from '../model/open.js';
+import { loadModelSpec } from '../model/load.js';
 import type { ModelSpec } from '../model/spec.js';
 import { benchModels, type ModelSpeed } from '../prune/bench.js';
 import { pruneHeads } from '../prune/heads.js';
@@ -11,7 +12,6 @@ import { parseDevice, parseIntFlag } from './options.js';
 
 interface BenchFlags {
   model: string[];
-  tokenizer?: string;
   mask?: string;
   batch: string;
   seq: string;
@@ -48,7 +48,6 @@ export function registerBench(program: Command): void {
       [],
     )
     .option('--mask <file>', 'B = model A with the heads this mask removes physically removed')
-    .option('--tokenizer <file>', 'tokenizer file (only needed to open a model without one beside it)')
     .option('--batch <n>', 'prefill batch size', '4')
     .option('--seq <n>', 'prefill sequence length', '256')
     .option('--prompt <n>', 'prompt tokens before generation', '16')
@@ -84,7 +83,12 @@ removed work predicts. Example:
         throw flagError('--mask', 'give a second --model or a --mask, not both');
       if (flags.model.length < 2 && !flags.mask)
         throw flagError('--mask', 'needs a second --model or a --mask');
-      const a = await openModel(flags.model[0], { tokenizer: flags.tokenizer });
+      // Speed needs no tokenizer: models are opened without one.
+      const open = async (ref: string | undefined) => {
+        const { modelPath } = await resolveModelRef(ref);
+        return { modelPath, spec: await loadModelSpec(modelPath) };
+      };
+      const a = await open(flags.model[0]);
       let b: ModelSpec;
       let bBytes: number;
       let bName: string;
@@ -93,7 +97,7 @@ removed work predicts. Example:
         bName = `${flags.mask} (heads removed in memory)`;
         bBytes = Number.NaN;
       } else {
-        const opened = await openModel(flags.model[1], { tokenizer: flags.tokenizer });
+        const opened = await open(flags.model[1]);
         b = opened.spec;
         bName = opened.modelPath;
         bBytes = await bytesOnDisk(opened.modelPath);

@@ -6,8 +6,9 @@
  */
 
 import { argmax } from '../engine/generate.js';
+import { emptyPastFeeds, pastFromPresent } from '../engine/kvcache.js';
 import { createRunner, type ModelRunner } from '../engine/runner.js';
-import { createEngine, type Device, type Engine, type Feed } from '../engine/session.js';
+import { createEngine, type Device, type Engine } from '../engine/session.js';
 import { buildDecoderGraph, loadWeights } from '../graph/decoder.js';
 import { type ModelSpec, parameterCount } from '../model/spec.js';
 import { createRng } from '../util/rng.js';
@@ -78,16 +79,7 @@ async function timePrefill(p: Prepared, ids: BigInt64Array, targets: BigInt64Arr
 /** Prompt through the cache graph, then `generate` greedy tokens one by one; returns ms for the generated ones. */
 async function timeGenerate(p: Prepared, prompt: number[], opts: BenchOptions): Promise<number> {
   const c = p.spec.config;
-  let past: Record<string, Feed> = {};
-  c.kvHeadsPerLayer.forEach((kv, i) => {
-    for (const kind of ['key', 'value']) {
-      past[`past_key_values.${i}.${kind}`] = {
-        type: 'float32',
-        dims: [1, kv, 0, c.headDim],
-        data: new Float32Array(0),
-      };
-    }
-  });
+  let past = emptyPastFeeds(c, 1);
   let tokens = prompt;
   let pos = 0;
   let t0 = 0;
@@ -102,14 +94,7 @@ async function timeGenerate(p: Prepared, prompt: number[], opts: BenchOptions): 
     });
     const V = c.vocabSize;
     const logits = out.logits.data.subarray((tokens.length - 1) * V, tokens.length * V);
-    const next: Record<string, Feed> = {};
-    c.kvHeadsPerLayer.forEach((_, i) => {
-      for (const kind of ['key', 'value']) {
-        const t = out[`present.${i}.${kind}`];
-        next[`past_key_values.${i}.${kind}`] = { type: 'float32', dims: t.dims, data: t.data };
-      }
-    });
-    past = next;
+    past = pastFromPresent(c, out);
     pos = total;
     tokens = [argmax(logits)];
   }

@@ -5,8 +5,9 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { emptyPastFeeds, pastFromPresent } from '../../src/engine/kvcache.js';
 import { createRunner } from '../../src/engine/runner.js';
-import { createEngine, type Feed } from '../../src/engine/session.js';
+import { createEngine } from '../../src/engine/session.js';
 import { buildDecoderGraph, loadWeights } from '../../src/graph/decoder.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
 import type { ModelSpec } from '../../src/model/spec.js';
@@ -43,19 +44,7 @@ async function cachedSession(spec: ModelSpec) {
   return createEngine(graph);
 }
 
-function emptyPast(spec: ModelSpec, batch: number): Record<string, Feed> {
-  const feeds: Record<string, Feed> = {};
-  spec.config.kvHeadsPerLayer.forEach((kv, i) => {
-    for (const kind of ['key', 'value']) {
-      feeds[`past_key_values.${i}.${kind}`] = {
-        type: 'float32',
-        dims: [batch, kv, 0, spec.config.headDim],
-        data: new Float32Array(0),
-      };
-    }
-  });
-  return feeds;
-}
+const emptyPast = (spec: ModelSpec, batch: number) => emptyPastFeeds(spec.config, batch);
 
 const int64 = (xs: number[]) => BigInt64Array.from(xs.map(BigInt));
 
@@ -78,14 +67,12 @@ async function decodeIncrementally(
       ...past,
     });
     logits.set(out.logits.data, pos * V);
-    past = {};
     spec.config.kvHeadsPerLayer.forEach((kv, i) => {
       for (const kind of ['key', 'value']) {
-        const p = out[`present.${i}.${kind}`];
-        assert.deepEqual([...p.dims], [1, kv, total, spec.config.headDim]);
-        past[`past_key_values.${i}.${kind}`] = { type: 'float32', dims: p.dims, data: p.data };
+        assert.deepEqual([...out[`present.${i}.${kind}`].dims], [1, kv, total, spec.config.headDim]);
       }
     });
+    past = pastFromPresent(spec.config, out);
     pos = total;
   }
   await engine.release();

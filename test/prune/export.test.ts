@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { emptyPastFeeds } from '../../src/engine/kvcache.js';
 import { createRunner } from '../../src/engine/runner.js';
 import { createEngine, type Feed } from '../../src/engine/session.js';
 import { loadModelSpec } from '../../src/model/load.js';
@@ -77,16 +78,8 @@ describe('exported random models equal the masked model', () => {
         input_ids: { type: 'int64', dims: [1, tokens.length], data: int64(tokens) },
         attention_mask: { type: 'int64', dims: [1, tokens.length], data: int64(tokens.map(() => 1)) },
         position_ids: { type: 'int64', dims: [1, tokens.length], data: int64(tokens.map((_, t) => t)) },
+        ...emptyPastFeeds(reloaded.config, 1),
       };
-      reloaded.config.kvHeadsPerLayer.forEach((kv, l) => {
-        for (const kind of ['key', 'value']) {
-          feeds[`past_key_values.${l}.${kind}`] = {
-            type: 'float32',
-            dims: [1, kv, 0, 8],
-            data: new Float32Array(0),
-          };
-        }
-      });
       const onnxOut = await engine.run(feeds);
       await engine.release();
       assert.ok(maxDiff(onnxOut.logits.data, expected) <= 1e-4, 'transformers.js ONNX graph');

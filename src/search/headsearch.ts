@@ -30,7 +30,7 @@ import {
   sparsity,
 } from './genome.js';
 import { makeMaskFile, modelIdentity } from './maskfile.js';
-import { fastNonDominatedSort, runNsga } from './nsga.js';
+import { fastNonDominatedSort, type NsgaState, runNsga } from './nsga.js';
 import { createHeadObjective, type HeadObjective, type QualityMetric } from './objective.js';
 import {
   appendJsonl,
@@ -341,63 +341,7 @@ export async function runHeadSearch(dir: string, s: HeadSearchSettings, env: Hea
         stop: final.stop,
       });
     }
-    if (s.method === 'nsga') {
-      // Every mask NSGA-II scores goes into an archive: the reported front is the non-dominated set of all of
-      // them (not only the last population), and the pick at the target size is the best archived mask there.
-      const archive = new Map<string, number>();
-      const objective: HeadObjective = {
-        ...p.objective,
-        evaluate: async (g, fidelity) => {
-          const e = await p.objective.evaluate(g, fidelity);
-          archive.set(genomeKey(g), e.quality);
-          return e;
-        },
-      };
-      await runNsga(objective, {
-        population: s.population,
-        generations: s.generations,
-        mutationRate: s.mutationRate,
-        rng,
-        onGeneration: async (info) => {
-          await appendJsonl(dir, 'generations.jsonl', {
-            generation: info.generation,
-            front: info.front.map((f) => ({
-              genome: genomeKey(f.genome),
-              quality: f.quality,
-              sparsity: f.sparsity,
-            })),
-            evaluations: info.evaluations,
-            forwardPasses: info.forwardPasses,
-          });
-          env.onStatus?.(`generation ${info.generation}/${s.generations}: front of ${info.front.length}`);
-        },
-      });
-      const points = [...archive].map(([key, quality]) => {
-        const genome = genomeFromKey(key);
-        return {
-          genome: key,
-          quality,
-          sparsity: sparsity(genome),
-          keptParameters: keptParameters(p.model.spec.config, genome, p.objective.totalParameters),
-        };
-      });
-      const [first] = fastNonDominatedSort(points.map((q) => [q.quality, q.keptParameters]));
-      const front = first.map((i) => points[i]).sort((x, y) => x.keptParameters - y.keptParameters);
-      const target = removeCount ?? Math.round(0.25 * genes);
-      const atTarget = points.filter((q) => Math.round(q.sparsity * genes) === target);
-      const pool = atTarget.length > 0 ? atTarget : front;
-      const pick = [...pool].sort(
-        (x, y) =>
-          Math.abs(Math.round(x.sparsity * genes) - target) -
-            Math.abs(Math.round(y.sparsity * genes) - target) || x.quality - y.quality,
-      )[0];
-      await writeJsonAtomic(`${dir}/front.json`, front);
-      return await finish(dir, s, p, genomeFromKey(pick.genome), counters(), env, {
-        front,
-        archived: points.length,
-        pickedAtTarget: atTarget.length > 0,
-      });
-    }
+    if (s.method === 'nsga') return await runNsgaIn(dir, s, p, env, counters);
     const baseline = await runBaseline(s.method, {
       spec: p.model.spec,
       objective: p.objective,
@@ -412,7 +356,91 @@ export async function runHeadSearch(dir: string, s: HeadSearchSettings, env: Hea
   }
 }
 
-/** Continues a GA run from its last saved generation. */
+/**
+ * NSGA-II in a run directory. Every distinct mask it scores goes into an archive (and into evals.jsonl): the
+ * reported front is the non-dominated set of all of them, not only the last population, and the pick at the
+ * target size is the best archived mask there. The NSGA-II state is saved after every generation; a resumed
+ * run primes the archive and the cache from evals.jsonl and continues from that state.
+ */
+async function runNsgaIn(
+  dir: string,
+  s: HeadSearchSettings,
+  p: Prepared,
+  env: HeadSearchEnv,
+  counters: () => { forwardPasses: number; evaluations: number; seconds: number },
+  resume?: { state: NsgaState; logged: Array<Record<string, unknown>> },
+): Promise<HeadSearchResult> {
+  const genes = geneCount(p.model.spec.config);
+  const archive = new Map<string, number>();
+  for (const r of resume?.logged ?? []) {
+    const key = String(r.genome);
+    const e = { quality: Number(r.quality), tokens: Number(r.tokens), ms: Number(r.ms) };
+    archive.set(key, e.quality);
+    p.objective.prime(genomeFromKey(key), r.fidelity === 'low' ? 'low' : 'full', e);
+  }
+  const objective: HeadObjective = {
+    ...p.objective,
+    evaluate: async (g, fidelity = 'full') => {
+      const e = await p.objective.evaluate(g, fidelity);
+      const key = genomeKey(g);
+      if (!archive.has(key)) {
+        archive.set(key, e.quality);
+        await appendJsonl(dir, 'evals.jsonl', {
+          genome: key,
+          quality: e.quality,
+          tokens: e.tokens,
+          fidelity,
+          ms: Math.round(e.ms),
+        });
+      }
+      return e;
+    },
+  };
+  await runNsga(objective, {
+    population: s.population,
+    generations: s.generations,
+    mutationRate: s.mutationRate,
+    rng: createRng(s.seed),
+    state: resume?.state,
+    onGeneration: async (info) => {
+      await appendJsonl(dir, 'generations.jsonl', {
+        generation: info.generation,
+        front: info.front.map((f) => ({
+          genome: genomeKey(f.genome),
+          quality: f.quality,
+          sparsity: f.sparsity,
+        })),
+      });
+      await writeJsonAtomic(`${dir}/state.json`, { version: 1, method: 'nsga', nsga: info.state });
+      env.onStatus?.(`generation ${info.generation}/${s.generations}: front of ${info.front.length}`);
+    },
+  });
+  const points = [...archive].map(([key, quality]) => {
+    const genome = genomeFromKey(key);
+    return {
+      genome: key,
+      quality,
+      sparsity: sparsity(genome),
+      keptParameters: keptParameters(p.model.spec.config, genome, p.objective.totalParameters),
+    };
+  });
+  const [first] = fastNonDominatedSort(points.map((q) => [q.quality, q.keptParameters]));
+  const front = first.map((i) => points[i]).sort((x, y) => x.keptParameters - y.keptParameters);
+  const target = removeCountOf(s, genes) ?? Math.round(0.25 * genes);
+  const atTarget = points.filter((q) => Math.round(q.sparsity * genes) === target);
+  const pool = atTarget.length > 0 ? atTarget : front;
+  const distance = (q: { sparsity: number }) => Math.abs(Math.round(q.sparsity * genes) - target);
+  const pick = [...pool].sort((x, y) => distance(x) - distance(y) || x.quality - y.quality)[0];
+  await writeJsonAtomic(`${dir}/front.json`, front);
+  return finish(dir, s, p, genomeFromKey(pick.genome), counters(), env, {
+    front,
+    archived: points.length,
+    pickedAtTarget: atTarget.length > 0,
+    ...(resume ? { resumed: true } : {}),
+  });
+}
+
+/** Continues a GA or NSGA-II run from its last saved generation. */
 export async function resumeHeadSearch(dir: string, env: HeadSearchEnv = {}) {
   const run = await openRunForResume(dir, (c) => {
     const m = c.model as { numLayers?: number; numHeads?: number } | undefined;
@@ -427,6 +455,16 @@ export async function resumeHeadSearch(dir: string, env: HeadSearchEnv = {}) {
   }
   const t0 = performance.now();
   try {
+    if (run.nsga) {
+      await rewriteLogs(dir, run);
+      await p.objective.evaluate(new Uint8Array(geneCount(p.model.spec.config)).fill(1));
+      const counters = () => ({
+        forwardPasses: p.objective.forwardPasses(),
+        evaluations: p.objective.evaluations(),
+        seconds: (performance.now() - t0) / 1000,
+      });
+      return await runNsgaIn(dir, s, p, env, counters, { state: run.nsga, logged: run.evaluations });
+    }
     const genes = geneCount(p.model.spec.config);
     // What earlier sessions computed is primed into the cache, so nothing is evaluated twice.
     for (const r of run.evaluations) {
@@ -441,7 +479,8 @@ export async function resumeHeadSearch(dir: string, env: HeadSearchEnv = {}) {
     // The initial population is already in the state, so no initialisation weights are needed.
     const opts = gaOptions(s, genes, dense.quality);
     await rewriteLogs(dir, run);
-    const final = run.state.done ? run.state : await runGaIn(dir, s, p, run.state, opts, env, t0);
+    const state = run.state!;
+    const final = state.done ? state : await runGaIn(dir, s, p, state, opts, env, t0);
     return await finish(
       dir,
       s,

@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { writeAll, writeFileAtomic } from '../checkpoint/io.js';
 import { fileError } from '../errors.js';
 import type { GaState } from './ga.js';
+import type { NsgaState } from './nsga.js';
 
 export const RUN_KIND = 'geneprune-head-search';
 
@@ -100,9 +101,35 @@ function validState(s: unknown, genes: number): s is GaState {
   );
 }
 
+function validNsgaState(
+  s: NsgaState | undefined,
+  genes: number,
+  population: number | undefined,
+): s is NsgaState {
+  return (
+    typeof s === 'object' &&
+    s !== null &&
+    s.version === 1 &&
+    s.genes === genes &&
+    Number.isInteger(s.generation) &&
+    s.generation >= 0 &&
+    Array.isArray(s.population) &&
+    s.population.length === population &&
+    s.population.every((k) => typeof k === 'string' && k.length === genes && /^[01]+$/.test(k)) &&
+    Array.isArray(s.objectives) &&
+    s.objectives.length === population &&
+    Array.isArray(s.rng) &&
+    s.rng.length === 4 &&
+    s.rng.every((x) => Number.isInteger(x))
+  );
+}
+
 export interface ResumableRun {
   config: RunConfig;
-  state: GaState;
+  /** GA state (method ga). */
+  state?: GaState;
+  /** NSGA-II state (method nsga). */
+  nsga?: NsgaState;
   /** Evaluation records of the generations the state has finished (what a resumed run keeps). */
   evaluations: Array<Record<string, unknown>>;
   generations: Array<Record<string, unknown>>;
@@ -119,10 +146,29 @@ export async function openRunForResume(
   const config = (await readJson(configPath, 'config.json')) as RunConfig;
   if (config?.kind !== RUN_KIND) throw fileError(configPath, 'not a geneprune head-search run (kind field)');
   if (config.version !== 1) throw fileError(configPath, `unsupported run version ${String(config.version)}`);
-  if (config.method !== 'ga')
-    throw fileError(configPath, `a ${String(config.method)} run has no GA state to resume`);
+  if (config.method !== 'ga' && config.method !== 'nsga') {
+    throw fileError(
+      configPath,
+      `a ${String(config.method)} run has no search state to resume (run it again)`,
+    );
+  }
   const statePath = join(dir, 'state.json');
   const state = await readJson(statePath, 'state.json');
+  if (config.method === 'nsga') {
+    const population = (config.settings as { population?: number } | undefined)?.population;
+    const nsga = (state as { method?: string; nsga?: NsgaState }).nsga;
+    if (
+      (state as { method?: string }).method !== 'nsga' ||
+      !validNsgaState(nsga, genesOf(config), population)
+    ) {
+      throw fileError(statePath, 'NSGA-II state is corrupt or does not fit the run');
+    }
+    const evaluations = await readJsonl(join(dir, 'evals.jsonl'));
+    const generations = (await readJsonl(join(dir, 'generations.jsonl'))).filter(
+      (r) => typeof r.generation === 'number' && r.generation <= nsga.generation,
+    );
+    return { config, nsga, evaluations, generations };
+  }
   if (!validState(state, genesOf(config)))
     throw fileError(statePath, 'GA state is corrupt or does not fit the run');
   const keep = (r: Record<string, unknown>) =>

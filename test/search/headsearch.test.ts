@@ -84,6 +84,25 @@ function snapshot(dir: string): Record<string, string> {
   return out;
 }
 
+/** Starts a run, kills it with SIGKILL once it has logged `generations` generations; returns how many it logged. */
+async function killAfter(args: string[], dir: string, generations: number): Promise<number> {
+  const child: ChildProcess = spawn(process.execPath, [...cli, ...args], {
+    cwd: REPO_ROOT,
+    env,
+    stdio: 'ignore',
+  });
+  const exited = new Promise<void>((res) => child.on('exit', () => res()));
+  const gens = () => {
+    const f = join(dir, 'generations.jsonl');
+    return existsSync(f) ? readFileSync(f, 'utf8').split('\n').filter(Boolean).length : 0;
+  };
+  const deadline = Date.now() + 120_000;
+  while (gens() < generations && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  child.kill('SIGKILL');
+  await exited;
+  return gens();
+}
+
 describe('GA runs', { skip }, () => {
   const a = join(tmp.dir, 'a');
   const b = join(tmp.dir, 'b');
@@ -117,21 +136,7 @@ describe('GA runs', { skip }, () => {
     const rw = run(gaArgs(whole, 12));
     assert.equal(rw.code, 0, rw.stderr);
 
-    const child: ChildProcess = spawn(process.execPath, [...cli, ...gaArgs(killed, 12)], {
-      cwd: REPO_ROOT,
-      env,
-      stdio: 'ignore',
-    });
-    const exited = new Promise<void>((res) => child.on('exit', () => res()));
-    const gens = () => {
-      const f = join(killed, 'generations.jsonl');
-      return existsSync(f) ? readFileSync(f, 'utf8').split('\n').filter(Boolean).length : 0;
-    };
-    const deadline = Date.now() + 120_000;
-    while (gens() < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    child.kill('SIGKILL');
-    await exited;
-    const done = gens();
+    const done = await killAfter(gaArgs(killed, 12), killed, 3);
     assert.ok(done >= 3 && done < 12, `killed after ${done} generations`);
     assert.ok(!existsSync(join(killed, 'mask.json')), 'the killed run had not finished');
 
@@ -144,6 +149,28 @@ describe('GA runs', { skip }, () => {
       logWithoutTimes(whole, 'generations.jsonl'),
     );
     assert.equal(JSON.parse(readFileSync(join(killed, 'result.json'), 'utf8')).resumed, true);
+  });
+
+  test('an NSGA-II run killed with SIGKILL and resumed ends exactly like an uninterrupted one', async () => {
+    const nsgaArgs = (out: string) => [...gaArgs(out, 10), '--method', 'nsga'];
+    const whole = join(tmp.dir, 'nsga-whole');
+    const killed = join(tmp.dir, 'nsga-killed');
+    const rw = run(nsgaArgs(whole));
+    assert.equal(rw.code, 0, rw.stderr);
+    const done = await killAfter(nsgaArgs(killed), killed, 3);
+    assert.ok(done >= 3 && done < 11, `killed after ${done} generations`);
+    const rr = run(['heads', '--resume', killed, '--quiet']);
+    assert.equal(rr.code, 0, rr.stderr);
+    assert.deepEqual(maskKeep(killed), maskKeep(whole));
+    assert.deepEqual(
+      readFileSync(join(killed, 'front.json'), 'utf8'),
+      readFileSync(join(whole, 'front.json'), 'utf8'),
+    );
+    assert.deepEqual(logWithoutTimes(killed, 'evals.jsonl'), logWithoutTimes(whole, 'evals.jsonl'));
+    assert.deepEqual(
+      logWithoutTimes(killed, 'generations.jsonl'),
+      logWithoutTimes(whole, 'generations.jsonl'),
+    );
   });
 
   test('--resume refuses corrupt or foreign directories and changes nothing', () => {

@@ -9,8 +9,9 @@ import { parseArgs } from 'node:util';
 import { createRunner } from '../src/engine/runner.js';
 import { createEngine, type Device } from '../src/engine/session.js';
 import { GraphBuilder } from '../src/graph/builder.js';
-import { randomLlamaSpec } from '../src/model/random.js';
+import { BENCH_LLAMA_SHAPE, randomLlamaSpec } from '../src/model/random.js';
 import { parameterCount } from '../src/model/spec.js';
+import { forwardFlopsPerToken, median } from '../src/prune/bench.js';
 import { createRng } from '../src/util/rng.js';
 
 const { values } = parseArgs({
@@ -28,19 +29,7 @@ const device = values.device as Device;
 const B = Number(values.batch);
 const S = Number(values.seq);
 
-const shape = {
-  hiddenSize: 768,
-  numLayers: 12,
-  numHeads: 12,
-  numKvHeads: 12,
-  intermediateSize: 2048,
-  vocabSize: 32000,
-};
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
+const shape = BENCH_LLAMA_SHAPE;
 
 async function timeRuns(fn: () => Promise<unknown>, warmup: number, n: number): Promise<number[]> {
   for (let i = 0; i < warmup; i++) await fn();
@@ -51,14 +40,6 @@ async function timeRuns(fn: () => Promise<unknown>, warmup: number, n: number): 
     times.push((performance.now() - t0) / 1000);
   }
   return times;
-}
-
-/** FLOPs the forward executes: every linear (2 per multiply-add) plus full S x S attention products. */
-function forwardFlops(): number {
-  const { hiddenSize: d, numLayers: L, intermediateSize: F, vocabSize: V } = shape;
-  const perTokenLinear = 2 * (L * (4 * d * d + 3 * d * F) + V * d);
-  const perTokenAttention = L * 2 * 2 * S * d; // QK^T and PV, causal half included (it is computed)
-  return B * S * (perTokenLinear + perTokenAttention);
 }
 
 async function main() {
@@ -75,7 +56,7 @@ async function main() {
   }
   const setup = (performance.now() - t0) / 1000;
   const fwdTimes = await timeRuns(() => runner.run({ batch: B, seq: S, ids, targets }), 2, runs);
-  const fwdFlops = forwardFlops();
+  const fwdFlops = B * S * forwardFlopsPerToken(spec, S); // every linear plus the full S x S products
   const fwdRate = fwdFlops / median(fwdTimes) / 1e9;
   await runner.release();
 

@@ -12,7 +12,7 @@ import { parseArgs } from 'node:util';
 import { writeHfFolder } from '../src/checkpoint/hf.js';
 import { llamaSpecToHf } from '../src/model/llama.js';
 import { loadModelSpec } from '../src/model/load.js';
-import { randomLlamaSpec } from '../src/model/random.js';
+import { BENCH_LLAMA_SHAPE, randomLlamaSpec } from '../src/model/random.js';
 import { benchModels } from '../src/prune/bench.js';
 import { exportModel } from '../src/prune/export.js';
 import { randomGenome } from '../src/search/operators.js';
@@ -37,16 +37,7 @@ const dense = join(values.dir, 'dense');
 const pruned = join(values.dir, 'pruned');
 rmSync(values.dir, { recursive: true, force: true });
 const t0 = performance.now();
-const spec = randomLlamaSpec({
-  hiddenSize: 768,
-  numLayers: 12,
-  numHeads: 12,
-  numKvHeads: 12,
-  intermediateSize: 2048,
-  vocabSize: 32000,
-  maxPositions: 512,
-  seed: 1,
-});
+const spec = randomLlamaSpec({ ...BENCH_LLAMA_SHAPE, maxPositions: 512, seed: 1 });
 const hf = llamaSpecToHf(spec);
 await writeHfFolder(dense, { config: hf.config, tensors: hf.tensors });
 const a = await loadModelSpec(dense);

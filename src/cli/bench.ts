@@ -8,7 +8,7 @@ import type { ModelSpec } from '../model/spec.js';
 import { benchModels, type ModelSpeed } from '../prune/bench.js';
 import { pruneHeads } from '../prune/heads.js';
 import { readMaskFile } from '../search/maskfile.js';
-import { parseDevice, parseIntFlag } from './options.js';
+import { deviceOption, parseDevice, parseIntFlag, threadsOption } from './options.js';
 
 interface BenchFlags {
   model: string[];
@@ -54,8 +54,8 @@ export function registerBench(program: Command): void {
     .option('--generate <n>', 'tokens generated per run (KV cache)', '32')
     .option('--runs <n>', 'timed runs per model (median reported)', '5')
     .option('--warmup <n>', 'untimed runs first', '1')
-    .option('--device <name>', 'cpu, cuda or webgpu', 'cpu')
-    .option('--threads <n>', 'intra-op threads (default: all physical cores)')
+    .addOption(deviceOption())
+    .addOption(threadsOption())
     .option('--json', 'print the result as JSON')
     .addHelpText(
       'after',

@@ -11,7 +11,16 @@ import {
   tokenizeDocuments,
 } from '../metrics/perplexity.js';
 import { openModel } from '../model/open.js';
-import { headMaskFromFlags, parseDevice, parseHeadList, parseIntFlag } from './options.js';
+import {
+  deviceOption,
+  headMaskFromFlags,
+  modelOption,
+  parseDevice,
+  parseHeadList,
+  parseIntFlag,
+  threadsOption,
+  tokenizerOption,
+} from './options.js';
 import { progressLine } from './progress.js';
 
 interface EvalFlags {
@@ -35,14 +44,8 @@ export function registerEval(program: Command): void {
     .description(
       'Perplexity of a model on text data (forward passes on ONNX Runtime, NLL computed in-graph).',
     )
-    .option(
-      '--model <path>',
-      'llama2.c .bin, Hugging Face folder, or hf:OWNER/REPO[/PATH] (default: stories260K)',
-    )
-    .option(
-      '--tokenizer <file>',
-      'tokenizer.json or llama2.c tokenizer.bin (default: found beside the model)',
-    )
+    .addOption(modelOption())
+    .addOption(tokenizerOption())
     .option(
       '--data <path>',
       'text file, folder of .txt/.jsonl files, or JSONL with a "text" field (required)',
@@ -55,8 +58,8 @@ export function registerEval(program: Command): void {
       '--mask <file>',
       'a head-mask file from `geneprune heads` (mask.json); combines with --prune-heads',
     )
-    .option('--device <name>', 'cpu, cuda or webgpu (passed to ONNX Runtime)', 'cpu')
-    .option('--threads <n>', 'intra-op threads (default: all physical cores)')
+    .addOption(deviceOption())
+    .addOption(threadsOption())
     .option('--kl', 'also report the mean KL divergence from the unpruned model (with --prune-heads)')
     .option('--json', 'print the result as one JSON object')
     .addHelpText(

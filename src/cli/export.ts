@@ -3,6 +3,7 @@ import { flagError } from '../errors.js';
 import { openModel } from '../model/open.js';
 import { EXPORT_FORMATS, type ExportFormat, exportModel } from '../prune/export.js';
 import { readMaskFile } from '../search/maskfile.js';
+import { modelOption, tokenizerOption } from './options.js';
 
 interface ExportFlags {
   model?: string;
@@ -19,11 +20,8 @@ export function registerExport(program: Command): void {
     .description(
       'Remove the heads a mask removes and write the smaller model for transformers.js and Hugging Face.',
     )
-    .option(
-      '--model <path>',
-      'llama2.c .bin, Hugging Face folder, or hf:OWNER/REPO[/PATH] (default: stories260K)',
-    )
-    .option('--tokenizer <file>', 'tokenizer file (default: found beside the model)')
+    .addOption(modelOption())
+    .addOption(tokenizerOption())
     .option(
       '--mask <file>',
       'head-mask file from `geneprune heads` (mask.json); without it the model is exported whole',

@@ -3,7 +3,17 @@ import { generate } from '../engine/generate.js';
 import { createRunner } from '../engine/runner.js';
 import { openModel } from '../model/open.js';
 import { createRng } from '../util/rng.js';
-import { headMaskFromFlags, parseDevice, parseFloatFlag, parseHeadList, parseIntFlag } from './options.js';
+import {
+  deviceOption,
+  headMaskFromFlags,
+  modelOption,
+  parseDevice,
+  parseFloatFlag,
+  parseHeadList,
+  parseIntFlag,
+  threadsOption,
+  tokenizerOption,
+} from './options.js';
 
 interface GenerateFlags {
   model?: string;
@@ -22,22 +32,16 @@ export function registerGenerate(program: Command): void {
   program
     .command('generate')
     .description('Continue a prompt (greedy by default) so you can see what a model, or a pruned one, says.')
-    .option(
-      '--model <path>',
-      'llama2.c .bin, Hugging Face folder, or hf:OWNER/REPO[/PATH] (default: stories260K)',
-    )
-    .option(
-      '--tokenizer <file>',
-      'tokenizer.json or llama2.c tokenizer.bin (default: found beside the model)',
-    )
+    .addOption(modelOption())
+    .addOption(tokenizerOption())
     .option('--prompt <text>', 'text to continue (default: start from BOS alone)', '')
     .option('-n, --max-new-tokens <n>', 'tokens to generate at most', '200')
     .option('--temperature <t>', '0 = greedy; > 0 samples from softmax(logits / t)', '0')
     .option('--seed <s>', 'seed for sampling', '0')
     .option('--prune-heads <list>', 'mask these attention heads, LAYER:HEAD,... (0-based)')
     .option('--mask <file>', 'a head-mask file from `geneprune heads` (mask.json)')
-    .option('--device <name>', 'cpu, cuda or webgpu (passed to ONNX Runtime)', 'cpu')
-    .option('--threads <n>', 'intra-op threads (default: all physical cores)')
+    .addOption(deviceOption())
+    .addOption(threadsOption())
     .addHelpText(
       'after',
       `

@@ -11,7 +11,15 @@ import {
   runHeadSearch,
 } from '../search/headsearch.js';
 import type { QualityMetric } from '../search/objective.js';
-import { parseDevice, parseFloatFlag, parseIntFlag } from './options.js';
+import {
+  deviceOption,
+  modelOption,
+  parseDevice,
+  parseFloatFlag,
+  parseIntFlag,
+  threadsOption,
+  tokenizerOption,
+} from './options.js';
 import { progressLine } from './progress.js';
 
 type Flags = Record<string, string | boolean | undefined>;
@@ -158,11 +166,8 @@ export function registerHeads(program: Command): void {
     .description(
       'Search which attention heads to remove: the Survival of the Smallest GA, NSGA-II, or baselines.',
     )
-    .option(
-      '--model <path>',
-      'llama2.c .bin, Hugging Face folder, or hf:OWNER/REPO[/PATH] (default: stories260K)',
-    )
-    .option('--tokenizer <file>', 'tokenizer file (default: found beside the model)')
+    .addOption(modelOption())
+    .addOption(tokenizerOption())
     .option('--calib <path>', 'calibration data: what the search scores masks on (required)')
     .option('--eval <path>', 'evaluation data: what the final mask is reported on (required, must differ)')
     .option('--method <name>', `${HEAD_METHODS.join(' | ')}`, 'ga')
@@ -198,8 +203,8 @@ export function registerHeads(program: Command): void {
     .option('--ctx <n>', "context length per window (default: the model's, at most 512)")
     .option('--batch-size <n>', 'windows per forward pass')
     .option('--seed <s>', 'seed for every random choice (default 0)')
-    .option('--device <name>', 'cpu, cuda or webgpu', 'cpu')
-    .option('--threads <n>', 'intra-op threads (default: all physical cores)')
+    .addOption(deviceOption())
+    .addOption(threadsOption())
     .option('--quiet', 'no progress display')
     .addHelpText(
       'after',

@@ -1,4 +1,5 @@
-/** Flag parsing shared by the commands. Each parser throws a flagError naming the flag. */
+/** Flags shared by the commands. Each parser throws a flagError naming the flag. */
+import { Option } from 'commander';
 import { DEVICES, type Device } from '../engine/session.js';
 import { flagError } from '../errors.js';
 import type { ModelConfig, ModelSpec } from '../model/spec.js';
@@ -72,3 +73,19 @@ export async function headMaskFromFlags(
   }
   return mask;
 }
+
+/** The options every model-reading command takes, defined once so their help reads the same everywhere. */
+export const modelOption = () =>
+  new Option(
+    '--model <path>',
+    'llama2.c .bin, Hugging Face folder, or hf:OWNER/REPO[/PATH] (default: stories260K)',
+  );
+export const tokenizerOption = () =>
+  new Option(
+    '--tokenizer <file>',
+    'tokenizer.json or llama2.c tokenizer.bin (default: found beside the model)',
+  );
+export const deviceOption = () =>
+  new Option('--device <name>', 'cpu, cuda or webgpu (passed to ONNX Runtime)').default('cpu');
+export const threadsOption = () =>
+  new Option('--threads <n>', 'intra-op threads (default: all physical cores)');

@@ -101,7 +101,8 @@ async function timeGenerate(p: Prepared, prompt: number[], opts: BenchOptions): 
   return performance.now() - t0;
 }
 
-function median(xs: number[]): number {
+/** Median of timings (mean of the middle two for an even count). */
+export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = Math.floor(s.length / 2);
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;

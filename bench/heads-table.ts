@@ -9,8 +9,7 @@
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { settingsFromFlags } from '../src/cli/heads.js';
-import { type HeadSearchResult, runHeadSearch } from '../src/search/headsearch.js';
+import { type HeadSearchOptions, type HeadSearchResult, searchHeads } from '../src/index.js';
 
 const { values } = parseArgs({
   options: {
@@ -32,23 +31,23 @@ for (const p of [calib, evalData]) {
   }
 }
 
-/** Method rows: name in the table → CLI-style flags. */
-const METHODS: Record<string, Record<string, string | boolean>> = {
+/** Method rows: name in the table → search options. */
+const METHODS: Record<string, Partial<HeadSearchOptions>> = {
   random: { method: 'random' },
   norm: { method: 'norm' },
   ablation: { method: 'ablation' },
   regression: { method: 'regression' },
   greedy: { method: 'greedy' },
-  ga: { method: 'ga', population: '16', generations: '30' },
+  ga: { method: 'ga', population: 16, generations: 30 },
   'ga-seeded': {
     method: 'ga',
-    population: '16',
-    generations: '30',
+    population: 16,
+    generations: 30,
     seedAblation: true,
-    lowTokens: '2048',
-    promote: '3',
+    lowTokens: 2048,
+    promote: 3,
   },
-  nsga: { method: 'nsga', population: '16', generations: '30' },
+  nsga: { method: 'nsga', population: 16, generations: 30 },
 };
 
 const rows: string[] = [];
@@ -62,16 +61,16 @@ for (const share of values.sparsities.split(',').map(Number)) {
     const dir = join(values.out, `${name}-${Math.round(share * 100)}`);
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(values.out, { recursive: true });
-    const settings = settingsFromFlags({
+    process.stderr.write(`${name} at ${share * 100} % ... `);
+    const r: HeadSearchResult = await searchHeads({
+      out: dir,
       calib,
       eval: evalData,
-      targetSparsity: String(share),
-      calibTokens: values['calib-tokens'],
-      seed: values.seed,
+      targetSparsity: share,
+      calibTokens: Number(values['calib-tokens']),
+      seed: Number(values.seed),
       ...flags,
     });
-    process.stderr.write(`${name} at ${share * 100} % ... `);
-    const r: HeadSearchResult = await runHeadSearch(dir, settings);
     process.stderr.write(`eval ppl ${r.eval.perplexity.toFixed(3)} in ${r.seconds.toFixed(0)} s\n`);
     dense = `dense model: eval ppl ${r.eval.densePerplexity.toFixed(3)} (${r.eval.tokens} tokens), calib ppl ${r.calib.denseQuality.toFixed(3)} (${r.calib.tokens} tokens)`;
     rows.push(

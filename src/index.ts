@@ -1,12 +1,44 @@
 /**
- * geneprune's library API. The CLI is a thin client of these functions.
+ * geneprune's library API. Every command of the CLI is one call here, with typed options and results:
+ * `evaluate`, `generate`, `searchHeads` / `resumeHeadSearch`, `exportModel`, `bench`. The CLI imports nothing
+ * but this module. Lower-level building blocks (checkpoints, graphs, the engine, metrics) follow.
  */
 
+// The commands.
+export { type BenchModelReport, type BenchOptions, type BenchReport, bench } from './api/bench.js';
+export type { ModelInput, RuntimeOptions } from './api/common.js';
+export { type EvaluateOptions, type EvaluateResult, evaluate } from './api/evaluate.js';
+export {
+  EXPORT_FORMATS,
+  type ExportFormat,
+  type ExportOptions,
+  type ExportResult,
+  exportModel,
+} from './api/export.js';
+export { type GenerateOptions, type GenerateResult, generate } from './api/generate.js';
+export {
+  HEAD_METHODS,
+  HEAD_PRESETS,
+  HEAD_SEARCH_DEFAULTS,
+  type HeadMethod,
+  type HeadPreset,
+  type HeadSearchEnv,
+  type HeadSearchOptions,
+  type HeadSearchResult,
+  type HeadSearchSettings,
+  headSearchSettings,
+  resumeHeadSearch,
+  SOS_PRESET,
+  searchHeads,
+} from './api/heads.js';
+export { type HeadList, type HeadMaskChoice, headMaskFromList, resolveHeadMask } from './api/masks.js';
+
+// Building blocks.
 export { openHfFolder, writeHfFolder } from './checkpoint/hf.js';
 export { cacheDir, downloadHfModel, parseModelRef, resolveModelRef } from './checkpoint/hub.js';
 export { openLlama2c, writeLlama2cLegacy } from './checkpoint/llama2c.js';
 export { openSafetensors, writeSafetensors } from './checkpoint/safetensors.js';
-export { generate } from './engine/generate.js';
+export { generate as generateTokens } from './engine/generate.js';
 export {
   allKeptHeadMask,
   type CandidateMasks,
@@ -15,8 +47,8 @@ export {
   type RunnerOptions,
   type TokenBatch,
 } from './engine/runner.js';
-export { availableDevices, createEngine, type Device, type Engine } from './engine/session.js';
-export { GenepruneError } from './errors.js';
+export { availableDevices, createEngine, DEVICES, type Device, type Engine } from './engine/session.js';
+export { dataError, type ErrorKind, fileError, flagError, GenepruneError } from './errors.js';
 export { buildDecoderGraph, type GraphOutputMode, loadWeights } from './graph/decoder.js';
 export { type Dataset, readDataset } from './metrics/data.js';
 export {
@@ -39,6 +71,10 @@ export {
   parameterCount,
   type TensorSource,
 } from './model/spec.js';
+export { pruneHeads } from './prune/heads.js';
+export type { FitnessKind } from './search/fitness.js';
+export { type HeadMaskFile, makeMaskFile, modelIdentity, readMaskFile } from './search/maskfile.js';
+export type { Fidelity, QualityMetric } from './search/objective.js';
 export { loadTokenizer } from './tokenizer/load.js';
 export type { Tokenizer } from './tokenizer/types.js';
 export { createRng, type Rng } from './util/rng.js';

@@ -1,19 +1,7 @@
 import type { Command } from 'commander';
-import { createRunner } from '../engine/runner.js';
-import { flagError } from '../errors.js';
-import { readDataset } from '../metrics/data.js';
-import {
-  computeKlReference,
-  defaultBatchSize,
-  evaluateKl,
-  evaluatePerplexity,
-  makeWindows,
-  tokenizeDocuments,
-} from '../metrics/perplexity.js';
-import { openModel } from '../model/open.js';
+import { type EvaluateResult, evaluate, flagError } from '../index.js';
 import {
   deviceOption,
-  headMaskFromFlags,
   modelOption,
   parseDevice,
   parseHeadList,
@@ -38,6 +26,22 @@ interface EvalFlags {
   mask?: string;
 }
 
+function printReport(r: EvaluateResult): void {
+  const lines = [
+    `model        ${r.model}`,
+    `data         ${r.data} (${r.documents} documents)`,
+    `context      ${r.context}`,
+    ...(r.prunedHeads.length ? [`pruned heads ${r.prunedHeads.join(',')}`] : []),
+    ...(r.mask ? [`mask         ${r.mask}`] : []),
+    `tokens       ${r.tokens}`,
+    `mean NLL     ${r.meanNll.toFixed(4)}`,
+    `perplexity   ${r.perplexity.toFixed(4)}`,
+    ...(r.meanKl === undefined ? [] : [`KL to dense  ${r.meanKl.toFixed(5)} nats/token`]),
+    `tokens/s     ${Math.round(r.tokensPerSecond)} (${r.device})`,
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
 export function registerEval(program: Command): void {
   program
     .command('eval')
@@ -60,7 +64,10 @@ export function registerEval(program: Command): void {
     )
     .addOption(deviceOption())
     .addOption(threadsOption())
-    .option('--kl', 'also report the mean KL divergence from the unpruned model (with --prune-heads)')
+    .option(
+      '--kl',
+      'also report the mean KL divergence from the unpruned model (with --prune-heads or --mask)',
+    )
     .option('--json', 'print the result as one JSON object')
     .addHelpText(
       'after',
@@ -74,78 +81,23 @@ Example:
     )
     .action(async (flags: EvalFlags) => {
       if (!flags.data) throw flagError('--data', 'required: the text to evaluate on');
-      const device = parseDevice(flags.device);
-      const threads = flags.threads ? parseIntFlag('--threads', flags.threads) : undefined;
-      const maxTokens = flags.maxTokens ? parseIntFlag('--max-tokens', flags.maxTokens) : undefined;
-      const pairs = flags.pruneHeads ? parseHeadList(flags.pruneHeads) : [];
-      const model = await openModel(flags.model, { tokenizer: flags.tokenizer });
-      const { config } = model.spec;
-      const ctx = flags.ctx ? parseIntFlag('--ctx', flags.ctx) : config.maxPositions;
-      if (ctx > config.maxPositions) {
-        throw flagError('--ctx', `${ctx} exceeds the model's context length ${config.maxPositions}`);
-      }
-      const batchSize = flags.batchSize
-        ? parseIntFlag('--batch-size', flags.batchSize)
-        : defaultBatchSize(ctx);
-      const headMask = await headMaskFromFlags(model.spec, pairs, flags.mask);
-      const data = await readDataset(flags.data);
-      const windows = makeWindows(
-        tokenizeDocuments(data.documents, model.tokenizer),
-        ctx,
-        maxTokens,
-        flags.data,
-      );
-      const runner = await createRunner(model.spec, { output: 'nll', device, threads });
       const progress = progressLine(process.stderr, flags.json);
-      const result = await evaluatePerplexity(runner, windows, {
-        masks: { headMask },
-        batchSize,
-        onProgress: (p) => progress.update(`eval ${p.done}/${p.total} tokens`),
+      const report = await evaluate({
+        model: flags.model,
+        tokenizer: flags.tokenizer,
+        data: flags.data,
+        context: flags.ctx ? parseIntFlag('--ctx', flags.ctx) : undefined,
+        maxTokens: flags.maxTokens ? parseIntFlag('--max-tokens', flags.maxTokens) : undefined,
+        batchSize: flags.batchSize ? parseIntFlag('--batch-size', flags.batchSize) : undefined,
+        pruneHeads: flags.pruneHeads ? parseHeadList(flags.pruneHeads) : [],
+        mask: flags.mask,
+        kl: flags.kl,
+        device: parseDevice(flags.device),
+        threads: flags.threads ? parseIntFlag('--threads', flags.threads) : undefined,
+        onProgress: (done, total) => progress.update(`eval ${done}/${total} tokens`),
       });
       progress.done();
-      await runner.release();
-      let meanKl: number | undefined;
-      if (flags.kl) {
-        // The dense model's log-probabilities once, then the masked model's KL from them.
-        const dense = await createRunner(model.spec, { output: 'logprobs', device, threads });
-        const reference = await computeKlReference(dense, windows, batchSize);
-        await dense.release();
-        const klRunner = await createRunner(model.spec, { output: 'kl', device, threads });
-        meanKl = (await evaluateKl(klRunner, windows, reference, { masks: { headMask } })).meanKl;
-        await klRunner.release();
-      }
-      const report = {
-        model: model.modelPath,
-        tokenizer: model.tokenizerPath,
-        data: flags.data,
-        documents: data.documents.length,
-        context: ctx,
-        prunedHeads: pairs.map(([l, h]) => `${l}:${h}`),
-        mask: flags.mask,
-        tokens: result.tokens,
-        meanNll: result.meanNll,
-        perplexity: result.perplexity,
-        seconds: result.seconds,
-        tokensPerSecond: result.tokensPerSecond,
-        ...(meanKl === undefined ? {} : { meanKl }),
-        device,
-      };
-      if (flags.json) {
-        process.stdout.write(`${JSON.stringify(report)}\n`);
-        return;
-      }
-      const lines = [
-        `model        ${report.model}`,
-        `data         ${report.data} (${report.documents} documents)`,
-        `context      ${ctx}`,
-        ...(pairs.length ? [`pruned heads ${report.prunedHeads.join(',')}`] : []),
-        ...(flags.mask ? [`mask         ${flags.mask}`] : []),
-        `tokens       ${result.tokens}`,
-        `mean NLL     ${result.meanNll.toFixed(4)}`,
-        `perplexity   ${result.perplexity.toFixed(4)}`,
-        ...(meanKl === undefined ? [] : [`KL to dense  ${meanKl.toFixed(5)} nats/token`]),
-        `tokens/s     ${Math.round(result.tokensPerSecond)} (${device})`,
-      ];
-      process.stdout.write(`${lines.join('\n')}\n`);
+      if (flags.json) process.stdout.write(`${JSON.stringify(report)}\n`);
+      else printReport(report);
     });
 }

@@ -1,8 +1,5 @@
 import type { Command } from 'commander';
-import { flagError } from '../errors.js';
-import { openModel } from '../model/open.js';
-import { EXPORT_FORMATS, type ExportFormat, exportModel } from '../prune/export.js';
-import { readMaskFile } from '../search/maskfile.js';
+import { EXPORT_FORMATS, type ExportFormat, exportModel, flagError } from '../index.js';
 import { modelOption, tokenizerOption } from './options.js';
 
 interface ExportFlags {
@@ -12,6 +9,7 @@ interface ExportFlags {
   out?: string;
   format: string;
   force?: boolean;
+  json?: boolean;
 }
 
 export function registerExport(program: Command): void {
@@ -29,6 +27,7 @@ export function registerExport(program: Command): void {
     .option('--out <dir>', 'output folder (required; must be empty or absent unless --force)')
     .option('--format <name>', `${EXPORT_FORMATS.join(' | ')}`, 'all')
     .option('--force', 'replace a non-empty --out')
+    .option('--json', 'print the result as one JSON object')
     .addHelpText(
       'after',
       `
@@ -41,20 +40,19 @@ Example:
     )
     .action(async (flags: ExportFlags) => {
       if (!flags.out) throw flagError('--out', 'required: the folder to write');
-      if (!(EXPORT_FORMATS as readonly string[]).includes(flags.format)) {
-        throw flagError('--format', `"${flags.format}" is not one of ${EXPORT_FORMATS.join(', ')}`);
-      }
-      const model = await openModel(flags.model, { tokenizer: flags.tokenizer });
-      const genome = flags.mask ? await readMaskFile(flags.mask, model.spec) : undefined;
       const result = await exportModel({
-        spec: model.spec,
-        tokenizerPath: model.tokenizerPath,
-        genome,
+        model: flags.model,
+        tokenizer: flags.tokenizer,
+        mask: flags.mask,
         out: flags.out,
         format: flags.format as ExportFormat,
         force: flags.force,
-        onStatus: (line) => process.stderr.write(`${line}\n`),
+        onStatus: flags.json ? undefined : (line) => process.stderr.write(`${line}\n`),
       });
+      if (flags.json) {
+        process.stdout.write(`${JSON.stringify(result)}\n`);
+        return;
+      }
       const lines = [`exported     ${result.out}`, `files        ${result.files.join(', ')}`];
       const s = result.summary;
       if (s) {

@@ -1,11 +1,7 @@
 import type { Command } from 'commander';
-import { generate } from '../engine/generate.js';
-import { createRunner } from '../engine/runner.js';
-import { openModel } from '../model/open.js';
-import { createRng } from '../util/rng.js';
+import { generate } from '../index.js';
 import {
   deviceOption,
-  headMaskFromFlags,
   modelOption,
   parseDevice,
   parseFloatFlag,
@@ -19,13 +15,14 @@ interface GenerateFlags {
   model?: string;
   tokenizer?: string;
   prompt: string;
-  n: string;
+  maxNewTokens: string;
   temperature: string;
   seed: string;
   pruneHeads?: string;
   mask?: string;
   device: string;
   threads?: string;
+  json?: boolean;
 }
 
 export function registerGenerate(program: Command): void {
@@ -42,6 +39,7 @@ export function registerGenerate(program: Command): void {
     .option('--mask <file>', 'a head-mask file from `geneprune heads` (mask.json)')
     .addOption(deviceOption())
     .addOption(threadsOption())
+    .option('--json', 'print one JSON object (text, token ids, finish reason) instead of streaming the text')
     .addHelpText(
       'after',
       `
@@ -51,34 +49,34 @@ Example:
   geneprune generate -n 60
   geneprune generate --prompt "The cat" --temperature 0.8 --seed 7`,
     )
-    .action(async (flags: GenerateFlags & { maxNewTokens: string }) => {
-      const device = parseDevice(flags.device);
-      const threads = flags.threads ? parseIntFlag('--threads', flags.threads) : undefined;
-      const n = parseIntFlag('-n', flags.maxNewTokens, 0);
-      const temperature = parseFloatFlag('--temperature', flags.temperature, 0);
-      const seed = parseIntFlag('--seed', flags.seed, 0);
-      const pairs = flags.pruneHeads ? parseHeadList(flags.pruneHeads) : [];
-      const model = await openModel(flags.model, { tokenizer: flags.tokenizer });
-      const headMask = await headMaskFromFlags(model.spec, pairs, flags.mask);
-      const tok = model.tokenizer;
-      const prompt = tok.encode(flags.prompt, { bos: true });
-      if (prompt.length === 0) prompt.push(model.spec.config.bosTokenId ?? 1);
-      const runner = await createRunner(model.spec, { output: 'last_logits', device, threads });
-      const stopTokens = [tok.bosId, tok.eosId].filter((t): t is number => t !== undefined);
-      let prev = prompt[prompt.length - 1];
-      process.stdout.write(flags.prompt);
-      await generate(runner, prompt, {
-        maxNewTokens: n,
-        temperature,
-        rng: createRng(seed),
-        masks: { headMask },
-        stopTokens,
-        onToken: (id) => {
-          process.stdout.write(tok.decodeToken(prev, id));
-          prev = id;
+    .action(async (flags: GenerateFlags) => {
+      const options = {
+        model: flags.model,
+        tokenizer: flags.tokenizer,
+        prompt: flags.prompt,
+        maxNewTokens: parseIntFlag('-n', flags.maxNewTokens, 0),
+        temperature: parseFloatFlag('--temperature', flags.temperature, 0),
+        seed: parseIntFlag('--seed', flags.seed, 0),
+        pruneHeads: flags.pruneHeads ? parseHeadList(flags.pruneHeads) : [],
+        mask: flags.mask,
+        device: parseDevice(flags.device),
+        threads: flags.threads ? parseIntFlag('--threads', flags.threads) : undefined,
+      };
+      if (flags.json) {
+        process.stdout.write(`${JSON.stringify(await generate(options))}\n`);
+        return;
+      }
+      let started = false;
+      await generate({
+        ...options,
+        onText: (piece) => {
+          // The prompt is echoed once the model is loaded, so a failure prints nothing on stdout.
+          if (!started) process.stdout.write(flags.prompt);
+          started = true;
+          process.stdout.write(piece);
         },
       });
+      if (!started) process.stdout.write(flags.prompt);
       process.stdout.write('\n');
-      await runner.release();
     });
 }

@@ -1,16 +1,17 @@
 import type { Command } from 'commander';
-import { flagError } from '../errors.js';
-import type { FitnessKind } from '../search/fitness.js';
 import {
+  type FitnessKind,
+  flagError,
   HEAD_METHODS,
   type HeadMethod,
+  type HeadPreset,
   type HeadSearchEnv,
+  type HeadSearchOptions,
   type HeadSearchResult,
-  type HeadSearchSettings,
+  type QualityMetric,
   resumeHeadSearch,
-  runHeadSearch,
-} from '../search/headsearch.js';
-import type { QualityMetric } from '../search/objective.js';
+  searchHeads,
+} from '../index.js';
 import {
   deviceOption,
   modelOption,
@@ -36,50 +37,9 @@ function oneOf<T extends string>(flag: string, v: string, options: readonly T[])
   return v as T;
 }
 
-/** The paper's settings (Survival of the Smallest): population 10, tournament 3, mutation 1 %, −ppl·(1−s). */
-const SOS_PRESET: Partial<HeadSearchSettings> = {
-  population: 10,
-  tournament: 3,
-  mutationRate: 0.01,
-  fitness: 'sos',
-  metric: 'ppl',
-  elitism: 0,
-  removalBias: 0.5,
-  crossoverRate: 1,
-  sInitial: 0.1,
-};
-
-export function settingsFromFlags(f: Flags): HeadSearchSettings {
+/** Flags → search options: values parsed and range-checked here; defaults and cross-checks in the library. */
+export function optionsFromFlags(f: Flags): HeadSearchOptions {
   const str = (k: string) => (typeof f[k] === 'string' ? (f[k] as string) : undefined);
-  const preset = str('preset');
-  if (preset !== undefined && preset !== 'sos')
-    throw flagError('--preset', `unknown preset "${preset}" (known: sos)`);
-  const base: HeadSearchSettings = {
-    model: str('model'),
-    tokenizer: str('tokenizer'),
-    calib: str('calib') ?? '',
-    eval: str('eval') ?? '',
-    method: oneOf<HeadMethod>('--method', str('method') ?? 'ga', HEAD_METHODS),
-    metric: 'ppl',
-    calibTokens: 8192,
-    promote: 2,
-    population: 16,
-    generations: 30,
-    tournament: 3,
-    crossoverRate: 0.9,
-    mutationRate: 0.02,
-    removalBias: 0,
-    sInitial: 0.1,
-    fitness: 'sos',
-    lambda: 1,
-    elitism: 2,
-    seedAblation: false,
-    seed: 0,
-    ...(preset === 'sos' ? SOS_PRESET : {}),
-  };
-  if (!base.calib) throw flagError('--calib', 'required: the calibration data the search scores masks on');
-  if (!base.eval) throw flagError('--eval', 'required: the evaluation data the final mask is reported on');
-  const s: HeadSearchSettings = { ...base };
   const n = (k: string, flag: string, min = 1) => {
     const v = str(k);
     return v === undefined ? undefined : parseIntFlag(flag, v, min);
@@ -92,51 +52,41 @@ export function settingsFromFlags(f: Flags): HeadSearchSettings {
     const v = str(k);
     return v === undefined ? undefined : share(flag, v);
   };
-  const set = <K extends keyof HeadSearchSettings>(key: K, v: HeadSearchSettings[K] | undefined) => {
-    if (v !== undefined) s[key] = v;
+  const pick = <T extends string>(k: string, flag: string, options: readonly T[]) => {
+    const v = str(k);
+    return v === undefined ? undefined : oneOf(flag, v, options);
   };
-  set(
-    'metric',
-    str('metric') === undefined ? undefined : oneOf<QualityMetric>('--metric', str('metric')!, ['ppl', 'kl']),
-  );
-  set('targetSparsity', sh('targetSparsity', '--target-sparsity'));
-  set('context', n('ctx', '--ctx'));
-  set('calibTokens', n('calibTokens', '--calib-tokens'));
-  set('lowTokens', n('lowTokens', '--low-tokens'));
-  set('promote', n('promote', '--promote', 0));
-  set('evalTokens', n('evalTokens', '--eval-tokens'));
-  set('population', n('population', '--population', 2));
-  set('generations', n('generations', '--generations'));
-  set('tournament', n('tournament', '--tournament'));
-  set('crossoverRate', sh('crossoverRate', '--crossover-rate'));
-  set('mutationRate', sh('mutationRate', '--mutation-rate'));
-  set('removalBias', sh('removalBias', '--removal-bias'));
-  set('sInitial', sh('sInitial', '--s-initial'));
-  set('lambda', x('lambda', '--lambda'));
-  set('elitism', n('elitism', '--elitism', 0));
-  set('fitnessThreshold', x('fitnessThreshold', '--fitness-threshold'));
-  set('maxSparsity', sh('maxSparsity', '--max-sparsity'));
-  set('regressionSamples', n('samples', '--samples'));
-  set('seed', n('seed', '--seed', 0));
-  set('batchSize', n('batchSize', '--batch-size'));
-  if (f.seedAblation) s.seedAblation = true;
-  const fitness = str('fitness');
-  if (fitness !== undefined)
-    s.fitness = oneOf<FitnessKind>('--fitness', fitness, ['sos', 'lambda', 'budget']);
-  else if (preset === undefined && s.targetSparsity !== undefined) s.fitness = 'budget';
-  if (s.fitness === 'sos' && s.metric === 'kl') {
-    throw flagError(
-      '--fitness',
-      'sos multiplies perplexity by (1 − sparsity); with --metric kl use lambda or budget',
-    );
-  }
-  if (s.elitism >= s.population) throw flagError('--elitism', `must be below --population (${s.population})`);
-  if (s.lowTokens !== undefined && s.lowTokens >= s.calibTokens) {
-    throw flagError('--low-tokens', `must be below --calib-tokens (${s.calibTokens})`);
-  }
-  if (s.lowTokens !== undefined && s.promote < 1)
-    throw flagError('--promote', 'multi-fidelity needs --promote ≥ 1');
-  return s;
+  return {
+    model: str('model'),
+    tokenizer: str('tokenizer'),
+    calib: str('calib') ?? '',
+    eval: str('eval') ?? '',
+    preset: pick<HeadPreset>('preset', '--preset', ['sos']),
+    method: pick<HeadMethod>('method', '--method', HEAD_METHODS),
+    metric: pick<QualityMetric>('metric', '--metric', ['ppl', 'kl']),
+    fitness: pick<FitnessKind>('fitness', '--fitness', ['sos', 'lambda', 'budget']),
+    targetSparsity: sh('targetSparsity', '--target-sparsity'),
+    context: n('ctx', '--ctx'),
+    calibTokens: n('calibTokens', '--calib-tokens'),
+    lowTokens: n('lowTokens', '--low-tokens'),
+    promote: n('promote', '--promote', 0),
+    evalTokens: n('evalTokens', '--eval-tokens'),
+    population: n('population', '--population', 2),
+    generations: n('generations', '--generations'),
+    tournament: n('tournament', '--tournament'),
+    crossoverRate: sh('crossoverRate', '--crossover-rate'),
+    mutationRate: sh('mutationRate', '--mutation-rate'),
+    removalBias: sh('removalBias', '--removal-bias'),
+    sInitial: sh('sInitial', '--s-initial'),
+    lambda: x('lambda', '--lambda'),
+    elitism: n('elitism', '--elitism', 0),
+    fitnessThreshold: x('fitnessThreshold', '--fitness-threshold'),
+    maxSparsity: sh('maxSparsity', '--max-sparsity'),
+    regressionSamples: n('samples', '--samples'),
+    seed: n('seed', '--seed', 0),
+    batchSize: n('batchSize', '--batch-size'),
+    seedAblation: f.seedAblation === true ? true : undefined,
+  };
 }
 
 function formatSeconds(sec: number): string {
@@ -160,6 +110,12 @@ function printResult(r: HeadSearchResult): void {
   process.stdout.write(`${lines.join('\n')}\n`);
 }
 
+/** The result for --json: the genome as a 0/1 string, like result.json. */
+function resultJson(r: HeadSearchResult): string {
+  const { genome, ...rest } = r;
+  return JSON.stringify({ ...rest, genome: Array.from(genome).join(''), mask: `${r.runDir}/mask.json` });
+}
+
 export function registerHeads(program: Command): void {
   program
     .command('heads')
@@ -176,14 +132,20 @@ export function registerHeads(program: Command): void {
       'share of heads to remove (baselines; makes the GA hold this exact budget)',
     )
     .option('--out <dir>', 'run directory to create (config, logs, state, mask.json, result.json)')
-    .option('--resume <dir>', 'continue a GA run directory from its last finished generation')
+    .option('--resume <dir>', 'continue a GA or NSGA-II run directory from its last finished generation')
     .option(
       '--preset <name>',
       'sos = the paper: population 10, tournament 3, mutation 1 %, fitness −ppl·(1−s)',
     )
-    .option('--metric <name>', 'ppl (perplexity) or kl (KL divergence from the unpruned model)', undefined)
-    .option('--fitness <kind>', 'sos: −ppl·(1−s); lambda: −quality + λ·s; budget: −quality at a fixed size')
-    .option('--lambda <x>', 'price of sparsity in the lambda fitness (quality is ppl/dense ppl, or KL)')
+    .option('--metric <name>', 'ppl (perplexity, default) or kl (KL divergence from the unpruned model)')
+    .option(
+      '--fitness <kind>',
+      'sos: −ppl·(1−s); lambda: −quality + λ·s; budget: −quality at a fixed size (default: budget with --target-sparsity, else sos)',
+    )
+    .option(
+      '--lambda <x>',
+      'price of sparsity in the lambda fitness (quality is ppl/dense ppl, or KL; default 1)',
+    )
     .option('--population <n>', 'individuals per generation (default 16)')
     .option('--generations <n>', 'generations at most (G, default 30)')
     .option('--tournament <n>', 'tournament size (default 3)')
@@ -201,17 +163,19 @@ export function registerHeads(program: Command): void {
     .option('--eval-tokens <n>', 'evaluation tokens for the final report (default: all)')
     .option('--samples <n>', 'regression baseline: random sub-models to sample (default 2 × heads)')
     .option('--ctx <n>', "context length per window (default: the model's, at most 512)")
-    .option('--batch-size <n>', 'windows per forward pass')
+    .option('--batch-size <n>', 'windows per forward pass (default: about 2048 tokens)')
     .option('--seed <s>', 'seed for every random choice (default 0)')
     .addOption(deviceOption())
     .addOption(threadsOption())
     .option('--quiet', 'no progress display')
+    .option('--json', 'print the result as one JSON object (no progress display)')
     .addHelpText(
       'after',
       `
-Genes: one per query head, layer-major (gene = layer * heads + head), 1 = kept. With grouped-query
-attention a KV head goes only when every query head reading it goes. Every method removes the same
-number of heads when --target-sparsity is given, and all score on the same calibration tokens.
+Genes: one per query head present in the model, layer-major (layer by layer, heads in order), 1 = kept.
+With grouped-query attention a KV head goes only when every query head reading it goes. Every method
+removes the same number of heads when --target-sparsity is given, and all score on the same calibration
+tokens.
 
 Examples:
   geneprune heads --calib ../shared/data/tinystories/calib --eval ../shared/data/tinystories/eval \\
@@ -221,14 +185,15 @@ Examples:
   geneprune heads --resume runs/ga25`,
     )
     .action(async (f: Flags) => {
+      const quiet = f.quiet === true || f.json === true;
       const device = parseDevice(String(f.device));
       const threads = typeof f.threads === 'string' ? parseIntFlag('--threads', f.threads) : undefined;
-      const progress = progressLine(process.stderr, f.quiet === true);
+      const progress = progressLine(process.stderr, quiet);
       const env: HeadSearchEnv = {
         device,
         threads,
         onStatus: (line) => {
-          if (!f.quiet) {
+          if (!quiet) {
             progress.done();
             process.stderr.write(`${line}\n`);
           }
@@ -250,9 +215,10 @@ Examples:
         result = await resumeHeadSearch(f.resume, env);
       } else {
         if (typeof f.out !== 'string') throw flagError('--out', 'required: the run directory to create');
-        result = await runHeadSearch(f.out, settingsFromFlags(f), env);
+        result = await searchHeads({ ...optionsFromFlags(f), ...env, out: f.out });
       }
       progress.done();
-      printResult(result);
+      if (f.json) process.stdout.write(`${resultJson(result)}\n`);
+      else printResult(result);
     });
 }

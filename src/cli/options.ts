@@ -1,10 +1,6 @@
 /** Flags shared by the commands. Each parser throws a flagError naming the flag. */
 import { Option } from 'commander';
-import { DEVICES, type Device } from '../engine/session.js';
-import { flagError } from '../errors.js';
-import type { ModelConfig, ModelSpec } from '../model/spec.js';
-import { headMaskOf } from '../search/genome.js';
-import { readMaskFile } from '../search/maskfile.js';
+import { DEVICES, type Device, flagError } from '../index.js';
 
 export function parseIntFlag(flag: string, value: string, min = 1): number {
   if (!/^-?\d+$/.test(value.trim())) throw flagError(flag, `expected an integer, got "${value}"`);
@@ -36,42 +32,6 @@ export function parseHeadList(value: string): Array<[number, number]> {
     pairs.push([Number(m[1]), Number(m[2])]);
   }
   return pairs;
-}
-
-/** A head mask [layers * maxHeads] with the listed heads set to 0. */
-export function headMaskFromList(config: ModelConfig, pairs: Array<[number, number]>): Float32Array {
-  const maxHeads = Math.max(...config.headsPerLayer);
-  const mask = new Float32Array(config.numLayers * maxHeads).fill(1);
-  for (const [l, h] of pairs) {
-    if (l >= config.numLayers) {
-      throw flagError(
-        '--prune-heads',
-        `layer ${l} does not exist (the model has layers 0..${config.numLayers - 1})`,
-      );
-    }
-    if (h >= config.headsPerLayer[l]) {
-      throw flagError(
-        '--prune-heads',
-        `head ${h} does not exist in layer ${l} (heads 0..${config.headsPerLayer[l] - 1})`,
-      );
-    }
-    mask[l * maxHeads + h] = 0;
-  }
-  return mask;
-}
-
-/** The head mask from --prune-heads and --mask together (a head is kept only if both keep it). */
-export async function headMaskFromFlags(
-  spec: ModelSpec,
-  pairs: Array<[number, number]>,
-  maskFile?: string,
-): Promise<Float32Array> {
-  const mask = headMaskFromList(spec.config, pairs);
-  if (maskFile) {
-    const fromFile = headMaskOf(spec.config, await readMaskFile(maskFile, spec));
-    for (let i = 0; i < mask.length; i++) mask[i] *= fromFile[i];
-  }
-  return mask;
 }
 
 /** The options every model-reading command takes, defined once so their help reads the same everywhere. */

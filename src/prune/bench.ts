@@ -9,6 +9,7 @@ import { argmax } from '../engine/generate.js';
 import { emptyPastFeeds, pastFromPresent } from '../engine/kvcache.js';
 import { createRunner, type ModelRunner } from '../engine/runner.js';
 import { createEngine, type Device, type Engine } from '../engine/session.js';
+import { flagError, GenepruneError } from '../errors.js';
 import { buildDecoderGraph, loadWeights } from '../graph/decoder.js';
 import { type ModelSpec, parameterCount } from '../model/spec.js';
 import { createRng } from '../util/rng.js';
@@ -114,11 +115,19 @@ export async function benchModels(
   opts: BenchOptions,
   onProgress?: (line: string) => void,
 ): Promise<[ModelSpeed, ModelSpeed]> {
-  if (a.config.vocabSize !== b.config.vocabSize)
-    throw new Error('bench: the two models have different vocabularies');
+  if (a.config.vocabSize !== b.config.vocabSize) {
+    throw new GenepruneError(
+      'model',
+      `the two models have different vocabularies (${a.config.vocabSize} and ${b.config.vocabSize} tokens)`,
+      b.source,
+    );
+  }
   const maxPos = Math.min(a.config.maxPositions, b.config.maxPositions);
   if (opts.seq > maxPos || opts.prompt + opts.generate > maxPos) {
-    throw new Error(`bench: sequence longer than the models' context (${maxPos})`);
+    throw flagError(
+      opts.seq > maxPos ? '--seq' : '--generate',
+      `the sequence is longer than the models' context (${maxPos} tokens)`,
+    );
   }
   const rng = createRng(opts.seed);
   const V = a.config.vocabSize;

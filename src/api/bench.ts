@@ -1,0 +1,118 @@
+/**
+ * `bench`: prefill and generation speed of model A against model B (a second model, or A with a mask's heads
+ * removed in memory), interleaved in one process, next to the FLOP ratio the removed work predicts.
+ */
+import { readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { resolveModelRef } from '../checkpoint/hub.js';
+import type { Device } from '../engine/session.js';
+import { flagError } from '../errors.js';
+import { loadModelSpec } from '../model/load.js';
+import type { ModelSpec } from '../model/spec.js';
+import { benchModels, type ModelSpeed } from '../prune/bench.js';
+import { pruneHeads } from '../prune/heads.js';
+import { readMaskFile } from '../search/maskfile.js';
+import type { RuntimeOptions } from './common.js';
+
+export interface BenchOptions extends RuntimeOptions {
+  /** Model A, and optionally model B (default A: stories260K). */
+  models?: string[];
+  /** B = A with the heads this mask file removes physically removed (instead of a second model). */
+  mask?: string;
+  /** Prefill batch size (default 4) and sequence length (default 256). */
+  batch?: number;
+  seq?: number;
+  /** Prompt tokens before generation (default 16) and tokens generated per run (default 32). */
+  prompt?: number;
+  generate?: number;
+  /** Timed runs per model, median reported (default 5), after untimed warm-up runs (default 1). */
+  runs?: number;
+  warmup?: number;
+  onStatus?: (line: string) => void;
+}
+
+export interface BenchModelReport extends ModelSpeed {
+  model: string;
+  /** Bytes of its weight files (for a mask-pruned B: what its fp32 export would hold). */
+  bytes: number;
+}
+
+export interface BenchReport {
+  a: BenchModelReport;
+  b: BenchModelReport;
+  settings: Required<Pick<BenchOptions, 'batch' | 'seq' | 'prompt' | 'generate' | 'runs' | 'warmup'>> & {
+    device: Device;
+    threads?: number;
+    seed: number;
+  };
+  /** B's speed over A's. */
+  prefillSpeedup: number;
+  generateSpeedup: number;
+  /** A's forward FLOPs per token over B's: the speedup the removed work predicts. */
+  flopRatio: number;
+  prefillSpeedupOverFlopRatio: number;
+}
+
+/** Bytes of the weight files a model path holds (a .bin, or a folder's safetensors). */
+async function bytesOnDisk(path: string): Promise<number> {
+  const info = await stat(path);
+  if (!info.isDirectory()) return info.size;
+  let total = 0;
+  for (const name of await readdir(path)) {
+    if (name.endsWith('.safetensors')) total += (await stat(join(path, name))).size;
+  }
+  return total;
+}
+
+/** Speed needs no tokenizer: models are opened without one. */
+async function openForSpeed(ref: string | undefined): Promise<{ modelPath: string; spec: ModelSpec }> {
+  const { modelPath } = await resolveModelRef(ref);
+  return { modelPath, spec: await loadModelSpec(modelPath) };
+}
+
+export async function bench(opts: BenchOptions = {}): Promise<BenchReport> {
+  const models = opts.models ?? [];
+  if (models.length > 2) throw flagError('--model', 'give at most two models');
+  if (models.length === 2 && opts.mask)
+    throw flagError('--mask', 'give a second --model or a --mask, not both');
+  if (models.length < 2 && !opts.mask) throw flagError('--mask', 'needs a second --model or a --mask');
+  const settings = {
+    batch: opts.batch ?? 4,
+    seq: opts.seq ?? 256,
+    prompt: opts.prompt ?? 16,
+    generate: opts.generate ?? 32,
+    runs: opts.runs ?? 5,
+    warmup: opts.warmup ?? 1,
+    device: opts.device ?? ('cpu' as Device),
+    ...(opts.threads === undefined ? {} : { threads: opts.threads }),
+    seed: 0,
+  };
+  const a = await openForSpeed(models[0]);
+  let b: ModelSpec;
+  let bName: string;
+  let bBytes: number | undefined;
+  if (opts.mask) {
+    b = pruneHeads(a.spec, await readMaskFile(opts.mask, a.spec));
+    bName = `${opts.mask} (heads removed in memory)`;
+  } else {
+    const opened = await openForSpeed(models[1]);
+    b = opened.spec;
+    bName = opened.modelPath;
+    bBytes = await bytesOnDisk(opened.modelPath);
+  }
+  const aBytes = await bytesOnDisk(a.modelPath);
+  const [sa, sb] = await benchModels(a.spec, b, settings, opts.onStatus);
+  const prefillSpeedup =
+    sa.prefillTokensPerSecond > 0 ? sb.prefillTokensPerSecond / sa.prefillTokensPerSecond : 0;
+  const flopRatio = sa.flopsPerToken / sb.flopsPerToken;
+  return {
+    a: { model: a.modelPath, bytes: aBytes, ...sa },
+    // A mask-pruned model is not on disk: its exported fp32 safetensors would hold 4 bytes per parameter.
+    b: { model: bName, bytes: bBytes ?? sb.parameters * 4, ...sb },
+    settings,
+    prefillSpeedup,
+    generateSpeedup: sb.generateTokensPerSecond / sa.generateTokensPerSecond,
+    flopRatio,
+    prefillSpeedupOverFlopRatio: prefillSpeedup / flopRatio,
+  };
+}

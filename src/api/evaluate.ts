@@ -1,0 +1,113 @@
+/** `evaluate`: perplexity (and optionally KL to the unpruned model) of a model, masked or not, on text data. */
+import { createRunner } from '../engine/runner.js';
+import { flagError } from '../errors.js';
+import { readDataset } from '../metrics/data.js';
+import {
+  computeKlReference,
+  defaultBatchSize,
+  evaluateKl,
+  evaluatePerplexity,
+  makeWindows,
+  tokenizeDocuments,
+} from '../metrics/perplexity.js';
+import { type ModelInput, openModelInput, type RuntimeOptions } from './common.js';
+import { type HeadMaskChoice, headListText, resolveHeadMask } from './masks.js';
+
+export interface EvaluateOptions extends RuntimeOptions, HeadMaskChoice {
+  model?: ModelInput;
+  /** Tokenizer file (default: found beside the model). */
+  tokenizer?: string;
+  /** A text file, a folder of .txt/.jsonl files, or JSONL with a `text` field. */
+  data: string;
+  /** Context length per window (default: the model's). */
+  context?: number;
+  /** Score at most this many predicted tokens. */
+  maxTokens?: number;
+  /** Windows per forward pass (default: about 2048 tokens). */
+  batchSize?: number;
+  /** Also compute the mean KL divergence from the unpruned model. */
+  kl?: boolean;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface EvaluateResult {
+  model: string;
+  tokenizer: string;
+  data: string;
+  documents: number;
+  context: number;
+  prunedHeads: string[];
+  mask?: string;
+  /** Predicted tokens scored. */
+  tokens: number;
+  meanNll: number;
+  perplexity: number;
+  /** Mean KL(unpruned ‖ masked) in nats per token, when asked for. */
+  meanKl?: number;
+  seconds: number;
+  tokensPerSecond: number;
+  device: string;
+}
+
+/**
+ * Protocol (llama2.c's validation loss): each document is BOS + tokens, documents are concatenated, window i
+ * covers tokens [i·ctx, i·ctx + ctx], and the mean NLL is over every predicted token.
+ */
+export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
+  const device = opts.device ?? 'cpu';
+  const model = await openModelInput(opts.model, opts.tokenizer);
+  const { config } = model.spec;
+  const context = opts.context ?? config.maxPositions;
+  if (context > config.maxPositions) {
+    throw flagError('--ctx', `${context} exceeds the model's context length ${config.maxPositions}`);
+  }
+  const batchSize = opts.batchSize ?? defaultBatchSize(context);
+  const headMask = await resolveHeadMask(model.spec, opts);
+  const data = await readDataset(opts.data);
+  const windows = makeWindows(
+    tokenizeDocuments(data.documents, model.tokenizer),
+    context,
+    opts.maxTokens,
+    opts.data,
+  );
+  const runtime = { device, threads: opts.threads };
+  const runner = await createRunner(model.spec, { output: 'nll', ...runtime });
+  let result: Awaited<ReturnType<typeof evaluatePerplexity>>;
+  try {
+    result = await evaluatePerplexity(runner, windows, {
+      masks: { headMask },
+      batchSize,
+      onProgress: (p) => opts.onProgress?.(p.done, p.total),
+    });
+  } finally {
+    await runner.release();
+  }
+  let meanKl: number | undefined;
+  if (opts.kl) {
+    // The unpruned model's log-probabilities once, then the masked model's KL from them.
+    const dense = await createRunner(model.spec, { output: 'logprobs', ...runtime });
+    const reference = await computeKlReference(dense, windows, batchSize).finally(() => dense.release());
+    const klRunner = await createRunner(model.spec, { output: 'kl', ...runtime });
+    meanKl = (
+      await evaluateKl(klRunner, windows, reference, { masks: { headMask } }).finally(() =>
+        klRunner.release(),
+      )
+    ).meanKl;
+  }
+  return {
+    model: model.modelPath,
+    tokenizer: model.tokenizerPath,
+    data: opts.data,
+    documents: data.documents.length,
+    context,
+    prunedHeads: headListText(opts.pruneHeads ?? []),
+    ...(opts.mask ? { mask: opts.mask } : {}),
+    tokens: result.tokens,
+    meanNll: result.meanNll,
+    perplexity: result.perplexity,
+    ...(meanKl === undefined ? {} : { meanKl }),
+    seconds: result.seconds,
+    tokensPerSecond: result.tokensPerSecond,
+    device,
+  };
+}

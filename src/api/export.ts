@@ -1,0 +1,50 @@
+/**
+ * `exportModel`: remove the heads a mask removes and write the smaller model as a Hugging Face and/or
+ * transformers.js folder. Without a mask the model is exported whole (a format conversion).
+ */
+import { flagError } from '../errors.js';
+import {
+  EXPORT_FORMATS,
+  type ExportFormat,
+  type ExportResult,
+  exportModel as writeExport,
+} from '../prune/export.js';
+import { readMaskFile } from '../search/maskfile.js';
+import { type ModelInput, openModelInput } from './common.js';
+
+export interface ExportOptions {
+  model?: ModelInput;
+  /** Tokenizer to copy or convert (default: found beside the model). */
+  tokenizer?: string;
+  /** Head-mask file from a head search (`mask.json`), checked against the model. */
+  mask?: string;
+  /** Output folder: created when complete; an existing non-empty one is replaced only with `force`. */
+  out: string;
+  /** 'all' (default), 'hf' or 'transformersjs'. */
+  format?: ExportFormat;
+  force?: boolean;
+  onStatus?: (line: string) => void;
+}
+
+export { EXPORT_FORMATS, type ExportFormat, type ExportResult };
+
+export async function exportModel(
+  opts: ExportOptions,
+): Promise<ExportResult & { model: string; mask?: string }> {
+  const format = opts.format ?? 'all';
+  if (!EXPORT_FORMATS.includes(format)) {
+    throw flagError('--format', `"${format}" is not one of ${EXPORT_FORMATS.join(', ')}`);
+  }
+  const model = await openModelInput(opts.model, opts.tokenizer);
+  const genome = opts.mask ? await readMaskFile(opts.mask, model.spec) : undefined;
+  const result = await writeExport({
+    spec: model.spec,
+    tokenizerPath: model.tokenizerPath,
+    genome,
+    out: opts.out,
+    format,
+    force: opts.force,
+    onStatus: opts.onStatus,
+  });
+  return { ...result, model: model.modelPath, ...(opts.mask ? { mask: opts.mask } : {}) };
+}

@@ -1,0 +1,90 @@
+/** `generate`: continue a prompt with a model, masked or not (greedy by default, or seeded sampling). */
+import { generate as generateTokens } from '../engine/generate.js';
+import { createRunner } from '../engine/runner.js';
+import { createRng } from '../util/rng.js';
+import { type ModelInput, openModelInput, type RuntimeOptions } from './common.js';
+import { type HeadMaskChoice, headListText, resolveHeadMask } from './masks.js';
+
+export interface GenerateOptions extends RuntimeOptions, HeadMaskChoice {
+  model?: ModelInput;
+  tokenizer?: string;
+  /** Text to continue (default: start from BOS alone). */
+  prompt?: string;
+  /** New tokens at most (default 200). */
+  maxNewTokens?: number;
+  /** 0 = greedy (default); > 0 samples from softmax(logits / temperature). */
+  temperature?: number;
+  /** Seed for sampling (default 0). */
+  seed?: number;
+  /** Called with each new piece of text as it is produced. */
+  onText?: (text: string) => void;
+}
+
+export interface GenerateResult {
+  model: string;
+  prompt: string;
+  /** The generated continuation (without the prompt). */
+  text: string;
+  /** Prompt token ids (BOS first), then the generated ids. */
+  promptTokens: number[];
+  tokens: number[];
+  /** 'length' when maxNewTokens were produced, 'stop' when the model emitted BOS/EOS. */
+  finish: 'length' | 'stop';
+  prunedHeads: string[];
+  mask?: string;
+  temperature: number;
+  seed: number;
+  seconds: number;
+  device: string;
+}
+
+export async function generate(opts: GenerateOptions = {}): Promise<GenerateResult> {
+  const device = opts.device ?? 'cpu';
+  const maxNewTokens = opts.maxNewTokens ?? 200;
+  const temperature = opts.temperature ?? 0;
+  const seed = opts.seed ?? 0;
+  const promptText = opts.prompt ?? '';
+  const model = await openModelInput(opts.model, opts.tokenizer);
+  const headMask = await resolveHeadMask(model.spec, opts);
+  const tok = model.tokenizer;
+  const prompt = tok.encode(promptText, { bos: true });
+  if (prompt.length === 0) prompt.push(model.spec.config.bosTokenId ?? 1);
+  const runner = await createRunner(model.spec, { output: 'last_logits', device, threads: opts.threads });
+  const stopTokens = [tok.bosId, tok.eosId].filter((t): t is number => t !== undefined);
+  let prev = prompt[prompt.length - 1];
+  let text = '';
+  const t0 = performance.now();
+  let all: number[];
+  try {
+    all = await generateTokens(runner, prompt, {
+      maxNewTokens,
+      temperature,
+      rng: createRng(seed),
+      masks: { headMask },
+      stopTokens,
+      onToken: (id) => {
+        const piece = tok.decodeToken(prev, id);
+        text += piece;
+        prev = id;
+        opts.onText?.(piece);
+      },
+    });
+  } finally {
+    await runner.release();
+  }
+  const tokens = all.slice(prompt.length);
+  return {
+    model: model.modelPath,
+    prompt: promptText,
+    text,
+    promptTokens: prompt,
+    tokens,
+    finish: tokens.length < maxNewTokens ? 'stop' : 'length',
+    prunedHeads: headListText(opts.pruneHeads ?? []),
+    ...(opts.mask ? { mask: opts.mask } : {}),
+    temperature,
+    seed,
+    seconds: (performance.now() - t0) / 1000,
+    device,
+  };
+}

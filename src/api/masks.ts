@@ -1,0 +1,55 @@
+/**
+ * Head masks as the commands take them: a list of heads to drop (`pruneHeads`, 0-based layer and head within
+ * the layer's present heads) and/or a mask file from a head search. A head is kept only if both keep it.
+ */
+import { flagError } from '../errors.js';
+import type { ModelConfig, ModelSpec } from '../model/spec.js';
+import { headMaskOf } from '../search/genome.js';
+import { readMaskFile } from '../search/maskfile.js';
+
+/** [layer, head] pairs, 0-based. */
+export type HeadList = ReadonlyArray<readonly [number, number]>;
+
+/** The engine's head mask [layers * maxHeads] with the listed heads set to 0. */
+export function headMaskFromList(config: ModelConfig, pairs: HeadList): Float32Array {
+  const maxHeads = Math.max(0, ...config.headsPerLayer);
+  const mask = new Float32Array(config.numLayers * maxHeads).fill(1);
+  for (const [l, h] of pairs) {
+    if (!Number.isInteger(l) || l < 0 || l >= config.numLayers) {
+      throw flagError(
+        '--prune-heads',
+        `layer ${l} does not exist (the model has layers 0..${config.numLayers - 1})`,
+      );
+    }
+    if (!Number.isInteger(h) || h < 0 || h >= config.headsPerLayer[l]) {
+      throw flagError(
+        '--prune-heads',
+        `head ${h} does not exist in layer ${l} (heads 0..${config.headsPerLayer[l] - 1})`,
+      );
+    }
+    mask[l * maxHeads + h] = 0;
+  }
+  return mask;
+}
+
+export interface HeadMaskChoice {
+  /** Heads to drop, [layer, head] (0-based). */
+  pruneHeads?: HeadList;
+  /** A head-mask file (`mask.json` from a head search), checked against the model. */
+  mask?: string;
+}
+
+/** The head mask for a model from a head list and a mask file together. */
+export async function resolveHeadMask(spec: ModelSpec, choice: HeadMaskChoice): Promise<Float32Array> {
+  const mask = headMaskFromList(spec.config, choice.pruneHeads ?? []);
+  if (choice.mask) {
+    const fromFile = headMaskOf(spec.config, await readMaskFile(choice.mask, spec));
+    for (let i = 0; i < mask.length; i++) mask[i] *= fromFile[i];
+  }
+  return mask;
+}
+
+/** `L:H` strings for reports. */
+export function headListText(pairs: HeadList): string[] {
+  return pairs.map(([l, h]) => `${l}:${h}`);
+}

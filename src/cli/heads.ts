@@ -144,10 +144,10 @@ export function registerHeads(program: Command): void {
     )
     .option(
       '--lambda <x>',
-      'price of sparsity in the lambda fitness (quality is ppl/dense ppl, or KL; default 1)',
+      'price of sparsity in the lambda fitness, quality being ppl/dense ppl or KL (default 1)',
     )
     .option('--population <n>', 'individuals per generation (default 16)')
-    .option('--generations <n>', 'generations at most (G, default 30)')
+    .option('--generations <n>', 'generations at most, G (default 30)')
     .option('--tournament <n>', 'tournament size (default 3)')
     .option('--crossover-rate <p>', 'probability a pair is crossed over (default 0.9)')
     .option('--mutation-rate <p>', 'flip-bit probability per gene (default 0.02)')

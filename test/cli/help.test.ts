@@ -1,0 +1,80 @@
+/**
+ * `--help` and the README tell the same story: every flag a command's help lists is documented in the README,
+ * every flag the README names exists, and the defaults the heads help states are the library's defaults.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { HEAD_SEARCH_DEFAULTS } from '../../src/index.js';
+import { REPO_ROOT } from '../shared.js';
+
+const COMMANDS = ['eval', 'generate', 'heads', 'export', 'bench'];
+
+function help(command: string): string {
+  const r = spawnSync(
+    process.execPath,
+    ['--import', 'tsx', join(REPO_ROOT, 'src/cli/main.ts'), command, '--help'],
+    { cwd: REPO_ROOT, encoding: 'utf8', timeout: 60_000 },
+  );
+  assert.equal(r.status, 0, r.stderr);
+  return r.stdout;
+}
+
+/** The long flags a help text's Options section lists. */
+function flagsOf(text: string): string[] {
+  const options = text.slice(text.indexOf('Options:'));
+  return [...options.matchAll(/^ {2}(?:-\w, )?(--[a-z][a-z-]*)/gm)]
+    .map((m) => m[1])
+    .filter((f) => f !== '--help');
+}
+
+/** Help text with commander's line wrapping undone, one option per line. */
+function unwrapped(text: string): string {
+  return text.replace(/\n {20,}/g, ' ');
+}
+
+const readme = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8');
+const helps = new Map(COMMANDS.map((c) => [c, help(c)]));
+
+describe('help texts and the README agree', () => {
+  for (const command of COMMANDS) {
+    test(`every flag of ${command} --help is documented in the README`, () => {
+      const missing = flagsOf(helps.get(command)!).filter((f) => !readme.includes(f));
+      assert.deepEqual(missing, [], `${command} flags the README never mentions`);
+    });
+  }
+
+  test('every flag the README names exists in some command', () => {
+    const known = new Set([...helps.values()].flatMap(flagsOf));
+    const named = new Set([...readme.matchAll(/(?<![\w-])(--[a-z][a-z-]+)/g)].map((m) => m[1]));
+    // npm's own flags and the test runner's, which the README shows in commands.
+    for (const f of ['--no-audit', '--no-fund', '--import', '--test', '--force', '--version', '--help'])
+      named.delete(f);
+    const unknown = [...named].filter((f) => !known.has(f));
+    assert.deepEqual(unknown, [], 'flags in the README that no command has');
+  });
+
+  test('the defaults heads --help states are the library defaults', () => {
+    const text = unwrapped(helps.get('heads')!);
+    const stated = (flag: string) => {
+      const line = text.split('\n').find((l) => l.trimStart().startsWith(`${flag} `));
+      const m = line && /\(default ([\d.]+)\)/.exec(line);
+      assert.ok(m, `heads --help states no default for ${flag}`);
+      return Number(m[1]);
+    };
+    const d = HEAD_SEARCH_DEFAULTS;
+    assert.equal(stated('--population'), d.population);
+    assert.equal(stated('--generations'), d.generations);
+    assert.equal(stated('--tournament'), d.tournament);
+    assert.equal(stated('--crossover-rate'), d.crossoverRate);
+    assert.equal(stated('--mutation-rate'), d.mutationRate);
+    assert.equal(stated('--removal-bias'), d.removalBias);
+    assert.equal(stated('--s-initial'), d.sInitial);
+    assert.equal(stated('--elitism'), d.elitism);
+    assert.equal(stated('--calib-tokens'), d.calibTokens);
+    assert.equal(stated('--promote'), d.promote);
+    assert.equal(stated('--lambda'), d.lambda);
+  });
+});

@@ -9,6 +9,7 @@ import {
   evaluatePerplexity,
   makeWindows,
   tokenizeDocuments,
+  tokenizePrefix,
 } from '../metrics/perplexity.js';
 import { openModel } from '../model/open.js';
 import {
@@ -88,13 +89,15 @@ Example:
         ? parseIntFlag('--batch-size', flags.batchSize)
         : defaultBatchSize(ctx);
       const headMask = await headMaskFromFlags(model.spec, pairs, flags.mask);
-      const data = await readDataset(flags.data);
-      const windows = makeWindows(
-        tokenizeDocuments(data.documents, model.tokenizer),
-        ctx,
-        maxTokens,
-        flags.data,
-      );
+      // With --max-tokens only the first maxTokens + 1 tokens are read and tokenized, however large the data.
+      const data =
+        maxTokens === undefined
+          ? await readDataset(flags.data).then((d) => ({
+              documents: d.documents.length,
+              tokens: tokenizeDocuments(d.documents, model.tokenizer),
+            }))
+          : await tokenizePrefix(flags.data, model.tokenizer, maxTokens + 1);
+      const windows = makeWindows(data.tokens, ctx, maxTokens, flags.data);
       const runner = await createRunner(model.spec, { output: 'nll', device, threads });
       const progress = progressLine(process.stderr, flags.json);
       const result = await evaluatePerplexity(runner, windows, {
@@ -118,7 +121,7 @@ Example:
         model: model.modelPath,
         tokenizer: model.tokenizerPath,
         data: flags.data,
-        documents: data.documents.length,
+        documents: data.documents,
         context: ctx,
         prunedHeads: pairs.map(([l, h]) => `${l}:${h}`),
         mask: flags.mask,

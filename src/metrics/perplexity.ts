@@ -9,6 +9,7 @@
 import { type CandidateMasks, IGNORE_INDEX, type ModelRunner, type TokenBatch } from '../engine/runner.js';
 import { dataError } from '../errors.js';
 import type { Tokenizer } from '../tokenizer/types.js';
+import { type StreamStats, streamDocuments } from './data.js';
 
 /** Token windows of up to C+1 tokens each (inputs are the first C, targets the last C). */
 export interface Windows {
@@ -24,6 +25,101 @@ export function tokenizeDocuments(documents: string[], tokenizer: Tokenizer): nu
     for (const id of tokenizer.encode(doc, { bos: true })) stream.push(id);
   }
   return stream;
+}
+
+export interface TokenPrefix {
+  /** The first `count` tokens of tokenizeDocuments(readDataset(path).documents) (fewer when the data ends). */
+  tokens: number[];
+  /** Documents that contributed tokens (the last one possibly in part). */
+  documents: number;
+  /** Files opened, in order, and bytes read from them. */
+  files: string[];
+  bytesRead: number;
+}
+
+export interface TokenPrefixOptions {
+  /** Bytes per file read (default 64 KiB). */
+  chunkBytes?: number;
+  /** A document longer than this (UTF-16 units) is tokenized in pieces of about this size (default 16 Ki). */
+  pieceChars?: number;
+}
+
+/** Any word works: it only gives the continuation piece a left neighbour that is not whitespace. */
+const ANCHOR = 'a';
+
+/**
+ * The first `count` tokens of a data path, reading and tokenizing only as much as they need (eval
+ * --max-tokens on a 30 MB file reads a few hundred KB). The result equals the prefix of tokenizing every
+ * document whole, because:
+ * - documents arrive in readDataset's order and are encoded as BOS + tokens, trimmed, empty ones skipped;
+ * - a long document is cut just before a space that follows a non-space character. SentencePiece-style
+ *   tokenizers (llama2.c's tokenizer.bin and the tokenizer.json made from it, Hugging Face LLaMA tokenizers)
+ *   and GPT-2-style pre-tokenizers never put such a space inside a token (a space only starts a piece), so no
+ *   merge crosses the cut and each side tokenizes on its own. A piece after a cut is encoded behind an
+ *   anchor word ("a" + piece, the anchor's tokens dropped) so it gets no dummy-prefix space of its own.
+ *   test/metrics/prefix.test.ts checks the claim on the real tokenizers and data.
+ * A document with no such space (one endless word) cannot be cut and is held whole until it ends or the
+ * count is reached.
+ */
+export async function tokenizePrefix(
+  path: string,
+  tokenizer: Tokenizer,
+  count: number,
+  opts: TokenPrefixOptions = {},
+): Promise<TokenPrefix> {
+  const pieceChars = opts.pieceChars ?? 16 * 1024;
+  const anchorTokens = tokenizer.encode(ANCHOR, { bos: false, eos: false }).length;
+  const stats: StreamStats = { bytesRead: 0, files: [] };
+  const tokens: number[] = [];
+  let documents = 0;
+  let pending = ''; // text of the current document not yet tokenized
+  let started = false; // the current document has had non-whitespace text
+  let first = true; // the next piece is the document's first (BOS, dummy prefix)
+
+  const emit = (piece: string): void => {
+    const ids = first
+      ? tokenizer.encode(piece, { bos: true, eos: false })
+      : tokenizer.encode(ANCHOR + piece, { bos: false, eos: false }).slice(anchorTokens);
+    if (first) documents++;
+    first = false;
+    for (const id of ids) {
+      if (tokens.length === count) return;
+      tokens.push(id);
+    }
+  };
+  /** The last place `pending` may be cut: before a space whose left neighbour is not whitespace. */
+  const cutPoint = (): number => {
+    for (let p = pending.lastIndexOf(' '); p > 0; p = pending.lastIndexOf(' ', p - 1)) {
+      if (!/\s/.test(pending[p - 1])) return p;
+    }
+    return -1;
+  };
+
+  const stream = streamDocuments(path, { chunkBytes: opts.chunkBytes, stats });
+  for await (const event of stream) {
+    if (tokens.length >= count) break;
+    if (event.kind === 'end') {
+      pending = pending.trimEnd();
+      if (pending) emit(pending);
+      pending = '';
+      started = false;
+      first = true;
+      continue;
+    }
+    pending += event.text;
+    if (!started) {
+      pending = pending.trimStart();
+      started = pending.length > 0;
+    }
+    while (pending.length > pieceChars) {
+      const cut = cutPoint();
+      if (cut < 0) break;
+      emit(pending.slice(0, cut));
+      pending = pending.slice(cut);
+      if (tokens.length >= count) break;
+    }
+  }
+  return { tokens, documents, files: stats.files, bytesRead: stats.bytesRead };
 }
 
 /**

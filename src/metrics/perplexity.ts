@@ -7,7 +7,7 @@
  */
 
 import { type CandidateMasks, IGNORE_INDEX, type ModelRunner, type TokenBatch } from '../engine/runner.js';
-import { dataError } from '../errors.js';
+import { dataError, GenepruneError } from '../errors.js';
 import type { Tokenizer } from '../tokenizer/types.js';
 import { type StreamStats, streamDocuments } from './data.js';
 
@@ -17,6 +17,8 @@ export interface Windows {
   rows: Int32Array[];
   /** Predicted tokens in all windows together. */
   tokens: number;
+  /** The data the windows come from (a path, or e.g. "calibration data"), for messages. */
+  source?: string;
 }
 
 export function tokenizeDocuments(documents: string[], tokenizer: Tokenizer): number[] {
@@ -145,7 +147,7 @@ export function makeWindows(
     rows.push(row);
     tokens += row.length - 1;
   }
-  return { context, rows, tokens };
+  return { context, rows, tokens, source: where };
 }
 
 /** Groups windows into padded batches of `batchSize` rows. */
@@ -186,18 +188,68 @@ export function defaultBatchSize(context: number): number {
   return Math.max(1, Math.round(2048 / context));
 }
 
+/**
+ * What to do when the model produces a non-finite value: 'throw' (the default: a reported NaN is a wrong
+ * answer, so it is an error naming the data and the window) or 'infinite' (a search scoring a candidate:
+ * the result is +Infinity, the worst possible quality, and the search carries on).
+ */
+export type NonFinitePolicy = 'throw' | 'infinite';
+
+/** Scans one batch's per-token values; returns the first valid non-finite one's position, or −1. */
+function firstNonFiniteValid(values: Float32Array, valid: Uint8Array): number {
+  for (let i = 0; i < values.length; i++) {
+    const x = values[i];
+    if (valid[i] && x - x !== 0) return i;
+  }
+  return -1;
+}
+
+function nonFiniteError(
+  what: string,
+  windows: Windows,
+  batchIndex: number,
+  batchSize: number,
+  seq: number,
+  at: number,
+  value: number,
+): GenepruneError {
+  const row = Math.floor(at / seq);
+  const window = batchIndex * batchSize + row;
+  return new GenepruneError(
+    'model',
+    `the model produced a non-finite ${what} (${value}) in window ${window} of ${windows.rows.length} ` +
+      `(batch ${batchIndex}, token ${at % seq} of the window): the weights or the computation overflow`,
+    windows.source ?? 'data',
+  );
+}
+
 export async function evaluatePerplexity(
   runner: ModelRunner,
   windows: Windows,
-  opts: { masks?: CandidateMasks; batchSize?: number; onProgress?: (p: EvalProgress) => void } = {},
+  opts: {
+    masks?: CandidateMasks;
+    batchSize?: number;
+    onProgress?: (p: EvalProgress) => void;
+    nonFinite?: NonFinitePolicy;
+  } = {},
 ): Promise<PerplexityResult> {
   if (runner.output !== 'nll') throw new Error('evaluatePerplexity needs an nll runner');
   const batchSize = opts.batchSize ?? defaultBatchSize(windows.context);
   const t0 = performance.now();
   let sum = 0;
   let count = 0;
+  let b = 0;
   for (const batch of batches(windows, batchSize)) {
     const nll = await runner.run(batch, opts.masks);
+    const bad = firstNonFiniteValid(nll, batch.valid);
+    if (bad >= 0) {
+      if (opts.nonFinite !== 'infinite')
+        throw nonFiniteError('NLL', windows, b, batchSize, batch.seq, bad, nll[bad]);
+      const seconds = (performance.now() - t0) / 1000;
+      const n = windows.tokens;
+      return { tokens: n, meanNll: Infinity, perplexity: Infinity, seconds, tokensPerSecond: n / seconds };
+    }
+    b++;
     for (let i = 0; i < nll.length; i++) {
       if (batch.valid[i]) {
         sum += nll[i];
@@ -224,7 +276,20 @@ export async function computeKlReference(
 ): Promise<KlReference> {
   if (logprobRunner.output !== 'logprobs') throw new Error('computeKlReference needs a logprobs runner');
   const logprobs: Float32Array[] = [];
-  for (const batch of batches(windows, batchSize)) logprobs.push(await logprobRunner.run(batch));
+  for (const batch of batches(windows, batchSize)) {
+    const lp = await logprobRunner.run(batch);
+    // The reference is the unpruned model: NaN or +Inf there makes every KL meaningless (−Inf is a
+    // log-probability of 0 and allowed).
+    for (let i = 0; i < lp.length; i++) {
+      if (!(lp[i] <= 0)) {
+        const vocab = lp.length / (batch.batch * batch.seq);
+        const token = Math.floor(i / vocab);
+        if (!batch.valid[token]) continue;
+        throw nonFiniteError('log-probability', windows, logprobs.length, batchSize, batch.seq, token, lp[i]);
+      }
+    }
+    logprobs.push(lp);
+  }
   return { batchSize, logprobs };
 }
 
@@ -239,7 +304,7 @@ export async function evaluateKl(
   klRunner: ModelRunner,
   windows: Windows,
   reference: KlReference,
-  opts: { masks?: CandidateMasks } = {},
+  opts: { masks?: CandidateMasks; nonFinite?: NonFinitePolicy } = {},
 ): Promise<KlResult> {
   if (klRunner.output !== 'kl') throw new Error('evaluateKl needs a kl runner');
   const t0 = performance.now();
@@ -247,7 +312,14 @@ export async function evaluateKl(
   let count = 0;
   let b = 0;
   for (const batch of batches(windows, reference.batchSize)) {
-    const kl = await klRunner.run({ ...batch, refLogprobs: reference.logprobs[b++] }, opts.masks);
+    const kl = await klRunner.run({ ...batch, refLogprobs: reference.logprobs[b] }, opts.masks);
+    const bad = firstNonFiniteValid(kl, batch.valid);
+    if (bad >= 0) {
+      if (opts.nonFinite !== 'infinite')
+        throw nonFiniteError('KL divergence', windows, b, reference.batchSize, batch.seq, bad, kl[bad]);
+      return { tokens: windows.tokens, meanKl: Infinity, seconds: (performance.now() - t0) / 1000 };
+    }
+    b++;
     for (let i = 0; i < kl.length; i++) {
       if (batch.valid[i]) {
         sum += kl[i];

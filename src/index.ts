@@ -50,7 +50,7 @@ export {
 export { availableDevices, createEngine, DEVICES, type Device, type Engine } from './engine/session.js';
 export { dataError, type ErrorKind, fileError, flagError, GenepruneError } from './errors.js';
 export { buildDecoderGraph, type GraphOutputMode, loadWeights } from './graph/decoder.js';
-export { type Dataset, readDataset } from './metrics/data.js';
+export { type Dataset, firstNonTextByte, readDataset, streamDocuments } from './metrics/data.js';
 export {
   computeKlReference,
   evaluateKl,
@@ -58,6 +58,7 @@ export {
   makeWindows,
   type PerplexityResult,
   tokenizeDocuments,
+  tokenizePrefix,
   type Windows,
 } from './metrics/perplexity.js';
 export { llamaSpecToHf, writeLlama2cFromSpec } from './model/llama.js';

@@ -9,6 +9,7 @@ import {
   evaluatePerplexity,
   makeWindows,
   tokenizeDocuments,
+  tokenizePrefix,
 } from '../metrics/perplexity.js';
 import { type ModelInput, openModelInput, type RuntimeOptions } from './common.js';
 import { type HeadMaskChoice, headListText, resolveHeadMask } from './masks.js';
@@ -63,13 +64,16 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
   }
   const batchSize = opts.batchSize ?? defaultBatchSize(context);
   const headMask = await resolveHeadMask(model.spec, opts);
-  const data = await readDataset(opts.data);
-  const windows = makeWindows(
-    tokenizeDocuments(data.documents, model.tokenizer),
-    context,
-    opts.maxTokens,
-    opts.data,
-  );
+  // With maxTokens only the first maxTokens + 1 tokens are read and tokenized, however large the data.
+  const maxTokens = opts.maxTokens;
+  const data =
+    maxTokens === undefined
+      ? await readDataset(opts.data).then((d) => ({
+          documents: d.documents.length,
+          tokens: tokenizeDocuments(d.documents, model.tokenizer),
+        }))
+      : await tokenizePrefix(opts.data, model.tokenizer, maxTokens + 1);
+  const windows = makeWindows(data.tokens, context, maxTokens, opts.data);
   const runtime = { device, threads: opts.threads };
   const runner = await createRunner(model.spec, { output: 'nll', ...runtime });
   let result: Awaited<ReturnType<typeof evaluatePerplexity>>;
@@ -98,7 +102,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
     model: model.modelPath,
     tokenizer: model.tokenizerPath,
     data: opts.data,
-    documents: data.documents.length,
+    documents: data.documents,
     context,
     prunedHeads: headListText(opts.pruneHeads ?? []),
     ...(opts.mask ? { mask: opts.mask } : {}),

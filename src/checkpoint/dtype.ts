@@ -107,6 +107,31 @@ export function toFloat32(dtype: Dtype, bytes: Uint8Array): Float32Array {
   }
 }
 
+/**
+ * Index of the first NaN or ±Inf in `values`, or −1. A plain loop (x − x is 0 exactly for finite x), cheap next
+ * to reading the bytes; every tensor loaded from a file passes through it so no command computes on garbage.
+ */
+export function firstNonFinite(values: Float32Array): number {
+  for (let i = 0; i < values.length; i++) {
+    const x = values[i];
+    if (x - x !== 0) return i;
+  }
+  return -1;
+}
+
+/** Where element `index` sits in a tensor of `shape`: "row r, column c" for matrices, else the index tuple. */
+export function describeElement(shape: readonly number[], index: number): string {
+  if (shape.length <= 1) return `element ${index}`;
+  const at = new Array<number>(shape.length);
+  let rest = index;
+  for (let d = shape.length - 1; d >= 0; d--) {
+    at[d] = rest % shape[d];
+    rest = Math.floor(rest / shape[d]);
+  }
+  if (shape.length === 2) return `element ${index} (row ${at[0]}, column ${at[1]})`;
+  return `element ${index} (index [${at.join(',')}])`;
+}
+
 const scratchF = new Float32Array(1);
 const scratchU = new Uint32Array(scratchF.buffer);
 

@@ -5,7 +5,15 @@
  */
 import { fileError } from '../errors.js';
 import type { TensorSource } from '../model/spec.js';
-import { DTYPE_BYTES, type Dtype, fromFloat32, isDtype, toFloat32 } from './dtype.js';
+import {
+  DTYPE_BYTES,
+  type Dtype,
+  describeElement,
+  firstNonFinite,
+  fromFloat32,
+  isDtype,
+  toFloat32,
+} from './dtype.js';
 import { fileSize, readRange, writeAll, writeFileAtomic } from './io.js';
 
 /** Same bound as the reference implementation: real headers are at most a few MB. */
@@ -37,7 +45,11 @@ export function numelOf(shape: readonly number[]): number {
 
 const fmtShape = (shape: readonly number[]): string => `[${shape.join(',')}]`;
 
-/** A tensor read lazily from `file` at an absolute byte range and widened to fp32. */
+/**
+ * A tensor read lazily from `file` at an absolute byte range and widened to fp32. Every checkpoint format's
+ * tensors load through here, so this is where NaN/Inf weights are refused: one bad value makes every
+ * perplexity NaN and every generated token meaningless, and the user should learn which tensor is broken.
+ */
 export function fileTensor(
   file: string,
   name: string,
@@ -57,7 +69,15 @@ export function fileTensor(
       if (byteLength === 0) return new Float32Array(0);
       const bytes = new Uint8Array(byteLength);
       await readRange(file, byteOffset, bytes);
-      return toFloat32(dtype, bytes);
+      const values = toFloat32(dtype, bytes);
+      const bad = firstNonFinite(values);
+      if (bad >= 0) {
+        throw fileError(
+          file,
+          `tensor ${name} ${fmtShape(shape)} holds ${values[bad]} at ${describeElement(shape, bad)}: the weights are corrupt (NaN/Inf)`,
+        );
+      }
+      return values;
     },
   };
 }

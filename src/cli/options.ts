@@ -5,6 +5,10 @@ import { DEVICES, type Device, flagError } from '../index.js';
 export function parseIntFlag(flag: string, value: string, min = 1): number {
   if (!/^-?\d+$/.test(value.trim())) throw flagError(flag, `expected an integer, got "${value}"`);
   const n = Number(value);
+  // Beyond 2^53 a double cannot hold every integer: 9007199254740993 would silently become …992.
+  if (!Number.isSafeInteger(n)) {
+    throw flagError(flag, `${value.trim()} is outside the exact integer range (±${Number.MAX_SAFE_INTEGER})`);
+  }
   if (n < min) throw flagError(flag, `must be ≥ ${min}, got ${n}`);
   return n;
 }

@@ -2,6 +2,7 @@
  * Text generation on a 'last_logits' runner. Each step re-runs the whole (cropped) sequence: simple and exact,
  * fast enough for small models and for checking what a pruned model says. A KV-cache graph comes with export.
  */
+import { GenepruneError } from '../errors.js';
 import type { Rng } from '../util/rng.js';
 import type { CandidateMasks, ModelRunner } from './runner.js';
 
@@ -58,6 +59,17 @@ export async function generate(
     const window = tokens.slice(Math.max(0, tokens.length - maxPos));
     const ids = BigInt64Array.from(window.map((t) => BigInt(t)));
     const logits = await runner.run({ batch: 1, seq: window.length, ids }, opts.masks);
+    // argmax over NaNs picks token 0 (<unk>) every step: a wrong answer, not output.
+    for (let i = 0; i < logits.length; i++) {
+      if (logits[i] - logits[i] !== 0) {
+        throw new GenepruneError(
+          'model',
+          `the model produced a non-finite logit (${logits[i]} for token ${i}) at generation step ${step + 1}: ` +
+            'the weights or the computation overflow',
+          runner.spec.source,
+        );
+      }
+    }
     const next = temperature > 0 ? sampleWithTemperature(logits, temperature, opts.rng!) : argmax(logits);
     if (opts.stopTokens?.includes(next)) break;
     tokens.push(next);

@@ -337,12 +337,18 @@ export async function regressionBaseline(
     const g = new Uint8Array(objective.genes).fill(1);
     for (let j = 0; j < n; j++) g[present[j]] = row[j];
     const { quality } = await objective.evaluate(g, opts.fidelity);
-    // A non-finite score (a sub-model whose perplexity overflowed) would poison the fit; it only costs a row.
-    if (Number.isFinite(quality)) {
-      X.push(row);
-      y.push(quality);
-    }
+    X.push(row);
+    y.push(quality);
     opts.onProgress?.(s + 1, samples);
+  }
+  // A non-finite score (a sub-model whose forward pass overflowed) would poison the fit, and dropping its row
+  // would hide that removing those heads is catastrophic; it enters as clearly worse than every finite score.
+  const finite = y.filter(Number.isFinite);
+  if (finite.length < y.length) {
+    const hi = finite.length > 0 ? Math.max(...finite) : 0;
+    const lo = finite.length > 0 ? Math.min(...finite) : 0;
+    const failed = hi + Math.max(hi - lo, Math.abs(hi), 1);
+    for (let s = 0; s < y.length; s++) if (!Number.isFinite(y[s])) y[s] = failed;
   }
   const beta = ridgeRegression(X, y, opts.ridge ?? 1e-3, n);
   const importance = new Map(present.map((gene, j) => [gene, -beta[j]]));

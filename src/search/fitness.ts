@@ -25,7 +25,12 @@ export function normalisedQuality(spec: FitnessSpec, quality: number): number {
   return spec.metric === 'ppl' ? quality / spec.denseQuality : quality;
 }
 
+/**
+ * A quality that is NaN or ±Infinity (the candidate's forward pass overflowed) gets −Infinity, the worst
+ * possible fitness, whatever the kind: −∞·(1 − s) would be NaN at s = 1, and NaN compares false with everything.
+ */
 export function fitnessOf(spec: FitnessSpec, quality: number, sparsity: number): number {
+  if (!Number.isFinite(quality)) return Number.NEGATIVE_INFINITY;
   switch (spec.kind) {
     case 'sos':
       return -quality * (1 - sparsity);

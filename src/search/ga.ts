@@ -11,7 +11,7 @@ import { createRng, type Rng } from '../util/rng.js';
 import { type FitnessSpec, fitnessOf } from './fitness.js';
 import { type Genome, genomeFromKey, genomeKey, keptParameters, sparsity } from './genome.js';
 import type { Fidelity, HeadEval, HeadObjective } from './objective.js';
-import { crossover, initialPopulation, mutate, repair, tournament } from './operators.js';
+import { byFitnessDesc, crossover, initialPopulation, mutate, repair, tournament } from './operators.js';
 
 export interface GaOptions {
   population: number;
@@ -48,7 +48,10 @@ export interface Individual {
   fidelity: Fidelity;
 }
 
-/** One line of the run log: one evaluated individual. */
+/**
+ * One line of the run log: one evaluated individual. JSON has no Infinity or NaN: a candidate whose quality is
+ * non-finite is logged with `nonFinite: true` and quality and fitness null (read back with qualityFromLog).
+ */
 export interface EvaluationRecord {
   generation: number;
   index: number;
@@ -62,6 +65,7 @@ export interface EvaluationRecord {
   tokens: number;
   cached: boolean;
   ms: number;
+  nonFinite?: true;
 }
 
 export interface GenerationSummary {
@@ -71,6 +75,8 @@ export interface GenerationSummary {
   bestSparsity: number;
   meanFitness: number;
   maxSparsity: number;
+  /** Individuals whose quality was non-finite (fitness −Infinity); they are left out of meanFitness. */
+  nonFinite: number;
   evaluations: number;
   forwardPasses: number;
   /** Best so far across generations (full fidelity). */
@@ -139,6 +145,7 @@ async function scorePopulation(
       tokens: e.tokens,
       cached,
       ms: Math.round(e.ms),
+      ...(Number.isFinite(e.quality) ? {} : { nonFinite: true as const }),
     });
   };
   const score = async (i: number, g: Genome, fidelity: Fidelity): Promise<Individual> => {
@@ -161,7 +168,7 @@ async function scorePopulation(
 
 /** Indices by descending fitness; ties keep population order. */
 function rankByFitness(pop: Individual[]): number[] {
-  return pop.map((_, i) => i).sort((a, b) => pop[b].fitness - pop[a].fitness || a - b);
+  return pop.map((_, i) => i).sort((a, b) => byFitnessDesc(pop[a].fitness, pop[b].fitness) || a - b);
 }
 
 /** The next population: elites first, then children of tournament-selected parents. */
@@ -191,6 +198,12 @@ export function nextGeneration(scored: Individual[], opts: GaOptions, rng: Rng):
   return next;
 }
 
+/** Mean of the finite values (−Infinity when there are none), so one failed candidate does not hide the rest. */
+function meanFinite(values: number[]): number {
+  const finite = values.filter(Number.isFinite);
+  return finite.length === 0 ? Number.NEGATIVE_INFINITY : finite.reduce((a, b) => a + b, 0) / finite.length;
+}
+
 /** Runs (or continues) the GA from `state` until a stop criterion; returns the final state. */
 export async function runGa(
   objective: HeadObjective,
@@ -209,10 +222,15 @@ export async function runGa(
     const population = current.population.map(genomeFromKey);
     const scored = await scorePopulation(objective, opts, generation, population, cb);
 
-    let best = current.best;
+    // A saved state holds null where the best so far was non-finite (JSON has no −Infinity).
+    let best = current.best && {
+      ...current.best,
+      fitness: current.best.fitness ?? Number.NEGATIVE_INFINITY,
+      quality: current.best.quality ?? Number.POSITIVE_INFINITY,
+    };
     for (const s of scored) {
       if (s.fidelity !== 'full') continue;
-      if (!best || s.fitness > best.fitness) {
+      if (!best || byFitnessDesc(s.fitness, best.fitness) < 0) {
         best = { genome: genomeKey(s.genome), fitness: s.fitness, quality: s.quality, sparsity: s.sparsity };
       }
     }
@@ -230,7 +248,8 @@ export async function runGa(
       bestFitness: top.fitness,
       bestQuality: top.quality,
       bestSparsity: top.sparsity,
-      meanFitness: scored.reduce((a, s) => a + s.fitness, 0) / scored.length,
+      meanFitness: meanFinite(scored.map((s) => s.fitness)),
+      nonFinite: scored.filter((s) => !Number.isFinite(s.quality)).length,
       maxSparsity,
       evaluations: state.evaluations + objective.evaluations() - evalsAtStart,
       forwardPasses: state.forwardPasses + objective.forwardPasses() - passesAtStart,

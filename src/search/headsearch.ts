@@ -31,7 +31,7 @@ import {
 } from './genome.js';
 import { makeMaskFile, modelIdentity } from './maskfile.js';
 import { fastNonDominatedSort, type NsgaState, runNsga } from './nsga.js';
-import { createHeadObjective, type HeadObjective, type QualityMetric } from './objective.js';
+import { createHeadObjective, type HeadObjective, type QualityMetric, qualityFromLog } from './objective.js';
 import {
   appendJsonl,
   createRunDir,
@@ -331,8 +331,11 @@ export async function runHeadSearch(dir: string, s: HeadSearchSettings, env: Hea
         env.onStatus?.('single-head ablation to seed the initial population');
         const scores = await singleHeadAblationScores(p.objective, 'full', env.onProgress);
         // Removability: heads whose removal costs least get the largest weights.
-        const worst = Math.max(...scores);
-        initWeights = Array.from(scores, (q) => worst - q + 1e-6 * Math.abs(worst));
+        // Only finite scores set the scale; a head whose removal breaks the model (or is absent) gets weight 0.
+        const worst = Math.max(...scores.filter(Number.isFinite));
+        initWeights = Array.from(scores, (q) =>
+          Number.isFinite(q) ? worst - q + 1e-6 * Math.abs(worst) : 0,
+        );
       }
       const opts = gaOptions(s, genes, dense.quality, initWeights);
       const spent = { evaluations: p.objective.evaluations(), forwardPasses: p.objective.forwardPasses() };
@@ -374,7 +377,7 @@ async function runNsgaIn(
   const archive = new Map<string, number>();
   for (const r of resume?.logged ?? []) {
     const key = String(r.genome);
-    const e = { quality: Number(r.quality), tokens: Number(r.tokens), ms: Number(r.ms) };
+    const e = { quality: qualityFromLog(r), tokens: Number(r.tokens), ms: Number(r.ms) };
     archive.set(key, e.quality);
     p.objective.prime(genomeFromKey(key), r.fidelity === 'low' ? 'low' : 'full', e);
   }
@@ -391,6 +394,7 @@ async function runNsgaIn(
           tokens: e.tokens,
           fidelity,
           ms: Math.round(e.ms),
+          ...(Number.isFinite(e.quality) ? {} : { nonFinite: true }),
         });
       }
       return e;
@@ -430,7 +434,9 @@ async function runNsgaIn(
   const atTarget = points.filter((q) => Math.round(q.sparsity * genes) === target);
   const pool = atTarget.length > 0 ? atTarget : front;
   const distance = (q: { sparsity: number }) => Math.abs(Math.round(q.sparsity * genes) - target);
-  const pick = [...pool].sort((x, y) => distance(x) - distance(y) || x.quality - y.quality)[0];
+  const byQuality = (x: { quality: number }, y: { quality: number }) =>
+    x.quality < y.quality ? -1 : x.quality > y.quality ? 1 : 0;
+  const pick = [...pool].sort((x, y) => distance(x) - distance(y) || byQuality(x, y))[0];
   await writeJsonAtomic(`${dir}/front.json`, front);
   return finish(dir, s, p, genomeFromKey(pick.genome), counters(), env, {
     front,
@@ -470,7 +476,7 @@ export async function resumeHeadSearch(dir: string, env: HeadSearchEnv = {}) {
     for (const r of run.evaluations) {
       if (r.cached) continue;
       p.objective.prime(genomeFromKey(String(r.genome)), r.fidelity as 'low' | 'full', {
-        quality: Number(r.quality),
+        quality: qualityFromLog(r),
         tokens: Number(r.tokens),
         ms: Number(r.ms),
       });

@@ -59,6 +59,8 @@ export function fastNonDominatedSort(points: readonly Objectives[]): number[][] 
 /**
  * Crowding distance of each member of `front` (aligned with it): per objective, the normalised gap between
  * its two neighbours, summed. The extremes of every objective get Infinity so the front's ends are kept.
+ * Non-finite values (a failed score is +Infinity) sort to the ends and count as extremes; the range and the
+ * gaps of the others are taken over the finite values only, so one failure does not blank out an objective.
  */
 export function crowdingDistance(points: readonly Objectives[], front: readonly number[]): number[] {
   const k = front.length;
@@ -71,13 +73,18 @@ export function crowdingDistance(points: readonly Objectives[], front: readonly 
     const order = Array.from({ length: k }, (_, i) => i).sort(
       (a, b) => compare(value(a), value(b)) || front[a] - front[b],
     );
-    const lo = value(order[0]);
-    const hi = value(order[k - 1]);
-    dist[order[0]] = Number.POSITIVE_INFINITY;
-    dist[order[k - 1]] = Number.POSITIVE_INFINITY;
-    // A flat objective says nothing about spacing; an infinite range (a failed score) cannot be normalised.
-    if (!(hi > lo) || !Number.isFinite(hi - lo)) continue;
-    for (let j = 1; j < k - 1; j++) dist[order[j]] += (value(order[j + 1]) - value(order[j - 1])) / (hi - lo);
+    const finite = order.filter((i) => Number.isFinite(value(i)));
+    for (const i of order) if (!Number.isFinite(value(i))) dist[i] = Number.POSITIVE_INFINITY;
+    if (finite.length === 0) continue;
+    const lo = value(finite[0]);
+    const hi = value(finite[finite.length - 1]);
+    dist[finite[0]] = Number.POSITIVE_INFINITY;
+    dist[finite[finite.length - 1]] = Number.POSITIVE_INFINITY;
+    // A flat objective says nothing about spacing.
+    if (!(hi > lo)) continue;
+    for (let j = 1; j < finite.length - 1; j++) {
+      dist[finite[j]] += (value(finite[j + 1]) - value(finite[j - 1])) / (hi - lo);
+    }
   }
   return dist;
 }

@@ -5,6 +5,7 @@
  */
 import { createRunner, type ModelRunner } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
+import { GenepruneError } from '../errors.js';
 import { loadWeights } from '../graph/decoder.js';
 import {
   batches,
@@ -25,7 +26,10 @@ export type QualityMetric = 'ppl' | 'kl';
 export type Fidelity = 'low' | 'full';
 
 export interface HeadEval {
-  /** The metric's value (perplexity or mean KL in nats per token); lower is better. */
+  /**
+   * The metric's value (perplexity or mean KL in nats per token); lower is better. +Infinity when the
+   * candidate's forward pass produced a non-finite value: the worst possible quality, never NaN.
+   */
   quality: number;
   tokens: number;
   /** Wall time of this evaluation in ms (0 when it came from the cache). */
@@ -59,6 +63,16 @@ export interface HeadObjectiveOptions {
   batchSize?: number;
   device?: Device;
   threads?: number;
+}
+
+/**
+ * The quality a log line (evals.jsonl) recorded. JSON turned a non-finite quality into null (and the log marks
+ * it `nonFinite: true`); it is read back as +Infinity, the value the search saw, not Number(null) = 0.
+ */
+export function qualityFromLog(r: { quality?: unknown; nonFinite?: unknown }): number {
+  if (r.nonFinite === true || r.quality === null || r.quality === undefined) return Number.POSITIVE_INFINITY;
+  const q = Number(r.quality);
+  return Number.isFinite(q) ? q : Number.POSITIVE_INFINITY;
 }
 
 export async function createHeadObjective(
@@ -106,13 +120,28 @@ export async function createHeadObjective(
       let quality: number;
       let tokens: number;
       if (opts.metric === 'kl') {
-        const r = await evaluateKl(runner, windows, references.get(windows)!, { masks });
+        const r = await evaluateKl(runner, windows, references.get(windows)!, {
+          masks,
+          nonFinite: 'infinite',
+        });
         quality = r.meanKl;
         tokens = r.tokens;
       } else {
-        const r = await evaluatePerplexity(runner, windows, { masks, batchSize });
+        const r = await evaluatePerplexity(runner, windows, { masks, batchSize, nonFinite: 'infinite' });
         quality = r.perplexity;
         tokens = r.tokens;
+      }
+      if (!Number.isFinite(quality)) {
+        // A search on a model that is broken unpruned would only rank garbage.
+        if (g.every((gene) => gene === 1)) {
+          throw new GenepruneError(
+            'model',
+            `the unpruned model scores a non-finite ${opts.metric === 'kl' ? 'KL' : 'perplexity'} on the ` +
+              `calibration data (${fidelity} fidelity, ${tokens} tokens): nothing to search`,
+            windows.source ?? 'calibration data',
+          );
+        }
+        quality = Number.POSITIVE_INFINITY;
       }
       const result = { quality, tokens, ms: performance.now() - t0 };
       forward += passes[fidelity];

@@ -38,7 +38,8 @@ export function initialPopulation(
   return Array.from({ length: size }, () => {
     if (!weights) return randomGenome(genes, remove, rng);
     const g = new Uint8Array(genes).fill(1);
-    const w = Float64Array.from(weights, (x) => Math.max(x, 1e-12));
+    // A NaN or infinite weight would poison the running total; it counts as barely removable.
+    const w = Float64Array.from(weights, (x) => (Number.isFinite(x) ? Math.max(x, 1e-12) : 1e-12));
     for (let k = 0; k < remove; k++) {
       let total = 0;
       for (let i = 0; i < genes; i++) if (g[i]) total += w[i];
@@ -63,8 +64,20 @@ export function initialPopulation(
 export function tournament(fitness: ArrayLike<number>, size: number, rng: Rng): number {
   const picks = sampleIndices(fitness.length, Math.min(size, fitness.length), rng);
   let best = picks[0];
-  for (const i of picks) if (fitness[i] > fitness[best]) best = i;
+  for (const i of picks) if (fitnessKey(fitness[i]) > fitnessKey(fitness[best])) best = i;
   return best;
+}
+
+/** NaN ranks as −Infinity (the worst) so that it neither wins nor blocks every comparison after it. */
+export function fitnessKey(f: number): number {
+  return Number.isNaN(f) ? Number.NEGATIVE_INFINITY : f;
+}
+
+/** Descending-fitness comparator that, unlike b − a, is safe for infinities and NaN. */
+export function byFitnessDesc(a: number, b: number): number {
+  const x = fitnessKey(a);
+  const y = fitnessKey(b);
+  return x > y ? -1 : x < y ? 1 : 0;
 }
 
 /**
@@ -76,13 +89,18 @@ export function tournament(fitness: ArrayLike<number>, size: number, rng: Rng): 
  *   - equals f1 / (f1 + f2) when both are positive (the paper's rule: 0.9 vs 0.1 → 0.9);
  *   - equals |f2| / (|f1| + |f2|) when both are negative, i.e. the paper's rule applied to 1/cost
  *     (−3 vs −5 → 0.625: the cheaper parent is favoured in proportion to the other's cost);
- *   - gives the parent with positive fitness every gene when the signs differ, and 0.5 for equal fitness.
+ *   - gives the parent with positive fitness every gene when the signs differ, and 0.5 for equal fitness;
+ *   - gives the finite parent every gene when the other's is −Infinity (or NaN: a candidate that failed).
  * It is unchanged when both fitnesses are scaled by the same positive factor, whatever their sign.
  */
 export function crossoverWeight(f1: number, f2: number): number {
-  const denom = Math.abs(f1) + Math.abs(f2);
-  if (denom === 0 || f1 === f2) return 0.5;
-  return 0.5 + (0.5 * (f1 - f2)) / denom;
+  const a = fitnessKey(f1);
+  const b = fitnessKey(f2);
+  const denom = Math.abs(a) + Math.abs(b);
+  if (denom === 0 || a === b) return 0.5;
+  // An infinite fitness (a failed score, −∞) makes the formula ∞/∞; its limit gives the other parent every gene.
+  if (!Number.isFinite(denom)) return a > b ? 1 : 0;
+  return 0.5 + (0.5 * (a - b)) / denom;
 }
 
 /**

@@ -2,6 +2,7 @@
  * A small seeded PRNG (xoshiro128**, 32-bit state words so it stays in fast integer arithmetic). Every random
  * choice in the project takes an Rng that the caller created from a seed; nothing calls Math.random.
  */
+import { GenepruneError } from '../errors.js';
 
 export interface Rng {
   /** Uniform integer in [0, 2^32). */
@@ -28,7 +29,14 @@ function splitmix32(seed: number): () => number {
 }
 
 export function createRng(seed: number): Rng {
-  if (!Number.isFinite(seed)) throw new Error(`createRng: seed must be a finite number, got ${seed}`);
+  // A fraction or a value past 2^53 would be rounded to some other seed without a word: refuse instead.
+  if (!Number.isSafeInteger(seed)) {
+    throw new GenepruneError(
+      'flag',
+      `must be an integer in ±${Number.MAX_SAFE_INTEGER}, got ${seed}`,
+      'seed',
+    );
+  }
   const mix = splitmix32(Math.floor(seed) ^ Math.floor(seed / 2 ** 32));
   let a = mix();
   let b = mix();

@@ -1,6 +1,15 @@
 /** Shared test plumbing for checkpoint and model tests: temp folders and typed-error assertions. */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  copyFileSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GenepruneError } from '../../src/errors.js';
@@ -121,4 +130,19 @@ export function tinyL2cBytes(format: 'legacy' | 'v1', untied: boolean): Buffer {
     f32Bytes(Array.from({ length: n }, (_, i) => blockValue(k, i))),
   );
   return Buffer.concat([header, ...blocks]);
+}
+
+/** Copies a checkpoint to `dest` (writable) and overwrites the fp32 at byte `offset` with `value`. */
+export function pokedCheckpoint(source: string, dest: string, offset: number, value: number): string {
+  copyFileSync(source, dest);
+  chmodSync(dest, 0o644);
+  const bytes = Buffer.alloc(4);
+  bytes.writeFloatLE(value, 0);
+  const fd = openSync(dest, 'r+');
+  try {
+    writeSync(fd, bytes, 0, 4, offset);
+  } finally {
+    closeSync(fd);
+  }
+  return dest;
 }

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { GenepruneError } from '../../src/errors.js';
 import { createRng } from '../../src/util/rng.js';
 
 describe('createRng (xoshiro128**)', () => {
@@ -42,5 +43,25 @@ describe('createRng (xoshiro128**)', () => {
     }
     for (const c of counts) assert.ok(Math.abs(c - 10000) < 500, `counts ${counts}`);
     assert.throws(() => rng.nextInt(0), /bad bound/);
+  });
+});
+
+describe('createRng seeds', () => {
+  it('why: a seed past 2^53 would silently become another seed — refused, naming the seed', () => {
+    for (const bad of [2 ** 53, 2 ** 53 + 2, 0.5, Number.NaN, Infinity, -(2 ** 53)]) {
+      assert.throws(
+        () => createRng(bad),
+        (e: unknown) => e instanceof GenepruneError && e.kind === 'flag' && e.where === 'seed',
+        `seed ${bad}`,
+      );
+    }
+  });
+
+  it('accepts every safe integer, negatives and the extremes included', () => {
+    for (const ok of [0, -1, Number.MAX_SAFE_INTEGER, -Number.MAX_SAFE_INTEGER, 2 ** 32 + 5]) {
+      assert.equal(typeof createRng(ok).nextUint32(), 'number');
+    }
+    // The high word takes part: seeds 2^32 apart give different streams.
+    assert.notEqual(createRng(5).nextUint32(), createRng(2 ** 32 + 5).nextUint32());
   });
 });

@@ -1,16 +1,14 @@
 import type { Command } from 'commander';
 import { flagError } from '../errors.js';
-import type { FitnessKind } from '../search/fitness.js';
 import {
+  type GivenSetting,
   HEAD_METHODS,
-  type HeadMethod,
   type HeadSearchEnv,
   type HeadSearchResult,
   type HeadSearchSettings,
   resumeHeadSearch,
   runHeadSearch,
 } from '../search/headsearch.js';
-import type { QualityMetric } from '../search/objective.js';
 import {
   deviceOption,
   modelOption,
@@ -49,17 +47,70 @@ const SOS_PRESET: Partial<HeadSearchSettings> = {
   sInitial: 0.1,
 };
 
+type Parse = (flag: string, v: string) => unknown;
+const int =
+  (min = 1): Parse =>
+  (flag, v) =>
+    parseIntFlag(flag, v, min);
+const float: Parse = (flag, v) => parseFloatFlag(flag, v);
+const text: Parse = (_flag, v) => v;
+const choice =
+  (options: readonly string[]): Parse =>
+  (flag, v) =>
+    oneOf(flag, v, options);
+
+/** Every flag that sets a search setting: commander's attribute name, the flag, the setting, its parser. */
+const SETTING_FLAGS: Array<[string, string, keyof HeadSearchSettings, Parse]> = [
+  ['model', '--model', 'model', text],
+  ['tokenizer', '--tokenizer', 'tokenizer', text],
+  ['calib', '--calib', 'calib', text],
+  ['eval', '--eval', 'eval', text],
+  ['method', '--method', 'method', choice(HEAD_METHODS)],
+  ['metric', '--metric', 'metric', choice(['ppl', 'kl'])],
+  ['fitness', '--fitness', 'fitness', choice(['sos', 'lambda', 'budget'])],
+  ['targetSparsity', '--target-sparsity', 'targetSparsity', share],
+  ['ctx', '--ctx', 'context', int()],
+  ['calibTokens', '--calib-tokens', 'calibTokens', int()],
+  ['lowTokens', '--low-tokens', 'lowTokens', int()],
+  ['promote', '--promote', 'promote', int(0)],
+  ['evalTokens', '--eval-tokens', 'evalTokens', int()],
+  ['population', '--population', 'population', int(2)],
+  ['generations', '--generations', 'generations', int()],
+  ['tournament', '--tournament', 'tournament', int()],
+  ['crossoverRate', '--crossover-rate', 'crossoverRate', share],
+  ['mutationRate', '--mutation-rate', 'mutationRate', share],
+  ['removalBias', '--removal-bias', 'removalBias', share],
+  ['sInitial', '--s-initial', 'sInitial', share],
+  ['lambda', '--lambda', 'lambda', float],
+  ['elitism', '--elitism', 'elitism', int(0)],
+  ['fitnessThreshold', '--fitness-threshold', 'fitnessThreshold', float],
+  ['maxSparsity', '--max-sparsity', 'maxSparsity', share],
+  ['samples', '--samples', 'regressionSamples', int()],
+  ['seed', '--seed', 'seed', int(0)],
+  ['batchSize', '--batch-size', 'batchSize', int()],
+  ['seedAblation', '--seed-ablation', 'seedAblation', () => true],
+];
+
+/** The flags' own values, parsed, for the flags present in `f` (no defaults, no cross-checks). */
+function parsedSettingFlags(f: Flags): Partial<HeadSearchSettings> {
+  const out: Record<string, unknown> = {};
+  for (const [attr, flag, key, parse] of SETTING_FLAGS) {
+    const v = f[attr];
+    if (v === true) out[key] = true;
+    else if (typeof v === 'string') out[key] = parse(flag, v);
+  }
+  return out as Partial<HeadSearchSettings>;
+}
+
 export function settingsFromFlags(f: Flags): HeadSearchSettings {
-  const str = (k: string) => (typeof f[k] === 'string' ? (f[k] as string) : undefined);
-  const preset = str('preset');
+  const preset = typeof f.preset === 'string' ? f.preset : undefined;
   if (preset !== undefined && preset !== 'sos')
     throw flagError('--preset', `unknown preset "${preset}" (known: sos)`);
+  const flags = parsedSettingFlags(f);
   const base: HeadSearchSettings = {
-    model: str('model'),
-    tokenizer: str('tokenizer'),
-    calib: str('calib') ?? '',
-    eval: str('eval') ?? '',
-    method: oneOf<HeadMethod>('--method', str('method') ?? 'ga', HEAD_METHODS),
+    calib: '',
+    eval: '',
+    method: 'ga',
     metric: 'ppl',
     calibTokens: 8192,
     promote: 2,
@@ -77,53 +128,11 @@ export function settingsFromFlags(f: Flags): HeadSearchSettings {
     seed: 0,
     ...(preset === 'sos' ? SOS_PRESET : {}),
   };
-  if (!base.calib) throw flagError('--calib', 'required: the calibration data the search scores masks on');
-  if (!base.eval) throw flagError('--eval', 'required: the evaluation data the final mask is reported on');
-  const s: HeadSearchSettings = { ...base };
-  const n = (k: string, flag: string, min = 1) => {
-    const v = str(k);
-    return v === undefined ? undefined : parseIntFlag(flag, v, min);
-  };
-  const x = (k: string, flag: string) => {
-    const v = str(k);
-    return v === undefined ? undefined : parseFloatFlag(flag, v);
-  };
-  const sh = (k: string, flag: string) => {
-    const v = str(k);
-    return v === undefined ? undefined : share(flag, v);
-  };
-  const set = <K extends keyof HeadSearchSettings>(key: K, v: HeadSearchSettings[K] | undefined) => {
-    if (v !== undefined) s[key] = v;
-  };
-  set(
-    'metric',
-    str('metric') === undefined ? undefined : oneOf<QualityMetric>('--metric', str('metric')!, ['ppl', 'kl']),
-  );
-  set('targetSparsity', sh('targetSparsity', '--target-sparsity'));
-  set('context', n('ctx', '--ctx'));
-  set('calibTokens', n('calibTokens', '--calib-tokens'));
-  set('lowTokens', n('lowTokens', '--low-tokens'));
-  set('promote', n('promote', '--promote', 0));
-  set('evalTokens', n('evalTokens', '--eval-tokens'));
-  set('population', n('population', '--population', 2));
-  set('generations', n('generations', '--generations'));
-  set('tournament', n('tournament', '--tournament'));
-  set('crossoverRate', sh('crossoverRate', '--crossover-rate'));
-  set('mutationRate', sh('mutationRate', '--mutation-rate'));
-  set('removalBias', sh('removalBias', '--removal-bias'));
-  set('sInitial', sh('sInitial', '--s-initial'));
-  set('lambda', x('lambda', '--lambda'));
-  set('elitism', n('elitism', '--elitism', 0));
-  set('fitnessThreshold', x('fitnessThreshold', '--fitness-threshold'));
-  set('maxSparsity', sh('maxSparsity', '--max-sparsity'));
-  set('regressionSamples', n('samples', '--samples'));
-  set('seed', n('seed', '--seed', 0));
-  set('batchSize', n('batchSize', '--batch-size'));
-  if (f.seedAblation) s.seedAblation = true;
-  const fitness = str('fitness');
-  if (fitness !== undefined)
-    s.fitness = oneOf<FitnessKind>('--fitness', fitness, ['sos', 'lambda', 'budget']);
-  else if (preset === undefined && s.targetSparsity !== undefined) s.fitness = 'budget';
+  const s: HeadSearchSettings = { ...base, ...flags };
+  if (!s.calib) throw flagError('--calib', 'required: the calibration data the search scores masks on');
+  if (!s.eval) throw flagError('--eval', 'required: the evaluation data the final mask is reported on');
+  if (flags.fitness === undefined && preset === undefined && s.targetSparsity !== undefined)
+    s.fitness = 'budget';
   if (s.fitness === 'sos' && s.metric === 'kl') {
     throw flagError(
       '--fitness',
@@ -137,6 +146,26 @@ export function settingsFromFlags(f: Flags): HeadSearchSettings {
   if (s.lowTokens !== undefined && s.promote < 1)
     throw flagError('--promote', 'multi-fidelity needs --promote ≥ 1');
   return s;
+}
+
+/**
+ * The flags the user typed (not defaults), parsed, as the library's given settings: --resume compares them
+ * with the run's own. --preset stands for each setting it sets.
+ */
+export function givenSettings(f: Flags, cmd: Command): GivenSetting[] {
+  const typed = (attr: string) => cmd.getOptionValueSource(attr) === 'cli';
+  const given: GivenSetting[] = [];
+  const parsed = parsedSettingFlags(f);
+  for (const [attr, flag, key] of SETTING_FLAGS)
+    if (typed(attr)) given.push({ flag, key, value: parsed[key] });
+  if (typed('preset')) {
+    if (f.preset !== 'sos') throw flagError('--preset', `unknown preset "${String(f.preset)}" (known: sos)`);
+    for (const [key, value] of Object.entries(SOS_PRESET))
+      given.push({ flag: '--preset', key: key as keyof HeadSearchSettings, value });
+  }
+  for (const attr of ['device', 'threads', 'quiet', 'out'])
+    if (typed(attr)) given.push({ flag: `--${attr}`, value: f[attr] });
+  return given;
 }
 
 function formatSeconds(sec: number): string {
@@ -220,13 +249,17 @@ Examples:
   geneprune heads --method ablation --target-sparsity 0.5 --calib CALIB --eval EVAL --out runs/abl50
   geneprune heads --resume runs/ga25`,
     )
-    .action(async (f: Flags) => {
+    .action(async (f: Flags, cmd: Command) => {
       const device = parseDevice(String(f.device));
       const threads = typeof f.threads === 'string' ? parseIntFlag('--threads', f.threads) : undefined;
       const progress = progressLine(process.stderr, f.quiet === true);
       const env: HeadSearchEnv = {
         device,
         threads,
+        onNote: (line) => {
+          progress.done();
+          process.stderr.write(`note: ${line}\n`);
+        },
         onStatus: (line) => {
           if (!f.quiet) {
             progress.done();
@@ -247,7 +280,7 @@ Examples:
       let result: HeadSearchResult;
       if (typeof f.resume === 'string') {
         if (f.out) throw flagError('--out', 'give either --out (a new run) or --resume (an existing one)');
-        result = await resumeHeadSearch(f.resume, env);
+        result = await resumeHeadSearch(f.resume, env, givenSettings(f, cmd));
       } else {
         if (typeof f.out !== 'string') throw flagError('--out', 'required: the run directory to create');
         result = await runHeadSearch(f.out, settingsFromFlags(f), env);

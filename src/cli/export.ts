@@ -53,6 +53,8 @@ Example:
         out: flags.out,
         format: flags.format as ExportFormat,
         force: flags.force,
+        modelPath: model.modelPath,
+        maskPath: flags.mask,
         onStatus: (line) => process.stderr.write(`${line}\n`),
       });
       const lines = [`exported     ${result.out}`, `files        ${result.files.join(', ')}`];

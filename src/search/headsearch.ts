@@ -594,17 +594,16 @@ export async function resumeHeadSearch(
   const config = await readRunConfig(dir);
   const s = config.settings as HeadSearchSettings;
   refuseChangedSettings(s, given);
+  const checked =
+    (await refuseChangedData('calibration', s.calib, config.calibration)) &&
+    (await refuseChangedData('evaluation', s.eval, config.evaluation));
+  if (!checked) env.onNote?.(`${dir}: the run predates data hashes in config.json; its data is not verified`);
   const lock = await lockRunDir(dir, env.onNote);
   try {
     const run = await openRunForResume(dir, config, (c) => {
       const m = c.model as { numLayers?: number; numHeads?: number } | undefined;
       return (m?.numLayers ?? 0) * (m?.numHeads ?? 0);
     });
-    const checked =
-      (await refuseChangedData('calibration', s.calib, config.calibration)) &&
-      (await refuseChangedData('evaluation', s.eval, config.evaluation));
-    if (!checked)
-      env.onNote?.(`${dir}: the run predates data hashes in config.json; its data is not verified`);
     const p = await prepare(s, env);
     try {
       const id = await modelIdentity(p.model.spec);

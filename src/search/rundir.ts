@@ -18,7 +18,9 @@ import { fileError } from '../errors.js';
 import {
   acquireLock,
   type HeldLock,
+  pidAlive,
   removeStaleTemps,
+  tempOwnerPid,
   writeJsonAtomic,
   writeTextAtomic,
 } from '../util/fs.js';
@@ -51,6 +53,19 @@ export async function lockRunDir(dir: string, onNote?: (line: string) => void): 
   return lock;
 }
 
+/** Refuses a directory holding anything but its lock and dead processes' temporaries. */
+async function refuseNonEmpty(dir: string): Promise<void> {
+  const entries = (await readdir(dir)).filter((n) => {
+    const pid = n === LOCK_FILE ? undefined : tempOwnerPid(n);
+    return n !== LOCK_FILE && (pid === undefined || pidAlive(pid));
+  });
+  if (entries.length === 0) return;
+  const hint = (await isRunDir(dir))
+    ? `it holds a run: use --resume ${dir} to continue it, or choose another --out`
+    : 'choose another --out';
+  throw fileError(dir, `run directory is not empty (${hint})`);
+}
+
 /**
  * Creates a fresh run directory and returns its lock, held; refuses a non-empty one (resume it, or choose
  * another). The lock is taken before the emptiness check, so of two processes starting one run only one goes.
@@ -67,15 +82,11 @@ export async function createRunDir(
   } catch (e) {
     throw fileError(dir, `cannot create run directory (${(e as NodeJS.ErrnoException).code ?? e})`);
   }
+  // Refused before the lock is touched, so a directory that holds anything is left exactly as it was.
+  await refuseNonEmpty(dir);
   const lock = await lockRunDir(dir, onNote);
   try {
-    const entries = (await readdir(dir)).filter((n) => n !== LOCK_FILE);
-    if (entries.length > 0) {
-      const hint = (await isRunDir(dir))
-        ? `it holds a run: use --resume ${dir} to continue it, or choose another --out`
-        : 'choose another --out';
-      throw fileError(dir, `run directory is not empty (${hint})`);
-    }
+    await refuseNonEmpty(dir);
     await writeJsonAtomic(join(dir, 'config.json'), config);
   } catch (e) {
     await lock.release();

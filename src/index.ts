@@ -17,6 +17,7 @@ export {
 } from './api/export.js';
 export { type GenerateOptions, type GenerateResult, generate } from './api/generate.js';
 export {
+  type GivenSetting,
   HEAD_METHODS,
   HEAD_PRESETS,
   HEAD_SEARCH_DEFAULTS,
@@ -27,6 +28,7 @@ export {
   type HeadSearchResult,
   type HeadSearchSettings,
   headSearchSettings,
+  RESUME_CHANGEABLE_FLAGS,
   resumeHeadSearch,
   SOS_PRESET,
   searchHeads,

@@ -44,6 +44,8 @@ export async function exportModel(
     out: opts.out,
     format,
     force: opts.force,
+    modelPath: model.modelPath,
+    maskPath: opts.mask,
     onStatus: opts.onStatus,
   });
   return { ...result, model: model.modelPath, ...(opts.mask ? { mask: opts.mask } : {}) };

@@ -5,17 +5,19 @@
  */
 import { flagError } from '../errors.js';
 import {
+  type GivenSetting,
   HEAD_METHODS,
   type HeadMethod,
   type HeadSearchEnv,
   type HeadSearchResult,
   type HeadSearchSettings,
+  RESUME_CHANGEABLE_FLAGS,
   resumeHeadSearch,
   runHeadSearch,
 } from '../search/headsearch.js';
 
-export type { HeadMethod, HeadSearchEnv, HeadSearchResult, HeadSearchSettings };
-export { HEAD_METHODS, resumeHeadSearch };
+export type { GivenSetting, HeadMethod, HeadSearchEnv, HeadSearchResult, HeadSearchSettings };
+export { HEAD_METHODS, RESUME_CHANGEABLE_FLAGS, resumeHeadSearch };
 
 export const HEAD_PRESETS = ['sos'] as const;
 export type HeadPreset = (typeof HEAD_PRESETS)[number];
@@ -104,12 +106,13 @@ export function headSearchSettings(opts: HeadSearchOptions): HeadSearchSettings 
 export async function searchHeads(
   opts: HeadSearchOptions & HeadSearchEnv & { out: string },
 ): Promise<HeadSearchResult> {
-  const { out, device, threads, onStatus, onGeneration, onProgress, ...settings } = opts;
+  const { out, device, threads, onStatus, onGeneration, onProgress, onNote, ...settings } = opts;
   return runHeadSearch(out, headSearchSettings(settings), {
     device,
     threads,
     onStatus,
     onGeneration,
     onProgress,
+    onNote,
   });
 }

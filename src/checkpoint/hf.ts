@@ -8,8 +8,8 @@ import { mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import { fileError } from '../errors.js';
 import type { TensorSource } from '../model/spec.js';
+import { describeFsError, writeTextAtomic } from '../util/fs.js';
 import { DTYPE_BYTES } from './dtype.js';
-import { describeFsError, writeAll, writeFileAtomic } from './io.js';
 import {
   type FileTensor,
   numelOf,
@@ -185,8 +185,4 @@ export async function writeHfFolder(dir: string, options: WriteHfFolderOptions):
   await writeTextAtomic(index, `${JSON.stringify(indexJson, null, 2)}\n`);
   // The reader prefers model.safetensors; an old one left here would shadow the shards.
   await rm(single, { force: true });
-}
-
-async function writeTextAtomic(path: string, text: string): Promise<void> {
-  await writeFileAtomic(path, (fh) => writeAll(fh, new TextEncoder().encode(text)));
 }

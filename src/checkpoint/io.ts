@@ -1,24 +1,16 @@
 /**
- * File plumbing shared by the checkpoint formats: ranged reads that open per call (so a lazily read model
- * never holds file descriptors), atomic writes (temp file in the same folder, then rename), and fs errors
- * turned into fileErrors that name the path.
+ * Ranged reads for the checkpoint formats: they open per call, so a lazily read model never holds file
+ * descriptors; short files and fs errors become fileErrors that name the path.
  */
-import { randomBytes } from 'node:crypto';
-import { type FileHandle, open, rename, stat, unlink } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { type FileHandle, open, stat } from 'node:fs/promises';
 import { fileError, GenepruneError } from '../errors.js';
+import { describeFsError } from '../util/fs.js';
+
+// Atomic writes and fs error phrases live in util/fs.ts; re-exported for the checkpoint writers' imports.
+export { describeFsError, writeAll, writeFileAtomic } from '../util/fs.js';
 
 /** Largest single read(); Node refuses lengths ≥ 2 GiB. */
 const READ_CHUNK = 1 << 30;
-
-export function describeFsError(err: unknown): string {
-  const e = err as NodeJS.ErrnoException;
-  if (e?.code === 'ENOENT') return 'no such file or directory';
-  if (e?.code === 'EACCES' || e?.code === 'EPERM') return 'permission denied';
-  if (e?.code === 'EISDIR') return 'is a directory';
-  if (e?.code === 'ENOTDIR') return 'a parent is not a directory';
-  return e?.message ?? String(err);
-}
 
 /** Size of a regular file, or a fileError saying why it cannot be used. */
 export async function fileSize(path: string): Promise<number> {
@@ -58,36 +50,5 @@ export async function readRange(path: string, offset: number, into: Uint8Array):
     throw fileError(path, `read failed: ${describeFsError(err)}`, err);
   } finally {
     await fh.close();
-  }
-}
-
-/**
- * Writes a file atomically: `write` fills a temp file beside `path`, which is synced and renamed over it, so a
- * crash never leaves a half-written checkpoint under the real name.
- */
-export async function writeFileAtomic(path: string, write: (fh: FileHandle) => Promise<void>): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
-  let fh: FileHandle | undefined;
-  try {
-    fh = await open(tmp, 'wx');
-    await write(fh);
-    await fh.sync();
-    await fh.close();
-    fh = undefined;
-    await rename(tmp, path);
-  } catch (err) {
-    if (fh) await fh.close().catch(() => {});
-    await unlink(tmp).catch(() => {});
-    if (err instanceof GenepruneError) throw err;
-    throw fileError(path, `write failed: ${describeFsError(err)}`, err);
-  }
-}
-
-/** Writes all of `bytes` at the handle's current end (positional writes may be partial). */
-export async function writeAll(fh: FileHandle, bytes: Uint8Array): Promise<void> {
-  let done = 0;
-  while (done < bytes.length) {
-    const { bytesWritten } = await fh.write(bytes, done, Math.min(READ_CHUNK, bytes.length - done));
-    done += bytesWritten;
   }
 }

@@ -1,15 +1,16 @@
 import type { Command } from 'commander';
 import {
-  type FitnessKind,
   flagError,
+  type GivenSetting,
   HEAD_METHODS,
-  type HeadMethod,
+  HEAD_PRESETS,
   type HeadPreset,
   type HeadSearchEnv,
   type HeadSearchOptions,
   type HeadSearchResult,
-  type QualityMetric,
+  type HeadSearchSettings,
   resumeHeadSearch,
+  SOS_PRESET,
   searchHeads,
 } from '../index.js';
 import {
@@ -37,56 +38,86 @@ function oneOf<T extends string>(flag: string, v: string, options: readonly T[])
   return v as T;
 }
 
+type Parse = (flag: string, v: string) => unknown;
+const int =
+  (min = 1): Parse =>
+  (flag, v) =>
+    parseIntFlag(flag, v, min);
+const float: Parse = (flag, v) => parseFloatFlag(flag, v);
+const text: Parse = (_flag, v) => v;
+const choice =
+  (options: readonly string[]): Parse =>
+  (flag, v) =>
+    oneOf(flag, v, options);
+
+/** Every flag that sets a search setting: commander's attribute name, the flag, the setting, its parser. */
+const SETTING_FLAGS: Array<[string, string, keyof HeadSearchSettings, Parse]> = [
+  ['model', '--model', 'model', text],
+  ['tokenizer', '--tokenizer', 'tokenizer', text],
+  ['calib', '--calib', 'calib', text],
+  ['eval', '--eval', 'eval', text],
+  ['method', '--method', 'method', choice(HEAD_METHODS)],
+  ['metric', '--metric', 'metric', choice(['ppl', 'kl'])],
+  ['fitness', '--fitness', 'fitness', choice(['sos', 'lambda', 'budget'])],
+  ['targetSparsity', '--target-sparsity', 'targetSparsity', share],
+  ['ctx', '--ctx', 'context', int()],
+  ['calibTokens', '--calib-tokens', 'calibTokens', int()],
+  ['lowTokens', '--low-tokens', 'lowTokens', int()],
+  ['promote', '--promote', 'promote', int(0)],
+  ['evalTokens', '--eval-tokens', 'evalTokens', int()],
+  ['population', '--population', 'population', int(2)],
+  ['generations', '--generations', 'generations', int()],
+  ['tournament', '--tournament', 'tournament', int()],
+  ['crossoverRate', '--crossover-rate', 'crossoverRate', share],
+  ['mutationRate', '--mutation-rate', 'mutationRate', share],
+  ['removalBias', '--removal-bias', 'removalBias', share],
+  ['sInitial', '--s-initial', 'sInitial', share],
+  ['lambda', '--lambda', 'lambda', float],
+  ['elitism', '--elitism', 'elitism', int(0)],
+  ['fitnessThreshold', '--fitness-threshold', 'fitnessThreshold', float],
+  ['maxSparsity', '--max-sparsity', 'maxSparsity', share],
+  ['samples', '--samples', 'regressionSamples', int()],
+  ['seed', '--seed', 'seed', int(0)],
+  ['batchSize', '--batch-size', 'batchSize', int()],
+  ['seedAblation', '--seed-ablation', 'seedAblation', () => true],
+];
+
+/** The flags' own values, parsed, for the flags present in `f` (no defaults, no cross-checks). */
+function parsedSettingFlags(f: Flags): Partial<HeadSearchSettings> {
+  const out: Record<string, unknown> = {};
+  for (const [attr, flag, key, parse] of SETTING_FLAGS) {
+    const v = f[attr];
+    if (v === true) out[key] = true;
+    else if (typeof v === 'string') out[key] = parse(flag, v);
+  }
+  return out as Partial<HeadSearchSettings>;
+}
+
 /** Flags → search options: values parsed and range-checked here; defaults and cross-checks in the library. */
 export function optionsFromFlags(f: Flags): HeadSearchOptions {
-  const str = (k: string) => (typeof f[k] === 'string' ? (f[k] as string) : undefined);
-  const n = (k: string, flag: string, min = 1) => {
-    const v = str(k);
-    return v === undefined ? undefined : parseIntFlag(flag, v, min);
-  };
-  const x = (k: string, flag: string) => {
-    const v = str(k);
-    return v === undefined ? undefined : parseFloatFlag(flag, v);
-  };
-  const sh = (k: string, flag: string) => {
-    const v = str(k);
-    return v === undefined ? undefined : share(flag, v);
-  };
-  const pick = <T extends string>(k: string, flag: string, options: readonly T[]) => {
-    const v = str(k);
-    return v === undefined ? undefined : oneOf(flag, v, options);
-  };
-  return {
-    model: str('model'),
-    tokenizer: str('tokenizer'),
-    calib: str('calib') ?? '',
-    eval: str('eval') ?? '',
-    preset: pick<HeadPreset>('preset', '--preset', ['sos']),
-    method: pick<HeadMethod>('method', '--method', HEAD_METHODS),
-    metric: pick<QualityMetric>('metric', '--metric', ['ppl', 'kl']),
-    fitness: pick<FitnessKind>('fitness', '--fitness', ['sos', 'lambda', 'budget']),
-    targetSparsity: sh('targetSparsity', '--target-sparsity'),
-    context: n('ctx', '--ctx'),
-    calibTokens: n('calibTokens', '--calib-tokens'),
-    lowTokens: n('lowTokens', '--low-tokens'),
-    promote: n('promote', '--promote', 0),
-    evalTokens: n('evalTokens', '--eval-tokens'),
-    population: n('population', '--population', 2),
-    generations: n('generations', '--generations'),
-    tournament: n('tournament', '--tournament'),
-    crossoverRate: sh('crossoverRate', '--crossover-rate'),
-    mutationRate: sh('mutationRate', '--mutation-rate'),
-    removalBias: sh('removalBias', '--removal-bias'),
-    sInitial: sh('sInitial', '--s-initial'),
-    lambda: x('lambda', '--lambda'),
-    elitism: n('elitism', '--elitism', 0),
-    fitnessThreshold: x('fitnessThreshold', '--fitness-threshold'),
-    maxSparsity: sh('maxSparsity', '--max-sparsity'),
-    regressionSamples: n('samples', '--samples'),
-    seed: n('seed', '--seed', 0),
-    batchSize: n('batchSize', '--batch-size'),
-    seedAblation: f.seedAblation === true ? true : undefined,
-  };
+  const preset =
+    typeof f.preset === 'string' ? oneOf<HeadPreset>('--preset', f.preset, HEAD_PRESETS) : undefined;
+  return { calib: '', eval: '', ...parsedSettingFlags(f), ...(preset ? { preset } : {}) };
+}
+
+/**
+ * The flags the user typed (not defaults), parsed, as the library's given settings: --resume compares them
+ * with the run's own. --preset stands for each setting it sets.
+ */
+export function givenSettings(f: Flags, cmd: Command): GivenSetting[] {
+  const typed = (attr: string) => cmd.getOptionValueSource(attr) === 'cli';
+  const given: GivenSetting[] = [];
+  const parsed = parsedSettingFlags(f);
+  for (const [attr, flag, key] of SETTING_FLAGS)
+    if (typed(attr)) given.push({ flag, key, value: parsed[key] });
+  if (typed('preset')) {
+    if (f.preset !== 'sos') throw flagError('--preset', `unknown preset "${String(f.preset)}" (known: sos)`);
+    for (const [key, value] of Object.entries(SOS_PRESET))
+      given.push({ flag: '--preset', key: key as keyof HeadSearchSettings, value });
+  }
+  for (const attr of ['device', 'threads', 'quiet', 'json', 'out'])
+    if (typed(attr)) given.push({ flag: `--${attr}`, value: f[attr] });
+  return given;
 }
 
 function formatSeconds(sec: number): string {
@@ -184,7 +215,7 @@ Examples:
   geneprune heads --method ablation --target-sparsity 0.5 --calib CALIB --eval EVAL --out runs/abl50
   geneprune heads --resume runs/ga25`,
     )
-    .action(async (f: Flags) => {
+    .action(async (f: Flags, cmd: Command) => {
       const quiet = f.quiet === true || f.json === true;
       const device = parseDevice(String(f.device));
       const threads = typeof f.threads === 'string' ? parseIntFlag('--threads', f.threads) : undefined;
@@ -192,6 +223,10 @@ Examples:
       const env: HeadSearchEnv = {
         device,
         threads,
+        onNote: (line) => {
+          progress.done();
+          process.stderr.write(`note: ${line}\n`);
+        },
         onStatus: (line) => {
           if (!quiet) {
             progress.done();
@@ -212,7 +247,7 @@ Examples:
       let result: HeadSearchResult;
       if (typeof f.resume === 'string') {
         if (f.out) throw flagError('--out', 'give either --out (a new run) or --resume (an existing one)');
-        result = await resumeHeadSearch(f.resume, env);
+        result = await resumeHeadSearch(f.resume, env, givenSettings(f, cmd));
       } else {
         if (typeof f.out !== 'string') throw flagError('--out', 'required: the run directory to create');
         result = await searchHeads({ ...optionsFromFlags(f), ...env, out: f.out });

@@ -8,20 +8,33 @@
  *                    transformers.js expects, each layer's cache carrying its own KV-head count.
  *   all              both in one folder (their config.json is the same file).
  *
- * The folder is written under a temporary name beside `out` and renamed into place only when complete, so a
- * failure leaves no partial output; an existing non-empty `out` is replaced only with `force`.
+ * The folder is built under a temporary name beside `out` and put in place only when complete; an existing
+ * non-empty `out` is replaced only with `force`, by renaming it aside, renaming the new one in, then deleting
+ * the old (a kill at any step leaves one complete folder; the next export to `out` finishes the cleanup).
+ * An `out` that is a symlink is followed: the content goes to its target and the link stays. An `out` that
+ * is, or holds, a run directory or the folder of the model, mask or tokenizer is refused before anything is
+ * written: replacing it would destroy them.
  */
-import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
-import { basename, dirname, join, resolve } from 'node:path';
+import { copyFile, mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { writeHfFolder } from '../checkpoint/hf.js';
-import { writeAll, writeFileAtomic } from '../checkpoint/io.js';
 import { fileError, flagError } from '../errors.js';
 import { buildDecoderGraph, loadWeights } from '../graph/decoder.js';
 import { llamaSpecToHf } from '../model/llama.js';
 import type { ModelSpec } from '../model/spec.js';
 import type { Genome } from '../search/genome.js';
+import { isRunDir } from '../search/rundir.js';
 import { writeTokenizerFiles } from '../tokenizer/convert.js';
+import {
+  followSymlinks,
+  isSameOrInside,
+  partialDirFor,
+  realPathOf,
+  recoverReplace,
+  replaceDirectory,
+  writeBytesAtomic,
+  writeJsonAtomic,
+} from '../util/fs.js';
 import { type PruneSummary, pruneHeads, pruneSummary } from './heads.js';
 
 export type ExportFormat = 'transformersjs' | 'hf' | 'all';
@@ -35,6 +48,9 @@ export interface ExportOptions {
   out: string;
   format: ExportFormat;
   force?: boolean;
+  /** The model's file or folder and the mask file: their folders (and run directories) are never replaced. */
+  modelPath?: string;
+  maskPath?: string;
   onStatus?: (line: string) => void;
 }
 
@@ -44,23 +60,40 @@ export interface ExportResult {
   summary?: PruneSummary;
 }
 
-async function writeBytes(path: string, bytes: Uint8Array): Promise<void> {
-  await writeFileAtomic(path, (fh) => writeAll(fh, bytes));
-}
-
-async function writeJson(path: string, value: unknown): Promise<void> {
-  await writeBytes(path, new TextEncoder().encode(`${JSON.stringify(value, null, 2)}\n`));
+/**
+ * Refuses an `out` (given as typed, and as the real folder it names) whose replacement would destroy
+ * something: a run directory, or the folder of the model, the mask or the tokenizer, or a parent of those.
+ */
+async function refuseDangerousOut(out: string, target: string, opts: ExportOptions): Promise<void> {
+  const real = await realPathOf(target);
+  if (await isRunDir(real)) {
+    throw flagError('--out', `${out} is a geneprune run directory (config.json): refusing to replace it`);
+  }
+  const folderOf = async (p: string) =>
+    (await stat(p).catch(() => undefined))?.isDirectory() ? realPathOf(p) : realPathOf(dirname(resolve(p)));
+  const guarded: Array<[string | undefined, string]> = [
+    [opts.modelPath, "the model's folder"],
+    [opts.maskPath, 'the folder of the mask file'],
+    [opts.tokenizerPath, 'the folder of the tokenizer'],
+  ];
+  for (const [path, what] of guarded) {
+    if (path === undefined || path.startsWith('hf:')) continue;
+    const folder = await folderOf(path);
+    if (isSameOrInside(folder, real)) {
+      const rel = folder === real ? `is ${what}` : `holds ${what} (${folder})`;
+      throw flagError('--out', `${out} ${rel}: refusing to replace it`);
+    }
+  }
 }
 
 /** Refuses an existing non-empty output without --force, before any work is done. */
-async function checkOut(out: string, force: boolean): Promise<boolean> {
-  const info = await stat(out).catch(() => undefined);
-  if (!info) return false;
+async function checkOut(out: string, target: string, force: boolean): Promise<void> {
+  const info = await stat(target).catch(() => undefined);
+  if (!info) return;
   if (!info.isDirectory()) throw fileError(out, 'exists and is not a directory');
-  const entries = await readdir(out);
+  const entries = await readdir(target);
   if (entries.length > 0 && !force)
     throw flagError('--out', `${out} is not empty (use --force to replace it)`);
-  return true;
 }
 
 async function copyTokenizer(tokenizerPath: string, dir: string, vocabSize: number): Promise<string[]> {
@@ -81,13 +114,14 @@ async function copyTokenizer(tokenizerPath: string, dir: string, vocabSize: numb
 
 export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
   const out = resolve(opts.out);
-  const replace = await checkOut(out, opts.force === true);
+  // A symlinked --out is followed: the new folder goes where the link points, and the link stays.
+  const target = await followSymlinks(out);
+  await refuseDangerousOut(out, target, opts);
+  for (const note of await recoverReplace(target)) opts.onStatus?.(note);
+  await checkOut(out, target, opts.force === true);
   const spec = opts.genome ? pruneHeads(opts.spec, opts.genome) : opts.spec;
   const summary = opts.genome ? pruneSummary(opts.spec, opts.genome) : undefined;
-  const tmp = join(
-    dirname(out),
-    `.${basename(out)}.partial-${process.pid}-${randomBytes(3).toString('hex')}`,
-  );
+  const tmp = partialDirFor(target);
   const files: string[] = [];
   try {
     try {
@@ -102,11 +136,11 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
       await writeHfFolder(tmp, { config, tensors: hf.tensors });
       files.push('config.json', 'model.safetensors');
     } else {
-      await writeJson(join(tmp, 'config.json'), config);
+      await writeJsonAtomic(join(tmp, 'config.json'), config);
       files.push('config.json');
     }
     const c = spec.config;
-    await writeJson(join(tmp, 'generation_config.json'), {
+    await writeJsonAtomic(join(tmp, 'generation_config.json'), {
       ...(c.bosTokenId !== undefined ? { bos_token_id: c.bosTokenId } : {}),
       ...(c.eosTokenId !== undefined ? { eos_token_id: c.eosTokenId } : {}),
     });
@@ -116,11 +150,10 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
       opts.onStatus?.('building onnx/model.onnx');
       const graph = buildDecoderGraph(spec, await loadWeights(spec), { output: 'logits', kvCache: true });
       await mkdir(join(tmp, 'onnx'));
-      await writeBytes(join(tmp, 'onnx', 'model.onnx'), graph);
+      await writeBytesAtomic(join(tmp, 'onnx', 'model.onnx'), graph);
       files.push('onnx/model.onnx');
     }
-    if (replace) await rm(out, { recursive: true, force: true });
-    await rename(tmp, out);
+    await replaceDirectory(tmp, target);
   } catch (e) {
     await rm(tmp, { recursive: true, force: true }).catch(() => {});
     throw e;

@@ -7,7 +7,7 @@
 import { resolve } from 'node:path';
 import { createRunner } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
-import { fileError, flagError } from '../errors.js';
+import { fileError, flagError, GenepruneError } from '../errors.js';
 import { readDataset } from '../metrics/data.js';
 import {
   defaultBatchSize,
@@ -16,6 +16,14 @@ import {
   tokenizeDocuments,
 } from '../metrics/perplexity.js';
 import { type OpenedModel, openModel } from '../model/open.js';
+import {
+  faultPoint,
+  type HeldLock,
+  realPathOf,
+  sha256File,
+  sha256Text,
+  writeJsonAtomic,
+} from '../util/fs.js';
 import { createRng } from '../util/rng.js';
 import { type BaselineName, runBaseline, singleHeadAblationScores } from './baselines.js';
 import type { FitnessKind } from './fitness.js';
@@ -35,12 +43,14 @@ import { createHeadObjective, type HeadObjective, type QualityMetric, qualityFro
 import {
   appendJsonl,
   createRunDir,
+  lockRunDir,
   openRunForResume,
+  type ResumableRun,
   RUN_KIND,
   type RunConfig,
+  readRunConfig,
   rewriteLogs,
   saveState,
-  writeJsonAtomic,
 } from './rundir.js';
 
 export type HeadMethod = 'ga' | 'nsga' | BaselineName;
@@ -91,6 +101,8 @@ export interface HeadSearchEnv {
   device?: Device;
   threads?: number;
   onStatus?: (line: string) => void;
+  /** Things the user should see even when quiet: a stale lock taken over, leftovers removed. */
+  onNote?: (line: string) => void;
   onGeneration?: (s: GenerationSummary, total: number, elapsedS: number) => void;
   onProgress?: (done: number, total: number) => void;
 }
@@ -138,23 +150,82 @@ function gaOptions(
   };
 }
 
+/** One data file as config.json records it, so a resumed run can tell the data has not changed. */
+export interface DataFileIdentity {
+  path: string;
+  sha256: string;
+}
+
 interface Prepared {
   model: OpenedModel;
   objective: HeadObjective;
   calibTokens: number;
-  calibFiles: string[];
-  evalFiles: string[];
+  calibFiles: DataFileIdentity[];
+  evalFiles: DataFileIdentity[];
   evalStream: number[];
   context: number;
 }
 
-async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promise<Prepared> {
-  if (resolve(s.calib) === resolve(s.eval)) {
-    throw flagError(
-      '--eval',
-      'evaluation data must differ from calibration data (--calib): reports quote unseen text',
-    );
+/** The same settings with data and model paths absolute, so a run resumes from any working directory. */
+function absoluteSettings(s: HeadSearchSettings): HeadSearchSettings {
+  const local = (p: string | undefined) => (p === undefined || p.startsWith('hf:') ? p : resolve(p));
+  return {
+    ...s,
+    calib: resolve(s.calib),
+    eval: resolve(s.eval),
+    model: local(s.model),
+    tokenizer: local(s.tokenizer),
+  };
+}
+
+async function identify(files: string[]): Promise<DataFileIdentity[]> {
+  return Promise.all(files.map(async (f) => ({ path: resolve(f), sha256: await sha256File(f) })));
+}
+
+/** The documents of one data file; an empty file (allowed inside a folder) has none. */
+async function documentsOf(file: string): Promise<string[]> {
+  try {
+    return (await readDataset(file)).documents;
+  } catch (e) {
+    if (e instanceof GenepruneError && e.kind === 'data') return [];
+    throw e;
   }
+}
+
+/**
+ * Refuses evaluation data that shares anything with the calibration data: a file (by real path, so a symlink
+ * or a single page given by name is caught) or a document (by content hash, so a copied page is caught).
+ */
+async function refuseOverlap(calibFiles: string[], evalFiles: string[]): Promise<void> {
+  const both = (e: string, c: string) =>
+    resolve(e) === resolve(c) ? resolve(e) : `${resolve(e)} (calibration: ${resolve(c)})`;
+  const calibByReal = new Map<string, string>();
+  for (const f of calibFiles) calibByReal.set(await realPathOf(f), f);
+  for (const f of evalFiles) {
+    const c = calibByReal.get(await realPathOf(f));
+    if (c !== undefined) {
+      throw flagError('--eval', `${both(f, c)} is also calibration data: reports must quote unseen text`);
+    }
+  }
+  const calibByDoc = new Map<string, string>();
+  for (const f of calibFiles) for (const d of await documentsOf(f)) calibByDoc.set(sha256Text(d), f);
+  for (const f of evalFiles) {
+    for (const d of await documentsOf(f)) {
+      const c = calibByDoc.get(sha256Text(d));
+      if (c !== undefined) {
+        throw flagError(
+          '--eval',
+          `${both(f, c)} holds a document that is also in the calibration data: reports must quote unseen text`,
+        );
+      }
+    }
+  }
+}
+
+async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promise<Prepared> {
+  const calib = await readDataset(s.calib);
+  const evalData = await readDataset(s.eval);
+  await refuseOverlap(calib.files, evalData.files);
   const model = await openModel(s.model, { tokenizer: s.tokenizer });
   const context = s.context ?? Math.min(model.spec.config.maxPositions, 512);
   if (context > model.spec.config.maxPositions) {
@@ -163,8 +234,6 @@ async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promise<Prepa
       `${context} exceeds the model's context length ${model.spec.config.maxPositions}`,
     );
   }
-  const calib = await readDataset(s.calib);
-  const evalData = await readDataset(s.eval);
   const stream = tokenizeDocuments(calib.documents, model.tokenizer);
   const evalStream = tokenizeDocuments(evalData.documents, model.tokenizer);
   env.onStatus?.(
@@ -184,8 +253,8 @@ async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promise<Prepa
     model,
     objective,
     calibTokens: Math.min(s.calibTokens, stream.length - 1),
-    calibFiles: calib.files,
-    evalFiles: evalData.files,
+    calibFiles: await identify(calib.files),
+    evalFiles: await identify(evalData.files),
     evalStream,
     context,
   };
@@ -295,7 +364,10 @@ async function runGaIn(
   t0: number,
 ): Promise<GaState> {
   return runGa(p.objective, opts, state, {
-    onEvaluation: (r) => appendJsonl(dir, 'evals.jsonl', r),
+    onEvaluation: async (r) => {
+      await appendJsonl(dir, 'evals.jsonl', r);
+      faultPoint('heads:after-evaluation');
+    },
     onGeneration: async (summary, next) => {
       await appendJsonl(dir, 'generations.jsonl', summary);
       await saveState(dir, next);
@@ -304,19 +376,40 @@ async function runGaIn(
   });
 }
 
-/** A fresh search in `dir`. */
-export async function runHeadSearch(dir: string, s: HeadSearchSettings, env: HeadSearchEnv = {}) {
+/** A fresh search in `dir`. Settings' data and model paths are stored absolute. */
+export async function runHeadSearch(dir: string, settings: HeadSearchSettings, env: HeadSearchEnv = {}) {
+  const s = absoluteSettings(settings);
   const p = await prepare(s, env);
+  let lock: HeldLock | undefined;
+  try {
+    const removeCount = removeCountOf(s, geneCount(p.model.spec.config));
+    if (s.method !== 'ga' && s.method !== 'nsga' && removeCount === undefined) {
+      throw flagError(
+        '--target-sparsity',
+        `the ${s.method} baseline needs a target share of heads to remove`,
+      );
+    }
+    if (s.method === 'ga' && s.fitness === 'budget' && removeCount === undefined) {
+      throw flagError('--target-sparsity', 'the budget fitness needs a target share of heads to remove');
+    }
+    lock = await createRunDir(dir, await runConfig(s, p), env.onNote);
+    return await searchFromScratch(dir, s, p, env);
+  } finally {
+    await p.objective.release();
+    await lock?.release();
+  }
+}
+
+/** The whole search in a run directory whose config.json is written and whose logs are empty. */
+async function searchFromScratch(
+  dir: string,
+  s: HeadSearchSettings,
+  p: Prepared,
+  env: HeadSearchEnv,
+): Promise<HeadSearchResult> {
   const t0 = performance.now();
   const genes = geneCount(p.model.spec.config);
   const removeCount = removeCountOf(s, genes);
-  if (s.method !== 'ga' && s.method !== 'nsga' && removeCount === undefined) {
-    throw flagError('--target-sparsity', `the ${s.method} baseline needs a target share of heads to remove`);
-  }
-  if (s.method === 'ga' && s.fitness === 'budget' && removeCount === undefined) {
-    throw flagError('--target-sparsity', 'the budget fitness needs a target share of heads to remove');
-  }
-  await createRunDir(dir, await runConfig(s, p));
   const dense = await p.objective.evaluate(new Uint8Array(genes).fill(1));
   const rng = createRng(s.seed);
   const counters = () => ({
@@ -324,39 +417,31 @@ export async function runHeadSearch(dir: string, s: HeadSearchSettings, env: Hea
     evaluations: p.objective.evaluations(),
     seconds: (performance.now() - t0) / 1000,
   });
-  try {
-    if (s.method === 'ga') {
-      let initWeights: number[] | undefined;
-      if (s.seedAblation) {
-        env.onStatus?.('single-head ablation to seed the initial population');
-        const scores = await singleHeadAblationScores(p.objective, 'full', env.onProgress);
-        // Removability: heads whose removal costs least get the largest weights.
-        // Only finite scores set the scale; a head whose removal breaks the model (or is absent) gets weight 0.
-        const worst = Math.max(...scores.filter(Number.isFinite));
-        initWeights = Array.from(scores, (q) =>
-          Number.isFinite(q) ? worst - q + 1e-6 * Math.abs(worst) : 0,
-        );
-      }
-      const opts = gaOptions(s, genes, dense.quality, initWeights);
-      const spent = { evaluations: p.objective.evaluations(), forwardPasses: p.objective.forwardPasses() };
-      const final = await runGaIn(dir, s, p, initialState(opts, genes, spent), opts, env, t0);
-      return await finish(dir, s, p, genomeFromKey(final.best!.genome), counters(), env, {
-        stop: final.stop,
-      });
+  if (s.method === 'ga') {
+    let initWeights: number[] | undefined;
+    if (s.seedAblation) {
+      env.onStatus?.('single-head ablation to seed the initial population');
+      const scores = await singleHeadAblationScores(p.objective, 'full', env.onProgress);
+      // Removability: heads whose removal costs least get the largest weights.
+      // Only finite scores set the scale; a head whose removal breaks the model (or is absent) gets weight 0.
+      const worst = Math.max(...scores.filter(Number.isFinite));
+      initWeights = Array.from(scores, (q) => (Number.isFinite(q) ? worst - q + 1e-6 * Math.abs(worst) : 0));
     }
-    if (s.method === 'nsga') return await runNsgaIn(dir, s, p, env, counters);
-    const baseline = await runBaseline(s.method, {
-      spec: p.model.spec,
-      objective: p.objective,
-      removeCount: removeCount!,
-      rng,
-      onProgress: env.onProgress,
-      samples: s.regressionSamples,
-    });
-    return await finish(dir, s, p, baseline.genome, counters(), env);
-  } finally {
-    await p.objective.release();
+    const opts = gaOptions(s, genes, dense.quality, initWeights);
+    const spent = { evaluations: p.objective.evaluations(), forwardPasses: p.objective.forwardPasses() };
+    const final = await runGaIn(dir, s, p, initialState(opts, genes, spent), opts, env, t0);
+    return finish(dir, s, p, genomeFromKey(final.best!.genome), counters(), env, { stop: final.stop });
   }
+  if (s.method === 'nsga') return runNsgaIn(dir, s, p, env, counters);
+  const baseline = await runBaseline(s.method, {
+    spec: p.model.spec,
+    objective: p.objective,
+    removeCount: removeCount!,
+    rng,
+    onProgress: env.onProgress,
+    samples: s.regressionSamples,
+  });
+  return finish(dir, s, p, baseline.genome, counters(), env);
 }
 
 /**
@@ -446,61 +531,151 @@ async function runNsgaIn(
   });
 }
 
-/** Continues a GA or NSGA-II run from its last saved generation. */
-export async function resumeHeadSearch(dir: string, env: HeadSearchEnv = {}) {
-  const run = await openRunForResume(dir, (c) => {
-    const m = c.model as { numLayers?: number; numHeads?: number } | undefined;
-    return (m?.numLayers ?? 0) * (m?.numHeads ?? 0);
-  });
-  const s = run.config.settings as HeadSearchSettings;
-  const p = await prepare(s, env);
-  const id = await modelIdentity(p.model.spec);
-  if (id.fingerprint !== (run.config.model as { fingerprint?: string }).fingerprint) {
-    await p.objective.release();
-    throw fileError(`${dir}/config.json`, `the run was made with another model than ${p.model.modelPath}`);
+/** A setting the user typed alongside --resume: the flag, the setting it sets (if any) and the parsed value. */
+export interface GivenSetting {
+  flag: string;
+  key?: keyof HeadSearchSettings;
+  value: unknown;
+}
+
+/**
+ * Flags that may differ on --resume: they choose where and how visibly the work runs, never what is computed.
+ * Everything else is part of the run's identity. --generations in particular: config.json must describe the
+ * run it holds, and a finished run's stop reason and best were decided under the old limit. --batch-size too:
+ * it changes the order of float sums, so the resumed run would no longer equal an uninterrupted one.
+ */
+export const RESUME_CHANGEABLE_FLAGS: readonly string[] = ['--device', '--threads', '--quiet', '--json'];
+
+const PATH_SETTINGS = new Set<keyof HeadSearchSettings>(['calib', 'eval', 'model', 'tokenizer']);
+
+/** Refuses every given setting that differs from the run's; the same value given again is accepted. */
+function refuseChangedSettings(stored: HeadSearchSettings, given: readonly GivenSetting[]): void {
+  for (const g of given) {
+    if (RESUME_CHANGEABLE_FLAGS.includes(g.flag)) continue;
+    if (g.key === undefined) {
+      throw flagError(g.flag, "cannot be given with --resume (the run's settings are in its config.json)");
+    }
+    const was = stored[g.key];
+    const now =
+      PATH_SETTINGS.has(g.key) && typeof g.value === 'string' && !g.value.startsWith('hf:')
+        ? resolve(g.value)
+        : g.value;
+    if (now !== was) {
+      const shown = was === undefined ? `no ${g.flag}` : String(was);
+      throw flagError(g.flag, `cannot change on --resume (the run was made with ${shown})`);
+    }
   }
-  const t0 = performance.now();
+}
+
+/** Refuses data that changed since the run began: a file missing, added or with other bytes. */
+async function refuseChangedData(label: string, path: string, stored: unknown): Promise<boolean> {
+  const recorded = (stored as { files?: unknown } | undefined)?.files;
+  if (!Array.isArray(recorded) || !recorded.every((f) => typeof f?.sha256 === 'string')) return false;
+  const now = await identify((await readDataset(path)).files);
+  const before = new Map((recorded as DataFileIdentity[]).map((f) => [f.path, f.sha256]));
+  const after = new Map(now.map((f) => [f.path, f.sha256]));
+  const why = 'since the run began (config.json records its sha256); resume needs the same data';
+  for (const [f, hash] of before) {
+    if (!after.has(f)) throw fileError(f, `${label} file is missing ${why}`);
+    if (after.get(f) !== hash) throw fileError(f, `${label} file changed ${why}`);
+  }
+  for (const f of after.keys()) {
+    if (!before.has(f)) throw fileError(f, `${label} file was added ${why}`);
+  }
+  return true;
+}
+
+/**
+ * Continues a GA or NSGA-II run from its last saved generation (a run stopped before its first one, or an
+ * unfinished baseline, starts again from the beginning with its stored settings). `given` are the settings
+ * the user typed with --resume: any that would change the run is refused.
+ */
+export async function resumeHeadSearch(
+  dir: string,
+  env: HeadSearchEnv = {},
+  given: readonly GivenSetting[] = [],
+): Promise<HeadSearchResult> {
+  const config = await readRunConfig(dir);
+  const s = config.settings as HeadSearchSettings;
+  refuseChangedSettings(s, given);
+  const checked =
+    (await refuseChangedData('calibration', s.calib, config.calibration)) &&
+    (await refuseChangedData('evaluation', s.eval, config.evaluation));
+  if (!checked) env.onNote?.(`${dir}: the run predates data hashes in config.json; its data is not verified`);
+  const lock = await lockRunDir(dir, env.onNote);
   try {
-    if (run.nsga) {
-      await rewriteLogs(dir, run);
-      await p.objective.evaluate(new Uint8Array(geneCount(p.model.spec.config)).fill(1));
-      const counters = () => ({
-        forwardPasses: p.objective.forwardPasses(),
-        evaluations: p.objective.evaluations(),
-        seconds: (performance.now() - t0) / 1000,
-      });
-      return await runNsgaIn(dir, s, p, env, counters, { state: run.nsga, logged: run.evaluations });
+    const run = await openRunForResume(dir, config, (c) => {
+      const m = c.model as { numLayers?: number; numHeads?: number } | undefined;
+      return (m?.numLayers ?? 0) * (m?.numHeads ?? 0);
+    });
+    const p = await prepare(s, env);
+    try {
+      const id = await modelIdentity(p.model.spec);
+      if (id.fingerprint !== (config.model as { fingerprint?: string }).fingerprint) {
+        throw fileError(
+          `${dir}/config.json`,
+          `the run was made with another model than ${p.model.modelPath}`,
+        );
+      }
+      if (run.fresh) {
+        env.onStatus?.('no generation was saved: starting the run again from the beginning');
+        await rewriteLogs(dir, run);
+        return await searchFromScratch(dir, s, p, env);
+      }
+      return await continueSearch(dir, s, p, run, env);
+    } finally {
+      await p.objective.release();
     }
-    const genes = geneCount(p.model.spec.config);
-    // What earlier sessions computed is primed into the cache, so nothing is evaluated twice.
-    for (const r of run.evaluations) {
-      if (r.cached) continue;
-      p.objective.prime(genomeFromKey(String(r.genome)), r.fidelity as 'low' | 'full', {
-        quality: qualityFromLog(r),
-        tokens: Number(r.tokens),
-        ms: Number(r.ms),
-      });
-    }
-    const dense = await p.objective.evaluate(new Uint8Array(genes).fill(1));
-    // The initial population is already in the state, so no initialisation weights are needed.
-    const opts = gaOptions(s, genes, dense.quality);
-    await rewriteLogs(dir, run);
-    const state = run.state!;
-    const final = state.done ? state : await runGaIn(dir, s, p, state, opts, env, t0);
-    return await finish(
-      dir,
-      s,
-      p,
-      genomeFromKey(final.best!.genome),
-      {
-        forwardPasses: final.forwardPasses,
-        evaluations: final.evaluations,
-        seconds: (performance.now() - t0) / 1000,
-      },
-      env,
-      { stop: final.stop, resumed: true },
-    );
   } finally {
-    await p.objective.release();
+    await lock.release();
   }
+}
+
+async function continueSearch(
+  dir: string,
+  s: HeadSearchSettings,
+  p: Prepared,
+  run: ResumableRun,
+  env: HeadSearchEnv,
+): Promise<HeadSearchResult> {
+  const t0 = performance.now();
+  if (run.nsga) {
+    await rewriteLogs(dir, run);
+    await p.objective.evaluate(new Uint8Array(geneCount(p.model.spec.config)).fill(1));
+    const counters = () => ({
+      forwardPasses: p.objective.forwardPasses(),
+      evaluations: p.objective.evaluations(),
+      seconds: (performance.now() - t0) / 1000,
+    });
+    return runNsgaIn(dir, s, p, env, counters, { state: run.nsga, logged: run.evaluations });
+  }
+  const genes = geneCount(p.model.spec.config);
+  // What earlier sessions computed is primed into the cache, so nothing is evaluated twice.
+  for (const r of run.evaluations) {
+    if (r.cached) continue;
+    p.objective.prime(genomeFromKey(String(r.genome)), r.fidelity as 'low' | 'full', {
+      quality: qualityFromLog(r),
+      tokens: Number(r.tokens),
+      ms: Number(r.ms),
+    });
+  }
+  const dense = await p.objective.evaluate(new Uint8Array(genes).fill(1));
+  // The initial population is already in the state, so no initialisation weights are needed.
+  const opts = gaOptions(s, genes, dense.quality);
+  await rewriteLogs(dir, run);
+  const state = run.state!;
+  const final = state.done ? state : await runGaIn(dir, s, p, state, opts, env, t0);
+  return finish(
+    dir,
+    s,
+    p,
+    genomeFromKey(final.best!.genome),
+    {
+      forwardPasses: final.forwardPasses,
+      evaluations: final.evaluations,
+      seconds: (performance.now() - t0) / 1000,
+    },
+    env,
+    { stop: final.stop, resumed: true },
+  );
 }

@@ -1,22 +1,34 @@
 /**
  * A search's run directory:
- *   config.json        the frozen run configuration (model identity, data, every option, seed)
+ *   config.json        the frozen run configuration (model identity, data paths and hashes, every option, seed)
  *   evals.jsonl        one line per evaluated individual
  *   generations.jsonl  one line per generation (best, mean, counters)
  *   state.json         GA state after the last finished generation, written atomically
  *   mask.json          the best mask (see maskfile.ts), written at the end
  *   result.json        final numbers: calibration and evaluation scores, forward passes, time
+ *   run.lock           while a process works in the directory: its pid and host
  *
  * Resuming validates everything before it writes anything: a corrupt or foreign directory is refused as is.
+ * One process at a time: creating and resuming both take run.lock, and temporaries left by dead processes
+ * are removed once the lock is held.
  */
 import { appendFile, mkdir, readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeAll, writeFileAtomic } from '../checkpoint/io.js';
 import { fileError } from '../errors.js';
+import {
+  acquireLock,
+  type HeldLock,
+  pidAlive,
+  removeStaleTemps,
+  tempOwnerPid,
+  writeJsonAtomic,
+  writeTextAtomic,
+} from '../util/fs.js';
 import type { GaState } from './ga.js';
 import type { NsgaState } from './nsga.js';
 
 export const RUN_KIND = 'geneprune-head-search';
+export const LOCK_FILE = 'run.lock';
 
 export interface RunConfig {
   kind: typeof RUN_KIND;
@@ -24,30 +36,64 @@ export interface RunConfig {
   [key: string]: unknown;
 }
 
-export async function writeJsonAtomic(path: string, value: unknown): Promise<void> {
-  const bytes = new TextEncoder().encode(`${JSON.stringify(value, null, 2)}\n`);
-  await writeFileAtomic(path, (fh) => writeAll(fh, bytes));
+/** Whether `dir` holds a head-search run (its config.json says so); never throws. */
+export async function isRunDir(dir: string): Promise<boolean> {
+  try {
+    return JSON.parse(await readFile(join(dir, 'config.json'), 'utf8'))?.kind === RUN_KIND;
+  } catch {
+    return false;
+  }
 }
 
-async function writeTextAtomic(path: string, text: string): Promise<void> {
-  await writeFileAtomic(path, (fh) => writeAll(fh, new TextEncoder().encode(text)));
+/** Takes the run's lock (refusing a live owner) and removes what dead processes left half-written. */
+export async function lockRunDir(dir: string, onNote?: (line: string) => void): Promise<HeldLock> {
+  const lock = await acquireLock(join(dir, LOCK_FILE), onNote);
+  for (const name of await removeStaleTemps(dir))
+    onNote?.(`removed ${join(dir, name)} (left by a process that died)`);
+  return lock;
 }
 
-/** Creates a fresh run directory; refuses a non-empty one (resume it, or choose another). */
-export async function createRunDir(dir: string, config: RunConfig): Promise<void> {
+/** Refuses a directory holding anything but its lock and dead processes' temporaries. */
+async function refuseNonEmpty(dir: string): Promise<void> {
+  const entries = (await readdir(dir)).filter((n) => {
+    const pid = n === LOCK_FILE ? undefined : tempOwnerPid(n);
+    return n !== LOCK_FILE && (pid === undefined || pidAlive(pid));
+  });
+  if (entries.length === 0) return;
+  const hint = (await isRunDir(dir))
+    ? `it holds a run: use --resume ${dir} to continue it, or choose another --out`
+    : 'choose another --out';
+  throw fileError(dir, `run directory is not empty (${hint})`);
+}
+
+/**
+ * Creates a fresh run directory and returns its lock, held; refuses a non-empty one (resume it, or choose
+ * another). The lock is taken before the emptiness check, so of two processes starting one run only one goes.
+ */
+export async function createRunDir(
+  dir: string,
+  config: RunConfig,
+  onNote?: (line: string) => void,
+): Promise<HeldLock> {
   const info = await stat(dir).catch(() => undefined);
   if (info && !info.isDirectory()) throw fileError(dir, 'exists and is not a directory');
-  if (info && (await readdir(dir)).length > 0) {
-    throw fileError(dir, 'run directory is not empty (use --resume to continue it, or choose another --out)');
-  }
   try {
     await mkdir(dir, { recursive: true });
   } catch (e) {
     throw fileError(dir, `cannot create run directory (${(e as NodeJS.ErrnoException).code ?? e})`);
   }
-  await writeJsonAtomic(join(dir, 'config.json'), config);
+  // Refused before the lock is touched, so a directory that holds anything is left exactly as it was.
+  await refuseNonEmpty(dir);
+  const lock = await lockRunDir(dir, onNote);
+  try {
+    await refuseNonEmpty(dir);
+    await writeJsonAtomic(join(dir, 'config.json'), config);
+  } catch (e) {
+    await lock.release();
+    throw e;
+  }
+  return lock;
 }
-
 export async function appendJsonl(dir: string, file: string, record: unknown): Promise<void> {
   await appendFile(join(dir, file), `${JSON.stringify(record)}\n`);
 }
@@ -126,6 +172,8 @@ function validNsgaState(
 
 export interface ResumableRun {
   config: RunConfig;
+  /** True when the run stopped before its first generation was saved: it restarts from the beginning. */
+  fresh: boolean;
   /** GA state (method ga). */
   state?: GaState;
   /** NSGA-II state (method nsga). */
@@ -135,24 +183,41 @@ export interface ResumableRun {
   generations: Array<Record<string, unknown>>;
 }
 
-/** Reads and validates a run directory for --resume; writes nothing. `genesOf` maps the config to a gene count. */
-export async function openRunForResume(
-  dir: string,
-  genesOf: (c: RunConfig) => number,
-): Promise<ResumableRun> {
+/** Reads and validates a run directory's config.json for --resume; writes nothing. */
+export async function readRunConfig(dir: string): Promise<RunConfig> {
   const info = await stat(dir).catch(() => undefined);
   if (!info?.isDirectory()) throw fileError(dir, 'run directory does not exist');
   const configPath = join(dir, 'config.json');
   const config = (await readJson(configPath, 'config.json')) as RunConfig;
   if (config?.kind !== RUN_KIND) throw fileError(configPath, 'not a geneprune head-search run (kind field)');
   if (config.version !== 1) throw fileError(configPath, `unsupported run version ${String(config.version)}`);
-  if (config.method !== 'ga' && config.method !== 'nsga') {
-    throw fileError(
-      configPath,
-      `a ${String(config.method)} run has no search state to resume (run it again)`,
-    );
-  }
+  return config;
+}
+
+/**
+ * Reads the saved search state and logs of a run whose config is valid; writes nothing. A run with no
+ * state.json yet (killed before its first generation finished) is `fresh`; a baseline (which saves no
+ * state) is fresh until it has written result.json, after which there is nothing to resume.
+ * `genesOf` maps the config to a gene count.
+ */
+export async function openRunForResume(
+  dir: string,
+  config: RunConfig,
+  genesOf: (c: RunConfig) => number,
+): Promise<ResumableRun> {
+  const configPath = join(dir, 'config.json');
   const statePath = join(dir, 'state.json');
+  const noState = !(await stat(statePath).catch(() => undefined));
+  if (config.method !== 'ga' && config.method !== 'nsga') {
+    if (await stat(join(dir, 'result.json')).catch(() => undefined)) {
+      throw fileError(
+        configPath,
+        `a ${String(config.method)} run has no search state to resume, and this one has finished (run it again)`,
+      );
+    }
+    return { config, fresh: true, evaluations: [], generations: [] };
+  }
+  if (noState) return { config, fresh: true, evaluations: [], generations: [] };
   const state = await readJson(statePath, 'state.json');
   if (config.method === 'nsga') {
     const population = (config.settings as { population?: number } | undefined)?.population;
@@ -167,7 +232,7 @@ export async function openRunForResume(
     const generations = (await readJsonl(join(dir, 'generations.jsonl'))).filter(
       (r) => typeof r.generation === 'number' && r.generation <= nsga.generation,
     );
-    return { config, nsga, evaluations, generations };
+    return { config, fresh: false, nsga, evaluations, generations };
   }
   if (!validState(state, genesOf(config)))
     throw fileError(statePath, 'GA state is corrupt or does not fit the run');
@@ -178,7 +243,7 @@ export async function openRunForResume(
     typeof r.generation === 'number' && r.generation < finished;
   const evaluations = (await readJsonl(join(dir, 'evals.jsonl'))).filter(state.done ? keepDone : keep);
   const generations = (await readJsonl(join(dir, 'generations.jsonl'))).filter(state.done ? keepDone : keep);
-  return { config, state, evaluations, generations };
+  return { config, fresh: false, state, evaluations, generations };
 }
 
 /** Rewrites the logs to hold exactly the finished generations (drops a partly logged one), atomically. */

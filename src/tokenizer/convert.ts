@@ -14,8 +14,8 @@
  */
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeAll, writeFileAtomic } from '../checkpoint/io.js';
 import { dataError, fileError } from '../errors.js';
+import { writeJsonAtomic } from '../util/fs.js';
 import { type Llama2cVocab, parseLlama2cVocab } from './llama2c.js';
 
 /** Sentencepiece's whitespace marker. */
@@ -228,11 +228,6 @@ export function llama2cTokenizerConfig(opts: TokenizerConfigOptions = {}): JsonO
   return config;
 }
 
-async function writeJson(path: string, value: unknown): Promise<void> {
-  const bytes = Buffer.from(`${JSON.stringify(value, null, 2)}\n`, 'utf8');
-  await writeFileAtomic(path, (fh) => writeAll(fh, bytes));
-}
-
 /** Convert `binPath` and write `tokenizer.json` and `tokenizer_config.json` into `dir` (created if needed). */
 export async function writeTokenizerFiles(
   dir: string,
@@ -253,7 +248,7 @@ export async function writeTokenizerFiles(
   }
   const tokenizerJson = join(dir, 'tokenizer.json');
   const tokenizerConfig = join(dir, 'tokenizer_config.json');
-  await writeJson(tokenizerJson, json);
-  await writeJson(tokenizerConfig, llama2cTokenizerConfig(opts));
+  await writeJsonAtomic(tokenizerJson, json);
+  await writeJsonAtomic(tokenizerConfig, llama2cTokenizerConfig(opts));
   return { tokenizerJson, tokenizerConfig };
 }

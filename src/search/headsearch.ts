@@ -15,6 +15,7 @@ import {
   makeWindows,
   tokenizeDocuments,
 } from '../metrics/perplexity.js';
+import { type ModelShape, shapeDifference } from '../model/identity.js';
 import { type OpenedModel, openModel } from '../model/open.js';
 import { createRng } from '../util/rng.js';
 import { type BaselineName, runBaseline, singleHeadAblationScores } from './baselines.js';
@@ -202,7 +203,8 @@ async function runConfig(s: HeadSearchSettings, p: Prepared): Promise<RunConfig>
       tokenizer: p.model.tokenizerPath,
       ...(await modelIdentity(p.model.spec)),
     },
-    geneOrder: 'layer-major: gene = layer * numHeads + head; 1 keeps the head',
+    geneOrder:
+      'layer-major over the heads present: layer l starts at the sum of model.shape.queryHeads before it; 1 keeps the head',
     calibration: { path: s.calib, files: p.calibFiles, tokens: p.calibTokens, context: p.context },
     evaluation: { path: s.eval, files: p.evalFiles },
   };
@@ -443,15 +445,26 @@ async function runNsgaIn(
 /** Continues a GA or NSGA-II run from its last saved generation. */
 export async function resumeHeadSearch(dir: string, env: HeadSearchEnv = {}) {
   const run = await openRunForResume(dir, (c) => {
-    const m = c.model as { numLayers?: number; numHeads?: number } | undefined;
-    return (m?.numLayers ?? 0) * (m?.numHeads ?? 0);
+    const heads = (c.model as { shape?: { queryHeads?: unknown } } | undefined)?.shape?.queryHeads;
+    if (!Array.isArray(heads)) {
+      throw fileError(
+        `${dir}/config.json`,
+        'the run records no per-layer model shape (made by an older geneprune, whose model fingerprint was weak); run it again',
+      );
+    }
+    return heads.reduce((a: number, b) => a + Number(b), 0);
   });
   const s = run.config.settings as HeadSearchSettings;
   const p = await prepare(s, env);
   const id = await modelIdentity(p.model.spec);
-  if (id.fingerprint !== (run.config.model as { fingerprint?: string }).fingerprint) {
+  const recorded = run.config.model as { fingerprint?: string; shape?: ModelShape } | undefined;
+  if (id.fingerprint !== recorded?.fingerprint) {
     await p.objective.release();
-    throw fileError(`${dir}/config.json`, `the run was made with another model than ${p.model.modelPath}`);
+    const shape = recorded?.shape ? shapeDifference(recorded.shape, id.shape, 'the run') : undefined;
+    throw fileError(
+      `${dir}/config.json`,
+      `the run was made with another model than ${p.model.modelPath}${shape ? ` (${shape})` : ': same shape, different weights'}`,
+    );
   }
   const t0 = performance.now();
   try {

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { flagError } from '../errors.js';
 import { openModel } from '../model/open.js';
 import { EXPORT_FORMATS, type ExportFormat, exportModel } from '../prune/export.js';
-import { readMaskFile } from '../search/maskfile.js';
+import { loadMaskFile } from '../search/maskfile.js';
 import { modelOption, tokenizerOption } from './options.js';
 
 interface ExportFlags {
@@ -45,11 +45,12 @@ Example:
         throw flagError('--format', `"${flags.format}" is not one of ${EXPORT_FORMATS.join(', ')}`);
       }
       const model = await openModel(flags.model, { tokenizer: flags.tokenizer });
-      const genome = flags.mask ? await readMaskFile(flags.mask, model.spec) : undefined;
+      const mask = flags.mask ? await loadMaskFile(flags.mask, model.spec) : undefined;
       const result = await exportModel({
         spec: model.spec,
         tokenizerPath: model.tokenizerPath,
-        genome,
+        genome: mask?.genome,
+        maskFile: mask && { path: mask.path, sha256: mask.sha256 },
         out: flags.out,
         format: flags.format as ExportFormat,
         force: flags.force,

@@ -28,6 +28,13 @@ export {
   tokenizeDocuments,
   type Windows,
 } from './metrics/perplexity.js';
+export {
+  type ModelIdentity,
+  type ModelShape,
+  modelFingerprint,
+  modelIdentity,
+  type Provenance,
+} from './model/identity.js';
 export { llamaSpecToHf, writeLlama2cFromSpec } from './model/llama.js';
 export { loadModelSpec } from './model/load.js';
 export { type OpenedModel, openModel } from './model/open.js';

@@ -209,7 +209,8 @@ export function registerHeads(program: Command): void {
     .addHelpText(
       'after',
       `
-Genes: one per query head, layer-major (gene = layer * heads + head), 1 = kept. With grouped-query
+Genes: one per query head present, layer-major (gene = layer * heads + head for an unpruned model; a
+pruned one has as many genes per layer as heads left), 1 = kept. With grouped-query
 attention a KV head goes only when every query head reading it goes. Every method removes the same
 number of heads when --target-sparsity is given, and all score on the same calibration tokens.
 

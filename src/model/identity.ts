@@ -198,7 +198,8 @@ const isObject = (v: unknown): v is Record<string, unknown> =>
 const isCounts = (v: unknown): v is number[] =>
   Array.isArray(v) && v.every((n) => Number.isInteger(n) && n >= 0);
 
-function validShape(v: unknown): v is ModelShape {
+/** True when `v` has every field of a ModelShape with the right types (for shapes read from files). */
+export function isModelShape(v: unknown): v is ModelShape {
   if (!isObject(v)) return false;
   const scalars = ['numLayers', 'hiddenSize', 'headDim', 'vocabSize'] as const;
   if (!scalars.every((k) => Number.isInteger(v[k]))) return false;
@@ -217,7 +218,7 @@ export function provenanceProblem(v: unknown): string | undefined {
       isObject(step.source) &&
       typeof step.source.path === 'string' &&
       typeof step.source.fingerprint === 'string' &&
-      validShape(step.source.shape) &&
+      isModelShape(step.source.shape) &&
       isObject(step.mask) &&
       Array.isArray(step.mask.removed) &&
       step.mask.removed.every((r) => typeof r === 'string') &&

@@ -15,7 +15,7 @@ import {
   makeWindows,
   tokenizeDocuments,
 } from '../metrics/perplexity.js';
-import { type ModelShape, shapeDifference } from '../model/identity.js';
+import { isModelShape, type ModelShape, shapeDifference } from '../model/identity.js';
 import { type OpenedModel, openModel } from '../model/open.js';
 import { createRng } from '../util/rng.js';
 import { type BaselineName, runBaseline, singleHeadAblationScores } from './baselines.js';
@@ -460,7 +460,9 @@ export async function resumeHeadSearch(dir: string, env: HeadSearchEnv = {}) {
   const recorded = run.config.model as { fingerprint?: string; shape?: ModelShape } | undefined;
   if (id.fingerprint !== recorded?.fingerprint) {
     await p.objective.release();
-    const shape = recorded?.shape ? shapeDifference(recorded.shape, id.shape, 'the run') : undefined;
+    const shape = isModelShape(recorded?.shape)
+      ? shapeDifference(recorded.shape, id.shape, 'the run')
+      : undefined;
     throw fileError(
       `${dir}/config.json`,
       `the run was made with another model than ${p.model.modelPath}${shape ? ` (${shape})` : ': same shape, different weights'}`,

@@ -15,6 +15,7 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { fileError } from '../errors.js';
 import {
+  isModelShape,
   type ModelIdentity,
   type ModelShape,
   modelIdentity,
@@ -104,7 +105,7 @@ export async function loadMaskFile(path: string, spec: ModelSpec): Promise<Loade
     throw fileError(path, '"keep" must be an array of 0/1 values');
   }
   const recorded = m.model;
-  if (typeof recorded?.fingerprint !== 'string' || typeof recorded.shape !== 'object' || !recorded.shape) {
+  if (typeof recorded?.fingerprint !== 'string' || !isModelShape(recorded.shape)) {
     throw fileError(path, 'mask file does not record the model it was made for ("model" field)');
   }
   const sha256 = createHash('sha256').update(bytes).digest('hex');

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { cpSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createRunner } from '../../src/engine/runner.js';
@@ -162,6 +162,26 @@ describe('iterative pruning of stories260K', { skip }, () => {
     // The first mask is for the grandparent: refused on the twice-pruned model as well.
     const first = runCli(['eval', '--model', twice, '--mask', maskPath, '--data', sharedPath(EVAL)!]);
     assert.match(first.stderr, /this model is .*stories260K-25 pruned with mask sha256 [0-9a-f]{16}/);
+  });
+
+  test('--resume refuses a run whose config now names another model, saying which shape it was for', () => {
+    const run = join(tmp.dir, 'moved');
+    cpSync(join(tmp.dir, 'ga'), run, { recursive: true });
+    const configPath = join(run, 'config.json');
+    const config = readJson(configPath);
+    writeFileSync(
+      configPath,
+      JSON.stringify({ ...config, settings: { ...config.settings, model: undefined } }),
+    );
+    const files = () => readdirSync(run).map((f) => [f, readFileSync(join(run, f), 'utf8')]);
+    const before = files();
+    const r = runCli(['heads', '--resume', run, '--quiet']);
+    assert.notEqual(r.code, 0);
+    const lines = r.stderr.split('\n').filter(Boolean);
+    assert.equal(lines.length, 1, r.stderr);
+    assert.ok(lines[0].startsWith(`geneprune: ${configPath}: the run was made with another model`), lines[0]);
+    assert.ok(lines[0].includes('the run is for 5 7 5 7 6 query heads per layer, this model has 8 8 8 8 8'));
+    assert.deepEqual(files(), before, 'the run directory is untouched');
   });
 
   test('every search method runs on the pruned export, over its 30 heads', async () => {

@@ -15,6 +15,7 @@ import { loadModelSpec } from '../src/model/load.js';
 import { BENCH_LLAMA_SHAPE, randomLlamaSpec } from '../src/model/random.js';
 import { benchModels } from '../src/prune/bench.js';
 import { exportModel } from '../src/prune/export.js';
+import { geneCount } from '../src/search/genome.js';
 import { randomGenome } from '../src/search/operators.js';
 import { createRng } from '../src/util/rng.js';
 
@@ -41,7 +42,7 @@ const spec = randomLlamaSpec({ ...BENCH_LLAMA_SHAPE, maxPositions: 512, seed: 1 
 const hf = llamaSpecToHf(spec);
 await writeHfFolder(dense, { config: hf.config, tensors: hf.tensors });
 const a = await loadModelSpec(dense);
-const genes = a.config.numLayers * a.config.numHeads;
+const genes = geneCount(a.config);
 const genome = randomGenome(genes, Math.round(Number(values.remove) * genes), createRng(7));
 await exportModel({ spec: a, genome, out: pruned, format: 'hf' });
 const b = await loadModelSpec(pruned);

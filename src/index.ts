@@ -63,6 +63,13 @@ export {
   tokenizePrefix,
   type Windows,
 } from './metrics/perplexity.js';
+export {
+  type ModelIdentity,
+  type ModelShape,
+  modelFingerprint,
+  modelIdentity,
+  type Provenance,
+} from './model/identity.js';
 export { llamaSpecToHf, writeLlama2cFromSpec } from './model/llama.js';
 export { loadModelSpec } from './model/load.js';
 export { type OpenedModel, openModel } from './model/open.js';
@@ -76,7 +83,7 @@ export {
 } from './model/spec.js';
 export { pruneHeads } from './prune/heads.js';
 export type { FitnessKind } from './search/fitness.js';
-export { type HeadMaskFile, makeMaskFile, modelIdentity, readMaskFile } from './search/maskfile.js';
+export { type HeadMaskFile, loadMaskFile, makeMaskFile, readMaskFile } from './search/maskfile.js';
 export type { Fidelity, QualityMetric } from './search/objective.js';
 export { loadTokenizer } from './tokenizer/load.js';
 export type { Tokenizer } from './tokenizer/types.js';

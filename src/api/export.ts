@@ -9,7 +9,7 @@ import {
   type ExportResult,
   exportModel as writeExport,
 } from '../prune/export.js';
-import { readMaskFile } from '../search/maskfile.js';
+import { loadMaskFile } from '../search/maskfile.js';
 import { type ModelInput, openModelInput } from './common.js';
 
 export interface ExportOptions {
@@ -36,11 +36,12 @@ export async function exportModel(
     throw flagError('--format', `"${format}" is not one of ${EXPORT_FORMATS.join(', ')}`);
   }
   const model = await openModelInput(opts.model, opts.tokenizer);
-  const genome = opts.mask ? await readMaskFile(opts.mask, model.spec) : undefined;
+  const mask = opts.mask ? await loadMaskFile(opts.mask, model.spec) : undefined;
   const result = await writeExport({
     spec: model.spec,
     tokenizerPath: model.tokenizerPath,
-    genome,
+    genome: mask?.genome,
+    maskFile: mask && { path: mask.path, sha256: mask.sha256 },
     out: opts.out,
     format,
     force: opts.force,

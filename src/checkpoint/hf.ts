@@ -32,6 +32,10 @@ export interface HfFolder {
   tensors: Map<string, FileTensor>;
   /** tokenizer.json inside the folder, when present. */
   tokenizerPath?: string;
+  /** The safetensors `__metadata__` string map (merged across shards; the first shard to set a key wins). */
+  metadata: Record<string, string>;
+  /** The weights file whose metadata is reported (the single file or the index), for messages. */
+  weightsPath: string;
 }
 
 /** Reads and parses a JSON object file, with errors naming the file. */
@@ -69,10 +73,14 @@ export async function openHfFolder(dir: string): Promise<HfFolder> {
   const single = join(dir, SINGLE_WEIGHTS_FILE);
   const index = join(dir, INDEX_FILE);
   let tensors: Map<string, FileTensor>;
+  let metadata: Record<string, string>;
+  let weightsPath: string;
   if (existsSync(single)) {
-    tensors = (await openSafetensors(single)).tensors;
+    ({ tensors, metadata } = await openSafetensors(single));
+    weightsPath = single;
   } else if (existsSync(index)) {
-    tensors = await openShards(dir, index);
+    ({ tensors, metadata } = await openShards(dir, index));
+    weightsPath = index;
   } else {
     const hint = existsSync(join(dir, 'pytorch_model.bin'))
       ? ' (pytorch_model.bin is not read: convert the weights to safetensors)'
@@ -80,10 +88,20 @@ export async function openHfFolder(dir: string): Promise<HfFolder> {
     throw fileError(dir, `no ${SINGLE_WEIGHTS_FILE} or ${INDEX_FILE} in the model folder${hint}`);
   }
   const tokenizer = join(dir, TOKENIZER_FILE);
-  return { dir, config, tensors, tokenizerPath: existsSync(tokenizer) ? tokenizer : undefined };
+  return {
+    dir,
+    config,
+    tensors,
+    tokenizerPath: existsSync(tokenizer) ? tokenizer : undefined,
+    metadata,
+    weightsPath,
+  };
 }
 
-async function openShards(dir: string, indexPath: string): Promise<Map<string, FileTensor>> {
+async function openShards(
+  dir: string,
+  indexPath: string,
+): Promise<{ tensors: Map<string, FileTensor>; metadata: Record<string, string> }> {
   const index = await readJsonObject(indexPath);
   const weightMap = index.weight_map;
   if (typeof weightMap !== 'object' || weightMap === null || Array.isArray(weightMap)) {
@@ -98,6 +116,7 @@ async function openShards(dir: string, indexPath: string): Promise<Map<string, F
   }
   const root = resolve(dir);
   const tensors = new Map<string, FileTensor>();
+  const metadata: Record<string, string> = {};
   for (const [shard, names] of byShard) {
     const shardPath = resolve(root, shard);
     // The index is untrusted: it must not point outside the model folder.
@@ -119,8 +138,9 @@ async function openShards(dir: string, indexPath: string): Promise<Map<string, F
       if (prev) throw fileError(shardPath, `tensor ${name} also appears in ${prev.file}`);
       tensors.set(name, t);
     }
+    for (const [k, v] of Object.entries(file.metadata)) if (!Object.hasOwn(metadata, k)) metadata[k] = v;
   }
-  return tensors;
+  return { tensors, metadata };
 }
 
 export interface WriteHfFolderOptions {
@@ -130,11 +150,14 @@ export interface WriteHfFolderOptions {
   /** Split the weights into shards of at most about this many bytes (one tensor never splits). */
   shardBytes?: number;
   dtype?: StoredFloat;
+  /** Extra safetensors `__metadata__` entries (string map), written into every weights file. */
+  metadata?: Record<string, string>;
 }
 
 /** Writes config.json and the weights (single file, or shards + index); creates `dir`; each file atomic. */
 export async function writeHfFolder(dir: string, options: WriteHfFolderOptions): Promise<void> {
   const dtype = options.dtype ?? 'F32';
+  const metadata = { format: 'pt', ...options.metadata };
   const tensors: WritableTensor[] =
     options.tensors instanceof Map
       ? [...options.tensors].map(([name, t]) => ({ name, shape: t.shape, data: () => t.load() }))
@@ -149,7 +172,7 @@ export async function writeHfFolder(dir: string, options: WriteHfFolderOptions):
   const single = join(dir, SINGLE_WEIGHTS_FILE);
   const index = join(dir, INDEX_FILE);
   if (options.shardBytes === undefined) {
-    await writeSafetensors(single, tensors, { format: 'pt' }, { dtype });
+    await writeSafetensors(single, tensors, metadata, { dtype });
     // A stale index beside the new file would describe other weights.
     await rm(index, { force: true });
     return;
@@ -178,7 +201,7 @@ export async function writeHfFolder(dir: string, options: WriteHfFolderOptions):
   const pad = (i: number) => String(i).padStart(5, '0');
   for (let s = 0; s < shards.length; s++) {
     const name = `model-${pad(s + 1)}-of-${pad(shards.length)}.safetensors`;
-    await writeSafetensors(join(dir, name), shards[s], { format: 'pt' }, { dtype });
+    await writeSafetensors(join(dir, name), shards[s], metadata, { dtype });
     for (const t of shards[s]) weightMap[t.name] = name;
   }
   const indexJson = { metadata: { total_size: totalBytes }, weight_map: weightMap };

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import type { HfFolder } from '../checkpoint/hf.js';
 import { type Llama2cFile, type Llama2cParams, writeLlama2cLegacy } from '../checkpoint/llama2c.js';
 import { fileError, GenepruneError } from '../errors.js';
+import { type Provenance, provenanceProblem } from './identity.js';
 import { type Activation, kvGroupOf, type ModelConfig, type ModelSpec, type TensorSource } from './spec.js';
 
 export const LLAMA_MODEL_TYPES = ['llama', 'mistral', 'qwen2'] as const;
@@ -330,7 +331,36 @@ export function llamaSpecFromHf(folder: HfFolder): ModelSpec {
       `unexpected tensor ${name}: not part of a ${config.modelType} model as config.json describes it`,
     );
   }
-  return { config, tensors, source: folder.dir };
+  const provenance = provenanceOfFolder(folder, configPath);
+  return { config, tensors, source: folder.dir, ...(provenance ? { provenance } : {}) };
+}
+
+/** The safetensors metadata key and config.json key a pruned export's provenance is written under. */
+export const PROVENANCE_METADATA_KEY = 'geneprune.provenance';
+export const PROVENANCE_CONFIG_KEY = 'geneprune';
+
+/**
+ * A pruned export's provenance: the weights' own record first (it travels with model.safetensors), else
+ * config.json's (a transformers.js-only export has no safetensors).
+ */
+function provenanceOfFolder(folder: HfFolder, configPath: string): Provenance | undefined {
+  const fromWeights = folder.metadata[PROVENANCE_METADATA_KEY];
+  let where = folder.weightsPath;
+  let value: unknown;
+  if (fromWeights !== undefined) {
+    try {
+      value = JSON.parse(fromWeights);
+    } catch {
+      throw fileError(where, `__metadata__ "${PROVENANCE_METADATA_KEY}" is not valid JSON`);
+    }
+  } else {
+    value = folder.config[PROVENANCE_CONFIG_KEY];
+    where = configPath;
+    if (value === undefined || value === null) return undefined;
+  }
+  const problem = provenanceProblem(value);
+  if (problem) throw fileError(where, problem);
+  return value as Provenance;
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@
  * - Per-layer head counts allow physically pruned models: layer i has `headsPerLayer[i]` query heads and
  *   `kvHeadsPerLayer[i]` KV heads; headDim is shared.
  */
+import type { Provenance } from './identity.js';
 
 export type Family = 'llama' | 'gpt2' | 'bert';
 
@@ -102,6 +103,8 @@ export interface ModelSpec {
   tensors: Map<TensorRole, TensorSource>;
   /** Where the model came from (a path), for reports and error messages. */
   source: string;
+  /** For a pruned export read back: which model it was pruned from and with which mask. */
+  provenance?: Provenance;
 }
 
 /** Which KV head query head `h` of a layer reads, for a layer with `heads` query and `kvHeads` KV heads. */

@@ -8,6 +8,12 @@
  *                    transformers.js expects, each layer's cache carrying its own KV-head count.
  *   all              both in one folder (their config.json is the same file).
  *
+ * Provenance: a masked export records the source model's identity (path, fingerprint, per-layer shape) and
+ * the mask applied (its file's sha256 and the removed heads) in config.json (`geneprune`) and in the
+ * safetensors `__metadata__` (`geneprune.provenance`, the same JSON as a string), after the source's own
+ * lineage; the reader puts it back in `spec.provenance`, so a mask for an ancestor is refused on the export.
+ * An export without a mask is the same model and carries the source's provenance unchanged.
+ *
  * The folder is built under a temporary name beside `out` and put in place only when complete; an existing
  * non-empty `out` is replaced only with `force`, by renaming it aside, renaming the new one in, then deleting
  * the old (a kill at any step leaves one complete folder; the next export to `out` finishes the cleanup).
@@ -20,9 +26,10 @@ import { dirname, join, resolve } from 'node:path';
 import { writeHfFolder } from '../checkpoint/hf.js';
 import { fileError, flagError } from '../errors.js';
 import { buildDecoderGraph, loadWeights } from '../graph/decoder.js';
-import { llamaSpecToHf } from '../model/llama.js';
+import { provenanceOfPruning } from '../model/identity.js';
+import { llamaSpecToHf, PROVENANCE_CONFIG_KEY, PROVENANCE_METADATA_KEY } from '../model/llama.js';
 import type { ModelSpec } from '../model/spec.js';
-import type { Genome } from '../search/genome.js';
+import { type Genome, removedList } from '../search/genome.js';
 import { isRunDir } from '../search/rundir.js';
 import { writeTokenizerFiles } from '../tokenizer/convert.js';
 import {
@@ -45,6 +52,8 @@ export interface ExportOptions {
   /** Copied (tokenizer.json) or converted (llama2.c tokenizer.bin); without it no tokenizer files are written. */
   tokenizerPath?: string;
   genome?: Genome;
+  /** The mask file the genome came from, recorded in the provenance (`loadMaskFile` gives both). */
+  maskFile?: { path: string; sha256: string };
   out: string;
   format: ExportFormat;
   force?: boolean;
@@ -130,10 +139,21 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
       throw fileError(out, `cannot create the output directory (${(e as NodeJS.ErrnoException).code ?? e})`);
     }
     const hf = llamaSpecToHf(spec);
-    const config = { ...hf.config, architectures: ['LlamaForCausalLM'] };
+    const provenance = opts.genome
+      ? await provenanceOfPruning(opts.spec, {
+          ...(opts.maskFile ?? {}),
+          removed: removedList(opts.spec.config, opts.genome),
+        })
+      : opts.spec.provenance;
+    const config = {
+      ...hf.config,
+      architectures: ['LlamaForCausalLM'],
+      ...(provenance ? { [PROVENANCE_CONFIG_KEY]: provenance } : {}),
+    };
     if (opts.format === 'hf' || opts.format === 'all') {
       opts.onStatus?.('writing model.safetensors');
-      await writeHfFolder(tmp, { config, tensors: hf.tensors });
+      const metadata = provenance ? { [PROVENANCE_METADATA_KEY]: JSON.stringify(provenance) } : undefined;
+      await writeHfFolder(tmp, { config, tensors: hf.tensors, metadata });
       files.push('config.json', 'model.safetensors');
     } else {
       await writeJsonAtomic(join(tmp, 'config.json'), config);

@@ -10,9 +10,8 @@
  *   renumbered among the kept KV heads.
  *
  * Conventions:
- * - Genes follow `headMaskOf`: gene `layer * numHeads + h` is the h-th query head *present* in the input spec.
- *   An unpruned input is the usual case; an already pruned input is accepted, and genes past a layer's present
- *   head count are ignored (as headMaskOf ignores them).
+ * - Genes follow `genome.ts`: one per query head *present* in the input spec, layer-major (layer l's genes start
+ *   at Σ_{j<l} headsPerLayer[j]). An already pruned input is pruned again over its own heads.
  * - kvHeadOfQuery is written only when some layer's map is not the uniform grouping; it then lists every
  *   layer (the config reader requires one map per layer).
  * - A layer may keep no heads: its q/k/v/o tensors become zero-row/zero-column tensors (the shapes
@@ -29,7 +28,7 @@ import {
   type ModelSpec,
   type TensorSource,
 } from '../model/spec.js';
-import { type Genome, geneCount } from '../search/genome.js';
+import { type Genome, geneCount, geneOffsets } from '../search/genome.js';
 
 /** What pruning keeps in one layer, in the input spec's head numbering. */
 export interface LayerPlan {
@@ -67,7 +66,7 @@ function checkGenome(spec: ModelSpec, genome: Genome): void {
   if (genome.length !== n) {
     throw modelError(
       spec,
-      `head genome has ${genome.length} genes, the model needs ${n} (${c.numLayers} layers × ${c.numHeads} heads)`,
+      `head genome has ${genome.length} genes, the model needs ${n} (one per query head present: ${c.headsPerLayer.join(' ')} per layer)`,
     );
   }
   for (let i = 0; i < genome.length; i++) {
@@ -82,10 +81,11 @@ export function pruneLayerPlans(spec: ModelSpec, genome: Genome): LayerPlan[] {
   checkGenome(spec, genome);
   const c = spec.config;
   const plans: LayerPlan[] = [];
+  const offsets = geneOffsets(c);
   for (let l = 0; l < c.numLayers; l++) {
     const map = kvMapOfLayer(c, l);
     const query: number[] = [];
-    for (let h = 0; h < map.length; h++) if (genome[l * c.numHeads + h]) query.push(h);
+    for (let h = 0; h < map.length; h++) if (genome[offsets[l] + h]) query.push(h);
     const kv = [...new Set(query.map((h) => map[h]))].sort((a, b) => a - b);
     const rank = new Map(kv.map((k, i) => [k, i]));
     plans.push({ query, kv, kvOfQuery: query.map((h) => rank.get(map[h])!) });

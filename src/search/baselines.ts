@@ -5,14 +5,14 @@
  * here exactly as they are for the GA. Each method ends by evaluating its final mask at full fidelity (a cache
  * hit when the search already scored that mask at full fidelity), so every result carries a score.
  *
- * Only heads present in the model are candidates: in a physically pruned layer the genes past
- * `headsPerLayer[l]` have no head behind them; they stay 1 and are never counted as removed.
+ * Genes follow `genome.ts`: one per head present in the model, so a physically pruned model's genes are all
+ * candidates.
  */
 import { GenepruneError } from '../errors.js';
 import type { ModelConfig, ModelSpec } from '../model/spec.js';
 import { kvMapOfLayer } from '../model/spec.js';
 import type { Rng } from '../util/rng.js';
-import { type Genome, geneCount } from './genome.js';
+import { type Genome, geneCount, geneIndex } from './genome.js';
 import type { Fidelity, HeadObjective } from './objective.js';
 
 export type BaselineName = 'random' | 'norm' | 'ablation' | 'greedy' | 'regression';
@@ -31,7 +31,7 @@ export interface BaselineResult {
   /** Distinct evaluations this method cost (the objective's counter). */
   evaluations: number;
   seconds: number;
-  /** Importance per gene, higher = more worth keeping (norm, ablation, regression). Absent heads: +Infinity. */
+  /** Importance per gene, higher = more worth keeping (norm, ablation, regression). */
   ranking?: number[];
   /** greedy: the genes in the order they were removed. */
   order?: number[];
@@ -63,13 +63,9 @@ export interface RegressionOptions extends SearchOptions {
   ridge?: number;
 }
 
-/** Genes that have a head behind them (all of them unless the model was physically pruned unevenly). */
+/** The candidate genes: every gene, since each has a present head behind it (see genome.ts). */
 export function presentGenes(config: ModelConfig): number[] {
-  const out: number[] = [];
-  for (let l = 0; l < config.numLayers; l++) {
-    for (let h = 0; h < config.headsPerLayer[l]; h++) out.push(l * config.numHeads + h);
-  }
-  return out;
+  return Array.from({ length: geneCount(config) }, (_, g) => g);
 }
 
 function checkRemoveCount(objective: HeadObjective, removeCount: number): number[] {
@@ -184,7 +180,7 @@ export async function weightNormImportance(spec: ModelSpec): Promise<number[]> {
       }
     }
     const kv = kvMapOfLayer(config, l);
-    for (let h = 0; h < heads; h++) scores[l * config.numHeads + h] = Math.sqrt(oSq[h]) * vNorm[kv[h]];
+    for (let h = 0; h < heads; h++) scores[geneIndex(config, l, h)] = Math.sqrt(oSq[h]) * vNorm[kv[h]];
   }
   if (present.some((g) => !Number.isFinite(scores[g]))) {
     throw new GenepruneError('model', 'weight-norm baseline: non-finite weights');
@@ -222,10 +218,7 @@ export async function weightNormBaseline(
   return done(withRemoved(objective.genes, leastImportant(present, ranking, removeCount)), { ranking });
 }
 
-/**
- * Quality with each head removed alone (one evaluation per present head). Genes with no head behind them get
- * +Infinity ("never worth removing"), so callers that sort by it never pick them.
- */
+/** Quality with each head removed alone (one evaluation per head). */
 export async function singleHeadAblationScores(
   objective: HeadObjective,
   fidelity: Fidelity = 'full',

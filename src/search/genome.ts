@@ -1,20 +1,45 @@
 /**
- * Head genomes. One gene per query head across all layers, layer-major: gene g = layer * numHeads + head
- * (numHeads = the unpruned per-layer count). 1 keeps the head, 0 removes it (the paper's convention).
+ * Head genomes. One gene per query head *present* in the model, layer-major: the genes of layer l start at
+ * Σ_{j<l} headsPerLayer[j], and gene offset(l) + h is the h-th head present in layer l. For an unpruned model
+ * that is gene = layer × heads + head; in a physically pruned one a layer has as many genes as heads left (a
+ * head-less layer none), so every gene has a head behind it. 1 keeps the head, 0 removes it (the paper's
+ * convention).
  *
  * GQA: a KV head is removed exactly when every query head that reads it is removed.
  */
+import { GenepruneError } from '../errors.js';
 import type { ModelConfig } from '../model/spec.js';
 import { kvMapOfLayer } from '../model/spec.js';
 
 export type Genome = Uint8Array;
 
+/** The first gene of each layer, plus the gene count at the end (numLayers + 1 entries). */
+export function geneOffsets(config: ModelConfig): number[] {
+  const offsets = [0];
+  for (let l = 0; l < config.numLayers; l++) offsets.push(offsets[l] + config.headsPerLayer[l]);
+  return offsets;
+}
+
 export function geneCount(config: ModelConfig): number {
-  return config.numLayers * config.numHeads;
+  return geneOffsets(config)[config.numLayers];
 }
 
 export function geneIndex(config: ModelConfig, layer: number, head: number): number {
-  return layer * config.numHeads + head;
+  if (!(head >= 0 && head < config.headsPerLayer[layer])) {
+    throw new GenepruneError(
+      'internal',
+      `layer ${layer} has no head ${head} (it has ${config.headsPerLayer[layer]})`,
+    );
+  }
+  return geneOffsets(config)[layer] + head;
+}
+
+/** [layer, head] of a gene. */
+export function headOfGene(config: ModelConfig, gene: number): [number, number] {
+  const offsets = geneOffsets(config);
+  let l = 0;
+  while (l < config.numLayers - 1 && gene >= offsets[l + 1]) l++;
+  return [l, gene - offsets[l]];
 }
 
 export function keptCount(g: Genome): number {
@@ -42,9 +67,10 @@ export function genomeFromKey(key: string): Genome {
 /** The engine's head_mask feed [layers * maxHeads] for a genome. */
 export function headMaskOf(config: ModelConfig, g: Genome): Float32Array {
   const maxHeads = Math.max(...config.headsPerLayer);
+  const offsets = geneOffsets(config);
   const mask = new Float32Array(config.numLayers * maxHeads).fill(1);
   for (let l = 0; l < config.numLayers; l++) {
-    for (let h = 0; h < config.headsPerLayer[l]; h++) mask[l * maxHeads + h] = g[l * config.numHeads + h];
+    for (let h = 0; h < config.headsPerLayer[l]; h++) mask[l * maxHeads + h] = g[offsets[l] + h];
   }
   return mask;
 }
@@ -59,12 +85,13 @@ export interface HeadCounts {
 export function keptHeads(config: ModelConfig, g: Genome): HeadCounts {
   const query: number[] = [];
   const kv: number[] = [];
+  const offsets = geneOffsets(config);
   for (let l = 0; l < config.numLayers; l++) {
     const map = kvMapOfLayer(config, l);
     const usedKv = new Set<number>();
     let q = 0;
     for (let h = 0; h < map.length; h++) {
-      if (g[l * config.numHeads + h]) {
+      if (g[offsets[l] + h]) {
         q++;
         usedKv.add(map[h]);
       }
@@ -96,8 +123,9 @@ export function keptParameters(config: ModelConfig, g: Genome, totalParameters: 
 /** Human-readable list of removed heads, `L:H` (for logs and flags). */
 export function removedList(config: ModelConfig, g: Genome): string[] {
   const out: string[] = [];
-  for (let i = 0; i < g.length; i++) {
-    if (!g[i]) out.push(`${Math.floor(i / config.numHeads)}:${i % config.numHeads}`);
+  const offsets = geneOffsets(config);
+  for (let l = 0; l < config.numLayers; l++) {
+    for (let h = 0; h < config.headsPerLayer[l]; h++) if (!g[offsets[l] + h]) out.push(`${l}:${h}`);
   }
   return out;
 }

@@ -15,6 +15,7 @@ import {
   makeWindows,
   tokenizeDocuments,
 } from '../metrics/perplexity.js';
+import { isModelShape, type ModelShape, shapeDifference } from '../model/identity.js';
 import { type OpenedModel, openModel } from '../model/open.js';
 import {
   faultPoint,
@@ -271,7 +272,8 @@ async function runConfig(s: HeadSearchSettings, p: Prepared): Promise<RunConfig>
       tokenizer: p.model.tokenizerPath,
       ...(await modelIdentity(p.model.spec)),
     },
-    geneOrder: 'layer-major: gene = layer * numHeads + head; 1 keeps the head',
+    geneOrder:
+      'layer-major over the heads present: layer l starts at the sum of model.shape.queryHeads before it; 1 keeps the head',
     calibration: { path: s.calib, files: p.calibFiles, tokens: p.calibTokens, context: p.context },
     evaluation: { path: s.eval, files: p.evalFiles },
   };
@@ -605,16 +607,26 @@ export async function resumeHeadSearch(
   const lock = await lockRunDir(dir, env.onNote);
   try {
     const run = await openRunForResume(dir, config, (c) => {
-      const m = c.model as { numLayers?: number; numHeads?: number } | undefined;
-      return (m?.numLayers ?? 0) * (m?.numHeads ?? 0);
+      const heads = (c.model as { shape?: { queryHeads?: unknown } } | undefined)?.shape?.queryHeads;
+      if (!Array.isArray(heads)) {
+        throw fileError(
+          `${dir}/config.json`,
+          'the run records no per-layer model shape (made by an older geneprune, whose model fingerprint was weak); run it again',
+        );
+      }
+      return heads.reduce((a: number, b) => a + Number(b), 0);
     });
     const p = await prepare(s, env);
     try {
       const id = await modelIdentity(p.model.spec);
-      if (id.fingerprint !== (config.model as { fingerprint?: string }).fingerprint) {
+      const recorded = config.model as { fingerprint?: string; shape?: ModelShape } | undefined;
+      if (id.fingerprint !== recorded?.fingerprint) {
+        const shape = isModelShape(recorded?.shape)
+          ? shapeDifference(recorded.shape, id.shape, 'the run')
+          : undefined;
         throw fileError(
           `${dir}/config.json`,
-          `the run was made with another model than ${p.model.modelPath}`,
+          `the run was made with another model than ${p.model.modelPath}${shape ? ` (${shape})` : ': same shape, different weights'}`,
         );
       }
       if (run.fresh) {

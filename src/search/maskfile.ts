@@ -1,67 +1,43 @@
 /**
- * Head-mask files: the result of a head search, accepted by `eval --mask` and `export`.
+ * Head-mask files: the result of a head search, accepted by `eval`, `generate`, `bench` and `export --mask`.
  *
- *   { "format": "geneprune-head-mask", "version": 1,
- *     "model": { identity: shape + a fingerprint of its weights },
- *     "geneOrder": "layer-major", "numLayers": L, "numHeads": H,
- *     "keep": [1, 0, ...],              one 0/1 per query head, gene g = layer * H + head, 1 = kept
- *     "removed": ["0:3", ...], "keptHeads": {...}, ... }
+ *   { "format": "geneprune-head-mask", "version": 2,
+ *     "model": { "source": path, "modelType": ..., "fingerprint": sha256 over all weights, "shape": {...} },
+ *     "geneOrder": "layer-major", "numLayers": L, "headsPerLayer": [...],
+ *     "keep": [1, 0, ...],     one 0/1 per query head present, layer l's genes from Σ_{j<l} headsPerLayer[j]
+ *     "removed": ["0:3", ...], "keptQueryHeads": [...], "keptKvHeads": [...], "sparsity": s, "info": {...} }
  *
- * A mask made for another model (different shape or weights) is refused.
+ * A mask is accepted only by the model whose fingerprint it records. Otherwise the refusal says why: the model
+ * is a pruned export of the mask's model (its provenance says so), the shape differs, or only the weights do.
+ * Version 1 recorded a fingerprint of a few sampled tensors, which let other models through: refused.
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { fileError } from '../errors.js';
+import {
+  isModelShape,
+  type ModelIdentity,
+  type ModelShape,
+  modelIdentity,
+  prunedFrom,
+  shapeDifference,
+  shortFingerprint,
+} from '../model/identity.js';
 import type { ModelSpec } from '../model/spec.js';
 import { type Genome, geneCount, keptHeads, removedList, sparsity } from './genome.js';
 
-export interface ModelIdentity {
-  modelType: string;
-  numLayers: number;
-  numHeads: number;
-  numKvHeads: number;
-  hiddenSize: number;
-  vocabSize: number;
-  /** sha256 over the shape and a sample of the weights (norm vectors and the first embedding rows). */
-  fingerprint: string;
-}
+export { type ModelIdentity, modelIdentity } from '../model/identity.js';
 
-export async function modelIdentity(spec: ModelSpec): Promise<ModelIdentity> {
-  const c = spec.config;
-  const h = createHash('sha256');
-  h.update(JSON.stringify([c.numLayers, c.numHeads, c.numKvHeads, c.hiddenSize, c.vocabSize, c.headDim]));
-  const sample = [
-    'final_norm.weight',
-    'layers.0.attn_norm.weight',
-    `layers.${c.numLayers - 1}.mlp_norm.weight`,
-  ];
-  for (const role of sample) {
-    const t = spec.tensors.get(role);
-    if (t) h.update(Buffer.from((await t.load()).buffer));
-  }
-  const emb = await spec.tensors.get('embed.tokens')?.load();
-  if (emb) {
-    const head = emb.subarray(0, Math.min(emb.length, 65536));
-    h.update(Buffer.from(head.buffer, head.byteOffset, head.byteLength));
-  }
-  return {
-    modelType: c.modelType,
-    numLayers: c.numLayers,
-    numHeads: c.numHeads,
-    numKvHeads: c.numKvHeads,
-    hiddenSize: c.hiddenSize,
-    vocabSize: c.vocabSize,
-    fingerprint: h.digest('hex').slice(0, 32),
-  };
-}
+export const MASK_FILE_VERSION = 2;
 
 export interface HeadMaskFile {
   format: 'geneprune-head-mask';
-  version: 1;
+  version: 2;
   model: ModelIdentity & { source: string };
   geneOrder: 'layer-major';
   numLayers: number;
-  numHeads: number;
+  /** Query heads present per layer in the model (= genes per layer). */
+  headsPerLayer: number[];
   keep: number[];
   removed: string[];
   sparsity: number;
@@ -79,11 +55,11 @@ export async function makeMaskFile(
   const kept = keptHeads(spec.config, genome);
   return {
     format: 'geneprune-head-mask',
-    version: 1,
+    version: MASK_FILE_VERSION,
     model: { ...(await modelIdentity(spec)), source: spec.source },
     geneOrder: 'layer-major',
     numLayers: spec.config.numLayers,
-    numHeads: spec.config.numHeads,
+    headsPerLayer: [...spec.config.headsPerLayer],
     keep: [...genome],
     removed: removedList(spec.config, genome),
     sparsity: sparsity(genome),
@@ -93,39 +69,79 @@ export async function makeMaskFile(
   };
 }
 
-/** Reads a mask file and checks it against the model; returns the genome. */
-export async function readMaskFile(path: string, spec: ModelSpec): Promise<Genome> {
-  let text: string;
+/** A mask file read and checked against a model. */
+export interface LoadedMask {
+  path: string;
+  genome: Genome;
+  /** sha256 of the file's bytes (what a pruned export records as the mask it applied). */
+  sha256: string;
+  file: HeadMaskFile;
+}
+
+/** Reads a mask file and checks it against the model; refuses a mask made for any other model. */
+export async function loadMaskFile(path: string, spec: ModelSpec): Promise<LoadedMask> {
+  let bytes: Buffer;
   try {
-    text = await readFile(path, 'utf8');
+    bytes = await readFile(path);
   } catch (e) {
     throw fileError(path, `cannot read mask file (${(e as NodeJS.ErrnoException).code ?? e})`);
   }
   let m: Partial<HeadMaskFile>;
   try {
-    m = JSON.parse(text);
+    m = JSON.parse(bytes.toString('utf8'));
   } catch {
     throw fileError(path, 'mask file is not valid JSON');
   }
   if (m?.format !== 'geneprune-head-mask')
     throw fileError(path, 'not a geneprune head-mask file (format field)');
-  if (m.version !== 1) throw fileError(path, `unsupported mask file version ${m.version}`);
+  if ((m.version as number) === 1) {
+    throw fileError(
+      path,
+      'version-1 mask file: its model fingerprint sampled only a few tensors and cannot tell models apart; run the head search again to get a version-2 mask',
+    );
+  }
+  if (m.version !== MASK_FILE_VERSION) throw fileError(path, `unsupported mask file version ${m.version}`);
   if (!Array.isArray(m.keep) || !m.keep.every((v) => v === 0 || v === 1)) {
     throw fileError(path, '"keep" must be an array of 0/1 values');
+  }
+  const recorded = m.model;
+  if (typeof recorded?.fingerprint !== 'string' || !isModelShape(recorded.shape)) {
+    throw fileError(path, 'mask file does not record the model it was made for ("model" field)');
+  }
+  const sha256 = createHash('sha256').update(bytes).digest('hex');
+  const id = await modelIdentity(spec);
+  if (recorded.fingerprint !== id.fingerprint) {
+    throw fileError(path, whyForeign(spec, recorded, id));
   }
   const genes = geneCount(spec.config);
   if (m.keep.length !== genes) {
     throw fileError(
       path,
-      `mask has ${m.keep.length} genes but the model has ${genes} heads (${spec.config.numLayers} layers × ${spec.config.numHeads})`,
+      `mask has ${m.keep.length} genes but the model has ${genes} heads (${spec.config.headsPerLayer.join(' ')} per layer)`,
     );
   }
-  const id = await modelIdentity(spec);
-  if (!m.model || m.model.fingerprint !== id.fingerprint) {
-    throw fileError(
-      path,
-      `mask was made for another model (${m.model?.source ?? 'unknown'}), not ${spec.source}`,
-    );
+  return { path, genome: Uint8Array.from(m.keep), sha256, file: m as HeadMaskFile };
+}
+
+/** Reads a mask file and checks it against the model; returns the genome. */
+export async function readMaskFile(path: string, spec: ModelSpec): Promise<Genome> {
+  return (await loadMaskFile(path, spec)).genome;
+}
+
+/** One line saying which of provenance, shape or weights makes the mask foreign to `spec`. */
+function whyForeign(
+  spec: ModelSpec,
+  recorded: { fingerprint: string; shape: ModelShape; source?: string },
+  id: ModelIdentity,
+): string {
+  const step = prunedFrom(spec, recorded.fingerprint);
+  if (step) {
+    const mask = step.mask.sha256 ? `mask sha256 ${step.mask.sha256.slice(0, 16)}…` : 'a mask';
+    const where = step.mask.path ? ` (${step.mask.path})` : '';
+    return `this model is ${step.source.path} pruned with ${mask}${where}, ${step.mask.removed.length} heads removed, and this mask was made for ${step.source.path}; apply the mask to the source model, or search again on the pruned one`;
   }
-  return Uint8Array.from(m.keep);
+  const made = recorded.source ? ` (made for ${recorded.source})` : '';
+  const shape = shapeDifference(recorded.shape, id.shape, 'mask');
+  if (shape) return `${shape}${made}`;
+  return `mask is for another model${made}: same shape, different weights (fingerprint ${shortFingerprint(recorded.fingerprint)} vs ${shortFingerprint(id.fingerprint)})`;
 }

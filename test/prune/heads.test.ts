@@ -14,7 +14,7 @@ import { loadModelSpec } from '../../src/model/load.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
 import { type ModelSpec, memoryTensor, parameterCount, type TensorSource } from '../../src/model/spec.js';
 import { prunedParameterCount, pruneHeads, pruneLayerPlans, pruneSummary } from '../../src/prune/heads.js';
-import { type Genome, headMaskOf, keptParameters } from '../../src/search/genome.js';
+import { type Genome, geneCount, headMaskOf, keptParameters } from '../../src/search/genome.js';
 import { createRng } from '../../src/util/rng.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { type ReferenceWeights, referenceForward } from '../reference/llama.js';
@@ -182,8 +182,10 @@ describe('the pruned spec computes what the masked full model computes', () => {
   test('pruning an already pruned spec follows headMaskOf on it', async () => {
     const spec = caseSpec(cases[1], 600);
     const once = pruneHeads(spec, genomeRemoving(3, 4, [[2, 3], [1], []]));
-    // Second genome over the same layer-major numbering: layer 0 has 2 heads left, genes 2..3 are ignored.
-    const g2 = genomeRemoving(3, 4, [[0], [2], [0, 1]]);
+    // The second genome has one gene per head left (2 + 3 + 4), layer l's genes after those of layers < l.
+    assert.equal(geneCount(once.config), 9);
+    const g2 = Uint8Array.from([0, 1, 1, 1, 0, 0, 0, 1, 1]);
+    assert.throws(() => pruneHeads(once, genomeRemoving(3, 4, [[0], [2], [0, 1]])), /needs 9/);
     const twice = pruneHeads(once, g2);
     assert.deepEqual(twice.config.headsPerLayer, [1, 2, 2]);
     assert.deepEqual(twice.config.kvHeadsPerLayer, [1, 2, 1]);

@@ -38,7 +38,7 @@ function run(cmd: string, args: string[], cwd: string, env: Record<string, strin
 }
 
 describe('the README library example through the published package', { skip }, () => {
-  test('packs, installs without the CUDA download, and runs the example', () => {
+  test('why: the library exported no search, prune, export or bench function — the README example runs through the packed package', () => {
     const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
     const packed = run(npm, ['pack', '--json', '--pack-destination', tmp.dir], REPO_ROOT);
     assert.equal(packed.code, 0, packed.stderr);

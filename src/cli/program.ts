@@ -1,6 +1,6 @@
 /** The geneprune command line: a thin client of the library. Errors become one line and a non-zero exit. */
 import { Command, CommanderError } from 'commander';
-import { GenepruneError } from '../errors.js';
+import { GenepruneError } from '../index.js';
 import { registerBench } from './bench.js';
 import { registerEval } from './eval.js';
 import { registerExport } from './export.js';

@@ -15,11 +15,18 @@ export function sharedPath(rel: string): string | undefined {
   return existsSync(p) ? p : undefined;
 }
 
-/** Skip reason for node:test's `{ skip }` option when a shared file is absent. */
-export function skipUnlessShared(rel: string): string | false {
-  return sharedPath(rel)
+/** Skip reason for node:test's `{ skip }` option when a shared file is absent (the first absent one of `rels`). */
+export function skipUnlessShared(...rels: string[]): string | false {
+  const missing = rels.find((rel) => !sharedPath(rel));
+  return missing === undefined
     ? false
-    : `needs ${join(SHARED_DIR, rel)} (the shared model/data folder), which is absent`;
+    : `needs ${join(SHARED_DIR, missing)} (the shared model/data folder), which is absent`;
 }
+
+/** The shared real model (llama2.c stories260K), its tokenizer, and the TinyStories data, inside ../shared. */
+export const MODEL = 'models/stories260K/stories260K.bin';
+export const TOKENIZER = 'models/stories260K/tok512.bin';
+export const CALIB = 'data/tinystories/calib';
+export const EVAL = 'data/tinystories/eval';
 
 export const REPO_ROOT = repoRoot;

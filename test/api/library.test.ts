@@ -9,15 +9,12 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { tempDir } from '../checkpoint/helpers.js';
-import { REPO_ROOT, skipUnlessShared } from '../shared.js';
+import { CALIB, EVAL, MODEL, REPO_ROOT, skipUnlessShared } from '../shared.js';
 
 const tmp = tempDir('geneprune-library-');
 after(tmp.cleanup);
 
-const skip =
-  skipUnlessShared('models/stories260K/stories260K.bin') ||
-  skipUnlessShared('data/tinystories/calib') ||
-  skipUnlessShared('data/tinystories/eval');
+const skip = skipUnlessShared(MODEL, CALIB, EVAL);
 
 /** The fenced block after `<!-- library-example -->` in the README. */
 function readmeExample(): string {

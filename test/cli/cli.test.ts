@@ -3,7 +3,6 @@
  * on stderr that names the file or flag at fault, a non-zero exit, and nothing on stdout.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -11,45 +10,11 @@ import { writeHfFolder } from '../../src/checkpoint/hf.js';
 import { llamaSpecToHf } from '../../src/model/llama.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
 import { tempDir } from '../checkpoint/helpers.js';
-import { REPO_ROOT, SHARED_DIR, sharedPath, skipUnlessShared } from '../shared.js';
+import { assertOneLineError, runCli } from '../helpers/cli.js';
+import { EVAL, MODEL, sharedPath, skipUnlessShared, TOKENIZER } from '../shared.js';
 
 const tmp = tempDir('geneprune-cli-');
 after(tmp.cleanup);
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function runCli(args: string[], env: Record<string, string> = {}): CliResult {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src/cli/main.ts'), ...args], {
-    cwd: REPO_ROOT,
-    encoding: 'utf8',
-    env: {
-      ...process.env,
-      GENEPRUNE_MODELS: join(SHARED_DIR, 'models'),
-      GENEPRUNE_CACHE: join(tmp.dir, 'cache'),
-      HF_ENDPOINT: 'http://127.0.0.1:9',
-      ...env,
-    },
-    timeout: 120_000,
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-/** Exactly one stderr line, starting `geneprune: `, containing every `mentions`; exit ≠ 0; no stdout. */
-function assertOneLineError(r: CliResult, ...mentions: string[]): void {
-  assert.notEqual(r.code, 0, `expected a failure, got exit 0 with ${r.stdout}`);
-  const lines = r.stderr.split('\n').filter((l) => l.trim() !== '');
-  assert.equal(lines.length, 1, `expected one error line, got:\n${r.stderr}`);
-  assert.match(lines[0], /^geneprune: /);
-  for (const m of mentions) assert.ok(lines[0].includes(m), `"${lines[0]}" should mention "${m}"`);
-  assert.equal(r.stdout, '');
-}
-
-const MODEL = 'models/stories260K/stories260K.bin';
-const EVAL = 'data/tinystories/eval';
 
 /** A small valid HF llama folder, for corrupting. Without tokenizer.json: loading stops before it. */
 async function tinyHfFolder(name: string): Promise<string> {
@@ -143,7 +108,7 @@ describe('bad input gives one clear line and a non-zero exit', () => {
     const file = join(dir, 'model.safetensors');
     const size = readFileSync(file).length;
     truncateSync(file, size - 100);
-    assertOneLineError(runCli(['eval', '--model', dir, '--data', dir]), file);
+    assertOneLineError(runCli(['eval', '--model', dir, '--data', dir]), 'non-zero', file);
   });
 
   test('safetensors header longer than the file', async () => {
@@ -152,7 +117,7 @@ describe('bad input gives one clear line and a non-zero exit', () => {
     const bytes = readFileSync(file);
     bytes.writeBigUInt64LE(BigInt(bytes.length + 10), 0);
     writeFileSync(file, bytes);
-    assertOneLineError(runCli(['eval', '--model', dir, '--data', dir]), file, 'header');
+    assertOneLineError(runCli(['eval', '--model', dir, '--data', dir]), 'non-zero', file, 'header');
   });
 
   test('absurdly large safetensors header', async () => {
@@ -161,7 +126,7 @@ describe('bad input gives one clear line and a non-zero exit', () => {
     const bytes = readFileSync(file);
     bytes.writeBigUInt64LE(2n ** 62n, 0);
     writeFileSync(file, bytes);
-    assertOneLineError(runCli(['eval', '--model', dir, '--data', dir]), file, 'header');
+    assertOneLineError(runCli(['eval', '--model', dir, '--data', dir]), 'non-zero', file, 'header');
   });
 
   test('tensor shape that disagrees with config.json', async () => {
@@ -170,7 +135,7 @@ describe('bad input gives one clear line and a non-zero exit', () => {
     const config = JSON.parse(readFileSync(configPath, 'utf8'));
     config.intermediate_size = 12;
     writeFileSync(configPath, JSON.stringify(config));
-    assertOneLineError(runCli(['eval', '--model', dir, '--data', dir]), 'mlp', 'shape');
+    assertOneLineError(runCli(['eval', '--model', dir, '--data', dir]), 'non-zero', 'mlp', 'shape');
   });
 
   test('unknown model_type', async () => {
@@ -179,17 +144,21 @@ describe('bad input gives one clear line and a non-zero exit', () => {
     const config = JSON.parse(readFileSync(configPath, 'utf8'));
     config.model_type = 'mamba';
     writeFileSync(configPath, JSON.stringify(config));
-    assertOneLineError(runCli(['eval', '--model', dir, '--data', dir]), configPath, 'mamba');
+    assertOneLineError(runCli(['eval', '--model', dir, '--data', dir]), 'non-zero', configPath, 'mamba');
   });
 
   test('missing tokenizer', async () => {
     const dir = await tinyHfFolder('notok');
-    assertOneLineError(runCli(['eval', '--model', dir, '--data', dir]), dir, 'tokenizer');
+    assertOneLineError(runCli(['eval', '--model', dir, '--data', dir]), 'non-zero', dir, 'tokenizer');
   });
 
   test('tokenizer named with --tokenizer that does not exist', { skip: skipUnlessShared(MODEL) }, () => {
     const missing = join(tmp.dir, 'nope.bin');
-    assertOneLineError(runCli(['eval', '--tokenizer', missing, '--data', sharedPath(MODEL)!]), missing);
+    assertOneLineError(
+      runCli(['eval', '--tokenizer', missing, '--data', sharedPath(MODEL)!]),
+      'non-zero',
+      missing,
+    );
   });
 
   test('truncated llama2.c checkpoint', { skip: skipUnlessShared(MODEL) }, () => {
@@ -197,48 +166,54 @@ describe('bad input gives one clear line and a non-zero exit', () => {
     mkdirSync(dir);
     const file = join(dir, 'stories260K.bin');
     copyFileSync(sharedPath(MODEL)!, file);
-    copyFileSync(sharedPath('models/stories260K/tok512.bin')!, join(dir, 'tok512.bin'));
+    copyFileSync(sharedPath(TOKENIZER)!, join(dir, 'tok512.bin'));
     truncateSync(file, 5000);
-    assertOneLineError(runCli(['eval', '--model', file, '--data', dir]), file);
+    assertOneLineError(runCli(['eval', '--model', file, '--data', dir]), 'non-zero', file);
   });
 
   test('empty data', { skip: skipUnlessShared(MODEL) }, () => {
     const empty = join(tmp.dir, 'empty.txt');
     writeFileSync(empty, '\n<|endoftext|>\n\n');
-    assertOneLineError(runCli(['eval', '--data', empty]), empty, 'empty');
+    assertOneLineError(runCli(['eval', '--data', empty]), 'non-zero', empty, 'empty');
   });
 
   test('data path that does not exist', () => {
     const missing = join(tmp.dir, 'no-such-data');
-    assertOneLineError(runCli(['eval', '--data', missing]), missing);
+    assertOneLineError(runCli(['eval', '--data', missing]), 'non-zero', missing);
   });
 
   test('JSONL without a text field', { skip: skipUnlessShared(MODEL) }, () => {
     const bad = join(tmp.dir, 'bad.jsonl');
     writeFileSync(bad, '{"text": "fine"}\n{"body": "no text"}\n');
-    assertOneLineError(runCli(['eval', '--data', bad]), bad, 'line 2');
+    assertOneLineError(runCli(['eval', '--data', bad]), 'non-zero', bad, 'line 2');
   });
 
   test('bad flags', { skip: skipUnlessShared(MODEL) }, () => {
     const data = sharedPath(MODEL)!;
-    assertOneLineError(runCli(['eval', '--data', data, '--bogus']), '--bogus');
-    assertOneLineError(runCli(['eval', '--data', data, '--ctx', 'abc']), '--ctx');
-    assertOneLineError(runCli(['eval', '--data', data, '--ctx', '100000']), '--ctx');
-    assertOneLineError(runCli(['eval', '--data', data, '--prune-heads', '9:0']), '--prune-heads', 'layer 9');
-    assertOneLineError(runCli(['eval', '--data', data, '--prune-heads', '0-1']), '--prune-heads');
-    assertOneLineError(runCli(['eval', '--data', data, '--device', 'tpu']), '--device');
-    assertOneLineError(runCli(['eval']), '--data');
-    assertOneLineError(runCli(['generate', '--temperature', '-1']), '--temperature');
-    assertOneLineError(runCli(['frobnicate']), 'frobnicate');
+    assertOneLineError(runCli(['eval', '--data', data, '--bogus']), 'non-zero', '--bogus');
+    assertOneLineError(runCli(['eval', '--data', data, '--ctx', 'abc']), 'non-zero', '--ctx');
+    assertOneLineError(runCli(['eval', '--data', data, '--ctx', '100000']), 'non-zero', '--ctx');
+    assertOneLineError(
+      runCli(['eval', '--data', data, '--prune-heads', '9:0']),
+      'non-zero',
+      '--prune-heads',
+      'layer 9',
+    );
+    assertOneLineError(runCli(['eval', '--data', data, '--prune-heads', '0-1']), 'non-zero', '--prune-heads');
+    assertOneLineError(runCli(['eval', '--data', data, '--device', 'tpu']), 'non-zero', '--device');
+    assertOneLineError(runCli(['eval']), 'non-zero', '--data');
+    assertOneLineError(runCli(['generate', '--temperature', '-1']), 'non-zero', '--temperature');
+    assertOneLineError(runCli(['frobnicate']), 'non-zero', 'frobnicate');
   });
 
   test('a device this build lacks', { skip: skipUnlessShared(MODEL) }, () => {
-    assertOneLineError(runCli(['generate', '-n', '1', '--device', 'cuda']), '--device', 'cuda');
+    assertOneLineError(runCli(['generate', '-n', '1', '--device', 'cuda']), 'non-zero', '--device', 'cuda');
   });
 
   test('an hf: model when the hub is unreachable', () => {
     assertOneLineError(
       runCli(['eval', '--model', 'hf:someone/some-model', '--data', tmp.dir]),
+      'non-zero',
       'http://127.0.0.1:9',
     );
   });

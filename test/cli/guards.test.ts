@@ -10,18 +10,13 @@ import { writeHfFolder } from '../../src/checkpoint/hf.js';
 import { llamaSpecToHf } from '../../src/model/llama.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
 import { pokedCheckpoint, tempDir } from '../checkpoint/helpers.js';
-import { sharedPath, skipUnlessShared } from '../shared.js';
-import { assertOneLineError, runCli, runCliClosingStdout } from './helpers.js';
+import { assertOneLineError, runCli, runCliClosingStdout } from '../helpers/cli.js';
+import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared, TOKENIZER } from '../shared.js';
 
 const tmp = tempDir('geneprune-guards-');
 after(tmp.cleanup);
-const cache = join(tmp.dir, 'cache');
 
-const MODEL = 'models/stories260K/stories260K.bin';
-const TOK = 'models/stories260K/tok512.bin';
-const EVAL = 'data/tinystories/eval';
-const CALIB = 'data/tinystories/calib';
-const needs = skipUnlessShared(MODEL) || skipUnlessShared(EVAL) || skipUnlessShared(CALIB);
+const needs = skipUnlessShared(MODEL, EVAL, CALIB);
 
 describe('NaN and Inf weights', { skip: needs }, () => {
   // stories260K.bin is legacy llama2.c: 28 header bytes, then token_embedding_table [512, 64].
@@ -32,42 +27,44 @@ describe('NaN and Inf weights', { skip: needs }, () => {
 
   test('why: one NaN in one embedding row — eval printed perplexity NaN; now exits 1 naming the tensor', () => {
     const model = nanModel();
-    const r = runCli(
-      ['eval', '--model', model, '--tokenizer', sharedPath(TOK)!, '--data', sharedPath(EVAL)!],
-      cache,
-    );
+    const r = runCli([
+      'eval',
+      '--model',
+      model,
+      '--tokenizer',
+      sharedPath(TOKENIZER)!,
+      '--data',
+      sharedPath(EVAL)!,
+    ]);
     assert.equal(assertOneLineError(r, 1), expected(model));
   });
 
   test('why: one NaN in one embedding row — generate printed <unk> twenty times; now exits 1 naming the tensor', () => {
     const model = nanModel();
-    const r = runCli(['generate', '--model', model, '--tokenizer', sharedPath(TOK)!, '-n', '20'], cache);
+    const r = runCli(['generate', '--model', model, '--tokenizer', sharedPath(TOKENIZER)!, '-n', '20']);
     assert.equal(assertOneLineError(r, 1), expected(model));
   });
 
   test('heads on the broken model fails the same way and creates no run directory', () => {
     const model = nanModel();
     const out = join(tmp.dir, 'heads-nan');
-    const r = runCli(
-      [
-        'heads',
-        '--model',
-        model,
-        '--tokenizer',
-        sharedPath(TOK)!,
-        '--calib',
-        sharedPath(CALIB)!,
-        '--eval',
-        sharedPath(EVAL)!,
-        '--out',
-        out,
-        '--generations',
-        '1',
-        '--population',
-        '4',
-      ],
-      cache,
-    );
+    const r = runCli([
+      'heads',
+      '--model',
+      model,
+      '--tokenizer',
+      sharedPath(TOKENIZER)!,
+      '--calib',
+      sharedPath(CALIB)!,
+      '--eval',
+      sharedPath(EVAL)!,
+      '--out',
+      out,
+      '--generations',
+      '1',
+      '--population',
+      '4',
+    ]);
     // heads reports its status on stderr first; the error is the last line.
     assert.equal(r.code, 1);
     assert.equal(r.stderr.trim().split('\n').at(-1), expected(model));
@@ -100,10 +97,17 @@ describe('a model whose finite weights overflow in the forward pass', { skip: ne
   test('why: eval printed perplexity NaN — exits 1 naming the data and the window', async () => {
     const model = await folder();
     const data = sharedPath(EVAL)!;
-    const r = runCli(
-      ['eval', '--model', model, '--tokenizer', sharedPath(TOK)!, '--data', data, '--max-tokens', '300'],
-      cache,
-    );
+    const r = runCli([
+      'eval',
+      '--model',
+      model,
+      '--tokenizer',
+      sharedPath(TOKENIZER)!,
+      '--data',
+      data,
+      '--max-tokens',
+      '300',
+    ]);
     const line = assertOneLineError(r, 1);
     assert.match(
       line,
@@ -116,20 +120,17 @@ describe('a model whose finite weights overflow in the forward pass', { skip: ne
   test('why: generate printed <unk> for non-finite logits — exits 1 naming the model', async () => {
     const model = await folder();
     // (From BOS alone this model's logits are all 0, finite; a real prompt makes them NaN.)
-    const r = runCli(
-      [
-        'generate',
-        '--model',
-        model,
-        '--tokenizer',
-        sharedPath(TOK)!,
-        '--prompt',
-        'Once upon a time',
-        '-n',
-        '20',
-      ],
-      cache,
-    );
+    const r = runCli([
+      'generate',
+      '--model',
+      model,
+      '--tokenizer',
+      sharedPath(TOKENIZER)!,
+      '--prompt',
+      'Once upon a time',
+      '-n',
+      '20',
+    ]);
     // generate echoes the prompt as it starts; what matters is the one error line and the exit code.
     assert.equal(r.code, 1, r.stdout);
     const lines = r.stderr.trim().split('\n');
@@ -154,7 +155,7 @@ describe('data that is not text', { skip: needs }, () => {
     const path = join(tmp.dir, 'random.txt');
     writeFileSync(path, bytes);
     for (const extra of [[], ['--max-tokens', '100']]) {
-      const r = runCli(['eval', '--model', sharedPath(MODEL)!, '--data', path, ...extra], cache);
+      const r = runCli(['eval', '--model', sharedPath(MODEL)!, '--data', path, ...extra]);
       const line = assertOneLineError(r, 1);
       assert.match(
         line,
@@ -170,16 +171,22 @@ describe('data that is not text', { skip: needs }, () => {
     const body = words.repeat(Math.ceil(30e6 / words.length));
     const path = join(tmp.dir, 'thirty-mb.txt');
     writeFileSync(path, `${body}\u0000`);
-    const ok = runCli(
-      ['eval', '--model', sharedPath(MODEL)!, '--data', path, '--max-tokens', '4096', '--json'],
-      cache,
-    );
+    const ok = runCli([
+      'eval',
+      '--model',
+      sharedPath(MODEL)!,
+      '--data',
+      path,
+      '--max-tokens',
+      '4096',
+      '--json',
+    ]);
     assert.equal(ok.code, 0, ok.stderr);
     const report = JSON.parse(ok.stdout);
     assert.equal(report.tokens, 4096);
     assert.equal(report.documents, 1);
     // Reading the whole file does reach the NUL, at its exact offset.
-    const whole = runCli(['eval', '--model', sharedPath(MODEL)!, '--data', path], cache);
+    const whole = runCli(['eval', '--model', sharedPath(MODEL)!, '--data', path]);
     assert.equal(
       assertOneLineError(whole, 1),
       `geneprune: ${path}: not text: control byte 0x00 at byte offset ${body.length} (data must be UTF-8 text; only tab, LF, CR and form feed among control bytes)`,
@@ -189,7 +196,7 @@ describe('data that is not text', { skip: needs }, () => {
 
 describe('broken pipes end quietly', () => {
   test('why: `geneprune --help | head -1` printed an EPIPE stack trace — exit 0, nothing on stderr', async () => {
-    const r = await runCliClosingStdout(['--help'], cache, 0);
+    const r = await runCliClosingStdout(['--help'], 0);
     assert.deepEqual(
       { code: r.code, signal: r.signal, stderr: r.stderr },
       { code: 0, signal: null, stderr: '' },
@@ -197,7 +204,7 @@ describe('broken pipes end quietly', () => {
   });
 
   test('why: `geneprune eval --help | head -1` — exit 0, nothing on stderr', async () => {
-    const r = await runCliClosingStdout(['eval', '--help'], cache, 0);
+    const r = await runCliClosingStdout(['eval', '--help'], 0);
     assert.deepEqual(
       { code: r.code, signal: r.signal, stderr: r.stderr },
       { code: 0, signal: null, stderr: '' },
@@ -210,7 +217,6 @@ describe('broken pipes end quietly', () => {
     for (const readBytes of [10, 0]) {
       const r = await runCliClosingStdout(
         ['generate', '--model', sharedPath(MODEL)!, '--prompt', 'Once upon a time', '-n', '200'],
-        cache,
         readBytes,
       );
       assert.deepEqual(
@@ -225,7 +231,7 @@ describe('broken pipes end quietly', () => {
 
 describe('integer flags', () => {
   test('why: --seed 9007199254740993 silently became …992 — exit 2 naming --seed', () => {
-    const r = runCli(['generate', '--seed', '9007199254740993', '--temperature', '1'], cache);
+    const r = runCli(['generate', '--seed', '9007199254740993', '--temperature', '1']);
     const line = assertOneLineError(r, 2, '--seed');
     assert.equal(
       line,

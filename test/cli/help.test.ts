@@ -3,22 +3,18 @@
  * every flag the README names exists, and the defaults the heads help states are the library's defaults.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { HEAD_SEARCH_DEFAULTS } from '../../src/index.js';
+import { runCli } from '../helpers/cli.js';
 import { REPO_ROOT } from '../shared.js';
 
 const COMMANDS = ['eval', 'generate', 'heads', 'export', 'bench'];
 
 function help(command: string): string {
-  const r = spawnSync(
-    process.execPath,
-    ['--import', 'tsx', join(REPO_ROOT, 'src/cli/main.ts'), command, '--help'],
-    { cwd: REPO_ROOT, encoding: 'utf8', timeout: 60_000 },
-  );
-  assert.equal(r.status, 0, r.stderr);
+  const r = runCli([command, '--help'], { timeout: 60_000 });
+  assert.equal(r.code, 0, r.stderr);
   return r.stdout;
 }
 

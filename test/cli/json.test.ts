@@ -3,38 +3,22 @@
  * human-readable output shows (or, for generate, the same text).
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { tempDir } from '../checkpoint/helpers.js';
-import { REPO_ROOT, SHARED_DIR, sharedPath, skipUnlessShared } from '../shared.js';
+import { type CliResult, runCli } from '../helpers/cli.js';
+import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const tmp = tempDir('geneprune-json-');
 after(tmp.cleanup);
 
-const MODEL = 'models/stories260K/stories260K.bin';
-const CALIB = 'data/tinystories/calib';
-const EVAL = 'data/tinystories/eval';
-const skip = skipUnlessShared(MODEL) || skipUnlessShared(CALIB) || skipUnlessShared(EVAL);
-
-function runCli(args: string[]) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src/cli/main.ts'), ...args], {
-    cwd: REPO_ROOT,
-    encoding: 'utf8',
-    env: {
-      ...process.env,
-      GENEPRUNE_MODELS: join(SHARED_DIR, 'models'),
-      GENEPRUNE_CACHE: join(tmp.dir, 'cache'),
-      HF_ENDPOINT: 'http://127.0.0.1:9',
-    },
-    timeout: 300_000,
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const skip = skipUnlessShared(MODEL, CALIB, EVAL);
+/** Whole searches and exports: more time than runCli's default. */
+const cli = (args: string[]) => runCli(args, { timeout: 300_000 });
 
 /** Exit 0 and a single line on stdout that parses as a JSON object. */
-function oneJson(r: ReturnType<typeof runCli>): Record<string, unknown> {
+function oneJson(r: CliResult): Record<string, unknown> {
   assert.equal(r.code, 0, r.stderr);
   const lines = r.stdout.split('\n').filter((l) => l !== '');
   assert.equal(lines.length, 1, `expected one JSON line, got:\n${r.stdout}`);
@@ -46,9 +30,9 @@ function oneJson(r: ReturnType<typeof runCli>): Record<string, unknown> {
 describe('--json output', { skip }, () => {
   test('generate --json holds the same text the plain command prints', () => {
     const args = ['generate', '--prompt', 'The dog', '-n', '24'];
-    const plain = runCli(args);
+    const plain = cli(args);
     assert.equal(plain.code, 0, plain.stderr);
-    const j = oneJson(runCli([...args, '--json']));
+    const j = oneJson(cli([...args, '--json']));
     assert.equal(`${j.prompt}${j.text}\n`, plain.stdout);
     assert.equal((j.tokens as number[]).length, 24);
     assert.equal(j.finish, 'length');
@@ -58,7 +42,7 @@ describe('--json output', { skip }, () => {
   test('heads --json reports the run, and its mask file exists', () => {
     const out = join(tmp.dir, 'run-random');
     const j = oneJson(
-      runCli([
+      cli([
         'heads',
         '--method',
         'random',
@@ -90,7 +74,7 @@ describe('--json output', { skip }, () => {
   test('export --json lists the files it wrote and the parameter counts', () => {
     const mask = join(tmp.dir, 'run-random', 'mask.json');
     const out = join(tmp.dir, 'exported');
-    const r = runCli(['export', '--mask', mask, '--out', out, '--json']);
+    const r = cli(['export', '--mask', mask, '--out', out, '--json']);
     const j = oneJson(r);
     assert.equal(r.stderr, '', 'no status lines with --json');
     assert.equal(j.out, out);

@@ -1,6 +1,5 @@
 /** The speed harness: FLOP counts by hand, and a real (small) interleaved run through the library and the CLI. */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,9 +9,8 @@ import { randomLlamaSpec } from '../../src/model/random.js';
 import { benchModels, forwardFlopsPerToken } from '../../src/prune/bench.js';
 import { prunedParameterCount, pruneHeads } from '../../src/prune/heads.js';
 import { makeMaskFile } from '../../src/search/maskfile.js';
-import { REPO_ROOT, SHARED_DIR, sharedPath, skipUnlessShared } from '../shared.js';
-
-const MODEL = 'models/stories260K/stories260K.bin';
+import { runCli } from '../helpers/cli.js';
+import { MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const spec = randomLlamaSpec({
   hiddenSize: 16,
@@ -57,16 +55,7 @@ describe('bench', () => {
       const mask = join(dir, 'mask.json');
       const genome = Uint8Array.from({ length: 40 }, (_, g) => (g % 2 ? 1 : 0));
       writeFileSync(mask, JSON.stringify(await makeMaskFile(model.spec, genome)));
-      const run = (args: string[]) =>
-        spawnSync(
-          process.execPath,
-          ['--import', 'tsx', join(REPO_ROOT, 'src/cli/main.ts'), 'bench', ...args],
-          {
-            cwd: REPO_ROOT,
-            encoding: 'utf8',
-            env: { ...process.env, GENEPRUNE_MODELS: join(SHARED_DIR, 'models') },
-          },
-        );
+      const run = (args: string[]) => runCli(['bench', ...args]);
       const ok = run([
         '--mask',
         mask,
@@ -82,12 +71,12 @@ describe('bench', () => {
         '2',
         '--json',
       ]);
-      assert.equal(ok.status, 0, ok.stderr);
+      assert.equal(ok.code, 0, ok.stderr);
       const report = JSON.parse(ok.stdout);
       assert.ok(report.flopRatio > 1 && report.prefillSpeedup > 0 && report.generateSpeedup > 0);
       assert.equal(report.b.parameters, prunedParameterCount(model.spec, genome));
       const bad = run(['--mask', join(dir, 'none.json'), '--runs', '1']);
-      assert.notEqual(bad.status, 0);
+      assert.notEqual(bad.code, 0);
       assert.match(bad.stderr, /^geneprune: .*none\.json: /);
     } finally {
       rmSync(dir, { recursive: true, force: true });

@@ -12,37 +12,23 @@ import {
   lstatSync,
   mkdirSync,
   readdirSync,
-  readFileSync,
   readlinkSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
-import { join, relative } from 'node:path';
+import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { openHfFolder } from '../../src/checkpoint/hf.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { exportModel } from '../../src/prune/export.js';
 import { makeMaskFile } from '../../src/search/maskfile.js';
 import { tempDir } from '../checkpoint/helpers.js';
-import { REPO_ROOT, SHARED_DIR, sharedPath, skipUnlessShared } from '../shared.js';
+import { assertOneLineError, assertUnchanged, runCli, snapshot } from '../helpers/cli.js';
+import { MODEL, REPO_ROOT, sharedPath, skipUnlessShared, TOKENIZER } from '../shared.js';
 import { tinySpec } from './export-safety-model.js';
 
 const tmp = tempDir('geneprune-export-safety-');
 after(tmp.cleanup);
-
-/** Every file under dir (recursively, hidden ones too) with its bytes. */
-function snapshot(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  const walk = (d: string) => {
-    for (const name of readdirSync(d)) {
-      const p = join(d, name);
-      if (lstatSync(p).isDirectory()) walk(p);
-      else out[relative(dir, p)] = readFileSync(p, 'latin1');
-    }
-  };
-  walk(dir);
-  return out;
-}
 
 function child(out: string, layers: number, force: boolean, fault?: string) {
   const r = spawnSync(
@@ -79,6 +65,21 @@ describe('export --force killed with SIGKILL at every rename', () => {
     assert.equal((await loadModelSpec(dir)).config.numLayers, which === 'old' ? OLD : NEW);
   }
 
+  /** A fresh folder `name` whose `out` holds the old export. */
+  function oldExportIn(name: string): { parent: string; out: string } {
+    const parent = join(tmp.dir, name);
+    const out = join(parent, 'out');
+    mkdirSync(parent);
+    assert.equal(child(out, OLD, false).code, 0);
+    return { parent, out };
+  }
+
+  /** `export --force` of the new model into `out`, killed with SIGKILL at the fault point `fault`. */
+  function killedAt(out: string, fault: string) {
+    const r = child(out, NEW, true, fault);
+    assert.equal(r.signal, 'SIGKILL', r.stderr);
+  }
+
   /** The folder holding `out`: nothing in it but `out` once the next export has cleaned up. */
   const leftovers = (parent: string) => readdirSync(parent).filter((n) => n !== 'out');
 
@@ -88,12 +89,8 @@ describe('export --force killed with SIGKILL at every rename', () => {
   });
 
   test('why: a kill before the old --out is moved aside leaves the old export, and the next export removes the partial folder', async () => {
-    const parent = join(tmp.dir, 'kill-before-aside');
-    const out = join(parent, 'out');
-    mkdirSync(parent);
-    assert.equal(child(out, OLD, false).code, 0);
-    const r = child(out, NEW, true, 'export:before-rename-aside');
-    assert.equal(r.signal, 'SIGKILL', r.stderr);
+    const { parent, out } = oldExportIn('kill-before-aside');
+    killedAt(out, 'export:before-rename-aside');
     await assertComplete(out, 'old');
     assert.ok(
       leftovers(parent).some((n) => n.startsWith('.out.partial-')),
@@ -107,12 +104,8 @@ describe('export --force killed with SIGKILL at every rename', () => {
   });
 
   test('why: a kill between the two renames loses nothing: the next export puts the old --out back', async () => {
-    const parent = join(tmp.dir, 'kill-after-aside');
-    const out = join(parent, 'out');
-    mkdirSync(parent);
-    assert.equal(child(out, OLD, false).code, 0);
-    const r = child(out, NEW, true, 'export:after-rename-aside');
-    assert.equal(r.signal, 'SIGKILL', r.stderr);
+    const { parent, out } = oldExportIn('kill-after-aside');
+    killedAt(out, 'export:after-rename-aside');
     // rename(2) cannot swap two folders, so here the old export is complete under its aside name.
     const aside = leftovers(parent).filter((n) => n.startsWith('.out.old-'));
     assert.equal(aside.length, 1);
@@ -127,12 +120,8 @@ describe('export --force killed with SIGKILL at every rename', () => {
   });
 
   test('why: a kill after the new folder is renamed in leaves the new export, and the next export removes the old one', async () => {
-    const parent = join(tmp.dir, 'kill-after-in');
-    const out = join(parent, 'out');
-    mkdirSync(parent);
-    assert.equal(child(out, OLD, false).code, 0);
-    const r = child(out, NEW, true, 'export:after-rename-in');
-    assert.equal(r.signal, 'SIGKILL', r.stderr);
+    const { parent, out } = oldExportIn('kill-after-in');
+    killedAt(out, 'export:after-rename-in');
     await assertComplete(out, 'new');
     assert.ok(leftovers(parent).some((n) => n.startsWith('.out.old-')));
     const next = child(out, OLD, false);
@@ -142,10 +131,7 @@ describe('export --force killed with SIGKILL at every rename', () => {
   });
 
   test('why: --force replaces the old export only once the new one is complete, leaving nothing beside it', async () => {
-    const parent = join(tmp.dir, 'no-kill');
-    const out = join(parent, 'out');
-    mkdirSync(parent);
-    assert.equal(child(out, OLD, false).code, 0);
+    const { parent, out } = oldExportIn('no-kill');
     const r = child(out, NEW, true);
     assert.equal(r.code, 0, r.stderr);
     await assertComplete(out, 'new');
@@ -172,24 +158,6 @@ describe('export --force killed with SIGKILL at every rename', () => {
   });
 });
 
-const MODEL = 'models/stories260K/stories260K.bin';
-const TOKENIZER = 'models/stories260K/tok512.bin';
-const env = {
-  ...process.env,
-  GENEPRUNE_MODELS: join(SHARED_DIR, 'models'),
-  GENEPRUNE_CACHE: join(tmp.dir, 'cache'),
-  HF_ENDPOINT: 'http://127.0.0.1:9',
-};
-function cli(args: string[]) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src/cli/main.ts'), ...args], {
-    cwd: REPO_ROOT,
-    env,
-    encoding: 'utf8',
-    timeout: 120_000,
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
 describe('dangerous --out folders are refused and left untouched', { skip: skipUnlessShared(MODEL) }, () => {
   // A copy of the model, so a failing guard could only destroy test files.
   const models = join(tmp.dir, 'models');
@@ -202,13 +170,10 @@ describe('dangerous --out folders are refused and left untouched', { skip: skipU
   /** Runs export with `args`, expects a one-line refusal naming `dir` and `why`, and no change under `root`. */
   function refused(args: string[], root: string, dir: string, why: RegExp) {
     const before = snapshot(root);
-    const r = cli(['export', '--model', model, ...args, '--force']);
-    assert.equal(r.code, 2, r.stderr);
-    const lines = r.stderr.split('\n').filter(Boolean);
-    assert.equal(lines.length, 1, r.stderr);
-    assert.ok(lines[0].startsWith(`geneprune: --out: ${dir} `), lines[0]);
-    assert.match(lines[0], why);
-    assert.deepEqual(snapshot(root), before, 'nothing changed');
+    const line = assertOneLineError(runCli(['export', '--model', model, ...args, '--force']), 2);
+    assert.ok(line.startsWith(`geneprune: --out: ${dir} `), line);
+    assert.match(line, why);
+    assertUnchanged(root, before, 'nothing changed');
   }
 
   test('setup: a model copy, a run directory with its mask, a mask folder, a tokenizer folder', async () => {

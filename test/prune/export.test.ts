@@ -4,7 +4,6 @@
  * generates exactly what `geneprune generate --mask` does; bad masks and outputs fail cleanly, leaving nothing.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -19,7 +18,8 @@ import { headMaskOf } from '../../src/search/genome.js';
 import { makeMaskFile } from '../../src/search/maskfile.js';
 import { createRng } from '../../src/util/rng.js';
 import { tempDir } from '../checkpoint/helpers.js';
-import { REPO_ROOT, SHARED_DIR, sharedPath, skipUnlessShared } from '../shared.js';
+import { assertOneLineError, runCli } from '../helpers/cli.js';
+import { MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const tmp = tempDir('geneprune-export-');
 after(tmp.cleanup);
@@ -87,22 +87,6 @@ describe('exported random models equal the masked model', () => {
   }
 });
 
-const MODEL = 'models/stories260K/stories260K.bin';
-const env = {
-  ...process.env,
-  GENEPRUNE_MODELS: join(SHARED_DIR, 'models'),
-  GENEPRUNE_CACHE: join(tmp.dir, 'cache'),
-};
-function cli(args: string[]) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src/cli/main.ts'), ...args], {
-    cwd: REPO_ROOT,
-    env,
-    encoding: 'utf8',
-    timeout: 120_000,
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
 describe('stories260K with half its heads removed', { skip: skipUnlessShared(MODEL) }, () => {
   const dir = join(tmp.dir, 'stories');
   const maskPath = join(tmp.dir, 'mask50.json');
@@ -115,13 +99,13 @@ describe('stories260K with half its heads removed', { skip: skipUnlessShared(MOD
     const pattern = [1, 1, 0, 1, 0, 0, 1, 0];
     const genome = Uint8Array.from({ length: 40 }, (_, g) => pattern[g % 8]);
     writeFileSync(maskPath, JSON.stringify(await makeMaskFile(model.spec, genome)));
-    const exported = cli(['export', '--mask', maskPath, '--out', out]);
+    const exported = runCli(['export', '--mask', maskPath, '--out', out]);
     assert.equal(exported.code, 0, exported.stderr);
     assert.match(exported.stdout, /query heads {2}4 4 4 4 4/);
     assert.match(exported.stdout, /KV heads {5}3 3 3 3 3/);
 
     const prompt = 'Once upon a time';
-    const ours = cli(['generate', '--mask', maskPath, '--prompt', prompt, '-n', '40']);
+    const ours = runCli(['generate', '--mask', maskPath, '--prompt', prompt, '-n', '40']);
     assert.equal(ours.code, 0, ours.stderr);
 
     const { env: tjs, AutoTokenizer, AutoModelForCausalLM } = await import('@huggingface/transformers');
@@ -174,16 +158,12 @@ describe('stories260K with half its heads removed', { skip: skipUnlessShared(MOD
     const before = readdirSync(tmp.dir).sort();
     const beforeOut = readdirSync(out).sort();
     for (const [args, mention] of cases) {
-      const r = cli(['export', ...args]);
-      assert.notEqual(r.code, 0, args.join(' '));
-      const lines = r.stderr.split('\n').filter(Boolean);
-      assert.equal(lines.length, 1, r.stderr);
-      assert.ok(lines[0].startsWith('geneprune: ') && lines[0].includes(mention), lines[0]);
+      assertOneLineError(runCli(['export', ...args]), 'non-zero', mention);
     }
     assert.deepEqual(readdirSync(tmp.dir).sort(), before, 'no new (partial) folders');
     assert.deepEqual(readdirSync(out).sort(), beforeOut, 'the existing export is untouched without --force');
     assert.ok(!existsSync(join(tmp.dir, 'o1')));
-    const forced = cli(['export', '--mask', maskPath, '--out', out, '--force', '--format', 'hf']);
+    const forced = runCli(['export', '--mask', maskPath, '--out', out, '--force', '--format', 'hf']);
     assert.equal(forced.code, 0, forced.stderr);
     assert.ok(!existsSync(join(out, 'onnx')), '--force replaced the folder');
   });

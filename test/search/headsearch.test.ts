@@ -4,28 +4,18 @@
  * resumable run without touching it.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { tempDir } from '../checkpoint/helpers.js';
-import { REPO_ROOT, SHARED_DIR, sharedPath, skipUnlessShared } from '../shared.js';
+import { assertOneLineError, assertUnchanged, runCli, snapshot, spawnCli } from '../helpers/cli.js';
+import { logWithoutTimes, maskKeep } from '../helpers/rundir.js';
+import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const tmp = tempDir('geneprune-heads-');
 after(tmp.cleanup);
 
-const CALIB = 'data/tinystories/calib';
-const EVAL = 'data/tinystories/eval';
-const MODEL = 'models/stories260K/stories260K.bin';
-const skip = skipUnlessShared(MODEL) || skipUnlessShared(CALIB) || skipUnlessShared(EVAL);
-
-const env = {
-  ...process.env,
-  GENEPRUNE_MODELS: join(SHARED_DIR, 'models'),
-  GENEPRUNE_CACHE: join(tmp.dir, 'cache'),
-  HF_ENDPOINT: 'http://127.0.0.1:9',
-};
-const cli = ['--import', 'tsx', join(REPO_ROOT, 'src/cli/main.ts')];
+const skip = skipUnlessShared(MODEL, CALIB, EVAL);
 
 function gaArgs(out: string, generations: number): string[] {
   return [
@@ -52,45 +42,12 @@ function gaArgs(out: string, generations: number): string[] {
   ];
 }
 
-function run(args: string[]) {
-  const r = spawnSync(process.execPath, [...cli, ...args], {
-    cwd: REPO_ROOT,
-    env,
-    encoding: 'utf8',
-    timeout: 300_000,
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-/** A run log without wall-clock fields, which are the only thing allowed to differ. */
-function logWithoutTimes(dir: string, file: string): unknown[] {
-  return readFileSync(join(dir, file), 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => {
-      const { ms: _ms, ...rest } = JSON.parse(l);
-      return rest;
-    });
-}
-
-function maskKeep(dir: string): number[] {
-  return JSON.parse(readFileSync(join(dir, 'mask.json'), 'utf8')).keep;
-}
-
-/** Every file under dir with its bytes, to prove nothing changed. */
-function snapshot(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const name of readdirSync(dir)) out[name] = readFileSync(join(dir, name), 'latin1');
-  return out;
-}
+/** Whole searches: more time than runCli's default. */
+const run = (args: string[]) => runCli(args, { timeout: 300_000 });
 
 /** Starts a run, kills it with SIGKILL once it has logged `generations` generations; returns how many it logged. */
 async function killAfter(args: string[], dir: string, generations: number): Promise<number> {
-  const child: ChildProcess = spawn(process.execPath, [...cli, ...args], {
-    cwd: REPO_ROOT,
-    env,
-    stdio: 'ignore',
-  });
+  const child = spawnCli(args, { stdio: 'ignore' });
   const exited = new Promise<void>((res) => child.on('exit', () => res()));
   const gens = () => {
     const f = join(dir, 'generations.jsonl');
@@ -203,12 +160,8 @@ describe('GA runs', { skip }, () => {
       mkdirSync(dir);
       make(dir);
       const before = snapshot(dir);
-      const r = run(['heads', '--resume', dir]);
-      assert.notEqual(r.code, 0, name);
-      const lines = r.stderr.split('\n').filter(Boolean);
-      assert.equal(lines.length, 1, `${name}: ${r.stderr}`);
-      assert.ok(lines[0].includes(dir) && lines[0].includes(mention), `${name}: ${lines[0]}`);
-      assert.deepEqual(snapshot(dir), before, `${name}: the directory changed`);
+      assertOneLineError(run(['heads', '--resume', dir]), 'non-zero', dir, mention);
+      assertUnchanged(dir, before, `${name}: the directory changed`);
     }
     const missing = join(tmp.dir, 'no-such-run');
     const r = run(['heads', '--resume', missing]);
@@ -221,7 +174,7 @@ describe('GA runs', { skip }, () => {
     const r = run(gaArgs(a, 2));
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /not empty/);
-    assert.deepEqual(snapshot(a), before);
+    assertUnchanged(a, before);
   });
 
   test('eval --mask reproduces the reported evaluation perplexity', () => {

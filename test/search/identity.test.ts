@@ -4,9 +4,8 @@
  * (which it would prune a second time), each with one line saying why; nothing on disk changes.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { openSafetensors } from '../../src/checkpoint/safetensors.js';
@@ -14,60 +13,13 @@ import { openModel } from '../../src/model/open.js';
 import { exportModel } from '../../src/prune/export.js';
 import { makeMaskFile } from '../../src/search/maskfile.js';
 import { tempDir } from '../checkpoint/helpers.js';
-import { REPO_ROOT, SHARED_DIR, sharedPath, skipUnlessShared } from '../shared.js';
+import { assertOneLineError, runCli, snapshot } from '../helpers/cli.js';
+import { EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const tmp = tempDir('geneprune-identity-cli-');
 after(tmp.cleanup);
 
-const MODEL = 'models/stories260K/stories260K.bin';
-const EVAL = 'data/tinystories/eval';
-const skip = skipUnlessShared(MODEL) || skipUnlessShared(EVAL);
-
-interface CliResult {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function runCli(args: string[]): CliResult {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src/cli/main.ts'), ...args], {
-    cwd: REPO_ROOT,
-    encoding: 'utf8',
-    env: {
-      ...process.env,
-      GENEPRUNE_MODELS: join(SHARED_DIR, 'models'),
-      GENEPRUNE_CACHE: join(tmp.dir, 'cache'),
-      HF_ENDPOINT: 'http://127.0.0.1:9',
-    },
-    timeout: 120_000,
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-/** Exactly one stderr line, starting `geneprune: `, containing every `mentions`; exit ≠ 0; no stdout. */
-function assertOneLineError(r: CliResult, ...mentions: string[]): string {
-  assert.notEqual(r.code, 0, `expected a failure, got exit 0 with ${r.stdout}`);
-  const lines = r.stderr.split('\n').filter((l) => l.trim() !== '');
-  assert.equal(lines.length, 1, `expected one error line, got:\n${r.stderr}`);
-  assert.match(lines[0], /^geneprune: /);
-  for (const m of mentions) assert.ok(lines[0].includes(m), `"${lines[0]}" should mention "${m}"`);
-  assert.equal(r.stdout, '');
-  return lines[0];
-}
-
-/** Every file under `dir` (or the file itself) with the sha256 of its bytes. */
-function snapshot(path: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  const walk = (p: string, rel: string) => {
-    if (statSync(p).isDirectory()) {
-      for (const name of readdirSync(p).sort()) walk(join(p, name), rel ? `${rel}/${name}` : name);
-    } else {
-      out[rel || '.'] = createHash('sha256').update(readFileSync(p)).digest('hex');
-    }
-  };
-  walk(path, '');
-  return out;
-}
+const skip = skipUnlessShared(MODEL, EVAL);
 
 /** 10 of 40 heads, unevenly: layers keep 5 7 5 7 6 query heads. */
 function unevenGenome(): Uint8Array {
@@ -106,6 +58,7 @@ describe('a mask belongs to one model', { skip }, () => {
     const before = { copy: snapshot(copy), mask: snapshot(maskPath) };
     const line = assertOneLineError(
       runCli(['eval', '--model', copy, '--mask', maskPath, ...evalArgs()]),
+      'non-zero',
       maskPath,
       'same shape, different weights (fingerprint ',
     );
@@ -113,6 +66,7 @@ describe('a mask belongs to one model', { skip }, () => {
     const out = join(tmp.dir, 'never');
     assertOneLineError(
       runCli(['export', '--model', copy, '--mask', maskPath, '--out', out]),
+      'non-zero',
       maskPath,
       'same shape, different weights',
     );
@@ -142,6 +96,7 @@ describe('a mask belongs to one model', { skip }, () => {
     const hint = 'apply the mask to the source model, or search again on the pruned one';
     assertOneLineError(
       runCli(['eval', '--model', pruned, '--mask', maskPath, ...evalArgs()]),
+      'non-zero',
       maskPath,
       why,
       hint,
@@ -149,14 +104,21 @@ describe('a mask belongs to one model', { skip }, () => {
     const again = join(tmp.dir, 'pruned-twice');
     assertOneLineError(
       runCli(['export', '--model', pruned, '--mask', maskPath, '--out', again]),
+      'non-zero',
       maskPath,
       why,
       hint,
     );
     assert.ok(!existsSync(again), 'export wrote nothing');
-    assertOneLineError(runCli(['generate', '--model', pruned, '--mask', maskPath, '-n', '5']), maskPath, why);
+    assertOneLineError(
+      runCli(['generate', '--model', pruned, '--mask', maskPath, '-n', '5']),
+      'non-zero',
+      maskPath,
+      why,
+    );
     assertOneLineError(
       runCli(['bench', '--model', pruned, '--mask', maskPath, '--runs', '1']),
+      'non-zero',
       maskPath,
       why,
     );
@@ -164,7 +126,13 @@ describe('a mask belongs to one model', { skip }, () => {
     const other = join(tmp.dir, 'other-mask.json');
     const g = Uint8Array.from({ length: 40 }, (_, i) => (i % 5 === 0 ? 0 : 1));
     writeFileSync(other, JSON.stringify(await makeMaskFile(source.spec, g)));
-    assertOneLineError(runCli(['eval', '--model', pruned, '--mask', other, ...evalArgs()]), other, why, hint);
+    assertOneLineError(
+      runCli(['eval', '--model', pruned, '--mask', other, ...evalArgs()]),
+      'non-zero',
+      other,
+      why,
+      hint,
+    );
     assert.deepEqual({ pruned: snapshot(pruned), mask: snapshot(maskPath) }, before, 'no file changed');
   });
 });

@@ -4,8 +4,7 @@
  * logits equal the once-pruned model's under that mask.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { cpSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createRunner } from '../../src/engine/runner.js';
@@ -18,31 +17,16 @@ import { exportModel } from '../../src/prune/export.js';
 import { geneCount, headMaskOf } from '../../src/search/genome.js';
 import { HEAD_METHODS, type HeadSearchSettings, runHeadSearch } from '../../src/search/headsearch.js';
 import { tempDir } from '../checkpoint/helpers.js';
-import { REPO_ROOT, SHARED_DIR, sharedPath, skipUnlessShared } from '../shared.js';
+import { assertOneLineError, assertUnchanged, runCli, snapshot } from '../helpers/cli.js';
+import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const tmp = tempDir('geneprune-iterative-');
 after(tmp.cleanup);
 
-const MODEL = 'models/stories260K/stories260K.bin';
-const CALIB = 'data/tinystories/calib';
-const EVAL = 'data/tinystories/eval';
-const skip = skipUnlessShared(MODEL) || skipUnlessShared(CALIB) || skipUnlessShared(EVAL);
+const skip = skipUnlessShared(MODEL, CALIB, EVAL);
 const PRUNED_HEADS = [5, 7, 5, 7, 6];
-
-function runCli(args: string[]) {
-  const r = spawnSync(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'src/cli/main.ts'), ...args], {
-    cwd: REPO_ROOT,
-    encoding: 'utf8',
-    env: {
-      ...process.env,
-      GENEPRUNE_MODELS: join(SHARED_DIR, 'models'),
-      GENEPRUNE_CACHE: join(tmp.dir, 'cache'),
-      HF_ENDPOINT: 'http://127.0.0.1:9',
-    },
-    timeout: 300_000,
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+/** Whole searches: more time than runCli's default. */
+const cli = (args: string[]) => runCli(args, { timeout: 300_000 });
 
 const readJson = (path: string) => JSON.parse(readFileSync(path, 'utf8'));
 
@@ -100,7 +84,7 @@ describe('iterative pruning of stories260K', { skip }, () => {
 
   test('why: heads on a model with per-layer head counts has one gene per existing head', () => {
     const run = join(tmp.dir, 'random');
-    const r = runCli(searchArgs(once, run, ['--method', 'random']));
+    const r = cli(searchArgs(once, run, ['--method', 'random']));
     assert.equal(r.code, 0, r.stderr);
     // 25 % of the 30 heads present, not of 40 (which counted heads removed already).
     assert.match(r.stdout, /removed {6}8\/30 heads/);
@@ -115,7 +99,7 @@ describe('iterative pruning of stories260K', { skip }, () => {
 
   test('a GA mask found on the pruned export exports to a model equal to the masked pruned one', async () => {
     const run = join(tmp.dir, 'ga');
-    const r = runCli(searchArgs(once, run, ['--population', '6', '--generations', '2']));
+    const r = cli(searchArgs(once, run, ['--population', '6', '--generations', '2']));
     assert.equal(r.code, 0, r.stderr);
     const maskPath = join(run, 'mask.json');
     const mask = readJson(maskPath);
@@ -126,17 +110,7 @@ describe('iterative pruning of stories260K', { skip }, () => {
     assertRemovedExist(mask.removed, PRUNED_HEADS);
 
     const twice = join(tmp.dir, 'stories260K-25-25');
-    const exported = runCli([
-      'export',
-      '--model',
-      once,
-      '--mask',
-      maskPath,
-      '--out',
-      twice,
-      '--format',
-      'hf',
-    ]);
+    const exported = cli(['export', '--model', once, '--mask', maskPath, '--out', twice, '--format', 'hf']);
     assert.equal(exported.code, 0, exported.stderr);
     const twiceSpec = await loadModelSpec(twice);
     assert.equal(geneCount(twiceSpec.config), 22);
@@ -160,7 +134,7 @@ describe('iterative pruning of stories260K', { skip }, () => {
     assert.ok(d <= 1e-4, `max abs logit difference ${d}`);
 
     // The first mask is for the grandparent: refused on the twice-pruned model as well.
-    const first = runCli(['eval', '--model', twice, '--mask', maskPath, '--data', sharedPath(EVAL)!]);
+    const first = cli(['eval', '--model', twice, '--mask', maskPath, '--data', sharedPath(EVAL)!]);
     assert.match(first.stderr, /this model is .*stories260K-25 pruned with mask sha256 [0-9a-f]{16}/);
   });
 
@@ -173,15 +147,14 @@ describe('iterative pruning of stories260K', { skip }, () => {
       configPath,
       JSON.stringify({ ...config, settings: { ...config.settings, model: undefined } }),
     );
-    const files = () => readdirSync(run).map((f) => [f, readFileSync(join(run, f), 'utf8')]);
-    const before = files();
-    const r = runCli(['heads', '--resume', run, '--quiet']);
-    assert.notEqual(r.code, 0);
-    const lines = r.stderr.split('\n').filter(Boolean);
-    assert.equal(lines.length, 1, r.stderr);
-    assert.ok(lines[0].startsWith(`geneprune: ${configPath}: the run was made with another model`), lines[0]);
-    assert.ok(lines[0].includes('the run is for 5 7 5 7 6 query heads per layer, this model has 8 8 8 8 8'));
-    assert.deepEqual(files(), before, 'the run directory is untouched');
+    const before = snapshot(run);
+    const line = assertOneLineError(
+      cli(['heads', '--resume', run, '--quiet']),
+      'non-zero',
+      'the run is for 5 7 5 7 6 query heads per layer, this model has 8 8 8 8 8',
+    );
+    assert.ok(line.startsWith(`geneprune: ${configPath}: the run was made with another model`), line);
+    assertUnchanged(run, before, 'the run directory is untouched');
   });
 
   test('every search method runs on the pruned export, over its 30 heads', async () => {

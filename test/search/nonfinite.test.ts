@@ -179,19 +179,21 @@ describe('the GA with candidates that fail', () => {
   });
 });
 
+/** The shape of the small random models below. */
+const SMALL = {
+  hiddenSize: 16,
+  numLayers: 1,
+  numHeads: 2,
+  numKvHeads: 1,
+  intermediateSize: 8,
+  vocabSize: 64,
+  maxPositions: 32,
+  seed: 1,
+};
+
 /** A random model whose weights (std 2e18) are finite but overflow fp32 inside the forward pass. */
 function overflowingSpec() {
-  return randomLlamaSpec({
-    hiddenSize: 16,
-    numLayers: 1,
-    numHeads: 2,
-    numKvHeads: 1,
-    intermediateSize: 8,
-    vocabSize: 64,
-    maxPositions: 32,
-    seed: 1,
-    scale: 1e20,
-  });
+  return randomLlamaSpec({ ...SMALL, scale: 1e20 });
 }
 const stream = Array.from({ length: 100 }, (_, i) => (i * 7) % 64);
 
@@ -222,17 +224,7 @@ describe('non-finite values from a real forward pass', () => {
     await assert.rejects(computeKlReference(dense, windows, 2), /calib.txt|non-finite log-probability/);
     await dense.release();
     // And the KL path itself reports non-finite values the same way (reference from a sane model).
-    const sane = randomLlamaSpec({
-      ...spec.config,
-      hiddenSize: 16,
-      numLayers: 1,
-      numHeads: 2,
-      numKvHeads: 1,
-      intermediateSize: 8,
-      vocabSize: 64,
-      maxPositions: 32,
-      seed: 1,
-    });
+    const sane = randomLlamaSpec({ ...spec.config, ...SMALL });
     const ref = await createRunner(sane, { output: 'logprobs' });
     const reference = await computeKlReference(ref, windows, 2);
     await ref.release();

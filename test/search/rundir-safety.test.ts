@@ -5,7 +5,6 @@
  * overlaps the calibration data. Every refusal is one line and changes no file.
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import {
   appendFileSync,
   copyFileSync,
@@ -21,36 +20,27 @@ import {
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { tempDir } from '../checkpoint/helpers.js';
-import { REPO_ROOT, SHARED_DIR, sharedPath, skipUnlessShared } from '../shared.js';
+import {
+  assertOneLineError,
+  assertUnchanged,
+  type CliOptions,
+  runCli,
+  snapshot,
+  spawnCli,
+} from '../helpers/cli.js';
+import { logWithoutTimes, maskKeep } from '../helpers/rundir.js';
+import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const tmp = tempDir('geneprune-rundir-');
 after(tmp.cleanup);
 
-const CALIB = 'data/tinystories/calib';
-const EVAL = 'data/tinystories/eval';
-const MODEL = 'models/stories260K/stories260K.bin';
-const skip = skipUnlessShared(MODEL) || skipUnlessShared(CALIB) || skipUnlessShared(EVAL);
+const skip = skipUnlessShared(MODEL, CALIB, EVAL);
 
-const env = {
-  ...process.env,
-  GENEPRUNE_MODELS: join(SHARED_DIR, 'models'),
-  GENEPRUNE_CACHE: join(tmp.dir, 'cache'),
-  HF_ENDPOINT: 'http://127.0.0.1:9',
-};
-// tsx by its resolved URL, so the CLI also starts from working directories outside the repository.
-const cli = ['--import', import.meta.resolve('tsx'), join(REPO_ROOT, 'src/cli/main.ts')];
 /** A process id no process has (above Linux's largest pid_max). */
 const DEAD_PID = 2147483600;
 
-function run(args: string[], opts: { cwd?: string; fault?: string } = {}) {
-  const r = spawnSync(process.execPath, [...cli, ...args], {
-    cwd: opts.cwd ?? REPO_ROOT,
-    env: { ...env, GENEPRUNE_FAULT: opts.fault ?? '' },
-    encoding: 'utf8',
-    timeout: 300_000,
-  });
-  return { code: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
-}
+/** Whole searches: more time than runCli's default. */
+const run = (args: string[], opts: CliOptions = {}) => runCli(args, { timeout: 300_000, ...opts });
 
 /** A short budget GA; `calib` and `eval` may be relative to the working directory. */
 function gaArgs(out: string, calib: string, evalData: string, generations = 3): string[] {
@@ -76,32 +66,6 @@ function gaArgs(out: string, calib: string, evalData: string, generations = 3): 
     '--out',
     out,
   ];
-}
-
-/** Every file in dir with its bytes, to prove nothing changed. */
-function snapshot(dir: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const name of readdirSync(dir)) out[name] = readFileSync(join(dir, name), 'latin1');
-  return out;
-}
-
-function logWithoutTimes(dir: string, file: string): unknown[] {
-  return readFileSync(join(dir, file), 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => {
-      const { ms: _ms, ...rest } = JSON.parse(l);
-      return rest;
-    });
-}
-
-/** Asserts a one-line `geneprune: ` refusal with exit `code` that mentions every string in `mentions`. */
-function assertRefused(r: { code: number | null; stderr: string }, code: number, ...mentions: string[]) {
-  assert.equal(r.code, code, r.stderr);
-  const lines = r.stderr.split('\n').filter(Boolean);
-  assert.equal(lines.length, 1, r.stderr);
-  assert.ok(lines[0].startsWith('geneprune: '), lines[0]);
-  for (const m of mentions) assert.ok(lines[0].includes(m), `"${lines[0]}" should name ${m}`);
 }
 
 /** A run killed (SIGKILL, by fault injection) right after its first evaluation: config.json, no state.json. */
@@ -140,18 +104,15 @@ describe('run directories', { skip }, () => {
 
     const before = snapshot(dir);
     const again = run(gaArgs(dir, calib, evalData));
-    assertRefused(again, 1, dir, `--resume ${dir}`);
-    assert.deepEqual(snapshot(dir), before);
+    assertOneLineError(again, 1, dir, `--resume ${dir}`);
+    assertUnchanged(dir, before);
 
     const resumed = run(['heads', '--resume', dir, '--quiet']);
     assert.equal(resumed.code, 0, resumed.stderr);
     assert.match(resumed.stderr, /taking over a stale lock of pid \d+/);
     assert.deepEqual(logWithoutTimes(dir, 'evals.jsonl'), logWithoutTimes(whole, 'evals.jsonl'));
     assert.deepEqual(logWithoutTimes(dir, 'generations.jsonl'), logWithoutTimes(whole, 'generations.jsonl'));
-    assert.deepEqual(
-      JSON.parse(readFileSync(join(dir, 'mask.json'), 'utf8')).keep,
-      JSON.parse(readFileSync(join(whole, 'mask.json'), 'utf8')).keep,
-    );
+    assert.deepEqual(maskKeep(dir), maskKeep(whole));
     assert.ok(!existsSync(join(dir, 'run.lock')));
   });
 
@@ -159,11 +120,7 @@ describe('run directories', { skip }, () => {
     const dir = killedBeforeGeneration0(join(tmp.dir, 'twice'), calib, evalData);
     // A longer run, so the first process is surely still inside when it is frozen below.
     const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
-    const first = spawn(process.execPath, [...cli, 'heads', '--resume', dir, '--quiet'], {
-      cwd: REPO_ROOT,
-      env,
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
+    const first = spawnCli(['heads', '--resume', dir, '--quiet'], { stdio: ['ignore', 'ignore', 'pipe'] });
     let firstErr = '';
     first.stderr?.on('data', (d) => {
       firstErr += d;
@@ -177,10 +134,10 @@ describe('run directories', { skip }, () => {
     try {
       const before = snapshot(dir);
       const second = run(['heads', '--resume', dir, '--quiet']);
-      assertRefused(second, 1, lock, `pid ${first.pid}`);
+      assertOneLineError(second, 1, lock, `pid ${first.pid}`);
       const newRun = run(gaArgs(dir, calib, evalData));
-      assertRefused(newRun, 1, dir, '--resume');
-      assert.deepEqual(snapshot(dir), before);
+      assertOneLineError(newRun, 1, dir, '--resume');
+      assertUnchanged(dir, before);
     } finally {
       first.kill('SIGCONT');
     }
@@ -228,8 +185,8 @@ describe('run directories', { skip }, () => {
       change();
       const before = snapshot(dir);
       const r = run(['heads', '--resume', dir, '--quiet']);
-      assertRefused(r, 1, file, word);
-      assert.deepEqual(snapshot(dir), before, `${name}: the run changed`);
+      assertOneLineError(r, 1, file, word);
+      assertUnchanged(dir, before, `${name}: the run changed`);
       undo();
     }
     const r = run(['heads', '--resume', dir, '--quiet']);
@@ -250,7 +207,7 @@ describe('run directories', { skip }, () => {
     ];
     for (const [flags, flag, why] of cases) {
       const r = run(['heads', '--resume', dir, ...flags]);
-      assertRefused(r, 2, `geneprune: ${flag}: cannot change on --resume`, why);
+      assertOneLineError(r, 2, `geneprune: ${flag}: cannot change on --resume`, why);
       assert.deepEqual(snapshot(dir), before, flags.join(' '));
     }
     // Where and how visibly it runs may change; the same value given again is no change.
@@ -305,7 +262,7 @@ describe('calibration and evaluation data must not overlap', { skip }, () => {
     for (const [evalPath, names] of cases) {
       const out = join(d, 'run');
       const r = run(gaArgs(out, calib, evalPath));
-      assertRefused(r, 2, 'geneprune: --eval: ', ...names);
+      assertOneLineError(r, 2, 'geneprune: --eval: ', ...names);
       assert.ok(!existsSync(out), 'no run directory was created');
     }
   });

@@ -9,7 +9,9 @@ export { type BenchModelReport, type BenchOptions, type BenchReport, bench } fro
 export type { ModelInput, RuntimeOptions } from './api/common.js';
 export { type EvaluateOptions, type EvaluateResult, evaluate } from './api/evaluate.js';
 export {
+  EXPORT_DTYPES,
   EXPORT_FORMATS,
+  type ExportDtype,
   type ExportFormat,
   type ExportOptions,
   type ExportResult,

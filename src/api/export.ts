@@ -2,6 +2,7 @@
  * `exportModel`: remove the heads a mask removes and write the smaller model as a Hugging Face and/or
  * transformers.js folder. Without a mask the model is exported whole (a format conversion).
  */
+import type { StoredFloat } from '../checkpoint/safetensors.js';
 import { flagError } from '../errors.js';
 import {
   EXPORT_FORMATS,
@@ -22,11 +23,20 @@ export interface ExportOptions {
   out: string;
   /** 'all' (default), 'hf' or 'transformersjs'. */
   format?: ExportFormat;
+  /** Storage dtype of model.safetensors: fp32, fp16 or bf16; omitted, the checkpoint's own (bf16 stays bf16). */
+  dtype?: ExportDtype;
   force?: boolean;
   onStatus?: (line: string) => void;
 }
 
 export { EXPORT_FORMATS, type ExportFormat, type ExportResult };
+
+export type ExportDtype = 'fp32' | 'fp16' | 'bf16';
+export const EXPORT_DTYPES: Readonly<Record<ExportDtype, StoredFloat>> = {
+  fp32: 'F32',
+  fp16: 'F16',
+  bf16: 'BF16',
+};
 
 export async function exportModel(
   opts: ExportOptions,
@@ -34,6 +44,9 @@ export async function exportModel(
   const format = opts.format ?? 'all';
   if (!EXPORT_FORMATS.includes(format)) {
     throw flagError('--format', `"${format}" is not one of ${EXPORT_FORMATS.join(', ')}`);
+  }
+  if (opts.dtype !== undefined && !Object.hasOwn(EXPORT_DTYPES, opts.dtype)) {
+    throw flagError('--dtype', `"${opts.dtype}" is not one of ${Object.keys(EXPORT_DTYPES).join(', ')}`);
   }
   const model = await openModelInput(opts.model, opts.tokenizer);
   const mask = opts.mask ? await loadMaskFile(opts.mask, model.spec) : undefined;
@@ -44,6 +57,7 @@ export async function exportModel(
     maskFile: mask && { path: mask.path, sha256: mask.sha256 },
     out: opts.out,
     format,
+    dtype: opts.dtype === undefined ? undefined : EXPORT_DTYPES[opts.dtype],
     force: opts.force,
     modelPath: model.modelPath,
     maskPath: opts.mask,

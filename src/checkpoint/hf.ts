@@ -15,6 +15,7 @@ import {
   numelOf,
   openSafetensors,
   type StoredFloat,
+  storedFloatOf,
   type WritableTensor,
   writeSafetensors,
 } from './safetensors.js';
@@ -149,6 +150,10 @@ export interface WriteHfFolderOptions {
   tensors: Map<string, TensorSource> | readonly WritableTensor[];
   /** Split the weights into shards of at most about this many bytes (one tensor never splits). */
   shardBytes?: number;
+  /**
+   * Storage dtype of every tensor. Omitted: tensors given as a Map keep their own storage dtype (a bf16
+   * checkpoint stays bf16; non-float storage becomes F32), written tensors use theirs or F32.
+   */
   dtype?: StoredFloat;
   /** Extra safetensors `__metadata__` entries (string map), written into every weights file. */
   metadata?: Record<string, string>;
@@ -156,12 +161,17 @@ export interface WriteHfFolderOptions {
 
 /** Writes config.json and the weights (single file, or shards + index); creates `dir`; each file atomic. */
 export async function writeHfFolder(dir: string, options: WriteHfFolderOptions): Promise<void> {
-  const dtype = options.dtype ?? 'F32';
+  const dtype = options.dtype;
   const metadata = { format: 'pt', ...options.metadata };
   const tensors: WritableTensor[] =
     options.tensors instanceof Map
-      ? [...options.tensors].map(([name, t]) => ({ name, shape: t.shape, data: () => t.load() }))
-      : [...options.tensors];
+      ? [...options.tensors].map(([name, t]) => ({
+          name,
+          shape: t.shape,
+          data: () => t.load(),
+          dtype: dtype ?? storedFloatOf(t.dtype),
+        }))
+      : options.tensors.map((t) => ({ ...t, dtype: dtype ?? t.dtype ?? 'F32' }));
   try {
     await mkdir(dir, { recursive: true });
   } catch (err) {
@@ -172,7 +182,7 @@ export async function writeHfFolder(dir: string, options: WriteHfFolderOptions):
   const single = join(dir, SINGLE_WEIGHTS_FILE);
   const index = join(dir, INDEX_FILE);
   if (options.shardBytes === undefined) {
-    await writeSafetensors(single, tensors, metadata, { dtype });
+    await writeSafetensors(single, tensors, metadata);
     // A stale index beside the new file would describe other weights.
     await rm(index, { force: true });
     return;
@@ -185,7 +195,7 @@ export async function writeHfFolder(dir: string, options: WriteHfFolderOptions):
   let currentBytes = 0;
   let totalBytes = 0;
   for (const t of tensors) {
-    const bytes = numelOf(t.shape) * DTYPE_BYTES[dtype];
+    const bytes = numelOf(t.shape) * DTYPE_BYTES[t.dtype ?? 'F32'];
     if (current.length > 0 && currentBytes + bytes > options.shardBytes) {
       shards.push(current);
       current = [];
@@ -201,7 +211,7 @@ export async function writeHfFolder(dir: string, options: WriteHfFolderOptions):
   const pad = (i: number) => String(i).padStart(5, '0');
   for (let s = 0; s < shards.length; s++) {
     const name = `model-${pad(s + 1)}-of-${pad(shards.length)}.safetensors`;
-    await writeSafetensors(join(dir, name), shards[s], metadata, { dtype });
+    await writeSafetensors(join(dir, name), shards[s], metadata);
     for (const t of shards[s]) weightMap[t.name] = name;
   }
   const indexJson = { metadata: { total_size: totalBytes }, weight_map: weightMap };

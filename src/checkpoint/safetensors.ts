@@ -178,10 +178,17 @@ export interface WritableTensor {
   name: string;
   shape: readonly number[];
   data: Float32Array | (() => Promise<Float32Array>);
+  /** Storage dtype of this tensor; overrides the file-wide option. */
+  dtype?: StoredFloat;
+}
+
+/** The float dtypes a safetensors file can hold here; anything else is written as F32. */
+export function storedFloatOf(dtype: string): StoredFloat {
+  return dtype === 'F16' || dtype === 'BF16' ? dtype : 'F32';
 }
 
 export interface WriteSafetensorsOptions {
-  /** Storage dtype; values are rounded to nearest even for F16 / BF16. Default F32. */
+  /** Storage dtype of tensors that name none; values are rounded to nearest even for F16 / BF16. Default F32. */
   dtype?: StoredFloat;
 }
 
@@ -207,8 +214,9 @@ export async function writeSafetensors(
     }
     if (!t.shape.every(isCount))
       throw fileError(path, `tensor ${t.name} has invalid shape ${fmtShape(t.shape)}`);
-    const bytes = numelOf(t.shape) * DTYPE_BYTES[dtype];
-    header[t.name] = { dtype, shape: [...t.shape], data_offsets: [offset, offset + bytes] };
+    const stored = t.dtype ?? dtype;
+    const bytes = numelOf(t.shape) * DTYPE_BYTES[stored];
+    header[t.name] = { dtype: stored, shape: [...t.shape], data_offsets: [offset, offset + bytes] };
     offset += bytes;
   }
 
@@ -230,7 +238,7 @@ export async function writeSafetensors(
           `tensor ${t.name}: shape ${fmtShape(t.shape)} needs ${numel} values, got ${data.length}`,
         );
       }
-      await writeAll(fh, fromFloat32(dtype, data));
+      await writeAll(fh, fromFloat32(t.dtype ?? dtype, data));
     }
   });
 }

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { EXPORT_FORMATS, type ExportFormat, exportModel, flagError } from '../index.js';
+import { EXPORT_FORMATS, type ExportDtype, type ExportFormat, exportModel, flagError } from '../index.js';
 import { modelOption, tokenizerOption } from './options.js';
 
 interface ExportFlags {
@@ -8,6 +8,7 @@ interface ExportFlags {
   mask?: string;
   out?: string;
   format: string;
+  dtype?: string;
   force?: boolean;
   json?: boolean;
 }
@@ -26,6 +27,10 @@ export function registerExport(program: Command): void {
     )
     .option('--out <dir>', 'output folder (required; must be empty or absent unless --force)')
     .option('--format <name>', `${EXPORT_FORMATS.join(' | ')}`, 'all')
+    .option(
+      '--dtype <type>',
+      "storage dtype of model.safetensors: fp32, fp16 or bf16 (default: the checkpoint's own, so bf16 stays bf16)",
+    )
     .option('--force', 'replace a non-empty --out')
     .option('--json', 'print the result as one JSON object')
     .addHelpText(
@@ -46,6 +51,7 @@ Example:
         mask: flags.mask,
         out: flags.out,
         format: flags.format as ExportFormat,
+        dtype: flags.dtype as ExportDtype | undefined,
         force: flags.force,
         onStatus: flags.json ? undefined : (line) => process.stderr.write(`${line}\n`),
       });

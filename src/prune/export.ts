@@ -24,6 +24,7 @@
 import { copyFile, mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { writeHfFolder } from '../checkpoint/hf.js';
+import { type StoredFloat, storedFloatOf } from '../checkpoint/safetensors.js';
 import { fileError, flagError } from '../errors.js';
 import { buildDecoderGraph, loadWeights } from '../graph/decoder.js';
 import { provenanceOfPruning } from '../model/identity.js';
@@ -56,6 +57,8 @@ export interface ExportOptions {
   maskFile?: { path: string; sha256: string };
   out: string;
   format: ExportFormat;
+  /** Storage dtype of model.safetensors; omitted, each tensor keeps the checkpoint's (bf16 stays bf16). */
+  dtype?: StoredFloat;
   force?: boolean;
   /** The model's file or folder and the mask file: their folders (and run directories) are never replaced. */
   modelPath?: string;
@@ -145,15 +148,19 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
           removed: removedList(opts.spec.config, opts.genome),
         })
       : opts.spec.provenance;
+    const stored = new Set([...hf.tensors.values()].map((t) => opts.dtype ?? storedFloatOf(t.dtype)));
+    const torchDtype = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' } as const;
     const config = {
       ...hf.config,
       architectures: ['LlamaForCausalLM'],
+      // What model.safetensors holds (the ONNX graph computes in fp32 whatever the storage).
+      ...(stored.size === 1 ? { torch_dtype: torchDtype[[...stored][0]] } : {}),
       ...(provenance ? { [PROVENANCE_CONFIG_KEY]: provenance } : {}),
     };
     if (opts.format === 'hf' || opts.format === 'all') {
       opts.onStatus?.('writing model.safetensors');
       const metadata = provenance ? { [PROVENANCE_METADATA_KEY]: JSON.stringify(provenance) } : undefined;
-      await writeHfFolder(tmp, { config, tensors: hf.tensors, metadata });
+      await writeHfFolder(tmp, { config, tensors: hf.tensors, metadata, dtype: opts.dtype });
       files.push('config.json', 'model.safetensors');
     } else {
       await writeJsonAtomic(join(tmp, 'config.json'), config);

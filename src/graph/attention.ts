@@ -77,7 +77,13 @@ export function isUniformGrouping(heads: number, kvHeads: number, kvMap: readonl
 }
 
 /** Per-graph values shared by every layer; call once, then `layer` per attention block. */
-export function fusedCausalAttention(ctx: FusedAttentionContext): (a: LayerAttention) => string {
+/** The kernel actually used: ONNX Runtime's CPU GroupQueryAttention refuses head sizes that are not a multiple of 8. */
+export function fusedOpFor(op: FusedAttentionOp, headDim: number): FusedAttentionOp {
+  return op === 'GroupQueryAttention' && headDim % 8 !== 0 ? 'MultiHeadAttention' : op;
+}
+
+export function fusedCausalAttention(context: FusedAttentionContext): (a: LayerAttention) => string {
+  const ctx = { ...context, op: fusedOpFor(context.op, context.headDim) };
   const { g, headDim: hd } = ctx;
   const zero = g.constInt64([0]);
   const one = g.constInt64([1]);

@@ -25,6 +25,7 @@ function spec(opts: {
   kv: number;
   modelType?: string;
   bias?: boolean;
+  headDim?: number;
   seed: number;
 }): ModelSpec {
   return randomLlamaSpec({
@@ -32,7 +33,7 @@ function spec(opts: {
     numLayers: 3,
     numHeads: opts.heads,
     numKvHeads: opts.kv,
-    headDim: 8,
+    headDim: opts.headDim ?? 8,
     intermediateSize: 56,
     vocabSize: VOCAB,
     maxPositions: 64,
@@ -106,6 +107,13 @@ describe('fused attention equals the explicit path', () => {
     { name: 'GQA 6:2', heads: 6, kv: 2 },
     { name: 'GQA 8:4, qwen2 q/k/v biases', heads: 8, kv: 4, modelType: 'qwen2', bias: true },
     { name: 'MQA 4:1, attention_bias', heads: 4, kv: 1, bias: true },
+    {
+      name: 'GQA 6:2, head size 4 (MultiHeadAttention: GQA needs head size % 8 = 0)',
+      heads: 6,
+      kv: 2,
+      headDim: 4,
+    },
+    { name: 'GQA 4:2, head size 16', heads: 4, kv: 2, headDim: 16 },
   ];
   models.forEach((m, i) => {
     test(m.name, async () => {

@@ -1,6 +1,7 @@
 /**
  * A model bound to one ONNX Runtime session: built once, then run many times with different tokens and masks.
  */
+import type { AttentionKind, FusedAttentionOp } from '../graph/attention.js';
 import {
   buildDecoderGraph,
   type GraphOutputMode,
@@ -19,6 +20,9 @@ export interface RunnerOptions {
   threads?: number;
   /** Weights already loaded (shared between runners of the same model). */
   weights?: WeightMap;
+  /** Attention implementation (default fused); see DecoderGraphOptions. */
+  attention?: AttentionKind;
+  fusedOp?: FusedAttentionOp;
 }
 
 /** Masks for one candidate. Missing masks mean "keep everything". */
@@ -59,7 +63,12 @@ export function allKeptHeadMask(spec: ModelSpec): Float32Array {
 
 export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promise<ModelRunner> {
   const weights = opts.weights ?? (await loadWeights(spec));
-  const graph = buildDecoderGraph(spec, weights, { output: opts.output, weightMasks: opts.weightMasks });
+  const graph = buildDecoderGraph(spec, weights, {
+    output: opts.output,
+    weightMasks: opts.weightMasks,
+    attention: opts.attention,
+    fusedOp: opts.fusedOp,
+  });
   const engine = await createEngine(graph, { device: opts.device, threads: opts.threads });
   const maxHeads = Math.max(...spec.config.headsPerLayer);
   const onesHead = allKeptHeadMask(spec);

@@ -16,11 +16,20 @@
  *   'logprobs'    logprobs float [batch, seq, vocab]  log-softmax of the logits (KL references)
  *   'last_logits' logits float [batch, vocab]  logits at the last position only (generation)
  *
+ * Attention is one fused causal kernel per layer (attention.ts); `attention: 'explicit'` keeps the plain-operator
+ * chain, which the KV-cache graph always uses.
+ *
  * Linear layers use Gemm with transB=1 so weights stay in the checkpoint's [out, in] layout: no transposed
  * copies, and weight masks line up with checkpoint tensors one to one.
  */
 import type { ModelConfig, ModelSpec } from '../model/spec.js';
 import { kvMapOfLayer } from '../model/spec.js';
+import {
+  type AttentionKind,
+  type FusedAttentionOp,
+  fusedCausalAttention,
+  halfSplitRotary,
+} from './attention.js';
 import { GraphBuilder } from './builder.js';
 
 export type GraphOutputMode = 'nll' | 'kl' | 'logits' | 'logprobs' | 'last_logits';
@@ -37,6 +46,14 @@ export interface DecoderGraphOptions {
   kvCache?: boolean;
   /** Linear weight roles that get a boolean mask input `mask.<role>`. */
   weightMasks?: string[];
+  /**
+   * Evaluation graphs: 'fused' (default) runs one ONNX Runtime attention kernel per layer; 'explicit' the plain
+   * QKᵀ/mask/Softmax/·V chain (the reference the fused path is tested against, and the benchmark's "before").
+   * The KV-cache graph is always explicit: its left-padding attention_mask has no exact fused equivalent.
+   */
+  attention?: AttentionKind;
+  /** Which fused kernel (benchmarks re-measure the choice); GroupQueryAttention by default. */
+  fusedOp?: FusedAttentionOp;
 }
 
 export const IGNORE_INDEX = -100;
@@ -156,8 +173,23 @@ export function buildDecoderGraph(
   });
   let cos: string;
   let sin: string;
-  let causal: string;
-  if (!cache) {
+  let causal = '';
+  const rotary = halfSplitRotary(g, hd);
+  const fused = !cache && (opts.attention ?? 'fused') === 'fused';
+  let fusedLayer: ReturnType<typeof fusedCausalAttention> | undefined;
+  if (fused) {
+    cos = '';
+    sin = '';
+    fusedLayer = fusedCausalAttention({
+      g,
+      op: opts.fusedOp ?? 'GroupQueryAttention',
+      headDim: hd,
+      batchDim,
+      seqDim,
+      cosTable,
+      sinTable,
+    });
+  } else if (!cache) {
     cos = g.op('Slice', [cosTable, g.constInt64([0]), seqDim, g.constInt64([0])]);
     sin = g.op('Slice', [sinTable, g.constInt64([0]), seqDim, g.constInt64([0])]);
     // Causal additive mask [seq, seq]: -inf strictly above the diagonal.
@@ -186,22 +218,20 @@ export function buildDecoderGraph(
     const blocked = g.op('Or', [future, padded]); // [batch, 1, seq, total]
     causal = g.op('Where', [blocked, g.constFloat([-1e30], []), g.constFloat([0], [])]);
   }
-  const scale = g.constFloat([1 / Math.sqrt(hd)], []);
+  const scale = fused ? '' : g.constFloat([1 / Math.sqrt(hd)], []);
 
   const splitHeads = (t: string, heads: number): string => {
     const shape = g.op('Concat', [batchDim, seqDim, g.constInt64([heads, hd])], { axis: 0 });
     return g.op('Transpose', [g.op('Reshape', [t, shape])], { perm: [0, 2, 1, 3] });
   };
-  const halfA = g.constInt64([0]);
-  const halfB = g.constInt64([hd / 2]);
-  const halfEnd = g.constInt64([hd]);
-  const lastAxis = g.constInt64([-1]);
-  const rotate = (t: string): string => {
-    const t1 = g.op('Slice', [t, halfA, halfB, lastAxis]);
-    const t2 = g.op('Slice', [t, halfB, halfEnd, lastAxis]);
-    const rotated = g.op('Concat', [g.op('Neg', [t2]), t1], { axis: -1 });
-    return g.op('Add', [g.op('Mul', [t, cos]), g.op('Mul', [rotated, sin])]);
+  /** Layer i's head mask [heads] (its first `heads` entries of the [layers, maxHeads] input). */
+  const layerHeadMask = (i: number, heads: number): string => {
+    const layerMask = g.op('Gather', [headMask, g.constInt64([i], [])], { axis: 0 }); // [maxHeads]
+    return heads === maxHeads
+      ? layerMask
+      : g.op('Slice', [layerMask, g.constInt64([0]), g.constInt64([heads])]);
   };
+  const rotate = (t: string): string => rotary(t, cos, sin);
 
   for (let i = 0; i < c.numLayers; i++) {
     const heads = c.headsPerLayer[i];
@@ -220,7 +250,19 @@ export function buildDecoderGraph(
         g.output(`present.${i}.${kind}`, 'float32', ['batch', 0, 'total', hd]);
       }
     }
-    if (heads > 0) {
+    if (heads > 0 && fusedLayer) {
+      const h = rmsNorm(x, `${p}.attn_norm.weight`);
+      const merged = fusedLayer({
+        q: linear(h, `${p}.attn.q`),
+        k: linear(h, `${p}.attn.k`),
+        v: linear(h, `${p}.attn.v`),
+        heads,
+        kvHeads,
+        kvMap: kvMapOfLayer(c, i),
+        keep: layerHeadMask(i, heads),
+      });
+      x = g.op('Add', [x, linear(merged, `${p}.attn.o`)]);
+    } else if (heads > 0) {
       const h = rmsNorm(x, `${p}.attn_norm.weight`);
       const q = rotate(splitHeads(linear(h, `${p}.attn.q`), heads));
       let k = rotate(splitHeads(linear(h, `${p}.attn.k`), kvHeads));
@@ -241,12 +283,7 @@ export function buildDecoderGraph(
       const probs = g.op('Softmax', [scores], { axis: -1 });
       let attn = g.op('MatMul', [probs, v]); // [batch, heads, seq, hd]
       if (!cache) {
-        const layerMask = g.op('Gather', [headMask, g.constInt64([i], [])], { axis: 0 }); // [maxHeads]
-        const keep =
-          heads === maxHeads
-            ? layerMask
-            : g.op('Slice', [layerMask, g.constInt64([0]), g.constInt64([heads])]);
-        attn = g.op('Mul', [attn, g.op('Reshape', [keep, g.constInt64([heads, 1, 1])])]);
+        attn = g.op('Mul', [attn, g.op('Reshape', [layerHeadMask(i, heads), g.constInt64([heads, 1, 1])])]);
       }
       const merged = g.op('Reshape', [
         g.op('Transpose', [attn], { perm: [0, 2, 1, 3] }),
@@ -313,5 +350,5 @@ export function buildDecoderGraph(
       break;
     }
   }
-  return g.encode({ opset: OPSET });
+  return g.encode({ opset: OPSET, msOpset: fused ? 1 : undefined });
 }

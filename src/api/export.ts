@@ -23,6 +23,8 @@ export interface ExportOptions {
   /** 'all' (default), 'hf' or 'transformersjs'. */
   format?: ExportFormat;
   force?: boolean;
+  /** Weights above this many bytes go to onnx/model.onnx_data (default 64 MiB; 0: always). */
+  externalDataThreshold?: number;
   onStatus?: (line: string) => void;
 }
 
@@ -47,6 +49,7 @@ export async function exportModel(
     force: opts.force,
     modelPath: model.modelPath,
     maskPath: opts.mask,
+    externalDataThreshold: opts.externalDataThreshold,
     onStatus: opts.onStatus,
   });
   return { ...result, model: model.modelPath, ...(opts.mask ? { mask: opts.mask } : {}) };

@@ -3,6 +3,7 @@
  * transformers.js folder. Without a mask the model is exported whole (a format conversion).
  */
 import { flagError } from '../errors.js';
+import { checkMemoryBudget } from '../model/memory.js';
 import {
   EXPORT_FORMATS,
   type ExportFormat,
@@ -25,6 +26,8 @@ export interface ExportOptions {
   force?: boolean;
   /** Weights above this many bytes go to onnx/model.onnx_data (default 64 MiB; 0: always). */
   externalDataThreshold?: number;
+  /** Refuse before loading when the estimated peak exceeds this many bytes (default: total memory). */
+  memoryBudget?: number;
   onStatus?: (line: string) => void;
 }
 
@@ -38,6 +41,7 @@ export async function exportModel(
     throw flagError('--format', `"${format}" is not one of ${EXPORT_FORMATS.join(', ')}`);
   }
   const model = await openModelInput(opts.model, opts.tokenizer);
+  checkMemoryBudget(model.spec, { batch: 1, seq: 1, budget: opts.memoryBudget, what: 'export' });
   const mask = opts.mask ? await loadMaskFile(opts.mask, model.spec) : undefined;
   const result = await writeExport({
     spec: model.spec,

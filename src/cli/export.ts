@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { EXPORT_FORMATS, type ExportFormat, exportModel, flagError } from '../index.js';
-import { modelOption, tokenizerOption } from './options.js';
+import { memoryBudgetOption, modelOption, parseByteSize, tokenizerOption } from './options.js';
 
 interface ExportFlags {
   model?: string;
@@ -10,6 +10,7 @@ interface ExportFlags {
   format: string;
   force?: boolean;
   json?: boolean;
+  memoryBudget?: string;
 }
 
 export function registerExport(program: Command): void {
@@ -27,6 +28,7 @@ export function registerExport(program: Command): void {
     .option('--out <dir>', 'output folder (required; must be empty or absent unless --force)')
     .option('--format <name>', `${EXPORT_FORMATS.join(' | ')}`, 'all')
     .option('--force', 'replace a non-empty --out')
+    .addOption(memoryBudgetOption())
     .option('--json', 'print the result as one JSON object')
     .addHelpText(
       'after',
@@ -47,6 +49,7 @@ Example:
         out: flags.out,
         format: flags.format as ExportFormat,
         force: flags.force,
+        memoryBudget: flags.memoryBudget ? parseByteSize('--memory-budget', flags.memoryBudget) : undefined,
         onStatus: flags.json ? undefined : (line) => process.stderr.write(`${line}\n`),
       });
       if (flags.json) {

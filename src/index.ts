@@ -54,6 +54,7 @@ export {
 export { availableDevices, createEngine, DEVICES, type Device, type Engine } from './engine/session.js';
 export { dataError, type ErrorKind, fileError, flagError, GenepruneError } from './errors.js';
 export { buildDecoderGraph, type GraphOutputMode, loadWeights } from './graph/decoder.js';
+export { prepareWeights, releaseWeights, type WeightFile, type Weights } from './graph/weights.js';
 export { type Dataset, firstNonTextByte, readDataset, streamDocuments } from './metrics/data.js';
 export {
   computeKlReference,
@@ -74,6 +75,13 @@ export {
 } from './model/identity.js';
 export { llamaSpecToHf, writeLlama2cFromSpec } from './model/llama.js';
 export { loadModelSpec } from './model/load.js';
+export {
+  checkMemoryBudget,
+  estimatePeakMemory,
+  type MemoryEstimate,
+  parseByteSize,
+  peakRssBytes,
+} from './model/memory.js';
 export { type OpenedModel, openModel } from './model/open.js';
 export { randomLlamaSpec } from './model/random.js';
 export {

@@ -8,6 +8,7 @@ import { resolveModelRef } from '../checkpoint/hub.js';
 import type { Device } from '../engine/session.js';
 import { flagError } from '../errors.js';
 import { loadModelSpec } from '../model/load.js';
+import { checkMemoryBudget, peakRssBytes } from '../model/memory.js';
 import type { ModelSpec } from '../model/spec.js';
 import { benchModels, type ModelSpeed } from '../prune/bench.js';
 import { pruneHeads } from '../prune/heads.js';
@@ -51,6 +52,8 @@ export interface BenchReport {
   /** A's forward FLOPs per token over B's: the speedup the removed work predicts. */
   flopRatio: number;
   prefillSpeedupOverFlopRatio: number;
+  /** Peak resident memory of the process by the end of the benchmark. */
+  peakRssBytes: number;
 }
 
 /** Bytes of the weight files a model path holds (a .bin, or a folder's safetensors). */
@@ -100,6 +103,14 @@ export async function bench(opts: BenchOptions = {}): Promise<BenchReport> {
     bName = opened.modelPath;
     bBytes = await bytesOnDisk(opened.modelPath);
   }
+  // Both models hold a prefill and a KV-cache session at once; B is at most A's size when pruned from it.
+  checkMemoryBudget(a.spec, {
+    batch: settings.batch,
+    seq: settings.seq,
+    sessions: 4,
+    budget: opts.memoryBudget,
+    what: 'bench',
+  });
   const aBytes = await bytesOnDisk(a.modelPath);
   const [sa, sb] = await benchModels(a.spec, b, settings, opts.onStatus);
   const prefillSpeedup =
@@ -114,5 +125,6 @@ export async function bench(opts: BenchOptions = {}): Promise<BenchReport> {
     generateSpeedup: sb.generateTokensPerSecond / sa.generateTokensPerSecond,
     flopRatio,
     prefillSpeedupOverFlopRatio: prefillSpeedup / flopRatio,
+    peakRssBytes: peakRssBytes(),
   };
 }

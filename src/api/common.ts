@@ -13,6 +13,8 @@ export interface RuntimeOptions {
   device?: Device;
   /** Intra-op threads (default: all physical cores). */
   threads?: number;
+  /** Bytes the command may use at its peak; checked from the model's header before loading (default: total memory). */
+  memoryBudget?: number;
 }
 
 export async function openModelInput(model: ModelInput, tokenizer?: string): Promise<OpenedModel> {

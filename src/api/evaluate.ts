@@ -11,6 +11,7 @@ import {
   tokenizeDocuments,
   tokenizePrefix,
 } from '../metrics/perplexity.js';
+import { checkMemoryBudget, peakRssBytes } from '../model/memory.js';
 import { type ModelInput, openModelInput, type RuntimeOptions } from './common.js';
 import { type HeadMaskChoice, headListText, resolveHeadMask } from './masks.js';
 
@@ -48,6 +49,8 @@ export interface EvaluateResult {
   seconds: number;
   tokensPerSecond: number;
   device: string;
+  /** Peak resident memory of the process by the end of the evaluation. */
+  peakRssBytes: number;
 }
 
 /**
@@ -62,7 +65,8 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
   if (context > config.maxPositions) {
     throw flagError('--ctx', `${context} exceeds the model's context length ${config.maxPositions}`);
   }
-  const batchSize = opts.batchSize ?? defaultBatchSize(context);
+  const batchSize = opts.batchSize ?? defaultBatchSize(context, config.vocabSize);
+  checkMemoryBudget(model.spec, { batch: batchSize, seq: context, budget: opts.memoryBudget, what: 'eval' });
   const headMask = await resolveHeadMask(model.spec, opts);
   // With maxTokens only the first maxTokens + 1 tokens are read and tokenized, however large the data.
   const maxTokens = opts.maxTokens;
@@ -113,5 +117,6 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
     seconds: result.seconds,
     tokensPerSecond: result.tokensPerSecond,
     device,
+    peakRssBytes: peakRssBytes(),
   };
 }

@@ -4,6 +4,7 @@
  */
 import type { StoredFloat } from '../checkpoint/safetensors.js';
 import { flagError } from '../errors.js';
+import { checkMemoryBudget } from '../model/memory.js';
 import {
   EXPORT_FORMATS,
   type ExportFormat,
@@ -26,6 +27,10 @@ export interface ExportOptions {
   /** Storage dtype of model.safetensors: fp32, fp16 or bf16; omitted, the checkpoint's own (bf16 stays bf16). */
   dtype?: ExportDtype;
   force?: boolean;
+  /** Weights above this many bytes go to onnx/model.onnx_data (default 64 MiB; 0: always). */
+  externalDataThreshold?: number;
+  /** Refuse before loading when the estimated peak exceeds this many bytes (default: total memory). */
+  memoryBudget?: number;
   onStatus?: (line: string) => void;
 }
 
@@ -49,6 +54,7 @@ export async function exportModel(
     throw flagError('--dtype', `"${opts.dtype}" is not one of ${Object.keys(EXPORT_DTYPES).join(', ')}`);
   }
   const model = await openModelInput(opts.model, opts.tokenizer);
+  checkMemoryBudget(model.spec, { batch: 1, seq: 1, budget: opts.memoryBudget, what: 'export' });
   const mask = opts.mask ? await loadMaskFile(opts.mask, model.spec) : undefined;
   const result = await writeExport({
     spec: model.spec,
@@ -61,6 +67,7 @@ export async function exportModel(
     force: opts.force,
     modelPath: model.modelPath,
     maskPath: opts.mask,
+    externalDataThreshold: opts.externalDataThreshold,
     onStatus: opts.onStatus,
   });
   return { ...result, model: model.modelPath, ...(opts.mask ? { mask: opts.mask } : {}) };

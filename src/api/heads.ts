@@ -106,10 +106,12 @@ export function headSearchSettings(opts: HeadSearchOptions): HeadSearchSettings 
 export async function searchHeads(
   opts: HeadSearchOptions & HeadSearchEnv & { out: string },
 ): Promise<HeadSearchResult> {
-  const { out, device, threads, onStatus, onGeneration, onProgress, onNote, ...settings } = opts;
+  const { out, device, threads, memoryBudget, onStatus, onGeneration, onProgress, onNote, ...settings } =
+    opts;
   return runHeadSearch(out, headSearchSettings(settings), {
     device,
     threads,
+    memoryBudget,
     onStatus,
     onGeneration,
     onProgress,

@@ -56,53 +56,69 @@ function f16ToF32Table(): Uint32Array {
 /** Converts raw little-endian storage bytes of `dtype` to fp32 values. */
 export function toFloat32(dtype: Dtype, bytes: Uint8Array): Float32Array {
   const n = bytes.length / DTYPE_BYTES[dtype];
+  if (dtype === 'F32' && bytes.byteOffset % 4 === 0)
+    return new Float32Array(bytes.buffer, bytes.byteOffset, n);
+  const out = new Float32Array(n);
+  convertInto(dtype, bytes, out);
+  return out;
+}
+
+/**
+ * Converts raw little-endian storage bytes of `dtype` into `out` (exactly bytes / element size values), so a
+ * tensor can be widened chunk by chunk straight into the buffer that keeps it.
+ */
+export function convertInto(dtype: Dtype, bytes: Uint8Array, out: Float32Array): void {
+  const n = bytes.length / DTYPE_BYTES[dtype];
+  if (out.length !== n) throw new Error(`convertInto: ${n} ${dtype} values for ${out.length} outputs`);
   // Copy to a fresh aligned buffer when the typed views below could not be laid over `bytes` directly.
   const aligned =
     bytes.byteOffset % DTYPE_BYTES[dtype] === 0
       ? bytes
-      : new Uint8Array(bytes.buffer.slice(bytes.byteOffset));
+      : new Uint8Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
   const buf = aligned.buffer;
   const off = aligned.byteOffset;
   switch (dtype) {
     case 'F32':
-      return new Float32Array(buf, off, n);
+      out.set(new Float32Array(buf, off, n));
+      return;
     case 'F16': {
       const src = new Uint16Array(buf, off, n);
-      const out = new Float32Array(n);
-      const bits = new Uint32Array(out.buffer);
+      const bits = new Uint32Array(out.buffer, out.byteOffset, n);
       const table = f16ToF32Table();
       for (let i = 0; i < n; i++) bits[i] = table[src[i]];
-      return out;
+      return;
     }
     case 'BF16': {
       // bf16 is the top half of an fp32.
       const src = new Uint16Array(buf, off, n);
-      const out = new Float32Array(n);
-      const bits = new Uint32Array(out.buffer);
+      const bits = new Uint32Array(out.buffer, out.byteOffset, n);
       for (let i = 0; i < n; i++) bits[i] = src[i] << 16;
-      return out;
+      return;
     }
     case 'F64':
-      return Float32Array.from(new Float64Array(buf, off, n));
+      out.set(new Float64Array(buf, off, n));
+      return;
     case 'I64': {
       const src = new BigInt64Array(buf, off, n);
-      const out = new Float32Array(n);
       for (let i = 0; i < n; i++) out[i] = Number(src[i]);
-      return out;
+      return;
     }
     case 'I32':
-      return Float32Array.from(new Int32Array(buf, off, n));
+      out.set(new Int32Array(buf, off, n));
+      return;
     case 'I16':
-      return Float32Array.from(new Int16Array(buf, off, n));
+      out.set(new Int16Array(buf, off, n));
+      return;
     case 'I8':
-      return Float32Array.from(new Int8Array(buf, off, n));
+      out.set(new Int8Array(buf, off, n));
+      return;
     case 'U8':
-      return Float32Array.from(new Uint8Array(buf, off, n));
+      out.set(new Uint8Array(buf, off, n));
+      return;
     case 'BOOL': {
       const src = new Uint8Array(buf, off, n);
-      const out = new Float32Array(n);
       for (let i = 0; i < n; i++) out[i] = src[i] ? 1 : 0;
-      return out;
+      return;
     }
   }
 }

@@ -52,3 +52,47 @@ export async function readRange(path: string, offset: number, into: Uint8Array):
     await fh.close();
   }
 }
+
+/**
+ * Reads [offset, offset + length) of the file in chunks of at most `chunkBytes`, handing each to `onChunk`
+ * (the same scratch buffer every time: copy out what you keep). One open for the whole range.
+ */
+export async function readChunks(
+  path: string,
+  offset: number,
+  length: number,
+  chunkBytes: number,
+  onChunk: (bytes: Uint8Array, at: number) => void,
+): Promise<void> {
+  let fh: FileHandle;
+  try {
+    fh = await open(path, 'r');
+  } catch (err) {
+    throw fileError(path, `cannot open: ${describeFsError(err)}`, err);
+  }
+  const scratch = new Uint8Array(Math.min(chunkBytes, length));
+  try {
+    let done = 0;
+    while (done < length) {
+      const want = Math.min(scratch.length, length - done);
+      let got = 0;
+      while (got < want) {
+        const { bytesRead } = await fh.read(scratch, got, want - got, offset + done + got);
+        if (bytesRead === 0) {
+          throw fileError(
+            path,
+            `truncated: needed ${length} bytes at offset ${offset}, file ends after ${offset + done + got}`,
+          );
+        }
+        got += bytesRead;
+      }
+      onChunk(scratch.subarray(0, want), done);
+      done += want;
+    }
+  } catch (err) {
+    if (err instanceof GenepruneError) throw err;
+    throw fileError(path, `read failed: ${describeFsError(err)}`, err);
+  } finally {
+    await fh.close();
+  }
+}

@@ -6,6 +6,7 @@
 import { fileError } from '../errors.js';
 import type { TensorSource } from '../model/spec.js';
 import {
+  convertInto,
   DTYPE_BYTES,
   type Dtype,
   describeElement,
@@ -14,7 +15,7 @@ import {
   isDtype,
   toFloat32,
 } from './dtype.js';
-import { fileSize, readRange, writeAll, writeFileAtomic } from './io.js';
+import { fileSize, readChunks, readRange, writeAll, writeFileAtomic } from './io.js';
 
 /** Same bound as the reference implementation: real headers are at most a few MB. */
 export const MAX_HEADER_BYTES = 100_000_000;
@@ -45,6 +46,9 @@ export function numelOf(shape: readonly number[]): number {
 
 const fmtShape = (shape: readonly number[]): string => `[${shape.join(',')}]`;
 
+/** Bytes read per chunk when a tensor is widened in place: large enough for full-speed reads, small next to weights. */
+const LOAD_CHUNK_BYTES = 16 << 20;
+
 /**
  * A tensor read lazily from `file` at an absolute byte range and widened to fp32. Every checkpoint format's
  * tensors load through here, so this is where NaN/Inf weights are refused: one bad value makes every
@@ -58,6 +62,15 @@ export function fileTensor(
   byteOffset: number,
 ): FileTensor {
   const byteLength = numelOf(shape) * DTYPE_BYTES[dtype];
+  const refuseNonFinite = (values: Float32Array) => {
+    const bad = firstNonFinite(values);
+    if (bad >= 0) {
+      throw fileError(
+        file,
+        `tensor ${name} ${fmtShape(shape)} holds ${values[bad]} at ${describeElement(shape, bad)}: the weights are corrupt (NaN/Inf)`,
+      );
+    }
+  };
   return {
     name,
     file,
@@ -70,14 +83,21 @@ export function fileTensor(
       const bytes = new Uint8Array(byteLength);
       await readRange(file, byteOffset, bytes);
       const values = toFloat32(dtype, bytes);
-      const bad = firstNonFinite(values);
-      if (bad >= 0) {
-        throw fileError(
-          file,
-          `tensor ${name} ${fmtShape(shape)} holds ${values[bad]} at ${describeElement(shape, bad)}: the weights are corrupt (NaN/Inf)`,
-        );
-      }
+      refuseNonFinite(values);
       return values;
+    },
+    async loadInto(out: Float32Array): Promise<void> {
+      if (out.length !== numelOf(shape)) {
+        throw fileError(file, `tensor ${name}: ${out.length} values asked for, it holds ${numelOf(shape)}`);
+      }
+      // Chunk by whole elements, so the storage bytes are never read twice or held whole.
+      const elemBytes = DTYPE_BYTES[dtype];
+      const chunk = Math.max(elemBytes, LOAD_CHUNK_BYTES - (LOAD_CHUNK_BYTES % elemBytes));
+      await readChunks(file, byteOffset, byteLength, chunk, (bytes, at) => {
+        const first = at / elemBytes;
+        convertInto(dtype, bytes, out.subarray(first, first + bytes.length / elemBytes));
+      });
+      refuseNonFinite(out);
     },
   };
 }

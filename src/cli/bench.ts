@@ -1,6 +1,13 @@
 import type { Command } from 'commander';
 import { type BenchModelReport, bench } from '../index.js';
-import { deviceOption, parseDevice, parseIntFlag, threadsOption } from './options.js';
+import {
+  deviceOption,
+  memoryBudgetOption,
+  parseByteSize,
+  parseDevice,
+  parseIntFlag,
+  threadsOption,
+} from './options.js';
 
 interface BenchFlags {
   model: string[];
@@ -13,6 +20,7 @@ interface BenchFlags {
   warmup: string;
   device: string;
   threads?: string;
+  memoryBudget?: string;
   json?: boolean;
 }
 
@@ -37,6 +45,7 @@ export function registerBench(program: Command): void {
     .option('--warmup <n>', 'untimed runs first', '1')
     .addOption(deviceOption())
     .addOption(threadsOption())
+    .addOption(memoryBudgetOption())
     .option('--json', 'print the result as one JSON object')
     .addHelpText(
       'after',
@@ -59,6 +68,7 @@ removed work predicts. Example:
         warmup: n('--warmup', flags.warmup, 0),
         device: parseDevice(flags.device),
         threads: flags.threads ? n('--threads', flags.threads) : undefined,
+        memoryBudget: flags.memoryBudget ? parseByteSize('--memory-budget', flags.memoryBudget) : undefined,
         onStatus: flags.json ? undefined : (line) => process.stderr.write(`${line}\n`),
       });
       if (flags.json) {
@@ -77,6 +87,7 @@ removed work predicts. Example:
         row('B', r.b),
         `prefill speedup ${r.prefillSpeedup.toFixed(3)}x, generation speedup ${r.generateSpeedup.toFixed(3)}x, FLOP ratio ${r.flopRatio.toFixed(3)}x`,
         `prefill speedup / FLOP ratio = ${r.prefillSpeedupOverFlopRatio.toFixed(3)}`,
+        `peak memory ${(r.peakRssBytes / 2 ** 30).toFixed(2)} GiB`,
       ];
       process.stdout.write(`${lines.join('\n')}\n`);
     });

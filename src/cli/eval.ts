@@ -2,7 +2,9 @@ import type { Command } from 'commander';
 import { type EvaluateResult, evaluate, flagError } from '../index.js';
 import {
   deviceOption,
+  memoryBudgetOption,
   modelOption,
+  parseByteSize,
   parseDevice,
   parseHeadList,
   parseIntFlag,
@@ -21,6 +23,7 @@ interface EvalFlags {
   pruneHeads?: string;
   device: string;
   threads?: string;
+  memoryBudget?: string;
   json?: boolean;
   kl?: boolean;
   mask?: string;
@@ -38,6 +41,7 @@ function printReport(r: EvaluateResult): void {
     `perplexity   ${r.perplexity.toFixed(4)}`,
     ...(r.meanKl === undefined ? [] : [`KL to dense  ${r.meanKl.toFixed(5)} nats/token`]),
     `tokens/s     ${Math.round(r.tokensPerSecond)} (${r.device})`,
+    `peak memory  ${(r.peakRssBytes / 2 ** 30).toFixed(2)} GiB`,
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
 }
@@ -64,6 +68,7 @@ export function registerEval(program: Command): void {
     )
     .addOption(deviceOption())
     .addOption(threadsOption())
+    .addOption(memoryBudgetOption())
     .option(
       '--kl',
       'also report the mean KL divergence from the unpruned model (with --prune-heads or --mask)',
@@ -94,6 +99,7 @@ Example:
         kl: flags.kl,
         device: parseDevice(flags.device),
         threads: flags.threads ? parseIntFlag('--threads', flags.threads) : undefined,
+        memoryBudget: flags.memoryBudget ? parseByteSize('--memory-budget', flags.memoryBudget) : undefined,
         onProgress: (done, total) => progress.update(`eval ${done}/${total} tokens`),
       });
       progress.done();

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { EXPORT_FORMATS, type ExportDtype, type ExportFormat, exportModel, flagError } from '../index.js';
-import { modelOption, tokenizerOption } from './options.js';
+import { memoryBudgetOption, modelOption, parseByteSize, tokenizerOption } from './options.js';
 
 interface ExportFlags {
   model?: string;
@@ -11,6 +11,7 @@ interface ExportFlags {
   dtype?: string;
   force?: boolean;
   json?: boolean;
+  memoryBudget?: string;
 }
 
 export function registerExport(program: Command): void {
@@ -32,6 +33,7 @@ export function registerExport(program: Command): void {
       "storage dtype of model.safetensors: fp32, fp16 or bf16 (default: the checkpoint's own, so bf16 stays bf16)",
     )
     .option('--force', 'replace a non-empty --out')
+    .addOption(memoryBudgetOption())
     .option('--json', 'print the result as one JSON object')
     .addHelpText(
       'after',
@@ -53,6 +55,7 @@ Example:
         format: flags.format as ExportFormat,
         dtype: flags.dtype as ExportDtype | undefined,
         force: flags.force,
+        memoryBudget: flags.memoryBudget ? parseByteSize('--memory-budget', flags.memoryBudget) : undefined,
         onStatus: flags.json ? undefined : (line) => process.stderr.write(`${line}\n`),
       });
       if (flags.json) {

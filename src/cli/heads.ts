@@ -15,7 +15,9 @@ import {
 } from '../index.js';
 import {
   deviceOption,
+  memoryBudgetOption,
   modelOption,
+  parseByteSize,
   parseDevice,
   parseFloatFlag,
   parseIntFlag,
@@ -198,6 +200,7 @@ export function registerHeads(program: Command): void {
     .option('--seed <s>', 'seed for every random choice (default 0)')
     .addOption(deviceOption())
     .addOption(threadsOption())
+    .addOption(memoryBudgetOption())
     .option('--quiet', 'no progress display')
     .option('--json', 'print the result as one JSON object (no progress display)')
     .addHelpText(
@@ -220,9 +223,12 @@ Examples:
       const device = parseDevice(String(f.device));
       const threads = typeof f.threads === 'string' ? parseIntFlag('--threads', f.threads) : undefined;
       const progress = progressLine(process.stderr, quiet);
+      const memoryBudget =
+        typeof f.memoryBudget === 'string' ? parseByteSize('--memory-budget', f.memoryBudget) : undefined;
       const env: HeadSearchEnv = {
         device,
         threads,
+        memoryBudget,
         onNote: (line) => {
           progress.done();
           process.stderr.write(`note: ${line}\n`);

@@ -51,5 +51,12 @@ export const tokenizerOption = () =>
   );
 export const deviceOption = () =>
   new Option('--device <name>', 'cpu, cuda or webgpu (passed to ONNX Runtime)').default('cpu');
+export { parseByteSize } from '../index.js';
+
+export const memoryBudgetOption = () =>
+  new Option(
+    '--memory-budget <size>',
+    "refuse, before loading, work whose estimated peak memory exceeds this (e.g. 20G; default: the machine's memory)",
+  );
 export const threadsOption = () =>
   new Option('--threads <n>', 'intra-op threads (default: all physical cores)');

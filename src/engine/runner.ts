@@ -6,8 +6,9 @@ import {
   buildDecoderGraph,
   type GraphOutputMode,
   IGNORE_INDEX,
-  loadWeights,
-  type WeightMap,
+  prepareWeights,
+  releaseWeights,
+  type Weights,
 } from '../graph/decoder.js';
 import type { ModelSpec } from '../model/spec.js';
 import { createEngine, type Device, type Engine, type Feed } from './session.js';
@@ -18,8 +19,13 @@ export interface RunnerOptions {
   weightMasks?: string[];
   device?: Device;
   threads?: number;
-  /** Weights already loaded (shared between runners of the same model). */
-  weights?: WeightMap;
+  /**
+   * Weights already prepared (shared between runners of the same model; the caller releases them once its
+   * runners have started). Without them the runner prepares its own and releases them once started.
+   */
+  weights?: Weights;
+  /** Passed to prepareWeights (and, for in-memory weights, to the graph: 0 forces external data). */
+  externalDataThreshold?: number;
   /** Attention implementation (default fused); see DecoderGraphOptions. */
   attention?: AttentionKind;
   fusedOp?: FusedAttentionOp;
@@ -62,14 +68,22 @@ export function allKeptHeadMask(spec: ModelSpec): Float32Array {
 }
 
 export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promise<ModelRunner> {
-  const weights = opts.weights ?? (await loadWeights(spec));
-  const graph = buildDecoderGraph(spec, weights, {
-    output: opts.output,
-    weightMasks: opts.weightMasks,
-    attention: opts.attention,
-    fusedOp: opts.fusedOp,
-  });
-  const engine = await createEngine(graph, { device: opts.device, threads: opts.threads });
+  const threshold = opts.externalDataThreshold;
+  const weights = opts.weights ?? (await prepareWeights(spec, { externalDataThreshold: threshold }));
+  let engine: Engine;
+  try {
+    const graph = buildDecoderGraph(spec, weights, {
+      output: opts.output,
+      weightMasks: opts.weightMasks,
+      externalDataThreshold: threshold,
+      attention: opts.attention,
+      fusedOp: opts.fusedOp,
+    });
+    engine = await createEngine(graph, { device: opts.device, threads: opts.threads });
+  } finally {
+    // ORT holds its own copy once started: a file of our own is deleted now.
+    if (!opts.weights) await releaseWeights(weights);
+  }
   const maxHeads = Math.max(...spec.config.headsPerLayer);
   const onesHead = allKeptHeadMask(spec);
   const onesWeight = new Map<string, Uint8Array>();

@@ -3,10 +3,12 @@
  * changes only the feeds (masks, tokens), never the session.
  */
 import { existsSync, readdirSync } from 'node:fs';
+import { rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { GenepruneError } from '../errors.js';
+import type { EncodedModel } from '../graph/builder.js';
 
 export type Device = 'cpu' | 'cuda' | 'webgpu';
 export const DEVICES: readonly Device[] = ['cpu', 'cuda', 'webgpu'];
@@ -73,7 +75,16 @@ function toOrtTensor(name: string, f: Feed): ort.Tensor {
   return new ort.Tensor(f.type, f.data as never, f.dims as number[]);
 }
 
-export async function createEngine(model: Uint8Array | string, opts: EngineOptions = {}): Promise<Engine> {
+/**
+ * Starts ONNX Runtime on a model file, ModelProto bytes, or an encoded model whose external data is in memory
+ * (passed as such) or in files of `model.dir` (the graph is written there for the session's start, since ORT
+ * finds external files beside the model file). Measured: ORT copies external data into its own buffers, from
+ * memory as from a file, so neither the blobs nor the files are needed once the session exists.
+ */
+export async function createEngine(
+  model: Uint8Array | string | EncodedModel,
+  opts: EngineOptions = {},
+): Promise<Engine> {
   const device = opts.device ?? 'cpu';
   if (!DEVICES.includes(device)) {
     throw new GenepruneError('flag', `unknown device "${device}" (choose ${DEVICES.join(', ')})`, '--device');
@@ -95,12 +106,28 @@ export async function createEngine(model: Uint8Array | string, opts: EngineOptio
   };
   if (opts.threads && opts.threads > 0) options.intraOpNumThreads = opts.threads;
   let session: ort.InferenceSession;
+  let graphFile: string | undefined;
   try {
-    session =
-      typeof model === 'string'
-        ? await ort.InferenceSession.create(model, options)
-        : await ort.InferenceSession.create(model, options);
+    if (typeof model === 'string') session = await ort.InferenceSession.create(model, options);
+    else if (model instanceof Uint8Array) session = await ort.InferenceSession.create(model, options);
+    else if (model.dir !== undefined) {
+      graphFile = join(model.dir, `graph-${process.pid}-${Math.random().toString(36).slice(2)}.onnx`);
+      await writeFile(graphFile, model.model);
+      session = await ort.InferenceSession.create(graphFile, options);
+    } else {
+      options.externalData = model.externalData.map((f) => {
+        if (f.parts.length !== 1 || f.parts[0].offset !== 0) {
+          throw new GenepruneError(
+            'internal',
+            `external data ${f.path} must be one blob to pass it in memory`,
+          );
+        }
+        return { path: f.path, data: f.parts[0].data };
+      });
+      session = await ort.InferenceSession.create(model.model, options);
+    }
   } catch (e) {
+    if (e instanceof GenepruneError) throw e;
     const msg = e instanceof Error ? e.message : String(e);
     if (device !== 'cpu') {
       throw new GenepruneError(
@@ -113,6 +140,8 @@ export async function createEngine(model: Uint8Array | string, opts: EngineOptio
       );
     }
     throw new GenepruneError('internal', `ONNX Runtime rejected the graph: ${msg}`, undefined, { cause: e });
+  } finally {
+    if (graphFile) await rm(graphFile, { force: true });
   }
   return {
     inputNames: session.inputNames,

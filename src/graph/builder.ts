@@ -1,6 +1,8 @@
 /**
  * A small ONNX graph builder over onnx-proto's generated protobuf classes. Nodes are added in topological
- * order; every value is named by a string. Large weights become initializers with raw little-endian data.
+ * order; every value is named by a string. Large weights become initializers with raw little-endian data,
+ * either inside the protobuf (which protobuf limits to 2 GB in all) or as ONNX external-data references into
+ * separate byte blobs (no size limit; the blobs can be the very buffers the weights were loaded into).
  */
 import onnxProto from 'onnx-proto';
 
@@ -50,10 +52,95 @@ function valueInfo(v: ValueInfo) {
   };
 }
 
-function tensorProto(name: string, t: ConstTensor) {
-  const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
-  return { name, dims: t.dims, dataType: DATA_TYPE[t.type], rawData: bytes };
+function tensorBytes(t: ConstTensor): Uint8Array {
+  return new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength);
 }
+
+function tensorProto(name: string, t: ConstTensor) {
+  return { name, dims: t.dims, dataType: DATA_TYPE[t.type], rawData: tensorBytes(t) };
+}
+
+function externalTensorProto(
+  name: string,
+  t: { type: ElemType; dims: number[] },
+  location: string,
+  offset: number,
+  length: number,
+) {
+  return {
+    name,
+    dims: t.dims,
+    dataType: DATA_TYPE[t.type],
+    dataLocation: onnx.TensorProto.DataLocation.EXTERNAL,
+    externalData: [
+      { key: 'location', value: location },
+      { key: 'offset', value: String(offset) },
+      { key: 'length', value: String(length) },
+    ],
+  };
+}
+
+/** Offsets of tensors inside blobs; 64 bytes suits every SIMD load ORT may do straight from the blob. */
+export const TENSOR_ALIGN = 64;
+/** Where blobs start inside one shared file: page-aligned, so a reader may map each part. */
+export const FILE_PART_ALIGN = 4096;
+
+export const alignUp = (n: number, a: number): number => Math.ceil(n / a) * a;
+
+/**
+ * Buffers that hold weights packed for external data (see graph/weights.ts). An initializer whose data lies in
+ * one of them is referenced where it is, never copied.
+ */
+export interface WeightBlob {
+  readonly bytes: Uint8Array;
+}
+
+/** One external-data file: its parts (blobs) at their byte offsets, zero-filled between. */
+export interface ExternalFile {
+  /** The `location` the graph names (a file name beside the model). */
+  path: string;
+  parts: Array<{ offset: number; data: Uint8Array }>;
+  /** Total bytes of the file. */
+  size: number;
+}
+
+export interface EncodedModel {
+  /** ModelProto bytes. */
+  model: Uint8Array;
+  /** External data held in memory that the model refers to (empty when every initializer is inline). */
+  externalData: ExternalFile[];
+  /** The folder holding external files already on disk that the model names (see externalInitializer). */
+  dir?: string;
+}
+
+/** An initializer whose data already lies in a file: where, and what it is. */
+export interface ExternalTensorRef {
+  type: ElemType;
+  dims: number[];
+  /** The file's name, in `dir`. */
+  location: string;
+  offset: number;
+  byteLength: number;
+}
+
+export interface ExternalDataOptions {
+  /**
+   * External data is used when the initializers hold more than this many bytes in all (0: always; Infinity:
+   * never). Past 2 GB inline is impossible, so larger models are always external.
+   */
+  threshold: number;
+  /** File name of the external data (the first blob's, when several files). */
+  location: string;
+  /** One file holding every blob (a model on disk, e.g. transformers.js's model.onnx_data), else one per blob. */
+  singleFile?: boolean;
+  /** Blobs that may hold initializer data in place. */
+  blobs?: readonly WeightBlob[];
+  /** Initializers smaller than this stay inline (ONNX's own converter uses 1024). */
+  minTensorBytes?: number;
+}
+
+/** Protobuf cannot encode a message over 2 GiB; leave room for the graph itself. */
+const INLINE_LIMIT = 2 ** 31 - 2 ** 26;
 
 function attribute(name: string, value: AttrValue) {
   const T = onnx.AttributeProto.AttributeType;
@@ -70,7 +157,9 @@ function attribute(name: string, value: AttrValue) {
 
 export class GraphBuilder {
   private readonly nodes: object[] = [];
-  private readonly initializers: object[] = [];
+  private readonly initializers: Array<{ name: string; t: ConstTensor }> = [];
+  private readonly fileInitializers: Array<{ name: string; ref: ExternalTensorRef }> = [];
+  private fileDir: string | undefined;
   private readonly inputs: ValueInfo[] = [];
   private readonly outputs: ValueInfo[] = [];
   private readonly used = new Set<string>();
@@ -99,14 +188,32 @@ export class GraphBuilder {
   initializer(name: string, t: ConstTensor): string {
     if (this.used.has(name)) throw new Error(`graph: duplicate value name ${name}`);
     this.used.add(name);
-    this.initializers.push(tensorProto(name, t));
+    this.initializers.push({ name, t });
+    return name;
+  }
+
+  /** A named constant whose data is in a file of folder `dir` (one folder per graph). */
+  externalInitializer(name: string, dir: string, ref: ExternalTensorRef): string {
+    if (this.used.has(name)) throw new Error(`graph: duplicate value name ${name}`);
+    if (this.fileDir !== undefined && this.fileDir !== dir)
+      throw new Error('graph: external files in two folders');
+    this.fileDir = dir;
+    this.used.add(name);
+    this.fileInitializers.push({ name, ref });
     return name;
   }
 
   private constant(t: ConstTensor): string {
     const name = this.fresh('c');
-    this.initializers.push(tensorProto(name, t));
+    this.initializers.push({ name, t });
     return name;
+  }
+
+  /** Bytes of every initializer's data. */
+  initializerBytes(): number {
+    let n = 0;
+    for (const { t } of this.initializers) n += t.data.byteLength;
+    return n;
   }
 
   constFloat(values: number[], dims: number[] = [values.length]): string {
@@ -149,8 +256,26 @@ export class GraphBuilder {
     return this.node(opType, inputs, attrs, { domain })[0];
   }
 
-  /** Serialises to ModelProto bytes. */
-  encode(opts: { opset: number; producer?: string; graphName?: string; msOpset?: number }): Uint8Array {
+  /** Serialises to ModelProto bytes with every initializer inline. */
+  encode(opts: EncodeOptions): Uint8Array {
+    return this.encodeModel({ ...opts, external: undefined }).model;
+  }
+
+  /** Serialises to ModelProto bytes, with initializers external when `opts.external` says so. */
+  encodeModel(opts: EncodeOptions): EncodedModel {
+    const external = opts.external;
+    const total = this.initializerBytes();
+    const useExternal = external !== undefined && (total > external.threshold || total > INLINE_LIMIT);
+    let initializer: object[];
+    let externalData: ExternalFile[] = [];
+    if (!useExternal) {
+      if (total > INLINE_LIMIT) {
+        throw new Error(`graph: ${total} bytes of weights cannot be inline (protobuf's limit is 2 GiB)`);
+      }
+      initializer = this.initializers.map(({ name, t }) => tensorProto(name, t));
+    } else {
+      ({ initializer, externalData } = this.externalInitializers(external));
+    }
     const opsetImport: Array<{ domain: string; version: number }> = [{ domain: '', version: opts.opset }];
     if (opts.msOpset) opsetImport.push({ domain: 'com.microsoft', version: opts.msOpset });
     const model = onnx.ModelProto.create({
@@ -160,11 +285,93 @@ export class GraphBuilder {
       graph: {
         name: opts.graphName ?? 'geneprune',
         node: this.nodes,
-        initializer: this.initializers,
+        initializer: [
+          ...initializer,
+          ...this.fileInitializers.map(({ name, ref }) =>
+            externalTensorProto(name, ref, ref.location, ref.offset, ref.byteLength),
+          ),
+        ],
         input: this.inputs.map(valueInfo),
         output: this.outputs.map(valueInfo),
       },
     });
-    return onnx.ModelProto.encode(model).finish();
+    const encoded: EncodedModel = { model: onnx.ModelProto.encode(model).finish(), externalData };
+    if (this.fileDir !== undefined) encoded.dir = this.fileDir;
+    return encoded;
   }
+
+  /**
+   * Initializers as external references: data already in a blob stays there; other large tensors are copied
+   * once into one extra blob; small ones stay inline.
+   */
+  private externalInitializers(ext: ExternalDataOptions): {
+    initializer: object[];
+    externalData: ExternalFile[];
+  } {
+    const minBytes = ext.minTensorBytes ?? 1024;
+    const blobs: Uint8Array[] = (ext.blobs ?? []).map((b) => b.bytes);
+    const blobOf = new Map<ArrayBufferLike, number>();
+    blobs.forEach((b, i) => {
+      if (b.byteOffset !== 0) throw new Error('graph: a weight blob must start its buffer');
+      blobOf.set(b.buffer, i);
+    });
+    // Tensors outside every blob are gathered into one more blob.
+    const placed: Array<{ blob: number; offset: number } | undefined> = [];
+    let extraBytes = 0;
+    const extra: number[] = [];
+    for (const [i, { t }] of this.initializers.entries()) {
+      const bytes = t.data.byteLength;
+      const inBlob = blobOf.get(t.data.buffer);
+      if (bytes < minBytes) placed.push(undefined);
+      else if (inBlob !== undefined && t.data.byteOffset % TENSOR_ALIGN === 0) {
+        placed.push({ blob: inBlob, offset: t.data.byteOffset });
+      } else {
+        placed.push({ blob: blobs.length, offset: extraBytes });
+        extra.push(i);
+        extraBytes = alignUp(extraBytes + bytes, TENSOR_ALIGN);
+      }
+    }
+    if (extra.length > 0) {
+      const bytes = new Uint8Array(extraBytes);
+      for (const i of extra) bytes.set(tensorBytes(this.initializers[i].t), placed[i]!.offset);
+      blobs.push(bytes);
+    }
+    // Only blobs something refers to become files.
+    const usedBlobs = [...new Set(placed.filter((p) => p !== undefined).map((p) => p.blob))].sort(
+      (a, b) => a - b,
+    );
+    const where = new Map<number, { path: string; start: number }>();
+    const files: ExternalFile[] = [];
+    if (ext.singleFile) {
+      const file: ExternalFile = { path: ext.location, parts: [], size: 0 };
+      for (const b of usedBlobs) {
+        const start = alignUp(file.size, FILE_PART_ALIGN);
+        where.set(b, { path: ext.location, start });
+        file.parts.push({ offset: start, data: blobs[b] });
+        file.size = start + blobs[b].byteLength;
+      }
+      if (file.parts.length > 0) files.push(file);
+    } else {
+      usedBlobs.forEach((b, k) => {
+        const path = k === 0 ? ext.location : `${ext.location}.${k}`;
+        where.set(b, { path, start: 0 });
+        files.push({ path, parts: [{ offset: 0, data: blobs[b] }], size: blobs[b].byteLength });
+      });
+    }
+    const initializer = this.initializers.map(({ name, t }, i) => {
+      const p = placed[i];
+      if (!p) return tensorProto(name, t);
+      const w = where.get(p.blob)!;
+      return externalTensorProto(name, t, w.path, w.start + p.offset, t.data.byteLength);
+    });
+    return { initializer, externalData: files };
+  }
+}
+
+export interface EncodeOptions {
+  opset: number;
+  producer?: string;
+  graphName?: string;
+  msOpset?: number;
+  external?: ExternalDataOptions;
 }

@@ -30,7 +30,10 @@ import {
   fusedCausalAttention,
   halfSplitRotary,
 } from './attention.js';
-import { GraphBuilder } from './builder.js';
+import { type EncodedModel, GraphBuilder } from './builder.js';
+import { isWeightFile, type Weights } from './weights.js';
+
+export { loadWeights, prepareWeights, releaseWeights, type WeightMap, type Weights } from './weights.js';
 
 export type GraphOutputMode = 'nll' | 'kl' | 'logits' | 'logprobs' | 'last_logits';
 
@@ -54,19 +57,16 @@ export interface DecoderGraphOptions {
   attention?: AttentionKind;
   /** Which fused kernel (benchmarks re-measure the choice); GroupQueryAttention by default. */
   fusedOp?: FusedAttentionOp;
+  /**
+   * In-memory weights go to ONNX external data passed in memory (referenced in place when they lie in the
+   * WeightMap's blobs) when they total more than this many bytes: 0 forces it; default inline up to
+   * protobuf's 2 GiB limit. Weights in a file (prepareWeights) are always external.
+   */
+  externalDataThreshold?: number;
 }
 
 export const IGNORE_INDEX = -100;
 export const OPSET = 17;
-
-/** Loaded fp32 tensors by role. */
-export type WeightMap = Map<string, Float32Array>;
-
-export async function loadWeights(spec: ModelSpec): Promise<WeightMap> {
-  const out: WeightMap = new Map();
-  for (const [role, src] of spec.tensors) out.set(role, await src.load());
-  return out;
-}
 
 /** Rotary tables in the half-split layout: cos/sin [positions, headDim]. */
 export function rotaryTables(
@@ -94,23 +94,30 @@ export function rotaryTables(
 
 export function buildDecoderGraph(
   spec: ModelSpec,
-  weights: WeightMap,
+  weights: Weights,
   opts: DecoderGraphOptions,
-): Uint8Array {
+): EncodedModel {
   const c = spec.config;
   if (c.family !== 'llama') throw new Error(`decoder graph: family ${c.family} is not a rotary decoder`);
   const g = new GraphBuilder();
   const maskSet = new Set(opts.weightMasks ?? []);
   for (const role of maskSet) {
-    if (!weights.has(role)) throw new Error(`decoder graph: no weight ${role} to mask`);
+    if (!(isWeightFile(weights) ? weights.tensors : weights).has(role)) {
+      throw new Error(`decoder graph: no weight ${role} to mask`);
+    }
   }
   const maxHeads = Math.max(...c.headsPerLayer);
   const hd = c.headDim;
   const D = c.hiddenSize;
 
   const weight = (role: string): string => {
-    const data = weights.get(role);
     const src = spec.tensors.get(role);
+    if (isWeightFile(weights)) {
+      const t = weights.tensors.get(role);
+      if (!t || !src) throw new Error(`decoder graph: missing tensor ${role}`);
+      return g.externalInitializer(role, weights.dir, { ...t, location: weights.location });
+    }
+    const data = weights.get(role);
     if (!data || !src) throw new Error(`decoder graph: missing tensor ${role}`);
     return g.initializer(role, { type: 'float32', dims: [...src.shape], data });
   };
@@ -350,5 +357,13 @@ export function buildDecoderGraph(
       break;
     }
   }
-  return g.encode({ opset: OPSET, msOpset: fused ? 1 : undefined });
+  return g.encodeModel({
+    opset: OPSET,
+    msOpset: fused ? 1 : undefined,
+    external: {
+      threshold: opts.externalDataThreshold ?? Number.POSITIVE_INFINITY,
+      location: 'weights.bin',
+      blobs: isWeightFile(weights) ? undefined : weights.blobs,
+    },
+  });
 }

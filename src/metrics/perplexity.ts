@@ -183,9 +183,16 @@ export interface EvalProgress {
   total: number;
 }
 
-/** Default rows per batch: about 2048 tokens per forward pass. */
-export function defaultBatchSize(context: number): number {
-  return Math.max(1, Math.round(2048 / context));
+/** fp32 logits of one forward pass stay under this: ORT keeps several [tokens, vocab] buffers alive at once. */
+const LOGITS_BYTES = 256 << 20;
+
+/**
+ * Default rows per batch: about 2048 tokens per forward pass, fewer for large vocabularies (a 128k vocabulary's
+ * logits are 1 GB per buffer at 2048 tokens), never under one row.
+ */
+export function defaultBatchSize(context: number, vocabSize = 0): number {
+  const tokens = vocabSize > 0 ? Math.min(2048, LOGITS_BYTES / (4 * vocabSize)) : 2048;
+  return Math.max(1, Math.round(tokens / context));
 }
 
 /**
@@ -234,7 +241,7 @@ export async function evaluatePerplexity(
   } = {},
 ): Promise<PerplexityResult> {
   if (runner.output !== 'nll') throw new Error('evaluatePerplexity needs an nll runner');
-  const batchSize = opts.batchSize ?? defaultBatchSize(windows.context);
+  const batchSize = opts.batchSize ?? defaultBatchSize(windows.context, runner.spec.config.vocabSize);
   const t0 = performance.now();
   let sum = 0;
   let count = 0;
@@ -272,7 +279,7 @@ export interface KlReference {
 export async function computeKlReference(
   logprobRunner: ModelRunner,
   windows: Windows,
-  batchSize = defaultBatchSize(windows.context),
+  batchSize = defaultBatchSize(windows.context, logprobRunner.spec.config.vocabSize),
 ): Promise<KlReference> {
   if (logprobRunner.output !== 'logprobs') throw new Error('computeKlReference needs a logprobs runner');
   const logprobs: Float32Array[] = [];

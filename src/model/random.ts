@@ -26,6 +26,11 @@ export interface RandomLlamaOptions {
   seed: number;
   /** Multiplies the weight std (default 1 → std 0.02). */
   scale?: number;
+  /**
+   * Draw each tensor when it is loaded (from its own seed, so other values than the eager model's) and keep
+   * nothing: a 1B-parameter shape can then be written to disk tensor by tensor.
+   */
+  lazy?: boolean;
 }
 
 const WEIGHT_STD = 0.02;
@@ -73,14 +78,16 @@ export function randomLlamaSpec(opts: RandomLlamaOptions): ModelSpec {
   const rng = createRng(opts.seed);
   const std = WEIGHT_STD * (opts.scale ?? 1);
   const tensors = new Map<string, TensorSource>();
-  for (const [role, shape] of llamaRoleShapes(config)) {
+  for (const [index, [role, shape]] of llamaRoleShapes(config).entries()) {
     const n = shape.reduce((a, b) => a * b, 1);
     const isNorm = role.endsWith('norm.weight');
     // A uniform on [-a, a] has std a/√3.
-    const data = isNorm
-      ? uniform(rng, n, 0.8, 1.2)
-      : uniform(rng, n, -std * Math.sqrt(3), std * Math.sqrt(3));
-    tensors.set(role, memoryTensor(shape, data));
+    const draw = (r: Rng) =>
+      isNorm ? uniform(r, n, 0.8, 1.2) : uniform(r, n, -std * Math.sqrt(3), std * Math.sqrt(3));
+    if (opts.lazy) {
+      const seed = opts.seed * 100_003 + index;
+      tensors.set(role, { shape, dtype: 'F32', load: async () => draw(createRng(seed)) });
+    } else tensors.set(role, memoryTensor(shape, draw(rng)));
   }
   return { config, tensors, source: `random:llama(seed=${opts.seed})` };
 }

@@ -95,6 +95,19 @@ export interface TensorSource {
   readonly dtype: string;
   /** Reads the tensor and returns fp32 values in the spec's layout (row-major). */
   load(): Promise<Float32Array>;
+  /**
+   * Reads the tensor straight into `out` (its element count), without a whole-tensor temporary; sources that
+   * lack it are loaded and copied.
+   */
+  loadInto?(out: Float32Array): Promise<void>;
+}
+
+/** Fills `out` with the tensor's fp32 values, in place when the source can. */
+export async function loadTensorInto(src: TensorSource, out: Float32Array): Promise<void> {
+  if (src.loadInto) return src.loadInto(out);
+  const data = await src.load();
+  if (data.length !== out.length) throw new Error(`tensor has ${data.length} values, ${out.length} expected`);
+  out.set(data);
 }
 
 export interface ModelSpec {

@@ -10,7 +10,7 @@ import { emptyPastFeeds, pastFromPresent } from '../engine/kvcache.js';
 import { createRunner, type ModelRunner } from '../engine/runner.js';
 import { createEngine, type Device, type Engine } from '../engine/session.js';
 import { flagError, GenepruneError } from '../errors.js';
-import { buildDecoderGraph, loadWeights } from '../graph/decoder.js';
+import { buildDecoderGraph, prepareWeights, releaseWeights } from '../graph/decoder.js';
 import { type ModelSpec, parameterCount } from '../model/spec.js';
 import { createRng } from '../util/rng.js';
 
@@ -57,16 +57,20 @@ interface Prepared {
 }
 
 async function prepare(spec: ModelSpec, opts: BenchOptions): Promise<Prepared> {
-  const weights = await loadWeights(spec);
-  const prefill = await createRunner(spec, {
-    output: 'nll',
-    weights,
-    device: opts.device,
-    threads: opts.threads,
-  });
-  const graph = buildDecoderGraph(spec, weights, { output: 'logits', kvCache: true });
-  const cached = await createEngine(graph, { device: opts.device, threads: opts.threads });
-  return { spec, prefill, cached };
+  const weights = await prepareWeights(spec);
+  try {
+    const prefill = await createRunner(spec, {
+      output: 'nll',
+      weights,
+      device: opts.device,
+      threads: opts.threads,
+    });
+    const graph = buildDecoderGraph(spec, weights, { output: 'logits', kvCache: true });
+    const cached = await createEngine(graph, { device: opts.device, threads: opts.threads });
+    return { spec, prefill, cached };
+  } finally {
+    await releaseWeights(weights);
+  }
 }
 
 const int64 = (xs: ArrayLike<number>) => BigInt64Array.from(Array.from(xs, (x) => BigInt(x)));

@@ -5,7 +5,9 @@
  *                    `num_key_value_heads_per_layer`, and `kv_head_of_query_per_layer` when query heads share KV
  *                    heads unevenly); geneprune reads them back, stock transformers needs a model class that does.
  *   transformersjs   config.json, tokenizer files, onnx/model.onnx with the KV-cache inputs and outputs
- *                    transformers.js expects, each layer's cache carrying its own KV-head count.
+ *                    transformers.js expects, each layer's cache carrying its own KV-head count. Above
+ *                    `externalDataThreshold` bytes of weights they go to onnx/model.onnx_data, written tensor by
+ *                    tensor, and config.json says so (`transformers.js_config.use_external_data_format`).
  *   all              both in one folder (their config.json is the same file).
  *
  * Provenance: a masked export records the source model's identity (path, fingerprint, per-layer shape) and
@@ -24,9 +26,16 @@
 import { copyFile, mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { writeHfFolder } from '../checkpoint/hf.js';
+import { writeOnnxModel } from '../checkpoint/onnx.js';
 import { type StoredFloat, storedFloatOf } from '../checkpoint/safetensors.js';
 import { fileError, flagError } from '../errors.js';
 import { buildDecoderGraph, loadWeights } from '../graph/decoder.js';
+import {
+  DEFAULT_EXTERNAL_DATA_THRESHOLD,
+  packedWeightBytes,
+  type Weights,
+  writeWeights,
+} from '../graph/weights.js';
 import { provenanceOfPruning } from '../model/identity.js';
 import { llamaSpecToHf, PROVENANCE_CONFIG_KEY, PROVENANCE_METADATA_KEY } from '../model/llama.js';
 import type { ModelSpec } from '../model/spec.js';
@@ -40,7 +49,6 @@ import {
   realPathOf,
   recoverReplace,
   replaceDirectory,
-  writeBytesAtomic,
   writeJsonAtomic,
 } from '../util/fs.js';
 import { type PruneSummary, pruneHeads, pruneSummary } from './heads.js';
@@ -63,8 +71,13 @@ export interface ExportOptions {
   /** The model's file or folder and the mask file: their folders (and run directories) are never replaced. */
   modelPath?: string;
   maskPath?: string;
+  /** Weights above this many bytes (fp32) go to onnx/model.onnx_data (default 64 MiB; 0: always). */
+  externalDataThreshold?: number;
   onStatus?: (line: string) => void;
 }
+
+/** transformers.js v4 reads `<model>.onnx_data` beside a model file this config key names (one chunk). */
+const TRANSFORMERS_JS_CONFIG = 'transformers.js_config';
 
 export interface ExportResult {
   out: string;
@@ -150,11 +163,15 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
       : opts.spec.provenance;
     const stored = new Set([...hf.tensors.values()].map((t) => opts.dtype ?? storedFloatOf(t.dtype)));
     const torchDtype = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' } as const;
+    const wantsOnnx = opts.format === 'transformersjs' || opts.format === 'all';
+    const external =
+      wantsOnnx && packedWeightBytes(spec) > (opts.externalDataThreshold ?? DEFAULT_EXTERNAL_DATA_THRESHOLD);
     const config = {
       ...hf.config,
       architectures: ['LlamaForCausalLM'],
       // What model.safetensors holds (the ONNX graph computes in fp32 whatever the storage).
       ...(stored.size === 1 ? { torch_dtype: torchDtype[[...stored][0]] } : {}),
+      ...(external ? { [TRANSFORMERS_JS_CONFIG]: { use_external_data_format: { 'model.onnx': 1 } } } : {}),
       ...(provenance ? { [PROVENANCE_CONFIG_KEY]: provenance } : {}),
     };
     if (opts.format === 'hf' || opts.format === 'all') {
@@ -173,12 +190,18 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
     });
     files.push('generation_config.json');
     if (opts.tokenizerPath) files.push(...(await copyTokenizer(opts.tokenizerPath, tmp, c.vocabSize)));
-    if (opts.format === 'transformersjs' || opts.format === 'all') {
+    if (wantsOnnx) {
+      const onnxDir = join(tmp, 'onnx');
+      await mkdir(onnxDir);
+      let weights: Weights;
+      if (external) {
+        opts.onStatus?.('writing onnx/model.onnx_data');
+        weights = await writeWeights(spec, onnxDir, 'model.onnx_data', { atomic: true });
+        files.push('onnx/model.onnx_data');
+      } else weights = await loadWeights(spec);
       opts.onStatus?.('building onnx/model.onnx');
-      const graph = buildDecoderGraph(spec, await loadWeights(spec), { output: 'logits', kvCache: true });
-      await mkdir(join(tmp, 'onnx'));
-      await writeBytesAtomic(join(tmp, 'onnx', 'model.onnx'), graph);
-      files.push('onnx/model.onnx');
+      const graph = buildDecoderGraph(spec, weights, { output: 'logits', kvCache: true });
+      for (const f of await writeOnnxModel(onnxDir, 'model.onnx', graph)) files.push(`onnx/${f}`);
     }
     await replaceDirectory(tmp, target);
   } catch (e) {

@@ -16,6 +16,7 @@ import {
   tokenizeDocuments,
 } from '../metrics/perplexity.js';
 import { isModelShape, type ModelShape, shapeDifference } from '../model/identity.js';
+import { checkMemoryBudget } from '../model/memory.js';
 import { type OpenedModel, openModel } from '../model/open.js';
 import {
   faultPoint,
@@ -101,6 +102,8 @@ export interface HeadSearchSettings {
 export interface HeadSearchEnv {
   device?: Device;
   threads?: number;
+  /** Refuse before loading when the estimated peak exceeds this many bytes (default: total memory). */
+  memoryBudget?: number;
   onStatus?: (line: string) => void;
   /** Things the user should see even when quiet: a stale lock taken over, leftovers removed. */
   onNote?: (line: string) => void;
@@ -235,6 +238,12 @@ async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promise<Prepa
       `${context} exceeds the model's context length ${model.spec.config.maxPositions}`,
     );
   }
+  checkMemoryBudget(model.spec, {
+    batch: s.batchSize ?? defaultBatchSize(context, model.spec.config.vocabSize),
+    seq: context,
+    budget: env.memoryBudget,
+    what: 'heads',
+  });
   const stream = tokenizeDocuments(calib.documents, model.tokenizer);
   const evalStream = tokenizeDocuments(evalData.documents, model.tokenizer);
   env.onStatus?.(
@@ -287,7 +296,7 @@ async function scoreOnEval(p: Prepared, s: HeadSearchSettings, genome: Genome, e
     device: env.device,
     threads: env.threads,
   });
-  const batchSize = s.batchSize ?? defaultBatchSize(p.context);
+  const batchSize = s.batchSize ?? defaultBatchSize(p.context, p.model.spec.config.vocabSize);
   const pruned = await evaluatePerplexity(runner, windows, {
     masks: { headMask: headMaskOf(p.model.spec.config, genome) },
     batchSize,

@@ -6,7 +6,7 @@
 import { createRunner, type ModelRunner } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
 import { GenepruneError } from '../errors.js';
-import { loadWeights } from '../graph/decoder.js';
+import { prepareWeights, releaseWeights } from '../graph/decoder.js';
 import {
   batches,
   computeKlReference,
@@ -84,19 +84,24 @@ export async function createHeadObjective(
   const low = opts.lowTokens
     ? makeWindows(opts.stream, opts.context, opts.lowTokens, 'calibration data')
     : full;
-  const batchSize = opts.batchSize ?? defaultBatchSize(opts.context);
-  const weights = await loadWeights(spec);
+  const batchSize = opts.batchSize ?? defaultBatchSize(opts.context, spec.config.vocabSize);
+  // Prepared once for both KL runners; released as soon as the last session has its own copy.
+  const weights = await prepareWeights(spec);
   const engineOpts = { device: opts.device, threads: opts.threads, weights };
   let runner: ModelRunner;
   const references = new Map<Windows, KlReference>();
-  if (opts.metric === 'kl') {
-    const dense = await createRunner(spec, { ...engineOpts, output: 'logprobs' });
-    references.set(full, await computeKlReference(dense, full, batchSize));
-    if (low !== full) references.set(low, await computeKlReference(dense, low, batchSize));
-    await dense.release();
-    runner = await createRunner(spec, { ...engineOpts, output: 'kl' });
-  } else {
-    runner = await createRunner(spec, { ...engineOpts, output: 'nll' });
+  try {
+    if (opts.metric === 'kl') {
+      const dense = await createRunner(spec, { ...engineOpts, output: 'logprobs' });
+      references.set(full, await computeKlReference(dense, full, batchSize));
+      if (low !== full) references.set(low, await computeKlReference(dense, low, batchSize));
+      await dense.release();
+      runner = await createRunner(spec, { ...engineOpts, output: 'kl' });
+    } else {
+      runner = await createRunner(spec, { ...engineOpts, output: 'nll' });
+    }
+  } finally {
+    await releaseWeights(weights);
   }
   const batchCount = (w: Windows) => [...batches(w, batchSize)].length;
   const passes = { low: batchCount(low), full: batchCount(full) };

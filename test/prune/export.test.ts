@@ -4,7 +4,7 @@
  * generates exactly what `geneprune generate --mask` does; bad masks and outputs fail cleanly, leaving nothing.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { emptyPastFeeds } from '../../src/engine/kvcache.js';
@@ -85,6 +85,65 @@ describe('exported random models equal the masked model', () => {
       assert.ok(maxDiff(onnxOut.logits.data, expected) <= 1e-4, 'transformers.js ONNX graph');
     });
   }
+});
+
+test('a model past the threshold exports onnx/model.onnx_data, and transformers.js gives the inline logits', async () => {
+  const V = 41;
+  const spec = randomLlamaSpec({
+    hiddenSize: 32,
+    numLayers: 2,
+    numHeads: 4,
+    numKvHeads: 2,
+    intermediateSize: 24,
+    vocabSize: V,
+    maxPositions: 32,
+    modelType: 'qwen2',
+    tieEmbeddings: true,
+    seed: 77,
+    scale: 20,
+  });
+  // The same heads removed in both: a physically pruned export takes the same path.
+  const genome = Uint8Array.from([1, 0, 1, 1, 1, 1, 0, 1]);
+  const root = join(tmp.dir, 'tjs-external');
+  await exportModel({ spec, genome, out: join(root, 'inline'), format: 'transformersjs' });
+  const ext = await exportModel({
+    spec,
+    genome,
+    out: join(root, 'external'),
+    format: 'transformersjs',
+    externalDataThreshold: 0,
+  });
+  assert.ok(ext.files.includes('onnx/model.onnx_data'), ext.files.join(' '));
+  assert.ok(!existsSync(join(root, 'inline', 'onnx', 'model.onnx_data')));
+  const config = JSON.parse(readFileSync(join(root, 'external', 'config.json'), 'utf8'));
+  assert.deepEqual(config['transformers.js_config'], { use_external_data_format: { 'model.onnx': 1 } });
+  assert.ok(
+    statSync(join(root, 'external', 'onnx', 'model.onnx')).size < 20_000,
+    'the graph file holds no weights',
+  );
+
+  const { env: tjs, AutoModelForCausalLM, Tensor } = await import('@huggingface/transformers');
+  tjs.allowRemoteModels = false;
+  tjs.localModelPath = `${root}/`;
+  const prompt = [1, 5, 9, 2, 33, 17];
+  const outputs: Array<{ logits: number[]; ids: number[] }> = [];
+  for (const name of ['inline', 'external']) {
+    const lm = await AutoModelForCausalLM.from_pretrained(name, { dtype: 'fp32' });
+    const input_ids = new Tensor('int64', BigInt64Array.from(prompt.map(BigInt)), [1, prompt.length]);
+    const attention_mask = new Tensor('int64', new BigInt64Array(prompt.length).fill(1n), [1, prompt.length]);
+    const { logits } = (await lm({ input_ids, attention_mask })) as { logits: { data: Float32Array } };
+    const generated = (await lm.generate({
+      input_ids,
+      attention_mask,
+      max_new_tokens: 8,
+      do_sample: false,
+    })) as unknown as { tolist(): bigint[][] };
+    outputs.push({ logits: [...logits.data], ids: generated.tolist()[0].map(Number) });
+    await lm.dispose();
+  }
+  assert.equal(outputs[0].logits.length, prompt.length * V);
+  assert.ok(maxDiff(outputs[1].logits, outputs[0].logits) <= 1e-6, 'logits');
+  assert.deepEqual(outputs[1].ids, outputs[0].ids, 'greedy tokens');
 });
 
 describe('stories260K with half its heads removed', { skip: skipUnlessShared(MODEL) }, () => {

@@ -1,0 +1,97 @@
+/**
+ * Peak memory a command will need, from the model's header alone (shapes, not values), so a model that cannot
+ * fit is refused in one line before anything is loaded, instead of the process dying out of memory.
+ *
+ * The factors are measured (README, Scale): with weights in an external file, ONNX Runtime holds one copy of
+ * them (plus packed copies of a few matrices), this process none; activations are dominated by the logits
+ * (fp32 [tokens, vocab], kept as logits, softmax and loss buffers) and the S×S attention scores.
+ */
+import { freemem, totalmem } from 'node:os';
+import { flagError } from '../errors.js';
+import type { ModelSpec } from './spec.js';
+
+/** Process memory a session holds per byte of fp32 weights (measured 1.0–1.2 on the 134M and 1B shapes). */
+export const WEIGHT_FACTOR = 1.25;
+/** Node, V8 and ONNX Runtime's own code and arenas with nothing loaded. */
+export const BASE_BYTES = 200 << 20;
+
+export interface MemoryEstimateOptions {
+  /** Rows and tokens per row of one forward pass. */
+  batch: number;
+  seq: number;
+  /** Sessions alive at once on the same weights (bench: prefill + KV-cache graph). */
+  sessions?: number;
+}
+
+export interface MemoryEstimate {
+  weightBytes: number;
+  activationBytes: number;
+  totalBytes: number;
+}
+
+export function weightBytesOf(spec: ModelSpec): number {
+  let n = 0;
+  for (const t of spec.tensors.values()) n += 4 * t.shape.reduce((a, b) => a * b, 1);
+  return n;
+}
+
+export function estimatePeakMemory(spec: ModelSpec, opts: MemoryEstimateOptions): MemoryEstimate {
+  const c = spec.config;
+  const tokens = opts.batch * opts.seq;
+  const maxHeads = Math.max(...c.headsPerLayer);
+  const logits = 4 * tokens * c.vocabSize * 4;
+  const scores = 4 * opts.batch * maxHeads * opts.seq * opts.seq * 3;
+  const hidden = 4 * tokens * (c.intermediateSize * 3 + c.hiddenSize * 8);
+  const weightBytes = weightBytesOf(spec) * WEIGHT_FACTOR * (opts.sessions ?? 1);
+  const activationBytes = logits + scores + hidden;
+  return { weightBytes, activationBytes, totalBytes: BASE_BYTES + weightBytes + activationBytes };
+}
+
+/**
+ * Export holds one tensor at a time (its storage bytes, its fp32 values, and a sliced copy when pruned): a few
+ * times the largest tensor, never the model.
+ */
+export function estimateExportMemory(spec: ModelSpec): MemoryEstimate {
+  let largest = 0;
+  for (const t of spec.tensors.values()) largest = Math.max(largest, 4 * t.shape.reduce((a, b) => a * b, 1));
+  const weightBytes = 3 * largest;
+  return { weightBytes, activationBytes: 0, totalBytes: BASE_BYTES + weightBytes };
+}
+
+/** The default budget: the machine's memory. */
+export function defaultMemoryBudget(): number {
+  return totalmem();
+}
+
+const gib = (n: number) => `${(n / 2 ** 30).toFixed(1)} GiB`;
+
+/** Refuses, naming the estimate and the budget, work whose estimated peak exceeds the budget. */
+export function checkMemoryBudget(
+  spec: ModelSpec,
+  opts: MemoryEstimateOptions & { budget?: number; what: string },
+): MemoryEstimate {
+  const estimate = opts.what === 'export' ? estimateExportMemory(spec) : estimatePeakMemory(spec, opts);
+  const budget = opts.budget ?? defaultMemoryBudget();
+  if (estimate.totalBytes > budget) {
+    throw flagError(
+      '--memory-budget',
+      `${opts.what} would need about ${gib(estimate.totalBytes)} (weights ${gib(estimate.weightBytes)}${opts.what === 'export' ? '' : ` + activations ${gib(estimate.activationBytes)} for ${opts.batch}×${opts.seq} tokens`}), over the budget of ${gib(budget)}${opts.budget === undefined ? ` (this machine's memory; ${gib(freemem())} free now)` : ''}`,
+    );
+  }
+  return estimate;
+}
+
+/** Parses a size like 20G, 512M, 1.5GiB or a byte count. */
+export function parseByteSize(flag: string, text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(text);
+  if (!m) throw flagError(flag, `"${text}" is not a size (e.g. 20G, 512M, 1073741824)`);
+  const scale = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }[m[2].toLowerCase()]!;
+  const bytes = Math.floor(Number(m[1]) * scale);
+  if (!(bytes > 0)) throw flagError(flag, `"${text}" must be more than 0 bytes`);
+  return bytes;
+}
+
+/** Peak resident memory of this process so far. */
+export function peakRssBytes(): number {
+  return process.resourceUsage().maxRSS * 1024;
+}

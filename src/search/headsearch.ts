@@ -323,6 +323,8 @@ async function finish(
   const genes = geneCount(p.model.spec.config);
   const dense = await p.objective.evaluate(new Uint8Array(genes).fill(1));
   const calibScore = await p.objective.evaluate(genome);
+  // One session at a time: a 1B model's second copy would double the peak.
+  await p.objective.release();
   env.onStatus?.('scoring the chosen mask on the evaluation data');
   const evalScore = await scoreOnEval(p, s, genome, env);
   const result: HeadSearchResult = {

@@ -108,6 +108,7 @@ export async function createHeadObjective(
   const cache = new Map<string, HeadEval>();
   let forward = 0;
   let distinct = 0;
+  let released = false;
   const totalParameters = parameterCount(spec);
 
   return {
@@ -159,6 +160,11 @@ export async function createHeadObjective(
     },
     forwardPasses: () => forward,
     evaluations: () => distinct,
-    release: () => runner.release(),
+    // Idempotent: a run frees the model's session before scoring on evaluation data, then again on exit.
+    release: async () => {
+      if (released) return;
+      released = true;
+      await runner.release();
+    },
   };
 }

@@ -66,7 +66,6 @@ export async function exportModel(
     dtype: opts.dtype === undefined ? undefined : EXPORT_DTYPES[opts.dtype],
     force: opts.force,
     modelPath: model.modelPath,
-    maskPath: opts.mask,
     externalDataThreshold: opts.externalDataThreshold,
     onStatus: opts.onStatus,
   });

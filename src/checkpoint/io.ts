@@ -6,9 +6,6 @@ import { type FileHandle, open, stat } from 'node:fs/promises';
 import { fileError, GenepruneError } from '../errors.js';
 import { describeFsError } from '../util/fs.js';
 
-// Atomic writes and fs error phrases live in util/fs.ts; re-exported for the checkpoint writers' imports.
-export { describeFsError, writeAll, writeFileAtomic } from '../util/fs.js';
-
 /** Largest single read(); Node refuses lengths ≥ 2 GiB. */
 const READ_CHUNK = 1 << 30;
 

@@ -10,7 +10,8 @@
  */
 import { fileError } from '../errors.js';
 import type { TensorSource } from '../model/spec.js';
-import { fileSize, readRange, writeAll, writeFileAtomic } from './io.js';
+import { writeAll, writeFileAtomic } from '../util/fs.js';
+import { fileSize, readRange } from './io.js';
 import { type FileTensor, fileTensor, numelOf } from './safetensors.js';
 
 export const LLAMA2C_MAGIC = 0x616b3432; // "ak42" read as a little-endian uint32

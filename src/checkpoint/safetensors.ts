@@ -5,6 +5,7 @@
  */
 import { fileError } from '../errors.js';
 import type { TensorSource } from '../model/spec.js';
+import { writeAll, writeFileAtomic } from '../util/fs.js';
 import {
   convertInto,
   DTYPE_BYTES,
@@ -15,7 +16,7 @@ import {
   isDtype,
   toFloat32,
 } from './dtype.js';
-import { fileSize, readChunks, readRange, writeAll, writeFileAtomic } from './io.js';
+import { fileSize, readChunks, readRange } from './io.js';
 
 /** Same bound as the reference implementation: real headers are at most a few MB. */
 export const MAX_HEADER_BYTES = 100_000_000;

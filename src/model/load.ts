@@ -6,9 +6,9 @@ import { existsSync, readdirSync, statSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { type HfFolder, openHfFolder } from '../checkpoint/hf.js';
-import { describeFsError } from '../checkpoint/io.js';
 import { openLlama2c } from '../checkpoint/llama2c.js';
 import { fileError } from '../errors.js';
+import { describeFsError } from '../util/fs.js';
 import { llamaSpecFromHf, llamaSpecFromLlama2c } from './llama.js';
 import type { ModelSpec } from './spec.js';
 

@@ -68,9 +68,8 @@ export interface ExportOptions {
   /** Storage dtype of model.safetensors; omitted, each tensor keeps the checkpoint's (bf16 stays bf16). */
   dtype?: StoredFloat;
   force?: boolean;
-  /** The model's file or folder and the mask file: their folders (and run directories) are never replaced. */
+  /** The model's file or folder: its folder (like the mask's and the tokenizer's) is never replaced. */
   modelPath?: string;
-  maskPath?: string;
   /** Weights above this many bytes (fp32) go to onnx/model.onnx_data (default 64 MiB; 0: always). */
   externalDataThreshold?: number;
   onStatus?: (line: string) => void;
@@ -98,7 +97,7 @@ async function refuseDangerousOut(out: string, target: string, opts: ExportOptio
     (await stat(p).catch(() => undefined))?.isDirectory() ? realPathOf(p) : realPathOf(dirname(resolve(p)));
   const guarded: Array<[string | undefined, string]> = [
     [opts.modelPath, "the model's folder"],
-    [opts.maskPath, 'the folder of the mask file'],
+    [opts.maskFile?.path, 'the folder of the mask file'],
     [opts.tokenizerPath, 'the folder of the tokenizer'],
   ];
   for (const [path, what] of guarded) {

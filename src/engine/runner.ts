@@ -29,6 +29,8 @@ export interface RunnerOptions {
   /** Attention implementation (default fused); see DecoderGraphOptions. */
   attention?: AttentionKind;
   fusedOp?: FusedAttentionOp;
+  /** Vocabulary rows per output-head chunk for 'nll'/'kl' (default VOCAB_CHUNK); see DecoderGraphOptions. */
+  vocabChunk?: number;
 }
 
 /** Masks for one candidate. Missing masks mean "keep everything". */
@@ -63,6 +65,16 @@ export interface ModelRunner {
 
 export { IGNORE_INDEX };
 
+function checkIds(ids: BigInt64Array, vocab: number, what: string, allowed?: bigint): void {
+  const v = BigInt(vocab);
+  for (let i = 0; i < ids.length; i++) {
+    const id = ids[i];
+    if ((id < 0n || id >= v) && id !== allowed) {
+      throw new Error(`${what} ${id} at position ${i} is outside the model's vocabulary of ${vocab}`);
+    }
+  }
+}
+
 export function allKeptHeadMask(spec: ModelSpec): Float32Array {
   return new Float32Array(spec.config.numLayers * Math.max(...spec.config.headsPerLayer)).fill(1);
 }
@@ -78,6 +90,7 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
       externalDataThreshold: threshold,
       attention: opts.attention,
       fusedOp: opts.fusedOp,
+      vocabChunk: opts.vocabChunk,
     });
     engine = await createEngine(graph, { device: opts.device, threads: opts.threads });
   } finally {
@@ -99,6 +112,9 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
       if (headMask.length !== onesHead.length) {
         throw new Error(`head mask has ${headMask.length} entries, model needs ${onesHead.length}`);
       }
+      // A chunked head gathers rows chunk by chunk, where an id past the vocabulary would read as zeros.
+      checkIds(batch.ids, spec.config.vocabSize, 'token id');
+      if (batch.targets) checkIds(batch.targets, spec.config.vocabSize, 'target', BigInt(IGNORE_INDEX));
       const feeds: Record<string, Feed> = {
         input_ids: { type: 'int64', dims: [batch.batch, batch.seq], data: batch.ids },
         head_mask: { type: 'float32', dims: [spec.config.numLayers, maxHeads], data: headMask },

@@ -63,9 +63,32 @@ export interface DecoderGraphOptions {
    * protobuf's 2 GiB limit. Weights in a file (prepareWeights) are always external.
    */
   externalDataThreshold?: number;
+  /**
+   * 'nll' and 'kl' graphs compute the output head over vocabulary chunks of this many rows when the vocabulary
+   * is larger (default VOCAB_CHUNK), so no [tokens, vocab] tensor exists; tests set it small to exercise it.
+   */
+  vocabChunk?: number;
 }
 
 export const IGNORE_INDEX = -100;
+
+/**
+ * Vocabulary rows per output-head chunk. A 128k vocabulary's fp32 logits are 1 GiB per 2048 tokens and ORT keeps
+ * several such buffers (logits, softmax, loss); in chunks of 16,384 each is 128 MiB at 2048 tokens.
+ */
+export const VOCAB_CHUNK = 16384;
+
+/** Vocabulary chunks [start, end) for a graph of this output mode (one chunk: the plain path). */
+export function vocabChunks(
+  vocabSize: number,
+  output: GraphOutputMode,
+  chunk = VOCAB_CHUNK,
+): Array<[number, number]> {
+  if ((output !== 'nll' && output !== 'kl') || vocabSize <= chunk) return [[0, vocabSize]];
+  const out: Array<[number, number]> = [];
+  for (let v = 0; v < vocabSize; v += chunk) out.push([v, Math.min(vocabSize, v + chunk)]);
+  return out;
+}
 export const OPSET = 17;
 
 /** Rotary tables in the half-split layout: cos/sin [positions, headDim]. */
@@ -121,6 +144,52 @@ export function buildDecoderGraph(
     if (!data || !src) throw new Error(`decoder graph: missing tensor ${role}`);
     return g.initializer(role, { type: 'float32', dims: [...src.shape], data });
   };
+  /** Rows [v0, v1) of a [rows, D] weight as an initializer of its own, over the same bytes (no copy). */
+  const weightRows = (role: string, v0: number, v1: number): string => {
+    const src = spec.tensors.get(role);
+    if (!src) throw new Error(`decoder graph: missing tensor ${role}`);
+    const cols = src.shape[1];
+    const name = `${role}.rows${v0}_${v1}`;
+    if (isWeightFile(weights)) {
+      const t = weights.tensors.get(role);
+      if (!t) throw new Error(`decoder graph: missing tensor ${role}`);
+      const rowBytes = t.byteLength / src.shape[0];
+      return g.externalInitializer(name, weights.dir, {
+        ...t,
+        dims: [v1 - v0, cols],
+        offset: t.offset + v0 * rowBytes,
+        byteLength: (v1 - v0) * rowBytes,
+        location: weights.location,
+      });
+    }
+    const data = weights.get(role);
+    if (!data) throw new Error(`decoder graph: missing tensor ${role}`);
+    return g.initializer(name, {
+      type: 'float32',
+      dims: [v1 - v0, cols],
+      data: data.subarray(v0 * cols, v1 * cols),
+    });
+  };
+  /** Rows `idx` (int64 [N], each in [0, vocab)) of a weight held in row chunks: one Gather per chunk. */
+  const gatherRows = (chunks: Array<{ w: string; v0: number; v1: number }>, idx: string): string => {
+    if (chunks.length === 1) return g.op('Gather', [chunks[0].w, idx], { axis: 0 });
+    let sum = '';
+    for (const { w, v0, v1 } of chunks) {
+      const local = g.op('Sub', [idx, g.constInt64([v0], [])]);
+      const inside = g.op('And', [
+        g.op('GreaterOrEqual', [local, g.constInt64([0], [])]),
+        g.op('Less', [local, g.constInt64([v1 - v0], [])]),
+      ]);
+      const rows = g.op('Gather', [w, g.op('Where', [inside, local, g.constInt64([0], [])])], { axis: 0 });
+      const part = g.op('Where', [
+        g.op('Unsqueeze', [inside, g.constInt64([1])]),
+        rows,
+        g.constFloat([0], []),
+      ]);
+      sum = sum === '' ? part : g.op('Add', [sum, part]);
+    }
+    return sum;
+  };
   const maybeMasked = (role: string): string => {
     const w = weight(role);
     if (!maskSet.has(role)) return w;
@@ -162,9 +231,23 @@ export function buildDecoderGraph(
   const seqScalar = g.op('Squeeze', [seqDim, g.constInt64([0])]);
   const minus1 = g.constInt64([-1]);
 
+  // The output head's weight, in vocabulary chunks for 'nll' and 'kl' graphs of large vocabularies; a tied head
+  // shares the embedding's chunks (the full table is then never an initializer of its own).
+  const headRole = c.tieEmbeddings ? 'embed.tokens' : 'lm_head.weight';
+  const ranges = vocabChunks(c.vocabSize, opts.output, opts.vocabChunk);
+  const headChunks =
+    ranges.length === 1
+      ? [{ w: c.tieEmbeddings ? '' : weight(headRole), v0: 0, v1: c.vocabSize }]
+      : ranges.map(([v0, v1]) => ({ w: weightRows(headRole, v0, v1), v0, v1 }));
+
   // Token embedding, flattened to [N = batch*seq, D] for the linears.
   const ids1d = g.op('Reshape', [inputIds, minus1]);
-  let x = g.op('Gather', [weight('embed.tokens'), ids1d], { axis: 0 });
+  let x: string;
+  if (c.tieEmbeddings && ranges.length > 1) x = gatherRows(headChunks, ids1d);
+  else {
+    x = g.op('Gather', [weight('embed.tokens'), ids1d], { axis: 0 });
+    if (c.tieEmbeddings) headChunks[0].w = 'embed.tokens';
+  }
 
   // Rotary cos/sin for positions 0..seq-1: [seq, hd], broadcast over [batch, heads, seq, hd].
   const tables = rotaryTables(c, c.maxPositions);
@@ -306,11 +389,27 @@ export function buildDecoderGraph(
   }
 
   x = rmsNorm(x, 'final_norm.weight');
-  const headRole = c.tieEmbeddings ? 'embed.tokens' : 'lm_head.weight';
-  // The tied case reuses the embedding initializer (already added under 'embed.tokens').
-  const headWeight = c.tieEmbeddings ? 'embed.tokens' : weight(headRole);
+  const headWeight = headChunks[0].w;
   const V = c.vocabSize;
   const bsv = g.op('Concat', [batchDim, seqDim, g.constInt64([V])], { axis: 0 });
+  const perToken = (v: string, name: string) => {
+    g.node('Reshape', [v, g.op('Concat', [batchDim, seqDim], { axis: 0 })], {}, { outputs: [name] });
+    g.output(name, 'float32', ['batch', 'seq']);
+  };
+  /** Sums a list of same-shaped values. */
+  const sumAll = (vs: string[]): string => vs.reduce((a, b) => g.op('Add', [a, b]));
+  /**
+   * The head in chunks: logits [N, chunk] one chunk at a time, each reduced to its log-sum-exp [N, 1] before the
+   * next; `each` sees every chunk's logits (KL terms). Returns log Σ exp(logits) over the whole vocabulary [N].
+   */
+  const chunkedLse = (each?: (logits: string, v0: number, v1: number) => void): string => {
+    const parts = headChunks.map(({ w, v0, v1 }) => {
+      const logits = g.op('Gemm', [x, w], { transB: 1 });
+      each?.(logits, v0, v1);
+      return g.op('ReduceLogSumExp', [logits], { axes: [-1], keepdims: 1 });
+    });
+    return g.op('ReduceLogSumExp', [g.op('Concat', parts, { axis: 1 })], { axes: [-1], keepdims: 0 });
+  };
 
   switch (opts.output) {
     case 'last_logits': {
@@ -334,26 +433,51 @@ export function buildDecoderGraph(
       break;
     }
     case 'nll': {
-      const logits = g.op('Gemm', [x, headWeight], { transB: 1 });
       const targets = g.input('targets', 'int64', ['batch', 'seq']);
       const t1d = g.op('Reshape', [targets, minus1]);
-      const nll = g.op('SoftmaxCrossEntropyLoss', [logits, t1d], {
-        reduction: 'none',
-        ignore_index: IGNORE_INDEX,
-      });
-      g.node('Reshape', [nll, g.op('Concat', [batchDim, seqDim], { axis: 0 })], {}, { outputs: ['nll'] });
-      g.output('nll', 'float32', ['batch', 'seq']);
+      if (headChunks.length === 1) {
+        const logits = g.op('Gemm', [x, headWeight], { transB: 1 });
+        const nll = g.op('SoftmaxCrossEntropyLoss', [logits, t1d], {
+          reduction: 'none',
+          ignore_index: IGNORE_INDEX,
+        });
+        perToken(nll, 'nll');
+        break;
+      }
+      // −log p(t) = logsumexp(logits) − logit_t, with logit_t = x · W[t] from the target's own row.
+      const valid = g.op('Not', [g.op('Equal', [t1d, g.constInt64([IGNORE_INDEX], [])])]);
+      const tIdx = g.op('Where', [valid, t1d, g.constInt64([0], [])]);
+      const targetLogit = g.op(
+        'ReduceSum',
+        [g.op('Mul', [x, gatherRows(headChunks, tIdx)]), g.constInt64([-1])],
+        {
+          keepdims: 0,
+        },
+      );
+      const nll = g.op('Sub', [chunkedLse(), targetLogit]);
+      perToken(g.op('Where', [valid, nll, g.constFloat([0], [])]), 'nll');
       break;
     }
     case 'kl': {
-      const logits = g.op('Gemm', [x, headWeight], { transB: 1 });
-      const logp = g.op('LogSoftmax', [logits], { axis: -1 });
       const ref = g.input('ref_logprobs', 'float32', ['batch', 'seq', V]);
       const ref2 = g.op('Reshape', [ref, g.constInt64([-1, V])]);
-      const terms = g.op('Mul', [g.op('Exp', [ref2]), g.op('Sub', [ref2, logp])]);
-      const kl = g.op('ReduceSum', [terms, g.constInt64([-1])], { keepdims: 0 });
-      g.node('Reshape', [kl, g.op('Concat', [batchDim, seqDim], { axis: 0 })], {}, { outputs: ['kl'] });
-      g.output('kl', 'float32', ['batch', 'seq']);
+      if (headChunks.length === 1) {
+        const logp = g.op('LogSoftmax', [g.op('Gemm', [x, headWeight], { transB: 1 })], { axis: -1 });
+        const terms = g.op('Mul', [g.op('Exp', [ref2]), g.op('Sub', [ref2, logp])]);
+        perToken(g.op('ReduceSum', [terms, g.constInt64([-1])], { keepdims: 0 }), 'kl');
+        break;
+      }
+      // KL = Σ_v p_v (r_v − logit_v + lse) = Σ_chunks Σ p_v (r_v − logit_v) + lse · Σ_v p_v, with p = exp(r).
+      const cross: string[] = [];
+      const mass: string[] = [];
+      const lse = chunkedLse((logits, v0, v1) => {
+        const r = g.op('Slice', [ref2, g.constInt64([v0]), g.constInt64([v1]), g.constInt64([1])]);
+        const p = g.op('Exp', [r]);
+        const sum = (v: string) => g.op('ReduceSum', [v, g.constInt64([-1])], { keepdims: 0 });
+        cross.push(sum(g.op('Mul', [p, g.op('Sub', [r, logits])])));
+        mass.push(sum(p));
+      });
+      perToken(g.op('Add', [sumAll(cross), g.op('Mul', [lse, sumAll(mass)])]), 'kl');
       break;
     }
   }

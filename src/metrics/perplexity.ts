@@ -8,6 +8,7 @@
 
 import { type CandidateMasks, IGNORE_INDEX, type ModelRunner, type TokenBatch } from '../engine/runner.js';
 import { dataError, GenepruneError } from '../errors.js';
+import { VOCAB_CHUNK } from '../graph/decoder.js';
 import type { Tokenizer } from '../tokenizer/types.js';
 import { type StreamStats, streamDocuments } from './data.js';
 
@@ -183,15 +184,18 @@ export interface EvalProgress {
   total: number;
 }
 
-/** fp32 logits of one forward pass stay under this: ORT keeps several [tokens, vocab] buffers alive at once. */
+/** fp32 logits of one forward pass stay under this: ORT keeps several [tokens, width] buffers alive at once. */
 const LOGITS_BYTES = 256 << 20;
 
 /**
- * Default rows per batch: about 2048 tokens per forward pass, fewer for large vocabularies (a 128k vocabulary's
- * logits are 1 GB per buffer at 2048 tokens), never under one row.
+ * Default rows per batch: about 2048 tokens per forward pass, fewer when the logits would be large, never under
+ * one row. Perplexity graphs hold logits one vocabulary chunk (VOCAB_CHUNK rows) at a time; KL graphs take the
+ * reference's full [tokens, vocab] log-probabilities as input, so their batches are sized by the vocabulary (a
+ * 128k vocabulary's reference is 1 GiB per 2048 tokens).
  */
-export function defaultBatchSize(context: number, vocabSize = 0): number {
-  const tokens = vocabSize > 0 ? Math.min(2048, LOGITS_BYTES / (4 * vocabSize)) : 2048;
+export function defaultBatchSize(context: number, vocabSize = 0, metric: 'ppl' | 'kl' = 'ppl'): number {
+  const width = metric === 'ppl' ? Math.min(vocabSize, VOCAB_CHUNK) : vocabSize;
+  const tokens = width > 0 ? Math.min(2048, LOGITS_BYTES / (4 * width)) : 2048;
   return Math.max(1, Math.round(tokens / context));
 }
 
@@ -279,7 +283,7 @@ export interface KlReference {
 export async function computeKlReference(
   logprobRunner: ModelRunner,
   windows: Windows,
-  batchSize = defaultBatchSize(windows.context, logprobRunner.spec.config.vocabSize),
+  batchSize = defaultBatchSize(windows.context, logprobRunner.spec.config.vocabSize, 'kl'),
 ): Promise<KlReference> {
   if (logprobRunner.output !== 'logprobs') throw new Error('computeKlReference needs a logprobs runner');
   const logprobs: Float32Array[] = [];

@@ -4,10 +4,13 @@
  *
  * The factors are measured (README, Scale): with weights in an external file, ONNX Runtime holds one copy of
  * them (plus packed copies of a few matrices), this process none; activations are dominated by the logits
- * (fp32 [tokens, vocab], kept as logits, softmax and loss buffers) and the S×S attention scores.
+ * (fp32 [tokens, width], kept as logits, softmax and loss buffers: the width is one vocabulary chunk for
+ * perplexity, the whole vocabulary for KL, whose reference log-probabilities are inputs) and the S×S attention
+ * scores.
  */
 import { freemem, totalmem } from 'node:os';
 import { flagError } from '../errors.js';
+import { VOCAB_CHUNK } from '../graph/decoder.js';
 import type { ModelSpec } from './spec.js';
 
 /** Process memory a session holds per byte of fp32 weights (measured 1.0–1.2 on the 134M and 1B shapes). */
@@ -21,6 +24,10 @@ export interface MemoryEstimateOptions {
   seq: number;
   /** Sessions alive at once on the same weights (bench: prefill + KV-cache graph). */
   sessions?: number;
+  /** The forward pass's metric: 'ppl' (default) holds logits a vocabulary chunk at a time, 'kl' whole. */
+  metric?: 'ppl' | 'kl';
+  /** Bytes held besides the sessions (a KL search's reference log-probabilities). */
+  heldBytes?: number;
 }
 
 export interface MemoryEstimate {
@@ -39,11 +46,12 @@ export function estimatePeakMemory(spec: ModelSpec, opts: MemoryEstimateOptions)
   const c = spec.config;
   const tokens = opts.batch * opts.seq;
   const maxHeads = Math.max(...c.headsPerLayer);
-  const logits = 4 * tokens * c.vocabSize * 4;
+  const width = opts.metric === 'kl' ? c.vocabSize : Math.min(c.vocabSize, VOCAB_CHUNK);
+  const logits = 4 * tokens * width * 4;
   const scores = 4 * opts.batch * maxHeads * opts.seq * opts.seq * 3;
   const hidden = 4 * tokens * (c.intermediateSize * 3 + c.hiddenSize * 8);
   const weightBytes = weightBytesOf(spec) * WEIGHT_FACTOR * (opts.sessions ?? 1);
-  const activationBytes = logits + scores + hidden;
+  const activationBytes = logits + scores + hidden + (opts.heldBytes ?? 0);
   return { weightBytes, activationBytes, totalBytes: BASE_BYTES + weightBytes + activationBytes };
 }
 

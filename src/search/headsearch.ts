@@ -239,10 +239,13 @@ async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promise<Prepa
     );
   }
   checkMemoryBudget(model.spec, {
-    batch: s.batchSize ?? defaultBatchSize(context, model.spec.config.vocabSize),
+    batch: s.batchSize ?? defaultBatchSize(context, model.spec.config.vocabSize, s.metric),
     seq: context,
     budget: env.memoryBudget,
     what: 'heads',
+    metric: s.metric,
+    // KL: the dense model's log-probabilities of every calibration token stay in memory for the whole search.
+    heldBytes: s.metric === 'kl' ? 4 * s.calibTokens * model.spec.config.vocabSize : 0,
   });
   const stream = tokenizeDocuments(calib.documents, model.tokenizer);
   const evalStream = tokenizeDocuments(evalData.documents, model.tokenizer);

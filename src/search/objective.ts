@@ -84,7 +84,7 @@ export async function createHeadObjective(
   const low = opts.lowTokens
     ? makeWindows(opts.stream, opts.context, opts.lowTokens, 'calibration data')
     : full;
-  const batchSize = opts.batchSize ?? defaultBatchSize(opts.context, spec.config.vocabSize);
+  const batchSize = opts.batchSize ?? defaultBatchSize(opts.context, spec.config.vocabSize, opts.metric);
   // Prepared once for both KL runners; released as soon as the last session has its own copy.
   const weights = await prepareWeights(spec);
   const engineOpts = { device: opts.device, threads: opts.threads, weights };

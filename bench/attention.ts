@@ -8,12 +8,18 @@
  *   (c) the same at ctx 256, B=4 (the bench:engine row).
  * FLOPs count every linear plus the full S×S attention products (as bench:engine does), though a causal
  * kernel needs only half of the latter.
+ * Then, for (a), an ONNX Runtime profile of one candidate per variant: kernel time by operator, the attention
+ * kernel's GFLOP/s, and what attention alone costs as a multiple of the whole candidate's FLOP time (the floor
+ * under the per-candidate ratio that no change elsewhere in the graph can lower).
  *
  *   npm run bench:attention [-- --runs 9 --threads 0 --variants explicit,GroupQueryAttention,MultiHeadAttention]
  */
+import { readdirSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { createRunner, type ModelRunner } from '../src/engine/runner.js';
+import { createRunner, type ModelRunner, type TokenBatch } from '../src/engine/runner.js';
 import { createEngine } from '../src/engine/session.js';
 import type { AttentionKind, FusedAttentionOp } from '../src/graph/attention.js';
 import { GraphBuilder } from '../src/graph/builder.js';
@@ -104,6 +110,53 @@ async function runnersFor(spec: ModelSpec): Promise<ModelRunner[]> {
   return out;
 }
 
+/** Kernel microseconds by operator type over one candidate, from an ONNX Runtime profile. */
+async function profileCandidate(
+  spec: ModelSpec,
+  v: Variant,
+  batchList: TokenBatch[],
+): Promise<Map<string, number>> {
+  const dir = await mkdtemp(join(tmpdir(), 'geneprune-profile-'));
+  try {
+    const weights = await loadWeights(spec);
+    const r = await createRunner(spec, {
+      output: 'nll',
+      weights,
+      threads,
+      ...runnerAttention(v),
+      profileFilePrefix: join(dir, 'candidate'),
+    });
+    for (const b of batchList) await r.run(b);
+    await r.release();
+    const file = readdirSync(dir).find((f) => f.endsWith('.json'));
+    if (!file) throw new Error('ONNX Runtime wrote no profile');
+    const events = JSON.parse(readFileSync(join(dir, file), 'utf8')) as Array<{
+      cat: string;
+      name: string;
+      dur: number;
+      args?: { op_name?: string };
+    }>;
+    const byOp = new Map<string, number>();
+    for (const e of events) {
+      if (e.cat !== 'Node' || !e.name.endsWith('_kernel_time') || !e.args?.op_name) continue;
+      byOp.set(e.args.op_name, (byOp.get(e.args.op_name) ?? 0) + e.dur);
+    }
+    return byOp;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Operators that are attention proper in each variant (the explicit chain's MatMuls are QKᵀ and ·V: linears are Gemm). */
+const ATTENTION_OPS = new Set([
+  'GroupQueryAttention',
+  'MultiHeadAttention',
+  'Attention',
+  'MatMul',
+  'Softmax',
+  'Trilu',
+]);
+
 async function main() {
   const say = (s: string) => console.log(s);
   const N = 2048;
@@ -131,6 +184,11 @@ async function main() {
   );
   for (const r of small) await r.release();
   const candidateFlops = tokens * forwardFlopsPerToken(model.spec, ctx);
+  const profiles: Array<Map<string, number>> = [];
+  for (const v of variants) profiles.push(await profileCandidate(model.spec, v, batchList));
+  const c = model.spec.config;
+  // QKᵀ and ·V over the full S×S, as forwardFlopsPerToken counts them.
+  const attentionFlops = tokens * c.headsPerLayer.reduce((a, h) => a + 4 * ctx * h * c.headDim, 0);
 
   // (b), (c) the 134M shape.
   const shapes = values['skip-134m']
@@ -178,6 +236,26 @@ async function main() {
     const cpu = median(cpuSeconds[candidateCpuIndex][j]);
     say(
       `  ${v.padEnd(20)} ${ms(candidate[j])}  = ${(s.median / flopTime).toFixed(2)}x FLOP time [${(s.min / flopTime).toFixed(2)}–${(s.max / flopTime).toFixed(2)}]; CPU time ${(cpu / cpuFlopTime).toFixed(2)}x the MatMul's per FLOP`,
+    );
+  });
+  say(
+    `\n(a) profile of one candidate (kernel time by operator; attention = ${((100 * attentionFlops) / candidateFlops).toFixed(0)} % of the candidate's FLOPs):`,
+  );
+  variants.forEach((v, j) => {
+    const byOp = profiles[j];
+    const total = [...byOp.values()].reduce((a, b) => a + b, 0);
+    const top = [...byOp.entries()].sort((a, b) => b[1] - a[1]).slice(0, 6);
+    say(
+      `  ${v.padEnd(20)} ${top.map(([op, us]) => `${op} ${((100 * us) / total).toFixed(0)} %`).join(', ')}`,
+    );
+    if (v === 'explicit') return;
+    const attentionUs = [...byOp.entries()]
+      .filter(([op]) => ATTENTION_OPS.has(op))
+      .reduce((a, [, us]) => a + us, 0);
+    // The profile's own kernel times, scaled to the interleaved median so both come from the same runs' rate.
+    const attentionSeconds = (median(candidate[j]) * attentionUs) / total;
+    say(
+      `  ${''.padEnd(20)} attention kernels ${((100 * attentionUs) / total).toFixed(0)} % of kernel time, ${(attentionFlops / attentionSeconds / 1e9).toFixed(1)} GFLOP/s; attention alone = ${(attentionSeconds / (candidateFlops / (matmulRate * 1e9))).toFixed(2)}x the whole candidate's FLOP time`,
     );
   });
   for (const { B, S, flops, times } of big) {

@@ -29,6 +29,8 @@ export interface RunnerOptions {
   /** Attention implementation (default fused); see DecoderGraphOptions. */
   attention?: AttentionKind;
   fusedOp?: FusedAttentionOp;
+  /** Benchmarks: see EngineOptions.profileFilePrefix. */
+  profileFilePrefix?: string;
   /** Vocabulary rows per output-head chunk for 'nll'/'kl' (default VOCAB_CHUNK); see DecoderGraphOptions. */
   vocabChunk?: number;
 }
@@ -92,7 +94,11 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
       fusedOp: opts.fusedOp,
       vocabChunk: opts.vocabChunk,
     });
-    engine = await createEngine(graph, { device: opts.device, threads: opts.threads });
+    engine = await createEngine(graph, {
+      device: opts.device,
+      threads: opts.threads,
+      profileFilePrefix: opts.profileFilePrefix,
+    });
   } finally {
     // ORT holds its own copy once started: a file of our own is deleted now.
     if (!opts.weights) await releaseWeights(weights);

@@ -18,6 +18,11 @@ export interface EngineOptions {
   device?: Device;
   /** Intra-op threads; 0 or undefined lets ONNX Runtime use every physical core. */
   threads?: number;
+  /**
+   * Benchmarks: ONNX Runtime writes a JSON profile (one event per kernel run) to `<prefix>_<date>.json` in the
+   * working directory when the engine is released.
+   */
+  profileFilePrefix?: string;
 }
 
 export type FeedData = Float32Array | BigInt64Array | Uint8Array | Int32Array;
@@ -105,6 +110,10 @@ export async function createEngine(
     graphOptimizationLevel: 'all',
   };
   if (opts.threads && opts.threads > 0) options.intraOpNumThreads = opts.threads;
+  if (opts.profileFilePrefix) {
+    options.enableProfiling = true;
+    options.profileFilePrefix = opts.profileFilePrefix;
+  }
   let session: ort.InferenceSession;
   let graphFile: string | undefined;
   try {

@@ -11,8 +11,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
 import { type FileHandle, mkdir, open, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { dirname, join, posix, resolve } from 'node:path';
+import { basename, dirname, join, posix, resolve } from 'node:path';
 import { fileError, flagError, GenepruneError } from '../errors.js';
+import { removeStaleTemps, writeTextAtomic } from '../util/fs.js';
 
 export const DEFAULT_HF_ENDPOINT = 'https://huggingface.co';
 
@@ -140,12 +141,6 @@ async function readAbsent(root: string): Promise<Set<string>> {
   }
 }
 
-async function writeAtomically(path: string, data: string): Promise<void> {
-  const tmp = `${path}.part-${process.pid}-${randomBytes(4).toString('hex')}`;
-  await writeFile(tmp, data);
-  await rename(tmp, path);
-}
-
 async function isFile(path: string): Promise<boolean> {
   return (await stat(path).catch(() => undefined))?.isFile() ?? false;
 }
@@ -170,7 +165,12 @@ function hubFetcher(ref: HfModelRef, opts: DownloadOptions): Fetcher {
   async function download(file: string, url: string, res: Response): Promise<void> {
     const target = localPath(file);
     await mkdir(dirname(target), { recursive: true });
-    const tmp = `${target}.part-${process.pid}-${randomBytes(4).toString('hex')}`;
+    // Partial downloads of processes that died (killed mid-transfer) are swept before a new one starts.
+    await removeStaleTemps(dirname(target), basename(target));
+    const tmp = join(
+      dirname(target),
+      `.${basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`,
+    );
     // A compressed transfer's content-length counts compressed bytes, so it cannot check completeness.
     const encoding = res.headers.get('content-encoding');
     const lengthHeader = res.headers.get('content-length');
@@ -224,7 +224,7 @@ function hubFetcher(ref: HfModelRef, opts: DownloadOptions): Fetcher {
       await res.body?.cancel().catch(() => {});
       absent.add(file);
       await mkdir(root, { recursive: true });
-      await writeAtomically(join(root, ABSENT_LIST), JSON.stringify([...absent].sort()));
+      await writeTextAtomic(join(root, ABSENT_LIST), JSON.stringify([...absent].sort()));
       return false;
     }
     if (!res.ok) {

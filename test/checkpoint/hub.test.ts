@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import {
   copyFileSync,
   mkdirSync,
@@ -211,7 +212,7 @@ describe('downloads from a local stand-in hub', () => {
       '/acme/single/resolve/main/model.safetensors',
     ]);
     assert.deepEqual(progress.at(-1), ['model.safetensors', 100_000, 100_000]);
-    assert.ok(listFiles(dir).every((f) => !f.includes('.part')));
+    assert.ok(listFiles(dir).every((f) => !f.endsWith('.tmp')));
 
     hub.requests.length = 0;
     const again = await resolveModelRef('hf:acme/single', { endpoint: hub.url });
@@ -285,11 +286,24 @@ describe('downloads from a local stand-in hub', () => {
     );
     assert.deepEqual(listFiles(dir), ['.geneprune-absent.json', 'config.json']);
 
+    // A download killed mid-transfer (its process gone) left a partial file; one of a live process stays.
+    const deadPid = spawnSync(process.execPath, ['-e', '']).pid;
+    writeFileSync(join(dir, `.model.safetensors.${deadPid}.0badf00d.tmp`), 'partial');
+    writeFileSync(join(dir, `.model.safetensors.${process.pid}.0badf00d.tmp`), 'in progress');
     hub.cutOff.clear();
     hub.requests.length = 0;
     await downloadHfModel('hf:acme/cut', { endpoint: hub.url });
     assert.deepEqual(readFileSync(join(dir, 'model.safetensors')), weights);
     assert.deepEqual(hub.requests, ['/acme/cut/resolve/main/model.safetensors']);
+    assert.deepEqual(
+      listFiles(dir),
+      [
+        `.model.safetensors.${process.pid}.0badf00d.tmp`,
+        '.geneprune-absent.json',
+        'config.json',
+        'model.safetensors',
+      ].sort(),
+    );
   });
 
   test('HTTP 404 and 401 on required files', async () => {

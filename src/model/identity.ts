@@ -14,6 +14,8 @@
  * oldest first, so a mask made for any ancestor is recognised.
  */
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { kvMapOfLayer, type ModelConfig, type ModelSpec } from './spec.js';
 
 export interface ModelShape {
@@ -173,13 +175,16 @@ export interface Provenance {
 
 /** The provenance of `source` pruned with `mask`: the source's own lineage plus this step. */
 export async function provenanceOfPruning(source: ModelSpec, mask: AppliedMask): Promise<Provenance> {
+  // Paths as typed would mean nothing from another working directory: files on disk are recorded absolute
+  // (a random model's `random:…` source is not a path and stays as it is).
+  const absolute = (p: string) => (existsSync(p) ? resolve(p) : p);
   const step: PruningStep = {
     source: {
-      path: source.source,
+      path: absolute(source.source),
       fingerprint: await modelFingerprint(source),
       shape: modelShape(source.config),
     },
-    mask: { ...mask, removed: [...mask.removed] },
+    mask: { ...mask, ...(mask.path ? { path: absolute(mask.path) } : {}), removed: [...mask.removed] },
   };
   return {
     format: 'geneprune-provenance',

@@ -3,10 +3,16 @@
  * on the file format holding the weights, and is computed once per spec; shape differences are named.
  */
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
+import { isAbsolute, join, relative, resolve } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { writeHfFolder } from '../../src/checkpoint/hf.js';
-import { modelFingerprint, modelIdentity, modelShape, shapeDifference } from '../../src/model/identity.js';
+import {
+  modelFingerprint,
+  modelIdentity,
+  modelShape,
+  provenanceOfPruning,
+  shapeDifference,
+} from '../../src/model/identity.js';
 import { llamaSpecToHf, writeLlama2cFromSpec } from '../../src/model/llama.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
@@ -120,5 +126,20 @@ describe('model fingerprint', () => {
       shapeDifference(modelShape(base.config), id.shape, 'mask'),
       'mask is for 4 4 4 query heads per layer, this model has 3 2 3',
     );
+  });
+});
+
+describe('provenance paths', () => {
+  test('a model and mask given by relative paths are recorded absolute', {
+    skip: skipUnlessShared(MODEL),
+  }, async () => {
+    const rel = relative(process.cwd(), sharedPath(MODEL)!);
+    assert.ok(!isAbsolute(rel));
+    const loaded = await loadModelSpec(rel);
+    const p = await provenanceOfPruning(loaded, { path: 'package.json', removed: ['0:1'] });
+    assert.equal(p.lineage[0].source.path, sharedPath(MODEL));
+    assert.equal(p.lineage[0].mask.path, resolve('package.json'));
+    const random = await provenanceOfPruning(spec(3), { removed: [] });
+    assert.equal(random.lineage[0].source.path, spec(3).source);
   });
 });

@@ -1,0 +1,147 @@
+/**
+ * Recovery with a fixed mask against independent least squares: a plain normal-equations solve on each row's
+ * kept inputs (Gaussian elimination, written here) is the optimum no update can beat; the OBS column walk must
+ * match it exactly when only the first input is pruned, stay between it and plain masking otherwise, never
+ * touch a pruned weight, and fall back to the masked weights rather than return a worse reconstruction.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { cholesky, reconstructionError, recoverLinear } from '../../src/prune/recover.js';
+import { createRng } from '../../src/util/rng.js';
+
+/** X [tokens, cols] with correlated columns (each mixes a few shared factors), and H = XᵀX. */
+function calibration(tokens: number, cols: number, seed: number): { x: Float64Array; h: Float64Array } {
+  const rng = createRng(seed);
+  const factors = 3;
+  const mix = Float64Array.from({ length: factors * cols }, () => rng.nextFloat() - 0.5);
+  const x = new Float64Array(tokens * cols);
+  for (let t = 0; t < tokens; t++) {
+    const f = Array.from({ length: factors }, () => rng.nextFloat() - 0.5);
+    for (let j = 0; j < cols; j++) {
+      let v = 0.3 * (rng.nextFloat() - 0.5);
+      for (let k = 0; k < factors; k++) v += f[k] * mix[k * cols + j];
+      x[t * cols + j] = v;
+    }
+  }
+  const h = new Float64Array(cols * cols);
+  for (let t = 0; t < tokens; t++) {
+    for (let i = 0; i < cols; i++)
+      for (let j = 0; j < cols; j++) h[i * cols + j] += x[t * cols + i] * x[t * cols + j];
+  }
+  return { x, h };
+}
+
+/** Per row: minimise (w − ŵ)ᵀH(w − ŵ) over ŵ zero outside the kept set, i.e. H_SS ŵ_S = (H w)_S. */
+function leastSquares(
+  w: Float32Array,
+  keep: Uint8Array,
+  h: Float64Array,
+  rows: number,
+  cols: number,
+): Float64Array {
+  const out = new Float64Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    const s: number[] = [];
+    for (let j = 0; j < cols; j++) if (keep[r * cols + j]) s.push(j);
+    const n = s.length;
+    const a = s.map((i) => [...s.map((j) => h[i * cols + j]), 0]);
+    for (let p = 0; p < n; p++) {
+      let b = 0;
+      for (let j = 0; j < cols; j++) b += h[s[p] * cols + j] * w[r * cols + j];
+      a[p][n] = b;
+    }
+    for (let p = 0; p < n; p++) {
+      let best = p;
+      for (let q = p + 1; q < n; q++) if (Math.abs(a[q][p]) > Math.abs(a[best][p])) best = q;
+      [a[p], a[best]] = [a[best], a[p]];
+      for (let q = p + 1; q < n; q++) {
+        const f = a[q][p] / a[p][p];
+        for (let c = p; c <= n; c++) a[q][c] -= f * a[p][c];
+      }
+    }
+    for (let p = n - 1; p >= 0; p--) {
+      let v = a[p][n];
+      for (let c = p + 1; c < n; c++) v -= a[p][c] * out[r * cols + s[c]];
+      out[r * cols + s[p]] = v / a[p][p];
+    }
+  }
+  return out;
+}
+
+function randomCase(rows: number, cols: number, seed: number, sparsity: number) {
+  const rng = createRng(seed);
+  const w = Float32Array.from({ length: rows * cols }, () => rng.nextFloat() - 0.5);
+  const keep = Uint8Array.from({ length: rows * cols }, () => (rng.nextFloat() < sparsity ? 0 : 1));
+  return { w, keep, ...calibration(64, cols, seed + 1) };
+}
+
+describe('recovery with the mask fixed', () => {
+  test('Cholesky reproduces its matrix', () => {
+    const { h } = calibration(20, 5, 3);
+    const l = cholesky(h, 5);
+    for (let i = 0; i < 5; i++) {
+      for (let j = 0; j < 5; j++) {
+        let s = 0;
+        for (let k = 0; k < 5; k++) s += l[i * 5 + k] * l[j * 5 + k];
+        assert.ok(Math.abs(s - h[i * 5 + j]) < 1e-9 * Math.max(1, Math.abs(h[i * 5 + j])));
+      }
+    }
+    assert.throws(() => cholesky(Float64Array.from([1, 2, 2, 1]), 2), /not positive definite/);
+  });
+
+  test('only the first input pruned: the column walk is the exact least-squares optimum', () => {
+    const rows = 4;
+    const cols = 6;
+    const { w, h } = randomCase(rows, cols, 5, 0);
+    const keep = new Uint8Array(rows * cols).fill(1);
+    for (let r = 0; r < rows; r++) keep[r * cols] = 0;
+    const got = recoverLinear(w, keep, h, rows, cols, { damping: 1e-12 });
+    const exact = leastSquares(w, keep, h, rows, cols);
+    for (let i = 0; i < got.weight.length; i++)
+      assert.ok(Math.abs(got.weight[i] - exact[i]) < 1e-4, `weight ${i}`);
+    assert.ok(got.recovered);
+  });
+
+  for (const sparsity of [0.3, 0.5, 0.7]) {
+    test(`${sparsity * 100} % pruned at random: optimum ≤ recovered < masked, pruned weights exactly 0`, () => {
+      const rows = 8;
+      const cols = 16;
+      const { w, keep, h } = randomCase(rows, cols, 20 + sparsity * 10, sparsity);
+      const got = recoverLinear(w, keep, h, rows, cols);
+      const optimum = reconstructionError(w, leastSquares(w, keep, h, rows, cols), h, rows, cols);
+      assert.ok(got.recovered);
+      assert.ok(got.error < 0.8 * got.maskedError, `recovered ${got.error} vs masked ${got.maskedError}`);
+      assert.ok(got.error >= optimum * (1 - 1e-9), `recovered ${got.error} below the optimum ${optimum}`);
+      for (let i = 0; i < keep.length; i++) if (!keep[i]) assert.equal(got.weight[i], 0);
+    });
+  }
+
+  test('a pruned input that duplicates a kept one moves onto it: the error vanishes', () => {
+    // Columns 1 and 2 of X are equal: pruning w_r1 loses nothing when w_r2 takes it over.
+    const cols = 4;
+    const { x } = calibration(32, cols, 9);
+    for (let t = 0; t < 32; t++) x[t * cols + 2] = x[t * cols + 1];
+    const h = new Float64Array(cols * cols);
+    for (let t = 0; t < 32; t++) {
+      for (let i = 0; i < cols; i++)
+        for (let j = 0; j < cols; j++) h[i * cols + j] += x[t * cols + i] * x[t * cols + j];
+    }
+    const w = Float32Array.from([0.5, 0.25, -0.125, 1]);
+    const keep = Uint8Array.from([1, 0, 1, 1]);
+    const got = recoverLinear(w, keep, h, 1, cols, { damping: 1e-9 });
+    assert.ok(Math.abs(got.weight[2] - (0.25 - 0.125)) < 1e-4, `w2 = ${got.weight[2]}`);
+    assert.ok(got.error < 1e-6 * got.maskedError);
+  });
+
+  test('inputs that never fire get weight 0 and the result is never worse than masking', () => {
+    const cols = 5;
+    const { w, keep, h } = randomCase(3, cols, 40, 0.4);
+    for (let j = 0; j < cols; j++) {
+      h[3 * cols + j] = 0;
+      h[j * cols + 3] = 0;
+    }
+    const got = recoverLinear(w, keep, h, 3, cols);
+    assert.ok(got.error <= got.maskedError);
+    for (let r = 0; r < 3; r++) if (got.recovered) assert.equal(got.weight[r * cols + 3], 0);
+  });
+});

@@ -5,14 +5,14 @@
  * here exactly as they are for the GA. Each method ends by evaluating its final mask at full fidelity (a cache
  * hit when the search already scored that mask at full fidelity), so every result carries a score.
  *
- * Genes follow `genome.ts`: one per head present in the model, so a physically pruned model's genes are all
+ * Genes follow `masks/heads.ts`: one per head present in the model, so a physically pruned model's genes are all
  * candidates.
  */
 import { GenepruneError } from '../errors.js';
+import { type Genome, geneCount, geneIndex } from '../masks/heads.js';
 import type { ModelConfig, ModelSpec } from '../model/spec.js';
 import { kvMapOfLayer } from '../model/spec.js';
 import type { Rng } from '../util/rng.js';
-import { type Genome, geneCount, geneIndex } from './genome.js';
 import type { Fidelity, HeadObjective } from './objective.js';
 
 export type BaselineName = 'random' | 'norm' | 'ablation' | 'greedy' | 'regression';
@@ -63,7 +63,7 @@ export interface RegressionOptions extends SearchOptions {
   ridge?: number;
 }
 
-/** The candidate genes: every gene, since each has a present head behind it (see genome.ts). */
+/** The candidate genes: every gene, since each has a present head behind it (see masks/heads.ts). */
 export function presentGenes(config: ModelConfig): number[] {
   return Array.from({ length: geneCount(config) }, (_, g) => g);
 }

@@ -7,9 +7,10 @@
  * The state saved after each generation holds everything the next one needs (population, RNG state, best so
  * far, counters), so a run resumed from it continues exactly as if it had never stopped.
  */
+
+import { type Genome, genomeFromKey, genomeKey, keptParameters, sparsity } from '../masks/heads.js';
 import { createRng, type Rng } from '../util/rng.js';
 import { type FitnessSpec, fitnessOf } from './fitness.js';
-import { type Genome, genomeFromKey, genomeKey, keptParameters, sparsity } from './genome.js';
 import type { Fidelity, HeadEval, HeadObjective } from './objective.js';
 import { byFitnessDesc, crossover, initialPopulation, mutate, repair, tournament } from './operators.js';
 

@@ -8,6 +8,16 @@ import { resolve } from 'node:path';
 import { createRunner } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
 import { fileError, flagError, GenepruneError } from '../errors.js';
+import { makeMaskFile, modelIdentity } from '../masks/headfile.js';
+import {
+  type Genome,
+  geneCount,
+  genomeFromKey,
+  genomeKey,
+  headMaskOf,
+  keptParameters,
+  sparsity,
+} from '../masks/heads.js';
 import { readDataset } from '../metrics/data.js';
 import {
   defaultBatchSize,
@@ -30,16 +40,6 @@ import { createRng } from '../util/rng.js';
 import { type BaselineName, runBaseline, singleHeadAblationScores } from './baselines.js';
 import type { FitnessKind } from './fitness.js';
 import { type GaOptions, type GaState, type GenerationSummary, initialState, runGa } from './ga.js';
-import {
-  type Genome,
-  geneCount,
-  genomeFromKey,
-  genomeKey,
-  headMaskOf,
-  keptParameters,
-  sparsity,
-} from './genome.js';
-import { makeMaskFile, modelIdentity } from './maskfile.js';
 import { fastNonDominatedSort, type NsgaState, runNsga } from './nsga.js';
 import { createHeadObjective, type HeadObjective, type QualityMetric, qualityFromLog } from './objective.js';
 import {

@@ -5,8 +5,8 @@
  * `NsgaState` it reports after every generation.
  */
 import { GenepruneError } from '../errors.js';
+import { type Genome, genomeFromKey, genomeKey, keptParameters, sparsity } from '../masks/heads.js';
 import type { Rng } from '../util/rng.js';
-import { type Genome, genomeFromKey, genomeKey, keptParameters, sparsity } from './genome.js';
 import type { Fidelity, HeadObjective } from './objective.js';
 
 /** An objective vector; every component is minimised. */

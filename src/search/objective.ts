@@ -7,6 +7,7 @@ import { createRunner, type ModelRunner } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
 import { GenepruneError } from '../errors.js';
 import { prepareWeights, releaseWeights } from '../graph/decoder.js';
+import { type Genome, geneCount, genomeKey, headMaskOf } from '../masks/heads.js';
 import {
   batches,
   computeKlReference,
@@ -17,9 +18,8 @@ import {
   makeWindows,
   type Windows,
 } from '../metrics/perplexity.js';
+import { parameterCount } from '../model/cost.js';
 import type { ModelConfig, ModelSpec } from '../model/spec.js';
-import { parameterCount } from '../model/spec.js';
-import { type Genome, geneCount, genomeKey, headMaskOf } from './genome.js';
 
 export type QualityMetric = 'ppl' | 'kl';
 /** 'low' scores on the first `lowTokens` calibration tokens, 'full' on all of them. */

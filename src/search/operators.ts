@@ -1,8 +1,9 @@
 /**
  * Genetic operators for head genomes. Pure functions: (inputs, rng) → outputs; nothing is modified in place.
  */
+
+import type { Genome } from '../masks/heads.js';
 import type { Rng } from '../util/rng.js';
-import type { Genome } from './genome.js';
 
 /** Picks `k` distinct indices from [0, n) uniformly (partial Fisher–Yates). */
 export function sampleIndices(n: number, k: number, rng: Rng): number[] {

@@ -4,7 +4,7 @@
  *   evals.jsonl        one line per evaluated individual
  *   generations.jsonl  one line per generation (best, mean, counters)
  *   state.json         GA state after the last finished generation, written atomically
- *   mask.json          the best mask (see maskfile.ts), written at the end
+ *   mask.json          the best mask (see masks/headfile.ts), written at the end
  *   result.json        final numbers: calibration and evaluation scores, forward passes, time
  *   run.lock           while a process works in the directory: its pid and host
  *

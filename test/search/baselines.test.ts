@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
+import { type Genome, genomeKey } from '../../src/masks/heads.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
 import { type ModelConfig, type ModelSpec, memoryTensor } from '../../src/model/spec.js';
 import {
@@ -21,7 +22,6 @@ import {
   weightNormBaseline,
   weightNormImportance,
 } from '../../src/search/baselines.js';
-import { type Genome, genomeKey } from '../../src/search/genome.js';
 import { createHeadObjective, type Fidelity, type HeadObjective } from '../../src/search/objective.js';
 import { createRng } from '../../src/util/rng.js';
 

@@ -5,10 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { type Genome, genomeKey, keptCount } from '../../src/masks/heads.js';
 import type { ModelConfig } from '../../src/model/spec.js';
 import { fitnessOf } from '../../src/search/fitness.js';
 import { type GaOptions, type GenerationSummary, initialState, runGa } from '../../src/search/ga.js';
-import { type Genome, genomeKey, keptCount } from '../../src/search/genome.js';
 import type { HeadEval, HeadObjective } from '../../src/search/objective.js';
 
 const GENES = 24;

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { createRunner } from '../../src/engine/runner.js';
 import { GenepruneError } from '../../src/errors.js';
+import { type Genome, genomeKey } from '../../src/masks/heads.js';
 import {
   computeKlReference,
   evaluateKl,
@@ -17,7 +18,6 @@ import type { ModelConfig } from '../../src/model/spec.js';
 import { regressionBaseline } from '../../src/search/baselines.js';
 import { type FitnessKind, fitnessOf } from '../../src/search/fitness.js';
 import { type EvaluationRecord, type GaOptions, initialState, runGa } from '../../src/search/ga.js';
-import { type Genome, genomeKey } from '../../src/search/genome.js';
 import { crowdingDistance } from '../../src/search/nsga.js';
 import {
   createHeadObjective,

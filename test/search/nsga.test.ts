@@ -1,9 +1,9 @@
 /** NSGA-II: building blocks against hand-worked sets, the search against a synthetic objective with a known front. */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { type Genome, genomeKey, keptCount, keptParameters } from '../../src/masks/heads.js';
+import { parameterCount } from '../../src/model/cost.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
-import { parameterCount } from '../../src/model/spec.js';
-import { type Genome, genomeKey, keptCount, keptParameters } from '../../src/search/genome.js';
 import {
   binaryTournament,
   crowdedCompare,

@@ -1,5 +1,5 @@
 /**
- * Head genomes. One gene per query head *present* in the model, layer-major: the genes of layer l start at
+ * Head masks, and the head genomes the head search evolves (the same bits). One gene per query head *present* in the model, layer-major: the genes of layer l start at
  * Σ_{j<l} headsPerLayer[j], and gene offset(l) + h is the h-th head present in layer l. For an unpruned model
  * that is gene = layer × heads + head; in a physically pruned one a layer has as many genes as heads left (a
  * head-less layer none), so every gene has a head behind it. 1 keeps the head, 0 removes it (the paper's
@@ -8,6 +8,7 @@
  * GQA: a KV head is removed exactly when every query head that reads it is removed.
  */
 import { GenepruneError } from '../errors.js';
+import { removedHeadParameters } from '../model/cost.js';
 import type { ModelConfig } from '../model/spec.js';
 import { kvMapOfLayer } from '../model/spec.js';
 
@@ -108,16 +109,7 @@ export function keptHeads(config: ModelConfig, g: Genome): HeadCounts {
  */
 export function keptParameters(config: ModelConfig, g: Genome, totalParameters: number): number {
   const { query, kv } = keptHeads(config, g);
-  const D = config.hiddenSize;
-  const hd = config.headDim;
-  const qBias = config.attentionBias ? 1 : 0;
-  let removed = 0;
-  for (let l = 0; l < config.numLayers; l++) {
-    const dq = config.headsPerLayer[l] - query[l];
-    const dkv = config.kvHeadsPerLayer[l] - kv[l];
-    removed += dq * hd * (2 * D + qBias) + dkv * 2 * hd * (D + qBias);
-  }
-  return totalParameters - removed;
+  return totalParameters - removedHeadParameters(config, query, kv);
 }
 
 /** Human-readable list of removed heads, `L:H` (for logs and flags). */

@@ -101,6 +101,7 @@ export {
 export { pruneHeads } from './prune/heads.js';
 export type { FitnessKind } from './search/fitness.js';
 export type { Fidelity, QualityMetric } from './search/objective.js';
+export type { GenomeCodec, SearchSpace } from './search/space.js';
 export { loadTokenizer } from './tokenizer/load.js';
 export type { Tokenizer } from './tokenizer/types.js';
 export { createRng, type Rng } from './util/rng.js';

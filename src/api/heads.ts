@@ -14,7 +14,7 @@ import {
   RESUME_CHANGEABLE_FLAGS,
   resumeHeadSearch,
   runHeadSearch,
-} from '../search/headsearch.js';
+} from '../spaces/heads/search.js';
 
 export type { GivenSetting, HeadMethod, HeadSearchEnv, HeadSearchResult, HeadSearchSettings };
 export { HEAD_METHODS, RESUME_CHANGEABLE_FLAGS, resumeHeadSearch };

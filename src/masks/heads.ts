@@ -8,7 +8,6 @@
  * GQA: a KV head is removed exactly when every query head that reads it is removed.
  */
 import { GenepruneError } from '../errors.js';
-import { removedHeadParameters } from '../model/cost.js';
 import type { ModelConfig } from '../model/spec.js';
 import { kvMapOfLayer } from '../model/spec.js';
 
@@ -54,17 +53,6 @@ export function sparsity(g: Genome): number {
   return 1 - keptCount(g) / g.length;
 }
 
-/** A compact, exact key for caches: the genes as a 0/1 string. */
-export function genomeKey(g: Genome): string {
-  let s = '';
-  for (let i = 0; i < g.length; i++) s += g[i] ? '1' : '0';
-  return s;
-}
-
-export function genomeFromKey(key: string): Genome {
-  return Uint8Array.from(key, (ch) => (ch === '1' ? 1 : 0));
-}
-
 /** The engine's head_mask feed [layers * maxHeads] for a genome. */
 export function headMaskOf(config: ModelConfig, g: Genome): Float32Array {
   const maxHeads = Math.max(...config.headsPerLayer);
@@ -101,15 +89,6 @@ export function keptHeads(config: ModelConfig, g: Genome): HeadCounts {
     kv.push(usedKv.size);
   }
   return { query, kv };
-}
-
-/**
- * Parameters the physically pruned model keeps: per removed query head, its q rows and o columns; per removed
- * KV head, its k and v rows (biases included where present).
- */
-export function keptParameters(config: ModelConfig, g: Genome, totalParameters: number): number {
-  const { query, kv } = keptHeads(config, g);
-  return totalParameters - removedHeadParameters(config, query, kv);
 }
 
 /** Human-readable list of removed heads, `L:H` (for logs and flags). */

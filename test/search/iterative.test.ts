@@ -15,7 +15,7 @@ import { loadModelSpec } from '../../src/model/load.js';
 import { openModel } from '../../src/model/open.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { exportModel } from '../../src/prune/export.js';
-import { HEAD_METHODS, type HeadSearchSettings, runHeadSearch } from '../../src/search/headsearch.js';
+import { HEAD_METHODS, type HeadSearchSettings, runHeadSearch } from '../../src/spaces/heads/search.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { assertOneLineError, assertUnchanged, runCli, snapshot } from '../helpers/cli.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';

@@ -5,43 +5,32 @@
  * named in config.json and result.json.
  */
 import { resolve } from 'node:path';
-import { createRunner } from '../engine/runner.js';
-import type { Device } from '../engine/session.js';
-import { fileError, flagError, GenepruneError } from '../errors.js';
-import { makeMaskFile, modelIdentity } from '../masks/headfile.js';
-import {
-  type Genome,
-  geneCount,
-  genomeFromKey,
-  genomeKey,
-  headMaskOf,
-  keptParameters,
-  sparsity,
-} from '../masks/heads.js';
-import { readDataset } from '../metrics/data.js';
+import { createRunner } from '../../engine/runner.js';
+import type { Device } from '../../engine/session.js';
+import { fileError, flagError, GenepruneError } from '../../errors.js';
+import { makeMaskFile, modelIdentity } from '../../masks/headfile.js';
+import { type Genome, geneCount } from '../../masks/heads.js';
+import { readDataset } from '../../metrics/data.js';
 import {
   defaultBatchSize,
   evaluatePerplexity,
   makeWindows,
   tokenizeDocuments,
-} from '../metrics/perplexity.js';
-import { isModelShape, type ModelShape, shapeDifference } from '../model/identity.js';
-import { checkMemoryBudget } from '../model/memory.js';
-import { type OpenedModel, openModel } from '../model/open.js';
+} from '../../metrics/perplexity.js';
+import { isModelShape, type ModelShape, shapeDifference } from '../../model/identity.js';
+import { checkMemoryBudget } from '../../model/memory.js';
+import { type OpenedModel, openModel } from '../../model/open.js';
+import type { FitnessKind } from '../../search/fitness.js';
 import {
-  faultPoint,
-  type HeldLock,
-  realPathOf,
-  sha256File,
-  sha256Text,
-  writeJsonAtomic,
-} from '../util/fs.js';
-import { createRng } from '../util/rng.js';
-import { type BaselineName, runBaseline, singleHeadAblationScores } from './baselines.js';
-import type { FitnessKind } from './fitness.js';
-import { type GaOptions, type GaState, type GenerationSummary, initialState, runGa } from './ga.js';
-import { fastNonDominatedSort, type NsgaState, runNsga } from './nsga.js';
-import { createHeadObjective, type HeadObjective, type QualityMetric, qualityFromLog } from './objective.js';
+  decodeOrThrow,
+  type GaOptions,
+  type GaState,
+  type GenerationSummary,
+  initialState,
+  runGa,
+} from '../../search/ga.js';
+import { fastNonDominatedSort, type NsgaState } from '../../search/nsga.js';
+import { type QualityMetric, qualityFromLog } from '../../search/objective.js';
 import {
   appendJsonl,
   createRunDir,
@@ -53,7 +42,19 @@ import {
   readRunConfig,
   rewriteLogs,
   saveState,
-} from './rundir.js';
+} from '../../search/rundir.js';
+import {
+  faultPoint,
+  type HeldLock,
+  realPathOf,
+  sha256File,
+  sha256Text,
+  writeJsonAtomic,
+} from '../../util/fs.js';
+import { createRng } from '../../util/rng.js';
+import { headGaOptions, runHeadNsga } from './algorithms.js';
+import { type BaselineName, runBaseline, singleHeadAblationScores } from './baselines.js';
+import { createHeadObjective, type HeadObjective } from './objective.js';
 
 export type HeadMethod = 'ga' | 'nsga' | BaselineName;
 export const HEAD_METHODS: readonly HeadMethod[] = [
@@ -133,8 +134,8 @@ function gaOptions(
   genes: number,
   denseQuality: number,
   initWeights?: number[],
-): GaOptions {
-  return {
+): GaOptions<Genome> {
+  return headGaOptions(genes, {
     population: s.population,
     generations: s.generations,
     tournamentSize: s.tournament,
@@ -142,16 +143,16 @@ function gaOptions(
     mutationRate: s.mutationRate,
     removalBias: s.removalBias,
     sInitial: s.sInitial,
+    removeCount: s.fitness === 'budget' ? removeCountOf(s, genes) : undefined,
+    initWeights,
     fitness: { kind: s.fitness, metric: s.metric, lambda: s.lambda, denseQuality },
     fitnessThreshold: s.fitnessThreshold,
     maxSparsity: s.maxSparsity,
-    removeCount: s.fitness === 'budget' ? removeCountOf(s, genes) : undefined,
     elitism: s.elitism,
     multiFidelity: s.lowTokens !== undefined,
     promote: s.promote,
-    initWeights,
     seed: s.seed,
-  };
+  });
 }
 
 /** One data file as config.json records it, so a resumed run can tell the data has not changed. */
@@ -298,7 +299,7 @@ async function scoreOnEval(p: Prepared, s: HeadSearchSettings, genome: Genome, e
   });
   const batchSize = s.batchSize ?? defaultBatchSize(p.context, p.model.spec.config.vocabSize);
   const pruned = await evaluatePerplexity(runner, windows, {
-    masks: { headMask: headMaskOf(p.model.spec.config, genome) },
+    masks: p.objective.space.masks(genome),
     batchSize,
   });
   const dense = await evaluatePerplexity(runner, windows, { batchSize });
@@ -320,8 +321,8 @@ async function finish(
   env: HeadSearchEnv,
   extra: Record<string, unknown> = {},
 ): Promise<HeadSearchResult> {
-  const genes = geneCount(p.model.spec.config);
-  const dense = await p.objective.evaluate(new Uint8Array(genes).fill(1));
+  const genes = p.objective.space.genes;
+  const dense = await p.objective.evaluate(p.objective.space.full());
   const calibScore = await p.objective.evaluate(genome);
   // One session at a time: a 1B model's second copy would double the peak.
   await p.objective.release();
@@ -356,12 +357,12 @@ async function finish(
   const { genome: _g, ...rest } = result;
   await writeJsonAtomic(`${dir}/result.json`, {
     ...rest,
-    genome: genomeKey(genome),
+    genome: p.objective.space.encode(genome),
     removedHeads: mask.removed,
     keptQueryHeads: mask.keptQueryHeads,
     keptKvHeads: mask.keptKvHeads,
-    keptParameters: keptParameters(p.model.spec.config, genome, p.objective.totalParameters),
-    totalParameters: p.objective.totalParameters,
+    keptParameters: p.objective.space.keptParameters(genome),
+    totalParameters: p.objective.space.totalParameters,
     ...extra,
   });
   return result;
@@ -372,7 +373,7 @@ async function runGaIn(
   s: HeadSearchSettings,
   p: Prepared,
   state: GaState,
-  opts: GaOptions,
+  opts: GaOptions<Genome>,
   env: HeadSearchEnv,
   t0: number,
 ): Promise<GaState> {
@@ -395,7 +396,7 @@ export async function runHeadSearch(dir: string, settings: HeadSearchSettings, e
   const p = await prepare(s, env);
   let lock: HeldLock | undefined;
   try {
-    const removeCount = removeCountOf(s, geneCount(p.model.spec.config));
+    const removeCount = removeCountOf(s, p.objective.space.genes);
     if (s.method !== 'ga' && s.method !== 'nsga' && removeCount === undefined) {
       throw flagError(
         '--target-sparsity',
@@ -421,9 +422,9 @@ async function searchFromScratch(
   env: HeadSearchEnv,
 ): Promise<HeadSearchResult> {
   const t0 = performance.now();
-  const genes = geneCount(p.model.spec.config);
+  const genes = p.objective.space.genes;
   const removeCount = removeCountOf(s, genes);
-  const dense = await p.objective.evaluate(new Uint8Array(genes).fill(1));
+  const dense = await p.objective.evaluate(p.objective.space.full());
   const rng = createRng(s.seed);
   const counters = () => ({
     forwardPasses: p.objective.forwardPasses(),
@@ -442,8 +443,10 @@ async function searchFromScratch(
     }
     const opts = gaOptions(s, genes, dense.quality, initWeights);
     const spent = { evaluations: p.objective.evaluations(), forwardPasses: p.objective.forwardPasses() };
-    const final = await runGaIn(dir, s, p, initialState(opts, genes, spent), opts, env, t0);
-    return finish(dir, s, p, genomeFromKey(final.best!.genome), counters(), env, { stop: final.stop });
+    const final = await runGaIn(dir, s, p, initialState(opts, p.objective.space, spent), opts, env, t0);
+    return finish(dir, s, p, decodeOrThrow(p.objective.space, final.best!.genome), counters(), env, {
+      stop: final.stop,
+    });
   }
   if (s.method === 'nsga') return runNsgaIn(dir, s, p, env, counters);
   const baseline = await runBaseline(s.method, {
@@ -471,19 +474,21 @@ async function runNsgaIn(
   counters: () => { forwardPasses: number; evaluations: number; seconds: number },
   resume?: { state: NsgaState; logged: Array<Record<string, unknown>> },
 ): Promise<HeadSearchResult> {
-  const genes = geneCount(p.model.spec.config);
+  const genes = p.objective.space.genes;
   const archive = new Map<string, number>();
   for (const r of resume?.logged ?? []) {
     const key = String(r.genome);
+    const genome = p.objective.space.decode(key);
+    if (genome === undefined) continue;
     const e = { quality: qualityFromLog(r), tokens: Number(r.tokens), ms: Number(r.ms) };
     archive.set(key, e.quality);
-    p.objective.prime(genomeFromKey(key), r.fidelity === 'low' ? 'low' : 'full', e);
+    p.objective.prime(genome, r.fidelity === 'low' ? 'low' : 'full', e);
   }
   const objective: HeadObjective = {
     ...p.objective,
     evaluate: async (g, fidelity = 'full') => {
       const e = await p.objective.evaluate(g, fidelity);
-      const key = genomeKey(g);
+      const key = p.objective.space.encode(g);
       if (!archive.has(key)) {
         archive.set(key, e.quality);
         await appendJsonl(dir, 'evals.jsonl', {
@@ -498,7 +503,7 @@ async function runNsgaIn(
       return e;
     },
   };
-  await runNsga(objective, {
+  await runHeadNsga(objective, {
     population: s.population,
     generations: s.generations,
     mutationRate: s.mutationRate,
@@ -508,7 +513,7 @@ async function runNsgaIn(
       await appendJsonl(dir, 'generations.jsonl', {
         generation: info.generation,
         front: info.front.map((f) => ({
-          genome: genomeKey(f.genome),
+          genome: p.objective.space.encode(f.genome),
           quality: f.quality,
           sparsity: f.sparsity,
         })),
@@ -518,12 +523,12 @@ async function runNsgaIn(
     },
   });
   const points = [...archive].map(([key, quality]) => {
-    const genome = genomeFromKey(key);
+    const genome = decodeOrThrow(p.objective.space, key);
     return {
       genome: key,
       quality,
-      sparsity: sparsity(genome),
-      keptParameters: keptParameters(p.model.spec.config, genome, p.objective.totalParameters),
+      sparsity: p.objective.space.sparsity(genome),
+      keptParameters: p.objective.space.keptParameters(genome),
     };
   });
   const [first] = fastNonDominatedSort(points.map((q) => [q.quality, q.keptParameters]));
@@ -536,7 +541,7 @@ async function runNsgaIn(
     x.quality < y.quality ? -1 : x.quality > y.quality ? 1 : 0;
   const pick = [...pool].sort((x, y) => distance(x) - distance(y) || byQuality(x, y))[0];
   await writeJsonAtomic(`${dir}/front.json`, front);
-  return finish(dir, s, p, genomeFromKey(pick.genome), counters(), env, {
+  return finish(dir, s, p, decodeOrThrow(p.objective.space, pick.genome), counters(), env, {
     front,
     archived: points.length,
     pickedAtTarget: atTarget.length > 0,
@@ -664,7 +669,7 @@ async function continueSearch(
   const t0 = performance.now();
   if (run.nsga) {
     await rewriteLogs(dir, run);
-    await p.objective.evaluate(new Uint8Array(geneCount(p.model.spec.config)).fill(1));
+    await p.objective.evaluate(p.objective.space.full());
     const counters = () => ({
       forwardPasses: p.objective.forwardPasses(),
       evaluations: p.objective.evaluations(),
@@ -672,17 +677,18 @@ async function continueSearch(
     });
     return runNsgaIn(dir, s, p, env, counters, { state: run.nsga, logged: run.evaluations });
   }
-  const genes = geneCount(p.model.spec.config);
+  const genes = p.objective.space.genes;
   // What earlier sessions computed is primed into the cache, so nothing is evaluated twice.
   for (const r of run.evaluations) {
-    if (r.cached) continue;
-    p.objective.prime(genomeFromKey(String(r.genome)), r.fidelity as 'low' | 'full', {
+    const genome = p.objective.space.decode(String(r.genome));
+    if (r.cached || genome === undefined) continue;
+    p.objective.prime(genome, r.fidelity as 'low' | 'full', {
       quality: qualityFromLog(r),
       tokens: Number(r.tokens),
       ms: Number(r.ms),
     });
   }
-  const dense = await p.objective.evaluate(new Uint8Array(genes).fill(1));
+  const dense = await p.objective.evaluate(p.objective.space.full());
   // The initial population is already in the state, so no initialisation weights are needed.
   const opts = gaOptions(s, genes, dense.quality);
   await rewriteLogs(dir, run);
@@ -692,7 +698,7 @@ async function continueSearch(
     dir,
     s,
     p,
-    genomeFromKey(final.best!.genome),
+    decodeOrThrow(p.objective.space, final.best!.genome),
     {
       forwardPasses: final.forwardPasses,
       evaluations: final.evaluations,

@@ -40,7 +40,7 @@ import { type Genome, removedList } from '../masks/heads.js';
 import { provenanceOfPruning } from '../model/identity.js';
 import { llamaSpecToHf, PROVENANCE_CONFIG_KEY, PROVENANCE_METADATA_KEY } from '../model/llama.js';
 import type { ModelSpec } from '../model/spec.js';
-import { isRunDir } from '../search/rundir.js';
+import { isRunDir } from '../runs/rundir.js';
 import { writeTokenizerFiles } from '../tokenizer/convert.js';
 import {
   followSymlinks,

@@ -1,110 +1,53 @@
 /**
- * A whole head search as the CLI runs it: open model and data, build the calibration objective, run one
- * method (the GA, NSGA-II, or a baseline) in a run directory, then score the chosen mask on the evaluation data.
- * Calibration data (what the search sees) and evaluation data (what reports quote) are kept apart and both are
- * named in config.json and result.json.
+ * A whole head search as the CLI runs it: prepare the model and data (runs/data.ts), build the calibration
+ * objective over the head space, run one method (the GA, NSGA-II, or a baseline) in a run directory
+ * (runs/rundir.ts, runs/algorithms.ts), then score the chosen mask on the evaluation data and write the head
+ * mask file. `resumeHeadSearch` continues such a run (runs/resume.ts refuses what would change it).
  */
-import { resolve } from 'node:path';
-import { createRunner } from '../../engine/runner.js';
-import type { Device } from '../../engine/session.js';
-import { fileError, flagError, GenepruneError } from '../../errors.js';
+import { fileError, flagError } from '../../errors.js';
 import { makeMaskFile, modelIdentity } from '../../masks/headfile.js';
 import { type Genome, geneCount } from '../../masks/heads.js';
-import { readDataset } from '../../metrics/data.js';
+import { runGaInDir, runNsgaInDir } from '../../runs/algorithms.js';
 import {
-  defaultBatchSize,
-  evaluatePerplexity,
-  makeWindows,
-  tokenizeDocuments,
-} from '../../metrics/perplexity.js';
-import { isModelShape, type ModelShape, shapeDifference } from '../../model/identity.js';
-import { checkMemoryBudget } from '../../model/memory.js';
-import { type OpenedModel, openModel } from '../../model/open.js';
-import type { FitnessKind } from '../../search/fitness.js';
+  absoluteSettings,
+  prepareRunData,
+  type RunData,
+  type RunEnv,
+  refuseChangedData,
+  scoreOnEval,
+} from '../../runs/data.js';
+import { type GivenSetting, refuseChangedSettings, refuseForeignModel } from '../../runs/resume.js';
+import {
+  createRunDir,
+  HEAD_RUN_KIND,
+  lockRunDir,
+  openRunForResume,
+  type ResumableRun,
+  type RunConfig,
+  readRunConfig,
+  rewriteLogs,
+} from '../../runs/rundir.js';
+import { bitStringCodec } from '../../search/codec.js';
 import {
   decodeOrThrow,
   type GaOptions,
   type GaState,
   type GenerationSummary,
   initialState,
-  runGa,
 } from '../../search/ga.js';
-import { fastNonDominatedSort, type NsgaState } from '../../search/nsga.js';
+import type { NsgaState } from '../../search/nsga.js';
 import { type QualityMetric, qualityFromLog } from '../../search/objective.js';
-import {
-  appendJsonl,
-  createRunDir,
-  lockRunDir,
-  openRunForResume,
-  type ResumableRun,
-  RUN_KIND,
-  type RunConfig,
-  readRunConfig,
-  rewriteLogs,
-  saveState,
-} from '../../search/rundir.js';
-import {
-  faultPoint,
-  type HeldLock,
-  realPathOf,
-  sha256File,
-  sha256Text,
-  writeJsonAtomic,
-} from '../../util/fs.js';
+import { bitNsgaOperators } from '../../search/operators.js';
+import { type HeldLock, writeJsonAtomic } from '../../util/fs.js';
 import { createRng } from '../../util/rng.js';
-import { headGaOptions, runHeadNsga } from './algorithms.js';
-import { type BaselineName, runBaseline, singleHeadAblationScores } from './baselines.js';
+import { headGaOptions } from './algorithms.js';
+import { runBaseline, singleHeadAblationScores } from './baselines.js';
 import { createHeadObjective, type HeadObjective } from './objective.js';
+import type { HeadMethod, HeadSearchSettings } from './settings.js';
 
-export type HeadMethod = 'ga' | 'nsga' | BaselineName;
-export const HEAD_METHODS: readonly HeadMethod[] = [
-  'ga',
-  'nsga',
-  'random',
-  'norm',
-  'ablation',
-  'greedy',
-  'regression',
-];
+export type HeadGivenSetting = GivenSetting<Extract<keyof HeadSearchSettings, string>>;
 
-export interface HeadSearchSettings {
-  model?: string;
-  tokenizer?: string;
-  calib: string;
-  eval: string;
-  method: HeadMethod;
-  metric: QualityMetric;
-  /** Share of heads to remove (baselines, budget GA, and the NSGA-II pick). */
-  targetSparsity?: number;
-  context?: number;
-  calibTokens: number;
-  /** Multi-fidelity: tokens for the cheap first pass (GA); undefined = off. */
-  lowTokens?: number;
-  promote: number;
-  evalTokens?: number;
-  population: number;
-  generations: number;
-  tournament: number;
-  crossoverRate: number;
-  mutationRate: number;
-  removalBias: number;
-  sInitial: number;
-  fitness: FitnessKind;
-  lambda: number;
-  elitism: number;
-  fitnessThreshold?: number;
-  maxSparsity?: number;
-  seedAblation: boolean;
-  regressionSamples?: number;
-  seed: number;
-  batchSize?: number;
-}
-
-export interface HeadSearchEnv {
-  device?: Device;
-  threads?: number;
-  /** Refuse before loading when the estimated peak exceeds this many bytes (default: total memory). */
-  memoryBudget?: number;
+export interface HeadSearchEnv extends RunEnv {
   onStatus?: (line: string) => void;
   /** Things the user should see even when quiet: a stale lock taken over, leftovers removed. */
   onNote?: (line: string) => void;
@@ -143,116 +86,30 @@ function gaOptions(
     mutationRate: s.mutationRate,
     removalBias: s.removalBias,
     sInitial: s.sInitial,
-    removeCount: s.fitness === 'budget' ? removeCountOf(s, genes) : undefined,
-    initWeights,
     fitness: { kind: s.fitness, metric: s.metric, lambda: s.lambda, denseQuality },
     fitnessThreshold: s.fitnessThreshold,
     maxSparsity: s.maxSparsity,
+    removeCount: s.fitness === 'budget' ? removeCountOf(s, genes) : undefined,
     elitism: s.elitism,
     multiFidelity: s.lowTokens !== undefined,
     promote: s.promote,
+    initWeights,
     seed: s.seed,
   });
 }
 
-/** One data file as config.json records it, so a resumed run can tell the data has not changed. */
-export interface DataFileIdentity {
-  path: string;
-  sha256: string;
-}
-
-interface Prepared {
-  model: OpenedModel;
+interface Prepared extends RunData {
   objective: HeadObjective;
-  calibTokens: number;
-  calibFiles: DataFileIdentity[];
-  evalFiles: DataFileIdentity[];
-  evalStream: number[];
-  context: number;
-}
-
-/** The same settings with data and model paths absolute, so a run resumes from any working directory. */
-function absoluteSettings(s: HeadSearchSettings): HeadSearchSettings {
-  const local = (p: string | undefined) => (p === undefined || p.startsWith('hf:') ? p : resolve(p));
-  return {
-    ...s,
-    calib: resolve(s.calib),
-    eval: resolve(s.eval),
-    model: local(s.model),
-    tokenizer: local(s.tokenizer),
-  };
-}
-
-async function identify(files: string[]): Promise<DataFileIdentity[]> {
-  return Promise.all(files.map(async (f) => ({ path: resolve(f), sha256: await sha256File(f) })));
-}
-
-/** The documents of one data file; an empty file (allowed inside a folder) has none. */
-async function documentsOf(file: string): Promise<string[]> {
-  try {
-    return (await readDataset(file)).documents;
-  } catch (e) {
-    if (e instanceof GenepruneError && e.kind === 'data') return [];
-    throw e;
-  }
-}
-
-/**
- * Refuses evaluation data that shares anything with the calibration data: a file (by real path, so a symlink
- * or a single page given by name is caught) or a document (by content hash, so a copied page is caught).
- */
-async function refuseOverlap(calibFiles: string[], evalFiles: string[]): Promise<void> {
-  const both = (e: string, c: string) =>
-    resolve(e) === resolve(c) ? resolve(e) : `${resolve(e)} (calibration: ${resolve(c)})`;
-  const calibByReal = new Map<string, string>();
-  for (const f of calibFiles) calibByReal.set(await realPathOf(f), f);
-  for (const f of evalFiles) {
-    const c = calibByReal.get(await realPathOf(f));
-    if (c !== undefined) {
-      throw flagError('--eval', `${both(f, c)} is also calibration data: reports must quote unseen text`);
-    }
-  }
-  const calibByDoc = new Map<string, string>();
-  for (const f of calibFiles) for (const d of await documentsOf(f)) calibByDoc.set(sha256Text(d), f);
-  for (const f of evalFiles) {
-    for (const d of await documentsOf(f)) {
-      const c = calibByDoc.get(sha256Text(d));
-      if (c !== undefined) {
-        throw flagError(
-          '--eval',
-          `${both(f, c)} holds a document that is also in the calibration data: reports must quote unseen text`,
-        );
-      }
-    }
-  }
 }
 
 async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promise<Prepared> {
-  const calib = await readDataset(s.calib);
-  const evalData = await readDataset(s.eval);
-  await refuseOverlap(calib.files, evalData.files);
-  const model = await openModel(s.model, { tokenizer: s.tokenizer });
-  const context = s.context ?? Math.min(model.spec.config.maxPositions, 512);
-  if (context > model.spec.config.maxPositions) {
-    throw flagError(
-      '--ctx',
-      `${context} exceeds the model's context length ${model.spec.config.maxPositions}`,
-    );
-  }
-  checkMemoryBudget(model.spec, {
-    batch: s.batchSize ?? defaultBatchSize(context, model.spec.config.vocabSize),
-    seq: context,
-    budget: env.memoryBudget,
-    what: 'heads',
-  });
-  const stream = tokenizeDocuments(calib.documents, model.tokenizer);
-  const evalStream = tokenizeDocuments(evalData.documents, model.tokenizer);
+  const data = await prepareRunData(s, env, 'heads');
   env.onStatus?.(
-    `model ${model.modelPath}: ${geneCount(model.spec.config)} heads; calibration ${stream.length} tokens`,
+    `model ${data.model.modelPath}: ${geneCount(data.model.spec.config)} heads; calibration ${data.stream.length} tokens`,
   );
-  const objective = await createHeadObjective(model.spec, {
-    stream,
-    context,
+  const objective = await createHeadObjective(data.model.spec, {
+    stream: data.stream,
+    context: data.context,
     metric: s.metric,
     tokens: s.calibTokens,
     lowTokens: s.lowTokens,
@@ -260,20 +117,12 @@ async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promise<Prepa
     device: env.device,
     threads: env.threads,
   });
-  return {
-    model,
-    objective,
-    calibTokens: Math.min(s.calibTokens, stream.length - 1),
-    calibFiles: await identify(calib.files),
-    evalFiles: await identify(evalData.files),
-    evalStream,
-    context,
-  };
+  return { ...data, objective };
 }
 
 async function runConfig(s: HeadSearchSettings, p: Prepared): Promise<RunConfig> {
   return {
-    kind: RUN_KIND,
+    kind: HEAD_RUN_KIND,
     version: 1,
     method: s.method,
     settings: s,
@@ -289,29 +138,6 @@ async function runConfig(s: HeadSearchSettings, p: Prepared): Promise<RunConfig>
   };
 }
 
-/** Scores a mask (and the dense model) on the evaluation data. */
-async function scoreOnEval(p: Prepared, s: HeadSearchSettings, genome: Genome, env: HeadSearchEnv) {
-  const windows = makeWindows(p.evalStream, p.context, s.evalTokens, s.eval);
-  const runner = await createRunner(p.model.spec, {
-    output: 'nll',
-    device: env.device,
-    threads: env.threads,
-  });
-  const batchSize = s.batchSize ?? defaultBatchSize(p.context, p.model.spec.config.vocabSize);
-  const pruned = await evaluatePerplexity(runner, windows, {
-    masks: p.objective.space.masks(genome),
-    batchSize,
-  });
-  const dense = await evaluatePerplexity(runner, windows, { batchSize });
-  await runner.release();
-  return {
-    perplexity: pruned.perplexity,
-    densePerplexity: dense.perplexity,
-    tokens: pruned.tokens,
-    data: s.eval,
-  };
-}
-
 async function finish(
   dir: string,
   s: HeadSearchSettings,
@@ -321,19 +147,19 @@ async function finish(
   env: HeadSearchEnv,
   extra: Record<string, unknown> = {},
 ): Promise<HeadSearchResult> {
-  const genes = p.objective.space.genes;
-  const dense = await p.objective.evaluate(p.objective.space.full());
+  const space = p.objective.space;
+  const dense = await p.objective.evaluate(space.full());
   const calibScore = await p.objective.evaluate(genome);
   // One session at a time: a 1B model's second copy would double the peak.
   await p.objective.release();
   env.onStatus?.('scoring the chosen mask on the evaluation data');
-  const evalScore = await scoreOnEval(p, s, genome, env);
+  const evalScore = await scoreOnEval(p, s, space.masks(genome), env);
   const result: HeadSearchResult = {
     runDir: dir,
     method: s.method,
     genome,
-    removed: genes - genome.reduce((a, b) => a + b, 0),
-    genes,
+    removed: space.genes - genome.reduce((a, b) => a + b, 0),
+    genes: space.genes,
     calib: {
       quality: calibScore.quality,
       denseQuality: dense.quality,
@@ -357,18 +183,18 @@ async function finish(
   const { genome: _g, ...rest } = result;
   await writeJsonAtomic(`${dir}/result.json`, {
     ...rest,
-    genome: p.objective.space.encode(genome),
+    genome: space.encode(genome),
     removedHeads: mask.removed,
     keptQueryHeads: mask.keptQueryHeads,
     keptKvHeads: mask.keptKvHeads,
-    keptParameters: p.objective.space.keptParameters(genome),
-    totalParameters: p.objective.space.totalParameters,
+    keptParameters: space.keptParameters(genome),
+    totalParameters: space.totalParameters,
     ...extra,
   });
   return result;
 }
 
-async function runGaIn(
+function runGaIn(
   dir: string,
   s: HeadSearchSettings,
   p: Prepared,
@@ -377,17 +203,9 @@ async function runGaIn(
   env: HeadSearchEnv,
   t0: number,
 ): Promise<GaState> {
-  return runGa(p.objective, opts, state, {
-    onEvaluation: async (r) => {
-      await appendJsonl(dir, 'evals.jsonl', r);
-      faultPoint('heads:after-evaluation');
-    },
-    onGeneration: async (summary, next) => {
-      await appendJsonl(dir, 'generations.jsonl', summary);
-      await saveState(dir, next);
-      env.onGeneration?.(summary, s.generations, (performance.now() - t0) / 1000);
-    },
-  });
+  return runGaInDir(dir, p.objective, opts, state, (summary) =>
+    env.onGeneration?.(summary, s.generations, (performance.now() - t0) / 1000),
+  );
 }
 
 /** A fresh search in `dir`. Settings' data and model paths are stored absolute. */
@@ -422,9 +240,10 @@ async function searchFromScratch(
   env: HeadSearchEnv,
 ): Promise<HeadSearchResult> {
   const t0 = performance.now();
-  const genes = p.objective.space.genes;
+  const space = p.objective.space;
+  const genes = space.genes;
   const removeCount = removeCountOf(s, genes);
-  const dense = await p.objective.evaluate(p.objective.space.full());
+  const dense = await p.objective.evaluate(space.full());
   const rng = createRng(s.seed);
   const counters = () => ({
     forwardPasses: p.objective.forwardPasses(),
@@ -443,10 +262,8 @@ async function searchFromScratch(
     }
     const opts = gaOptions(s, genes, dense.quality, initWeights);
     const spent = { evaluations: p.objective.evaluations(), forwardPasses: p.objective.forwardPasses() };
-    const final = await runGaIn(dir, s, p, initialState(opts, p.objective.space, spent), opts, env, t0);
-    return finish(dir, s, p, decodeOrThrow(p.objective.space, final.best!.genome), counters(), env, {
-      stop: final.stop,
-    });
+    const final = await runGaIn(dir, s, p, initialState(opts, space, spent), opts, env, t0);
+    return finish(dir, s, p, decodeOrThrow(space, final.best!.genome), counters(), env, { stop: final.stop });
   }
   if (s.method === 'nsga') return runNsgaIn(dir, s, p, env, counters);
   const baseline = await runBaseline(s.method, {
@@ -460,12 +277,7 @@ async function searchFromScratch(
   return finish(dir, s, p, baseline.genome, counters(), env);
 }
 
-/**
- * NSGA-II in a run directory. Every distinct mask it scores goes into an archive (and into evals.jsonl): the
- * reported front is the non-dominated set of all of them, not only the last population, and the pick at the
- * target size is the best archived mask there. The NSGA-II state is saved after every generation; a resumed
- * run primes the archive and the cache from evals.jsonl and continues from that state.
- */
+/** NSGA-II over the head space in a run directory (runs/algorithms.ts), then the pick at the target size. */
 async function runNsgaIn(
   dir: string,
   s: HeadSearchSettings,
@@ -475,132 +287,38 @@ async function runNsgaIn(
   resume?: { state: NsgaState; logged: Array<Record<string, unknown>> },
 ): Promise<HeadSearchResult> {
   const genes = p.objective.space.genes;
-  const archive = new Map<string, number>();
-  for (const r of resume?.logged ?? []) {
-    const key = String(r.genome);
-    const genome = p.objective.space.decode(key);
-    if (genome === undefined) continue;
-    const e = { quality: qualityFromLog(r), tokens: Number(r.tokens), ms: Number(r.ms) };
-    archive.set(key, e.quality);
-    p.objective.prime(genome, r.fidelity === 'low' ? 'low' : 'full', e);
-  }
-  const objective: HeadObjective = {
-    ...p.objective,
-    evaluate: async (g, fidelity = 'full') => {
-      const e = await p.objective.evaluate(g, fidelity);
-      const key = p.objective.space.encode(g);
-      if (!archive.has(key)) {
-        archive.set(key, e.quality);
-        await appendJsonl(dir, 'evals.jsonl', {
-          genome: key,
-          quality: e.quality,
-          tokens: e.tokens,
-          fidelity,
-          ms: Math.round(e.ms),
-          ...(Number.isFinite(e.quality) ? {} : { nonFinite: true }),
-        });
-      }
-      return e;
+  const r = await runNsgaInDir(
+    dir,
+    p.objective,
+    {
+      population: s.population,
+      generations: s.generations,
+      seed: s.seed,
+      operators: bitNsgaOperators(genes, { mutationRate: s.mutationRate }),
+      targetRemoved: removeCountOf(s, genes) ?? Math.round(0.25 * genes),
     },
-  };
-  await runHeadNsga(objective, {
-    population: s.population,
-    generations: s.generations,
-    mutationRate: s.mutationRate,
-    rng: createRng(s.seed),
-    state: resume?.state,
-    onGeneration: async (info) => {
-      await appendJsonl(dir, 'generations.jsonl', {
-        generation: info.generation,
-        front: info.front.map((f) => ({
-          genome: p.objective.space.encode(f.genome),
-          quality: f.quality,
-          sparsity: f.sparsity,
-        })),
-      });
-      await writeJsonAtomic(`${dir}/state.json`, { version: 1, method: 'nsga', nsga: info.state });
-      env.onStatus?.(`generation ${info.generation}/${s.generations}: front of ${info.front.length}`);
-    },
-  });
-  const points = [...archive].map(([key, quality]) => {
-    const genome = decodeOrThrow(p.objective.space, key);
-    return {
-      genome: key,
-      quality,
-      sparsity: p.objective.space.sparsity(genome),
-      keptParameters: p.objective.space.keptParameters(genome),
-    };
-  });
-  const [first] = fastNonDominatedSort(points.map((q) => [q.quality, q.keptParameters]));
-  const front = first.map((i) => points[i]).sort((x, y) => x.keptParameters - y.keptParameters);
-  const target = removeCountOf(s, genes) ?? Math.round(0.25 * genes);
-  const atTarget = points.filter((q) => Math.round(q.sparsity * genes) === target);
-  const pool = atTarget.length > 0 ? atTarget : front;
-  const distance = (q: { sparsity: number }) => Math.abs(Math.round(q.sparsity * genes) - target);
-  const byQuality = (x: { quality: number }, y: { quality: number }) =>
-    x.quality < y.quality ? -1 : x.quality > y.quality ? 1 : 0;
-  const pick = [...pool].sort((x, y) => distance(x) - distance(y) || byQuality(x, y))[0];
-  await writeJsonAtomic(`${dir}/front.json`, front);
-  return finish(dir, s, p, decodeOrThrow(p.objective.space, pick.genome), counters(), env, {
-    front,
-    archived: points.length,
-    pickedAtTarget: atTarget.length > 0,
+    env.onStatus,
+    resume,
+  );
+  return finish(dir, s, p, r.pick, counters(), env, {
+    front: r.front,
+    archived: r.archived,
+    pickedAtTarget: r.pickedAtTarget,
     ...(resume ? { resumed: true } : {}),
   });
 }
 
-/** A setting the user typed alongside --resume: the flag, the setting it sets (if any) and the parsed value. */
-export interface GivenSetting {
-  flag: string;
-  key?: keyof HeadSearchSettings;
-  value: unknown;
-}
-
-/**
- * Flags that may differ on --resume: they choose where and how visibly the work runs, never what is computed.
- * Everything else is part of the run's identity. --generations in particular: config.json must describe the
- * run it holds, and a finished run's stop reason and best were decided under the old limit. --batch-size too:
- * it changes the order of float sums, so the resumed run would no longer equal an uninterrupted one.
- */
-export const RESUME_CHANGEABLE_FLAGS: readonly string[] = ['--device', '--threads', '--quiet', '--json'];
-
-const PATH_SETTINGS = new Set<keyof HeadSearchSettings>(['calib', 'eval', 'model', 'tokenizer']);
-
-/** Refuses every given setting that differs from the run's; the same value given again is accepted. */
-function refuseChangedSettings(stored: HeadSearchSettings, given: readonly GivenSetting[]): void {
-  for (const g of given) {
-    if (RESUME_CHANGEABLE_FLAGS.includes(g.flag)) continue;
-    if (g.key === undefined) {
-      throw flagError(g.flag, "cannot be given with --resume (the run's settings are in its config.json)");
-    }
-    const was = stored[g.key];
-    const now =
-      PATH_SETTINGS.has(g.key) && typeof g.value === 'string' && !g.value.startsWith('hf:')
-        ? resolve(g.value)
-        : g.value;
-    if (now !== was) {
-      const shown = was === undefined ? `no ${g.flag}` : String(was);
-      throw flagError(g.flag, `cannot change on --resume (the run was made with ${shown})`);
-    }
+/** The head space's gene count and genome text, from a run's config.json alone. */
+function headCodecOf(dir: string, c: RunConfig) {
+  const heads = (c.model as { shape?: { queryHeads?: unknown } } | undefined)?.shape?.queryHeads;
+  if (!Array.isArray(heads)) {
+    throw fileError(
+      `${dir}/config.json`,
+      'the run records no per-layer model shape (made by an older geneprune, whose model fingerprint was weak); run it again',
+    );
   }
-}
-
-/** Refuses data that changed since the run began: a file missing, added or with other bytes. */
-async function refuseChangedData(label: string, path: string, stored: unknown): Promise<boolean> {
-  const recorded = (stored as { files?: unknown } | undefined)?.files;
-  if (!Array.isArray(recorded) || !recorded.every((f) => typeof f?.sha256 === 'string')) return false;
-  const now = await identify((await readDataset(path)).files);
-  const before = new Map((recorded as DataFileIdentity[]).map((f) => [f.path, f.sha256]));
-  const after = new Map(now.map((f) => [f.path, f.sha256]));
-  const why = 'since the run began (config.json records its sha256); resume needs the same data';
-  for (const [f, hash] of before) {
-    if (!after.has(f)) throw fileError(f, `${label} file is missing ${why}`);
-    if (after.get(f) !== hash) throw fileError(f, `${label} file changed ${why}`);
-  }
-  for (const f of after.keys()) {
-    if (!before.has(f)) throw fileError(f, `${label} file was added ${why}`);
-  }
-  return true;
+  const genes = heads.reduce((a: number, b) => a + Number(b), 0);
+  return { genes, ...bitStringCodec(genes) };
 }
 
 /**
@@ -611,9 +329,9 @@ async function refuseChangedData(label: string, path: string, stored: unknown): 
 export async function resumeHeadSearch(
   dir: string,
   env: HeadSearchEnv = {},
-  given: readonly GivenSetting[] = [],
+  given: readonly HeadGivenSetting[] = [],
 ): Promise<HeadSearchResult> {
-  const config = await readRunConfig(dir);
+  const config = await readRunConfig(dir, HEAD_RUN_KIND);
   const s = config.settings as HeadSearchSettings;
   refuseChangedSettings(s, given);
   const checked =
@@ -622,29 +340,10 @@ export async function resumeHeadSearch(
   if (!checked) env.onNote?.(`${dir}: the run predates data hashes in config.json; its data is not verified`);
   const lock = await lockRunDir(dir, env.onNote);
   try {
-    const run = await openRunForResume(dir, config, (c) => {
-      const heads = (c.model as { shape?: { queryHeads?: unknown } } | undefined)?.shape?.queryHeads;
-      if (!Array.isArray(heads)) {
-        throw fileError(
-          `${dir}/config.json`,
-          'the run records no per-layer model shape (made by an older geneprune, whose model fingerprint was weak); run it again',
-        );
-      }
-      return heads.reduce((a: number, b) => a + Number(b), 0);
-    });
+    const run = await openRunForResume(dir, config, (c) => headCodecOf(dir, c));
     const p = await prepare(s, env);
     try {
-      const id = await modelIdentity(p.model.spec);
-      const recorded = config.model as { fingerprint?: string; shape?: ModelShape } | undefined;
-      if (id.fingerprint !== recorded?.fingerprint) {
-        const shape = isModelShape(recorded?.shape)
-          ? shapeDifference(recorded.shape, id.shape, 'the run')
-          : undefined;
-        throw fileError(
-          `${dir}/config.json`,
-          `the run was made with another model than ${p.model.modelPath}${shape ? ` (${shape})` : ': same shape, different weights'}`,
-        );
-      }
+      await refuseForeignModel(dir, config, p.model.spec, p.model.modelPath);
       if (run.fresh) {
         env.onStatus?.('no generation was saved: starting the run again from the beginning');
         await rewriteLogs(dir, run);
@@ -667,9 +366,10 @@ async function continueSearch(
   env: HeadSearchEnv,
 ): Promise<HeadSearchResult> {
   const t0 = performance.now();
+  const space = p.objective.space;
   if (run.nsga) {
     await rewriteLogs(dir, run);
-    await p.objective.evaluate(p.objective.space.full());
+    await p.objective.evaluate(space.full());
     const counters = () => ({
       forwardPasses: p.objective.forwardPasses(),
       evaluations: p.objective.evaluations(),
@@ -677,10 +377,9 @@ async function continueSearch(
     });
     return runNsgaIn(dir, s, p, env, counters, { state: run.nsga, logged: run.evaluations });
   }
-  const genes = p.objective.space.genes;
   // What earlier sessions computed is primed into the cache, so nothing is evaluated twice.
   for (const r of run.evaluations) {
-    const genome = p.objective.space.decode(String(r.genome));
+    const genome = space.decode(String(r.genome));
     if (r.cached || genome === undefined) continue;
     p.objective.prime(genome, r.fidelity as 'low' | 'full', {
       quality: qualityFromLog(r),
@@ -688,9 +387,9 @@ async function continueSearch(
       ms: Number(r.ms),
     });
   }
-  const dense = await p.objective.evaluate(p.objective.space.full());
+  const dense = await p.objective.evaluate(space.full());
   // The initial population is already in the state, so no initialisation weights are needed.
-  const opts = gaOptions(s, genes, dense.quality);
+  const opts = gaOptions(s, space.genes, dense.quality);
   await rewriteLogs(dir, run);
   const state = run.state!;
   const final = state.done ? state : await runGaIn(dir, s, p, state, opts, env, t0);
@@ -698,7 +397,7 @@ async function continueSearch(
     dir,
     s,
     p,
-    decodeOrThrow(p.objective.space, final.best!.genome),
+    decodeOrThrow(space, final.best!.genome),
     {
       forwardPasses: final.forwardPasses,
       evaluations: final.evaluations,

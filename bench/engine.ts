@@ -9,9 +9,9 @@ import { parseArgs } from 'node:util';
 import { createRunner } from '../src/engine/runner.js';
 import { createEngine, type Device } from '../src/engine/session.js';
 import { GraphBuilder } from '../src/graph/builder.js';
+import { forwardFlopsPerToken, parameterCount } from '../src/model/cost.js';
 import { BENCH_LLAMA_SHAPE, randomLlamaSpec } from '../src/model/random.js';
-import { parameterCount } from '../src/model/spec.js';
-import { forwardFlopsPerToken, median } from '../src/prune/bench.js';
+import { median } from '../src/prune/bench.js';
 import { createRng } from '../src/util/rng.js';
 
 const { values } = parseArgs({

@@ -10,12 +10,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeHfFolder } from '../src/checkpoint/hf.js';
+import { geneCount } from '../src/masks/heads.js';
 import { llamaSpecToHf } from '../src/model/llama.js';
 import { loadModelSpec } from '../src/model/load.js';
 import { BENCH_LLAMA_SHAPE, randomLlamaSpec } from '../src/model/random.js';
 import { benchModels } from '../src/prune/bench.js';
 import { exportModel } from '../src/prune/export.js';
-import { geneCount } from '../src/search/genome.js';
 import { randomGenome } from '../src/search/operators.js';
 import { createRng } from '../src/util/rng.js';
 

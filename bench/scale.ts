@@ -19,12 +19,11 @@ import { createRunner } from '../src/engine/runner.js';
 import { createEngine } from '../src/engine/session.js';
 import { GraphBuilder } from '../src/graph/builder.js';
 import { defaultBatchSize } from '../src/metrics/perplexity.js';
+import { forwardFlopsPerToken, parameterCount } from '../src/model/cost.js';
 import { llamaSpecToHf } from '../src/model/llama.js';
 import { loadModelSpec } from '../src/model/load.js';
 import { peakRssBytes, weightBytesOf } from '../src/model/memory.js';
 import { randomLlamaSpec } from '../src/model/random.js';
-import { parameterCount } from '../src/model/spec.js';
-import { forwardFlopsPerToken } from '../src/prune/bench.js';
 import { writeTokenizerFiles } from '../src/tokenizer/convert.js';
 import { createRng } from '../src/util/rng.js';
 

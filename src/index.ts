@@ -55,6 +55,7 @@ export { availableDevices, createEngine, DEVICES, type Device, type Engine } fro
 export { dataError, type ErrorKind, fileError, flagError, GenepruneError } from './errors.js';
 export { buildDecoderGraph, type GraphOutputMode, loadWeights } from './graph/decoder.js';
 export { prepareWeights, releaseWeights, type WeightFile, type Weights } from './graph/weights.js';
+export { type HeadMaskFile, loadMaskFile, makeMaskFile, readMaskFile } from './masks/headfile.js';
 export { type Dataset, firstNonTextByte, readDataset, streamDocuments } from './metrics/data.js';
 export {
   computeKlReference,
@@ -66,6 +67,13 @@ export {
   tokenizePrefix,
   type Windows,
 } from './metrics/perplexity.js';
+export {
+  attentionFlops,
+  countParameters,
+  forwardFlopsPerToken,
+  parameterCount,
+  removedHeadParameters,
+} from './model/cost.js';
 export {
   type ModelIdentity,
   type ModelShape,
@@ -88,13 +96,12 @@ export {
   kvGroupOf,
   type ModelConfig,
   type ModelSpec,
-  parameterCount,
   type TensorSource,
 } from './model/spec.js';
 export { pruneHeads } from './prune/heads.js';
 export type { FitnessKind } from './search/fitness.js';
-export { type HeadMaskFile, loadMaskFile, makeMaskFile, readMaskFile } from './search/maskfile.js';
 export type { Fidelity, QualityMetric } from './search/objective.js';
+export type { GenomeCodec, SearchSpace } from './search/space.js';
 export { loadTokenizer } from './tokenizer/load.js';
 export type { Tokenizer } from './tokenizer/types.js';
 export { createRng, type Rng } from './util/rng.js';

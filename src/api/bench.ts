@@ -7,12 +7,12 @@ import { join } from 'node:path';
 import { resolveModelRef } from '../checkpoint/hub.js';
 import type { Device } from '../engine/session.js';
 import { flagError } from '../errors.js';
+import { readMaskFile } from '../masks/headfile.js';
 import { loadModelSpec } from '../model/load.js';
 import { checkMemoryBudget, peakRssBytes } from '../model/memory.js';
 import type { ModelSpec } from '../model/spec.js';
 import { benchModels, type ModelSpeed } from '../prune/bench.js';
 import { pruneHeads } from '../prune/heads.js';
-import { readMaskFile } from '../search/maskfile.js';
 import type { RuntimeOptions } from './common.js';
 
 export interface BenchOptions extends RuntimeOptions {

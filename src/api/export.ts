@@ -4,6 +4,7 @@
  */
 import type { StoredFloat } from '../checkpoint/safetensors.js';
 import { flagError } from '../errors.js';
+import { loadMaskFile } from '../masks/headfile.js';
 import { checkMemoryBudget } from '../model/memory.js';
 import {
   EXPORT_FORMATS,
@@ -11,7 +12,6 @@ import {
   type ExportResult,
   exportModel as writeExport,
 } from '../prune/export.js';
-import { loadMaskFile } from '../search/maskfile.js';
 import { type ModelInput, openModelInput } from './common.js';
 
 export interface ExportOptions {

@@ -3,9 +3,9 @@
  * the layer's present heads) and/or a mask file from a head search. A head is kept only if both keep it.
  */
 import { flagError } from '../errors.js';
+import { readMaskFile } from '../masks/headfile.js';
+import { headMaskOf } from '../masks/heads.js';
 import type { ModelConfig, ModelSpec } from '../model/spec.js';
-import { headMaskOf } from '../search/genome.js';
-import { readMaskFile } from '../search/maskfile.js';
 
 /** [layer, head] pairs, 0-based. */
 export type HeadList = ReadonlyArray<readonly [number, number]>;

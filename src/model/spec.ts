@@ -141,10 +141,3 @@ export function memoryTensor(shape: readonly number[], data: Float32Array): Tens
     throw new Error(`memoryTensor: shape ${shape.join('x')} needs ${n} values, got ${data.length}`);
   return { shape, dtype: 'F32', load: async () => data };
 }
-
-/** Total parameter count of a spec (tied embeddings counted once). */
-export function parameterCount(spec: ModelSpec): number {
-  let n = 0;
-  for (const t of spec.tensors.values()) n += t.shape.reduce((a, b) => a * b, 1);
-  return n;
-}

@@ -11,7 +11,8 @@ import { createRunner, type ModelRunner } from '../engine/runner.js';
 import { createEngine, type Device, type Engine } from '../engine/session.js';
 import { flagError, GenepruneError } from '../errors.js';
 import { buildDecoderGraph, prepareWeights, releaseWeights } from '../graph/decoder.js';
-import { type ModelSpec, parameterCount } from '../model/spec.js';
+import { forwardFlopsPerToken, parameterCount } from '../model/cost.js';
+import type { ModelSpec } from '../model/spec.js';
 import { createRng } from '../util/rng.js';
 
 export interface BenchOptions {
@@ -35,19 +36,6 @@ export interface ModelSpeed {
   generateTokensPerSecond: number;
   prefillMs: number[];
   generateMs: number[];
-}
-
-/** FLOPs per token of a forward over `seq` tokens: 2 per multiply-add in every linear, plus QKᵀ and PV. */
-export function forwardFlopsPerToken(spec: ModelSpec, seq: number): number {
-  const c = spec.config;
-  let flops = 0;
-  for (let l = 0; l < c.numLayers; l++) {
-    const q = c.headsPerLayer[l] * c.headDim;
-    const kv = c.kvHeadsPerLayer[l] * c.headDim;
-    flops += 2 * c.hiddenSize * (2 * q + 2 * kv) + 2 * 3 * c.hiddenSize * c.intermediateSize;
-    flops += 2 * 2 * seq * q;
-  }
-  return flops + 2 * c.hiddenSize * c.vocabSize;
 }
 
 interface Prepared {

@@ -36,11 +36,11 @@ import {
   type Weights,
   writeWeights,
 } from '../graph/weights.js';
+import { type Genome, removedList } from '../masks/heads.js';
 import { provenanceOfPruning } from '../model/identity.js';
 import { llamaSpecToHf, PROVENANCE_CONFIG_KEY, PROVENANCE_METADATA_KEY } from '../model/llama.js';
 import type { ModelSpec } from '../model/spec.js';
-import { type Genome, removedList } from '../search/genome.js';
-import { isRunDir } from '../search/rundir.js';
+import { isRunDir } from '../runs/rundir.js';
 import { writeTokenizerFiles } from '../tokenizer/convert.js';
 import {
   followSymlinks,

@@ -10,7 +10,7 @@
  *   renumbered among the kept KV heads.
  *
  * Conventions:
- * - Genes follow `genome.ts`: one per query head *present* in the input spec, layer-major (layer l's genes start
+ * - Genes follow `masks/heads.ts`: one per query head *present* in the input spec, layer-major (layer l's genes start
  *   at Σ_{j<l} headsPerLayer[j]). An already pruned input is pruned again over its own heads.
  * - kvHeadOfQuery is written only when some layer's map is not the uniform grouping; it then lists every
  *   layer (the config reader requires one map per layer).
@@ -21,6 +21,8 @@
  *   Tensors a pruning leaves whole are the source's own TensorSource objects.
  */
 import { GenepruneError } from '../errors.js';
+import { type Genome, geneCount, geneOffsets } from '../masks/heads.js';
+import { attentionFlops, countParameters } from '../model/cost.js';
 import {
   kvGroupOf,
   kvMapOfLayer,
@@ -28,7 +30,6 @@ import {
   type ModelSpec,
   type TensorSource,
 } from '../model/spec.js';
-import { type Genome, geneCount, geneOffsets } from '../search/genome.js';
 
 /** What pruning keeps in one layer, in the input spec's head numbering. */
 export interface LayerPlan {
@@ -212,28 +213,9 @@ export function pruneHeads(spec: ModelSpec, genome: Genome): ModelSpec {
   return { config, tensors, source: spec.source };
 }
 
-const numel = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
-
-function countParameters(tensors: Map<string, TensorSource>): number {
-  let n = 0;
-  for (const t of tensors.values()) n += numel(t.shape);
-  return n;
-}
-
 /** Parameters of the pruned model (from shapes only; nothing is loaded). */
 export function prunedParameterCount(spec: ModelSpec, genome: Genome): number {
   return countParameters(pruneHeads(spec, genome).tensors);
-}
-
-/** Per-token attention FLOPs of a config at context length T (multiply-adds; ratios are all that matter). */
-function attentionFlops(c: ModelConfig, T: number): number {
-  let f = 0;
-  for (let l = 0; l < c.numLayers; l++) {
-    const H = c.headsPerLayer[l];
-    const KV = c.kvHeadsPerLayer[l];
-    f += c.hiddenSize * c.headDim * (2 * H + 2 * KV) + 2 * H * c.headDim * T;
-  }
-  return f;
 }
 
 /** Counts for reports: heads and parameters before/after, and the attention FLOPs ratio. */

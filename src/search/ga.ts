@@ -1,47 +1,52 @@
 /**
- * The Survival of the Smallest GA over head masks (Algorithm 1), with what the paper leaves out added as
- * options: elitism, a fitness cache (in the objective), multi-fidelity scoring, an exact-budget repair, and an
- * informed initial population.
+ * The Survival of the Smallest GA (Algorithm 1), generic over the genome: the space's operators (initial
+ * population, crossover, mutation with any repair) are passed in, the loop owns selection, elitism,
+ * multi-fidelity scoring and the stop criteria. What the paper leaves out is added as options: elitism, a
+ * fitness cache (in the objective), multi-fidelity scoring; the operators over bits add an exact-budget repair
+ * and an informed initial population (`operators.ts`).
  *
  * One generation: score the population → log → stop? → select, cross over, mutate (repair) → save state.
  * The state saved after each generation holds everything the next one needs (population, RNG state, best so
  * far, counters), so a run resumed from it continues exactly as if it had never stopped.
  */
+
+import { GenepruneError } from '../errors.js';
 import { createRng, type Rng } from '../util/rng.js';
 import { type FitnessSpec, fitnessOf } from './fitness.js';
-import { type Genome, genomeFromKey, genomeKey, keptParameters, sparsity } from './genome.js';
-import type { Fidelity, HeadEval, HeadObjective } from './objective.js';
-import { byFitnessDesc, crossover, initialPopulation, mutate, repair, tournament } from './operators.js';
+import type { Evaluation, Fidelity, Objective } from './objective.js';
+import { byFitnessDesc, tournament } from './operators.js';
+import type { SearchSpace } from './space.js';
 
-export interface GaOptions {
+/** The variation a GA applies, for one kind of genome. Pure: inputs are never modified. */
+export interface GaOperators<G> {
+  /** The generation-0 population (already repaired where the space holds a budget). */
+  initial(size: number, rng: Rng): G[];
+  /** Two children of two parents, given the parents' fitness. */
+  crossover(a: G, b: G, fitnessA: number, fitnessB: number, rng: Rng): [G, G];
+  /** Mutation of a child, then any repair. */
+  vary(g: G, rng: Rng): G;
+}
+
+export interface GaOptions<G> {
   population: number;
   generations: number;
   tournamentSize: number;
-  crossoverRate: number;
-  mutationRate: number;
-  /** Share of chosen genes that mutation only removes (0 = plain flip-bit). */
-  removalBias: number;
-  /** Share of heads removed in each initial individual. */
-  sInitial: number;
+  operators: GaOperators<G>;
   fitness: FitnessSpec;
   /** Stop when the best fitness reaches this (τ). */
   fitnessThreshold?: number;
   /** Stop when any individual's sparsity reaches this (S). */
   maxSparsity?: number;
-  /** Exact number of heads removed in every individual (repair after every variation). */
-  removeCount?: number;
   /** Individuals copied unchanged into the next generation. */
   elitism: number;
   /** Multi-fidelity: everyone is scored on the 'low' token budget, the best `promote` re-scored on 'full'. */
   multiFidelity: boolean;
   promote: number;
-  /** Per-gene removability weights for the initial population (e.g. from single-head ablation). */
-  initWeights?: number[];
   seed: number;
 }
 
-export interface Individual {
-  genome: Genome;
+export interface Individual<G> {
+  genome: G;
   fitness: number;
   quality: number;
   sparsity: number;
@@ -49,7 +54,7 @@ export interface Individual {
 }
 
 /**
- * One line of the run log: one evaluated individual. JSON has no Infinity or NaN: a candidate whose quality is
+ * One line of the run log: one evaluated individual, its genome in the space's text. JSON has no Infinity or NaN: a candidate whose quality is
  * non-finite is logged with `nonFinite: true` and quality and fitness null (read back with qualityFromLog).
  */
 export interface EvaluationRecord {
@@ -103,18 +108,17 @@ export interface GaCallbacks {
 }
 
 /** The generation-0 state; `counters` are the work already spent (e.g. scoring the dense model). */
-export function initialState(
-  opts: GaOptions,
-  genes: number,
+export function initialState<G>(
+  opts: GaOptions<G>,
+  space: SearchSpace<G>,
   counters = { evaluations: 0, forwardPasses: 0 },
 ): GaState {
   const rng = createRng(opts.seed);
-  let pop = initialPopulation(opts.population, genes, opts.sInitial, rng, opts.initWeights);
-  if (opts.removeCount !== undefined) pop = pop.map((g) => repair(g, opts.removeCount!, rng));
+  const pop = opts.operators.initial(opts.population, rng);
   return {
     version: 1,
     generation: 0,
-    population: pop.map(genomeKey),
+    population: pop.map((g) => space.encode(g)),
     rng: rng.getState(),
     best: null,
     evaluations: counters.evaluations,
@@ -124,20 +128,21 @@ export function initialState(
 }
 
 /** Scores a population: all at full fidelity, or all at low and the best `promote` again at full. */
-async function scorePopulation(
-  objective: HeadObjective,
-  opts: GaOptions,
+async function scorePopulation<G>(
+  objective: Objective<G>,
+  opts: GaOptions<G>,
   generation: number,
-  population: Genome[],
+  population: G[],
   cb: GaCallbacks,
-): Promise<Individual[]> {
-  const log = async (i: number, g: Genome, fidelity: Fidelity, e: HeadEval, fit: number, cached: boolean) => {
+): Promise<Individual<G>[]> {
+  const space = objective.space;
+  const log = async (i: number, g: G, fidelity: Fidelity, e: Evaluation, fit: number, cached: boolean) => {
     await cb.onEvaluation?.({
       generation,
       index: i,
-      genome: genomeKey(g),
-      sparsity: sparsity(g),
-      keptParameters: keptParameters(objective.config, g, objective.totalParameters),
+      genome: space.encode(g),
+      sparsity: space.sparsity(g),
+      keptParameters: space.keptParameters(g),
       quality: e.quality,
       metric: objective.metric,
       fitness: fit,
@@ -148,16 +153,16 @@ async function scorePopulation(
       ...(Number.isFinite(e.quality) ? {} : { nonFinite: true as const }),
     });
   };
-  const score = async (i: number, g: Genome, fidelity: Fidelity): Promise<Individual> => {
+  const score = async (i: number, g: G, fidelity: Fidelity): Promise<Individual<G>> => {
     const before = objective.evaluations();
     const e = await objective.evaluate(g, fidelity);
-    const s = sparsity(g);
+    const s = space.sparsity(g);
     const fit = fitnessOf(opts.fitness, e.quality, s);
     await log(i, g, fidelity, e, fit, objective.evaluations() === before);
     return { genome: g, fitness: fit, quality: e.quality, sparsity: s, fidelity };
   };
   const first: Fidelity = opts.multiFidelity ? 'low' : 'full';
-  const scored: Individual[] = [];
+  const scored: Individual<G>[] = [];
   for (let i = 0; i < population.length; i++) scored.push(await score(i, population[i], first));
   if (opts.multiFidelity && opts.promote > 0) {
     const order = rankByFitness(scored).slice(0, opts.promote);
@@ -167,32 +172,32 @@ async function scorePopulation(
 }
 
 /** Indices by descending fitness; ties keep population order. */
-function rankByFitness(pop: Individual[]): number[] {
+function rankByFitness<G>(pop: Individual<G>[]): number[] {
   return pop.map((_, i) => i).sort((a, b) => byFitnessDesc(pop[a].fitness, pop[b].fitness) || a - b);
 }
 
-/** The next population: elites first, then children of tournament-selected parents. */
-export function nextGeneration(scored: Individual[], opts: GaOptions, rng: Rng): Genome[] {
+/**
+ * The next population: elites first (genomes are values: operators never change their inputs, so elites are
+ * shared, not copied), then children of tournament-selected parents.
+ */
+export function nextGeneration<G>(scored: Individual<G>[], opts: GaOptions<G>, rng: Rng): G[] {
   const fitness = scored.map((s) => s.fitness);
-  const next: Genome[] = rankByFitness(scored)
+  const next: G[] = rankByFitness(scored)
     .slice(0, Math.min(opts.elitism, scored.length))
-    .map((i) => scored[i].genome.slice());
+    .map((i) => scored[i].genome);
   while (next.length < opts.population) {
     const a = tournament(fitness, opts.tournamentSize, rng);
     const b = tournament(fitness, opts.tournamentSize, rng);
-    const children = crossover(
+    const children = opts.operators.crossover(
       scored[a].genome,
       scored[b].genome,
       fitness[a],
       fitness[b],
-      opts.crossoverRate,
       rng,
     );
-    for (let c of children) {
+    for (const c of children) {
       if (next.length >= opts.population) break;
-      c = mutate(c, opts.mutationRate, rng, opts.removalBias);
-      if (opts.removeCount !== undefined) c = repair(c, opts.removeCount, rng);
-      next.push(c);
+      next.push(opts.operators.vary(c, rng));
     }
   }
   return next;
@@ -205,9 +210,9 @@ function meanFinite(values: number[]): number {
 }
 
 /** Runs (or continues) the GA from `state` until a stop criterion; returns the final state. */
-export async function runGa(
-  objective: HeadObjective,
-  opts: GaOptions,
+export async function runGa<G>(
+  objective: Objective<G>,
+  opts: GaOptions<G>,
   state: GaState,
   cb: GaCallbacks = {},
 ): Promise<GaState> {
@@ -216,10 +221,11 @@ export async function runGa(
   // Counters continue from the state: this process adds only what it runs from here on.
   const evalsAtStart = objective.evaluations();
   const passesAtStart = objective.forwardPasses();
+  const space = objective.space;
   let current = { ...state };
   while (!current.done) {
     const generation = current.generation;
-    const population = current.population.map(genomeFromKey);
+    const population = current.population.map((text) => decodeOrThrow(space, text));
     const scored = await scorePopulation(objective, opts, generation, population, cb);
 
     // A saved state holds null where the best so far was non-finite (JSON has no −Infinity).
@@ -231,7 +237,12 @@ export async function runGa(
     for (const s of scored) {
       if (s.fidelity !== 'full') continue;
       if (!best || byFitnessDesc(s.fitness, best.fitness) < 0) {
-        best = { genome: genomeKey(s.genome), fitness: s.fitness, quality: s.quality, sparsity: s.sparsity };
+        best = {
+          genome: space.encode(s.genome),
+          fitness: s.fitness,
+          quality: s.quality,
+          sparsity: s.sparsity,
+        };
       }
     }
     const top = scored[rankByFitness(scored)[0]];
@@ -259,7 +270,7 @@ export async function runGa(
     current = {
       version: 1,
       generation: stop ? generation : generation + 1,
-      population: nextPop.map(genomeKey),
+      population: nextPop.map((g) => space.encode(g)),
       rng: rng.getState(),
       best,
       evaluations: summary.evaluations,
@@ -270,4 +281,13 @@ export async function runGa(
     await cb.onGeneration?.(summary, current);
   }
   return current;
+}
+
+/** A genome from a state's text; the run directory validated the texts before, so a failure is a bug. */
+export function decodeOrThrow<G>(space: SearchSpace<G>, text: string): G {
+  const g = space.decode(text);
+  if (g === undefined) {
+    throw new GenepruneError('internal', `not a genome of this ${space.unit} space: ${text.slice(0, 40)}`);
+  }
+  return g;
 }

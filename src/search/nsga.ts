@@ -1,13 +1,13 @@
 /**
- * NSGA-II over head masks: one run returns the Pareto front of (quality ↓, kept parameters ↓) instead of one
- * mask per target sparsity. The building blocks (non-dominated sorting, crowding, selection) are pure functions
- * of objective vectors, all minimised; `runNsga` wires them to a HeadObjective and is resumable from the
- * `NsgaState` it reports after every generation.
+ * NSGA-II, generic over the genome: one run returns the Pareto front of (quality ↓, kept parameters ↓) instead
+ * of one mask per target sparsity. The building blocks (non-dominated sorting, crowding, selection) are pure
+ * functions of objective vectors, all minimised; `runNsga` wires them to an Objective and the space's operators
+ * (`bitNsgaOperators` for bit genomes) and is resumable from the `NsgaState` it reports after every generation.
  */
 import { GenepruneError } from '../errors.js';
 import type { Rng } from '../util/rng.js';
-import { type Genome, genomeFromKey, genomeKey, keptParameters, sparsity } from './genome.js';
-import type { Fidelity, HeadObjective } from './objective.js';
+import type { Fidelity, Objective } from './objective.js';
+import type { SearchSpace } from './space.js';
 
 /** An objective vector; every component is minimised. */
 export type Objectives = readonly number[];
@@ -159,49 +159,19 @@ export function environmentalSelection(points: readonly Objectives[], n: number)
   return chosen;
 }
 
-/** Uniform crossover: each gene comes from either parent with probability 1/2; the second child gets the other. */
-function uniformCrossover(a: Genome, b: Genome, rng: Rng): [Genome, Genome] {
-  const c1 = new Uint8Array(a.length);
-  const c2 = new Uint8Array(a.length);
-  for (let i = 0; i < a.length; i++) {
-    const swap = rng.nextUint32() & 1;
-    c1[i] = swap ? b[i] : a[i];
-    c2[i] = swap ? a[i] : b[i];
-  }
-  return [c1, c2];
+/** NSGA-II's variation for one kind of genome. Pure: inputs are never modified. */
+export interface NsgaOperators<G> {
+  /** The initial population. */
+  initial(size: number, rng: Rng): G[];
+  crossover(a: G, b: G, rng: Rng): [G, G];
+  mutate(g: G, rng: Rng): G;
 }
 
-/** Flip-bit mutation: every gene flips independently with probability `rate` (returns a copy). */
-function flipMutation(g: Genome, rate: number, rng: Rng): Genome {
-  const out = Uint8Array.from(g);
-  for (let i = 0; i < out.length; i++) if (rng.nextFloat() < rate) out[i] ^= 1;
-  return out;
-}
-
-/** A genome with `remove` distinct heads removed at random (partial Fisher–Yates over gene indices). */
-function randomMask(genes: number, remove: number, rng: Rng): Genome {
-  const g = new Uint8Array(genes).fill(1);
-  const idx = Array.from({ length: genes }, (_, i) => i);
-  for (let j = 0; j < remove; j++) {
-    const k = j + rng.nextInt(genes - j);
-    [idx[j], idx[k]] = [idx[k], idx[j]];
-    g[idx[j]] = 0;
-  }
-  return g;
-}
-
-/** Initial population spread evenly from the full model (first) to `maxRemoveShare` of heads removed. */
-function initialPopulation(size: number, genes: number, maxRemoveShare: number, rng: Rng): Genome[] {
-  return Array.from({ length: size }, (_, i) =>
-    randomMask(genes, Math.round((i / (size - 1)) * maxRemoveShare * genes), rng),
-  );
-}
-
-export interface NsgaPoint {
-  genome: Genome;
+export interface NsgaPoint<G> {
+  genome: G;
   quality: number;
   keptParameters: number;
-  /** Share of heads removed. */
+  /** Share of units removed. */
   sparsity: number;
 }
 
@@ -211,7 +181,7 @@ export interface NsgaState {
   /** Generations completed (0 = the initial population has been evaluated). */
   generation: number;
   genes: number;
-  /** Population genomes as 0/1 strings (see genomeKey). */
+  /** Population genomes in the space's text (0/1 strings for heads). */
   population: string[];
   /** Their quality (null for a non-finite value, which JSON cannot hold) and scored tokens. */
   objectives: Array<{ quality: number | null; tokens: number }>;
@@ -219,10 +189,10 @@ export interface NsgaState {
   rng: number[];
 }
 
-export interface NsgaGenerationInfo {
+export interface NsgaGenerationInfo<G> {
   generation: number;
   /** The population's non-dominated front, by kept parameters ascending. */
-  front: NsgaPoint[];
+  front: NsgaPoint<G>[];
   /** The objective's distinct evaluations and forward passes so far (its own counters, cache hits excluded). */
   evaluations: number;
   forwardPasses: number;
@@ -230,46 +200,42 @@ export interface NsgaGenerationInfo {
   state: NsgaState;
 }
 
-export interface NsgaOptions {
+export interface NsgaOptions<G> {
   population: number;
   /** Generations after the initial population (a resumed run stops at the same total). */
   generations: number;
-  /** Per-gene flip probability (default 1 / genes). */
-  mutationRate?: number;
-  /** Largest share of heads the initial population removes (default 0.75). */
-  maxRemoveShare?: number;
+  operators: NsgaOperators<G>;
   rng: Rng;
   fidelity?: Fidelity;
   /** Called after the initial population and after every generation; awaited, so it may write files. */
-  onGeneration?: (info: NsgaGenerationInfo) => void | Promise<void>;
+  onGeneration?: (info: NsgaGenerationInfo<G>) => void | Promise<void>;
   /** Continue from this state (the rng's state is restored from it). */
   state?: NsgaState;
 }
 
-export interface NsgaResult {
+export interface NsgaResult<G> {
   /** Non-dominated members of the final population, distinct genomes, by kept parameters ascending. */
-  front: NsgaPoint[];
+  front: NsgaPoint<G>[];
   /** The final population in survivor order. */
-  population: NsgaPoint[];
+  population: NsgaPoint<G>[];
   generation: number;
   evaluations: number;
   forwardPasses: number;
   state: NsgaState;
 }
 
-interface Individual {
-  genome: Genome;
+interface Individual<G> {
+  genome: G;
   key: string;
   quality: number;
   tokens: number;
   kept: number;
 }
 
-export async function runNsga(objective: HeadObjective, opts: NsgaOptions): Promise<NsgaResult> {
-  const genes = objective.genes;
+export async function runNsga<G>(objective: Objective<G>, opts: NsgaOptions<G>): Promise<NsgaResult<G>> {
+  const space = objective.space;
+  const genes = space.genes;
   const size = opts.population;
-  const mutationRate = opts.mutationRate ?? 1 / genes;
-  const maxRemoveShare = opts.maxRemoveShare ?? 0.75;
   const rng = opts.rng;
   const fidelity = opts.fidelity ?? 'full';
   if (!Number.isInteger(size) || size < 2)
@@ -280,26 +246,17 @@ export async function runNsga(objective: HeadObjective, opts: NsgaOptions): Prom
       `generations must be an integer ≥ 0, got ${opts.generations}`,
       'generations',
     );
-  if (!(mutationRate >= 0 && mutationRate <= 1))
-    throw new GenepruneError('flag', `mutation rate must lie in [0, 1], got ${mutationRate}`, 'mutationRate');
-  if (!(maxRemoveShare >= 0 && maxRemoveShare <= 1))
-    throw new GenepruneError(
-      'flag',
-      `max remove share must lie in [0, 1], got ${maxRemoveShare}`,
-      'maxRemoveShare',
-    );
 
-  const total = objective.totalParameters;
-  const individual = (genome: Genome, quality: number, tokens: number): Individual => ({
+  const individual = (genome: G, quality: number, tokens: number): Individual<G> => ({
     genome,
-    key: genomeKey(genome),
+    key: space.key(genome),
     // NaN would make dominance meaningless; a failed score counts as the worst possible.
     quality: Number.isNaN(quality) ? Number.POSITIVE_INFINITY : quality,
     tokens,
-    kept: keptParameters(objective.config, genome, total),
+    kept: space.keptParameters(genome),
   });
-  const evaluateAll = async (genomes: Genome[]): Promise<Individual[]> => {
-    const out: Individual[] = [];
+  const evaluateAll = async (genomes: G[]): Promise<Individual<G>[]> => {
+    const out: Individual<G>[] = [];
     for (const genome of genomes) {
       const r = await objective.evaluate(genome, fidelity);
       out.push(individual(genome, r.quality, r.tokens));
@@ -307,14 +264,14 @@ export async function runNsga(objective: HeadObjective, opts: NsgaOptions): Prom
     return out;
   };
 
-  let population: Individual[];
+  let population: Individual<G>[];
   let generation: number;
   if (opts.state) {
     const state = opts.state;
-    checkState(state, size, genes);
-    population = state.population.map((key, i) =>
+    checkState(state, size, space);
+    population = state.population.map((text, i) =>
       individual(
-        genomeFromKey(key),
+        space.decode(text)!,
         state.objectives[i].quality ?? Number.POSITIVE_INFINITY,
         state.objectives[i].tokens,
       ),
@@ -325,20 +282,20 @@ export async function runNsga(objective: HeadObjective, opts: NsgaOptions): Prom
     for (const ind of population)
       objective.prime(ind.genome, fidelity, { quality: ind.quality, tokens: ind.tokens, ms: 0 });
   } else {
-    population = await evaluateAll(initialPopulation(size, genes, maxRemoveShare, rng));
+    population = await evaluateAll(opts.operators.initial(size, rng));
     generation = 0;
   }
 
-  const snapshot = (): NsgaGenerationInfo => ({
+  const snapshot = (): NsgaGenerationInfo<G> => ({
     generation,
-    front: frontOf(population).map(toPoint),
+    front: frontOf(population).map((ind) => toPoint(space, ind)),
     evaluations: objective.evaluations(),
     forwardPasses: objective.forwardPasses(),
     state: {
       version: 1,
       generation,
       genes,
-      population: population.map((ind) => ind.key),
+      population: population.map((ind) => space.encode(ind.genome)),
       objectives: population.map((ind) => ({
         quality: Number.isFinite(ind.quality) ? ind.quality : null,
         tokens: ind.tokens,
@@ -351,12 +308,12 @@ export async function runNsga(objective: HeadObjective, opts: NsgaOptions): Prom
   while (generation < opts.generations) {
     // A generation reads only (population, rng); ranks are recomputed here, so a resumed run matches exactly.
     const ranking = rankAndCrowd(population.map(objectivesOf));
-    const children: Genome[] = [];
+    const children: G[] = [];
     while (children.length < size) {
       const a = population[binaryTournament(ranking, rng)].genome;
       const b = population[binaryTournament(ranking, rng)].genome;
-      for (const child of uniformCrossover(a, b, rng)) {
-        if (children.length < size) children.push(flipMutation(child, mutationRate, rng));
+      for (const child of opts.operators.crossover(a, b, rng)) {
+        if (children.length < size) children.push(opts.operators.mutate(child, rng));
       }
     }
     population = survivors(population.concat(await evaluateAll(children)), size);
@@ -367,7 +324,7 @@ export async function runNsga(objective: HeadObjective, opts: NsgaOptions): Prom
   const last = snapshot();
   return {
     front: last.front,
-    population: population.map(toPoint),
+    population: population.map((ind) => toPoint(space, ind)),
     generation,
     evaluations: last.evaluations,
     forwardPasses: last.forwardPasses,
@@ -375,24 +332,24 @@ export async function runNsga(objective: HeadObjective, opts: NsgaOptions): Prom
   };
 }
 
-function objectivesOf(ind: Individual): number[] {
+function objectivesOf<G>(ind: Individual<G>): number[] {
   return [ind.quality, ind.kept];
 }
 
-function toPoint(ind: Individual): NsgaPoint {
+function toPoint<G>(space: SearchSpace<G>, ind: Individual<G>): NsgaPoint<G> {
   return {
     genome: ind.genome,
     quality: ind.quality,
     keptParameters: ind.kept,
-    sparsity: sparsity(ind.genome),
+    sparsity: space.sparsity(ind.genome),
   };
 }
 
 /** First occurrences of each genome, then the repeats (both in order). */
-function splitDuplicates(inds: Individual[]): [Individual[], Individual[]] {
+function splitDuplicates<G>(inds: Individual<G>[]): [Individual<G>[], Individual<G>[]] {
   const seen = new Set<string>();
-  const unique: Individual[] = [];
-  const repeats: Individual[] = [];
+  const unique: Individual<G>[] = [];
+  const repeats: Individual<G>[] = [];
   for (const ind of inds) {
     if (seen.has(ind.key)) repeats.push(ind);
     else {
@@ -407,14 +364,14 @@ function splitDuplicates(inds: Individual[]): [Individual[], Individual[]] {
  * Survivors of parents + offspring. Copies of one genome would share a front and crowd out distinct masks, so
  * selection runs over distinct genomes and repeats only fill places left over.
  */
-function survivors(merged: Individual[], size: number): Individual[] {
+function survivors<G>(merged: Individual<G>[], size: number): Individual<G>[] {
   const [unique, repeats] = splitDuplicates(merged);
   if (unique.length <= size) return unique.concat(repeats.slice(0, size - unique.length));
   return environmentalSelection(unique.map(objectivesOf), size).map((i) => unique[i]);
 }
 
 /** The population's distinct non-dominated members by kept parameters, then quality, then genome. */
-function frontOf(population: Individual[]): Individual[] {
+function frontOf<G>(population: Individual<G>[]): Individual<G>[] {
   const [unique] = splitDuplicates(population);
   const [first = []] = fastNonDominatedSort(unique.map(objectivesOf));
   return first
@@ -425,7 +382,8 @@ function frontOf(population: Individual[]): Individual[] {
     );
 }
 
-function checkState(state: NsgaState, size: number, genes: number): void {
+function checkState<G>(state: NsgaState, size: number, space: SearchSpace<G>): void {
+  const genes = space.genes;
   const bad = (msg: string) => new GenepruneError('data', `cannot resume: ${msg}`, 'nsga state');
   if (state.version !== 1) throw bad(`unknown state version ${state.version}`);
   if (state.genes !== genes) throw bad(`the state has ${state.genes} genes, the model ${genes}`);
@@ -433,7 +391,6 @@ function checkState(state: NsgaState, size: number, genes: number): void {
     throw bad(`the state holds ${state.population.length} individuals, the run wants ${size}`);
   if (!Number.isInteger(state.generation) || state.generation < 0)
     throw bad(`bad generation ${state.generation}`);
-  if (state.population.some((key) => key.length !== genes || /[^01]/.test(key)))
-    throw bad('a genome is malformed');
+  if (state.population.some((text) => space.decode(text) === undefined)) throw bad('a genome is malformed');
   if (!Array.isArray(state.rng) || state.rng.length !== 4) throw bad('the rng state needs 4 words');
 }

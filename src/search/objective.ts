@@ -1,7 +1,8 @@
 /**
- * What a head search optimises against: a model, calibration tokens and a quality metric, behind one
- * `evaluate(genome)` call. Lower quality values are better (perplexity, or KL divergence from the unpruned
- * model). Every distinct (genome, fidelity) is run once; repeats come from the cache.
+ * What a search optimises against: a model, calibration tokens and a quality metric, behind one
+ * `evaluate(genome)` call for the genomes of one search space (which turns each into engine feeds). Lower
+ * quality values are better (perplexity, or KL divergence from the unpruned model). Every distinct (genome,
+ * fidelity) is run once; repeats come from the cache, keyed by the space's genome key.
  */
 import { createRunner, type ModelRunner } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
@@ -17,15 +18,14 @@ import {
   makeWindows,
   type Windows,
 } from '../metrics/perplexity.js';
-import type { ModelConfig, ModelSpec } from '../model/spec.js';
-import { parameterCount } from '../model/spec.js';
-import { type Genome, geneCount, genomeKey, headMaskOf } from './genome.js';
+import type { ModelSpec } from '../model/spec.js';
+import type { SearchSpace } from './space.js';
 
 export type QualityMetric = 'ppl' | 'kl';
 /** 'low' scores on the first `lowTokens` calibration tokens, 'full' on all of them. */
 export type Fidelity = 'low' | 'full';
 
-export interface HeadEval {
+export interface Evaluation {
   /**
    * The metric's value (perplexity or mean KL in nats per token); lower is better. +Infinity when the
    * candidate's forward pass produced a non-finite value: the worst possible quality, never NaN.
@@ -36,14 +36,12 @@ export interface HeadEval {
   ms: number;
 }
 
-export interface HeadObjective {
-  readonly config: ModelConfig;
-  readonly genes: number;
+export interface Objective<G, S extends SearchSpace<G> = SearchSpace<G>> {
+  readonly space: S;
   readonly metric: QualityMetric;
-  readonly totalParameters: number;
-  evaluate(g: Genome, fidelity?: Fidelity): Promise<HeadEval>;
+  evaluate(g: G, fidelity?: Fidelity): Promise<Evaluation>;
   /** Records a result computed earlier (a resumed run's log), so it is not computed again. */
-  prime(g: Genome, fidelity: Fidelity, result: HeadEval): void;
+  prime(g: G, fidelity: Fidelity, result: Evaluation): void;
   /** Forward passes (batches through the model) run so far, cache hits excluded. */
   forwardPasses(): number;
   /** Distinct evaluations run so far. */
@@ -51,7 +49,7 @@ export interface HeadObjective {
   release(): Promise<void>;
 }
 
-export interface HeadObjectiveOptions {
+export interface ObjectiveOptions {
   /** Calibration token stream (BOS-separated documents). */
   stream: number[];
   context: number;
@@ -75,11 +73,11 @@ export function qualityFromLog(r: { quality?: unknown; nonFinite?: unknown }): n
   return Number.isFinite(q) ? q : Number.POSITIVE_INFINITY;
 }
 
-export async function createHeadObjective(
+export async function createObjective<G, S extends SearchSpace<G>>(
   spec: ModelSpec,
-  opts: HeadObjectiveOptions,
-): Promise<HeadObjective> {
-  const config = spec.config;
+  space: S,
+  opts: ObjectiveOptions,
+): Promise<Objective<G, S>> {
   const full = makeWindows(opts.stream, opts.context, opts.tokens, 'calibration data');
   const low = opts.lowTokens
     ? makeWindows(opts.stream, opts.context, opts.lowTokens, 'calibration data')
@@ -105,23 +103,20 @@ export async function createHeadObjective(
   }
   const batchCount = (w: Windows) => [...batches(w, batchSize)].length;
   const passes = { low: batchCount(low), full: batchCount(full) };
-  const cache = new Map<string, HeadEval>();
+  const cache = new Map<string, Evaluation>();
   let forward = 0;
   let distinct = 0;
   let released = false;
-  const totalParameters = parameterCount(spec);
 
   return {
-    config,
-    genes: geneCount(config),
+    space,
     metric: opts.metric,
-    totalParameters,
     async evaluate(g, fidelity = 'full') {
-      const key = `${fidelity}:${genomeKey(g)}`;
+      const key = `${fidelity}:${space.key(g)}`;
       const hit = cache.get(key);
       if (hit) return { ...hit, ms: 0 };
       const windows = fidelity === 'low' ? low : full;
-      const masks = { headMask: headMaskOf(config, g) };
+      const masks = space.masks(g);
       const t0 = performance.now();
       let quality: number;
       let tokens: number;
@@ -139,7 +134,7 @@ export async function createHeadObjective(
       }
       if (!Number.isFinite(quality)) {
         // A search on a model that is broken unpruned would only rank garbage.
-        if (g.every((gene) => gene === 1)) {
+        if (space.isFull(g)) {
           throw new GenepruneError(
             'model',
             `the unpruned model scores a non-finite ${opts.metric === 'kl' ? 'KL' : 'perplexity'} on the ` +
@@ -156,7 +151,7 @@ export async function createHeadObjective(
       return result;
     },
     prime(g, fidelity, result) {
-      cache.set(`${fidelity}:${genomeKey(g)}`, result);
+      cache.set(`${fidelity}:${space.key(g)}`, result);
     },
     forwardPasses: () => forward,
     evaluations: () => distinct,

@@ -1,8 +1,15 @@
 /**
- * Genetic operators for head genomes. Pure functions: (inputs, rng) → outputs; nothing is modified in place.
+ * Genetic operators over bit genomes (one byte per gene, 1 keep / 0 remove), and the operator sets the GA and
+ * NSGA-II take for them. Pure functions: (inputs, rng) → outputs; nothing is modified in place. Also the one
+ * home of Fisher–Yates sampling (`sampleIndices`).
  */
+import { GenepruneError } from '../errors.js';
 import type { Rng } from '../util/rng.js';
-import type { Genome } from './genome.js';
+import type { GaOperators } from './ga.js';
+import type { NsgaOperators } from './nsga.js';
+
+/** A bit genome: one byte per gene, 1 keeps the unit, 0 removes it. */
+export type Genome = Uint8Array;
 
 /** Picks `k` distinct indices from [0, n) uniformly (partial Fisher–Yates). */
 export function sampleIndices(n: number, k: number, rng: Rng): number[] {
@@ -15,7 +22,7 @@ export function sampleIndices(n: number, k: number, rng: Rng): number[] {
   return idx.slice(0, k);
 }
 
-/** A genome with exactly `remove` of `genes` heads removed at random. */
+/** A genome with exactly `remove` of `genes` genes removed at random. */
 export function randomGenome(genes: number, remove: number, rng: Rng): Genome {
   const g = new Uint8Array(genes).fill(1);
   for (const i of sampleIndices(genes, remove, rng)) g[i] = 0;
@@ -158,4 +165,80 @@ export function repair(g: Genome, remove: number, rng: Rng): Genome {
     for (const j of sampleIndices(kept.length, remove - removed.length, rng)) out[kept[j]] = 0;
   }
   return out;
+}
+
+/** Uniform crossover: each gene comes from either parent with probability 1/2; the second child gets the other. */
+export function uniformCrossover(a: Genome, b: Genome, rng: Rng): [Genome, Genome] {
+  const c1 = new Uint8Array(a.length);
+  const c2 = new Uint8Array(a.length);
+  for (let i = 0; i < a.length; i++) {
+    const swap = rng.nextUint32() & 1;
+    c1[i] = swap ? b[i] : a[i];
+    c2[i] = swap ? a[i] : b[i];
+  }
+  return [c1, c2];
+}
+
+/** Flip-bit mutation: every gene flips independently with probability `rate` (returns a copy). */
+export function flipMutation(g: Genome, rate: number, rng: Rng): Genome {
+  const out = Uint8Array.from(g);
+  for (let i = 0; i < out.length; i++) if (rng.nextFloat() < rate) out[i] ^= 1;
+  return out;
+}
+
+/** A population spread evenly from the full genome (first) to `maxRemoveShare` of the genes removed. */
+export function spreadPopulation(size: number, genes: number, maxRemoveShare: number, rng: Rng): Genome[] {
+  return Array.from({ length: size }, (_, i) =>
+    randomGenome(genes, Math.round((i / (size - 1)) * maxRemoveShare * genes), rng),
+  );
+}
+
+/** Settings of the GA's operators over bit genomes (one byte per gene). */
+export interface BitGaSettings {
+  crossoverRate: number;
+  mutationRate: number;
+  /** Share of chosen genes that mutation only removes (0 = plain flip-bit). */
+  removalBias: number;
+  /** Share of genes removed in each initial individual. */
+  sInitial: number;
+  /** Exact number of genes removed in every individual (repair after every variation). */
+  removeCount?: number;
+  /** Per-gene removability weights for the initial population (e.g. from single-head ablation). */
+  initWeights?: number[];
+}
+
+/** The GA's operators over bit genomes: the paper's initialisation, weighted crossover, biased mutation, repair. */
+export function bitGaOperators(genes: number, s: BitGaSettings): GaOperators<Genome> {
+  const repaired = (g: Genome, rng: Rng) => (s.removeCount === undefined ? g : repair(g, s.removeCount, rng));
+  return {
+    initial: (size, rng) =>
+      initialPopulation(size, genes, s.sInitial, rng, s.initWeights).map((g) => repaired(g, rng)),
+    crossover: (a, b, fa, fb, rng) => crossover(a, b, fa, fb, s.crossoverRate, rng),
+    vary: (g, rng) => repaired(mutate(g, s.mutationRate, rng, s.removalBias), rng),
+  };
+}
+
+/**
+ * NSGA-II's operators over bit genomes: an initial population spread from the full genome to `maxRemoveShare`
+ * removed (default 0.75), uniform crossover, flip-bit mutation at `mutationRate` (default 1 / genes).
+ */
+export function bitNsgaOperators(
+  genes: number,
+  opts: { mutationRate?: number; maxRemoveShare?: number } = {},
+): NsgaOperators<Genome> {
+  const mutationRate = opts.mutationRate ?? 1 / genes;
+  const maxRemoveShare = opts.maxRemoveShare ?? 0.75;
+  if (!(mutationRate >= 0 && mutationRate <= 1))
+    throw new GenepruneError('flag', `mutation rate must lie in [0, 1], got ${mutationRate}`, 'mutationRate');
+  if (!(maxRemoveShare >= 0 && maxRemoveShare <= 1))
+    throw new GenepruneError(
+      'flag',
+      `max remove share must lie in [0, 1], got ${maxRemoveShare}`,
+      'maxRemoveShare',
+    );
+  return {
+    initial: (size, rng) => spreadPopulation(size, genes, maxRemoveShare, rng),
+    crossover: uniformCrossover,
+    mutate: (g, rng) => flipMutation(g, mutationRate, rng),
+  };
 }

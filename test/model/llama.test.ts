@@ -6,6 +6,7 @@ import { openHfFolder, writeHfFolder } from '../../src/checkpoint/hf.js';
 import { openLlama2c } from '../../src/checkpoint/llama2c.js';
 import { type WritableTensor, writeSafetensors } from '../../src/checkpoint/safetensors.js';
 import { GenepruneError } from '../../src/errors.js';
+import { parameterCount } from '../../src/model/cost.js';
 import {
   halfSplitToInterleaved,
   interleavedToHalfSplit,
@@ -17,7 +18,7 @@ import {
 } from '../../src/model/llama.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
-import { type ModelConfig, type ModelSpec, memoryTensor, parameterCount } from '../../src/model/spec.js';
+import { type ModelConfig, type ModelSpec, memoryTensor } from '../../src/model/spec.js';
 import { blockValue, rejectsFileError, tempDir, tinyL2cBlocks, tinyL2cBytes } from '../checkpoint/helpers.js';
 import { sharedPath } from '../shared.js';
 

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { parameterCount } from '../../src/model/cost.js';
 import { llamaRoleShapes } from '../../src/model/llama.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
-import { parameterCount } from '../../src/model/spec.js';
 
 const small = {
   hiddenSize: 64,

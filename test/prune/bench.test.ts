@@ -4,11 +4,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { makeMaskFile } from '../../src/masks/headfile.js';
+import { forwardFlopsPerToken } from '../../src/model/cost.js';
 import { openModel } from '../../src/model/open.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
-import { benchModels, forwardFlopsPerToken } from '../../src/prune/bench.js';
+import { benchModels } from '../../src/prune/bench.js';
 import { prunedParameterCount, pruneHeads } from '../../src/prune/heads.js';
-import { makeMaskFile } from '../../src/search/maskfile.js';
 import { runCli } from '../helpers/cli.js';
 import { MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 

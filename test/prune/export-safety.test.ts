@@ -19,9 +19,9 @@ import {
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { openHfFolder } from '../../src/checkpoint/hf.js';
+import { makeMaskFile } from '../../src/masks/headfile.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { exportModel } from '../../src/prune/export.js';
-import { makeMaskFile } from '../../src/search/maskfile.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { assertOneLineError, assertUnchanged, runCli, snapshot } from '../helpers/cli.js';
 import { MODEL, REPO_ROOT, sharedPath, skipUnlessShared, TOKENIZER } from '../shared.js';

@@ -5,8 +5,11 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
+import type { Genome } from '../../src/masks/heads.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
 import { type ModelConfig, type ModelSpec, memoryTensor } from '../../src/model/spec.js';
+import { genomeKey } from '../../src/search/codec.js';
+import type { Fidelity } from '../../src/search/objective.js';
 import {
   ablationBaseline,
   BASELINE_NAMES,
@@ -20,9 +23,9 @@ import {
   singleHeadAblationScores,
   weightNormBaseline,
   weightNormImportance,
-} from '../../src/search/baselines.js';
-import { type Genome, genomeKey } from '../../src/search/genome.js';
-import { createHeadObjective, type Fidelity, type HeadObjective } from '../../src/search/objective.js';
+} from '../../src/spaces/heads/baselines.js';
+import { createHeadObjective, type HeadObjective } from '../../src/spaces/heads/objective.js';
+import { createHeadSpace } from '../../src/spaces/heads/space.js';
 import { createRng } from '../../src/util/rng.js';
 
 /** A config (and spec) with the given head layout; the weights only matter to the weight-norm tests. */
@@ -45,10 +48,8 @@ function syntheticObjective(config: ModelConfig, quality: (g: Genome) => number)
   let forward = 0;
   let distinct = 0;
   return {
-    config,
-    genes: config.numLayers * config.numHeads,
+    space: createHeadSpace(config, 0),
     metric: 'ppl',
-    totalParameters: 0,
     async evaluate(g: Genome, fidelity: Fidelity = 'full') {
       assert.equal(g.length, config.numLayers * config.numHeads);
       const key = `${fidelity}:${genomeKey(g)}`;

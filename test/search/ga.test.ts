@@ -5,11 +5,15 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { type Genome, keptCount } from '../../src/masks/heads.js';
 import type { ModelConfig } from '../../src/model/spec.js';
+import { genomeKey } from '../../src/search/codec.js';
 import { fitnessOf } from '../../src/search/fitness.js';
-import { type GaOptions, type GenerationSummary, initialState, runGa } from '../../src/search/ga.js';
-import { type Genome, genomeKey, keptCount } from '../../src/search/genome.js';
-import type { HeadEval, HeadObjective } from '../../src/search/objective.js';
+import { type GenerationSummary, initialState, runGa } from '../../src/search/ga.js';
+import type { Evaluation } from '../../src/search/objective.js';
+import { type HeadGaSettings, headGaOptions } from '../../src/spaces/heads/algorithms.js';
+import type { HeadObjective } from '../../src/spaces/heads/objective.js';
+import { createHeadSpace } from '../../src/spaces/heads/space.js';
 
 const GENES = 24;
 // Damages 0.01, 0.11, ..., 2.31: removing the cheapest head (0.01 < 1/23) improves −ppl·(1−s), any second does not.
@@ -22,13 +26,11 @@ function syntheticObjective(): HeadObjective {
     headsPerLayer: [8, 8, 8],
     kvHeadsPerLayer: [8, 8, 8],
   } as ModelConfig;
-  const cache = new Map<string, HeadEval>();
+  const cache = new Map<string, Evaluation>();
   let evaluations = 0;
   return {
-    config: { ...config, hiddenSize: 8, headDim: 1, attentionBias: false },
-    genes: GENES,
+    space: createHeadSpace({ ...config, hiddenSize: 8, headDim: 1, attentionBias: false }, 1000),
     metric: 'ppl',
-    totalParameters: 1000,
     async evaluate(g: Genome) {
       const key = genomeKey(g);
       const hit = cache.get(key);
@@ -47,7 +49,7 @@ function syntheticObjective(): HeadObjective {
   };
 }
 
-function options(over: Partial<GaOptions> = {}): GaOptions {
+function options(over: Partial<HeadGaSettings> = {}): HeadGaSettings {
   return {
     population: 12,
     generations: 25,
@@ -66,10 +68,11 @@ function options(over: Partial<GaOptions> = {}): GaOptions {
   };
 }
 
-async function run(opts: GaOptions) {
+async function run(settings: HeadGaSettings) {
+  const opts = headGaOptions(GENES, settings);
   const objective = syntheticObjective();
   const summaries: GenerationSummary[] = [];
-  const final = await runGa(objective, opts, initialState(opts, GENES), {
+  const final = await runGa(objective, opts, initialState(opts, objective.space), {
     onGeneration: (s) => {
       summaries.push(s);
     },

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { createRunner } from '../../src/engine/runner.js';
 import { GenepruneError } from '../../src/errors.js';
+import type { Genome } from '../../src/masks/heads.js';
 import {
   computeKlReference,
   evaluateKl,
@@ -14,18 +15,16 @@ import {
 } from '../../src/metrics/perplexity.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
 import type { ModelConfig } from '../../src/model/spec.js';
-import { regressionBaseline } from '../../src/search/baselines.js';
+import { genomeKey } from '../../src/search/codec.js';
 import { type FitnessKind, fitnessOf } from '../../src/search/fitness.js';
-import { type EvaluationRecord, type GaOptions, initialState, runGa } from '../../src/search/ga.js';
-import { type Genome, genomeKey } from '../../src/search/genome.js';
+import { type EvaluationRecord, initialState, runGa } from '../../src/search/ga.js';
 import { crowdingDistance } from '../../src/search/nsga.js';
-import {
-  createHeadObjective,
-  type HeadEval,
-  type HeadObjective,
-  qualityFromLog,
-} from '../../src/search/objective.js';
+import { type Evaluation, qualityFromLog } from '../../src/search/objective.js';
 import { crossoverWeight, tournament } from '../../src/search/operators.js';
+import { headGaOptions } from '../../src/spaces/heads/algorithms.js';
+import { regressionBaseline } from '../../src/spaces/heads/baselines.js';
+import { createHeadObjective, type HeadObjective } from '../../src/spaces/heads/objective.js';
+import { createHeadSpace } from '../../src/spaces/heads/space.js';
 import { createRng } from '../../src/util/rng.js';
 
 describe('fitness of a non-finite quality', () => {
@@ -85,13 +84,11 @@ const CONFIG = { numLayers: 2, numHeads: 4, headsPerLayer: [4, 4], kvHeadsPerLay
 
 /** quality = 1 + Σ damage of removed heads, but +Infinity whenever head 0 is removed (it "overflows"). */
 function brittleObjective(): HeadObjective {
-  const cache = new Map<string, HeadEval>();
+  const cache = new Map<string, Evaluation>();
   let evaluations = 0;
   return {
-    config: { ...CONFIG, hiddenSize: 4, headDim: 1, attentionBias: false },
-    genes: 8,
+    space: createHeadSpace({ ...CONFIG, hiddenSize: 4, headDim: 1, attentionBias: false }, 100),
     metric: 'ppl',
-    totalParameters: 100,
     async evaluate(g: Genome) {
       const key = genomeKey(g);
       const hit = cache.get(key);
@@ -114,7 +111,7 @@ function brittleObjective(): HeadObjective {
 
 describe('the GA with candidates that fail', () => {
   test('why: a non-finite candidate must get the worst fitness and be logged as such, and read back the same', async () => {
-    const opts: GaOptions = {
+    const opts = headGaOptions(8, {
       population: 12,
       generations: 6,
       tournamentSize: 3,
@@ -127,10 +124,11 @@ describe('the GA with candidates that fail', () => {
       multiFidelity: false,
       promote: 0,
       seed: 3,
-    };
+    });
     const records: EvaluationRecord[] = [];
     const summaries: Array<Record<string, unknown>> = [];
-    const final = await runGa(brittleObjective(), opts, initialState(opts, 8), {
+    const objective = brittleObjective();
+    const final = await runGa(objective, opts, initialState(opts, objective.space), {
       onEvaluation: (r) => {
         records.push(r);
       },

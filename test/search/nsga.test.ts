@@ -1,9 +1,10 @@
 /** NSGA-II: building blocks against hand-worked sets, the search against a synthetic objective with a known front. */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { type Genome, keptCount } from '../../src/masks/heads.js';
+import { parameterCount } from '../../src/model/cost.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
-import { parameterCount } from '../../src/model/spec.js';
-import { type Genome, genomeKey, keptCount, keptParameters } from '../../src/search/genome.js';
+import { genomeKey } from '../../src/search/codec.js';
 import {
   binaryTournament,
   crowdedCompare,
@@ -14,9 +15,11 @@ import {
   type NsgaGenerationInfo,
   type NsgaPoint,
   type NsgaState,
-  runNsga,
 } from '../../src/search/nsga.js';
-import { createHeadObjective, type HeadEval, type HeadObjective } from '../../src/search/objective.js';
+import type { Evaluation } from '../../src/search/objective.js';
+import { runHeadNsga as runNsga } from '../../src/spaces/heads/algorithms.js';
+import { createHeadObjective, type HeadObjective } from '../../src/spaces/heads/objective.js';
+import { createHeadSpace, keptParameters } from '../../src/spaces/heads/space.js';
 import { createRng, type Rng } from '../../src/util/rng.js';
 
 describe('dominates', () => {
@@ -159,13 +162,11 @@ const byDamage = damage.map((_, g) => g).sort((a, b) => damage[a] - damage[b]);
 const optimalQuality = (k: number) => 1 + byDamage.slice(0, k).reduce((s, g) => s + damage[g], 0);
 
 function syntheticObjective(): HeadObjective & { calls: () => number } {
-  const cache = new Map<string, HeadEval>();
+  const cache = new Map<string, Evaluation>();
   let calls = 0;
   return {
-    config: synthSpec.config,
-    genes: GENES,
+    space: createHeadSpace(synthSpec.config, parameterCount(synthSpec)),
     metric: 'ppl',
-    totalParameters: parameterCount(synthSpec),
     async evaluate(g: Genome) {
       const key = genomeKey(g);
       const hit = cache.get(key);
@@ -187,7 +188,7 @@ function syntheticObjective(): HeadObjective & { calls: () => number } {
   };
 }
 
-function assertMutuallyNonDominated(front: NsgaPoint[]): void {
+function assertMutuallyNonDominated(front: NsgaPoint<Genome>[]): void {
   for (const a of front) {
     for (const b of front) {
       const aBeatsB =
@@ -200,7 +201,7 @@ function assertMutuallyNonDominated(front: NsgaPoint[]): void {
 }
 
 /** Every population member is on the front (same objectives) or dominated by a front point. */
-function assertFrontCoversPopulation(front: NsgaPoint[], population: NsgaPoint[]): void {
+function assertFrontCoversPopulation(front: NsgaPoint<Genome>[], population: NsgaPoint<Genome>[]): void {
   for (const p of population) {
     const covered = front.some((f) => f.quality <= p.quality && f.keptParameters <= p.keptParameters);
     assert.ok(
@@ -228,7 +229,7 @@ describe('runNsga on a synthetic objective with a known front', () => {
     assertFrontCoversPopulation(r.front, r.population);
     for (let i = 1; i < r.front.length; i++)
       assert.ok(r.front[i - 1].keptParameters <= r.front[i].keptParameters);
-    const total = objective.totalParameters;
+    const total = objective.space.totalParameters;
     for (const p of r.front) {
       assert.equal(p.keptParameters, keptParameters(synthSpec.config, p.genome, total));
       assert.equal(p.sparsity, 1 - keptCount(p.genome) / GENES);
@@ -278,7 +279,7 @@ describe('runNsga on a synthetic objective with a known front', () => {
 
   test('a run stopped after k generations and resumed from its JSON state ends exactly like an uninterrupted one', async () => {
     const opts = { population: 12, generations: 15, mutationRate: 0.1 };
-    const states: NsgaGenerationInfo['state'][] = [];
+    const states: NsgaGenerationInfo<Genome>['state'][] = [];
     const whole = await runNsga(syntheticObjective(), {
       ...opts,
       rng: createRng(99),
@@ -354,7 +355,7 @@ describe('runNsga end to end on a tiny random model', () => {
     assertMutuallyNonDominated(r.front);
     for (const p of r.front) {
       assert.ok(Number.isFinite(p.quality) && p.quality > 1);
-      assert.equal(p.keptParameters, keptParameters(spec.config, p.genome, objective.totalParameters));
+      assert.equal(p.keptParameters, keptParameters(spec.config, p.genome, objective.space.totalParameters));
     }
     assertFrontCoversPopulation(r.front, r.population);
     assert.ok(objective.forwardPasses() > 0);

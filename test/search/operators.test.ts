@@ -1,7 +1,7 @@
 /** GA operators against hand-checked expectations, with seeded RNGs. */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { keptCount } from '../../src/search/genome.js';
+import { keptCount } from '../../src/masks/heads.js';
 import {
   crossover,
   crossoverWeight,

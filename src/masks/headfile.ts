@@ -24,7 +24,7 @@ import {
   shortFingerprint,
 } from '../model/identity.js';
 import type { ModelSpec } from '../model/spec.js';
-import { type Genome, geneCount, keptHeads, removedList, sparsity } from './genome.js';
+import { type Genome, geneCount, keptHeads, removedList, sparsity } from './heads.js';
 
 export { type ModelIdentity, modelIdentity } from '../model/identity.js';
 

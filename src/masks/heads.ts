@@ -1,5 +1,5 @@
 /**
- * Head genomes. One gene per query head *present* in the model, layer-major: the genes of layer l start at
+ * Head masks, and the head genomes the head search evolves (the same bits). One gene per query head *present* in the model, layer-major: the genes of layer l start at
  * Σ_{j<l} headsPerLayer[j], and gene offset(l) + h is the h-th head present in layer l. For an unpruned model
  * that is gene = layer × heads + head; in a physically pruned one a layer has as many genes as heads left (a
  * head-less layer none), so every gene has a head behind it. 1 keeps the head, 0 removes it (the paper's
@@ -53,17 +53,6 @@ export function sparsity(g: Genome): number {
   return 1 - keptCount(g) / g.length;
 }
 
-/** A compact, exact key for caches: the genes as a 0/1 string. */
-export function genomeKey(g: Genome): string {
-  let s = '';
-  for (let i = 0; i < g.length; i++) s += g[i] ? '1' : '0';
-  return s;
-}
-
-export function genomeFromKey(key: string): Genome {
-  return Uint8Array.from(key, (ch) => (ch === '1' ? 1 : 0));
-}
-
 /** The engine's head_mask feed [layers * maxHeads] for a genome. */
 export function headMaskOf(config: ModelConfig, g: Genome): Float32Array {
   const maxHeads = Math.max(...config.headsPerLayer);
@@ -100,24 +89,6 @@ export function keptHeads(config: ModelConfig, g: Genome): HeadCounts {
     kv.push(usedKv.size);
   }
   return { query, kv };
-}
-
-/**
- * Parameters the physically pruned model keeps: per removed query head, its q rows and o columns; per removed
- * KV head, its k and v rows (biases included where present).
- */
-export function keptParameters(config: ModelConfig, g: Genome, totalParameters: number): number {
-  const { query, kv } = keptHeads(config, g);
-  const D = config.hiddenSize;
-  const hd = config.headDim;
-  const qBias = config.attentionBias ? 1 : 0;
-  let removed = 0;
-  for (let l = 0; l < config.numLayers; l++) {
-    const dq = config.headsPerLayer[l] - query[l];
-    const dkv = config.kvHeadsPerLayer[l] - kv[l];
-    removed += dq * hd * (2 * D + qBias) + dkv * 2 * hd * (D + qBias);
-  }
-  return totalParameters - removed;
 }
 
 /** Human-readable list of removed heads, `L:H` (for logs and flags). */

@@ -8,12 +8,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { GenepruneError } from '../../src/errors.js';
-import { modelFingerprint } from '../../src/model/identity.js';
-import { loadModelSpec } from '../../src/model/load.js';
-import { randomLlamaSpec } from '../../src/model/random.js';
-import type { ModelSpec } from '../../src/model/spec.js';
-import { exportModel } from '../../src/prune/export.js';
-import { pruneHeads } from '../../src/prune/heads.js';
+import { loadMaskFile, makeMaskFile } from '../../src/masks/headfile.js';
 import {
   geneCount,
   geneIndex,
@@ -22,8 +17,13 @@ import {
   headOfGene,
   keptHeads,
   removedList,
-} from '../../src/search/genome.js';
-import { loadMaskFile, makeMaskFile } from '../../src/search/maskfile.js';
+} from '../../src/masks/heads.js';
+import { modelFingerprint } from '../../src/model/identity.js';
+import { loadModelSpec } from '../../src/model/load.js';
+import { randomLlamaSpec } from '../../src/model/random.js';
+import type { ModelSpec } from '../../src/model/spec.js';
+import { exportModel } from '../../src/prune/export.js';
+import { pruneHeads } from '../../src/prune/heads.js';
 import { tempDir } from '../checkpoint/helpers.js';
 
 const tmp = tempDir('geneprune-maskfile-');

@@ -5,15 +5,17 @@
  * here exactly as they are for the GA. Each method ends by evaluating its final mask at full fidelity (a cache
  * hit when the search already scored that mask at full fidelity), so every result carries a score.
  *
- * Genes follow `genome.ts`: one per head present in the model, so a physically pruned model's genes are all
+ * Genes follow `masks/heads.ts`: one per head present in the model, so a physically pruned model's genes are all
  * candidates.
  */
-import { GenepruneError } from '../errors.js';
-import type { ModelConfig, ModelSpec } from '../model/spec.js';
-import { kvMapOfLayer } from '../model/spec.js';
-import type { Rng } from '../util/rng.js';
-import { type Genome, geneCount, geneIndex } from './genome.js';
-import type { Fidelity, HeadObjective } from './objective.js';
+import { GenepruneError } from '../../errors.js';
+import { type Genome, geneCount, geneIndex } from '../../masks/heads.js';
+import type { ModelConfig, ModelSpec } from '../../model/spec.js';
+import { kvMapOfLayer } from '../../model/spec.js';
+import type { Fidelity } from '../../search/objective.js';
+import { sampleIndices } from '../../search/operators.js';
+import type { Rng } from '../../util/rng.js';
+import type { HeadObjective } from './objective.js';
 
 export type BaselineName = 'random' | 'norm' | 'ablation' | 'greedy' | 'regression';
 export const BASELINE_NAMES: readonly BaselineName[] = ['random', 'norm', 'ablation', 'greedy', 'regression'];
@@ -63,13 +65,13 @@ export interface RegressionOptions extends SearchOptions {
   ridge?: number;
 }
 
-/** The candidate genes: every gene, since each has a present head behind it (see genome.ts). */
+/** The candidate genes: every gene, since each has a present head behind it (see masks/heads.ts). */
 export function presentGenes(config: ModelConfig): number[] {
   return Array.from({ length: geneCount(config) }, (_, g) => g);
 }
 
 function checkRemoveCount(objective: HeadObjective, removeCount: number): number[] {
-  const present = presentGenes(objective.config);
+  const present = presentGenes(objective.space.config);
   if (!Number.isInteger(removeCount) || removeCount < 0 || removeCount > present.length) {
     throw new GenepruneError(
       'flag',
@@ -135,12 +137,8 @@ export async function randomBaseline(
 ): Promise<BaselineResult> {
   const present = checkRemoveCount(objective, removeCount);
   const done = start(objective, 'random');
-  const pool = [...present];
-  for (let i = 0; i < removeCount; i++) {
-    const j = i + rng.nextInt(pool.length - i);
-    [pool[i], pool[j]] = [pool[j], pool[i]];
-  }
-  return done(withRemoved(objective.genes, pool.slice(0, removeCount)));
+  const picks = sampleIndices(present.length, removeCount, rng).map((i) => present[i]);
+  return done(withRemoved(objective.space.genes, picks));
 }
 
 /**
@@ -207,7 +205,7 @@ export async function weightNormBaseline(
   removeCount: number,
 ): Promise<BaselineResult> {
   const present = checkRemoveCount(objective, removeCount);
-  if (geneCount(spec.config) !== objective.genes) {
+  if (geneCount(spec.config) !== objective.space.genes) {
     throw new GenepruneError(
       'internal',
       'weight-norm baseline: the spec and the objective disagree on heads',
@@ -215,7 +213,7 @@ export async function weightNormBaseline(
   }
   const done = start(objective, 'norm');
   const ranking = await weightNormImportance(spec);
-  return done(withRemoved(objective.genes, leastImportant(present, ranking, removeCount)), { ranking });
+  return done(withRemoved(objective.space.genes, leastImportant(present, ranking, removeCount)), { ranking });
 }
 
 /** Quality with each head removed alone (one evaluation per head). */
@@ -224,9 +222,9 @@ export async function singleHeadAblationScores(
   fidelity: Fidelity = 'full',
   onProgress?: Progress,
 ): Promise<number[]> {
-  const present = presentGenes(objective.config);
-  const scores = new Array<number>(objective.genes).fill(Number.POSITIVE_INFINITY);
-  const g = new Uint8Array(objective.genes).fill(1);
+  const present = presentGenes(objective.space.config);
+  const scores = new Array<number>(objective.space.genes).fill(Number.POSITIVE_INFINITY);
+  const g = new Uint8Array(objective.space.genes).fill(1);
   for (let i = 0; i < present.length; i++) {
     const gene = present[i];
     g[gene] = 0;
@@ -249,7 +247,7 @@ export async function ablationBaseline(
   const present = checkRemoveCount(objective, removeCount);
   const done = start(objective, 'ablation');
   const ranking = await singleHeadAblationScores(objective, opts.fidelity, opts.onProgress);
-  return done(withRemoved(objective.genes, leastImportant(present, ranking, removeCount)), { ranking });
+  return done(withRemoved(objective.space.genes, leastImportant(present, ranking, removeCount)), { ranking });
 }
 
 /**
@@ -268,7 +266,7 @@ export async function greedyBaseline(
   let total = 0;
   for (let i = 0; i < removeCount; i++) total += n - i;
   let evaluated = 0;
-  const g = new Uint8Array(objective.genes).fill(1);
+  const g = new Uint8Array(objective.space.genes).fill(1);
   const remaining = [...present];
   const order: number[] = [];
   for (let step = 1; step <= removeCount; step++) {
@@ -310,7 +308,7 @@ export async function regressionBaseline(
 ): Promise<BaselineResult> {
   const present = checkRemoveCount(objective, removeCount);
   const n = present.length;
-  const samples = opts.samples ?? 2 * objective.genes;
+  const samples = opts.samples ?? 2 * objective.space.genes;
   if (!Number.isInteger(samples) || samples < 1) {
     throw new GenepruneError(
       'flag',
@@ -327,7 +325,7 @@ export async function regressionBaseline(
   for (let s = 0; s < samples; s++) {
     const row = new Uint8Array(n);
     for (let j = 0; j < n; j++) row[j] = rng.nextFloat() < keepShare ? 1 : 0;
-    const g = new Uint8Array(objective.genes).fill(1);
+    const g = new Uint8Array(objective.space.genes).fill(1);
     for (let j = 0; j < n; j++) g[present[j]] = row[j];
     const { quality } = await objective.evaluate(g, opts.fidelity);
     X.push(row);
@@ -345,8 +343,8 @@ export async function regressionBaseline(
   }
   const beta = ridgeRegression(X, y, opts.ridge ?? 1e-3, n);
   const importance = new Map(present.map((gene, j) => [gene, -beta[j]]));
-  const ranking = rankingFor(objective.genes, present, (gene) => importance.get(gene)!);
-  return done(withRemoved(objective.genes, leastImportant(present, ranking, removeCount)), { ranking });
+  const ranking = rankingFor(objective.space.genes, present, (gene) => importance.get(gene)!);
+  return done(withRemoved(objective.space.genes, leastImportant(present, ranking, removeCount)), { ranking });
 }
 
 /**

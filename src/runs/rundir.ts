@@ -1,10 +1,10 @@
 /**
- * A search's run directory:
+ * A search's run directory, for any search space (genomes are written in the space's text):
  *   config.json        the frozen run configuration (model identity, data paths and hashes, every option, seed)
  *   evals.jsonl        one line per evaluated individual
  *   generations.jsonl  one line per generation (best, mean, counters)
- *   state.json         GA state after the last finished generation, written atomically
- *   mask.json          the best mask (see maskfile.ts), written at the end
+ *   state.json         GA or NSGA-II state after the last finished generation, written atomically
+ *   mask.json          the best mask (see masks/headfile.ts), written at the end
  *   result.json        final numbers: calibration and evaluation scores, forward passes, time
  *   run.lock           while a process works in the directory: its pid and host
  *
@@ -15,6 +15,8 @@
 import { appendFile, mkdir, readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileError } from '../errors.js';
+import type { GaState } from '../search/ga.js';
+import type { NsgaState } from '../search/nsga.js';
 import {
   acquireLock,
   type HeldLock,
@@ -24,22 +26,23 @@ import {
   writeJsonAtomic,
   writeTextAtomic,
 } from '../util/fs.js';
-import type { GaState } from './ga.js';
-import type { NsgaState } from './nsga.js';
 
-export const RUN_KIND = 'geneprune-head-search';
+/** The `kind` of each space's runs in config.json, with the words a refusal uses for it. */
+export const RUN_KINDS = { 'geneprune-head-search': 'head-search' } as const;
+export type RunKind = keyof typeof RUN_KINDS;
+export const HEAD_RUN_KIND: RunKind = 'geneprune-head-search';
 export const LOCK_FILE = 'run.lock';
 
 export interface RunConfig {
-  kind: typeof RUN_KIND;
+  kind: RunKind;
   version: 1;
   [key: string]: unknown;
 }
 
-/** Whether `dir` holds a head-search run (its config.json says so); never throws. */
+/** Whether `dir` holds a geneprune run (its config.json says so); never throws. */
 export async function isRunDir(dir: string): Promise<boolean> {
   try {
-    return JSON.parse(await readFile(join(dir, 'config.json'), 'utf8'))?.kind === RUN_KIND;
+    return Object.hasOwn(RUN_KINDS, JSON.parse(await readFile(join(dir, 'config.json'), 'utf8'))?.kind);
   } catch {
     return false;
   }
@@ -129,7 +132,10 @@ async function readJsonl(path: string): Promise<Array<Record<string, unknown>>> 
   return out;
 }
 
-function validState(s: unknown, genes: number): s is GaState {
+/** Whether a text is a genome of the run's space. */
+type IsGenome = (text: unknown) => boolean;
+
+function validState(s: unknown, isGenome: IsGenome): s is GaState {
   const st = s as GaState;
   return (
     typeof st === 'object' &&
@@ -139,7 +145,7 @@ function validState(s: unknown, genes: number): s is GaState {
     st.generation >= 0 &&
     Array.isArray(st.population) &&
     st.population.length > 0 &&
-    st.population.every((k) => typeof k === 'string' && k.length === genes && /^[01]+$/.test(k)) &&
+    st.population.every(isGenome) &&
     Array.isArray(st.rng) &&
     st.rng.length === 4 &&
     st.rng.every((x) => Number.isInteger(x)) &&
@@ -150,6 +156,7 @@ function validState(s: unknown, genes: number): s is GaState {
 function validNsgaState(
   s: NsgaState | undefined,
   genes: number,
+  isGenome: IsGenome,
   population: number | undefined,
 ): s is NsgaState {
   return (
@@ -161,7 +168,7 @@ function validNsgaState(
     s.generation >= 0 &&
     Array.isArray(s.population) &&
     s.population.length === population &&
-    s.population.every((k) => typeof k === 'string' && k.length === genes && /^[01]+$/.test(k)) &&
+    s.population.every(isGenome) &&
     Array.isArray(s.objectives) &&
     s.objectives.length === population &&
     Array.isArray(s.rng) &&
@@ -184,12 +191,13 @@ export interface ResumableRun {
 }
 
 /** Reads and validates a run directory's config.json for --resume; writes nothing. */
-export async function readRunConfig(dir: string): Promise<RunConfig> {
+export async function readRunConfig(dir: string, kind: RunKind): Promise<RunConfig> {
   const info = await stat(dir).catch(() => undefined);
   if (!info?.isDirectory()) throw fileError(dir, 'run directory does not exist');
   const configPath = join(dir, 'config.json');
   const config = (await readJson(configPath, 'config.json')) as RunConfig;
-  if (config?.kind !== RUN_KIND) throw fileError(configPath, 'not a geneprune head-search run (kind field)');
+  if (config?.kind !== kind)
+    throw fileError(configPath, `not a geneprune ${RUN_KINDS[kind]} run (kind field)`);
   if (config.version !== 1) throw fileError(configPath, `unsupported run version ${String(config.version)}`);
   return config;
 }
@@ -198,12 +206,12 @@ export async function readRunConfig(dir: string): Promise<RunConfig> {
  * Reads the saved search state and logs of a run whose config is valid; writes nothing. A run with no
  * state.json yet (killed before its first generation finished) is `fresh`; a baseline (which saves no
  * state) is fresh until it has written result.json, after which there is nothing to resume.
- * `genesOf` maps the config to a gene count.
+ * `codecOf` gives the space's gene count and genome decoder from the config alone (no model loaded yet).
  */
 export async function openRunForResume(
   dir: string,
   config: RunConfig,
-  genesOf: (c: RunConfig) => number,
+  codecOf: (c: RunConfig) => { genes: number; decode: (text: string) => unknown },
 ): Promise<ResumableRun> {
   const configPath = join(dir, 'config.json');
   const statePath = join(dir, 'state.json');
@@ -219,12 +227,19 @@ export async function openRunForResume(
   }
   if (noState) return { config, fresh: true, evaluations: [], generations: [] };
   const state = await readJson(statePath, 'state.json');
+  // Asked only once a state needs checking, as the refusals have always come in that order.
+  let known: ReturnType<typeof codecOf> | undefined;
+  const codec = () => {
+    known ??= codecOf(config);
+    return known;
+  };
+  const isGenome: IsGenome = (text) => typeof text === 'string' && codec().decode(text) !== undefined;
   if (config.method === 'nsga') {
     const population = (config.settings as { population?: number } | undefined)?.population;
     const nsga = (state as { method?: string; nsga?: NsgaState }).nsga;
     if (
       (state as { method?: string }).method !== 'nsga' ||
-      !validNsgaState(nsga, genesOf(config), population)
+      !validNsgaState(nsga, codec().genes, isGenome, population)
     ) {
       throw fileError(statePath, 'NSGA-II state is corrupt or does not fit the run');
     }
@@ -234,8 +249,8 @@ export async function openRunForResume(
     );
     return { config, fresh: false, nsga, evaluations, generations };
   }
-  if (!validState(state, genesOf(config)))
-    throw fileError(statePath, 'GA state is corrupt or does not fit the run');
+  codec();
+  if (!validState(state, isGenome)) throw fileError(statePath, 'GA state is corrupt or does not fit the run');
   const keep = (r: Record<string, unknown>) =>
     typeof r.generation === 'number' && r.generation < state.generation;
   const finished = state.done ? state.generation + 1 : state.generation;
@@ -253,6 +268,6 @@ export async function rewriteLogs(dir: string, run: ResumableRun): Promise<void>
   await writeTextAtomic(join(dir, 'generations.jsonl'), lines(run.generations));
 }
 
-export async function saveState(dir: string, state: GaState): Promise<void> {
+export async function saveState(dir: string, state: unknown): Promise<void> {
   await writeJsonAtomic(join(dir, 'state.json'), state);
 }

@@ -1,0 +1,191 @@
+/**
+ * What a run reads besides its search space: the model and the two data sets. Calibration data (what the
+ * search sees) and evaluation data (what reports quote) are kept apart — no shared file, no shared document —
+ * and recorded with the sha256 of every file, so a resumed run can tell the data has not changed. Any space's
+ * search prepares its run here and scores its final mask on the evaluation data here.
+ */
+import { resolve } from 'node:path';
+import { type CandidateMasks, createRunner } from '../engine/runner.js';
+import type { Device } from '../engine/session.js';
+import { fileError, flagError, GenepruneError } from '../errors.js';
+import { readDataset } from '../metrics/data.js';
+import {
+  defaultBatchSize,
+  evaluatePerplexity,
+  makeWindows,
+  tokenizeDocuments,
+} from '../metrics/perplexity.js';
+import { checkMemoryBudget } from '../model/memory.js';
+import { type OpenedModel, openModel } from '../model/open.js';
+import { realPathOf, sha256File, sha256Text } from '../util/fs.js';
+
+/** One data file as config.json records it, so a resumed run can tell the data has not changed. */
+export interface DataFileIdentity {
+  path: string;
+  sha256: string;
+}
+
+/** The settings every run has: where the model and the data are, and how the text is cut. */
+export interface RunDataSettings {
+  model?: string;
+  tokenizer?: string;
+  calib: string;
+  eval: string;
+  context?: number;
+  calibTokens: number;
+  evalTokens?: number;
+  batchSize?: number;
+  /** The search's metric: a KL search sizes batches by the vocabulary and holds the dense log-probabilities. */
+  metric?: 'ppl' | 'kl';
+}
+
+export interface RunEnv {
+  device?: Device;
+  threads?: number;
+  /** Refuse before loading when the estimated peak exceeds this many bytes (default: total memory). */
+  memoryBudget?: number;
+}
+
+/** The model and the data of a run, ready to search. */
+export interface RunData {
+  model: OpenedModel;
+  /** Calibration token stream (BOS-separated documents). */
+  stream: number[];
+  evalStream: number[];
+  context: number;
+  calibTokens: number;
+  calibFiles: DataFileIdentity[];
+  evalFiles: DataFileIdentity[];
+}
+
+/** The same settings with data and model paths absolute, so a run resumes from any working directory. */
+export function absoluteSettings<S extends RunDataSettings>(s: S): S {
+  const local = (p: string | undefined) => (p === undefined || p.startsWith('hf:') ? p : resolve(p));
+  return {
+    ...s,
+    calib: resolve(s.calib),
+    eval: resolve(s.eval),
+    model: local(s.model),
+    tokenizer: local(s.tokenizer),
+  };
+}
+
+async function identify(files: string[]): Promise<DataFileIdentity[]> {
+  return Promise.all(files.map(async (f) => ({ path: resolve(f), sha256: await sha256File(f) })));
+}
+
+/** The documents of one data file; an empty file (allowed inside a folder) has none. */
+async function documentsOf(file: string): Promise<string[]> {
+  try {
+    return (await readDataset(file)).documents;
+  } catch (e) {
+    if (e instanceof GenepruneError && e.kind === 'data') return [];
+    throw e;
+  }
+}
+
+/**
+ * Refuses evaluation data that shares anything with the calibration data: a file (by real path, so a symlink
+ * or a single page given by name is caught) or a document (by content hash, so a copied page is caught).
+ */
+async function refuseOverlap(calibFiles: string[], evalFiles: string[]): Promise<void> {
+  const both = (e: string, c: string) =>
+    resolve(e) === resolve(c) ? resolve(e) : `${resolve(e)} (calibration: ${resolve(c)})`;
+  const calibByReal = new Map<string, string>();
+  for (const f of calibFiles) calibByReal.set(await realPathOf(f), f);
+  for (const f of evalFiles) {
+    const c = calibByReal.get(await realPathOf(f));
+    if (c !== undefined) {
+      throw flagError('--eval', `${both(f, c)} is also calibration data: reports must quote unseen text`);
+    }
+  }
+  const calibByDoc = new Map<string, string>();
+  for (const f of calibFiles) for (const d of await documentsOf(f)) calibByDoc.set(sha256Text(d), f);
+  for (const f of evalFiles) {
+    for (const d of await documentsOf(f)) {
+      const c = calibByDoc.get(sha256Text(d));
+      if (c !== undefined) {
+        throw flagError(
+          '--eval',
+          `${both(f, c)} holds a document that is also in the calibration data: reports must quote unseen text`,
+        );
+      }
+    }
+  }
+}
+
+/**
+ * Reads both data sets (refusing overlap), opens the model, checks the context and the memory budget, and
+ * tokenizes. `what` names the command in a memory refusal.
+ */
+export async function prepareRunData(s: RunDataSettings, env: RunEnv, what: string): Promise<RunData> {
+  const calib = await readDataset(s.calib);
+  const evalData = await readDataset(s.eval);
+  await refuseOverlap(calib.files, evalData.files);
+  const model = await openModel(s.model, { tokenizer: s.tokenizer });
+  const context = s.context ?? Math.min(model.spec.config.maxPositions, 512);
+  if (context > model.spec.config.maxPositions) {
+    throw flagError(
+      '--ctx',
+      `${context} exceeds the model's context length ${model.spec.config.maxPositions}`,
+    );
+  }
+  checkMemoryBudget(model.spec, {
+    batch: s.batchSize ?? defaultBatchSize(context, model.spec.config.vocabSize, s.metric),
+    seq: context,
+    budget: env.memoryBudget,
+    what,
+    metric: s.metric,
+    // KL: the dense model's log-probabilities of every calibration token stay in memory for the whole search.
+    heldBytes: s.metric === 'kl' ? 4 * s.calibTokens * model.spec.config.vocabSize : 0,
+  });
+  const stream = tokenizeDocuments(calib.documents, model.tokenizer);
+  const evalStream = tokenizeDocuments(evalData.documents, model.tokenizer);
+  return {
+    model,
+    stream,
+    evalStream,
+    context,
+    calibTokens: Math.min(s.calibTokens, stream.length - 1),
+    calibFiles: await identify(calib.files),
+    evalFiles: await identify(evalData.files),
+  };
+}
+
+/** Refuses data that changed since the run began: a file missing, added or with other bytes. */
+export async function refuseChangedData(label: string, path: string, stored: unknown): Promise<boolean> {
+  const recorded = (stored as { files?: unknown } | undefined)?.files;
+  if (!Array.isArray(recorded) || !recorded.every((f) => typeof f?.sha256 === 'string')) return false;
+  const now = await identify((await readDataset(path)).files);
+  const before = new Map((recorded as DataFileIdentity[]).map((f) => [f.path, f.sha256]));
+  const after = new Map(now.map((f) => [f.path, f.sha256]));
+  const why = 'since the run began (config.json records its sha256); resume needs the same data';
+  for (const [f, hash] of before) {
+    if (!after.has(f)) throw fileError(f, `${label} file is missing ${why}`);
+    if (after.get(f) !== hash) throw fileError(f, `${label} file changed ${why}`);
+  }
+  for (const f of after.keys()) {
+    if (!before.has(f)) throw fileError(f, `${label} file was added ${why}`);
+  }
+  return true;
+}
+
+/** Scores a candidate's masks (and the dense model) on the evaluation data, in a session of its own. */
+export async function scoreOnEval(d: RunData, s: RunDataSettings, masks: CandidateMasks, env: RunEnv) {
+  const windows = makeWindows(d.evalStream, d.context, s.evalTokens, s.eval);
+  const runner = await createRunner(d.model.spec, {
+    output: 'nll',
+    device: env.device,
+    threads: env.threads,
+  });
+  const batchSize = s.batchSize ?? defaultBatchSize(d.context, d.model.spec.config.vocabSize);
+  const pruned = await evaluatePerplexity(runner, windows, { masks, batchSize });
+  const dense = await evaluatePerplexity(runner, windows, { batchSize });
+  await runner.release();
+  return {
+    perplexity: pruned.perplexity,
+    densePerplexity: dense.perplexity,
+    tokens: pruned.tokens,
+    data: s.eval,
+  };
+}

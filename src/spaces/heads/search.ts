@@ -1,0 +1,409 @@
+/**
+ * A whole head search as the CLI runs it: prepare the model and data (runs/data.ts), build the calibration
+ * objective over the head space, run one method (the GA, NSGA-II, or a baseline) in a run directory
+ * (runs/rundir.ts, runs/algorithms.ts), then score the chosen mask on the evaluation data and write the head
+ * mask file. `resumeHeadSearch` continues such a run (runs/resume.ts refuses what would change it).
+ */
+import { fileError, flagError } from '../../errors.js';
+import { makeMaskFile, modelIdentity } from '../../masks/headfile.js';
+import { type Genome, geneCount } from '../../masks/heads.js';
+import { runGaInDir, runNsgaInDir } from '../../runs/algorithms.js';
+import {
+  absoluteSettings,
+  prepareRunData,
+  type RunData,
+  type RunEnv,
+  refuseChangedData,
+  scoreOnEval,
+} from '../../runs/data.js';
+import { type GivenSetting, refuseChangedSettings, refuseForeignModel } from '../../runs/resume.js';
+import {
+  createRunDir,
+  HEAD_RUN_KIND,
+  lockRunDir,
+  openRunForResume,
+  type ResumableRun,
+  type RunConfig,
+  readRunConfig,
+  rewriteLogs,
+} from '../../runs/rundir.js';
+import { bitStringCodec } from '../../search/codec.js';
+import {
+  decodeOrThrow,
+  type GaOptions,
+  type GaState,
+  type GenerationSummary,
+  initialState,
+} from '../../search/ga.js';
+import type { NsgaState } from '../../search/nsga.js';
+import { type QualityMetric, qualityFromLog } from '../../search/objective.js';
+import { bitNsgaOperators } from '../../search/operators.js';
+import { type HeldLock, writeJsonAtomic } from '../../util/fs.js';
+import { createRng } from '../../util/rng.js';
+import { headGaOptions } from './algorithms.js';
+import { runBaseline, singleHeadAblationScores } from './baselines.js';
+import { createHeadObjective, type HeadObjective } from './objective.js';
+import type { HeadMethod, HeadSearchSettings } from './settings.js';
+
+export type HeadGivenSetting = GivenSetting<Extract<keyof HeadSearchSettings, string>>;
+
+export interface HeadSearchEnv extends RunEnv {
+  onStatus?: (line: string) => void;
+  /** Things the user should see even when quiet: a stale lock taken over, leftovers removed. */
+  onNote?: (line: string) => void;
+  onGeneration?: (s: GenerationSummary, total: number, elapsedS: number) => void;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface HeadSearchResult {
+  runDir: string;
+  method: HeadMethod;
+  genome: Genome;
+  removed: number;
+  genes: number;
+  calib: { quality: number; denseQuality: number; metric: QualityMetric; tokens: number };
+  eval: { perplexity: number; densePerplexity: number; tokens: number; data: string };
+  forwardPasses: number;
+  evaluations: number;
+  seconds: number;
+}
+
+function removeCountOf(s: HeadSearchSettings, genes: number): number | undefined {
+  return s.targetSparsity === undefined ? undefined : Math.round(s.targetSparsity * genes);
+}
+
+function gaOptions(
+  s: HeadSearchSettings,
+  genes: number,
+  denseQuality: number,
+  initWeights?: number[],
+): GaOptions<Genome> {
+  return headGaOptions(genes, {
+    population: s.population,
+    generations: s.generations,
+    tournamentSize: s.tournament,
+    crossoverRate: s.crossoverRate,
+    mutationRate: s.mutationRate,
+    removalBias: s.removalBias,
+    sInitial: s.sInitial,
+    fitness: { kind: s.fitness, metric: s.metric, lambda: s.lambda, denseQuality },
+    fitnessThreshold: s.fitnessThreshold,
+    maxSparsity: s.maxSparsity,
+    removeCount: s.fitness === 'budget' ? removeCountOf(s, genes) : undefined,
+    elitism: s.elitism,
+    multiFidelity: s.lowTokens !== undefined,
+    promote: s.promote,
+    initWeights,
+    seed: s.seed,
+  });
+}
+
+interface Prepared extends RunData {
+  objective: HeadObjective;
+}
+
+async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promise<Prepared> {
+  const data = await prepareRunData(s, env, 'heads');
+  env.onStatus?.(
+    `model ${data.model.modelPath}: ${geneCount(data.model.spec.config)} heads; calibration ${data.stream.length} tokens`,
+  );
+  const objective = await createHeadObjective(data.model.spec, {
+    stream: data.stream,
+    context: data.context,
+    metric: s.metric,
+    tokens: s.calibTokens,
+    lowTokens: s.lowTokens,
+    batchSize: s.batchSize,
+    device: env.device,
+    threads: env.threads,
+  });
+  return { ...data, objective };
+}
+
+async function runConfig(s: HeadSearchSettings, p: Prepared): Promise<RunConfig> {
+  return {
+    kind: HEAD_RUN_KIND,
+    version: 1,
+    method: s.method,
+    settings: s,
+    model: {
+      path: p.model.modelPath,
+      tokenizer: p.model.tokenizerPath,
+      ...(await modelIdentity(p.model.spec)),
+    },
+    geneOrder:
+      'layer-major over the heads present: layer l starts at the sum of model.shape.queryHeads before it; 1 keeps the head',
+    calibration: { path: s.calib, files: p.calibFiles, tokens: p.calibTokens, context: p.context },
+    evaluation: { path: s.eval, files: p.evalFiles },
+  };
+}
+
+async function finish(
+  dir: string,
+  s: HeadSearchSettings,
+  p: Prepared,
+  genome: Genome,
+  counters: { forwardPasses: number; evaluations: number; seconds: number },
+  env: HeadSearchEnv,
+  extra: Record<string, unknown> = {},
+): Promise<HeadSearchResult> {
+  const space = p.objective.space;
+  const dense = await p.objective.evaluate(space.full());
+  const calibScore = await p.objective.evaluate(genome);
+  // One session at a time: a 1B model's second copy would double the peak.
+  await p.objective.release();
+  env.onStatus?.('scoring the chosen mask on the evaluation data');
+  const evalScore = await scoreOnEval(p, s, space.masks(genome), env);
+  const result: HeadSearchResult = {
+    runDir: dir,
+    method: s.method,
+    genome,
+    removed: space.genes - genome.reduce((a, b) => a + b, 0),
+    genes: space.genes,
+    calib: {
+      quality: calibScore.quality,
+      denseQuality: dense.quality,
+      metric: s.metric,
+      tokens: calibScore.tokens,
+    },
+    eval: evalScore,
+    ...counters,
+  };
+  const mask = await makeMaskFile(p.model.spec, genome, {
+    method: s.method,
+    runDir: dir,
+    calibration: { path: s.calib, metric: s.metric, quality: calibScore.quality },
+    evaluation: {
+      path: s.eval,
+      perplexity: evalScore.perplexity,
+      densePerplexity: evalScore.densePerplexity,
+    },
+  });
+  await writeJsonAtomic(`${dir}/mask.json`, mask);
+  const { genome: _g, ...rest } = result;
+  await writeJsonAtomic(`${dir}/result.json`, {
+    ...rest,
+    genome: space.encode(genome),
+    removedHeads: mask.removed,
+    keptQueryHeads: mask.keptQueryHeads,
+    keptKvHeads: mask.keptKvHeads,
+    keptParameters: space.keptParameters(genome),
+    totalParameters: space.totalParameters,
+    ...extra,
+  });
+  return result;
+}
+
+function runGaIn(
+  dir: string,
+  s: HeadSearchSettings,
+  p: Prepared,
+  state: GaState,
+  opts: GaOptions<Genome>,
+  env: HeadSearchEnv,
+  t0: number,
+): Promise<GaState> {
+  return runGaInDir(dir, p.objective, opts, state, (summary) =>
+    env.onGeneration?.(summary, s.generations, (performance.now() - t0) / 1000),
+  );
+}
+
+/** A fresh search in `dir`. Settings' data and model paths are stored absolute. */
+export async function runHeadSearch(dir: string, settings: HeadSearchSettings, env: HeadSearchEnv = {}) {
+  const s = absoluteSettings(settings);
+  const p = await prepare(s, env);
+  let lock: HeldLock | undefined;
+  try {
+    const removeCount = removeCountOf(s, p.objective.space.genes);
+    if (s.method !== 'ga' && s.method !== 'nsga' && removeCount === undefined) {
+      throw flagError(
+        '--target-sparsity',
+        `the ${s.method} baseline needs a target share of heads to remove`,
+      );
+    }
+    if (s.method === 'ga' && s.fitness === 'budget' && removeCount === undefined) {
+      throw flagError('--target-sparsity', 'the budget fitness needs a target share of heads to remove');
+    }
+    lock = await createRunDir(dir, await runConfig(s, p), env.onNote);
+    return await searchFromScratch(dir, s, p, env);
+  } finally {
+    await p.objective.release();
+    await lock?.release();
+  }
+}
+
+/** The whole search in a run directory whose config.json is written and whose logs are empty. */
+async function searchFromScratch(
+  dir: string,
+  s: HeadSearchSettings,
+  p: Prepared,
+  env: HeadSearchEnv,
+): Promise<HeadSearchResult> {
+  const t0 = performance.now();
+  const space = p.objective.space;
+  const genes = space.genes;
+  const removeCount = removeCountOf(s, genes);
+  const dense = await p.objective.evaluate(space.full());
+  const rng = createRng(s.seed);
+  const counters = () => ({
+    forwardPasses: p.objective.forwardPasses(),
+    evaluations: p.objective.evaluations(),
+    seconds: (performance.now() - t0) / 1000,
+  });
+  if (s.method === 'ga') {
+    let initWeights: number[] | undefined;
+    if (s.seedAblation) {
+      env.onStatus?.('single-head ablation to seed the initial population');
+      const scores = await singleHeadAblationScores(p.objective, 'full', env.onProgress);
+      // Removability: heads whose removal costs least get the largest weights.
+      // Only finite scores set the scale; a head whose removal breaks the model (or is absent) gets weight 0.
+      const worst = Math.max(...scores.filter(Number.isFinite));
+      initWeights = Array.from(scores, (q) => (Number.isFinite(q) ? worst - q + 1e-6 * Math.abs(worst) : 0));
+    }
+    const opts = gaOptions(s, genes, dense.quality, initWeights);
+    const spent = { evaluations: p.objective.evaluations(), forwardPasses: p.objective.forwardPasses() };
+    const final = await runGaIn(dir, s, p, initialState(opts, space, spent), opts, env, t0);
+    return finish(dir, s, p, decodeOrThrow(space, final.best!.genome), counters(), env, { stop: final.stop });
+  }
+  if (s.method === 'nsga') return runNsgaIn(dir, s, p, env, counters);
+  const baseline = await runBaseline(s.method, {
+    spec: p.model.spec,
+    objective: p.objective,
+    removeCount: removeCount!,
+    rng,
+    onProgress: env.onProgress,
+    samples: s.regressionSamples,
+  });
+  return finish(dir, s, p, baseline.genome, counters(), env);
+}
+
+/** NSGA-II over the head space in a run directory (runs/algorithms.ts), then the pick at the target size. */
+async function runNsgaIn(
+  dir: string,
+  s: HeadSearchSettings,
+  p: Prepared,
+  env: HeadSearchEnv,
+  counters: () => { forwardPasses: number; evaluations: number; seconds: number },
+  resume?: { state: NsgaState; logged: Array<Record<string, unknown>> },
+): Promise<HeadSearchResult> {
+  const genes = p.objective.space.genes;
+  const r = await runNsgaInDir(
+    dir,
+    p.objective,
+    {
+      population: s.population,
+      generations: s.generations,
+      seed: s.seed,
+      operators: bitNsgaOperators(genes, { mutationRate: s.mutationRate }),
+      targetRemoved: removeCountOf(s, genes) ?? Math.round(0.25 * genes),
+    },
+    env.onStatus,
+    resume,
+  );
+  return finish(dir, s, p, r.pick, counters(), env, {
+    front: r.front,
+    archived: r.archived,
+    pickedAtTarget: r.pickedAtTarget,
+    ...(resume ? { resumed: true } : {}),
+  });
+}
+
+/** The head space's gene count and genome text, from a run's config.json alone. */
+function headCodecOf(dir: string, c: RunConfig) {
+  const heads = (c.model as { shape?: { queryHeads?: unknown } } | undefined)?.shape?.queryHeads;
+  if (!Array.isArray(heads)) {
+    throw fileError(
+      `${dir}/config.json`,
+      'the run records no per-layer model shape (made by an older geneprune, whose model fingerprint was weak); run it again',
+    );
+  }
+  const genes = heads.reduce((a: number, b) => a + Number(b), 0);
+  return { genes, ...bitStringCodec(genes) };
+}
+
+/**
+ * Continues a GA or NSGA-II run from its last saved generation (a run stopped before its first one, or an
+ * unfinished baseline, starts again from the beginning with its stored settings). `given` are the settings
+ * the user typed with --resume: any that would change the run is refused.
+ */
+export async function resumeHeadSearch(
+  dir: string,
+  env: HeadSearchEnv = {},
+  given: readonly HeadGivenSetting[] = [],
+): Promise<HeadSearchResult> {
+  const config = await readRunConfig(dir, HEAD_RUN_KIND);
+  const s = config.settings as HeadSearchSettings;
+  refuseChangedSettings(s, given);
+  const checked =
+    (await refuseChangedData('calibration', s.calib, config.calibration)) &&
+    (await refuseChangedData('evaluation', s.eval, config.evaluation));
+  if (!checked) env.onNote?.(`${dir}: the run predates data hashes in config.json; its data is not verified`);
+  const lock = await lockRunDir(dir, env.onNote);
+  try {
+    const run = await openRunForResume(dir, config, (c) => headCodecOf(dir, c));
+    const p = await prepare(s, env);
+    try {
+      await refuseForeignModel(dir, config, p.model.spec, p.model.modelPath);
+      if (run.fresh) {
+        env.onStatus?.('no generation was saved: starting the run again from the beginning');
+        await rewriteLogs(dir, run);
+        return await searchFromScratch(dir, s, p, env);
+      }
+      return await continueSearch(dir, s, p, run, env);
+    } finally {
+      await p.objective.release();
+    }
+  } finally {
+    await lock.release();
+  }
+}
+
+async function continueSearch(
+  dir: string,
+  s: HeadSearchSettings,
+  p: Prepared,
+  run: ResumableRun,
+  env: HeadSearchEnv,
+): Promise<HeadSearchResult> {
+  const t0 = performance.now();
+  const space = p.objective.space;
+  if (run.nsga) {
+    await rewriteLogs(dir, run);
+    await p.objective.evaluate(space.full());
+    const counters = () => ({
+      forwardPasses: p.objective.forwardPasses(),
+      evaluations: p.objective.evaluations(),
+      seconds: (performance.now() - t0) / 1000,
+    });
+    return runNsgaIn(dir, s, p, env, counters, { state: run.nsga, logged: run.evaluations });
+  }
+  // What earlier sessions computed is primed into the cache, so nothing is evaluated twice.
+  for (const r of run.evaluations) {
+    const genome = space.decode(String(r.genome));
+    if (r.cached || genome === undefined) continue;
+    p.objective.prime(genome, r.fidelity as 'low' | 'full', {
+      quality: qualityFromLog(r),
+      tokens: Number(r.tokens),
+      ms: Number(r.ms),
+    });
+  }
+  const dense = await p.objective.evaluate(space.full());
+  // The initial population is already in the state, so no initialisation weights are needed.
+  const opts = gaOptions(s, space.genes, dense.quality);
+  await rewriteLogs(dir, run);
+  const state = run.state!;
+  const final = state.done ? state : await runGaIn(dir, s, p, state, opts, env, t0);
+  return finish(
+    dir,
+    s,
+    p,
+    decodeOrThrow(space, final.best!.genome),
+    {
+      forwardPasses: final.forwardPasses,
+      evaluations: final.evaluations,
+      seconds: (performance.now() - t0) / 1000,
+    },
+    env,
+    { stop: final.stop, resumed: true },
+  );
+}

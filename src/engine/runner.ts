@@ -10,6 +10,7 @@ import {
   releaseWeights,
   type Weights,
 } from '../graph/decoder.js';
+import { type ComputeDtype, weightsDtype } from '../graph/weights.js';
 import type { ModelSpec } from '../model/spec.js';
 import { createEngine, type Device, type Engine, type Feed } from './session.js';
 
@@ -29,6 +30,12 @@ export interface RunnerOptions {
   /** Attention implementation (default fused); see DecoderGraphOptions. */
   attention?: AttentionKind;
   fusedOp?: FusedAttentionOp;
+  /**
+   * Compute precision (default fp32): fp16/bf16 hold the weight matrices in that dtype in ONNX Runtime (half the
+   * memory). On CPU the linears still compute in fp32 (the weight is cast just before use: ORT has no fp16 GEMM
+   * there); on CUDA and WebGPU they run in the narrow dtype. Outputs are fp32 either way.
+   */
+  dtype?: ComputeDtype;
 }
 
 /** Masks for one candidate. Missing masks mean "keep everything". */
@@ -53,6 +60,7 @@ export interface TokenBatch {
 
 export interface ModelRunner {
   readonly spec: ModelSpec;
+  readonly dtype: ComputeDtype;
   readonly output: GraphOutputMode;
   readonly maxHeads: number;
   readonly engine: Engine;
@@ -69,7 +77,11 @@ export function allKeptHeadMask(spec: ModelSpec): Float32Array {
 
 export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promise<ModelRunner> {
   const threshold = opts.externalDataThreshold;
-  const weights = opts.weights ?? (await prepareWeights(spec, { externalDataThreshold: threshold }));
+  const dtype = opts.dtype ?? 'fp32';
+  if (opts.weights && weightsDtype(opts.weights) !== dtype) {
+    throw new Error(`runner: weights prepared in ${weightsDtype(opts.weights)}, runner asked for ${dtype}`);
+  }
+  const weights = opts.weights ?? (await prepareWeights(spec, { externalDataThreshold: threshold, dtype }));
   let engine: Engine;
   try {
     const graph = buildDecoderGraph(spec, weights, {
@@ -78,8 +90,9 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
       externalDataThreshold: threshold,
       attention: opts.attention,
       fusedOp: opts.fusedOp,
+      halfLinears: (opts.device ?? 'cpu') === 'cpu' ? 'upcast' : 'native',
     });
-    engine = await createEngine(graph, { device: opts.device, threads: opts.threads });
+    engine = await createEngine(graph, { device: opts.device, threads: opts.threads, dtype });
   } finally {
     // ORT holds its own copy once started: a file of our own is deleted now.
     if (!opts.weights) await releaseWeights(weights);
@@ -91,6 +104,7 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
 
   return {
     spec,
+    dtype,
     output: opts.output,
     maxHeads,
     engine,

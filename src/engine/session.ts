@@ -18,6 +18,8 @@ export interface EngineOptions {
   device?: Device;
   /** Intra-op threads; 0 or undefined lets ONNX Runtime use every physical core. */
   threads?: number;
+  /** The graph's compute dtype, named when a provider cannot start it (default fp32). */
+  dtype?: 'fp32' | 'fp16' | 'bf16';
 }
 
 export type FeedData = Float32Array | BigInt64Array | Uint8Array | Int32Array;
@@ -129,6 +131,14 @@ export async function createEngine(
   } catch (e) {
     if (e instanceof GenepruneError) throw e;
     const msg = e instanceof Error ? e.message : String(e);
+    if (device !== 'cpu' && opts.dtype !== undefined && opts.dtype !== 'fp32') {
+      throw new GenepruneError(
+        'flag',
+        `the ${device} execution provider could not start the ${opts.dtype} graph (${msg.split('\n')[0]}); try --dtype fp32`,
+        '--dtype',
+        { cause: e },
+      );
+    }
     if (device !== 'cpu') {
       throw new GenepruneError(
         'device',

@@ -31,7 +31,7 @@ import {
   halfSplitRotary,
 } from './attention.js';
 import { type EncodedModel, GraphBuilder } from './builder.js';
-import { isWeightFile, type Weights } from './weights.js';
+import { isWeightFile, type Weights, weightType } from './weights.js';
 
 export { loadWeights, prepareWeights, releaseWeights, type WeightMap, type Weights } from './weights.js';
 
@@ -63,7 +63,22 @@ export interface DecoderGraphOptions {
    * protobuf's 2 GiB limit. Weights in a file (prepareWeights) are always external.
    */
   externalDataThreshold?: number;
+  /**
+   * How a linear whose weight is held in fp16/bf16 runs (weights.ts decides which are): 'upcast' (default) casts
+   * the weight to fp32 right before its Gemm, so activations and arithmetic stay fp32 and only storage is narrow
+   * (ONNX Runtime's CPU provider has no fp16 Gemm: it would insert the same casts and then fold them into fp32
+   * copies of the weights, losing the memory); 'native' casts the activation to the weight's dtype and runs the
+   * Gemm there (CUDA, WebGPU), back to fp32 after. Norms, rotary, attention, softmax and the loss are fp32 in both.
+   */
+  halfLinears?: HalfLinears;
 }
+
+export type HalfLinears = 'upcast' | 'native';
+
+/** ONNX TensorProto data types used by Cast. */
+const ONNX_FLOAT = 1;
+const ONNX_FLOAT16 = 10;
+const ONNX_BFLOAT16 = 16;
 
 export const IGNORE_INDEX = -100;
 export const OPSET = 17;
@@ -119,18 +134,51 @@ export function buildDecoderGraph(
     }
     const data = weights.get(role);
     if (!data || !src) throw new Error(`decoder graph: missing tensor ${role}`);
-    return g.initializer(role, { type: 'float32', dims: [...src.shape], data });
+    return g.initializer(role, { type: weightType(weights, role), dims: [...src.shape], data });
   };
-  const maybeMasked = (role: string): string => {
-    const w = weight(role);
+  const isHalf = (role: string) => weightType(weights, role) !== 'float32';
+  const native = opts.halfLinears === 'native';
+  // fp32 values of a narrow weight, cast where used. The Cast's input is made to depend on `anchor` (the
+  // activation entering the current block) through a Reshape to the weight's own shape by a runtime-computed
+  // shape: ONNX Runtime can then neither fold the Cast into an fp32 initializer (which would bring back the fp32
+  // copy) nor run every layer's Cast at the start (which would hold all of them at once). Measured: without the
+  // anchor the session held fp16 + a whole fp32 copy.
+  let anchor = '';
+  const anchorZero = new Map<string, string>();
+  const floatOf = (name: string, role: string): string => {
+    if (!isHalf(role)) return name;
+    let zero = anchorZero.get(anchor);
+    if (!zero) {
+      const dim0 = g.op('Slice', [g.op('Shape', [anchor]), g.constInt64([0]), g.constInt64([1])]);
+      zero = g.op('Mul', [dim0, g.constInt64([0])]);
+      anchorZero.set(anchor, zero);
+    }
+    const shape = g.op('Add', [g.constInt64([...spec.tensors.get(role)!.shape]), zero]);
+    return g.op('Cast', [g.op('Reshape', [name, shape])], { to: ONNX_FLOAT });
+  };
+  const halfCode = (role: string) => (weightType(weights, role) === 'float16' ? ONNX_FLOAT16 : ONNX_BFLOAT16);
+  const maybeMasked = (role: string, inHalf: boolean): string => {
+    const w = inHalf ? weight(role) : floatOf(weight(role), role);
     if (!maskSet.has(role)) return w;
     const shape = [...spec.tensors.get(role)!.shape];
     const m = g.input(`mask.${role}`, 'bool', shape);
-    return g.op('Where', [m, w, g.constFloat([0], [])]);
+    const zero = inHalf
+      ? g.op('Cast', [g.constFloat([0], [])], { to: halfCode(role) })
+      : g.constFloat([0], []);
+    return g.op('Where', [m, w, zero]);
   };
   const linear = (x: string, prefix: string): string => {
-    const inputs = [x, maybeMasked(`${prefix}.weight`)];
-    if (spec.tensors.has(`${prefix}.bias`)) inputs.push(weight(`${prefix}.bias`));
+    const role = `${prefix}.weight`;
+    const bias = spec.tensors.has(`${prefix}.bias`) ? weight(`${prefix}.bias`) : undefined;
+    if (native && isHalf(role)) {
+      const xh = g.op('Cast', [x], { to: halfCode(role) });
+      const y = g.op('Cast', [g.op('Gemm', [xh, maybeMasked(role, true)], { transB: 1 })], {
+        to: ONNX_FLOAT,
+      });
+      return bias ? g.op('Add', [y, bias]) : y;
+    }
+    const inputs = [x, maybeMasked(role, false)];
+    if (bias) inputs.push(bias);
     return g.op('Gemm', inputs, { transB: 1 });
   };
   const rmsNorm = (x: string, role: string): string => {
@@ -165,6 +213,7 @@ export function buildDecoderGraph(
   // Token embedding, flattened to [N = batch*seq, D] for the linears.
   const ids1d = g.op('Reshape', [inputIds, minus1]);
   let x = g.op('Gather', [weight('embed.tokens'), ids1d], { axis: 0 });
+  if (isHalf('embed.tokens')) x = g.op('Cast', [x], { to: ONNX_FLOAT });
 
   // Rotary cos/sin for positions 0..seq-1: [seq, hd], broadcast over [batch, heads, seq, hd].
   const tables = rotaryTables(c, c.maxPositions);
@@ -244,6 +293,7 @@ export function buildDecoderGraph(
     const heads = c.headsPerLayer[i];
     const kvHeads = c.kvHeadsPerLayer[i];
     const p = `layers.${i}`;
+    anchor = x;
     if (heads === 0 && cache) {
       // No attention here: the cache still has this layer, with zero KV heads, so its shapes stay consistent.
       const emptyShape = g.op('Concat', [batchDim, g.constInt64([0]), seqDim, g.constInt64([hd])], {
@@ -305,10 +355,11 @@ export function buildDecoderGraph(
     x = g.op('Add', [x, linear(g.op('Mul', [act, up]), `${p}.mlp.down`)]);
   }
 
+  anchor = x;
   x = rmsNorm(x, 'final_norm.weight');
   const headRole = c.tieEmbeddings ? 'embed.tokens' : 'lm_head.weight';
-  // The tied case reuses the embedding initializer (already added under 'embed.tokens').
-  const headWeight = c.tieEmbeddings ? 'embed.tokens' : weight(headRole);
+  // The tied case reuses the embedding initializer (already added under 'embed.tokens'). fp32 values either way.
+  const headWeight = floatOf(c.tieEmbeddings ? 'embed.tokens' : weight(headRole), headRole);
   const V = c.vocabSize;
   const bsv = g.op('Concat', [batchDim, seqDim, g.constInt64([V])], { axis: 0 });
 

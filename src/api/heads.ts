@@ -4,6 +4,7 @@
  * here, so the library and the CLI search alike.
  */
 import { flagError } from '../errors.js';
+import { COMPUTE_DTYPES } from '../graph/weights.js';
 import {
   type GivenSetting,
   HEAD_METHODS,
@@ -40,6 +41,7 @@ export const HEAD_SEARCH_DEFAULTS: Omit<HeadSearchSettings, 'calib' | 'eval'> = 
   elitism: 2,
   seedAblation: false,
   seed: 0,
+  dtype: 'fp32',
 };
 
 /** The paper's settings (Survival of the Smallest): population 10, tournament 3, mutation 1 %, −ppl·(1−s). */
@@ -80,6 +82,9 @@ export function headSearchSettings(opts: HeadSearchOptions): HeadSearchSettings 
   if (!s.eval) throw flagError('--eval', 'required: the evaluation data the final mask is reported on');
   if (!HEAD_METHODS.includes(s.method)) {
     throw flagError('--method', `"${s.method}" is not one of ${HEAD_METHODS.join(', ')}`);
+  }
+  if (!COMPUTE_DTYPES.includes(s.dtype ?? 'fp32')) {
+    throw flagError('--dtype', `unknown compute dtype "${s.dtype}" (choose ${COMPUTE_DTYPES.join(', ')})`);
   }
   if (!['ppl', 'kl'].includes(s.metric)) throw flagError('--metric', `"${s.metric}" is not one of ppl, kl`);
   if (!['sos', 'lambda', 'budget'].includes(s.fitness)) {

@@ -8,6 +8,7 @@ import { resolve } from 'node:path';
 import { createRunner } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
 import { fileError, flagError, GenepruneError } from '../errors.js';
+import type { ComputeDtype } from '../graph/weights.js';
 import { readDataset } from '../metrics/data.js';
 import {
   defaultBatchSize,
@@ -97,6 +98,8 @@ export interface HeadSearchSettings {
   regressionSamples?: number;
   seed: number;
   batchSize?: number;
+  /** Compute precision (changes numerics, so it is part of the run). */
+  dtype?: ComputeDtype;
 }
 
 export interface HeadSearchEnv {
@@ -243,6 +246,7 @@ async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promise<Prepa
     seq: context,
     budget: env.memoryBudget,
     what: 'heads',
+    dtype: s.dtype,
   });
   const stream = tokenizeDocuments(calib.documents, model.tokenizer);
   const evalStream = tokenizeDocuments(evalData.documents, model.tokenizer);
@@ -258,6 +262,7 @@ async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promise<Prepa
     batchSize: s.batchSize,
     device: env.device,
     threads: env.threads,
+    dtype: s.dtype,
   });
   return {
     model,
@@ -295,6 +300,7 @@ async function scoreOnEval(p: Prepared, s: HeadSearchSettings, genome: Genome, e
     output: 'nll',
     device: env.device,
     threads: env.threads,
+    dtype: s.dtype,
   });
   const batchSize = s.batchSize ?? defaultBatchSize(p.context, p.model.spec.config.vocabSize);
   const pruned = await evaluatePerplexity(runner, windows, {

@@ -54,7 +54,14 @@ export {
 export { availableDevices, createEngine, DEVICES, type Device, type Engine } from './engine/session.js';
 export { dataError, type ErrorKind, fileError, flagError, GenepruneError } from './errors.js';
 export { buildDecoderGraph, type GraphOutputMode, loadWeights } from './graph/decoder.js';
-export { prepareWeights, releaseWeights, type WeightFile, type Weights } from './graph/weights.js';
+export {
+  COMPUTE_DTYPES,
+  type ComputeDtype,
+  prepareWeights,
+  releaseWeights,
+  type WeightFile,
+  type Weights,
+} from './graph/weights.js';
 export { type HeadMaskFile, loadMaskFile, makeMaskFile, readMaskFile } from './masks/headfile.js';
 export { type Dataset, firstNonTextByte, readDataset, streamDocuments } from './metrics/data.js';
 export {

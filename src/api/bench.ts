@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { resolveModelRef } from '../checkpoint/hub.js';
 import type { Device } from '../engine/session.js';
 import { flagError } from '../errors.js';
+import type { ComputeDtype } from '../graph/weights.js';
 import { readMaskFile } from '../masks/headfile.js';
 import { loadModelSpec } from '../model/load.js';
 import { checkMemoryBudget, peakRssBytes } from '../model/memory.js';
@@ -43,6 +44,7 @@ export interface BenchReport {
   b: BenchModelReport;
   settings: Required<Pick<BenchOptions, 'batch' | 'seq' | 'prompt' | 'generate' | 'runs' | 'warmup'>> & {
     device: Device;
+    dtype: ComputeDtype;
     threads?: number;
     seed: number;
   };
@@ -87,6 +89,7 @@ export async function bench(opts: BenchOptions = {}): Promise<BenchReport> {
     runs: opts.runs ?? 5,
     warmup: opts.warmup ?? 1,
     device: opts.device ?? ('cpu' as Device),
+    dtype: opts.dtype ?? ('fp32' as ComputeDtype),
     ...(opts.threads === undefined ? {} : { threads: opts.threads }),
     seed: 0,
   };
@@ -110,6 +113,7 @@ export async function bench(opts: BenchOptions = {}): Promise<BenchReport> {
     sessions: 4,
     budget: opts.memoryBudget,
     what: 'bench',
+    dtype: settings.dtype,
   });
   const aBytes = await bytesOnDisk(a.modelPath);
   const [sa, sb] = await benchModels(a.spec, b, settings, opts.onStatus);

@@ -1,5 +1,6 @@
 /** What every library call shares: how a model is named, where it runs, and how progress is reported. */
 import type { Device } from '../engine/session.js';
+import type { ComputeDtype } from '../graph/weights.js';
 import { type OpenedModel, openModel } from '../model/open.js';
 
 /**
@@ -13,6 +14,11 @@ export interface RuntimeOptions {
   device?: Device;
   /** Intra-op threads (default: all physical cores). */
   threads?: number;
+  /**
+   * Compute precision (default fp32): fp16/bf16 hold the weight matrices in that dtype in ONNX Runtime, half the
+   * memory; on CPU the arithmetic stays fp32 (README, Precision), on CUDA/WebGPU the linears run in it.
+   */
+  dtype?: ComputeDtype;
   /** Bytes the command may use at its peak; checked from the model's header before loading (default: total memory). */
   memoryBudget?: number;
 }

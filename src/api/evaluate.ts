@@ -1,6 +1,7 @@
 /** `evaluate`: perplexity (and optionally KL to the unpruned model) of a model, masked or not, on text data. */
 import { createRunner } from '../engine/runner.js';
 import { flagError } from '../errors.js';
+import type { ComputeDtype } from '../graph/weights.js';
 import { readDataset } from '../metrics/data.js';
 import {
   computeKlReference,
@@ -49,6 +50,8 @@ export interface EvaluateResult {
   seconds: number;
   tokensPerSecond: number;
   device: string;
+  /** Compute precision used. */
+  dtype: ComputeDtype;
   /** Peak resident memory of the process by the end of the evaluation. */
   peakRssBytes: number;
 }
@@ -66,7 +69,14 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
     throw flagError('--ctx', `${context} exceeds the model's context length ${config.maxPositions}`);
   }
   const batchSize = opts.batchSize ?? defaultBatchSize(context, config.vocabSize);
-  checkMemoryBudget(model.spec, { batch: batchSize, seq: context, budget: opts.memoryBudget, what: 'eval' });
+  const dtype = opts.dtype ?? 'fp32';
+  checkMemoryBudget(model.spec, {
+    batch: batchSize,
+    seq: context,
+    budget: opts.memoryBudget,
+    what: 'eval',
+    dtype,
+  });
   const headMask = await resolveHeadMask(model.spec, opts);
   // With maxTokens only the first maxTokens + 1 tokens are read and tokenized, however large the data.
   const maxTokens = opts.maxTokens;
@@ -78,7 +88,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
         }))
       : await tokenizePrefix(opts.data, model.tokenizer, maxTokens + 1);
   const windows = makeWindows(data.tokens, context, maxTokens, opts.data);
-  const runtime = { device, threads: opts.threads };
+  const runtime = { device, threads: opts.threads, dtype };
   const runner = await createRunner(model.spec, { output: 'nll', ...runtime });
   let result: Awaited<ReturnType<typeof evaluatePerplexity>>;
   try {
@@ -117,6 +127,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
     seconds: result.seconds,
     tokensPerSecond: result.tokensPerSecond,
     device,
+    dtype,
     peakRssBytes: peakRssBytes(),
   };
 }

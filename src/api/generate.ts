@@ -1,6 +1,7 @@
 /** `generate`: continue a prompt with a model, masked or not (greedy by default, or seeded sampling). */
 import { generate as generateTokens } from '../engine/generate.js';
 import { createRunner } from '../engine/runner.js';
+import type { ComputeDtype } from '../graph/weights.js';
 import { createRng } from '../util/rng.js';
 import { type ModelInput, openModelInput, type RuntimeOptions } from './common.js';
 import { type HeadMaskChoice, headListText, resolveHeadMask } from './masks.js';
@@ -36,6 +37,8 @@ export interface GenerateResult {
   seed: number;
   seconds: number;
   device: string;
+  /** Compute precision used. */
+  dtype: ComputeDtype;
 }
 
 export async function generate(opts: GenerateOptions = {}): Promise<GenerateResult> {
@@ -49,7 +52,13 @@ export async function generate(opts: GenerateOptions = {}): Promise<GenerateResu
   const tok = model.tokenizer;
   const prompt = tok.encode(promptText, { bos: true });
   if (prompt.length === 0) prompt.push(model.spec.config.bosTokenId ?? 1);
-  const runner = await createRunner(model.spec, { output: 'last_logits', device, threads: opts.threads });
+  const dtype = opts.dtype ?? 'fp32';
+  const runner = await createRunner(model.spec, {
+    output: 'last_logits',
+    device,
+    threads: opts.threads,
+    dtype,
+  });
   const stopTokens = [tok.bosId, tok.eosId].filter((t): t is number => t !== undefined);
   let prev = prompt[prompt.length - 1];
   let text = '';
@@ -86,5 +95,6 @@ export async function generate(opts: GenerateOptions = {}): Promise<GenerateResu
     seed,
     seconds: (performance.now() - t0) / 1000,
     device,
+    dtype,
   };
 }

@@ -11,13 +11,19 @@ import { loadTensorInto, type TensorSource } from '../model/spec.js';
 import { describeFsError, writeAll, writeBytesAtomic, writeFileAtomic } from '../util/fs.js';
 
 /**
- * Writes tensors as fp32 at the given byte offsets (ascending) of one external-data file, one tensor in memory
- * at a time, zero-filled between. `atomic` (for files that outlive the process) syncs and renames into place;
- * a scratch file skips both, since nothing reads it after a crash.
+ * Writes tensors at the given byte offsets (ascending) of one external-data file, one tensor in memory at a
+ * time, zero-filled between: as fp32 values from `source`, or whatever bytes `fill` puts in its buffer (fp16 and
+ * bf16 weights). `atomic` (for files that outlive the process) syncs and renames into place; a scratch file skips
+ * both, since nothing reads it after a crash.
  */
 export async function writeWeightFile(
   path: string,
-  tensors: ReadonlyArray<{ offset: number; byteLength: number; source: TensorSource }>,
+  tensors: ReadonlyArray<
+    { offset: number; byteLength: number } & (
+      | { source: TensorSource }
+      | { fill: (out: Uint8Array) => Promise<void> }
+    )
+  >,
   opts: { atomic?: boolean } = {},
 ): Promise<void> {
   const write = async (fh: FileHandle) => {
@@ -25,9 +31,11 @@ export async function writeWeightFile(
     for (const t of tensors) {
       if (t.offset < at) throw new Error(`weight file ${path}: tensors overlap at ${t.offset}`);
       if (t.offset > at) await writeAll(fh, new Uint8Array(t.offset - at));
-      const values = new Float32Array(t.byteLength / 4);
-      await loadTensorInto(t.source, values);
-      await writeAll(fh, new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
+      // A Float32Array's buffer, so fp32 views of it are aligned.
+      const bytes = new Uint8Array(new Float32Array(Math.ceil(t.byteLength / 4)).buffer, 0, t.byteLength);
+      if ('fill' in t) await t.fill(bytes);
+      else await loadTensorInto(t.source, new Float32Array(bytes.buffer, 0, t.byteLength / 4));
+      await writeAll(fh, bytes);
       at = t.offset + t.byteLength;
     }
   };

@@ -1,9 +1,11 @@
 import type { Command } from 'commander';
 import { type BenchModelReport, bench } from '../index.js';
 import {
+  computeDtypeOption,
   deviceOption,
   memoryBudgetOption,
   parseByteSize,
+  parseComputeDtype,
   parseDevice,
   parseIntFlag,
   threadsOption,
@@ -19,6 +21,7 @@ interface BenchFlags {
   runs: string;
   warmup: string;
   device: string;
+  dtype: string;
   threads?: string;
   memoryBudget?: string;
   json?: boolean;
@@ -44,6 +47,7 @@ export function registerBench(program: Command): void {
     .option('--runs <n>', 'timed runs per model (median reported)', '5')
     .option('--warmup <n>', 'untimed runs first', '1')
     .addOption(deviceOption())
+    .addOption(computeDtypeOption())
     .addOption(threadsOption())
     .addOption(memoryBudgetOption())
     .option('--json', 'print the result as one JSON object')
@@ -67,6 +71,7 @@ removed work predicts. Example:
         runs: n('--runs', flags.runs),
         warmup: n('--warmup', flags.warmup, 0),
         device: parseDevice(flags.device),
+        dtype: parseComputeDtype(flags.dtype),
         threads: flags.threads ? n('--threads', flags.threads) : undefined,
         memoryBudget: flags.memoryBudget ? parseByteSize('--memory-budget', flags.memoryBudget) : undefined,
         onStatus: flags.json ? undefined : (line) => process.stderr.write(`${line}\n`),
@@ -81,7 +86,7 @@ removed work predicts. Example:
       const lines = [
         `A: ${r.a.model}`,
         `B: ${r.b.model}`,
-        `prefill B=${o.batch} S=${o.seq}; generation ${o.generate} tokens after a ${o.prompt}-token prompt; median of ${o.runs} interleaved runs`,
+        `prefill B=${o.batch} S=${o.seq} (${o.device}, ${o.dtype}); generation ${o.generate} tokens after a ${o.prompt}-token prompt; median of ${o.runs} interleaved runs`,
         '    parameters        bytes   prefill tok/s  gen tok/s   MFLOP/token',
         row('A', r.a),
         row('B', r.b),

@@ -1,10 +1,12 @@
 import type { Command } from 'commander';
 import { type EvaluateResult, evaluate, flagError } from '../index.js';
 import {
+  computeDtypeOption,
   deviceOption,
   memoryBudgetOption,
   modelOption,
   parseByteSize,
+  parseComputeDtype,
   parseDevice,
   parseHeadList,
   parseIntFlag,
@@ -22,6 +24,7 @@ interface EvalFlags {
   batchSize?: string;
   pruneHeads?: string;
   device: string;
+  dtype: string;
   threads?: string;
   memoryBudget?: string;
   json?: boolean;
@@ -40,7 +43,7 @@ function printReport(r: EvaluateResult): void {
     `mean NLL     ${r.meanNll.toFixed(4)}`,
     `perplexity   ${r.perplexity.toFixed(4)}`,
     ...(r.meanKl === undefined ? [] : [`KL to dense  ${r.meanKl.toFixed(5)} nats/token`]),
-    `tokens/s     ${Math.round(r.tokensPerSecond)} (${r.device})`,
+    `tokens/s     ${Math.round(r.tokensPerSecond)} (${r.device}, ${r.dtype})`,
     `peak memory  ${(r.peakRssBytes / 2 ** 30).toFixed(2)} GiB`,
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
@@ -67,6 +70,7 @@ export function registerEval(program: Command): void {
       'a head-mask file from `geneprune heads` (mask.json); combines with --prune-heads',
     )
     .addOption(deviceOption())
+    .addOption(computeDtypeOption())
     .addOption(threadsOption())
     .addOption(memoryBudgetOption())
     .option(
@@ -98,6 +102,7 @@ Example:
         mask: flags.mask,
         kl: flags.kl,
         device: parseDevice(flags.device),
+        dtype: parseComputeDtype(flags.dtype),
         threads: flags.threads ? parseIntFlag('--threads', flags.threads) : undefined,
         memoryBudget: flags.memoryBudget ? parseByteSize('--memory-budget', flags.memoryBudget) : undefined,
         onProgress: (done, total) => progress.update(`eval ${done}/${total} tokens`),

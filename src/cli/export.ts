@@ -30,7 +30,7 @@ export function registerExport(program: Command): void {
     .option('--format <name>', `${EXPORT_FORMATS.join(' | ')}`, 'all')
     .option(
       '--dtype <type>',
-      "storage dtype of model.safetensors: fp32, fp16 or bf16 (default: the checkpoint's own, so bf16 stays bf16)",
+      "storage dtype of the exported model.safetensors: fp32, fp16 or bf16 (default: the checkpoint's own, so bf16 stays bf16); not the compute precision (eval/heads/generate/bench --dtype)",
     )
     .option('--force', 'replace a non-empty --out')
     .addOption(memoryBudgetOption())

@@ -1,8 +1,10 @@
 import type { Command } from 'commander';
 import { generate } from '../index.js';
 import {
+  computeDtypeOption,
   deviceOption,
   modelOption,
+  parseComputeDtype,
   parseDevice,
   parseFloatFlag,
   parseHeadList,
@@ -21,6 +23,7 @@ interface GenerateFlags {
   pruneHeads?: string;
   mask?: string;
   device: string;
+  dtype: string;
   threads?: string;
   json?: boolean;
 }
@@ -38,6 +41,7 @@ export function registerGenerate(program: Command): void {
     .option('--prune-heads <list>', 'mask these attention heads, LAYER:HEAD,... (0-based)')
     .option('--mask <file>', 'a head-mask file from `geneprune heads` (mask.json)')
     .addOption(deviceOption())
+    .addOption(computeDtypeOption())
     .addOption(threadsOption())
     .option('--json', 'print one JSON object (text, token ids, finish reason) instead of streaming the text')
     .addHelpText(
@@ -60,6 +64,7 @@ Example:
         pruneHeads: flags.pruneHeads ? parseHeadList(flags.pruneHeads) : [],
         mask: flags.mask,
         device: parseDevice(flags.device),
+        dtype: parseComputeDtype(flags.dtype),
         threads: flags.threads ? parseIntFlag('--threads', flags.threads) : undefined,
       };
       if (flags.json) {

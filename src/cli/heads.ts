@@ -14,10 +14,12 @@ import {
   searchHeads,
 } from '../index.js';
 import {
+  computeDtypeOption,
   deviceOption,
   memoryBudgetOption,
   modelOption,
   parseByteSize,
+  parseComputeDtype,
   parseDevice,
   parseFloatFlag,
   parseIntFlag,
@@ -82,6 +84,7 @@ const SETTING_FLAGS: Array<[string, string, keyof HeadSearchSettings, Parse]> = 
   ['seed', '--seed', 'seed', int(0)],
   ['batchSize', '--batch-size', 'batchSize', int()],
   ['seedAblation', '--seed-ablation', 'seedAblation', () => true],
+  ['dtype', '--dtype', 'dtype', (_flag, v) => parseComputeDtype(v)],
 ];
 
 /** The flags' own values, parsed, for the flags present in `f` (no defaults, no cross-checks). */
@@ -199,6 +202,7 @@ export function registerHeads(program: Command): void {
     .option('--batch-size <n>', 'windows per forward pass (default: about 2048 tokens)')
     .option('--seed <s>', 'seed for every random choice (default 0)')
     .addOption(deviceOption())
+    .addOption(computeDtypeOption())
     .addOption(threadsOption())
     .addOption(memoryBudgetOption())
     .option('--quiet', 'no progress display')

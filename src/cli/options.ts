@@ -1,6 +1,6 @@
 /** Flags shared by the commands. Each parser throws a flagError naming the flag. */
 import { Option } from 'commander';
-import { DEVICES, type Device, flagError } from '../index.js';
+import { COMPUTE_DTYPES, type ComputeDtype, DEVICES, type Device, flagError } from '../index.js';
 
 export function parseIntFlag(flag: string, value: string, min = 1): number {
   if (!/^-?\d+$/.test(value.trim())) throw flagError(flag, `expected an integer, got "${value}"`);
@@ -25,6 +25,13 @@ export function parseDevice(value: string): Device {
     throw flagError('--device', `unknown device "${value}" (choose ${DEVICES.join(', ')})`);
   }
   return value as Device;
+}
+
+export function parseComputeDtype(value: string): ComputeDtype {
+  if (!(COMPUTE_DTYPES as readonly string[]).includes(value)) {
+    throw flagError('--dtype', `unknown compute dtype "${value}" (choose ${COMPUTE_DTYPES.join(', ')})`);
+  }
+  return value as ComputeDtype;
 }
 
 /** `L:H,L:H,...` → list of [layer, head] pairs (0-based). */
@@ -52,6 +59,13 @@ export const tokenizerOption = () =>
 export const deviceOption = () =>
   new Option('--device <name>', 'cpu, cuda or webgpu (passed to ONNX Runtime)').default('cpu');
 export { parseByteSize } from '../index.js';
+
+/** Compute precision (eval, heads, generate, bench); export's --dtype is another thing: the files' storage dtype. */
+export const computeDtypeOption = () =>
+  new Option(
+    '--dtype <dtype>',
+    'compute precision: fp32, fp16 or bf16 weights held by ONNX Runtime (fp16/bf16: half the memory; on CPU the arithmetic stays fp32, see README Precision)',
+  ).default('fp32');
 
 export const memoryBudgetOption = () =>
   new Option(

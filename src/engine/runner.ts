@@ -10,6 +10,7 @@ import {
   releaseWeights,
   type Weights,
 } from '../graph/decoder.js';
+import { type ComputeDtype, weightsDtype } from '../graph/weights.js';
 import type { ModelSpec } from '../model/spec.js';
 import { createEngine, type Device, type Engine, type Feed } from './session.js';
 
@@ -33,6 +34,12 @@ export interface RunnerOptions {
   profileFilePrefix?: string;
   /** Vocabulary rows per output-head chunk for 'nll'/'kl' (default VOCAB_CHUNK); see DecoderGraphOptions. */
   vocabChunk?: number;
+  /**
+   * Compute precision (default fp32): fp16/bf16 hold the weight matrices in that dtype in ONNX Runtime (half the
+   * memory). On CPU the linears still compute in fp32 (the weight is cast just before use: ORT has no fp16 GEMM
+   * there); on CUDA and WebGPU they run in the narrow dtype. Outputs are fp32 either way.
+   */
+  dtype?: ComputeDtype;
 }
 
 /** Masks for one candidate. Missing masks mean "keep everything". */
@@ -57,6 +64,7 @@ export interface TokenBatch {
 
 export interface ModelRunner {
   readonly spec: ModelSpec;
+  readonly dtype: ComputeDtype;
   readonly output: GraphOutputMode;
   readonly maxHeads: number;
   readonly engine: Engine;
@@ -83,7 +91,11 @@ export function allKeptHeadMask(spec: ModelSpec): Float32Array {
 
 export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promise<ModelRunner> {
   const threshold = opts.externalDataThreshold;
-  const weights = opts.weights ?? (await prepareWeights(spec, { externalDataThreshold: threshold }));
+  const dtype = opts.dtype ?? 'fp32';
+  if (opts.weights && weightsDtype(opts.weights) !== dtype) {
+    throw new Error(`runner: weights prepared in ${weightsDtype(opts.weights)}, runner asked for ${dtype}`);
+  }
+  const weights = opts.weights ?? (await prepareWeights(spec, { externalDataThreshold: threshold, dtype }));
   let engine: Engine;
   try {
     const graph = buildDecoderGraph(spec, weights, {
@@ -93,10 +105,12 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
       attention: opts.attention,
       fusedOp: opts.fusedOp,
       vocabChunk: opts.vocabChunk,
+      halfLinears: (opts.device ?? 'cpu') === 'cpu' ? 'upcast' : 'native',
     });
     engine = await createEngine(graph, {
       device: opts.device,
       threads: opts.threads,
+      dtype,
       profileFilePrefix: opts.profileFilePrefix,
     });
   } finally {
@@ -110,6 +124,7 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
 
   return {
     spec,
+    dtype,
     output: opts.output,
     maxHeads,
     engine,

@@ -23,6 +23,8 @@ export interface EngineOptions {
    * working directory when the engine is released.
    */
   profileFilePrefix?: string;
+  /** The graph's compute dtype, named when a provider cannot start it (default fp32). */
+  dtype?: 'fp32' | 'fp16' | 'bf16';
 }
 
 export type FeedData = Float32Array | BigInt64Array | Uint8Array | Int32Array;
@@ -138,6 +140,14 @@ export async function createEngine(
   } catch (e) {
     if (e instanceof GenepruneError) throw e;
     const msg = e instanceof Error ? e.message : String(e);
+    if (device !== 'cpu' && opts.dtype !== undefined && opts.dtype !== 'fp32') {
+      throw new GenepruneError(
+        'flag',
+        `the ${device} execution provider could not start the ${opts.dtype} graph (${msg.split('\n')[0]}); try --dtype fp32`,
+        '--dtype',
+        { cause: e },
+      );
+    }
     if (device !== 'cpu') {
       throw new GenepruneError(
         'device',

@@ -8,10 +8,12 @@ import onnxProto from 'onnx-proto';
 
 const { onnx } = onnxProto;
 
-export type ElemType = 'float32' | 'int64' | 'bool' | 'int32';
+export type ElemType = 'float32' | 'float16' | 'bfloat16' | 'int64' | 'bool' | 'int32';
 
 const DATA_TYPE: Record<ElemType, number> = {
   float32: onnx.TensorProto.DataType.FLOAT,
+  float16: onnx.TensorProto.DataType.FLOAT16,
+  bfloat16: onnx.TensorProto.DataType.BFLOAT16,
   int64: onnx.TensorProto.DataType.INT64,
   bool: onnx.TensorProto.DataType.BOOL,
   int32: onnx.TensorProto.DataType.INT32,
@@ -31,7 +33,8 @@ export type AttrValue =
 export interface ConstTensor {
   type: ElemType;
   dims: number[];
-  data: Float32Array | BigInt64Array | Int32Array | Uint8Array;
+  /** float16/bfloat16 data is raw bits (Uint16Array). */
+  data: Float32Array | Uint16Array | BigInt64Array | Int32Array | Uint8Array;
 }
 
 interface ValueInfo {

@@ -31,7 +31,7 @@ import {
   halfSplitRotary,
 } from './attention.js';
 import { type EncodedModel, GraphBuilder } from './builder.js';
-import { isWeightFile, type Weights } from './weights.js';
+import { isWeightFile, type Weights, weightType } from './weights.js';
 
 export { loadWeights, prepareWeights, releaseWeights, type WeightMap, type Weights } from './weights.js';
 
@@ -64,14 +64,28 @@ export interface DecoderGraphOptions {
    */
   externalDataThreshold?: number;
   /**
+   * How a linear whose weight is held in fp16/bf16 runs (weights.ts decides which are): 'upcast' (default) casts
+   * the weight to fp32 right before its Gemm, so activations and arithmetic stay fp32 and only storage is narrow
+   * (ONNX Runtime's CPU provider has no fp16 Gemm: it would insert the same casts and then fold them into fp32
+   * copies of the weights, losing the memory); 'native' casts the activation to the weight's dtype and runs the
+   * Gemm there (CUDA, WebGPU), back to fp32 after. Norms, rotary, attention, softmax and the loss are fp32 in both.
+   */
+  halfLinears?: HalfLinears;
+  /**
    * 'nll' and 'kl' graphs compute the output head over vocabulary chunks of this many rows when the vocabulary
    * is larger (default VOCAB_CHUNK), so no [tokens, vocab] tensor exists; tests set it small to exercise it.
    */
   vocabChunk?: number;
 }
 
-export const IGNORE_INDEX = -100;
+export type HalfLinears = 'upcast' | 'native';
 
+/** ONNX TensorProto data types used by Cast. */
+const ONNX_FLOAT = 1;
+const ONNX_FLOAT16 = 10;
+const ONNX_BFLOAT16 = 16;
+
+export const IGNORE_INDEX = -100;
 /**
  * Vocabulary rows per output-head chunk. A 128k vocabulary's fp32 logits are 1 GiB per 2048 tokens and ORT keeps
  * several such buffers (logits, softmax, loss); in chunks of 16,384 each is 128 MiB at 2048 tokens.
@@ -142,8 +156,29 @@ export function buildDecoderGraph(
     }
     const data = weights.get(role);
     if (!data || !src) throw new Error(`decoder graph: missing tensor ${role}`);
-    return g.initializer(role, { type: 'float32', dims: [...src.shape], data });
+    return g.initializer(role, { type: weightType(weights, role), dims: [...src.shape], data });
   };
+  const isHalf = (role: string) => weightType(weights, role) !== 'float32';
+  const native = opts.halfLinears === 'native';
+  // fp32 values of a narrow weight, cast where used. The Cast's input is made to depend on `anchor` (the
+  // activation entering the current block) through a Reshape to the weight's own shape by a runtime-computed
+  // shape: ONNX Runtime can then neither fold the Cast into an fp32 initializer (which would bring back the fp32
+  // copy) nor run every layer's Cast at the start (which would hold all of them at once). Measured: without the
+  // anchor the session held fp16 + a whole fp32 copy.
+  let anchor = '';
+  const anchorZero = new Map<string, string>();
+  const floatOf = (name: string, role: string, dims = spec.tensors.get(role)!.shape): string => {
+    if (!isHalf(role)) return name;
+    let zero = anchorZero.get(anchor);
+    if (!zero) {
+      const dim0 = g.op('Slice', [g.op('Shape', [anchor]), g.constInt64([0]), g.constInt64([1])]);
+      zero = g.op('Mul', [dim0, g.constInt64([0])]);
+      anchorZero.set(anchor, zero);
+    }
+    const shape = g.op('Add', [g.constInt64([...dims]), zero]);
+    return g.op('Cast', [g.op('Reshape', [name, shape])], { to: ONNX_FLOAT });
+  };
+  const halfCode = (role: string) => (weightType(weights, role) === 'float16' ? ONNX_FLOAT16 : ONNX_BFLOAT16);
   /** Rows [v0, v1) of a [rows, D] weight as an initializer of its own, over the same bytes (no copy). */
   const weightRows = (role: string, v0: number, v1: number): string => {
     const src = spec.tensors.get(role);
@@ -165,14 +200,20 @@ export function buildDecoderGraph(
     const data = weights.get(role);
     if (!data) throw new Error(`decoder graph: missing tensor ${role}`);
     return g.initializer(name, {
-      type: 'float32',
+      type: weightType(weights, role),
       dims: [v1 - v0, cols],
       data: data.subarray(v0 * cols, v1 * cols),
     });
   };
   /** Rows `idx` (int64 [N], each in [0, vocab)) of a weight held in row chunks: one Gather per chunk. */
-  const gatherRows = (chunks: Array<{ w: string; v0: number; v1: number }>, idx: string): string => {
-    if (chunks.length === 1) return g.op('Gather', [chunks[0].w, idx], { axis: 0 });
+  const gatherRows = (
+    role: string,
+    chunks: Array<{ w: string; v0: number; v1: number }>,
+    idx: string,
+  ): string => {
+    // Rows of a narrow weight are gathered narrow and widened: [N, D], never the table.
+    const wide = (v: string) => (isHalf(role) ? g.op('Cast', [v], { to: ONNX_FLOAT }) : v);
+    if (chunks.length === 1) return wide(g.op('Gather', [chunks[0].w, idx], { axis: 0 }));
     let sum = '';
     for (const { w, v0, v1 } of chunks) {
       const local = g.op('Sub', [idx, g.constInt64([v0], [])]);
@@ -180,7 +221,9 @@ export function buildDecoderGraph(
         g.op('GreaterOrEqual', [local, g.constInt64([0], [])]),
         g.op('Less', [local, g.constInt64([v1 - v0], [])]),
       ]);
-      const rows = g.op('Gather', [w, g.op('Where', [inside, local, g.constInt64([0], [])])], { axis: 0 });
+      const rows = wide(
+        g.op('Gather', [w, g.op('Where', [inside, local, g.constInt64([0], [])])], { axis: 0 }),
+      );
       const part = g.op('Where', [
         g.op('Unsqueeze', [inside, g.constInt64([1])]),
         rows,
@@ -190,16 +233,28 @@ export function buildDecoderGraph(
     }
     return sum;
   };
-  const maybeMasked = (role: string): string => {
-    const w = weight(role);
+  const maybeMasked = (role: string, inHalf: boolean): string => {
+    const w = inHalf ? weight(role) : floatOf(weight(role), role);
     if (!maskSet.has(role)) return w;
     const shape = [...spec.tensors.get(role)!.shape];
     const m = g.input(`mask.${role}`, 'bool', shape);
-    return g.op('Where', [m, w, g.constFloat([0], [])]);
+    const zero = inHalf
+      ? g.op('Cast', [g.constFloat([0], [])], { to: halfCode(role) })
+      : g.constFloat([0], []);
+    return g.op('Where', [m, w, zero]);
   };
   const linear = (x: string, prefix: string): string => {
-    const inputs = [x, maybeMasked(`${prefix}.weight`)];
-    if (spec.tensors.has(`${prefix}.bias`)) inputs.push(weight(`${prefix}.bias`));
+    const role = `${prefix}.weight`;
+    const bias = spec.tensors.has(`${prefix}.bias`) ? weight(`${prefix}.bias`) : undefined;
+    if (native && isHalf(role)) {
+      const xh = g.op('Cast', [x], { to: halfCode(role) });
+      const y = g.op('Cast', [g.op('Gemm', [xh, maybeMasked(role, true)], { transB: 1 })], {
+        to: ONNX_FLOAT,
+      });
+      return bias ? g.op('Add', [y, bias]) : y;
+    }
+    const inputs = [x, maybeMasked(role, false)];
+    if (bias) inputs.push(bias);
     return g.op('Gemm', inputs, { transB: 1 });
   };
   const rmsNorm = (x: string, role: string): string => {
@@ -243,9 +298,10 @@ export function buildDecoderGraph(
   // Token embedding, flattened to [N = batch*seq, D] for the linears.
   const ids1d = g.op('Reshape', [inputIds, minus1]);
   let x: string;
-  if (c.tieEmbeddings && ranges.length > 1) x = gatherRows(headChunks, ids1d);
+  if (c.tieEmbeddings && ranges.length > 1) x = gatherRows(headRole, headChunks, ids1d);
   else {
     x = g.op('Gather', [weight('embed.tokens'), ids1d], { axis: 0 });
+    if (isHalf('embed.tokens')) x = g.op('Cast', [x], { to: ONNX_FLOAT });
     if (c.tieEmbeddings) headChunks[0].w = 'embed.tokens';
   }
 
@@ -327,6 +383,7 @@ export function buildDecoderGraph(
     const heads = c.headsPerLayer[i];
     const kvHeads = c.kvHeadsPerLayer[i];
     const p = `layers.${i}`;
+    anchor = x;
     if (heads === 0 && cache) {
       // No attention here: the cache still has this layer, with zero KV heads, so its shapes stay consistent.
       const emptyShape = g.op('Concat', [batchDim, g.constInt64([0]), seqDim, g.constInt64([hd])], {
@@ -388,8 +445,10 @@ export function buildDecoderGraph(
     x = g.op('Add', [x, linear(g.op('Mul', [act, up]), `${p}.mlp.down`)]);
   }
 
+  anchor = x;
   x = rmsNorm(x, 'final_norm.weight');
-  const headWeight = headChunks[0].w;
+  // fp32 values of the head (whole, for the logits modes: one chunk).
+  const headWeight = headChunks.length === 1 ? floatOf(headChunks[0].w, headRole) : '';
   const V = c.vocabSize;
   const bsv = g.op('Concat', [batchDim, seqDim, g.constInt64([V])], { axis: 0 });
   const perToken = (v: string, name: string) => {
@@ -404,9 +463,13 @@ export function buildDecoderGraph(
    */
   const chunkedLse = (each?: (logits: string, v0: number, v1: number) => void): string => {
     const parts = headChunks.map(({ w, v0, v1 }) => {
-      const logits = g.op('Gemm', [x, w], { transB: 1 });
+      // A narrow chunk is widened only once the previous chunk is reduced (anchored on its result), so one
+      // fp32 chunk exists at a time.
+      const logits = g.op('Gemm', [x, floatOf(w, headRole, [v1 - v0, D])], { transB: 1 });
       each?.(logits, v0, v1);
-      return g.op('ReduceLogSumExp', [logits], { axes: [-1], keepdims: 1 });
+      const lse = g.op('ReduceLogSumExp', [logits], { axes: [-1], keepdims: 1 });
+      anchor = lse;
+      return lse;
     });
     return g.op('ReduceLogSumExp', [g.op('Concat', parts, { axis: 1 })], { axes: [-1], keepdims: 0 });
   };
@@ -449,7 +512,7 @@ export function buildDecoderGraph(
       const tIdx = g.op('Where', [valid, t1d, g.constInt64([0], [])]);
       const targetLogit = g.op(
         'ReduceSum',
-        [g.op('Mul', [x, gatherRows(headChunks, tIdx)]), g.constInt64([-1])],
+        [g.op('Mul', [x, gatherRows(headRole, headChunks, tIdx)]), g.constInt64([-1])],
         {
           keepdims: 0,
         },

@@ -11,9 +11,14 @@
 import { freemem, totalmem } from 'node:os';
 import { flagError } from '../errors.js';
 import { VOCAB_CHUNK } from '../graph/decoder.js';
+import { COMPUTE_DTYPE_BYTES, type ComputeDtype, storageTypeOf } from '../graph/weights.js';
 import type { ModelSpec } from './spec.js';
 
-/** Process memory a session holds per byte of fp32 weights (measured 1.0–1.2 on the 134M and 1B shapes). */
+/**
+ * Process memory a session holds per byte of weights in the compute dtype (measured 1.0–1.2 for fp32 on the 134M
+ * and 1B shapes: ORT's copy plus packed matrices; fp16/bf16 have no packed copies but cast one block's matrices
+ * to fp32 at a time while it runs).
+ */
 export const WEIGHT_FACTOR = 1.25;
 /** Node, V8 and ONNX Runtime's own code and arenas with nothing loaded. */
 export const BASE_BYTES = 200 << 20;
@@ -28,6 +33,8 @@ export interface MemoryEstimateOptions {
   metric?: 'ppl' | 'kl';
   /** Bytes held besides the sessions (a KL search's reference log-probabilities). */
   heldBytes?: number;
+  /** Compute dtype the weights are held in (default fp32). */
+  dtype?: ComputeDtype;
 }
 
 export interface MemoryEstimate {
@@ -36,9 +43,13 @@ export interface MemoryEstimate {
   totalBytes: number;
 }
 
-export function weightBytesOf(spec: ModelSpec): number {
+/** Bytes of the model's weights as a session holds them: matrices in the compute dtype, vectors in fp32. */
+export function weightBytesOf(spec: ModelSpec, dtype: ComputeDtype = 'fp32'): number {
   let n = 0;
-  for (const t of spec.tensors.values()) n += 4 * t.shape.reduce((a, b) => a * b, 1);
+  for (const t of spec.tensors.values()) {
+    const bytes = storageTypeOf(t, dtype) === 'float32' ? 4 : COMPUTE_DTYPE_BYTES[dtype];
+    n += bytes * t.shape.reduce((a, b) => a * b, 1);
+  }
   return n;
 }
 
@@ -50,7 +61,7 @@ export function estimatePeakMemory(spec: ModelSpec, opts: MemoryEstimateOptions)
   const logits = 4 * tokens * width * 4;
   const scores = 4 * opts.batch * maxHeads * opts.seq * opts.seq * 3;
   const hidden = 4 * tokens * (c.intermediateSize * 3 + c.hiddenSize * 8);
-  const weightBytes = weightBytesOf(spec) * WEIGHT_FACTOR * (opts.sessions ?? 1);
+  const weightBytes = weightBytesOf(spec, opts.dtype) * WEIGHT_FACTOR * (opts.sessions ?? 1);
   const activationBytes = logits + scores + hidden + (opts.heldBytes ?? 0);
   return { weightBytes, activationBytes, totalBytes: BASE_BYTES + weightBytes + activationBytes };
 }
@@ -83,7 +94,7 @@ export function checkMemoryBudget(
   if (estimate.totalBytes > budget) {
     throw flagError(
       '--memory-budget',
-      `${opts.what} would need about ${gib(estimate.totalBytes)} (weights ${gib(estimate.weightBytes)}${opts.what === 'export' ? '' : ` + activations ${gib(estimate.activationBytes)} for ${opts.batch}×${opts.seq} tokens`}), over the budget of ${gib(budget)}${opts.budget === undefined ? ` (this machine's memory; ${gib(freemem())} free now)` : ''}`,
+      `${opts.what} would need about ${gib(estimate.totalBytes)} (weights ${gib(estimate.weightBytes)}${opts.dtype && opts.dtype !== 'fp32' ? ` in ${opts.dtype}` : ''}${opts.what === 'export' ? '' : ` + activations ${gib(estimate.activationBytes)} for ${opts.batch}×${opts.seq} tokens`}), over the budget of ${gib(budget)}${opts.budget === undefined ? ` (this machine's memory; ${gib(freemem())} free now)` : ''}`,
     );
   }
   return estimate;

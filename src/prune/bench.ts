@@ -11,6 +11,7 @@ import { createRunner, type ModelRunner } from '../engine/runner.js';
 import { createEngine, type Device, type Engine } from '../engine/session.js';
 import { flagError, GenepruneError } from '../errors.js';
 import { buildDecoderGraph, prepareWeights, releaseWeights } from '../graph/decoder.js';
+import type { ComputeDtype } from '../graph/weights.js';
 import { forwardFlopsPerToken, parameterCount } from '../model/cost.js';
 import type { ModelSpec } from '../model/spec.js';
 import { createRng } from '../util/rng.js';
@@ -25,6 +26,8 @@ export interface BenchOptions {
   warmup: number;
   device?: Device;
   threads?: number;
+  /** Compute precision of both models' sessions (default fp32). */
+  dtype?: ComputeDtype;
   seed: number;
 }
 
@@ -45,16 +48,22 @@ interface Prepared {
 }
 
 async function prepare(spec: ModelSpec, opts: BenchOptions): Promise<Prepared> {
-  const weights = await prepareWeights(spec);
+  const dtype = opts.dtype ?? 'fp32';
+  const weights = await prepareWeights(spec, { dtype });
   try {
     const prefill = await createRunner(spec, {
       output: 'nll',
       weights,
       device: opts.device,
       threads: opts.threads,
+      dtype,
     });
-    const graph = buildDecoderGraph(spec, weights, { output: 'logits', kvCache: true });
-    const cached = await createEngine(graph, { device: opts.device, threads: opts.threads });
+    const graph = buildDecoderGraph(spec, weights, {
+      output: 'logits',
+      kvCache: true,
+      halfLinears: (opts.device ?? 'cpu') === 'cpu' ? 'upcast' : 'native',
+    });
+    const cached = await createEngine(graph, { device: opts.device, threads: opts.threads, dtype });
     return { spec, prefill, cached };
   } finally {
     await releaseWeights(weights);

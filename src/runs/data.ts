@@ -8,6 +8,7 @@ import { resolve } from 'node:path';
 import { type CandidateMasks, createRunner } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
 import { fileError, flagError, GenepruneError } from '../errors.js';
+import type { ComputeDtype } from '../graph/weights.js';
 import { readDataset } from '../metrics/data.js';
 import {
   defaultBatchSize,
@@ -37,6 +38,8 @@ export interface RunDataSettings {
   batchSize?: number;
   /** The search's metric: a KL search sizes batches by the vocabulary and holds the dense log-probabilities. */
   metric?: 'ppl' | 'kl';
+  /** Compute precision (changes numerics, so it is part of the run). */
+  dtype?: ComputeDtype;
 }
 
 export interface RunEnv {
@@ -136,6 +139,7 @@ export async function prepareRunData(s: RunDataSettings, env: RunEnv, what: stri
     budget: env.memoryBudget,
     what,
     metric: s.metric,
+    dtype: s.dtype,
     // KL: the dense model's log-probabilities of every calibration token stay in memory for the whole search.
     heldBytes: s.metric === 'kl' ? 4 * s.calibTokens * model.spec.config.vocabSize : 0,
   });
@@ -177,6 +181,7 @@ export async function scoreOnEval(d: RunData, s: RunDataSettings, masks: Candida
     output: 'nll',
     device: env.device,
     threads: env.threads,
+    dtype: s.dtype,
   });
   const batchSize = s.batchSize ?? defaultBatchSize(d.context, d.model.spec.config.vocabSize);
   const pruned = await evaluatePerplexity(runner, windows, { masks, batchSize });

@@ -8,6 +8,7 @@ import { createRunner, type ModelRunner } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
 import { GenepruneError } from '../errors.js';
 import { prepareWeights, releaseWeights } from '../graph/decoder.js';
+import type { ComputeDtype } from '../graph/weights.js';
 import {
   batches,
   computeKlReference,
@@ -61,6 +62,7 @@ export interface ObjectiveOptions {
   batchSize?: number;
   device?: Device;
   threads?: number;
+  dtype?: ComputeDtype;
 }
 
 /**
@@ -84,8 +86,8 @@ export async function createObjective<G, S extends SearchSpace<G>>(
     : full;
   const batchSize = opts.batchSize ?? defaultBatchSize(opts.context, spec.config.vocabSize, opts.metric);
   // Prepared once for both KL runners; released as soon as the last session has its own copy.
-  const weights = await prepareWeights(spec);
-  const engineOpts = { device: opts.device, threads: opts.threads, weights };
+  const weights = await prepareWeights(spec, { dtype: opts.dtype });
+  const engineOpts = { device: opts.device, threads: opts.threads, weights, dtype: opts.dtype };
   let runner: ModelRunner;
   const references = new Map<Windows, KlReference>();
   try {

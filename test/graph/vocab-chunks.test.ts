@@ -56,13 +56,14 @@ async function run(
   s: ModelSpec,
   output: 'logits' | 'nll' | 'kl',
   batch: TokenBatch,
-  opts: { vocabChunk?: number; externalDataThreshold?: number } = {},
+  opts: { vocabChunk?: number; externalDataThreshold?: number; dtype?: 'fp32' | 'fp16' | 'bf16' } = {},
 ): Promise<Float32Array> {
+  const dtype = opts.dtype;
   const weights =
     opts.externalDataThreshold === undefined
-      ? await loadWeights(s)
-      : await prepareWeights(s, { externalDataThreshold: opts.externalDataThreshold });
-  const runner = await createRunner(s, { output, weights, vocabChunk: opts.vocabChunk });
+      ? await loadWeights(s, { dtype })
+      : await prepareWeights(s, { externalDataThreshold: opts.externalDataThreshold, dtype });
+  const runner = await createRunner(s, { output, weights, vocabChunk: opts.vocabChunk, dtype });
   await releaseWeights(weights);
   try {
     return await runner.run(batch);
@@ -165,6 +166,19 @@ describe('output head over vocabulary chunks', () => {
       const plain = await run(s, 'kl', withRef);
       assert.ok(maxRelDiff(chunked, expected) < 1e-5, `chunked KL off by ${maxRelDiff(chunked, expected)}`);
       assert.ok(maxRelDiff(plain, expected) < 1e-5, `plain KL off by ${maxRelDiff(plain, expected)}`);
+    });
+  }
+
+  for (const tie of [false, true]) {
+    test(`fp16 weights, ${tie ? 'tied' : 'untied'} head: chunked NLL equals the fp16 model's own log-softmax`, async () => {
+      const s = model(tie ? 13 : 14, tie);
+      const batch = tokens(15);
+      for (const where of [{}, { externalDataThreshold: 0 }]) {
+        const logits = await run(s, 'logits', batch, { dtype: 'fp16', ...where });
+        const chunked = await run(s, 'nll', batch, { vocabChunk: CHUNK, dtype: 'fp16', ...where });
+        const d = maxRelDiff(chunked, referenceNll(logits, batch.targets!));
+        assert.ok(d < 1e-5, `fp16 chunked NLL off by ${d}`);
+      }
     });
   }
 

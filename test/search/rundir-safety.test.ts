@@ -204,6 +204,7 @@ describe('run directories', { skip }, () => {
       [['--calib', evalData], '--calib', `the run was made with ${calib}`],
       [['--preset', 'sos'], '--preset', 'cannot change on --resume'],
       [['--method', 'nsga'], '--method', 'the run was made with ga'],
+      [['--dtype', 'fp16'], '--dtype', 'the run was made with fp32'],
     ];
     for (const [flags, flag, why] of cases) {
       const r = run(['heads', '--resume', dir, ...flags]);

@@ -116,6 +116,7 @@ async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promise<Prepa
     batchSize: s.batchSize,
     device: env.device,
     threads: env.threads,
+    dtype: s.dtype,
   });
   return { ...data, objective };
 }

@@ -3,6 +3,7 @@
  * options against each other. The library and the CLI search alike because both come through here.
  */
 import { flagError } from '../../errors.js';
+import { COMPUTE_DTYPES } from '../../graph/weights.js';
 import type { RunDataSettings } from '../../runs/data.js';
 import { settingsFrom } from '../../runs/presets.js';
 import type { FitnessKind } from '../../search/fitness.js';
@@ -66,6 +67,7 @@ export const HEAD_SEARCH_DEFAULTS: Omit<HeadSearchSettings, 'calib' | 'eval'> = 
   elitism: 2,
   seedAblation: false,
   seed: 0,
+  dtype: 'fp32',
 };
 
 /** The paper's settings (Survival of the Smallest): population 10, tournament 3, mutation 1 %, −ppl·(1−s). */
@@ -96,6 +98,9 @@ export function headSearchSettings(opts: HeadSearchOptions): HeadSearchSettings 
   s.eval = opts.eval;
   if (!s.calib) throw flagError('--calib', 'required: the calibration data the search scores masks on');
   if (!s.eval) throw flagError('--eval', 'required: the evaluation data the final mask is reported on');
+  if (!COMPUTE_DTYPES.includes(s.dtype ?? 'fp32')) {
+    throw flagError('--dtype', `unknown compute dtype "${s.dtype}" (choose ${COMPUTE_DTYPES.join(', ')})`);
+  }
   if (!HEAD_METHODS.includes(s.method)) {
     throw flagError('--method', `"${s.method}" is not one of ${HEAD_METHODS.join(', ')}`);
   }

@@ -155,6 +155,7 @@ export async function scoreGeneration(
   opts: GenerationScoreOptions = {},
 ): Promise<GenerationScore> {
   const kind = opts.bleu ?? 'corpus';
+  if (prepared.task.items.length === 0) throw dataError(prepared.task.source, 'the task has no items');
   if (!BLEU_KINDS.includes(kind))
     throw dataError('bleu', `unknown BLEU kind "${kind}" (corpus or sentence-mean)`);
   const t0 = performance.now();

@@ -6,6 +6,7 @@
 
 // The commands.
 export { type BenchModelReport, type BenchOptions, type BenchReport, bench } from './api/bench.js';
+export { type EvaluateBleuOptions, type EvaluateBleuResult, evaluateBleu } from './api/bleu.js';
 export type { ModelInput, RuntimeOptions } from './api/common.js';
 export { type EvaluateOptions, type EvaluateResult, evaluate } from './api/evaluate.js';
 export {
@@ -43,6 +44,7 @@ export { cacheDir, downloadHfModel, parseModelRef, resolveModelRef } from './che
 export { openLlama2c, writeLlama2cLegacy } from './checkpoint/llama2c.js';
 export { openSafetensors, writeSafetensors } from './checkpoint/safetensors.js';
 export { generate as generateTokens } from './engine/generate.js';
+export { type GreedyBatchOptions, type GreedyBatchResult, greedyDecodeBatch } from './engine/greedy.js';
 export {
   allKeptHeadMask,
   type CandidateMasks,
@@ -63,7 +65,38 @@ export {
   type Weights,
 } from './graph/weights.js';
 export { type HeadMaskFile, loadMaskFile, makeMaskFile, readMaskFile } from './masks/headfile.js';
+export {
+  BLEU_KINDS,
+  type BleuKind,
+  type BleuOptions,
+  type BleuScore,
+  type BleuSmoothing,
+  type BleuStatistics,
+  type BleuTokenizer,
+  bleuFromStatistics,
+  bleuOf,
+  bleuSegmentStatistics,
+  corpusBleu,
+  type NltkBleuOptions,
+  nltkSentenceBleu,
+  sentenceBleu,
+  sentenceMeanBleu,
+  tokenize13a,
+} from './metrics/bleu.js';
 export { type Dataset, firstNonTextByte, readDataset, streamDocuments } from './metrics/data.js';
+export {
+  GENERATION_BATCH_SIZE,
+  GENERATION_MAX_NEW_TOKENS,
+  type GenerationItem,
+  type GenerationScore,
+  type GenerationScoreOptions,
+  type GenerationTask,
+  type PreparedGenerationTask,
+  parseGenerationTask,
+  prepareGenerationTask,
+  readGenerationTask,
+  scoreGeneration,
+} from './metrics/generation.js';
 export {
   computeKlReference,
   evaluateKl,
@@ -74,6 +107,12 @@ export {
   tokenizePrefix,
   type Windows,
 } from './metrics/perplexity.js';
+export {
+  buildContinuationTask,
+  type ContinuationTaskOptions,
+  continuationItems,
+  generationTaskJsonl,
+} from './metrics/storytask.js';
 export {
   attentionFlops,
   countParameters,

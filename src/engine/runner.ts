@@ -60,6 +60,8 @@ export interface TokenBatch {
   targets?: BigInt64Array;
   /** [batch * seq * vocab] reference log-probabilities (kl mode). */
   refLogprobs?: Float32Array;
+  /** [batch] each row's last real position (row_logits mode; rows are right-padded after it). */
+  lastIndex?: BigInt64Array;
 }
 
 export interface ModelRunner {
@@ -120,7 +122,7 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
   const maxHeads = Math.max(...spec.config.headsPerLayer);
   const onesHead = allKeptHeadMask(spec);
   const onesWeight = new Map<string, Uint8Array>();
-  const outputName = opts.output === 'last_logits' ? 'logits' : opts.output;
+  const outputName = opts.output === 'last_logits' || opts.output === 'row_logits' ? 'logits' : opts.output;
 
   return {
     spec,
@@ -151,6 +153,17 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
           dims: [batch.batch, batch.seq, spec.config.vocabSize],
           data: batch.refLogprobs,
         };
+      }
+      if (opts.output === 'row_logits') {
+        const li = batch.lastIndex;
+        if (!li || li.length !== batch.batch)
+          throw new Error('row_logits runner needs lastIndex, one per row');
+        for (let b = 0; b < li.length; b++) {
+          if (li[b] < 0n || li[b] >= BigInt(batch.seq)) {
+            throw new Error(`lastIndex ${li[b]} of row ${b} is outside the row's ${batch.seq} positions`);
+          }
+        }
+        feeds.last_index = { type: 'int64', dims: [batch.batch], data: li };
       }
       for (const role of opts.weightMasks ?? []) {
         const shape = spec.tensors.get(role)!.shape;

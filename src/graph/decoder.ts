@@ -15,6 +15,8 @@
  *   'logits'      logits float [batch, seq, vocab]
  *   'logprobs'    logprobs float [batch, seq, vocab]  log-softmax of the logits (KL references)
  *   'last_logits' logits float [batch, vocab]  logits at the last position only (generation)
+ *   'row_logits'  logits float [batch, vocab]  logits at each row's own last position, given by the input
+ *                 last_index int64 [batch] (batched generation over right-padded prompts of different lengths)
  *
  * Attention is one fused causal kernel per layer (attention.ts); `attention: 'explicit'` keeps the plain-operator
  * chain, which the KV-cache graph always uses.
@@ -35,7 +37,7 @@ import { isWeightFile, type Weights, weightType } from './weights.js';
 
 export { loadWeights, prepareWeights, releaseWeights, type WeightMap, type Weights } from './weights.js';
 
-export type GraphOutputMode = 'nll' | 'kl' | 'logits' | 'logprobs' | 'last_logits';
+export type GraphOutputMode = 'nll' | 'kl' | 'logits' | 'logprobs' | 'last_logits' | 'row_logits';
 
 export interface DecoderGraphOptions {
   output: GraphOutputMode;
@@ -479,6 +481,16 @@ export function buildDecoderGraph(
       const x3 = g.op('Reshape', [x, g.op('Concat', [batchDim, seqDim, g.constInt64([D])], { axis: 0 })]);
       const lastIdx = g.op('Sub', [seqScalar, g.constInt64([1], [])]);
       const last = g.op('Gather', [x3, lastIdx], { axis: 1 }); // [batch, D]
+      g.node('Gemm', [last, headWeight], { transB: 1 }, { outputs: ['logits'] });
+      g.output('logits', 'float32', ['batch', V]);
+      break;
+    }
+    case 'row_logits': {
+      // Row b's hidden state at position last_index[b]: right padding after it is invisible under causal attention.
+      const lastIndex = g.input('last_index', 'int64', ['batch']);
+      const x3 = g.op('Reshape', [x, g.op('Concat', [batchDim, seqDim, g.constInt64([D])], { axis: 0 })]);
+      const idx = g.op('Unsqueeze', [lastIndex, g.constInt64([1])]); // [batch, 1]
+      const last = g.op('GatherND', [x3, idx], { batch_dims: 1 }); // [batch, D]
       g.node('Gemm', [last, headWeight], { transB: 1 }, { outputs: ['logits'] });
       g.output('logits', 'float32', ['batch', V]);
       break;

@@ -4,15 +4,17 @@
 import type { AttentionKind, FusedAttentionOp } from '../graph/attention.js';
 import {
   buildDecoderGraph,
+  type CaptureKind,
   type GraphOutputMode,
   IGNORE_INDEX,
+  layerRange,
   prepareWeights,
   releaseWeights,
   type Weights,
 } from '../graph/decoder.js';
 import { type ComputeDtype, weightsDtype } from '../graph/weights.js';
 import type { ModelSpec } from '../model/spec.js';
-import { createEngine, type Device, type Engine, type Feed } from './session.js';
+import { createEngine, type Device, type Engine, type Feed, type Output } from './session.js';
 
 export interface RunnerOptions {
   output: GraphOutputMode;
@@ -40,6 +42,13 @@ export interface RunnerOptions {
    * there); on CUDA and WebGPU they run in the narrow dtype. Outputs are fp32 either way.
    */
   dtype?: ComputeDtype;
+  /**
+   * A block graph of layers [from, to) (default all); see DecoderGraphOptions. With from > 0 each batch brings
+   * `hidden` (the residual stream entering layer from); with to < numLayers the output is 'hidden'.
+   */
+  layers?: readonly [number, number];
+  /** Activation statistics of these layers' linear inputs, returned by runAll as `stats.{i}.{point}`. */
+  capture?: { layers: readonly number[]; kind: CaptureKind };
 }
 
 /** Masks for one candidate. Missing masks mean "keep everything". */
@@ -62,6 +71,15 @@ export interface TokenBatch {
   refLogprobs?: Float32Array;
   /** [batch] each row's last real position (row_logits mode; rows are right-padded after it). */
   lastIndex?: BigInt64Array;
+  /** [batch * seq * D] the residual stream entering the runner's first layer (block runners starting past 0). */
+  hidden?: Float32Array;
+  /**
+   * [batch * seq] weights of each position in captured statistics (1 real token, 0 padding). Without it a
+   * capture runner uses `valid` (as batches() yields it), else counts every position.
+   */
+  tokenWeight?: Float32Array;
+  /** [batch * seq] 1 where a position holds a real token (batches() sets it). */
+  valid?: Uint8Array;
 }
 
 export interface ModelRunner {
@@ -70,8 +88,12 @@ export interface ModelRunner {
   readonly output: GraphOutputMode;
   readonly maxHeads: number;
   readonly engine: Engine;
-  /** Runs one batch and returns the single output ([batch, seq] for nll/kl, with vocab for logits). */
+  /** The layers this runner's graph runs, [from, to). */
+  readonly layers: readonly [number, number];
+  /** Runs one batch and returns the main output ([batch, seq] for nll/kl, with vocab for logits, D for hidden). */
   run(batch: TokenBatch, masks?: CandidateMasks): Promise<Float32Array>;
+  /** Runs one batch and returns every graph output by name (the main one and any `stats.{i}.{point}`). */
+  runAll(batch: TokenBatch, masks?: CandidateMasks): Promise<Record<string, Output>>;
   release(): Promise<void>;
 }
 
@@ -108,6 +130,8 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
       fusedOp: opts.fusedOp,
       vocabChunk: opts.vocabChunk,
       halfLinears: (opts.device ?? 'cpu') === 'cpu' ? 'upcast' : 'native',
+      layers: opts.layers,
+      capture: opts.capture,
     });
     engine = await createEngine(graph, {
       device: opts.device,
@@ -123,6 +147,78 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
   const onesHead = allKeptHeadMask(spec);
   const onesWeight = new Map<string, Uint8Array>();
   const outputName = opts.output === 'last_logits' || opts.output === 'row_logits' ? 'logits' : opts.output;
+  const layers = layerRange(spec.config.numLayers, opts.layers);
+  const D = spec.config.hiddenSize;
+  const graphInputs = new Set(engine.inputNames);
+  const capturing = (opts.capture?.layers.length ?? 0) > 0;
+
+  const runAll = async (batch: TokenBatch, masks: CandidateMasks = {}): Promise<Record<string, Output>> => {
+    const headMask = masks.headMask ?? onesHead;
+    if (headMask.length !== onesHead.length) {
+      throw new Error(`head mask has ${headMask.length} entries, model needs ${onesHead.length}`);
+    }
+    const feeds: Record<string, Feed> = {
+      head_mask: { type: 'float32', dims: [spec.config.numLayers, maxHeads], data: headMask },
+    };
+    const tokens = batch.batch * batch.seq;
+    if (layers[0] === 0) {
+      // A chunked head gathers rows chunk by chunk, where an id past the vocabulary would read as zeros.
+      checkIds(batch.ids, spec.config.vocabSize, 'token id');
+      feeds.input_ids = { type: 'int64', dims: [batch.batch, batch.seq], data: batch.ids };
+    } else {
+      if (batch.hidden?.length !== tokens * D) {
+        throw new Error(
+          `a block runner starting at layer ${layers[0]} needs hidden states [${batch.batch}, ${batch.seq}, ${D}], got ${batch.hidden ? batch.hidden.length : 'none'}`,
+        );
+      }
+      feeds.hidden_in = { type: 'float32', dims: [batch.batch, batch.seq, D], data: batch.hidden };
+    }
+    if (capturing) {
+      let w = batch.tokenWeight;
+      if (!w) {
+        const valid = batch.valid;
+        w = new Float32Array(tokens).fill(1);
+        if (valid) for (let i = 0; i < tokens; i++) w[i] = valid[i] ? 1 : 0;
+      }
+      if (w.length !== tokens) throw new Error(`token weights have ${w.length} entries, batch has ${tokens}`);
+      feeds.token_weight = { type: 'float32', dims: [batch.batch, batch.seq], data: w };
+    }
+    if (batch.targets) checkIds(batch.targets, spec.config.vocabSize, 'target', BigInt(IGNORE_INDEX));
+    if (opts.output === 'nll') {
+      if (!batch.targets) throw new Error('nll runner needs targets');
+      feeds.targets = { type: 'int64', dims: [batch.batch, batch.seq], data: batch.targets };
+    }
+    if (opts.output === 'kl') {
+      if (!batch.refLogprobs) throw new Error('kl runner needs reference log-probabilities');
+      feeds.ref_logprobs = {
+        type: 'float32',
+        dims: [batch.batch, batch.seq, spec.config.vocabSize],
+        data: batch.refLogprobs,
+      };
+    }
+    if (opts.output === 'row_logits') {
+      const li = batch.lastIndex;
+      if (!li || li.length !== batch.batch) throw new Error('row_logits runner needs lastIndex, one per row');
+      for (let b = 0; b < li.length; b++) {
+        if (li[b] < 0n || li[b] >= BigInt(batch.seq)) {
+          throw new Error(`lastIndex ${li[b]} of row ${b} is outside the row's ${batch.seq} positions`);
+        }
+      }
+      feeds.last_index = { type: 'int64', dims: [batch.batch], data: li };
+    }
+    for (const role of opts.weightMasks ?? []) {
+      // A block graph has mask inputs only for its own layers' roles.
+      if (!graphInputs.has(`mask.${role}`)) continue;
+      const shape = spec.tensors.get(role)!.shape;
+      let m = masks.weightMasks?.get(role);
+      if (!m) {
+        m = onesWeight.get(role) ?? new Uint8Array(shape.reduce((a, b) => a * b, 1)).fill(1);
+        onesWeight.set(role, m);
+      }
+      feeds[`mask.${role}`] = { type: 'bool', dims: shape, data: m };
+    }
+    return engine.run(feeds);
+  };
 
   return {
     spec,
@@ -130,52 +226,10 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
     output: opts.output,
     maxHeads,
     engine,
-    async run(batch, masks = {}) {
-      const headMask = masks.headMask ?? onesHead;
-      if (headMask.length !== onesHead.length) {
-        throw new Error(`head mask has ${headMask.length} entries, model needs ${onesHead.length}`);
-      }
-      // A chunked head gathers rows chunk by chunk, where an id past the vocabulary would read as zeros.
-      checkIds(batch.ids, spec.config.vocabSize, 'token id');
-      if (batch.targets) checkIds(batch.targets, spec.config.vocabSize, 'target', BigInt(IGNORE_INDEX));
-      const feeds: Record<string, Feed> = {
-        input_ids: { type: 'int64', dims: [batch.batch, batch.seq], data: batch.ids },
-        head_mask: { type: 'float32', dims: [spec.config.numLayers, maxHeads], data: headMask },
-      };
-      if (opts.output === 'nll') {
-        if (!batch.targets) throw new Error('nll runner needs targets');
-        feeds.targets = { type: 'int64', dims: [batch.batch, batch.seq], data: batch.targets };
-      }
-      if (opts.output === 'kl') {
-        if (!batch.refLogprobs) throw new Error('kl runner needs reference log-probabilities');
-        feeds.ref_logprobs = {
-          type: 'float32',
-          dims: [batch.batch, batch.seq, spec.config.vocabSize],
-          data: batch.refLogprobs,
-        };
-      }
-      if (opts.output === 'row_logits') {
-        const li = batch.lastIndex;
-        if (!li || li.length !== batch.batch)
-          throw new Error('row_logits runner needs lastIndex, one per row');
-        for (let b = 0; b < li.length; b++) {
-          if (li[b] < 0n || li[b] >= BigInt(batch.seq)) {
-            throw new Error(`lastIndex ${li[b]} of row ${b} is outside the row's ${batch.seq} positions`);
-          }
-        }
-        feeds.last_index = { type: 'int64', dims: [batch.batch], data: li };
-      }
-      for (const role of opts.weightMasks ?? []) {
-        const shape = spec.tensors.get(role)!.shape;
-        let m = masks.weightMasks?.get(role);
-        if (!m) {
-          m = onesWeight.get(role) ?? new Uint8Array(shape.reduce((a, b) => a * b, 1)).fill(1);
-          onesWeight.set(role, m);
-        }
-        feeds[`mask.${role}`] = { type: 'bool', dims: shape, data: m };
-      }
-      const out = await engine.run(feeds);
-      return out[outputName].data;
+    layers,
+    runAll,
+    async run(batch, masks) {
+      return (await runAll(batch, masks))[outputName].data;
     },
     release: () => engine.release(),
   };

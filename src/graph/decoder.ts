@@ -18,6 +18,25 @@
  *   'row_logits'  logits float [batch, vocab]  logits at each row's own last position, given by the input
  *                 last_index int64 [batch] (batched generation over right-padded prompts of different lengths)
  *
+ *   'hidden'      hidden float [batch, seq, D]  the residual stream leaving layer to−1 (block graphs, below)
+ *
+ * Block graphs (`layers: [from, to]`, default all layers) run layers from … to−1 only, so a layer-wise search or
+ * calibration walk starts from cached hidden states instead of recomputing the layers before:
+ *   from > 0: the input is hidden_in float32 [batch, seq, D] (the residual stream entering layer `from`) instead of
+ *             input_ids; rotary positions are still 0 … seq−1 (a block sees whole rows).
+ *   to < L:   the output is 'hidden' (no final norm, no head); output must then be 'hidden'.
+ * head_mask keeps its full [layers, maxHeads] shape in every block (row i is layer i): one mask feeds every
+ * block of a model unchanged. Only the block's weights become initializers (the embedding only when from = 0,
+ * the final norm and head only when to = L), and only the masked roles inside the block become mask inputs.
+ *
+ * Activation statistics (`capture`): for each captured layer i, outputs the statistics of the four distinct
+ * linear inputs — stats.{i}.attn_in (attention norm output: input of q/k/v), stats.{i}.o_in (merged heads after
+ * the head mask: input of o), stats.{i}.mlp_in (MLP norm output: input of gate/up), stats.{i}.down_in
+ * (SiLU(gate)·up: input of down) — as Σ_t X_tj² per input column ('sqnorm', [in]) or XᵀX ('gram', [in, in]),
+ * over the batch's tokens. Capture graphs take token_weight float32 [batch, seq], multiplied into X before the
+ * reduction (1 real token, 0 padding: padded positions do not count; a weight w counts a token as w²).
+ * A layer without attention heads has no attn_in / o_in.
+ *
  * Attention is one fused causal kernel per layer (attention.ts); `attention: 'explicit'` keeps the plain-operator
  * chain, which the KV-cache graph always uses.
  *
@@ -37,7 +56,34 @@ import { isWeightFile, type Weights, weightType } from './weights.js';
 
 export { loadWeights, prepareWeights, releaseWeights, type WeightMap, type Weights } from './weights.js';
 
-export type GraphOutputMode = 'nll' | 'kl' | 'logits' | 'logprobs' | 'last_logits' | 'row_logits';
+export type GraphOutputMode = 'nll' | 'kl' | 'logits' | 'logprobs' | 'last_logits' | 'row_logits' | 'hidden';
+
+/** Activation statistics of linear inputs: Σ_t X_tj² per column, or the Gram matrix XᵀX. */
+export type CaptureKind = 'sqnorm' | 'gram';
+
+/** The four distinct linear inputs of a block, in forward order (see the header). */
+export const CAPTURE_POINTS = ['attn_in', 'o_in', 'mlp_in', 'down_in'] as const;
+export type CapturePoint = (typeof CAPTURE_POINTS)[number];
+
+/** The graph output holding one captured statistic. */
+export function statsName(layer: number, point: CapturePoint): string {
+  return `stats.${layer}.${point}`;
+}
+
+/** The linear weight roles that read a capture point's input. */
+export function rolesOfCapturePoint(layer: number, point: CapturePoint): string[] {
+  const p = `layers.${layer}`;
+  switch (point) {
+    case 'attn_in':
+      return [`${p}.attn.q.weight`, `${p}.attn.k.weight`, `${p}.attn.v.weight`];
+    case 'o_in':
+      return [`${p}.attn.o.weight`];
+    case 'mlp_in':
+      return [`${p}.mlp.gate.weight`, `${p}.mlp.up.weight`];
+    case 'down_in':
+      return [`${p}.mlp.down.weight`];
+  }
+}
 
 export interface DecoderGraphOptions {
   output: GraphOutputMode;
@@ -78,6 +124,22 @@ export interface DecoderGraphOptions {
    * is larger (default VOCAB_CHUNK), so no [tokens, vocab] tensor exists; tests set it small to exercise it.
    */
   vocabChunk?: number;
+  /** Run layers from … to−1 only (default [0, numLayers]); see the header for the block graph's inputs/outputs. */
+  layers?: readonly [number, number];
+  /** Output activation statistics of these layers' linear inputs (each layer inside `layers`); see the header. */
+  capture?: { layers: readonly number[]; kind: CaptureKind };
+}
+
+/** A graph's layer range [from, to), checked (default all layers). */
+export function layerRange(numLayers: number, layers?: readonly [number, number]): [number, number] {
+  if (!layers) return [0, numLayers];
+  const [from, to] = layers;
+  if (!Number.isInteger(from) || !Number.isInteger(to) || from < 0 || to > numLayers || from >= to) {
+    throw new Error(
+      `decoder graph: layer range [${from}, ${to}) is not inside the model's ${numLayers} layers`,
+    );
+  }
+  return [from, to];
 }
 
 export type HalfLinears = 'upcast' | 'native';
@@ -268,7 +330,29 @@ export function buildDecoderGraph(
 
   const cache = opts.kvCache === true;
   if (cache && opts.output !== 'logits') throw new Error('decoder graph: a KV-cache graph outputs logits');
-  const inputIds = g.input('input_ids', 'int64', ['batch', 'seq']);
+  const [from, to] = layerRange(c.numLayers, opts.layers);
+  const hasEmbed = from === 0;
+  const hasHead = to === c.numLayers;
+  if (cache && (!hasEmbed || !hasHead)) throw new Error('decoder graph: a KV-cache graph runs every layer');
+  if (!hasHead && opts.output !== 'hidden') {
+    throw new Error(
+      `decoder graph: a block ending at layer ${to} of ${c.numLayers} outputs 'hidden', not '${opts.output}'`,
+    );
+  }
+  if (hasHead && opts.output === 'hidden') {
+    throw new Error(
+      `decoder graph: output 'hidden' needs a block ending before the last layer (layers [from, to < ${c.numLayers}])`,
+    );
+  }
+  const captured = new Set(opts.capture?.layers ?? []);
+  for (const i of captured) {
+    if (!Number.isInteger(i) || i < from || i >= to) {
+      throw new Error(`decoder graph: captured layer ${i} is outside the graph's layers [${from}, ${to})`);
+    }
+  }
+  if (cache && captured.size > 0) throw new Error('decoder graph: a KV-cache graph captures no statistics');
+  const inputIds = hasEmbed ? g.input('input_ids', 'int64', ['batch', 'seq']) : '';
+  const hiddenIn = hasEmbed ? '' : g.input('hidden_in', 'float32', ['batch', 'seq', D]);
   const attentionMask = cache ? g.input('attention_mask', 'int64', ['batch', 'total']) : '';
   const positionIds = cache ? g.input('position_ids', 'int64', ['batch', 'seq']) : '';
   const headMask = cache ? '' : g.input('head_mask', 'float32', [c.numLayers, maxHeads]);
@@ -282,7 +366,7 @@ export function buildDecoderGraph(
   }
 
   // Dynamic sizes as 1-element int64 vectors.
-  const idsShape = g.op('Shape', [inputIds]);
+  const idsShape = g.op('Shape', [hasEmbed ? inputIds : hiddenIn]);
   const batchDim = g.op('Slice', [idsShape, g.constInt64([0]), g.constInt64([1])]);
   const seqDim = g.op('Slice', [idsShape, g.constInt64([1]), g.constInt64([2])]);
   const seqScalar = g.op('Squeeze', [seqDim, g.constInt64([0])]);
@@ -292,20 +376,44 @@ export function buildDecoderGraph(
   // shares the embedding's chunks (the full table is then never an initializer of its own).
   const headRole = c.tieEmbeddings ? 'embed.tokens' : 'lm_head.weight';
   const ranges = vocabChunks(c.vocabSize, opts.output, opts.vocabChunk);
-  const headChunks =
-    ranges.length === 1
+  const headChunks = !hasHead
+    ? []
+    : ranges.length === 1
       ? [{ w: c.tieEmbeddings ? '' : weight(headRole), v0: 0, v1: c.vocabSize }]
       : ranges.map(([v0, v1]) => ({ w: weightRows(headRole, v0, v1), v0, v1 }));
 
-  // Token embedding, flattened to [N = batch*seq, D] for the linears.
-  const ids1d = g.op('Reshape', [inputIds, minus1]);
+  // Token embedding (or the block's input hidden states), flattened to [N = batch*seq, D] for the linears.
   let x: string;
-  if (c.tieEmbeddings && ranges.length > 1) x = gatherRows(headRole, headChunks, ids1d);
-  else {
-    x = g.op('Gather', [weight('embed.tokens'), ids1d], { axis: 0 });
-    if (isHalf('embed.tokens')) x = g.op('Cast', [x], { to: ONNX_FLOAT });
-    if (c.tieEmbeddings) headChunks[0].w = 'embed.tokens';
+  if (!hasEmbed) {
+    x = g.op('Reshape', [hiddenIn, g.constInt64([-1, D])]);
+    if (hasHead && c.tieEmbeddings && ranges.length === 1) headChunks[0].w = weight('embed.tokens');
+  } else {
+    const ids1d = g.op('Reshape', [inputIds, minus1]);
+    if (c.tieEmbeddings && ranges.length > 1) x = gatherRows(headRole, headChunks, ids1d);
+    else {
+      x = g.op('Gather', [weight('embed.tokens'), ids1d], { axis: 0 });
+      if (isHalf('embed.tokens')) x = g.op('Cast', [x], { to: ONNX_FLOAT });
+      if (c.tieEmbeddings && hasHead) headChunks[0].w = 'embed.tokens';
+    }
   }
+
+  // Capture graphs: token weights [N, 1] multiplied into each captured input before its reduction.
+  const tokenWeight =
+    captured.size > 0
+      ? g.op('Reshape', [g.input('token_weight', 'float32', ['batch', 'seq']), g.constInt64([-1, 1])])
+      : '';
+  const capture = (layer: number, point: CapturePoint, input: string, width: number): void => {
+    if (!captured.has(layer)) return;
+    const xw = g.op('Mul', [input, tokenWeight]);
+    const name = statsName(layer, point);
+    if (opts.capture?.kind === 'gram') {
+      g.node('Gemm', [xw, xw], { transA: 1 }, { outputs: [name] });
+      g.output(name, 'float32', [width, width]);
+    } else {
+      g.node('ReduceSumSquare', [xw], { axes: [0], keepdims: 0 }, { outputs: [name] });
+      g.output(name, 'float32', [width]);
+    }
+  };
 
   // Rotary cos/sin for positions 0..seq-1: [seq, hd], broadcast over [batch, heads, seq, hd].
   const tables = rotaryTables(c, c.maxPositions);
@@ -367,6 +475,16 @@ export function buildDecoderGraph(
     causal = g.op('Where', [blocked, g.constFloat([-1e30], []), g.constFloat([0], [])]);
   }
   const scale = fused ? '' : g.constFloat([1 / Math.sqrt(hd)], []);
+  const encode = (): EncodedModel =>
+    g.encodeModel({
+      opset: OPSET,
+      msOpset: fused ? 1 : undefined,
+      external: {
+        threshold: opts.externalDataThreshold ?? Number.POSITIVE_INFINITY,
+        location: 'weights.bin',
+        blobs: isWeightFile(weights) ? undefined : weights.blobs,
+      },
+    });
 
   const splitHeads = (t: string, heads: number): string => {
     const shape = g.op('Concat', [batchDim, seqDim, g.constInt64([heads, hd])], { axis: 0 });
@@ -381,7 +499,7 @@ export function buildDecoderGraph(
   };
   const rotate = (t: string): string => rotary(t, cos, sin);
 
-  for (let i = 0; i < c.numLayers; i++) {
+  for (let i = from; i < to; i++) {
     const heads = c.headsPerLayer[i];
     const kvHeads = c.kvHeadsPerLayer[i];
     const p = `layers.${i}`;
@@ -401,6 +519,7 @@ export function buildDecoderGraph(
     }
     if (heads > 0 && fusedLayer) {
       const h = rmsNorm(x, `${p}.attn_norm.weight`);
+      capture(i, 'attn_in', h, D);
       const merged = fusedLayer({
         q: linear(h, `${p}.attn.q`),
         k: linear(h, `${p}.attn.k`),
@@ -410,9 +529,11 @@ export function buildDecoderGraph(
         kvMap: kvMapOfLayer(c, i),
         keep: layerHeadMask(i, heads),
       });
+      capture(i, 'o_in', merged, heads * hd);
       x = g.op('Add', [x, linear(merged, `${p}.attn.o`)]);
     } else if (heads > 0) {
       const h = rmsNorm(x, `${p}.attn_norm.weight`);
+      capture(i, 'attn_in', h, D);
       const q = rotate(splitHeads(linear(h, `${p}.attn.q`), heads));
       let k = rotate(splitHeads(linear(h, `${p}.attn.k`), kvHeads));
       let v = splitHeads(linear(h, `${p}.attn.v`), kvHeads);
@@ -438,13 +559,24 @@ export function buildDecoderGraph(
         g.op('Transpose', [attn], { perm: [0, 2, 1, 3] }),
         g.constInt64([-1, heads * hd]),
       ]);
+      capture(i, 'o_in', merged, heads * hd);
       x = g.op('Add', [x, linear(merged, `${p}.attn.o`)]);
     }
     const h2 = rmsNorm(x, `${p}.mlp_norm.weight`);
+    capture(i, 'mlp_in', h2, D);
     const gate = linear(h2, `${p}.mlp.gate`);
     const up = linear(h2, `${p}.mlp.up`);
     const act = g.op('Mul', [gate, g.op('Sigmoid', [gate])]);
-    x = g.op('Add', [x, linear(g.op('Mul', [act, up]), `${p}.mlp.down`)]);
+    const downIn = g.op('Mul', [act, up]);
+    capture(i, 'down_in', downIn, c.intermediateSize);
+    x = g.op('Add', [x, linear(downIn, `${p}.mlp.down`)]);
+  }
+
+  if (!hasHead) {
+    const bsd = g.op('Concat', [batchDim, seqDim, g.constInt64([D])], { axis: 0 });
+    g.node('Reshape', [x, bsd], {}, { outputs: ['hidden'] });
+    g.output('hidden', 'float32', ['batch', 'seq', D]);
+    return encode();
   }
 
   anchor = x;
@@ -555,14 +687,8 @@ export function buildDecoderGraph(
       perToken(g.op('Add', [sumAll(cross), g.op('Mul', [lse, sumAll(mass)])]), 'kl');
       break;
     }
+    case 'hidden':
+      throw new Error('decoder graph: unreachable (hidden output checked above)');
   }
-  return g.encodeModel({
-    opset: OPSET,
-    msOpset: fused ? 1 : undefined,
-    external: {
-      threshold: opts.externalDataThreshold ?? Number.POSITIVE_INFINITY,
-      location: 'weights.bin',
-      blobs: isWeightFile(weights) ? undefined : weights.blobs,
-    },
-  });
+  return encode();
 }

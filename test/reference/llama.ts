@@ -61,13 +61,25 @@ function rotate(
   }
 }
 
+/** The four distinct inputs of a block's linears: q/k/v, o, gate/up, down. */
+export type LinearInput = 'attn_in' | 'o_in' | 'mlp_in' | 'down_in';
+
+export interface ReferenceOptions {
+  rotary: 'half' | 'interleaved';
+  headMask?: number[][];
+  /** Called with every linear input vector: layer, which input, position, the vector (do not keep it). */
+  onLinearInput?: (layer: number, input: LinearInput, position: number, x: Float64Array) => void;
+  /** Called with the residual stream leaving each layer, one vector per position. */
+  onLayerOutput?: (layer: number, xs: Float64Array[]) => void;
+}
+
 /**
  * Logits [seq][vocab] for one sequence. `headMask[layer][head]` = 0 zeroes that head's attention output.
  */
 export function referenceForward(
   w: ReferenceWeights,
   tokens: number[],
-  opts: { rotary: 'half' | 'interleaved'; headMask?: number[][] },
+  opts: ReferenceOptions,
 ): Float64Array[] {
   const D = w.hiddenSize;
   const hd = w.headDim;
@@ -90,6 +102,7 @@ export function referenceForward(
       const vs: Float64Array[] = [];
       for (let t = 0; t < S; t++) {
         const h = rmsNorm(xs[t], need(`${p}.attn_norm.weight`), w.normEps);
+        opts.onLinearInput?.(l, 'attn_in', t, h);
         const q = linear(need(`${p}.attn.q.weight`), w.get(`${p}.attn.q.bias`), h, H * hd);
         const k = linear(need(`${p}.attn.k.weight`), w.get(`${p}.attn.k.bias`), h, KV * hd);
         const v = linear(need(`${p}.attn.v.weight`), w.get(`${p}.attn.v.bias`), h, KV * hd);
@@ -123,19 +136,23 @@ export function referenceForward(
             for (let d = 0; d < hd; d++) concat[a * hd + d] += (keep * scores[u] * vs[u][kvh * hd + d]) / z;
           }
         }
+        opts.onLinearInput?.(l, 'o_in', t, concat);
         const o = linear(need(`${p}.attn.o.weight`), w.get(`${p}.attn.o.bias`), concat, D);
         next.push(xs[t].map((v, i) => v + o[i]));
       }
       xs = next;
     }
-    xs = xs.map((x) => {
+    xs = xs.map((x, t) => {
       const h = rmsNorm(x, need(`${p}.mlp_norm.weight`), w.normEps);
+      opts.onLinearInput?.(l, 'mlp_in', t, h);
       const gate = linear(need(`${p}.mlp.gate.weight`), undefined, h, w.intermediateSize);
       const up = linear(need(`${p}.mlp.up.weight`), undefined, h, w.intermediateSize);
       const act = gate.map((gv, i) => (gv / (1 + Math.exp(-gv))) * up[i]);
+      opts.onLinearInput?.(l, 'down_in', t, act);
       const down = linear(need(`${p}.mlp.down.weight`), undefined, act, D);
       return x.map((v, i) => v + down[i]);
     });
+    opts.onLayerOutput?.(l, xs);
   }
   const head = w.tieEmbeddings ? emb : need('lm_head.weight');
   return xs.map((x) =>

@@ -43,6 +43,14 @@ export { openHfFolder, writeHfFolder } from './checkpoint/hf.js';
 export { cacheDir, downloadHfModel, parseModelRef, resolveModelRef } from './checkpoint/hub.js';
 export { openLlama2c, writeLlama2cLegacy } from './checkpoint/llama2c.js';
 export { openSafetensors, writeSafetensors } from './checkpoint/safetensors.js';
+export {
+  type ActivationStats,
+  accumulateStats,
+  type BlockPass,
+  blockHidden,
+  runBlock,
+  statOf,
+} from './engine/blocks.js';
 export { generate as generateTokens } from './engine/generate.js';
 export { type GreedyBatchOptions, type GreedyBatchResult, greedyDecodeBatch } from './engine/greedy.js';
 export {
@@ -55,7 +63,17 @@ export {
 } from './engine/runner.js';
 export { availableDevices, createEngine, DEVICES, type Device, type Engine } from './engine/session.js';
 export { dataError, type ErrorKind, fileError, flagError, GenepruneError } from './errors.js';
-export { buildDecoderGraph, type GraphOutputMode, loadWeights } from './graph/decoder.js';
+export {
+  buildDecoderGraph,
+  CAPTURE_POINTS,
+  type CaptureKind,
+  type CapturePoint,
+  type GraphOutputMode,
+  loadWeights,
+  rolesOfCapturePoint,
+  statsName,
+  VOCAB_CHUNK,
+} from './graph/decoder.js';
 export {
   COMPUTE_DTYPES,
   type ComputeDtype,

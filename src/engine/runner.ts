@@ -3,6 +3,7 @@
  */
 import type { AttentionKind, FusedAttentionOp } from '../graph/attention.js';
 import {
+  blockSpec,
   buildDecoderGraph,
   type CaptureKind,
   type GraphOutputMode,
@@ -119,7 +120,9 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
   if (opts.weights && weightsDtype(opts.weights) !== dtype) {
     throw new Error(`runner: weights prepared in ${weightsDtype(opts.weights)}, runner asked for ${dtype}`);
   }
-  const weights = opts.weights ?? (await prepareWeights(spec, { externalDataThreshold: threshold, dtype }));
+  const weights =
+    opts.weights ??
+    (await prepareWeights(blockSpec(spec, opts.layers), { externalDataThreshold: threshold, dtype }));
   let engine: Engine;
   try {
     const graph = buildDecoderGraph(spec, weights, {

@@ -142,6 +142,24 @@ export function layerRange(numLayers: number, layers?: readonly [number, number]
   return [from, to];
 }
 
+/**
+ * The spec restricted to the tensors a block graph [from, to) reads: its layers' weights, the embedding when it
+ * starts at layer 0 (or ends with a tied head), the final norm and head when it ends at the last layer. Preparing
+ * weights from it keeps a one-layer block from loading the whole model.
+ */
+export function blockSpec(spec: ModelSpec, layers?: readonly [number, number]): ModelSpec {
+  const L = spec.config.numLayers;
+  const [from, to] = layerRange(L, layers);
+  if (from === 0 && to === L) return spec;
+  const keep = (role: string): boolean => {
+    const m = /^layers\.(\d+)\./.exec(role);
+    if (m) return Number(m[1]) >= from && Number(m[1]) < to;
+    if (role === 'embed.tokens') return from === 0 || (to === L && spec.config.tieEmbeddings);
+    return to === L;
+  };
+  return { ...spec, tensors: new Map([...spec.tensors].filter(([role]) => keep(role))) };
+}
+
 export type HalfLinears = 'upcast' | 'native';
 
 /** ONNX TensorProto data types used by Cast. */
@@ -203,7 +221,7 @@ export function buildDecoderGraph(
   const g = new GraphBuilder();
   const maskSet = new Set(opts.weightMasks ?? []);
   for (const role of maskSet) {
-    if (!(isWeightFile(weights) ? weights.tensors : weights).has(role)) {
+    if (!spec.tensors.has(role)) {
       throw new Error(`decoder graph: no weight ${role} to mask`);
     }
   }

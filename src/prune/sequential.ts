@@ -1,0 +1,119 @@
+/**
+ * Sequential layer-wise pruning, as Wanda and SparseGPT do it: for l = 0 … L−1, calibration tokens run through
+ * block l with layers < l already pruned (and recovered), the block's linear inputs are measured (Σ_t X_tj² per
+ * input column for Wanda's scores; XᵀX for recovery), every prunable linear of the layer gets its mask from
+ * `select`, optionally its kept weights are recovered against its own dense outputs on those inputs
+ * (`recover.ts`), and the block, rebuilt on the new weights, hands its outputs to layer l+1. All linears of a block
+ * see the block's input as it arrives (pruned prefix, dense block), as both papers do.
+ *
+ * Only one block's weights are in a session at a time; the hidden states at the current boundary are held
+ * (tokens × hidden size × 4 bytes). The result is the model with its pruned weights in memory.
+ */
+import { runBlock, statOf } from '../engine/blocks.js';
+import { createRunner, type TokenBatch } from '../engine/runner.js';
+import type { Device } from '../engine/session.js';
+import { CAPTURE_POINTS, rolesOfCapturePoint } from '../graph/decoder.js';
+import { type ModelSpec, memoryTensor, type TensorSource } from '../model/spec.js';
+import { recoverLinear } from './recover.js';
+
+/** A prunable linear's weight, its shape and its input statistics, handed to a mask chooser. */
+export interface LinearToPrune {
+  role: string;
+  layer: number;
+  rows: number;
+  cols: number;
+  /** The weight as it is now, [rows, cols]. */
+  weight: Float32Array;
+  /** Σ_t X_tj² of its input columns over the calibration tokens (Wanda's ‖X_j‖₂²). */
+  inputSquaredNorms: Float64Array;
+}
+
+export interface SequentialOptions {
+  /** Calibration batches (with targets: the last block ends with the loss). */
+  batches: readonly TokenBatch[];
+  /** The keep-mask (1 kept) of one linear, [rows, cols]. */
+  select: (linear: LinearToPrune) => Uint8Array;
+  /** Recover each pruned linear's kept weights by least squares (default off). */
+  recover?: boolean;
+  /** Ridge damping of the recovery, as a fraction of mean(diag XᵀX) (default 0.01). */
+  damping?: number;
+  device?: Device;
+  threads?: number;
+  /** Called after each layer. */
+  onLayer?: (report: LayerReport) => void;
+}
+
+export interface LinearReport {
+  role: string;
+  sparsity: number;
+  /** Calibration reconstruction error Σ (w − ŵ)ᵀ XᵀX (w − ŵ) of the masked weights, and after recovery. */
+  maskedError?: number;
+  recoveredError?: number;
+}
+
+export interface LayerReport {
+  layer: number;
+  linears: LinearReport[];
+}
+
+export interface SequentialResult {
+  /** The model with every prunable linear replaced by its pruned (and recovered) weights. */
+  spec: ModelSpec;
+  /** Keep-masks by role. */
+  masks: Map<string, Uint8Array>;
+  layers: LayerReport[];
+}
+
+export async function pruneSequentially(spec: ModelSpec, opts: SequentialOptions): Promise<SequentialResult> {
+  const L = spec.config.numLayers;
+  const tensors = new Map<string, TensorSource>(spec.tensors);
+  const current = (): ModelSpec => ({ ...spec, tensors });
+  const masks = new Map<string, Uint8Array>();
+  const layers: LayerReport[] = [];
+  const engine = { device: opts.device, threads: opts.threads };
+  let hidden: Float32Array[] | undefined;
+  for (let l = 0; l < L; l++) {
+    const last = l === L - 1;
+    const capture = await createRunner(current(), {
+      ...engine,
+      layers: [l, l + 1],
+      output: last ? 'nll' : 'hidden',
+      capture: { layers: [l], kind: opts.recover ? 'gram' : 'sqnorm' },
+    });
+    const pass = await runBlock(capture, opts.batches, { hidden }).finally(() => capture.release());
+    const report: LayerReport = { layer: l, linears: [] };
+    for (const point of CAPTURE_POINTS) {
+      const stat = statOf(pass.stats, l, point);
+      if (!stat) continue; // a layer without heads has no attention inputs
+      for (const role of rolesOfCapturePoint(l, point)) {
+        const src = tensors.get(role);
+        if (!src) continue;
+        const [rows, cols] = src.shape;
+        const gram = opts.recover ? stat : undefined;
+        const sq = gram ? Float64Array.from({ length: cols }, (_, j) => gram[j * cols + j]) : stat;
+        const weight = Float32Array.from(await src.load());
+        const keep = opts.select({ role, layer: l, rows, cols, weight, inputSquaredNorms: sq });
+        if (keep.length !== rows * cols)
+          throw new Error(`${role}: mask of ${keep.length} for ${rows}×${cols}`);
+        let pruned: Float32Array;
+        const entry: LinearReport = { role, sparsity: 1 - keep.reduce((a, b) => a + b, 0) / keep.length };
+        if (gram) {
+          const r = recoverLinear(weight, keep, gram, rows, cols, { damping: opts.damping });
+          pruned = r.weight;
+          entry.maskedError = r.maskedError;
+          entry.recoveredError = r.error;
+        } else pruned = weight.map((v, i) => (keep[i] ? v : 0));
+        tensors.set(role, memoryTensor(src.shape, pruned));
+        masks.set(role, keep);
+        report.linears.push(entry);
+      }
+    }
+    layers.push(report);
+    opts.onLayer?.(report);
+    if (!last) {
+      const block = await createRunner(current(), { ...engine, layers: [l, l + 1], output: 'hidden' });
+      hidden = (await runBlock(block, opts.batches, { hidden }).finally(() => block.release())).hidden;
+    }
+  }
+  return { spec: current(), masks, layers };
+}

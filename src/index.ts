@@ -1,6 +1,7 @@
 /**
  * geneprune's library API. Every command of the CLI is one call here, with typed options and results:
- * `evaluate`, `generate`, `searchHeads` / `resumeHeadSearch`, `exportModel`, `bench`. The CLI imports nothing
+ * `evaluate`, `generate`, `searchHeads` / `resumeHeadSearch`, `pruneWeights` / `resumeWeightPrune`,
+ * `exportModel`, `bench`. The CLI imports nothing
  * but this module. Lower-level building blocks (checkpoints, graphs, the engine, metrics) follow.
  */
 
@@ -36,7 +37,31 @@ export {
   SOS_PRESET,
   searchHeads,
 } from './api/heads.js';
-export { type HeadList, type HeadMaskChoice, headMaskFromList, resolveHeadMask } from './api/masks.js';
+export {
+  type HeadList,
+  type HeadMaskChoice,
+  headMaskFromList,
+  resolveHeadMask,
+  resolveWeightMask,
+  type WeightMaskChoice,
+} from './api/masks.js';
+export {
+  pruneWeights,
+  registerWeightBaseline,
+  resumeWeightPrune,
+  WEIGHT_MASK_FILE,
+  WEIGHT_PRUNE_DEFAULTS,
+  type WeightBaseline,
+  type WeightBaselineInput,
+  type WeightBaselineOutput,
+  type WeightGivenSetting,
+  type WeightPruneEnv,
+  type WeightPruneOptions,
+  type WeightPruneResult,
+  type WeightPruneSettings,
+  weightBaselineNames,
+  weightPruneSettings,
+} from './api/weights.js';
 
 // Building blocks.
 export { openHfFolder, writeHfFolder } from './checkpoint/hf.js';
@@ -83,6 +108,34 @@ export {
   type Weights,
 } from './graph/weights.js';
 export { type HeadMaskFile, loadMaskFile, makeMaskFile, readMaskFile } from './masks/headfile.js';
+export {
+  holdsPattern,
+  magnitudeScores,
+  type NmPattern,
+  parsePattern,
+  selectGlobal,
+  selectGlobalStreaming,
+  selectNm,
+  selectPerMatrix,
+  selectPerRow,
+  wandaScores,
+} from './masks/select.js';
+export {
+  type LoadedWeightMask,
+  loadWeightMaskFile,
+  type WeightMaskFile,
+  writeWeightMaskFile,
+} from './masks/weightfile.js';
+export {
+  type LayerSparsity,
+  type MatrixSparsity,
+  type PrunableMatrix,
+  prunableMatrices,
+  type SparsityReport,
+  type WeightMasks,
+  weightMaskFeeds,
+  weightMasksFromKeeps,
+} from './masks/weights.js';
 export {
   BLEU_KINDS,
   type BleuKind,
@@ -163,9 +216,11 @@ export {
   type TensorSource,
 } from './model/spec.js';
 export { pruneHeads } from './prune/heads.js';
+export { writtenSparsity, zeroMaskedWeights } from './prune/weights.js';
 export type { FitnessKind } from './search/fitness.js';
 export type { Fidelity, QualityMetric } from './search/objective.js';
 export type { GenomeCodec, SearchSpace } from './search/space.js';
+export { createWeightSpace, type WeightSpace } from './spaces/weights/space.js';
 export { loadTokenizer } from './tokenizer/load.js';
 export type { Tokenizer } from './tokenizer/types.js';
 export { createRng, type Rng } from './util/rng.js';

@@ -14,9 +14,15 @@ import {
 } from '../metrics/perplexity.js';
 import { checkMemoryBudget, peakRssBytes } from '../model/memory.js';
 import { type ModelInput, openModelInput, type RuntimeOptions } from './common.js';
-import { type HeadMaskChoice, headListText, resolveHeadMask } from './masks.js';
+import {
+  type HeadMaskChoice,
+  headListText,
+  resolveHeadMask,
+  resolveWeightMask,
+  type WeightMaskChoice,
+} from './masks.js';
 
-export interface EvaluateOptions extends RuntimeOptions, HeadMaskChoice {
+export interface EvaluateOptions extends RuntimeOptions, HeadMaskChoice, WeightMaskChoice {
   model?: ModelInput;
   /** Tokenizer file (default: found beside the model). */
   tokenizer?: string;
@@ -41,6 +47,9 @@ export interface EvaluateResult {
   context: number;
   prunedHeads: string[];
   mask?: string;
+  weightMask?: string;
+  /** Share of the prunable weights the weight mask prunes. */
+  weightSparsity?: number;
   /** Predicted tokens scored. */
   tokens: number;
   meanNll: number;
@@ -78,6 +87,8 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
     dtype,
   });
   const headMask = await resolveHeadMask(model.spec, opts);
+  const weights = await resolveWeightMask(model.spec, opts);
+  const masks = { headMask, weightMasks: weights.feeds };
   // With maxTokens only the first maxTokens + 1 tokens are read and tokenized, however large the data.
   const maxTokens = opts.maxTokens;
   const data =
@@ -88,12 +99,12 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
         }))
       : await tokenizePrefix(opts.data, model.tokenizer, maxTokens + 1);
   const windows = makeWindows(data.tokens, context, maxTokens, opts.data);
-  const runtime = { device, threads: opts.threads, dtype };
+  const runtime = { device, threads: opts.threads, dtype, weightMasks: weights.roles };
   const runner = await createRunner(model.spec, { output: 'nll', ...runtime });
   let result: Awaited<ReturnType<typeof evaluatePerplexity>>;
   try {
     result = await evaluatePerplexity(runner, windows, {
-      masks: { headMask },
+      masks,
       batchSize,
       onProgress: (p) => opts.onProgress?.(p.done, p.total),
     });
@@ -103,14 +114,11 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
   let meanKl: number | undefined;
   if (opts.kl) {
     // The unpruned model's log-probabilities once, then the masked model's KL from them.
-    const dense = await createRunner(model.spec, { output: 'logprobs', ...runtime });
+    const dense = await createRunner(model.spec, { output: 'logprobs', ...runtime, weightMasks: undefined });
     const reference = await computeKlReference(dense, windows, batchSize).finally(() => dense.release());
     const klRunner = await createRunner(model.spec, { output: 'kl', ...runtime });
-    meanKl = (
-      await evaluateKl(klRunner, windows, reference, { masks: { headMask } }).finally(() =>
-        klRunner.release(),
-      )
-    ).meanKl;
+    meanKl = (await evaluateKl(klRunner, windows, reference, { masks }).finally(() => klRunner.release()))
+      .meanKl;
   }
   return {
     model: model.modelPath,
@@ -120,6 +128,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
     context,
     prunedHeads: headListText(opts.pruneHeads ?? []),
     ...(opts.mask ? { mask: opts.mask } : {}),
+    ...(opts.weightMask ? { weightMask: opts.weightMask, weightSparsity: weights.sparsity } : {}),
     tokens: result.tokens,
     meanNll: result.meanNll,
     perplexity: result.perplexity,

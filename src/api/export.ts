@@ -5,6 +5,7 @@
 import type { StoredFloat } from '../checkpoint/safetensors.js';
 import { flagError } from '../errors.js';
 import { loadMaskFile } from '../masks/headfile.js';
+import { loadWeightMaskFile } from '../masks/weightfile.js';
 import { checkMemoryBudget } from '../model/memory.js';
 import {
   EXPORT_FORMATS,
@@ -20,6 +21,11 @@ export interface ExportOptions {
   tokenizer?: string;
   /** Head-mask file from a head search (`mask.json`), checked against the model. */
   mask?: string;
+  /**
+   * Weight-mask file from `pruneWeights` (`weight-mask.safetensors`), checked against the model: the masked
+   * weights are written as zeros, and `weightSparsity` reports the zeros counted back from the written files.
+   */
+  weightMask?: string;
   /** Output folder: created when complete; an existing non-empty one is replaced only with `force`. */
   out: string;
   /** 'all' (default), 'hf' or 'transformersjs'. */
@@ -45,7 +51,7 @@ export const EXPORT_DTYPES: Readonly<Record<ExportDtype, StoredFloat>> = {
 
 export async function exportModel(
   opts: ExportOptions,
-): Promise<ExportResult & { model: string; mask?: string }> {
+): Promise<ExportResult & { model: string; mask?: string; weightMask?: string }> {
   const format = opts.format ?? 'all';
   if (!EXPORT_FORMATS.includes(format)) {
     throw flagError('--format', `"${format}" is not one of ${EXPORT_FORMATS.join(', ')}`);
@@ -56,11 +62,18 @@ export async function exportModel(
   const model = await openModelInput(opts.model, opts.tokenizer);
   checkMemoryBudget(model.spec, { batch: 1, seq: 1, budget: opts.memoryBudget, what: 'export' });
   const mask = opts.mask ? await loadMaskFile(opts.mask, model.spec) : undefined;
+  const weights = opts.weightMask ? await loadWeightMaskFile(opts.weightMask, model.spec) : undefined;
   const result = await writeExport({
     spec: model.spec,
     tokenizerPath: model.tokenizerPath,
     genome: mask?.genome,
     maskFile: mask && { path: mask.path, sha256: mask.sha256 },
+    weightMask: weights && {
+      masks: weights.masks,
+      path: weights.path,
+      sha256: weights.sha256,
+      sparsity: weights.file.prunable.sparsity,
+    },
     out: opts.out,
     format,
     dtype: opts.dtype === undefined ? undefined : EXPORT_DTYPES[opts.dtype],
@@ -69,5 +82,10 @@ export async function exportModel(
     externalDataThreshold: opts.externalDataThreshold,
     onStatus: opts.onStatus,
   });
-  return { ...result, model: model.modelPath, ...(opts.mask ? { mask: opts.mask } : {}) };
+  return {
+    ...result,
+    model: model.modelPath,
+    ...(opts.mask ? { mask: opts.mask } : {}),
+    ...(opts.weightMask ? { weightMask: opts.weightMask } : {}),
+  };
 }

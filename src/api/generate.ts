@@ -4,9 +4,15 @@ import { createRunner } from '../engine/runner.js';
 import type { ComputeDtype } from '../graph/weights.js';
 import { createRng } from '../util/rng.js';
 import { type ModelInput, openModelInput, type RuntimeOptions } from './common.js';
-import { type HeadMaskChoice, headListText, resolveHeadMask } from './masks.js';
+import {
+  type HeadMaskChoice,
+  headListText,
+  resolveHeadMask,
+  resolveWeightMask,
+  type WeightMaskChoice,
+} from './masks.js';
 
-export interface GenerateOptions extends RuntimeOptions, HeadMaskChoice {
+export interface GenerateOptions extends RuntimeOptions, HeadMaskChoice, WeightMaskChoice {
   model?: ModelInput;
   tokenizer?: string;
   /** Text to continue (default: start from BOS alone). */
@@ -33,6 +39,7 @@ export interface GenerateResult {
   finish: 'length' | 'stop';
   prunedHeads: string[];
   mask?: string;
+  weightMask?: string;
   temperature: number;
   seed: number;
   seconds: number;
@@ -49,6 +56,7 @@ export async function generate(opts: GenerateOptions = {}): Promise<GenerateResu
   const promptText = opts.prompt ?? '';
   const model = await openModelInput(opts.model, opts.tokenizer);
   const headMask = await resolveHeadMask(model.spec, opts);
+  const weights = await resolveWeightMask(model.spec, opts);
   const tok = model.tokenizer;
   const prompt = tok.encode(promptText, { bos: true });
   if (prompt.length === 0) prompt.push(model.spec.config.bosTokenId ?? 1);
@@ -58,6 +66,7 @@ export async function generate(opts: GenerateOptions = {}): Promise<GenerateResu
     device,
     threads: opts.threads,
     dtype,
+    weightMasks: weights.roles,
   });
   const stopTokens = [tok.bosId, tok.eosId].filter((t): t is number => t !== undefined);
   let prev = prompt[prompt.length - 1];
@@ -69,7 +78,7 @@ export async function generate(opts: GenerateOptions = {}): Promise<GenerateResu
       maxNewTokens,
       temperature,
       rng: createRng(seed),
-      masks: { headMask },
+      masks: { headMask, weightMasks: weights.feeds },
       stopTokens,
       onToken: (id) => {
         const piece = tok.decodeToken(prev, id);
@@ -91,6 +100,7 @@ export async function generate(opts: GenerateOptions = {}): Promise<GenerateResu
     finish: tokens.length < maxNewTokens ? 'stop' : 'length',
     prunedHeads: headListText(opts.pruneHeads ?? []),
     ...(opts.mask ? { mask: opts.mask } : {}),
+    ...(opts.weightMask ? { weightMask: opts.weightMask } : {}),
     temperature,
     seed,
     seconds: (performance.now() - t0) / 1000,

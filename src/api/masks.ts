@@ -5,6 +5,8 @@
 import { flagError } from '../errors.js';
 import { readMaskFile } from '../masks/headfile.js';
 import { headMaskOf } from '../masks/heads.js';
+import { loadWeightMaskFile } from '../masks/weightfile.js';
+import { weightMaskFeeds } from '../masks/weights.js';
 import type { ModelConfig, ModelSpec } from '../model/spec.js';
 
 /** [layer, head] pairs, 0-based. */
@@ -52,4 +54,20 @@ export async function resolveHeadMask(spec: ModelSpec, choice: HeadMaskChoice): 
 /** `L:H` strings for reports. */
 export function headListText(pairs: HeadList): string[] {
   return pairs.map(([l, h]) => `${l}:${h}`);
+}
+
+export interface WeightMaskChoice {
+  /** A weight-mask file (`weight-mask.safetensors` from `geneprune weights`), checked against the model. */
+  weightMask?: string;
+}
+
+/** The runner's weight-mask roles and feeds for a weight-mask file (none without one). */
+export async function resolveWeightMask(
+  spec: ModelSpec,
+  choice: WeightMaskChoice,
+): Promise<{ roles?: string[]; feeds?: Map<string, Uint8Array>; sparsity?: number }> {
+  if (!choice.weightMask) return {};
+  const loaded = await loadWeightMaskFile(choice.weightMask, spec);
+  const feeds = weightMaskFeeds(loaded.masks);
+  return { roles: [...feeds.keys()], feeds, sparsity: loaded.file.prunable.sparsity };
 }

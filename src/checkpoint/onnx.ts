@@ -3,12 +3,14 @@
  * (each written part by part at its offset, zero-filled between, so nothing is concatenated in memory).
  */
 
-import { type FileHandle, open } from 'node:fs/promises';
-import { join } from 'node:path';
+import { type FileHandle, open, readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import onnxProto from 'onnx-proto';
 import { fileError } from '../errors.js';
 import type { EncodedModel } from '../graph/builder.js';
 import { loadTensorInto, type TensorSource } from '../model/spec.js';
 import { describeFsError, writeAll, writeBytesAtomic, writeFileAtomic } from '../util/fs.js';
+import { readRange } from './io.js';
 
 /**
  * Writes tensors at the given byte offsets (ascending) of one external-data file, one tensor in memory at a
@@ -74,4 +76,47 @@ export async function writeOnnxModel(dir: string, name: string, model: EncodedMo
   // The graph last: a model file is never left naming data that is not there yet.
   await writeBytesAtomic(join(dir, name), model.model);
   return [name, ...written];
+}
+
+/**
+ * Reads back the fp32 initializers named in `names` from an ONNX model file (inline, or in external data files
+ * beside it), one at a time, for checks of what was written (e.g. the zeros of a pruned export). Every name must
+ * be found, as fp32.
+ */
+export async function readOnnxFloatInitializers(
+  path: string,
+  names: ReadonlySet<string>,
+  onTensor: (name: string, data: Float32Array) => void,
+): Promise<void> {
+  const { onnx } = onnxProto;
+  let model: ReturnType<typeof onnx.ModelProto.decode>;
+  try {
+    model = onnx.ModelProto.decode(await readFile(path));
+  } catch (err) {
+    throw fileError(path, `cannot read the ONNX model: ${describeFsError(err)}`, err);
+  }
+  const found = new Set<string>();
+  for (const t of model.graph?.initializer ?? []) {
+    const name = t.name ?? '';
+    if (!names.has(name)) continue;
+    if (t.dataType !== onnx.TensorProto.DataType.FLOAT)
+      throw fileError(path, `initializer ${name} is not fp32`);
+    const numel = (t.dims ?? []).reduce((a: number, d) => a * Number(d), 1);
+    let data: Float32Array;
+    if (t.dataLocation === onnx.TensorProto.DataLocation.EXTERNAL) {
+      const kv = new Map((t.externalData ?? []).map((e) => [e.key, e.value]));
+      const file = join(dirname(path), String(kv.get('location')));
+      const bytes = new Uint8Array(numel * 4);
+      await readRange(file, Number(kv.get('offset') ?? 0), bytes);
+      data = new Float32Array(bytes.buffer);
+    } else if (t.rawData && t.rawData.length > 0) {
+      data = new Float32Array(Uint8Array.from(t.rawData).buffer);
+    } else data = Float32Array.from(t.floatData ?? []);
+    if (data.length !== numel)
+      throw fileError(path, `initializer ${name} holds ${data.length} values, not ${numel}`);
+    found.add(name);
+    onTensor(name, data);
+  }
+  const missing = [...names].find((n) => !found.has(n));
+  if (missing !== undefined) throw fileError(path, `holds no initializer ${missing}`);
 }

@@ -203,6 +203,14 @@ export interface WritableTensor {
   dtype?: StoredFloat;
 }
 
+/** A tensor of raw bytes written as they are (U8: packed bit masks), not converted from fp32. */
+export interface WritableBytes {
+  name: string;
+  shape: readonly number[];
+  dtype: 'U8';
+  bytes: Uint8Array | (() => Promise<Uint8Array>);
+}
+
 /** The float dtypes a safetensors file can hold here; anything else is written as F32. */
 export function storedFloatOf(dtype: string): StoredFloat {
   return dtype === 'F16' || dtype === 'BF16' ? dtype : 'F32';
@@ -216,7 +224,7 @@ export interface WriteSafetensorsOptions {
 /** Writes tensors (in the given order) to a safetensors file, atomically. */
 export async function writeSafetensors(
   path: string,
-  tensors: readonly WritableTensor[],
+  tensors: readonly (WritableTensor | WritableBytes)[],
   metadata?: Record<string, string>,
   options: WriteSafetensorsOptions = {},
 ): Promise<void> {
@@ -251,17 +259,30 @@ export async function writeSafetensors(
   await writeFileAtomic(path, async (fh) => {
     await writeAll(fh, head);
     for (const t of tensors) {
-      const data = typeof t.data === 'function' ? await t.data() : t.data;
       const numel = numelOf(t.shape);
+      const data = 'bytes' in t ? await resolveData(t.bytes) : await resolveData(t.data);
       if (data.length !== numel) {
         throw fileError(
           path,
           `tensor ${t.name}: shape ${fmtShape(t.shape)} needs ${numel} values, got ${data.length}`,
         );
       }
-      await writeAll(fh, fromFloat32(t.dtype ?? dtype, data));
+      await writeAll(
+        fh,
+        'bytes' in t ? (data as Uint8Array) : fromFloat32(t.dtype ?? dtype, data as Float32Array),
+      );
     }
   });
+}
+
+const resolveData = <T>(v: T | (() => Promise<T>)): Promise<T> | T =>
+  typeof v === 'function' ? (v as () => Promise<T>)() : v;
+
+/** The stored bytes of a tensor, as they are (for U8 / BOOL tensors, which are not weights). */
+export async function readTensorBytes(t: FileTensor): Promise<Uint8Array> {
+  const bytes = new Uint8Array(t.byteLength);
+  if (t.byteLength > 0) await readRange(t.file, t.byteOffset, bytes);
+  return bytes;
 }
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {

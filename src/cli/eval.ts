@@ -30,6 +30,7 @@ interface EvalFlags {
   json?: boolean;
   kl?: boolean;
   mask?: string;
+  weightMask?: string;
 }
 
 function printReport(r: EvaluateResult): void {
@@ -39,6 +40,11 @@ function printReport(r: EvaluateResult): void {
     `context      ${r.context}`,
     ...(r.prunedHeads.length ? [`pruned heads ${r.prunedHeads.join(',')}`] : []),
     ...(r.mask ? [`mask         ${r.mask}`] : []),
+    ...(r.weightMask
+      ? [
+          `weight mask  ${r.weightMask} (${(100 * (r.weightSparsity ?? 0)).toFixed(2)} % of the prunable weights pruned)`,
+        ]
+      : []),
     `tokens       ${r.tokens}`,
     `mean NLL     ${r.meanNll.toFixed(4)}`,
     `perplexity   ${r.perplexity.toFixed(4)}`,
@@ -69,13 +75,17 @@ export function registerEval(program: Command): void {
       '--mask <file>',
       'a head-mask file from `geneprune heads` (mask.json); combines with --prune-heads',
     )
+    .option(
+      '--weight-mask <file>',
+      'a weight-mask file from `geneprune weights` (weight-mask.safetensors); combines with --mask',
+    )
     .addOption(deviceOption())
     .addOption(computeDtypeOption())
     .addOption(threadsOption())
     .addOption(memoryBudgetOption())
     .option(
       '--kl',
-      'also report the mean KL divergence from the unpruned model (with --prune-heads or --mask)',
+      'also report the mean KL divergence from the unpruned model (with --prune-heads, --mask or --weight-mask)',
     )
     .option('--json', 'print the result as one JSON object')
     .addHelpText(
@@ -100,6 +110,7 @@ Example:
         batchSize: flags.batchSize ? parseIntFlag('--batch-size', flags.batchSize) : undefined,
         pruneHeads: flags.pruneHeads ? parseHeadList(flags.pruneHeads) : [],
         mask: flags.mask,
+        weightMask: flags.weightMask,
         kl: flags.kl,
         device: parseDevice(flags.device),
         dtype: parseComputeDtype(flags.dtype),

@@ -6,6 +6,7 @@ interface ExportFlags {
   model?: string;
   tokenizer?: string;
   mask?: string;
+  weightMask?: string;
   out?: string;
   format: string;
   dtype?: string;
@@ -18,13 +19,17 @@ export function registerExport(program: Command): void {
   program
     .command('export')
     .description(
-      'Remove the heads a mask removes and write the smaller model for transformers.js and Hugging Face.',
+      'Remove the heads a mask removes, zero the weights a weight mask prunes, and write the model for transformers.js and Hugging Face.',
     )
     .addOption(modelOption())
     .addOption(tokenizerOption())
     .option(
       '--mask <file>',
       'head-mask file from `geneprune heads` (mask.json); without it the model is exported whole',
+    )
+    .option(
+      '--weight-mask <file>',
+      'weight-mask file from `geneprune weights`: masked weights are written as zeros (combines with --mask)',
     )
     .option('--out <dir>', 'output folder (required; must be empty or absent unless --force)')
     .option('--format <name>', `${EXPORT_FORMATS.join(' | ')}`, 'all')
@@ -51,6 +56,7 @@ Example:
         model: flags.model,
         tokenizer: flags.tokenizer,
         mask: flags.mask,
+        weightMask: flags.weightMask,
         out: flags.out,
         format: flags.format as ExportFormat,
         dtype: flags.dtype as ExportDtype | undefined,
@@ -69,6 +75,16 @@ Example:
           `query heads  ${s.keptQueryHeads.join(' ')} (of ${s.queryHeadsBefore.join(' ')})`,
           `KV heads     ${s.keptKvHeads.join(' ')} (of ${s.kvHeadsBefore.join(' ')})`,
           `parameters   ${s.parametersAfter} (of ${s.parametersBefore}, ${((100 * s.parametersAfter) / s.parametersBefore).toFixed(1)} %)`,
+        );
+      }
+      const w = result.weightSparsity;
+      if (w) {
+        const pct = (x: number) => `${(100 * x).toFixed(2)} %`;
+        lines.push(
+          `sparsity     ${pct(w.prunable.sparsity)} of ${w.prunable.weights} prunable weights, ${pct(w.overall.sparsity)} of all parameters (zeros counted in the written files)`,
+          ...w.layers.map(
+            (l) => `  layer ${String(l.layer).padEnd(5)}${pct(l.sparsity)} (${l.pruned} of ${l.weights})`,
+          ),
         );
       }
       process.stdout.write(`${lines.join('\n')}\n`);

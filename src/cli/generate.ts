@@ -22,6 +22,7 @@ interface GenerateFlags {
   seed: string;
   pruneHeads?: string;
   mask?: string;
+  weightMask?: string;
   device: string;
   dtype: string;
   threads?: string;
@@ -40,6 +41,10 @@ export function registerGenerate(program: Command): void {
     .option('--seed <s>', 'seed for sampling', '0')
     .option('--prune-heads <list>', 'mask these attention heads, LAYER:HEAD,... (0-based)')
     .option('--mask <file>', 'a head-mask file from `geneprune heads` (mask.json)')
+    .option(
+      '--weight-mask <file>',
+      'a weight-mask file from `geneprune weights` (weight-mask.safetensors); combines with --mask',
+    )
     .addOption(deviceOption())
     .addOption(computeDtypeOption())
     .addOption(threadsOption())
@@ -63,6 +68,7 @@ Example:
         seed: parseIntFlag('--seed', flags.seed, 0),
         pruneHeads: flags.pruneHeads ? parseHeadList(flags.pruneHeads) : [],
         mask: flags.mask,
+        weightMask: flags.weightMask,
         device: parseDevice(flags.device),
         dtype: parseComputeDtype(flags.dtype),
         threads: flags.threads ? parseIntFlag('--threads', flags.threads) : undefined,

@@ -18,44 +18,28 @@ import {
   deviceOption,
   memoryBudgetOption,
   modelOption,
-  parseByteSize,
   parseComputeDtype,
-  parseDevice,
-  parseFloatFlag,
-  parseIntFlag,
   threadsOption,
   tokenizerOption,
 } from './options.js';
 import { progressLine } from './progress.js';
-
-type Flags = Record<string, string | boolean | undefined>;
-
-function share(flag: string, v: string): number {
-  const x = parseFloatFlag(flag, v, 0);
-  if (x > 1) throw flagError(flag, `must be a share between 0 and 1, got ${v}`);
-  return x;
-}
-
-function oneOf<T extends string>(flag: string, v: string, options: readonly T[]): T {
-  if (!(options as readonly string[]).includes(v))
-    throw flagError(flag, `"${v}" is not one of ${options.join(', ')}`);
-  return v as T;
-}
-
-type Parse = (flag: string, v: string) => unknown;
-const int =
-  (min = 1): Parse =>
-  (flag, v) =>
-    parseIntFlag(flag, v, min);
-const float: Parse = (flag, v) => parseFloatFlag(flag, v);
-const text: Parse = (_flag, v) => v;
-const choice =
-  (options: readonly string[]): Parse =>
-  (flag, v) =>
-    oneOf(flag, v, options);
+import {
+  choice,
+  type Flags,
+  float,
+  formatSeconds,
+  int,
+  oneOf,
+  parsedSettingFlags,
+  runEnvFromFlags,
+  type SettingFlag,
+  share,
+  text,
+  typedSettings,
+} from './settings.js';
 
 /** Every flag that sets a search setting: commander's attribute name, the flag, the setting, its parser. */
-const SETTING_FLAGS: Array<[string, string, keyof HeadSearchSettings, Parse]> = [
+const SETTING_FLAGS: ReadonlyArray<SettingFlag<Extract<keyof HeadSearchSettings, string>>> = [
   ['model', '--model', 'model', text],
   ['tokenizer', '--tokenizer', 'tokenizer', text],
   ['calib', '--calib', 'calib', text],
@@ -87,22 +71,12 @@ const SETTING_FLAGS: Array<[string, string, keyof HeadSearchSettings, Parse]> = 
   ['dtype', '--dtype', 'dtype', (_flag, v) => parseComputeDtype(v)],
 ];
 
-/** The flags' own values, parsed, for the flags present in `f` (no defaults, no cross-checks). */
-function parsedSettingFlags(f: Flags): Partial<HeadSearchSettings> {
-  const out: Record<string, unknown> = {};
-  for (const [attr, flag, key, parse] of SETTING_FLAGS) {
-    const v = f[attr];
-    if (v === true) out[key] = true;
-    else if (typeof v === 'string') out[key] = parse(flag, v);
-  }
-  return out as Partial<HeadSearchSettings>;
-}
-
 /** Flags → search options: values parsed and range-checked here; defaults and cross-checks in the library. */
 export function optionsFromFlags(f: Flags): HeadSearchOptions {
   const preset =
     typeof f.preset === 'string' ? oneOf<HeadPreset>('--preset', f.preset, HEAD_PRESETS) : undefined;
-  return { calib: '', eval: '', ...parsedSettingFlags(f), ...(preset ? { preset } : {}) };
+  const parsed = parsedSettingFlags(SETTING_FLAGS, f) as Partial<HeadSearchSettings>;
+  return { calib: '', eval: '', ...parsed, ...(preset ? { preset } : {}) };
 }
 
 /**
@@ -110,26 +84,13 @@ export function optionsFromFlags(f: Flags): HeadSearchOptions {
  * with the run's own. --preset stands for each setting it sets.
  */
 export function givenSettings(f: Flags, cmd: Command): GivenSetting[] {
-  const typed = (attr: string) => cmd.getOptionValueSource(attr) === 'cli';
-  const given: GivenSetting[] = [];
-  const parsed = parsedSettingFlags(f);
-  for (const [attr, flag, key] of SETTING_FLAGS)
-    if (typed(attr)) given.push({ flag, key, value: parsed[key] });
-  if (typed('preset')) {
+  const preset: GivenSetting[] = [];
+  if (cmd.getOptionValueSource('preset') === 'cli') {
     if (f.preset !== 'sos') throw flagError('--preset', `unknown preset "${String(f.preset)}" (known: sos)`);
     for (const [key, value] of Object.entries(SOS_PRESET))
-      given.push({ flag: '--preset', key: key as keyof HeadSearchSettings, value });
+      preset.push({ flag: '--preset', key: key as keyof HeadSearchSettings, value });
   }
-  for (const attr of ['device', 'threads', 'quiet', 'json', 'out'])
-    if (typed(attr)) given.push({ flag: `--${attr}`, value: f[attr] });
-  return given;
-}
-
-function formatSeconds(sec: number): string {
-  if (!Number.isFinite(sec)) return '?';
-  if (sec < 90) return `${Math.round(sec)}s`;
-  if (sec < 5400) return `${Math.floor(sec / 60)}m${String(Math.round(sec % 60)).padStart(2, '0')}s`;
-  return `${(sec / 3600).toFixed(1)}h`;
+  return typedSettings(SETTING_FLAGS, f, cmd, preset);
 }
 
 function printResult(r: HeadSearchResult): void {
@@ -224,25 +185,9 @@ Examples:
     )
     .action(async (f: Flags, cmd: Command) => {
       const quiet = f.quiet === true || f.json === true;
-      const device = parseDevice(String(f.device));
-      const threads = typeof f.threads === 'string' ? parseIntFlag('--threads', f.threads) : undefined;
       const progress = progressLine(process.stderr, quiet);
-      const memoryBudget =
-        typeof f.memoryBudget === 'string' ? parseByteSize('--memory-budget', f.memoryBudget) : undefined;
       const env: HeadSearchEnv = {
-        device,
-        threads,
-        memoryBudget,
-        onNote: (line) => {
-          progress.done();
-          process.stderr.write(`note: ${line}\n`);
-        },
-        onStatus: (line) => {
-          if (!quiet) {
-            progress.done();
-            process.stderr.write(`${line}\n`);
-          }
-        },
+        ...runEnvFromFlags(f, progress, quiet),
         onProgress: (done, total) => progress.update(`${done}/${total} evaluations`),
         onGeneration: (g, total, elapsed) => {
           const done = g.generation + 1;

@@ -6,6 +6,7 @@ import { registerEval } from './eval.js';
 import { registerExport } from './export.js';
 import { registerGenerate } from './generate.js';
 import { registerHeads } from './heads.js';
+import { registerWeights } from './weights.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -29,6 +30,7 @@ looked up in $GENEPRUNE_MODELS, then the cache ($GENEPRUNE_CACHE or ~/.cache/gen
   registerEval(program);
   registerGenerate(program);
   registerHeads(program);
+  registerWeights(program);
   registerExport(program);
   registerBench(program);
   return program;

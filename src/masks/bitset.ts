@@ -91,6 +91,38 @@ export function unpackBits(b: Bitset): Uint8Array {
   return out;
 }
 
+/** One 0/1 byte per bit of bits [from, from + length): a slice of a larger bitset, unpacked. */
+export function unpackRange(b: Bitset, from: number, length: number): Uint8Array {
+  if (!(from >= 0 && length >= 0 && from + length <= b.length)) {
+    throw new GenepruneError('internal', `bits [${from}, ${from + length}) outside [0, ${b.length})`);
+  }
+  const out = new Uint8Array(length);
+  for (let i = 0; i < length; i++) {
+    const j = from + i;
+    out[i] = (b.words[j >>> 5] >>> (j & 31)) & 1;
+  }
+  return out;
+}
+
+/** Copies `length` bits of `src` from `srcFrom` into `dst` at `dstFrom` (whole words when both are aligned). */
+export function copyBits(src: Bitset, srcFrom: number, dst: Bitset, dstFrom: number, length: number): void {
+  if (srcFrom + length > src.length || dstFrom + length > dst.length || srcFrom < 0 || dstFrom < 0) {
+    throw new GenepruneError('internal', `cannot copy ${length} bits from ${srcFrom} to ${dstFrom}`);
+  }
+  let i = 0;
+  if ((srcFrom & 31) === 0 && (dstFrom & 31) === 0) {
+    const words = length >>> 5;
+    dst.words.set(src.words.subarray(srcFrom >>> 5, (srcFrom >>> 5) + words), dstFrom >>> 5);
+    i = words * 32;
+  }
+  for (; i < length; i++) {
+    const s = srcFrom + i;
+    const d = dstFrom + i;
+    if ((src.words[s >>> 5] >>> (s & 31)) & 1) dst.words[d >>> 5] |= 1 << (d & 31);
+    else dst.words[d >>> 5] &= ~(1 << (d & 31));
+  }
+}
+
 /** The bits as ceil(length / 8) bytes, bit 8k + j in bit j of byte k. */
 export function bitsetBytes(b: Bitset): Uint8Array {
   const out = new Uint8Array(Math.ceil(b.length / 8));

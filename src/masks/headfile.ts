@@ -7,24 +7,17 @@
  *     "keep": [1, 0, ...],     one 0/1 per query head present, layer l's genes from Σ_{j<l} headsPerLayer[j]
  *     "removed": ["0:3", ...], "keptQueryHeads": [...], "keptKvHeads": [...], "sparsity": s, "info": {...} }
  *
- * A mask is accepted only by the model whose fingerprint it records. Otherwise the refusal says why: the model
- * is a pruned export of the mask's model (its provenance says so), the shape differs, or only the weights do.
+ * A mask is accepted only by the model whose fingerprint it records (masks/identity.ts says why not otherwise:
+ * a pruned export of the mask's model, another shape, or only other weights).
  * Version 1 recorded a fingerprint of a few sampled tensors, which let other models through: refused.
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { fileError } from '../errors.js';
-import {
-  isModelShape,
-  type ModelIdentity,
-  type ModelShape,
-  modelIdentity,
-  prunedFrom,
-  shapeDifference,
-  shortFingerprint,
-} from '../model/identity.js';
+import { type ModelIdentity, modelIdentity } from '../model/identity.js';
 import type { ModelSpec } from '../model/spec.js';
 import { type Genome, geneCount, keptHeads, removedList, sparsity } from './heads.js';
+import { refuseForeignMask } from './identity.js';
 
 export { type ModelIdentity, modelIdentity } from '../model/identity.js';
 
@@ -104,15 +97,8 @@ export async function loadMaskFile(path: string, spec: ModelSpec): Promise<Loade
   if (!Array.isArray(m.keep) || !m.keep.every((v) => v === 0 || v === 1)) {
     throw fileError(path, '"keep" must be an array of 0/1 values');
   }
-  const recorded = m.model;
-  if (typeof recorded?.fingerprint !== 'string' || !isModelShape(recorded.shape)) {
-    throw fileError(path, 'mask file does not record the model it was made for ("model" field)');
-  }
   const sha256 = createHash('sha256').update(bytes).digest('hex');
-  const id = await modelIdentity(spec);
-  if (recorded.fingerprint !== id.fingerprint) {
-    throw fileError(path, whyForeign(spec, recorded, id));
-  }
+  await refuseForeignMask(path, spec, m.model);
   const genes = geneCount(spec.config);
   if (m.keep.length !== genes) {
     throw fileError(
@@ -126,22 +112,4 @@ export async function loadMaskFile(path: string, spec: ModelSpec): Promise<Loade
 /** Reads a mask file and checks it against the model; returns the genome. */
 export async function readMaskFile(path: string, spec: ModelSpec): Promise<Genome> {
   return (await loadMaskFile(path, spec)).genome;
-}
-
-/** One line saying which of provenance, shape or weights makes the mask foreign to `spec`. */
-function whyForeign(
-  spec: ModelSpec,
-  recorded: { fingerprint: string; shape: ModelShape; source?: string },
-  id: ModelIdentity,
-): string {
-  const step = prunedFrom(spec, recorded.fingerprint);
-  if (step) {
-    const mask = step.mask.sha256 ? `mask sha256 ${step.mask.sha256.slice(0, 16)}…` : 'a mask';
-    const where = step.mask.path ? ` (${step.mask.path})` : '';
-    return `this model is ${step.source.path} pruned with ${mask}${where}, ${step.mask.removed.length} heads removed, and this mask was made for ${step.source.path}; apply the mask to the source model, or search again on the pruned one`;
-  }
-  const made = recorded.source ? ` (made for ${recorded.source})` : '';
-  const shape = shapeDifference(recorded.shape, id.shape, 'mask');
-  if (shape) return `${shape}${made}`;
-  return `mask is for another model${made}: same shape, different weights (fingerprint ${shortFingerprint(recorded.fingerprint)} vs ${shortFingerprint(id.fingerprint)})`;
 }

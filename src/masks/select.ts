@@ -87,6 +87,69 @@ export function selectGlobal(scores: ReadonlyArray<ArrayLike<number>>, sparsity:
   return keeps;
 }
 
+/**
+ * `selectGlobal` for models too large to hold every score at once: the same masks (the round(sparsity · total)
+ * lowest scores pruned, ties broken by matrix order, then position), with one matrix's scores in memory at a
+ * time. Scores must be non-negative (|W|, Wanda): their fp32 bit patterns then sort like the values, so the
+ * exact threshold is found by a radix select over the bits in two passes (high 16 bits, then low 16 bits within
+ * the threshold's bucket), and a third pass writes each matrix's mask. `scoresOf(i)` is called three times per
+ * matrix, in matrix order, and must give the same scores each time.
+ */
+export async function selectGlobalStreaming(
+  sizes: readonly number[],
+  sparsity: number,
+  scoresOf: (matrix: number) => Promise<ArrayLike<number>>,
+  onMask: (matrix: number, keep: Uint8Array) => Promise<void> | void,
+): Promise<void> {
+  const total = sizes.reduce((a, b) => a + b, 0);
+  const drop = prunedCount(total, sparsity);
+  const bits = new Uint32Array(1);
+  const f = new Float32Array(bits.buffer);
+  const scoreBits = async (i: number): Promise<Uint32Array> => {
+    const scores = await scoresOf(i);
+    checkScores(scores, sizes[i]);
+    const out = new Uint32Array(scores.length);
+    for (let k = 0; k < scores.length; k++) {
+      const v = scores[k];
+      if (!(v >= 0)) throw new Error(`score ${k} of matrix ${i} is ${v}: global selection needs scores ≥ 0`);
+      f[0] = v;
+      out[k] = bits[0];
+    }
+    return out;
+  };
+  // The threshold T (as bits) is the drop-th smallest score; below it everything goes, at it the first `atT`.
+  let threshold = 0;
+  let below = 0;
+  if (drop > 0) {
+    const high = new Float64Array(65536);
+    for (let i = 0; i < sizes.length; i++) for (const b of await scoreBits(i)) high[b >>> 16]++;
+    let bucket = 0;
+    while (below + high[bucket] < drop) below += high[bucket++];
+    const low = new Float64Array(65536);
+    for (let i = 0; i < sizes.length; i++) {
+      for (const b of await scoreBits(i)) if (b >>> 16 === bucket) low[b & 0xffff]++;
+    }
+    let lowBits = 0;
+    while (below + low[lowBits] < drop) below += low[lowBits++];
+    threshold = ((bucket << 16) | lowBits) >>> 0;
+  }
+  let atThreshold = drop - below;
+  for (let i = 0; i < sizes.length; i++) {
+    const keep = new Uint8Array(sizes[i]).fill(1);
+    if (drop > 0) {
+      const b = await scoreBits(i);
+      for (let k = 0; k < b.length; k++) {
+        if (b[k] < threshold) keep[k] = 0;
+        else if (b[k] === threshold && atThreshold > 0) {
+          keep[k] = 0;
+          atThreshold--;
+        }
+      }
+    }
+    await onMask(i, keep);
+  }
+}
+
 /** An N:M pattern, e.g. 2:4 keeps 2 weights of every 4 consecutive ones along a row. */
 export interface NmPattern {
   n: number;

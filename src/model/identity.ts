@@ -158,6 +158,16 @@ export interface AppliedMask {
   path?: string;
   /** Removed heads, `L:H` in the source's numbering. */
   removed: string[];
+  /** The weight mask applied (weights zeroed where it prunes), when there was one. */
+  weightMask?: AppliedWeightMask;
+}
+
+export interface AppliedWeightMask {
+  /** sha256 of the weight-mask file's bytes. */
+  sha256: string;
+  path?: string;
+  /** Share of the prunable weights the mask prunes. */
+  sparsity: number;
 }
 
 export interface PruningStep {
@@ -184,7 +194,19 @@ export async function provenanceOfPruning(source: ModelSpec, mask: AppliedMask):
       fingerprint: await modelFingerprint(source),
       shape: modelShape(source.config),
     },
-    mask: { ...mask, ...(mask.path ? { path: absolute(mask.path) } : {}), removed: [...mask.removed] },
+    mask: {
+      ...mask,
+      ...(mask.path ? { path: absolute(mask.path) } : {}),
+      removed: [...mask.removed],
+      ...(mask.weightMask
+        ? {
+            weightMask: {
+              ...mask.weightMask,
+              ...(mask.weightMask.path ? { path: absolute(mask.weightMask.path) } : {}),
+            },
+          }
+        : {}),
+    },
   };
   return {
     format: 'geneprune-provenance',
@@ -227,7 +249,11 @@ export function provenanceProblem(v: unknown): string | undefined {
       isObject(step.mask) &&
       Array.isArray(step.mask.removed) &&
       step.mask.removed.every((r) => typeof r === 'string') &&
-      (step.mask.sha256 === undefined || typeof step.mask.sha256 === 'string');
+      (step.mask.sha256 === undefined || typeof step.mask.sha256 === 'string') &&
+      (step.mask.weightMask === undefined ||
+        (isObject(step.mask.weightMask) &&
+          typeof step.mask.weightMask.sha256 === 'string' &&
+          typeof step.mask.weightMask.sparsity === 'number'));
     if (!ok) return 'provenance lineage holds a malformed step';
   }
   return undefined;

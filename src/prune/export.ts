@@ -36,7 +36,9 @@ import {
   type Weights,
   writeWeights,
 } from '../graph/weights.js';
+import type { Bitset } from '../masks/bitset.js';
 import { type Genome, removedList } from '../masks/heads.js';
+import type { SparsityReport } from '../masks/weights.js';
 import { provenanceOfPruning } from '../model/identity.js';
 import { llamaSpecToHf, PROVENANCE_CONFIG_KEY, PROVENANCE_METADATA_KEY } from '../model/llama.js';
 import type { ModelSpec } from '../model/spec.js';
@@ -52,6 +54,7 @@ import {
   writeJsonAtomic,
 } from '../util/fs.js';
 import { type PruneSummary, pruneHeads, pruneSummary } from './heads.js';
+import { writtenSparsity, zeroMaskedWeights } from './weights.js';
 
 export type ExportFormat = 'transformersjs' | 'hf' | 'all';
 export const EXPORT_FORMATS: readonly ExportFormat[] = ['transformersjs', 'hf', 'all'];
@@ -63,6 +66,11 @@ export interface ExportOptions {
   genome?: Genome;
   /** The mask file the genome came from, recorded in the provenance (`loadMaskFile` gives both). */
   maskFile?: { path: string; sha256: string };
+  /**
+   * A weight mask (`loadWeightMaskFile`): masked weights are written as zeros, and the result counts the true
+   * sparsity back from the written files. Applied before heads are removed (the mask is the source model's).
+   */
+  weightMask?: { masks: ReadonlyMap<string, Bitset>; path: string; sha256: string; sparsity: number };
   out: string;
   format: ExportFormat;
   /** Storage dtype of model.safetensors; omitted, each tensor keeps the checkpoint's (bf16 stays bf16). */
@@ -82,6 +90,11 @@ export interface ExportResult {
   out: string;
   files: string[];
   summary?: PruneSummary;
+  /**
+   * With a weight mask: the sparsity of the prunable matrices counted from the written files (zeros, so a
+   * weight already 0 in the source counts as pruned too).
+   */
+  weightSparsity?: SparsityReport;
 }
 
 /**
@@ -98,6 +111,7 @@ async function refuseDangerousOut(out: string, target: string, opts: ExportOptio
   const guarded: Array<[string | undefined, string]> = [
     [opts.modelPath, "the model's folder"],
     [opts.maskFile?.path, 'the folder of the mask file'],
+    [opts.weightMask?.path, 'the folder of the weight-mask file'],
     [opts.tokenizerPath, 'the folder of the tokenizer'],
   ];
   for (const [path, what] of guarded) {
@@ -143,10 +157,12 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
   await refuseDangerousOut(out, target, opts);
   for (const note of await recoverReplace(target)) opts.onStatus?.(note);
   await checkOut(out, target, opts.force === true);
-  const spec = opts.genome ? pruneHeads(opts.spec, opts.genome) : opts.spec;
+  const base = opts.weightMask ? zeroMaskedWeights(opts.spec, opts.weightMask.masks) : opts.spec;
+  const spec = opts.genome ? pruneHeads(base, opts.genome) : base;
   const summary = opts.genome ? pruneSummary(opts.spec, opts.genome) : undefined;
   const tmp = partialDirFor(target);
   const files: string[] = [];
+  let weightSparsity: SparsityReport | undefined;
   try {
     try {
       await mkdir(tmp, { recursive: true });
@@ -154,12 +170,15 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
       throw fileError(out, `cannot create the output directory (${(e as NodeJS.ErrnoException).code ?? e})`);
     }
     const hf = llamaSpecToHf(spec);
-    const provenance = opts.genome
-      ? await provenanceOfPruning(opts.spec, {
-          ...(opts.maskFile ?? {}),
-          removed: removedList(opts.spec.config, opts.genome),
-        })
-      : opts.spec.provenance;
+    const w = opts.weightMask;
+    const provenance =
+      opts.genome || w
+        ? await provenanceOfPruning(opts.spec, {
+            ...(opts.maskFile ?? {}),
+            removed: opts.genome ? removedList(opts.spec.config, opts.genome) : [],
+            ...(w ? { weightMask: { sha256: w.sha256, path: w.path, sparsity: w.sparsity } } : {}),
+          })
+        : opts.spec.provenance;
     const stored = new Set([...hf.tensors.values()].map((t) => opts.dtype ?? storedFloatOf(t.dtype)));
     const torchDtype = { F32: 'float32', F16: 'float16', BF16: 'bfloat16' } as const;
     const wantsOnnx = opts.format === 'transformersjs' || opts.format === 'all';
@@ -202,10 +221,14 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
       const graph = buildDecoderGraph(spec, weights, { output: 'logits', kvCache: true });
       for (const f of await writeOnnxModel(onnxDir, 'model.onnx', graph)) files.push(`onnx/${f}`);
     }
+    if (w) {
+      opts.onStatus?.('counting the zeros of the written weights');
+      weightSparsity = await writtenSparsity(tmp, spec, files);
+    }
     await replaceDirectory(tmp, target);
   } catch (e) {
     await rm(tmp, { recursive: true, force: true }).catch(() => {});
     throw e;
   }
-  return { out, files, summary };
+  return { out, files, summary, ...(weightSparsity ? { weightSparsity } : {}) };
 }

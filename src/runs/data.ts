@@ -16,6 +16,7 @@ import {
   makeWindows,
   tokenizeDocuments,
 } from '../metrics/perplexity.js';
+import { modelIdentity } from '../model/identity.js';
 import { checkMemoryBudget } from '../model/memory.js';
 import { type OpenedModel, openModel } from '../model/open.js';
 import { realPathOf, sha256File, sha256Text } from '../util/fs.js';
@@ -156,6 +157,19 @@ export async function prepareRunData(s: RunDataSettings, env: RunEnv, what: stri
   };
 }
 
+/** What a run's config.json records about its model and data (paths, identity, data hashes). */
+export async function runModelAndData(s: RunDataSettings, d: RunData) {
+  return {
+    model: {
+      path: d.model.modelPath,
+      tokenizer: d.model.tokenizerPath,
+      ...(await modelIdentity(d.model.spec)),
+    },
+    calibration: { path: s.calib, files: d.calibFiles, tokens: d.calibTokens, context: d.context },
+    evaluation: { path: s.eval, files: d.evalFiles },
+  };
+}
+
 /** Refuses data that changed since the run began: a file missing, added or with other bytes. */
 export async function refuseChangedData(label: string, path: string, stored: unknown): Promise<boolean> {
   const recorded = (stored as { files?: unknown } | undefined)?.files;
@@ -182,6 +196,7 @@ export async function scoreOnEval(d: RunData, s: RunDataSettings, masks: Candida
     device: env.device,
     threads: env.threads,
     dtype: s.dtype,
+    weightMasks: masks.weightMasks ? [...masks.weightMasks.keys()] : undefined,
   });
   const batchSize = s.batchSize ?? defaultBatchSize(d.context, d.model.spec.config.vocabSize);
   const pruned = await evaluatePerplexity(runner, windows, { masks, batchSize });

@@ -4,7 +4,8 @@
  *   evals.jsonl        one line per evaluated individual
  *   generations.jsonl  one line per generation (best, mean, counters)
  *   state.json         GA or NSGA-II state after the last finished generation, written atomically
- *   mask.json          the best mask (see masks/headfile.ts), written at the end
+ *   mask.json          the best mask (see masks/headfile.ts), written at the end; a weight-pruning run
+ *                      writes weight-mask.safetensors instead (masks/weightfile.ts, spaces/weights/run.ts)
  *   result.json        final numbers: calibration and evaluation scores, forward passes, time
  *   run.lock           while a process works in the directory: its pid and host
  *
@@ -28,9 +29,13 @@ import {
 } from '../util/fs.js';
 
 /** The `kind` of each space's runs in config.json, with the words a refusal uses for it. */
-export const RUN_KINDS = { 'geneprune-head-search': 'head-search' } as const;
+export const RUN_KINDS = {
+  'geneprune-head-search': 'head-search',
+  'geneprune-weight-prune': 'weight-pruning',
+} as const;
 export type RunKind = keyof typeof RUN_KINDS;
 export const HEAD_RUN_KIND: RunKind = 'geneprune-head-search';
+export const WEIGHT_RUN_KIND: RunKind = 'geneprune-weight-prune';
 export const LOCK_FILE = 'run.lock';
 
 export interface RunConfig {

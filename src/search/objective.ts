@@ -87,7 +87,13 @@ export async function createObjective<G, S extends SearchSpace<G>>(
   const batchSize = opts.batchSize ?? defaultBatchSize(opts.context, spec.config.vocabSize, opts.metric);
   // Prepared once for both KL runners; released as soon as the last session has its own copy.
   const weights = await prepareWeights(spec, { dtype: opts.dtype });
-  const engineOpts = { device: opts.device, threads: opts.threads, weights, dtype: opts.dtype };
+  const engineOpts = {
+    device: opts.device,
+    threads: opts.threads,
+    weights,
+    dtype: opts.dtype,
+    weightMasks: space.weightRoles ? [...space.weightRoles] : undefined,
+  };
   let runner: ModelRunner;
   const references = new Map<Windows, KlReference>();
   try {

@@ -31,4 +31,6 @@ export interface SearchSpace<G> extends GenomeCodec<G> {
   keptParameters(g: G): number;
   /** The engine feeds that make the runner compute the pruned model. */
   masks(g: G): CandidateMasks;
+  /** Linear weight roles whose masks `masks` feeds: the runner is built with a mask input for each. */
+  readonly weightRoles?: readonly string[];
 }

@@ -5,7 +5,7 @@
  * mask file. `resumeHeadSearch` continues such a run (runs/resume.ts refuses what would change it).
  */
 import { fileError, flagError } from '../../errors.js';
-import { makeMaskFile, modelIdentity } from '../../masks/headfile.js';
+import { makeMaskFile } from '../../masks/headfile.js';
 import { type Genome, geneCount } from '../../masks/heads.js';
 import { runGaInDir, runNsgaInDir } from '../../runs/algorithms.js';
 import {
@@ -14,6 +14,7 @@ import {
   type RunData,
   type RunEnv,
   refuseChangedData,
+  runModelAndData,
   scoreOnEval,
 } from '../../runs/data.js';
 import { type GivenSetting, refuseChangedSettings, refuseForeignModel } from '../../runs/resume.js';
@@ -122,20 +123,17 @@ async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promise<Prepa
 }
 
 async function runConfig(s: HeadSearchSettings, p: Prepared): Promise<RunConfig> {
+  const recorded = await runModelAndData(s, p);
   return {
     kind: HEAD_RUN_KIND,
     version: 1,
     method: s.method,
     settings: s,
-    model: {
-      path: p.model.modelPath,
-      tokenizer: p.model.tokenizerPath,
-      ...(await modelIdentity(p.model.spec)),
-    },
+    model: recorded.model,
     geneOrder:
       'layer-major over the heads present: layer l starts at the sum of model.shape.queryHeads before it; 1 keeps the head',
-    calibration: { path: s.calib, files: p.calibFiles, tokens: p.calibTokens, context: p.context },
-    evaluation: { path: s.eval, files: p.evalFiles },
+    calibration: recorded.calibration,
+    evaluation: recorded.evaluation,
   };
 }
 

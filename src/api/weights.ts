@@ -1,0 +1,61 @@
+/**
+ * `pruneWeights`: choose a weight mask for the prunable linears with a registered method (magnitude,
+ * global-magnitude, random) at a sparsity or an N:M pattern, in a run directory, and report the dense and
+ * pruned perplexity on calibration and evaluation data; `resumeWeightPrune` continues or re-reads such a run.
+ * Settings and their checks live in spaces/weights/settings.ts, so the library and the CLI prune alike.
+ */
+import {
+  registerWeightBaseline,
+  type WeightBaseline,
+  type WeightBaselineInput,
+  type WeightBaselineOutput,
+  weightBaselineNames,
+} from '../spaces/weights/baselines.js';
+import {
+  resumeWeightPrune,
+  runWeightPrune,
+  WEIGHT_MASK_FILE,
+  type WeightGivenSetting,
+  type WeightPruneEnv,
+  type WeightPruneResult,
+} from '../spaces/weights/run.js';
+import {
+  WEIGHT_PRUNE_DEFAULTS,
+  type WeightPruneOptions,
+  type WeightPruneSettings,
+  weightPruneSettings,
+} from '../spaces/weights/settings.js';
+
+export type {
+  WeightBaseline,
+  WeightBaselineInput,
+  WeightBaselineOutput,
+  WeightGivenSetting,
+  WeightPruneEnv,
+  WeightPruneOptions,
+  WeightPruneResult,
+  WeightPruneSettings,
+};
+export {
+  registerWeightBaseline,
+  resumeWeightPrune,
+  WEIGHT_MASK_FILE,
+  WEIGHT_PRUNE_DEFAULTS,
+  weightBaselineNames,
+  weightPruneSettings,
+};
+
+/** A fresh weight-pruning run in the run directory `out` (created; refused when it holds anything). */
+export async function pruneWeights(
+  opts: WeightPruneOptions & WeightPruneEnv & { out: string },
+): Promise<WeightPruneResult> {
+  const { out, device, threads, memoryBudget, onStatus, onProgress, onNote, ...settings } = opts;
+  return runWeightPrune(out, weightPruneSettings(settings), {
+    device,
+    threads,
+    memoryBudget,
+    onStatus,
+    onProgress,
+    onNote,
+  });
+}

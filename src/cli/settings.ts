@@ -1,0 +1,102 @@
+/**
+ * Flags that set a run's settings, for every search command (heads, weights): a table of (commander attribute,
+ * flag, setting, parser), the flags' parsed values, and the settings the user typed — what `--resume` compares
+ * with the run's own. Values are parsed and range-checked here; defaults and cross-checks are the library's.
+ */
+import type { Command } from 'commander';
+import { flagError } from '../index.js';
+import { parseByteSize, parseDevice, parseFloatFlag, parseIntFlag } from './options.js';
+import type { ProgressLine } from './progress.js';
+
+export type Flags = Record<string, string | boolean | undefined>;
+
+export function share(flag: string, v: string): number {
+  const x = parseFloatFlag(flag, v, 0);
+  if (x > 1) throw flagError(flag, `must be a share between 0 and 1, got ${v}`);
+  return x;
+}
+
+export function oneOf<T extends string>(flag: string, v: string, options: readonly T[]): T {
+  if (!(options as readonly string[]).includes(v))
+    throw flagError(flag, `"${v}" is not one of ${options.join(', ')}`);
+  return v as T;
+}
+
+export type Parse = (flag: string, v: string) => unknown;
+export const int =
+  (min = 1): Parse =>
+  (flag, v) =>
+    parseIntFlag(flag, v, min);
+export const float: Parse = (flag, v) => parseFloatFlag(flag, v);
+export const text: Parse = (_flag, v) => v;
+export const choice =
+  (options: readonly string[]): Parse =>
+  (flag, v) =>
+    oneOf(flag, v, options);
+
+/** commander's attribute name, the flag, the setting it sets, its parser. */
+export type SettingFlag<K extends string> = [string, string, K, Parse];
+
+/** The flags' own values, parsed, for the flags present in `f` (no defaults, no cross-checks). */
+export function parsedSettingFlags<K extends string>(
+  table: ReadonlyArray<SettingFlag<K>>,
+  f: Flags,
+): Partial<Record<K, unknown>> {
+  const out: Partial<Record<K, unknown>> = {};
+  for (const [attr, flag, key, parse] of table) {
+    const v = f[attr];
+    if (v === true) out[key] = true;
+    else if (typeof v === 'string') out[key] = parse(flag, v);
+  }
+  return out;
+}
+
+/**
+ * The setting flags the user typed (not defaults), parsed, then what a preset stands for (`preset`), then the
+ * run-environment flags typed: what --resume compares with the run's own settings.
+ */
+export function typedSettings<K extends string>(
+  table: ReadonlyArray<SettingFlag<K>>,
+  f: Flags,
+  cmd: Command,
+  preset: ReadonlyArray<{ flag: string; key?: K; value: unknown }> = [],
+): Array<{ flag: string; key?: K; value: unknown }> {
+  const typed = (attr: string) => cmd.getOptionValueSource(attr) === 'cli';
+  const parsed = parsedSettingFlags(table, f);
+  const given: Array<{ flag: string; key?: K; value: unknown }> = [];
+  for (const [attr, flag, key] of table) if (typed(attr)) given.push({ flag, key, value: parsed[key] });
+  given.push(...preset);
+  for (const attr of ['device', 'threads', 'quiet', 'json', 'out'])
+    if (typed(attr)) given.push({ flag: `--${attr}`, value: f[attr] });
+  return given;
+}
+
+export function formatSeconds(sec: number): string {
+  if (!Number.isFinite(sec)) return '?';
+  if (sec < 90) return `${Math.round(sec)}s`;
+  if (sec < 5400) return `${Math.floor(sec / 60)}m${String(Math.round(sec % 60)).padStart(2, '0')}s`;
+  return `${(sec / 3600).toFixed(1)}h`;
+}
+
+/**
+ * Where and how visibly a run works, from its flags: device, threads, memory budget, and the lines it shows
+ * on stderr (notes always, status lines unless quiet), each ending the progress line first.
+ */
+export function runEnvFromFlags(f: Flags, progress: ProgressLine, quiet: boolean) {
+  return {
+    device: parseDevice(String(f.device)),
+    threads: typeof f.threads === 'string' ? parseIntFlag('--threads', f.threads) : undefined,
+    memoryBudget:
+      typeof f.memoryBudget === 'string' ? parseByteSize('--memory-budget', f.memoryBudget) : undefined,
+    onNote: (line: string) => {
+      progress.done();
+      process.stderr.write(`note: ${line}\n`);
+    },
+    onStatus: (line: string) => {
+      if (!quiet) {
+        progress.done();
+        process.stderr.write(`${line}\n`);
+      }
+    },
+  };
+}

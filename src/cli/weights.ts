@@ -1,0 +1,143 @@
+import type { Command } from 'commander';
+import {
+  flagError,
+  pruneWeights,
+  resumeWeightPrune,
+  WEIGHT_MASK_FILE,
+  type WeightPruneEnv,
+  type WeightPruneResult,
+  type WeightPruneSettings,
+  weightBaselineNames,
+} from '../index.js';
+import {
+  computeDtypeOption,
+  deviceOption,
+  memoryBudgetOption,
+  modelOption,
+  parseComputeDtype,
+  threadsOption,
+  tokenizerOption,
+} from './options.js';
+import { progressLine } from './progress.js';
+import {
+  choice,
+  type Flags,
+  float,
+  int,
+  parsedSettingFlags,
+  runEnvFromFlags,
+  type SettingFlag,
+  text,
+  typedSettings,
+} from './settings.js';
+
+/** Every flag that sets a setting of a weights run. */
+const SETTING_FLAGS: ReadonlyArray<SettingFlag<Extract<keyof WeightPruneSettings, string>>> = [
+  ['model', '--model', 'model', text],
+  ['tokenizer', '--tokenizer', 'tokenizer', text],
+  ['calib', '--calib', 'calib', text],
+  ['eval', '--eval', 'eval', text],
+  ['method', '--method', 'method', choice(weightBaselineNames())],
+  ['sparsity', '--sparsity', 'sparsity', float],
+  ['pattern', '--pattern', 'pattern', text],
+  ['ctx', '--ctx', 'context', int()],
+  ['calibTokens', '--calib-tokens', 'calibTokens', int()],
+  ['evalTokens', '--eval-tokens', 'evalTokens', int()],
+  ['seed', '--seed', 'seed', int(0)],
+  ['batchSize', '--batch-size', 'batchSize', int()],
+  ['dtype', '--dtype', 'dtype', (_flag, v) => parseComputeDtype(v)],
+];
+
+const pct = (x: number) => `${(100 * x).toFixed(2)} %`;
+
+function printResult(r: WeightPruneResult): void {
+  const lines = [
+    `run          ${r.runDir}`,
+    `method       ${r.method} (${r.pattern})`,
+    `sparsity     ${pct(r.sparsity.achieved)} of ${r.prunableWeights} prunable weights (asked ${pct(r.sparsity.target)}); ${pct(r.sparsity.overall)} of all ${r.parameters} parameters`,
+    `per layer    ${r.layers.map((l) => pct(l.sparsity)).join('  ')}`,
+    `calibration  ppl ${r.calib.perplexity.toFixed(4)} (dense ${r.calib.densePerplexity.toFixed(4)}, ${r.calib.tokens} tokens of ${r.calib.data})`,
+    `evaluation   ppl ${r.eval.perplexity.toFixed(4)} (dense ${r.eval.densePerplexity.toFixed(4)}, ${r.eval.tokens} tokens of ${r.eval.data})`,
+    `cost         ${r.forwardPasses} forward passes, ${r.seconds.toFixed(1)} s`,
+    `mask         ${r.mask}`,
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+export function registerWeights(program: Command): void {
+  const methods = weightBaselineNames();
+  program
+    .command('weights')
+    .description(
+      'Prune individual weights of every linear (q/k/v/o, MLP) to a sparsity or an N:M pattern, and write the mask.',
+    )
+    .addOption(modelOption())
+    .addOption(tokenizerOption())
+    .option('--calib <path>', 'calibration data: what the mask is scored on first (required)')
+    .option('--eval <path>', 'evaluation data: what the pruned model is reported on (required, must differ)')
+    .option('--method <name>', methods.join(' | '), 'magnitude')
+    .option(
+      '--sparsity <share>',
+      'share of the prunable weights to prune, in [0, 1) (required unless --pattern gives it)',
+    )
+    .option('--pattern <N:M>', 'keep N of every M consecutive weights of a row, e.g. 2:4 (sparsity 1 − N/M)')
+    .option(
+      '--out <dir>',
+      `run directory to create (config.json, state.json, ${WEIGHT_MASK_FILE}, result.json)`,
+    )
+    .option('--resume <dir>', 'continue a run stopped after its mask was fixed, or give back a finished one')
+    .option('--seed <s>', 'seed for random choices (default 0)')
+    .option('--calib-tokens <n>', 'calibration tokens the mask is scored on (default 8192)')
+    .option('--eval-tokens <n>', 'evaluation tokens for the report (default: all)')
+    .option('--ctx <n>', "context length per window (default: the model's, at most 512)")
+    .option('--batch-size <n>', 'windows per forward pass (default: about 2048 tokens)')
+    .addOption(deviceOption())
+    .addOption(computeDtypeOption())
+    .addOption(threadsOption())
+    .addOption(memoryBudgetOption())
+    .option('--quiet', 'no progress display')
+    .option('--json', 'print the result as one JSON object (no progress display)')
+    .addHelpText(
+      'after',
+      `
+Prunable weights: the q, k, v, o projections and the MLP matrices (gate, up, down) of every layer, each
+[out, in] as in the checkpoint; embeddings, norms, biases and the output head are never pruned. --sparsity
+counts over the prunable weights (the report also gives the share of all parameters).
+
+Methods:
+  magnitude         each matrix loses its round(s·n) smallest |W|
+  global-magnitude  one |W| threshold over all prunable matrices: matrices end at different sparsities
+  random            each matrix loses round(s·n) weights drawn with --seed
+With --pattern N:M every method keeps the N best of each group of M consecutive weights of a row instead
+(random: N at random), so global-magnitude equals magnitude there.
+
+The mask goes to RUN_DIR/${WEIGHT_MASK_FILE}; use it with eval, generate and export --weight-mask.
+
+Examples:
+  geneprune weights --calib ../shared/data/tinystories/calib --eval ../shared/data/tinystories/eval \\
+      --method magnitude --sparsity 0.5 --out runs/mag50
+  geneprune weights --calib CALIB --eval EVAL --method random --pattern 2:4 --seed 1 --out runs/rand24
+  geneprune eval --data EVAL --weight-mask runs/mag50/${WEIGHT_MASK_FILE}
+  geneprune export --weight-mask runs/mag50/${WEIGHT_MASK_FILE} --out exported/mag50`,
+    )
+    .action(async (f: Flags, cmd: Command) => {
+      const quiet = f.quiet === true || f.json === true;
+      const progress = progressLine(process.stderr, quiet);
+      const env: WeightPruneEnv = {
+        ...runEnvFromFlags(f, progress, quiet),
+        onProgress: (done, total) => progress.update(`${done}/${total} matrices`),
+      };
+      let result: WeightPruneResult;
+      if (typeof f.resume === 'string') {
+        if (f.out) throw flagError('--out', 'give either --out (a new run) or --resume (an existing one)');
+        result = await resumeWeightPrune(f.resume, env, typedSettings(SETTING_FLAGS, f, cmd));
+      } else {
+        if (typeof f.out !== 'string') throw flagError('--out', 'required: the run directory to create');
+        const settings = parsedSettingFlags(SETTING_FLAGS, f) as Partial<WeightPruneSettings>;
+        result = await pruneWeights({ calib: '', eval: '', ...settings, ...env, out: f.out });
+      }
+      progress.done();
+      if (f.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+      else printResult(result);
+    });
+}

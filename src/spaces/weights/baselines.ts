@@ -1,0 +1,134 @@
+/**
+ * Weight-pruning baselines: methods that choose a mask from a score per weight in one shot, under a budget
+ * (masks/select.ts). Every method reaches the asked sparsity exactly the same way: per matrix, each prunable
+ * matrix loses round(s · out · in) weights; with an N:M pattern, every group of M consecutive weights of a row
+ * keeps its N best, whatever the method (so `global-magnitude` with a pattern equals `magnitude` with it).
+ *
+ * Methods live in a registry keyed by name, so a method that needs the model's activations (Wanda: |W|·‖X_j‖₂,
+ * input norms captured on the calibration data) registers itself where the capture is built, and the command,
+ * its help and its checks pick it up. `calibration` is passed to every method for that purpose.
+ */
+import { GenepruneError } from '../../errors.js';
+import {
+  magnitudeScores,
+  type NmPattern,
+  selectGlobalStreaming,
+  selectNm,
+  selectPerMatrix,
+} from '../../masks/select.js';
+import type { PrunableMatrix } from '../../masks/weights.js';
+import type { ModelSpec } from '../../model/spec.js';
+import type { Rng } from '../../util/rng.js';
+
+export interface WeightBaselineInput {
+  spec: ModelSpec;
+  /** The matrices to mask, in the order the result lists them. */
+  matrices: readonly PrunableMatrix[];
+  /** Share of each matrix (or of all of them: global methods) to prune, in [0, 1); ignored with a pattern. */
+  sparsity: number;
+  pattern?: NmPattern;
+  /** The run's seeded generator (random scores). */
+  rng: Rng;
+  /** The calibration token stream and window length, for methods that look at activations. */
+  calibration: { stream: readonly number[]; context: number; tokens: number };
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface WeightBaselineOutput {
+  /** One keep-array per matrix, in `matrices` order (1 = kept). */
+  keeps: Uint8Array[];
+  /** Forward passes the method itself ran (activation capture); 0 for data-free methods. */
+  forwardPasses: number;
+}
+
+export interface WeightBaseline {
+  readonly name: string;
+  /** One line for --help and the README. */
+  readonly summary: string;
+  select(input: WeightBaselineInput): Promise<WeightBaselineOutput>;
+}
+
+const REGISTRY = new Map<string, WeightBaseline>();
+
+/** Adds a method to the `weights` command (a name can be registered once). */
+export function registerWeightBaseline(method: WeightBaseline): void {
+  if (REGISTRY.has(method.name)) {
+    throw new GenepruneError('internal', `weight baseline ${method.name} is registered twice`);
+  }
+  REGISTRY.set(method.name, method);
+}
+
+export function weightBaseline(name: string): WeightBaseline | undefined {
+  return REGISTRY.get(name);
+}
+
+/** The registered methods' names, in registration order. */
+export function weightBaselineNames(): string[] {
+  return [...REGISTRY.keys()];
+}
+
+async function loadMatrix(spec: ModelSpec, m: PrunableMatrix): Promise<Float32Array> {
+  const t = spec.tensors.get(m.role);
+  if (!t) throw new GenepruneError('model', `the model has no tensor ${m.role}`);
+  return t.load();
+}
+
+/** One score per weight of a matrix. */
+type Scorer = (w: Float32Array, input: WeightBaselineInput) => Float32Array;
+
+/** A method that scores each matrix on its own and prunes its lowest scores (or applies the pattern). */
+function perMatrix(name: string, summary: string, scoreOf: Scorer): WeightBaseline {
+  return {
+    name,
+    summary,
+    async select(input) {
+      const keeps: Uint8Array[] = [];
+      for (const [i, m] of input.matrices.entries()) {
+        const scores = scoreOf(await loadMatrix(input.spec, m), input);
+        keeps.push(
+          input.pattern
+            ? selectNm(scores, m.rows, m.cols, input.pattern)
+            : selectPerMatrix(scores, input.sparsity),
+        );
+        input.onProgress?.(i + 1, input.matrices.length);
+      }
+      return { keeps, forwardPasses: 0 };
+    },
+  };
+}
+
+export const MAGNITUDE = perMatrix(
+  'magnitude',
+  'prune the smallest |W| of each matrix (each matrix at the target sparsity)',
+  (w) => magnitudeScores(w),
+);
+
+export const RANDOM = perMatrix(
+  'random',
+  'prune uniformly random weights of each matrix (seeded; each matrix at the target sparsity)',
+  (w, input) => Float32Array.from(w, () => input.rng.nextFloat()),
+);
+
+/** One |W| threshold over all prunable matrices, so matrices end at different sparsities. */
+export const GLOBAL_MAGNITUDE: WeightBaseline = {
+  name: 'global-magnitude',
+  summary: 'prune the smallest |W| of all prunable matrices together (one threshold; matrices differ)',
+  async select(input) {
+    if (input.pattern) return MAGNITUDE.select(input);
+    const keeps: Uint8Array[] = new Array(input.matrices.length);
+    await selectGlobalStreaming(
+      input.matrices.map((m) => m.rows * m.cols),
+      input.sparsity,
+      async (i) => magnitudeScores(await loadMatrix(input.spec, input.matrices[i])),
+      (i, keep) => {
+        keeps[i] = keep;
+        input.onProgress?.(i + 1, input.matrices.length);
+      },
+    );
+    return { keeps, forwardPasses: 0 };
+  },
+};
+
+registerWeightBaseline(MAGNITUDE);
+registerWeightBaseline(GLOBAL_MAGNITUDE);
+registerWeightBaseline(RANDOM);

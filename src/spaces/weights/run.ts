@@ -1,0 +1,342 @@
+/**
+ * A whole weight-pruning run as the CLI does it: prepare the model and data (runs/data.ts), choose the mask with
+ * a registered method (baselines.ts), fix it in the run directory's weight-mask file, score the dense and the
+ * pruned model on the calibration tokens (the search objective, as a search would) and on the evaluation data,
+ * and write result.json. `resumeWeightPrune` continues a run stopped after its mask was fixed (the mask is read
+ * back, not chosen again), returns a finished run's result as it stands, and refuses what would change the run
+ * (runs/resume.ts).
+ *
+ * Run directory: config.json (settings, model identity, data paths and hashes), state.json (written atomically
+ * once the mask is fixed: the mask file's sha256, the method's cost), weight-mask.safetensors, result.json,
+ * run.lock while a process works there.
+ */
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileError, flagError } from '../../errors.js';
+import type { Bitset } from '../../masks/bitset.js';
+import type { NmPattern } from '../../masks/select.js';
+import { loadWeightMaskFile, patternText, writeWeightMaskFile } from '../../masks/weightfile.js';
+import { type LayerSparsity, weightMasksFromKeeps } from '../../masks/weights.js';
+import {
+  absoluteSettings,
+  prepareRunData,
+  type RunData,
+  type RunEnv,
+  refuseChangedData,
+  runModelAndData,
+  scoreOnEval,
+} from '../../runs/data.js';
+import { type GivenSetting, refuseChangedSettings, refuseForeignModel } from '../../runs/resume.js';
+import {
+  createRunDir,
+  lockRunDir,
+  type RunConfig,
+  readRunConfig,
+  saveState,
+  WEIGHT_RUN_KIND,
+} from '../../runs/rundir.js';
+import { createObjective } from '../../search/objective.js';
+import { sha256File, writeJsonAtomic } from '../../util/fs.js';
+import { createRng } from '../../util/rng.js';
+import { weightBaseline } from './baselines.js';
+import { patternOf, type WeightPruneSettings } from './settings.js';
+import { createWeightSpace, type WeightSpace } from './space.js';
+
+export const WEIGHT_MASK_FILE = 'weight-mask.safetensors';
+
+export type WeightGivenSetting = GivenSetting<Extract<keyof WeightPruneSettings, string>>;
+
+export interface WeightPruneEnv extends RunEnv {
+  onStatus?: (line: string) => void;
+  /** Things the user should see even when quiet: a stale lock taken over, leftovers removed. */
+  onNote?: (line: string) => void;
+  onProgress?: (done: number, total: number) => void;
+}
+
+/** A perplexity of the dense and the pruned model on one data set. */
+export interface PerplexityPair {
+  data: string;
+  tokens: number;
+  perplexity: number;
+  densePerplexity: number;
+}
+
+export interface WeightPruneResult {
+  runDir: string;
+  method: string;
+  /** 'unstructured' or 'N:M'. */
+  pattern: string;
+  sparsity: {
+    /** What was asked for (1 − N/M with a pattern). */
+    target: number;
+    /** Share of the prunable weights pruned. */
+    achieved: number;
+    /** Share of all parameters pruned (embeddings, norms and output head are never pruned). */
+    overall: number;
+  };
+  prunableWeights: number;
+  parameters: number;
+  layers: LayerSparsity[];
+  calib: PerplexityPair;
+  eval: PerplexityPair;
+  /** Forward passes on calibration data: the method's own, plus scoring the dense and the pruned model. */
+  forwardPasses: number;
+  seconds: number;
+  /** The weight-mask file in the run directory, and the sha256 of its bytes. */
+  mask: string;
+  maskSha256: string;
+  seed: number;
+  resumed?: boolean;
+}
+
+interface Prepared extends RunData {
+  space: WeightSpace;
+  pattern?: NmPattern;
+}
+
+/** The model and data, the weight space, and the checks that need the model: all before anything is written. */
+async function prepare(s: WeightPruneSettings, env: WeightPruneEnv): Promise<Prepared> {
+  const pattern = patternOf(s);
+  const data = await prepareRunData(s, env, 'weights');
+  const space = createWeightSpace(data.model.spec);
+  if (pattern) {
+    const bad = space.matrices.find((m) => m.cols % pattern.m !== 0);
+    if (bad) {
+      throw flagError(
+        '--pattern',
+        `a row of ${bad.role} has ${bad.cols} weights, which do not divide into groups of ${pattern.m}`,
+      );
+    }
+  }
+  env.onStatus?.(
+    `model ${data.model.modelPath}: ${space.genes} prunable weights in ${space.matrices.length} matrices (${space.totalParameters} parameters); calibration ${data.stream.length} tokens`,
+  );
+  return { ...data, space, ...(pattern ? { pattern } : {}) };
+}
+
+async function runConfig(s: WeightPruneSettings, p: Prepared): Promise<RunConfig> {
+  const recorded = await runModelAndData(s, p);
+  return {
+    kind: WEIGHT_RUN_KIND,
+    version: 1,
+    method: s.method,
+    settings: s,
+    model: recorded.model,
+    geneOrder:
+      'layer-major over the prunable matrices (q k v o gate up down of each layer), each [out, in] row-major; 1 keeps the weight',
+    matrices: p.space.matrices.map(({ role, rows, cols }) => ({ role, rows, cols })),
+    calibration: recorded.calibration,
+    evaluation: recorded.evaluation,
+  };
+}
+
+/** state.json once the mask is fixed. */
+interface MaskFixedState {
+  version: 1;
+  stage: 'mask-fixed';
+  maskSha256: string;
+  /** The method's own forward passes and seconds. */
+  forwardPasses: number;
+  seconds: number;
+}
+
+function isMaskFixedState(v: unknown): v is MaskFixedState {
+  const st = v as MaskFixedState;
+  return (
+    typeof st === 'object' &&
+    st !== null &&
+    st.version === 1 &&
+    st.stage === 'mask-fixed' &&
+    typeof st.maskSha256 === 'string' &&
+    Number.isFinite(st.forwardPasses) &&
+    Number.isFinite(st.seconds)
+  );
+}
+
+/** Chooses the mask, writes it into the run directory and records the fixed state. */
+async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: WeightPruneEnv) {
+  const method = weightBaseline(s.method);
+  if (!method) throw flagError('--method', `unknown method "${s.method}"`);
+  const t0 = performance.now();
+  env.onStatus?.(`${s.method}: choosing ${patternText(p.pattern)} masks at sparsity ${s.sparsity}`);
+  const out = await method.select({
+    spec: p.model.spec,
+    matrices: p.space.matrices,
+    sparsity: s.sparsity,
+    ...(p.pattern ? { pattern: p.pattern } : {}),
+    rng: createRng(s.seed),
+    calibration: { stream: p.stream, context: p.context, tokens: p.calibTokens },
+    onProgress: (done, total) => env.onProgress?.(done, total),
+  });
+  const masks = weightMasksFromKeeps(p.space.matrices, out.keeps);
+  // Recovery (`--recover`, to come) belongs here: the mask is fixed, the kept weights are reconstructed on
+  // calibration activations, and what follows scores the recovered weights.
+  const { sha256 } = await writeWeightMaskFile(join(dir, WEIGHT_MASK_FILE), p.model.spec, masks, {
+    ...(p.pattern ? { pattern: p.pattern } : {}),
+    info: {
+      method: s.method,
+      sparsity: s.sparsity,
+      seed: s.seed,
+      runDir: dir,
+      calibration: s.calib,
+      evaluation: s.eval,
+    },
+  });
+  const state: MaskFixedState = {
+    version: 1,
+    stage: 'mask-fixed',
+    maskSha256: sha256,
+    forwardPasses: out.forwardPasses,
+    seconds: (performance.now() - t0) / 1000,
+  };
+  await saveState(dir, state);
+  return { masks, state };
+}
+
+/** From a fixed (or to-be-fixed) mask to result.json. */
+async function pruneInDir(
+  dir: string,
+  s: WeightPruneSettings,
+  p: Prepared,
+  env: WeightPruneEnv,
+  fixed?: MaskFixedState,
+): Promise<WeightPruneResult> {
+  const t0 = performance.now();
+  const maskPath = join(dir, WEIGHT_MASK_FILE);
+  let masks: ReadonlyMap<string, Bitset>;
+  let state: MaskFixedState;
+  if (fixed) {
+    const loaded = await loadWeightMaskFile(maskPath, p.model.spec);
+    if (loaded.sha256 !== fixed.maskSha256) {
+      throw fileError(maskPath, 'is not the mask this run fixed (state.json records another sha256)');
+    }
+    env.onStatus?.('the mask was fixed before the run stopped: scoring it');
+    masks = loaded.masks;
+    state = fixed;
+  } else {
+    ({ masks, state } = await fixMask(dir, s, p, env));
+  }
+  const space = p.space;
+  const genome = space.join(masks);
+  env.onStatus?.('scoring the dense and the pruned model on the calibration data');
+  const objective = await createObjective(p.model.spec, space, {
+    stream: p.stream,
+    context: p.context,
+    metric: 'ppl',
+    tokens: s.calibTokens,
+    batchSize: s.batchSize,
+    device: env.device,
+    threads: env.threads,
+    dtype: s.dtype,
+  });
+  let calib: PerplexityPair;
+  try {
+    const dense = await objective.evaluate(space.full());
+    const pruned = await objective.evaluate(genome);
+    calib = {
+      data: s.calib,
+      tokens: pruned.tokens,
+      perplexity: pruned.quality,
+      densePerplexity: dense.quality,
+    };
+  } finally {
+    await objective.release();
+  }
+  env.onStatus?.('scoring the pruned model on the evaluation data');
+  const evalScore = await scoreOnEval(p, s, space.masks(genome), env);
+  const report = space.report(genome);
+  const result: WeightPruneResult = {
+    runDir: dir,
+    method: s.method,
+    pattern: patternText(p.pattern),
+    sparsity: { target: s.sparsity, achieved: report.prunable.sparsity, overall: report.overall.sparsity },
+    prunableWeights: report.prunable.weights,
+    parameters: report.overall.parameters,
+    layers: report.layers,
+    calib,
+    eval: {
+      data: evalScore.data,
+      tokens: evalScore.tokens,
+      perplexity: evalScore.perplexity,
+      densePerplexity: evalScore.densePerplexity,
+    },
+    forwardPasses: state.forwardPasses + objective.forwardPasses(),
+    seconds: state.seconds + (performance.now() - t0) / 1000,
+    mask: maskPath,
+    maskSha256: state.maskSha256,
+    seed: s.seed,
+  };
+  await writeJsonAtomic(join(dir, 'result.json'), { ...result, matrices: report.matrices });
+  return result;
+}
+
+/** A fresh run in `dir` (created; refused when it holds anything). Data and model paths are stored absolute. */
+export async function runWeightPrune(
+  dir: string,
+  settings: WeightPruneSettings,
+  env: WeightPruneEnv = {},
+): Promise<WeightPruneResult> {
+  const s = absoluteSettings(settings);
+  const p = await prepare(s, env);
+  const lock = await createRunDir(dir, await runConfig(s, p), env.onNote);
+  try {
+    return await pruneInDir(dir, s, p, env);
+  } finally {
+    await lock.release();
+  }
+}
+
+async function readJsonIfPresent(path: string, what: string): Promise<unknown> {
+  if (!(await stat(path).catch(() => undefined))) return undefined;
+  try {
+    return JSON.parse(await readFile(path, 'utf8'));
+  } catch {
+    throw fileError(path, `${what} is corrupt (not valid JSON)`);
+  }
+}
+
+/**
+ * Continues a run: a finished one gives back its result (after checking that its settings, data, model and
+ * mask file are the run's), one stopped after its mask was fixed scores that mask, and one stopped before
+ * starts again. `given` are the settings typed with --resume: any that would change the run is refused.
+ */
+export async function resumeWeightPrune(
+  dir: string,
+  env: WeightPruneEnv = {},
+  given: readonly WeightGivenSetting[] = [],
+): Promise<WeightPruneResult> {
+  const config = await readRunConfig(dir, WEIGHT_RUN_KIND);
+  const s = config.settings as WeightPruneSettings;
+  refuseChangedSettings(s, given);
+  await refuseChangedData('calibration', s.calib, config.calibration);
+  await refuseChangedData('evaluation', s.eval, config.evaluation);
+  const lock = await lockRunDir(dir, env.onNote);
+  try {
+    const p = await prepare(s, env);
+    await refuseForeignModel(dir, config, p.model.spec, p.model.modelPath);
+    const resultPath = join(dir, 'result.json');
+    const done = (await readJsonIfPresent(resultPath, 'result.json')) as
+      | (WeightPruneResult & { matrices?: unknown })
+      | undefined;
+    if (done) {
+      const maskPath = join(dir, WEIGHT_MASK_FILE);
+      if (typeof done.maskSha256 !== 'string' || (await sha256File(maskPath)) !== done.maskSha256) {
+        throw fileError(
+          maskPath,
+          'is not the mask this finished run wrote (result.json records another sha256)',
+        );
+      }
+      env.onStatus?.('the run has finished: its result stands');
+      const { matrices: _m, ...result } = done;
+      return { ...result, runDir: dir, resumed: true };
+    }
+    const state = await readJsonIfPresent(join(dir, 'state.json'), 'state.json');
+    if (state !== undefined && !isMaskFixedState(state)) {
+      throw fileError(join(dir, 'state.json'), 'weight-pruning state is corrupt or does not fit the run');
+    }
+    const result = await pruneInDir(dir, s, p, env, state);
+    return { ...result, resumed: true };
+  } finally {
+    await lock.release();
+  }
+}

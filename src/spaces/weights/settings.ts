@@ -1,0 +1,93 @@
+/**
+ * The `weights` command's settings: every option a run records, the defaults, and the checks of options against
+ * each other (the library and the CLI prune alike because both come through here). The model-dependent check —
+ * a pattern's group must divide every prunable row — runs once the model is open (run.ts), before anything is
+ * written.
+ */
+import { flagError } from '../../errors.js';
+import { COMPUTE_DTYPES } from '../../graph/weights.js';
+import { type NmPattern, parsePattern } from '../../masks/select.js';
+import type { RunDataSettings } from '../../runs/data.js';
+import { settingsFrom } from '../../runs/presets.js';
+import { weightBaselineNames } from './baselines.js';
+
+export interface WeightPruneSettings extends RunDataSettings {
+  /** A registered method (spaces/weights/baselines.ts): magnitude, global-magnitude, random. */
+  method: string;
+  /** Share of the prunable weights to prune, in [0, 1); with a pattern, 1 − N/M. */
+  sparsity: number;
+  /** `N:M` (every group of M consecutive weights of a row keeps N); undefined = unstructured. */
+  pattern?: string;
+  seed: number;
+}
+
+export const WEIGHT_PRUNE_DEFAULTS = {
+  method: 'magnitude',
+  calibTokens: 8192,
+  seed: 0,
+  dtype: 'fp32',
+} as const satisfies Partial<WeightPruneSettings>;
+
+export type WeightPruneOptions = Partial<WeightPruneSettings> & { calib: string; eval: string };
+
+/** The pattern a run's settings name, parsed (undefined: unstructured). */
+export function patternOf(s: Pick<WeightPruneSettings, 'pattern'>): NmPattern | undefined {
+  if (s.pattern === undefined) return undefined;
+  const p = parsePattern(s.pattern);
+  if (!p) throw flagError('--pattern', `expected N:M with 0 < N < M (e.g. 2:4), got "${s.pattern}"`);
+  return p;
+}
+
+/** Fills defaults and checks the options against each other. Errors name the CLI flag. */
+export function weightPruneSettings(opts: WeightPruneOptions): WeightPruneSettings {
+  const s = settingsFrom<WeightPruneSettings>(
+    WEIGHT_PRUNE_DEFAULTS as unknown as Omit<WeightPruneSettings, 'calib' | 'eval'>,
+    {},
+    undefined,
+    opts,
+  );
+  if (!s.calib)
+    throw flagError(
+      '--calib',
+      'required: the calibration data (what methods that look at activations see, and what the mask is first scored on)',
+    );
+  if (!s.eval) throw flagError('--eval', 'required: the evaluation data the pruned model is reported on');
+  if (!COMPUTE_DTYPES.includes(s.dtype ?? 'fp32')) {
+    throw flagError('--dtype', `unknown compute dtype "${s.dtype}" (choose ${COMPUTE_DTYPES.join(', ')})`);
+  }
+  const methods = weightBaselineNames();
+  if (!methods.includes(s.method))
+    throw flagError('--method', `"${s.method}" is not one of ${methods.join(', ')}`);
+  const pattern = patternOf(s);
+  if (pattern) {
+    const implied = 1 - pattern.n / pattern.m;
+    if (s.sparsity === undefined) s.sparsity = implied;
+    else if (Math.abs(s.sparsity - implied) > 1e-12) {
+      throw flagError(
+        '--sparsity',
+        `the ${s.pattern} pattern prunes ${implied} of the weights; leave --sparsity out or give ${implied}`,
+      );
+    }
+  }
+  if (s.sparsity === undefined) {
+    throw flagError(
+      '--sparsity',
+      'required: the share of the prunable weights to prune, in [0, 1) (or give --pattern N:M)',
+    );
+  }
+  if (!(typeof s.sparsity === 'number' && s.sparsity >= 0 && s.sparsity < 1)) {
+    throw flagError('--sparsity', `must lie in [0, 1), got ${s.sparsity}`);
+  }
+  for (const [key, flag] of [
+    ['calibTokens', '--calib-tokens'],
+    ['evalTokens', '--eval-tokens'],
+    ['context', '--ctx'],
+    ['batchSize', '--batch-size'],
+  ] as const) {
+    const v = s[key];
+    if (v !== undefined && !(Number.isSafeInteger(v) && v >= 1))
+      throw flagError(flag, `must be an integer ≥ 1, got ${v}`);
+  }
+  if (!Number.isSafeInteger(s.seed)) throw flagError('--seed', `must be an integer, got ${s.seed}`);
+  return s;
+}

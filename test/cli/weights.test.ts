@@ -1,0 +1,256 @@
+/**
+ * `geneprune weights` end to end on stories260K, as a user runs it: magnitude masks equal a plain independent
+ * implementation (sort |W| per matrix) at exactly round(s·n)/n per matrix; 2:4 holds in every group of every
+ * exported matrix; the sparsity counted from the exported files equals what the run reports; `eval
+ * --weight-mask` gives the perplexity of the exported pruned model (also with a head mask); bad sparsities,
+ * patterns and methods are refused in one line with nothing written; `--resume` gives a finished run's result
+ * back and finishes an interrupted one identically; the same seed gives the same random mask.
+ */
+import assert from 'node:assert/strict';
+import { cpSync, existsSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { openSafetensors, readTensorBytes } from '../../src/checkpoint/safetensors.js';
+import type { EvaluateResult, SparsityReport, WeightPruneResult } from '../../src/index.js';
+import { unpackBits } from '../../src/masks/bitset.js';
+import { holdsPattern } from '../../src/masks/select.js';
+import { loadWeightMaskFile } from '../../src/masks/weightfile.js';
+import { prunableMatrices } from '../../src/masks/weights.js';
+import { hfNameOfRole } from '../../src/model/llama.js';
+import { loadModelSpec } from '../../src/model/load.js';
+import type { ModelSpec } from '../../src/model/spec.js';
+import { tempDir } from '../checkpoint/helpers.js';
+import { assertOneLineError, type CliResult, runCli } from '../helpers/cli.js';
+import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
+
+const skip = skipUnlessShared(MODEL, CALIB, EVAL);
+const tmp = tempDir('geneprune-weights-');
+after(tmp.cleanup);
+
+const cli = (args: string[]) => runCli(args, { timeout: 300_000 });
+const data = () => [
+  '--calib',
+  sharedPath(CALIB)!,
+  '--eval',
+  sharedPath(EVAL)!,
+  '--calib-tokens',
+  '1024',
+  '--eval-tokens',
+  '2048',
+];
+
+function json<T = Record<string, unknown>>(r: CliResult): T {
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.split('\n').filter((l) => l !== '');
+  assert.equal(lines.length, 1, r.stdout);
+  return JSON.parse(lines[0]);
+}
+
+function weights(name: string, ...args: string[]): WeightPruneResult {
+  return json<WeightPruneResult>(
+    cli(['weights', ...data(), '--out', join(tmp.dir, name), '--json', ...args]),
+  );
+}
+
+type Exported = { weightSparsity: SparsityReport };
+
+const maskOf = (run: string) => join(tmp.dir, run, 'weight-mask.safetensors');
+const rel = (a: number, b: number) => Math.abs(a - b) / Math.abs(b);
+
+/** Plain magnitude pruning: sort (|w|, index) ascending and prune the first round(s·n). */
+function plainMagnitude(w: Float32Array, sparsity: number): Uint8Array {
+  const order = Array.from(w, (v, i) => [Math.abs(v), i]).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  const keep = new Uint8Array(w.length).fill(1);
+  for (let k = 0; k < Math.round(sparsity * w.length); k++) keep[order[k][1]] = 0;
+  return keep;
+}
+
+describe('geneprune weights on stories260K', { skip }, () => {
+  let spec: ModelSpec;
+  const runs: Record<string, WeightPruneResult> = {};
+  before(() => {
+    runs.mag50 = weights('mag50', '--method', 'magnitude', '--sparsity', '0.5');
+    runs.mag24 = weights('mag24', '--method', 'magnitude', '--pattern', '2:4');
+    runs.rand7 = weights('rand7', '--method', 'random', '--sparsity', '0.3', '--seed', '7');
+  });
+  before(async () => {
+    spec = await loadModelSpec(sharedPath(MODEL)!);
+  });
+
+  test('magnitude at 50 % equals sorting |W| per matrix, each matrix at round(s·n)/n', async () => {
+    const r = runs.mag50;
+    assert.equal(r.method, 'magnitude');
+    assert.equal(r.pattern, 'unstructured');
+    assert.equal(r.calib.data, sharedPath(CALIB));
+    assert.equal(r.eval.data, sharedPath(EVAL));
+    assert.ok(r.eval.perplexity > r.eval.densePerplexity);
+    assert.ok(r.forwardPasses > 0 && r.seconds > 0);
+    const loaded = await loadWeightMaskFile(maskOf('mag50'), spec);
+    let pruned = 0;
+    for (const m of prunableMatrices(spec)) {
+      const w = await spec.tensors.get(m.role)!.load();
+      const expected = plainMagnitude(w, 0.5);
+      assert.deepEqual(unpackBits(loaded.masks.get(m.role)!), expected, m.role);
+      const n = m.rows * m.cols;
+      const row = loaded.file.matrices.find((x) => x.role === m.role)!;
+      assert.equal(row.sparsity, Math.round(0.5 * n) / n, m.role);
+      pruned += row.pruned;
+    }
+    assert.equal(r.sparsity.achieved, pruned / r.prunableWeights);
+    assert.equal(r.sparsity.overall, pruned / r.parameters);
+  });
+
+  test('2:4 holds in every group of every exported matrix, and the written zeros are what the run reports', async () => {
+    const out = join(tmp.dir, 'export-mag24');
+    const e = json<Exported>(cli(['export', '--weight-mask', maskOf('mag24'), '--out', out, '--json']));
+    assert.equal(runs.mag24.sparsity.achieved, 0.5);
+    const st = await openSafetensors(join(out, 'model.safetensors'));
+    for (const m of prunableMatrices(spec)) {
+      const w = await st.tensors.get(hfNameOfRole(m.role))!.load();
+      const keep = Uint8Array.from(w, (v) => (v === 0 ? 0 : 1));
+      assert.ok(holdsPattern(keep, m.cols, { n: 2, m: 4 }), m.role);
+    }
+    assert.equal(e.weightSparsity.prunable.sparsity, runs.mag24.sparsity.achieved);
+    assert.deepEqual(
+      e.weightSparsity.layers.map((l) => l.sparsity),
+      runs.mag24.layers.map((l) => l.sparsity),
+    );
+  });
+
+  test('export counts the zeros it wrote: they equal the run’s sparsity, layer by layer', async () => {
+    const out = join(tmp.dir, 'export-mag50');
+    const r = cli(['export', '--weight-mask', maskOf('mag50'), '--out', out]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /sparsity {5}50\.00 % of 226560 prunable weights/);
+    const e = json<Exported>(
+      cli(['export', '--weight-mask', maskOf('mag50'), '--out', out, '--force', '--json']),
+    );
+    assert.equal(e.weightSparsity.prunable.pruned, Math.round(runs.mag50.sparsity.achieved * 226560));
+    assert.deepEqual(
+      e.weightSparsity.layers,
+      runs.mag50.layers,
+      'per-layer zeros in the written files = the mask (stories260K has no weight that is exactly 0)',
+    );
+    // Counted here too, independently, from the Hugging Face file.
+    const st = await openSafetensors(join(out, 'model.safetensors'));
+    let zeros = 0;
+    for (const m of prunableMatrices(spec))
+      for (const v of await st.tensors.get(hfNameOfRole(m.role))!.load()) zeros += v === 0 ? 1 : 0;
+    assert.equal(zeros, e.weightSparsity.prunable.pruned);
+  });
+
+  test('eval --weight-mask gives the exported model’s perplexity, with and without a head mask', () => {
+    const evalData = ['--data', sharedPath(EVAL)!, '--max-tokens', '4096', '--json'];
+    const masked = json<EvaluateResult>(cli(['eval', ...evalData, '--weight-mask', maskOf('mag50')]));
+    const exported = json<EvaluateResult>(
+      cli(['eval', ...evalData, '--model', join(tmp.dir, 'export-mag50')]),
+    );
+    assert.equal(masked.weightSparsity, 0.5);
+    assert.ok(
+      rel(masked.perplexity, exported.perplexity) < 1e-4,
+      `${masked.perplexity} vs ${exported.perplexity}`,
+    );
+
+    const heads = json<{ runDir: string }>(
+      cli([
+        'heads',
+        ...data(),
+        '--method',
+        'random',
+        '--target-sparsity',
+        '0.25',
+        '--out',
+        join(tmp.dir, 'heads'),
+        '--json',
+      ]),
+    );
+    const headMask = join(heads.runDir, 'mask.json');
+    const out = join(tmp.dir, 'export-both');
+    json(cli(['export', '--mask', headMask, '--weight-mask', maskOf('rand7'), '--out', out, '--json']));
+    const both = json<EvaluateResult>(
+      cli(['eval', ...evalData, '--mask', headMask, '--weight-mask', maskOf('rand7')]),
+    );
+    const exportedBoth = json<EvaluateResult>(cli(['eval', ...evalData, '--model', out]));
+    assert.ok(
+      rel(both.perplexity, exportedBoth.perplexity) < 1e-4,
+      `${both.perplexity} vs ${exportedBoth.perplexity}`,
+    );
+  });
+
+  test('a weight mask is refused on another model, naming the file and saying why', () => {
+    const r = cli([
+      'eval',
+      '--data',
+      sharedPath(EVAL)!,
+      '--model',
+      join(tmp.dir, 'export-mag50'),
+      '--weight-mask',
+      maskOf('mag50'),
+    ]);
+    assertOneLineError(r, 1, maskOf('mag50'), 'pruned with', 'weight mask sha256');
+  });
+
+  test('bad sparsities, patterns and methods: one line, exit 2, nothing written', () => {
+    const cases: Array<[string[], string[]]> = [
+      [
+        ['--sparsity', '1'],
+        ['--sparsity', 'must lie in [0, 1), got 1'],
+      ],
+      [['--sparsity=-0.1'], ['--sparsity', 'must lie in [0, 1)']],
+      [[], ['--sparsity', 'required']],
+      [
+        ['--pattern', '3:8'],
+        ['--pattern', 'layers.0.mlp.down.weight has 172 weights', 'groups of 8'],
+      ],
+      [
+        ['--pattern', '4:2'],
+        ['--pattern', 'expected N:M'],
+      ],
+      [
+        ['--pattern', '2:4', '--sparsity', '0.3'],
+        ['--sparsity', '2:4 pattern prunes 0.5'],
+      ],
+      [
+        ['--method', 'wanda', '--sparsity', '0.5'],
+        ['--method', '"wanda" is not one of magnitude, global-magnitude, random'],
+      ],
+    ];
+    for (const [i, [args, mentions]] of cases.entries()) {
+      const out = join(tmp.dir, `refused-${i}`);
+      assertOneLineError(cli(['weights', ...data(), '--out', out, ...args]), 2, ...mentions);
+      assert.ok(!existsSync(out), `${args.join(' ')} left ${out}`);
+    }
+  });
+
+  test('--resume gives a finished run back, finishes an interrupted one identically, refuses changed flags', () => {
+    const again = json<WeightPruneResult>(cli(['weights', '--resume', join(tmp.dir, 'mag50'), '--json']));
+    assert.deepEqual({ ...again, resumed: undefined }, { ...runs.mag50, resumed: undefined });
+    assert.equal(again.resumed, true);
+
+    // Stopped after the mask was fixed: state.json and the mask are there, result.json is not.
+    const copy = join(tmp.dir, 'rand7-stopped');
+    cpSync(join(tmp.dir, 'rand7'), copy, { recursive: true });
+    rmSync(join(copy, 'result.json'));
+    const resumed = json<WeightPruneResult>(cli(['weights', '--resume', copy, '--json']));
+    assert.equal(resumed.maskSha256, runs.rand7.maskSha256);
+    assert.equal(resumed.eval.perplexity, runs.rand7.eval.perplexity);
+    assert.equal(resumed.calib.perplexity, runs.rand7.calib.perplexity);
+
+    assertOneLineError(
+      cli(['weights', '--resume', join(tmp.dir, 'mag50'), '--sparsity', '0.4']),
+      2,
+      '--sparsity: cannot change on --resume (the run was made with 0.5)',
+    );
+  });
+
+  test('the same seed gives the same random mask bytes; another seed another mask', async () => {
+    weights('rand7b', '--method', 'random', '--sparsity', '0.3', '--seed', '7');
+    weights('rand8', '--method', 'random', '--sparsity', '0.3', '--seed', '8');
+    const bytes = async (run: string) => {
+      const st = await openSafetensors(maskOf(run));
+      return Promise.all([...st.tensors.values()].map(readTensorBytes));
+    };
+    assert.deepEqual(await bytes('rand7b'), await bytes('rand7'));
+    assert.notDeepEqual(await bytes('rand8'), await bytes('rand7'));
+  });
+});

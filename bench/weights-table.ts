@@ -16,7 +16,7 @@ const { values } = parseArgs({
   options: {
     out: { type: 'string', default: 'runs/weights-table' },
     sparsities: { type: 'string', default: '0.2,0.3,0.4,0.5,2:4' },
-    methods: { type: 'string', default: 'magnitude,global-magnitude,random' },
+    methods: { type: 'string', default: 'magnitude,global-magnitude,wanda,random' },
     shared: { type: 'string', default: resolve('..', 'shared') },
     'calib-tokens': { type: 'string', default: '8192' },
     seed: { type: 'string', default: '0' },

@@ -1,6 +1,6 @@
 /**
  * `pruneWeights`: choose a weight mask for the prunable linears with a registered method (magnitude,
- * global-magnitude, random) at a sparsity or an N:M pattern, in a run directory, and report the dense and
+ * global-magnitude, random, wanda) at a sparsity or an N:M pattern, in a run directory, and report the dense and
  * pruned perplexity on calibration and evaluation data; `resumeWeightPrune` continues or re-reads such a run.
  * Settings and their checks live in spaces/weights/settings.ts, so the library and the CLI prune alike.
  */

@@ -388,7 +388,7 @@ export function buildDecoderGraph(
   const batchDim = g.op('Slice', [idsShape, g.constInt64([0]), g.constInt64([1])]);
   const seqDim = g.op('Slice', [idsShape, g.constInt64([1]), g.constInt64([2])]);
   const seqScalar = g.op('Squeeze', [seqDim, g.constInt64([0])]);
-  const minus1 = g.constInt64([-1]);
+  const minus1 = (): string => g.constInt64([-1]);
 
   // The output head's weight, in vocabulary chunks for 'nll' and 'kl' graphs of large vocabularies; a tied head
   // shares the embedding's chunks (the full table is then never an initializer of its own).
@@ -406,7 +406,7 @@ export function buildDecoderGraph(
     x = g.op('Reshape', [hiddenIn, g.constInt64([-1, D])]);
     if (hasHead && c.tieEmbeddings && ranges.length === 1) headChunks[0].w = weight('embed.tokens');
   } else {
-    const ids1d = g.op('Reshape', [inputIds, minus1]);
+    const ids1d = g.op('Reshape', [inputIds, minus1()]);
     if (c.tieEmbeddings && ranges.length > 1) x = gatherRows(headRole, headChunks, ids1d);
     else {
       x = g.op('Gather', [weight('embed.tokens'), ids1d], { axis: 0 });
@@ -659,7 +659,7 @@ export function buildDecoderGraph(
     }
     case 'nll': {
       const targets = g.input('targets', 'int64', ['batch', 'seq']);
-      const t1d = g.op('Reshape', [targets, minus1]);
+      const t1d = g.op('Reshape', [targets, minus1()]);
       if (headChunks.length === 1) {
         const logits = g.op('Gemm', [x, headWeight], { transB: 1 });
         const nll = g.op('SoftmaxCrossEntropyLoss', [logits, t1d], {

@@ -72,9 +72,27 @@ describe('geneprune weights on stories260K', { skip }, () => {
     runs.mag50 = weights('mag50', '--method', 'magnitude', '--sparsity', '0.5');
     runs.mag24 = weights('mag24', '--method', 'magnitude', '--pattern', '2:4');
     runs.rand7 = weights('rand7', '--method', 'random', '--sparsity', '0.3', '--seed', '7');
+    runs.wanda50 = weights('wanda50', '--method', 'wanda', '--sparsity', '0.5');
   });
   before(async () => {
     spec = await loadModelSpec(sharedPath(MODEL)!);
+  });
+
+  test('wanda at 50 %: every output row of every matrix keeps half its weights; the mask file says wanda', async () => {
+    const r = runs.wanda50;
+    assert.equal(r.method, 'wanda');
+    assert.equal(r.sparsity.achieved, 0.5);
+    assert.ok(r.forwardPasses > 0, 'wanda runs the model on calibration data');
+    const file = await loadWeightMaskFile(maskOf('wanda50'), spec);
+    for (const m of prunableMatrices(spec)) {
+      const keep = unpackBits(file.masks.get(m.role)!);
+      for (let row = 0; row < m.rows; row++) {
+        let kept = 0;
+        for (let j = 0; j < m.cols; j++) kept += keep[row * m.cols + j];
+        assert.equal(kept, m.cols / 2, `${m.role} row ${row}`);
+      }
+    }
+    assert.ok(Number.isFinite(r.eval.perplexity) && r.eval.perplexity > r.eval.densePerplexity);
   });
 
   test('magnitude at 50 % equals sorting |W| per matrix, each matrix at round(s·n)/n', async () => {
@@ -211,8 +229,8 @@ describe('geneprune weights on stories260K', { skip }, () => {
         ['--sparsity', '2:4 pattern prunes 0.5'],
       ],
       [
-        ['--method', 'wanda', '--sparsity', '0.5'],
-        ['--method', '"wanda" is not one of magnitude, global-magnitude, random'],
+        ['--method', 'sparsegpt', '--sparsity', '0.5'],
+        ['--method', '"sparsegpt" is not one of magnitude, global-magnitude, random, wanda'],
       ],
     ];
     for (const [i, [args, mentions]] of cases.entries()) {

@@ -218,6 +218,10 @@ describe('a block graph holds only its own weights', () => {
       .filter((n) => n.startsWith('mask.'))
       .sort();
     const inputs = proto.graph!.input!.map((v) => v.name!).filter((n) => !n.startsWith('mask.'));
+    // Every initializer feeds a node: ONNX Runtime warns on stderr about each one that does not.
+    const used = new Set(proto.graph!.node!.flatMap((n) => n.input ?? []));
+    const unused = proto.graph!.initializer!.map((t) => t.name!).filter((n) => !used.has(n));
+    assert.deepEqual(unused, [], `unused initializers in block [${layers}]`);
     return { weights, maskInputs, inputs, outputs: proto.graph!.output!.map((v) => v.name!) };
   };
   const rolesOf = (prefix: string) => [...spec.tensors.keys()].filter((r) => r.startsWith(prefix)).sort();

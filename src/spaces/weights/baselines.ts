@@ -8,6 +8,9 @@
  * input norms captured on the calibration data) registers itself where the capture is built, and the command,
  * its help and its checks pick it up. `calibration` is passed to every method for that purpose.
  */
+
+import type { TokenBatch } from '../../engine/runner.js';
+import type { Device } from '../../engine/session.js';
 import { GenepruneError } from '../../errors.js';
 import {
   magnitudeScores,
@@ -15,9 +18,13 @@ import {
   selectGlobalStreaming,
   selectNm,
   selectPerMatrix,
+  selectPerRow,
+  wandaScores,
 } from '../../masks/select.js';
 import type { PrunableMatrix } from '../../masks/weights.js';
+import { batches, defaultBatchSize, makeWindows } from '../../metrics/perplexity.js';
 import type { ModelSpec } from '../../model/spec.js';
+import { pruneSequentially } from '../../prune/sequential.js';
 import type { Rng } from '../../util/rng.js';
 
 export interface WeightBaselineInput {
@@ -31,6 +38,8 @@ export interface WeightBaselineInput {
   rng: Rng;
   /** The calibration token stream and window length, for methods that look at activations. */
   calibration: { stream: readonly number[]; context: number; tokens: number };
+  /** Where methods that run the model run it. */
+  engine?: { device?: Device; threads?: number };
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -129,6 +138,43 @@ export const GLOBAL_MAGNITUDE: WeightBaseline = {
   },
 };
 
+/**
+ * Wanda (Sun et al.): score |W_ij|·‖X_j‖₂ with the input column norms measured on the calibration tokens, prune
+ * the lowest scores of each output row (or keep the best N of each M with a pattern). Sequential, as the Wanda
+ * paper runs it: layer l's norms are measured with layers < l already pruned (prune/sequential.ts), captured by
+ * the project's own block graphs.
+ */
+export const WANDA: WeightBaseline = {
+  name: 'wanda',
+  summary:
+    'prune the lowest |W|·‖X_j‖₂ of each output row (input norms on the calibration data, layer by layer)',
+  async select(input) {
+    const { stream, context, tokens } = input.calibration;
+    const windows = makeWindows(stream, context, tokens, 'calibration data');
+    const list: TokenBatch[] = [...batches(windows, defaultBatchSize(context, input.spec.config.vocabSize))];
+    const L = input.spec.config.numLayers;
+    const result = await pruneSequentially(input.spec, {
+      batches: list,
+      ...input.engine,
+      select: (lin) => {
+        const scores = wandaScores(lin.weight, lin.rows, lin.cols, lin.inputSquaredNorms);
+        return input.pattern
+          ? selectNm(scores, lin.rows, lin.cols, input.pattern)
+          : selectPerRow(scores, lin.rows, lin.cols, input.sparsity);
+      },
+      onLayer: (r) => input.onProgress?.(r.layer + 1, L),
+    });
+    const keeps = input.matrices.map((m) => {
+      const keep = result.masks.get(m.role);
+      if (!keep) throw new GenepruneError('internal', `wanda chose no mask for ${m.role}`);
+      return keep;
+    });
+    // Per layer: one pass through the block to measure, one through the pruned block for the next layer.
+    return { keeps, forwardPasses: list.length * (2 * L - 1) };
+  },
+};
+
 registerWeightBaseline(MAGNITUDE);
 registerWeightBaseline(GLOBAL_MAGNITUDE);
 registerWeightBaseline(RANDOM);
+registerWeightBaseline(WANDA);

@@ -166,6 +166,7 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
     ...(p.pattern ? { pattern: p.pattern } : {}),
     rng: createRng(s.seed),
     calibration: { stream: p.stream, context: p.context, tokens: p.calibTokens },
+    engine: { device: env.device, threads: env.threads },
     onProgress: (done, total) => env.onProgress?.(done, total),
   });
   const masks = weightMasksFromKeeps(p.space.matrices, out.keeps);

@@ -12,7 +12,7 @@ import { settingsFrom } from '../../runs/presets.js';
 import { weightBaselineNames } from './baselines.js';
 
 export interface WeightPruneSettings extends RunDataSettings {
-  /** A registered method (spaces/weights/baselines.ts): magnitude, global-magnitude, random. */
+  /** A registered method (spaces/weights/baselines.ts): magnitude, global-magnitude, random, wanda. */
   method: string;
   /** Share of the prunable weights to prune, in [0, 1); with a pattern, 1 − N/M. */
   sparsity: number;

@@ -1,7 +1,8 @@
 /**
- * Regenerates the README's weight-pruning table: magnitude, global-magnitude and random on stories260K at
- * 20/30/40/50 % of the prunable weights and at 2:4, all reported on tinystories/eval (and scored on the same
- * tinystories/calib tokens), one row per sparsity, one column per method.
+ * Regenerates the README's weight-pruning table: magnitude, global-magnitude, Wanda and random on stories260K at
+ * 20/30/40/50 % of the prunable weights and at 2:4, without and with recovery (a method named `NAME+recover` runs
+ * with `recover: true`), all reported on tinystories/eval (and scored on the same tinystories/calib tokens), one
+ * row per sparsity, one column per method.
  *
  *   npm run table:weights [-- --out runs/weights-table --sparsities 0.2,0.3,0.4,0.5,2:4 --methods magnitude,...]
  *
@@ -16,7 +17,10 @@ const { values } = parseArgs({
   options: {
     out: { type: 'string', default: 'runs/weights-table' },
     sparsities: { type: 'string', default: '0.2,0.3,0.4,0.5,2:4' },
-    methods: { type: 'string', default: 'magnitude,global-magnitude,wanda,random' },
+    methods: {
+      type: 'string',
+      default: 'magnitude,magnitude+recover,global-magnitude,wanda,wanda+recover,random',
+    },
     shared: { type: 'string', default: resolve('..', 'shared') },
     'calib-tokens': { type: 'string', default: '8192' },
     seed: { type: 'string', default: '0' },
@@ -41,10 +45,11 @@ for (const level of values.sparsities.split(',')) {
   const pattern = level.includes(':') ? level : undefined;
   const cells: string[] = [];
   let label = '';
-  for (const method of methods) {
-    const dir = join(values.out, `${method}-${level.replace(':', 'of')}`);
+  for (const column of methods) {
+    const [method, recover] = column.endsWith('+recover') ? [column.slice(0, -8), true] : [column, false];
+    const dir = join(values.out, `${column}-${level.replace(':', 'of')}`);
     rmSync(dir, { recursive: true, force: true });
-    process.stderr.write(`${method} at ${level} ... `);
+    process.stderr.write(`${column} at ${level} ... `);
     const r: WeightPruneResult = await pruneWeights({
       out: dir,
       calib,
@@ -53,12 +58,13 @@ for (const level of values.sparsities.split(',')) {
       ...(pattern ? { pattern } : { sparsity: Number(level) }),
       calibTokens: Number(values['calib-tokens']),
       seed: Number(values.seed),
+      recover,
     });
     process.stderr.write(`eval ppl ${r.eval.perplexity.toFixed(3)} in ${r.seconds.toFixed(1)} s\n`);
     const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
     label = `${pattern ?? pct(Number(level))} (${pct(r.sparsity.overall)} of all)`;
     cells.push(r.eval.perplexity.toFixed(3));
-    costs.push(`${method} ${level}: ${r.forwardPasses} passes, ${r.seconds.toFixed(1)} s`);
+    costs.push(`${column} ${level}: ${r.forwardPasses} passes, ${r.seconds.toFixed(1)} s`);
     dense = `dense stories260K: eval ppl ${r.eval.densePerplexity.toFixed(3)} (${r.eval.tokens} tokens of tinystories/eval), calib ppl ${r.calib.densePerplexity.toFixed(3)} (${r.calib.tokens} tokens)`;
   }
   rows.push(`| ${label} | ${cells.join(' | ')} |`);

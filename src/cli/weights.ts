@@ -46,6 +46,7 @@ const SETTING_FLAGS: ReadonlyArray<SettingFlag<Extract<keyof WeightPruneSettings
   ['seed', '--seed', 'seed', int(0)],
   ['batchSize', '--batch-size', 'batchSize', int()],
   ['dtype', '--dtype', 'dtype', (_flag, v) => parseComputeDtype(v)],
+  ['recover', '--recover', 'recover', () => true],
 ];
 
 const pct = (x: number) => `${(100 * x).toFixed(2)} %`;
@@ -58,6 +59,11 @@ function printResult(r: WeightPruneResult): void {
     `per layer    ${r.layers.map((l) => pct(l.sparsity)).join('  ')}`,
     `calibration  ppl ${r.calib.perplexity.toFixed(4)} (dense ${r.calib.densePerplexity.toFixed(4)}, ${r.calib.tokens} tokens of ${r.calib.data})`,
     `evaluation   ppl ${r.eval.perplexity.toFixed(4)} (dense ${r.eval.densePerplexity.toFixed(4)}, ${r.eval.tokens} tokens of ${r.eval.data})`,
+    ...(r.recovery
+      ? [
+          `recovery     before it: calibration ppl ${r.recovery.before.calibPerplexity.toFixed(4)}, evaluation ppl ${r.recovery.before.evalPerplexity.toFixed(4)}; weights in ${r.recovery.weights}`,
+        ]
+      : []),
     `cost         ${r.forwardPasses} forward passes, ${r.seconds.toFixed(1)} s`,
     `mask         ${r.mask}`,
   ];
@@ -87,6 +93,10 @@ export function registerWeights(program: Command): void {
     )
     .option('--resume <dir>', 'continue a run stopped after its mask was fixed, or give back a finished one')
     .option('--seed <s>', 'seed for random choices (default 0)')
+    .option(
+      '--recover',
+      "after the mask is fixed, refit each pruned linear's kept weights to its dense outputs on the calibration data (least squares, layer by layer); reports both",
+    )
     .option('--calib-tokens <n>', 'calibration tokens the mask is scored on (default 8192)')
     .option('--eval-tokens <n>', 'evaluation tokens for the report (default: all)')
     .option('--ctx <n>', "context length per window (default: the model's, at most 512)")
@@ -108,6 +118,8 @@ Methods:
   magnitude         each matrix loses its round(s·n) smallest |W|
   global-magnitude  one |W| threshold over all prunable matrices: matrices end at different sparsities
   random            each matrix loses round(s·n) weights drawn with --seed
+  wanda             each output row loses its lowest |W|·‖X_j‖₂ (input norms on the calibration data, layer
+                    by layer with earlier layers already pruned)
 With --pattern N:M every method keeps the N best of each group of M consecutive weights of a row instead
 (random: N at random), so global-magnitude equals magnitude there.
 

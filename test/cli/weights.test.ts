@@ -73,6 +73,7 @@ describe('geneprune weights on stories260K', { skip }, () => {
     runs.mag24 = weights('mag24', '--method', 'magnitude', '--pattern', '2:4');
     runs.rand7 = weights('rand7', '--method', 'random', '--sparsity', '0.3', '--seed', '7');
     runs.wanda50 = weights('wanda50', '--method', 'wanda', '--sparsity', '0.5');
+    runs.wanda50r = weights('wanda50r', '--method', 'wanda', '--sparsity', '0.5', '--recover');
   });
   before(async () => {
     spec = await loadModelSpec(sharedPath(MODEL)!);
@@ -93,6 +94,28 @@ describe('geneprune weights on stories260K', { skip }, () => {
       }
     }
     assert.ok(Number.isFinite(r.eval.perplexity) && r.eval.perplexity > r.eval.densePerplexity);
+  });
+
+  test('--recover: same mask, lower perplexity, every layer reconstructed at least as well, zeros kept', async () => {
+    const plain = runs.wanda50;
+    const r = runs.wanda50r;
+    // Recovery does not change the mask (the files differ only in the run directory they name).
+    const plainMask = await loadWeightMaskFile(maskOf('wanda50'), spec);
+    assert.equal(r.recovery!.before.evalPerplexity, plain.eval.perplexity);
+    assert.equal(r.recovery!.before.calibPerplexity, plain.calib.perplexity);
+    assert.equal(r.eval.densePerplexity, plain.eval.densePerplexity);
+    assert.ok(r.eval.perplexity < plain.eval.perplexity, `${r.eval.perplexity} vs ${plain.eval.perplexity}`);
+    assert.ok(r.calib.perplexity < plain.calib.perplexity);
+    for (const l of r.recovery!.reconstruction)
+      assert.ok(l.recoveredError <= l.maskedError, `layer ${l.layer}`);
+    const file = await openSafetensors(r.recovery!.weights);
+    const mask = await loadWeightMaskFile(maskOf('wanda50r'), spec);
+    for (const m of prunableMatrices(spec)) {
+      const w = await file.tensors.get(m.role)!.load();
+      const keep = unpackBits(mask.masks.get(m.role)!);
+      assert.deepEqual(keep, unpackBits(plainMask.masks.get(m.role)!), m.role);
+      for (let i = 0; i < keep.length; i++) if (!keep[i]) assert.equal(w[i], 0, m.role);
+    }
   });
 
   test('magnitude at 50 % equals sorting |W| per matrix, each matrix at round(s·n)/n', async () => {

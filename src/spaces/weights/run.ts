@@ -12,11 +12,17 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileError, flagError } from '../../errors.js';
+import { writeSafetensors } from '../../checkpoint/safetensors.js';
+import type { TokenBatch } from '../../engine/runner.js';
+import { fileError, flagError, GenepruneError } from '../../errors.js';
 import type { Bitset } from '../../masks/bitset.js';
+import { unpackBits } from '../../masks/bitset.js';
 import type { NmPattern } from '../../masks/select.js';
 import { loadWeightMaskFile, patternText, writeWeightMaskFile } from '../../masks/weightfile.js';
 import { type LayerSparsity, weightMasksFromKeeps } from '../../masks/weights.js';
+import { batches, defaultBatchSize, makeWindows } from '../../metrics/perplexity.js';
+import type { ModelSpec } from '../../model/spec.js';
+import { pruneSequentially } from '../../prune/sequential.js';
 import {
   absoluteSettings,
   prepareRunData,
@@ -87,6 +93,17 @@ export interface WeightPruneResult {
   maskSha256: string;
   seed: number;
   resumed?: boolean;
+  /**
+   * `--recover`: the perplexities before recovery (calib / eval above are after it), the recovered weights' file,
+   * its cost, and per layer the calibration reconstruction error Σ (w − ŵ)ᵀXᵀX(w − ŵ) of masking alone and after.
+   */
+  recovery?: {
+    before: { calibPerplexity: number; evalPerplexity: number };
+    weights: string;
+    forwardPasses: number;
+    seconds: number;
+    reconstruction: Array<{ layer: number; maskedError: number; recoveredError: number }>;
+  };
 }
 
 interface Prepared extends RunData {
@@ -194,6 +211,116 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
   return { masks, state };
 }
 
+/** The recovered prunable matrices of a `--recover` run, beside its mask. */
+export const RECOVERED_WEIGHTS_FILE = 'recovered-weights.safetensors';
+
+/**
+ * Calibration and evaluation perplexity of `spec` under the genome's masks; with `dense`, the unmasked model's
+ * too (a recovered spec has no dense model of its own: the caller keeps the original's).
+ */
+async function scoreMasked(
+  spec: ModelSpec,
+  s: WeightPruneSettings,
+  p: Prepared,
+  genome: Bitset,
+  env: WeightPruneEnv,
+  dense: boolean,
+): Promise<{ calib: PerplexityPair; eval: PerplexityPair; forwardPasses: number }> {
+  const space = p.space;
+  const objective = await createObjective(spec, space, {
+    stream: p.stream,
+    context: p.context,
+    metric: 'ppl',
+    tokens: s.calibTokens,
+    batchSize: s.batchSize,
+    device: env.device,
+    threads: env.threads,
+    dtype: s.dtype,
+  });
+  let calib: PerplexityPair;
+  let forwardPasses: number;
+  try {
+    const denseQuality = dense ? (await objective.evaluate(space.full())).quality : Number.NaN;
+    const pruned = await objective.evaluate(genome);
+    calib = {
+      data: s.calib,
+      tokens: pruned.tokens,
+      perplexity: pruned.quality,
+      densePerplexity: denseQuality,
+    };
+    forwardPasses = objective.forwardPasses();
+  } finally {
+    await objective.release();
+  }
+  env.onStatus?.('scoring on the evaluation data');
+  const e = await scoreOnEval(p, s, space.masks(genome), env);
+  return {
+    calib,
+    eval: { data: e.data, tokens: e.tokens, perplexity: e.perplexity, densePerplexity: e.densePerplexity },
+    forwardPasses,
+  };
+}
+
+/**
+ * `--recover`: the fixed mask's kept weights refitted, layer by layer, to each linear's dense outputs on the
+ * calibration windows (prune/sequential.ts with prune/recover.ts), written to RECOVERED_WEIGHTS_FILE.
+ */
+async function recoverMasked(
+  dir: string,
+  p: Prepared,
+  s: WeightPruneSettings,
+  masks: ReadonlyMap<string, Bitset>,
+  env: WeightPruneEnv,
+) {
+  const t0 = performance.now();
+  const windows = makeWindows(p.stream, p.context, s.calibTokens, s.calib);
+  const list: TokenBatch[] = [
+    ...batches(windows, s.batchSize ?? defaultBatchSize(p.context, p.model.spec.config.vocabSize)),
+  ];
+  const L = p.model.spec.config.numLayers;
+  const result = await pruneSequentially(p.model.spec, {
+    batches: list,
+    recover: true,
+    device: env.device,
+    threads: env.threads,
+    select: (lin) => {
+      const m = masks.get(lin.role);
+      if (!m) throw new GenepruneError('internal', `no mask for ${lin.role}`);
+      return unpackBits(m);
+    },
+    onLayer: (r) => env.onProgress?.(r.layer + 1, L),
+  });
+  const path = join(dir, RECOVERED_WEIGHTS_FILE);
+  const roles = [...masks.keys()];
+  await writeSafetensors(
+    path,
+    roles.map((role) => ({
+      name: role,
+      shape: result.spec.tensors.get(role)!.shape,
+      data: () => result.spec.tensors.get(role)!.load(),
+    })),
+    {
+      'geneprune.recovered-weights': JSON.stringify({
+        format: 'geneprune-recovered-weights',
+        version: 1,
+        damping: 0.01,
+      }),
+    },
+  );
+  const reconstruction = result.layers.map((l) => ({
+    layer: l.layer,
+    maskedError: l.linears.reduce((a, x) => a + (x.maskedError ?? 0), 0),
+    recoveredError: l.linears.reduce((a, x) => a + (x.recoveredError ?? 0), 0),
+  }));
+  return {
+    spec: result.spec,
+    path,
+    forwardPasses: list.length * (2 * L - 1),
+    seconds: (performance.now() - t0) / 1000,
+    reconstruction,
+  };
+}
+
 /** From a fixed (or to-be-fixed) mask to result.json. */
 async function pruneInDir(
   dir: string,
@@ -220,31 +347,34 @@ async function pruneInDir(
   const space = p.space;
   const genome = space.join(masks);
   env.onStatus?.('scoring the dense and the pruned model on the calibration data');
-  const objective = await createObjective(p.model.spec, space, {
-    stream: p.stream,
-    context: p.context,
-    metric: 'ppl',
-    tokens: s.calibTokens,
-    batchSize: s.batchSize,
-    device: env.device,
-    threads: env.threads,
-    dtype: s.dtype,
-  });
-  let calib: PerplexityPair;
-  try {
-    const dense = await objective.evaluate(space.full());
-    const pruned = await objective.evaluate(genome);
-    calib = {
-      data: s.calib,
-      tokens: pruned.tokens,
-      perplexity: pruned.quality,
-      densePerplexity: dense.quality,
+  const scored = await scoreMasked(p.model.spec, s, p, genome, env, true);
+  let calib = scored.calib;
+  let evalScore = scored.eval;
+  let passes = scored.forwardPasses;
+  let recovery: WeightPruneResult['recovery'];
+  if (s.recover) {
+    env.onStatus?.('recovery: refitting the kept weights on the calibration activations, layer by layer');
+    const rec = await recoverMasked(dir, p, s, masks, env);
+    env.onStatus?.('scoring the recovered model');
+    const after = await scoreMasked(
+      rec.spec,
+      s,
+      { ...p, model: { ...p.model, spec: rec.spec } },
+      genome,
+      env,
+      false,
+    );
+    recovery = {
+      before: { calibPerplexity: calib.perplexity, evalPerplexity: evalScore.perplexity },
+      weights: rec.path,
+      forwardPasses: rec.forwardPasses,
+      seconds: rec.seconds,
+      reconstruction: rec.reconstruction,
     };
-  } finally {
-    await objective.release();
+    calib = { ...after.calib, densePerplexity: calib.densePerplexity };
+    evalScore = { ...after.eval, densePerplexity: evalScore.densePerplexity };
+    passes += after.forwardPasses + rec.forwardPasses;
   }
-  env.onStatus?.('scoring the pruned model on the evaluation data');
-  const evalScore = await scoreOnEval(p, s, space.masks(genome), env);
   const report = space.report(genome);
   const result: WeightPruneResult = {
     runDir: dir,
@@ -261,11 +391,12 @@ async function pruneInDir(
       perplexity: evalScore.perplexity,
       densePerplexity: evalScore.densePerplexity,
     },
-    forwardPasses: state.forwardPasses + objective.forwardPasses(),
+    forwardPasses: state.forwardPasses + passes,
     seconds: state.seconds + (performance.now() - t0) / 1000,
     mask: maskPath,
     maskSha256: state.maskSha256,
     seed: s.seed,
+    ...(recovery ? { recovery } : {}),
   };
   await writeJsonAtomic(join(dir, 'result.json'), { ...result, matrices: report.matrices });
   return result;

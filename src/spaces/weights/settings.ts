@@ -19,6 +19,11 @@ export interface WeightPruneSettings extends RunDataSettings {
   /** `N:M` (every group of M consecutive weights of a row keeps N); undefined = unstructured. */
   pattern?: string;
   seed: number;
+  /**
+   * After the mask is fixed, reconstruct each pruned linear's kept weights by least squares on the calibration
+   * activations (prune/recover.ts, sequential as prune/sequential.ts walks the layers).
+   */
+  recover?: boolean;
 }
 
 export const WEIGHT_PRUNE_DEFAULTS = {
@@ -26,6 +31,7 @@ export const WEIGHT_PRUNE_DEFAULTS = {
   calibTokens: 8192,
   seed: 0,
   dtype: 'fp32',
+  recover: false,
 } as const satisfies Partial<WeightPruneSettings>;
 
 export type WeightPruneOptions = Partial<WeightPruneSettings> & { calib: string; eval: string };

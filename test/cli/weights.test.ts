@@ -180,6 +180,29 @@ describe('geneprune weights on stories260K', { skip }, () => {
     assert.equal(zeros, e.weightSparsity.prunable.pruned);
   });
 
+  test('transformers.js loads the weight-pruned export offline and generates what generate --weight-mask does', async () => {
+    const dir = join(tmp.dir, 'export-mag50'); // written by the test above
+    const prompt = 'Once upon a time';
+    const ours = cli(['generate', '--weight-mask', maskOf('mag50'), '--prompt', prompt, '-n', '40']);
+    assert.equal(ours.code, 0, ours.stderr);
+    const dense = cli(['generate', '--prompt', prompt, '-n', '40']);
+    assert.notEqual(ours.stdout, dense.stdout, 'the mask changes what the model says');
+    const { env: tjs, AutoTokenizer, AutoModelForCausalLM } = await import('@huggingface/transformers');
+    tjs.allowRemoteModels = false;
+    tjs.localModelPath = `${tmp.dir}/`;
+    const tokenizer = await AutoTokenizer.from_pretrained('export-mag50');
+    const lm = await AutoModelForCausalLM.from_pretrained('export-mag50', { dtype: 'fp32' });
+    const inputs = tokenizer(prompt);
+    const generated = (await lm.generate({ ...inputs, max_new_tokens: 40, do_sample: false })) as unknown as {
+      tolist(): bigint[][];
+    };
+    await lm.dispose();
+    const ids = generated.tolist()[0].map(Number);
+    assert.ok(ids.length > inputs.input_ids.dims[1], 'it generated something');
+    assert.equal(tokenizer.decode(ids, { skip_special_tokens: true }), ours.stdout.replace(/\n$/, ''));
+    assert.ok(existsSync(dir));
+  });
+
   test('eval --weight-mask gives the exported model’s perplexity, with and without a head mask', () => {
     const evalData = ['--data', sharedPath(EVAL)!, '--max-tokens', '4096', '--json'];
     const masked = json<EvaluateResult>(cli(['eval', ...evalData, '--weight-mask', maskOf('mag50')]));

@@ -307,6 +307,33 @@ describe('geneprune weights on stories260K', { skip }, () => {
     );
   });
 
+  test('SIGKILL at any stage, then --resume: the same result as the run that was never interrupted', () => {
+    for (const fault of ['weights:mask-fixed', 'weights:before-result']) {
+      const dir = join(tmp.dir, `killed-${fault.split(':')[1]}`);
+      const args = [
+        'weights',
+        ...data(),
+        '--out',
+        dir,
+        '--method',
+        'wanda',
+        '--sparsity',
+        '0.5',
+        '--recover',
+      ];
+      const killed = runCli([...args, '--json'], { timeout: 300_000, fault });
+      assert.equal(killed.signal, 'SIGKILL', `${fault}: ${killed.stderr}`);
+      assert.ok(!existsSync(join(dir, 'result.json')));
+      const resumed = json<WeightPruneResult>(cli(['weights', '--resume', dir, '--json']));
+      const expected = runs.wanda50r;
+      assert.equal(resumed.eval.perplexity, expected.eval.perplexity, fault);
+      assert.equal(resumed.calib.perplexity, expected.calib.perplexity, fault);
+      assert.deepEqual(resumed.recovery!.before, expected.recovery!.before, fault);
+      assert.deepEqual(resumed.recovery!.reconstruction, expected.recovery!.reconstruction, fault);
+      assert.deepEqual(resumed.layers, expected.layers, fault);
+    }
+  });
+
   test('the same seed gives the same random mask bytes; another seed another mask', async () => {
     weights('rand7b', '--method', 'random', '--sparsity', '0.3', '--seed', '7');
     weights('rand8', '--method', 'random', '--sparsity', '0.3', '--seed', '8');

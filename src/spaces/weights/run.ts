@@ -42,7 +42,7 @@ import {
   WEIGHT_RUN_KIND,
 } from '../../runs/rundir.js';
 import { createObjective } from '../../search/objective.js';
-import { sha256File, writeJsonAtomic } from '../../util/fs.js';
+import { faultPoint, sha256File, writeJsonAtomic } from '../../util/fs.js';
 import { createRng } from '../../util/rng.js';
 import { weightBaseline } from './baselines.js';
 import { patternOf, type WeightPruneSettings } from './settings.js';
@@ -208,6 +208,7 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
     seconds: (performance.now() - t0) / 1000,
   };
   await saveState(dir, state);
+  faultPoint('weights:mask-fixed');
   return { masks, state };
 }
 
@@ -398,6 +399,7 @@ async function pruneInDir(
     seed: s.seed,
     ...(recovery ? { recovery } : {}),
   };
+  faultPoint('weights:before-result');
   await writeJsonAtomic(join(dir, 'result.json'), { ...result, matrices: report.matrices });
   return result;
 }

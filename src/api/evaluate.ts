@@ -50,6 +50,8 @@ export interface EvaluateResult {
   weightMask?: string;
   /** Share of the prunable weights the weight mask prunes. */
   weightSparsity?: number;
+  /** The recovered weights used with the weight mask. */
+  recovered?: string;
   /** Predicted tokens scored. */
   tokens: number;
   meanNll: number;
@@ -100,7 +102,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
       : await tokenizePrefix(opts.data, model.tokenizer, maxTokens + 1);
   const windows = makeWindows(data.tokens, context, maxTokens, opts.data);
   const runtime = { device, threads: opts.threads, dtype, weightMasks: weights.roles };
-  const runner = await createRunner(model.spec, { output: 'nll', ...runtime });
+  const runner = await createRunner(weights.spec, { output: 'nll', ...runtime });
   let result: Awaited<ReturnType<typeof evaluatePerplexity>>;
   try {
     result = await evaluatePerplexity(runner, windows, {
@@ -116,7 +118,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
     // The unpruned model's log-probabilities once, then the masked model's KL from them.
     const dense = await createRunner(model.spec, { output: 'logprobs', ...runtime, weightMasks: undefined });
     const reference = await computeKlReference(dense, windows, batchSize).finally(() => dense.release());
-    const klRunner = await createRunner(model.spec, { output: 'kl', ...runtime });
+    const klRunner = await createRunner(weights.spec, { output: 'kl', ...runtime });
     meanKl = (await evaluateKl(klRunner, windows, reference, { masks }).finally(() => klRunner.release()))
       .meanKl;
   }
@@ -129,6 +131,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
     prunedHeads: headListText(opts.pruneHeads ?? []),
     ...(opts.mask ? { mask: opts.mask } : {}),
     ...(opts.weightMask ? { weightMask: opts.weightMask, weightSparsity: weights.sparsity } : {}),
+    ...(opts.recovered ? { recovered: opts.recovered } : {}),
     tokens: result.tokens,
     meanNll: result.meanNll,
     perplexity: result.perplexity,

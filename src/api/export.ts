@@ -5,6 +5,7 @@
 import type { StoredFloat } from '../checkpoint/safetensors.js';
 import { flagError } from '../errors.js';
 import { loadMaskFile } from '../masks/headfile.js';
+import { applyRecoveredWeights } from '../masks/recovered.js';
 import { loadWeightMaskFile } from '../masks/weightfile.js';
 import { checkMemoryBudget } from '../model/memory.js';
 import {
@@ -26,6 +27,8 @@ export interface ExportOptions {
    * weights are written as zeros, and `weightSparsity` reports the zeros counted back from the written files.
    */
   weightMask?: string;
+  /** Recovered weights for that weight mask (`geneprune weights --recover`): written instead of the originals. */
+  recovered?: string;
   /** Output folder: created when complete; an existing non-empty one is replaced only with `force`. */
   out: string;
   /** 'all' (default), 'hf' or 'transformersjs'. */
@@ -51,7 +54,7 @@ export const EXPORT_DTYPES: Readonly<Record<ExportDtype, StoredFloat>> = {
 
 export async function exportModel(
   opts: ExportOptions,
-): Promise<ExportResult & { model: string; mask?: string; weightMask?: string }> {
+): Promise<ExportResult & { model: string; mask?: string; weightMask?: string; recovered?: string }> {
   const format = opts.format ?? 'all';
   if (!EXPORT_FORMATS.includes(format)) {
     throw flagError('--format', `"${format}" is not one of ${EXPORT_FORMATS.join(', ')}`);
@@ -63,8 +66,15 @@ export async function exportModel(
   checkMemoryBudget(model.spec, { batch: 1, seq: 1, budget: opts.memoryBudget, what: 'export' });
   const mask = opts.mask ? await loadMaskFile(opts.mask, model.spec) : undefined;
   const weights = opts.weightMask ? await loadWeightMaskFile(opts.weightMask, model.spec) : undefined;
+  if (opts.recovered && !weights) {
+    throw flagError('--recovered', 'needs --weight-mask: the mask the weights were recovered under');
+  }
+  const spec =
+    opts.recovered && weights
+      ? await applyRecoveredWeights(opts.recovered, model.spec, weights.sha256)
+      : model.spec;
   const result = await writeExport({
-    spec: model.spec,
+    spec,
     tokenizerPath: model.tokenizerPath,
     genome: mask?.genome,
     maskFile: mask && { path: mask.path, sha256: mask.sha256 },
@@ -87,5 +97,6 @@ export async function exportModel(
     model: model.modelPath,
     ...(opts.mask ? { mask: opts.mask } : {}),
     ...(opts.weightMask ? { weightMask: opts.weightMask } : {}),
+    ...(opts.recovered ? { recovered: opts.recovered } : {}),
   };
 }

@@ -61,7 +61,7 @@ export async function generate(opts: GenerateOptions = {}): Promise<GenerateResu
   const prompt = tok.encode(promptText, { bos: true });
   if (prompt.length === 0) prompt.push(model.spec.config.bosTokenId ?? 1);
   const dtype = opts.dtype ?? 'fp32';
-  const runner = await createRunner(model.spec, {
+  const runner = await createRunner(weights.spec, {
     output: 'last_logits',
     device,
     threads: opts.threads,

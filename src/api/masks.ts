@@ -5,6 +5,7 @@
 import { flagError } from '../errors.js';
 import { readMaskFile } from '../masks/headfile.js';
 import { headMaskOf } from '../masks/heads.js';
+import { applyRecoveredWeights } from '../masks/recovered.js';
 import { loadWeightMaskFile } from '../masks/weightfile.js';
 import { weightMaskFeeds } from '../masks/weights.js';
 import type { ModelConfig, ModelSpec } from '../model/spec.js';
@@ -59,15 +60,28 @@ export function headListText(pairs: HeadList): string[] {
 export interface WeightMaskChoice {
   /** A weight-mask file (`weight-mask.safetensors` from `geneprune weights`), checked against the model. */
   weightMask?: string;
+  /**
+   * Recovered weights (`recovered-weights.safetensors` from `geneprune weights --recover`) for that mask: the
+   * model's prunable matrices are replaced by them. Needs `weightMask`.
+   */
+  recovered?: string;
 }
 
 /** The runner's weight-mask roles and feeds for a weight-mask file (none without one). */
 export async function resolveWeightMask(
   spec: ModelSpec,
   choice: WeightMaskChoice,
-): Promise<{ roles?: string[]; feeds?: Map<string, Uint8Array>; sparsity?: number }> {
-  if (!choice.weightMask) return {};
+): Promise<{ roles?: string[]; feeds?: Map<string, Uint8Array>; sparsity?: number; spec: ModelSpec }> {
+  if (!choice.weightMask) {
+    if (choice.recovered) {
+      throw flagError('--recovered', 'needs --weight-mask: the mask the weights were recovered under');
+    }
+    return { spec };
+  }
   const loaded = await loadWeightMaskFile(choice.weightMask, spec);
   const feeds = weightMaskFeeds(loaded.masks);
-  return { roles: [...feeds.keys()], feeds, sparsity: loaded.file.prunable.sparsity };
+  const recovered = choice.recovered
+    ? await applyRecoveredWeights(choice.recovered, spec, loaded.sha256)
+    : spec;
+  return { roles: [...feeds.keys()], feeds, sparsity: loaded.file.prunable.sparsity, spec: recovered };
 }

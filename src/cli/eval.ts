@@ -31,6 +31,7 @@ interface EvalFlags {
   kl?: boolean;
   mask?: string;
   weightMask?: string;
+  recovered?: string;
 }
 
 function printReport(r: EvaluateResult): void {
@@ -79,6 +80,10 @@ export function registerEval(program: Command): void {
       '--weight-mask <file>',
       'a weight-mask file from `geneprune weights` (weight-mask.safetensors); combines with --mask',
     )
+    .option(
+      '--recovered <file>',
+      'the recovered weights of a `weights --recover` run (recovered-weights.safetensors), with its --weight-mask',
+    )
     .addOption(deviceOption())
     .addOption(computeDtypeOption())
     .addOption(threadsOption())
@@ -111,6 +116,7 @@ Example:
         pruneHeads: flags.pruneHeads ? parseHeadList(flags.pruneHeads) : [],
         mask: flags.mask,
         weightMask: flags.weightMask,
+        recovered: flags.recovered,
         kl: flags.kl,
         device: parseDevice(flags.device),
         dtype: parseComputeDtype(flags.dtype),

@@ -7,6 +7,7 @@ interface ExportFlags {
   tokenizer?: string;
   mask?: string;
   weightMask?: string;
+  recovered?: string;
   out?: string;
   format: string;
   dtype?: string;
@@ -30,6 +31,10 @@ export function registerExport(program: Command): void {
     .option(
       '--weight-mask <file>',
       'weight-mask file from `geneprune weights`: masked weights are written as zeros (combines with --mask)',
+    )
+    .option(
+      '--recovered <file>',
+      'recovered weights of a `weights --recover` run, written in place of the originals (with its --weight-mask)',
     )
     .option('--out <dir>', 'output folder (required; must be empty or absent unless --force)')
     .option('--format <name>', `${EXPORT_FORMATS.join(' | ')}`, 'all')
@@ -57,6 +62,7 @@ Example:
         tokenizer: flags.tokenizer,
         mask: flags.mask,
         weightMask: flags.weightMask,
+        recovered: flags.recovered,
         out: flags.out,
         format: flags.format as ExportFormat,
         dtype: flags.dtype as ExportDtype | undefined,

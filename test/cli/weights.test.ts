@@ -118,6 +118,40 @@ describe('geneprune weights on stories260K', { skip }, () => {
     }
   });
 
+  test('--recovered: eval gives the run’s recovered perplexity, export writes those weights; wrong pairings refused', () => {
+    const r = runs.wanda50r;
+    const rec = r.recovery!.weights;
+    const evalArgs = ['eval', '--data', sharedPath(EVAL)!, '--max-tokens', '2048', '--json'];
+    const masked = json<EvaluateResult>(
+      cli([...evalArgs, '--weight-mask', maskOf('wanda50r'), '--recovered', rec]),
+    );
+    assert.ok(
+      rel(masked.perplexity, r.eval.perplexity) < 1e-6,
+      `${masked.perplexity} vs ${r.eval.perplexity}`,
+    );
+    const out = join(tmp.dir, 'export-wanda50r');
+    json(cli(['export', '--weight-mask', maskOf('wanda50r'), '--recovered', rec, '--out', out, '--json']));
+    const exported = json<EvaluateResult>(cli([...evalArgs, '--model', out]));
+    assert.ok(
+      rel(exported.perplexity, r.eval.perplexity) < 1e-4,
+      `${exported.perplexity} vs ${r.eval.perplexity}`,
+    );
+    assertOneLineError(cli([...evalArgs, '--recovered', rec]), 2, '--recovered: needs --weight-mask');
+    assertOneLineError(
+      cli([...evalArgs, '--weight-mask', maskOf('wanda50'), '--recovered', rec]),
+      'non-zero',
+      rec,
+      'recovered under another weight mask',
+    );
+    const other = join(tmp.dir, 'export-other');
+    assertOneLineError(
+      cli(['export', '--weight-mask', maskOf('mag50'), '--recovered', rec, '--out', other]),
+      'non-zero',
+      'recovered under another weight mask',
+    );
+    assert.ok(!existsSync(other), 'nothing written');
+  });
+
   test('magnitude at 50 % equals sorting |W| per matrix, each matrix at round(s·n)/n', async () => {
     const r = runs.mag50;
     assert.equal(r.method, 'magnitude');

@@ -12,11 +12,11 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeSafetensors } from '../../checkpoint/safetensors.js';
 import type { TokenBatch } from '../../engine/runner.js';
 import { fileError, flagError, GenepruneError } from '../../errors.js';
 import type { Bitset } from '../../masks/bitset.js';
 import { unpackBits } from '../../masks/bitset.js';
+import { writeRecoveredWeights } from '../../masks/recovered.js';
 import type { NmPattern } from '../../masks/select.js';
 import { loadWeightMaskFile, patternText, writeWeightMaskFile } from '../../masks/weightfile.js';
 import { type LayerSparsity, weightMasksFromKeeps } from '../../masks/weights.js';
@@ -214,6 +214,8 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
 
 /** The recovered prunable matrices of a `--recover` run, beside its mask. */
 export const RECOVERED_WEIGHTS_FILE = 'recovered-weights.safetensors';
+/** Ridge damping of recovery, as a fraction of mean(diag XᵀX) (SparseGPT's). */
+const RECOVERY_DAMPING = 0.01;
 
 /**
  * Calibration and evaluation perplexity of `spec` under the genome's masks; with `dense`, the unmasked model's
@@ -271,6 +273,7 @@ async function recoverMasked(
   p: Prepared,
   s: WeightPruneSettings,
   masks: ReadonlyMap<string, Bitset>,
+  maskSha256: string,
   env: WeightPruneEnv,
 ) {
   const t0 = performance.now();
@@ -282,6 +285,7 @@ async function recoverMasked(
   const result = await pruneSequentially(p.model.spec, {
     batches: list,
     recover: true,
+    damping: RECOVERY_DAMPING,
     device: env.device,
     threads: env.threads,
     select: (lin) => {
@@ -292,21 +296,13 @@ async function recoverMasked(
     onLayer: (r) => env.onProgress?.(r.layer + 1, L),
   });
   const path = join(dir, RECOVERED_WEIGHTS_FILE);
-  const roles = [...masks.keys()];
-  await writeSafetensors(
+  await writeRecoveredWeights(
     path,
-    roles.map((role) => ({
-      name: role,
-      shape: result.spec.tensors.get(role)!.shape,
-      data: () => result.spec.tensors.get(role)!.load(),
-    })),
-    {
-      'geneprune.recovered-weights': JSON.stringify({
-        format: 'geneprune-recovered-weights',
-        version: 1,
-        damping: 0.01,
-      }),
-    },
+    p.model.spec,
+    result.spec,
+    [...masks.keys()],
+    maskSha256,
+    RECOVERY_DAMPING,
   );
   const reconstruction = result.layers.map((l) => ({
     layer: l.layer,
@@ -355,7 +351,7 @@ async function pruneInDir(
   let recovery: WeightPruneResult['recovery'];
   if (s.recover) {
     env.onStatus?.('recovery: refitting the kept weights on the calibration activations, layer by layer');
-    const rec = await recoverMasked(dir, p, s, masks, env);
+    const rec = await recoverMasked(dir, p, s, masks, state.maskSha256, env);
     env.onStatus?.('scoring the recovered model');
     const after = await scoreMasked(
       rec.spec,

@@ -220,6 +220,13 @@ export { writtenSparsity, zeroMaskedWeights } from './prune/weights.js';
 export type { FitnessKind } from './search/fitness.js';
 export type { Fidelity, QualityMetric } from './search/objective.js';
 export type { GenomeCodec, SearchSpace } from './search/space.js';
+export {
+  GA_PRESET,
+  type GaLayerReport,
+  type GaReport,
+  type GaScore,
+  geneticPrune,
+} from './spaces/weights/ga.js';
 export { createWeightSpace, type WeightSpace } from './spaces/weights/space.js';
 export { loadTokenizer } from './tokenizer/load.js';
 export type { Tokenizer } from './tokenizer/types.js';

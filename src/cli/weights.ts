@@ -120,6 +120,9 @@ Methods:
   random            each matrix loses round(s·n) weights drawn with --seed
   wanda             each output row loses its lowest |W|·‖X_j‖₂ (input norms on the calibration data, layer
                     by layer with earlier layers already pruned)
+  ga                the GenePrune paper's GA, block by block 0…L−1 (population 10, 5 steady-state
+                    iterations, λ 0.02, fitness 0.98·(−ppl/ppl_dense) + 0.02·block sparsity); --sparsity is
+                    its stop threshold, not a budget (no --pattern yet)
 With --pattern N:M every method keeps the N best of each group of M consecutive weights of a row instead
 (random: N at random), so global-magnitude equals magnitude there.
 

@@ -242,3 +242,21 @@ export function bitNsgaOperators(
     mutate: (g, rng) => flipMutation(g, mutationRate, rng),
   };
 }
+
+/**
+ * Single-point crossover on flattened genomes: a cut c drawn uniformly in [1, n − 1]; the first child is
+ * a[0, c) + b[c, n), the second b[0, c) + a[c, n). With probability 1 − `rate` the children are copies. A genome
+ * of fewer than two genes has no cut: the children are copies.
+ */
+export function singlePointCrossover(a: Genome, b: Genome, rate: number, rng: Rng): [Genome, Genome] {
+  if (a.length !== b.length) throw new Error('singlePointCrossover: parents differ in length');
+  if (a.length < 2 || rng.nextFloat() >= rate) return [a.slice(), b.slice()];
+  const cut = 1 + rng.nextInt(a.length - 1);
+  const c1 = new Uint8Array(a.length);
+  const c2 = new Uint8Array(a.length);
+  c1.set(a.subarray(0, cut));
+  c1.set(b.subarray(cut), cut);
+  c2.set(b.subarray(0, cut));
+  c2.set(a.subarray(cut), cut);
+  return [c1, c2];
+}

@@ -48,12 +48,18 @@ export interface WeightBaselineOutput {
   keeps: Uint8Array[];
   /** Forward passes the method itself ran (activation capture); 0 for data-free methods. */
   forwardPasses: number;
+  /** The method's own log (the GA's per-layer fitness), recorded in state.json and result.json. */
+  report?: unknown;
 }
 
 export interface WeightBaseline {
   readonly name: string;
   /** One line for --help and the README. */
   readonly summary: string;
+  /** False when the method cannot honour --pattern (refused in one line before anything is written). */
+  readonly supportsPattern?: boolean;
+  /** The method's fixed settings and rules, recorded in the run's config.json. */
+  readonly description?: Readonly<Record<string, unknown>>;
   select(input: WeightBaselineInput): Promise<WeightBaselineOutput>;
 }
 

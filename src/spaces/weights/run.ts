@@ -92,6 +92,8 @@ export interface WeightPruneResult {
   mask: string;
   maskSha256: string;
   seed: number;
+  /** The method's own log (`ga`: per block, the initial population's best and the fixed mask's fitness). */
+  methodReport?: unknown;
   resumed?: boolean;
   /**
    * `--recover`: the perplexities before recovery (calib / eval above are after it), the recovered weights' file,
@@ -137,6 +139,9 @@ async function runConfig(s: WeightPruneSettings, p: Prepared): Promise<RunConfig
     kind: WEIGHT_RUN_KIND,
     version: 1,
     method: s.method,
+    ...(weightBaseline(s.method)?.description
+      ? { methodDescription: weightBaseline(s.method)!.description }
+      : {}),
     settings: s,
     model: recorded.model,
     geneOrder:
@@ -155,6 +160,8 @@ interface MaskFixedState {
   /** The method's own forward passes and seconds. */
   forwardPasses: number;
   seconds: number;
+  /** The method's own log, when it keeps one (the GA's per-layer fitness). */
+  methodReport?: unknown;
 }
 
 function isMaskFixedState(v: unknown): v is MaskFixedState {
@@ -206,6 +213,7 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
     maskSha256: sha256,
     forwardPasses: out.forwardPasses,
     seconds: (performance.now() - t0) / 1000,
+    ...(out.report !== undefined ? { methodReport: out.report } : {}),
   };
   await saveState(dir, state);
   faultPoint('weights:mask-fixed');
@@ -326,7 +334,6 @@ async function pruneInDir(
   env: WeightPruneEnv,
   fixed?: MaskFixedState,
 ): Promise<WeightPruneResult> {
-  const t0 = performance.now();
   const maskPath = join(dir, WEIGHT_MASK_FILE);
   let masks: ReadonlyMap<string, Bitset>;
   let state: MaskFixedState;
@@ -341,6 +348,8 @@ async function pruneInDir(
   } else {
     ({ masks, state } = await fixMask(dir, s, p, env));
   }
+  // state.seconds already holds the method's time: count only what follows it.
+  const tScore = performance.now();
   const space = p.space;
   const genome = space.join(masks);
   env.onStatus?.('scoring the dense and the pruned model on the calibration data');
@@ -389,10 +398,11 @@ async function pruneInDir(
       densePerplexity: evalScore.densePerplexity,
     },
     forwardPasses: state.forwardPasses + passes,
-    seconds: state.seconds + (performance.now() - t0) / 1000,
+    seconds: state.seconds + (performance.now() - tScore) / 1000,
     mask: maskPath,
     maskSha256: state.maskSha256,
     seed: s.seed,
+    ...(state.methodReport !== undefined ? { methodReport: state.methodReport } : {}),
     ...(recovery ? { recovery } : {}),
   };
   faultPoint('weights:before-result');

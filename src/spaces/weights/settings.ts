@@ -9,7 +9,9 @@ import { COMPUTE_DTYPES } from '../../graph/weights.js';
 import { type NmPattern, parsePattern } from '../../masks/select.js';
 import type { RunDataSettings } from '../../runs/data.js';
 import { settingsFrom } from '../../runs/presets.js';
-import { weightBaselineNames } from './baselines.js';
+import { weightBaseline, weightBaselineNames } from './baselines.js';
+// The GA registers itself as a weights method.
+import './ga.js';
 
 export interface WeightPruneSettings extends RunDataSettings {
   /** A registered method (spaces/weights/baselines.ts): magnitude, global-magnitude, random, wanda. */
@@ -65,6 +67,9 @@ export function weightPruneSettings(opts: WeightPruneOptions): WeightPruneSettin
   if (!methods.includes(s.method))
     throw flagError('--method', `"${s.method}" is not one of ${methods.join(', ')}`);
   const pattern = patternOf(s);
+  if (pattern && weightBaseline(s.method)?.supportsPattern === false) {
+    throw flagError('--pattern', `the ${s.method} method does not support patterns yet`);
+  }
   if (pattern) {
     const implied = 1 - pattern.n / pattern.m;
     if (s.sparsity === undefined) s.sparsity = implied;

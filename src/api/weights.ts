@@ -20,7 +20,9 @@ import {
   type WeightPruneResult,
 } from '../spaces/weights/run.js';
 import {
+  WEIGHT_PRESETS,
   WEIGHT_PRUNE_DEFAULTS,
+  type WeightPreset,
   type WeightPruneOptions,
   type WeightPruneSettings,
   weightPruneSettings,
@@ -31,6 +33,7 @@ export type {
   WeightBaselineInput,
   WeightBaselineOutput,
   WeightGivenSetting,
+  WeightPreset,
   WeightPruneEnv,
   WeightPruneOptions,
   WeightPruneResult,
@@ -40,6 +43,7 @@ export {
   registerWeightBaseline,
   resumeWeightPrune,
   WEIGHT_MASK_FILE,
+  WEIGHT_PRESETS,
   WEIGHT_PRUNE_DEFAULTS,
   weightBaselineNames,
   weightPruneSettings,

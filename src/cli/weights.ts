@@ -4,6 +4,8 @@ import {
   pruneWeights,
   resumeWeightPrune,
   WEIGHT_MASK_FILE,
+  WEIGHT_PRESETS,
+  type WeightPreset,
   type WeightPruneEnv,
   type WeightPruneResult,
   type WeightPruneSettings,
@@ -49,6 +51,15 @@ const SETTING_FLAGS: ReadonlyArray<SettingFlag<Extract<keyof WeightPruneSettings
   ['recover', '--recover', 'recover', () => true],
 ];
 
+const PRESET_METHOD: Record<WeightPreset, string> = { geneprune: 'ga' };
+
+function presetOf(value: unknown): WeightPreset {
+  if (!WEIGHT_PRESETS.includes(value as WeightPreset)) {
+    throw flagError('--preset', `unknown preset "${String(value)}" (known: ${WEIGHT_PRESETS.join(', ')})`);
+  }
+  return value as WeightPreset;
+}
+
 const pct = (x: number) => `${(100 * x).toFixed(2)} %`;
 
 function printResult(r: WeightPruneResult): void {
@@ -85,6 +96,10 @@ export function registerWeights(program: Command): void {
     .option(
       '--sparsity <share>',
       'share of the prunable weights to prune, in [0, 1) (required unless --pattern gives it)',
+    )
+    .option(
+      '--preset <name>',
+      "geneprune: the GenePrune paper's GA with its printed settings (= --method ga: λ 0.02, population 10, 5 generations, 5 % initial sparsity, 5 % mutation, --sparsity as the stop threshold)",
     )
     .option('--pattern <N:M>', 'keep N of every M consecutive weights of a row, e.g. 2:4 (sparsity 1 − N/M)')
     .option(
@@ -145,11 +160,24 @@ Examples:
       let result: WeightPruneResult;
       if (typeof f.resume === 'string') {
         if (f.out) throw flagError('--out', 'give either --out (a new run) or --resume (an existing one)');
-        result = await resumeWeightPrune(f.resume, env, typedSettings(SETTING_FLAGS, f, cmd));
+        // --preset stands for the settings it sets, checked against the run's like any given flag.
+        const fromPreset =
+          f.preset === undefined
+            ? []
+            : [{ flag: '--preset', key: 'method' as const, value: PRESET_METHOD[presetOf(f.preset)] }];
+        result = await resumeWeightPrune(f.resume, env, typedSettings(SETTING_FLAGS, f, cmd, fromPreset));
       } else {
         if (typeof f.out !== 'string') throw flagError('--out', 'required: the run directory to create');
         const settings = parsedSettingFlags(SETTING_FLAGS, f) as Partial<WeightPruneSettings>;
-        result = await pruneWeights({ calib: '', eval: '', ...settings, ...env, out: f.out });
+        const preset = f.preset === undefined ? undefined : presetOf(f.preset);
+        result = await pruneWeights({
+          calib: '',
+          eval: '',
+          ...settings,
+          ...(preset ? { preset } : {}),
+          ...env,
+          out: f.out,
+        });
       }
       progress.done();
       if (f.json) process.stdout.write(`${JSON.stringify(result)}\n`);

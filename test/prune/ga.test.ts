@@ -19,6 +19,7 @@ import { advanceHidden, createLayerEvaluator, GA, type GaReport } from '../../sr
 import { weightPruneSettings } from '../../src/spaces/weights/settings.js';
 import { createRng } from '../../src/util/rng.js';
 import { tempDir } from '../checkpoint/helpers.js';
+import { assertOneLineError, runCli } from '../helpers/cli.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const tmp = tempDir('geneprune-ga-');
@@ -39,6 +40,30 @@ describe('single-point crossover', () => {
 });
 
 describe('weights --method ga on stories260K', { skip: skipUnlessShared(MODEL, CALIB, EVAL) }, () => {
+  test('--preset geneprune is the paper’s GA; it refuses another --method and unknown presets', () => {
+    assert.equal(
+      weightPruneSettings({ calib: 'c', eval: 'e', preset: 'geneprune', sparsity: 0.3 }).method,
+      'ga',
+    );
+    assert.throws(
+      () =>
+        weightPruneSettings({ calib: 'c', eval: 'e', preset: 'geneprune', method: 'wanda', sparsity: 0.3 }),
+      /paper's GA \(method ga\); it does not combine with --method wanda/,
+    );
+    const r = runCli([
+      'weights',
+      '--calib',
+      'c',
+      '--eval',
+      'e',
+      '--out',
+      join(tmp.dir, 'x'),
+      '--preset',
+      'sos',
+    ]);
+    assertOneLineError(r, 2, '--preset: unknown preset "sos" (known: geneprune)');
+  });
+
   test('refuses --pattern in one line', () => {
     assert.throws(
       () => weightPruneSettings({ calib: 'c', eval: 'e', method: 'ga', pattern: '2:4' }),

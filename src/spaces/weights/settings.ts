@@ -36,7 +36,17 @@ export const WEIGHT_PRUNE_DEFAULTS = {
   recover: false,
 } as const satisfies Partial<WeightPruneSettings>;
 
-export type WeightPruneOptions = Partial<WeightPruneSettings> & { calib: string; eval: string };
+/** Presets: `geneprune`, the GenePrune paper's GA with its printed settings (spaces/weights/ga.ts, GA_PRESET). */
+export const WEIGHT_PRESETS = ['geneprune'] as const;
+export type WeightPreset = (typeof WEIGHT_PRESETS)[number];
+const PRESET_SETTINGS: Record<WeightPreset, Partial<WeightPruneSettings>> = { geneprune: { method: 'ga' } };
+
+export type WeightPruneOptions = Partial<WeightPruneSettings> & {
+  calib: string;
+  eval: string;
+  /** Start from a preset's settings (`geneprune`: the paper's GA). */
+  preset?: WeightPreset;
+};
 
 /** The pattern a run's settings name, parsed (undefined: unstructured). */
 export function patternOf(s: Pick<WeightPruneSettings, 'pattern'>): NmPattern | undefined {
@@ -48,12 +58,19 @@ export function patternOf(s: Pick<WeightPruneSettings, 'pattern'>): NmPattern | 
 
 /** Fills defaults and checks the options against each other. Errors name the CLI flag. */
 export function weightPruneSettings(opts: WeightPruneOptions): WeightPruneSettings {
+  const { preset, ...given } = opts;
   const s = settingsFrom<WeightPruneSettings>(
     WEIGHT_PRUNE_DEFAULTS as unknown as Omit<WeightPruneSettings, 'calib' | 'eval'>,
-    {},
-    undefined,
-    opts,
+    PRESET_SETTINGS,
+    preset,
+    given as Partial<WeightPruneSettings>,
   );
+  if (preset === 'geneprune' && s.method !== 'ga') {
+    throw flagError(
+      '--preset',
+      `geneprune is the paper's GA (method ga); it does not combine with --method ${s.method}`,
+    );
+  }
   if (!s.calib)
     throw flagError(
       '--calib',

@@ -19,7 +19,7 @@ import { CALIB, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 const wanda = (sparsity: number) => (l: LinearToPrune) =>
   selectPerRow(wandaScores(l.weight, l.rows, l.cols, l.inputSquaredNorms), l.rows, l.cols, sparsity);
 
-async function calibration(spec: ModelSpec, tokenizer: Parameters<typeof tokenizePrefix>[1]) {
+async function calibration(tokenizer: Parameters<typeof tokenizePrefix>[1]) {
   const prefix = await tokenizePrefix(sharedPath(CALIB)!, tokenizer, 1025);
   const windows = makeWindows(prefix.tokens, 256, 1024, 'calib');
   return { windows, list: [...batches(windows, 2)] as TokenBatch[] };
@@ -38,7 +38,7 @@ describe('sequential layer-wise pruning', { skip: skipUnlessShared(MODEL, CALIB)
 
   test('Wanda masks of every layer equal the full graph’s, with earlier layers masked through mask inputs', async () => {
     const { spec, tokenizer } = await openModel(sharedPath(MODEL)!);
-    const { list } = await calibration(spec, tokenizer);
+    const { list } = await calibration(tokenizer);
     const result = await pruneSequentially(spec, { batches: list, select: wanda(0.5) });
     const prunable = [...result.masks.keys()];
     assert.equal(prunable.length, 5 * 7);
@@ -78,7 +78,7 @@ describe('sequential layer-wise pruning', { skip: skipUnlessShared(MODEL, CALIB)
 
   test('recovery lowers every linear’s reconstruction error and the calibration NLL', async () => {
     const { spec, tokenizer } = await openModel(sharedPath(MODEL)!);
-    const { windows, list } = await calibration(spec, tokenizer);
+    const { windows, list } = await calibration(tokenizer);
     const plain = await pruneSequentially(spec, { batches: list, select: wanda(0.5) });
     const recovered = await pruneSequentially(spec, { batches: list, select: wanda(0.5), recover: true });
     for (const layer of recovered.layers) {

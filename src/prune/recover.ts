@@ -17,6 +17,40 @@
 export interface RecoverOptions {
   /** Ridge damping as a fraction of mean(diag H) (default 0.01, SparseGPT's). */
   damping?: number;
+  /** The Gram matrix's factor from factorGram, when several linears share their input (q/k/v, gate/up). */
+  factor?: GramFactor;
+}
+
+/** What the column walk needs of an input's Gram matrix: computed once per input, shared by its linears. */
+export interface GramFactor {
+  /** U upper with (H + δI)⁻¹ = Uᵀ U, row-major [cols, cols]. */
+  u: Float64Array;
+  /** 1 for inputs that never fire (H_jj = 0): their weights become 0. */
+  dead: Uint8Array;
+}
+
+/**
+ * Factors H = XᵀX for the column walk: dead inputs get H_jj = 1, the diagonal is damped by δ = damping ·
+ * mean(diag H), and U is the upper Cholesky factor of (H + δI)⁻¹ — O(cols³), the expensive part of recovery.
+ */
+export function factorGram(gram: Float64Array, cols: number, damping = 0.01): GramFactor {
+  if (gram.length !== cols * cols) throw new Error(`Gram matrix must be ${cols}×${cols}`);
+  const h = Float64Array.from(gram);
+  const dead = new Uint8Array(cols);
+  let diagMean = 0;
+  for (let j = 0; j < cols; j++) diagMean += h[j * cols + j];
+  diagMean /= cols;
+  for (let j = 0; j < cols; j++) {
+    if (h[j * cols + j] === 0) {
+      h[j * cols + j] = 1;
+      dead[j] = 1;
+    }
+  }
+  const damp = damping * (diagMean > 0 ? diagMean : 1);
+  for (let j = 0; j < cols; j++) h[j * cols + j] += damp;
+  // Row j of U restricted to k ≥ j is the inverse Hessian of the inputs not yet walked, scaled by U_jj, so
+  // err · U_j,k is the optimal-brain-surgeon correction for zeroing w_rj.
+  return { u: upperCholesky(inverseFromCholesky(cholesky(h, cols), cols), cols), dead };
 }
 
 export interface RecoverResult {
@@ -110,23 +144,9 @@ export function recoverLinear(
   const masked = weight.map((v, i) => (keep[i] ? v : 0));
   const maskedError = reconstructionError(weight, masked, gram, rows, cols);
 
-  const h = Float64Array.from(gram);
+  const { u, dead } = opts.factor ?? factorGram(gram, cols, opts.damping);
   const w = Float64Array.from(weight);
-  let diagMean = 0;
-  for (let j = 0; j < cols; j++) diagMean += h[j * cols + j];
-  diagMean /= cols;
-  for (let j = 0; j < cols; j++) {
-    if (h[j * cols + j] === 0) {
-      h[j * cols + j] = 1;
-      for (let r = 0; r < rows; r++) w[r * cols + j] = 0;
-    }
-  }
-  const damp = (opts.damping ?? 0.01) * (diagMean > 0 ? diagMean : 1);
-  for (let j = 0; j < cols; j++) h[j * cols + j] += damp;
-  // U upper with (H + δI)⁻¹ = Uᵀ U: row j of U restricted to k ≥ j is the inverse Hessian of the inputs not yet
-  // walked, scaled by U_jj, so err · U_j,k is the optimal-brain-surgeon correction for zeroing w_rj.
-  const inv = inverseFromCholesky(cholesky(h, cols), cols);
-  const u = upperCholesky(inv, cols);
+  for (let j = 0; j < cols; j++) if (dead[j]) for (let r = 0; r < rows; r++) w[r * cols + j] = 0;
   for (let j = 0; j < cols; j++) {
     const ujj = u[j * cols + j];
     for (let r = 0; r < rows; r++) {

@@ -14,7 +14,7 @@ import { createRunner, type TokenBatch } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
 import { CAPTURE_POINTS, rolesOfCapturePoint } from '../graph/decoder.js';
 import { type ModelSpec, memoryTensor, type TensorSource } from '../model/spec.js';
-import { recoverLinear } from './recover.js';
+import { factorGram, type GramFactor, recoverLinear } from './recover.js';
 
 /** A prunable linear's weight, its shape and its input statistics, handed to a mask chooser. */
 export interface LinearToPrune {
@@ -85,11 +85,13 @@ export async function pruneSequentially(spec: ModelSpec, opts: SequentialOptions
     for (const point of CAPTURE_POINTS) {
       const stat = statOf(pass.stats, l, point);
       if (!stat) continue; // a layer without heads has no attention inputs
+      const gram = opts.recover ? stat : undefined;
+      // The linears reading this input share its Gram matrix, and so its factorization.
+      let factor: GramFactor | undefined;
       for (const role of rolesOfCapturePoint(l, point)) {
         const src = tensors.get(role);
         if (!src) continue;
         const [rows, cols] = src.shape;
-        const gram = opts.recover ? stat : undefined;
         const sq = gram ? Float64Array.from({ length: cols }, (_, j) => gram[j * cols + j]) : stat;
         const weight = Float32Array.from(await src.load());
         const keep = opts.select({ role, layer: l, rows, cols, weight, inputSquaredNorms: sq });
@@ -98,7 +100,8 @@ export async function pruneSequentially(spec: ModelSpec, opts: SequentialOptions
         let pruned: Float32Array;
         const entry: LinearReport = { role, sparsity: 1 - keep.reduce((a, b) => a + b, 0) / keep.length };
         if (gram) {
-          const r = recoverLinear(weight, keep, gram, rows, cols, { damping: opts.damping });
+          factor ??= factorGram(gram, cols, opts.damping);
+          const r = recoverLinear(weight, keep, gram, rows, cols, { factor });
           pruned = r.weight;
           entry.maskedError = r.maskedError;
           entry.recoveredError = r.error;

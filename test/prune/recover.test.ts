@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { cholesky, reconstructionError, recoverLinear } from '../../src/prune/recover.js';
+import { cholesky, factorGram, reconstructionError, recoverLinear } from '../../src/prune/recover.js';
 import { createRng } from '../../src/util/rng.js';
 
 /** X [tokens, cols] with correlated columns (each mixes a few shared factors), and H = XᵀX. */
@@ -143,5 +143,16 @@ describe('recovery with the mask fixed', () => {
     const got = recoverLinear(w, keep, h, 3, cols);
     assert.ok(got.error <= got.maskedError);
     for (let r = 0; r < 3; r++) if (got.recovered) assert.equal(got.weight[r * cols + 3], 0);
+  });
+
+  test('a factor shared by linears reading one input gives what each would compute alone', () => {
+    const { w, keep, h } = randomCase(6, 12, 50, 0.5);
+    const other = randomCase(4, 12, 51, 0.4);
+    const factor = factorGram(h, 12);
+    assert.deepEqual(recoverLinear(w, keep, h, 6, 12, { factor }), recoverLinear(w, keep, h, 6, 12));
+    assert.deepEqual(
+      recoverLinear(other.w, other.keep, h, 4, 12, { factor }),
+      recoverLinear(other.w, other.keep, h, 4, 12),
+    );
   });
 });

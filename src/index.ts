@@ -222,6 +222,7 @@ export { writtenSparsity, zeroMaskedWeights } from './prune/weights.js';
 export type { FitnessKind } from './search/fitness.js';
 export type { Fidelity, QualityMetric } from './search/objective.js';
 export type { GenomeCodec, SearchSpace } from './search/space.js';
+export type { BlockSearchProgress } from './spaces/weights/blockwise.js';
 export {
   GA_PRESET,
   type GaLayerReport,
@@ -229,6 +230,11 @@ export {
   type GaScore,
   geneticPrune,
 } from './spaces/weights/ga.js';
+export {
+  SEEDED_DEFAULTS,
+  type SeededLayerReport,
+  type SeededReport,
+} from './spaces/weights/seeded.js';
 export { createWeightSpace, type WeightSpace } from './spaces/weights/space.js';
 export { loadTokenizer } from './tokenizer/load.js';
 export type { Tokenizer } from './tokenizer/types.js';

@@ -53,13 +53,15 @@ export {
 export async function pruneWeights(
   opts: WeightPruneOptions & WeightPruneEnv & { out: string },
 ): Promise<WeightPruneResult> {
-  const { out, device, threads, memoryBudget, onStatus, onProgress, onNote, ...settings } = opts;
+  const { out, device, threads, memoryBudget, onStatus, onProgress, onSearchProgress, onNote, ...settings } =
+    opts;
   return runWeightPrune(out, weightPruneSettings(settings), {
     device,
     threads,
     memoryBudget,
     onStatus,
     onProgress,
+    onSearchProgress,
     onNote,
   });
 }

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import {
+  type BlockSearchProgress,
   flagError,
   pruneWeights,
   resumeWeightPrune,
@@ -49,7 +50,19 @@ const SETTING_FLAGS: ReadonlyArray<SettingFlag<Extract<keyof WeightPruneSettings
   ['batchSize', '--batch-size', 'batchSize', int()],
   ['dtype', '--dtype', 'dtype', (_flag, v) => parseComputeDtype(v)],
   ['recover', '--recover', 'recover', () => true],
+  ['population', '--population', 'population', int()],
+  ['generations', '--generations', 'generations', int(0)],
+  ['lambda', '--lambda', 'lambda', float],
+  ['mutationRate', '--mutation-rate', 'mutationRate', float],
 ];
+
+/** One progress line of a block search: where it is, how fit, how fast, how long still. */
+function searchProgressText(p: BlockSearchProgress): string {
+  const done = (p.layer + (p.generations > 0 ? p.generation / p.generations : 1)) / p.layers;
+  const eta = done > 0 ? (p.seconds / done) * (1 - done) : Number.NaN;
+  const rate = p.seconds > 0 ? p.evaluations / p.seconds : 0;
+  return `block ${p.layer + 1}/${p.layers} · generation ${p.generation}/${p.generations} · best calib ppl ${p.bestPerplexity.toFixed(4)} at ${(100 * p.bestSparsity).toFixed(1)} % · ${rate.toFixed(1)} evals/s · ETA ${Number.isFinite(eta) ? `${Math.round(eta)} s` : '?'}`;
+}
 
 const PRESET_METHOD: Record<WeightPreset, string> = { geneprune: 'ga' };
 
@@ -112,6 +125,16 @@ export function registerWeights(program: Command): void {
       '--recover',
       "after the mask is fixed, refit each pruned linear's kept weights to its dense outputs on the calibration data (least squares, layer by layer); reports both",
     )
+    .option('--population <n>', 'searching methods: individuals per block (ga 10, ga-wanda/ga-magnitude 8)')
+    .option(
+      '--generations <n>',
+      'searching methods: generations per block (ga: steady-state iterations, 5; seeded GAs 10)',
+    )
+    .option('--lambda <x>', 'ga: weight of sparsity in the fitness (1 − λ)·quality + λ·sparsity (0.02)')
+    .option(
+      '--mutation-rate <x>',
+      'ga: chance a kept weight is turned off (0.05); seeded GAs: share of pruned weights swapped per child (0.002)',
+    )
     .option('--calib-tokens <n>', 'calibration tokens the mask is scored on (default 8192)')
     .option('--eval-tokens <n>', 'evaluation tokens for the report (default: all)')
     .option('--ctx <n>', "context length per window (default: the model's, at most 512)")
@@ -137,7 +160,12 @@ Methods:
                     by layer with earlier layers already pruned)
   ga                the GenePrune paper's GA, block by block 0…L−1 (population 10, 5 steady-state
                     iterations, λ 0.02, fitness 0.98·(−ppl/ppl_dense) + 0.02·block sparsity); --sparsity is
-                    its stop threshold, not a budget (no --pattern yet)
+                    its stop threshold, not a budget; with --pattern N:M individuals are random N:M
+                    masks, crossover cuts between groups and mutation swaps inside a group
+  ga-wanda          a GA seeded with Wanda's mask, block by block: every candidate keeps the seed's count
+                    in every row (swaps of a kept and a pruned weight inside a row, row-wise crossover),
+                    fitness −calibration ppl; never worse on calibration than its seed
+  ga-magnitude      the same, seeded with the magnitude mask
 With --pattern N:M every method keeps the N best of each group of M consecutive weights of a row instead
 (random: N at random), so global-magnitude equals magnitude there.
 
@@ -155,7 +183,8 @@ Examples:
       const progress = progressLine(process.stderr, quiet);
       const env: WeightPruneEnv = {
         ...runEnvFromFlags(f, progress, quiet),
-        onProgress: (done, total) => progress.update(`${done}/${total} matrices`),
+        onProgress: (done, total, unit) => progress.update(`${done}/${total} ${unit ?? 'matrices'}`),
+        onSearchProgress: (p) => progress.update(searchProgressText(p)),
       };
       let result: WeightPruneResult;
       if (typeof f.resume === 'string') {

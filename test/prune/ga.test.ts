@@ -64,13 +64,6 @@ describe('weights --method ga on stories260K', { skip: skipUnlessShared(MODEL, C
     assertOneLineError(r, 2, '--preset: unknown preset "sos" (known: geneprune)');
   });
 
-  test('refuses --pattern in one line', () => {
-    assert.throws(
-      () => weightPruneSettings({ calib: 'c', eval: 'e', method: 'ga', pattern: '2:4' }),
-      /--pattern|patterns yet/,
-    );
-  });
-
   test('a run finishes; its mask is the GA’s, the same for the same seed; no block ends below its start', async () => {
     const common = {
       model: sharedPath(MODEL)!,

@@ -26,6 +26,7 @@ import { batches, defaultBatchSize, makeWindows } from '../../metrics/perplexity
 import type { ModelSpec } from '../../model/spec.js';
 import { pruneSequentially } from '../../prune/sequential.js';
 import type { Rng } from '../../util/rng.js';
+import type { BlockSearchProgress, CheckpointStore } from './blockwise.js';
 
 export interface WeightBaselineInput {
   spec: ModelSpec;
@@ -40,7 +41,24 @@ export interface WeightBaselineInput {
   calibration: { stream: readonly number[]; context: number; tokens: number };
   /** Where methods that run the model run it. */
   engine?: { device?: Device; threads?: number };
-  onProgress?: (done: number, total: number) => void;
+  /** After each matrix or layer (`unit` names which; default 'matrices'). */
+  onProgress?: (done: number, total: number, unit?: string) => void;
+  /** Searching methods: settings given by the user (each method has its defaults; see its description). */
+  search?: SearchOverrides;
+  /** Searching methods: where the state after each fixed block is kept, to resume a stopped run exactly. */
+  checkpoint?: CheckpointStore<unknown>;
+  /** Searching methods: after each generation. */
+  onSearchProgress?: (p: BlockSearchProgress) => void;
+}
+
+/** Settings of a searching method that the user may set (`--population`, `--generations`, ...). */
+export interface SearchOverrides {
+  population?: number;
+  generations?: number;
+  /** `ga`: λ of the fitness. */
+  lambda?: number;
+  /** `ga`: probability that a kept weight is turned off; seeded GAs: share of the pruned weights swapped. */
+  mutationRate?: number;
 }
 
 export interface WeightBaselineOutput {
@@ -58,6 +76,8 @@ export interface WeightBaseline {
   readonly summary: string;
   /** False when the method cannot honour --pattern (refused in one line before anything is written). */
   readonly supportsPattern?: boolean;
+  /** The SearchOverrides keys the method takes (others are refused in one line). */
+  readonly searchSettings?: ReadonlyArray<keyof SearchOverrides>;
   /** The method's fixed settings and rules, recorded in the run's config.json. */
   readonly description?: Readonly<Record<string, unknown>>;
   select(input: WeightBaselineInput): Promise<WeightBaselineOutput>;
@@ -168,7 +188,7 @@ export const WANDA: WeightBaseline = {
           ? selectNm(scores, lin.rows, lin.cols, input.pattern)
           : selectPerRow(scores, lin.rows, lin.cols, input.sparsity);
       },
-      onLayer: (r) => input.onProgress?.(r.layer + 1, L),
+      onLayer: (r) => input.onProgress?.(r.layer + 1, L, 'layers'),
     });
     const keeps = input.matrices.map((m) => {
       const keep = result.masks.get(m.role);

@@ -19,16 +19,19 @@
  *     the two worst of the population (so the best never gets worse);
  *   - stop early when the fittest individual's s_l reaches the threshold (`--sparsity`), checked after the
  *     initial population and after each iteration; the fittest individual is the block's mask.
+ * `--sparsity` is therefore a threshold, not a budget: the run reports the sparsity the GA reached.
  *
- * Candidates are scored by a suffix graph of blocks [l, L) fed the hidden states entering block l (computed once
- * per block with the earlier blocks' fixed masks), with block l's masks as graph inputs: one session per block,
- * and a candidate costs no forward of the blocks before it. `--sparsity` is therefore a threshold, not a budget:
- * the run reports the sparsity the GA reached.
+ * With `--pattern N:M` (decided here; the paper has no patterns): the initial genomes are random N:M masks,
+ * crossover is single-point with the cut on a group boundary, and mutation picks each group with probability
+ * `mutationRate` and swaps one of its kept weights with one of its pruned ones, so every individual stays N:M;
+ * the sparsity is then fixed at 1 − N/M, the threshold says nothing and every iteration runs.
+ *
+ * Candidates are scored layer-wise by suffix graphs (blockwise.ts), and the run can resume after any fixed block.
  */
-import { runBlock } from '../../engine/blocks.js';
-import { createRunner, type ModelRunner, type TokenBatch } from '../../engine/runner.js';
+import type { TokenBatch } from '../../engine/runner.js';
 import type { Device } from '../../engine/session.js';
-import { flagError, GenepruneError } from '../../errors.js';
+import { flagError } from '../../errors.js';
+import type { NmPattern } from '../../masks/select.js';
 import type { PrunableMatrix } from '../../masks/weights.js';
 import { batches, defaultBatchSize, makeWindows } from '../../metrics/perplexity.js';
 import type { ModelSpec } from '../../model/spec.js';
@@ -40,7 +43,18 @@ import {
   tournament,
 } from '../../search/operators.js';
 import type { Rng } from '../../util/rng.js';
-import { registerWeightBaseline, type WeightBaseline } from './baselines.js';
+import { registerWeightBaseline, type WeightBaseline, type WeightBaselineInput } from './baselines.js';
+import {
+  type BlockContext,
+  type BlockOutcome,
+  type BlockSearchProgress,
+  type CheckpointStore,
+  offShare,
+  searchBlockwise,
+} from './blockwise.js';
+import { groupSinglePointCrossover, groupSwapMutation, randomNmGenome } from './operators.js';
+
+export { advanceHidden, createLayerEvaluator, type LayerEvaluator } from './blockwise.js';
 
 /** The paper's settings (`--preset geneprune`); the threshold is the run's `--sparsity`. */
 export const GA_PRESET = {
@@ -92,122 +106,109 @@ export interface GaReport {
   layers: GaLayerReport[];
 }
 
-/** The matrices of one block, in mask-file order, and each one's first gene in the block's genome. */
-function blockMatrices(matrices: readonly PrunableMatrix[], layer: number) {
-  const ms = matrices.filter((m) => m.layer === layer);
-  const offsets: number[] = [];
-  let n = 0;
-  for (const m of ms) {
-    offsets.push(n);
-    n += m.rows * m.cols;
-  }
-  return { matrices: ms, offsets, genes: n };
-}
-
-/** The runner's weight-mask feeds of a block genome (views, not copies). */
-function blockFeeds(block: ReturnType<typeof blockMatrices>, genome: Uint8Array): Map<string, Uint8Array> {
-  return new Map(
-    block.matrices.map((m, i) => [
-      m.role,
-      genome.subarray(block.offsets[i], block.offsets[i] + m.rows * m.cols),
-    ]),
-  );
-}
-
-function offShare(g: Uint8Array): number {
-  let off = 0;
-  for (let i = 0; i < g.length; i++) off += g[i] ? 0 : 1;
-  return g.length === 0 ? 0 : off / g.length;
-}
-
-/**
- * Scores candidate masks of block `layer`: the calibration perplexity of blocks [layer, L) (the whole model when
- * layer is 0) fed `hidden`, with the block's matrices masked through graph inputs. Built once per block.
- */
-export interface LayerEvaluator {
-  perplexity(masks: ReadonlyMap<string, Uint8Array>): Promise<number>;
-  /** Batches run so far. */
-  passes(): number;
-  release(): Promise<void>;
-}
-
-export async function createLayerEvaluator(
-  spec: ModelSpec,
-  layer: number,
-  roles: readonly string[],
-  list: readonly TokenBatch[],
-  hidden: readonly Float32Array[] | undefined,
-  engine: { device?: Device; threads?: number } = {},
-): Promise<LayerEvaluator> {
-  const L = spec.config.numLayers;
-  if (layer > 0 && hidden?.length !== list.length) {
-    throw new GenepruneError(
-      'internal',
-      `block ${layer} needs hidden states for each of ${list.length} batches`,
-    );
-  }
-  const runner: ModelRunner = await createRunner(spec, {
-    ...engine,
-    output: 'nll',
-    layers: [layer, L],
-    weightMasks: [...roles],
-  });
-  let passes = 0;
-  return {
-    async perplexity(masks) {
-      let sum = 0;
-      let count = 0;
-      for (const [b, batch] of list.entries()) {
-        const input = layer > 0 ? { ...batch, hidden: hidden![b] } : batch;
-        const nll = await runner.run(input, { weightMasks: new Map(masks) });
-        passes++;
-        const valid = batch.valid;
-        for (let i = 0; i < nll.length; i++) {
-          if (valid && !valid[i]) continue;
-          sum += nll[i];
-          count++;
-        }
-      }
-      const ppl = Math.exp(sum / count);
-      return Number.isFinite(ppl) ? ppl : Number.POSITIVE_INFINITY;
-    },
-    passes: () => passes,
-    release: () => runner.release(),
-  };
-}
-
-/** The hidden states leaving block `layer` with its matrices masked by `masks` (input `hidden` past block 0). */
-export async function advanceHidden(
-  spec: ModelSpec,
-  layer: number,
-  list: readonly TokenBatch[],
-  hidden: readonly Float32Array[] | undefined,
-  masks: ReadonlyMap<string, Uint8Array>,
-  engine: { device?: Device; threads?: number } = {},
-): Promise<Float32Array[]> {
-  const block = await createRunner(spec, {
-    ...engine,
-    output: 'hidden',
-    layers: [layer, layer + 1],
-    weightMasks: [...masks.keys()],
-  });
-  const pass = await runBlock(block, list, {
-    ...(hidden ? { hidden } : {}),
-    masks: { weightMasks: new Map(masks) },
-  }).finally(() => block.release());
-  return pass.hidden!;
-}
-
 export interface GaInput {
   spec: ModelSpec;
   matrices: readonly PrunableMatrix[];
-  /** The stop threshold on a block's sparsity. */
+  /** The stop threshold on a block's sparsity (unused with a pattern: its sparsity is fixed). */
   threshold: number;
+  /** N:M: every individual keeps N of each group of M; crossover cuts on group boundaries, mutation swaps. */
+  pattern?: NmPattern;
   batches: readonly TokenBatch[];
   rng: Rng;
   settings?: Partial<GaSettings>;
   engine?: { device?: Device; threads?: number };
+  checkpoint?: CheckpointStore<GaLayerReport>;
   onLayer?: (report: GaLayerReport, layers: number) => void;
+  onProgress?: (p: BlockSearchProgress) => void;
+}
+
+/** Checks a GA's settings (errors name the CLI flags). */
+export function checkGaSettings(s: GaSettings): void {
+  if (!(Number.isInteger(s.population) && s.population >= 4 && s.population <= 10000)) {
+    throw flagError('--population', `the GA needs an integer population in [4, 10000], got ${s.population}`);
+  }
+  if (!(Number.isInteger(s.generations) && s.generations >= 0 && s.generations <= 1e6)) {
+    throw flagError('--generations', `must be an integer ≥ 0, got ${s.generations}`);
+  }
+  if (!(s.lambda >= 0 && s.lambda <= 1)) throw flagError('--lambda', `must lie in [0, 1], got ${s.lambda}`);
+  if (!(s.mutationRate >= 0 && s.mutationRate <= 1)) {
+    throw flagError('--mutation-rate', `must lie in [0, 1], got ${s.mutationRate}`);
+  }
+}
+
+/** The paper's steady-state GA on one block (see the file's comment). */
+async function searchBlock(
+  ctx: BlockContext,
+  s: GaSettings,
+  threshold: number,
+  pattern: NmPattern | undefined,
+): Promise<BlockOutcome<GaLayerReport>> {
+  const { block, rng, densePerplexity } = ctx;
+  const score = async (g: Uint8Array): Promise<GaScore> => {
+    const perplexity = await ctx.perplexity(g);
+    const sparsity = offShare(g);
+    const fitness = (1 - s.lambda) * (-perplexity / densePerplexity) + s.lambda * sparsity;
+    return { fitness: Number.isNaN(fitness) ? Number.NEGATIVE_INFINITY : fitness, perplexity, sparsity };
+  };
+  const remove = Math.round(s.initialSparsity * block.genes);
+  const pop = Array.from({ length: s.population }, () =>
+    pattern ? randomNmGenome(block.genes, pattern.n, pattern.m, rng) : randomGenome(block.genes, remove, rng),
+  );
+  const scores: GaScore[] = [];
+  for (const g of pop) scores.push(await score(g));
+  const fittest = () => {
+    let b = 0;
+    for (let i = 1; i < pop.length; i++) if (byFitnessDesc(scores[i].fitness, scores[b].fitness) < 0) b = i;
+    return b;
+  };
+  const initialBest = scores[fittest()];
+  let iterations = 0;
+  let evaluations = pop.length;
+  // With a pattern every individual sits at 1 − N/M: the threshold says nothing, all iterations run.
+  const reachedNow = () => !pattern && scores[fittest()].sparsity >= threshold;
+  let reached = reachedNow();
+  ctx.generation(0, s.generations, scores[fittest()]);
+  while (!reached && iterations < s.generations) {
+    const fitness = scores.map((x) => x.fitness);
+    const a = tournament(fitness, s.tournamentSize, rng);
+    const others = fitness.map((f, i) => (i === a ? Number.NEGATIVE_INFINITY : f));
+    let b = tournament(others, s.tournamentSize, rng);
+    if (b === a) b = (a + 1) % pop.length;
+    const children = pattern
+      ? groupSinglePointCrossover(pop[a], pop[b], pattern.m, s.crossoverRate, rng).map((c) =>
+          groupSwapMutation(c, pattern.m, s.mutationRate, rng),
+        )
+      : singlePointCrossover(pop[a], pop[b], s.crossoverRate, rng).map((c) =>
+          mutate(c, s.mutationRate, rng, 1),
+        );
+    const childScores = [await score(children[0]), await score(children[1])];
+    evaluations += 2;
+    // The two worst (the later one first on ties), then the children take their places.
+    const order = pop
+      .map((_, i) => i)
+      .sort((x, y) => byFitnessDesc(scores[x].fitness, scores[y].fitness) || y - x);
+    const worst = order.slice(-2);
+    for (const [k, i] of worst.entries()) {
+      pop[i] = children[k];
+      scores[i] = childScores[k];
+    }
+    iterations++;
+    reached = reachedNow();
+    ctx.generation(iterations, s.generations, scores[fittest()]);
+  }
+  const bi = fittest();
+  return {
+    genome: pop[bi],
+    report: {
+      layer: block.layer,
+      genes: block.genes,
+      initialBest,
+      best: scores[bi],
+      iterations,
+      evaluations,
+      reachedThreshold: reached,
+    },
+  };
 }
 
 /** The layer-wise GA: one keep-array per matrix (in `matrices` order), the per-block log, the passes run. */
@@ -215,116 +216,65 @@ export async function geneticPrune(
   input: GaInput,
 ): Promise<{ keeps: Uint8Array[]; report: GaReport; forwardPasses: number }> {
   const s: GaSettings = { ...GA_PRESET, ...input.settings };
-  if (!(Number.isInteger(s.population) && s.population >= 4)) {
-    throw new GenepruneError('internal', `the GA needs a population of at least 4, got ${s.population}`);
-  }
-  const { spec, rng } = input;
-  const L = spec.config.numLayers;
-  const keepOf = new Map<string, Uint8Array>();
-  const layers: GaLayerReport[] = [];
-  let hidden: Float32Array[] | undefined;
-  let densePerplexity = Number.NaN;
-  let passes = 0;
-  for (let l = 0; l < L; l++) {
-    const block = blockMatrices(input.matrices, l);
-    const roles = block.matrices.map((m) => m.role);
-    const evaluator = await createLayerEvaluator(spec, l, roles, input.batches, hidden, input.engine);
-    let best: Uint8Array;
-    try {
-      if (l === 0) densePerplexity = await evaluator.perplexity(new Map());
-      const score = async (g: Uint8Array): Promise<GaScore> => {
-        const perplexity = await evaluator.perplexity(blockFeeds(block, g));
-        const sparsity = offShare(g);
-        const fitness = (1 - s.lambda) * (-perplexity / densePerplexity) + s.lambda * sparsity;
-        return { fitness: Number.isNaN(fitness) ? Number.NEGATIVE_INFINITY : fitness, perplexity, sparsity };
-      };
-      const remove = Math.round(s.initialSparsity * block.genes);
-      const pop = Array.from({ length: s.population }, () => randomGenome(block.genes, remove, rng));
-      const scores: GaScore[] = [];
-      for (const g of pop) scores.push(await score(g));
-      const fittest = () => {
-        let b = 0;
-        for (let i = 1; i < pop.length; i++)
-          if (byFitnessDesc(scores[i].fitness, scores[b].fitness) < 0) b = i;
-        return b;
-      };
-      const initialBest = scores[fittest()];
-      let iterations = 0;
-      let evaluations = pop.length;
-      let reached = scores[fittest()].sparsity >= input.threshold;
-      while (!reached && iterations < s.generations) {
-        const fitness = scores.map((x) => x.fitness);
-        const a = tournament(fitness, s.tournamentSize, rng);
-        const others = fitness.map((f, i) => (i === a ? Number.NEGATIVE_INFINITY : f));
-        let b = tournament(others, s.tournamentSize, rng);
-        if (b === a) b = (a + 1) % pop.length;
-        const children = singlePointCrossover(pop[a], pop[b], s.crossoverRate, rng).map((c) =>
-          mutate(c, s.mutationRate, rng, 1),
-        );
-        const childScores = [await score(children[0]), await score(children[1])];
-        evaluations += 2;
-        // The two worst (the later one first on ties), then the children take their places.
-        const order = pop
-          .map((_, i) => i)
-          .sort((x, y) => byFitnessDesc(scores[x].fitness, scores[y].fitness) || y - x);
-        const worst = order.slice(-2);
-        for (const [k, i] of worst.entries()) {
-          pop[i] = children[k];
-          scores[i] = childScores[k];
-        }
-        iterations++;
-        reached = scores[fittest()].sparsity >= input.threshold;
-      }
-      const bi = fittest();
-      best = pop[bi];
-      const report: GaLayerReport = {
-        layer: l,
-        genes: block.genes,
-        initialBest,
-        best: scores[bi],
-        iterations,
-        evaluations,
-        reachedThreshold: reached,
-      };
-      layers.push(report);
-      input.onLayer?.(report, L);
-    } finally {
-      passes += evaluator.passes();
-      await evaluator.release();
-    }
-    for (const [role, keep] of blockFeeds(block, best)) keepOf.set(role, keep.slice());
-    if (l < L - 1) {
-      hidden = await advanceHidden(spec, l, input.batches, hidden, blockFeeds(block, best), input.engine);
-      passes += input.batches.length;
-    }
-  }
-  const keeps = input.matrices.map((m) => {
-    const k = keepOf.get(m.role);
-    if (!k) throw new GenepruneError('internal', `the GA chose no mask for ${m.role}`);
-    return k;
+  checkGaSettings(s);
+  const out = await searchBlockwise<GaLayerReport>({
+    spec: input.spec,
+    matrices: input.matrices,
+    batches: input.batches,
+    rng: input.rng,
+    ...(input.engine ? { engine: input.engine } : {}),
+    ...(input.checkpoint ? { checkpoint: input.checkpoint } : {}),
+    search: (ctx) => searchBlock(ctx, s, input.threshold, input.pattern),
+    onBlock: (r, _l, L) => input.onLayer?.(r, L),
+    ...(input.onProgress ? { onProgress: input.onProgress } : {}),
   });
-  return { keeps, report: { densePerplexity, layers }, forwardPasses: passes };
+  return {
+    keeps: out.keeps,
+    report: { densePerplexity: out.densePerplexity, layers: out.reports },
+    forwardPasses: out.forwardPasses,
+  };
+}
+
+/** The calibration batches a searching method scores candidates on. */
+export function calibrationBatches(input: WeightBaselineInput): TokenBatch[] {
+  const { stream, context, tokens } = input.calibration;
+  const windows = makeWindows(stream, context, tokens, 'calibration data');
+  return [...batches(windows, defaultBatchSize(context, input.spec.config.vocabSize))];
+}
+
+/** The GA settings of a run: the preset with the user's overrides. */
+function gaSettingsOf(input: WeightBaselineInput): GaSettings {
+  const o = input.search ?? {};
+  return {
+    ...GA_PRESET,
+    ...(o.population !== undefined ? { population: o.population } : {}),
+    ...(o.generations !== undefined ? { generations: o.generations } : {}),
+    ...(o.lambda !== undefined ? { lambda: o.lambda } : {}),
+    ...(o.mutationRate !== undefined ? { mutationRate: o.mutationRate } : {}),
+  };
 }
 
 export const GA: WeightBaseline = {
   name: 'ga',
   summary:
     "the GenePrune paper's GA, block by block (population 10, 5 steady-state iterations, λ 0.02); --sparsity is its stop threshold",
-  supportsPattern: false,
+  supportsPattern: true,
+  searchSettings: ['population', 'generations', 'lambda', 'mutationRate'],
   description: GA_DESCRIPTION,
   async select(input) {
-    if (input.pattern) throw flagError('--pattern', 'the ga method does not support patterns yet');
-    const { stream, context, tokens } = input.calibration;
-    const windows = makeWindows(stream, context, tokens, 'calibration data');
-    const list: TokenBatch[] = [...batches(windows, defaultBatchSize(context, input.spec.config.vocabSize))];
+    const list = calibrationBatches(input);
     const out = await geneticPrune({
       spec: input.spec,
       matrices: input.matrices,
       threshold: input.sparsity,
+      ...(input.pattern ? { pattern: input.pattern } : {}),
       batches: list,
       rng: input.rng,
+      settings: gaSettingsOf(input),
       ...(input.engine ? { engine: input.engine } : {}),
-      onLayer: (r, L) => input.onProgress?.(r.layer + 1, L),
+      ...(input.checkpoint ? { checkpoint: input.checkpoint as CheckpointStore<GaLayerReport> } : {}),
+      onLayer: (r, L) => input.onProgress?.(r.layer + 1, L, 'blocks'),
+      ...(input.onSearchProgress ? { onProgress: input.onSearchProgress } : {}),
     });
     return { keeps: out.keeps, forwardPasses: out.forwardPasses, report: out.report };
   },

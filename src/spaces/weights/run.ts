@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import type { TokenBatch } from '../../engine/runner.js';
 import { fileError, flagError, GenepruneError } from '../../errors.js';
 import type { Bitset } from '../../masks/bitset.js';
-import { unpackBits } from '../../masks/bitset.js';
+import { bitsetBytes, bitsetFromBytes, createBitset, unpackBits, unpackRange } from '../../masks/bitset.js';
 import { writeRecoveredWeights } from '../../masks/recovered.js';
 import type { NmPattern } from '../../masks/select.js';
 import { loadWeightMaskFile, patternText, writeWeightMaskFile } from '../../masks/weightfile.js';
@@ -42,9 +42,10 @@ import {
   WEIGHT_RUN_KIND,
 } from '../../runs/rundir.js';
 import { createObjective } from '../../search/objective.js';
-import { faultPoint, sha256File, writeJsonAtomic } from '../../util/fs.js';
+import { faultPoint, sha256File, writeBytesAtomic, writeJsonAtomic } from '../../util/fs.js';
 import { createRng } from '../../util/rng.js';
 import { weightBaseline } from './baselines.js';
+import type { BlockCheckpoint, BlockSearchProgress, CheckpointStore } from './blockwise.js';
 import { patternOf, type WeightPruneSettings } from './settings.js';
 import { createWeightSpace, type WeightSpace } from './space.js';
 
@@ -56,7 +57,9 @@ export interface WeightPruneEnv extends RunEnv {
   onStatus?: (line: string) => void;
   /** Things the user should see even when quiet: a stale lock taken over, leftovers removed. */
   onNote?: (line: string) => void;
-  onProgress?: (done: number, total: number) => void;
+  onProgress?: (done: number, total: number, unit?: string) => void;
+  /** Searching methods: after each generation of each block. */
+  onSearchProgress?: (p: BlockSearchProgress) => void;
 }
 
 /** A perplexity of the dense and the pruned model on one data set. */
@@ -177,6 +180,103 @@ function isMaskFixedState(v: unknown): v is MaskFixedState {
   );
 }
 
+/** A searching method's state after each fixed block: the fixed matrices' bits, and the rest in JSON. */
+export const SEARCH_BLOCKS_FILE = 'search-blocks.bin';
+export const SEARCH_STATE_FILE = 'search-state.json';
+
+interface SearchStateFile {
+  version: 1;
+  method: string;
+  done: number;
+  /** How many matrices (the first of the run's list) the bits file holds, and its sha256. */
+  matrices: number;
+  blocksSha256: string;
+  rngState: number[];
+  reports: unknown[];
+  densePerplexity: number;
+  forwardPasses: number;
+  evaluations: number;
+  seconds: number;
+}
+
+/**
+ * The checkpoint of a block-wise search in the run directory: SEARCH_BLOCKS_FILE (the fixed blocks' keep bits,
+ * matrix after matrix, packed) written first, then SEARCH_STATE_FILE naming its sha256, both atomically, so a
+ * stop at any moment leaves either the previous checkpoint or the new one.
+ */
+function searchCheckpoint(dir: string, method: string, matrices: readonly { rows: number; cols: number }[]) {
+  const statePath = join(dir, SEARCH_STATE_FILE);
+  const bitsPath = join(dir, SEARCH_BLOCKS_FILE);
+  const store: CheckpointStore<unknown> = {
+    async read() {
+      const st = (await readJsonIfPresent(statePath, SEARCH_STATE_FILE)) as SearchStateFile | undefined;
+      if (st === undefined) return undefined;
+      const bad = (why: string) => fileError(statePath, `${why}; remove it to search again from block 0`);
+      if (
+        st?.version !== 1 ||
+        st.method !== method ||
+        !Number.isSafeInteger(st.done) ||
+        !Number.isSafeInteger(st.matrices) ||
+        st.matrices > matrices.length ||
+        !Array.isArray(st.reports) ||
+        st.reports.length !== st.done ||
+        !Array.isArray(st.rngState)
+      ) {
+        throw bad('is corrupt or belongs to another method');
+      }
+      if ((await sha256File(bitsPath).catch(() => '')) !== st.blocksSha256) {
+        throw bad(`does not match ${SEARCH_BLOCKS_FILE} (missing or changed)`);
+      }
+      const lengths = matrices.slice(0, st.matrices).map((m) => m.rows * m.cols);
+      const total = lengths.reduce((a, b) => a + b, 0);
+      const bits = bitsetFromBytes(new Uint8Array(await readFile(bitsPath)), total);
+      const keeps: Uint8Array[] = [];
+      let at = 0;
+      for (const n of lengths) {
+        keeps.push(unpackRange(bits, at, n));
+        at += n;
+      }
+      const cp: BlockCheckpoint<unknown> = {
+        done: st.done,
+        keeps,
+        rngState: st.rngState,
+        reports: st.reports,
+        densePerplexity: st.densePerplexity,
+        forwardPasses: st.forwardPasses,
+        evaluations: st.evaluations,
+        seconds: st.seconds,
+      };
+      return cp;
+    },
+    async write(cp) {
+      const bits = createBitset(cp.keeps.reduce((a, k) => a + k.length, 0));
+      let at = 0;
+      for (const k of cp.keeps) {
+        for (let i = 0; i < k.length; i++, at++) if (k[i]) bits.words[at >>> 5] |= 1 << (at & 31);
+      }
+      const bytes = bitsetBytes(bits);
+      await writeBytesAtomic(bitsPath, bytes);
+      const st: SearchStateFile = {
+        version: 1,
+        method,
+        done: cp.done,
+        matrices: cp.keeps.length,
+        blocksSha256: await sha256File(bitsPath),
+        rngState: cp.rngState,
+        reports: cp.reports,
+        densePerplexity: cp.densePerplexity,
+        forwardPasses: cp.forwardPasses,
+        evaluations: cp.evaluations,
+        seconds: cp.seconds,
+      };
+      await writeJsonAtomic(statePath, st);
+      faultPoint('weights:block-fixed');
+      faultPoint(`weights:block-fixed:${cp.done}`);
+    },
+  };
+  return store;
+}
+
 /** Chooses the mask, writes it into the run directory and records the fixed state. */
 async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: WeightPruneEnv) {
   const method = weightBaseline(s.method);
@@ -191,11 +291,17 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
     rng: createRng(s.seed),
     calibration: { stream: p.stream, context: p.context, tokens: p.calibTokens },
     engine: { device: env.device, threads: env.threads },
-    onProgress: (done, total) => env.onProgress?.(done, total),
+    onProgress: (done, total, unit) => env.onProgress?.(done, total, unit),
+    search: {
+      ...(s.population !== undefined ? { population: s.population } : {}),
+      ...(s.generations !== undefined ? { generations: s.generations } : {}),
+      ...(s.lambda !== undefined ? { lambda: s.lambda } : {}),
+      ...(s.mutationRate !== undefined ? { mutationRate: s.mutationRate } : {}),
+    },
+    checkpoint: searchCheckpoint(dir, s.method, p.space.matrices),
+    ...(env.onSearchProgress ? { onSearchProgress: env.onSearchProgress } : {}),
   });
   const masks = weightMasksFromKeeps(p.space.matrices, out.keeps);
-  // Recovery (`--recover`, to come) belongs here: the mask is fixed, the kept weights are reconstructed on
-  // calibration activations, and what follows scores the recovered weights.
   const { sha256 } = await writeWeightMaskFile(join(dir, WEIGHT_MASK_FILE), p.model.spec, masks, {
     ...(p.pattern ? { pattern: p.pattern } : {}),
     info: {
@@ -301,7 +407,7 @@ async function recoverMasked(
       if (!m) throw new GenepruneError('internal', `no mask for ${lin.role}`);
       return unpackBits(m);
     },
-    onLayer: (r) => env.onProgress?.(r.layer + 1, L),
+    onLayer: (r) => env.onProgress?.(r.layer + 1, L, 'layers recovered'),
   });
   const path = join(dir, RECOVERED_WEIGHTS_FILE);
   await writeRecoveredWeights(

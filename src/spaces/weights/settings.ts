@@ -10,8 +10,9 @@ import { type NmPattern, parsePattern } from '../../masks/select.js';
 import type { RunDataSettings } from '../../runs/data.js';
 import { settingsFrom } from '../../runs/presets.js';
 import { weightBaseline, weightBaselineNames } from './baselines.js';
-// The GA registers itself as a weights method.
+// The searching methods register themselves as weights methods.
 import './ga.js';
+import './seeded.js';
 
 export interface WeightPruneSettings extends RunDataSettings {
   /** A registered method (spaces/weights/baselines.ts): magnitude, global-magnitude, random, wanda. */
@@ -26,7 +27,23 @@ export interface WeightPruneSettings extends RunDataSettings {
    * activations (prune/recover.ts, sequential as prune/sequential.ts walks the layers).
    */
   recover?: boolean;
+  /** Searching methods (`ga`, `ga-wanda`, `ga-magnitude`): population size (method default when absent). */
+  population?: number;
+  /** Searching methods: generations (steady-state iterations for `ga`) per block. */
+  generations?: number;
+  /** `ga`: λ of the fitness (1 − λ)·quality + λ·sparsity. */
+  lambda?: number;
+  /** `ga`: probability that mutation turns a kept weight off; seeded GAs: share of pruned weights swapped. */
+  mutationRate?: number;
 }
+
+/** The search settings and their flags (each refused for a method that does not take it). */
+export const SEARCH_SETTING_FLAGS = [
+  ['population', '--population'],
+  ['generations', '--generations'],
+  ['lambda', '--lambda'],
+  ['mutationRate', '--mutation-rate'],
+] as const;
 
 export const WEIGHT_PRUNE_DEFAULTS = {
   method: 'magnitude',
@@ -117,5 +134,30 @@ export function weightPruneSettings(opts: WeightPruneOptions): WeightPruneSettin
       throw flagError(flag, `must be an integer ≥ 1, got ${v}`);
   }
   if (!Number.isSafeInteger(s.seed)) throw flagError('--seed', `must be an integer, got ${s.seed}`);
+  const takes = weightBaseline(s.method)?.searchSettings ?? [];
+  for (const [key, flag] of SEARCH_SETTING_FLAGS) {
+    const v = s[key];
+    if (v === undefined) continue;
+    if (!takes.includes(key)) {
+      throw flagError(
+        flag,
+        takes.length === 0
+          ? `the ${s.method} method does not search (it takes no ${flag})`
+          : `the ${s.method} method does not take ${flag} (it takes ${takes.map((k) => SEARCH_SETTING_FLAGS.find(([x]) => x === k)![1]).join(', ')})`,
+      );
+    }
+    const integer = key === 'population' || key === 'generations';
+    const ok = integer
+      ? Number.isSafeInteger(v) && v >= (key === 'population' ? 4 : 0)
+      : typeof v === 'number' && v >= 0 && v <= 1;
+    if (!ok) {
+      throw flagError(
+        flag,
+        integer
+          ? `must be an integer ≥ ${key === 'population' ? 4 : 0}, got ${v}`
+          : `must lie in [0, 1], got ${v}`,
+      );
+    }
+  }
   return s;
 }

@@ -1,0 +1,321 @@
+/**
+ * Block-by-block weight-mask search, the frame every searching weights method shares (`ga`, `ga-wanda`,
+ * `ga-magnitude`): for l = 0 … L−1 a method searches the masks of block l's prunable matrices (one genome: the
+ * block's q k v o gate up down flattened in mask-file order, each [out, in] row-major), with blocks < l fixed at
+ * their chosen masks and blocks > l dense; the best genome is fixed before block l + 1 is searched.
+ *
+ * Layer-wise evaluation: a candidate of block l is scored by a suffix graph of blocks [l, L) fed the hidden
+ * states entering block l, which are computed once per block (with the earlier blocks' fixed masks), with block
+ * l's masks as graph inputs — one session per block, and no candidate pays a forward of the blocks before it.
+ *
+ * Resume: after each fixed block the frame hands the masks chosen so far, the rng's state and the methods' logs
+ * to `checkpoint.write`; a run restarted from that checkpoint recomputes the cached hidden states of the fixed
+ * blocks (l block passes, not counted in `forwardPasses`) and continues with the next block exactly as the
+ * uninterrupted run would have.
+ */
+import { runBlock } from '../../engine/blocks.js';
+import { createRunner, type ModelRunner, type TokenBatch } from '../../engine/runner.js';
+import type { Device } from '../../engine/session.js';
+import { GenepruneError } from '../../errors.js';
+import type { PrunableMatrix } from '../../masks/weights.js';
+import type { ModelSpec } from '../../model/spec.js';
+import type { Rng } from '../../util/rng.js';
+
+/** The matrices of one block, in mask-file order, and each one's first gene in the block's genome. */
+export interface BlockLayout {
+  layer: number;
+  matrices: PrunableMatrix[];
+  offsets: number[];
+  genes: number;
+}
+
+export function blockLayout(matrices: readonly PrunableMatrix[], layer: number): BlockLayout {
+  const ms = matrices.filter((m) => m.layer === layer);
+  const offsets: number[] = [];
+  let n = 0;
+  for (const m of ms) {
+    offsets.push(n);
+    n += m.rows * m.cols;
+  }
+  return { layer, matrices: ms, offsets, genes: n };
+}
+
+/** The runner's weight-mask feeds of a block genome (views, not copies). */
+export function blockFeeds(block: BlockLayout, genome: Uint8Array): Map<string, Uint8Array> {
+  return new Map(
+    block.matrices.map((m, i) => [
+      m.role,
+      genome.subarray(block.offsets[i], block.offsets[i] + m.rows * m.cols),
+    ]),
+  );
+}
+
+/** Share of a genome's genes that are 0 (pruned). */
+export function offShare(g: Uint8Array): number {
+  let off = 0;
+  for (let i = 0; i < g.length; i++) off += g[i] ? 0 : 1;
+  return g.length === 0 ? 0 : off / g.length;
+}
+
+/**
+ * Scores candidate masks of block `layer`: the calibration perplexity of blocks [layer, L) (the whole model when
+ * layer is 0) fed `hidden`, with the block's matrices masked through graph inputs. Built once per block.
+ */
+export interface LayerEvaluator {
+  perplexity(masks: ReadonlyMap<string, Uint8Array>): Promise<number>;
+  /** Batches run so far. */
+  passes(): number;
+  release(): Promise<void>;
+}
+
+export async function createLayerEvaluator(
+  spec: ModelSpec,
+  layer: number,
+  roles: readonly string[],
+  list: readonly TokenBatch[],
+  hidden: readonly Float32Array[] | undefined,
+  engine: { device?: Device; threads?: number } = {},
+): Promise<LayerEvaluator> {
+  const L = spec.config.numLayers;
+  if (layer > 0 && hidden?.length !== list.length) {
+    throw new GenepruneError(
+      'internal',
+      `block ${layer} needs hidden states for each of ${list.length} batches`,
+    );
+  }
+  const runner: ModelRunner = await createRunner(spec, {
+    ...engine,
+    output: 'nll',
+    layers: [layer, L],
+    weightMasks: [...roles],
+  });
+  let passes = 0;
+  return {
+    async perplexity(masks) {
+      let sum = 0;
+      let count = 0;
+      for (const [b, batch] of list.entries()) {
+        const input = layer > 0 ? { ...batch, hidden: hidden![b] } : batch;
+        const nll = await runner.run(input, { weightMasks: new Map(masks) });
+        passes++;
+        const valid = batch.valid;
+        for (let i = 0; i < nll.length; i++) {
+          if (valid && !valid[i]) continue;
+          sum += nll[i];
+          count++;
+        }
+      }
+      const ppl = Math.exp(sum / count);
+      return Number.isFinite(ppl) ? ppl : Number.POSITIVE_INFINITY;
+    },
+    passes: () => passes,
+    release: () => runner.release(),
+  };
+}
+
+/** The hidden states leaving block `layer` with its matrices masked by `masks` (input `hidden` past block 0). */
+export async function advanceHidden(
+  spec: ModelSpec,
+  layer: number,
+  list: readonly TokenBatch[],
+  hidden: readonly Float32Array[] | undefined,
+  masks: ReadonlyMap<string, Uint8Array>,
+  engine: { device?: Device; threads?: number } = {},
+): Promise<Float32Array[]> {
+  const block = await createRunner(spec, {
+    ...engine,
+    output: 'hidden',
+    layers: [layer, layer + 1],
+    weightMasks: [...masks.keys()],
+  });
+  const pass = await runBlock(block, list, {
+    ...(hidden ? { hidden } : {}),
+    masks: { weightMasks: new Map(masks) },
+  }).finally(() => block.release());
+  return pass.hidden!;
+}
+
+/** Where a block search stands, for progress displays. */
+export interface BlockSearchProgress {
+  /** The block being searched (0-based) and the number of blocks. */
+  layer: number;
+  layers: number;
+  /** Generations (iterations) done in this block, of at most `generations`. */
+  generation: number;
+  generations: number;
+  /** The fittest candidate so far in this block. */
+  bestPerplexity: number;
+  bestSparsity: number;
+  /** Candidates scored so far in the whole run (this process). */
+  evaluations: number;
+  /** Seconds since the search started in this process. */
+  seconds: number;
+}
+
+/** What a method's per-block search is given. */
+export interface BlockContext {
+  spec: ModelSpec;
+  block: BlockLayout;
+  layers: number;
+  evaluator: LayerEvaluator;
+  batches: readonly TokenBatch[];
+  /** Hidden states entering the block (undefined for block 0). */
+  hidden: Float32Array[] | undefined;
+  /** The dense model's calibration perplexity on the same batches. */
+  densePerplexity: number;
+  rng: Rng;
+  engine: { device?: Device; threads?: number };
+  /** Scores a genome of the block (perplexity of the suffix), counting it. */
+  perplexity(genome: Uint8Array): Promise<number>;
+  /** Reports a finished generation (for progress). */
+  generation(done: number, of: number, best: { perplexity: number; sparsity: number }): void;
+}
+
+/** A block's outcome: its fixed genome, the method's log of the block, forward passes beyond candidate scores. */
+export interface BlockOutcome<R> {
+  genome: Uint8Array;
+  report: R;
+  /** Batch passes the method ran itself (activation capture), beyond the evaluator's. */
+  extraPasses?: number;
+}
+
+/** What a run keeps between blocks to resume exactly. */
+export interface BlockCheckpoint<R> {
+  /** Blocks fixed so far (0 … done − 1). */
+  done: number;
+  /** Keep-arrays of the fixed blocks' matrices, in `matrices` order (the first matrices of the list). */
+  keeps: Uint8Array[];
+  rngState: number[];
+  reports: R[];
+  densePerplexity: number;
+  forwardPasses: number;
+  evaluations: number;
+  seconds: number;
+}
+
+export interface CheckpointStore<R> {
+  read(): Promise<BlockCheckpoint<R> | undefined>;
+  write(cp: BlockCheckpoint<R>): Promise<void>;
+}
+
+export interface BlockwiseInput<R> {
+  spec: ModelSpec;
+  matrices: readonly PrunableMatrix[];
+  batches: readonly TokenBatch[];
+  rng: Rng;
+  engine?: { device?: Device; threads?: number };
+  search: (ctx: BlockContext) => Promise<BlockOutcome<R>>;
+  checkpoint?: CheckpointStore<R>;
+  onBlock?: (report: R, layer: number, layers: number) => void;
+  onProgress?: (p: BlockSearchProgress) => void;
+}
+
+export interface BlockwiseResult<R> {
+  keeps: Uint8Array[];
+  reports: R[];
+  densePerplexity: number;
+  forwardPasses: number;
+  evaluations: number;
+}
+
+/** Runs `search` on every block in order, fixing each block's outcome before the next. */
+export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<BlockwiseResult<R>> {
+  const { spec, rng } = input;
+  const engine = input.engine ?? {};
+  const L = spec.config.numLayers;
+  const layouts = Array.from({ length: L }, (_, l) => blockLayout(input.matrices, l));
+  const expectedOrder = layouts.flatMap((b) => b.matrices.map((m) => m.role));
+  if (expectedOrder.join('\n') !== input.matrices.map((m) => m.role).join('\n')) {
+    throw new GenepruneError('internal', 'block search: matrices are not in layer order');
+  }
+  const keeps: Uint8Array[] = [];
+  const reports: R[] = [];
+  let densePerplexity = Number.NaN;
+  let passes = 0;
+  let evaluations = 0;
+  let start = 0;
+  let secondsBefore = 0;
+  let hidden: Float32Array[] | undefined;
+  const cp = await input.checkpoint?.read();
+  if (cp && cp.done > 0) {
+    rng.setState(cp.rngState);
+    keeps.push(...cp.keeps);
+    reports.push(...cp.reports);
+    ({ densePerplexity, evaluations } = cp);
+    passes = cp.forwardPasses;
+    secondsBefore = cp.seconds;
+    start = cp.done;
+    let at = 0;
+    for (let l = 0; l < start; l++) {
+      const b = layouts[l];
+      const masks = new Map(b.matrices.map((m, i) => [m.role, keeps[at + i]]));
+      at += b.matrices.length;
+      hidden = await advanceHidden(spec, l, input.batches, hidden, masks, engine);
+    }
+  }
+  const t0 = performance.now();
+  const seconds = () => secondsBefore + (performance.now() - t0) / 1000;
+  for (let l = start; l < L; l++) {
+    const block = layouts[l];
+    const roles = block.matrices.map((m) => m.role);
+    const evaluator = await createLayerEvaluator(spec, l, roles, input.batches, hidden, engine);
+    let outcome: BlockOutcome<R>;
+    try {
+      if (l === 0) densePerplexity = await evaluator.perplexity(new Map());
+      const ctx: BlockContext = {
+        spec,
+        block,
+        layers: L,
+        evaluator,
+        batches: input.batches,
+        hidden,
+        densePerplexity,
+        rng,
+        engine,
+        async perplexity(genome) {
+          evaluations++;
+          return evaluator.perplexity(blockFeeds(block, genome));
+        },
+        generation(done, of, best) {
+          input.onProgress?.({
+            layer: l,
+            layers: L,
+            generation: done,
+            generations: of,
+            bestPerplexity: best.perplexity,
+            bestSparsity: best.sparsity,
+            evaluations,
+            seconds: seconds(),
+          });
+        },
+      };
+      outcome = await input.search(ctx);
+    } finally {
+      passes += evaluator.passes();
+      await evaluator.release();
+    }
+    passes += outcome.extraPasses ?? 0;
+    if (outcome.genome.length !== block.genes) {
+      throw new GenepruneError('internal', `block ${l}: the search returned ${outcome.genome.length} genes`);
+    }
+    const feeds = blockFeeds(block, outcome.genome);
+    for (const role of roles) keeps.push(feeds.get(role)!.slice());
+    reports.push(outcome.report);
+    input.onBlock?.(outcome.report, l, L);
+    if (l < L - 1) {
+      hidden = await advanceHidden(spec, l, input.batches, hidden, feeds, engine);
+      passes += input.batches.length;
+      await input.checkpoint?.write({
+        done: l + 1,
+        keeps,
+        rngState: rng.getState(),
+        reports,
+        densePerplexity,
+        forwardPasses: passes,
+        evaluations,
+        seconds: seconds(),
+      });
+    }
+  }
+  return { keeps, reports, densePerplexity, forwardPasses: passes, evaluations };
+}

@@ -1,0 +1,258 @@
+/**
+ * Seeded GAs over weight masks (`geneprune weights --method ga-wanda | ga-magnitude`): the paper's GA searches
+ * 45,000 bits a block with ten random individuals and never gets past its random start; these start from a
+ * one-shot method's mask and search only the masks with exactly its budget.
+ *
+ * Block by block (blockwise.ts: blocks 0 … L−1, each fixed before the next, candidates scored by suffix graphs
+ * from cached hidden states), per block l:
+ *   - seed: the method's mask of block l at the run's sparsity or pattern, computed as that method does it on
+ *     the blocks fixed so far — `ga-wanda`: |W_ij|·‖X_j‖₂ per output row with the input norms of block l captured
+ *     on the calibration tokens with blocks < l at their chosen masks (so the seed of every block is what
+ *     sequential Wanda would choose given the same earlier blocks); `ga-magnitude`: |W| per matrix;
+ *   - genome: the block's keep bits; every individual keeps exactly the seed's count in every output row
+ *     (with a pattern: N of every group of M), so sparsity never moves and the fitness is quality alone:
+ *     F = −ppl / ppl_dense on the calibration tokens (blocks < l fixed, later blocks dense);
+ *   - initial population: the seed and `population − 1` mutants of it;
+ *   - each generation (`generations`): `population` children, each from two parents drawn by binary tournament,
+ *     row-wise uniform crossover (every output row whole from one parent), then mutation — `swaps` exchanges of a
+ *     kept and a pruned weight inside one output row, drawn among the row's `window`·cols weakest kept and
+ *     strongest pruned weights by the seed's score (with a pattern: inside one group of M) — with
+ *     swaps = max(1, round(mutationRate · pruned weights of the block)); parents and children together, the
+ *     `population` fittest survive ((μ+λ) selection), so the block's result is never less fit than its seed.
+ */
+import { runBlock, statOf } from '../../engine/blocks.js';
+import { createRunner, type TokenBatch } from '../../engine/runner.js';
+import { GenepruneError } from '../../errors.js';
+import { CAPTURE_POINTS, rolesOfCapturePoint } from '../../graph/decoder.js';
+import {
+  magnitudeScores,
+  type NmPattern,
+  selectNm,
+  selectPerMatrix,
+  selectPerRow,
+  wandaScores,
+} from '../../masks/select.js';
+import { byFitnessDesc, tournament } from '../../search/operators.js';
+import { registerWeightBaseline, type WeightBaseline } from './baselines.js';
+import {
+  type BlockContext,
+  type BlockOutcome,
+  type CheckpointStore,
+  offShare,
+  searchBlockwise,
+} from './blockwise.js';
+import { calibrationBatches, checkGaSettings } from './ga.js';
+import { boundaryRegions, boundarySwaps, groupSwaps, rowCrossover, rowStarts } from './operators.js';
+
+export const SEEDED_DEFAULTS = {
+  population: 8,
+  generations: 10,
+  /** Share of the block's pruned weights swapped per child (at least one swap). */
+  mutationRate: 0.002,
+  /** Per row, the share of its weights on each side of the seed's score boundary that swaps draw from. */
+  window: 0.1,
+  crossoverRate: 1,
+  tournamentSize: 2,
+} as const;
+
+export type SeededSettings = { -readonly [K in keyof typeof SEEDED_DEFAULTS]: number };
+
+export interface SeededLayerReport {
+  layer: number;
+  genes: number;
+  sparsity: number;
+  /** Calibration perplexity (suffix, later blocks dense) of the seed and of the block's fixed mask. */
+  seedPerplexity: number;
+  bestPerplexity: number;
+  swapsPerChild: number;
+  generations: number;
+  evaluations: number;
+}
+
+export interface SeededReport {
+  seed: 'wanda' | 'magnitude';
+  densePerplexity: number;
+  layers: SeededLayerReport[];
+}
+
+type SeedKind = SeededReport['seed'];
+
+/** Σ_t X_tj² of each prunable linear's input in block `ctx.block`, on the calibration batches. */
+async function inputSquaredNorms(ctx: BlockContext): Promise<Map<string, Float64Array>> {
+  const l = ctx.block.layer;
+  const capture = await createRunner(ctx.spec, {
+    ...ctx.engine,
+    layers: [l, l + 1],
+    output: l === ctx.layers - 1 ? 'nll' : 'hidden',
+    capture: { layers: [l], kind: 'sqnorm' },
+  });
+  const pass = await runBlock(capture, ctx.batches, ctx.hidden ? { hidden: ctx.hidden } : {}).finally(() =>
+    capture.release(),
+  );
+  const out = new Map<string, Float64Array>();
+  for (const point of CAPTURE_POINTS) {
+    const stat = statOf(pass.stats, l, point);
+    if (!stat) continue;
+    for (const role of rolesOfCapturePoint(l, point)) out.set(role, stat);
+  }
+  return out;
+}
+
+/** The seed's keep bits and its per-weight scores, for the whole block. */
+async function seedOf(
+  ctx: BlockContext,
+  kind: SeedKind,
+  sparsity: number,
+  pattern: NmPattern | undefined,
+): Promise<{ seed: Uint8Array; scores: Float32Array; passes: number }> {
+  const { block } = ctx;
+  const norms = kind === 'wanda' ? await inputSquaredNorms(ctx) : undefined;
+  const seed = new Uint8Array(block.genes);
+  const scores = new Float32Array(block.genes);
+  for (const [i, m] of block.matrices.entries()) {
+    const src = ctx.spec.tensors.get(m.role);
+    if (!src) throw new GenepruneError('model', `the model has no tensor ${m.role}`);
+    const w = await src.load();
+    let s: Float32Array;
+    if (norms) {
+      const sq = norms.get(m.role);
+      if (!sq) throw new GenepruneError('internal', `no input norms captured for ${m.role}`);
+      s = wandaScores(w, m.rows, m.cols, sq);
+    } else s = magnitudeScores(w);
+    const keep = pattern
+      ? selectNm(s, m.rows, m.cols, pattern)
+      : kind === 'wanda'
+        ? selectPerRow(s, m.rows, m.cols, sparsity)
+        : selectPerMatrix(s, sparsity);
+    seed.set(keep, block.offsets[i]);
+    scores.set(s, block.offsets[i]);
+  }
+  return { seed, scores, passes: norms ? ctx.batches.length : 0 };
+}
+
+async function searchSeededBlock(
+  ctx: BlockContext,
+  kind: SeedKind,
+  s: SeededSettings,
+  sparsity: number,
+  pattern: NmPattern | undefined,
+): Promise<BlockOutcome<SeededLayerReport>> {
+  const { block, rng, densePerplexity } = ctx;
+  const { seed, scores, passes } = await seedOf(ctx, kind, sparsity, pattern);
+  const pruned = block.genes - seed.reduce((a, b) => a + b, 0);
+  const swaps = Math.max(1, Math.round(s.mutationRate * pruned));
+  const starts = rowStarts(block);
+  const regions = pattern ? undefined : boundaryRegions(seed, scores, starts, s.window);
+  const mutateOne = (g: Uint8Array) =>
+    pattern ? groupSwaps(g, pattern.m, swaps, rng) : boundarySwaps(g, regions!, swaps, rng);
+  const fitnessOf = (ppl: number) => {
+    const f = -ppl / densePerplexity;
+    return Number.isNaN(f) ? Number.NEGATIVE_INFINITY : f;
+  };
+  let pop: Uint8Array[] = [seed, ...Array.from({ length: s.population - 1 }, () => mutateOne(seed))];
+  let ppl: number[] = [];
+  for (const g of pop) ppl.push(await ctx.perplexity(g));
+  const seedPerplexity = ppl[0];
+  let evaluations = pop.length;
+  const sortByFitness = (gs: Uint8Array[], ps: number[]) => {
+    const order = gs
+      .map((_, i) => i)
+      .sort((x, y) => byFitnessDesc(fitnessOf(ps[x]), fitnessOf(ps[y])) || x - y);
+    return { gs: order.map((i) => gs[i]), ps: order.map((i) => ps[i]) };
+  };
+  ({ gs: pop, ps: ppl } = sortByFitness(pop, ppl));
+  ctx.generation(0, s.generations, { perplexity: ppl[0], sparsity: offShare(pop[0]) });
+  for (let gen = 1; gen <= s.generations; gen++) {
+    const fitness = ppl.map(fitnessOf);
+    const children: Uint8Array[] = [];
+    while (children.length < s.population) {
+      const a = tournament(fitness, s.tournamentSize, rng);
+      const others = fitness.map((f, i) => (i === a ? Number.NEGATIVE_INFINITY : f));
+      let b = tournament(others, s.tournamentSize, rng);
+      if (b === a) b = (a + 1) % pop.length;
+      for (const c of rowCrossover(pop[a], pop[b], starts, s.crossoverRate, rng)) {
+        if (children.length < s.population) children.push(mutateOne(c));
+      }
+    }
+    const childPpl: number[] = [];
+    for (const c of children) childPpl.push(await ctx.perplexity(c));
+    evaluations += children.length;
+    const merged = sortByFitness([...pop, ...children], [...ppl, ...childPpl]);
+    pop = merged.gs.slice(0, s.population);
+    ppl = merged.ps.slice(0, s.population);
+    ctx.generation(gen, s.generations, { perplexity: ppl[0], sparsity: offShare(pop[0]) });
+  }
+  return {
+    genome: pop[0],
+    report: {
+      layer: block.layer,
+      genes: block.genes,
+      sparsity: offShare(pop[0]),
+      seedPerplexity,
+      bestPerplexity: ppl[0],
+      swapsPerChild: swaps,
+      generations: s.generations,
+      evaluations,
+    },
+    extraPasses: passes,
+  };
+}
+
+function seededMethod(kind: SeedKind): WeightBaseline {
+  const name = `ga-${kind}`;
+  return {
+    name,
+    summary: `a GA seeded with the ${kind} mask, block by block; swaps inside rows keep its exact budget (population 8, 10 generations)`,
+    supportsPattern: true,
+    searchSettings: ['population', 'generations', 'mutationRate'],
+    description: {
+      ...SEEDED_DEFAULTS,
+      seed: kind,
+      layerOrder:
+        'blocks 0 … L−1 in order; each block is one genome of its q k v o gate up down matrices flattened in mask-file order; a block is fixed before the next is searched',
+      fitness:
+        '−ppl/ppl_dense on the calibration tokens, earlier blocks fixed, later blocks dense (sparsity is fixed)',
+      operators:
+        'row-wise uniform crossover; mutation swaps a kept and a pruned weight inside one output row near the seed’s score boundary (inside one group of M with a pattern)',
+      selection:
+        'binary tournament for parents; (μ+λ): the population’s fittest of parents and children survive',
+    },
+    async select(input) {
+      const o = input.search ?? {};
+      const s: SeededSettings = {
+        ...SEEDED_DEFAULTS,
+        ...(o.population !== undefined ? { population: o.population } : {}),
+        ...(o.generations !== undefined ? { generations: o.generations } : {}),
+        ...(o.mutationRate !== undefined ? { mutationRate: o.mutationRate } : {}),
+      };
+      checkGaSettings({
+        population: s.population,
+        generations: s.generations,
+        mutationRate: s.mutationRate,
+        lambda: 0,
+        initialSparsity: 0,
+        crossoverRate: s.crossoverRate,
+        tournamentSize: s.tournamentSize,
+      });
+      const list: TokenBatch[] = calibrationBatches(input);
+      const out = await searchBlockwise<SeededLayerReport>({
+        spec: input.spec,
+        matrices: input.matrices,
+        batches: list,
+        rng: input.rng,
+        ...(input.engine ? { engine: input.engine } : {}),
+        ...(input.checkpoint ? { checkpoint: input.checkpoint as CheckpointStore<SeededLayerReport> } : {}),
+        search: (ctx) => searchSeededBlock(ctx, kind, s, input.sparsity, input.pattern),
+        onBlock: (_r, l, L) => input.onProgress?.(l + 1, L, 'blocks'),
+        ...(input.onSearchProgress ? { onProgress: input.onSearchProgress } : {}),
+      });
+      const report: SeededReport = { seed: kind, densePerplexity: out.densePerplexity, layers: out.reports };
+      return { keeps: out.keeps, forwardPasses: out.forwardPasses, report };
+    },
+  };
+}
+
+export const GA_WANDA = seededMethod('wanda');
+export const GA_MAGNITUDE = seededMethod('magnitude');
+registerWeightBaseline(GA_WANDA);
+registerWeightBaseline(GA_MAGNITUDE);

@@ -25,6 +25,7 @@ import type { PrunableMatrix } from '../../masks/weights.js';
 import { batches, defaultBatchSize, makeWindows } from '../../metrics/perplexity.js';
 import type { ModelSpec } from '../../model/spec.js';
 import { pruneSequentially } from '../../prune/sequential.js';
+import type { BleuObjectiveOptions, QualityMetric } from '../../search/objective.js';
 import type { Rng } from '../../util/rng.js';
 
 export interface WeightBaselineInput {
@@ -40,6 +41,13 @@ export interface WeightBaselineInput {
   calibration: { stream: readonly number[]; context: number; tokens: number };
   /** Where methods that run the model run it. */
   engine?: { device?: Device; threads?: number };
+  /**
+   * The run's calibration metric (`--metric`, default 'ppl'), for methods that search with an objective
+   * (search/objective.ts: quality lower is better, −BLEU for 'bleu'); with 'bleu', `bleu` holds the calibration
+   * task and its scoring, ready for `createObjective(spec, space, { metric, bleu, ... })`.
+   */
+  metric?: QualityMetric;
+  bleu?: BleuObjectiveOptions;
   onProgress?: (done: number, total: number) => void;
 }
 

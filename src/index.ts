@@ -169,6 +169,7 @@ export {
   prepareGenerationTask,
   readGenerationTask,
   scoreGeneration,
+  slicePreparedTask,
 } from './metrics/generation.js';
 export {
   computeKlReference,
@@ -219,8 +220,24 @@ export {
 } from './model/spec.js';
 export { pruneHeads } from './prune/heads.js';
 export { writtenSparsity, zeroMaskedWeights } from './prune/weights.js';
+export { AUTO_TASK, type EvalBleu, type RunTask } from './runs/tasks.js';
 export type { FitnessKind } from './search/fitness.js';
-export type { Fidelity, QualityMetric } from './search/objective.js';
+export {
+  BLEU_SEARCH_ITEMS,
+  BLEU_SEARCH_NEW_TOKENS,
+  type BleuObjectiveOptions,
+  bleuOfQuality,
+  createObjective,
+  type Evaluation,
+  type Fidelity,
+  metricLabel,
+  type Objective,
+  type ObjectiveOptions,
+  QUALITY_METRICS,
+  type QualityMetric,
+  qualityOfBleu,
+  reportedQuality,
+} from './search/objective.js';
 export type { GenomeCodec, SearchSpace } from './search/space.js';
 export type { BlockSearchProgress } from './spaces/weights/blockwise.js';
 export {

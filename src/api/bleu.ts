@@ -13,9 +13,15 @@ import {
   scoreGeneration,
 } from '../metrics/generation.js';
 import { type ModelInput, openModelInput, type RuntimeOptions } from './common.js';
-import { type HeadMaskChoice, headListText, resolveHeadMask } from './masks.js';
+import {
+  type HeadMaskChoice,
+  headListText,
+  resolveHeadMask,
+  resolveWeightMask,
+  type WeightMaskChoice,
+} from './masks.js';
 
-export interface EvaluateBleuOptions extends RuntimeOptions, HeadMaskChoice {
+export interface EvaluateBleuOptions extends RuntimeOptions, HeadMaskChoice, WeightMaskChoice {
   model?: ModelInput;
   tokenizer?: string;
   /** A task file (JSONL `{prompt, reference}` or MBPP `{text, code}`), or a task already read. */
@@ -49,6 +55,10 @@ export interface EvaluateBleuResult {
   maxNewTokens: number;
   prunedHeads: string[];
   mask?: string;
+  weightMask?: string;
+  /** Share of the prunable weights the weight mask prunes. */
+  weightSparsity?: number;
+  recovered?: string;
   seconds: number;
   device: string;
 }
@@ -59,14 +69,21 @@ export async function evaluateBleu(opts: EvaluateBleuOptions): Promise<EvaluateB
   const task = typeof opts.task === 'string' ? await readGenerationTask(opts.task) : opts.task;
   const model = await openModelInput(opts.model, opts.tokenizer);
   const headMask = await resolveHeadMask(model.spec, opts);
+  const weights = await resolveWeightMask(model.spec, opts);
   const prepared = prepareGenerationTask(task, model.tokenizer);
-  const runner = await createRunner(model.spec, { output: 'row_logits', device, threads: opts.threads });
+  const runner = await createRunner(weights.spec, {
+    output: 'row_logits',
+    device,
+    threads: opts.threads,
+    dtype: opts.dtype,
+    weightMasks: weights.roles,
+  });
   try {
     const s = await scoreGeneration(runner, prepared, {
       maxNewTokens,
       batchSize: opts.batchSize ?? GENERATION_BATCH_SIZE,
       bleu: opts.bleu,
-      masks: { headMask },
+      masks: { headMask, weightMasks: weights.feeds },
       onStep: opts.onStep,
     });
     return {
@@ -84,6 +101,8 @@ export async function evaluateBleu(opts: EvaluateBleuOptions): Promise<EvaluateB
       maxNewTokens,
       prunedHeads: headListText(opts.pruneHeads ?? []),
       ...(opts.mask ? { mask: opts.mask } : {}),
+      ...(opts.weightMask ? { weightMask: opts.weightMask, weightSparsity: weights.sparsity } : {}),
+      ...(opts.recovered ? { recovered: opts.recovered } : {}),
       seconds: s.seconds,
       device,
     };

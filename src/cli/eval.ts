@@ -1,5 +1,14 @@
 import type { Command } from 'commander';
-import { type EvaluateResult, evaluate, flagError } from '../index.js';
+import {
+  AUTO_TASK,
+  buildContinuationTask,
+  type EvaluateBleuResult,
+  type EvaluateResult,
+  evaluate,
+  evaluateBleu,
+  flagError,
+  type GenerationTask,
+} from '../index.js';
 import {
   computeDtypeOption,
   deviceOption,
@@ -32,6 +41,80 @@ interface EvalFlags {
   mask?: string;
   weightMask?: string;
   recovered?: string;
+  task?: string;
+  maxNewTokens?: string;
+}
+
+function printBleuReport(r: EvaluateBleuResult, from: string): void {
+  const c = r.corpus;
+  const lines = [
+    `model        ${r.model}`,
+    `task         ${from} (${r.items} items, at most ${r.maxNewTokens} new tokens each)`,
+    ...(r.prunedHeads.length ? [`pruned heads ${r.prunedHeads.join(',')}`] : []),
+    ...(r.mask ? [`mask         ${r.mask}`] : []),
+    ...(r.weightMask
+      ? [
+          `weight mask  ${r.weightMask} (${(100 * (r.weightSparsity ?? 0)).toFixed(2)} % of the prunable weights pruned)`,
+        ]
+      : []),
+    ...(r.recovered ? [`recovered    ${r.recovered}`] : []),
+    `BLEU         ${c.score.toFixed(2)} (sacreBLEU corpus; precisions ${c.precisions.map((x) => x.toFixed(1)).join('/')}, BP ${c.bp.toFixed(3)}, hyp/ref ${c.sysLen}/${c.refLen})`,
+    `sent. BLEU   ${r.sentenceMean.toFixed(2)} (mean NLTK sentence BLEU, the GenePrune code's)`,
+    `generated    ${r.newTokens} tokens, ${r.stopped} prompts stopped early, ${r.forwards} forward passes, ${r.seconds.toFixed(1)} s (${r.device})`,
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+/** `eval --task`: BLEU of the (masked) model on a generation task file, or on the --data pages' story continuations. */
+async function evalBleu(flags: EvalFlags, json: boolean | undefined): Promise<void> {
+  for (const [key, flag] of [
+    ['kl', '--kl'],
+    ['maxTokens', '--max-tokens'],
+    ['ctx', '--ctx'],
+  ] as const) {
+    if (flags[key] !== undefined)
+      throw flagError(flag, 'scores perplexity; it does not combine with --task (BLEU)');
+  }
+  let task: GenerationTask | string;
+  let from: string;
+  if (flags.task === AUTO_TASK) {
+    if (!flags.data)
+      throw flagError('--task', 'auto builds story continuations from the --data pages: give --data');
+    task = await buildContinuationTask(flags.data);
+    from = `story continuations of ${flags.data}`;
+  } else {
+    if (flags.data) {
+      throw flagError(
+        '--data',
+        'with --task FILE eval scores BLEU on the task; leave --data out (or use --task auto)',
+      );
+    }
+    task = String(flags.task);
+    from = task;
+  }
+  const progress = progressLine(process.stderr, json);
+  let rows = 0;
+  const report = await evaluateBleu({
+    model: flags.model,
+    tokenizer: flags.tokenizer,
+    task,
+    maxNewTokens: flags.maxNewTokens ? parseIntFlag('--max-new-tokens', flags.maxNewTokens, 0) : undefined,
+    batchSize: flags.batchSize ? parseIntFlag('--batch-size', flags.batchSize) : undefined,
+    pruneHeads: flags.pruneHeads ? parseHeadList(flags.pruneHeads) : [],
+    mask: flags.mask,
+    weightMask: flags.weightMask,
+    recovered: flags.recovered,
+    device: parseDevice(flags.device),
+    dtype: parseComputeDtype(flags.dtype),
+    threads: flags.threads ? parseIntFlag('--threads', flags.threads) : undefined,
+    onStep: (n) => {
+      rows += n;
+      progress.update(`bleu: ${rows} rows decoded`);
+    },
+  });
+  progress.done();
+  if (json) process.stdout.write(`${JSON.stringify({ ...report, taskFrom: from })}\n`);
+  else printBleuReport(report, from);
 }
 
 function printReport(r: EvaluateResult): void {
@@ -60,7 +143,7 @@ export function registerEval(program: Command): void {
   program
     .command('eval')
     .description(
-      'Perplexity of a model on text data (forward passes on ONNX Runtime, NLL computed in-graph).',
+      'Perplexity of a model on text data (forward passes on ONNX Runtime, NLL computed in-graph), or with --task its BLEU on a generation task.',
     )
     .addOption(modelOption())
     .addOption(tokenizerOption())
@@ -70,7 +153,15 @@ export function registerEval(program: Command): void {
     )
     .option('--ctx <n>', "context length per window (default: the model's)")
     .option('--max-tokens <n>', 'score at most this many tokens')
-    .option('--batch-size <n>', 'windows per forward pass (default: about 2048 tokens)')
+    .option(
+      '--batch-size <n>',
+      'windows per forward pass (default: about 2048 tokens; with --task: prompts, 16)',
+    )
+    .option(
+      '--task <file|auto>',
+      'report BLEU instead: greedy continuations of a generation task, JSONL {"prompt","reference"} (auto: story continuations built from the --data pages)',
+    )
+    .option('--max-new-tokens <n>', 'with --task: new tokens per prompt at most (default 64)')
     .option('--prune-heads <list>', 'mask these attention heads, LAYER:HEAD,... (0-based)')
     .option(
       '--mask <file>',
@@ -101,9 +192,12 @@ Protocol: each document is BOS + tokens; documents are concatenated; window i co
 
 Example:
   geneprune eval --data ../shared/data/tinystories/eval
-  geneprune eval --model ./my-hf-folder --data eval.jsonl --ctx 1024 --max-tokens 50000 --prune-heads 0:3,4:1`,
+  geneprune eval --model ./my-hf-folder --data eval.jsonl --ctx 1024 --max-tokens 50000 --prune-heads 0:3,4:1
+  geneprune eval --task auto --data ../shared/data/tinystories/eval --weight-mask runs/mag50/weight-mask.safetensors`,
     )
     .action(async (flags: EvalFlags) => {
+      if (flags.task !== undefined) return evalBleu(flags, flags.json);
+      if (flags.maxNewTokens !== undefined) throw flagError('--max-new-tokens', 'only with --task (BLEU)');
       if (!flags.data) throw flagError('--data', 'required: the text to evaluate on');
       const progress = progressLine(process.stderr, flags.json);
       const report = await evaluate({

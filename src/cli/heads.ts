@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import {
+  bleuOfQuality,
   flagError,
   type GivenSetting,
   HEAD_METHODS,
@@ -9,6 +10,7 @@ import {
   type HeadSearchOptions,
   type HeadSearchResult,
   type HeadSearchSettings,
+  QUALITY_METRICS,
   resumeHeadSearch,
   SOS_PRESET,
   searchHeads,
@@ -23,6 +25,7 @@ import {
   tokenizerOption,
 } from './options.js';
 import { progressLine } from './progress.js';
+import { evalBleuLine } from './report.js';
 import {
   choice,
   type Flags,
@@ -34,6 +37,8 @@ import {
   runEnvFromFlags,
   type SettingFlag,
   share,
+  TASK_SETTING_FLAGS,
+  taskOptions,
   text,
   typedSettings,
 } from './settings.js';
@@ -45,12 +50,14 @@ const SETTING_FLAGS: ReadonlyArray<SettingFlag<Extract<keyof HeadSearchSettings,
   ['calib', '--calib', 'calib', text],
   ['eval', '--eval', 'eval', text],
   ['method', '--method', 'method', choice(HEAD_METHODS)],
-  ['metric', '--metric', 'metric', choice(['ppl', 'kl'])],
+  ['metric', '--metric', 'metric', choice(QUALITY_METRICS)],
+  ...TASK_SETTING_FLAGS,
   ['fitness', '--fitness', 'fitness', choice(['sos', 'lambda', 'budget'])],
   ['targetSparsity', '--target-sparsity', 'targetSparsity', share],
   ['ctx', '--ctx', 'context', int()],
   ['calibTokens', '--calib-tokens', 'calibTokens', int()],
   ['lowTokens', '--low-tokens', 'lowTokens', int()],
+  ['lowItems', '--low-items', 'lowItems', int()],
   ['promote', '--promote', 'promote', int(0)],
   ['evalTokens', '--eval-tokens', 'evalTokens', int()],
   ['population', '--population', 'population', int(2)],
@@ -94,13 +101,18 @@ export function givenSettings(f: Flags, cmd: Command): GivenSetting[] {
 }
 
 function printResult(r: HeadSearchResult): void {
-  const metric = r.calib.metric === 'ppl' ? 'ppl' : 'KL';
+  const c = r.calib;
+  const calibration =
+    c.metric === 'bleu'
+      ? `BLEU ${bleuOfQuality(c.quality).toFixed(2)} (dense ${bleuOfQuality(c.denseQuality).toFixed(2)}, ${c.tokens} items of ${c.task?.source ?? 'the calibration task'})`
+      : `${c.metric === 'ppl' ? 'ppl' : 'KL'} ${c.quality.toFixed(4)} (dense ${c.denseQuality.toFixed(4)}, ${c.tokens} tokens)`;
   const lines = [
     `run          ${r.runDir}`,
     `method       ${r.method}`,
     `removed      ${r.removed}/${r.genes} heads (${((100 * r.removed) / r.genes).toFixed(1)} %)`,
-    `calibration  ${metric} ${r.calib.quality.toFixed(4)} (dense ${r.calib.denseQuality.toFixed(4)}, ${r.calib.tokens} tokens)`,
+    `calibration  ${calibration}`,
     `evaluation   ppl ${r.eval.perplexity.toFixed(4)} (dense ${r.eval.densePerplexity.toFixed(4)}, ${r.eval.tokens} tokens of ${r.eval.data})`,
+    ...(r.evalBleu ? [evalBleuLine(r.evalBleu)] : []),
     `cost         ${r.forwardPasses} forward passes, ${r.evaluations} evaluations, ${r.seconds.toFixed(1)} s`,
     `mask         ${r.runDir}/mask.json`,
   ];
@@ -134,7 +146,10 @@ export function registerHeads(program: Command): void {
       '--preset <name>',
       'sos = the paper: population 10, tournament 3, mutation 1 %, fitness −ppl·(1−s)',
     )
-    .option('--metric <name>', 'ppl (perplexity, default) or kl (KL divergence from the unpruned model)')
+    .option(
+      '--metric <name>',
+      'ppl (perplexity, default), kl (KL divergence from the unpruned model) or bleu (BLEU of greedy continuations of the calibration task; quality = −BLEU)',
+    )
     .option(
       '--fitness <kind>',
       'sos: −ppl·(1−s); lambda: −quality + λ·s; budget: −quality at a fixed size (default: budget with --target-sparsity, else sos)',
@@ -156,8 +171,18 @@ export function registerHeads(program: Command): void {
     .option('--seed-ablation', 'seed the initial population from single-head ablation scores')
     .option('--calib-tokens <n>', 'calibration tokens per full evaluation (default 8192)')
     .option('--low-tokens <n>', 'multi-fidelity: score everyone on this many tokens first')
+    .option(
+      '--low-items <n>',
+      'multi-fidelity with --metric bleu: score everyone on this many task items first',
+    )
     .option('--promote <n>', 'multi-fidelity: re-score this many best on all calibration tokens (default 2)')
     .option('--eval-tokens <n>', 'evaluation tokens for the final report (default: all)')
+    .addOption(taskOptions.calibTask())
+    .addOption(taskOptions.calibItems())
+    .addOption(taskOptions.calibNewTokens())
+    .addOption(taskOptions.evalTask())
+    .addOption(taskOptions.evalItems())
+    .addOption(taskOptions.evalNewTokens())
     .option('--samples <n>', 'regression baseline: random sub-models to sample (default 2 × heads)')
     .option('--ctx <n>', "context length per window (default: the model's, at most 512)")
     .option('--batch-size <n>', 'windows per forward pass (default: about 2048 tokens)')

@@ -3,7 +3,7 @@
  * flag, setting, parser), the flags' parsed values, and the settings the user typed — what `--resume` compares
  * with the run's own. Values are parsed and range-checked here; defaults and cross-checks are the library's.
  */
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { flagError } from '../index.js';
 import { parseByteSize, parseDevice, parseFloatFlag, parseIntFlag } from './options.js';
 import type { ProgressLine } from './progress.js';
@@ -100,3 +100,35 @@ export function runEnvFromFlags(f: Flags, progress: ProgressLine, quiet: boolean
     },
   };
 }
+
+/** The generation-task flags of a run (heads and weights alike): runs/tasks.ts. */
+export const TASK_SETTING_FLAGS: ReadonlyArray<
+  SettingFlag<'calibTask' | 'calibItems' | 'calibNewTokens' | 'evalTask' | 'evalItems' | 'evalNewTokens'>
+> = [
+  ['calibTask', '--calib-task', 'calibTask', text],
+  ['calibItems', '--calib-items', 'calibItems', int()],
+  ['calibNewTokens', '--calib-new-tokens', 'calibNewTokens', int()],
+  ['evalTask', '--eval-task', 'evalTask', text],
+  ['evalItems', '--eval-items', 'evalItems', int()],
+  ['evalNewTokens', '--eval-new-tokens', 'evalNewTokens', int()],
+];
+
+/** Their options, defined once so heads and weights read the same. */
+export const taskOptions = {
+  calibTask: () =>
+    new Option(
+      '--calib-task <file>',
+      '--metric bleu: calibration generation task, JSONL {"prompt","reference"} (default: story continuations built from the --calib pages)',
+    ),
+  calibItems: () =>
+    new Option('--calib-items <n>', '--metric bleu: calibration task items per evaluation (default 32)'),
+  calibNewTokens: () =>
+    new Option('--calib-new-tokens <n>', '--metric bleu: new tokens per calibration prompt (default 32)'),
+  evalTask: () =>
+    new Option(
+      '--eval-task <file|auto>',
+      'also report dense and pruned BLEU on this evaluation task (auto: story continuations built from the --eval pages)',
+    ),
+  evalItems: () => new Option('--eval-items <n>', 'evaluation task items scored (default: all)'),
+  evalNewTokens: () => new Option('--eval-new-tokens <n>', 'new tokens per evaluation prompt (default 64)'),
+};

@@ -1,8 +1,10 @@
 import type { Command } from 'commander';
 import {
   type BlockSearchProgress,
+  bleuOfQuality,
   flagError,
   pruneWeights,
+  QUALITY_METRICS,
   resumeWeightPrune,
   WEIGHT_MASK_FILE,
   WEIGHT_PRESETS,
@@ -22,6 +24,7 @@ import {
   tokenizerOption,
 } from './options.js';
 import { progressLine } from './progress.js';
+import { evalBleuLine } from './report.js';
 import {
   choice,
   type Flags,
@@ -30,6 +33,8 @@ import {
   parsedSettingFlags,
   runEnvFromFlags,
   type SettingFlag,
+  TASK_SETTING_FLAGS,
+  taskOptions,
   text,
   typedSettings,
 } from './settings.js';
@@ -41,6 +46,8 @@ const SETTING_FLAGS: ReadonlyArray<SettingFlag<Extract<keyof WeightPruneSettings
   ['calib', '--calib', 'calib', text],
   ['eval', '--eval', 'eval', text],
   ['method', '--method', 'method', choice(weightBaselineNames())],
+  ['metric', '--metric', 'metric', choice(QUALITY_METRICS)],
+  ...TASK_SETTING_FLAGS,
   ['sparsity', '--sparsity', 'sparsity', float],
   ['pattern', '--pattern', 'pattern', text],
   ['ctx', '--ctx', 'context', int()],
@@ -82,7 +89,15 @@ function printResult(r: WeightPruneResult): void {
     `sparsity     ${pct(r.sparsity.achieved)} of ${r.prunableWeights} prunable weights (asked ${pct(r.sparsity.target)}); ${pct(r.sparsity.overall)} of all ${r.parameters} parameters`,
     `per layer    ${r.layers.map((l) => pct(l.sparsity)).join('  ')}`,
     `calibration  ppl ${r.calib.perplexity.toFixed(4)} (dense ${r.calib.densePerplexity.toFixed(4)}, ${r.calib.tokens} tokens of ${r.calib.data})`,
+    ...(r.calib.metric === 'kl'
+      ? [`calib KL     ${r.calib.quality.toFixed(5)} nats/token`]
+      : r.calib.metric === 'bleu'
+        ? [
+            `calib BLEU   ${bleuOfQuality(r.calib.quality).toFixed(2)} (dense ${bleuOfQuality(r.calib.denseQuality).toFixed(2)}, ${r.calib.task?.items ?? '?'} items of ${r.calib.task?.source ?? 'the calibration task'})`,
+          ]
+        : []),
     `evaluation   ppl ${r.eval.perplexity.toFixed(4)} (dense ${r.eval.densePerplexity.toFixed(4)}, ${r.eval.tokens} tokens of ${r.eval.data})`,
+    ...(r.evalBleu ? [evalBleuLine(r.evalBleu)] : []),
     ...(r.recovery
       ? [
           `recovery     before it: calibration ppl ${r.recovery.before.calibPerplexity.toFixed(4)}, evaluation ppl ${r.recovery.before.evalPerplexity.toFixed(4)}; weights in ${r.recovery.weights}`,
@@ -114,6 +129,10 @@ export function registerWeights(program: Command): void {
       '--preset <name>',
       "geneprune: the GenePrune paper's GA with its printed settings (= --method ga: λ 0.02, population 10, 5 generations, 5 % initial sparsity, 5 % mutation, --sparsity as the stop threshold)",
     )
+    .option(
+      '--metric <name>',
+      'calibration quality: ppl (default), kl or bleu (BLEU of greedy continuations of the calibration task); a searching method may use it',
+    )
     .option('--pattern <N:M>', 'keep N of every M consecutive weights of a row, e.g. 2:4 (sparsity 1 − N/M)')
     .option(
       '--out <dir>',
@@ -137,6 +156,12 @@ export function registerWeights(program: Command): void {
     )
     .option('--calib-tokens <n>', 'calibration tokens the mask is scored on (default 8192)')
     .option('--eval-tokens <n>', 'evaluation tokens for the report (default: all)')
+    .addOption(taskOptions.calibTask())
+    .addOption(taskOptions.calibItems())
+    .addOption(taskOptions.calibNewTokens())
+    .addOption(taskOptions.evalTask())
+    .addOption(taskOptions.evalItems())
+    .addOption(taskOptions.evalNewTokens())
     .option('--ctx <n>', "context length per window (default: the model's, at most 512)")
     .option('--batch-size <n>', 'windows per forward pass (default: about 2048 tokens)')
     .addOption(deviceOption())

@@ -118,6 +118,16 @@ export function prepareGenerationTask(task: GenerationTask, tokenizer: Tokenizer
   return { task, tokenizer, prompts, stopTokens };
 }
 
+/** The first `n` items of a prepared task (the whole task when it has no more), prompts not encoded again. */
+export function slicePreparedTask(prepared: PreparedGenerationTask, n: number): PreparedGenerationTask {
+  if (n >= prepared.prompts.length) return prepared;
+  return {
+    ...prepared,
+    task: { source: prepared.task.source, items: prepared.task.items.slice(0, n) },
+    prompts: prepared.prompts.slice(0, n),
+  };
+}
+
 export interface GenerationScoreOptions {
   /** New tokens per prompt at most (default 64). */
   maxNewTokens?: number;

@@ -19,7 +19,16 @@ import {
 import { modelIdentity } from '../model/identity.js';
 import { checkMemoryBudget } from '../model/memory.js';
 import { type OpenedModel, openModel } from '../model/open.js';
+import { BLEU_SEARCH_ITEMS, type QualityMetric } from '../search/objective.js';
 import { realPathOf, sha256File, sha256Text } from '../util/fs.js';
+import {
+  calibrationTask,
+  evaluationTask,
+  type RunTask,
+  type RunTaskSettings,
+  refuseTaskOverlap,
+  taskRecord,
+} from './tasks.js';
 
 /** One data file as config.json records it, so a resumed run can tell the data has not changed. */
 export interface DataFileIdentity {
@@ -28,7 +37,7 @@ export interface DataFileIdentity {
 }
 
 /** The settings every run has: where the model and the data are, and how the text is cut. */
-export interface RunDataSettings {
+export interface RunDataSettings extends RunTaskSettings {
   model?: string;
   tokenizer?: string;
   calib: string;
@@ -37,8 +46,11 @@ export interface RunDataSettings {
   calibTokens: number;
   evalTokens?: number;
   batchSize?: number;
-  /** The search's metric: a KL search sizes batches by the vocabulary and holds the dense log-probabilities. */
-  metric?: 'ppl' | 'kl';
+  /**
+   * The search's metric: a KL search sizes batches by the vocabulary and holds the dense log-probabilities; a
+   * BLEU search scores greedy continuations of the calibration task (runs/tasks.ts).
+   */
+  metric?: QualityMetric;
   /** Compute precision (changes numerics, so it is part of the run). */
   dtype?: ComputeDtype;
 }
@@ -60,13 +72,20 @@ export interface RunData {
   calibTokens: number;
   calibFiles: DataFileIdentity[];
   evalFiles: DataFileIdentity[];
+  /** `--metric bleu`: the calibration generation task. */
+  calibTask?: RunTask;
+  /** `--eval-task`: the evaluation generation task BLEU is reported on. */
+  evalTask?: RunTask;
 }
 
 /** The same settings with data and model paths absolute, so a run resumes from any working directory. */
 export function absoluteSettings<S extends RunDataSettings>(s: S): S {
   const local = (p: string | undefined) => (p === undefined || p.startsWith('hf:') ? p : resolve(p));
+  const task = (p: string | undefined) => (p === undefined || p === 'auto' ? p : resolve(p));
   return {
     ...s,
+    ...(s.calibTask !== undefined ? { calibTask: task(s.calibTask) } : {}),
+    ...(s.evalTask !== undefined ? { evalTask: task(s.evalTask) } : {}),
     calib: resolve(s.calib),
     eval: resolve(s.eval),
     model: local(s.model),
@@ -134,19 +153,25 @@ export async function prepareRunData(s: RunDataSettings, env: RunEnv, what: stri
       `${context} exceeds the model's context length ${model.spec.config.maxPositions}`,
     );
   }
+  const windowMetric = s.metric === 'kl' ? 'kl' : 'ppl';
   checkMemoryBudget(model.spec, {
-    batch: s.batchSize ?? defaultBatchSize(context, model.spec.config.vocabSize, s.metric),
+    batch: s.batchSize ?? defaultBatchSize(context, model.spec.config.vocabSize, windowMetric),
     seq: context,
     budget: env.memoryBudget,
     what,
-    metric: s.metric,
+    metric: windowMetric,
     dtype: s.dtype,
     // KL: the dense model's log-probabilities of every calibration token stay in memory for the whole search.
     heldBytes: s.metric === 'kl' ? 4 * s.calibTokens * model.spec.config.vocabSize : 0,
   });
+  const calibTask = await calibrationTask(s, model.tokenizer);
+  const evalTask = await evaluationTask(s, model.tokenizer);
+  await refuseTaskOverlap(calibTask, evalTask);
   const stream = tokenizeDocuments(calib.documents, model.tokenizer);
   const evalStream = tokenizeDocuments(evalData.documents, model.tokenizer);
   return {
+    ...(calibTask ? { calibTask } : {}),
+    ...(evalTask ? { evalTask } : {}),
     model,
     stream,
     evalStream,
@@ -165,8 +190,32 @@ export async function runModelAndData(s: RunDataSettings, d: RunData) {
       tokenizer: d.model.tokenizerPath,
       ...(await modelIdentity(d.model.spec)),
     },
-    calibration: { path: s.calib, files: d.calibFiles, tokens: d.calibTokens, context: d.context },
-    evaluation: { path: s.eval, files: d.evalFiles },
+    calibration: {
+      path: s.calib,
+      files: d.calibFiles,
+      tokens: d.calibTokens,
+      context: d.context,
+      ...(d.calibTask
+        ? {
+            task: taskRecord(
+              d.calibTask,
+              Math.min(s.calibItems ?? BLEU_SEARCH_ITEMS, d.calibTask.prepared.prompts.length),
+            ),
+          }
+        : {}),
+    },
+    evaluation: {
+      path: s.eval,
+      files: d.evalFiles,
+      ...(d.evalTask
+        ? {
+            task: taskRecord(
+              d.evalTask,
+              Math.min(s.evalItems ?? Number.POSITIVE_INFINITY, d.evalTask.prepared.prompts.length),
+            ),
+          }
+        : {}),
+    },
   };
 }
 

@@ -2,8 +2,12 @@
  * Fitness of a head mask from its quality (lower is better) and sparsity s (share of heads removed).
  *
  *   sos     −ppl · (1 − s)                the paper's equation (1); meant for perplexity
- *   lambda  −q̃ + λ · s                     q̃ = ppl / dense ppl, or KL in nats; λ prices sparsity
+ *   lambda  −q̃ + λ · s                     q̃ = ppl / dense ppl, KL in nats, or 1 − BLEU / dense BLEU; λ prices sparsity
  *   budget  −q̃                             sparsity is held fixed by the repair operator
+ *
+ * A 'bleu' quality is −BLEU (search/objective.ts), so q̃ = (quality − dense)/|dense| = 1 − BLEU/BLEU_dense: 0 for
+ * the dense model, lower is better, as for KL. `sos` is meant for perplexity only (for −BLEU, −q·(1 − s) would
+ * reward keeping heads); the settings refuse it with kl and bleu.
  *
  * Higher fitness is better.
  */
@@ -20,9 +24,18 @@ export interface FitnessSpec {
   denseQuality: number;
 }
 
-/** Quality on a scale where the dense model is 1 (perplexity) or 0 (KL). */
+/**
+ * Quality on a scale where the dense model is 1 (perplexity) or 0 (KL; BLEU: 1 − BLEU/dense BLEU, or −BLEU/100
+ * when the dense model scores BLEU 0). Lower is better.
+ */
 export function normalisedQuality(spec: FitnessSpec, quality: number): number {
-  return spec.metric === 'ppl' ? quality / spec.denseQuality : quality;
+  if (spec.metric === 'ppl') return quality / spec.denseQuality;
+  if (spec.metric === 'bleu') {
+    return spec.denseQuality === 0
+      ? quality / 100
+      : (quality - spec.denseQuality) / Math.abs(spec.denseQuality);
+  }
+  return quality;
 }
 
 /**

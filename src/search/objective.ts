@@ -1,14 +1,25 @@
 /**
- * What a search optimises against: a model, calibration tokens and a quality metric, behind one
+ * What a search optimises against: a model, calibration data and a quality metric, behind one
  * `evaluate(genome)` call for the genomes of one search space (which turns each into engine feeds). Lower
- * quality values are better (perplexity, or KL divergence from the unpruned model). Every distinct (genome,
- * fidelity) is run once; repeats come from the cache, keyed by the space's genome key.
+ * quality values are better, whatever the metric: perplexity, KL divergence from the unpruned model, or for
+ * 'bleu' the *negated* corpus BLEU of greedy continuations of a calibration generation task (quality = −BLEU,
+ * 0–100 scale: a dense model at BLEU 9.1 has quality −9.1). So every consumer that minimises quality (GA
+ * fitness, NSGA-II, baselines, archives) handles BLEU unchanged; `bleuOfQuality` turns a quality back into BLEU
+ * for reports. Every distinct (genome, fidelity) is run once; repeats come from the cache, keyed by the space's
+ * genome key.
  */
 import { createRunner, type ModelRunner } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
 import { GenepruneError } from '../errors.js';
 import { prepareWeights, releaseWeights } from '../graph/decoder.js';
 import type { ComputeDtype } from '../graph/weights.js';
+import type { BleuKind } from '../metrics/bleu.js';
+import {
+  GENERATION_BATCH_SIZE,
+  type PreparedGenerationTask,
+  scoreGeneration,
+  slicePreparedTask,
+} from '../metrics/generation.js';
 import {
   batches,
   computeKlReference,
@@ -22,16 +33,62 @@ import {
 import type { ModelSpec } from '../model/spec.js';
 import type { SearchSpace } from './space.js';
 
-export type QualityMetric = 'ppl' | 'kl';
-/** 'low' scores on the first `lowTokens` calibration tokens, 'full' on all of them. */
+export type QualityMetric = 'ppl' | 'kl' | 'bleu';
+export const QUALITY_METRICS: readonly QualityMetric[] = ['ppl', 'kl', 'bleu'];
+/**
+ * 'low' scores on the first `lowTokens` calibration tokens (BLEU: the first `lowItems` task items), 'full' on
+ * all of them.
+ */
 export type Fidelity = 'low' | 'full';
+
+/** Task items a BLEU objective scores at full fidelity by default (the first ones of the calibration task). */
+export const BLEU_SEARCH_ITEMS = 32;
+/** New tokens per prompt a BLEU objective decodes by default. */
+export const BLEU_SEARCH_NEW_TOKENS = 32;
+
+/** The objective's quality for a BLEU score (0–100): −BLEU, so that lower is better as for every metric. */
+export function qualityOfBleu(bleu: number): number {
+  return -bleu;
+}
+
+/** The BLEU (0–100) a 'bleu' objective's quality stands for. */
+export function bleuOfQuality(quality: number): number {
+  return -quality;
+}
+
+/** The metric's value as people quote it: perplexity, KL, or BLEU (a 'bleu' quality negated back). */
+export function reportedQuality(metric: QualityMetric, quality: number): number {
+  return metric === 'bleu' ? bleuOfQuality(quality) : quality;
+}
+
+/** Label of a metric's reported value in logs and reports. */
+export function metricLabel(metric: QualityMetric): string {
+  return metric === 'ppl' ? 'ppl' : metric === 'kl' ? 'KL' : 'BLEU';
+}
+
+/** The calibration generation task of a 'bleu' objective and how it is scored. */
+export interface BleuObjectiveOptions {
+  /** The calibration task, prompts already encoded (its first `items` items are scored). */
+  task: PreparedGenerationTask;
+  /** Items scored at full fidelity (default BLEU_SEARCH_ITEMS, at most the task's). */
+  items?: number;
+  /** Items scored at low fidelity (default: same as full). */
+  lowItems?: number;
+  /** New tokens per prompt at most (default BLEU_SEARCH_NEW_TOKENS). */
+  maxNewTokens?: number;
+  /** Prompts per forward pass (default 16). */
+  batchSize?: number;
+  /** Which BLEU is the quality (default 'corpus': sacreBLEU's; 'sentence-mean': the GenePrune code's). */
+  kind?: BleuKind;
+}
 
 export interface Evaluation {
   /**
-   * The metric's value (perplexity or mean KL in nats per token); lower is better. +Infinity when the
+   * The metric's value (perplexity, mean KL in nats per token, or −BLEU); lower is better. +Infinity when the
    * candidate's forward pass produced a non-finite value: the worst possible quality, never NaN.
    */
   quality: number;
+  /** Calibration tokens scored (BLEU: task items scored). */
   tokens: number;
   /** Wall time of this evaluation in ms (0 when it came from the cache). */
   ms: number;
@@ -51,10 +108,12 @@ export interface Objective<G, S extends SearchSpace<G> = SearchSpace<G>> {
 }
 
 export interface ObjectiveOptions {
-  /** Calibration token stream (BOS-separated documents). */
+  /** Calibration token stream (BOS-separated documents); not read by 'bleu'. */
   stream: number[];
   context: number;
   metric: QualityMetric;
+  /** The calibration generation task and its scoring, for 'bleu' (required there). */
+  bleu?: BleuObjectiveOptions;
   /** Tokens for 'full' fidelity (default: the whole stream). */
   tokens?: number;
   /** Tokens for 'low' fidelity (default: same as full). */
@@ -80,6 +139,7 @@ export async function createObjective<G, S extends SearchSpace<G>>(
   space: S,
   opts: ObjectiveOptions,
 ): Promise<Objective<G, S>> {
+  if (opts.metric === 'bleu') return createBleuObjective(spec, space, opts);
   const full = makeWindows(opts.stream, opts.context, opts.tokens, 'calibration data');
   const low = opts.lowTokens
     ? makeWindows(opts.stream, opts.context, opts.lowTokens, 'calibration data')
@@ -111,49 +171,114 @@ export async function createObjective<G, S extends SearchSpace<G>>(
   }
   const batchCount = (w: Windows) => [...batches(w, batchSize)].length;
   const passes = { low: batchCount(low), full: batchCount(full) };
+
+  return cachedObjective(space, opts.metric, runner, async (g, fidelity) => {
+    const windows = fidelity === 'low' ? low : full;
+    const masks = space.masks(g);
+    if (opts.metric === 'kl') {
+      const r = await evaluateKl(runner, windows, references.get(windows)!, {
+        masks,
+        nonFinite: 'infinite',
+      });
+      return { quality: r.meanKl, tokens: r.tokens, forwards: passes[fidelity], source: windows.source };
+    }
+    const r = await evaluatePerplexity(runner, windows, { masks, batchSize, nonFinite: 'infinite' });
+    return { quality: r.perplexity, tokens: r.tokens, forwards: passes[fidelity], source: windows.source };
+  });
+}
+
+/** A 'bleu' objective: greedy continuations of the calibration task's first items on a 'row_logits' runner. */
+async function createBleuObjective<G, S extends SearchSpace<G>>(
+  spec: ModelSpec,
+  space: S,
+  opts: ObjectiveOptions,
+): Promise<Objective<G, S>> {
+  const b = opts.bleu;
+  if (!b) {
+    throw new GenepruneError(
+      'internal',
+      'a bleu objective needs its calibration generation task (opts.bleu)',
+    );
+  }
+  const items = Math.min(b.items ?? BLEU_SEARCH_ITEMS, b.task.prompts.length);
+  const lowItems = Math.min(b.lowItems ?? items, items);
+  for (const [name, v] of [
+    ['items', items],
+    ['lowItems', lowItems],
+  ] as const) {
+    if (!Number.isInteger(v) || v < 1)
+      throw new GenepruneError('flag', `must be an integer ≥ 1, got ${v}`, name);
+  }
+  const full = slicePreparedTask(b.task, items);
+  const low = lowItems === items ? full : slicePreparedTask(b.task, lowItems);
+  const runner = await createRunner(spec, {
+    output: 'row_logits',
+    device: opts.device,
+    threads: opts.threads,
+    dtype: opts.dtype,
+    weightMasks: space.weightRoles ? [...space.weightRoles] : undefined,
+  });
+  const scoring = {
+    maxNewTokens: b.maxNewTokens ?? BLEU_SEARCH_NEW_TOKENS,
+    batchSize: b.batchSize ?? GENERATION_BATCH_SIZE,
+    bleu: b.kind ?? 'corpus',
+  };
+  return cachedObjective(space, 'bleu', runner, async (g, fidelity) => {
+    const task = fidelity === 'low' ? low : full;
+    const r = await scoreGeneration(runner, task, { ...scoring, masks: space.masks(g) });
+    return {
+      quality: qualityOfBleu(r.bleu),
+      tokens: r.items,
+      forwards: r.forwards,
+      source: task.task.source,
+    };
+  });
+}
+
+/** What one uncached evaluation returns to `cachedObjective`. */
+interface RawEvaluation {
+  quality: number;
+  tokens: number;
+  forwards: number;
+  source?: string;
+}
+
+/** The cache, the counters and the non-finite rule around a metric's evaluation function. */
+function cachedObjective<G, S extends SearchSpace<G>>(
+  space: S,
+  metric: QualityMetric,
+  runner: ModelRunner,
+  run: (g: G, fidelity: Fidelity) => Promise<RawEvaluation>,
+): Objective<G, S> {
   const cache = new Map<string, Evaluation>();
   let forward = 0;
   let distinct = 0;
   let released = false;
-
   return {
     space,
-    metric: opts.metric,
+    metric,
     async evaluate(g, fidelity = 'full') {
       const key = `${fidelity}:${space.key(g)}`;
       const hit = cache.get(key);
       if (hit) return { ...hit, ms: 0 };
-      const windows = fidelity === 'low' ? low : full;
-      const masks = space.masks(g);
       const t0 = performance.now();
-      let quality: number;
-      let tokens: number;
-      if (opts.metric === 'kl') {
-        const r = await evaluateKl(runner, windows, references.get(windows)!, {
-          masks,
-          nonFinite: 'infinite',
-        });
-        quality = r.meanKl;
-        tokens = r.tokens;
-      } else {
-        const r = await evaluatePerplexity(runner, windows, { masks, batchSize, nonFinite: 'infinite' });
-        quality = r.perplexity;
-        tokens = r.tokens;
-      }
+      const r = await run(g, fidelity);
+      let quality = r.quality;
       if (!Number.isFinite(quality)) {
         // A search on a model that is broken unpruned would only rank garbage.
         if (space.isFull(g)) {
+          const what = metric === 'kl' ? 'KL' : metric === 'bleu' ? 'BLEU' : 'perplexity';
           throw new GenepruneError(
             'model',
-            `the unpruned model scores a non-finite ${opts.metric === 'kl' ? 'KL' : 'perplexity'} on the ` +
-              `calibration data (${fidelity} fidelity, ${tokens} tokens): nothing to search`,
-            windows.source ?? 'calibration data',
+            `the unpruned model scores a non-finite ${what} on the calibration data (${fidelity} fidelity, ` +
+              `${r.tokens} ${metric === 'bleu' ? 'items' : 'tokens'}): nothing to search`,
+            r.source ?? 'calibration data',
           );
         }
         quality = Number.POSITIVE_INFINITY;
       }
-      const result = { quality, tokens, ms: performance.now() - t0 };
-      forward += passes[fidelity];
+      const result = { quality, tokens: r.tokens, ms: performance.now() - t0 };
+      forward += r.forwards;
       distinct++;
       cache.set(key, result);
       return result;

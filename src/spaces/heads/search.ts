@@ -28,6 +28,7 @@ import {
   readRunConfig,
   rewriteLogs,
 } from '../../runs/rundir.js';
+import { bleuObjectiveOptions, type EvalBleu, scoreBleuOnEval, taskRecord } from '../../runs/tasks.js';
 import { bitStringCodec } from '../../search/codec.js';
 import {
   decodeOrThrow,
@@ -37,7 +38,12 @@ import {
   initialState,
 } from '../../search/ga.js';
 import type { NsgaState } from '../../search/nsga.js';
-import { type QualityMetric, qualityFromLog } from '../../search/objective.js';
+import {
+  BLEU_SEARCH_ITEMS,
+  bleuOfQuality,
+  type QualityMetric,
+  qualityFromLog,
+} from '../../search/objective.js';
 import { bitNsgaOperators } from '../../search/operators.js';
 import { type HeldLock, writeJsonAtomic } from '../../util/fs.js';
 import { createRng } from '../../util/rng.js';
@@ -62,8 +68,22 @@ export interface HeadSearchResult {
   genome: Genome;
   removed: number;
   genes: number;
-  calib: { quality: number; denseQuality: number; metric: QualityMetric; tokens: number };
+  /**
+   * The objective's values on the calibration data: lower is better, so with metric 'bleu' quality and
+   * denseQuality are −BLEU (and `bleu`, `denseBleu` give BLEU itself; `tokens` counts task items).
+   */
+  calib: {
+    quality: number;
+    denseQuality: number;
+    metric: QualityMetric;
+    tokens: number;
+    bleu?: number;
+    denseBleu?: number;
+    task?: ReturnType<typeof taskRecord>;
+  };
   eval: { perplexity: number; densePerplexity: number; tokens: number; data: string };
+  /** `--eval-task`: dense and pruned BLEU on the evaluation task. */
+  evalBleu?: EvalBleu;
   forwardPasses: number;
   evaluations: number;
   seconds: number;
@@ -92,7 +112,7 @@ function gaOptions(
     maxSparsity: s.maxSparsity,
     removeCount: s.fitness === 'budget' ? removeCountOf(s, genes) : undefined,
     elitism: s.elitism,
-    multiFidelity: s.lowTokens !== undefined,
+    multiFidelity: s.lowTokens !== undefined || s.lowItems !== undefined,
     promote: s.promote,
     initWeights,
     seed: s.seed,
@@ -108,10 +128,16 @@ async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promise<Prepa
   env.onStatus?.(
     `model ${data.model.modelPath}: ${geneCount(data.model.spec.config)} heads; calibration ${data.stream.length} tokens`,
   );
+  if (data.calibTask) {
+    env.onStatus?.(
+      `BLEU fitness: ${Math.min(s.calibItems ?? BLEU_SEARCH_ITEMS, data.calibTask.prepared.prompts.length)} items of the calibration task ${data.calibTask.source}`,
+    );
+  }
   const objective = await createHeadObjective(data.model.spec, {
     stream: data.stream,
     context: data.context,
     metric: s.metric,
+    bleu: bleuObjectiveOptions(s, data.calibTask),
     tokens: s.calibTokens,
     lowTokens: s.lowTokens,
     batchSize: s.batchSize,
@@ -153,6 +179,11 @@ async function finish(
   await p.objective.release();
   env.onStatus?.('scoring the chosen mask on the evaluation data');
   const evalScore = await scoreOnEval(p, s, space.masks(genome), env);
+  if (p.evalTask)
+    env.onStatus?.(`BLEU of the dense and the pruned model on the evaluation task ${p.evalTask.source}`);
+  const evalBleu = p.evalTask
+    ? await scoreBleuOnEval(p.evalTask, s, p.model.spec, p.model.spec, space.masks(genome), env)
+    : undefined;
   const result: HeadSearchResult = {
     runDir: dir,
     method: s.method,
@@ -164,8 +195,16 @@ async function finish(
       denseQuality: dense.quality,
       metric: s.metric,
       tokens: calibScore.tokens,
+      ...(s.metric === 'bleu'
+        ? {
+            bleu: bleuOfQuality(calibScore.quality),
+            denseBleu: bleuOfQuality(dense.quality),
+            ...(p.calibTask ? { task: taskRecord(p.calibTask, calibScore.tokens) } : {}),
+          }
+        : {}),
     },
     eval: evalScore,
+    ...(evalBleu ? { evalBleu } : {}),
     ...counters,
   };
   const mask = await makeMaskFile(p.model.spec, genome, {

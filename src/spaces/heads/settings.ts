@@ -7,7 +7,7 @@ import { COMPUTE_DTYPES } from '../../graph/weights.js';
 import type { RunDataSettings } from '../../runs/data.js';
 import { settingsFrom } from '../../runs/presets.js';
 import type { FitnessKind } from '../../search/fitness.js';
-import type { QualityMetric } from '../../search/objective.js';
+import { BLEU_SEARCH_ITEMS, QUALITY_METRICS, type QualityMetric } from '../../search/objective.js';
 import type { BaselineName } from './baselines.js';
 
 export type HeadMethod = 'ga' | 'nsga' | BaselineName;
@@ -104,23 +104,34 @@ export function headSearchSettings(opts: HeadSearchOptions): HeadSearchSettings 
   if (!HEAD_METHODS.includes(s.method)) {
     throw flagError('--method', `"${s.method}" is not one of ${HEAD_METHODS.join(', ')}`);
   }
-  if (!['ppl', 'kl'].includes(s.metric)) throw flagError('--metric', `"${s.metric}" is not one of ppl, kl`);
+  if (!QUALITY_METRICS.includes(s.metric)) {
+    throw flagError('--metric', `"${s.metric}" is not one of ${QUALITY_METRICS.join(', ')}`);
+  }
   if (!['sos', 'lambda', 'budget'].includes(s.fitness)) {
     throw flagError('--fitness', `"${s.fitness}" is not one of sos, lambda, budget`);
   }
   if (opts.fitness === undefined && preset === undefined && s.targetSparsity !== undefined)
     s.fitness = 'budget';
-  if (s.fitness === 'sos' && s.metric === 'kl') {
+  if (s.fitness === 'sos' && s.metric !== 'ppl') {
     throw flagError(
       '--fitness',
-      'sos multiplies perplexity by (1 − sparsity); with --metric kl use lambda or budget',
+      `sos multiplies perplexity by (1 − sparsity); with --metric ${s.metric} use lambda or budget (or give --target-sparsity)`,
     );
   }
   if (s.elitism >= s.population) throw flagError('--elitism', `must be below --population (${s.population})`);
   if (s.lowTokens !== undefined && s.lowTokens >= s.calibTokens) {
     throw flagError('--low-tokens', `must be below --calib-tokens (${s.calibTokens})`);
   }
-  if (s.lowTokens !== undefined && s.promote < 1)
+  if (s.lowTokens !== undefined && s.metric === 'bleu') {
+    throw flagError(
+      '--low-tokens',
+      'with --metric bleu the cheap first pass scores fewer task items: --low-items',
+    );
+  }
+  if (s.lowItems !== undefined && s.lowItems >= (s.calibItems ?? BLEU_SEARCH_ITEMS)) {
+    throw flagError('--low-items', `must be below --calib-items (${s.calibItems ?? BLEU_SEARCH_ITEMS})`);
+  }
+  if ((s.lowTokens !== undefined || s.lowItems !== undefined) && s.promote < 1)
     throw flagError('--promote', 'multi-fidelity needs --promote ≥ 1');
   return s;
 }

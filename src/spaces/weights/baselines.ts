@@ -25,6 +25,7 @@ import type { PrunableMatrix } from '../../masks/weights.js';
 import { batches, defaultBatchSize, makeWindows } from '../../metrics/perplexity.js';
 import type { ModelSpec } from '../../model/spec.js';
 import { pruneSequentially } from '../../prune/sequential.js';
+import type { BleuObjectiveOptions, QualityMetric } from '../../search/objective.js';
 import type { Rng } from '../../util/rng.js';
 import type { BlockSearchProgress, CheckpointStore } from './blockwise.js';
 
@@ -41,6 +42,13 @@ export interface WeightBaselineInput {
   calibration: { stream: readonly number[]; context: number; tokens: number };
   /** Where methods that run the model run it. */
   engine?: { device?: Device; threads?: number };
+  /**
+   * The run's calibration metric (`--metric`, default 'ppl'), for methods that search with an objective
+   * (search/objective.ts: quality lower is better, −BLEU for 'bleu'); with 'bleu', `bleu` holds the calibration
+   * task and its scoring, ready for `createObjective(spec, space, { metric, bleu, ... })`.
+   */
+  metric?: QualityMetric;
+  bleu?: BleuObjectiveOptions;
   /** After each matrix or layer (`unit` names which; default 'matrices'). */
   onProgress?: (done: number, total: number, unit?: string) => void;
   /** Searching methods: settings given by the user (each method has its defaults; see its description). */

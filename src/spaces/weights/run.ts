@@ -41,7 +41,8 @@ import {
   saveState,
   WEIGHT_RUN_KIND,
 } from '../../runs/rundir.js';
-import { createObjective } from '../../search/objective.js';
+import { bleuObjectiveOptions, type EvalBleu, scoreBleuOnEval, taskRecord } from '../../runs/tasks.js';
+import { bleuOfQuality, createObjective, type QualityMetric } from '../../search/objective.js';
 import { faultPoint, sha256File, writeBytesAtomic, writeJsonAtomic } from '../../util/fs.js';
 import { createRng } from '../../util/rng.js';
 import { weightBaseline } from './baselines.js';
@@ -70,6 +71,20 @@ export interface PerplexityPair {
   densePerplexity: number;
 }
 
+/**
+ * The calibration scores: perplexity always, and the run's `--metric` (`metric`, `quality`, `denseQuality`;
+ * lower is better, so for 'bleu' they are −BLEU, with `bleu` and `denseBleu` giving BLEU itself and `task` the
+ * calibration task; `tokens` stays the perplexity's token count).
+ */
+export interface CalibScore extends PerplexityPair {
+  metric: QualityMetric;
+  quality: number;
+  denseQuality: number;
+  bleu?: number;
+  denseBleu?: number;
+  task?: ReturnType<typeof taskRecord>;
+}
+
 export interface WeightPruneResult {
   runDir: string;
   method: string;
@@ -86,8 +101,10 @@ export interface WeightPruneResult {
   prunableWeights: number;
   parameters: number;
   layers: LayerSparsity[];
-  calib: PerplexityPair;
+  calib: CalibScore;
   eval: PerplexityPair;
+  /** `--eval-task`: dense and pruned BLEU on the evaluation task (after recovery with --recover). */
+  evalBleu?: EvalBleu;
   /** Forward passes on calibration data: the method's own, plus scoring the dense and the pruned model. */
   forwardPasses: number;
   seconds: number;
@@ -103,7 +120,14 @@ export interface WeightPruneResult {
    * its cost, and per layer the calibration reconstruction error Σ (w − ŵ)ᵀXᵀX(w − ŵ) of masking alone and after.
    */
   recovery?: {
-    before: { calibPerplexity: number; evalPerplexity: number };
+    before: {
+      calibPerplexity: number;
+      evalPerplexity: number;
+      /** The --metric calibration quality before recovery. */
+      calibQuality: number;
+      /** --eval-task: corpus BLEU on the evaluation task before recovery. */
+      evalBleu?: number;
+    };
     weights: string;
     forwardPasses: number;
     seconds: number;
@@ -112,6 +136,8 @@ export interface WeightPruneResult {
 }
 
 interface Prepared extends RunData {
+  /** The unpruned model (the dense side of every comparison, also after recovery). */
+  denseSpec: ModelSpec;
   space: WeightSpace;
   pattern?: NmPattern;
 }
@@ -133,7 +159,7 @@ async function prepare(s: WeightPruneSettings, env: WeightPruneEnv): Promise<Pre
   env.onStatus?.(
     `model ${data.model.modelPath}: ${space.genes} prunable weights in ${space.matrices.length} matrices (${space.totalParameters} parameters); calibration ${data.stream.length} tokens`,
   );
-  return { ...data, space, ...(pattern ? { pattern } : {}) };
+  return { ...data, denseSpec: data.model.spec, space, ...(pattern ? { pattern } : {}) };
 }
 
 async function runConfig(s: WeightPruneSettings, p: Prepared): Promise<RunConfig> {
@@ -291,6 +317,8 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
     rng: createRng(s.seed),
     calibration: { stream: p.stream, context: p.context, tokens: p.calibTokens },
     engine: { device: env.device, threads: env.threads },
+    metric: s.metric ?? 'ppl',
+    ...(p.calibTask ? { bleu: bleuObjectiveOptions(s, p.calibTask) } : {}),
     onProgress: (done, total, unit) => env.onProgress?.(done, total, unit),
     search: {
       ...(s.population !== undefined ? { population: s.population } : {}),
@@ -331,9 +359,46 @@ export const RECOVERED_WEIGHTS_FILE = 'recovered-weights.safetensors';
 /** Ridge damping of recovery, as a fraction of mean(diag XᵀX) (SparseGPT's). */
 const RECOVERY_DAMPING = 0.01;
 
+/** One objective's dense (with `dense`) and pruned quality on the calibration data, and its forward passes. */
+async function calibQuality(
+  spec: ModelSpec,
+  metric: QualityMetric,
+  s: WeightPruneSettings,
+  p: Prepared,
+  genome: Bitset,
+  env: WeightPruneEnv,
+  dense: boolean,
+) {
+  const space = p.space;
+  const objective = await createObjective(spec, space, {
+    stream: p.stream,
+    context: p.context,
+    metric,
+    bleu: bleuObjectiveOptions(s, p.calibTask),
+    tokens: s.calibTokens,
+    batchSize: s.batchSize,
+    device: env.device,
+    threads: env.threads,
+    dtype: s.dtype,
+  });
+  try {
+    const denseQuality = dense ? (await objective.evaluate(space.full())).quality : Number.NaN;
+    const pruned = await objective.evaluate(genome);
+    return {
+      denseQuality,
+      quality: pruned.quality,
+      tokens: pruned.tokens,
+      forwardPasses: objective.forwardPasses(),
+    };
+  } finally {
+    await objective.release();
+  }
+}
+
 /**
- * Calibration and evaluation perplexity of `spec` under the genome's masks; with `dense`, the unmasked model's
- * too (a recovered spec has no dense model of its own: the caller keeps the original's).
+ * Calibration perplexity and `--metric` quality, evaluation perplexity (and `--eval-task` BLEU) of `spec` under
+ * the genome's masks; with `dense`, the unmasked model's too (a recovered spec has no dense model of its own: the
+ * caller keeps the original's).
  */
 async function scoreMasked(
   spec: ModelSpec,
@@ -342,38 +407,40 @@ async function scoreMasked(
   genome: Bitset,
   env: WeightPruneEnv,
   dense: boolean,
-): Promise<{ calib: PerplexityPair; eval: PerplexityPair; forwardPasses: number }> {
+): Promise<{ calib: CalibScore; eval: PerplexityPair; evalBleu?: EvalBleu; forwardPasses: number }> {
   const space = p.space;
-  const objective = await createObjective(spec, space, {
-    stream: p.stream,
-    context: p.context,
-    metric: 'ppl',
-    tokens: s.calibTokens,
-    batchSize: s.batchSize,
-    device: env.device,
-    threads: env.threads,
-    dtype: s.dtype,
-  });
-  let calib: PerplexityPair;
-  let forwardPasses: number;
-  try {
-    const denseQuality = dense ? (await objective.evaluate(space.full())).quality : Number.NaN;
-    const pruned = await objective.evaluate(genome);
-    calib = {
-      data: s.calib,
-      tokens: pruned.tokens,
-      perplexity: pruned.quality,
-      densePerplexity: denseQuality,
-    };
-    forwardPasses = objective.forwardPasses();
-  } finally {
-    await objective.release();
-  }
+  const metric = s.metric ?? 'ppl';
+  const ppl = await calibQuality(spec, 'ppl', s, p, genome, env, dense);
+  const chosen = metric === 'ppl' ? ppl : await calibQuality(spec, metric, s, p, genome, env, dense);
+  const calib: CalibScore = {
+    data: s.calib,
+    tokens: ppl.tokens,
+    perplexity: ppl.quality,
+    densePerplexity: ppl.denseQuality,
+    metric,
+    quality: chosen.quality,
+    denseQuality: chosen.denseQuality,
+    ...(metric === 'bleu'
+      ? {
+          bleu: bleuOfQuality(chosen.quality),
+          denseBleu: bleuOfQuality(chosen.denseQuality),
+          ...(p.calibTask ? { task: taskRecord(p.calibTask, chosen.tokens) } : {}),
+        }
+      : {}),
+  };
+  const forwardPasses = ppl.forwardPasses + (metric === 'ppl' ? 0 : chosen.forwardPasses);
   env.onStatus?.('scoring on the evaluation data');
-  const e = await scoreOnEval(p, s, space.masks(genome), env);
+  const masks = space.masks(genome);
+  const e = await scoreOnEval(p, s, masks, env);
+  if (p.evalTask)
+    env.onStatus?.(`BLEU of the dense and the pruned model on the evaluation task ${p.evalTask.source}`);
+  const evalBleu = p.evalTask
+    ? await scoreBleuOnEval(p.evalTask, s, p.denseSpec, spec, masks, env)
+    : undefined;
   return {
     calib,
     eval: { data: e.data, tokens: e.tokens, perplexity: e.perplexity, densePerplexity: e.densePerplexity },
+    ...(evalBleu ? { evalBleu } : {}),
     forwardPasses,
   };
 }
@@ -462,6 +529,7 @@ async function pruneInDir(
   const scored = await scoreMasked(p.model.spec, s, p, genome, env, true);
   let calib = scored.calib;
   let evalScore = scored.eval;
+  let evalBleu = scored.evalBleu;
   let passes = scored.forwardPasses;
   let recovery: WeightPruneResult['recovery'];
   if (s.recover) {
@@ -477,14 +545,25 @@ async function pruneInDir(
       false,
     );
     recovery = {
-      before: { calibPerplexity: calib.perplexity, evalPerplexity: evalScore.perplexity },
+      before: {
+        calibPerplexity: calib.perplexity,
+        evalPerplexity: evalScore.perplexity,
+        calibQuality: calib.quality,
+        ...(evalBleu ? { evalBleu: evalBleu.corpus } : {}),
+      },
       weights: rec.path,
       forwardPasses: rec.forwardPasses,
       seconds: rec.seconds,
       reconstruction: rec.reconstruction,
     };
-    calib = { ...after.calib, densePerplexity: calib.densePerplexity };
+    calib = {
+      ...after.calib,
+      densePerplexity: calib.densePerplexity,
+      denseQuality: calib.denseQuality,
+      ...(calib.denseBleu !== undefined ? { denseBleu: calib.denseBleu } : {}),
+    };
     evalScore = { ...after.eval, densePerplexity: evalScore.densePerplexity };
+    evalBleu = after.evalBleu;
     passes += after.forwardPasses + rec.forwardPasses;
   }
   const report = space.report(genome);
@@ -503,6 +582,7 @@ async function pruneInDir(
       perplexity: evalScore.perplexity,
       densePerplexity: evalScore.densePerplexity,
     },
+    ...(evalBleu ? { evalBleu } : {}),
     forwardPasses: state.forwardPasses + passes,
     seconds: state.seconds + (performance.now() - tScore) / 1000,
     mask: maskPath,

@@ -9,6 +9,7 @@ import { COMPUTE_DTYPES } from '../../graph/weights.js';
 import { type NmPattern, parsePattern } from '../../masks/select.js';
 import type { RunDataSettings } from '../../runs/data.js';
 import { settingsFrom } from '../../runs/presets.js';
+import { QUALITY_METRICS, type QualityMetric } from '../../search/objective.js';
 import { weightBaseline, weightBaselineNames } from './baselines.js';
 // The searching methods register themselves as weights methods.
 import './ga.js';
@@ -22,6 +23,12 @@ export interface WeightPruneSettings extends RunDataSettings {
   /** `N:M` (every group of M consecutive weights of a row keeps N); undefined = unstructured. */
   pattern?: string;
   seed: number;
+  /**
+   * The calibration quality metric (RunDataSettings.metric, default 'ppl'): what result.json's calibration score
+   * uses, and what a method that searches (the GA) may use as its objective — with 'bleu' the objective's quality
+   * is −BLEU on the calibration task (search/objective.ts), lower is better as for ppl and kl.
+   */
+  metric: QualityMetric;
   /**
    * After the mask is fixed, reconstruct each pruned linear's kept weights by least squares on the calibration
    * activations (prune/recover.ts, sequential as prune/sequential.ts walks the layers).
@@ -47,6 +54,7 @@ export const SEARCH_SETTING_FLAGS = [
 
 export const WEIGHT_PRUNE_DEFAULTS = {
   method: 'magnitude',
+  metric: 'ppl',
   calibTokens: 8192,
   seed: 0,
   dtype: 'fp32',
@@ -97,6 +105,17 @@ export function weightPruneSettings(opts: WeightPruneOptions): WeightPruneSettin
   if (!COMPUTE_DTYPES.includes(s.dtype ?? 'fp32')) {
     throw flagError('--dtype', `unknown compute dtype "${s.dtype}" (choose ${COMPUTE_DTYPES.join(', ')})`);
   }
+  if (!QUALITY_METRICS.includes(s.metric)) {
+    throw flagError('--metric', `"${s.metric}" is not one of ${QUALITY_METRICS.join(', ')}`);
+  }
+  if (s.metric === 'kl' && s.recover) {
+    throw flagError(
+      '--metric',
+      'kl after --recover would compare the recovered model with itself unpruned, not with the dense model; use ppl or bleu',
+    );
+  }
+  if (s.lowItems !== undefined)
+    throw flagError('--low-items', 'only the head search has low-fidelity scoring');
   const methods = weightBaselineNames();
   if (!methods.includes(s.method))
     throw flagError('--method', `"${s.method}" is not one of ${methods.join(', ')}`);
@@ -128,6 +147,10 @@ export function weightPruneSettings(opts: WeightPruneOptions): WeightPruneSettin
     ['evalTokens', '--eval-tokens'],
     ['context', '--ctx'],
     ['batchSize', '--batch-size'],
+    ['calibItems', '--calib-items'],
+    ['calibNewTokens', '--calib-new-tokens'],
+    ['evalItems', '--eval-items'],
+    ['evalNewTokens', '--eval-new-tokens'],
   ] as const) {
     const v = s[key];
     if (v !== undefined && !(Number.isSafeInteger(v) && v >= 1))

@@ -1,0 +1,12 @@
+/** Report lines several commands print the same way. */
+import type { EvalBleu } from '../index.js';
+
+/** Dense and pruned BLEU on a run's evaluation task, one line. */
+export function evalBleuLine(b: EvalBleu): string {
+  const source = b.from === 'pages' ? `story continuations of ${b.task}` : b.task;
+  return (
+    `eval BLEU    ${b.corpus.toFixed(2)} corpus, ${b.sentenceMean.toFixed(2)} sentence-mean ` +
+    `(dense ${b.denseCorpus.toFixed(2)}, ${b.denseSentenceMean.toFixed(2)}; ${b.items} items of ${source}, ` +
+    `${b.maxNewTokens} new tokens)`
+  );
+}

@@ -1,0 +1,273 @@
+/**
+ * The generation tasks of a run: the *calibration* task a `--metric bleu` search scores candidates on, and the
+ * *evaluation* task (`--eval-task`) its report quotes BLEU on. Like the calibration and evaluation text, they are
+ * kept apart: never the same file, never a shared prompt.
+ *
+ * - Calibration task: `--calib-task FILE` (JSONL `{prompt, reference}` or MBPP `{text, code}`), or else the
+ *   TinyStories continuation task built from the `--calib` pages (metrics/storytask.ts: pages whose documents are
+ *   separated by `<|endoftext|>` lines). A search scores its first `--calib-items` items (default 32).
+ * - Evaluation task: `--eval-task FILE`, or `--eval-task auto` for the continuation task built from the `--eval`
+ *   pages; every item is scored unless `--eval-items` says fewer.
+ */
+import { type CandidateMasks, createRunner } from '../engine/runner.js';
+import type { Device } from '../engine/session.js';
+import { fileError, flagError, GenepruneError } from '../errors.js';
+import type { ComputeDtype } from '../graph/weights.js';
+import {
+  GENERATION_BATCH_SIZE,
+  GENERATION_MAX_NEW_TOKENS,
+  type GenerationTask,
+  type PreparedGenerationTask,
+  prepareGenerationTask,
+  readGenerationTask,
+  scoreGeneration,
+  slicePreparedTask,
+} from '../metrics/generation.js';
+import { buildContinuationTask } from '../metrics/storytask.js';
+import type { ModelSpec } from '../model/spec.js';
+import type { BleuObjectiveOptions, QualityMetric } from '../search/objective.js';
+import { BLEU_SEARCH_ITEMS, BLEU_SEARCH_NEW_TOKENS } from '../search/objective.js';
+import type { Tokenizer } from '../tokenizer/types.js';
+import { realPathOf, sha256File } from '../util/fs.js';
+
+/** `--eval-task auto`: the continuation task built from the evaluation pages. */
+export const AUTO_TASK = 'auto';
+
+/** The task settings every run has (heads and weights alike). */
+export interface RunTaskSettings {
+  calib: string;
+  eval: string;
+  metric?: QualityMetric;
+  /** `--metric bleu`: the calibration task file (default: built from the calibration pages). */
+  calibTask?: string;
+  /** `--metric bleu`: calibration items a full evaluation scores (default 32). */
+  calibItems?: number;
+  /** `--metric bleu`: calibration items a low-fidelity evaluation scores (default: all of calibItems). */
+  lowItems?: number;
+  /** `--metric bleu`: new tokens per calibration prompt (default 32). */
+  calibNewTokens?: number;
+  /** Report BLEU on this task: a JSONL file, or 'auto' (the continuation task of the evaluation pages). */
+  evalTask?: string;
+  /** Evaluation task items scored (default: all). */
+  evalItems?: number;
+  /** New tokens per evaluation prompt (default 64, evaluateBleu's). */
+  evalNewTokens?: number;
+}
+
+/** A run's generation task, prompts encoded, with where it came from. */
+export interface RunTask {
+  prepared: PreparedGenerationTask;
+  /** 'file': a task file; 'pages': built from the text pages named by `source`. */
+  from: 'file' | 'pages';
+  /** The file, or the pages it was built from. */
+  source: string;
+  /** sha256 of the task file (files only). */
+  sha256?: string;
+}
+
+/** The calibration task of a `--metric bleu` run (undefined for other metrics), refused in one line if unusable. */
+export async function calibrationTask(
+  s: RunTaskSettings,
+  tokenizer: Tokenizer,
+): Promise<RunTask | undefined> {
+  if (s.metric !== 'bleu') {
+    for (const [key, flag] of [
+      ['calibTask', '--calib-task'],
+      ['calibItems', '--calib-items'],
+      ['lowItems', '--low-items'],
+      ['calibNewTokens', '--calib-new-tokens'],
+    ] as const) {
+      if (s[key] !== undefined)
+        throw flagError(flag, 'only with --metric bleu (a calibration generation task)');
+    }
+    return undefined;
+  }
+  if (s.calibTask !== undefined) {
+    if (s.calibTask === AUTO_TASK) {
+      throw flagError(
+        '--calib-task',
+        'takes a task file; leave it out to build the task from the --calib pages',
+      );
+    }
+    const task = await readGenerationTask(s.calibTask);
+    return {
+      prepared: prepareGenerationTask(task, tokenizer),
+      from: 'file',
+      source: s.calibTask,
+      sha256: await sha256File(s.calibTask),
+    };
+  }
+  let task: GenerationTask;
+  try {
+    task = await buildContinuationTask(s.calib);
+  } catch (e) {
+    if (e instanceof GenepruneError && e.kind === 'data') {
+      throw flagError(
+        '--calib-task',
+        `--metric bleu needs a calibration generation task: give --calib-task FILE (JSONL {"prompt", "reference"} per line); ${s.calib} holds no TinyStories story openings to build one from`,
+      );
+    }
+    throw e;
+  }
+  return { prepared: prepareGenerationTask(task, tokenizer), from: 'pages', source: s.calib };
+}
+
+/** The evaluation task (`--eval-task`), or undefined when BLEU is not reported. */
+export async function evaluationTask(s: RunTaskSettings, tokenizer: Tokenizer): Promise<RunTask | undefined> {
+  if (s.evalTask === undefined) {
+    for (const [key, flag] of [
+      ['evalItems', '--eval-items'],
+      ['evalNewTokens', '--eval-new-tokens'],
+    ] as const) {
+      if (s[key] !== undefined) throw flagError(flag, 'only with --eval-task (FILE or auto)');
+    }
+    return undefined;
+  }
+  if (s.evalTask === AUTO_TASK) {
+    let task: GenerationTask;
+    try {
+      task = await buildContinuationTask(s.eval);
+    } catch (e) {
+      if (e instanceof GenepruneError && e.kind === 'data') {
+        throw flagError(
+          '--eval-task',
+          `auto builds story continuations from the --eval pages, and ${s.eval} holds no TinyStories story openings; give --eval-task FILE`,
+        );
+      }
+      throw e;
+    }
+    return { prepared: prepareGenerationTask(task, tokenizer), from: 'pages', source: s.eval };
+  }
+  const task = await readGenerationTask(s.evalTask);
+  return {
+    prepared: prepareGenerationTask(task, tokenizer),
+    from: 'file',
+    source: s.evalTask,
+    sha256: await sha256File(s.evalTask),
+  };
+}
+
+/**
+ * Refuses an evaluation task that is the calibration task's file or shares an item (the same prompt with the
+ * same references) with it. A shared prompt alone is allowed: TinyStories has different stories with the same
+ * opening (calib and eval pages share two).
+ */
+export async function refuseTaskOverlap(
+  calib: RunTask | undefined,
+  evalTask: RunTask | undefined,
+): Promise<void> {
+  if (!calib || !evalTask) return;
+  if (calib.from === 'file' && evalTask.from === 'file') {
+    if ((await realPathOf(calib.source)) === (await realPathOf(evalTask.source))) {
+      throw flagError(
+        '--eval-task',
+        `${evalTask.source} is also the calibration task: reports must quote unseen items`,
+      );
+    }
+  }
+  const itemKey = (it: { prompt: string; references: string[] }) =>
+    JSON.stringify([it.prompt, it.references]);
+  const seen = new Set(calib.prepared.task.items.map(itemKey));
+  const shared = evalTask.prepared.task.items.findIndex((it) => seen.has(itemKey(it)));
+  if (shared >= 0) {
+    throw fileError(
+      evalTask.source,
+      `evaluation task item ${shared + 1} is also in the calibration task (${calib.source}): reports must quote unseen items`,
+    );
+  }
+}
+
+/** What config.json and result.json record about a task. */
+export function taskRecord(t: RunTask, items: number) {
+  return {
+    from: t.from,
+    source: t.source,
+    ...(t.sha256 ? { sha256: t.sha256 } : {}),
+    items,
+    taskItems: t.prepared.task.items.length,
+  };
+}
+
+/** The objective options of a `--metric bleu` run. */
+export function bleuObjectiveOptions(
+  s: RunTaskSettings,
+  calib: RunTask | undefined,
+): BleuObjectiveOptions | undefined {
+  if (!calib) return undefined;
+  return {
+    task: calib.prepared,
+    items: s.calibItems ?? BLEU_SEARCH_ITEMS,
+    ...(s.lowItems !== undefined ? { lowItems: s.lowItems } : {}),
+    maxNewTokens: s.calibNewTokens ?? BLEU_SEARCH_NEW_TOKENS,
+  };
+}
+
+/** Dense and pruned BLEU on the evaluation task, as result.json records them. */
+export interface EvalBleu {
+  /** 'file' or 'pages' (`--eval-task auto`), and the file or pages. */
+  from: 'file' | 'pages';
+  task: string;
+  items: number;
+  maxNewTokens: number;
+  /** sacreBLEU corpus BLEU, 0–100. */
+  corpus: number;
+  denseCorpus: number;
+  /** Mean NLTK sentence BLEU (the GenePrune code's), 0–100. */
+  sentenceMean: number;
+  denseSentenceMean: number;
+  brevityPenalty: number;
+  denseBrevityPenalty: number;
+  forwards: number;
+  seconds: number;
+}
+
+/**
+ * BLEU of the dense model (`denseSpec`) and of the candidate (`spec` — the same model, or its recovered weights —
+ * under `masks`) on the evaluation task, each in a session of its own.
+ */
+export async function scoreBleuOnEval(
+  task: RunTask,
+  s: RunTaskSettings & { dtype?: ComputeDtype },
+  denseSpec: ModelSpec,
+  spec: ModelSpec,
+  masks: CandidateMasks,
+  env: { device?: Device; threads?: number },
+): Promise<EvalBleu> {
+  const prepared = slicePreparedTask(task.prepared, s.evalItems ?? task.prepared.prompts.length);
+  const maxNewTokens = s.evalNewTokens ?? GENERATION_MAX_NEW_TOKENS;
+  const score = async (m: ModelSpec, withMasks: CandidateMasks) => {
+    const runner = await createRunner(m, {
+      output: 'row_logits',
+      device: env.device,
+      threads: env.threads,
+      dtype: s.dtype,
+      weightMasks: withMasks.weightMasks ? [...withMasks.weightMasks.keys()] : undefined,
+    });
+    try {
+      return await scoreGeneration(runner, prepared, {
+        maxNewTokens,
+        batchSize: GENERATION_BATCH_SIZE,
+        masks: withMasks,
+      });
+    } finally {
+      await runner.release();
+    }
+  };
+  const t0 = performance.now();
+  const pruned = await score(spec, masks);
+  const dense = await score(denseSpec, {});
+  return {
+    from: task.from,
+    task: task.source,
+    items: pruned.items,
+    maxNewTokens,
+    corpus: pruned.corpus.score,
+    denseCorpus: dense.corpus.score,
+    sentenceMean: pruned.sentenceMean,
+    denseSentenceMean: dense.sentenceMean,
+    brevityPenalty: pruned.corpus.bp,
+    denseBrevityPenalty: dense.corpus.bp,
+    forwards: pruned.forwards + dense.forwards,
+    seconds: (performance.now() - t0) / 1000,
+  };
+}

@@ -68,7 +68,7 @@ function searchProgressText(p: BlockSearchProgress): string {
   const done = (p.layer + (p.generations > 0 ? p.generation / p.generations : 1)) / p.layers;
   const eta = done > 0 ? (p.seconds / done) * (1 - done) : Number.NaN;
   const rate = p.seconds > 0 ? p.evaluations / p.seconds : 0;
-  return `block ${p.layer + 1}/${p.layers} · generation ${p.generation}/${p.generations} · best calib ppl ${p.bestPerplexity.toFixed(4)} at ${(100 * p.bestSparsity).toFixed(1)} % · ${rate.toFixed(1)} evals/s · ETA ${Number.isFinite(eta) ? `${Math.round(eta)} s` : '?'}`;
+  return `block ${p.layer + 1}/${p.layers} · generation ${p.generation}/${p.generations} · best calib ${p.metric === 'ppl' ? 'ppl' : 'BLEU'} ${p.best.toFixed(4)} at ${(100 * p.bestSparsity).toFixed(1)} % · ${rate.toFixed(1)} evals/s · ETA ${Number.isFinite(eta) ? `${Math.round(eta)} s` : '?'}`;
 }
 
 const PRESET_METHOD: Record<WeightPreset, string> = { geneprune: 'ga' };

@@ -83,9 +83,9 @@ describe('weights --method ga on stories260K', { skip: skipUnlessShared(MODEL, C
       assert.ok(l.evaluations >= 10 && l.evaluations <= 20);
       assert.ok(l.best.sparsity >= 0.05 - 1e-4, `layer ${l.layer} sparsity ${l.best.sparsity}`);
     }
-    assert.ok(Math.abs(report.densePerplexity - r.calib.densePerplexity) / r.calib.densePerplexity < 1e-5);
+    assert.ok(Math.abs(report.densePerplexity! - r.calib.densePerplexity) / r.calib.densePerplexity < 1e-5);
     // The last block's best perplexity is the pruned model's calibration perplexity.
-    const last = report.layers[4].best.perplexity;
+    const last = report.layers[4].best.perplexity!;
     assert.ok(
       Math.abs(last - r.calib.perplexity) / r.calib.perplexity < 1e-5,
       `${last} vs ${r.calib.perplexity}`,

@@ -10,7 +10,13 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import type { TokenBatch } from '../../src/engine/runner.js';
-import { pruneWeights, type WeightPruneResult } from '../../src/index.js';
+import {
+  buildContinuationTask,
+  evaluateBleu,
+  pruneWeights,
+  type WeightPruneResult,
+} from '../../src/index.js';
+import type { GaReport } from '../../src/spaces/weights/ga.js';
 import { unpackBits } from '../../src/masks/bitset.js';
 import { loadWeightMaskFile } from '../../src/masks/weightfile.js';
 import { prunableMatrices } from '../../src/masks/weights.js';
@@ -226,10 +232,7 @@ describe('seeded GAs and the GA with a pattern on stories260K', {
     const report = runs.gw.methodReport as SeededReport;
     assert.equal(report.layers.length, 5);
     for (const l of report.layers) {
-      assert.ok(
-        l.bestPerplexity <= l.seedPerplexity,
-        `layer ${l.layer}: ${l.bestPerplexity} > ${l.seedPerplexity}`,
-      );
+      assert.ok(l.bestQuality <= l.seedQuality, `layer ${l.layer}: ${l.bestQuality} > ${l.seedQuality}`);
       assert.equal(l.evaluations, 4 + 2 * 4);
     }
     assert.equal(runs.gw.sparsity.achieved, 0.5);
@@ -260,11 +263,11 @@ describe('seeded GAs and the GA with a pattern on stories260K', {
     const seedPpl = await evaluator.perplexity(wandaBlock0);
     await evaluator.release();
     assert.ok(
-      Math.abs(seedPpl - report.layers[0].seedPerplexity) / seedPpl < 1e-5,
-      `${seedPpl} vs ${report.layers[0].seedPerplexity}`,
+      Math.abs(seedPpl - report.layers[0].seedQuality) / seedPpl < 1e-5,
+      `${seedPpl} vs ${report.layers[0].seedQuality}`,
     );
     // The last block's fixed mask is the whole pruned model: its perplexity is the run's calibration score.
-    const last = report.layers[4].bestPerplexity;
+    const last = report.layers[4].bestQuality;
     assert.ok(Math.abs(last - runs.gw.calib.perplexity) / last < 1e-5);
   });
 
@@ -294,8 +297,7 @@ describe('seeded GAs and the GA with a pattern on stories260K', {
       const file = await loadWeightMaskFile(r.mask, spec);
       for (const [role, bits] of file.masks) assert.ok(isNm(unpackBits(bits), 2, 4), `${method} ${role}`);
       if (method === 'ga-magnitude') {
-        for (const l of (r.methodReport as SeededReport).layers)
-          assert.ok(l.bestPerplexity <= l.seedPerplexity);
+        for (const l of (r.methodReport as SeededReport).layers) assert.ok(l.bestQuality <= l.seedQuality);
       }
     }
   });
@@ -335,5 +337,34 @@ describe('seeded GAs and the GA with a pattern on stories260K', {
     await assertSameBits(r.mask, runs.gw.mask);
     assert.equal(r.eval.perplexity, runs.gw.eval.perplexity);
     assert.deepEqual(r.methodReport, runs.gw.methodReport);
+  });
+
+  test('ga with --metric bleu: fitness on BLEU of the calibration task; dense and final BLEU equal evaluateBleu', async () => {
+    const r = await pruneWeights({
+      ...common(),
+      population: 4,
+      generations: 1,
+      method: 'ga',
+      sparsity: 0.3,
+      metric: 'bleu',
+      calibItems: 4,
+      calibNewTokens: 8,
+      out: join(tmp.dir, 'ga-bleu'),
+    });
+    const report = r.methodReport as GaReport;
+    assert.equal(report.metric, 'bleu');
+    const task = await buildContinuationTask(sharedPath(CALIB)!);
+    const first = { source: 'calib', items: task.items.slice(0, 4) };
+    const model = sharedPath(MODEL)!;
+    const dense = await evaluateBleu({ model, task: first, maxNewTokens: 8 });
+    assert.equal(report.denseBleu, dense.bleu);
+    // The last block's fixed mask is the whole pruned model: its BLEU is that of the run's mask file.
+    const pruned = await evaluateBleu({ model, task: first, weightMask: r.mask, maxNewTokens: 8 });
+    assert.equal(report.layers[4].best.bleu, pruned.bleu);
+    for (const l of report.layers) {
+      assert.equal(l.best.perplexity, undefined);
+      const f = 0.98 * (l.best.bleu! / dense.bleu) + 0.02 * l.best.sparsity;
+      assert.ok(Math.abs(f - l.best.fitness) < 1e-12, `layer ${l.layer}: ${l.best.fitness} vs ${f}`);
+    }
   });
 });

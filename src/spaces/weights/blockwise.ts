@@ -18,7 +18,13 @@ import { createRunner, type ModelRunner, type TokenBatch } from '../../engine/ru
 import type { Device } from '../../engine/session.js';
 import { GenepruneError } from '../../errors.js';
 import type { PrunableMatrix } from '../../masks/weights.js';
+import { scoreGeneration, slicePreparedTask } from '../../metrics/generation.js';
 import type { ModelSpec } from '../../model/spec.js';
+import {
+  BLEU_SEARCH_ITEMS,
+  BLEU_SEARCH_NEW_TOKENS,
+  type BleuObjectiveOptions,
+} from '../../search/objective.js';
 import type { Rng } from '../../util/rng.js';
 
 /** The matrices of one block, in mask-file order, and each one's first gene in the block's genome. */
@@ -143,8 +149,9 @@ export interface BlockSearchProgress {
   /** Generations (iterations) done in this block, of at most `generations`. */
   generation: number;
   generations: number;
-  /** The fittest candidate so far in this block. */
-  bestPerplexity: number;
+  /** The search's metric, and the fittest candidate's value of it so far in this block. */
+  metric: BlockMetric;
+  best: number;
   bestSparsity: number;
   /** Candidates scored so far in the whole run (this process). */
   evaluations: number;
@@ -157,18 +164,36 @@ export interface BlockContext {
   spec: ModelSpec;
   block: BlockLayout;
   layers: number;
-  evaluator: LayerEvaluator;
   batches: readonly TokenBatch[];
   /** Hidden states entering the block (undefined for block 0). */
   hidden: Float32Array[] | undefined;
-  /** The dense model's calibration perplexity on the same batches. */
-  densePerplexity: number;
+  metric: BlockMetric;
+  /** The dense model's calibration score (perplexity or BLEU) on the same tokens or task. */
+  dense: number;
   rng: Rng;
   engine: { device?: Device; threads?: number };
-  /** Scores a genome of the block (perplexity of the suffix), counting it. */
-  perplexity(genome: Uint8Array): Promise<number>;
+  /** Scores a genome of the block (blocks before it fixed, after it dense), counting it. */
+  quality(genome: Uint8Array): Promise<BlockQuality>;
   /** Reports a finished generation (for progress). */
-  generation(done: number, of: number, best: { perplexity: number; sparsity: number }): void;
+  generation(done: number, of: number, best: { value: number; sparsity: number }): void;
+}
+
+/** What a block search optimises: calibration perplexity (suffix graphs) or BLEU of a calibration task. */
+export type BlockMetric = 'ppl' | 'bleu';
+
+/**
+ * A candidate's score: `value` is the metric as quoted (perplexity, or BLEU 0–100), `normalized` the quality a
+ * fitness weighs, higher is better and the dense model at ±1: −ppl/ppl_dense, or BLEU/BLEU_dense (BLEU/100 when
+ * the dense model scores 0), so λ means the same for both.
+ */
+export interface BlockQuality {
+  value: number;
+  normalized: number;
+}
+
+export function normalizedQuality(metric: BlockMetric, value: number, dense: number): number {
+  const q = metric === 'ppl' ? -value / dense : dense > 0 ? value / dense : value / 100;
+  return Number.isNaN(q) ? Number.NEGATIVE_INFINITY : q;
 }
 
 /** A block's outcome: its fixed genome, the method's log of the block, forward passes beyond candidate scores. */
@@ -187,7 +212,8 @@ export interface BlockCheckpoint<R> {
   keeps: Uint8Array[];
   rngState: number[];
   reports: R[];
-  densePerplexity: number;
+  /** The dense model's calibration score in the run's metric. */
+  dense: number;
   forwardPasses: number;
   evaluations: number;
   seconds: number;
@@ -204,8 +230,13 @@ export interface BlockwiseInput<R> {
   batches: readonly TokenBatch[];
   rng: Rng;
   engine?: { device?: Device; threads?: number };
+  /** Default 'ppl'; 'bleu' needs `bleu` (the calibration task) and scores whole-model generations. */
+  metric?: BlockMetric;
+  bleu?: BleuObjectiveOptions;
   search: (ctx: BlockContext) => Promise<BlockOutcome<R>>;
   checkpoint?: CheckpointStore<R>;
+  /** With 'bleu': still compute the hidden states entering each block (a method that captures activations). */
+  needsHidden?: boolean;
   onBlock?: (report: R, layer: number, layers: number) => void;
   onProgress?: (p: BlockSearchProgress) => void;
 }
@@ -213,7 +244,8 @@ export interface BlockwiseInput<R> {
 export interface BlockwiseResult<R> {
   keeps: Uint8Array[];
   reports: R[];
-  densePerplexity: number;
+  metric: BlockMetric;
+  dense: number;
   forwardPasses: number;
   evaluations: number;
 }
@@ -222,100 +254,169 @@ export interface BlockwiseResult<R> {
 export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<BlockwiseResult<R>> {
   const { spec, rng } = input;
   const engine = input.engine ?? {};
+  const metric = input.metric ?? 'ppl';
   const L = spec.config.numLayers;
   const layouts = Array.from({ length: L }, (_, l) => blockLayout(input.matrices, l));
   const expectedOrder = layouts.flatMap((b) => b.matrices.map((m) => m.role));
   if (expectedOrder.join('\n') !== input.matrices.map((m) => m.role).join('\n')) {
     throw new GenepruneError('internal', 'block search: matrices are not in layer order');
   }
-  const keeps: Uint8Array[] = [];
-  const reports: R[] = [];
-  let densePerplexity = Number.NaN;
-  let passes = 0;
-  let evaluations = 0;
-  let start = 0;
-  let secondsBefore = 0;
-  let hidden: Float32Array[] | undefined;
-  const cp = await input.checkpoint?.read();
-  if (cp && cp.done > 0) {
-    rng.setState(cp.rngState);
-    keeps.push(...cp.keeps);
-    reports.push(...cp.reports);
-    ({ densePerplexity, evaluations } = cp);
-    passes = cp.forwardPasses;
-    secondsBefore = cp.seconds;
-    start = cp.done;
-    let at = 0;
-    for (let l = 0; l < start; l++) {
-      const b = layouts[l];
-      const masks = new Map(b.matrices.map((m, i) => [m.role, keeps[at + i]]));
-      at += b.matrices.length;
-      hidden = await advanceHidden(spec, l, input.batches, hidden, masks, engine);
+  const bleu =
+    metric === 'bleu' ? await createBleuScorer(spec, input.matrices, input.bleu, engine) : undefined;
+  try {
+    const keeps: Uint8Array[] = [];
+    const reports: R[] = [];
+    let dense = Number.NaN;
+    let passes = 0;
+    let evaluations = 0;
+    let start = 0;
+    let secondsBefore = 0;
+    let hidden: Float32Array[] | undefined;
+    const cp = await input.checkpoint?.read();
+    if (cp && cp.done > 0) {
+      rng.setState(cp.rngState);
+      keeps.push(...cp.keeps);
+      reports.push(...cp.reports);
+      ({ dense, evaluations } = cp);
+      passes = cp.forwardPasses;
+      secondsBefore = cp.seconds;
+      start = cp.done;
+      if (metric === 'ppl' || blockNeedsHidden(input)) {
+        let at = 0;
+        for (let l = 0; l < start; l++) {
+          const b = layouts[l];
+          const masks = new Map(b.matrices.map((m, i) => [m.role, keeps[at + i]]));
+          at += b.matrices.length;
+          hidden = await advanceHidden(spec, l, input.batches, hidden, masks, engine);
+        }
+      }
     }
-  }
-  const t0 = performance.now();
-  const seconds = () => secondsBefore + (performance.now() - t0) / 1000;
-  for (let l = start; l < L; l++) {
-    const block = layouts[l];
-    const roles = block.matrices.map((m) => m.role);
-    const evaluator = await createLayerEvaluator(spec, l, roles, input.batches, hidden, engine);
-    let outcome: BlockOutcome<R>;
-    try {
-      if (l === 0) densePerplexity = await evaluator.perplexity(new Map());
-      const ctx: BlockContext = {
-        spec,
-        block,
-        layers: L,
-        evaluator,
-        batches: input.batches,
-        hidden,
-        densePerplexity,
-        rng,
-        engine,
-        async perplexity(genome) {
-          evaluations++;
-          return evaluator.perplexity(blockFeeds(block, genome));
-        },
-        generation(done, of, best) {
-          input.onProgress?.({
-            layer: l,
-            layers: L,
-            generation: done,
-            generations: of,
-            bestPerplexity: best.perplexity,
-            bestSparsity: best.sparsity,
-            evaluations,
-            seconds: seconds(),
-          });
-        },
+    const t0 = performance.now();
+    const seconds = () => secondsBefore + (performance.now() - t0) / 1000;
+    for (let l = start; l < L; l++) {
+      const block = layouts[l];
+      const roles = block.matrices.map((m) => m.role);
+      // BLEU scores whole-model generations: no suffix graph, no hidden states.
+      const evaluator =
+        metric === 'ppl'
+          ? await createLayerEvaluator(spec, l, roles, input.batches, hidden, engine)
+          : undefined;
+      const fixed = new Map(input.matrices.slice(0, keeps.length).map((m, i) => [m.role, keeps[i]]));
+      const value = async (genome: Uint8Array | undefined): Promise<number> => {
+        const feeds = genome ? blockFeeds(block, genome) : new Map<string, Uint8Array>();
+        if (evaluator) return evaluator.perplexity(feeds);
+        return bleu!.score(genome ? new Map([...fixed, ...feeds]) : new Map());
       };
-      outcome = await input.search(ctx);
-    } finally {
-      passes += evaluator.passes();
-      await evaluator.release();
+      let outcome: BlockOutcome<R>;
+      try {
+        if (l === 0) dense = await value(undefined);
+        const ctx: BlockContext = {
+          spec,
+          block,
+          layers: L,
+          batches: input.batches,
+          hidden,
+          metric,
+          dense,
+          rng,
+          engine,
+          async quality(genome) {
+            evaluations++;
+            const v = await value(genome);
+            return { value: v, normalized: normalizedQuality(metric, v, dense) };
+          },
+          generation(done, of, best) {
+            input.onProgress?.({
+              layer: l,
+              layers: L,
+              generation: done,
+              generations: of,
+              metric,
+              best: best.value,
+              bestSparsity: best.sparsity,
+              evaluations,
+              seconds: seconds(),
+            });
+          },
+        };
+        outcome = await input.search(ctx);
+      } finally {
+        if (evaluator) {
+          passes += evaluator.passes();
+          await evaluator.release();
+        }
+      }
+      passes += outcome.extraPasses ?? 0;
+      if (outcome.genome.length !== block.genes) {
+        throw new GenepruneError(
+          'internal',
+          `block ${l}: the search returned ${outcome.genome.length} genes`,
+        );
+      }
+      const feeds = blockFeeds(block, outcome.genome);
+      for (const role of roles) keeps.push(feeds.get(role)!.slice());
+      reports.push(outcome.report);
+      input.onBlock?.(outcome.report, l, L);
+      if (l < L - 1) {
+        if (metric === 'ppl' || blockNeedsHidden(input)) {
+          hidden = await advanceHidden(spec, l, input.batches, hidden, feeds, engine);
+          passes += input.batches.length;
+        }
+        await input.checkpoint?.write({
+          done: l + 1,
+          keeps,
+          rngState: rng.getState(),
+          reports,
+          dense,
+          forwardPasses: passes + (bleu?.forwards() ?? 0),
+          evaluations,
+          seconds: seconds(),
+        });
+      }
     }
-    passes += outcome.extraPasses ?? 0;
-    if (outcome.genome.length !== block.genes) {
-      throw new GenepruneError('internal', `block ${l}: the search returned ${outcome.genome.length} genes`);
-    }
-    const feeds = blockFeeds(block, outcome.genome);
-    for (const role of roles) keeps.push(feeds.get(role)!.slice());
-    reports.push(outcome.report);
-    input.onBlock?.(outcome.report, l, L);
-    if (l < L - 1) {
-      hidden = await advanceHidden(spec, l, input.batches, hidden, feeds, engine);
-      passes += input.batches.length;
-      await input.checkpoint?.write({
-        done: l + 1,
-        keeps,
-        rngState: rng.getState(),
-        reports,
-        densePerplexity,
-        forwardPasses: passes,
-        evaluations,
-        seconds: seconds(),
-      });
-    }
+    return { keeps, reports, metric, dense, forwardPasses: passes + (bleu?.forwards() ?? 0), evaluations };
+  } finally {
+    await bleu?.release();
   }
-  return { keeps, reports, densePerplexity, forwardPasses: passes, evaluations };
+}
+
+/** Whether the method reads the hidden states entering each block even when candidates are scored by BLEU. */
+function blockNeedsHidden<R>(input: BlockwiseInput<R>): boolean {
+  return input.needsHidden === true;
+}
+
+/** BLEU of the calibration task under whole-model weight masks, on one 'row_logits' session. */
+async function createBleuScorer(
+  spec: ModelSpec,
+  matrices: readonly PrunableMatrix[],
+  opts: BleuObjectiveOptions | undefined,
+  engine: { device?: Device; threads?: number },
+) {
+  if (!opts) {
+    throw new GenepruneError('internal', 'a BLEU block search needs its calibration task (bleu options)');
+  }
+  const task = slicePreparedTask(
+    opts.task,
+    Math.min(opts.items ?? BLEU_SEARCH_ITEMS, opts.task.prompts.length),
+  );
+  const runner = await createRunner(spec, {
+    ...engine,
+    output: 'row_logits',
+    weightMasks: matrices.map((m) => m.role),
+  });
+  let forwards = 0;
+  return {
+    async score(masks: Map<string, Uint8Array>): Promise<number> {
+      const r = await scoreGeneration(runner, task, {
+        maxNewTokens: opts.maxNewTokens ?? BLEU_SEARCH_NEW_TOKENS,
+        ...(opts.batchSize ? { batchSize: opts.batchSize } : {}),
+        bleu: opts.kind ?? 'corpus',
+        masks: { weightMasks: masks },
+      });
+      forwards += r.forwards;
+      return r.bleu;
+    },
+    forwards: () => forwards,
+    release: () => runner.release(),
+  };
 }

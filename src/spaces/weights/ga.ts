@@ -35,6 +35,7 @@ import type { NmPattern } from '../../masks/select.js';
 import type { PrunableMatrix } from '../../masks/weights.js';
 import { batches, defaultBatchSize, makeWindows } from '../../metrics/perplexity.js';
 import type { ModelSpec } from '../../model/spec.js';
+import type { BleuObjectiveOptions } from '../../search/objective.js';
 import {
   byFitnessDesc,
   mutate,
@@ -46,6 +47,7 @@ import type { Rng } from '../../util/rng.js';
 import { registerWeightBaseline, type WeightBaseline, type WeightBaselineInput } from './baselines.js';
 import {
   type BlockContext,
+  type BlockMetric,
   type BlockOutcome,
   type BlockSearchProgress,
   type CheckpointStore,
@@ -84,7 +86,9 @@ export const GA_DESCRIPTION = {
 /** One scored individual. */
 export interface GaScore {
   fitness: number;
-  perplexity: number;
+  /** The candidate's calibration perplexity (`--metric ppl`) or BLEU (`--metric bleu`). */
+  perplexity?: number;
+  bleu?: number;
   /** Share of the block's prunable weights off. */
   sparsity: number;
 }
@@ -102,7 +106,10 @@ export interface GaLayerReport {
 }
 
 export interface GaReport {
-  densePerplexity: number;
+  metric: BlockMetric;
+  /** The dense model's calibration perplexity (`--metric ppl`) or BLEU (`--metric bleu`). */
+  densePerplexity?: number;
+  denseBleu?: number;
   layers: GaLayerReport[];
 }
 
@@ -118,6 +125,9 @@ export interface GaInput {
   settings?: Partial<GaSettings>;
   engine?: { device?: Device; threads?: number };
   checkpoint?: CheckpointStore<GaLayerReport>;
+  /** Default 'ppl'; 'bleu' needs `bleu`. */
+  metric?: BlockMetric;
+  bleu?: BleuObjectiveOptions;
   onLayer?: (report: GaLayerReport, layers: number) => void;
   onProgress?: (p: BlockSearchProgress) => void;
 }
@@ -143,13 +153,21 @@ async function searchBlock(
   threshold: number,
   pattern: NmPattern | undefined,
 ): Promise<BlockOutcome<GaLayerReport>> {
-  const { block, rng, densePerplexity } = ctx;
+  const { block, rng } = ctx;
   const score = async (g: Uint8Array): Promise<GaScore> => {
-    const perplexity = await ctx.perplexity(g);
+    const q = await ctx.quality(g);
     const sparsity = offShare(g);
-    const fitness = (1 - s.lambda) * (-perplexity / densePerplexity) + s.lambda * sparsity;
-    return { fitness: Number.isNaN(fitness) ? Number.NEGATIVE_INFINITY : fitness, perplexity, sparsity };
+    const fitness = (1 - s.lambda) * q.normalized + s.lambda * sparsity;
+    return {
+      fitness: Number.isNaN(fitness) ? Number.NEGATIVE_INFINITY : fitness,
+      [ctx.metric === 'ppl' ? 'perplexity' : 'bleu']: q.value,
+      sparsity,
+    };
   };
+  const shown = (x: GaScore) => ({
+    value: (ctx.metric === 'ppl' ? x.perplexity : x.bleu)!,
+    sparsity: x.sparsity,
+  });
   const remove = Math.round(s.initialSparsity * block.genes);
   const pop = Array.from({ length: s.population }, () =>
     pattern ? randomNmGenome(block.genes, pattern.n, pattern.m, rng) : randomGenome(block.genes, remove, rng),
@@ -167,7 +185,7 @@ async function searchBlock(
   // With a pattern every individual sits at 1 − N/M: the threshold says nothing, all iterations run.
   const reachedNow = () => !pattern && scores[fittest()].sparsity >= threshold;
   let reached = reachedNow();
-  ctx.generation(0, s.generations, scores[fittest()]);
+  ctx.generation(0, s.generations, shown(scores[fittest()]));
   while (!reached && iterations < s.generations) {
     const fitness = scores.map((x) => x.fitness);
     const a = tournament(fitness, s.tournamentSize, rng);
@@ -194,7 +212,7 @@ async function searchBlock(
     }
     iterations++;
     reached = reachedNow();
-    ctx.generation(iterations, s.generations, scores[fittest()]);
+    ctx.generation(iterations, s.generations, shown(scores[fittest()]));
   }
   const bi = fittest();
   return {
@@ -224,13 +242,19 @@ export async function geneticPrune(
     rng: input.rng,
     ...(input.engine ? { engine: input.engine } : {}),
     ...(input.checkpoint ? { checkpoint: input.checkpoint } : {}),
+    ...(input.metric ? { metric: input.metric } : {}),
+    ...(input.bleu ? { bleu: input.bleu } : {}),
     search: (ctx) => searchBlock(ctx, s, input.threshold, input.pattern),
     onBlock: (r, _l, L) => input.onLayer?.(r, L),
     ...(input.onProgress ? { onProgress: input.onProgress } : {}),
   });
   return {
     keeps: out.keeps,
-    report: { densePerplexity: out.densePerplexity, layers: out.reports },
+    report: {
+      metric: out.metric,
+      [out.metric === 'ppl' ? 'densePerplexity' : 'denseBleu']: out.dense,
+      layers: out.reports,
+    },
     forwardPasses: out.forwardPasses,
   };
 }
@@ -240,6 +264,18 @@ export function calibrationBatches(input: WeightBaselineInput): TokenBatch[] {
   const { stream, context, tokens } = input.calibration;
   const windows = makeWindows(stream, context, tokens, 'calibration data');
   return [...batches(windows, defaultBatchSize(context, input.spec.config.vocabSize))];
+}
+
+/** The block search's metric and BLEU task from the run's `--metric` (kl is refused by the settings). */
+export function blockMetricOf(input: WeightBaselineInput): {
+  metric?: BlockMetric;
+  bleu?: BleuObjectiveOptions;
+} {
+  if (input.metric === undefined || input.metric === 'ppl') return {};
+  if (input.metric !== 'bleu') {
+    throw flagError('--metric', `block-wise searches score ppl or bleu, not ${input.metric}`);
+  }
+  return { metric: 'bleu', ...(input.bleu ? { bleu: input.bleu } : {}) };
 }
 
 /** The GA settings of a run: the preset with the user's overrides. */
@@ -271,6 +307,7 @@ export const GA: WeightBaseline = {
       batches: list,
       rng: input.rng,
       settings: gaSettingsOf(input),
+      ...blockMetricOf(input),
       ...(input.engine ? { engine: input.engine } : {}),
       ...(input.checkpoint ? { checkpoint: input.checkpoint as CheckpointStore<GaLayerReport> } : {}),
       onLayer: (r, L) => input.onProgress?.(r.layer + 1, L, 'blocks'),

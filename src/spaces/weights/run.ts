@@ -219,7 +219,7 @@ interface SearchStateFile {
   blocksSha256: string;
   rngState: number[];
   reports: unknown[];
-  densePerplexity: number;
+  dense: number;
   forwardPasses: number;
   evaluations: number;
   seconds: number;
@@ -267,7 +267,7 @@ function searchCheckpoint(dir: string, method: string, matrices: readonly { rows
         keeps,
         rngState: st.rngState,
         reports: st.reports,
-        densePerplexity: st.densePerplexity,
+        dense: st.dense,
         forwardPasses: st.forwardPasses,
         evaluations: st.evaluations,
         seconds: st.seconds,
@@ -290,7 +290,7 @@ function searchCheckpoint(dir: string, method: string, matrices: readonly { rows
         blocksSha256: await sha256File(bitsPath),
         rngState: cp.rngState,
         reports: cp.reports,
-        densePerplexity: cp.densePerplexity,
+        dense: cp.dense,
         forwardPasses: cp.forwardPasses,
         evaluations: cp.evaluations,
         seconds: cp.seconds,

@@ -36,12 +36,14 @@ import { byFitnessDesc, tournament } from '../../search/operators.js';
 import { registerWeightBaseline, type WeightBaseline } from './baselines.js';
 import {
   type BlockContext,
+  type BlockMetric,
   type BlockOutcome,
   type CheckpointStore,
+  normalizedQuality,
   offShare,
   searchBlockwise,
 } from './blockwise.js';
-import { calibrationBatches, checkGaSettings } from './ga.js';
+import { blockMetricOf, calibrationBatches, checkGaSettings } from './ga.js';
 import { boundaryRegions, boundarySwaps, groupSwaps, rowCrossover, rowStarts } from './operators.js';
 
 export const SEEDED_DEFAULTS = {
@@ -61,9 +63,12 @@ export interface SeededLayerReport {
   layer: number;
   genes: number;
   sparsity: number;
-  /** Calibration perplexity (suffix, later blocks dense) of the seed and of the block's fixed mask. */
-  seedPerplexity: number;
-  bestPerplexity: number;
+  /**
+   * The run's calibration metric (perplexity with later blocks dense, or BLEU) of the seed and of the block's
+   * fixed mask.
+   */
+  seedQuality: number;
+  bestQuality: number;
   swapsPerChild: number;
   generations: number;
   evaluations: number;
@@ -71,7 +76,9 @@ export interface SeededLayerReport {
 
 export interface SeededReport {
   seed: 'wanda' | 'magnitude';
-  densePerplexity: number;
+  metric: BlockMetric;
+  /** The dense model's calibration perplexity or BLEU. */
+  dense: number;
   layers: SeededLayerReport[];
 }
 
@@ -137,7 +144,7 @@ async function searchSeededBlock(
   sparsity: number,
   pattern: NmPattern | undefined,
 ): Promise<BlockOutcome<SeededLayerReport>> {
-  const { block, rng, densePerplexity } = ctx;
+  const { block, rng } = ctx;
   const { seed, scores, passes } = await seedOf(ctx, kind, sparsity, pattern);
   const pruned = block.genes - seed.reduce((a, b) => a + b, 0);
   const swaps = Math.max(1, Math.round(s.mutationRate * pruned));
@@ -145,14 +152,12 @@ async function searchSeededBlock(
   const regions = pattern ? undefined : boundaryRegions(seed, scores, starts, s.window);
   const mutateOne = (g: Uint8Array) =>
     pattern ? groupSwaps(g, pattern.m, swaps, rng) : boundarySwaps(g, regions!, swaps, rng);
-  const fitnessOf = (ppl: number) => {
-    const f = -ppl / densePerplexity;
-    return Number.isNaN(f) ? Number.NEGATIVE_INFINITY : f;
-  };
+  const fitnessOf = (v: number) => normalizedQuality(ctx.metric, v, ctx.dense);
+  const value = async (g: Uint8Array) => (await ctx.quality(g)).value;
   let pop: Uint8Array[] = [seed, ...Array.from({ length: s.population - 1 }, () => mutateOne(seed))];
   let ppl: number[] = [];
-  for (const g of pop) ppl.push(await ctx.perplexity(g));
-  const seedPerplexity = ppl[0];
+  for (const g of pop) ppl.push(await value(g));
+  const seedQuality = ppl[0];
   let evaluations = pop.length;
   const sortByFitness = (gs: Uint8Array[], ps: number[]) => {
     const order = gs
@@ -161,7 +166,7 @@ async function searchSeededBlock(
     return { gs: order.map((i) => gs[i]), ps: order.map((i) => ps[i]) };
   };
   ({ gs: pop, ps: ppl } = sortByFitness(pop, ppl));
-  ctx.generation(0, s.generations, { perplexity: ppl[0], sparsity: offShare(pop[0]) });
+  ctx.generation(0, s.generations, { value: ppl[0], sparsity: offShare(pop[0]) });
   for (let gen = 1; gen <= s.generations; gen++) {
     const fitness = ppl.map(fitnessOf);
     const children: Uint8Array[] = [];
@@ -175,12 +180,12 @@ async function searchSeededBlock(
       }
     }
     const childPpl: number[] = [];
-    for (const c of children) childPpl.push(await ctx.perplexity(c));
+    for (const c of children) childPpl.push(await value(c));
     evaluations += children.length;
     const merged = sortByFitness([...pop, ...children], [...ppl, ...childPpl]);
     pop = merged.gs.slice(0, s.population);
     ppl = merged.ps.slice(0, s.population);
-    ctx.generation(gen, s.generations, { perplexity: ppl[0], sparsity: offShare(pop[0]) });
+    ctx.generation(gen, s.generations, { value: ppl[0], sparsity: offShare(pop[0]) });
   }
   return {
     genome: pop[0],
@@ -188,8 +193,8 @@ async function searchSeededBlock(
       layer: block.layer,
       genes: block.genes,
       sparsity: offShare(pop[0]),
-      seedPerplexity,
-      bestPerplexity: ppl[0],
+      seedQuality,
+      bestQuality: ppl[0],
       swapsPerChild: swaps,
       generations: s.generations,
       evaluations,
@@ -211,7 +216,7 @@ function seededMethod(kind: SeedKind): WeightBaseline {
       layerOrder:
         'blocks 0 … L−1 in order; each block is one genome of its q k v o gate up down matrices flattened in mask-file order; a block is fixed before the next is searched',
       fitness:
-        '−ppl/ppl_dense on the calibration tokens, earlier blocks fixed, later blocks dense (sparsity is fixed)',
+        '−ppl/ppl_dense on the calibration tokens, earlier blocks fixed, later blocks dense (sparsity is fixed); with --metric bleu, BLEU/BLEU_dense of the calibration task',
       operators:
         'row-wise uniform crossover; mutation swaps a kept and a pruned weight inside one output row near the seed’s score boundary (inside one group of M with a pattern)',
       selection:
@@ -242,11 +247,13 @@ function seededMethod(kind: SeedKind): WeightBaseline {
         rng: input.rng,
         ...(input.engine ? { engine: input.engine } : {}),
         ...(input.checkpoint ? { checkpoint: input.checkpoint as CheckpointStore<SeededLayerReport> } : {}),
+        ...blockMetricOf(input),
+        needsHidden: kind === 'wanda',
         search: (ctx) => searchSeededBlock(ctx, kind, s, input.sparsity, input.pattern),
         onBlock: (_r, l, L) => input.onProgress?.(l + 1, L, 'blocks'),
         ...(input.onSearchProgress ? { onProgress: input.onSearchProgress } : {}),
       });
-      const report: SeededReport = { seed: kind, densePerplexity: out.densePerplexity, layers: out.reports };
+      const report: SeededReport = { seed: kind, metric: out.metric, dense: out.dense, layers: out.reports };
       return { keeps: out.keeps, forwardPasses: out.forwardPasses, report };
     },
   };

@@ -119,6 +119,12 @@ export function weightPruneSettings(opts: WeightPruneOptions): WeightPruneSettin
   const methods = weightBaselineNames();
   if (!methods.includes(s.method))
     throw flagError('--method', `"${s.method}" is not one of ${methods.join(', ')}`);
+  if (s.metric === 'kl' && (weightBaseline(s.method)?.searchSettings?.length ?? 0) > 0) {
+    throw flagError(
+      '--metric',
+      `the ${s.method} method searches block by block on ppl or bleu; kl is not one of its objectives`,
+    );
+  }
   const pattern = patternOf(s);
   if (pattern && weightBaseline(s.method)?.supportsPattern === false) {
     throw flagError('--pattern', `the ${s.method} method does not support patterns yet`);

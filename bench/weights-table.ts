@@ -1,14 +1,20 @@
 /**
- * Regenerates the README's weight-pruning table: magnitude, global-magnitude, Wanda, random and the GA on stories260K at
- * 20/30/40/50 % of the prunable weights and at 2:4, without and with recovery (a method named `NAME+recover` runs
- * with `recover: true`), all reported on tinystories/eval (and scored on the same tinystories/calib tokens), one
- * row per sparsity, one column per method.
+ * Regenerates the README's weight-pruning tables (the shape of the GenePrune paper's Tables 2 and 3): every method
+ * at 20/30/40/50 % of the prunable weights and at 2:4, without and with recovery, on stories260K — evaluation
+ * perplexity on tinystories/eval, corpus BLEU on the TinyStories continuation task built from the same evaluation
+ * pages (`--eval-task auto`, 48 new tokens), forward passes and wall time. Every mask is chosen and scored on the
+ * same tinystories/calib tokens.
  *
- *   npm run table:weights [-- --out runs/weights-table --sparsities 0.2,0.3,0.4,0.5,2:4 --methods magnitude,...]
+ * One run per (method, level), with `--recover`: its result holds the masked model's scores (recovery.before) and
+ * the recovered model's, so the two rows of a method come from one mask.
  *
- * Needs the shared model (GENEPRUNE_MODELS, or ../shared/models) and data (../shared/data/tinystories).
+ *   npm run table:weights [-- --out runs/weights-table --levels 0.2,0.3,0.4,0.5,2:4 --methods magnitude,... --reuse]
+ *
+ * `--reuse` takes a finished run's result.json from its directory instead of running it again (so several
+ * processes can fill disjoint --methods and a last one assembles the tables). Needs the shared model
+ * (GENEPRUNE_MODELS, or ../shared/models) and data (../shared/data/tinystories).
  */
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { pruneWeights, type WeightPruneResult } from '../src/index.js';
@@ -16,14 +22,17 @@ import { pruneWeights, type WeightPruneResult } from '../src/index.js';
 const { values } = parseArgs({
   options: {
     out: { type: 'string', default: 'runs/weights-table' },
-    sparsities: { type: 'string', default: '0.2,0.3,0.4,0.5,2:4' },
+    levels: { type: 'string', default: '0.2,0.3,0.4,0.5,2:4' },
     methods: {
       type: 'string',
-      default: 'magnitude,magnitude+recover,global-magnitude,wanda,wanda+recover,random,ga',
+      default: 'magnitude,global-magnitude,random,wanda,ga,ga-magnitude,ga-wanda,alloc',
     },
     shared: { type: 'string', default: resolve('..', 'shared') },
     'calib-tokens': { type: 'string', default: '8192' },
+    'new-tokens': { type: 'string', default: '48' },
     seed: { type: 'string', default: '0' },
+    threads: { type: 'string' },
+    reuse: { type: 'boolean', default: false },
   },
 });
 process.env.GENEPRUNE_MODELS ??= join(values.shared, 'models');
@@ -37,24 +46,25 @@ for (const p of [calib, evalData]) {
 }
 
 const methods = values.methods.split(',');
-const rows: string[] = [];
-let dense = '';
-const costs: string[] = [];
+const levels = values.levels.split(',');
+/** Methods that cannot take a pattern (an N:M pattern fixes every matrix at 1 − N/M: nothing to allocate). */
+const NO_PATTERN = new Set(['alloc']);
 mkdirSync(values.out, { recursive: true });
-for (const level of values.sparsities.split(',')) {
-  const pattern = level.includes(':') ? level : undefined;
-  const cells: string[] = [];
-  let label = '';
-  for (const column of methods) {
-    const [method, recover] = column.endsWith('+recover') ? [column.slice(0, -8), true] : [column, false];
-    if (pattern && method === 'ga') {
-      cells.push('n/a'); // the GA takes no pattern yet
+
+const results = new Map<string, WeightPruneResult>();
+for (const method of methods) {
+  for (const level of levels) {
+    const pattern = level.includes(':') ? level : undefined;
+    if (pattern && NO_PATTERN.has(method)) continue;
+    const dir = join(values.out, `${method}-${level.replace(':', 'of')}`);
+    const key = `${method}@${level}`;
+    if (values.reuse && existsSync(join(dir, 'result.json'))) {
+      results.set(key, JSON.parse(readFileSync(join(dir, 'result.json'), 'utf8')));
       continue;
     }
-    const dir = join(values.out, `${column}-${level.replace(':', 'of')}`);
     rmSync(dir, { recursive: true, force: true });
-    process.stderr.write(`${column} at ${level} ... `);
-    const r: WeightPruneResult = await pruneWeights({
+    process.stderr.write(`${method} at ${level} ... `);
+    const r = await pruneWeights({
       out: dir,
       calib,
       eval: evalData,
@@ -62,24 +72,65 @@ for (const level of values.sparsities.split(',')) {
       ...(pattern ? { pattern } : { sparsity: Number(level) }),
       calibTokens: Number(values['calib-tokens']),
       seed: Number(values.seed),
-      recover,
+      recover: true,
+      evalTask: 'auto',
+      evalNewTokens: Number(values['new-tokens']),
+      ...(values.threads ? { threads: Number(values.threads) } : {}),
     });
-    process.stderr.write(`eval ppl ${r.eval.perplexity.toFixed(3)} in ${r.seconds.toFixed(1)} s\n`);
-    const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
-    // The GA's --sparsity is a stop threshold: its cell names the sparsity it reached when that differs.
-    const exact = Math.abs(r.sparsity.achieved - r.sparsity.target) < 0.01;
-    if (exact || !label) label = `${pattern ?? pct(Number(level))} (${pct(r.sparsity.overall)} of all)`;
-    cells.push(
-      exact
-        ? r.eval.perplexity.toFixed(3)
-        : `${r.eval.perplexity.toFixed(3)} (at ${pct(r.sparsity.achieved)})`,
+    results.set(key, r);
+    process.stderr.write(
+      `eval ppl ${r.recovery!.before.evalPerplexity.toFixed(3)} → ${r.eval.perplexity.toFixed(3)} recovered, ${r.seconds.toFixed(1)} s\n`,
     );
-    costs.push(`${column} ${level}: ${r.forwardPasses} passes, ${r.seconds.toFixed(1)} s`);
-    dense = `dense stories260K: eval ppl ${r.eval.densePerplexity.toFixed(3)} (${r.eval.tokens} tokens of tinystories/eval), calib ppl ${r.calib.densePerplexity.toFixed(3)} (${r.calib.tokens} tokens)`;
   }
-  rows.push(`| ${label} | ${cells.join(' | ')} |`);
 }
-const header = `| prunable weights pruned | ${methods.join(' | ')} |\n|---|${methods.map(() => '---|').join('')}`;
-const table = `${header}\n${rows.join('\n')}\n\n${dense}\n`;
-writeFileSync(join(values.out, 'table.md'), `${table}\n${costs.join('\n')}\n`);
-process.stdout.write(table);
+
+const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
+const header = (first: string) =>
+  `| ${first} | ${levels.map((l) => (l.includes(':') ? l : pct(Number(l)))).join(' | ')} |\n|---|${levels.map(() => '---:|').join('')}`;
+/** A method's cell at a level, or n/a; the paper's GA names the sparsity it reached when it stopped short. */
+function cell(method: string, level: string, value: (r: WeightPruneResult) => string): string {
+  const r = results.get(`${method}@${level}`);
+  if (!r) return 'n/a';
+  const short = Math.abs(r.sparsity.achieved - r.sparsity.target) > 0.005;
+  return short ? `${value(r)} (at ${pct(r.sparsity.achieved)})` : value(r);
+}
+function table(first: string, value: (r: WeightPruneResult, recovered: boolean) => string): string {
+  const rows: string[] = [];
+  for (const method of methods) {
+    for (const recovered of [false, true]) {
+      const name = recovered ? `${method} + recovery` : method;
+      rows.push(
+        `| ${name} | ${levels.map((l) => cell(method, l, (r) => value(r, recovered))).join(' | ')} |`,
+      );
+    }
+  }
+  return `${header(first)}\n${rows.join('\n')}`;
+}
+
+const any = [...results.values()][0];
+const ppl = table('eval perplexity', (r, rec) =>
+  (rec ? r.eval.perplexity : r.recovery!.before.evalPerplexity).toFixed(3),
+);
+const bleu = table('eval BLEU', (r, rec) =>
+  (rec ? r.evalBleu!.corpus : r.recovery!.before.evalBleu!).toFixed(2),
+);
+const costRows = methods.map(
+  (m) =>
+    `| ${m} | ${levels
+      .map((l) =>
+        cell(
+          m,
+          l,
+          (r) =>
+            `${r.methodCost.forwardPasses} · ${r.methodCost.seconds.toFixed(1)} s (+${r.recovery!.seconds.toFixed(1)} s)`,
+        ),
+      )
+      .join(' | ')} |`,
+);
+const cost = `${header('method: batch passes · seconds (+ recovery)')}\n${costRows.join('\n')}`;
+const dense = any
+  ? `dense stories260K: eval ppl ${any.eval.densePerplexity.toFixed(3)} (${any.eval.tokens} tokens of tinystories/eval), eval BLEU ${any.evalBleu!.denseCorpus.toFixed(2)} (${any.evalBleu!.items} continuations of tinystories/eval, ${any.evalBleu!.maxNewTokens} new tokens), calib ppl ${any.calib.densePerplexity.toFixed(3)} (${any.calib.tokens} tokens of tinystories/calib)`
+  : '';
+const text = `${ppl}\n\n${bleu}\n\n${cost}\n\n${dense}\n`;
+writeFileSync(join(values.out, 'table.md'), text);
+process.stdout.write(text);

@@ -108,6 +108,8 @@ export interface WeightPruneResult {
   /** Forward passes on calibration data: the method's own, plus scoring the dense and the pruned model. */
   forwardPasses: number;
   seconds: number;
+  /** What choosing the mask alone cost (the method's batch passes and seconds), out of the totals above. */
+  methodCost: { forwardPasses: number; seconds: number };
   /** The weight-mask file in the run directory, and the sha256 of its bytes. */
   mask: string;
   maskSha256: string;
@@ -585,6 +587,7 @@ async function pruneInDir(
     ...(evalBleu ? { evalBleu } : {}),
     forwardPasses: state.forwardPasses + passes,
     seconds: state.seconds + (performance.now() - tScore) / 1000,
+    methodCost: { forwardPasses: state.forwardPasses, seconds: state.seconds },
     mask: maskPath,
     maskSha256: state.maskSha256,
     seed: s.seed,

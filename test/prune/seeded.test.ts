@@ -16,13 +16,13 @@ import {
   pruneWeights,
   type WeightPruneResult,
 } from '../../src/index.js';
-import type { GaReport } from '../../src/spaces/weights/ga.js';
 import { unpackBits } from '../../src/masks/bitset.js';
 import { loadWeightMaskFile } from '../../src/masks/weightfile.js';
 import { prunableMatrices } from '../../src/masks/weights.js';
 import { batches, makeWindows, tokenizePrefix } from '../../src/metrics/perplexity.js';
 import { openModel } from '../../src/model/open.js';
 import { blockLayout, createLayerEvaluator } from '../../src/spaces/weights/blockwise.js';
+import type { GaReport } from '../../src/spaces/weights/ga.js';
 import {
   boundaryRegions,
   boundarySwaps,

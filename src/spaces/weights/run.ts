@@ -320,7 +320,7 @@ async function recoverMasked(
   return {
     spec: result.spec,
     path,
-    forwardPasses: list.length * (2 * L - 1),
+    forwardPasses: result.forwardPasses,
     seconds: (performance.now() - t0) / 1000,
     reconstruction,
   };

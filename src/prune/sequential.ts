@@ -123,14 +123,18 @@ export async function pruneSequentially(spec: ModelSpec, opts: SequentialOptions
         let pruned: Float32Array;
         const entry: LinearReport = { role, sparsity: 1 - keep.reduce((a, b) => a + b, 0) / keep.length };
         if (gram) {
-          const r = opts.prunedColumnsFirst
-            ? recoverLinear(weight, keep, gram, rows, cols, {
-                damping: opts.damping,
-                order: prunedColumnsFirst(keep, rows, cols),
-              })
-            : recoverLinear(weight, keep, gram, rows, cols, {
-                factor: (factor ??= factorGram(gram, cols, opts.damping)),
-              });
+          // A walk order of its own needs the reordered Gram matrix's factor; otherwise the input's is shared.
+          if (!opts.prunedColumnsFirst) factor ??= factorGram(gram, cols, opts.damping);
+          const r = recoverLinear(
+            weight,
+            keep,
+            gram,
+            rows,
+            cols,
+            opts.prunedColumnsFirst
+              ? { damping: opts.damping, order: prunedColumnsFirst(keep, rows, cols) }
+              : { factor },
+          );
           pruned = r.weight;
           entry.maskedError = r.maskedError;
           entry.recoveredError = r.error;

@@ -17,10 +17,10 @@ import type { Device } from '../engine/session.js';
 import { type Genome, geneOffsets } from '../masks/heads.js';
 import type { ModelSpec } from '../model/spec.js';
 import { pruneLayerPlans } from './heads.js';
+import { RECOVERY_DAMPING } from './recover.js';
 import { pruneSequentially } from './sequential.js';
 
-/** Ridge damping of recovery, as a fraction of mean(diag XᵀX) (SparseGPT's, as for weights). */
-export const RECOVERY_DAMPING = 0.01;
+export { RECOVERY_DAMPING };
 
 export interface HeadRecoveryOptions {
   /** Calibration batches with targets (batches() of makeWindows). */

@@ -14,6 +14,9 @@
  * returned instead (`recovered: false`) — recovery never makes a layer worse on the data it saw.
  */
 
+/** Ridge damping of recovery as a fraction of mean(diag XᵀX): SparseGPT's, used by every command that recovers. */
+export const RECOVERY_DAMPING = 0.01;
+
 export interface RecoverOptions {
   /** Ridge damping as a fraction of mean(diag H) (default 0.01, SparseGPT's). */
   damping?: number;

@@ -9,13 +9,12 @@ import type { Device } from '../engine/session.js';
 import { flagError } from '../errors.js';
 import { loadMaskFile } from '../masks/headfile.js';
 import { removedList } from '../masks/heads.js';
-import { applyRecoveredWeights, refuseRecoveredWithoutMask } from '../masks/recovered.js';
+import { readRecoveredWeights, refuseRecoveredWithoutMask } from '../masks/recovered.js';
 import { loadWeightMaskFile } from '../masks/weightfile.js';
 import { readDataset } from '../metrics/data.js';
 import { tokenizeDocuments } from '../metrics/perplexity.js';
 import type { AppliedMask } from '../model/identity.js';
 import { checkMemoryBudget } from '../model/memory.js';
-import type { ModelSpec } from '../model/spec.js';
 import {
   EXPORT_FORMATS,
   type ExportFormat,
@@ -77,14 +76,6 @@ export const EXPORT_DTYPES: Readonly<Record<ExportDtype, StoredFloat>> = {
   bf16: 'BF16',
 };
 
-/** Which kind of recovered file was applied: it replaced o alone (heads) or prunable matrices (weights). */
-function recoveredKind(recovered: ModelSpec, original: ModelSpec): 'head' | 'weight' {
-  for (const [role, t] of recovered.tensors) {
-    if (original.tensors.get(role) !== t && !role.endsWith('.attn.o.weight')) return 'weight';
-  }
-  return 'head';
-}
-
 export async function exportModel(opts: ExportOptions): Promise<
   ExportResult & {
     model: string;
@@ -102,12 +93,8 @@ export async function exportModel(opts: ExportOptions): Promise<
   if (opts.dtype !== undefined && !Object.hasOwn(EXPORT_DTYPES, opts.dtype)) {
     throw flagError('--dtype', `"${opts.dtype}" is not one of ${Object.keys(EXPORT_DTYPES).join(', ')}`);
   }
-  const model = await openModelInput(opts.model, opts.tokenizer);
-  checkMemoryBudget(model.spec, { batch: 1, seq: 1, budget: opts.memoryBudget, what: 'export' });
-  refuseRecoveredWithoutMask(opts.recovered, {
-    ...(opts.weightMask ? { weight: { sha256: '' } } : {}),
-    ...(opts.mask ? { head: { sha256: '', removed: [] } } : {}),
-  });
+  // Flags that do not fit each other are refused before anything is loaded.
+  refuseRecoveredWithoutMask(opts.recovered, opts);
   if (opts.recover) {
     if (opts.recovered) throw flagError('--recover', 'give either --recover or --recovered, not both');
     if (!opts.mask) {
@@ -123,18 +110,21 @@ export async function exportModel(opts: ExportOptions): Promise<
   } else if (opts.calib !== undefined || opts.calibTokens !== undefined) {
     throw flagError(opts.calib !== undefined ? '--calib' : '--calib-tokens', 'only with --recover');
   }
+  const model = await openModelInput(opts.model, opts.tokenizer);
+  checkMemoryBudget(model.spec, { batch: 1, seq: 1, budget: opts.memoryBudget, what: 'export' });
   const mask = opts.mask ? await loadMaskFile(opts.mask, model.spec) : undefined;
   const weights = opts.weightMask ? await loadWeightMaskFile(opts.weightMask, model.spec) : undefined;
   let spec = model.spec;
   let recovered: AppliedMask['recovered'];
   if (opts.recovered) {
-    spec = await applyRecoveredWeights(opts.recovered, model.spec, {
+    const read = await readRecoveredWeights(opts.recovered, model.spec, {
       ...(weights ? { weight: { sha256: weights.sha256 } } : {}),
       ...(mask
         ? { head: { sha256: mask.sha256, removed: removedList(model.spec.config, mask.genome) } }
         : {}),
     });
-    recovered = { kind: recoveredKind(spec, model.spec), path: opts.recovered };
+    spec = read.spec;
+    recovered = { kind: read.kind, path: opts.recovered };
   } else if (opts.recover && mask) {
     const calib = await readDataset(opts.calib!);
     const stream = tokenizeDocuments(calib.documents, model.tokenizer);

@@ -98,10 +98,7 @@ export async function resolveMasks(
   spec: ModelSpec,
   choice: HeadMaskChoice & WeightMaskChoice,
 ): Promise<ResolvedMasks> {
-  refuseRecoveredWithoutMask(choice.recovered, {
-    ...(choice.weightMask ? { weight: { sha256: '' } } : {}),
-    ...(choice.mask ? { head: { sha256: '', removed: [] } } : {}),
-  });
+  refuseRecoveredWithoutMask(choice.recovered, choice);
   const headMask = headMaskFromList(spec.config, choice.pruneHeads ?? []);
   let head: LoadedMask | undefined;
   if (choice.mask) {

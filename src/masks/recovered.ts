@@ -45,8 +45,11 @@ export interface GivenMasks {
 }
 
 /** Refuses --recovered given with neither mask, before any file is read. */
-export function refuseRecoveredWithoutMask(recovered: string | undefined, given: GivenMasks): void {
-  if (recovered && !given.weight && !given.head) {
+export function refuseRecoveredWithoutMask(
+  recovered: string | undefined,
+  given: { weightMask?: string; mask?: string },
+): void {
+  if (recovered && !given.weightMask && !given.mask) {
     throw flagError(
       '--recovered',
       'needs --weight-mask or --mask: the mask the weights were recovered under',
@@ -98,6 +101,15 @@ export async function applyRecoveredWeights(
   spec: ModelSpec,
   given: GivenMasks,
 ): Promise<ModelSpec> {
+  return (await readRecoveredWeights(path, spec, given)).spec;
+}
+
+/** applyRecoveredWeights, also saying which kind of mask the weights were recovered under. */
+export async function readRecoveredWeights(
+  path: string,
+  spec: ModelSpec,
+  given: GivenMasks,
+): Promise<{ spec: ModelSpec; kind: 'head' | 'weight' }> {
   const st = await openSafetensors(path);
   let info: Partial<RecoveredWeightsInfo>;
   try {
@@ -149,5 +161,5 @@ export async function applyRecoveredWeights(
     }
     tensors.set(role, t);
   }
-  return { ...spec, tensors };
+  return { spec: { ...spec, tensors }, kind: info.maskKind === 'head' ? 'head' : 'weight' };
 }

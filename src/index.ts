@@ -27,6 +27,7 @@ export {
   HEAD_SEARCH_DEFAULTS,
   type HeadMethod,
   type HeadPreset,
+  type HeadRecoveryReport,
   type HeadSearchEnv,
   type HeadSearchOptions,
   type HeadSearchResult,
@@ -41,7 +42,9 @@ export {
   type HeadList,
   type HeadMaskChoice,
   headMaskFromList,
+  type ResolvedMasks,
   resolveHeadMask,
+  resolveMasks,
   resolveWeightMask,
   type WeightMaskChoice,
 } from './api/masks.js';
@@ -219,6 +222,13 @@ export {
   type TensorSource,
 } from './model/spec.js';
 export { pruneHeads } from './prune/heads.js';
+export {
+  type HeadRecoveryLayer,
+  type HeadRecoveryOptions,
+  type HeadRecoveryResult,
+  oKeepOfGenome,
+  recoverHeadRemoval,
+} from './prune/recover-heads.js';
 export { writtenSparsity, zeroMaskedWeights } from './prune/weights.js';
 export { AUTO_TASK, type EvalBleu, type RunTask } from './runs/tasks.js';
 export type { FitnessKind } from './search/fitness.js';

@@ -13,13 +13,7 @@ import {
   scoreGeneration,
 } from '../metrics/generation.js';
 import { type ModelInput, openModelInput, type RuntimeOptions } from './common.js';
-import {
-  type HeadMaskChoice,
-  headListText,
-  resolveHeadMask,
-  resolveWeightMask,
-  type WeightMaskChoice,
-} from './masks.js';
+import { type HeadMaskChoice, headListText, resolveMasks, type WeightMaskChoice } from './masks.js';
 
 export interface EvaluateBleuOptions extends RuntimeOptions, HeadMaskChoice, WeightMaskChoice {
   model?: ModelInput;
@@ -68,8 +62,8 @@ export async function evaluateBleu(opts: EvaluateBleuOptions): Promise<EvaluateB
   const maxNewTokens = opts.maxNewTokens ?? GENERATION_MAX_NEW_TOKENS;
   const task = typeof opts.task === 'string' ? await readGenerationTask(opts.task) : opts.task;
   const model = await openModelInput(opts.model, opts.tokenizer);
-  const headMask = await resolveHeadMask(model.spec, opts);
-  const weights = await resolveWeightMask(model.spec, opts);
+  const weights = await resolveMasks(model.spec, opts);
+  const headMask = weights.headMask;
   const prepared = prepareGenerationTask(task, model.tokenizer);
   const runner = await createRunner(weights.spec, {
     output: 'row_logits',

@@ -14,13 +14,7 @@ import {
 } from '../metrics/perplexity.js';
 import { checkMemoryBudget, peakRssBytes } from '../model/memory.js';
 import { type ModelInput, openModelInput, type RuntimeOptions } from './common.js';
-import {
-  type HeadMaskChoice,
-  headListText,
-  resolveHeadMask,
-  resolveWeightMask,
-  type WeightMaskChoice,
-} from './masks.js';
+import { type HeadMaskChoice, headListText, resolveMasks, type WeightMaskChoice } from './masks.js';
 
 export interface EvaluateOptions extends RuntimeOptions, HeadMaskChoice, WeightMaskChoice {
   model?: ModelInput;
@@ -88,8 +82,8 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
     what: 'eval',
     dtype,
   });
-  const headMask = await resolveHeadMask(model.spec, opts);
-  const weights = await resolveWeightMask(model.spec, opts);
+  const weights = await resolveMasks(model.spec, opts);
+  const headMask = weights.headMask;
   const masks = { headMask, weightMasks: weights.feeds };
   // With maxTokens only the first maxTokens + 1 tokens are read and tokenized, however large the data.
   const maxTokens = opts.maxTokens;

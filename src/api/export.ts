@@ -2,11 +2,18 @@
  * `exportModel`: remove the heads a mask removes and write the smaller model as a Hugging Face and/or
  * transformers.js folder. Without a mask the model is exported whole (a format conversion).
  */
+
+import { resolve } from 'node:path';
 import type { StoredFloat } from '../checkpoint/safetensors.js';
+import type { Device } from '../engine/session.js';
 import { flagError } from '../errors.js';
 import { loadMaskFile } from '../masks/headfile.js';
-import { applyRecoveredWeights } from '../masks/recovered.js';
+import { removedList } from '../masks/heads.js';
+import { readRecoveredWeights, refuseRecoveredWithoutMask } from '../masks/recovered.js';
 import { loadWeightMaskFile } from '../masks/weightfile.js';
+import { readDataset } from '../metrics/data.js';
+import { tokenizeDocuments } from '../metrics/perplexity.js';
+import type { AppliedMask } from '../model/identity.js';
 import { checkMemoryBudget } from '../model/memory.js';
 import {
   EXPORT_FORMATS,
@@ -14,6 +21,8 @@ import {
   type ExportResult,
   exportModel as writeExport,
 } from '../prune/export.js';
+import { recoverHeadRemoval } from '../prune/recover-heads.js';
+import { recoveryBatches } from '../runs/data.js';
 import { type ModelInput, openModelInput } from './common.js';
 
 export interface ExportOptions {
@@ -27,8 +36,23 @@ export interface ExportOptions {
    * weights are written as zeros, and `weightSparsity` reports the zeros counted back from the written files.
    */
   weightMask?: string;
-  /** Recovered weights for that weight mask (`geneprune weights --recover`): written instead of the originals. */
+  /**
+   * Recovered weights (`recovered-weights.safetensors`), written instead of the originals: from `geneprune weights
+   * --recover` with its `weightMask`, or from `geneprune heads --recover` with its head `mask` (o's kept columns).
+   */
   recovered?: string;
+  /**
+   * Compute the recovery of o after the `mask`'s heads are removed now, on `calib` (what `heads --recover` writes
+   * to its run directory, by the same code; the same data and token count give the same weights).
+   */
+  recover?: boolean;
+  /** Calibration data for `recover`: a text file, a folder of .txt/.jsonl files, or JSONL. */
+  calib?: string;
+  /** Calibration tokens `recover` reads (default 8192, as `geneprune heads`). */
+  calibTokens?: number;
+  /** Where `recover` runs its forward passes (ONNX Runtime provider, default cpu) and on how many threads. */
+  device?: Device;
+  threads?: number;
   /** Output folder: created when complete; an existing non-empty one is replaced only with `force`. */
   out: string;
   /** 'all' (default), 'hf' or 'transformersjs'. */
@@ -52,9 +76,16 @@ export const EXPORT_DTYPES: Readonly<Record<ExportDtype, StoredFloat>> = {
   bf16: 'BF16',
 };
 
-export async function exportModel(
-  opts: ExportOptions,
-): Promise<ExportResult & { model: string; mask?: string; weightMask?: string; recovered?: string }> {
+export async function exportModel(opts: ExportOptions): Promise<
+  ExportResult & {
+    model: string;
+    mask?: string;
+    weightMask?: string;
+    recovered?: string;
+    /** `recover`: the calibration data and tokens the recovery was computed on. */
+    recovery?: { calibration: string; tokens: number };
+  }
+> {
   const format = opts.format ?? 'all';
   if (!EXPORT_FORMATS.includes(format)) {
     throw flagError('--format', `"${format}" is not one of ${EXPORT_FORMATS.join(', ')}`);
@@ -62,19 +93,62 @@ export async function exportModel(
   if (opts.dtype !== undefined && !Object.hasOwn(EXPORT_DTYPES, opts.dtype)) {
     throw flagError('--dtype', `"${opts.dtype}" is not one of ${Object.keys(EXPORT_DTYPES).join(', ')}`);
   }
+  // Flags that do not fit each other are refused before anything is loaded.
+  refuseRecoveredWithoutMask(opts.recovered, opts);
+  if (opts.recover) {
+    if (opts.recovered) throw flagError('--recover', 'give either --recover or --recovered, not both');
+    if (!opts.mask) {
+      throw flagError(
+        '--recover',
+        'needs --mask: it refits o after the head mask’s heads are removed (weight masks recover in `geneprune weights --recover`)',
+      );
+    }
+    if (opts.weightMask) {
+      throw flagError('--recover', 'refits o for a head mask alone; not with --weight-mask');
+    }
+    if (!opts.calib) throw flagError('--calib', 'required with --recover: the calibration data to refit on');
+  } else if (opts.calib !== undefined || opts.calibTokens !== undefined) {
+    throw flagError(opts.calib !== undefined ? '--calib' : '--calib-tokens', 'only with --recover');
+  }
   const model = await openModelInput(opts.model, opts.tokenizer);
   checkMemoryBudget(model.spec, { batch: 1, seq: 1, budget: opts.memoryBudget, what: 'export' });
   const mask = opts.mask ? await loadMaskFile(opts.mask, model.spec) : undefined;
   const weights = opts.weightMask ? await loadWeightMaskFile(opts.weightMask, model.spec) : undefined;
-  if (opts.recovered && !weights) {
-    throw flagError('--recovered', 'needs --weight-mask: the mask the weights were recovered under');
+  let spec = model.spec;
+  let recovered: AppliedMask['recovered'];
+  if (opts.recovered) {
+    const read = await readRecoveredWeights(opts.recovered, model.spec, {
+      ...(weights ? { weight: { sha256: weights.sha256 } } : {}),
+      ...(mask
+        ? { head: { sha256: mask.sha256, removed: removedList(model.spec.config, mask.genome) } }
+        : {}),
+    });
+    spec = read.spec;
+    recovered = { kind: read.kind, path: opts.recovered };
+  } else if (opts.recover && mask) {
+    const calib = await readDataset(opts.calib!);
+    const stream = tokenizeDocuments(calib.documents, model.tokenizer);
+    const context = Math.min(model.spec.config.maxPositions, 512);
+    const tokens = Math.min(opts.calibTokens ?? 8192, stream.length - 1);
+    opts.onStatus?.(
+      `recovery: refitting o after ${mask.file.removed.length} heads are removed, on ${tokens} calibration tokens`,
+    );
+    const rec = await recoverHeadRemoval(model.spec, mask.genome, {
+      batches: recoveryBatches(stream, {
+        context,
+        tokens,
+        label: opts.calib!,
+        vocabSize: model.spec.config.vocabSize,
+      }),
+      device: opts.device,
+      threads: opts.threads,
+    });
+    spec = rec.spec;
+    recovered = { kind: 'head', calibration: resolve(opts.calib!), tokens };
   }
-  const spec =
-    opts.recovered && weights
-      ? await applyRecoveredWeights(opts.recovered, model.spec, weights.sha256)
-      : model.spec;
   const result = await writeExport({
     spec,
+    ...(spec !== model.spec ? { original: model.spec, recovered } : {}),
     tokenizerPath: model.tokenizerPath,
     genome: mask?.genome,
     maskFile: mask && { path: mask.path, sha256: mask.sha256 },
@@ -98,5 +172,8 @@ export async function exportModel(
     ...(opts.mask ? { mask: opts.mask } : {}),
     ...(opts.weightMask ? { weightMask: opts.weightMask } : {}),
     ...(opts.recovered ? { recovered: opts.recovered } : {}),
+    ...(recovered?.calibration
+      ? { recovery: { calibration: recovered.calibration, tokens: recovered.tokens! } }
+      : {}),
   };
 }

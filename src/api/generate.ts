@@ -4,13 +4,7 @@ import { createRunner } from '../engine/runner.js';
 import type { ComputeDtype } from '../graph/weights.js';
 import { createRng } from '../util/rng.js';
 import { type ModelInput, openModelInput, type RuntimeOptions } from './common.js';
-import {
-  type HeadMaskChoice,
-  headListText,
-  resolveHeadMask,
-  resolveWeightMask,
-  type WeightMaskChoice,
-} from './masks.js';
+import { type HeadMaskChoice, headListText, resolveMasks, type WeightMaskChoice } from './masks.js';
 
 export interface GenerateOptions extends RuntimeOptions, HeadMaskChoice, WeightMaskChoice {
   model?: ModelInput;
@@ -40,6 +34,7 @@ export interface GenerateResult {
   prunedHeads: string[];
   mask?: string;
   weightMask?: string;
+  recovered?: string;
   temperature: number;
   seed: number;
   seconds: number;
@@ -55,8 +50,8 @@ export async function generate(opts: GenerateOptions = {}): Promise<GenerateResu
   const seed = opts.seed ?? 0;
   const promptText = opts.prompt ?? '';
   const model = await openModelInput(opts.model, opts.tokenizer);
-  const headMask = await resolveHeadMask(model.spec, opts);
-  const weights = await resolveWeightMask(model.spec, opts);
+  const weights = await resolveMasks(model.spec, opts);
+  const headMask = weights.headMask;
   const tok = model.tokenizer;
   const prompt = tok.encode(promptText, { bos: true });
   if (prompt.length === 0) prompt.push(model.spec.config.bosTokenId ?? 1);
@@ -101,6 +96,7 @@ export async function generate(opts: GenerateOptions = {}): Promise<GenerateResu
     prunedHeads: headListText(opts.pruneHeads ?? []),
     ...(opts.mask ? { mask: opts.mask } : {}),
     ...(opts.weightMask ? { weightMask: opts.weightMask } : {}),
+    ...(opts.recovered ? { recovered: opts.recovered } : {}),
     temperature,
     seed,
     seconds: (performance.now() - t0) / 1000,

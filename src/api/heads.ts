@@ -6,6 +6,7 @@
 import { RESUME_CHANGEABLE_FLAGS } from '../runs/resume.js';
 import {
   type HeadGivenSetting as GivenSetting,
+  type HeadRecoveryReport,
   type HeadSearchEnv,
   type HeadSearchResult,
   resumeHeadSearch,
@@ -27,6 +28,7 @@ export type {
   GivenSetting,
   HeadMethod,
   HeadPreset,
+  HeadRecoveryReport,
   HeadSearchEnv,
   HeadSearchOptions,
   HeadSearchResult,

@@ -3,9 +3,9 @@
  * the layer's present heads) and/or a mask file from a head search. A head is kept only if both keep it.
  */
 import { flagError } from '../errors.js';
-import { readMaskFile } from '../masks/headfile.js';
-import { headMaskOf } from '../masks/heads.js';
-import { applyRecoveredWeights } from '../masks/recovered.js';
+import { type LoadedMask, loadMaskFile, readMaskFile } from '../masks/headfile.js';
+import { headMaskOf, removedList } from '../masks/heads.js';
+import { applyRecoveredWeights, refuseRecoveredWithoutMask } from '../masks/recovered.js';
 import { loadWeightMaskFile } from '../masks/weightfile.js';
 import { weightMaskFeeds } from '../masks/weights.js';
 import type { ModelConfig, ModelSpec } from '../model/spec.js';
@@ -61,27 +61,58 @@ export interface WeightMaskChoice {
   /** A weight-mask file (`weight-mask.safetensors` from `geneprune weights`), checked against the model. */
   weightMask?: string;
   /**
-   * Recovered weights (`recovered-weights.safetensors` from `geneprune weights --recover`) for that mask: the
-   * model's prunable matrices are replaced by them. Needs `weightMask`.
+   * Recovered weights (`recovered-weights.safetensors`) for the mask they were recovered under: from `geneprune
+   * weights --recover` with `weightMask`, from `geneprune heads --recover` with the head mask file `mask`. The
+   * model's matrices are replaced by them.
    */
   recovered?: string;
 }
 
-/** The runner's weight-mask roles and feeds for a weight-mask file (none without one). */
+/** The runner's weight-mask roles and feeds for a weight-mask file (none without one); no recovered weights. */
 export async function resolveWeightMask(
   spec: ModelSpec,
-  choice: WeightMaskChoice,
-): Promise<{ roles?: string[]; feeds?: Map<string, Uint8Array>; sparsity?: number; spec: ModelSpec }> {
-  if (!choice.weightMask) {
-    if (choice.recovered) {
-      throw flagError('--recovered', 'needs --weight-mask: the mask the weights were recovered under');
-    }
-    return { spec };
-  }
+  choice: Pick<WeightMaskChoice, 'weightMask'>,
+): Promise<{ roles?: string[]; feeds?: Map<string, Uint8Array>; sparsity?: number; sha256?: string }> {
+  if (!choice.weightMask) return {};
   const loaded = await loadWeightMaskFile(choice.weightMask, spec);
   const feeds = weightMaskFeeds(loaded.masks);
+  return { roles: [...feeds.keys()], feeds, sparsity: loaded.file.prunable.sparsity, sha256: loaded.sha256 };
+}
+
+/** Every mask a command takes, and the model with recovered weights in place when `recovered` is given. */
+export interface ResolvedMasks {
+  headMask: Float32Array;
+  /** Weight-mask roles and feeds (absent without a weight mask). */
+  roles?: string[];
+  feeds?: Map<string, Uint8Array>;
+  sparsity?: number;
+  /** The model to run: `spec` itself, or with the recovered matrices in place. */
+  spec: ModelSpec;
+}
+
+/**
+ * Head list, head-mask file, weight-mask file and recovered weights together. Recovered weights need the mask
+ * they were recovered under (refused in one line otherwise, before anything runs).
+ */
+export async function resolveMasks(
+  spec: ModelSpec,
+  choice: HeadMaskChoice & WeightMaskChoice,
+): Promise<ResolvedMasks> {
+  refuseRecoveredWithoutMask(choice.recovered, choice);
+  const headMask = headMaskFromList(spec.config, choice.pruneHeads ?? []);
+  let head: LoadedMask | undefined;
+  if (choice.mask) {
+    head = await loadMaskFile(choice.mask, spec);
+    const fromFile = headMaskOf(spec.config, head.genome);
+    for (let i = 0; i < headMask.length; i++) headMask[i] *= fromFile[i];
+  }
+  const weights = await resolveWeightMask(spec, choice);
   const recovered = choice.recovered
-    ? await applyRecoveredWeights(choice.recovered, spec, loaded.sha256)
+    ? await applyRecoveredWeights(choice.recovered, spec, {
+        ...(weights.sha256 ? { weight: { sha256: weights.sha256 } } : {}),
+        ...(head ? { head: { sha256: head.sha256, removed: removedList(spec.config, head.genome) } } : {}),
+      })
     : spec;
-  return { roles: [...feeds.keys()], feeds, sparsity: loaded.file.prunable.sparsity, spec: recovered };
+  const { sha256: _s, ...rest } = weights;
+  return { headMask, ...rest, spec: recovered };
 }

@@ -129,6 +129,7 @@ function printReport(r: EvaluateResult): void {
           `weight mask  ${r.weightMask} (${(100 * (r.weightSparsity ?? 0)).toFixed(2)} % of the prunable weights pruned)`,
         ]
       : []),
+    ...(r.recovered ? [`recovered    ${r.recovered}`] : []),
     `tokens       ${r.tokens}`,
     `mean NLL     ${r.meanNll.toFixed(4)}`,
     `perplexity   ${r.perplexity.toFixed(4)}`,
@@ -173,7 +174,7 @@ export function registerEval(program: Command): void {
     )
     .option(
       '--recovered <file>',
-      'the recovered weights of a `weights --recover` run (recovered-weights.safetensors), with its --weight-mask',
+      'recovered weights (recovered-weights.safetensors) of a `weights --recover` run with its --weight-mask, or of a `heads --recover` run with its --mask',
     )
     .addOption(deviceOption())
     .addOption(computeDtypeOption())

@@ -1,6 +1,15 @@
 import type { Command } from 'commander';
 import { EXPORT_FORMATS, type ExportDtype, type ExportFormat, exportModel, flagError } from '../index.js';
-import { memoryBudgetOption, modelOption, parseByteSize, tokenizerOption } from './options.js';
+import {
+  deviceOption,
+  memoryBudgetOption,
+  modelOption,
+  parseByteSize,
+  parseDevice,
+  parseIntFlag,
+  threadsOption,
+  tokenizerOption,
+} from './options.js';
 
 interface ExportFlags {
   model?: string;
@@ -8,6 +17,11 @@ interface ExportFlags {
   mask?: string;
   weightMask?: string;
   recovered?: string;
+  recover?: boolean;
+  calib?: string;
+  calibTokens?: string;
+  device: string;
+  threads?: string;
   out?: string;
   format: string;
   dtype?: string;
@@ -34,8 +48,14 @@ export function registerExport(program: Command): void {
     )
     .option(
       '--recovered <file>',
-      'recovered weights of a `weights --recover` run, written in place of the originals (with its --weight-mask)',
+      'recovered weights, written in place of the originals: of a `weights --recover` run (with its --weight-mask) or a `heads --recover` run (with its --mask)',
     )
+    .option(
+      '--recover',
+      'refit o after the --mask heads are removed, now, on --calib (as `heads --recover` does), and write that',
+    )
+    .option('--calib <path>', 'calibration data for --recover')
+    .option('--calib-tokens <n>', 'calibration tokens --recover reads (default 8192)')
     .option('--out <dir>', 'output folder (required; must be empty or absent unless --force)')
     .option('--format <name>', `${EXPORT_FORMATS.join(' | ')}`, 'all')
     .option(
@@ -43,6 +63,8 @@ export function registerExport(program: Command): void {
       "storage dtype of the exported model.safetensors: fp32, fp16 or bf16 (default: the checkpoint's own, so bf16 stays bf16); not the compute precision (eval/heads/generate/bench --dtype)",
     )
     .option('--force', 'replace a non-empty --out')
+    .addOption(deviceOption())
+    .addOption(threadsOption())
     .addOption(memoryBudgetOption())
     .option('--json', 'print the result as one JSON object')
     .addHelpText(
@@ -53,7 +75,9 @@ hf writes config.json and model.safetensors; all writes both into one folder. A 
 converted to an equivalent tokenizer.json. The folder appears only when complete.
 
 Example:
-  geneprune export --mask runs/heads-25/mask.json --out exported/stories260K-pruned`,
+  geneprune export --mask runs/heads-25/mask.json --out exported/stories260K-pruned
+  geneprune export --mask runs/heads-25/mask.json --recover --calib ../shared/data/tinystories/calib \
+      --out exported/stories260K-pruned-recovered`,
     )
     .action(async (flags: ExportFlags) => {
       if (!flags.out) throw flagError('--out', 'required: the folder to write');
@@ -63,6 +87,11 @@ Example:
         mask: flags.mask,
         weightMask: flags.weightMask,
         recovered: flags.recovered,
+        recover: flags.recover,
+        calib: flags.calib,
+        calibTokens: flags.calibTokens ? parseIntFlag('--calib-tokens', flags.calibTokens) : undefined,
+        device: parseDevice(flags.device),
+        threads: flags.threads ? parseIntFlag('--threads', flags.threads) : undefined,
         out: flags.out,
         format: flags.format as ExportFormat,
         dtype: flags.dtype as ExportDtype | undefined,
@@ -75,6 +104,11 @@ Example:
         return;
       }
       const lines = [`exported     ${result.out}`, `files        ${result.files.join(', ')}`];
+      if (result.recovery) {
+        lines.push(
+          `recovered    o refitted on ${result.recovery.tokens} tokens of ${result.recovery.calibration}`,
+        );
+      }
       const s = result.summary;
       if (s) {
         lines.push(

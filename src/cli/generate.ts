@@ -23,6 +23,7 @@ interface GenerateFlags {
   pruneHeads?: string;
   mask?: string;
   weightMask?: string;
+  recovered?: string;
   device: string;
   dtype: string;
   threads?: string;
@@ -44,6 +45,10 @@ export function registerGenerate(program: Command): void {
     .option(
       '--weight-mask <file>',
       'a weight-mask file from `geneprune weights` (weight-mask.safetensors); combines with --mask',
+    )
+    .option(
+      '--recovered <file>',
+      'recovered weights of a `weights --recover` run with its --weight-mask, or of a `heads --recover` run with its --mask',
     )
     .addOption(deviceOption())
     .addOption(computeDtypeOption())
@@ -69,6 +74,7 @@ Example:
         pruneHeads: flags.pruneHeads ? parseHeadList(flags.pruneHeads) : [],
         mask: flags.mask,
         weightMask: flags.weightMask,
+        recovered: flags.recovered,
         device: parseDevice(flags.device),
         dtype: parseComputeDtype(flags.dtype),
         threads: flags.threads ? parseIntFlag('--threads', flags.threads) : undefined,

@@ -75,6 +75,7 @@ const SETTING_FLAGS: ReadonlyArray<SettingFlag<Extract<keyof HeadSearchSettings,
   ['seed', '--seed', 'seed', int(0)],
   ['batchSize', '--batch-size', 'batchSize', int()],
   ['seedAblation', '--seed-ablation', 'seedAblation', () => true],
+  ['recover', '--recover', 'recover', () => true],
   ['dtype', '--dtype', 'dtype', (_flag, v) => parseComputeDtype(v)],
 ];
 
@@ -115,6 +116,12 @@ function printResult(r: HeadSearchResult): void {
     ...(r.evalBleu ? [evalBleuLine(r.evalBleu)] : []),
     `cost         ${r.forwardPasses} forward passes, ${r.evaluations} evaluations, ${r.seconds.toFixed(1)} s`,
     `mask         ${r.runDir}/mask.json`,
+    ...(r.recovery
+      ? [
+          `recovery     o refitted on ${r.recovery.tokens} calibration tokens: calibration ppl ${r.recovery.before.calibPerplexity.toFixed(4)} → ${r.recovery.after.calibPerplexity.toFixed(4)}, evaluation ppl ${r.recovery.before.evalPerplexity.toFixed(4)} → ${r.recovery.after.evalPerplexity.toFixed(4)}`,
+          `recovered    ${r.recovery.weights}`,
+        ]
+      : []),
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
 }
@@ -169,6 +176,10 @@ export function registerHeads(program: Command): void {
     .option('--fitness-threshold <x>', 'stop when the best fitness reaches this (τ)')
     .option('--max-sparsity <share>', 'stop when an individual removes this share of heads (S)')
     .option('--seed-ablation', 'seed the initial population from single-head ablation scores')
+    .option(
+      '--recover',
+      'once the mask is fixed, refit o of every layer by least squares on the calibration activations (recovered-weights.safetensors)',
+    )
     .option('--calib-tokens <n>', 'calibration tokens per full evaluation (default 8192)')
     .option('--low-tokens <n>', 'multi-fidelity: score everyone on this many tokens first')
     .option(
@@ -206,6 +217,7 @@ Examples:
       --target-sparsity 0.25 --out runs/ga25
   geneprune heads --preset sos --calib CALIB --eval EVAL --generations 100 --out runs/sos
   geneprune heads --method ablation --target-sparsity 0.5 --calib CALIB --eval EVAL --out runs/abl50
+  geneprune heads --target-sparsity 0.25 --recover --calib CALIB --eval EVAL --out runs/ga25r
   geneprune heads --resume runs/ga25`,
     )
     .action(async (f: Flags, cmd: Command) => {

@@ -5,7 +5,7 @@ import type { AttentionKind, FusedAttentionOp } from '../graph/attention.js';
 import {
   blockSpec,
   buildDecoderGraph,
-  type CaptureKind,
+  type CaptureOptions,
   type GraphOutputMode,
   IGNORE_INDEX,
   layerRange,
@@ -49,7 +49,7 @@ export interface RunnerOptions {
    */
   layers?: readonly [number, number];
   /** Activation statistics of these layers' linear inputs, returned by runAll as `stats.{i}.{point}`. */
-  capture?: { layers: readonly number[]; kind: CaptureKind };
+  capture?: CaptureOptions;
 }
 
 /** Masks for one candidate. Missing masks mean "keep everything". */

@@ -35,7 +35,7 @@
  * (SiLU(gate)·up: input of down) — as Σ_t X_tj² per input column ('sqnorm', [in]) or XᵀX ('gram', [in, in]),
  * over the batch's tokens. Capture graphs take token_weight float32 [batch, seq], multiplied into X before the
  * reduction (1 real token, 0 padding: padded positions do not count; a weight w counts a token as w²).
- * A layer without attention heads has no attn_in / o_in.
+ * A layer without attention heads has no attn_in / o_in. `capture.points` outputs only the points named.
  *
  * Attention is one fused causal kernel per layer (attention.ts); `attention: 'explicit'` keeps the plain-operator
  * chain, which the KV-cache graph always uses.
@@ -60,6 +60,13 @@ export type GraphOutputMode = 'nll' | 'kl' | 'logits' | 'logprobs' | 'last_logit
 
 /** Activation statistics of linear inputs: Σ_t X_tj² per column, or the Gram matrix XᵀX. */
 export type CaptureKind = 'sqnorm' | 'gram';
+
+/** Which statistics a capture graph outputs: of these layers, of these points (default all four). */
+export interface CaptureOptions {
+  layers: readonly number[];
+  kind: CaptureKind;
+  points?: readonly CapturePoint[];
+}
 
 /** The four distinct linear inputs of a block, in forward order (see the header). */
 export const CAPTURE_POINTS = ['attn_in', 'o_in', 'mlp_in', 'down_in'] as const;
@@ -126,8 +133,11 @@ export interface DecoderGraphOptions {
   vocabChunk?: number;
   /** Run layers from … to−1 only (default [0, numLayers]); see the header for the block graph's inputs/outputs. */
   layers?: readonly [number, number];
-  /** Output activation statistics of these layers' linear inputs (each layer inside `layers`); see the header. */
-  capture?: { layers: readonly number[]; kind: CaptureKind };
+  /**
+   * Output activation statistics of these layers' linear inputs (each layer inside `layers`); see the header.
+   * `points` limits them to some capture points (default all four).
+   */
+  capture?: CaptureOptions;
 }
 
 /** A graph's layer range [from, to), checked (default all layers). */
@@ -421,7 +431,7 @@ export function buildDecoderGraph(
       ? g.op('Reshape', [g.input('token_weight', 'float32', ['batch', 'seq']), g.constInt64([-1, 1])])
       : '';
   const capture = (layer: number, point: CapturePoint, input: string, width: number): void => {
-    if (!captured.has(layer)) return;
+    if (!captured.has(layer) || (opts.capture?.points && !opts.capture.points.includes(point))) return;
     const xw = g.op('Mul', [input, tokenWeight]);
     const name = statsName(layer, point);
     if (opts.capture?.kind === 'gram') {

@@ -1,13 +1,18 @@
 /**
- * Recovered weights: the prunable matrices a `weights --recover` run refitted under its mask, as a safetensors
- * file (F32 tensors named by role) with `__metadata__` `geneprune.recovered-weights` = JSON
- *   { format: "geneprune-recovered-weights", version: 1, model: { fingerprint, shape }, maskSha256, damping }.
- * They belong to one model and one mask: `eval` and `export` take them with that mask (`--weight-mask M
- * --recovered R`) and refuse them, in one line naming the file, for another model or another mask.
+ * Recovered weights: the matrices a `--recover` run refitted under its mask, as a safetensors file (F32 tensors
+ * named by role) with `__metadata__` `geneprune.recovered-weights` = JSON
+ *   { format: "geneprune-recovered-weights", version: 1, model: { fingerprint }, maskSha256, damping,
+ *     maskKind?: "head", removedHeads?: ["L:H", ...] }.
+ * Two kinds: `weights --recover` refits every prunable matrix under a weight mask (maskKind absent: the
+ * weight-mask file's sha256 is the mask's identity); `heads --recover` refits o after heads are removed
+ * (maskKind "head": the removed heads are the identity, since o's refit depends on nothing else of mask.json,
+ * and maskSha256 names the mask.json it came with). They belong to one model and one mask: `eval`, `generate`
+ * and `export` take them with that mask (`--weight-mask M --recovered R` or `--mask M --recovered R`) and refuse
+ * them, in one line naming the file, for another model, another mask, or without their mask.
  */
 
 import { openSafetensors, writeSafetensors } from '../checkpoint/safetensors.js';
-import { fileError, GenepruneError } from '../errors.js';
+import { fileError, flagError, GenepruneError } from '../errors.js';
 import { modelIdentity, shortFingerprint } from '../model/identity.js';
 import type { ModelSpec, TensorSource } from '../model/spec.js';
 
@@ -20,6 +25,41 @@ export interface RecoveredWeightsInfo {
   model: { fingerprint: string };
   maskSha256: string;
   damping: number;
+  /** Absent for a weight mask. */
+  maskKind?: 'head';
+  /** maskKind "head": the removed heads, `L:H`. */
+  removedHeads?: string[];
+}
+
+/** The mask recovered weights were made under, as the file records it. */
+export type RecoveredMask =
+  | { kind: 'weight'; sha256: string }
+  | { kind: 'head'; sha256: string; removed: readonly string[] };
+
+/** The masks a command was given, which a recovered file must match. */
+export interface GivenMasks {
+  /** The weight-mask file's sha256 (--weight-mask). */
+  weight?: { sha256: string };
+  /** The head-mask file (--mask): its sha256 and removed heads. */
+  head?: { sha256: string; removed: readonly string[] };
+}
+
+/** Refuses --recovered given with neither mask, before any file is read. */
+export function refuseRecoveredWithoutMask(
+  recovered: string | undefined,
+  given: { weightMask?: string; mask?: string },
+): void {
+  if (recovered && !given.weightMask && !given.mask) {
+    throw flagError(
+      '--recovered',
+      'needs --weight-mask or --mask: the mask the weights were recovered under',
+    );
+  }
+}
+
+function headListShort(removed: readonly string[]): string {
+  if (removed.length === 0) return 'none';
+  return removed.length <= 8 ? removed.join(',') : `${removed.slice(0, 8).join(',')},… (${removed.length})`;
 }
 
 /** Writes `roles` of `recovered` (the refitted model) atomically, recording the original model and the mask. */
@@ -28,7 +68,7 @@ export async function writeRecoveredWeights(
   original: ModelSpec,
   recovered: ModelSpec,
   roles: readonly string[],
-  maskSha256: string,
+  mask: RecoveredMask,
   damping: number,
 ): Promise<void> {
   const id = await modelIdentity(original);
@@ -36,8 +76,9 @@ export async function writeRecoveredWeights(
     format: RECOVERED_FORMAT,
     version: 1,
     model: { fingerprint: id.fingerprint },
-    maskSha256,
+    maskSha256: mask.sha256,
     damping,
+    ...(mask.kind === 'head' ? { maskKind: 'head' as const, removedHeads: [...mask.removed] } : {}),
   };
   await writeSafetensors(
     path,
@@ -51,14 +92,24 @@ export async function writeRecoveredWeights(
 }
 
 /**
- * The model with its prunable matrices replaced by the recovered ones in `path`, after checking that they were
- * recovered for this model under the mask whose file has sha256 `maskSha256`.
+ * The model with its matrices replaced by the recovered ones in `path`, after checking that they were recovered
+ * for this model under the mask given: the weight mask whose file has the recorded sha256, or a head mask
+ * removing the recorded heads.
  */
 export async function applyRecoveredWeights(
   path: string,
   spec: ModelSpec,
-  maskSha256: string,
+  given: GivenMasks,
 ): Promise<ModelSpec> {
+  return (await readRecoveredWeights(path, spec, given)).spec;
+}
+
+/** applyRecoveredWeights, also saying which kind of mask the weights were recovered under. */
+export async function readRecoveredWeights(
+  path: string,
+  spec: ModelSpec,
+  given: GivenMasks,
+): Promise<{ spec: ModelSpec; kind: 'head' | 'weight' }> {
   const st = await openSafetensors(path);
   let info: Partial<RecoveredWeightsInfo>;
   try {
@@ -77,8 +128,29 @@ export async function applyRecoveredWeights(
       `recovered for another model (fingerprint ${shortFingerprint(String(info.model?.fingerprint))} vs this model's ${shortFingerprint(id.fingerprint)})`,
     );
   }
-  if (info.maskSha256 !== maskSha256) {
-    throw fileError(path, 'recovered under another weight mask than the one given with --weight-mask');
+  if (info.maskKind === 'head') {
+    const recorded = Array.isArray(info.removedHeads) ? info.removedHeads.map(String) : [];
+    if (!given.head) {
+      throw fileError(
+        path,
+        `recovered after heads ${headListShort(recorded)} were removed: give that head mask with --mask`,
+      );
+    }
+    if (recorded.join(',') !== given.head.removed.join(',')) {
+      throw fileError(
+        path,
+        `recovered after heads ${headListShort(recorded)} were removed, but --mask removes ${headListShort(given.head.removed)}`,
+      );
+    }
+  } else if (info.maskKind !== undefined) {
+    throw fileError(path, `unknown recovered-weights mask kind ${JSON.stringify(info.maskKind)}`);
+  } else {
+    if (!given.weight) {
+      throw fileError(path, 'recovered under a weight mask: give that mask with --weight-mask');
+    }
+    if (info.maskSha256 !== given.weight.sha256) {
+      throw fileError(path, 'recovered under another weight mask than the one given with --weight-mask');
+    }
   }
   const tensors = new Map<string, TensorSource>(spec.tensors);
   for (const [role, t] of st.tensors) {
@@ -89,5 +161,5 @@ export async function applyRecoveredWeights(
     }
     tensors.set(role, t);
   }
-  return { ...spec, tensors };
+  return { spec: { ...spec, tensors }, kind: info.maskKind === 'head' ? 'head' : 'weight' };
 }

@@ -160,6 +160,12 @@ export interface AppliedMask {
   removed: string[];
   /** The weight mask applied (weights zeroed where it prunes), when there was one. */
   weightMask?: AppliedWeightMask;
+  /**
+   * Least-squares recovery under the mask, when its matrices were refitted: o after heads were removed ('head')
+   * or the prunable matrices under the weight mask ('weight'), read from a recovered-weights file (`path`, made
+   * absolute) or computed at export time on calibration data (`calibration`, `tokens`).
+   */
+  recovered?: { kind: 'head' | 'weight'; path?: string; calibration?: string; tokens?: number };
 }
 
 export interface AppliedWeightMask {
@@ -198,6 +204,14 @@ export async function provenanceOfPruning(source: ModelSpec, mask: AppliedMask):
       ...mask,
       ...(mask.path ? { path: absolute(mask.path) } : {}),
       removed: [...mask.removed],
+      ...(mask.recovered
+        ? {
+            recovered: {
+              ...mask.recovered,
+              ...(mask.recovered.path ? { path: absolute(mask.recovered.path) } : {}),
+            },
+          }
+        : {}),
       ...(mask.weightMask
         ? {
             weightMask: {

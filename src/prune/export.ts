@@ -39,7 +39,7 @@ import {
 import type { Bitset } from '../masks/bitset.js';
 import { type Genome, removedList } from '../masks/heads.js';
 import type { SparsityReport } from '../masks/weights.js';
-import { provenanceOfPruning } from '../model/identity.js';
+import { type AppliedMask, provenanceOfPruning } from '../model/identity.js';
 import { llamaSpecToHf, PROVENANCE_CONFIG_KEY, PROVENANCE_METADATA_KEY } from '../model/llama.js';
 import type { ModelSpec } from '../model/spec.js';
 import { isRunDir } from '../runs/rundir.js';
@@ -61,6 +61,13 @@ export const EXPORT_FORMATS: readonly ExportFormat[] = ['transformersjs', 'hf', 
 
 export interface ExportOptions {
   spec: ModelSpec;
+  /**
+   * When `spec` carries recovered matrices (`recovered`), the model they were recovered from: the provenance
+   * records its identity, so the export's lineage names the model the masks belong to.
+   */
+  original?: ModelSpec;
+  /** The recovery applied to `spec`, recorded in the provenance. */
+  recovered?: AppliedMask['recovered'];
   /** Copied (tokenizer.json) or converted (llama2.c tokenizer.bin); without it no tokenizer files are written. */
   tokenizerPath?: string;
   genome?: Genome;
@@ -173,8 +180,9 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
     const w = opts.weightMask;
     const provenance =
       opts.genome || w
-        ? await provenanceOfPruning(opts.spec, {
+        ? await provenanceOfPruning(opts.original ?? opts.spec, {
             ...(opts.maskFile ?? {}),
+            ...(opts.recovered ? { recovered: opts.recovered } : {}),
             removed: opts.genome ? removedList(opts.spec.config, opts.genome) : [],
             ...(w ? { weightMask: { sha256: w.sha256, path: w.path, sparsity: w.sparsity } } : {}),
           })

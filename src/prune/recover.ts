@@ -14,11 +14,61 @@
  * returned instead (`recovered: false`) — recovery never makes a layer worse on the data it saw.
  */
 
+/** Ridge damping of recovery as a fraction of mean(diag XᵀX): SparseGPT's, used by every command that recovers. */
+export const RECOVERY_DAMPING = 0.01;
+
 export interface RecoverOptions {
   /** Ridge damping as a fraction of mean(diag H) (default 0.01, SparseGPT's). */
   damping?: number;
   /** The Gram matrix's factor from factorGram, when several linears share their input (q/k/v, gate/up). */
   factor?: GramFactor;
+  /**
+   * The order in which the walk visits the inputs (a permutation of 0 … in−1; default in order). Each pruned
+   * weight's error goes only to the inputs walked after it, so inputs pruned in every row walked first (see
+   * prunedColumnsFirst) make the walk the exact damped least-squares optimum for a mask of whole columns (the o
+   * projection of removed heads). The factor is then of the reordered Gram matrix: `factor` may not be given.
+   */
+  order?: ArrayLike<number>;
+}
+
+/**
+ * The walk order for masks that prune whole input columns: the columns pruned in every row first (in order),
+ * then the rest. Removing a set of columns one at a time, each with the exact inverse Hessian of the inputs still
+ * present, is the joint least-squares solution; walked first, every pruned column still sees all kept ones.
+ */
+export function prunedColumnsFirst(keep: Uint8Array, rows: number, cols: number): Int32Array {
+  const off = new Uint8Array(cols).fill(1);
+  for (let r = 0; r < rows; r++) for (let j = 0; j < cols; j++) if (keep[r * cols + j]) off[j] = 0;
+  const order = new Int32Array(cols);
+  let n = 0;
+  for (let j = 0; j < cols; j++) if (off[j]) order[n++] = j;
+  for (let j = 0; j < cols; j++) if (!off[j]) order[n++] = j;
+  return order;
+}
+
+/** w[:, order] of a [rows, cols] matrix (and, with `inverse`, the columns put back). */
+function permuteColumns<T extends Float32Array | Uint8Array>(
+  a: T,
+  order: ArrayLike<number>,
+  rows: number,
+  cols: number,
+  inverse = false,
+): T {
+  const out = new (a.constructor as new (n: number) => T)(a.length);
+  for (let r = 0; r < rows; r++) {
+    for (let k = 0; k < cols; k++) {
+      if (inverse) out[r * cols + order[k]] = a[r * cols + k];
+      else out[r * cols + k] = a[r * cols + order[k]];
+    }
+  }
+  return out;
+}
+
+function permuteGram(h: Float64Array, order: ArrayLike<number>, cols: number): Float64Array {
+  const out = new Float64Array(cols * cols);
+  for (let i = 0; i < cols; i++)
+    for (let j = 0; j < cols; j++) out[i * cols + j] = h[order[i] * cols + order[j]];
+  return out;
 }
 
 /** What the column walk needs of an input's Gram matrix: computed once per input, shared by its linears. */
@@ -141,6 +191,25 @@ export function recoverLinear(
     throw new Error(`weight and mask must have ${rows}×${cols} entries`);
   }
   if (gram.length !== cols * cols) throw new Error(`Gram matrix must be ${cols}×${cols}`);
+  if (opts.order) {
+    const { order, ...rest } = opts;
+    if (rest.factor)
+      throw new Error('recoverLinear: a walk order needs the factor of the reordered Gram matrix');
+    const seen = new Uint8Array(cols);
+    for (let k = 0; k < cols; k++) seen[order[k]] = 1;
+    if (order.length !== cols || !seen.every((v) => v === 1))
+      throw new Error(`walk order must be a permutation of 0 … ${cols - 1}`);
+    // The Gram matrix reordered has the same reconstruction errors: only the names of the inputs change.
+    const r = recoverLinear(
+      permuteColumns(weight, order, rows, cols),
+      permuteColumns(keep, order, rows, cols),
+      permuteGram(gram, order, cols),
+      rows,
+      cols,
+      rest,
+    );
+    return { ...r, weight: permuteColumns(r.weight, order, rows, cols, true) };
+  }
   const masked = weight.map((v, i) => (keep[i] ? v : 0));
   const maskedError = reconstructionError(weight, masked, gram, rows, cols);
 

@@ -6,15 +6,17 @@
  * (`recover.ts`), and the block, rebuilt on the new weights, hands its outputs to layer l+1. All linears of a block
  * see the block's input as it arrives (pruned prefix, dense block), as both papers do.
  *
+ * `select` may leave a linear as it is (head recovery changes only o); a layer left whole is not run twice.
+ *
  * Only one block's weights are in a session at a time; the hidden states at the current boundary are held
  * (tokens × hidden size × 4 bytes). The result is the model with its pruned weights in memory.
  */
 import { runBlock, statOf } from '../engine/blocks.js';
 import { createRunner, type TokenBatch } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
-import { CAPTURE_POINTS, rolesOfCapturePoint } from '../graph/decoder.js';
+import { CAPTURE_POINTS, type CapturePoint, rolesOfCapturePoint } from '../graph/decoder.js';
 import { type ModelSpec, memoryTensor, type TensorSource } from '../model/spec.js';
-import { factorGram, type GramFactor, recoverLinear } from './recover.js';
+import { factorGram, type GramFactor, prunedColumnsFirst, recoverLinear } from './recover.js';
 
 /** A prunable linear's weight, its shape and its input statistics, handed to a mask chooser. */
 export interface LinearToPrune {
@@ -31,8 +33,19 @@ export interface LinearToPrune {
 export interface SequentialOptions {
   /** Calibration batches (with targets: the last block ends with the loss). */
   batches: readonly TokenBatch[];
-  /** The keep-mask (1 kept) of one linear, [rows, cols]. */
-  select: (linear: LinearToPrune) => Uint8Array;
+  /**
+   * The keep-mask (1 kept) of one linear, [rows, cols], or undefined to leave that linear as it is (neither
+   * pruned nor recovered, and absent from the result's masks and reports).
+   */
+  select: (linear: LinearToPrune) => Uint8Array | undefined;
+  /** Only the linears reading these inputs are offered to `select` and captured (default all four). */
+  points?: readonly CapturePoint[];
+  /**
+   * Recovery walks the inputs pruned in every row of a linear first (prunedColumnsFirst): the exact damped
+   * least-squares refit for masks of whole columns, as removed heads leave on o. Off by default: per-row masks
+   * keep SparseGPT's order.
+   */
+  prunedColumnsFirst?: boolean;
   /** Recover each pruned linear's kept weights by least squares (default off). */
   recover?: boolean;
   /** Ridge damping of the recovery, as a fraction of mean(diag XᵀX) (default 0.01). */
@@ -49,6 +62,8 @@ export interface LinearReport {
   /** Calibration reconstruction error Σ (w − ŵ)ᵀ XᵀX (w − ŵ) of the masked weights, and after recovery. */
   maskedError?: number;
   recoveredError?: number;
+  /** False when recovery was not better than masking alone and the masked weights were kept. */
+  recovered?: boolean;
 }
 
 export interface LayerReport {
@@ -62,6 +77,8 @@ export interface SequentialResult {
   /** Keep-masks by role. */
   masks: Map<string, Uint8Array>;
   layers: LayerReport[];
+  /** Batch passes through a block (capture passes, and the passes that hand a changed block's output on). */
+  forwardPasses: number;
 }
 
 export async function pruneSequentially(spec: ModelSpec, opts: SequentialOptions): Promise<SequentialResult> {
@@ -71,6 +88,8 @@ export async function pruneSequentially(spec: ModelSpec, opts: SequentialOptions
   const masks = new Map<string, Uint8Array>();
   const layers: LayerReport[] = [];
   const engine = { device: opts.device, threads: opts.threads };
+  const points = opts.points ?? CAPTURE_POINTS;
+  let forwardPasses = 0;
   let hidden: Float32Array[] | undefined;
   for (let l = 0; l < L; l++) {
     const last = l === L - 1;
@@ -78,11 +97,13 @@ export async function pruneSequentially(spec: ModelSpec, opts: SequentialOptions
       ...engine,
       layers: [l, l + 1],
       output: last ? 'nll' : 'hidden',
-      capture: { layers: [l], kind: opts.recover ? 'gram' : 'sqnorm' },
+      capture: { layers: [l], kind: opts.recover ? 'gram' : 'sqnorm', points },
     });
     const pass = await runBlock(capture, opts.batches, { hidden }).finally(() => capture.release());
+    forwardPasses += opts.batches.length;
     const report: LayerReport = { layer: l, linears: [] };
-    for (const point of CAPTURE_POINTS) {
+    let changed = false;
+    for (const point of points) {
       const stat = statOf(pass.stats, l, point);
       if (!stat) continue; // a layer without heads has no attention inputs
       const gram = opts.recover ? stat : undefined;
@@ -95,16 +116,29 @@ export async function pruneSequentially(spec: ModelSpec, opts: SequentialOptions
         const sq = gram ? Float64Array.from({ length: cols }, (_, j) => gram[j * cols + j]) : stat;
         const weight = Float32Array.from(await src.load());
         const keep = opts.select({ role, layer: l, rows, cols, weight, inputSquaredNorms: sq });
+        if (keep === undefined) continue;
+        changed = true;
         if (keep.length !== rows * cols)
           throw new Error(`${role}: mask of ${keep.length} for ${rows}×${cols}`);
         let pruned: Float32Array;
         const entry: LinearReport = { role, sparsity: 1 - keep.reduce((a, b) => a + b, 0) / keep.length };
         if (gram) {
-          factor ??= factorGram(gram, cols, opts.damping);
-          const r = recoverLinear(weight, keep, gram, rows, cols, { factor });
+          // A walk order of its own needs the reordered Gram matrix's factor; otherwise the input's is shared.
+          if (!opts.prunedColumnsFirst) factor ??= factorGram(gram, cols, opts.damping);
+          const r = recoverLinear(
+            weight,
+            keep,
+            gram,
+            rows,
+            cols,
+            opts.prunedColumnsFirst
+              ? { damping: opts.damping, order: prunedColumnsFirst(keep, rows, cols) }
+              : { factor },
+          );
           pruned = r.weight;
           entry.maskedError = r.maskedError;
           entry.recoveredError = r.error;
+          entry.recovered = r.recovered;
         } else pruned = weight.map((v, i) => (keep[i] ? v : 0));
         tensors.set(role, memoryTensor(src.shape, pruned));
         masks.set(role, keep);
@@ -114,9 +148,12 @@ export async function pruneSequentially(spec: ModelSpec, opts: SequentialOptions
     layers.push(report);
     opts.onLayer?.(report);
     if (!last) {
-      const block = await createRunner(current(), { ...engine, layers: [l, l + 1], output: 'hidden' });
-      hidden = (await runBlock(block, opts.batches, { hidden }).finally(() => block.release())).hidden;
+      if (changed) {
+        const block = await createRunner(current(), { ...engine, layers: [l, l + 1], output: 'hidden' });
+        hidden = (await runBlock(block, opts.batches, { hidden }).finally(() => block.release())).hidden;
+        forwardPasses += opts.batches.length;
+      } else hidden = pass.hidden; // the block is as it was captured: its output is the next input
     }
   }
-  return { spec: current(), masks, layers };
+  return { spec: current(), masks, layers, forwardPasses };
 }

@@ -5,12 +5,13 @@
  * search prepares its run here and scores its final mask on the evaluation data here.
  */
 import { resolve } from 'node:path';
-import { type CandidateMasks, createRunner } from '../engine/runner.js';
+import { type CandidateMasks, createRunner, type TokenBatch } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
 import { fileError, flagError, GenepruneError } from '../errors.js';
 import type { ComputeDtype } from '../graph/weights.js';
 import { readDataset } from '../metrics/data.js';
 import {
+  batches,
   defaultBatchSize,
   evaluatePerplexity,
   makeWindows,
@@ -237,8 +238,17 @@ export async function refuseChangedData(label: string, path: string, stored: unk
   return true;
 }
 
-/** Scores a candidate's masks (and the dense model) on the evaluation data, in a session of its own. */
-export async function scoreOnEval(d: RunData, s: RunDataSettings, masks: CandidateMasks, env: RunEnv) {
+/**
+ * Scores a candidate's masks (and, unless `dense: false`, the dense model) on the evaluation data, in a session
+ * of its own.
+ */
+export async function scoreOnEval(
+  d: RunData,
+  s: RunDataSettings,
+  masks: CandidateMasks,
+  env: RunEnv,
+  opts: { dense?: boolean } = {},
+) {
   const windows = makeWindows(d.evalStream, d.context, s.evalTokens, s.eval);
   const runner = await createRunner(d.model.spec, {
     output: 'nll',
@@ -249,12 +259,26 @@ export async function scoreOnEval(d: RunData, s: RunDataSettings, masks: Candida
   });
   const batchSize = s.batchSize ?? defaultBatchSize(d.context, d.model.spec.config.vocabSize);
   const pruned = await evaluatePerplexity(runner, windows, { masks, batchSize });
-  const dense = await evaluatePerplexity(runner, windows, { batchSize });
+  // dense: false when `d.model` is not a dense model of its own (recovered weights): NaN then.
+  const dense = opts.dense === false ? undefined : await evaluatePerplexity(runner, windows, { batchSize });
   await runner.release();
   return {
     perplexity: pruned.perplexity,
-    densePerplexity: dense.perplexity,
+    densePerplexity: dense ? dense.perplexity : Number.NaN,
     tokens: pruned.tokens,
     data: s.eval,
   };
+}
+
+/**
+ * The calibration batches recovery reads: the first `tokens` tokens of `stream` in windows of `context`, in
+ * batches of `batchSize` windows (default: about 2048 tokens). Runs and `export --recover` cut them alike, so
+ * the same data and settings give the same recovered weights.
+ */
+export function recoveryBatches(
+  stream: ArrayLike<number>,
+  opts: { context: number; tokens: number; label: string; vocabSize: number; batchSize?: number },
+): TokenBatch[] {
+  const windows = makeWindows(stream, opts.context, opts.tokens, opts.label);
+  return [...batches(windows, opts.batchSize ?? defaultBatchSize(opts.context, opts.vocabSize))];
 }

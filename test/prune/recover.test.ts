@@ -6,7 +6,13 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { cholesky, factorGram, reconstructionError, recoverLinear } from '../../src/prune/recover.js';
+import {
+  cholesky,
+  factorGram,
+  prunedColumnsFirst,
+  reconstructionError,
+  recoverLinear,
+} from '../../src/prune/recover.js';
 import { createRng } from '../../src/util/rng.js';
 
 /** X [tokens, cols] with correlated columns (each mixes a few shared factors), and H = XᵀX. */
@@ -153,6 +159,32 @@ describe('recovery with the mask fixed', () => {
     assert.deepEqual(
       recoverLinear(other.w, other.keep, h, 4, 12, { factor }),
       recoverLinear(other.w, other.keep, h, 4, 12),
+    );
+  });
+
+  test('whole columns pruned, walked first: the exact damped least-squares optimum; in order: not', () => {
+    // The o projection after heads are removed: the same columns off in every row, in the middle of the input.
+    const rows = 6;
+    const cols = 12;
+    const { w, h } = randomCase(rows, cols, 60, 0);
+    const off = new Set([3, 4, 5, 9]);
+    const keep = Uint8Array.from({ length: rows * cols }, (_, i) => (off.has(i % cols) ? 0 : 1));
+    const order = prunedColumnsFirst(keep, rows, cols);
+    assert.deepEqual([...order], [3, 4, 5, 9, 0, 1, 2, 6, 7, 8, 10, 11]);
+    const damping = 0.01;
+    let mean = 0;
+    for (let j = 0; j < cols; j++) mean += h[j * cols + j] / cols;
+    const damped = Float64Array.from(h);
+    for (let j = 0; j < cols; j++) damped[j * cols + j] += damping * mean;
+    const exact = leastSquares(w, keep, damped, rows, cols);
+    const got = recoverLinear(w, keep, h, rows, cols, { damping, order });
+    for (let i = 0; i < exact.length; i++)
+      assert.ok(Math.abs(got.weight[i] - exact[i]) < 1e-5 * (1 + Math.abs(exact[i])), `weight ${i}`);
+    const inOrder = recoverLinear(w, keep, h, rows, cols, { damping });
+    assert.ok(got.error < inOrder.error, `walked first ${got.error} vs in order ${inOrder.error}`);
+    assert.throws(
+      () => recoverLinear(w, keep, h, rows, cols, { order: [0, 0, ...order.slice(2)] }),
+      /permutation/,
     );
   });
 });

@@ -2,17 +2,26 @@
  * A whole head search as the CLI runs it: prepare the model and data (runs/data.ts), build the calibration
  * objective over the head space, run one method (the GA, NSGA-II, or a baseline) in a run directory
  * (runs/rundir.ts, runs/algorithms.ts), then score the chosen mask on the evaluation data and write the head
- * mask file. `resumeHeadSearch` continues such a run (runs/resume.ts refuses what would change it).
+ * mask file; with `recover`, refit o after the mask's heads are removed (recovered-weights.safetensors) and
+ * score that too. `resumeHeadSearch` continues such a run (runs/resume.ts refuses what would change it): a run
+ * stopped after its search, before or after recovery, finishes from the saved state and recovers again, with
+ * the same result.
  */
+import { join } from 'node:path';
 import { fileError, flagError } from '../../errors.js';
 import { makeMaskFile } from '../../masks/headfile.js';
-import { type Genome, geneCount } from '../../masks/heads.js';
+import { type Genome, geneCount, removedList } from '../../masks/heads.js';
+import { writeRecoveredWeights } from '../../masks/recovered.js';
+import type { ModelSpec } from '../../model/spec.js';
+import { RECOVERY_DAMPING } from '../../prune/recover.js';
+import { type HeadRecoveryLayer, recoverHeadRemoval } from '../../prune/recover-heads.js';
 import { runGaInDir, runNsgaInDir } from '../../runs/algorithms.js';
 import {
   absoluteSettings,
   prepareRunData,
   type RunData,
   type RunEnv,
+  recoveryBatches,
   refuseChangedData,
   runModelAndData,
   scoreOnEval,
@@ -45,7 +54,7 @@ import {
   qualityFromLog,
 } from '../../search/objective.js';
 import { bitNsgaOperators } from '../../search/operators.js';
-import { type HeldLock, writeJsonAtomic } from '../../util/fs.js';
+import { faultPoint, type HeldLock, sha256File, writeJsonAtomic } from '../../util/fs.js';
 import { createRng } from '../../util/rng.js';
 import { headGaOptions } from './algorithms.js';
 import { runBaseline, singleHeadAblationScores } from './baselines.js';
@@ -87,7 +96,29 @@ export interface HeadSearchResult {
   forwardPasses: number;
   evaluations: number;
   seconds: number;
+  /** `--recover`: o refitted after the mask's heads are removed (forward passes and seconds its own). */
+  recovery?: HeadRecoveryReport;
 }
+
+/**
+ * What `--recover` reports: calibration and evaluation perplexity of the head mask before recovery and after it
+ * (the run's `calib` and `eval` stay the mask's own), the recovered weights' file, and per layer the calibration
+ * reconstruction error of o, Σ (w − ŵ)ᵀXᵀX(w − ŵ), with the removed heads' columns zeroed and after the refit.
+ */
+export interface HeadRecoveryReport {
+  before: { calibPerplexity: number; evalPerplexity: number };
+  after: { calibPerplexity: number; evalPerplexity: number };
+  /** recovered-weights.safetensors in the run directory, and the calibration tokens it was fitted on. */
+  weights: string;
+  tokens: number;
+  damping: number;
+  forwardPasses: number;
+  seconds: number;
+  reconstruction: HeadRecoveryLayer[];
+}
+
+/** The recovered o of a `--recover` run, beside its mask.json. */
+export const RECOVERED_WEIGHTS_FILE = 'recovered-weights.safetensors';
 
 function removeCountOf(s: HeadSearchSettings, genes: number): number | undefined {
   return s.targetSparsity === undefined ? undefined : Math.round(s.targetSparsity * genes);
@@ -218,6 +249,11 @@ async function finish(
     },
   });
   await writeJsonAtomic(`${dir}/mask.json`, mask);
+  if (s.recover) {
+    faultPoint('heads:mask-written');
+    result.recovery = await recoverInDir(dir, s, p, genome, { calibScore, evalScore }, env);
+    faultPoint('heads:recovered');
+  }
   const { genome: _g, ...rest } = result;
   await writeJsonAtomic(`${dir}/result.json`, {
     ...rest,
@@ -230,6 +266,108 @@ async function finish(
     ...extra,
   });
   return result;
+}
+
+/** Calibration perplexity of `spec` under the genome's head mask, in a session of its own. */
+async function calibPerplexity(
+  spec: ModelSpec,
+  s: HeadSearchSettings,
+  p: Prepared,
+  genome: Genome,
+  env: HeadSearchEnv,
+): Promise<{ perplexity: number; forwardPasses: number }> {
+  const objective = await createHeadObjective(spec, {
+    stream: p.stream,
+    context: p.context,
+    metric: 'ppl',
+    tokens: s.calibTokens,
+    batchSize: s.batchSize,
+    device: env.device,
+    threads: env.threads,
+    dtype: s.dtype,
+  });
+  try {
+    const r = await objective.evaluate(genome);
+    return { perplexity: r.quality, forwardPasses: objective.forwardPasses() };
+  } finally {
+    await objective.release();
+  }
+}
+
+/**
+ * `--recover`, once mask.json is written: o refitted layer by layer on the calibration windows
+ * (prune/recover-heads.ts), written to RECOVERED_WEIGHTS_FILE with the model's fingerprint, the removed heads and
+ * mask.json's sha256, and the recovered model scored under the mask on calibration and evaluation data.
+ */
+async function recoverInDir(
+  dir: string,
+  s: HeadSearchSettings,
+  p: Prepared,
+  genome: Genome,
+  scored: { calibScore: { quality: number }; evalScore: { perplexity: number } },
+  env: HeadSearchEnv,
+): Promise<HeadRecoveryReport> {
+  const t0 = performance.now();
+  const spec = p.model.spec;
+  let passes = 0;
+  // The search's calibration score is the perplexity unless it searched on KL.
+  let beforeCalib = scored.calibScore.quality;
+  if (s.metric !== 'ppl') {
+    const b = await calibPerplexity(spec, s, p, genome, env);
+    beforeCalib = b.perplexity;
+    passes += b.forwardPasses;
+  }
+  env.onStatus?.('recovery: refitting o on the calibration activations, layer by layer');
+  const batches = recoveryBatches(p.stream, {
+    context: p.context,
+    tokens: s.calibTokens,
+    label: s.calib,
+    vocabSize: spec.config.vocabSize,
+    batchSize: s.batchSize,
+  });
+  const rec = await recoverHeadRemoval(spec, genome, {
+    batches,
+    device: env.device,
+    threads: env.threads,
+    onLayer: (done, total) => env.onProgress?.(done, total),
+  });
+  passes += rec.forwardPasses;
+  const weights = join(dir, RECOVERED_WEIGHTS_FILE);
+  await writeRecoveredWeights(
+    weights,
+    spec,
+    rec.spec,
+    rec.roles,
+    {
+      kind: 'head',
+      sha256: await sha256File(join(dir, 'mask.json')),
+      removed: removedList(spec.config, genome),
+    },
+    RECOVERY_DAMPING,
+  );
+  env.onStatus?.('scoring the recovered model');
+  const after = await calibPerplexity(rec.spec, s, p, genome, env);
+  passes += after.forwardPasses;
+  const space = p.objective.space;
+  const evalAfter = await scoreOnEval(
+    { ...p, model: { ...p.model, spec: rec.spec } },
+    s,
+    space.masks(genome),
+    env,
+    {
+      dense: false,
+    },
+  );
+  return {
+    before: { calibPerplexity: beforeCalib, evalPerplexity: scored.evalScore.perplexity },
+    after: { calibPerplexity: after.perplexity, evalPerplexity: evalAfter.perplexity },
+    weights,
+    tokens: batches.reduce((a, b) => a + b.valid!.reduce((x, y) => x + y, 0), 0),
+    damping: RECOVERY_DAMPING,
+    forwardPasses: passes,
+    seconds: (performance.now() - t0) / 1000,
+    reconstruction: rec.layers,
+  };
 }
 
 function runGaIn(

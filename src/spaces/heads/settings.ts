@@ -44,6 +44,11 @@ export interface HeadSearchSettings extends RunDataSettings {
   seedAblation: boolean;
   regressionSamples?: number;
   seed: number;
+  /**
+   * Once the mask is fixed, refit o of every layer to its dense outputs on the calibration activations, layer by
+   * layer (prune/recover-heads.ts), and write the recovered weights to the run directory.
+   */
+  recover?: boolean;
 }
 
 export const HEAD_PRESETS = ['sos'] as const;
@@ -68,6 +73,7 @@ export const HEAD_SEARCH_DEFAULTS: Omit<HeadSearchSettings, 'calib' | 'eval'> = 
   seedAblation: false,
   seed: 0,
   dtype: 'fp32',
+  recover: false,
 };
 
 /** The paper's settings (Survival of the Smallest): population 10, tournament 3, mutation 1 %, −ppl·(1−s). */

@@ -12,7 +12,6 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { TokenBatch } from '../../engine/runner.js';
 import { fileError, flagError, GenepruneError } from '../../errors.js';
 import type { Bitset } from '../../masks/bitset.js';
 import { bitsetBytes, bitsetFromBytes, createBitset, unpackBits, unpackRange } from '../../masks/bitset.js';
@@ -20,14 +19,15 @@ import { writeRecoveredWeights } from '../../masks/recovered.js';
 import type { NmPattern } from '../../masks/select.js';
 import { loadWeightMaskFile, patternText, writeWeightMaskFile } from '../../masks/weightfile.js';
 import { type LayerSparsity, weightMasksFromKeeps } from '../../masks/weights.js';
-import { batches, defaultBatchSize, makeWindows } from '../../metrics/perplexity.js';
 import type { ModelSpec } from '../../model/spec.js';
+import { RECOVERY_DAMPING } from '../../prune/recover.js';
 import { pruneSequentially } from '../../prune/sequential.js';
 import {
   absoluteSettings,
   prepareRunData,
   type RunData,
   type RunEnv,
+  recoveryBatches,
   refuseChangedData,
   runModelAndData,
   scoreOnEval,
@@ -358,8 +358,6 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
 
 /** The recovered prunable matrices of a `--recover` run, beside its mask. */
 export const RECOVERED_WEIGHTS_FILE = 'recovered-weights.safetensors';
-/** Ridge damping of recovery, as a fraction of mean(diag XᵀX) (SparseGPT's). */
-const RECOVERY_DAMPING = 0.01;
 
 /** One objective's dense (with `dense`) and pruned quality on the calibration data, and its forward passes. */
 async function calibQuality(
@@ -460,10 +458,13 @@ async function recoverMasked(
   env: WeightPruneEnv,
 ) {
   const t0 = performance.now();
-  const windows = makeWindows(p.stream, p.context, s.calibTokens, s.calib);
-  const list: TokenBatch[] = [
-    ...batches(windows, s.batchSize ?? defaultBatchSize(p.context, p.model.spec.config.vocabSize)),
-  ];
+  const list = recoveryBatches(p.stream, {
+    context: p.context,
+    tokens: s.calibTokens,
+    label: s.calib,
+    vocabSize: p.model.spec.config.vocabSize,
+    batchSize: s.batchSize,
+  });
   const L = p.model.spec.config.numLayers;
   const result = await pruneSequentially(p.model.spec, {
     batches: list,
@@ -484,7 +485,7 @@ async function recoverMasked(
     p.model.spec,
     result.spec,
     [...masks.keys()],
-    maskSha256,
+    { kind: 'weight', sha256: maskSha256 },
     RECOVERY_DAMPING,
   );
   const reconstruction = result.layers.map((l) => ({
@@ -495,7 +496,7 @@ async function recoverMasked(
   return {
     spec: result.spec,
     path,
-    forwardPasses: list.length * (2 * L - 1),
+    forwardPasses: result.forwardPasses,
     seconds: (performance.now() - t0) / 1000,
     reconstruction,
   };

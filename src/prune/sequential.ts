@@ -12,6 +12,7 @@
  * (tokens × hidden size × 4 bytes). The result is the model with its pruned weights in memory.
  */
 import { runBlock, statOf } from '../engine/blocks.js';
+import { createOrtGemm } from '../engine/gemm.js';
 import { createRunner, type TokenBatch } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
 import { CAPTURE_POINTS, type CapturePoint, rolesOfCapturePoint } from '../graph/decoder.js';
@@ -91,69 +92,75 @@ export async function pruneSequentially(spec: ModelSpec, opts: SequentialOptions
   const points = opts.points ?? CAPTURE_POINTS;
   let forwardPasses = 0;
   let hidden: Float32Array[] | undefined;
-  for (let l = 0; l < L; l++) {
-    const last = l === L - 1;
-    const capture = await createRunner(current(), {
-      ...engine,
-      layers: [l, l + 1],
-      output: last ? 'nll' : 'hidden',
-      capture: { layers: [l], kind: opts.recover ? 'gram' : 'sqnorm', points },
-    });
-    const pass = await runBlock(capture, opts.batches, { hidden }).finally(() => capture.release());
-    forwardPasses += opts.batches.length;
-    const report: LayerReport = { layer: l, linears: [] };
-    let changed = false;
-    for (const point of points) {
-      const stat = statOf(pass.stats, l, point);
-      if (!stat) continue; // a layer without heads has no attention inputs
-      const gram = opts.recover ? stat : undefined;
-      // The linears reading this input share its Gram matrix, and so its factorization.
-      let factor: GramFactor | undefined;
-      for (const role of rolesOfCapturePoint(l, point)) {
-        const src = tensors.get(role);
-        if (!src) continue;
-        const [rows, cols] = src.shape;
-        const sq = gram ? Float64Array.from({ length: cols }, (_, j) => gram[j * cols + j]) : stat;
-        const weight = Float32Array.from(await src.load());
-        const keep = opts.select({ role, layer: l, rows, cols, weight, inputSquaredNorms: sq });
-        if (keep === undefined) continue;
-        changed = true;
-        if (keep.length !== rows * cols)
-          throw new Error(`${role}: mask of ${keep.length} for ${rows}×${cols}`);
-        let pruned: Float32Array;
-        const entry: LinearReport = { role, sparsity: 1 - keep.reduce((a, b) => a + b, 0) / keep.length };
-        if (gram) {
-          // A walk order of its own needs the reordered Gram matrix's factor; otherwise the input's is shared.
-          if (!opts.prunedColumnsFirst) factor ??= factorGram(gram, cols, opts.damping);
-          const r = recoverLinear(
-            weight,
-            keep,
-            gram,
-            rows,
-            cols,
-            opts.prunedColumnsFirst
-              ? { damping: opts.damping, order: prunedColumnsFirst(keep, rows, cols) }
-              : { factor },
-          );
-          pruned = r.weight;
-          entry.maskedError = r.maskedError;
-          entry.recoveredError = r.error;
-          entry.recovered = r.recovered;
-        } else pruned = weight.map((v, i) => (keep[i] ? v : 0));
-        tensors.set(role, memoryTensor(src.shape, pruned));
-        masks.set(role, keep);
-        report.linears.push(entry);
+  // Recovery's products (reconstruction errors, blocked updates) on ONNX Runtime's MatMul, in float32.
+  const products = opts.recover ? await createOrtGemm(engine) : undefined;
+  try {
+    for (let l = 0; l < L; l++) {
+      const last = l === L - 1;
+      const capture = await createRunner(current(), {
+        ...engine,
+        layers: [l, l + 1],
+        output: last ? 'nll' : 'hidden',
+        capture: { layers: [l], kind: opts.recover ? 'gram' : 'sqnorm', points },
+      });
+      const pass = await runBlock(capture, opts.batches, { hidden }).finally(() => capture.release());
+      forwardPasses += opts.batches.length;
+      const report: LayerReport = { layer: l, linears: [] };
+      let changed = false;
+      for (const point of points) {
+        const stat = statOf(pass.stats, l, point);
+        if (!stat) continue; // a layer without heads has no attention inputs
+        const gram = opts.recover ? stat : undefined;
+        // The linears reading this input share its Gram matrix, and so its factorization.
+        let factor: GramFactor | undefined;
+        for (const role of rolesOfCapturePoint(l, point)) {
+          const src = tensors.get(role);
+          if (!src) continue;
+          const [rows, cols] = src.shape;
+          const sq = gram ? Float64Array.from({ length: cols }, (_, j) => gram[j * cols + j]) : stat;
+          const weight = Float32Array.from(await src.load());
+          const keep = opts.select({ role, layer: l, rows, cols, weight, inputSquaredNorms: sq });
+          if (keep === undefined) continue;
+          changed = true;
+          if (keep.length !== rows * cols)
+            throw new Error(`${role}: mask of ${keep.length} for ${rows}×${cols}`);
+          let pruned: Float32Array;
+          const entry: LinearReport = { role, sparsity: 1 - keep.reduce((a, b) => a + b, 0) / keep.length };
+          if (gram) {
+            // A walk order of its own needs the reordered Gram matrix's factor; otherwise the input's is shared.
+            if (!opts.prunedColumnsFirst) factor ??= factorGram(gram, cols, opts.damping);
+            const r = await recoverLinear(
+              weight,
+              keep,
+              gram,
+              rows,
+              cols,
+              opts.prunedColumnsFirst
+                ? { damping: opts.damping, order: prunedColumnsFirst(keep, rows, cols), gemm: products!.gemm }
+                : { factor, gemm: products!.gemm },
+            );
+            pruned = r.weight;
+            entry.maskedError = r.maskedError;
+            entry.recoveredError = r.error;
+            entry.recovered = r.recovered;
+          } else pruned = weight.map((v, i) => (keep[i] ? v : 0));
+          tensors.set(role, memoryTensor(src.shape, pruned));
+          masks.set(role, keep);
+          report.linears.push(entry);
+        }
+      }
+      layers.push(report);
+      opts.onLayer?.(report);
+      if (!last) {
+        if (changed) {
+          const block = await createRunner(current(), { ...engine, layers: [l, l + 1], output: 'hidden' });
+          hidden = (await runBlock(block, opts.batches, { hidden }).finally(() => block.release())).hidden;
+          forwardPasses += opts.batches.length;
+        } else hidden = pass.hidden; // the block is as it was captured: its output is the next input
       }
     }
-    layers.push(report);
-    opts.onLayer?.(report);
-    if (!last) {
-      if (changed) {
-        const block = await createRunner(current(), { ...engine, layers: [l, l + 1], output: 'hidden' });
-        hidden = (await runBlock(block, opts.batches, { hidden }).finally(() => block.release())).hidden;
-        forwardPasses += opts.batches.length;
-      } else hidden = pass.hidden; // the block is as it was captured: its output is the next input
-    }
+  } finally {
+    await products?.release();
   }
   return { spec: current(), masks, layers, forwardPasses };
 }

@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { createOrtGemm } from '../../src/engine/gemm.js';
 import {
   cholesky,
   factorGram,
@@ -95,13 +96,13 @@ describe('recovery with the mask fixed', () => {
     assert.throws(() => cholesky(Float64Array.from([1, 2, 2, 1]), 2), /not positive definite/);
   });
 
-  test('only the first input pruned: the column walk is the exact least-squares optimum', () => {
+  test('only the first input pruned: the column walk is the exact least-squares optimum', async () => {
     const rows = 4;
     const cols = 6;
     const { w, h } = randomCase(rows, cols, 5, 0);
     const keep = new Uint8Array(rows * cols).fill(1);
     for (let r = 0; r < rows; r++) keep[r * cols] = 0;
-    const got = recoverLinear(w, keep, h, rows, cols, { damping: 1e-12 });
+    const got = await recoverLinear(w, keep, h, rows, cols, { damping: 1e-12 });
     const exact = leastSquares(w, keep, h, rows, cols);
     for (let i = 0; i < got.weight.length; i++)
       assert.ok(Math.abs(got.weight[i] - exact[i]) < 1e-4, `weight ${i}`);
@@ -109,11 +110,11 @@ describe('recovery with the mask fixed', () => {
   });
 
   for (const sparsity of [0.3, 0.5, 0.7]) {
-    test(`${sparsity * 100} % pruned at random: optimum ≤ recovered < masked, pruned weights exactly 0`, () => {
+    test(`${sparsity * 100} % pruned at random: optimum ≤ recovered < masked, pruned weights exactly 0`, async () => {
       const rows = 8;
       const cols = 16;
       const { w, keep, h } = randomCase(rows, cols, 20 + sparsity * 10, sparsity);
-      const got = recoverLinear(w, keep, h, rows, cols);
+      const got = await recoverLinear(w, keep, h, rows, cols);
       const optimum = reconstructionError(w, leastSquares(w, keep, h, rows, cols), h, rows, cols);
       assert.ok(got.recovered);
       assert.ok(got.error < 0.8 * got.maskedError, `recovered ${got.error} vs masked ${got.maskedError}`);
@@ -122,7 +123,7 @@ describe('recovery with the mask fixed', () => {
     });
   }
 
-  test('a pruned input that duplicates a kept one moves onto it: the error vanishes', () => {
+  test('a pruned input that duplicates a kept one moves onto it: the error vanishes', async () => {
     // Columns 1 and 2 of X are equal: pruning w_r1 loses nothing when w_r2 takes it over.
     const cols = 4;
     const { x } = calibration(32, cols, 9);
@@ -134,35 +135,38 @@ describe('recovery with the mask fixed', () => {
     }
     const w = Float32Array.from([0.5, 0.25, -0.125, 1]);
     const keep = Uint8Array.from([1, 0, 1, 1]);
-    const got = recoverLinear(w, keep, h, 1, cols, { damping: 1e-9 });
+    const got = await recoverLinear(w, keep, h, 1, cols, { damping: 1e-9 });
     assert.ok(Math.abs(got.weight[2] - (0.25 - 0.125)) < 1e-4, `w2 = ${got.weight[2]}`);
     assert.ok(got.error < 1e-6 * got.maskedError);
   });
 
-  test('inputs that never fire get weight 0 and the result is never worse than masking', () => {
+  test('inputs that never fire get weight 0 and the result is never worse than masking', async () => {
     const cols = 5;
     const { w, keep, h } = randomCase(3, cols, 40, 0.4);
     for (let j = 0; j < cols; j++) {
       h[3 * cols + j] = 0;
       h[j * cols + 3] = 0;
     }
-    const got = recoverLinear(w, keep, h, 3, cols);
+    const got = await recoverLinear(w, keep, h, 3, cols);
     assert.ok(got.error <= got.maskedError);
     for (let r = 0; r < 3; r++) if (got.recovered) assert.equal(got.weight[r * cols + 3], 0);
   });
 
-  test('a factor shared by linears reading one input gives what each would compute alone', () => {
+  test('a factor shared by linears reading one input gives what each would compute alone', async () => {
     const { w, keep, h } = randomCase(6, 12, 50, 0.5);
     const other = randomCase(4, 12, 51, 0.4);
     const factor = factorGram(h, 12);
-    assert.deepEqual(recoverLinear(w, keep, h, 6, 12, { factor }), recoverLinear(w, keep, h, 6, 12));
     assert.deepEqual(
-      recoverLinear(other.w, other.keep, h, 4, 12, { factor }),
-      recoverLinear(other.w, other.keep, h, 4, 12),
+      await recoverLinear(w, keep, h, 6, 12, { factor }),
+      await recoverLinear(w, keep, h, 6, 12),
+    );
+    assert.deepEqual(
+      await recoverLinear(other.w, other.keep, h, 4, 12, { factor }),
+      await recoverLinear(other.w, other.keep, h, 4, 12),
     );
   });
 
-  test('whole columns pruned, walked first: the exact damped least-squares optimum; in order: not', () => {
+  test('whole columns pruned, walked first: the exact damped least-squares optimum; in order: not', async () => {
     // The o projection after heads are removed: the same columns off in every row, in the middle of the input.
     const rows = 6;
     const cols = 12;
@@ -177,14 +181,54 @@ describe('recovery with the mask fixed', () => {
     const damped = Float64Array.from(h);
     for (let j = 0; j < cols; j++) damped[j * cols + j] += damping * mean;
     const exact = leastSquares(w, keep, damped, rows, cols);
-    const got = recoverLinear(w, keep, h, rows, cols, { damping, order });
+    const got = await recoverLinear(w, keep, h, rows, cols, { damping, order });
     for (let i = 0; i < exact.length; i++)
       assert.ok(Math.abs(got.weight[i] - exact[i]) < 1e-5 * (1 + Math.abs(exact[i])), `weight ${i}`);
-    const inOrder = recoverLinear(w, keep, h, rows, cols, { damping });
+    const inOrder = await recoverLinear(w, keep, h, rows, cols, { damping });
     assert.ok(got.error < inOrder.error, `walked first ${got.error} vs in order ${inOrder.error}`);
-    assert.throws(
+    await assert.rejects(
       () => recoverLinear(w, keep, h, rows, cols, { order: [0, 0, ...order.slice(2)] }),
       /permutation/,
     );
+  });
+
+  test('the blocked walk equals the column-by-column walk; ONNX Runtime float32 products agree to 1e-4', async () => {
+    const rows = 5;
+    const cols = 300; // three blocks of the walk, the last one partial
+    const { w, keep, h } = randomCase(rows, cols, 33, 0.5);
+    const damping = 0.01;
+    // The walk as defined, one column at a time over the whole row, in float64.
+    const { u, dead } = factorGram(h, cols, damping);
+    const ref = Float64Array.from(w);
+    for (let j = 0; j < cols; j++) if (dead[j]) for (let r = 0; r < rows; r++) ref[r * cols + j] = 0;
+    for (let j = 0; j < cols; j++) {
+      for (let r = 0; r < rows; r++) {
+        if (keep[r * cols + j]) continue;
+        const err = ref[r * cols + j] / u[j * cols + j];
+        for (let k = j + 1; k < cols; k++) ref[r * cols + k] -= err * u[j * cols + k];
+        ref[r * cols + j] = 0;
+      }
+    }
+    const got = await recoverLinear(w, keep, h, rows, cols, { damping });
+    assert.ok(got.recovered);
+    for (let i = 0; i < ref.length; i++) {
+      assert.ok(
+        Math.abs(got.weight[i] - Math.fround(ref[i])) <= 1e-6 * (1 + Math.abs(ref[i])),
+        `weight ${i}`,
+      );
+    }
+    const ort = await createOrtGemm();
+    try {
+      const fast = await recoverLinear(w, keep, h, rows, cols, { damping, gemm: ort.gemm });
+      assert.ok(fast.recovered);
+      assert.ok(Math.abs(fast.error - got.error) / got.error < 1e-4, `${fast.error} vs ${got.error}`);
+      assert.ok(Math.abs(fast.maskedError - got.maskedError) / got.maskedError < 1e-4);
+      let scale = 0;
+      for (const v of got.weight) scale = Math.max(scale, Math.abs(v));
+      for (let i = 0; i < ref.length; i++)
+        assert.ok(Math.abs(fast.weight[i] - got.weight[i]) < 1e-4 * scale, `weight ${i}`);
+    } finally {
+      await ort.release();
+    }
   });
 });

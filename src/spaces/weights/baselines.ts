@@ -58,6 +58,8 @@ export interface WeightBaseline {
   readonly summary: string;
   /** False when the method cannot honour --pattern (refused in one line before anything is written). */
   readonly supportsPattern?: boolean;
+  /** The one line that refuses --pattern, when the method gives its own reason (default: "not supported yet"). */
+  readonly patternRefusal?: string;
   /** The method's fixed settings and rules, recorded in the run's config.json. */
   readonly description?: Readonly<Record<string, unknown>>;
   select(input: WeightBaselineInput): Promise<WeightBaselineOutput>;

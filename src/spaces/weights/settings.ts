@@ -10,11 +10,12 @@ import { type NmPattern, parsePattern } from '../../masks/select.js';
 import type { RunDataSettings } from '../../runs/data.js';
 import { settingsFrom } from '../../runs/presets.js';
 import { weightBaseline, weightBaselineNames } from './baselines.js';
-// The GA registers itself as a weights method.
+// The GA and the allocation search register themselves as weights methods.
 import './ga.js';
+import './alloc.js';
 
 export interface WeightPruneSettings extends RunDataSettings {
-  /** A registered method (spaces/weights/baselines.ts): magnitude, global-magnitude, random, wanda. */
+  /** A registered method (spaces/weights/baselines.ts): magnitude, global-magnitude, random, wanda, ga, alloc. */
   method: string;
   /** Share of the prunable weights to prune, in [0, 1); with a pattern, 1 − N/M. */
   sparsity: number;
@@ -84,8 +85,12 @@ export function weightPruneSettings(opts: WeightPruneOptions): WeightPruneSettin
   if (!methods.includes(s.method))
     throw flagError('--method', `"${s.method}" is not one of ${methods.join(', ')}`);
   const pattern = patternOf(s);
-  if (pattern && weightBaseline(s.method)?.supportsPattern === false) {
-    throw flagError('--pattern', `the ${s.method} method does not support patterns yet`);
+  const chosen = weightBaseline(s.method);
+  if (pattern && chosen?.supportsPattern === false) {
+    throw flagError(
+      '--pattern',
+      chosen.patternRefusal ?? `the ${s.method} method does not support patterns yet`,
+    );
   }
   if (pattern) {
     const implied = 1 - pattern.n / pattern.m;

@@ -51,6 +51,9 @@ const SETTING_FLAGS: ReadonlyArray<SettingFlag<Extract<keyof WeightPruneSettings
   ['recover', '--recover', 'recover', () => true],
 ];
 
+/** What a method's progress counts (the others count matrices). */
+const PROGRESS_UNIT: Record<string, string> = { wanda: 'layers', ga: 'blocks', alloc: 'generations' };
+
 const PRESET_METHOD: Record<WeightPreset, string> = { geneprune: 'ga' };
 
 function presetOf(value: unknown): WeightPreset {
@@ -138,6 +141,9 @@ Methods:
   ga                the GenePrune paper's GA, block by block 0…L−1 (population 10, 5 steady-state
                     iterations, λ 0.02, fitness 0.98·(−ppl/ppl_dense) + 0.02·block sparsity); --sparsity is
                     its stop threshold, not a budget (no --pattern yet)
+  alloc             EvoPress-style (1+λ) search of each matrix's pruned count at an exact global budget
+                    (100 generations, λ 12, scored on 1/8, 1/2, then all calibration tokens), Wanda masks
+                    per row within each matrix (input norms once, on the dense model; no --pattern)
 With --pattern N:M every method keeps the N best of each group of M consecutive weights of a row instead
 (random: N at random), so global-magnitude equals magnitude there.
 
@@ -155,7 +161,8 @@ Examples:
       const progress = progressLine(process.stderr, quiet);
       const env: WeightPruneEnv = {
         ...runEnvFromFlags(f, progress, quiet),
-        onProgress: (done, total) => progress.update(`${done}/${total} matrices`),
+        onProgress: (done, total) =>
+          progress.update(`${done}/${total} ${PROGRESS_UNIT[String(f.method)] ?? 'matrices'}`),
       };
       let result: WeightPruneResult;
       if (typeof f.resume === 'string') {

@@ -29,8 +29,8 @@
  *     database before searching. Sequential Wanda (prune/sequential.ts) measures layer l with layers < l pruned;
  *     doing that per candidate would cost 2L − 1 block passes and a rebuilt session per candidate instead of
  *     candidates that differ only in graph-input masks, so it is not done.
- *   - *Search* ((1 + λ) with multi-fidelity selection, as EvoPress): each generation makes `offspring` (λ = 16)
- *     mutants of the current parent; all are scored on the first 1/8 of the calibration tokens, the best 4 of
+ *   - *Search* ((1 + λ) with multi-fidelity selection, as EvoPress): each of 100 generations makes `offspring`
+ *     (λ = 12) mutants of the current parent; all are scored on the first 1/8 of the calibration tokens, the best 3 of
  *     those on the first 1/2, the best 1 on all of them; it replaces the parent when its full-fidelity perplexity
  *     is strictly lower (ties in any ranking: the earlier offspring). The parent's full score is kept, so the
  *     result is never worse on the full calibration score than the uniform start.
@@ -75,13 +75,13 @@ export interface AllocSettings {
 }
 
 export const ALLOC_DEFAULTS: AllocSettings = {
-  generations: 120,
-  offspring: 16,
+  generations: 100,
+  offspring: 12,
   maxMoves: 3,
   quantum: 1 / 32,
   maxShare: 0.9,
   fidelity: [
-    { share: 1 / 8, keep: 4 },
+    { share: 1 / 8, keep: 3 },
     { share: 1 / 2, keep: 1 },
   ],
 };

@@ -147,7 +147,7 @@ export function registerWeights(program: Command): void {
     .option('--population <n>', 'searching methods: individuals per block (ga 10, ga-wanda/ga-magnitude 8)')
     .option(
       '--generations <n>',
-      'searching methods: generations per block (ga: steady-state iterations, 5; seeded GAs 10)',
+      'searching methods: generations per block (ga: steady-state iterations, 5; seeded GAs 10); alloc: generations (100)',
     )
     .option('--lambda <x>', 'ga: weight of sparsity in the fitness (1 − λ)·quality + λ·sparsity (0.02)')
     .option(
@@ -191,6 +191,9 @@ Methods:
                     in every row (swaps of a kept and a pruned weight inside a row, row-wise crossover),
                     fitness −calibration ppl; never worse on calibration than its seed
   ga-magnitude      the same, seeded with the magnitude mask
+  alloc             EvoPress-style (1+λ) search of each matrix's pruned count at an exact global budget
+                    (100 generations, λ 12, scored on 1/8, 1/2, then all calibration tokens), Wanda masks
+                    per row within each matrix (input norms once, on the dense model; no --pattern)
 With --pattern N:M every method keeps the N best of each group of M consecutive weights of a row instead
 (random: N at random), so global-magnitude equals magnitude there.
 

@@ -14,9 +14,10 @@ import { weightBaseline, weightBaselineNames } from './baselines.js';
 // The searching methods register themselves as weights methods.
 import './ga.js';
 import './seeded.js';
+import './alloc.js';
 
 export interface WeightPruneSettings extends RunDataSettings {
-  /** A registered method (spaces/weights/baselines.ts): magnitude, global-magnitude, random, wanda. */
+  /** A registered method (spaces/weights/baselines.ts): magnitude, global-magnitude, random, wanda, ga, alloc. */
   method: string;
   /** Share of the prunable weights to prune, in [0, 1); with a pattern, 1 − N/M. */
   sparsity: number;
@@ -126,8 +127,12 @@ export function weightPruneSettings(opts: WeightPruneOptions): WeightPruneSettin
     );
   }
   const pattern = patternOf(s);
-  if (pattern && weightBaseline(s.method)?.supportsPattern === false) {
-    throw flagError('--pattern', `the ${s.method} method does not support patterns yet`);
+  const chosen = weightBaseline(s.method);
+  if (pattern && chosen?.supportsPattern === false) {
+    throw flagError(
+      '--pattern',
+      chosen.patternRefusal ?? `the ${s.method} method does not support patterns yet`,
+    );
   }
   if (pattern) {
     const implied = 1 - pattern.n / pattern.m;

@@ -1,0 +1,455 @@
+/**
+ * Sparsity allocation (`geneprune weights --method alloc`): an EvoPress-style evolutionary search over how many
+ * weights each prunable linear loses, at an exact global budget; within each matrix the mask is Wanda's.
+ *
+ * Definitions (M prunable matrices, matrix i with n_i = rows_i · cols_i weights, N = Σ n_i, s = --sparsity):
+ *   - *Genome*: the pruned counts c_1 … c_M (integers), one per prunable linear (q k v o gate up down of every
+ *     layer, in mask-file order). The budget holds exactly, always: Σ c_i = C = round(s · N).
+ *   - *Start* (the uniform allocation): largest remainder — c_i = floor(s · n_i), then the C − Σ floor(s · n_i)
+ *     matrices with the largest fractional parts s · n_i − floor(s · n_i) get one more (ties: the earlier matrix).
+ *     So |c_i − s · n_i| < 1 for every matrix and the sum is exact.
+ *   - *Bounds*: 0 ≤ c_i ≤ u_i with u_i = max(floor(max(maxShare, (1 + s)/2) · n_i), start c_i), maxShare = 0.9.
+ *     A matrix at 100 % outputs zeros (a dead q or k makes attention uniform, a dead down deletes the MLP): a
+ *     low-fidelity score can favour such extremes by chance, and Wanda's per-row choice of the last 10 % is nearly
+ *     arbitrary, so every matrix keeps at least a tenth of its weights. Above s = 0.8 the cap is (1 + s)/2 (every
+ *     matrix keeps at least half the mean kept share), so there is still room to allocate.
+ *   - *Mutation*: `moves` is drawn uniformly in [1, maxMoves]; each move picks an ordered pair of different
+ *     matrices (i, j) uniformly and moves d = min(Δ, u_i − c_i, c_j) pruned weights from j to i (c_i += d,
+ *     c_j −= d; a pair with d = 0 is drawn again, at most 64 times), so the sum never changes. The quantum
+ *     Δ = max(1, round(quantum · N / M)): a fixed share (1/32) of the mean matrix size, about 3 points of sparsity
+ *     on a mean-sized matrix — small enough to refine, large enough to move 20–30 points in one run.
+ *   - *Mask of matrix i at c_i*: Wanda's scores |W_rj| · ‖X_j‖₂, each row's weights ordered by (score, column);
+ *     every row loses its floor(c_i / rows) lowest, and the c_i mod rows rows whose next weight in that order has
+ *     the lowest score (ties: the lower row) lose one more — the extra weights go where they cost least by
+ *     Wanda's own measure. When s · cols is whole (50 % on stories260K), the uniform start therefore equals
+ *     one-shot per-row Wanda (selectPerRow); otherwise each row is within one weight of it, since the budget is
+ *     exact per matrix.
+ *   - *Input norms*: Σ_t X_tj² of every linear's input, captured ONCE on the dense model over the calibration
+ *     tokens (one pass through the whole model with a `stats` output). EvoPress likewise fixes a per-layer
+ *     database before searching. Sequential Wanda (prune/sequential.ts) measures layer l with layers < l pruned;
+ *     doing that per candidate would cost 2L − 1 block passes and a rebuilt session per candidate instead of
+ *     candidates that differ only in graph-input masks, so it is not done.
+ *   - *Search* ((1 + λ) with multi-fidelity selection, as EvoPress): each of 100 generations makes `offspring`
+ *     (λ = 12) mutants of the current parent; all are scored on the first 1/8 of the calibration tokens, the best 3 of
+ *     those on the first 1/2, the best 1 on all of them; it replaces the parent when its full-fidelity perplexity
+ *     is strictly lower (ties in any ranking: the earlier offspring). The parent's full score is kept, so the
+ *     result is never worse on the full calibration score than the uniform start.
+ *   - *Fitness*: calibration perplexity of the whole model (lower is better) with every matrix masked through
+ *     graph inputs: one session for the whole search, never rebuilt. The first share·tokens of the calibration
+ *     tokens are the low-fidelity sets (prefixes, the same windows as makeWindows cuts).
+ *
+ * Memory: the per-row orders (2 bytes per weight when a row has at most 65,536 inputs, else 4) and the scores
+ * (4 bytes per weight) of every prunable matrix are held for the whole search.
+ */
+import { runBlock, statOf } from '../../engine/blocks.js';
+import { createRunner, type TokenBatch } from '../../engine/runner.js';
+import type { Device } from '../../engine/session.js';
+import { GenepruneError } from '../../errors.js';
+import { CAPTURE_POINTS, rolesOfCapturePoint } from '../../graph/decoder.js';
+import { wandaScores } from '../../masks/select.js';
+import type { PrunableMatrix } from '../../masks/weights.js';
+import { batches, defaultBatchSize, makeWindows } from '../../metrics/perplexity.js';
+import type { ModelSpec } from '../../model/spec.js';
+import type { Rng } from '../../util/rng.js';
+import { registerWeightBaseline, type WeightBaseline } from './baselines.js';
+
+/** One selection stage: score the survivors on the first `share` of the calibration tokens, keep the best `keep`. */
+export interface FidelityStage {
+  share: number;
+  keep: number;
+}
+
+export interface AllocSettings {
+  /** Generations of the (1 + λ) loop. */
+  generations: number;
+  /** λ: mutants of the parent per generation. */
+  offspring: number;
+  /** A mutation makes 1 … maxMoves moves (uniform). */
+  maxMoves: number;
+  /** Δ as a share of the mean prunable matrix size (N / M). */
+  quantum: number;
+  /** No matrix loses more than floor(max(maxShare, (1 + s)/2) · n_i) weights (or its start count, when higher). */
+  maxShare: number;
+  /** The stages before full fidelity, in order (shares increasing); the last stage's survivors go to full. */
+  fidelity: readonly FidelityStage[];
+}
+
+export const ALLOC_DEFAULTS: AllocSettings = {
+  generations: 100,
+  offspring: 12,
+  maxMoves: 3,
+  quantum: 1 / 32,
+  maxShare: 0.9,
+  fidelity: [
+    { share: 1 / 8, keep: 3 },
+    { share: 1 / 2, keep: 1 },
+  ],
+};
+
+/** What the run's config records about the method. */
+export const ALLOC_DESCRIPTION = {
+  ...ALLOC_DEFAULTS,
+  genome: 'pruned weights c_i per prunable linear (mask-file order); Σ c_i = round(s·N) exactly',
+  start:
+    'largest remainder: floor(s·n_i), one more for the matrices with the largest fractional parts (ties: earlier matrix)',
+  bounds: '0 ≤ c_i ≤ max(floor(max(maxShare, (1 + s)/2)·n_i), start c_i)',
+  mutation:
+    'moves ~ U{1..maxMoves}; each moves d = min(Δ, room of i, c_j) pruned weights from matrix j to i (pair uniform, i ≠ j); Δ = max(1, round(quantum·N/M))',
+  mask: 'per row, Wanda |W|·‖X_j‖₂ ascending (ties: column): floor(c/rows) per row, the c mod rows rows with the lowest next score lose one more (ties: row)',
+  inputNorms:
+    'captured once on the dense model over the calibration tokens (no per-candidate sequential re-capture)',
+  selection:
+    'all offspring on the first share of the calibration tokens, the best `keep` go on; the last stage’s best on all tokens replaces the parent when strictly lower (ties: earlier offspring)',
+  fitness: 'calibration perplexity of the whole model, masks as graph inputs (one session)',
+};
+
+/** One generation of the log. */
+export interface AllocGeneration {
+  generation: number;
+  /** The best offspring's full-fidelity perplexity (the one compared with the parent). */
+  candidate: number;
+  accepted: boolean;
+  /** The parent's full-fidelity perplexity after this generation. */
+  best: number;
+}
+
+export interface AllocMatrixReport {
+  role: string;
+  weights: number;
+  /** The start (uniform) count and the final one. */
+  start: number;
+  pruned: number;
+  sparsity: number;
+}
+
+export interface AllocReport {
+  budget: { weights: number; pruned: number; sparsity: number };
+  quantum: number;
+  /** The uniform start's full calibration perplexity, and the result's. */
+  startPerplexity: number;
+  perplexity: number;
+  /** Calibration tokens at each fidelity stage, then full. */
+  stageTokens: number[];
+  generations: AllocGeneration[];
+  evaluations: number;
+  allocation: AllocMatrixReport[];
+}
+
+/** Σ c_i = round(s · N) exactly; c_i = floor(s · n_i) plus one for the largest fractional parts (earlier on ties). */
+export function uniformAllocation(sizes: readonly number[], sparsity: number): number[] {
+  if (!(sparsity >= 0 && sparsity < 1)) throw new GenepruneError('internal', `sparsity ${sparsity}`);
+  const total = sizes.reduce((a, b) => a + b, 0);
+  const budget = Math.round(sparsity * total);
+  const counts = sizes.map((n) => Math.floor(sparsity * n));
+  let missing = budget - counts.reduce((a, b) => a + b, 0);
+  const order = sizes
+    .map((n, i) => ({ i, frac: sparsity * n - Math.floor(sparsity * n) }))
+    .sort((a, b) => b.frac - a.frac || a.i - b.i);
+  for (let k = 0; missing > 0 && k < order.length; k++, missing--) counts[order[k].i]++;
+  if (missing !== 0) throw new GenepruneError('internal', `allocation misses its budget by ${missing}`);
+  return counts;
+}
+
+/** The upper bounds u_i = max(floor(max(maxShare, (1 + s)/2) · n_i), start_i). */
+export function allocationBounds(
+  sizes: readonly number[],
+  start: readonly number[],
+  maxShare: number,
+  sparsity: number,
+): number[] {
+  const cap = Math.max(maxShare, (1 + sparsity) / 2);
+  return sizes.map((n, i) => Math.max(Math.floor(cap * n), start[i]));
+}
+
+/** Δ = max(1, round(quantum · N / M)). */
+export function allocationQuantum(sizes: readonly number[], quantum: number): number {
+  const total = sizes.reduce((a, b) => a + b, 0);
+  return Math.max(1, Math.round((quantum * total) / Math.max(1, sizes.length)));
+}
+
+/**
+ * A mutant of `counts`: 1 … maxMoves moves of d = min(Δ, upper_i − c_i, c_j) pruned weights from j to i (i ≠ j
+ * uniform). The sum is unchanged and the bounds hold. Returns the counts and the matrices touched.
+ */
+export function mutateAllocation(
+  counts: readonly number[],
+  upper: readonly number[],
+  delta: number,
+  maxMoves: number,
+  rng: Rng,
+): number[] {
+  const out = counts.slice();
+  const M = out.length;
+  if (M < 2) return out;
+  const moves = 1 + rng.nextInt(maxMoves);
+  for (let k = 0; k < moves; k++) {
+    for (let tries = 0; tries < 64; tries++) {
+      const i = rng.nextInt(M);
+      let j = rng.nextInt(M - 1);
+      if (j >= i) j++;
+      const d = Math.min(delta, upper[i] - out[i], out[j]);
+      if (d <= 0) continue;
+      out[i] += d;
+      out[j] -= d;
+      break;
+    }
+  }
+  return out;
+}
+
+/**
+ * One matrix's Wanda scores and, per row, its columns ordered by (score, column) ascending: what a mask at any
+ * count is cut from.
+ */
+export interface RowOrder {
+  rows: number;
+  cols: number;
+  scores: Float32Array;
+  /** [rows · cols]: row r's columns from the lowest score, at r·cols … r·cols + cols − 1. */
+  order: Uint16Array | Uint32Array;
+}
+
+export function rowOrder(scores: Float32Array, rows: number, cols: number): RowOrder {
+  if (scores.length !== rows * cols)
+    throw new GenepruneError('internal', `${scores.length} scores for [${rows}, ${cols}]`);
+  const order = cols <= 65536 ? new Uint16Array(rows * cols) : new Uint32Array(rows * cols);
+  const idx = new Int32Array(cols);
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    for (let j = 0; j < cols; j++) idx[j] = j;
+    idx.sort((a, b) => scores[base + a] - scores[base + b] || a - b);
+    order.set(idx, base);
+  }
+  return { rows, cols, scores, order };
+}
+
+/**
+ * The keep-mask (1 kept) of a matrix losing `count` weights: floor(count / rows) lowest-scoring per row, and one
+ * more in the count mod rows rows whose next weight scores lowest (ties: the lower row).
+ */
+export function allocatedMask(o: RowOrder, count: number): Uint8Array {
+  const { rows, cols, scores, order } = o;
+  if (!(Number.isInteger(count) && count >= 0 && count <= rows * cols)) {
+    throw new GenepruneError('internal', `cannot prune ${count} of ${rows * cols} weights`);
+  }
+  const keep = new Uint8Array(rows * cols).fill(1);
+  const q = Math.floor(count / rows);
+  const extra = count - q * rows;
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    for (let k = 0; k < q; k++) keep[base + order[base + k]] = 0;
+  }
+  if (extra > 0) {
+    const next = (r: number) => scores[r * cols + order[r * cols + q]];
+    const byNext = Array.from({ length: rows }, (_, r) => r).sort((a, b) => next(a) - next(b) || a - b);
+    for (let k = 0; k < extra; k++) {
+      const r = byNext[k];
+      keep[r * cols + order[r * cols + q]] = 0;
+    }
+  }
+  return keep;
+}
+
+/** Σ_t X_tj² of every prunable linear's input over `list`, measured in one pass through the dense model. */
+export async function denseInputNorms(
+  spec: ModelSpec,
+  list: readonly TokenBatch[],
+  engine: { device?: Device; threads?: number } = {},
+): Promise<Map<string, Float64Array>> {
+  const L = spec.config.numLayers;
+  const runner = await createRunner(spec, {
+    ...engine,
+    output: 'nll',
+    capture: { layers: Array.from({ length: L }, (_, l) => l), kind: 'sqnorm' },
+  });
+  const pass = await runBlock(runner, list).finally(() => runner.release());
+  const norms = new Map<string, Float64Array>();
+  for (let l = 0; l < L; l++) {
+    for (const point of CAPTURE_POINTS) {
+      const stat = statOf(pass.stats, l, point);
+      if (!stat) continue;
+      for (const role of rolesOfCapturePoint(l, point)) norms.set(role, stat);
+    }
+  }
+  return norms;
+}
+
+export interface AllocInput {
+  spec: ModelSpec;
+  matrices: readonly PrunableMatrix[];
+  sparsity: number;
+  /** The calibration token stream, window length and token count (full fidelity). */
+  calibration: { stream: readonly number[]; context: number; tokens: number };
+  rng: Rng;
+  settings?: Partial<AllocSettings>;
+  engine?: { device?: Device; threads?: number };
+  onProgress?: (done: number, total: number) => void;
+}
+
+function checkSettings(s: AllocSettings): void {
+  const bad = (what: string) => {
+    throw new GenepruneError('internal', `alloc settings: ${what}`);
+  };
+  if (!(Number.isInteger(s.generations) && s.generations >= 0)) bad(`generations ${s.generations}`);
+  if (!(Number.isInteger(s.offspring) && s.offspring >= 1)) bad(`offspring ${s.offspring}`);
+  if (!(Number.isInteger(s.maxMoves) && s.maxMoves >= 1)) bad(`maxMoves ${s.maxMoves}`);
+  if (!(s.quantum > 0 && s.quantum <= 1)) bad(`quantum ${s.quantum}`);
+  if (!(s.maxShare > 0 && s.maxShare <= 1)) bad(`maxShare ${s.maxShare}`);
+  let last = 0;
+  for (const f of s.fidelity) {
+    if (!(f.share > last && f.share <= 1 && Number.isInteger(f.keep) && f.keep >= 1)) {
+      bad(`fidelity stage ${JSON.stringify(f)}`);
+    }
+    last = f.share;
+  }
+}
+
+/** The allocation search: one keep-array per matrix (in `matrices` order), its log, the passes run. */
+export async function allocatePrune(
+  input: AllocInput,
+): Promise<{ keeps: Uint8Array[]; report: AllocReport; forwardPasses: number }> {
+  const s: AllocSettings = { ...ALLOC_DEFAULTS, ...input.settings };
+  checkSettings(s);
+  const { spec, matrices, rng } = input;
+  const sizes = matrices.map((m) => m.rows * m.cols);
+  const start = uniformAllocation(sizes, input.sparsity);
+  const upper = allocationBounds(sizes, start, s.maxShare, input.sparsity);
+  const delta = allocationQuantum(sizes, s.quantum);
+  const total = sizes.reduce((a, b) => a + b, 0);
+  const budget = start.reduce((a, b) => a + b, 0);
+
+  const { stream, context, tokens } = input.calibration;
+  const batchSize = defaultBatchSize(context, spec.config.vocabSize);
+  const stageTokens = [...s.fidelity.map((f) => Math.max(1, Math.round(f.share * tokens))), tokens];
+  const stageBatches: TokenBatch[][] = stageTokens.map((t) => [
+    ...batches(makeWindows(stream, context, t, 'calibration data'), batchSize),
+  ]);
+  const full = stageBatches[stageBatches.length - 1];
+
+  let passes = 0;
+  const norms = await denseInputNorms(spec, full, input.engine);
+  passes += full.length;
+  const orders: RowOrder[] = [];
+  for (const m of matrices) {
+    const t = spec.tensors.get(m.role);
+    const sq = norms.get(m.role);
+    if (!t || !sq) throw new GenepruneError('internal', `alloc: no weight or input norms for ${m.role}`);
+    orders.push(rowOrder(wandaScores(await t.load(), m.rows, m.cols, sq), m.rows, m.cols));
+  }
+
+  const runner = await createRunner(spec, {
+    ...input.engine,
+    output: 'nll',
+    weightMasks: matrices.map((m) => m.role),
+  });
+  let evaluations = 0;
+  const perplexity = async (masks: readonly Uint8Array[], stage: number): Promise<number> => {
+    const feeds = new Map(matrices.map((m, i) => [m.role, masks[i]]));
+    let sum = 0;
+    let count = 0;
+    evaluations++;
+    for (const batch of stageBatches[stage]) {
+      const nll = await runner.run(batch, { weightMasks: feeds });
+      passes++;
+      const valid = batch.valid!;
+      for (let i = 0; i < nll.length; i++) {
+        if (!valid[i]) continue;
+        sum += nll[i];
+        count++;
+      }
+    }
+    const ppl = Math.exp(sum / count);
+    return Number.isFinite(ppl) ? ppl : Number.POSITIVE_INFINITY;
+  };
+
+  let parent = start.slice();
+  let parentMasks = orders.map((o, i) => allocatedMask(o, start[i]));
+  const generations: AllocGeneration[] = [];
+  let startPerplexity: number;
+  let parentPerplexity: number;
+  try {
+    startPerplexity = await perplexity(parentMasks, stageBatches.length - 1);
+    parentPerplexity = startPerplexity;
+    for (let g = 0; g < s.generations && budget > 0; g++) {
+      const children = Array.from({ length: s.offspring }, () =>
+        mutateAllocation(parent, upper, delta, s.maxMoves, rng),
+      );
+      const masksOf = (c: readonly number[]) =>
+        c.map((count, i) => (count === parent[i] ? parentMasks[i] : allocatedMask(orders[i], count)));
+      let alive = children.map((_, k) => k);
+      let scores = new Map<number, number>();
+      for (let stage = 0; stage < stageBatches.length; stage++) {
+        scores = new Map();
+        for (const k of alive) scores.set(k, await perplexity(masksOf(children[k]), stage));
+        const keep = stage < s.fidelity.length ? s.fidelity[stage].keep : 1;
+        alive = [...alive].sort((a, b) => scores.get(a)! - scores.get(b)! || a - b).slice(0, keep);
+      }
+      const winner = alive[0];
+      const candidate = scores.get(winner)!;
+      const accepted = candidate < parentPerplexity;
+      if (accepted) {
+        // The winner's masks are cut against the old parent's (unchanged matrices share them).
+        parentMasks = masksOf(children[winner]);
+        parent = children[winner];
+        parentPerplexity = candidate;
+      }
+      generations.push({ generation: g + 1, candidate, accepted, best: parentPerplexity });
+      input.onProgress?.(g + 1, s.generations);
+    }
+  } finally {
+    await runner.release();
+  }
+  if (parent.reduce((a, b) => a + b, 0) !== budget) {
+    throw new GenepruneError('internal', 'alloc: the allocation left its budget');
+  }
+  const report: AllocReport = {
+    budget: { weights: total, pruned: budget, sparsity: total === 0 ? 0 : budget / total },
+    quantum: delta,
+    startPerplexity,
+    perplexity: parentPerplexity,
+    stageTokens,
+    generations,
+    evaluations,
+    allocation: matrices.map((m, i) => ({
+      role: m.role,
+      weights: sizes[i],
+      start: start[i],
+      pruned: parent[i],
+      sparsity: parent[i] / sizes[i],
+    })),
+  };
+  return { keeps: parentMasks.map((k) => k.slice()), report, forwardPasses: passes };
+}
+
+export const ALLOC: WeightBaseline = {
+  name: 'alloc',
+  summary:
+    'EvoPress-style search of each matrix’s sparsity at an exact global budget, Wanda masks within each matrix',
+  supportsPattern: false,
+  patternRefusal: 'an N:M pattern fixes every matrix at 1 − N/M, so the alloc method has nothing to allocate',
+  description: ALLOC_DESCRIPTION,
+  searchSettings: ['generations', 'population'],
+  async select(input) {
+    if (input.pattern) throw new GenepruneError('flag', ALLOC.patternRefusal!, '--pattern');
+    const o = input.search ?? {};
+    const out = await allocatePrune({
+      settings: {
+        ...(o.generations !== undefined ? { generations: o.generations } : {}),
+        // λ, the mutants per generation, is the population of the (1 + λ) loop.
+        ...(o.population !== undefined ? { offspring: o.population } : {}),
+      },
+      spec: input.spec,
+      matrices: input.matrices,
+      sparsity: input.sparsity,
+      calibration: input.calibration,
+      rng: input.rng,
+      ...(input.engine ? { engine: input.engine } : {}),
+      ...(input.onProgress
+        ? { onProgress: (done: number, total: number) => input.onProgress!(done, total, 'generations') }
+        : {}),
+    });
+    return out;
+  },
+};
+
+registerWeightBaseline(ALLOC);

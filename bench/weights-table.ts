@@ -6,7 +6,9 @@
  * same tinystories/calib tokens.
  *
  * One run per (method, level), with `--recover`: its result holds the masked model's scores (recovery.before) and
- * the recovered model's, so the two rows of a method come from one mask.
+ * the recovered model's, so the two rows of a method come from one mask — except for the seeded GAs, which with
+ * `--recover` search each block on the recovered blocks before it and so choose another mask: their row without
+ * recovery comes from a second run without `--recover`.
  *
  *   npm run table:weights [-- --out runs/weights-table --levels 0.2,0.3,0.4,0.5,2:4 --methods magnitude,... --reuse]
  *
@@ -49,47 +51,71 @@ const methods = values.methods.split(',');
 const levels = values.levels.split(',');
 /** Methods that cannot take a pattern (an N:M pattern fixes every matrix at 1 − N/M: nothing to allocate). */
 const NO_PATTERN = new Set(['alloc']);
+/** Methods whose mask depends on --recover (they recover each fixed block before searching the next). */
+const RECOVER_IN_LOOP = new Set(['ga-wanda', 'ga-magnitude']);
 mkdirSync(values.out, { recursive: true });
 
 const results = new Map<string, WeightPruneResult>();
 for (const method of methods) {
   for (const level of levels) {
-    const pattern = level.includes(':') ? level : undefined;
-    if (pattern && NO_PATTERN.has(method)) continue;
-    const dir = join(values.out, `${method}-${level.replace(':', 'of')}`);
-    const key = `${method}@${level}`;
-    if (values.reuse && existsSync(join(dir, 'result.json'))) {
-      results.set(key, JSON.parse(readFileSync(join(dir, 'result.json'), 'utf8')));
-      continue;
+    for (const recover of RECOVER_IN_LOOP.has(method) ? [false, true] : [true]) {
+      const pattern = level.includes(':') ? level : undefined;
+      if (pattern && NO_PATTERN.has(method)) continue;
+      const suffix = RECOVER_IN_LOOP.has(method) && !recover ? '-norecover' : '';
+      const dir = join(values.out, `${method}-${level.replace(':', 'of')}${suffix}`);
+      const key = `${method}@${level}${suffix}`;
+      if (values.reuse && existsSync(join(dir, 'result.json'))) {
+        results.set(key, JSON.parse(readFileSync(join(dir, 'result.json'), 'utf8')));
+        continue;
+      }
+      rmSync(dir, { recursive: true, force: true });
+      process.stderr.write(`${method} at ${level} ... `);
+      const r = await pruneWeights({
+        out: dir,
+        calib,
+        eval: evalData,
+        method,
+        ...(pattern ? { pattern } : { sparsity: Number(level) }),
+        calibTokens: Number(values['calib-tokens']),
+        seed: Number(values.seed),
+        recover,
+        evalTask: 'auto',
+        evalNewTokens: Number(values['new-tokens']),
+        ...(values.threads ? { threads: Number(values.threads) } : {}),
+      });
+      results.set(key, r);
+      process.stderr.write(
+        r.recovery
+          ? `eval ppl ${r.recovery.before.evalPerplexity.toFixed(3)} → ${r.eval.perplexity.toFixed(3)} recovered, ${r.seconds.toFixed(1)} s\n`
+          : `eval ppl ${r.eval.perplexity.toFixed(3)}, ${r.seconds.toFixed(1)} s\n`,
+      );
     }
-    rmSync(dir, { recursive: true, force: true });
-    process.stderr.write(`${method} at ${level} ... `);
-    const r = await pruneWeights({
-      out: dir,
-      calib,
-      eval: evalData,
-      method,
-      ...(pattern ? { pattern } : { sparsity: Number(level) }),
-      calibTokens: Number(values['calib-tokens']),
-      seed: Number(values.seed),
-      recover: true,
-      evalTask: 'auto',
-      evalNewTokens: Number(values['new-tokens']),
-      ...(values.threads ? { threads: Number(values.threads) } : {}),
-    });
-    results.set(key, r);
-    process.stderr.write(
-      `eval ppl ${r.recovery!.before.evalPerplexity.toFixed(3)} → ${r.eval.perplexity.toFixed(3)} recovered, ${r.seconds.toFixed(1)} s\n`,
-    );
   }
+}
+
+/** The run a row reads: the seeded GAs' row without recovery has a run of its own. */
+function runOf(method: string, level: string, recovered: boolean): WeightPruneResult | undefined {
+  const own =
+    !recovered && RECOVER_IN_LOOP.has(method) ? results.get(`${method}@${level}-norecover`) : undefined;
+  return own ?? results.get(`${method}@${level}`);
+}
+/** Eval perplexity and BLEU of a row's model: the recovered one, or the masked one. */
+function scores(r: WeightPruneResult, recovered: boolean): { ppl: number; bleu: number } {
+  if (recovered || !r.recovery) return { ppl: r.eval.perplexity, bleu: r.evalBleu!.corpus };
+  return { ppl: r.recovery.before.evalPerplexity, bleu: r.recovery.before.evalBleu! };
 }
 
 const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
 const header = (first: string) =>
   `| ${first} | ${levels.map((l) => (l.includes(':') ? l : pct(Number(l)))).join(' | ')} |\n|---|${levels.map(() => '---:|').join('')}`;
 /** A method's cell at a level, or n/a; the paper's GA names the sparsity it reached when it stopped short. */
-function cell(method: string, level: string, value: (r: WeightPruneResult) => string): string {
-  const r = results.get(`${method}@${level}`);
+function cell(
+  method: string,
+  level: string,
+  value: (r: WeightPruneResult) => string,
+  recovered = true,
+): string {
+  const r = runOf(method, level, recovered);
   if (!r) return 'n/a';
   const short = Math.abs(r.sparsity.achieved - r.sparsity.target) > 0.005;
   return short ? `${value(r)} (at ${pct(r.sparsity.achieved)})` : value(r);
@@ -100,7 +126,7 @@ function table(first: string, value: (r: WeightPruneResult, recovered: boolean) 
     for (const recovered of [false, true]) {
       const name = recovered ? `${method} + recovery` : method;
       rows.push(
-        `| ${name} | ${levels.map((l) => cell(method, l, (r) => value(r, recovered))).join(' | ')} |`,
+        `| ${name} | ${levels.map((l) => cell(method, l, (r) => value(r, recovered), recovered)).join(' | ')} |`,
       );
     }
   }
@@ -108,12 +134,8 @@ function table(first: string, value: (r: WeightPruneResult, recovered: boolean) 
 }
 
 const any = [...results.values()][0];
-const ppl = table('eval perplexity', (r, rec) =>
-  (rec ? r.eval.perplexity : r.recovery!.before.evalPerplexity).toFixed(3),
-);
-const bleu = table('eval BLEU', (r, rec) =>
-  (rec ? r.evalBleu!.corpus : r.recovery!.before.evalBleu!).toFixed(2),
-);
+const ppl = table('eval perplexity', (r, rec) => scores(r, rec).ppl.toFixed(3));
+const bleu = table('eval BLEU', (r, rec) => scores(r, rec).bleu.toFixed(2));
 const costRows = methods.map(
   (m) =>
     `| ${m} | ${levels

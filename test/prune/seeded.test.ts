@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { createOrtGemm } from '../../src/engine/gemm.js';
 import type { TokenBatch } from '../../src/engine/runner.js';
 import {
   buildContinuationTask,
@@ -17,11 +18,17 @@ import {
   type WeightPruneResult,
 } from '../../src/index.js';
 import { unpackBits } from '../../src/masks/bitset.js';
+import { applyRecoveredWeights } from '../../src/masks/recovered.js';
 import { loadWeightMaskFile } from '../../src/masks/weightfile.js';
 import { prunableMatrices } from '../../src/masks/weights.js';
-import { batches, makeWindows, tokenizePrefix } from '../../src/metrics/perplexity.js';
+import { batches, defaultBatchSize, makeWindows, tokenizePrefix } from '../../src/metrics/perplexity.js';
 import { openModel } from '../../src/model/open.js';
-import { blockLayout, createLayerEvaluator } from '../../src/spaces/weights/blockwise.js';
+import {
+  advanceHidden,
+  blockLayout,
+  createLayerEvaluator,
+  recoverBlock,
+} from '../../src/spaces/weights/blockwise.js';
 import type { GaReport } from '../../src/spaces/weights/ga.js';
 import {
   boundaryRegions,
@@ -365,6 +372,50 @@ describe('seeded GAs and the GA with a pattern on stories260K', {
       assert.equal(l.best.perplexity, undefined);
       const f = 0.98 * (l.best.bleu! / dense.bleu) + 0.02 * l.best.sparsity;
       assert.ok(Math.abs(f - l.best.fitness) < 1e-12, `layer ${l.layer}: ${l.best.fitness} vs ${f}`);
+    }
+  });
+
+  test('ga-wanda --recover searches on recovered blocks: its in-loop recovery is the final recovery', async () => {
+    const r = await pruneWeights({
+      ...common(),
+      generations: 1,
+      method: 'ga-wanda',
+      sparsity: 0.5,
+      recover: true,
+      out: join(tmp.dir, 'gw-recover'),
+    });
+    const { spec, tokenizer } = await openModel(sharedPath(MODEL)!);
+    const file = await loadWeightMaskFile(r.mask, spec);
+    const recovered = await applyRecoveredWeights(r.recovery!.weights, spec, {
+      weight: { sha256: r.maskSha256 },
+    });
+    // Blocks 0 … L−2 recovered one after another by the search's own step, from the run's masks.
+    const prefix = await tokenizePrefix(sharedPath(CALIB)!, tokenizer, 1025);
+    const context = Math.min(spec.config.maxPositions, 512);
+    const windows = makeWindows(prefix.tokens, context, 1024, 'calib');
+    const list: TokenBatch[] = [...batches(windows, defaultBatchSize(context, spec.config.vocabSize))];
+    const matrices = prunableMatrices(spec);
+    const gemm = await createOrtGemm();
+    let current = spec;
+    let hidden: Float32Array[] | undefined;
+    try {
+      for (let l = 0; l < spec.config.numLayers - 1; l++) {
+        const masks = new Map(
+          blockLayout(matrices, l).matrices.map((m) => [m.role, unpackBits(file.masks.get(m.role)!)]),
+        );
+        current = await recoverBlock(current, l, masks, list, hidden, 0.01, {}, gemm);
+        hidden = await advanceHidden(current, l, list, hidden, masks);
+        for (const role of masks.keys()) {
+          const a = await current.tensors.get(role)!.load();
+          const b = await recovered.tensors.get(role)!.load();
+          let worst = 0;
+          for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
+          assert.ok(worst < 1e-5, `${role}: differs by ${worst}`);
+          assert.notDeepEqual(a, await spec.tensors.get(role)!.load(), `${role} was recovered`);
+        }
+      }
+    } finally {
+      await gemm.release();
     }
   });
 });

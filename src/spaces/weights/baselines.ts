@@ -51,6 +51,12 @@ export interface WeightBaselineInput {
   bleu?: BleuObjectiveOptions;
   /** After each matrix or layer (`unit` names which; default 'matrices'). */
   onProgress?: (done: number, total: number, unit?: string) => void;
+  /**
+   * `--recover`: the run will recover the kept weights after the mask is fixed, with this ridge damping; a
+   * block-wise method may recover each fixed block as it goes, so later blocks are searched on what they will
+   * sit on (the seeded GAs do).
+   */
+  recovery?: { damping: number };
   /** Searching methods: settings given by the user (each method has its defaults; see its description). */
   search?: SearchOverrides;
   /** Searching methods: where the state after each fixed block is kept, to resume a stopped run exactly. */

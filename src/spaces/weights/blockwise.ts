@@ -13,13 +13,16 @@
  * blocks (l block passes, not counted in `forwardPasses`) and continues with the next block exactly as the
  * uninterrupted run would have.
  */
-import { runBlock } from '../../engine/blocks.js';
+import { runBlock, statOf } from '../../engine/blocks.js';
+import { createOrtGemm, type OrtGemm } from '../../engine/gemm.js';
 import { createRunner, type ModelRunner, type TokenBatch } from '../../engine/runner.js';
 import type { Device } from '../../engine/session.js';
 import { GenepruneError } from '../../errors.js';
+import { CAPTURE_POINTS, rolesOfCapturePoint } from '../../graph/decoder.js';
 import type { PrunableMatrix } from '../../masks/weights.js';
 import { scoreGeneration, slicePreparedTask } from '../../metrics/generation.js';
-import type { ModelSpec } from '../../model/spec.js';
+import { type ModelSpec, memoryTensor, type TensorSource } from '../../model/spec.js';
+import { factorGram, type GramFactor, recoverLinear } from '../../prune/recover.js';
 import {
   BLEU_SEARCH_ITEMS,
   BLEU_SEARCH_NEW_TOKENS,
@@ -237,6 +240,12 @@ export interface BlockwiseInput<R> {
   checkpoint?: CheckpointStore<R>;
   /** With 'bleu': still compute the hidden states entering each block (a method that captures activations). */
   needsHidden?: boolean;
+  /**
+   * Recover each fixed block's kept weights (as `--recover` will) before the next block is searched, so later
+   * blocks are searched on the recovered model they will sit in. With 'ppl' only (BLEU candidates run the whole
+   * model from its weights as they are).
+   */
+  recover?: { damping: number; candidates?: boolean };
   onBlock?: (report: R, layer: number, layers: number) => void;
   onProgress?: (p: BlockSearchProgress) => void;
 }
@@ -252,9 +261,30 @@ export interface BlockwiseResult<R> {
 
 /** Runs `search` on every block in order, fixing each block's outcome before the next. */
 export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<BlockwiseResult<R>> {
-  const { spec, rng } = input;
+  const { rng } = input;
+  let spec = input.spec;
   const engine = input.engine ?? {};
   const metric = input.metric ?? 'ppl';
+  // Recovery inside the walk: only where candidates are scored from the hidden states (ppl).
+  const recovering = input.recover !== undefined && metric === 'ppl';
+  const products = recovering ? await createOrtGemm(engine) : undefined;
+  /** Block l of `spec` recovered under its fixed masks, on the hidden states entering it. */
+  const recoverFixed = async (
+    l: number,
+    masks: Map<string, Uint8Array>,
+    entering: Float32Array[] | undefined,
+  ) => {
+    spec = await recoverBlock(
+      spec,
+      l,
+      masks,
+      input.batches,
+      entering,
+      input.recover!.damping,
+      engine,
+      products!,
+    );
+  };
   const L = spec.config.numLayers;
   const layouts = Array.from({ length: L }, (_, l) => blockLayout(input.matrices, l));
   const expectedOrder = layouts.flatMap((b) => b.matrices.map((m) => m.role));
@@ -287,6 +317,7 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
           const b = layouts[l];
           const masks = new Map(b.matrices.map((m, i) => [m.role, keeps[at + i]]));
           at += b.matrices.length;
+          if (recovering) await recoverFixed(l, masks, hidden);
           hidden = await advanceHidden(spec, l, input.batches, hidden, masks, engine);
         }
       }
@@ -302,8 +333,30 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
           ? await createLayerEvaluator(spec, l, roles, input.batches, hidden, engine)
           : undefined;
       const fixed = new Map(input.matrices.slice(0, keeps.length).map((m, i) => [m.role, keeps[i]]));
+      // Candidates scored after their own recovery: the block's Gram matrices once, a walk per candidate.
+      const grams =
+        recovering && input.recover?.candidates
+          ? await captureBlockGrams(spec, l, input.batches, hidden, input.recover.damping, engine)
+          : undefined;
+      if (grams) passes += input.batches.length;
       const value = async (genome: Uint8Array | undefined): Promise<number> => {
         const feeds = genome ? blockFeeds(block, genome) : new Map<string, Uint8Array>();
+        if (grams && genome) {
+          const own = await createLayerEvaluator(
+            await applyBlockRecovery(spec, grams, feeds, products!),
+            l,
+            roles,
+            input.batches,
+            hidden,
+            engine,
+          );
+          try {
+            return await own.perplexity(feeds);
+          } finally {
+            passes += own.passes();
+            await own.release();
+          }
+        }
         if (evaluator) return evaluator.perplexity(feeds);
         return bleu!.score(genome ? new Map([...fixed, ...feeds]) : new Map());
       };
@@ -358,6 +411,13 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
       reports.push(outcome.report);
       input.onBlock?.(outcome.report, l, L);
       if (l < L - 1) {
+        if (recovering) {
+          if (grams) spec = await applyBlockRecovery(spec, grams, feeds, products!);
+          else {
+            await recoverFixed(l, feeds, hidden);
+            passes += input.batches.length;
+          }
+        }
         if (metric === 'ppl' || blockNeedsHidden(input)) {
           hidden = await advanceHidden(spec, l, input.batches, hidden, feeds, engine);
           passes += input.batches.length;
@@ -377,7 +437,88 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
     return { keeps, reports, metric, dense, forwardPasses: passes + (bleu?.forwards() ?? 0), evaluations };
   } finally {
     await bleu?.release();
+    await products?.release();
   }
+}
+
+/** A block's recovery inputs: per capture point, the Gram matrix of its input and that matrix's factor. */
+export interface BlockGrams {
+  layer: number;
+  points: Map<string, { gram: Float64Array; factor: GramFactor }>;
+}
+
+/**
+ * The Gram matrices of block l's linear inputs captured on `hidden` (earlier blocks already pruned and recovered,
+ * the block itself dense — as prune/sequential.ts captures them), each factored once.
+ */
+export async function captureBlockGrams(
+  spec: ModelSpec,
+  l: number,
+  batches: readonly TokenBatch[],
+  hidden: readonly Float32Array[] | undefined,
+  damping: number,
+  engine: { device?: Device; threads?: number },
+): Promise<BlockGrams> {
+  const capture = await createRunner(spec, {
+    ...engine,
+    layers: [l, l + 1],
+    output: l === spec.config.numLayers - 1 ? 'nll' : 'hidden',
+    capture: { layers: [l], kind: 'gram' },
+  });
+  const pass = await runBlock(capture, batches, hidden ? { hidden } : {}).finally(() => capture.release());
+  const points = new Map<string, { gram: Float64Array; factor: GramFactor }>();
+  for (const point of CAPTURE_POINTS) {
+    const gram = statOf(pass.stats, l, point);
+    if (!gram) continue;
+    const cols = Math.round(Math.sqrt(gram.length));
+    points.set(point, { gram, factor: factorGram(gram, cols, damping) });
+  }
+  return { layer: l, points };
+}
+
+/** The model with block `grams.layer`'s matrices recovered under `masks` (the column walk per linear). */
+export async function applyBlockRecovery(
+  spec: ModelSpec,
+  grams: BlockGrams,
+  masks: ReadonlyMap<string, Uint8Array>,
+  products: OrtGemm,
+): Promise<ModelSpec> {
+  const tensors = new Map<string, TensorSource>(spec.tensors);
+  for (const point of CAPTURE_POINTS) {
+    const at = grams.points.get(point);
+    if (!at) continue;
+    for (const role of rolesOfCapturePoint(grams.layer, point)) {
+      const keep = masks.get(role);
+      const src = tensors.get(role);
+      if (!keep || !src) continue;
+      const [rows, cols] = src.shape;
+      const weight = Float32Array.from(await src.load());
+      const r = await recoverLinear(weight, keep, at.gram, rows, cols, {
+        factor: at.factor,
+        gemm: products.gemm,
+      });
+      tensors.set(role, memoryTensor(src.shape, r.weight));
+    }
+  }
+  return { ...spec, tensors };
+}
+
+/**
+ * Block l's fixed masks applied and its kept weights recovered as `--recover` does it (prune/sequential.ts).
+ * The run's final recovery repeats exactly these steps.
+ */
+export async function recoverBlock(
+  spec: ModelSpec,
+  l: number,
+  masks: ReadonlyMap<string, Uint8Array>,
+  batches: readonly TokenBatch[],
+  hidden: readonly Float32Array[] | undefined,
+  damping: number,
+  engine: { device?: Device; threads?: number },
+  products: OrtGemm,
+): Promise<ModelSpec> {
+  const grams = await captureBlockGrams(spec, l, batches, hidden, damping, engine);
+  return applyBlockRecovery(spec, grams, masks, products);
 }
 
 /** Whether the method reads the hidden states entering each block even when candidates are scored by BLEU. */

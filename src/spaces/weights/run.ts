@@ -329,6 +329,7 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
       ...(s.mutationRate !== undefined ? { mutationRate: s.mutationRate } : {}),
     },
     checkpoint: searchCheckpoint(dir, s.method, p.space.matrices),
+    ...(s.recover ? { recovery: { damping: RECOVERY_DAMPING } } : {}),
     ...(env.onSearchProgress ? { onSearchProgress: env.onSearchProgress } : {}),
   });
   const masks = weightMasksFromKeeps(p.space.matrices, out.keeps);

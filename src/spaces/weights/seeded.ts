@@ -19,6 +19,10 @@
  *     strongest pruned weights by the seed's score (with a pattern: inside one group of M) — with
  *     swaps = max(1, round(mutationRate · pruned weights of the block)); parents and children together, the
  *     `population` fittest survive ((μ+λ) selection), so the block's result is never less fit than its seed.
+ * With `--recover` the search optimises the model recovery will produce: block l's Gram matrices are captured
+ * once (earlier blocks fixed and recovered, the block dense, as prune/sequential.ts captures them), every
+ * candidate is scored after its own column-walk recovery (a suffix session on its recovered weights), and the
+ * fixed block is recovered before block l + 1 is searched — the run's final recovery repeats those steps.
  */
 import { runBlock, statOf } from '../../engine/blocks.js';
 import { createRunner, type TokenBatch } from '../../engine/runner.js';
@@ -249,6 +253,7 @@ function seededMethod(kind: SeedKind): WeightBaseline {
         ...(input.checkpoint ? { checkpoint: input.checkpoint as CheckpointStore<SeededLayerReport> } : {}),
         ...blockMetricOf(input),
         needsHidden: kind === 'wanda',
+        ...(input.recovery ? { recover: { ...input.recovery, candidates: true } } : {}),
         search: (ctx) => searchSeededBlock(ctx, kind, s, input.sparsity, input.pattern),
         onBlock: (_r, l, L) => input.onProgress?.(l + 1, L, 'blocks'),
         ...(input.onSearchProgress ? { onProgress: input.onSearchProgress } : {}),

@@ -182,6 +182,14 @@ describe('search settings', () => {
       /must lie in \[0, 1\]/,
     );
     assert.equal(weightPruneSettings({ ...base, method: 'ga', lambda: 0.5 }).lambda, 0.5);
+    assert.throws(
+      () => weightPruneSettings({ ...base, method: 'alloc', metric: 'bleu' }),
+      /the alloc method searches on ppl, not bleu/,
+    );
+    assert.throws(
+      () => weightPruneSettings({ ...base, method: 'ga-wanda', metric: 'kl' }),
+      /the ga-wanda method searches on ppl or bleu, not kl/,
+    );
     const r = runCli([
       'weights',
       '--calib',

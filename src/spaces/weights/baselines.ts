@@ -92,6 +92,8 @@ export interface WeightBaseline {
   readonly supportsPattern?: boolean;
   /** The SearchOverrides keys the method takes (others are refused in one line). */
   readonly searchSettings?: ReadonlyArray<keyof SearchOverrides>;
+  /** Searching methods: the --metric values they can search on (default: ppl only). */
+  readonly searchMetrics?: readonly QualityMetric[];
   /** The one line that refuses --pattern, when the method gives its own reason (default: "not supported yet"). */
   readonly patternRefusal?: string;
   /** The method's fixed settings and rules, recorded in the run's config.json. */

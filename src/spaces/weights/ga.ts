@@ -296,6 +296,7 @@ export const GA: WeightBaseline = {
     "the GenePrune paper's GA, block by block (population 10, 5 steady-state iterations, λ 0.02); --sparsity is its stop threshold",
   supportsPattern: true,
   searchSettings: ['population', 'generations', 'lambda', 'mutationRate'],
+  searchMetrics: ['ppl', 'bleu'],
   description: GA_DESCRIPTION,
   async select(input) {
     const list = calibrationBatches(input);

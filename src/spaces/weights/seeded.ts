@@ -214,6 +214,7 @@ function seededMethod(kind: SeedKind): WeightBaseline {
     summary: `a GA seeded with the ${kind} mask, block by block; swaps inside rows keep its exact budget (population 8, 10 generations)`,
     supportsPattern: true,
     searchSettings: ['population', 'generations', 'mutationRate'],
+    searchMetrics: ['ppl', 'bleu'],
     description: {
       ...SEEDED_DEFAULTS,
       seed: kind,

@@ -120,11 +120,12 @@ export function weightPruneSettings(opts: WeightPruneOptions): WeightPruneSettin
   const methods = weightBaselineNames();
   if (!methods.includes(s.method))
     throw flagError('--method', `"${s.method}" is not one of ${methods.join(', ')}`);
-  if (s.metric === 'kl' && (weightBaseline(s.method)?.searchSettings?.length ?? 0) > 0) {
-    throw flagError(
-      '--metric',
-      `the ${s.method} method searches block by block on ppl or bleu; kl is not one of its objectives`,
-    );
+  const searching = weightBaseline(s.method);
+  if ((searching?.searchSettings?.length ?? 0) > 0) {
+    const can = searching?.searchMetrics ?? ['ppl'];
+    if (!can.includes(s.metric)) {
+      throw flagError('--metric', `the ${s.method} method searches on ${can.join(' or ')}, not ${s.metric}`);
+    }
   }
   const pattern = patternOf(s);
   const chosen = weightBaseline(s.method);

@@ -191,6 +191,7 @@ export function registerHeads(program: Command): void {
     .addOption(taskOptions.calibTask())
     .addOption(taskOptions.calibItems())
     .addOption(taskOptions.calibNewTokens())
+    .addOption(taskOptions.bleu())
     .addOption(taskOptions.evalTask())
     .addOption(taskOptions.evalItems())
     .addOption(taskOptions.evalNewTokens())

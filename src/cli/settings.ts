@@ -103,11 +103,14 @@ export function runEnvFromFlags(f: Flags, progress: ProgressLine, quiet: boolean
 
 /** The generation-task flags of a run (heads and weights alike): runs/tasks.ts. */
 export const TASK_SETTING_FLAGS: ReadonlyArray<
-  SettingFlag<'calibTask' | 'calibItems' | 'calibNewTokens' | 'evalTask' | 'evalItems' | 'evalNewTokens'>
+  SettingFlag<
+    'calibTask' | 'calibItems' | 'calibNewTokens' | 'bleu' | 'evalTask' | 'evalItems' | 'evalNewTokens'
+  >
 > = [
   ['calibTask', '--calib-task', 'calibTask', text],
   ['calibItems', '--calib-items', 'calibItems', int()],
   ['calibNewTokens', '--calib-new-tokens', 'calibNewTokens', int()],
+  ['bleu', '--bleu', 'bleu', choice(['corpus', 'sentence-mean'])],
   ['evalTask', '--eval-task', 'evalTask', text],
   ['evalItems', '--eval-items', 'evalItems', int()],
   ['evalNewTokens', '--eval-new-tokens', 'evalNewTokens', int()],
@@ -124,6 +127,11 @@ export const taskOptions = {
     new Option('--calib-items <n>', '--metric bleu: calibration task items per evaluation (default 32)'),
   calibNewTokens: () =>
     new Option('--calib-new-tokens <n>', '--metric bleu: new tokens per calibration prompt (default 32)'),
+  bleu: () =>
+    new Option(
+      '--bleu <kind>',
+      "--metric bleu: the BLEU searched on: corpus (sacreBLEU's, default) or sentence-mean (the GenePrune code's mean of NLTK sentence BLEU)",
+    ),
   evalTask: () =>
     new Option(
       '--eval-task <file|auto>',

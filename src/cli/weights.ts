@@ -159,6 +159,7 @@ export function registerWeights(program: Command): void {
     .addOption(taskOptions.calibTask())
     .addOption(taskOptions.calibItems())
     .addOption(taskOptions.calibNewTokens())
+    .addOption(taskOptions.bleu())
     .addOption(taskOptions.evalTask())
     .addOption(taskOptions.evalItems())
     .addOption(taskOptions.evalNewTokens())

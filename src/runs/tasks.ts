@@ -9,6 +9,7 @@
  * - Evaluation task: `--eval-task FILE`, or `--eval-task auto` for the continuation task built from the `--eval`
  *   pages; every item is scored unless `--eval-items` says fewer.
  */
+import { BLEU_KINDS, type BleuKind } from '../metrics/bleu.js';
 import { type CandidateMasks, createRunner } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
 import { fileError, flagError, GenepruneError } from '../errors.js';
@@ -46,6 +47,8 @@ export interface RunTaskSettings {
   lowItems?: number;
   /** `--metric bleu`: new tokens per calibration prompt (default 32). */
   calibNewTokens?: number;
+  /** `--metric bleu`: which BLEU is the search's quality (default corpus, sacreBLEU's; sentence-mean: the GenePrune code's). */
+  bleu?: BleuKind;
   /** Report BLEU on this task: a JSONL file, or 'auto' (the continuation task of the evaluation pages). */
   evalTask?: string;
   /** Evaluation task items scored (default: all). */
@@ -76,11 +79,15 @@ export async function calibrationTask(
       ['calibItems', '--calib-items'],
       ['lowItems', '--low-items'],
       ['calibNewTokens', '--calib-new-tokens'],
+      ['bleu', '--bleu'],
     ] as const) {
       if (s[key] !== undefined)
         throw flagError(flag, 'only with --metric bleu (a calibration generation task)');
     }
     return undefined;
+  }
+  if (s.bleu !== undefined && !BLEU_KINDS.includes(s.bleu)) {
+    throw flagError('--bleu', `"${s.bleu}" is not one of ${BLEU_KINDS.join(', ')}`);
   }
   if (s.calibTask !== undefined) {
     if (s.calibTask === AUTO_TASK) {
@@ -199,6 +206,7 @@ export function bleuObjectiveOptions(
     items: s.calibItems ?? BLEU_SEARCH_ITEMS,
     ...(s.lowItems !== undefined ? { lowItems: s.lowItems } : {}),
     maxNewTokens: s.calibNewTokens ?? BLEU_SEARCH_NEW_TOKENS,
+    kind: s.bleu ?? 'corpus',
   };
 }
 

@@ -354,7 +354,7 @@ describe('seeded GAs and the GA with a pattern on stories260K', {
     assert.deepEqual(r.methodReport, runs.gw.methodReport);
   });
 
-  test('ga with --metric bleu: fitness on BLEU of the calibration task; dense and final BLEU equal evaluateBleu', async () => {
+  test('ga with --metric bleu --bleu sentence-mean: fitness on BLEU of the calibration task; dense and final BLEU equal evaluateBleu', async () => {
     const r = await pruneWeights({
       ...common(),
       population: 4,
@@ -362,6 +362,7 @@ describe('seeded GAs and the GA with a pattern on stories260K', {
       method: 'ga',
       sparsity: 0.3,
       metric: 'bleu',
+      bleu: 'sentence-mean',
       calibItems: 4,
       calibNewTokens: 8,
       out: join(tmp.dir, 'ga-bleu'),
@@ -371,10 +372,17 @@ describe('seeded GAs and the GA with a pattern on stories260K', {
     const task = await buildContinuationTask(sharedPath(CALIB)!);
     const first = { source: 'calib', items: task.items.slice(0, 4) };
     const model = sharedPath(MODEL)!;
-    const dense = await evaluateBleu({ model, task: first, maxNewTokens: 8 });
+    const dense = await evaluateBleu({ model, task: first, maxNewTokens: 8, bleu: 'sentence-mean' });
     assert.equal(report.denseBleu, dense.bleu);
     // The last block's fixed mask is the whole pruned model: its BLEU is that of the run's mask file.
-    const pruned = await evaluateBleu({ model, task: first, weightMask: r.mask, maxNewTokens: 8 });
+    const pruned = await evaluateBleu({
+      model,
+      task: first,
+      weightMask: r.mask,
+      maxNewTokens: 8,
+      bleu: 'sentence-mean',
+    });
+    assert.notEqual(dense.bleu, dense.corpus.score, 'sentence-mean is not the corpus BLEU here');
     assert.equal(report.layers[4].best.bleu, pruned.bleu);
     for (const l of report.layers) {
       assert.equal(l.best.perplexity, undefined);

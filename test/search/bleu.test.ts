@@ -324,6 +324,18 @@ describe('refusals', { skip }, () => {
       '--metric bleu',
     );
     assertOneLineError(
+      heads('--calib', calib, '--bleu', 'sentence-mean'),
+      'non-zero',
+      '--bleu',
+      '--metric bleu',
+    );
+    assertOneLineError(
+      heads('--calib', calib, '--metric', 'bleu', '--bleu', 'meteor'),
+      'non-zero',
+      '--bleu',
+      'meteor',
+    );
+    assertOneLineError(
       cli(['eval', '--model', sharedPath(MODEL)!, '--task', empty]),
       'non-zero',
       'empty.jsonl',

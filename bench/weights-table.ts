@@ -117,7 +117,7 @@ function cell(
 ): string {
   const r = runOf(method, level, recovered);
   if (!r) return 'n/a';
-  const short = Math.abs(r.sparsity.achieved - r.sparsity.target) > 0.005;
+  const short = Math.abs(r.sparsity.achieved - r.sparsity.target) > 0.01;
   return short ? `${value(r)} (at ${pct(r.sparsity.achieved)})` : value(r);
 }
 function table(first: string, value: (r: WeightPruneResult, recovered: boolean) => string): string {

@@ -9,11 +9,12 @@
  * - Evaluation task: `--eval-task FILE`, or `--eval-task auto` for the continuation task built from the `--eval`
  *   pages; every item is scored unless `--eval-items` says fewer.
  */
-import { BLEU_KINDS, type BleuKind } from '../metrics/bleu.js';
+
 import { type CandidateMasks, createRunner } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
 import { fileError, flagError, GenepruneError } from '../errors.js';
 import type { ComputeDtype } from '../graph/weights.js';
+import { BLEU_KINDS, type BleuKind } from '../metrics/bleu.js';
 import {
   GENERATION_BATCH_SIZE,
   GENERATION_MAX_NEW_TOKENS,

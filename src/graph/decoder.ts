@@ -43,6 +43,7 @@
  * Linear layers use Gemm with transB=1 so weights stay in the checkpoint's [out, in] layout: no transposed
  * copies, and weight masks line up with checkpoint tensors one to one.
  */
+import { GenepruneError } from '../errors.js';
 import type { ModelConfig, ModelSpec } from '../model/spec.js';
 import { kvMapOfLayer } from '../model/spec.js';
 import {
@@ -221,13 +222,37 @@ export function rotaryTables(
   return { cos, sin };
 }
 
+/**
+ * The spec fields this builder implements, and what it does with each; any other value is refused in one line
+ * rather than computed as something else (a spec can describe more than this graph builds).
+ */
+const HONOURED: ReadonlyArray<[keyof ModelConfig, readonly unknown[]]> = [
+  ['family', ['llama']],
+  ['normKind', ['rms']],
+  ['normPlacement', ['pre']],
+  ['mlpKind', ['gated']],
+  ['positionKind', ['rope']],
+  ['activation', ['silu', 'gelu', 'gelu_tanh', 'relu']],
+];
+
+export function refuseUnhonoured(c: ModelConfig): void {
+  for (const [field, values] of HONOURED) {
+    if (!values.includes(c[field])) {
+      throw new GenepruneError(
+        'model',
+        `the decoder graph cannot build ${field} ${JSON.stringify(c[field])} (it builds ${values.map((v) => JSON.stringify(v)).join(', ')}); model_type ${c.modelType} is not supported`,
+      );
+    }
+  }
+}
+
 export function buildDecoderGraph(
   spec: ModelSpec,
   weights: Weights,
   opts: DecoderGraphOptions,
 ): EncodedModel {
   const c = spec.config;
-  if (c.family !== 'llama') throw new Error(`decoder graph: family ${c.family} is not a rotary decoder`);
+  refuseUnhonoured(c);
   const g = new GraphBuilder();
   const maskSet = new Set(opts.weightMasks ?? []);
   for (const role of maskSet) {
@@ -238,6 +263,33 @@ export function buildDecoderGraph(
   const maxHeads = Math.max(...c.headsPerLayer);
   const hd = c.headDim;
   const D = c.hiddenSize;
+
+  /** The MLP's activation as the spec names it (each defined as in PyTorch / Hugging Face). */
+  const activation = (x: string): string => {
+    switch (c.activation) {
+      case 'silu': // x·σ(x)
+        return g.op('Mul', [x, g.op('Sigmoid', [x])]);
+      case 'relu':
+        return g.op('Relu', [x]);
+      case 'gelu': // x·Φ(x) = x/2·(1 + erf(x/√2)), the exact GELU
+        return g.op('Mul', [
+          g.op('Mul', [x, g.constFloat([0.5])]),
+          g.op('Add', [g.op('Erf', [g.op('Mul', [x, g.constFloat([Math.SQRT1_2])])]), g.constFloat([1])]),
+        ]);
+      case 'gelu_tanh': {
+        // x/2·(1 + tanh(√(2/π)·(x + 0.044715·x³))), HF's gelu_new / gelu_pytorch_tanh
+        const cube = g.op('Mul', [g.op('Mul', [x, x]), x]);
+        const inner = g.op('Mul', [
+          g.op('Add', [x, g.op('Mul', [cube, g.constFloat([0.044715])])]),
+          g.constFloat([Math.sqrt(2 / Math.PI)]),
+        ]);
+        return g.op('Mul', [
+          g.op('Mul', [x, g.constFloat([0.5])]),
+          g.op('Add', [g.op('Tanh', [inner]), g.constFloat([1])]),
+        ]);
+      }
+    }
+  };
 
   const weight = (role: string): string => {
     const src = spec.tensors.get(role);
@@ -594,7 +646,7 @@ export function buildDecoderGraph(
     capture(i, 'mlp_in', h2, D);
     const gate = linear(h2, `${p}.mlp.gate`);
     const up = linear(h2, `${p}.mlp.up`);
-    const act = g.op('Mul', [gate, g.op('Sigmoid', [gate])]);
+    const act = activation(gate);
     const downIn = g.op('Mul', [act, up]);
     capture(i, 'down_in', downIn, c.intermediateSize);
     x = g.op('Add', [x, linear(downIn, `${p}.mlp.down`)]);

@@ -6,7 +6,13 @@
 import { GenepruneError } from '../errors.js';
 import { createRng, type Rng } from '../util/rng.js';
 import { llamaBiasFlags, llamaRoleShapes } from './llama.js';
-import { type ModelConfig, type ModelSpec, memoryTensor, type TensorSource } from './spec.js';
+import {
+  type Activation,
+  type ModelConfig,
+  type ModelSpec,
+  memoryTensor,
+  type TensorSource,
+} from './spec.js';
 
 export interface RandomLlamaOptions {
   hiddenSize: number;
@@ -23,6 +29,8 @@ export interface RandomLlamaOptions {
   tieEmbeddings?: boolean;
   /** llama (default), mistral or qwen2. */
   modelType?: string;
+  /** The MLP activation (default silu). */
+  activation?: Activation;
   seed: number;
   /** Multiplies the weight std (default 1 → std 0.02). */
   scale?: number;
@@ -67,7 +75,7 @@ export function randomLlamaSpec(opts: RandomLlamaOptions): ModelSpec {
     normKind: 'rms',
     normPlacement: 'pre',
     normEps: 1e-5,
-    activation: 'silu',
+    activation: opts.activation ?? 'silu',
     mlpKind: 'gated',
     positionKind: 'rope',
     ropeTheta: 10000,

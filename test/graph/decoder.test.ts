@@ -119,6 +119,67 @@ describe('Hugging Face folders (safetensors + config.json) match the reference f
   }
 });
 
+describe('the MLP activation config.json names is the one computed', () => {
+  for (const [i, [hiddenAct, activation]] of (
+    [
+      ['gelu', 'gelu'],
+      ['gelu_pytorch_tanh', 'gelu_tanh'],
+      ['relu', 'relu'],
+    ] as const
+  ).entries()) {
+    test(`hidden_act ${hiddenAct}`, async () => {
+      const spec = randomLlamaSpec({
+        hiddenSize: 32,
+        numLayers: 2,
+        numHeads: 4,
+        numKvHeads: 2,
+        intermediateSize: 40,
+        vocabSize: 37,
+        maxPositions: 32,
+        activation,
+        seed: 300 + i,
+        scale: 40, // large pre-activations, where the activations differ most
+      });
+      const dir = join(tmp.dir, `act-${hiddenAct}`);
+      const hf = llamaSpecToHf(spec);
+      assert.equal(hf.config.hidden_act, hiddenAct === 'gelu_pytorch_tanh' ? 'gelu_pytorch_tanh' : hiddenAct);
+      await writeHfFolder(dir, { config: hf.config, tensors: hf.tensors });
+      const loaded = await loadModelSpec(dir);
+      assert.equal(loaded.config.activation, activation);
+      const ref = await referenceWeights(spec);
+      const diff = await maxLogitDiff(loaded, ref, 'half');
+      assert.ok(diff <= 1e-4, `${hiddenAct}: max abs diff ${diff}`);
+      // The same weights under SiLU give other logits: the test would catch a graph that ignores hidden_act.
+      const asSilu = await maxLogitDiff(loaded, { ...ref, activation: 'silu' }, 'half');
+      assert.ok(asSilu > 1e-3, `${hiddenAct} vs silu: ${asSilu}`);
+    });
+  }
+
+  test('a spec field the graph cannot build is refused in one line, not computed as something else', async () => {
+    const spec = randomLlamaSpec({
+      hiddenSize: 16,
+      numLayers: 1,
+      numHeads: 2,
+      numKvHeads: 2,
+      intermediateSize: 8,
+      vocabSize: 11,
+      maxPositions: 8,
+      seed: 1,
+    });
+    for (const [field, value] of [
+      ['normKind', 'layer'],
+      ['mlpKind', 'plain'],
+      ['positionKind', 'learned'],
+      ['normPlacement', 'post'],
+    ] as const) {
+      await assert.rejects(
+        () => createRunner({ ...spec, config: { ...spec.config, [field]: value } }, { output: 'logits' }),
+        (e: Error) => e.message.includes(`cannot build ${field} "${value}"`) && !e.message.includes('\n'),
+      );
+    }
+  });
+});
+
 describe('llama2.c checkpoints (interleaved rotary) match the reference forward', () => {
   for (const [i, c] of [
     { kv: 2, tie: true },

@@ -18,7 +18,38 @@ export interface ReferenceWeights {
   normEps: number;
   ropeTheta: number;
   tieEmbeddings: boolean;
+  /** The MLP activation (default silu, LLaMA's). */
+  activation?: 'silu' | 'gelu' | 'gelu_tanh' | 'relu';
   get(role: string): Float32Array | undefined;
+}
+
+/**
+ * erf by Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7), since JavaScript has no Math.erf.
+ */
+function erf(x: number): number {
+  const t = 1 / (1 + 0.3275911 * Math.abs(x));
+  const y =
+    1 -
+    ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) *
+      t *
+      Math.exp(-x * x);
+  return x >= 0 ? y : -y;
+}
+
+/** The activations by their published definitions. */
+function activate(kind: ReferenceWeights['activation'], x: number): number {
+  switch (kind ?? 'silu') {
+    case 'silu':
+      return x / (1 + Math.exp(-x));
+    case 'relu':
+      return Math.max(0, x);
+    case 'gelu':
+      return 0.5 * x * (1 + erf(x / Math.SQRT2));
+    case 'gelu_tanh':
+      return 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
+    default:
+      throw new Error(`reference: no activation ${kind}`);
+  }
 }
 
 /** y[o] = sum_i W[o, i] x[i] + b[o], W in [out, in] layout. */
@@ -147,7 +178,7 @@ export function referenceForward(
       opts.onLinearInput?.(l, 'mlp_in', t, h);
       const gate = linear(need(`${p}.mlp.gate.weight`), undefined, h, w.intermediateSize);
       const up = linear(need(`${p}.mlp.up.weight`), undefined, h, w.intermediateSize);
-      const act = gate.map((gv, i) => (gv / (1 + Math.exp(-gv))) * up[i]);
+      const act = gate.map((gv, i) => activate(w.activation, gv) * up[i]);
       opts.onLinearInput?.(l, 'down_in', t, act);
       const down = linear(need(`${p}.mlp.down.weight`), undefined, act, D);
       return x.map((v, i) => v + down[i]);

@@ -341,4 +341,46 @@ describe('weights --method alloc on stories260K', { skip: skipUnlessShared(MODEL
     assert.equal(rep.allocation.length, 35);
     assert.ok(rep.generations.length > 0);
   });
+
+  test('SIGKILL after a generation, then --resume: the mask and log of the run never interrupted', async () => {
+    const args = (out: string) => [
+      'weights',
+      '--calib',
+      sharedPath(CALIB)!,
+      '--eval',
+      sharedPath(EVAL)!,
+      '--method',
+      'alloc',
+      '--sparsity',
+      '0.5',
+      '--generations',
+      '6',
+      '--seed',
+      '4',
+      '--ctx',
+      '64',
+      '--calib-tokens',
+      '256',
+      '--eval-tokens',
+      '512',
+      '--out',
+      out,
+      '--json',
+    ];
+    const whole = runCli(args(join(tmp.dir, 'alloc-whole')), { timeout: 120_000 });
+    assert.equal(whole.code, 0, whole.stderr);
+    const killedDir = join(tmp.dir, 'alloc-killed');
+    const killed = runCli(args(killedDir), { timeout: 120_000, fault: 'weights:method-state:3' });
+    assert.equal(killed.signal, 'SIGKILL', killed.stderr);
+    assert.ok(
+      existsSync(join(killedDir, 'method-state.json')) && !existsSync(join(killedDir, 'result.json')),
+    );
+    const resumed = runCli(['weights', '--resume', killedDir, '--json'], { timeout: 120_000 });
+    assert.equal(resumed.code, 0, resumed.stderr);
+    const a = JSON.parse(whole.stdout) as { methodReport: AllocReport; eval: { perplexity: number } };
+    const b = JSON.parse(resumed.stdout) as { methodReport: AllocReport; eval: { perplexity: number } };
+    assert.deepEqual(b.methodReport, a.methodReport);
+    assert.equal(b.eval.perplexity, a.eval.perplexity);
+    assert.equal(b.methodReport.generations.length, 6);
+  });
 });

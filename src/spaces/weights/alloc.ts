@@ -51,7 +51,7 @@ import type { PrunableMatrix } from '../../masks/weights.js';
 import { batches, defaultBatchSize, makeWindows } from '../../metrics/perplexity.js';
 import type { ModelSpec } from '../../model/spec.js';
 import type { Rng } from '../../util/rng.js';
-import { registerWeightBaseline, type WeightBaseline } from './baselines.js';
+import { type MethodStateStore, registerWeightBaseline, type WeightBaseline } from './baselines.js';
 
 /** One selection stage: score the survivors on the first `share` of the calibration tokens, keep the best `keep`. */
 export interface FidelityStage {
@@ -284,6 +284,37 @@ export interface AllocInput {
   settings?: Partial<AllocSettings>;
   engine?: { device?: Device; threads?: number };
   onProgress?: (done: number, total: number) => void;
+  /** Where the search's state goes after every generation, and comes back from on resume. */
+  state?: MethodStateStore;
+}
+
+/** The (1 + λ) loop's state after a generation: with the same rng state it continues exactly. */
+interface AllocState {
+  generation: number;
+  parent: number[];
+  parentPerplexity: number;
+  startPerplexity: number;
+  generations: AllocGeneration[];
+  evaluations: number;
+  passes: number;
+  rngState: number[];
+}
+
+function isAllocState(v: unknown, matrices: number): v is AllocState {
+  const st = v as AllocState;
+  return (
+    typeof st === 'object' &&
+    st !== null &&
+    Number.isSafeInteger(st.generation) &&
+    Array.isArray(st.parent) &&
+    st.parent.length === matrices &&
+    st.parent.every((c) => Number.isSafeInteger(c) && c >= 0) &&
+    typeof st.parentPerplexity === 'number' &&
+    typeof st.startPerplexity === 'number' &&
+    Array.isArray(st.generations) &&
+    st.generations.length === st.generation &&
+    Array.isArray(st.rngState)
+  );
 }
 
 function checkSettings(s: AllocSettings): void {
@@ -367,10 +398,29 @@ export async function allocatePrune(
   const generations: AllocGeneration[] = [];
   let startPerplexity: number;
   let parentPerplexity: number;
+  let first = 0;
+  const saved = await input.state?.read();
+  if (saved !== undefined && !isAllocState(saved, matrices.length)) {
+    throw new GenepruneError('internal', 'alloc: the saved search state does not fit this run');
+  }
   try {
-    startPerplexity = await perplexity(parentMasks, stageBatches.length - 1);
-    parentPerplexity = startPerplexity;
-    for (let g = 0; g < s.generations && budget > 0; g++) {
+    if (saved) {
+      // Masks are a function of (row order, count): the saved counts give back the parent's masks exactly.
+      parent = saved.parent.slice();
+      if (parent.reduce((a, b) => a + b, 0) !== budget) {
+        throw new GenepruneError('internal', 'alloc: the saved allocation is off its budget');
+      }
+      parentMasks = orders.map((o, i) => allocatedMask(o, parent[i]));
+      generations.push(...saved.generations);
+      ({ startPerplexity, parentPerplexity, evaluations } = saved);
+      passes = saved.passes;
+      rng.setState(saved.rngState);
+      first = saved.generation;
+    } else {
+      startPerplexity = await perplexity(parentMasks, stageBatches.length - 1);
+      parentPerplexity = startPerplexity;
+    }
+    for (let g = first; g < s.generations && budget > 0; g++) {
       const children = Array.from({ length: s.offspring }, () =>
         mutateAllocation(parent, upper, delta, s.maxMoves, rng),
       );
@@ -394,6 +444,16 @@ export async function allocatePrune(
         parentPerplexity = candidate;
       }
       generations.push({ generation: g + 1, candidate, accepted, best: parentPerplexity });
+      await input.state?.write({
+        generation: g + 1,
+        parent,
+        parentPerplexity,
+        startPerplexity,
+        generations,
+        evaluations,
+        passes,
+        rngState: rng.getState(),
+      } satisfies AllocState);
       input.onProgress?.(g + 1, s.generations);
     }
   } finally {
@@ -444,6 +504,7 @@ export const ALLOC: WeightBaseline = {
       calibration: input.calibration,
       rng: input.rng,
       ...(input.engine ? { engine: input.engine } : {}),
+      ...(input.state ? { state: input.state } : {}),
       ...(input.onProgress
         ? { onProgress: (done: number, total: number) => input.onProgress!(done, total, 'generations') }
         : {}),

@@ -61,8 +61,16 @@ export interface WeightBaselineInput {
   search?: SearchOverrides;
   /** Searching methods: where the state after each fixed block is kept, to resume a stopped run exactly. */
   checkpoint?: CheckpointStore<unknown>;
+  /** Searching methods that are not block-wise: a JSON state of their own, kept to resume a stopped run exactly. */
+  state?: MethodStateStore;
   /** Searching methods: after each generation. */
   onSearchProgress?: (p: BlockSearchProgress) => void;
+}
+
+/** A method's own resumable state in the run directory (JSON; written atomically). */
+export interface MethodStateStore {
+  read(): Promise<unknown | undefined>;
+  write(state: unknown): Promise<void>;
 }
 
 /** Settings of a searching method that the user may set (`--population`, `--generations`, ...). */

@@ -45,7 +45,7 @@ import { bleuObjectiveOptions, type EvalBleu, scoreBleuOnEval, taskRecord } from
 import { bleuOfQuality, createObjective, type QualityMetric } from '../../search/objective.js';
 import { faultPoint, sha256File, writeBytesAtomic, writeJsonAtomic } from '../../util/fs.js';
 import { createRng } from '../../util/rng.js';
-import { weightBaseline } from './baselines.js';
+import { type MethodStateStore, weightBaseline } from './baselines.js';
 import type { BlockCheckpoint, BlockSearchProgress, CheckpointStore } from './blockwise.js';
 import { patternOf, type WeightPruneSettings } from './settings.js';
 import { createWeightSpace, type WeightSpace } from './space.js';
@@ -305,6 +305,34 @@ function searchCheckpoint(dir: string, method: string, matrices: readonly { rows
   return store;
 }
 
+/** A method's own JSON state (alloc: after each generation), named by the method it belongs to. */
+export const METHOD_STATE_FILE = 'method-state.json';
+
+function methodStateStore(dir: string, method: string): MethodStateStore {
+  const path = join(dir, METHOD_STATE_FILE);
+  let writes = 0;
+  return {
+    async read() {
+      const st = (await readJsonIfPresent(path, METHOD_STATE_FILE)) as
+        | { version?: unknown; method?: unknown; state?: unknown }
+        | undefined;
+      if (st === undefined) return undefined;
+      if (st?.version !== 1 || st.method !== method || st.state === undefined) {
+        throw fileError(
+          path,
+          `is corrupt or belongs to another method; remove it to search again from the start`,
+        );
+      }
+      return st.state;
+    },
+    async write(state) {
+      await writeJsonAtomic(path, { version: 1, method, state });
+      writes++;
+      faultPoint(`weights:method-state:${writes}`);
+    },
+  };
+}
+
 /** Chooses the mask, writes it into the run directory and records the fixed state. */
 async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: WeightPruneEnv) {
   const method = weightBaseline(s.method);
@@ -329,6 +357,7 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
       ...(s.mutationRate !== undefined ? { mutationRate: s.mutationRate } : {}),
     },
     checkpoint: searchCheckpoint(dir, s.method, p.space.matrices),
+    state: methodStateStore(dir, s.method),
     ...(s.recover ? { recovery: { damping: RECOVERY_DAMPING } } : {}),
     ...(env.onSearchProgress ? { onSearchProgress: env.onSearchProgress } : {}),
   });

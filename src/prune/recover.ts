@@ -88,6 +88,112 @@ export interface GramFactor {
  * mean(diag H), and U is the upper Cholesky factor of (H + δI)⁻¹ — O(cols³), the expensive part of recovery.
  */
 export function factorGram(gram: Float64Array, cols: number, damping = 0.01): GramFactor {
+  const { h, dead } = dampedGram(gram, cols, damping);
+  // Row j of U restricted to k ≥ j is the inverse Hessian of the inputs not yet walked, scaled by U_jj, so
+  // err · U_j,k is the optimal-brain-surgeon correction for zeroing w_rj.
+  return { u: inverseUpperFactor(h, cols), dead };
+}
+
+/** Inputs above this many use the blocked factorization on `gemm` (factorGramWith). */
+export const BLOCKED_FACTOR_MIN = 512;
+/** Columns per block of the blocked factorization. */
+const FACTOR_BLOCK = 256;
+
+/**
+ * factorGram with the O(n³) work as products on `gemm` (ONNX Runtime's MatMul in prune/sequential.ts) once the
+ * input is wider than BLOCKED_FACTOR_MIN: a right-looking blocked Cholesky (each diagonal block factored in
+ * float64, the panel and the trailing update as products) and a block-row triangular inverse. With a float32
+ * `gemm` the factor is accurate to float32 rounding; recovery stays safe whatever its accuracy, since a walk that
+ * would not beat plain masking keeps the masked weights.
+ */
+export async function factorGramWith(
+  gram: Float64Array,
+  cols: number,
+  damping: number,
+  gemm: Gemm,
+): Promise<GramFactor> {
+  if (cols <= BLOCKED_FACTOR_MIN) return factorGram(gram, cols, damping);
+  const { h, dead } = dampedGram(gram, cols, damping);
+  const n = cols;
+  const reversed = new Float64Array(n * n);
+  for (let i = 0; i < n; i++)
+    for (let j = 0; j < n; j++) reversed[i * n + j] = h[(n - 1 - i) * n + (n - 1 - j)];
+  const l = await blockedCholesky(reversed, n, gemm);
+  const li = await blockedLowerInverse(l, n, gemm);
+  const u = reversed;
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) u[i * n + j] = li[(n - 1 - i) * n + (n - 1 - j)];
+  return { u, dead };
+}
+
+/** rows [r0, r1) × cols [c0, c1) of an n-wide row-major matrix, as its own row-major block. */
+function block(a: Float64Array, n: number, r0: number, r1: number, c0: number, c1: number): Float64Array {
+  const w = c1 - c0;
+  const out = new Float64Array((r1 - r0) * w);
+  for (let r = r0; r < r1; r++) out.set(a.subarray(r * n + c0, r * n + c1), (r - r0) * w);
+  return out;
+}
+
+function transpose(a: Float64Array, rows: number, cols: number): Float64Array {
+  const t = new Float64Array(rows * cols);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) t[c * rows + r] = a[r * cols + c];
+  return t;
+}
+
+/** Lower L with A = L Lᵀ, right-looking by blocks: A (a copy) is overwritten by the trailing updates. */
+async function blockedCholesky(a0: Float64Array, n: number, gemm: Gemm): Promise<Float64Array> {
+  const a = Float64Array.from(a0);
+  const l = new Float64Array(n * n);
+  for (let k0 = 0; k0 < n; k0 += FACTOR_BLOCK) {
+    const k1 = Math.min(n, k0 + FACTOR_BLOCK);
+    const b = k1 - k0;
+    const l11 = cholesky(block(a, n, k0, k1, k0, k1), b);
+    for (let r = 0; r < b; r++) l.set(l11.subarray(r * b, r * b + r + 1), (k0 + r) * n + k0);
+    const m = n - k1;
+    if (m === 0) break;
+    // L21 = A21 · L11⁻ᵀ
+    const l21 = await gemm(block(a, n, k1, n, k0, k1), m, b, transpose(lowerInverse(l11, b), b, b), b);
+    for (let r = 0; r < m; r++) l.set(l21.subarray(r * b, (r + 1) * b), (k1 + r) * n + k0);
+    // A22 −= L21 · L21ᵀ, in row chunks to bound the product's size
+    const l21t = transpose(l21, m, b);
+    const CHUNK = 1024;
+    for (let c0 = 0; c0 < m; c0 += CHUNK) {
+      const c1 = Math.min(m, c0 + CHUNK);
+      const upd = await gemm(l21.subarray(c0 * b, c1 * b), c1 - c0, b, l21t, m);
+      for (let r = c0; r < c1; r++) {
+        const row = (k1 + r) * n + k1;
+        const ur = (r - c0) * m;
+        for (let c = 0; c <= r; c++) a[row + c] -= upd[ur + c];
+      }
+    }
+  }
+  return l;
+}
+
+/** L⁻¹ of a lower-triangular L by block rows: X_II = L_II⁻¹, X_I,<I = −X_II · (L_I,<I · X_<I,<I). */
+async function blockedLowerInverse(l: Float64Array, n: number, gemm: Gemm): Promise<Float64Array> {
+  const x = new Float64Array(n * n);
+  for (let i0 = 0; i0 < n; i0 += FACTOR_BLOCK) {
+    const i1 = Math.min(n, i0 + FACTOR_BLOCK);
+    const b = i1 - i0;
+    const xii = lowerInverse(block(l, n, i0, i1, i0, i1), b);
+    for (let r = 0; r < b; r++) x.set(xii.subarray(r * b, r * b + r + 1), (i0 + r) * n + i0);
+    if (i0 === 0) continue;
+    const t = await gemm(block(l, n, i0, i1, 0, i0), b, i0, block(x, n, 0, i0, 0, i0), i0);
+    const xi = await gemm(xii, b, b, t, i0);
+    for (let r = 0; r < b; r++) {
+      const row = (i0 + r) * n;
+      for (let c = 0; c < i0; c++) x[row + c] = -xi[r * i0 + c];
+    }
+  }
+  return x;
+}
+
+/** H with dead inputs (H_jj = 0) set to 1 and the diagonal damped by damping · mean(diag H). */
+function dampedGram(
+  gram: Float64Array,
+  cols: number,
+  damping: number,
+): { h: Float64Array; dead: Uint8Array } {
   if (gram.length !== cols * cols) throw new Error(`Gram matrix must be ${cols}×${cols}`);
   const h = Float64Array.from(gram);
   const dead = new Uint8Array(cols);
@@ -102,9 +208,7 @@ export function factorGram(gram: Float64Array, cols: number, damping = 0.01): Gr
   }
   const damp = damping * (diagMean > 0 ? diagMean : 1);
   for (let j = 0; j < cols; j++) h[j * cols + j] += damp;
-  // Row j of U restricted to k ≥ j is the inverse Hessian of the inputs not yet walked, scaled by U_jj, so
-  // err · U_j,k is the optimal-brain-surgeon correction for zeroing w_rj.
-  return { u: inverseUpperFactor(h, cols), dead };
+  return { h, dead };
 }
 
 /**

@@ -17,7 +17,7 @@ import { createRunner, type TokenBatch } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
 import { CAPTURE_POINTS, type CapturePoint, rolesOfCapturePoint } from '../graph/decoder.js';
 import { type ModelSpec, memoryTensor, type TensorSource } from '../model/spec.js';
-import { factorGram, type GramFactor, prunedColumnsFirst, recoverLinear } from './recover.js';
+import { factorGramWith, type GramFactor, prunedColumnsFirst, recoverLinear } from './recover.js';
 
 /** A prunable linear's weight, its shape and its input statistics, handed to a mask chooser. */
 export interface LinearToPrune {
@@ -128,7 +128,8 @@ export async function pruneSequentially(spec: ModelSpec, opts: SequentialOptions
           const entry: LinearReport = { role, sparsity: 1 - keep.reduce((a, b) => a + b, 0) / keep.length };
           if (gram) {
             // A walk order of its own needs the reordered Gram matrix's factor; otherwise the input's is shared.
-            if (!opts.prunedColumnsFirst) factor ??= factorGram(gram, cols, opts.damping);
+            if (!opts.prunedColumnsFirst)
+              factor ??= await factorGramWith(gram, cols, opts.damping ?? 0.01, products!.gemm);
             const r = await recoverLinear(
               weight,
               keep,

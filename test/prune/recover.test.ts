@@ -8,8 +8,10 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { createOrtGemm } from '../../src/engine/gemm.js';
 import {
+  BLOCKED_FACTOR_MIN,
   cholesky,
   factorGram,
+  factorGramWith,
   prunedColumnsFirst,
   reconstructionError,
   recoverLinear,
@@ -227,6 +229,38 @@ describe('recovery with the mask fixed', () => {
       for (const v of got.weight) scale = Math.max(scale, Math.abs(v));
       for (let i = 0; i < ref.length; i++)
         assert.ok(Math.abs(fast.weight[i] - got.weight[i]) < 1e-4 * scale, `weight ${i}`);
+    } finally {
+      await ort.release();
+    }
+  });
+
+  test('the blocked factorization on ONNX Runtime products equals the float64 one to float32 rounding', async () => {
+    const n = 700; // past BLOCKED_FACTOR_MIN: three blocks, the last one partial
+    assert.ok(n > BLOCKED_FACTOR_MIN);
+    const rng = createRng(71);
+    const t = n + 50;
+    const x = Float64Array.from({ length: t * n }, () => rng.nextFloat() - 0.5);
+    const h = new Float64Array(n * n);
+    for (let r = 0; r < t; r++)
+      for (let i = 0; i < n; i++) {
+        const a = x[r * n + i];
+        for (let j = 0; j < n; j++) h[i * n + j] += a * x[r * n + j];
+      }
+    h.fill(0, 5 * n, 6 * n); // input 5 never fires
+    for (let i = 0; i < n; i++) h[i * n + 5] = 0;
+    const ref = factorGram(h, n, 0.01);
+    const ort = await createOrtGemm();
+    try {
+      const fast = await factorGramWith(h, n, 0.01, ort.gemm);
+      assert.deepEqual(fast.dead, ref.dead);
+      let worst = 0;
+      let scale = 0;
+      for (let i = 0; i < ref.u.length; i++) {
+        worst = Math.max(worst, Math.abs(ref.u[i] - fast.u[i]));
+        scale = Math.max(scale, Math.abs(ref.u[i]));
+      }
+      assert.ok(worst / scale < 1e-5, `max |ΔU| / max |U| = ${worst / scale}`);
+      for (let i = 1; i < n; i++) for (let j = 0; j < i; j++) assert.equal(fast.u[i * n + j], 0);
     } finally {
       await ort.release();
     }

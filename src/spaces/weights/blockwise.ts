@@ -22,7 +22,7 @@ import { CAPTURE_POINTS, rolesOfCapturePoint } from '../../graph/decoder.js';
 import type { PrunableMatrix } from '../../masks/weights.js';
 import { scoreGeneration, slicePreparedTask } from '../../metrics/generation.js';
 import { type ModelSpec, memoryTensor, type TensorSource } from '../../model/spec.js';
-import { factorGram, type GramFactor, recoverLinear } from '../../prune/recover.js';
+import { factorGramWith, type GramFactor, recoverLinear } from '../../prune/recover.js';
 import {
   BLEU_SEARCH_ITEMS,
   BLEU_SEARCH_NEW_TOKENS,
@@ -336,7 +336,7 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
       // Candidates scored after their own recovery: the block's Gram matrices once, a walk per candidate.
       const grams =
         recovering && input.recover?.candidates
-          ? await captureBlockGrams(spec, l, input.batches, hidden, input.recover.damping, engine)
+          ? await captureBlockGrams(spec, l, input.batches, hidden, input.recover.damping, engine, products!)
           : undefined;
       if (grams) passes += input.batches.length;
       const value = async (genome: Uint8Array | undefined): Promise<number> => {
@@ -458,6 +458,7 @@ export async function captureBlockGrams(
   hidden: readonly Float32Array[] | undefined,
   damping: number,
   engine: { device?: Device; threads?: number },
+  products: OrtGemm,
 ): Promise<BlockGrams> {
   const capture = await createRunner(spec, {
     ...engine,
@@ -471,7 +472,7 @@ export async function captureBlockGrams(
     const gram = statOf(pass.stats, l, point);
     if (!gram) continue;
     const cols = Math.round(Math.sqrt(gram.length));
-    points.set(point, { gram, factor: factorGram(gram, cols, damping) });
+    points.set(point, { gram, factor: await factorGramWith(gram, cols, damping, products.gemm) });
   }
   return { layer: l, points };
 }
@@ -517,7 +518,7 @@ export async function recoverBlock(
   engine: { device?: Device; threads?: number },
   products: OrtGemm,
 ): Promise<ModelSpec> {
-  const grams = await captureBlockGrams(spec, l, batches, hidden, damping, engine);
+  const grams = await captureBlockGrams(spec, l, batches, hidden, damping, engine, products);
   return applyBlockRecovery(spec, grams, masks, products);
 }
 

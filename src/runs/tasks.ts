@@ -232,7 +232,8 @@ export interface EvalBleu {
 
 /**
  * BLEU of the dense model (`denseSpec`) and of the candidate (`spec` — the same model, or its recovered weights —
- * under `masks`) on the evaluation task, each in a session of its own.
+ * under `masks`) on the evaluation task, each in a session of its own. `dense`: the dense model's scores from an
+ * earlier call on the same task (a recovered model is scored after its masked self), not generated again.
  */
 export async function scoreBleuOnEval(
   task: RunTask,
@@ -241,6 +242,7 @@ export async function scoreBleuOnEval(
   spec: ModelSpec,
   masks: CandidateMasks,
   env: { device?: Device; threads?: number },
+  dense?: Pick<EvalBleu, 'denseCorpus' | 'denseSentenceMean' | 'denseBrevityPenalty'>,
 ): Promise<EvalBleu> {
   const prepared = slicePreparedTask(task.prepared, s.evalItems ?? task.prepared.prompts.length);
   const maxNewTokens = s.evalNewTokens ?? GENERATION_MAX_NEW_TOKENS;
@@ -264,19 +266,19 @@ export async function scoreBleuOnEval(
   };
   const t0 = performance.now();
   const pruned = await score(spec, masks);
-  const dense = await score(denseSpec, {});
+  const fresh = dense ? undefined : await score(denseSpec, {});
   return {
     from: task.from,
     task: task.source,
     items: pruned.items,
     maxNewTokens,
     corpus: pruned.corpus.score,
-    denseCorpus: dense.corpus.score,
+    denseCorpus: fresh ? fresh.corpus.score : dense!.denseCorpus,
     sentenceMean: pruned.sentenceMean,
-    denseSentenceMean: dense.sentenceMean,
+    denseSentenceMean: fresh ? fresh.sentenceMean : dense!.denseSentenceMean,
     brevityPenalty: pruned.corpus.bp,
-    denseBrevityPenalty: dense.corpus.bp,
-    forwards: pruned.forwards + dense.forwards,
+    denseBrevityPenalty: fresh ? fresh.corpus.bp : dense!.denseBrevityPenalty,
+    forwards: pruned.forwards + (fresh?.forwards ?? 0),
     seconds: (performance.now() - t0) / 1000,
   };
 }

@@ -437,6 +437,8 @@ async function scoreMasked(
   genome: Bitset,
   env: WeightPruneEnv,
   dense: boolean,
+  /** The masked model's evaluation BLEU, whose dense scores a recovered model's reuses. */
+  denseBleu?: EvalBleu,
 ): Promise<{ calib: CalibScore; eval: PerplexityPair; evalBleu?: EvalBleu; forwardPasses: number }> {
   const space = p.space;
   const metric = s.metric ?? 'ppl';
@@ -461,11 +463,11 @@ async function scoreMasked(
   const forwardPasses = ppl.forwardPasses + (metric === 'ppl' ? 0 : chosen.forwardPasses);
   env.onStatus?.('scoring on the evaluation data');
   const masks = space.masks(genome);
-  const e = await scoreOnEval(p, s, masks, env);
+  const e = await scoreOnEval(p, s, masks, env, { dense });
   if (p.evalTask)
     env.onStatus?.(`BLEU of the dense and the pruned model on the evaluation task ${p.evalTask.source}`);
   const evalBleu = p.evalTask
-    ? await scoreBleuOnEval(p.evalTask, s, p.denseSpec, spec, masks, env)
+    ? await scoreBleuOnEval(p.evalTask, s, p.denseSpec, spec, masks, env, denseBleu)
     : undefined;
   return {
     calib,
@@ -576,6 +578,7 @@ async function pruneInDir(
       genome,
       env,
       false,
+      evalBleu,
     );
     recovery = {
       before: {

@@ -128,6 +128,13 @@ export function weightBaselineNames(): string[] {
   return [...REGISTRY.keys()];
 }
 
+/** The calibration batches a method that runs the model reads (windows of the run's context). */
+export function calibrationBatches(input: WeightBaselineInput): TokenBatch[] {
+  const { stream, context, tokens } = input.calibration;
+  const windows = makeWindows(stream, context, tokens, 'calibration data');
+  return [...batches(windows, defaultBatchSize(context, input.spec.config.vocabSize))];
+}
+
 async function loadMatrix(spec: ModelSpec, m: PrunableMatrix): Promise<Float32Array> {
   const t = spec.tensors.get(m.role);
   if (!t) throw new GenepruneError('model', `the model has no tensor ${m.role}`);
@@ -201,9 +208,7 @@ export const WANDA: WeightBaseline = {
   summary:
     'prune the lowest |W|·‖X_j‖₂ of each output row (input norms on the calibration data, layer by layer)',
   async select(input) {
-    const { stream, context, tokens } = input.calibration;
-    const windows = makeWindows(stream, context, tokens, 'calibration data');
-    const list: TokenBatch[] = [...batches(windows, defaultBatchSize(context, input.spec.config.vocabSize))];
+    const list = calibrationBatches(input);
     const L = input.spec.config.numLayers;
     const result = await pruneSequentially(input.spec, {
       batches: list,

@@ -18,7 +18,7 @@ import { createOrtGemm, type OrtGemm } from '../../engine/gemm.js';
 import { createRunner, type ModelRunner, type TokenBatch } from '../../engine/runner.js';
 import type { Device } from '../../engine/session.js';
 import { GenepruneError } from '../../errors.js';
-import { CAPTURE_POINTS, rolesOfCapturePoint } from '../../graph/decoder.js';
+import { CAPTURE_POINTS, type CapturePoint, rolesOfCapturePoint } from '../../graph/decoder.js';
 import type { PrunableMatrix } from '../../masks/weights.js';
 import { scoreGeneration, slicePreparedTask } from '../../metrics/generation.js';
 import { type ModelSpec, memoryTensor, type TensorSource } from '../../model/spec.js';
@@ -241,11 +241,11 @@ export interface BlockwiseInput<R> {
   /** With 'bleu': still compute the hidden states entering each block (a method that captures activations). */
   needsHidden?: boolean;
   /**
-   * Recover each fixed block's kept weights (as `--recover` will) before the next block is searched, so later
-   * blocks are searched on the recovered model they will sit in. With 'ppl' only (BLEU candidates run the whole
-   * model from its weights as they are).
+   * Search the model `--recover` will produce: each candidate is scored after its own recovery (the block's Gram
+   * matrices captured once) and each fixed block is recovered before the next is searched. With 'ppl' only (BLEU
+   * candidates run the whole model from its weights as they are).
    */
-  recover?: { damping: number; candidates?: boolean };
+  recover?: { damping: number };
   onBlock?: (report: R, layer: number, layers: number) => void;
   onProgress?: (p: BlockSearchProgress) => void;
 }
@@ -311,7 +311,7 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
       passes = cp.forwardPasses;
       secondsBefore = cp.seconds;
       start = cp.done;
-      if (metric === 'ppl' || blockNeedsHidden(input)) {
+      if (metric === 'ppl' || input.needsHidden === true) {
         let at = 0;
         for (let l = 0; l < start; l++) {
           const b = layouts[l];
@@ -327,17 +327,17 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
     for (let l = start; l < L; l++) {
       const block = layouts[l];
       const roles = block.matrices.map((m) => m.role);
-      // BLEU scores whole-model generations: no suffix graph, no hidden states.
+      // Candidates scored after their own recovery: the block's Gram matrices once, a walk per candidate.
+      const grams = recovering
+        ? await captureBlockGrams(spec, l, input.batches, hidden, input.recover!.damping, engine, products!)
+        : undefined;
+      // BLEU scores whole-model generations: no suffix graph, no hidden states. Recovered candidates get
+      // sessions of their own; the block's shared one then only scores the dense model (block 0).
       const evaluator =
-        metric === 'ppl'
+        metric === 'ppl' && (!grams || l === 0)
           ? await createLayerEvaluator(spec, l, roles, input.batches, hidden, engine)
           : undefined;
       const fixed = new Map(input.matrices.slice(0, keeps.length).map((m, i) => [m.role, keeps[i]]));
-      // Candidates scored after their own recovery: the block's Gram matrices once, a walk per candidate.
-      const grams =
-        recovering && input.recover?.candidates
-          ? await captureBlockGrams(spec, l, input.batches, hidden, input.recover.damping, engine, products!)
-          : undefined;
       if (grams) passes += input.batches.length;
       const value = async (genome: Uint8Array | undefined): Promise<number> => {
         const feeds = genome ? blockFeeds(block, genome) : new Map<string, Uint8Array>();
@@ -411,14 +411,8 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
       reports.push(outcome.report);
       input.onBlock?.(outcome.report, l, L);
       if (l < L - 1) {
-        if (recovering) {
-          if (grams) spec = await applyBlockRecovery(spec, grams, feeds, products!);
-          else {
-            await recoverFixed(l, feeds, hidden);
-            passes += input.batches.length;
-          }
-        }
-        if (metric === 'ppl' || blockNeedsHidden(input)) {
+        if (grams) spec = await applyBlockRecovery(spec, grams, feeds, products!);
+        if (metric === 'ppl' || input.needsHidden === true) {
           hidden = await advanceHidden(spec, l, input.batches, hidden, feeds, engine);
           passes += input.batches.length;
         }
@@ -460,21 +454,39 @@ export async function captureBlockGrams(
   engine: { device?: Device; threads?: number },
   products: OrtGemm,
 ): Promise<BlockGrams> {
-  const capture = await createRunner(spec, {
-    ...engine,
-    layers: [l, l + 1],
-    output: l === spec.config.numLayers - 1 ? 'nll' : 'hidden',
-    capture: { layers: [l], kind: 'gram' },
-  });
-  const pass = await runBlock(capture, batches, hidden ? { hidden } : {}).finally(() => capture.release());
   const points = new Map<string, { gram: Float64Array; factor: GramFactor }>();
-  for (const point of CAPTURE_POINTS) {
-    const gram = statOf(pass.stats, l, point);
-    if (!gram) continue;
+  for (const [point, gram] of await captureBlockInputs(spec, l, batches, hidden, 'gram', engine)) {
     const cols = Math.round(Math.sqrt(gram.length));
     points.set(point, { gram, factor: await factorGramWith(gram, cols, damping, products.gemm) });
   }
   return { layer: l, points };
+}
+
+/**
+ * Statistics of block l's linear inputs (Σ X_j² per input column, or XᵀX), per capture point, on the
+ * calibration batches entering it as `hidden`: one pass through the block, dense.
+ */
+export async function captureBlockInputs(
+  spec: ModelSpec,
+  l: number,
+  batches: readonly TokenBatch[],
+  hidden: readonly Float32Array[] | undefined,
+  kind: 'sqnorm' | 'gram',
+  engine: { device?: Device; threads?: number },
+): Promise<Map<CapturePoint, Float64Array>> {
+  const capture = await createRunner(spec, {
+    ...engine,
+    layers: [l, l + 1],
+    output: l === spec.config.numLayers - 1 ? 'nll' : 'hidden',
+    capture: { layers: [l], kind },
+  });
+  const pass = await runBlock(capture, batches, hidden ? { hidden } : {}).finally(() => capture.release());
+  const out = new Map<CapturePoint, Float64Array>();
+  for (const point of CAPTURE_POINTS) {
+    const stat = statOf(pass.stats, l, point);
+    if (stat) out.set(point, stat);
+  }
+  return out;
 }
 
 /** The model with block `grams.layer`'s matrices recovered under `masks` (the column walk per linear). */
@@ -520,11 +532,6 @@ export async function recoverBlock(
 ): Promise<ModelSpec> {
   const grams = await captureBlockGrams(spec, l, batches, hidden, damping, engine, products);
   return applyBlockRecovery(spec, grams, masks, products);
-}
-
-/** Whether the method reads the hidden states entering each block even when candidates are scored by BLEU. */
-function blockNeedsHidden<R>(input: BlockwiseInput<R>): boolean {
-  return input.needsHidden === true;
 }
 
 /** BLEU of the calibration task under whole-model weight masks, on one 'row_logits' session. */

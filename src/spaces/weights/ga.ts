@@ -33,7 +33,6 @@ import type { Device } from '../../engine/session.js';
 import { flagError } from '../../errors.js';
 import type { NmPattern } from '../../masks/select.js';
 import type { PrunableMatrix } from '../../masks/weights.js';
-import { batches, defaultBatchSize, makeWindows } from '../../metrics/perplexity.js';
 import type { ModelSpec } from '../../model/spec.js';
 import type { BleuObjectiveOptions } from '../../search/objective.js';
 import {
@@ -44,7 +43,12 @@ import {
   tournament,
 } from '../../search/operators.js';
 import type { Rng } from '../../util/rng.js';
-import { registerWeightBaseline, type WeightBaseline, type WeightBaselineInput } from './baselines.js';
+import {
+  calibrationBatches,
+  registerWeightBaseline,
+  type WeightBaseline,
+  type WeightBaselineInput,
+} from './baselines.js';
 import {
   type BlockContext,
   type BlockMetric,
@@ -257,13 +261,6 @@ export async function geneticPrune(
     },
     forwardPasses: out.forwardPasses,
   };
-}
-
-/** The calibration batches a searching method scores candidates on. */
-export function calibrationBatches(input: WeightBaselineInput): TokenBatch[] {
-  const { stream, context, tokens } = input.calibration;
-  const windows = makeWindows(stream, context, tokens, 'calibration data');
-  return [...batches(windows, defaultBatchSize(context, input.spec.config.vocabSize))];
 }
 
 /** The block search's metric and BLEU task from the run's `--metric` (kl is refused by the settings). */

@@ -24,10 +24,9 @@
  * candidate is scored after its own column-walk recovery (a suffix session on its recovered weights), and the
  * fixed block is recovered before block l + 1 is searched — the run's final recovery repeats those steps.
  */
-import { runBlock, statOf } from '../../engine/blocks.js';
-import { createRunner, type TokenBatch } from '../../engine/runner.js';
+import type { TokenBatch } from '../../engine/runner.js';
 import { GenepruneError } from '../../errors.js';
-import { CAPTURE_POINTS, rolesOfCapturePoint } from '../../graph/decoder.js';
+import { rolesOfCapturePoint } from '../../graph/decoder.js';
 import {
   magnitudeScores,
   type NmPattern,
@@ -37,17 +36,18 @@ import {
   wandaScores,
 } from '../../masks/select.js';
 import { byFitnessDesc, tournament } from '../../search/operators.js';
-import { registerWeightBaseline, type WeightBaseline } from './baselines.js';
+import { calibrationBatches, registerWeightBaseline, type WeightBaseline } from './baselines.js';
 import {
   type BlockContext,
   type BlockMetric,
   type BlockOutcome,
   type CheckpointStore,
+  captureBlockInputs,
   normalizedQuality,
   offShare,
   searchBlockwise,
 } from './blockwise.js';
-import { blockMetricOf, calibrationBatches, checkGaSettings } from './ga.js';
+import { blockMetricOf, checkGaSettings } from './ga.js';
 import { boundaryRegions, boundarySwaps, groupSwaps, rowCrossover, rowStarts } from './operators.js';
 
 export const SEEDED_DEFAULTS = {
@@ -91,19 +91,15 @@ type SeedKind = SeededReport['seed'];
 /** Σ_t X_tj² of each prunable linear's input in block `ctx.block`, on the calibration batches. */
 async function inputSquaredNorms(ctx: BlockContext): Promise<Map<string, Float64Array>> {
   const l = ctx.block.layer;
-  const capture = await createRunner(ctx.spec, {
-    ...ctx.engine,
-    layers: [l, l + 1],
-    output: l === ctx.layers - 1 ? 'nll' : 'hidden',
-    capture: { layers: [l], kind: 'sqnorm' },
-  });
-  const pass = await runBlock(capture, ctx.batches, ctx.hidden ? { hidden: ctx.hidden } : {}).finally(() =>
-    capture.release(),
-  );
   const out = new Map<string, Float64Array>();
-  for (const point of CAPTURE_POINTS) {
-    const stat = statOf(pass.stats, l, point);
-    if (!stat) continue;
+  for (const [point, stat] of await captureBlockInputs(
+    ctx.spec,
+    l,
+    ctx.batches,
+    ctx.hidden,
+    'sqnorm',
+    ctx.engine,
+  )) {
     for (const role of rolesOfCapturePoint(l, point)) out.set(role, stat);
   }
   return out;
@@ -254,7 +250,7 @@ function seededMethod(kind: SeedKind): WeightBaseline {
         ...(input.checkpoint ? { checkpoint: input.checkpoint as CheckpointStore<SeededLayerReport> } : {}),
         ...blockMetricOf(input),
         needsHidden: kind === 'wanda',
-        ...(input.recovery ? { recover: { ...input.recovery, candidates: true } } : {}),
+        ...(input.recovery ? { recover: input.recovery } : {}),
         search: (ctx) => searchSeededBlock(ctx, kind, s, input.sparsity, input.pattern),
         onBlock: (_r, l, L) => input.onProgress?.(l + 1, L, 'blocks'),
         ...(input.onSearchProgress ? { onProgress: input.onSearchProgress } : {}),

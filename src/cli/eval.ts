@@ -12,12 +12,11 @@ import {
 import {
   computeDtypeOption,
   deviceOption,
+  maskReportLines,
+  maskRuntimeOptions,
   memoryBudgetOption,
   modelOption,
   parseByteSize,
-  parseComputeDtype,
-  parseDevice,
-  parseHeadList,
   parseIntFlag,
   threadsOption,
   tokenizerOption,
@@ -50,14 +49,7 @@ function printBleuReport(r: EvaluateBleuResult, from: string): void {
   const lines = [
     `model        ${r.model}`,
     `task         ${from} (${r.items} items, at most ${r.maxNewTokens} new tokens each)`,
-    ...(r.prunedHeads.length ? [`pruned heads ${r.prunedHeads.join(',')}`] : []),
-    ...(r.mask ? [`mask         ${r.mask}`] : []),
-    ...(r.weightMask
-      ? [
-          `weight mask  ${r.weightMask} (${(100 * (r.weightSparsity ?? 0)).toFixed(2)} % of the prunable weights pruned)`,
-        ]
-      : []),
-    ...(r.recovered ? [`recovered    ${r.recovered}`] : []),
+    ...maskReportLines(r),
     `BLEU         ${c.score.toFixed(2)} (sacreBLEU corpus; precisions ${c.precisions.map((x) => x.toFixed(1)).join('/')}, BP ${c.bp.toFixed(3)}, hyp/ref ${c.sysLen}/${c.refLen})`,
     `sent. BLEU   ${r.sentenceMean.toFixed(2)} (mean NLTK sentence BLEU, the GenePrune code's)`,
     `generated    ${r.newTokens} tokens, ${r.stopped} prompts stopped early, ${r.forwards} forward passes, ${r.seconds.toFixed(1)} s (${r.device})`,
@@ -100,13 +92,7 @@ async function evalBleu(flags: EvalFlags, json: boolean | undefined): Promise<vo
     task,
     maxNewTokens: flags.maxNewTokens ? parseIntFlag('--max-new-tokens', flags.maxNewTokens, 0) : undefined,
     batchSize: flags.batchSize ? parseIntFlag('--batch-size', flags.batchSize) : undefined,
-    pruneHeads: flags.pruneHeads ? parseHeadList(flags.pruneHeads) : [],
-    mask: flags.mask,
-    weightMask: flags.weightMask,
-    recovered: flags.recovered,
-    device: parseDevice(flags.device),
-    dtype: parseComputeDtype(flags.dtype),
-    threads: flags.threads ? parseIntFlag('--threads', flags.threads) : undefined,
+    ...maskRuntimeOptions(flags),
     onStep: (n) => {
       rows += n;
       progress.update(`bleu: ${rows} rows decoded`);
@@ -122,14 +108,7 @@ function printReport(r: EvaluateResult): void {
     `model        ${r.model}`,
     `data         ${r.data} (${r.documents} documents)`,
     `context      ${r.context}`,
-    ...(r.prunedHeads.length ? [`pruned heads ${r.prunedHeads.join(',')}`] : []),
-    ...(r.mask ? [`mask         ${r.mask}`] : []),
-    ...(r.weightMask
-      ? [
-          `weight mask  ${r.weightMask} (${(100 * (r.weightSparsity ?? 0)).toFixed(2)} % of the prunable weights pruned)`,
-        ]
-      : []),
-    ...(r.recovered ? [`recovered    ${r.recovered}`] : []),
+    ...maskReportLines(r),
     `tokens       ${r.tokens}`,
     `mean NLL     ${r.meanNll.toFixed(4)}`,
     `perplexity   ${r.perplexity.toFixed(4)}`,
@@ -208,14 +187,8 @@ Example:
         context: flags.ctx ? parseIntFlag('--ctx', flags.ctx) : undefined,
         maxTokens: flags.maxTokens ? parseIntFlag('--max-tokens', flags.maxTokens) : undefined,
         batchSize: flags.batchSize ? parseIntFlag('--batch-size', flags.batchSize) : undefined,
-        pruneHeads: flags.pruneHeads ? parseHeadList(flags.pruneHeads) : [],
-        mask: flags.mask,
-        weightMask: flags.weightMask,
-        recovered: flags.recovered,
+        ...maskRuntimeOptions(flags),
         kl: flags.kl,
-        device: parseDevice(flags.device),
-        dtype: parseComputeDtype(flags.dtype),
-        threads: flags.threads ? parseIntFlag('--threads', flags.threads) : undefined,
         memoryBudget: flags.memoryBudget ? parseByteSize('--memory-budget', flags.memoryBudget) : undefined,
         onProgress: (done, total) => progress.update(`eval ${done}/${total} tokens`),
       });

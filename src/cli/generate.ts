@@ -3,11 +3,9 @@ import { generate } from '../index.js';
 import {
   computeDtypeOption,
   deviceOption,
+  maskRuntimeOptions,
   modelOption,
-  parseComputeDtype,
-  parseDevice,
   parseFloatFlag,
-  parseHeadList,
   parseIntFlag,
   threadsOption,
   tokenizerOption,
@@ -71,13 +69,7 @@ Example:
         maxNewTokens: parseIntFlag('-n', flags.maxNewTokens, 0),
         temperature: parseFloatFlag('--temperature', flags.temperature, 0),
         seed: parseIntFlag('--seed', flags.seed, 0),
-        pruneHeads: flags.pruneHeads ? parseHeadList(flags.pruneHeads) : [],
-        mask: flags.mask,
-        weightMask: flags.weightMask,
-        recovered: flags.recovered,
-        device: parseDevice(flags.device),
-        dtype: parseComputeDtype(flags.dtype),
-        threads: flags.threads ? parseIntFlag('--threads', flags.threads) : undefined,
+        ...maskRuntimeOptions(flags),
       };
       if (flags.json) {
         process.stdout.write(`${JSON.stringify(await generate(options))}\n`);

@@ -45,6 +45,49 @@ export function parseHeadList(value: string): Array<[number, number]> {
   return pairs;
 }
 
+/** The mask and runtime flags `eval`, `eval --task` and `generate` share, as they reach the library. */
+export interface MaskRuntimeFlags {
+  pruneHeads?: string;
+  mask?: string;
+  weightMask?: string;
+  recovered?: string;
+  device: string;
+  dtype: string;
+  threads?: string;
+}
+
+export function maskRuntimeOptions(flags: MaskRuntimeFlags) {
+  return {
+    pruneHeads: flags.pruneHeads ? parseHeadList(flags.pruneHeads) : [],
+    mask: flags.mask,
+    weightMask: flags.weightMask,
+    recovered: flags.recovered,
+    device: parseDevice(flags.device),
+    dtype: parseComputeDtype(flags.dtype),
+    threads: flags.threads ? parseIntFlag('--threads', flags.threads) : undefined,
+  };
+}
+
+/** The report lines naming the masks a model was scored with. */
+export function maskReportLines(r: {
+  prunedHeads: string[];
+  mask?: string;
+  weightMask?: string;
+  weightSparsity?: number;
+  recovered?: string;
+}): string[] {
+  return [
+    ...(r.prunedHeads.length ? [`pruned heads ${r.prunedHeads.join(',')}`] : []),
+    ...(r.mask ? [`mask         ${r.mask}`] : []),
+    ...(r.weightMask
+      ? [
+          `weight mask  ${r.weightMask} (${(100 * (r.weightSparsity ?? 0)).toFixed(2)} % of the prunable weights pruned)`,
+        ]
+      : []),
+    ...(r.recovered ? [`recovered    ${r.recovered}`] : []),
+  ];
+}
+
 /** The options every model-reading command takes, defined once so their help reads the same everywhere. */
 export const modelOption = () =>
   new Option(

@@ -14,7 +14,10 @@
  */
 import type { Provenance } from './identity.js';
 
-export type Family = 'llama' | 'gpt2' | 'bert';
+/** llama: LLaMA/Mistral/Qwen2/llama2.c; gpt2; gemma: Gemma and Gemma 2; bert: BERT, RoBERTa, DistilBERT. */
+export type Family = 'llama' | 'gpt2' | 'gemma' | 'bert';
+/** decoder: causal language model (lm head); encoder: bidirectional with a padding mask (features, classifier). */
+export type ArchKind = 'decoder' | 'encoder';
 
 /** How residual blocks place normalisation: LLaMA/GPT-2 normalise before each block, BERT after. */
 export type NormPlacement = 'pre' | 'post';
@@ -23,9 +26,24 @@ export type Activation = 'silu' | 'gelu' | 'gelu_tanh' | 'relu';
 /** gated = SwiGLU-style (gate, up, down); plain = fc then proj. */
 export type MlpKind = 'gated' | 'plain';
 export type PositionKind = 'rope' | 'learned';
+/** The pooling activation of a sequence-classification head (BERT/RoBERTa: tanh; DistilBERT: ReLU). */
+export type PoolActivation = 'tanh' | 'relu';
+
+/**
+ * A sequence-classification head on the first token's final hidden state: h = pool(cls.pool · x + b), then
+ * logits = cls.out · h + b (BERT's pooler + classifier, RoBERTa's classifier.dense + out_proj, DistilBERT's
+ * pre_classifier + classifier).
+ */
+export interface ClassifierConfig {
+  /** Label names by index (config.json id2label). */
+  labels: string[];
+  poolActivation: PoolActivation;
+}
 
 export interface ModelConfig {
   family: Family;
+  /** Absent = 'decoder'. */
+  arch?: ArchKind;
   /** The `model_type` the checkpoint declared (llama, mistral, qwen2, ... or 'llama2c'). */
   modelType: string;
   hiddenSize: number;
@@ -63,6 +81,31 @@ export interface ModelConfig {
   mlpBias: boolean;
   /** The classifier shares the token embedding matrix. */
   tieEmbeddings: boolean;
+  /** Added to every norm weight before it scales (Gemma stores the scale as 1 + w). Absent = 0. */
+  normWeightOffset?: number;
+  /** Token embeddings are multiplied by this (Gemma: √hidden). Absent = 1. */
+  embedScale?: number;
+  /** Learned positions: the row of embed.positions that position 0 reads (RoBERTa: pad id + 1 = 2). Absent = 0. */
+  positionOffset?: number;
+  /** Attention scores are multiplied by this instead of 1/√headDim (Gemma 2: query_pre_attn_scalar^−½). */
+  attnScale?: number;
+  /** Gemma 2: attention scores soft-capped as cap·tanh(s/cap) before masking and softmax. */
+  attnSoftcap?: number;
+  /** Gemma 2: output logits soft-capped the same way. */
+  finalSoftcap?: number;
+  /**
+   * Per layer, a sliding attention window: query i sees keys j with i − w < j ≤ i; 0 = global attention.
+   * Absent = every layer global.
+   */
+  slidingWindow?: number[];
+  /** Gemma 2: norms after attention and after the MLP too, before each residual add (post_attn_norm, post_mlp_norm). */
+  sandwichNorms?: boolean;
+  /** Encoders: token type (segment) embeddings, 0 when the model has none (DistilBERT). */
+  typeVocabSize?: number;
+  /** Encoders: the padding token id. */
+  padTokenId?: number;
+  /** A sequence-classification head (encoders). */
+  classifier?: ClassifierConfig;
   /** Token ids, where known. */
   bosTokenId?: number;
   eosTokenId?: number;
@@ -74,6 +117,8 @@ export interface ModelConfig {
  *  embed.positions         [maxPositions, hidden]         (learned positions only)
  *  embed.token_types       [types, hidden]                (bert)
  *  embed.norm.weight/bias  [hidden]                       (bert)
+ *  layers.{i}.post_attn_norm.weight, layers.{i}.post_mlp_norm.weight   (sandwichNorms: Gemma 2)
+ *  cls.pool.weight [hidden, hidden] .bias, cls.out.weight [labels, hidden] .bias   (classifier)
  *  layers.{i}.attn_norm.weight / .bias                    (pre-norm: before attention; post-norm: after it)
  *  layers.{i}.attn.q.weight [heads*headDim, hidden]   .bias [heads*headDim]
  *  layers.{i}.attn.k.weight [kvHeads*headDim, hidden] .bias

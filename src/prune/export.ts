@@ -39,8 +39,9 @@ import {
 import type { Bitset } from '../masks/bitset.js';
 import { type Genome, removedList } from '../masks/heads.js';
 import type { SparsityReport } from '../masks/weights.js';
+import { specToHf } from '../model/families.js';
 import { type AppliedMask, provenanceOfPruning } from '../model/identity.js';
-import { llamaSpecToHf, PROVENANCE_CONFIG_KEY, PROVENANCE_METADATA_KEY } from '../model/llama.js';
+import { PROVENANCE_CONFIG_KEY, PROVENANCE_METADATA_KEY } from '../model/llama.js';
 import type { ModelSpec } from '../model/spec.js';
 import { isRunDir } from '../runs/rundir.js';
 import { writeTokenizerFiles } from '../tokenizer/convert.js';
@@ -157,6 +158,21 @@ async function copyTokenizer(tokenizerPath: string, dir: string, vocabSize: numb
   return ['tokenizer.json', 'tokenizer_config.json'];
 }
 
+/**
+ * The original head indices a genome removes per layer, for configs that record them (`pruned_heads`); only
+ * when the source is unpruned, since a pruned source's head numbering is no longer the original one.
+ */
+function prunedHeadsOf(spec: ModelSpec, genome: Genome): number[][] | undefined {
+  const c = spec.config;
+  if (c.headsPerLayer.some((h) => h !== c.numHeads)) return undefined;
+  const out: number[][] = Array.from({ length: c.numLayers }, () => []);
+  for (const item of removedList(c, genome)) {
+    const [layer, head] = item.split(':').map(Number);
+    out[layer].push(head);
+  }
+  return out;
+}
+
 export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
   const out = resolve(opts.out);
   // A symlinked --out is followed: the new folder goes where the link points, and the link stays.
@@ -176,7 +192,9 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
     } catch (e) {
       throw fileError(out, `cannot create the output directory (${(e as NodeJS.ErrnoException).code ?? e})`);
     }
-    const hf = llamaSpecToHf(spec);
+    const hf = specToHf(spec, {
+      prunedHeads: opts.genome ? prunedHeadsOf(opts.spec, opts.genome) : undefined,
+    });
     const w = opts.weightMask;
     const provenance =
       opts.genome || w
@@ -194,7 +212,6 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
       wantsOnnx && packedWeightBytes(spec) > (opts.externalDataThreshold ?? DEFAULT_EXTERNAL_DATA_THRESHOLD);
     const config = {
       ...hf.config,
-      architectures: ['LlamaForCausalLM'],
       // What model.safetensors holds (the ONNX graph computes in fp32 whatever the storage).
       ...(stored.size === 1 ? { torch_dtype: torchDtype[[...stored][0]] } : {}),
       ...(external ? { [TRANSFORMERS_JS_CONFIG]: { use_external_data_format: { 'model.onnx': 1 } } } : {}),

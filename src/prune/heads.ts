@@ -161,8 +161,6 @@ function checkShape(
 /** The spec with the heads the genome removes physically gone (see the module comment for conventions). */
 export function pruneHeads(spec: ModelSpec, genome: Genome): ModelSpec {
   const c = spec.config;
-  if (c.family !== 'llama')
-    throw modelError(spec, `head pruning supports LLaMA-family models, not ${c.family}`);
   const plans = pruneLayerPlans(spec, genome);
   const hd = c.headDim;
   const D = c.hiddenSize;

@@ -54,10 +54,12 @@ import {
   replaceDirectory,
   writeJsonAtomic,
 } from '../util/fs.js';
-import { type PruneSummary, pruneHeads, pruneSummary } from './heads.js';
+import { type PruneSummary, pruneHeads, pruneSummary, zeroHeads } from './heads.js';
 import { writtenSparsity, zeroMaskedWeights } from './weights.js';
 
 export type ExportFormat = 'transformersjs' | 'hf' | 'all';
+export type HfLayout = 'compact' | 'padded';
+export const HF_LAYOUTS: readonly HfLayout[] = ['compact', 'padded'];
 export const EXPORT_FORMATS: readonly ExportFormat[] = ['transformersjs', 'hf', 'all'];
 
 export interface ExportOptions {
@@ -81,6 +83,13 @@ export interface ExportOptions {
   weightMask?: { masks: ReadonlyMap<string, Bitset>; path: string; sha256: string; sparsity: number };
   out: string;
   format: ExportFormat;
+  /**
+   * How model.safetensors holds removed heads: 'compact' (default) drops them (smaller and faster; geneprune,
+   * and transformers 4.x for GPT-2 and BERT through `pruned_heads`, read it); 'padded' keeps the original shapes
+   * with the removed heads' weights zero, which any transformers version loads (no speed-up). The ONNX graph
+   * is always compact.
+   */
+  hfLayout?: HfLayout;
   /** Storage dtype of model.safetensors; omitted, each tensor keeps the checkpoint's (bf16 stays bf16). */
   dtype?: StoredFloat;
   force?: boolean;
@@ -182,6 +191,8 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
   await checkOut(out, target, opts.force === true);
   const base = opts.weightMask ? zeroMaskedWeights(opts.spec, opts.weightMask.masks) : opts.spec;
   const spec = opts.genome ? pruneHeads(base, opts.genome) : base;
+  const padded = opts.hfLayout === 'padded' && opts.genome !== undefined;
+  const hfSpec = padded && opts.genome ? zeroHeads(base, opts.genome) : spec;
   const summary = opts.genome ? pruneSummary(opts.spec, opts.genome) : undefined;
   const tmp = partialDirFor(target);
   const files: string[] = [];
@@ -192,7 +203,7 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
     } catch (e) {
       throw fileError(out, `cannot create the output directory (${(e as NodeJS.ErrnoException).code ?? e})`);
     }
-    const hf = specToHf(spec, {
+    const hf = specToHf(hfSpec, {
       prunedHeads: opts.genome ? prunedHeadsOf(opts.spec, opts.genome) : undefined,
     });
     const w = opts.weightMask;
@@ -248,7 +259,15 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
     }
     if (w) {
       opts.onStatus?.('counting the zeros of the written weights');
-      weightSparsity = await writtenSparsity(tmp, spec, files);
+      // A padded model.safetensors also holds the removed heads' zeros: count the compact ONNX graph when there is one.
+      weightSparsity =
+        padded && wantsOnnx
+          ? await writtenSparsity(
+              tmp,
+              spec,
+              files.filter((f) => f !== 'model.safetensors'),
+            )
+          : await writtenSparsity(tmp, padded ? hfSpec : spec, files);
     }
     await replaceDirectory(tmp, target);
   } catch (e) {

@@ -51,10 +51,27 @@ export interface HfTokenizerOptions {
   configPath?: string;
 }
 
+/** The model types @huggingface/tokenizers 0.2 implements; it silently builds a pass-through for others. */
+const SUPPORTED_MODEL_TYPES = ['BPE', 'WordPiece', 'Unigram'];
+
 /** Load a tokenizer.json file. */
 export async function loadHfTokenizer(path: string, opts: HfTokenizerOptions = {}): Promise<Tokenizer> {
   const json = await readJsonObject(path, 'tokenizer.json');
   if (!isObject(json.model)) throw fileError(path, 'not a tokenizer.json: it has no "model" object');
+  const modelType = json.model.type;
+  if (modelType !== undefined && !SUPPORTED_MODEL_TYPES.includes(modelType as string)) {
+    throw fileError(
+      path,
+      `tokenizer model type ${JSON.stringify(modelType)} is not supported (${SUPPORTED_MODEL_TYPES.join(', ')} are)`,
+    );
+  }
+  if (modelType === 'Unigram' && json.model.byte_fallback === true) {
+    // The library would give <unk> where the file's byte-fallback tokens belong: different ids, silently.
+    throw fileError(
+      path,
+      'Unigram with byte_fallback is not supported (only BPE models may use byte fallback)',
+    );
+  }
   if (json.added_tokens !== undefined && !Array.isArray(json.added_tokens)) {
     throw fileError(path, 'not a valid tokenizer.json: "added_tokens" must be a list');
   }

@@ -110,6 +110,18 @@ describe('tokenizer.json through @huggingface/tokenizers', () => {
     assert.deepEqual(tok.encode('hello world', { bos: false }), HELLO_WORLD);
     assert.deepEqual(tok.encode('hello world', { eos: true }), [1, ...HELLO_WORLD, 2]);
     assert.deepEqual(tok.encode('hello', { bos: true, eos: true }), [1, 15, 2]);
+    // Model inputs follow add_bos_token: <s> before each text of a pair, B's part type 1.
+    assert.deepEqual(tok.encodeInput('hello world', { maxLength: 3 }), {
+      ids: [1, 15, 3],
+      typeIds: [0, 0, 0],
+      truncated: true,
+    });
+    assert.deepEqual(tok.encodeInput('hello', { pair: 'hello' }), {
+      ids: [1, 15, 1, 15],
+      typeIds: [0, 0, 1, 1],
+      truncated: false,
+    });
+    assert.equal(tok.padId, undefined);
     assert.equal(tok.decode([1, ...HELLO_WORLD, 2]), 'hello world');
     assert.equal(tok.decode([]), '');
     assert.equal(tok.decodeToken(undefined, 15), 'hello');

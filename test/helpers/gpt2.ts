@@ -70,3 +70,48 @@ export async function writeGpt2(
   });
   return tensors;
 }
+
+/**
+ * A byte-level BPE tokenizer.json with no merges: one token per byte (GPT-2's byte → printable character map:
+ * bytes 33–126, 161–172 and 174–255 are themselves, the other 68 take U+0100 onwards in byte order), plus
+ * <|endoftext|> as id 256. Any text encodes, one id per UTF-8 byte; 257 ids in all.
+ */
+export function byteLevelTokenizerJson(): Record<string, unknown> {
+  const printable = (b: number) => (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
+  const vocab: Record<string, number> = {};
+  let next = 0;
+  for (let b = 0; b < 256; b++) {
+    const ch = printable(b) ? String.fromCharCode(b) : String.fromCharCode(256 + next++);
+    vocab[ch] = b;
+  }
+  vocab['<|endoftext|>'] = 256;
+  return {
+    version: '1.0',
+    added_tokens: [
+      {
+        id: 256,
+        content: '<|endoftext|>',
+        single_word: false,
+        lstrip: false,
+        rstrip: false,
+        normalized: false,
+        special: true,
+      },
+    ],
+    normalizer: null,
+    pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
+    post_processor: null,
+    decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
+    model: {
+      type: 'BPE',
+      dropout: null,
+      unk_token: null,
+      continuing_subword_prefix: '',
+      end_of_word_suffix: '',
+      fuse_unk: false,
+      byte_fallback: false,
+      vocab,
+      merges: [],
+    },
+  };
+}

@@ -334,6 +334,36 @@ describe('Gemma checkpoints match the reference forward', () => {
     assert.equal(c.finalSoftcap, 30);
     assert.deepEqual(c.slidingWindow, [4096, 0, 4096]);
   });
+
+  test('Gemma 2 output nll, whole and in vocabulary chunks, equals the reference cross-entropy', async () => {
+    const dir = join(tmp.dir, 'gemma2-nll');
+    const { tensors, config } = await writeGemma(dir, GEMMA2, 8);
+    const spec = await loadModelSpec(dir);
+    const ref = referenceOf(GEMMA2, tensors, config);
+    const seqs = SEQS(GEMMA2.vocab);
+    const targets = seqs.map((seq, b) => [...seq.slice(1), b === 0 ? 5 : -100]);
+    const expected = seqs.flatMap((seq, b) =>
+      gemmaForward(ref, seq).map((logits, t) => {
+        const target = targets[b][t];
+        if (target < 0) return 0;
+        const max = Math.max(...logits);
+        const lse = max + Math.log(logits.reduce((s, v) => s + Math.exp(v - max), 0));
+        return lse - logits[target];
+      }),
+    );
+    for (const vocabChunk of [undefined, 8]) {
+      const runner = await createRunner(spec, { output: 'nll', ...(vocabChunk ? { vocabChunk } : {}) });
+      const nll = await runner.run({
+        batch: 2,
+        seq: 9,
+        ids: BigInt64Array.from(seqs.flat().map(BigInt)),
+        targets: BigInt64Array.from(targets.flat().map(BigInt)),
+      });
+      await runner.release();
+      const d = worstDiff(nll, expected);
+      assert.ok(d <= 1e-4, `vocabChunk ${vocabChunk}: max abs diff ${d}`);
+    }
+  });
 });
 
 describe('Gemma 2 KV-cache graph', () => {

@@ -332,7 +332,9 @@ export function gemmaSpecToHf(spec: ModelSpec): {
   const type: GemmaModelType = c.sandwichNorms ? 'gemma2' : 'gemma';
   if (c.modelType !== type && (GEMMA_MODEL_TYPES as readonly string[]).includes(c.modelType)) {
     throw fail(
-      `a ${c.modelType} model ${c.sandwichNorms ? 'has' : 'lacks'} sandwich norms, which ${type} needs`,
+      c.modelType === 'gemma2'
+        ? 'model_type gemma2 needs sandwich norms, which this model lacks'
+        : 'model_type gemma has no sandwich norms, which this model has',
     );
   }
   const problems: string[] = [];

@@ -472,6 +472,12 @@ describe('Gemma spec → Hugging Face → spec', () => {
       (e: GenepruneError) =>
         e.oneLine() === '/models/x: a gemma config.json cannot express this model: logits are soft-capped',
     );
+    const gemma2 = { ...spec, config: { ...spec.config, modelType: 'gemma2', finalSoftcap: undefined } };
+    assert.throws(
+      () => gemmaSpecToHf(gemma2),
+      (e: GenepruneError) =>
+        e.oneLine() === '/models/x: model_type gemma2 needs sandwich norms, which this model lacks',
+    );
   });
 });
 

@@ -630,13 +630,19 @@ export function buildDecoderGraph(
       // −log p(t) = logsumexp(logits) − logit_t, with logit_t = x · W[t] from the target's own row.
       const valid = g.op('Not', [g.op('Equal', [t1d, g.constInt64([IGNORE_INDEX], [])])]);
       const tIdx = g.op('Where', [valid, t1d, g.constInt64([0], [])]);
-      const targetLogit = g.op(
+      let targetLogit = g.op(
         'ReduceSum',
         [g.op('Mul', [x, kit.gatherRows(headRole, headChunks, tIdx)]), g.constInt64([-1])],
         {
           keepdims: 0,
         },
       );
+      // The lse is over soft-capped logits (logitsOf), so the target's logit is capped the same way.
+      const cap = c.finalSoftcap;
+      if (cap) {
+        const capped = g.op('Tanh', [g.op('Div', [targetLogit, g.constFloat([cap], [])])]);
+        targetLogit = g.op('Mul', [capped, g.constFloat([cap], [])]);
+      }
       const nll = g.op('Sub', [chunkedLse(), targetLogit]);
       perToken(g.op('Where', [valid, nll, g.constFloat([0], [])]), 'nll');
       break;

@@ -171,7 +171,7 @@ export function llamaConfigFromHf(json: Record<string, unknown>, configPath: str
   return config;
 }
 
-function perLayerCounts(
+export function perLayerCounts(
   json: Record<string, unknown>,
   key: string,
   numLayers: number,
@@ -190,7 +190,7 @@ function perLayerCounts(
 }
 
 /** Validates per-layer query→KV maps, or checks the uniform grouping is possible when there are none. */
-function kvMaps(
+export function kvMaps(
   v: unknown,
   heads: number[],
   kvHeads: number[],
@@ -343,7 +343,7 @@ export const PROVENANCE_CONFIG_KEY = 'geneprune';
  * A pruned export's provenance: the weights' own record first (it travels with model.safetensors), else
  * config.json's (a transformers.js-only export has no safetensors).
  */
-function provenanceOfFolder(folder: HfFolder, configPath: string): Provenance | undefined {
+export function provenanceOfFolder(folder: HfFolder, configPath: string): Provenance | undefined {
   const fromWeights = folder.metadata[PROVENANCE_METADATA_KEY];
   let where = folder.weightsPath;
   let value: unknown;

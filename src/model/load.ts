@@ -9,12 +9,15 @@ import { type HfFolder, openHfFolder } from '../checkpoint/hf.js';
 import { openLlama2c } from '../checkpoint/llama2c.js';
 import { fileError } from '../errors.js';
 import { describeFsError } from '../util/fs.js';
+import { gemmaSpecFromHf } from './gemma.js';
 import { gpt2SpecFromHf } from './gpt2.js';
 import { llamaSpecFromHf, llamaSpecFromLlama2c } from './llama.js';
 import type { ModelSpec } from './spec.js';
 
 /** model_type → the family mapping that reads it. */
 const HF_FAMILIES: Record<string, (folder: HfFolder) => ModelSpec> = {
+  gemma: gemmaSpecFromHf,
+  gemma2: gemmaSpecFromHf,
   gpt2: gpt2SpecFromHf,
   llama: llamaSpecFromHf,
   mistral: llamaSpecFromHf,

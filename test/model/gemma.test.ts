@@ -1,0 +1,552 @@
+/**
+ * Gemma and Gemma 2: small random checkpoints written as real Hugging Face folders (GemmaForCausalLM /
+ * Gemma2ForCausalLM names) load into the spec and their logits match the plain reference forward (written from the
+ * published definitions over the HF tensors) to 1e-4, with and without masked heads, on the fused and the explicit
+ * attention paths; the KV-cache graph agrees with the full graph on Gemma 2 past its sliding window; spec → HF →
+ * spec is exact; what the graph cannot honour fails in one line naming config.json.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { writeHfFolder } from '../../src/checkpoint/hf.js';
+import { emptyPastFeeds, pastFromPresent } from '../../src/engine/kvcache.js';
+import { createRunner } from '../../src/engine/runner.js';
+import { createEngine } from '../../src/engine/session.js';
+import type { GenepruneError } from '../../src/errors.js';
+import { buildDecoderGraph, loadWeights } from '../../src/graph/decoder.js';
+import { gemmaSpecToHf } from '../../src/model/gemma.js';
+import { loadModelSpec } from '../../src/model/load.js';
+import type { ModelSpec } from '../../src/model/spec.js';
+import { createRng } from '../../src/util/rng.js';
+import { tempDir } from '../checkpoint/helpers.js';
+import { type GemmaReference, gemmaForward } from '../reference/gemma.js';
+
+const tmp = tempDir('geneprune-gemma-');
+after(tmp.cleanup);
+
+interface Shape {
+  type: 'gemma' | 'gemma2';
+  hidden: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  inter: number;
+  vocab: number;
+  /** Physically pruned layouts (written with the per-layer config keys). */
+  headsPerLayer?: number[];
+  kvHeadsPerLayer?: number[];
+  kvHeadOfQuery?: number[][];
+  attentionBias?: boolean;
+  tied?: boolean;
+}
+
+type Tensors = Map<string, { shape: number[]; data: Float32Array }>;
+
+/** A random Gemma / Gemma 2 folder with HF names; returns its tensors and config. */
+async function writeGemma(dir: string, s: Shape, seed: number, extra: Record<string, unknown> = {}) {
+  const rng = createRng(seed);
+  const tensors: Tensors = new Map();
+  const add = (name: string, shape: number[], scale: number) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const data = Float32Array.from({ length: n }, () => (rng.nextFloat() * 2 - 1) * scale);
+    tensors.set(name, { shape, data });
+  };
+  const D = s.hidden;
+  add('model.embed_tokens.weight', [s.vocab, D], 0.5);
+  for (let l = 0; l < s.layers; l++) {
+    const p = `model.layers.${l}`;
+    const q = (s.headsPerLayer?.[l] ?? s.heads) * s.headDim;
+    const kv = (s.kvHeadsPerLayer?.[l] ?? s.kvHeads) * s.headDim;
+    // Norm weights around 0: Gemma scales by 1 + w.
+    add(`${p}.input_layernorm.weight`, [D], 0.3);
+    add(`${p}.self_attn.q_proj.weight`, [q, D], 0.5);
+    add(`${p}.self_attn.k_proj.weight`, [kv, D], 0.5);
+    add(`${p}.self_attn.v_proj.weight`, [kv, D], 0.5);
+    add(`${p}.self_attn.o_proj.weight`, [D, q], 0.4);
+    if (s.attentionBias) {
+      add(`${p}.self_attn.q_proj.bias`, [q], 0.2);
+      add(`${p}.self_attn.k_proj.bias`, [kv], 0.2);
+      add(`${p}.self_attn.v_proj.bias`, [kv], 0.2);
+      add(`${p}.self_attn.o_proj.bias`, [D], 0.2);
+    }
+    add(`${p}.post_attention_layernorm.weight`, [D], 0.3);
+    if (s.type === 'gemma2') {
+      add(`${p}.pre_feedforward_layernorm.weight`, [D], 0.3);
+      add(`${p}.post_feedforward_layernorm.weight`, [D], 0.3);
+    }
+    add(`${p}.mlp.gate_proj.weight`, [s.inter, D], 0.5);
+    add(`${p}.mlp.up_proj.weight`, [s.inter, D], 0.5);
+    add(`${p}.mlp.down_proj.weight`, [D, s.inter], 0.4);
+  }
+  add('model.norm.weight', [D], 0.3);
+  if (s.tied === false) add('lm_head.weight', [s.vocab, D], 0.5);
+  const config: Record<string, unknown> = {
+    architectures: [s.type === 'gemma2' ? 'Gemma2ForCausalLM' : 'GemmaForCausalLM'],
+    model_type: s.type,
+    hidden_size: D,
+    num_hidden_layers: s.layers,
+    num_attention_heads: s.heads,
+    num_key_value_heads: s.kvHeads,
+    head_dim: s.headDim,
+    intermediate_size: s.inter,
+    vocab_size: s.vocab,
+    max_position_embeddings: 32,
+    rms_norm_eps: 1e-6,
+    rope_theta: 10000,
+    attention_bias: s.attentionBias ?? false,
+    ...(s.tied === false ? { tie_word_embeddings: false } : {}),
+    ...(s.type === 'gemma'
+      ? { hidden_act: 'gelu_pytorch_tanh' }
+      : {
+          hidden_activation: 'gelu_pytorch_tanh',
+          query_pre_attn_scalar: 12,
+          sliding_window: 3,
+          attn_logit_softcapping: 1.5,
+          final_logit_softcapping: 2.5,
+        }),
+    ...(s.headsPerLayer
+      ? { num_attention_heads_per_layer: s.headsPerLayer, num_key_value_heads_per_layer: s.kvHeadsPerLayer }
+      : {}),
+    ...(s.kvHeadOfQuery ? { kv_head_of_query_per_layer: s.kvHeadOfQuery } : {}),
+    ...extra,
+  };
+  for (const [k, v] of Object.entries(config)) if (v === undefined) delete config[k];
+  await writeHfFolder(dir, {
+    config,
+    tensors: [...tensors].map(([name, t]) => ({ name, shape: t.shape, data: t.data })),
+  });
+  return { tensors, config };
+}
+
+/** The reference model of a written folder, read from its config.json the way the published definition does. */
+function referenceOf(s: Shape, tensors: Tensors, config: Record<string, unknown>): GemmaReference {
+  const nullable = (key: string, fallback: number) =>
+    !(key in config) ? fallback : config[key] === null ? undefined : (config[key] as number);
+  const act = (config.hidden_activation ?? config.hidden_act ?? 'gelu_pytorch_tanh') as string;
+  return {
+    gemma2: s.type === 'gemma2',
+    hiddenSize: s.hidden,
+    numLayers: s.layers,
+    headDim: s.headDim,
+    headsPerLayer: s.headsPerLayer ?? new Array(s.layers).fill(s.heads),
+    kvHeadsPerLayer: s.kvHeadsPerLayer ?? new Array(s.layers).fill(s.kvHeads),
+    kvHeadOfQuery: s.kvHeadOfQuery,
+    intermediateSize: s.inter,
+    vocabSize: s.vocab,
+    eps: 1e-6,
+    ropeTheta: 10000,
+    activation: act === 'gelu' ? 'gelu' : 'gelu_tanh',
+    tieEmbeddings: s.tied !== false,
+    queryPreAttnScalar: config.query_pre_attn_scalar as number | undefined,
+    attnSoftcap: nullable('attn_logit_softcapping', 50),
+    finalSoftcap: nullable('final_logit_softcapping', 30),
+    slidingWindow: nullable('sliding_window', 4096),
+    layerTypes: config.layer_types as string[] | undefined,
+    get: (name) => tensors.get(name)?.data,
+  };
+}
+
+function randomTokens(n: number, vocab: number, seed: number): number[] {
+  const rng = createRng(seed);
+  return Array.from({ length: n }, () => rng.nextInt(vocab));
+}
+
+const SEQS = (vocab: number) => [randomTokens(9, vocab, 1), randomTokens(9, vocab, 2)];
+
+function worstDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
+  return worst;
+}
+
+function referenceLogits(ref: GemmaReference, seqs: number[][], headMask?: number[][]): Float64Array {
+  return Float64Array.from(
+    seqs.flatMap((seq) => gemmaForward(ref, seq, headMask).flatMap((row) => [...row])),
+  );
+}
+
+async function engineLogits(
+  spec: ModelSpec,
+  seqs: number[][],
+  headMask?: number[][],
+  attention: 'fused' | 'explicit' = 'fused',
+): Promise<Float32Array> {
+  const runner = await createRunner(spec, { output: 'logits', attention });
+  const maxHeads = Math.max(...spec.config.headsPerLayer);
+  const flat = headMask
+    ? Float32Array.from(headMask.flatMap((row) => [...row, ...new Array(maxHeads - row.length).fill(1)]))
+    : undefined;
+  const out = await runner.run(
+    { batch: seqs.length, seq: seqs[0].length, ids: BigInt64Array.from(seqs.flat().map(BigInt)) },
+    { headMask: flat },
+  );
+  await runner.release();
+  return out;
+}
+
+/** Engine logits against the reference, dense and with `mask`, on both attention paths. */
+async function assertMatches(spec: ModelSpec, ref: GemmaReference, mask: number[][]): Promise<void> {
+  const seqs = SEQS(ref.vocabSize);
+  for (const headMask of [undefined, mask]) {
+    const expected = referenceLogits(ref, seqs, headMask);
+    for (const kind of ['fused', 'explicit'] as const) {
+      const d = worstDiff(await engineLogits(spec, seqs, headMask, kind), expected);
+      assert.ok(d <= 1e-4, `${kind}${headMask ? ', masked heads' : ''}: max abs diff ${d}`);
+    }
+  }
+}
+
+// MQA (one KV head) and head_dim 8 with hidden 24: head_dim ≠ hidden / heads.
+const GEMMA: Shape = {
+  type: 'gemma',
+  hidden: 24,
+  layers: 2,
+  heads: 4,
+  kvHeads: 1,
+  headDim: 8,
+  inter: 40,
+  vocab: 37,
+};
+const GEMMA2: Shape = {
+  type: 'gemma2',
+  hidden: 32,
+  layers: 3,
+  heads: 4,
+  kvHeads: 2,
+  headDim: 8,
+  inter: 48,
+  vocab: 37,
+};
+const MASK3 = [
+  [1, 0, 1, 1],
+  [0, 1, 1, 0],
+  [1, 1, 0, 1],
+];
+
+describe('Gemma checkpoints match the reference forward', () => {
+  test('Gemma with MQA and head_dim ≠ hidden/heads: spec fields, logits with and without masked heads', async () => {
+    const dir = join(tmp.dir, 'gemma');
+    const { tensors, config } = await writeGemma(dir, GEMMA, 1);
+    const spec = await loadModelSpec(dir);
+    const c = spec.config;
+    assert.equal(c.family, 'gemma');
+    assert.equal(c.modelType, 'gemma');
+    assert.equal(c.normWeightOffset, 1);
+    assert.equal(c.embedScale, Math.sqrt(24));
+    assert.equal(c.activation, 'gelu_tanh');
+    assert.equal(c.headDim, 8);
+    assert.deepEqual(c.kvHeadsPerLayer, [1, 1]);
+    assert.ok(c.tieEmbeddings);
+    assert.equal(c.attnScale, undefined);
+    assert.equal(c.sandwichNorms, undefined);
+    await assertMatches(spec, referenceOf(GEMMA, tensors, config), MASK3.slice(0, 2));
+  });
+
+  test('Gemma with attention biases and an untied head', async () => {
+    const s: Shape = { ...GEMMA, kvHeads: 2, attentionBias: true, tied: false };
+    const dir = join(tmp.dir, 'gemma-bias');
+    const { tensors, config } = await writeGemma(dir, s, 2);
+    const spec = await loadModelSpec(dir);
+    assert.ok(spec.config.attentionBias && spec.config.attentionOutBias && !spec.config.tieEmbeddings);
+    await assertMatches(spec, referenceOf(s, tensors, config), MASK3.slice(0, 2));
+  });
+
+  test('an old Gemma config with only hidden_act "gelu" runs the exact GELU, as transformers ≥ 4.48 does', async () => {
+    const dir = join(tmp.dir, 'gemma-gelu');
+    const { tensors, config } = await writeGemma(dir, GEMMA, 3, { hidden_act: 'gelu' });
+    const spec = await loadModelSpec(dir);
+    assert.equal(spec.config.activation, 'gelu');
+    const ref = referenceOf(GEMMA, tensors, config);
+    assert.equal(ref.activation, 'gelu');
+    const seqs = SEQS(GEMMA.vocab);
+    assert.ok(worstDiff(await engineLogits(spec, seqs), referenceLogits(ref, seqs)) <= 1e-4);
+    // hidden_activation, where a config states it, is the explicit choice and wins.
+    const both = join(tmp.dir, 'gemma-gelu-both');
+    await writeGemma(both, GEMMA, 3, { hidden_act: 'gelu', hidden_activation: 'gelu_pytorch_tanh' });
+    assert.equal((await loadModelSpec(both)).config.activation, 'gelu_tanh');
+  });
+
+  test('Gemma 2: soft-caps that bite and a window shorter than the sequence', async () => {
+    const dir = join(tmp.dir, 'gemma2');
+    const { tensors, config } = await writeGemma(dir, GEMMA2, 4);
+    const spec = await loadModelSpec(dir);
+    const c = spec.config;
+    assert.equal(c.modelType, 'gemma2');
+    assert.equal(c.attnScale, 12 ** -0.5);
+    assert.equal(c.attnSoftcap, 1.5);
+    assert.equal(c.finalSoftcap, 2.5);
+    assert.deepEqual(c.slidingWindow, [3, 0, 3]);
+    assert.equal(c.sandwichNorms, true);
+    const ref = referenceOf(GEMMA2, tensors, config);
+    // The test is only worth something if each Gemma 2 feature changes the logits.
+    const seqs = SEQS(GEMMA2.vocab);
+    const base = referenceLogits(ref, seqs);
+    for (const [what, change] of [
+      ['attention soft-cap', { attnSoftcap: undefined }],
+      ['final soft-cap', { finalSoftcap: undefined }],
+      ['sliding window', { slidingWindow: undefined }],
+    ] as const) {
+      const d = worstDiff(referenceLogits({ ...ref, ...change }, seqs), base);
+      assert.ok(d > 1e-2, `${what} changes the logits by only ${d}`);
+    }
+    await assertMatches(spec, ref, MASK3);
+  });
+
+  test('Gemma 2 layer_types, when present, choose the sliding layers', async () => {
+    const dir = join(tmp.dir, 'gemma2-types');
+    const layerTypes = ['full_attention', 'sliding_attention', 'sliding_attention'];
+    const { tensors, config } = await writeGemma(dir, GEMMA2, 5, { layer_types: layerTypes });
+    const spec = await loadModelSpec(dir);
+    assert.deepEqual(spec.config.slidingWindow, [0, 3, 3]);
+    const ref = referenceOf(GEMMA2, tensors, config);
+    const seqs = SEQS(GEMMA2.vocab);
+    const expected = referenceLogits(ref, seqs);
+    assert.ok(worstDiff(referenceLogits({ ...ref, layerTypes: undefined }, seqs), expected) > 1e-2);
+    assert.ok(worstDiff(await engineLogits(spec, seqs, undefined, 'explicit'), expected) <= 1e-4);
+  });
+
+  test('Gemma 2 without soft-caps or windows runs the fused kernel with its own score scale', async () => {
+    const dir = join(tmp.dir, 'gemma2-plain');
+    const { tensors, config } = await writeGemma(dir, GEMMA2, 6, {
+      attn_logit_softcapping: null,
+      final_logit_softcapping: null,
+      sliding_window: null,
+    });
+    const spec = await loadModelSpec(dir);
+    assert.equal(spec.config.attnSoftcap, undefined);
+    assert.equal(spec.config.finalSoftcap, undefined);
+    assert.deepEqual(spec.config.slidingWindow, [0, 0, 0]);
+    await assertMatches(spec, referenceOf(GEMMA2, tensors, config), MASK3);
+  });
+
+  test('transformers defaults apply where Gemma 2 config.json leaves keys out', async () => {
+    const dir = join(tmp.dir, 'gemma2-defaults');
+    await writeGemma(dir, GEMMA2, 7, {
+      query_pre_attn_scalar: undefined,
+      sliding_window: undefined,
+      attn_logit_softcapping: undefined,
+      final_logit_softcapping: undefined,
+    });
+    const c = (await loadModelSpec(dir)).config;
+    assert.equal(c.attnScale, 1 / 16);
+    assert.equal(c.attnSoftcap, 50);
+    assert.equal(c.finalSoftcap, 30);
+    assert.deepEqual(c.slidingWindow, [4096, 0, 4096]);
+  });
+
+  test('Gemma 2 output nll, whole and in vocabulary chunks, equals the reference cross-entropy', async () => {
+    const dir = join(tmp.dir, 'gemma2-nll');
+    const { tensors, config } = await writeGemma(dir, GEMMA2, 8);
+    const spec = await loadModelSpec(dir);
+    const ref = referenceOf(GEMMA2, tensors, config);
+    const seqs = SEQS(GEMMA2.vocab);
+    const targets = seqs.map((seq, b) => [...seq.slice(1), b === 0 ? 5 : -100]);
+    const expected = seqs.flatMap((seq, b) =>
+      gemmaForward(ref, seq).map((logits, t) => {
+        const target = targets[b][t];
+        if (target < 0) return 0;
+        const max = Math.max(...logits);
+        const lse = max + Math.log(logits.reduce((s, v) => s + Math.exp(v - max), 0));
+        return lse - logits[target];
+      }),
+    );
+    for (const vocabChunk of [undefined, 8]) {
+      const runner = await createRunner(spec, { output: 'nll', ...(vocabChunk ? { vocabChunk } : {}) });
+      const nll = await runner.run({
+        batch: 2,
+        seq: 9,
+        ids: BigInt64Array.from(seqs.flat().map(BigInt)),
+        targets: BigInt64Array.from(targets.flat().map(BigInt)),
+      });
+      await runner.release();
+      const d = worstDiff(nll, expected);
+      assert.ok(d <= 1e-4, `vocabChunk ${vocabChunk}: max abs diff ${d}`);
+    }
+  });
+});
+
+describe('Gemma 2 KV-cache graph', () => {
+  test('prefill + token-by-token decoding past the sliding window equals the full forward', async () => {
+    const dir = join(tmp.dir, 'gemma2-cache');
+    const { tensors, config } = await writeGemma(dir, GEMMA2, 9);
+    const spec = await loadModelSpec(dir);
+    const V = GEMMA2.vocab;
+    const tokens = randomTokens(12, V, 3);
+    const engine = await createEngine(
+      buildDecoderGraph(spec, await loadWeights(spec), { output: 'logits', kvCache: true }),
+    );
+    const int64 = (xs: number[]) => BigInt64Array.from(xs.map(BigInt));
+    const cached = new Float32Array(tokens.length * V);
+    let past = emptyPastFeeds(spec.config, 1);
+    let pos = 0;
+    for (const chunk of [tokens.slice(0, 4), ...tokens.slice(4).map((t) => [t])]) {
+      const total = pos + chunk.length;
+      const out = await engine.run({
+        input_ids: { type: 'int64', dims: [1, chunk.length], data: int64(chunk) },
+        attention_mask: { type: 'int64', dims: [1, total], data: int64(new Array(total).fill(1)) },
+        position_ids: { type: 'int64', dims: [1, chunk.length], data: int64(chunk.map((_, j) => pos + j)) },
+        ...past,
+      });
+      cached.set(out.logits.data as Float32Array, pos * V);
+      past = pastFromPresent(spec.config, out);
+      pos = total;
+    }
+    await engine.release();
+    const full = await engineLogits(spec, [tokens], undefined, 'explicit');
+    assert.ok(worstDiff(cached, full) <= 1e-4, `cache vs full: ${worstDiff(cached, full)}`);
+    const expected = referenceLogits(referenceOf(GEMMA2, tensors, config), [tokens]);
+    assert.ok(worstDiff(cached, expected) <= 1e-4, `cache vs reference: ${worstDiff(cached, expected)}`);
+  });
+});
+
+describe('Gemma spec → Hugging Face → spec', () => {
+  for (const [name, s] of [
+    ['gemma (MQA, biases, untied)', { ...GEMMA, attentionBias: true, tied: false }],
+    ['gemma2', GEMMA2],
+    [
+      'gemma2, physically pruned (per-layer heads, uneven KV groups, a layer without heads)',
+      {
+        ...GEMMA2,
+        headsPerLayer: [3, 0, 2],
+        kvHeadsPerLayer: [2, 0, 1],
+        kvHeadOfQuery: [[0, 1, 1], [], [0, 0]],
+      },
+    ],
+  ] as Array<[string, Shape]>) {
+    test(`${name}: config and every tensor survive exactly`, async () => {
+      const dir = join(tmp.dir, `rt-${name.length}`);
+      const { tensors, config } = await writeGemma(dir, s, 10);
+      const spec = await loadModelSpec(dir);
+      if (s.headsPerLayer) {
+        await assertMatches(spec, referenceOf(s, tensors, config), [[1, 0, 1], [], [0, 1]]);
+      }
+      const hf = gemmaSpecToHf(spec);
+      assert.deepEqual([...hf.tensors.keys()].sort(), [...tensors.keys()].sort());
+      for (const [n, t] of tensors) assert.deepEqual(await hf.tensors.get(n)?.load(), t.data, n);
+      const back = join(tmp.dir, `rt-back-${name.length}`);
+      await writeHfFolder(back, hf);
+      const again = await loadModelSpec(back);
+      assert.deepEqual(again.config, spec.config);
+      for (const [role, t] of spec.tensors) {
+        assert.deepEqual(await again.tensors.get(role)?.load(), await t.load(), role);
+      }
+    });
+  }
+
+  test('what a gemma config.json cannot say is refused in one line', () => {
+    const spec: ModelSpec = {
+      config: {
+        family: 'gemma',
+        modelType: 'gemma',
+        hiddenSize: 8,
+        numLayers: 1,
+        numHeads: 2,
+        numKvHeads: 1,
+        headDim: 4,
+        headsPerLayer: [2],
+        kvHeadsPerLayer: [1],
+        intermediateSize: 8,
+        vocabSize: 5,
+        maxPositions: 8,
+        normKind: 'rms',
+        normPlacement: 'pre',
+        normEps: 1e-6,
+        activation: 'gelu_tanh',
+        mlpKind: 'gated',
+        positionKind: 'rope',
+        ropeTheta: 10000,
+        attentionBias: false,
+        attentionOutBias: false,
+        mlpBias: false,
+        tieEmbeddings: true,
+        normWeightOffset: 1,
+        embedScale: Math.sqrt(8),
+        finalSoftcap: 30,
+      },
+      tensors: new Map(),
+      source: '/models/x',
+    };
+    assert.throws(
+      () => gemmaSpecToHf(spec),
+      (e: GenepruneError) =>
+        e.oneLine() === '/models/x: a gemma config.json cannot express this model: logits are soft-capped',
+    );
+    const gemma2 = { ...spec, config: { ...spec.config, modelType: 'gemma2', finalSoftcap: undefined } };
+    assert.throws(
+      () => gemmaSpecToHf(gemma2),
+      (e: GenepruneError) =>
+        e.oneLine() === '/models/x: model_type gemma2 needs sandwich norms, which this model lacks',
+    );
+  });
+});
+
+describe('Gemma configs the graph cannot honour fail in one line naming config.json', () => {
+  for (const [s, extra, words] of [
+    [GEMMA, { rope_scaling: { type: 'linear', factor: 2 } }, 'rope_scaling type "linear" is not supported'],
+    [
+      GEMMA2,
+      { rope_parameters: { rope_type: 'yarn', rope_theta: 10000 } },
+      'rope_parameters type "yarn" is not supported',
+    ],
+    [GEMMA, { model_type: 'gemma3' }, 'model_type "gemma3" is not supported'],
+    [GEMMA, { hidden_act: 'quick_gelu' }, 'hidden_act "quick_gelu" is not supported'],
+    [GEMMA2, { hidden_activation: 'gelu_fast' }, 'hidden_activation "gelu_fast" is not supported'],
+    [
+      GEMMA2,
+      { layer_types: ['sliding_attention', 'chunked_attention', 'full_attention'] },
+      '"layer_types"[1] "chunked_attention" is not supported',
+    ],
+    [GEMMA2, { layer_types: ['sliding_attention'] }, '"layer_types" must list 3 layer types'],
+    [GEMMA, { use_bidirectional_attention: true }, 'use_bidirectional_attention true is not supported'],
+    [GEMMA2, { num_key_value_heads: 3 }, 'num_attention_heads 4 is not a multiple of num_key_value_heads 3'],
+    [GEMMA2, { attn_logit_softcapping: -1 }, '"attn_logit_softcapping" must be a positive number'],
+  ] as Array<[Shape, Record<string, unknown>, string]>) {
+    test(words, async () => {
+      const dir = join(tmp.dir, `bad-${words.replace(/\W+/g, '-')}`);
+      await writeGemma(dir, s, 11, extra);
+      await assert.rejects(loadModelSpec(dir), (e: GenepruneError) => {
+        const line = e.oneLine();
+        assert.ok(line.includes(words), line);
+        assert.ok(line.startsWith(`${join(dir, 'config.json')}: `) && !line.includes('\n'), line);
+        return true;
+      });
+    });
+  }
+
+  test('a wrong tensor shape names the weights file and the tensor', async () => {
+    const dir = join(tmp.dir, 'bad-shape');
+    await writeGemma(dir, GEMMA, 12, { intermediate_size: 36 });
+    await assert.rejects(loadModelSpec(dir), (e: GenepruneError) => {
+      assert.equal(
+        e.oneLine(),
+        `${join(dir, 'model.safetensors')}: tensor model.layers.0.mlp.gate_proj.weight has shape [40,24], config.json implies [36,24]`,
+      );
+      return true;
+    });
+  });
+
+  test('Gemma tensors under model_type gemma2 are missing their sandwich norms', async () => {
+    const dir = join(tmp.dir, 'bad-missing');
+    await writeGemma(dir, GEMMA, 13, { model_type: 'gemma2', layer_types: undefined });
+    await assert.rejects(loadModelSpec(dir), (e: GenepruneError) => {
+      assert.equal(
+        e.oneLine(),
+        `${dir}: missing tensors: model.layers.0.pre_feedforward_layernorm.weight, model.layers.0.post_feedforward_layernorm.weight, model.layers.1.pre_feedforward_layernorm.weight, model.layers.1.post_feedforward_layernorm.weight`,
+      );
+      return true;
+    });
+  });
+
+  test('Gemma 2 tensors under model_type gemma are unexpected', async () => {
+    const dir = join(tmp.dir, 'bad-unexpected');
+    await writeGemma(dir, GEMMA2, 14, { model_type: 'gemma' });
+    await assert.rejects(loadModelSpec(dir), (e: GenepruneError) => {
+      assert.equal(
+        e.oneLine(),
+        `${join(dir, 'model.safetensors')}: unexpected tensor model.layers.0.pre_feedforward_layernorm.weight: not part of a gemma model as config.json describes it`,
+      );
+      return true;
+    });
+  });
+});

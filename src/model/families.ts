@@ -3,6 +3,7 @@
  * (llama.ts, gpt2.ts, ...) owns its config.json mapping and tensor names; this dispatches on `config.family`.
  */
 import { GenepruneError } from '../errors.js';
+import { gemmaSpecToHf } from './gemma.js';
 import { gpt2SpecToHf } from './gpt2.js';
 import { llamaSpecToHf } from './llama.js';
 import type { ModelSpec, TensorSource } from './spec.js';
@@ -28,6 +29,8 @@ export function specToHf(spec: ModelSpec, opts: SpecToHfOptions = {}): HfFiles {
       return llamaSpecToHf(spec);
     case 'gpt2':
       return gpt2SpecToHf(spec, opts.prunedHeads);
+    case 'gemma':
+      return gemmaSpecToHf(spec);
     default:
       throw new GenepruneError(
         'model',

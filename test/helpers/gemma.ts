@@ -1,0 +1,103 @@
+/** Small random Gemma / Gemma 2 checkpoints written as Hugging Face folders (transformers' names). */
+import { writeHfFolder } from '../../src/checkpoint/hf.js';
+import { createRng } from '../../src/util/rng.js';
+
+export interface GemmaShape {
+  type: 'gemma' | 'gemma2';
+  hidden: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  inter: number;
+  vocab: number;
+  /** Physically pruned layouts (written with the per-layer config keys). */
+  headsPerLayer?: number[];
+  kvHeadsPerLayer?: number[];
+  kvHeadOfQuery?: number[][];
+  attentionBias?: boolean;
+  tied?: boolean;
+}
+
+export type GemmaTensors = Map<string, { shape: number[]; data: Float32Array }>;
+
+/** A random Gemma / Gemma 2 folder with HF names; returns its tensors and config. */
+export async function writeGemma(
+  dir: string,
+  s: GemmaShape,
+  seed: number,
+  extra: Record<string, unknown> = {},
+) {
+  const rng = createRng(seed);
+  const tensors: GemmaTensors = new Map();
+  const add = (name: string, shape: number[], scale: number) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const data = Float32Array.from({ length: n }, () => (rng.nextFloat() * 2 - 1) * scale);
+    tensors.set(name, { shape, data });
+  };
+  const D = s.hidden;
+  add('model.embed_tokens.weight', [s.vocab, D], 0.5);
+  for (let l = 0; l < s.layers; l++) {
+    const p = `model.layers.${l}`;
+    const q = (s.headsPerLayer?.[l] ?? s.heads) * s.headDim;
+    const kv = (s.kvHeadsPerLayer?.[l] ?? s.kvHeads) * s.headDim;
+    // Norm weights around 0: Gemma scales by 1 + w.
+    add(`${p}.input_layernorm.weight`, [D], 0.3);
+    add(`${p}.self_attn.q_proj.weight`, [q, D], 0.5);
+    add(`${p}.self_attn.k_proj.weight`, [kv, D], 0.5);
+    add(`${p}.self_attn.v_proj.weight`, [kv, D], 0.5);
+    add(`${p}.self_attn.o_proj.weight`, [D, q], 0.4);
+    if (s.attentionBias) {
+      add(`${p}.self_attn.q_proj.bias`, [q], 0.2);
+      add(`${p}.self_attn.k_proj.bias`, [kv], 0.2);
+      add(`${p}.self_attn.v_proj.bias`, [kv], 0.2);
+      add(`${p}.self_attn.o_proj.bias`, [D], 0.2);
+    }
+    add(`${p}.post_attention_layernorm.weight`, [D], 0.3);
+    if (s.type === 'gemma2') {
+      add(`${p}.pre_feedforward_layernorm.weight`, [D], 0.3);
+      add(`${p}.post_feedforward_layernorm.weight`, [D], 0.3);
+    }
+    add(`${p}.mlp.gate_proj.weight`, [s.inter, D], 0.5);
+    add(`${p}.mlp.up_proj.weight`, [s.inter, D], 0.5);
+    add(`${p}.mlp.down_proj.weight`, [D, s.inter], 0.4);
+  }
+  add('model.norm.weight', [D], 0.3);
+  if (s.tied === false) add('lm_head.weight', [s.vocab, D], 0.5);
+  const config: Record<string, unknown> = {
+    architectures: [s.type === 'gemma2' ? 'Gemma2ForCausalLM' : 'GemmaForCausalLM'],
+    model_type: s.type,
+    hidden_size: D,
+    num_hidden_layers: s.layers,
+    num_attention_heads: s.heads,
+    num_key_value_heads: s.kvHeads,
+    head_dim: s.headDim,
+    intermediate_size: s.inter,
+    vocab_size: s.vocab,
+    max_position_embeddings: 32,
+    rms_norm_eps: 1e-6,
+    rope_theta: 10000,
+    attention_bias: s.attentionBias ?? false,
+    ...(s.tied === false ? { tie_word_embeddings: false } : {}),
+    ...(s.type === 'gemma'
+      ? { hidden_act: 'gelu_pytorch_tanh' }
+      : {
+          hidden_activation: 'gelu_pytorch_tanh',
+          query_pre_attn_scalar: 12,
+          sliding_window: 3,
+          attn_logit_softcapping: 1.5,
+          final_logit_softcapping: 2.5,
+        }),
+    ...(s.headsPerLayer
+      ? { num_attention_heads_per_layer: s.headsPerLayer, num_key_value_heads_per_layer: s.kvHeadsPerLayer }
+      : {}),
+    ...(s.kvHeadOfQuery ? { kv_head_of_query_per_layer: s.kvHeadOfQuery } : {}),
+    ...extra,
+  };
+  for (const [k, v] of Object.entries(config)) if (v === undefined) delete config[k];
+  await writeHfFolder(dir, {
+    config,
+    tensors: [...tensors].map(([name, t]) => ({ name, shape: t.shape, data: t.data })),
+  });
+  return { tensors, config };
+}

@@ -1,6 +1,6 @@
 /**
  * geneprune's library API. Every command of the CLI is one call here, with typed options and results:
- * `evaluate`, `generate`, `searchHeads` / `resumeHeadSearch`, `pruneWeights` / `resumeWeightPrune`,
+ * `evaluate` (`evaluateBleu`, `evaluateChoices`), `generate`, `searchHeads` / `resumeHeadSearch`, `pruneWeights` / `resumeWeightPrune`,
  * `exportModel`, `bench`. The CLI imports nothing
  * but this module. Lower-level building blocks (checkpoints, graphs, the engine, metrics) follow.
  */
@@ -8,6 +8,11 @@
 // The commands.
 export { type BenchModelReport, type BenchOptions, type BenchReport, bench } from './api/bench.js';
 export { type EvaluateBleuOptions, type EvaluateBleuResult, evaluateBleu } from './api/bleu.js';
+export {
+  type EvaluateChoicesOptions,
+  type EvaluateChoicesResult,
+  evaluateChoices,
+} from './api/choices.js';
 export type { ModelInput, RuntimeOptions } from './api/common.js';
 export { type EvaluateOptions, type EvaluateResult, evaluate } from './api/evaluate.js';
 export {
@@ -161,6 +166,30 @@ export {
   sentenceMeanBleu,
   tokenize13a,
 } from './metrics/bleu.js';
+export {
+  CHOICE_NORMS,
+  type ChoiceItem,
+  type ChoiceNorm,
+  type ChoiceScore,
+  type ChoiceScoreOptions,
+  type ChoiceTask,
+  type PreparedChoiceTask,
+  parseChoiceTask,
+  prepareChoiceTask,
+  readChoiceTask,
+  scoreChoices,
+  sliceChoiceTask,
+} from './metrics/choices.js';
+export {
+  accuracy,
+  argmaxRows,
+  type ClassificationData,
+  type ClassificationItem,
+  macroF1,
+  parseClassificationData,
+  perClassF1,
+  readClassificationData,
+} from './metrics/classification.js';
 export { type Dataset, firstNonTextByte, readDataset, streamDocuments } from './metrics/data.js';
 export {
   GENERATION_BATCH_SIZE,
@@ -232,21 +261,28 @@ export {
   recoverHeadRemoval,
 } from './prune/recover-heads.js';
 export { writtenSparsity, zeroMaskedWeights } from './prune/weights.js';
+export type { EvalChoices, RunChoices } from './runs/choices.js';
 export { AUTO_TASK, type EvalBleu, type RunTask } from './runs/tasks.js';
 export type { FitnessKind } from './search/fitness.js';
 export {
+  accuracyOfQuality,
   BLEU_SEARCH_ITEMS,
   BLEU_SEARCH_NEW_TOKENS,
   type BleuObjectiveOptions,
   bleuOfQuality,
+  type ChoiceObjectiveOptions,
   createObjective,
+  createPredictionObjective,
   type Evaluation,
   type Fidelity,
+  isNegatedMetric,
   metricLabel,
   type Objective,
   type ObjectiveOptions,
+  type Predictor,
   QUALITY_METRICS,
   type QualityMetric,
+  qualityOfAccuracy,
   qualityOfBleu,
   reportedQuality,
 } from './search/objective.js';

@@ -3,9 +3,11 @@ import {
   AUTO_TASK,
   buildContinuationTask,
   type EvaluateBleuResult,
+  type EvaluateChoicesResult,
   type EvaluateResult,
   evaluate,
   evaluateBleu,
+  evaluateChoices,
   flagError,
   type GenerationTask,
 } from '../index.js';
@@ -42,6 +44,7 @@ interface EvalFlags {
   recovered?: string;
   task?: string;
   maxNewTokens?: string;
+  choices?: string;
 }
 
 function printBleuReport(r: EvaluateBleuResult, from: string): void {
@@ -103,6 +106,46 @@ async function evalBleu(flags: EvalFlags, json: boolean | undefined): Promise<vo
   else printBleuReport(report, from);
 }
 
+function printChoicesReport(r: EvaluateChoicesResult): void {
+  const pct = (x: number) => `${(100 * x).toFixed(2)} %`;
+  const lines = [
+    `model        ${r.model}`,
+    `task         ${r.task} (${r.items} items, multiple choice)`,
+    ...maskReportLines(r),
+    `accuracy     ${pct(r.accuracy)} (summed log-likelihood of each choice, acc)`,
+    `acc_norm     ${pct(r.accuracyNorm)} (log-likelihood per character of the choice)`,
+    `scored       ${r.forwards} forward passes, ${r.seconds.toFixed(1)} s (${r.device})${r.truncated > 0 ? `; ${r.truncated} rows cut on the left to fit the context` : ''}`,
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+/** `eval --choices`: multiple-choice accuracy of the (masked) model. */
+async function evalChoices(flags: EvalFlags, json: boolean | undefined): Promise<void> {
+  for (const [key, flag] of [
+    ['kl', '--kl'],
+    ['maxTokens', '--max-tokens'],
+    ['ctx', '--ctx'],
+    ['data', '--data'],
+    ['task', '--task'],
+    ['maxNewTokens', '--max-new-tokens'],
+  ] as const) {
+    if (flags[key] !== undefined)
+      throw flagError(flag, 'does not combine with --choices (multiple-choice accuracy)');
+  }
+  const progress = progressLine(process.stderr, json);
+  const report = await evaluateChoices({
+    model: flags.model,
+    tokenizer: flags.tokenizer,
+    task: String(flags.choices),
+    batchSize: flags.batchSize ? parseIntFlag('--batch-size', flags.batchSize) : undefined,
+    ...maskRuntimeOptions(flags),
+    onProgress: (done, total) => progress.update(`choices: ${done}/${total} rows scored`),
+  });
+  progress.done();
+  if (json) process.stdout.write(`${JSON.stringify(report)}\n`);
+  else printChoicesReport(report);
+}
+
 function printReport(r: EvaluateResult): void {
   const lines = [
     `model        ${r.model}`,
@@ -123,7 +166,7 @@ export function registerEval(program: Command): void {
   program
     .command('eval')
     .description(
-      'Perplexity of a model on text data (forward passes on ONNX Runtime, NLL computed in-graph), or with --task its BLEU on a generation task.',
+      'Perplexity of a model on text data (forward passes on ONNX Runtime, NLL computed in-graph), with --task its BLEU on a generation task, or with --choices its multiple-choice accuracy.',
     )
     .addOption(modelOption())
     .addOption(tokenizerOption())
@@ -135,13 +178,17 @@ export function registerEval(program: Command): void {
     .option('--max-tokens <n>', 'score at most this many tokens')
     .option(
       '--batch-size <n>',
-      'windows per forward pass (default: about 2048 tokens; with --task: prompts, 16)',
+      'windows per forward pass (default: about 2048 tokens; with --task: prompts, 16; with --choices: item×choice rows)',
     )
     .option(
       '--task <file|auto>',
       'report BLEU instead: greedy continuations of a generation task, JSONL {"prompt","reference"} (auto: story continuations built from the --data pages)',
     )
     .option('--max-new-tokens <n>', 'with --task: new tokens per prompt at most (default 64)')
+    .option(
+      '--choices <file>',
+      'report multiple-choice accuracy instead: JSONL {"context","choices","label"}, each choice scored by the log-likelihood of its tokens after the context (acc, and acc_norm per character)',
+    )
     .option('--prune-heads <list>', 'mask these attention heads, LAYER:HEAD,... (0-based)')
     .option(
       '--mask <file>',
@@ -173,9 +220,11 @@ Protocol: each document is BOS + tokens; documents are concatenated; window i co
 Example:
   geneprune eval --data ../shared/data/tinystories/eval
   geneprune eval --model ./my-hf-folder --data eval.jsonl --ctx 1024 --max-tokens 50000 --prune-heads 0:3,4:1
-  geneprune eval --task auto --data ../shared/data/tinystories/eval --weight-mask runs/mag50/weight-mask.safetensors`,
+  geneprune eval --task auto --data ../shared/data/tinystories/eval --weight-mask runs/mag50/weight-mask.safetensors
+  geneprune eval --model ./my-hf-folder --choices eval-mc.jsonl --mask runs/mc25/mask.json`,
     )
     .action(async (flags: EvalFlags) => {
+      if (flags.choices !== undefined) return evalChoices(flags, flags.json);
       if (flags.task !== undefined) return evalBleu(flags, flags.json);
       if (flags.maxNewTokens !== undefined) throw flagError('--max-new-tokens', 'only with --task (BLEU)');
       if (!flags.data) throw flagError('--data', 'required: the text to evaluate on');

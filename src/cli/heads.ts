@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import {
+  accuracyOfQuality,
   bleuOfQuality,
   flagError,
   type GivenSetting,
@@ -25,9 +26,11 @@ import {
   tokenizerOption,
 } from './options.js';
 import { progressLine } from './progress.js';
-import { evalBleuLine } from './report.js';
+import { evalBleuLine, evalChoicesLine } from './report.js';
 import {
+  CHOICE_SETTING_FLAGS,
   choice,
+  choiceOptions,
   type Flags,
   float,
   formatSeconds,
@@ -52,6 +55,7 @@ const SETTING_FLAGS: ReadonlyArray<SettingFlag<Extract<keyof HeadSearchSettings,
   ['method', '--method', 'method', choice(HEAD_METHODS)],
   ['metric', '--metric', 'metric', choice(QUALITY_METRICS)],
   ...TASK_SETTING_FLAGS,
+  ...CHOICE_SETTING_FLAGS,
   ['fitness', '--fitness', 'fitness', choice(['sos', 'lambda', 'budget'])],
   ['targetSparsity', '--target-sparsity', 'targetSparsity', share],
   ['ctx', '--ctx', 'context', int()],
@@ -106,7 +110,9 @@ function printResult(r: HeadSearchResult): void {
   const calibration =
     c.metric === 'bleu'
       ? `BLEU ${bleuOfQuality(c.quality).toFixed(2)} (dense ${bleuOfQuality(c.denseQuality).toFixed(2)}, ${c.tokens} items of ${c.task?.source ?? 'the calibration task'})`
-      : `${c.metric === 'ppl' ? 'ppl' : 'KL'} ${c.quality.toFixed(4)} (dense ${c.denseQuality.toFixed(4)}, ${c.tokens} tokens)`;
+      : c.metric === 'mc-accuracy'
+        ? `accuracy ${(100 * accuracyOfQuality(c.quality)).toFixed(1)} % (dense ${(100 * accuracyOfQuality(c.denseQuality)).toFixed(1)} %, ${c.tokens} items of ${c.choices?.source ?? 'the calibration file'})`
+        : `${c.metric === 'ppl' ? 'ppl' : 'KL'} ${c.quality.toFixed(4)} (dense ${c.denseQuality.toFixed(4)}, ${c.tokens} tokens)`;
   const lines = [
     `run          ${r.runDir}`,
     `method       ${r.method}`,
@@ -114,6 +120,7 @@ function printResult(r: HeadSearchResult): void {
     `calibration  ${calibration}`,
     `evaluation   ppl ${r.eval.perplexity.toFixed(4)} (dense ${r.eval.densePerplexity.toFixed(4)}, ${r.eval.tokens} tokens of ${r.eval.data})`,
     ...(r.evalBleu ? [evalBleuLine(r.evalBleu)] : []),
+    ...(r.evalChoices ? [evalChoicesLine(r.evalChoices)] : []),
     `cost         ${r.forwardPasses} forward passes, ${r.evaluations} evaluations, ${r.seconds.toFixed(1)} s`,
     `mask         ${r.runDir}/mask.json`,
     ...(r.recovery
@@ -155,7 +162,7 @@ export function registerHeads(program: Command): void {
     )
     .option(
       '--metric <name>',
-      'ppl (perplexity, default), kl (KL divergence from the unpruned model) or bleu (BLEU of greedy continuations of the calibration task; quality = −BLEU)',
+      'ppl (perplexity, default), kl (KL divergence from the unpruned model), bleu (BLEU of greedy continuations of the calibration task; quality = −BLEU) or mc-accuracy (accuracy on the --calib-choices multiple-choice file; quality = −accuracy)',
     )
     .option(
       '--fitness <kind>',
@@ -184,7 +191,7 @@ export function registerHeads(program: Command): void {
     .option('--low-tokens <n>', 'multi-fidelity: score everyone on this many tokens first')
     .option(
       '--low-items <n>',
-      'multi-fidelity with --metric bleu: score everyone on this many task items first',
+      'multi-fidelity with --metric bleu or mc-accuracy: score everyone on this many task items first',
     )
     .option('--promote <n>', 'multi-fidelity: re-score this many best on all calibration tokens (default 2)')
     .option('--eval-tokens <n>', 'evaluation tokens for the final report (default: all)')
@@ -195,6 +202,9 @@ export function registerHeads(program: Command): void {
     .addOption(taskOptions.evalTask())
     .addOption(taskOptions.evalItems())
     .addOption(taskOptions.evalNewTokens())
+    .addOption(choiceOptions.calibChoices())
+    .addOption(choiceOptions.choiceNorm())
+    .addOption(choiceOptions.evalChoices())
     .option('--samples <n>', 'regression baseline: random sub-models to sample (default 2 × heads)')
     .option('--ctx <n>', "context length per window (default: the model's, at most 512)")
     .option('--batch-size <n>', 'windows per forward pass (default: about 2048 tokens)')
@@ -219,6 +229,8 @@ Examples:
   geneprune heads --preset sos --calib CALIB --eval EVAL --generations 100 --out runs/sos
   geneprune heads --method ablation --target-sparsity 0.5 --calib CALIB --eval EVAL --out runs/abl50
   geneprune heads --target-sparsity 0.25 --recover --calib CALIB --eval EVAL --out runs/ga25r
+  geneprune heads --target-sparsity 0.25 --metric mc-accuracy --calib-choices calib-mc.jsonl \\
+      --eval-choices eval-mc.jsonl --calib CALIB --eval EVAL --out runs/mc25
   geneprune heads --resume runs/ga25`,
     )
     .action(async (f: Flags, cmd: Command) => {

@@ -1,5 +1,5 @@
 /** Report lines several commands print the same way. */
-import type { EvalBleu } from '../index.js';
+import type { EvalBleu, EvalChoices } from '../index.js';
 
 /** Dense and pruned BLEU on a run's evaluation task, one line. */
 export function evalBleuLine(b: EvalBleu): string {
@@ -8,5 +8,14 @@ export function evalBleuLine(b: EvalBleu): string {
     `eval BLEU    ${b.corpus.toFixed(2)} corpus, ${b.sentenceMean.toFixed(2)} sentence-mean ` +
     `(dense ${b.denseCorpus.toFixed(2)}, ${b.denseSentenceMean.toFixed(2)}; ${b.items} items of ${source}, ` +
     `${b.maxNewTokens} new tokens)`
+  );
+}
+
+/** Dense and pruned multiple-choice accuracy on a run's evaluation file, one line. */
+export function evalChoicesLine(c: EvalChoices): string {
+  const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
+  return (
+    `eval acc     ${pct(c.accuracy)}, acc_norm ${pct(c.accuracyNorm)} (dense ${pct(c.denseAccuracy)}, ` +
+    `${pct(c.denseAccuracyNorm)}; ${c.items} items of ${c.file})`
   );
 }

@@ -124,7 +124,10 @@ export const taskOptions = {
       '--metric bleu: calibration generation task, JSONL {"prompt","reference"} (default: story continuations built from the --calib pages)',
     ),
   calibItems: () =>
-    new Option('--calib-items <n>', '--metric bleu: calibration task items per evaluation (default 32)'),
+    new Option(
+      '--calib-items <n>',
+      '--metric bleu or mc-accuracy: calibration task items per evaluation (default: bleu 32, mc-accuracy all)',
+    ),
   calibNewTokens: () =>
     new Option('--calib-new-tokens <n>', '--metric bleu: new tokens per calibration prompt (default 32)'),
   bleu: () =>
@@ -139,4 +142,31 @@ export const taskOptions = {
     ),
   evalItems: () => new Option('--eval-items <n>', 'evaluation task items scored (default: all)'),
   evalNewTokens: () => new Option('--eval-new-tokens <n>', 'new tokens per evaluation prompt (default 64)'),
+};
+
+/** The multiple-choice flags of a run (heads and weights alike): runs/choices.ts. */
+export const CHOICE_SETTING_FLAGS: ReadonlyArray<SettingFlag<'calibChoices' | 'choiceNorm' | 'evalChoices'>> =
+  [
+    ['calibChoices', '--calib-choices', 'calibChoices', text],
+    ['choiceNorm', '--choice-norm', 'choiceNorm', choice(['none', 'chars'])],
+    ['evalChoices', '--eval-choices', 'evalChoices', text],
+  ];
+
+/** Their options, defined once so heads and weights read the same. */
+export const choiceOptions = {
+  calibChoices: () =>
+    new Option(
+      '--calib-choices <file>',
+      '--metric mc-accuracy: calibration multiple-choice file, JSONL {"context","choices","label"} (required there; --calib-items and --low-items count its items, default all)',
+    ),
+  choiceNorm: () =>
+    new Option(
+      '--choice-norm <kind>',
+      '--metric mc-accuracy: none (summed log-likelihood, acc; default) or chars (log-likelihood per character of the choice, acc_norm)',
+    ),
+  evalChoices: () =>
+    new Option(
+      '--eval-choices <file>',
+      'also report dense and pruned multiple-choice accuracy (acc and acc_norm) on this JSONL file',
+    ),
 };

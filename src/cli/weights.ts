@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import {
+  accuracyOfQuality,
   type BlockSearchProgress,
   bleuOfQuality,
   flagError,
@@ -24,9 +25,11 @@ import {
   tokenizerOption,
 } from './options.js';
 import { progressLine } from './progress.js';
-import { evalBleuLine } from './report.js';
+import { evalBleuLine, evalChoicesLine } from './report.js';
 import {
+  CHOICE_SETTING_FLAGS,
   choice,
+  choiceOptions,
   type Flags,
   float,
   int,
@@ -48,6 +51,7 @@ const SETTING_FLAGS: ReadonlyArray<SettingFlag<Extract<keyof WeightPruneSettings
   ['method', '--method', 'method', choice(weightBaselineNames())],
   ['metric', '--metric', 'metric', choice(QUALITY_METRICS)],
   ...TASK_SETTING_FLAGS,
+  ...CHOICE_SETTING_FLAGS,
   ['sparsity', '--sparsity', 'sparsity', float],
   ['pattern', '--pattern', 'pattern', text],
   ['ctx', '--ctx', 'context', int()],
@@ -95,9 +99,14 @@ function printResult(r: WeightPruneResult): void {
         ? [
             `calib BLEU   ${bleuOfQuality(r.calib.quality).toFixed(2)} (dense ${bleuOfQuality(r.calib.denseQuality).toFixed(2)}, ${r.calib.task?.items ?? '?'} items of ${r.calib.task?.source ?? 'the calibration task'})`,
           ]
-        : []),
+        : r.calib.metric === 'mc-accuracy'
+          ? [
+              `calib acc    ${(100 * accuracyOfQuality(r.calib.quality)).toFixed(1)} % (dense ${(100 * accuracyOfQuality(r.calib.denseQuality)).toFixed(1)} %, ${r.calib.choices?.items ?? '?'} items of ${r.calib.choices?.source ?? 'the calibration file'})`,
+            ]
+          : []),
     `evaluation   ppl ${r.eval.perplexity.toFixed(4)} (dense ${r.eval.densePerplexity.toFixed(4)}, ${r.eval.tokens} tokens of ${r.eval.data})`,
     ...(r.evalBleu ? [evalBleuLine(r.evalBleu)] : []),
+    ...(r.evalChoices ? [evalChoicesLine(r.evalChoices)] : []),
     ...(r.recovery
       ? [
           `recovery     before it: calibration ppl ${r.recovery.before.calibPerplexity.toFixed(4)}, evaluation ppl ${r.recovery.before.evalPerplexity.toFixed(4)}; weights in ${r.recovery.weights}`,
@@ -131,7 +140,7 @@ export function registerWeights(program: Command): void {
     )
     .option(
       '--metric <name>',
-      'calibration quality: ppl (default), kl or bleu (BLEU of greedy continuations of the calibration task); a searching method may use it',
+      'calibration quality: ppl (default), kl, bleu (BLEU of greedy continuations of the calibration task) or mc-accuracy (accuracy on the --calib-choices file); a searching method may use it (ga, ga-wanda, ga-magnitude: ppl or bleu; alloc: ppl)',
     )
     .option('--pattern <N:M>', 'keep N of every M consecutive weights of a row, e.g. 2:4 (sparsity 1 − N/M)')
     .option(
@@ -163,6 +172,9 @@ export function registerWeights(program: Command): void {
     .addOption(taskOptions.evalTask())
     .addOption(taskOptions.evalItems())
     .addOption(taskOptions.evalNewTokens())
+    .addOption(choiceOptions.calibChoices())
+    .addOption(choiceOptions.choiceNorm())
+    .addOption(choiceOptions.evalChoices())
     .option('--ctx <n>', "context length per window (default: the model's, at most 512)")
     .option('--batch-size <n>', 'windows per forward pass (default: about 2048 tokens)')
     .addOption(deviceOption())

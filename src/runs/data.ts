@@ -23,6 +23,14 @@ import { type OpenedModel, openModel } from '../model/open.js';
 import { BLEU_SEARCH_ITEMS, type QualityMetric } from '../search/objective.js';
 import { realPathOf, sha256File, sha256Text } from '../util/fs.js';
 import {
+  calibrationChoices,
+  choicesRecord,
+  evaluationChoices,
+  type RunChoiceSettings,
+  type RunChoices,
+  refuseChoicesOverlap,
+} from './choices.js';
+import {
   calibrationTask,
   evaluationTask,
   type RunTask,
@@ -38,7 +46,7 @@ export interface DataFileIdentity {
 }
 
 /** The settings every run has: where the model and the data are, and how the text is cut. */
-export interface RunDataSettings extends RunTaskSettings {
+export interface RunDataSettings extends RunTaskSettings, RunChoiceSettings {
   model?: string;
   tokenizer?: string;
   calib: string;
@@ -77,6 +85,10 @@ export interface RunData {
   calibTask?: RunTask;
   /** `--eval-task`: the evaluation generation task BLEU is reported on. */
   evalTask?: RunTask;
+  /** `--metric mc-accuracy`: the calibration multiple-choice task. */
+  calibChoices?: RunChoices;
+  /** `--eval-choices`: the evaluation multiple-choice task accuracy is reported on. */
+  evalChoices?: RunChoices;
 }
 
 /** The same settings with data and model paths absolute, so a run resumes from any working directory. */
@@ -87,6 +99,8 @@ export function absoluteSettings<S extends RunDataSettings>(s: S): S {
     ...s,
     ...(s.calibTask !== undefined ? { calibTask: task(s.calibTask) } : {}),
     ...(s.evalTask !== undefined ? { evalTask: task(s.evalTask) } : {}),
+    ...(s.calibChoices !== undefined ? { calibChoices: resolve(s.calibChoices) } : {}),
+    ...(s.evalChoices !== undefined ? { evalChoices: resolve(s.evalChoices) } : {}),
     calib: resolve(s.calib),
     eval: resolve(s.eval),
     model: local(s.model),
@@ -168,11 +182,17 @@ export async function prepareRunData(s: RunDataSettings, env: RunEnv, what: stri
   const calibTask = await calibrationTask(s, model.tokenizer);
   const evalTask = await evaluationTask(s, model.tokenizer);
   await refuseTaskOverlap(calibTask, evalTask);
+  const maxPositions = model.spec.config.maxPositions;
+  const calibChoices = await calibrationChoices(s, model.tokenizer, maxPositions);
+  const evalChoices = await evaluationChoices(s, model.tokenizer, maxPositions);
+  await refuseChoicesOverlap(calibChoices, evalChoices);
   const stream = tokenizeDocuments(calib.documents, model.tokenizer);
   const evalStream = tokenizeDocuments(evalData.documents, model.tokenizer);
   return {
     ...(calibTask ? { calibTask } : {}),
     ...(evalTask ? { evalTask } : {}),
+    ...(calibChoices ? { calibChoices } : {}),
+    ...(evalChoices ? { evalChoices } : {}),
     model,
     stream,
     evalStream,
@@ -204,10 +224,21 @@ export async function runModelAndData(s: RunDataSettings, d: RunData) {
             ),
           }
         : {}),
+      ...(d.calibChoices
+        ? {
+            choices: choicesRecord(
+              d.calibChoices,
+              Math.min(s.calibItems ?? Number.POSITIVE_INFINITY, d.calibChoices.prepared.task.items.length),
+            ),
+          }
+        : {}),
     },
     evaluation: {
       path: s.eval,
       files: d.evalFiles,
+      ...(d.evalChoices
+        ? { choices: choicesRecord(d.evalChoices, d.evalChoices.prepared.task.items.length) }
+        : {}),
       ...(d.evalTask
         ? {
             task: taskRecord(

@@ -82,8 +82,15 @@ export async function calibrationTask(
       ['calibNewTokens', '--calib-new-tokens'],
       ['bleu', '--bleu'],
     ] as const) {
+      // Item counts also size a multiple-choice calibration task (runs/choices.ts).
+      if (s.metric === 'mc-accuracy' && (key === 'calibItems' || key === 'lowItems')) continue;
       if (s[key] !== undefined)
-        throw flagError(flag, 'only with --metric bleu (a calibration generation task)');
+        throw flagError(
+          flag,
+          key === 'calibItems' || key === 'lowItems'
+            ? 'only with --metric bleu or mc-accuracy (a calibration task)'
+            : 'only with --metric bleu (a calibration generation task)',
+        );
     }
     return undefined;
   }

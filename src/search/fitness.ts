@@ -2,16 +2,18 @@
  * Fitness of a head mask from its quality (lower is better) and sparsity s (share of heads removed).
  *
  *   sos     −ppl · (1 − s)                the paper's equation (1); meant for perplexity
- *   lambda  −q̃ + λ · s                     q̃ = ppl / dense ppl, KL in nats, or 1 − BLEU / dense BLEU; λ prices sparsity
+ *   lambda  −q̃ + λ · s                     q̃ = ppl / dense ppl, KL in nats, 1 − BLEU / dense BLEU or
+ *                                          1 − accuracy / dense accuracy; λ prices sparsity
  *   budget  −q̃                             sparsity is held fixed by the repair operator
  *
  * A 'bleu' quality is −BLEU (search/objective.ts), so q̃ = (quality − dense)/|dense| = 1 − BLEU/BLEU_dense: 0 for
  * the dense model, lower is better, as for KL. `sos` is meant for perplexity only (for −BLEU, −q·(1 − s) would
- * reward keeping heads); the settings refuse it with kl and bleu.
+ * reward keeping heads); the settings refuse it with kl and bleu. 'mc-accuracy' (quality −accuracy, 0–1) is
+ * normalised as BLEU is: 1 − accuracy/dense accuracy (−accuracy when the dense model gets nothing right).
  *
  * Higher fitness is better.
  */
-import type { QualityMetric } from './objective.js';
+import { isNegatedMetric, type QualityMetric } from './objective.js';
 
 export type FitnessKind = 'sos' | 'lambda' | 'budget';
 
@@ -26,13 +28,15 @@ export interface FitnessSpec {
 
 /**
  * Quality on a scale where the dense model is 1 (perplexity) or 0 (KL; BLEU: 1 − BLEU/dense BLEU, or −BLEU/100
- * when the dense model scores BLEU 0). Lower is better.
+ * when the dense model scores BLEU 0; accuracy alike, −accuracy when the dense accuracy is 0). Lower is better.
  */
 export function normalisedQuality(spec: FitnessSpec, quality: number): number {
   if (spec.metric === 'ppl') return quality / spec.denseQuality;
-  if (spec.metric === 'bleu') {
+  if (isNegatedMetric(spec.metric)) {
+    // The value's full scale: BLEU 0–100, accuracy 0–1.
+    const scale = spec.metric === 'bleu' ? 100 : 1;
     return spec.denseQuality === 0
-      ? quality / 100
+      ? quality / scale
       : (quality - spec.denseQuality) / Math.abs(spec.denseQuality);
   }
   return quality;

@@ -1,19 +1,32 @@
 /**
  * What a search optimises against: a model, calibration data and a quality metric, behind one
  * `evaluate(genome)` call for the genomes of one search space (which turns each into engine feeds). Lower
- * quality values are better, whatever the metric: perplexity, KL divergence from the unpruned model, or for
+ * quality values are better, whatever the metric: perplexity, KL divergence from the unpruned model, for
  * 'bleu' the *negated* corpus BLEU of greedy continuations of a calibration generation task (quality = −BLEU,
- * 0–100 scale: a dense model at BLEU 9.1 has quality −9.1). So every consumer that minimises quality (GA
- * fitness, NSGA-II, baselines, archives) handles BLEU unchanged; `bleuOfQuality` turns a quality back into BLEU
- * for reports. Every distinct (genome, fidelity) is run once; repeats come from the cache, keyed by the space's
- * genome key.
+ * 0–100 scale: a dense model at BLEU 9.1 has quality −9.1), and for 'mc-accuracy' the *negated* accuracy on a
+ * calibration multiple-choice task (quality = −accuracy, 0–1 scale: a dense model right on 62 % of the items
+ * has quality −0.62). So every consumer that minimises quality (GA fitness, NSGA-II, baselines, archives)
+ * handles them unchanged; `reportedQuality` turns a quality back into the value people quote. Every distinct
+ * (genome, fidelity) is run once; repeats come from the cache, keyed by the space's genome key.
+ *
+ * Accuracy-type metrics go through a `Predictor` (a task's labels and, under a candidate's masks, one predicted
+ * label per item): multiple choice predicts with the 'nll' runner (metrics/choices.ts); sequence classification
+ * will predict with a logits runner and plug in the same way (metrics/classification.ts says how).
  */
-import { createRunner, type ModelRunner } from '../engine/runner.js';
+import { type CandidateMasks, createRunner, type ModelRunner } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
 import { GenepruneError } from '../errors.js';
 import { prepareWeights, releaseWeights } from '../graph/decoder.js';
 import type { ComputeDtype } from '../graph/weights.js';
 import type { BleuKind } from '../metrics/bleu.js';
+import {
+  type ChoiceNorm,
+  choiceLabels,
+  type PreparedChoiceTask,
+  scoreChoices,
+  sliceChoiceTask,
+} from '../metrics/choices.js';
+import { accuracy } from '../metrics/classification.js';
 import {
   GENERATION_BATCH_SIZE,
   type PreparedGenerationTask,
@@ -33,11 +46,15 @@ import {
 import type { ModelSpec } from '../model/spec.js';
 import type { SearchSpace } from './space.js';
 
-export type QualityMetric = 'ppl' | 'kl' | 'bleu';
-export const QUALITY_METRICS: readonly QualityMetric[] = ['ppl', 'kl', 'bleu'];
+export type QualityMetric = 'ppl' | 'kl' | 'bleu' | 'mc-accuracy';
+export const QUALITY_METRICS: readonly QualityMetric[] = ['ppl', 'kl', 'bleu', 'mc-accuracy'];
+/** Metrics whose reported value is higher-is-better (BLEU, accuracy): their quality is the value negated. */
+export function isNegatedMetric(metric: QualityMetric): metric is 'bleu' | 'mc-accuracy' {
+  return metric === 'bleu' || metric === 'mc-accuracy';
+}
 /**
- * 'low' scores on the first `lowTokens` calibration tokens (BLEU: the first `lowItems` task items), 'full' on
- * all of them.
+ * 'low' scores on the first `lowTokens` calibration tokens (BLEU, multiple choice: the first `lowItems` task
+ * items), 'full' on all of them.
  */
 export type Fidelity = 'low' | 'full';
 
@@ -56,14 +73,24 @@ export function bleuOfQuality(quality: number): number {
   return -quality;
 }
 
-/** The metric's value as people quote it: perplexity, KL, or BLEU (a 'bleu' quality negated back). */
+/** The objective's quality for an accuracy (0–1): −accuracy, so that lower is better as for every metric. */
+export function qualityOfAccuracy(acc: number): number {
+  return -acc;
+}
+
+/** The accuracy (0–1) an 'mc-accuracy' objective's quality stands for. */
+export function accuracyOfQuality(quality: number): number {
+  return -quality;
+}
+
+/** The metric's value as people quote it: perplexity, KL, BLEU or accuracy (negated qualities negated back). */
 export function reportedQuality(metric: QualityMetric, quality: number): number {
-  return metric === 'bleu' ? bleuOfQuality(quality) : quality;
+  return isNegatedMetric(metric) ? -quality : quality;
 }
 
 /** Label of a metric's reported value in logs and reports. */
 export function metricLabel(metric: QualityMetric): string {
-  return metric === 'ppl' ? 'ppl' : metric === 'kl' ? 'KL' : 'BLEU';
+  return { ppl: 'ppl', kl: 'KL', bleu: 'BLEU', 'mc-accuracy': 'accuracy' }[metric];
 }
 
 /** The calibration generation task of a 'bleu' objective and how it is scored. */
@@ -82,13 +109,41 @@ export interface BleuObjectiveOptions {
   kind?: BleuKind;
 }
 
+/** The calibration multiple-choice task of an 'mc-accuracy' objective and how it is scored. */
+export interface ChoiceObjectiveOptions {
+  /** The calibration multiple-choice task, encoded (its first `items` items are scored). */
+  task: PreparedChoiceTask;
+  /** Items scored at full fidelity (default: all of the task's). */
+  items?: number;
+  /** Items scored at low fidelity (default: same as full). */
+  lowItems?: number;
+  /** Which accuracy is the quality: 'none' (summed log-likelihood, default) or 'chars' (acc_norm). */
+  norm?: ChoiceNorm;
+  /** Rows (item × choice) per forward pass (default: about 2048 tokens). */
+  batchSize?: number;
+}
+
+/**
+ * What an accuracy objective needs from its task: under a candidate's masks, one predicted label per item of the
+ * fidelity's items, with the true labels. `predictions` is null when the forward pass produced a non-finite
+ * value (the candidate then gets the worst quality).
+ */
+export interface Predictor {
+  predict(
+    masks: CandidateMasks,
+    fidelity: Fidelity,
+  ): Promise<{ predictions: ArrayLike<number> | null; labels: ArrayLike<number>; forwards: number }>;
+  /** The data it reads, for messages. */
+  source: string;
+}
+
 export interface Evaluation {
   /**
-   * The metric's value (perplexity, mean KL in nats per token, or −BLEU); lower is better. +Infinity when the
-   * candidate's forward pass produced a non-finite value: the worst possible quality, never NaN.
+   * The metric's value (perplexity, mean KL in nats per token, −BLEU or −accuracy); lower is better. +Infinity
+   * when the candidate's forward pass produced a non-finite value: the worst possible quality, never NaN.
    */
   quality: number;
-  /** Calibration tokens scored (BLEU: task items scored). */
+  /** Calibration tokens scored (BLEU, multiple choice: task items scored). */
   tokens: number;
   /** Wall time of this evaluation in ms (0 when it came from the cache). */
   ms: number;
@@ -114,6 +169,8 @@ export interface ObjectiveOptions {
   metric: QualityMetric;
   /** The calibration generation task and its scoring, for 'bleu' (required there). */
   bleu?: BleuObjectiveOptions;
+  /** The calibration multiple-choice task and its scoring, for 'mc-accuracy' (required there). */
+  choices?: ChoiceObjectiveOptions;
   /** Tokens for 'full' fidelity (default: the whole stream). */
   tokens?: number;
   /** Tokens for 'low' fidelity (default: same as full). */
@@ -140,6 +197,7 @@ export async function createObjective<G, S extends SearchSpace<G>>(
   opts: ObjectiveOptions,
 ): Promise<Objective<G, S>> {
   if (opts.metric === 'bleu') return createBleuObjective(spec, space, opts);
+  if (opts.metric === 'mc-accuracy') return createChoiceObjective(spec, space, opts);
   const full = makeWindows(opts.stream, opts.context, opts.tokens, 'calibration data');
   const low = opts.lowTokens
     ? makeWindows(opts.stream, opts.context, opts.lowTokens, 'calibration data')
@@ -235,6 +293,81 @@ async function createBleuObjective<G, S extends SearchSpace<G>>(
   });
 }
 
+/**
+ * An 'mc-accuracy' objective: the calibration multiple-choice task's first items on an 'nll' runner, quality =
+ * −accuracy (metrics/choices.ts).
+ */
+async function createChoiceObjective<G, S extends SearchSpace<G>>(
+  spec: ModelSpec,
+  space: S,
+  opts: ObjectiveOptions,
+): Promise<Objective<G, S>> {
+  const c = opts.choices;
+  if (!c) {
+    throw new GenepruneError(
+      'internal',
+      'an mc-accuracy objective needs its calibration multiple-choice task (opts.choices)',
+    );
+  }
+  const total = c.task.task.items.length;
+  const items = Math.min(c.items ?? total, total);
+  const lowItems = Math.min(c.lowItems ?? items, items);
+  for (const [name, v] of [
+    ['items', items],
+    ['lowItems', lowItems],
+  ] as const) {
+    if (!Number.isInteger(v) || v < 1)
+      throw new GenepruneError('flag', `must be an integer ≥ 1, got ${v}`, name);
+  }
+  const full = sliceChoiceTask(c.task, items);
+  const tasks = { full, low: lowItems === items ? full : sliceChoiceTask(c.task, lowItems) };
+  const runner = await createRunner(spec, {
+    output: 'nll',
+    device: opts.device,
+    threads: opts.threads,
+    dtype: opts.dtype,
+    weightMasks: space.weightRoles ? [...space.weightRoles] : undefined,
+  });
+  const norm = c.norm ?? 'none';
+  const predictor: Predictor = {
+    source: c.task.task.source,
+    async predict(masks, fidelity) {
+      const task = tasks[fidelity];
+      const r = await scoreChoices(runner, task, { masks, batchSize: c.batchSize, nonFinite: 'infinite' });
+      const finite = Number.isFinite(r.accuracy);
+      return {
+        predictions: finite ? (norm === 'chars' ? r.predictionsNorm : r.predictions) : null,
+        labels: choiceLabels(task),
+        forwards: r.forwards,
+      };
+    },
+  };
+  return createPredictionObjective(space, 'mc-accuracy', runner, predictor);
+}
+
+/**
+ * An accuracy objective over any `Predictor`: quality = −score(predictions, labels), the score accuracy unless
+ * given (macro-F1 fits too), `tokens` the items scored. The runner is the predictor's, released with the
+ * objective.
+ */
+export function createPredictionObjective<G, S extends SearchSpace<G>>(
+  space: S,
+  metric: QualityMetric,
+  runner: ModelRunner,
+  predictor: Predictor,
+  score: (predictions: ArrayLike<number>, labels: ArrayLike<number>) => number = accuracy,
+): Objective<G, S> {
+  return cachedObjective(space, metric, runner, async (g, fidelity) => {
+    const r = await predictor.predict(space.masks(g), fidelity);
+    return {
+      quality: r.predictions ? qualityOfAccuracy(score(r.predictions, r.labels)) : Number.NaN,
+      tokens: r.labels.length,
+      forwards: r.forwards,
+      source: predictor.source,
+    };
+  });
+}
+
 /** What one uncached evaluation returns to `cachedObjective`. */
 interface RawEvaluation {
   quality: number;
@@ -267,11 +400,11 @@ function cachedObjective<G, S extends SearchSpace<G>>(
       if (!Number.isFinite(quality)) {
         // A search on a model that is broken unpruned would only rank garbage.
         if (space.isFull(g)) {
-          const what = metric === 'kl' ? 'KL' : metric === 'bleu' ? 'BLEU' : 'perplexity';
+          const what = { ppl: 'perplexity', kl: 'KL', bleu: 'BLEU', 'mc-accuracy': 'accuracy' }[metric];
           throw new GenepruneError(
             'model',
             `the unpruned model scores a non-finite ${what} on the calibration data (${fidelity} fidelity, ` +
-              `${r.tokens} ${metric === 'bleu' ? 'items' : 'tokens'}): nothing to search`,
+              `${r.tokens} ${isNegatedMetric(metric) ? 'items' : 'tokens'}): nothing to search`,
             r.source ?? 'calibration data',
           );
         }

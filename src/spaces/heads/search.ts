@@ -17,6 +17,12 @@ import { RECOVERY_DAMPING } from '../../prune/recover.js';
 import { type HeadRecoveryLayer, recoverHeadRemoval } from '../../prune/recover-heads.js';
 import { runGaInDir, runNsgaInDir } from '../../runs/algorithms.js';
 import {
+  choiceObjectiveOptions,
+  choicesRecord,
+  type EvalChoices,
+  scoreChoicesOnEval,
+} from '../../runs/choices.js';
+import {
   absoluteSettings,
   prepareRunData,
   type RunData,
@@ -48,6 +54,7 @@ import {
 } from '../../search/ga.js';
 import type { NsgaState } from '../../search/nsga.js';
 import {
+  accuracyOfQuality,
   BLEU_SEARCH_ITEMS,
   bleuOfQuality,
   type QualityMetric,
@@ -79,7 +86,8 @@ export interface HeadSearchResult {
   genes: number;
   /**
    * The objective's values on the calibration data: lower is better, so with metric 'bleu' quality and
-   * denseQuality are −BLEU (and `bleu`, `denseBleu` give BLEU itself; `tokens` counts task items).
+   * denseQuality are −BLEU (and `bleu`, `denseBleu` give BLEU itself; `tokens` counts task items), with
+   * 'mc-accuracy' −accuracy (`accuracy`, `denseAccuracy` give it, 0–1; `tokens` counts items).
    */
   calib: {
     quality: number;
@@ -89,10 +97,15 @@ export interface HeadSearchResult {
     bleu?: number;
     denseBleu?: number;
     task?: ReturnType<typeof taskRecord>;
+    accuracy?: number;
+    denseAccuracy?: number;
+    choices?: ReturnType<typeof choicesRecord>;
   };
   eval: { perplexity: number; densePerplexity: number; tokens: number; data: string };
   /** `--eval-task`: dense and pruned BLEU on the evaluation task. */
   evalBleu?: EvalBleu;
+  /** `--eval-choices`: dense and pruned multiple-choice accuracy on the evaluation file. */
+  evalChoices?: EvalChoices;
   forwardPasses: number;
   evaluations: number;
   seconds: number;
@@ -164,11 +177,18 @@ async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promise<Prepa
       `BLEU fitness: ${Math.min(s.calibItems ?? BLEU_SEARCH_ITEMS, data.calibTask.prepared.prompts.length)} items of the calibration task ${data.calibTask.source}`,
     );
   }
+  if (data.calibChoices) {
+    const items = data.calibChoices.prepared.task.items.length;
+    env.onStatus?.(
+      `accuracy fitness: ${Math.min(s.calibItems ?? items, items)} items of the multiple-choice file ${data.calibChoices.source}`,
+    );
+  }
   const objective = await createHeadObjective(data.model.spec, {
     stream: data.stream,
     context: data.context,
     metric: s.metric,
     bleu: bleuObjectiveOptions(s, data.calibTask),
+    choices: choiceObjectiveOptions(s, data.calibChoices),
     tokens: s.calibTokens,
     lowTokens: s.lowTokens,
     batchSize: s.batchSize,
@@ -215,6 +235,10 @@ async function finish(
   const evalBleu = p.evalTask
     ? await scoreBleuOnEval(p.evalTask, s, p.model.spec, p.model.spec, space.masks(genome), env)
     : undefined;
+  if (p.evalChoices) env.onStatus?.(`accuracy of the dense and the pruned model on ${p.evalChoices.source}`);
+  const evalChoices = p.evalChoices
+    ? await scoreChoicesOnEval(p.evalChoices, s, p.model.spec, p.model.spec, space.masks(genome), env)
+    : undefined;
   const result: HeadSearchResult = {
     runDir: dir,
     method: s.method,
@@ -233,9 +257,17 @@ async function finish(
             ...(p.calibTask ? { task: taskRecord(p.calibTask, calibScore.tokens) } : {}),
           }
         : {}),
+      ...(s.metric === 'mc-accuracy'
+        ? {
+            accuracy: accuracyOfQuality(calibScore.quality),
+            denseAccuracy: accuracyOfQuality(dense.quality),
+            ...(p.calibChoices ? { choices: choicesRecord(p.calibChoices, calibScore.tokens) } : {}),
+          }
+        : {}),
     },
     eval: evalScore,
     ...(evalBleu ? { evalBleu } : {}),
+    ...(evalChoices ? { evalChoices } : {}),
     ...counters,
   };
   const mask = await makeMaskFile(p.model.spec, genome, {

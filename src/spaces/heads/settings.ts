@@ -128,14 +128,16 @@ export function headSearchSettings(opts: HeadSearchOptions): HeadSearchSettings 
   if (s.lowTokens !== undefined && s.lowTokens >= s.calibTokens) {
     throw flagError('--low-tokens', `must be below --calib-tokens (${s.calibTokens})`);
   }
-  if (s.lowTokens !== undefined && s.metric === 'bleu') {
+  if (s.lowTokens !== undefined && (s.metric === 'bleu' || s.metric === 'mc-accuracy')) {
     throw flagError(
       '--low-tokens',
-      'with --metric bleu the cheap first pass scores fewer task items: --low-items',
+      `with --metric ${s.metric} the cheap first pass scores fewer task items: --low-items`,
     );
   }
-  if (s.lowItems !== undefined && s.lowItems >= (s.calibItems ?? BLEU_SEARCH_ITEMS)) {
-    throw flagError('--low-items', `must be below --calib-items (${s.calibItems ?? BLEU_SEARCH_ITEMS})`);
+  // A multiple-choice task scores all its items unless --calib-items says fewer; its size is known once read.
+  const fullItems = s.metric === 'mc-accuracy' ? s.calibItems : (s.calibItems ?? BLEU_SEARCH_ITEMS);
+  if (s.lowItems !== undefined && fullItems !== undefined && s.lowItems >= fullItems) {
+    throw flagError('--low-items', `must be below --calib-items (${fullItems})`);
   }
   if ((s.lowTokens !== undefined || s.lowItems !== undefined) && s.promote < 1)
     throw flagError('--promote', 'multi-fidelity needs --promote ≥ 1');

@@ -23,6 +23,12 @@ import type { ModelSpec } from '../../model/spec.js';
 import { RECOVERY_DAMPING } from '../../prune/recover.js';
 import { pruneSequentially } from '../../prune/sequential.js';
 import {
+  choiceObjectiveOptions,
+  choicesRecord,
+  type EvalChoices,
+  scoreChoicesOnEval,
+} from '../../runs/choices.js';
+import {
   absoluteSettings,
   prepareRunData,
   type RunData,
@@ -42,7 +48,12 @@ import {
   WEIGHT_RUN_KIND,
 } from '../../runs/rundir.js';
 import { bleuObjectiveOptions, type EvalBleu, scoreBleuOnEval, taskRecord } from '../../runs/tasks.js';
-import { bleuOfQuality, createObjective, type QualityMetric } from '../../search/objective.js';
+import {
+  accuracyOfQuality,
+  bleuOfQuality,
+  createObjective,
+  type QualityMetric,
+} from '../../search/objective.js';
 import { faultPoint, sha256File, writeBytesAtomic, writeJsonAtomic } from '../../util/fs.js';
 import { createRng } from '../../util/rng.js';
 import { type MethodStateStore, weightBaseline } from './baselines.js';
@@ -74,7 +85,8 @@ export interface PerplexityPair {
 /**
  * The calibration scores: perplexity always, and the run's `--metric` (`metric`, `quality`, `denseQuality`;
  * lower is better, so for 'bleu' they are −BLEU, with `bleu` and `denseBleu` giving BLEU itself and `task` the
- * calibration task; `tokens` stays the perplexity's token count).
+ * calibration task; for 'mc-accuracy' −accuracy, with `accuracy`, `denseAccuracy` and `choices`; `tokens` stays
+ * the perplexity's token count).
  */
 export interface CalibScore extends PerplexityPair {
   metric: QualityMetric;
@@ -83,6 +95,9 @@ export interface CalibScore extends PerplexityPair {
   bleu?: number;
   denseBleu?: number;
   task?: ReturnType<typeof taskRecord>;
+  accuracy?: number;
+  denseAccuracy?: number;
+  choices?: ReturnType<typeof choicesRecord>;
 }
 
 export interface WeightPruneResult {
@@ -105,6 +120,8 @@ export interface WeightPruneResult {
   eval: PerplexityPair;
   /** `--eval-task`: dense and pruned BLEU on the evaluation task (after recovery with --recover). */
   evalBleu?: EvalBleu;
+  /** `--eval-choices`: dense and pruned multiple-choice accuracy (after recovery with --recover). */
+  evalChoices?: EvalChoices;
   /** Forward passes on calibration data: the method's own, plus scoring the dense and the pruned model. */
   forwardPasses: number;
   seconds: number;
@@ -129,6 +146,8 @@ export interface WeightPruneResult {
       calibQuality: number;
       /** --eval-task: corpus BLEU on the evaluation task before recovery. */
       evalBleu?: number;
+      /** --eval-choices: accuracy (acc) on the evaluation file before recovery. */
+      evalAccuracy?: number;
     };
     weights: string;
     forwardPasses: number;
@@ -405,6 +424,7 @@ async function calibQuality(
     context: p.context,
     metric,
     bleu: bleuObjectiveOptions(s, p.calibTask),
+    choices: choiceObjectiveOptions(s, p.calibChoices),
     tokens: s.calibTokens,
     batchSize: s.batchSize,
     device: env.device,
@@ -437,9 +457,16 @@ async function scoreMasked(
   genome: Bitset,
   env: WeightPruneEnv,
   dense: boolean,
-  /** The masked model's evaluation BLEU, whose dense scores a recovered model's reuses. */
+  /** The masked model's evaluation BLEU and accuracy, whose dense scores a recovered model's reuses. */
   denseBleu?: EvalBleu,
-): Promise<{ calib: CalibScore; eval: PerplexityPair; evalBleu?: EvalBleu; forwardPasses: number }> {
+  denseChoices?: EvalChoices,
+): Promise<{
+  calib: CalibScore;
+  eval: PerplexityPair;
+  evalBleu?: EvalBleu;
+  evalChoices?: EvalChoices;
+  forwardPasses: number;
+}> {
   const space = p.space;
   const metric = s.metric ?? 'ppl';
   const ppl = await calibQuality(spec, 'ppl', s, p, genome, env, dense);
@@ -459,6 +486,13 @@ async function scoreMasked(
           ...(p.calibTask ? { task: taskRecord(p.calibTask, chosen.tokens) } : {}),
         }
       : {}),
+    ...(metric === 'mc-accuracy'
+      ? {
+          accuracy: accuracyOfQuality(chosen.quality),
+          denseAccuracy: accuracyOfQuality(chosen.denseQuality),
+          ...(p.calibChoices ? { choices: choicesRecord(p.calibChoices, chosen.tokens) } : {}),
+        }
+      : {}),
   };
   const forwardPasses = ppl.forwardPasses + (metric === 'ppl' ? 0 : chosen.forwardPasses);
   env.onStatus?.('scoring on the evaluation data');
@@ -469,10 +503,15 @@ async function scoreMasked(
   const evalBleu = p.evalTask
     ? await scoreBleuOnEval(p.evalTask, s, p.denseSpec, spec, masks, env, denseBleu)
     : undefined;
+  if (p.evalChoices) env.onStatus?.(`accuracy of the dense and the pruned model on ${p.evalChoices.source}`);
+  const evalChoices = p.evalChoices
+    ? await scoreChoicesOnEval(p.evalChoices, s, p.denseSpec, spec, masks, env, denseChoices)
+    : undefined;
   return {
     calib,
     eval: { data: e.data, tokens: e.tokens, perplexity: e.perplexity, densePerplexity: e.densePerplexity },
     ...(evalBleu ? { evalBleu } : {}),
+    ...(evalChoices ? { evalChoices } : {}),
     forwardPasses,
   };
 }
@@ -565,6 +604,7 @@ async function pruneInDir(
   let calib = scored.calib;
   let evalScore = scored.eval;
   let evalBleu = scored.evalBleu;
+  let evalChoices = scored.evalChoices;
   let passes = scored.forwardPasses;
   let recovery: WeightPruneResult['recovery'];
   if (s.recover) {
@@ -579,6 +619,7 @@ async function pruneInDir(
       env,
       false,
       evalBleu,
+      evalChoices,
     );
     recovery = {
       before: {
@@ -586,6 +627,7 @@ async function pruneInDir(
         evalPerplexity: evalScore.perplexity,
         calibQuality: calib.quality,
         ...(evalBleu ? { evalBleu: evalBleu.corpus } : {}),
+        ...(evalChoices ? { evalAccuracy: evalChoices.accuracy } : {}),
       },
       weights: rec.path,
       forwardPasses: rec.forwardPasses,
@@ -597,9 +639,11 @@ async function pruneInDir(
       densePerplexity: calib.densePerplexity,
       denseQuality: calib.denseQuality,
       ...(calib.denseBleu !== undefined ? { denseBleu: calib.denseBleu } : {}),
+      ...(calib.denseAccuracy !== undefined ? { denseAccuracy: calib.denseAccuracy } : {}),
     };
     evalScore = { ...after.eval, densePerplexity: evalScore.densePerplexity };
     evalBleu = after.evalBleu;
+    evalChoices = after.evalChoices;
     passes += after.forwardPasses + rec.forwardPasses;
   }
   const report = space.report(genome);
@@ -619,6 +663,7 @@ async function pruneInDir(
       densePerplexity: evalScore.densePerplexity,
     },
     ...(evalBleu ? { evalBleu } : {}),
+    ...(evalChoices ? { evalChoices } : {}),
     forwardPasses: state.forwardPasses + passes,
     seconds: state.seconds + (performance.now() - tScore) / 1000,
     methodCost: { forwardPasses: state.forwardPasses, seconds: state.seconds },

@@ -10,7 +10,7 @@
  * Right-padded batches (see `batches()` in metrics/perplexity.ts) need nothing more than causality: padding sits
  * after every real token, so no real token attends to it, and the padded positions' own outputs are ignored.
  */
-import type { GraphBuilder } from './builder.js';
+import type { AttrValue, GraphBuilder } from './builder.js';
 
 /** 'fused' runs one ONNX Runtime kernel per layer; 'explicit' keeps the plain-operator chain (reference, KV cache). */
 export type AttentionKind = 'explicit' | 'fused';
@@ -51,9 +51,11 @@ export interface FusedAttentionContext {
   /** 1-element int64 vectors. */
   batchDim: string;
   seqDim: string;
-  /** Rotary tables [maxPositions, headDim] (half-split layout, each half repeated). */
-  cosTable: string;
-  sinTable: string;
+  /** Rotary tables [maxPositions, headDim] (half-split layout, each half repeated); absent: no rotary (learned positions). */
+  cosTable?: string;
+  sinTable?: string;
+  /** Score scale when not 1/√headDim. */
+  scale?: number;
 }
 
 export interface LayerAttention {
@@ -92,13 +94,16 @@ export function fusedCausalAttention(context: FusedAttentionContext): (a: LayerA
   // [batch, seq]; one fused op replaces the slice/neg/concat/mul/add chain (whose small-span broadcasts
   // were slow in the [batch, seq, heads, headDim] layout).
   const half = (t: string) => g.op('Slice', [t, zero, g.constInt64([hd / 2]), one]);
-  const cosHalf = half(ctx.cosTable);
-  const sinHalf = half(ctx.sinTable);
+  const tables =
+    ctx.cosTable && ctx.sinTable ? { cos: half(ctx.cosTable), sin: half(ctx.sinTable) } : undefined;
   const seqScalar = g.op('Squeeze', [ctx.seqDim, zero]);
-  const positions = g.op('Expand', [
-    g.op('Unsqueeze', [g.op('Range', [g.constInt64([0], []), seqScalar, g.constInt64([1], [])]), zero]),
-    g.op('Concat', [ctx.batchDim, ctx.seqDim], { axis: 0 }),
-  ]);
+  const positions = tables
+    ? g.op('Expand', [
+        g.op('Unsqueeze', [g.op('Range', [g.constInt64([0], []), seqScalar, g.constInt64([1], [])]), zero]),
+        g.op('Concat', [ctx.batchDim, ctx.seqDim], { axis: 0 }),
+      ])
+    : '';
+  const scaleAttr: Record<string, AttrValue> = ctx.scale === undefined ? {} : { scale: { float: ctx.scale } };
 
   // GroupQueryAttention's lengths: every row is seq long (right padding needs no key mask, see above).
   // seqlens_k is the index of each row's last key, total_sequence_length the key count, both int32.
@@ -117,12 +122,14 @@ export function fusedCausalAttention(context: FusedAttentionContext): (a: LayerA
       g.op('Concat', [g.constInt64([-1]), ctx.seqDim, g.constInt64([n * hd])], { axis: 0 }),
     ]);
   const rotary = (t: string, n: number): string =>
-    g.op(
-      'RotaryEmbedding',
-      [toBsh(t, n), positions, cosHalf, sinHalf],
-      { num_heads: n, interleaved: 0 },
-      'com.microsoft',
-    );
+    tables
+      ? g.op(
+          'RotaryEmbedding',
+          [toBsh(t, n), positions, tables.cos, tables.sin],
+          { num_heads: n, interleaved: 0 },
+          'com.microsoft',
+        )
+      : toBsh(t, n);
   /** K/V [batch, seq, kvHeads·hd] → one KV head per query head, in query order. */
   const expand = (t: string, kvHeads: number, kvMap: readonly number[]): string => {
     const split = g.op('Reshape', [t, g.constInt64([0, 0, kvHeads, hd])]);
@@ -148,10 +155,15 @@ export function fusedCausalAttention(context: FusedAttentionContext): (a: LayerA
         ? g.node(
             'GroupQueryAttention',
             [q, k, v, '', '', seqlensK, totalLength],
-            { num_heads: a.heads, kv_num_heads: kvHeads },
+            { num_heads: a.heads, kv_num_heads: kvHeads, ...scaleAttr },
             { domain: 'com.microsoft', outputs: 3 },
           )[0]
-        : g.op('MultiHeadAttention', [q, k, v], { num_heads: a.heads, unidirectional: 1 }, 'com.microsoft');
+        : g.op(
+            'MultiHeadAttention',
+            [q, k, v],
+            { num_heads: a.heads, unidirectional: 1, ...scaleAttr },
+            'com.microsoft',
+          );
     // The head mask as a row [heads·hd] (each head's value repeated hd times): one wide broadcast over
     // [batch·seq, heads·hd] instead of a per-head one with an 8-wide inner span.
     const keepRow = g.op('Reshape', [
@@ -160,4 +172,50 @@ export function fusedCausalAttention(context: FusedAttentionContext): (a: LayerA
     ]);
     return g.op('Mul', [g.op('Reshape', [out, g.constInt64([-1, a.heads * hd])]), keepRow]);
   };
+}
+
+export interface ExplicitAttention {
+  /** Queries [batch, heads, seq, hd], keys and values [batch, kvHeads, total, hd] (positions already applied). */
+  q: string;
+  k: string;
+  v: string;
+  heads: number;
+  kvHeads: number;
+  /** The KV head each query head reads. */
+  kvMap: readonly number[];
+  /** Additive mask broadcasting to [batch, heads, seq, total] (0 = attend, very negative = blocked). */
+  mask: string;
+  /** Multiplies scores (1/√headDim unless the model says otherwise). */
+  scale: number;
+  /** Scores soft-capped as cap·tanh(s/cap) before the mask (Gemma 2). */
+  softcap?: number;
+  /** This layer's head mask [heads] (1 keep, 0 drop); absent in deployment graphs. */
+  keep?: string;
+}
+
+/**
+ * The plain-operator attention chain: softmax(scale·QKᵀ [soft-capped] + mask)·V per head, each head's output
+ * multiplied by its head-mask entry, heads merged to [batch·seq, heads·hd]. Exact for any mask (causal, padding,
+ * sliding windows, KV cache); the fused kernels are checked against it.
+ */
+export function explicitAttention(g: GraphBuilder, hd: number, a: ExplicitAttention): string {
+  let { k, v } = a;
+  if (!isUniformGrouping(a.heads, a.kvHeads, a.kvMap) || a.kvHeads !== a.heads) {
+    const map = g.constInt64([...a.kvMap]);
+    k = g.op('Gather', [k, map], { axis: 1 });
+    v = g.op('Gather', [v, map], { axis: 1 });
+  }
+  const kt = g.op('Transpose', [k], { perm: [0, 1, 3, 2] });
+  let scores = g.op('Mul', [g.op('MatMul', [a.q, kt]), g.constFloat([a.scale], [])]);
+  if (a.softcap) {
+    const cap = g.constFloat([a.softcap], []);
+    scores = g.op('Mul', [g.op('Tanh', [g.op('Div', [scores, cap])]), cap]);
+  }
+  const probs = g.op('Softmax', [g.op('Add', [scores, a.mask])], { axis: -1 });
+  let attn = g.op('MatMul', [probs, v]); // [batch, heads, seq, hd]
+  if (a.keep) attn = g.op('Mul', [attn, g.op('Reshape', [a.keep, g.constInt64([a.heads, 1, 1])])]);
+  return g.op('Reshape', [
+    g.op('Transpose', [attn], { perm: [0, 2, 1, 3] }),
+    g.constInt64([-1, a.heads * hd]),
+  ]);
 }

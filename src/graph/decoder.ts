@@ -48,12 +48,14 @@ import type { ModelConfig, ModelSpec } from '../model/spec.js';
 import { kvMapOfLayer } from '../model/spec.js';
 import {
   type AttentionKind,
+  explicitAttention,
   type FusedAttentionOp,
   fusedCausalAttention,
   halfSplitRotary,
 } from './attention.js';
 import { type EncodedModel, GraphBuilder } from './builder.js';
-import { isWeightFile, type Weights, weightType } from './weights.js';
+import { createKit, type HalfLinears } from './kit.js';
+import { isWeightFile, type Weights } from './weights.js';
 
 export { loadWeights, prepareWeights, releaseWeights, type WeightMap, type Weights } from './weights.js';
 
@@ -171,12 +173,7 @@ export function blockSpec(spec: ModelSpec, layers?: readonly [number, number]): 
   return { ...spec, tensors: new Map([...spec.tensors].filter(([role]) => keep(role))) };
 }
 
-export type HalfLinears = 'upcast' | 'native';
-
-/** ONNX TensorProto data types used by Cast. */
-const ONNX_FLOAT = 1;
-const ONNX_FLOAT16 = 10;
-const ONNX_BFLOAT16 = 16;
+export type { HalfLinears } from './kit.js';
 
 export const IGNORE_INDEX = -100;
 /**
@@ -223,27 +220,43 @@ export function rotaryTables(
 }
 
 /**
- * The spec fields this builder implements, and what it does with each; any other value is refused in one line
+ * The spec fields this builder implements, and the values it builds; any other value is refused in one line
  * rather than computed as something else (a spec can describe more than this graph builds).
  */
 const HONOURED: ReadonlyArray<[keyof ModelConfig, readonly unknown[]]> = [
-  ['family', ['llama']],
-  ['normKind', ['rms']],
+  ['arch', [undefined, 'decoder']],
+  ['family', ['llama', 'gpt2', 'gemma']],
+  ['normKind', ['rms', 'layer']],
   ['normPlacement', ['pre']],
-  ['mlpKind', ['gated']],
-  ['positionKind', ['rope']],
+  ['mlpKind', ['gated', 'plain']],
+  ['positionKind', ['rope', 'learned']],
   ['activation', ['silu', 'gelu', 'gelu_tanh', 'relu']],
+  ['typeVocabSize', [undefined, 0]],
+  ['classifier', [undefined]],
 ];
 
 export function refuseUnhonoured(c: ModelConfig): void {
   for (const [field, values] of HONOURED) {
     if (!values.includes(c[field])) {
+      const shown = values.map((v) => (v === undefined ? 'none' : JSON.stringify(v))).join(', ');
       throw new GenepruneError(
         'model',
-        `the decoder graph cannot build ${field} ${JSON.stringify(c[field])} (it builds ${values.map((v) => JSON.stringify(v)).join(', ')}); model_type ${c.modelType} is not supported`,
+        `the decoder graph cannot build ${field} ${JSON.stringify(c[field])} (it builds ${shown}); model_type ${c.modelType} is not supported`,
       );
     }
   }
+  const window = c.slidingWindow;
+  if (window && (window.length !== c.numLayers || window.some((w) => !Number.isInteger(w) || w < 0))) {
+    throw new GenepruneError(
+      'model',
+      `sliding windows must be ${c.numLayers} non-negative integers, one per layer (got ${JSON.stringify(window)})`,
+    );
+  }
+}
+
+/** The fused kernels implement plain causal attention with a score scale; soft-capped or windowed layers run the explicit chain. */
+function fusedCapable(c: ModelConfig): boolean {
+  return !c.attnSoftcap && !(c.slidingWindow ?? []).some((w) => w > 0);
 }
 
 export function buildDecoderGraph(
@@ -254,159 +267,15 @@ export function buildDecoderGraph(
   const c = spec.config;
   refuseUnhonoured(c);
   const g = new GraphBuilder();
-  const maskSet = new Set(opts.weightMasks ?? []);
-  for (const role of maskSet) {
-    if (!spec.tensors.has(role)) {
-      throw new Error(`decoder graph: no weight ${role} to mask`);
-    }
-  }
+  const kit = createKit(g, spec, weights, {
+    weightMasks: opts.weightMasks,
+    halfLinears: opts.halfLinears,
+    what: 'decoder graph',
+  });
   const maxHeads = Math.max(...c.headsPerLayer);
   const hd = c.headDim;
   const D = c.hiddenSize;
-
-  /** The MLP's activation as the spec names it (each defined as in PyTorch / Hugging Face). */
-  const activation = (x: string): string => {
-    switch (c.activation) {
-      case 'silu': // x·σ(x)
-        return g.op('Mul', [x, g.op('Sigmoid', [x])]);
-      case 'relu':
-        return g.op('Relu', [x]);
-      case 'gelu': // x·Φ(x) = x/2·(1 + erf(x/√2)), the exact GELU
-        return g.op('Mul', [
-          g.op('Mul', [x, g.constFloat([0.5])]),
-          g.op('Add', [g.op('Erf', [g.op('Mul', [x, g.constFloat([Math.SQRT1_2])])]), g.constFloat([1])]),
-        ]);
-      case 'gelu_tanh': {
-        // x/2·(1 + tanh(√(2/π)·(x + 0.044715·x³))), HF's gelu_new / gelu_pytorch_tanh
-        const cube = g.op('Mul', [g.op('Mul', [x, x]), x]);
-        const inner = g.op('Mul', [
-          g.op('Add', [x, g.op('Mul', [cube, g.constFloat([0.044715])])]),
-          g.constFloat([Math.sqrt(2 / Math.PI)]),
-        ]);
-        return g.op('Mul', [
-          g.op('Mul', [x, g.constFloat([0.5])]),
-          g.op('Add', [g.op('Tanh', [inner]), g.constFloat([1])]),
-        ]);
-      }
-    }
-  };
-
-  const weight = (role: string): string => {
-    const src = spec.tensors.get(role);
-    if (isWeightFile(weights)) {
-      const t = weights.tensors.get(role);
-      if (!t || !src) throw new Error(`decoder graph: missing tensor ${role}`);
-      return g.externalInitializer(role, weights.dir, { ...t, location: weights.location });
-    }
-    const data = weights.get(role);
-    if (!data || !src) throw new Error(`decoder graph: missing tensor ${role}`);
-    return g.initializer(role, { type: weightType(weights, role), dims: [...src.shape], data });
-  };
-  const isHalf = (role: string) => weightType(weights, role) !== 'float32';
-  const native = opts.halfLinears === 'native';
-  // fp32 values of a narrow weight, cast where used. The Cast's input is made to depend on `anchor` (the
-  // activation entering the current block) through a Reshape to the weight's own shape by a runtime-computed
-  // shape: ONNX Runtime can then neither fold the Cast into an fp32 initializer (which would bring back the fp32
-  // copy) nor run every layer's Cast at the start (which would hold all of them at once). Measured: without the
-  // anchor the session held fp16 + a whole fp32 copy.
-  let anchor = '';
-  const anchorZero = new Map<string, string>();
-  const floatOf = (name: string, role: string, dims = spec.tensors.get(role)!.shape): string => {
-    if (!isHalf(role)) return name;
-    let zero = anchorZero.get(anchor);
-    if (!zero) {
-      const dim0 = g.op('Slice', [g.op('Shape', [anchor]), g.constInt64([0]), g.constInt64([1])]);
-      zero = g.op('Mul', [dim0, g.constInt64([0])]);
-      anchorZero.set(anchor, zero);
-    }
-    const shape = g.op('Add', [g.constInt64([...dims]), zero]);
-    return g.op('Cast', [g.op('Reshape', [name, shape])], { to: ONNX_FLOAT });
-  };
-  const halfCode = (role: string) => (weightType(weights, role) === 'float16' ? ONNX_FLOAT16 : ONNX_BFLOAT16);
-  /** Rows [v0, v1) of a [rows, D] weight as an initializer of its own, over the same bytes (no copy). */
-  const weightRows = (role: string, v0: number, v1: number): string => {
-    const src = spec.tensors.get(role);
-    if (!src) throw new Error(`decoder graph: missing tensor ${role}`);
-    const cols = src.shape[1];
-    const name = `${role}.rows${v0}_${v1}`;
-    if (isWeightFile(weights)) {
-      const t = weights.tensors.get(role);
-      if (!t) throw new Error(`decoder graph: missing tensor ${role}`);
-      const rowBytes = t.byteLength / src.shape[0];
-      return g.externalInitializer(name, weights.dir, {
-        ...t,
-        dims: [v1 - v0, cols],
-        offset: t.offset + v0 * rowBytes,
-        byteLength: (v1 - v0) * rowBytes,
-        location: weights.location,
-      });
-    }
-    const data = weights.get(role);
-    if (!data) throw new Error(`decoder graph: missing tensor ${role}`);
-    return g.initializer(name, {
-      type: weightType(weights, role),
-      dims: [v1 - v0, cols],
-      data: data.subarray(v0 * cols, v1 * cols),
-    });
-  };
-  /** Rows `idx` (int64 [N], each in [0, vocab)) of a weight held in row chunks: one Gather per chunk. */
-  const gatherRows = (
-    role: string,
-    chunks: Array<{ w: string; v0: number; v1: number }>,
-    idx: string,
-  ): string => {
-    // Rows of a narrow weight are gathered narrow and widened: [N, D], never the table.
-    const wide = (v: string) => (isHalf(role) ? g.op('Cast', [v], { to: ONNX_FLOAT }) : v);
-    if (chunks.length === 1) return wide(g.op('Gather', [chunks[0].w, idx], { axis: 0 }));
-    let sum = '';
-    for (const { w, v0, v1 } of chunks) {
-      const local = g.op('Sub', [idx, g.constInt64([v0], [])]);
-      const inside = g.op('And', [
-        g.op('GreaterOrEqual', [local, g.constInt64([0], [])]),
-        g.op('Less', [local, g.constInt64([v1 - v0], [])]),
-      ]);
-      const rows = wide(
-        g.op('Gather', [w, g.op('Where', [inside, local, g.constInt64([0], [])])], { axis: 0 }),
-      );
-      const part = g.op('Where', [
-        g.op('Unsqueeze', [inside, g.constInt64([1])]),
-        rows,
-        g.constFloat([0], []),
-      ]);
-      sum = sum === '' ? part : g.op('Add', [sum, part]);
-    }
-    return sum;
-  };
-  const maybeMasked = (role: string, inHalf: boolean): string => {
-    const w = inHalf ? weight(role) : floatOf(weight(role), role);
-    if (!maskSet.has(role)) return w;
-    const shape = [...spec.tensors.get(role)!.shape];
-    const m = g.input(`mask.${role}`, 'bool', shape);
-    const zero = inHalf
-      ? g.op('Cast', [g.constFloat([0], [])], { to: halfCode(role) })
-      : g.constFloat([0], []);
-    return g.op('Where', [m, w, zero]);
-  };
-  const linear = (x: string, prefix: string): string => {
-    const role = `${prefix}.weight`;
-    const bias = spec.tensors.has(`${prefix}.bias`) ? weight(`${prefix}.bias`) : undefined;
-    if (native && isHalf(role)) {
-      const xh = g.op('Cast', [x], { to: halfCode(role) });
-      const y = g.op('Cast', [g.op('Gemm', [xh, maybeMasked(role, true)], { transB: 1 })], {
-        to: ONNX_FLOAT,
-      });
-      return bias ? g.op('Add', [y, bias]) : y;
-    }
-    const inputs = [x, maybeMasked(role, false)];
-    if (bias) inputs.push(bias);
-    return g.op('Gemm', inputs, { transB: 1 });
-  };
-  const rmsNorm = (x: string, role: string): string => {
-    const sq = g.op('Pow', [x, g.constFloat([2], [])]);
-    const ms = g.op('ReduceMean', [sq], { axes: [-1], keepdims: 1 });
-    const rs = g.op('Sqrt', [g.op('Add', [ms, g.constFloat([c.normEps], [])])]);
-    return g.op('Mul', [g.op('Div', [x, rs]), weight(role)]);
-  };
+  const rope = c.positionKind === 'rope';
 
   const cache = opts.kvCache === true;
   if (cache && opts.output !== 'logits') throw new Error('decoder graph: a KV-cache graph outputs logits');
@@ -458,22 +327,33 @@ export function buildDecoderGraph(
   const ranges = vocabChunks(c.vocabSize, opts.output, opts.vocabChunk);
   const headChunks = !hasHead
     ? []
-    : ranges.length === 1
-      ? [{ w: c.tieEmbeddings ? '' : weight(headRole), v0: 0, v1: c.vocabSize }]
-      : ranges.map(([v0, v1]) => ({ w: weightRows(headRole, v0, v1), v0, v1 }));
+    : ranges.map(([v0, v1]) => ({
+        w: ranges.length === 1 ? kit.weight(headRole) : kit.weightRows(headRole, v0, v1),
+        v0,
+        v1,
+      }));
+
+  // Positions 0 … seq−1 of a full graph ([seq]), or the KV-cache graph's position_ids ([batch, seq]).
+  const positions = (): string =>
+    cache ? positionIds : g.op('Range', [g.constInt64([0], []), seqScalar, g.constInt64([1], [])]);
 
   // Token embedding (or the block's input hidden states), flattened to [N = batch*seq, D] for the linears.
   let x: string;
   if (!hasEmbed) {
     x = g.op('Reshape', [hiddenIn, g.constInt64([-1, D])]);
-    if (hasHead && c.tieEmbeddings && ranges.length === 1) headChunks[0].w = weight('embed.tokens');
   } else {
     const ids1d = g.op('Reshape', [inputIds, minus1()]);
-    if (c.tieEmbeddings && ranges.length > 1) x = gatherRows(headRole, headChunks, ids1d);
-    else {
-      x = g.op('Gather', [weight('embed.tokens'), ids1d], { axis: 0 });
-      if (isHalf('embed.tokens')) x = g.op('Cast', [x], { to: ONNX_FLOAT });
-      if (c.tieEmbeddings && hasHead) headChunks[0].w = 'embed.tokens';
+    x =
+      c.tieEmbeddings && ranges.length > 1
+        ? kit.gatherRows(headRole, headChunks, ids1d)
+        : kit.gatherRows('embed.tokens', [{ w: kit.weight('embed.tokens'), v0: 0, v1: c.vocabSize }], ids1d);
+    if (c.embedScale !== undefined && c.embedScale !== 1)
+      x = g.op('Mul', [x, g.constFloat([c.embedScale], [])]);
+    if (c.positionKind === 'learned') {
+      // [seq, D] broadcast over the batch, or [batch, seq, D] from position_ids; added on [batch, seq, D].
+      const bsd = g.op('Concat', [batchDim, seqDim, g.constInt64([D])], { axis: 0 });
+      const x3 = g.op('Add', [g.op('Reshape', [x, bsd]), kit.learnedPositions(positions())]);
+      x = g.op('Reshape', [x3, g.constInt64([-1, D])]);
     }
   }
 
@@ -495,66 +375,75 @@ export function buildDecoderGraph(
     }
   };
 
-  // Rotary cos/sin for positions 0..seq-1: [seq, hd], broadcast over [batch, heads, seq, hd].
-  const tables = rotaryTables(c, c.maxPositions);
-  const cosTable = g.initializer('rotary.cos', {
-    type: 'float32',
-    dims: [c.maxPositions, hd],
-    data: tables.cos,
-  });
-  const sinTable = g.initializer('rotary.sin', {
-    type: 'float32',
-    dims: [c.maxPositions, hd],
-    data: tables.sin,
-  });
-  let cos: string;
-  let sin: string;
-  let causal = '';
-  const rotary = halfSplitRotary(g, hd);
-  const fused = !cache && (opts.attention ?? 'fused') === 'fused';
-  let fusedLayer: ReturnType<typeof fusedCausalAttention> | undefined;
-  if (fused) {
-    cos = '';
-    sin = '';
-    fusedLayer = fusedCausalAttention({
-      g,
-      op: opts.fusedOp ?? 'GroupQueryAttention',
-      headDim: hd,
-      batchDim,
-      seqDim,
-      cosTable,
-      sinTable,
-    });
-  } else if (!cache) {
-    cos = g.op('Slice', [cosTable, g.constInt64([0]), seqDim, g.constInt64([0])]);
-    sin = g.op('Slice', [sinTable, g.constInt64([0]), seqDim, g.constInt64([0])]);
-    // Causal additive mask [seq, seq]: -inf strictly above the diagonal.
-    const seqSeq = g.op('Concat', [seqDim, seqDim], { axis: 0 });
-    const negInf = g.op('ConstantOfShape', [seqSeq], {
-      value: { tensor: { type: 'float32', dims: [1], data: Float32Array.from([Number.NEGATIVE_INFINITY]) } },
-    });
-    causal = g.op('Trilu', [negInf, g.constInt64([1], [])], { upper: 1 });
-  } else {
-    // Positions come from position_ids: cos/sin [batch, 1, seq, hd].
-    const one = g.constInt64([1]);
-    cos = g.op('Unsqueeze', [g.op('Gather', [cosTable, positionIds], { axis: 0 }), one]);
-    sin = g.op('Unsqueeze', [g.op('Gather', [sinTable, positionIds], { axis: 0 }), one]);
-    // Query i sits at absolute index total - seq + i and may see keys j ≤ that index whose attention_mask is 1.
-    // A large finite negative instead of -inf keeps fully padded rows from turning into NaN.
-    const total = g.op('Slice', [g.op('Shape', [attentionMask]), one, g.constInt64([2])]);
+  // Rotary cos/sin tables [maxPositions, hd] (rope models only).
+  let cosTable: string | undefined;
+  let sinTable: string | undefined;
+  if (rope) {
+    const tables = rotaryTables(c, c.maxPositions);
+    cosTable = g.initializer('rotary.cos', { type: 'float32', dims: [c.maxPositions, hd], data: tables.cos });
+    sinTable = g.initializer('rotary.sin', { type: 'float32', dims: [c.maxPositions, hd], data: tables.sin });
+  }
+  const scale = c.attnScale ?? 1 / Math.sqrt(hd);
+  const fused = !cache && (opts.attention ?? 'fused') === 'fused' && fusedCapable(c);
+  const fusedLayer = fused
+    ? fusedCausalAttention({
+        g,
+        op: opts.fusedOp ?? 'GroupQueryAttention',
+        headDim: hd,
+        batchDim,
+        seqDim,
+        cosTable,
+        sinTable,
+        ...(c.attnScale !== undefined ? { scale: c.attnScale } : {}),
+      })
+    : undefined;
+
+  // Explicit path: rotary cos/sin [seq, hd] (full graphs) or [batch, 1, seq, hd] (from position_ids), and the
+  // additive masks per sliding window (0 = global).
+  const one = (): string => g.constInt64([1]);
+  let rotate = (t: string): string => t;
+  if (!fused && rope && cosTable && sinTable) {
+    const rotary = halfSplitRotary(g, hd);
+    let cos: string;
+    let sin: string;
+    if (cache) {
+      cos = g.op('Unsqueeze', [g.op('Gather', [cosTable, positionIds], { axis: 0 }), one()]);
+      sin = g.op('Unsqueeze', [g.op('Gather', [sinTable, positionIds], { axis: 0 }), one()]);
+    } else {
+      cos = g.op('Slice', [cosTable, g.constInt64([0]), seqDim, g.constInt64([0])]);
+      sin = g.op('Slice', [sinTable, g.constInt64([0]), seqDim, g.constInt64([0])]);
+    }
+    rotate = (t) => rotary(t, cos, sin);
+  }
+  const masks = new Map<number, string>();
+  const maskOf = (window: number): string => {
+    const known = masks.get(window);
+    if (known) return known;
+    // Query i sits at absolute index total − seq + i (total = seq without a cache) and may see keys j ≤ that
+    // index (within the window, when there is one) whose attention_mask is 1. A large finite negative instead
+    // of −inf keeps fully padded rows from turning into NaN.
+    const total = cache ? g.op('Slice', [g.op('Shape', [attentionMask]), one(), g.constInt64([2])]) : seqDim;
     const totalScalar = g.op('Squeeze', [total, g.constInt64([0])]);
     const start = g.op('Sub', [totalScalar, seqScalar]);
-    const rows = g.op('Unsqueeze', [g.op('Range', [start, totalScalar, g.constInt64([1], [])]), one]); // [seq, 1]
+    const rows = g.op('Unsqueeze', [g.op('Range', [start, totalScalar, g.constInt64([1], [])]), one()]); // [seq, 1]
     const cols = g.op('Range', [g.constInt64([0], []), totalScalar, g.constInt64([1], [])]); // [total]
-    const future = g.op('Greater', [cols, rows]); // [seq, total]
-    const padded = g.op('Unsqueeze', [
-      g.op('Equal', [attentionMask, g.constInt64([0], [])]),
-      g.constInt64([1, 2]),
-    ]); // [batch, 1, 1, total]
-    const blocked = g.op('Or', [future, padded]); // [batch, 1, seq, total]
-    causal = g.op('Where', [blocked, g.constFloat([-1e30], []), g.constFloat([0], [])]);
-  }
-  const scale = fused ? '' : g.constFloat([1 / Math.sqrt(hd)], []);
+    let blocked = g.op('Greater', [cols, rows]); // [seq, total]
+    if (window > 0) {
+      const tooOld = g.op('LessOrEqual', [cols, g.op('Sub', [rows, g.constInt64([window], [])])]);
+      blocked = g.op('Or', [blocked, tooOld]);
+    }
+    if (cache) {
+      const padded = g.op('Unsqueeze', [
+        g.op('Equal', [attentionMask, g.constInt64([0], [])]),
+        g.constInt64([1, 2]),
+      ]); // [batch, 1, 1, total]
+      blocked = g.op('Or', [blocked, padded]); // [batch, 1, seq, total]
+    }
+    const mask = g.op('Where', [blocked, g.constFloat([-1e30], []), g.constFloat([0], [])]);
+    masks.set(window, mask);
+    return mask;
+  };
+
   const encode = (): EncodedModel =>
     g.encodeModel({
       opset: OPSET,
@@ -577,13 +466,14 @@ export function buildDecoderGraph(
       ? layerMask
       : g.op('Slice', [layerMask, g.constInt64([0]), g.constInt64([heads])]);
   };
-  const rotate = (t: string): string => rotary(t, cos, sin);
+  /** A residual branch's output, through the sandwich norm when the model has one (Gemma 2). */
+  const branch = (y: string, role: string): string => (c.sandwichNorms ? kit.norm(y, role) : y);
 
   for (let i = from; i < to; i++) {
     const heads = c.headsPerLayer[i];
     const kvHeads = c.kvHeadsPerLayer[i];
     const p = `layers.${i}`;
-    anchor = x;
+    kit.setAnchor(x);
     if (heads === 0 && cache) {
       // No attention here: the cache still has this layer, with zero KV heads, so its shapes stay consistent.
       const emptyShape = g.op('Concat', [batchDim, g.constInt64([0]), seqDim, g.constInt64([hd])], {
@@ -597,59 +487,52 @@ export function buildDecoderGraph(
         g.output(`present.${i}.${kind}`, 'float32', ['batch', 0, 'total', hd]);
       }
     }
-    if (heads > 0 && fusedLayer) {
-      const h = rmsNorm(x, `${p}.attn_norm.weight`);
+    if (heads > 0) {
+      const h = kit.norm(x, `${p}.attn_norm`);
       capture(i, 'attn_in', h, D);
-      const merged = fusedLayer({
-        q: linear(h, `${p}.attn.q`),
-        k: linear(h, `${p}.attn.k`),
-        v: linear(h, `${p}.attn.v`),
-        heads,
-        kvHeads,
-        kvMap: kvMapOfLayer(c, i),
-        keep: layerHeadMask(i, heads),
-      });
+      const q = kit.linear(h, `${p}.attn.q`);
+      const k = kit.linear(h, `${p}.attn.k`);
+      const v = kit.linear(h, `${p}.attn.v`);
+      let merged: string;
+      if (fusedLayer) {
+        merged = fusedLayer({
+          q,
+          k,
+          v,
+          heads,
+          kvHeads,
+          kvMap: kvMapOfLayer(c, i),
+          keep: layerHeadMask(i, heads),
+        });
+      } else {
+        let kh = rotate(splitHeads(k, kvHeads));
+        let vh = splitHeads(v, kvHeads);
+        if (cache) {
+          kh = g.node('Concat', [past(i, 'key'), kh], { axis: 2 }, { outputs: [`present.${i}.key`] })[0];
+          vh = g.node('Concat', [past(i, 'value'), vh], { axis: 2 }, { outputs: [`present.${i}.value`] })[0];
+          g.output(`present.${i}.key`, 'float32', ['batch', kvHeads, 'total', hd]);
+          g.output(`present.${i}.value`, 'float32', ['batch', kvHeads, 'total', hd]);
+        }
+        merged = explicitAttention(g, hd, {
+          q: rotate(splitHeads(q, heads)),
+          k: kh,
+          v: vh,
+          heads,
+          kvHeads,
+          kvMap: kvMapOfLayer(c, i),
+          mask: maskOf(c.slidingWindow?.[i] ?? 0),
+          scale,
+          softcap: c.attnSoftcap,
+          keep: cache ? undefined : layerHeadMask(i, heads),
+        });
+      }
       capture(i, 'o_in', merged, heads * hd);
-      x = g.op('Add', [x, linear(merged, `${p}.attn.o`)]);
-    } else if (heads > 0) {
-      const h = rmsNorm(x, `${p}.attn_norm.weight`);
-      capture(i, 'attn_in', h, D);
-      const q = rotate(splitHeads(linear(h, `${p}.attn.q`), heads));
-      let k = rotate(splitHeads(linear(h, `${p}.attn.k`), kvHeads));
-      let v = splitHeads(linear(h, `${p}.attn.v`), kvHeads);
-      if (cache) {
-        k = g.node('Concat', [past(i, 'key'), k], { axis: 2 }, { outputs: [`present.${i}.key`] })[0];
-        v = g.node('Concat', [past(i, 'value'), v], { axis: 2 }, { outputs: [`present.${i}.value`] })[0];
-        g.output(`present.${i}.key`, 'float32', ['batch', kvHeads, 'total', hd]);
-        g.output(`present.${i}.value`, 'float32', ['batch', kvHeads, 'total', hd]);
-      }
-      if (kvHeads !== heads || c.kvHeadOfQuery?.[i]) {
-        const map = g.constInt64(kvMapOfLayer(c, i));
-        k = g.op('Gather', [k, map], { axis: 1 });
-        v = g.op('Gather', [v, map], { axis: 1 });
-      }
-      const kt = g.op('Transpose', [k], { perm: [0, 1, 3, 2] });
-      const scores = g.op('Add', [g.op('Mul', [g.op('MatMul', [q, kt]), scale]), causal]);
-      const probs = g.op('Softmax', [scores], { axis: -1 });
-      let attn = g.op('MatMul', [probs, v]); // [batch, heads, seq, hd]
-      if (!cache) {
-        attn = g.op('Mul', [attn, g.op('Reshape', [layerHeadMask(i, heads), g.constInt64([heads, 1, 1])])]);
-      }
-      const merged = g.op('Reshape', [
-        g.op('Transpose', [attn], { perm: [0, 2, 1, 3] }),
-        g.constInt64([-1, heads * hd]),
-      ]);
-      capture(i, 'o_in', merged, heads * hd);
-      x = g.op('Add', [x, linear(merged, `${p}.attn.o`)]);
+      x = g.op('Add', [x, branch(kit.linear(merged, `${p}.attn.o`), `${p}.post_attn_norm`)]);
     }
-    const h2 = rmsNorm(x, `${p}.mlp_norm.weight`);
+    const h2 = kit.norm(x, `${p}.mlp_norm`);
     capture(i, 'mlp_in', h2, D);
-    const gate = linear(h2, `${p}.mlp.gate`);
-    const up = linear(h2, `${p}.mlp.up`);
-    const act = activation(gate);
-    const downIn = g.op('Mul', [act, up]);
-    capture(i, 'down_in', downIn, c.intermediateSize);
-    x = g.op('Add', [x, linear(downIn, `${p}.mlp.down`)]);
+    const out = kit.mlp(h2, i, (downIn) => capture(i, 'down_in', downIn, c.intermediateSize));
+    x = g.op('Add', [x, branch(out, `${p}.post_mlp_norm`)]);
   }
 
   if (!hasHead) {
@@ -659,10 +542,22 @@ export function buildDecoderGraph(
     return encode();
   }
 
-  anchor = x;
-  x = rmsNorm(x, 'final_norm.weight');
+  kit.setAnchor(x);
+  x = kit.norm(x, 'final_norm');
   // fp32 values of the head (whole, for the logits modes: one chunk).
-  const headWeight = headChunks.length === 1 ? floatOf(headChunks[0].w, headRole) : '';
+  const headWeight = headChunks.length === 1 ? kit.floatOf(headChunks[0].w, headRole) : '';
+  /** Logits of rows `rows` [n, D] against head weights `w` (fp32), soft-capped when the model says so. */
+  const logitsOf = (rows: string, w: string, name?: string): string => {
+    const cap = c.finalSoftcap;
+    if (!cap) return g.node('Gemm', [rows, w], { transB: 1 }, name ? { outputs: [name] } : {})[0];
+    const capped = g.op('Div', [g.op('Gemm', [rows, w], { transB: 1 }), g.constFloat([cap], [])]);
+    return g.node(
+      'Mul',
+      [g.op('Tanh', [capped]), g.constFloat([cap], [])],
+      {},
+      name ? { outputs: [name] } : {},
+    )[0];
+  };
   const V = c.vocabSize;
   const bsv = g.op('Concat', [batchDim, seqDim, g.constInt64([V])], { axis: 0 });
   const perToken = (v: string, name: string) => {
@@ -679,10 +574,10 @@ export function buildDecoderGraph(
     const parts = headChunks.map(({ w, v0, v1 }) => {
       // A narrow chunk is widened only once the previous chunk is reduced (anchored on its result), so one
       // fp32 chunk exists at a time.
-      const logits = g.op('Gemm', [x, floatOf(w, headRole, [v1 - v0, D])], { transB: 1 });
+      const logits = logitsOf(x, kit.floatOf(w, headRole, [v1 - v0, D]));
       each?.(logits, v0, v1);
       const lse = g.op('ReduceLogSumExp', [logits], { axes: [-1], keepdims: 1 });
-      anchor = lse;
+      kit.setAnchor(lse);
       return lse;
     });
     return g.op('ReduceLogSumExp', [g.op('Concat', parts, { axis: 1 })], { axes: [-1], keepdims: 0 });
@@ -693,7 +588,7 @@ export function buildDecoderGraph(
       const x3 = g.op('Reshape', [x, g.op('Concat', [batchDim, seqDim, g.constInt64([D])], { axis: 0 })]);
       const lastIdx = g.op('Sub', [seqScalar, g.constInt64([1], [])]);
       const last = g.op('Gather', [x3, lastIdx], { axis: 1 }); // [batch, D]
-      g.node('Gemm', [last, headWeight], { transB: 1 }, { outputs: ['logits'] });
+      logitsOf(last, headWeight, 'logits');
       g.output('logits', 'float32', ['batch', V]);
       break;
     }
@@ -703,18 +598,18 @@ export function buildDecoderGraph(
       const x3 = g.op('Reshape', [x, g.op('Concat', [batchDim, seqDim, g.constInt64([D])], { axis: 0 })]);
       const idx = g.op('Unsqueeze', [lastIndex, g.constInt64([1])]); // [batch, 1]
       const last = g.op('GatherND', [x3, idx], { batch_dims: 1 }); // [batch, D]
-      g.node('Gemm', [last, headWeight], { transB: 1 }, { outputs: ['logits'] });
+      logitsOf(last, headWeight, 'logits');
       g.output('logits', 'float32', ['batch', V]);
       break;
     }
     case 'logits': {
-      const logits = g.op('Gemm', [x, headWeight], { transB: 1 });
+      const logits = logitsOf(x, headWeight);
       g.node('Reshape', [logits, bsv], {}, { outputs: ['logits'] });
       g.output('logits', 'float32', ['batch', 'seq', V]);
       break;
     }
     case 'logprobs': {
-      const logp = g.op('LogSoftmax', [g.op('Gemm', [x, headWeight], { transB: 1 })], { axis: -1 });
+      const logp = g.op('LogSoftmax', [logitsOf(x, headWeight)], { axis: -1 });
       g.node('Reshape', [logp, bsv], {}, { outputs: ['logprobs'] });
       g.output('logprobs', 'float32', ['batch', 'seq', V]);
       break;
@@ -723,7 +618,7 @@ export function buildDecoderGraph(
       const targets = g.input('targets', 'int64', ['batch', 'seq']);
       const t1d = g.op('Reshape', [targets, minus1()]);
       if (headChunks.length === 1) {
-        const logits = g.op('Gemm', [x, headWeight], { transB: 1 });
+        const logits = logitsOf(x, headWeight);
         const nll = g.op('SoftmaxCrossEntropyLoss', [logits, t1d], {
           reduction: 'none',
           ignore_index: IGNORE_INDEX,
@@ -736,7 +631,7 @@ export function buildDecoderGraph(
       const tIdx = g.op('Where', [valid, t1d, g.constInt64([0], [])]);
       const targetLogit = g.op(
         'ReduceSum',
-        [g.op('Mul', [x, gatherRows(headRole, headChunks, tIdx)]), g.constInt64([-1])],
+        [g.op('Mul', [x, kit.gatherRows(headRole, headChunks, tIdx)]), g.constInt64([-1])],
         {
           keepdims: 0,
         },
@@ -749,7 +644,7 @@ export function buildDecoderGraph(
       const ref = g.input('ref_logprobs', 'float32', ['batch', 'seq', V]);
       const ref2 = g.op('Reshape', [ref, g.constInt64([-1, V])]);
       if (headChunks.length === 1) {
-        const logp = g.op('LogSoftmax', [g.op('Gemm', [x, headWeight], { transB: 1 })], { axis: -1 });
+        const logp = g.op('LogSoftmax', [logitsOf(x, headWeight)], { axis: -1 });
         const terms = g.op('Mul', [g.op('Exp', [ref2]), g.op('Sub', [ref2, logp])]);
         perToken(g.op('ReduceSum', [terms, g.constInt64([-1])], { keepdims: 0 }), 'kl');
         break;

@@ -10,11 +10,13 @@ import { openLlama2c } from '../checkpoint/llama2c.js';
 import { fileError } from '../errors.js';
 import { describeFsError } from '../util/fs.js';
 import { bertSpecFromHf } from './bert.js';
+import { gpt2SpecFromHf } from './gpt2.js';
 import { llamaSpecFromHf, llamaSpecFromLlama2c } from './llama.js';
 import type { ModelSpec } from './spec.js';
 
-/** model_type → the family mapping that reads it. gpt2 and bert families join here. */
+/** model_type → the family mapping that reads it. */
 const HF_FAMILIES: Record<string, (folder: HfFolder) => ModelSpec> = {
+  gpt2: gpt2SpecFromHf,
   llama: llamaSpecFromHf,
   mistral: llamaSpecFromHf,
   qwen2: llamaSpecFromHf,

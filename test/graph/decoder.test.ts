@@ -167,10 +167,12 @@ describe('the MLP activation config.json names is the one computed', () => {
       seed: 1,
     });
     for (const [field, value] of [
-      ['normKind', 'layer'],
-      ['mlpKind', 'plain'],
-      ['positionKind', 'learned'],
+      ['normKind', 'scale'],
+      ['mlpKind', 'mixture'],
+      ['positionKind', 'alibi'],
       ['normPlacement', 'post'],
+      ['arch', 'encoder'],
+      ['activation', 'swish_beta'],
     ] as const) {
       await assert.rejects(
         () => createRunner({ ...spec, config: { ...spec.config, [field]: value } }, { output: 'logits' }),

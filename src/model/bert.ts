@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import type { HfFolder } from '../checkpoint/hf.js';
 import type { FileTensor } from '../checkpoint/safetensors.js';
 import { fileError, GenepruneError } from '../errors.js';
+import { configReader } from './hfconfig.js';
 import type { Activation, ModelConfig, ModelSpec, PoolActivation, TensorSource } from './spec.js';
 
 export const BERT_MODEL_TYPES = ['bert', 'roberta', 'distilbert'] as const;
@@ -38,13 +39,8 @@ const DEFAULT_PAD_ID: Record<BertModelType, number> = { bert: 0, roberta: 1, dis
 const DEFAULT_EPS = 1e-12;
 const DEFAULT_MAX_POSITIONS = 512;
 
-const HF_ACTIVATIONS: Record<string, Activation> = {
-  gelu: 'gelu',
-  gelu_new: 'gelu_tanh',
-  gelu_pytorch_tanh: 'gelu_tanh',
-  relu: 'relu',
-};
-const ACTIVATION_TO_HF: Partial<Record<Activation, string>> = {
+const ACTIVATION_TO_HF: Record<Activation, string> = {
+  silu: 'silu',
   gelu: 'gelu',
   gelu_tanh: 'gelu_new',
   relu: 'relu',
@@ -54,76 +50,44 @@ const ACTIVATION_TO_HF: Partial<Record<Activation, string>> = {
 // config.json → ModelConfig
 
 export function bertConfigFromHf(json: Record<string, unknown>, configPath: string): ModelConfig {
-  const fail = (msg: string) => fileError(configPath, msg);
-  const modelType = json.model_type;
-  if (typeof modelType !== 'string') throw fail('no "model_type" string');
-  if (!(BERT_MODEL_TYPES as readonly string[]).includes(modelType)) {
-    throw fail(`model_type "${modelType}" is not supported (supported: ${BERT_MODEL_TYPES.join(', ')})`);
-  }
-  const type = modelType as BertModelType;
+  const r = configReader(json, configPath);
+  const type = r.string('model_type', '', BERT_MODEL_TYPES) as BertModelType;
   const distil = type === 'distilbert';
-  const present = (key: string) => json[key] !== undefined && json[key] !== null;
-  const int = (key: string, fallback?: number, min = 1): number => {
-    if (!present(key)) {
-      if (fallback === undefined) throw fail(`"${key}" is missing`);
-      return fallback;
-    }
-    const v = json[key];
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min) {
-      throw fail(`"${key}" must be an integer ≥ ${min}, got ${JSON.stringify(v)}`);
-    }
-    return v;
-  };
 
   // DistilBERT names the same sizes differently.
   const key = (bertName: string, distilName: string) => (distil ? distilName : bertName);
-  const hiddenSize = int(key('hidden_size', 'dim'));
-  const numLayers = int(key('num_hidden_layers', 'n_layers'));
-  const numHeads = int(key('num_attention_heads', 'n_heads'));
+  const hiddenSize = r.int(key('hidden_size', 'dim'));
+  const numLayers = r.int(key('num_hidden_layers', 'n_layers'));
+  const numHeads = r.int(key('num_attention_heads', 'n_heads'));
   if (hiddenSize % numHeads !== 0) {
-    throw fail(`${key('hidden_size', 'dim')} ${hiddenSize} is not a multiple of the ${numHeads} heads`);
+    throw r.fail(`${key('hidden_size', 'dim')} ${hiddenSize} is not a multiple of the ${numHeads} heads`);
   }
-  const intermediateSize = int(key('intermediate_size', 'hidden_dim'));
-
-  const actKey = key('hidden_act', 'activation');
-  const actName = present(actKey) ? json[actKey] : 'gelu';
-  const activation = typeof actName === 'string' ? HF_ACTIVATIONS[actName] : undefined;
-  if (!activation) {
-    throw fail(
-      `${actKey} ${JSON.stringify(actName)} is not supported (supported: ${Object.keys(HF_ACTIVATIONS).join(', ')})`,
-    );
-  }
+  const intermediateSize = r.int(key('intermediate_size', 'hidden_dim'));
+  const activation = r.activation(key('hidden_act', 'activation'), 'gelu');
 
   if (distil && json.sinusoidal_pos_embds === true) {
-    throw fail('sinusoidal_pos_embds is true: only learned position embeddings are supported');
+    throw r.fail('sinusoidal_pos_embds is true: only learned position embeddings are supported');
   }
-  const positionType = present('position_embedding_type') ? json.position_embedding_type : 'absolute';
+  const positionType = r.present('position_embedding_type') ? json.position_embedding_type : 'absolute';
   if (positionType !== 'absolute') {
-    throw fail(
+    throw r.fail(
       `position_embedding_type ${JSON.stringify(positionType)} is not supported (only "absolute" is)`,
     );
   }
-  if (json.is_decoder === true) throw fail('is_decoder is true: only bidirectional encoders are supported');
+  if (json.is_decoder === true) throw r.fail('is_decoder is true: only bidirectional encoders are supported');
 
-  let normEps = DEFAULT_EPS; // DistilBERT fixes 1e-12
-  if (!distil && present('layer_norm_eps')) {
-    const v = json.layer_norm_eps;
-    if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) {
-      throw fail(`"layer_norm_eps" must be a positive number, got ${JSON.stringify(v)}`);
-    }
-    normEps = v;
-  }
-  const padTokenId = int('pad_token_id', DEFAULT_PAD_ID[type], 0);
+  const normEps = distil ? DEFAULT_EPS : r.positive('layer_norm_eps', DEFAULT_EPS); // DistilBERT fixes 1e-12
+  const padTokenId = r.int('pad_token_id', DEFAULT_PAD_ID[type], 0);
   // RoBERTa numbers positions after the padding id: position 0 reads row pad + 1.
   const positionOffset = type === 'roberta' ? padTokenId + 1 : 0;
-  const positionRows = int('max_position_embeddings', DEFAULT_MAX_POSITIONS);
+  const positionRows = r.int('max_position_embeddings', DEFAULT_MAX_POSITIONS);
   if (positionRows <= positionOffset) {
-    throw fail(
+    throw r.fail(
       `max_position_embeddings ${positionRows} leaves no position after the offset ${positionOffset} (pad_token_id + 1)`,
     );
   }
-  const typeVocabSize = distil ? 0 : int('type_vocab_size', 2);
-  const headsPerLayer = perLayerHeads(json, numLayers, numHeads, fail);
+  const typeVocabSize = distil ? 0 : r.int('type_vocab_size', 2);
+  const headsPerLayer = perLayerHeads(json, numLayers, numHeads, r.fail);
 
   const config: ModelConfig = {
     family: 'bert',
@@ -137,7 +101,7 @@ export function bertConfigFromHf(json: Record<string, unknown>, configPath: stri
     headsPerLayer,
     kvHeadsPerLayer: [...headsPerLayer],
     intermediateSize,
-    vocabSize: int('vocab_size'),
+    vocabSize: r.int('vocab_size'),
     // The usable context: the position table has positionOffset more rows.
     maxPositions: positionRows - positionOffset,
     normKind: 'layer',
@@ -155,7 +119,7 @@ export function bertConfigFromHf(json: Record<string, unknown>, configPath: stri
     padTokenId,
   };
   if (positionOffset > 0) config.positionOffset = positionOffset;
-  const classifier = classifierOf(json, type, fail);
+  const classifier = classifierOf(json, type, r.fail);
   if (classifier) config.classifier = classifier;
   return config;
 }
@@ -442,8 +406,6 @@ export function bertSpecToHf(spec: ModelSpec): {
   if (c.numHeads * c.headDim !== c.hiddenSize)
     problems.push('heads × head size differs from the hidden size');
   const hfAct = ACTIVATION_TO_HF[c.activation];
-  if (!hfAct || (type === 'distilbert' && c.activation === 'gelu_tanh'))
-    problems.push(`activation ${c.activation}`);
   const offset = c.positionOffset ?? 0;
   const padId = c.padTokenId ?? DEFAULT_PAD_ID[type];
   if (offset !== (type === 'roberta' ? padId + 1 : 0)) problems.push(`position offset ${offset}`);

@@ -282,9 +282,10 @@ describe('BERT family: spec → Hugging Face folder', () => {
     const ckpt = await writeRandomEncoder(tmp.dir, fresh(), { modelType: 'distilbert', seed: 23 });
     const spec = await loadModelSpec(ckpt.dir);
     assert.throws(
-      () => bertSpecToHf({ ...spec, config: { ...spec.config, activation: 'silu' } }),
+      () => bertSpecToHf({ ...spec, config: { ...spec.config, normPlacement: 'pre' } }),
       (err: unknown) =>
-        err instanceof GenepruneError && /cannot express this model: activation silu/.test(err.message),
+        err instanceof GenepruneError &&
+        /^a distilbert checkpoint cannot express this model: norms are not post-LayerNorm$/.test(err.message),
     );
   });
 });
@@ -449,7 +450,7 @@ describe('BERT family: bad checkpoints are refused in one line naming the file',
     await rejectsFileError(
       () => bertSpecFromHf(folder),
       configPath(ckpt.dir),
-      /model_type "llama" is not supported \(supported: bert, roberta, distilbert\)/,
+      /"model_type" "llama" is not supported \(supported: bert, roberta, distilbert\)/,
     );
   });
 });

@@ -6,6 +6,7 @@
  */
 import { join } from 'node:path';
 import { writeHfFolder } from '../../src/checkpoint/hf.js';
+import { type ModelSpec, memoryTensor } from '../../src/model/spec.js';
 import { createRng } from '../../src/util/rng.js';
 
 export type EncoderType = 'bert' | 'roberta' | 'distilbert';
@@ -210,3 +211,41 @@ export const ENCODER_CASES: ReadonlyArray<{ name: string; opts: Omit<RandomEncod
   { name: 'distilbert', opts: { modelType: 'distilbert', layers: 3 } },
   { name: 'distilbert-cls', opts: { modelType: 'distilbert', labels: 4, activation: 'relu' } },
 ];
+
+/**
+ * An encoder spec with only the heads `kept[layer]` left in each layer: their q/k/v rows (and biases) and o
+ * columns, as physical head removal leaves them (the o bias stays whole).
+ */
+export async function keepHeads(spec: ModelSpec, kept: number[][]): Promise<ModelSpec> {
+  const { headDim: hd, hiddenSize: D } = spec.config;
+  const tensors = new Map(spec.tensors);
+  for (const [l, heads] of kept.entries()) {
+    const p = `layers.${l}.attn`;
+    for (const n of ['q', 'k', 'v']) {
+      for (const [kind, cols] of [
+        ['weight', D],
+        ['bias', 1],
+      ] as const) {
+        const data = await spec.tensors.get(`${p}.${n}.${kind}`)!.load();
+        const rows = heads.flatMap((h) => [...data.subarray(h * hd * cols, (h + 1) * hd * cols)]);
+        const shape = kind === 'weight' ? [heads.length * hd, D] : [heads.length * hd];
+        tensors.set(`${p}.${n}.${kind}`, memoryTensor(shape, Float32Array.from(rows)));
+      }
+    }
+    const o = await spec.tensors.get(`${p}.o.weight`)!.load();
+    const width = o.length / D;
+    const oKept = new Float32Array(D * heads.length * hd);
+    for (let r = 0; r < D; r++) {
+      for (const [j, h] of heads.entries()) {
+        oKept.set(o.subarray(r * width + h * hd, r * width + (h + 1) * hd), (r * heads.length + j) * hd);
+      }
+    }
+    tensors.set(`${p}.o.weight`, memoryTensor([D, heads.length * hd], oKept));
+  }
+  const counts = kept.map((h) => h.length);
+  return {
+    ...spec,
+    config: { ...spec.config, headsPerLayer: counts, kvHeadsPerLayer: [...counts] },
+    tensors,
+  };
+}

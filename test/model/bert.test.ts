@@ -16,6 +16,7 @@ import { rejectsFileError, tempDir } from '../checkpoint/helpers.js';
 import {
   ENCODER_CASES,
   encoderLayout,
+  keepHeads,
   type RandomEncoderOptions,
   randomEncoderTensors,
   writeRandomEncoder,
@@ -238,40 +239,13 @@ describe('BERT family: spec → Hugging Face folder', () => {
   it('physically pruned layers round-trip through num_attention_heads_per_layer', async () => {
     const ckpt = await writeRandomEncoder(tmp.dir, fresh(), { modelType: 'bert', labels: 2, seed: 22 });
     const spec = await loadModelSpec(ckpt.dir);
-    // Keep heads 1 and 3 of layer 0: q/k/v rows and o columns of those heads.
-    const keep = [1, 3];
-    const hd = spec.config.headDim;
-    const D = spec.config.hiddenSize;
-    const rowsOf = async (role: string, cols: number) => {
-      const data = await spec.tensors.get(role)!.load();
-      return Float32Array.from(keep.flatMap((h) => [...data.subarray(h * hd * cols, (h + 1) * hd * cols)]));
-    };
-    const pruned: ModelSpec = {
-      ...spec,
-      config: { ...spec.config, headsPerLayer: [2, 4], kvHeadsPerLayer: [2, 4] },
-      tensors: new Map(spec.tensors),
-    };
-    const mem = (shape: number[], data: Float32Array) => ({ shape, dtype: 'F32', load: async () => data });
-    for (const n of ['q', 'k', 'v']) {
-      pruned.tensors.set(
-        `layers.0.attn.${n}.weight`,
-        mem([2 * hd, D], await rowsOf(`layers.0.attn.${n}.weight`, D)),
-      );
-      pruned.tensors.set(
-        `layers.0.attn.${n}.bias`,
-        mem([2 * hd], await rowsOf(`layers.0.attn.${n}.bias`, 1)),
-      );
-    }
-    const o = await spec.tensors.get('layers.0.attn.o.weight')!.load();
-    const oKept = new Float32Array(D * 2 * hd);
-    for (let r = 0; r < D; r++) {
-      for (const [j, h] of keep.entries())
-        oKept.set(o.subarray(r * D + h * hd, r * D + (h + 1) * hd), r * 2 * hd + j * hd);
-    }
-    pruned.tensors.set('layers.0.attn.o.weight', mem([D, 2 * hd], oKept));
+    // Keep heads 1 and 3 of layer 0 (q/k/v rows and o columns of those heads), none of layer 1.
+    const pruned = await keepHeads(spec, [[1, 3], []]);
+    const oKept = await pruned.tensors.get('layers.0.attn.o.weight')!.load();
+    assert.equal(oKept.length, 16 * 8);
     const dir = join(tmp.dir, fresh());
     const hf = bertSpecToHf(pruned);
-    assert.deepEqual(hf.config.num_attention_heads_per_layer, [2, 4]);
+    assert.deepEqual(hf.config.num_attention_heads_per_layer, [2, 0]);
     await writeHfFolder(dir, hf);
     const again = await loadModelSpec(dir);
     assert.deepEqual(again.config, pruned.config);

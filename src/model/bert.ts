@@ -87,7 +87,7 @@ export function bertConfigFromHf(json: Record<string, unknown>, configPath: stri
     );
   }
   const typeVocabSize = distil ? 0 : r.int('type_vocab_size', 2);
-  const headsPerLayer = perLayerHeads(json, numLayers, numHeads, r.fail);
+  const headsPerLayer = keptHeads(json.pruned_heads, numLayers, numHeads, r.fail);
 
   const config: ModelConfig = {
     family: 'bert',
@@ -110,7 +110,7 @@ export function bertConfigFromHf(json: Record<string, unknown>, configPath: stri
     activation,
     mlpKind: 'plain',
     positionKind: 'learned',
-    ropeTheta: 10000, // unused: positions are learned
+    ropeTheta: 0, // unused: positions are learned
     attentionBias: true,
     attentionOutBias: true,
     mlpBias: true,
@@ -124,24 +124,31 @@ export function bertConfigFromHf(json: Record<string, unknown>, configPath: stri
   return config;
 }
 
-/** Our convention for physically pruned models (as in llama.ts); stock transformers ignores the key. */
-const HEADS_PER_LAYER_KEY = 'num_attention_heads_per_layer';
-
-function perLayerHeads(
-  json: Record<string, unknown>,
+/**
+ * Query heads kept per layer, from transformers' own record of physically pruned heads: config.json
+ * `pruned_heads` {"layer": [head indices removed]} (transformers shrinks the attention linears accordingly when it
+ * loads the model). A layer may lose every head: its attention then adds the output projection's bias alone.
+ */
+function keptHeads(
+  value: unknown,
   numLayers: number,
-  max: number,
+  numHeads: number,
   fail: (msg: string) => Error,
 ): number[] {
-  const v = json[HEADS_PER_LAYER_KEY];
-  if (v === undefined || v === null) return Array(numLayers).fill(max);
-  if (!Array.isArray(v) || v.length !== numLayers)
-    throw fail(`"${HEADS_PER_LAYER_KEY}" must be an array of ${numLayers} counts`);
-  for (const n of v) {
-    if (!Number.isInteger(n) || n < 0 || n > max)
-      throw fail(`"${HEADS_PER_LAYER_KEY}" holds ${JSON.stringify(n)}, not in 0..${max}`);
+  const kept = new Array<number>(numLayers).fill(numHeads);
+  if (value === undefined || value === null) return kept;
+  if (typeof value !== 'object' || Array.isArray(value)) throw fail('"pruned_heads" must be an object');
+  for (const [layer, heads] of Object.entries(value as Record<string, unknown>)) {
+    const l = Number(layer);
+    if (!/^\d+$/.test(layer) || l >= numLayers) {
+      throw fail(`"pruned_heads" names layer ${JSON.stringify(layer)}, outside 0..${numLayers - 1}`);
+    }
+    if (!Array.isArray(heads) || heads.some((h) => !Number.isInteger(h) || h < 0 || h >= numHeads)) {
+      throw fail(`"pruned_heads" for layer ${l} must list head indices in 0..${numHeads - 1}`);
+    }
+    kept[l] = numHeads - new Set(heads as number[]).size;
   }
-  return [...v];
+  return kept;
 }
 
 /** The sequence-classification head config.json's architectures declare, or undefined for a bare encoder. */
@@ -385,9 +392,14 @@ function modelError(spec: ModelSpec, message: string): GenepruneError {
 
 /**
  * config.json and tensors by Hugging Face name for a spec (the inverse of bertSpecFromHf). Classification models
- * are written as transformers saves them (encoder prefixed), bare encoders as the base model (no prefix).
+ * are written as transformers saves them (encoder prefixed), bare encoders as the base model (no prefix). Pruned
+ * layers are written with `pruned_heads`; the head indices removed are `prunedHeads[layer]` when given, else the
+ * layer's last heads (any choice of that many gives the same shapes and the same model).
  */
-export function bertSpecToHf(spec: ModelSpec): {
+export function bertSpecToHf(
+  spec: ModelSpec,
+  prunedHeads?: readonly (readonly number[])[],
+): {
   config: Record<string, unknown>;
   tensors: Map<string, TensorSource>;
 } {
@@ -444,7 +456,20 @@ export function bertSpecToHf(spec: ModelSpec): {
     config.id2label = Object.fromEntries(c.classifier.labels.map((name, i) => [String(i), name]));
     config.label2id = Object.fromEntries(c.classifier.labels.map((name, i) => [name, i]));
   }
-  if (c.headsPerLayer.some((h) => h !== c.numHeads)) config[HEADS_PER_LAYER_KEY] = [...c.headsPerLayer];
+  const pruned: Record<string, number[]> = {};
+  for (const [l, kept] of c.headsPerLayer.entries()) {
+    const removed = c.numHeads - kept;
+    if (removed === 0) continue;
+    const given = prunedHeads?.[l];
+    if (given && new Set(given).size !== removed) {
+      throw modelError(
+        spec,
+        `layer ${l}: ${given.length} pruned head indices given for ${removed} removed heads`,
+      );
+    }
+    pruned[String(l)] = given ? [...given] : Array.from({ length: removed }, (_, i) => kept + i);
+  }
+  if (Object.keys(pruned).length > 0) config.pruned_heads = pruned;
   config.torch_dtype = 'float32';
 
   const tensors = new Map<string, TensorSource>();

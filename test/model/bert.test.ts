@@ -236,7 +236,7 @@ describe('BERT family: spec → Hugging Face folder', () => {
     });
   }
 
-  it('physically pruned layers round-trip through num_attention_heads_per_layer', async () => {
+  it("physically pruned layers round-trip through transformers' pruned_heads", async () => {
     const ckpt = await writeRandomEncoder(tmp.dir, fresh(), { modelType: 'bert', labels: 2, seed: 22 });
     const spec = await loadModelSpec(ckpt.dir);
     // Keep heads 1 and 3 of layer 0 (q/k/v rows and o columns of those heads), none of layer 1.
@@ -245,7 +245,7 @@ describe('BERT family: spec → Hugging Face folder', () => {
     assert.equal(oKept.length, 16 * 8);
     const dir = join(tmp.dir, fresh());
     const hf = bertSpecToHf(pruned);
-    assert.deepEqual(hf.config.num_attention_heads_per_layer, [2, 0]);
+    assert.deepEqual(hf.config.pruned_heads, { 0: [2, 3], 1: [0, 1, 2, 3] });
     await writeHfFolder(dir, hf);
     const again = await loadModelSpec(dir);
     assert.deepEqual(again.config, pruned.config);
@@ -400,6 +400,14 @@ describe('BERT family: bad checkpoints are refused in one line naming the file',
         c.num_attention_heads = 3;
       },
       /^hidden_size 16 is not a multiple of the 3 heads$/,
+    ],
+    [
+      'pruned_heads naming a layer the model lacks',
+      { modelType: 'roberta', seed: 50 },
+      (c) => {
+        c.pruned_heads = { 5: [0] };
+      },
+      /^"pruned_heads" names layer "5", outside 0\.\.1$/,
     ],
     [
       'a causal BERT',

@@ -18,6 +18,8 @@ export {
   type ExportOptions,
   type ExportResult,
   exportModel,
+  HF_LAYOUTS,
+  type HfLayout,
 } from './api/export.js';
 export { type GenerateOptions, type GenerateResult, generate } from './api/generate.js';
 export {

@@ -19,6 +19,8 @@ import {
   EXPORT_FORMATS,
   type ExportFormat,
   type ExportResult,
+  HF_LAYOUTS,
+  type HfLayout,
   exportModel as writeExport,
 } from '../prune/export.js';
 import { recoverHeadRemoval } from '../prune/recover-heads.js';
@@ -57,6 +59,11 @@ export interface ExportOptions {
   out: string;
   /** 'all' (default), 'hf' or 'transformersjs'. */
   format?: ExportFormat;
+  /**
+   * How model.safetensors holds removed heads: 'compact' (default: dropped) or 'padded' (original shapes, the
+   * removed heads' weights zero: loads in any transformers version, no speed-up). The ONNX graph is compact.
+   */
+  hfLayout?: HfLayout;
   /** Storage dtype of model.safetensors: fp32, fp16 or bf16; omitted, the checkpoint's own (bf16 stays bf16). */
   dtype?: ExportDtype;
   force?: boolean;
@@ -67,7 +74,7 @@ export interface ExportOptions {
   onStatus?: (line: string) => void;
 }
 
-export { EXPORT_FORMATS, type ExportFormat, type ExportResult };
+export { EXPORT_FORMATS, type ExportFormat, type ExportResult, HF_LAYOUTS, type HfLayout };
 
 export type ExportDtype = 'fp32' | 'fp16' | 'bf16';
 export const EXPORT_DTYPES: Readonly<Record<ExportDtype, StoredFloat>> = {
@@ -89,6 +96,15 @@ export async function exportModel(opts: ExportOptions): Promise<
   const format = opts.format ?? 'all';
   if (!EXPORT_FORMATS.includes(format)) {
     throw flagError('--format', `"${format}" is not one of ${EXPORT_FORMATS.join(', ')}`);
+  }
+  if (opts.hfLayout !== undefined && !HF_LAYOUTS.includes(opts.hfLayout)) {
+    throw flagError('--hf-layout', `"${opts.hfLayout}" is not one of ${HF_LAYOUTS.join(', ')}`);
+  }
+  if (opts.hfLayout === 'padded' && format === 'transformersjs') {
+    throw flagError(
+      '--hf-layout',
+      'padded shapes the Hugging Face files; --format transformersjs writes none',
+    );
   }
   if (opts.dtype !== undefined && !Object.hasOwn(EXPORT_DTYPES, opts.dtype)) {
     throw flagError('--dtype', `"${opts.dtype}" is not one of ${Object.keys(EXPORT_DTYPES).join(', ')}`);
@@ -160,6 +176,7 @@ export async function exportModel(opts: ExportOptions): Promise<
     },
     out: opts.out,
     format,
+    hfLayout: opts.hfLayout,
     dtype: opts.dtype === undefined ? undefined : EXPORT_DTYPES[opts.dtype],
     force: opts.force,
     modelPath: model.modelPath,

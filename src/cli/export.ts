@@ -1,5 +1,12 @@
 import type { Command } from 'commander';
-import { EXPORT_FORMATS, type ExportDtype, type ExportFormat, exportModel, flagError } from '../index.js';
+import {
+  EXPORT_FORMATS,
+  type ExportDtype,
+  type ExportFormat,
+  exportModel,
+  flagError,
+  type HfLayout,
+} from '../index.js';
 import {
   deviceOption,
   memoryBudgetOption,
@@ -24,6 +31,7 @@ interface ExportFlags {
   threads?: string;
   out?: string;
   format: string;
+  hfLayout?: string;
   dtype?: string;
   force?: boolean;
   json?: boolean;
@@ -58,6 +66,11 @@ export function registerExport(program: Command): void {
     .option('--calib-tokens <n>', 'calibration tokens --recover reads (default 8192)')
     .option('--out <dir>', 'output folder (required; must be empty or absent unless --force)')
     .option('--format <name>', `${EXPORT_FORMATS.join(' | ')}`, 'all')
+    .option(
+      '--hf-layout <layout>',
+      'how model.safetensors holds removed heads: compact (dropped: smaller and faster, read by geneprune, and by transformers 4.x for GPT-2/BERT through pruned_heads) or padded (original shapes, removed heads zeroed: any transformers version loads it, no speed-up)',
+      'compact',
+    )
     .option(
       '--dtype <type>',
       "storage dtype of the exported model.safetensors: fp32, fp16 or bf16 (default: the checkpoint's own, so bf16 stays bf16); not the compute precision (eval/heads/generate/bench --dtype)",
@@ -94,6 +107,7 @@ Example:
         threads: flags.threads ? parseIntFlag('--threads', flags.threads) : undefined,
         out: flags.out,
         format: flags.format as ExportFormat,
+        hfLayout: flags.hfLayout as HfLayout,
         dtype: flags.dtype as ExportDtype | undefined,
         force: flags.force,
         memoryBudget: flags.memoryBudget ? parseByteSize('--memory-budget', flags.memoryBudget) : undefined,

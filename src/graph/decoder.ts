@@ -168,6 +168,7 @@ export function blockSpec(spec: ModelSpec, layers?: readonly [number, number]): 
     const m = /^layers\.(\d+)\./.exec(role);
     if (m) return Number(m[1]) >= from && Number(m[1]) < to;
     if (role === 'embed.tokens') return from === 0 || (to === L && spec.config.tieEmbeddings);
+    if (role.startsWith('embed.')) return from === 0; // positions, token types, embedding norm
     return to === L;
   };
   return { ...spec, tensors: new Map([...spec.tensors].filter(([role]) => keep(role))) };

@@ -39,8 +39,9 @@ import {
 import type { Bitset } from '../masks/bitset.js';
 import { type Genome, removedList } from '../masks/heads.js';
 import type { SparsityReport } from '../masks/weights.js';
+import { specToHf } from '../model/families.js';
 import { type AppliedMask, provenanceOfPruning } from '../model/identity.js';
-import { llamaSpecToHf, PROVENANCE_CONFIG_KEY, PROVENANCE_METADATA_KEY } from '../model/llama.js';
+import { PROVENANCE_CONFIG_KEY, PROVENANCE_METADATA_KEY } from '../model/llama.js';
 import type { ModelSpec } from '../model/spec.js';
 import { isRunDir } from '../runs/rundir.js';
 import { writeTokenizerFiles } from '../tokenizer/convert.js';
@@ -53,10 +54,12 @@ import {
   replaceDirectory,
   writeJsonAtomic,
 } from '../util/fs.js';
-import { type PruneSummary, pruneHeads, pruneSummary } from './heads.js';
+import { type PruneSummary, pruneHeads, pruneSummary, zeroHeads } from './heads.js';
 import { writtenSparsity, zeroMaskedWeights } from './weights.js';
 
 export type ExportFormat = 'transformersjs' | 'hf' | 'all';
+export type HfLayout = 'compact' | 'padded';
+export const HF_LAYOUTS: readonly HfLayout[] = ['compact', 'padded'];
 export const EXPORT_FORMATS: readonly ExportFormat[] = ['transformersjs', 'hf', 'all'];
 
 export interface ExportOptions {
@@ -80,6 +83,13 @@ export interface ExportOptions {
   weightMask?: { masks: ReadonlyMap<string, Bitset>; path: string; sha256: string; sparsity: number };
   out: string;
   format: ExportFormat;
+  /**
+   * How model.safetensors holds removed heads: 'compact' (default) drops them (smaller and faster; geneprune,
+   * and transformers 4.x for GPT-2 and BERT through `pruned_heads`, read it); 'padded' keeps the original shapes
+   * with the removed heads' weights zero, which any transformers version loads (no speed-up). The ONNX graph
+   * is always compact.
+   */
+  hfLayout?: HfLayout;
   /** Storage dtype of model.safetensors; omitted, each tensor keeps the checkpoint's (bf16 stays bf16). */
   dtype?: StoredFloat;
   force?: boolean;
@@ -157,6 +167,21 @@ async function copyTokenizer(tokenizerPath: string, dir: string, vocabSize: numb
   return ['tokenizer.json', 'tokenizer_config.json'];
 }
 
+/**
+ * The original head indices a genome removes per layer, for configs that record them (`pruned_heads`); only
+ * when the source is unpruned, since a pruned source's head numbering is no longer the original one.
+ */
+function prunedHeadsOf(spec: ModelSpec, genome: Genome): number[][] | undefined {
+  const c = spec.config;
+  if (c.headsPerLayer.some((h) => h !== c.numHeads)) return undefined;
+  const out: number[][] = Array.from({ length: c.numLayers }, () => []);
+  for (const item of removedList(c, genome)) {
+    const [layer, head] = item.split(':').map(Number);
+    out[layer].push(head);
+  }
+  return out;
+}
+
 export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
   const out = resolve(opts.out);
   // A symlinked --out is followed: the new folder goes where the link points, and the link stays.
@@ -166,6 +191,8 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
   await checkOut(out, target, opts.force === true);
   const base = opts.weightMask ? zeroMaskedWeights(opts.spec, opts.weightMask.masks) : opts.spec;
   const spec = opts.genome ? pruneHeads(base, opts.genome) : base;
+  const padded = opts.hfLayout === 'padded' && opts.genome !== undefined;
+  const hfSpec = padded && opts.genome ? zeroHeads(base, opts.genome) : spec;
   const summary = opts.genome ? pruneSummary(opts.spec, opts.genome) : undefined;
   const tmp = partialDirFor(target);
   const files: string[] = [];
@@ -176,7 +203,9 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
     } catch (e) {
       throw fileError(out, `cannot create the output directory (${(e as NodeJS.ErrnoException).code ?? e})`);
     }
-    const hf = llamaSpecToHf(spec);
+    const hf = specToHf(hfSpec, {
+      prunedHeads: opts.genome ? prunedHeadsOf(opts.spec, opts.genome) : undefined,
+    });
     const w = opts.weightMask;
     const provenance =
       opts.genome || w
@@ -194,7 +223,6 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
       wantsOnnx && packedWeightBytes(spec) > (opts.externalDataThreshold ?? DEFAULT_EXTERNAL_DATA_THRESHOLD);
     const config = {
       ...hf.config,
-      architectures: ['LlamaForCausalLM'],
       // What model.safetensors holds (the ONNX graph computes in fp32 whatever the storage).
       ...(stored.size === 1 ? { torch_dtype: torchDtype[[...stored][0]] } : {}),
       ...(external ? { [TRANSFORMERS_JS_CONFIG]: { use_external_data_format: { 'model.onnx': 1 } } } : {}),
@@ -231,7 +259,15 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
     }
     if (w) {
       opts.onStatus?.('counting the zeros of the written weights');
-      weightSparsity = await writtenSparsity(tmp, spec, files);
+      // A padded model.safetensors also holds the removed heads' zeros: count the compact ONNX graph when there is one.
+      weightSparsity =
+        padded && wantsOnnx
+          ? await writtenSparsity(
+              tmp,
+              spec,
+              files.filter((f) => f !== 'model.safetensors'),
+            )
+          : await writtenSparsity(tmp, padded ? hfSpec : spec, files);
     }
     await replaceDirectory(tmp, target);
   } catch (e) {

@@ -161,8 +161,6 @@ function checkShape(
 /** The spec with the heads the genome removes physically gone (see the module comment for conventions). */
 export function pruneHeads(spec: ModelSpec, genome: Genome): ModelSpec {
   const c = spec.config;
-  if (c.family !== 'llama')
-    throw modelError(spec, `head pruning supports LLaMA-family models, not ${c.family}`);
   const plans = pruneLayerPlans(spec, genome);
   const hd = c.headDim;
   const D = c.hiddenSize;
@@ -237,4 +235,59 @@ export function pruneSummary(
     attentionFlopsRatio: before > 0 ? attentionFlops(pruned.config, T) / before : 1,
     contextLength: T,
   };
+}
+
+/**
+ * The genome's pruning in the original shapes (`--hf-layout padded`): the removed query heads' q rows (and q
+ * bias) and o columns are zero, and so are the k/v rows (and biases) of KV heads no kept query head reads.
+ * Computes exactly what the masked model computes (a head whose o columns are zero adds nothing), in the
+ * dense layout any loader of the family reads; no speed-up, since nothing is smaller.
+ */
+export function zeroHeads(spec: ModelSpec, genome: Genome): ModelSpec {
+  const plans = pruneLayerPlans(spec, genome);
+  const c = spec.config;
+  const hd = c.headDim;
+  const D = c.hiddenSize;
+  const tensors = new Map(spec.tensors);
+  /** Zeroes row blocks (or, `columns`, column blocks) `drop` of width hd in a tensor. */
+  const zeroBlocks = (role: string, shape: number[], drop: number[], columns: boolean) => {
+    if (drop.length === 0 || !spec.tensors.has(role)) return;
+    const src = checkShape(spec, role, spec.tensors.get(role), shape);
+    const apply = (data: Float32Array) => {
+      const cols = shape.length > 1 ? shape[1] : 1;
+      for (const b of drop) {
+        if (columns) {
+          for (let r = 0; r < shape[0]; r++) data.fill(0, r * cols + b * hd, r * cols + (b + 1) * hd);
+        } else data.fill(0, b * hd * cols, (b + 1) * hd * cols);
+      }
+      return data;
+    };
+    tensors.set(role, {
+      shape: src.shape,
+      dtype: src.dtype,
+      load: async () => apply(Float32Array.from(await src.load())),
+    });
+  };
+  plans.forEach((plan, l) => {
+    const heads = c.headsPerLayer[l];
+    const kvHeads = c.kvHeadsPerLayer[l];
+    const p = `layers.${l}.attn`;
+    if (plan.query.length === 0 && heads > 0 && spec.tensors.has(`${p}.o.bias`)) {
+      throw modelError(
+        spec,
+        `the genome removes every head of layer ${l}, but its o projection has a bias that a layer without ` +
+          'attention cannot keep (keep at least one head in that layer)',
+      );
+    }
+    const droppedQ = [...Array(heads).keys()].filter((h) => !plan.query.includes(h));
+    const droppedKv = [...Array(kvHeads).keys()].filter((k) => !plan.kv.includes(k));
+    zeroBlocks(`${p}.q.weight`, [heads * hd, D], droppedQ, false);
+    zeroBlocks(`${p}.q.bias`, [heads * hd], droppedQ, false);
+    for (const kv of ['k', 'v']) {
+      zeroBlocks(`${p}.${kv}.weight`, [kvHeads * hd, D], droppedKv, false);
+      zeroBlocks(`${p}.${kv}.bias`, [kvHeads * hd], droppedKv, false);
+    }
+    zeroBlocks(`${p}.o.weight`, [D, heads * hd], droppedQ, true);
+  });
+  return { ...spec, tensors };
 }

@@ -6,7 +6,6 @@
  */
 import { join } from 'node:path';
 import { readOnnxFloatInitializers } from '../checkpoint/onnx.js';
-import { openSafetensors } from '../checkpoint/safetensors.js';
 import { fileError } from '../errors.js';
 import { type Bitset, getBit } from '../masks/bitset.js';
 import {
@@ -16,7 +15,7 @@ import {
   sparsityReport,
 } from '../masks/weights.js';
 import { parameterCount } from '../model/cost.js';
-import { hfNameOfRole } from '../model/llama.js';
+import { loadModelSpec } from '../model/load.js';
 import { loadTensorInto, type ModelSpec, type TensorSource } from '../model/spec.js';
 
 /** The same model with every masked weight set to 0 (tensors still load lazily, one at a time). */
@@ -68,12 +67,13 @@ export async function writtenSparsity(
   const matrices = prunableMatrices(spec);
   const counts: Array<{ file: string; zeros: Map<string, number> }> = [];
   if (files.includes('model.safetensors')) {
+    // Read back through the family's own loader, so fused or transposed layouts count per role.
     const path = join(dir, 'model.safetensors');
-    const st = await openSafetensors(path);
+    const written = await loadModelSpec(dir);
     const z = new Map<string, number>();
     for (const m of matrices) {
-      const t = st.tensors.get(hfNameOfRole(m.role));
-      if (!t) throw fileError(path, `holds no tensor ${hfNameOfRole(m.role)}`);
+      const t = written.tensors.get(m.role);
+      if (!t) throw fileError(path, `holds no tensor for ${m.role}`);
       z.set(m.role, zeros(await t.load()));
     }
     counts.push({ file: path, zeros: z });

@@ -7,7 +7,8 @@ import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { dataError, fileError } from '../errors.js';
-import type { EncodeOptions, Tokenizer } from './types.js';
+import { longestFirstLengths, textBudget } from './input.js';
+import type { EncodeInputOptions, EncodeOptions, ModelInput, Tokenizer } from './types.js';
 
 type JsonObject = Record<string, unknown>;
 
@@ -51,10 +52,27 @@ export interface HfTokenizerOptions {
   configPath?: string;
 }
 
+/** The model types @huggingface/tokenizers 0.2 implements; it silently builds a pass-through for others. */
+const SUPPORTED_MODEL_TYPES = ['BPE', 'WordPiece', 'Unigram'];
+
 /** Load a tokenizer.json file. */
 export async function loadHfTokenizer(path: string, opts: HfTokenizerOptions = {}): Promise<Tokenizer> {
   const json = await readJsonObject(path, 'tokenizer.json');
   if (!isObject(json.model)) throw fileError(path, 'not a tokenizer.json: it has no "model" object');
+  const modelType = json.model.type;
+  if (modelType !== undefined && !SUPPORTED_MODEL_TYPES.includes(modelType as string)) {
+    throw fileError(
+      path,
+      `tokenizer model type ${JSON.stringify(modelType)} is not supported (${SUPPORTED_MODEL_TYPES.join(', ')} are)`,
+    );
+  }
+  if (modelType === 'Unigram' && json.model.byte_fallback === true) {
+    // The library would give <unk> where the file's byte-fallback tokens belong: different ids, silently.
+    throw fileError(
+      path,
+      'Unigram with byte_fallback is not supported (only BPE models may use byte fallback)',
+    );
+  }
   if (json.added_tokens !== undefined && !Array.isArray(json.added_tokens)) {
     throw fileError(path, 'not a valid tokenizer.json: "added_tokens" must be a list');
   }
@@ -79,12 +97,20 @@ export async function loadHfTokenizer(path: string, opts: HfTokenizerOptions = {
   } catch (err) {
     throw fileError(path, `not a usable tokenizer.json: ${(err as Error).message}`, err);
   }
-  return hfTokenizer(hf, config, path, opts.vocabSize);
+  return hfTokenizer(hf, json, config, path, opts.vocabSize);
 }
 
-/** Wrap a constructed @huggingface/tokenizers Tokenizer. */
+/** Whether a post-processor (or one inside a Sequence) is RobertaProcessing. */
+function hasRobertaProcessing(processor: unknown): boolean {
+  if (!isObject(processor)) return false;
+  if (processor.type === 'RobertaProcessing') return true;
+  return Array.isArray(processor.processors) && processor.processors.some(hasRobertaProcessing);
+}
+
+/** Wrap a constructed @huggingface/tokenizers Tokenizer built from `json` (the tokenizer.json object). */
 export function hfTokenizer(
   hf: HfTokenizer,
+  json: JsonObject,
   config: JsonObject,
   source: string,
   modelVocabSize?: number,
@@ -130,6 +156,73 @@ export function hfTokenizer(
     return ids;
   }
 
+  // tokenizer_config.json's pad_token, else tokenizer.json's padding section (its token, else its id).
+  const padding = isObject(json.padding) ? json.padding : {};
+  const paddingTokenId =
+    typeof padding.pad_token === 'string' ? hf.token_to_id(padding.pad_token) : undefined;
+  const paddingId =
+    typeof padding.pad_id === 'number' && Number.isInteger(padding.pad_id) && padding.pad_id >= 0
+      ? padding.pad_id
+      : undefined;
+  const padId =
+    idOfConfigToken('pad_token') ??
+    paddingTokenId ??
+    (paddingId !== undefined && paddingId < vocabSize ? paddingId : undefined);
+
+  // transformers rebuilds LLaMA/Gemma-style templates from add_bos_token/add_eos_token, as encode() does.
+  const configTemplate = configBos !== undefined || configEos !== undefined;
+  const addBos = (configBos ?? templateBos) && bosId !== undefined;
+  const addEos = (configEos ?? templateEos) && eosId !== undefined;
+  // RoBERTa's processor gives every token type 0 (its models have one token type); the library gives B type 1.
+  const singleTokenType = hasRobertaProcessing(json.post_processor);
+  const unkId = hf.model?.unk_token_id;
+
+  const idOfToken = (token: string): number => {
+    const id = hf.token_to_id(token) ?? unkId;
+    if (id === undefined)
+      throw dataError(source, `token ${JSON.stringify(token)} has no id and there is no unknown token`);
+    return id;
+  };
+
+  /** The tokenizer's template around already-tokenized texts: the tokens in order and their type ids. */
+  function applyTemplate(
+    first: string[],
+    second: string[] | undefined,
+  ): { tokens: string[]; typeIds: number[] } {
+    const fill = (n: number, typeId: number): number[] => new Array<number>(n).fill(typeId);
+    if (configTemplate) {
+      const bos = addBos ? [hf.id_to_token(bosId!)!] : [];
+      const eos = addEos ? [hf.id_to_token(eosId!)!] : [];
+      const a = [...bos, ...first, ...eos];
+      const b = second === undefined ? [] : [...bos, ...second, ...eos];
+      return { tokens: [...a, ...b], typeIds: [...fill(a.length, 0), ...fill(b.length, 1)] };
+    }
+    if (hf.post_processor === null) {
+      const b = second ?? [];
+      return { tokens: [...first, ...b], typeIds: [...fill(first.length, 0), ...fill(b.length, 1)] };
+    }
+    const out = hf.post_processor(first, second ?? null, true);
+    // The ByteLevel processor hands the pair back unmerged; the library's own encode then drops it.
+    const rest = out.tokens_pair ?? [];
+    const tokens = [...out.tokens, ...rest];
+    const head =
+      out.token_type_ids?.length === out.tokens.length ? out.token_type_ids : fill(out.tokens.length, 0);
+    const typeIds = [...head, ...fill(rest.length, 1)];
+    return { tokens, typeIds: singleTokenType ? fill(tokens.length, 0) : typeIds };
+  }
+
+  function encodeInput(text: string, opts: EncodeInputOptions = {}): ModelInput {
+    const { pair, maxLength } = opts;
+    const specials = applyTemplate([], pair === undefined ? undefined : []).tokens.length;
+    const budget = textBudget(source, maxLength, specials);
+    const first = hf.tokenize(text);
+    const second = pair === undefined ? undefined : hf.tokenize(pair);
+    const [keepFirst, keepSecond] = longestFirstLengths(first.length, second?.length ?? 0, budget);
+    const truncated = keepFirst < first.length || keepSecond < (second?.length ?? 0);
+    const { tokens, typeIds } = applyTemplate(first.slice(0, keepFirst), second?.slice(0, keepSecond));
+    return { ids: tokens.map(idOfToken), typeIds, truncated };
+  }
+
   const checkId = (id: number): void => {
     if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
       throw dataError(source, `token id ${id} is outside the vocabulary (0..${vocabSize - 1})`);
@@ -156,5 +249,5 @@ export function hfTokenizer(
     return both.startsWith(before) ? both.slice(before.length) : hf.decode([id]);
   }
 
-  return { vocabSize, bosId, eosId, encode, decode, decodeToken, source };
+  return { vocabSize, bosId, eosId, padId, encode, encodeInput, decode, decodeToken, source };
 }

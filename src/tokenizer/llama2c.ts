@@ -8,7 +8,8 @@
  */
 import { readFile } from 'node:fs/promises';
 import { dataError, fileError } from '../errors.js';
-import type { EncodeOptions, Tokenizer } from './types.js';
+import { textBudget } from './input.js';
+import type { EncodeInputOptions, EncodeOptions, ModelInput, Tokenizer } from './types.js';
 
 export const LLAMA2C_BOS_ID = 1;
 export const LLAMA2C_EOS_ID = 2;
@@ -263,6 +264,18 @@ export function llama2cTokenizer(vocab: Llama2cVocab, source: string): Tokenizer
     return ids;
   }
 
+  /** run.c's prompt convention, BOS then the text; llama2.c has no segment template for a second text. */
+  function encodeInput(text: string, opts: EncodeInputOptions = {}): ModelInput {
+    if (opts.pair !== undefined) {
+      throw dataError(source, 'a llama2.c tokenizer has no template for text pairs: give one text');
+    }
+    const budget = textBudget(source, opts.maxLength, 1);
+    const content = encode(text);
+    const truncated = content.length > budget;
+    const ids = [LLAMA2C_BOS_ID, ...(truncated ? content.slice(0, budget) : content)];
+    return { ids, typeIds: new Array<number>(ids.length).fill(0), truncated };
+  }
+
   function tokenBytes(prevId: number | undefined, id: number): Uint8Array {
     if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
       throw dataError(source, `token id ${id} is outside the vocabulary (0..${vocabSize - 1})`);
@@ -294,6 +307,7 @@ export function llama2cTokenizer(vocab: Llama2cVocab, source: string): Tokenizer
     bosId: LLAMA2C_BOS_ID,
     eosId: LLAMA2C_EOS_ID,
     encode,
+    encodeInput,
     decode,
     decodeToken,
     source,

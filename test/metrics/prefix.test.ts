@@ -186,6 +186,9 @@ function fakeTokenizer(): Tokenizer {
     ],
     decode: () => '',
     decodeToken: () => '',
+    encodeInput: () => {
+      throw new Error('tokenizePrefix does not build model inputs');
+    },
     source: 'fake',
   };
 }

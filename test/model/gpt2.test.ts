@@ -15,74 +15,11 @@ import { loadModelSpec } from '../../src/model/load.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { createRng } from '../../src/util/rng.js';
 import { tempDir } from '../checkpoint/helpers.js';
+import { type Gpt2Shape as Shape, writeGpt2 } from '../helpers/gpt2.js';
 import { gpt2Forward } from '../reference/gpt2.js';
 
 const tmp = tempDir('geneprune-gpt2-');
 after(tmp.cleanup);
-
-interface Shape {
-  embd: number;
-  heads: number;
-  layers: number;
-  inner: number;
-  vocab: number;
-  positions: number;
-  /** Heads kept per layer (pruned_heads removes the rest, the last ones). */
-  kept?: number[];
-}
-
-/** A random GPT2LMHeadModel folder; returns the tensors by HF name. */
-async function writeGpt2(dir: string, s: Shape, seed: number, extra: Record<string, unknown> = {}) {
-  const rng = createRng(seed);
-  const hd = s.embd / s.heads;
-  const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
-  const add = (name: string, shape: number[], scale: number, offset = 0) => {
-    const n = shape.reduce((a, b) => a * b, 1);
-    const data = Float32Array.from({ length: n }, () => offset + (rng.nextFloat() * 2 - 1) * scale);
-    tensors.set(`transformer.${name}`, { shape, data });
-  };
-  add('wte.weight', [s.vocab, s.embd], 1);
-  add('wpe.weight', [s.positions, s.embd], 0.5);
-  const pruned: Record<string, number[]> = {};
-  for (let l = 0; l < s.layers; l++) {
-    const H = s.kept?.[l] ?? s.heads;
-    if (H < s.heads) pruned[String(l)] = Array.from({ length: s.heads - H }, (_, i) => H + i);
-    const W = H * hd;
-    add(`h.${l}.ln_1.weight`, [s.embd], 0.3, 1);
-    add(`h.${l}.ln_1.bias`, [s.embd], 0.2);
-    add(`h.${l}.attn.c_attn.weight`, [s.embd, 3 * W], 0.6);
-    add(`h.${l}.attn.c_attn.bias`, [3 * W], 0.2);
-    add(`h.${l}.attn.c_proj.weight`, [W, s.embd], 0.4);
-    add(`h.${l}.attn.c_proj.bias`, [s.embd], 0.2);
-    add(`h.${l}.ln_2.weight`, [s.embd], 0.3, 1);
-    add(`h.${l}.ln_2.bias`, [s.embd], 0.2);
-    add(`h.${l}.mlp.c_fc.weight`, [s.embd, s.inner], 0.5);
-    add(`h.${l}.mlp.c_fc.bias`, [s.inner], 0.2);
-    add(`h.${l}.mlp.c_proj.weight`, [s.inner, s.embd], 0.4);
-    add(`h.${l}.mlp.c_proj.bias`, [s.embd], 0.2);
-  }
-  add('ln_f.weight', [s.embd], 0.3, 1);
-  add('ln_f.bias', [s.embd], 0.2);
-  const config = {
-    architectures: ['GPT2LMHeadModel'],
-    model_type: 'gpt2',
-    n_embd: s.embd,
-    n_head: s.heads,
-    n_layer: s.layers,
-    n_inner: s.inner,
-    n_positions: s.positions,
-    vocab_size: s.vocab,
-    layer_norm_epsilon: 1e-5,
-    activation_function: 'gelu_new',
-    ...(Object.keys(pruned).length ? { pruned_heads: pruned } : {}),
-    ...extra,
-  };
-  await writeHfFolder(dir, {
-    config,
-    tensors: [...tensors].map(([name, t]) => ({ name, shape: t.shape, data: t.data })),
-  });
-  return tensors;
-}
 
 function randomTokens(n: number, vocab: number, seed: number): number[] {
   const rng = createRng(seed);

@@ -110,6 +110,18 @@ describe('tokenizer.json through @huggingface/tokenizers', () => {
     assert.deepEqual(tok.encode('hello world', { bos: false }), HELLO_WORLD);
     assert.deepEqual(tok.encode('hello world', { eos: true }), [1, ...HELLO_WORLD, 2]);
     assert.deepEqual(tok.encode('hello', { bos: true, eos: true }), [1, 15, 2]);
+    // Model inputs follow add_bos_token: <s> before each text of a pair, B's part type 1.
+    assert.deepEqual(tok.encodeInput('hello world', { maxLength: 3 }), {
+      ids: [1, 15, 3],
+      typeIds: [0, 0, 0],
+      truncated: true,
+    });
+    assert.deepEqual(tok.encodeInput('hello', { pair: 'hello' }), {
+      ids: [1, 15, 1, 15],
+      typeIds: [0, 0, 1, 1],
+      truncated: false,
+    });
+    assert.equal(tok.padId, undefined);
     assert.equal(tok.decode([1, ...HELLO_WORLD, 2]), 'hello world');
     assert.equal(tok.decode([]), '');
     assert.equal(tok.decodeToken(undefined, 15), 'hello');
@@ -141,13 +153,30 @@ describe('tokenizer.json through @huggingface/tokenizers', () => {
       'list.json': '[1, 2]',
       'nomodel.json': { version: '1.0' },
       'badmodel.json': { model: { type: 'Nonsense' } },
+      // The library would build these as something else without a word (a pass-through model; <unk> for bytes).
+      'wordlevel.json': { model: { type: 'WordLevel', vocab: { a: 0, '[UNK]': 1 }, unk_token: '[UNK]' } },
+      'unigram-bytes.json': {
+        model: {
+          type: 'Unigram',
+          unk_id: 0,
+          vocab: [
+            ['<unk>', 0],
+            ['a', -1],
+          ],
+          byte_fallback: true,
+        },
+      },
+      'badnormalizer.json': { ...TOKENIZER_JSON, normalizer: { type: 'Nonsense' } },
     });
     const cases: [string, RegExp][] = [
       [join(d, 'absent.json'), /tokenizer not found/],
       [join(d, 'broken.json'), /not valid JSON/],
       [join(d, 'list.json'), /JSON object/],
       [join(d, 'nomodel.json'), /no "model"/],
-      [join(d, 'badmodel.json'), /not a usable tokenizer.json/],
+      [join(d, 'badmodel.json'), /model type "Nonsense" is not supported \(BPE, WordPiece, Unigram are\)/],
+      [join(d, 'wordlevel.json'), /model type "WordLevel" is not supported/],
+      [join(d, 'unigram-bytes.json'), /Unigram with byte_fallback is not supported/],
+      [join(d, 'badnormalizer.json'), /not a usable tokenizer.json: .*Nonsense/],
     ];
     for (const [p, re] of cases) {
       await assert.rejects(loadTokenizer(p), (err: unknown) => {
@@ -155,6 +184,7 @@ describe('tokenizer.json through @huggingface/tokenizers', () => {
         assert.equal(err.kind, 'file');
         assert.equal(err.where, p);
         assert.match(err.message, re);
+        assert.doesNotMatch(err.oneLine(), /\n/);
         return true;
       });
     }

@@ -105,6 +105,33 @@ describe('llama2.c tokenizer on a hand-made vocabulary', async () => {
     assert.throws(() => tok.decodeToken(1, 270), GenepruneError);
   });
 
+  test('encodeInput: BOS then the text, as run.c prompts; no pairs, no pad token', () => {
+    assert.deepEqual(tok.encodeInput('abc'), { ids: [1, 267, 262], typeIds: [0, 0, 0], truncated: false });
+    assert.deepEqual(tok.encodeInput(''), { ids: [1], typeIds: [0], truncated: false });
+    assert.deepEqual(tok.encodeInput('abc', { maxLength: 3 }).truncated, false);
+    assert.deepEqual(tok.encodeInput('abc', { maxLength: 2 }), {
+      ids: [1, 267],
+      typeIds: [0, 0],
+      truncated: true,
+    });
+    assert.deepEqual(tok.encodeInput('abc', { maxLength: 1 }), { ids: [1], typeIds: [0], truncated: true });
+    assert.equal(tok.padId, undefined);
+    for (const [opts, re] of [
+      [{ pair: 'b' }, /no template for text pairs/],
+      [{ maxLength: 0 }, /maxLength must be a positive integer/],
+    ] as const) {
+      assert.throws(
+        () => tok.encodeInput('abc', opts),
+        (err: unknown) => {
+          assert.ok(err instanceof GenepruneError);
+          assert.equal(err.where, tinyPath);
+          assert.match(err.message, re);
+          return true;
+        },
+      );
+    }
+  });
+
   test('round trip on TinyStories text', {
     skip: skipUnlessShared('data/tinystories/calib/page-00.txt'),
   }, () => {

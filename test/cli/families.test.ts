@@ -1,0 +1,131 @@
+/**
+ * The search, evaluation, generation and export commands on a GPT-2 checkpoint, unchanged from LLaMA: a small
+ * random GPT-2 written as a Hugging Face folder with a byte-level BPE tokenizer, searched on the TinyStories
+ * calibration split. The head search's mask exports to a model whose perplexity is the search's; a weight
+ * search runs too (gate-less MLP: only up/down are prunable there).
+ */
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { EvaluateResult, HeadSearchResult } from '../../src/index.js';
+import { tempDir } from '../checkpoint/helpers.js';
+import { type CliResult, runCli } from '../helpers/cli.js';
+import { byteLevelTokenizerJson, writeGpt2 } from '../helpers/gpt2.js';
+import { CALIB, EVAL, sharedPath, skipUnlessShared } from '../shared.js';
+
+const skip = skipUnlessShared(CALIB, EVAL);
+const tmp = tempDir('geneprune-families-');
+after(tmp.cleanup);
+
+function json<T = Record<string, unknown>>(r: CliResult): T {
+  assert.equal(r.code, 0, r.stderr);
+  const lines = r.stdout.split('\n').filter((l) => l !== '');
+  assert.equal(lines.length, 1, r.stdout);
+  return JSON.parse(lines[0]);
+}
+
+describe('GPT-2 through heads, weights, eval, generate and export', { skip }, () => {
+  const model = join(tmp.dir, 'gpt2');
+  before(async () => {
+    await writeGpt2(model, { embd: 32, heads: 4, layers: 2, inner: 64, vocab: 257, positions: 256 }, 21, {
+      bos_token_id: 256,
+      eos_token_id: 256,
+    });
+    writeFileSync(join(model, 'tokenizer.json'), JSON.stringify(byteLevelTokenizerJson()));
+  });
+  const data = () => [
+    '--calib',
+    sharedPath(CALIB)!,
+    '--eval',
+    sharedPath(EVAL)!,
+    '--calib-tokens',
+    '1024',
+    '--eval-tokens',
+    '1024',
+  ];
+
+  test('a head search exports a model with the search’s perplexity', () => {
+    const run = join(tmp.dir, 'heads');
+    const result = json<HeadSearchResult>(
+      runCli(
+        [
+          'heads',
+          '--model',
+          model,
+          ...data(),
+          '--target-sparsity',
+          '0.25',
+          '--population',
+          '4',
+          '--generations',
+          '2',
+          '--out',
+          run,
+          '--json',
+        ],
+        { timeout: 300_000 },
+      ),
+    );
+    const evalPpl = (result as unknown as { eval: { perplexity: number } }).eval.perplexity;
+    assert.ok(Number.isFinite(evalPpl) && evalPpl > 1, JSON.stringify(result));
+    const out = join(tmp.dir, 'exported');
+    const exported = runCli(['export', '--model', model, '--mask', join(run, 'mask.json'), '--out', out]);
+    assert.equal(exported.code, 0, exported.stderr);
+    const pruned = json<EvaluateResult>(
+      runCli(['eval', '--model', out, '--data', sharedPath(EVAL)!, '--max-tokens', '1024', '--json']),
+    );
+    const masked = json<EvaluateResult>(
+      runCli([
+        'eval',
+        '--model',
+        model,
+        '--mask',
+        join(run, 'mask.json'),
+        '--data',
+        sharedPath(EVAL)!,
+        '--max-tokens',
+        '1024',
+        '--json',
+      ]),
+    );
+    const ppl = (r: EvaluateResult) => (r as unknown as { perplexity: number }).perplexity;
+    assert.ok(Math.abs(ppl(pruned) - ppl(masked)) / ppl(masked) < 1e-4, `${ppl(pruned)} vs ${ppl(masked)}`);
+    const gen = runCli(['generate', '--model', out, '--prompt', 'Once upon', '-n', '8']);
+    assert.equal(gen.code, 0, gen.stderr);
+  });
+
+  test('a Wanda weight search prunes up and down only (no gate) at the asked sparsity', () => {
+    const run = join(tmp.dir, 'weights');
+    const result = json(
+      runCli(
+        [
+          'weights',
+          '--model',
+          model,
+          ...data(),
+          '--method',
+          'wanda',
+          '--sparsity',
+          '0.5',
+          '--out',
+          run,
+          '--json',
+        ],
+        { timeout: 300_000 },
+      ),
+    );
+    // Per layer q, k, v, o (4 × 32 × 32) plus up and down (2 × 64 × 32): no gate in GPT-2's MLP.
+    const r = result as {
+      prunableWeights: number;
+      sparsity: { achieved: number };
+      layers: { weights: number }[];
+    };
+    assert.equal(r.prunableWeights, 2 * (4 * 32 * 32 + 2 * 64 * 32));
+    assert.deepEqual(
+      r.layers.map((l) => l.weights),
+      [8192, 8192],
+    );
+    assert.equal(r.sparsity.achieved, 0.5);
+  });
+});

@@ -1,0 +1,196 @@
+/**
+ * Exports beyond the LLaMA layout. GPT-2: a pruned random GPT-2's Hugging Face folder (transformers' `pruned_heads` convention) and its
+ * transformers.js folder give the masked model's logits; transformers.js loads it offline (model_type gpt2) and
+ * its logits and greedy tokens equal ours. `--hf-layout padded`: dense shapes, zeros exactly where the mask
+ * removes heads, the masked logits (GPT-2 and GQA llama).
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { createRunner } from '../../src/engine/runner.js';
+import { headMaskOf } from '../../src/masks/heads.js';
+import { loadModelSpec } from '../../src/model/load.js';
+import { exportModel } from '../../src/prune/export.js';
+import { tempDir } from '../checkpoint/helpers.js';
+import { writeGpt2 } from '../helpers/gpt2.js';
+
+const tmp = tempDir('geneprune-export-gpt2-');
+after(tmp.cleanup);
+const int64 = (xs: number[]) => BigInt64Array.from(xs.map(BigInt));
+
+function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
+
+test('a pruned GPT-2 exports to HF (pruned_heads) and transformers.js with the masked logits', async () => {
+  const V = 43;
+  const src = join(tmp.dir, 'src');
+  await writeGpt2(src, { embd: 32, heads: 4, layers: 3, inner: 40, vocab: V, positions: 24 }, 11);
+  const spec = await loadModelSpec(src);
+  // Layer 0 loses head 2, layer 1 heads 0 and 3, layer 2 nothing.
+  const genome = Uint8Array.from([1, 1, 0, 1, 0, 1, 1, 0, 1, 1, 1, 1]);
+  const tokens = [5, 17, 3, 40, 22, 9, 1, 30, 12, 7];
+  const masked = await createRunner(spec, { output: 'logits' });
+  const expected = await masked.run(
+    { batch: 1, seq: tokens.length, ids: int64(tokens) },
+    { headMask: headMaskOf(spec.config, genome) },
+  );
+  await masked.release();
+
+  const root = join(tmp.dir, 'out');
+  const out = join(root, 'pruned');
+  await exportModel({ spec, genome, out, format: 'all' });
+  const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+  assert.equal(config.model_type, 'gpt2');
+  assert.deepEqual(config.architectures, ['GPT2LMHeadModel']);
+  // transformers' format: layer index (a string key) → the original indices of the removed heads.
+  assert.deepEqual(config.pruned_heads, { '0': [2], '1': [0, 3] });
+  assert.equal(config.n_head, 4);
+
+  const reloaded = await loadModelSpec(out);
+  assert.deepEqual(reloaded.config.headsPerLayer, [3, 2, 4]);
+  const runner = await createRunner(reloaded, { output: 'logits' });
+  const fromHf = await runner.run({ batch: 1, seq: tokens.length, ids: int64(tokens) });
+  await runner.release();
+  assert.ok(maxDiff(fromHf, expected) <= 1e-4, 'Hugging Face files');
+
+  const { env: tjs, AutoModelForCausalLM, Tensor } = await import('@huggingface/transformers');
+  tjs.allowRemoteModels = false;
+  tjs.localModelPath = `${root}/`;
+  const lm = await AutoModelForCausalLM.from_pretrained('pruned', { dtype: 'fp32' });
+  const input_ids = new Tensor('int64', int64(tokens), [1, tokens.length]);
+  const attention_mask = new Tensor('int64', new BigInt64Array(tokens.length).fill(1n), [1, tokens.length]);
+  const { logits } = (await lm({ input_ids, attention_mask })) as { logits: { data: Float32Array } };
+  assert.ok(maxDiff(logits.data, expected) <= 1e-4, 'transformers.js');
+
+  // Greedy generation through transformers.js' KV cache equals greedy decoding on our full-sequence graph.
+  const generated = (await lm.generate({
+    input_ids,
+    attention_mask,
+    max_new_tokens: 6,
+    do_sample: false,
+  })) as unknown as { tolist(): bigint[][] };
+  await lm.dispose();
+  const ids = [...tokens];
+  const full = await createRunner(reloaded, { output: 'last_logits' });
+  for (let s = 0; s < 6; s++) {
+    const last = await full.run({ batch: 1, seq: ids.length, ids: int64(ids) });
+    let best = 0;
+    for (let v = 1; v < V; v++) if (last[v] > last[best]) best = v;
+    ids.push(best);
+  }
+  await full.release();
+  assert.deepEqual(generated.tolist()[0].map(Number), ids);
+});
+
+test('--hf-layout padded keeps the dense shapes with zeros exactly where the mask removes heads', async () => {
+  const V = 37;
+  const src = join(tmp.dir, 'src-padded');
+  const shape = { embd: 24, heads: 3, layers: 2, inner: 32, vocab: V, positions: 16 };
+  const written = await writeGpt2(src, shape, 12);
+  const spec = await loadModelSpec(src);
+  const genome = Uint8Array.from([1, 0, 1, 0, 0, 1]); // layer 0 loses head 1, layer 1 heads 0 and 1
+  const removed = [[1], [0, 1]];
+  const tokens = [3, 30, 8, 14, 2, 21, 5];
+  const masked = await createRunner(spec, { output: 'logits' });
+  const expected = await masked.run(
+    { batch: 1, seq: tokens.length, ids: int64(tokens) },
+    { headMask: headMaskOf(spec.config, genome) },
+  );
+  await masked.release();
+
+  const out = join(tmp.dir, 'padded');
+  await exportModel({ spec, genome, out, format: 'hf', hfLayout: 'padded' });
+  const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+  assert.equal(config.pruned_heads, undefined);
+  const { openHfFolder } = await import('../../src/checkpoint/hf.js');
+  const folder = await openHfFolder(out);
+  const hd = 8;
+  const E = 24;
+  for (let l = 0; l < 2; l++) {
+    const gone = (col: number) => removed[l].includes(Math.floor((col % E) / hd));
+    // c_attn [E, 3E]: q, k, v columns of a removed head are zero, every other value is the source's.
+    const cAttn = await folder.tensors.get(`transformer.h.${l}.attn.c_attn.weight`)!.load();
+    const before = written.get(`transformer.h.${l}.attn.c_attn.weight`)!.data;
+    assert.deepEqual(folder.tensors.get(`transformer.h.${l}.attn.c_attn.weight`)!.shape, [E, 3 * E]);
+    for (let i = 0; i < cAttn.length; i++) {
+      const col = i % (3 * E);
+      assert.equal(cAttn[i], gone(col) ? 0 : before[i], `layer ${l} c_attn[${i}]`);
+    }
+    // c_proj [E, E] (Conv1D [in, out]): the input rows of a removed head are zero.
+    const cProj = await folder.tensors.get(`transformer.h.${l}.attn.c_proj.weight`)!.load();
+    const projBefore = written.get(`transformer.h.${l}.attn.c_proj.weight`)!.data;
+    for (let i = 0; i < cProj.length; i++) {
+      const row = Math.floor(i / E);
+      assert.equal(cProj[i], removed[l].includes(Math.floor(row / hd)) ? 0 : projBefore[i]);
+    }
+  }
+  const reloaded = await loadModelSpec(out);
+  assert.deepEqual(reloaded.config.headsPerLayer, [3, 3]);
+  const runner = await createRunner(reloaded, { output: 'logits' });
+  const got = await runner.run({ batch: 1, seq: tokens.length, ids: int64(tokens) });
+  await runner.release();
+  assert.ok(maxDiff(got, expected) <= 1e-4, 'padded logits');
+});
+
+test('--hf-layout padded on a GQA llama: stock shapes and config, the masked logits', async () => {
+  const { randomLlamaSpec } = await import('../../src/model/random.js');
+  const V = 31;
+  const spec = randomLlamaSpec({
+    hiddenSize: 32,
+    numLayers: 2,
+    numHeads: 4,
+    numKvHeads: 2,
+    intermediateSize: 24,
+    vocabSize: V,
+    maxPositions: 16,
+    seed: 77,
+    scale: 20,
+  });
+  // Layer 0 drops both query heads of KV group 1 (so its k/v rows go too) ; layer 1 drops head 0 only.
+  const genome = Uint8Array.from([1, 1, 0, 0, 0, 1, 1, 1]);
+  const tokens = [4, 9, 27, 1, 13, 6];
+  const masked = await createRunner(spec, { output: 'logits' });
+  const expected = await masked.run(
+    { batch: 1, seq: tokens.length, ids: int64(tokens) },
+    { headMask: headMaskOf(spec.config, genome) },
+  );
+  await masked.release();
+  const out = join(tmp.dir, 'llama-padded');
+  await exportModel({ spec, genome, out, format: 'all', hfLayout: 'padded' });
+  const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+  assert.equal(config.num_attention_heads_per_layer, undefined);
+  const reloaded = await loadModelSpec(out);
+  assert.deepEqual(reloaded.config.headsPerLayer, [4, 4]);
+  assert.deepEqual(reloaded.config.kvHeadsPerLayer, [2, 2]);
+  const k0 = await reloaded.tensors.get('layers.0.attn.k.weight')!.load();
+  assert.ok(
+    k0.subarray(8 * 32).every((v) => v === 0),
+    'layer 0 KV head 1 rows are zero',
+  );
+  assert.ok(
+    k0.subarray(0, 8 * 32).some((v) => v !== 0),
+    'layer 0 KV head 0 rows are kept',
+  );
+  const runner = await createRunner(reloaded, { output: 'logits' });
+  const got = await runner.run({ batch: 1, seq: tokens.length, ids: int64(tokens) });
+  await runner.release();
+  assert.ok(maxDiff(got, expected) <= 1e-4, 'padded logits');
+  // The ONNX graph beside it stays compact: layer 0's cache holds one KV head, and it gives the same logits.
+  const { createEngine } = await import('../../src/engine/session.js');
+  const { emptyPastFeeds } = await import('../../src/engine/kvcache.js');
+  const engine = await createEngine(join(out, 'onnx', 'model.onnx'));
+  const compact = { ...reloaded.config, headsPerLayer: [2, 3], kvHeadsPerLayer: [1, 2] };
+  const onnxOut = await engine.run({
+    input_ids: { type: 'int64', dims: [1, tokens.length], data: int64(tokens) },
+    attention_mask: { type: 'int64', dims: [1, tokens.length], data: int64(tokens.map(() => 1)) },
+    position_ids: { type: 'int64', dims: [1, tokens.length], data: int64(tokens.map((_, t) => t)) },
+    ...emptyPastFeeds(compact, 1),
+  });
+  await engine.release();
+  assert.ok(maxDiff(onnxOut.logits.data, expected) <= 1e-4, 'compact ONNX graph');
+});

@@ -7,12 +7,15 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
+import { writeHfFolder } from '../../src/checkpoint/hf.js';
 import { createEngine, type Feed } from '../../src/engine/session.js';
 import { buildGraph } from '../../src/graph/build.js';
 import { buildEncoderGraph, type EncoderGraphOptions } from '../../src/graph/encoder.js';
 import { loadWeights } from '../../src/graph/weights.js';
+import { bertSpecToHf } from '../../src/model/bert.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import type { ModelSpec } from '../../src/model/spec.js';
+import { pruneHeads } from '../../src/prune/heads.js';
 import { createRng } from '../../src/util/rng.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { ENCODER_CASES, keepHeads, type RandomEncoder, writeRandomEncoder } from '../helpers/encoders.js';
@@ -203,6 +206,27 @@ describe('encoder graph = reference forward (1e-4)', () => {
     const logits = await runGraph(pruned, { output: 'class_logits' }, feedsOf(pruned, batch));
     const dl = logitsDiff(expected, logits.logits.data);
     assert.ok(dl < TOLERANCE, `pruned logits: max diff ${dl}`);
+  });
+
+  it('pruneHeads on an encoder, written with bertSpecToHf and read back, computes the masked model', async () => {
+    const ckpt = await writeRandomEncoder(tmp.dir, 'prune-heads', {
+      modelType: 'distilbert',
+      labels: 2,
+      seed: 18,
+    });
+    const mask = [
+      [0, 1, 0, 1],
+      [1, 1, 0, 1],
+    ];
+    const pruned = pruneHeads(await loadModelSpec(ckpt.dir), Uint8Array.from(mask.flat()));
+    const dir = `${tmp.dir}/prune-heads-out`;
+    await writeHfFolder(dir, bertSpecToHf(pruned));
+    const again = await loadModelSpec(dir);
+    assert.deepEqual(again.config.headsPerLayer, [2, 3]);
+    const batch = paddedBatch(again, [6, 4], 19);
+    const out = await runGraph(again, { output: 'class_logits' }, feedsOf(again, batch));
+    const dl = logitsDiff(reference(ckpt, batch, mask), out.logits.data);
+    assert.ok(dl < TOLERANCE, `pruned and reloaded logits: max diff ${dl}`);
   });
 
   it('fp16 and bf16 weights: the same model within their rounding', async () => {

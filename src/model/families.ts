@@ -3,6 +3,7 @@
  * (llama.ts, gpt2.ts, ...) owns its config.json mapping and tensor names; this dispatches on `config.family`.
  */
 import { GenepruneError } from '../errors.js';
+import { bertSpecToHf } from './bert.js';
 import { gemmaSpecToHf } from './gemma.js';
 import { gpt2SpecToHf } from './gpt2.js';
 import { llamaSpecToHf } from './llama.js';
@@ -31,6 +32,8 @@ export function specToHf(spec: ModelSpec, opts: SpecToHfOptions = {}): HfFiles {
       return gpt2SpecToHf(spec, opts.prunedHeads);
     case 'gemma':
       return gemmaSpecToHf(spec);
+    case 'bert':
+      return bertSpecToHf(spec, opts.prunedHeads);
     default:
       throw new GenepruneError(
         'model',

@@ -9,6 +9,7 @@ import { type HfFolder, openHfFolder } from '../checkpoint/hf.js';
 import { openLlama2c } from '../checkpoint/llama2c.js';
 import { fileError } from '../errors.js';
 import { describeFsError } from '../util/fs.js';
+import { bertSpecFromHf } from './bert.js';
 import { gemmaSpecFromHf } from './gemma.js';
 import { gpt2SpecFromHf } from './gpt2.js';
 import { llamaSpecFromHf, llamaSpecFromLlama2c } from './llama.js';
@@ -22,6 +23,9 @@ const HF_FAMILIES: Record<string, (folder: HfFolder) => ModelSpec> = {
   llama: llamaSpecFromHf,
   mistral: llamaSpecFromHf,
   qwen2: llamaSpecFromHf,
+  bert: bertSpecFromHf,
+  roberta: bertSpecFromHf,
+  distilbert: bertSpecFromHf,
 };
 
 export const SUPPORTED_MODEL_TYPES: readonly string[] = Object.keys(HF_FAMILIES);

@@ -114,7 +114,7 @@ export interface ModelConfig {
 /**
  * Canonical tensor roles. `{i}` is a layer index.
  *  embed.tokens            [vocab, hidden]
- *  embed.positions         [maxPositions, hidden]         (learned positions only)
+ *  embed.positions         [positionOffset + maxPositions, hidden]   (learned positions only)
  *  embed.token_types       [types, hidden]                (bert)
  *  embed.norm.weight/bias  [hidden]                       (bert)
  *  layers.{i}.post_attn_norm.weight, layers.{i}.post_mlp_norm.weight   (sandwichNorms: Gemma 2)

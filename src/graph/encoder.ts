@@ -1,0 +1,231 @@
+/**
+ * The evaluation graph for bidirectional encoders (the BERT family), assembled from the shared blocks (kit.ts,
+ * explicitAttention).
+ *
+ * Inputs:
+ *   input_ids       int64 [batch, seq]
+ *   attention_mask  int64 [batch, seq]     1 = real token, 0 = padding (no query attends to a padding key)
+ *   token_type_ids  int64 [batch, seq]     segment ids; only when the model has token types (typeVocabSize > 0)
+ *   head_mask       float [layers, maxHeads]  as the decoder's: 1 keeps a head, 0 drops it (multiplied into the
+ *                                          head's attention output before the output projection)
+ *   mask.<role>     bool, the weight's shape  one per masked linear weight (true keeps the weight)
+ *   token_weight    float [batch, seq]     capture graphs only (as the decoder's)
+ * Outputs, by mode:
+ *   'hidden'        last_hidden_state float [batch, seq, hidden]  (transformers.js feature-extraction name)
+ *   'class_logits'  logits float [batch, labels]   the classification head on each row's first token
+ *
+ * Positions are 0 … seq−1 in every row (read at rows positionOffset + p of the table), as transformers numbers
+ * BERT and DistilBERT positions, and RoBERTa's for real tokens of right-padded rows; transformers gives RoBERTa's
+ * padding tokens the padding row instead, which changes only the outputs at padded positions (nothing reads
+ * them: no key there is attended). Left-padded RoBERTa input would need positions counted over real tokens.
+ *
+ * Per layer (post-norm): x ← norm(x + o(attention(x))), x ← norm(x + mlp(x)). Activation statistics (`capture`)
+ * as in the decoder: attn_in is the layer's input (q/k/v read the residual stream directly here), o_in the merged
+ * heads after the head mask, mlp_in the attention norm's output, down_in the MLP activation.
+ */
+import { GenepruneError } from '../errors.js';
+import type { ModelConfig, ModelSpec } from '../model/spec.js';
+import { explicitAttention } from './attention.js';
+import { type EncodedModel, GraphBuilder } from './builder.js';
+import { type CaptureOptions, type CapturePoint, OPSET, statsName } from './decoder.js';
+import { createKit, type HalfLinears, ONNX_FLOAT } from './kit.js';
+import { isWeightFile, type Weights } from './weights.js';
+
+export type EncoderOutputMode = 'hidden' | 'class_logits';
+
+export interface EncoderGraphOptions {
+  output: EncoderOutputMode;
+  /** Linear weight roles that get a boolean mask input `mask.<role>`. */
+  weightMasks?: string[];
+  /** How fp16/bf16 linears run (kit.ts); default 'upcast'. */
+  halfLinears?: HalfLinears;
+  /** As the decoder's: in-memory weights above this many bytes go to external data (default: inline). */
+  externalDataThreshold?: number;
+  /** Output activation statistics of these layers' linear inputs (see the header). */
+  capture?: CaptureOptions;
+}
+
+/** A blocked key's additive score: finite, so a row with every key blocked stays finite too. */
+const BLOCKED = -1e30;
+
+/**
+ * The spec fields this builder implements, and the values it builds; anything else is refused in one line
+ * rather than computed as something else.
+ */
+const HONOURED: ReadonlyArray<[keyof ModelConfig, readonly unknown[]]> = [
+  ['arch', ['encoder']],
+  ['family', ['bert']],
+  ['normKind', ['layer', 'rms']],
+  ['normPlacement', ['post']],
+  ['mlpKind', ['plain', 'gated']],
+  ['positionKind', ['learned']],
+  ['activation', ['silu', 'gelu', 'gelu_tanh', 'relu']],
+  ['tieEmbeddings', [false]],
+  ['kvHeadOfQuery', [undefined]],
+  ['embedScale', [undefined, 1]],
+  ['attnSoftcap', [undefined]],
+  ['finalSoftcap', [undefined]],
+  ['sandwichNorms', [undefined, false]],
+];
+
+export function refuseUnhonouredEncoder(c: ModelConfig): void {
+  const refuse = (what: string, builds: string) =>
+    new GenepruneError(
+      'model',
+      `the encoder graph cannot build ${what} (it builds ${builds}); model_type ${c.modelType} is not supported`,
+    );
+  for (const [field, values] of HONOURED) {
+    if (!values.includes(c[field])) {
+      const shown = values.map((v) => (v === undefined ? 'none' : JSON.stringify(v))).join(', ');
+      throw refuse(`${field} ${JSON.stringify(c[field])}`, shown);
+    }
+  }
+  if (c.slidingWindow?.some((w) => w !== 0)) {
+    throw refuse(`slidingWindow ${JSON.stringify(c.slidingWindow)}`, 'global attention only');
+  }
+  if (c.kvHeadsPerLayer.some((k, l) => k !== c.headsPerLayer[l])) {
+    throw refuse(`kvHeadsPerLayer ${JSON.stringify(c.kvHeadsPerLayer)}`, 'one key/value head per query head');
+  }
+}
+
+export function buildEncoderGraph(
+  spec: ModelSpec,
+  weights: Weights,
+  opts: EncoderGraphOptions,
+): EncodedModel {
+  const c = spec.config;
+  refuseUnhonouredEncoder(c);
+  if (opts.output !== 'hidden' && opts.output !== 'class_logits') {
+    throw new Error(`encoder graph: output '${opts.output}' is not one it builds ('hidden', 'class_logits')`);
+  }
+  if (opts.output === 'class_logits' && !c.classifier) {
+    throw new Error("encoder graph: output 'class_logits' needs a classification head, the model has none");
+  }
+  const captured = new Set(opts.capture?.layers ?? []);
+  for (const i of captured) {
+    if (!Number.isInteger(i) || i < 0 || i >= c.numLayers) {
+      throw new Error(`encoder graph: captured layer ${i} is not one of the model's ${c.numLayers} layers`);
+    }
+  }
+  const g = new GraphBuilder();
+  const kit = createKit(g, spec, weights, {
+    weightMasks: opts.weightMasks,
+    halfLinears: opts.halfLinears,
+    what: 'encoder graph',
+  });
+  const D = c.hiddenSize;
+  const hd = c.headDim;
+  const maxHeads = Math.max(...c.headsPerLayer);
+  const types = (c.typeVocabSize ?? 0) > 0;
+
+  const inputIds = g.input('input_ids', 'int64', ['batch', 'seq']);
+  const attentionMask = g.input('attention_mask', 'int64', ['batch', 'seq']);
+  const tokenTypeIds = types ? g.input('token_type_ids', 'int64', ['batch', 'seq']) : '';
+  const headMask = g.input('head_mask', 'float32', [c.numLayers, maxHeads]);
+  const tokenWeight =
+    captured.size > 0
+      ? g.op('Reshape', [g.input('token_weight', 'float32', ['batch', 'seq']), g.constInt64([-1, 1])])
+      : '';
+
+  const idsShape = g.op('Shape', [inputIds]);
+  const batchDim = g.op('Slice', [idsShape, g.constInt64([0]), g.constInt64([1])]);
+  const seqDim = g.op('Slice', [idsShape, g.constInt64([1]), g.constInt64([2])]);
+  const seqScalar = g.op('Squeeze', [seqDim, g.constInt64([0])]);
+  const bsd = g.op('Concat', [batchDim, seqDim, g.constInt64([D])], { axis: 0 });
+
+  /** Rows of an embedding table by int64 ids, fp32 out. */
+  const embed = (role: string, ids: string): string => {
+    const rows = g.op('Gather', [kit.weight(role), ids], { axis: 0 });
+    return kit.isHalf(role) ? g.op('Cast', [rows], { to: ONNX_FLOAT }) : rows;
+  };
+  // [batch, seq, D]: word + position (broadcast over the batch) + token type, then the embedding norm.
+  let e = g.op('Add', [
+    embed('embed.tokens', inputIds),
+    kit.learnedPositions(g.op('Range', [g.constInt64([0], []), seqScalar, g.constInt64([1], [])])),
+  ]);
+  if (types) e = g.op('Add', [e, embed('embed.token_types', tokenTypeIds)]);
+  let x = g.op('Reshape', [kit.norm(e, 'embed.norm'), g.constInt64([-1, D])]); // [N = batch·seq, D]
+
+  // Padding keys blocked for every query: [batch, 1, 1, seq].
+  const padded = g.op('Equal', [attentionMask, g.constInt64([0], [])]);
+  const keyMask = g.op('Unsqueeze', [
+    g.op('Where', [padded, g.constFloat([BLOCKED], []), g.constFloat([0], [])]),
+    g.constInt64([1, 2]),
+  ]);
+
+  const capture = (layer: number, point: CapturePoint, input: string, width: number): void => {
+    if (!captured.has(layer) || (opts.capture?.points && !opts.capture.points.includes(point))) return;
+    const xw = g.op('Mul', [input, tokenWeight]);
+    const name = statsName(layer, point);
+    if (opts.capture?.kind === 'gram') {
+      g.node('Gemm', [xw, xw], { transA: 1 }, { outputs: [name] });
+      g.output(name, 'float32', [width, width]);
+    } else {
+      g.node('ReduceSumSquare', [xw], { axes: [0], keepdims: 0 }, { outputs: [name] });
+      g.output(name, 'float32', [width]);
+    }
+  };
+  /** [N, heads·hd] → [batch, heads, seq, hd]. */
+  const splitHeads = (t: string, heads: number): string => {
+    const shape = g.op('Concat', [batchDim, seqDim, g.constInt64([heads, hd])], { axis: 0 });
+    return g.op('Transpose', [g.op('Reshape', [t, shape])], { perm: [0, 2, 1, 3] });
+  };
+  /** Layer i's head mask [heads]: the first `heads` entries of its row. */
+  const layerHeadMask = (i: number, heads: number): string => {
+    const row = g.op('Gather', [headMask, g.constInt64([i], [])], { axis: 0 });
+    return heads === maxHeads ? row : g.op('Slice', [row, g.constInt64([0]), g.constInt64([heads])]);
+  };
+  const scale = c.attnScale ?? 1 / Math.sqrt(hd);
+
+  for (let i = 0; i < c.numLayers; i++) {
+    const heads = c.headsPerLayer[i];
+    const p = `layers.${i}`;
+    kit.setAnchor(x);
+    capture(i, 'attn_in', x, D);
+    let attended: string;
+    if (heads > 0) {
+      const merged = explicitAttention(g, hd, {
+        q: splitHeads(kit.linear(x, `${p}.attn.q`), heads),
+        k: splitHeads(kit.linear(x, `${p}.attn.k`), heads),
+        v: splitHeads(kit.linear(x, `${p}.attn.v`), heads),
+        heads,
+        kvHeads: heads,
+        kvMap: Array.from({ length: heads }, (_, h) => h),
+        mask: keyMask,
+        scale,
+        keep: layerHeadMask(i, heads),
+      });
+      capture(i, 'o_in', merged, heads * hd);
+      attended = kit.linear(merged, `${p}.attn.o`);
+    } else {
+      // Every head removed: the attention block's output is the output projection's bias alone.
+      const bias = `${p}.attn.o.bias`;
+      attended = kit.has(bias) ? kit.floatOf(kit.weight(bias), bias) : g.constFloat([0], []);
+    }
+    x = kit.norm(g.op('Add', [x, attended]), `${p}.attn_norm`);
+    capture(i, 'mlp_in', x, D);
+    const mlpOut = kit.mlp(x, i, (downIn) => capture(i, 'down_in', downIn, c.intermediateSize));
+    x = kit.norm(g.op('Add', [x, mlpOut]), `${p}.mlp_norm`);
+  }
+
+  if (opts.output === 'hidden') {
+    g.node('Reshape', [x, bsd], {}, { outputs: ['last_hidden_state'] });
+    g.output('last_hidden_state', 'float32', ['batch', 'seq', D]);
+  } else {
+    const cls = c.classifier!;
+    kit.setAnchor(x);
+    const first = g.op('Gather', [g.op('Reshape', [x, bsd]), g.constInt64([0], [])], { axis: 1 }); // [batch, D]
+    const pooledIn = kit.linear(first, 'cls.pool');
+    const pooled = cls.poolActivation === 'tanh' ? g.op('Tanh', [pooledIn]) : g.op('Relu', [pooledIn]);
+    g.node('Identity', [kit.linear(pooled, 'cls.out')], {}, { outputs: ['logits'] });
+    g.output('logits', 'float32', ['batch', cls.labels.length]);
+  }
+  return g.encodeModel({
+    opset: OPSET,
+    external: {
+      threshold: opts.externalDataThreshold ?? Number.POSITIVE_INFINITY,
+      location: 'weights.bin',
+      blobs: isWeightFile(weights) ? undefined : weights.blobs,
+    },
+  });
+}

@@ -71,6 +71,7 @@ for (const share of values.sparsities.split(',').map(Number)) {
       seed: Number(values.seed),
       ...flags,
     });
+    if (!('perplexity' in r.eval)) throw new Error('table:heads reads perplexity runs only');
     process.stderr.write(`eval ppl ${r.eval.perplexity.toFixed(3)} in ${r.seconds.toFixed(0)} s\n`);
     dense = `dense model: eval ppl ${r.eval.densePerplexity.toFixed(3)} (${r.eval.tokens} tokens), calib ppl ${r.calib.denseQuality.toFixed(3)} (${r.calib.tokens} tokens)`;
     rows.push(

@@ -112,13 +112,21 @@ function printResult(r: HeadSearchResult): void {
       ? `BLEU ${bleuOfQuality(c.quality).toFixed(2)} (dense ${bleuOfQuality(c.denseQuality).toFixed(2)}, ${c.tokens} items of ${c.task?.source ?? 'the calibration task'})`
       : c.metric === 'mc-accuracy'
         ? `accuracy ${(100 * accuracyOfQuality(c.quality)).toFixed(1)} % (dense ${(100 * accuracyOfQuality(c.denseQuality)).toFixed(1)} %, ${c.tokens} items of ${c.choices?.source ?? 'the calibration file'})`
-        : `${c.metric === 'ppl' ? 'ppl' : 'KL'} ${c.quality.toFixed(4)} (dense ${c.denseQuality.toFixed(4)}, ${c.tokens} tokens)`;
+        : c.metric === 'accuracy' || c.metric === 'macro-f1'
+          ? `${c.metric === 'accuracy' ? 'accuracy' : 'macro-F1'} ${(100 * -c.quality).toFixed(1)} % (dense ${(100 * -c.denseQuality).toFixed(1)} %, ${c.tokens} items of ${c.labelled?.source ?? 'the calibration file'})`
+          : `${c.metric === 'ppl' ? 'ppl' : 'KL'} ${c.quality.toFixed(4)} (dense ${c.denseQuality.toFixed(4)}, ${c.tokens} tokens)`;
+  const e = r.eval;
+  const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
+  const evaluation =
+    'accuracy' in e
+      ? `accuracy ${pct(e.accuracy)} (dense ${pct(e.denseAccuracy)}), macro-F1 ${pct(e.macroF1)} (dense ${pct(e.denseMacroF1)}), ${e.items} items of ${e.data}`
+      : `ppl ${e.perplexity.toFixed(4)} (dense ${e.densePerplexity.toFixed(4)}, ${e.tokens} tokens of ${e.data})`;
   const lines = [
     `run          ${r.runDir}`,
     `method       ${r.method}`,
     `removed      ${r.removed}/${r.genes} heads (${((100 * r.removed) / r.genes).toFixed(1)} %)`,
     `calibration  ${calibration}`,
-    `evaluation   ppl ${r.eval.perplexity.toFixed(4)} (dense ${r.eval.densePerplexity.toFixed(4)}, ${r.eval.tokens} tokens of ${r.eval.data})`,
+    `evaluation   ${evaluation}`,
     ...(r.evalBleu ? [evalBleuLine(r.evalBleu)] : []),
     ...(r.evalChoices ? [evalChoicesLine(r.evalChoices)] : []),
     `cost         ${r.forwardPasses} forward passes, ${r.evaluations} evaluations, ${r.seconds.toFixed(1)} s`,
@@ -147,8 +155,14 @@ export function registerHeads(program: Command): void {
     )
     .addOption(modelOption())
     .addOption(tokenizerOption())
-    .option('--calib <path>', 'calibration data: what the search scores masks on (required)')
-    .option('--eval <path>', 'evaluation data: what the final mask is reported on (required, must differ)')
+    .option(
+      '--calib <path>',
+      'calibration data: what the search scores masks on (required); text, or with --metric accuracy|macro-f1 a labelled JSONL file {"text"[, "text_pair"], "label"}',
+    )
+    .option(
+      '--eval <path>',
+      'evaluation data: what the final mask is reported on (required, must differ; labelled JSONL with accuracy|macro-f1)',
+    )
     .option('--method <name>', `${HEAD_METHODS.join(' | ')}`, 'ga')
     .option(
       '--target-sparsity <share>',
@@ -162,7 +176,7 @@ export function registerHeads(program: Command): void {
     )
     .option(
       '--metric <name>',
-      'ppl (perplexity, default), kl (KL divergence from the unpruned model), bleu (BLEU of greedy continuations of the calibration task; quality = −BLEU) or mc-accuracy (accuracy on the --calib-choices multiple-choice file; quality = −accuracy)',
+      'ppl (perplexity, default), kl (KL divergence from the unpruned model), bleu (BLEU of greedy continuations of the calibration task; quality = −BLEU) mc-accuracy (accuracy on the --calib-choices multiple-choice file; quality = −accuracy), or for sequence-classification models accuracy or macro-f1 on the labelled --calib file (quality = −accuracy or −macro-F1)',
     )
     .option(
       '--fitness <kind>',
@@ -231,6 +245,8 @@ Examples:
   geneprune heads --target-sparsity 0.25 --recover --calib CALIB --eval EVAL --out runs/ga25r
   geneprune heads --target-sparsity 0.25 --metric mc-accuracy --calib-choices calib-mc.jsonl \\
       --eval-choices eval-mc.jsonl --calib CALIB --eval EVAL --out runs/mc25
+  geneprune heads --model hf:distilbert/distilbert-base-uncased-finetuned-sst-2-english --metric accuracy \
+      --calib data/sentiment/calib.jsonl --eval data/sentiment/eval.jsonl --target-sparsity 0.25 --out runs/sst25
   geneprune heads --resume runs/ga25`,
     )
     .action(async (f: Flags, cmd: Command) => {

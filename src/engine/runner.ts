@@ -2,9 +2,9 @@
  * A model bound to one ONNX Runtime session: built once, then run many times with different tokens and masks.
  */
 import type { AttentionKind, FusedAttentionOp } from '../graph/attention.js';
+import { buildGraph } from '../graph/build.js';
 import {
   blockSpec,
-  buildDecoderGraph,
   type CaptureOptions,
   type GraphOutputMode,
   IGNORE_INDEX,
@@ -17,8 +17,11 @@ import { type ComputeDtype, weightsDtype } from '../graph/weights.js';
 import type { ModelSpec } from '../model/spec.js';
 import { createEngine, type Device, type Engine, type Feed, type Output } from './session.js';
 
+/** Every graph output a runner can ask for: the decoder's modes, and the encoder's 'class_logits' ('hidden' both). */
+export type RunnerOutput = GraphOutputMode | 'class_logits';
+
 export interface RunnerOptions {
-  output: GraphOutputMode;
+  output: RunnerOutput;
   /** Linear weight roles that accept a boolean mask. */
   weightMasks?: string[];
   device?: Device;
@@ -81,12 +84,16 @@ export interface TokenBatch {
   tokenWeight?: Float32Array;
   /** [batch * seq] 1 where a position holds a real token (batches() sets it). */
   valid?: Uint8Array;
+  /** Encoders: [batch * seq] 1 for a real token, 0 for padding (default: all real). */
+  attentionMask?: BigInt64Array;
+  /** Encoders with token types: [batch * seq] segment ids (default: all 0). */
+  typeIds?: BigInt64Array;
 }
 
 export interface ModelRunner {
   readonly spec: ModelSpec;
   readonly dtype: ComputeDtype;
-  readonly output: GraphOutputMode;
+  readonly output: RunnerOutput;
   readonly maxHeads: number;
   readonly engine: Engine;
   /** The layers this runner's graph runs, [from, to). */
@@ -123,9 +130,16 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
   const weights =
     opts.weights ??
     (await prepareWeights(blockSpec(spec, opts.layers), { externalDataThreshold: threshold, dtype }));
+  const encoder = spec.config.arch === 'encoder';
+  if (encoder && opts.layers) {
+    const [from, to] = opts.layers;
+    if (from !== 0 || to !== spec.config.numLayers) {
+      throw new Error('runner: block graphs (a range of layers) are built for decoders only');
+    }
+  }
   let engine: Engine;
   try {
-    const graph = buildDecoderGraph(spec, weights, {
+    const graph = buildGraph(spec, weights, {
       output: opts.output,
       weightMasks: opts.weightMasks,
       externalDataThreshold: threshold,
@@ -135,7 +149,7 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
       halfLinears: (opts.device ?? 'cpu') === 'cpu' ? 'upcast' : 'native',
       layers: opts.layers,
       capture: opts.capture,
-    });
+    } as Parameters<typeof buildGraph>[2]);
     engine = await createEngine(graph, {
       device: opts.device,
       threads: opts.threads,
@@ -149,7 +163,12 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
   const maxHeads = Math.max(...spec.config.headsPerLayer);
   const onesHead = allKeptHeadMask(spec);
   const onesWeight = new Map<string, Uint8Array>();
-  const outputName = opts.output === 'last_logits' || opts.output === 'row_logits' ? 'logits' : opts.output;
+  const outputName =
+    opts.output === 'last_logits' || opts.output === 'row_logits' || opts.output === 'class_logits'
+      ? 'logits'
+      : encoder && opts.output === 'hidden'
+        ? 'last_hidden_state'
+        : opts.output;
   const layers = layerRange(spec.config.numLayers, opts.layers);
   const D = spec.config.hiddenSize;
   const graphInputs = new Set(engine.inputNames);
@@ -175,6 +194,18 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
         );
       }
       feeds.hidden_in = { type: 'float32', dims: [batch.batch, batch.seq, D], data: batch.hidden };
+    }
+    if (graphInputs.has('attention_mask')) {
+      const m = batch.attentionMask ?? new BigInt64Array(tokens).fill(1n);
+      if (m.length !== tokens) throw new Error(`attention mask has ${m.length} entries, batch has ${tokens}`);
+      feeds.attention_mask = { type: 'int64', dims: [batch.batch, batch.seq], data: m };
+    }
+    if (graphInputs.has('token_type_ids')) {
+      const t = batch.typeIds ?? new BigInt64Array(tokens);
+      if (t.length !== tokens)
+        throw new Error(`token type ids have ${t.length} entries, batch has ${tokens}`);
+      checkIds(t, spec.config.typeVocabSize ?? 0, 'token type id');
+      feeds.token_type_ids = { type: 'int64', dims: [batch.batch, batch.seq], data: t };
     }
     if (capturing) {
       let w = batch.tokenWeight;

@@ -9,6 +9,7 @@ import { type CandidateMasks, createRunner, type TokenBatch } from '../engine/ru
 import type { Device } from '../engine/session.js';
 import { fileError, flagError, GenepruneError } from '../errors.js';
 import type { ComputeDtype } from '../graph/weights.js';
+import { scoreClassification } from '../metrics/classify.js';
 import { readDataset } from '../metrics/data.js';
 import {
   batches,
@@ -20,7 +21,7 @@ import {
 import { modelIdentity } from '../model/identity.js';
 import { checkMemoryBudget } from '../model/memory.js';
 import { type OpenedModel, openModel } from '../model/open.js';
-import { BLEU_SEARCH_ITEMS, type QualityMetric } from '../search/objective.js';
+import { BLEU_SEARCH_ITEMS, isClassificationMetric, type QualityMetric } from '../search/objective.js';
 import { realPathOf, sha256File, sha256Text } from '../util/fs.js';
 import {
   calibrationChoices,
@@ -30,6 +31,7 @@ import {
   type RunChoices,
   refuseChoicesOverlap,
 } from './choices.js';
+import { labelledRecord, type RunLabelled, readLabelled, refuseLabelledOverlap } from './labels.js';
 import {
   calibrationTask,
   evaluationTask,
@@ -69,6 +71,8 @@ export interface RunEnv {
   threads?: number;
   /** Refuse before loading when the estimated peak exceeds this many bytes (default: total memory). */
   memoryBudget?: number;
+  /** Progress and warnings (e.g. truncated items), one line each. */
+  onStatus?: (line: string) => void;
 }
 
 /** The model and the data of a run, ready to search. */
@@ -89,6 +93,10 @@ export interface RunData {
   calibChoices?: RunChoices;
   /** `--eval-choices`: the evaluation multiple-choice task accuracy is reported on. */
   evalChoices?: RunChoices;
+  /** `--metric accuracy|macro-f1`: the labelled calibration items (--calib) ... */
+  calibLabelled?: RunLabelled;
+  /** ... and the labelled evaluation items (--eval). */
+  evalLabelled?: RunLabelled;
 }
 
 /** The same settings with data and model paths absolute, so a run resumes from any working directory. */
@@ -157,10 +165,17 @@ async function refuseOverlap(calibFiles: string[], evalFiles: string[]): Promise
  * tokenizes. `what` names the command in a memory refusal.
  */
 export async function prepareRunData(s: RunDataSettings, env: RunEnv, what: string): Promise<RunData> {
+  if (isClassificationMetric(s.metric)) return prepareLabelledRunData(s, env, what);
   const calib = await readDataset(s.calib);
   const evalData = await readDataset(s.eval);
   await refuseOverlap(calib.files, evalData.files);
   const model = await openModel(s.model, { tokenizer: s.tokenizer });
+  if (model.spec.config.arch === 'encoder') {
+    throw flagError(
+      '--metric',
+      `${s.metric ?? 'ppl'} needs a language model; ${model.modelPath} is a ${model.spec.config.modelType} encoder: use --metric accuracy or macro-f1 with labelled JSONL --calib and --eval files`,
+    );
+  }
   const context = s.context ?? Math.min(model.spec.config.maxPositions, 512);
   if (context > model.spec.config.maxPositions) {
     throw flagError(
@@ -203,6 +218,93 @@ export async function prepareRunData(s: RunDataSettings, env: RunEnv, what: stri
   };
 }
 
+/**
+ * A classification run: `--calib` and `--eval` are labelled JSONL files ({text[, text_pair], label}), read with
+ * the model's labels, encoded once, kept apart; no text streams (an encoder has no language-model head).
+ */
+async function prepareLabelledRunData(s: RunDataSettings, env: RunEnv, what: string): Promise<RunData> {
+  for (const [key, flag] of [
+    ['calibTask', '--calib-task'],
+    ['evalTask', '--eval-task'],
+    ['calibChoices', '--calib-choices'],
+    ['evalChoices', '--eval-choices'],
+    ['evalTokens', '--eval-tokens'],
+  ] as const) {
+    if (s[key] !== undefined)
+      throw flagError(flag, `not with --metric ${s.metric} (labelled --calib and --eval files)`);
+  }
+  const model = await openModel(s.model, { tokenizer: s.tokenizer });
+  const metric = s.metric as string;
+  const calibLabelled = await readLabelled(s.calib, model.tokenizer, model.spec, metric, env.onStatus);
+  const evalLabelled = await readLabelled(s.eval, model.tokenizer, model.spec, metric, env.onStatus);
+  await refuseLabelledOverlap(calibLabelled, evalLabelled);
+  const longest = Math.max(calibLabelled.prepared.maxLength, evalLabelled.prepared.maxLength);
+  checkMemoryBudget(model.spec, {
+    batch: Math.max(1, Math.floor(4096 / longest)),
+    seq: longest,
+    budget: env.memoryBudget,
+    what,
+    metric: 'ppl',
+    dtype: s.dtype,
+    heldBytes: 0,
+  });
+  return {
+    model,
+    stream: [],
+    evalStream: [],
+    context: model.spec.config.maxPositions,
+    calibTokens: 0,
+    calibFiles: [{ path: resolve(s.calib), sha256: calibLabelled.sha256 }],
+    evalFiles: [{ path: resolve(s.eval), sha256: evalLabelled.sha256 }],
+    calibLabelled,
+    evalLabelled,
+  };
+}
+
+/** Dense and pruned accuracy and macro-F1 on a classification run's evaluation items. */
+export interface LabelledEval {
+  metric: 'accuracy' | 'macro-f1';
+  accuracy: number;
+  denseAccuracy: number;
+  macroF1: number;
+  denseMacroF1: number;
+  items: number;
+  data: string;
+}
+
+/** Scores a candidate's masks and the dense model on the labelled evaluation items, in a session of its own. */
+export async function scoreLabelledOnEval(
+  d: RunData,
+  s: RunDataSettings,
+  masks: CandidateMasks,
+  env: RunEnv,
+): Promise<LabelledEval> {
+  const e = d.evalLabelled;
+  if (!e) throw new GenepruneError('internal', 'scoreLabelledOnEval: not a classification run');
+  const runner = await createRunner(d.model.spec, {
+    output: 'class_logits',
+    device: env.device,
+    threads: env.threads,
+    dtype: s.dtype,
+    weightMasks: masks.weightMasks ? [...masks.weightMasks.keys()] : undefined,
+  });
+  try {
+    const pruned = await scoreClassification(runner, e.prepared, { masks });
+    const dense = await scoreClassification(runner, e.prepared, {});
+    return {
+      metric: s.metric === 'macro-f1' ? 'macro-f1' : 'accuracy',
+      accuracy: pruned.accuracy,
+      denseAccuracy: dense.accuracy,
+      macroF1: pruned.macroF1,
+      denseMacroF1: dense.macroF1,
+      items: pruned.items,
+      data: s.eval,
+    };
+  } finally {
+    await runner.release();
+  }
+}
+
 /** What a run's config.json records about its model and data (paths, identity, data hashes). */
 export async function runModelAndData(s: RunDataSettings, d: RunData) {
   return {
@@ -232,12 +334,23 @@ export async function runModelAndData(s: RunDataSettings, d: RunData) {
             ),
           }
         : {}),
+      ...(d.calibLabelled
+        ? {
+            labelled: labelledRecord(
+              d.calibLabelled,
+              Math.min(s.calibItems ?? Number.POSITIVE_INFINITY, d.calibLabelled.prepared.items.length),
+            ),
+          }
+        : {}),
     },
     evaluation: {
       path: s.eval,
       files: d.evalFiles,
       ...(d.evalChoices
         ? { choices: choicesRecord(d.evalChoices, d.evalChoices.prepared.task.items.length) }
+        : {}),
+      ...(d.evalLabelled
+        ? { labelled: labelledRecord(d.evalLabelled, d.evalLabelled.prepared.items.length) }
         : {}),
       ...(d.evalTask
         ? {

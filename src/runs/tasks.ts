@@ -28,7 +28,7 @@ import {
 import { buildContinuationTask } from '../metrics/storytask.js';
 import type { ModelSpec } from '../model/spec.js';
 import type { BleuObjectiveOptions, QualityMetric } from '../search/objective.js';
-import { BLEU_SEARCH_ITEMS, BLEU_SEARCH_NEW_TOKENS } from '../search/objective.js';
+import { BLEU_SEARCH_ITEMS, BLEU_SEARCH_NEW_TOKENS, isClassificationMetric } from '../search/objective.js';
 import type { Tokenizer } from '../tokenizer/types.js';
 import { realPathOf, sha256File } from '../util/fs.js';
 
@@ -83,12 +83,16 @@ export async function calibrationTask(
       ['bleu', '--bleu'],
     ] as const) {
       // Item counts also size a multiple-choice calibration task (runs/choices.ts).
-      if (s.metric === 'mc-accuracy' && (key === 'calibItems' || key === 'lowItems')) continue;
+      if (
+        (s.metric === 'mc-accuracy' || isClassificationMetric(s.metric)) &&
+        (key === 'calibItems' || key === 'lowItems')
+      )
+        continue;
       if (s[key] !== undefined)
         throw flagError(
           flag,
           key === 'calibItems' || key === 'lowItems'
-            ? 'only with --metric bleu or mc-accuracy (a calibration task)'
+            ? 'only with --metric bleu, mc-accuracy, accuracy or macro-f1 (calibration items)'
             : 'only with --metric bleu (a calibration generation task)',
         );
     }

@@ -26,7 +26,12 @@ import {
   scoreChoices,
   sliceChoiceTask,
 } from '../metrics/choices.js';
-import { accuracy } from '../metrics/classification.js';
+import { accuracy, macroF1 } from '../metrics/classification.js';
+import {
+  type PreparedClassification,
+  scoreClassification,
+  sliceClassification,
+} from '../metrics/classify.js';
 import {
   GENERATION_BATCH_SIZE,
   type PreparedGenerationTask,
@@ -46,11 +51,25 @@ import {
 import type { ModelSpec } from '../model/spec.js';
 import type { SearchSpace } from './space.js';
 
-export type QualityMetric = 'ppl' | 'kl' | 'bleu' | 'mc-accuracy';
-export const QUALITY_METRICS: readonly QualityMetric[] = ['ppl', 'kl', 'bleu', 'mc-accuracy'];
-/** Metrics whose reported value is higher-is-better (BLEU, accuracy): their quality is the value negated. */
-export function isNegatedMetric(metric: QualityMetric): metric is 'bleu' | 'mc-accuracy' {
-  return metric === 'bleu' || metric === 'mc-accuracy';
+export type QualityMetric = 'ppl' | 'kl' | 'bleu' | 'mc-accuracy' | 'accuracy' | 'macro-f1';
+export const QUALITY_METRICS: readonly QualityMetric[] = [
+  'ppl',
+  'kl',
+  'bleu',
+  'mc-accuracy',
+  'accuracy',
+  'macro-f1',
+];
+/** Sequence-classification metrics: scored on labelled data by a model with a classification head. */
+export type ClassificationMetric = 'accuracy' | 'macro-f1';
+export function isClassificationMetric(metric: QualityMetric | undefined): metric is ClassificationMetric {
+  return metric === 'accuracy' || metric === 'macro-f1';
+}
+/** Metrics whose reported value is higher-is-better (BLEU, accuracy, F1): their quality is the value negated. */
+export function isNegatedMetric(
+  metric: QualityMetric,
+): metric is 'bleu' | 'mc-accuracy' | ClassificationMetric {
+  return metric === 'bleu' || metric === 'mc-accuracy' || isClassificationMetric(metric);
 }
 /**
  * 'low' scores on the first `lowTokens` calibration tokens (BLEU, multiple choice: the first `lowItems` task
@@ -90,7 +109,14 @@ export function reportedQuality(metric: QualityMetric, quality: number): number 
 
 /** Label of a metric's reported value in logs and reports. */
 export function metricLabel(metric: QualityMetric): string {
-  return { ppl: 'ppl', kl: 'KL', bleu: 'BLEU', 'mc-accuracy': 'accuracy' }[metric];
+  return {
+    ppl: 'ppl',
+    kl: 'KL',
+    bleu: 'BLEU',
+    'mc-accuracy': 'accuracy',
+    accuracy: 'accuracy',
+    'macro-f1': 'macro-F1',
+  }[metric];
 }
 
 /** The calibration generation task of a 'bleu' objective and how it is scored. */
@@ -120,6 +146,18 @@ export interface ChoiceObjectiveOptions {
   /** Which accuracy is the quality: 'none' (summed log-likelihood, default) or 'chars' (acc_norm). */
   norm?: ChoiceNorm;
   /** Rows (item × choice) per forward pass (default: about 2048 tokens). */
+  batchSize?: number;
+}
+
+/** The calibration labelled items of an 'accuracy' or 'macro-f1' objective. */
+export interface LabelledObjectiveOptions {
+  /** Encoded items (their first `items` are scored). */
+  prepared: PreparedClassification;
+  /** Items scored at full fidelity (default all). */
+  items?: number;
+  /** Items scored at low fidelity (default: same as full). */
+  lowItems?: number;
+  /** Rows per forward pass (default: about 4096 tokens). */
   batchSize?: number;
 }
 
@@ -171,6 +209,8 @@ export interface ObjectiveOptions {
   bleu?: BleuObjectiveOptions;
   /** The calibration multiple-choice task and its scoring, for 'mc-accuracy' (required there). */
   choices?: ChoiceObjectiveOptions;
+  /** The calibration labelled items, for 'accuracy' and 'macro-f1' (required there). */
+  labelled?: LabelledObjectiveOptions;
   /** Tokens for 'full' fidelity (default: the whole stream). */
   tokens?: number;
   /** Tokens for 'low' fidelity (default: same as full). */
@@ -198,6 +238,7 @@ export async function createObjective<G, S extends SearchSpace<G>>(
 ): Promise<Objective<G, S>> {
   if (opts.metric === 'bleu') return createBleuObjective(spec, space, opts);
   if (opts.metric === 'mc-accuracy') return createChoiceObjective(spec, space, opts);
+  if (isClassificationMetric(opts.metric)) return createLabelledObjective(spec, space, opts, opts.metric);
   const full = makeWindows(opts.stream, opts.context, opts.tokens, 'calibration data');
   const low = opts.lowTokens
     ? makeWindows(opts.stream, opts.context, opts.lowTokens, 'calibration data')
@@ -346,6 +387,54 @@ async function createChoiceObjective<G, S extends SearchSpace<G>>(
 }
 
 /**
+ * An 'accuracy' or 'macro-f1' objective: the calibration labelled items on a 'class_logits' runner, quality =
+ * −accuracy or −macro-F1 of the head's argmax (metrics/classify.ts).
+ */
+async function createLabelledObjective<G, S extends SearchSpace<G>>(
+  spec: ModelSpec,
+  space: S,
+  opts: ObjectiveOptions,
+  metric: ClassificationMetric,
+): Promise<Objective<G, S>> {
+  const l = opts.labelled;
+  if (!l)
+    throw new GenepruneError('internal', `a ${metric} objective needs its labelled items (opts.labelled)`);
+  const total = l.prepared.items.length;
+  const items = Math.min(l.items ?? total, total);
+  const lowItems = Math.min(l.lowItems ?? items, items);
+  for (const [name, v] of [
+    ['items', items],
+    ['lowItems', lowItems],
+  ] as const) {
+    if (!Number.isInteger(v) || v < 1)
+      throw new GenepruneError('flag', `must be an integer ≥ 1, got ${v}`, name);
+  }
+  const full = sliceClassification(l.prepared, items);
+  const sets = { full, low: lowItems === items ? full : sliceClassification(l.prepared, lowItems) };
+  const runner = await createRunner(spec, {
+    output: 'class_logits',
+    device: opts.device,
+    threads: opts.threads,
+    dtype: opts.dtype,
+    weightMasks: space.weightRoles ? [...space.weightRoles] : undefined,
+  });
+  const predictor: Predictor = {
+    source: l.prepared.data.source,
+    async predict(masks, fidelity) {
+      const r = await scoreClassification(runner, sets[fidelity], { masks, batchSize: l.batchSize });
+      return { predictions: r.predictions, labels: r.labels, forwards: r.forwards };
+    },
+  };
+  return createPredictionObjective(
+    space,
+    metric,
+    runner,
+    predictor,
+    metric === 'macro-f1' ? macroF1 : accuracy,
+  );
+}
+
+/**
  * An accuracy objective over any `Predictor`: quality = −score(predictions, labels), the score accuracy unless
  * given (macro-F1 fits too), `tokens` the items scored. The runner is the predictor's, released with the
  * objective.
@@ -400,7 +489,7 @@ function cachedObjective<G, S extends SearchSpace<G>>(
       if (!Number.isFinite(quality)) {
         // A search on a model that is broken unpruned would only rank garbage.
         if (space.isFull(g)) {
-          const what = { ppl: 'perplexity', kl: 'KL', bleu: 'BLEU', 'mc-accuracy': 'accuracy' }[metric];
+          const what = metricLabel(metric);
           throw new GenepruneError(
             'model',
             `the unpruned model scores a non-finite ${what} on the calibration data (${fidelity} fidelity, ` +

@@ -22,6 +22,8 @@ import { assertOneLineError, type CliResult, runCli } from '../helpers/cli.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const skip = skipUnlessShared(MODEL, CALIB, EVAL);
+/** A perplexity run's result (its eval is perplexity, not a classification score). */
+type PplRun = HeadSearchResult & { eval: { perplexity: number; densePerplexity: number } };
 const tmp = tempDir('geneprune-heads-recover-');
 after(tmp.cleanup);
 
@@ -48,7 +50,7 @@ function json<T = Record<string, unknown>>(r: CliResult): T {
 }
 
 const heads = (name: string, ...args: string[]) =>
-  json<HeadSearchResult>(cli(['heads', ...data(), '--out', join(tmp.dir, name), '--json', ...args]));
+  json<PplRun>(cli(['heads', ...data(), '--out', join(tmp.dir, name), '--json', ...args]));
 const maskOf = (run: string) => join(tmp.dir, run, 'mask.json');
 const recOf = (run: string) => join(tmp.dir, run, 'recovered-weights.safetensors');
 const rel = (a: number, b: number) => Math.abs(a - b) / Math.abs(b);
@@ -56,7 +58,7 @@ const evalArgs = () => ['eval', '--data', sharedPath(EVAL)!, '--max-tokens', '20
 const GA = ['--population', '4', '--generations', '2'];
 
 describe('geneprune heads --recover on stories260K', { skip }, () => {
-  const runs: Record<string, HeadSearchResult> = {};
+  const runs: Record<string, PplRun> = {};
   before(() => {
     runs.abl = heads('abl', '--method', 'ablation');
     runs.ablr = heads('ablr', '--method', 'ablation', '--recover');
@@ -237,7 +239,7 @@ describe('geneprune heads --recover on stories260K', { skip }, () => {
       const killed = cli(['heads', ...data(), ...GA, '--recover', '--out', dir, '--json'], fault);
       assert.equal(killed.signal, 'SIGKILL', `${fault}: ${killed.stderr}`);
       assert.ok(!existsSync(join(dir, 'result.json')));
-      const resumed = json<HeadSearchResult>(cli(['heads', '--resume', dir, '--json']));
+      const resumed = json<PplRun>(cli(['heads', '--resume', dir, '--json']));
       assert.deepEqual(resumed.genome, expected.genome, fault);
       assert.equal(resumed.eval.perplexity, expected.eval.perplexity, fault);
       assert.deepEqual(resumed.recovery!.before, expected.recovery!.before, fault);

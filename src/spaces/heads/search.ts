@@ -24,14 +24,17 @@ import {
 } from '../../runs/choices.js';
 import {
   absoluteSettings,
+  type LabelledEval,
   prepareRunData,
   type RunData,
   type RunEnv,
   recoveryBatches,
   refuseChangedData,
   runModelAndData,
+  scoreLabelledOnEval,
   scoreOnEval,
 } from '../../runs/data.js';
+import { labelledRecord } from '../../runs/labels.js';
 import { type GivenSetting, refuseChangedSettings, refuseForeignModel } from '../../runs/resume.js';
 import {
   createRunDir,
@@ -100,8 +103,14 @@ export interface HeadSearchResult {
     accuracy?: number;
     denseAccuracy?: number;
     choices?: ReturnType<typeof choicesRecord>;
+    /** 'macro-f1' runs: the macro-F1 (0–1) the quality negates. */
+    macroF1?: number;
+    denseMacroF1?: number;
+    /** 'accuracy' / 'macro-f1' runs: the labelled calibration file. */
+    labelled?: ReturnType<typeof labelledRecord>;
   };
-  eval: { perplexity: number; densePerplexity: number; tokens: number; data: string };
+  /** Perplexity on the evaluation text; for 'accuracy'/'macro-f1' runs, both scores on the labelled --eval file. */
+  eval: { perplexity: number; densePerplexity: number; tokens: number; data: string } | LabelledEval;
   /** `--eval-task`: dense and pruned BLEU on the evaluation task. */
   evalBleu?: EvalBleu;
   /** `--eval-choices`: dense and pruned multiple-choice accuracy on the evaluation file. */
@@ -177,6 +186,12 @@ async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promise<Prepa
       `BLEU fitness: ${Math.min(s.calibItems ?? BLEU_SEARCH_ITEMS, data.calibTask.prepared.prompts.length)} items of the calibration task ${data.calibTask.source}`,
     );
   }
+  if (data.calibLabelled) {
+    const items = data.calibLabelled.prepared.items.length;
+    env.onStatus?.(
+      `${s.metric} fitness: ${Math.min(s.calibItems ?? items, items)} labelled items of ${data.calibLabelled.source}`,
+    );
+  }
   if (data.calibChoices) {
     const items = data.calibChoices.prepared.task.items.length;
     env.onStatus?.(
@@ -189,6 +204,15 @@ async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promise<Prepa
     metric: s.metric,
     bleu: bleuObjectiveOptions(s, data.calibTask),
     choices: choiceObjectiveOptions(s, data.calibChoices),
+    ...(data.calibLabelled
+      ? {
+          labelled: {
+            prepared: data.calibLabelled.prepared,
+            ...(s.calibItems !== undefined ? { items: s.calibItems } : {}),
+            ...(s.lowItems !== undefined ? { lowItems: s.lowItems } : {}),
+          },
+        }
+      : {}),
     tokens: s.calibTokens,
     lowTokens: s.lowTokens,
     batchSize: s.batchSize,
@@ -229,7 +253,9 @@ async function finish(
   // One session at a time: a 1B model's second copy would double the peak.
   await p.objective.release();
   env.onStatus?.('scoring the chosen mask on the evaluation data');
-  const evalScore = await scoreOnEval(p, s, space.masks(genome), env);
+  const evalScore = p.evalLabelled
+    ? await scoreLabelledOnEval(p, s, space.masks(genome), env)
+    : await scoreOnEval(p, s, space.masks(genome), env);
   if (p.evalTask)
     env.onStatus?.(`BLEU of the dense and the pruned model on the evaluation task ${p.evalTask.source}`);
   const evalBleu = p.evalTask
@@ -264,6 +290,14 @@ async function finish(
             ...(p.calibChoices ? { choices: choicesRecord(p.calibChoices, calibScore.tokens) } : {}),
           }
         : {}),
+      ...(p.calibLabelled
+        ? {
+            ...(s.metric === 'macro-f1'
+              ? { macroF1: -calibScore.quality, denseMacroF1: -dense.quality }
+              : { accuracy: -calibScore.quality, denseAccuracy: -dense.quality }),
+            labelled: labelledRecord(p.calibLabelled, calibScore.tokens),
+          }
+        : {}),
     },
     eval: evalScore,
     ...(evalBleu ? { evalBleu } : {}),
@@ -274,15 +308,12 @@ async function finish(
     method: s.method,
     runDir: dir,
     calibration: { path: s.calib, metric: s.metric, quality: calibScore.quality },
-    evaluation: {
-      path: s.eval,
-      perplexity: evalScore.perplexity,
-      densePerplexity: evalScore.densePerplexity,
-    },
+    evaluation: { path: s.eval, ...evalScore },
   });
   await writeJsonAtomic(`${dir}/mask.json`, mask);
   if (s.recover) {
     faultPoint('heads:mask-written');
+    if (!('perplexity' in evalScore)) throw flagError('--recover', `not with --metric ${s.metric}`);
     result.recovery = await recoverInDir(dir, s, p, genome, { calibScore, evalScore }, env);
     faultPoint('heads:recovered');
   }

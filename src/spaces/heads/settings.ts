@@ -7,7 +7,12 @@ import { COMPUTE_DTYPES } from '../../graph/weights.js';
 import type { RunDataSettings } from '../../runs/data.js';
 import { settingsFrom } from '../../runs/presets.js';
 import type { FitnessKind } from '../../search/fitness.js';
-import { BLEU_SEARCH_ITEMS, QUALITY_METRICS, type QualityMetric } from '../../search/objective.js';
+import {
+  BLEU_SEARCH_ITEMS,
+  isClassificationMetric,
+  QUALITY_METRICS,
+  type QualityMetric,
+} from '../../search/objective.js';
 import type { BaselineName } from './baselines.js';
 
 export type HeadMethod = 'ga' | 'nsga' | BaselineName;
@@ -128,14 +133,26 @@ export function headSearchSettings(opts: HeadSearchOptions): HeadSearchSettings 
   if (s.lowTokens !== undefined && s.lowTokens >= s.calibTokens) {
     throw flagError('--low-tokens', `must be below --calib-tokens (${s.calibTokens})`);
   }
-  if (s.lowTokens !== undefined && (s.metric === 'bleu' || s.metric === 'mc-accuracy')) {
+  if (isClassificationMetric(s.metric) && s.recover) {
+    throw flagError(
+      '--recover',
+      `refits o on calibration text; not with --metric ${s.metric} (labelled items)`,
+    );
+  }
+  if (
+    s.lowTokens !== undefined &&
+    (s.metric === 'bleu' || s.metric === 'mc-accuracy' || isClassificationMetric(s.metric))
+  ) {
     throw flagError(
       '--low-tokens',
       `with --metric ${s.metric} the cheap first pass scores fewer task items: --low-items`,
     );
   }
   // A multiple-choice task scores all its items unless --calib-items says fewer; its size is known once read.
-  const fullItems = s.metric === 'mc-accuracy' ? s.calibItems : (s.calibItems ?? BLEU_SEARCH_ITEMS);
+  const fullItems =
+    s.metric === 'mc-accuracy' || isClassificationMetric(s.metric)
+      ? s.calibItems
+      : (s.calibItems ?? BLEU_SEARCH_ITEMS);
   if (s.lowItems !== undefined && fullItems !== undefined && s.lowItems >= fullItems) {
     throw flagError('--low-items', `must be below --calib-items (${fullItems})`);
   }

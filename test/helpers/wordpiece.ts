@@ -1,0 +1,59 @@
+/**
+ * A BERT-style WordPiece tokenizer.json for random encoders: [PAD] [UNK] [CLS] [SEP] [MASK], the given whole
+ * words, then every lowercase letter and its ## continuation, so any lowercase ASCII text encodes (letter by
+ * letter where no word matches). BertNormalizer lowercases; the template adds [CLS] … [SEP] (… B [SEP] for pairs,
+ * type id 1).
+ */
+export function wordPieceTokenizerJson(words: readonly string[]): {
+  json: Record<string, unknown>;
+  size: number;
+} {
+  const vocab: Record<string, number> = {};
+  const specials = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'];
+  for (const t of [...specials, ...words]) vocab[t] = Object.keys(vocab).length;
+  for (let c = 97; c <= 122; c++) {
+    const ch = String.fromCharCode(c);
+    if (!(ch in vocab)) vocab[ch] = Object.keys(vocab).length;
+    vocab[`##${ch}`] = Object.keys(vocab).length;
+  }
+  const special = (id: string, type: number) => ({ SpecialToken: { id, type_id: type } });
+  const seq = (id: 'A' | 'B', type: number) => ({ Sequence: { id, type_id: type } });
+  const json = {
+    version: '1.0',
+    added_tokens: specials.map((content, id) => ({
+      id,
+      content,
+      single_word: false,
+      lstrip: false,
+      rstrip: false,
+      normalized: false,
+      special: true,
+    })),
+    normalizer: {
+      type: 'BertNormalizer',
+      clean_text: true,
+      handle_chinese_chars: true,
+      strip_accents: null,
+      lowercase: true,
+    },
+    pre_tokenizer: { type: 'BertPreTokenizer' },
+    post_processor: {
+      type: 'TemplateProcessing',
+      single: [special('[CLS]', 0), seq('A', 0), special('[SEP]', 0)],
+      pair: [special('[CLS]', 0), seq('A', 0), special('[SEP]', 0), seq('B', 1), special('[SEP]', 1)],
+      special_tokens: {
+        '[CLS]': { id: '[CLS]', ids: [2], tokens: ['[CLS]'] },
+        '[SEP]': { id: '[SEP]', ids: [3], tokens: ['[SEP]'] },
+      },
+    },
+    decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
+    model: {
+      type: 'WordPiece',
+      unk_token: '[UNK]',
+      continuing_subword_prefix: '##',
+      max_input_chars_per_word: 100,
+      vocab,
+    },
+  };
+  return { json, size: Object.keys(vocab).length };
+}

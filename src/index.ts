@@ -1,6 +1,6 @@
 /**
  * geneprune's library API. Every command of the CLI is one call here, with typed options and results:
- * `evaluate` (`evaluateBleu`, `evaluateChoices`), `generate`, `searchHeads` / `resumeHeadSearch`, `pruneWeights` / `resumeWeightPrune`,
+ * `evaluate` (`evaluateBleu`, `evaluateChoices`, `evaluateLabels`), `generate`, `searchHeads` / `resumeHeadSearch`, `pruneWeights` / `resumeWeightPrune`,
  * `exportModel`, `bench`. The CLI imports nothing
  * but this module. Lower-level building blocks (checkpoints, graphs, the engine, metrics) follow.
  */
@@ -45,6 +45,7 @@ export {
   SOS_PRESET,
   searchHeads,
 } from './api/heads.js';
+export { type EvaluateLabelsOptions, type EvaluateLabelsResult, evaluateLabels } from './api/labels.js';
 export {
   type HeadList,
   type HeadMaskChoice,

@@ -4,10 +4,12 @@ import {
   buildContinuationTask,
   type EvaluateBleuResult,
   type EvaluateChoicesResult,
+  type EvaluateLabelsResult,
   type EvaluateResult,
   evaluate,
   evaluateBleu,
   evaluateChoices,
+  evaluateLabels,
   flagError,
   type GenerationTask,
 } from '../index.js';
@@ -45,6 +47,7 @@ interface EvalFlags {
   task?: string;
   maxNewTokens?: string;
   choices?: string;
+  labels?: string;
 }
 
 function printBleuReport(r: EvaluateBleuResult, from: string): void {
@@ -119,6 +122,49 @@ function printChoicesReport(r: EvaluateChoicesResult): void {
   process.stdout.write(`${lines.join('\n')}\n`);
 }
 
+function printLabelsReport(r: EvaluateLabelsResult): void {
+  const pct = (x: number) => `${(100 * x).toFixed(2)} %`;
+  const lines = [
+    `model        ${r.model}`,
+    `data         ${r.data} (${r.items} labelled items; labels ${r.labels.join(', ')})`,
+    ...maskReportLines(r),
+    `accuracy     ${pct(r.accuracy)}`,
+    `macro-F1     ${pct(r.macroF1)}`,
+    `scored       ${r.forwards} forward passes, ${r.seconds.toFixed(1)} s (${r.device})${r.truncated > 0 ? `; ${r.truncated} items truncated to the model's positions` : ''}`,
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+/** `eval --labels`: classification accuracy and macro-F1 of the (masked) model. */
+async function evalLabels(flags: EvalFlags, json: boolean | undefined): Promise<void> {
+  for (const [key, flag] of [
+    ['kl', '--kl'],
+    ['maxTokens', '--max-tokens'],
+    ['ctx', '--ctx'],
+    ['data', '--data'],
+    ['task', '--task'],
+    ['choices', '--choices'],
+    ['maxNewTokens', '--max-new-tokens'],
+  ] as const) {
+    if (flags[key] !== undefined)
+      throw flagError(flag, 'does not combine with --labels (classification accuracy)');
+  }
+  const report = await evaluateLabels({
+    model: flags.model,
+    tokenizer: flags.tokenizer,
+    data: String(flags.labels),
+    batchSize: flags.batchSize ? parseIntFlag('--batch-size', flags.batchSize) : undefined,
+    ...maskRuntimeOptions(flags),
+  });
+  if (report.truncated > 0 && !json) {
+    process.stderr.write(
+      `warning: ${report.truncated} of ${report.items} items are longer than the model's positions and were truncated\n`,
+    );
+  }
+  if (json) process.stdout.write(`${JSON.stringify(report)}\n`);
+  else printLabelsReport(report);
+}
+
 /** `eval --choices`: multiple-choice accuracy of the (masked) model. */
 async function evalChoices(flags: EvalFlags, json: boolean | undefined): Promise<void> {
   for (const [key, flag] of [
@@ -166,7 +212,7 @@ export function registerEval(program: Command): void {
   program
     .command('eval')
     .description(
-      'Perplexity of a model on text data (forward passes on ONNX Runtime, NLL computed in-graph), with --task its BLEU on a generation task, or with --choices its multiple-choice accuracy.',
+      'Perplexity of a model on text data (forward passes on ONNX Runtime, NLL computed in-graph), with --task its BLEU on a generation task, with --choices its multiple-choice accuracy, or with --labels the accuracy and macro-F1 of a classifier.',
     )
     .addOption(modelOption())
     .addOption(tokenizerOption())
@@ -188,6 +234,10 @@ export function registerEval(program: Command): void {
     .option(
       '--choices <file>',
       'report multiple-choice accuracy instead: JSONL {"context","choices","label"}, each choice scored by the log-likelihood of its tokens after the context (acc, and acc_norm per character)',
+    )
+    .option(
+      '--labels <file>',
+      'report classification accuracy and macro-F1 of a sequence-classification model instead: JSONL {"text"[, "text_pair"], "label"} (label by name or index)',
     )
     .option('--prune-heads <list>', 'mask these attention heads, LAYER:HEAD,... (0-based)')
     .option(
@@ -221,9 +271,11 @@ Example:
   geneprune eval --data ../shared/data/tinystories/eval
   geneprune eval --model ./my-hf-folder --data eval.jsonl --ctx 1024 --max-tokens 50000 --prune-heads 0:3,4:1
   geneprune eval --task auto --data ../shared/data/tinystories/eval --weight-mask runs/mag50/weight-mask.safetensors
-  geneprune eval --model ./my-hf-folder --choices eval-mc.jsonl --mask runs/mc25/mask.json`,
+  geneprune eval --model ./my-hf-folder --choices eval-mc.jsonl --mask runs/mc25/mask.json
+  geneprune eval --model ./my-classifier --labels data/sentiment/eval.jsonl --mask runs/sst25/mask.json`,
     )
     .action(async (flags: EvalFlags) => {
+      if (flags.labels !== undefined) return evalLabels(flags, flags.json);
       if (flags.choices !== undefined) return evalChoices(flags, flags.json);
       if (flags.task !== undefined) return evalBleu(flags, flags.json);
       if (flags.maxNewTokens !== undefined) throw flagError('--max-new-tokens', 'only with --task (BLEU)');

@@ -118,8 +118,9 @@ export interface ClassificationData {
 
 /**
  * Parses labelled JSONL: one object per line, `text` (string), optional `text_pair` (string; all lines or none),
- * `label` as the label's name (one of `labels`) or its index (an integer in [0, labels.length)). Blank lines are
- * skipped; anything else is refused in one line naming the file and the line.
+ * `label` as the label's name (one of `labels`; a name that differs only in letter case matches when exactly one
+ * label does, so "positive" reads a model's "POSITIVE") or its index (an integer in [0, labels.length)). Blank
+ * lines are skipped; anything else is refused in one line naming the file and the line.
  */
 export function parseClassificationData(
   path: string,
@@ -130,6 +131,12 @@ export function parseClassificationData(
   const byName = new Map<string, number>();
   labels.forEach((name, i) => {
     if (!byName.has(name)) byName.set(name, i);
+  });
+  // Case-insensitive names, only where they are unambiguous (−1 marks a clash).
+  const byFolded = new Map<string, number>();
+  labels.forEach((name, i) => {
+    const k = name.toLowerCase();
+    byFolded.set(k, byFolded.has(k) && byFolded.get(k) !== i ? -1 : i);
   });
   const known = () => (labels.length <= 8 ? labels.join(', ') : `${labels.slice(0, 8).join(', ')}, …`);
   const items: ClassificationItem[] = [];
@@ -167,7 +174,8 @@ export function parseClassificationData(
     if (!('label' in r)) throw fileError(path, `${where}: no field "label"`);
     let label: number;
     if (typeof r.label === 'string') {
-      const found = byName.get(r.label);
+      const folded = byFolded.get(r.label.toLowerCase());
+      const found = byName.get(r.label) ?? (folded !== undefined && folded >= 0 ? folded : undefined);
       if (found === undefined) {
         throw fileError(path, `${where}: label "${r.label}" is not one of the model's labels (${known()})`);
       }

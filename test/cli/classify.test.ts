@@ -3,7 +3,8 @@
  * WordPiece tokenizer and labelled JSONL files: the run's calibration and evaluation scores are those
  * scoreClassification gives the mask it wrote (and the dense model), the exported pruned model scores the masked
  * model's evaluation accuracy; misuse is refused in one line (a perplexity metric on an encoder, accuracy on a
- * model without a classifier, a label the model lacks, evaluation items shared with calibration, --recover).
+ * model without a classifier, a label the model lacks, evaluation items shared with calibration, --recover,
+ * weights on labelled data). `eval --labels --mask` quotes the run's evaluation scores.
  */
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
@@ -132,6 +133,14 @@ describe('heads --metric accuracy on a sequence classifier', () => {
       assert.equal(r.eval.macroF1, evalPruned.macroF1);
       assert.equal(r.eval.items, 30);
 
+      // eval --labels with the run's mask quotes the run's evaluation scores.
+      const ev = json<{ accuracy: number; macroF1: number; items: number }>(
+        runCli(['eval', '--model', model, '--labels', evalFile, '--mask', join(run, 'mask.json'), '--json']),
+      );
+      assert.equal(ev.accuracy, r.eval.accuracy);
+      assert.equal(ev.macroF1, r.eval.macroF1);
+      assert.equal(ev.items, 30);
+
       const out = join(tmp.dir, `exported-${metric}`);
       const exported = runCli([
         'export',
@@ -235,6 +244,30 @@ describe('heads --metric accuracy on a sequence classifier', () => {
         join(tmp.dir, 'no4'),
       ]),
       /--recover: refits o on calibration text; not with --metric accuracy/,
+    );
+    refused(
+      runCli([
+        'weights',
+        '--model',
+        model,
+        '--metric',
+        'accuracy',
+        '--calib',
+        calib,
+        '--eval',
+        evalFile,
+        '--method',
+        'magnitude',
+        '--sparsity',
+        '0.5',
+        '--out',
+        join(tmp.dir, 'no6'),
+      ]),
+      /--metric: weights does not score accuracy on labelled data yet/,
+    );
+    refused(
+      runCli(['eval', '--model', model, '--labels', evalFile, '--data', calib]),
+      /--data: does not combine with --labels/,
     );
     const lm = await writeTinyModel(join(tmp.dir, 'lm'), 3);
     refused(

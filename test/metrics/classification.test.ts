@@ -103,6 +103,29 @@ describe('labelled data', () => {
     assert.equal(pairs.items[0].label, 1);
   });
 
+  test('names match across letter case only where that is unambiguous', () => {
+    const upper = parseClassificationData(
+      'sst2.jsonl',
+      lines({ text: 'good', label: 'positive' }, { text: 'bad', label: 'NEGATIVE' }),
+      ['NEGATIVE', 'POSITIVE'],
+    );
+    assert.deepEqual(
+      upper.items.map((it) => it.label),
+      [1, 0],
+    );
+    // An exact name wins; 'pos' folds to two labels, so it is refused.
+    const clash = ['Pos', 'pos', 'POS'];
+    assert.equal(
+      parseClassificationData('c.jsonl', lines({ text: 'x', label: 'POS' }), clash).items[0].label,
+      2,
+    );
+    refused(
+      lines({ text: 'x', label: 'pOs' }),
+      'line 1: label "pOs" is not one of the model\'s labels (Pos, pos, POS)',
+      clash,
+    );
+  });
+
   test('every bad line is refused naming the file and the line', () => {
     const ok = { text: 'fine', label: 'positive' };
     refused(lines(ok, '{"text": "x",'), 'line 2: not valid JSON');

@@ -52,6 +52,7 @@ import {
   accuracyOfQuality,
   bleuOfQuality,
   createObjective,
+  isClassificationMetric,
   type QualityMetric,
 } from '../../search/objective.js';
 import { faultPoint, sha256File, writeBytesAtomic, writeJsonAtomic } from '../../util/fs.js';
@@ -165,6 +166,12 @@ interface Prepared extends RunData {
 
 /** The model and data, the weight space, and the checks that need the model: all before anything is written. */
 async function prepare(s: WeightPruneSettings, env: WeightPruneEnv): Promise<Prepared> {
+  if (isClassificationMetric(s.metric)) {
+    throw flagError(
+      '--metric',
+      `weights does not score ${s.metric} on labelled data yet (its methods read calibration text); heads --metric ${s.metric} does`,
+    );
+  }
   const pattern = patternOf(s);
   const data = await prepareRunData(s, env, 'weights');
   const space = createWeightSpace(data.model.spec);

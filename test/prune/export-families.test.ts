@@ -196,59 +196,70 @@ test('--hf-layout padded on a GQA llama: stock shapes and config, the masked log
   assert.ok(maxDiff(onnxOut.logits.data, expected) <= 1e-4, 'compact ONNX graph');
 });
 
-test('a pruned Gemma 2 (soft-caps, sliding window) exports; transformers.js gives the masked logits and tokens', async () => {
-  const V = 37;
-  const src = join(tmp.dir, 'gemma2-src');
-  await writeGemma(
-    src,
-    { type: 'gemma2', hidden: 32, layers: 3, heads: 4, kvHeads: 2, headDim: 8, inter: 48, vocab: V },
-    31,
-  );
-  const spec = await loadModelSpec(src);
-  assert.equal(spec.config.family, 'gemma');
-  const genome = Uint8Array.from([1, 0, 1, 1, 0, 0, 1, 1, 1, 1, 1, 0]);
-  const tokens = [3, 8, 30, 2, 11, 19, 4, 25, 6, 14];
-  const masked = await createRunner(spec, { output: 'logits' });
-  const expected = await masked.run(
-    { batch: 1, seq: tokens.length, ids: int64(tokens) },
-    { headMask: headMaskOf(spec.config, genome) },
-  );
-  await masked.release();
-  const root = join(tmp.dir, 'gemma2-out');
-  await exportModel({ spec, genome, out: join(root, 'pruned'), format: 'all' });
-  const reloaded = await loadModelSpec(join(root, 'pruned'));
-  assert.deepEqual(reloaded.config.headsPerLayer, [3, 2, 3]);
-  const runner = await createRunner(reloaded, { output: 'logits' });
-  const fromHf = await runner.run({ batch: 1, seq: tokens.length, ids: int64(tokens) });
-  await runner.release();
-  assert.ok(maxDiff(fromHf, expected) <= 1e-4, 'Hugging Face files');
+for (const type of ['gemma', 'gemma2'] as const) {
+  test(`a pruned ${type} exports; transformers.js gives the masked logits and tokens`, async () => {
+    const V = 37;
+    const src = join(tmp.dir, `${type}-src`);
+    await writeGemma(
+      src,
+      {
+        type,
+        hidden: 32,
+        layers: 3,
+        heads: 4,
+        kvHeads: type === 'gemma' ? 1 : 2,
+        headDim: 8,
+        inter: 48,
+        vocab: V,
+      },
+      31,
+    );
+    const spec = await loadModelSpec(src);
+    assert.equal(spec.config.family, 'gemma');
+    const genome = Uint8Array.from([1, 0, 1, 1, 0, 0, 1, 1, 1, 1, 1, 0]);
+    const tokens = [3, 8, 30, 2, 11, 19, 4, 25, 6, 14];
+    const masked = await createRunner(spec, { output: 'logits' });
+    const expected = await masked.run(
+      { batch: 1, seq: tokens.length, ids: int64(tokens) },
+      { headMask: headMaskOf(spec.config, genome) },
+    );
+    await masked.release();
+    const root = join(tmp.dir, `${type}-out`);
+    await exportModel({ spec, genome, out: join(root, 'pruned'), format: 'all' });
+    const reloaded = await loadModelSpec(join(root, 'pruned'));
+    assert.deepEqual(reloaded.config.headsPerLayer, [3, 2, 3]);
+    const runner = await createRunner(reloaded, { output: 'logits' });
+    const fromHf = await runner.run({ batch: 1, seq: tokens.length, ids: int64(tokens) });
+    await runner.release();
+    assert.ok(maxDiff(fromHf, expected) <= 1e-4, 'Hugging Face files');
 
-  const { env: tjs, AutoModelForCausalLM, Tensor } = await import('@huggingface/transformers');
-  tjs.allowRemoteModels = false;
-  tjs.localModelPath = `${root}/`;
-  const lm = await AutoModelForCausalLM.from_pretrained('pruned', { dtype: 'fp32' });
-  const input_ids = new Tensor('int64', int64(tokens), [1, tokens.length]);
-  const attention_mask = new Tensor('int64', new BigInt64Array(tokens.length).fill(1n), [1, tokens.length]);
-  const { logits } = (await lm({ input_ids, attention_mask })) as { logits: { data: Float32Array } };
-  assert.ok(maxDiff(logits.data, expected) <= 1e-4, 'transformers.js');
-  // Generation runs past the sliding window (3) through transformers.js' KV cache.
-  const generated = (await lm.generate({
-    input_ids,
-    attention_mask,
-    max_new_tokens: 6,
-    do_sample: false,
-  })) as unknown as {
-    tolist(): bigint[][];
-  };
-  await lm.dispose();
-  const ids = [...tokens];
-  const full = await createRunner(reloaded, { output: 'last_logits' });
-  for (let s = 0; s < 6; s++) {
-    const last = await full.run({ batch: 1, seq: ids.length, ids: int64(ids) });
-    let best = 0;
-    for (let v = 1; v < V; v++) if (last[v] > last[best]) best = v;
-    ids.push(best);
-  }
-  await full.release();
-  assert.deepEqual(generated.tolist()[0].map(Number), ids);
-});
+    const { env: tjs, AutoModelForCausalLM, Tensor } = await import('@huggingface/transformers');
+    tjs.allowRemoteModels = false;
+    tjs.localModelPath = `${root}/`;
+    const lm = await AutoModelForCausalLM.from_pretrained('pruned', { dtype: 'fp32' });
+    const input_ids = new Tensor('int64', int64(tokens), [1, tokens.length]);
+    const attention_mask = new Tensor('int64', new BigInt64Array(tokens.length).fill(1n), [1, tokens.length]);
+    const { logits } = (await lm({ input_ids, attention_mask })) as { logits: { data: Float32Array } };
+    assert.ok(maxDiff(logits.data, expected) <= 1e-4, 'transformers.js');
+    // Generation runs past the sliding window (3) through transformers.js' KV cache.
+    const generated = (await lm.generate({
+      input_ids,
+      attention_mask,
+      max_new_tokens: 6,
+      do_sample: false,
+    })) as unknown as {
+      tolist(): bigint[][];
+    };
+    await lm.dispose();
+    const ids = [...tokens];
+    const full = await createRunner(reloaded, { output: 'last_logits' });
+    for (let s = 0; s < 6; s++) {
+      const last = await full.run({ batch: 1, seq: ids.length, ids: int64(ids) });
+      let best = 0;
+      for (let v = 1; v < V; v++) if (last[v] > last[best]) best = v;
+      ids.push(best);
+    }
+    await full.release();
+    assert.deepEqual(generated.tolist()[0].map(Number), ids);
+  });
+}

@@ -7,12 +7,18 @@
  *   attention_mask  int64 [batch, seq]     1 = real token, 0 = padding (no query attends to a padding key)
  *   token_type_ids  int64 [batch, seq]     segment ids; only when the model has token types (typeVocabSize > 0)
  *   head_mask       float [layers, maxHeads]  as the decoder's: 1 keeps a head, 0 drops it (multiplied into the
- *                                          head's attention output before the output projection)
+ *                                          head's attention output before the output projection); not in
+ *                                          deployment graphs
  *   mask.<role>     bool, the weight's shape  one per masked linear weight (true keeps the weight)
  *   token_weight    float [batch, seq]     capture graphs only (as the decoder's)
  * Outputs, by mode:
  *   'hidden'        last_hidden_state float [batch, seq, hidden]  (transformers.js feature-extraction name)
  *   'class_logits'  logits float [batch, labels]   the classification head on each row's first token
+ *
+ * A deployment graph (`deploy`, what an export writes as onnx/model.onnx) has exactly the inputs transformers.js
+ * feeds an encoder: input_ids, attention_mask, and token_type_ids when the model has token types (transformers.js
+ * fills zeros when the caller gives none). An exported model is physically pruned, so it has no head mask, and it
+ * takes no weight masks or capture inputs.
  *
  * Positions are 0 … seq−1 in every row (read at rows positionOffset + p of the table), as transformers numbers
  * BERT and DistilBERT positions, and RoBERTa's for real tokens of right-padded rows; transformers gives RoBERTa's
@@ -43,6 +49,8 @@ export interface EncoderGraphOptions {
   externalDataThreshold?: number;
   /** Output activation statistics of these layers' linear inputs (see the header). */
   capture?: CaptureOptions;
+  /** A deployment graph: no head_mask input (see the header); refuses weight masks and capture. */
+  deploy?: boolean;
 }
 
 /** A blocked key's additive score: finite, so a row with every key blocked stays finite too. */
@@ -101,6 +109,11 @@ export function buildEncoderGraph(
   if (opts.output === 'class_logits' && !c.classifier) {
     throw new Error("encoder graph: output 'class_logits' needs a classification head, the model has none");
   }
+  if (opts.deploy && ((opts.weightMasks?.length ?? 0) > 0 || (opts.capture?.layers.length ?? 0) > 0)) {
+    throw new Error(
+      'encoder graph: a deployment graph takes no weight masks or capture (inputs transformers.js never feeds)',
+    );
+  }
   const captured = new Set(opts.capture?.layers ?? []);
   for (const i of captured) {
     if (!Number.isInteger(i) || i < 0 || i >= c.numLayers) {
@@ -121,7 +134,7 @@ export function buildEncoderGraph(
   const inputIds = g.input('input_ids', 'int64', ['batch', 'seq']);
   const attentionMask = g.input('attention_mask', 'int64', ['batch', 'seq']);
   const tokenTypeIds = types ? g.input('token_type_ids', 'int64', ['batch', 'seq']) : '';
-  const headMask = g.input('head_mask', 'float32', [c.numLayers, maxHeads]);
+  const headMask = opts.deploy ? '' : g.input('head_mask', 'float32', [c.numLayers, maxHeads]);
   const tokenWeight =
     captured.size > 0
       ? g.op('Reshape', [g.input('token_weight', 'float32', ['batch', 'seq']), g.constInt64([-1, 1])])
@@ -170,8 +183,9 @@ export function buildEncoderGraph(
     const shape = g.op('Concat', [batchDim, seqDim, g.constInt64([heads, hd])], { axis: 0 });
     return g.op('Transpose', [g.op('Reshape', [t, shape])], { perm: [0, 2, 1, 3] });
   };
-  /** Layer i's head mask [heads]: the first `heads` entries of its row. */
-  const layerHeadMask = (i: number, heads: number): string => {
+  /** Layer i's head mask [heads]: the first `heads` entries of its row (none in a deployment graph). */
+  const layerHeadMask = (i: number, heads: number): string | undefined => {
+    if (!headMask) return undefined;
     const row = g.op('Gather', [headMask, g.constInt64([i], [])], { axis: 0 });
     return heads === maxHeads ? row : g.op('Slice', [row, g.constInt64([0]), g.constInt64([heads])]);
   };

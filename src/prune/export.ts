@@ -10,6 +10,13 @@
  *                    tensor, and config.json says so (`transformers.js_config.use_external_data_format`).
  *   all              both in one folder (their config.json is the same file).
  *
+ * Encoders (the BERT family) get, instead of the KV-cache graph, the encoder graph built for deployment: inputs
+ * input_ids, attention_mask (and token_type_ids when the model has token types), output `last_hidden_state` for a
+ * base model (transformers.js AutoModel, feature-extraction) or `logits` for a classifier
+ * (AutoModelForSequenceClassification, text-classification; config.json keeps id2label). No
+ * generation_config.json: nothing generates from an encoder. A layer left without heads is written only in the
+ * padded layout or the ONNX graph: transformers' BERT-family attention cannot run a compact layer of zero heads.
+ *
  * Provenance: a masked export records the source model's identity (path, fingerprint, per-layer shape) and
  * the mask applied (its file's sha256 and the removed heads) in config.json (`geneprune`) and in the
  * safetensors `__metadata__` (`geneprune.provenance`, the same JSON as a string), after the source's own
@@ -30,6 +37,7 @@ import { writeOnnxModel } from '../checkpoint/onnx.js';
 import { type StoredFloat, storedFloatOf } from '../checkpoint/safetensors.js';
 import { fileError, flagError } from '../errors.js';
 import { buildDecoderGraph, loadWeights } from '../graph/decoder.js';
+import { buildEncoderGraph } from '../graph/encoder.js';
 import {
   DEFAULT_EXTERNAL_DATA_THRESHOLD,
   packedWeightBytes,
@@ -194,6 +202,15 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
   const padded = opts.hfLayout === 'padded' && opts.genome !== undefined;
   const hfSpec = padded && opts.genome ? zeroHeads(base, opts.genome) : spec;
   const summary = opts.genome ? pruneSummary(opts.spec, opts.genome) : undefined;
+  const encoder = (spec.config.arch ?? 'decoder') === 'encoder';
+  const wantsHf = opts.format === 'hf' || opts.format === 'all';
+  const emptyLayer = hfSpec.config.headsPerLayer.findIndex((h) => h === 0);
+  if (encoder && wantsHf && emptyLayer >= 0) {
+    throw flagError(
+      '--hf-layout',
+      `layer ${emptyLayer} keeps no heads, which transformers' ${spec.config.modelType} attention cannot run in the compact layout: use --hf-layout padded (or --format transformersjs)`,
+    );
+  }
   const tmp = partialDirFor(target);
   const files: string[] = [];
   let weightSparsity: SparsityReport | undefined;
@@ -228,7 +245,7 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
       ...(external ? { [TRANSFORMERS_JS_CONFIG]: { use_external_data_format: { 'model.onnx': 1 } } } : {}),
       ...(provenance ? { [PROVENANCE_CONFIG_KEY]: provenance } : {}),
     };
-    if (opts.format === 'hf' || opts.format === 'all') {
+    if (wantsHf) {
       opts.onStatus?.('writing model.safetensors');
       const metadata = provenance ? { [PROVENANCE_METADATA_KEY]: JSON.stringify(provenance) } : undefined;
       await writeHfFolder(tmp, { config, tensors: hf.tensors, metadata, dtype: opts.dtype });
@@ -238,11 +255,13 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
       files.push('config.json');
     }
     const c = spec.config;
-    await writeJsonAtomic(join(tmp, 'generation_config.json'), {
-      ...(c.bosTokenId !== undefined ? { bos_token_id: c.bosTokenId } : {}),
-      ...(c.eosTokenId !== undefined ? { eos_token_id: c.eosTokenId } : {}),
-    });
-    files.push('generation_config.json');
+    if (!encoder) {
+      await writeJsonAtomic(join(tmp, 'generation_config.json'), {
+        ...(c.bosTokenId !== undefined ? { bos_token_id: c.bosTokenId } : {}),
+        ...(c.eosTokenId !== undefined ? { eos_token_id: c.eosTokenId } : {}),
+      });
+      files.push('generation_config.json');
+    }
     if (opts.tokenizerPath) files.push(...(await copyTokenizer(opts.tokenizerPath, tmp, c.vocabSize)));
     if (wantsOnnx) {
       const onnxDir = join(tmp, 'onnx');
@@ -254,7 +273,9 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
         files.push('onnx/model.onnx_data');
       } else weights = await loadWeights(spec);
       opts.onStatus?.('building onnx/model.onnx');
-      const graph = buildDecoderGraph(spec, weights, { output: 'logits', kvCache: true });
+      const graph = encoder
+        ? buildEncoderGraph(spec, weights, { output: c.classifier ? 'class_logits' : 'hidden', deploy: true })
+        : buildDecoderGraph(spec, weights, { output: 'logits', kvCache: true });
       for (const f of await writeOnnxModel(onnxDir, 'model.onnx', graph)) files.push(`onnx/${f}`);
     }
     if (w) {

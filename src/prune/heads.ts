@@ -15,8 +15,9 @@
  * - kvHeadOfQuery is written only when some layer's map is not the uniform grouping; it then lists every
  *   layer (the config reader requires one map per layer).
  * - A layer may keep no heads: its q/k/v/o tensors become zero-row/zero-column tensors (the shapes
- *   llamaRoleShapes implies, so HF export and reload work) and the graph skips its attention. Refused when the
- *   o projection has a bias, which the masked model still adds but a head-less layer cannot.
+ *   llamaRoleShapes implies, so HF export and reload work). The decoder graph then skips the layer's attention,
+ *   so a decoder whose o projection has a bias (GPT-2) is refused: the masked model still adds that bias. The
+ *   encoder graph adds the bias alone for a head-less layer, so encoders are pruned exactly either way.
  * - Tensors are sliced lazily: each pruned tensor loads its source only when its own load() is called.
  *   Tensors a pruning leaves whole are the source's own TensorSource objects.
  */
@@ -158,6 +159,19 @@ function checkShape(
   return t;
 }
 
+/**
+ * True when the plan leaves decoder layer l without heads while its o projection has a bias: the masked model
+ * adds that bias, the decoder graph skips a head-less layer's attention (the encoder graph adds the bias alone).
+ */
+function emptiesBiasedLayer(spec: ModelSpec, plan: LayerPlan, l: number): boolean {
+  return (
+    plan.query.length === 0 &&
+    spec.config.headsPerLayer[l] > 0 &&
+    (spec.config.arch ?? 'decoder') !== 'encoder' &&
+    spec.tensors.has(`layers.${l}.attn.o.bias`)
+  );
+}
+
 /** The spec with the heads the genome removes physically gone (see the module comment for conventions). */
 export function pruneHeads(spec: ModelSpec, genome: Genome): ModelSpec {
   const c = spec.config;
@@ -171,11 +185,11 @@ export function pruneHeads(spec: ModelSpec, genome: Genome): ModelSpec {
     const heads = c.headsPerLayer[l];
     const kvHeads = c.kvHeadsPerLayer[l];
     const p = `layers.${l}.attn`;
-    if (plan.query.length === 0 && heads > 0 && spec.tensors.has(`${p}.o.bias`)) {
+    if (emptiesBiasedLayer(spec, plan, l)) {
       throw modelError(
         spec,
-        `the genome removes every head of layer ${l}, but its o projection has a bias that a layer without ` +
-          'attention cannot keep (keep at least one head in that layer)',
+        `the genome removes every head of layer ${l}, but its o projection has a bias that a decoder layer ` +
+          'without attention cannot keep (keep at least one head in that layer)',
       );
     }
     maps.push(plan.kvOfQuery);
@@ -241,7 +255,8 @@ export function pruneSummary(
  * The genome's pruning in the original shapes (`--hf-layout padded`): the removed query heads' q rows (and q
  * bias) and o columns are zero, and so are the k/v rows (and biases) of KV heads no kept query head reads.
  * Computes exactly what the masked model computes (a head whose o columns are zero adds nothing), in the
- * dense layout any loader of the family reads; no speed-up, since nothing is smaller.
+ * dense layout any loader of the family reads; no speed-up, since nothing is smaller. A layer may lose every
+ * head, o bias or not: its attention then adds the o bias alone, as the masked model's does.
  */
 export function zeroHeads(spec: ModelSpec, genome: Genome): ModelSpec {
   const plans = pruneLayerPlans(spec, genome);
@@ -272,13 +287,6 @@ export function zeroHeads(spec: ModelSpec, genome: Genome): ModelSpec {
     const heads = c.headsPerLayer[l];
     const kvHeads = c.kvHeadsPerLayer[l];
     const p = `layers.${l}.attn`;
-    if (plan.query.length === 0 && heads > 0 && spec.tensors.has(`${p}.o.bias`)) {
-      throw modelError(
-        spec,
-        `the genome removes every head of layer ${l}, but its o projection has a bias that a layer without ` +
-          'attention cannot keep (keep at least one head in that layer)',
-      );
-    }
     const droppedQ = [...Array(heads).keys()].filter((h) => !plan.query.includes(h));
     const droppedKv = [...Array(kvHeads).keys()].filter((k) => !plan.kv.includes(k));
     zeroBlocks(`${p}.q.weight`, [heads * hd, D], droppedQ, false);

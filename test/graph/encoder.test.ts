@@ -327,6 +327,40 @@ describe('encoder graph = reference forward (1e-4)', () => {
     assert.throws(() => buildGraph(spec, weights, { output: 'nll' }), /encoder graph: output 'nll'/);
   });
 
+  it("deploy: only the inputs transformers.js feeds, the eval graph's outputs on a pruned model", async () => {
+    for (const [name, opts, output, outName] of [
+      ['deploy-bert', { modelType: 'bert', labels: 3 }, 'class_logits', 'logits'],
+      ['deploy-distil', { modelType: 'distilbert' }, 'hidden', 'last_hidden_state'],
+    ] as const) {
+      const ckpt = await writeRandomEncoder(tmp.dir, name, { ...opts, seed: 21 });
+      const pruned = await keepHeads(await loadModelSpec(ckpt.dir), [[0, 2], [3]]);
+      const weights = await loadWeights(pruned);
+      const engine = await createEngine(buildEncoderGraph(pruned, weights, { output, deploy: true }));
+      const types = pruned.config.modelType === 'bert' ? ['token_type_ids'] : [];
+      assert.deepEqual([...engine.inputNames].sort(), ['attention_mask', 'input_ids', ...types]);
+      assert.deepEqual([...engine.outputNames], [outName]);
+      const batch = paddedBatch(pruned, [7, 3], 22);
+      const { head_mask: _, ...feeds } = feedsOf(pruned, batch);
+      const got = (await engine.run(feeds))[outName].data;
+      await engine.release();
+      const expected = reference(ckpt, batch, [
+        [1, 0, 1, 0],
+        [0, 0, 0, 1],
+      ]);
+      const diff = output === 'hidden' ? hiddenDiff(pruned, batch, expected, got) : logitsDiff(expected, got);
+      assert.ok(diff < TOLERANCE, `${name}: max diff ${diff}`);
+      assert.throws(
+        () =>
+          buildEncoderGraph(pruned, weights, {
+            output,
+            deploy: true,
+            weightMasks: ['layers.0.attn.q.weight'],
+          }),
+        { message: /^encoder graph: a deployment graph takes no weight masks or capture/ },
+      );
+    }
+  });
+
   it('refuses, in one line, what it cannot build', async () => {
     const ckpt = await writeRandomEncoder(tmp.dir, 'refuse', { modelType: 'bert', seed: 13 });
     const spec = await loadModelSpec(ckpt.dir);

@@ -15,7 +15,13 @@ import { llamaSpecToHf } from '../../src/model/llama.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
 import { type ModelSpec, memoryTensor, type TensorSource } from '../../src/model/spec.js';
-import { prunedParameterCount, pruneHeads, pruneLayerPlans, pruneSummary } from '../../src/prune/heads.js';
+import {
+  prunedParameterCount,
+  pruneHeads,
+  pruneLayerPlans,
+  pruneSummary,
+  zeroHeads,
+} from '../../src/prune/heads.js';
 import { keptParameters } from '../../src/spaces/heads/space.js';
 import { createRng } from '../../src/util/rng.js';
 import { tempDir } from '../checkpoint/helpers.js';
@@ -356,10 +362,26 @@ describe('refusals', () => {
     assert.throws(() => pruneHeads(spec, g), isModelError(/gene 5 is 2/));
   });
 
-  test('a layer left without heads whose o projection has a bias', () => {
+  test('a decoder layer left without heads whose o projection has a bias', () => {
     assert.throws(
       () => pruneHeads(spec, genomeRemoving(3, 4, [[], [0, 1, 2, 3]])),
       isModelError(/every head of layer 1.*bias/),
     );
+  });
+
+  test('zeroHeads is not refused there: the padded model adds the o bias alone, as the masked one does', async () => {
+    const genome = genomeRemoving(3, 4, [[], [0, 1, 2, 3], [2]]);
+    const rows = tokenRows(37);
+    const masked = await logits(spec, rows, headMaskOf(spec.config, genome));
+    // Without its o bias layer 1 would compute something else: the bias matters to the logits.
+    const o = spec.tensors.get('layers.1.attn.o.bias')!;
+    const unbiased = new Map(spec.tensors).set(
+      'layers.1.attn.o.bias',
+      memoryTensor(o.shape, new Float32Array(32)),
+    );
+    const noBias = await logits({ ...spec, tensors: unbiased }, rows, headMaskOf(spec.config, genome));
+    assert.ok(maxDiff(masked, noBias) > 1e-2, 'the o bias should change the logits');
+    const d = maxDiff(masked, await logits(zeroHeads(spec, genome), rows));
+    assert.ok(d <= 1e-4, `masked vs padded max abs diff ${d}`);
   });
 });

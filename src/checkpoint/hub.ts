@@ -289,7 +289,8 @@ export async function downloadHfModel(ref: string | HfModelRef, opts: DownloadOp
   const folder = hf.path ?? '';
   const inFolder = (name: string) => (folder ? `${folder}/${name}` : name);
   await hub.get(inFolder('config.json'), true);
-  await hub.get(inFolder('tokenizer.json'), false);
+  // A BERT-family repository may have only vocab.txt (read as the equivalent WordPiece tokenizer.json).
+  if (!(await hub.get(inFolder('tokenizer.json'), false))) await hub.get(inFolder('vocab.txt'), false);
   await hub.get(inFolder('tokenizer_config.json'), false);
   const indexFile = inFolder('model.safetensors.index.json');
   if (await hub.get(indexFile, false)) {
@@ -388,7 +389,7 @@ export async function resolveModelRef(
   const modelPath = await downloadHfModel(parsed, opts);
   const candidates = modelPath.toLowerCase().endsWith('.bin')
     ? ['tokenizer.bin', ...(opts.extraFiles ?? [])].map((f) => join(dirname(modelPath), f))
-    : [join(modelPath, 'tokenizer.json')];
+    : [join(modelPath, 'tokenizer.json'), join(modelPath, 'vocab.txt')];
   for (const c of candidates) if (await isFile(c)) return { modelPath, tokenizerPath: c };
   return { modelPath };
 }

@@ -73,8 +73,12 @@ export function tokenizerPathFor(modelPath: string, vocabSize?: number): string 
     return undefined;
   }
   if (isDir) {
-    const p = join(modelPath, 'tokenizer.json');
-    return existsSync(p) ? p : undefined;
+    // A BERT-family repository may ship only vocab.txt (WordPiece, converted on load).
+    for (const name of ['tokenizer.json', 'vocab.txt']) {
+      const p = join(modelPath, name);
+      if (existsSync(p)) return p;
+    }
+    return undefined;
   }
   if (!modelPath.endsWith('.bin')) return undefined;
   const dir = dirname(modelPath);

@@ -31,7 +31,7 @@
  * written: replacing it would destroy them.
  */
 import { copyFile, mkdir, readdir, rm, stat } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { writeHfFolder } from '../checkpoint/hf.js';
 import { writeOnnxModel } from '../checkpoint/onnx.js';
 import { type StoredFloat, storedFloatOf } from '../checkpoint/safetensors.js';
@@ -53,6 +53,7 @@ import { PROVENANCE_CONFIG_KEY, PROVENANCE_METADATA_KEY } from '../model/llama.j
 import type { ModelSpec } from '../model/spec.js';
 import { isRunDir } from '../runs/rundir.js';
 import { writeTokenizerFiles } from '../tokenizer/convert.js';
+import { readVocabTxt } from '../tokenizer/vocabtxt.js';
 import {
   followSymlinks,
   isSameOrInside,
@@ -160,6 +161,28 @@ async function checkOut(out: string, target: string, force: boolean): Promise<vo
 }
 
 async function copyTokenizer(tokenizerPath: string, dir: string, vocabSize: number): Promise<string[]> {
+  if (basename(tokenizerPath) === 'vocab.txt') {
+    // A BERT vocab.txt: the equivalent tokenizer.json (what transformers.js reads) beside copies of the originals.
+    const { json } = await readVocabTxt(tokenizerPath);
+    await writeJsonAtomic(join(dir, 'tokenizer.json'), json);
+    await copyFile(tokenizerPath, join(dir, 'vocab.txt'));
+    const config = join(dirname(tokenizerPath), 'tokenizer_config.json');
+    if (await stat(config).catch(() => undefined)) await copyFile(config, join(dir, 'tokenizer_config.json'));
+    else {
+      // transformers.js loads a tokenizer only beside a tokenizer_config.json: the BERT defaults vocab.txt implies.
+      const normalizer = json.normalizer as { lowercase?: boolean };
+      await writeJsonAtomic(join(dir, 'tokenizer_config.json'), {
+        tokenizer_class: 'BertTokenizer',
+        do_lower_case: normalizer.lowercase !== false,
+        unk_token: '[UNK]',
+        cls_token: '[CLS]',
+        sep_token: '[SEP]',
+        pad_token: '[PAD]',
+        mask_token: '[MASK]',
+      });
+    }
+    return ['tokenizer.json', 'vocab.txt', 'tokenizer_config.json'];
+  }
   if (tokenizerPath.endsWith('.json')) {
     const files = ['tokenizer.json'];
     await copyFile(tokenizerPath, join(dir, 'tokenizer.json'));

@@ -16,7 +16,7 @@ function isObject(x: unknown): x is JsonObject {
   return typeof x === 'object' && x !== null && !Array.isArray(x);
 }
 
-async function readJsonObject(path: string, what: string): Promise<JsonObject> {
+export async function readJsonObject(path: string, what: string): Promise<JsonObject> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -57,7 +57,15 @@ const SUPPORTED_MODEL_TYPES = ['BPE', 'WordPiece', 'Unigram'];
 
 /** Load a tokenizer.json file. */
 export async function loadHfTokenizer(path: string, opts: HfTokenizerOptions = {}): Promise<Tokenizer> {
-  const json = await readJsonObject(path, 'tokenizer.json');
+  return hfTokenizerFromJson(await readJsonObject(path, 'tokenizer.json'), path, opts);
+}
+
+/** A tokenizer from a tokenizer.json object (read from `path`, or built from it: a BERT vocab.txt). */
+export async function hfTokenizerFromJson(
+  json: JsonObject,
+  path: string,
+  opts: HfTokenizerOptions = {},
+): Promise<Tokenizer> {
   if (!isObject(json.model)) throw fileError(path, 'not a tokenizer.json: it has no "model" object');
   const modelType = json.model.type;
   if (modelType !== undefined && !SUPPORTED_MODEL_TYPES.includes(modelType as string)) {

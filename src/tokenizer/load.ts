@@ -2,11 +2,12 @@
  * One entry point for tokenizers: picks the format from the file name, else from the content.
  */
 import { open, stat } from 'node:fs/promises';
-import { extname, join } from 'node:path';
+import { basename, extname, join } from 'node:path';
 import { fileError } from '../errors.js';
 import { loadHfTokenizer } from './hf.js';
 import { loadLlama2cTokenizer } from './llama2c.js';
 import type { Tokenizer } from './types.js';
+import { loadVocabTxtTokenizer } from './vocabtxt.js';
 
 export type { EncodeOptions, Tokenizer } from './types.js';
 
@@ -32,19 +33,23 @@ async function isFile(path: string): Promise<boolean> {
 }
 
 /**
- * Load `tokenizer.json` (Hugging Face) or a llama2.c `tokenizer.bin`. A folder is searched for tokenizer.json,
- * then tokenizer.bin.
+ * Load `tokenizer.json` (Hugging Face), a llama2.c `tokenizer.bin`, or a BERT `vocab.txt` (WordPiece, built as
+ * transformers builds it). A folder is searched for tokenizer.json, then tokenizer.bin, then vocab.txt.
  */
 export async function loadTokenizer(path: string, opts: LoadTokenizerOptions = {}): Promise<Tokenizer> {
   const info = await stat(path).catch(() => undefined);
   if (!info) throw fileError(path, 'tokenizer not found');
   if (info.isDirectory()) {
-    for (const name of ['tokenizer.json', 'tokenizer.bin']) {
+    for (const name of ['tokenizer.json', 'tokenizer.bin', 'vocab.txt']) {
       const inside = join(path, name);
       if (await isFile(inside)) return loadTokenizer(inside, opts);
     }
-    throw fileError(path, 'tokenizer not found: the folder has no tokenizer.json or tokenizer.bin');
+    throw fileError(
+      path,
+      'tokenizer not found: the folder has no tokenizer.json, tokenizer.bin or vocab.txt',
+    );
   }
+  if (basename(path) === 'vocab.txt') return loadVocabTxtTokenizer(path, opts);
   const ext = extname(path).toLowerCase();
   const isJson = ext === '.json' || (ext !== '.bin' && (await looksLikeJson(path)));
   return isJson ? loadHfTokenizer(path, opts) : loadLlama2cTokenizer(path, opts);

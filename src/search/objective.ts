@@ -489,7 +489,7 @@ function cachedObjective<G, S extends SearchSpace<G>>(
       if (!Number.isFinite(quality)) {
         // A search on a model that is broken unpruned would only rank garbage.
         if (space.isFull(g)) {
-          const what = metricLabel(metric);
+          const what = metric === 'ppl' ? 'perplexity' : metricLabel(metric);
           throw new GenepruneError(
             'model',
             `the unpruned model scores a non-finite ${what} on the calibration data (${fidelity} fidelity, ` +

@@ -171,7 +171,6 @@ describe('the MLP activation config.json names is the one computed', () => {
       ['mlpKind', 'mixture'],
       ['positionKind', 'alibi'],
       ['normPlacement', 'post'],
-      ['arch', 'encoder'],
       ['activation', 'swish_beta'],
     ] as const) {
       await assert.rejects(

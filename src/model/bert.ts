@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import type { HfFolder } from '../checkpoint/hf.js';
 import type { FileTensor } from '../checkpoint/safetensors.js';
 import { fileError, GenepruneError } from '../errors.js';
+import { bindHfTensors, sameShape, shapeText } from './bind.js';
 import { configReader } from './hfconfig.js';
 import type { Activation, ModelConfig, ModelSpec, PoolActivation, TensorSource } from './spec.js';
 
@@ -323,10 +324,6 @@ function skippable(name: string, type: BertModelType, prefix: string, classifier
   return heads[type].test(name);
 }
 
-const shapeText = (s: readonly number[]) => `[${s.join(',')}]`;
-const sameShape = (a: readonly number[], b: readonly number[]) =>
-  a.length === b.length && a.every((d, i) => d === b[i]);
-
 // ---------------------------------------------------------------------------------------------------------
 // Hugging Face folder → spec
 
@@ -337,38 +334,20 @@ export function bertSpecFromHf(folder: HfFolder): ModelSpec {
   // A checkpoint saved from a task model prefixes the encoder; one saved from the base model does not.
   const prefixed = [...folder.tensors.keys()].some((name) => name.startsWith(`${type}.`));
   const prefix = prefixed ? `${type}.` : '';
-  const tensors = new Map<string, TensorSource>();
-  const used = new Set<string>();
-  const missing: string[] = [];
-  for (const [role, shape] of bertRoleShapes(config)) {
-    const name = bertHfNameOfRole(type, role, prefixed);
-    const found = lookup(folder.tensors, name);
-    if (!found) {
-      missing.push(name);
-      continue;
-    }
-    const [stored, t] = found;
-    if (!sameShape(t.shape, shape)) {
-      throw fileError(
-        t.file,
-        `tensor ${stored} has shape ${shapeText(t.shape)}, config.json implies ${shapeText(shape)}`,
-      );
-    }
-    tensors.set(role, t);
-    used.add(stored);
-  }
-  if (missing.length > 0) {
-    const list =
-      missing.length > 5
-        ? `${missing.slice(0, 5).join(', ')}, ... (${missing.length} in all)`
-        : missing.join(', ');
-    throw fileError(folder.dir, `missing tensors: ${list}`);
-  }
-  for (const [name, t] of folder.tensors) {
-    if (used.has(name) || skippable(name, type, prefix, config.classifier !== undefined)) continue;
-    const what = config.classifier ? `${CLASSIFIERS[type].arch} model` : `${type} encoder`;
-    throw fileError(t.file, `unexpected tensor ${name}: not part of a ${what} as config.json describes it`);
-  }
+  const what = config.classifier ? `${CLASSIFIERS[type].arch} model` : `${type} encoder`;
+  const tensors = bindHfTensors(
+    folder,
+    bertRoleShapes(config).map(([role, shape]) => ({
+      role,
+      name: bertHfNameOfRole(type, role, prefixed),
+      hfShape: shape,
+    })),
+    {
+      lookup: (name) => lookup(folder.tensors, name),
+      ignorable: (name) => skippable(name, type, prefix, config.classifier !== undefined),
+      what,
+    },
+  );
   return { config, tensors, source: folder.dir };
 }
 

@@ -18,6 +18,7 @@
 import { join } from 'node:path';
 import type { HfFolder } from '../checkpoint/hf.js';
 import { fileError, GenepruneError } from '../errors.js';
+import { bindHfTensors, sameShape, shapeText } from './bind.js';
 import { type ConfigReader, configReader } from './hfconfig.js';
 import { kvMaps, llamaRoleShapes, perLayerCounts, provenanceOfFolder } from './llama.js';
 import type { Activation, ModelConfig, ModelSpec, TensorSource } from './spec.js';
@@ -252,10 +253,6 @@ export function gemmaHfNameOfRole(role: string, sandwichNorms: boolean): string 
   throw new GenepruneError('internal', `no Hugging Face Gemma name for role ${role}`);
 }
 
-const shapeText = (s: readonly number[]) => `[${s.join(',')}]`;
-const sameShape = (a: readonly number[], b: readonly number[]) =>
-  a.length === b.length && a.every((d, i) => d === b[i]);
-
 // ---------------------------------------------------------------------------------------------------------
 // Hugging Face folder → spec
 
@@ -263,47 +260,21 @@ export function gemmaSpecFromHf(folder: HfFolder): ModelSpec {
   const configPath = join(folder.dir, 'config.json');
   const config = gemmaConfigFromHf(folder.config, configPath);
   const sandwich = config.sandwichNorms === true;
-  const tensors = new Map<string, TensorSource>();
-  const used = new Set<string>();
-  const missing: string[] = [];
-  for (const [role, shape] of gemmaRoleShapes(config)) {
-    const name = gemmaHfNameOfRole(role, sandwich);
-    const t = folder.tensors.get(name);
-    if (!t) {
-      missing.push(name);
-      continue;
-    }
-    if (!sameShape(t.shape, shape)) {
-      throw fileError(
-        t.file,
-        `tensor ${name} has shape ${shapeText(t.shape)}, config.json implies ${shapeText(shape)}`,
-      );
-    }
-    tensors.set(role, t);
-    used.add(name);
-  }
-  if (missing.includes('lm_head.weight')) {
-    throw fileError(
-      folder.dir,
-      'tensor lm_head.weight is missing and config.json sets tie_word_embeddings false',
-    );
-  }
-  if (missing.length > 0) {
-    const list =
-      missing.length > 5
-        ? `${missing.slice(0, 5).join(', ')}, ... (${missing.length} in all)`
-        : missing.join(', ');
-    throw fileError(folder.dir, `missing tensors: ${list}`);
-  }
-  for (const [name, t] of folder.tensors) {
-    if (used.has(name)) continue;
-    // Rotary frequencies are recomputed; a tied model may still carry a copy of the head.
-    if (/\.rotary_emb\.inv_freq$/.test(name) || (name === 'lm_head.weight' && config.tieEmbeddings)) continue;
-    throw fileError(
-      t.file,
-      `unexpected tensor ${name}: not part of a ${config.modelType} model as config.json describes it`,
-    );
-  }
+  const tensors = bindHfTensors(
+    folder,
+    gemmaRoleShapes(config).map(([role, shape]) => ({
+      role,
+      name: gemmaHfNameOfRole(role, sandwich),
+      hfShape: shape,
+    })),
+    {
+      // Rotary frequencies are recomputed; a tied model may still carry a copy of the head.
+      ignorable: (name) =>
+        /\.rotary_emb\.inv_freq$/.test(name) || (name === 'lm_head.weight' && config.tieEmbeddings),
+      what: `${config.modelType} model`,
+      missingHead: 'tensor lm_head.weight is missing and config.json sets tie_word_embeddings false',
+    },
+  );
   const provenance = provenanceOfFolder(folder, configPath);
   return { config, tensors, source: folder.dir, ...(provenance ? { provenance } : {}) };
 }

@@ -12,6 +12,7 @@
 import { join } from 'node:path';
 import type { HfFolder } from '../checkpoint/hf.js';
 import { fileError, GenepruneError } from '../errors.js';
+import { bindHfTensors } from './bind.js';
 import { configReader, derivedTensor, transposedColumns } from './hfconfig.js';
 import type { Activation, ModelConfig, ModelSpec, TensorSource } from './spec.js';
 
@@ -154,10 +155,6 @@ function gpt2Layout(c: ModelConfig, prefix: string): Gpt2Tensor[] {
   return out;
 }
 
-const shapeText = (s: readonly number[]) => `[${s.join(',')}]`;
-const sameShape = (a: readonly number[], b: readonly number[]) =>
-  a.length === b.length && a.every((d, i) => d === b[i]);
-
 /** Buffers some GPT-2 checkpoints carry that are not weights (the causal mask), and a tied head's copy. */
 function ignorable(name: string, c: ModelConfig): boolean {
   return /\.attn\.(bias|masked_bias)$/.test(name) || (name === 'lm_head.weight' && c.tieEmbeddings);
@@ -168,44 +165,22 @@ export function gpt2SpecFromHf(folder: HfFolder): ModelSpec {
   const config = gpt2ConfigFromHf(folder.config, configPath);
   // GPT2LMHeadModel names its modules transformer.*; GPT2Model (e.g. the original gpt2 upload) has no prefix.
   const prefix = folder.tensors.has('transformer.wte.weight') ? 'transformer.' : '';
-  const tensors = new Map<string, TensorSource>();
-  const used = new Set<string>();
-  const missing = new Set<string>();
-  for (const t of gpt2Layout(config, prefix)) {
-    const src = folder.tensors.get(t.name);
-    if (!src) {
-      missing.add(t.name);
-      continue;
-    }
-    if (!sameShape(src.shape, t.hfShape)) {
-      throw fileError(
-        src.file,
-        `tensor ${t.name} has shape ${shapeText(src.shape)}, config.json implies ${shapeText(t.hfShape)}`,
-      );
-    }
-    tensors.set(t.role, t.fromHf === undefined ? src : derivedTensor(t.shape, src, t.fromHf));
-    used.add(t.name);
-  }
-  if (missing.has('lm_head.weight')) {
-    throw fileError(
-      folder.dir,
-      'tensor lm_head.weight is missing and config.json sets tie_word_embeddings false',
-    );
-  }
-  if (missing.size > 0) {
-    const list = [...missing];
-    const shown =
-      list.length > 5 ? `${list.slice(0, 5).join(', ')}, ... (${list.length} in all)` : list.join(', ');
-    throw fileError(folder.dir, `missing tensors: ${shown}`);
-  }
-  for (const [name, t] of folder.tensors) {
-    const bare = name.startsWith(prefix) ? name.slice(prefix.length) : name;
-    if (used.has(name) || ignorable(bare, config) || ignorable(name, config)) continue;
-    throw fileError(
-      t.file,
-      `unexpected tensor ${name}: not part of a gpt2 model as config.json describes it`,
-    );
-  }
+  const tensors = bindHfTensors(
+    folder,
+    gpt2Layout(config, prefix).map((t) => ({
+      role: t.role,
+      name: t.name,
+      hfShape: t.hfShape,
+      ...(t.fromHf ? { derive: (stored: TensorSource) => derivedTensor(t.shape, stored, t.fromHf!) } : {}),
+    })),
+    {
+      ignorable: (name) =>
+        ignorable(name.startsWith(prefix) ? name.slice(prefix.length) : name, config) ||
+        ignorable(name, config),
+      what: 'gpt2 model',
+      missingHead: 'tensor lm_head.weight is missing and config.json sets tie_word_embeddings false',
+    },
+  );
   return { config, tensors, source: folder.dir };
 }
 

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import type { HfFolder } from '../checkpoint/hf.js';
 import { type Llama2cFile, type Llama2cParams, writeLlama2cLegacy } from '../checkpoint/llama2c.js';
 import { fileError, GenepruneError } from '../errors.js';
+import { bindHfTensors, sameShape, shapeText } from './bind.js';
 import { type Provenance, provenanceProblem } from './identity.js';
 import { type Activation, kvGroupOf, type ModelConfig, type ModelSpec, type TensorSource } from './spec.js';
 
@@ -279,58 +280,27 @@ export function hfNameOfRole(role: string): string {
   throw new GenepruneError('internal', `no Hugging Face name for role ${role}`);
 }
 
-const shapeText = (s: readonly number[]) => `[${s.join(',')}]`;
-const sameShape = (a: readonly number[], b: readonly number[]) =>
-  a.length === b.length && a.every((d, i) => d === b[i]);
-
 // ---------------------------------------------------------------------------------------------------------
 // Hugging Face folder → spec
 
 export function llamaSpecFromHf(folder: HfFolder): ModelSpec {
   const configPath = join(folder.dir, 'config.json');
   const config = llamaConfigFromHf(folder.config, configPath);
-  const tensors = new Map<string, TensorSource>();
-  const used = new Set<string>();
-  const missing: string[] = [];
-  for (const [role, shape] of llamaRoleShapes(config)) {
-    const name = hfNameOfRole(role);
-    const t = folder.tensors.get(name);
-    if (!t) {
-      missing.push(name);
-      continue;
-    }
-    if (!sameShape(t.shape, shape)) {
-      throw fileError(
-        t.file,
-        `tensor ${name} has shape ${shapeText(t.shape)}, config.json implies ${shapeText(shape)}`,
-      );
-    }
-    tensors.set(role, t);
-    used.add(name);
-  }
-  if (missing.includes('lm_head.weight')) {
-    const why =
-      folder.config.tie_word_embeddings === false
-        ? 'config.json sets tie_word_embeddings false'
-        : 'config.json does not set tie_word_embeddings (default false)';
-    throw fileError(folder.dir, `tensor lm_head.weight is missing and ${why}`);
-  }
-  if (missing.length > 0) {
-    const list =
-      missing.length > 5
-        ? `${missing.slice(0, 5).join(', ')}, ... (${missing.length} in all)`
-        : missing.join(', ');
-    throw fileError(folder.dir, `missing tensors: ${list}`);
-  }
-  for (const [name, t] of folder.tensors) {
-    if (used.has(name)) continue;
-    // Old checkpoints store the rotary frequencies (recomputed here); tied models may still carry lm_head.
-    if (/\.rotary_emb\.inv_freq$/.test(name) || (name === 'lm_head.weight' && config.tieEmbeddings)) continue;
-    throw fileError(
-      t.file,
-      `unexpected tensor ${name}: not part of a ${config.modelType} model as config.json describes it`,
-    );
-  }
+  const why =
+    folder.config.tie_word_embeddings === false
+      ? 'config.json sets tie_word_embeddings false'
+      : 'config.json does not set tie_word_embeddings (default false)';
+  const tensors = bindHfTensors(
+    folder,
+    llamaRoleShapes(config).map(([role, shape]) => ({ role, name: hfNameOfRole(role), hfShape: shape })),
+    {
+      // Old checkpoints store the rotary frequencies (recomputed here); tied models may still carry lm_head.
+      ignorable: (name) =>
+        /\.rotary_emb\.inv_freq$/.test(name) || (name === 'lm_head.weight' && config.tieEmbeddings),
+      what: `${config.modelType} model`,
+      missingHead: `tensor lm_head.weight is missing and ${why}`,
+    },
+  );
   const provenance = provenanceOfFolder(folder, configPath);
   return { config, tensors, source: folder.dir, ...(provenance ? { provenance } : {}) };
 }

@@ -335,6 +335,28 @@ async function createBleuObjective<G, S extends SearchSpace<G>>(
 }
 
 /**
+ * The items a task-scored objective reads at each fidelity: the first `items` (default all `total`) at 'full', the
+ * first `lowItems` (default the same) at 'low', sliced once; counts below 1 are refused.
+ */
+function fidelitySets<T>(
+  total: number,
+  counts: { items?: number; lowItems?: number },
+  slice: (n: number) => T,
+): Record<Fidelity, T> {
+  const items = Math.min(counts.items ?? total, total);
+  const lowItems = Math.min(counts.lowItems ?? items, items);
+  for (const [name, v] of [
+    ['items', items],
+    ['lowItems', lowItems],
+  ] as const) {
+    if (!Number.isInteger(v) || v < 1)
+      throw new GenepruneError('flag', `must be an integer ≥ 1, got ${v}`, name);
+  }
+  const full = slice(items);
+  return { full, low: lowItems === items ? full : slice(lowItems) };
+}
+
+/**
  * An 'mc-accuracy' objective: the calibration multiple-choice task's first items on an 'nll' runner, quality =
  * −accuracy (metrics/choices.ts).
  */
@@ -350,18 +372,7 @@ async function createChoiceObjective<G, S extends SearchSpace<G>>(
       'an mc-accuracy objective needs its calibration multiple-choice task (opts.choices)',
     );
   }
-  const total = c.task.task.items.length;
-  const items = Math.min(c.items ?? total, total);
-  const lowItems = Math.min(c.lowItems ?? items, items);
-  for (const [name, v] of [
-    ['items', items],
-    ['lowItems', lowItems],
-  ] as const) {
-    if (!Number.isInteger(v) || v < 1)
-      throw new GenepruneError('flag', `must be an integer ≥ 1, got ${v}`, name);
-  }
-  const full = sliceChoiceTask(c.task, items);
-  const tasks = { full, low: lowItems === items ? full : sliceChoiceTask(c.task, lowItems) };
+  const tasks = fidelitySets(c.task.task.items.length, c, (n) => sliceChoiceTask(c.task, n));
   const runner = await createRunner(spec, {
     output: 'nll',
     device: opts.device,
@@ -399,18 +410,7 @@ async function createLabelledObjective<G, S extends SearchSpace<G>>(
   const l = opts.labelled;
   if (!l)
     throw new GenepruneError('internal', `a ${metric} objective needs its labelled items (opts.labelled)`);
-  const total = l.prepared.items.length;
-  const items = Math.min(l.items ?? total, total);
-  const lowItems = Math.min(l.lowItems ?? items, items);
-  for (const [name, v] of [
-    ['items', items],
-    ['lowItems', lowItems],
-  ] as const) {
-    if (!Number.isInteger(v) || v < 1)
-      throw new GenepruneError('flag', `must be an integer ≥ 1, got ${v}`, name);
-  }
-  const full = sliceClassification(l.prepared, items);
-  const sets = { full, low: lowItems === items ? full : sliceClassification(l.prepared, lowItems) };
+  const sets = fidelitySets(l.prepared.items.length, l, (n) => sliceClassification(l.prepared, n));
   const runner = await createRunner(spec, {
     output: 'class_logits',
     device: opts.device,

@@ -1,0 +1,83 @@
+/**
+ * Binding a Hugging Face folder's tensors to spec roles, the same way for every family: each role's tensor is
+ * looked up by name and its stored shape checked; a missing or unexpected tensor, or a wrong shape, fails in one
+ * line naming the file. Family files say only which name and shape each role has (and how a stored tensor
+ * becomes the role: GPT-2's transposed Conv1D slices).
+ */
+import type { HfFolder } from '../checkpoint/hf.js';
+import type { FileTensor } from '../checkpoint/safetensors.js';
+import { fileError } from '../errors.js';
+import type { TensorSource } from './spec.js';
+
+export interface TensorBinding {
+  role: string;
+  /** The tensor's name in the folder. */
+  name: string;
+  /** Its stored shape. */
+  hfShape: readonly number[];
+  /** The role's tensor from the stored one; absent: the stored tensor is the role as it is. */
+  derive?: (stored: FileTensor) => TensorSource;
+}
+
+export interface BindOptions {
+  /** Finds a name (default: exactly); returns the name found (an alias) and the tensor. */
+  lookup?: (name: string) => [string, FileTensor] | undefined;
+  /** Stored tensors that belong to no role and may stay (buffers, a tied head's copy, unused heads). */
+  ignorable: (name: string) => boolean;
+  /** The model as an unexpected tensor's message names it ("llama model", "BertForSequenceClassification model"). */
+  what: string;
+  /** The message when lm_head.weight is missing (an untied head the checkpoint lacks). */
+  missingHead?: string;
+}
+
+export const shapeText = (s: readonly number[]): string => `[${s.join(',')}]`;
+export const sameShape = (a: readonly number[], b: readonly number[]): boolean =>
+  a.length === b.length && a.every((d, i) => d === b[i]);
+
+export function bindHfTensors(
+  folder: HfFolder,
+  bindings: readonly TensorBinding[],
+  opts: BindOptions,
+): Map<string, TensorSource> {
+  const lookup =
+    opts.lookup ??
+    ((name: string): [string, FileTensor] | undefined => {
+      const t = folder.tensors.get(name);
+      return t ? [name, t] : undefined;
+    });
+  const tensors = new Map<string, TensorSource>();
+  const used = new Set<string>();
+  const missing: string[] = [];
+  for (const b of bindings) {
+    const found = lookup(b.name);
+    if (!found) {
+      if (!missing.includes(b.name)) missing.push(b.name);
+      continue;
+    }
+    const [stored, t] = found;
+    if (!sameShape(t.shape, b.hfShape)) {
+      throw fileError(
+        t.file,
+        `tensor ${stored} has shape ${shapeText(t.shape)}, config.json implies ${shapeText(b.hfShape)}`,
+      );
+    }
+    tensors.set(b.role, b.derive ? b.derive(t) : t);
+    used.add(stored);
+  }
+  if (missing.includes('lm_head.weight') && opts.missingHead) throw fileError(folder.dir, opts.missingHead);
+  if (missing.length > 0) {
+    const list =
+      missing.length > 5
+        ? `${missing.slice(0, 5).join(', ')}, ... (${missing.length} in all)`
+        : missing.join(', ');
+    throw fileError(folder.dir, `missing tensors: ${list}`);
+  }
+  for (const [name, t] of folder.tensors) {
+    if (used.has(name) || opts.ignorable(name)) continue;
+    throw fileError(
+      t.file,
+      `unexpected tensor ${name}: not part of a ${opts.what} as config.json describes it`,
+    );
+  }
+  return tensors;
+}

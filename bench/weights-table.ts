@@ -19,7 +19,7 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { pruneWeights, type WeightPruneResult } from '../src/index.js';
+import { type PerplexityRunResult, perplexityRun, pruneWeights } from '../src/index.js';
 
 const { values } = parseArgs({
   options: {
@@ -55,7 +55,7 @@ const NO_PATTERN = new Set(['alloc']);
 const RECOVER_IN_LOOP = new Set(['ga-wanda', 'ga-magnitude']);
 mkdirSync(values.out, { recursive: true });
 
-const results = new Map<string, WeightPruneResult>();
+const results = new Map<string, PerplexityRunResult>();
 for (const method of methods) {
   for (const level of levels) {
     for (const recover of RECOVER_IN_LOOP.has(method) ? [false, true] : [true]) {
@@ -70,19 +70,21 @@ for (const method of methods) {
       }
       rmSync(dir, { recursive: true, force: true });
       process.stderr.write(`${method} at ${level} ... `);
-      const r = await pruneWeights({
-        out: dir,
-        calib,
-        eval: evalData,
-        method,
-        ...(pattern ? { pattern } : { sparsity: Number(level) }),
-        calibTokens: Number(values['calib-tokens']),
-        seed: Number(values.seed),
-        recover,
-        evalTask: 'auto',
-        evalNewTokens: Number(values['new-tokens']),
-        ...(values.threads ? { threads: Number(values.threads) } : {}),
-      });
+      const r = perplexityRun(
+        await pruneWeights({
+          out: dir,
+          calib,
+          eval: evalData,
+          method,
+          ...(pattern ? { pattern } : { sparsity: Number(level) }),
+          calibTokens: Number(values['calib-tokens']),
+          seed: Number(values.seed),
+          recover,
+          evalTask: 'auto',
+          evalNewTokens: Number(values['new-tokens']),
+          ...(values.threads ? { threads: Number(values.threads) } : {}),
+        }),
+      );
       results.set(key, r);
       process.stderr.write(
         r.recovery
@@ -94,13 +96,13 @@ for (const method of methods) {
 }
 
 /** The run a row reads: the seeded GAs' row without recovery has a run of its own. */
-function runOf(method: string, level: string, recovered: boolean): WeightPruneResult | undefined {
+function runOf(method: string, level: string, recovered: boolean): PerplexityRunResult | undefined {
   const own =
     !recovered && RECOVER_IN_LOOP.has(method) ? results.get(`${method}@${level}-norecover`) : undefined;
   return own ?? results.get(`${method}@${level}`);
 }
 /** Eval perplexity and BLEU of a row's model: the recovered one, or the masked one. */
-function scores(r: WeightPruneResult, recovered: boolean): { ppl: number; bleu: number } {
+function scores(r: PerplexityRunResult, recovered: boolean): { ppl: number; bleu: number } {
   if (recovered || !r.recovery) return { ppl: r.eval.perplexity, bleu: r.evalBleu!.corpus };
   return { ppl: r.recovery.before.evalPerplexity, bleu: r.recovery.before.evalBleu! };
 }
@@ -112,7 +114,7 @@ const header = (first: string) =>
 function cell(
   method: string,
   level: string,
-  value: (r: WeightPruneResult) => string,
+  value: (r: PerplexityRunResult) => string,
   recovered = true,
 ): string {
   const r = runOf(method, level, recovered);
@@ -120,7 +122,7 @@ function cell(
   const short = Math.abs(r.sparsity.achieved - r.sparsity.target) > 0.01;
   return short ? `${value(r)} (at ${pct(r.sparsity.achieved)})` : value(r);
 }
-function table(first: string, value: (r: WeightPruneResult, recovered: boolean) => string): string {
+function table(first: string, value: (r: PerplexityRunResult, recovered: boolean) => string): string {
   const rows: string[] = [];
   for (const method of methods) {
     for (const recovered of [false, true]) {

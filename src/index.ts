@@ -57,6 +57,8 @@ export {
   type WeightMaskChoice,
 } from './api/masks.js';
 export {
+  type PerplexityRunResult,
+  perplexityRun,
   pruneWeights,
   registerWeightBaseline,
   resumeWeightPrune,

@@ -1,7 +1,8 @@
 /**
  * `pruneWeights`: choose a weight mask for the prunable linears with a registered method (magnitude,
  * global-magnitude, random, wanda) at a sparsity or an N:M pattern, in a run directory, and report the dense and
- * pruned perplexity on calibration and evaluation data; `resumeWeightPrune` continues or re-reads such a run.
+ * pruned perplexity on calibration and evaluation data (a sequence classifier's accuracy and macro-F1 on labelled
+ * files with `metric: 'accuracy' | 'macro-f1'`); `resumeWeightPrune` continues or re-reads such a run.
  * Settings and their checks live in spaces/weights/settings.ts, so the library and the CLI prune alike.
  */
 import {
@@ -12,6 +13,8 @@ import {
   weightBaselineNames,
 } from '../spaces/weights/baselines.js';
 import {
+  type PerplexityRunResult,
+  perplexityRun,
   resumeWeightPrune,
   runWeightPrune,
   WEIGHT_MASK_FILE,
@@ -29,6 +32,7 @@ import {
 } from '../spaces/weights/settings.js';
 
 export type {
+  PerplexityRunResult,
   WeightBaseline,
   WeightBaselineInput,
   WeightBaselineOutput,
@@ -40,6 +44,7 @@ export type {
   WeightPruneSettings,
 };
 export {
+  perplexityRun,
   registerWeightBaseline,
   resumeWeightPrune,
   WEIGHT_MASK_FILE,

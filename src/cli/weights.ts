@@ -4,6 +4,7 @@ import {
   type BlockSearchProgress,
   bleuOfQuality,
   flagError,
+  perplexityRun,
   pruneWeights,
   QUALITY_METRICS,
   resumeWeightPrune,
@@ -86,13 +87,48 @@ function presetOf(value: unknown): WeightPreset {
 
 const pct = (x: number) => `${(100 * x).toFixed(2)} %`;
 
-function printResult(r: WeightPruneResult): void {
+/** The calibration and evaluation lines of a classification run (accuracy and macro-F1 on labelled files). */
+function labelledLines(r: WeightPruneResult): string[] {
+  const c = r.calib;
+  const e = r.eval;
+  const score = (x: number) => `${(100 * x).toFixed(1)} %`;
+  const quoted = (q: number) => score(-q);
   const lines = [
+    `calibration  ${c.metric === 'macro-f1' ? 'macro-F1' : 'accuracy'} ${quoted(c.quality)} (dense ${quoted(c.denseQuality)}, ${c.tokens} items of ${c.labelled?.source ?? c.data})`,
+  ];
+  if ('accuracy' in e) {
+    lines.push(
+      `evaluation   accuracy ${score(e.accuracy)} (dense ${score(e.denseAccuracy)}), macro-F1 ${score(e.macroF1)} (dense ${score(e.denseMacroF1)}), ${e.items} items of ${e.data}`,
+    );
+  }
+  const before = r.recovery?.before;
+  if (before?.evalAccuracy !== undefined && before.evalMacroF1 !== undefined) {
+    lines.push(
+      `recovery     before it: evaluation accuracy ${score(before.evalAccuracy)}, macro-F1 ${score(before.evalMacroF1)}; weights in ${r.recovery!.weights}`,
+    );
+  }
+  return lines;
+}
+
+function printResult(r: WeightPruneResult): void {
+  const head = [
     `run          ${r.runDir}`,
     `method       ${r.method} (${r.pattern})`,
     `sparsity     ${pct(r.sparsity.achieved)} of ${r.prunableWeights} prunable weights (asked ${pct(r.sparsity.target)}); ${pct(r.sparsity.overall)} of all ${r.parameters} parameters`,
     `per layer    ${r.layers.map((l) => pct(l.sparsity)).join('  ')}`,
-    `calibration  ppl ${r.calib.perplexity.toFixed(4)} (dense ${r.calib.densePerplexity.toFixed(4)}, ${r.calib.tokens} tokens of ${r.calib.data})`,
+  ];
+  const tail = [
+    `cost         ${r.forwardPasses} forward passes, ${r.seconds.toFixed(1)} s`,
+    `mask         ${r.mask}`,
+  ];
+  if (!('perplexity' in r.eval)) {
+    process.stdout.write(`${[...head, ...labelledLines(r), ...tail].join('\n')}\n`);
+    return;
+  }
+  const t = perplexityRun(r);
+  const lines = [
+    ...head,
+    `calibration  ppl ${t.calib.perplexity.toFixed(4)} (dense ${t.calib.densePerplexity.toFixed(4)}, ${t.calib.tokens} tokens of ${t.calib.data})`,
     ...(r.calib.metric === 'kl'
       ? [`calib KL     ${r.calib.quality.toFixed(5)} nats/token`]
       : r.calib.metric === 'bleu'
@@ -104,16 +140,15 @@ function printResult(r: WeightPruneResult): void {
               `calib acc    ${(100 * accuracyOfQuality(r.calib.quality)).toFixed(1)} % (dense ${(100 * accuracyOfQuality(r.calib.denseQuality)).toFixed(1)} %, ${r.calib.choices?.items ?? '?'} items of ${r.calib.choices?.source ?? 'the calibration file'})`,
             ]
           : []),
-    `evaluation   ppl ${r.eval.perplexity.toFixed(4)} (dense ${r.eval.densePerplexity.toFixed(4)}, ${r.eval.tokens} tokens of ${r.eval.data})`,
+    `evaluation   ppl ${t.eval.perplexity.toFixed(4)} (dense ${t.eval.densePerplexity.toFixed(4)}, ${t.eval.tokens} tokens of ${t.eval.data})`,
     ...(r.evalBleu ? [evalBleuLine(r.evalBleu)] : []),
     ...(r.evalChoices ? [evalChoicesLine(r.evalChoices)] : []),
-    ...(r.recovery
+    ...(t.recovery
       ? [
-          `recovery     before it: calibration ppl ${r.recovery.before.calibPerplexity.toFixed(4)}, evaluation ppl ${r.recovery.before.evalPerplexity.toFixed(4)}; weights in ${r.recovery.weights}`,
+          `recovery     before it: calibration ppl ${t.recovery.before.calibPerplexity.toFixed(4)}, evaluation ppl ${t.recovery.before.evalPerplexity.toFixed(4)}; weights in ${t.recovery.weights}`,
         ]
       : []),
-    `cost         ${r.forwardPasses} forward passes, ${r.seconds.toFixed(1)} s`,
-    `mask         ${r.mask}`,
+    ...tail,
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
 }
@@ -140,7 +175,7 @@ export function registerWeights(program: Command): void {
     )
     .option(
       '--metric <name>',
-      'calibration quality: ppl (default), kl, bleu (BLEU of greedy continuations of the calibration task) or mc-accuracy (accuracy on the --calib-choices file); a searching method may use it (ga, ga-wanda, ga-magnitude: ppl or bleu; alloc: ppl)',
+      'calibration quality: ppl (default), kl, bleu (BLEU of greedy continuations of the calibration task), mc-accuracy (accuracy on the --calib-choices file), or accuracy / macro-f1 for a sequence classifier (--calib and --eval are then labelled JSONL files; magnitude, global-magnitude, random, wanda); a searching method may use it (ga, ga-wanda, ga-magnitude: ppl or bleu; alloc: ppl)',
     )
     .option('--pattern <N:M>', 'keep N of every M consecutive weights of a row, e.g. 2:4 (sparsity 1 − N/M)')
     .option(

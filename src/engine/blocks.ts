@@ -84,7 +84,8 @@ export async function runBlock(
       const d = value.data;
       for (let i = 0; i < d.length; i++) acc[i] += d[i];
     }
-    if (keepHidden) hidden.push(out.hidden.data);
+    // An encoder block ending at the last layer names its hidden output last_hidden_state.
+    if (keepHidden) hidden.push((out.hidden ?? out.last_hidden_state).data);
   }
   return { hidden: keepHidden ? hidden : undefined, stats: { kind, tokens, sums } };
 }

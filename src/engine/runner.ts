@@ -131,12 +131,6 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
     opts.weights ??
     (await prepareWeights(blockSpec(spec, opts.layers), { externalDataThreshold: threshold, dtype }));
   const encoder = spec.config.arch === 'encoder';
-  if (encoder && opts.layers) {
-    const [from, to] = opts.layers;
-    if (from !== 0 || to !== spec.config.numLayers) {
-      throw new Error('runner: block graphs (a range of layers) are built for decoders only');
-    }
-  }
   let engine: Engine;
   try {
     const graph = buildGraph(spec, weights, {
@@ -163,13 +157,14 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
   const maxHeads = Math.max(...spec.config.headsPerLayer);
   const onesHead = allKeptHeadMask(spec);
   const onesWeight = new Map<string, Uint8Array>();
+  const layers = layerRange(spec.config.numLayers, opts.layers);
+  // An encoder's whole model names its hidden output as transformers.js does; its blocks say 'hidden'.
   const outputName =
     opts.output === 'last_logits' || opts.output === 'row_logits' || opts.output === 'class_logits'
       ? 'logits'
-      : encoder && opts.output === 'hidden'
+      : encoder && opts.output === 'hidden' && layers[1] === spec.config.numLayers
         ? 'last_hidden_state'
         : opts.output;
-  const layers = layerRange(spec.config.numLayers, opts.layers);
   const D = spec.config.hiddenSize;
   const graphInputs = new Set(engine.inputNames);
   const capturing = (opts.capture?.layers.length ?? 0) > 0;

@@ -12,13 +12,23 @@
  *   mask.<role>     bool, the weight's shape  one per masked linear weight (true keeps the weight)
  *   token_weight    float [batch, seq]     capture graphs only (as the decoder's)
  * Outputs, by mode:
- *   'hidden'        last_hidden_state float [batch, seq, hidden]  (transformers.js feature-extraction name)
+ *   'hidden'        last_hidden_state float [batch, seq, hidden]  (transformers.js feature-extraction name);
+ *                   a block ending before the last layer outputs hidden float [batch, seq, hidden] instead
  *   'class_logits'  logits float [batch, labels]   the classification head on each row's first token
  *
  * A deployment graph (`deploy`, what an export writes as onnx/model.onnx) has exactly the inputs transformers.js
  * feeds an encoder: input_ids, attention_mask, and token_type_ids when the model has token types (transformers.js
  * fills zeros when the caller gives none). An exported model is physically pruned, so it has no head mask, and it
  * takes no weight masks or capture inputs.
+ *
+ * Block graphs (`layers: [from, to)`, default all layers), as the decoder's, for layer-wise walks (Wanda,
+ * recovery) that start from cached hidden states:
+ *   from > 0: hidden_in float32 [batch, seq, hidden] (the residual stream entering layer `from`: layer from−1's
+ *             output norm) replaces input_ids and token_type_ids; attention_mask stays an input (attention needs
+ *             it in every layer).
+ *   to < L:   the output is 'hidden' (no classification head).
+ * head_mask keeps its [layers, maxHeads] shape in every block; only the block's weights become initializers (the
+ * embeddings only when from = 0, the classification head only when to = L).
  *
  * Positions are 0 … seq−1 in every row (read at rows positionOffset + p of the table), as transformers numbers
  * BERT and DistilBERT positions, and RoBERTa's for real tokens of right-padded rows; transformers gives RoBERTa's
@@ -33,7 +43,7 @@ import { GenepruneError } from '../errors.js';
 import type { ModelConfig, ModelSpec } from '../model/spec.js';
 import { explicitAttention } from './attention.js';
 import { type EncodedModel, GraphBuilder } from './builder.js';
-import { type CaptureOptions, type CapturePoint, OPSET, statsName } from './decoder.js';
+import { type CaptureOptions, type CapturePoint, layerRange, OPSET, statsName } from './decoder.js';
 import { createKit, type HalfLinears, ONNX_FLOAT } from './kit.js';
 import { isWeightFile, type Weights } from './weights.js';
 
@@ -51,6 +61,8 @@ export interface EncoderGraphOptions {
   capture?: CaptureOptions;
   /** A deployment graph: no head_mask input (see the header); refuses weight masks and capture. */
   deploy?: boolean;
+  /** Run layers from … to−1 only (default all); see the header for the block graph's inputs and outputs. */
+  layers?: readonly [number, number];
 }
 
 /** A blocked key's additive score: finite, so a row with every key blocked stays finite too. */
@@ -114,10 +126,19 @@ export function buildEncoderGraph(
       'encoder graph: a deployment graph takes no weight masks or capture (inputs transformers.js never feeds)',
     );
   }
+
+  const [from, to] = layerRange(c.numLayers, opts.layers);
+  const hasEmbed = from === 0;
+  const hasHead = to === c.numLayers;
+  if (!hasHead && opts.output !== 'hidden') {
+    throw new Error(
+      `encoder graph: a block ending at layer ${to} of ${c.numLayers} outputs 'hidden', not '${opts.output}'`,
+    );
+  }
   const captured = new Set(opts.capture?.layers ?? []);
   for (const i of captured) {
-    if (!Number.isInteger(i) || i < 0 || i >= c.numLayers) {
-      throw new Error(`encoder graph: captured layer ${i} is not one of the model's ${c.numLayers} layers`);
+    if (!Number.isInteger(i) || i < from || i >= to) {
+      throw new Error(`encoder graph: captured layer ${i} is outside the graph's layers [${from}, ${to})`);
     }
   }
   const g = new GraphBuilder();
@@ -131,19 +152,19 @@ export function buildEncoderGraph(
   const maxHeads = Math.max(...c.headsPerLayer);
   const types = (c.typeVocabSize ?? 0) > 0;
 
-  const inputIds = g.input('input_ids', 'int64', ['batch', 'seq']);
+  const inputIds = hasEmbed ? g.input('input_ids', 'int64', ['batch', 'seq']) : '';
+  const hiddenIn = hasEmbed ? '' : g.input('hidden_in', 'float32', ['batch', 'seq', D]);
   const attentionMask = g.input('attention_mask', 'int64', ['batch', 'seq']);
-  const tokenTypeIds = types ? g.input('token_type_ids', 'int64', ['batch', 'seq']) : '';
+  const tokenTypeIds = hasEmbed && types ? g.input('token_type_ids', 'int64', ['batch', 'seq']) : '';
   const headMask = opts.deploy ? '' : g.input('head_mask', 'float32', [c.numLayers, maxHeads]);
   const tokenWeight =
     captured.size > 0
       ? g.op('Reshape', [g.input('token_weight', 'float32', ['batch', 'seq']), g.constInt64([-1, 1])])
       : '';
 
-  const idsShape = g.op('Shape', [inputIds]);
+  const idsShape = g.op('Shape', [hasEmbed ? inputIds : hiddenIn]);
   const batchDim = g.op('Slice', [idsShape, g.constInt64([0]), g.constInt64([1])]);
   const seqDim = g.op('Slice', [idsShape, g.constInt64([1]), g.constInt64([2])]);
-  const seqScalar = g.op('Squeeze', [seqDim, g.constInt64([0])]);
   const bsd = g.op('Concat', [batchDim, seqDim, g.constInt64([D])], { axis: 0 });
 
   /** Rows of an embedding table by int64 ids, fp32 out. */
@@ -151,13 +172,17 @@ export function buildEncoderGraph(
     const rows = g.op('Gather', [kit.weight(role), ids], { axis: 0 });
     return kit.isHalf(role) ? g.op('Cast', [rows], { to: ONNX_FLOAT }) : rows;
   };
-  // [batch, seq, D]: word + position (broadcast over the batch) + token type, then the embedding norm.
-  let e = g.op('Add', [
-    embed('embed.tokens', inputIds),
-    kit.learnedPositions(g.op('Range', [g.constInt64([0], []), seqScalar, g.constInt64([1], [])])),
-  ]);
-  if (types) e = g.op('Add', [e, embed('embed.token_types', tokenTypeIds)]);
-  let x = g.op('Reshape', [kit.norm(e, 'embed.norm'), g.constInt64([-1, D])]); // [N = batch·seq, D]
+  let x: string; // [N = batch·seq, D]
+  if (hasEmbed) {
+    // [batch, seq, D]: word + position (broadcast over the batch) + token type, then the embedding norm.
+    const seqScalar = g.op('Squeeze', [seqDim, g.constInt64([0])]);
+    let e = g.op('Add', [
+      embed('embed.tokens', inputIds),
+      kit.learnedPositions(g.op('Range', [g.constInt64([0], []), seqScalar, g.constInt64([1], [])])),
+    ]);
+    if (types) e = g.op('Add', [e, embed('embed.token_types', tokenTypeIds)]);
+    x = g.op('Reshape', [kit.norm(e, 'embed.norm'), g.constInt64([-1, D])]);
+  } else x = g.op('Reshape', [hiddenIn, g.constInt64([-1, D])]);
 
   // Padding keys blocked for every query: [batch, 1, 1, seq].
   const padded = g.op('Equal', [attentionMask, g.constInt64([0], [])]);
@@ -191,7 +216,7 @@ export function buildEncoderGraph(
   };
   const scale = c.attnScale ?? 1 / Math.sqrt(hd);
 
-  for (let i = 0; i < c.numLayers; i++) {
+  for (let i = from; i < to; i++) {
     const heads = c.headsPerLayer[i];
     const p = `layers.${i}`;
     kit.setAnchor(x);
@@ -223,8 +248,9 @@ export function buildEncoderGraph(
   }
 
   if (opts.output === 'hidden') {
-    g.node('Reshape', [x, bsd], {}, { outputs: ['last_hidden_state'] });
-    g.output('last_hidden_state', 'float32', ['batch', 'seq', D]);
+    const name = hasHead ? 'last_hidden_state' : 'hidden';
+    g.node('Reshape', [x, bsd], {}, { outputs: [name] });
+    g.output(name, 'float32', ['batch', 'seq', D]);
   } else {
     const cls = c.classifier!;
     kit.setAnchor(x);

@@ -74,8 +74,11 @@ export function sliceClassification(p: PreparedClassification, n: number): Prepa
 /** Tokens per batch the classifier runs at most (rows × padded length), unless a batch size is given. */
 const BATCH_TOKENS = 4096;
 
-/** Batches of item indices, longest first, padded to each batch's longest row. */
-function* classificationBatches(
+/**
+ * Batches of item indices, longest first, right-padded to each batch's longest row: attentionMask and `valid` are 1
+ * on real tokens (so captured activation statistics skip padding), typeIds the items' segment ids.
+ */
+export function* classificationBatches(
   p: PreparedClassification,
   batchSize?: number,
 ): Generator<{ rows: number[]; batch: TokenBatch }> {
@@ -91,15 +94,17 @@ function* classificationBatches(
     const ids = new BigInt64Array(rows.length * seq).fill(BigInt(p.padId));
     const typeIds = new BigInt64Array(rows.length * seq);
     const attentionMask = new BigInt64Array(rows.length * seq);
+    const valid = new Uint8Array(rows.length * seq);
     rows.forEach((r, b) => {
       const item = p.items[r];
       item.ids.forEach((id, t) => {
         ids[b * seq + t] = BigInt(id);
         typeIds[b * seq + t] = BigInt(item.typeIds[t] ?? 0);
         attentionMask[b * seq + t] = 1n;
+        valid[b * seq + t] = 1;
       });
     });
-    yield { rows, batch: { batch: rows.length, seq, ids, typeIds, attentionMask } };
+    yield { rows, batch: { batch: rows.length, seq, ids, typeIds, attentionMask, valid } };
   }
 }
 

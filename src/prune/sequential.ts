@@ -1,10 +1,11 @@
 /**
- * Sequential layer-wise pruning, as Wanda and SparseGPT do it: for l = 0 … L−1, calibration tokens run through
- * block l with layers < l already pruned (and recovered), the block's linear inputs are measured (Σ_t X_tj² per
- * input column for Wanda's scores; XᵀX for recovery), every prunable linear of the layer gets its mask from
- * `select`, optionally its kept weights are recovered against its own dense outputs on those inputs
- * (`recover.ts`), and the block, rebuilt on the new weights, hands its outputs to layer l+1. All linears of a block
- * see the block's input as it arrives (pruned prefix, dense block), as both papers do.
+ * Sequential layer-wise pruning, as Wanda and SparseGPT do it, on decoders and encoders alike (an encoder's
+ * batches carry attention_mask, and `valid` keeps padded positions out of every statistic): for l = 0 … L−1,
+ * calibration tokens run through block l with layers < l already pruned (and recovered), the block's linear
+ * inputs are measured (Σ_t X_tj² per input column for Wanda's scores; XᵀX for recovery), every prunable linear of
+ * the layer gets its mask from `select`, optionally its kept weights are recovered against its own dense outputs
+ * on those inputs (`recover.ts`), and the block, rebuilt on the new weights, hands its outputs to layer l+1. All
+ * linears of a block see the block's input as it arrives (pruned prefix, dense block), as both papers do.
  *
  * `select` may leave a linear as it is (head recovery changes only o); a layer left whole is not run twice.
  *
@@ -13,7 +14,7 @@
  */
 import { runBlock, statOf } from '../engine/blocks.js';
 import { createOrtGemm } from '../engine/gemm.js';
-import { createRunner, type TokenBatch } from '../engine/runner.js';
+import { createRunner, type RunnerOutput, type TokenBatch } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
 import { CAPTURE_POINTS, type CapturePoint, rolesOfCapturePoint } from '../graph/decoder.js';
 import { type ModelSpec, memoryTensor, type TensorSource } from '../model/spec.js';
@@ -32,7 +33,7 @@ export interface LinearToPrune {
 }
 
 export interface SequentialOptions {
-  /** Calibration batches (with targets: the last block ends with the loss). */
+  /** Calibration batches (a decoder's with targets: its last block ends with the loss). */
   batches: readonly TokenBatch[];
   /**
    * The keep-mask (1 kept) of one linear, [rows, cols], or undefined to leave that linear as it is (neither
@@ -90,6 +91,10 @@ export async function pruneSequentially(spec: ModelSpec, opts: SequentialOptions
   const layers: LayerReport[] = [];
   const engine = { device: opts.device, threads: opts.threads };
   const points = opts.points ?? CAPTURE_POINTS;
+  // The last block ends with the model's own head: the loss of a language model (the batches carry targets), the
+  // classifier of a sequence-classification encoder (the logits are not read), or a bare encoder's hidden states.
+  const lastOutput: RunnerOutput =
+    spec.config.arch !== 'encoder' ? 'nll' : spec.config.classifier ? 'class_logits' : 'hidden';
   let forwardPasses = 0;
   let hidden: Float32Array[] | undefined;
   // Recovery's products (reconstruction errors, blocked updates) on ONNX Runtime's MatMul, in float32.
@@ -100,7 +105,7 @@ export async function pruneSequentially(spec: ModelSpec, opts: SequentialOptions
       const capture = await createRunner(current(), {
         ...engine,
         layers: [l, l + 1],
-        output: last ? 'nll' : 'hidden',
+        output: last ? lastOutput : 'hidden',
         capture: { layers: [l], kind: opts.recover ? 'gram' : 'sqnorm', points },
       });
       const pass = await runBlock(capture, opts.batches, { hidden }).finally(() => capture.release());

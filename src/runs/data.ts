@@ -272,12 +272,17 @@ export interface LabelledEval {
   data: string;
 }
 
-/** Scores a candidate's masks and the dense model on the labelled evaluation items, in a session of its own. */
+/**
+ * Scores a candidate's masks and the dense model on the labelled evaluation items, in a session of its own.
+ * `dense`: the dense scores taken from an earlier result instead (when `d.model` is not a dense model of its own:
+ * recovered weights).
+ */
 export async function scoreLabelledOnEval(
   d: RunData,
   s: RunDataSettings,
   masks: CandidateMasks,
   env: RunEnv,
+  dense?: { denseAccuracy: number; denseMacroF1: number },
 ): Promise<LabelledEval> {
   const e = d.evalLabelled;
   if (!e) throw new GenepruneError('internal', 'scoreLabelledOnEval: not a classification run');
@@ -290,13 +295,13 @@ export async function scoreLabelledOnEval(
   });
   try {
     const pruned = await scoreClassification(runner, e.prepared, { masks });
-    const dense = await scoreClassification(runner, e.prepared, {});
+    const unmasked = dense ? undefined : await scoreClassification(runner, e.prepared, {});
     return {
       metric: s.metric === 'macro-f1' ? 'macro-f1' : 'accuracy',
       accuracy: pruned.accuracy,
-      denseAccuracy: dense.accuracy,
+      denseAccuracy: unmasked ? unmasked.accuracy : dense!.denseAccuracy,
       macroF1: pruned.macroF1,
-      denseMacroF1: dense.macroF1,
+      denseMacroF1: unmasked ? unmasked.macroF1 : dense!.denseMacroF1,
       items: pruned.items,
       data: s.eval,
     };

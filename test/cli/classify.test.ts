@@ -3,8 +3,8 @@
  * WordPiece tokenizer and labelled JSONL files: the run's calibration and evaluation scores are those
  * scoreClassification gives the mask it wrote (and the dense model), the exported pruned model scores the masked
  * model's evaluation accuracy; misuse is refused in one line (a perplexity metric on an encoder, accuracy on a
- * model without a classifier, a label the model lacks, evaluation items shared with calibration, --recover,
- * weights on labelled data). `eval --labels --mask` quotes the run's evaluation scores.
+ * model without a classifier, a label the model lacks, evaluation items shared with calibration, --recover).
+ * `eval --labels --mask` quotes the run's evaluation scores. (weights on labelled data: weights-encoders.test.ts.)
  */
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
@@ -244,26 +244,6 @@ describe('heads --metric accuracy on a sequence classifier', () => {
         join(tmp.dir, 'no4'),
       ]),
       /--recover: refits o on calibration text; not with --metric accuracy/,
-    );
-    refused(
-      runCli([
-        'weights',
-        '--model',
-        model,
-        '--metric',
-        'accuracy',
-        '--calib',
-        calib,
-        '--eval',
-        evalFile,
-        '--method',
-        'magnitude',
-        '--sparsity',
-        '0.5',
-        '--out',
-        join(tmp.dir, 'no6'),
-      ]),
-      /--metric: weights does not score accuracy on labelled data yet/,
     );
     refused(
       runCli(['eval', '--model', model, '--labels', evalFile, '--data', calib]),

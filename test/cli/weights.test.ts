@@ -11,7 +11,7 @@ import { cpSync, existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { openSafetensors, readTensorBytes } from '../../src/checkpoint/safetensors.js';
-import type { EvaluateResult, SparsityReport, WeightPruneResult } from '../../src/index.js';
+import type { EvaluateResult, PerplexityRunResult, SparsityReport } from '../../src/index.js';
 import { unpackBits } from '../../src/masks/bitset.js';
 import { holdsPattern } from '../../src/masks/select.js';
 import { loadWeightMaskFile } from '../../src/masks/weightfile.js';
@@ -46,8 +46,8 @@ function json<T = Record<string, unknown>>(r: CliResult): T {
   return JSON.parse(lines[0]);
 }
 
-function weights(name: string, ...args: string[]): WeightPruneResult {
-  return json<WeightPruneResult>(
+function weights(name: string, ...args: string[]): PerplexityRunResult {
+  return json<PerplexityRunResult>(
     cli(['weights', ...data(), '--out', join(tmp.dir, name), '--json', ...args]),
   );
 }
@@ -67,7 +67,7 @@ function plainMagnitude(w: Float32Array, sparsity: number): Uint8Array {
 
 describe('geneprune weights on stories260K', { skip }, () => {
   let spec: ModelSpec;
-  const runs: Record<string, WeightPruneResult> = {};
+  const runs: Record<string, PerplexityRunResult> = {};
   before(() => {
     runs.mag50 = weights('mag50', '--method', 'magnitude', '--sparsity', '0.5');
     runs.mag24 = weights('mag24', '--method', 'magnitude', '--pattern', '2:4');
@@ -321,7 +321,7 @@ describe('geneprune weights on stories260K', { skip }, () => {
   });
 
   test('--resume gives a finished run back, finishes an interrupted one identically, refuses changed flags', () => {
-    const again = json<WeightPruneResult>(cli(['weights', '--resume', join(tmp.dir, 'mag50'), '--json']));
+    const again = json<PerplexityRunResult>(cli(['weights', '--resume', join(tmp.dir, 'mag50'), '--json']));
     assert.deepEqual({ ...again, resumed: undefined }, { ...runs.mag50, resumed: undefined });
     assert.equal(again.resumed, true);
 
@@ -329,7 +329,7 @@ describe('geneprune weights on stories260K', { skip }, () => {
     const copy = join(tmp.dir, 'rand7-stopped');
     cpSync(join(tmp.dir, 'rand7'), copy, { recursive: true });
     rmSync(join(copy, 'result.json'));
-    const resumed = json<WeightPruneResult>(cli(['weights', '--resume', copy, '--json']));
+    const resumed = json<PerplexityRunResult>(cli(['weights', '--resume', copy, '--json']));
     assert.equal(resumed.maskSha256, runs.rand7.maskSha256);
     assert.equal(resumed.eval.perplexity, runs.rand7.eval.perplexity);
     assert.equal(resumed.calib.perplexity, runs.rand7.calib.perplexity);
@@ -358,7 +358,7 @@ describe('geneprune weights on stories260K', { skip }, () => {
       const killed = runCli([...args, '--json'], { timeout: 300_000, fault });
       assert.equal(killed.signal, 'SIGKILL', `${fault}: ${killed.stderr}`);
       assert.ok(!existsSync(join(dir, 'result.json')));
-      const resumed = json<WeightPruneResult>(cli(['weights', '--resume', dir, '--json']));
+      const resumed = json<PerplexityRunResult>(cli(['weights', '--resume', dir, '--json']));
       const expected = runs.wanda50r;
       assert.equal(resumed.eval.perplexity, expected.eval.perplexity, fault);
       assert.equal(resumed.calib.perplexity, expected.calib.perplexity, fault);

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { createRunner, type TokenBatch } from '../../src/engine/runner.js';
-import { pruneWeights } from '../../src/index.js';
+import { perplexityRun, pruneWeights } from '../../src/index.js';
 import { unpackBits } from '../../src/masks/bitset.js';
 import { loadWeightMaskFile } from '../../src/masks/weightfile.js';
 import { prunableMatrices } from '../../src/masks/weights.js';
@@ -75,7 +75,7 @@ describe('weights --method ga on stories260K', { skip: skipUnlessShared(MODEL, C
       sparsity: 0.2,
       seed: 7,
     };
-    const r = await pruneWeights({ ...common, out: join(tmp.dir, 'ga20') });
+    const r = perplexityRun(await pruneWeights({ ...common, out: join(tmp.dir, 'ga20') }));
     const report = r.methodReport as GaReport;
     assert.equal(report.layers.length, 5);
     for (const l of report.layers) {

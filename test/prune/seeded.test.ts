@@ -14,8 +14,9 @@ import type { TokenBatch } from '../../src/engine/runner.js';
 import {
   buildContinuationTask,
   evaluateBleu,
+  type PerplexityRunResult,
+  perplexityRun,
   pruneWeights,
-  type WeightPruneResult,
 } from '../../src/index.js';
 import { unpackBits } from '../../src/masks/bitset.js';
 import { applyRecoveredWeights } from '../../src/masks/recovered.js';
@@ -226,16 +227,18 @@ describe('seeded GAs and the GA with a pattern on stories260K', {
     population: 4,
     generations: 2,
   });
-  const runs: Record<string, WeightPruneResult> = {};
+  const runs: Record<string, PerplexityRunResult> = {};
 
   test('ga-wanda: rows keep Wanda’s counts, blocks never end worse than their seed, the seed is Wanda’s mask', async () => {
-    runs.gw = await pruneWeights({
-      ...common(),
-      method: 'ga-wanda',
-      sparsity: 0.5,
-      seed: 3,
-      out: join(tmp.dir, 'gw'),
-    });
+    runs.gw = perplexityRun(
+      await pruneWeights({
+        ...common(),
+        method: 'ga-wanda',
+        sparsity: 0.5,
+        seed: 3,
+        out: join(tmp.dir, 'gw'),
+      }),
+    );
     const wanda = await pruneWeights({
       ...common(),
       population: undefined,
@@ -287,13 +290,15 @@ describe('seeded GAs and the GA with a pattern on stories260K', {
   });
 
   test('the same seed gives the same mask bytes', async () => {
-    const again = await pruneWeights({
-      ...common(),
-      method: 'ga-wanda',
-      sparsity: 0.5,
-      seed: 3,
-      out: join(tmp.dir, 'gw-again'),
-    });
+    const again = perplexityRun(
+      await pruneWeights({
+        ...common(),
+        method: 'ga-wanda',
+        sparsity: 0.5,
+        seed: 3,
+        out: join(tmp.dir, 'gw-again'),
+      }),
+    );
     assert.equal(again.eval.perplexity, runs.gw.eval.perplexity);
     await assertSameBits(again.mask, runs.gw.mask);
   });
@@ -348,7 +353,7 @@ describe('seeded GAs and the GA with a pattern on stories260K', {
     assert.ok(existsSync(join(dir, 'search-state.json')) && !existsSync(join(dir, 'result.json')));
     const resumed = runCli(['weights', '--resume', dir, '--json'], { timeout: 300_000 });
     assert.equal(resumed.code, 0, resumed.stderr);
-    const r = JSON.parse(resumed.stdout) as WeightPruneResult;
+    const r = JSON.parse(resumed.stdout) as PerplexityRunResult;
     await assertSameBits(r.mask, runs.gw.mask);
     assert.equal(r.eval.perplexity, runs.gw.eval.perplexity);
     assert.deepEqual(r.methodReport, runs.gw.methodReport);

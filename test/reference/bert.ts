@@ -25,6 +25,9 @@ export interface EncoderReferenceOutput {
   logits?: Float64Array;
 }
 
+/** The four distinct linear inputs of a layer, named as the graph's captured statistics name them. */
+export type EncoderLinearInput = 'attn_in' | 'o_in' | 'mlp_in' | 'down_in';
+
 /**
  * erf(x) = (2/√π)·e^(−x²)·Σ_n 2ⁿ x^(2n+1) / (1·3·…·(2n+1)): every term is positive, so the sum is accurate to
  * double precision; beyond |x| = 6, erf is ±1 to 2e-17.
@@ -87,7 +90,11 @@ export function referenceEncoderForward(
   config: Record<string, unknown>,
   tensor: (name: string) => Float32Array | undefined,
   input: EncoderInput,
-  opts: { headMask?: number[][] } = {},
+  opts: {
+    headMask?: number[][];
+    /** Sees each linear's input per token: q/k/v's (attn_in), o's (o_in), the MLP's (mlp_in, down_in). */
+    onLinearInput?: (layer: number, input: EncoderLinearInput, token: number, x: Float64Array) => void;
+  } = {},
 ): EncoderReferenceOutput {
   const type = config.model_type as string;
   const distil = type === 'distilbert';
@@ -155,6 +162,7 @@ export function referenceEncoderForward(
         };
     const lin = (name: string, x: Float64Array) => linear(w(`${name}.weight`), w(`${name}.bias`), x);
     const norm = (name: string, x: Float64Array) => layerNorm(x, w(`${name}.weight`), w(`${name}.bias`), eps);
+    for (const [t, x] of xs.entries()) opts.onLinearInput?.(l, 'attn_in', t, x);
     const qs = xs.map((x) => lin(n.q, x));
     const ks = xs.map((x) => lin(n.k, x));
     const vs = xs.map((x) => lin(n.v, x));
@@ -182,8 +190,11 @@ export function referenceEncoderForward(
           for (let d = 0; d < hd; d++) context[h * hd + d] += pr * vs[u][h * hd + d];
         }
       }
+      opts.onLinearInput?.(l, 'o_in', t, context);
       const attended = norm(n.attnNorm, add(x, lin(n.o, context)));
+      opts.onLinearInput?.(l, 'mlp_in', t, attended);
       const inner = lin(n.up, attended).map(act);
+      opts.onLinearInput?.(l, 'down_in', t, inner);
       return norm(n.outNorm, add(attended, lin(n.down, inner)));
     });
   }

@@ -38,8 +38,17 @@ export interface WeightBaselineInput {
   pattern?: NmPattern;
   /** The run's seeded generator (random scores). */
   rng: Rng;
-  /** The calibration token stream and window length, for methods that look at activations. */
-  calibration: { stream: readonly number[]; context: number; tokens: number };
+  /**
+   * The calibration token stream and window length, for methods that look at activations; a classification run
+   * (`--metric accuracy|macro-f1`) has no stream and gives its labelled calibration items as `batches` instead
+   * (right-padded, with attentionMask, typeIds and `valid`), which calibrationBatches then returns.
+   */
+  calibration: {
+    stream: readonly number[];
+    context: number;
+    tokens: number;
+    batches?: readonly TokenBatch[];
+  };
   /** Where methods that run the model run it. */
   engine?: { device?: Device; threads?: number };
   /**
@@ -128,8 +137,12 @@ export function weightBaselineNames(): string[] {
   return [...REGISTRY.keys()];
 }
 
-/** The calibration batches a method that runs the model reads (windows of the run's context). */
+/**
+ * The calibration batches a method that runs the model reads: windows of the run's context, or a classification
+ * run's padded labelled items.
+ */
 export function calibrationBatches(input: WeightBaselineInput): TokenBatch[] {
+  if (input.calibration.batches) return [...input.calibration.batches];
   const { stream, context, tokens } = input.calibration;
   const windows = makeWindows(stream, context, tokens, 'calibration data');
   return [...batches(windows, defaultBatchSize(context, input.spec.config.vocabSize))];

@@ -2,7 +2,8 @@
  * A whole weight-pruning run as the CLI does it: prepare the model and data (runs/data.ts), choose the mask with
  * a registered method (baselines.ts), fix it in the run directory's weight-mask file, score the dense and the
  * pruned model on the calibration tokens (the search objective, as a search would) and on the evaluation data,
- * and write result.json. `resumeWeightPrune` continues a run stopped after its mask was fixed (the mask is read
+ * and write result.json. A classification run (`--metric accuracy|macro-f1`) reads labelled files: its methods
+ * and recovery see the calibration items as padded batches, and it is scored on the metric alone (no perplexity). `resumeWeightPrune` continues a run stopped after its mask was fixed (the mask is read
  * back, not chosen again), returns a finished run's result as it stands, and refuses what would change the run
  * (runs/resume.ts).
  *
@@ -12,6 +13,7 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { TokenBatch } from '../../engine/runner.js';
 import { fileError, flagError, GenepruneError } from '../../errors.js';
 import type { Bitset } from '../../masks/bitset.js';
 import { bitsetBytes, bitsetFromBytes, createBitset, unpackBits, unpackRange } from '../../masks/bitset.js';
@@ -19,6 +21,7 @@ import { writeRecoveredWeights } from '../../masks/recovered.js';
 import type { NmPattern } from '../../masks/select.js';
 import { loadWeightMaskFile, patternText, writeWeightMaskFile } from '../../masks/weightfile.js';
 import { type LayerSparsity, weightMasksFromKeeps } from '../../masks/weights.js';
+import { classificationBatches, sliceClassification } from '../../metrics/classify.js';
 import type { ModelSpec } from '../../model/spec.js';
 import { RECOVERY_DAMPING } from '../../prune/recover.js';
 import { pruneSequentially } from '../../prune/sequential.js';
@@ -30,14 +33,17 @@ import {
 } from '../../runs/choices.js';
 import {
   absoluteSettings,
+  type LabelledEval,
   prepareRunData,
   type RunData,
   type RunEnv,
   recoveryBatches,
   refuseChangedData,
   runModelAndData,
+  scoreLabelledOnEval,
   scoreOnEval,
 } from '../../runs/data.js';
+import { labelledRecord } from '../../runs/labels.js';
 import { type GivenSetting, refuseChangedSettings, refuseForeignModel } from '../../runs/resume.js';
 import {
   createRunDir,
@@ -84,15 +90,24 @@ export interface PerplexityPair {
 }
 
 /**
- * The calibration scores: perplexity always, and the run's `--metric` (`metric`, `quality`, `denseQuality`;
- * lower is better, so for 'bleu' they are −BLEU, with `bleu` and `denseBleu` giving BLEU itself and `task` the
- * calibration task; for 'mc-accuracy' −accuracy, with `accuracy`, `denseAccuracy` and `choices`; `tokens` stays
- * the perplexity's token count).
+ * The calibration scores: perplexity (language models; a classification run has none), and the run's `--metric`
+ * (`metric`, `quality`, `denseQuality`; lower is better, so for 'bleu' they are −BLEU, with `bleu` and
+ * `denseBleu` giving BLEU itself and `task` the calibration task; for 'mc-accuracy' −accuracy, with `accuracy`,
+ * `denseAccuracy` and `choices`; for 'accuracy' / 'macro-f1' −accuracy or −macro-F1, with `accuracy`,
+ * `denseAccuracy`, `macroF1`, `denseMacroF1` and `labelled`). `tokens` is the perplexity's token count, or the
+ * labelled items scored.
  */
-export interface CalibScore extends PerplexityPair {
+export interface CalibScore {
+  data: string;
+  tokens: number;
+  perplexity?: number;
+  densePerplexity?: number;
   metric: QualityMetric;
   quality: number;
   denseQuality: number;
+  macroF1?: number;
+  denseMacroF1?: number;
+  labelled?: ReturnType<typeof labelledRecord>;
   bleu?: number;
   denseBleu?: number;
   task?: ReturnType<typeof taskRecord>;
@@ -118,7 +133,8 @@ export interface WeightPruneResult {
   parameters: number;
   layers: LayerSparsity[];
   calib: CalibScore;
-  eval: PerplexityPair;
+  /** Perplexity on the evaluation text; for 'accuracy' / 'macro-f1' runs, both scores on the labelled --eval file. */
+  eval: PerplexityPair | LabelledEval;
   /** `--eval-task`: dense and pruned BLEU on the evaluation task (after recovery with --recover). */
   evalBleu?: EvalBleu;
   /** `--eval-choices`: dense and pruned multiple-choice accuracy (after recovery with --recover). */
@@ -141,20 +157,41 @@ export interface WeightPruneResult {
    */
   recovery?: {
     before: {
-      calibPerplexity: number;
-      evalPerplexity: number;
+      /** Language models only (a classification run has no perplexity). */
+      calibPerplexity?: number;
+      evalPerplexity?: number;
       /** The --metric calibration quality before recovery. */
       calibQuality: number;
       /** --eval-task: corpus BLEU on the evaluation task before recovery. */
       evalBleu?: number;
-      /** --eval-choices: accuracy (acc) on the evaluation file before recovery. */
+      /** --eval-choices, or a classification run: accuracy on the evaluation file before recovery. */
       evalAccuracy?: number;
+      /** A classification run: macro-F1 on the evaluation file before recovery. */
+      evalMacroF1?: number;
     };
     weights: string;
     forwardPasses: number;
     seconds: number;
     reconstruction: Array<{ layer: number; maskedError: number; recoveredError: number }>;
   };
+}
+
+/**
+ * The result of a run on a language model (every run but a classification run's): perplexities on both data sets,
+ * and before recovery.
+ */
+export type PerplexityRunResult = WeightPruneResult & {
+  calib: { perplexity: number; densePerplexity: number };
+  eval: PerplexityPair;
+  recovery?: { before: { calibPerplexity: number; evalPerplexity: number } };
+};
+
+/** The result as a language model's run (refused, internally, for a classification run's). */
+export function perplexityRun(r: WeightPruneResult): PerplexityRunResult {
+  if (!('perplexity' in r.eval) || r.calib.perplexity === undefined) {
+    throw new GenepruneError('internal', `${r.runDir} is a classification run: it has no perplexity`);
+  }
+  return r as PerplexityRunResult;
 }
 
 interface Prepared extends RunData {
@@ -166,12 +203,6 @@ interface Prepared extends RunData {
 
 /** The model and data, the weight space, and the checks that need the model: all before anything is written. */
 async function prepare(s: WeightPruneSettings, env: WeightPruneEnv): Promise<Prepared> {
-  if (isClassificationMetric(s.metric)) {
-    throw flagError(
-      '--metric',
-      `weights does not score ${s.metric} on labelled data yet (its methods read calibration text); heads --metric ${s.metric} does`,
-    );
-  }
   const pattern = patternOf(s);
   const data = await prepareRunData(s, env, 'weights');
   const space = createWeightSpace(data.model.spec);
@@ -184,10 +215,30 @@ async function prepare(s: WeightPruneSettings, env: WeightPruneEnv): Promise<Pre
       );
     }
   }
+  const calibration = data.calibLabelled
+    ? `${calibrationItems(s, data)} labelled items of ${data.calibLabelled.source}`
+    : `${data.stream.length} tokens`;
   env.onStatus?.(
-    `model ${data.model.modelPath}: ${space.genes} prunable weights in ${space.matrices.length} matrices (${space.totalParameters} parameters); calibration ${data.stream.length} tokens`,
+    `model ${data.model.modelPath}: ${space.genes} prunable weights in ${space.matrices.length} matrices (${space.totalParameters} parameters); calibration ${calibration}`,
   );
   return { ...data, denseSpec: data.model.spec, space, ...(pattern ? { pattern } : {}) };
+}
+
+/** A classification run's calibration items: the first --calib-items (default all) of the labelled file. */
+function calibrationItems(s: WeightPruneSettings, d: RunData): number {
+  const n = d.calibLabelled?.prepared.items.length ?? 0;
+  return Math.min(s.calibItems ?? n, n);
+}
+
+/**
+ * What methods and recovery that run the model read on a classification run: its calibration items, right-padded
+ * in batches of about 4096 tokens (or --batch-size rows), `valid` on real tokens only.
+ */
+function labelledCalibrationBatches(s: WeightPruneSettings, d: RunData): TokenBatch[] {
+  const l = d.calibLabelled;
+  if (!l) throw new GenepruneError('internal', 'labelledCalibrationBatches: not a classification run');
+  const items = sliceClassification(l.prepared, calibrationItems(s, d));
+  return [...classificationBatches(items, s.batchSize)].map((b) => b.batch);
 }
 
 async function runConfig(s: WeightPruneSettings, p: Prepared): Promise<RunConfig> {
@@ -371,7 +422,12 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
     sparsity: s.sparsity,
     ...(p.pattern ? { pattern: p.pattern } : {}),
     rng: createRng(s.seed),
-    calibration: { stream: p.stream, context: p.context, tokens: p.calibTokens },
+    calibration: {
+      stream: p.stream,
+      context: p.context,
+      tokens: p.calibTokens,
+      ...(p.calibLabelled ? { batches: labelledCalibrationBatches(s, p) } : {}),
+    },
     engine: { device: env.device, threads: env.threads },
     metric: s.metric ?? 'ppl',
     ...(p.calibTask ? { bleu: bleuObjectiveOptions(s, p.calibTask) } : {}),
@@ -432,6 +488,15 @@ async function calibQuality(
     metric,
     bleu: bleuObjectiveOptions(s, p.calibTask),
     choices: choiceObjectiveOptions(s, p.calibChoices),
+    ...(p.calibLabelled
+      ? {
+          labelled: {
+            prepared: p.calibLabelled.prepared,
+            items: calibrationItems(s, p),
+            ...(s.batchSize !== undefined ? { batchSize: s.batchSize } : {}),
+          },
+        }
+      : {}),
     tokens: s.calibTokens,
     batchSize: s.batchSize,
     device: env.device,
@@ -455,7 +520,8 @@ async function calibQuality(
 /**
  * Calibration perplexity and `--metric` quality, evaluation perplexity (and `--eval-task` BLEU) of `spec` under
  * the genome's masks; with `dense`, the unmasked model's too (a recovered spec has no dense model of its own: the
- * caller keeps the original's).
+ * caller keeps the original's). A classification run scores its metric on the labelled calibration items and
+ * accuracy and macro-F1 on the labelled evaluation file instead (no perplexity: an encoder has no language head).
  */
 async function scoreMasked(
   spec: ModelSpec,
@@ -464,25 +530,24 @@ async function scoreMasked(
   genome: Bitset,
   env: WeightPruneEnv,
   dense: boolean,
-  /** The masked model's evaluation BLEU and accuracy, whose dense scores a recovered model's reuses. */
-  denseBleu?: EvalBleu,
-  denseChoices?: EvalChoices,
+  /** The masked model's evaluation scores, whose dense scores a recovered model's reuses. */
+  denseOf: { bleu?: EvalBleu; choices?: EvalChoices; labelled?: LabelledEval } = {},
 ): Promise<{
   calib: CalibScore;
-  eval: PerplexityPair;
+  eval: PerplexityPair | LabelledEval;
   evalBleu?: EvalBleu;
   evalChoices?: EvalChoices;
   forwardPasses: number;
 }> {
   const space = p.space;
   const metric = s.metric ?? 'ppl';
-  const ppl = await calibQuality(spec, 'ppl', s, p, genome, env, dense);
-  const chosen = metric === 'ppl' ? ppl : await calibQuality(spec, metric, s, p, genome, env, dense);
+  const labelled = isClassificationMetric(metric);
+  const ppl = labelled ? undefined : await calibQuality(spec, 'ppl', s, p, genome, env, dense);
+  const chosen = ppl && metric === 'ppl' ? ppl : await calibQuality(spec, metric, s, p, genome, env, dense);
   const calib: CalibScore = {
     data: s.calib,
-    tokens: ppl.tokens,
-    perplexity: ppl.quality,
-    densePerplexity: ppl.denseQuality,
+    tokens: ppl ? ppl.tokens : chosen.tokens,
+    ...(ppl ? { perplexity: ppl.quality, densePerplexity: ppl.denseQuality } : {}),
     metric,
     quality: chosen.quality,
     denseQuality: chosen.denseQuality,
@@ -500,19 +565,31 @@ async function scoreMasked(
           ...(p.calibChoices ? { choices: choicesRecord(p.calibChoices, chosen.tokens) } : {}),
         }
       : {}),
+    ...(labelled && p.calibLabelled
+      ? {
+          ...(metric === 'macro-f1'
+            ? { macroF1: -chosen.quality, denseMacroF1: -chosen.denseQuality }
+            : { accuracy: -chosen.quality, denseAccuracy: -chosen.denseQuality }),
+          labelled: labelledRecord(p.calibLabelled, chosen.tokens),
+        }
+      : {}),
   };
-  const forwardPasses = ppl.forwardPasses + (metric === 'ppl' ? 0 : chosen.forwardPasses);
+  const forwardPasses = (ppl?.forwardPasses ?? 0) + (chosen === ppl ? 0 : chosen.forwardPasses);
   env.onStatus?.('scoring on the evaluation data');
   const masks = space.masks(genome);
+  if (labelled) {
+    const e = await scoreLabelledOnEval(p, s, masks, env, denseOf.labelled);
+    return { calib, eval: e, forwardPasses };
+  }
   const e = await scoreOnEval(p, s, masks, env, { dense });
   if (p.evalTask)
     env.onStatus?.(`BLEU of the dense and the pruned model on the evaluation task ${p.evalTask.source}`);
   const evalBleu = p.evalTask
-    ? await scoreBleuOnEval(p.evalTask, s, p.denseSpec, spec, masks, env, denseBleu)
+    ? await scoreBleuOnEval(p.evalTask, s, p.denseSpec, spec, masks, env, denseOf.bleu)
     : undefined;
   if (p.evalChoices) env.onStatus?.(`accuracy of the dense and the pruned model on ${p.evalChoices.source}`);
   const evalChoices = p.evalChoices
-    ? await scoreChoicesOnEval(p.evalChoices, s, p.denseSpec, spec, masks, env, denseChoices)
+    ? await scoreChoicesOnEval(p.evalChoices, s, p.denseSpec, spec, masks, env, denseOf.choices)
     : undefined;
   return {
     calib,
@@ -536,13 +613,15 @@ async function recoverMasked(
   env: WeightPruneEnv,
 ) {
   const t0 = performance.now();
-  const list = recoveryBatches(p.stream, {
-    context: p.context,
-    tokens: s.calibTokens,
-    label: s.calib,
-    vocabSize: p.model.spec.config.vocabSize,
-    batchSize: s.batchSize,
-  });
+  const list = p.calibLabelled
+    ? labelledCalibrationBatches(s, p)
+    : recoveryBatches(p.stream, {
+        context: p.context,
+        tokens: s.calibTokens,
+        label: s.calib,
+        vocabSize: p.model.spec.config.vocabSize,
+        batchSize: s.batchSize,
+      });
   const L = p.model.spec.config.numLayers;
   const result = await pruneSequentially(p.model.spec, {
     batches: list,
@@ -625,16 +704,18 @@ async function pruneInDir(
       genome,
       env,
       false,
-      evalBleu,
-      evalChoices,
+      { bleu: evalBleu, choices: evalChoices, ...('accuracy' in evalScore ? { labelled: evalScore } : {}) },
     );
     recovery = {
       before: {
-        calibPerplexity: calib.perplexity,
-        evalPerplexity: evalScore.perplexity,
+        ...(calib.perplexity !== undefined ? { calibPerplexity: calib.perplexity } : {}),
+        ...('perplexity' in evalScore ? { evalPerplexity: evalScore.perplexity } : {}),
         calibQuality: calib.quality,
         ...(evalBleu ? { evalBleu: evalBleu.corpus } : {}),
         ...(evalChoices ? { evalAccuracy: evalChoices.accuracy } : {}),
+        ...('accuracy' in evalScore
+          ? { evalAccuracy: evalScore.accuracy, evalMacroF1: evalScore.macroF1 }
+          : {}),
       },
       weights: rec.path,
       forwardPasses: rec.forwardPasses,
@@ -643,12 +724,17 @@ async function pruneInDir(
     };
     calib = {
       ...after.calib,
-      densePerplexity: calib.densePerplexity,
+      ...(calib.densePerplexity !== undefined ? { densePerplexity: calib.densePerplexity } : {}),
       denseQuality: calib.denseQuality,
       ...(calib.denseBleu !== undefined ? { denseBleu: calib.denseBleu } : {}),
       ...(calib.denseAccuracy !== undefined ? { denseAccuracy: calib.denseAccuracy } : {}),
+      ...(calib.denseMacroF1 !== undefined ? { denseMacroF1: calib.denseMacroF1 } : {}),
     };
-    evalScore = { ...after.eval, densePerplexity: evalScore.densePerplexity };
+    // A labelled evaluation took its dense scores from the masked model's already (scoreLabelledOnEval).
+    evalScore =
+      'perplexity' in after.eval && 'perplexity' in evalScore
+        ? { ...after.eval, densePerplexity: evalScore.densePerplexity }
+        : after.eval;
     evalBleu = after.evalBleu;
     evalChoices = after.evalChoices;
     passes += after.forwardPasses + rec.forwardPasses;
@@ -663,12 +749,15 @@ async function pruneInDir(
     parameters: report.overall.parameters,
     layers: report.layers,
     calib,
-    eval: {
-      data: evalScore.data,
-      tokens: evalScore.tokens,
-      perplexity: evalScore.perplexity,
-      densePerplexity: evalScore.densePerplexity,
-    },
+    eval:
+      'perplexity' in evalScore
+        ? {
+            data: evalScore.data,
+            tokens: evalScore.tokens,
+            perplexity: evalScore.perplexity,
+            densePerplexity: evalScore.densePerplexity,
+          }
+        : evalScore,
     ...(evalBleu ? { evalBleu } : {}),
     ...(evalChoices ? { evalChoices } : {}),
     forwardPasses: state.forwardPasses + passes,

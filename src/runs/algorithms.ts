@@ -72,6 +72,9 @@ export async function runNsgaInDir<G>(
   const space = base.space;
   const genes = space.genes;
   const archive = new Map<string, number>();
+  // The generation whose offspring are being scored (0: the initial population), logged with each new mask so
+  // a report can colour the archive by generation.
+  let generation = resume ? resume.state.generation + 1 : 0;
   for (const r of resume?.logged ?? []) {
     const key = String(r.genome);
     const genome = space.decode(key);
@@ -88,6 +91,7 @@ export async function runNsgaInDir<G>(
       if (!archive.has(key)) {
         archive.set(key, e.quality);
         await appendJsonl(dir, 'evals.jsonl', {
+          generation,
           genome: key,
           quality: e.quality,
           tokens: e.tokens,
@@ -106,6 +110,7 @@ export async function runNsgaInDir<G>(
     rng: createRng(s.seed),
     state: resume?.state,
     onGeneration: async (info) => {
+      generation = info.generation + 1;
       await appendJsonl(dir, 'generations.jsonl', {
         generation: info.generation,
         front: info.front.map((f) => ({

@@ -1,7 +1,7 @@
 /**
  * geneprune's library API. Every command of the CLI is one call here, with typed options and results:
  * `evaluate` (`evaluateBleu`, `evaluateChoices`, `evaluateLabels`), `generate`, `searchHeads` / `resumeHeadSearch`, `pruneWeights` / `resumeWeightPrune`,
- * `exportModel`, `bench`. The CLI imports nothing
+ * `exportModel`, `bench`, `report`. The CLI imports nothing
  * but this module. Lower-level building blocks (checkpoints, graphs, the engine, metrics) follow.
  */
 
@@ -56,6 +56,7 @@ export {
   resolveWeightMask,
   type WeightMaskChoice,
 } from './api/masks.js';
+export { type ReportOptions, type ReportResult, report } from './api/report.js';
 export {
   type PerplexityRunResult,
   perplexityRun,
@@ -264,6 +265,29 @@ export {
   recoverHeadRemoval,
 } from './prune/recover-heads.js';
 export { writtenSparsity, zeroMaskedWeights } from './prune/weights.js';
+export {
+  escapeHtml,
+  type ReportFigure,
+  renderReportHtml,
+  renderSvg,
+  reportFigures,
+} from './report/html.js';
+export {
+  BENCH_FILE,
+  type DataRow,
+  type FrontRow,
+  type GenerationRow,
+  type HeadCell,
+  type IndividualRow,
+  type LayerSparsityRow,
+  type MeasuredSpeed,
+  type MethodRow,
+  type ReportRun,
+  type RunSpace,
+  readRunForReport,
+  readRunsForReport,
+} from './report/rows.js';
+export * as reportSpecs from './report/specs.js';
 export type { EvalChoices, RunChoices } from './runs/choices.js';
 export { AUTO_TASK, type EvalBleu, type RunTask } from './runs/tasks.js';
 export type { FitnessKind } from './search/fitness.js';

@@ -6,6 +6,7 @@ import { registerEval } from './eval.js';
 import { registerExport } from './export.js';
 import { registerGenerate } from './generate.js';
 import { registerHeads } from './heads.js';
+import { registerReport } from './htmlreport.js';
 import { registerWeights } from './weights.js';
 
 export function buildProgram(): Command {
@@ -33,6 +34,7 @@ looked up in $GENEPRUNE_MODELS, then the cache ($GENEPRUNE_CACHE or ~/.cache/gen
   registerWeights(program);
   registerExport(program);
   registerBench(program);
+  registerReport(program);
   return program;
 }
 

@@ -1,0 +1,85 @@
+/**
+ * `report`: one self-contained HTML page of figures and tables for one or more finished run directories (head
+ * searches, weight pruning, any method), written atomically. With `bench`, the speed of each head run's mask is
+ * measured first (the `bench` command's measurement, heads removed physically) and stored as the run's
+ * bench.json, which later reports read as they are.
+ */
+import { stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { fileError, flagError } from '../errors.js';
+import { type ReportFigure, renderReportHtml } from '../report/html.js';
+import { BENCH_FILE, type ReportRun, readRunsForReport } from '../report/rows.js';
+import { writeJsonAtomic, writeTextAtomic } from '../util/fs.js';
+import { bench } from './bench.js';
+import type { RuntimeOptions } from './common.js';
+
+export interface ReportOptions extends RuntimeOptions {
+  /** Finished run directories (`heads` or `weights` runs). */
+  runs: string[];
+  /** The HTML file to write (default report.html). */
+  out?: string;
+  /** Measure the speed of head runs that have no bench.json yet, and store it there. */
+  bench?: boolean;
+  /** Timed runs per model when measuring (default 5). */
+  benchRuns?: number;
+  onStatus?: (line: string) => void;
+}
+
+export interface ReportResult {
+  out: string;
+  runs: string[];
+  figures: Array<Pick<ReportFigure, 'id' | 'kind' | 'run' | 'points'>>;
+  /** Run directories whose speed this call measured (bench.json written). */
+  measured: string[];
+}
+
+async function measureSpeed(runs: ReportRun[], opts: ReportOptions): Promise<string[]> {
+  const measured: string[] = [];
+  for (const run of runs) {
+    if (run.space !== 'heads' || run.row.measured) continue;
+    opts.onStatus?.(`bench: ${run.dir} (its mask's heads removed, against the dense model)`);
+    const r = await bench({
+      models: [run.model.path],
+      mask: join(run.dir, 'mask.json'),
+      runs: opts.benchRuns,
+      device: opts.device,
+      threads: opts.threads,
+      memoryBudget: opts.memoryBudget,
+    });
+    await writeJsonAtomic(join(run.dir, BENCH_FILE), r);
+    measured.push(run.dir);
+  }
+  return measured;
+}
+
+export async function report(opts: ReportOptions): Promise<ReportResult> {
+  if (opts.runs.length === 0) throw flagError('RUN_DIR', 'give at least one run directory');
+  const out = resolve(opts.out ?? 'report.html');
+  if ((await stat(out).catch(() => undefined))?.isDirectory())
+    throw fileError(out, 'is a directory (give a file name)');
+  let runs = await readRunsForReport(opts.runs);
+  let measured: string[] = [];
+  const notes: string[] = [];
+  if (opts.bench) {
+    measured = await measureSpeed(runs, opts);
+    if (measured.length > 0) runs = await readRunsForReport(opts.runs);
+    if (runs.some((r) => r.space === 'weights'))
+      notes.push(
+        '--bench measured head runs only: bench removes heads; a weight mask leaves dense kernels as slow',
+      );
+  }
+  opts.onStatus?.(`rendering ${runs.length} run${runs.length === 1 ? '' : 's'}`);
+  const { html, figures } = await renderReportHtml(runs, { generatedAt: new Date().toISOString(), notes });
+  await writeTextAtomic(out, html);
+  return {
+    out,
+    runs: runs.map((r) => r.dir),
+    figures: figures.map(({ id, kind, run, points }) => ({
+      id,
+      kind,
+      ...(run === undefined ? {} : { run }),
+      points,
+    })),
+    measured,
+  };
+}

@@ -89,7 +89,7 @@ export function reportFigures(runs: readonly ReportRun[]): ReportFigure[] {
           lowerIsBetter: lower,
           dense,
           speedName: 'measured prefill speedup (×)',
-          title: `${qualityName} vs measured speedup`,
+          title: 'Quality vs measured speedup',
         }),
       });
     }
@@ -112,8 +112,8 @@ export function reportFigures(runs: readonly ReportRun[]): ReportFigure[] {
         qualityName,
         lowerIsBetter: lower,
         dense,
-        speedName: 'parameter ratio, dense ÷ kept (proxy, not measured)',
-        title: `${qualityName} vs size (speedup proxy)`,
+        speedName: 'dense ÷ kept parameters (proxy)',
+        title: 'Quality vs size (a speedup proxy, not measured)',
       }),
     });
   }
@@ -253,6 +253,7 @@ h3 { font-size: 15px; margin: 20px 0 6px; }
 .dim { color: #777; font-size: 12px; } code { font-size: 12px; word-break: break-all; }
 table.methods { border-collapse: collapse; font-size: 13px; } table.methods th, table.methods td { border: 1px solid #ddd; padding: 4px 8px; text-align: left; vertical-align: top; }
 table.methods th { background: #f4f4f4; font-weight: 600; }
+table.methods td:nth-child(4), table.methods td:nth-child(9) { white-space: nowrap; }
 .figures { display: flex; flex-wrap: wrap; gap: 18px 28px; align-items: flex-start; }
 figure.plot { margin: 0; } figure.plot figcaption { font-size: 12px; color: #555; max-width: 460px; margin-top: 4px; }
 ul.data li, ul.notes li { font-size: 13px; margin: 3px 0; }

@@ -61,6 +61,11 @@ const WIDTH = 360;
 const HEIGHT = 240;
 const FONT = 'Helvetica, Arial, sans-serif';
 
+/*
+ * Axis titles are kept short: without a canvas Vega estimates text width generously (0.8 × font size per
+ * character), and a title longer than its axis pads the whole figure with empty space.
+ */
+
 /** Shared look: plain white background, readable axis text, no chart border. */
 const CONFIG = {
   font: FONT,
@@ -156,9 +161,10 @@ export function generationsSpec(rows: readonly GenerationPoint[], opts: { title:
     },
     legend: { orient: 'bottom' as const },
   };
-  const panel = (values: unknown[], name: string, y: Record<string, unknown>) => ({
+  const panel = (values: unknown[], name: string, title: string, y: Record<string, unknown>) => ({
+    title: { text: title, fontSize: 12, fontWeight: 'normal' as const },
     width: WIDTH * 0.8,
-    height: HEIGHT * 0.8,
+    height: 220,
     data: { values },
     layer: [
       { mark: { type: 'line', strokeWidth: 1.5 }, encoding: { x: genAxis, y, color: colour } },
@@ -177,17 +183,17 @@ export function generationsSpec(rows: readonly GenerationPoint[], opts: { title:
     config: CONFIG,
     resolve: { scale: { color: 'shared' } },
     hconcat: [
-      panel(finite(sparsity), MARK_NAMES.generationSparsity, {
+      panel(finite(sparsity), MARK_NAMES.generationSparsity, 'sparsity', {
         field: 'value',
         type: 'quantitative',
-        title: 'sparsity (share of heads removed)',
+        title: 'share of heads removed',
         axis: { format: '.0%' },
         scale: { zero: true },
       }),
-      panel(finite(fitness), MARK_NAMES.generationFitness, {
+      panel(finite(fitness), MARK_NAMES.generationFitness, 'fitness (higher is better)', {
         field: 'value',
         type: 'quantitative',
-        title: 'fitness (higher is better)',
+        title: 'fitness',
         scale: { zero: false },
       }),
     ],
@@ -279,7 +285,7 @@ export function speedupSpec(
   const y = {
     field: 'quality',
     type: 'quantitative',
-    title: `${opts.qualityName} (${opts.lowerIsBetter ? 'lower' : 'higher'} is better)`,
+    title: opts.qualityName,
     scale: qualityScale([...values.map((p) => p.quality), ...(opts.dense === undefined ? [] : [opts.dense])]),
   };
   const color = { field: 'series', type: 'nominal', title: 'method', legend: { orient: 'right' } };
@@ -292,15 +298,18 @@ export function speedupSpec(
             layer: [
               { mark: { type: 'rule', strokeDash: [4, 3], color: '#777' }, encoding: { y } },
               {
-                mark: { type: 'text', align: 'left', dx: 4, dy: -6, color: '#555', fontSize: 11 },
-                encoding: { y, text: { field: 'label' }, x: { value: 0 } },
+                mark: { type: 'text', align: 'right', dx: -4, dy: -6, color: '#555', fontSize: 11 },
+                encoding: { y, text: { field: 'label' }, x: { value: WIDTH } },
               },
             ],
           },
         ];
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
-    title: opts.title,
+    title: {
+      text: opts.title,
+      subtitle: `${opts.lowerIsBetter ? 'lower' : 'higher'} is better; dashed: the dense model`,
+    },
     width: WIDTH,
     height: HEIGHT,
     config: CONFIG,

@@ -1,0 +1,131 @@
+/**
+ * Report rows equal what the run files say, counted independently from the raw logs: individuals per generation,
+ * the best per generation, the head mask, the NSGA-II archive and front, per-layer weight sparsity. And the
+ * command refuses a missing, foreign, unfinished or corrupt run directory in one line, writing nothing.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { before, describe, test } from 'node:test';
+import { readRunForReport } from '../../src/index.js';
+import { assertOneLineError, runCli } from '../helpers/cli.js';
+import { CALIB, EVAL, MODEL, skipUnlessShared } from '../shared.js';
+import { GENERATIONS, makeShortRuns, POPULATION, type ShortRuns } from './runs.js';
+
+const skip = skipUnlessShared(MODEL, CALIB, EVAL);
+const lines = (path: string) =>
+  readFileSync(path, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l));
+const json = (path: string) => JSON.parse(readFileSync(path, 'utf8'));
+
+describe('report rows from real run directories', { skip }, () => {
+  let runs: ShortRuns;
+  before(async () => {
+    runs = await makeShortRuns();
+  });
+
+  test('GA: every logged individual, POPULATION per generation, and the best of each generation', async () => {
+    const r = await readRunForReport(runs.ga);
+    const evals = lines(join(runs.ga, 'evals.jsonl'));
+    assert.equal(r.individuals.length, evals.length);
+    assert.equal(r.generations.length, GENERATIONS);
+    for (let g = 0; g < GENERATIONS; g++) {
+      const mine = evals.filter((e) => e.generation === g);
+      assert.equal(mine.length, POPULATION, `generation ${g} logged ${mine.length}`);
+      assert.equal(r.individuals.filter((i) => i.generation === g).length, POPULATION);
+      const best = Math.max(...mine.map((e) => e.fitness));
+      const row = r.generations.find((x) => x.generation === g)!;
+      assert.equal(row.bestFitness, best, `best fitness of generation ${g}`);
+      const meanSparsity = mine.reduce((a, e) => a + e.sparsity, 0) / mine.length;
+      assert.ok(Math.abs(row.meanSparsity - meanSparsity) < 1e-12);
+    }
+    // Perplexity is reported as is, and each individual keeps its own logged numbers.
+    const first = r.individuals[0];
+    assert.equal(first.quality, evals[0].quality);
+    assert.equal(first.sparsity, evals[0].sparsity);
+  });
+
+  test('heads: the mask grid is the run’s removed heads, layer by head', async () => {
+    const r = await readRunForReport(runs.ablation);
+    const result = json(join(runs.ablation, 'result.json'));
+    assert.equal(r.heads.length, 40);
+    const removed = r.heads.filter((c) => !c.kept).map((c) => `${c.layer}:${c.head}`);
+    assert.deepEqual(removed.sort(), [...result.removedHeads].sort());
+    assert.equal(r.row.keptParameters, result.keptParameters);
+    assert.equal(r.row.quality, result.eval.perplexity);
+    assert.equal(r.row.calibration.path, json(join(runs.ablation, 'config.json')).calibration.path);
+    assert.equal(r.row.calibration.files, 5);
+    assert.equal(r.row.evaluation.amount, 1024);
+    assert.equal(r.individuals.length, 0, 'a baseline logs no individuals');
+  });
+
+  test('NSGA-II: the archive with its generations, the front and the pick', async () => {
+    const r = await readRunForReport(runs.nsga);
+    const evals = lines(join(runs.nsga, 'evals.jsonl'));
+    const front = json(join(runs.nsga, 'front.json'));
+    const result = json(join(runs.nsga, 'result.json'));
+    assert.equal(r.individuals.length, evals.length);
+    assert.deepEqual(
+      r.individuals.map((i) => i.generation),
+      evals.map((e) => e.generation),
+    );
+    assert.deepEqual([...new Set(evals.map((e) => e.generation))], [0, 1, 2, 3]);
+    assert.equal(evals.filter((e) => e.generation === 0).length, POPULATION, 'the initial population');
+    // Sparsity is the share of zeros in the logged genome.
+    const zeros = (g: string) => [...g].filter((c) => c === '0').length / g.length;
+    assert.deepEqual(
+      r.individuals.map((i) => i.sparsity),
+      evals.map((e) => zeros(e.genome)),
+    );
+    assert.equal(r.front.length, front.length);
+    assert.equal(
+      r.front.filter((f) => f.picked).length,
+      front.some((f: { genome: string }) => f.genome === result.genome) ? 1 : 0,
+    );
+  });
+
+  test('weights: per-layer sparsity and kept parameters from result.json', async () => {
+    const r = await readRunForReport(runs.wanda);
+    const result = json(join(runs.wanda, 'result.json'));
+    assert.deepEqual(
+      r.layers.map((l) => [l.layer, l.sparsity, l.pruned]),
+      result.layers.map((l: { layer: number; sparsity: number; pruned: number }) => [
+        l.layer,
+        l.sparsity,
+        l.pruned,
+      ]),
+    );
+    const pruned = result.layers.reduce((a: number, l: { pruned: number }) => a + l.pruned, 0);
+    assert.equal(r.row.keptParameters, result.parameters - pruned);
+    assert.equal(r.row.sparsity, result.sparsity.achieved);
+    assert.equal(r.heads.length, 0);
+  });
+
+  test('refuses a missing, foreign, unfinished or corrupt run directory in one line', () => {
+    const bad = join(runs.root, 'bad');
+    mkdirSync(join(bad, 'foreign'), { recursive: true });
+    writeFileSync(
+      join(bad, 'foreign', 'config.json'),
+      JSON.stringify({ kind: 'something-else', version: 1 }),
+    );
+    mkdirSync(join(bad, 'unfinished'));
+    writeFileSync(join(bad, 'unfinished', 'config.json'), readFileSync(join(runs.ga, 'config.json')));
+    mkdirSync(join(bad, 'corrupt'));
+    writeFileSync(join(bad, 'corrupt', 'config.json'), readFileSync(join(runs.ga, 'config.json')));
+    writeFileSync(join(bad, 'corrupt', 'result.json'), '{"runDir": ');
+    const cases: Array<[string, string[]]> = [
+      [join(bad, 'missing'), ['missing', 'run directory does not exist']],
+      [join(bad, 'foreign'), ['config.json', 'not a geneprune run']],
+      [join(bad, 'unfinished'), ['result.json', 'has not finished']],
+      [join(bad, 'corrupt'), ['result.json', 'corrupt']],
+    ];
+    for (const [dir, mentions] of cases) {
+      const out = join(bad, 'report.html');
+      const res = runCli(['report', runs.ga, dir, '--out', out]);
+      assertOneLineError(res, 1, ...mentions);
+      assert.ok(!existsSync(out), `no report written for ${dir}`);
+    }
+  });
+});

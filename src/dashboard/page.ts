@@ -78,7 +78,7 @@ main { display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr)
 .label { color: var(--muted); margin-right: 4px; }
 .big { font-size: 20px; font-weight: 600; font-variant-numeric: tabular-nums; }
 .bar { height: 8px; background: #e4e7ec; border-radius: 4px; margin-top: 10px; overflow: hidden; }
-#bar-fill { height: 100%; width: 0; background: var(--accent); transition: width .3s; }
+#bar-fill { height: 100%; width: 0; background: var(--accent); }
 .live { color: var(--muted); margin-top: 6px; min-height: 1.4em; font-family: ui-monospace, monospace; font-size: 12px; }
 .note { color: var(--muted); font-size: 12px; margin-top: 4px; }
 .plot { min-height: 300px; }

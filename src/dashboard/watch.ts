@@ -433,8 +433,8 @@ export function watchRun(dir: string): RunWatcher {
       if (cv !== configVersion) {
         configVersion = cv;
         const next = cv ? await readJsonFile(join(root, 'config.json')) : undefined;
-        // A different run in the same place (or the directory emptied): start over.
-        if (config !== undefined || next === undefined) reset = meta !== undefined;
+        // A run appearing (the page learns its kind and plots), another run in its place, or none: start over.
+        reset = meta !== undefined;
         config = next;
         if (reset) {
           await readLogsAgain();

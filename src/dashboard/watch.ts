@@ -153,7 +153,10 @@ function resultLines(kind: RunMeta['kind'], r: Record<string, unknown>): Array<[
       `${r.removed}/${r.genes} heads (${pct((r.removed as number) / (r.genes as number))})`,
     ]);
   }
-  if (kind === 'weights') lines.push(['sparsity', pct(r.sparsity)]);
+  if (kind === 'weights') {
+    const sp = (r.sparsity ?? {}) as Record<string, unknown>;
+    lines.push(['sparsity', `${pct(sp.achieved)} of the prunable weights (target ${pct(sp.target)})`]);
+  }
   const metric = str(calib.metric) ?? 'ppl';
   const s = scoreOf(metric);
   const calibValue = (q: unknown) =>
@@ -296,17 +299,29 @@ export function watchRun(dir: string): RunWatcher {
     };
   }
 
-  /** A weight run's finished blocks, from search-state.json (rewritten whole after every block). */
+  /**
+   * A weight run's finished blocks, from search-state.json (rewritten whole after every block), or once the
+   * mask is fixed from state.json's method report, which holds every block.
+   */
   async function readBlocks(): Promise<boolean> {
-    const path = join(root, 'search-state.json');
-    const v = await versionOf(path);
+    const searchPath = join(root, 'search-state.json');
+    const fixedPath = join(root, 'state.json');
+    const v = `${await versionOf(searchPath)}|${await versionOf(fixedPath)}`;
     if (v === blocksVersion) return false;
     blocksVersion = v;
-    const st = v ? await readJsonFile(path) : undefined;
-    const reports = Array.isArray(st?.reports) ? (st.reports as Array<Record<string, unknown>>) : [];
-    blocks = st
-      ? { done: num(st.done) ?? reports.length, seconds: num(st.seconds) ?? 0, reports }
-      : undefined;
+    const st = await readJsonFile(searchPath);
+    const fixed = await readJsonFile(fixedPath);
+    const report = (fixed?.methodReport ?? {}) as Record<string, unknown>;
+    const all = Array.isArray(report.layers) ? (report.layers as Array<Record<string, unknown>>) : undefined;
+    const reports = all ?? (Array.isArray(st?.reports) ? (st.reports as Array<Record<string, unknown>>) : []);
+    blocks =
+      st || all
+        ? {
+            done: all ? all.length : (num(st?.done) ?? reports.length),
+            seconds: num(fixed?.seconds) ?? num(st?.seconds) ?? 0,
+            reports,
+          }
+        : undefined;
     return true;
   }
 

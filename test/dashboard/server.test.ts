@@ -286,6 +286,61 @@ describe('dashboard server', () => {
     });
   });
 
+  test("a weight run: each finished block's best is a point, from search-state.json, then state.json", async () => {
+    const dir = join(work, 'weights-run');
+    mkdirSync(dir);
+    const block = (layer: number) => ({
+      layer,
+      best: { fitness: -1, perplexity: 4 + layer, sparsity: 0.05 },
+    });
+    writeFileSync(
+      join(dir, 'config.json'),
+      JSON.stringify({
+        kind: 'geneprune-weight-prune',
+        version: 1,
+        method: 'ga',
+        settings: { method: 'ga', metric: 'ppl' },
+        model: { shape: { numLayers: 3 } },
+      }),
+    );
+    writeFileSync(
+      join(dir, 'search-state.json'),
+      JSON.stringify({ done: 2, seconds: 4, reports: [block(0), block(1)] }),
+    );
+    await withServer(dir, async (d) => {
+      const sse = openEvents(d.url);
+      try {
+        const first = await sse.next(1);
+        const meta = first.data.meta as Record<string, unknown>;
+        assert.deepEqual([meta.unit, meta.done, meta.total, meta.etaSeconds], ['block', 2, 3, 2]);
+        assert.deepEqual(
+          (first.data.evals as Array<Record<string, unknown>>).map((e) => [e.generation, e.score]),
+          [
+            [0, 4],
+            [1, 5],
+          ],
+        );
+        writeFileSync(
+          join(dir, 'state.json'),
+          JSON.stringify({
+            stage: 'mask-fixed',
+            seconds: 6,
+            methodReport: { layers: [block(0), block(1), block(2)] },
+          }),
+        );
+        const next = await sse.next(2);
+        assert.equal(next.event, 'append');
+        assert.deepEqual(
+          (next.data.evals as Array<Record<string, unknown>>).map((e) => [e.generation, e.score]),
+          [[2, 6]],
+        );
+        assert.equal((next.data.meta as Record<string, unknown>).done, 3);
+      } finally {
+        sse.close();
+      }
+    });
+  });
+
   test('a directory that is not a run yet waits for one', async () => {
     const dir = join(work, 'later');
     await withServer(dir, async (d) => {

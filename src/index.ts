@@ -14,6 +14,7 @@ export {
   evaluateChoices,
 } from './api/choices.js';
 export type { ModelInput, RuntimeOptions } from './api/common.js';
+export { type DashboardRunOptions, dashboard } from './api/dashboard.js';
 export { type EvaluateOptions, type EvaluateResult, evaluate } from './api/evaluate.js';
 export {
   EXPORT_DTYPES,
@@ -84,6 +85,13 @@ export { openHfFolder, writeHfFolder } from './checkpoint/hf.js';
 export { cacheDir, downloadHfModel, parseModelRef, resolveModelRef } from './checkpoint/hub.js';
 export { openLlama2c, writeLlama2cLegacy } from './checkpoint/llama2c.js';
 export { openSafetensors, writeSafetensors } from './checkpoint/safetensors.js';
+export {
+  type Dashboard,
+  type DashboardOptions,
+  isLoopbackAddress,
+  isLoopbackHostHeader,
+  requestAllowed,
+} from './dashboard/server.js';
 export {
   type ActivationStats,
   accumulateStats,

@@ -17,6 +17,13 @@ import {
   searchHeads,
 } from '../index.js';
 import {
+  dashboardOption,
+  endSearchDashboard,
+  hostOption,
+  searchDashboard,
+  withDashboard,
+} from './dashboard.js';
+import {
   computeDtypeOption,
   deviceOption,
   memoryBudgetOption,
@@ -229,6 +236,8 @@ export function registerHeads(program: Command): void {
     .addOption(memoryBudgetOption())
     .option('--quiet', 'no progress display')
     .option('--json', 'print the result as one JSON object (no progress display)')
+    .addOption(dashboardOption())
+    .addOption(hostOption())
     .addHelpText(
       'after',
       `
@@ -251,7 +260,9 @@ Examples:
     )
     .action(async (f: Flags, cmd: Command) => {
       const quiet = f.quiet === true || f.json === true;
-      const progress = progressLine(process.stderr, quiet);
+      const runDir = typeof f.resume === 'string' ? f.resume : typeof f.out === 'string' ? f.out : undefined;
+      const board = await searchDashboard(f, runDir);
+      const progress = withDashboard(progressLine(process.stderr, quiet), board);
       const env: HeadSearchEnv = {
         ...runEnvFromFlags(f, progress, quiet),
         onProgress: (done, total) => progress.update(`${done}/${total} evaluations`),
@@ -266,15 +277,21 @@ Examples:
         },
       };
       let result: HeadSearchResult;
-      if (typeof f.resume === 'string') {
-        if (f.out) throw flagError('--out', 'give either --out (a new run) or --resume (an existing one)');
-        result = await resumeHeadSearch(f.resume, env, givenSettings(f, cmd));
-      } else {
-        if (typeof f.out !== 'string') throw flagError('--out', 'required: the run directory to create');
-        result = await searchHeads({ ...optionsFromFlags(f), ...env, out: f.out });
+      try {
+        if (typeof f.resume === 'string') {
+          if (f.out) throw flagError('--out', 'give either --out (a new run) or --resume (an existing one)');
+          result = await resumeHeadSearch(f.resume, env, givenSettings(f, cmd));
+        } else {
+          if (typeof f.out !== 'string') throw flagError('--out', 'required: the run directory to create');
+          result = await searchHeads({ ...optionsFromFlags(f), ...env, out: f.out });
+        }
+      } catch (e) {
+        await endSearchDashboard(board, false);
+        throw e;
       }
       progress.done();
       if (f.json) process.stdout.write(`${resultJson(result)}\n`);
       else printResult(result);
+      await endSearchDashboard(board, true);
     });
 }

@@ -2,6 +2,7 @@
 import { Command, CommanderError } from 'commander';
 import { GenepruneError } from '../index.js';
 import { registerBench } from './bench.js';
+import { registerDashboard } from './dashboard.js';
 import { registerEval } from './eval.js';
 import { registerExport } from './export.js';
 import { registerGenerate } from './generate.js';
@@ -35,6 +36,7 @@ looked up in $GENEPRUNE_MODELS, then the cache ($GENEPRUNE_CACHE or ~/.cache/gen
   registerExport(program);
   registerBench(program);
   registerReport(program);
+  registerDashboard(program);
   return program;
 }
 

@@ -17,6 +17,13 @@ import {
   weightBaselineNames,
 } from '../index.js';
 import {
+  dashboardOption,
+  endSearchDashboard,
+  hostOption,
+  searchDashboard,
+  withDashboard,
+} from './dashboard.js';
+import {
   computeDtypeOption,
   deviceOption,
   memoryBudgetOption,
@@ -218,6 +225,8 @@ export function registerWeights(program: Command): void {
     .addOption(memoryBudgetOption())
     .option('--quiet', 'no progress display')
     .option('--json', 'print the result as one JSON object (no progress display)')
+    .addOption(dashboardOption())
+    .addOption(hostOption())
     .addHelpText(
       'after',
       `
@@ -256,36 +265,44 @@ Examples:
     )
     .action(async (f: Flags, cmd: Command) => {
       const quiet = f.quiet === true || f.json === true;
-      const progress = progressLine(process.stderr, quiet);
+      const runDir = typeof f.resume === 'string' ? f.resume : typeof f.out === 'string' ? f.out : undefined;
+      const board = await searchDashboard(f, runDir);
+      const progress = withDashboard(progressLine(process.stderr, quiet), board);
       const env: WeightPruneEnv = {
         ...runEnvFromFlags(f, progress, quiet),
         onProgress: (done, total, unit) => progress.update(`${done}/${total} ${unit ?? 'matrices'}`),
         onSearchProgress: (p) => progress.update(searchProgressText(p)),
       };
       let result: WeightPruneResult;
-      if (typeof f.resume === 'string') {
-        if (f.out) throw flagError('--out', 'give either --out (a new run) or --resume (an existing one)');
-        // --preset stands for the settings it sets, checked against the run's like any given flag.
-        const fromPreset =
-          f.preset === undefined
-            ? []
-            : [{ flag: '--preset', key: 'method' as const, value: PRESET_METHOD[presetOf(f.preset)] }];
-        result = await resumeWeightPrune(f.resume, env, typedSettings(SETTING_FLAGS, f, cmd, fromPreset));
-      } else {
-        if (typeof f.out !== 'string') throw flagError('--out', 'required: the run directory to create');
-        const settings = parsedSettingFlags(SETTING_FLAGS, f) as Partial<WeightPruneSettings>;
-        const preset = f.preset === undefined ? undefined : presetOf(f.preset);
-        result = await pruneWeights({
-          calib: '',
-          eval: '',
-          ...settings,
-          ...(preset ? { preset } : {}),
-          ...env,
-          out: f.out,
-        });
+      try {
+        if (typeof f.resume === 'string') {
+          if (f.out) throw flagError('--out', 'give either --out (a new run) or --resume (an existing one)');
+          // --preset stands for the settings it sets, checked against the run's like any given flag.
+          const fromPreset =
+            f.preset === undefined
+              ? []
+              : [{ flag: '--preset', key: 'method' as const, value: PRESET_METHOD[presetOf(f.preset)] }];
+          result = await resumeWeightPrune(f.resume, env, typedSettings(SETTING_FLAGS, f, cmd, fromPreset));
+        } else {
+          if (typeof f.out !== 'string') throw flagError('--out', 'required: the run directory to create');
+          const settings = parsedSettingFlags(SETTING_FLAGS, f) as Partial<WeightPruneSettings>;
+          const preset = f.preset === undefined ? undefined : presetOf(f.preset);
+          result = await pruneWeights({
+            calib: '',
+            eval: '',
+            ...settings,
+            ...(preset ? { preset } : {}),
+            ...env,
+            out: f.out,
+          });
+        }
+      } catch (e) {
+        await endSearchDashboard(board, false);
+        throw e;
       }
       progress.done();
       if (f.json) process.stdout.write(`${JSON.stringify(result)}\n`);
       else printResult(result);
+      await endSearchDashboard(board, true);
     });
 }

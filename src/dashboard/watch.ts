@@ -1,0 +1,514 @@
+/**
+ * What the dashboard shows of a run directory, read from its files only (runs/rundir.ts names them): the run's
+ * config, its evaluation and generation logs (followed as they grow, see tail.ts), the lock (is a process still
+ * working there?), and at the end mask.json and result.json. A weight-pruning run logs no evaluations; its
+ * per-block search state (search-state.json) gives one point per finished block instead.
+ *
+ * `refresh` compares the files with what was last seen and returns the change: new log records (an append) or,
+ * when a log was rewritten (a resumed run drops a partly logged generation), the whole view again (a snapshot).
+ * Everything taken from the files is checked for type here and stays plain data; the page shows it as text.
+ */
+import { readFile, stat } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { basename, join, resolve } from 'node:path';
+import { HEAD_RUN_KIND, LOCK_FILE, WEIGHT_RUN_KIND } from '../runs/rundir.js';
+import { pidAlive } from '../util/fs.js';
+import { tailJsonl } from './tail.js';
+
+/** One evaluated individual (a head run), or one finished block's best mask (a weight run). */
+export interface EvalPoint {
+  /** Order of arrival, from 0. */
+  n: number;
+  /** Generation (head run) or block (weight run); null when the log does not say. */
+  generation: number | null;
+  /** Share of the search space's units removed (heads, or a block's weights). */
+  sparsity: number | null;
+  /** The metric's score, higher or lower is better as `RunMeta.score` says; null when not finite. */
+  score: number | null;
+  fitness: number | null;
+  fidelity: string | null;
+}
+
+/** One finished generation (or block). */
+export interface GenerationPoint {
+  generation: number;
+  bestFitness: number | null;
+  bestScore: number | null;
+  bestSparsity: number | null;
+  meanFitness: number | null;
+  /** NSGA-II: size of the generation's front. */
+  front: number | null;
+}
+
+export type RunStatus = 'waiting' | 'running' | 'stopped' | 'finished';
+
+export interface BestMask {
+  /** The head genome as 0/1 text, layer-major (1 keeps the head); null for weight runs. */
+  genome: string | null;
+  score: number | null;
+  sparsity: number | null;
+  fitness: number | null;
+  /** 'search': the best of the generations so far; 'mask': the run's final mask.json. */
+  from: 'search' | 'mask';
+}
+
+export interface RunMeta {
+  dir: string;
+  name: string;
+  status: RunStatus;
+  kind: 'heads' | 'weights' | null;
+  method: string | null;
+  model: string | null;
+  /** The score the plots show: the metric's own value (BLEU and accuracies un-negated), and its direction. */
+  score: { label: string; higherIsBetter: boolean };
+  /** Query heads per layer (head runs). */
+  layers: number[] | null;
+  unit: 'generation' | 'block';
+  done: number;
+  total: number | null;
+  /** Search compute seconds so far (evaluations' own times; a weight run's recorded seconds). */
+  searchSeconds: number;
+  etaSeconds: number | null;
+  best: BestMask | null;
+  /** Final numbers from result.json, as label and text. */
+  result: Array<[string, string]> | null;
+  /** What the running process says it is doing (only when the dashboard runs inside it). */
+  live: string | null;
+  evaluations: number;
+  nonFinite: number;
+  /** Log lines that could not be read (torn or not JSON objects). */
+  unreadable: number;
+}
+
+export interface Snapshot {
+  meta: RunMeta;
+  evals: EvalPoint[];
+  generations: GenerationPoint[];
+}
+
+export type RunChange =
+  | { kind: 'snapshot'; snapshot: Snapshot }
+  | { kind: 'append'; meta: RunMeta; evals: EvalPoint[]; generations: GenerationPoint[] };
+
+export interface RunWatcher {
+  /** Reads what changed on disk since the last call; undefined when nothing did. */
+  refresh(): Promise<RunChange | undefined>;
+  snapshot(): Snapshot;
+  /** A line from the process running the search (in-process dashboards only); shown with the next refresh. */
+  setLive(line: string | null): void;
+}
+
+const num = (x: unknown): number | null => (typeof x === 'number' && Number.isFinite(x) ? x : null);
+const str = (x: unknown): string | null => (typeof x === 'string' ? x : null);
+const GENOME = /^[01]+$/;
+
+/** Metrics whose logged quality is the negated score (runs log lower-is-better qualities). */
+const NEGATED: Record<string, string> = {
+  bleu: 'BLEU',
+  'mc-accuracy': 'accuracy',
+  accuracy: 'accuracy',
+  'macro-f1': 'macro-F1',
+};
+const LOWER: Record<string, string> = { ppl: 'perplexity', kl: 'KL divergence' };
+
+function scoreOf(metric: string | null): RunMeta['score'] {
+  if (metric && Object.hasOwn(NEGATED, metric)) return { label: NEGATED[metric], higherIsBetter: true };
+  if (metric && Object.hasOwn(LOWER, metric)) return { label: LOWER[metric], higherIsBetter: false };
+  // An unknown metric's name is not shown: only these fixed words reach the page's plots.
+  return { label: 'quality', higherIsBetter: false };
+}
+
+async function readJsonFile(path: string): Promise<Record<string, unknown> | undefined> {
+  try {
+    const v = JSON.parse(await readFile(path, 'utf8'));
+    return v !== null && typeof v === 'object' && !Array.isArray(v) ? v : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A file's identity and version, to re-read it only when it changed. */
+async function versionOf(path: string): Promise<string | undefined> {
+  const s = await stat(path).catch(() => undefined);
+  return s ? `${s.ino}:${s.size}:${s.mtimeMs}` : undefined;
+}
+
+function removedShare(genome: string): number {
+  let zeros = 0;
+  for (let i = 0; i < genome.length; i++) if (genome.charCodeAt(i) === 48) zeros++;
+  return zeros / genome.length;
+}
+
+const pct = (x: unknown) => (num(x) === null ? '?' : `${(100 * (x as number)).toFixed(1)} %`);
+const fixed = (x: unknown, d = 4) => (num(x) === null ? '?' : (x as number).toFixed(d));
+
+/** result.json's headline numbers, as the CLI prints them. */
+function resultLines(kind: RunMeta['kind'], r: Record<string, unknown>): Array<[string, string]> {
+  const lines: Array<[string, string]> = [];
+  const calib = (r.calib ?? {}) as Record<string, unknown>;
+  const evalScore = (r.eval ?? {}) as Record<string, unknown>;
+  if (kind === 'heads' && num(r.removed) !== null && num(r.genes) !== null) {
+    lines.push([
+      'removed',
+      `${r.removed}/${r.genes} heads (${pct((r.removed as number) / (r.genes as number))})`,
+    ]);
+  }
+  if (kind === 'weights') {
+    const sp = (r.sparsity ?? {}) as Record<string, unknown>;
+    lines.push(['sparsity', `${pct(sp.achieved)} of the prunable weights (target ${pct(sp.target)})`]);
+  }
+  const metric = str(calib.metric) ?? 'ppl';
+  const s = scoreOf(metric);
+  const calibValue = (q: unknown) =>
+    num(q) === null ? null : s.higherIsBetter ? -(q as number) : (q as number);
+  if (num(calib.quality) !== null) {
+    lines.push([
+      'calibration',
+      `${s.label} ${fixed(calibValue(calib.quality))} (dense ${fixed(calibValue(calib.denseQuality))})`,
+    ]);
+  }
+  if (num(evalScore.perplexity) !== null) {
+    lines.push([
+      'evaluation',
+      `perplexity ${fixed(evalScore.perplexity)} (dense ${fixed(evalScore.densePerplexity)})`,
+    ]);
+  } else if (num(evalScore.accuracy) !== null) {
+    lines.push(['evaluation', `accuracy ${pct(evalScore.accuracy)} (dense ${pct(evalScore.denseAccuracy)})`]);
+  }
+  if (num(r.seconds) !== null) lines.push(['time', `${(r.seconds as number).toFixed(1)} s`]);
+  return lines;
+}
+
+/** Follows the run directory `dir` (which may not exist yet: a run about to be created). */
+export function watchRun(dir: string): RunWatcher {
+  const root = resolve(dir);
+  let evalsTail = tailJsonl(join(root, 'evals.jsonl'));
+  let generationsTail = tailJsonl(join(root, 'generations.jsonl'));
+  let config: Record<string, unknown> | undefined;
+  let configVersion: string | undefined;
+  let evals: EvalPoint[] = [];
+  let generations: GenerationPoint[] = [];
+  let lastBest: BestMask | null = null;
+  let computeMs = 0;
+  let nonFinite = 0;
+  let unreadable = 0;
+  let result: Record<string, unknown> | undefined;
+  let resultVersion: string | undefined;
+  let maskBest: BestMask | null = null;
+  let maskVersion: string | undefined;
+  let blocksVersion: string | undefined;
+  let blocks: { done: number; seconds: number; reports: Array<Record<string, unknown>> } | undefined;
+  let live: string | null = null;
+  let meta: RunMeta | undefined;
+
+  const kind = (): RunMeta['kind'] =>
+    config?.kind === HEAD_RUN_KIND ? 'heads' : config?.kind === WEIGHT_RUN_KIND ? 'weights' : null;
+  const settings = () => (config?.settings ?? {}) as Record<string, unknown>;
+  const score = () => scoreOf(str(settings().metric));
+  const toScore = (quality: unknown) => {
+    const q = num(quality);
+    return q === null ? null : score().higherIsBetter ? -q : q;
+  };
+
+  function clearLogs(): void {
+    evals = [];
+    generations = [];
+    lastBest = null;
+    computeMs = 0;
+    nonFinite = 0;
+    unreadable = 0;
+  }
+
+  async function readLogsAgain(): Promise<void> {
+    clearLogs();
+    evalsTail = tailJsonl(join(root, 'evals.jsonl'));
+    generationsTail = tailJsonl(join(root, 'generations.jsonl'));
+    const e = await evalsTail.read();
+    const g = await generationsTail.read();
+    for (const r of e.records) addEval(r);
+    for (const r of g.records) addGeneration(r);
+    unreadable = e.corrupt + g.corrupt;
+  }
+
+  function addEval(r: Record<string, unknown>): EvalPoint {
+    const genome = str(r.genome);
+    const sparsity = num(r.sparsity) ?? (genome && GENOME.test(genome) ? removedShare(genome) : null);
+    const q = toScore(r.quality);
+    if (q === null) nonFinite++;
+    if (r.cached !== true) computeMs += num(r.ms) ?? 0;
+    const p: EvalPoint = {
+      n: evals.length,
+      generation: num(r.generation),
+      sparsity,
+      score: q,
+      fitness: num(r.fitness),
+      fidelity: r.fidelity === 'low' || r.fidelity === 'full' ? r.fidelity : null,
+    };
+    evals.push(p);
+    return p;
+  }
+
+  function addGeneration(r: Record<string, unknown>): GenerationPoint | undefined {
+    const g = num(r.generation);
+    if (g === null) return undefined;
+    const front = Array.isArray(r.front) ? (r.front as Array<Record<string, unknown>>) : null;
+    const best = (r.best ?? {}) as Record<string, unknown>;
+    const p: GenerationPoint = {
+      generation: g,
+      bestFitness: num(r.bestFitness),
+      bestScore: toScore(r.bestQuality),
+      bestSparsity: num(r.bestSparsity),
+      meanFitness: num(r.meanFitness),
+      front: front ? front.length : null,
+    };
+    generations.push(p);
+    const genome = str(best.genome);
+    if (genome && GENOME.test(genome)) {
+      lastBest = {
+        genome,
+        score: toScore(best.quality),
+        sparsity: num(best.sparsity),
+        fitness: num(best.fitness),
+        from: 'search',
+      };
+    } else if (front && front.length > 0) {
+      lastBest = nsgaPick(front);
+    }
+    return p;
+  }
+
+  /** NSGA-II: the front's best-scoring mask at the size nearest the run's target (what the run will pick). */
+  function nsgaPick(front: Array<Record<string, unknown>>): BestMask | null {
+    const target = num(settings().targetSparsity) ?? 0.25;
+    const rows = front
+      .map((f) => ({ genome: str(f.genome), quality: num(f.quality), sparsity: num(f.sparsity) }))
+      .filter((f) => f.genome && GENOME.test(f.genome) && f.quality !== null && f.sparsity !== null);
+    if (rows.length === 0) return null;
+    rows.sort(
+      (a, b) =>
+        Math.abs(a.sparsity! - target) - Math.abs(b.sparsity! - target) ||
+        (a.quality ?? 0) - (b.quality ?? 0),
+    );
+    const f = rows[0];
+    return {
+      genome: f.genome,
+      score: toScore(f.quality),
+      sparsity: f.sparsity,
+      fitness: null,
+      from: 'search',
+    };
+  }
+
+  /**
+   * A weight run's finished blocks, from search-state.json (rewritten whole after every block), or once the
+   * mask is fixed from state.json's method report, which holds every block.
+   */
+  async function readBlocks(): Promise<boolean> {
+    const searchPath = join(root, 'search-state.json');
+    const fixedPath = join(root, 'state.json');
+    const v = `${await versionOf(searchPath)}|${await versionOf(fixedPath)}`;
+    if (v === blocksVersion) return false;
+    blocksVersion = v;
+    const st = await readJsonFile(searchPath);
+    const fixed = await readJsonFile(fixedPath);
+    const report = (fixed?.methodReport ?? {}) as Record<string, unknown>;
+    const all = Array.isArray(report.layers) ? (report.layers as Array<Record<string, unknown>>) : undefined;
+    const reports = all ?? (Array.isArray(st?.reports) ? (st.reports as Array<Record<string, unknown>>) : []);
+    blocks =
+      st || all
+        ? {
+            done: all ? all.length : (num(st?.done) ?? reports.length),
+            seconds: num(fixed?.seconds) ?? num(st?.seconds) ?? 0,
+            reports,
+          }
+        : undefined;
+    return true;
+  }
+
+  function blockPoints(): { evals: EvalPoint[]; generations: GenerationPoint[] } {
+    const e: EvalPoint[] = [];
+    const g: GenerationPoint[] = [];
+    for (const r of blocks?.reports ?? []) {
+      const layer = num(r.layer);
+      const best = (r.best ?? {}) as Record<string, unknown>;
+      if (layer === null) continue;
+      const quality =
+        num(best.perplexity) ??
+        num(best.quality) ??
+        (num(best.bleu) === null ? null : -(best.bleu as number));
+      const s = toScore(quality);
+      e.push({
+        n: e.length,
+        generation: layer,
+        sparsity: num(best.sparsity),
+        score: s,
+        fitness: num(best.fitness),
+        fidelity: null,
+      });
+      g.push({
+        generation: layer,
+        bestFitness: num(best.fitness),
+        bestScore: s,
+        bestSparsity: num(best.sparsity),
+        meanFitness: null,
+        front: null,
+      });
+    }
+    return { evals: e, generations: g };
+  }
+
+  async function status(): Promise<RunStatus> {
+    if (!config) return 'waiting';
+    if (result) return 'finished';
+    const lock = await readJsonFile(join(root, LOCK_FILE));
+    const pid = num(lock?.pid);
+    if (pid !== null && (lock?.host !== hostname() || pidAlive(pid))) return 'running';
+    return 'stopped';
+  }
+
+  async function buildMeta(): Promise<RunMeta> {
+    const k = kind();
+    const s = settings();
+    const model = (config?.model ?? {}) as Record<string, unknown>;
+    const shape = (model.shape ?? {}) as Record<string, unknown>;
+    const queryHeads = Array.isArray(shape.queryHeads) ? shape.queryHeads.map(num) : null;
+    const layers = queryHeads?.every((h) => h !== null && Number.isInteger(h) && h >= 0 && h <= 4096)
+      ? (queryHeads as number[])
+      : null;
+    const weights = k === 'weights';
+    const done = weights ? (blocks?.done ?? 0) : generations.length;
+    const total = weights
+      ? num(shape.numLayers)
+      : s.method === 'ga' || s.method === 'nsga'
+        ? num(s.generations)
+        : null;
+    const seconds = weights ? (blocks?.seconds ?? 0) : computeMs / 1000;
+    const finished = result !== undefined;
+    const eta =
+      finished || total === null
+        ? finished
+          ? 0
+          : null
+        : done > 0
+          ? (seconds / done) * Math.max(total - done, 0)
+          : null;
+    return {
+      dir: root,
+      name: basename(root),
+      status: await status(),
+      kind: k,
+      method: str(config?.method),
+      model: str(model.path),
+      score: score(),
+      layers,
+      unit: weights ? 'block' : 'generation',
+      done,
+      total,
+      searchSeconds: seconds,
+      etaSeconds: eta,
+      best: maskBest ?? lastBest,
+      result: result ? resultLines(k, result) : null,
+      live,
+      evaluations: evals.length,
+      nonFinite,
+      unreadable,
+    };
+  }
+
+  async function readMask(): Promise<void> {
+    const path = join(root, 'mask.json');
+    const v = await versionOf(path);
+    if (v === maskVersion) return;
+    maskVersion = v;
+    const m = v ? await readJsonFile(path) : undefined;
+    const keep = Array.isArray(m?.keep) && m.keep.every((x) => x === 0 || x === 1) ? m.keep.join('') : null;
+    const info = (m?.info ?? {}) as Record<string, unknown>;
+    const calibration = (info.calibration ?? {}) as Record<string, unknown>;
+    maskBest = keep
+      ? {
+          genome: keep,
+          score: toScore(calibration.quality),
+          sparsity: removedShare(keep),
+          fitness: null,
+          from: 'mask',
+        }
+      : null;
+  }
+
+  return {
+    snapshot() {
+      return { meta: meta!, evals: [...evals], generations: [...generations] };
+    },
+    setLive(line) {
+      live = line;
+    },
+    async refresh() {
+      const cv = await versionOf(join(root, 'config.json'));
+      let reset = false;
+      if (cv !== configVersion) {
+        configVersion = cv;
+        const next = cv ? await readJsonFile(join(root, 'config.json')) : undefined;
+        // A run appearing (the page learns its kind and plots), another run in its place, or none: start over.
+        reset = meta !== undefined;
+        config = next;
+        if (reset) {
+          await readLogsAgain();
+          result = undefined;
+          resultVersion = undefined;
+          maskBest = null;
+          maskVersion = undefined;
+          blocks = undefined;
+          blocksVersion = undefined;
+        }
+      }
+      const newEvals: EvalPoint[] = [];
+      const newGenerations: GenerationPoint[] = [];
+      if (kind() === 'weights') {
+        const before = { evals, generations };
+        if (await readBlocks()) {
+          const now = blockPoints();
+          const extends_ =
+            now.evals.length >= before.evals.length &&
+            before.evals.every((p, i) => JSON.stringify(p) === JSON.stringify(now.evals[i]));
+          if (!extends_) reset = true;
+          newEvals.push(...now.evals.slice(before.evals.length));
+          newGenerations.push(...now.generations.slice(before.generations.length));
+          evals = now.evals;
+          generations = now.generations;
+        }
+      } else {
+        const e = await evalsTail.read();
+        const g = await generationsTail.read();
+        if (e.reset || g.reset) {
+          // A resumed run rewrote its logs: both are read again from their start, by fresh tails.
+          reset = true;
+          await readLogsAgain();
+        } else {
+          for (const r of e.records) newEvals.push(addEval(r));
+          for (const r of g.records) {
+            const p = addGeneration(r);
+            if (p) newGenerations.push(p);
+          }
+          unreadable += e.corrupt + g.corrupt;
+        }
+        await readMask();
+      }
+      const rv = await versionOf(join(root, 'result.json'));
+      if (rv !== resultVersion) {
+        resultVersion = rv;
+        result = rv ? await readJsonFile(join(root, 'result.json')) : undefined;
+      }
+      const previous = meta;
+      meta = await buildMeta();
+      if (reset || previous === undefined) return { kind: 'snapshot', snapshot: this.snapshot() };
+      if (
+        newEvals.length > 0 ||
+        newGenerations.length > 0 ||
+        JSON.stringify(previous) !== JSON.stringify(meta)
+      ) {
+        return { kind: 'append', meta, evals: newEvals, generations: newGenerations };
+      }
+      return undefined;
+    },
+  };
+}

@@ -4,6 +4,9 @@
  *
  *   npm run table:heads [-- --out runs/table --sparsities 0.25,0.5 --methods ga,random,...]
  *
+ * `--table-out FILE` also writes the printed table to FILE; `--points-out FILE` writes each row as JSON (method,
+ * share of heads removed, eval and calib perplexity, and the dense model's) for `npm run bench`'s figure.
+ *
  * Needs the shared model (GENEPRUNE_MODELS, or ../shared/models) and data (../shared/data/tinystories).
  */
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -19,6 +22,8 @@ const { values } = parseArgs({
     shared: { type: 'string', default: resolve('..', 'shared') },
     'calib-tokens': { type: 'string', default: '8192' },
     seed: { type: 'string', default: '0' },
+    'table-out': { type: 'string' },
+    'points-out': { type: 'string' },
   },
 });
 process.env.GENEPRUNE_MODELS ??= join(values.shared, 'models');
@@ -54,6 +59,9 @@ const rows: string[] = [];
 const header =
   '| removed | method | eval ppl | calib ppl | forward passes | evaluations | wall time (s) |\n|---|---|---|---|---|---|---|';
 let dense = '';
+const points: Array<{ method: string; sparsity: number; evalPerplexity: number; calibPerplexity: number }> =
+  [];
+let densePerplexity = Number.NaN;
 for (const share of values.sparsities.split(',').map(Number)) {
   for (const name of values.methods.split(',')) {
     const flags = METHODS[name];
@@ -74,6 +82,13 @@ for (const share of values.sparsities.split(',').map(Number)) {
     if (!('perplexity' in r.eval)) throw new Error('table:heads reads perplexity runs only');
     process.stderr.write(`eval ppl ${r.eval.perplexity.toFixed(3)} in ${r.seconds.toFixed(0)} s\n`);
     dense = `dense model: eval ppl ${r.eval.densePerplexity.toFixed(3)} (${r.eval.tokens} tokens), calib ppl ${r.calib.denseQuality.toFixed(3)} (${r.calib.tokens} tokens)`;
+    densePerplexity = r.eval.densePerplexity;
+    points.push({
+      method: name,
+      sparsity: r.removed / r.genes,
+      evalPerplexity: r.eval.perplexity,
+      calibPerplexity: r.calib.quality,
+    });
     rows.push(
       `| ${r.removed}/${r.genes} | ${name} | ${r.eval.perplexity.toFixed(3)} | ${r.calib.quality.toFixed(3)} | ${r.forwardPasses} | ${r.evaluations} | ${r.seconds.toFixed(1)} |`,
     );
@@ -81,4 +96,7 @@ for (const share of values.sparsities.split(',').map(Number)) {
 }
 const table = `${header}\n${rows.join('\n')}\n\n${dense}\n`;
 writeFileSync(join(values.out, 'table.md'), table);
+if (values['table-out']) writeFileSync(values['table-out'], table);
+if (values['points-out'])
+  writeFileSync(values['points-out'], `${JSON.stringify({ densePerplexity, points }, null, 2)}\n`);
 process.stdout.write(table);

@@ -3,9 +3,12 @@
  * d 768, 12 heads, SwiGLU 2048, vocab 32000; speed does not depend on the weights), removes a random half of its
  * heads, exports the pruned model, reloads both from disk and times them interleaved in one process.
  *
- *   npm run bench:prune [-- --keep-files --runs 5 --threads N]
+ *   npm run bench:prune [-- --keep-files --runs 5 --threads N --table-out FILE]
+ *
+ * `--table-out FILE` writes the README's table (parameters, bytes, prefill and generation speed, the prefill
+ * speedup over the FLOP ratio) to FILE, one value per cell from this run.
  */
-import { readdirSync, rmSync, statSync } from 'node:fs';
+import { readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -13,7 +16,7 @@ import { writeHfFolder } from '../src/checkpoint/hf.js';
 import { geneCount } from '../src/masks/heads.js';
 import { llamaSpecToHf } from '../src/model/llama.js';
 import { loadModelSpec } from '../src/model/load.js';
-import { BENCH_LLAMA_SHAPE, randomLlamaSpec } from '../src/model/random.js';
+import { BENCH_LLAMA_SHAPE, randomLlamaSpec, TINY_LLAMA_SHAPE } from '../src/model/random.js';
 import { benchModels } from '../src/prune/bench.js';
 import { exportModel } from '../src/prune/export.js';
 import { randomGenome } from '../src/search/operators.js';
@@ -26,6 +29,8 @@ const { values } = parseArgs({
     remove: { type: 'string', default: '0.5' },
     dir: { type: 'string', default: join(tmpdir(), 'geneprune-bench-prune') },
     'keep-files': { type: 'boolean', default: false },
+    'table-out': { type: 'string' },
+    shape: { type: 'string', default: 'bench' },
   },
 });
 
@@ -38,7 +43,12 @@ const dense = join(values.dir, 'dense');
 const pruned = join(values.dir, 'pruned');
 rmSync(values.dir, { recursive: true, force: true });
 const t0 = performance.now();
-const spec = randomLlamaSpec({ ...BENCH_LLAMA_SHAPE, maxPositions: 512, seed: 1 });
+const spec = randomLlamaSpec({
+  // `--shape tiny` is for smoke tests only (npm run bench -- --quick); its numbers mean nothing.
+  ...(values.shape === 'tiny' ? TINY_LLAMA_SHAPE : BENCH_LLAMA_SHAPE),
+  maxPositions: 512,
+  seed: 1,
+});
 const hf = llamaSpecToHf(spec);
 await writeHfFolder(dense, { config: hf.config, tensors: hf.tensors });
 const a = await loadModelSpec(dense);
@@ -72,4 +82,17 @@ const lines = [
   `prefill speedup / FLOP ratio = ${(prefill / flops).toFixed(3)}`,
 ];
 console.log(lines.join('\n'));
+if (values['table-out']) {
+  const n = (x: number) => x.toLocaleString('en-US');
+  const rows = [
+    `| | dense | ${Math.round(Number(values.remove) * 100)} % heads removed |`,
+    '|---|---|---|',
+    `| parameters | ${n(sa.parameters)} | ${n(sb.parameters)} |`,
+    `| model.safetensors bytes | ${n(folderBytes(dense))} | ${n(folderBytes(pruned))} |`,
+    `| prefill tokens/s (B=4, S=256) | ${sa.prefillTokensPerSecond.toFixed(0)} | ${sb.prefillTokensPerSecond.toFixed(0)} |`,
+    `| **prefill speedup / FLOP ratio (${flops.toFixed(3)}x)** | | **${(prefill / flops).toFixed(2)}** (target ≥ 0.9) |`,
+    `| generation tokens/s (KV cache) | ${sa.generateTokensPerSecond.toFixed(0)} | ${sb.generateTokensPerSecond.toFixed(0)} |`,
+  ];
+  writeFileSync(values['table-out'], `${rows.join('\n')}\n`);
+}
 if (!values['keep-files']) rmSync(values.dir, { recursive: true, force: true });

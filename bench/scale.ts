@@ -5,12 +5,16 @@
  * 2048 and the forward's GFLOP/s against one 2048³ MatMul timed right after each forward (median of the per-round ratios). Then, each as a child process with its
  * peak RSS and wall time: `geneprune eval`, `geneprune heads` (short GA) and `geneprune export` (1B shapes).
  *
- *   npm run bench:scale [-- --shapes qwen0.5b,tinyllama1.1b,llama3.2-1b --dir DIR --keep --skip-cli]
+ *   npm run bench:scale [-- --shapes qwen0.5b,tinyllama1.1b,llama3.2-1b --dir DIR --keep --skip-cli --table-out FILE]
+ *
+ * `--table-out FILE` writes the README's two tables from this run (in-process peak RSS, speed and forward/MatMul
+ * per shape; the commands' wall time and peak RSS per 1B shape): the "before" halves of the README's cells were
+ * measured on the old code and are not regenerated.
  *
  * Needs ../shared (tokenizer and TinyStories text). Deletes what it wrote unless --keep.
  */
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -28,6 +32,18 @@ import { writeTokenizerFiles } from '../src/tokenizer/convert.js';
 import { createRng } from '../src/util/rng.js';
 
 const SHAPES = {
+  // For smoke tests only (npm run bench -- --quick): seconds, and its numbers mean nothing.
+  tiny: {
+    modelType: 'llama',
+    hiddenSize: 64,
+    numLayers: 2,
+    numHeads: 4,
+    numKvHeads: 2,
+    intermediateSize: 128,
+    vocabSize: 512,
+    tieEmbeddings: false,
+    oneB: false,
+  },
   'qwen0.5b': {
     modelType: 'qwen2',
     hiddenSize: 896,
@@ -65,16 +81,66 @@ const SHAPES = {
 
 const { values } = parseArgs({
   options: {
-    shapes: { type: 'string', default: Object.keys(SHAPES).join(',') },
+    shapes: { type: 'string', default: 'qwen0.5b,tinyllama1.1b,llama3.2-1b' },
     dir: { type: 'string' },
     keep: { type: 'boolean', default: false },
     'skip-cli': { type: 'boolean', default: false },
     'in-process': { type: 'string' },
+    'table-out': { type: 'string' },
   },
 });
 const REPO = resolve(import.meta.dirname, '..');
 const SHARED = resolve(REPO, '..', 'shared');
 const gib = (n: number) => (n / 2 ** 30).toFixed(2);
+/** The names the README's tables give the shapes. */
+const LABELS: Record<string, string> = {
+  tiny: 'tiny (smoke test)',
+  'qwen0.5b': 'Qwen2.5-0.5B',
+  'tinyllama1.1b': 'TinyLlama-1.1B',
+  'llama3.2-1b': 'Llama-3.2-1B',
+};
+/** The in-process measurements of each shape, and each command's as a child process, for --table-out. */
+const measured: Array<{ name: string; inner: Record<string, number> }> = [];
+const commands: Array<{ name: string; what: string; code: number | null; seconds: number; peakGiB: number }> =
+  [];
+
+function tables(): string {
+  const rows = measured.map(({ name, inner: r }) => {
+    const target = 1.5 * r.weightGiB + 1e9 / 2 ** 30;
+    const peak = `${r.peakRssGiB.toFixed(2)} GiB`;
+    return `| ${LABELS[name] ?? name} (${r.weightGiB.toFixed(2)} GiB; ${target.toFixed(2)} GiB) | ${r.peakRssGiB <= target ? `**${peak}**` : peak} | ${r.tokensPerSecond512} / ${r.tokensPerSecond2048} | ${r.forwardOverMatmul512.toFixed(2)} (${r.forwardOverMatmul2048.toFixed(2)}) |`;
+  });
+  const first = [
+    '| shape (fp32 weights; target 1.5x + 1 GB) | peak RSS in-process, ctx 512 and 2048 | tok/s ctx 512 / 2048 | forward / MatMul at ctx 512 (2048) |',
+    '|---|---|---|---|',
+    ...rows,
+  ].join('\n');
+  const shapes = [...new Set(commands.map((c) => c.name))];
+  if (shapes.length === 0) return `${first}\n`;
+  const COMMAND_LABELS: Record<string, string> = {
+    eval: '`eval --max-tokens 1024`',
+    heads: '`heads` (GA, population 8, 3 generations, 2,048 calibration tokens)',
+    export: '`export` (transformers.js + HF)',
+  };
+  const whats = [...new Set(commands.map((c) => c.what))];
+  const second = [
+    `| command, as a child process | ${shapes.map((n) => LABELS[n] ?? n).join(' | ')} |`,
+    `|---|${shapes.map(() => '---|').join('')}`,
+    ...whats.map(
+      (what) =>
+        `| ${COMMAND_LABELS[what] ?? what} | ${shapes
+          .map((n) => {
+            const c = commands.find((x) => x.name === n && x.what === what);
+            if (!c) return 'n/a';
+            return c.code === 0
+              ? `${c.seconds.toFixed(0)} s, ${c.peakGiB.toFixed(2)} GiB`
+              : `failed (exit ${c.code})`;
+          })
+          .join(' | ')} |`,
+    ),
+  ].join('\n');
+  return `${first}\n\n${second}\n`;
+}
 
 /** One shape measured in a process of its own, so each peak RSS is its own. */
 async function inProcess(dir: string): Promise<void> {
@@ -219,6 +285,7 @@ async function main() {
       });
       console.log(`${name} in-process ${inner}`);
       rows.push(`${name} in-process ${inner}`);
+      measured.push({ name, inner: JSON.parse(inner) });
       if (values['skip-cli'] || !shape.oneB) continue;
       const runs: Array<[string, string[]]> = [
         ['eval', ['eval', '--model', dir, '--data', evalData, '--max-tokens', '1024', '--json']],
@@ -254,6 +321,7 @@ async function main() {
         const line = `${name} ${what}: exit ${r.code}, ${r.seconds.toFixed(0)} s, peak RSS ${r.peakGiB} GiB — ${r.out}`;
         console.log(line);
         rows.push(line);
+        commands.push({ name, what, code: r.code, seconds: r.seconds, peakGiB: r.peakGiB });
       }
       if (!values.keep) await rm(join(root, `${name}-export`), { recursive: true, force: true });
     }
@@ -261,6 +329,7 @@ async function main() {
     if (!values.keep) await rm(root, { recursive: true, force: true });
   }
   console.log(`\n${rows.join('\n')}`);
+  if (values['table-out']) await writeFile(values['table-out'], tables());
 }
 
 await main();

@@ -13,7 +13,9 @@
  *   npm run table:weights [-- --out runs/weights-table --levels 0.2,0.3,0.4,0.5,2:4 --methods magnitude,... --reuse]
  *
  * `--reuse` takes a finished run's result.json from its directory instead of running it again (so several
- * processes can fill disjoint --methods and a last one assembles the tables). Needs the shared model
+ * processes can fill disjoint --methods and a last one assembles the tables). `--table-out FILE` also writes the
+ * printed tables to FILE; `--points-out FILE` writes every row's cells as JSON (method, level, achieved sparsity,
+ * eval perplexity and BLEU, and the dense model's) for `npm run bench`'s figure. Needs the shared model
  * (GENEPRUNE_MODELS, or ../shared/models) and data (../shared/data/tinystories).
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -35,6 +37,8 @@ const { values } = parseArgs({
     seed: { type: 'string', default: '0' },
     threads: { type: 'string' },
     reuse: { type: 'boolean', default: false },
+    'table-out': { type: 'string' },
+    'points-out': { type: 'string' },
   },
 });
 process.env.GENEPRUNE_MODELS ??= join(values.shared, 'models');
@@ -157,4 +161,29 @@ const dense = any
   : '';
 const text = `${ppl}\n\n${bleu}\n\n${cost}\n\n${dense}\n`;
 writeFileSync(join(values.out, 'table.md'), text);
+if (values['table-out']) writeFileSync(values['table-out'], text);
+if (values['points-out']) {
+  const points = methods.flatMap((method) =>
+    levels.flatMap((level) =>
+      [false, true].flatMap((recovered) => {
+        const r = runOf(method, level, recovered);
+        if (!r) return [];
+        const s = scores(r, recovered);
+        return [
+          {
+            method: recovered ? `${method} + recovery` : method,
+            level,
+            sparsity: r.sparsity.achieved,
+            evalPerplexity: s.ppl,
+            evalBleu: s.bleu,
+          },
+        ];
+      }),
+    ),
+  );
+  const denseScores = any
+    ? { densePerplexity: any.eval.densePerplexity, denseBleu: any.evalBleu!.denseCorpus }
+    : {};
+  writeFileSync(values['points-out'], `${JSON.stringify({ ...denseScores, points }, null, 2)}\n`);
+}
 process.stdout.write(text);

@@ -109,6 +109,16 @@ function uniform(rng: Rng, n: number, lo: number, hi: number): Float32Array {
 }
 
 /** The ~100M-parameter LLaMA shape the speed benchmarks use (134M with the untied 32k vocabulary). */
+/** A shape small enough for the benchmarks' smoke tests (`npm run bench -- --quick`): seconds, not minutes. */
+export const TINY_LLAMA_SHAPE = {
+  hiddenSize: 64,
+  numLayers: 2,
+  numHeads: 4,
+  numKvHeads: 4,
+  intermediateSize: 128,
+  vocabSize: 512,
+} as const;
+
 export const BENCH_LLAMA_SHAPE = {
   hiddenSize: 768,
   numLayers: 12,

@@ -18,6 +18,7 @@ export const MARK_NAMES = {
   speedup: 'speedup',
   headMask: 'head_mask',
   layerSparsity: 'layer_sparsity',
+  sweep: 'sweep',
 } as const;
 
 /** Rows each builder reads (structurally those of report/rows.ts, so pages need not import that module). */
@@ -44,6 +45,13 @@ export interface SpeedupPoint {
   series: string;
   run: string;
   speedup: number;
+  quality: number;
+}
+/** One method's result at one size, for the benchmark tables' figures (`npm run bench`). */
+export interface SweepPoint {
+  /** The method (one line per series). */
+  series: string;
+  sparsity: number;
   quality: number;
 }
 export interface HeadMaskCell {
@@ -391,6 +399,79 @@ export function layerSparsitySpec(rows: readonly LayerBar[], opts: { title: stri
           color: { field: 'run', type: 'nominal', title: 'run' },
           ...(runs > 1 ? { xOffset: { field: 'run', type: 'nominal' } } : {}),
         },
+      },
+    ],
+  } as TopLevelSpec;
+}
+
+/**
+ * Quality against sparsity, one line per method through its sizes (the README's benchmark tables as a figure:
+ * `npm run bench`). Points with a non-finite quality are left out.
+ */
+export function methodSweepSpec(
+  points: readonly SweepPoint[],
+  opts: { qualityName: string; sparsityName: string; title: string; dense?: number; lowerIsBetter: boolean },
+): TopLevelSpec {
+  const values = points
+    .filter((p) => Number.isFinite(p.sparsity) && Number.isFinite(p.quality))
+    .map((p) => ({ ...p }));
+  const x = {
+    field: 'sparsity',
+    type: 'quantitative',
+    axis: sparsityAxis(opts.sparsityName),
+    scale: { zero: false, padding: 12 },
+  };
+  const y = {
+    field: 'quality',
+    type: 'quantitative',
+    title: opts.qualityName,
+    scale: qualityScale([...values.map((p) => p.quality), ...(opts.dense === undefined ? [] : [opts.dense])]),
+  };
+  const color = { field: 'series', type: 'nominal', title: 'method', legend: { orient: 'right' } };
+  const dense =
+    opts.dense === undefined
+      ? []
+      : [
+          {
+            data: { values: [{ quality: opts.dense, label: 'dense' }] },
+            layer: [
+              { mark: { type: 'rule', strokeDash: [4, 3], color: '#777' }, encoding: { y } },
+              {
+                mark: { type: 'text', align: 'right', dx: -4, dy: -6, color: '#555', fontSize: 11 },
+                encoding: { y, text: { field: 'label' }, x: { value: WIDTH } },
+              },
+            ],
+          },
+        ];
+  return {
+    $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
+    title: {
+      text: opts.title,
+      subtitle: `${opts.lowerIsBetter ? 'lower' : 'higher'} is better${opts.dense === undefined ? '' : '; dashed: the dense model'}`,
+    },
+    width: WIDTH,
+    height: HEIGHT,
+    config: CONFIG,
+    layer: [
+      ...dense,
+      {
+        data: { values },
+        layer: [
+          {
+            mark: { type: 'line', strokeWidth: 1.5 },
+            encoding: { x, y, color, order: { field: 'sparsity' } },
+          },
+          {
+            name: MARK_NAMES.sweep,
+            mark: { type: 'point', filled: true, size: 50 },
+            encoding: {
+              x,
+              y,
+              color,
+              tooltip: [{ field: 'series' }, { field: 'sparsity' }, { field: 'quality' }],
+            },
+          },
+        ],
       },
     ],
   } as TopLevelSpec;

@@ -84,11 +84,11 @@ const CONFIG = {
   title: { fontSize: 13, fontWeight: 'bold' as const, anchor: 'start' as const },
 };
 
-/** Log scale when values span more than a factor 20 (perplexity blows up at high sparsity). */
+/** Log scale when the qualities span more than 8× (a perplexity blow-up would squash the good methods). */
 function qualityScale(values: number[]): { type: 'log' | 'linear'; zero: false } {
   const pos = values.filter((v) => Number.isFinite(v) && v > 0);
   if (pos.length !== values.length || pos.length === 0) return { type: 'linear', zero: false };
-  return { type: Math.max(...pos) / Math.min(...pos) > 20 ? 'log' : 'linear', zero: false };
+  return { type: Math.max(...pos) / Math.min(...pos) > 8 ? 'log' : 'linear', zero: false };
 }
 
 const sparsityAxis = (title: string) => ({ title, format: '.0%' });

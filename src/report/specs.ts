@@ -273,23 +273,13 @@ export function paretoSpec(
 }
 
 /**
- * Quality against speedup, one line per method through its runs and the dense model at 1× (Survival of the
- * Smallest, Fig. 1). `speedName` says what the speedup is: measured, or a proxy such as the parameter ratio.
+ * What the per-method quality figures share: the quality axis (log above an 8× span, the dense value included),
+ * the method colour, and the dense model as a dashed rule labelled at the right edge (none without a dense value).
  */
-export function speedupSpec(
-  points: readonly SpeedupPoint[],
-  opts: { qualityName: string; speedName: string; title: string; dense?: number; lowerIsBetter: boolean },
-): TopLevelSpec {
-  const values = points
-    .filter((p) => Number.isFinite(p.speedup) && Number.isFinite(p.quality))
-    .map((p) => ({ ...p }));
-  const x = {
-    field: 'speedup',
-    type: 'quantitative',
-    title: opts.speedName,
-    scale: { zero: false, padding: 12 },
-    axis: { format: '.2f' },
-  };
+function methodQualityParts(
+  values: ReadonlyArray<{ quality: number }>,
+  opts: { qualityName: string; dense?: number },
+) {
   const y = {
     field: 'quality',
     type: 'quantitative',
@@ -312,6 +302,28 @@ export function speedupSpec(
             ],
           },
         ];
+  return { y, color, dense };
+}
+
+/**
+ * Quality against speedup, one line per method through its runs and the dense model at 1× (Survival of the
+ * Smallest, Fig. 1). `speedName` says what the speedup is: measured, or a proxy such as the parameter ratio.
+ */
+export function speedupSpec(
+  points: readonly SpeedupPoint[],
+  opts: { qualityName: string; speedName: string; title: string; dense?: number; lowerIsBetter: boolean },
+): TopLevelSpec {
+  const values = points
+    .filter((p) => Number.isFinite(p.speedup) && Number.isFinite(p.quality))
+    .map((p) => ({ ...p }));
+  const x = {
+    field: 'speedup',
+    type: 'quantitative',
+    title: opts.speedName,
+    scale: { zero: false, padding: 12 },
+    axis: { format: '.2f' },
+  };
+  const { y, color, dense } = methodQualityParts(values, opts);
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
     title: {
@@ -421,28 +433,7 @@ export function methodSweepSpec(
     axis: sparsityAxis(opts.sparsityName),
     scale: { zero: false, padding: 12 },
   };
-  const y = {
-    field: 'quality',
-    type: 'quantitative',
-    title: opts.qualityName,
-    scale: qualityScale([...values.map((p) => p.quality), ...(opts.dense === undefined ? [] : [opts.dense])]),
-  };
-  const color = { field: 'series', type: 'nominal', title: 'method', legend: { orient: 'right' } };
-  const dense =
-    opts.dense === undefined
-      ? []
-      : [
-          {
-            data: { values: [{ quality: opts.dense, label: 'dense' }] },
-            layer: [
-              { mark: { type: 'rule', strokeDash: [4, 3], color: '#777' }, encoding: { y } },
-              {
-                mark: { type: 'text', align: 'right', dx: -4, dy: -6, color: '#555', fontSize: 11 },
-                encoding: { y, text: { field: 'label' }, x: { value: WIDTH } },
-              },
-            ],
-          },
-        ];
+  const { y, color, dense } = methodQualityParts(values, opts);
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
     title: {

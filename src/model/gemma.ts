@@ -20,7 +20,7 @@ import type { HfFolder } from '../checkpoint/hf.js';
 import { fileError, GenepruneError } from '../errors.js';
 import { bindHfTensors, sameShape, shapeText } from './bind.js';
 import { type ConfigReader, configReader } from './hfconfig.js';
-import { kvMaps, llamaRoleShapes, perLayerCounts, provenanceOfFolder } from './llama.js';
+import { kvMaps, llamaRoleShapes, perLayerCounts, provenanceOfFolder, rotaryDecoderConfig } from './llama.js';
 import type { Activation, ModelConfig, ModelSpec, TensorSource } from './spec.js';
 
 export const GEMMA_MODEL_TYPES = ['gemma', 'gemma2'] as const;
@@ -332,23 +332,11 @@ export function gemmaSpecToHf(spec: ModelSpec): {
   const config: Record<string, unknown> = {
     architectures: [type === 'gemma2' ? 'Gemma2ForCausalLM' : 'GemmaForCausalLM'],
     model_type: type,
-    hidden_size: c.hiddenSize,
-    intermediate_size: c.intermediateSize,
-    num_hidden_layers: c.numLayers,
-    num_attention_heads: c.numHeads,
-    num_key_value_heads: c.numKvHeads,
-    head_dim: c.headDim,
-    max_position_embeddings: c.maxPositions,
-    vocab_size: c.vocabSize,
-    rms_norm_eps: c.normEps,
-    rope_theta: c.ropeTheta,
-    rope_scaling: null,
+    ...rotaryDecoderConfig(c),
     // Both keys, equal: every transformers version then runs the same activation (see gemmaActivation).
     hidden_act: act,
     hidden_activation: act,
     attention_bias: c.attentionBias,
-    tie_word_embeddings: c.tieEmbeddings,
-    torch_dtype: 'float32',
   };
   if (type === 'gemma2') {
     config.query_pre_attn_scalar = queryPreAttnScalar(c.attnScale ?? c.headDim ** -0.5);
@@ -359,14 +347,6 @@ export function gemmaSpecToHf(spec: ModelSpec): {
       (c.slidingWindow?.[l] ?? 0) > 0 ? SLIDING : FULL,
     );
   }
-  if (c.bosTokenId !== undefined) config.bos_token_id = c.bosTokenId;
-  if (c.eosTokenId !== undefined) config.eos_token_id = c.eosTokenId;
-  if (c.headsPerLayer.some((h) => h !== c.numHeads) || c.kvHeadsPerLayer.some((k) => k !== c.numKvHeads)) {
-    // The LLaMA loader's convention for physically pruned models; stock transformers ignores these keys.
-    config.num_attention_heads_per_layer = [...c.headsPerLayer];
-    config.num_key_value_heads_per_layer = [...c.kvHeadsPerLayer];
-  }
-  if (c.kvHeadOfQuery) config.kv_head_of_query_per_layer = c.kvHeadOfQuery.map((m) => [...m]);
 
   const tensors = new Map<string, TensorSource>();
   for (const [role, shape] of gemmaRoleShapes(c)) {

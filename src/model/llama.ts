@@ -511,6 +511,38 @@ export async function writeLlama2cFromSpec(path: string, spec: ModelSpec): Promi
 // ---------------------------------------------------------------------------------------------------------
 // spec → Hugging Face
 
+/**
+ * The config.json keys every rotary decoder written here shares (LLaMA family, Gemma): sizes, head counts, rotary
+ * and norm settings, the tied head, BOS/EOS, and for physically pruned models our per-layer head keys
+ * (`num_attention_heads_per_layer`, `num_key_value_heads_per_layer`, `kv_head_of_query_per_layer`), which the
+ * loaders read back and stock transformers ignores.
+ */
+export function rotaryDecoderConfig(c: ModelConfig): Record<string, unknown> {
+  const config: Record<string, unknown> = {
+    hidden_size: c.hiddenSize,
+    intermediate_size: c.intermediateSize,
+    num_hidden_layers: c.numLayers,
+    num_attention_heads: c.numHeads,
+    num_key_value_heads: c.numKvHeads,
+    head_dim: c.headDim,
+    max_position_embeddings: c.maxPositions,
+    vocab_size: c.vocabSize,
+    rms_norm_eps: c.normEps,
+    rope_theta: c.ropeTheta,
+    rope_scaling: null,
+    tie_word_embeddings: c.tieEmbeddings,
+    torch_dtype: 'float32',
+  };
+  if (c.bosTokenId !== undefined) config.bos_token_id = c.bosTokenId;
+  if (c.eosTokenId !== undefined) config.eos_token_id = c.eosTokenId;
+  if (c.headsPerLayer.some((h) => h !== c.numHeads) || c.kvHeadsPerLayer.some((k) => k !== c.numKvHeads)) {
+    config.num_attention_heads_per_layer = [...c.headsPerLayer];
+    config.num_key_value_heads_per_layer = [...c.kvHeadsPerLayer];
+  }
+  if (c.kvHeadOfQuery) config.kv_head_of_query_per_layer = c.kvHeadOfQuery.map((m) => [...m]);
+  return config;
+}
+
 /** config.json and tensors by Hugging Face name for a spec (the inverse of llamaSpecFromHf). */
 export function llamaSpecToHf(spec: ModelSpec): {
   config: Record<string, unknown>;
@@ -543,33 +575,13 @@ export function llamaSpecToHf(spec: ModelSpec): {
   const config: Record<string, unknown> = {
     architectures: [arch],
     model_type: type,
-    hidden_size: c.hiddenSize,
-    intermediate_size: c.intermediateSize,
-    num_hidden_layers: c.numLayers,
-    num_attention_heads: c.numHeads,
-    num_key_value_heads: c.numKvHeads,
-    head_dim: c.headDim,
-    max_position_embeddings: c.maxPositions,
-    vocab_size: c.vocabSize,
-    rms_norm_eps: c.normEps,
-    rope_theta: c.ropeTheta,
-    rope_scaling: null,
+    ...rotaryDecoderConfig(c),
     hidden_act: ACTIVATION_TO_HF[c.activation],
-    tie_word_embeddings: c.tieEmbeddings,
-    torch_dtype: 'float32',
   };
   if (type === 'llama') {
     config.attention_bias = c.attentionBias;
     config.mlp_bias = c.mlpBias;
   }
-  if (c.bosTokenId !== undefined) config.bos_token_id = c.bosTokenId;
-  if (c.eosTokenId !== undefined) config.eos_token_id = c.eosTokenId;
-  if (c.headsPerLayer.some((h) => h !== c.numHeads) || c.kvHeadsPerLayer.some((k) => k !== c.numKvHeads)) {
-    // Our convention for physically pruned models; stock transformers ignores these keys.
-    config.num_attention_heads_per_layer = [...c.headsPerLayer];
-    config.num_key_value_heads_per_layer = [...c.kvHeadsPerLayer];
-  }
-  if (c.kvHeadOfQuery) config.kv_head_of_query_per_layer = c.kvHeadOfQuery.map((m) => [...m]);
   const tensors = new Map<string, TensorSource>();
   for (const [role, t] of checkedTensors(spec)) tensors.set(hfNameOfRole(role), t);
   return { config, tensors };

@@ -52,6 +52,7 @@ export async function searchDashboard(f: Flags, runDir: string | undefined): Pro
     port: parsePort('--dashboard', f.dashboard),
     ...(typeof f.host === 'string' ? { host: f.host } : {}),
     portFlag: '--dashboard',
+    thread: true,
   });
   process.stderr.write(`dashboard: ${d.url}\n`);
   return d;

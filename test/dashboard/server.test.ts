@@ -4,6 +4,7 @@
  * waits; a rewritten log starts the client over), replay after a reconnect, and who may connect.
  */
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { appendFileSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { networkInterfaces, tmpdir } from 'node:os';
@@ -11,7 +12,13 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { PAGE_SCRIPT } from '../../src/dashboard/page.js';
 import { type Dashboard, startDashboard } from '../../src/dashboard/server.js';
-import { isLoopbackAddress, isLoopbackHostHeader, requestAllowed } from '../../src/index.js';
+import {
+  dashboard,
+  type GenepruneError,
+  isLoopbackAddress,
+  isLoopbackHostHeader,
+  requestAllowed,
+} from '../../src/index.js';
 
 const HOSTILE = '<script>window.pwned=1</script>';
 /** A directory name cannot hold '/': a script tag and an image whose error handler would run if parsed as HTML. */
@@ -403,5 +410,51 @@ describe('who may connect', () => {
         await d.close();
       }
     }
+  });
+});
+
+describe('on a thread of its own (beside a search)', () => {
+  test('answers while the main thread is blocked, shows the live line, and reports a busy port', async () => {
+    const dir = runDir(2);
+    const d = await dashboard({ runDir: dir, thread: true });
+    try {
+      d.setLive('gen 3/9  best fitness -4.2');
+      await d.refresh();
+      const s = (await (await fetch(`${d.url}api/state`)).json()) as { meta: Record<string, unknown> };
+      assert.equal(s.meta.live, 'gen 3/9  best fitness -4.2');
+      assert.equal(s.meta.name, `run-${runs - 1}-${HOSTILE_NAME}`);
+      // A client in another process asks while this thread is held the way a forward pass holds it; it prints
+      // the wall clock when its answer came. The server on the main thread could only answer after the hold.
+      const child = spawn(
+        process.execPath,
+        [
+          '-e',
+          `fetch(${JSON.stringify(`${d.url}api/state`)}).then(async (r) => { await r.text(); console.log(r.status, Date.now()); })`,
+        ],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
+      let out = '';
+      child.stdout.on('data', (b) => {
+        out += b;
+      });
+      const closed = new Promise((r) => child.on('close', r));
+      const HOLD_MS = 6000;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, HOLD_MS);
+      const released = Date.now();
+      await closed;
+      const [status, at] = out.trim().split(' ').map(Number);
+      assert.equal(status, 200);
+      assert.ok(at < released, `answered ${at - released} ms after the main thread was free again`);
+      // A second server on the same port fails the way an in-process one does.
+      await assert.rejects(
+        dashboard({ runDir: dir, thread: true, port: d.port, portFlag: '--dashboard' }),
+        (e: GenepruneError) => e.where === '--dashboard' && e.message === `port ${d.port} is in use`,
+      );
+    } finally {
+      await d.close();
+    }
+    // Closed: the port is free again.
+    const again = await dashboard({ runDir: dir, thread: true, port: d.port });
+    await again.close();
   });
 });

@@ -14,6 +14,7 @@
  * Needs ../shared (tokenizer and TinyStories text). Deletes what it wrote unless --keep.
  */
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -247,6 +248,14 @@ function child(
 
 async function main() {
   if (values['in-process']) return inProcess(values['in-process']);
+  // The commands run the built CLI: find out now, not after the checkpoints are written and measured.
+  const cli = join(REPO, 'dist', 'cli', 'main.js');
+  const needsCli =
+    !values['skip-cli'] && values.shapes.split(',').some((n) => SHAPES[n as keyof typeof SHAPES]?.oneB);
+  if (needsCli && !existsSync(cli)) {
+    console.error(`scale: ${cli} is missing: run npm run build first (or pass --skip-cli)`);
+    process.exit(2);
+  }
   const root = values.dir ?? (await mkdtemp(join(tmpdir(), 'geneprune-scale-')));
   const calib = join(SHARED, 'data', 'tinystories', 'calib');
   const evalData = join(SHARED, 'data', 'tinystories', 'eval');
@@ -329,6 +338,13 @@ async function main() {
     if (!values.keep) await rm(root, { recursive: true, force: true });
   }
   console.log(`\n${rows.join('\n')}`);
+  // A table with failed commands in it is not a measurement: no table, and a failing exit.
+  const failed = commands.filter((c) => c.code !== 0);
+  if (failed.length > 0) {
+    console.error(`scale: ${failed.map((c) => `${c.name} ${c.what}`).join(', ')} failed; no table written`);
+    process.exitCode = 1;
+    return;
+  }
   if (values['table-out']) await writeFile(values['table-out'], tables());
 }
 

@@ -4,12 +4,14 @@
  * `--table-out`, and the head and weight tables are drawn as quality-vs-sparsity figures (one line per method)
  * with the report module's Vega-Lite specs, rendered to SVG without a browser.
  *
- *   npm run bench [-- --only heads,weights --out docs --quick]
+ *   npm run bench [-- --only heads,weights --out docs --quick --reuse]
  *
  * docs/<name>.md holds the markdown table exactly as the script prints it, under a header comment with the command
  * and the date; docs/heads.svg and docs/weights.svg the figures. Every file is written atomically, and only after
  * its script succeeded. `--quick` runs every script with tiny settings (a smoke test: the numbers mean nothing) and
- * needs `--out`, so it never overwrites docs/. The full run takes hours (table:heads and table:weights about 25
+ * needs `--out`, so it never overwrites docs/. `--reuse` (weights only) redraws the table and figure from the runs an
+ * earlier full run left in runs/weights-table instead of running them again (the seconds in the cost table are
+ * those runs' own). The full run takes hours (table:heads and table:weights about 25
  * minutes each, bench:scale much longer); the quick one well under a minute for heads and weights.
  */
 import { spawn } from 'node:child_process';
@@ -31,6 +33,8 @@ interface Bench {
   args: string[];
   /** Tiny settings for a smoke test; `RUNS` stands for a folder of scratch run directories. */
   quick: string[];
+  /** With `--reuse`: the script's own flag to assemble its table from the finished runs it left (weights only). */
+  reuse?: string;
   /** Writes `--points-out` JSON, drawn as a figure. */
   figure?: (points: PointsFile) => { spec: Parameters<typeof renderSvg>[0]; points: number };
 }
@@ -39,6 +43,9 @@ interface PointsFile {
   densePerplexity?: number;
   points: Array<{ method: string; sparsity: number; evalPerplexity: number; level?: string }>;
 }
+
+/** How weights-table names a method's row after recovery. */
+const RECOVERED = ' + recovery';
 
 const BENCHES: Record<string, Bench> = {
   heads: {
@@ -68,6 +75,7 @@ const BENCHES: Record<string, Bench> = {
     npm: 'table:weights',
     script: 'bench/weights-table.ts',
     args: [],
+    reuse: '--reuse',
     quick: [
       '--out',
       'RUNS',
@@ -82,9 +90,18 @@ const BENCHES: Record<string, Bench> = {
     ],
     figure: (f) => {
       // N:M patterns sit at the same sparsity as an unstructured level: the figure draws the unstructured ones.
+      // A method's colour is shared by its two rows; the recovered row is dashed.
       const points: SweepPoint[] = f.points
         .filter((p) => !p.level?.includes(':'))
-        .map((p) => ({ series: p.method, sparsity: p.sparsity, quality: p.evalPerplexity }));
+        .map((p) => {
+          const recovered = p.method.endsWith(RECOVERED);
+          return {
+            series: recovered ? p.method.slice(0, -RECOVERED.length) : p.method,
+            variant: recovered ? 'recovered' : 'masked',
+            sparsity: p.sparsity,
+            quality: p.evalPerplexity,
+          };
+        });
       return {
         points: points.filter((p) => Number.isFinite(p.quality)).length,
         spec: methodSweepSpec(points, {
@@ -92,6 +109,7 @@ const BENCHES: Record<string, Bench> = {
           qualityName: 'eval perplexity',
           sparsityName: 'share of prunable weights removed',
           lowerIsBetter: true,
+          variantName: 'weights',
           ...(f.densePerplexity === undefined ? {} : { dense: f.densePerplexity }),
         }),
       };
@@ -122,6 +140,7 @@ const { values } = parseArgs({
     only: { type: 'string' },
     out: { type: 'string' },
     quick: { type: 'boolean', default: false },
+    reuse: { type: 'boolean', default: false },
   },
 });
 
@@ -133,6 +152,14 @@ function fail(line: string): never {
 const names = values.only ? values.only.split(',').filter((n) => n !== '') : Object.keys(BENCHES);
 for (const n of names)
   if (!BENCHES[n]) fail(`--only: unknown benchmark ${n} (known: ${Object.keys(BENCHES).join(', ')})`);
+if (values.reuse && values.quick) fail('--reuse: not with --quick');
+for (const n of names)
+  if (values.reuse && !BENCHES[n].reuse)
+    fail(
+      `--reuse: ${n} cannot reuse finished runs (only ${Object.keys(BENCHES)
+        .filter((k) => BENCHES[k].reuse)
+        .join(', ')} can)`,
+    );
 if (values.quick && !values.out)
   fail('--quick: give --out DIR (quick numbers mean nothing and must not replace docs/)');
 const out = resolve(values.out ?? join(REPO, 'docs'));
@@ -158,7 +185,10 @@ try {
     const runs = join(scratch, `${name}-runs`);
     const tableFile = join(scratch, `${name}.md`);
     const pointsFile = join(scratch, `${name}.points.json`);
-    const own = (values.quick ? b.quick : b.args).map((a) => (a === 'RUNS' ? runs : a));
+    const own = [
+      ...(values.quick ? b.quick : b.args).map((a) => (a === 'RUNS' ? runs : a)),
+      ...(values.reuse && b.reuse ? [b.reuse] : []),
+    ];
     const args = [
       b.script,
       ...own,
@@ -177,11 +207,11 @@ try {
     }
     const seconds = (performance.now() - t0) / 1000;
     const table = await readFile(tableFile, 'utf8');
-    const shownArgs = values.quick ? own : b.args;
+    const shownArgs = values.quick ? own : own.filter((a) => a !== runs);
     const shown = [`npm run ${b.npm}`, ...(shownArgs.length > 0 ? ['--', ...shownArgs] : [])].join(' ');
     const header = [
       '<!--',
-      `  regenerated by: npm run bench -- --only ${name}${values.quick ? ' --quick' : ''}`,
+      `  regenerated by: npm run bench -- --only ${name}${values.quick ? ' --quick' : ''}${values.reuse ? ' --reuse' : ''}`,
       `  command: ${values.quick ? shown.replace(runs, '<scratch>') : shown}`,
       `  date: ${date} (${seconds.toFixed(0)} s)`,
       ...(values.quick ? ['  --quick: smoke-test settings, these numbers mean nothing'] : []),

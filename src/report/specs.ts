@@ -49,8 +49,10 @@ export interface SpeedupPoint {
 }
 /** One method's result at one size, for the benchmark tables' figures (`npm run bench`). */
 export interface SweepPoint {
-  /** The method (one line per series). */
+  /** The method (one colour per series). */
   series: string;
+  /** A second split of a method's points, drawn as its own line with its own dash and point shape (e.g. with and without recovery). */
+  variant?: string;
   sparsity: number;
   quality: number;
 }
@@ -85,10 +87,16 @@ const CONFIG = {
 };
 
 /** Log scale when the qualities span more than 8× (a perplexity blow-up would squash the good methods). */
-function qualityScale(values: number[]): { type: 'log' | 'linear'; zero: false } {
+function qualityScale(
+  values: number[],
+): { type: 'linear'; zero: false } | { type: 'log'; nice: false; domain: [number, number] } {
   const pos = values.filter((v) => Number.isFinite(v) && v > 0);
   if (pos.length !== values.length || pos.length === 0) return { type: 'linear', zero: false };
-  return { type: Math.max(...pos) / Math.min(...pos) > 8 ? 'log' : 'linear', zero: false };
+  const lo = Math.min(...pos);
+  const hi = Math.max(...pos);
+  if (hi / lo <= 8) return { type: 'linear', zero: false };
+  // Log: the data's own span with a little room, not rounded out to whole decades (which can add two empty ones).
+  return { type: 'log', nice: false, domain: [lo / 1.15, hi * 1.15] };
 }
 
 const sparsityAxis = (title: string) => ({ title, format: '.0%' });
@@ -328,7 +336,7 @@ export function speedupSpec(
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
     title: {
       text: opts.title,
-      subtitle: `${opts.lowerIsBetter ? 'lower' : 'higher'} is better; dashed: the dense model`,
+      subtitle: `${opts.lowerIsBetter ? 'lower' : 'higher'} is better; grey rule: the dense model`,
     },
     width: WIDTH,
     height: HEIGHT,
@@ -422,11 +430,29 @@ export function layerSparsitySpec(rows: readonly LayerBar[], opts: { title: stri
  */
 export function methodSweepSpec(
   points: readonly SweepPoint[],
-  opts: { qualityName: string; sparsityName: string; title: string; dense?: number; lowerIsBetter: boolean },
+  opts: {
+    qualityName: string;
+    sparsityName: string;
+    title: string;
+    dense?: number;
+    lowerIsBetter: boolean;
+    /** The legend title of the points' `variant` (default 'variant'). */
+    variantName?: string;
+  },
 ): TopLevelSpec {
   const values = points
     .filter((p) => Number.isFinite(p.sparsity) && Number.isFinite(p.quality))
     .map((p) => ({ ...p }));
+  const variants = [...new Set(values.flatMap((p) => (p.variant === undefined ? [] : [p.variant])))];
+  const split =
+    variants.length > 0
+      ? {
+          field: 'variant',
+          type: 'nominal',
+          title: opts.variantName ?? 'variant',
+          scale: { domain: variants },
+        }
+      : undefined;
   const x = {
     field: 'sparsity',
     type: 'quantitative',
@@ -438,7 +464,7 @@ export function methodSweepSpec(
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
     title: {
       text: opts.title,
-      subtitle: `${opts.lowerIsBetter ? 'lower' : 'higher'} is better${opts.dense === undefined ? '' : '; dashed: the dense model'}`,
+      subtitle: `${opts.lowerIsBetter ? 'lower' : 'higher'} is better${opts.dense === undefined ? '' : '; grey rule: the dense model'}`,
     },
     width: WIDTH,
     height: HEIGHT,
@@ -450,7 +476,7 @@ export function methodSweepSpec(
         layer: [
           {
             mark: { type: 'line', strokeWidth: 1.5 },
-            encoding: { x, y, color, order: { field: 'sparsity' } },
+            encoding: { x, y, color, order: { field: 'sparsity' }, ...(split ? { strokeDash: split } : {}) },
           },
           {
             name: MARK_NAMES.sweep,
@@ -459,7 +485,13 @@ export function methodSweepSpec(
               x,
               y,
               color,
-              tooltip: [{ field: 'series' }, { field: 'sparsity' }, { field: 'quality' }],
+              ...(split ? { shape: split } : {}),
+              tooltip: [
+                { field: 'series' },
+                ...(split ? [{ field: 'variant' }] : []),
+                { field: 'sparsity' },
+                { field: 'quality' },
+              ],
             },
           },
         ],

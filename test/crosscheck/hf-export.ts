@@ -1,0 +1,292 @@
+/**
+ * Cross-check of exported Hugging Face folders against Python transformers (a dev-time check, not part of
+ * `npm test`: it needs PyTorch and transformers, which CI does not have).
+ *
+ *   node --import tsx test/crosscheck/hf-export.ts [--out tmp/crosscheck]
+ *   python3 test/crosscheck/hf_export.py tmp/crosscheck [--device cpu|cuda]
+ *
+ * This script writes one folder per case: a pruned model exported with `--format hf` (or `all`), and case.json
+ * with the token ids to feed and the outputs geneprune computes for the masked source model (the unpruned
+ * model's own graph with the genome as its head mask, checked elsewhere against independent references). The
+ * Python side loads each folder with transformers' Auto classes and compares. Cases: random llama (GQA, uneven
+ * pruning), qwen2 (biases), GPT-2, Gemma, Gemma 2, BERT, RoBERTa and DistilBERT classifiers, each exported
+ * `padded` (which any transformers version should load) and, where transformers once had a convention for it,
+ * `compact`; and the real stories260K, dense and 25 % pruned, whose tokenizer.json must give llama2.c's ids and
+ * whose eval perplexity must equal geneprune's. Needs ../shared for stories260K (skipped with a message if absent).
+ */
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { writeHfFolder } from '../../src/checkpoint/hf.js';
+import { createRunner } from '../../src/engine/runner.js';
+import { type Genome, headMaskOf } from '../../src/masks/heads.js';
+import { readDataset } from '../../src/metrics/data.js';
+import { batches, makeWindows, tokenizeDocuments } from '../../src/metrics/perplexity.js';
+import { llamaSpecToHf } from '../../src/model/llama.js';
+import { loadModelSpec } from '../../src/model/load.js';
+import { openModel } from '../../src/model/open.js';
+import { randomLlamaSpec } from '../../src/model/random.js';
+import type { ModelSpec } from '../../src/model/spec.js';
+import { exportModel, type HfLayout } from '../../src/prune/export.js';
+import { createRng } from '../../src/util/rng.js';
+import { writeRandomEncoder } from '../helpers/encoders.js';
+import { writeGemma } from '../helpers/gemma.js';
+import { writeGpt2 } from '../helpers/gpt2.js';
+import { EVAL, MODEL, sharedPath } from '../shared.js';
+
+const { values } = parseArgs({ options: { out: { type: 'string', default: 'tmp/crosscheck' } } });
+const OUT = resolve(values.out);
+rmSync(OUT, { recursive: true, force: true });
+mkdirSync(OUT, { recursive: true });
+const sources = join(OUT, '.sources');
+
+type Task = 'causal-lm' | 'seq-cls';
+interface Case {
+  name: string;
+  family: string;
+  layout: HfLayout | 'dense';
+  task: Task;
+  /** Rows of equal length, no padding. */
+  ids: number[][];
+  /** The masked source model's logits, flattened row-major ([rows, seq, vocab] or [rows, labels]). */
+  expected: number[];
+  shape: number[];
+  /** Heads removed per layer (original indices). */
+  removed: number[][];
+  /** Whether a stock transformers class is meant to load the folder (padded, dense); compact is informational. */
+  mustLoad: boolean;
+}
+
+function removedOf(spec: ModelSpec, genome: Genome): number[][] {
+  const H = Math.max(...spec.config.headsPerLayer);
+  return spec.config.headsPerLayer.map((n, l) =>
+    Array.from({ length: n }, (_, h) => h).filter((h) => genome[l * H + h] === 0),
+  );
+}
+
+/** A genome removing `count` heads per layer at random (at least one head kept per layer). */
+function genomeRemoving(spec: ModelSpec, perLayer: number[], seed: number): Genome {
+  const rng = createRng(seed);
+  const H = Math.max(...spec.config.headsPerLayer);
+  const g = new Uint8Array(spec.config.numLayers * H).fill(1);
+  perLayer.forEach((count, l) => {
+    const heads = Array.from({ length: spec.config.headsPerLayer[l] }, (_, h) => h);
+    for (let i = heads.length - 1; i > 0; i--) {
+      const j = Math.floor(rng.nextFloat() * (i + 1));
+      [heads[i], heads[j]] = [heads[j], heads[i]];
+    }
+    for (const h of heads.slice(0, count)) g[l * H + h] = 0;
+  });
+  return g;
+}
+
+function randomIds(rows: number, seq: number, vocab: number, low: number, seed: number): number[][] {
+  const rng = createRng(seed);
+  return Array.from({ length: rows }, () =>
+    Array.from({ length: seq }, () => low + Math.floor(rng.nextFloat() * (vocab - low))),
+  );
+}
+
+async function expectedOutputs(spec: ModelSpec, genome: Genome, task: Task, ids: number[][]) {
+  const seq = ids[0].length;
+  const runner = await createRunner(spec, { output: task === 'causal-lm' ? 'logits' : 'class_logits' });
+  try {
+    const flat = BigInt64Array.from(ids.flat().map(BigInt));
+    const out = await runner.run(
+      {
+        batch: ids.length,
+        seq,
+        ids: flat,
+        ...(task === 'seq-cls' ? { attentionMask: new BigInt64Array(flat.length).fill(1n) } : {}),
+      },
+      { headMask: headMaskOf(spec.config, genome) },
+    );
+    const last = out.length / (task === 'causal-lm' ? ids.length * seq : ids.length);
+    return {
+      expected: Array.from(out),
+      shape: task === 'causal-lm' ? [ids.length, seq, last] : [ids.length, last],
+    };
+  } finally {
+    await runner.release();
+  }
+}
+
+async function addCase(
+  name: string,
+  spec: ModelSpec,
+  genome: Genome,
+  task: Task,
+  ids: number[][],
+  layouts: HfLayout[],
+  family = spec.config.modelType,
+): Promise<void> {
+  const { expected, shape } = await expectedOutputs(spec, genome, task, ids);
+  for (const layout of layouts) {
+    const dir = join(OUT, `${name}-${layout}`);
+    await exportModel({ spec, genome, out: join(dir, 'model'), format: 'hf', hfLayout: layout });
+    const c: Case = {
+      name: `${name}-${layout}`,
+      family,
+      layout,
+      task,
+      ids,
+      expected,
+      shape,
+      removed: removedOf(spec, genome),
+      mustLoad: layout === 'padded',
+    };
+    writeFileSync(join(dir, 'case.json'), `${JSON.stringify(c)}\n`);
+    process.stderr.write(`crosscheck: ${c.name} (${family}, removed ${JSON.stringify(c.removed)})\n`);
+  }
+}
+
+// Decoders with rotary positions: llama GQA (2 KV heads for 6 query heads, pruned unevenly), qwen2 with biases.
+for (const [name, modelType, extra] of [
+  ['llama-gqa', 'llama', {}],
+  ['qwen2', 'qwen2', { tieEmbeddings: true }],
+] as const) {
+  const spec = randomLlamaSpec({
+    modelType,
+    hiddenSize: 48,
+    numLayers: 3,
+    numHeads: 6,
+    numKvHeads: 2,
+    intermediateSize: 64,
+    vocabSize: 97,
+    maxPositions: 64,
+    seed: 21,
+    scale: 20,
+    ...extra,
+  });
+  const dir = join(sources, name);
+  const hf = llamaSpecToHf(spec);
+  await writeHfFolder(dir, { config: hf.config, tensors: hf.tensors });
+  const reloaded = await loadModelSpec(dir);
+  await addCase(
+    name,
+    reloaded,
+    genomeRemoving(reloaded, [2, 4, 1], 5),
+    'causal-lm',
+    randomIds(2, 12, 97, 0, 3),
+    ['padded', 'compact'],
+  );
+}
+
+{
+  const dir = join(sources, 'gpt2');
+  await writeGpt2(dir, { embd: 32, heads: 4, layers: 3, inner: 40, vocab: 43, positions: 24 }, 11);
+  const spec = await loadModelSpec(dir);
+  await addCase('gpt2', spec, genomeRemoving(spec, [1, 2, 0], 6), 'causal-lm', randomIds(2, 10, 43, 0, 4), [
+    'padded',
+    'compact',
+  ]);
+}
+
+for (const type of ['gemma', 'gemma2'] as const) {
+  const dir = join(sources, type);
+  await writeGemma(
+    dir,
+    { type, hidden: 32, layers: 3, heads: 4, kvHeads: 2, headDim: 8, inter: 48, vocab: 61 },
+    type === 'gemma' ? 31 : 32,
+  );
+  const spec = await loadModelSpec(dir);
+  await addCase(type, spec, genomeRemoving(spec, [1, 3, 2], 7), 'causal-lm', randomIds(2, 9, 61, 0, 5), [
+    'padded',
+    'compact',
+  ]);
+}
+
+for (const [name, modelType, labels] of [
+  ['bert-cls', 'bert', 3],
+  ['roberta-cls', 'roberta', 2],
+  ['distilbert-cls', 'distilbert', 4],
+] as const) {
+  const enc = await writeRandomEncoder(sources, name, {
+    modelType,
+    labels,
+    seed: 41,
+    vocab: 50,
+    ...(modelType === 'roberta' ? { typeVocab: 1, maxPositions: 26 } : {}),
+  });
+  const spec = await loadModelSpec(enc.dir);
+  // Ids from 3 up: never a pad id (RoBERTa derives positions from which ids are padding).
+  const layers = spec.config.numLayers;
+  await addCase(
+    name,
+    spec,
+    genomeRemoving(
+      spec,
+      Array.from({ length: layers }, (_, l) => (l % 3) + 1),
+      8,
+    ),
+    'seq-cls',
+    randomIds(2, 11, 50, 3, 6),
+    ['padded', 'compact'],
+  );
+}
+
+// The real model: dense and 25 % of its heads removed, tokenizer and eval perplexity.
+const modelPath = sharedPath(MODEL);
+const evalPath = sharedPath(EVAL);
+if (!modelPath || !evalPath) {
+  process.stderr.write('crosscheck: ../shared is absent: the stories260K cases are skipped\n');
+} else {
+  const model = await openModel(modelPath);
+  const spec = model.spec;
+  const data = await readDataset(evalPath);
+  const stream = tokenizeDocuments(data.documents, model.tokenizer);
+  const perDoc = data.documents.map((d) => model.tokenizer.encode(d, { bos: false }));
+  const context = 512;
+  const windows = makeWindows(stream, context);
+  const H = Math.max(...spec.config.headsPerLayer);
+  const dense = new Uint8Array(spec.config.numLayers * H).fill(1);
+  const pruned = genomeRemoving(spec, [2, 2, 2, 2, 2], 9);
+  for (const [name, genome, layout] of [
+    ['stories260K-dense', dense, 'dense'],
+    ['stories260K-25', pruned, 'padded'],
+  ] as const) {
+    const runner = await createRunner(spec, { output: 'nll' });
+    let sum = 0;
+    let count = 0;
+    for (const b of batches(windows, 4)) {
+      const nll = await runner.run(b, { headMask: headMaskOf(spec.config, genome) });
+      for (let i = 0; i < nll.length; i++) {
+        if (b.valid[i]) {
+          sum += nll[i];
+          count++;
+        }
+      }
+    }
+    await runner.release();
+    const dir = join(OUT, name);
+    await exportModel({
+      spec,
+      genome,
+      out: join(dir, 'model'),
+      format: 'all',
+      tokenizerPath: model.tokenizerPath,
+      ...(layout === 'padded' ? { hfLayout: 'padded' as const } : {}),
+    });
+    const c = {
+      name,
+      family: 'llama',
+      layout,
+      task: 'perplexity',
+      context,
+      stream,
+      documents: data.documents,
+      documentIds: perDoc,
+      bos: model.tokenizer.bosId,
+      meanNll: sum / count,
+      tokens: count,
+      removed: removedOf(spec, genome),
+      mustLoad: true,
+    };
+    writeFileSync(join(dir, 'case.json'), `${JSON.stringify(c)}\n`);
+    process.stderr.write(
+      `crosscheck: ${name}: geneprune mean NLL ${(sum / count).toFixed(6)} over ${count} tokens (ppl ${Math.exp(sum / count).toFixed(4)})\n`,
+    );
+  }
+}
+rmSync(sources, { recursive: true, force: true });
+process.stderr.write(`crosscheck: cases in ${OUT}\n`);

@@ -1,6 +1,6 @@
 /**
  * `geneprune dashboard RUN_DIR` and the search commands' dashboard flags as a user meets them: refusals in one
- * line, the URL on stderr, a clean stop on SIGTERM and SIGINT.
+ * line, the URL on stderr, a clean stop on SIGTERM and SIGINT, and a weight search followed block by block.
  */
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { assertOneLineError, runCli, spawnCli } from '../helpers/cli.js';
+import { CALIB, EVAL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const work = mkdtempSync(join(tmpdir(), 'geneprune-dashboard-cli-'));
 after(() => rmSync(work, { recursive: true, force: true }));
@@ -69,3 +70,56 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     assert.deepEqual(await exited, [0, null], stderr);
   });
 }
+
+test('weights --dashboard follows a block-wise search: the block counter advances, one point per finished block', {
+  skip: skipUnlessShared(CALIB, EVAL),
+  timeout: 300_000,
+}, async () => {
+  const out = join(work, 'weights-run');
+  const child = spawnCli(
+    [
+      'weights',
+      ...['--calib', sharedPath(CALIB)!, '--eval', sharedPath(EVAL)!],
+      ...['--method', 'ga-magnitude', '--sparsity', '0.3', '--population', '4', '--generations', '3'],
+      ...['--calib-tokens', '2048', '--eval-tokens', '512', '--out', out, '--dashboard', '0'],
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  let stderr = '';
+  child.stderr!.setEncoding('utf8');
+  const exited = new Promise<[number | null, string | null]>((r) => child.on('exit', (c, s) => r([c, s])));
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      child.stderr!.on('data', (d: string) => {
+        stderr += d;
+        const m = /dashboard: (http:\/\/127\.0\.0\.1:\d+\/)/.exec(stderr);
+        if (m) resolve(m[1]);
+      });
+      child.on('exit', () => reject(new Error(stderr)));
+    });
+    type State = { meta: { status: string; done: number; total: number; unit: string }; evals: unknown[] };
+    const seen: Array<{ done: number; points: number }> = [];
+    let state: State;
+    const until = Date.now() + 240_000;
+    for (;;) {
+      state = (await (await fetch(`${url}api/state`)).json()) as State;
+      if (state.meta.status === 'running') seen.push({ done: state.meta.done, points: state.evals.length });
+      if (state.meta.status === 'finished') break;
+      assert.ok(Date.now() < until, `the run did not finish: ${stderr}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    // stories260K has 5 blocks; the page saw some finish while the run was going.
+    assert.equal(state.meta.unit, 'block');
+    assert.equal(state.meta.total, 5);
+    assert.equal(state.meta.done, 5);
+    assert.equal(state.evals.length, 5);
+    const dones = new Set(seen.map((s) => s.done));
+    assert.ok(dones.size >= 2, `the block counter advanced while running: ${[...dones].join(', ')}`);
+    assert.ok(seen[0].points < 5, 'the page saw the run before every block had its point');
+    assert.match(stderr, /the run has finished; still serving/);
+    child.kill('SIGINT');
+    assert.deepEqual(await exited, [0, null], stderr);
+  } finally {
+    child.kill('SIGKILL');
+  }
+});

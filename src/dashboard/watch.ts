@@ -1,8 +1,10 @@
 /**
  * What the dashboard shows of a run directory, read from its files only (runs/rundir.ts names them): the run's
  * config, its evaluation and generation logs (followed as they grow, see tail.ts), the lock (is a process still
- * working there?), and at the end mask.json and result.json. A weight-pruning run logs no evaluations; its
- * per-block search state (search-state.json) gives one point per finished block instead.
+ * working there?), and at the end mask.json and result.json. A block-wise weight search logs every candidate
+ * too (evals.jsonl: block, generation in the block, quality, sparsity of the block), coloured by block; its
+ * per-block search state (search-state.json) gives each finished block's best as a "generation". A weight run
+ * with no log (one-shot methods, alloc, runs made before the log) shows each finished block's best as its point.
  *
  * `refresh` compares the files with what was last seen and returns the change: new log records (an append) or,
  * when a log was rewritten (a resumed run drops a partly logged generation), the whole view again (a snapshot).
@@ -200,6 +202,9 @@ export function watchRun(dir: string): RunWatcher {
   let blocks: { done: number; seconds: number; reports: Array<Record<string, unknown>> } | undefined;
   let live: string | null = null;
   let meta: RunMeta | undefined;
+  /** A weight run: whether evals.jsonl has given any point (else its points are the block bests). */
+  let evalsLogged = false;
+  let blockBest = new Set<EvalPoint>();
 
   const kind = (): RunMeta['kind'] =>
     config?.kind === HEAD_RUN_KIND ? 'heads' : config?.kind === WEIGHT_RUN_KIND ? 'weights' : null;
@@ -217,6 +222,8 @@ export function watchRun(dir: string): RunWatcher {
     computeMs = 0;
     nonFinite = 0;
     unreadable = 0;
+    evalsLogged = false;
+    blockBest = new Set();
   }
 
   async function readLogsAgain(): Promise<void> {
@@ -228,6 +235,7 @@ export function watchRun(dir: string): RunWatcher {
     for (const r of e.records) addEval(r);
     for (const r of g.records) addGeneration(r);
     unreadable = e.corrupt + g.corrupt;
+    evalsLogged = e.records.length > 0;
   }
 
   function addEval(r: Record<string, unknown>): EvalPoint {
@@ -238,7 +246,8 @@ export function watchRun(dir: string): RunWatcher {
     if (r.cached !== true) computeMs += num(r.ms) ?? 0;
     const p: EvalPoint = {
       n: evals.length,
-      generation: num(r.generation),
+      // A weight run's points are coloured by block (its generations restart in every block).
+      generation: kind() === 'weights' ? num(r.block) : num(r.generation),
       sparsity,
       score: q,
       fitness: num(r.fitness),
@@ -464,17 +473,51 @@ export function watchRun(dir: string): RunWatcher {
       const newEvals: EvalPoint[] = [];
       const newGenerations: GenerationPoint[] = [];
       if (kind() === 'weights') {
-        const before = { evals, generations };
-        if (await readBlocks()) {
+        // Points: every candidate a block-wise search logged (evals.jsonl); a run without that log (a method
+        // that does not search block by block, or one made before the log existed) gets each finished block's
+        // best instead. Generations: each finished block's best, from the search state.
+        const before = { evals, generations, logged: evalsLogged };
+        const e = await evalsTail.read();
+        if (e.reset) {
+          reset = true;
+          evalsTail = tailJsonl(join(root, 'evals.jsonl'));
+          const again = await evalsTail.read();
+          evals = [];
+          computeMs = 0;
+          nonFinite = 0;
+          unreadable = again.corrupt;
+          for (const r of again.records) addEval(r);
+          evalsLogged = again.records.length > 0;
+        } else {
+          for (const r of e.records) newEvals.push(addEval(r));
+          unreadable += e.corrupt;
+          if (e.records.length > 0) evalsLogged = true;
+        }
+        // From block bests to the log: start the page over.
+        if (evalsLogged && !before.logged && before.evals.length > 0) {
+          reset = true;
+          evals = evals.filter((p) => !blockBest.has(p));
+          evals.forEach((p, i) => {
+            p.n = i;
+          });
+        }
+        if ((await readBlocks()) || reset) {
           const now = blockPoints();
           const extends_ =
-            now.evals.length >= before.evals.length &&
-            before.evals.every((p, i) => JSON.stringify(p) === JSON.stringify(now.evals[i]));
+            now.generations.length >= before.generations.length &&
+            before.generations.every((p, i) => JSON.stringify(p) === JSON.stringify(now.generations[i]));
           if (!extends_) reset = true;
-          newEvals.push(...now.evals.slice(before.evals.length));
           newGenerations.push(...now.generations.slice(before.generations.length));
-          evals = now.evals;
           generations = now.generations;
+          if (!evalsLogged) {
+            const stale =
+              now.evals.length < before.evals.length ||
+              !before.evals.every((p, i) => JSON.stringify(p) === JSON.stringify(now.evals[i]));
+            if (stale) reset = true;
+            newEvals.push(...now.evals.slice(before.evals.length));
+            evals = now.evals;
+            blockBest = new Set(evals);
+          }
         }
       } else {
         const e = await evalsTail.read();

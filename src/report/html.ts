@@ -140,11 +140,16 @@ export function reportFigures(runs: readonly ReportRun[]): ReportFigure[] {
         run: run.name,
         points: shown.length,
         caption:
-          `Every individual the search evaluated (${shown.length}${shown.length < run.individuals.length ? `; ${run.individuals.length - shown.length} with a non-finite score left out` : ''}), ` +
-          `${qualityName} on the calibration data against the share of heads removed, coloured by generation.`,
+          `Every ${run.space === 'heads' ? 'individual' : 'candidate mask'} the search evaluated (${shown.length}${shown.length < run.individuals.length ? `; ${run.individuals.length - shown.length} with a non-finite score left out` : ''}), ` +
+          (run.space === 'heads'
+            ? `${qualityName} on the calibration data against the share of heads removed, coloured by generation.`
+            : `${qualityName} on the calibration data (earlier blocks as fixed, this block with the candidate mask, later blocks dense) against the share of that block's prunable weights removed, coloured by block.`),
         spec: qualityVsSparsitySpec(shown, {
           qualityName,
-          title: `${run.name}: quality vs sparsity of every individual`,
+          title: `${run.name}: quality vs sparsity of every ${run.space === 'heads' ? 'individual' : 'candidate'}`,
+          ...(run.space === 'weights'
+            ? { sparsityName: "share of the block's prunable weights removed", colourName: 'block' }
+            : {}),
         }),
       });
     }

@@ -16,10 +16,16 @@ import { isNegatedMetric, metricLabel, type QualityMetric } from '../search/obje
 
 export type RunSpace = 'heads' | 'weights';
 
-/** One evaluated individual of a GA or NSGA-II run (full fidelity where the run re-scored it). */
+/**
+ * One evaluated individual of a GA or NSGA-II run (full fidelity where the run re-scored it), or one candidate a
+ * block-wise weight search scored.
+ */
 export interface IndividualRow {
   run: string;
-  /** null: the run did not log generations with its evaluations (NSGA-II runs made before it did). */
+  /**
+   * The generation (weight runs: the block, since a block-wise search starts its generations over in every
+   * block); null: the run did not log generations with its evaluations (NSGA-II runs made before it did).
+   */
   generation: number | null;
   /** Share of the space's genes removed (heads, or weights of a weight genome). */
   sparsity: number;
@@ -285,6 +291,26 @@ function individualsOf(run: string, evals: Json[], metric: QualityMetric): Indiv
   return rows;
 }
 
+/** A block-wise weight search's candidates (spaces/weights/run.ts logs block, generation, quality, sparsity). */
+function blockCandidatesOf(run: string, evals: Json[], metric: QualityMetric): IndividualRow[] {
+  const rows: IndividualRow[] = [];
+  for (const r of evals) {
+    const block = num(r.block);
+    const sparsity = num(r.sparsity);
+    if (block === undefined || sparsity === undefined) continue;
+    const q = num(r.quality);
+    rows.push({
+      run,
+      generation: block,
+      sparsity,
+      quality: q === undefined ? null : isNegatedMetric(metric) ? -q : q,
+      fitness: null,
+      fidelity: 'full',
+    });
+  }
+  return rows;
+}
+
 function generationsOf(run: string, gens: Json[], individuals: IndividualRow[], metric: QualityMetric) {
   const rows: GenerationRow[] = [];
   for (const g of gens) {
@@ -387,7 +413,8 @@ export async function readRunForReport(
   }
 
   const evals = await readJsonlFile(join(dir, 'evals.jsonl'));
-  const individuals = individualsOf(name, evals, metric);
+  const individuals =
+    space === 'heads' ? individualsOf(name, evals, metric) : blockCandidatesOf(name, evals, metric);
   if (individuals.some((i) => i.generation === null))
     notes.push(
       'evals.jsonl does not log generations (made before it did): its individuals are not coloured by generation',

@@ -107,7 +107,7 @@ const sparsityAxis = (title: string) => ({ title, format: '.0%' });
  */
 export function qualityVsSparsitySpec(
   rows: readonly IndividualPoint[],
-  opts: { qualityName: string; title: string; sparsityName?: string },
+  opts: { qualityName: string; title: string; sparsityName?: string; colourName?: string },
 ): TopLevelSpec {
   const values = rows.filter((r) => r.quality !== null && Number.isFinite(r.quality));
   const byGeneration = values.some((r) => r.generation !== null);
@@ -140,7 +140,7 @@ export function qualityVsSparsitySpec(
                 color: {
                   field: 'generation',
                   type: 'quantitative',
-                  title: 'generation',
+                  title: opts.colourName ?? 'generation',
                   scale: { scheme: 'viridis' },
                   legend: { format: 'd', tickMinStep: 1 },
                 },

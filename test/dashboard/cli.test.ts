@@ -3,7 +3,7 @@
  * line, the URL on stderr, a clean stop on SIGTERM and SIGINT, and a weight search followed block by block.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -71,7 +71,7 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   });
 }
 
-test('weights --dashboard follows a block-wise search: the block counter advances, one point per finished block', {
+test('weights --dashboard follows a block-wise search: the block counter advances, every candidate a point', {
   skip: skipUnlessShared(CALIB, EVAL),
   timeout: 300_000,
 }, async () => {
@@ -97,7 +97,10 @@ test('weights --dashboard follows a block-wise search: the block counter advance
       });
       child.on('exit', () => reject(new Error(stderr)));
     });
-    type State = { meta: { status: string; done: number; total: number; unit: string }; evals: unknown[] };
+    type State = {
+      meta: { status: string; done: number; total: number; unit: string };
+      evals: Array<{ generation: number; sparsity: number; score: number }>;
+    };
     const seen: Array<{ done: number; points: number }> = [];
     let state: State;
     const until = Date.now() + 240_000;
@@ -112,10 +115,23 @@ test('weights --dashboard follows a block-wise search: the block counter advance
     assert.equal(state.meta.unit, 'block');
     assert.equal(state.meta.total, 5);
     assert.equal(state.meta.done, 5);
-    assert.equal(state.evals.length, 5);
+    // Every candidate the search scored is a point, coloured by its block: 4 initial + 3 generations × 4
+    // children per block, as evals.jsonl logs them.
+    const logged = readFileSync(join(out, 'evals.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    assert.equal(logged.length, 5 * (4 + 3 * 4));
+    assert.equal(state.evals.length, logged.length);
+    for (let b = 0; b < 5; b++)
+      assert.equal(state.evals.filter((p) => p.generation === b).length, 16, `block ${b}`);
+    assert.deepEqual(
+      state.evals.map((p) => p.score),
+      logged.map((l) => l.quality),
+    );
     const dones = new Set(seen.map((s) => s.done));
     assert.ok(dones.size >= 2, `the block counter advanced while running: ${[...dones].join(', ')}`);
-    assert.ok(seen[0].points < 5, 'the page saw the run before every block had its point');
+    assert.ok(seen[0].points < logged.length, 'the page saw the run before every candidate was scored');
     assert.match(stderr, /the run has finished; still serving/);
     child.kill('SIGINT');
     assert.deepEqual(await exited, [0, null], stderr);

@@ -6,7 +6,7 @@
  * result of the run that was never interrupted.
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { appendFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { createOrtGemm } from '../../src/engine/gemm.js';
@@ -46,6 +46,7 @@ import { weightPruneSettings } from '../../src/spaces/weights/settings.js';
 import { createRng } from '../../src/util/rng.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { assertOneLineError, runCli } from '../helpers/cli.js';
+import { logWithoutTimes } from '../helpers/rundir.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const tmp = tempDir('geneprune-seeded-');
@@ -351,12 +352,22 @@ describe('seeded GAs and the GA with a pattern on stories260K', {
     const killed = runCli(args(dir), { timeout: 300_000, fault: 'weights:block-fixed:3' });
     assert.equal(killed.signal, 'SIGKILL', killed.stderr);
     assert.ok(existsSync(join(dir, 'search-state.json')) && !existsSync(join(dir, 'result.json')));
+    // As if the kill had come while block 3 was being searched: two of its candidates logged, the last torn.
+    appendFileSync(
+      join(dir, 'evals.jsonl'),
+      '{"block":3,"generation":0,"quality":9.5,"sparsity":0.5,"ms":1}\n{"block":3,"generation":0,"qua',
+    );
     const resumed = runCli(['weights', '--resume', dir, '--json'], { timeout: 300_000 });
     assert.equal(resumed.code, 0, resumed.stderr);
     const r = JSON.parse(resumed.stdout) as PerplexityRunResult;
     await assertSameBits(r.mask, runs.gw.mask);
     assert.equal(r.eval.perplexity, runs.gw.eval.perplexity);
     assert.deepEqual(r.methodReport, runs.gw.methodReport);
+    // The candidate log: block 3's stale lines gone, and line for line the uninterrupted run's (times aside):
+    // 5 blocks × (4 + 2 generations × 4 children).
+    const log = logWithoutTimes(dir, 'evals.jsonl');
+    assert.equal(log.length, 5 * (4 + 2 * 4));
+    assert.deepEqual(log, logWithoutTimes(join(tmp.dir, 'gw'), 'evals.jsonl'));
   });
 
   test('ga with --metric bleu --bleu sentence-mean: fitness on BLEU of the calibration task; dense and final BLEU equal evaluateBleu', async () => {

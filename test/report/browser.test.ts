@@ -51,6 +51,7 @@ describe('report in headless Chromium', { skip }, () => {
         runs.nsga,
         runs.ablation,
         runs.wanda,
+        runs.gaWeights,
         hostile,
         '--bench',
         '--bench-runs',
@@ -67,7 +68,8 @@ describe('report in headless Chromium', { skip }, () => {
 
   test('every figure is present with one drawn mark per point, and nothing is fetched', async (t) => {
     const headRuns = [runs.ga, runs.nsga, runs.ablation, hostile];
-    const all = [...headRuns, runs.wanda];
+    const weightRuns = [runs.wanda, runs.gaWeights];
+    const all = [...headRuns, ...weightRuns];
     const name = (dir: string) => dir.slice(dir.lastIndexOf('/') + 1);
     // What each figure should draw, from the run files alone.
     const expected: Array<{ kind: string; run?: string; mark: string; points: number }> = [
@@ -80,7 +82,13 @@ describe('report in headless Chromium', { skip }, () => {
       {
         kind: 'layer-sparsity',
         mark: MARK_NAMES.layerSparsity,
-        points: json(join(runs.wanda, 'result.json')).layers.length,
+        points: weightRuns.reduce((a, d) => a + json(join(d, 'result.json')).layers.length, 0),
+      },
+      {
+        kind: 'quality-vs-sparsity',
+        run: name(runs.gaWeights),
+        mark: MARK_NAMES.individuals,
+        points: jsonl(join(runs.gaWeights, 'evals.jsonl')).filter((e) => e.quality !== null).length,
       },
     ];
     for (const dir of [runs.ga, hostile]) {
@@ -144,7 +152,9 @@ describe('report in headless Chromium', { skip }, () => {
       assert.deepEqual(fetched, [], 'the page asked for nothing outside itself');
       assert.equal(await page.locator('script').count(), 0, 'no script element');
       const figureCount = await page.locator('figure.plot').count();
-      assert.equal(figureCount, 3 + 2 * 2 + 1 + headRuns.length, 'figures on the page');
+      // Speedup proxy, measured speedup, layer sparsity; quality-vs-sparsity and generations of the two GA head
+      // runs; the Pareto front; a head mask per head run; the weight GA's candidates.
+      assert.equal(figureCount, 3 + 2 * 2 + 1 + headRuns.length + 1, 'figures on the page');
       for (const e of expected) {
         const ofKind = page.locator(`figure.plot[data-kind="${e.kind}"]`);
         const scoped = e.run === undefined ? ofKind : ofKind.and(page.locator(`[data-run="${e.run}"]`));
@@ -170,6 +180,9 @@ describe('report in headless Chromium', { skip }, () => {
         .locator('figure.plot[data-kind="quality-vs-sparsity"][data-run="ga-sos"]')
         .screenshot({ path: join(shots, 'quality-vs-sparsity.png') });
       await page.locator('figure.plot[data-kind="pareto"]').screenshot({ path: join(shots, 'pareto.png') });
+      await page
+        .locator('figure.plot[data-kind="quality-vs-sparsity"][data-run="ga-magnitude"]')
+        .screenshot({ path: join(shots, 'weights-candidates.png') });
       t.diagnostic(`screenshots in ${shots}`);
     } finally {
       await browser.close();

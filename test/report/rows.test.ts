@@ -103,6 +103,27 @@ describe('report rows from real run directories', { skip }, () => {
     assert.equal(r.heads.length, 0);
   });
 
+  test('weights, block-wise GA: every logged candidate, coloured by block, its quality and block sparsity', async () => {
+    const r = await readRunForReport(runs.gaWeights);
+    const evals = lines(join(runs.gaWeights, 'evals.jsonl'));
+    // 5 blocks × (4 initial + 2 generations × 4 children).
+    assert.equal(evals.length, 5 * (4 + 2 * 4));
+    assert.deepEqual(
+      r.individuals.map((i) => [i.generation, i.sparsity, i.quality]),
+      evals.map((e) => [e.block, e.sparsity, e.quality]),
+    );
+    // Each block's logged best is the block best the method reports.
+    const layers = json(join(runs.gaWeights, 'result.json')).methodReport.layers as Array<{
+      layer: number;
+      bestQuality: number;
+    }>;
+    for (const l of layers) {
+      const mine = r.individuals.filter((i) => i.generation === l.layer).map((i) => i.quality as number);
+      assert.equal(Math.min(...mine), l.bestQuality, `block ${l.layer}`);
+    }
+    assert.equal(r.generations.length, 0);
+  });
+
   test('refuses a missing, foreign, unfinished or corrupt run directory in one line', () => {
     const bad = join(runs.root, 'bad');
     mkdirSync(join(bad, 'foreign'), { recursive: true });

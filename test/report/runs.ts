@@ -1,7 +1,8 @@
 /**
  * Real short runs on the shared stories260K model and TinyStories pages, made once per test file into a temporary
  * folder: a GA head search with the paper's fitness (sparsity grows over generations), an NSGA-II search, the
- * single-head ablation baseline and Wanda weight pruning. Small settings: the whole set takes seconds.
+ * single-head ablation baseline, Wanda weight pruning and a block-wise weight GA (ga-magnitude, which logs every
+ * candidate). Small settings: the whole set takes seconds.
  */
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,6 +16,7 @@ export interface ShortRuns {
   nsga: string;
   ablation: string;
   wanda: string;
+  gaWeights: string;
 }
 
 export const POPULATION = 8;
@@ -36,6 +38,7 @@ export async function makeShortRuns(): Promise<ShortRuns> {
     nsga: join(root, 'nsga'),
     ablation: join(root, 'ablation'),
     wanda: join(root, 'wanda'),
+    gaWeights: join(root, 'ga-magnitude'),
   };
   await searchHeads({
     ...common,
@@ -54,5 +57,13 @@ export async function makeShortRuns(): Promise<ShortRuns> {
   });
   await searchHeads({ ...common, method: 'ablation', targetSparsity: 0.25, out: runs.ablation });
   await pruneWeights({ ...common, method: 'wanda', sparsity: 0.5, out: runs.wanda });
+  await pruneWeights({
+    ...common,
+    method: 'ga-magnitude',
+    sparsity: 0.4,
+    population: 4,
+    generations: 2,
+    out: runs.gaWeights,
+  });
   return runs;
 }

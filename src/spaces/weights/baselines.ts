@@ -27,7 +27,7 @@ import type { ModelSpec } from '../../model/spec.js';
 import { pruneSequentially } from '../../prune/sequential.js';
 import type { BleuObjectiveOptions, QualityMetric } from '../../search/objective.js';
 import type { Rng } from '../../util/rng.js';
-import type { BlockSearchProgress, CheckpointStore } from './blockwise.js';
+import type { BlockEvaluation, BlockSearchProgress, CheckpointStore } from './blockwise.js';
 
 export interface WeightBaselineInput {
   spec: ModelSpec;
@@ -74,6 +74,8 @@ export interface WeightBaselineInput {
   state?: MethodStateStore;
   /** Searching methods: after each generation. */
   onSearchProgress?: (p: BlockSearchProgress) => void;
+  /** Block-wise searching methods: after each candidate is scored (awaited). */
+  onSearchEvaluation?: (e: BlockEvaluation) => void | Promise<void>;
 }
 
 /** A method's own resumable state in the run directory (JSON; written atomically). */

@@ -162,6 +162,20 @@ export interface BlockSearchProgress {
   seconds: number;
 }
 
+/** One candidate a block search scored, as the run directory logs it (evals.jsonl). */
+export interface BlockEvaluation {
+  layer: number;
+  /** 0: before the block's first generation report (the initial population); g: after the g-th. */
+  generation: number;
+  metric: BlockMetric;
+  /** The metric as quoted (perplexity, or BLEU 0–100). */
+  value: number;
+  /** Share of the block's prunable weights the candidate removes. */
+  sparsity: number;
+  /** Milliseconds the scoring took. */
+  ms: number;
+}
+
 /** What a method's per-block search is given. */
 export interface BlockContext {
   spec: ModelSpec;
@@ -248,6 +262,8 @@ export interface BlockwiseInput<R> {
   recover?: { damping: number };
   onBlock?: (report: R, layer: number, layers: number) => void;
   onProgress?: (p: BlockSearchProgress) => void;
+  /** After each candidate is scored (awaited: a run directory appends it to its log first). */
+  onEvaluation?: (e: BlockEvaluation) => void | Promise<void>;
 }
 
 export interface BlockwiseResult<R> {
@@ -361,6 +377,7 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
         return bleu!.score(genome ? new Map([...fixed, ...feeds]) : new Map());
       };
       let outcome: BlockOutcome<R>;
+      let generationNow = 0;
       try {
         if (l === 0) dense = await value(undefined);
         const ctx: BlockContext = {
@@ -375,10 +392,20 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
           engine,
           async quality(genome) {
             evaluations++;
+            const t0 = performance.now();
             const v = await value(genome);
+            await input.onEvaluation?.({
+              layer: l,
+              generation: generationNow,
+              metric,
+              value: v,
+              sparsity: offShare(genome),
+              ms: performance.now() - t0,
+            });
             return { value: v, normalized: normalizedQuality(metric, v, dense) };
           },
           generation(done, of, best) {
+            generationNow = done + 1;
             input.onProgress?.({
               layer: l,
               layers: L,

@@ -51,6 +51,7 @@ import {
 } from './baselines.js';
 import {
   type BlockContext,
+  type BlockEvaluation,
   type BlockMetric,
   type BlockOutcome,
   type BlockSearchProgress,
@@ -134,6 +135,7 @@ export interface GaInput {
   bleu?: BleuObjectiveOptions;
   onLayer?: (report: GaLayerReport, layers: number) => void;
   onProgress?: (p: BlockSearchProgress) => void;
+  onEvaluation?: (e: BlockEvaluation) => void | Promise<void>;
 }
 
 /** Checks a GA's settings (errors name the CLI flags). */
@@ -251,6 +253,7 @@ export async function geneticPrune(
     search: (ctx) => searchBlock(ctx, s, input.threshold, input.pattern),
     onBlock: (r, _l, L) => input.onLayer?.(r, L),
     ...(input.onProgress ? { onProgress: input.onProgress } : {}),
+    ...(input.onEvaluation ? { onEvaluation: input.onEvaluation } : {}),
   });
   return {
     keeps: out.keeps,
@@ -310,6 +313,7 @@ export const GA: WeightBaseline = {
       ...(input.checkpoint ? { checkpoint: input.checkpoint as CheckpointStore<GaLayerReport> } : {}),
       onLayer: (r, L) => input.onProgress?.(r.layer + 1, L, 'blocks'),
       ...(input.onSearchProgress ? { onProgress: input.onSearchProgress } : {}),
+      ...(input.onSearchEvaluation ? { onEvaluation: input.onSearchEvaluation } : {}),
     });
     return { keeps: out.keeps, forwardPasses: out.forwardPasses, report: out.report };
   },

@@ -9,7 +9,8 @@
  *
  * Run directory: config.json (settings, model identity, data paths and hashes), state.json (written atomically
  * once the mask is fixed: the mask file's sha256, the method's cost), weight-mask.safetensors, result.json,
- * run.lock while a process works there.
+ * run.lock while a process works there; a block-wise search adds evals.jsonl (every candidate it scored) and its
+ * checkpoint (search-state.json and the fixed blocks' bits).
  */
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -46,6 +47,7 @@ import {
 import { labelledRecord } from '../../runs/labels.js';
 import { type GivenSetting, refuseChangedSettings, refuseForeignModel } from '../../runs/resume.js';
 import {
+  appendJsonl,
   createRunDir,
   lockRunDir,
   type RunConfig,
@@ -61,7 +63,7 @@ import {
   isClassificationMetric,
   type QualityMetric,
 } from '../../search/objective.js';
-import { faultPoint, sha256File, writeBytesAtomic, writeJsonAtomic } from '../../util/fs.js';
+import { faultPoint, sha256File, writeBytesAtomic, writeJsonAtomic, writeTextAtomic } from '../../util/fs.js';
 import { createRng } from '../../util/rng.js';
 import { type MethodStateStore, weightBaseline } from './baselines.js';
 import type { BlockCheckpoint, BlockSearchProgress, CheckpointStore } from './blockwise.js';
@@ -304,6 +306,28 @@ interface SearchStateFile {
   seconds: number;
 }
 
+/** A block-wise search's log of every scored candidate (one line each: block, generation, quality, sparsity, ms). */
+export const WEIGHT_EVALS_FILE = 'evals.jsonl';
+
+/**
+ * Keeps in the evaluation log only the blocks a checkpoint has fixed, once that checkpoint has been read and
+ * validated: the candidates of a block that was stopped half-way are scored again when it is searched again.
+ */
+async function trimEvaluationLog(dir: string, done: number): Promise<void> {
+  const path = join(dir, WEIGHT_EVALS_FILE);
+  const text = await readFile(path, 'utf8').catch(() => undefined);
+  if (text === undefined) return;
+  const kept = text.split('\n').filter((line) => {
+    try {
+      const r = JSON.parse(line) as { block?: unknown };
+      return typeof r.block === 'number' && r.block < done;
+    } catch {
+      return false; // the empty tail, or a line torn by a stop mid-append
+    }
+  });
+  await writeTextAtomic(path, kept.map((l) => `${l}\n`).join(''));
+}
+
 /**
  * The checkpoint of a block-wise search in the run directory: SEARCH_BLOCKS_FILE (the fixed blocks' keep bits,
  * matrix after matrix, packed) written first, then SEARCH_STATE_FILE naming its sha256, both atomically, so a
@@ -315,7 +339,10 @@ function searchCheckpoint(dir: string, method: string, matrices: readonly { rows
   const store: CheckpointStore<unknown> = {
     async read() {
       const st = (await readJsonIfPresent(statePath, SEARCH_STATE_FILE)) as SearchStateFile | undefined;
-      if (st === undefined) return undefined;
+      if (st === undefined) {
+        await trimEvaluationLog(dir, 0);
+        return undefined;
+      }
       const bad = (why: string) => fileError(statePath, `${why}; remove it to search again from block 0`);
       if (
         st?.version !== 1 ||
@@ -351,6 +378,7 @@ function searchCheckpoint(dir: string, method: string, matrices: readonly { rows
         evaluations: st.evaluations,
         seconds: st.seconds,
       };
+      await trimEvaluationLog(dir, st.done);
       return cp;
     },
     async write(cp) {
@@ -442,6 +470,14 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
     state: methodStateStore(dir, s.method),
     ...(s.recover ? { recovery: { damping: RECOVERY_DAMPING } } : {}),
     ...(env.onSearchProgress ? { onSearchProgress: env.onSearchProgress } : {}),
+    onSearchEvaluation: (e) =>
+      appendJsonl(dir, WEIGHT_EVALS_FILE, {
+        block: e.layer,
+        generation: e.generation,
+        quality: Number.isFinite(e.value) ? e.value : null,
+        sparsity: e.sparsity,
+        ms: Math.round(e.ms),
+      }),
   });
   const masks = weightMasksFromKeeps(p.space.matrices, out.keeps);
   const { sha256 } = await writeWeightMaskFile(join(dir, WEIGHT_MASK_FILE), p.model.spec, masks, {

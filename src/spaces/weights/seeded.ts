@@ -254,6 +254,7 @@ function seededMethod(kind: SeedKind): WeightBaseline {
         search: (ctx) => searchSeededBlock(ctx, kind, s, input.sparsity, input.pattern),
         onBlock: (_r, l, L) => input.onProgress?.(l + 1, L, 'blocks'),
         ...(input.onSearchProgress ? { onProgress: input.onSearchProgress } : {}),
+        ...(input.onSearchEvaluation ? { onEvaluation: input.onSearchEvaluation } : {}),
       });
       const report: SeededReport = { seed: kind, metric: out.metric, dense: out.dense, layers: out.reports };
       return { keeps: out.keeps, forwardPasses: out.forwardPasses, report };

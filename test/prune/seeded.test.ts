@@ -17,6 +17,7 @@ import {
   type PerplexityRunResult,
   perplexityRun,
   pruneWeights,
+  readRunForReport,
 } from '../../src/index.js';
 import { unpackBits } from '../../src/masks/bitset.js';
 import { applyRecoveredWeights } from '../../src/masks/recovered.js';
@@ -404,6 +405,21 @@ describe('seeded GAs and the GA with a pattern on stories260K', {
       assert.equal(l.best.perplexity, undefined);
       const f = 0.98 * (l.best.bleu! / dense.bleu) + 0.02 * l.best.sparsity;
       assert.ok(Math.abs(f - l.best.fitness) < 1e-12, `layer ${l.layer}: ${l.best.fitness} vs ${f}`);
+    }
+    // The candidate log holds quality as every run log does, lower is better (BLEU negated); the report turns
+    // it back, and the BLEU of each block's best is one of its candidates'.
+    const log = logWithoutTimes(join(tmp.dir, 'ga-bleu'), 'evals.jsonl') as Array<{
+      block: number;
+      quality: number;
+    }>;
+    const rows = await readRunForReport(join(tmp.dir, 'ga-bleu'));
+    assert.deepEqual(
+      rows.individuals.map((i) => i.quality),
+      log.map((e) => -e.quality),
+    );
+    for (const l of report.layers) {
+      const bleus = rows.individuals.filter((i) => i.generation === l.layer).map((i) => i.quality as number);
+      assert.ok(bleus.includes(l.best.bleu!), `block ${l.layer}: ${l.best.bleu} among ${bleus.join(', ')}`);
     }
   });
 

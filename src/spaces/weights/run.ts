@@ -474,7 +474,8 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
       appendJsonl(dir, WEIGHT_EVALS_FILE, {
         block: e.layer,
         generation: e.generation,
-        quality: Number.isFinite(e.value) ? e.value : null,
+        // As every run log holds it: lower is better, so BLEU is negated (the dashboard and report turn it back).
+        quality: Number.isFinite(e.value) ? (e.metric === 'bleu' ? -e.value : e.value) : null,
         sparsity: e.sparsity,
         ms: Math.round(e.ms),
       }),

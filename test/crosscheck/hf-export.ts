@@ -12,13 +12,15 @@
  * pruning), qwen2 (biases), GPT-2, Gemma, Gemma 2, BERT, RoBERTa and DistilBERT classifiers, each exported
  * `padded` (which any transformers version should load) and, where transformers once had a convention for it,
  * `compact`; and the real stories260K, dense and 25 % pruned, whose tokenizer.json must give llama2.c's ids and
- * whose eval perplexity must equal geneprune's. Needs ../shared for stories260K (skipped with a message if absent).
+ * whose eval perplexity must equal geneprune's; and stories260K with half its weights pruned by Wanda and
+ * recovered, exported with the zeros and the recovered weights. Needs ../shared for stories260K (skipped with a message if absent).
  */
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeHfFolder } from '../../src/checkpoint/hf.js';
 import { createRunner } from '../../src/engine/runner.js';
+import { evaluate, exportModel as exportApi, pruneWeights } from '../../src/index.js';
 import { type Genome, headMaskOf } from '../../src/masks/heads.js';
 import { readDataset } from '../../src/metrics/data.js';
 import { batches, makeWindows, tokenizeDocuments } from '../../src/metrics/perplexity.js';
@@ -32,7 +34,7 @@ import { createRng } from '../../src/util/rng.js';
 import { writeRandomEncoder } from '../helpers/encoders.js';
 import { writeGemma } from '../helpers/gemma.js';
 import { writeGpt2 } from '../helpers/gpt2.js';
-import { EVAL, MODEL, sharedPath } from '../shared.js';
+import { CALIB, EVAL, MODEL, sharedPath } from '../shared.js';
 
 const { values } = parseArgs({ options: { out: { type: 'string', default: 'tmp/crosscheck' } } });
 const OUT = resolve(values.out);
@@ -287,6 +289,45 @@ if (!modelPath || !evalPath) {
       `crosscheck: ${name}: geneprune mean NLL ${(sum / count).toFixed(6)} over ${count} tokens (ppl ${Math.exp(sum / count).toFixed(4)})\n`,
     );
   }
+  // Weight pruning: Wanda at 50 % with recovery, exported with the mask's zeros and the recovered weights; the
+  // expectation is `evaluate` on the source model with the mask and the recovered weights.
+  const run = join(sources, 'wanda-50');
+  await pruneWeights({
+    model: modelPath,
+    calib: sharedPath(CALIB)!,
+    eval: evalPath,
+    method: 'wanda',
+    sparsity: 0.5,
+    recover: true,
+    evalTokens: 1024,
+    out: run,
+  });
+  const weightMask = join(run, 'weight-mask.safetensors');
+  const recovered = join(run, 'recovered-weights.safetensors');
+  const expected = await evaluate({ model: modelPath, data: evalPath, weightMask, recovered });
+  const name = 'stories260K-wanda50-recovered';
+  await exportApi({ model: modelPath, weightMask, recovered, out: join(OUT, name, 'model'), format: 'all' });
+  writeFileSync(
+    join(OUT, name, 'case.json'),
+    `${JSON.stringify({
+      name,
+      family: 'llama',
+      layout: 'weights',
+      task: 'perplexity',
+      context,
+      stream,
+      documents: data.documents,
+      documentIds: perDoc,
+      bos: model.tokenizer.bosId,
+      meanNll: expected.meanNll,
+      tokens: expected.tokens,
+      removed: [],
+      mustLoad: true,
+    })}\n`,
+  );
+  process.stderr.write(
+    `crosscheck: ${name}: geneprune mean NLL ${expected.meanNll.toFixed(6)} over ${expected.tokens} tokens (ppl ${expected.perplexity.toFixed(4)})\n`,
+  );
 }
 rmSync(sources, { recursive: true, force: true });
 process.stderr.write(`crosscheck: cases in ${OUT}\n`);

@@ -222,7 +222,17 @@ export async function startDashboard(options: DashboardOptions): Promise<Dashboa
     clients.clear();
   });
 
-  await app.listen({ port: options.port ?? 0, host });
+  try {
+    await app.listen({ port: options.port ?? 0, host });
+  } catch (e) {
+    // Nothing may outlive a server that never listened: its polling loop and heartbeat would keep the process up.
+    stopped = true;
+    clearTimeout(timer);
+    clearInterval(heartbeat);
+    await app.close().catch(() => undefined);
+    await refreshing;
+    throw e;
+  }
   const address = app.server.address();
   const port = typeof address === 'object' && address ? address.port : (options.port ?? 0);
   return {

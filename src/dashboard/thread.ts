@@ -42,6 +42,7 @@ export function startDashboardThread(options: DashboardOptions): Promise<Dashboa
     worker.on('message', (m: FromWorker) => {
       if (m.kind === 'failed') {
         reject(Object.assign(new Error(m.message), m.code ? { code: m.code } : {}));
+        void worker.terminate();
       } else if (m.kind === 'refreshed') {
         waiting.get(m.id)?.();
         waiting.delete(m.id);

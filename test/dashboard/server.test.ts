@@ -445,6 +445,12 @@ describe('on a thread of its own (beside a search)', () => {
       const [status, at] = out.trim().split(' ').map(Number);
       assert.equal(status, 200);
       assert.ok(at < released, `answered ${at - released} ms after the main thread was free again`);
+      // A server that cannot listen leaves nothing running (its polling loop and heartbeat were once left behind,
+      // keeping the process up), on this thread or its own.
+      const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+      const before = timers();
+      await assert.rejects(dashboard({ runDir: dir, port: d.port }), /in use/);
+      assert.equal(timers(), before, 'timers left by a server that never listened');
       // A second server on the same port fails the way an in-process one does.
       await assert.rejects(
         dashboard({ runDir: dir, thread: true, port: d.port, portFlag: '--dashboard' }),

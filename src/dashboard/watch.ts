@@ -479,15 +479,9 @@ export function watchRun(dir: string): RunWatcher {
         const before = { evals, generations, logged: evalsLogged };
         const e = await evalsTail.read();
         if (e.reset) {
+          // A resumed run dropped a stopped block's lines: read the log again (block bests follow below).
           reset = true;
-          evalsTail = tailJsonl(join(root, 'evals.jsonl'));
-          const again = await evalsTail.read();
-          evals = [];
-          computeMs = 0;
-          nonFinite = 0;
-          unreadable = again.corrupt;
-          for (const r of again.records) addEval(r);
-          evalsLogged = again.records.length > 0;
+          await readLogsAgain();
         } else {
           for (const r of e.records) newEvals.push(addEval(r));
           unreadable += e.corrupt;

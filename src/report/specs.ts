@@ -281,13 +281,18 @@ export function paretoSpec(
 }
 
 /**
- * What the per-method quality figures share: the quality axis (log above an 8× span, the dense value included),
- * the method colour, and the dense model as a dashed rule labelled at the right edge (none without a dense value).
+ * What the per-method quality figures share: the title with its which-way-is-better subtitle, the quality axis
+ * (log above an 8× span, the dense value included), the method colour, and the dense model as a grey dashed rule
+ * labelled at the right edge (none without a dense value).
  */
 function methodQualityParts(
   values: ReadonlyArray<{ quality: number }>,
-  opts: { qualityName: string; dense?: number },
+  opts: { qualityName: string; dense?: number; title: string; lowerIsBetter: boolean },
 ) {
+  const title = {
+    text: opts.title,
+    subtitle: `${opts.lowerIsBetter ? 'lower' : 'higher'} is better${opts.dense === undefined ? '' : '; grey rule: the dense model'}`,
+  };
   const y = {
     field: 'quality',
     type: 'quantitative',
@@ -310,7 +315,7 @@ function methodQualityParts(
             ],
           },
         ];
-  return { y, color, dense };
+  return { y, color, dense, title };
 }
 
 /**
@@ -331,13 +336,10 @@ export function speedupSpec(
     scale: { zero: false, padding: 12 },
     axis: { format: '.2f' },
   };
-  const { y, color, dense } = methodQualityParts(values, opts);
+  const { y, color, dense, title } = methodQualityParts(values, opts);
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
-    title: {
-      text: opts.title,
-      subtitle: `${opts.lowerIsBetter ? 'lower' : 'higher'} is better; grey rule: the dense model`,
-    },
+    title,
     width: WIDTH,
     height: HEIGHT,
     config: CONFIG,
@@ -459,13 +461,10 @@ export function methodSweepSpec(
     axis: sparsityAxis(opts.sparsityName),
     scale: { zero: false, padding: 12 },
   };
-  const { y, color, dense } = methodQualityParts(values, opts);
+  const { y, color, dense, title } = methodQualityParts(values, opts);
   return {
     $schema: 'https://vega.github.io/schema/vega-lite/v5.json',
-    title: {
-      text: opts.title,
-      subtitle: `${opts.lowerIsBetter ? 'lower' : 'higher'} is better${opts.dense === undefined ? '' : '; grey rule: the dense model'}`,
-    },
+    title,
     width: WIDTH,
     height: HEIGHT,
     config: CONFIG,

@@ -44,6 +44,27 @@ interface PointsFile {
   points: Array<{ method: string; sparsity: number; evalPerplexity: number; level?: string }>;
 }
 
+/** Eval perplexity against sparsity, one colour per method (and a dash per variant), the dense model as a rule. */
+function perplexityFigure(
+  f: PointsFile,
+  points: SweepPoint[],
+  title: string,
+  sparsityName: string,
+  variantName?: string,
+): ReturnType<NonNullable<Bench['figure']>> {
+  return {
+    points: points.filter((p) => Number.isFinite(p.quality)).length,
+    spec: methodSweepSpec(points, {
+      title,
+      qualityName: 'eval perplexity',
+      sparsityName,
+      lowerIsBetter: true,
+      ...(variantName ? { variantName } : {}),
+      ...(f.densePerplexity === undefined ? {} : { dense: f.densePerplexity }),
+    }),
+  };
+}
+
 /** How weights-table names a method's row after recovery. */
 const RECOVERED = ' + recovery';
 
@@ -53,23 +74,13 @@ const BENCHES: Record<string, Bench> = {
     script: 'bench/heads-table.ts',
     args: [],
     quick: ['--out', 'RUNS', '--methods', 'random,norm', '--sparsities', '0.25,0.5', '--calib-tokens', '512'],
-    figure: (f) => {
-      const points: SweepPoint[] = f.points.map((p) => ({
-        series: p.method,
-        sparsity: p.sparsity,
-        quality: p.evalPerplexity,
-      }));
-      return {
-        points: points.filter((p) => Number.isFinite(p.quality)).length,
-        spec: methodSweepSpec(points, {
-          title: 'Head pruning on stories260K: eval perplexity per method',
-          qualityName: 'eval perplexity',
-          sparsityName: 'share of heads removed',
-          lowerIsBetter: true,
-          ...(f.densePerplexity === undefined ? {} : { dense: f.densePerplexity }),
-        }),
-      };
-    },
+    figure: (f) =>
+      perplexityFigure(
+        f,
+        f.points.map((p) => ({ series: p.method, sparsity: p.sparsity, quality: p.evalPerplexity })),
+        'Head pruning on stories260K: eval perplexity per method',
+        'share of heads removed',
+      ),
   },
   weights: {
     npm: 'table:weights',
@@ -102,17 +113,13 @@ const BENCHES: Record<string, Bench> = {
             quality: p.evalPerplexity,
           };
         });
-      return {
-        points: points.filter((p) => Number.isFinite(p.quality)).length,
-        spec: methodSweepSpec(points, {
-          title: 'Weight pruning on stories260K (unstructured): eval perplexity per method',
-          qualityName: 'eval perplexity',
-          sparsityName: 'share of prunable weights removed',
-          lowerIsBetter: true,
-          variantName: 'weights',
-          ...(f.densePerplexity === undefined ? {} : { dense: f.densePerplexity }),
-        }),
-      };
+      return perplexityFigure(
+        f,
+        points,
+        'Weight pruning on stories260K (unstructured): eval perplexity per method',
+        'share of prunable weights removed',
+        'weights',
+      );
     },
   },
   engine: {

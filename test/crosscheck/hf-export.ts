@@ -240,6 +240,34 @@ if (!modelPath || !evalPath) {
   const perDoc = data.documents.map((d) => model.tokenizer.encode(d, { bos: false }));
   const context = 512;
   const windows = makeWindows(stream, context);
+  /** case.json of a stories260K folder: PyTorch's eval mean NLL must equal `meanNll`, its tokenizer the ids. */
+  const writePerplexityCase = (
+    name: string,
+    layout: string,
+    meanNll: number,
+    tokens: number,
+    removed: number[][],
+  ) => {
+    const c = {
+      name,
+      family: 'llama',
+      layout,
+      task: 'perplexity',
+      context,
+      stream,
+      documents: data.documents,
+      documentIds: perDoc,
+      bos: model.tokenizer.bosId,
+      meanNll,
+      tokens,
+      removed,
+      mustLoad: true,
+    };
+    writeFileSync(join(OUT, name, 'case.json'), `${JSON.stringify(c)}\n`);
+    process.stderr.write(
+      `crosscheck: ${name}: geneprune mean NLL ${meanNll.toFixed(6)} over ${tokens} tokens (ppl ${Math.exp(meanNll).toFixed(4)})\n`,
+    );
+  };
   const H = Math.max(...spec.config.headsPerLayer);
   const dense = new Uint8Array(spec.config.numLayers * H).fill(1);
   const pruned = genomeRemoving(spec, [2, 2, 2, 2, 2], 9);
@@ -269,25 +297,7 @@ if (!modelPath || !evalPath) {
       tokenizerPath: model.tokenizerPath,
       ...(layout === 'padded' ? { hfLayout: 'padded' as const } : {}),
     });
-    const c = {
-      name,
-      family: 'llama',
-      layout,
-      task: 'perplexity',
-      context,
-      stream,
-      documents: data.documents,
-      documentIds: perDoc,
-      bos: model.tokenizer.bosId,
-      meanNll: sum / count,
-      tokens: count,
-      removed: removedOf(spec, genome),
-      mustLoad: true,
-    };
-    writeFileSync(join(dir, 'case.json'), `${JSON.stringify(c)}\n`);
-    process.stderr.write(
-      `crosscheck: ${name}: geneprune mean NLL ${(sum / count).toFixed(6)} over ${count} tokens (ppl ${Math.exp(sum / count).toFixed(4)})\n`,
-    );
+    writePerplexityCase(name, layout, sum / count, count, removedOf(spec, genome));
   }
   // Weight pruning: Wanda at 50 % with recovery, exported with the mask's zeros and the recovered weights; the
   // expectation is `evaluate` on the source model with the mask and the recovered weights.
@@ -307,27 +317,7 @@ if (!modelPath || !evalPath) {
   const expected = await evaluate({ model: modelPath, data: evalPath, weightMask, recovered });
   const name = 'stories260K-wanda50-recovered';
   await exportApi({ model: modelPath, weightMask, recovered, out: join(OUT, name, 'model'), format: 'all' });
-  writeFileSync(
-    join(OUT, name, 'case.json'),
-    `${JSON.stringify({
-      name,
-      family: 'llama',
-      layout: 'weights',
-      task: 'perplexity',
-      context,
-      stream,
-      documents: data.documents,
-      documentIds: perDoc,
-      bos: model.tokenizer.bosId,
-      meanNll: expected.meanNll,
-      tokens: expected.tokens,
-      removed: [],
-      mustLoad: true,
-    })}\n`,
-  );
-  process.stderr.write(
-    `crosscheck: ${name}: geneprune mean NLL ${expected.meanNll.toFixed(6)} over ${expected.tokens} tokens (ppl ${expected.perplexity.toFixed(4)})\n`,
-  );
+  writePerplexityCase(name, 'weights', expected.meanNll, expected.tokens, []);
 }
 rmSync(sources, { recursive: true, force: true });
 process.stderr.write(`crosscheck: cases in ${OUT}\n`);

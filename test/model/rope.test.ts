@@ -6,6 +6,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { GenepruneError } from '../../src/errors.js';
+import { modelFingerprint } from '../../src/model/identity.js';
+import { randomLlamaSpec } from '../../src/model/random.js';
 import {
   type RopeScaling,
   ropeCosSinFactor,
@@ -241,5 +243,39 @@ describe('config.json rotary settings', () => {
         JSON.stringify(json),
       );
     }
+  });
+});
+
+describe('fingerprints', () => {
+  it('include the scaling (not the key it was written under); the same weights unscaled differ', async () => {
+    const llama3 = {
+      rope_type: 'llama3',
+      factor: 8,
+      low_freq_factor: 1,
+      high_freq_factor: 4,
+      original_max_position_embeddings: 16,
+    };
+    const spec = (ropeScaling?: Record<string, unknown>) =>
+      randomLlamaSpec({
+        hiddenSize: 16,
+        numLayers: 1,
+        numHeads: 2,
+        numKvHeads: 1,
+        intermediateSize: 8,
+        vocabSize: 11,
+        maxPositions: 64,
+        seed: 3,
+        ropeScaling,
+      });
+    const plain = await modelFingerprint(spec());
+    const scaled = await modelFingerprint(spec(llama3));
+    assert.notEqual(scaled, plain);
+    assert.notEqual(await modelFingerprint(spec({ ...llama3, factor: 16 })), scaled);
+    assert.notEqual(await modelFingerprint(spec({ type: 'linear', factor: 8 })), scaled);
+    // The same scaling given as rope_parameters is the same model.
+    const viaParameters = spec();
+    const settings = ropeSettingsFromHf({ rope_parameters: llama3 }, 64, fail);
+    viaParameters.config.ropeScaling = settings.scaling;
+    assert.equal(await modelFingerprint(viaParameters), scaled);
   });
 });

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { GenepruneError } from '../../src/errors.js';
 import { modelFingerprint } from '../../src/model/identity.js';
+import { llamaConfigFromHf } from '../../src/model/llama.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
 import {
   type RopeScaling,
@@ -101,7 +102,7 @@ describe('inverse frequencies, worked by hand', () => {
       ropeCosSinFactor(scaling({ rope_scaling: { ...base, ...extra } }, 256));
     // (0.1·2·ln 4 + 1)/(0.1·1·ln 4 + 1) = 1.277259/1.138629.
     assert.ok(Math.abs(ratio({ mscale: 2, mscale_all_dim: 1 }) - 1.1217511) < 1e-6);
-    assert.equal(ratio({ mscale: 0.707, mscale_all_dim: 0.707 }), 1);
+    assert.equal(ratio({ mscale: 0.8, mscale_all_dim: 0.8 }), 1);
     // mscale alone does not count (transformers needs both).
     assert.ok(Math.abs(ratio({ mscale: 2 }) - 1.1386294) < 1e-6);
     assert.equal(ratio({ attention_factor: 1.5 }), 1.5);
@@ -175,6 +176,75 @@ describe('inverse frequencies, worked by hand', () => {
     const beyond = referenceFrequencies(w, 128).freqs;
     assert.ok(Math.abs(beyond[1] - (10000 * 3 ** (8 / 7)) ** (-1 / 8)) < 1e-12);
     assert.ok(beyond[1] < PLAIN_16[1] * 0.9);
+  });
+});
+
+describe('published Llama-3.x config.json files', () => {
+  // Field for field as Meta's Llama-3.2-1B and Llama-3.1-8B ship them (JSON's 32.0 reads as 32).
+  const llama32_1b = {
+    architectures: ['LlamaForCausalLM'],
+    attention_bias: false,
+    attention_dropout: 0.0,
+    bos_token_id: 128000,
+    eos_token_id: 128001,
+    head_dim: 64,
+    hidden_act: 'silu',
+    hidden_size: 2048,
+    initializer_range: 0.02,
+    intermediate_size: 8192,
+    max_position_embeddings: 131072,
+    mlp_bias: false,
+    model_type: 'llama',
+    num_attention_heads: 32,
+    num_hidden_layers: 16,
+    num_key_value_heads: 8,
+    pretraining_tp: 1,
+    rms_norm_eps: 1e-5,
+    rope_scaling: {
+      factor: 32.0,
+      high_freq_factor: 4.0,
+      low_freq_factor: 1.0,
+      original_max_position_embeddings: 8192,
+      rope_type: 'llama3',
+    },
+    rope_theta: 500000.0,
+    tie_word_embeddings: true,
+    torch_dtype: 'bfloat16',
+    use_cache: true,
+    vocab_size: 128256,
+  };
+
+  it('Llama-3.2-1B loads with θ 500000 and its llama3 scaling', () => {
+    const c = llamaConfigFromHf(llama32_1b, 'config.json');
+    assert.equal(c.ropeTheta, 500000);
+    assert.equal(c.maxPositions, 131072);
+    assert.deepEqual([c.headDim, c.numHeads, c.numKvHeads, c.tieEmbeddings], [64, 32, 8, true]);
+    const { source, ...fields } = c.ropeScaling!;
+    assert.deepEqual(fields, {
+      kind: 'llama3',
+      factor: 32,
+      lowFreqFactor: 1,
+      highFreqFactor: 4,
+      originalMaxPositions: 8192,
+    });
+    assert.deepEqual(source, { key: 'rope_scaling', value: llama32_1b.rope_scaling });
+  });
+
+  it('Llama-3.1-8B (factor 8, no head_dim) loads too', () => {
+    const c = llamaConfigFromHf(
+      {
+        ...llama32_1b,
+        head_dim: undefined,
+        hidden_size: 4096,
+        intermediate_size: 14336,
+        num_hidden_layers: 32,
+        tie_word_embeddings: false,
+        rope_scaling: { ...llama32_1b.rope_scaling, factor: 8.0 },
+      },
+      'config.json',
+    );
+    assert.equal(c.headDim, 128);
+    assert.equal(c.ropeScaling?.factor, 8);
   });
 });
 

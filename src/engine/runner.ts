@@ -1,6 +1,8 @@
 /**
  * A model bound to one ONNX Runtime session: built once, then run many times with different tokens and masks.
  */
+
+import { GenepruneError } from '../errors.js';
 import type { AttentionKind, FusedAttentionOp } from '../graph/attention.js';
 import { buildGraph } from '../graph/build.js';
 import {
@@ -178,6 +180,14 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
       head_mask: { type: 'float32', dims: [spec.config.numLayers, maxHeads], data: headMask },
     };
     const tokens = batch.batch * batch.seq;
+    if (batch.seq > spec.config.maxPositions) {
+      // The position tables end at the model's context; past it ONNX Runtime fails in an unreadable kernel message
+      // (and dynamic NTK rotary scaling would need frequencies these graphs do not hold).
+      throw new GenepruneError(
+        'model',
+        `a row of ${batch.seq} positions is longer than the model's context of ${spec.config.maxPositions} (max_position_embeddings)`,
+      );
+    }
     if (layers[0] === 0) {
       // A chunked head gathers rows chunk by chunk, where an id past the vocabulary would read as zeros.
       checkIds(batch.ids, spec.config.vocabSize, 'token id');

@@ -44,6 +44,7 @@
  * copies, and weight masks line up with checkpoint tensors one to one.
  */
 import { GenepruneError } from '../errors.js';
+import { ropeCosSinFactor, ropeInverseFrequencies } from '../model/rope.js';
 import type { ModelConfig, ModelSpec } from '../model/spec.js';
 import { kvMapOfLayer } from '../model/spec.js';
 import {
@@ -196,21 +197,26 @@ export function vocabChunks(
 }
 export const OPSET = 17;
 
-/** Rotary tables in the half-split layout: cos/sin [positions, headDim]. */
+/**
+ * Rotary tables in the half-split layout: cos/sin [positions, headDim], with the config's rotary scaling (its
+ * frequencies, and yarn's factor on cos and sin). Dynamic NTK scaling changes nothing below max_position_embeddings,
+ * and no graph here runs a position beyond it (the tables end there).
+ */
 export function rotaryTables(
   config: ModelConfig,
   positions: number,
 ): { cos: Float32Array; sin: Float32Array } {
   const hd = config.headDim;
   const half = hd / 2;
+  const invFreq = ropeInverseFrequencies(config.ropeTheta, hd, config.ropeScaling);
+  const m = ropeCosSinFactor(config.ropeScaling);
   const cos = new Float32Array(positions * hd);
   const sin = new Float32Array(positions * hd);
   for (let p = 0; p < positions; p++) {
     for (let j = 0; j < half; j++) {
-      const invFreq = 1 / config.ropeTheta ** ((2 * j) / hd);
-      const angle = p * invFreq;
-      const c = Math.cos(angle);
-      const s = Math.sin(angle);
+      const angle = p * invFreq[j];
+      const c = m * Math.cos(angle);
+      const s = m * Math.sin(angle);
       cos[p * hd + j] = c;
       cos[p * hd + half + j] = c;
       sin[p * hd + j] = s;

@@ -16,6 +16,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { ropeScalingText } from './rope.js';
 import { kvMapOfLayer, type ModelConfig, type ModelSpec } from './spec.js';
 
 export interface ModelShape {
@@ -77,6 +78,8 @@ async function computeFingerprint(spec: ModelSpec): Promise<string> {
     norm: [c.normKind, c.normPlacement, c.normEps],
     mlp: [c.mlpKind, c.activation],
     positions: [c.positionKind, c.ropeTheta],
+    // Only scaled models carry the key, so every unscaled model keeps the fingerprint it had.
+    ...(c.ropeScaling ? { ropeScaling: ropeScalingText(c.ropeScaling) } : {}),
   };
   h.update(`geneprune-fingerprint-1\0${JSON.stringify(layout)}\0`);
   for (const role of [...spec.tensors.keys()].sort()) {

@@ -9,6 +9,7 @@ import { type Llama2cFile, type Llama2cParams, writeLlama2cLegacy } from '../che
 import { fileError, GenepruneError } from '../errors.js';
 import { bindHfTensors, sameShape, shapeText } from './bind.js';
 import { type Provenance, provenanceProblem } from './identity.js';
+import { ropeScalingText, ropeSettingsFromHf } from './rope.js';
 import { type Activation, kvGroupOf, type ModelConfig, type ModelSpec, type TensorSource } from './spec.js';
 
 export const LLAMA_MODEL_TYPES = ['llama', 'mistral', 'qwen2'] as const;
@@ -104,27 +105,8 @@ export function llamaConfigFromHf(json: Record<string, unknown>, configPath: str
   if (headDim % 2 !== 0) throw fail(`head_dim ${headDim} is odd (rotary embedding needs pairs)`);
 
   // Newer transformers nest rotary settings in rope_parameters; older ones use rope_theta + rope_scaling.
-  const ropeParams = json.rope_parameters;
-  let ropeTheta = positive('rope_theta', 10000);
-  for (const [key, value] of [
-    ['rope_scaling', json.rope_scaling],
-    ['rope_parameters', ropeParams],
-  ] as const) {
-    if (value === undefined || value === null) continue;
-    if (typeof value !== 'object' || Array.isArray(value)) throw fail(`"${key}" must be an object or null`);
-    const r = value as Record<string, unknown>;
-    const kind = r.rope_type ?? r.type ?? 'default';
-    if (kind !== 'default') {
-      throw fail(
-        `${key} type ${JSON.stringify(kind)} is not supported yet (only unscaled rotary embeddings are)`,
-      );
-    }
-    if (key === 'rope_parameters' && r.rope_theta !== undefined) {
-      if (typeof r.rope_theta !== 'number' || !(r.rope_theta > 0))
-        throw fail('rope_parameters.rope_theta is invalid');
-      ropeTheta = r.rope_theta;
-    }
-  }
+  const maxPositions = int('max_position_embeddings', DEFAULT_MAX_POSITIONS[type]);
+  const rope = ropeSettingsFromHf(json, maxPositions, fail);
 
   const actName = present('hidden_act') ? json.hidden_act : 'silu';
   const activation = typeof actName === 'string' ? HF_ACTIVATIONS[actName] : undefined;
@@ -153,14 +135,15 @@ export function llamaConfigFromHf(json: Record<string, unknown>, configPath: str
     kvHeadsPerLayer,
     intermediateSize: int('intermediate_size'),
     vocabSize: int('vocab_size'),
-    maxPositions: int('max_position_embeddings', DEFAULT_MAX_POSITIONS[type]),
+    maxPositions,
     normKind: 'rms',
     normPlacement: 'pre',
     normEps: positive('rms_norm_eps', 1e-6),
     activation,
     mlpKind: 'gated',
     positionKind: 'rope',
-    ropeTheta,
+    ropeTheta: rope.theta,
+    ...(rope.scaling ? { ropeScaling: rope.scaling } : {}),
     ...llamaBiasFlags(type, bool('attention_bias', false), bool('mlp_bias', false)),
     tieEmbeddings: bool('tie_word_embeddings', false),
   };
@@ -467,6 +450,7 @@ export async function writeLlama2cFromSpec(path: string, spec: ModelSpec): Promi
   if (c.attentionBias || c.attentionOutBias || c.mlpBias) problems.push('linears carry biases');
   if (c.normEps !== LLAMA2C_EPS) problems.push(`norm eps is ${c.normEps}, llama2.c fixes 1e-5`);
   if (c.ropeTheta !== LLAMA2C_THETA) problems.push(`rope theta is ${c.ropeTheta}, llama2.c fixes 10000`);
+  if (c.ropeScaling) problems.push(`rotary scaling ${ropeScalingText(c.ropeScaling)}, llama2.c has none`);
   if (c.numHeads * c.headDim !== c.hiddenSize) problems.push('heads × head_dim differs from the hidden size');
   if (c.headsPerLayer.some((h) => h !== c.numHeads) || c.kvHeadsPerLayer.some((k) => k !== c.numKvHeads)) {
     problems.push('layers have different head counts');
@@ -529,7 +513,11 @@ export function rotaryDecoderConfig(c: ModelConfig): Record<string, unknown> {
     vocab_size: c.vocabSize,
     rms_norm_eps: c.normEps,
     rope_theta: c.ropeTheta,
-    rope_scaling: null,
+    // The scaling goes back under the key it came from, exactly as read.
+    rope_scaling: c.ropeScaling?.source.key === 'rope_scaling' ? c.ropeScaling.source.value : null,
+    ...(c.ropeScaling?.source.key === 'rope_parameters'
+      ? { rope_parameters: c.ropeScaling.source.value }
+      : {}),
     tie_word_embeddings: c.tieEmbeddings,
     torch_dtype: 'float32',
   };

@@ -6,6 +6,7 @@
 import { GenepruneError } from '../errors.js';
 import { createRng, type Rng } from '../util/rng.js';
 import { llamaBiasFlags, llamaRoleShapes } from './llama.js';
+import { ropeSettingsFromHf } from './rope.js';
 import {
   type Activation,
   type ModelConfig,
@@ -31,6 +32,10 @@ export interface RandomLlamaOptions {
   modelType?: string;
   /** The MLP activation (default silu). */
   activation?: Activation;
+  /** rope_theta (default 10000). */
+  ropeTheta?: number;
+  /** A config.json rope_scaling object (checked as a loaded config.json's is); default none. */
+  ropeScaling?: Record<string, unknown>;
   seed: number;
   /** Multiplies the weight std (default 1 → std 0.02). */
   scale?: number;
@@ -66,6 +71,11 @@ export function randomLlamaSpec(opts: RandomLlamaOptions): ModelSpec {
       'randomLlamaSpec: numHeads must be a multiple of numKvHeads and headDim even',
     );
   }
+  const rope = ropeSettingsFromHf(
+    { rope_theta: opts.ropeTheta, rope_scaling: opts.ropeScaling },
+    opts.maxPositions,
+    (message) => new GenepruneError('model', `randomLlamaSpec: ${message}`),
+  );
   const config: ModelConfig = {
     family: 'llama',
     modelType,
@@ -78,7 +88,8 @@ export function randomLlamaSpec(opts: RandomLlamaOptions): ModelSpec {
     activation: opts.activation ?? 'silu',
     mlpKind: 'gated',
     positionKind: 'rope',
-    ropeTheta: 10000,
+    ropeTheta: rope.theta,
+    ...(rope.scaling ? { ropeScaling: rope.scaling } : {}),
     ...llamaBiasFlags(modelType, opts.attentionBias ?? false, false),
     tieEmbeddings: opts.tieEmbeddings ?? false,
   };

@@ -13,6 +13,7 @@
  *   `kvHeadsPerLayer[i]` KV heads; headDim is shared.
  */
 import type { Provenance } from './identity.js';
+import type { RopeScaling } from './rope.js';
 
 /** llama: LLaMA/Mistral/Qwen2/llama2.c; gpt2; gemma: Gemma and Gemma 2; bert: BERT, RoBERTa, DistilBERT. */
 export type Family = 'llama' | 'gpt2' | 'gemma' | 'bert';
@@ -73,6 +74,8 @@ export interface ModelConfig {
   mlpKind: MlpKind;
   positionKind: PositionKind;
   ropeTheta: number;
+  /** Rotary scaling from config.json (rope_scaling / rope_parameters); absent = unscaled. See rope.ts. */
+  ropeScaling?: RopeScaling;
   /** q, k, v projections carry biases (qwen2, gpt2, bert). */
   attentionBias: boolean;
   /** o projection carries a bias (gpt2, bert). */

@@ -9,7 +9,7 @@
  * with the token ids to feed and the outputs geneprune computes for the masked source model (the unpruned
  * model's own graph with the genome as its head mask, checked elsewhere against independent references). The
  * Python side loads each folder with transformers' Auto classes and compares. Cases: random llama (GQA, uneven
- * pruning), qwen2 (biases), GPT-2, Gemma, Gemma 2, BERT, RoBERTa and DistilBERT classifiers, each exported
+ * pruning), qwen2 (biases), rotary scaling (llama3, linear, yarn, dynamic), GPT-2, Gemma, Gemma 2, BERT, RoBERTa and DistilBERT classifiers, each exported
  * `padded` (which any transformers version should load) and, where transformers once had a convention for it,
  * `compact`; and the real stories260K, dense and 25 % pruned, whose tokenizer.json must give llama2.c's ids and
  * whose eval perplexity must equal geneprune's; and stories260K with half its weights pruned by Wanda and
@@ -171,6 +171,52 @@ for (const [name, modelType, extra] of [
     'causal-lm',
     randomIds(2, 12, 97, 0, 3),
     ['padded', 'compact'],
+  );
+}
+
+// Rotary scaling (docs/notes-rope.md): each kind in config.json on a GQA decoder, positions 0–11 where it changes
+// the rotation (llama3: head_dim 8 puts pairs in all three bands). yarn's factor equals max_position_embeddings /
+// original_max_position_embeddings, the one case where every transformers release reads yarn the same way.
+for (const [name, modelType, ropeScaling] of [
+  [
+    'llama-rope-llama3',
+    'llama',
+    {
+      rope_type: 'llama3',
+      factor: 8,
+      low_freq_factor: 1,
+      high_freq_factor: 4,
+      original_max_position_embeddings: 64,
+    },
+  ],
+  ['mistral-rope-linear', 'mistral', { type: 'linear', factor: 4 }],
+  ['qwen2-rope-yarn', 'qwen2', { type: 'yarn', factor: 4, original_max_position_embeddings: 64 }],
+  ['llama-rope-dynamic', 'llama', { type: 'dynamic', factor: 2 }],
+] as const) {
+  const spec = randomLlamaSpec({
+    modelType,
+    hiddenSize: 48,
+    numLayers: 2,
+    numHeads: 6,
+    numKvHeads: 2,
+    intermediateSize: 64,
+    vocabSize: 97,
+    maxPositions: 256,
+    seed: 23,
+    scale: 12,
+    ropeScaling,
+  });
+  const dir = join(sources, name);
+  const hf = llamaSpecToHf(spec);
+  await writeHfFolder(dir, { config: hf.config, tensors: hf.tensors });
+  const reloaded = await loadModelSpec(dir);
+  await addCase(
+    name,
+    reloaded,
+    genomeRemoving(reloaded, [2, 1], 8),
+    'causal-lm',
+    randomIds(2, 12, 97, 0, 9),
+    ['padded'],
   );
 }
 

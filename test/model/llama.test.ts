@@ -281,14 +281,15 @@ describe('llama config / tensor errors', () => {
     );
   });
 
-  it('unsupported rope scaling, bad head counts, bad fields', async () => {
+  it('unsupported or incomplete rope scaling, bad head counts, bad fields', async () => {
     const cases: Array<[Record<string, unknown>, RegExp]> = [
       [
         { rope_scaling: { rope_type: 'llama3', factor: 8 } },
-        /rope_scaling type "llama3" is not supported yet/,
+        /rope_scaling\.low_freq_factor \(llama3\) is missing/,
       ],
-      [{ rope_scaling: { type: 'linear', factor: 2 } }, /rope_scaling type "linear" is not supported yet/],
-      [{ rope_parameters: { rope_type: 'yarn' } }, /rope_parameters type "yarn"/],
+      [{ rope_scaling: { type: 'longrope', factor: 2 } }, /rope_scaling type "longrope" is not supported/],
+      [{ rope_parameters: { rope_type: 'yarn' } }, /rope_parameters\.factor \(yarn\) is missing/],
+      [{ partial_rotary_factor: 0.5 }, /"partial_rotary_factor" 0\.5 is not supported/],
       [{ num_key_value_heads: 3 }, /num_attention_heads 2 is not a multiple of num_key_value_heads 3/],
       [{ hidden_size: 7 }, /hidden_size 7 is not a multiple of num_attention_heads 2/],
       [{ intermediate_size: 0 }, /"intermediate_size" must be an integer ≥ 1, got 0/],

@@ -17,6 +17,12 @@ export interface ReferenceWeights {
   vocabSize: number;
   normEps: number;
   ropeTheta: number;
+  /**
+   * config.json's rope_scaling object, read here by the published definitions (not through src/model/rope.ts);
+   * maxPositions is max_position_embeddings, which yarn and dynamic NTK read.
+   */
+  ropeScalingJson?: Record<string, unknown>;
+  maxPositions?: number;
   tieEmbeddings: boolean;
   /** The MLP activation (default silu, LLaMA's). */
   activation?: 'silu' | 'gelu' | 'gelu_tanh' | 'relu';
@@ -71,18 +77,102 @@ function rmsNorm(x: Float64Array, w: Float32Array, eps: number): Float64Array {
   return x.map((v, i) => v * r * w[i]);
 }
 
+/**
+ * The rotation frequency of each pair j < hd/2 for a sequence of `seqLen` positions, by each kind's definition
+ * (transformers' modeling_rope_utils, the Llama 3.1 release, the YaRN paper), plus the factor cos and sin carry.
+ */
+export function referenceFrequencies(
+  w: Pick<ReferenceWeights, 'ropeTheta' | 'headDim' | 'ropeScalingJson' | 'maxPositions'>,
+  seqLen: number,
+): { freqs: number[]; cosSinFactor: number } {
+  const hd = w.headDim;
+  const pairs = Array.from({ length: hd / 2 }, (_, j) => j);
+  const plain = (base: number) => pairs.map((j) => base ** (-(2 * j) / hd));
+  const rs = w.ropeScalingJson;
+  const kind = rs ? (rs.rope_type ?? rs.type) : 'default';
+  if (!rs || kind === 'default') return { freqs: plain(w.ropeTheta), cosSinFactor: 1 };
+  const num = (key: string): number => {
+    const v = rs[key];
+    if (typeof v !== 'number') throw new Error(`reference: rope_scaling.${key} is not a number`);
+    return v;
+  };
+  const maxPos = w.maxPositions ?? Number.NaN;
+  switch (kind) {
+    case 'linear':
+      // Position p is read as p / factor.
+      return { freqs: plain(w.ropeTheta).map((f) => f / num('factor')), cosSinFactor: 1 };
+    case 'dynamic': {
+      // NTK-aware: a larger base once the sequence outgrows the trained context.
+      if (seqLen <= maxPos) return { freqs: plain(w.ropeTheta), cosSinFactor: 1 };
+      const a = num('factor');
+      const base = w.ropeTheta * ((a * seqLen) / maxPos - (a - 1)) ** (hd / (hd - 2));
+      return { freqs: plain(base), cosSinFactor: 1 };
+    }
+    case 'llama3': {
+      const a = num('factor');
+      const lo = num('low_freq_factor');
+      const hi = num('high_freq_factor');
+      const old = num('original_max_position_embeddings');
+      const freqs = plain(w.ropeTheta).map((f) => {
+        // Rotations over the old context: few → fully interpolated, many → untouched, smooth in between.
+        const turns = (old * f) / (2 * Math.PI);
+        if (turns < lo) return f / a;
+        if (turns > hi) return f;
+        const t = (turns - lo) / (hi - lo);
+        return t * f + (1 - t) * (f / a);
+      });
+      return { freqs, cosSinFactor: 1 };
+    }
+    case 'yarn': {
+      const a = num('factor');
+      const old =
+        typeof rs.original_max_position_embeddings === 'number'
+          ? rs.original_max_position_embeddings
+          : maxPos;
+      const fast = typeof rs.beta_fast === 'number' && rs.beta_fast !== 0 ? rs.beta_fast : 32;
+      const slow = typeof rs.beta_slow === 'number' && rs.beta_slow !== 0 ? rs.beta_slow : 1;
+      // Pair index whose frequency turns r times over the old context: old·θ^(−2d/hd) = 2πr.
+      const pairTurning = (r: number) =>
+        (hd / 2) * (Math.log(old / (2 * Math.PI * r)) / Math.log(w.ropeTheta));
+      // truncate (default true) widens the ramp to whole pairs.
+      const whole = rs.truncate !== false;
+      const start = Math.max(0, whole ? Math.floor(pairTurning(fast)) : pairTurning(fast));
+      let end = Math.min(hd - 1, whole ? Math.ceil(pairTurning(slow)) : pairTurning(slow));
+      if (end === start) end += 0.001;
+      const freqs = plain(w.ropeTheta).map((f, j) => {
+        const mix = j <= start ? 0 : j >= end ? 1 : (j - start) / (end - start);
+        return mix * (f / a) + (1 - mix) * f;
+      });
+      const given = rs.attention_factor;
+      const temperature = (m: number) => (a <= 1 ? 1 : 1 + 0.1 * m * Math.log(a));
+      let cosSinFactor: number;
+      if (typeof given === 'number') cosSinFactor = given;
+      else if (
+        typeof rs.mscale === 'number' &&
+        rs.mscale &&
+        typeof rs.mscale_all_dim === 'number' &&
+        rs.mscale_all_dim
+      )
+        cosSinFactor = temperature(rs.mscale) / temperature(rs.mscale_all_dim);
+      else cosSinFactor = temperature(1);
+      return { freqs, cosSinFactor };
+    }
+    default:
+      throw new Error(`reference: no rope_scaling kind ${String(kind)}`);
+  }
+}
+
 function rotate(
   vec: Float64Array,
   offset: number,
-  hd: number,
   pos: number,
-  theta: number,
+  rope: { freqs: number[]; cosSinFactor: number },
   layout: 'half' | 'interleaved',
 ) {
+  const hd = rope.freqs.length * 2;
   for (let j = 0; j < hd / 2; j++) {
-    const freq = 1 / theta ** ((2 * j) / hd);
-    const c = Math.cos(pos * freq);
-    const s = Math.sin(pos * freq);
+    const c = rope.cosSinFactor * Math.cos(pos * rope.freqs[j]);
+    const s = rope.cosSinFactor * Math.sin(pos * rope.freqs[j]);
     const a = layout === 'half' ? offset + j : offset + 2 * j;
     const b = layout === 'half' ? offset + j + hd / 2 : offset + 2 * j + 1;
     const x0 = vec[a];
@@ -121,6 +211,7 @@ export function referenceForward(
   };
   const emb = need('embed.tokens');
   const S = tokens.length;
+  const rope = referenceFrequencies(w, S);
   let xs: Float64Array[] = tokens.map((t) => Float64Array.from(emb.subarray(t * D, (t + 1) * D)));
 
   for (let l = 0; l < w.numLayers; l++) {
@@ -137,8 +228,8 @@ export function referenceForward(
         const q = linear(need(`${p}.attn.q.weight`), w.get(`${p}.attn.q.bias`), h, H * hd);
         const k = linear(need(`${p}.attn.k.weight`), w.get(`${p}.attn.k.bias`), h, KV * hd);
         const v = linear(need(`${p}.attn.v.weight`), w.get(`${p}.attn.v.bias`), h, KV * hd);
-        for (let a = 0; a < H; a++) rotate(q, a * hd, hd, t, w.ropeTheta, opts.rotary);
-        for (let a = 0; a < KV; a++) rotate(k, a * hd, hd, t, w.ropeTheta, opts.rotary);
+        for (let a = 0; a < H; a++) rotate(q, a * hd, t, rope, opts.rotary);
+        for (let a = 0; a < KV; a++) rotate(k, a * hd, t, rope, opts.rotary);
         qs.push(q);
         ks.push(k);
         vs.push(v);

@@ -1,15 +1,16 @@
 /**
- * Regenerates the README's measured tables and their figures into docs/: each benchmark script runs as a child
- * process, in sequence, with the arguments the README names for its numbers, writes its table with
+ * Regenerates the manual's measured tables and their figures into docs/tables/: each benchmark script runs as a
+ * child process, in sequence, with the arguments the manual names for its numbers, writes its table with
  * `--table-out`, and the head and weight tables are drawn as quality-vs-sparsity figures (one line per method)
  * with the report module's Vega-Lite specs, rendered to SVG without a browser.
  *
- *   npm run bench [-- --only heads,weights --out docs --quick --reuse]
+ *   npm run bench [-- --only heads,weights --out docs/tables --quick --reuse]
  *
- * docs/<name>.md holds the markdown table exactly as the script prints it, under a header comment with the command
- * and the date; docs/heads.svg and docs/weights.svg the figures. Every file is written atomically, and only after
+ * docs/tables/<name>.md holds the markdown table exactly as the script prints it, under a header comment with the
+ * command and the date; docs/tables/heads.svg and weights.svg the figures. docs/measured.md quotes each table
+ * (test/docs/manual.test.ts checks that the quote is the file's table). Every file is written atomically, and only after
  * its script succeeded. `--quick` runs every script with tiny settings (a smoke test: the numbers mean nothing) and
- * needs `--out`, so it never overwrites docs/. `--reuse` (weights only) redraws the table and figure from the runs an
+ * needs `--out`, so it never overwrites docs/tables/. `--reuse` (weights only) redraws the table and figure from the runs an
  * earlier full run left in runs/weights-table instead of running them again (the seconds in the cost table are
  * those runs' own). The full run takes hours (table:heads and table:weights about 25
  * minutes each, bench:scale much longer); the quick one well under a minute for heads and weights.
@@ -26,10 +27,10 @@ import { writeTextAtomic } from '../src/util/fs.js';
 const REPO = resolve(import.meta.dirname, '..');
 
 interface Bench {
-  /** The npm script the README names. */
+  /** The npm script the manual names. */
   npm: string;
   script: string;
-  /** The arguments behind the README's numbers (none: the scripts' defaults are the README's settings). */
+  /** The arguments behind the manual's numbers (none: the scripts' defaults are the manual's settings). */
   args: string[];
   /** Tiny settings for a smoke test; `RUNS` stands for a folder of scratch run directories. */
   quick: string[];
@@ -168,8 +169,8 @@ for (const n of names)
         .join(', ')} can)`,
     );
 if (values.quick && !values.out)
-  fail('--quick: give --out DIR (quick numbers mean nothing and must not replace docs/)');
-const out = resolve(values.out ?? join(REPO, 'docs'));
+  fail('--quick: give --out DIR (quick numbers mean nothing and must not replace docs/tables/)');
+const out = resolve(values.out ?? join(REPO, 'docs', 'tables'));
 
 /** Runs one script as a child process, its stdout and stderr passed through; resolves with its exit code. */
 function runScript(args: string[]): Promise<number | null> {

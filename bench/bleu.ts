@@ -1,7 +1,8 @@
 /**
- * BLEU of stories260K on the TinyStories continuation task, dense and with heads removed: the README's "BLEU"
- * table. The task is built from the evaluation pages in memory (or read with --task, e.g. the file
- * `npm run task:tinystories` writes); continuations are greedy, so the numbers are deterministic.
+ * BLEU of stories260K on the TinyStories continuation task, dense and with heads removed: the first table under
+ * "The TinyStories continuation task" in docs/tasks-and-metrics.md. The task is built from the evaluation pages
+ * in memory (or read with --task, e.g. the file `npm run task:tinystories` writes); continuations are greedy, so
+ * the numbers are deterministic.
  *
  *   npm run bleu:tinystories [-- --task FILE --max-new-tokens 48 --batch-size 16 --mask runs/heads-25/mask.json]
  *

@@ -5,7 +5,7 @@
  *
  *   npm run bench:engine [-- --threads N --runs R --device cpu --table-out FILE]
  *
- * `--table-out FILE` writes the README's table (forward and MatMul GFLOP/s, their ratio) to FILE.
+ * `--table-out FILE` writes the manual's table (forward and MatMul GFLOP/s, their ratio) to FILE.
  */
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';

@@ -1,5 +1,5 @@
 /**
- * Regenerates the README's head-pruning comparison: every method at 25 % and 50 % of stories260K's heads
+ * Regenerates the manual's head-pruning comparison: every method at 25 % and 50 % of stories260K's heads
  * removed, all scored on the same calibration tokens (tinystories/calib) and reported on tinystories/eval.
  *
  *   npm run table:heads [-- --out runs/table --sparsities 0.25,0.5 --methods ga,random,...]

@@ -5,7 +5,7 @@
  *
  *   npm run bench:prune [-- --keep-files --runs 5 --threads N --table-out FILE]
  *
- * `--table-out FILE` writes the README's table (parameters, bytes, prefill and generation speed, the prefill
+ * `--table-out FILE` writes the manual's table (parameters, bytes, prefill and generation speed, the prefill
  * speedup over the FLOP ratio) to FILE, one value per cell from this run.
  */
 import { readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';

@@ -7,9 +7,9 @@
  *
  *   npm run bench:scale [-- --shapes qwen0.5b,tinyllama1.1b,llama3.2-1b --dir DIR --keep --skip-cli --table-out FILE]
  *
- * `--table-out FILE` writes the README's two tables from this run (in-process peak RSS, speed and forward/MatMul
- * per shape; the commands' wall time and peak RSS per 1B shape): the "before" halves of the README's cells were
- * measured on the old code and are not regenerated.
+ * `--table-out FILE` writes the manual's two tables from this run (in-process peak RSS, speed and forward/MatMul
+ * per shape; the commands' wall time and peak RSS per 1B shape): the "before" numbers in
+ * docs/scale-and-precision.md were measured on the old code and are not regenerated.
  *
  * Needs ../shared (tokenizer and TinyStories text). Deletes what it wrote unless --keep.
  */
@@ -93,7 +93,7 @@ const { values } = parseArgs({
 const REPO = resolve(import.meta.dirname, '..');
 const SHARED = resolve(REPO, '..', 'shared');
 const gib = (n: number) => (n / 2 ** 30).toFixed(2);
-/** The names the README's tables give the shapes. */
+/** The names the manual's tables give the shapes. */
 const LABELS: Record<string, string> = {
   tiny: 'tiny (smoke test)',
   'qwen0.5b': 'Qwen2.5-0.5B',

@@ -1,5 +1,5 @@
 /**
- * Regenerates the README's weight-pruning tables (the shape of the GenePrune paper's Tables 2 and 3): every method
+ * Regenerates the manual's weight-pruning tables (the shape of the GenePrune paper's Tables 2 and 3): every method
  * at 20/30/40/50 % of the prunable weights and at 2:4, without and with recovery, on stories260K — evaluation
  * perplexity on tinystories/eval, corpus BLEU on the TinyStories continuation task built from the same evaluation
  * pages (`--eval-task auto`, 48 new tokens), forward passes and wall time. Every mask is chosen and scored on the

@@ -16,7 +16,7 @@ export interface RuntimeOptions {
   threads?: number;
   /**
    * Compute precision (default fp32): fp16/bf16 hold the weight matrices in that dtype in ONNX Runtime, half the
-   * memory; on CPU the arithmetic stays fp32 (README, Precision), on CUDA/WebGPU the linears run in it.
+   * memory; on CPU the arithmetic stays fp32 (docs/scale-and-precision.md), on CUDA/WebGPU the linears run in it.
    */
   dtype?: ComputeDtype;
   /** Bytes the command may use at its peak; checked from the model's header before loading (default: total memory). */

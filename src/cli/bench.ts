@@ -12,7 +12,7 @@ import {
 } from './options.js';
 
 interface BenchFlags {
-  model: string[];
+  model?: string[];
   mask?: string;
   batch: string;
   seq: string;
@@ -36,8 +36,8 @@ export function registerBench(program: Command): void {
     .option(
       '--model <path>',
       'model A (default: stories260K); give it twice for A and B',
-      (v: string, acc: string[]) => [...acc, v],
-      [],
+      // No default value: commander would print it as "(default: [])".
+      (v: string, acc: string[] | undefined) => [...(acc ?? []), v],
     )
     .option('--mask <file>', 'B = model A with the heads this mask removes physically removed')
     .option('--batch <n>', 'prefill batch size', '4')
@@ -62,7 +62,7 @@ removed work predicts. Example:
     .action(async (flags: BenchFlags) => {
       const n = (flag: string, v: string, min = 1) => parseIntFlag(flag, v, min);
       const r = await bench({
-        models: flags.model,
+        models: flags.model ?? [],
         mask: flags.mask,
         batch: n('--batch', flags.batch),
         seq: n('--seq', flags.seq),

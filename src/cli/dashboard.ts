@@ -1,6 +1,6 @@
 /**
  * `geneprune dashboard RUN_DIR` and the `--dashboard [PORT]` / `--host ADDR` flags of heads and weights: the
- * live dashboard of a run (see README, Live dashboard). The URL goes to stderr; the server stops on Ctrl-C or
+ * live dashboard of a run (see docs/reports-and-dashboard.md). The URL goes to stderr; the server stops on Ctrl-C or
  * SIGTERM. Beside a search it only reads the run's files and takes the progress line the CLI already prints.
  */
 import { type Command, Option } from 'commander';

@@ -89,7 +89,7 @@ converted to an equivalent tokenizer.json. The folder appears only when complete
 
 Example:
   geneprune export --mask runs/heads-25/mask.json --out exported/stories260K-pruned
-  geneprune export --mask runs/heads-25/mask.json --recover --calib ../shared/data/tinystories/calib \
+  geneprune export --mask runs/heads-25/mask.json --recover --calib ../shared/data/tinystories/calib \\
       --out exported/stories260K-pruned-recovered`,
     )
     .action(async (flags: ExportFlags) => {

@@ -14,7 +14,7 @@ import {
 interface GenerateFlags {
   model?: string;
   tokenizer?: string;
-  prompt: string;
+  prompt?: string;
   maxNewTokens: string;
   temperature: string;
   seed: string;
@@ -34,7 +34,7 @@ export function registerGenerate(program: Command): void {
     .description('Continue a prompt (greedy by default) so you can see what a model, or a pruned one, says.')
     .addOption(modelOption())
     .addOption(tokenizerOption())
-    .option('--prompt <text>', 'text to continue (default: start from BOS alone)', '')
+    .option('--prompt <text>', 'text to continue (default: start from BOS alone)')
     .option('-n, --max-new-tokens <n>', 'tokens to generate at most', '200')
     .option('--temperature <t>', '0 = greedy; > 0 samples from softmax(logits / t)', '0')
     .option('--seed <s>', 'seed for sampling', '0')
@@ -65,7 +65,7 @@ Example:
       const options = {
         model: flags.model,
         tokenizer: flags.tokenizer,
-        prompt: flags.prompt,
+        prompt: flags.prompt ?? '',
         maxNewTokens: parseIntFlag('-n', flags.maxNewTokens, 0),
         temperature: parseFloatFlag('--temperature', flags.temperature, 0),
         seed: parseIntFlag('--seed', flags.seed, 0),
@@ -80,12 +80,12 @@ Example:
         ...options,
         onText: (piece) => {
           // The prompt is echoed once the model is loaded, so a failure prints nothing on stdout.
-          if (!started) process.stdout.write(flags.prompt);
+          if (!started) process.stdout.write(options.prompt);
           started = true;
           process.stdout.write(piece);
         },
       });
-      if (!started) process.stdout.write(flags.prompt);
+      if (!started) process.stdout.write(options.prompt);
       process.stdout.write('\n');
     });
 }

@@ -254,7 +254,7 @@ Examples:
   geneprune heads --target-sparsity 0.25 --recover --calib CALIB --eval EVAL --out runs/ga25r
   geneprune heads --target-sparsity 0.25 --metric mc-accuracy --calib-choices calib-mc.jsonl \\
       --eval-choices eval-mc.jsonl --calib CALIB --eval EVAL --out runs/mc25
-  geneprune heads --model hf:distilbert/distilbert-base-uncased-finetuned-sst-2-english --metric accuracy \
+  geneprune heads --model hf:distilbert/distilbert-base-uncased-finetuned-sst-2-english --metric accuracy \\
       --calib data/sentiment/calib.jsonl --eval data/sentiment/eval.jsonl --target-sparsity 0.25 --out runs/sst25
   geneprune heads --resume runs/ga25`,
     )

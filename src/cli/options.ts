@@ -107,7 +107,7 @@ export { parseByteSize } from '../index.js';
 export const computeDtypeOption = () =>
   new Option(
     '--dtype <dtype>',
-    'compute precision: fp32, fp16 or bf16 weights held by ONNX Runtime (fp16/bf16: half the memory; on CPU the arithmetic stays fp32, see README Precision)',
+    'compute precision: fp32, fp16 or bf16 weights held by ONNX Runtime (fp16/bf16: half the memory; on CPU the arithmetic stays fp32, see docs/scale-and-precision.md)',
   ).default('fp32');
 
 export const memoryBudgetOption = () =>

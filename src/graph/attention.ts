@@ -16,8 +16,8 @@ import type { AttrValue, GraphBuilder } from './builder.js';
 export type AttentionKind = 'explicit' | 'fused';
 
 /**
- * The fused kernel. com.microsoft GroupQueryAttention was the fastest exact one measured here (README, "Engine
- * speed"); MultiHeadAttention (unidirectional) is kept selectable so the choice can be re-measured.
+ * The fused kernel. com.microsoft GroupQueryAttention was the fastest exact one measured here (docs/measured.md,
+ * "Attention"); MultiHeadAttention (unidirectional) is kept selectable so the choice can be re-measured.
  */
 export type FusedAttentionOp = 'GroupQueryAttention' | 'MultiHeadAttention';
 

@@ -159,7 +159,7 @@ export function isWeightFile(w: Weights): w is WeightFile {
 
 /**
  * Inline protobuf weights are copied twice (protobuf, then ORT); a weight file once. Measured on the 134M shape
- * (README, Scale): the file route peaked at 0.56x the inline route's RSS and started faster; below this size
+ * (docs/scale-and-precision.md): the file route peaked at 0.56x the inline route's RSS and started faster; below this size
  * the difference is a few MB and the in-memory route needs no disk.
  */
 export const DEFAULT_EXTERNAL_DATA_THRESHOLD = 64 << 20;

@@ -2,7 +2,7 @@
  * Peak memory a command will need, from the model's header alone (shapes, not values), so a model that cannot
  * fit is refused in one line before anything is loaded, instead of the process dying out of memory.
  *
- * The factors are measured (README, Scale): with weights in an external file, ONNX Runtime holds one copy of
+ * The factors are measured (docs/scale-and-precision.md): with weights in an external file, ONNX Runtime holds one copy of
  * them (plus packed copies of a few matrices), this process none; activations are dominated by the logits
  * (fp32 [tokens, width], kept as logits, softmax and loss buffers: the width is one vocabulary chunk for
  * perplexity, the whole vocabulary for KL, whose reference log-probabilities are inputs) and the S×S attention

@@ -427,7 +427,7 @@ export function layerSparsitySpec(rows: readonly LayerBar[], opts: { title: stri
 }
 
 /**
- * Quality against sparsity, one line per method through its sizes (the README's benchmark tables as a figure:
+ * Quality against sparsity, one line per method through its sizes (the manual's benchmark tables as a figure:
  * `npm run bench`). Points with a non-finite quality are left out.
  */
 export function methodSweepSpec(

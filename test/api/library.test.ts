@@ -1,7 +1,7 @@
 /**
  * The library as a user gets it: the package is packed (`npm pack`, which builds dist/), installed into a fresh
- * project with the CUDA download skipped, and the README's library example runs against it through the
- * package's public entry (`import ... from 'geneprune'`), with nothing from src/.
+ * project with the CUDA download skipped, and the manual's library example (docs/library.md) runs against it
+ * through the package's public entry (`import ... from 'geneprune'`), with nothing from src/.
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -16,11 +16,11 @@ after(tmp.cleanup);
 
 const skip = skipUnlessShared(MODEL, CALIB, EVAL);
 
-/** The fenced block after `<!-- library-example -->` in the README. */
-function readmeExample(): string {
-  const readme = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8');
-  const m = /<!-- library-example -->\s*```js\n([\s\S]*?)```/.exec(readme);
-  assert.ok(m, 'README.md has no library example block');
+/** The fenced block after `<!-- library-example -->` in docs/library.md. */
+function libraryExample(): string {
+  const page = readFileSync(join(REPO_ROOT, 'docs', 'library.md'), 'utf8');
+  const m = /<!-- library-example -->\s*```js\n([\s\S]*?)```/.exec(page);
+  assert.ok(m, 'docs/library.md has no library example block');
   return m[1];
 }
 
@@ -34,8 +34,8 @@ function run(cmd: string, args: string[], cwd: string, env: Record<string, strin
   return { code: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
 }
 
-describe('the README library example through the published package', { skip }, () => {
-  test('why: the library exported no search, prune, export or bench function — the README example runs through the packed package', () => {
+describe('the library example (docs/library.md) through the published package', { skip }, () => {
+  test('why: the library exported no search, prune, export or bench function — the manual example runs through the packed package', () => {
     const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
     const packed = run(npm, ['pack', '--json', '--pack-destination', tmp.dir], REPO_ROOT);
     assert.equal(packed.code, 0, packed.stderr);
@@ -74,8 +74,8 @@ describe('the README library example through the published package', { skip }, (
     assert.equal(installed.code, 0, installed.stderr);
 
     const script = join(project, 'example.mjs');
-    writeFileSync(script, readmeExample());
-    // The example names ../shared relative to the repository root, as the README says.
+    writeFileSync(script, libraryExample());
+    // The example names ../shared relative to the repository root, as docs/library.md says.
     const r = run(process.execPath, [script], REPO_ROOT);
     assert.equal(r.code, 0, r.stderr);
     const lines = r.stdout.trim().split('\n');

@@ -1,6 +1,6 @@
 /**
  * `npm run bench -- --quick --only heads,weights --out DIR` on the real stories260K and TinyStories data: each
- * table lands in DIR/<name>.md under its header comment with the README's columns and one row per method (and
+ * table lands in DIR/<name>.md under its header comment with the manual's columns and one row per method (and
  * size), and each figure in DIR/<name>.svg with one drawn point per row of its table; engine, prune and scale
  * (on a tiny random shape) write their tables too; an unknown name and a quick run without --out are refused.
  */

@@ -1,7 +1,7 @@
 /**
  * `--dtype` on the compute commands: the JSON names the dtype used, stories260K's perplexity in fp16 and bf16
- * agrees with fp32 within the README's tolerance, greedy generation is unchanged, and a dtype that does not exist
- * is refused in one line naming the flag.
+ * agrees with fp32 within the manual's tolerance (docs/scale-and-precision.md), greedy generation is unchanged,
+ * and a dtype that does not exist is refused in one line naming the flag.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -42,7 +42,7 @@ describe('--dtype', () => {
       assert.equal(j.dtype, dtype);
       ppl[dtype] = j.perplexity as number;
     }
-    // Measured on all 38,008 evaluation tokens: fp16 −1.4e-6, bf16 −1.8e-4 relative (README, Precision).
+    // Measured on all 38,008 evaluation tokens: fp16 −1.4e-6, bf16 −1.8e-4 relative (docs/scale-and-precision.md, Tolerance).
     assert.ok(Math.abs(ppl.fp16 / ppl.fp32 - 1) < 1e-4, `fp16 ${ppl.fp16} vs ${ppl.fp32}`);
     assert.ok(Math.abs(ppl.bf16 / ppl.fp32 - 1) < 2e-3, `bf16 ${ppl.bf16} vs ${ppl.fp32}`);
     assert.notEqual(ppl.fp16, ppl.fp32, 'fp16 computed exactly fp32: were the weights narrowed?');

@@ -64,6 +64,28 @@ describe('help texts and the documentation agree', () => {
     assert.deepEqual(unknown, [], 'flags in the README that no command has');
   });
 
+  for (const command of COMMANDS) {
+    test(`${command} --help states each default once, never as an empty list, and its examples paste whole`, () => {
+      const text = helps.get(command)!;
+      const from = text.indexOf('Options:');
+      const end = text.indexOf('\n\n', from);
+      const options = unwrapped(text.slice(from, end < 0 ? undefined : end));
+      for (const line of options.split('\n')) {
+        assert.ok(!line.includes('(default: [])'), `an empty list shown as a default: ${line.trim()}`);
+        assert.ok((line.match(/\(default/g) ?? []).length <= 1, `a doubled default: ${line.trim()}`);
+      }
+      // An example that goes on over an indented line must end in a backslash, or the shell runs half of it; a
+      // backslash lost in the source's template literal shows as one line with a gap in it instead.
+      const lines = text.split('\n');
+      lines.forEach((line, i) => {
+        if (!/^ {2}geneprune /.test(line)) return;
+        assert.ok(!/\S {3,}--/.test(line), `an example with a lost line continuation: ${line.trim()}`);
+        if (/^ {4,}--/.test(lines[i + 1] ?? ''))
+          assert.ok(line.endsWith(' \\'), `example continued without a backslash: ${line.trim()}`);
+      });
+    });
+  }
+
   test('the defaults heads --help states are the library defaults', () => {
     const text = unwrapped(helps.get('heads')!);
     const stated = (flag: string) => {

@@ -55,8 +55,10 @@ import { isRunDir } from '../runs/rundir.js';
 import { writeTokenizerFiles } from '../tokenizer/convert.js';
 import { readVocabTxt } from '../tokenizer/vocabtxt.js';
 import {
+  describeFsError,
   followSymlinks,
   isSameOrInside,
+  makeDirectory,
   partialDirFor,
   realPathOf,
   recoverReplace,
@@ -239,9 +241,9 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
   let weightSparsity: SparsityReport | undefined;
   try {
     try {
-      await mkdir(tmp, { recursive: true });
+      await makeDirectory(tmp);
     } catch (e) {
-      throw fileError(out, `cannot create the output directory (${(e as NodeJS.ErrnoException).code ?? e})`);
+      throw fileError(out, `cannot create the output directory: ${describeFsError(e)}`, e);
     }
     const hf = specToHf(hfSpec, {
       prunedHeads: opts.genome ? prunedHeadsOf(opts.spec, opts.genome) : undefined,

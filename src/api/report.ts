@@ -79,10 +79,15 @@ async function checkReportOut(out: string, runDirs: readonly string[], force: bo
   const real = await realPathOf(out);
   const info = await stat(real).catch(() => undefined);
   if (info?.isDirectory()) throw fileError(out, 'is a directory (give a file name)');
-  if (!real.endsWith('.html')) {
-    const runs = [...(await Promise.all(runDirs.map((d) => realPathOf(d)))), dirname(real)];
+  // Both spellings: a symlink inside a run is replaced by the written file (rename), its target left alone.
+  const places = [...new Set([out, real])];
+  if (!places.every((p) => p.endsWith('.html'))) {
+    const runs = [
+      ...(await Promise.all(runDirs.map((d) => realPathOf(d)))),
+      ...places.map((p) => dirname(p)),
+    ];
     for (const run of runs) {
-      if (isSameOrInside(real, run) && (await isRunDir(run))) {
+      if (places.some((p) => isSameOrInside(p, run)) && (await isRunDir(run))) {
         throw flagError(
           '--out',
           `${out} is inside the run directory ${run}, whose files are the run's own: give a .html name or a path outside the run`,

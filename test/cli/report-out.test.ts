@@ -5,7 +5,7 @@
  * `--force`: one-line refusals, every byte unchanged. `--force` replaces only a report written before.
  */
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync, readFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { searchHeads } from '../../src/api/heads.js';
@@ -90,6 +90,23 @@ describe('report: no --out, with or without --force, touches a run', { skip }, (
     }
     assertUnchanged(runsRoot, before.runs, 'every run file is byte-identical');
     assertUnchanged(dirname(model), before.model, 'the model is byte-identical');
+  });
+
+  test('a symlink into a run, or from a run to elsewhere, is judged by both its paths', () => {
+    const outside = join(tmp.dir, 'outside.txt');
+    writeFileSync(outside, 'not a report');
+    const toRun = join(tmp.dir, 'link-to-result.html');
+    symlinkSync(join(heads, 'result.json'), toRun);
+    const fromRun = join(weights, 'link-out.json');
+    symlinkSync(outside, fromRun);
+    const before = { runs: snapshot(runsRoot), outside: snapshot(outside) };
+    for (const out of [toRun, fromRun]) {
+      const line = assertOneLineError(runCli(['report', heads, '--out', out, '--force']), 2, out);
+      assert.match(line, /whose files are the run's own/);
+    }
+    assertUnchanged(runsRoot, before.runs);
+    assertUnchanged(outside, before.outside);
+    rmSync(fromRun);
   });
 
   test('a report inside a run directory (.html) leaves the run readable, and --force replaces only that report', () => {

@@ -16,9 +16,11 @@ import { tokenizeDocuments } from '../metrics/perplexity.js';
 import type { AppliedMask } from '../model/identity.js';
 import { checkMemoryBudget } from '../model/memory.js';
 import {
+  checkExportOut,
   EXPORT_FORMATS,
   type ExportFormat,
   type ExportResult,
+  exportInputs,
   HF_LAYOUTS,
   type HfLayout,
   exportModel as writeExport,
@@ -127,6 +129,18 @@ export async function exportModel(opts: ExportOptions): Promise<
     throw flagError(opts.calib !== undefined ? '--calib' : '--calib-tokens', 'only with --recover');
   }
   const model = await openModelInput(opts.model, opts.tokenizer);
+  // Before the masks are read or a recovery computed: --out must not replace any input, nor a foreign folder.
+  await checkExportOut(opts.out, {
+    force: opts.force,
+    inputs: exportInputs({
+      model: model.modelPath,
+      mask: opts.mask,
+      weightMask: opts.weightMask,
+      tokenizer: model.tokenizerPath,
+      recovered: opts.recovered,
+      calibration: opts.recover ? opts.calib : undefined,
+    }),
+  });
   checkMemoryBudget(model.spec, { batch: 1, seq: 1, budget: opts.memoryBudget, what: 'export' });
   const mask = opts.mask ? await loadMaskFile(opts.mask, model.spec) : undefined;
   const weights = opts.weightMask ? await loadWeightMaskFile(opts.weightMask, model.spec) : undefined;

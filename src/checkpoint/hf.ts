@@ -4,11 +4,11 @@
  * src/model/ maps them to roles.
  */
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rm, stat } from 'node:fs/promises';
+import { readFile, rm, stat } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import { fileError } from '../errors.js';
 import type { TensorSource } from '../model/spec.js';
-import { describeFsError, writeTextAtomic } from '../util/fs.js';
+import { describeFsError, makeDirectory, writeTextAtomic } from '../util/fs.js';
 import { DTYPE_BYTES } from './dtype.js';
 import {
   type FileTensor,
@@ -173,7 +173,7 @@ export async function writeHfFolder(dir: string, options: WriteHfFolderOptions):
         }))
       : options.tensors.map((t) => ({ ...t, dtype: dtype ?? t.dtype ?? 'F32' }));
   try {
-    await mkdir(dir, { recursive: true });
+    await makeDirectory(dir);
   } catch (err) {
     throw fileError(dir, `cannot create folder: ${describeFsError(err)}`, err);
   }

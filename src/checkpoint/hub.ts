@@ -9,11 +9,11 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
-import { type FileHandle, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { type FileHandle, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { basename, dirname, join, posix, resolve } from 'node:path';
 import { fileError, flagError, GenepruneError } from '../errors.js';
-import { removeStaleTemps, writeTextAtomic } from '../util/fs.js';
+import { makeDirectory, removeStaleTemps, writeTextAtomic } from '../util/fs.js';
 
 export const DEFAULT_HF_ENDPOINT = 'https://huggingface.co';
 
@@ -164,7 +164,7 @@ function hubFetcher(ref: HfModelRef, opts: DownloadOptions): Fetcher {
 
   async function download(file: string, url: string, res: Response): Promise<void> {
     const target = localPath(file);
-    await mkdir(dirname(target), { recursive: true });
+    await makeDirectory(dirname(target));
     // Partial downloads of processes that died (killed mid-transfer) are swept before a new one starts.
     await removeStaleTemps(dirname(target), basename(target));
     const tmp = join(
@@ -223,7 +223,7 @@ function hubFetcher(ref: HfModelRef, opts: DownloadOptions): Fetcher {
     if (res.status === 404 && !required) {
       await res.body?.cancel().catch(() => {});
       absent.add(file);
-      await mkdir(root, { recursive: true });
+      await makeDirectory(root);
       await writeTextAtomic(join(root, ABSENT_LIST), JSON.stringify([...absent].sort()));
       return false;
     }

@@ -7,6 +7,7 @@ interface ReportFlags {
   out: string;
   bench?: boolean;
   benchRuns: string;
+  force?: boolean;
   device: string;
   threads?: string;
   json?: boolean;
@@ -20,6 +21,7 @@ export function registerReport(program: Command): void {
     )
     .argument('<run-dir...>', 'run directories of heads or weights runs, one or many')
     .option('--out <file>', 'the HTML file to write', 'report.html')
+    .option('--force', 'replace an existing --out, when it is a report written before (never another file)')
     .option(
       '--bench',
       "measure each head run's speed first (as geneprune bench) and store it as its bench.json",
@@ -45,6 +47,7 @@ The page needs no network or script to be viewed. Example:
         out: flags.out,
         bench: flags.bench,
         benchRuns: parseIntFlag('--bench-runs', flags.benchRuns),
+        force: flags.force,
         device: parseDevice(flags.device),
         threads: flags.threads ? parseIntFlag('--threads', flags.threads) : undefined,
         onStatus: (line) => process.stderr.write(`${line}\n`),

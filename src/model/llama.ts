@@ -313,7 +313,8 @@ export function provenanceOfFolder(folder: HfFolder, configPath: string): Proven
   }
   const problem = provenanceProblem(value);
   if (problem) throw fileError(where, problem);
-  return value as Provenance;
+  // Every export carries a record; one with no pruning step says only that geneprune wrote the folder.
+  return (value as Provenance).lineage.length > 0 ? (value as Provenance) : undefined;
 }
 
 // ---------------------------------------------------------------------------------------------------------

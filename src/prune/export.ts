@@ -21,16 +21,19 @@
  * the mask applied (its file's sha256 and the removed heads) in config.json (`geneprune`) and in the
  * safetensors `__metadata__` (`geneprune.provenance`, the same JSON as a string), after the source's own
  * lineage; the reader puts it back in `spec.provenance`, so a mask for an ancestor is refused on the export.
- * An export without a mask is the same model and carries the source's provenance unchanged.
+ * An export without a mask is the same model and carries the source's provenance unchanged; config.json always
+ * holds a record (with an empty lineage when nothing was pruned), which is how a later export knows the folder.
  *
  * The folder is built under a temporary name beside `out` and put in place only when complete; an existing
- * non-empty `out` is replaced only with `force`, by renaming it aside, renaming the new one in, then deleting
+ * non-empty `out` is replaced only with `force`, and only when it is a previous export (a provenance record in
+ * config.json, nothing an export does not write), by renaming it aside, renaming the new one in, then deleting
  * the old (a kill at any step leaves one complete folder; the next export to `out` finishes the cleanup).
  * An `out` that is a symlink is followed: the content goes to its target and the link stays. An `out` that
- * is, or holds, a run directory or the folder of the model, mask or tokenizer is refused before anything is
- * written: replacing it would destroy them.
+ * is a run directory, the working directory or a parent of it, an input (model, tokenizer, masks, recovered
+ * weights, calibration data), inside a folder input, or a folder holding an input, is refused before anything
+ * is written, whatever `force` says: replacing it would destroy them.
  */
-import { copyFile, mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { writeHfFolder } from '../checkpoint/hf.js';
 import { writeOnnxModel } from '../checkpoint/onnx.js';
@@ -48,15 +51,23 @@ import type { Bitset } from '../masks/bitset.js';
 import { type Genome, removedList } from '../masks/heads.js';
 import type { SparsityReport } from '../masks/weights.js';
 import { specToHf } from '../model/families.js';
-import { type AppliedMask, provenanceOfPruning } from '../model/identity.js';
+import {
+  type AppliedMask,
+  type Provenance,
+  provenanceOfPruning,
+  provenanceProblem,
+} from '../model/identity.js';
 import { PROVENANCE_CONFIG_KEY, PROVENANCE_METADATA_KEY } from '../model/llama.js';
 import type { ModelSpec } from '../model/spec.js';
 import { isRunDir } from '../runs/rundir.js';
 import { writeTokenizerFiles } from '../tokenizer/convert.js';
 import { readVocabTxt } from '../tokenizer/vocabtxt.js';
 import {
+  describeFsError,
   followSymlinks,
+  isDirectory,
   isSameOrInside,
+  makeDirectory,
   partialDirFor,
   realPathOf,
   recoverReplace,
@@ -109,6 +120,9 @@ export interface ExportOptions {
   onStatus?: (line: string) => void;
 }
 
+/** The provenance of a model no geneprune step pruned: it marks the folder as an export all the same. */
+const UNPRUNED: Provenance = { format: 'geneprune-provenance', version: 1, lineage: [] };
+
 /** transformers.js v4 reads `<model>.onnx_data` beside a model file this config key names (one chunk). */
 const TRANSFORMERS_JS_CONFIG = 'transformers.js_config';
 
@@ -123,41 +137,149 @@ export interface ExportResult {
   weightSparsity?: SparsityReport;
 }
 
+/** A file or folder the export reads, which `out` must never replace. */
+export interface ExportInput {
+  path: string;
+  /** What it is, for the refusal: "the mask file". */
+  what: string;
+  /** Its folder, for the refusal: "the folder of the mask file". */
+  folder: string;
+}
+
+/** The files and folders an export reads (a hub model `hf:…` is no local path and is left out). */
+export function exportInputs(paths: {
+  model?: string;
+  mask?: string;
+  weightMask?: string;
+  tokenizer?: string;
+  recovered?: string;
+  calibration?: string;
+}): ExportInput[] {
+  const named: Array<[string | undefined, string, string]> = [
+    [paths.model, 'the model', "the model's folder"],
+    [paths.mask, 'the mask file', 'the folder of the mask file'],
+    [paths.weightMask, 'the weight-mask file', 'the folder of the weight-mask file'],
+    [paths.tokenizer, 'the tokenizer', 'the folder of the tokenizer'],
+    [paths.recovered, 'the recovered-weights file', 'the folder of the recovered-weights file'],
+    [paths.calibration, 'the calibration data', 'the folder of the calibration data'],
+  ];
+  return named
+    .filter(([path]) => path !== undefined && !path.startsWith('hf:'))
+    .map(([path, what, folder]) => ({ path: path!, what, folder }));
+}
+
+const inputsOf = (opts: ExportOptions): ExportInput[] =>
+  exportInputs({
+    model: opts.modelPath,
+    mask: opts.maskFile?.path,
+    weightMask: opts.weightMask?.path,
+    tokenizer: opts.tokenizerPath,
+    recovered: opts.recovered?.path,
+    calibration: opts.recovered?.calibration,
+  });
+
 /**
- * Refuses an `out` (given as typed, and as the real folder it names) whose replacement would destroy
- * something: a run directory, or the folder of the model, the mask or the tokenizer, or a parent of those.
+ * Refuses an `out` (given as typed, and as the real folder `target` it names) whose replacement would destroy
+ * something: a run directory, the working directory (or a parent of it), an input of the export, or a folder
+ * holding one (the folder of a file input, a folder input itself, or a parent of those).
  */
-async function refuseDangerousOut(out: string, target: string, opts: ExportOptions): Promise<void> {
+async function refuseDangerousOut(
+  out: string,
+  target: string,
+  inputs: readonly ExportInput[],
+): Promise<void> {
   const real = await realPathOf(target);
   if (await isRunDir(real)) {
     throw flagError('--out', `${out} is a geneprune run directory (config.json): refusing to replace it`);
   }
-  const folderOf = async (p: string) =>
-    (await stat(p).catch(() => undefined))?.isDirectory() ? realPathOf(p) : realPathOf(dirname(resolve(p)));
-  const guarded: Array<[string | undefined, string]> = [
-    [opts.modelPath, "the model's folder"],
-    [opts.maskFile?.path, 'the folder of the mask file'],
-    [opts.weightMask?.path, 'the folder of the weight-mask file'],
-    [opts.tokenizerPath, 'the folder of the tokenizer'],
-  ];
-  for (const [path, what] of guarded) {
-    if (path === undefined || path.startsWith('hf:')) continue;
-    const folder = await folderOf(path);
+  const cwd = await realPathOf(process.cwd());
+  if (isSameOrInside(cwd, real)) {
+    const rel = cwd === real ? 'is the working directory' : `holds the working directory (${cwd})`;
+    throw flagError('--out', `${out} ${rel}: refusing to replace it (give a new folder)`);
+  }
+  for (const input of inputs) {
+    const path = await realPathOf(input.path);
+    const isDir = await isDirectory(path);
+    if (!isDir && path === real) throw flagError('--out', `${out} is ${input.what}: refusing to replace it`);
+    if (isDir && real !== path && isSameOrInside(real, path))
+      throw flagError('--out', `${out} is inside ${input.what} (${path}): refusing to write there`);
+    // A folder input counts as its own folder; a file input's folder holds the files beside it (configs).
+    const folder = isDir ? path : dirname(path);
     if (isSameOrInside(folder, real)) {
-      const rel = folder === real ? `is ${what}` : `holds ${what} (${folder})`;
+      const rel = folder === real ? `is ${input.folder}` : `holds ${input.folder} (${folder})`;
       throw flagError('--out', `${out} ${rel}: refusing to replace it`);
     }
   }
 }
 
-/** Refuses an existing non-empty output without --force, before any work is done. */
+/** What an export writes at the top of its folder; onnx/ holds model.onnx and its external data. */
+const EXPORT_ENTRIES = new Set([
+  'config.json',
+  'generation_config.json',
+  'model.safetensors',
+  'tokenizer.json',
+  'tokenizer_config.json',
+  'vocab.txt',
+  'onnx',
+]);
+
+/**
+ * Why the existing folder `target` is not a previous export (undefined when it is one): every export's
+ * config.json carries a geneprune provenance record, and the folder holds nothing an export does not write.
+ */
+async function notAnExport(target: string): Promise<string | undefined> {
+  const entries = await readdir(target);
+  const onnx = entries.includes('onnx') ? await readdir(join(target, 'onnx')).catch(() => undefined) : [];
+  const foreign = [
+    ...entries.filter((n) => !EXPORT_ENTRIES.has(n)),
+    ...(onnx === undefined
+      ? ['onnx']
+      : onnx.filter((n) => !n.startsWith('model.onnx')).map((n) => `onnx/${n}`)),
+  ];
+  if (foreign.length > 0) {
+    const names = foreign.slice(0, 3).join(', ') + (foreign.length > 3 ? `, … (${foreign.length})` : '');
+    return `holds files an export does not write (${names})`;
+  }
+  let config: unknown;
+  try {
+    config = JSON.parse(await readFile(join(target, 'config.json'), 'utf8'));
+  } catch {
+    return 'has no readable config.json, so it is no geneprune export';
+  }
+  const record = (config as Record<string, unknown> | null)?.[PROVENANCE_CONFIG_KEY];
+  if (record === undefined || provenanceProblem(record) !== undefined)
+    return 'is not a geneprune export (its config.json has no geneprune provenance)';
+  return undefined;
+}
+
+/**
+ * Refuses an existing non-empty output without --force, and with it anything but a previous export, before
+ * any work is done.
+ */
 async function checkOut(out: string, target: string, force: boolean): Promise<void> {
   const info = await stat(target).catch(() => undefined);
   if (!info) return;
   if (!info.isDirectory()) throw fileError(out, 'exists and is not a directory');
   const entries = await readdir(target);
-  if (entries.length > 0 && !force)
-    throw flagError('--out', `${out} is not empty (use --force to replace it)`);
+  if (entries.length === 0) return;
+  if (!force) throw flagError('--out', `${out} is not empty (use --force to replace it)`);
+  const why = await notAnExport(target);
+  if (why) throw flagError('--out', `${out} ${why}: --force replaces only a previous export`);
+}
+
+/**
+ * Every refusal `exportModel` gives about `out`, without writing anything: for callers that check before
+ * long work (loading, recovery). Returns the folder that would be written (a symlinked `out` followed).
+ */
+export async function checkExportOut(
+  out: string,
+  opts: { force?: boolean; inputs: readonly ExportInput[] },
+): Promise<string> {
+  const abs = resolve(out);
+  const target = await followSymlinks(abs);
+  await refuseDangerousOut(abs, target, opts.inputs);
+  await checkOut(abs, target, opts.force === true);
+  return target;
 }
 
 async function copyTokenizer(tokenizerPath: string, dir: string, vocabSize: number): Promise<string[]> {
@@ -217,7 +339,7 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
   const out = resolve(opts.out);
   // A symlinked --out is followed: the new folder goes where the link points, and the link stays.
   const target = await followSymlinks(out);
-  await refuseDangerousOut(out, target, opts);
+  await refuseDangerousOut(out, target, inputsOf(opts));
   for (const note of await recoverReplace(target)) opts.onStatus?.(note);
   await checkOut(out, target, opts.force === true);
   const base = opts.weightMask ? zeroMaskedWeights(opts.spec, opts.weightMask.masks) : opts.spec;
@@ -239,9 +361,9 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
   let weightSparsity: SparsityReport | undefined;
   try {
     try {
-      await mkdir(tmp, { recursive: true });
+      await makeDirectory(tmp);
     } catch (e) {
-      throw fileError(out, `cannot create the output directory (${(e as NodeJS.ErrnoException).code ?? e})`);
+      throw fileError(out, `cannot create the output directory: ${describeFsError(e)}`, e);
     }
     const hf = specToHf(hfSpec, {
       prunedHeads: opts.genome ? prunedHeadsOf(opts.spec, opts.genome) : undefined,
@@ -266,7 +388,8 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
       // What model.safetensors holds (the ONNX graph computes in fp32 whatever the storage).
       ...(stored.size === 1 ? { torch_dtype: torchDtype[[...stored][0]] } : {}),
       ...(external ? { [TRANSFORMERS_JS_CONFIG]: { use_external_data_format: { 'model.onnx': 1 } } } : {}),
-      ...(provenance ? { [PROVENANCE_CONFIG_KEY]: provenance } : {}),
+      // Always a record, empty lineage when nothing was pruned: it is how a later --force knows an export.
+      [PROVENANCE_CONFIG_KEY]: provenance ?? UNPRUNED,
     };
     if (wantsHf) {
       opts.onStatus?.('writing model.safetensors');

@@ -13,14 +13,16 @@
  * One process at a time: creating and resuming both take run.lock, and temporaries left by dead processes
  * are removed once the lock is held.
  */
-import { appendFile, mkdir, readdir, readFile, stat } from 'node:fs/promises';
+import { appendFile, readdir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileError } from '../errors.js';
 import type { GaState } from '../search/ga.js';
 import type { NsgaState } from '../search/nsga.js';
 import {
   acquireLock,
+  describeFsError,
   type HeldLock,
+  makeDirectory,
   pidAlive,
   removeStaleTemps,
   tempOwnerPid,
@@ -86,9 +88,9 @@ export async function createRunDir(
   const info = await stat(dir).catch(() => undefined);
   if (info && !info.isDirectory()) throw fileError(dir, 'exists and is not a directory');
   try {
-    await mkdir(dir, { recursive: true });
+    await makeDirectory(dir);
   } catch (e) {
-    throw fileError(dir, `cannot create run directory (${(e as NodeJS.ErrnoException).code ?? e})`);
+    throw fileError(dir, `cannot create run directory: ${describeFsError(e)}`, e);
   }
   // Refused before the lock is touched, so a directory that holds anything is left exactly as it was.
   await refuseNonEmpty(dir);

@@ -12,10 +12,10 @@
  * the tie is followed by a merge that depends on which was done first. Sentencepiece-trained vocabularies give
  * every merged piece its own score, so only the second kind of tie can occur there.
  */
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { dataError, fileError } from '../errors.js';
-import { writeJsonAtomic } from '../util/fs.js';
+import { describeFsError, makeDirectory, writeJsonAtomic } from '../util/fs.js';
 import { type Llama2cVocab, parseLlama2cVocab } from './llama2c.js';
 
 /** Sentencepiece's whitespace marker. */
@@ -242,9 +242,9 @@ export async function writeTokenizerFiles(
   }
   const json = llama2cToTokenizerJson(parseLlama2cVocab(bytes, binPath, opts.vocabSize), binPath);
   try {
-    await mkdir(dir, { recursive: true });
+    await makeDirectory(dir);
   } catch (err) {
-    throw fileError(dir, `cannot create folder: ${(err as Error).message}`, err);
+    throw fileError(dir, `cannot create folder: ${describeFsError(err)}`, err);
   }
   const tokenizerJson = join(dir, 'tokenizer.json');
   const tokenizerConfig = join(dir, 'tokenizer_config.json');

@@ -6,7 +6,8 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
-import { dataError, fileError } from '../errors.js';
+import { dataError, fileError, GenepruneError } from '../errors.js';
+import { describeFsError } from '../util/fs.js';
 import { longestFirstLengths, textBudget } from './input.js';
 import type { EncodeInputOptions, EncodeOptions, ModelInput, Tokenizer } from './types.js';
 
@@ -24,7 +25,7 @@ export async function readJsonObject(path: string, what: string): Promise<JsonOb
     const code = (err as NodeJS.ErrnoException).code;
     throw fileError(
       path,
-      code === 'ENOENT' ? `${what} not found` : `cannot read ${what}: ${(err as Error).message}`,
+      code === 'ENOENT' ? `${what} not found` : `cannot read ${what}: ${describeFsError(err)}`,
       err,
     );
   }
@@ -55,6 +56,72 @@ export interface HfTokenizerOptions {
 /** The model types @huggingface/tokenizers 0.2 implements; it silently builds a pass-through for others. */
 const SUPPORTED_MODEL_TYPES = ['BPE', 'WordPiece', 'Unigram'];
 
+const isId = (x: unknown): boolean => Number.isInteger(x) && (x as number) >= 0;
+const quote = (x: unknown): string => JSON.stringify(x)?.slice(0, 40) ?? String(x);
+
+/** A token → id object: the first entry whose id is not a non-negative integer, as text; undefined if none. */
+function badVocabEntry(vocab: JsonObject): string | undefined {
+  for (const [token, id] of Object.entries(vocab)) if (!isId(id)) return `${quote(token)} has ${quote(id)}`;
+  return undefined;
+}
+
+/**
+ * What is wrong with the fields of the tokenizer.json `model` that the library reads without checking (it would
+ * fail with a bare TypeError, or build a tokenizer that silently gives other ids); undefined when they are sound.
+ * The kind is the declared `type`, else guessed as the library guesses it.
+ */
+function modelProblem(model: JsonObject): string | undefined {
+  const vocab = model.vocab;
+  const kind =
+    model.type ?? (Array.isArray(vocab) ? 'Unigram' : Object.hasOwn(model, 'merges') ? 'BPE' : 'WordPiece');
+  if (kind === 'Unigram') {
+    if (!Array.isArray(vocab) || vocab.length === 0)
+      return '"model.vocab" must be a non-empty list of [token, score] pairs';
+    const bad = vocab.findIndex(
+      (e) =>
+        !Array.isArray(e) || typeof e[0] !== 'string' || typeof e[1] !== 'number' || !Number.isFinite(e[1]),
+    );
+    if (bad >= 0) return `"model.vocab" entry ${bad} is ${quote(vocab[bad])}, not a [token, score] pair`;
+    if (
+      model.unk_id !== undefined &&
+      model.unk_id !== null &&
+      !(isId(model.unk_id) && (model.unk_id as number) < vocab.length)
+    )
+      return `"model.unk_id" ${quote(model.unk_id)} is not an index into "model.vocab" (0..${vocab.length - 1})`;
+    return undefined;
+  }
+  if (!isObject(vocab)) return '"model.vocab" must be an object mapping each token to its id';
+  const badEntry = badVocabEntry(vocab);
+  if (badEntry) return `"model.vocab" must map each token to a non-negative integer id (${badEntry})`;
+  if (model.unk_token !== undefined && model.unk_token !== null && typeof model.unk_token !== 'string')
+    return `"model.unk_token" must be a string, not ${quote(model.unk_token)}`;
+  if (kind !== 'BPE') return undefined;
+  const merges = model.merges;
+  if (!Array.isArray(merges)) return '"model.merges" must be a list';
+  // Either every merge is "a b" or every merge is ["a", "b"]: the library picks one form from the first.
+  const pairs = Array.isArray(merges[0]);
+  const bad = merges.findIndex((m) =>
+    pairs
+      ? !Array.isArray(m) || m.length !== 2 || typeof m[0] !== 'string' || typeof m[1] !== 'string'
+      : typeof m !== 'string' || !m.includes(' '),
+  );
+  if (bad >= 0) {
+    const form = pairs ? 'a pair ["a", "b"] (the form of entry 0)' : 'a string "a b"';
+    return `"model.merges" entry ${bad} is ${quote(merges[bad])}, not ${form}`;
+  }
+  return undefined;
+}
+
+/** The first malformed entry of "added_tokens" (each needs a string content and a non-negative integer id). */
+function addedTokensProblem(added: unknown[]): string | undefined {
+  const bad = added.findIndex((t) => !isObject(t) || typeof t.content !== 'string' || !isId(t.id));
+  if (bad < 0) return undefined;
+  return `"added_tokens" entry ${bad} is ${quote(added[bad])}, not {"id": non-negative integer, "content": string}`;
+}
+
+/** The sections of a tokenizer.json the library builds apart from its model, each of which may be null. */
+const OPTIONAL_SECTIONS = ['normalizer', 'pre_tokenizer', 'post_processor', 'decoder'] as const;
+
 /** Load a tokenizer.json file. */
 export async function loadHfTokenizer(path: string, opts: HfTokenizerOptions = {}): Promise<Tokenizer> {
   return hfTokenizerFromJson(await readJsonObject(path, 'tokenizer.json'), path, opts);
@@ -84,6 +151,8 @@ export async function hfTokenizerFromJson(
   if (json.added_tokens !== undefined && !Array.isArray(json.added_tokens)) {
     throw fileError(path, 'not a valid tokenizer.json: "added_tokens" must be a list');
   }
+  const problem = modelProblem(json.model) ?? addedTokensProblem((json.added_tokens as unknown[]) ?? []);
+  if (problem) throw fileError(path, `not a valid tokenizer.json: ${problem}`);
   const configPath = opts.configPath ?? join(dirname(path), 'tokenizer_config.json');
   // The config is optional unless the caller named it.
   const config: JsonObject =
@@ -99,13 +168,28 @@ export async function hfTokenizerFromJson(
     decoder: null,
     ...json,
   };
-  let hf: HfTokenizer;
   try {
-    hf = new HfTokenizer(full, config);
+    return hfTokenizer(new HfTokenizer(full, config), json, config, path, opts.vocabSize);
   } catch (err) {
-    throw fileError(path, `not a usable tokenizer.json: ${(err as Error).message}`, err);
+    if (err instanceof GenepruneError) throw err;
+    if (!(err instanceof TypeError || err instanceof RangeError || err instanceof ReferenceError))
+      throw fileError(path, `not a usable tokenizer.json: ${(err as Error).message}`, err);
+    // The library tripped over a shape it does not check: name the section, found by building without it in turn.
+    const culprit = OPTIONAL_SECTIONS.find((key) => {
+      try {
+        hfTokenizer(new HfTokenizer({ ...full, [key]: null }, config), json, config, path);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    const where = culprit ? `its "${culprit}" section` : 'its "model" section';
+    throw fileError(
+      path,
+      `not a usable tokenizer.json: ${where} is malformed (the tokenizers library cannot read it)`,
+      err,
+    );
   }
-  return hfTokenizer(hf, json, config, path, opts.vocabSize);
 }
 
 /** Whether a post-processor (or one inside a Sequence) is RobertaProcessing. */

@@ -28,9 +28,8 @@ async function looksLikeJson(path: string): Promise<boolean> {
   }
 }
 
-async function isFile(path: string): Promise<boolean> {
-  return (await stat(path).catch(() => undefined))?.isFile() ?? false;
-}
+/** The names a tokenizer file goes by: a folder named so is a mistake, never a folder to search. */
+const TOKENIZER_FILE_NAME = /\.(json|bin|txt|model)$/i;
 
 /**
  * Load `tokenizer.json` (Hugging Face), a llama2.c `tokenizer.bin`, or a BERT `vocab.txt` (WordPiece, built as
@@ -40,9 +39,12 @@ export async function loadTokenizer(path: string, opts: LoadTokenizerOptions = {
   const info = await stat(path).catch(() => undefined);
   if (!info) throw fileError(path, 'tokenizer not found');
   if (info.isDirectory()) {
+    if (TOKENIZER_FILE_NAME.test(basename(path)))
+      throw fileError(path, 'is a directory, not a tokenizer file');
     for (const name of ['tokenizer.json', 'tokenizer.bin', 'vocab.txt']) {
       const inside = join(path, name);
-      if (await isFile(inside)) return loadTokenizer(inside, opts);
+      // Present but not a file is refused by the call below, not skipped as if absent.
+      if (await stat(inside).catch(() => undefined)) return loadTokenizer(inside, opts);
     }
     throw fileError(
       path,

@@ -14,6 +14,7 @@ import {
   type FileHandle,
   link,
   lstat,
+  mkdir,
   open,
   readdir,
   readFile,
@@ -38,7 +39,38 @@ export function describeFsError(err: unknown): string {
   if (e?.code === 'EISDIR') return 'is a directory';
   if (e?.code === 'ENOTDIR') return 'a parent is not a directory';
   if (e?.code === 'EEXIST') return 'already exists';
+  if (e?.code === 'EROFS') return 'read-only file system';
+  if (e?.code === 'ENOSPC') return 'no space left on device';
+  if (e?.code === 'EDQUOT') return 'disk quota exceeded';
   return e?.message ?? String(err);
+}
+
+/**
+ * Creates `path` and any missing parents, failing with the true cause. Node's `mkdir(…, { recursive: true })`
+ * reports ENOENT for a parent it could not create on a read-only file system (it stats the path after any
+ * error other than EACCES/EPERM/ENOSPC/ENOTDIR), so each missing level is created on its own instead.
+ */
+export async function makeDirectory(path: string): Promise<void> {
+  const abs = resolve(path);
+  const missing: string[] = [];
+  for (let p = abs; ; p = dirname(p)) {
+    const info = await stat(p).catch((e: NodeJS.ErrnoException) => (e.code === 'ENOENT' ? undefined : e));
+    if (info instanceof Error) throw info;
+    if (info) {
+      if (!info.isDirectory()) throw Object.assign(new Error(`not a directory: ${p}`), { code: 'ENOTDIR' });
+      break;
+    }
+    missing.push(p);
+    if (dirname(p) === p) break;
+  }
+  for (const dir of missing.reverse()) {
+    try {
+      await mkdir(dir);
+    } catch (e) {
+      // Another process may have made it meanwhile; anything else is the real reason.
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || !(await isDirectory(dir))) throw e;
+    }
+  }
 }
 
 /** Writes all of `bytes` at the handle's current end (positional writes may be partial). */

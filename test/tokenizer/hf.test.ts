@@ -195,3 +195,94 @@ describe('tokenizer.json through @huggingface/tokenizers', () => {
     );
   });
 });
+
+describe('malformed tokenizer.json: one sentence naming the field, never the library’s TypeError', () => {
+  const model = TOKENIZER_JSON.model;
+  /** Asserts `path` is refused as a file error at `path` whose message matches `re` and holds no JS error text. */
+  async function refused(path: string, re: RegExp) {
+    await assert.rejects(loadTokenizer(path), (err: unknown) => {
+      assert.ok(err instanceof GenepruneError, String(err));
+      assert.equal(err.where, path);
+      assert.match(err.message, re);
+      assert.doesNotMatch(err.message, /TypeError|Cannot read properties|is not a function|undefined/);
+      return true;
+    });
+  }
+
+  test('why: a bad vocab, merges or added token used to surface as "x.split is not a function" and the like', async () => {
+    const d = folder('malformed', {
+      'vocab-list.json': { ...TOKENIZER_JSON, model: { ...model, vocab: [1, 2] } },
+      'vocab-float.json': { ...TOKENIZER_JSON, model: { ...model, vocab: { ...VOCAB, x: 1.5 } } },
+      'merge-number.json': { ...TOKENIZER_JSON, model: { ...model, merges: ['h e', 7] } },
+      'merge-nospace.json': { ...TOKENIZER_JSON, model: { ...model, merges: ['h e', 'll'] } },
+      'merge-mixed.json': { ...TOKENIZER_JSON, model: { ...model, merges: [['h', 'e'], 'l l'] } },
+      'no-merges.json': { ...TOKENIZER_JSON, model: { ...model, merges: undefined } },
+      'unigram-pairs.json': {
+        ...TOKENIZER_JSON,
+        model: { type: 'Unigram', unk_id: 0, vocab: [['a', -1], 'b'] },
+      },
+      'unigram-unk.json': { ...TOKENIZER_JSON, model: { type: 'Unigram', unk_id: 5, vocab: [['a', -1]] } },
+      'added-token.json': { ...TOKENIZER_JSON, added_tokens: [{ content: '<s>' }] },
+      'decoder.json': { ...TOKENIZER_JSON, decoder: { type: 'Sequence', decoders: 5 } },
+      'pre-tokenizer.json': { ...TOKENIZER_JSON, pre_tokenizer: { type: 'Sequence', pretokenizers: 7 } },
+    });
+    const cases: Array<[string, RegExp]> = [
+      [
+        'vocab-list.json',
+        /^not a valid tokenizer.json: "model.vocab" must be an object mapping each token to its id$/,
+      ],
+      ['vocab-float.json', /"model.vocab" must map each token to a non-negative integer id \("x" has 1.5\)$/],
+      ['merge-number.json', /"model.merges" entry 1 is 7, not a string "a b"$/],
+      ['merge-nospace.json', /"model.merges" entry 1 is "ll", not a string "a b"$/],
+      [
+        'merge-mixed.json',
+        /"model.merges" entry 1 is "l l", not a pair \["a", "b"\] \(the form of entry 0\)$/,
+      ],
+      ['no-merges.json', /"model.merges" must be a list$/],
+      ['unigram-pairs.json', /"model.vocab" entry 1 is "b", not a \[token, score\] pair$/],
+      ['unigram-unk.json', /"model.unk_id" 5 is not an index into "model.vocab" \(0..0\)$/],
+      ['added-token.json', /"added_tokens" entry 0 is \{"content":"<s>"\}, not \{"id": non-negative integer/],
+      [
+        'decoder.json',
+        /^not a usable tokenizer.json: its "decoder" section is malformed \(the tokenizers library cannot read it\)$/,
+      ],
+      ['pre-tokenizer.json', /its "pre_tokenizer" section is malformed/],
+    ];
+    for (const [name, re] of cases) await refused(join(d, name), re);
+    // The well-formed original still loads (the checks refuse only what is broken).
+    const ok = folder('wellformed', { 'tokenizer.json': TOKENIZER_JSON });
+    assert.deepEqual(
+      (await loadTokenizer(join(ok, 'tokenizer.json'))).encode('hello world', { bos: false }),
+      HELLO_WORLD,
+    );
+  });
+
+  test('why: a tokenizer.json that is a directory said "tokenizer not found"; now "is a directory"', async () => {
+    const d = folder('dir-named-json', {});
+    const named = join(d, 'tokenizer.json');
+    mkdirSync(named);
+    writeFileSync(join(named, 'tokenizer.json'), JSON.stringify(TOKENIZER_JSON));
+    await assert.rejects(loadTokenizer(named), (err: unknown) => {
+      assert.ok(err instanceof GenepruneError);
+      assert.equal(err.oneLine(), `${named}: is a directory, not a tokenizer file`);
+      return true;
+    });
+    // A model folder whose tokenizer.json is a directory: named as such, not skipped as if absent.
+    await assert.rejects(loadTokenizer(d), (err: unknown) => {
+      assert.ok(err instanceof GenepruneError);
+      assert.equal(err.oneLine(), `${named}: is a directory, not a tokenizer file`);
+      return true;
+    });
+    // tokenizer_config.json that is a directory: the fs reason in words, not the raw EISDIR text.
+    const withConfigDir = folder('config-dir', { 'tokenizer.json': TOKENIZER_JSON });
+    mkdirSync(join(withConfigDir, 'tokenizer_config.json'));
+    await assert.rejects(loadTokenizer(join(withConfigDir, 'tokenizer.json')), (err: unknown) => {
+      assert.ok(err instanceof GenepruneError);
+      assert.equal(
+        err.oneLine(),
+        `${join(withConfigDir, 'tokenizer_config.json')}: cannot read tokenizer_config.json: is a directory`,
+      );
+      return true;
+    });
+  });
+});

@@ -334,6 +334,7 @@ export {
 } from './search/objective.js';
 export { type QuotedBest, quotedBest, type SearchProgress } from './search/progress.js';
 export type { GenomeCodec, SearchSpace } from './search/space.js';
+export { type PickedMask, pickHeadMask } from './spaces/heads/pick.js';
 export type { BlockSearchProgress } from './spaces/weights/blockwise.js';
 export {
   GA_PRESET,

@@ -2,16 +2,17 @@
  * An NSGA-II head run on the real stories260K model, seen from every side: its generations.jsonl has as many lines
  * as a GA's with the same flags, each with the best score; the run, the report and the dashboard show one pick,
  * the mask.json; the pick is the best front point at the target, and a run without one there says so on the
- * progress line, in the summary and in result.json. Expected picks come from a plain reference of the rule written here from its definition.
+ * progress line, in the summary and in result.json; and `geneprune pick` turns front.json into the run's own
+ * masks. Expected picks come from a plain reference of the rule written here from its definition.
  */
 import assert from 'node:assert/strict';
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { watchRun } from '../../src/dashboard/watch.js';
 import { readRunForReport } from '../../src/index.js';
-import { runCli } from '../helpers/cli.js';
+import { assertOneLineError, assertUnchanged, runCli, snapshot } from '../helpers/cli.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared, TOKENIZER } from '../shared.js';
 
 const skip = skipUnlessShared(MODEL, TOKENIZER, CALIB, EVAL);
@@ -202,5 +203,95 @@ describe('an NSGA-II run on stories260K, and its views', { skip }, () => {
     const progress = ro.stderr.split('\n').filter((l) => l.startsWith('nsga · '));
     assert.equal(progress.length, 3);
     assert.match(progress[2], new RegExp(`\\(no front point at the target ${absent}/${GENES} yet\\)`));
+  });
+
+  test('geneprune pick turns front.json into the run’s own masks, by target and by index', () => {
+    const front = json(join(nsga, 'front.json')) as Point[];
+    const own = readFileSync(join(nsga, 'mask.json'), 'utf8');
+    const mask = json(join(nsga, 'mask.json'));
+    const byTarget = join(root, 'pick-target.json');
+    const r = runCli(['pick', nsga, '--pick', 'sparsity=0.25', '--out', byTarget]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(readFileSync(byTarget, 'utf8'), own);
+    // The first, the last and the run's own point (each pick is a process of its own).
+    const ownIndex = front.findIndex((p) => p.genome === mask.keep.join(''));
+    const indices = [...new Set([0, ownIndex, front.length - 1])];
+    assert.ok(ownIndex >= 0, "the run's mask is on its front");
+    indices.forEach((i) => {
+      const p = front[i];
+      const out = join(root, `pick-${i}.json`);
+      const ri = runCli(['pick', nsga, '--pick', String(i), '--out', out, '--json']);
+      assert.equal(ri.code, 0, ri.stderr);
+      assert.equal(JSON.parse(ri.stdout).frontIndex, i);
+      const m = json(out);
+      assert.equal(m.keep.join(''), p.genome);
+      if (p.genome === mask.keep.join('')) {
+        assert.equal(readFileSync(out, 'utf8'), own);
+        return;
+      }
+      // The same file as the run writes, for this point: format, model, layout; its heads and its score.
+      for (const key of ['format', 'version', 'model', 'geneOrder', 'numLayers', 'headsPerLayer'])
+        assert.deepEqual(m[key], mask[key], key);
+      const removed = [...p.genome].flatMap((c, g) => (c === '0' ? [`${Math.floor(g / 8)}:${g % 8}`] : []));
+      assert.deepEqual(m.removed, removed);
+      near(m.sparsity, zeros(p.genome) / GENES, 'sparsity');
+      assert.equal(m.info.calibration.quality, p.quality);
+      assert.equal(m.info.evaluation, undefined);
+    });
+    // A picked file is a mask eval accepts.
+    const e = runCli([
+      'eval',
+      '--model',
+      sharedPath(MODEL) ?? '',
+      '--data',
+      sharedPath(EVAL) ?? '',
+      '--mask',
+      join(root, 'pick-0.json'),
+      '--max-tokens',
+      '512',
+    ]);
+    assert.equal(e.code, 0, e.stderr);
+  });
+
+  test('pick refuses in one line and writes nothing', () => {
+    const before = snapshot(root);
+    const out = join(root, 'refused.json');
+    const cases: Array<[string[], string[]]> = [
+      [
+        ['pick', nsga, '--pick', '99', '--out', out],
+        ['--pick', 'past the front'],
+      ],
+      [
+        ['pick', nsga, '--pick', 'sparsity=2', '--out', out],
+        ['--pick', 'share'],
+      ],
+      [
+        ['pick', nsga, '--pick', 'best', '--out', out],
+        ['--pick', 'sparsity=S'],
+      ],
+      [
+        ['pick', nsga, '--out', out],
+        ['--pick', 'required'],
+      ],
+      [
+        ['pick', nsga, '--pick', '0'],
+        ['--out', 'required'],
+      ],
+      [
+        ['pick', ga, '--pick', '0', '--out', out],
+        ['--pick', 'ga run'],
+      ],
+      [
+        ['pick', nsga, '--pick', '0', '--out', join(nsga, 'mask.json')],
+        ['mask.json', 'exists'],
+      ],
+      [
+        ['pick', join(root, 'nowhere'), '--pick', '0', '--out', out],
+        ['nowhere', 'does not exist'],
+      ],
+    ];
+    for (const [args, mentions] of cases) assertOneLineError(runCli(args), 'non-zero', ...mentions);
+    assert.ok(!existsSync(out));
+    assertUnchanged(root, before);
   });
 });

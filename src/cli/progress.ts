@@ -65,11 +65,15 @@ function bestText(b: SearchProgress['best']): string {
  * in this process: from `startedAt` (the command's start) and nothing done for a fresh run, or from its first
  * report for a resumed one and for every later phase (that first line shows `ETA ?`).
  */
-export function searchProgressText(startedAt = performance.now(), resumed = false) {
+export function searchProgressText(
+  startedAt = performance.now(),
+  resumed = false,
+  clock: () => number = () => performance.now(),
+) {
   let phase: string | undefined;
   let base = { t: startedAt, fraction: 0, count: 0 };
   return (p: SearchProgress): string => {
-    const now = performance.now();
+    const now = clock();
     if (p.phase !== phase) {
       const first = phase === undefined;
       phase = p.phase;

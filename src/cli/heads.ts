@@ -179,7 +179,7 @@ export function registerHeads(program: Command): void {
     .option('--method <name>', `${HEAD_METHODS.join(' | ')}`, 'ga')
     .option(
       '--target-sparsity <share>',
-      'share of heads to remove (baselines; makes the GA hold this exact budget)',
+      'share of heads to remove (baselines; makes the GA hold this exact budget; the size NSGA-II picks its mask at, default 0.25)',
     )
     .option('--out <dir>', 'run directory to create (config, logs, state, mask.json, result.json)')
     .option('--resume <dir>', 'continue a GA or NSGA-II run directory from its last finished generation')

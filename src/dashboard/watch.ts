@@ -39,7 +39,7 @@ export interface GenerationPoint {
   bestScore: number | null;
   bestSparsity: number | null;
   meanFitness: number | null;
-  /** NSGA-II: size of the generation's front. */
+  /** NSGA-II: size of the front of every mask scored up to this generation. */
   front: number | null;
 }
 

@@ -254,6 +254,18 @@ describe('an NSGA-II run on stories260K, and its views', { skip }, () => {
   });
 
   test('pick refuses in one line and writes nothing', () => {
+    const corruptMask = join(root, 'corrupt-mask');
+    cpSync(nsga, corruptMask, { recursive: true });
+    writeFileSync(join(corruptMask, 'mask.json'), '{"keep": [1, ');
+    const corruptFront = join(root, 'corrupt-front');
+    cpSync(nsga, corruptFront, { recursive: true });
+    writeFileSync(
+      join(corruptFront, 'front.json'),
+      JSON.stringify([{ genome: '0101', quality: 1, sparsity: 0.5 }]),
+    );
+    const unfinished = join(root, 'unfinished');
+    cpSync(nsga, unfinished, { recursive: true });
+    rmSync(join(unfinished, 'front.json'));
     const before = snapshot(root);
     const out = join(root, 'refused.json');
     const cases: Array<[string[], string[]]> = [
@@ -288,6 +300,18 @@ describe('an NSGA-II run on stories260K, and its views', { skip }, () => {
       [
         ['pick', join(root, 'nowhere'), '--pick', '0', '--out', out],
         ['nowhere', 'does not exist'],
+      ],
+      [
+        ['pick', corruptMask, '--pick', '0', '--out', out],
+        ['mask.json', 'corrupt'],
+      ],
+      [
+        ['pick', corruptFront, '--pick', '0', '--out', out],
+        ['front.json', 'point 0'],
+      ],
+      [
+        ['pick', unfinished, '--pick', '0', '--out', out],
+        ['front.json', 'has not finished'],
       ],
     ];
     for (const [args, mentions] of cases) assertOneLineError(runCli(args), 'non-zero', ...mentions);

@@ -89,7 +89,15 @@ export async function pickHeadMask(dir: string, spec: PickSpec, out: string): Pr
 
   const maskPath = join(dir, 'mask.json');
   const ownText = await readFile(maskPath, 'utf8').catch(() => undefined);
-  const own = ownText === undefined ? undefined : (JSON.parse(ownText) as HeadMaskFile);
+  let own: HeadMaskFile | undefined;
+  if (ownText !== undefined) {
+    try {
+      own = JSON.parse(ownText) as HeadMaskFile;
+    } catch {
+      throw fileError(maskPath, 'mask.json is corrupt (not valid JSON)');
+    }
+    if (!Array.isArray(own?.keep)) throw fileError(maskPath, 'mask.json is corrupt (no keep list)');
+  }
   const runsOwn = own !== undefined && own.keep.join('') === pick.point.genome;
   let mask: HeadMaskFile;
   let text: string;

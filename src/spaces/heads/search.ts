@@ -478,12 +478,17 @@ function runGaIn(
       phase: 'search',
       step: `generation ${done}/${s.generations}`,
       fraction: summary.stop ? 1 : done / s.generations,
-      best: quotedBest(
-        s.metric,
-        summary.best.quality,
-        summary.best.sparsity,
-        `fitness ${summary.best.fitness.toFixed(4)}`,
-      ),
+      // No best yet when multi-fidelity promoted no one to the full score.
+      ...(summary.best
+        ? {
+            best: quotedBest(
+              s.metric,
+              summary.best.quality,
+              summary.best.sparsity,
+              `fitness ${summary.best.fitness.toFixed(4)}`,
+            ),
+          }
+        : {}),
       count: summary.evaluations,
       unit: 'evals',
     });

@@ -297,6 +297,17 @@ export {
 } from './report/rows.js';
 export * as reportSpecs from './report/specs.js';
 export type { EvalChoices, RunChoices } from './runs/choices.js';
+export {
+  DEFAULT_PICK_SPARSITY,
+  type FrontPick,
+  type FrontPoint as NsgaFrontPoint,
+  frontOfArchive,
+  type PickSpec,
+  parsePick,
+  pickBySpec,
+  pickFromFront,
+  targetRemovedOf,
+} from './runs/front.js';
 export { AUTO_TASK, type EvalBleu, type RunTask } from './runs/tasks.js';
 export type { FitnessKind } from './search/fitness.js';
 export {
@@ -321,7 +332,9 @@ export {
   qualityOfBleu,
   reportedQuality,
 } from './search/objective.js';
+export { type QuotedBest, quotedBest, type SearchProgress } from './search/progress.js';
 export type { GenomeCodec, SearchSpace } from './search/space.js';
+export { type PickedMask, pickHeadMask } from './spaces/heads/pick.js';
 export type { BlockSearchProgress } from './spaces/weights/blockwise.js';
 export {
   GA_PRESET,

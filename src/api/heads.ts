@@ -48,8 +48,18 @@ export {
 export async function searchHeads(
   opts: HeadSearchOptions & HeadSearchEnv & { out: string },
 ): Promise<HeadSearchResult> {
-  const { out, device, threads, memoryBudget, onStatus, onGeneration, onProgress, onNote, ...settings } =
-    opts;
+  const {
+    out,
+    device,
+    threads,
+    memoryBudget,
+    onStatus,
+    onGeneration,
+    onProgress,
+    onSearchUpdate,
+    onNote,
+    ...settings
+  } = opts;
   return runHeadSearch(out, headSearchSettings(settings), {
     device,
     threads,
@@ -57,6 +67,7 @@ export async function searchHeads(
     onStatus,
     onGeneration,
     onProgress,
+    onSearchUpdate,
     onNote,
   });
 }

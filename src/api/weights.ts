@@ -58,8 +58,18 @@ export {
 export async function pruneWeights(
   opts: WeightPruneOptions & WeightPruneEnv & { out: string },
 ): Promise<WeightPruneResult> {
-  const { out, device, threads, memoryBudget, onStatus, onProgress, onSearchProgress, onNote, ...settings } =
-    opts;
+  const {
+    out,
+    device,
+    threads,
+    memoryBudget,
+    onStatus,
+    onProgress,
+    onSearchProgress,
+    onSearchUpdate,
+    onNote,
+    ...settings
+  } = opts;
   return runWeightPrune(out, weightPruneSettings(settings), {
     device,
     threads,
@@ -67,6 +77,7 @@ export async function pruneWeights(
     onStatus,
     onProgress,
     onSearchProgress,
+    onSearchUpdate,
     onNote,
   });
 }

@@ -32,7 +32,7 @@ import {
   threadsOption,
   tokenizerOption,
 } from './options.js';
-import { progressLine } from './progress.js';
+import { progressLine, searchProgressText } from './progress.js';
 import { evalBleuLine, evalChoicesLine } from './report.js';
 import {
   CHOICE_SETTING_FLAGS,
@@ -40,7 +40,6 @@ import {
   choiceOptions,
   type Flags,
   float,
-  formatSeconds,
   int,
   oneOf,
   parsedSettingFlags,
@@ -137,6 +136,13 @@ function printResult(r: HeadSearchResult): void {
     ...(r.evalBleu ? [evalBleuLine(r.evalBleu)] : []),
     ...(r.evalChoices ? [evalChoicesLine(r.evalChoices)] : []),
     `cost         ${r.forwardPasses} forward passes, ${r.evaluations} evaluations, ${r.seconds.toFixed(1)} s`,
+    ...(r.pick
+      ? [
+          r.pick.warning
+            ? `pick         WARNING: ${r.pick.warning} (${r.pick.frontSize} front points, ${r.pick.archived} masks scored)`
+            : `pick         the best front point at the target size (${r.pick.frontSize} front points, ${r.pick.archived} masks scored; front.json, geneprune pick)`,
+        ]
+      : []),
     `mask         ${r.runDir}/mask.json`,
     ...(r.recovery
       ? [
@@ -173,7 +179,7 @@ export function registerHeads(program: Command): void {
     .option('--method <name>', `${HEAD_METHODS.join(' | ')}`, 'ga')
     .option(
       '--target-sparsity <share>',
-      'share of heads to remove (baselines; makes the GA hold this exact budget)',
+      'share of heads to remove (baselines; makes the GA hold this exact budget; the size NSGA-II picks its mask at, default 0.25)',
     )
     .option('--out <dir>', 'run directory to create (config, logs, state, mask.json, result.json)')
     .option('--resume <dir>', 'continue a GA or NSGA-II run directory from its last finished generation')
@@ -263,18 +269,10 @@ Examples:
       const runDir = typeof f.resume === 'string' ? f.resume : typeof f.out === 'string' ? f.out : undefined;
       const board = await searchDashboard(f, runDir);
       const progress = withDashboard(progressLine(process.stderr, quiet), board);
+      const line = searchProgressText(performance.now(), typeof f.resume === 'string');
       const env: HeadSearchEnv = {
         ...runEnvFromFlags(f, progress, quiet),
-        onProgress: (done, total) => progress.update(`${done}/${total} evaluations`),
-        onGeneration: (g, total, elapsed) => {
-          const done = g.generation + 1;
-          const eta = g.stop ? 0 : (elapsed / done) * (total - done);
-          const rate = g.evaluations / Math.max(elapsed, 1e-9);
-          progress.update(
-            `gen ${done}/${total}  best fitness ${g.best.fitness.toFixed(4)}  best quality ${g.best.quality.toFixed(4)}  ` +
-              `sparsity ${(100 * g.best.sparsity).toFixed(1)} %  ${rate.toFixed(1)} evals/s  ETA ${formatSeconds(eta)}`,
-          );
-        },
+        onSearchUpdate: (p) => progress.update(line(p)),
       };
       let result: HeadSearchResult;
       try {

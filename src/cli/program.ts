@@ -8,6 +8,7 @@ import { registerExport } from './export.js';
 import { registerGenerate } from './generate.js';
 import { registerHeads } from './heads.js';
 import { registerReport } from './htmlreport.js';
+import { registerPick } from './pick.js';
 import { registerWeights } from './weights.js';
 
 export function buildProgram(): Command {
@@ -32,6 +33,7 @@ looked up in $GENEPRUNE_MODELS, then the cache ($GENEPRUNE_CACHE or ~/.cache/gen
   registerEval(program);
   registerGenerate(program);
   registerHeads(program);
+  registerPick(program);
   registerWeights(program);
   registerExport(program);
   registerBench(program);

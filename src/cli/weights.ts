@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
 import {
   accuracyOfQuality,
-  type BlockSearchProgress,
   bleuOfQuality,
   flagError,
   perplexityRun,
@@ -32,7 +31,7 @@ import {
   threadsOption,
   tokenizerOption,
 } from './options.js';
-import { progressLine } from './progress.js';
+import { progressLine, searchProgressText } from './progress.js';
 import { evalBleuLine, evalChoicesLine } from './report.js';
 import {
   CHOICE_SETTING_FLAGS,
@@ -74,14 +73,6 @@ const SETTING_FLAGS: ReadonlyArray<SettingFlag<Extract<keyof WeightPruneSettings
   ['lambda', '--lambda', 'lambda', float],
   ['mutationRate', '--mutation-rate', 'mutationRate', float],
 ];
-
-/** One progress line of a block search: where it is, how fit, how fast, how long still. */
-function searchProgressText(p: BlockSearchProgress): string {
-  const done = (p.layer + (p.generations > 0 ? p.generation / p.generations : 1)) / p.layers;
-  const eta = done > 0 ? (p.seconds / done) * (1 - done) : Number.NaN;
-  const rate = p.seconds > 0 ? p.evaluations / p.seconds : 0;
-  return `block ${p.layer + 1}/${p.layers} · generation ${p.generation}/${p.generations} · best calib ${p.metric === 'ppl' ? 'ppl' : 'BLEU'} ${p.best.toFixed(4)} at ${(100 * p.bestSparsity).toFixed(1)} % · ${rate.toFixed(1)} evals/s · ETA ${Number.isFinite(eta) ? `${Math.round(eta)} s` : '?'}`;
-}
 
 const PRESET_METHOD: Record<WeightPreset, string> = { geneprune: 'ga' };
 
@@ -268,10 +259,10 @@ Examples:
       const runDir = typeof f.resume === 'string' ? f.resume : typeof f.out === 'string' ? f.out : undefined;
       const board = await searchDashboard(f, runDir);
       const progress = withDashboard(progressLine(process.stderr, quiet), board);
+      const line = searchProgressText(performance.now(), typeof f.resume === 'string');
       const env: WeightPruneEnv = {
         ...runEnvFromFlags(f, progress, quiet),
-        onProgress: (done, total, unit) => progress.update(`${done}/${total} ${unit ?? 'matrices'}`),
-        onSearchProgress: (p) => progress.update(searchProgressText(p)),
+        onSearchUpdate: (p) => progress.update(line(p)),
       };
       let result: WeightPruneResult;
       try {

@@ -13,6 +13,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, join, resolve } from 'node:path';
+import { pickFromFront, targetRemovedOf } from '../runs/front.js';
 import { HEAD_RUN_KIND, LOCK_FILE, WEIGHT_RUN_KIND } from '../runs/rundir.js';
 import { pidAlive } from '../util/fs.js';
 import { tailJsonl } from './tail.js';
@@ -38,7 +39,7 @@ export interface GenerationPoint {
   bestScore: number | null;
   bestSparsity: number | null;
   meanFitness: number | null;
-  /** NSGA-II: size of the generation's front. */
+  /** NSGA-II: size of the front of every mask scored up to this generation. */
   front: number | null;
 }
 
@@ -281,24 +282,31 @@ export function watchRun(dir: string): RunWatcher {
         from: 'search',
       };
     } else if (front && front.length > 0) {
-      lastBest = nsgaPick(front);
+      // NSGA-II lines from before they carried the run's pick: the same rule on the line's front.
+      lastBest = nsgaPickOfFront(front);
     }
     return p;
   }
 
-  /** NSGA-II: the front's best-scoring mask at the size nearest the run's target (what the run will pick). */
-  function nsgaPick(front: Array<Record<string, unknown>>): BestMask | null {
-    const target = num(settings().targetSparsity) ?? 0.25;
+  /** NSGA-II: `pickFromFront` (runs/front.ts, the run's own rule) on a logged front. */
+  function nsgaPickOfFront(front: Array<Record<string, unknown>>): BestMask | null {
     const rows = front
-      .map((f) => ({ genome: str(f.genome), quality: num(f.quality), sparsity: num(f.sparsity) }))
-      .filter((f) => f.genome && GENOME.test(f.genome) && f.quality !== null && f.sparsity !== null);
+      .map((f) => ({
+        genome: str(f.genome) ?? '',
+        quality: num(f.quality) ?? Number.NaN,
+        sparsity: num(f.sparsity) ?? Number.NaN,
+        ...(num(f.keptParameters) === null ? {} : { keptParameters: num(f.keptParameters)! }),
+      }))
+      .filter((f) => GENOME.test(f.genome) && Number.isFinite(f.quality) && Number.isFinite(f.sparsity));
     if (rows.length === 0) return null;
-    rows.sort(
-      (a, b) =>
-        Math.abs(a.sparsity! - target) - Math.abs(b.sparsity! - target) ||
-        (a.quality ?? 0) - (b.quality ?? 0),
+    const genes = rows[0].genome.length;
+    const pick = pickFromFront(
+      rows,
+      genes,
+      targetRemovedOf(num(settings().targetSparsity) ?? undefined, genes),
     );
-    const f = rows[0];
+    if (!pick) return null;
+    const f = pick.point;
     return {
       genome: f.genome,
       score: toScore(f.quality),

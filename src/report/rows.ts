@@ -442,6 +442,12 @@ export async function readRunForReport(
       keptParameters: num(p.keptParameters) ?? Number.NaN,
       picked: p.genome === pick,
     }));
+    // The run picks from this front (runs/front.ts), so its mask is one of its points; older runs picked from
+    // every mask scored and may not be.
+    if (front.length > 0 && !front.some((f) => f.picked))
+      notes.push("the run's mask is not on its front.json (a run made before the pick came from the front)");
+    const warning = (result.pick as Json | undefined)?.warning;
+    if (typeof warning === 'string') notes.push(`pick: ${warning}`);
   }
   const calibRecorded = config.calibration;
   const evalRecorded = config.evaluation;

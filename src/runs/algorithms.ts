@@ -5,10 +5,11 @@
  */
 
 import { decodeOrThrow, type GaOptions, type GaState, type GenerationSummary, runGa } from '../search/ga.js';
-import { fastNonDominatedSort, type NsgaOperators, type NsgaState, runNsga } from '../search/nsga.js';
+import { type NsgaOperators, type NsgaState, runNsga } from '../search/nsga.js';
 import { type Objective, qualityFromLog } from '../search/objective.js';
 import { faultPoint, writeJsonAtomic } from '../util/fs.js';
 import { createRng } from '../util/rng.js';
+import { type FrontPick, type FrontPoint, frontOfArchive, pickFromFront } from './front.js';
 import { appendJsonl, saveState } from './rundir.js';
 
 /** Runs (or continues) the GA from `state`, logging into `dir`. */
@@ -34,6 +35,10 @@ export async function runGaInDir<G>(
 
 export interface NsgaRunSettings<G> {
   population: number;
+  /**
+   * Generations in all, the initial population being generation 0, as for the GA: `--generations 3` scores
+   * generations 0, 1 and 2 and logs three lines.
+   */
   generations: number;
   seed: number;
   operators: NsgaOperators<G>;
@@ -41,37 +46,53 @@ export interface NsgaRunSettings<G> {
   targetRemoved: number;
 }
 
-/** A point of the archive's front as front.json holds it. */
-export interface FrontPoint {
-  genome: string;
-  quality: number;
-  sparsity: number;
-  keptParameters: number;
+/** What the run knows after each generation: the pick so far is the one it would make if it stopped now. */
+export interface NsgaRunProgress {
+  generation: number;
+  generations: number;
+  pick: FrontPick<FrontPoint>;
+  frontSize: number;
+  archived: number;
+  evaluations: number;
 }
+
+export type { FrontPoint } from './front.js';
 
 export interface NsgaRunResult<G> {
   pick: G;
   front: FrontPoint[];
   archived: number;
   pickedAtTarget: boolean;
+  /** Units the pick removes and the target's. */
+  pickedRemoved: number;
+  targetRemoved: number;
 }
 
 /**
  * NSGA-II in a run directory. Every distinct mask it scores goes into an archive (and into evals.jsonl): the
- * reported front is the non-dominated set of all of them, not only the last population, and the pick at the
- * target size is the best archived mask there. The NSGA-II state is saved after every generation; a resumed
- * run primes the archive and the cache from evals.jsonl and continues from that state.
+ * reported front is the non-dominated set of all of them (front.json), not only the last population, and the
+ * pick is `pickFromFront` on that front (runs/front.ts). Each generation's line in generations.jsonl holds the
+ * archive's front so far and its pick as the generation's best, so the last line's pick is the run's mask. The
+ * NSGA-II state is saved after every generation; a resumed run primes the archive and the cache from
+ * evals.jsonl and continues from that state.
  */
 export async function runNsgaInDir<G>(
   dir: string,
   base: Objective<G>,
   s: NsgaRunSettings<G>,
-  onStatus?: (line: string) => void,
+  onProgress?: (p: NsgaRunProgress) => void,
   resume?: { state: NsgaState; logged: Array<Record<string, unknown>> },
 ): Promise<NsgaRunResult<G>> {
   const space = base.space;
   const genes = space.genes;
-  const archive = new Map<string, number>();
+  const archive = new Map<string, FrontPoint>();
+  const remember = (key: string, genome: G, quality: number) =>
+    archive.set(key, {
+      genome: key,
+      quality,
+      sparsity: space.sparsity(genome),
+      keptParameters: space.keptParameters(genome),
+    });
   // The generation whose offspring are being scored (0: the initial population), logged with each new mask so
   // a report can colour the archive by generation.
   let generation = resume ? resume.state.generation + 1 : 0;
@@ -80,7 +101,7 @@ export async function runNsgaInDir<G>(
     const genome = space.decode(key);
     if (genome === undefined) continue;
     const e = { quality: qualityFromLog(r), tokens: Number(r.tokens), ms: Number(r.ms) };
-    archive.set(key, e.quality);
+    remember(key, genome, e.quality);
     base.prime(genome, r.fidelity === 'low' ? 'low' : 'full', e);
   }
   const objective: Objective<G> = {
@@ -89,7 +110,7 @@ export async function runNsgaInDir<G>(
       const e = await base.evaluate(g, fidelity);
       const key = space.encode(g);
       if (!archive.has(key)) {
-        archive.set(key, e.quality);
+        remember(key, g, e.quality);
         await appendJsonl(dir, 'evals.jsonl', {
           generation,
           genome: key,
@@ -103,49 +124,50 @@ export async function runNsgaInDir<G>(
       return e;
     },
   };
+  const frontAndPick = () => {
+    const front = frontOfArchive([...archive.values()]);
+    return { front, pick: pickFromFront(front, genes, s.targetRemoved)! };
+  };
   await runNsga(objective, {
     population: s.population,
-    generations: s.generations,
+    // runNsga counts generations after the initial one.
+    generations: Math.max(s.generations - 1, 0),
     operators: s.operators,
     rng: createRng(s.seed),
     state: resume?.state,
     onGeneration: async (info) => {
       generation = info.generation + 1;
+      const { front, pick } = frontAndPick();
+      const best = pick.point;
       await appendJsonl(dir, 'generations.jsonl', {
         generation: info.generation,
-        front: info.front.map((f) => ({
-          genome: space.encode(f.genome),
-          quality: f.quality,
-          sparsity: f.sparsity,
-        })),
+        bestQuality: best.quality,
+        bestSparsity: best.sparsity,
+        best: { genome: best.genome, quality: best.quality, sparsity: best.sparsity },
+        pickedAtTarget: pick.atTarget,
+        // Distinct masks scored so far (the objective's own counters restart in a resumed process).
+        archived: archive.size,
+        front,
       });
       await writeJsonAtomic(`${dir}/state.json`, { version: 1, method: 'nsga', nsga: info.state });
-      onStatus?.(`generation ${info.generation}/${s.generations}: front of ${info.front.length}`);
+      onProgress?.({
+        generation: info.generation,
+        generations: s.generations,
+        pick,
+        frontSize: front.length,
+        archived: archive.size,
+        evaluations: info.evaluations,
+      });
     },
   });
-  const points = [...archive].map(([key, quality]) => {
-    const genome = decodeOrThrow(space, key);
-    return {
-      genome: key,
-      quality,
-      sparsity: space.sparsity(genome),
-      keptParameters: space.keptParameters(genome),
-    };
-  });
-  const [first] = fastNonDominatedSort(points.map((q) => [q.quality, q.keptParameters]));
-  const front = first.map((i) => points[i]).sort((x, y) => x.keptParameters - y.keptParameters);
-  const target = s.targetRemoved;
-  const atTarget = points.filter((q) => Math.round(q.sparsity * genes) === target);
-  const pool = atTarget.length > 0 ? atTarget : front;
-  const distance = (q: { sparsity: number }) => Math.abs(Math.round(q.sparsity * genes) - target);
-  const byQuality = (x: { quality: number }, y: { quality: number }) =>
-    x.quality < y.quality ? -1 : x.quality > y.quality ? 1 : 0;
-  const pick = [...pool].sort((x, y) => distance(x) - distance(y) || byQuality(x, y))[0];
+  const { front, pick } = frontAndPick();
   await writeJsonAtomic(`${dir}/front.json`, front);
   return {
-    pick: decodeOrThrow(space, pick.genome),
+    pick: decodeOrThrow(space, pick.point.genome),
     front,
-    archived: points.length,
-    pickedAtTarget: atTarget.length > 0,
+    archived: archive.size,
+    pickedAtTarget: pick.atTarget,
+    pickedRemoved: pick.removed,
+    targetRemoved: pick.targetRemoved,
   };
 }

@@ -10,7 +10,7 @@ import { HEAD_SEARCH_DEFAULTS } from '../../src/index.js';
 import { runCli } from '../helpers/cli.js';
 import { REPO_ROOT } from '../shared.js';
 
-const COMMANDS = ['eval', 'generate', 'heads', 'weights', 'export', 'bench', 'report', 'dashboard'];
+const COMMANDS = ['eval', 'generate', 'heads', 'weights', 'export', 'bench', 'report', 'dashboard', 'pick'];
 
 function help(command: string): string {
   const r = runCli([command, '--help'], { timeout: 60_000 });

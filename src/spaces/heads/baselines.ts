@@ -20,7 +20,20 @@ import type { HeadObjective } from './objective.js';
 export type BaselineName = 'random' | 'norm' | 'ablation' | 'greedy' | 'regression';
 export const BASELINE_NAMES: readonly BaselineName[] = ['random', 'norm', 'ablation', 'greedy', 'regression'];
 
-export type Progress = (done: number, total: number) => void;
+/**
+ * Progress of a method that scores candidates: done of total evaluations, and the best candidate so far (its
+ * quality and share of heads removed; greedy: the mask it has built so far).
+ */
+export type Progress = (done: number, total: number, best?: { quality: number; sparsity: number }) => void;
+
+/** Keeps the lowest finite quality seen, for progress reports. */
+function bestTracker() {
+  let best: { quality: number; sparsity: number } | undefined;
+  return (quality: number, sparsity: number) => {
+    if (Number.isFinite(quality) && (!best || quality < best.quality)) best = { quality, sparsity };
+    return best;
+  };
+}
 
 export interface BaselineResult {
   method: BaselineName;
@@ -225,12 +238,13 @@ export async function singleHeadAblationScores(
   const present = presentGenes(objective.space.config);
   const scores = new Array<number>(objective.space.genes).fill(Number.POSITIVE_INFINITY);
   const g = new Uint8Array(objective.space.genes).fill(1);
+  const seen = bestTracker();
   for (let i = 0; i < present.length; i++) {
     const gene = present[i];
     g[gene] = 0;
     scores[gene] = (await objective.evaluate(g.slice(), fidelity)).quality;
     g[gene] = 1;
-    onProgress?.(i + 1, present.length);
+    onProgress?.(i + 1, present.length, seen(scores[gene], 1 / objective.space.genes));
   }
   return scores;
 }
@@ -269,7 +283,10 @@ export async function greedyBaseline(
   const g = new Uint8Array(objective.space.genes).fill(1);
   const remaining = [...present];
   const order: number[] = [];
+  // The best so far is the mask built by the steps finished, or within the first step its best candidate.
+  let built: { quality: number; sparsity: number } | undefined;
   for (let step = 1; step <= removeCount; step++) {
+    const seen = bestTracker();
     let best = -1;
     let bestKey = Number.POSITIVE_INFINITY;
     let bestQuality = Number.NaN;
@@ -284,11 +301,12 @@ export async function greedyBaseline(
         bestKey = orderKey(quality);
         bestQuality = quality;
       }
-      opts.onProgress?.(++evaluated, total);
+      opts.onProgress?.(++evaluated, total, built ?? seen(quality, step / objective.space.genes));
     }
     const gene = remaining.splice(best, 1)[0];
     g[gene] = 0;
     order.push(gene);
+    built = { quality: bestQuality, sparsity: step / objective.space.genes };
     opts.onStep?.({ step, gene, quality: bestQuality, genome: g.slice() });
   }
   return done(g, { order });
@@ -320,6 +338,7 @@ export async function regressionBaseline(
     throw new GenepruneError('flag', `regression baseline: keepShare must lie in [0, 1], got ${keepShare}`);
   }
   const done = start(objective, 'regression');
+  const seen = bestTracker();
   const X: Uint8Array[] = []; // keep flags over the present heads, one row per sample
   const y: number[] = [];
   for (let s = 0; s < samples; s++) {
@@ -330,7 +349,11 @@ export async function regressionBaseline(
     const { quality } = await objective.evaluate(g, opts.fidelity);
     X.push(row);
     y.push(quality);
-    opts.onProgress?.(s + 1, samples);
+    opts.onProgress?.(
+      s + 1,
+      samples,
+      seen(quality, 1 - row.reduce((a, b) => a + b, 0) / objective.space.genes),
+    );
   }
   // A non-finite score (a sub-model whose forward pass overflowed) would poison the fit, and dropping its row
   // would hide that removing those heads is catastrophic; it enters as clearly worse than every finite score.

@@ -34,6 +34,7 @@ import {
   scoreLabelledOnEval,
   scoreOnEval,
 } from '../../runs/data.js';
+import { offTargetText, targetRemovedOf } from '../../runs/front.js';
 import { labelledRecord } from '../../runs/labels.js';
 import { type GivenSetting, refuseChangedSettings, refuseForeignModel } from '../../runs/resume.js';
 import {
@@ -64,6 +65,7 @@ import {
   qualityFromLog,
 } from '../../search/objective.js';
 import { bitNsgaOperators } from '../../search/operators.js';
+import { quotedBest, type SearchProgress } from '../../search/progress.js';
 import { faultPoint, type HeldLock, sha256File, writeJsonAtomic } from '../../util/fs.js';
 import { createRng } from '../../util/rng.js';
 import { headGaOptions } from './algorithms.js';
@@ -79,6 +81,8 @@ export interface HeadSearchEnv extends RunEnv {
   onNote?: (line: string) => void;
   onGeneration?: (s: GenerationSummary, total: number, elapsedS: number) => void;
   onProgress?: (done: number, total: number) => void;
+  /** Every method's progress in one shape (search/progress.ts): what it does, the best so far, the work done. */
+  onSearchUpdate?: (p: SearchProgress) => void;
 }
 
 export interface HeadSearchResult {
@@ -120,6 +124,18 @@ export interface HeadSearchResult {
   seconds: number;
   /** `--recover`: o refitted after the mask's heads are removed (forward passes and seconds its own). */
   recovery?: HeadRecoveryReport;
+  /** NSGA-II: how the mask was picked from the front (runs/front.ts). */
+  pick?: NsgaPickReport;
+}
+
+/** How an NSGA-II run picked its mask: at the target size, or (with `warning`) the nearest size there was. */
+export interface NsgaPickReport {
+  atTarget: boolean;
+  removed: number;
+  targetRemoved: number;
+  frontSize: number;
+  archived: number;
+  warning?: string;
 }
 
 /**
@@ -381,6 +397,7 @@ async function recoverInDir(
     passes += b.forwardPasses;
   }
   env.onStatus?.('recovery: refitting o on the calibration activations, layer by layer');
+  const before = quotedBest('ppl', beforeCalib, p.objective.space.sparsity(genome), 'before recovery');
   const batches = recoveryBatches(p.stream, {
     context: p.context,
     tokens: s.calibTokens,
@@ -392,7 +409,18 @@ async function recoverInDir(
     batches,
     device: env.device,
     threads: env.threads,
-    onLayer: (done, total) => env.onProgress?.(done, total),
+    onLayer: (done, total) => {
+      env.onProgress?.(done, total);
+      env.onSearchUpdate?.({
+        method: s.method,
+        phase: 'recovery',
+        step: `recovery, layer ${done}/${total}`,
+        fraction: total > 0 ? done / total : 1,
+        best: before,
+        count: done,
+        unit: 'layers',
+      });
+    },
   });
   passes += rec.forwardPasses;
   const weights = join(dir, RECOVERED_WEIGHTS_FILE);
@@ -442,9 +470,54 @@ function runGaIn(
   env: HeadSearchEnv,
   t0: number,
 ): Promise<GaState> {
-  return runGaInDir(dir, p.objective, opts, state, (summary) =>
-    env.onGeneration?.(summary, s.generations, (performance.now() - t0) / 1000),
-  );
+  return runGaInDir(dir, p.objective, opts, state, (summary) => {
+    env.onGeneration?.(summary, s.generations, (performance.now() - t0) / 1000);
+    const done = summary.generation + 1;
+    env.onSearchUpdate?.({
+      method: 'ga',
+      phase: 'search',
+      step: `generation ${done}/${s.generations}`,
+      fraction: summary.stop ? 1 : done / s.generations,
+      // No best yet when multi-fidelity promoted no one to the full score.
+      ...(summary.best
+        ? {
+            best: quotedBest(
+              s.metric,
+              summary.best.quality,
+              summary.best.sparsity,
+              `fitness ${summary.best.fitness.toFixed(4)}`,
+            ),
+          }
+        : {}),
+      count: summary.evaluations,
+      unit: 'evals',
+    });
+  });
+}
+
+/**
+ * Progress of a method that scores candidates one by one (ablation, greedy, regression, the GA's ablation
+ * seeding): the `onProgress` it takes, reporting to both of the env's callbacks.
+ */
+function evaluationProgress(
+  s: HeadSearchSettings,
+  env: HeadSearchEnv,
+  method: string,
+  phase: string,
+  what: string,
+) {
+  return (done: number, total: number, best?: { quality: number; sparsity: number }) => {
+    env.onProgress?.(done, total);
+    env.onSearchUpdate?.({
+      method,
+      phase,
+      step: `${what} ${done}/${total}`,
+      fraction: total > 0 ? done / total : 1,
+      ...(best ? { best: quotedBest(s.metric, best.quality, best.sparsity) } : {}),
+      count: done,
+      unit: 'evals',
+    });
+  };
 }
 
 /** A fresh search in `dir`. Settings' data and model paths are stored absolute. */
@@ -493,7 +566,11 @@ async function searchFromScratch(
     let initWeights: number[] | undefined;
     if (s.seedAblation) {
       env.onStatus?.('single-head ablation to seed the initial population');
-      const scores = await singleHeadAblationScores(p.objective, 'full', env.onProgress);
+      const scores = await singleHeadAblationScores(
+        p.objective,
+        'full',
+        evaluationProgress(s, env, 'ga', 'ablation', 'single-head ablation'),
+      );
       // Removability: heads whose removal costs least get the largest weights.
       // Only finite scores set the scale; a head whose removal breaks the model (or is absent) gets weight 0.
       const worst = Math.max(...scores.filter(Number.isFinite));
@@ -510,13 +587,27 @@ async function searchFromScratch(
     objective: p.objective,
     removeCount: removeCount!,
     rng,
-    onProgress: env.onProgress,
+    onProgress: evaluationProgress(s, env, s.method, 'search', 'evaluation'),
     samples: s.regressionSamples,
+  });
+  // Every baseline ends with its mask scored: one line even for those that search nothing (random, norm).
+  env.onSearchUpdate?.({
+    method: s.method,
+    phase: 'search',
+    step: `mask of ${removeCount}/${genes} heads chosen`,
+    fraction: 1,
+    best: quotedBest(s.metric, baseline.quality, removeCount! / genes),
+    count: baseline.evaluations,
+    unit: 'evals',
   });
   return finish(dir, s, p, baseline.genome, counters(), env);
 }
 
-/** NSGA-II over the head space in a run directory (runs/algorithms.ts), then the pick at the target size. */
+/**
+ * NSGA-II over the head space in a run directory (runs/algorithms.ts), then the pick from the front at the target
+ * size (runs/front.ts); a pick off the target is said on the progress line, as a note, in the result and in
+ * result.json.
+ */
 async function runNsgaIn(
   dir: string,
   s: HeadSearchSettings,
@@ -534,17 +625,47 @@ async function runNsgaIn(
       generations: s.generations,
       seed: s.seed,
       operators: bitNsgaOperators(genes, { mutationRate: s.mutationRate }),
-      targetRemoved: removeCountOf(s, genes) ?? Math.round(0.25 * genes),
+      targetRemoved: targetRemovedOf(s.targetSparsity, genes),
     },
-    env.onStatus,
+    (g) => {
+      const done = g.generation + 1;
+      const best = g.pick.point;
+      env.onSearchUpdate?.({
+        method: 'nsga',
+        phase: 'search',
+        step: `generation ${done}/${g.generations}, front of ${g.frontSize}`,
+        fraction: g.generations > 0 ? Math.min(done / g.generations, 1) : 1,
+        best: quotedBest(
+          s.metric,
+          best.quality,
+          best.sparsity,
+          g.pick.atTarget ? undefined : `no front point at the target ${g.pick.targetRemoved}/${genes} yet`,
+        ),
+        count: g.evaluations,
+        unit: 'evals',
+      });
+    },
     resume,
   );
-  return finish(dir, s, p, r.pick, counters(), env, {
+  const pick: NsgaPickReport = {
+    atTarget: r.pickedAtTarget,
+    removed: r.pickedRemoved,
+    targetRemoved: r.targetRemoved,
+    frontSize: r.front.length,
+    archived: r.archived,
+  };
+  if (!r.pickedAtTarget) {
+    pick.warning = offTargetText({ removed: r.pickedRemoved, targetRemoved: r.targetRemoved }, genes);
+    env.onNote?.(`${dir}: ${pick.warning}`);
+  }
+  const result = await finish(dir, s, p, r.pick, counters(), env, {
     front: r.front,
     archived: r.archived,
     pickedAtTarget: r.pickedAtTarget,
+    pick,
     ...(resume ? { resumed: true } : {}),
   });
+  return { ...result, pick };
 }
 
 /** The head space's gene count and genome text, from a run's config.json alone. */

@@ -51,7 +51,12 @@ import type { PrunableMatrix } from '../../masks/weights.js';
 import { batches, defaultBatchSize, makeWindows } from '../../metrics/perplexity.js';
 import type { ModelSpec } from '../../model/spec.js';
 import type { Rng } from '../../util/rng.js';
-import { type MethodStateStore, registerWeightBaseline, type WeightBaseline } from './baselines.js';
+import {
+  type MethodStateStore,
+  registerWeightBaseline,
+  type SearchBest,
+  type WeightBaseline,
+} from './baselines.js';
 
 /** One selection stage: score the survivors on the first `share` of the calibration tokens, keep the best `keep`. */
 export interface FidelityStage {
@@ -283,7 +288,8 @@ export interface AllocInput {
   rng: Rng;
   settings?: Partial<AllocSettings>;
   engine?: { device?: Device; threads?: number };
-  onProgress?: (done: number, total: number) => void;
+  /** After each generation, with the parent's calibration perplexity (the best so far) and the evaluations. */
+  onProgress?: (done: number, total: number, best: SearchBest) => void;
   /** Where the search's state goes after every generation, and comes back from on resume. */
   state?: MethodStateStore;
 }
@@ -454,7 +460,11 @@ export async function allocatePrune(
         passes,
         rngState: rng.getState(),
       } satisfies AllocState);
-      input.onProgress?.(g + 1, s.generations);
+      input.onProgress?.(g + 1, s.generations, {
+        perplexity: parentPerplexity,
+        sparsity: total === 0 ? 0 : budget / total,
+        evaluations,
+      });
     }
   } finally {
     await runner.release();
@@ -506,7 +516,10 @@ export const ALLOC: WeightBaseline = {
       ...(input.engine ? { engine: input.engine } : {}),
       ...(input.state ? { state: input.state } : {}),
       ...(input.onProgress
-        ? { onProgress: (done: number, total: number) => input.onProgress!(done, total, 'generations') }
+        ? {
+            onProgress: (done: number, total: number, best: SearchBest) =>
+              input.onProgress!(done, total, 'generations', best),
+          }
         : {}),
     });
     return out;

@@ -29,6 +29,13 @@ import type { BleuObjectiveOptions, QualityMetric } from '../../search/objective
 import type { Rng } from '../../util/rng.js';
 import type { BlockEvaluation, BlockSearchProgress, CheckpointStore } from './blockwise.js';
 
+/** A search's best so far, as alloc reports it with its progress. */
+export interface SearchBest {
+  perplexity: number;
+  sparsity: number;
+  evaluations: number;
+}
+
 export interface WeightBaselineInput {
   spec: ModelSpec;
   /** The matrices to mask, in the order the result lists them. */
@@ -58,8 +65,12 @@ export interface WeightBaselineInput {
    */
   metric?: QualityMetric;
   bleu?: BleuObjectiveOptions;
-  /** After each matrix or layer (`unit` names which; default 'matrices'). */
-  onProgress?: (done: number, total: number, unit?: string) => void;
+  /**
+   * After each matrix or layer (`unit` names which; default 'matrices'); a search that is not block-wise
+   * (alloc) also gives its best so far: calibration perplexity, share of the prunable weights removed, and its
+   * evaluations.
+   */
+  onProgress?: (done: number, total: number, unit?: string, best?: SearchBest) => void;
   /**
    * `--recover`: the run will recover the kept weights after the mask is fixed, with this ridge damping; a
    * block-wise method may recover each fixed block as it goes, so later blocks are searched on what they will

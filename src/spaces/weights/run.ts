@@ -63,9 +63,10 @@ import {
   isClassificationMetric,
   type QualityMetric,
 } from '../../search/objective.js';
+import { type QuotedBest, quotedBest, type SearchProgress } from '../../search/progress.js';
 import { faultPoint, sha256File, writeBytesAtomic, writeJsonAtomic, writeTextAtomic } from '../../util/fs.js';
 import { createRng } from '../../util/rng.js';
-import { type MethodStateStore, weightBaseline } from './baselines.js';
+import { type MethodStateStore, type SearchBest, weightBaseline } from './baselines.js';
 import type { BlockCheckpoint, BlockSearchProgress, CheckpointStore } from './blockwise.js';
 import { patternOf, type WeightPruneSettings } from './settings.js';
 import { createWeightSpace, type WeightSpace } from './space.js';
@@ -81,6 +82,57 @@ export interface WeightPruneEnv extends RunEnv {
   onProgress?: (done: number, total: number, unit?: string) => void;
   /** Searching methods: after each generation of each block. */
   onSearchProgress?: (p: BlockSearchProgress) => void;
+  /** Every method's progress in one shape (search/progress.ts): what it does, the best so far, the work done. */
+  onSearchUpdate?: (p: SearchProgress) => void;
+}
+
+/** Progress words for a unit the methods count in: the step's noun and the rate's unit. */
+const PROGRESS_UNITS: Record<string, { step: string; unit: string }> = {
+  matrices: { step: 'matrix', unit: 'matrices' },
+  layers: { step: 'layer', unit: 'layers' },
+  generations: { step: 'generation', unit: 'evals' },
+  'layers recovered': { step: 'recovery, layer', unit: 'layers' },
+};
+
+/**
+ * The env's callbacks as a method's, reporting each also as a SearchProgress: a block search's generations
+ * (its per-block 'blocks' counts are covered by them), alloc's generations with its best, and a one-shot
+ * method's matrices or layers (no best: nothing is scored until the mask is fixed).
+ */
+function progressCallbacks(method: string, env: WeightPruneEnv, fixed?: QuotedBest) {
+  const update = env.onSearchUpdate;
+  return {
+    onProgress: (done: number, total: number, unit?: string, best?: SearchBest) => {
+      env.onProgress?.(done, total, unit);
+      const words = PROGRESS_UNITS[unit ?? 'matrices'];
+      if (!update || !words) return;
+      update({
+        method,
+        phase: unit ?? 'matrices',
+        step: `${words.step} ${done}/${total}`,
+        fraction: total > 0 ? done / total : 1,
+        ...(best
+          ? { best: { metric: 'ppl', value: best.perplexity, sparsity: best.sparsity } }
+          : fixed
+            ? { best: fixed }
+            : {}),
+        count: best ? best.evaluations : done,
+        unit: words.unit,
+      });
+    },
+    onSearchProgress: (p: BlockSearchProgress) => {
+      env.onSearchProgress?.(p);
+      update?.({
+        method,
+        phase: 'search',
+        step: `block ${p.layer + 1}/${p.layers}, generation ${p.generation}/${p.generations}`,
+        fraction: (p.layer + (p.generations > 0 ? p.generation / p.generations : 1)) / p.layers,
+        best: { metric: p.metric === 'bleu' ? 'BLEU' : 'ppl', value: p.best, sparsity: p.bestSparsity },
+        count: p.evaluations,
+        unit: 'evals',
+      });
+    },
+  };
 }
 
 /** A perplexity of the dense and the pruned model on one data set. */
@@ -443,6 +495,7 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
   const method = weightBaseline(s.method);
   if (!method) throw flagError('--method', `unknown method "${s.method}"`);
   const t0 = performance.now();
+  const progress = progressCallbacks(s.method, env);
   env.onStatus?.(`${s.method}: choosing ${patternText(p.pattern)} masks at sparsity ${s.sparsity}`);
   const out = await method.select({
     spec: p.model.spec,
@@ -459,7 +512,7 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
     engine: { device: env.device, threads: env.threads },
     metric: s.metric ?? 'ppl',
     ...(p.calibTask ? { bleu: bleuObjectiveOptions(s, p.calibTask) } : {}),
-    onProgress: (done, total, unit) => env.onProgress?.(done, total, unit),
+    onProgress: progress.onProgress,
     search: {
       ...(s.population !== undefined ? { population: s.population } : {}),
       ...(s.generations !== undefined ? { generations: s.generations } : {}),
@@ -469,7 +522,7 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
     checkpoint: searchCheckpoint(dir, s.method, p.space.matrices),
     state: methodStateStore(dir, s.method),
     ...(s.recover ? { recovery: { damping: RECOVERY_DAMPING } } : {}),
-    ...(env.onSearchProgress ? { onSearchProgress: env.onSearchProgress } : {}),
+    ...(env.onSearchProgress || env.onSearchUpdate ? { onSearchProgress: progress.onSearchProgress } : {}),
     onSearchEvaluation: (e) =>
       appendJsonl(dir, WEIGHT_EVALS_FILE, {
         block: e.layer,
@@ -648,6 +701,7 @@ async function recoverMasked(
   masks: ReadonlyMap<string, Bitset>,
   maskSha256: string,
   env: WeightPruneEnv,
+  before?: QuotedBest,
 ) {
   const t0 = performance.now();
   const list = p.calibLabelled
@@ -671,7 +725,7 @@ async function recoverMasked(
       if (!m) throw new GenepruneError('internal', `no mask for ${lin.role}`);
       return unpackBits(m);
     },
-    onLayer: (r) => env.onProgress?.(r.layer + 1, L, 'layers recovered'),
+    onLayer: (r) => progressCallbacks(s.method, env, before).onProgress(r.layer + 1, L, 'layers recovered'),
   });
   const path = join(dir, RECOVERED_WEIGHTS_FILE);
   await writeRecoveredWeights(
@@ -732,7 +786,8 @@ async function pruneInDir(
   let recovery: WeightPruneResult['recovery'];
   if (s.recover) {
     env.onStatus?.('recovery: refitting the kept weights on the calibration activations, layer by layer');
-    const rec = await recoverMasked(dir, p, s, masks, state.maskSha256, env);
+    const before = quotedBest(s.metric ?? 'ppl', calib.quality, space.sparsity(genome), 'before recovery');
+    const rec = await recoverMasked(dir, p, s, masks, state.maskSha256, env, before);
     env.onStatus?.('scoring the recovered model');
     const after = await scoreMasked(
       rec.spec,

@@ -86,8 +86,11 @@ export { cacheDir, downloadHfModel, parseModelRef, resolveModelRef } from './che
 export { openLlama2c, writeLlama2cLegacy } from './checkpoint/llama2c.js';
 export { openSafetensors, writeSafetensors } from './checkpoint/safetensors.js';
 export {
+  type AccessPolicy,
+  accessPolicy,
   type Dashboard,
   type DashboardOptions,
+  hostHeaderName,
   isLoopbackAddress,
   isLoopbackHostHeader,
   requestAllowed,

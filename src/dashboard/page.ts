@@ -245,7 +245,8 @@ export const PAGE_SCRIPT = `'use strict';
     if (state.meta) showMeta(state.meta);
   };
   source.onerror = () => {
-    text('connection', 'disconnected, retrying…');
+    // A closed source is not retried: the server refused it (too many open pages) or is gone.
+    text('connection', source.readyState === EventSource.CLOSED ? 'refused or closed by the server; reload to try again' : 'disconnected, retrying…');
     $('status').className = 'badge disconnected';
   };
 })();

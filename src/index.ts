@@ -333,6 +333,7 @@ export {
   type GaScore,
   geneticPrune,
 } from './spaces/weights/ga.js';
+export { blockSearchEta, blockSearchShare } from './spaces/weights/searchprogress.js';
 export {
   SEEDED_DEFAULTS,
   type SeededLayerReport,

@@ -3,6 +3,7 @@ import {
   accuracyOfQuality,
   type BlockSearchProgress,
   bleuOfQuality,
+  blockSearchEta,
   flagError,
   perplexityRun,
   pruneWeights,
@@ -77,8 +78,7 @@ const SETTING_FLAGS: ReadonlyArray<SettingFlag<Extract<keyof WeightPruneSettings
 
 /** One progress line of a block search: where it is, how fit, how fast, how long still. */
 function searchProgressText(p: BlockSearchProgress): string {
-  const done = (p.layer + (p.generations > 0 ? p.generation / p.generations : 1)) / p.layers;
-  const eta = done > 0 ? (p.seconds / done) * (1 - done) : Number.NaN;
+  const eta = blockSearchEta(p);
   const rate = p.seconds > 0 ? p.evaluations / p.seconds : 0;
   return `block ${p.layer + 1}/${p.layers} · generation ${p.generation}/${p.generations} · best calib ${p.metric === 'ppl' ? 'ppl' : 'BLEU'} ${p.best.toFixed(4)} at ${(100 * p.bestSparsity).toFixed(1)} % · ${rate.toFixed(1)} evals/s · ETA ${Number.isFinite(eta) ? `${Math.round(eta)} s` : '?'}`;
 }
@@ -271,7 +271,12 @@ Examples:
       const env: WeightPruneEnv = {
         ...runEnvFromFlags(f, progress, quiet),
         onProgress: (done, total, unit) => progress.update(`${done}/${total} ${unit ?? 'matrices'}`),
-        onSearchProgress: (p) => progress.update(searchProgressText(p)),
+        onSearchProgress: (p) => {
+          const text = searchProgressText(p);
+          // The dashboard takes the numbers the line is made of with the line, so its page shows the same.
+          board?.setLive(text, p);
+          progress.update(text);
+        },
       };
       let result: WeightPruneResult;
       try {

@@ -18,8 +18,9 @@ import { createRequire } from 'node:module';
 import { isIP } from 'node:net';
 import { hostname, networkInterfaces } from 'node:os';
 import Fastify, { type FastifyInstance } from 'fastify';
+import type { BlockSearchProgress } from '../spaces/weights/blockwise.js';
 import { PAGE_CSS, PAGE_HTML, PAGE_SCRIPT } from './page.js';
-import { progressField, progressSpec, scatterSpec } from './specs.js';
+import { progressField, progressSpec, scatterField, scatterSpec } from './specs.js';
 import { type RunChange, type RunWatcher, type Snapshot, watchRun } from './watch.js';
 
 export interface DashboardOptions {
@@ -51,8 +52,12 @@ export interface Dashboard {
   url: string;
   host: string;
   port: number;
-  /** A line from the process running the search, shown under the progress bar. */
-  setLive(line: string | null): void;
+  /**
+   * A line from the process running the search, shown under the progress bar; with `search`, the block-wise
+   * weight search's report the line was made of (null: none any more; absent: the last one stands), so that the
+   * page's block, generation, search time and ETA agree with the line. Both are taken at once.
+   */
+  setLive(line: string | null, search?: BlockSearchProgress | null): void;
   /** Reads the run's files now and sends what changed (the server also does so every pollMs). */
   refresh(): Promise<void>;
   close(): Promise<void>;
@@ -195,6 +200,7 @@ export async function startDashboard(options: DashboardOptions): Promise<LocalDa
       scatter: scatterSpec(s.meta),
       progress: progressSpec(s.meta),
       progressField: progressField(s.meta),
+      scatterField: scatterField(s.meta),
     },
   });
 
@@ -361,8 +367,8 @@ export async function startDashboard(options: DashboardOptions): Promise<LocalDa
     url: urlOf(host, port),
     host,
     port,
-    setLive(line) {
-      watcher.setLive(line);
+    setLive(line, search) {
+      watcher.setLive(line, search);
     },
     refresh,
     stats: () => ({ clients: clients.size, snapshotSerializations: serializations }),

@@ -370,6 +370,168 @@ describe('dashboard server', () => {
     });
   });
 
+  test("a block search under way: its position from the log, or from the search's own report when given", async () => {
+    const dir = join(work, 'ga-wanda-run');
+    mkdirSync(dir);
+    writeFileSync(
+      join(dir, 'config.json'),
+      JSON.stringify({
+        kind: 'geneprune-weight-prune',
+        version: 1,
+        method: 'ga-wanda',
+        methodDescription: { population: 8, generations: 10 },
+        settings: { method: 'ga-wanda', metric: 'ppl', generations: 4, population: 2 },
+        model: { shape: { numLayers: 3 } },
+      }),
+    );
+    const line = (block: number, generation: number, quality: number, ms: number) =>
+      `${JSON.stringify({ block, generation, quality, sparsity: 0.5, ms })}\n`;
+    writeFileSync(
+      join(dir, 'search-state.json'),
+      // A seeded GA's block report, as it writes it: the best as bestQuality (the metric's value), its sparsity.
+      JSON.stringify({
+        done: 1,
+        seconds: 10,
+        reports: [{ layer: 0, sparsity: 0.5, seedQuality: 4.2, bestQuality: 4, generations: 4 }],
+      }),
+    );
+    writeFileSync(
+      join(dir, 'evals.jsonl'),
+      [
+        line(0, 0, 4.2, 900),
+        line(0, 4, 4, 900),
+        // Block 1: the initial population, generation 1, and the first child of generation 2.
+        line(1, 0, 6, 500),
+        line(1, 0, 5.5, 700),
+        line(1, 1, 5.8, 400),
+        line(1, 1, 5.2, 400),
+        line(1, 2, 5, 1000),
+      ].join(''),
+    );
+    const d = await startDashboard({ runDir: dir, pollMs: 20 });
+    try {
+      const state = async () =>
+        (await (await fetch(`${d.url}api/state`)).json()) as {
+          meta: Record<string, unknown> & { search: Record<string, unknown> | null };
+          evals: Array<Record<string, unknown>>;
+          generations: Array<Record<string, unknown>>;
+          specs: Record<string, unknown>;
+        };
+      let s = await state();
+      // Block 1 (0-based) has reported generation 1 of 4: 1.25 of 3 blocks; 10 s checkpointed + 3.0 s scoring.
+      assert.deepEqual(s.meta.search, {
+        block: 1,
+        generation: 1,
+        generations: 4,
+        seconds: 13,
+        share: 1.25 / 3,
+        eta: (13 / (1.25 / 3)) * (1 - 1.25 / 3),
+        bestScore: 5,
+        bestSparsity: 0.5,
+        from: 'log',
+      });
+      assert.equal(s.meta.searchSeconds, 13);
+      assert.equal(s.meta.etaSeconds, s.meta.search!.eta);
+      assert.equal(s.meta.done, 1, 'finished blocks');
+      assert.deepEqual(
+        s.generations.map((g) => [g.generation, g.bestScore, g.bestSparsity]),
+        [[0, 4, 0.5]],
+        "the finished block's best, the point of the best-per-block plot",
+      );
+      assert.equal(s.meta.fixedSparsity, true);
+      assert.equal(s.specs.scatterField, 'step');
+      assert.deepEqual(
+        s.evals.map((p) => [p.generation, p.step]),
+        [
+          [0, 0],
+          [0, 4],
+          [1, 0],
+          [1, 0],
+          [1, 1],
+          [1, 1],
+          [1, 2],
+        ],
+      );
+      // The search's own report (a dashboard inside the searching process) is what the page shows.
+      const report = {
+        layer: 1,
+        layers: 3,
+        generation: 2,
+        generations: 4,
+        metric: 'ppl' as const,
+        best: 4.9,
+        bestSparsity: 0.5,
+        evaluations: 12,
+        seconds: 15,
+      };
+      d.setLive('block 2/3 · generation 2/4', report);
+      await d.refresh();
+      s = await state();
+      assert.deepEqual(s.meta.search, {
+        block: 1,
+        generation: 2,
+        generations: 4,
+        seconds: 15,
+        share: 0.5,
+        eta: 15,
+        bestScore: 4.9,
+        bestSparsity: 0.5,
+        from: 'process',
+      });
+      assert.equal(s.meta.live, 'block 2/3 · generation 2/4');
+      // A line without a report keeps the last report; a report older than the checkpoint gives way to the files.
+      d.setLive('1/3 blocks');
+      await d.refresh();
+      assert.equal((await state()).meta.search!.from, 'process');
+      d.setLive('block 1/3 · generation 4/4', { ...report, layer: 0, generation: 4 });
+      await d.refresh();
+      assert.equal((await state()).meta.search!.from, 'log');
+    } finally {
+      await d.close();
+    }
+  });
+
+  test('the paper GA: its points by sparsity, no best from the log (its fitness weighs sparsity); with N:M fixed', async () => {
+    for (const [settings, fixed] of [
+      [{ method: 'ga', metric: 'ppl' }, false],
+      [{ method: 'ga', metric: 'ppl', pattern: '2:4' }, true],
+    ] as const) {
+      const dir = join(work, `ga-run-${fixed}`);
+      mkdirSync(dir);
+      writeFileSync(
+        join(dir, 'config.json'),
+        JSON.stringify({
+          kind: 'geneprune-weight-prune',
+          version: 1,
+          method: 'ga',
+          methodDescription: { generations: 5 },
+          settings,
+          model: { shape: { numLayers: 2 } },
+        }),
+      );
+      writeFileSync(
+        join(dir, 'evals.jsonl'),
+        `${JSON.stringify({ block: 0, generation: 0, quality: 4, sparsity: 0.05, ms: 100 })}\n`,
+      );
+      const d = await startDashboard({ runDir: dir, pollMs: 20 });
+      try {
+        const s = (await (await fetch(`${d.url}api/state`)).json()) as {
+          meta: { fixedSparsity: boolean; search: Record<string, unknown> };
+          specs: { scatterField: string };
+        };
+        assert.equal(s.meta.fixedSparsity, fixed);
+        assert.equal(s.specs.scatterField, fixed ? 'step' : 'sparsity');
+        assert.equal(s.meta.search.bestScore, fixed ? 4 : null);
+        assert.deepEqual(
+          [s.meta.search.block, s.meta.search.generation, s.meta.search.generations],
+          [0, 0, 5],
+        );
+      } finally {
+        await d.close();
+      }
+    }
+  });
+
   test('a directory that is not a run yet waits for one', async () => {
     const dir = join(work, 'later');
     await withServer(dir, async (d) => {

@@ -218,13 +218,51 @@ export async function startDashboard(options: DashboardOptions): Promise<LocalDa
     process.nextTick(() => res.uncork());
   };
 
-  /** The whole view as JSON, made at most once per published change and shared by every request for it. */
+  /**
+   * The whole view as JSON, made at most once per published change and shared by every request for it. The
+   * points, most of it in a long run, are kept encoded as they arrive (one chunk per change, appended only:
+   * a change that is not an append is a snapshot, which starts them over), so a change costs the encoding of
+   * its own points and one copy, not the encoding of every point again.
+   */
   let snapshotCache: { seq: number; json: Buffer } | undefined;
   let snapshotEvent: SentEvent | undefined;
   let serializations = 0;
-  const serialize = (s: Snapshot) => {
+  let pointChunks: Buffer[] = [];
+  let pointCount = 0;
+  const COMMA = Buffer.from(',');
+  const encodePoints = (points: readonly unknown[]) =>
+    Buffer.from(points.map((p) => JSON.stringify(p)).join(','));
+  const addPoints = (points: readonly unknown[]) => {
+    if (points.length === 0) return undefined;
+    const chunk = encodePoints(points);
+    pointChunks.push(chunk);
+    pointCount += points.length;
+    return chunk;
+  };
+  const pointsJson = (chunks: readonly Buffer[]): Buffer[] => {
+    const parts: Buffer[] = [Buffer.from('[')];
+    chunks.forEach((c, i) => {
+      if (i > 0) parts.push(COMMA);
+      parts.push(c);
+    });
+    parts.push(Buffer.from(']'));
+    return parts;
+  };
+  const serialize = (s: Snapshot): Buffer => {
     serializations++;
-    return Buffer.from(JSON.stringify(snapshotData(s)));
+    // The kept points must be the snapshot's; should they ever not be, they are encoded again.
+    if (pointCount !== s.evals.length) {
+      pointChunks = [];
+      pointCount = 0;
+      addPoints(s.evals);
+    }
+    const { evals: _points, ...rest } = snapshotData(s);
+    const head = JSON.stringify(rest);
+    return Buffer.concat([
+      Buffer.from(`${head.slice(0, -1)},"evals":`),
+      ...pointsJson(pointChunks),
+      Buffer.from('}'),
+    ]);
   };
   const snapshotJson = (): Buffer => {
     if (snapshotCache?.seq !== seq) snapshotCache = { seq, json: serialize(watcher.snapshot()) };
@@ -234,12 +272,21 @@ export async function startDashboard(options: DashboardOptions): Promise<LocalDa
   function publish(change: RunChange): void {
     let e: SentEvent;
     if (change.kind === 'snapshot') {
+      pointChunks = [];
+      pointCount = 0;
+      addPoints(change.snapshot.evals);
       const json = serialize(change.snapshot);
       e = eventOf(++seq, 'snapshot', json);
       snapshotCache = { seq, json };
     } else {
-      const data = { meta: change.meta, evals: change.evals, generations: change.generations };
-      e = eventOf(++seq, 'append', Buffer.from(JSON.stringify(data)));
+      const chunk = addPoints(change.evals);
+      const head = JSON.stringify({ meta: change.meta, generations: change.generations });
+      const data = Buffer.concat([
+        Buffer.from(`${head.slice(0, -1)},"evals":`),
+        ...pointsJson(chunk ? [chunk] : []),
+        Buffer.from('}'),
+      ]);
+      e = eventOf(++seq, 'append', data);
     }
     sent.push(e);
     if (sent.length > BUFFERED_EVENTS) sent.splice(0, sent.length - BUFFERED_EVENTS);

@@ -749,6 +749,13 @@ describe('many clients', () => {
       assert.equal(d.stats().snapshotSerializations - mid, 1);
       assert.equal(latest.raw[0], later.body);
       assert.equal((JSON.parse(later.body) as { evals: unknown[] }).evals.length, 51);
+      // The view kept up to date by appends reads as the one a fresh server makes of the same files.
+      const fresh = await startDashboard({ runDir: dir });
+      try {
+        assert.deepEqual(JSON.parse(later.body), JSON.parse((await get(`${fresh.url}api/state`)).body));
+      } finally {
+        await fresh.close();
+      }
     } finally {
       for (const c of clients) c.close();
       await d.close();

@@ -4,6 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -70,6 +71,51 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     assert.deepEqual(await exited, [0, null], stderr);
   });
 }
+
+test('dashboard --host 127.0.0.1 still refuses a request naming another host (DNS rebinding)', async () => {
+  const dir = join(work, 'run-host');
+  mkdirSync(dir);
+  writeFileSync(
+    join(dir, 'config.json'),
+    JSON.stringify({ kind: 'geneprune-head-search', version: 1, method: 'ga', settings: { generations: 2 } }),
+  );
+  const child = spawnCli(['dashboard', dir, '--host', '127.0.0.1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr!.setEncoding('utf8');
+  const exited = new Promise<[number | null, string | null]>((r) => child.on('exit', (c, s) => r([c, s])));
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      child.stderr!.on('data', (d: string) => {
+        stderr += d;
+        const m = /^dashboard: (http:\/\/127\.0\.0\.1:\d+\/) \(Ctrl-C to stop\)$/m.exec(stderr);
+        if (m) resolve(m[1]);
+      });
+      child.on('exit', () => reject(new Error(stderr)));
+    });
+    // What `curl -H 'Host: attacker.example'` sends; fetch cannot set Host, so a raw request.
+    const ask = (host: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = request(`${url}api/state`, { headers: { host } }, (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => {
+            body += c;
+          });
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    const evil = await ask('attacker.example');
+    assert.equal(evil.status, 403);
+    assert.ok(!evil.body.includes('run-host'), 'no run state to a rebound name');
+    assert.equal((await ask(new URL(url).host)).status, 200);
+    child.kill('SIGTERM');
+    assert.deepEqual(await exited, [0, null], stderr);
+  } finally {
+    child.kill('SIGKILL');
+  }
+});
 
 test('weights --dashboard follows a block-wise search: the block counter advances, every candidate a point', {
   skip: skipUnlessShared(CALIB, EVAL),

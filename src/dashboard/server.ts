@@ -100,8 +100,8 @@ export function isLoopbackHostHeader(host: string | undefined): boolean {
 
 /**
  * Who may connect. `remote`: clients on other machines too (else only this machine's loopback). A request's
- * Host header must name this server as the client reached it: a loopback name when `loopbackNames`, else one of
- * `names`. Checking Host is what stops a page on another site from reading the dashboard through a DNS name
+ * Host header must name this server as the client reached it: one of `names`, or any loopback name when
+ * `loopbackNames`. Checking Host is what stops a page on another site from reading the dashboard through a DNS name
  * it rebinds to this machine's address, so it holds whatever address the server listens on.
  */
 export interface AccessPolicy {

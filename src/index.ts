@@ -86,8 +86,11 @@ export { cacheDir, downloadHfModel, parseModelRef, resolveModelRef } from './che
 export { openLlama2c, writeLlama2cLegacy } from './checkpoint/llama2c.js';
 export { openSafetensors, writeSafetensors } from './checkpoint/safetensors.js';
 export {
+  type AccessPolicy,
+  accessPolicy,
   type Dashboard,
   type DashboardOptions,
+  hostHeaderName,
   isLoopbackAddress,
   isLoopbackHostHeader,
   requestAllowed,
@@ -343,6 +346,7 @@ export {
   type GaScore,
   geneticPrune,
 } from './spaces/weights/ga.js';
+export { blockSearchEta, blockSearchShare } from './spaces/weights/searchprogress.js';
 export {
   SEEDED_DEFAULTS,
   type SeededLayerReport,

@@ -16,7 +16,7 @@ export const dashboardOption = () =>
 export const hostOption = (standalone = false) =>
   new Option(
     '--host <addr>',
-    `${standalone ? '' : 'with --dashboard: '}the address to listen on, and answer other machines too (default: 127.0.0.1, this machine only)`,
+    `${standalone ? '' : 'with --dashboard: '}the address or host name to listen on (default: 127.0.0.1, this machine only; a loopback one still is); other machines may connect when they name it (0.0.0.0: one of this machine's addresses or its host name)`,
   );
 
 function parsePort(flag: string, value: unknown): number {
@@ -98,7 +98,8 @@ export function registerDashboard(program: Command): void {
       'after',
       `
 The page shows the run's progress, ETA, the best mask so far and its plots, updated as the run's files grow
-(a run restarted with --resume included). Without --host only this machine can connect.
+(a run restarted with --resume included). Without --host, or with a loopback one, only this machine can
+connect; a request whose Host header names another host is refused whatever --host says.
 
 Examples:
   geneprune dashboard runs/ga25

@@ -82,9 +82,10 @@ export function searchProgressText(
           ? { t: startedAt, fraction: 0, count: 0 }
           : { t: now, fraction: p.fraction, count: p.count };
     }
-    const seconds = (now - base.t) / 1000;
-    const done = p.fraction - base.fraction;
-    const rate = seconds > 0 ? (p.count - base.count) / seconds : 0;
+    const own = p.seconds !== undefined;
+    const seconds = own ? p.seconds! : (now - base.t) / 1000;
+    const done = own ? p.fraction : p.fraction - base.fraction;
+    const rate = seconds > 0 ? (own ? p.count : p.count - base.count) / seconds : 0;
     const eta =
       p.fraction >= 1 ? 0 : done > 0 && seconds > 0 ? (seconds / done) * (1 - p.fraction) : Number.NaN;
     return `${p.method} · ${p.step} · ${bestText(p.best)} · ${rate.toFixed(1)} ${p.unit}/s · ETA ${formatSeconds(eta)}`;

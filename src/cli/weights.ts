@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import {
   accuracyOfQuality,
+  type BlockSearchProgress,
   bleuOfQuality,
   flagError,
   perplexityRun,
@@ -260,9 +261,19 @@ Examples:
       const board = await searchDashboard(f, runDir);
       const progress = withDashboard(progressLine(process.stderr, quiet), board);
       const line = searchProgressText(performance.now(), typeof f.resume === 'string');
+      let block: BlockSearchProgress | undefined;
       const env: WeightPruneEnv = {
         ...runEnvFromFlags(f, progress, quiet),
-        onSearchUpdate: (p) => progress.update(line(p)),
+        // A block search reports its own position first, then the line made of it: the dashboard takes both at
+        // once, so its block, generation, search time and ETA are the line's.
+        onSearchProgress: (p) => {
+          block = p;
+        },
+        onSearchUpdate: (p) => {
+          const text = line(p);
+          board?.setLive(text, block);
+          progress.update(text);
+        },
       };
       let result: WeightPruneResult;
       try {

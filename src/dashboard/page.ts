@@ -22,6 +22,7 @@ export const PAGE_HTML = `<!doctype html>
   <section class="panel progress-panel">
     <div class="counters">
       <div><span class="label" id="unit">generation</span> <span id="done" class="big">–</span></div>
+      <div id="step-box" hidden><span class="label">generation</span> <span id="step" class="big">–</span></div>
       <div><span class="label">evaluations</span> <span id="evaluations" class="big">0</span></div>
       <div><span class="label">search time</span> <span id="elapsed" class="big">–</span></div>
       <div><span class="label">ETA</span> <span id="eta" class="big">–</span></div>
@@ -99,7 +100,7 @@ footer { color: var(--muted); font-size: 12px; padding: 4px 22px 18px; word-brea
 export const PAGE_SCRIPT = `'use strict';
 (function () {
   const $ = (id) => document.getElementById(id);
-  const state = { meta: null, specs: null, evals: [], generations: [], views: {}, pending: Promise.resolve() };
+  const state = { meta: null, specs: null, evals: [], generations: [], views: {}, provisional: null, pending: Promise.resolve() };
 
   function text(id, value) { $(id).textContent = value == null ? '' : String(value); }
 
@@ -115,7 +116,17 @@ export const PAGE_SCRIPT = `'use strict';
     const v = g[state.specs.progressField];
     return v == null ? null : { generation: g.generation, value: v };
   }
-  function scatterRows(list) { return list.filter((p) => p.score != null && p.sparsity != null); }
+  function scatterRows(list) {
+    const x = (state.specs && state.specs.scatterField) || 'sparsity';
+    return list.filter((p) => p.score != null && p[x] != null);
+  }
+  // A weight search's current block: its best so far, a point of the progress plot until the block's own arrives.
+  function provisionalRow(meta) {
+    const s = meta.search;
+    if (!s || s.bestScore == null || !state.specs || state.specs.progressField !== 'bestScore') return null;
+    if (state.generations.some((g) => g.generation === s.block)) return null;
+    return { generation: s.block, value: s.bestScore, provisional: true };
+  }
 
   async function makeView(id, spec, name, rows) {
     const old = state.views[id];
@@ -131,16 +142,30 @@ export const PAGE_SCRIPT = `'use strict';
   async function redraw() {
     const points = scatterRows(state.evals);
     await makeView('scatter', state.specs.scatter, 'points', points);
-    await makeView('progress', state.specs.progress, 'best', state.generations.map(progressRow).filter(Boolean));
+    const provisional = provisionalRow(state.meta);
+    const best = state.generations.map(progressRow).filter(Boolean);
+    await makeView('progress', state.specs.progress, 'best', provisional ? best.concat([provisional]) : best);
+    state.provisional = provisional;
     $('scatter').dataset.points = String(points.length);
+    $('progress').dataset.points = String(best.length + (provisional ? 1 : 0));
   }
 
   async function append(evals, generations) {
     const points = scatterRows(evals);
     const best = generations.map(progressRow).filter(Boolean);
     if (points.length) await state.views.scatter.insert('points', points).runAsync();
-    if (best.length) await state.views.progress.insert('best', best).runAsync();
+    const provisional = provisionalRow(state.meta);
+    const old = state.provisional;
+    const moved = JSON.stringify(old) !== JSON.stringify(provisional);
+    if (best.length || moved) {
+      const change = vega.changeset().insert(best);
+      if (moved && old) change.remove((d) => d.provisional === true);
+      if (moved && provisional) change.insert([provisional]);
+      await state.views.progress.change('best', change).runAsync();
+      state.provisional = provisional;
+    }
     $('scatter').dataset.points = String(scatterRows(state.evals).length);
+    $('progress').dataset.points = String(state.generations.map(progressRow).filter(Boolean).length + (state.provisional ? 1 : 0));
   }
 
   function showGrid(meta) {
@@ -194,15 +219,21 @@ export const PAGE_SCRIPT = `'use strict';
     text('about', about.join(' · '));
     text('dir', meta.dir);
     text('unit', meta.unit);
-    text('done', meta.total != null ? meta.done + ' / ' + meta.total : String(meta.done));
+    // A block search under way: the block being searched and its generation, as its progress line says them.
+    const search = meta.status !== 'finished' ? meta.search : null;
+    const shown = search ? search.block + 1 : meta.done;
+    text('done', meta.total != null ? shown + ' / ' + meta.total : String(shown));
+    $('step-box').hidden = !search;
+    if (search) text('step', search.generations != null ? search.generation + ' / ' + search.generations : String(search.generation));
     text('evaluations', meta.evaluations + (meta.nonFinite ? ' (' + meta.nonFinite + ' not finite)' : ''));
     text('elapsed', duration(meta.searchSeconds));
     text('eta', meta.status === 'finished' ? 'done' : meta.status === 'running' ? duration(meta.etaSeconds) : '–');
-    const share = meta.status === 'finished' ? 1 : meta.total ? Math.min(meta.done / meta.total, 1) : 0;
+    const share = meta.status === 'finished' ? 1 : search ? search.share : meta.total ? Math.min(meta.done / meta.total, 1) : 0;
     $('bar-fill').style.width = (100 * share).toFixed(1) + '%';
     const live = meta.live || (meta.unreadable ? meta.unreadable + ' log lines could not be read' : '');
     text('live', live);
-    text('progress-title', state.specs && state.specs.progressField === 'bestFitness' ? 'Best fitness per generation' : 'Best per ' + meta.unit);
+    const provisional = provisionalRow(meta);
+    text('progress-title', state.specs && state.specs.progressField === 'bestFitness' ? 'Best fitness per generation' : 'Best per ' + meta.unit + (provisional ? ' (the last point: the current block, best so far)' : ''));
     showGrid(meta);
     const body = $('result').tBodies[0];
     body.replaceChildren();
@@ -245,7 +276,8 @@ export const PAGE_SCRIPT = `'use strict';
     if (state.meta) showMeta(state.meta);
   };
   source.onerror = () => {
-    text('connection', 'disconnected, retrying…');
+    // A closed source is not retried: the server refused it (too many open pages) or is gone.
+    text('connection', source.readyState === EventSource.CLOSED ? 'refused or closed by the server; reload to try again' : 'disconnected, retrying…');
     $('status').className = 'badge disconnected';
   };
 })();

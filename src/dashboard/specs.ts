@@ -11,24 +11,42 @@ const SCHEMA = 'https://vega.github.io/schema/vega-lite/v5.json';
 // Axes are laid out again as data arrives (labels grow from '0' to '−1.1282').
 const SIZE = { width: 440, height: 280, autosize: { type: 'pad', resize: true } };
 
-/** Every evaluated individual (a weight run: every block's best), score against sparsity, coloured by generation. */
-export function scatterSpec(meta: Pick<RunMeta, 'score' | 'unit' | 'kind'>): Spec {
+/** Which field of a point the scatter plot's x axis shows: the generation within its block where sparsity is fixed. */
+export function scatterField(meta: Pick<RunMeta, 'fixedSparsity'>): 'sparsity' | 'step' {
+  return meta.fixedSparsity ? 'step' : 'sparsity';
+}
+
+/**
+ * Every evaluated individual (a weight run: every candidate, or every block's best), score against sparsity,
+ * coloured by generation (a weight run: by block). A search whose candidates all keep one sparsity would put
+ * them on one vertical line: its x axis is the generation within the block instead.
+ */
+export function scatterSpec(meta: Pick<RunMeta, 'score' | 'unit' | 'kind' | 'fixedSparsity'>): Spec {
   const unitWord = meta.unit === 'block' ? 'block' : 'generation';
   const removed = meta.kind === 'weights' ? 'share of the block’s weights removed' : 'share of heads removed';
   const direction = meta.score.higherIsBetter ? 'higher is better' : 'lower is better';
+  const x =
+    scatterField(meta) === 'step'
+      ? {
+          field: 'step',
+          type: 'quantitative',
+          title: 'generation within the block (0: initial population; sparsity is fixed)',
+          axis: { tickMinStep: 1, format: 'd' },
+        }
+      : {
+          field: 'sparsity',
+          type: 'quantitative',
+          title: removed,
+          scale: { domain: [0, 1] },
+          axis: { format: '.0%' },
+        };
   return {
     $schema: SCHEMA,
     ...SIZE,
     data: { name: 'points' },
     mark: { type: 'point', filled: true, size: 48, opacity: 0.75 },
     encoding: {
-      x: {
-        field: 'sparsity',
-        type: 'quantitative',
-        title: removed,
-        scale: { domain: [0, 1] },
-        axis: { format: '.0%' },
-      },
+      x,
       y: {
         field: 'score',
         type: 'quantitative',
@@ -39,6 +57,9 @@ export function scatterSpec(meta: Pick<RunMeta, 'score' | 'unit' | 'kind'>): Spe
       tooltip: [
         { field: 'n', type: 'quantitative', title: 'evaluation' },
         { field: 'generation', type: 'quantitative', title: unitWord },
+        ...(meta.fixedSparsity
+          ? [{ field: 'step', type: 'quantitative', title: 'generation in block' }]
+          : []),
         { field: 'sparsity', type: 'quantitative', format: '.3f' },
         { field: 'score', type: 'quantitative', title: meta.score.label, format: '.4f' },
       ],

@@ -51,8 +51,9 @@ export function startDashboardThread(options: DashboardOptions): Promise<Dashboa
           url: m.url,
           host: m.host,
           port: m.port,
-          setLive(line) {
-            if (!exited) send({ kind: 'live', line });
+          setLive(line, search) {
+            // One message: the line and its numbers reach the page together.
+            if (!exited) send({ kind: 'live', line, ...(search !== undefined ? { search } : {}) });
           },
           refresh() {
             if (exited) return Promise.resolve();
@@ -64,7 +65,8 @@ export function startDashboardThread(options: DashboardOptions): Promise<Dashboa
           },
           close() {
             if (!closed) {
-              closed = exited ? Promise.resolve() : (send({ kind: 'close' }), exit);
+              if (!exited) send({ kind: 'close' });
+              closed = exited ? Promise.resolve() : exit;
             }
             return closed;
           },

@@ -15,7 +15,17 @@ import { hostname } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { pickFromFront, targetRemovedOf } from '../runs/front.js';
 import { HEAD_RUN_KIND, LOCK_FILE, WEIGHT_RUN_KIND } from '../runs/rundir.js';
+import type { BlockSearchProgress } from '../spaces/weights/blockwise.js';
 import { pidAlive } from '../util/fs.js';
+import {
+  addToBlockLog,
+  type BlockLog,
+  generationsPerBlock,
+  isFixedSparsitySearch,
+  positionFromLog,
+  positionFromProcess,
+  type SearchPosition,
+} from './blocks.js';
 import { tailJsonl } from './tail.js';
 
 /** One evaluated individual (a head run), or one finished block's best mask (a weight run). */
@@ -30,6 +40,8 @@ export interface EvalPoint {
   score: number | null;
   fitness: number | null;
   fidelity: string | null;
+  /** A weight run: the generation within its block (0: the initial population); absent for head runs. */
+  step?: number | null;
 }
 
 /** One finished generation (or block). */
@@ -81,6 +93,10 @@ export interface RunMeta {
   nonFinite: number;
   /** Log lines that could not be read (torn or not JSON objects). */
   unreadable: number;
+  /** A block-wise weight search under way: where it is (see blocks.ts); null otherwise. */
+  search: SearchPosition | null;
+  /** A weight search whose candidates all keep one budget: its points are plotted by generation, not sparsity. */
+  fixedSparsity: boolean;
 }
 
 export interface Snapshot {
@@ -97,8 +113,11 @@ export interface RunWatcher {
   /** Reads what changed on disk since the last call; undefined when nothing did. */
   refresh(): Promise<RunChange | undefined>;
   snapshot(): Snapshot;
-  /** A line from the process running the search (in-process dashboards only); shown with the next refresh. */
-  setLive(line: string | null): void;
+  /**
+   * A line from the process running the search (in-process dashboards only), and the block search's report it
+   * was made of (weight runs; absent: the last one stands); shown with the next refresh.
+   */
+  setLive(line: string | null, search?: BlockSearchProgress | null): void;
 }
 
 const num = (x: unknown): number | null => (typeof x === 'number' && Number.isFinite(x) ? x : null);
@@ -206,6 +225,9 @@ export function watchRun(dir: string): RunWatcher {
   /** A weight run: whether evals.jsonl has given any point (else its points are the block bests). */
   let evalsLogged = false;
   let blockBest = new Set<EvalPoint>();
+  /** A weight run: the latest block evals.jsonl has candidates of, and the search's own last report. */
+  let blockLog: BlockLog | undefined;
+  let searchReport: BlockSearchProgress | null = null;
 
   const kind = (): RunMeta['kind'] =>
     config?.kind === HEAD_RUN_KIND ? 'heads' : config?.kind === WEIGHT_RUN_KIND ? 'weights' : null;
@@ -225,6 +247,7 @@ export function watchRun(dir: string): RunWatcher {
     unreadable = 0;
     evalsLogged = false;
     blockBest = new Set();
+    blockLog = undefined;
   }
 
   async function readLogsAgain(): Promise<void> {
@@ -245,16 +268,22 @@ export function watchRun(dir: string): RunWatcher {
     const q = toScore(r.quality);
     if (q === null) nonFinite++;
     if (r.cached !== true) computeMs += num(r.ms) ?? 0;
+    const weights = kind() === 'weights';
     const p: EvalPoint = {
       n: evals.length,
       // A weight run's points are coloured by block (its generations restart in every block).
-      generation: kind() === 'weights' ? num(r.block) : num(r.generation),
+      generation: weights ? num(r.block) : num(r.generation),
       sparsity,
       score: q,
       fitness: num(r.fitness),
       fidelity: r.fidelity === 'low' || r.fidelity === 'full' ? r.fidelity : null,
+      ...(weights ? { step: num(r.generation) } : {}),
     };
     evals.push(p);
+    if (weights && p.generation !== null && p.step != null) {
+      const point = { block: p.generation, generation: p.step, ms: num(r.ms) ?? 0, score: q, sparsity };
+      blockLog = addToBlockLog(blockLog, point, score().higherIsBetter);
+    }
     return p;
   }
 
@@ -353,20 +382,24 @@ export function watchRun(dir: string): RunWatcher {
         num(best.perplexity) ??
         num(best.quality) ??
         (num(best.bleu) === null ? null : -(best.bleu as number));
-      const s = toScore(quality);
+      // A seeded GA's report gives its block's best as the metric's own value (bestQuality) and sparsity.
+      const s = quality !== null ? toScore(quality) : num(r.bestQuality);
+      const sparsity = num(best.sparsity) ?? num(r.sparsity);
       e.push({
         n: e.length,
         generation: layer,
-        sparsity: num(best.sparsity),
+        sparsity,
         score: s,
         fitness: num(best.fitness),
         fidelity: null,
+        // The block's best stands at the block's last generation (a seeded GA's count, the paper GA's iterations).
+        step: num(r.generations) ?? num(r.iterations),
       });
       g.push({
         generation: layer,
         bestFitness: num(best.fitness),
         bestScore: s,
-        bestSparsity: num(best.sparsity),
+        bestSparsity: sparsity,
         meanFitness: null,
         front: null,
       });
@@ -399,10 +432,12 @@ export function watchRun(dir: string): RunWatcher {
       : s.method === 'ga' || s.method === 'nsga'
         ? num(s.generations)
         : null;
-    const seconds = weights ? (blocks?.seconds ?? 0) : computeMs / 1000;
     const finished = result !== undefined;
-    const eta =
-      finished || total === null
+    const search = weights && !finished && total !== null ? searchPosition(done, total) : null;
+    const seconds = search ? search.seconds : weights ? (blocks?.seconds ?? 0) : computeMs / 1000;
+    const eta = search
+      ? search.eta
+      : finished || total === null
         ? finished
           ? 0
           : null
@@ -429,7 +464,28 @@ export function watchRun(dir: string): RunWatcher {
       evaluations: evals.length,
       nonFinite,
       unreadable,
+      search,
+      fixedSparsity: weights && isFixedSparsitySearch(str(config?.method), s),
     };
+  }
+
+  /** A weight run's block search under way: its own last report while that is current, else the files' view. */
+  function searchPosition(done: number, total: number): SearchPosition | null {
+    const fromProcess = searchReport
+      ? positionFromProcess(searchReport, done, (v) => (Number.isFinite(v) ? v : null))
+      : null;
+    if (fromProcess) return fromProcess;
+    // Before the first block search logs a candidate (a method that does not search, or one still preparing),
+    // there is no search to show.
+    if (!evalsLogged) return null;
+    return positionFromLog({
+      blocksDone: done,
+      blocks: total,
+      checkpointSeconds: blocks?.seconds ?? 0,
+      log: blockLog,
+      generations: generationsPerBlock(config),
+      bestKnown: isFixedSparsitySearch(str(config?.method), settings()),
+    });
   }
 
   async function readMask(): Promise<void> {
@@ -456,8 +512,9 @@ export function watchRun(dir: string): RunWatcher {
     snapshot() {
       return { meta: meta!, evals: [...evals], generations: [...generations] };
     },
-    setLive(line) {
+    setLive(line, search) {
       live = line;
+      if (search !== undefined) searchReport = search;
     },
     async refresh() {
       const cv = await versionOf(join(root, 'config.json'));

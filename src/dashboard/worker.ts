@@ -4,10 +4,11 @@
  * server go back with their code so the caller can name the flag at fault.
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import type { BlockSearchProgress } from '../spaces/weights/blockwise.js';
 import { type DashboardOptions, startDashboard } from './server.js';
 
 export type ToWorker =
-  | { kind: 'live'; line: string | null }
+  | { kind: 'live'; line: string | null; search?: BlockSearchProgress | null }
   | { kind: 'refresh'; id: number }
   | { kind: 'close' };
 export type FromWorker =
@@ -23,7 +24,7 @@ const post = (m: FromWorker) => port.postMessage(m);
 try {
   const d = await startDashboard(workerData as DashboardOptions);
   port.on('message', async (m: ToWorker) => {
-    if (m.kind === 'live') d.setLive(m.line);
+    if (m.kind === 'live') d.setLive(m.line, m.search);
     else if (m.kind === 'refresh') {
       await d.refresh();
       post({ kind: 'refreshed', id: m.id });

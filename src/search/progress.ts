@@ -18,6 +18,11 @@ export interface SearchProgress {
   /** Work done so far in the phase (what the rate counts), and its unit, e.g. 'evals', 'layers'. */
   count: number;
   unit: string;
+  /**
+   * Seconds the phase has taken by the search's own clock (resumed runs included), where it keeps one: the
+   * rate and ETA then come from it, as the dashboard computes them, instead of from this process's wall clock.
+   */
+  seconds?: number;
 }
 
 export interface QuotedBest {

@@ -108,3 +108,87 @@ test('the page follows a running head search', { skip, timeout: 240_000 }, async
     child.kill('SIGKILL');
   }
 });
+
+test('the page follows a running ga-wanda weight search as its progress line does', {
+  skip,
+  timeout: 240_000,
+}, async () => {
+  const { chromium } = await import('playwright-core');
+  const out = join(work, 'ga-wanda');
+  const child = spawnCli(
+    [
+      'weights',
+      ...['--calib', sharedPath(CALIB)!, '--eval', sharedPath(EVAL)!],
+      ...['--method', 'ga-wanda', '--sparsity', '0.5', '--population', '4', '--generations', '6'],
+      ...['--calib-tokens', '4096', '--eval-tokens', '512', '--out', out, '--dashboard', '0'],
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const stderr = { text: '' };
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('exit', (code, signal) => resolve({ code, signal })),
+  );
+  const browser = await chromium.launch({ executablePath: CHROMIUM });
+  try {
+    const url = await dashboardUrl(child, stderr);
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(url);
+    const LINE = /^block (\d+)\/(\d+) · generation (\d+)\/(\d+) · .* · ETA (\d+) s$/;
+    let agreed = 0;
+    let provisionalInFirstBlock = 0;
+    const until = Date.now() + 180_000;
+    for (;;) {
+      // One evaluation in the page: the counters, the line and the plot as they stand together.
+      const shown = (await page.evaluate(`(() => {
+        const t = (id) => document.getElementById(id).textContent;
+        return { status: t('status'), done: t('done'), step: t('step'), stepHidden: document.getElementById('step-box').hidden,
+          eta: t('eta'), elapsed: t('elapsed'), live: t('live'), title: t('progress-title'),
+          best: document.querySelectorAll('#progress svg .mark-symbol path').length };
+      })()`)) as Record<string, string | number | boolean>;
+      const m = LINE.exec(String(shown.live));
+      if (shown.status === 'running' && m) {
+        assert.equal(shown.stepHidden, false);
+        assert.equal(shown.done, `${m[1]} / ${m[2]}`, String(shown.live));
+        assert.equal(shown.step, `${m[3]} / ${m[4]}`, String(shown.live));
+        // The page writes '12.3 s', '1 min 51 s' or '2 h 5 min'; the line rounds to whole seconds.
+        const [, h, min, sec] =
+          /^(?:(\d+) h )?(?:(\d+) min ?)?(?:([\d.]+) s)?$/.exec(String(shown.eta)) ?? [];
+        const eta = Number(h ?? 0) * 3600 + Number(min ?? 0) * 60 + Number(sec ?? 0);
+        const within = h ? 60 : 1;
+        assert.ok(Math.abs(eta - Number(m[5])) <= within, `ETA ${shown.eta} beside ${shown.live}`);
+        assert.notEqual(shown.elapsed, '0.0 s');
+        if (m[1] === '1') {
+          // No block has finished: the plot's one point is the first block's best so far.
+          assert.equal(shown.best, 1);
+          assert.match(String(shown.title), /best so far/);
+          provisionalInFirstBlock++;
+        }
+        agreed++;
+      }
+      if (shown.status === 'finished') break;
+      assert.ok(Date.now() < until, `the run did not finish: ${stderr.text}`);
+      await page.waitForTimeout(150);
+    }
+    assert.ok(agreed >= 3, `the page agreed with the line ${agreed} times`);
+    assert.ok(provisionalInFirstBlock > 0, 'the first block was seen with its best so far plotted');
+    assert.equal(await page.textContent('#done'), '5 / 5');
+    assert.equal(await page.isHidden('#step-box'), true);
+    // Every candidate plotted against its generation in the block (their sparsity is one and the same).
+    await page.waitForFunction(
+      "document.querySelectorAll('#scatter svg .mark-symbol path').length === 5 * (4 + 6 * 4)",
+    );
+    assert.match((await page.textContent('#scatter svg')) ?? '', /generation within the block/);
+    assert.equal(await page.locator('#progress svg .mark-symbol path').count(), 5);
+    assert.deepEqual(errors, []);
+    const shots = join(REPO_ROOT, 'test/dashboard/screenshots');
+    mkdirSync(shots, { recursive: true });
+    await page.screenshot({ path: join(shots, 'weights-finished.png'), fullPage: true });
+    child.kill('SIGINT');
+    assert.deepEqual(await exited, { code: 0, signal: null }, stderr.text);
+  } finally {
+    await browser.close();
+    child.kill('SIGKILL');
+  }
+});

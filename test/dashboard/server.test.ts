@@ -7,14 +7,16 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { appendFileSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
-import { networkInterfaces, tmpdir } from 'node:os';
+import { hostname, networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { PAGE_SCRIPT } from '../../src/dashboard/page.js';
 import { type Dashboard, startDashboard } from '../../src/dashboard/server.js';
 import {
+  accessPolicy,
   dashboard,
   type GenepruneError,
+  hostHeaderName,
   isLoopbackAddress,
   isLoopbackHostHeader,
   requestAllowed,
@@ -63,13 +65,28 @@ interface SseEvent {
 /** A server-sent event stream read as a test does: events arrive in `events`; `next` waits for the n-th. */
 function openEvents(url: string, lastEventId?: string) {
   const events: SseEvent[] = [];
+  /** Each event's data line as it came, to compare what two clients were sent. */
+  const raw: string[] = [];
   let buffer = '';
   let wake: (() => void) | undefined;
+  let answer: ((r: { status: number; body: string }) => void) | undefined;
+  const answered = new Promise<{ status: number; body: string }>((r) => {
+    answer = r;
+  });
   const req = request(
     `${url}events`,
     { headers: lastEventId ? { 'last-event-id': lastEventId } : {} },
     (res) => {
       res.setEncoding('utf8');
+      if (res.statusCode !== 200) {
+        let body = '';
+        res.on('data', (c: string) => {
+          body += c;
+        });
+        res.on('end', () => answer?.({ status: res.statusCode ?? 0, body }));
+        return;
+      }
+      answer?.({ status: 200, body: '' });
       res.on('data', (chunk: string) => {
         buffer += chunk;
         let cut = buffer.indexOf('\n\n');
@@ -82,8 +99,10 @@ function openEvents(url: string, lastEventId?: string) {
               .find((l) => l.startsWith(`${name}: `))
               ?.slice(name.length + 2);
           const data = field('data');
-          if (data !== undefined)
+          if (data !== undefined) {
             events.push({ id: field('id') ?? '', event: field('event') ?? '', data: JSON.parse(data) });
+            raw.push(data);
+          }
           cut = buffer.indexOf('\n\n');
         }
         wake?.();
@@ -94,6 +113,9 @@ function openEvents(url: string, lastEventId?: string) {
   req.end();
   return {
     events,
+    raw,
+    /** The response's status (and its body when it is not the event stream). */
+    answered,
     async next(n: number, timeoutMs = 5000): Promise<SseEvent> {
       const until = Date.now() + timeoutMs;
       while (events.length < n) {
@@ -348,6 +370,168 @@ describe('dashboard server', () => {
     });
   });
 
+  test("a block search under way: its position from the log, or from the search's own report when given", async () => {
+    const dir = join(work, 'ga-wanda-run');
+    mkdirSync(dir);
+    writeFileSync(
+      join(dir, 'config.json'),
+      JSON.stringify({
+        kind: 'geneprune-weight-prune',
+        version: 1,
+        method: 'ga-wanda',
+        methodDescription: { population: 8, generations: 10 },
+        settings: { method: 'ga-wanda', metric: 'ppl', generations: 4, population: 2 },
+        model: { shape: { numLayers: 3 } },
+      }),
+    );
+    const line = (block: number, generation: number, quality: number, ms: number) =>
+      `${JSON.stringify({ block, generation, quality, sparsity: 0.5, ms })}\n`;
+    writeFileSync(
+      join(dir, 'search-state.json'),
+      // A seeded GA's block report, as it writes it: the best as bestQuality (the metric's value), its sparsity.
+      JSON.stringify({
+        done: 1,
+        seconds: 10,
+        reports: [{ layer: 0, sparsity: 0.5, seedQuality: 4.2, bestQuality: 4, generations: 4 }],
+      }),
+    );
+    writeFileSync(
+      join(dir, 'evals.jsonl'),
+      [
+        line(0, 0, 4.2, 900),
+        line(0, 4, 4, 900),
+        // Block 1: the initial population, generation 1, and the first child of generation 2.
+        line(1, 0, 6, 500),
+        line(1, 0, 5.5, 700),
+        line(1, 1, 5.8, 400),
+        line(1, 1, 5.2, 400),
+        line(1, 2, 5, 1000),
+      ].join(''),
+    );
+    const d = await startDashboard({ runDir: dir, pollMs: 20 });
+    try {
+      const state = async () =>
+        (await (await fetch(`${d.url}api/state`)).json()) as {
+          meta: Record<string, unknown> & { search: Record<string, unknown> | null };
+          evals: Array<Record<string, unknown>>;
+          generations: Array<Record<string, unknown>>;
+          specs: Record<string, unknown>;
+        };
+      let s = await state();
+      // Block 1 (0-based) has reported generation 1 of 4: 1.25 of 3 blocks; 10 s checkpointed + 3.0 s scoring.
+      assert.deepEqual(s.meta.search, {
+        block: 1,
+        generation: 1,
+        generations: 4,
+        seconds: 13,
+        share: 1.25 / 3,
+        eta: (13 / (1.25 / 3)) * (1 - 1.25 / 3),
+        bestScore: 5,
+        bestSparsity: 0.5,
+        from: 'log',
+      });
+      assert.equal(s.meta.searchSeconds, 13);
+      assert.equal(s.meta.etaSeconds, s.meta.search!.eta);
+      assert.equal(s.meta.done, 1, 'finished blocks');
+      assert.deepEqual(
+        s.generations.map((g) => [g.generation, g.bestScore, g.bestSparsity]),
+        [[0, 4, 0.5]],
+        "the finished block's best, the point of the best-per-block plot",
+      );
+      assert.equal(s.meta.fixedSparsity, true);
+      assert.equal(s.specs.scatterField, 'step');
+      assert.deepEqual(
+        s.evals.map((p) => [p.generation, p.step]),
+        [
+          [0, 0],
+          [0, 4],
+          [1, 0],
+          [1, 0],
+          [1, 1],
+          [1, 1],
+          [1, 2],
+        ],
+      );
+      // The search's own report (a dashboard inside the searching process) is what the page shows.
+      const report = {
+        layer: 1,
+        layers: 3,
+        generation: 2,
+        generations: 4,
+        metric: 'ppl' as const,
+        best: 4.9,
+        bestSparsity: 0.5,
+        evaluations: 12,
+        seconds: 15,
+      };
+      d.setLive('block 2/3 · generation 2/4', report);
+      await d.refresh();
+      s = await state();
+      assert.deepEqual(s.meta.search, {
+        block: 1,
+        generation: 2,
+        generations: 4,
+        seconds: 15,
+        share: 0.5,
+        eta: 15,
+        bestScore: 4.9,
+        bestSparsity: 0.5,
+        from: 'process',
+      });
+      assert.equal(s.meta.live, 'block 2/3 · generation 2/4');
+      // A line without a report keeps the last report; a report older than the checkpoint gives way to the files.
+      d.setLive('1/3 blocks');
+      await d.refresh();
+      assert.equal((await state()).meta.search!.from, 'process');
+      d.setLive('block 1/3 · generation 4/4', { ...report, layer: 0, generation: 4 });
+      await d.refresh();
+      assert.equal((await state()).meta.search!.from, 'log');
+    } finally {
+      await d.close();
+    }
+  });
+
+  test('the paper GA: its points by sparsity, no best from the log (its fitness weighs sparsity); with N:M fixed', async () => {
+    for (const [settings, fixed] of [
+      [{ method: 'ga', metric: 'ppl' }, false],
+      [{ method: 'ga', metric: 'ppl', pattern: '2:4' }, true],
+    ] as const) {
+      const dir = join(work, `ga-run-${fixed}`);
+      mkdirSync(dir);
+      writeFileSync(
+        join(dir, 'config.json'),
+        JSON.stringify({
+          kind: 'geneprune-weight-prune',
+          version: 1,
+          method: 'ga',
+          methodDescription: { generations: 5 },
+          settings,
+          model: { shape: { numLayers: 2 } },
+        }),
+      );
+      writeFileSync(
+        join(dir, 'evals.jsonl'),
+        `${JSON.stringify({ block: 0, generation: 0, quality: 4, sparsity: 0.05, ms: 100 })}\n`,
+      );
+      const d = await startDashboard({ runDir: dir, pollMs: 20 });
+      try {
+        const s = (await (await fetch(`${d.url}api/state`)).json()) as {
+          meta: { fixedSparsity: boolean; search: Record<string, unknown> };
+          specs: { scatterField: string };
+        };
+        assert.equal(s.meta.fixedSparsity, fixed);
+        assert.equal(s.specs.scatterField, fixed ? 'step' : 'sparsity');
+        assert.equal(s.meta.search.bestScore, fixed ? 4 : null);
+        assert.deepEqual(
+          [s.meta.search.block, s.meta.search.generation, s.meta.search.generations],
+          [0, 0, 5],
+        );
+      } finally {
+        await d.close();
+      }
+    }
+  });
+
   test('a directory that is not a run yet waits for one', async () => {
     const dir = join(work, 'later');
     await withServer(dir, async (d) => {
@@ -373,24 +557,109 @@ describe('who may connect', () => {
       assert.ok(isLoopbackAddress(a), a);
     for (const a of ['10.0.0.2', '192.168.1.4', '::ffff:10.0.0.2', 'fe80::1', '0.0.0.0', '', undefined])
       assert.ok(!isLoopbackAddress(a), String(a));
-    for (const h of ['127.0.0.1:8080', 'localhost:1', 'LOCALHOST', '[::1]:9000'])
+    for (const h of ['127.0.0.1:8080', 'localhost:1', 'LOCALHOST', '[::1]:9000', '[::1]', '::1'])
       assert.ok(isLoopbackHostHeader(h), h);
-    for (const h of ['evil.example', 'evil.example:8080', '127.0.0.1.evil.example', '10.0.0.2:80', undefined])
+    for (const h of [
+      'evil.example',
+      'evil.example:8080',
+      '127.0.0.1.evil.example',
+      '10.0.0.2:80',
+      '[::1',
+      undefined,
+    ])
       assert.ok(!isLoopbackHostHeader(h), String(h));
-    assert.equal(requestAllowed(false, '127.0.0.1', '127.0.0.1:1'), true);
-    assert.equal(requestAllowed(false, '10.1.2.3', '127.0.0.1:1'), false);
-    assert.equal(requestAllowed(false, '127.0.0.1', 'evil.example'), false);
-    assert.equal(requestAllowed(true, '10.1.2.3', 'evil.example'), true);
+    assert.deepEqual(['Box.Example:80', '[FE80::1]:8080', 'fe80::1', '10.0.0.2', ''].map(hostHeaderName), [
+      'box.example',
+      'fe80::1',
+      'fe80::1',
+      '10.0.0.2',
+      undefined,
+    ]);
+    // The default and every loopback --host: this machine only, under a loopback name, whatever the address.
+    for (const listen of [undefined, '127.0.0.1', 'localhost', '::1', '[::1]', '127.0.0.2']) {
+      const p = accessPolicy(listen);
+      assert.equal(p.remote, false, String(listen));
+      assert.equal(requestAllowed(p, '127.0.0.1', '127.0.0.1:1'), true);
+      assert.equal(requestAllowed(p, '::1', 'localhost'), true);
+      assert.equal(requestAllowed(p, '::1', '[::1]:8080'), true);
+      assert.equal(requestAllowed(p, '10.1.2.3', '127.0.0.1:1'), false);
+      for (const evil of [
+        'attacker.example',
+        'attacker.example:8080',
+        'localhost.attacker.example',
+        '',
+        undefined,
+      ])
+        assert.equal(requestAllowed(p, '127.0.0.1', evil), false, `${listen} ${evil}`);
+    }
+    // A host name that resolved to a loopback address is this machine only too, and answers to its own name.
+    const named = accessPolicy('dev.box', '127.0.0.1');
+    assert.equal(named.remote, false);
+    assert.equal(requestAllowed(named, '127.0.0.1', 'dev.box:5000'), true);
+    assert.equal(requestAllowed(named, '127.0.0.1', 'attacker.example'), false);
+    // Another name or address: others may connect, naming it (or the address it resolved to), with any port.
+    const lan = accessPolicy('Box.Example', '10.0.0.5');
+    assert.equal(lan.remote, true);
+    for (const h of ['box.example', 'BOX.EXAMPLE:8080', '10.0.0.5', '10.0.0.5:80'])
+      assert.equal(requestAllowed(lan, '10.1.2.3', h), true, h);
+    for (const h of ['attacker.example', 'localhost', '127.0.0.1', '10.0.0.6', undefined])
+      assert.equal(requestAllowed(lan, '10.1.2.3', h), false, String(h));
+    // Every interface: this machine's addresses, its host name and the loopback names; never any Host.
+    for (const listen of ['0.0.0.0', '::']) {
+      const all = accessPolicy(listen);
+      assert.equal(all.remote, true);
+      const own = Object.values(networkInterfaces())
+        .flat()
+        .map((i) => i!.address);
+      for (const h of [
+        ...own.map((a) => (a.includes(':') ? `[${a}]:80` : `${a}:80`)),
+        hostname(),
+        'localhost',
+      ])
+        assert.equal(requestAllowed(all, '10.1.2.3', h), true, h);
+      for (const h of ['attacker.example', '0.0.0.0', '203.0.113.9', undefined])
+        assert.equal(requestAllowed(all, '10.1.2.3', h), false, String(h));
+    }
+    // allowRemote only widens who may connect, never the Host names.
+    assert.equal(
+      requestAllowed({ ...accessPolicy(undefined), remote: true }, '10.1.2.3', 'evil.example'),
+      false,
+    );
   });
 
   test('a request naming another host is refused (DNS rebinding)', async () => {
     await withServer(runDir(1), async (d) => {
       const r = await get(`${d.url}api/state`, 'evil.example');
       assert.equal(r.status, 403);
-      assert.match(r.body, /only this machine/);
+      assert.match(r.body, /^geneprune dashboard: only this machine may connect, naming it localhost/);
       assert.ok(!r.body.includes(HOSTILE));
       assert.equal((await get(`${d.url}api/state`)).status, 200);
     });
+  });
+
+  test('an explicit loopback --host keeps the Host check: 127.0.0.1, localhost, ::1', async () => {
+    const dir = runDir(1);
+    for (const host of ['127.0.0.1', 'localhost', '::1']) {
+      // As the CLI starts it when --host is given: no allowRemote, the policy follows from the address
+      // (localhost on a thread of its own, as heads|weights --dashboard --host start it).
+      const d = await dashboard({ runDir: dir, host, thread: host === 'localhost' });
+      try {
+        const origin = d.url.includes('[::1]')
+          ? 'http://[::1]'
+          : host === 'localhost'
+            ? 'http://localhost'
+            : `http://${host}`;
+        const at = `${origin}:${d.port}/api/state`;
+        const evil = await get(at, 'attacker.example');
+        assert.equal(evil.status, 403, `${host}: a rebound name was answered`);
+        assert.ok(!evil.body.includes('geneprune-head-search') && !evil.body.includes('"meta"'));
+        assert.equal((await get(at, `attacker.example:${d.port}`)).status, 403);
+        for (const ok of [`localhost:${d.port}`, `127.0.0.1:${d.port}`, `[::1]:${d.port}`, 'localhost'])
+          assert.equal((await get(at, ok)).status, 200, `${host}: Host ${ok}`);
+      } finally {
+        await d.close();
+      }
+    }
   });
 
   const external = Object.values(networkInterfaces())
@@ -409,6 +678,122 @@ describe('who may connect', () => {
       } finally {
         await d.close();
       }
+    }
+  });
+});
+
+describe('who may connect to an address of the network', () => {
+  const external = Object.values(networkInterfaces())
+    .flat()
+    .find((i) => i && i.family === 'IPv4' && !i.internal)?.address;
+  test("--host ADDRESS answers others naming that address, never another Host; 0.0.0.0 adds this machine's names", {
+    skip: external ? false : 'this machine has no non-loopback IPv4 address',
+  }, async () => {
+    const dir = runDir(1);
+    const named = await dashboard({ runDir: dir, host: external! });
+    try {
+      const at = `http://${external}:${named.port}/api/state`;
+      assert.equal((await get(at)).status, 200);
+      assert.equal((await get(at, `${external}`)).status, 200);
+      for (const evil of ['attacker.example', `attacker.example:${named.port}`, 'localhost'])
+        assert.equal((await get(at, evil)).status, 403, evil);
+    } finally {
+      await named.close();
+    }
+    const all = await dashboard({ runDir: dir, host: '0.0.0.0' });
+    try {
+      for (const [at, host] of [
+        [external, undefined],
+        [external, hostname()],
+        ['127.0.0.1', 'localhost'],
+        ['127.0.0.1', external],
+      ])
+        assert.equal((await get(`http://${at}:${all.port}/api/state`, host)).status, 200, `${at} ${host}`);
+      for (const evil of ['attacker.example', '0.0.0.0', `attacker.example:${all.port}`]) {
+        const r = await get(`http://${external}:${all.port}/api/state`, evil);
+        assert.equal(r.status, 403, evil);
+        assert.match(r.body, /^geneprune dashboard: the request named a host this server was not started as/);
+      }
+    } finally {
+      await all.close();
+    }
+  });
+});
+
+describe('many clients', () => {
+  test('the whole view is serialised once per change, however many clients ask for it', async () => {
+    const dir = runDir(50);
+    const d = await startDashboard({ runDir: dir, pollMs: 20 });
+    const clients: Array<ReturnType<typeof openEvents>> = [];
+    try {
+      const before = d.stats().snapshotSerializations;
+      for (let i = 0; i < 8; i++) clients.push(openEvents(d.url));
+      const states = await Promise.all(Array.from({ length: 4 }, () => get(`${d.url}api/state`)));
+      for (const c of clients) await c.next(1);
+      assert.equal(d.stats().clients, 8);
+      // The first read of the run was published as a snapshot: that JSON is the one every client is given.
+      assert.equal(before, 1);
+      assert.equal(d.stats().snapshotSerializations, 1, '8 clients and 4 requests, one run: one JSON');
+      // Every one of them was given the same bytes.
+      for (const c of clients) assert.equal(c.raw[0], states[0].body);
+      for (const r of states) assert.equal(r.body, states[0].body);
+      // A change is sent to the connected clients as an append (no whole view); the next who asks gets the
+      // view made once more, and the one after shares it.
+      appendFileSync(join(dir, 'evals.jsonl'), evalLine(1, 0, 4.5));
+      for (const c of clients) assert.equal((await c.next(2)).event, 'append');
+      const mid = d.stats().snapshotSerializations;
+      const later = await get(`${d.url}api/state`);
+      const latest = openEvents(d.url);
+      clients.push(latest);
+      await latest.next(1);
+      assert.equal(d.stats().snapshotSerializations - mid, 1);
+      assert.equal(latest.raw[0], later.body);
+      assert.equal((JSON.parse(later.body) as { evals: unknown[] }).evals.length, 51);
+      // The view kept up to date by appends reads as the one a fresh server makes of the same files.
+      const fresh = await startDashboard({ runDir: dir });
+      try {
+        assert.deepEqual(JSON.parse(later.body), JSON.parse((await get(`${fresh.url}api/state`)).body));
+      } finally {
+        await fresh.close();
+      }
+    } finally {
+      for (const c of clients) c.close();
+      await d.close();
+    }
+  });
+
+  test('a live client past the bound is refused with a 503; a freed place is taken again', async () => {
+    const d = await startDashboard({ runDir: runDir(1), pollMs: 20, maxClients: 2 });
+    const clients: Array<ReturnType<typeof openEvents>> = [];
+    try {
+      for (let i = 0; i < 2; i++) {
+        clients.push(openEvents(d.url));
+        await clients[i].next(1);
+      }
+      const third = openEvents(d.url);
+      clients.push(third);
+      const refused = await third.answered;
+      assert.equal(refused.status, 503);
+      assert.equal(
+        refused.body,
+        'geneprune dashboard: 2 live pages are open already; close one and load this page again\n',
+      );
+      assert.equal(d.stats().clients, 2);
+      // The rest of the dashboard still answers.
+      assert.equal((await get(`${d.url}api/state`)).status, 200);
+      clients[0].close();
+      const until = Date.now() + 5000;
+      while (d.stats().clients > 1) {
+        assert.ok(Date.now() < until, 'a closed client kept its place');
+        await sleep(20);
+      }
+      const fourth = openEvents(d.url);
+      clients.push(fourth);
+      assert.equal((await fourth.answered).status, 200);
+      assert.equal((await fourth.next(1)).event, 'snapshot');
+    } finally {
+      for (const c of clients) c.close();
+      await d.close();
     }
   });
 });

@@ -68,6 +68,7 @@ import { faultPoint, sha256File, writeBytesAtomic, writeJsonAtomic, writeTextAto
 import { createRng } from '../../util/rng.js';
 import { type MethodStateStore, type SearchBest, weightBaseline } from './baselines.js';
 import type { BlockCheckpoint, BlockSearchProgress, CheckpointStore } from './blockwise.js';
+import { blockSearchShare } from './searchprogress.js';
 import { patternOf, type WeightPruneSettings } from './settings.js';
 import { createWeightSpace, type WeightSpace } from './space.js';
 
@@ -126,10 +127,11 @@ function progressCallbacks(method: string, env: WeightPruneEnv, fixed?: QuotedBe
         method,
         phase: 'search',
         step: `block ${p.layer + 1}/${p.layers}, generation ${p.generation}/${p.generations}`,
-        fraction: (p.layer + (p.generations > 0 ? p.generation / p.generations : 1)) / p.layers,
+        fraction: blockSearchShare(p),
         best: { metric: p.metric === 'bleu' ? 'BLEU' : 'ppl', value: p.best, sparsity: p.bestSparsity },
         count: p.evaluations,
         unit: 'evals',
+        seconds: p.seconds,
       });
     },
   };

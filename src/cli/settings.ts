@@ -73,8 +73,10 @@ export function typedSettings<K extends string>(
 
 export function formatSeconds(sec: number): string {
   if (!Number.isFinite(sec)) return '?';
-  if (sec < 90) return `${Math.round(sec)}s`;
-  if (sec < 5400) return `${Math.floor(sec / 60)}m${String(Math.round(sec % 60)).padStart(2, '0')}s`;
+  const whole = Math.round(sec);
+  if (whole < 90) return `${whole}s`;
+  // From whole seconds, so 119.6 s reads 2m00s, not 1m60s.
+  if (whole < 5400) return `${Math.floor(whole / 60)}m${String(whole % 60).padStart(2, '0')}s`;
   return `${(sec / 3600).toFixed(1)}h`;
 }
 

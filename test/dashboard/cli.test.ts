@@ -8,6 +8,7 @@ import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import { formatSeconds } from '../../src/cli/settings.js';
 import { assertOneLineError, runCli, spawnCli } from '../helpers/cli.js';
 import { CALIB, EVAL, sharedPath, skipUnlessShared } from '../shared.js';
 
@@ -245,9 +246,9 @@ test('weights --method ga-wanda --dashboard: block, generation, search time, ETA
       evals: Array<{ generation: number; step: number; sparsity: number; score: number }>;
       specs: { scatterField: string };
     };
-    // The CLI's own line: block b/L · generation g/G · best calib ppl X at S % · R evals/s · ETA N s (or ?).
+    // The CLI's own line: ga-wanda · block b/L, generation g/G · best ppl X at S % · R evals/s · ETA T (or ?).
     const LINE =
-      /^block (\d+)\/(\d+) · generation (\d+)\/(\d+) · best calib ppl (\d+\.\d{4}) at (\d+\.\d) % · [\d.]+ evals\/s · ETA (\d+ s|\?)$/;
+      /^ga-wanda · block (\d+)\/(\d+), generation (\d+)\/(\d+) · best ppl (\d+\.\d{4}) at (\d+\.\d) % · [\d.]+ evals\/s · ETA (\S+)$/;
     let state: State;
     let compared = 0;
     let firstBlockTimed = 0;
@@ -268,7 +269,7 @@ test('weights --method ga-wanda --dashboard: block, generation, search time, ETA
         const share = (b - 1 + g / G) / L;
         if (m[7] === '?') assert.equal(meta.etaSeconds, null);
         else {
-          assert.equal(`${Math.round(meta.etaSeconds!)} s`, m[7]);
+          assert.equal(formatSeconds(meta.etaSeconds!), m[7]);
           assert.ok(Math.abs(meta.etaSeconds! - (meta.searchSeconds / share) * (1 - share)) < 1e-6);
         }
         assert.ok(meta.searchSeconds > 0, 'search time');

@@ -119,7 +119,7 @@ export async function runNsgaInDir<G>(
           sparsity: f.sparsity,
         })),
       });
-      await writeJsonAtomic(`${dir}/state.json`, { version: 1, method: 'nsga', nsga: info.state });
+      await saveState(dir, { version: 1, method: 'nsga', nsga: info.state });
       onStatus?.(`generation ${info.generation}/${s.generations}: front of ${info.front.length}`);
     },
   });

@@ -580,6 +580,11 @@ export async function resumeHeadSearch(
   const lock = await lockRunDir(dir, env.onNote);
   try {
     const run = await openRunForResume(dir, config, (c) => headCodecOf(dir, c));
+    if (!run.verified) {
+      env.onNote?.(
+        `${dir}: the run's state predates its record of config.json and the logs; their changes cannot be detected`,
+      );
+    }
     const p = await prepare(s, env);
     try {
       await refuseForeignModel(dir, config, p.model.spec, p.model.modelPath);

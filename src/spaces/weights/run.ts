@@ -52,6 +52,8 @@ import {
   lockRunDir,
   type RunConfig,
   readRunConfig,
+  refuseChangedSinceState,
+  runStamp,
   saveState,
   WEIGHT_RUN_KIND,
 } from '../../runs/rundir.js';
@@ -356,6 +358,8 @@ function searchCheckpoint(dir: string, method: string, matrices: readonly { rows
       ) {
         throw bad('is corrupt or belongs to another method');
       }
+      // Before the log is trimmed to it: a log cut or edited inside what the checkpoint covers is refused.
+      await refuseChangedSinceState(dir, st, statePath);
       if ((await sha256File(bitsPath).catch(() => '')) !== st.blocksSha256) {
         throw bad(`does not match ${SEARCH_BLOCKS_FILE} (missing or changed)`);
       }
@@ -402,7 +406,7 @@ function searchCheckpoint(dir: string, method: string, matrices: readonly { rows
         evaluations: cp.evaluations,
         seconds: cp.seconds,
       };
-      await writeJsonAtomic(statePath, st);
+      await writeJsonAtomic(statePath, { ...st, ...(await runStamp(dir, [WEIGHT_EVALS_FILE])) });
       faultPoint('weights:block-fixed');
       faultPoint(`weights:block-fixed:${cp.done}`);
     },
@@ -428,10 +432,11 @@ function methodStateStore(dir: string, method: string): MethodStateStore {
           `is corrupt or belongs to another method; remove it to search again from the start`,
         );
       }
+      await refuseChangedSinceState(dir, st, path);
       return st.state;
     },
     async write(state) {
-      await writeJsonAtomic(path, { version: 1, method, state });
+      await writeJsonAtomic(path, { version: 1, method, state, ...(await runStamp(dir, [])) });
       writes++;
       faultPoint(`weights:method-state:${writes}`);
     },
@@ -500,7 +505,7 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
     seconds: (performance.now() - t0) / 1000,
     ...(out.report !== undefined ? { methodReport: out.report } : {}),
   };
-  await saveState(dir, state);
+  await saveState(dir, state, [WEIGHT_EVALS_FILE]);
   faultPoint('weights:mask-fixed');
   return { masks, state };
 }
@@ -859,6 +864,13 @@ export async function resumeWeightPrune(
     const done = (await readJsonIfPresent(resultPath, 'result.json')) as
       | (WeightPruneResult & { matrices?: unknown })
       | undefined;
+    const statePath = join(dir, 'state.json');
+    const state = await readJsonIfPresent(statePath, 'state.json');
+    if (state !== undefined && !(await refuseChangedSinceState(dir, state, statePath, { exact: !!done }))) {
+      env.onNote?.(
+        `${dir}: the run's state predates its record of config.json and the logs; their changes cannot be detected`,
+      );
+    }
     if (done) {
       const maskPath = join(dir, WEIGHT_MASK_FILE);
       if (typeof done.maskSha256 !== 'string' || (await sha256File(maskPath)) !== done.maskSha256) {
@@ -871,7 +883,6 @@ export async function resumeWeightPrune(
       const { matrices: _m, ...result } = done;
       return { ...result, runDir: dir, resumed: true };
     }
-    const state = await readJsonIfPresent(join(dir, 'state.json'), 'state.json');
     if (state !== undefined && !isMaskFixedState(state)) {
       throw fileError(join(dir, 'state.json'), 'weight-pruning state is corrupt or does not fit the run');
     }

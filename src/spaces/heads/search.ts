@@ -87,14 +87,22 @@ export interface HeadSearchResult {
   genome: Genome;
   removed: number;
   genes: number;
+  /** Parameters the model keeps with the mask's heads removed, of `totalParameters`. */
+  keptParameters: number;
+  totalParameters: number;
+  /** Context length of every window scored, calibration and evaluation alike. */
+  context: number;
   /**
    * The objective's values on the calibration data: lower is better, so with metric 'bleu' quality and
    * denseQuality are −BLEU (and `bleu`, `denseBleu` give BLEU itself; `tokens` counts task items), with
-   * 'mc-accuracy' −accuracy (`accuracy`, `denseAccuracy` give it, 0–1; `tokens` counts items).
+   * 'mc-accuracy' −accuracy (`accuracy`, `denseAccuracy` give it, 0–1; `tokens` counts items). As in a weight
+   * run's result, `perplexity` and `densePerplexity` name the perplexity itself (a 'ppl' run's quality).
    */
   calib: {
     quality: number;
     denseQuality: number;
+    perplexity?: number;
+    densePerplexity?: number;
     metric: QualityMetric;
     tokens: number;
     bleu?: number;
@@ -271,9 +279,13 @@ async function finish(
     genome,
     removed: space.genes - genome.reduce((a, b) => a + b, 0),
     genes: space.genes,
+    keptParameters: space.keptParameters(genome),
+    totalParameters: space.totalParameters,
+    context: p.context,
     calib: {
       quality: calibScore.quality,
       denseQuality: dense.quality,
+      ...(s.metric === 'ppl' ? { perplexity: calibScore.quality, densePerplexity: dense.quality } : {}),
       metric: s.metric,
       tokens: calibScore.tokens,
       ...(s.metric === 'bleu'
@@ -307,6 +319,8 @@ async function finish(
   const mask = await makeMaskFile(p.model.spec, genome, {
     method: s.method,
     runDir: dir,
+    // What `eval --mask` takes as its default --ctx, so it reproduces the evaluation below.
+    context: p.context,
     calibration: { path: s.calib, metric: s.metric, quality: calibScore.quality },
     evaluation: { path: s.eval, ...evalScore },
   });
@@ -324,8 +338,6 @@ async function finish(
     removedHeads: mask.removed,
     keptQueryHeads: mask.keptQueryHeads,
     keptKvHeads: mask.keptKvHeads,
-    keptParameters: space.keptParameters(genome),
-    totalParameters: space.totalParameters,
     ...extra,
   });
   return result;

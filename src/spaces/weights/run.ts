@@ -136,6 +136,10 @@ export interface WeightPruneResult {
   prunableWeights: number;
   parameters: number;
   layers: LayerSparsity[];
+  /** Context length of every window scored, calibration and evaluation alike. */
+  context: number;
+  /** What the user should know about the result (e.g. a sparsity far below the target); absent when none. */
+  warnings?: string[];
   calib: CalibScore;
   /** Perplexity on the evaluation text; for 'accuracy' / 'macro-f1' runs, both scores on the labelled --eval file. */
   eval: PerplexityPair | LabelledEval;
@@ -493,6 +497,8 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
       sparsity: s.sparsity,
       seed: s.seed,
       runDir: dir,
+      // What `eval --weight-mask` takes as its default --ctx, so it reproduces the run's evaluation.
+      context: p.context,
       calibration: s.calib,
       evaluation: s.eval,
     },
@@ -701,6 +707,24 @@ async function recoverMasked(
   };
 }
 
+/**
+ * A run whose achieved sparsity is below this share of its target is flagged: a method that takes --sparsity as
+ * a threshold rather than a budget (the GenePrune GA) can stop far short of it, and "asked 50 %, got 5 %" must
+ * not pass as a 50 % result. A budget method lands within rounding of the target and is never flagged.
+ */
+export const SPARSITY_SHORTFALL = 0.9;
+
+/** The warnings a result carries about its sparsity (none, or one line). */
+export function sparsityWarnings(method: string, target: number, achieved: number): string[] {
+  if (!(target > 0) || achieved >= SPARSITY_SHORTFALL * target) return [];
+  const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
+  const why =
+    method === 'ga'
+      ? ': the ga method takes --sparsity as its stop threshold, not a budget (more --generations or a larger --lambda prune more)'
+      : '';
+  return [`achieved sparsity ${pct(achieved)} is far below the ${pct(target)} asked${why}`];
+}
+
 /** From a fixed (or to-be-fixed) mask to result.json. */
 async function pruneInDir(
   dir: string,
@@ -782,6 +806,7 @@ async function pruneInDir(
     passes += after.forwardPasses + rec.forwardPasses;
   }
   const report = space.report(genome);
+  const warnings = sparsityWarnings(s.method, s.sparsity, report.prunable.sparsity);
   const result: WeightPruneResult = {
     runDir: dir,
     method: s.method,
@@ -790,6 +815,8 @@ async function pruneInDir(
     prunableWeights: report.prunable.weights,
     parameters: report.overall.parameters,
     layers: report.layers,
+    context: p.context,
+    ...(warnings.length > 0 ? { warnings } : {}),
     calib,
     eval:
       'perplexity' in evalScore
@@ -881,7 +908,8 @@ export async function resumeWeightPrune(
       }
       env.onStatus?.('the run has finished: its result stands');
       const { matrices: _m, ...result } = done;
-      return { ...result, runDir: dir, resumed: true };
+      // Runs finished before result.json recorded the context scored at p.context all the same.
+      return { ...result, context: result.context ?? p.context, runDir: dir, resumed: true };
     }
     if (state !== undefined && !isMaskFixedState(state)) {
       throw fileError(join(dir, 'state.json'), 'weight-pruning state is corrupt or does not fit the run');

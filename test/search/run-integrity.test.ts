@@ -6,7 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { tempDir } from '../checkpoint/helpers.js';
@@ -152,5 +152,82 @@ describe('state.json vouches for config.json and the logs', { skip }, () => {
       assertOneLineError(run(['heads', '--resume', dir]), 'non-zero', path, mention);
       assertUnchanged(dir, before, `${name}: the directory changed`);
     }
+  });
+});
+
+describe('a block-wise weight search checkpoint vouches for config.json and its log', { skip }, () => {
+  const args = (out: string) => [
+    'weights',
+    '--calib',
+    sharedPath(CALIB) ?? '',
+    '--eval',
+    sharedPath(EVAL) ?? '',
+    '--calib-tokens',
+    '512',
+    '--eval-tokens',
+    '512',
+    '--method',
+    'ga-magnitude',
+    '--sparsity',
+    '0.4',
+    '--population',
+    '4',
+    '--generations',
+    '2',
+    '--quiet',
+    '--out',
+    out,
+  ];
+  const stopped = join(tmp.dir, 'weights-stopped');
+
+  test('a run killed after its second block: search-state.json covers the log of blocks 0 and 1', () => {
+    const r = runCli(args(stopped), { timeout: 300_000, fault: 'weights:block-fixed:2' });
+    assert.equal(r.signal, 'SIGKILL', r.stderr);
+    // SIGKILL cannot remove the lock (the next start takes it over); gone here so each refusal is one line.
+    assert.ok(existsSync(join(stopped, 'run.lock')));
+    rmSync(join(stopped, 'run.lock'));
+    const st = JSON.parse(readFileSync(join(stopped, 'search-state.json'), 'utf8'));
+    assert.equal(st.done, 2);
+    const log = readFileSync(join(stopped, 'evals.jsonl'));
+    assert.deepEqual(st.logs['evals.jsonl'], { bytes: log.length, sha256: sha256(log) });
+    // 2 blocks × (4 initial + 2 generations × 4 children), logged before the checkpoint.
+    assert.equal(lineCount(join(stopped, 'evals.jsonl')), 2 * 12);
+  });
+
+  test('--resume refuses an edited config.json and a truncated log; the intact copy finishes', () => {
+    const cases: Array<[string, (dir: string) => string, string]> = [
+      [
+        'config',
+        (dir) => {
+          const path = join(dir, 'config.json');
+          const config = JSON.parse(readFileSync(path, 'utf8'));
+          config.settings.sparsity = 0.2;
+          writeFileSync(path, JSON.stringify(config, null, 2));
+          return path;
+        },
+        'was changed after search-state.json',
+      ],
+      [
+        'log',
+        (dir) => {
+          const path = join(dir, 'evals.jsonl');
+          const lines = readFileSync(path, 'utf8').split('\n').filter(Boolean);
+          writeFileSync(path, `${lines.slice(0, 12).join('\n')}\n`);
+          return path;
+        },
+        'truncated',
+      ],
+    ];
+    for (const [name, change, mention] of cases) {
+      const dir = join(tmp.dir, `weights-${name}`);
+      cpSync(stopped, dir, { recursive: true });
+      const path = change(dir);
+      const before = snapshot(dir);
+      assertOneLineError(run(['weights', '--resume', dir, '--quiet']), 'non-zero', path, mention);
+      assertUnchanged(dir, before, `${name}: the directory changed`);
+    }
+    const r = run(['weights', '--resume', stopped, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).resumed, true);
   });
 });

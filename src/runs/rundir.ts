@@ -197,6 +197,12 @@ export interface ResumableRun {
    * against it; true otherwise (also for a fresh run, which has nothing to check).
    */
   verified: boolean;
+  /**
+   * The config.json hash the saved state was computed under, for the caller to check with refuseChangedConfig
+   * once it has checked the model: a config edited to name another model then gets the refusal that says how
+   * the models differ.
+   */
+  configSha256?: string;
   /** GA state (method ga). */
   state?: GaState;
   /** NSGA-II state (method nsga). */
@@ -259,16 +265,16 @@ export async function openRunForResume(
     ) {
       throw fileError(statePath, 'NSGA-II state is corrupt or does not fit the run');
     }
-    const verified = await refuseChangedSinceState(dir, state, statePath);
+    const verified = await refuseChangedSinceState(dir, state, statePath, { config: false });
     const evaluations = await readJsonl(join(dir, 'evals.jsonl'));
     const generations = (await readJsonl(join(dir, 'generations.jsonl'))).filter(
       (r) => typeof r.generation === 'number' && r.generation <= nsga.generation,
     );
-    return { config, fresh: false, verified, nsga, evaluations, generations };
+    return { config, fresh: false, verified, ...stampedConfig(state), nsga, evaluations, generations };
   }
   codec();
   if (!validState(state, isGenome)) throw fileError(statePath, 'GA state is corrupt or does not fit the run');
-  const verified = await refuseChangedSinceState(dir, state, statePath);
+  const verified = await refuseChangedSinceState(dir, state, statePath, { config: false });
   const keep = (r: Record<string, unknown>) =>
     typeof r.generation === 'number' && r.generation < state.generation;
   const finished = state.done ? state.generation + 1 : state.generation;
@@ -276,7 +282,12 @@ export async function openRunForResume(
     typeof r.generation === 'number' && r.generation < finished;
   const evaluations = (await readJsonl(join(dir, 'evals.jsonl'))).filter(state.done ? keepDone : keep);
   const generations = (await readJsonl(join(dir, 'generations.jsonl'))).filter(state.done ? keepDone : keep);
-  return { config, fresh: false, verified, state, evaluations, generations };
+  return { config, fresh: false, verified, ...stampedConfig(state), state, evaluations, generations };
+}
+
+function stampedConfig(state: unknown): { configSha256?: string } {
+  const recorded = (state as Partial<RunStamp>).configSha256;
+  return recorded === undefined ? {} : { configSha256: recorded };
 }
 
 /** Rewrites the logs to hold exactly the finished generations (drops a partly logged one), atomically. */
@@ -345,19 +356,29 @@ export async function refuseChangedSinceState(
   dir: string,
   state: unknown,
   statePath: string,
-  opts: { exact?: boolean; logs?: boolean } = {},
+  opts: { exact?: boolean; config?: boolean } = {},
 ): Promise<boolean> {
   const { configSha256: recorded, logs } = (state ?? {}) as Partial<RunStamp>;
   if (recorded === undefined && logs === undefined) return false;
   if (!isStamp(state)) throw fileError(statePath, 'its record of the run it covers is corrupt');
+  if (opts.config !== false) await refuseChangedConfig(dir, recorded, basename(statePath));
+  await refuseAlteredLogs(dir, state.logs, basename(statePath), opts.exact === true);
+  return true;
+}
+
+/** Refuses a config.json whose hash is not `recorded` (the one a state named `stateName` was saved under). */
+export async function refuseChangedConfig(
+  dir: string,
+  recorded: string | undefined,
+  stateName: string,
+): Promise<void> {
+  if (recorded === undefined) return;
   if ((await configSha256(dir)) !== recorded) {
     throw fileError(
       join(dir, 'config.json'),
-      `was changed after ${basename(statePath)} was saved: a run's settings cannot change once it has started (start a new run with --out)`,
+      `was changed after ${stateName} was saved: a run's settings cannot change once it has started (start a new run with --out)`,
     );
   }
-  if (opts.logs !== false) await refuseAlteredLogs(dir, state.logs, basename(statePath), opts.exact === true);
-  return true;
 }
 
 /** Refuses logs that are shorter than, or differ within, the bytes a state covers (longer, when not `exact`). */

@@ -118,7 +118,12 @@ describe('state.json vouches for config.json and the logs', { skip }, () => {
       edit(config);
       writeFileSync(path, `${JSON.stringify(config, null, 2)}\n`);
       const before = snapshot(dir);
-      assertOneLineError(run(['heads', '--resume', dir]), 'non-zero', path, 'was changed after state.json');
+      assertOneLineError(
+        run(['heads', '--resume', dir, '--quiet']),
+        'non-zero',
+        path,
+        'was changed after state.json',
+      );
       assertUnchanged(dir, before, `${name}: the directory changed`);
     }
     // Re-indenting the file changes no setting: accepted.

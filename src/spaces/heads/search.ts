@@ -44,6 +44,7 @@ import {
   type ResumableRun,
   type RunConfig,
   readRunConfig,
+  refuseChangedConfig,
   rewriteLogs,
 } from '../../runs/rundir.js';
 import { bleuObjectiveOptions, type EvalBleu, scoreBleuOnEval, taskRecord } from '../../runs/tasks.js';
@@ -600,6 +601,7 @@ export async function resumeHeadSearch(
     const p = await prepare(s, env);
     try {
       await refuseForeignModel(dir, config, p.model.spec, p.model.modelPath);
+      await refuseChangedConfig(dir, run.configSha256, 'state.json');
       if (run.fresh) {
         env.onStatus?.('no generation was saved: starting the run again from the beginning');
         await rewriteLogs(dir, run);

@@ -718,10 +718,7 @@ export const SPARSITY_SHORTFALL = 0.9;
 export function sparsityWarnings(method: string, target: number, achieved: number): string[] {
   if (!(target > 0) || achieved >= SPARSITY_SHORTFALL * target) return [];
   const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
-  const why =
-    method === 'ga'
-      ? ': the ga method takes --sparsity as its stop threshold, not a budget (more --generations or a larger --lambda prune more)'
-      : '';
+  const why = method === 'ga' ? ': the ga method takes --sparsity as its stop threshold, not a budget' : '';
   return [`achieved sparsity ${pct(achieved)} is far below the ${pct(target)} asked${why}`];
 }
 

@@ -234,5 +234,20 @@ describe('a block-wise weight search checkpoint vouches for config.json and its 
     const r = run(['weights', '--resume', stopped, '--json']);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(JSON.parse(r.stdout).resumed, true);
+    // Finished: its state.json covers the whole log; an edited config.json is refused when it is given back.
+    const finished = join(tmp.dir, 'weights-finished-edited');
+    cpSync(stopped, finished, { recursive: true });
+    const path = join(finished, 'config.json');
+    const config = JSON.parse(readFileSync(path, 'utf8'));
+    config.settings.population = 8;
+    writeFileSync(path, JSON.stringify(config, null, 2));
+    const before = snapshot(finished);
+    assertOneLineError(
+      run(['weights', '--resume', finished, '--quiet']),
+      'non-zero',
+      path,
+      'was changed after state.json',
+    );
+    assertUnchanged(finished, before);
   });
 });

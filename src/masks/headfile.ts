@@ -126,7 +126,12 @@ function refuseContradictions(path: string, spec: ModelSpec, m: Partial<HeadMask
     ['keptKvHeads', kept.kv],
   ];
   for (const [field, value] of expected) {
-    if (JSON.stringify(m[field]) !== JSON.stringify(value)) {
+    // A share written by another tool may be removed/total rather than 1 − kept/total: equal up to rounding.
+    const close =
+      field === 'sparsity' &&
+      typeof m.sparsity === 'number' &&
+      Math.abs(m.sparsity - (value as number)) <= 1e-9;
+    if (!close && JSON.stringify(m[field]) !== JSON.stringify(value)) {
       throw fileError(
         path,
         `"${field}" is ${JSON.stringify(m[field]) ?? 'missing'} but "keep" gives ${JSON.stringify(value)}: the file is corrupt or was edited`,

@@ -135,6 +135,9 @@ describe('a head mask whose fields contradict its keep bits', () => {
       const message = await refusal(loadMaskFile(path, s), path);
       assert.match(message, new RegExp(`^"${field}" is .* but "keep" gives .*corrupt or was edited$`), field);
     }
+    // A share computed as removed/total (4/12) instead of 1 − kept/total differs only by rounding: accepted.
+    writeFileSync(path, JSON.stringify({ ...good, sparsity: 4 / 12 }));
+    assert.deepEqual([...(await loadMaskFile(path, s)).genome], [...FIRST]);
     // keep edited alone (a head put back) contradicts the recorded removed list and sparsity.
     writeFileSync(path, JSON.stringify({ ...good, keep: [...FIRST].map((v, i) => (i === 2 ? 1 : v)) }));
     assert.match(await refusal(loadMaskFile(path, s), path), /^"removed" is/);

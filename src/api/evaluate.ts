@@ -22,7 +22,10 @@ export interface EvaluateOptions extends RuntimeOptions, HeadMaskChoice, WeightM
   tokenizer?: string;
   /** A text file, a folder of .txt/.jsonl files, or JSONL with a `text` field. */
   data: string;
-  /** Context length per window (default: the model's). */
+  /**
+   * Context length per window (default: the context the mask's run scored it at when a mask file came from a
+   * run, so the run's perplexity is reproduced; else the model's).
+   */
   context?: number;
   /** Score at most this many predicted tokens. */
   maxTokens?: number;
@@ -31,6 +34,8 @@ export interface EvaluateOptions extends RuntimeOptions, HeadMaskChoice, WeightM
   /** Also compute the mean KL divergence from the unpruned model. */
   kl?: boolean;
   onProgress?: (done: number, total: number) => void;
+  /** Things the user should know, e.g. that the context was taken from the mask's run. */
+  onNote?: (line: string) => void;
 }
 
 export interface EvaluateResult {
@@ -39,6 +44,8 @@ export interface EvaluateResult {
   data: string;
   documents: number;
   context: number;
+  /** Where `context` came from: given, the mask file's run, or the model's own. */
+  contextFrom: 'given' | 'run' | 'model';
   prunedHeads: string[];
   mask?: string;
   weightMask?: string;
@@ -69,9 +76,17 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
   const device = opts.device ?? 'cpu';
   const model = await openModelInput(opts.model, opts.tokenizer);
   const { config } = model.spec;
-  const context = opts.context ?? config.maxPositions;
+  const weights = await resolveMasks(model.spec, opts);
+  const fromRun = opts.context === undefined ? weights.runContext : undefined;
+  const context = opts.context ?? fromRun?.context ?? config.maxPositions;
   if (context > config.maxPositions) {
     throw flagError('--ctx', `${context} exceeds the model's context length ${config.maxPositions}`);
+  }
+  // Said only when it changes the number: the model's own context needs no note.
+  if (fromRun && context !== config.maxPositions) {
+    opts.onNote?.(
+      `context ${context}, as the run that wrote ${fromRun.file} scored it (give --ctx to choose another)`,
+    );
   }
   const batchSize = opts.batchSize ?? defaultBatchSize(context, config.vocabSize);
   const dtype = opts.dtype ?? 'fp32';
@@ -82,7 +97,6 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
     what: 'eval',
     dtype,
   });
-  const weights = await resolveMasks(model.spec, opts);
   const headMask = weights.headMask;
   const masks = { headMask, weightMasks: weights.feeds };
   // With maxTokens only the first maxTokens + 1 tokens are read and tokenized, however large the data.
@@ -122,6 +136,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
     data: opts.data,
     documents: data.documents,
     context,
+    contextFrom: opts.context !== undefined ? 'given' : fromRun ? 'run' : 'model',
     prunedHeads: headListText(opts.pruneHeads ?? []),
     ...(opts.mask ? { mask: opts.mask } : {}),
     ...(opts.weightMask ? { weightMask: opts.weightMask, weightSparsity: weights.sparsity } : {}),

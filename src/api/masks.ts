@@ -2,6 +2,8 @@
  * Head masks as the commands take them: a list of heads to drop (`pruneHeads`, 0-based layer and head within
  * the layer's present heads) and/or a mask file from a head search. A head is kept only if both keep it.
  */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { flagError } from '../errors.js';
 import { type LoadedMask, loadMaskFile, readMaskFile } from '../masks/headfile.js';
 import { headMaskOf, removedList } from '../masks/heads.js';
@@ -72,11 +74,50 @@ export interface WeightMaskChoice {
 export async function resolveWeightMask(
   spec: ModelSpec,
   choice: Pick<WeightMaskChoice, 'weightMask'>,
-): Promise<{ roles?: string[]; feeds?: Map<string, Uint8Array>; sparsity?: number; sha256?: string }> {
+): Promise<{
+  roles?: string[];
+  feeds?: Map<string, Uint8Array>;
+  sparsity?: number;
+  sha256?: string;
+  info?: Record<string, unknown>;
+}> {
   if (!choice.weightMask) return {};
   const loaded = await loadWeightMaskFile(choice.weightMask, spec);
   const feeds = weightMaskFeeds(loaded.masks);
-  return { roles: [...feeds.keys()], feeds, sparsity: loaded.file.prunable.sparsity, sha256: loaded.sha256 };
+  return {
+    roles: [...feeds.keys()],
+    feeds,
+    sparsity: loaded.file.prunable.sparsity,
+    sha256: loaded.sha256,
+    ...(loaded.file.info ? { info: loaded.file.info } : {}),
+  };
+}
+
+/** The context a mask's run scored it at, and the mask file that says so. */
+export interface RunContext {
+  context: number;
+  file: string;
+}
+
+/**
+ * The context length the run that wrote a mask file evaluated it at: `info.context` (recorded since runs print
+ * it), or for a mask of an older run, its run directory's --ctx, else what every run then used, the model's
+ * context capped at 512. Undefined for a file that no run wrote (or whose run can no longer be read).
+ */
+async function runContextOf(
+  file: string,
+  info: Record<string, unknown> | undefined,
+  spec: ModelSpec,
+): Promise<RunContext | undefined> {
+  if (Number.isSafeInteger(info?.context)) return { context: info!.context as number, file };
+  if (typeof info?.runDir !== 'string') return undefined;
+  try {
+    const config = JSON.parse(await readFile(join(info.runDir, 'config.json'), 'utf8'));
+    const given = config?.settings?.context;
+    return { context: Number.isSafeInteger(given) ? given : Math.min(spec.config.maxPositions, 512), file };
+  } catch {
+    return undefined;
+  }
 }
 
 /** Every mask a command takes, and the model with recovered weights in place when `recovered` is given. */
@@ -88,6 +129,8 @@ export interface ResolvedMasks {
   sparsity?: number;
   /** The model to run: `spec` itself, or with the recovered matrices in place. */
   spec: ModelSpec;
+  /** The context the masks' run evaluated them at, when a mask file came from a run. */
+  runContext?: RunContext;
 }
 
 /**
@@ -113,6 +156,16 @@ export async function resolveMasks(
         ...(head ? { head: { sha256: head.sha256, removed: removedList(spec.config, head.genome) } } : {}),
       })
     : spec;
-  const { sha256: _s, ...rest } = weights;
-  return { headMask, ...rest, spec: recovered };
+  const { sha256: _s, info: weightInfo, ...rest } = weights;
+  const contexts = [
+    ...(head && choice.mask ? [await runContextOf(choice.mask, head.file.info, spec)] : []),
+    ...(choice.weightMask ? [await runContextOf(choice.weightMask, weightInfo, spec)] : []),
+  ].filter((c): c is RunContext => c !== undefined);
+  if (contexts.length === 2 && contexts[0].context !== contexts[1].context) {
+    throw flagError(
+      '--ctx',
+      `required: ${contexts[0].file} was scored at context ${contexts[0].context}, ${contexts[1].file} at ${contexts[1].context}`,
+    );
+  }
+  return { headMask, ...rest, spec: recovered, ...(contexts[0] ? { runContext: contexts[0] } : {}) };
 }

@@ -196,11 +196,11 @@ function printReport(r: EvaluateResult): void {
   const lines = [
     `model        ${r.model}`,
     `data         ${r.data} (${r.documents} documents)`,
-    `context      ${r.context}`,
+    `context      ${r.context}${r.contextFrom === 'run' ? ' (as the mask’s run scored it)' : ''}`,
     ...maskReportLines(r),
     `tokens       ${r.tokens}`,
     `mean NLL     ${r.meanNll.toFixed(4)}`,
-    `perplexity   ${r.perplexity.toFixed(4)}`,
+    `perplexity   ${r.perplexity.toFixed(4)} (ctx ${r.context})`,
     ...(r.meanKl === undefined ? [] : [`KL to dense  ${r.meanKl.toFixed(5)} nats/token`]),
     `tokens/s     ${Math.round(r.tokensPerSecond)} (${r.device}, ${r.dtype})`,
     `peak memory  ${(r.peakRssBytes / 2 ** 30).toFixed(2)} GiB`,
@@ -220,7 +220,10 @@ export function registerEval(program: Command): void {
       '--data <path>',
       'text file, folder of .txt/.jsonl files, or JSONL with a "text" field (required)',
     )
-    .option('--ctx <n>', "context length per window (default: the model's)")
+    .option(
+      '--ctx <n>',
+      "context length per window (default: with --mask or --weight-mask from a run, the context that run scored it at; else the model's)",
+    )
     .option('--max-tokens <n>', 'score at most this many tokens')
     .option(
       '--batch-size <n>',
@@ -292,6 +295,10 @@ Example:
         kl: flags.kl,
         memoryBudget: flags.memoryBudget ? parseByteSize('--memory-budget', flags.memoryBudget) : undefined,
         onProgress: (done, total) => progress.update(`eval ${done}/${total} tokens`),
+        onNote: (line) => {
+          progress.done();
+          process.stderr.write(`note: ${line}\n`);
+        },
       });
       progress.done();
       if (flags.json) process.stdout.write(`${JSON.stringify(report)}\n`);

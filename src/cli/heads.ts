@@ -120,17 +120,18 @@ function printResult(r: HeadSearchResult): void {
         ? `accuracy ${(100 * accuracyOfQuality(c.quality)).toFixed(1)} % (dense ${(100 * accuracyOfQuality(c.denseQuality)).toFixed(1)} %, ${c.tokens} items of ${c.choices?.source ?? 'the calibration file'})`
         : c.metric === 'accuracy' || c.metric === 'macro-f1'
           ? `${c.metric === 'accuracy' ? 'accuracy' : 'macro-F1'} ${(100 * -c.quality).toFixed(1)} % (dense ${(100 * -c.denseQuality).toFixed(1)} %, ${c.tokens} items of ${c.labelled?.source ?? 'the calibration file'})`
-          : `${c.metric === 'ppl' ? 'ppl' : 'KL'} ${c.quality.toFixed(4)} (dense ${c.denseQuality.toFixed(4)}, ${c.tokens} tokens)`;
+          : `${c.metric === 'ppl' ? 'ppl' : 'KL'} ${c.quality.toFixed(4)} (dense ${c.denseQuality.toFixed(4)}, ${c.tokens} tokens, ctx ${r.context})`;
   const e = r.eval;
   const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
   const evaluation =
     'accuracy' in e
       ? `accuracy ${pct(e.accuracy)} (dense ${pct(e.denseAccuracy)}), macro-F1 ${pct(e.macroF1)} (dense ${pct(e.denseMacroF1)}), ${e.items} items of ${e.data}`
-      : `ppl ${e.perplexity.toFixed(4)} (dense ${e.densePerplexity.toFixed(4)}, ${e.tokens} tokens of ${e.data})`;
+      : `ppl ${e.perplexity.toFixed(4)} (dense ${e.densePerplexity.toFixed(4)}, ${e.tokens} tokens of ${e.data}, ctx ${r.context})`;
   const lines = [
     `run          ${r.runDir}`,
     `method       ${r.method}`,
     `removed      ${r.removed}/${r.genes} heads (${((100 * r.removed) / r.genes).toFixed(1)} %)`,
+    `parameters   ${r.totalParameters} → ${r.keptParameters} kept (${((100 * r.keptParameters) / r.totalParameters).toFixed(1)} %)`,
     `calibration  ${calibration}`,
     `evaluation   ${evaluation}`,
     ...(r.evalBleu ? [evalBleuLine(r.evalBleu)] : []),
@@ -146,7 +147,7 @@ function printResult(r: HeadSearchResult): void {
     `mask         ${r.runDir}/mask.json`,
     ...(r.recovery
       ? [
-          `recovery     o refitted on ${r.recovery.tokens} calibration tokens: calibration ppl ${r.recovery.before.calibPerplexity.toFixed(4)} → ${r.recovery.after.calibPerplexity.toFixed(4)}, evaluation ppl ${r.recovery.before.evalPerplexity.toFixed(4)} → ${r.recovery.after.evalPerplexity.toFixed(4)}`,
+          `recovery     o refitted on ${r.recovery.tokens} calibration tokens (ctx ${r.context}): calibration ppl ${r.recovery.before.calibPerplexity.toFixed(4)} → ${r.recovery.after.calibPerplexity.toFixed(4)}, evaluation ppl ${r.recovery.before.evalPerplexity.toFixed(4)} → ${r.recovery.after.evalPerplexity.toFixed(4)}`,
           `recovered    ${r.recovery.weights}`,
         ]
       : []),

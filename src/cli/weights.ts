@@ -119,6 +119,7 @@ function printResult(r: WeightPruneResult): void {
   const tail = [
     `cost         ${r.forwardPasses} forward passes, ${r.seconds.toFixed(1)} s`,
     `mask         ${r.mask}`,
+    ...(r.warnings ?? []).map((w) => `warning      ${w}`),
   ];
   if (!('perplexity' in r.eval)) {
     process.stdout.write(`${[...head, ...labelledLines(r), ...tail].join('\n')}\n`);
@@ -127,7 +128,7 @@ function printResult(r: WeightPruneResult): void {
   const t = perplexityRun(r);
   const lines = [
     ...head,
-    `calibration  ppl ${t.calib.perplexity.toFixed(4)} (dense ${t.calib.densePerplexity.toFixed(4)}, ${t.calib.tokens} tokens of ${t.calib.data})`,
+    `calibration  ppl ${t.calib.perplexity.toFixed(4)} (dense ${t.calib.densePerplexity.toFixed(4)}, ${t.calib.tokens} tokens of ${t.calib.data}, ctx ${r.context})`,
     ...(r.calib.metric === 'kl'
       ? [`calib KL     ${r.calib.quality.toFixed(5)} nats/token`]
       : r.calib.metric === 'bleu'
@@ -139,12 +140,12 @@ function printResult(r: WeightPruneResult): void {
               `calib acc    ${(100 * accuracyOfQuality(r.calib.quality)).toFixed(1)} % (dense ${(100 * accuracyOfQuality(r.calib.denseQuality)).toFixed(1)} %, ${r.calib.choices?.items ?? '?'} items of ${r.calib.choices?.source ?? 'the calibration file'})`,
             ]
           : []),
-    `evaluation   ppl ${t.eval.perplexity.toFixed(4)} (dense ${t.eval.densePerplexity.toFixed(4)}, ${t.eval.tokens} tokens of ${t.eval.data})`,
+    `evaluation   ppl ${t.eval.perplexity.toFixed(4)} (dense ${t.eval.densePerplexity.toFixed(4)}, ${t.eval.tokens} tokens of ${t.eval.data}, ctx ${r.context})`,
     ...(r.evalBleu ? [evalBleuLine(r.evalBleu)] : []),
     ...(r.evalChoices ? [evalChoicesLine(r.evalChoices)] : []),
     ...(t.recovery
       ? [
-          `recovery     before it: calibration ppl ${t.recovery.before.calibPerplexity.toFixed(4)}, evaluation ppl ${t.recovery.before.evalPerplexity.toFixed(4)}; weights in ${t.recovery.weights}`,
+          `recovery     before it (ctx ${r.context}): calibration ppl ${t.recovery.before.calibPerplexity.toFixed(4)}, evaluation ppl ${t.recovery.before.evalPerplexity.toFixed(4)}; weights in ${t.recovery.weights}`,
         ]
       : []),
     ...tail,
@@ -163,7 +164,8 @@ export function registerWeights(program: Command): void {
     .addOption(tokenizerOption())
     .option('--calib <path>', 'calibration data: what the mask is scored on first (required)')
     .option('--eval <path>', 'evaluation data: what the pruned model is reported on (required, must differ)')
-    .option('--method <name>', methods.join(' | '), 'magnitude')
+    // No commander default: a default would read as a --method the user gave, and --preset refuse it.
+    .option('--method <name>', `${methods.join(' | ')} (default magnitude)`)
     .option(
       '--sparsity <share>',
       'share of the prunable weights to prune, in [0, 1) (required unless --pattern gives it)',
@@ -303,6 +305,7 @@ Examples:
         throw e;
       }
       progress.done();
+      for (const w of result.warnings ?? []) process.stderr.write(`warning: ${w}\n`);
       if (f.json) process.stdout.write(`${JSON.stringify(result)}\n`);
       else printResult(result);
       await endSearchDashboard(board, true);

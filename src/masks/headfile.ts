@@ -10,6 +10,9 @@
  * A mask is accepted only by the model whose fingerprint it records (masks/identity.ts says why not otherwise:
  * a pruned export of the mask's model, another shape, or only other weights).
  * Version 1 recorded a fingerprint of a few sampled tensors, which let other models through: refused.
+ * `keep` is the mask; every other field restates it (or the model), and a file where one contradicts it is
+ * refused as corrupt rather than read with `keep` silently winning: a hand edit of `removed` or `sparsity` would
+ * otherwise be believed by whoever reads the file without geneprune.
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -106,7 +109,35 @@ export async function loadMaskFile(path: string, spec: ModelSpec): Promise<Loade
       `mask has ${m.keep.length} genes but the model has ${genes} heads (${spec.config.headsPerLayer.join(' ')} per layer)`,
     );
   }
-  return { path, genome: Uint8Array.from(m.keep), sha256, file: m as HeadMaskFile };
+  const genome = Uint8Array.from(m.keep);
+  refuseContradictions(path, spec, m, genome);
+  return { path, genome, sha256, file: m as HeadMaskFile };
+}
+
+/** Refuses a file whose derived fields say something other than its `keep` bits on this model. */
+function refuseContradictions(path: string, spec: ModelSpec, m: Partial<HeadMaskFile>, genome: Genome): void {
+  const kept = keptHeads(spec.config, genome);
+  const expected: Array<[keyof HeadMaskFile, unknown]> = [
+    ['numLayers', spec.config.numLayers],
+    ['headsPerLayer', [...spec.config.headsPerLayer]],
+    ['removed', removedList(spec.config, genome)],
+    ['sparsity', sparsity(genome)],
+    ['keptQueryHeads', kept.query],
+    ['keptKvHeads', kept.kv],
+  ];
+  for (const [field, value] of expected) {
+    // A share written by another tool may be removed/total rather than 1 − kept/total: equal up to rounding.
+    const close =
+      field === 'sparsity' &&
+      typeof m.sparsity === 'number' &&
+      Math.abs(m.sparsity - (value as number)) <= 1e-9;
+    if (!close && JSON.stringify(m[field]) !== JSON.stringify(value)) {
+      throw fileError(
+        path,
+        `"${field}" is ${JSON.stringify(m[field]) ?? 'missing'} but "keep" gives ${JSON.stringify(value)}: the file is corrupt or was edited`,
+      );
+    }
+  }
 }
 
 /** Reads a mask file and checks it against the model; returns the genome. */

@@ -15,12 +15,16 @@
  *       "matrices": [{ role, layer, rows, cols, weights, pruned, sparsity }, ...],
  *       "layers": [{ layer, weights, pruned, sparsity }, ...],
  *       "prunable": { weights, pruned, sparsity }, "overall": { parameters, pruned, sparsity },
+ *       "bitsSha256": sha256 of every tensor's bytes, matrices in the order above, concatenated,
  *       "info": { method, ... } }
  *
  * The file is written atomically. Reading checks everything before a mask is used, and refuses in one line
  * naming the file: not safetensors or truncated (the reader's checks), no or broken description, a mask for
  * another model (masks/identity.ts, as for head masks), a matrix missing, extra or of the wrong shape, bits
- * that disagree with the recorded counts or the recorded pattern.
+ * that disagree with the recorded counts (per matrix, per layer, in total) or the recorded pattern, bits whose
+ * sha256 is not `bitsSha256` (a flip that keeps every count, which the counts cannot see). Files written before
+ * `bitsSha256` existed carry none: they are read with the counts as their only check (`checksum: false` in
+ * what the loader returns). The counts a reader gets back are always the bits' own, never the description's.
  */
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
@@ -58,8 +62,17 @@ export interface WeightMaskFile extends SparsityReport {
   layout: string;
   /** 'unstructured', or 'N:M' when every group of M consecutive weights of a row keeps at most N. */
   pattern: string;
+  /** sha256 over the tensors' bytes in `matrices` order (absent from files of older versions). */
+  bitsSha256?: string;
   /** Free-form provenance: method, sparsity asked for, run directory, metrics. */
   info?: Record<string, unknown>;
+}
+
+/** sha256 of the packed masks, matrix after matrix in the model's order: what `bitsSha256` records. */
+function bitsSha256(matrices: readonly PrunableMatrix[], bytesOf: (m: PrunableMatrix) => Uint8Array): string {
+  const h = createHash('sha256');
+  for (const m of matrices) h.update(bytesOf(m));
+  return h.digest('hex');
 }
 
 export function patternText(pattern: NmPattern | undefined): string {
@@ -87,6 +100,7 @@ export async function writeWeightMaskFile(
     layout: LAYOUT,
     pattern: patternText(opts.pattern),
     ...maskSparsityReport(matrices, masks, parameterCount(spec)),
+    bitsSha256: bitsSha256(matrices, (m) => bitsetBytes(masks.get(m.role)!)),
     ...(opts.info ? { info: opts.info } : {}),
   };
   await writeSafetensors(
@@ -119,6 +133,8 @@ export interface LoadedWeightMask {
   matrices: PrunableMatrix[];
   masks: Map<string, Bitset>;
   pattern?: NmPattern;
+  /** Whether the file carried `bitsSha256` (and it matched); false for files of older versions. */
+  checksum: boolean;
 }
 
 /** Reads a weight-mask file and checks it against the model; refuses a mask made for any other model. */
@@ -154,6 +170,7 @@ export async function loadWeightMaskFile(path: string, spec: ModelSpec): Promise
     (Array.isArray(m.matrices) ? m.matrices : []).map((r: Partial<MatrixSparsity>) => [r?.role, r]),
   );
   const masks = new Map<string, Bitset>();
+  const bytesOf = new Map<string, Uint8Array>();
   for (const mat of matrices) {
     const r = recorded.get(mat.role);
     const t = st.tensors.get(mat.role);
@@ -173,7 +190,9 @@ export async function loadWeightMaskFile(path: string, spec: ModelSpec): Promise
     }
     let bits: Bitset;
     try {
-      bits = bitsetFromBytes(await readTensorBytes(t), mat.rows * mat.cols);
+      const raw = await readTensorBytes(t);
+      bytesOf.set(mat.role, raw);
+      bits = bitsetFromBytes(raw, mat.rows * mat.cols);
     } catch (e) {
       throw fileError(path, `mask of ${mat.role}: ${(e as Error).message}`);
     }
@@ -195,7 +214,42 @@ export async function loadWeightMaskFile(path: string, spec: ModelSpec): Promise
   const extra = [...st.tensors.keys()].find((name) => !masks.has(name));
   if (extra !== undefined)
     throw fileError(path, `holds a mask for ${extra}, which is not a prunable matrix of the model`);
-  return { path, sha256, file: m as WeightMaskFile, matrices, masks, ...(pattern ? { pattern } : {}) };
+  const counted = maskSparsityReport(matrices, masks, parameterCount(spec));
+  refuseWrongTotals(path, m, counted);
+  const checksum = m.bitsSha256 !== undefined;
+  if (checksum) {
+    const actual = bitsSha256(matrices, (mat) => bytesOf.get(mat.role)!);
+    if (actual !== m.bitsSha256) {
+      throw fileError(
+        path,
+        `the masks' bits have sha256 ${actual.slice(0, 16)}…, the file records ${String(m.bitsSha256).slice(0, 16)}…: the file is corrupt`,
+      );
+    }
+  }
+  // The bits are the mask: whatever a reader shows (eval, export) is counted from them.
+  const file = { ...(m as WeightMaskFile), ...counted };
+  return { path, sha256, file, matrices, masks, ...(pattern ? { pattern } : {}), checksum };
+}
+
+/** Refuses recorded per-layer or total counts that are not the sums of the bits' own. */
+function refuseWrongTotals(path: string, m: Partial<WeightMaskFile>, counted: SparsityReport): void {
+  const said = (x: unknown) => (x as { pruned?: unknown } | undefined)?.pruned;
+  if (said(m.prunable) !== counted.prunable.pruned || said(m.overall) !== counted.overall.pruned) {
+    throw fileError(
+      path,
+      `the masks prune ${counted.prunable.pruned} weights in all, its description says ${String(said(m.prunable))}: the file is corrupt`,
+    );
+  }
+  const layers = Array.isArray(m.layers) ? m.layers : [];
+  for (const l of counted.layers) {
+    const r = layers.find((x) => x?.layer === l.layer);
+    if (said(r) !== l.pruned) {
+      throw fileError(
+        path,
+        `the masks of layer ${l.layer} prune ${l.pruned} weights, its description says ${String(said(r))}: the file is corrupt`,
+      );
+    }
+  }
 }
 
 export type { LayerSparsity, MatrixSparsity, SparsityReport };

@@ -6,12 +6,13 @@
  * not record stays absent.
  *
  * A directory is refused in one line when it is missing, is not a geneprune run (config.json's kind), has not
- * finished (no result.json), or holds corrupt JSON.
+ * finished (no result.json), or holds corrupt JSON, or when its logs (or config.json) are not what its saved
+ * state covers (runs/rundir.ts, RunStamp): a truncated or edited log would otherwise be plotted as the run.
  */
 import { readFile, stat } from 'node:fs/promises';
 import { basename, join, relative, resolve } from 'node:path';
 import { fileError } from '../errors.js';
-import { HEAD_RUN_KIND, RUN_KINDS } from '../runs/rundir.js';
+import { HEAD_RUN_KIND, RUN_KINDS, refuseChangedSinceState } from '../runs/rundir.js';
 import { isNegatedMetric, metricLabel, type QualityMetric } from '../search/objective.js';
 
 export type RunSpace = 'heads' | 'weights';
@@ -378,6 +379,14 @@ export async function readRunForReport(
   const calibAmount = num(calib.tokens);
   const calibUnit: DataRow['unit'] = metric === 'ppl' || metric === 'kl' ? 'tokens' : 'items';
   const bench = measuredSpeed(await readJsonFile(join(dir, BENCH_FILE), BENCH_FILE, false));
+  const statePath = join(dir, 'state.json');
+  const state = await readJsonFile(statePath, 'state.json', false);
+  // Finished: nothing may follow what the last state covers.
+  if (state !== undefined && !(await refuseChangedSinceState(dir, state, statePath, { exact: true }))) {
+    notes.push(
+      'state.json predates its record of the logs: evals.jsonl and generations.jsonl are not verified',
+    );
+  }
 
   let sparsity: number;
   let removedText: string;

@@ -149,7 +149,7 @@ export async function runNsgaInDir<G>(
         archived: archive.size,
         front,
       });
-      await writeJsonAtomic(`${dir}/state.json`, { version: 1, method: 'nsga', nsga: info.state });
+      await saveState(dir, { version: 1, method: 'nsga', nsga: info.state });
       onProgress?.({
         generation: info.generation,
         generations: s.generations,

@@ -3,18 +3,23 @@
  *   config.json        the frozen run configuration (model identity, data paths and hashes, every option, seed)
  *   evals.jsonl        one line per evaluated individual
  *   generations.jsonl  one line per generation (best, mean, counters)
- *   state.json         GA or NSGA-II state after the last finished generation, written atomically
+ *   state.json         GA or NSGA-II state after the last finished generation, written atomically, stamped
+ *                      with what it was computed under (RunStamp: config.json's hash, the logs' bytes it covers)
  *   mask.json          the best mask (see masks/headfile.ts), written at the end; a weight-pruning run
  *                      writes weight-mask.safetensors instead (masks/weightfile.ts, spaces/weights/run.ts)
  *   result.json        final numbers: calibration and evaluation scores, forward passes, time
  *   run.lock           while a process works in the directory: its pid and host
  *
- * Resuming validates everything before it writes anything: a corrupt or foreign directory is refused as is.
+ * Resuming validates everything before it writes anything: a corrupt or foreign directory is refused as is, and
+ * so is one whose config.json or logs were changed after its state was saved (the stamp says so): a resumed
+ * run would otherwise finish under edited settings, or from a log that no longer holds what it computed, and
+ * record the result as if it had run that way throughout.
  * One process at a time: creating and resuming both take run.lock, and temporaries left by dead processes
  * are removed once the lock is held.
  */
+import { createHash } from 'node:crypto';
 import { appendFile, readdir, readFile, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { fileError } from '../errors.js';
 import type { GaState } from '../search/ga.js';
 import type { NsgaState } from '../search/nsga.js';
@@ -25,6 +30,7 @@ import {
   makeDirectory,
   pidAlive,
   removeStaleTemps,
+  sha256Text,
   tempOwnerPid,
   writeJsonAtomic,
   writeTextAtomic,
@@ -188,6 +194,17 @@ export interface ResumableRun {
   config: RunConfig;
   /** True when the run stopped before its first generation was saved: it restarts from the beginning. */
   fresh: boolean;
+  /**
+   * False when the saved state predates stamps (RunStamp), so config.json and the logs could not be checked
+   * against it; true otherwise (also for a fresh run, which has nothing to check).
+   */
+  verified: boolean;
+  /**
+   * The config.json hash the saved state was computed under, for the caller to check with refuseChangedConfig
+   * once it has checked the model: a config edited to name another model then gets the refusal that says how
+   * the models differ.
+   */
+  configSha256?: string;
   /** GA state (method ga). */
   state?: GaState;
   /** NSGA-II state (method nsga). */
@@ -230,9 +247,9 @@ export async function openRunForResume(
         `a ${String(config.method)} run has no search state to resume, and this one has finished (run it again)`,
       );
     }
-    return { config, fresh: true, evaluations: [], generations: [] };
+    return { config, fresh: true, verified: true, evaluations: [], generations: [] };
   }
-  if (noState) return { config, fresh: true, evaluations: [], generations: [] };
+  if (noState) return { config, fresh: true, verified: true, evaluations: [], generations: [] };
   const state = await readJson(statePath, 'state.json');
   // Asked only once a state needs checking, as the refusals have always come in that order.
   let known: ReturnType<typeof codecOf> | undefined;
@@ -250,14 +267,16 @@ export async function openRunForResume(
     ) {
       throw fileError(statePath, 'NSGA-II state is corrupt or does not fit the run');
     }
+    const verified = await refuseChangedSinceState(dir, state, statePath, { config: false });
     const evaluations = await readJsonl(join(dir, 'evals.jsonl'));
     const generations = (await readJsonl(join(dir, 'generations.jsonl'))).filter(
       (r) => typeof r.generation === 'number' && r.generation <= nsga.generation,
     );
-    return { config, fresh: false, nsga, evaluations, generations };
+    return { config, fresh: false, verified, ...stampedConfig(state), nsga, evaluations, generations };
   }
   codec();
   if (!validState(state, isGenome)) throw fileError(statePath, 'GA state is corrupt or does not fit the run');
+  const verified = await refuseChangedSinceState(dir, state, statePath, { config: false });
   const keep = (r: Record<string, unknown>) =>
     typeof r.generation === 'number' && r.generation < state.generation;
   const finished = state.done ? state.generation + 1 : state.generation;
@@ -265,7 +284,12 @@ export async function openRunForResume(
     typeof r.generation === 'number' && r.generation < finished;
   const evaluations = (await readJsonl(join(dir, 'evals.jsonl'))).filter(state.done ? keepDone : keep);
   const generations = (await readJsonl(join(dir, 'generations.jsonl'))).filter(state.done ? keepDone : keep);
-  return { config, fresh: false, state, evaluations, generations };
+  return { config, fresh: false, verified, ...stampedConfig(state), state, evaluations, generations };
+}
+
+function stampedConfig(state: unknown): { configSha256?: string } {
+  const recorded = (state as Partial<RunStamp>).configSha256;
+  return recorded === undefined ? {} : { configSha256: recorded };
 }
 
 /** Rewrites the logs to hold exactly the finished generations (drops a partly logged one), atomically. */
@@ -275,6 +299,126 @@ export async function rewriteLogs(dir: string, run: ResumableRun): Promise<void>
   await writeTextAtomic(join(dir, 'generations.jsonl'), lines(run.generations));
 }
 
-export async function saveState(dir: string, state: unknown): Promise<void> {
-  await writeJsonAtomic(join(dir, 'state.json'), state);
+/** The logs a search's state covers: what it appended up to the moment the state was saved. */
+export const SEARCH_LOGS: readonly string[] = ['evals.jsonl', 'generations.jsonl'];
+
+/** How much of a log a saved state covers: its first `bytes` bytes, whose sha256 is `sha256`. */
+export interface LogCoverage {
+  bytes: number;
+  sha256: string;
+}
+
+/**
+ * What a saved state was computed under: the hash of config.json's content (its JSON, so re-indenting the file
+ * changes nothing) and, per log, the bytes it held when the state was saved. A log may grow past that (work after
+ * the state, dropped on resume) but never shrink or change within it.
+ */
+export interface RunStamp {
+  configSha256: string;
+  logs: Record<string, LogCoverage>;
+}
+
+async function configSha256(dir: string): Promise<string> {
+  const config = await readJson(join(dir, 'config.json'), 'config.json');
+  return sha256Text(JSON.stringify(config));
+}
+
+async function readLog(dir: string, file: string): Promise<Buffer> {
+  return readFile(join(dir, file)).catch(() => Buffer.alloc(0));
+}
+
+/** The stamp for a state saved now, covering `logs` as they stand. */
+export async function runStamp(dir: string, logs: readonly string[] = SEARCH_LOGS): Promise<RunStamp> {
+  const covered: Record<string, LogCoverage> = {};
+  for (const file of logs) {
+    const bytes = await readLog(dir, file);
+    covered[file] = { bytes: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex') };
+  }
+  return { configSha256: await configSha256(dir), logs: covered };
+}
+
+function isStamp(v: unknown): v is RunStamp {
+  const s = v as RunStamp;
+  return (
+    typeof s?.configSha256 === 'string' &&
+    typeof s.logs === 'object' &&
+    s.logs !== null &&
+    Object.values(s.logs).every(
+      (c) => Number.isSafeInteger(c?.bytes) && c.bytes >= 0 && typeof c.sha256 === 'string',
+    )
+  );
+}
+
+/**
+ * Refuses a run whose config.json or logs differ from what the state file at `statePath` was stamped with.
+ * `exact`: the run has finished, so the logs must hold exactly what the state covers (nothing was logged after
+ * it). Returns false for a state written before stamps existed (nothing to check against), true otherwise.
+ */
+export async function refuseChangedSinceState(
+  dir: string,
+  state: unknown,
+  statePath: string,
+  opts: { exact?: boolean; config?: boolean } = {},
+): Promise<boolean> {
+  const { configSha256: recorded, logs } = (state ?? {}) as Partial<RunStamp>;
+  if (recorded === undefined && logs === undefined) return false;
+  if (!isStamp(state)) throw fileError(statePath, 'its record of the run it covers is corrupt');
+  if (opts.config !== false) await refuseChangedConfig(dir, recorded, basename(statePath));
+  await refuseAlteredLogs(dir, state.logs, basename(statePath), opts.exact === true);
+  return true;
+}
+
+/** Refuses a config.json whose hash is not `recorded` (the one a state named `stateName` was saved under). */
+export async function refuseChangedConfig(
+  dir: string,
+  recorded: string | undefined,
+  stateName: string,
+): Promise<void> {
+  if (recorded === undefined) return;
+  if ((await configSha256(dir)) !== recorded) {
+    throw fileError(
+      join(dir, 'config.json'),
+      `was changed after ${stateName} was saved: a run's settings cannot change once it has started (start a new run with --out)`,
+    );
+  }
+}
+
+/** Refuses logs that are shorter than, or differ within, the bytes a state covers (longer, when not `exact`). */
+export async function refuseAlteredLogs(
+  dir: string,
+  logs: Record<string, LogCoverage>,
+  stateName: string,
+  exact: boolean,
+): Promise<void> {
+  for (const [file, c] of Object.entries(logs)) {
+    const path = join(dir, file);
+    const bytes = await readLog(dir, file);
+    if (bytes.length < c.bytes) {
+      throw fileError(
+        path,
+        `holds ${bytes.length} bytes, ${stateName} covers ${c.bytes}: the log was truncated or replaced after the run saved its state`,
+      );
+    }
+    if (createHash('sha256').update(bytes.subarray(0, c.bytes)).digest('hex') !== c.sha256) {
+      throw fileError(
+        path,
+        `its first ${c.bytes} bytes are not those ${stateName} covers: the log was edited after the run saved its state`,
+      );
+    }
+    if (exact && bytes.length > c.bytes) {
+      throw fileError(
+        path,
+        `holds ${bytes.length} bytes, the finished run's ${stateName} covers ${c.bytes}: lines were added after the run finished`,
+      );
+    }
+  }
+}
+
+/** Writes state.json stamped with the config and the logs (`logs`) it covers. */
+export async function saveState(
+  dir: string,
+  state: object,
+  logs: readonly string[] = SEARCH_LOGS,
+): Promise<void> {
+  await writeJsonAtomic(join(dir, 'state.json'), { ...state, ...(await runStamp(dir, logs)) });
 }

@@ -10,6 +10,7 @@
  *   .NAME.old-PID-HEX          the directory a replace moved aside
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync, unlinkSync } from 'node:fs';
 import {
   type FileHandle,
   link,
@@ -307,9 +308,11 @@ export async function acquireLock(path: string, onNote?: (line: string) => void)
     for (let attempt = 0; attempt < 5; attempt++) {
       try {
         await link(tmpName, path);
+        const stopSignals = releaseOnSignal(path, me);
         const held: HeldLock = {
           path,
           release: async () => {
+            stopSignals();
             // Only our own lock is removed: a takeover may have replaced it if we were wrongly thought dead.
             const owner = await readOwner(path);
             if (owner?.pid === me.pid && owner.host === me.host) await unlink(path).catch(() => {});
@@ -354,6 +357,32 @@ export async function acquireLock(path: string, onNote?: (line: string) => void)
   } finally {
     await unlink(tmpName).catch(() => {});
   }
+}
+
+/**
+ * While a lock is held, SIGINT and SIGTERM remove it before the process dies of the signal (a `finally` never
+ * runs then): Ctrl-C or a scheduler's stop must not leave a lock for the next start to take over. Synchronous,
+ * as a signal handler must finish before the process goes; what is half-written is left to the temp cleanup
+ * and to resume, exactly as after SIGKILL. Returns the function that uninstalls the handlers.
+ */
+function releaseOnSignal(path: string, me: LockOwner): () => void {
+  const signals = ['SIGINT', 'SIGTERM'] as const;
+  const onSignal = (signal: NodeJS.Signals) => {
+    uninstall();
+    try {
+      const owner = JSON.parse(readFileSync(path, 'utf8')) as LockOwner;
+      if (owner?.pid === me.pid && owner.host === me.host) unlinkSync(path);
+    } catch {
+      // No lock to remove (or not ours): nothing to do before dying.
+    }
+    // With our handler gone the default action applies: the process ends by this signal, as it would have.
+    if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+  };
+  const uninstall = () => {
+    for (const sig of signals) process.off(sig, onSignal);
+  };
+  for (const sig of signals) process.on(sig, onSignal);
+  return uninstall;
 }
 
 /** Whether `path` is an existing directory (following symlinks). */

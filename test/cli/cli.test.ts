@@ -48,7 +48,7 @@ describe('geneprune eval and generate on stories260K', { skip: skipUnlessShared(
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^tokens\s+3000$/m);
     const nll = Number(/^mean NLL\s+([\d.]+)$/m.exec(r.stdout)?.[1]);
-    const ppl = Number(/^perplexity\s+([\d.]+)$/m.exec(r.stdout)?.[1]);
+    const ppl = Number(/^perplexity\s+([\d.]+) \(ctx 512\)$/m.exec(r.stdout)?.[1]);
     assert.ok(nll > 0.5 && nll < 3, r.stdout);
     assert.ok(Math.abs(ppl - Math.exp(nll)) < 1e-2 * ppl);
     assert.match(r.stdout, /^tokens\/s\s+\d+/m);

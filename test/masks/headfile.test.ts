@@ -112,6 +112,38 @@ describe('mask files', () => {
   });
 });
 
+describe('a head mask whose fields contradict its keep bits', () => {
+  test('is refused naming the file and the field; the untouched file is accepted', async () => {
+    const s = spec(6);
+    const good = await makeMaskFile(s, FIRST);
+    const path = join(tmp.dir, 'contradicts.json');
+    writeFileSync(path, JSON.stringify(good));
+    assert.deepEqual([...(await loadMaskFile(path, s)).genome], [...FIRST]);
+    // FIRST removes 4 of 12 heads: 0:2, 1:0, 1:1, 1:3 (written out by hand, not by removedList).
+    assert.deepEqual(good.removed, ['0:2', '1:0', '1:1', '1:3']);
+    const edits: Array<[string, unknown]> = [
+      ['removed', ['0:2', '1:0', '1:1']],
+      ['removed', undefined],
+      ['sparsity', 0.5],
+      ['headsPerLayer', [4, 4, 3]],
+      ['numLayers', 2],
+      ['keptQueryHeads', [4, 1, 4]],
+      ['keptKvHeads', [1, 1, 1]],
+    ];
+    for (const [field, value] of edits) {
+      writeFileSync(path, JSON.stringify({ ...good, [field]: value }));
+      const message = await refusal(loadMaskFile(path, s), path);
+      assert.match(message, new RegExp(`^"${field}" is .* but "keep" gives .*corrupt or was edited$`), field);
+    }
+    // A share computed as removed/total (4/12) instead of 1 − kept/total differs only by rounding: accepted.
+    writeFileSync(path, JSON.stringify({ ...good, sparsity: 4 / 12 }));
+    assert.deepEqual([...(await loadMaskFile(path, s)).genome], [...FIRST]);
+    // keep edited alone (a head put back) contradicts the recorded removed list and sparsity.
+    writeFileSync(path, JSON.stringify({ ...good, keep: [...FIRST].map((v, i) => (i === 2 ? 1 : v)) }));
+    assert.match(await refusal(loadMaskFile(path, s), path), /^"removed" is/);
+  });
+});
+
 describe('provenance of pruned exports', () => {
   test('is written to config.json and the weights, read back, and extended by a second pruning', async () => {
     const source = spec(4);

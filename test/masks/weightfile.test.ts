@@ -5,6 +5,7 @@
  * or corrupt file, a mask for another model, and masks of the wrong shape.
  */
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -234,5 +235,109 @@ describe('weight-mask files', () => {
     const badPattern = { ...description, pattern: '2:4' };
     const p5 = await rewrite('pattern.safetensors', badPattern);
     await rejectsFileError(loadWeightMaskFile(p5, s), p5, /breaks the 2:4 pattern/);
+  });
+
+  /** The file's tensors and description, and a writer of edited copies. */
+  async function parts(path: string) {
+    const st = await openSafetensors(path);
+    const description = JSON.parse(st.metadata[WEIGHT_MASK_METADATA_KEY]);
+    const tensors = await Promise.all(
+      [...st.tensors].map(async ([name, t]) => ({
+        name,
+        shape: t.shape,
+        dtype: 'U8' as const,
+        bytes: Uint8Array.from(await readTensorBytes(t)),
+      })),
+    );
+    const rewrite = async (name: string, d: unknown, ts = tensors) => {
+      const out = join(tmp.dir, name);
+      await writeSafetensors(out, ts, { [WEIGHT_MASK_METADATA_KEY]: JSON.stringify(d) });
+      return out;
+    };
+    return { description, tensors, rewrite };
+  }
+
+  test('the counts a reader gets are the bits’ own: a 100 % mask recorded as 50 % reads as 100 %', async () => {
+    const s = spec();
+    const space = createWeightSpace(s);
+    const all = weightMasksFromKeeps(
+      space.matrices,
+      space.matrices.map((m) => new Uint8Array(m.rows * m.cols)),
+    );
+    const path = join(tmp.dir, 'all-pruned.safetensors');
+    await writeWeightMaskFile(path, s, all);
+    const { description, rewrite } = await parts(path);
+    // Every prunable weight: 2 layers × (256 + 128 + 128 + 256 + 3·192), counted by hand.
+    assert.equal(description.prunable.pruned, 2 * 1344);
+    const lying = structuredClone(description);
+    lying.prunable.sparsity = 0.5;
+    lying.overall.sparsity = 0.01;
+    for (const l of lying.layers) l.sparsity = 0.5;
+    const p = await rewrite('lying-shares.safetensors', lying);
+    const loaded = await loadWeightMaskFile(p, s);
+    assert.equal(loaded.file.prunable.sparsity, 1);
+    assert.equal(loaded.file.prunable.pruned, 2688);
+    assert.equal(loaded.file.overall.sparsity, 2688 / parameterCount(s));
+    assert.deepEqual(
+      loaded.file.layers.map((l) => l.sparsity),
+      [1, 1],
+    );
+    // Recorded totals that are not the sum of the bits are refused.
+    const wrongTotal = structuredClone(description);
+    wrongTotal.prunable.pruned = 1344;
+    const p2 = await rewrite('wrong-total.safetensors', wrongTotal);
+    await rejectsFileError(
+      loadWeightMaskFile(p2, s),
+      p2,
+      /prune 2688 weights in all, its description says 1344/,
+    );
+    const wrongLayer = structuredClone(description);
+    wrongLayer.layers[1].pruned = 1;
+    const p3 = await rewrite('wrong-layer.safetensors', wrongLayer);
+    await rejectsFileError(
+      loadWeightMaskFile(p3, s),
+      p3,
+      /layer 1 prune 1344 weights, its description says 1/,
+    );
+  });
+
+  test('the bits’ checksum catches a flip that keeps every count; a file without one is read on its counts', async () => {
+    const s = spec();
+    const path = join(tmp.dir, 'checksummed.safetensors');
+    const masks = await randomMasks(s, 0.5);
+    await writeWeightMaskFile(path, s, masks);
+    const { description, tensors, rewrite } = await parts(path);
+    // The checksum is sha256 over the tensors' bytes in the model's matrix order, computed here independently.
+    const h = createHash('sha256');
+    for (const m of createWeightSpace(s).matrices) h.update(tensors.find((t) => t.name === m.role)!.bytes);
+    assert.equal(description.bitsSha256, h.digest('hex'));
+    assert.equal((await loadWeightMaskFile(path, s)).checksum, true);
+
+    // Swap a kept and a pruned weight inside one byte of q: every count stays, the bits differ.
+    const q = tensors.find((t) => t.name === 'layers.0.attn.q.weight')!;
+    const at = q.bytes.findIndex((b) => b !== 0 && b !== 0xff);
+    assert.ok(at >= 0, 'a byte holding both kept and pruned weights');
+    const byte = q.bytes[at];
+    const one = byte & -byte; // its lowest kept bit
+    const cleared = ~byte & 0xff;
+    const zero = cleared & -cleared; // its lowest pruned bit
+    const swapped = tensors.map((t) =>
+      t === q ? { ...t, bytes: Uint8Array.from(t.bytes, (b, i) => (i === at ? b ^ one ^ zero : b)) } : t,
+    );
+    const flipped = await rewrite('swap.safetensors', description, swapped);
+    await rejectsFileError(
+      loadWeightMaskFile(flipped, s),
+      flipped,
+      /bits have sha256 .* the file records .*corrupt/,
+    );
+
+    // An older file (no bitsSha256): accepted, its counts still checked, and said to carry no checksum.
+    const { bitsSha256: _gone, ...older } = description;
+    const old = await rewrite('older.safetensors', older);
+    const loaded = await loadWeightMaskFile(old, s);
+    assert.equal(loaded.checksum, false);
+    for (const [role, bits] of masks) assert.ok(equalBitsets(bits, loaded.masks.get(role)!), role);
+    const oldFlipped = await rewrite('older-swap.safetensors', older, swapped);
+    assert.equal((await loadWeightMaskFile(oldFlipped, s)).checksum, false, 'what older files cannot catch');
   });
 });

@@ -4,7 +4,7 @@
  * command refuses a missing, foreign, unfinished or corrupt run directory in one line, writing nothing.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, test } from 'node:test';
 import { readRunForReport } from '../../src/index.js';
@@ -125,6 +125,37 @@ describe('report rows from real run directories', { skip }, () => {
       assert.equal(Math.min(...mine), l.bestQuality, `block ${l.layer}`);
     }
     assert.equal(r.generations.length, 0);
+  });
+
+  test('refuses a run whose log was truncated, edited or extended after its last state, in one line', () => {
+    const cases: Array<[string, string, (text: string) => string, string]> = [
+      [
+        'ga-truncated',
+        runs.ga,
+        (t) => t.split('\n').slice(0, POPULATION).join('\n').concat('\n'),
+        'truncated',
+      ],
+      ['ga-edited', runs.ga, (t) => t.replace('"generation":0', '"generation":1'), 'edited'],
+      ['ga-extended', runs.ga, (t) => t + t.split('\n')[0].concat('\n'), 'added after the run finished'],
+      ['nsga-truncated', runs.nsga, (t) => t.slice(0, t.length >> 1), 'truncated'],
+      ['weights-truncated', runs.gaWeights, (t) => t.split('\n').slice(1).join('\n'), 'truncated'],
+    ];
+    for (const [name, source, change, mention] of cases) {
+      const dir = join(runs.root, 'altered', name);
+      cpSync(source, dir, { recursive: true });
+      const log = join(dir, 'evals.jsonl');
+      const text = readFileSync(log, 'utf8');
+      assert.notEqual(change(text), text, name);
+      writeFileSync(log, change(text));
+      const out = join(runs.root, 'altered', `${name}.html`);
+      assertOneLineError(runCli(['report', dir, '--out', out]), 1, log, mention);
+      assert.ok(!existsSync(out), `no report written for ${name}`);
+    }
+    // The same copies untouched are reported.
+    const intact = join(runs.root, 'altered', 'intact');
+    cpSync(runs.ga, intact, { recursive: true });
+    const res = runCli(['report', intact, '--out', join(runs.root, 'altered', 'intact.html')]);
+    assert.equal(res.code, 0, res.stderr);
   });
 
   test('refuses a missing, foreign, unfinished or corrupt run directory in one line', () => {

@@ -45,6 +45,7 @@ import {
   type ResumableRun,
   type RunConfig,
   readRunConfig,
+  refuseChangedConfig,
   rewriteLogs,
 } from '../../runs/rundir.js';
 import { bleuObjectiveOptions, type EvalBleu, scoreBleuOnEval, taskRecord } from '../../runs/tasks.js';
@@ -91,14 +92,22 @@ export interface HeadSearchResult {
   genome: Genome;
   removed: number;
   genes: number;
+  /** Parameters the model keeps with the mask's heads removed, of `totalParameters`. */
+  keptParameters: number;
+  totalParameters: number;
+  /** Context length of every window scored, calibration and evaluation alike. */
+  context: number;
   /**
    * The objective's values on the calibration data: lower is better, so with metric 'bleu' quality and
    * denseQuality are −BLEU (and `bleu`, `denseBleu` give BLEU itself; `tokens` counts task items), with
-   * 'mc-accuracy' −accuracy (`accuracy`, `denseAccuracy` give it, 0–1; `tokens` counts items).
+   * 'mc-accuracy' −accuracy (`accuracy`, `denseAccuracy` give it, 0–1; `tokens` counts items). As in a weight
+   * run's result, `perplexity` and `densePerplexity` name the perplexity itself (a 'ppl' run's quality).
    */
   calib: {
     quality: number;
     denseQuality: number;
+    perplexity?: number;
+    densePerplexity?: number;
     metric: QualityMetric;
     tokens: number;
     bleu?: number;
@@ -287,9 +296,13 @@ async function finish(
     genome,
     removed: space.genes - genome.reduce((a, b) => a + b, 0),
     genes: space.genes,
+    keptParameters: space.keptParameters(genome),
+    totalParameters: space.totalParameters,
+    context: p.context,
     calib: {
       quality: calibScore.quality,
       denseQuality: dense.quality,
+      ...(s.metric === 'ppl' ? { perplexity: calibScore.quality, densePerplexity: dense.quality } : {}),
       metric: s.metric,
       tokens: calibScore.tokens,
       ...(s.metric === 'bleu'
@@ -323,6 +336,8 @@ async function finish(
   const mask = await makeMaskFile(p.model.spec, genome, {
     method: s.method,
     runDir: dir,
+    // What `eval --mask` takes as its default --ctx, so it reproduces the evaluation below.
+    context: p.context,
     calibration: { path: s.calib, metric: s.metric, quality: calibScore.quality },
     evaluation: { path: s.eval, ...evalScore },
   });
@@ -340,8 +355,6 @@ async function finish(
     removedHeads: mask.removed,
     keptQueryHeads: mask.keptQueryHeads,
     keptKvHeads: mask.keptKvHeads,
-    keptParameters: space.keptParameters(genome),
-    totalParameters: space.totalParameters,
     ...extra,
   });
   return result;
@@ -701,9 +714,15 @@ export async function resumeHeadSearch(
   const lock = await lockRunDir(dir, env.onNote);
   try {
     const run = await openRunForResume(dir, config, (c) => headCodecOf(dir, c));
+    if (!run.verified) {
+      env.onNote?.(
+        `${dir}: the run's state predates its record of config.json and the logs; their changes cannot be detected`,
+      );
+    }
     const p = await prepare(s, env);
     try {
       await refuseForeignModel(dir, config, p.model.spec, p.model.modelPath);
+      await refuseChangedConfig(dir, run.configSha256, 'state.json');
       if (run.fresh) {
         env.onStatus?.('no generation was saved: starting the run again from the beginning');
         await rewriteLogs(dir, run);

@@ -52,6 +52,8 @@ import {
   lockRunDir,
   type RunConfig,
   readRunConfig,
+  refuseChangedSinceState,
+  runStamp,
   saveState,
   WEIGHT_RUN_KIND,
 } from '../../runs/rundir.js';
@@ -188,6 +190,10 @@ export interface WeightPruneResult {
   prunableWeights: number;
   parameters: number;
   layers: LayerSparsity[];
+  /** Context length of every window scored, calibration and evaluation alike. */
+  context: number;
+  /** What the user should know about the result (e.g. a sparsity far below the target); absent when none. */
+  warnings?: string[];
   calib: CalibScore;
   /** Perplexity on the evaluation text; for 'accuracy' / 'macro-f1' runs, both scores on the labelled --eval file. */
   eval: PerplexityPair | LabelledEval;
@@ -410,6 +416,8 @@ function searchCheckpoint(dir: string, method: string, matrices: readonly { rows
       ) {
         throw bad('is corrupt or belongs to another method');
       }
+      // Before the log is trimmed to it: a log cut or edited inside what the checkpoint covers is refused.
+      await refuseChangedSinceState(dir, st, statePath);
       if ((await sha256File(bitsPath).catch(() => '')) !== st.blocksSha256) {
         throw bad(`does not match ${SEARCH_BLOCKS_FILE} (missing or changed)`);
       }
@@ -456,7 +464,7 @@ function searchCheckpoint(dir: string, method: string, matrices: readonly { rows
         evaluations: cp.evaluations,
         seconds: cp.seconds,
       };
-      await writeJsonAtomic(statePath, st);
+      await writeJsonAtomic(statePath, { ...st, ...(await runStamp(dir, [WEIGHT_EVALS_FILE])) });
       faultPoint('weights:block-fixed');
       faultPoint(`weights:block-fixed:${cp.done}`);
     },
@@ -482,10 +490,11 @@ function methodStateStore(dir: string, method: string): MethodStateStore {
           `is corrupt or belongs to another method; remove it to search again from the start`,
         );
       }
+      await refuseChangedSinceState(dir, st, path);
       return st.state;
     },
     async write(state) {
-      await writeJsonAtomic(path, { version: 1, method, state });
+      await writeJsonAtomic(path, { version: 1, method, state, ...(await runStamp(dir, [])) });
       writes++;
       faultPoint(`weights:method-state:${writes}`);
     },
@@ -543,6 +552,8 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
       sparsity: s.sparsity,
       seed: s.seed,
       runDir: dir,
+      // What `eval --weight-mask` takes as its default --ctx, so it reproduces the run's evaluation.
+      context: p.context,
       calibration: s.calib,
       evaluation: s.eval,
     },
@@ -555,7 +566,7 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
     seconds: (performance.now() - t0) / 1000,
     ...(out.report !== undefined ? { methodReport: out.report } : {}),
   };
-  await saveState(dir, state);
+  await saveState(dir, state, [WEIGHT_EVALS_FILE]);
   faultPoint('weights:mask-fixed');
   return { masks, state };
 }
@@ -752,6 +763,21 @@ async function recoverMasked(
   };
 }
 
+/**
+ * A run whose achieved sparsity is below this share of its target is flagged: a method that takes --sparsity as
+ * a threshold rather than a budget (the GenePrune GA) can stop far short of it, and "asked 50 %, got 5 %" must
+ * not pass as a 50 % result. A budget method lands within rounding of the target and is never flagged.
+ */
+export const SPARSITY_SHORTFALL = 0.9;
+
+/** The warnings a result carries about its sparsity (none, or one line). */
+export function sparsityWarnings(method: string, target: number, achieved: number): string[] {
+  if (!(target > 0) || achieved >= SPARSITY_SHORTFALL * target) return [];
+  const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
+  const why = method === 'ga' ? ': the ga method takes --sparsity as its stop threshold, not a budget' : '';
+  return [`achieved sparsity ${pct(achieved)} is far below the ${pct(target)} asked${why}`];
+}
+
 /** From a fixed (or to-be-fixed) mask to result.json. */
 async function pruneInDir(
   dir: string,
@@ -834,6 +860,7 @@ async function pruneInDir(
     passes += after.forwardPasses + rec.forwardPasses;
   }
   const report = space.report(genome);
+  const warnings = sparsityWarnings(s.method, s.sparsity, report.prunable.sparsity);
   const result: WeightPruneResult = {
     runDir: dir,
     method: s.method,
@@ -842,6 +869,8 @@ async function pruneInDir(
     prunableWeights: report.prunable.weights,
     parameters: report.overall.parameters,
     layers: report.layers,
+    context: p.context,
+    ...(warnings.length > 0 ? { warnings } : {}),
     calib,
     eval:
       'perplexity' in evalScore
@@ -916,6 +945,13 @@ export async function resumeWeightPrune(
     const done = (await readJsonIfPresent(resultPath, 'result.json')) as
       | (WeightPruneResult & { matrices?: unknown })
       | undefined;
+    const statePath = join(dir, 'state.json');
+    const state = await readJsonIfPresent(statePath, 'state.json');
+    if (state !== undefined && !(await refuseChangedSinceState(dir, state, statePath, { exact: !!done }))) {
+      env.onNote?.(
+        `${dir}: the run's state predates its record of config.json and the logs; their changes cannot be detected`,
+      );
+    }
     if (done) {
       const maskPath = join(dir, WEIGHT_MASK_FILE);
       if (typeof done.maskSha256 !== 'string' || (await sha256File(maskPath)) !== done.maskSha256) {
@@ -926,9 +962,9 @@ export async function resumeWeightPrune(
       }
       env.onStatus?.('the run has finished: its result stands');
       const { matrices: _m, ...result } = done;
-      return { ...result, runDir: dir, resumed: true };
+      // Runs finished before result.json recorded the context scored at p.context all the same.
+      return { ...result, context: result.context ?? p.context, runDir: dir, resumed: true };
     }
-    const state = await readJsonIfPresent(join(dir, 'state.json'), 'state.json');
     if (state !== undefined && !isMaskFixedState(state)) {
       throw fileError(join(dir, 'state.json'), 'weight-pruning state is corrupt or does not fit the run');
     }

@@ -14,6 +14,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { HEAD_RUN_KIND, LOCK_FILE, WEIGHT_RUN_KIND } from '../runs/rundir.js';
+import { pushAll } from '../util/arrays.js';
 import { pidAlive } from '../util/fs.js';
 import { tailJsonl } from './tail.js';
 
@@ -501,14 +502,14 @@ export function watchRun(dir: string): RunWatcher {
             now.generations.length >= before.generations.length &&
             before.generations.every((p, i) => JSON.stringify(p) === JSON.stringify(now.generations[i]));
           if (!extends_) reset = true;
-          newGenerations.push(...now.generations.slice(before.generations.length));
+          pushAll(newGenerations, now.generations.slice(before.generations.length));
           generations = now.generations;
           if (!evalsLogged) {
             const stale =
               now.evals.length < before.evals.length ||
               !before.evals.every((p, i) => JSON.stringify(p) === JSON.stringify(now.evals[i]));
             if (stale) reset = true;
-            newEvals.push(...now.evals.slice(before.evals.length));
+            pushAll(newEvals, now.evals.slice(before.evals.length));
             evals = now.evals;
             blockBest = new Set(evals);
           }

@@ -10,6 +10,7 @@
 import { open, readdir, readFile, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { dataError, fileError } from '../errors.js';
+import { pushAll } from '../util/arrays.js';
 
 export const DOCUMENT_SEPARATOR = '<|endoftext|>';
 
@@ -159,7 +160,7 @@ export async function dataFiles(path: string): Promise<string[]> {
 export async function readDataset(path: string): Promise<Dataset> {
   const files = await dataFiles(path);
   const documents: string[] = [];
-  for (const f of files) documents.push(...(await readOne(f)));
+  for (const f of files) pushAll(documents, await readOne(f));
   if (documents.length === 0) throw dataError(path, 'no text found (empty data)');
   return { source: path, files, documents };
 }

@@ -19,6 +19,7 @@ import { greedyDecodeBatch } from '../engine/greedy.js';
 import type { CandidateMasks, ModelRunner } from '../engine/runner.js';
 import { dataError, fileError } from '../errors.js';
 import type { Tokenizer } from '../tokenizer/types.js';
+import { maxOf } from '../util/arrays.js';
 import { BLEU_KINDS, type BleuKind, type BleuScore, corpusBleu, sentenceMeanBleu } from './bleu.js';
 import { firstNonTextByte } from './data.js';
 
@@ -187,7 +188,7 @@ export async function scoreGeneration(
     return text;
   });
   const items = prepared.task.items;
-  const maxRefs = Math.max(...items.map((it) => it.references.length));
+  const maxRefs = maxOf(items.map((it) => it.references.length));
   // sacreBLEU's layout: reference set k holds each item's k-th reference (null where an item has fewer).
   const refSets = Array.from({ length: maxRefs }, (_, k) => items.map((it) => it.references[k] ?? null));
   const corpus = corpusBleu(hypotheses, refSets);

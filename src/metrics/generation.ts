@@ -21,7 +21,7 @@ import { dataError, fileError } from '../errors.js';
 import type { Tokenizer } from '../tokenizer/types.js';
 import { maxOf } from '../util/arrays.js';
 import { BLEU_KINDS, type BleuKind, type BleuScore, corpusBleu, sentenceMeanBleu } from './bleu.js';
-import { firstNonTextByte } from './data.js';
+import { firstNonTextByte, requireRegularFile } from './data.js';
 
 export interface GenerationItem {
   prompt: string;
@@ -87,6 +87,7 @@ export function parseGenerationTask(path: string, text: string): GenerationTask 
 }
 
 export async function readGenerationTask(path: string): Promise<GenerationTask> {
+  await requireRegularFile(path, 'task file');
   let bytes: Buffer;
   try {
     bytes = await readFile(path);

@@ -4,12 +4,16 @@
  * crash, hang or print a wrong number silently; now each ends within seconds with one line or a correct result.
  */
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { readChoiceTask } from '../../src/metrics/choices.js';
+import { readClassificationData } from '../../src/metrics/classification.js';
 import { readDataset } from '../../src/metrics/data.js';
-import { tempDir } from '../checkpoint/helpers.js';
-import { runCli } from '../helpers/cli.js';
+import { readGenerationTask } from '../../src/metrics/generation.js';
+import { rejectsFileError, tempDir } from '../checkpoint/helpers.js';
+import { assertOneLineError, runCli } from '../helpers/cli.js';
 import { EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const tmp = tempDir('geneprune-hostile-');
@@ -138,5 +142,63 @@ describe('a calibration set of many documents', () => {
       'export-many',
     );
     assert.ok(e.files.length > 0);
+  });
+});
+
+describe('a FIFO as data', () => {
+  // A named pipe with no writer: opening it for reading blocks forever, so each case has a short timeout.
+  let fifo: string;
+  let folder: string;
+  before(() => {
+    fifo = join(tmp.dir, 'pipe.txt');
+    execFileSync('mkfifo', [fifo]);
+    folder = join(tmp.dir, 'pages');
+    mkdirSync(folder);
+    writeFileSync(join(folder, 'a.txt'), 'Once upon a time there was a cat.\n');
+    execFileSync('mkfifo', [join(folder, 'b.txt')]);
+  });
+  const pipeLine = (path: string, what: string) =>
+    `geneprune: ${path}: ${what} is a named pipe (FIFO), not a regular file`;
+
+  test('why: eval --data FIFO blocked forever — one line, at once', { skip: needs }, () => {
+    for (const extra of [[], ['--max-tokens', '100']]) {
+      const r = runCli(['eval', '--model', sharedPath(MODEL)!, '--data', fifo, ...extra], {
+        timeout: 30_000,
+      });
+      assert.equal(assertOneLineError(r, 1), pipeLine(fifo, 'data path'));
+    }
+  });
+
+  test('why: a FIFO inside a data folder blocked forever — one line naming it', { skip: needs }, () => {
+    const r = runCli(['eval', '--model', sharedPath(MODEL)!, '--data', folder], { timeout: 30_000 });
+    assert.equal(assertOneLineError(r, 1), pipeLine(join(folder, 'b.txt'), 'data file'));
+  });
+
+  test('heads --calib FIFO and --eval FIFO are refused before a run directory exists', {
+    skip: needs,
+  }, () => {
+    for (const [calib, evalData] of [
+      [fifo, sharedPath(EVAL)!],
+      [join(folder, 'a.txt'), fifo],
+    ]) {
+      const out = join(tmp.dir, 'heads-fifo');
+      const r = runCli(
+        ['heads', '--model', sharedPath(MODEL)!, '--calib', calib, '--eval', evalData, '--out', out],
+        { timeout: 30_000 },
+      );
+      assert.equal(r.code, 1, r.stderr);
+      assert.equal(r.stderr.trim().split('\n').at(-1), pipeLine(fifo, 'data path'));
+      assert.equal(existsSync(out), false);
+    }
+  });
+
+  test('task, multiple-choice and labelled files that are FIFOs are refused', async () => {
+    await rejectsFileError(readGenerationTask(fifo), fifo, /^task file is a named pipe \(FIFO\)/);
+    await rejectsFileError(readChoiceTask(fifo), fifo, /^multiple-choice file is a named pipe \(FIFO\)/);
+    await rejectsFileError(
+      readClassificationData(fifo, ['a', 'b']),
+      fifo,
+      /^labelled data is a named pipe \(FIFO\)/,
+    );
   });
 });

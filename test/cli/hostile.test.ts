@@ -6,8 +6,10 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { parseThreadsFlag } from '../../src/cli/options.js';
 import { readChoiceTask } from '../../src/metrics/choices.js';
 import { readClassificationData } from '../../src/metrics/classification.js';
 import { readDataset } from '../../src/metrics/data.js';
@@ -200,5 +202,60 @@ describe('a FIFO as data', () => {
       fifo,
       /^labelled data is a named pipe \(FIFO\)/,
     );
+  });
+});
+
+describe('--threads beyond the cores', () => {
+  const cores = availableParallelism();
+
+  test('parseThreadsFlag keeps counts up to the cores, caps larger ones with a note, refuses 0', () => {
+    const notes: string[] = [];
+    assert.equal(
+      parseThreadsFlag(String(cores), (l) => notes.push(l)),
+      cores,
+    );
+    assert.equal(
+      parseThreadsFlag('1', (l) => notes.push(l)),
+      1,
+    );
+    assert.equal(notes.length, 0);
+    assert.equal(
+      parseThreadsFlag(String(cores + 1), (l) => notes.push(l)),
+      cores,
+    );
+    assert.deepEqual(notes, [
+      `note: --threads ${cores + 1} exceeds the ${cores} CPU cores this machine offers: using ${cores}`,
+    ]);
+    assert.throws(() => parseThreadsFlag('0'), /must be ≥ 1/);
+  });
+
+  test('why: eval --threads 100000 ran for hours — it runs on the cores, with a note, and scores the same', {
+    skip: needs,
+  }, () => {
+    const evalWith = (threads: string) =>
+      runCli(
+        [
+          'eval',
+          '--model',
+          sharedPath(MODEL)!,
+          '--data',
+          sharedPath(EVAL)!,
+          '--max-tokens',
+          '256',
+          '--threads',
+          threads,
+          '--json',
+        ],
+        { timeout: 60_000 },
+      );
+    const many = evalWith('100000');
+    assert.equal(many.code, 0, many.stderr);
+    assert.equal(
+      many.stderr,
+      `note: --threads 100000 exceeds the ${cores} CPU cores this machine offers: using ${cores}\n`,
+    );
+    const exact = evalWith(String(cores));
+    assert.equal(exact.stderr, '');
+    assert.equal(JSON.parse(many.stdout).meanNll, JSON.parse(exact.stdout).meanNll);
   });
 });

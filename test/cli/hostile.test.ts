@@ -9,11 +9,18 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import type { HfFolder } from '../../src/checkpoint/hf.js';
+import { writeHfFolder } from '../../src/checkpoint/hf.js';
 import { parseThreadsFlag } from '../../src/cli/options.js';
 import { readChoiceTask } from '../../src/metrics/choices.js';
 import { readClassificationData } from '../../src/metrics/classification.js';
 import { readDataset } from '../../src/metrics/data.js';
 import { readGenerationTask } from '../../src/metrics/generation.js';
+import { bindHfTensors } from '../../src/model/bind.js';
+import { hfNameOfRole, llamaConfigFromHf, llamaRoleShapes, llamaSpecToHf } from '../../src/model/llama.js';
+import { loadModelSpec } from '../../src/model/load.js';
+import { randomLlamaSpec } from '../../src/model/random.js';
+import type { TensorSource } from '../../src/model/spec.js';
 import { rejectsFileError, tempDir } from '../checkpoint/helpers.js';
 import { assertOneLineError, runCli } from '../helpers/cli.js';
 import { EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
@@ -257,5 +264,129 @@ describe('--threads beyond the cores', () => {
     const exact = evalWith(String(cores));
     assert.equal(exact.stderr, '');
     assert.equal(JSON.parse(many.stdout).meanNll, JSON.parse(exact.stdout).meanNll);
+  });
+});
+
+describe('configs the checkpoint contradicts', () => {
+  // A real two-layer checkpoint: hidden 16, 2 heads of 8 (1 KV head), MLP 8, vocabulary 32.
+  let base: { config: Record<string, unknown>; tensors: Map<string, TensorSource> };
+  before(() => {
+    base = llamaSpecToHf(
+      randomLlamaSpec({
+        hiddenSize: 16,
+        numLayers: 2,
+        numHeads: 2,
+        numKvHeads: 1,
+        intermediateSize: 8,
+        vocabSize: 32,
+        maxPositions: 64,
+        seed: 3,
+      }),
+    );
+  });
+  let n = 0;
+  /** The checkpoint with config.json changed by `edit`, and `extra` tensors added. */
+  const folder = async (edit: Record<string, unknown>, extra: Array<[string, TensorSource]> = []) => {
+    const dir = join(tmp.dir, `config-${n++}`);
+    await writeHfFolder(dir, {
+      config: { ...base.config, ...edit },
+      tensors: new Map([...base.tensors, ...extra]),
+    });
+    return dir;
+  };
+  const refused = async (
+    edit: Record<string, unknown>,
+    message: string,
+    extra: Array<[string, TensorSource]> = [],
+  ) => {
+    const dir = await folder(edit, extra);
+    const started = performance.now();
+    await rejectsFileError(loadModelSpec(dir), join(dir, 'config.json'), new RegExp(`^${literal(message)}$`));
+    return performance.now() - started;
+  };
+  const literal = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+  test('why: num_hidden_layers 1e9 killed V8 and 100,000 hung — both are refused by the layers the tensors hold', async () => {
+    for (const layers of [1e9, 100_000, 3]) {
+      const ms = await refused(
+        { num_hidden_layers: layers },
+        `"num_hidden_layers" is ${layers}, but the checkpoint's tensors hold layers 0..1 only (2 layers)`,
+      );
+      assert.ok(ms < 2000, `${layers} layers took ${ms} ms`);
+    }
+  });
+
+  test('the same through the CLI: one line', async () => {
+    const dir = await folder({ num_hidden_layers: 1e9 });
+    const r = runCli(['eval', '--model', dir, '--data', join(tmp.dir, 'x.txt')], { timeout: 30_000 });
+    assert.equal(
+      assertOneLineError(r, 1),
+      `geneprune: ${join(dir, 'config.json')}: "num_hidden_layers" is 1000000000, but the checkpoint's tensors hold layers 0..1 only (2 layers)`,
+    );
+  });
+
+  test('why: the missing-tensor check was quadratic — 50,000 layers of missing tensors are listed in linear time', () => {
+    // Straight to the binder (the layer-count check refuses such a folder before): 450,003 roles (9 per layer, embeddings, final norm, head), none stored.
+    const config = { ...llamaConfigFromHf({ ...base.config, num_hidden_layers: 50_000 }, 'config.json') };
+    const bindings = llamaRoleShapes(config).map(([role, shape]) => ({
+      role,
+      name: hfNameOfRole(role),
+      hfShape: shape,
+    }));
+    const empty = {
+      dir: '/nowhere',
+      config: {},
+      tensors: new Map(),
+      metadata: {},
+      weightsPath: '/nowhere',
+    } as unknown as HfFolder;
+    const started = performance.now();
+    assert.throws(
+      () => bindHfTensors(empty, bindings, { ignorable: () => false, what: 'llama model' }),
+      /^GenepruneError: missing tensors: model\.embed_tokens\.weight, .*, \.\.\. \(450003 in all\)$/,
+    );
+    const ms = performance.now() - started;
+    assert.ok(ms < 5000, `took ${ms} ms`);
+  });
+
+  test('absurd or inconsistent sizes fail in one line naming the tensor they contradict', async () => {
+    const cases: Array<[Record<string, unknown>, string]> = [
+      [
+        { hidden_size: 1e9 },
+        'tensor model.embed_tokens.weight has shape [32,16], config.json implies [32,1000000000]',
+      ],
+      [
+        { vocab_size: 1e15 },
+        'tensor model.embed_tokens.weight has shape [32,16], config.json implies [1000000000000000,16]',
+      ],
+      [
+        { intermediate_size: 1e12 },
+        'tensor model.layers.0.mlp.gate_proj.weight has shape [8,16], config.json implies [1000000000000,16]',
+      ],
+      [
+        { num_attention_heads: 1_000_000 },
+        'tensor model.layers.0.self_attn.q_proj.weight has shape [16,16], config.json implies [8000000,16]',
+      ],
+      [
+        { head_dim: 1e9 },
+        'tensor model.layers.0.self_attn.q_proj.weight has shape [16,16], config.json implies [2000000000,16]',
+      ],
+    ];
+    for (const [edit, message] of cases) {
+      const dir = await folder(edit);
+      const started = performance.now();
+      await rejectsFileError(
+        loadModelSpec(dir),
+        join(dir, 'model.safetensors'),
+        new RegExp(`^${literal(message)}$`),
+      );
+      assert.ok(performance.now() - started < 2000);
+    }
+  });
+
+  test('sizes beyond exact integers are refused by name', async () => {
+    for (const key of ['hidden_size', 'max_position_embeddings', 'vocab_size']) {
+      await refused({ [key]: 1e300 }, `"${key}" must be an integer ≥ 1, got 1e+300`);
+    }
   });
 });

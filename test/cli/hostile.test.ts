@@ -16,14 +16,16 @@ import { readChoiceTask } from '../../src/metrics/choices.js';
 import { readClassificationData } from '../../src/metrics/classification.js';
 import { readDataset } from '../../src/metrics/data.js';
 import { readGenerationTask } from '../../src/metrics/generation.js';
+import { makeWindows } from '../../src/metrics/perplexity.js';
 import { bindHfTensors } from '../../src/model/bind.js';
 import { hfNameOfRole, llamaConfigFromHf, llamaRoleShapes, llamaSpecToHf } from '../../src/model/llama.js';
 import { loadModelSpec } from '../../src/model/load.js';
+import { evaluatedShape } from '../../src/model/memory.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
 import type { TensorSource } from '../../src/model/spec.js';
 import { rejectsFileError, tempDir } from '../checkpoint/helpers.js';
 import { assertOneLineError, runCli } from '../helpers/cli.js';
-import { EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
+import { EVAL, MODEL, sharedPath, skipUnlessShared, TOKENIZER } from '../shared.js';
 
 const tmp = tempDir('geneprune-hostile-');
 after(tmp.cleanup);
@@ -388,5 +390,105 @@ describe('configs the checkpoint contradicts', () => {
     for (const key of ['hidden_size', 'max_position_embeddings', 'vocab_size']) {
       await refused({ [key]: 1e300 }, `"${key}" must be an integer ≥ 1, got 1e+300`);
     }
+  });
+});
+
+describe('a config allowing 32768 positions', { skip: skipUnlessShared(TOKENIZER, EVAL) }, () => {
+  let dir64: string;
+  let dirLong: string;
+  before(async () => {
+    const hf = llamaSpecToHf(
+      randomLlamaSpec({
+        hiddenSize: 16,
+        numLayers: 2,
+        numHeads: 2,
+        numKvHeads: 1,
+        intermediateSize: 8,
+        vocabSize: 512,
+        maxPositions: 64,
+        seed: 5,
+      }),
+    );
+    dir64 = join(tmp.dir, 'positions-64');
+    dirLong = join(tmp.dir, 'positions-32768');
+    await writeHfFolder(dir64, hf);
+    await writeHfFolder(dirLong, { ...hf, config: { ...hf.config, max_position_embeddings: 32768 } });
+  });
+
+  test('the memory estimate is sized by the windows scored, not by the context', () => {
+    const windows = makeWindows(
+      Array.from({ length: 257 }, (_, i) => i % 512),
+      32768,
+    );
+    assert.deepEqual(evaluatedShape(windows, 4), { batch: 1, seq: 256 });
+    const three = makeWindows(
+      Array.from({ length: 301 }, (_, i) => i % 512),
+      100,
+    );
+    assert.deepEqual(evaluatedShape(three, 2), { batch: 2, seq: 100 });
+  });
+
+  test('why: eval --max-tokens 60 was refused by --memory-budget (the 32768² attention it never runs) — it scores as the 64-position config does', () => {
+    const evalOn = (model: string) =>
+      runCli([
+        'eval',
+        '--model',
+        model,
+        '--tokenizer',
+        sharedPath(TOKENIZER)!,
+        '--data',
+        sharedPath(EVAL)!,
+        '--max-tokens',
+        '60',
+        '--memory-budget',
+        '2G',
+        '--json',
+      ]);
+    const long = evalOn(dirLong);
+    assert.equal(long.code, 0, long.stderr);
+    const short = evalOn(dir64);
+    assert.equal(short.code, 0, short.stderr);
+    // Both score one window of the same 61 tokens.
+    assert.equal(JSON.parse(long.stdout).tokens, 60);
+    assert.equal(JSON.parse(long.stdout).meanNll, JSON.parse(short.stdout).meanNll);
+  });
+
+  test('positions no memory can hold the rotary tables of are refused, naming them', async () => {
+    const dir = join(tmp.dir, 'positions-absurd');
+    const hf = llamaSpecToHf(
+      randomLlamaSpec({
+        hiddenSize: 16,
+        numLayers: 1,
+        numHeads: 2,
+        numKvHeads: 1,
+        intermediateSize: 8,
+        vocabSize: 512,
+        maxPositions: 64,
+        seed: 5,
+      }),
+    );
+    await writeHfFolder(dir, { ...hf, config: { ...hf.config, max_position_embeddings: 1e15 } });
+    const r = runCli(
+      [
+        'eval',
+        '--model',
+        dir,
+        '--tokenizer',
+        sharedPath(TOKENIZER)!,
+        '--data',
+        sharedPath(EVAL)!,
+        '--max-tokens',
+        '60',
+        '--memory-budget',
+        '64G',
+      ],
+      { timeout: 30_000 },
+    );
+    assertOneLineError(
+      r,
+      2,
+      '--memory-budget',
+      "rotary tables 59604644.8 GiB for the config's 1000000000000000 positions",
+    );
   });
 });

@@ -22,6 +22,18 @@ export function isDtype(s: unknown): s is Dtype {
   return typeof s === 'string' && Object.hasOwn(DTYPE_BYTES, s);
 }
 
+/**
+ * The dtypes a model's weights may have. Integer and boolean tensors (quantized or corrupted checkpoints) would
+ * be cast to float and evaluated as if they were weights, giving numbers without meaning, so they are refused.
+ */
+export const WEIGHT_DTYPES: readonly Dtype[] = ['F32', 'F16', 'BF16'];
+
+/** Why a tensor of `dtype` cannot be a weight, or undefined when it can. */
+export function weightDtypeProblem(name: string, dtype: Dtype): string | undefined {
+  if (WEIGHT_DTYPES.includes(dtype)) return undefined;
+  return `tensor ${name} is ${dtype}: weights must be ${WEIGHT_DTYPES.join(', ')} (quantized or integer checkpoints are not supported)`;
+}
+
 // Typed-array views below read checkpoint bytes in platform order; every checkpoint format here is little-endian.
 if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
   throw new Error('geneprune needs a little-endian platform to read checkpoints');

@@ -4,6 +4,7 @@
  * line naming the file. Family files say only which name and shape each role has (and how a stored tensor
  * becomes the role: GPT-2's transposed Conv1D slices).
  */
+import { weightDtypeProblem } from '../checkpoint/dtype.js';
 import type { HfFolder } from '../checkpoint/hf.js';
 import type { FileTensor } from '../checkpoint/safetensors.js';
 import { fileError } from '../errors.js';
@@ -62,6 +63,8 @@ export function bindHfTensors(
         `tensor ${stored} has shape ${shapeText(t.shape)}, config.json implies ${shapeText(b.hfShape)}`,
       );
     }
+    const problem = weightDtypeProblem(stored, t.dtype);
+    if (problem) throw fileError(t.file, problem);
     tensors.set(b.role, b.derive ? b.derive(t) : t);
     used.add(stored);
   }

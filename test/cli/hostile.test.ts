@@ -492,3 +492,70 @@ describe('a config allowing 32768 positions', { skip: skipUnlessShared(TOKENIZER
     );
   });
 });
+
+describe('integer weight tensors', () => {
+  /** A safetensors file written by hand: every tensor F32 except `name`, stored as `dtype` (1 or 4 bytes). */
+  const writeWith = async (dir: string, name: string, dtype: 'I8' | 'I32' | 'BOOL' | 'U8') => {
+    const hf = llamaSpecToHf(
+      randomLlamaSpec({
+        hiddenSize: 16,
+        numLayers: 1,
+        numHeads: 2,
+        numKvHeads: 1,
+        intermediateSize: 8,
+        vocabSize: 32,
+        maxPositions: 64,
+        seed: 7,
+      }),
+    );
+    const header: Record<string, unknown> = {};
+    const parts: Buffer[] = [];
+    let offset = 0;
+    for (const [tensorName, t] of hf.tensors) {
+      const values = await t.load();
+      const width = tensorName !== name ? 4 : dtype === 'I32' ? 4 : 1;
+      const bytes = Buffer.alloc(values.length * width);
+      if (tensorName !== name) bytes.set(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
+      else for (let i = 0; i < values.length; i++) bytes[i * width] = i % 2; // 0/1: valid in every dtype
+      header[tensorName] = {
+        dtype: tensorName === name ? dtype : 'F32',
+        shape: [...t.shape],
+        data_offsets: [offset, offset + bytes.length],
+      };
+      parts.push(bytes);
+      offset += bytes.length;
+    }
+    let json = JSON.stringify(header);
+    json += ' '.repeat((8 - (json.length % 8)) % 8);
+    const length = Buffer.alloc(8);
+    length.writeBigUInt64LE(BigInt(json.length));
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(hf.config));
+    writeFileSync(join(dir, 'model.safetensors'), Buffer.concat([length, Buffer.from(json), ...parts]));
+  };
+
+  test('why: I8/I32/BOOL/U8 weights were cast to float and evaluated — refused naming the tensor and its dtype', async () => {
+    const name = 'model.layers.0.mlp.up_proj.weight';
+    for (const dtype of ['I8', 'I32', 'BOOL', 'U8'] as const) {
+      const dir = join(tmp.dir, `int-${dtype}`);
+      await writeWith(dir, name, dtype);
+      await rejectsFileError(
+        loadModelSpec(dir),
+        join(dir, 'model.safetensors'),
+        new RegExp(
+          `^tensor model\\.layers\\.0\\.mlp\\.up_proj\\.weight is ${dtype}: weights must be F32, F16, BF16 \\(quantized or integer checkpoints are not supported\\)$`,
+        ),
+      );
+    }
+  });
+
+  test('the CLI refuses in one line', async () => {
+    const dir = join(tmp.dir, 'int-cli');
+    await writeWith(dir, 'model.embed_tokens.weight', 'I8');
+    const r = runCli(['eval', '--model', dir, '--data', join(tmp.dir, 'x.txt')], { timeout: 30_000 });
+    assert.equal(
+      assertOneLineError(r, 1),
+      `geneprune: ${join(dir, 'model.safetensors')}: tensor model.embed_tokens.weight is I8: weights must be F32, F16, BF16 (quantized or integer checkpoints are not supported)`,
+    );
+  });
+});

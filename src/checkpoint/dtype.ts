@@ -244,3 +244,20 @@ export function narrowInto(dtype: 'F16' | 'BF16', src: Float32Array, out: Uint16
   }
   return overflow;
 }
+
+/** The message for a finite value at `at` that narrowing to `dtype` would turn into infinity. */
+export function overflowText(name: string, dtype: 'F16' | 'BF16', values: Float32Array, at: number): string {
+  const range = dtype === 'F16' ? "fp16's range (±65504)" : "bf16's range";
+  return `tensor ${name} holds ${values[at]} (element ${at}), beyond ${range}: it would be stored as infinity`;
+}
+
+/** Why fp32 `values` cannot be stored as `dtype` without turning a finite value into infinity, or undefined. */
+export function narrowingProblem(
+  name: string,
+  dtype: 'F32' | 'F16' | 'BF16',
+  values: Float32Array,
+): string | undefined {
+  if (dtype === 'F32') return undefined;
+  const at = narrowInto(dtype, values, new Uint16Array(values.length));
+  return at < 0 ? undefined : overflowText(name, dtype, values, at);
+}

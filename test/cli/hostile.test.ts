@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { HfFolder } from '../../src/checkpoint/hf.js';
 import { writeHfFolder } from '../../src/checkpoint/hf.js';
+import { writeSafetensors } from '../../src/checkpoint/safetensors.js';
 import { parseThreadsFlag } from '../../src/cli/options.js';
 import { readChoiceTask } from '../../src/metrics/choices.js';
 import { readClassificationData } from '../../src/metrics/classification.js';
@@ -22,7 +23,7 @@ import { hfNameOfRole, llamaConfigFromHf, llamaRoleShapes, llamaSpecToHf } from 
 import { loadModelSpec } from '../../src/model/load.js';
 import { evaluatedShape } from '../../src/model/memory.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
-import type { TensorSource } from '../../src/model/spec.js';
+import { memoryTensor, type TensorSource } from '../../src/model/spec.js';
 import { rejectsFileError, tempDir } from '../checkpoint/helpers.js';
 import { assertOneLineError, runCli } from '../helpers/cli.js';
 import { EVAL, MODEL, sharedPath, skipUnlessShared, TOKENIZER } from '../shared.js';
@@ -557,5 +558,87 @@ describe('integer weight tensors', () => {
       assertOneLineError(r, 1),
       `geneprune: ${join(dir, 'model.safetensors')}: tensor model.embed_tokens.weight is I8: weights must be F32, F16, BF16 (quantized or integer checkpoints are not supported)`,
     );
+  });
+});
+
+describe('export --dtype fp16 of weights beyond its range', { skip: skipUnlessShared(TOKENIZER) }, () => {
+  let model: string;
+  before(async () => {
+    const hf = llamaSpecToHf(
+      randomLlamaSpec({
+        hiddenSize: 16,
+        numLayers: 2,
+        numHeads: 2,
+        numKvHeads: 1,
+        intermediateSize: 8,
+        vocabSize: 512,
+        maxPositions: 64,
+        seed: 1,
+      }),
+    );
+    const name = 'model.layers.1.mlp.down_proj.weight';
+    const t = hf.tensors.get(name)!;
+    const values = Float32Array.from(await t.load());
+    values[3] = 98304; // 1.5·2^16: exact in fp32 and bf16; fp16 ends at 65504
+    hf.tensors.set(name, memoryTensor(t.shape, values));
+    model = join(tmp.dir, 'beyond-fp16');
+    await writeHfFolder(model, hf);
+  });
+  const exportAs = (dtype: string, out: string) =>
+    runCli([
+      'export',
+      '--model',
+      model,
+      '--tokenizer',
+      sharedPath(TOKENIZER)!,
+      '--dtype',
+      dtype,
+      '--out',
+      out,
+    ]);
+
+  test('why: export --dtype fp16 wrote Infinity and exited 0 — refused in one line, no out folder', () => {
+    for (const format of ['hf', 'all']) {
+      const out = join(tmp.dir, `fp16-${format}`);
+      const r = runCli([
+        'export',
+        '--model',
+        model,
+        '--tokenizer',
+        sharedPath(TOKENIZER)!,
+        '--dtype',
+        'fp16',
+        '--format',
+        format,
+        '--out',
+        out,
+      ]);
+      assert.equal(
+        assertOneLineError(r, 2),
+        "geneprune: --dtype: tensor model.layers.1.mlp.down_proj.weight holds 98304 (element 3), beyond fp16's range (±65504): it would be stored as infinity; export with --dtype fp32 or bf16",
+      );
+      assert.equal(existsSync(out), false);
+    }
+  });
+
+  test('bf16 holds the value: that export is written and reads back 98304 exactly', async () => {
+    const out = join(tmp.dir, 'bf16');
+    const r = exportAs('bf16', out);
+    assert.equal(r.code, 0, r.stderr);
+    const spec = await loadModelSpec(out);
+    const back = await spec.tensors.get('layers.1.mlp.down.weight')!.load();
+    assert.equal(back[3], 98304);
+  });
+
+  test('the safetensors writer itself never stores a finite value as infinity', async () => {
+    const path = join(tmp.dir, 'direct.safetensors');
+    await rejectsFileError(
+      writeSafetensors(path, [{ name: 'w', shape: [2], data: new Float32Array([1, 65520]) }], undefined, {
+        dtype: 'F16',
+      }),
+      path,
+      /^tensor w holds 65520 \(element 1\), beyond fp16's range \(±65504\): it would be stored as infinity$/,
+    );
+    assert.equal(existsSync(path), false);
   });
 });

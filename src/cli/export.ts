@@ -113,6 +113,7 @@ Example:
         force: flags.force,
         memoryBudget: flags.memoryBudget ? parseByteSize('--memory-budget', flags.memoryBudget) : undefined,
         onStatus: flags.json ? undefined : (line) => process.stderr.write(`${line}\n`),
+        onNote: (line) => process.stderr.write(`note: ${line}\n`),
       });
       if (flags.json) {
         process.stdout.write(`${JSON.stringify(result)}\n`);

@@ -73,6 +73,21 @@ export interface RunEnv {
   memoryBudget?: number;
   /** Progress and warnings (e.g. truncated items), one line each. */
   onStatus?: (line: string) => void;
+  /** Warnings shown even when progress is not (data shorter than asked for), one line each. */
+  onNote?: (line: string) => void;
+}
+
+/**
+ * The warning for calibration data shorter than `--calib-tokens`: the run goes on with what there is, but a
+ * search scored on 51 tokens is not the search the user asked for, so it must be said (and recorded).
+ */
+export function shortCalibrationNote(
+  where: string,
+  tokens: number,
+  asked: number,
+  use = 'masks are scored on',
+): string {
+  return `${where}: the calibration data holds only ${tokens} tokens to predict, fewer than the ${asked} of --calib-tokens: ${use} those ${tokens}`;
 }
 
 /** The model and the data of a run, ready to search. */
@@ -83,6 +98,8 @@ export interface RunData {
   evalStream: number[];
   context: number;
   calibTokens: number;
+  /** --calib-tokens, when the calibration data holds fewer tokens than it asks for. */
+  calibTokensAsked?: number;
   calibFiles: DataFileIdentity[];
   evalFiles: DataFileIdentity[];
   /** `--metric bleu`: the calibration generation task. */
@@ -203,6 +220,11 @@ export async function prepareRunData(s: RunDataSettings, env: RunEnv, what: stri
   await refuseChoicesOverlap(calibChoices, evalChoices);
   const stream = tokenizeDocuments(calib.documents, model.tokenizer);
   const evalStream = tokenizeDocuments(evalData.documents, model.tokenizer);
+  const calibTokens = Math.min(s.calibTokens, stream.length - 1);
+  // Token counts matter to the token metrics only: BLEU and multiple choice score their own items.
+  const tokenMetric = s.metric === undefined || s.metric === 'ppl' || s.metric === 'kl';
+  const short = tokenMetric && calibTokens < s.calibTokens;
+  if (short) env.onNote?.(shortCalibrationNote(s.calib, calibTokens, s.calibTokens));
   return {
     ...(calibTask ? { calibTask } : {}),
     ...(evalTask ? { evalTask } : {}),
@@ -212,7 +234,8 @@ export async function prepareRunData(s: RunDataSettings, env: RunEnv, what: stri
     stream,
     evalStream,
     context,
-    calibTokens: Math.min(s.calibTokens, stream.length - 1),
+    calibTokens,
+    ...(short ? { calibTokensAsked: s.calibTokens } : {}),
     calibFiles: await identify(calib.files),
     evalFiles: await identify(evalData.files),
   };
@@ -322,6 +345,7 @@ export async function runModelAndData(s: RunDataSettings, d: RunData) {
       path: s.calib,
       files: d.calibFiles,
       tokens: d.calibTokens,
+      ...(d.calibTokensAsked !== undefined ? { tokensAsked: d.calibTokensAsked } : {}),
       context: d.context,
       ...(d.calibTask
         ? {

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -24,6 +24,7 @@ import { loadModelSpec } from '../../src/model/load.js';
 import { evaluatedShape } from '../../src/model/memory.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
 import { memoryTensor, type TensorSource } from '../../src/model/spec.js';
+import { loadTokenizer } from '../../src/tokenizer/load.js';
 import { rejectsFileError, tempDir } from '../checkpoint/helpers.js';
 import { assertOneLineError, runCli } from '../helpers/cli.js';
 import { EVAL, MODEL, sharedPath, skipUnlessShared, TOKENIZER } from '../shared.js';
@@ -640,5 +641,91 @@ describe('export --dtype fp16 of weights beyond its range', { skip: skipUnlessSh
       /^tensor w holds 65520 \(element 1\), beyond fp16's range \(±65504\): it would be stored as infinity$/,
     );
     assert.equal(existsSync(path), false);
+  });
+});
+
+describe('calibration data shorter than --calib-tokens', {
+  skip: skipUnlessShared(MODEL, TOKENIZER, EVAL),
+}, () => {
+  const TEXT = 'Once upon a time there was a cat. It liked fish and milk and sun. The end.';
+  let calib: string;
+  let predicted: number;
+  before(async () => {
+    calib = join(tmp.dir, 'short-calib.txt');
+    writeFileSync(calib, `${TEXT}\n`);
+    // One document: BOS + its tokens, every token after the first predicted once.
+    predicted = (await loadTokenizer(sharedPath(TOKENIZER)!)).encode(TEXT, { bos: true }).length - 1;
+  });
+  const note = (use: string) =>
+    `note: ${calib}: the calibration data holds only ${predicted} tokens to predict, fewer than the 512 of --calib-tokens: ${use} those ${predicted}\n`;
+  const heads = (out: string, calibTokens: string) =>
+    runCli([
+      'heads',
+      '--model',
+      sharedPath(MODEL)!,
+      '--calib',
+      calib,
+      '--eval',
+      sharedPath(EVAL)!,
+      '--method',
+      'norm',
+      '--target-sparsity',
+      '0.25',
+      '--calib-tokens',
+      calibTokens,
+      '--eval-tokens',
+      '256',
+      '--out',
+      join(tmp.dir, out),
+      '--quiet',
+    ]);
+
+  test('why: 51 tokens against --calib-tokens 512 passed silently — heads warns (even --quiet) and config.json records both counts', () => {
+    const r = heads('short-heads', '512');
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, note('masks are scored on'));
+    const recorded = JSON.parse(
+      readFileSync(join(tmp.dir, 'short-heads', 'config.json'), 'utf8'),
+    ).calibration;
+    assert.equal(recorded.tokens, predicted);
+    assert.equal(recorded.tokensAsked, 512);
+  });
+
+  test('data that holds what is asked: no note, nothing recorded beyond the tokens', () => {
+    const r = heads('enough-heads', String(predicted));
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, '');
+    const recorded = JSON.parse(
+      readFileSync(join(tmp.dir, 'enough-heads', 'config.json'), 'utf8'),
+    ).calibration;
+    assert.equal(recorded.tokens, predicted);
+    assert.equal('tokensAsked' in recorded, false);
+  });
+
+  test('export --recover warns the same way, also with --json, and its result records both counts', () => {
+    const r = runCli([
+      'export',
+      '--model',
+      sharedPath(MODEL)!,
+      '--mask',
+      join(tmp.dir, 'short-heads', 'mask.json'),
+      '--recover',
+      '--calib',
+      calib,
+      '--calib-tokens',
+      '512',
+      '--format',
+      'hf',
+      '--out',
+      join(tmp.dir, 'short-export'),
+      '--json',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, note('o is refitted on'));
+    assert.deepEqual(JSON.parse(r.stdout).recovery, {
+      calibration: calib,
+      tokens: predicted,
+      tokensAsked: 512,
+    });
   });
 });

@@ -120,6 +120,21 @@ export function prepareGenerationTask(task: GenerationTask, tokenizer: Tokenizer
   return { task, tokenizer, prompts, stopTokens };
 }
 
+/**
+ * How many prompts are longer than `maxPositions` tokens: decoding sees only each one's last `maxPositions`
+ * tokens (the beginning is cut), which callers must say rather than score silently.
+ */
+export function promptsBeyondContext(prompts: readonly (readonly number[])[], maxPositions: number): number {
+  let n = 0;
+  for (const p of prompts) if (p.length > maxPositions) n++;
+  return n;
+}
+
+/** The warning for `cut` of `items` prompts longer than the context (`source` names the task). */
+export function promptsCutNote(source: string, cut: number, items: number, maxPositions: number): string {
+  return `${source}: ${cut} of ${items} prompts are longer than the model's context of ${maxPositions} tokens: only the last ${maxPositions} tokens of each are seen`;
+}
+
 /** The first `n` items of a prepared task (the whole task when it has no more), prompts not encoded again. */
 export function slicePreparedTask(prepared: PreparedGenerationTask, n: number): PreparedGenerationTask {
   if (n >= prepared.prompts.length) return prepared;

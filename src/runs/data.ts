@@ -11,6 +11,7 @@ import { fileError, flagError, GenepruneError } from '../errors.js';
 import type { ComputeDtype } from '../graph/weights.js';
 import { scoreClassification } from '../metrics/classify.js';
 import { readDataset } from '../metrics/data.js';
+import { promptsBeyondContext, promptsCutNote } from '../metrics/generation.js';
 import {
   batches,
   defaultBatchSize,
@@ -215,6 +216,13 @@ export async function prepareRunData(s: RunDataSettings, env: RunEnv, what: stri
   const evalTask = await evaluationTask(s, model.tokenizer);
   await refuseTaskOverlap(calibTask, evalTask);
   const maxPositions = model.spec.config.maxPositions;
+  for (const [task, items] of [
+    [calibTask, s.calibItems ?? BLEU_SEARCH_ITEMS],
+    [evalTask, s.evalItems ?? Number.POSITIVE_INFINITY],
+  ] as const) {
+    const cut = task && promptsCutOf(task, items, maxPositions);
+    if (task && cut) env.onNote?.(promptsCutNote(task.source, cut, usedPrompts(task, items), maxPositions));
+  }
   const calibChoices = await calibrationChoices(s, model.tokenizer, maxPositions);
   const evalChoices = await evaluationChoices(s, model.tokenizer, maxPositions);
   await refuseChoicesOverlap(calibChoices, evalChoices);
@@ -333,6 +341,20 @@ export async function scoreLabelledOnEval(
   }
 }
 
+/** The prompts of a task a run decodes: its first `items`. */
+const usedPrompts = (task: RunTask, items: number) => Math.min(items, task.prepared.prompts.length);
+
+/** How many of the prompts a run decodes are longer than the model's context (their beginning is not seen). */
+function promptsCutOf(task: RunTask, items: number, maxPositions: number): number {
+  return promptsBeyondContext(task.prepared.prompts.slice(0, usedPrompts(task, items)), maxPositions);
+}
+
+/** A task's record, with the count of prompts cut to the context when there are any. */
+function taskRecordOf(task: RunTask, items: number, maxPositions: number) {
+  const cut = promptsCutOf(task, items, maxPositions);
+  return { ...taskRecord(task, usedPrompts(task, items)), ...(cut > 0 ? { promptsCut: cut } : {}) };
+}
+
 /** What a run's config.json records about its model and data (paths, identity, data hashes). */
 export async function runModelAndData(s: RunDataSettings, d: RunData) {
   return {
@@ -349,9 +371,10 @@ export async function runModelAndData(s: RunDataSettings, d: RunData) {
       context: d.context,
       ...(d.calibTask
         ? {
-            task: taskRecord(
+            task: taskRecordOf(
               d.calibTask,
-              Math.min(s.calibItems ?? BLEU_SEARCH_ITEMS, d.calibTask.prepared.prompts.length),
+              s.calibItems ?? BLEU_SEARCH_ITEMS,
+              d.model.spec.config.maxPositions,
             ),
           }
         : {}),
@@ -383,9 +406,10 @@ export async function runModelAndData(s: RunDataSettings, d: RunData) {
         : {}),
       ...(d.evalTask
         ? {
-            task: taskRecord(
+            task: taskRecordOf(
               d.evalTask,
-              Math.min(s.evalItems ?? Number.POSITIVE_INFINITY, d.evalTask.prepared.prompts.length),
+              s.evalItems ?? Number.POSITIVE_INFINITY,
+              d.model.spec.config.maxPositions,
             ),
           }
         : {}),

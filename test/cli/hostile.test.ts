@@ -27,7 +27,9 @@ import { memoryTensor, type TensorSource } from '../../src/model/spec.js';
 import { loadTokenizer } from '../../src/tokenizer/load.js';
 import { rejectsFileError, tempDir } from '../checkpoint/helpers.js';
 import { assertOneLineError, runCli } from '../helpers/cli.js';
-import { EVAL, MODEL, sharedPath, skipUnlessShared, TOKENIZER } from '../shared.js';
+import { writeRandomEncoder } from '../helpers/encoders.js';
+import { writeGpt2 } from '../helpers/gpt2.js';
+import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared, TOKENIZER } from '../shared.js';
 
 const tmp = tempDir('geneprune-hostile-');
 after(tmp.cleanup);
@@ -318,6 +320,30 @@ describe('configs the checkpoint contradicts', () => {
       );
       assert.ok(ms < 2000, `${layers} layers took ${ms} ms`);
     }
+  });
+
+  test('GPT-2 (n_layer) and DistilBERT (n_layers) layer counts are checked the same way', async () => {
+    const gpt2 = join(tmp.dir, 'gpt2-layers');
+    await writeGpt2(gpt2, { embd: 8, heads: 2, layers: 2, inner: 16, vocab: 20, positions: 16 }, 1, {
+      n_layer: 1e9,
+    });
+    await rejectsFileError(
+      loadModelSpec(gpt2),
+      join(gpt2, 'config.json'),
+      /^"n_layer" is 1000000000, but the checkpoint's tensors hold layers 0\.\.1 only \(2 layers\)$/,
+    );
+    const distil = await writeRandomEncoder(tmp.dir, 'distil-layers', {
+      modelType: 'distilbert',
+      layers: 2,
+      seed: 1,
+    });
+    const config = JSON.parse(readFileSync(join(distil.dir, 'config.json'), 'utf8'));
+    writeFileSync(join(distil.dir, 'config.json'), JSON.stringify({ ...config, n_layers: 100_000 }));
+    await rejectsFileError(
+      loadModelSpec(distil.dir),
+      join(distil.dir, 'config.json'),
+      /^"n_layers" is 100000, but the checkpoint's tensors hold layers 0\.\.1 only \(2 layers\)$/,
+    );
   });
 
   test('the same through the CLI: one line', async () => {
@@ -727,5 +753,94 @@ describe('calibration data shorter than --calib-tokens', {
       tokens: predicted,
       tokensAsked: 512,
     });
+  });
+});
+
+describe('prompts longer than the context', { skip: skipUnlessShared(MODEL, TOKENIZER, EVAL, CALIB) }, () => {
+  // stories260K's context is 512 tokens; this prompt is far longer.
+  const LONG = Array(60).fill('The dog ran in the park and played with the ball.').join(' ');
+  let longTokens: number;
+  let task: string;
+  before(async () => {
+    longTokens = (await loadTokenizer(sharedPath(TOKENIZER)!)).encode(LONG, { bos: true }).length;
+    assert.ok(longTokens > 512);
+    task = join(tmp.dir, 'long-task.jsonl');
+    writeFileSync(
+      task,
+      `${JSON.stringify({ prompt: LONG, reference: 'The end.' })}\n${JSON.stringify({ prompt: 'Once upon a time', reference: 'there was a girl.' })}\n`,
+    );
+  });
+  const cutLine = (prefix: string) =>
+    `${prefix}: ${task}: 1 of 2 prompts are longer than the model's context of 512 tokens: only the last 512 tokens of each are seen\n`;
+
+  test('why: generate cut a long prompt to the context silently — it warns and reports the tokens cut', () => {
+    const r = runCli(['generate', '--model', sharedPath(MODEL)!, '--prompt', LONG, '-n', '3', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(
+      r.stderr,
+      `warning: the prompt is ${longTokens} tokens, longer than the model's context of 512: its first ${longTokens - 512} tokens are not seen\n`,
+    );
+    assert.equal(JSON.parse(r.stdout).promptTokensCut, longTokens - 512);
+    const short = runCli([
+      'generate',
+      '--model',
+      sharedPath(MODEL)!,
+      '--prompt',
+      'The dog',
+      '-n',
+      '3',
+      '--json',
+    ]);
+    assert.equal(short.stderr, '');
+    assert.equal(JSON.parse(short.stdout).promptTokensCut, 0);
+  });
+
+  test('why: eval --task scored BLEU on cut prompts silently — it warns and reports how many', () => {
+    const r = runCli([
+      'eval',
+      '--model',
+      sharedPath(MODEL)!,
+      '--task',
+      task,
+      '--max-new-tokens',
+      '3',
+      '--json',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, cutLine('warning'));
+    assert.equal(JSON.parse(r.stdout).promptsCut, 1);
+  });
+
+  test('a run with such an --eval-task notes it (even --quiet) and config.json records it', () => {
+    const out = join(tmp.dir, 'long-task-heads');
+    const r = runCli([
+      'heads',
+      '--model',
+      sharedPath(MODEL)!,
+      '--calib',
+      sharedPath(CALIB)!,
+      '--eval',
+      sharedPath(EVAL)!,
+      '--method',
+      'norm',
+      '--target-sparsity',
+      '0.25',
+      '--calib-tokens',
+      '512',
+      '--eval-tokens',
+      '256',
+      '--eval-task',
+      task,
+      '--eval-new-tokens',
+      '3',
+      '--out',
+      out,
+      '--quiet',
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, cutLine('note'));
+    const recorded = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')).evaluation.task;
+    assert.equal(recorded.promptsCut, 1);
+    assert.equal(recorded.items, 2);
   });
 });

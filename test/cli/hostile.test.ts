@@ -13,12 +13,14 @@ import type { HfFolder } from '../../src/checkpoint/hf.js';
 import { writeHfFolder } from '../../src/checkpoint/hf.js';
 import { writeSafetensors } from '../../src/checkpoint/safetensors.js';
 import { parseThreadsFlag } from '../../src/cli/options.js';
+import { applyRecoveredWeights, RECOVERED_FORMAT } from '../../src/masks/recovered.js';
 import { readChoiceTask } from '../../src/metrics/choices.js';
 import { readClassificationData } from '../../src/metrics/classification.js';
 import { readDataset } from '../../src/metrics/data.js';
 import { readGenerationTask } from '../../src/metrics/generation.js';
 import { makeWindows } from '../../src/metrics/perplexity.js';
 import { bindHfTensors } from '../../src/model/bind.js';
+import { modelIdentity } from '../../src/model/identity.js';
 import { hfNameOfRole, llamaConfigFromHf, llamaRoleShapes, llamaSpecToHf } from '../../src/model/llama.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { evaluatedShape } from '../../src/model/memory.js';
@@ -575,6 +577,37 @@ describe('integer weight tensors', () => {
         ),
       );
     }
+  });
+
+  test('a recovered-weights file holding an integer tensor is refused the same way', async () => {
+    const spec = randomLlamaSpec({
+      hiddenSize: 16,
+      numLayers: 1,
+      numHeads: 2,
+      numKvHeads: 1,
+      intermediateSize: 8,
+      vocabSize: 32,
+      maxPositions: 64,
+      seed: 7,
+    });
+    const path = join(tmp.dir, 'recovered-u8.safetensors');
+    const info = {
+      format: RECOVERED_FORMAT,
+      version: 1,
+      model: { fingerprint: (await modelIdentity(spec)).fingerprint },
+      maskSha256: 'given',
+      damping: 0,
+    };
+    await writeSafetensors(
+      path,
+      [{ name: 'layers.0.attn.o.weight', shape: [16, 16], dtype: 'U8', bytes: new Uint8Array(256).fill(1) }],
+      { 'geneprune.recovered-weights': JSON.stringify(info) },
+    );
+    await rejectsFileError(
+      applyRecoveredWeights(path, spec, { weight: { sha256: 'given' } }),
+      path,
+      /^tensor layers\.0\.attn\.o\.weight is U8: weights must be F32, F16, BF16/,
+    );
   });
 
   test('the CLI refuses in one line', async () => {

@@ -75,6 +75,10 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
   }
   const batchSize = opts.batchSize ?? defaultBatchSize(context, config.vocabSize);
   const dtype = opts.dtype ?? 'fp32';
+  // Masks first: a bad mask or flag is reported before the data is read.
+  const weights = await resolveMasks(model.spec, opts);
+  const headMask = weights.headMask;
+  const masks = { headMask, weightMasks: weights.feeds };
   // With maxTokens only the first maxTokens + 1 tokens are read and tokenized, however large the data.
   const maxTokens = opts.maxTokens;
   const data =
@@ -93,9 +97,6 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
     what: 'eval',
     dtype,
   });
-  const weights = await resolveMasks(model.spec, opts);
-  const headMask = weights.headMask;
-  const masks = { headMask, weightMasks: weights.feeds };
   const runtime = { device, threads: opts.threads, dtype, weightMasks: weights.roles };
   const runner = await createRunner(weights.spec, { output: 'nll', ...runtime });
   let result: Awaited<ReturnType<typeof evaluatePerplexity>>;

@@ -9,6 +9,8 @@ import {
   GENERATION_MAX_NEW_TOKENS,
   type GenerationTask,
   prepareGenerationTask,
+  promptsBeyondContext,
+  promptsCutNote,
   readGenerationTask,
   scoreGeneration,
 } from '../metrics/generation.js';
@@ -28,12 +30,16 @@ export interface EvaluateBleuOptions extends RuntimeOptions, HeadMaskChoice, Wei
   bleu?: BleuKind;
   /** Called after every forward pass with the rows it decoded. */
   onStep?: (rows: number) => void;
+  /** Warnings (prompts longer than the model's context), one line each, before decoding starts. */
+  onNote?: (line: string) => void;
 }
 
 export interface EvaluateBleuResult {
   model: string;
   task: string;
   items: number;
+  /** Prompts longer than the model's context, of which decoding saw only the last maxPositions tokens. */
+  promptsCut: number;
   /** The chosen BLEU, 0–100. */
   bleu: number;
   kind: BleuKind;
@@ -65,6 +71,10 @@ export async function evaluateBleu(opts: EvaluateBleuOptions): Promise<EvaluateB
   const weights = await resolveMasks(model.spec, opts);
   const headMask = weights.headMask;
   const prepared = prepareGenerationTask(task, model.tokenizer);
+  const maxPositions = model.spec.config.maxPositions;
+  const promptsCut = promptsBeyondContext(prepared.prompts, maxPositions);
+  if (promptsCut > 0)
+    opts.onNote?.(promptsCutNote(task.source, promptsCut, prepared.prompts.length, maxPositions));
   const runner = await createRunner(weights.spec, {
     output: 'row_logits',
     device,
@@ -84,6 +94,7 @@ export async function evaluateBleu(opts: EvaluateBleuOptions): Promise<EvaluateB
       model: model.modelPath,
       task: task.source,
       items: s.items,
+      promptsCut,
       bleu: s.bleu,
       kind: s.kind,
       corpus: s.corpus,

@@ -12,7 +12,7 @@ import {
   tokenizeDocuments,
   tokenizePrefix,
 } from '../metrics/perplexity.js';
-import { checkMemoryBudget, peakRssBytes } from '../model/memory.js';
+import { checkMemoryBudget, evaluatedShape, peakRssBytes } from '../model/memory.js';
 import { type ModelInput, openModelInput, type RuntimeOptions } from './common.js';
 import { type HeadMaskChoice, headListText, resolveMasks, type WeightMaskChoice } from './masks.js';
 
@@ -76,6 +76,7 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
   const device = opts.device ?? 'cpu';
   const model = await openModelInput(opts.model, opts.tokenizer);
   const { config } = model.spec;
+  // Masks first: a bad mask or flag is reported before the data is read (and a run's mask says its ctx).
   const weights = await resolveMasks(model.spec, opts);
   const fromRun = opts.context === undefined ? weights.runContext : undefined;
   const context = opts.context ?? fromRun?.context ?? config.maxPositions;
@@ -90,13 +91,6 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
   }
   const batchSize = opts.batchSize ?? defaultBatchSize(context, config.vocabSize);
   const dtype = opts.dtype ?? 'fp32';
-  checkMemoryBudget(model.spec, {
-    batch: batchSize,
-    seq: context,
-    budget: opts.memoryBudget,
-    what: 'eval',
-    dtype,
-  });
   const headMask = weights.headMask;
   const masks = { headMask, weightMasks: weights.feeds };
   // With maxTokens only the first maxTokens + 1 tokens are read and tokenized, however large the data.
@@ -109,6 +103,14 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
         }))
       : await tokenizePrefix(opts.data, model.tokenizer, maxTokens + 1);
   const windows = makeWindows(data.tokens, context, maxTokens, opts.data);
+  // Sized by the windows actually scored, not the model's context: a 256-token evaluation of a model whose
+  // config allows 32768 positions needs 256-token attention, not 32768² (it was refused as 96.6 GiB).
+  checkMemoryBudget(model.spec, {
+    ...evaluatedShape(windows, batchSize),
+    budget: opts.memoryBudget,
+    what: 'eval',
+    dtype,
+  });
   const runtime = { device, threads: opts.threads, dtype, weightMasks: weights.roles };
   const runner = await createRunner(weights.spec, { output: 'nll', ...runtime });
   let result: Awaited<ReturnType<typeof evaluatePerplexity>>;

@@ -26,7 +26,7 @@ import {
   exportModel as writeExport,
 } from '../prune/export.js';
 import { recoverHeadRemoval } from '../prune/recover-heads.js';
-import { recoveryBatches } from '../runs/data.js';
+import { recoveryBatches, shortCalibrationNote } from '../runs/data.js';
 import { type ModelInput, openModelInput } from './common.js';
 
 export interface ExportOptions {
@@ -74,6 +74,8 @@ export interface ExportOptions {
   /** Refuse before loading when the estimated peak exceeds this many bytes (default: total memory). */
   memoryBudget?: number;
   onStatus?: (line: string) => void;
+  /** Warnings shown even when progress is not (calibration data shorter than --calib-tokens). */
+  onNote?: (line: string) => void;
 }
 
 export { EXPORT_FORMATS, type ExportFormat, type ExportResult, HF_LAYOUTS, type HfLayout };
@@ -146,6 +148,7 @@ export async function exportModel(opts: ExportOptions): Promise<
   const weights = opts.weightMask ? await loadWeightMaskFile(opts.weightMask, model.spec) : undefined;
   let spec = model.spec;
   let recovered: AppliedMask['recovered'];
+  let tokensAsked: number | undefined;
   if (opts.recovered) {
     const read = await readRecoveredWeights(opts.recovered, model.spec, {
       ...(weights ? { weight: { sha256: weights.sha256 } } : {}),
@@ -159,7 +162,12 @@ export async function exportModel(opts: ExportOptions): Promise<
     const calib = await readDataset(opts.calib!);
     const stream = tokenizeDocuments(calib.documents, model.tokenizer);
     const context = Math.min(model.spec.config.maxPositions, 512);
-    const tokens = Math.min(opts.calibTokens ?? 8192, stream.length - 1);
+    const asked = opts.calibTokens ?? 8192;
+    const tokens = Math.min(asked, stream.length - 1);
+    if (tokens < asked) {
+      tokensAsked = asked;
+      opts.onNote?.(shortCalibrationNote(opts.calib!, tokens, asked, 'o is refitted on'));
+    }
     opts.onStatus?.(
       `recovery: refitting o after ${mask.file.removed.length} heads are removed, on ${tokens} calibration tokens`,
     );
@@ -204,7 +212,13 @@ export async function exportModel(opts: ExportOptions): Promise<
     ...(opts.weightMask ? { weightMask: opts.weightMask } : {}),
     ...(opts.recovered ? { recovered: opts.recovered } : {}),
     ...(recovered?.calibration
-      ? { recovery: { calibration: recovered.calibration, tokens: recovered.tokens! } }
+      ? {
+          recovery: {
+            calibration: recovered.calibration,
+            tokens: recovered.tokens!,
+            ...(tokensAsked !== undefined ? { tokensAsked } : {}),
+          },
+        }
       : {}),
   };
 }

@@ -19,6 +19,8 @@ export interface GenerateOptions extends RuntimeOptions, HeadMaskChoice, WeightM
   seed?: number;
   /** Called with each new piece of text as it is produced. */
   onText?: (text: string) => void;
+  /** Warnings (a prompt longer than the model's context), one line each, before generation starts. */
+  onNote?: (line: string) => void;
 }
 
 export interface GenerateResult {
@@ -28,6 +30,8 @@ export interface GenerateResult {
   text: string;
   /** Prompt token ids (BOS first), then the generated ids. */
   promptTokens: number[];
+  /** Prompt tokens beyond the model's context (its beginning), which generation never saw. */
+  promptTokensCut: number;
   tokens: number[];
   /** 'length' when maxNewTokens were produced, 'stop' when the model emitted BOS/EOS. */
   finish: 'length' | 'stop';
@@ -55,6 +59,14 @@ export async function generate(opts: GenerateOptions = {}): Promise<GenerateResu
   const tok = model.tokenizer;
   const prompt = tok.encode(promptText, { bos: true });
   if (prompt.length === 0) prompt.push(model.spec.config.bosTokenId ?? 1);
+  // The decoder sees the last maxPositions tokens: a longer prompt loses its beginning, which must be said.
+  const maxPositions = model.spec.config.maxPositions;
+  const promptTokensCut = Math.max(0, prompt.length - maxPositions);
+  if (promptTokensCut > 0) {
+    opts.onNote?.(
+      `the prompt is ${prompt.length} tokens, longer than the model's context of ${maxPositions}: its first ${promptTokensCut} tokens are not seen`,
+    );
+  }
   const dtype = opts.dtype ?? 'fp32';
   const runner = await createRunner(weights.spec, {
     output: 'last_logits',
@@ -91,6 +103,7 @@ export async function generate(opts: GenerateOptions = {}): Promise<GenerateResu
     prompt: promptText,
     text,
     promptTokens: prompt,
+    promptTokensCut,
     tokens,
     finish: tokens.length < maxNewTokens ? 'stop' : 'length',
     prunedHeads: headListText(opts.pruneHeads ?? []),

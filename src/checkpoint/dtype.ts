@@ -22,6 +22,18 @@ export function isDtype(s: unknown): s is Dtype {
   return typeof s === 'string' && Object.hasOwn(DTYPE_BYTES, s);
 }
 
+/**
+ * The dtypes a model's weights may have. Integer and boolean tensors (quantized or corrupted checkpoints) would
+ * be cast to float and evaluated as if they were weights, giving numbers without meaning, so they are refused.
+ */
+export const WEIGHT_DTYPES: readonly Dtype[] = ['F32', 'F16', 'BF16'];
+
+/** Why a tensor of `dtype` cannot be a weight, or undefined when it can. */
+export function weightDtypeProblem(name: string, dtype: Dtype): string | undefined {
+  if (WEIGHT_DTYPES.includes(dtype)) return undefined;
+  return `tensor ${name} is ${dtype}: weights must be ${WEIGHT_DTYPES.join(', ')} (quantized or integer checkpoints are not supported)`;
+}
+
 // Typed-array views below read checkpoint bytes in platform order; every checkpoint format here is little-endian.
 if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) {
   throw new Error('geneprune needs a little-endian platform to read checkpoints');
@@ -231,4 +243,21 @@ export function narrowInto(dtype: 'F16' | 'BF16', src: Float32Array, out: Uint16
     }
   }
   return overflow;
+}
+
+/** The message for a finite value at `at` that narrowing to `dtype` would turn into infinity. */
+export function overflowText(name: string, dtype: 'F16' | 'BF16', values: Float32Array, at: number): string {
+  const range = dtype === 'F16' ? "fp16's range (±65504)" : "bf16's range";
+  return `tensor ${name} holds ${values[at]} (element ${at}), beyond ${range}: it would be stored as infinity`;
+}
+
+/** Why fp32 `values` cannot be stored as `dtype` without turning a finite value into infinity, or undefined. */
+export function narrowingProblem(
+  name: string,
+  dtype: 'F32' | 'F16' | 'BF16',
+  values: Float32Array,
+): string | undefined {
+  if (dtype === 'F32') return undefined;
+  const at = narrowInto(dtype, values, new Uint16Array(values.length));
+  return at < 0 ? undefined : overflowText(name, dtype, values, at);
 }

@@ -14,6 +14,8 @@ import {
   firstNonFinite,
   fromFloat32,
   isDtype,
+  narrowInto,
+  overflowText,
   toFloat32,
 } from './dtype.js';
 import { fileSize, readChunks, readRange } from './io.js';
@@ -269,10 +271,21 @@ export async function writeSafetensors(
       }
       await writeAll(
         fh,
-        'bytes' in t ? (data as Uint8Array) : fromFloat32(t.dtype ?? dtype, data as Float32Array),
+        'bytes' in t
+          ? (data as Uint8Array)
+          : storedBytes(path, t.name, t.dtype ?? dtype, data as Float32Array),
       );
     }
   });
+}
+
+/** fp32 values as `dtype` bytes; a finite value that would become infinity is refused, never written. */
+function storedBytes(path: string, name: string, dtype: StoredFloat, values: Float32Array): Uint8Array {
+  if (dtype === 'F32') return fromFloat32('F32', values);
+  const bits = new Uint16Array(values.length);
+  const at = narrowInto(dtype, values, bits);
+  if (at >= 0) throw fileError(path, overflowText(name, dtype, values, at));
+  return new Uint8Array(bits.buffer);
 }
 
 const resolveData = <T>(v: T | (() => Promise<T>)): Promise<T> | T =>

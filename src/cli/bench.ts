@@ -8,6 +8,7 @@ import {
   parseComputeDtype,
   parseDevice,
   parseIntFlag,
+  parseThreadsFlag,
   threadsOption,
 } from './options.js';
 
@@ -72,7 +73,7 @@ removed work predicts. Example:
         warmup: n('--warmup', flags.warmup, 0),
         device: parseDevice(flags.device),
         dtype: parseComputeDtype(flags.dtype),
-        threads: flags.threads ? n('--threads', flags.threads) : undefined,
+        threads: flags.threads ? parseThreadsFlag(flags.threads) : undefined,
         memoryBudget: flags.memoryBudget ? parseByteSize('--memory-budget', flags.memoryBudget) : undefined,
         onStatus: flags.json ? undefined : (line) => process.stderr.write(`${line}\n`),
       });

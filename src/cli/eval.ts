@@ -103,6 +103,7 @@ async function evalBleu(flags: EvalFlags, json: boolean | undefined): Promise<vo
       rows += n;
       progress.update(`bleu: ${rows} rows decoded`);
     },
+    onNote: (line) => process.stderr.write(`warning: ${line}\n`),
   });
   progress.done();
   if (json) process.stdout.write(`${JSON.stringify({ ...report, taskFrom: from })}\n`);

@@ -14,6 +14,7 @@ import {
   parseByteSize,
   parseDevice,
   parseIntFlag,
+  parseThreadsFlag,
   threadsOption,
   tokenizerOption,
 } from './options.js';
@@ -104,7 +105,7 @@ Example:
         calib: flags.calib,
         calibTokens: flags.calibTokens ? parseIntFlag('--calib-tokens', flags.calibTokens) : undefined,
         device: parseDevice(flags.device),
-        threads: flags.threads ? parseIntFlag('--threads', flags.threads) : undefined,
+        threads: flags.threads ? parseThreadsFlag(flags.threads) : undefined,
         out: flags.out,
         format: flags.format as ExportFormat,
         hfLayout: flags.hfLayout as HfLayout,
@@ -112,6 +113,7 @@ Example:
         force: flags.force,
         memoryBudget: flags.memoryBudget ? parseByteSize('--memory-budget', flags.memoryBudget) : undefined,
         onStatus: flags.json ? undefined : (line) => process.stderr.write(`${line}\n`),
+        onNote: (line) => process.stderr.write(`note: ${line}\n`),
       });
       if (flags.json) {
         process.stdout.write(`${JSON.stringify(result)}\n`);

@@ -70,6 +70,7 @@ Example:
         temperature: parseFloatFlag('--temperature', flags.temperature, 0),
         seed: parseIntFlag('--seed', flags.seed, 0),
         ...maskRuntimeOptions(flags),
+        onNote: (line: string) => process.stderr.write(`warning: ${line}\n`),
       };
       if (flags.json) {
         process.stdout.write(`${JSON.stringify(await generate(options))}\n`);

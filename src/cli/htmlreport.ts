@@ -1,7 +1,7 @@
 /** `geneprune report`: one self-contained HTML page of figures and tables for finished run directories. */
 import type { Command } from 'commander';
 import { report } from '../index.js';
-import { deviceOption, parseDevice, parseIntFlag, threadsOption } from './options.js';
+import { deviceOption, parseDevice, parseIntFlag, parseThreadsFlag, threadsOption } from './options.js';
 
 interface ReportFlags {
   out: string;
@@ -49,7 +49,7 @@ The page needs no network or script to be viewed. Example:
         benchRuns: parseIntFlag('--bench-runs', flags.benchRuns),
         force: flags.force,
         device: parseDevice(flags.device),
-        threads: flags.threads ? parseIntFlag('--threads', flags.threads) : undefined,
+        threads: flags.threads ? parseThreadsFlag(flags.threads) : undefined,
         onStatus: (line) => process.stderr.write(`${line}\n`),
       });
       if (flags.json) {

@@ -1,4 +1,5 @@
 /** Flags shared by the commands. Each parser throws a flagError naming the flag. */
+import { availableParallelism } from 'node:os';
 import { Option } from 'commander';
 import { COMPUTE_DTYPES, type ComputeDtype, DEVICES, type Device, flagError } from '../index.js';
 
@@ -18,6 +19,23 @@ export function parseFloatFlag(flag: string, value: string, min = Number.NEGATIV
   if (value.trim() === '' || !Number.isFinite(n)) throw flagError(flag, `expected a number, got "${value}"`);
   if (n < min) throw flagError(flag, `must be ≥ ${min}, got ${n}`);
   return n;
+}
+
+/**
+ * `--threads`: more intra-op threads than the machine has cores only makes ONNX Runtime's spinning threads fight
+ * over them (100000 ran for hours), so a larger count is capped at the cores, with a note on stderr.
+ */
+export function parseThreadsFlag(
+  value: string,
+  note: (line: string) => void = (line) => {
+    process.stderr.write(`${line}\n`);
+  },
+): number {
+  const n = parseIntFlag('--threads', value);
+  const cores = availableParallelism();
+  if (n <= cores) return n;
+  note(`note: --threads ${n} exceeds the ${cores} CPU cores this machine offers: using ${cores}`);
+  return cores;
 }
 
 export function parseDevice(value: string): Device {
@@ -64,7 +82,7 @@ export function maskRuntimeOptions(flags: MaskRuntimeFlags) {
     recovered: flags.recovered,
     device: parseDevice(flags.device),
     dtype: parseComputeDtype(flags.dtype),
-    threads: flags.threads ? parseIntFlag('--threads', flags.threads) : undefined,
+    threads: flags.threads ? parseThreadsFlag(flags.threads) : undefined,
   };
 }
 

@@ -5,7 +5,7 @@
  */
 import { type Command, Option } from 'commander';
 import { flagError } from '../index.js';
-import { parseByteSize, parseDevice, parseFloatFlag, parseIntFlag } from './options.js';
+import { parseByteSize, parseDevice, parseFloatFlag, parseIntFlag, parseThreadsFlag } from './options.js';
 import type { ProgressLine } from './progress.js';
 
 export type Flags = Record<string, string | boolean | undefined>;
@@ -87,7 +87,7 @@ export function formatSeconds(sec: number): string {
 export function runEnvFromFlags(f: Flags, progress: ProgressLine, quiet: boolean) {
   return {
     device: parseDevice(String(f.device)),
-    threads: typeof f.threads === 'string' ? parseIntFlag('--threads', f.threads) : undefined,
+    threads: typeof f.threads === 'string' ? parseThreadsFlag(f.threads) : undefined,
     memoryBudget:
       typeof f.memoryBudget === 'string' ? parseByteSize('--memory-budget', f.memoryBudget) : undefined,
     onNote: (line: string) => {

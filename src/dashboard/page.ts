@@ -259,8 +259,9 @@ export const PAGE_SCRIPT = `'use strict';
   }
 
   function onAppend(data) {
-    state.evals.push(...data.evals);
-    state.generations.push(...data.generations);
+    // A loop, not push(...): an append after a resume may carry more points than call arguments can.
+    for (const e of data.evals) state.evals.push(e);
+    for (const g of data.generations) state.generations.push(g);
     showMeta(data.meta);
     return append(data.evals, data.generations);
   }

@@ -16,6 +16,7 @@ import { basename, join, resolve } from 'node:path';
 import { pickFromFront, targetRemovedOf } from '../runs/front.js';
 import { HEAD_RUN_KIND, LOCK_FILE, WEIGHT_RUN_KIND } from '../runs/rundir.js';
 import type { BlockSearchProgress } from '../spaces/weights/blockwise.js';
+import { pushAll } from '../util/arrays.js';
 import { pidAlive } from '../util/fs.js';
 import {
   addToBlockLog,
@@ -566,14 +567,14 @@ export function watchRun(dir: string): RunWatcher {
             now.generations.length >= before.generations.length &&
             before.generations.every((p, i) => JSON.stringify(p) === JSON.stringify(now.generations[i]));
           if (!extends_) reset = true;
-          newGenerations.push(...now.generations.slice(before.generations.length));
+          pushAll(newGenerations, now.generations.slice(before.generations.length));
           generations = now.generations;
           if (!evalsLogged) {
             const stale =
               now.evals.length < before.evals.length ||
               !before.evals.every((p, i) => JSON.stringify(p) === JSON.stringify(now.evals[i]));
             if (stale) reset = true;
-            newEvals.push(...now.evals.slice(before.evals.length));
+            pushAll(newEvals, now.evals.slice(before.evals.length));
             evals = now.evals;
             blockBest = new Set(evals);
           }

@@ -5,6 +5,7 @@
  * re-runs the whole (cropped) sequence: no KV cache, so head and weight masks apply unchanged.
  */
 import { GenepruneError } from '../errors.js';
+import { maxOf } from '../util/arrays.js';
 import { argmax } from './generate.js';
 import type { CandidateMasks, ModelRunner } from './runner.js';
 
@@ -60,7 +61,7 @@ export async function greedyDecodeBatch(
     for (let step = 0; step < opts.maxNewTokens && active.length > 0; step++) {
       // Each row's window: its last maxPos tokens, as single-prompt generation crops.
       const windows = active.map((r) => seqs[r].slice(Math.max(0, seqs[r].length - maxPos)));
-      const seq = Math.max(...windows.map((w) => w.length));
+      const seq = maxOf(windows.map((w) => w.length));
       const ids = new BigInt64Array(active.length * seq); // right padding with id 0, never attended to
       const lastIndex = new BigInt64Array(active.length);
       windows.forEach((w, b) => {

@@ -5,6 +5,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
 import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { GenepruneError } from '../errors.js';
@@ -111,7 +112,9 @@ export async function createEngine(
     executionProviders: device === 'cpu' ? ['cpu'] : [device, 'cpu'],
     graphOptimizationLevel: 'all',
   };
-  if (opts.threads && opts.threads > 0) options.intraOpNumThreads = opts.threads;
+  // More threads than cores only spin against each other (the CLI notes its cap; a library caller gets it quietly).
+  if (opts.threads && opts.threads > 0)
+    options.intraOpNumThreads = Math.min(opts.threads, availableParallelism());
   if (opts.profileFilePrefix) {
     options.enableProfiling = true;
     options.profileFilePrefix = opts.profileFilePrefix;

@@ -11,6 +11,7 @@
  * them, in one line naming the file, for another model, another mask, or without their mask.
  */
 
+import { weightDtypeProblem } from '../checkpoint/dtype.js';
 import { openSafetensors, writeSafetensors } from '../checkpoint/safetensors.js';
 import { fileError, flagError, GenepruneError } from '../errors.js';
 import { modelIdentity, shortFingerprint } from '../model/identity.js';
@@ -156,6 +157,8 @@ export async function readRecoveredWeights(
   for (const [role, t] of st.tensors) {
     const own = spec.tensors.get(role);
     if (!own) throw fileError(path, `holds ${role}, which the model does not have`);
+    const problem = weightDtypeProblem(role, t.dtype);
+    if (problem) throw fileError(path, problem);
     if (own.shape.join('x') !== t.shape.join('x')) {
       throw fileError(path, `${role} is ${t.shape.join('×')}, the model's is ${own.shape.join('×')}`);
     }

@@ -36,7 +36,7 @@ import { type CandidateMasks, IGNORE_INDEX, type ModelRunner, type TokenBatch } 
 import { dataError, fileError, GenepruneError } from '../errors.js';
 import type { Tokenizer } from '../tokenizer/types.js';
 import { accuracy } from './classification.js';
-import { firstNonTextByte } from './data.js';
+import { firstNonTextByte, requireRegularFile } from './data.js';
 import { defaultBatchSize, type NonFinitePolicy } from './perplexity.js';
 
 export interface ChoiceItem {
@@ -114,6 +114,7 @@ export function parseChoiceTask(path: string, text: string): ChoiceTask {
 }
 
 export async function readChoiceTask(path: string): Promise<ChoiceTask> {
+  await requireRegularFile(path, 'multiple-choice file');
   let bytes: Buffer;
   try {
     bytes = await readFile(path);

@@ -22,7 +22,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { dataError, fileError } from '../errors.js';
-import { firstNonTextByte } from './data.js';
+import { firstNonTextByte, requireRegularFile } from './data.js';
 
 function checkPairs(predictions: ArrayLike<number>, labels: ArrayLike<number>, what: string): void {
   if (predictions.length !== labels.length) {
@@ -208,6 +208,7 @@ export async function readClassificationData(
   path: string,
   labels: readonly string[],
 ): Promise<ClassificationData> {
+  await requireRegularFile(path, 'labelled data');
   let bytes: Buffer;
   try {
     bytes = await readFile(path);

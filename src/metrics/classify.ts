@@ -11,6 +11,7 @@ import type { CandidateMasks, ModelRunner, TokenBatch } from '../engine/runner.j
 import { dataError, fileError } from '../errors.js';
 import type { ModelSpec } from '../model/spec.js';
 import type { Tokenizer } from '../tokenizer/types.js';
+import { maxOf } from '../util/arrays.js';
 import { accuracy, argmaxRows, type ClassificationData, macroF1 } from './classification.js';
 
 export interface EncodedItem {
@@ -68,7 +69,7 @@ export function prepareClassification(
 export function sliceClassification(p: PreparedClassification, n: number): PreparedClassification {
   if (n >= p.items.length) return p;
   const items = p.items.slice(0, n);
-  return { ...p, items, maxLength: Math.max(...items.map((i) => i.ids.length)) };
+  return { ...p, items, maxLength: maxOf(items.map((i) => i.ids.length)) };
 }
 
 /** Tokens per batch the classifier runs at most (rows × padded length), unless a batch size is given. */

@@ -10,6 +10,7 @@
 import { open, readdir, readFile, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { dataError, fileError } from '../errors.js';
+import { pushAll } from '../util/arrays.js';
 
 export const DOCUMENT_SEPARATOR = '<|endoftext|>';
 
@@ -138,28 +139,73 @@ async function readOne(path: string): Promise<string[]> {
   return isJsonl(path) ? parseJsonl(path, text) : splitDocuments(text);
 }
 
+type FileInfo = Awaited<ReturnType<typeof stat>>;
+
+/** What a path that is neither a regular file nor a folder is, in words. */
+function specialKind(info: FileInfo): string {
+  if (info.isFIFO()) return 'a named pipe (FIFO)';
+  if (info.isSocket()) return 'a socket';
+  if (info.isCharacterDevice()) return 'a character device';
+  if (info.isBlockDevice()) return 'a block device';
+  return 'not a regular file';
+}
+
+/**
+ * Refuses a path that is not a regular file. Reading a FIFO or a device blocks until a writer comes (forever,
+ * for a typo'd path), and its contents could not be hashed for resume anyway.
+ */
+function refuseSpecial(path: string, info: FileInfo, what: string): void {
+  if (info.isFile()) return;
+  if (info.isDirectory()) throw fileError(path, `${what} is a folder, expected a file`);
+  throw fileError(path, `${what} is ${specialKind(info)}, not a regular file`);
+}
+
+/** Refuses `path` unless it is a regular file (see refuseSpecial); `what` names it in the message. */
+export async function requireRegularFile(path: string, what = 'data file'): Promise<void> {
+  let info: FileInfo;
+  try {
+    info = await stat(path);
+  } catch (e) {
+    throw fileError(path, `cannot read ${what} (${(e as NodeJS.ErrnoException).code ?? e})`);
+  }
+  refuseSpecial(path, info, what);
+}
+
 /** The files a data path stands for: itself, or a folder's .txt/.jsonl files in name order. */
 export async function dataFiles(path: string): Promise<string[]> {
-  let info: Awaited<ReturnType<typeof stat>>;
+  let info: FileInfo;
   try {
     info = await stat(path);
   } catch {
     throw fileError(path, 'data path does not exist');
   }
-  if (!info.isDirectory()) return [path];
+  if (!info.isDirectory()) {
+    refuseSpecial(path, info, 'data path');
+    return [path];
+  }
   const names = (await readdir(path)).filter((n) => {
     const ext = extname(n).toLowerCase();
     return !n.startsWith('.') && (TEXT_EXTS.has(ext) || JSONL_EXTS.has(ext));
   });
   names.sort();
   if (names.length === 0) throw dataError(path, 'folder holds no .txt or .jsonl files');
-  return names.map((n) => join(path, n));
+  const files = names.map((n) => join(path, n));
+  for (const f of files) {
+    let entry: FileInfo;
+    try {
+      entry = await stat(f);
+    } catch (e) {
+      throw fileError(f, `cannot read data file (${(e as NodeJS.ErrnoException).code ?? e})`);
+    }
+    refuseSpecial(f, entry, 'data file');
+  }
+  return files;
 }
 
 export async function readDataset(path: string): Promise<Dataset> {
   const files = await dataFiles(path);
   const documents: string[] = [];
-  for (const f of files) documents.push(...(await readOne(f)));
+  for (const f of files) pushAll(documents, await readOne(f));
   if (documents.length === 0) throw dataError(path, 'no text found (empty data)');
   return { source: path, files, documents };
 }

@@ -19,8 +19,9 @@ import { greedyDecodeBatch } from '../engine/greedy.js';
 import type { CandidateMasks, ModelRunner } from '../engine/runner.js';
 import { dataError, fileError } from '../errors.js';
 import type { Tokenizer } from '../tokenizer/types.js';
+import { maxOf } from '../util/arrays.js';
 import { BLEU_KINDS, type BleuKind, type BleuScore, corpusBleu, sentenceMeanBleu } from './bleu.js';
-import { firstNonTextByte } from './data.js';
+import { firstNonTextByte, requireRegularFile } from './data.js';
 
 export interface GenerationItem {
   prompt: string;
@@ -86,6 +87,7 @@ export function parseGenerationTask(path: string, text: string): GenerationTask 
 }
 
 export async function readGenerationTask(path: string): Promise<GenerationTask> {
+  await requireRegularFile(path, 'task file');
   let bytes: Buffer;
   try {
     bytes = await readFile(path);
@@ -116,6 +118,21 @@ export function prepareGenerationTask(task: GenerationTask, tokenizer: Tokenizer
   });
   const stopTokens = [tokenizer.bosId, tokenizer.eosId].filter((t): t is number => t !== undefined);
   return { task, tokenizer, prompts, stopTokens };
+}
+
+/**
+ * How many prompts are longer than `maxPositions` tokens: decoding sees only each one's last `maxPositions`
+ * tokens (the beginning is cut), which callers must say rather than score silently.
+ */
+export function promptsBeyondContext(prompts: readonly (readonly number[])[], maxPositions: number): number {
+  let n = 0;
+  for (const p of prompts) if (p.length > maxPositions) n++;
+  return n;
+}
+
+/** The warning for `cut` of `items` prompts longer than the context (`source` names the task). */
+export function promptsCutNote(source: string, cut: number, items: number, maxPositions: number): string {
+  return `${source}: ${cut} of ${items} prompts are longer than the model's context of ${maxPositions} tokens: only the last ${maxPositions} tokens of each are seen`;
 }
 
 /** The first `n` items of a prepared task (the whole task when it has no more), prompts not encoded again. */
@@ -187,7 +204,7 @@ export async function scoreGeneration(
     return text;
   });
   const items = prepared.task.items;
-  const maxRefs = Math.max(...items.map((it) => it.references.length));
+  const maxRefs = maxOf(items.map((it) => it.references.length));
   // sacreBLEU's layout: reference set k holds each item's k-th reference (null where an item has fewer).
   const refSets = Array.from({ length: maxRefs }, (_, k) => items.map((it) => it.references[k] ?? null));
   const corpus = corpusBleu(hypotheses, refSets);

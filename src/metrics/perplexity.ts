@@ -10,6 +10,7 @@ import { type CandidateMasks, IGNORE_INDEX, type ModelRunner, type TokenBatch } 
 import { dataError, GenepruneError } from '../errors.js';
 import { VOCAB_CHUNK } from '../graph/decoder.js';
 import type { Tokenizer } from '../tokenizer/types.js';
+import { maxOf } from '../util/arrays.js';
 import { type StreamStats, streamDocuments } from './data.js';
 
 /** Token windows of up to C+1 tokens each (inputs are the first C, targets the last C). */
@@ -155,7 +156,7 @@ export function makeWindows(
 export function* batches(windows: Windows, batchSize: number): Generator<TokenBatch & { valid: Uint8Array }> {
   for (let b = 0; b < windows.rows.length; b += batchSize) {
     const rows = windows.rows.slice(b, b + batchSize);
-    const seq = Math.max(...rows.map((r) => r.length - 1));
+    const seq = maxOf(rows.map((r) => r.length - 1));
     const ids = new BigInt64Array(rows.length * seq);
     const targets = new BigInt64Array(rows.length * seq).fill(BigInt(IGNORE_INDEX));
     const valid = new Uint8Array(rows.length * seq);

@@ -14,6 +14,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { dataError, fileError } from '../errors.js';
+import { pushAll } from '../util/arrays.js';
 import { dataFiles, firstNonTextByte } from './data.js';
 import type { GenerationItem, GenerationTask } from './generation.js';
 
@@ -75,7 +76,7 @@ export async function buildContinuationTask(
       throw fileError(file, `cannot read data file (${(e as NodeJS.ErrnoException).code ?? e})`);
     }
     if (firstNonTextByte(bytes) >= 0) throw fileError(file, 'not text (pages must be UTF-8 text)');
-    items.push(...continuationItems(bytes.toString('utf8'), opts));
+    pushAll(items, continuationItems(bytes.toString('utf8'), opts));
   }
   const max = opts.maxItems ?? items.length;
   if (items.length === 0) {

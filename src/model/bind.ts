@@ -4,6 +4,7 @@
  * line naming the file. Family files say only which name and shape each role has (and how a stored tensor
  * becomes the role: GPT-2's transposed Conv1D slices).
  */
+import { weightDtypeProblem } from '../checkpoint/dtype.js';
 import type { HfFolder } from '../checkpoint/hf.js';
 import type { FileTensor } from '../checkpoint/safetensors.js';
 import { fileError } from '../errors.js';
@@ -47,11 +48,12 @@ export function bindHfTensors(
     });
   const tensors = new Map<string, TensorSource>();
   const used = new Set<string>();
-  const missing: string[] = [];
+  // A set, not a list searched per tensor: a config claiming 100,000 layers misses ~900,000 tensors.
+  const missingSet = new Set<string>();
   for (const b of bindings) {
     const found = lookup(b.name);
     if (!found) {
-      if (!missing.includes(b.name)) missing.push(b.name);
+      missingSet.add(b.name);
       continue;
     }
     const [stored, t] = found;
@@ -61,10 +63,13 @@ export function bindHfTensors(
         `tensor ${stored} has shape ${shapeText(t.shape)}, config.json implies ${shapeText(b.hfShape)}`,
       );
     }
+    const problem = weightDtypeProblem(stored, t.dtype);
+    if (problem) throw fileError(t.file, problem);
     tensors.set(b.role, b.derive ? b.derive(t) : t);
     used.add(stored);
   }
-  if (missing.includes('lm_head.weight') && opts.missingHead) throw fileError(folder.dir, opts.missingHead);
+  const missing = [...missingSet];
+  if (missingSet.has('lm_head.weight') && opts.missingHead) throw fileError(folder.dir, opts.missingHead);
   if (missing.length > 0) {
     const list =
       missing.length > 5
@@ -80,4 +85,39 @@ export function bindHfTensors(
     );
   }
   return tensors;
+}
+
+/** The config.json keys that give the number of layers (LLaMA/Gemma/BERT, GPT-2, DistilBERT). */
+const LAYER_COUNT_KEYS = ['num_hidden_layers', 'n_layer', 'n_layers'] as const;
+/** A stored tensor's layer index, as every supported family names layers (model.layers.N., h.N., layer.N.). */
+const LAYER_INDEX = /(?:^|\.)(?:layers|layer|h)\.(\d+)\./;
+
+/**
+ * Refuses a layer count the checkpoint contradicts, before a family builds anything per layer: more layers
+ * than the highest layer index its tensor names hold (or, when no name carries one, than it has tensors, as
+ * every layer has tensors of its own). Without this, num_hidden_layers 1e9 made V8 abort while allocating
+ * per-layer tables, and 100,000 layers ran through ~900,000 missing tensors. Linear in the tensor count.
+ */
+export function refuseImpossibleLayerCount(folder: HfFolder, configPath: string): void {
+  let highest = -1;
+  for (const name of folder.tensors.keys()) {
+    const m = LAYER_INDEX.exec(name);
+    if (m) highest = Math.max(highest, Number(m[1]));
+  }
+  for (const key of LAYER_COUNT_KEYS) {
+    const v = folder.config[key];
+    if (typeof v !== 'number' || !Number.isInteger(v)) continue;
+    if (highest >= 0 && v > highest + 1) {
+      throw fileError(
+        configPath,
+        `"${key}" is ${v}, but the checkpoint's tensors hold layers 0..${highest} only (${highest + 1} layers)`,
+      );
+    }
+    if (v > folder.tensors.size) {
+      throw fileError(
+        configPath,
+        `"${key}" is ${v}, but the checkpoint holds only ${folder.tensors.size} tensors (every layer has its own)`,
+      );
+    }
+  }
 }

@@ -21,7 +21,10 @@ export interface ConfigReader {
   readonly path: string;
   fail(message: string): GenepruneError;
   present(key: string): boolean;
-  /** An integer ≥ min; the fallback when absent (missing without a fallback is an error). */
+  /**
+   * An integer ≥ min; the fallback when absent (missing without a fallback is an error). Only exact (safe)
+   * integers: 1e300 is an integer to JavaScript but no size a checkpoint can have.
+   */
   int(key: string, fallback?: number, min?: number): number;
   /** A positive finite number. */
   positive(key: string, fallback: number): number;
@@ -56,7 +59,7 @@ export function configReader(json: Record<string, unknown>, path: string): Confi
         return fallback;
       }
       const v = json[key];
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < min) {
+      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
         throw fail(`"${key}" must be an integer ≥ ${min}, got ${JSON.stringify(v)}`);
       }
       return v;

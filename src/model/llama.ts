@@ -69,7 +69,7 @@ export function llamaConfigFromHf(json: Record<string, unknown>, configPath: str
       return fallback;
     }
     const v = json[key];
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < min) {
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
       throw fail(`"${key}" must be an integer ≥ ${min}, got ${JSON.stringify(v)}`);
     }
     return v;

@@ -10,6 +10,7 @@ import { openLlama2c } from '../checkpoint/llama2c.js';
 import { fileError } from '../errors.js';
 import { describeFsError } from '../util/fs.js';
 import { bertSpecFromHf } from './bert.js';
+import { refuseImpossibleLayerCount } from './bind.js';
 import { gemmaSpecFromHf } from './gemma.js';
 import { gpt2SpecFromHf } from './gpt2.js';
 import { llamaSpecFromHf, llamaSpecFromLlama2c } from './llama.js';
@@ -46,6 +47,7 @@ export async function loadModelSpec(path: string): Promise<ModelSpec> {
         `model_type "${type}" is not supported (supported: ${SUPPORTED_MODEL_TYPES.join(', ')})`,
       );
     }
+    refuseImpossibleLayerCount(folder, configPath);
     return toSpec(folder);
   }
   if (path.endsWith('.bin')) return llamaSpecFromLlama2c(await openLlama2c(path));

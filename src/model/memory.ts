@@ -12,6 +12,7 @@ import { freemem, totalmem } from 'node:os';
 import { flagError } from '../errors.js';
 import { VOCAB_CHUNK } from '../graph/decoder.js';
 import { COMPUTE_DTYPE_BYTES, type ComputeDtype, storageTypeOf } from '../graph/weights.js';
+import { maxOf } from '../util/arrays.js';
 import type { ModelSpec } from './spec.js';
 
 /**
@@ -40,7 +41,22 @@ export interface MemoryEstimateOptions {
 export interface MemoryEstimate {
   weightBytes: number;
   activationBytes: number;
+  /** Rotary cos/sin tables, which the graph holds for every position the config allows (0 without rotary). */
+  positionTableBytes: number;
   totalBytes: number;
+}
+
+/**
+ * The forward-pass shape of scoring `windows` in batches of `batchSize` rows: the longest window's predicted
+ * tokens (not the model's context, which a short evaluation never fills) and no more rows than there are.
+ */
+export function evaluatedShape(
+  windows: { rows: readonly { length: number }[] },
+  batchSize: number,
+): { batch: number; seq: number } {
+  let longest = 1;
+  for (const r of windows.rows) longest = Math.max(longest, r.length - 1);
+  return { batch: Math.max(1, Math.min(batchSize, windows.rows.length)), seq: longest };
 }
 
 /** Bytes of the model's weights as a session holds them: matrices in the compute dtype, vectors in fp32. */
@@ -56,14 +72,22 @@ export function weightBytesOf(spec: ModelSpec, dtype: ComputeDtype = 'fp32'): nu
 export function estimatePeakMemory(spec: ModelSpec, opts: MemoryEstimateOptions): MemoryEstimate {
   const c = spec.config;
   const tokens = opts.batch * opts.seq;
-  const maxHeads = Math.max(...c.headsPerLayer);
+  const maxHeads = maxOf(c.headsPerLayer);
   const width = opts.metric === 'kl' ? c.vocabSize : Math.min(c.vocabSize, VOCAB_CHUNK);
   const logits = 4 * tokens * width * 4;
   const scores = 4 * opts.batch * maxHeads * opts.seq * opts.seq * 3;
   const hidden = 4 * tokens * (c.intermediateSize * 3 + c.hiddenSize * 8);
   const weightBytes = weightBytesOf(spec, opts.dtype) * WEIGHT_FACTOR * (opts.sessions ?? 1);
   const activationBytes = logits + scores + hidden + (opts.heldBytes ?? 0);
-  return { weightBytes, activationBytes, totalBytes: BASE_BYTES + weightBytes + activationBytes };
+  // fp32 cos and sin, [maxPositions, headDim] each, in every session's graph.
+  const positionTableBytes =
+    c.positionKind === 'rope' ? 2 * 4 * c.maxPositions * c.headDim * (opts.sessions ?? 1) : 0;
+  return {
+    weightBytes,
+    activationBytes,
+    positionTableBytes,
+    totalBytes: BASE_BYTES + weightBytes + activationBytes + positionTableBytes,
+  };
 }
 
 /**
@@ -74,7 +98,7 @@ export function estimateExportMemory(spec: ModelSpec): MemoryEstimate {
   let largest = 0;
   for (const t of spec.tensors.values()) largest = Math.max(largest, 4 * t.shape.reduce((a, b) => a * b, 1));
   const weightBytes = 3 * largest;
-  return { weightBytes, activationBytes: 0, totalBytes: BASE_BYTES + weightBytes };
+  return { weightBytes, activationBytes: 0, positionTableBytes: 0, totalBytes: BASE_BYTES + weightBytes };
 }
 
 /** The default budget: the machine's memory. */
@@ -92,9 +116,14 @@ export function checkMemoryBudget(
   const estimate = opts.what === 'export' ? estimateExportMemory(spec) : estimatePeakMemory(spec, opts);
   const budget = opts.budget ?? defaultMemoryBudget();
   if (estimate.totalBytes > budget) {
+    // Named only when they matter: a config allowing absurdly many positions makes the tables the whole cost.
+    const tables =
+      estimate.positionTableBytes >= 2 ** 30 / 10
+        ? ` + rotary tables ${gib(estimate.positionTableBytes)} for the config's ${spec.config.maxPositions} positions`
+        : '';
     throw flagError(
       '--memory-budget',
-      `${opts.what} would need about ${gib(estimate.totalBytes)} (weights ${gib(estimate.weightBytes)}${opts.dtype && opts.dtype !== 'fp32' ? ` in ${opts.dtype}` : ''}${opts.what === 'export' ? '' : ` + activations ${gib(estimate.activationBytes)} for ${opts.batch}×${opts.seq} tokens`}), over the budget of ${gib(budget)}${opts.budget === undefined ? ` (this machine's memory; ${gib(freemem())} free now)` : ''}`,
+      `${opts.what} would need about ${gib(estimate.totalBytes)} (weights ${gib(estimate.weightBytes)}${opts.dtype && opts.dtype !== 'fp32' ? ` in ${opts.dtype}` : ''}${opts.what === 'export' ? '' : ` + activations ${gib(estimate.activationBytes)} for ${opts.batch}×${opts.seq} tokens`}${tables}), over the budget of ${gib(budget)}${opts.budget === undefined ? ` (this machine's memory; ${gib(freemem())} free now)` : ''}`,
     );
   }
   return estimate;

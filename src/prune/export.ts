@@ -35,6 +35,7 @@
  */
 import { copyFile, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
+import { narrowingProblem } from '../checkpoint/dtype.js';
 import { writeHfFolder } from '../checkpoint/hf.js';
 import { writeOnnxModel } from '../checkpoint/onnx.js';
 import { type StoredFloat, storedFloatOf } from '../checkpoint/safetensors.js';
@@ -58,7 +59,7 @@ import {
   provenanceProblem,
 } from '../model/identity.js';
 import { PROVENANCE_CONFIG_KEY, PROVENANCE_METADATA_KEY } from '../model/llama.js';
-import type { ModelSpec } from '../model/spec.js';
+import type { ModelSpec, TensorSource } from '../model/spec.js';
 import { isRunDir } from '../runs/rundir.js';
 import { writeTokenizerFiles } from '../tokenizer/convert.js';
 import { readVocabTxt } from '../tokenizer/vocabtxt.js';
@@ -335,6 +336,28 @@ function prunedHeadsOf(spec: ModelSpec, genome: Genome): number[][] | undefined 
   return out;
 }
 
+/**
+ * Refuses, before anything is written, a storage dtype that would turn a finite weight into infinity (fp16 ends
+ * at ±65504): the export would exit 0 and geneprune itself would then refuse the files as corrupt. Each tensor
+ * is read once more for this; a tensor already stored in the target dtype (or in fp16, for bf16) fits as it is.
+ */
+async function refuseNarrowingOverflow(
+  tensors: ReadonlyMap<string, TensorSource>,
+  dtype: StoredFloat,
+): Promise<void> {
+  if (dtype === 'F32') return;
+  for (const [name, t] of tensors) {
+    if (t.dtype === dtype || (dtype === 'BF16' && t.dtype === 'F16')) continue;
+    const problem = narrowingProblem(name, dtype, await t.load());
+    if (problem) {
+      throw flagError(
+        '--dtype',
+        `${problem}; export with --dtype ${dtype === 'F16' ? 'fp32 or bf16' : 'fp32'}`,
+      );
+    }
+  }
+}
+
 export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
   const out = resolve(opts.out);
   // A symlinked --out is followed: the new folder goes where the link points, and the link stays.
@@ -356,6 +379,10 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
       `layer ${emptyLayer} keeps no heads, which transformers' ${spec.config.modelType} attention cannot run in the compact layout: use --hf-layout padded (or --format transformersjs)`,
     );
   }
+  const hf = specToHf(hfSpec, {
+    prunedHeads: opts.genome ? prunedHeadsOf(opts.spec, opts.genome) : undefined,
+  });
+  if (wantsHf && opts.dtype) await refuseNarrowingOverflow(hf.tensors, opts.dtype);
   const tmp = partialDirFor(target);
   const files: string[] = [];
   let weightSparsity: SparsityReport | undefined;
@@ -365,9 +392,6 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
     } catch (e) {
       throw fileError(out, `cannot create the output directory: ${describeFsError(e)}`, e);
     }
-    const hf = specToHf(hfSpec, {
-      prunedHeads: opts.genome ? prunedHeadsOf(opts.spec, opts.genome) : undefined,
-    });
     const w = opts.weightMask;
     const provenance =
       opts.genome || w

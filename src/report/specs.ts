@@ -7,6 +7,7 @@
  * it as a group with class `role-mark <name>_marks`, one child element per datum.
  */
 import type { TopLevelSpec } from 'vega-lite';
+import { maxOf, minOf } from '../util/arrays.js';
 
 /** The names of the marks that carry data points, one per figure kind. */
 export const MARK_NAMES = {
@@ -92,8 +93,8 @@ function qualityScale(
 ): { type: 'linear'; zero: false } | { type: 'log'; nice: false; domain: [number, number] } {
   const pos = values.filter((v) => Number.isFinite(v) && v > 0);
   if (pos.length !== values.length || pos.length === 0) return { type: 'linear', zero: false };
-  const lo = Math.min(...pos);
-  const hi = Math.max(...pos);
+  const lo = minOf(pos);
+  const hi = maxOf(pos);
   if (hi / lo <= 8) return { type: 'linear', zero: false };
   // Log: the data's own span with a little room, not rounded out to whole decades (which can add two empty ones).
   return { type: 'log', nice: false, domain: [lo / 1.15, hi * 1.15] };

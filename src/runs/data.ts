@@ -11,6 +11,7 @@ import { fileError, flagError, GenepruneError } from '../errors.js';
 import type { ComputeDtype } from '../graph/weights.js';
 import { scoreClassification } from '../metrics/classify.js';
 import { readDataset } from '../metrics/data.js';
+import { promptsBeyondContext, promptsCutNote } from '../metrics/generation.js';
 import {
   batches,
   defaultBatchSize,
@@ -73,6 +74,21 @@ export interface RunEnv {
   memoryBudget?: number;
   /** Progress and warnings (e.g. truncated items), one line each. */
   onStatus?: (line: string) => void;
+  /** Warnings shown even when progress is not (data shorter than asked for), one line each. */
+  onNote?: (line: string) => void;
+}
+
+/**
+ * The warning for calibration data shorter than `--calib-tokens`: the run goes on with what there is, but a
+ * search scored on 51 tokens is not the search the user asked for, so it must be said (and recorded).
+ */
+export function shortCalibrationNote(
+  where: string,
+  tokens: number,
+  asked: number,
+  use = 'masks are scored on',
+): string {
+  return `${where}: the calibration data holds only ${tokens} tokens to predict, fewer than the ${asked} of --calib-tokens: ${use} those ${tokens}`;
 }
 
 /** The model and the data of a run, ready to search. */
@@ -83,6 +99,8 @@ export interface RunData {
   evalStream: number[];
   context: number;
   calibTokens: number;
+  /** --calib-tokens, when the calibration data holds fewer tokens than it asks for. */
+  calibTokensAsked?: number;
   calibFiles: DataFileIdentity[];
   evalFiles: DataFileIdentity[];
   /** `--metric bleu`: the calibration generation task. */
@@ -198,11 +216,23 @@ export async function prepareRunData(s: RunDataSettings, env: RunEnv, what: stri
   const evalTask = await evaluationTask(s, model.tokenizer);
   await refuseTaskOverlap(calibTask, evalTask);
   const maxPositions = model.spec.config.maxPositions;
+  for (const [task, items] of [
+    [calibTask, s.calibItems ?? BLEU_SEARCH_ITEMS],
+    [evalTask, s.evalItems ?? Number.POSITIVE_INFINITY],
+  ] as const) {
+    const cut = task && promptsCutOf(task, items, maxPositions);
+    if (task && cut) env.onNote?.(promptsCutNote(task.source, cut, usedPrompts(task, items), maxPositions));
+  }
   const calibChoices = await calibrationChoices(s, model.tokenizer, maxPositions);
   const evalChoices = await evaluationChoices(s, model.tokenizer, maxPositions);
   await refuseChoicesOverlap(calibChoices, evalChoices);
   const stream = tokenizeDocuments(calib.documents, model.tokenizer);
   const evalStream = tokenizeDocuments(evalData.documents, model.tokenizer);
+  const calibTokens = Math.min(s.calibTokens, stream.length - 1);
+  // Token counts matter to the token metrics only: BLEU and multiple choice score their own items.
+  const tokenMetric = s.metric === undefined || s.metric === 'ppl' || s.metric === 'kl';
+  const short = tokenMetric && calibTokens < s.calibTokens;
+  if (short) env.onNote?.(shortCalibrationNote(s.calib, calibTokens, s.calibTokens));
   return {
     ...(calibTask ? { calibTask } : {}),
     ...(evalTask ? { evalTask } : {}),
@@ -212,7 +242,8 @@ export async function prepareRunData(s: RunDataSettings, env: RunEnv, what: stri
     stream,
     evalStream,
     context,
-    calibTokens: Math.min(s.calibTokens, stream.length - 1),
+    calibTokens,
+    ...(short ? { calibTokensAsked: s.calibTokens } : {}),
     calibFiles: await identify(calib.files),
     evalFiles: await identify(evalData.files),
   };
@@ -310,6 +341,20 @@ export async function scoreLabelledOnEval(
   }
 }
 
+/** The prompts of a task a run decodes: its first `items`. */
+const usedPrompts = (task: RunTask, items: number) => Math.min(items, task.prepared.prompts.length);
+
+/** How many of the prompts a run decodes are longer than the model's context (their beginning is not seen). */
+function promptsCutOf(task: RunTask, items: number, maxPositions: number): number {
+  return promptsBeyondContext(task.prepared.prompts.slice(0, usedPrompts(task, items)), maxPositions);
+}
+
+/** A task's record, with the count of prompts cut to the context when there are any. */
+function taskRecordOf(task: RunTask, items: number, maxPositions: number) {
+  const cut = promptsCutOf(task, items, maxPositions);
+  return { ...taskRecord(task, usedPrompts(task, items)), ...(cut > 0 ? { promptsCut: cut } : {}) };
+}
+
 /** What a run's config.json records about its model and data (paths, identity, data hashes). */
 export async function runModelAndData(s: RunDataSettings, d: RunData) {
   return {
@@ -322,12 +367,14 @@ export async function runModelAndData(s: RunDataSettings, d: RunData) {
       path: s.calib,
       files: d.calibFiles,
       tokens: d.calibTokens,
+      ...(d.calibTokensAsked !== undefined ? { tokensAsked: d.calibTokensAsked } : {}),
       context: d.context,
       ...(d.calibTask
         ? {
-            task: taskRecord(
+            task: taskRecordOf(
               d.calibTask,
-              Math.min(s.calibItems ?? BLEU_SEARCH_ITEMS, d.calibTask.prepared.prompts.length),
+              s.calibItems ?? BLEU_SEARCH_ITEMS,
+              d.model.spec.config.maxPositions,
             ),
           }
         : {}),
@@ -359,9 +406,10 @@ export async function runModelAndData(s: RunDataSettings, d: RunData) {
         : {}),
       ...(d.evalTask
         ? {
-            task: taskRecord(
+            task: taskRecordOf(
               d.evalTask,
-              Math.min(s.evalItems ?? Number.POSITIVE_INFINITY, d.evalTask.prepared.prompts.length),
+              s.evalItems ?? Number.POSITIVE_INFINITY,
+              d.model.spec.config.maxPositions,
             ),
           }
         : {}),

@@ -14,6 +14,7 @@ import type { ModelConfig, ModelSpec } from '../../model/spec.js';
 import { kvMapOfLayer } from '../../model/spec.js';
 import type { Fidelity } from '../../search/objective.js';
 import { sampleIndices } from '../../search/operators.js';
+import { maxOf, minOf } from '../../util/arrays.js';
 import type { Rng } from '../../util/rng.js';
 import type { HeadObjective } from './objective.js';
 
@@ -359,8 +360,8 @@ export async function regressionBaseline(
   // would hide that removing those heads is catastrophic; it enters as clearly worse than every finite score.
   const finite = y.filter(Number.isFinite);
   if (finite.length < y.length) {
-    const hi = finite.length > 0 ? Math.max(...finite) : 0;
-    const lo = finite.length > 0 ? Math.min(...finite) : 0;
+    const hi = finite.length > 0 ? maxOf(finite) : 0;
+    const lo = finite.length > 0 ? minOf(finite) : 0;
     const failed = hi + Math.max(hi - lo, Math.abs(hi), 1);
     for (let s = 0; s < y.length; s++) if (!Number.isFinite(y[s])) y[s] = failed;
   }

@@ -89,7 +89,11 @@ export function positionFromProcess(
   blocksDone: number,
   scoreOfValue: (value: number) => number | null,
 ): SearchPosition | null {
-  if (p.layer < blocksDone) return null;
+  // A report of an earlier block gives way to the files, except the last block fixed at its final generation:
+  // that is where the search stands until the next block's start is reported (or, after the last block, for
+  // good), and the progress line says the same.
+  const justFixed = p.layer === blocksDone - 1 && p.generation >= p.generations;
+  if (p.layer < blocksDone && !justFixed) return null;
   return {
     block: p.layer,
     generation: p.generation,

@@ -479,13 +479,21 @@ describe('dashboard server', () => {
         from: 'process',
       });
       assert.equal(s.meta.live, 'block 2/3 · generation 2/4');
-      // A line without a report keeps the last report; a report older than the checkpoint gives way to the files.
+      // A line without a report keeps the last report; a report older than the checkpoint gives way to the files,
+      // except the fixed block's final generation.
       d.setLive('1/3 blocks');
       await d.refresh();
       assert.equal((await state()).meta.search!.from, 'process');
-      d.setLive('block 1/3 · generation 4/4', { ...report, layer: 0, generation: 4 });
+      d.setLive('block 1/3 · generation 3/4', { ...report, layer: 0, generation: 3 });
       await d.refresh();
       assert.equal((await state()).meta.search!.from, 'log');
+      // The block just fixed, at its final generation, is still where the search stands (the line says so too).
+      d.setLive('block 1/3 · generation 4/4', { ...report, layer: 0, generation: 4 });
+      await d.refresh();
+      assert.deepEqual(
+        [(await state()).meta.search!.from, (await state()).meta.search!.block],
+        ['process', 0],
+      );
     } finally {
       await d.close();
     }

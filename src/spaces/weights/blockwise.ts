@@ -152,7 +152,10 @@ export interface BlockSearchProgress {
   /** Generations (iterations) done in this block, of at most `generations`. */
   generation: number;
   generations: number;
-  /** The search's metric, and the fittest candidate's value of it so far in this block. */
+  /**
+   * The search's metric, and the fittest candidate's value of it so far in this block; NaN (and bestSparsity
+   * NaN) in the report of a block's start, before anything in it is scored.
+   */
   metric: BlockMetric;
   best: number;
   bestSparsity: number;

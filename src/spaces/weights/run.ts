@@ -99,14 +99,43 @@ const PROGRESS_UNITS: Record<string, { step: string; unit: string }> = {
 
 /**
  * The env's callbacks as a method's, reporting each also as a SearchProgress: a block search's generations
- * (its per-block 'blocks' counts are covered by them), alloc's generations with its best, and a one-shot
+ * (and, when a block is fixed, the next block's start), alloc's generations with its best, and a one-shot
  * method's matrices or layers (no best: nothing is scored until the mask is fixed).
  */
 function progressCallbacks(method: string, env: WeightPruneEnv, fixed?: QuotedBest) {
   const update = env.onSearchUpdate;
+  let lastBlock: BlockSearchProgress | undefined;
+  const searchProgress = (p: BlockSearchProgress) => {
+    env.onSearchProgress?.(p);
+    update?.({
+      method,
+      phase: 'search',
+      step: `block ${p.layer + 1}/${p.layers}, generation ${p.generation}/${p.generations}`,
+      fraction: blockSearchShare(p),
+      ...(Number.isFinite(p.best)
+        ? { best: { metric: p.metric === 'bleu' ? 'BLEU' : 'ppl', value: p.best, sparsity: p.bestSparsity } }
+        : {}),
+      count: p.evaluations,
+      unit: 'evals',
+      seconds: p.seconds,
+    });
+  };
   return {
     onProgress: (done: number, total: number, unit?: string, best?: SearchBest) => {
       env.onProgress?.(done, total, unit);
+      // A block search's block is fixed: the next one starts, nothing scored in it yet (best NaN). Said now, so
+      // the line (and the dashboard, which takes the same report) no longer shows the finished block's last
+      // generation while the next block's initial population is scored.
+      if (unit === 'blocks' && lastBlock && done < total) {
+        searchProgress({
+          ...lastBlock,
+          layer: done,
+          generation: 0,
+          best: Number.NaN,
+          bestSparsity: Number.NaN,
+        });
+        return;
+      }
       const words = PROGRESS_UNITS[unit ?? 'matrices'];
       if (!update || !words) return;
       update({
@@ -124,17 +153,8 @@ function progressCallbacks(method: string, env: WeightPruneEnv, fixed?: QuotedBe
       });
     },
     onSearchProgress: (p: BlockSearchProgress) => {
-      env.onSearchProgress?.(p);
-      update?.({
-        method,
-        phase: 'search',
-        step: `block ${p.layer + 1}/${p.layers}, generation ${p.generation}/${p.generations}`,
-        fraction: blockSearchShare(p),
-        best: { metric: p.metric === 'bleu' ? 'BLEU' : 'ppl', value: p.best, sparsity: p.bestSparsity },
-        count: p.evaluations,
-        unit: 'evals',
-        seconds: p.seconds,
-      });
+      lastBlock = p;
+      searchProgress(p);
     },
   };
 }

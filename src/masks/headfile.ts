@@ -19,6 +19,7 @@ import { readFile } from 'node:fs/promises';
 import { fileError } from '../errors.js';
 import { type ModelIdentity, modelIdentity } from '../model/identity.js';
 import type { ModelSpec } from '../model/spec.js';
+import { refuseSpecialFile } from '../util/fs.js';
 import { type Genome, geneCount, keptHeads, removedList, sparsity } from './heads.js';
 import { refuseForeignMask } from './identity.js';
 
@@ -76,6 +77,7 @@ export interface LoadedMask {
 
 /** Reads a mask file and checks it against the model; refuses a mask made for any other model. */
 export async function loadMaskFile(path: string, spec: ModelSpec): Promise<LoadedMask> {
+  await refuseSpecialFile(path, 'mask file');
   let bytes: Buffer;
   try {
     bytes = await readFile(path);

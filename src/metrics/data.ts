@@ -11,6 +11,7 @@ import { open, readdir, readFile, stat } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { dataError, fileError } from '../errors.js';
 import { pushAll } from '../util/arrays.js';
+import { specialKind } from '../util/fs.js';
 
 export const DOCUMENT_SEPARATOR = '<|endoftext|>';
 
@@ -140,15 +141,6 @@ async function readOne(path: string): Promise<string[]> {
 }
 
 type FileInfo = Awaited<ReturnType<typeof stat>>;
-
-/** What a path that is neither a regular file nor a folder is, in words. */
-function specialKind(info: FileInfo): string {
-  if (info.isFIFO()) return 'a named pipe (FIFO)';
-  if (info.isSocket()) return 'a socket';
-  if (info.isCharacterDevice()) return 'a character device';
-  if (info.isBlockDevice()) return 'a block device';
-  return 'not a regular file';
-}
 
 /**
  * Refuses a path that is not a regular file. Reading a FIFO or a device blocks until a writer comes (forever,

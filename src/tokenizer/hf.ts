@@ -7,7 +7,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { dataError, fileError, GenepruneError } from '../errors.js';
-import { describeFsError } from '../util/fs.js';
+import { describeFsError, refuseSpecialFile } from '../util/fs.js';
 import { longestFirstLengths, textBudget } from './input.js';
 import type { EncodeInputOptions, EncodeOptions, ModelInput, Tokenizer } from './types.js';
 
@@ -18,6 +18,7 @@ function isObject(x: unknown): x is JsonObject {
 }
 
 export async function readJsonObject(path: string, what: string): Promise<JsonObject> {
+  await refuseSpecialFile(path, what);
   let text: string;
   try {
     text = await readFile(path, 'utf8');

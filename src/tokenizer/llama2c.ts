@@ -8,6 +8,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { dataError, fileError } from '../errors.js';
+import { refuseSpecialFile } from '../util/fs.js';
 import { textBudget } from './input.js';
 import type { EncodeInputOptions, EncodeOptions, ModelInput, Tokenizer } from './types.js';
 
@@ -89,6 +90,7 @@ export async function loadLlama2cTokenizer(
   path: string,
   opts: { vocabSize?: number } = {},
 ): Promise<Tokenizer> {
+  await refuseSpecialFile(path, 'tokenizer');
   let bytes: Buffer;
   try {
     bytes = await readFile(path);

@@ -4,6 +4,7 @@
 import { open, stat } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
 import { fileError } from '../errors.js';
+import { specialKind } from '../util/fs.js';
 import { loadHfTokenizer } from './hf.js';
 import { loadLlama2cTokenizer } from './llama2c.js';
 import type { Tokenizer } from './types.js';
@@ -51,6 +52,8 @@ export async function loadTokenizer(path: string, opts: LoadTokenizerOptions = {
       'tokenizer not found: the folder has no tokenizer.json, tokenizer.bin or vocab.txt',
     );
   }
+  // A FIFO or device would block the reads below until a writer comes.
+  if (!info.isFile()) throw fileError(path, `tokenizer is ${specialKind(info)}, not a regular file`);
   if (basename(path) === 'vocab.txt') return loadVocabTxtTokenizer(path, opts);
   const ext = extname(path).toLowerCase();
   const isJson = ext === '.json' || (ext !== '.bin' && (await looksLikeJson(path)));

@@ -385,6 +385,28 @@ function releaseOnSignal(path: string, me: LockOwner): () => void {
   return uninstall;
 }
 
+type PathInfo = Awaited<ReturnType<typeof stat>>;
+
+/** What a path that is neither a regular file nor a folder is, in words. */
+export function specialKind(info: PathInfo): string {
+  if (info.isFIFO()) return 'a named pipe (FIFO)';
+  if (info.isSocket()) return 'a socket';
+  if (info.isCharacterDevice()) return 'a character device';
+  if (info.isBlockDevice()) return 'a block device';
+  return 'not a regular file';
+}
+
+/**
+ * Refuses a FIFO, socket or device where a file is read whole (a mask, a tokenizer, a config): reading one blocks
+ * until a writer comes, forever for a mistyped path. A missing path or a folder is left to the caller's read,
+ * which words those itself.
+ */
+export async function refuseSpecialFile(path: string, what: string): Promise<void> {
+  const info = await stat(path).catch(() => undefined);
+  if (!info || info.isFile() || info.isDirectory()) return;
+  throw fileError(path, `${what} is ${specialKind(info)}, not a regular file`);
+}
+
 /** Whether `path` is an existing directory (following symlinks). */
 export async function isDirectory(path: string): Promise<boolean> {
   return (await stat(path).catch(() => undefined))?.isDirectory() === true;

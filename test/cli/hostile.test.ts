@@ -209,6 +209,17 @@ describe('a FIFO as data', () => {
     }
   });
 
+  test('a FIFO as --mask or as --tokenizer is refused in one line', {
+    skip: needs,
+  }, () => {
+    const model = sharedPath(MODEL)!;
+    const data = sharedPath(EVAL)!;
+    const mask = runCli(['eval', '--model', model, '--data', data, '--mask', fifo], { timeout: 30_000 });
+    assert.equal(assertOneLineError(mask, 1), pipeLine(fifo, 'mask file'));
+    const tok = runCli(['eval', '--model', model, '--tokenizer', fifo, '--data', data], { timeout: 30_000 });
+    assert.equal(assertOneLineError(tok, 1), pipeLine(fifo, 'tokenizer'));
+  });
+
   test('task, multiple-choice and labelled files that are FIFOs are refused', async () => {
     await rejectsFileError(readGenerationTask(fifo), fifo, /^task file is a named pipe \(FIFO\)/);
     await rejectsFileError(readChoiceTask(fifo), fifo, /^multiple-choice file is a named pipe \(FIFO\)/);

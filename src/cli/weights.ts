@@ -261,7 +261,8 @@ Examples:
       const quiet = f.quiet === true || f.json === true;
       const runDir = typeof f.resume === 'string' ? f.resume : typeof f.out === 'string' ? f.out : undefined;
       const board = await searchDashboard(f, runDir);
-      const progress = withDashboard(progressLine(process.stderr, quiet), board);
+      const stderrLine = progressLine(process.stderr, quiet);
+      const progress = withDashboard(stderrLine, board);
       const line = searchProgressText(performance.now(), typeof f.resume === 'string');
       let block: BlockSearchProgress | undefined;
       const env: WeightPruneEnv = {
@@ -274,7 +275,7 @@ Examples:
         onSearchUpdate: (p) => {
           const text = line(p);
           board?.setLive(text, block);
-          progress.update(text);
+          stderrLine.update(text);
         },
       };
       let result: WeightPruneResult;

@@ -23,7 +23,7 @@ import { createRunner, type ModelRunner, type TokenBatch } from '../src/engine/r
 import { createEngine } from '../src/engine/session.js';
 import type { AttentionKind, FusedAttentionOp } from '../src/graph/attention.js';
 import { GraphBuilder } from '../src/graph/builder.js';
-import { loadWeights } from '../src/graph/decoder.js';
+import { loadWeights } from '../src/graph/weights.js';
 import { batches, defaultBatchSize, makeWindows, tokenizePrefix } from '../src/metrics/perplexity.js';
 import { forwardFlopsPerToken } from '../src/model/cost.js';
 import { openModel } from '../src/model/open.js';

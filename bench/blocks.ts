@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { blockHidden } from '../src/engine/blocks.js';
 import { createRunner, type ModelRunner, type TokenBatch } from '../src/engine/runner.js';
-import { prepareWeights, releaseWeights } from '../src/graph/decoder.js';
+import { prepareWeights, releaseWeights } from '../src/graph/weights.js';
 import {
   batches,
   defaultBatchSize,

@@ -116,19 +116,18 @@ export {
 export { availableDevices, createEngine, DEVICES, type Device, type Engine } from './engine/session.js';
 export { dataError, type ErrorKind, fileError, flagError, GenepruneError } from './errors.js';
 export {
-  buildDecoderGraph,
   CAPTURE_POINTS,
   type CaptureKind,
   type CapturePoint,
-  type GraphOutputMode,
-  loadWeights,
   rolesOfCapturePoint,
   statsName,
-  VOCAB_CHUNK,
-} from './graph/decoder.js';
+} from './graph/capture.js';
+export { buildDecoderGraph } from './graph/decoder.js';
+export { type GraphOutputMode, VOCAB_CHUNK } from './graph/lmhead.js';
 export {
   COMPUTE_DTYPES,
   type ComputeDtype,
+  loadWeights,
   prepareWeights,
   releaseWeights,
   type WeightFile,

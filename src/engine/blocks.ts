@@ -11,7 +11,7 @@
  *      layer l is left unchanged and step 1's hidden output already is h_{l+1}).
  * Each kept boundary costs tokens × D × 4 bytes.
  */
-import type { CaptureKind, CapturePoint } from '../graph/decoder.js';
+import type { CaptureKind, CapturePoint } from '../graph/capture.js';
 import type { CandidateMasks, ModelRunner, TokenBatch } from './runner.js';
 
 /** Statistics summed over batches: `stats.{layer}.{point}` → Σ over batches, float64. */

@@ -4,18 +4,17 @@
 
 import { GenepruneError } from '../errors.js';
 import type { AttentionKind, FusedAttentionOp } from '../graph/attention.js';
+import { blockSpec, layerRange } from '../graph/blocks.js';
 import { buildGraph } from '../graph/build.js';
+import type { CaptureOptions } from '../graph/capture.js';
+import { type GraphOutputMode, IGNORE_INDEX } from '../graph/lmhead.js';
 import {
-  blockSpec,
-  type CaptureOptions,
-  type GraphOutputMode,
-  IGNORE_INDEX,
-  layerRange,
+  type ComputeDtype,
   prepareWeights,
   releaseWeights,
   type Weights,
-} from '../graph/decoder.js';
-import { type ComputeDtype, weightsDtype } from '../graph/weights.js';
+  weightsDtype,
+} from '../graph/weights.js';
 import type { ModelSpec } from '../model/spec.js';
 import { createEngine, type Device, type Engine, type Feed, type Output } from './session.js';
 

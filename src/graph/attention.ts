@@ -9,7 +9,11 @@
  *
  * Right-padded batches (see `batches()` in metrics/perplexity.ts) need nothing more than causality: padding sits
  * after every real token, so no real token attends to it, and the padded positions' own outputs are ignored.
+ *
+ * The rotary tables every rope graph holds (rotaryTables) live here too, beside the rotation that reads them.
  */
+import { ropeCosSinFactor, ropeInverseFrequencies } from '../model/rope.js';
+import type { ModelConfig } from '../model/spec.js';
 import type { AttrValue, GraphBuilder } from './builder.js';
 
 /** 'fused' runs one ONNX Runtime kernel per layer; 'explicit' keeps the plain-operator chain (reference, KV cache). */
@@ -218,4 +222,33 @@ export function explicitAttention(g: GraphBuilder, hd: number, a: ExplicitAttent
     g.op('Transpose', [attn], { perm: [0, 2, 1, 3] }),
     g.constInt64([-1, a.heads * hd]),
   ]);
+}
+
+/**
+ * Rotary tables in the half-split layout: cos/sin [positions, headDim], with the config's rotary scaling (its
+ * frequencies, and yarn's factor on cos and sin). Dynamic NTK scaling changes nothing below max_position_embeddings,
+ * and no graph here runs a position beyond it (the tables end there).
+ */
+export function rotaryTables(
+  config: ModelConfig,
+  positions: number,
+): { cos: Float32Array; sin: Float32Array } {
+  const hd = config.headDim;
+  const half = hd / 2;
+  const invFreq = ropeInverseFrequencies(config.ropeTheta, hd, config.ropeScaling);
+  const m = ropeCosSinFactor(config.ropeScaling);
+  const cos = new Float32Array(positions * hd);
+  const sin = new Float32Array(positions * hd);
+  for (let p = 0; p < positions; p++) {
+    for (let j = 0; j < half; j++) {
+      const angle = p * invFreq[j];
+      const c = m * Math.cos(angle);
+      const s = m * Math.sin(angle);
+      cos[p * hd + j] = c;
+      cos[p * hd + half + j] = c;
+      sin[p * hd + j] = s;
+      sin[p * hd + half + j] = s;
+    }
+  }
+  return { cos, sin };
 }

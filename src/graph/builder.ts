@@ -371,6 +371,9 @@ export class GraphBuilder {
   }
 }
 
+/** The ONNX opset every graph here is built for. */
+export const OPSET = 17;
+
 export interface EncodeOptions {
   opset: number;
   producer?: string;

@@ -1,5 +1,9 @@
 /**
- * The evaluation graph for decoder-only models with rotary positions (the LLaMA family).
+ * The evaluation graph (and the KV-cache deployment graph) of decoder-only causal language models: the LLaMA
+ * family (rotary positions, RMS norm, gated MLP), GPT-2 (learned positions, LayerNorm, plain MLP) and Gemma /
+ * Gemma 2 (scaled embedding, 1 + w norms, sandwich norms, soft-capping, sliding windows). This file holds the
+ * wiring; the shared per-layer units are in layer.ts, capture points in capture.ts, the language-model head in
+ * lmhead.ts, block ranges in blocks.ts, the rotary tables in attention.ts.
  *
  * Inputs:
  *   input_ids  int64 [batch, seq]
@@ -35,7 +39,8 @@
  * (SiLU(gate)·up: input of down) — as Σ_t X_tj² per input column ('sqnorm', [in]) or XᵀX ('gram', [in, in]),
  * over the batch's tokens. Capture graphs take token_weight float32 [batch, seq], multiplied into X before the
  * reduction (1 real token, 0 padding: padded positions do not count; a weight w counts a token as w²).
- * A layer without attention heads has no attn_in / o_in. `capture.points` outputs only the points named.
+ * A layer without attention heads has no attn_in / o_in. `capture.points` outputs only the points named
+ * (capture.ts).
  *
  * Attention is one fused causal kernel per layer (attention.ts); `attention: 'explicit'` keeps the plain-operator
  * chain, which the KV-cache graph always uses.
@@ -44,7 +49,6 @@
  * copies, and weight masks line up with checkpoint tensors one to one.
  */
 import { GenepruneError } from '../errors.js';
-import { ropeCosSinFactor, ropeInverseFrequencies } from '../model/rope.js';
 import type { ModelConfig, ModelSpec } from '../model/spec.js';
 import { kvMapOfLayer } from '../model/spec.js';
 import {
@@ -53,48 +57,15 @@ import {
   type FusedAttentionOp,
   fusedCausalAttention,
   halfSplitRotary,
+  rotaryTables,
 } from './attention.js';
-import { type EncodedModel, GraphBuilder } from './builder.js';
+import { layerRange } from './blocks.js';
+import { type EncodedModel, GraphBuilder, OPSET } from './builder.js';
+import { type CaptureOptions, capturedLayers, captureRecorder, tokenWeightInput } from './capture.js';
 import { createKit, type HalfLinears } from './kit.js';
+import { layerUnits } from './layer.js';
+import { type GraphOutputMode, headChunksOf, headRoleOf, lmHead } from './lmhead.js';
 import { isWeightFile, type Weights } from './weights.js';
-
-export { loadWeights, prepareWeights, releaseWeights, type WeightMap, type Weights } from './weights.js';
-
-export type GraphOutputMode = 'nll' | 'kl' | 'logits' | 'logprobs' | 'last_logits' | 'row_logits' | 'hidden';
-
-/** Activation statistics of linear inputs: Σ_t X_tj² per column, or the Gram matrix XᵀX. */
-export type CaptureKind = 'sqnorm' | 'gram';
-
-/** Which statistics a capture graph outputs: of these layers, of these points (default all four). */
-export interface CaptureOptions {
-  layers: readonly number[];
-  kind: CaptureKind;
-  points?: readonly CapturePoint[];
-}
-
-/** The four distinct linear inputs of a block, in forward order (see the header). */
-export const CAPTURE_POINTS = ['attn_in', 'o_in', 'mlp_in', 'down_in'] as const;
-export type CapturePoint = (typeof CAPTURE_POINTS)[number];
-
-/** The graph output holding one captured statistic. */
-export function statsName(layer: number, point: CapturePoint): string {
-  return `stats.${layer}.${point}`;
-}
-
-/** The linear weight roles that read a capture point's input. */
-export function rolesOfCapturePoint(layer: number, point: CapturePoint): string[] {
-  const p = `layers.${layer}`;
-  switch (point) {
-    case 'attn_in':
-      return [`${p}.attn.q.weight`, `${p}.attn.k.weight`, `${p}.attn.v.weight`];
-    case 'o_in':
-      return [`${p}.attn.o.weight`];
-    case 'mlp_in':
-      return [`${p}.mlp.gate.weight`, `${p}.mlp.up.weight`];
-    case 'down_in':
-      return [`${p}.mlp.down.weight`];
-  }
-}
 
 export interface DecoderGraphOptions {
   output: GraphOutputMode;
@@ -144,87 +115,7 @@ export interface DecoderGraphOptions {
   capture?: CaptureOptions;
 }
 
-/** A graph's layer range [from, to), checked (default all layers). */
-export function layerRange(numLayers: number, layers?: readonly [number, number]): [number, number] {
-  if (!layers) return [0, numLayers];
-  const [from, to] = layers;
-  if (!Number.isInteger(from) || !Number.isInteger(to) || from < 0 || to > numLayers || from >= to) {
-    throw new Error(
-      `decoder graph: layer range [${from}, ${to}) is not inside the model's ${numLayers} layers`,
-    );
-  }
-  return [from, to];
-}
-
-/**
- * The spec restricted to the tensors a block graph [from, to) reads: its layers' weights, the embedding when it
- * starts at layer 0 (or ends with a tied head), the final norm and head when it ends at the last layer. Preparing
- * weights from it keeps a one-layer block from loading the whole model.
- */
-export function blockSpec(spec: ModelSpec, layers?: readonly [number, number]): ModelSpec {
-  const L = spec.config.numLayers;
-  const [from, to] = layerRange(L, layers);
-  if (from === 0 && to === L) return spec;
-  const keep = (role: string): boolean => {
-    const m = /^layers\.(\d+)\./.exec(role);
-    if (m) return Number(m[1]) >= from && Number(m[1]) < to;
-    if (role === 'embed.tokens') return from === 0 || (to === L && spec.config.tieEmbeddings);
-    if (role.startsWith('embed.')) return from === 0; // positions, token types, embedding norm
-    return to === L;
-  };
-  return { ...spec, tensors: new Map([...spec.tensors].filter(([role]) => keep(role))) };
-}
-
 export type { HalfLinears } from './kit.js';
-
-export const IGNORE_INDEX = -100;
-/**
- * Vocabulary rows per output-head chunk. A 128k vocabulary's fp32 logits are 1 GiB per 2048 tokens and ORT keeps
- * several such buffers (logits, softmax, loss); in chunks of 16,384 each is 128 MiB at 2048 tokens.
- */
-export const VOCAB_CHUNK = 16384;
-
-/** Vocabulary chunks [start, end) for a graph of this output mode (one chunk: the plain path). */
-export function vocabChunks(
-  vocabSize: number,
-  output: GraphOutputMode,
-  chunk = VOCAB_CHUNK,
-): Array<[number, number]> {
-  if ((output !== 'nll' && output !== 'kl') || vocabSize <= chunk) return [[0, vocabSize]];
-  const out: Array<[number, number]> = [];
-  for (let v = 0; v < vocabSize; v += chunk) out.push([v, Math.min(vocabSize, v + chunk)]);
-  return out;
-}
-export const OPSET = 17;
-
-/**
- * Rotary tables in the half-split layout: cos/sin [positions, headDim], with the config's rotary scaling (its
- * frequencies, and yarn's factor on cos and sin). Dynamic NTK scaling changes nothing below max_position_embeddings,
- * and no graph here runs a position beyond it (the tables end there).
- */
-export function rotaryTables(
-  config: ModelConfig,
-  positions: number,
-): { cos: Float32Array; sin: Float32Array } {
-  const hd = config.headDim;
-  const half = hd / 2;
-  const invFreq = ropeInverseFrequencies(config.ropeTheta, hd, config.ropeScaling);
-  const m = ropeCosSinFactor(config.ropeScaling);
-  const cos = new Float32Array(positions * hd);
-  const sin = new Float32Array(positions * hd);
-  for (let p = 0; p < positions; p++) {
-    for (let j = 0; j < half; j++) {
-      const angle = p * invFreq[j];
-      const c = m * Math.cos(angle);
-      const s = m * Math.sin(angle);
-      cos[p * hd + j] = c;
-      cos[p * hd + half + j] = c;
-      sin[p * hd + j] = s;
-      sin[p * hd + half + j] = s;
-    }
-  }
-  return { cos, sin };
-}
 
 /**
  * The spec fields this builder implements, and the values it builds; any other value is refused in one line
@@ -300,12 +191,7 @@ export function buildDecoderGraph(
       `decoder graph: output 'hidden' needs a block ending before the last layer (layers [from, to < ${c.numLayers}])`,
     );
   }
-  const captured = new Set(opts.capture?.layers ?? []);
-  for (const i of captured) {
-    if (!Number.isInteger(i) || i < from || i >= to) {
-      throw new Error(`decoder graph: captured layer ${i} is outside the graph's layers [${from}, ${to})`);
-    }
-  }
+  const captured = capturedLayers(opts.capture, [from, to], 'decoder graph');
   if (cache && captured.size > 0) throw new Error('decoder graph: a KV-cache graph captures no statistics');
   const inputIds = hasEmbed ? g.input('input_ids', 'int64', ['batch', 'seq']) : '';
   const hiddenIn = hasEmbed ? '' : g.input('hidden_in', 'float32', ['batch', 'seq', D]);
@@ -330,15 +216,8 @@ export function buildDecoderGraph(
 
   // The output head's weight, in vocabulary chunks for 'nll' and 'kl' graphs of large vocabularies; a tied head
   // shares the embedding's chunks (the full table is then never an initializer of its own).
-  const headRole = c.tieEmbeddings ? 'embed.tokens' : 'lm_head.weight';
-  const ranges = vocabChunks(c.vocabSize, opts.output, opts.vocabChunk);
-  const headChunks = !hasHead
-    ? []
-    : ranges.map(([v0, v1]) => ({
-        w: ranges.length === 1 ? kit.weight(headRole) : kit.weightRows(headRole, v0, v1),
-        v0,
-        v1,
-      }));
+  const headRole = headRoleOf(c);
+  const headChunks = headChunksOf(kit, c, opts.output, opts.vocabChunk, hasHead);
 
   // Positions 0 … seq−1 of a full graph ([seq]), or the KV-cache graph's position_ids ([batch, seq]).
   const positions = (): string =>
@@ -351,7 +230,7 @@ export function buildDecoderGraph(
   } else {
     const ids1d = g.op('Reshape', [inputIds, minus1()]);
     x =
-      c.tieEmbeddings && ranges.length > 1
+      c.tieEmbeddings && headChunks.length > 1
         ? kit.gatherRows(headRole, headChunks, ids1d)
         : kit.gatherRows('embed.tokens', [{ w: kit.weight('embed.tokens'), v0: 0, v1: c.vocabSize }], ids1d);
     if (c.embedScale !== undefined && c.embedScale !== 1)
@@ -365,22 +244,8 @@ export function buildDecoderGraph(
   }
 
   // Capture graphs: token weights [N, 1] multiplied into each captured input before its reduction.
-  const tokenWeight =
-    captured.size > 0
-      ? g.op('Reshape', [g.input('token_weight', 'float32', ['batch', 'seq']), g.constInt64([-1, 1])])
-      : '';
-  const capture = (layer: number, point: CapturePoint, input: string, width: number): void => {
-    if (!captured.has(layer) || (opts.capture?.points && !opts.capture.points.includes(point))) return;
-    const xw = g.op('Mul', [input, tokenWeight]);
-    const name = statsName(layer, point);
-    if (opts.capture?.kind === 'gram') {
-      g.node('Gemm', [xw, xw], { transA: 1 }, { outputs: [name] });
-      g.output(name, 'float32', [width, width]);
-    } else {
-      g.node('ReduceSumSquare', [xw], { axes: [0], keepdims: 0 }, { outputs: [name] });
-      g.output(name, 'float32', [width]);
-    }
-  };
+  const tokenWeight = tokenWeightInput(g, captured);
+  const capture = captureRecorder(g, opts.capture, captured, tokenWeight);
 
   // Rotary cos/sin tables [maxPositions, hd] (rope models only).
   let cosTable: string | undefined;
@@ -462,17 +327,15 @@ export function buildDecoderGraph(
       },
     });
 
-  const splitHeads = (t: string, heads: number): string => {
-    const shape = g.op('Concat', [batchDim, seqDim, g.constInt64([heads, hd])], { axis: 0 });
-    return g.op('Transpose', [g.op('Reshape', [t, shape])], { perm: [0, 2, 1, 3] });
-  };
-  /** Layer i's head mask [heads] (its first `heads` entries of the [layers, maxHeads] input). */
-  const layerHeadMask = (i: number, heads: number): string => {
-    const layerMask = g.op('Gather', [headMask, g.constInt64([i], [])], { axis: 0 }); // [maxHeads]
-    return heads === maxHeads
-      ? layerMask
-      : g.op('Slice', [layerMask, g.constInt64([0]), g.constInt64([heads])]);
-  };
+  const { splitHeads, layerHeadMask, mlp } = layerUnits({
+    g,
+    kit,
+    config: c,
+    batchDim,
+    seqDim,
+    headMask,
+    capture,
+  });
   /** A residual branch's output, through the sandwich norm when the model has one (Gemma 2). */
   const branch = (y: string, role: string): string => (c.sandwichNorms ? kit.norm(y, role) : y);
 
@@ -509,7 +372,7 @@ export function buildDecoderGraph(
           heads,
           kvHeads,
           kvMap: kvMapOfLayer(c, i),
-          keep: layerHeadMask(i, heads),
+          keep: layerHeadMask(i, heads)!,
         });
       } else {
         let kh = rotate(splitHeads(k, kvHeads));
@@ -538,7 +401,7 @@ export function buildDecoderGraph(
     }
     const h2 = kit.norm(x, `${p}.mlp_norm`);
     capture(i, 'mlp_in', h2, D);
-    const out = kit.mlp(h2, i, (downIn) => capture(i, 'down_in', downIn, c.intermediateSize));
+    const out = mlp(i, h2);
     x = g.op('Add', [x, branch(out, `${p}.post_mlp_norm`)]);
   }
 
@@ -549,134 +412,6 @@ export function buildDecoderGraph(
     return encode();
   }
 
-  kit.setAnchor(x);
-  x = kit.norm(x, 'final_norm');
-  // fp32 values of the head (whole, for the logits modes: one chunk).
-  const headWeight = headChunks.length === 1 ? kit.floatOf(headChunks[0].w, headRole) : '';
-  /** Logits of rows `rows` [n, D] against head weights `w` (fp32), soft-capped when the model says so. */
-  const logitsOf = (rows: string, w: string, name?: string): string => {
-    const cap = c.finalSoftcap;
-    if (!cap) return g.node('Gemm', [rows, w], { transB: 1 }, name ? { outputs: [name] } : {})[0];
-    const capped = g.op('Div', [g.op('Gemm', [rows, w], { transB: 1 }), g.constFloat([cap], [])]);
-    return g.node(
-      'Mul',
-      [g.op('Tanh', [capped]), g.constFloat([cap], [])],
-      {},
-      name ? { outputs: [name] } : {},
-    )[0];
-  };
-  const V = c.vocabSize;
-  const bsv = g.op('Concat', [batchDim, seqDim, g.constInt64([V])], { axis: 0 });
-  const perToken = (v: string, name: string) => {
-    g.node('Reshape', [v, g.op('Concat', [batchDim, seqDim], { axis: 0 })], {}, { outputs: [name] });
-    g.output(name, 'float32', ['batch', 'seq']);
-  };
-  /** Sums a list of same-shaped values. */
-  const sumAll = (vs: string[]): string => vs.reduce((a, b) => g.op('Add', [a, b]));
-  /**
-   * The head in chunks: logits [N, chunk] one chunk at a time, each reduced to its log-sum-exp [N, 1] before the
-   * next; `each` sees every chunk's logits (KL terms). Returns log Σ exp(logits) over the whole vocabulary [N].
-   */
-  const chunkedLse = (each?: (logits: string, v0: number, v1: number) => void): string => {
-    const parts = headChunks.map(({ w, v0, v1 }) => {
-      // A narrow chunk is widened only once the previous chunk is reduced (anchored on its result), so one
-      // fp32 chunk exists at a time.
-      const logits = logitsOf(x, kit.floatOf(w, headRole, [v1 - v0, D]));
-      each?.(logits, v0, v1);
-      const lse = g.op('ReduceLogSumExp', [logits], { axes: [-1], keepdims: 1 });
-      kit.setAnchor(lse);
-      return lse;
-    });
-    return g.op('ReduceLogSumExp', [g.op('Concat', parts, { axis: 1 })], { axes: [-1], keepdims: 0 });
-  };
-
-  switch (opts.output) {
-    case 'last_logits': {
-      const x3 = g.op('Reshape', [x, g.op('Concat', [batchDim, seqDim, g.constInt64([D])], { axis: 0 })]);
-      const lastIdx = g.op('Sub', [seqScalar, g.constInt64([1], [])]);
-      const last = g.op('Gather', [x3, lastIdx], { axis: 1 }); // [batch, D]
-      logitsOf(last, headWeight, 'logits');
-      g.output('logits', 'float32', ['batch', V]);
-      break;
-    }
-    case 'row_logits': {
-      // Row b's hidden state at position last_index[b]: right padding after it is invisible under causal attention.
-      const lastIndex = g.input('last_index', 'int64', ['batch']);
-      const x3 = g.op('Reshape', [x, g.op('Concat', [batchDim, seqDim, g.constInt64([D])], { axis: 0 })]);
-      const idx = g.op('Unsqueeze', [lastIndex, g.constInt64([1])]); // [batch, 1]
-      const last = g.op('GatherND', [x3, idx], { batch_dims: 1 }); // [batch, D]
-      logitsOf(last, headWeight, 'logits');
-      g.output('logits', 'float32', ['batch', V]);
-      break;
-    }
-    case 'logits': {
-      const logits = logitsOf(x, headWeight);
-      g.node('Reshape', [logits, bsv], {}, { outputs: ['logits'] });
-      g.output('logits', 'float32', ['batch', 'seq', V]);
-      break;
-    }
-    case 'logprobs': {
-      const logp = g.op('LogSoftmax', [logitsOf(x, headWeight)], { axis: -1 });
-      g.node('Reshape', [logp, bsv], {}, { outputs: ['logprobs'] });
-      g.output('logprobs', 'float32', ['batch', 'seq', V]);
-      break;
-    }
-    case 'nll': {
-      const targets = g.input('targets', 'int64', ['batch', 'seq']);
-      const t1d = g.op('Reshape', [targets, minus1()]);
-      if (headChunks.length === 1) {
-        const logits = logitsOf(x, headWeight);
-        const nll = g.op('SoftmaxCrossEntropyLoss', [logits, t1d], {
-          reduction: 'none',
-          ignore_index: IGNORE_INDEX,
-        });
-        perToken(nll, 'nll');
-        break;
-      }
-      // −log p(t) = logsumexp(logits) − logit_t, with logit_t = x · W[t] from the target's own row.
-      const valid = g.op('Not', [g.op('Equal', [t1d, g.constInt64([IGNORE_INDEX], [])])]);
-      const tIdx = g.op('Where', [valid, t1d, g.constInt64([0], [])]);
-      let targetLogit = g.op(
-        'ReduceSum',
-        [g.op('Mul', [x, kit.gatherRows(headRole, headChunks, tIdx)]), g.constInt64([-1])],
-        {
-          keepdims: 0,
-        },
-      );
-      // The lse is over soft-capped logits (logitsOf), so the target's logit is capped the same way.
-      const cap = c.finalSoftcap;
-      if (cap) {
-        const capped = g.op('Tanh', [g.op('Div', [targetLogit, g.constFloat([cap], [])])]);
-        targetLogit = g.op('Mul', [capped, g.constFloat([cap], [])]);
-      }
-      const nll = g.op('Sub', [chunkedLse(), targetLogit]);
-      perToken(g.op('Where', [valid, nll, g.constFloat([0], [])]), 'nll');
-      break;
-    }
-    case 'kl': {
-      const ref = g.input('ref_logprobs', 'float32', ['batch', 'seq', V]);
-      const ref2 = g.op('Reshape', [ref, g.constInt64([-1, V])]);
-      if (headChunks.length === 1) {
-        const logp = g.op('LogSoftmax', [logitsOf(x, headWeight)], { axis: -1 });
-        const terms = g.op('Mul', [g.op('Exp', [ref2]), g.op('Sub', [ref2, logp])]);
-        perToken(g.op('ReduceSum', [terms, g.constInt64([-1])], { keepdims: 0 }), 'kl');
-        break;
-      }
-      // KL = Σ_v p_v (r_v − logit_v + lse) = Σ_chunks Σ p_v (r_v − logit_v) + lse · Σ_v p_v, with p = exp(r).
-      const cross: string[] = [];
-      const mass: string[] = [];
-      const lse = chunkedLse((logits, v0, v1) => {
-        const r = g.op('Slice', [ref2, g.constInt64([v0]), g.constInt64([v1]), g.constInt64([1])]);
-        const p = g.op('Exp', [r]);
-        const sum = (v: string) => g.op('ReduceSum', [v, g.constInt64([-1])], { keepdims: 0 });
-        cross.push(sum(g.op('Mul', [p, g.op('Sub', [r, logits])])));
-        mass.push(sum(p));
-      });
-      perToken(g.op('Add', [sumAll(cross), g.op('Mul', [lse, sumAll(mass)])]), 'kl');
-      break;
-    }
-    case 'hidden':
-      throw new Error('decoder graph: unreachable (hidden output checked above)');
-  }
+  lmHead({ g, kit, config: c, output: opts.output, headChunks, batchDim, seqDim, seqScalar }, x);
   return encode();
 }

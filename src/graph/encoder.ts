@@ -42,9 +42,11 @@
 import { GenepruneError } from '../errors.js';
 import type { ModelConfig, ModelSpec } from '../model/spec.js';
 import { explicitAttention } from './attention.js';
-import { type EncodedModel, GraphBuilder } from './builder.js';
-import { type CaptureOptions, type CapturePoint, layerRange, OPSET, statsName } from './decoder.js';
+import { layerRange } from './blocks.js';
+import { type EncodedModel, GraphBuilder, OPSET } from './builder.js';
+import { type CaptureOptions, capturedLayers, captureRecorder, tokenWeightInput } from './capture.js';
 import { createKit, type HalfLinears, ONNX_FLOAT } from './kit.js';
+import { layerUnits } from './layer.js';
 import { isWeightFile, type Weights } from './weights.js';
 
 export type EncoderOutputMode = 'hidden' | 'class_logits';
@@ -135,12 +137,7 @@ export function buildEncoderGraph(
       `encoder graph: a block ending at layer ${to} of ${c.numLayers} outputs 'hidden', not '${opts.output}'`,
     );
   }
-  const captured = new Set(opts.capture?.layers ?? []);
-  for (const i of captured) {
-    if (!Number.isInteger(i) || i < from || i >= to) {
-      throw new Error(`encoder graph: captured layer ${i} is outside the graph's layers [${from}, ${to})`);
-    }
-  }
+  const captured = capturedLayers(opts.capture, [from, to], 'encoder graph');
   const g = new GraphBuilder();
   const kit = createKit(g, spec, weights, {
     weightMasks: opts.weightMasks,
@@ -157,10 +154,7 @@ export function buildEncoderGraph(
   const attentionMask = g.input('attention_mask', 'int64', ['batch', 'seq']);
   const tokenTypeIds = hasEmbed && types ? g.input('token_type_ids', 'int64', ['batch', 'seq']) : '';
   const headMask = opts.deploy ? '' : g.input('head_mask', 'float32', [c.numLayers, maxHeads]);
-  const tokenWeight =
-    captured.size > 0
-      ? g.op('Reshape', [g.input('token_weight', 'float32', ['batch', 'seq']), g.constInt64([-1, 1])])
-      : '';
+  const tokenWeight = tokenWeightInput(g, captured);
 
   const idsShape = g.op('Shape', [hasEmbed ? inputIds : hiddenIn]);
   const batchDim = g.op('Slice', [idsShape, g.constInt64([0]), g.constInt64([1])]);
@@ -191,29 +185,16 @@ export function buildEncoderGraph(
     g.constInt64([1, 2]),
   ]);
 
-  const capture = (layer: number, point: CapturePoint, input: string, width: number): void => {
-    if (!captured.has(layer) || (opts.capture?.points && !opts.capture.points.includes(point))) return;
-    const xw = g.op('Mul', [input, tokenWeight]);
-    const name = statsName(layer, point);
-    if (opts.capture?.kind === 'gram') {
-      g.node('Gemm', [xw, xw], { transA: 1 }, { outputs: [name] });
-      g.output(name, 'float32', [width, width]);
-    } else {
-      g.node('ReduceSumSquare', [xw], { axes: [0], keepdims: 0 }, { outputs: [name] });
-      g.output(name, 'float32', [width]);
-    }
-  };
-  /** [N, heads·hd] → [batch, heads, seq, hd]. */
-  const splitHeads = (t: string, heads: number): string => {
-    const shape = g.op('Concat', [batchDim, seqDim, g.constInt64([heads, hd])], { axis: 0 });
-    return g.op('Transpose', [g.op('Reshape', [t, shape])], { perm: [0, 2, 1, 3] });
-  };
-  /** Layer i's head mask [heads]: the first `heads` entries of its row (none in a deployment graph). */
-  const layerHeadMask = (i: number, heads: number): string | undefined => {
-    if (!headMask) return undefined;
-    const row = g.op('Gather', [headMask, g.constInt64([i], [])], { axis: 0 });
-    return heads === maxHeads ? row : g.op('Slice', [row, g.constInt64([0]), g.constInt64([heads])]);
-  };
+  const capture = captureRecorder(g, opts.capture, captured, tokenWeight);
+  const { splitHeads, layerHeadMask, mlp } = layerUnits({
+    g,
+    kit,
+    config: c,
+    batchDim,
+    seqDim,
+    headMask,
+    capture,
+  });
   const scale = c.attnScale ?? 1 / Math.sqrt(hd);
 
   for (let i = from; i < to; i++) {
@@ -243,7 +224,7 @@ export function buildEncoderGraph(
     }
     x = kit.norm(g.op('Add', [x, attended]), `${p}.attn_norm`);
     capture(i, 'mlp_in', x, D);
-    const mlpOut = kit.mlp(x, i, (downIn) => capture(i, 'down_in', downIn, c.intermediateSize));
+    const mlpOut = mlp(i, x);
     x = kit.norm(g.op('Add', [x, mlpOut]), `${p}.mlp_norm`);
   }
 

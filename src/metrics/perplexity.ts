@@ -8,7 +8,7 @@
 
 import { type CandidateMasks, IGNORE_INDEX, type ModelRunner, type TokenBatch } from '../engine/runner.js';
 import { dataError, GenepruneError } from '../errors.js';
-import { VOCAB_CHUNK } from '../graph/decoder.js';
+import { VOCAB_CHUNK } from '../graph/lmhead.js';
 import type { Tokenizer } from '../tokenizer/types.js';
 import { maxOf } from '../util/arrays.js';
 import { type StreamStats, streamDocuments } from './data.js';

@@ -10,7 +10,7 @@
  */
 import { freemem, totalmem } from 'node:os';
 import { flagError } from '../errors.js';
-import { VOCAB_CHUNK } from '../graph/decoder.js';
+import { VOCAB_CHUNK } from '../graph/lmhead.js';
 import { COMPUTE_DTYPE_BYTES, type ComputeDtype, storageTypeOf } from '../graph/weights.js';
 import { maxOf } from '../util/arrays.js';
 import type { ModelSpec } from './spec.js';

@@ -40,10 +40,11 @@ import { writeHfFolder } from '../checkpoint/hf.js';
 import { writeOnnxModel } from '../checkpoint/onnx.js';
 import { type StoredFloat, storedFloatOf } from '../checkpoint/safetensors.js';
 import { fileError, flagError } from '../errors.js';
-import { buildDecoderGraph, loadWeights } from '../graph/decoder.js';
+import { buildDecoderGraph } from '../graph/decoder.js';
 import { buildEncoderGraph } from '../graph/encoder.js';
 import {
   DEFAULT_EXTERNAL_DATA_THRESHOLD,
+  loadWeights,
   packedWeightBytes,
   type Weights,
   writeWeights,

@@ -16,7 +16,7 @@ import { runBlock, statOf } from '../engine/blocks.js';
 import { createOrtGemm } from '../engine/gemm.js';
 import { createRunner, type RunnerOutput, type TokenBatch } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
-import { CAPTURE_POINTS, type CapturePoint, rolesOfCapturePoint } from '../graph/decoder.js';
+import { CAPTURE_POINTS, type CapturePoint, rolesOfCapturePoint } from '../graph/capture.js';
 import { type ModelSpec, memoryTensor, type TensorSource } from '../model/spec.js';
 import { factorGramWith, type GramFactor, prunedColumnsFirst, recoverLinear } from './recover.js';
 

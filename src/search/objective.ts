@@ -16,8 +16,8 @@
 import { type CandidateMasks, createRunner, type ModelRunner } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
 import { GenepruneError } from '../errors.js';
-import { prepareWeights, releaseWeights } from '../graph/decoder.js';
 import type { ComputeDtype } from '../graph/weights.js';
+import { prepareWeights, releaseWeights } from '../graph/weights.js';
 import type { BleuKind } from '../metrics/bleu.js';
 import {
   type ChoiceNorm,

@@ -9,7 +9,7 @@ import { after, describe, it } from 'node:test';
 import { describeElement, firstNonFinite } from '../../src/checkpoint/dtype.js';
 import { openLlama2c } from '../../src/checkpoint/llama2c.js';
 import { openSafetensors, writeSafetensors } from '../../src/checkpoint/safetensors.js';
-import { loadWeights } from '../../src/graph/decoder.js';
+import { loadWeights } from '../../src/graph/weights.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { sharedPath, skipUnlessShared } from '../shared.js';
 import { pokedCheckpoint, rejectsFileError, tempDir } from './helpers.js';

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { blockHidden, runBlock, statOf } from '../../src/engine/blocks.js';
 import { createRunner, type TokenBatch } from '../../src/engine/runner.js';
-import { CAPTURE_POINTS, rolesOfCapturePoint, statsName } from '../../src/graph/decoder.js';
+import { CAPTURE_POINTS, rolesOfCapturePoint, statsName } from '../../src/graph/capture.js';
 import { batches, makeWindows, tokenizePrefix } from '../../src/metrics/perplexity.js';
 import { openModel } from '../../src/model/open.js';
 import { randomLlamaSpec } from '../../src/model/random.js';

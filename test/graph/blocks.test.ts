@@ -12,14 +12,10 @@ import { describe, test } from 'node:test';
 import onnxProto from 'onnx-proto';
 import { runBlock } from '../../src/engine/blocks.js';
 import { createRunner, type RunnerOptions, type TokenBatch } from '../../src/engine/runner.js';
-import {
-  buildDecoderGraph,
-  CAPTURE_POINTS,
-  type CapturePoint,
-  IGNORE_INDEX,
-  loadWeights,
-  statsName,
-} from '../../src/graph/decoder.js';
+import { CAPTURE_POINTS, type CapturePoint, statsName } from '../../src/graph/capture.js';
+import { buildDecoderGraph } from '../../src/graph/decoder.js';
+import { IGNORE_INDEX } from '../../src/graph/lmhead.js';
+import { loadWeights } from '../../src/graph/weights.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { createRng } from '../../src/util/rng.js';

@@ -13,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import onnxProto from 'onnx-proto';
 import { runBlock } from '../../src/engine/blocks.js';
 import { createRunner, type RunnerOptions, type TokenBatch } from '../../src/engine/runner.js';
-import { CAPTURE_POINTS, statsName } from '../../src/graph/decoder.js';
+import { CAPTURE_POINTS, statsName } from '../../src/graph/capture.js';
 import { buildEncoderGraph } from '../../src/graph/encoder.js';
 import { loadWeights } from '../../src/graph/weights.js';
 import { loadModelSpec } from '../../src/model/load.js';

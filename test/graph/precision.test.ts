@@ -12,7 +12,8 @@ import { f32ToBf16Bits, f32ToF16Bits, narrowInto } from '../../src/checkpoint/dt
 import { emptyPastFeeds } from '../../src/engine/kvcache.js';
 import { createRunner } from '../../src/engine/runner.js';
 import { createEngine } from '../../src/engine/session.js';
-import { buildDecoderGraph, IGNORE_INDEX } from '../../src/graph/decoder.js';
+import { buildDecoderGraph } from '../../src/graph/decoder.js';
+import { IGNORE_INDEX } from '../../src/graph/lmhead.js';
 import {
   type ComputeDtype,
   isWeightFile,

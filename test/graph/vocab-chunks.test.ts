@@ -7,13 +7,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { createRunner, type TokenBatch } from '../../src/engine/runner.js';
-import {
-  IGNORE_INDEX,
-  loadWeights,
-  prepareWeights,
-  releaseWeights,
-  vocabChunks,
-} from '../../src/graph/decoder.js';
+import { IGNORE_INDEX, vocabChunks } from '../../src/graph/lmhead.js';
+import { loadWeights, prepareWeights, releaseWeights } from '../../src/graph/weights.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { createRng } from '../../src/util/rng.js';

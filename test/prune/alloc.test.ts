@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { accumulateStats, statOf } from '../../src/engine/blocks.js';
 import { createRunner, type TokenBatch } from '../../src/engine/runner.js';
-import { CAPTURE_POINTS, rolesOfCapturePoint } from '../../src/graph/decoder.js';
+import { CAPTURE_POINTS, rolesOfCapturePoint } from '../../src/graph/capture.js';
 import { selectPerRow, wandaScores } from '../../src/masks/select.js';
 import { type PrunableMatrix, prunableMatrices } from '../../src/masks/weights.js';
 import { batches, evaluatePerplexity, makeWindows } from '../../src/metrics/perplexity.js';

@@ -45,7 +45,7 @@ import { runBlock, statOf } from '../../engine/blocks.js';
 import { createRunner, type TokenBatch } from '../../engine/runner.js';
 import type { Device } from '../../engine/session.js';
 import { GenepruneError } from '../../errors.js';
-import { CAPTURE_POINTS, rolesOfCapturePoint } from '../../graph/decoder.js';
+import { CAPTURE_POINTS, rolesOfCapturePoint } from '../../graph/capture.js';
 import { wandaScores } from '../../masks/select.js';
 import type { PrunableMatrix } from '../../masks/weights.js';
 import { batches, defaultBatchSize, makeWindows } from '../../metrics/perplexity.js';

@@ -18,7 +18,7 @@ import { createOrtGemm, type OrtGemm } from '../../engine/gemm.js';
 import { createRunner, type ModelRunner, type TokenBatch } from '../../engine/runner.js';
 import type { Device } from '../../engine/session.js';
 import { GenepruneError } from '../../errors.js';
-import { CAPTURE_POINTS, type CapturePoint, rolesOfCapturePoint } from '../../graph/decoder.js';
+import { CAPTURE_POINTS, type CapturePoint, rolesOfCapturePoint } from '../../graph/capture.js';
 import type { PrunableMatrix } from '../../masks/weights.js';
 import { scoreGeneration, slicePreparedTask } from '../../metrics/generation.js';
 import { type ModelSpec, memoryTensor, type TensorSource } from '../../model/spec.js';

@@ -26,7 +26,7 @@
  */
 import type { TokenBatch } from '../../engine/runner.js';
 import { GenepruneError } from '../../errors.js';
-import { rolesOfCapturePoint } from '../../graph/decoder.js';
+import { rolesOfCapturePoint } from '../../graph/capture.js';
 import {
   magnitudeScores,
   type NmPattern,

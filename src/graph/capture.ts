@@ -1,0 +1,89 @@
+/**
+ * Capture points: the activation statistics a graph can output about the inputs of its linear layers, for the
+ * layer-wise methods (Wanda, SparseGPT, recovery) that read them. Each block has four distinct linear inputs, in
+ * forward order — attn_in (input of q/k/v), o_in (merged heads after the head mask: input of o), mlp_in (input
+ * of gate/up) and down_in (input of down) — and a captured one is output as stats.{layer}.{point}: Σ_t X_tj² per
+ * input column ('sqnorm', [in]) or XᵀX ('gram', [in, in]) over the batch's tokens, each token's row weighted by
+ * the graph input token_weight float32 [batch, seq] first (1 real token, 0 padding; a weight w counts a token as
+ * w²). Which tensor feeds a point is each builder's business (decoder.ts, encoder.ts).
+ */
+import type { GraphBuilder } from './builder.js';
+
+/** Activation statistics of linear inputs: Σ_t X_tj² per column, or the Gram matrix XᵀX. */
+export type CaptureKind = 'sqnorm' | 'gram';
+
+/** Which statistics a capture graph outputs: of these layers, of these points (default all four). */
+export interface CaptureOptions {
+  layers: readonly number[];
+  kind: CaptureKind;
+  points?: readonly CapturePoint[];
+}
+
+/** The four distinct linear inputs of a block, in forward order (see the header). */
+export const CAPTURE_POINTS = ['attn_in', 'o_in', 'mlp_in', 'down_in'] as const;
+export type CapturePoint = (typeof CAPTURE_POINTS)[number];
+
+/** The graph output holding one captured statistic. */
+export function statsName(layer: number, point: CapturePoint): string {
+  return `stats.${layer}.${point}`;
+}
+
+/** The linear weight roles that read a capture point's input. */
+export function rolesOfCapturePoint(layer: number, point: CapturePoint): string[] {
+  const p = `layers.${layer}`;
+  switch (point) {
+    case 'attn_in':
+      return [`${p}.attn.q.weight`, `${p}.attn.k.weight`, `${p}.attn.v.weight`];
+    case 'o_in':
+      return [`${p}.attn.o.weight`];
+    case 'mlp_in':
+      return [`${p}.mlp.gate.weight`, `${p}.mlp.up.weight`];
+    case 'down_in':
+      return [`${p}.mlp.down.weight`];
+  }
+}
+
+/** The captured layers of a graph, checked to lie inside its layers [from, to); `what` names the graph. */
+export function capturedLayers(
+  capture: CaptureOptions | undefined,
+  [from, to]: readonly [number, number],
+  what: string,
+): Set<number> {
+  const captured = new Set(capture?.layers ?? []);
+  for (const i of captured) {
+    if (!Number.isInteger(i) || i < from || i >= to) {
+      throw new Error(`${what}: captured layer ${i} is outside the graph's layers [${from}, ${to})`);
+    }
+  }
+  return captured;
+}
+
+/** The token_weight input as [N, 1] (created only when something is captured; '' otherwise). */
+export function tokenWeightInput(g: GraphBuilder, captured: ReadonlySet<number>): string {
+  return captured.size > 0
+    ? g.op('Reshape', [g.input('token_weight', 'float32', ['batch', 'seq']), g.constInt64([-1, 1])])
+    : '';
+}
+
+/** A point's recorder: `(layer, point, input [N, width], width)` adds its statistic output when captured. */
+export type CaptureRecorder = (layer: number, point: CapturePoint, input: string, width: number) => void;
+
+export function captureRecorder(
+  g: GraphBuilder,
+  capture: CaptureOptions | undefined,
+  captured: ReadonlySet<number>,
+  tokenWeight: string,
+): CaptureRecorder {
+  return (layer, point, input, width) => {
+    if (!captured.has(layer) || (capture?.points && !capture.points.includes(point))) return;
+    const xw = g.op('Mul', [input, tokenWeight]);
+    const name = statsName(layer, point);
+    if (capture?.kind === 'gram') {
+      g.node('Gemm', [xw, xw], { transA: 1 }, { outputs: [name] });
+      g.output(name, 'float32', [width, width]);
+    } else {
+      g.node('ReduceSumSquare', [xw], { axes: [0], keepdims: 0 }, { outputs: [name] });
+      g.output(name, 'float32', [width]);
+    }
+  };
+}

@@ -79,6 +79,8 @@ export {
   weightBaselineNames,
   weightPruneSettings,
 } from './api/weights.js';
+export type { ArchDescriptor, DecodeLoop, HeadStack } from './arch/descriptor.js';
+export { archOf, registerArch, unregisterArch } from './arch/registry.js';
 
 // Building blocks.
 export { openHfFolder, writeHfFolder } from './checkpoint/hf.js';

@@ -1,5 +1,5 @@
 /** `generate`: continue a prompt with a model, masked or not (greedy by default, or seeded sampling). */
-import { generate as generateTokens } from '../engine/generate.js';
+import { decodeLoopOf } from '../arch/registry.js';
 import { createRunner } from '../engine/runner.js';
 import type { ComputeDtype } from '../graph/weights.js';
 import { createRng } from '../util/rng.js';
@@ -81,7 +81,7 @@ export async function generate(opts: GenerateOptions = {}): Promise<GenerateResu
   const t0 = performance.now();
   let all: number[];
   try {
-    all = await generateTokens(runner, prompt, {
+    all = await decodeLoopOf(weights.spec.config).generate(runner, prompt, {
       maxNewTokens,
       temperature,
       rng: createRng(seed),

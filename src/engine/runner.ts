@@ -2,12 +2,13 @@
  * A model bound to one ONNX Runtime session: built once, then run many times with different tokens and masks.
  */
 
+import type { RunnerOutput } from '../arch/descriptor.js';
+import { archOf } from '../arch/registry.js';
 import { GenepruneError } from '../errors.js';
 import type { AttentionKind, FusedAttentionOp } from '../graph/attention.js';
-import { blockSpec, layerRange } from '../graph/blocks.js';
-import { buildGraph } from '../graph/build.js';
+import { layerRange } from '../graph/blocks.js';
 import type { CaptureOptions } from '../graph/capture.js';
-import { type GraphOutputMode, IGNORE_INDEX } from '../graph/lmhead.js';
+import { IGNORE_INDEX } from '../graph/lmhead.js';
 import {
   type ComputeDtype,
   prepareWeights,
@@ -18,8 +19,7 @@ import {
 import type { ModelSpec } from '../model/spec.js';
 import { createEngine, type Device, type Engine, type Feed, type Output } from './session.js';
 
-/** Every graph output a runner can ask for: the decoder's modes, and the encoder's 'class_logits' ('hidden' both). */
-export type RunnerOutput = GraphOutputMode | 'class_logits';
+export type { RunnerOutput };
 
 export interface RunnerOptions {
   output: RunnerOutput;
@@ -128,13 +128,13 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
   if (opts.weights && weightsDtype(opts.weights) !== dtype) {
     throw new Error(`runner: weights prepared in ${weightsDtype(opts.weights)}, runner asked for ${dtype}`);
   }
+  const arch = archOf(spec.config);
   const weights =
     opts.weights ??
-    (await prepareWeights(blockSpec(spec, opts.layers), { externalDataThreshold: threshold, dtype }));
-  const encoder = spec.config.arch === 'encoder';
+    (await prepareWeights(arch.blockSpec(spec, opts.layers), { externalDataThreshold: threshold, dtype }));
   let engine: Engine;
   try {
-    const graph = buildGraph(spec, weights, {
+    const graph = arch.buildGraph(spec, weights, {
       output: opts.output,
       weightMasks: opts.weightMasks,
       externalDataThreshold: threshold,
@@ -144,7 +144,7 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
       halfLinears: (opts.device ?? 'cpu') === 'cpu' ? 'upcast' : 'native',
       layers: opts.layers,
       capture: opts.capture,
-    } as Parameters<typeof buildGraph>[2]);
+    } as Parameters<typeof arch.buildGraph>[2]);
     engine = await createEngine(graph, {
       device: opts.device,
       threads: opts.threads,
@@ -159,13 +159,7 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
   const onesHead = allKeptHeadMask(spec);
   const onesWeight = new Map<string, Uint8Array>();
   const layers = layerRange(spec.config.numLayers, opts.layers);
-  // An encoder's whole model names its hidden output as transformers.js does; its blocks say 'hidden'.
-  const outputName =
-    opts.output === 'last_logits' || opts.output === 'row_logits' || opts.output === 'class_logits'
-      ? 'logits'
-      : encoder && opts.output === 'hidden' && layers[1] === spec.config.numLayers
-        ? 'last_hidden_state'
-        : opts.output;
+  const outputName = arch.outputName(opts.output, layers, spec.config.numLayers);
   const D = spec.config.hiddenSize;
   const graphInputs = new Set(engine.inputNames);
   const capturing = (opts.capture?.layers.length ?? 0) > 0;
@@ -199,18 +193,7 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
       }
       feeds.hidden_in = { type: 'float32', dims: [batch.batch, batch.seq, D], data: batch.hidden };
     }
-    if (graphInputs.has('attention_mask')) {
-      const m = batch.attentionMask ?? new BigInt64Array(tokens).fill(1n);
-      if (m.length !== tokens) throw new Error(`attention mask has ${m.length} entries, batch has ${tokens}`);
-      feeds.attention_mask = { type: 'int64', dims: [batch.batch, batch.seq], data: m };
-    }
-    if (graphInputs.has('token_type_ids')) {
-      const t = batch.typeIds ?? new BigInt64Array(tokens);
-      if (t.length !== tokens)
-        throw new Error(`token type ids have ${t.length} entries, batch has ${tokens}`);
-      checkIds(t, spec.config.typeVocabSize ?? 0, 'token type id');
-      feeds.token_type_ids = { type: 'int64', dims: [batch.batch, batch.seq], data: t };
-    }
+    arch.feedBatch(spec, batch, graphInputs, feeds);
     if (capturing) {
       let w = batch.tokenWeight;
       if (!w) {

@@ -15,7 +15,7 @@
  * is deterministic: greedy, no sampling, a fixed batching order.
  */
 import { readFile } from 'node:fs/promises';
-import { greedyDecodeBatch } from '../engine/greedy.js';
+import { decodeLoopOf } from '../arch/registry.js';
 import type { CandidateMasks, ModelRunner } from '../engine/runner.js';
 import { dataError, fileError } from '../errors.js';
 import type { Tokenizer } from '../tokenizer/types.js';
@@ -186,7 +186,7 @@ export async function scoreGeneration(
   if (!BLEU_KINDS.includes(kind))
     throw dataError('bleu', `unknown BLEU kind "${kind}" (corpus or sentence-mean)`);
   const t0 = performance.now();
-  const out = await greedyDecodeBatch(runner, prepared.prompts, {
+  const out = await decodeLoopOf(runner.spec.config).greedyBatch(runner, prepared.prompts, {
     maxNewTokens: opts.maxNewTokens ?? GENERATION_MAX_NEW_TOKENS,
     batchSize: opts.batchSize ?? GENERATION_BATCH_SIZE,
     masks: opts.masks,

@@ -163,12 +163,13 @@ function classifierOf(
   if (!Array.isArray(archs) || archs.length !== 1 || typeof archs[0] !== 'string') {
     throw fail(`"architectures" must list one architecture name, got ${JSON.stringify(archs)}`);
   }
-  const arch = archs[0];
+  // A transformers class name (BertForSequenceClassification ...), not the ModelConfig.arch kind.
+  const declared = archs[0];
   const cls = CLASSIFIERS[type];
-  if (BASE_ARCHITECTURES[type].includes(arch)) return undefined;
-  if (arch !== cls.arch) {
+  if (BASE_ARCHITECTURES[type].includes(declared)) return undefined;
+  if (declared !== cls.arch) {
     throw fail(
-      `architecture ${arch} is not supported for model_type ${type} (supported: ${[...BASE_ARCHITECTURES[type], cls.arch].join(', ')})`,
+      `architecture ${declared} is not supported for model_type ${type} (supported: ${[...BASE_ARCHITECTURES[type], cls.arch].join(', ')})`,
     );
   }
   const problem = json.problem_type;

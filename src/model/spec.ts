@@ -17,8 +17,11 @@ import type { RopeScaling } from './rope.js';
 
 /** llama: LLaMA/Mistral/Qwen2/llama2.c; gpt2; gemma: Gemma and Gemma 2; bert: BERT, RoBERTa, DistilBERT. */
 export type Family = 'llama' | 'gpt2' | 'gemma' | 'bert';
-/** decoder: causal language model (lm head); encoder: bidirectional with a padding mask (features, classifier). */
-export type ArchKind = 'decoder' | 'encoder';
+/**
+ * decoder: causal language model (lm head); encoder: bidirectional with a padding mask (features, classifier); or
+ * any other kind a descriptor registered in arch/registry.ts serves (what each kind means lives there).
+ */
+export type ArchKind = 'decoder' | 'encoder' | (string & Record<never, never>);
 
 /** How residual blocks place normalisation: LLaMA/GPT-2 normalise before each block, BERT after. */
 export type NormPlacement = 'pre' | 'post';

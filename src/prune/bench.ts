@@ -5,12 +5,12 @@
  * speedup the removed work predicts.
  */
 
+import { archOf } from '../arch/registry.js';
 import { argmax } from '../engine/generate.js';
 import { emptyPastFeeds, pastFromPresent } from '../engine/kvcache.js';
 import { createRunner, type ModelRunner } from '../engine/runner.js';
 import { createEngine, type Device, type Engine } from '../engine/session.js';
 import { flagError, GenepruneError } from '../errors.js';
-import { buildDecoderGraph } from '../graph/decoder.js';
 import type { ComputeDtype } from '../graph/weights.js';
 import { prepareWeights, releaseWeights } from '../graph/weights.js';
 import { forwardFlopsPerToken, parameterCount } from '../model/cost.js';
@@ -59,9 +59,8 @@ async function prepare(spec: ModelSpec, opts: BenchOptions): Promise<Prepared> {
       threads: opts.threads,
       dtype,
     });
-    const graph = buildDecoderGraph(spec, weights, {
-      output: 'logits',
-      kvCache: true,
+    // The KV-cache graph an export writes, which generation decodes on.
+    const graph = archOf(spec.config).export.deployGraph(spec, weights, {
       halfLinears: (opts.device ?? 'cpu') === 'cpu' ? 'upcast' : 'native',
     });
     const cached = await createEngine(graph, { device: opts.device, threads: opts.threads, dtype });

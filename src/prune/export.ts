@@ -35,13 +35,12 @@
  */
 import { copyFile, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
+import { archOf } from '../arch/registry.js';
 import { narrowingProblem } from '../checkpoint/dtype.js';
 import { writeHfFolder } from '../checkpoint/hf.js';
 import { writeOnnxModel } from '../checkpoint/onnx.js';
 import { type StoredFloat, storedFloatOf } from '../checkpoint/safetensors.js';
 import { fileError, flagError } from '../errors.js';
-import { buildDecoderGraph } from '../graph/decoder.js';
-import { buildEncoderGraph } from '../graph/encoder.js';
 import {
   DEFAULT_EXTERNAL_DATA_THRESHOLD,
   loadWeights,
@@ -371,10 +370,10 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
   const padded = opts.hfLayout === 'padded' && opts.genome !== undefined;
   const hfSpec = padded && opts.genome ? zeroHeads(base, opts.genome) : spec;
   const summary = opts.genome ? pruneSummary(opts.spec, opts.genome) : undefined;
-  const encoder = (spec.config.arch ?? 'decoder') === 'encoder';
+  const arch = archOf(spec.config);
   const wantsHf = opts.format === 'hf' || opts.format === 'all';
   const emptyLayer = hfSpec.config.headsPerLayer.findIndex((h) => h === 0);
-  if (encoder && wantsHf && emptyLayer >= 0) {
+  if (!arch.export.compactHeadlessLayer && wantsHf && emptyLayer >= 0) {
     throw flagError(
       '--hf-layout',
       `layer ${emptyLayer} keeps no heads, which transformers' ${spec.config.modelType} attention cannot run in the compact layout: use --hf-layout padded (or --format transformersjs)`,
@@ -426,7 +425,7 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
       files.push('config.json');
     }
     const c = spec.config;
-    if (!encoder) {
+    if (arch.export.generationConfig) {
       await writeJsonAtomic(join(tmp, 'generation_config.json'), {
         ...(c.bosTokenId !== undefined ? { bos_token_id: c.bosTokenId } : {}),
         ...(c.eosTokenId !== undefined ? { eos_token_id: c.eosTokenId } : {}),
@@ -444,9 +443,7 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
         files.push('onnx/model.onnx_data');
       } else weights = await loadWeights(spec);
       opts.onStatus?.('building onnx/model.onnx');
-      const graph = encoder
-        ? buildEncoderGraph(spec, weights, { output: c.classifier ? 'class_logits' : 'hidden', deploy: true })
-        : buildDecoderGraph(spec, weights, { output: 'logits', kvCache: true });
+      const graph = arch.export.deployGraph(spec, weights);
       for (const f of await writeOnnxModel(onnxDir, 'model.onnx', graph)) files.push(`onnx/${f}`);
     }
     if (w) {

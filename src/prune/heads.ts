@@ -21,6 +21,7 @@
  * - Tensors are sliced lazily: each pruned tensor loads its source only when its own load() is called.
  *   Tensors a pruning leaves whole are the source's own TensorSource objects.
  */
+import { archOf } from '../arch/registry.js';
 import { GenepruneError } from '../errors.js';
 import { type Genome, geneCount, geneOffsets } from '../masks/heads.js';
 import { attentionFlops, countParameters } from '../model/cost.js';
@@ -167,7 +168,7 @@ function emptiesBiasedLayer(spec: ModelSpec, plan: LayerPlan, l: number): boolea
   return (
     plan.query.length === 0 &&
     spec.config.headsPerLayer[l] > 0 &&
-    (spec.config.arch ?? 'decoder') !== 'encoder' &&
+    archOf(spec.config).headlessAttention === 'skip' &&
     spec.tensors.has(`layers.${l}.attn.o.bias`)
   );
 }

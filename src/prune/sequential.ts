@@ -12,11 +12,13 @@
  * Only one block's weights are in a session at a time; the hidden states at the current boundary are held
  * (tokens × hidden size × 4 bytes). The result is the model with its pruned weights in memory.
  */
+
+import { archOf } from '../arch/registry.js';
 import { runBlock, statOf } from '../engine/blocks.js';
 import { createOrtGemm } from '../engine/gemm.js';
 import { createRunner, type RunnerOutput, type TokenBatch } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
-import { CAPTURE_POINTS, type CapturePoint, rolesOfCapturePoint } from '../graph/capture.js';
+import type { CapturePoint } from '../graph/capture.js';
 import { type ModelSpec, memoryTensor, type TensorSource } from '../model/spec.js';
 import { factorGramWith, type GramFactor, prunedColumnsFirst, recoverLinear } from './recover.js';
 
@@ -90,11 +92,11 @@ export async function pruneSequentially(spec: ModelSpec, opts: SequentialOptions
   const masks = new Map<string, Uint8Array>();
   const layers: LayerReport[] = [];
   const engine = { device: opts.device, threads: opts.threads };
-  const points = opts.points ?? CAPTURE_POINTS;
+  const arch = archOf(spec.config);
+  const points = opts.points ?? arch.capturePoints;
   // The last block ends with the model's own head: the loss of a language model (the batches carry targets), the
   // classifier of a sequence-classification encoder (the logits are not read), or a bare encoder's hidden states.
-  const lastOutput: RunnerOutput =
-    spec.config.arch !== 'encoder' ? 'nll' : spec.config.classifier ? 'class_logits' : 'hidden';
+  const lastOutput: RunnerOutput = arch.lastBlockOutput(spec.config);
   let forwardPasses = 0;
   let hidden: Float32Array[] | undefined;
   // Recovery's products (reconstruction errors, blocked updates) on ONNX Runtime's MatMul, in float32.
@@ -118,7 +120,7 @@ export async function pruneSequentially(spec: ModelSpec, opts: SequentialOptions
         const gram = opts.recover ? stat : undefined;
         // The linears reading this input share its Gram matrix, and so its factorization.
         let factor: GramFactor | undefined;
-        for (const role of rolesOfCapturePoint(l, point)) {
+        for (const role of arch.rolesOfCapturePoint(l, point)) {
           const src = tensors.get(role);
           if (!src) continue;
           const [rows, cols] = src.shape;

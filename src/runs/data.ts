@@ -5,6 +5,7 @@
  * search prepares its run here and scores its final mask on the evaluation data here.
  */
 import { resolve } from 'node:path';
+import { archOf } from '../arch/registry.js';
 import { type CandidateMasks, createRunner, type TokenBatch } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
 import { fileError, flagError, GenepruneError } from '../errors.js';
@@ -188,10 +189,11 @@ export async function prepareRunData(s: RunDataSettings, env: RunEnv, what: stri
   const evalData = await readDataset(s.eval);
   await refuseOverlap(calib.files, evalData.files);
   const model = await openModel(s.model, { tokenizer: s.tokenizer });
-  if (model.spec.config.arch === 'encoder') {
+  const arch = archOf(model.spec.config);
+  if (!arch.languageModel) {
     throw flagError(
       '--metric',
-      `${s.metric ?? 'ppl'} needs a language model; ${model.modelPath} is a ${model.spec.config.modelType} encoder: use --metric accuracy or macro-f1 with labelled JSONL --calib and --eval files`,
+      `${s.metric ?? 'ppl'} needs a language model; ${model.modelPath} is a ${model.spec.config.modelType} ${arch.kind}: use --metric accuracy or macro-f1 with labelled JSONL --calib and --eval files`,
     );
   }
   const context = s.context ?? Math.min(model.spec.config.maxPositions, 512);

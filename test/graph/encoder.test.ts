@@ -7,9 +7,9 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
+import { buildGraph } from '../../src/arch/registry.js';
 import { writeHfFolder } from '../../src/checkpoint/hf.js';
 import { createEngine, type Feed } from '../../src/engine/session.js';
-import { buildGraph } from '../../src/graph/build.js';
 import { buildEncoderGraph, type EncoderGraphOptions } from '../../src/graph/encoder.js';
 import { loadWeights } from '../../src/graph/weights.js';
 import { bertSpecToHf } from '../../src/model/bert.js';

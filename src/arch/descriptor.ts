@@ -1,0 +1,107 @@
+/**
+ * What an architecture kind is, as everything above the graph needs it (the transformers.js `MODEL_TYPES` idea):
+ * one descriptor per kind — its graph builders, what a runner feeds and reads, its named head stacks, capture
+ * points, block graphs, the export writer's entry and the decode loop. Code above the graph asks the descriptor
+ * (arch/registry.ts `archOf`) instead of testing the kind, so a new kind (the encoder-decoder next) is one entry.
+ */
+import type { GenerateOptions } from '../engine/generate.js';
+import type { GreedyBatchOptions, GreedyBatchResult } from '../engine/greedy.js';
+import type { ModelRunner } from '../engine/runner.js';
+import type { Feed } from '../engine/session.js';
+import type { EncodedModel } from '../graph/builder.js';
+import type { CapturePoint } from '../graph/capture.js';
+import type { DecoderGraphOptions } from '../graph/decoder.js';
+import type { EncoderGraphOptions } from '../graph/encoder.js';
+import type { HalfLinears } from '../graph/kit.js';
+import type { GraphOutputMode } from '../graph/lmhead.js';
+import type { Weights } from '../graph/weights.js';
+import type { ModelConfig, ModelSpec } from '../model/spec.js';
+
+/** Every graph output a runner can ask for: the decoder's modes, and the encoder's 'class_logits' ('hidden' both). */
+export type RunnerOutput = GraphOutputMode | 'class_logits';
+
+/** The options of an evaluation graph, whichever kind builds it. */
+export type GraphOptions = DecoderGraphOptions | EncoderGraphOptions;
+
+/**
+ * One named stack of attention heads. A head genome is the concatenation of the kind's stacks, in order, each
+ * layer-major (`layers` for decoders and encoders; the encoder-decoder adds `encoder`, `decoder`, `cross`).
+ */
+export interface HeadStack {
+  readonly name: string;
+  /** Query heads present in each layer of the stack. */
+  readonly headsPerLayer: readonly number[];
+  /** The row of the graph's head_mask input holding the stack's layer 0 (its layers follow in order). */
+  readonly firstMaskRow: number;
+  /** Layer l's KV head of each query head (GQA: a KV head goes when every query head reading it goes). */
+  kvMap(layer: number): readonly number[];
+}
+
+/** The per-batch inputs a kind's runner feeds besides input_ids / hidden_in, head and weight masks, and targets. */
+export interface BatchInputs {
+  batch: number;
+  seq: number;
+  attentionMask?: BigInt64Array;
+  typeIds?: BigInt64Array;
+}
+
+/** A decoding loop over a runner of the kind (generation, batched greedy decoding for scoring). */
+export interface DecodeLoop {
+  /** Token-by-token generation on a 'last_logits' runner (engine/generate.ts). */
+  generate(runner: ModelRunner, prompt: number[], opts: GenerateOptions): Promise<number[]>;
+  /** Greedy continuations of many prompts on a 'row_logits' runner (engine/greedy.ts). */
+  greedyBatch(
+    runner: ModelRunner,
+    prompts: readonly (readonly number[])[],
+    opts: GreedyBatchOptions,
+  ): Promise<GreedyBatchResult>;
+}
+
+export interface ArchDescriptor {
+  /** The `ModelConfig.arch` value this descriptor serves (an absent arch reads as 'decoder'). */
+  readonly kind: string;
+  /** Whether the model ends in a language-model head (perplexity, KL, generation and BLEU need one). */
+  readonly languageModel: boolean;
+  /** The evaluation graph for these options; an output mode the kind does not build is refused in one line. */
+  buildGraph(spec: ModelSpec, weights: Weights, opts: GraphOptions): EncodedModel;
+  /** The graph output holding a runner's main output, for a graph running `layers` of `numLayers`. */
+  outputName(output: RunnerOutput, layers: readonly [number, number], numLayers: number): string;
+  /**
+   * Adds the kind's own per-batch feeds (encoders: attention_mask, token_type_ids) for the inputs the graph has,
+   * checked against the batch.
+   */
+  feedBatch(
+    spec: ModelSpec,
+    batch: BatchInputs,
+    graphInputs: ReadonlySet<string>,
+    feeds: Record<string, Feed>,
+  ): void;
+  /** The head stacks of a model of this kind, in gene order. */
+  headStacks(config: ModelConfig): HeadStack[];
+  /**
+   * What the graph computes for a layer left without heads: 'skip' (no attention at all: a biased o projection
+   * would be lost, so physical pruning refuses it) or 'bias' (the o projection's bias alone, as the masked model).
+   */
+  readonly headlessAttention: 'skip' | 'bias';
+  /** The capture points of a block (capture.ts), in forward order, and the weight roles reading each. */
+  readonly capturePoints: readonly CapturePoint[];
+  rolesOfCapturePoint(layer: number, point: CapturePoint): string[];
+  /** The spec a block graph of `layers` reads (engine/blocks.ts walks). */
+  blockSpec(spec: ModelSpec, layers?: readonly [number, number]): ModelSpec;
+  /** The output of the last block of a layer-wise walk: the model's own head. */
+  lastBlockOutput(config: ModelConfig): RunnerOutput;
+  /** What an export writes for the kind. */
+  readonly export: {
+    /**
+     * onnx/model.onnx: the graph transformers.js runs (a physically pruned model: no masks); the speed benchmark
+     * decodes on it too.
+     */
+    deployGraph(spec: ModelSpec, weights: Weights, opts?: { halfLinears?: HalfLinears }): EncodedModel;
+    /** Whether a generation_config.json goes beside config.json. */
+    readonly generationConfig: boolean;
+    /** Whether transformers runs a layer without heads in the compact Hugging Face layout. */
+    readonly compactHeadlessLayer: boolean;
+  };
+  /** The decode loop; absent for kinds nothing generates from. */
+  readonly decode?: DecodeLoop;
+}

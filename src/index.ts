@@ -108,6 +108,13 @@ export {
 export { generate as generateTokens } from './engine/generate.js';
 export { type GreedyBatchOptions, type GreedyBatchResult, greedyDecodeBatch } from './engine/greedy.js';
 export {
+  checkMemoryBudget,
+  estimatePeakMemory,
+  type MemoryEstimate,
+  parseByteSize,
+  peakRssBytes,
+} from './engine/memory.js';
+export {
   allKeptHeadMask,
   type CandidateMasks,
   createRunner,
@@ -253,13 +260,6 @@ export {
 } from './model/identity.js';
 export { llamaSpecToHf, writeLlama2cFromSpec } from './model/llama.js';
 export { loadModelSpec } from './model/load.js';
-export {
-  checkMemoryBudget,
-  estimatePeakMemory,
-  type MemoryEstimate,
-  parseByteSize,
-  peakRssBytes,
-} from './model/memory.js';
 export { type OpenedModel, openModel } from './model/open.js';
 export { randomLlamaSpec } from './model/random.js';
 export {

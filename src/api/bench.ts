@@ -5,12 +5,12 @@
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { resolveModelRef } from '../checkpoint/hub.js';
+import { checkMemoryBudget, peakRssBytes } from '../engine/memory.js';
 import type { Device } from '../engine/session.js';
 import { flagError } from '../errors.js';
 import type { ComputeDtype } from '../graph/weights.js';
 import { readMaskFile } from '../masks/headfile.js';
 import { loadModelSpec } from '../model/load.js';
-import { checkMemoryBudget, peakRssBytes } from '../model/memory.js';
 import type { ModelSpec } from '../model/spec.js';
 import { benchModels, type ModelSpeed } from '../prune/bench.js';
 import { pruneHeads } from '../prune/heads.js';

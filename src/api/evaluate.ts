@@ -1,4 +1,6 @@
 /** `evaluate`: perplexity (and optionally KL to the unpruned model) of a model, masked or not, on text data. */
+
+import { checkMemoryBudget, evaluatedShape, peakRssBytes } from '../engine/memory.js';
 import { createRunner } from '../engine/runner.js';
 import { flagError } from '../errors.js';
 import type { ComputeDtype } from '../graph/weights.js';
@@ -12,7 +14,6 @@ import {
   tokenizeDocuments,
   tokenizePrefix,
 } from '../metrics/perplexity.js';
-import { checkMemoryBudget, evaluatedShape, peakRssBytes } from '../model/memory.js';
 import { type ModelInput, openModelInput, type RuntimeOptions } from './common.js';
 import { type HeadMaskChoice, headListText, resolveMasks, type WeightMaskChoice } from './masks.js';
 

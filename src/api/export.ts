@@ -5,6 +5,7 @@
 
 import { resolve } from 'node:path';
 import type { StoredFloat } from '../checkpoint/safetensors.js';
+import { checkMemoryBudget } from '../engine/memory.js';
 import type { Device } from '../engine/session.js';
 import { flagError } from '../errors.js';
 import { loadMaskFile } from '../masks/headfile.js';
@@ -14,7 +15,6 @@ import { loadWeightMaskFile } from '../masks/weightfile.js';
 import { readDataset } from '../metrics/data.js';
 import { tokenizeDocuments } from '../metrics/perplexity.js';
 import type { AppliedMask } from '../model/identity.js';
-import { checkMemoryBudget } from '../model/memory.js';
 import {
   checkExportOut,
   EXPORT_FORMATS,

@@ -7,7 +7,6 @@ import { existsSync } from 'node:fs';
 import { readFile, rm, stat } from 'node:fs/promises';
 import { join, resolve, sep } from 'node:path';
 import { fileError } from '../errors.js';
-import type { TensorSource } from '../model/spec.js';
 import { describeFsError, makeDirectory, writeTextAtomic } from '../util/fs.js';
 import { DTYPE_BYTES } from './dtype.js';
 import {
@@ -19,6 +18,7 @@ import {
   type WritableTensor,
   writeSafetensors,
 } from './safetensors.js';
+import type { TensorSource } from './tensor.js';
 
 export const CONFIG_FILE = 'config.json';
 export const SINGLE_WEIGHTS_FILE = 'model.safetensors';

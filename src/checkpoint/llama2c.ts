@@ -9,10 +9,10 @@
  * them to roles. Reads are lazy, by offset.
  */
 import { fileError } from '../errors.js';
-import type { TensorSource } from '../model/spec.js';
 import { writeAll, writeFileAtomic } from '../util/fs.js';
 import { fileSize, readRange } from './io.js';
 import { type FileTensor, fileTensor, numelOf } from './safetensors.js';
+import type { TensorSource } from './tensor.js';
 
 export const LLAMA2C_MAGIC = 0x616b3432; // "ak42" read as a little-endian uint32
 const LEGACY_HEADER_BYTES = 7 * 4;

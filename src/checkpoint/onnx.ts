@@ -1,16 +1,35 @@
 /**
  * An ONNX model on disk: the ModelProto file and, beside it, the external-data files its initializers name
- * (each written part by part at its offset, zero-filled between, so nothing is concatenated in memory).
+ * (each written part by part at its offset, zero-filled between, so nothing is concatenated in memory). What an
+ * encoded model is (EncodedModel: the ModelProto bytes and its external data in memory) is defined here, by the
+ * file it becomes; graph/builder.ts produces it.
  */
 
 import { type FileHandle, open, readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import onnxProto from 'onnx-proto';
 import { fileError } from '../errors.js';
-import type { EncodedModel } from '../graph/builder.js';
-import { loadTensorInto, type TensorSource } from '../model/spec.js';
 import { describeFsError, writeAll, writeBytesAtomic, writeFileAtomic } from '../util/fs.js';
 import { readRange } from './io.js';
+import { loadTensorInto, type TensorSource } from './tensor.js';
+
+/** One external-data file: its parts (blobs) at their byte offsets, zero-filled between. */
+export interface ExternalFile {
+  /** The `location` the graph names (a file name beside the model). */
+  path: string;
+  parts: Array<{ offset: number; data: Uint8Array }>;
+  /** Total bytes of the file. */
+  size: number;
+}
+
+export interface EncodedModel {
+  /** ModelProto bytes. */
+  model: Uint8Array;
+  /** External data held in memory that the model refers to (empty when every initializer is inline). */
+  externalData: ExternalFile[];
+  /** The folder holding external files already on disk that the model names (see externalInitializer). */
+  dir?: string;
+}
 
 /**
  * Writes tensors at the given byte offsets (ascending) of one external-data file, one tensor in memory at a

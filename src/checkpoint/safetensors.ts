@@ -4,7 +4,6 @@
  * untrusted input, so every field is checked before any tensor is read; tensors are read lazily by offset.
  */
 import { fileError } from '../errors.js';
-import type { TensorSource } from '../model/spec.js';
 import { writeAll, writeFileAtomic } from '../util/fs.js';
 import {
   convertInto,
@@ -19,6 +18,7 @@ import {
   toFloat32,
 } from './dtype.js';
 import { fileSize, readChunks, readRange } from './io.js';
+import type { TensorSource } from './tensor.js';
 
 /** Same bound as the reference implementation: real headers are at most a few MB. */
 export const MAX_HEADER_BYTES = 100_000_000;

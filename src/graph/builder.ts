@@ -5,6 +5,10 @@
  * separate byte blobs (no size limit; the blobs can be the very buffers the weights were loaded into).
  */
 import onnxProto from 'onnx-proto';
+import type { EncodedModel, ExternalFile } from '../checkpoint/onnx.js';
+
+// What an encoded graph is on disk belongs to checkpoint/onnx.ts, which writes it.
+export type { EncodedModel, ExternalFile };
 
 const { onnx } = onnxProto;
 
@@ -96,24 +100,6 @@ export const alignUp = (n: number, a: number): number => Math.ceil(n / a) * a;
  */
 export interface WeightBlob {
   readonly bytes: Uint8Array;
-}
-
-/** One external-data file: its parts (blobs) at their byte offsets, zero-filled between. */
-export interface ExternalFile {
-  /** The `location` the graph names (a file name beside the model). */
-  path: string;
-  parts: Array<{ offset: number; data: Uint8Array }>;
-  /** Total bytes of the file. */
-  size: number;
-}
-
-export interface EncodedModel {
-  /** ModelProto bytes. */
-  model: Uint8Array;
-  /** External data held in memory that the model refers to (empty when every initializer is inline). */
-  externalData: ExternalFile[];
-  /** The folder holding external files already on disk that the model names (see externalInitializer). */
-  dir?: string;
 }
 
 /** An initializer whose data already lies in a file: where, and what it is. */

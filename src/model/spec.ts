@@ -12,6 +12,7 @@
  * - Per-layer head counts allow physically pruned models: layer i has `headsPerLayer[i]` query heads and
  *   `kvHeadsPerLayer[i]` KV heads; headDim is shared.
  */
+import type { TensorSource } from '../checkpoint/tensor.js';
 import type { Provenance } from './identity.js';
 import type { RopeScaling } from './rope.js';
 
@@ -137,29 +138,10 @@ export interface ModelConfig {
  *  final_norm.weight / .bias  [hidden]
  *  lm_head.weight             [vocab, hidden]             (absent when tieEmbeddings)
  */
+// Tensors are the checkpoint's (read lazily from their files); the spec names them by role.
+export { loadTensorInto, memoryTensor, type TensorSource } from '../checkpoint/tensor.js';
+
 export type TensorRole = string;
-
-/** A tensor that is read from its file only when asked for, converted to fp32. */
-export interface TensorSource {
-  readonly shape: readonly number[];
-  /** Storage dtype in the checkpoint (F32, F16, BF16, ...). */
-  readonly dtype: string;
-  /** Reads the tensor and returns fp32 values in the spec's layout (row-major). */
-  load(): Promise<Float32Array>;
-  /**
-   * Reads the tensor straight into `out` (its element count), without a whole-tensor temporary; sources that
-   * lack it are loaded and copied.
-   */
-  loadInto?(out: Float32Array): Promise<void>;
-}
-
-/** Fills `out` with the tensor's fp32 values, in place when the source can. */
-export async function loadTensorInto(src: TensorSource, out: Float32Array): Promise<void> {
-  if (src.loadInto) return src.loadInto(out);
-  const data = await src.load();
-  if (data.length !== out.length) throw new Error(`tensor has ${data.length} values, ${out.length} expected`);
-  out.set(data);
-}
 
 export interface ModelSpec {
   config: ModelConfig;
@@ -183,12 +165,4 @@ export function kvMapOfLayer(config: ModelConfig, layer: number): number[] {
   const heads = config.headsPerLayer[layer];
   const kvHeads = config.kvHeadsPerLayer[layer];
   return Array.from({ length: heads }, (_, h) => kvGroupOf(h, heads, kvHeads));
-}
-
-/** A tensor already in memory, wrapped as a TensorSource. */
-export function memoryTensor(shape: readonly number[], data: Float32Array): TensorSource {
-  const n = shape.reduce((a, b) => a * b, 1);
-  if (n !== data.length)
-    throw new Error(`memoryTensor: shape ${shape.join('x')} needs ${n} values, got ${data.length}`);
-  return { shape, dtype: 'F32', load: async () => data };
 }

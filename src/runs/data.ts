@@ -6,6 +6,7 @@
  */
 import { resolve } from 'node:path';
 import { archOf } from '../arch/registry.js';
+import { checkMemoryBudget } from '../engine/memory.js';
 import { type CandidateMasks, createRunner, type TokenBatch } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
 import { fileError, flagError, GenepruneError } from '../errors.js';
@@ -21,7 +22,6 @@ import {
   tokenizeDocuments,
 } from '../metrics/perplexity.js';
 import { modelIdentity } from '../model/identity.js';
-import { checkMemoryBudget } from '../model/memory.js';
 import { type OpenedModel, openModel } from '../model/open.js';
 import { BLEU_SEARCH_ITEMS, isClassificationMetric, type QualityMetric } from '../search/objective.js';
 import { realPathOf, sha256File, sha256Text } from '../util/fs.js';

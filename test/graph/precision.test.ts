@@ -10,6 +10,7 @@ import { after, describe, test } from 'node:test';
 import onnxProto from 'onnx-proto';
 import { f32ToBf16Bits, f32ToF16Bits, narrowInto } from '../../src/checkpoint/dtype.js';
 import { emptyPastFeeds } from '../../src/engine/kvcache.js';
+import { estimatePeakMemory, weightBytesOf } from '../../src/engine/memory.js';
 import { createRunner } from '../../src/engine/runner.js';
 import { createEngine } from '../../src/engine/session.js';
 import { buildDecoderGraph } from '../../src/graph/decoder.js';
@@ -24,7 +25,6 @@ import {
 } from '../../src/graph/weights.js';
 import { headMaskOf } from '../../src/masks/heads.js';
 import { parameterCount } from '../../src/model/cost.js';
-import { estimatePeakMemory, weightBytesOf } from '../../src/model/memory.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
 import { type ModelSpec, memoryTensor, type TensorSource } from '../../src/model/spec.js';
 import { pruneHeads } from '../../src/prune/heads.js';

@@ -7,8 +7,8 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { evaluate } from '../../src/api/evaluate.js';
+import { estimatePeakMemory, parseByteSize, weightBytesOf } from '../../src/engine/memory.js';
 import { GenepruneError } from '../../src/errors.js';
-import { estimatePeakMemory, parseByteSize, weightBytesOf } from '../../src/model/memory.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
 import { REPO_ROOT, SHARED_DIR, skipUnlessShared } from '../shared.js';
 

@@ -7,13 +7,16 @@
  * (fp32 [tokens, width], kept as logits, softmax and loss buffers: the width is one vocabulary chunk for
  * perplexity, the whole vocabulary for KL, whose reference log-probabilities are inputs) and the S×S attention
  * scores.
+ *
+ * It lives in engine/ because what it models is ONNX Runtime's memory (its copies of the weights, its activation
+ * buffers), measured on the engine's graphs.
  */
 import { freemem, totalmem } from 'node:os';
 import { flagError } from '../errors.js';
 import { VOCAB_CHUNK } from '../graph/lmhead.js';
 import { COMPUTE_DTYPE_BYTES, type ComputeDtype, storageTypeOf } from '../graph/weights.js';
+import type { ModelSpec } from '../model/spec.js';
 import { maxOf } from '../util/arrays.js';
-import type { ModelSpec } from './spec.js';
 
 /**
  * Process memory a session holds per byte of weights in the compute dtype (measured 1.0–1.2 for fp32 on the 134M

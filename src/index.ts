@@ -80,8 +80,9 @@ export {
   weightPruneSettings,
 } from './api/weights.js';
 export type { ArchDescriptor, DecodeLoop, HeadStack } from './arch/descriptor.js';
+export { generate as generateTokens } from './arch/generate.js';
+export { type GreedyBatchOptions, type GreedyBatchResult, greedyDecodeBatch } from './arch/greedy.js';
 export { archOf, registerArch, unregisterArch } from './arch/registry.js';
-
 // Building blocks.
 export { openHfFolder, writeHfFolder } from './checkpoint/hf.js';
 export { cacheDir, downloadHfModel, parseModelRef, resolveModelRef } from './checkpoint/hub.js';
@@ -105,8 +106,6 @@ export {
   runBlock,
   statOf,
 } from './engine/blocks.js';
-export { generate as generateTokens } from './engine/generate.js';
-export { type GreedyBatchOptions, type GreedyBatchResult, greedyDecodeBatch } from './engine/greedy.js';
 export {
   checkMemoryBudget,
   estimatePeakMemory,

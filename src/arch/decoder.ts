@@ -2,13 +2,13 @@
  * The decoder kind: causal language models (LLaMA family, GPT-2, Gemma). One head stack `layers`; the graph is
  * graph/decoder.ts, exported with its KV cache for transformers.js, and generation decodes on it.
  */
-import { generate } from '../engine/generate.js';
-import { greedyDecodeBatch } from '../engine/greedy.js';
 import { blockSpec } from '../graph/blocks.js';
 import { CAPTURE_POINTS, rolesOfCapturePoint } from '../graph/capture.js';
 import { buildDecoderGraph, type DecoderGraphOptions } from '../graph/decoder.js';
 import { kvMapOfLayer } from '../model/spec.js';
 import type { ArchDescriptor } from './descriptor.js';
+import { generate } from './generate.js';
+import { greedyDecodeBatch } from './greedy.js';
 
 export const DECODER: ArchDescriptor = {
   kind: 'decoder',
@@ -25,7 +25,7 @@ export const DECODER: ArchDescriptor = {
       : output;
   },
   // A decoder's evaluation graphs take no padding mask (right padding is invisible under causal attention).
-  feedBatch() {},
+  feedBatch: () => ({}),
   headStacks(config) {
     return [
       {

@@ -4,10 +4,6 @@
  * points, block graphs, the export writer's entry and the decode loop. Code above the graph asks the descriptor
  * (arch/registry.ts `archOf`) instead of testing the kind, so a new kind (the encoder-decoder next) is one entry.
  */
-import type { GenerateOptions } from '../engine/generate.js';
-import type { GreedyBatchOptions, GreedyBatchResult } from '../engine/greedy.js';
-import type { ModelRunner } from '../engine/runner.js';
-import type { Feed } from '../engine/session.js';
 import type { EncodedModel } from '../graph/builder.js';
 import type { CapturePoint } from '../graph/capture.js';
 import type { DecoderGraphOptions } from '../graph/decoder.js';
@@ -16,6 +12,9 @@ import type { HalfLinears } from '../graph/kit.js';
 import type { GraphOutputMode } from '../graph/lmhead.js';
 import type { Weights } from '../graph/weights.js';
 import type { ModelConfig, ModelSpec } from '../model/spec.js';
+import type { DecodeRunner } from './decoding.js';
+import type { GenerateOptions } from './generate.js';
+import type { GreedyBatchOptions, GreedyBatchResult } from './greedy.js';
 
 /** Every graph output a runner can ask for: the decoder's modes, and the encoder's 'class_logits' ('hidden' both). */
 export type RunnerOutput = GraphOutputMode | 'class_logits';
@@ -37,6 +36,13 @@ export interface HeadStack {
   kvMap(layer: number): readonly number[];
 }
 
+/** An int64 graph input a kind feeds per batch (engine/session.ts takes it as a Feed). */
+export interface BatchFeed {
+  type: 'int64';
+  dims: readonly number[];
+  data: BigInt64Array;
+}
+
 /** The per-batch inputs a kind's runner feeds besides input_ids / hidden_in, head and weight masks, and targets. */
 export interface BatchInputs {
   batch: number;
@@ -47,11 +53,11 @@ export interface BatchInputs {
 
 /** A decoding loop over a runner of the kind (generation, batched greedy decoding for scoring). */
 export interface DecodeLoop {
-  /** Token-by-token generation on a 'last_logits' runner (engine/generate.ts). */
-  generate(runner: ModelRunner, prompt: number[], opts: GenerateOptions): Promise<number[]>;
-  /** Greedy continuations of many prompts on a 'row_logits' runner (engine/greedy.ts). */
+  /** Token-by-token generation on a 'last_logits' runner (arch/generate.ts). */
+  generate(runner: DecodeRunner, prompt: number[], opts: GenerateOptions): Promise<number[]>;
+  /** Greedy continuations of many prompts on a 'row_logits' runner (arch/greedy.ts). */
   greedyBatch(
-    runner: ModelRunner,
+    runner: DecodeRunner,
     prompts: readonly (readonly number[])[],
     opts: GreedyBatchOptions,
   ): Promise<GreedyBatchResult>;
@@ -67,15 +73,10 @@ export interface ArchDescriptor {
   /** The graph output holding a runner's main output, for a graph running `layers` of `numLayers`. */
   outputName(output: RunnerOutput, layers: readonly [number, number], numLayers: number): string;
   /**
-   * Adds the kind's own per-batch feeds (encoders: attention_mask, token_type_ids) for the inputs the graph has,
+   * The kind's own per-batch feeds (encoders: attention_mask, token_type_ids) for the inputs the graph has,
    * checked against the batch.
    */
-  feedBatch(
-    spec: ModelSpec,
-    batch: BatchInputs,
-    graphInputs: ReadonlySet<string>,
-    feeds: Record<string, Feed>,
-  ): void;
+  feedBatch(spec: ModelSpec, batch: BatchInputs, graphInputs: ReadonlySet<string>): Record<string, BatchFeed>;
   /** The head stacks of a model of this kind, in gene order. */
   headStacks(config: ModelConfig): HeadStack[];
   /**

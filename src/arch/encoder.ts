@@ -7,7 +7,7 @@ import { blockSpec } from '../graph/blocks.js';
 import { CAPTURE_POINTS, rolesOfCapturePoint } from '../graph/capture.js';
 import { buildEncoderGraph, type EncoderGraphOptions } from '../graph/encoder.js';
 import { kvMapOfLayer } from '../model/spec.js';
-import type { ArchDescriptor } from './descriptor.js';
+import type { ArchDescriptor, BatchFeed } from './descriptor.js';
 
 const ENCODER_OUTPUTS: readonly string[] = ['hidden', 'class_logits'];
 
@@ -36,7 +36,8 @@ export const ENCODER: ArchDescriptor = {
     if (output === 'last_logits' || output === 'row_logits' || output === 'class_logits') return 'logits';
     return output === 'hidden' && layers[1] === numLayers ? 'last_hidden_state' : output;
   },
-  feedBatch(spec, batch, graphInputs, feeds) {
+  feedBatch(spec, batch, graphInputs) {
+    const feeds: Record<string, BatchFeed> = {};
     const tokens = batch.batch * batch.seq;
     if (graphInputs.has('attention_mask')) {
       const m = batch.attentionMask ?? new BigInt64Array(tokens).fill(1n);
@@ -50,6 +51,7 @@ export const ENCODER: ArchDescriptor = {
       checkIds(t, spec.config.typeVocabSize ?? 0, 'token type id');
       feeds.token_type_ids = { type: 'int64', dims: [batch.batch, batch.seq], data: t };
     }
+    return feeds;
   },
   headStacks(config) {
     return [

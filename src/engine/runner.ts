@@ -2,6 +2,7 @@
  * A model bound to one ONNX Runtime session: built once, then run many times with different tokens and masks.
  */
 
+import type { CandidateMasks } from '../arch/decoding.js';
 import type { RunnerOutput } from '../arch/descriptor.js';
 import { archOf } from '../arch/registry.js';
 import { GenepruneError } from '../errors.js';
@@ -56,13 +57,7 @@ export interface RunnerOptions {
   capture?: CaptureOptions;
 }
 
-/** Masks for one candidate. Missing masks mean "keep everything". */
-export interface CandidateMasks {
-  /** [layers * maxHeads], 1 keep / 0 drop, layer-major. */
-  headMask?: Float32Array;
-  /** role → [out*in] booleans (1 keep). */
-  weightMasks?: Map<string, Uint8Array>;
-}
+export type { CandidateMasks };
 
 /** A batch of equal-length rows, already padded. */
 export interface TokenBatch {
@@ -193,7 +188,7 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
       }
       feeds.hidden_in = { type: 'float32', dims: [batch.batch, batch.seq, D], data: batch.hidden };
     }
-    arch.feedBatch(spec, batch, graphInputs, feeds);
+    Object.assign(feeds, arch.feedBatch(spec, batch, graphInputs));
     if (capturing) {
       let w = batch.tokenWeight;
       if (!w) {

@@ -5,8 +5,8 @@
  * speedup the removed work predicts.
  */
 
+import { argmax } from '../arch/generate.js';
 import { archOf } from '../arch/registry.js';
-import { argmax } from '../engine/generate.js';
 import { emptyPastFeeds, pastFromPresent } from '../engine/kvcache.js';
 import { createRunner, type ModelRunner } from '../engine/runner.js';
 import { createEngine, type Device, type Engine } from '../engine/session.js';

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { generate } from '../../src/engine/generate.js';
+import { generate } from '../../src/arch/generate.js';
 import { createRunner } from '../../src/engine/runner.js';
 import { readDataset } from '../../src/metrics/data.js';
 import { evaluatePerplexity, makeWindows, tokenizeDocuments } from '../../src/metrics/perplexity.js';

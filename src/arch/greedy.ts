@@ -6,8 +6,8 @@
  */
 import { GenepruneError } from '../errors.js';
 import { maxOf } from '../util/arrays.js';
+import type { CandidateMasks, DecodeRunner } from './decoding.js';
 import { argmax } from './generate.js';
-import type { CandidateMasks, ModelRunner } from './runner.js';
 
 export interface GreedyBatchOptions {
   /** New tokens per prompt at most. */
@@ -32,7 +32,7 @@ export interface GreedyBatchResult {
 
 /** Greedy continuations of `prompts` (token ids, BOS included), each as if decoded alone. */
 export async function greedyDecodeBatch(
-  runner: ModelRunner,
+  runner: DecodeRunner,
   prompts: readonly (readonly number[])[],
   opts: GreedyBatchOptions,
 ): Promise<GreedyBatchResult> {

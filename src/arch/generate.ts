@@ -1,10 +1,12 @@
 /**
  * Text generation on a 'last_logits' runner. Each step re-runs the whole (cropped) sequence: simple and exact,
  * fast enough for small models and for checking what a pruned model says. A KV-cache graph comes with export.
+ * It is the decoder kind's decode loop (arch/decoder.ts); it reads a runner only through DecodeRunner, so arch/
+ * needs nothing from engine/.
  */
 import { GenepruneError } from '../errors.js';
 import type { Rng } from '../util/rng.js';
-import type { CandidateMasks, ModelRunner } from './runner.js';
+import type { CandidateMasks, DecodeRunner } from './decoding.js';
 
 export interface GenerateOptions {
   /** New tokens to produce at most. */
@@ -45,7 +47,7 @@ export function sampleWithTemperature(logits: ArrayLike<number>, temperature: nu
 
 /** Returns the prompt tokens followed by the generated ones. */
 export async function generate(
-  runner: ModelRunner,
+  runner: DecodeRunner,
   prompt: number[],
   opts: GenerateOptions,
 ): Promise<number[]> {

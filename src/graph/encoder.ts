@@ -1,6 +1,6 @@
 /**
  * The evaluation graph for bidirectional encoders (the BERT family), assembled from the shared blocks (kit.ts,
- * explicitAttention).
+ * explicitAttention, the per-layer units of layer.ts, capture.ts).
  *
  * Inputs:
  *   input_ids       int64 [batch, seq]

@@ -274,6 +274,16 @@ export function quoteValue(entry: MetricEntry, value: number): string {
   return entry.scale === 1 ? `${(100 * value).toFixed(entry.digits)} %` : value.toFixed(entry.digits);
 }
 
+/** The registered metrics scored on one of these kinds of data, in registry order (for "only with --metric …"). */
+export function metricsScoredOn(kinds: readonly MetricDataKind[]): string[] {
+  return [...registry.values()].filter((e) => kinds.includes(e.data)).map((e) => e.name);
+}
+
+/** Names as a refusal lists them: "a", "a or b", "a, b or c". */
+export function orList(names: readonly string[]): string {
+  return names.length <= 1 ? names.join('') : `${names.slice(0, -1).join(', ')} or ${names.at(-1)}`;
+}
+
 /** The entry whose label a quoted best carries (search/progress.ts), or undefined. */
 export function metricOfLabel(label: string): MetricEntry | undefined {
   for (const e of registry.values()) if (e.label === label) return e;

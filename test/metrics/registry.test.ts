@@ -9,7 +9,7 @@
  *   (mean NLL = log perplexity).
  */
 import assert from 'node:assert/strict';
-import { after, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { createRunner } from '../../src/engine/runner.js';
 import { GenepruneError } from '../../src/errors.js';
 import { evaluatePerplexity, makeWindows } from '../../src/metrics/perplexity.js';
@@ -23,6 +23,8 @@ import {
   metricEntry,
   metricLabel,
   metricNames,
+  metricsScoredOn,
+  orList,
   QUALITY_METRICS,
   type QualityMetric,
   qualityOfValue,
@@ -143,6 +145,20 @@ describe('built-in metrics', () => {
     assert.deepEqual(calibRecord('ppl', 12, 10), { perplexity: 12, densePerplexity: 10 });
     assert.deepEqual(calibRecord('kl', 0.1, 0), {});
   });
+
+  test("refusals list the metrics of a data kind as the runs' flag checks word them", () => {
+    assert.deepEqual(metricsScoredOn(['text']), ['ppl', 'kl']);
+    assert.deepEqual(metricsScoredOn(['task']), ['bleu']);
+    assert.deepEqual(metricsScoredOn(['choices']), ['mc-accuracy']);
+    assert.equal(orList(metricsScoredOn(['task'])), 'bleu');
+    assert.equal(orList(metricsScoredOn(['labels'])), 'accuracy or macro-f1');
+    // runs/tasks.ts: --calib-items is "only with --metric bleu, mc-accuracy, accuracy or macro-f1".
+    assert.equal(
+      orList(metricsScoredOn(['task', 'choices', 'labels'])),
+      'bleu, mc-accuracy, accuracy or macro-f1',
+    );
+    assert.equal(orList([]), '');
+  });
 });
 
 describe('a toy metric registered from a test file', () => {
@@ -183,8 +199,12 @@ describe('a toy metric registered from a test file', () => {
       };
     },
   };
-  const unregister = registerMetric(toy);
-  after(unregister);
+  // Registered only while this suite runs: the built-in suite above sees the registry as shipped.
+  let unregister = () => {};
+  before(() => {
+    unregister = registerMetric(toy);
+  });
+  after(() => unregister());
   const toyMetric = 'toy-nll' as QualityMetric;
 
   test('createObjective builds it from its entry; caches, counts and normalises it like any metric', async () => {

@@ -14,7 +14,7 @@
  * - the objective factory builds the metric's calibration scorer (metrics/scorers.ts) for one model and search
  *   space; search/objective.ts wraps it in its cache and counters.
  */
-import { GenepruneError } from '../errors.js';
+import { flagError, GenepruneError } from '../errors.js';
 import type { ModelSpec } from '../model/spec.js';
 import type { ObjectiveOptions } from '../search/objective.js';
 import type { CalibrationScorer, ScorerTarget } from './scorers.js';
@@ -222,10 +222,13 @@ export function findMetric(name: unknown): MetricEntry | undefined {
   return typeof name === 'string' ? registry.get(name) : undefined;
 }
 
-/** The entry of a metric the caller knows is registered (settings validated it). */
+/**
+ * The entry of a registered metric. Settings refuse other names first, in these words; a name that reaches this
+ * unchecked (a hand-edited config.json resumed) is refused the same way rather than scored as something else.
+ */
 export function metricEntry(name: string): MetricEntry {
   const e = registry.get(name);
-  if (!e) throw new GenepruneError('internal', `no metric "${name}" is registered`);
+  if (!e) throw flagError('--metric', `"${name}" is not one of ${metricNames().join(', ')}`);
   return e;
 }
 

@@ -238,6 +238,25 @@ export {
   type Windows,
 } from './metrics/perplexity.js';
 export {
+  amountUnit,
+  type ClassificationMetric,
+  calibRecord,
+  findMetric,
+  isClassificationMetric,
+  labelledMetric,
+  type MetricDataKind,
+  type MetricEntry,
+  metricEntry,
+  metricNames,
+  metricOfLabel,
+  type ObjectiveFactory,
+  qualityOfValue,
+  quoteValue,
+  registerMetric,
+  relativeToDense,
+} from './metrics/registry.js';
+export type { CalibrationScorer, RawEvaluation, ScorerTarget } from './metrics/scorers.js';
+export {
   buildContinuationTask,
   type ContinuationTaskOptions,
   continuationItems,

@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
 import {
-  accuracyOfQuality,
-  bleuOfQuality,
+  amountUnit,
   flagError,
   type GivenSetting,
   HEAD_METHODS,
@@ -11,7 +10,10 @@ import {
   type HeadSearchOptions,
   type HeadSearchResult,
   type HeadSearchSettings,
+  metricEntry,
   QUALITY_METRICS,
+  quoteValue,
+  reportedQuality,
   resumeHeadSearch,
   SOS_PRESET,
   searchHeads,
@@ -113,14 +115,18 @@ export function givenSettings(f: Flags, cmd: Command): GivenSetting[] {
 
 function printResult(r: HeadSearchResult): void {
   const c = r.calib;
+  const m = metricEntry(c.metric);
+  const quoted = (q: number) => quoteValue(m, reportedQuality(c.metric, q));
+  // Where a task metric's items came from, by the kind of data it scores.
+  const items = {
+    task: c.task?.source ?? 'the calibration task',
+    choices: c.choices?.source,
+    labels: c.labelled?.source,
+  };
   const calibration =
-    c.metric === 'bleu'
-      ? `BLEU ${bleuOfQuality(c.quality).toFixed(2)} (dense ${bleuOfQuality(c.denseQuality).toFixed(2)}, ${c.tokens} items of ${c.task?.source ?? 'the calibration task'})`
-      : c.metric === 'mc-accuracy'
-        ? `accuracy ${(100 * accuracyOfQuality(c.quality)).toFixed(1)} % (dense ${(100 * accuracyOfQuality(c.denseQuality)).toFixed(1)} %, ${c.tokens} items of ${c.choices?.source ?? 'the calibration file'})`
-        : c.metric === 'accuracy' || c.metric === 'macro-f1'
-          ? `${c.metric === 'accuracy' ? 'accuracy' : 'macro-F1'} ${(100 * -c.quality).toFixed(1)} % (dense ${(100 * -c.denseQuality).toFixed(1)} %, ${c.tokens} items of ${c.labelled?.source ?? 'the calibration file'})`
-          : `${c.metric === 'ppl' ? 'ppl' : 'KL'} ${c.quality.toFixed(4)} (dense ${c.denseQuality.toFixed(4)}, ${c.tokens} tokens, ctx ${r.context})`;
+    m.data === 'text'
+      ? `${m.label} ${quoted(c.quality)} (dense ${quoted(c.denseQuality)}, ${c.tokens} ${amountUnit(m)}, ctx ${r.context})`
+      : `${m.label} ${quoted(c.quality)} (dense ${quoted(c.denseQuality)}, ${c.tokens} ${amountUnit(m)} of ${items[m.data] ?? 'the calibration file'})`;
   const e = r.eval;
   const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
   const evaluation =

@@ -8,7 +8,7 @@
  * e.g. `nsga · generation 3/30, front of 14 · best ppl 4.2412 at 25.0 % · 2.4 evals/s · ETA 2m05s`; `best –` where
  * the stage has no score (a one-shot mask's recovery).
  */
-import type { SearchProgress } from '../index.js';
+import { metricOfLabel, quoteValue, type SearchProgress } from '../index.js';
 import { formatSeconds } from './settings.js';
 
 export interface ProgressLine {
@@ -48,15 +48,19 @@ export function progressLine(stream: NodeJS.WriteStream = process.stderr, quiet 
   };
 }
 
-/** A best so far as the line quotes it: accuracies in per cent, BLEU with 2 decimals, ppl and KL with 4. */
+/**
+ * A best so far as the line quotes it, as its metric's registry entry says: accuracies in per cent, BLEU with 2
+ * decimals, ppl and KL with 4 (a label no entry has: 4).
+ */
 function bestText(b: SearchProgress['best']): string {
   if (!b) return 'best –';
-  const share = b.metric === 'accuracy' || b.metric === 'macro-F1';
-  const value = share
-    ? `${(100 * b.value).toFixed(1)} %`
-    : Number.isFinite(b.value)
-      ? b.value.toFixed(b.metric === 'BLEU' ? 2 : 4)
-      : 'not finite';
+  const m = metricOfLabel(b.metric);
+  const value =
+    m?.scale === 1
+      ? quoteValue(m, b.value)
+      : Number.isFinite(b.value)
+        ? b.value.toFixed(m?.digits ?? 4)
+        : 'not finite';
   return `best ${b.metric} ${value} at ${(100 * b.sparsity).toFixed(1)} %${b.note ? ` (${b.note})` : ''}`;
 }
 

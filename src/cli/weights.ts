@@ -1,12 +1,13 @@
 import type { Command } from 'commander';
 import {
-  accuracyOfQuality,
   type BlockSearchProgress,
-  bleuOfQuality,
   flagError,
+  metricEntry,
   perplexityRun,
   pruneWeights,
   QUALITY_METRICS,
+  quoteValue,
+  reportedQuality,
   resumeWeightPrune,
   WEIGHT_MASK_FILE,
   WEIGHT_PRESETS,
@@ -93,7 +94,7 @@ function labelledLines(r: WeightPruneResult): string[] {
   const score = (x: number) => `${(100 * x).toFixed(1)} %`;
   const quoted = (q: number) => score(-q);
   const lines = [
-    `calibration  ${c.metric === 'macro-f1' ? 'macro-F1' : 'accuracy'} ${quoted(c.quality)} (dense ${quoted(c.denseQuality)}, ${c.tokens} items of ${c.labelled?.source ?? c.data})`,
+    `calibration  ${metricEntry(c.metric).label} ${quoted(c.quality)} (dense ${quoted(c.denseQuality)}, ${c.tokens} items of ${c.labelled?.source ?? c.data})`,
   ];
   if ('accuracy' in e) {
     lines.push(
@@ -107,6 +108,31 @@ function labelledLines(r: WeightPruneResult): string[] {
     );
   }
   return lines;
+}
+
+/**
+ * A perplexity run's line for its --metric when that is not the perplexity the calibration line already quotes:
+ * KL in nats per token, or BLEU or multiple-choice accuracy with the task it was scored on.
+ */
+function calibMetricLines(r: WeightPruneResult): string[] {
+  const c = r.calib;
+  const m = metricEntry(c.metric);
+  const quoted = (q: number) => quoteValue(m, reportedQuality(c.metric, q));
+  switch (m.data) {
+    case 'text':
+      // The perplexity itself is the calibration line; a metric scored against the dense model has no dense value.
+      return m.denseReference ? [`calib ${m.label.padEnd(7)}${c.quality.toFixed(5)} ${m.unit}`] : [];
+    case 'task':
+      return [
+        `calib ${m.label.padEnd(7)}${quoted(c.quality)} (dense ${quoted(c.denseQuality)}, ${c.task?.items ?? '?'} items of ${c.task?.source ?? 'the calibration task'})`,
+      ];
+    case 'choices':
+      return [
+        `calib acc    ${quoted(c.quality)} (dense ${quoted(c.denseQuality)}, ${c.choices?.items ?? '?'} items of ${c.choices?.source ?? 'the calibration file'})`,
+      ];
+    case 'labels':
+      return [];
+  }
 }
 
 function printResult(r: WeightPruneResult): void {
@@ -129,17 +155,7 @@ function printResult(r: WeightPruneResult): void {
   const lines = [
     ...head,
     `calibration  ppl ${t.calib.perplexity.toFixed(4)} (dense ${t.calib.densePerplexity.toFixed(4)}, ${t.calib.tokens} tokens of ${t.calib.data}, ctx ${r.context})`,
-    ...(r.calib.metric === 'kl'
-      ? [`calib KL     ${r.calib.quality.toFixed(5)} nats/token`]
-      : r.calib.metric === 'bleu'
-        ? [
-            `calib BLEU   ${bleuOfQuality(r.calib.quality).toFixed(2)} (dense ${bleuOfQuality(r.calib.denseQuality).toFixed(2)}, ${r.calib.task?.items ?? '?'} items of ${r.calib.task?.source ?? 'the calibration task'})`,
-          ]
-        : r.calib.metric === 'mc-accuracy'
-          ? [
-              `calib acc    ${(100 * accuracyOfQuality(r.calib.quality)).toFixed(1)} % (dense ${(100 * accuracyOfQuality(r.calib.denseQuality)).toFixed(1)} %, ${r.calib.choices?.items ?? '?'} items of ${r.calib.choices?.source ?? 'the calibration file'})`,
-            ]
-          : []),
+    ...calibMetricLines(r),
     `evaluation   ppl ${t.eval.perplexity.toFixed(4)} (dense ${t.eval.densePerplexity.toFixed(4)}, ${t.eval.tokens} tokens of ${t.eval.data}, ctx ${r.context})`,
     ...(r.evalBleu ? [evalBleuLine(r.evalBleu)] : []),
     ...(r.evalChoices ? [evalChoicesLine(r.evalChoices)] : []),

@@ -13,6 +13,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, join, resolve } from 'node:path';
+import { findMetric } from '../metrics/registry.js';
 import { pickFromFront, targetRemovedOf } from '../runs/front.js';
 import { HEAD_RUN_KIND, LOCK_FILE, WEIGHT_RUN_KIND } from '../runs/rundir.js';
 import type { BlockSearchProgress } from '../spaces/weights/blockwise.js';
@@ -125,19 +126,11 @@ const num = (x: unknown): number | null => (typeof x === 'number' && Number.isFi
 const str = (x: unknown): string | null => (typeof x === 'string' ? x : null);
 const GENOME = /^[01]+$/;
 
-/** Metrics whose logged quality is the negated score (runs log lower-is-better qualities). */
-const NEGATED: Record<string, string> = {
-  bleu: 'BLEU',
-  'mc-accuracy': 'accuracy',
-  accuracy: 'accuracy',
-  'macro-f1': 'macro-F1',
-};
-const LOWER: Record<string, string> = { ppl: 'perplexity', kl: 'KL divergence' };
-
+/** How the page names and orders a run's metric: its registry entry's plot title and direction. */
 function scoreOf(metric: string | null): RunMeta['score'] {
-  if (metric && Object.hasOwn(NEGATED, metric)) return { label: NEGATED[metric], higherIsBetter: true };
-  if (metric && Object.hasOwn(LOWER, metric)) return { label: LOWER[metric], higherIsBetter: false };
-  // An unknown metric's name is not shown: only these fixed words reach the page's plots.
+  const m = findMetric(metric);
+  if (m) return { label: m.title, higherIsBetter: m.direction === 'higher' };
+  // An unknown metric's name is not shown: only the registry's fixed words reach the page's plots.
   return { label: 'quality', higherIsBetter: false };
 }
 

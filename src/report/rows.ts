@@ -12,8 +12,15 @@
 import { readFile, stat } from 'node:fs/promises';
 import { basename, join, relative, resolve } from 'node:path';
 import { fileError } from '../errors.js';
+import {
+  amountUnit,
+  findMetric,
+  labelledMetric,
+  metricEntry,
+  type QualityMetric,
+  reportedQuality,
+} from '../metrics/registry.js';
 import { HEAD_RUN_KIND, RUN_KINDS, refuseChangedSinceState } from '../runs/rundir.js';
-import { isNegatedMetric, metricLabel, type QualityMetric } from '../search/objective.js';
 
 export type RunSpace = 'heads' | 'weights';
 
@@ -219,12 +226,14 @@ function evaluationScore(
     };
   }
   if (ev && num(ev.accuracy) !== undefined) {
-    const f1 = ev.metric === 'macro-f1';
+    // A classification run's score: its metric's (accuracy unless it records macro-F1), by its registry record.
+    const m = metricEntry(labelledMetric(ev.metric));
+    const record = m.record!;
     return {
-      name: f1 ? 'evaluation macro-F1' : 'evaluation accuracy',
+      name: `evaluation ${m.label}`,
       lower: false,
-      value: need(f1 ? ev.macroF1 : ev.accuracy, path, 'eval score'),
-      dense: need(f1 ? ev.denseMacroF1 : ev.denseAccuracy, path, 'eval dense score'),
+      value: need(ev[record.value], path, 'eval score'),
+      dense: need(ev[record.dense], path, 'eval dense score'),
       amount: num(ev.items),
       unit: 'items',
     };
@@ -259,7 +268,7 @@ const removedShare = (genome: string) => {
 function individualsOf(run: string, evals: Json[], metric: QualityMetric): IndividualRow[] {
   const shown = (q: unknown) => {
     const v = num(q);
-    return v === undefined ? null : isNegatedMetric(metric) ? -v : v;
+    return v === undefined ? null : reportedQuality(metric, v);
   };
   const byKey = new Map<string, IndividualRow>();
   const rows: IndividualRow[] = [];
@@ -304,7 +313,7 @@ function blockCandidatesOf(run: string, evals: Json[], metric: QualityMetric): I
       run,
       generation: block,
       sparsity,
-      quality: q === undefined ? null : isNegatedMetric(metric) ? -q : q,
+      quality: q === undefined ? null : reportedQuality(metric, q),
       fitness: null,
       fidelity: 'full',
     });
@@ -329,7 +338,7 @@ function generationsOf(run: string, gens: Json[], individuals: IndividualRow[], 
       bestSparsity: num(g.bestSparsity) ?? Number.NaN,
       meanSparsity,
       maxSparsity: num(g.maxSparsity) ?? Number.NaN,
-      bestQuality: isNegatedMetric(metric) ? -q : q,
+      bestQuality: reportedQuality(metric, q),
     });
   }
   return rows;
@@ -375,9 +384,10 @@ export async function readRunForReport(
   const calib = (result.calib ?? {}) as Json;
   const calibQuality = need(calib.quality, resultPath, 'calib.quality');
   const calibDense = need(calib.denseQuality, resultPath, 'calib.denseQuality');
-  const negated = isNegatedMetric(metric);
+  const entry = findMetric(metric);
+  const negated = entry?.direction === 'higher';
   const calibAmount = num(calib.tokens);
-  const calibUnit: DataRow['unit'] = metric === 'ppl' || metric === 'kl' ? 'tokens' : 'items';
+  const calibUnit: DataRow['unit'] = entry ? amountUnit(entry) : 'items';
   const bench = measuredSpeed(await readJsonFile(join(dir, BENCH_FILE), BENCH_FILE, false));
   const statePath = join(dir, 'state.json');
   const state = await readJsonFile(statePath, 'state.json', false);
@@ -474,7 +484,7 @@ export async function readRunForReport(
     lowerIsBetter: ev.lower,
     quality: ev.value,
     denseQuality: ev.dense,
-    calibName: `calibration ${metricLabel(metric)}`,
+    calibName: `calibration ${entry?.label}`,
     calibQuality: negated ? -calibQuality : calibQuality,
     calibDenseQuality: negated ? -calibDense : calibDense,
     calibration: dataRow(calibRecorded, settings.calib, calibAmount, calibUnit),

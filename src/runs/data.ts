@@ -21,9 +21,16 @@ import {
   makeWindows,
   tokenizeDocuments,
 } from '../metrics/perplexity.js';
+import {
+  type ClassificationMetric,
+  isClassificationMetric,
+  labelledMetric,
+  metricEntry,
+  type QualityMetric,
+} from '../metrics/registry.js';
 import { modelIdentity } from '../model/identity.js';
 import { type OpenedModel, openModel } from '../model/open.js';
-import { BLEU_SEARCH_ITEMS, isClassificationMetric, type QualityMetric } from '../search/objective.js';
+import { BLEU_SEARCH_ITEMS } from '../search/objective.js';
 import { realPathOf, sha256File, sha256Text } from '../util/fs.js';
 import {
   calibrationChoices,
@@ -203,7 +210,9 @@ export async function prepareRunData(s: RunDataSettings, env: RunEnv, what: stri
       `${context} exceeds the model's context length ${model.spec.config.maxPositions}`,
     );
   }
-  const windowMetric = s.metric === 'kl' ? 'kl' : 'ppl';
+  // A metric scored against the dense model (KL) runs whole-vocabulary windows and holds the dense outputs.
+  const reference = metricEntry(s.metric ?? 'ppl').denseReference;
+  const windowMetric = reference ? 'kl' : 'ppl';
   checkMemoryBudget(model.spec, {
     batch: s.batchSize ?? defaultBatchSize(context, model.spec.config.vocabSize, windowMetric),
     seq: context,
@@ -212,7 +221,7 @@ export async function prepareRunData(s: RunDataSettings, env: RunEnv, what: stri
     metric: windowMetric,
     dtype: s.dtype,
     // KL: the dense model's log-probabilities of every calibration token stay in memory for the whole search.
-    heldBytes: s.metric === 'kl' ? 4 * s.calibTokens * model.spec.config.vocabSize : 0,
+    heldBytes: reference ? 4 * s.calibTokens * model.spec.config.vocabSize : 0,
   });
   const calibTask = await calibrationTask(s, model.tokenizer);
   const evalTask = await evaluationTask(s, model.tokenizer);
@@ -232,7 +241,7 @@ export async function prepareRunData(s: RunDataSettings, env: RunEnv, what: stri
   const evalStream = tokenizeDocuments(evalData.documents, model.tokenizer);
   const calibTokens = Math.min(s.calibTokens, stream.length - 1);
   // Token counts matter to the token metrics only: BLEU and multiple choice score their own items.
-  const tokenMetric = s.metric === undefined || s.metric === 'ppl' || s.metric === 'kl';
+  const tokenMetric = metricEntry(s.metric ?? 'ppl').data === 'text';
   const short = tokenMetric && calibTokens < s.calibTokens;
   if (short) env.onNote?.(shortCalibrationNote(s.calib, calibTokens, s.calibTokens));
   return {
@@ -296,7 +305,7 @@ async function prepareLabelledRunData(s: RunDataSettings, env: RunEnv, what: str
 
 /** Dense and pruned accuracy and macro-F1 on a classification run's evaluation items. */
 export interface LabelledEval {
-  metric: 'accuracy' | 'macro-f1';
+  metric: ClassificationMetric;
   accuracy: number;
   denseAccuracy: number;
   macroF1: number;
@@ -330,7 +339,7 @@ export async function scoreLabelledOnEval(
     const pruned = await scoreClassification(runner, e.prepared, { masks });
     const unmasked = dense ? undefined : await scoreClassification(runner, e.prepared, {});
     return {
-      metric: s.metric === 'macro-f1' ? 'macro-f1' : 'accuracy',
+      metric: labelledMetric(s.metric),
       accuracy: pruned.accuracy,
       denseAccuracy: unmasked ? unmasked.accuracy : dense!.denseAccuracy,
       macroF1: pruned.macroF1,

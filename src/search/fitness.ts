@@ -6,14 +6,16 @@
  *                                          1 − accuracy / dense accuracy; λ prices sparsity
  *   budget  −q̃                             sparsity is held fixed by the repair operator
  *
- * A 'bleu' quality is −BLEU (search/objective.ts), so q̃ = (quality − dense)/|dense| = 1 − BLEU/BLEU_dense: 0 for
- * the dense model, lower is better, as for KL. `sos` is meant for perplexity only (for −BLEU, −q·(1 − s) would
- * reward keeping heads); the settings refuse it with kl and bleu. 'mc-accuracy' (quality −accuracy, 0–1) is
- * normalised as BLEU is: 1 − accuracy/dense accuracy (−accuracy when the dense model gets nothing right).
+ * q̃ is each metric's own normalisation (its `normalise` in metrics/registry.ts). A 'bleu' quality is −BLEU, so
+ * q̃ = (quality − dense)/|dense| = 1 − BLEU/BLEU_dense: 0 for the dense model, lower is better, as for KL. `sos`
+ * is meant for perplexity only (for −BLEU, −q·(1 − s) would reward keeping heads); the settings refuse it with
+ * every metric whose entry says so. 'mc-accuracy' (quality −accuracy, 0–1) is normalised as BLEU is:
+ * 1 − accuracy/dense accuracy (−accuracy when the dense model gets nothing right).
  *
  * Higher fitness is better.
  */
-import { isNegatedMetric, type QualityMetric } from './objective.js';
+import { metricEntry } from '../metrics/registry.js';
+import type { QualityMetric } from './objective.js';
 
 export type FitnessKind = 'sos' | 'lambda' | 'budget';
 
@@ -31,15 +33,7 @@ export interface FitnessSpec {
  * when the dense model scores BLEU 0; accuracy alike, −accuracy when the dense accuracy is 0). Lower is better.
  */
 export function normalisedQuality(spec: FitnessSpec, quality: number): number {
-  if (spec.metric === 'ppl') return quality / spec.denseQuality;
-  if (isNegatedMetric(spec.metric)) {
-    // The value's full scale: BLEU 0–100, accuracy 0–1.
-    const scale = spec.metric === 'bleu' ? 100 : 1;
-    return spec.denseQuality === 0
-      ? quality / scale
-      : (quality - spec.denseQuality) / Math.abs(spec.denseQuality);
-  }
-  return quality;
+  return metricEntry(spec.metric).normalise(quality, spec.denseQuality);
 }
 
 /**

@@ -4,6 +4,7 @@
  */
 import { flagError } from '../../errors.js';
 import { COMPUTE_DTYPES } from '../../graph/weights.js';
+import { metricEntry } from '../../metrics/registry.js';
 import type { RunDataSettings } from '../../runs/data.js';
 import { settingsFrom } from '../../runs/presets.js';
 import type { FitnessKind } from '../../search/fitness.js';
@@ -123,7 +124,7 @@ export function headSearchSettings(opts: HeadSearchOptions): HeadSearchSettings 
   }
   if (opts.fitness === undefined && preset === undefined && s.targetSparsity !== undefined)
     s.fitness = 'budget';
-  if (s.fitness === 'sos' && s.metric !== 'ppl') {
+  if (s.fitness === 'sos' && !metricEntry(s.metric).sos) {
     throw flagError(
       '--fitness',
       `sos multiplies perplexity by (1 − sparsity); with --metric ${s.metric} use lambda or budget (or give --target-sparsity)`,
@@ -139,10 +140,9 @@ export function headSearchSettings(opts: HeadSearchOptions): HeadSearchSettings 
       `refits o on calibration text; not with --metric ${s.metric} (labelled items)`,
     );
   }
-  if (
-    s.lowTokens !== undefined &&
-    (s.metric === 'bleu' || s.metric === 'mc-accuracy' || isClassificationMetric(s.metric))
-  ) {
+  // A metric scored on task items (not on a token stream) cuts items for its cheap first pass, not tokens.
+  const data = metricEntry(s.metric).data;
+  if (s.lowTokens !== undefined && data !== 'text') {
     throw flagError(
       '--low-tokens',
       `with --metric ${s.metric} the cheap first pass scores fewer task items: --low-items`,
@@ -150,9 +150,7 @@ export function headSearchSettings(opts: HeadSearchOptions): HeadSearchSettings 
   }
   // A multiple-choice task scores all its items unless --calib-items says fewer; its size is known once read.
   const fullItems =
-    s.metric === 'mc-accuracy' || isClassificationMetric(s.metric)
-      ? s.calibItems
-      : (s.calibItems ?? BLEU_SEARCH_ITEMS);
+    data === 'choices' || data === 'labels' ? s.calibItems : (s.calibItems ?? BLEU_SEARCH_ITEMS);
   if (s.lowItems !== undefined && fullItems !== undefined && s.lowItems >= fullItems) {
     throw flagError('--low-items', `must be below --calib-items (${fullItems})`);
   }

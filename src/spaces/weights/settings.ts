@@ -7,6 +7,7 @@
 import { flagError } from '../../errors.js';
 import { COMPUTE_DTYPES } from '../../graph/weights.js';
 import { type NmPattern, parsePattern } from '../../masks/select.js';
+import { metricEntry } from '../../metrics/registry.js';
 import type { RunDataSettings } from '../../runs/data.js';
 import { settingsFrom } from '../../runs/presets.js';
 import { QUALITY_METRICS, type QualityMetric } from '../../search/objective.js';
@@ -109,7 +110,8 @@ export function weightPruneSettings(opts: WeightPruneOptions): WeightPruneSettin
   if (!QUALITY_METRICS.includes(s.metric)) {
     throw flagError('--metric', `"${s.metric}" is not one of ${QUALITY_METRICS.join(', ')}`);
   }
-  if (s.metric === 'kl' && s.recover) {
+  // A metric scored against the dense model's own outputs (KL) would take the recovered model's as its reference.
+  if (metricEntry(s.metric).denseReference && s.recover) {
     throw flagError(
       '--metric',
       'kl after --recover would compare the recovered model with itself unpruned, not with the dense model; use ppl or bleu',

@@ -1,0 +1,282 @@
+/**
+ * The calibration scorers behind the metric registry's objective factories (metrics/registry.ts): for one metric,
+ * a runner built once and a `score(masks, fidelity)` that scores a candidate's masks on the calibration data of
+ * that fidelity, returning the objective's quality (lower is better: perplexity, mean KL, −BLEU, −accuracy,
+ * −macro-F1), the tokens or items scored and the forward passes run. They know nothing of genomes, caches or
+ * searches: search/objective.ts wraps a scorer in its cache and counters.
+ *
+ * Accuracy-type metrics go through a `Predictor` (a task's labels and, under a candidate's masks, one predicted
+ * label per item): multiple choice predicts with the 'nll' runner (metrics/choices.ts), sequence classification
+ * with a 'class_logits' runner (metrics/classify.ts).
+ */
+import { type CandidateMasks, createRunner, type ModelRunner } from '../engine/runner.js';
+import { GenepruneError } from '../errors.js';
+import { prepareWeights, releaseWeights } from '../graph/decoder.js';
+import type { ModelSpec } from '../model/spec.js';
+import type { Fidelity, ObjectiveOptions, Predictor } from '../search/objective.js';
+import { choiceLabels, scoreChoices, sliceChoiceTask } from './choices.js';
+import { accuracy } from './classification.js';
+import { scoreClassification, sliceClassification } from './classify.js';
+import { GENERATION_BATCH_SIZE, scoreGeneration, slicePreparedTask } from './generation.js';
+import {
+  batches,
+  computeKlReference,
+  defaultBatchSize,
+  evaluateKl,
+  evaluatePerplexity,
+  type KlReference,
+  makeWindows,
+  type Windows,
+} from './perplexity.js';
+
+/** Task items a BLEU objective scores at full fidelity by default (the first ones of the calibration task). */
+export const BLEU_SEARCH_ITEMS = 32;
+/** New tokens per prompt a BLEU objective decodes by default. */
+export const BLEU_SEARCH_NEW_TOKENS = 32;
+
+/** What one uncached evaluation of a candidate's masks returns. */
+export interface RawEvaluation {
+  /** The objective's quality (lower is better); NaN or ±Infinity when the forward pass was not finite. */
+  quality: number;
+  /** Calibration tokens (text metrics) or items (task metrics) scored. */
+  tokens: number;
+  forwards: number;
+  /** The data it read, for messages. */
+  source?: string;
+}
+
+/** A metric's scoring of candidates on the calibration data, its runner built once. */
+export interface CalibrationScorer {
+  /** Released with the objective that holds the scorer. */
+  runner: Pick<ModelRunner, 'release'>;
+  score(masks: CandidateMasks, fidelity: Fidelity): Promise<RawEvaluation>;
+}
+
+/** Where the candidates' masks go: the weight roles a weight space masks (none for a head space). */
+export interface ScorerTarget {
+  weightRoles?: readonly string[];
+}
+
+const weightMasksOf = (target: ScorerTarget) => (target.weightRoles ? [...target.weightRoles] : undefined);
+
+/**
+ * 'ppl' and 'kl': windows of the calibration token stream on an 'nll' runner (perplexity) or, with `kind`
+ * 'kl', on a 'kl' runner against the dense model's log-probabilities, computed once per fidelity.
+ */
+export async function createTextScorer(
+  spec: ModelSpec,
+  target: ScorerTarget,
+  opts: ObjectiveOptions,
+  kind: 'ppl' | 'kl',
+): Promise<CalibrationScorer> {
+  const full = makeWindows(opts.stream, opts.context, opts.tokens, 'calibration data');
+  const low = opts.lowTokens
+    ? makeWindows(opts.stream, opts.context, opts.lowTokens, 'calibration data')
+    : full;
+  const batchSize = opts.batchSize ?? defaultBatchSize(opts.context, spec.config.vocabSize, kind);
+  // Prepared once for both KL runners; released as soon as the last session has its own copy.
+  const weights = await prepareWeights(spec, { dtype: opts.dtype });
+  const engineOpts = {
+    device: opts.device,
+    threads: opts.threads,
+    weights,
+    dtype: opts.dtype,
+    weightMasks: weightMasksOf(target),
+  };
+  let runner: ModelRunner;
+  const references = new Map<Windows, KlReference>();
+  try {
+    if (kind === 'kl') {
+      const dense = await createRunner(spec, { ...engineOpts, output: 'logprobs' });
+      references.set(full, await computeKlReference(dense, full, batchSize));
+      if (low !== full) references.set(low, await computeKlReference(dense, low, batchSize));
+      await dense.release();
+      runner = await createRunner(spec, { ...engineOpts, output: 'kl' });
+    } else {
+      runner = await createRunner(spec, { ...engineOpts, output: 'nll' });
+    }
+  } finally {
+    await releaseWeights(weights);
+  }
+  const batchCount = (w: Windows) => [...batches(w, batchSize)].length;
+  const passes = { low: batchCount(low), full: batchCount(full) };
+  return {
+    runner,
+    async score(masks, fidelity) {
+      const windows = fidelity === 'low' ? low : full;
+      if (kind === 'kl') {
+        const r = await evaluateKl(runner, windows, references.get(windows)!, {
+          masks,
+          nonFinite: 'infinite',
+        });
+        return { quality: r.meanKl, tokens: r.tokens, forwards: passes[fidelity], source: windows.source };
+      }
+      const r = await evaluatePerplexity(runner, windows, { masks, batchSize, nonFinite: 'infinite' });
+      return { quality: r.perplexity, tokens: r.tokens, forwards: passes[fidelity], source: windows.source };
+    },
+  };
+}
+
+/** 'bleu': greedy continuations of the calibration task's first items on a 'row_logits' runner, quality −BLEU. */
+export async function createBleuScorer(
+  spec: ModelSpec,
+  target: ScorerTarget,
+  opts: ObjectiveOptions,
+): Promise<CalibrationScorer> {
+  const b = opts.bleu;
+  if (!b) {
+    throw new GenepruneError(
+      'internal',
+      'a bleu objective needs its calibration generation task (opts.bleu)',
+    );
+  }
+  const items = Math.min(b.items ?? BLEU_SEARCH_ITEMS, b.task.prompts.length);
+  const lowItems = Math.min(b.lowItems ?? items, items);
+  for (const [name, v] of [
+    ['items', items],
+    ['lowItems', lowItems],
+  ] as const) {
+    if (!Number.isInteger(v) || v < 1)
+      throw new GenepruneError('flag', `must be an integer ≥ 1, got ${v}`, name);
+  }
+  const full = slicePreparedTask(b.task, items);
+  const low = lowItems === items ? full : slicePreparedTask(b.task, lowItems);
+  const runner = await createRunner(spec, {
+    output: 'row_logits',
+    device: opts.device,
+    threads: opts.threads,
+    dtype: opts.dtype,
+    weightMasks: weightMasksOf(target),
+  });
+  const scoring = {
+    maxNewTokens: b.maxNewTokens ?? BLEU_SEARCH_NEW_TOKENS,
+    batchSize: b.batchSize ?? GENERATION_BATCH_SIZE,
+    bleu: b.kind ?? 'corpus',
+  };
+  return {
+    runner,
+    async score(masks, fidelity) {
+      const task = fidelity === 'low' ? low : full;
+      const r = await scoreGeneration(runner, task, { ...scoring, masks });
+      return { quality: -r.bleu, tokens: r.items, forwards: r.forwards, source: task.task.source };
+    },
+  };
+}
+
+/**
+ * The items a task-scored objective reads at each fidelity: the first `items` (default all `total`) at 'full', the
+ * first `lowItems` (default the same) at 'low', sliced once; counts below 1 are refused.
+ */
+function fidelitySets<T>(
+  total: number,
+  counts: { items?: number; lowItems?: number },
+  slice: (n: number) => T,
+): Record<Fidelity, T> {
+  const items = Math.min(counts.items ?? total, total);
+  const lowItems = Math.min(counts.lowItems ?? items, items);
+  for (const [name, v] of [
+    ['items', items],
+    ['lowItems', lowItems],
+  ] as const) {
+    if (!Number.isInteger(v) || v < 1)
+      throw new GenepruneError('flag', `must be an integer ≥ 1, got ${v}`, name);
+  }
+  const full = slice(items);
+  return { full, low: lowItems === items ? full : slice(lowItems) };
+}
+
+/**
+ * 'mc-accuracy': the calibration multiple-choice task's first items on an 'nll' runner, quality = −accuracy
+ * (metrics/choices.ts).
+ */
+export async function createChoiceScorer(
+  spec: ModelSpec,
+  target: ScorerTarget,
+  opts: ObjectiveOptions,
+): Promise<CalibrationScorer> {
+  const c = opts.choices;
+  if (!c) {
+    throw new GenepruneError(
+      'internal',
+      'an mc-accuracy objective needs its calibration multiple-choice task (opts.choices)',
+    );
+  }
+  const tasks = fidelitySets(c.task.task.items.length, c, (n) => sliceChoiceTask(c.task, n));
+  const runner = await createRunner(spec, {
+    output: 'nll',
+    device: opts.device,
+    threads: opts.threads,
+    dtype: opts.dtype,
+    weightMasks: weightMasksOf(target),
+  });
+  const norm = c.norm ?? 'none';
+  const predictor: Predictor = {
+    source: c.task.task.source,
+    async predict(masks, fidelity) {
+      const task = tasks[fidelity];
+      const r = await scoreChoices(runner, task, { masks, batchSize: c.batchSize, nonFinite: 'infinite' });
+      const finite = Number.isFinite(r.accuracy);
+      return {
+        predictions: finite ? (norm === 'chars' ? r.predictionsNorm : r.predictions) : null,
+        labels: choiceLabels(task),
+        forwards: r.forwards,
+      };
+    },
+  };
+  return predictionScorer(runner, predictor);
+}
+
+/**
+ * 'accuracy' or 'macro-f1': the calibration labelled items on a 'class_logits' runner, quality = −score of the
+ * head's argmax (metrics/classify.ts), the score accuracy or macro-F1 (metrics/classification.ts).
+ */
+export async function createLabelledScorer(
+  spec: ModelSpec,
+  target: ScorerTarget,
+  opts: ObjectiveOptions,
+  metric: string,
+  score: (predictions: ArrayLike<number>, labels: ArrayLike<number>) => number,
+): Promise<CalibrationScorer> {
+  const l = opts.labelled;
+  if (!l)
+    throw new GenepruneError('internal', `a ${metric} objective needs its labelled items (opts.labelled)`);
+  const sets = fidelitySets(l.prepared.items.length, l, (n) => sliceClassification(l.prepared, n));
+  const runner = await createRunner(spec, {
+    output: 'class_logits',
+    device: opts.device,
+    threads: opts.threads,
+    dtype: opts.dtype,
+    weightMasks: weightMasksOf(target),
+  });
+  const predictor: Predictor = {
+    source: l.prepared.data.source,
+    async predict(masks, fidelity) {
+      const r = await scoreClassification(runner, sets[fidelity], { masks, batchSize: l.batchSize });
+      return { predictions: r.predictions, labels: r.labels, forwards: r.forwards };
+    },
+  };
+  return predictionScorer(runner, predictor, score);
+}
+
+/**
+ * A scorer over any `Predictor`: quality = −score(predictions, labels), the score accuracy unless given (macro-F1
+ * fits too), `tokens` the items scored, NaN when the predictor saw a non-finite forward pass.
+ */
+export function predictionScorer(
+  runner: Pick<ModelRunner, 'release'>,
+  predictor: Predictor,
+  score: (predictions: ArrayLike<number>, labels: ArrayLike<number>) => number = accuracy,
+): CalibrationScorer {
+  return {
+    runner,
+    async score(masks, fidelity) {
+      const r = await predictor.predict(masks, fidelity);
+      return {
+        quality: r.predictions ? -score(r.predictions, r.labels) : Number.NaN,
+        tokens: r.labels.length,
+        forwards: r.forwards,
+        source: predictor.source,
+      };
+    },
+  };
+}

@@ -11,7 +11,7 @@
  */
 import { type CandidateMasks, createRunner, type ModelRunner } from '../engine/runner.js';
 import { GenepruneError } from '../errors.js';
-import { prepareWeights, releaseWeights } from '../graph/decoder.js';
+import { prepareWeights, releaseWeights } from '../graph/weights.js';
 import type { ModelSpec } from '../model/spec.js';
 import type { Fidelity, ObjectiveOptions, Predictor } from '../search/objective.js';
 import { choiceLabels, scoreChoices, sliceChoiceTask } from './choices.js';

@@ -61,8 +61,6 @@ import {
 } from './blockwise.js';
 import { groupSinglePointCrossover, groupSwapMutation, randomNmGenome } from './operators.js';
 
-export { advanceHidden, createLayerEvaluator, type LayerEvaluator } from './blockwise.js';
-
 /** The paper's settings (`--preset geneprune`); the threshold is the run's `--sparsity`. */
 export const GA_PRESET = {
   lambda: 0.02,

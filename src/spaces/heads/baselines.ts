@@ -13,7 +13,7 @@ import { type Genome, geneCount, geneIndex } from '../../masks/heads.js';
 import type { ModelConfig, ModelSpec } from '../../model/spec.js';
 import { kvMapOfLayer } from '../../model/spec.js';
 import type { Fidelity } from '../../search/objective.js';
-import { sampleIndices } from '../../search/operators.js';
+import { sampleIndices } from '../../search/selection.js';
 import { maxOf, minOf } from '../../util/arrays.js';
 import type { Rng } from '../../util/rng.js';
 import type { HeadObjective } from './objective.js';

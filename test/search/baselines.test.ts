@@ -13,7 +13,6 @@ import {
   ablationBaseline,
   BASELINE_NAMES,
   type BaselineResult,
-  choleskySolve,
   type GreedyStep,
   greedyBaseline,
   randomBaseline,
@@ -24,6 +23,7 @@ import {
   weightNormImportance,
 } from '../../src/spaces/heads/baselines.js';
 import { createHeadObjective, type HeadObjective } from '../../src/spaces/heads/objective.js';
+import { choleskySolve } from '../../src/spaces/heads/ridge.js';
 import { createHeadSpace } from '../../src/spaces/heads/space.js';
 import { createRng } from '../../src/util/rng.js';
 import { computedObjective } from '../helpers/objective.js';

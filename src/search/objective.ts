@@ -187,9 +187,33 @@ export interface Evaluation {
   ms: number;
 }
 
+/** One genome's outcome in `evaluateMany`: its evaluation, what it cost and whether the cache answered it. */
+export interface ScoredGenome {
+  evaluation: Evaluation;
+  /** Forward passes this genome spent (0 when cached). */
+  forwardPasses: number;
+  /**
+   * True when no evaluation ran for it: the cache held it, or an earlier genome of the same batch (by index) is
+   * the same genome at the same fidelity. Decided by index, so it does not depend on completion order.
+   */
+  cached: boolean;
+}
+
 export interface Objective<G, S extends SearchSpace<G> = SearchSpace<G>> {
   readonly space: S;
   readonly metric: QualityMetric;
+  /**
+   * Scores a batch at one fidelity; result i belongs to genomes[i]. Equal to scoring them one by one in index
+   * order: the first occurrence of a genome runs, later ones (and cache hits) come back `cached`, and the
+   * counters and the cache end the same. `onResult` (progress) sees every result in index order, each as soon as
+   * it and every one before it are known.
+   */
+  evaluateMany(
+    genomes: readonly G[],
+    fidelity?: Fidelity,
+    onResult?: (index: number, r: ScoredGenome) => void,
+  ): Promise<ScoredGenome[]>;
+  /** One genome: `evaluateMany([g])`'s evaluation. */
   evaluate(g: G, fidelity?: Fidelity): Promise<Evaluation>;
   /** Records a result computed earlier (a resumed run's log), so it is not computed again. */
   prime(g: G, fidelity: Fidelity, result: Evaluation): void;
@@ -199,6 +223,29 @@ export interface Objective<G, S extends SearchSpace<G> = SearchSpace<G>> {
   evaluations(): number;
   release(): Promise<void>;
 }
+
+/**
+ * How the distinct evaluations of one batch are run (pymoo's elementwise runner): task i's value goes to index
+ * i whatever order the tasks finish in, and `onSettled` is told as each finishes. The default runs them one
+ * after another in index order; a worker pool runs them at once.
+ */
+export type ElementwiseRunner = <T>(
+  tasks: ReadonlyArray<() => Promise<T>>,
+  onSettled?: (index: number, value: T) => void,
+) => Promise<T[]>;
+
+/** The default runner: one task at a time, in index order (a failure stops the batch there). */
+export const sequentialRunner: ElementwiseRunner = async <T>(
+  tasks: ReadonlyArray<() => Promise<T>>,
+  onSettled?: (index: number, value: T) => void,
+): Promise<T[]> => {
+  const out: T[] = [];
+  for (let i = 0; i < tasks.length; i++) {
+    out.push(await tasks[i]());
+    onSettled?.(i, out[i]);
+  }
+  return out;
+};
 
 export interface ObjectiveOptions {
   /** Calibration token stream (BOS-separated documents); not read by 'bleu'. */
@@ -219,6 +266,8 @@ export interface ObjectiveOptions {
   device?: Device;
   threads?: number;
   dtype?: ComputeDtype;
+  /** How a batch's distinct evaluations run (default `sequentialRunner`). */
+  elementwise?: ElementwiseRunner;
 }
 
 /**
@@ -271,7 +320,7 @@ export async function createObjective<G, S extends SearchSpace<G>>(
   const batchCount = (w: Windows) => [...batches(w, batchSize)].length;
   const passes = { low: batchCount(low), full: batchCount(full) };
 
-  return cachedObjective(space, opts.metric, runner, async (g, fidelity) => {
+  return createCachedObjective(space, opts.metric, runnerOf(runner, opts), async (g, fidelity) => {
     const windows = fidelity === 'low' ? low : full;
     const masks = space.masks(g);
     if (opts.metric === 'kl') {
@@ -322,7 +371,7 @@ async function createBleuObjective<G, S extends SearchSpace<G>>(
     batchSize: b.batchSize ?? GENERATION_BATCH_SIZE,
     bleu: b.kind ?? 'corpus',
   };
-  return cachedObjective(space, 'bleu', runner, async (g, fidelity) => {
+  return createCachedObjective(space, 'bleu', runnerOf(runner, opts), async (g, fidelity) => {
     const task = fidelity === 'low' ? low : full;
     const r = await scoreGeneration(runner, task, { ...scoring, masks: space.masks(g) });
     return {
@@ -394,7 +443,7 @@ async function createChoiceObjective<G, S extends SearchSpace<G>>(
       };
     },
   };
-  return createPredictionObjective(space, 'mc-accuracy', runner, predictor);
+  return createPredictionObjective(space, 'mc-accuracy', runner, predictor, accuracy, opts.elementwise);
 }
 
 /**
@@ -431,6 +480,7 @@ async function createLabelledObjective<G, S extends SearchSpace<G>>(
     runner,
     predictor,
     metric === 'macro-f1' ? macroF1 : accuracy,
+    opts.elementwise,
   );
 }
 
@@ -445,8 +495,9 @@ export function createPredictionObjective<G, S extends SearchSpace<G>>(
   runner: ModelRunner,
   predictor: Predictor,
   score: (predictions: ArrayLike<number>, labels: ArrayLike<number>) => number = accuracy,
+  elementwise?: ElementwiseRunner,
 ): Objective<G, S> {
-  return cachedObjective(space, metric, runner, async (g, fidelity) => {
+  return createCachedObjective(space, metric, runnerOf(runner, { elementwise }), async (g, fidelity) => {
     const r = await predictor.predict(space.masks(g), fidelity);
     return {
       quality: r.predictions ? qualityOfAccuracy(score(r.predictions, r.labels)) : Number.NaN,
@@ -457,53 +508,116 @@ export function createPredictionObjective<G, S extends SearchSpace<G>>(
   });
 }
 
-/** What one uncached evaluation returns to `cachedObjective`. */
-interface RawEvaluation {
+/** What one uncached evaluation returns to `createCachedObjective`. */
+export interface RawEvaluation {
   quality: number;
   tokens: number;
   forwards: number;
+  /** The data it read, for messages. */
   source?: string;
 }
 
-/** The cache, the counters and the non-finite rule around a metric's evaluation function. */
-function cachedObjective<G, S extends SearchSpace<G>>(
+/** What runs an objective's evaluations: the batch runner and the release of what the evaluations hold. */
+export interface EvaluationRunner {
+  elementwise?: ElementwiseRunner;
+  release(): Promise<void>;
+}
+
+function runnerOf(runner: ModelRunner, opts: { elementwise?: ElementwiseRunner }): EvaluationRunner {
+  return { elementwise: opts.elementwise, release: () => runner.release() };
+}
+
+/**
+ * The cache, the counters and the non-finite rule around a metric's evaluation function `run` (one genome at
+ * one fidelity): the one implementation of `Objective`, whatever the metric or the space.
+ */
+export function createCachedObjective<G, S extends SearchSpace<G>>(
   space: S,
   metric: QualityMetric,
-  runner: ModelRunner,
+  runner: EvaluationRunner,
   run: (g: G, fidelity: Fidelity) => Promise<RawEvaluation>,
 ): Objective<G, S> {
   const cache = new Map<string, Evaluation>();
+  const elementwise = runner.elementwise ?? sequentialRunner;
   let forward = 0;
   let distinct = 0;
   let released = false;
-  return {
+  /** One distinct evaluation, the non-finite rule applied; counted by the caller. */
+  const runOne = async (g: G, fidelity: Fidelity): Promise<{ evaluation: Evaluation; forwards: number }> => {
+    const t0 = performance.now();
+    const r = await run(g, fidelity);
+    let quality = r.quality;
+    if (!Number.isFinite(quality)) {
+      // A search on a model that is broken unpruned would only rank garbage.
+      if (space.isFull(g)) {
+        const what = metric === 'ppl' ? 'perplexity' : metricLabel(metric);
+        throw new GenepruneError(
+          'model',
+          `the unpruned model scores a non-finite ${what} on the calibration data (${fidelity} fidelity, ` +
+            `${r.tokens} ${isNegatedMetric(metric) ? 'items' : 'tokens'}): nothing to search`,
+          r.source ?? 'calibration data',
+        );
+      }
+      quality = Number.POSITIVE_INFINITY;
+    }
+    return { evaluation: { quality, tokens: r.tokens, ms: performance.now() - t0 }, forwards: r.forwards };
+  };
+  const objective: Objective<G, S> = {
     space,
     metric,
-    async evaluate(g, fidelity = 'full') {
-      const key = `${fidelity}:${space.key(g)}`;
-      const hit = cache.get(key);
-      if (hit) return { ...hit, ms: 0 };
-      const t0 = performance.now();
-      const r = await run(g, fidelity);
-      let quality = r.quality;
-      if (!Number.isFinite(quality)) {
-        // A search on a model that is broken unpruned would only rank garbage.
-        if (space.isFull(g)) {
-          const what = metric === 'ppl' ? 'perplexity' : metricLabel(metric);
-          throw new GenepruneError(
-            'model',
-            `the unpruned model scores a non-finite ${what} on the calibration data (${fidelity} fidelity, ` +
-              `${r.tokens} ${isNegatedMetric(metric) ? 'items' : 'tokens'}): nothing to search`,
-            r.source ?? 'calibration data',
-          );
+    async evaluateMany(genomes, fidelity = 'full', onResult) {
+      const n = genomes.length;
+      const keys = genomes.map((g) => `${fidelity}:${space.key(g)}`);
+      // Decided by index before anything runs: what the cache holds, which index runs each new key.
+      const results: Array<ScoredGenome | undefined> = new Array(n);
+      const firstOf = new Map<string, number>();
+      const jobs: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const hit = cache.get(keys[i]);
+        if (hit) results[i] = { evaluation: { ...hit, ms: 0 }, forwardPasses: 0, cached: true };
+        else if (!firstOf.has(keys[i])) {
+          firstOf.set(keys[i], i);
+          jobs.push(i);
         }
-        quality = Number.POSITIVE_INFINITY;
       }
-      const result = { quality, tokens: r.tokens, ms: performance.now() - t0 };
-      forward += r.forwards;
-      distinct++;
-      cache.set(key, result);
-      return result;
+      const ran = new Map<number, { evaluation: Evaluation; forwards: number }>();
+      // Results are committed (counters, cache, onResult) in index order as far as they are known, so the
+      // objective ends as a one-by-one loop leaves it whatever order the runner finishes in.
+      let next = 0;
+      const flush = () => {
+        for (; next < n; next++) {
+          const i = next;
+          if (results[i]) {
+            onResult?.(i, results[i]);
+            continue;
+          }
+          const first = firstOf.get(keys[i])!;
+          if (first === i) {
+            const r = ran.get(i);
+            if (!r) return;
+            forward += r.forwards;
+            distinct++;
+            cache.set(keys[i], r.evaluation);
+            results[i] = { evaluation: r.evaluation, forwardPasses: r.forwards, cached: false };
+          } else {
+            results[i] = { evaluation: { ...cache.get(keys[i])!, ms: 0 }, forwardPasses: 0, cached: true };
+          }
+          onResult?.(i, results[i]);
+        }
+      };
+      flush();
+      await elementwise(
+        jobs.map((i) => () => runOne(genomes[i], fidelity)),
+        (j, r) => {
+          ran.set(jobs[j], r);
+          flush();
+        },
+      );
+      flush();
+      return results as ScoredGenome[];
+    },
+    async evaluate(g, fidelity = 'full') {
+      return (await objective.evaluateMany([g], fidelity))[0].evaluation;
     },
     prime(g, fidelity, result) {
       cache.set(`${fidelity}:${space.key(g)}`, result);
@@ -517,4 +631,5 @@ function cachedObjective<G, S extends SearchSpace<G>>(
       await runner.release();
     },
   };
+  return objective;
 }

@@ -35,13 +35,8 @@ import type { NmPattern } from '../../masks/select.js';
 import type { PrunableMatrix } from '../../masks/weights.js';
 import type { ModelSpec } from '../../model/spec.js';
 import type { BleuObjectiveOptions } from '../../search/objective.js';
-import {
-  byFitnessDesc,
-  mutate,
-  randomGenome,
-  singlePointCrossover,
-  tournament,
-} from '../../search/operators.js';
+import { mutate, randomGenome, singlePointCrossover } from '../../search/operators.js';
+import { byFitnessDesc, tournament } from '../../search/selection.js';
 import type { Rng } from '../../util/rng.js';
 import {
   calibrationBatches,

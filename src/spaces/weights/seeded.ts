@@ -35,7 +35,7 @@ import {
   selectPerRow,
   wandaScores,
 } from '../../masks/select.js';
-import { byFitnessDesc, tournament } from '../../search/operators.js';
+import { byFitnessDesc, tournament } from '../../search/selection.js';
 import { calibrationBatches, registerWeightBaseline, type WeightBaseline } from './baselines.js';
 import {
   type BlockContext,

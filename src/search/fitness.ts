@@ -27,17 +27,25 @@ export interface FitnessSpec {
 }
 
 /**
+ * The one normalisation of a quality against the dense model's: quality / |dense|, or quality / the metric's full
+ * scale (BLEU 100, accuracy 1) when a higher-is-better metric's dense model scores 0. The head fitness below
+ * weighs it (perplexity as ppl/ppl_dense; BLEU and accuracy measured from the dense model's, so 0 there), and so
+ * do the block-wise weight searches (spaces/weights/blockwise.ts: −ppl/ppl_dense, or BLEU/BLEU_dense).
+ */
+export function relativeQuality(metric: QualityMetric, quality: number, dense: number): number {
+  // The value's full scale: BLEU 0–100, accuracy 0–1.
+  if (isNegatedMetric(metric) && dense === 0) return quality / (metric === 'bleu' ? 100 : 1);
+  return quality / Math.abs(dense);
+}
+
+/**
  * Quality on a scale where the dense model is 1 (perplexity) or 0 (KL; BLEU: 1 − BLEU/dense BLEU, or −BLEU/100
  * when the dense model scores BLEU 0; accuracy alike, −accuracy when the dense accuracy is 0). Lower is better.
  */
 export function normalisedQuality(spec: FitnessSpec, quality: number): number {
-  if (spec.metric === 'ppl') return quality / spec.denseQuality;
+  if (spec.metric === 'ppl') return relativeQuality('ppl', quality, spec.denseQuality);
   if (isNegatedMetric(spec.metric)) {
-    // The value's full scale: BLEU 0–100, accuracy 0–1.
-    const scale = spec.metric === 'bleu' ? 100 : 1;
-    return spec.denseQuality === 0
-      ? quality / scale
-      : (quality - spec.denseQuality) / Math.abs(spec.denseQuality);
+    return relativeQuality(spec.metric, quality - spec.denseQuality, spec.denseQuality);
   }
   return quality;
 }

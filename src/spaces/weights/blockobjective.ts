@@ -28,6 +28,7 @@ import {
   type Evaluation,
   type Fidelity,
   qualityOfBleu,
+  type ScoredGenome,
 } from '../../search/objective.js';
 import { applyBlockRecovery, type BlockGrams, captureBlockGrams } from './blockpasses.js';
 import { type BlockLayout, type BlockSpace, blockFeeds, createBlockSpace } from './blockspace.js';
@@ -120,15 +121,6 @@ export async function createBleuScorer(
   };
 }
 
-/** One genome's outcome in `evaluateMany`: its evaluation, what it cost and whether it was answered unrun. */
-export interface BlockScore {
-  evaluation: Evaluation;
-  /** Forward passes (batches) this genome's scoring ran. */
-  forwardPasses: number;
-  /** Always false: the block objective has no cache. */
-  cached: boolean;
-}
-
 export interface BlockObjective {
   readonly space: BlockSpace;
   readonly metric: BlockMetric;
@@ -139,8 +131,8 @@ export interface BlockObjective {
   evaluateMany(
     genomes: readonly Uint8Array[],
     fidelity?: Fidelity,
-    onResult?: (index: number, r: BlockScore) => void,
-  ): Promise<BlockScore[]>;
+    onResult?: (index: number, r: ScoredGenome) => void,
+  ): Promise<ScoredGenome[]>;
   evaluate(g: Uint8Array, fidelity?: Fidelity): Promise<Evaluation>;
   /** The dense model's calibration score as quoted (perplexity, or BLEU 0–100), counted in forwardPasses. */
   dense(): Promise<number>;
@@ -228,7 +220,7 @@ export async function createBlockObjective(input: BlockObjectiveInput): Promise<
     space,
     metric,
     async evaluateMany(genomes, _fidelity = 'full', onResult) {
-      const out: BlockScore[] = [];
+      const out: ScoredGenome[] = [];
       for (const [i, g] of genomes.entries()) {
         const before = counted();
         const t0 = performance.now();

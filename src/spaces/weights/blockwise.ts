@@ -4,9 +4,11 @@
  * block's q k v o gate up down flattened in mask-file order, each [out, in] row-major), with blocks < l fixed at
  * their chosen masks and blocks > l dense; the best genome is fixed before block l + 1 is searched.
  *
- * Layer-wise evaluation: a candidate of block l is scored by a suffix graph of blocks [l, L) fed the hidden
- * states entering block l, which are computed once per block (with the earlier blocks' fixed masks), with block
- * l's masks as graph inputs — one session per block, and no candidate pays a forward of the blocks before it.
+ * Per block the frame builds the block objective (blockobjective.ts: block l's candidates are genomes of its
+ * search space, blockspace.ts, scored by a suffix graph of blocks [l, L) fed the hidden states entering block l,
+ * which the frame computes once per block with the earlier blocks' fixed masks), hands the method `evaluate`
+ * (one `evaluateMany` per population, each candidate then counted and logged in order), and after the search
+ * fixes the block: its recovery (`--recover`) and the hidden states leaving it.
  *
  * Resume: after each fixed block the frame hands the masks chosen so far, the rng's state and the methods' logs
  * to `checkpoint.write`; a run restarted from that checkpoint recomputes the cached hidden states of the fixed
@@ -19,7 +21,8 @@ import type { Device } from '../../engine/session.js';
 import { GenepruneError } from '../../errors.js';
 import type { PrunableMatrix } from '../../masks/weights.js';
 import type { ModelSpec } from '../../model/spec.js';
-import { type BleuObjectiveOptions, reportedQuality } from '../../search/objective.js';
+import { relativeQuality } from '../../search/fitness.js';
+import { type BleuObjectiveOptions, qualityOfBleu, reportedQuality } from '../../search/objective.js';
 import type { Rng } from '../../util/rng.js';
 import {
   type BlockMetric,
@@ -98,16 +101,12 @@ export interface BlockContext {
 /**
  * A candidate's score: `value` is the metric as quoted (perplexity, or BLEU 0–100), `normalized` the quality a
  * fitness weighs, higher is better and the dense model at ±1: −ppl/ppl_dense, or BLEU/BLEU_dense (BLEU/100 when
- * the dense model scores 0), so λ means the same for both.
+ * the dense model scores 0), so λ means the same for both — the one normalisation (search/fitness.ts
+ * `relativeQuality`) of the objective's quality, negated; NaN counts as −Infinity.
  */
 export interface BlockQuality {
   value: number;
   normalized: number;
-}
-
-export function normalizedQuality(metric: BlockMetric, value: number, dense: number): number {
-  const q = metric === 'ppl' ? -value / dense : dense > 0 ? value / dense : value / 100;
-  return Number.isNaN(q) ? Number.NEGATIVE_INFINITY : q;
 }
 
 /** A block's outcome: its fixed genome, the method's log of the block, forward passes beyond candidate scores. */
@@ -251,11 +250,13 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
         if (l === 0) dense = await objective.dense();
         const evaluate = async (genomes: readonly Uint8Array[]): Promise<BlockQuality[]> => {
           const scored = await objective.evaluateMany(genomes);
+          const denseQuality = metric === 'bleu' ? qualityOfBleu(dense) : dense;
           const out: BlockQuality[] = [];
           // Logged in index order once the batch is scored (a resumed run trims the log to its checkpoint).
           for (const [i, g] of genomes.entries()) {
             evaluations++;
-            const value = reportedQuality(metric, scored[i].evaluation.quality);
+            const { quality } = scored[i].evaluation;
+            const value = reportedQuality(metric, quality);
             await input.onEvaluation?.({
               layer: l,
               generation: generationNow,
@@ -264,7 +265,8 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
               sparsity: offShare(g),
               ms: scored[i].evaluation.ms,
             });
-            out.push({ value, normalized: normalizedQuality(metric, value, dense) });
+            const normalized = -relativeQuality(metric, quality, denseQuality);
+            out.push({ value, normalized: Number.isNaN(normalized) ? Number.NEGATIVE_INFINITY : normalized });
           }
           return out;
         };

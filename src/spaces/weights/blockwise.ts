@@ -33,10 +33,6 @@ import {
 import { advanceHidden, recoverBlock } from './blockpasses.js';
 import { type BlockLayout, blockFeeds, blockLayout, offShare } from './blockspace.js';
 
-export type { BlockMetric } from './blockobjective.js';
-export { captureBlockInputs } from './blockpasses.js';
-export { type BlockLayout, offShare } from './blockspace.js';
-
 /** Where a block search stands, for progress displays. */
 export interface BlockSearchProgress {
   /** The block being searched (0-based) and the number of blocks. */
@@ -92,8 +88,6 @@ export interface BlockContext {
    * logging each in order.
    */
   evaluate(genomes: readonly Uint8Array[]): Promise<BlockQuality[]>;
-  /** One genome: `evaluate([genome])`'s score. */
-  quality(genome: Uint8Array): Promise<BlockQuality>;
   /** Reports a finished generation (for progress). */
   generation(done: number, of: number, best: { value: number; sparsity: number }): void;
 }
@@ -282,7 +276,6 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
           engine,
           objective,
           evaluate,
-          quality: async (genome) => (await evaluate([genome]))[0],
           generation(done, of, best) {
             generationNow = done + 1;
             input.onProgress?.({

@@ -47,14 +47,14 @@ import {
   type WeightBaseline,
   type WeightBaselineInput,
 } from './baselines.js';
+import type { BlockMetric } from './blockobjective.js';
+import { offShare } from './blockspace.js';
 import {
   type BlockContext,
   type BlockEvaluation,
-  type BlockMetric,
   type BlockOutcome,
   type BlockSearchProgress,
   type CheckpointStore,
-  offShare,
   searchBlockwise,
 } from './blockwise.js';
 import { groupSinglePointCrossover, groupSwapMutation, randomNmGenome } from './operators.js';

@@ -39,15 +39,10 @@ import {
 import { evolve, muPlusLambda } from '../../search/evolve.js';
 import { tournamentPair } from '../../search/selection.js';
 import { calibrationBatches, registerWeightBaseline, type WeightBaseline } from './baselines.js';
-import {
-  type BlockContext,
-  type BlockMetric,
-  type BlockOutcome,
-  type CheckpointStore,
-  captureBlockInputs,
-  offShare,
-  searchBlockwise,
-} from './blockwise.js';
+import type { BlockMetric } from './blockobjective.js';
+import { captureBlockInputs } from './blockpasses.js';
+import { offShare } from './blockspace.js';
+import { type BlockContext, type BlockOutcome, type CheckpointStore, searchBlockwise } from './blockwise.js';
 import { blockMetricOf, checkGaSettings } from './ga.js';
 import { boundaryRegions, boundarySwaps, groupSwaps, rowCrossover, rowStarts } from './operators.js';
 

@@ -23,6 +23,7 @@ import type { PrunableMatrix } from '../../masks/weights.js';
 import { scoreGeneration, slicePreparedTask } from '../../metrics/generation.js';
 import { type ModelSpec, memoryTensor, type TensorSource } from '../../model/spec.js';
 import { factorGramWith, type GramFactor, recoverLinear } from '../../prune/recover.js';
+import { normalisedQuality } from '../../search/fitness.js';
 import {
   BLEU_SEARCH_ITEMS,
   BLEU_SEARCH_NEW_TOKENS,
@@ -212,7 +213,9 @@ export interface BlockQuality {
 }
 
 export function normalizedQuality(metric: BlockMetric, value: number, dense: number): number {
-  const q = metric === 'ppl' ? -value / dense : dense > 0 ? value / dense : value / 100;
+  // The one normalisation's 'ratio' form, negated, of the objective's quality (BLEU's is −BLEU).
+  const sign = metric === 'ppl' ? 1 : -1;
+  const q = -normalisedQuality({ metric, denseQuality: sign * dense }, sign * value, 'ratio');
   return Number.isNaN(q) ? Number.NEGATIVE_INFINITY : q;
 }
 

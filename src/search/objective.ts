@@ -1,13 +1,15 @@
 /**
  * What a search optimises against: a model, calibration data and a quality metric, behind one
- * `evaluate(genome)` call for the genomes of one search space (which turns each into engine feeds). Lower
+ * `evaluateMany(genomes)` call for the genomes of one search space (which turns each into engine feeds). Lower
  * quality values are better, whatever the metric: perplexity, KL divergence from the unpruned model, for
  * 'bleu' the *negated* corpus BLEU of greedy continuations of a calibration generation task (quality = −BLEU,
  * 0–100 scale: a dense model at BLEU 9.1 has quality −9.1), and for 'mc-accuracy' the *negated* accuracy on a
  * calibration multiple-choice task (quality = −accuracy, 0–1 scale: a dense model right on 62 % of the items
  * has quality −0.62). So every consumer that minimises quality (GA fitness, NSGA-II, baselines, archives)
  * handles them unchanged; `reportedQuality` turns a quality back into the value people quote. Every distinct
- * (genome, fidelity) is run once; repeats come from the cache, keyed by the space's genome key.
+ * (genome, fidelity) is run once; repeats come from the cache, keyed by the space's genome key. How a batch's
+ * evaluations run (one by one, or a worker pool) is the objective's `ElementwiseRunner`; what was computed and
+ * what was cached never depends on it.
  *
  * Accuracy-type metrics go through a `Predictor` (a task's labels and, under a candidate's masks, one predicted
  * label per item): multiple choice predicts with the 'nll' runner (metrics/choices.ts); sequence classification

@@ -27,25 +27,29 @@ export interface FitnessSpec {
 }
 
 /**
- * The one normalisation of a quality against the dense model's: quality / |dense|, or quality / the metric's full
- * scale (BLEU 100, accuracy 1) when a higher-is-better metric's dense model scores 0. The head fitness below
- * weighs it (perplexity as ppl/ppl_dense; BLEU and accuracy measured from the dense model's, so 0 there), and so
- * do the block-wise weight searches (spaces/weights/blockwise.ts: −ppl/ppl_dense, or BLEU/BLEU_dense).
+ * The one quality normalisation: a quality (the objective's, lower is better: perplexity, KL, −BLEU, −accuracy)
+ * on the dense model's scale, LOWER IS BETTER, in one of two forms:
+ *   'shifted' (the head fitness, default): perplexity / dense perplexity (dense model 1); for the negated metrics
+ *             (quality − dense)/|dense| = 1 − value/dense value (dense model 0); KL as it is (dense model 0);
+ *   'ratio'   (the block searches, which weigh its negation, higher is better: −ppl/ppl_dense, BLEU/BLEU_dense):
+ *             perplexity / dense perplexity, quality/|dense| = −value/dense value for the negated metrics (dense
+ *             model −1), KL as it is.
+ * A negated metric whose dense value is 0 has no scale of its own: quality / the value's full scale (BLEU 100,
+ * accuracy 1) in both forms.
  */
-export function relativeQuality(metric: QualityMetric, quality: number, dense: number): number {
-  // The value's full scale: BLEU 0–100, accuracy 0–1.
-  if (isNegatedMetric(metric) && dense === 0) return quality / (metric === 'bleu' ? 100 : 1);
-  return quality / Math.abs(dense);
-}
-
-/**
- * Quality on a scale where the dense model is 1 (perplexity) or 0 (KL; BLEU: 1 − BLEU/dense BLEU, or −BLEU/100
- * when the dense model scores BLEU 0; accuracy alike, −accuracy when the dense accuracy is 0). Lower is better.
- */
-export function normalisedQuality(spec: FitnessSpec, quality: number): number {
-  if (spec.metric === 'ppl') return relativeQuality('ppl', quality, spec.denseQuality);
+export function normalisedQuality(
+  spec: Pick<FitnessSpec, 'metric' | 'denseQuality'>,
+  quality: number,
+  form: 'shifted' | 'ratio' = 'shifted',
+): number {
+  if (spec.metric === 'ppl') return quality / spec.denseQuality;
   if (isNegatedMetric(spec.metric)) {
-    return relativeQuality(spec.metric, quality - spec.denseQuality, spec.denseQuality);
+    // The value's full scale: BLEU 0–100, accuracy 0–1.
+    const scale = spec.metric === 'bleu' ? 100 : 1;
+    if (spec.denseQuality === 0) return quality / scale;
+    return form === 'ratio'
+      ? quality / Math.abs(spec.denseQuality)
+      : (quality - spec.denseQuality) / Math.abs(spec.denseQuality);
   }
   return quality;
 }

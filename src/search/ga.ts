@@ -2,9 +2,9 @@
  * The Survival of the Smallest GA (Algorithm 1), generic over the genome: the space's operators (initial
  * population, crossover, mutation with any repair) are passed in; the generic loop (`evolve.ts`, generational
  * survival with elitism, tournament parents) runs the generations, and this adds multi-fidelity scoring (one
- * `evaluateMany` per population and per promotion), the run log, the summaries and the stop criteria. What the paper leaves out is added as options: elitism, a
- * fitness cache (in the objective), multi-fidelity scoring; the operators over bits add an exact-budget repair
- * and an informed initial population (`operators.ts`).
+ * `evaluateMany` per population and per promotion), the run log, the summaries and the stop criteria. What the
+ * paper leaves out is added as options: elitism, a fitness cache (in the objective), multi-fidelity scoring; the
+ * operators over bits add an exact-budget repair and an informed initial population (`operators.ts`).
  *
  * One generation: score the population → log → stop? → select, cross over, mutate (repair) → save state.
  * The state saved after each generation holds everything the next one needs (population, RNG state, best so

@@ -1,13 +1,15 @@
 /**
  * What a search optimises against: a model, calibration data and a quality metric, behind one
- * `evaluate(genome)` call for the genomes of one search space (which turns each into engine feeds). Lower
+ * `evaluateMany(genomes)` call for the genomes of one search space (which turns each into engine feeds). Lower
  * quality values are better, whatever the metric: perplexity, KL divergence from the unpruned model, for
  * 'bleu' the *negated* corpus BLEU of greedy continuations of a calibration generation task (quality = −BLEU,
  * 0–100 scale: a dense model at BLEU 9.1 has quality −9.1), and for 'mc-accuracy' the *negated* accuracy on a
  * calibration multiple-choice task (quality = −accuracy, 0–1 scale: a dense model right on 62 % of the items
  * has quality −0.62). So every consumer that minimises quality (GA fitness, NSGA-II, baselines, archives)
  * handles them unchanged; `reportedQuality` turns a quality back into the value people quote. Every distinct
- * (genome, fidelity) is run once; repeats come from the cache, keyed by the space's genome key.
+ * (genome, fidelity) is run once; repeats come from the cache, keyed by the space's genome key. How a batch's
+ * evaluations run (one by one, or a worker pool) is the objective's `ElementwiseRunner`; what was computed and
+ * what was cached never depends on it.
  *
  * Accuracy-type metrics go through a `Predictor` (a task's labels and, under a candidate's masks, one predicted
  * label per item): multiple choice predicts with the 'nll' runner (metrics/choices.ts); sequence classification
@@ -49,6 +51,7 @@ import {
   type Windows,
 } from '../metrics/perplexity.js';
 import type { ModelSpec } from '../model/spec.js';
+import { registerObjective } from './record.js';
 import type { SearchSpace } from './space.js';
 
 export type QualityMetric = 'ppl' | 'kl' | 'bleu' | 'mc-accuracy' | 'accuracy' | 'macro-f1';
@@ -320,7 +323,8 @@ export async function createObjective<G, S extends SearchSpace<G>>(
   const batchCount = (w: Windows) => [...batches(w, batchSize)].length;
   const passes = { low: batchCount(low), full: batchCount(full) };
 
-  return createCachedObjective(space, opts.metric, runnerOf(runner, opts), async (g, fidelity) => {
+  const evalRunner = runnerOf(runner, opts);
+  const objective = createCachedObjective(space, opts.metric, evalRunner, async (g: G, fidelity) => {
     const windows = fidelity === 'low' ? low : full;
     const masks = space.masks(g);
     if (opts.metric === 'kl') {
@@ -332,6 +336,18 @@ export async function createObjective<G, S extends SearchSpace<G>>(
     }
     const r = await evaluatePerplexity(runner, windows, { masks, batchSize, nonFinite: 'infinite' });
     return { quality: r.perplexity, tokens: r.tokens, forwards: passes[fidelity], source: windows.source };
+  });
+  return registerObjective(objective, {
+    spec,
+    settings: {
+      context: opts.context,
+      tokens: full.tokens,
+      lowTokens: low.tokens,
+      batchSize,
+      dtype: opts.dtype,
+    },
+    data: { full: full.rows, low: low.rows },
+    source: full.source,
   });
 }
 
@@ -371,7 +387,7 @@ async function createBleuObjective<G, S extends SearchSpace<G>>(
     batchSize: b.batchSize ?? GENERATION_BATCH_SIZE,
     bleu: b.kind ?? 'corpus',
   };
-  return createCachedObjective(space, 'bleu', runnerOf(runner, opts), async (g, fidelity) => {
+  const objective = createCachedObjective(space, 'bleu', runnerOf(runner, opts), async (g: G, fidelity) => {
     const task = fidelity === 'low' ? low : full;
     const r = await scoreGeneration(runner, task, { ...scoring, masks: space.masks(g) });
     return {
@@ -380,6 +396,17 @@ async function createBleuObjective<G, S extends SearchSpace<G>>(
       forwards: r.forwards,
       source: task.task.source,
     };
+  });
+  const taskData = (t: PreparedGenerationTask) => ({
+    prompts: t.prompts,
+    items: t.task.items,
+    stop: t.stopTokens,
+  });
+  return registerObjective(objective, {
+    spec,
+    settings: { items, lowItems, ...scoring, dtype: opts.dtype },
+    data: { full: taskData(full), low: low === full ? taskData(full) : taskData(low) },
+    source: full.task.source,
   });
 }
 
@@ -443,7 +470,27 @@ async function createChoiceObjective<G, S extends SearchSpace<G>>(
       };
     },
   };
-  return createPredictionObjective(space, 'mc-accuracy', runner, predictor, accuracy, opts.elementwise);
+  const choiceData = (t: PreparedChoiceTask) => ({
+    rows: t.rows,
+    scoreFrom: t.scoreFrom,
+    labels: choiceLabels(t),
+  });
+  const fullData = choiceData(tasks.full);
+  return registerObjective(
+    createPredictionObjective<G, S>(space, 'mc-accuracy', runner, predictor, accuracy, opts.elementwise),
+    {
+      spec,
+      settings: {
+        items: tasks.full.task.items.length,
+        lowItems: tasks.low.task.items.length,
+        batchSize: c.batchSize,
+        norm,
+        dtype: opts.dtype,
+      },
+      data: { full: fullData, low: tasks.low === tasks.full ? fullData : choiceData(tasks.low) },
+      source: c.task.task.source,
+    },
+  );
 }
 
 /**
@@ -474,7 +521,7 @@ async function createLabelledObjective<G, S extends SearchSpace<G>>(
       return { predictions: r.predictions, labels: r.labels, forwards: r.forwards };
     },
   };
-  return createPredictionObjective(
+  const objective = createPredictionObjective<G, S>(
     space,
     metric,
     runner,
@@ -482,6 +529,17 @@ async function createLabelledObjective<G, S extends SearchSpace<G>>(
     metric === 'macro-f1' ? macroF1 : accuracy,
     opts.elementwise,
   );
+  return registerObjective(objective, {
+    spec,
+    settings: {
+      items: sets.full.items.length,
+      lowItems: sets.low.items.length,
+      batchSize: l.batchSize,
+      dtype: opts.dtype,
+    },
+    data: { full: sets.full.items, low: sets.low.items },
+    source: l.prepared.data.source,
+  });
 }
 
 /**

@@ -21,8 +21,8 @@ import type { Device } from '../../engine/session.js';
 import { GenepruneError } from '../../errors.js';
 import type { PrunableMatrix } from '../../masks/weights.js';
 import type { ModelSpec } from '../../model/spec.js';
-import { relativeQuality } from '../../search/fitness.js';
-import { type BleuObjectiveOptions, qualityOfBleu, reportedQuality } from '../../search/objective.js';
+import { normalisedQuality } from '../../search/fitness.js';
+import { type BleuObjectiveOptions, reportedQuality } from '../../search/objective.js';
 import type { Rng } from '../../util/rng.js';
 import {
   type BlockMetric,
@@ -95,12 +95,18 @@ export interface BlockContext {
 /**
  * A candidate's score: `value` is the metric as quoted (perplexity, or BLEU 0–100), `normalized` the quality a
  * fitness weighs, higher is better and the dense model at ±1: −ppl/ppl_dense, or BLEU/BLEU_dense (BLEU/100 when
- * the dense model scores 0), so λ means the same for both — the one normalisation (search/fitness.ts
- * `relativeQuality`) of the objective's quality, negated; NaN counts as −Infinity.
+ * the dense model scores 0), so λ means the same for both.
  */
 export interface BlockQuality {
   value: number;
   normalized: number;
+}
+
+export function normalizedQuality(metric: BlockMetric, value: number, dense: number): number {
+  // The one normalisation's 'ratio' form, negated, of the objective's quality (BLEU's is −BLEU).
+  const sign = metric === 'ppl' ? 1 : -1;
+  const q = -normalisedQuality({ metric, denseQuality: sign * dense }, sign * value, 'ratio');
+  return Number.isNaN(q) ? Number.NEGATIVE_INFINITY : q;
 }
 
 /** A block's outcome: its fixed genome, the method's log of the block, forward passes beyond candidate scores. */
@@ -244,7 +250,6 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
         if (l === 0) dense = await objective.dense();
         const evaluate = async (genomes: readonly Uint8Array[]): Promise<BlockQuality[]> => {
           const scored = await objective.evaluateMany(genomes);
-          const denseQuality = metric === 'bleu' ? qualityOfBleu(dense) : dense;
           const out: BlockQuality[] = [];
           // Logged in index order once the batch is scored (a resumed run trims the log to its checkpoint).
           for (const [i, g] of genomes.entries()) {
@@ -259,8 +264,7 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
               sparsity: offShare(g),
               ms: scored[i].evaluation.ms,
             });
-            const normalized = -relativeQuality(metric, quality, denseQuality);
-            out.push({ value, normalized: Number.isNaN(normalized) ? Number.NEGATIVE_INFINITY : normalized });
+            out.push({ value, normalized: normalizedQuality(metric, value, dense) });
           }
           return out;
         };

@@ -33,6 +33,8 @@ export interface ObjectiveSettings {
   norm?: string;
   /** Compute dtype of the sessions (default fp32). */
   dtype?: string;
+  /** Block searches with --recover: the ridge damping of each candidate's recovery. */
+  damping?: number;
 }
 
 export interface ObjectiveRecord {
@@ -76,7 +78,7 @@ export function digest(value: unknown): string {
 
 /** The record of a live objective made by `createObjective` (its spec's fingerprint is computed once per spec). */
 export async function objectiveRecord<G>(
-  objective: Objective<G>,
+  objective: Pick<Objective<G>, 'space' | 'metric'>,
   opts: { block?: number } = {},
 ): Promise<ObjectiveRecord> {
   const r = registered.get(objective);

@@ -30,6 +30,7 @@ import {
   qualityOfBleu,
   type ScoredGenome,
 } from '../../search/objective.js';
+import { digest, type ObjectiveSettings, registerObjective } from '../../search/record.js';
 import { applyBlockRecovery, type BlockGrams, captureBlockGrams } from './blockpasses.js';
 import { type BlockLayout, type BlockSpace, blockFeeds, createBlockSpace } from './blockspace.js';
 import { maskedPerplexity } from './quality.js';
@@ -86,6 +87,10 @@ export async function createLayerEvaluator(
 /** BLEU of the calibration task under whole-model weight masks, on one 'row_logits' session for the run. */
 export interface BleuScorer {
   score(masks: Map<string, Uint8Array>): Promise<{ bleu: number; items: number; forwards: number }>;
+  /** What it scores and how, for objective records. */
+  readonly settings: ObjectiveSettings;
+  readonly data: unknown;
+  readonly source: string;
   release(): Promise<void>;
 }
 
@@ -107,16 +112,19 @@ export async function createBleuScorer(
     output: 'row_logits',
     weightMasks: matrices.map((m) => m.role),
   });
+  const scoring = {
+    maxNewTokens: opts.maxNewTokens ?? BLEU_SEARCH_NEW_TOKENS,
+    ...(opts.batchSize ? { batchSize: opts.batchSize } : {}),
+    bleu: opts.kind ?? 'corpus',
+  };
   return {
     async score(masks) {
-      const r = await scoreGeneration(runner, task, {
-        maxNewTokens: opts.maxNewTokens ?? BLEU_SEARCH_NEW_TOKENS,
-        ...(opts.batchSize ? { batchSize: opts.batchSize } : {}),
-        bleu: opts.kind ?? 'corpus',
-        masks: { weightMasks: masks },
-      });
+      const r = await scoreGeneration(runner, task, { ...scoring, masks: { weightMasks: masks } });
       return { bleu: r.bleu, items: r.items, forwards: r.forwards };
     },
+    settings: { items: task.prompts.length, ...scoring },
+    data: { prompts: task.prompts, items: task.task.items, stop: task.stopTokens },
+    source: task.task.source,
     release: () => runner.release(),
   };
 }
@@ -154,8 +162,10 @@ export interface BlockObjectiveInput {
   hidden: readonly Float32Array[] | undefined;
   metric: BlockMetric;
   engine: Engine;
-  /** 'bleu': the run's scorer and the fixed blocks' masks (the candidate's are added to them). */
-  bleu?: { scorer: BleuScorer; fixed: ReadonlyMap<string, Uint8Array> };
+  /** The fixed blocks' masks (blocks before this one): what the hidden states, or BLEU's masks, start from. */
+  fixed: ReadonlyMap<string, Uint8Array>;
+  /** 'bleu': the run's scorer (the candidate's masks are added to the fixed ones). */
+  bleu?: BleuScorer;
   /** 'ppl': score each candidate after its own recovery. */
   recover?: { damping: number; products: OrtGemm };
 }
@@ -211,7 +221,7 @@ export async function createBlockObjective(input: BlockObjectiveInput): Promise<
       }
     }
     if (evaluator) return { value: await evaluator.perplexity(feeds), tokens };
-    const r = await input.bleu!.scorer.score(genome ? new Map([...input.bleu!.fixed, ...feeds]) : new Map());
+    const r = await input.bleu!.score(genome ? new Map([...input.fixed, ...feeds]) : new Map());
     passes += r.forwards;
     return { value: r.bleu, tokens: r.items };
   };
@@ -248,7 +258,29 @@ export async function createBlockObjective(input: BlockObjectiveInput): Promise<
       await evaluator?.release();
     },
   };
-  return objective;
+  // What a worker needs to rebuild it: the model, the metric, the block, the calibration batches or task, the
+  // fixed blocks' masks (the hidden states entering the block follow from them) and the recovery's damping.
+  const fixed = [...input.fixed].map(([role, keep]) => [role, digest(keep)]);
+  return registerObjective(objective, {
+    spec,
+    settings: input.bleu
+      ? input.bleu.settings
+      : {
+          context: batches[0]?.seq,
+          tokens,
+          batchSize: batches[0]?.batch,
+          ...(grams ? { damping: input.recover!.damping } : {}),
+        },
+    data: input.bleu
+      ? { full: { task: input.bleu.data, fixed }, low: { task: input.bleu.data, fixed } }
+      : { full: { batches: batchData(batches), fixed }, low: { batches: batchData(batches), fixed } },
+    ...(input.bleu ? { source: input.bleu.source } : {}),
+  });
+}
+
+/** The token ids and valid positions of calibration batches, as plain numbers (JSON has no bigint). */
+function batchData(list: readonly TokenBatch[]) {
+  return list.map((b) => ({ ids: Array.from(b.ids, Number), valid: b.valid }));
 }
 
 /** Positions a perplexity over `list` averages (every position of a batch without a validity mask). */

@@ -241,7 +241,8 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
         hidden,
         metric,
         engine,
-        ...(bleu ? { bleu: { scorer: bleu, fixed } } : {}),
+        fixed,
+        ...(bleu ? { bleu } : {}),
         ...(recovering ? { recover: { damping: input.recover!.damping, products: products! } } : {}),
       });
       let outcome: BlockOutcome<R>;

@@ -4,7 +4,8 @@
  * masked perplexity equals metrics/perplexity.ts `evaluatePerplexity` on the same masks; block l's objective
  * scores a population with one evaluateMany exactly as genome by genome, each equal to the whole model's
  * perplexity with the earlier blocks' masks and the candidate's (the suffix graph is exact), repeats scored
- * again (no cache) and every pass counted.
+ * again (no cache) and every pass counted; its objective record is plain JSON naming the block and, through
+ * the data hash, the fixed earlier blocks' masks.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -13,6 +14,7 @@ import { prunableMatrices } from '../../../src/masks/weights.js';
 import { batches, evaluatePerplexity, makeWindows } from '../../../src/metrics/perplexity.js';
 import { randomLlamaSpec } from '../../../src/model/random.js';
 import { randomGenome } from '../../../src/search/operators.js';
+import { objectiveRecord } from '../../../src/search/record.js';
 import { createBlockObjective } from '../../../src/spaces/weights/blockobjective.js';
 import { advanceHidden } from '../../../src/spaces/weights/blockpasses.js';
 import { blockFeeds, blockLayout, createBlockSpace } from '../../../src/spaces/weights/blockspace.js';
@@ -97,6 +99,7 @@ describe('the one masked perplexity and the block objective', () => {
       hidden,
       metric: 'ppl',
       engine: {},
+      fixed: new Map([...of(0), ...of(1)]),
     });
     const light = randomGenome(layout.genes, Math.round(0.1 * layout.genes), createRng(20));
     const heavy = randomGenome(layout.genes, Math.round(0.5 * layout.genes), createRng(21));
@@ -134,6 +137,28 @@ describe('the one masked perplexity and the block objective', () => {
         await full.release();
       }
       assert.notEqual(many[0].evaluation.quality, many[1].evaluation.quality, 'the masks matter');
+
+      // Its record: plain JSON naming the block, the space and what it scores, fixed masks included.
+      const record = await objectiveRecord(objective, { block: 2 });
+      assert.deepEqual(JSON.parse(JSON.stringify(record)), record);
+      assert.equal(record.block, 2);
+      assert.equal(record.metric, 'ppl');
+      assert.deepEqual(record.space.weightRoles, [...objective.space.weightRoles]);
+      assert.equal(record.space.genes, layout.genes);
+      assert.equal(record.settings.tokens, many[0].evaluation.tokens);
+      const other = await createBlockObjective({
+        spec,
+        block: layout,
+        batches: list,
+        hidden,
+        metric: 'ppl',
+        engine: {},
+        fixed: new Map([...of(0), ...of(1)].map(([role, keep]) => [role, keep.map((x) => 1 - x)])),
+      });
+      const otherRecord = await objectiveRecord(other, { block: 2 });
+      await other.release();
+      assert.notEqual(otherRecord.data.full, record.data.full, 'other fixed masks, other data');
+      assert.deepEqual(otherRecord.model, record.model);
     } finally {
       await objective.release();
     }

@@ -341,6 +341,7 @@ export {
   type ChoiceObjectiveOptions,
   createObjective,
   createPredictionObjective,
+  type ElementwiseRunner,
   type Evaluation,
   type Fidelity,
   isNegatedMetric,
@@ -353,8 +354,11 @@ export {
   qualityOfAccuracy,
   qualityOfBleu,
   reportedQuality,
+  type ScoredGenome,
+  sequentialRunner,
 } from './search/objective.js';
 export { type QuotedBest, quotedBest, type SearchProgress } from './search/progress.js';
+export { type ObjectiveRecord, objectiveRecord } from './search/record.js';
 export type { GenomeCodec, SearchSpace } from './search/space.js';
 export { type PickedMask, pickHeadMask } from './spaces/heads/pick.js';
 export type { BlockSearchProgress } from './spaces/weights/blockwise.js';

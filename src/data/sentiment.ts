@@ -10,7 +10,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { dataError, fileError } from '../errors.js';
-import { sampleIndices } from '../search/operators.js';
+import { sampleIndices } from '../search/selection.js';
 import { createRng } from '../util/rng.js';
 
 export const SENTIMENT_SOURCES = ['amazon', 'imdb', 'yelp'] as const;

@@ -79,17 +79,27 @@ export interface MetricEntry {
   /** result.json's fields for the reported value and its dense counterpart (calib and, for labels, eval). */
   readonly record?: { readonly value: string; readonly dense: string };
   /** The quality on the fitness's scale, given the dense model's quality (see the module comment). */
-  normalise(quality: number, denseQuality: number): number;
+  normalise(quality: number, denseQuality: number, form: NormalForm): number;
   /** The calibration scorer a search's objective runs (what createObjective used to branch on). */
   readonly objective: ObjectiveFactory;
 }
 
 /**
- * The normalisation of a 'higher' metric of full scale `scale`: (quality − dense) / |dense| = 1 − value / dense
- * value, 0 for the dense model; −value / scale when the dense model scores 0 (nothing to compare with).
+ * The two forms of normalisation (search/fitness.ts `normalisedQuality` says which search uses which): 'shifted'
+ * puts the dense model of a 'higher' metric at 0, 'ratio' at −1; both agree for perplexity (a ratio) and KL.
+ */
+export type NormalForm = 'shifted' | 'ratio';
+
+/**
+ * The normalisation of a 'higher' metric of full scale `scale`: 'shifted' (quality − dense) / |dense| = 1 − value /
+ * dense value, 0 for the dense model; 'ratio' quality / |dense| = −value / dense value, −1 for the dense model;
+ * −value / scale in both forms when the dense model scores 0 (nothing to compare with).
  */
 export function relativeToDense(scale: number): MetricEntry['normalise'] {
-  return (quality, dense) => (dense === 0 ? quality / scale : (quality - dense) / Math.abs(dense));
+  return (quality, dense, form) => {
+    if (dense === 0) return quality / scale;
+    return form === 'ratio' ? quality / Math.abs(dense) : (quality - dense) / Math.abs(dense);
+  };
 }
 
 const BUILT_IN: readonly MetricEntry[] = [

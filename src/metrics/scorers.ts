@@ -14,10 +14,16 @@ import { GenepruneError } from '../errors.js';
 import { prepareWeights, releaseWeights } from '../graph/weights.js';
 import type { ModelSpec } from '../model/spec.js';
 import type { Fidelity, ObjectiveOptions, Predictor } from '../search/objective.js';
-import { choiceLabels, scoreChoices, sliceChoiceTask } from './choices.js';
+import type { ObjectiveSettings } from '../search/record.js';
+import { choiceLabels, type PreparedChoiceTask, scoreChoices, sliceChoiceTask } from './choices.js';
 import { accuracy } from './classification.js';
 import { scoreClassification, sliceClassification } from './classify.js';
-import { GENERATION_BATCH_SIZE, scoreGeneration, slicePreparedTask } from './generation.js';
+import {
+  GENERATION_BATCH_SIZE,
+  type PreparedGenerationTask,
+  scoreGeneration,
+  slicePreparedTask,
+} from './generation.js';
 import {
   batches,
   computeKlReference,
@@ -50,6 +56,15 @@ export interface CalibrationScorer {
   /** Released with the objective that holds the scorer. */
   runner: Pick<ModelRunner, 'release'>;
   score(masks: CandidateMasks, fidelity: Fidelity): Promise<RawEvaluation>;
+  /** What it was built from, for the objective's serialisable record (search/record.ts). */
+  record?: ScorerRecord;
+}
+
+/** The settings and the data (per fidelity) a scorer computes from, and where the data came from. */
+export interface ScorerRecord {
+  settings: ObjectiveSettings;
+  data: Record<Fidelity, unknown>;
+  source?: string;
 }
 
 /** Where the candidates' masks go: the weight roles a weight space masks (none for a head space). */
@@ -114,8 +129,26 @@ export async function createTextScorer(
       const r = await evaluatePerplexity(runner, windows, { masks, batchSize, nonFinite: 'infinite' });
       return { quality: r.perplexity, tokens: r.tokens, forwards: passes[fidelity], source: windows.source };
     },
+    record: {
+      settings: {
+        context: opts.context,
+        tokens: full.tokens,
+        lowTokens: low.tokens,
+        batchSize,
+        dtype: opts.dtype,
+      },
+      data: { full: full.rows, low: low.rows },
+      source: full.source,
+    },
   };
 }
+
+/** What a generation task's record hashes: the encoded prompts, the items (references) and the stop tokens. */
+const taskData = (t: PreparedGenerationTask) => ({
+  prompts: t.prompts,
+  items: t.task.items,
+  stop: t.stopTokens,
+});
 
 /** 'bleu': greedy continuations of the calibration task's first items on a 'row_logits' runner, quality −BLEU. */
 export async function createBleuScorer(
@@ -159,6 +192,11 @@ export async function createBleuScorer(
       const task = fidelity === 'low' ? low : full;
       const r = await scoreGeneration(runner, task, { ...scoring, masks });
       return { quality: -r.bleu, tokens: r.items, forwards: r.forwards, source: task.task.source };
+    },
+    record: {
+      settings: { items, lowItems, ...scoring, dtype: opts.dtype },
+      data: { full: taskData(full), low: low === full ? taskData(full) : taskData(low) },
+      source: full.task.source,
     },
   };
 }
@@ -223,7 +261,26 @@ export async function createChoiceScorer(
       };
     },
   };
-  return predictionScorer(runner, predictor);
+  const choiceData = (t: PreparedChoiceTask) => ({
+    rows: t.rows,
+    scoreFrom: t.scoreFrom,
+    labels: choiceLabels(t),
+  });
+  const fullData = choiceData(tasks.full);
+  return {
+    ...predictionScorer(runner, predictor),
+    record: {
+      settings: {
+        items: tasks.full.task.items.length,
+        lowItems: tasks.low.task.items.length,
+        batchSize: c.batchSize,
+        norm,
+        dtype: opts.dtype,
+      },
+      data: { full: fullData, low: tasks.low === tasks.full ? fullData : choiceData(tasks.low) },
+      source: c.task.task.source,
+    },
+  };
 }
 
 /**
@@ -255,7 +312,19 @@ export async function createLabelledScorer(
       return { predictions: r.predictions, labels: r.labels, forwards: r.forwards };
     },
   };
-  return predictionScorer(runner, predictor, score);
+  return {
+    ...predictionScorer(runner, predictor, score),
+    record: {
+      settings: {
+        items: sets.full.items.length,
+        lowItems: sets.low.items.length,
+        batchSize: l.batchSize,
+        dtype: opts.dtype,
+      },
+      data: { full: sets.full.items, low: sets.low.items },
+      source: l.prepared.data.source,
+    },
+  };
 }
 
 /**

@@ -104,25 +104,30 @@ export async function runNsgaInDir<G>(
     remember(key, genome, e.quality);
     base.prime(genome, r.fidelity === 'low' ? 'low' : 'full', e);
   }
+  // Every new mask is logged once, in index order after its batch, as a one-by-one loop logged them.
+  const evaluateMany: Objective<G>['evaluateMany'] = async (genomes, fidelity = 'full', onResult) => {
+    const results = await base.evaluateMany(genomes, fidelity, onResult);
+    for (const [i, g] of genomes.entries()) {
+      const e = results[i].evaluation;
+      const key = space.encode(g);
+      if (archive.has(key)) continue;
+      remember(key, g, e.quality);
+      await appendJsonl(dir, 'evals.jsonl', {
+        generation,
+        genome: key,
+        quality: e.quality,
+        tokens: e.tokens,
+        fidelity,
+        ms: Math.round(e.ms),
+        ...(Number.isFinite(e.quality) ? {} : { nonFinite: true }),
+      });
+    }
+    return results;
+  };
   const objective: Objective<G> = {
     ...base,
-    evaluate: async (g, fidelity = 'full') => {
-      const e = await base.evaluate(g, fidelity);
-      const key = space.encode(g);
-      if (!archive.has(key)) {
-        remember(key, g, e.quality);
-        await appendJsonl(dir, 'evals.jsonl', {
-          generation,
-          genome: key,
-          quality: e.quality,
-          tokens: e.tokens,
-          fidelity,
-          ms: Math.round(e.ms),
-          ...(Number.isFinite(e.quality) ? {} : { nonFinite: true }),
-        });
-      }
-      return e;
-    },
+    evaluateMany,
+    evaluate: async (g, fidelity = 'full') => (await evaluateMany([g], fidelity))[0].evaluation,
   };
   const frontAndPick = () => {
     const front = frontOfArchive([...archive.values()]);

@@ -14,7 +14,7 @@
  *
  * Higher fitness is better.
  */
-import { metricEntry } from '../metrics/registry.js';
+import { metricEntry, type NormalForm } from '../metrics/registry.js';
 import type { QualityMetric } from './objective.js';
 
 export type FitnessKind = 'sos' | 'lambda' | 'budget';
@@ -29,11 +29,22 @@ export interface FitnessSpec {
 }
 
 /**
- * Quality on a scale where the dense model is 1 (perplexity) or 0 (KL; BLEU: 1 − BLEU/dense BLEU, or −BLEU/100
- * when the dense model scores BLEU 0; accuracy alike, −accuracy when the dense accuracy is 0). Lower is better.
+ * The one quality normalisation: a quality (the objective's, lower is better: perplexity, KL, −BLEU, −accuracy)
+ * on the dense model's scale, LOWER IS BETTER, in one of two forms:
+ *   'shifted' (the head fitness, default): perplexity / dense perplexity (dense model 1); for the negated metrics
+ *             (quality − dense)/|dense| = 1 − value/dense value (dense model 0); KL as it is (dense model 0);
+ *   'ratio'   (the block searches, which weigh its negation, higher is better: −ppl/ppl_dense, BLEU/BLEU_dense):
+ *             perplexity / dense perplexity, quality/|dense| = −value/dense value for the negated metrics (dense
+ *             model −1), KL as it is.
+ * A negated metric whose dense value is 0 has no scale of its own: quality / the value's full scale (BLEU 100,
+ * accuracy 1) in both forms.
  */
-export function normalisedQuality(spec: FitnessSpec, quality: number): number {
-  return metricEntry(spec.metric).normalise(quality, spec.denseQuality);
+export function normalisedQuality(
+  spec: FitnessSpec | Pick<FitnessSpec, 'metric' | 'denseQuality'>,
+  quality: number,
+  form: NormalForm = 'shifted',
+): number {
+  return metricEntry(spec.metric).normalise(quality, spec.denseQuality, form);
 }
 
 /**

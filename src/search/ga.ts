@@ -1,9 +1,10 @@
 /**
  * The Survival of the Smallest GA (Algorithm 1), generic over the genome: the space's operators (initial
- * population, crossover, mutation with any repair) are passed in, the loop owns selection, elitism,
- * multi-fidelity scoring and the stop criteria. What the paper leaves out is added as options: elitism, a
- * fitness cache (in the objective), multi-fidelity scoring; the operators over bits add an exact-budget repair
- * and an informed initial population (`operators.ts`).
+ * population, crossover, mutation with any repair) are passed in; the generic loop (`evolve.ts`, generational
+ * survival with elitism, tournament parents) runs the generations, and this adds multi-fidelity scoring (one
+ * `evaluateMany` per population and per promotion), the run log, the summaries and the stop criteria. What the
+ * paper leaves out is added as options: elitism, a fitness cache (in the objective), multi-fidelity scoring; the
+ * operators over bits add an exact-budget repair and an informed initial population (`operators.ts`).
  *
  * One generation: score the population → log → stop? → select, cross over, mutate (repair) → save state.
  * The state saved after each generation holds everything the next one needs (population, RNG state, best so
@@ -12,9 +13,10 @@
 
 import { GenepruneError } from '../errors.js';
 import { createRng, type Rng } from '../util/rng.js';
+import { evolve, generational, rankByFitness } from './evolve.js';
 import { type FitnessSpec, fitnessOf } from './fitness.js';
-import type { Evaluation, Fidelity, Objective } from './objective.js';
-import { byFitnessDesc, tournament } from './operators.js';
+import type { Fidelity, Objective } from './objective.js';
+import { byFitnessDesc, tournamentPair } from './selection.js';
 import type { SearchSpace } from './space.js';
 
 /** The variation a GA applies, for one kind of genome. Pure: inputs are never modified. */
@@ -127,7 +129,10 @@ export function initialState<G>(
   };
 }
 
-/** Scores a population: all at full fidelity, or all at low and the best `promote` again at full. */
+/**
+ * Scores a population: all at full fidelity, or all at low and the best `promote` again at full; one
+ * `evaluateMany` for each, then the log lines in index order (each carries the evaluation's own `cached` flag).
+ */
 async function scorePopulation<G>(
   objective: Objective<G>,
   opts: GaOptions<G>,
@@ -136,71 +141,64 @@ async function scorePopulation<G>(
   cb: GaCallbacks,
 ): Promise<Individual<G>[]> {
   const space = objective.space;
-  const log = async (i: number, g: G, fidelity: Fidelity, e: Evaluation, fit: number, cached: boolean) => {
-    await cb.onEvaluation?.({
-      generation,
-      index: i,
-      genome: space.encode(g),
-      sparsity: space.sparsity(g),
-      keptParameters: space.keptParameters(g),
-      quality: e.quality,
-      metric: objective.metric,
-      fitness: fit,
-      fidelity,
-      tokens: e.tokens,
-      cached,
-      ms: Math.round(e.ms),
-      ...(Number.isFinite(e.quality) ? {} : { nonFinite: true as const }),
-    });
-  };
-  const score = async (i: number, g: G, fidelity: Fidelity): Promise<Individual<G>> => {
-    const before = objective.evaluations();
-    const e = await objective.evaluate(g, fidelity);
-    const s = space.sparsity(g);
-    const fit = fitnessOf(opts.fitness, e.quality, s);
-    await log(i, g, fidelity, e, fit, objective.evaluations() === before);
-    return { genome: g, fitness: fit, quality: e.quality, sparsity: s, fidelity };
+  const score = async (indices: number[], fidelity: Fidelity): Promise<Individual<G>[]> => {
+    const genomes = indices.map((i) => population[i]);
+    const results = await objective.evaluateMany(genomes, fidelity);
+    const out: Individual<G>[] = [];
+    for (const [k, i] of indices.entries()) {
+      const g = genomes[k];
+      const { evaluation: e, cached } = results[k];
+      const s = space.sparsity(g);
+      const fit = fitnessOf(opts.fitness, e.quality, s);
+      await cb.onEvaluation?.({
+        generation,
+        index: i,
+        genome: space.encode(g),
+        sparsity: s,
+        keptParameters: space.keptParameters(g),
+        quality: e.quality,
+        metric: objective.metric,
+        fitness: fit,
+        fidelity,
+        tokens: e.tokens,
+        cached,
+        ms: Math.round(e.ms),
+        ...(Number.isFinite(e.quality) ? {} : { nonFinite: true as const }),
+      });
+      out.push({ genome: g, fitness: fit, quality: e.quality, sparsity: s, fidelity });
+    }
+    return out;
   };
   const first: Fidelity = opts.multiFidelity ? 'low' : 'full';
-  const scored: Individual<G>[] = [];
-  for (let i = 0; i < population.length; i++) scored.push(await score(i, population[i], first));
+  const scored = await score(
+    population.map((_, i) => i),
+    first,
+  );
   if (opts.multiFidelity && opts.promote > 0) {
-    const order = rankByFitness(scored).slice(0, opts.promote);
-    for (const i of order) scored[i] = await score(i, population[i], 'full');
+    const order = rankByFitness(scored, fitnessOfIndividual).slice(0, opts.promote);
+    const promoted = await score(order, 'full');
+    for (const [k, i] of order.entries()) scored[i] = promoted[k];
   }
   return scored;
 }
 
-/** Indices by descending fitness; ties keep population order. */
-function rankByFitness<G>(pop: Individual<G>[]): number[] {
-  return pop.map((_, i) => i).sort((a, b) => byFitnessDesc(pop[a].fitness, pop[b].fitness) || a - b);
+const fitnessOfIndividual = <G>(ind: Individual<G>) => ind.fitness;
+
+/** The head GA's parents: two independent tournaments over the whole population. */
+function gaParents<G>(opts: GaOptions<G>) {
+  return (pop: readonly Individual<G>[], rng: Rng): [number, number] =>
+    tournamentPair(
+      pop.map((s) => s.fitness),
+      opts.tournamentSize,
+      rng,
+      false,
+    );
 }
 
-/**
- * The next population: elites first (genomes are values: operators never change their inputs, so elites are
- * shared, not copied), then children of tournament-selected parents.
- */
-export function nextGeneration<G>(scored: Individual<G>[], opts: GaOptions<G>, rng: Rng): G[] {
-  const fitness = scored.map((s) => s.fitness);
-  const next: G[] = rankByFitness(scored)
-    .slice(0, Math.min(opts.elitism, scored.length))
-    .map((i) => scored[i].genome);
-  while (next.length < opts.population) {
-    const a = tournament(fitness, opts.tournamentSize, rng);
-    const b = tournament(fitness, opts.tournamentSize, rng);
-    const children = opts.operators.crossover(
-      scored[a].genome,
-      scored[b].genome,
-      fitness[a],
-      fitness[b],
-      rng,
-    );
-    for (const c of children) {
-      if (next.length >= opts.population) break;
-      next.push(opts.operators.vary(c, rng));
-    }
-  }
-  return next;
+/** The head GA's crossover: the space's operator, given the parents' fitness. */
+function gaCrossover<G>(opts: GaOptions<G>) {
+  return (a: Individual<G>, b: Individual<G>, rng: Rng): G[] =>
+    opts.operators.crossover(a.genome, b.genome, a.fitness, b.fitness, rng);
 }
 
 /** Mean of the finite values (−Infinity when there are none), so one failed candidate does not hide the rest. */
@@ -209,13 +207,18 @@ function meanFinite(values: number[]): number {
   return finite.length === 0 ? Number.NEGATIVE_INFINITY : finite.reduce((a, b) => a + b, 0) / finite.length;
 }
 
-/** Runs (or continues) the GA from `state` until a stop criterion; returns the final state. */
+/**
+ * Runs (or continues) the GA from `state` until a stop criterion; returns the final state. The loop is
+ * `evolve` with generational survival and elitism; this adds the multi-fidelity scoring, the log, the
+ * summaries, the stop criteria and the state.
+ */
 export async function runGa<G>(
   objective: Objective<G>,
   opts: GaOptions<G>,
   state: GaState,
   cb: GaCallbacks = {},
 ): Promise<GaState> {
+  if (state.done) return { ...state };
   const rng = createRng(opts.seed);
   rng.setState(state.rng);
   // Counters continue from the state: this process adds only what it runs from here on.
@@ -223,63 +226,76 @@ export async function runGa<G>(
   const passesAtStart = objective.forwardPasses();
   const space = objective.space;
   let current = { ...state };
-  while (!current.done) {
-    const generation = current.generation;
-    const population = current.population.map((text) => decodeOrThrow(space, text));
-    const scored = await scorePopulation(objective, opts, generation, population, cb);
-
-    // A saved state holds null where the best so far was non-finite (JSON has no −Infinity).
-    let best = current.best && {
-      ...current.best,
-      fitness: current.best.fitness ?? Number.NEGATIVE_INFINITY,
-      quality: current.best.quality ?? Number.POSITIVE_INFINITY,
-    };
-    for (const s of scored) {
-      if (s.fidelity !== 'full') continue;
-      if (!best || byFitnessDesc(s.fitness, best.fitness) < 0) {
-        best = {
-          genome: space.encode(s.genome),
-          fitness: s.fitness,
-          quality: s.quality,
-          sparsity: s.sparsity,
+  // A saved state holds null where the best so far was non-finite (JSON has no −Infinity).
+  let best = current.best && {
+    ...current.best,
+    fitness: current.best.fitness ?? Number.NEGATIVE_INFINITY,
+    quality: current.best.quality ?? Number.POSITIVE_INFINITY,
+  };
+  let summary: GenerationSummary | undefined;
+  await evolve<G, Individual<G>>(
+    { generation: state.generation, pending: state.population.map((text) => decodeOrThrow(space, text)) },
+    {
+      rng,
+      score: (population, generation) => scorePopulation(objective, opts, generation, population, cb),
+      parents: gaParents(opts),
+      crossover: gaCrossover(opts),
+      mutate: (g, r) => opts.operators.vary(g, r),
+      // Elites first (genomes are values: operators never change their inputs, so elites are shared, not
+      // copied), then children of tournament-selected parents.
+      survival: generational(opts.population, opts.elitism, fitnessOfIndividual),
+      stop: (scored, generation) => {
+        for (const s of scored) {
+          if (s.fidelity !== 'full') continue;
+          if (!best || byFitnessDesc(s.fitness, best.fitness) < 0) {
+            best = {
+              genome: space.encode(s.genome),
+              fitness: s.fitness,
+              quality: s.quality,
+              sparsity: s.sparsity,
+            };
+          }
+        }
+        const top = scored[rankByFitness(scored, fitnessOfIndividual)[0]];
+        const maxSparsity = Math.max(...scored.map((s) => s.sparsity));
+        let stop: GenerationSummary['stop'];
+        if (opts.fitnessThreshold !== undefined && best && best.fitness >= opts.fitnessThreshold)
+          stop = 'threshold';
+        else if (opts.maxSparsity !== undefined && maxSparsity >= opts.maxSparsity) stop = 'max-sparsity';
+        else if (generation + 1 >= opts.generations) stop = 'generations';
+        summary = {
+          generation,
+          bestFitness: top.fitness,
+          bestQuality: top.quality,
+          bestSparsity: top.sparsity,
+          meanFitness: meanFinite(scored.map((s) => s.fitness)),
+          nonFinite: scored.filter((s) => !Number.isFinite(s.quality)).length,
+          maxSparsity,
+          evaluations: state.evaluations + objective.evaluations() - evalsAtStart,
+          forwardPasses: state.forwardPasses + objective.forwardPasses() - passesAtStart,
+          best: best!,
+          stop,
         };
-      }
-    }
-    const top = scored[rankByFitness(scored)[0]];
-    const maxSparsity = Math.max(...scored.map((s) => s.sparsity));
-    let stop: GenerationSummary['stop'];
-    if (opts.fitnessThreshold !== undefined && best && best.fitness >= opts.fitnessThreshold)
-      stop = 'threshold';
-    else if (opts.maxSparsity !== undefined && maxSparsity >= opts.maxSparsity) stop = 'max-sparsity';
-    else if (generation + 1 >= opts.generations) stop = 'generations';
-
-    const nextPop = stop ? population : nextGeneration(scored, opts, rng);
-    const summary: GenerationSummary = {
-      generation,
-      bestFitness: top.fitness,
-      bestQuality: top.quality,
-      bestSparsity: top.sparsity,
-      meanFitness: meanFinite(scored.map((s) => s.fitness)),
-      nonFinite: scored.filter((s) => !Number.isFinite(s.quality)).length,
-      maxSparsity,
-      evaluations: state.evaluations + objective.evaluations() - evalsAtStart,
-      forwardPasses: state.forwardPasses + objective.forwardPasses() - passesAtStart,
-      best: best!,
-      stop,
-    };
-    current = {
-      version: 1,
-      generation: stop ? generation : generation + 1,
-      population: nextPop.map((g) => space.encode(g)),
-      rng: rng.getState(),
-      best,
-      evaluations: summary.evaluations,
-      forwardPasses: summary.forwardPasses,
-      done: stop !== undefined,
-      stop,
-    };
-    await cb.onGeneration?.(summary, current);
-  }
+        return stop !== undefined;
+      },
+      onGeneration: async ({ generation, population, next }) => {
+        const s = summary!;
+        const stop = s.stop;
+        current = {
+          version: 1,
+          generation: stop ? generation : generation + 1,
+          population: (next ?? population.map((ind) => ind.genome)).map((g) => space.encode(g)),
+          rng: rng.getState(),
+          best,
+          evaluations: s.evaluations,
+          forwardPasses: s.forwardPasses,
+          done: stop !== undefined,
+          stop,
+        };
+        await cb.onGeneration?.(s, current);
+      },
+    },
+  );
   return current;
 }
 

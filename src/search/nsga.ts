@@ -255,13 +255,12 @@ export async function runNsga<G>(objective: Objective<G>, opts: NsgaOptions<G>):
     tokens,
     kept: space.keptParameters(genome),
   });
+  // One batch per population: the initial one, then each generation's children.
   const evaluateAll = async (genomes: G[]): Promise<Individual<G>[]> => {
-    const out: Individual<G>[] = [];
-    for (const genome of genomes) {
-      const r = await objective.evaluate(genome, fidelity);
-      out.push(individual(genome, r.quality, r.tokens));
-    }
-    return out;
+    const results = await objective.evaluateMany(genomes, fidelity);
+    return genomes.map((genome, i) =>
+      individual(genome, results[i].evaluation.quality, results[i].evaluation.tokens),
+    );
   };
 
   let population: Individual<G>[];

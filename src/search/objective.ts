@@ -1,19 +1,19 @@
 /**
  * What a search optimises against: a model, calibration data and a quality metric, behind one
- * `evaluate(genome)` call for the genomes of one search space (which turns each into engine feeds). Lower
+ * `evaluateMany(genomes)` call for the genomes of one search space (which turns each into engine feeds). Lower
  * quality values are better, whatever the metric: perplexity, KL divergence from the unpruned model, for
  * 'bleu' the *negated* corpus BLEU of greedy continuations of a calibration generation task (quality = −BLEU,
  * 0–100 scale: a dense model at BLEU 9.1 has quality −9.1), and for 'mc-accuracy' the *negated* accuracy on a
  * calibration multiple-choice task (quality = −accuracy, 0–1 scale: a dense model right on 62 % of the items
  * has quality −0.62). So every consumer that minimises quality (GA fitness, NSGA-II, baselines, archives)
  * handles them unchanged; `reportedQuality` turns a quality back into the value people quote. Every distinct
- * (genome, fidelity) is run once; repeats come from the cache, keyed by the space's genome key.
+ * (genome, fidelity) is run once; repeats come from the cache, keyed by the space's genome key. How a batch's
+ * evaluations run (one by one, or a worker pool) is the objective's `ElementwiseRunner`; what was computed and
+ * what was cached never depends on it.
  *
- * What each metric scores and how (its runner, data and quality) is its entry's objective factory in the metric
- * registry (metrics/registry.ts, scorers in metrics/scorers.ts); this module adds the genomes, the cache, the
- * counters and the non-finite rule. Accuracy-type metrics go through a `Predictor` (a task's labels and, under a
- * candidate's masks, one predicted label per item): multiple choice predicts with the 'nll' runner, sequence
- * classification with a 'class_logits' runner; `createPredictionObjective` takes any other predictor.
+ * Accuracy-type metrics go through a `Predictor` (a task's labels and, under a candidate's masks, one predicted
+ * label per item): multiple choice predicts with the 'nll' runner (metrics/choices.ts); sequence classification
+ * will predict with a logits runner and plug in the same way (metrics/classification.ts says how).
  */
 import type { CandidateMasks, ModelRunner } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
@@ -27,6 +27,7 @@ import type { PreparedGenerationTask } from '../metrics/generation.js';
 import { amountUnit, metricEntry, type QualityMetric } from '../metrics/registry.js';
 import { type CalibrationScorer, predictionScorer, type RawEvaluation } from '../metrics/scorers.js';
 import type { ModelSpec } from '../model/spec.js';
+import { registerObjective } from './record.js';
 import type { SearchSpace } from './space.js';
 
 // The metric names and what each stands for live in the metric registry; re-exported for their many importers.
@@ -134,9 +135,33 @@ export interface Evaluation {
   ms: number;
 }
 
+/** One genome's outcome in `evaluateMany`: its evaluation, what it cost and whether the cache answered it. */
+export interface ScoredGenome {
+  evaluation: Evaluation;
+  /** Forward passes this genome spent (0 when cached). */
+  forwardPasses: number;
+  /**
+   * True when no evaluation ran for it: the cache held it, or an earlier genome of the same batch (by index) is
+   * the same genome at the same fidelity. Decided by index, so it does not depend on completion order.
+   */
+  cached: boolean;
+}
+
 export interface Objective<G, S extends SearchSpace<G> = SearchSpace<G>> {
   readonly space: S;
   readonly metric: QualityMetric;
+  /**
+   * Scores a batch at one fidelity; result i belongs to genomes[i]. Equal to scoring them one by one in index
+   * order: the first occurrence of a genome runs, later ones (and cache hits) come back `cached`, and the
+   * counters and the cache end the same. `onResult` (progress) sees every result in index order, each as soon as
+   * it and every one before it are known.
+   */
+  evaluateMany(
+    genomes: readonly G[],
+    fidelity?: Fidelity,
+    onResult?: (index: number, r: ScoredGenome) => void,
+  ): Promise<ScoredGenome[]>;
+  /** One genome: `evaluateMany([g])`'s evaluation. */
   evaluate(g: G, fidelity?: Fidelity): Promise<Evaluation>;
   /** Records a result computed earlier (a resumed run's log), so it is not computed again. */
   prime(g: G, fidelity: Fidelity, result: Evaluation): void;
@@ -146,6 +171,29 @@ export interface Objective<G, S extends SearchSpace<G> = SearchSpace<G>> {
   evaluations(): number;
   release(): Promise<void>;
 }
+
+/**
+ * How the distinct evaluations of one batch are run (pymoo's elementwise runner): task i's value goes to index
+ * i whatever order the tasks finish in, and `onSettled` is told as each finishes. The default runs them one
+ * after another in index order; a worker pool runs them at once.
+ */
+export type ElementwiseRunner = <T>(
+  tasks: ReadonlyArray<() => Promise<T>>,
+  onSettled?: (index: number, value: T) => void,
+) => Promise<T[]>;
+
+/** The default runner: one task at a time, in index order (a failure stops the batch there). */
+export const sequentialRunner: ElementwiseRunner = async <T>(
+  tasks: ReadonlyArray<() => Promise<T>>,
+  onSettled?: (index: number, value: T) => void,
+): Promise<T[]> => {
+  const out: T[] = [];
+  for (let i = 0; i < tasks.length; i++) {
+    out.push(await tasks[i]());
+    onSettled?.(i, out[i]);
+  }
+  return out;
+};
 
 export interface ObjectiveOptions {
   /** Calibration token stream (BOS-separated documents); not read by 'bleu'. */
@@ -166,6 +214,8 @@ export interface ObjectiveOptions {
   device?: Device;
   threads?: number;
   dtype?: ComputeDtype;
+  /** How a batch's distinct evaluations run (default `sequentialRunner`). */
+  elementwise?: ElementwiseRunner;
 }
 
 /**
@@ -185,7 +235,8 @@ export async function createObjective<G, S extends SearchSpace<G>>(
 ): Promise<Objective<G, S>> {
   // The metric's own part (its runner, data and scoring) comes from its registry entry.
   const scorer = await metricEntry(opts.metric).objective(spec, space, opts);
-  return scoredObjective(space, opts.metric, scorer);
+  const objective = scoredObjective(space, opts.metric, scorer, opts.elementwise);
+  return scorer.record ? registerObjective(objective, { spec, ...scorer.record }) : objective;
 }
 
 /**
@@ -199,8 +250,9 @@ export function createPredictionObjective<G, S extends SearchSpace<G>>(
   runner: ModelRunner,
   predictor: Predictor,
   score?: (predictions: ArrayLike<number>, labels: ArrayLike<number>) => number,
+  elementwise?: ElementwiseRunner,
 ): Objective<G, S> {
-  return scoredObjective(space, metric, predictionScorer(runner, predictor, score));
+  return scoredObjective(space, metric, predictionScorer(runner, predictor, score), elementwise);
 }
 
 /** A calibration scorer over the space's genomes: the candidate's masks are the space's. */
@@ -208,51 +260,113 @@ function scoredObjective<G, S extends SearchSpace<G>>(
   space: S,
   metric: QualityMetric,
   scorer: CalibrationScorer,
+  elementwise: ElementwiseRunner | undefined,
 ): Objective<G, S> {
-  return cachedObjective(space, metric, scorer.runner, (g, fidelity) =>
-    scorer.score(space.masks(g), fidelity),
+  return createCachedObjective(
+    space,
+    metric,
+    { elementwise, release: () => scorer.runner.release() },
+    (g, fidelity) => scorer.score(space.masks(g), fidelity),
   );
 }
 
-/** The cache, the counters and the non-finite rule around a metric's evaluation function. */
-function cachedObjective<G, S extends SearchSpace<G>>(
+/** What runs an objective's evaluations: the batch runner and the release of what the evaluations hold. */
+export interface EvaluationRunner {
+  elementwise?: ElementwiseRunner;
+  release(): Promise<void>;
+}
+
+/**
+ * The cache, the counters and the non-finite rule around a metric's evaluation function `run` (one genome at
+ * one fidelity): the one implementation of `Objective`, whatever the metric or the space.
+ */
+export function createCachedObjective<G, S extends SearchSpace<G>>(
   space: S,
   metric: QualityMetric,
-  runner: Pick<ModelRunner, 'release'>,
+  runner: EvaluationRunner,
   run: (g: G, fidelity: Fidelity) => Promise<RawEvaluation>,
 ): Objective<G, S> {
   const cache = new Map<string, Evaluation>();
+  const elementwise = runner.elementwise ?? sequentialRunner;
   let forward = 0;
   let distinct = 0;
   let released = false;
-  return {
+  /** One distinct evaluation, the non-finite rule applied; counted by the caller. */
+  const runOne = async (g: G, fidelity: Fidelity): Promise<{ evaluation: Evaluation; forwards: number }> => {
+    const t0 = performance.now();
+    const r = await run(g, fidelity);
+    let quality = r.quality;
+    if (!Number.isFinite(quality)) {
+      // A search on a model that is broken unpruned would only rank garbage.
+      if (space.isFull(g)) {
+        const m = metricEntry(metric);
+        throw new GenepruneError(
+          'model',
+          `the unpruned model scores a non-finite ${m.noun} on the calibration data (${fidelity} fidelity, ` +
+            `${r.tokens} ${amountUnit(m)}): nothing to search`,
+          r.source ?? 'calibration data',
+        );
+      }
+      quality = Number.POSITIVE_INFINITY;
+    }
+    return { evaluation: { quality, tokens: r.tokens, ms: performance.now() - t0 }, forwards: r.forwards };
+  };
+  const objective: Objective<G, S> = {
     space,
     metric,
-    async evaluate(g, fidelity = 'full') {
-      const key = `${fidelity}:${space.key(g)}`;
-      const hit = cache.get(key);
-      if (hit) return { ...hit, ms: 0 };
-      const t0 = performance.now();
-      const r = await run(g, fidelity);
-      let quality = r.quality;
-      if (!Number.isFinite(quality)) {
-        // A search on a model that is broken unpruned would only rank garbage.
-        if (space.isFull(g)) {
-          const m = metricEntry(metric);
-          throw new GenepruneError(
-            'model',
-            `the unpruned model scores a non-finite ${m.noun} on the calibration data (${fidelity} fidelity, ` +
-              `${r.tokens} ${amountUnit(m)}): nothing to search`,
-            r.source ?? 'calibration data',
-          );
+    async evaluateMany(genomes, fidelity = 'full', onResult) {
+      const n = genomes.length;
+      const keys = genomes.map((g) => `${fidelity}:${space.key(g)}`);
+      // Decided by index before anything runs: what the cache holds, which index runs each new key.
+      const results: Array<ScoredGenome | undefined> = new Array(n);
+      const firstOf = new Map<string, number>();
+      const jobs: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const hit = cache.get(keys[i]);
+        if (hit) results[i] = { evaluation: { ...hit, ms: 0 }, forwardPasses: 0, cached: true };
+        else if (!firstOf.has(keys[i])) {
+          firstOf.set(keys[i], i);
+          jobs.push(i);
         }
-        quality = Number.POSITIVE_INFINITY;
       }
-      const result = { quality, tokens: r.tokens, ms: performance.now() - t0 };
-      forward += r.forwards;
-      distinct++;
-      cache.set(key, result);
-      return result;
+      const ran = new Map<number, { evaluation: Evaluation; forwards: number }>();
+      // Results are committed (counters, cache, onResult) in index order as far as they are known, so the
+      // objective ends as a one-by-one loop leaves it whatever order the runner finishes in.
+      let next = 0;
+      const flush = () => {
+        for (; next < n; next++) {
+          const i = next;
+          if (results[i]) {
+            onResult?.(i, results[i]);
+            continue;
+          }
+          const first = firstOf.get(keys[i])!;
+          if (first === i) {
+            const r = ran.get(i);
+            if (!r) return;
+            forward += r.forwards;
+            distinct++;
+            cache.set(keys[i], r.evaluation);
+            results[i] = { evaluation: r.evaluation, forwardPasses: r.forwards, cached: false };
+          } else {
+            results[i] = { evaluation: { ...cache.get(keys[i])!, ms: 0 }, forwardPasses: 0, cached: true };
+          }
+          onResult?.(i, results[i]);
+        }
+      };
+      flush();
+      await elementwise(
+        jobs.map((i) => () => runOne(genomes[i], fidelity)),
+        (j, r) => {
+          ran.set(jobs[j], r);
+          flush();
+        },
+      );
+      flush();
+      return results as ScoredGenome[];
+    },
+    async evaluate(g, fidelity = 'full') {
+      return (await objective.evaluateMany([g], fidelity))[0].evaluation;
     },
     prime(g, fidelity, result) {
       cache.set(`${fidelity}:${space.key(g)}`, result);
@@ -266,4 +380,5 @@ function cachedObjective<G, S extends SearchSpace<G>>(
       await runner.release();
     },
   };
+  return objective;
 }

@@ -1,26 +1,16 @@
 /**
  * Genetic operators over bit genomes (one byte per gene, 1 keep / 0 remove), and the operator sets the GA and
- * NSGA-II take for them. Pure functions: (inputs, rng) → outputs; nothing is modified in place. Also the one
- * home of Fisher–Yates sampling (`sampleIndices`).
+ * NSGA-II take for them. Pure functions: (inputs, rng) → outputs; nothing is modified in place. Selection
+ * (tournament, fitness order, Fisher–Yates sampling) is `selection.ts`.
  */
 import { GenepruneError } from '../errors.js';
 import type { Rng } from '../util/rng.js';
 import type { GaOperators } from './ga.js';
 import type { NsgaOperators } from './nsga.js';
+import { fitnessKey, sampleIndices } from './selection.js';
 
 /** A bit genome: one byte per gene, 1 keeps the unit, 0 removes it. */
 export type Genome = Uint8Array;
-
-/** Picks `k` distinct indices from [0, n) uniformly (partial Fisher–Yates). */
-export function sampleIndices(n: number, k: number, rng: Rng): number[] {
-  if (k > n) throw new Error(`sampleIndices: cannot pick ${k} of ${n}`);
-  const idx = Array.from({ length: n }, (_, i) => i);
-  for (let i = 0; i < k; i++) {
-    const j = i + rng.nextInt(n - i);
-    [idx[i], idx[j]] = [idx[j], idx[i]];
-  }
-  return idx.slice(0, k);
-}
 
 /** A genome with exactly `remove` of `genes` genes removed at random. */
 export function randomGenome(genes: number, remove: number, rng: Rng): Genome {
@@ -62,29 +52,6 @@ export function initialPopulation(
     }
     return g;
   });
-}
-
-/**
- * Tournament selection: samples `size` distinct individuals (all of them when the population is smaller) and
- * returns the index of the fittest (higher fitness wins; the first sampled wins ties).
- */
-export function tournament(fitness: ArrayLike<number>, size: number, rng: Rng): number {
-  const picks = sampleIndices(fitness.length, Math.min(size, fitness.length), rng);
-  let best = picks[0];
-  for (const i of picks) if (fitnessKey(fitness[i]) > fitnessKey(fitness[best])) best = i;
-  return best;
-}
-
-/** NaN ranks as −Infinity (the worst) so that it neither wins nor blocks every comparison after it. */
-export function fitnessKey(f: number): number {
-  return Number.isNaN(f) ? Number.NEGATIVE_INFINITY : f;
-}
-
-/** Descending-fitness comparator that, unlike b − a, is safe for infinities and NaN. */
-export function byFitnessDesc(a: number, b: number): number {
-  const x = fitnessKey(a);
-  const y = fitnessKey(b);
-  return x > y ? -1 : x < y ? 1 : 0;
 }
 
 /**

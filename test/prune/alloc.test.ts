@@ -18,15 +18,13 @@ import { type PrunableMatrix, prunableMatrices } from '../../src/masks/weights.j
 import { batches, evaluatePerplexity, makeWindows } from '../../src/metrics/perplexity.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
 import type { ModelSpec } from '../../src/model/spec.js';
+import { ALLOC, type AllocReport, allocatePrune } from '../../src/spaces/weights/alloc.js';
 import {
-  ALLOC,
-  type AllocReport,
-  allocatePrune,
   allocationBounds,
   allocationQuantum,
   mutateAllocation,
   uniformAllocation,
-} from '../../src/spaces/weights/alloc.js';
+} from '../../src/spaces/weights/allocation.js';
 import { weightPruneSettings } from '../../src/spaces/weights/settings.js';
 import { createRng } from '../../src/util/rng.js';
 import { tempDir } from '../checkpoint/helpers.js';

@@ -25,12 +25,9 @@ import { loadWeightMaskFile } from '../../src/masks/weightfile.js';
 import { prunableMatrices } from '../../src/masks/weights.js';
 import { batches, defaultBatchSize, makeWindows, tokenizePrefix } from '../../src/metrics/perplexity.js';
 import { openModel } from '../../src/model/open.js';
-import {
-  advanceHidden,
-  blockLayout,
-  createLayerEvaluator,
-  recoverBlock,
-} from '../../src/spaces/weights/blockwise.js';
+import { createLayerEvaluator } from '../../src/spaces/weights/blockobjective.js';
+import { advanceHidden, recoverBlock } from '../../src/spaces/weights/blockpasses.js';
+import { blockLayout } from '../../src/spaces/weights/blockspace.js';
 import type { GaReport } from '../../src/spaces/weights/ga.js';
 import {
   boundaryRegions,

@@ -9,12 +9,10 @@ import type { Genome } from '../../src/masks/heads.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
 import { type ModelConfig, type ModelSpec, memoryTensor } from '../../src/model/spec.js';
 import { genomeKey } from '../../src/search/codec.js';
-import type { Fidelity } from '../../src/search/objective.js';
 import {
   ablationBaseline,
   BASELINE_NAMES,
   type BaselineResult,
-  choleskySolve,
   type GreedyStep,
   greedyBaseline,
   randomBaseline,
@@ -25,8 +23,10 @@ import {
   weightNormImportance,
 } from '../../src/spaces/heads/baselines.js';
 import { createHeadObjective, type HeadObjective } from '../../src/spaces/heads/objective.js';
+import { choleskySolve } from '../../src/spaces/heads/ridge.js';
 import { createHeadSpace } from '../../src/spaces/heads/space.js';
 import { createRng } from '../../src/util/rng.js';
+import { computedObjective } from '../helpers/objective.js';
 
 /** A config (and spec) with the given head layout; the weights only matter to the weight-norm tests. */
 function tinySpec(numLayers: number, numHeads: number, numKvHeads = numHeads, seed = 1): ModelSpec {
@@ -44,31 +44,14 @@ function tinySpec(numLayers: number, numHeads: number, numKvHeads = numHeads, se
 
 /** Caches like the real objective; each distinct evaluation costs 2 forward passes at full fidelity, 1 at low. */
 function syntheticObjective(config: ModelConfig, quality: (g: Genome) => number): HeadObjective {
-  const cache = new Map<string, number>();
-  let forward = 0;
-  let distinct = 0;
-  return {
-    space: createHeadSpace(config, 0),
-    metric: 'ppl',
-    async evaluate(g: Genome, fidelity: Fidelity = 'full') {
+  return computedObjective(
+    createHeadSpace(config, 0),
+    (g: Genome) => {
       assert.equal(g.length, config.numLayers * config.numHeads);
-      const key = `${fidelity}:${genomeKey(g)}`;
-      let q = cache.get(key);
-      if (q === undefined) {
-        q = quality(g);
-        cache.set(key, q);
-        forward += fidelity === 'full' ? 2 : 1;
-        distinct++;
-      }
-      return { quality: q, tokens: 100, ms: 0 };
+      return quality(g);
     },
-    prime(g, fidelity, r) {
-      cache.set(`${fidelity}:${genomeKey(g)}`, r.quality);
-    },
-    forwardPasses: () => forward,
-    evaluations: () => distinct,
-    release: async () => {},
-  };
+    { forwards: (fidelity) => (fidelity === 'full' ? 2 : 1) },
+  );
 }
 
 /** quality = base + Σ_{g removed} damage[g] + Σ_{pairs both removed} extra. */

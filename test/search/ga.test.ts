@@ -7,13 +7,12 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { type Genome, keptCount } from '../../src/masks/heads.js';
 import type { ModelConfig } from '../../src/model/spec.js';
-import { genomeKey } from '../../src/search/codec.js';
 import { fitnessOf } from '../../src/search/fitness.js';
 import { type GenerationSummary, initialState, runGa } from '../../src/search/ga.js';
-import type { Evaluation } from '../../src/search/objective.js';
 import { type HeadGaSettings, headGaOptions } from '../../src/spaces/heads/algorithms.js';
 import type { HeadObjective } from '../../src/spaces/heads/objective.js';
 import { createHeadSpace } from '../../src/spaces/heads/space.js';
+import { computedObjective } from '../helpers/objective.js';
 
 const GENES = 24;
 // Damages 0.01, 0.11, ..., 2.31: removing the cheapest head (0.01 < 1/23) improves −ppl·(1−s), any second does not.
@@ -26,27 +25,14 @@ function syntheticObjective(): HeadObjective {
     headsPerLayer: [8, 8, 8],
     kvHeadsPerLayer: [8, 8, 8],
   } as ModelConfig;
-  const cache = new Map<string, Evaluation>();
-  let evaluations = 0;
-  return {
-    space: createHeadSpace({ ...config, hiddenSize: 8, headDim: 1, attentionBias: false }, 1000),
-    metric: 'ppl',
-    async evaluate(g: Genome) {
-      const key = genomeKey(g);
-      const hit = cache.get(key);
-      if (hit) return hit;
-      evaluations++;
+  return computedObjective(
+    createHeadSpace({ ...config, hiddenSize: 8, headDim: 1, attentionBias: false }, 1000),
+    (g: Genome) => {
       let q = 1;
       for (let i = 0; i < GENES; i++) if (!g[i]) q += damage[i];
-      const e = { quality: q, tokens: 100, ms: 0 };
-      cache.set(key, e);
-      return e;
+      return q;
     },
-    prime: (g, _f, e) => cache.set(genomeKey(g), e),
-    forwardPasses: () => evaluations,
-    evaluations: () => evaluations,
-    release: async () => {},
-  };
+  );
 }
 
 function options(over: Partial<HeadGaSettings> = {}): HeadGaSettings {

@@ -15,17 +15,18 @@ import {
 } from '../../src/metrics/perplexity.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
 import type { ModelConfig } from '../../src/model/spec.js';
-import { genomeKey } from '../../src/search/codec.js';
 import { type FitnessKind, fitnessOf } from '../../src/search/fitness.js';
 import { type EvaluationRecord, initialState, runGa } from '../../src/search/ga.js';
 import { crowdingDistance } from '../../src/search/nsga.js';
-import { type Evaluation, qualityFromLog } from '../../src/search/objective.js';
-import { crossoverWeight, tournament } from '../../src/search/operators.js';
+import { qualityFromLog } from '../../src/search/objective.js';
+import { crossoverWeight } from '../../src/search/operators.js';
+import { tournament } from '../../src/search/selection.js';
 import { headGaOptions } from '../../src/spaces/heads/algorithms.js';
 import { regressionBaseline } from '../../src/spaces/heads/baselines.js';
 import { createHeadObjective, type HeadObjective } from '../../src/spaces/heads/objective.js';
 import { createHeadSpace } from '../../src/spaces/heads/space.js';
 import { createRng } from '../../src/util/rng.js';
+import { computedObjective } from '../helpers/objective.js';
 
 describe('fitness of a non-finite quality', () => {
   test('is −Infinity for every kind, at every sparsity (−∞·(1 − 1) would be NaN)', () => {
@@ -84,29 +85,15 @@ const CONFIG = { numLayers: 2, numHeads: 4, headsPerLayer: [4, 4], kvHeadsPerLay
 
 /** quality = 1 + Σ damage of removed heads, but +Infinity whenever head 0 is removed (it "overflows"). */
 function brittleObjective(): HeadObjective {
-  const cache = new Map<string, Evaluation>();
-  let evaluations = 0;
-  return {
-    space: createHeadSpace({ ...CONFIG, hiddenSize: 4, headDim: 1, attentionBias: false }, 100),
-    metric: 'ppl',
-    async evaluate(g: Genome) {
-      const key = genomeKey(g);
-      const hit = cache.get(key);
-      if (hit) return hit;
-      evaluations++;
+  return computedObjective(
+    createHeadSpace({ ...CONFIG, hiddenSize: 4, headDim: 1, attentionBias: false }, 100),
+    (g: Genome) => {
       let q = 1;
       for (let i = 0; i < 8; i++) if (!g[i]) q += 0.1 * (i + 1);
-      const e = { quality: g[0] ? q : Infinity, tokens: 10, ms: 0 };
-      cache.set(key, e);
-      return e;
+      return g[0] ? q : Infinity;
     },
-    prime(g, _f, r) {
-      cache.set(genomeKey(g), r);
-    },
-    forwardPasses: () => evaluations,
-    evaluations: () => evaluations,
-    release: async () => {},
-  };
+    { tokens: 10 },
+  );
 }
 
 describe('the GA with candidates that fail', () => {

@@ -4,7 +4,6 @@ import { describe, test } from 'node:test';
 import { type Genome, keptCount } from '../../src/masks/heads.js';
 import { parameterCount } from '../../src/model/cost.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
-import { genomeKey } from '../../src/search/codec.js';
 import {
   binaryTournament,
   crowdedCompare,
@@ -16,11 +15,11 @@ import {
   type NsgaPoint,
   type NsgaState,
 } from '../../src/search/nsga.js';
-import type { Evaluation } from '../../src/search/objective.js';
 import { runHeadNsga as runNsga } from '../../src/spaces/heads/algorithms.js';
 import { createHeadObjective, type HeadObjective } from '../../src/spaces/heads/objective.js';
 import { createHeadSpace, keptParameters } from '../../src/spaces/heads/space.js';
 import { createRng, type Rng } from '../../src/util/rng.js';
+import { computedObjective } from '../helpers/objective.js';
 
 describe('dominates', () => {
   test('needs no-worse everywhere and better somewhere', () => {
@@ -161,31 +160,12 @@ const damage = Array.from({ length: GENES }, (_, g) => (((g * 7) % GENES) + 1) *
 const byDamage = damage.map((_, g) => g).sort((a, b) => damage[a] - damage[b]);
 const optimalQuality = (k: number) => 1 + byDamage.slice(0, k).reduce((s, g) => s + damage[g], 0);
 
-function syntheticObjective(): HeadObjective & { calls: () => number } {
-  const cache = new Map<string, Evaluation>();
-  let calls = 0;
-  return {
-    space: createHeadSpace(synthSpec.config, parameterCount(synthSpec)),
-    metric: 'ppl',
-    async evaluate(g: Genome) {
-      const key = genomeKey(g);
-      const hit = cache.get(key);
-      if (hit) return { ...hit, ms: 0 };
-      calls++;
-      let quality = 1;
-      for (let i = 0; i < g.length; i++) if (!g[i]) quality += damage[i];
-      const r = { quality, tokens: 100, ms: 0 };
-      cache.set(key, r);
-      return r;
-    },
-    prime(g, _f, r) {
-      cache.set(genomeKey(g), r);
-    },
-    forwardPasses: () => calls,
-    evaluations: () => calls,
-    release: async () => {},
-    calls: () => calls,
-  };
+function syntheticObjective(): HeadObjective {
+  return computedObjective(createHeadSpace(synthSpec.config, parameterCount(synthSpec)), (g: Genome) => {
+    let quality = 1;
+    for (let i = 0; i < g.length; i++) if (!g[i]) quality += damage[i];
+    return quality;
+  });
 }
 
 function assertMutuallyNonDominated(front: NsgaPoint<Genome>[]): void {

@@ -9,8 +9,8 @@ import {
   mutate,
   randomGenome,
   repair,
-  tournament,
 } from '../../src/search/operators.js';
+import { tournament } from '../../src/search/selection.js';
 import { createRng } from '../../src/util/rng.js';
 
 describe('tournament', () => {

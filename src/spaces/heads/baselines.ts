@@ -2,8 +2,10 @@
  * Head-pruning baselines the GA is compared against. Every method removes exactly `removeCount` heads and is
  * scored with the same HeadObjective (same calibration tokens, same metric) as the search, so comparisons are
  * like for like. Costs are read from the objective's own counters before and after, so cache hits are free
- * here exactly as they are for the GA. Each method ends by evaluating its final mask at full fidelity (a cache
- * hit when the search already scored that mask at full fidelity), so every result carries a score.
+ * here exactly as they are for the GA. The candidates a method can score together go to the objective in one
+ * `evaluateMany` (ablation: every head; greedy: one step's; regression: every sample). Each method ends by
+ * evaluating its final mask at full fidelity (a cache hit when the search already scored that mask at full
+ * fidelity), so every result carries a score. The ridge solver under the regression baseline is `ridge.ts`.
  *
  * Genes follow `masks/heads.ts`: one per head present in the model, so a physically pruned model's genes are all
  * candidates.
@@ -13,10 +15,11 @@ import { type Genome, geneCount, geneIndex } from '../../masks/heads.js';
 import type { ModelConfig, ModelSpec } from '../../model/spec.js';
 import { kvMapOfLayer } from '../../model/spec.js';
 import type { Fidelity } from '../../search/objective.js';
-import { sampleIndices } from '../../search/operators.js';
+import { sampleIndices } from '../../search/selection.js';
 import { maxOf, minOf } from '../../util/arrays.js';
 import type { Rng } from '../../util/rng.js';
 import type { HeadObjective } from './objective.js';
+import { ridgeRegression } from './ridge.js';
 
 export type BaselineName = 'random' | 'norm' | 'ablation' | 'greedy' | 'regression';
 export const BASELINE_NAMES: readonly BaselineName[] = ['random', 'norm', 'ablation', 'greedy', 'regression'];
@@ -240,13 +243,17 @@ export async function singleHeadAblationScores(
   const scores = new Array<number>(objective.space.genes).fill(Number.POSITIVE_INFINITY);
   const g = new Uint8Array(objective.space.genes).fill(1);
   const seen = bestTracker();
-  for (let i = 0; i < present.length; i++) {
-    const gene = present[i];
+  const candidates = present.map((gene) => {
     g[gene] = 0;
-    scores[gene] = (await objective.evaluate(g.slice(), fidelity)).quality;
+    const c = g.slice();
     g[gene] = 1;
-    onProgress?.(i + 1, present.length, seen(scores[gene], 1 / objective.space.genes));
-  }
+    return c;
+  });
+  // One batch; progress in index order as results arrive.
+  await objective.evaluateMany(candidates, fidelity, (i, r) => {
+    scores[present[i]] = r.evaluation.quality;
+    onProgress?.(i + 1, present.length, seen(scores[present[i]], 1 / objective.space.genes));
+  });
   return scores;
 }
 
@@ -291,11 +298,15 @@ export async function greedyBaseline(
     let best = -1;
     let bestKey = Number.POSITIVE_INFINITY;
     let bestQuality = Number.NaN;
-    for (let i = 0; i < remaining.length; i++) {
-      const gene = remaining[i];
+    const candidates = remaining.map((gene) => {
       g[gene] = 0;
-      const { quality } = await objective.evaluate(g.slice(), opts.fidelity);
+      const c = g.slice();
       g[gene] = 1;
+      return c;
+    });
+    // The step's candidates in one batch, read in index order.
+    await objective.evaluateMany(candidates, opts.fidelity, (i, r) => {
+      const { quality } = r.evaluation;
       // Strict < keeps the lowest gene index on ties; NaN never wins unless every candidate is NaN.
       if (best < 0 || orderKey(quality) < bestKey) {
         best = i;
@@ -303,7 +314,7 @@ export async function greedyBaseline(
         bestQuality = quality;
       }
       opts.onProgress?.(++evaluated, total, built ?? seen(quality, step / objective.space.genes));
-    }
+    });
     const gene = remaining.splice(best, 1)[0];
     g[gene] = 0;
     order.push(gene);
@@ -342,20 +353,25 @@ export async function regressionBaseline(
   const seen = bestTracker();
   const X: Uint8Array[] = []; // keep flags over the present heads, one row per sample
   const y: number[] = [];
+  // Every sample is drawn first (scoring draws nothing from the rng), then all are scored in one batch.
+  const genomes: Genome[] = [];
   for (let s = 0; s < samples; s++) {
     const row = new Uint8Array(n);
     for (let j = 0; j < n; j++) row[j] = rng.nextFloat() < keepShare ? 1 : 0;
     const g = new Uint8Array(objective.space.genes).fill(1);
     for (let j = 0; j < n; j++) g[present[j]] = row[j];
-    const { quality } = await objective.evaluate(g, opts.fidelity);
     X.push(row);
+    genomes.push(g);
+  }
+  await objective.evaluateMany(genomes, opts.fidelity, (s, r) => {
+    const { quality } = r.evaluation;
     y.push(quality);
     opts.onProgress?.(
       s + 1,
       samples,
-      seen(quality, 1 - row.reduce((a, b) => a + b, 0) / objective.space.genes),
+      seen(quality, 1 - X[s].reduce((a, b) => a + b, 0) / objective.space.genes),
     );
-  }
+  });
   // A non-finite score (a sub-model whose forward pass overflowed) would poison the fit, and dropping its row
   // would hide that removing those heads is catastrophic; it enters as clearly worse than every finite score.
   const finite = y.filter(Number.isFinite);
@@ -369,80 +385,6 @@ export async function regressionBaseline(
   const importance = new Map(present.map((gene, j) => [gene, -beta[j]]));
   const ranking = rankingFor(objective.space.genes, present, (gene) => importance.get(gene)!);
   return done(withRemoved(objective.space.genes, leastImportant(present, ranking, removeCount)), { ranking });
-}
-
-/**
- * Ridge least squares for y ≈ b0 + X β with binary X, the intercept unpenalised (by centring). λ = ridge ·
- * mean diagonal of the centred XᵀX, so the penalty is relative to the data's scale and keeps the system
- * positive definite when samples are few or columns collinear. Returns β (the intercept is not needed).
- */
-export function ridgeRegression(
-  X: readonly Uint8Array[],
-  y: readonly number[],
-  ridge: number,
-  n = X[0]?.length ?? 0,
-): Float64Array {
-  const m = X.length;
-  if (m !== y.length) throw new GenepruneError('internal', 'ridgeRegression: X and y lengths differ');
-  if (n === 0 || m === 0) return new Float64Array(n);
-  const mean = new Float64Array(n);
-  let yMean = 0;
-  for (let s = 0; s < m; s++) {
-    yMean += y[s];
-    for (let j = 0; j < n; j++) mean[j] += X[s][j];
-  }
-  yMean /= m;
-  for (let j = 0; j < n; j++) mean[j] /= m;
-  // Σ (x − x̄)(x − x̄)ᵀ = Σ x xᵀ − m x̄ x̄ᵀ; the raw sum only touches kept pairs since x is 0/1.
-  const A = new Float64Array(n * n);
-  const b = new Float64Array(n);
-  const kept: number[] = [];
-  for (let s = 0; s < m; s++) {
-    kept.length = 0;
-    for (let j = 0; j < n; j++) if (X[s][j]) kept.push(j);
-    const dy = y[s] - yMean;
-    for (const i of kept) {
-      b[i] += dy; // Σ (x − x̄) dy = Σ x dy, because Σ dy = 0
-      for (const j of kept) A[i * n + j] += 1;
-    }
-  }
-  let trace = 0;
-  for (let i = 0; i < n; i++) {
-    for (let j = 0; j < n; j++) A[i * n + j] -= m * mean[i] * mean[j];
-    trace += A[i * n + i];
-  }
-  const lambda = trace > 0 ? (ridge * trace) / n : ridge > 0 ? ridge : 1e-12;
-  for (let i = 0; i < n; i++) A[i * n + i] += lambda;
-  return choleskySolve(A, b, n);
-}
-
-/** Solves A x = b for symmetric positive definite A (n×n, row-major; overwritten). */
-export function choleskySolve(A: Float64Array, b: Float64Array, n: number): Float64Array {
-  // A = L Lᵀ, L stored in the lower triangle of A.
-  for (let j = 0; j < n; j++) {
-    let d = A[j * n + j];
-    for (let k = 0; k < j; k++) d -= A[j * n + k] * A[j * n + k];
-    if (!(d > 0)) throw new GenepruneError('internal', 'choleskySolve: matrix is not positive definite');
-    const ljj = Math.sqrt(d);
-    A[j * n + j] = ljj;
-    for (let i = j + 1; i < n; i++) {
-      let s = A[i * n + j];
-      for (let k = 0; k < j; k++) s -= A[i * n + k] * A[j * n + k];
-      A[i * n + j] = s / ljj;
-    }
-  }
-  const x = Float64Array.from(b);
-  for (let i = 0; i < n; i++) {
-    let s = x[i];
-    for (let k = 0; k < i; k++) s -= A[i * n + k] * x[k];
-    x[i] = s / A[i * n + i];
-  }
-  for (let i = n - 1; i >= 0; i--) {
-    let s = x[i];
-    for (let k = i + 1; k < n; k++) s -= A[k * n + i] * x[k];
-    x[i] = s / A[i * n + i];
-  }
-  return x;
 }
 
 export interface BaselineContext {

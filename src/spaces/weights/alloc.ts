@@ -41,22 +41,32 @@
  * Memory: the per-row orders (2 bytes per weight when a row has at most 65,536 inputs, else 4) and the scores
  * (4 bytes per weight) of every prunable matrix are held for the whole search.
  */
-import { runBlock, statOf } from '../../engine/blocks.js';
-import { createRunner, type TokenBatch } from '../../engine/runner.js';
+import { createRunner, type ModelRunner, type TokenBatch } from '../../engine/runner.js';
 import type { Device } from '../../engine/session.js';
 import { GenepruneError } from '../../errors.js';
-import { CAPTURE_POINTS, rolesOfCapturePoint } from '../../graph/capture.js';
 import { wandaScores } from '../../masks/select.js';
 import type { PrunableMatrix } from '../../masks/weights.js';
 import { batches, defaultBatchSize, makeWindows } from '../../metrics/perplexity.js';
 import type { ModelSpec } from '../../model/spec.js';
+import type { Evaluation } from '../../search/objective.js';
 import type { Rng } from '../../util/rng.js';
+import {
+  allocatedMask,
+  allocationBounds,
+  allocationQuantum,
+  mutateAllocation,
+  type RowOrder,
+  rowOrder,
+  uniformAllocation,
+} from './allocation.js';
 import {
   type MethodStateStore,
   registerWeightBaseline,
   type SearchBest,
   type WeightBaseline,
 } from './baselines.js';
+import { denseInputNorms } from './blockpasses.js';
+import { maskedPerplexity } from './quality.js';
 
 /** One selection stage: score the survivors on the first `share` of the calibration tokens, keep the best `keep`. */
 export interface FidelityStage {
@@ -138,145 +148,6 @@ export interface AllocReport {
   generations: AllocGeneration[];
   evaluations: number;
   allocation: AllocMatrixReport[];
-}
-
-/** Σ c_i = round(s · N) exactly; c_i = floor(s · n_i) plus one for the largest fractional parts (earlier on ties). */
-export function uniformAllocation(sizes: readonly number[], sparsity: number): number[] {
-  if (!(sparsity >= 0 && sparsity < 1)) throw new GenepruneError('internal', `sparsity ${sparsity}`);
-  const total = sizes.reduce((a, b) => a + b, 0);
-  const budget = Math.round(sparsity * total);
-  const counts = sizes.map((n) => Math.floor(sparsity * n));
-  let missing = budget - counts.reduce((a, b) => a + b, 0);
-  const order = sizes
-    .map((n, i) => ({ i, frac: sparsity * n - Math.floor(sparsity * n) }))
-    .sort((a, b) => b.frac - a.frac || a.i - b.i);
-  for (let k = 0; missing > 0 && k < order.length; k++, missing--) counts[order[k].i]++;
-  if (missing !== 0) throw new GenepruneError('internal', `allocation misses its budget by ${missing}`);
-  return counts;
-}
-
-/** The upper bounds u_i = max(floor(max(maxShare, (1 + s)/2) · n_i), start_i). */
-export function allocationBounds(
-  sizes: readonly number[],
-  start: readonly number[],
-  maxShare: number,
-  sparsity: number,
-): number[] {
-  const cap = Math.max(maxShare, (1 + sparsity) / 2);
-  return sizes.map((n, i) => Math.max(Math.floor(cap * n), start[i]));
-}
-
-/** Δ = max(1, round(quantum · N / M)). */
-export function allocationQuantum(sizes: readonly number[], quantum: number): number {
-  const total = sizes.reduce((a, b) => a + b, 0);
-  return Math.max(1, Math.round((quantum * total) / Math.max(1, sizes.length)));
-}
-
-/**
- * A mutant of `counts`: 1 … maxMoves moves of d = min(Δ, upper_i − c_i, c_j) pruned weights from j to i (i ≠ j
- * uniform). The sum is unchanged and the bounds hold. Returns the counts and the matrices touched.
- */
-export function mutateAllocation(
-  counts: readonly number[],
-  upper: readonly number[],
-  delta: number,
-  maxMoves: number,
-  rng: Rng,
-): number[] {
-  const out = counts.slice();
-  const M = out.length;
-  if (M < 2) return out;
-  const moves = 1 + rng.nextInt(maxMoves);
-  for (let k = 0; k < moves; k++) {
-    for (let tries = 0; tries < 64; tries++) {
-      const i = rng.nextInt(M);
-      let j = rng.nextInt(M - 1);
-      if (j >= i) j++;
-      const d = Math.min(delta, upper[i] - out[i], out[j]);
-      if (d <= 0) continue;
-      out[i] += d;
-      out[j] -= d;
-      break;
-    }
-  }
-  return out;
-}
-
-/**
- * One matrix's Wanda scores and, per row, its columns ordered by (score, column) ascending: what a mask at any
- * count is cut from.
- */
-export interface RowOrder {
-  rows: number;
-  cols: number;
-  scores: Float32Array;
-  /** [rows · cols]: row r's columns from the lowest score, at r·cols … r·cols + cols − 1. */
-  order: Uint16Array | Uint32Array;
-}
-
-export function rowOrder(scores: Float32Array, rows: number, cols: number): RowOrder {
-  if (scores.length !== rows * cols)
-    throw new GenepruneError('internal', `${scores.length} scores for [${rows}, ${cols}]`);
-  const order = cols <= 65536 ? new Uint16Array(rows * cols) : new Uint32Array(rows * cols);
-  const idx = new Int32Array(cols);
-  for (let r = 0; r < rows; r++) {
-    const base = r * cols;
-    for (let j = 0; j < cols; j++) idx[j] = j;
-    idx.sort((a, b) => scores[base + a] - scores[base + b] || a - b);
-    order.set(idx, base);
-  }
-  return { rows, cols, scores, order };
-}
-
-/**
- * The keep-mask (1 kept) of a matrix losing `count` weights: floor(count / rows) lowest-scoring per row, and one
- * more in the count mod rows rows whose next weight scores lowest (ties: the lower row).
- */
-export function allocatedMask(o: RowOrder, count: number): Uint8Array {
-  const { rows, cols, scores, order } = o;
-  if (!(Number.isInteger(count) && count >= 0 && count <= rows * cols)) {
-    throw new GenepruneError('internal', `cannot prune ${count} of ${rows * cols} weights`);
-  }
-  const keep = new Uint8Array(rows * cols).fill(1);
-  const q = Math.floor(count / rows);
-  const extra = count - q * rows;
-  for (let r = 0; r < rows; r++) {
-    const base = r * cols;
-    for (let k = 0; k < q; k++) keep[base + order[base + k]] = 0;
-  }
-  if (extra > 0) {
-    const next = (r: number) => scores[r * cols + order[r * cols + q]];
-    const byNext = Array.from({ length: rows }, (_, r) => r).sort((a, b) => next(a) - next(b) || a - b);
-    for (let k = 0; k < extra; k++) {
-      const r = byNext[k];
-      keep[r * cols + order[r * cols + q]] = 0;
-    }
-  }
-  return keep;
-}
-
-/** Σ_t X_tj² of every prunable linear's input over `list`, measured in one pass through the dense model. */
-export async function denseInputNorms(
-  spec: ModelSpec,
-  list: readonly TokenBatch[],
-  engine: { device?: Device; threads?: number } = {},
-): Promise<Map<string, Float64Array>> {
-  const L = spec.config.numLayers;
-  const runner = await createRunner(spec, {
-    ...engine,
-    output: 'nll',
-    capture: { layers: Array.from({ length: L }, (_, l) => l), kind: 'sqnorm' },
-  });
-  const pass = await runBlock(runner, list).finally(() => runner.release());
-  const norms = new Map<string, Float64Array>();
-  for (let l = 0; l < L; l++) {
-    for (const point of CAPTURE_POINTS) {
-      const stat = statOf(pass.stats, l, point);
-      if (!stat) continue;
-      for (const role of rolesOfCapturePoint(l, point)) norms.set(role, stat);
-    }
-  }
-  return norms;
 }
 
 export interface AllocInput {
@@ -379,28 +250,14 @@ export async function allocatePrune(
     output: 'nll',
     weightMasks: matrices.map((m) => m.role),
   });
-  let evaluations = 0;
-  const perplexity = async (masks: readonly Uint8Array[], stage: number): Promise<number> => {
-    const feeds = new Map(matrices.map((m, i) => [m.role, masks[i]]));
-    let sum = 0;
-    let count = 0;
-    evaluations++;
-    for (const batch of stageBatches[stage]) {
-      const nll = await runner.run(batch, { weightMasks: feeds });
-      passes++;
-      const valid = batch.valid!;
-      for (let i = 0; i < nll.length; i++) {
-        if (!valid[i]) continue;
-        sum += nll[i];
-        count++;
-      }
-    }
-    const ppl = Math.exp(sum / count);
-    return Number.isFinite(ppl) ? ppl : Number.POSITIVE_INFINITY;
-  };
-
   let parent = start.slice();
   let parentMasks = orders.map((o, i) => allocatedMask(o, start[i]));
+  // Masks are a function of (row order, count): a matrix at the parent's count shares the parent's mask.
+  const masksOf = (c: readonly number[]) =>
+    c.map((count, i) => (count === parent[i] ? parentMasks[i] : allocatedMask(orders[i], count)));
+  const objective = createAllocObjective(runner, matrices, stageBatches, masksOf);
+  // What earlier processes and the norm capture counted; the objective adds what it runs from here on.
+  let evaluationsBefore = 0;
   const generations: AllocGeneration[] = [];
   let startPerplexity: number;
   let parentPerplexity: number;
@@ -418,25 +275,28 @@ export async function allocatePrune(
       }
       parentMasks = orders.map((o, i) => allocatedMask(o, parent[i]));
       generations.push(...saved.generations);
-      ({ startPerplexity, parentPerplexity, evaluations } = saved);
+      ({ startPerplexity, parentPerplexity } = saved);
+      evaluationsBefore = saved.evaluations;
       passes = saved.passes;
       rng.setState(saved.rngState);
       first = saved.generation;
     } else {
-      startPerplexity = await perplexity(parentMasks, stageBatches.length - 1);
+      startPerplexity = (await objective.evaluateMany([parent], stageBatches.length - 1))[0].evaluation
+        .quality;
       parentPerplexity = startPerplexity;
     }
     for (let g = first; g < s.generations && budget > 0; g++) {
       const children = Array.from({ length: s.offspring }, () =>
         mutateAllocation(parent, upper, delta, s.maxMoves, rng),
       );
-      const masksOf = (c: readonly number[]) =>
-        c.map((count, i) => (count === parent[i] ? parentMasks[i] : allocatedMask(orders[i], count)));
       let alive = children.map((_, k) => k);
       let scores = new Map<number, number>();
       for (let stage = 0; stage < stageBatches.length; stage++) {
-        scores = new Map();
-        for (const k of alive) scores.set(k, await perplexity(masksOf(children[k]), stage));
+        const scored = await objective.evaluateMany(
+          alive.map((k) => children[k]),
+          stage,
+        );
+        scores = new Map(alive.map((k, i) => [k, scored[i].evaluation.quality]));
         const keep = stage < s.fidelity.length ? s.fidelity[stage].keep : 1;
         alive = [...alive].sort((a, b) => scores.get(a)! - scores.get(b)! || a - b).slice(0, keep);
       }
@@ -456,14 +316,14 @@ export async function allocatePrune(
         parentPerplexity,
         startPerplexity,
         generations,
-        evaluations,
-        passes,
+        evaluations: evaluationsBefore + objective.evaluations(),
+        passes: passes + objective.forwardPasses(),
         rngState: rng.getState(),
       } satisfies AllocState);
       input.onProgress?.(g + 1, s.generations, {
         perplexity: parentPerplexity,
         sparsity: total === 0 ? 0 : budget / total,
-        evaluations,
+        evaluations: evaluationsBefore + objective.evaluations(),
       });
     }
   } finally {
@@ -479,7 +339,7 @@ export async function allocatePrune(
     perplexity: parentPerplexity,
     stageTokens,
     generations,
-    evaluations,
+    evaluations: evaluationsBefore + objective.evaluations(),
     allocation: matrices.map((m, i) => ({
       role: m.role,
       weights: sizes[i],
@@ -488,7 +348,57 @@ export async function allocatePrune(
       sparsity: parent[i] / sizes[i],
     })),
   };
-  return { keeps: parentMasks.map((k) => k.slice()), report, forwardPasses: passes };
+  return {
+    keeps: parentMasks.map((k) => k.slice()),
+    report,
+    forwardPasses: passes + objective.forwardPasses(),
+  };
+}
+
+/** One allocation's score in `evaluateMany`, as the search objective gives it (alloc has no cache). */
+interface AllocScore {
+  evaluation: Evaluation;
+  forwardPasses: number;
+  cached: boolean;
+}
+
+/**
+ * Alloc's objective: the whole model's calibration perplexity under an allocation's masks (`masksOf`), with
+ * fidelity = the stage's index into `stageBatches` (its first tokens; the last stage is all of them). One
+ * session for the whole search; every allocation given is scored, one after another in index order.
+ */
+function createAllocObjective(
+  runner: ModelRunner,
+  matrices: readonly PrunableMatrix[],
+  stageBatches: readonly (readonly TokenBatch[])[],
+  masksOf: (counts: readonly number[]) => Uint8Array[],
+) {
+  let evaluations = 0;
+  let passes = 0;
+  return {
+    async evaluateMany(genomes: readonly (readonly number[])[], stage: number): Promise<AllocScore[]> {
+      const out: AllocScore[] = [];
+      for (const c of genomes) {
+        const masks = masksOf(c);
+        const t0 = performance.now();
+        const r = await maskedPerplexity(
+          runner,
+          stageBatches[stage],
+          new Map(matrices.map((m, i) => [m.role, masks[i]])),
+        );
+        evaluations++;
+        passes += r.passes;
+        out.push({
+          evaluation: { quality: r.perplexity, tokens: r.tokens, ms: performance.now() - t0 },
+          forwardPasses: r.passes,
+          cached: false,
+        });
+      }
+      return out;
+    },
+    evaluations: () => evaluations,
+    forwardPasses: () => passes,
+  };
 }
 
 export const ALLOC: WeightBaseline = {

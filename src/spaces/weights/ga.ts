@@ -26,7 +26,9 @@
  * `mutationRate` and swaps one of its kept weights with one of its pruned ones, so every individual stays N:M;
  * the sparsity is then fixed at 1 − N/M, the threshold says nothing and every iteration runs.
  *
- * Candidates are scored layer-wise by suffix graphs (blockwise.ts), and the run can resume after any fixed block.
+ * The loop is the generic one (search/evolve.ts: replace-the-two-worst survival, the one tournament); each
+ * generation's candidates are scored with one `evaluateMany` of the block objective (suffix graphs,
+ * blockobjective.ts), and the run can resume after any fixed block (blockwise.ts).
  */
 import type { TokenBatch } from '../../engine/runner.js';
 import type { Device } from '../../engine/session.js';
@@ -34,14 +36,10 @@ import { flagError } from '../../errors.js';
 import type { NmPattern } from '../../masks/select.js';
 import type { PrunableMatrix } from '../../masks/weights.js';
 import type { ModelSpec } from '../../model/spec.js';
+import { evolve, replaceWorst } from '../../search/evolve.js';
 import type { BleuObjectiveOptions } from '../../search/objective.js';
-import {
-  byFitnessDesc,
-  mutate,
-  randomGenome,
-  singlePointCrossover,
-  tournament,
-} from '../../search/operators.js';
+import { mutate, randomGenome, singlePointCrossover } from '../../search/operators.js';
+import { byFitnessDesc, tournamentPair } from '../../search/selection.js';
 import type { Rng } from '../../util/rng.js';
 import {
   calibrationBatches,
@@ -49,19 +47,17 @@ import {
   type WeightBaseline,
   type WeightBaselineInput,
 } from './baselines.js';
+import type { BlockMetric } from './blockobjective.js';
+import { offShare } from './blockspace.js';
 import {
   type BlockContext,
   type BlockEvaluation,
-  type BlockMetric,
   type BlockOutcome,
   type BlockSearchProgress,
   type CheckpointStore,
-  offShare,
   searchBlockwise,
 } from './blockwise.js';
 import { groupSinglePointCrossover, groupSwapMutation, randomNmGenome } from './operators.js';
-
-export { advanceHidden, createLayerEvaluator, type LayerEvaluator } from './blockwise.js';
 
 /** The paper's settings (`--preset geneprune`); the threshold is the run's `--sparsity`. */
 export const GA_PRESET = {
@@ -152,7 +148,26 @@ export function checkGaSettings(s: GaSettings): void {
   }
 }
 
-/** The paper's steady-state GA on one block (see the file's comment). */
+/** One scored individual of a block's population. */
+interface Scored {
+  genome: Uint8Array;
+  score: GaScore;
+}
+
+const fitnessOf = (x: Scored) => x.score.fitness;
+
+/** The fittest individual (the first on ties). */
+function fittest(pop: readonly Scored[]): Scored {
+  let b = 0;
+  for (let i = 1; i < pop.length; i++) if (byFitnessDesc(fitnessOf(pop[i]), fitnessOf(pop[b])) < 0) b = i;
+  return pop[b];
+}
+
+/**
+ * The paper's steady-state GA on one block (see the file's comment): the generic loop (search/evolve.ts) with
+ * tournament parents (the second drawn from the others), the block's crossover and mutation, and survival by
+ * replacing the two worst; each generation's genomes are scored with one `evaluateMany`.
+ */
 async function searchBlock(
   ctx: BlockContext,
   s: GaSettings,
@@ -160,74 +175,65 @@ async function searchBlock(
   pattern: NmPattern | undefined,
 ): Promise<BlockOutcome<GaLayerReport>> {
   const { block, rng } = ctx;
-  const score = async (g: Uint8Array): Promise<GaScore> => {
-    const q = await ctx.quality(g);
-    const sparsity = offShare(g);
-    const fitness = (1 - s.lambda) * q.normalized + s.lambda * sparsity;
-    return {
-      fitness: Number.isNaN(fitness) ? Number.NEGATIVE_INFINITY : fitness,
-      [ctx.metric === 'ppl' ? 'perplexity' : 'bleu']: q.value,
-      sparsity,
-    };
-  };
   const shown = (x: GaScore) => ({
     value: (ctx.metric === 'ppl' ? x.perplexity : x.bleu)!,
     sparsity: x.sparsity,
   });
   const remove = Math.round(s.initialSparsity * block.genes);
-  const pop = Array.from({ length: s.population }, () =>
+  const initial = Array.from({ length: s.population }, () =>
     pattern ? randomNmGenome(block.genes, pattern.n, pattern.m, rng) : randomGenome(block.genes, remove, rng),
   );
-  const scores: GaScore[] = [];
-  for (const g of pop) scores.push(await score(g));
-  const fittest = () => {
-    let b = 0;
-    for (let i = 1; i < pop.length; i++) if (byFitnessDesc(scores[i].fitness, scores[b].fitness) < 0) b = i;
-    return b;
-  };
-  const initialBest = scores[fittest()];
+  let evaluations = 0;
+  let initialBest: GaScore | undefined;
   let iterations = 0;
-  let evaluations = pop.length;
-  // With a pattern every individual sits at 1 − N/M: the threshold says nothing, all iterations run.
-  const reachedNow = () => !pattern && scores[fittest()].sparsity >= threshold;
-  let reached = reachedNow();
-  ctx.generation(0, s.generations, shown(scores[fittest()]));
-  while (!reached && iterations < s.generations) {
-    const fitness = scores.map((x) => x.fitness);
-    const a = tournament(fitness, s.tournamentSize, rng);
-    const others = fitness.map((f, i) => (i === a ? Number.NEGATIVE_INFINITY : f));
-    let b = tournament(others, s.tournamentSize, rng);
-    if (b === a) b = (a + 1) % pop.length;
-    const children = pattern
-      ? groupSinglePointCrossover(pop[a], pop[b], pattern.m, s.crossoverRate, rng).map((c) =>
-          groupSwapMutation(c, pattern.m, s.mutationRate, rng),
-        )
-      : singlePointCrossover(pop[a], pop[b], s.crossoverRate, rng).map((c) =>
-          mutate(c, s.mutationRate, rng, 1),
-        );
-    const childScores = [await score(children[0]), await score(children[1])];
-    evaluations += 2;
-    // The two worst (the later one first on ties), then the children take their places.
-    const order = pop
-      .map((_, i) => i)
-      .sort((x, y) => byFitnessDesc(scores[x].fitness, scores[y].fitness) || y - x);
-    const worst = order.slice(-2);
-    for (const [k, i] of worst.entries()) {
-      pop[i] = children[k];
-      scores[i] = childScores[k];
-    }
-    iterations++;
-    reached = reachedNow();
-    ctx.generation(iterations, s.generations, shown(scores[fittest()]));
-  }
-  const bi = fittest();
+  let reached = false;
+  const { population } = await evolve<Uint8Array, Scored>(
+    { generation: 0, pending: initial },
+    {
+      rng,
+      async score(genomes) {
+        const qs = await ctx.evaluate(genomes);
+        evaluations += genomes.length;
+        return genomes.map((genome, i) => {
+          const sparsity = offShare(genome);
+          const fitness = (1 - s.lambda) * qs[i].normalized + s.lambda * sparsity;
+          return {
+            genome,
+            score: {
+              fitness: Number.isNaN(fitness) ? Number.NEGATIVE_INFINITY : fitness,
+              [ctx.metric === 'ppl' ? 'perplexity' : 'bleu']: qs[i].value,
+              sparsity,
+            },
+          };
+        });
+      },
+      parents: (pop, r) => tournamentPair(pop.map(fitnessOf), s.tournamentSize, r, true),
+      crossover: (a, b, r) =>
+        pattern
+          ? groupSinglePointCrossover(a.genome, b.genome, pattern.m, s.crossoverRate, r)
+          : singlePointCrossover(a.genome, b.genome, s.crossoverRate, r),
+      mutate: (g, r) =>
+        pattern ? groupSwapMutation(g, pattern.m, s.mutationRate, r) : mutate(g, s.mutationRate, r, 1),
+      survival: replaceWorst(fitnessOf, 2),
+      stop(pop, generation) {
+        const best = fittest(pop).score;
+        if (generation === 0) initialBest = best;
+        iterations = generation;
+        // With a pattern every individual sits at 1 − N/M: the threshold says nothing, all iterations run.
+        reached = !pattern && best.sparsity >= threshold;
+        ctx.generation(generation, s.generations, shown(best));
+        return reached || generation >= s.generations;
+      },
+    },
+  );
+  const best = fittest(population);
   return {
-    genome: pop[bi],
+    genome: best.genome,
     report: {
       layer: block.layer,
       genes: block.genes,
-      initialBest,
-      best: scores[bi],
+      initialBest: initialBest!,
+      best: best.score,
       iterations,
       evaluations,
       reachedThreshold: reached,

@@ -9,7 +9,7 @@
  * Pure functions: (inputs, rng) → new genomes.
  */
 import type { Rng } from '../../util/rng.js';
-import type { BlockLayout } from './blockwise.js';
+import type { BlockLayout } from './blockspace.js';
 
 /** The first gene of every output row of a block, and the end (rows + 1 entries). */
 export function rowStarts(block: BlockLayout): Int32Array {

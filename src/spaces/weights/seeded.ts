@@ -19,6 +19,7 @@
  *     strongest pruned weights by the seed's score (with a pattern: inside one group of M) — with
  *     swaps = max(1, round(mutationRate · pruned weights of the block)); parents and children together, the
  *     `population` fittest survive ((μ+λ) selection), so the block's result is never less fit than its seed.
+ *     The loop is the generic one (search/evolve.ts, `muPlusLambda`), a generation scored with one `evaluateMany`.
  * With `--recover` the search optimises the model recovery will produce: block l's Gram matrices are captured
  * once (earlier blocks fixed and recovered, the block dense, as prune/sequential.ts captures them), every
  * candidate is scored after its own column-walk recovery (a suffix session on its recovered weights), and the
@@ -35,18 +36,13 @@ import {
   selectPerRow,
   wandaScores,
 } from '../../masks/select.js';
-import { byFitnessDesc, tournament } from '../../search/operators.js';
+import { evolve, muPlusLambda } from '../../search/evolve.js';
+import { tournamentPair } from '../../search/selection.js';
 import { calibrationBatches, registerWeightBaseline, type WeightBaseline } from './baselines.js';
-import {
-  type BlockContext,
-  type BlockMetric,
-  type BlockOutcome,
-  type CheckpointStore,
-  captureBlockInputs,
-  normalizedQuality,
-  offShare,
-  searchBlockwise,
-} from './blockwise.js';
+import type { BlockMetric } from './blockobjective.js';
+import { captureBlockInputs } from './blockpasses.js';
+import { offShare } from './blockspace.js';
+import { type BlockContext, type BlockOutcome, type CheckpointStore, searchBlockwise } from './blockwise.js';
 import { blockMetricOf, checkGaSettings } from './ga.js';
 import { boundaryRegions, boundarySwaps, groupSwaps, rowCrossover, rowStarts } from './operators.js';
 
@@ -137,6 +133,20 @@ async function seedOf(
   return { seed, scores, passes: norms ? ctx.batches.length : 0 };
 }
 
+/** One scored individual of a block's population: its quoted quality and the fitness ranked on. */
+interface Scored {
+  genome: Uint8Array;
+  value: number;
+  fitness: number;
+}
+
+const fitnessOf = (x: Scored) => x.fitness;
+
+/**
+ * The seeded GA on one block (see the file's comment): the generic loop (search/evolve.ts) with tournament
+ * parents (the second drawn from the others), row-wise crossover, budget-keeping swaps and (μ+λ) survival; each
+ * generation's genomes are scored with one `evaluateMany`.
+ */
 async function searchSeededBlock(
   ctx: BlockContext,
   kind: SeedKind,
@@ -152,49 +162,39 @@ async function searchSeededBlock(
   const regions = pattern ? undefined : boundaryRegions(seed, scores, starts, s.window);
   const mutateOne = (g: Uint8Array) =>
     pattern ? groupSwaps(g, pattern.m, swaps, rng) : boundarySwaps(g, regions!, swaps, rng);
-  const fitnessOf = (v: number) => normalizedQuality(ctx.metric, v, ctx.dense);
-  const value = async (g: Uint8Array) => (await ctx.quality(g)).value;
-  let pop: Uint8Array[] = [seed, ...Array.from({ length: s.population - 1 }, () => mutateOne(seed))];
-  let ppl: number[] = [];
-  for (const g of pop) ppl.push(await value(g));
-  const seedQuality = ppl[0];
-  let evaluations = pop.length;
-  const sortByFitness = (gs: Uint8Array[], ps: number[]) => {
-    const order = gs
-      .map((_, i) => i)
-      .sort((x, y) => byFitnessDesc(fitnessOf(ps[x]), fitnessOf(ps[y])) || x - y);
-    return { gs: order.map((i) => gs[i]), ps: order.map((i) => ps[i]) };
-  };
-  ({ gs: pop, ps: ppl } = sortByFitness(pop, ppl));
-  ctx.generation(0, s.generations, { value: ppl[0], sparsity: offShare(pop[0]) });
-  for (let gen = 1; gen <= s.generations; gen++) {
-    const fitness = ppl.map(fitnessOf);
-    const children: Uint8Array[] = [];
-    while (children.length < s.population) {
-      const a = tournament(fitness, s.tournamentSize, rng);
-      const others = fitness.map((f, i) => (i === a ? Number.NEGATIVE_INFINITY : f));
-      let b = tournament(others, s.tournamentSize, rng);
-      if (b === a) b = (a + 1) % pop.length;
-      for (const c of rowCrossover(pop[a], pop[b], starts, s.crossoverRate, rng)) {
-        if (children.length < s.population) children.push(mutateOne(c));
-      }
-    }
-    const childPpl: number[] = [];
-    for (const c of children) childPpl.push(await value(c));
-    evaluations += children.length;
-    const merged = sortByFitness([...pop, ...children], [...ppl, ...childPpl]);
-    pop = merged.gs.slice(0, s.population);
-    ppl = merged.ps.slice(0, s.population);
-    ctx.generation(gen, s.generations, { value: ppl[0], sparsity: offShare(pop[0]) });
-  }
+  const initial = [seed, ...Array.from({ length: s.population - 1 }, () => mutateOne(seed))];
+  let seedQuality = Number.NaN;
+  let evaluations = 0;
+  const { population } = await evolve<Uint8Array, Scored>(
+    { generation: 0, pending: initial },
+    {
+      rng,
+      async score(genomes, generation) {
+        const qs = await ctx.evaluate(genomes);
+        if (generation === 0) seedQuality = qs[0].value;
+        evaluations += genomes.length;
+        return genomes.map((genome, i) => ({ genome, value: qs[i].value, fitness: qs[i].normalized }));
+      },
+      parents: (pop, r) => tournamentPair(pop.map(fitnessOf), s.tournamentSize, r, true),
+      crossover: (a, b, r) => rowCrossover(a.genome, b.genome, starts, s.crossoverRate, r),
+      // The operators draw from the block's rng, the one the loop passes.
+      mutate: (g) => mutateOne(g),
+      survival: muPlusLambda(s.population, fitnessOf),
+      stop(pop, generation) {
+        ctx.generation(generation, s.generations, { value: pop[0].value, sparsity: offShare(pop[0].genome) });
+        return generation >= s.generations;
+      },
+    },
+  );
+  const best = population[0];
   return {
-    genome: pop[0],
+    genome: best.genome,
     report: {
       layer: block.layer,
       genes: block.genes,
-      sparsity: offShare(pop[0]),
+      sparsity: offShare(best.genome),
       seedQuality,
-      bestQuality: ppl[0],
+      bestQuality: best.value,
       swapsPerChild: swaps,
       generations: s.generations,
       evaluations,

@@ -1,0 +1,294 @@
+/**
+ * The objective of a block search over block l (blockspace.ts): a candidate of block l is scored with the blocks
+ * before it at their fixed masks and the blocks after it dense, behind the search objective's one call,
+ * `evaluateMany(genomes, fidelity)` (search/objective.ts). What it takes to score them is its business:
+ *   - 'ppl': the suffix graph of blocks [l, L) (the whole model when l is 0) fed the hidden states entering block
+ *     l, computed once per block by the frame (blockwise.ts), with block l's masks as graph inputs — one session
+ *     per block, and no candidate pays a forward of the blocks before it;
+ *   - 'ppl' with recovery: block l's Gram matrices captured once, then every candidate scored on a suffix session
+ *     of its own over its own recovered weights;
+ *   - 'bleu': whole-model generations on the run's one 'row_logits' session, the fixed blocks' masks with the
+ *     candidate's.
+ * Qualities follow the search objective's convention (lower is better: perplexity, or −BLEU). There is no cache:
+ * every genome given is scored, repeats included, as the block searches have always counted and logged them, so
+ * `cached` is always false.
+ */
+
+import type { OrtGemm } from '../../engine/gemm.js';
+import { createRunner, type ModelRunner, type TokenBatch } from '../../engine/runner.js';
+import type { Device } from '../../engine/session.js';
+import { GenepruneError } from '../../errors.js';
+import type { PrunableMatrix } from '../../masks/weights.js';
+import { scoreGeneration, slicePreparedTask } from '../../metrics/generation.js';
+import type { ModelSpec } from '../../model/spec.js';
+import {
+  BLEU_SEARCH_ITEMS,
+  BLEU_SEARCH_NEW_TOKENS,
+  type BleuObjectiveOptions,
+  type Evaluation,
+  type Fidelity,
+  qualityOfBleu,
+  type ScoredGenome,
+} from '../../search/objective.js';
+import { digest, type ObjectiveSettings, registerObjective } from '../../search/record.js';
+import { applyBlockRecovery, type BlockGrams, captureBlockGrams } from './blockpasses.js';
+import { type BlockLayout, type BlockSpace, blockFeeds, createBlockSpace } from './blockspace.js';
+import { maskedPerplexity } from './quality.js';
+
+type Engine = { device?: Device; threads?: number };
+
+/** What a block search optimises: calibration perplexity (suffix graphs) or BLEU of a calibration task. */
+export type BlockMetric = 'ppl' | 'bleu';
+
+/**
+ * Scores candidate masks of block `layer`: the calibration perplexity of blocks [layer, L) (the whole model when
+ * layer is 0) fed `hidden`, with the block's matrices masked through graph inputs. Built once per block.
+ */
+export interface LayerEvaluator {
+  perplexity(masks: ReadonlyMap<string, Uint8Array>): Promise<number>;
+  /** Batches run so far. */
+  passes(): number;
+  release(): Promise<void>;
+}
+
+export async function createLayerEvaluator(
+  spec: ModelSpec,
+  layer: number,
+  roles: readonly string[],
+  list: readonly TokenBatch[],
+  hidden: readonly Float32Array[] | undefined,
+  engine: Engine = {},
+): Promise<LayerEvaluator> {
+  const L = spec.config.numLayers;
+  if (layer > 0 && hidden?.length !== list.length) {
+    throw new GenepruneError(
+      'internal',
+      `block ${layer} needs hidden states for each of ${list.length} batches`,
+    );
+  }
+  const runner: ModelRunner = await createRunner(spec, {
+    ...engine,
+    output: 'nll',
+    layers: [layer, L],
+    weightMasks: [...roles],
+  });
+  let passes = 0;
+  return {
+    async perplexity(masks) {
+      const r = await maskedPerplexity(runner, list, masks, layer > 0 ? hidden : undefined);
+      passes += r.passes;
+      return r.perplexity;
+    },
+    passes: () => passes,
+    release: () => runner.release(),
+  };
+}
+
+/** BLEU of the calibration task under whole-model weight masks, on one 'row_logits' session for the run. */
+export interface BleuScorer {
+  score(masks: Map<string, Uint8Array>): Promise<{ bleu: number; items: number; forwards: number }>;
+  /** What it scores and how, for objective records. */
+  readonly settings: ObjectiveSettings;
+  readonly data: unknown;
+  readonly source: string;
+  release(): Promise<void>;
+}
+
+export async function createBleuScorer(
+  spec: ModelSpec,
+  matrices: readonly PrunableMatrix[],
+  opts: BleuObjectiveOptions | undefined,
+  engine: Engine,
+): Promise<BleuScorer> {
+  if (!opts) {
+    throw new GenepruneError('internal', 'a BLEU block search needs its calibration task (bleu options)');
+  }
+  const task = slicePreparedTask(
+    opts.task,
+    Math.min(opts.items ?? BLEU_SEARCH_ITEMS, opts.task.prompts.length),
+  );
+  const runner = await createRunner(spec, {
+    ...engine,
+    output: 'row_logits',
+    weightMasks: matrices.map((m) => m.role),
+  });
+  const scoring = {
+    maxNewTokens: opts.maxNewTokens ?? BLEU_SEARCH_NEW_TOKENS,
+    ...(opts.batchSize ? { batchSize: opts.batchSize } : {}),
+    bleu: opts.kind ?? 'corpus',
+  };
+  return {
+    async score(masks) {
+      const r = await scoreGeneration(runner, task, { ...scoring, masks: { weightMasks: masks } });
+      return { bleu: r.bleu, items: r.items, forwards: r.forwards };
+    },
+    settings: { items: task.prompts.length, ...scoring },
+    data: { prompts: task.prompts, items: task.task.items, stop: task.stopTokens },
+    source: task.task.source,
+    release: () => runner.release(),
+  };
+}
+
+export interface BlockObjective {
+  readonly space: BlockSpace;
+  readonly metric: BlockMetric;
+  /**
+   * Scores genomes of the block, result i for genomes[i], one after another in index order (`onResult` sees
+   * each as it is known). The block searches have one fidelity: 'low' scores as 'full' does.
+   */
+  evaluateMany(
+    genomes: readonly Uint8Array[],
+    fidelity?: Fidelity,
+    onResult?: (index: number, r: ScoredGenome) => void,
+  ): Promise<ScoredGenome[]>;
+  evaluate(g: Uint8Array, fidelity?: Fidelity): Promise<Evaluation>;
+  /** The dense model's calibration score as quoted (perplexity, or BLEU 0–100), counted in forwardPasses. */
+  dense(): Promise<number>;
+  /** The model with this block's kept weights recovered under a genome's masks (the model itself without). */
+  recovered(genome: Uint8Array): Promise<ModelSpec>;
+  /** Forward passes run so far (scores, the dense score, the block's Gram capture). */
+  forwardPasses(): number;
+  /** Genomes scored so far. */
+  evaluations(): number;
+  release(): Promise<void>;
+}
+
+export interface BlockObjectiveInput {
+  /** The model as the walk stands: earlier blocks recovered when recovering. */
+  spec: ModelSpec;
+  block: BlockLayout;
+  batches: readonly TokenBatch[];
+  /** Hidden states entering the block (undefined for block 0, and with 'bleu'). */
+  hidden: readonly Float32Array[] | undefined;
+  metric: BlockMetric;
+  engine: Engine;
+  /** The fixed blocks' masks (blocks before this one): what the hidden states, or BLEU's masks, start from. */
+  fixed: ReadonlyMap<string, Uint8Array>;
+  /** 'bleu': the run's scorer (the candidate's masks are added to the fixed ones). */
+  bleu?: BleuScorer;
+  /** 'ppl': score each candidate after its own recovery. */
+  recover?: { damping: number; products: OrtGemm };
+}
+
+export async function createBlockObjective(input: BlockObjectiveInput): Promise<BlockObjective> {
+  const { spec, block, batches, hidden, metric, engine } = input;
+  const l = block.layer;
+  const space = createBlockSpace(block);
+  const roles = space.weightRoles;
+  if (metric === 'bleu' && !input.bleu) {
+    throw new GenepruneError('internal', 'a BLEU block objective needs the run’s BLEU scorer');
+  }
+  let passes = 0;
+  let evaluations = 0;
+  // Candidates scored after their own recovery: the block's Gram matrices once, a walk per candidate.
+  let grams: BlockGrams | undefined;
+  if (input.recover && metric === 'ppl') {
+    grams = await captureBlockGrams(
+      spec,
+      l,
+      batches,
+      hidden,
+      input.recover.damping,
+      engine,
+      input.recover.products,
+    );
+    passes += batches.length;
+  }
+  // Recovered candidates get sessions of their own; the block's shared one then only scores the dense model
+  // (block 0).
+  const evaluator =
+    metric === 'ppl' && (!grams || l === 0)
+      ? await createLayerEvaluator(spec, l, roles, batches, hidden, engine)
+      : undefined;
+  const tokens = validTokens(batches);
+  /** The quoted value (perplexity or BLEU) and what it read, of a genome (undefined: the dense model). */
+  const value = async (genome: Uint8Array | undefined): Promise<{ value: number; tokens: number }> => {
+    const feeds = genome ? blockFeeds(block, genome) : new Map<string, Uint8Array>();
+    if (grams && genome) {
+      const own = await createLayerEvaluator(
+        await applyBlockRecovery(spec, grams, feeds, input.recover!.products),
+        l,
+        roles,
+        batches,
+        hidden,
+        engine,
+      );
+      try {
+        return { value: await own.perplexity(feeds), tokens };
+      } finally {
+        passes += own.passes();
+        await own.release();
+      }
+    }
+    if (evaluator) return { value: await evaluator.perplexity(feeds), tokens };
+    const r = await input.bleu!.score(genome ? new Map([...input.fixed, ...feeds]) : new Map());
+    passes += r.forwards;
+    return { value: r.bleu, tokens: r.items };
+  };
+  const counted = () => passes + (evaluator?.passes() ?? 0);
+  const objective: BlockObjective = {
+    space,
+    metric,
+    async evaluateMany(genomes, _fidelity = 'full', onResult) {
+      const out: ScoredGenome[] = [];
+      for (const [i, g] of genomes.entries()) {
+        const before = counted();
+        const t0 = performance.now();
+        const v = await value(g);
+        evaluations++;
+        const quality = metric === 'bleu' ? qualityOfBleu(v.value) : v.value;
+        out.push({
+          evaluation: { quality, tokens: v.tokens, ms: performance.now() - t0 },
+          forwardPasses: counted() - before,
+          cached: false,
+        });
+        onResult?.(i, out[i]);
+      }
+      return out;
+    },
+    async evaluate(g, fidelity) {
+      return (await objective.evaluateMany([g], fidelity))[0].evaluation;
+    },
+    dense: async () => (await value(undefined)).value,
+    recovered: async (genome) =>
+      grams ? applyBlockRecovery(spec, grams, blockFeeds(block, genome), input.recover!.products) : spec,
+    forwardPasses: counted,
+    evaluations: () => evaluations,
+    release: async () => {
+      await evaluator?.release();
+    },
+  };
+  // What a worker needs to rebuild it: the model, the metric, the block, the calibration batches or task, the
+  // fixed blocks' masks (the hidden states entering the block follow from them) and the recovery's damping.
+  const fixed = [...input.fixed].map(([role, keep]) => [role, digest(keep)]);
+  return registerObjective(objective, {
+    spec,
+    settings: input.bleu
+      ? input.bleu.settings
+      : {
+          context: batches[0]?.seq,
+          tokens,
+          batchSize: batches[0]?.batch,
+          ...(grams ? { damping: input.recover!.damping } : {}),
+        },
+    data: input.bleu
+      ? { full: { task: input.bleu.data, fixed }, low: { task: input.bleu.data, fixed } }
+      : { full: { batches: batchData(batches), fixed }, low: { batches: batchData(batches), fixed } },
+    ...(input.bleu ? { source: input.bleu.source } : {}),
+  });
+}
+
+/** The token ids and valid positions of calibration batches, as plain numbers (JSON has no bigint). */
+function batchData(list: readonly TokenBatch[]) {
+  return list.map((b) => ({ ids: Array.from(b.ids, Number), valid: b.valid }));
+}
+
+/** Positions a perplexity over `list` averages (every position of a batch without a validity mask). */
+function validTokens(list: readonly TokenBatch[]): number {
+  let n = 0;
+  for (const b of list) {
+    if (!b.valid) n += b.batch * b.seq;
+    else for (let i = 0; i < b.valid.length; i++) n += b.valid[i] ? 1 : 0;
+  }
+  return n;
+}

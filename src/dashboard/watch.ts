@@ -1,5 +1,5 @@
 /**
- * What the dashboard shows of a run directory, read from its files only (runs/rundir.ts names them): the run's
+ * What the dashboard shows of a run directory, read from its files only (runs/files.ts names them): the run's
  * config, its evaluation and generation logs (followed as they grow, see tail.ts), the lock (is a process still
  * working there?), and at the end mask.json and result.json. A block-wise weight search logs every candidate
  * too (evals.jsonl: block, generation in the block, quality, sparsity of the block), coloured by block; its
@@ -13,8 +13,9 @@
 import { readFile, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, join, resolve } from 'node:path';
+import { LOCK_FILE, RUN_FILES } from '../runs/files.js';
 import { pickFromFront, targetRemovedOf } from '../runs/front.js';
-import { HEAD_RUN_KIND, LOCK_FILE, WEIGHT_RUN_KIND } from '../runs/rundir.js';
+import { HEAD_RUN_KIND, WEIGHT_RUN_KIND } from '../runs/rundir.js';
 import type { BlockSearchProgress } from '../spaces/weights/blockwise.js';
 import { pushAll } from '../util/arrays.js';
 import { pidAlive } from '../util/fs.js';
@@ -205,8 +206,8 @@ function resultLines(kind: RunMeta['kind'], r: Record<string, unknown>): Array<[
 /** Follows the run directory `dir` (which may not exist yet: a run about to be created). */
 export function watchRun(dir: string): RunWatcher {
   const root = resolve(dir);
-  let evalsTail = tailJsonl(join(root, 'evals.jsonl'));
-  let generationsTail = tailJsonl(join(root, 'generations.jsonl'));
+  let evalsTail = tailJsonl(join(root, RUN_FILES.evals));
+  let generationsTail = tailJsonl(join(root, RUN_FILES.generations));
   let config: Record<string, unknown> | undefined;
   let configVersion: string | undefined;
   let evals: EvalPoint[] = [];
@@ -253,8 +254,8 @@ export function watchRun(dir: string): RunWatcher {
 
   async function readLogsAgain(): Promise<void> {
     clearLogs();
-    evalsTail = tailJsonl(join(root, 'evals.jsonl'));
-    generationsTail = tailJsonl(join(root, 'generations.jsonl'));
+    evalsTail = tailJsonl(join(root, RUN_FILES.evals));
+    generationsTail = tailJsonl(join(root, RUN_FILES.generations));
     const e = await evalsTail.read();
     const g = await generationsTail.read();
     for (const r of e.records) addEval(r);
@@ -351,8 +352,8 @@ export function watchRun(dir: string): RunWatcher {
    * mask is fixed from state.json's method report, which holds every block.
    */
   async function readBlocks(): Promise<boolean> {
-    const searchPath = join(root, 'search-state.json');
-    const fixedPath = join(root, 'state.json');
+    const searchPath = join(root, RUN_FILES.searchState);
+    const fixedPath = join(root, RUN_FILES.state);
     const v = `${await versionOf(searchPath)}|${await versionOf(fixedPath)}`;
     if (v === blocksVersion) return false;
     blocksVersion = v;
@@ -490,7 +491,7 @@ export function watchRun(dir: string): RunWatcher {
   }
 
   async function readMask(): Promise<void> {
-    const path = join(root, 'mask.json');
+    const path = join(root, RUN_FILES.mask);
     const v = await versionOf(path);
     if (v === maskVersion) return;
     maskVersion = v;
@@ -518,11 +519,11 @@ export function watchRun(dir: string): RunWatcher {
       if (search !== undefined) searchReport = search;
     },
     async refresh() {
-      const cv = await versionOf(join(root, 'config.json'));
+      const cv = await versionOf(join(root, RUN_FILES.config));
       let reset = false;
       if (cv !== configVersion) {
         configVersion = cv;
-        const next = cv ? await readJsonFile(join(root, 'config.json')) : undefined;
+        const next = cv ? await readJsonFile(join(root, RUN_FILES.config)) : undefined;
         // A run appearing (the page learns its kind and plots), another run in its place, or none: start over.
         reset = meta !== undefined;
         config = next;
@@ -596,10 +597,10 @@ export function watchRun(dir: string): RunWatcher {
         }
         await readMask();
       }
-      const rv = await versionOf(join(root, 'result.json'));
+      const rv = await versionOf(join(root, RUN_FILES.result));
       if (rv !== resultVersion) {
         resultVersion = rv;
-        result = rv ? await readJsonFile(join(root, 'result.json')) : undefined;
+        result = rv ? await readJsonFile(join(root, RUN_FILES.result)) : undefined;
       }
       const previous = meta;
       meta = await buildMeta();

@@ -44,10 +44,10 @@ import {
   scoreLabelledOnEval,
   scoreOnEval,
 } from '../../runs/data.js';
+import { appendJsonl } from '../../runs/files.js';
 import { labelledRecord } from '../../runs/labels.js';
 import { type GivenSetting, refuseChangedSettings, refuseForeignModel } from '../../runs/resume.js';
 import {
-  appendJsonl,
   createRunDir,
   lockRunDir,
   type RunConfig,

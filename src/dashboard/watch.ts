@@ -14,7 +14,7 @@ import { readFile, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { LOCK_FILE, RUN_FILES } from '../runs/files.js';
-import { pickFromFront, targetRemovedOf } from '../runs/front.js';
+import { pickOfLoggedFront } from '../runs/front.js';
 import { HEAD_RUN_KIND, WEIGHT_RUN_KIND } from '../runs/rundir.js';
 import type { BlockSearchProgress } from '../spaces/weights/blockwise.js';
 import { pushAll } from '../util/arrays.js';
@@ -304,7 +304,10 @@ export function watchRun(dir: string): RunWatcher {
     };
     generations.push(p);
     const genome = str(best.genome);
-    if (genome && GENOME.test(genome)) {
+    if (front && front.length > 0) {
+      // NSGA-II: the run's own rule on the front it picked from (runs/front.ts), the line's best or not.
+      lastBest = nsgaPickOfFront(front);
+    } else if (genome && GENOME.test(genome)) {
       lastBest = {
         genome,
         score: toScore(best.quality),
@@ -312,30 +315,13 @@ export function watchRun(dir: string): RunWatcher {
         fitness: num(best.fitness),
         from: 'search',
       };
-    } else if (front && front.length > 0) {
-      // NSGA-II lines from before they carried the run's pick: the same rule on the line's front.
-      lastBest = nsgaPickOfFront(front);
     }
     return p;
   }
 
-  /** NSGA-II: `pickFromFront` (runs/front.ts, the run's own rule) on a logged front. */
+  /** NSGA-II: the pick the run made from a logged front (runs/front.ts `pickOfLoggedFront`). */
   function nsgaPickOfFront(front: Array<Record<string, unknown>>): BestMask | null {
-    const rows = front
-      .map((f) => ({
-        genome: str(f.genome) ?? '',
-        quality: num(f.quality) ?? Number.NaN,
-        sparsity: num(f.sparsity) ?? Number.NaN,
-        ...(num(f.keptParameters) === null ? {} : { keptParameters: num(f.keptParameters)! }),
-      }))
-      .filter((f) => GENOME.test(f.genome) && Number.isFinite(f.quality) && Number.isFinite(f.sparsity));
-    if (rows.length === 0) return null;
-    const genes = rows[0].genome.length;
-    const pick = pickFromFront(
-      rows,
-      genes,
-      targetRemovedOf(num(settings().targetSparsity) ?? undefined, genes),
-    );
+    const pick = pickOfLoggedFront(front, num(settings().targetSparsity) ?? undefined);
     if (!pick) return null;
     const f = pick.point;
     return {

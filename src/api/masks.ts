@@ -11,6 +11,7 @@ import { applyRecoveredWeights, refuseRecoveredWithoutMask } from '../masks/reco
 import { loadWeightMaskFile } from '../masks/weightfile.js';
 import { weightMaskFeeds } from '../masks/weights.js';
 import type { ModelConfig, ModelSpec } from '../model/spec.js';
+import { RUN_FILES } from '../runs/files.js';
 
 /** [layer, head] pairs, 0-based. */
 export type HeadList = ReadonlyArray<readonly [number, number]>;
@@ -112,7 +113,7 @@ async function runContextOf(
   if (Number.isSafeInteger(info?.context)) return { context: info!.context as number, file };
   if (typeof info?.runDir !== 'string') return undefined;
   try {
-    const config = JSON.parse(await readFile(join(info.runDir, 'config.json'), 'utf8'));
+    const config = JSON.parse(await readFile(join(info.runDir, RUN_FILES.config), 'utf8'));
     const given = config?.settings?.context;
     return { context: Number.isSafeInteger(given) ? given : Math.min(spec.config.maxPositions, 512), file };
   } catch {

@@ -13,6 +13,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileError, flagError } from '../errors.js';
 import { type ReportFigure, renderReportHtml } from '../report/html.js';
 import { BENCH_FILE, type ReportRun, readRunsForReport } from '../report/rows.js';
+import { RUN_FILES } from '../runs/files.js';
 import { isRunDir } from '../runs/rundir.js';
 import { isSameOrInside, realPathOf, writeJsonAtomic, writeTextAtomic } from '../util/fs.js';
 import { bench } from './bench.js';
@@ -47,7 +48,7 @@ async function measureSpeed(runs: ReportRun[], opts: ReportOptions): Promise<str
     opts.onStatus?.(`bench: ${run.dir} (its mask's heads removed, against the dense model)`);
     const r = await bench({
       models: [run.model.path],
-      mask: join(run.dir, 'mask.json'),
+      mask: join(run.dir, RUN_FILES.mask),
       runs: opts.benchRuns,
       device: opts.device,
       threads: opts.threads,

@@ -1,5 +1,5 @@
 /**
- * What the dashboard shows of a run directory, read from its files only (runs/rundir.ts names them): the run's
+ * What the dashboard shows of a run directory, read from its files only (runs/files.ts names them): the run's
  * config, its evaluation and generation logs (followed as they grow, see tail.ts), the lock (is a process still
  * working there?), and at the end mask.json and result.json. A block-wise weight search logs every candidate
  * too (evals.jsonl: block, generation in the block, quality, sparsity of the block), coloured by block; its
@@ -14,8 +14,9 @@ import { readFile, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { findMetric } from '../metrics/registry.js';
-import { pickFromFront, targetRemovedOf } from '../runs/front.js';
-import { HEAD_RUN_KIND, LOCK_FILE, WEIGHT_RUN_KIND } from '../runs/rundir.js';
+import { LOCK_FILE, RUN_FILES } from '../runs/files.js';
+import { pickOfLoggedFront } from '../runs/front.js';
+import { HEAD_RUN_KIND, WEIGHT_RUN_KIND } from '../runs/rundir.js';
 import type { BlockSearchProgress } from '../spaces/weights/blockwise.js';
 import { pushAll } from '../util/arrays.js';
 import { pidAlive } from '../util/fs.js';
@@ -198,8 +199,8 @@ function resultLines(kind: RunMeta['kind'], r: Record<string, unknown>): Array<[
 /** Follows the run directory `dir` (which may not exist yet: a run about to be created). */
 export function watchRun(dir: string): RunWatcher {
   const root = resolve(dir);
-  let evalsTail = tailJsonl(join(root, 'evals.jsonl'));
-  let generationsTail = tailJsonl(join(root, 'generations.jsonl'));
+  let evalsTail = tailJsonl(join(root, RUN_FILES.evals));
+  let generationsTail = tailJsonl(join(root, RUN_FILES.generations));
   let config: Record<string, unknown> | undefined;
   let configVersion: string | undefined;
   let evals: EvalPoint[] = [];
@@ -246,8 +247,8 @@ export function watchRun(dir: string): RunWatcher {
 
   async function readLogsAgain(): Promise<void> {
     clearLogs();
-    evalsTail = tailJsonl(join(root, 'evals.jsonl'));
-    generationsTail = tailJsonl(join(root, 'generations.jsonl'));
+    evalsTail = tailJsonl(join(root, RUN_FILES.evals));
+    generationsTail = tailJsonl(join(root, RUN_FILES.generations));
     const e = await evalsTail.read();
     const g = await generationsTail.read();
     for (const r of e.records) addEval(r);
@@ -296,7 +297,10 @@ export function watchRun(dir: string): RunWatcher {
     };
     generations.push(p);
     const genome = str(best.genome);
-    if (genome && GENOME.test(genome)) {
+    if (front && front.length > 0) {
+      // NSGA-II: the run's own rule on the front it picked from (runs/front.ts), the line's best or not.
+      lastBest = nsgaPickOfFront(front);
+    } else if (genome && GENOME.test(genome)) {
       lastBest = {
         genome,
         score: toScore(best.quality),
@@ -304,30 +308,13 @@ export function watchRun(dir: string): RunWatcher {
         fitness: num(best.fitness),
         from: 'search',
       };
-    } else if (front && front.length > 0) {
-      // NSGA-II lines from before they carried the run's pick: the same rule on the line's front.
-      lastBest = nsgaPickOfFront(front);
     }
     return p;
   }
 
-  /** NSGA-II: `pickFromFront` (runs/front.ts, the run's own rule) on a logged front. */
+  /** NSGA-II: the pick the run made from a logged front (runs/front.ts `pickOfLoggedFront`). */
   function nsgaPickOfFront(front: Array<Record<string, unknown>>): BestMask | null {
-    const rows = front
-      .map((f) => ({
-        genome: str(f.genome) ?? '',
-        quality: num(f.quality) ?? Number.NaN,
-        sparsity: num(f.sparsity) ?? Number.NaN,
-        ...(num(f.keptParameters) === null ? {} : { keptParameters: num(f.keptParameters)! }),
-      }))
-      .filter((f) => GENOME.test(f.genome) && Number.isFinite(f.quality) && Number.isFinite(f.sparsity));
-    if (rows.length === 0) return null;
-    const genes = rows[0].genome.length;
-    const pick = pickFromFront(
-      rows,
-      genes,
-      targetRemovedOf(num(settings().targetSparsity) ?? undefined, genes),
-    );
+    const pick = pickOfLoggedFront(front, num(settings().targetSparsity) ?? undefined);
     if (!pick) return null;
     const f = pick.point;
     return {
@@ -344,8 +331,8 @@ export function watchRun(dir: string): RunWatcher {
    * mask is fixed from state.json's method report, which holds every block.
    */
   async function readBlocks(): Promise<boolean> {
-    const searchPath = join(root, 'search-state.json');
-    const fixedPath = join(root, 'state.json');
+    const searchPath = join(root, RUN_FILES.searchState);
+    const fixedPath = join(root, RUN_FILES.state);
     const v = `${await versionOf(searchPath)}|${await versionOf(fixedPath)}`;
     if (v === blocksVersion) return false;
     blocksVersion = v;
@@ -483,7 +470,7 @@ export function watchRun(dir: string): RunWatcher {
   }
 
   async function readMask(): Promise<void> {
-    const path = join(root, 'mask.json');
+    const path = join(root, RUN_FILES.mask);
     const v = await versionOf(path);
     if (v === maskVersion) return;
     maskVersion = v;
@@ -511,11 +498,11 @@ export function watchRun(dir: string): RunWatcher {
       if (search !== undefined) searchReport = search;
     },
     async refresh() {
-      const cv = await versionOf(join(root, 'config.json'));
+      const cv = await versionOf(join(root, RUN_FILES.config));
       let reset = false;
       if (cv !== configVersion) {
         configVersion = cv;
-        const next = cv ? await readJsonFile(join(root, 'config.json')) : undefined;
+        const next = cv ? await readJsonFile(join(root, RUN_FILES.config)) : undefined;
         // A run appearing (the page learns its kind and plots), another run in its place, or none: start over.
         reset = meta !== undefined;
         config = next;
@@ -589,10 +576,10 @@ export function watchRun(dir: string): RunWatcher {
         }
         await readMask();
       }
-      const rv = await versionOf(join(root, 'result.json'));
+      const rv = await versionOf(join(root, RUN_FILES.result));
       if (rv !== resultVersion) {
         resultVersion = rv;
-        result = rv ? await readJsonFile(join(root, 'result.json')) : undefined;
+        result = rv ? await readJsonFile(join(root, RUN_FILES.result)) : undefined;
       }
       const previous = meta;
       meta = await buildMeta();

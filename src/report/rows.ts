@@ -1,5 +1,5 @@
 /**
- * What a report reads from run directories (runs/rundir.ts, spaces/weights/run.ts), as plain rows the plot
+ * What a report reads from run directories (through runs/files.ts and runs/rundir.ts), as plain rows the plot
  * specs (report/specs.ts) and the HTML page (report/html.ts) take: every evaluated individual, per-generation
  * summaries, the NSGA-II front, the head mask per layer, per-layer weight sparsity, and one method row per run
  * (quality, size, data, cost, speed). Nothing here interprets beyond what the files say: a number the run did
@@ -20,6 +20,7 @@ import {
   type QualityMetric,
   reportedQuality,
 } from '../metrics/registry.js';
+import { BENCH_FILE, RUN_FILES, readJsonl } from '../runs/files.js';
 import { HEAD_RUN_KIND, RUN_KINDS, refuseChangedSinceState } from '../runs/rundir.js';
 
 export type RunSpace = 'heads' | 'weights';
@@ -149,8 +150,7 @@ export interface ReportRun {
   notes: string[];
 }
 
-/** The file a report reads for measured speed: `geneprune bench --json --mask RUN/mask.json > RUN/bench.json`. */
-export const BENCH_FILE = 'bench.json';
+export { BENCH_FILE } from '../runs/files.js';
 
 type Json = Record<string, unknown>;
 
@@ -172,23 +172,6 @@ async function readJsonFile(path: string, what: string, required: boolean): Prom
   } catch {
     throw fileError(path, `${what} is corrupt (not a JSON object)`);
   }
-}
-
-/** JSONL records; a torn last line (a crash mid-append) is dropped, a corrupt line elsewhere refused. */
-async function readJsonlFile(path: string): Promise<Json[]> {
-  const text = await readFile(path, 'utf8').catch(() => '');
-  const lines = text.split('\n');
-  const out: Json[] = [];
-  for (let i = 0; i < lines.length; i++) {
-    if (!lines[i]) continue;
-    try {
-      out.push(JSON.parse(lines[i]));
-    } catch {
-      if (i >= lines.length - 2) break;
-      throw fileError(path, `line ${i + 1} is corrupt`);
-    }
-  }
-  return out;
 }
 
 const num = (v: unknown): number | undefined => (typeof v === 'number' && Number.isFinite(v) ? v : undefined);
@@ -364,11 +347,11 @@ export async function readRunForReport(
 ): Promise<ReportRun> {
   const info = await stat(dir).catch(() => undefined);
   if (!info?.isDirectory()) throw fileError(dir, 'run directory does not exist');
-  const configPath = join(dir, 'config.json');
+  const configPath = join(dir, RUN_FILES.config);
   const config = (await readJsonFile(configPath, 'config.json', true))!;
   if (!Object.hasOwn(RUN_KINDS, config.kind as string))
     throw fileError(configPath, 'not a geneprune run (kind field)');
-  const resultPath = join(dir, 'result.json');
+  const resultPath = join(dir, RUN_FILES.result);
   const result = (await readJsonFile(resultPath, 'result.json', true))!;
   const settings = (config.settings ?? {}) as Json;
   const metric = String(settings.metric ?? 'ppl') as QualityMetric;
@@ -389,7 +372,7 @@ export async function readRunForReport(
   const calibAmount = num(calib.tokens);
   const calibUnit: DataRow['unit'] = entry ? amountUnit(entry) : 'items';
   const bench = measuredSpeed(await readJsonFile(join(dir, BENCH_FILE), BENCH_FILE, false));
-  const statePath = join(dir, 'state.json');
+  const statePath = join(dir, RUN_FILES.state);
   const state = await readJsonFile(statePath, 'state.json', false);
   // Finished: nothing may follow what the last state covers.
   if (state !== undefined && !(await refuseChangedSinceState(dir, state, statePath, { exact: true }))) {
@@ -431,7 +414,7 @@ export async function readRunForReport(
     if (bench) notes.push(`${BENCH_FILE} ignored: bench measures head removal, not weight masks`);
   }
 
-  const evals = await readJsonlFile(join(dir, 'evals.jsonl'));
+  const evals = await readJsonl(join(dir, RUN_FILES.evals));
   const individuals =
     space === 'heads' ? individualsOf(name, evals, metric) : blockCandidatesOf(name, evals, metric);
   if (individuals.some((i) => i.generation === null))
@@ -440,24 +423,24 @@ export async function readRunForReport(
     );
   const generations = generationsOf(
     name,
-    await readJsonlFile(join(dir, 'generations.jsonl')),
+    await readJsonl(join(dir, RUN_FILES.generations)),
     individuals,
     metric,
   );
   let front: FrontRow[] = [];
   if (method === 'nsga') {
-    const f = await readFile(join(dir, 'front.json'), 'utf8').catch(() => undefined);
+    const f = await readFile(join(dir, RUN_FILES.front), 'utf8').catch(() => undefined);
     let points: Json[] = [];
     try {
       points = f === undefined ? [] : JSON.parse(f);
     } catch {
-      throw fileError(join(dir, 'front.json'), 'front.json is corrupt (not valid JSON)');
+      throw fileError(join(dir, RUN_FILES.front), 'front.json is corrupt (not valid JSON)');
     }
     const pick = String(result.genome ?? '');
     front = points.map((p) => ({
       run: name,
-      sparsity: need(p.sparsity, join(dir, 'front.json'), 'sparsity'),
-      quality: (negated ? -1 : 1) * need(p.quality, join(dir, 'front.json'), 'quality'),
+      sparsity: need(p.sparsity, join(dir, RUN_FILES.front), 'sparsity'),
+      quality: (negated ? -1 : 1) * need(p.quality, join(dir, RUN_FILES.front), 'quality'),
       keptParameters: num(p.keptParameters) ?? Number.NaN,
       picked: p.genome === pick,
     }));

@@ -9,8 +9,9 @@ import { type NsgaOperators, type NsgaState, runNsga } from '../search/nsga.js';
 import { type Objective, qualityFromLog } from '../search/objective.js';
 import { faultPoint, writeJsonAtomic } from '../util/fs.js';
 import { createRng } from '../util/rng.js';
+import { appendJsonl, RUN_FILES } from './files.js';
 import { type FrontPick, type FrontPoint, frontOfArchive, pickFromFront } from './front.js';
-import { appendJsonl, saveState } from './rundir.js';
+import { saveState } from './rundir.js';
 
 /** Runs (or continues) the GA from `state`, logging into `dir`. */
 export async function runGaInDir<G>(
@@ -22,11 +23,11 @@ export async function runGaInDir<G>(
 ): Promise<GaState> {
   return runGa(objective, opts, state, {
     onEvaluation: async (r) => {
-      await appendJsonl(dir, 'evals.jsonl', r);
+      await appendJsonl(dir, RUN_FILES.evals, r);
       faultPoint('heads:after-evaluation');
     },
     onGeneration: async (summary, next) => {
-      await appendJsonl(dir, 'generations.jsonl', summary);
+      await appendJsonl(dir, RUN_FILES.generations, summary);
       await saveState(dir, next);
       onGeneration?.(summary);
     },
@@ -112,7 +113,7 @@ export async function runNsgaInDir<G>(
       const key = space.encode(g);
       if (archive.has(key)) continue;
       remember(key, g, e.quality);
-      await appendJsonl(dir, 'evals.jsonl', {
+      await appendJsonl(dir, RUN_FILES.evals, {
         generation,
         genome: key,
         quality: e.quality,
@@ -144,7 +145,7 @@ export async function runNsgaInDir<G>(
       generation = info.generation + 1;
       const { front, pick } = frontAndPick();
       const best = pick.point;
-      await appendJsonl(dir, 'generations.jsonl', {
+      await appendJsonl(dir, RUN_FILES.generations, {
         generation: info.generation,
         bestQuality: best.quality,
         bestSparsity: best.sparsity,
@@ -166,7 +167,7 @@ export async function runNsgaInDir<G>(
     },
   });
   const { front, pick } = frontAndPick();
-  await writeJsonAtomic(`${dir}/front.json`, front);
+  await writeJsonAtomic(`${dir}/${RUN_FILES.front}`, front);
   return {
     pick: decodeOrThrow(space, pick.point.genome),
     front,

@@ -21,6 +21,7 @@ import type { ModelSpec } from '../model/spec.js';
 import type { ChoiceObjectiveOptions, QualityMetric } from '../search/objective.js';
 import type { Tokenizer } from '../tokenizer/types.js';
 import { realPathOf, sha256File } from '../util/fs.js';
+import { scoreDenseAndPruned } from './score.js';
 
 /** The multiple-choice settings every run has (heads and weights alike). */
 export interface RunChoiceSettings {
@@ -148,7 +149,7 @@ export interface EvalChoices {
 
 /**
  * Accuracy of the candidate (`spec` under `masks`) and, unless given in `dense`, of the dense model
- * (`denseSpec`) on the evaluation file, each in a session of its own.
+ * (`denseSpec`) on the evaluation file, each in a session of its own (score.ts).
  */
 export async function scoreChoicesOnEval(
   c: RunChoices,
@@ -159,23 +160,21 @@ export async function scoreChoicesOnEval(
   env: { device?: Device; threads?: number },
   dense?: Pick<EvalChoices, 'denseAccuracy' | 'denseAccuracyNorm'>,
 ): Promise<EvalChoices> {
-  const score = async (m: ModelSpec, withMasks: CandidateMasks) => {
-    const runner = await createRunner(m, {
-      output: 'nll',
-      device: env.device,
-      threads: env.threads,
-      dtype: s.dtype,
-      weightMasks: withMasks.weightMasks ? [...withMasks.weightMasks.keys()] : undefined,
-    });
-    try {
-      return await scoreChoices(runner, c.prepared, { masks: withMasks });
-    } finally {
-      await runner.release();
-    }
-  };
   const t0 = performance.now();
-  const pruned = await score(spec, masks);
-  const fresh = dense ? undefined : await score(denseSpec, {});
+  const { pruned, dense: fresh } = await scoreDenseAndPruned({
+    open: (m, withMasks) =>
+      createRunner(m, {
+        output: 'nll',
+        device: env.device,
+        threads: env.threads,
+        dtype: s.dtype,
+        weightMasks: withMasks?.weightMasks ? [...withMasks.weightMasks.keys()] : undefined,
+      }),
+    score: (runner, withMasks) => scoreChoices(runner, c.prepared, { masks: withMasks ?? {} }),
+    spec,
+    masks,
+    dense: dense ? undefined : { spec: denseSpec },
+  });
   return {
     file: c.source,
     items: pruned.items,

@@ -41,6 +41,7 @@ import {
   refuseChoicesOverlap,
 } from './choices.js';
 import { labelledRecord, type RunLabelled, readLabelled, refuseLabelledOverlap } from './labels.js';
+import { scoreDenseAndPruned } from './score.js';
 import {
   calibrationTask,
   evaluationTask,
@@ -315,7 +316,7 @@ export interface LabelledEval {
 }
 
 /**
- * Scores a candidate's masks and the dense model on the labelled evaluation items, in a session of its own.
+ * Scores a candidate's masks and the dense model on the labelled evaluation items, in one session (score.ts).
  * `dense`: the dense scores taken from an earlier result instead (when `d.model` is not a dense model of its own:
  * recovered weights).
  */
@@ -328,28 +329,29 @@ export async function scoreLabelledOnEval(
 ): Promise<LabelledEval> {
   const e = d.evalLabelled;
   if (!e) throw new GenepruneError('internal', 'scoreLabelledOnEval: not a classification run');
-  const runner = await createRunner(d.model.spec, {
-    output: 'class_logits',
-    device: env.device,
-    threads: env.threads,
-    dtype: s.dtype,
-    weightMasks: masks.weightMasks ? [...masks.weightMasks.keys()] : undefined,
+  const { pruned, dense: unmasked } = await scoreDenseAndPruned({
+    open: (spec, m) =>
+      createRunner(spec, {
+        output: 'class_logits',
+        device: env.device,
+        threads: env.threads,
+        dtype: s.dtype,
+        weightMasks: m?.weightMasks ? [...m.weightMasks.keys()] : undefined,
+      }),
+    score: (runner, m) => scoreClassification(runner, e.prepared, m ? { masks: m } : {}),
+    spec: d.model.spec,
+    masks,
+    dense: dense ? undefined : 'same-session',
   });
-  try {
-    const pruned = await scoreClassification(runner, e.prepared, { masks });
-    const unmasked = dense ? undefined : await scoreClassification(runner, e.prepared, {});
-    return {
-      metric: labelledMetric(s.metric),
-      accuracy: pruned.accuracy,
-      denseAccuracy: unmasked ? unmasked.accuracy : dense!.denseAccuracy,
-      macroF1: pruned.macroF1,
-      denseMacroF1: unmasked ? unmasked.macroF1 : dense!.denseMacroF1,
-      items: pruned.items,
-      data: s.eval,
-    };
-  } finally {
-    await runner.release();
-  }
+  return {
+    metric: labelledMetric(s.metric),
+    accuracy: pruned.accuracy,
+    denseAccuracy: unmasked ? unmasked.accuracy : dense!.denseAccuracy,
+    macroF1: pruned.macroF1,
+    denseMacroF1: unmasked ? unmasked.macroF1 : dense!.denseMacroF1,
+    items: pruned.items,
+    data: s.eval,
+  };
 }
 
 /** The prompts of a task a run decodes: its first `items`. */
@@ -447,8 +449,8 @@ export async function refuseChangedData(label: string, path: string, stored: unk
 }
 
 /**
- * Scores a candidate's masks (and, unless `dense: false`, the dense model) on the evaluation data, in a session
- * of its own.
+ * Scores a candidate's masks (and, unless `dense: false`, the dense model) on the evaluation data, in one session
+ * (score.ts).
  */
 export async function scoreOnEval(
   d: RunData,
@@ -458,18 +460,22 @@ export async function scoreOnEval(
   opts: { dense?: boolean } = {},
 ) {
   const windows = makeWindows(d.evalStream, d.context, s.evalTokens, s.eval);
-  const runner = await createRunner(d.model.spec, {
-    output: 'nll',
-    device: env.device,
-    threads: env.threads,
-    dtype: s.dtype,
-    weightMasks: masks.weightMasks ? [...masks.weightMasks.keys()] : undefined,
-  });
   const batchSize = s.batchSize ?? defaultBatchSize(d.context, d.model.spec.config.vocabSize);
-  const pruned = await evaluatePerplexity(runner, windows, { masks, batchSize });
   // dense: false when `d.model` is not a dense model of its own (recovered weights): NaN then.
-  const dense = opts.dense === false ? undefined : await evaluatePerplexity(runner, windows, { batchSize });
-  await runner.release();
+  const { pruned, dense } = await scoreDenseAndPruned({
+    open: (spec, m) =>
+      createRunner(spec, {
+        output: 'nll',
+        device: env.device,
+        threads: env.threads,
+        dtype: s.dtype,
+        weightMasks: m?.weightMasks ? [...m.weightMasks.keys()] : undefined,
+      }),
+    score: (runner, m) => evaluatePerplexity(runner, windows, m ? { masks: m, batchSize } : { batchSize }),
+    spec: d.model.spec,
+    masks,
+    dense: opts.dense === false ? undefined : 'same-session',
+  });
   return {
     perplexity: pruned.perplexity,
     densePerplexity: dense ? dense.perplexity : Number.NaN,

@@ -1,8 +1,8 @@
 /**
  * An NSGA-II run's front and the one rule that picks a mask from it. The run (runs/algorithms.ts) picks its
  * mask.json with `pickFromFront`, writes the same pick as each generation's best in generations.jsonl, the report
- * marks it, the dashboard shows it and `geneprune pick` applies it to front.json: one function, so no view can
- * show a different pick than the run makes.
+ * marks it, the dashboard computes it from each logged front (`pickOfLoggedFront`) and `geneprune pick` applies
+ * it to front.json: one function, so no view can show a different pick than the run makes.
  *
  * A point's size is its number of removed units, round(sparsity × genes); the target is a number of units too.
  */
@@ -102,6 +102,37 @@ export function frontOfArchive(points: readonly FrontPoint[]): FrontPoint[] {
       (a, b) =>
         a.keptParameters - b.keptParameters || byQuality(a.quality, b.quality) || byText(a.genome, b.genome),
     );
+}
+
+/**
+ * The pick a run made at one generation, from that generation's line in generations.jsonl: `pickFromFront` over
+ * the front the line holds (the archive's non-dominated set when it was written, the points the run picked
+ * from) at the run's target, so a view of the log (the dashboard) shows the very pick the run made. Points that
+ * are not a 0/1 genome with a share are skipped; a score logged as null (not finite) counts as NaN, as the run
+ * had it. Undefined when no point is left.
+ */
+export function pickOfLoggedFront(
+  front: unknown,
+  targetSparsity: number | undefined,
+): FrontPick<PickablePoint> | undefined {
+  if (!Array.isArray(front)) return undefined;
+  const finite = (x: unknown) => (typeof x === 'number' && Number.isFinite(x) ? x : undefined);
+  const points: PickablePoint[] = [];
+  for (const f of front as Array<Record<string, unknown> | null>) {
+    const genome = f?.genome;
+    const sparsity = finite(f?.sparsity);
+    if (typeof genome !== 'string' || !/^[01]+$/.test(genome) || sparsity === undefined) continue;
+    const kept = finite(f?.keptParameters);
+    points.push({
+      genome,
+      quality: finite(f?.quality) ?? Number.NaN,
+      sparsity,
+      ...(kept === undefined ? {} : { keptParameters: kept }),
+    });
+  }
+  if (points.length === 0) return undefined;
+  const genes = points[0].genome.length;
+  return pickFromFront(points, genes, targetRemovedOf(targetSparsity, genes));
 }
 
 /** A `--pick` value: `sparsity=S` (the run's rule at that target) or a 0-based index into front.json. */

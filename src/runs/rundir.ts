@@ -1,14 +1,5 @@
 /**
- * A search's run directory, for any search space (genomes are written in the space's text):
- *   config.json        the frozen run configuration (model identity, data paths and hashes, every option, seed)
- *   evals.jsonl        one line per evaluated individual
- *   generations.jsonl  one line per generation (best, mean, counters)
- *   state.json         GA or NSGA-II state after the last finished generation, written atomically, stamped
- *                      with what it was computed under (RunStamp: config.json's hash, the logs' bytes it covers)
- *   mask.json          the best mask (see masks/headfile.ts), written at the end; a weight-pruning run
- *                      writes weight-mask.safetensors instead (masks/weightfile.ts, spaces/weights/run.ts)
- *   result.json        final numbers: calibration and evaluation scores, forward passes, time
- *   run.lock           while a process works in the directory: its pid and host
+ * A search's run directory (its files: files.ts): creating it, taking its lock, and reading it back for --resume.
  *
  * Resuming validates everything before it writes anything: a corrupt or foreign directory is refused as is, and
  * so is one whose config.json or logs were changed after its state was saved (the stamp says so): a resumed
@@ -18,7 +9,7 @@
  * are removed once the lock is held.
  */
 import { createHash } from 'node:crypto';
-import { appendFile, readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { fileError } from '../errors.js';
 import type { GaState } from '../search/ga.js';
@@ -35,6 +26,7 @@ import {
   writeJsonAtomic,
   writeTextAtomic,
 } from '../util/fs.js';
+import { jsonlText, LOCK_FILE, RUN_FILES, readJsonl, SEARCH_LOGS } from './files.js';
 
 /** The `kind` of each space's runs in config.json, with the words a refusal uses for it. */
 export const RUN_KINDS = {
@@ -44,7 +36,6 @@ export const RUN_KINDS = {
 export type RunKind = keyof typeof RUN_KINDS;
 export const HEAD_RUN_KIND: RunKind = 'geneprune-head-search';
 export const WEIGHT_RUN_KIND: RunKind = 'geneprune-weight-prune';
-export const LOCK_FILE = 'run.lock';
 
 export interface RunConfig {
   kind: RunKind;
@@ -55,7 +46,7 @@ export interface RunConfig {
 /** Whether `dir` holds a geneprune run (its config.json says so); never throws. */
 export async function isRunDir(dir: string): Promise<boolean> {
   try {
-    return Object.hasOwn(RUN_KINDS, JSON.parse(await readFile(join(dir, 'config.json'), 'utf8'))?.kind);
+    return Object.hasOwn(RUN_KINDS, JSON.parse(await readFile(join(dir, RUN_FILES.config), 'utf8'))?.kind);
   } catch {
     return false;
   }
@@ -103,15 +94,12 @@ export async function createRunDir(
   const lock = await lockRunDir(dir, onNote);
   try {
     await refuseNonEmpty(dir);
-    await writeJsonAtomic(join(dir, 'config.json'), config);
+    await writeJsonAtomic(join(dir, RUN_FILES.config), config);
   } catch (e) {
     await lock.release();
     throw e;
   }
   return lock;
-}
-export async function appendJsonl(dir: string, file: string, record: unknown): Promise<void> {
-  await appendFile(join(dir, file), `${JSON.stringify(record)}\n`);
 }
 
 async function readJson(path: string, what: string): Promise<unknown> {
@@ -126,23 +114,6 @@ async function readJson(path: string, what: string): Promise<unknown> {
   } catch {
     throw fileError(path, `${what} is corrupt (not valid JSON)`);
   }
-}
-
-/** Parses a JSONL log, dropping a torn last line (a crash mid-append); a torn line elsewhere is corruption. */
-async function readJsonl(path: string): Promise<Array<Record<string, unknown>>> {
-  const text = await readFile(path, 'utf8').catch(() => '');
-  const lines = text.split('\n');
-  const out: Array<Record<string, unknown>> = [];
-  for (let i = 0; i < lines.length; i++) {
-    if (!lines[i]) continue;
-    try {
-      out.push(JSON.parse(lines[i]));
-    } catch {
-      if (i >= lines.length - 2) break;
-      throw fileError(path, `line ${i + 1} is corrupt`);
-    }
-  }
-  return out;
 }
 
 /** Whether a text is a genome of the run's space. */
@@ -218,7 +189,7 @@ export interface ResumableRun {
 export async function readRunConfig(dir: string, kind: RunKind): Promise<RunConfig> {
   const info = await stat(dir).catch(() => undefined);
   if (!info?.isDirectory()) throw fileError(dir, 'run directory does not exist');
-  const configPath = join(dir, 'config.json');
+  const configPath = join(dir, RUN_FILES.config);
   const config = (await readJson(configPath, 'config.json')) as RunConfig;
   if (config?.kind !== kind)
     throw fileError(configPath, `not a geneprune ${RUN_KINDS[kind]} run (kind field)`);
@@ -237,11 +208,11 @@ export async function openRunForResume(
   config: RunConfig,
   codecOf: (c: RunConfig) => { genes: number; decode: (text: string) => unknown },
 ): Promise<ResumableRun> {
-  const configPath = join(dir, 'config.json');
-  const statePath = join(dir, 'state.json');
+  const configPath = join(dir, RUN_FILES.config);
+  const statePath = join(dir, RUN_FILES.state);
   const noState = !(await stat(statePath).catch(() => undefined));
   if (config.method !== 'ga' && config.method !== 'nsga') {
-    if (await stat(join(dir, 'result.json')).catch(() => undefined)) {
+    if (await stat(join(dir, RUN_FILES.result)).catch(() => undefined)) {
       throw fileError(
         configPath,
         `a ${String(config.method)} run has no search state to resume, and this one has finished (run it again)`,
@@ -268,8 +239,8 @@ export async function openRunForResume(
       throw fileError(statePath, 'NSGA-II state is corrupt or does not fit the run');
     }
     const verified = await refuseChangedSinceState(dir, state, statePath, { config: false });
-    const evaluations = await readJsonl(join(dir, 'evals.jsonl'));
-    const generations = (await readJsonl(join(dir, 'generations.jsonl'))).filter(
+    const evaluations = await readJsonl(join(dir, RUN_FILES.evals));
+    const generations = (await readJsonl(join(dir, RUN_FILES.generations))).filter(
       (r) => typeof r.generation === 'number' && r.generation <= nsga.generation,
     );
     return { config, fresh: false, verified, ...stampedConfig(state), nsga, evaluations, generations };
@@ -282,8 +253,10 @@ export async function openRunForResume(
   const finished = state.done ? state.generation + 1 : state.generation;
   const keepDone = (r: Record<string, unknown>) =>
     typeof r.generation === 'number' && r.generation < finished;
-  const evaluations = (await readJsonl(join(dir, 'evals.jsonl'))).filter(state.done ? keepDone : keep);
-  const generations = (await readJsonl(join(dir, 'generations.jsonl'))).filter(state.done ? keepDone : keep);
+  const evaluations = (await readJsonl(join(dir, RUN_FILES.evals))).filter(state.done ? keepDone : keep);
+  const generations = (await readJsonl(join(dir, RUN_FILES.generations))).filter(
+    state.done ? keepDone : keep,
+  );
   return { config, fresh: false, verified, ...stampedConfig(state), state, evaluations, generations };
 }
 
@@ -294,13 +267,9 @@ function stampedConfig(state: unknown): { configSha256?: string } {
 
 /** Rewrites the logs to hold exactly the finished generations (drops a partly logged one), atomically. */
 export async function rewriteLogs(dir: string, run: ResumableRun): Promise<void> {
-  const lines = (rows: unknown[]) => rows.map((r) => `${JSON.stringify(r)}\n`).join('');
-  await writeTextAtomic(join(dir, 'evals.jsonl'), lines(run.evaluations));
-  await writeTextAtomic(join(dir, 'generations.jsonl'), lines(run.generations));
+  await writeTextAtomic(join(dir, RUN_FILES.evals), jsonlText(run.evaluations));
+  await writeTextAtomic(join(dir, RUN_FILES.generations), jsonlText(run.generations));
 }
-
-/** The logs a search's state covers: what it appended up to the moment the state was saved. */
-export const SEARCH_LOGS: readonly string[] = ['evals.jsonl', 'generations.jsonl'];
 
 /** How much of a log a saved state covers: its first `bytes` bytes, whose sha256 is `sha256`. */
 export interface LogCoverage {
@@ -319,7 +288,7 @@ export interface RunStamp {
 }
 
 async function configSha256(dir: string): Promise<string> {
-  const config = await readJson(join(dir, 'config.json'), 'config.json');
+  const config = await readJson(join(dir, RUN_FILES.config), 'config.json');
   return sha256Text(JSON.stringify(config));
 }
 
@@ -377,7 +346,7 @@ export async function refuseChangedConfig(
   if (recorded === undefined) return;
   if ((await configSha256(dir)) !== recorded) {
     throw fileError(
-      join(dir, 'config.json'),
+      join(dir, RUN_FILES.config),
       `was changed after ${stateName} was saved: a run's settings cannot change once it has started (start a new run with --out)`,
     );
   }
@@ -420,5 +389,5 @@ export async function saveState(
   state: object,
   logs: readonly string[] = SEARCH_LOGS,
 ): Promise<void> {
-  await writeJsonAtomic(join(dir, 'state.json'), { ...state, ...(await runStamp(dir, logs)) });
+  await writeJsonAtomic(join(dir, RUN_FILES.state), { ...state, ...(await runStamp(dir, logs)) });
 }

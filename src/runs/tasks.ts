@@ -31,6 +31,7 @@ import type { BleuObjectiveOptions, QualityMetric } from '../search/objective.js
 import { BLEU_SEARCH_ITEMS, BLEU_SEARCH_NEW_TOKENS, isClassificationMetric } from '../search/objective.js';
 import type { Tokenizer } from '../tokenizer/types.js';
 import { realPathOf, sha256File } from '../util/fs.js';
+import { scoreDenseAndPruned } from './score.js';
 
 /** `--eval-task auto`: the continuation task built from the evaluation pages. */
 export const AUTO_TASK = 'auto';
@@ -243,7 +244,7 @@ export interface EvalBleu {
 
 /**
  * BLEU of the dense model (`denseSpec`) and of the candidate (`spec` — the same model, or its recovered weights —
- * under `masks`) on the evaluation task, each in a session of its own. `dense`: the dense model's scores from an
+ * under `masks`) on the evaluation task, each in a session of its own (score.ts). `dense`: the dense model's scores from an
  * earlier call on the same task (a recovered model is scored after its masked self), not generated again.
  */
 export async function scoreBleuOnEval(
@@ -257,27 +258,26 @@ export async function scoreBleuOnEval(
 ): Promise<EvalBleu> {
   const prepared = slicePreparedTask(task.prepared, s.evalItems ?? task.prepared.prompts.length);
   const maxNewTokens = s.evalNewTokens ?? GENERATION_MAX_NEW_TOKENS;
-  const score = async (m: ModelSpec, withMasks: CandidateMasks) => {
-    const runner = await createRunner(m, {
-      output: 'row_logits',
-      device: env.device,
-      threads: env.threads,
-      dtype: s.dtype,
-      weightMasks: withMasks.weightMasks ? [...withMasks.weightMasks.keys()] : undefined,
-    });
-    try {
-      return await scoreGeneration(runner, prepared, {
+  const t0 = performance.now();
+  const { pruned, dense: fresh } = await scoreDenseAndPruned({
+    open: (m, withMasks) =>
+      createRunner(m, {
+        output: 'row_logits',
+        device: env.device,
+        threads: env.threads,
+        dtype: s.dtype,
+        weightMasks: withMasks?.weightMasks ? [...withMasks.weightMasks.keys()] : undefined,
+      }),
+    score: (runner, withMasks) =>
+      scoreGeneration(runner, prepared, {
         maxNewTokens,
         batchSize: GENERATION_BATCH_SIZE,
-        masks: withMasks,
-      });
-    } finally {
-      await runner.release();
-    }
-  };
-  const t0 = performance.now();
-  const pruned = await score(spec, masks);
-  const fresh = dense ? undefined : await score(denseSpec, {});
+        masks: withMasks ?? {},
+      }),
+    spec,
+    masks,
+    dense: dense ? undefined : { spec: denseSpec },
+  });
   return {
     from: task.from,
     task: task.source,

@@ -11,7 +11,7 @@ import { copyFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { openLlama2c, writeLlama2cLegacy } from '../../src/checkpoint/llama2c.js';
-import { SPARSITY_SHORTFALL, sparsityWarnings } from '../../src/spaces/weights/run.js';
+import { SPARSITY_SHORTFALL, sparsityWarnings } from '../../src/runs/results.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { type CliResult, runCli } from '../helpers/cli.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared, TOKENIZER } from '../shared.js';

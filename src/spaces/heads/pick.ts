@@ -11,6 +11,7 @@ import { resolveModelRef } from '../../checkpoint/hub.js';
 import { fileError, flagError } from '../../errors.js';
 import { type HeadMaskFile, makeMaskFile } from '../../masks/headfile.js';
 import { loadModelSpec } from '../../model/load.js';
+import { RUN_FILES } from '../../runs/files.js';
 import {
   type FrontPick,
   type FrontPoint,
@@ -38,7 +39,7 @@ export interface PickedMask {
 
 /** front.json's points, checked: each a 0/1 genome of the run's gene count with its numbers. */
 async function readFront(dir: string, genes: number): Promise<FrontPoint[]> {
-  const path = join(dir, 'front.json');
+  const path = join(dir, RUN_FILES.front);
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -75,19 +76,19 @@ export async function pickHeadMask(dir: string, spec: PickSpec, out: string): Pr
   if (config.method !== 'nsga') {
     throw flagError(
       '--pick',
-      `${dir} is a ${String(config.method)} run: only an NSGA-II run has a front to pick from (its mask is ${join(dir, 'mask.json')})`,
+      `${dir} is a ${String(config.method)} run: only an NSGA-II run has a front to pick from (its mask is ${join(dir, RUN_FILES.mask)})`,
     );
   }
   if (await stat(out).catch(() => undefined))
     throw fileError(out, 'exists: choose another --out, or remove it');
   const s = config.settings as HeadSearchSettings;
   const heads = (config.model as { shape?: { queryHeads?: unknown } } | undefined)?.shape?.queryHeads;
-  if (!Array.isArray(heads)) throw fileError(join(dir, 'config.json'), 'records no per-layer model shape');
+  if (!Array.isArray(heads)) throw fileError(join(dir, RUN_FILES.config), 'records no per-layer model shape');
   const genes = heads.reduce((a: number, b) => a + Number(b), 0);
   const front = await readFront(dir, genes);
   const pick = pickBySpec(front, genes, spec);
 
-  const maskPath = join(dir, 'mask.json');
+  const maskPath = join(dir, RUN_FILES.mask);
   const ownText = await readFile(maskPath, 'utf8').catch(() => undefined);
   let own: HeadMaskFile | undefined;
   if (ownText !== undefined) {

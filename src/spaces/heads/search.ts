@@ -1,42 +1,22 @@
 /**
- * A whole head search as the CLI runs it: prepare the model and data (runs/data.ts), build the calibration
- * objective over the head space, run one method (the GA, NSGA-II, or a baseline) in a run directory
- * (runs/rundir.ts, runs/algorithms.ts), then score the chosen mask on the evaluation data and write the head
- * mask file; with `recover`, refit o after the mask's heads are removed (recovered-weights.safetensors) and
+ * A whole head search as the CLI runs it: prepare the model and data with the calibration objective over the
+ * head space (prepare.ts), run one method (the GA, NSGA-II, or a baseline) in a run directory (runs/rundir.ts,
+ * runs/algorithms.ts), then score the chosen mask on the evaluation data and write the head mask file and
+ * result.json (runs/results.ts); with `recover`, refit o after the mask's heads are removed (recover.ts) and
  * score that too. `resumeHeadSearch` continues such a run (runs/resume.ts refuses what would change it): a run
  * stopped after its search, before or after recovery, finishes from the saved state and recovers again, with
  * the same result.
  */
-import { join } from 'node:path';
 import { fileError, flagError } from '../../errors.js';
 import { makeMaskFile } from '../../masks/headfile.js';
-import { type Genome, geneCount, removedList } from '../../masks/heads.js';
-import { writeRecoveredWeights } from '../../masks/recovered.js';
-import type { ModelSpec } from '../../model/spec.js';
-import { RECOVERY_DAMPING } from '../../prune/recover.js';
-import { type HeadRecoveryLayer, recoverHeadRemoval } from '../../prune/recover-heads.js';
+import type { Genome } from '../../masks/heads.js';
 import { runGaInDir, runNsgaInDir } from '../../runs/algorithms.js';
-import {
-  choiceObjectiveOptions,
-  choicesRecord,
-  type EvalChoices,
-  scoreChoicesOnEval,
-} from '../../runs/choices.js';
-import {
-  absoluteSettings,
-  type LabelledEval,
-  prepareRunData,
-  type RunData,
-  type RunEnv,
-  recoveryBatches,
-  refuseChangedData,
-  runModelAndData,
-  scoreLabelledOnEval,
-  scoreOnEval,
-} from '../../runs/data.js';
+import { scoreChoicesOnEval } from '../../runs/choices.js';
+import { absoluteSettings, refuseChangedData, scoreLabelledOnEval, scoreOnEval } from '../../runs/data.js';
+import { RUN_FILES } from '../../runs/files.js';
 import { offTargetText, targetRemovedOf } from '../../runs/front.js';
-import { labelledRecord } from '../../runs/labels.js';
-import { type GivenSetting, refuseChangedSettings, refuseForeignModel } from '../../runs/resume.js';
+import { calibrationRecord, type HeadSearchResult, type NsgaPickReport } from '../../runs/results.js';
+import { refuseChangedSettings, refuseForeignModel } from '../../runs/resume.js';
 import {
   createRunDir,
   HEAD_RUN_KIND,
@@ -48,220 +28,31 @@ import {
   refuseChangedConfig,
   rewriteLogs,
 } from '../../runs/rundir.js';
-import { bleuObjectiveOptions, type EvalBleu, scoreBleuOnEval, taskRecord } from '../../runs/tasks.js';
+import { scoreBleuOnEval } from '../../runs/tasks.js';
 import { bitStringCodec } from '../../search/codec.js';
-import {
-  decodeOrThrow,
-  type GaOptions,
-  type GaState,
-  type GenerationSummary,
-  initialState,
-} from '../../search/ga.js';
+import { decodeOrThrow, type GaOptions, type GaState, initialState } from '../../search/ga.js';
 import type { NsgaState } from '../../search/nsga.js';
-import {
-  accuracyOfQuality,
-  BLEU_SEARCH_ITEMS,
-  bleuOfQuality,
-  type QualityMetric,
-  qualityFromLog,
-} from '../../search/objective.js';
+import { qualityFromLog } from '../../search/objective.js';
 import { bitNsgaOperators } from '../../search/operators.js';
-import { quotedBest, type SearchProgress } from '../../search/progress.js';
-import { faultPoint, type HeldLock, sha256File, writeJsonAtomic } from '../../util/fs.js';
+import { quotedBest } from '../../search/progress.js';
+import { faultPoint, type HeldLock, writeJsonAtomic } from '../../util/fs.js';
 import { createRng } from '../../util/rng.js';
-import { headGaOptions } from './algorithms.js';
 import { runBaseline, singleHeadAblationScores } from './baselines.js';
-import { createHeadObjective, type HeadObjective } from './objective.js';
-import type { HeadMethod, HeadSearchSettings } from './settings.js';
+import {
+  gaOptions,
+  type HeadGivenSetting,
+  type HeadSearchEnv,
+  type Prepared,
+  prepare,
+  removeCountOf,
+  runConfig,
+} from './prepare.js';
+import { recoverInDir } from './recover.js';
+import type { HeadSearchSettings } from './settings.js';
 
-export type HeadGivenSetting = GivenSetting<Extract<keyof HeadSearchSettings, string>>;
-
-export interface HeadSearchEnv extends RunEnv {
-  onStatus?: (line: string) => void;
-  /** Things the user should see even when quiet: a stale lock taken over, leftovers removed. */
-  onNote?: (line: string) => void;
-  onGeneration?: (s: GenerationSummary, total: number, elapsedS: number) => void;
-  onProgress?: (done: number, total: number) => void;
-  /** Every method's progress in one shape (search/progress.ts): what it does, the best so far, the work done. */
-  onSearchUpdate?: (p: SearchProgress) => void;
-}
-
-export interface HeadSearchResult {
-  runDir: string;
-  method: HeadMethod;
-  genome: Genome;
-  removed: number;
-  genes: number;
-  /** Parameters the model keeps with the mask's heads removed, of `totalParameters`. */
-  keptParameters: number;
-  totalParameters: number;
-  /** Context length of every window scored, calibration and evaluation alike. */
-  context: number;
-  /**
-   * The objective's values on the calibration data: lower is better, so with metric 'bleu' quality and
-   * denseQuality are −BLEU (and `bleu`, `denseBleu` give BLEU itself; `tokens` counts task items), with
-   * 'mc-accuracy' −accuracy (`accuracy`, `denseAccuracy` give it, 0–1; `tokens` counts items). As in a weight
-   * run's result, `perplexity` and `densePerplexity` name the perplexity itself (a 'ppl' run's quality).
-   */
-  calib: {
-    quality: number;
-    denseQuality: number;
-    perplexity?: number;
-    densePerplexity?: number;
-    metric: QualityMetric;
-    tokens: number;
-    bleu?: number;
-    denseBleu?: number;
-    task?: ReturnType<typeof taskRecord>;
-    accuracy?: number;
-    denseAccuracy?: number;
-    choices?: ReturnType<typeof choicesRecord>;
-    /** 'macro-f1' runs: the macro-F1 (0–1) the quality negates. */
-    macroF1?: number;
-    denseMacroF1?: number;
-    /** 'accuracy' / 'macro-f1' runs: the labelled calibration file. */
-    labelled?: ReturnType<typeof labelledRecord>;
-  };
-  /** Perplexity on the evaluation text; for 'accuracy'/'macro-f1' runs, both scores on the labelled --eval file. */
-  eval: { perplexity: number; densePerplexity: number; tokens: number; data: string } | LabelledEval;
-  /** `--eval-task`: dense and pruned BLEU on the evaluation task. */
-  evalBleu?: EvalBleu;
-  /** `--eval-choices`: dense and pruned multiple-choice accuracy on the evaluation file. */
-  evalChoices?: EvalChoices;
-  forwardPasses: number;
-  evaluations: number;
-  seconds: number;
-  /** `--recover`: o refitted after the mask's heads are removed (forward passes and seconds its own). */
-  recovery?: HeadRecoveryReport;
-  /** NSGA-II: how the mask was picked from the front (runs/front.ts). */
-  pick?: NsgaPickReport;
-}
-
-/** How an NSGA-II run picked its mask: at the target size, or (with `warning`) the nearest size there was. */
-export interface NsgaPickReport {
-  atTarget: boolean;
-  removed: number;
-  targetRemoved: number;
-  frontSize: number;
-  archived: number;
-  warning?: string;
-}
-
-/**
- * What `--recover` reports: calibration and evaluation perplexity of the head mask before recovery and after it
- * (the run's `calib` and `eval` stay the mask's own), the recovered weights' file, and per layer the calibration
- * reconstruction error of o, Σ (w − ŵ)ᵀXᵀX(w − ŵ), with the removed heads' columns zeroed and after the refit.
- */
-export interface HeadRecoveryReport {
-  before: { calibPerplexity: number; evalPerplexity: number };
-  after: { calibPerplexity: number; evalPerplexity: number };
-  /** recovered-weights.safetensors in the run directory, and the calibration tokens it was fitted on. */
-  weights: string;
-  tokens: number;
-  damping: number;
-  forwardPasses: number;
-  seconds: number;
-  reconstruction: HeadRecoveryLayer[];
-}
-
-/** The recovered o of a `--recover` run, beside its mask.json. */
-export const RECOVERED_WEIGHTS_FILE = 'recovered-weights.safetensors';
-
-function removeCountOf(s: HeadSearchSettings, genes: number): number | undefined {
-  return s.targetSparsity === undefined ? undefined : Math.round(s.targetSparsity * genes);
-}
-
-function gaOptions(
-  s: HeadSearchSettings,
-  genes: number,
-  denseQuality: number,
-  initWeights?: number[],
-): GaOptions<Genome> {
-  return headGaOptions(genes, {
-    population: s.population,
-    generations: s.generations,
-    tournamentSize: s.tournament,
-    crossoverRate: s.crossoverRate,
-    mutationRate: s.mutationRate,
-    removalBias: s.removalBias,
-    sInitial: s.sInitial,
-    fitness: { kind: s.fitness, metric: s.metric, lambda: s.lambda, denseQuality },
-    fitnessThreshold: s.fitnessThreshold,
-    maxSparsity: s.maxSparsity,
-    removeCount: s.fitness === 'budget' ? removeCountOf(s, genes) : undefined,
-    elitism: s.elitism,
-    multiFidelity: s.lowTokens !== undefined || s.lowItems !== undefined,
-    promote: s.promote,
-    initWeights,
-    seed: s.seed,
-  });
-}
-
-interface Prepared extends RunData {
-  objective: HeadObjective;
-}
-
-async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promise<Prepared> {
-  const data = await prepareRunData(s, env, 'heads');
-  env.onStatus?.(
-    `model ${data.model.modelPath}: ${geneCount(data.model.spec.config)} heads; calibration ${data.stream.length} tokens`,
-  );
-  if (data.calibTask) {
-    env.onStatus?.(
-      `BLEU fitness: ${Math.min(s.calibItems ?? BLEU_SEARCH_ITEMS, data.calibTask.prepared.prompts.length)} items of the calibration task ${data.calibTask.source}`,
-    );
-  }
-  if (data.calibLabelled) {
-    const items = data.calibLabelled.prepared.items.length;
-    env.onStatus?.(
-      `${s.metric} fitness: ${Math.min(s.calibItems ?? items, items)} labelled items of ${data.calibLabelled.source}`,
-    );
-  }
-  if (data.calibChoices) {
-    const items = data.calibChoices.prepared.task.items.length;
-    env.onStatus?.(
-      `accuracy fitness: ${Math.min(s.calibItems ?? items, items)} items of the multiple-choice file ${data.calibChoices.source}`,
-    );
-  }
-  const objective = await createHeadObjective(data.model.spec, {
-    stream: data.stream,
-    context: data.context,
-    metric: s.metric,
-    bleu: bleuObjectiveOptions(s, data.calibTask),
-    choices: choiceObjectiveOptions(s, data.calibChoices),
-    ...(data.calibLabelled
-      ? {
-          labelled: {
-            prepared: data.calibLabelled.prepared,
-            ...(s.calibItems !== undefined ? { items: s.calibItems } : {}),
-            ...(s.lowItems !== undefined ? { lowItems: s.lowItems } : {}),
-          },
-        }
-      : {}),
-    tokens: s.calibTokens,
-    lowTokens: s.lowTokens,
-    batchSize: s.batchSize,
-    device: env.device,
-    threads: env.threads,
-    dtype: s.dtype,
-  });
-  return { ...data, objective };
-}
-
-async function runConfig(s: HeadSearchSettings, p: Prepared): Promise<RunConfig> {
-  const recorded = await runModelAndData(s, p);
-  return {
-    kind: HEAD_RUN_KIND,
-    version: 1,
-    method: s.method,
-    settings: s,
-    model: recorded.model,
-    geneOrder:
-      'layer-major over the heads present: layer l starts at the sum of model.shape.queryHeads before it; 1 keeps the head',
-    calibration: recorded.calibration,
-    evaluation: recorded.evaluation,
-  };
-}
+// What a run takes and gives, for the API (the result types live with the run files, runs/results.ts).
+export type { HeadRecoveryReport, HeadSearchResult, NsgaPickReport } from '../../runs/results.js';
+export type { HeadGivenSetting, HeadSearchEnv } from './prepare.js';
 
 async function finish(
   dir: string,
@@ -299,35 +90,18 @@ async function finish(
     keptParameters: space.keptParameters(genome),
     totalParameters: space.totalParameters,
     context: p.context,
-    calib: {
-      quality: calibScore.quality,
-      denseQuality: dense.quality,
-      ...(s.metric === 'ppl' ? { perplexity: calibScore.quality, densePerplexity: dense.quality } : {}),
-      metric: s.metric,
-      tokens: calibScore.tokens,
-      ...(s.metric === 'bleu'
-        ? {
-            bleu: bleuOfQuality(calibScore.quality),
-            denseBleu: bleuOfQuality(dense.quality),
-            ...(p.calibTask ? { task: taskRecord(p.calibTask, calibScore.tokens) } : {}),
-          }
-        : {}),
-      ...(s.metric === 'mc-accuracy'
-        ? {
-            accuracy: accuracyOfQuality(calibScore.quality),
-            denseAccuracy: accuracyOfQuality(dense.quality),
-            ...(p.calibChoices ? { choices: choicesRecord(p.calibChoices, calibScore.tokens) } : {}),
-          }
-        : {}),
-      ...(p.calibLabelled
-        ? {
-            ...(s.metric === 'macro-f1'
-              ? { macroF1: -calibScore.quality, denseMacroF1: -dense.quality }
-              : { accuracy: -calibScore.quality, denseAccuracy: -dense.quality }),
-            labelled: labelledRecord(p.calibLabelled, calibScore.tokens),
-          }
-        : {}),
-    },
+    calib: calibrationRecord(
+      {
+        quality: calibScore.quality,
+        denseQuality: dense.quality,
+        ...(s.metric === 'ppl' ? { perplexity: calibScore.quality, densePerplexity: dense.quality } : {}),
+        metric: s.metric,
+        tokens: calibScore.tokens,
+      },
+      s.metric,
+      { quality: calibScore.quality, denseQuality: dense.quality, tokens: calibScore.tokens },
+      p,
+    ),
     eval: evalScore,
     ...(evalBleu ? { evalBleu } : {}),
     ...(evalChoices ? { evalChoices } : {}),
@@ -341,7 +115,7 @@ async function finish(
     calibration: { path: s.calib, metric: s.metric, quality: calibScore.quality },
     evaluation: { path: s.eval, ...evalScore },
   });
-  await writeJsonAtomic(`${dir}/mask.json`, mask);
+  await writeJsonAtomic(`${dir}/${RUN_FILES.mask}`, mask);
   if (s.recover) {
     faultPoint('heads:mask-written');
     if (!('perplexity' in evalScore)) throw flagError('--recover', `not with --metric ${s.metric}`);
@@ -349,7 +123,7 @@ async function finish(
     faultPoint('heads:recovered');
   }
   const { genome: _g, ...rest } = result;
-  await writeJsonAtomic(`${dir}/result.json`, {
+  await writeJsonAtomic(`${dir}/${RUN_FILES.result}`, {
     ...rest,
     genome: space.encode(genome),
     removedHeads: mask.removed,
@@ -358,120 +132,6 @@ async function finish(
     ...extra,
   });
   return result;
-}
-
-/** Calibration perplexity of `spec` under the genome's head mask, in a session of its own. */
-async function calibPerplexity(
-  spec: ModelSpec,
-  s: HeadSearchSettings,
-  p: Prepared,
-  genome: Genome,
-  env: HeadSearchEnv,
-): Promise<{ perplexity: number; forwardPasses: number }> {
-  const objective = await createHeadObjective(spec, {
-    stream: p.stream,
-    context: p.context,
-    metric: 'ppl',
-    tokens: s.calibTokens,
-    batchSize: s.batchSize,
-    device: env.device,
-    threads: env.threads,
-    dtype: s.dtype,
-  });
-  try {
-    const r = await objective.evaluate(genome);
-    return { perplexity: r.quality, forwardPasses: objective.forwardPasses() };
-  } finally {
-    await objective.release();
-  }
-}
-
-/**
- * `--recover`, once mask.json is written: o refitted layer by layer on the calibration windows
- * (prune/recover-heads.ts), written to RECOVERED_WEIGHTS_FILE with the model's fingerprint, the removed heads and
- * mask.json's sha256, and the recovered model scored under the mask on calibration and evaluation data.
- */
-async function recoverInDir(
-  dir: string,
-  s: HeadSearchSettings,
-  p: Prepared,
-  genome: Genome,
-  scored: { calibScore: { quality: number }; evalScore: { perplexity: number } },
-  env: HeadSearchEnv,
-): Promise<HeadRecoveryReport> {
-  const t0 = performance.now();
-  const spec = p.model.spec;
-  let passes = 0;
-  // The search's calibration score is the perplexity unless it searched on KL.
-  let beforeCalib = scored.calibScore.quality;
-  if (s.metric !== 'ppl') {
-    const b = await calibPerplexity(spec, s, p, genome, env);
-    beforeCalib = b.perplexity;
-    passes += b.forwardPasses;
-  }
-  env.onStatus?.('recovery: refitting o on the calibration activations, layer by layer');
-  const before = quotedBest('ppl', beforeCalib, p.objective.space.sparsity(genome), 'before recovery');
-  const batches = recoveryBatches(p.stream, {
-    context: p.context,
-    tokens: s.calibTokens,
-    label: s.calib,
-    vocabSize: spec.config.vocabSize,
-    batchSize: s.batchSize,
-  });
-  const rec = await recoverHeadRemoval(spec, genome, {
-    batches,
-    device: env.device,
-    threads: env.threads,
-    onLayer: (done, total) => {
-      env.onProgress?.(done, total);
-      env.onSearchUpdate?.({
-        method: s.method,
-        phase: 'recovery',
-        step: `recovery, layer ${done}/${total}`,
-        fraction: total > 0 ? done / total : 1,
-        best: before,
-        count: done,
-        unit: 'layers',
-      });
-    },
-  });
-  passes += rec.forwardPasses;
-  const weights = join(dir, RECOVERED_WEIGHTS_FILE);
-  await writeRecoveredWeights(
-    weights,
-    spec,
-    rec.spec,
-    rec.roles,
-    {
-      kind: 'head',
-      sha256: await sha256File(join(dir, 'mask.json')),
-      removed: removedList(spec.config, genome),
-    },
-    RECOVERY_DAMPING,
-  );
-  env.onStatus?.('scoring the recovered model');
-  const after = await calibPerplexity(rec.spec, s, p, genome, env);
-  passes += after.forwardPasses;
-  const space = p.objective.space;
-  const evalAfter = await scoreOnEval(
-    { ...p, model: { ...p.model, spec: rec.spec } },
-    s,
-    space.masks(genome),
-    env,
-    {
-      dense: false,
-    },
-  );
-  return {
-    before: { calibPerplexity: beforeCalib, evalPerplexity: scored.evalScore.perplexity },
-    after: { calibPerplexity: after.perplexity, evalPerplexity: evalAfter.perplexity },
-    weights,
-    tokens: batches.reduce((a, b) => a + b.valid!.reduce((x, y) => x + y, 0), 0),
-    damping: RECOVERY_DAMPING,
-    forwardPasses: passes,
-    seconds: (performance.now() - t0) / 1000,
-    reconstruction: rec.layers,
-  };
 }
 
 function runGaIn(
@@ -686,7 +346,7 @@ function headCodecOf(dir: string, c: RunConfig) {
   const heads = (c.model as { shape?: { queryHeads?: unknown } } | undefined)?.shape?.queryHeads;
   if (!Array.isArray(heads)) {
     throw fileError(
-      `${dir}/config.json`,
+      `${dir}/${RUN_FILES.config}`,
       'the run records no per-layer model shape (made by an older geneprune, whose model fingerprint was weak); run it again',
     );
   }

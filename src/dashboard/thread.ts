@@ -53,7 +53,7 @@ export function startDashboardThread(options: DashboardOptions): Promise<Dashboa
           port: m.port,
           setLive(line, search) {
             // One message: the line and its numbers reach the page together.
-            if (!exited) send({ kind: 'live', line, ...(search !== undefined ? { search } : {}) });
+            if (!exited) send({ kind: 'live', line, ...(search === undefined ? {} : { search }) });
           },
           refresh() {
             if (exited) return Promise.resolve();

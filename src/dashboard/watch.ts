@@ -495,7 +495,7 @@ export function watchRun(dir: string): RunWatcher {
     },
     setLive(line, search) {
       live = line;
-      if (search !== undefined) searchReport = search;
+      searchReport = search ?? searchReport;
     },
     async refresh() {
       const cv = await versionOf(join(root, RUN_FILES.config));

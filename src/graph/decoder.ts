@@ -1,7 +1,5 @@
 /**
- * The evaluation graph for decoder-only models — rotary (LLaMA, Gemma) or learned positions (GPT-2), RMS or layer
- * norm, gated or plain MLP — and the graph vocabulary other modules import from here (weight preparation and
- * release, capture points and their statistics' names, layer ranges, the opset, the vocabulary chunk).
+ * The evaluation graph for decoder-only models with rotary positions (the LLaMA family).
  *
  * Inputs:
  *   input_ids  int64 [batch, seq]

@@ -1,19 +1,12 @@
 /**
- * A run directory, for head searches and weight pruning alike (config.json's `kind` says which; genomes are
- * written in the space's text). This module creates, locks, stamps and validates it and reads and rewrites its
- * logs; each kind of run writes its own files (runs/algorithms.ts, spaces/heads/search.ts, spaces/weights/run.ts):
+ * A search's run directory, for any search space (genomes are written in the space's text):
  *   config.json        the frozen run configuration (model identity, data paths and hashes, every option, seed)
- *   evals.jsonl        one line per evaluated individual (GA, NSGA-II; a block-wise weight search: per candidate)
- *   generations.jsonl  GA and NSGA-II: one line per generation (best, mean, counters)
- *   front.json         NSGA-II: the non-dominated set of every individual it evaluated
- *   state.json         what a resume starts from (GA or NSGA-II after the last finished generation; a weight
- *                      run's stage), written atomically, stamped with what it was computed under (RunStamp:
- *                      config.json's hash, the logs' bytes it covers); head baselines write none
- *   search-state.json, search-blocks.bin  a block-wise weight search after each fixed block
- *   method-state.json  a weight method's own state (alloc: after each generation)
- *   mask.json          the best head mask (see masks/headfile.ts), written at the end; a weight-pruning run
+ *   evals.jsonl        one line per evaluated individual
+ *   generations.jsonl  one line per generation (best, mean, counters)
+ *   state.json         GA or NSGA-II state after the last finished generation, written atomically, stamped
+ *                      with what it was computed under (RunStamp: config.json's hash, the logs' bytes it covers)
+ *   mask.json          the best mask (see masks/headfile.ts), written at the end; a weight-pruning run
  *                      writes weight-mask.safetensors instead (masks/weightfile.ts, spaces/weights/run.ts)
- *   recovered-weights.safetensors  with --recover: the refitted weights
  *   result.json        final numbers: calibration and evaluation scores, forward passes, time
  *   run.lock           while a process works in the directory: its pid and host
  *

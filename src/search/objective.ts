@@ -10,8 +10,8 @@
  * (genome, fidelity) is run once; repeats come from the cache, keyed by the space's genome key.
  *
  * Accuracy-type metrics go through a `Predictor` (a task's labels and, under a candidate's masks, one predicted
- * label per item): multiple choice predicts with the 'nll' runner (metrics/choices.ts), sequence classification
- * ('accuracy', 'macro-f1') with the 'class_logits' runner (metrics/classify.ts).
+ * label per item): multiple choice predicts with the 'nll' runner (metrics/choices.ts); sequence classification
+ * will predict with a logits runner and plug in the same way (metrics/classification.ts says how).
  */
 import { type CandidateMasks, createRunner, type ModelRunner } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';

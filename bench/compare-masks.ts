@@ -259,6 +259,15 @@ function produce(repoArg: string, outArg: string): void {
     }
   }
   const only = values.only ? new Set(values.only.split(',')) : undefined;
+  const unknown = [...(only ?? [])].filter((name) => !methods().some((m) => m.name === name));
+  if (unknown.length > 0) {
+    console.error(
+      `compare-masks: --only: no method ${unknown.join(', ')} (methods: ${methods()
+        .map((m) => m.name)
+        .join(', ')})`,
+    );
+    process.exit(2);
+  }
   const runsDir = join(out, 'runs');
   rmSync(runsDir, { recursive: true, force: true });
   mkdirSync(runsDir, { recursive: true });

@@ -85,6 +85,20 @@ describe('npm run compare:masks (bench/compare-masks.ts)', {
     assert.match(same.stdout, /all 2 methods equal/);
   });
 
+  test('an unknown method name is refused before anything runs', () => {
+    const r = compareMasks([
+      '--repo',
+      REPO_ROOT,
+      '--out',
+      join(dir, 'refused'),
+      '--only',
+      'heads-ga,heads-nope',
+    ]);
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /--only: no method heads-nope \(methods: heads-ga, /);
+    assert.ok(!existsSync(join(dir, 'refused')));
+  });
+
   test('a changed mask, result value or method compares different and exits 1', () => {
     const a = join(dir, 'a', 'manifest.json');
     const edited = (name: string, edit: (m: EditableManifest) => void) => {

@@ -27,10 +27,11 @@ import { loadWeights } from '../src/graph/weights.js';
 import { batches, defaultBatchSize, makeWindows, tokenizePrefix } from '../src/metrics/perplexity.js';
 import { forwardFlopsPerToken } from '../src/model/cost.js';
 import { openModel } from '../src/model/open.js';
-import { BENCH_LLAMA_SHAPE, randomLlamaSpec } from '../src/model/random.js';
+import { randomLlamaSpec } from '../src/model/random.js';
 import type { ModelSpec } from '../src/model/spec.js';
 import { median } from '../src/prune/bench.js';
 import { createRng } from '../src/util/rng.js';
+import { BENCH_LLAMA_SHAPE } from './shapes.js';
 
 const SHARED = process.env.GENEPRUNE_SHARED ?? join(import.meta.dirname, '..', '..', 'shared');
 

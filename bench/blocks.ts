@@ -25,10 +25,11 @@ import {
   type Windows,
 } from '../src/metrics/perplexity.js';
 import { openModel } from '../src/model/open.js';
-import { BENCH_LLAMA_SHAPE, randomLlamaSpec } from '../src/model/random.js';
+import { randomLlamaSpec } from '../src/model/random.js';
 import type { ModelSpec } from '../src/model/spec.js';
 import { median } from '../src/prune/bench.js';
 import { createRng, type Rng } from '../src/util/rng.js';
+import { BENCH_LLAMA_SHAPE } from './shapes.js';
 
 const SHARED = process.env.GENEPRUNE_SHARED ?? join(import.meta.dirname, '..', '..', 'shared');
 

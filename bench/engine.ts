@@ -13,9 +13,10 @@ import { createRunner } from '../src/engine/runner.js';
 import { createEngine, type Device } from '../src/engine/session.js';
 import { GraphBuilder } from '../src/graph/builder.js';
 import { forwardFlopsPerToken, parameterCount } from '../src/model/cost.js';
-import { BENCH_LLAMA_SHAPE, randomLlamaSpec, TINY_LLAMA_SHAPE } from '../src/model/random.js';
+import { randomLlamaSpec } from '../src/model/random.js';
 import { median } from '../src/prune/bench.js';
 import { createRng } from '../src/util/rng.js';
+import { BENCH_LLAMA_SHAPE, TINY_LLAMA_SHAPE } from './shapes.js';
 
 const { values } = parseArgs({
   options: {

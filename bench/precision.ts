@@ -11,9 +11,10 @@ import { execFileSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { createRunner, type ModelRunner } from '../src/engine/runner.js';
 import type { ComputeDtype } from '../src/graph/weights.js';
-import { BENCH_LLAMA_SHAPE, randomLlamaSpec } from '../src/model/random.js';
+import { randomLlamaSpec } from '../src/model/random.js';
 import { median } from '../src/prune/bench.js';
 import { createRng } from '../src/util/rng.js';
+import { BENCH_LLAMA_SHAPE } from './shapes.js';
 
 const { values } = parseArgs({
   options: {

@@ -16,11 +16,12 @@ import { writeHfFolder } from '../src/checkpoint/hf.js';
 import { geneCount } from '../src/masks/heads.js';
 import { llamaSpecToHf } from '../src/model/llama.js';
 import { loadModelSpec } from '../src/model/load.js';
-import { BENCH_LLAMA_SHAPE, randomLlamaSpec, TINY_LLAMA_SHAPE } from '../src/model/random.js';
+import { randomLlamaSpec } from '../src/model/random.js';
 import { benchModels } from '../src/prune/bench.js';
 import { exportModel } from '../src/prune/export.js';
 import { randomGenome } from '../src/search/operators.js';
 import { createRng } from '../src/util/rng.js';
+import { BENCH_LLAMA_SHAPE, TINY_LLAMA_SHAPE } from './shapes.js';
 
 const { values } = parseArgs({
   options: {

@@ -10,9 +10,10 @@ import { parseArgs } from 'node:util';
 import type { TokenBatch } from '../src/engine/runner.js';
 import { selectPerRow, wandaScores } from '../src/masks/select.js';
 import { batches, makeWindows } from '../src/metrics/perplexity.js';
-import { BENCH_LLAMA_SHAPE, randomLlamaSpec } from '../src/model/random.js';
+import { randomLlamaSpec } from '../src/model/random.js';
 import { type LinearToPrune, pruneSequentially } from '../src/prune/sequential.js';
 import { createRng } from '../src/util/rng.js';
+import { BENCH_LLAMA_SHAPE } from './shapes.js';
 
 const { values } = parseArgs({ options: { tokens: { type: 'string', default: '2048' } } });
 const tokens = Number(values.tokens);

@@ -5,13 +5,13 @@
  *
  *   npm run data:sentiment [-- --out data/sentiment --seed 0]
  *
- * Provenance and licence are written next to the files (see src/data/sentiment.ts).
+ * Provenance and licence are written next to the files (see bench/sentiment.ts).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { labelledJsonl, sentimentItems, splitLabelled } from '../src/data/sentiment.js';
+import { labelledJsonl, sentimentItems, splitLabelled } from './sentiment.js';
 
 const { values } = parseArgs({
   options: {

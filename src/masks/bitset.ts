@@ -48,17 +48,6 @@ export function getBit(b: Bitset, i: number): 0 | 1 {
   return ((b.words[i >>> 5] >>> (i & 31)) & 1) as 0 | 1;
 }
 
-/** Sets bit i in place (bitsets are values to the search: copy first with cloneBitset). */
-export function setBit(b: Bitset, i: number, value: number): void {
-  if (!(i >= 0 && i < b.length)) throw new GenepruneError('internal', `bit ${i} outside [0, ${b.length})`);
-  if (value) b.words[i >>> 5] |= 1 << (i & 31);
-  else b.words[i >>> 5] &= ~(1 << (i & 31));
-}
-
-export function cloneBitset(b: Bitset): Bitset {
-  return { length: b.length, words: b.words.slice() };
-}
-
 /** Number of 1 bits. */
 export function countOnes(b: Bitset): number {
   let n = 0;
@@ -69,12 +58,6 @@ export function countOnes(b: Bitset): number {
     n += Math.imul((x + (x >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24;
   }
   return n;
-}
-
-export function equalBitsets(a: Bitset, b: Bitset): boolean {
-  if (a.length !== b.length) return false;
-  for (let w = 0; w < a.words.length; w++) if (a.words[w] !== b.words[w]) return false;
-  return true;
 }
 
 /** Packs one 0/1 value per element (any non-zero counts as 1). */
@@ -168,25 +151,4 @@ export function bitsetKey(b: Bitset): string {
   h.update(`${b.length}:`);
   h.update(bitsetBytes(b));
   return h.digest('base64url');
-}
-
-/** One linear's weight mask, `[rows = out, cols = in]` like its checkpoint tensor; bit row·cols + col. */
-export interface WeightMask {
-  readonly rows: number;
-  readonly cols: number;
-  readonly bits: Bitset;
-}
-
-export function createWeightMask(rows: number, cols: number, fill: 0 | 1 = 1): WeightMask {
-  return { rows, cols, bits: createBitset(rows * cols, fill) };
-}
-
-/** Whether weight [row, col] is kept. */
-export function weightKept(m: WeightMask, row: number, col: number): boolean {
-  return getBit(m.bits, row * m.cols + col) === 1;
-}
-
-/** Share of the matrix's weights pruned, in [0, 1]. */
-export function weightMaskSparsity(m: WeightMask): number {
-  return m.bits.length === 0 ? 0 : 1 - countOnes(m.bits) / m.bits.length;
 }

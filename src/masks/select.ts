@@ -213,10 +213,3 @@ export function wandaScores(
   }
   return out;
 }
-
-/** Fraction of zeros in a keep-mask. */
-export function sparsityOf(keep: Uint8Array): number {
-  let pruned = 0;
-  for (let i = 0; i < keep.length; i++) pruned += keep[i] === 0 ? 1 : 0;
-  return keep.length === 0 ? 0 : pruned / keep.length;
-}

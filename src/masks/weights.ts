@@ -9,7 +9,7 @@
  */
 import { GenepruneError } from '../errors.js';
 import type { ModelSpec } from '../model/spec.js';
-import { type Bitset, countOnes, createBitset, packBits, unpackBits } from './bitset.js';
+import { type Bitset, countOnes, packBits, unpackBits } from './bitset.js';
 
 /** The prunable matrices of a block, in their order within the layer. */
 export const PRUNABLE_KINDS = [
@@ -55,11 +55,6 @@ export function prunableMatrices(spec: ModelSpec): PrunableMatrix[] {
 
 /** A whole model's weight mask: one bitset per prunable matrix, by role. */
 export type WeightMasks = ReadonlyMap<string, Bitset>;
-
-/** The mask that keeps every weight. */
-export function fullWeightMasks(matrices: readonly PrunableMatrix[]): Map<string, Bitset> {
-  return new Map(matrices.map((m) => [m.role, createBitset(m.rows * m.cols, 1)]));
-}
 
 /** Packs one keep-array per matrix (in `matrices` order, 1 = kept) into a weight mask. */
 export function weightMasksFromKeeps(

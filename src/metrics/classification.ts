@@ -2,17 +2,15 @@
  * Sequence classification: accuracy and macro-F1 of predicted label indices against true ones, and the JSONL
  * reader of labelled text (`{text, label}` or `{text, text_pair, label}`).
  *
- * How it plugs into a search (not wired yet: the encoder graph with a classification head is being built):
- * 1. the engine gets a runner whose graph takes input_ids, attention_mask and token_type_ids and returns logits
- *    [batch, numLabels] (ModelSpec.config.classifier.labels names them);
- * 2. the labelled file is read here with the model's labels (`readClassificationData(path, labels)`), each item
- *    encoded once (text, or text and text_pair as a pair) and batched with right padding and its attention mask;
- * 3. a `Predictor` (search/objective.ts) runs the batches under a candidate's masks and returns each item's
- *    argmax label (`argmaxRows` below) with the true labels; `createPredictionObjective` turns that into
- *    quality = −accuracy (or −macro-F1), the convention the 'mc-accuracy' objective already follows, so the GA,
+ * How it plugs into a search (`--metric accuracy` or `macro-f1`, with labelled JSONL files as --calib and --eval):
+ * 1. the labelled file is read here with the model's labels (`readClassificationData(path, labels)`;
+ *    ModelSpec.config.classifier.labels names them), and metrics/classify.ts encodes each item once (text, or
+ *    text and text_pair as a pair) and batches the items with right padding and their attention mask;
+ * 2. a 'class_logits' runner (input_ids, attention_mask, token_type_ids → logits [batch, numLabels]) scores the
+ *    batches under a candidate's masks, and each item's argmax label (`argmaxRows` below) meets its true label;
+ * 3. search/objective.ts wraps that in a `Predictor`, and `createPredictionObjective` turns it into
+ *    quality = −accuracy (or −macro-F1), the convention the 'mc-accuracy' objective follows, so the GA,
  *    NSGA-II, the baselines and the fitness (search/fitness.ts: higher-is-better metrics) take it unchanged.
- *    What is left is a QualityMetric name ('accuracy'), the runner, and a `--calib-labelled`/`--eval-labelled`
- *    pair of flags beside `--calib-choices`/`--eval-choices`.
  *
  * Macro-F1 follows scikit-learn's default (`f1_score(average='macro')` without `labels`): the classes averaged
  * are those that occur among the true labels or the predictions; a class with neither support nor predictions

@@ -1,7 +1,8 @@
 /**
- * Typed reads of a Hugging Face config.json, each failing in one line that names the file and the key. Family
- * files (llama.ts, gpt2.ts, gemma.ts, bert.ts) map configs through these, so every family reports a bad field
- * the same way.
+ * Typed reads of a Hugging Face config.json, each failing in one line that names the file and the key, and two
+ * tensor helpers for checkpoints laid out unlike the spec (`derivedTensor`, `transposedColumns`). gpt2.ts,
+ * gemma.ts and bert.ts map configs through these; llama.ts, the first family, keeps its own readers and
+ * activation table, which fail in the same one-line form (fileError naming config.json).
  */
 import { fileError, type GenepruneError } from '../errors.js';
 import type { Activation } from './spec.js';

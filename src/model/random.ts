@@ -118,23 +118,3 @@ function uniform(rng: Rng, n: number, lo: number, hi: number): Float32Array {
   for (let i = 0; i < n; i++) out[i] = lo + next() * step;
   return out;
 }
-
-/** The ~100M-parameter LLaMA shape the speed benchmarks use (134M with the untied 32k vocabulary). */
-/** A shape small enough for the benchmarks' smoke tests (`npm run bench -- --quick`): seconds, not minutes. */
-export const TINY_LLAMA_SHAPE = {
-  hiddenSize: 64,
-  numLayers: 2,
-  numHeads: 4,
-  numKvHeads: 4,
-  intermediateSize: 128,
-  vocabSize: 512,
-} as const;
-
-export const BENCH_LLAMA_SHAPE = {
-  hiddenSize: 768,
-  numLayers: 12,
-  numHeads: 12,
-  numKvHeads: 12,
-  intermediateSize: 2048,
-  vocabSize: 32000,
-} as const;

@@ -226,11 +226,6 @@ export function pruneHeads(spec: ModelSpec, genome: Genome): ModelSpec {
   return { config, tensors, source: spec.source };
 }
 
-/** Parameters of the pruned model (from shapes only; nothing is loaded). */
-export function prunedParameterCount(spec: ModelSpec, genome: Genome): number {
-  return countParameters(pruneHeads(spec, genome).tensors);
-}
-
 /** Counts for reports: heads and parameters before/after, and the attention FLOPs ratio. */
 export function pruneSummary(
   spec: ModelSpec,

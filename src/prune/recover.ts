@@ -271,28 +271,6 @@ export function cholesky(a: Float64Array, n: number): Float64Array {
   return l;
 }
 
-/** Σ_rows dᵀ H d for d = w − ŵ. */
-export function reconstructionError(
-  w: ArrayLike<number>,
-  what: ArrayLike<number>,
-  h: Float64Array,
-  rows: number,
-  cols: number,
-): number {
-  let total = 0;
-  const d = new Float64Array(cols);
-  for (let r = 0; r < rows; r++) {
-    for (let j = 0; j < cols; j++) d[j] = w[r * cols + j] - what[r * cols + j];
-    for (let i = 0; i < cols; i++) {
-      if (d[i] === 0) continue;
-      let s = 0;
-      for (let j = 0; j < cols; j++) s += h[i * cols + j] * d[j];
-      total += d[i] * s;
-    }
-  }
-  return total;
-}
-
 /** Σ_rows dᵀ H d for d = w − ŵ, with the product D·H on `gemm`. */
 async function gemmError(
   w: ArrayLike<number>,

@@ -1,7 +1,10 @@
 /**
  * A search space — the *problem* side of a search, in pymoo's terms: what a genome is, how it is written down,
- * what it costs and what it feeds the engine. Algorithms (`ga.ts`, `nsga.ts`) and runs (`src/runs/`) see
- * genomes only through this, so one algorithm serves head masks, weight masks and per-layer levels alike.
+ * what it costs and what it feeds the engine. Algorithms (`ga.ts`, `nsga.ts`), objectives (`objective.ts`) and
+ * runs (`src/runs/`) see genomes only through this. Two spaces implement it: head masks (spaces/heads/space.ts),
+ * which the GA, NSGA-II and the head baselines search, and weight masks (spaces/weights/space.ts), which
+ * objectives score; the weight searches (spaces/weights/) still run their own loops over a block's masks or
+ * per-matrix levels rather than an algorithm here.
  * A space of pruning masks: 1 keeps a unit (head, weight), 0 prunes it; `full()` keeps everything.
  */
 import type { CandidateMasks } from '../engine/runner.js';

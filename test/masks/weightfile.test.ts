@@ -10,7 +10,7 @@ import { readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { openSafetensors, readTensorBytes, writeSafetensors } from '../../src/checkpoint/safetensors.js';
-import { countOnes, equalBitsets, packBits, unpackBits } from '../../src/masks/bitset.js';
+import { type Bitset, countOnes, packBits, unpackBits } from '../../src/masks/bitset.js';
 import { holdsPattern, selectGlobal, selectGlobalStreaming } from '../../src/masks/select.js';
 import {
   loadWeightMaskFile,
@@ -25,6 +25,11 @@ import { RANDOM } from '../../src/spaces/weights/baselines.js';
 import { createWeightSpace } from '../../src/spaces/weights/space.js';
 import { createRng } from '../../src/util/rng.js';
 import { rejectsFileError, tempDir } from '../checkpoint/helpers.js';
+
+/** Equal bits (packed bitsets keep the bits past their length 0, so equal bits are equal words). */
+function sameBits(a: Bitset, b: Bitset): boolean {
+  return a.length === b.length && a.words.every((w, i) => w === b.words[i]);
+}
 
 const tmp = tempDir('geneprune-weightfile-');
 after(tmp.cleanup);
@@ -76,7 +81,7 @@ describe('the weight space', () => {
     const masks = await randomMasks(s, 0.3);
     const g = space.join(masks);
     const back = space.split(g);
-    for (const [role, bits] of masks) assert.ok(equalBitsets(bits, back.get(role)!), role);
+    for (const [role, bits] of masks) assert.ok(sameBits(bits, back.get(role)!), role);
     // Feeds: one byte per weight, the same bits.
     const feeds = space.masks(g).weightMasks!;
     for (const [role, bits] of masks) assert.equal(countOnes(packBits(feeds.get(role)!)), countOnes(bits));
@@ -125,7 +130,7 @@ describe('weight-mask files', () => {
     assert.equal(loaded.file.prunable.sparsity, 0.5);
     assert.equal(loaded.file.info?.method, 'random');
     assert.equal(loaded.file.layers.length, 2);
-    for (const [role, bits] of masks) assert.ok(equalBitsets(bits, loaded.masks.get(role)!), role);
+    for (const [role, bits] of masks) assert.ok(sameBits(bits, loaded.masks.get(role)!), role);
     // Any safetensors reader sees U8 tensors named by role.
     const st = await openSafetensors(path);
     const q = st.tensors.get('layers.0.attn.q.weight')!;
@@ -336,7 +341,7 @@ describe('weight-mask files', () => {
     const old = await rewrite('older.safetensors', older);
     const loaded = await loadWeightMaskFile(old, s);
     assert.equal(loaded.checksum, false);
-    for (const [role, bits] of masks) assert.ok(equalBitsets(bits, loaded.masks.get(role)!), role);
+    for (const [role, bits] of masks) assert.ok(sameBits(bits, loaded.masks.get(role)!), role);
     const oldFlipped = await rewrite('older-swap.safetensors', older, swapped);
     assert.equal((await loadWeightMaskFile(oldFlipped, s)).checksum, false, 'what older files cannot catch');
   });

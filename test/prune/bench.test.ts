@@ -5,11 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { makeMaskFile } from '../../src/masks/headfile.js';
-import { forwardFlopsPerToken } from '../../src/model/cost.js';
+import { forwardFlopsPerToken, parameterCount } from '../../src/model/cost.js';
 import { openModel } from '../../src/model/open.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
 import { benchModels } from '../../src/prune/bench.js';
-import { prunedParameterCount, pruneHeads } from '../../src/prune/heads.js';
+import { pruneHeads } from '../../src/prune/heads.js';
 import { runCli } from '../helpers/cli.js';
 import { MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
@@ -75,7 +75,7 @@ describe('bench', () => {
       assert.equal(ok.code, 0, ok.stderr);
       const report = JSON.parse(ok.stdout);
       assert.ok(report.flopRatio > 1 && report.prefillSpeedup > 0 && report.generateSpeedup > 0);
-      assert.equal(report.b.parameters, prunedParameterCount(model.spec, genome));
+      assert.equal(report.b.parameters, parameterCount(pruneHeads(model.spec, genome)));
       const bad = run(['--mask', join(dir, 'none.json'), '--runs', '1']);
       assert.notEqual(bad.code, 0);
       assert.match(bad.stderr, /^geneprune: .*none\.json: /);

@@ -15,13 +15,7 @@ import { llamaSpecToHf } from '../../src/model/llama.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
 import { type ModelSpec, memoryTensor, type TensorSource } from '../../src/model/spec.js';
-import {
-  prunedParameterCount,
-  pruneHeads,
-  pruneLayerPlans,
-  pruneSummary,
-  zeroHeads,
-} from '../../src/prune/heads.js';
+import { pruneHeads, pruneLayerPlans, pruneSummary, zeroHeads } from '../../src/prune/heads.js';
 import { keptParameters } from '../../src/spaces/heads/space.js';
 import { createRng } from '../../src/util/rng.js';
 import { tempDir } from '../checkpoint/helpers.js';
@@ -333,7 +327,7 @@ describe('counts', () => {
       [0, 2],
       [1, 2, 3],
     ]);
-    assert.equal(prunedParameterCount(spec, genome), 1192 - 68 - 138);
+    assert.equal(parameterCount(pruneHeads(spec, genome)), 1192 - 68 - 138);
     assert.equal(keptParameters(spec.config, genome, 1192), 1192 - 68 - 138);
     const s = pruneSummary(spec, genome);
     assert.deepEqual(s.keptQueryHeads, [2, 1]);

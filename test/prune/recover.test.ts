@@ -13,10 +13,31 @@ import {
   factorGram,
   factorGramWith,
   prunedColumnsFirst,
-  reconstructionError,
   recoverLinear,
 } from '../../src/prune/recover.js';
 import { createRng } from '../../src/util/rng.js';
+
+/** Σ_rows dᵀ H d for d = w − ŵ: the reconstruction error a candidate ŵ makes on calibration H = XᵀX. */
+function reconstructionError(
+  w: ArrayLike<number>,
+  what: ArrayLike<number>,
+  h: Float64Array,
+  rows: number,
+  cols: number,
+): number {
+  let total = 0;
+  const d = new Float64Array(cols);
+  for (let r = 0; r < rows; r++) {
+    for (let j = 0; j < cols; j++) d[j] = w[r * cols + j] - what[r * cols + j];
+    for (let i = 0; i < cols; i++) {
+      if (d[i] === 0) continue;
+      let s = 0;
+      for (let j = 0; j < cols; j++) s += h[i * cols + j] * d[j];
+      total += d[i] * s;
+    }
+  }
+  return total;
+}
 
 /** X [tokens, cols] with correlated columns (each mixes a few shared factors), and H = XᵀX. */
 function calibration(tokens: number, cols: number, seed: number): { x: Float64Array; h: Float64Array } {

@@ -6,12 +6,13 @@
  * `sentimentItems` reads them (whitespace collapsed; the files' closing empty rows, empty and repeated sentences
  * dropped, the first occurrence kept), `splitLabelled` divides them into disjoint calibration and evaluation halves, per source and label
  * (stratified), shuffled with a seeded rng, and `labelledJsonl` writes JSONL `{text, label}` with label names.
+ * Only `npm run data:sentiment` (bench/sentiment-data.ts) uses it, so it lives here, outside the shipped package.
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { dataError, fileError } from '../errors.js';
-import { sampleIndices } from '../search/selection.js';
-import { createRng } from '../util/rng.js';
+import { dataError, fileError } from '../src/errors.js';
+import { sampleIndices } from '../src/search/selection.js';
+import { createRng } from '../src/util/rng.js';
 
 export const SENTIMENT_SOURCES = ['amazon', 'imdb', 'yelp'] as const;
 export const SENTIMENT_LABELS = ['negative', 'positive'] as const;

@@ -14,7 +14,7 @@ import {
   SENTIMENT_SOURCES,
   sentimentItems,
   splitLabelled,
-} from '../../src/data/sentiment.js';
+} from '../../bench/sentiment.js';
 import { tempDir } from '../checkpoint/helpers.js';
 
 const tmp = tempDir('geneprune-sentiment-');

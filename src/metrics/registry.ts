@@ -76,6 +76,14 @@ export interface MetricEntry {
   readonly denseReference: boolean;
   /** Whether `--fitness sos` (−value · (1 − sparsity), the paper's, meant for perplexity) applies. */
   readonly sos: boolean;
+  /**
+   * How the block-wise weight searches (spaces/weights/blockwise.ts: ga, ga-wanda, ga-magnitude) score a
+   * candidate of block l on this metric: 'suffix' on the suffix graph of blocks [l, L) fed the hidden states
+   * entering block l (so the hidden states are captured, and candidates can be scored after their own recovery);
+   * 'generation' by whole-model generations with the fixed blocks' masks (no hidden states, no recovery inside
+   * the walk). Undefined: those searches refuse the metric.
+   */
+  readonly blockSearch?: BlockScoring;
   /** result.json's fields for the reported value and its dense counterpart (calib and, for labels, eval). */
   readonly record?: { readonly value: string; readonly dense: string };
   /** The quality on the fitness's scale, given the dense model's quality (see the module comment). */
@@ -83,6 +91,9 @@ export interface MetricEntry {
   /** The calibration scorer a search's objective runs (what createObjective used to branch on). */
   readonly objective: ObjectiveFactory;
 }
+
+/** How a block-wise weight search scores a block's candidates on a metric (MetricEntry.blockSearch). */
+export type BlockScoring = 'suffix' | 'generation';
 
 /**
  * The two forms of normalisation (search/fitness.ts `normalisedQuality` says which search uses which): 'shifted'
@@ -114,6 +125,7 @@ const BUILT_IN: readonly MetricEntry[] = [
     data: 'text',
     denseReference: false,
     sos: true,
+    blockSearch: 'suffix',
     record: { value: 'perplexity', dense: 'densePerplexity' },
     normalise: (quality, dense) => quality / dense,
     objective: async (spec, target, opts) => (await scorers()).createTextScorer(spec, target, opts, 'ppl'),
@@ -144,6 +156,7 @@ const BUILT_IN: readonly MetricEntry[] = [
     data: 'task',
     denseReference: false,
     sos: false,
+    blockSearch: 'generation',
     record: { value: 'bleu', dense: 'denseBleu' },
     normalise: relativeToDense(100),
     objective: async (spec, target, opts) => (await scorers()).createBleuScorer(spec, target, opts),
@@ -285,6 +298,20 @@ export function amountUnit(entry: MetricEntry): 'tokens' | 'items' {
  */
 export function quoteValue(entry: MetricEntry, value: number): string {
   return entry.scale === 1 ? `${(100 * value).toFixed(entry.digits)} %` : value.toFixed(entry.digits);
+}
+
+/**
+ * Whether the metric is the perplexity itself: what every language-model run scores on its calibration text
+ * anyway (a weight run beside its metric, head recovery before and after), so a run that searched on it reuses
+ * that score instead of scoring it twice. Undefined stands for the default metric, the perplexity.
+ */
+export function isPerplexity(metric: string | undefined): boolean {
+  return (metric ?? 'ppl') === 'ppl';
+}
+
+/** The registered metrics the block-wise weight searches can score (for "block-wise searches score …"). */
+export function blockSearchMetrics(): string[] {
+  return [...registry.values()].filter((e) => e.blockSearch !== undefined).map((e) => e.name);
 }
 
 /** The registered metrics scored on one of these kinds of data, in registry order (for "only with --metric …"). */

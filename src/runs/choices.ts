@@ -17,6 +17,7 @@ import {
   readChoiceTask,
   scoreChoices,
 } from '../metrics/choices.js';
+import { findMetric, metricsScoredOn, orList } from '../metrics/registry.js';
 import type { ModelSpec } from '../model/spec.js';
 import type { ChoiceObjectiveOptions, QualityMetric } from '../search/objective.js';
 import type { Tokenizer } from '../tokenizer/types.js';
@@ -54,18 +55,22 @@ async function load(path: string, tokenizer: Tokenizer, maxPositions: number): P
   };
 }
 
-/** The calibration task of a `--metric mc-accuracy` run (undefined otherwise), refused in one line if unusable. */
+/**
+ * The calibration task of a run whose metric is scored on multiple choice (data kind 'choices': `--metric
+ * mc-accuracy`; undefined otherwise), refused in one line if unusable.
+ */
 export async function calibrationChoices(
   s: RunChoiceSettings,
   tokenizer: Tokenizer,
   maxPositions: number,
 ): Promise<RunChoices | undefined> {
-  if (s.metric !== 'mc-accuracy') {
+  if (findMetric(s.metric ?? 'ppl')?.data !== 'choices') {
     for (const [key, flag] of [
       ['calibChoices', '--calib-choices'],
       ['choiceNorm', '--choice-norm'],
     ] as const) {
-      if (s[key] !== undefined) throw flagError(flag, 'only with --metric mc-accuracy');
+      if (s[key] !== undefined)
+        throw flagError(flag, `only with --metric ${orList(metricsScoredOn(['choices']))}`);
     }
     return undefined;
   }

@@ -7,8 +7,9 @@
 import { GenepruneError } from '../errors.js';
 import type { Genome } from '../masks/heads.js';
 import type { LayerSparsity } from '../masks/weights.js';
+import { calibRecord, findMetric, type MetricDataKind } from '../metrics/registry.js';
 import type { HeadRecoveryLayer } from '../prune/recover-heads.js';
-import { accuracyOfQuality, bleuOfQuality, type QualityMetric } from '../search/objective.js';
+import type { QualityMetric } from '../search/objective.js';
 import type { HeadMethod } from '../spaces/heads/settings.js';
 import { choicesRecord, type EvalChoices } from './choices.js';
 import type { LabelledEval, RunData } from './data.js';
@@ -240,44 +241,43 @@ export interface CalibrationMetricFields {
   labelled?: ReturnType<typeof labelledRecord>;
 }
 
+/** The data a metric's calibration score was read from, as the record names it, by the metric's data kind. */
+type CalibrationData = Pick<RunData, 'calibTask' | 'calibChoices' | 'calibLabelled'>;
+
+/**
+ * Per data kind, the record of the calibration data scored, or undefined where the record carries none of the
+ * metric's numbers: text metrics have theirs (the perplexity) among the leading fields, and only a classification
+ * run reads labelled calibration data (a run without it has no labelled numbers to quote).
+ */
+const SCORED_ON: Record<
+  MetricDataKind,
+  (data: CalibrationData, items: number) => Partial<CalibrationMetricFields> | undefined
+> = {
+  text: () => undefined,
+  task: (d, n) => (d.calibTask ? { task: taskRecord(d.calibTask, n) } : {}),
+  choices: (d, n) => (d.calibChoices ? { choices: choicesRecord(d.calibChoices, n) } : {}),
+  labels: (d, n) => (d.calibLabelled ? { labelled: labelledRecord(d.calibLabelled, n) } : undefined),
+};
+
 /**
  * The calibration record of a result: `leading` (the fields each space's result.json has always begun with, in
  * its order, so the file's bytes stay what they were), then the metric's own numbers from `scored` (the pruned
- * and dense quality, lower is better, and the tokens or items scored): BLEU and the calibration task for 'bleu',
- * accuracy and the multiple-choice file for 'mc-accuracy', accuracy or macro-F1 and the labelled file for a
- * classification run.
+ * and dense quality, lower is better, as the reported values of its registry record: BLEU, accuracy, macro-F1)
+ * and the data they were scored on (the calibration task, the multiple-choice file, the labelled file), with the
+ * tokens or items scored.
  */
 export function calibrationRecord<T extends object>(
   leading: T,
   metric: QualityMetric,
   scored: { quality: number; denseQuality: number; tokens: number },
-  data: Pick<RunData, 'calibTask' | 'calibChoices' | 'calibLabelled'>,
+  data: CalibrationData,
 ): T & CalibrationMetricFields {
   const { quality, denseQuality, tokens } = scored;
+  // A name the registry does not know (never reached: the run's objective refuses it first) adds nothing.
+  const kind = findMetric(metric)?.data;
+  const source = kind ? SCORED_ON[kind](data, tokens) : undefined;
   return {
     ...leading,
-    ...(metric === 'bleu'
-      ? {
-          bleu: bleuOfQuality(quality),
-          denseBleu: bleuOfQuality(denseQuality),
-          ...(data.calibTask ? { task: taskRecord(data.calibTask, tokens) } : {}),
-        }
-      : {}),
-    ...(metric === 'mc-accuracy'
-      ? {
-          accuracy: accuracyOfQuality(quality),
-          denseAccuracy: accuracyOfQuality(denseQuality),
-          ...(data.calibChoices ? { choices: choicesRecord(data.calibChoices, tokens) } : {}),
-        }
-      : {}),
-    // Only a classification run (--metric accuracy|macro-f1) reads labelled calibration data.
-    ...(data.calibLabelled
-      ? {
-          ...(metric === 'macro-f1'
-            ? { macroF1: -quality, denseMacroF1: -denseQuality }
-            : { accuracy: -quality, denseAccuracy: -denseQuality }),
-          labelled: labelledRecord(data.calibLabelled, tokens),
-        }
-      : {}),
+    ...(source ? { ...calibRecord(metric, quality, denseQuality), ...source } : {}),
   };
 }

@@ -25,10 +25,11 @@ import {
   scoreGeneration,
   slicePreparedTask,
 } from '../metrics/generation.js';
+import { findMetric, metricsScoredOn, orList } from '../metrics/registry.js';
 import { buildContinuationTask } from '../metrics/storytask.js';
 import type { ModelSpec } from '../model/spec.js';
 import type { BleuObjectiveOptions, QualityMetric } from '../search/objective.js';
-import { BLEU_SEARCH_ITEMS, BLEU_SEARCH_NEW_TOKENS, isClassificationMetric } from '../search/objective.js';
+import { BLEU_SEARCH_ITEMS, BLEU_SEARCH_NEW_TOKENS } from '../search/objective.js';
 import type { Tokenizer } from '../tokenizer/types.js';
 import { realPathOf, sha256File } from '../util/fs.js';
 import { scoreDenseAndPruned } from './score.js';
@@ -70,12 +71,16 @@ export interface RunTask {
   sha256?: string;
 }
 
-/** The calibration task of a `--metric bleu` run (undefined for other metrics), refused in one line if unusable. */
+/**
+ * The calibration task of a run whose metric is scored on a generation task (its registry entry's data kind
+ * 'task': `--metric bleu`; undefined for other metrics), refused in one line if unusable.
+ */
 export async function calibrationTask(
   s: RunTaskSettings,
   tokenizer: Tokenizer,
 ): Promise<RunTask | undefined> {
-  if (s.metric !== 'bleu') {
+  const kind = findMetric(s.metric ?? 'ppl')?.data;
+  if (kind !== 'task') {
     for (const [key, flag] of [
       ['calibTask', '--calib-task'],
       ['calibItems', '--calib-items'],
@@ -84,17 +89,13 @@ export async function calibrationTask(
       ['bleu', '--bleu'],
     ] as const) {
       // Item counts also size a multiple-choice calibration task (runs/choices.ts).
-      if (
-        (s.metric === 'mc-accuracy' || isClassificationMetric(s.metric)) &&
-        (key === 'calibItems' || key === 'lowItems')
-      )
-        continue;
+      if ((kind === 'choices' || kind === 'labels') && (key === 'calibItems' || key === 'lowItems')) continue;
       if (s[key] !== undefined)
         throw flagError(
           flag,
           key === 'calibItems' || key === 'lowItems'
-            ? 'only with --metric bleu, mc-accuracy, accuracy or macro-f1 (calibration items)'
-            : 'only with --metric bleu (a calibration generation task)',
+            ? `only with --metric ${orList(metricsScoredOn(['task', 'choices', 'labels']))} (calibration items)`
+            : `only with --metric ${orList(metricsScoredOn(['task']))} (a calibration generation task)`,
         );
     }
     return undefined;

@@ -3,7 +3,7 @@
  * methods and their recovery): what is being done, how far, the best so far by the metric's name, and the work
  * done, from which the CLI prints one line format (cli/progress.ts) with the rate and the ETA.
  */
-import { isNegatedMetric, metricLabel, type QualityMetric } from './objective.js';
+import { metricLabel, type QualityMetric, reportedQuality } from './objective.js';
 
 export interface SearchProgress {
   method: string;
@@ -45,7 +45,7 @@ export function quotedBest(
 ): QuotedBest {
   return {
     metric: metricLabel(metric),
-    value: isNegatedMetric(metric) ? -quality : quality,
+    value: reportedQuality(metric, quality),
     sparsity,
     ...(note ? { note } : {}),
   };

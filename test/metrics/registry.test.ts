@@ -15,10 +15,12 @@ import { GenepruneError } from '../../src/errors.js';
 import { evaluatePerplexity, makeWindows } from '../../src/metrics/perplexity.js';
 import {
   amountUnit,
+  blockSearchMetrics,
   calibRecord,
   findMetric,
   isClassificationMetric,
   isNegatedMetric,
+  isPerplexity,
   type MetricEntry,
   metricEntry,
   metricLabel,
@@ -158,6 +160,20 @@ describe('built-in metrics', () => {
       'bleu, mc-accuracy, accuracy or macro-f1',
     );
     assert.equal(orList([]), '');
+  });
+
+  test('the perplexity, and what the block-wise weight searches score, by entry', () => {
+    assert.equal(isPerplexity(undefined), true);
+    assert.deepEqual(
+      QUALITY_METRICS.filter((m) => isPerplexity(m)),
+      ['ppl'],
+    );
+    assert.deepEqual(
+      QUALITY_METRICS.map((m) => metricEntry(m).blockSearch),
+      ['suffix', undefined, 'generation', undefined, undefined, undefined],
+    );
+    // spaces/weights/ga.ts: "block-wise searches score ppl or bleu, not …".
+    assert.equal(orList(blockSearchMetrics()), 'ppl or bleu');
   });
 });
 

@@ -5,6 +5,7 @@
 import { join } from 'node:path';
 import { type Genome, removedList } from '../../masks/heads.js';
 import { writeRecoveredWeights } from '../../masks/recovered.js';
+import { isPerplexity } from '../../metrics/registry.js';
 import type { ModelSpec } from '../../model/spec.js';
 import { RECOVERY_DAMPING } from '../../prune/recover.js';
 import { recoverHeadRemoval } from '../../prune/recover-heads.js';
@@ -61,7 +62,7 @@ export async function recoverInDir(
   let passes = 0;
   // The search's calibration score is the perplexity unless it searched on KL.
   let beforeCalib = scored.calibScore.quality;
-  if (s.metric !== 'ppl') {
+  if (!isPerplexity(s.metric)) {
     const b = await calibPerplexity(spec, s, p, genome, env);
     beforeCalib = b.perplexity;
     passes += b.forwardPasses;

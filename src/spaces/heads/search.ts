@@ -10,6 +10,7 @@
 import { fileError, flagError } from '../../errors.js';
 import { makeMaskFile } from '../../masks/headfile.js';
 import type { Genome } from '../../masks/heads.js';
+import { isPerplexity } from '../../metrics/registry.js';
 import { runGaInDir, runNsgaInDir } from '../../runs/algorithms.js';
 import { scoreChoicesOnEval } from '../../runs/choices.js';
 import { absoluteSettings, refuseChangedData, scoreLabelledOnEval, scoreOnEval } from '../../runs/data.js';
@@ -94,7 +95,7 @@ async function finish(
       {
         quality: calibScore.quality,
         denseQuality: dense.quality,
-        ...(s.metric === 'ppl' ? { perplexity: calibScore.quality, densePerplexity: dense.quality } : {}),
+        ...(isPerplexity(s.metric) ? { perplexity: calibScore.quality, densePerplexity: dense.quality } : {}),
         metric: s.metric,
         tokens: calibScore.tokens,
       },

@@ -20,6 +20,7 @@ import type { Device } from '../../engine/session.js';
 import { GenepruneError } from '../../errors.js';
 import type { PrunableMatrix } from '../../masks/weights.js';
 import { scoreGeneration, slicePreparedTask } from '../../metrics/generation.js';
+import { metricEntry, qualityOfValue } from '../../metrics/registry.js';
 import type { ModelSpec } from '../../model/spec.js';
 import {
   BLEU_SEARCH_ITEMS,
@@ -27,7 +28,6 @@ import {
   type BleuObjectiveOptions,
   type Evaluation,
   type Fidelity,
-  qualityOfBleu,
   type ScoredGenome,
 } from '../../search/objective.js';
 import { digest, type ObjectiveSettings, registerObjective } from '../../search/record.js';
@@ -175,14 +175,17 @@ export async function createBlockObjective(input: BlockObjectiveInput): Promise<
   const l = block.layer;
   const space = createBlockSpace(block);
   const roles = space.weightRoles;
-  if (metric === 'bleu' && !input.bleu) {
+  // How the metric scores the block's candidates (its registry entry): 'suffix' from the hidden states entering
+  // the block, 'generation' on the run's BLEU scorer.
+  const scoring = metricEntry(metric).blockSearch;
+  if (scoring === 'generation' && !input.bleu) {
     throw new GenepruneError('internal', 'a BLEU block objective needs the run’s BLEU scorer');
   }
   let passes = 0;
   let evaluations = 0;
   // Candidates scored after their own recovery: the block's Gram matrices once, a walk per candidate.
   let grams: BlockGrams | undefined;
-  if (input.recover && metric === 'ppl') {
+  if (input.recover && scoring === 'suffix') {
     grams = await captureBlockGrams(
       spec,
       l,
@@ -197,7 +200,7 @@ export async function createBlockObjective(input: BlockObjectiveInput): Promise<
   // Recovered candidates get sessions of their own; the block's shared one then only scores the dense model
   // (block 0).
   const evaluator =
-    metric === 'ppl' && (!grams || l === 0)
+    scoring === 'suffix' && (!grams || l === 0)
       ? await createLayerEvaluator(spec, l, roles, batches, hidden, engine)
       : undefined;
   const tokens = validTokens(batches);
@@ -236,7 +239,7 @@ export async function createBlockObjective(input: BlockObjectiveInput): Promise<
         const t0 = performance.now();
         const v = await value(g);
         evaluations++;
-        const quality = metric === 'bleu' ? qualityOfBleu(v.value) : v.value;
+        const quality = qualityOfValue(metric, v.value);
         out.push({
           evaluation: { quality, tokens: v.tokens, ms: performance.now() - t0 },
           forwardPasses: counted() - before,

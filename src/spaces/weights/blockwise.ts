@@ -20,6 +20,7 @@ import type { TokenBatch } from '../../engine/runner.js';
 import type { Device } from '../../engine/session.js';
 import { GenepruneError } from '../../errors.js';
 import type { PrunableMatrix } from '../../masks/weights.js';
+import { metricEntry, qualityOfValue } from '../../metrics/registry.js';
 import type { ModelSpec } from '../../model/spec.js';
 import { normalisedQuality } from '../../search/fitness.js';
 import { type BleuObjectiveOptions, reportedQuality } from '../../search/objective.js';
@@ -104,8 +105,11 @@ export interface BlockQuality {
 
 export function normalizedQuality(metric: BlockMetric, value: number, dense: number): number {
   // The one normalisation's 'ratio' form, negated, of the objective's quality (BLEU's is −BLEU).
-  const sign = metric === 'ppl' ? 1 : -1;
-  const q = -normalisedQuality({ metric, denseQuality: sign * dense }, sign * value, 'ratio');
+  const q = -normalisedQuality(
+    { metric, denseQuality: qualityOfValue(metric, dense) },
+    qualityOfValue(metric, value),
+    'ratio',
+  );
   return Number.isNaN(q) ? Number.NEGATIVE_INFINITY : q;
 }
 
@@ -177,8 +181,11 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
   let spec = input.spec;
   const engine = input.engine ?? {};
   const metric = input.metric ?? 'ppl';
-  // Recovery inside the walk: only where candidates are scored from the hidden states (ppl).
-  const recovering = input.recover !== undefined && metric === 'ppl';
+  // How the metric scores a block's candidates (its registry entry): from the hidden states entering the block
+  // (perplexity), or by whole-model generations (BLEU).
+  const fromHidden = metricEntry(metric).blockSearch === 'suffix';
+  // Recovery inside the walk: only where candidates are scored from the hidden states.
+  const recovering = input.recover !== undefined && fromHidden;
   const products = recovering ? await createOrtGemm(engine) : undefined;
   const L = spec.config.numLayers;
   const layouts = Array.from({ length: L }, (_, l) => blockLayout(input.matrices, l));
@@ -188,7 +195,9 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
   }
   // BLEU scores whole-model generations (no suffix graph, no hidden states) on one session for the run.
   const bleu =
-    metric === 'bleu' ? await createBleuScorer(spec, input.matrices, input.bleu, engine) : undefined;
+    metricEntry(metric).blockSearch === 'generation'
+      ? await createBleuScorer(spec, input.matrices, input.bleu, engine)
+      : undefined;
   try {
     const keeps: Uint8Array[] = [];
     const reports: R[] = [];
@@ -207,7 +216,7 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
       passes = cp.forwardPasses;
       secondsBefore = cp.seconds;
       start = cp.done;
-      if (metric === 'ppl' || input.needsHidden === true) {
+      if (fromHidden || input.needsHidden === true) {
         let at = 0;
         for (let l = 0; l < start; l++) {
           const b = layouts[l];
@@ -315,7 +324,7 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
       if (l < L - 1) {
         // The fixed block recovered (recovery needs no session: the objective's Gram matrices and the weights).
         spec = await objective.recovered(outcome.genome);
-        if (metric === 'ppl' || input.needsHidden === true) {
+        if (fromHidden || input.needsHidden === true) {
           hidden = await advanceHidden(spec, l, input.batches, hidden, feeds, engine);
           passes += input.batches.length;
         }

@@ -35,6 +35,7 @@ import type { Device } from '../../engine/session.js';
 import { flagError } from '../../errors.js';
 import type { NmPattern } from '../../masks/select.js';
 import type { PrunableMatrix } from '../../masks/weights.js';
+import { blockSearchMetrics, findMetric, isPerplexity, metricEntry, orList } from '../../metrics/registry.js';
 import type { ModelSpec } from '../../model/spec.js';
 import { evolve, replaceWorst } from '../../search/evolve.js';
 import type { BleuObjectiveOptions } from '../../search/objective.js';
@@ -83,6 +84,9 @@ export const GA_DESCRIPTION = {
   selection: 'binary tournament (the second parent drawn from the others); children replace the two worst',
   stop: 'after `generations` steady-state iterations, or once the fittest individual’s block sparsity reaches --sparsity',
 };
+
+/** The field a GaScore quotes its metric's value in: the metric's result.json name (its registry record). */
+type GaValueField = 'perplexity' | 'bleu';
 
 /** One scored individual. */
 export interface GaScore {
@@ -175,8 +179,10 @@ async function searchBlock(
   pattern: NmPattern | undefined,
 ): Promise<BlockOutcome<GaLayerReport>> {
   const { block, rng } = ctx;
+  // A score names its value as result.json names the metric's (perplexity, bleu).
+  const field = metricEntry(ctx.metric).record!.value as GaValueField;
   const shown = (x: GaScore) => ({
-    value: (ctx.metric === 'ppl' ? x.perplexity : x.bleu)!,
+    value: x[field]!,
     sparsity: x.sparsity,
   });
   const remove = Math.round(s.initialSparsity * block.genes);
@@ -201,7 +207,7 @@ async function searchBlock(
             genome,
             score: {
               fitness: Number.isNaN(fitness) ? Number.NEGATIVE_INFINITY : fitness,
-              [ctx.metric === 'ppl' ? 'perplexity' : 'bleu']: qs[i].value,
+              [field]: qs[i].value,
               sparsity,
             },
           };
@@ -265,7 +271,7 @@ export async function geneticPrune(
     keeps: out.keeps,
     report: {
       metric: out.metric,
-      [out.metric === 'ppl' ? 'densePerplexity' : 'denseBleu']: out.dense,
+      [metricEntry(out.metric).record!.dense]: out.dense,
       layers: out.reports,
     },
     forwardPasses: out.forwardPasses,
@@ -277,11 +283,15 @@ export function blockMetricOf(input: WeightBaselineInput): {
   metric?: BlockMetric;
   bleu?: BleuObjectiveOptions;
 } {
-  if (input.metric === undefined || input.metric === 'ppl') return {};
-  if (input.metric !== 'bleu') {
-    throw flagError('--metric', `block-wise searches score ppl or bleu, not ${input.metric}`);
+  // The perplexity is the searches' default metric.
+  if (isPerplexity(input.metric)) return {};
+  if (findMetric(input.metric)?.blockSearch === undefined) {
+    throw flagError(
+      '--metric',
+      `block-wise searches score ${orList(blockSearchMetrics())}, not ${input.metric}`,
+    );
   }
-  return { metric: 'bleu', ...(input.bleu ? { bleu: input.bleu } : {}) };
+  return { metric: input.metric as BlockMetric, ...(input.bleu ? { bleu: input.bleu } : {}) };
 }
 
 /** The GA settings of a run: the preset with the user's overrides. */

@@ -19,6 +19,7 @@ import { fileError, flagError } from '../../errors.js';
 import type { Bitset } from '../../masks/bitset.js';
 import { loadWeightMaskFile, patternText, writeWeightMaskFile } from '../../masks/weightfile.js';
 import { weightMasksFromKeeps } from '../../masks/weights.js';
+import { qualityOfValue } from '../../metrics/registry.js';
 import { RECOVERY_DAMPING } from '../../prune/recover.js';
 import {
   blockSearchCheckpoint,
@@ -141,7 +142,7 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
         block: e.layer,
         generation: e.generation,
         // As every run log holds it: lower is better, so BLEU is negated (the dashboard and report turn it back).
-        quality: Number.isFinite(e.value) ? (e.metric === 'bleu' ? -e.value : e.value) : null,
+        quality: Number.isFinite(e.value) ? qualityOfValue(e.metric, e.value) : null,
         sparsity: e.sparsity,
         ms: Math.round(e.ms),
       }),

@@ -3,6 +3,7 @@
  * report it: each method's own counts, and the same in the one SearchProgress shape (search/progress.ts) the
  * progress line and the dashboard take.
  */
+import { metricLabel } from '../../metrics/registry.js';
 import type { RunEnv } from '../../runs/data.js';
 import type { QuotedBest, SearchProgress } from '../../search/progress.js';
 import type { SearchBest } from './baselines.js';
@@ -44,7 +45,7 @@ export function progressCallbacks(method: string, env: WeightPruneEnv, fixed?: Q
       step: `block ${p.layer + 1}/${p.layers}, generation ${p.generation}/${p.generations}`,
       fraction: blockSearchShare(p),
       ...(Number.isFinite(p.best)
-        ? { best: { metric: p.metric === 'bleu' ? 'BLEU' : 'ppl', value: p.best, sparsity: p.bestSparsity } }
+        ? { best: { metric: metricLabel(p.metric), value: p.best, sparsity: p.bestSparsity } }
         : {}),
       count: p.evaluations,
       unit: 'evals',

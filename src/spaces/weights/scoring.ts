@@ -11,6 +11,7 @@ import { unpackBits } from '../../masks/bitset.js';
 import { writeRecoveredWeights } from '../../masks/recovered.js';
 import type { NmPattern } from '../../masks/select.js';
 import { classificationBatches, sliceClassification } from '../../metrics/classify.js';
+import { isPerplexity } from '../../metrics/registry.js';
 import type { ModelSpec } from '../../model/spec.js';
 import { RECOVERY_DAMPING } from '../../prune/recover.js';
 import { pruneSequentially } from '../../prune/sequential.js';
@@ -127,7 +128,9 @@ export async function scoreMasked(
   const metric = s.metric ?? 'ppl';
   const labelled = isClassificationMetric(metric);
   const ppl = labelled ? undefined : await calibQuality(spec, 'ppl', s, p, genome, env, dense);
-  const chosen = ppl && metric === 'ppl' ? ppl : await calibQuality(spec, metric, s, p, genome, env, dense);
+  // A run searching on the perplexity itself has just scored it.
+  const chosen =
+    ppl && isPerplexity(metric) ? ppl : await calibQuality(spec, metric, s, p, genome, env, dense);
   const calib: CalibScore = calibrationRecord(
     {
       data: s.calib,

@@ -5,8 +5,8 @@
  * per generation with every genome that generation needs scored (one `Objective.evaluateMany`), so a worker pool
  * behind the objective speeds up every GA at once.
  *
- * One generation: score what needs scoring → merge into the population (survival) → stop? → breed (select,
- * cross over, mutate) → report. The rng is drawn only by selection and variation, in the same order whatever
+ * One generation: score what needs scoring → merge into the population (survival) → report the scored
+ * generation → stop? → breed (select, cross over, mutate) → report. The rng is drawn only by selection and variation, in the same order whatever
  * the survival or the scorer, so a loop resumed from a reported generation (its pending genomes, carried
  * population and rng state) continues exactly.
  *
@@ -21,7 +21,7 @@
  *       parents: (pop, rng) => tournamentPair(pop.map((p) => p.fitness), 2, rng, true),
  *       crossover: (a, b, rng) => singlePointCrossover(a.genome, b.genome, 1, rng),
  *       mutate: (g, rng) => mutate(g, 0.05, rng, 1),
- *       survival: replaceWorst((ind) => ind.fitness, 2),              // or generational(…), muPlusLambda(…)
+ *       survival: replaceWorst((ind) => ind.fitness, 2),   // or generational(…), muPlusLambda(…), onePlusLambda(…)
  *       stop: (pop, generation) => generation >= 5,
  *     },
  *   );
@@ -109,6 +109,28 @@ export function muPlusLambda<G, I extends Scored<G>>(
   };
 }
 
+/**
+ * (1+λ) (the allocation search): one parent, `children` children a generation (breed them with
+ * `parents: () => [0, 0]` and a crossover that hands back the parent's genome, so each child is a mutant of it);
+ * the parent is replaced by the fittest child (ties: the earlier) only when that child is strictly fitter, by a
+ * plain `>` (a NaN neither replaces nor is replaced). The initial population is the one parent, scored; a merge
+ * with nothing scored (a resumed loop's first generation) keeps the population as it is.
+ */
+export function onePlusLambda<G, I extends Scored<G>>(
+  children: number,
+  fitness: (ind: I) => number,
+): Survival<G, I> {
+  return {
+    offspring: () => children,
+    toScore: (_pop, kids) => kids,
+    merge: (pop, scored) => {
+      if (pop.length === 0 || scored.length === 0) return pop.length === 0 ? scored : [...pop];
+      const best = scored[rankByFitness(scored, fitness)[0]];
+      return fitness(best) > fitness(pop[0]) ? [best] : [pop[0]];
+    },
+  };
+}
+
 /** Indices by descending fitness; ties keep population order. */
 export function rankByFitness<I>(pop: readonly I[], fitness: (ind: I) => number): number[] {
   return pop.map((_, i) => i).sort((a, b) => byFitnessDesc(fitness(pop[a]), fitness(pop[b])) || a - b);
@@ -125,6 +147,12 @@ export interface EvolveOptions<G, I extends Scored<G>> {
   /** A child's mutation, with any repair. */
   mutate(g: G, rng: Rng): G;
   survival: Survival<G, I>;
+  /**
+   * Called once a generation is scored and merged, before `stop` and breeding, with what was just scored: the
+   * rng has not yet drawn for the next generation, so a loop that saves its population and rng state here
+   * resumes exactly from `{ generation, pending: [], population }`.
+   */
+  onScored?(g: ScoredGeneration<I>): void | Promise<void>;
   /** Called once a generation is scored and merged: stop here? (may compute the generation's summary). */
   stop(population: readonly I[], generation: number): boolean | Promise<boolean>;
   /**
@@ -139,6 +167,14 @@ export interface EvolveGeneration<G, I> {
   population: readonly I[];
   /** Genomes the next generation scores; undefined after the last generation. */
   next?: G[];
+}
+
+export interface ScoredGeneration<I> {
+  generation: number;
+  /** The population after the merge. */
+  population: readonly I[];
+  /** What this generation's `score` returned (empty for a resumed loop's first generation with nothing pending). */
+  scored: readonly I[];
 }
 
 /** Where the loop starts: a fresh run's initial genomes, or a resumed run's pending genomes and population. */
@@ -179,7 +215,9 @@ export async function evolve<G, I extends Scored<G>>(
   let pending = start.pending;
   let population: I[] = start.population ?? [];
   for (;;) {
-    population = opts.survival.merge(population, await opts.score(pending, generation));
+    const scored = await opts.score(pending, generation);
+    population = opts.survival.merge(population, scored);
+    await opts.onScored?.({ generation, population, scored });
     if (await opts.stop(population, generation)) {
       await opts.onGeneration?.({ generation, population });
       return { population, generation };

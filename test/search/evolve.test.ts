@@ -2,11 +2,12 @@
  * The one GA loop (search/evolve.ts) and the one tournament (search/selection.ts) reproduce, draw for draw, the
  * loops they replace: the weight GA's steady state ("second parent drawn from the others", children replace the
  * two worst) and the seeded GAs' (μ+λ), written out here as they were, on a known bit landscape. Same final
- * population, same scores, same rng state.
+ * population, same scores, same rng state. The allocation search's (1+λ) is checked against the loop written out
+ * plainly, and a (1+λ) loop saved from `onScored` resumes exactly.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { evolve, muPlusLambda, replaceWorst } from '../../src/search/evolve.js';
+import { evolve, muPlusLambda, onePlusLambda, replaceWorst } from '../../src/search/evolve.js';
 import { mutate, randomGenome, singlePointCrossover, uniformCrossover } from '../../src/search/operators.js';
 import {
   byFitnessDesc,
@@ -248,5 +249,87 @@ describe('one GA loop', () => {
     const at3 = first.saved[3];
     const rest = await run(undefined, { generation: at3.generation + 1, pending: at3.next! }, at3.rng);
     assert.deepEqual(rest.out, whole.out);
+  });
+
+  test('(1+λ): the parent is replaced by the fittest child only when strictly fitter', () => {
+    const f = (x: Ind) => x.fitness;
+    const ind = (fitness: number, tag: number) => ({ genome: Uint8Array.of(tag), fitness });
+    const s = onePlusLambda<Uint8Array, Ind>(3, f);
+    const parent = ind(1, 0);
+    assert.equal(s.offspring([parent]), 3);
+    const kids = [Uint8Array.of(1), Uint8Array.of(2)];
+    assert.deepEqual(s.toScore([parent], kids), kids);
+    assert.deepEqual(s.merge([], [parent]), [parent], 'the initial parent');
+    assert.deepEqual(s.merge([parent], []), [parent], 'nothing scored (a resumed loop)');
+    assert.equal(s.merge([parent], [ind(0.5, 1), ind(1, 2)])[0], parent, 'a tie keeps the parent');
+    const [a, b] = [ind(2, 1), ind(2, 2)];
+    assert.equal(s.merge([parent], [ind(1.5, 3), a, b])[0], a, 'the earlier of two fittest children');
+    assert.equal(s.merge([parent], [ind(Number.NaN, 1)])[0], parent, 'a NaN child does not replace');
+    const nanParent = ind(Number.NaN, 0);
+    assert.equal(s.merge([nanParent], [ind(5, 1)])[0], nanParent, 'nor is a NaN parent replaced');
+  });
+
+  test('(1+λ) equals the loop written out plainly; saved from onScored, it resumes exactly', async () => {
+    const lambda = 5;
+    const generations = 10;
+    for (const seed of [11, 12, 13]) {
+      // Plainly: λ mutants of the parent, the fittest (first on ties, NaN worst) replaces it when strictly fitter.
+      const rng = createRng(seed);
+      let parent = randomGenome(GENES, 8, rng);
+      let best = fitnessOf(parent);
+      const log: number[] = [];
+      for (let g = 1; g <= generations; g++) {
+        const kids = Array.from({ length: lambda }, () => mutate(parent, 0.1, rng));
+        let k = 0;
+        for (let i = 1; i < lambda; i++)
+          if (fitnessKey(fitnessOf(kids[i])) > fitnessKey(fitnessOf(kids[k]))) k = i;
+        if (fitnessOf(kids[k]) > best) [parent, best] = [kids[k], fitnessOf(kids[k])];
+        log.push(best);
+      }
+
+      const run = async (
+        stopAt: number,
+        start?: { generation: number; population: Ind[]; rng: number[] },
+      ) => {
+        const r = createRng(seed);
+        const first = start ? undefined : randomGenome(GENES, 8, r);
+        if (start) r.setState(start.rng);
+        const saved: Array<{ generation: number; population: Ind[]; rng: number[] }> = [];
+        const reports: number[] = [];
+        let scored = 0;
+        const out = await evolve<Uint8Array, Ind>(
+          start
+            ? { generation: start.generation, pending: [], population: start.population }
+            : { generation: 0, pending: [first!] },
+          {
+            rng: r,
+            score: async (gs) => {
+              scored += gs.length;
+              return gs.map((genome) => ({ genome, fitness: fitnessOf(genome) }));
+            },
+            parents: () => [0, 0],
+            crossover: (a) => [a.genome],
+            mutate: (g, rr) => mutate(g, 0.1, rr),
+            survival: onePlusLambda(lambda, (x: Ind) => x.fitness),
+            onScored: ({ generation, population, scored: s }) => {
+              if (generation > 0 && s.length > 0) reports.push(population[0].fitness);
+              saved.push({ generation, population: [...population], rng: r.getState() });
+            },
+            stop: (_p, g) => g >= stopAt,
+          },
+        );
+        return { out, saved, reports, scored };
+      };
+      const whole = await run(generations);
+      assert.deepEqual(whole.reports, log, `seed ${seed}`);
+      assert.deepEqual(whole.out.population[0].genome, parent);
+      assert.equal(whole.scored, 1 + generations * lambda);
+      const cut = await run(4);
+      const at = cut.saved[cut.saved.length - 1];
+      const rest = await run(generations, at);
+      assert.deepEqual(rest.out, whole.out);
+      assert.deepEqual([...cut.reports, ...rest.reports], log, 'the resumed loop scores nothing twice');
+      assert.equal(cut.scored + rest.scored, whole.scored);
+    }
   });
 });

@@ -33,7 +33,9 @@
  *     (λ = 12) mutants of the current parent; all are scored on the first 1/8 of the calibration tokens, the best 3 of
  *     those on the first 1/2, the best 1 on all of them; it replaces the parent when its full-fidelity perplexity
  *     is strictly lower (ties in any ranking: the earlier offspring). The parent's full score is kept, so the
- *     result is never worse on the full calibration score than the uniform start.
+ *     result is never worse on the full calibration score than the uniform start. It runs on the one GA loop
+ *     (search/evolve.ts): survival `onePlusLambda`, mutation `mutateAllocation`, no crossover, and each
+ *     generation's staged scoring (allocobjective.ts `scoreStaged`) as its one `score`, one `evaluateMany` a stage.
  *   - *Fitness*: calibration perplexity of the whole model (lower is better) with every matrix masked through
  *     graph inputs: one session for the whole search, never rebuilt. The first share·tokens of the calibration
  *     tokens are the low-fidelity sets (prefixes, the same windows as makeWindows cuts).
@@ -41,14 +43,14 @@
  * Memory: the per-row orders (2 bytes per weight when a row has at most 65,536 inputs, else 4) and the scores
  * (4 bytes per weight) of every prunable matrix are held for the whole search.
  */
-import { createRunner, type ModelRunner, type TokenBatch } from '../../engine/runner.js';
+import { createRunner, type TokenBatch } from '../../engine/runner.js';
 import type { Device } from '../../engine/session.js';
 import { GenepruneError } from '../../errors.js';
 import { wandaScores } from '../../masks/select.js';
 import type { PrunableMatrix } from '../../masks/weights.js';
 import { batches, defaultBatchSize, makeWindows } from '../../metrics/perplexity.js';
 import type { ModelSpec } from '../../model/spec.js';
-import type { Evaluation } from '../../search/objective.js';
+import { type EvolveStart, evolve, onePlusLambda } from '../../search/evolve.js';
 import type { Rng } from '../../util/rng.js';
 import {
   allocatedMask,
@@ -59,6 +61,7 @@ import {
   rowOrder,
   uniformAllocation,
 } from './allocation.js';
+import { type AllocIndividual, createAllocObjective, scoreStaged } from './allocobjective.js';
 import {
   type MethodStateStore,
   registerWeightBaseline,
@@ -66,7 +69,6 @@ import {
   type WeightBaseline,
 } from './baselines.js';
 import { denseInputNorms } from './blockpasses.js';
-import { maskedPerplexity } from './quality.js';
 
 /** One selection stage: score the survivors on the first `share` of the calibration tokens, keep the best `keep`. */
 export interface FidelityStage {
@@ -165,7 +167,10 @@ export interface AllocInput {
   state?: MethodStateStore;
 }
 
-/** The (1 + λ) loop's state after a generation: with the same rng state it continues exactly. */
+/**
+ * The (1 + λ) loop's state after a generation (written from evolve's `onScored`, before the next mutants are
+ * drawn): with the same rng state it continues exactly.
+ */
 interface AllocState {
   generation: number;
   parent: number[];
@@ -258,10 +263,10 @@ export async function allocatePrune(
   const objective = createAllocObjective(runner, matrices, stageBatches, masksOf);
   // What earlier processes and the norm capture counted; the objective adds what it runs from here on.
   let evaluationsBefore = 0;
-  const generations: AllocGeneration[] = [];
-  let startPerplexity: number;
   let parentPerplexity: number;
-  let first = 0;
+  const generations: AllocGeneration[] = [];
+  let startPerplexity = Number.NaN;
+  let first: EvolveStart<number[], AllocIndividual>;
   const saved = await input.state?.read();
   if (saved !== undefined && !isAllocState(saved, matrices.length)) {
     throw new GenepruneError('internal', 'alloc: the saved search state does not fit this run');
@@ -275,57 +280,70 @@ export async function allocatePrune(
       }
       parentMasks = orders.map((o, i) => allocatedMask(o, parent[i]));
       generations.push(...saved.generations);
-      ({ startPerplexity, parentPerplexity } = saved);
+      startPerplexity = saved.startPerplexity;
       evaluationsBefore = saved.evaluations;
       passes = saved.passes;
       rng.setState(saved.rngState);
-      first = saved.generation;
+      // Nothing pending: the loop breeds from the saved parent with the saved rng state.
+      const population = [{ genome: parent, perplexity: saved.parentPerplexity, winner: true }];
+      first = { generation: saved.generation, pending: [], population };
     } else {
-      startPerplexity = (await objective.evaluateMany([parent], stageBatches.length - 1))[0].evaluation
-        .quality;
-      parentPerplexity = startPerplexity;
+      first = { generation: 0, pending: [parent] };
     }
-    for (let g = first; g < s.generations && budget > 0; g++) {
-      const children = Array.from({ length: s.offspring }, () =>
-        mutateAllocation(parent, upper, delta, s.maxMoves, rng),
-      );
-      let alive = children.map((_, k) => k);
-      let scores = new Map<number, number>();
-      for (let stage = 0; stage < stageBatches.length; stage++) {
-        const scored = await objective.evaluateMany(
-          alive.map((k) => children[k]),
-          stage,
+    const { population } = await evolve<number[], AllocIndividual>(first, {
+      rng,
+      // Generation 0 scores the start at full fidelity; every later one its λ mutants, stage by stage.
+      score: async (genomes, generation) => {
+        if (genomes.length === 0) return [];
+        if (generation === 0) {
+          const [start] = await objective.evaluateMany(genomes, stageBatches.length - 1);
+          startPerplexity = start.evaluation.quality;
+          return [{ genome: genomes[0], perplexity: startPerplexity, winner: true }];
+        }
+        return scoreStaged(
+          objective,
+          genomes,
+          s.fidelity.map((f) => f.keep),
+          stageBatches.length,
         );
-        scores = new Map(alive.map((k, i) => [k, scored[i].evaluation.quality]));
-        const keep = stage < s.fidelity.length ? s.fidelity[stage].keep : 1;
-        alive = [...alive].sort((a, b) => scores.get(a)! - scores.get(b)! || a - b).slice(0, keep);
-      }
-      const winner = alive[0];
-      const candidate = scores.get(winner)!;
-      const accepted = candidate < parentPerplexity;
-      if (accepted) {
-        // The winner's masks are cut against the old parent's (unchanged matrices share them).
-        parentMasks = masksOf(children[winner]);
-        parent = children[winner];
-        parentPerplexity = candidate;
-      }
-      generations.push({ generation: g + 1, candidate, accepted, best: parentPerplexity });
-      await input.state?.write({
-        generation: g + 1,
-        parent,
-        parentPerplexity,
-        startPerplexity,
-        generations,
-        evaluations: evaluationsBefore + objective.evaluations(),
-        passes: passes + objective.forwardPasses(),
-        rngState: rng.getState(),
-      } satisfies AllocState);
-      input.onProgress?.(g + 1, s.generations, {
-        perplexity: parentPerplexity,
-        sparsity: total === 0 ? 0 : budget / total,
-        evaluations: evaluationsBefore + objective.evaluations(),
-      });
-    }
+      },
+      // The one parent, mutated λ times; no crossover.
+      parents: () => [0, 0],
+      crossover: (a) => [a.genome],
+      mutate: (g, r) => mutateAllocation(g, upper, delta, s.maxMoves, r),
+      survival: onePlusLambda(s.offspring, (ind) =>
+        ind.winner ? -ind.perplexity : Number.NEGATIVE_INFINITY,
+      ),
+      onScored: async ({ generation, population: [best], scored }) => {
+        if (generation === 0 || scored.length === 0) return;
+        // The candidate is the generation's winner, accepted when the survival made it the parent.
+        const candidate = scored.find((c) => c.winner)!.perplexity;
+        const accepted = best.genome !== parent;
+        if (accepted) {
+          // The winner's masks are cut against the old parent's (unchanged matrices share them).
+          parentMasks = masksOf(best.genome);
+          parent = best.genome;
+        }
+        generations.push({ generation, candidate, accepted, best: best.perplexity });
+        await input.state?.write({
+          generation,
+          parent,
+          parentPerplexity: best.perplexity,
+          startPerplexity,
+          generations,
+          evaluations: evaluationsBefore + objective.evaluations(),
+          passes: passes + objective.forwardPasses(),
+          rngState: rng.getState(),
+        } satisfies AllocState);
+        input.onProgress?.(generation, s.generations, {
+          perplexity: best.perplexity,
+          sparsity: total === 0 ? 0 : budget / total,
+          evaluations: evaluationsBefore + objective.evaluations(),
+        });
+      },
+      stop: (_pop, generation) => generation >= s.generations || budget <= 0,
+    });
+    parentPerplexity = population[0].perplexity;
   } finally {
     await runner.release();
   }
@@ -352,52 +370,6 @@ export async function allocatePrune(
     keeps: parentMasks.map((k) => k.slice()),
     report,
     forwardPasses: passes + objective.forwardPasses(),
-  };
-}
-
-/** One allocation's score in `evaluateMany`, as the search objective gives it (alloc has no cache). */
-interface AllocScore {
-  evaluation: Evaluation;
-  forwardPasses: number;
-  cached: boolean;
-}
-
-/**
- * Alloc's objective: the whole model's calibration perplexity under an allocation's masks (`masksOf`), with
- * fidelity = the stage's index into `stageBatches` (its first tokens; the last stage is all of them). One
- * session for the whole search; every allocation given is scored, one after another in index order.
- */
-function createAllocObjective(
-  runner: ModelRunner,
-  matrices: readonly PrunableMatrix[],
-  stageBatches: readonly (readonly TokenBatch[])[],
-  masksOf: (counts: readonly number[]) => Uint8Array[],
-) {
-  let evaluations = 0;
-  let passes = 0;
-  return {
-    async evaluateMany(genomes: readonly (readonly number[])[], stage: number): Promise<AllocScore[]> {
-      const out: AllocScore[] = [];
-      for (const c of genomes) {
-        const masks = masksOf(c);
-        const t0 = performance.now();
-        const r = await maskedPerplexity(
-          runner,
-          stageBatches[stage],
-          new Map(matrices.map((m, i) => [m.role, masks[i]])),
-        );
-        evaluations++;
-        passes += r.passes;
-        out.push({
-          evaluation: { quality: r.perplexity, tokens: r.tokens, ms: performance.now() - t0 },
-          forwardPasses: r.passes,
-          cached: false,
-        });
-      }
-      return out;
-    },
-    evaluations: () => evaluations,
-    forwardPasses: () => passes,
   };
 }
 

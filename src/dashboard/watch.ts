@@ -398,6 +398,10 @@ export function watchRun(dir: string): RunWatcher {
   }
 
   async function buildMeta(): Promise<RunMeta> {
+    // The one wait comes first: the rest is read in one go, so a line and its report given while the lock is
+    // read (setLive, from the searching process) reach the view together, never the new line beside the old
+    // report's block, generation and best.
+    const runStatus = await status();
     const k = kind();
     const s = settings();
     const model = (config?.model ?? {}) as Record<string, unknown>;
@@ -428,7 +432,7 @@ export function watchRun(dir: string): RunWatcher {
     return {
       dir: root,
       name: basename(root),
-      status: await status(),
+      status: runStatus,
       kind: k,
       method: str(config?.method),
       model: str(model.path),

@@ -520,6 +520,14 @@ export function watchRun(dir: string): RunWatcher {
           blocksVersion = undefined;
         }
       }
+      // result.json before the logs and checkpoints: a run writes it last, so a view that says finished also holds
+      // everything logged before it (read the other way round, a line appended between the log's read and the
+      // result's would be missing from a view that says the run has finished).
+      const rv = await versionOf(join(root, RUN_FILES.result));
+      if (rv !== resultVersion) {
+        resultVersion = rv;
+        result = rv ? await readJsonFile(join(root, RUN_FILES.result)) : undefined;
+      }
       const newEvals: EvalPoint[] = [];
       const newGenerations: GenerationPoint[] = [];
       if (kind() === 'weights') {
@@ -579,11 +587,6 @@ export function watchRun(dir: string): RunWatcher {
           unreadable += e.corrupt + g.corrupt;
         }
         await readMask();
-      }
-      const rv = await versionOf(join(root, RUN_FILES.result));
-      if (rv !== resultVersion) {
-        resultVersion = rv;
-        result = rv ? await readJsonFile(join(root, RUN_FILES.result)) : undefined;
       }
       const previous = meta;
       meta = await buildMeta();

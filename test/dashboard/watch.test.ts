@@ -4,7 +4,7 @@
  * watcher builds holds one such pair, never the line of one report beside the numbers of another.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
@@ -71,4 +71,42 @@ test('a line and its report given while a refresh reads the files are shown toge
   }
   // The refreshes did take several turns each, so pairs were given in the middle of them.
   assert.ok(givenDuringRefresh >= 40, `${givenDuringRefresh} pairs given during 20 refreshes`);
+});
+
+test('a run seen finished is seen with every candidate it logged before its result', async () => {
+  const candidate = (generation: number) =>
+    `${JSON.stringify({ block: 0, generation, metric: 'ppl', quality: 10 - generation, sparsity: 0.5, ms: 50 })}\n`;
+  // The run's last candidate and its result land k turns of the event loop into a refresh, for every k the
+  // refresh lasts: whenever the view says finished, it holds that candidate too.
+  let finishedSeen = 0;
+  for (let k = 0; k < 40; k++) {
+    const dir = join(work, `finishing-${k}`);
+    mkdirSync(dir);
+    writeFileSync(
+      join(dir, RUN_FILES.config),
+      JSON.stringify({
+        kind: WEIGHT_RUN_KIND,
+        version: 1,
+        method: 'ga-wanda',
+        settings: { method: 'ga-wanda', metric: 'ppl', generations: 2 },
+        model: { shape: { numLayers: 1 } },
+      }),
+    );
+    writeFileSync(join(dir, LOCK_FILE), JSON.stringify({ pid: process.pid, host: hostname() }));
+    writeFileSync(join(dir, RUN_FILES.evals), candidate(0) + candidate(1));
+    const watcher = watchRun(dir);
+    await watcher.refresh();
+    assert.equal(watcher.snapshot().evals.length, 2);
+    const refreshed = watcher.refresh();
+    for (let t = 0; t < k; t++) await new Promise((r) => setImmediate(r));
+    // As the run writes them: the candidate's line, then (its search done, its mask scored) result.json.
+    appendFileSync(join(dir, RUN_FILES.evals), candidate(2));
+    writeFileSync(join(dir, RUN_FILES.result), JSON.stringify({ seconds: 1 }));
+    await refreshed;
+    const { meta, evals } = watcher.snapshot();
+    if (meta.status !== 'finished') continue;
+    finishedSeen++;
+    assert.equal(evals.length, 3, `finished after ${k} turns, with ${evals.length} of 3 candidates`);
+  }
+  assert.ok(finishedSeen > 0, 'the result was written soon enough in some refresh to be seen by it');
 });

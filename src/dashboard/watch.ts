@@ -398,6 +398,10 @@ export function watchRun(dir: string): RunWatcher {
   }
 
   async function buildMeta(): Promise<RunMeta> {
+    // The one wait comes first: the rest is read in one go, so a line and its report given while the lock is
+    // read (setLive, from the searching process) reach the view together, never the new line beside the old
+    // report's block, generation and best.
+    const runStatus = await status();
     const k = kind();
     const s = settings();
     const model = (config?.model ?? {}) as Record<string, unknown>;
@@ -428,7 +432,7 @@ export function watchRun(dir: string): RunWatcher {
     return {
       dir: root,
       name: basename(root),
-      status: await status(),
+      status: runStatus,
       kind: k,
       method: str(config?.method),
       model: str(model.path),
@@ -516,6 +520,14 @@ export function watchRun(dir: string): RunWatcher {
           blocksVersion = undefined;
         }
       }
+      // result.json before the logs and checkpoints: a run writes it last, so a view that says finished also holds
+      // everything logged before it (read the other way round, a line appended between the log's read and the
+      // result's would be missing from a view that says the run has finished).
+      const rv = await versionOf(join(root, RUN_FILES.result));
+      if (rv !== resultVersion) {
+        resultVersion = rv;
+        result = rv ? await readJsonFile(join(root, RUN_FILES.result)) : undefined;
+      }
       const newEvals: EvalPoint[] = [];
       const newGenerations: GenerationPoint[] = [];
       if (kind() === 'weights') {
@@ -575,11 +587,6 @@ export function watchRun(dir: string): RunWatcher {
           unreadable += e.corrupt + g.corrupt;
         }
         await readMask();
-      }
-      const rv = await versionOf(join(root, RUN_FILES.result));
-      if (rv !== resultVersion) {
-        resultVersion = rv;
-        result = rv ? await readJsonFile(join(root, RUN_FILES.result)) : undefined;
       }
       const previous = meta;
       meta = await buildMeta();

@@ -32,7 +32,7 @@ export interface PerplexityPair {
  * `denseAccuracy`, `macroF1`, `denseMacroF1` and `labelled`). `tokens` is the perplexity's token count, or the
  * labelled items scored.
  */
-export interface CalibScore {
+export interface CalibScore extends CalibrationMetricFields {
   data: string;
   tokens: number;
   perplexity?: number;
@@ -40,15 +40,6 @@ export interface CalibScore {
   metric: QualityMetric;
   quality: number;
   denseQuality: number;
-  macroF1?: number;
-  denseMacroF1?: number;
-  labelled?: ReturnType<typeof labelledRecord>;
-  bleu?: number;
-  denseBleu?: number;
-  task?: ReturnType<typeof taskRecord>;
-  accuracy?: number;
-  denseAccuracy?: number;
-  choices?: ReturnType<typeof choicesRecord>;
 }
 
 export interface WeightPruneResult {
@@ -165,24 +156,13 @@ export interface HeadSearchResult {
    * 'mc-accuracy' −accuracy (`accuracy`, `denseAccuracy` give it, 0–1; `tokens` counts items). As in a weight
    * run's result, `perplexity` and `densePerplexity` name the perplexity itself (a 'ppl' run's quality).
    */
-  calib: {
+  calib: CalibrationMetricFields & {
     quality: number;
     denseQuality: number;
     perplexity?: number;
     densePerplexity?: number;
     metric: QualityMetric;
     tokens: number;
-    bleu?: number;
-    denseBleu?: number;
-    task?: ReturnType<typeof taskRecord>;
-    accuracy?: number;
-    denseAccuracy?: number;
-    choices?: ReturnType<typeof choicesRecord>;
-    /** 'macro-f1' runs: the macro-F1 (0–1) the quality negates. */
-    macroF1?: number;
-    denseMacroF1?: number;
-    /** 'accuracy' / 'macro-f1' runs: the labelled calibration file. */
-    labelled?: ReturnType<typeof labelledRecord>;
   };
   /** Perplexity on the evaluation text; for 'accuracy'/'macro-f1' runs, both scores on the labelled --eval file. */
   eval: { perplexity: number; densePerplexity: number; tokens: number; data: string } | LabelledEval;

@@ -14,6 +14,7 @@ import {
   memoryTensor,
   type TensorSource,
 } from './spec.js';
+import { t5ConfigOf, t5RoleShapes } from './t5.js';
 
 export interface RandomLlamaOptions {
   hiddenSize: number;
@@ -117,4 +118,63 @@ function uniform(rng: Rng, n: number, lo: number, hi: number): Float32Array {
   const step = (hi - lo) / 4294967296;
   for (let i = 0; i < n; i++) out[i] = lo + next() * step;
   return out;
+}
+
+export interface RandomT5Options {
+  hiddenSize: number;
+  headDim: number;
+  numHeads: number;
+  intermediateSize: number;
+  encoderLayers: number;
+  decoderLayers: number;
+  vocabSize: number;
+  /** Default 32 buckets, max distance 128 (T5's). */
+  relativeBuckets?: number;
+  relativeMaxDistance?: number;
+  /** v1.0 'relu' (default, tied) or v1.1 'gated-gelu' (untied unless tieEmbeddings says otherwise). */
+  feedForward?: 'relu' | 'gated-gelu';
+  tieEmbeddings?: boolean;
+  maxPositions?: number;
+  seed: number;
+  /** Multiplies the weight std (default 1 → std 0.02; T5 does not scale scores by 1/√d, so tests use more). */
+  scale?: number;
+}
+
+/**
+ * A seeded random T5 in memory (ids: pad 0, eos 1, decoder start 0, as T5's). Relative-bias tables are uniform on
+ * [−1, 1] so the position terms matter; norms as randomLlamaSpec's.
+ */
+export function randomT5Spec(opts: RandomT5Options): ModelSpec {
+  const feedForward = opts.feedForward ?? 'relu';
+  const config = t5ConfigOf({
+    hiddenSize: opts.hiddenSize,
+    headDim: opts.headDim,
+    numHeads: opts.numHeads,
+    intermediateSize: opts.intermediateSize,
+    encoderLayers: opts.encoderLayers,
+    decoderLayers: opts.decoderLayers,
+    vocabSize: opts.vocabSize,
+    relativeBuckets: opts.relativeBuckets ?? 32,
+    relativeMaxDistance: opts.relativeMaxDistance ?? 128,
+    feedForward,
+    tieEmbeddings: opts.tieEmbeddings ?? feedForward === 'relu',
+    normEps: 1e-6,
+    maxPositions: opts.maxPositions ?? 512,
+    padTokenId: 0,
+    eosTokenId: 1,
+    decoderStartTokenId: 0,
+  });
+  const rng = createRng(opts.seed);
+  const std = WEIGHT_STD * (opts.scale ?? 1);
+  const tensors = new Map<string, TensorSource>();
+  for (const [role, shape] of t5RoleShapes(config)) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const data = role.endsWith('norm.weight')
+      ? uniform(rng, n, 0.8, 1.2)
+      : role.startsWith('rel_bias.')
+        ? uniform(rng, n, -1, 1)
+        : uniform(rng, n, -std * Math.sqrt(3), std * Math.sqrt(3));
+    tensors.set(role, memoryTensor(shape, data));
+  }
+  return { config, tensors, source: `random:t5(seed=${opts.seed})` };
 }

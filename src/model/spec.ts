@@ -16,11 +16,15 @@ import type { TensorSource } from '../checkpoint/tensor.js';
 import type { Provenance } from './identity.js';
 import type { RopeScaling } from './rope.js';
 
-/** llama: LLaMA/Mistral/Qwen2/llama2.c; gpt2; gemma: Gemma and Gemma 2; bert: BERT, RoBERTa, DistilBERT. */
-export type Family = 'llama' | 'gpt2' | 'gemma' | 'bert';
 /**
- * decoder: causal language model (lm head); encoder: bidirectional with a padding mask (features, classifier); or
- * any other kind a descriptor registered in arch/registry.ts serves (what each kind means lives there).
+ * llama: LLaMA/Mistral/Qwen2/llama2.c; gpt2; gemma: Gemma and Gemma 2; bert: BERT, RoBERTa, DistilBERT;
+ * t5: T5 v1.0, T5 v1.1 / Flan-T5, CodeT5 (encoder-decoders).
+ */
+export type Family = 'llama' | 'gpt2' | 'gemma' | 'bert' | 't5';
+/**
+ * decoder: causal language model (lm head); encoder: bidirectional with a padding mask (features, classifier);
+ * encdec: an encoder and a decoder with cross-attention (T5; see EncDecConfig); or any other kind a descriptor
+ * registered in arch/registry.ts serves (what each kind means lives there).
  */
 export type ArchKind = 'decoder' | 'encoder' | (string & Record<never, never>);
 
@@ -43,6 +47,43 @@ export interface ClassifierConfig {
   /** Label names by index (config.json id2label). */
   labels: string[];
   poolActivation: PoolActivation;
+}
+
+/**
+ * What an encoder-decoder (arch 'encdec', T5) adds. Its blocks are numbered over both stacks: layers
+ * 0 … encoderLayers−1 are the encoder's, encoderLayers … numLayers−1 the decoder's (decoder block d is layer
+ * encoderLayers + d). `headsPerLayer` / `kvHeadsPerLayer` give every block's self-attention heads (no GQA: equal);
+ * cross-attention heads are `crossHeadsPerLayer`, one entry per decoder block. Every block is pre-norm (RMS, no
+ * mean, no bias): self-attention, then (decoder) cross-attention over the final encoder output, then the MLP.
+ *
+ * Attention scores are q·k plus a learned relative-position bias and are NOT divided by √headDim (T5 folds the
+ * scale into its initialisation). The bias table of each stack lives in its first block: bucket(j − i) → one value
+ * per table column, bidirectional buckets in the encoder, causal in the decoder (T5's `_relative_position_bucket`),
+ * and every layer of the stack reads the same table; self-attention query head h of layer l reads column
+ * `relColumnOfQuery[l][h]` (absent = column h: a physically pruned stack keeps a table column while any of its
+ * layers keeps that head). Cross-attention has no position bias.
+ */
+export interface EncDecConfig {
+  /** Blocks of the encoder (the first of numLayers); the rest are decoder blocks. */
+  encoderLayers: number;
+  /** Cross-attention query (= KV) heads present in each decoder block (length numLayers − encoderLayers). */
+  crossHeadsPerLayer: number[];
+  /** relative_attention_num_buckets. */
+  relativeBuckets: number;
+  /** relative_attention_max_distance. */
+  relativeMaxDistance: number;
+  /** Columns of each stack's bias table (= heads of the unpruned stack, less columns no layer reads). */
+  encoderBiasColumns: number;
+  decoderBiasColumns: number;
+  /** Per layer (all numLayers), the bias table column of each self-attention query head; absent = identity. */
+  relColumnOfQuery?: number[][];
+  /** The decoder's first input token (config decoder_start_token_id; T5: the pad id 0). */
+  decoderStartTokenId: number;
+  /**
+   * The final decoder hidden state is multiplied by this before the output head (T5 with tied embeddings:
+   * d_model^−½; untied v1.1: 1).
+   */
+  outputScale: number;
 }
 
 export interface ModelConfig {
@@ -113,6 +154,8 @@ export interface ModelConfig {
   padTokenId?: number;
   /** A sequence-classification head (encoders). */
   classifier?: ClassifierConfig;
+  /** Encoder-decoders (arch 'encdec'): what they add, see EncDecConfig. */
+  encdec?: EncDecConfig;
   /** Token ids, where known. */
   bosTokenId?: number;
   eosTokenId?: number;
@@ -137,6 +180,15 @@ export interface ModelConfig {
  *  layers.{i}.mlp.down.weight [hidden, inter]   .bias
  *  final_norm.weight / .bias  [hidden]
  *  lm_head.weight             [vocab, hidden]             (absent when tieEmbeddings)
+ * Encoder-decoders (EncDecConfig; T5 has no biases): every layer i has attn_norm, attn.q/k/v/o, mlp_norm and
+ * mlp.up/down (gated: mlp.gate too) as above; decoder layers add
+ *  layers.{i}.cross_norm.weight  [hidden]                 (before cross-attention)
+ *  layers.{i}.cross.q.weight [crossHeads*headDim, hidden], .k, .v (same shape: they read the encoder output),
+ *  layers.{i}.cross.o.weight [hidden, crossHeads*headDim]
+ *  rel_bias.encoder.weight    [relativeBuckets, encoderBiasColumns]   (T5's block.0 relative_attention_bias)
+ *  rel_bias.decoder.weight    [relativeBuckets, decoderBiasColumns]
+ *  encoder_norm.weight        [hidden]                    (the encoder's final norm; final_norm is the decoder's)
+ *  embed.tokens is shared by both stacks (T5's shared.weight); lm_head.weight when untied.
  */
 // Tensors are the checkpoint's (read lazily from their files); the spec names them by role.
 export { loadTensorInto, memoryTensor, type TensorSource } from '../checkpoint/tensor.js';
@@ -165,4 +217,19 @@ export function kvMapOfLayer(config: ModelConfig, layer: number): number[] {
   const heads = config.headsPerLayer[layer];
   const kvHeads = config.kvHeadsPerLayer[layer];
   return Array.from({ length: heads }, (_, h) => kvGroupOf(h, heads, kvHeads));
+}
+
+/** An encoder-decoder's own fields; any other model is refused (an internal error: callers check the kind). */
+export function encdecOf(config: ModelConfig): EncDecConfig {
+  if (!config.encdec) {
+    throw new Error(`a ${config.modelType} model is not an encoder-decoder (it has no encdec fields)`);
+  }
+  return config.encdec;
+}
+
+/** The relative-bias table column each self-attention query head of layer `layer` reads (encoder-decoders). */
+export function relColumnsOfLayer(config: ModelConfig, layer: number): number[] {
+  const explicit = encdecOf(config).relColumnOfQuery?.[layer];
+  if (explicit) return explicit;
+  return Array.from({ length: config.headsPerLayer[layer] }, (_, h) => h);
 }

@@ -70,7 +70,7 @@ export interface BleuStatistics {
  * Python's `str.split()` with no argument: runs of Unicode whitespace as `str.isspace` defines it (which, unlike
  * JavaScript's \s, includes U+001C–U+001F and U+0085 and excludes U+FEFF); no empty strings.
  */
-const PY_SPACE_CLASS =
+export const PY_SPACE_CLASS =
   '[\\t\\n\\v\\f\\r\\x1c-\\x20\\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]';
 const PY_WHITESPACE = new RegExp(`${PY_SPACE_CLASS}+`);
 const PY_TRAILING_WHITESPACE = new RegExp(`${PY_SPACE_CLASS}+$`);
@@ -400,7 +400,7 @@ export function nltkSentenceBleu(
     references.map((r) => r.length),
   );
   const bp = hypLen > refLen ? 1 : hypLen === 0 ? 0 : Math.exp(1 - refLen / hypLen);
-  let s = 0;
+  const terms: number[] = [];
   for (let n = 0; n < maxOrder; n++) {
     const denominator = Math.max(1, hypNgrams[n]);
     const p =
@@ -409,9 +409,55 @@ export function nltkSentenceBleu(
         : smoothing === 'method1'
           ? epsilon / denominator
           : FLOAT_MIN;
-    s += weights[n] * Math.log(p);
+    terms.push(weights[n] * Math.log(p));
   }
-  return bp * Math.exp(s);
+  return bp * Math.exp(compensatedSum(terms));
+}
+
+/** Neumaier's compensated sum: NLTK adds the weighted log precisions with `math.fsum`, not left to right. */
+function compensatedSum(values: readonly number[]): number {
+  let sum = 0;
+  let compensation = 0;
+  for (const v of values) {
+    const t = sum + v;
+    compensation += Math.abs(sum) >= Math.abs(v) ? sum - t + v : v - t + sum;
+    sum = t;
+  }
+  return sum + compensation;
+}
+
+/**
+ * The GenePrune code's per-problem BLEU, 0–1: exactly NLTK's
+ * `sentence_bleu([reference.split()], hypothesis.split(), weights=(0.25,)*4,
+ * smoothing_function=SmoothingFunction().method1)` (NLTK 3.8; checked against it, docs/notes-s2smetrics.md).
+ * Whitespace tokens as Python's `str.split()`, case-sensitive, one reference. As NLTK:
+ * - p_n = clipped n-gram matches / max(1, hypothesis n-grams); a zero match count becomes 0.1 / that denominator
+ *   (method1), so a hypothesis of fewer than n tokens gets p_n = 0.1 / 1 for that order;
+ * - 0 exactly when no hypothesis token occurs in the reference (this includes an empty hypothesis), before smoothing;
+ * - brevity penalty exp(1 − r/c) when c ≤ r (r the reference length, c the hypothesis length), 1 when c > r.
+ * An empty or all-whitespace reference is accepted as NLTK accepts it (then every hypothesis scores 0).
+ */
+export function nltkMethod1SentenceBleu(hypothesis: string, reference: string): number {
+  return nltkSentenceBleu([splitWhitespace(reference)], splitWhitespace(hypothesis), {
+    smoothing: 'method1',
+  });
+}
+
+/**
+ * The GenePrune code's BLEU over a set of problems, 0–1: the mean of `nltkMethod1SentenceBleu` over the pairs
+ * (its `get_bleu_score`). `sentenceMeanBleu` is the same number × 100 for the multi-reference layout.
+ */
+export function nltkMethod1MeanBleu(hypotheses: readonly string[], references: readonly string[]): number {
+  if (hypotheses.length === 0) throw dataError('bleu', 'no hypotheses given');
+  if (references.length !== hypotheses.length) {
+    throw dataError(
+      'bleu',
+      `${hypotheses.length} hypotheses but ${references.length} references (one reference per hypothesis)`,
+    );
+  }
+  let sum = 0;
+  for (let i = 0; i < hypotheses.length; i++) sum += nltkMethod1SentenceBleu(hypotheses[i], references[i]);
+  return sum / hypotheses.length;
 }
 
 /**

@@ -48,6 +48,12 @@ export interface CodeExecOptions {
   readonly fileMiB?: number;
   /** Processes a program may have at once when it runs under its own uid (RLIMIT_NPROC); default 32. */
   readonly maxProcesses?: number;
+  /**
+   * 'auto' (default): everything this machine allows (own uid when root, namespaces where unshare works);
+   * 'limits-only': only the rlimits, temporary folder, empty environment and group kill, as for a user who is not
+   * root on a machine without unshare (tests use it to check that floor).
+   */
+  readonly isolation?: 'auto' | 'limits-only';
   /** The interpreter to use instead of `python3` on PATH (a path or a command name). */
   readonly python?: string;
 }
@@ -220,7 +226,8 @@ export async function runProgram(
   slot = 0,
 ): Promise<ExecResult> {
   refuseUnlessAllowed(opts);
-  const box = await probeSandbox(opts.python);
+  const probed = await probeSandbox(opts.python);
+  const box: Sandbox = opts.isolation === 'limits-only' ? { python: probed.python } : probed;
   const timeoutMs = opts.timeoutMs ?? DEFAULTS.timeoutMs;
   const cpu = Math.max(1, Math.ceil(opts.cpuSeconds ?? DEFAULTS.cpuSeconds));
   const memKiB = Math.floor((opts.memoryMiB ?? DEFAULTS.memoryMiB) * 1024);

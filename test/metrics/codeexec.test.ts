@@ -195,6 +195,38 @@ describe('code execution: contained programs', { skip: noPython }, () => {
     assert.ok(!/geneprune-exec-/.test(before), 'a geneprune-exec- folder was left in the temporary folder');
   });
 
+  test('no network inside the network namespace, where unshare gives one', async (t) => {
+    const box = await probeSandbox();
+    if (!box.namespaces?.includes('--net')) return t.skip('unshare --net does not work here');
+    const r = await one(
+      'import socket\nsocket.create_connection(("1.1.1.1", 80), timeout=2)\ndef f(x): return x + 1',
+    );
+    assert.equal(r.outcome, 'failed');
+    assert.match(r.reason, /unreachable|OSError/i);
+  });
+
+  test('the floor without uid or namespaces (limits only): the same failures, this process untouched', async () => {
+    const floor: CodeExecOptions = { ...FAST, isolation: 'limits-only' };
+    // The parent is sh, kept by `; exit $?`: killing it ends the program, never this process.
+    const parent = await one('import os\nos.kill(os.getppid(), 9)\ndef f(x): return x + 1', floor);
+    assert.equal(parent.outcome, 'failed');
+    console.log(`# limits only, os.kill(os.getppid(), 9): ${parent.outcome} (${parent.reason})`);
+    process.kill(process.pid, 0);
+    assert.equal((await one('import sys\nsys.exit(0)\ndef f(x): return x + 1', floor)).outcome, 'failed');
+    assert.equal((await one('print(True)', floor)).outcome, 'failed');
+    assert.match((await one('b = bytearray(10 * 1024**3)', floor)).reason, /MemoryError/);
+    assert.equal((await one('while True:\n    pass', floor)).outcome, 'timeout');
+    // A child left sleeping in the background by a passing program is killed with its group when the program
+    // ends: the result comes at once, not after 60 s, and nothing of it is left.
+    const orphan = await one(
+      'import os, time\nif os.fork() == 0:\n    time.sleep(60)\n    os._exit(0)\ndef f(x): return x + 1',
+      floor,
+    );
+    assert.equal(orphan.outcome, 'passed', orphan.reason);
+    assert.ok(orphan.wallMs < 3000, `${orphan.wallMs} ms`);
+    assert.deepEqual(await livingLeftovers(), []);
+  });
+
   test('MBPP task 123 (about 3.6 s of CPU) times out under a 1 s CPU limit and passes with room', async (t) => {
     const path = sharedPath(MBPP);
     if (!path) return t.skip(skipUnlessShared(MBPP) || '');

@@ -212,6 +212,19 @@ export {
   perClassF1,
   readClassificationData,
 } from './metrics/classification.js';
+export {
+  type CodeExecOptions,
+  type CodeProblem,
+  type ExecOutcome,
+  type ExecResult,
+  type PassAtOneResult,
+  passAtOne,
+  probeSandbox,
+  programFor,
+  runProgram,
+  runPrograms,
+  type Sandbox,
+} from './metrics/codeexec.js';
 export { type Dataset, firstNonTextByte, readDataset, streamDocuments } from './metrics/data.js';
 export {
   GENERATION_BATCH_SIZE,

@@ -20,17 +20,28 @@ export function parameterCount(spec: ModelSpec): number {
 }
 
 /**
+ * Query and KV heads present in each head layer, in gene order: every layer's self-attention, then (encoder-
+ * decoders) each decoder block's cross-attention, whose KV heads are its query heads.
+ */
+export function headLayerCounts(config: ModelConfig): { query: number[]; kv: number[] } {
+  const cross = config.encdec?.crossHeadsPerLayer ?? [];
+  return { query: [...config.headsPerLayer, ...cross], kv: [...config.kvHeadsPerLayer, ...cross] };
+}
+
+/**
  * Parameters that removing heads takes away: per removed query head its q rows and o columns, per removed KV
- * head its k and v rows (biases included where present). `query` and `kv` are the heads kept per layer.
+ * head its k and v rows (biases included where present). `query` and `kv` are the heads kept per head layer
+ * (headLayerCounts' order).
  */
 export function removedHeadParameters(config: ModelConfig, query: number[], kv: number[]): number {
   const D = config.hiddenSize;
   const hd = config.headDim;
   const qBias = config.attentionBias ? 1 : 0;
+  const present = headLayerCounts(config);
   let removed = 0;
-  for (let l = 0; l < config.numLayers; l++) {
-    const dq = config.headsPerLayer[l] - query[l];
-    const dkv = config.kvHeadsPerLayer[l] - kv[l];
+  for (let l = 0; l < present.query.length; l++) {
+    const dq = present.query[l] - query[l];
+    const dkv = present.kv[l] - kv[l];
     removed += dq * hd * (2 * D + qBias) + dkv * 2 * hd * (D + qBias);
   }
   return removed;

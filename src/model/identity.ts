@@ -30,6 +30,9 @@ export interface ModelShape {
   kvHeads: number[];
   /** The KV head each query head reads, per layer; only when the model states it explicitly. */
   kvHeadOfQuery?: number[][];
+  /** Encoder-decoders: blocks of the encoder, and cross-attention heads present in each decoder block. */
+  encoderLayers?: number;
+  crossHeads?: number[];
 }
 
 export interface ModelIdentity {
@@ -48,6 +51,9 @@ export function modelShape(config: ModelConfig): ModelShape {
     queryHeads: [...config.headsPerLayer],
     kvHeads: [...config.kvHeadsPerLayer],
     ...(config.kvHeadOfQuery ? { kvHeadOfQuery: config.kvHeadOfQuery.map((m) => [...m]) } : {}),
+    ...(config.encdec
+      ? { encoderLayers: config.encdec.encoderLayers, crossHeads: [...config.encdec.crossHeadsPerLayer] }
+      : {}),
   };
 }
 
@@ -80,6 +86,8 @@ async function computeFingerprint(spec: ModelSpec): Promise<string> {
     positions: [c.positionKind, c.ropeTheta],
     // Only scaled models carry the key, so every unscaled model keeps the fingerprint it had.
     ...(c.ropeScaling ? { ropeScaling: ropeScalingText(c.ropeScaling) } : {}),
+    // Likewise only encoder-decoders carry their own fields (stack split, cross heads, bias tables, output scale).
+    ...(c.encdec ? { encdec: { ...c.encdec, relColumns: c.encdec.relColumnOfQuery ?? null } } : {}),
   };
   h.update(`geneprune-fingerprint-1\0${JSON.stringify(layout)}\0`);
   for (const role of [...spec.tensors.keys()].sort()) {
@@ -136,6 +144,14 @@ export function shapeDifference(expected: ModelShape, actual: ModelShape, what: 
   ];
   for (const [e, a, name] of perLayer) {
     if (list(e) !== list(a)) return `${what} is for ${list(e)} ${name}, this model has ${list(a)}`;
+  }
+  if (expected.encoderLayers !== actual.encoderLayers) {
+    const side = (s: ModelShape) =>
+      s.encoderLayers === undefined ? 'no encoder-decoder split' : `${s.encoderLayers} encoder layers`;
+    return `${what} is for ${side(expected)}, this model has ${side(actual)}`;
+  }
+  if (list(expected.crossHeads ?? []) !== list(actual.crossHeads ?? [])) {
+    return `${what} is for ${list(expected.crossHeads ?? [])} cross-attention heads per decoder layer, this model has ${list(actual.crossHeads ?? [])}`;
   }
   for (const [key, name] of scalar) {
     if (expected[key] !== actual[key]) {

@@ -289,8 +289,15 @@ export async function downloadHfModel(ref: string | HfModelRef, opts: DownloadOp
   const folder = hf.path ?? '';
   const inFolder = (name: string) => (folder ? `${folder}/${name}` : name);
   await hub.get(inFolder('config.json'), true);
-  // A BERT-family repository may have only vocab.txt (read as the equivalent WordPiece tokenizer.json).
-  if (!(await hub.get(inFolder('tokenizer.json'), false))) await hub.get(inFolder('vocab.txt'), false);
+  // A BERT-family repository may have only vocab.txt (read as the equivalent WordPiece tokenizer.json), a
+  // CodeT5 / RoBERTa one only vocab.json + merges.txt (byte-level BPE) with its special tokens beside them.
+  if (!(await hub.get(inFolder('tokenizer.json'), false))) {
+    if (!(await hub.get(inFolder('vocab.txt'), false)) && (await hub.get(inFolder('vocab.json'), false))) {
+      await hub.get(inFolder('merges.txt'), true);
+      await hub.get(inFolder('special_tokens_map.json'), false);
+      await hub.get(inFolder('added_tokens.json'), false);
+    }
+  }
   await hub.get(inFolder('tokenizer_config.json'), false);
   const indexFile = inFolder('model.safetensors.index.json');
   if (await hub.get(indexFile, false)) {
@@ -389,7 +396,7 @@ export async function resolveModelRef(
   const modelPath = await downloadHfModel(parsed, opts);
   const candidates = modelPath.toLowerCase().endsWith('.bin')
     ? ['tokenizer.bin', ...(opts.extraFiles ?? [])].map((f) => join(dirname(modelPath), f))
-    : [join(modelPath, 'tokenizer.json'), join(modelPath, 'vocab.txt')];
+    : ['tokenizer.json', 'vocab.txt', 'vocab.json'].map((f) => join(modelPath, f));
   for (const c of candidates) if (await isFile(c)) return { modelPath, tokenizerPath: c };
   return { modelPath };
 }

@@ -45,7 +45,9 @@ async function startHub(): Promise<FakeHub> {
   const root = tempDir('geneprune-hub-');
   const hub = { root, requests: [], headers: [], cutOff: new Set(), status: new Map() } as unknown as FakeHub;
   hub.server = createServer((req, res) => {
-    const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
+    // Recorded as sent (a revision with slashes arrives as one escaped segment), served from root/…/<revision with
+    // '/' as '--'>/….
+    const path = new URL(req.url ?? '/', 'http://x').pathname;
     hub.requests.push(path);
     hub.headers.push(req.headers);
     const forced = hub.status.get(path);
@@ -56,7 +58,10 @@ async function startHub(): Promise<FakeHub> {
     const m = /^\/([^/]+)\/([^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(path);
     let body: Buffer | undefined;
     try {
-      if (m && !m[4].split('/').includes('..')) body = readFileSync(join(root, m[1], m[2], m[3], m[4]));
+      const revision = m && decodeURIComponent(m[3]).replaceAll('/', '--');
+      const file = m && decodeURIComponent(m[4]);
+      if (m && revision && file && !file.split('/').includes('..'))
+        body = readFileSync(join(root, m[1], m[2], revision, file));
     } catch {}
     if (!body) {
       res.writeHead(404).end('Entry not found');
@@ -218,6 +223,31 @@ describe('downloads from a local stand-in hub', () => {
     const again = await resolveModelRef('hf:acme/single', { endpoint: hub.url });
     assert.deepEqual(again, { modelPath: dir, tokenizerPath: join(dir, 'tokenizer.json') });
     assert.deepEqual(hub.requests, []);
+  });
+
+  test('a CodeT5-style repository with vocab.json + merges.txt at a pull-request revision', async () => {
+    put(hub, 'sf/code/refs--pr--1/config.json', '{"model_type":"t5"}');
+    const vocab = put(hub, 'sf/code/refs--pr--1/vocab.json', '{"a":0}');
+    const merges = put(hub, 'sf/code/refs--pr--1/merges.txt', '#version: 0.2\n');
+    put(hub, 'sf/code/refs--pr--1/special_tokens_map.json', '{}');
+    put(hub, 'sf/code/refs--pr--1/model.safetensors', randomBytesOf(1000, 9));
+    const resolved = await resolveModelRef('hf:sf/code@refs/pr/1', { endpoint: hub.url });
+    const dir = join(cache, 'hf', 'sf', 'code', 'refs--pr--1');
+    assert.deepEqual(resolved, { modelPath: dir, tokenizerPath: join(dir, 'vocab.json') });
+    assert.deepEqual(readFileSync(join(dir, 'vocab.json')), vocab);
+    assert.deepEqual(readFileSync(join(dir, 'merges.txt')), merges);
+    assert.deepEqual(hub.requests, [
+      '/sf/code/resolve/refs%2Fpr%2F1/config.json',
+      '/sf/code/resolve/refs%2Fpr%2F1/tokenizer.json',
+      '/sf/code/resolve/refs%2Fpr%2F1/vocab.txt',
+      '/sf/code/resolve/refs%2Fpr%2F1/vocab.json',
+      '/sf/code/resolve/refs%2Fpr%2F1/merges.txt',
+      '/sf/code/resolve/refs%2Fpr%2F1/special_tokens_map.json',
+      '/sf/code/resolve/refs%2Fpr%2F1/added_tokens.json',
+      '/sf/code/resolve/refs%2Fpr%2F1/tokenizer_config.json',
+      '/sf/code/resolve/refs%2Fpr%2F1/model.safetensors.index.json',
+      '/sf/code/resolve/refs%2Fpr%2F1/model.safetensors',
+    ]);
   });
 
   test('sharded safetensors in a folder at a revision', async () => {

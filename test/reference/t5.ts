@@ -7,7 +7,7 @@
  * What it computes, per row:
  * - Encoder: token embedding (no scaling, no positions); per block: RMS norm (x·w/√(mean(x²)+eps), no mean, no
  *   bias) → self-attention with scores q·k (NOT divided by √d) + the encoder's relative-position bias (bidirectional
- *   buckets) and keys where srcMask is 0 excluded → o → residual; RMS norm → MLP (relu, or gelu-tanh(gate)·up) →
+ *   buckets) and keys where srcMask is 0 excluded → o → residual; RMS norm → MLP (v1.0: relu(up); gated: act(gate)·up, act gelu-tanh or silu) →
  *   residual. Then the encoder's final RMS norm.
  * - Decoder: token embedding; per block: self-attention (causal buckets, keys j ≤ i), cross-attention over the final
  *   encoder output (no position bias, source padding excluded), MLP, each pre-norm with a residual; final RMS norm,
@@ -112,8 +112,18 @@ function rmsNorm(x: Float64Array, w: Float32Array, eps: number): Float64Array {
   return y;
 }
 
-function gelu_tanh(x: number): number {
-  return 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
+/** The MLP activations T5 checkpoints use, by their published definitions. */
+function activationOf(name: string): (x: number) => number {
+  switch (name) {
+    case 'relu':
+      return (x) => Math.max(0, x);
+    case 'gelu_tanh':
+      return (x) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
+    case 'silu':
+      return (x) => x / (1 + Math.exp(-x));
+    default:
+      throw new Error(`t5Reference: no activation ${name}`);
+  }
 }
 
 function add(a: Float64Array, b: Float64Array): Float64Array {
@@ -190,6 +200,7 @@ export async function t5Reference(spec: ModelSpec): Promise<T5Reference> {
   const emb = need('embed.tokens');
   const head = c.tieEmbeddings ? emb : need('lm_head.weight');
   const eps = c.normEps;
+  const act = activationOf(c.activation);
 
   const embed = (id: number): Float64Array => {
     if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize)
@@ -211,9 +222,9 @@ export async function t5Reference(spec: ModelSpec): Promise<T5Reference> {
     const up = linear(need(`${p}.mlp.up.weight`), h);
     if (c.mlpKind === 'gated') {
       const gate = linear(need(`${p}.mlp.gate.weight`), h);
-      for (let i = 0; i < up.length; i++) up[i] *= gelu_tanh(gate[i]);
+      for (let i = 0; i < up.length; i++) up[i] *= act(gate[i]);
     } else {
-      for (let i = 0; i < up.length; i++) up[i] = Math.max(0, up[i]);
+      for (let i = 0; i < up.length; i++) up[i] = act(up[i]);
     }
     return add(x, linear(need(`${p}.mlp.down.weight`), up));
   };

@@ -232,6 +232,13 @@ export function t5ConfigFromHf(json: Record<string, unknown>, configPath: string
   if (sizes.relativeBuckets < 4) {
     throw r.fail(`"relative_attention_num_buckets" must be at least 4, got ${sizes.relativeBuckets}`);
   }
+  // The decoder's exact buckets cover distances below buckets/2; the log-spaced ones divide by
+  // log(max_distance / (buckets/2)), which must be positive.
+  if (sizes.relativeMaxDistance <= sizes.relativeBuckets / 2) {
+    throw r.fail(
+      `"relative_attention_max_distance" ${sizes.relativeMaxDistance} must exceed half the ${sizes.relativeBuckets} buckets (the distances with buckets of their own)`,
+    );
+  }
   return t5ConfigOf(sizes);
 }
 

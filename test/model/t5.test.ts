@@ -300,13 +300,13 @@ describe('T5 refusals (one line naming the file)', () => {
 
   it('more layers than the checkpoint holds', async () => {
     const dir = await edited((c) => {
-      c.num_decoder_layers = 1_000_000;
+      c.num_decoder_layers = 1_000_000_000;
     });
     await rejectsFileError(
       loadModelSpec(dir),
       configOf(dir),
       exactly(
-        '"num_decoder_layers" is 1000000, but the checkpoint holds 2 decoder blocks (decoder.block.N tensors)',
+        '"num_decoder_layers" is 1000000000, but the checkpoint holds 2 decoder blocks (decoder.block.N tensors)',
       ),
     );
   });

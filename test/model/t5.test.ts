@@ -11,7 +11,7 @@ import { after, describe, it } from 'node:test';
 import { writeHfFolder } from '../../src/checkpoint/hf.js';
 import { GenepruneError } from '../../src/errors.js';
 import { specToHf } from '../../src/model/families.js';
-import { loadModelSpec } from '../../src/model/load.js';
+import { loadModelSpec, tokenizerPathFor } from '../../src/model/load.js';
 import { type ModelSpec, memoryTensor, type TensorSource } from '../../src/model/spec.js';
 import { loadTokenizer } from '../../src/tokenizer/load.js';
 import { rejectsFileError, tempDir } from '../checkpoint/helpers.js';
@@ -114,6 +114,20 @@ describe('T5 folders: write → load', () => {
       assert.ok(names.includes('decoder.block.0.layer.1.EncDecAttention.k.weight'));
     });
   }
+
+  it("a random folder with codet5-tiny's tokenizer loads both", {
+    skip: skipUnlessShared(CODET5),
+  }, async () => {
+    const dir = fresh();
+    const spec = await writeRandomT5(dir, 'v1.0', 10, { tokenizer: true });
+    const back = await loadModelSpec(dir);
+    assert.deepEqual(back.config, spec.config);
+    assert.deepEqual([back.config.vocabSize, back.config.eosTokenId], [1252, 2]);
+    const path = tokenizerPathFor(dir);
+    assert.equal(path, join(dir, 'tokenizer.json'));
+    const tok = await loadTokenizer(path!, { vocabSize: back.config.vocabSize });
+    assert.equal(tok.eosId, back.config.eosTokenId);
+  });
 
   it('gated-silu round-trips as a gated SiLU feed-forward', async () => {
     const dir = fresh();

@@ -15,6 +15,7 @@ import { gemmaSpecFromHf } from './gemma.js';
 import { gpt2SpecFromHf } from './gpt2.js';
 import { llamaSpecFromHf, llamaSpecFromLlama2c } from './llama.js';
 import type { ModelSpec } from './spec.js';
+import { t5SpecFromHf } from './t5.js';
 
 /** model_type → the family mapping that reads it. */
 const HF_FAMILIES: Record<string, (folder: HfFolder) => ModelSpec> = {
@@ -27,6 +28,7 @@ const HF_FAMILIES: Record<string, (folder: HfFolder) => ModelSpec> = {
   bert: bertSpecFromHf,
   roberta: bertSpecFromHf,
   distilbert: bertSpecFromHf,
+  t5: t5SpecFromHf,
 };
 
 export const SUPPORTED_MODEL_TYPES: readonly string[] = Object.keys(HF_FAMILIES);
@@ -75,11 +77,14 @@ export function tokenizerPathFor(modelPath: string, vocabSize?: number): string 
     return undefined;
   }
   if (isDir) {
-    // A BERT-family repository may ship only vocab.txt (WordPiece, converted on load).
+    // A BERT-family repository may ship only vocab.txt (WordPiece, converted on load), a RoBERTa / CodeT5 one only
+    // vocab.json + merges.txt (byte-level BPE, converted on load).
     for (const name of ['tokenizer.json', 'vocab.txt']) {
       const p = join(modelPath, name);
       if (existsSync(p)) return p;
     }
+    const vocabJson = join(modelPath, 'vocab.json');
+    if (existsSync(vocabJson) && existsSync(join(modelPath, 'merges.txt'))) return vocabJson;
     return undefined;
   }
   if (!modelPath.endsWith('.bin')) return undefined;

@@ -8,6 +8,7 @@ import { gemmaSpecToHf } from './gemma.js';
 import { gpt2SpecToHf } from './gpt2.js';
 import { llamaSpecToHf } from './llama.js';
 import type { ModelSpec, TensorSource } from './spec.js';
+import { t5SpecToHf } from './t5.js';
 
 export interface HfFiles {
   /** config.json, including `architectures`. */
@@ -34,6 +35,8 @@ export function specToHf(spec: ModelSpec, opts: SpecToHfOptions = {}): HfFiles {
       return gemmaSpecToHf(spec);
     case 'bert':
       return bertSpecToHf(spec, opts.prunedHeads);
+    case 't5':
+      return t5SpecToHf(spec);
     default:
       throw new GenepruneError(
         'model',

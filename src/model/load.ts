@@ -15,6 +15,7 @@ import { gemmaSpecFromHf } from './gemma.js';
 import { gpt2SpecFromHf } from './gpt2.js';
 import { llamaSpecFromHf, llamaSpecFromLlama2c } from './llama.js';
 import type { ModelSpec } from './spec.js';
+import { t5SpecFromHf } from './t5.js';
 
 /** model_type → the family mapping that reads it. */
 const HF_FAMILIES: Record<string, (folder: HfFolder) => ModelSpec> = {
@@ -27,6 +28,7 @@ const HF_FAMILIES: Record<string, (folder: HfFolder) => ModelSpec> = {
   bert: bertSpecFromHf,
   roberta: bertSpecFromHf,
   distilbert: bertSpecFromHf,
+  t5: t5SpecFromHf,
 };
 
 export const SUPPORTED_MODEL_TYPES: readonly string[] = Object.keys(HF_FAMILIES);

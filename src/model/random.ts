@@ -14,7 +14,7 @@ import {
   memoryTensor,
   type TensorSource,
 } from './spec.js';
-import { t5ConfigOf, t5RoleShapes } from './t5.js';
+import { type T5FeedForward, t5ConfigOf, t5RoleShapes } from './t5.js';
 
 export interface RandomLlamaOptions {
   hiddenSize: number;
@@ -131,8 +131,8 @@ export interface RandomT5Options {
   /** Default 32 buckets, max distance 128 (T5's). */
   relativeBuckets?: number;
   relativeMaxDistance?: number;
-  /** v1.0 'relu' (default, tied) or v1.1 'gated-gelu' (untied unless tieEmbeddings says otherwise). */
-  feedForward?: 'relu' | 'gated-gelu';
+  /** v1.0 'relu' (default, tied) or v1.1 'gated-gelu' / 'gated-silu' (untied unless tieEmbeddings says otherwise). */
+  feedForward?: T5FeedForward;
   tieEmbeddings?: boolean;
   maxPositions?: number;
   seed: number;

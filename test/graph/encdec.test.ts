@@ -305,8 +305,10 @@ for (const [version, seed] of VERSIONS) {
               stopTokens: [eos, stopAt],
             });
             assert.deepEqual(got.tokens, cut, `${name}, batch ${batchSize}`);
-            got.finish.forEach((f, i) =>
-              assert.equal(f, cut[i].length < maxNew ? 'stop' : 'length', `${name}: finish ${i}`),
+            assert.deepEqual(
+              got.finish,
+              cut.map((w) => (w.length < maxNew ? 'stop' : 'length')),
+              `${name}: finish`,
             );
           }
           // One source through generate (the source, then the generated tokens).

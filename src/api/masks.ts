@@ -4,36 +4,42 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { headMaskShape } from '../arch/registry.js';
 import { flagError } from '../errors.js';
 import { type LoadedMask, loadMaskFile, readMaskFile } from '../masks/headfile.js';
-import { headMaskOf, removedList } from '../masks/heads.js';
+import { headLayers, headMaskOf, removedList } from '../masks/heads.js';
 import { applyRecoveredWeights, refuseRecoveredWithoutMask } from '../masks/recovered.js';
 import { loadWeightMaskFile } from '../masks/weightfile.js';
 import { weightMaskFeeds } from '../masks/weights.js';
 import type { ModelConfig, ModelSpec } from '../model/spec.js';
 import { RUN_FILES } from '../runs/files.js';
 
-/** [layer, head] pairs, 0-based. */
+/**
+ * [layer, head] pairs, 0-based. The layer counts head layers over the model's head stacks in gene order
+ * (masks/heads.ts headLayers): a decoder's or encoder's layers; an encoder-decoder's encoder blocks, then its
+ * decoder blocks' self-attention, then their cross-attention.
+ */
 export type HeadList = ReadonlyArray<readonly [number, number]>;
 
-/** The engine's head mask [layers * maxHeads] with the listed heads set to 0. */
+/** The engine's head mask [rows * maxHeads] (arch headMaskShape) with the listed heads set to 0. */
 export function headMaskFromList(config: ModelConfig, pairs: HeadList): Float32Array {
-  const maxHeads = Math.max(0, ...config.headsPerLayer);
-  const mask = new Float32Array(config.numLayers * maxHeads).fill(1);
+  const layers = headLayers(config);
+  const [rows, maxHeads] = headMaskShape(config);
+  const mask = new Float32Array(rows * Math.max(0, maxHeads)).fill(1);
   for (const [l, h] of pairs) {
-    if (!Number.isInteger(l) || l < 0 || l >= config.numLayers) {
+    if (!Number.isInteger(l) || l < 0 || l >= layers.length) {
       throw flagError(
         '--prune-heads',
-        `layer ${l} does not exist (the model has layers 0..${config.numLayers - 1})`,
+        `layer ${l} does not exist (the model has layers 0..${layers.length - 1})`,
       );
     }
-    if (!Number.isInteger(h) || h < 0 || h >= config.headsPerLayer[l]) {
+    if (!Number.isInteger(h) || h < 0 || h >= layers[l].heads) {
       throw flagError(
         '--prune-heads',
-        `head ${h} does not exist in layer ${l} (heads 0..${config.headsPerLayer[l] - 1})`,
+        `head ${h} does not exist in layer ${l} (heads 0..${layers[l].heads - 1})`,
       );
     }
-    mask[l * maxHeads + h] = 0;
+    mask[layers[l].row * maxHeads + h] = 0;
   }
   return mask;
 }

@@ -24,4 +24,40 @@ export interface DecodeRunner {
     batch: { batch: number; seq: number; ids: BigInt64Array; lastIndex?: BigInt64Array },
     masks?: CandidateMasks,
   ): Promise<Float32Array>;
+  /**
+   * Encoder-decoders: the generation sessions (encoder once, then decoder steps on a KV cache), present on a
+   * 'last_logits' or 'row_logits' runner of a kind with generation graphs (ArchDescriptor.generationGraphs).
+   */
+  readonly seq2seq?: Seq2SeqSteps;
+}
+
+/** A KV cache between decoder steps: tensors by graph name (`present.*` of the last step). */
+export type Seq2SeqCache = Record<string, { dims: readonly number[]; data: Float32Array }>;
+
+/** One decoder step's input: new tokens of `batch` rows, the encoder output, the cache so far. */
+export interface Seq2SeqStepInput {
+  batch: number;
+  /** [batch * newTokens] decoder tokens at the positions after the cache's. */
+  ids: BigInt64Array;
+  newTokens: number;
+  /** [batch * srcSeq * hidden] the encoder output of these rows, and their source padding mask [batch * srcSeq]. */
+  encoderHidden: Float32Array;
+  srcSeq: number;
+  attentionMask: BigInt64Array;
+  /** Absent on the first step (the cross K/V are then computed from encoderHidden). */
+  cache?: Seq2SeqCache;
+}
+
+/** The two generation sessions of an encoder-decoder (engine/seq2seq.ts). */
+export interface Seq2SeqSteps {
+  /** The final encoder output [batch, seq, hidden] of right-padded source rows under their padding mask. */
+  encode(
+    batch: { batch: number; seq: number; ids: BigInt64Array; attentionMask: BigInt64Array },
+    masks?: CandidateMasks,
+  ): Promise<Float32Array>;
+  /** Logits [batch, newTokens, vocab] of the new tokens, and the cache that includes them. */
+  step(
+    input: Seq2SeqStepInput,
+    masks?: CandidateMasks,
+  ): Promise<{ logits: Float32Array; cache: Seq2SeqCache }>;
 }

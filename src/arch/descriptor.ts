@@ -7,6 +7,7 @@
 import type { EncodedModel } from '../graph/builder.js';
 import type { CapturePoint } from '../graph/capture.js';
 import type { DecoderGraphOptions } from '../graph/decoder.js';
+import type { EncDecGenerationOptions, EncDecGraphOptions } from '../graph/encdec.js';
 import type { EncoderGraphOptions } from '../graph/encoder.js';
 import type { HalfLinears } from '../graph/kit.js';
 import type { GraphOutputMode } from '../graph/lmhead.js';
@@ -20,7 +21,15 @@ import type { GreedyBatchOptions, GreedyBatchResult } from './greedy.js';
 export type RunnerOutput = GraphOutputMode | 'class_logits';
 
 /** The options of an evaluation graph, whichever kind builds it. */
-export type GraphOptions = DecoderGraphOptions | EncoderGraphOptions;
+export type GraphOptions = DecoderGraphOptions | EncoderGraphOptions | EncDecGraphOptions;
+
+/** The graphs generation runs on, for kinds that generate on graphs of their own (encoder-decoders). */
+export interface GenerationGraphs {
+  /** Source ids and padding mask → the final encoder output. */
+  encoder: EncodedModel;
+  /** One decoder step on a KV cache (graph/encdec.ts's step graph). */
+  step: EncodedModel;
+}
 
 /**
  * One named stack of attention heads. A head genome is the concatenation of the kind's stacks, in order, each
@@ -49,9 +58,16 @@ export interface BatchInputs {
   seq: number;
   attentionMask?: BigInt64Array;
   typeIds?: BigInt64Array;
+  /** Encoder-decoders: [batch * decoderSeq] decoder input ids (teacher forcing), see TokenBatch. */
+  decoderIds?: BigInt64Array;
+  decoderSeq?: number;
 }
 
-/** A decoding loop over a runner of the kind (generation, batched greedy decoding for scoring). */
+/**
+ * A decoding loop over a runner of the kind (generation, batched greedy decoding for scoring). For an
+ * encoder-decoder a prompt is the source: the loop encodes it and generates the target from the decoder start
+ * token (generate returns the source followed by the generated tokens, as a decoder's returns prompt + new).
+ */
 export interface DecodeLoop {
   /** Token-by-token generation on a 'last_logits' runner (arch/generate.ts). */
   generate(runner: DecodeRunner, prompt: number[], opts: GenerateOptions): Promise<number[]>;
@@ -105,4 +121,10 @@ export interface ArchDescriptor {
   };
   /** The decode loop; absent for kinds nothing generates from. */
   readonly decode?: DecodeLoop;
+  /**
+   * Kinds that generate on graphs of their own (encoder-decoders: an encoder, then decoder steps on a KV cache):
+   * a 'last_logits' or 'row_logits' runner builds these instead of the evaluation graph and hands them to the
+   * decode loop as `seq2seq` (arch/decoding.ts).
+   */
+  generationGraphs?(spec: ModelSpec, weights: Weights, opts: EncDecGenerationOptions): GenerationGraphs;
 }

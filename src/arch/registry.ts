@@ -9,11 +9,13 @@ import type { Weights } from '../graph/weights.js';
 import type { ModelConfig, ModelSpec } from '../model/spec.js';
 import { DECODER } from './decoder.js';
 import type { ArchDescriptor, DecodeLoop, GraphOptions } from './descriptor.js';
+import { ENCDEC } from './encdec.js';
 import { ENCODER } from './encoder.js';
 
 const ARCHS = new Map<string, ArchDescriptor>([
   [DECODER.kind, DECODER],
   [ENCODER.kind, ENCODER],
+  [ENCDEC.kind, ENCDEC],
 ]);
 
 /** Adds an architecture kind; a kind already in the table is refused (built-ins cannot be replaced). */
@@ -26,7 +28,7 @@ export function registerArch(descriptor: ArchDescriptor): void {
 
 /** Removes a kind registerArch added (tests clean up after themselves); built-ins stay. */
 export function unregisterArch(kind: string): void {
-  if (kind === DECODER.kind || kind === ENCODER.kind) {
+  if (kind === DECODER.kind || kind === ENCODER.kind || kind === ENCDEC.kind) {
     throw new GenepruneError('internal', `architecture kind '${kind}' is built in`);
   }
   ARCHS.delete(kind);
@@ -60,4 +62,16 @@ export function decodeLoopOf(config: Pick<ModelConfig, 'arch' | 'modelType'>): D
     );
   }
   return arch.decode;
+}
+
+/**
+ * The shape of a model's head_mask input, [rows, maxHeads]: the rows its head stacks declare (decoders and
+ * encoders: one per layer; encoder-decoders: every block's self-attention, then each decoder block's
+ * cross-attention) by the most heads of any of their layers.
+ */
+export function headMaskShape(config: ModelConfig): [number, number] {
+  const stacks = archOf(config).headStacks(config);
+  const rows = Math.max(...stacks.map((s) => s.firstMaskRow + s.headsPerLayer.length));
+  const maxHeads = Math.max(...stacks.flatMap((s) => s.headsPerLayer));
+  return [rows, maxHeads];
 }

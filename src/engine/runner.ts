@@ -2,9 +2,9 @@
  * A model bound to one ONNX Runtime session: built once, then run many times with different tokens and masks.
  */
 
-import type { CandidateMasks } from '../arch/decoding.js';
+import type { CandidateMasks, Seq2SeqSteps } from '../arch/decoding.js';
 import type { RunnerOutput } from '../arch/descriptor.js';
-import { archOf } from '../arch/registry.js';
+import { archOf, headMaskShape } from '../arch/registry.js';
 import { GenepruneError } from '../errors.js';
 import type { AttentionKind, FusedAttentionOp } from '../graph/attention.js';
 import { layerRange } from '../graph/blocks.js';
@@ -18,6 +18,7 @@ import {
   weightsDtype,
 } from '../graph/weights.js';
 import type { ModelSpec } from '../model/spec.js';
+import { createSeq2SeqSessions } from './seq2seq.js';
 import { createEngine, type Device, type Engine, type Feed, type Output } from './session.js';
 
 export type { RunnerOutput };
@@ -84,6 +85,13 @@ export interface TokenBatch {
   attentionMask?: BigInt64Array;
   /** Encoders with token types: [batch * seq] segment ids (default: all 0). */
   typeIds?: BigInt64Array;
+  /**
+   * Encoder-decoders: `ids`, `seq` and `attentionMask` are the source; these are the decoder's input ids
+   * [batch * decoderSeq] (the start token, then the target shifted right). targets and lastIndex then index
+   * decoder positions, and nll/logits outputs have decoderSeq positions.
+   */
+  decoderIds?: BigInt64Array;
+  decoderSeq?: number;
 }
 
 export interface ModelRunner {
@@ -99,6 +107,8 @@ export interface ModelRunner {
   /** Runs one batch and returns every graph output by name (the main one and any `stats.{i}.{point}`). */
   runAll(batch: TokenBatch, masks?: CandidateMasks): Promise<Record<string, Output>>;
   release(): Promise<void>;
+  /** Encoder-decoders' 'last_logits' / 'row_logits' runners: the generation sessions (arch/decoding.ts). */
+  readonly seq2seq?: Seq2SeqSteps;
 }
 
 export { IGNORE_INDEX };
@@ -113,8 +123,10 @@ function checkIds(ids: BigInt64Array, vocab: number, what: string, allowed?: big
   }
 }
 
+/** A head_mask keeping every head: [rows, maxHeads] as the model's head stacks declare (arch headMaskShape). */
 export function allKeptHeadMask(spec: ModelSpec): Float32Array {
-  return new Float32Array(spec.config.numLayers * Math.max(...spec.config.headsPerLayer)).fill(1);
+  const [rows, maxHeads] = headMaskShape(spec.config);
+  return new Float32Array(rows * maxHeads).fill(1);
 }
 
 export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promise<ModelRunner> {
@@ -127,6 +139,9 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
   const weights =
     opts.weights ??
     (await prepareWeights(arch.blockSpec(spec, opts.layers), { externalDataThreshold: threshold, dtype }));
+  if (arch.generationGraphs && (opts.output === 'last_logits' || opts.output === 'row_logits')) {
+    return generationRunner(spec, weights, opts, dtype);
+  }
   let engine: Engine;
   try {
     const graph = arch.buildGraph(spec, weights, {
@@ -150,7 +165,7 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
     // ORT holds its own copy once started: a file of our own is deleted now.
     if (!opts.weights) await releaseWeights(weights);
   }
-  const maxHeads = Math.max(...spec.config.headsPerLayer);
+  const [maskRows, maxHeads] = headMaskShape(spec.config);
   const onesHead = allKeptHeadMask(spec);
   const onesWeight = new Map<string, Uint8Array>();
   const layers = layerRange(spec.config.numLayers, opts.layers);
@@ -165,9 +180,11 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
       throw new Error(`head mask has ${headMask.length} entries, model needs ${onesHead.length}`);
     }
     const feeds: Record<string, Feed> = {
-      head_mask: { type: 'float32', dims: [spec.config.numLayers, maxHeads], data: headMask },
+      head_mask: { type: 'float32', dims: [maskRows, maxHeads], data: headMask },
     };
     const tokens = batch.batch * batch.seq;
+    // The positions targets and lastIndex index: the decoder's for an encoder-decoder, else the row's.
+    const outSeq = batch.decoderSeq ?? batch.seq;
     if (batch.seq > spec.config.maxPositions) {
       // The position tables end at the model's context; past it ONNX Runtime fails in an unreadable kernel message
       // (and dynamic NTK rotary scaling would need frequencies these graphs do not hold).
@@ -202,13 +219,13 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
     if (batch.targets) checkIds(batch.targets, spec.config.vocabSize, 'target', BigInt(IGNORE_INDEX));
     if (opts.output === 'nll') {
       if (!batch.targets) throw new Error('nll runner needs targets');
-      feeds.targets = { type: 'int64', dims: [batch.batch, batch.seq], data: batch.targets };
+      feeds.targets = { type: 'int64', dims: [batch.batch, outSeq], data: batch.targets };
     }
     if (opts.output === 'kl') {
       if (!batch.refLogprobs) throw new Error('kl runner needs reference log-probabilities');
       feeds.ref_logprobs = {
         type: 'float32',
-        dims: [batch.batch, batch.seq, spec.config.vocabSize],
+        dims: [batch.batch, outSeq, spec.config.vocabSize],
         data: batch.refLogprobs,
       };
     }
@@ -216,8 +233,8 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
       const li = batch.lastIndex;
       if (!li || li.length !== batch.batch) throw new Error('row_logits runner needs lastIndex, one per row');
       for (let b = 0; b < li.length; b++) {
-        if (li[b] < 0n || li[b] >= BigInt(batch.seq)) {
-          throw new Error(`lastIndex ${li[b]} of row ${b} is outside the row's ${batch.seq} positions`);
+        if (li[b] < 0n || li[b] >= BigInt(outSeq)) {
+          throw new Error(`lastIndex ${li[b]} of row ${b} is outside the row's ${outSeq} positions`);
         }
       }
       feeds.last_index = { type: 'int64', dims: [batch.batch], data: li };
@@ -248,5 +265,52 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
       return (await runAll(batch, masks))[outputName].data;
     },
     release: () => engine.release(),
+  };
+}
+
+/**
+ * A 'last_logits' / 'row_logits' runner of a kind that generates on graphs of its own (encoder-decoders): its
+ * sessions are the generation graphs, which the kind's decode loop drives through `seq2seq`; `run` is refused in
+ * one line (there is no single forward to run).
+ */
+async function generationRunner(
+  spec: ModelSpec,
+  weights: Weights,
+  opts: RunnerOptions,
+  dtype: ComputeDtype,
+): Promise<ModelRunner> {
+  const arch = archOf(spec.config);
+  let sessions: Awaited<ReturnType<typeof createSeq2SeqSessions>>;
+  try {
+    const graphs = arch.generationGraphs!(spec, weights, {
+      weightMasks: opts.weightMasks,
+      externalDataThreshold: opts.externalDataThreshold,
+      halfLinears: (opts.device ?? 'cpu') === 'cpu' ? 'upcast' : 'native',
+    });
+    sessions = await createSeq2SeqSessions(spec, graphs, {
+      device: opts.device,
+      threads: opts.threads,
+      dtype,
+      weightMasks: opts.weightMasks,
+    });
+  } finally {
+    if (!opts.weights) await releaseWeights(weights);
+  }
+  const refuse = async (): Promise<never> => {
+    throw new Error(
+      `a ${spec.config.modelType} ${arch.kind} '${opts.output}' runner generates through its decode loop (seq2seq), not run()`,
+    );
+  };
+  return {
+    spec,
+    dtype,
+    output: opts.output,
+    maxHeads: headMaskShape(spec.config)[1],
+    engine: sessions.decoder,
+    layers: layerRange(spec.config.numLayers, opts.layers),
+    run: refuse,
+    runAll: refuse,
+    seq2seq: sessions,
+    release: () => sessions.release(),
   };
 }

@@ -21,7 +21,14 @@ export interface CaptureOptions {
 
 /** The four distinct linear inputs of a block, in forward order (see the header). */
 export const CAPTURE_POINTS = ['attn_in', 'o_in', 'mlp_in', 'down_in'] as const;
-export type CapturePoint = (typeof CAPTURE_POINTS)[number];
+/**
+ * An encoder-decoder's decoder block has three more linear inputs, between o_in and mlp_in: cross_in (the cross
+ * norm's output: input of cross.q), cross_kv_in (the final encoder output: input of cross.k/v) and cross_o_in
+ * (merged cross heads after the head mask: input of cross.o). arch/encdec.ts lists them; no graph captures them
+ * yet (docs/notes-t5graph.md).
+ */
+export const CROSS_CAPTURE_POINTS = ['cross_in', 'cross_kv_in', 'cross_o_in'] as const;
+export type CapturePoint = (typeof CAPTURE_POINTS)[number] | (typeof CROSS_CAPTURE_POINTS)[number];
 
 /** The graph output holding one captured statistic. */
 export function statsName(layer: number, point: CapturePoint): string {
@@ -40,6 +47,12 @@ export function rolesOfCapturePoint(layer: number, point: CapturePoint): string[
       return [`${p}.mlp.gate.weight`, `${p}.mlp.up.weight`];
     case 'down_in':
       return [`${p}.mlp.down.weight`];
+    case 'cross_in':
+      return [`${p}.cross.q.weight`];
+    case 'cross_kv_in':
+      return [`${p}.cross.k.weight`, `${p}.cross.v.weight`];
+    case 'cross_o_in':
+      return [`${p}.cross.o.weight`];
   }
 }
 

@@ -74,6 +74,8 @@ export interface LmHeadContext {
   batchDim: string;
   seqDim: string;
   seqScalar: string;
+  /** Multiplies the normed final hidden state before the head (T5 with a tied head: d_model^−½); absent = 1. */
+  outputScale?: number;
 }
 
 /** The final norm and the head on the last layer's residual stream x [N, D], adding the mode's graph outputs. */
@@ -85,6 +87,9 @@ export function lmHead(ctx: LmHeadContext, xIn: string): void {
   let x = xIn;
   kit.setAnchor(x);
   x = kit.norm(x, 'final_norm');
+  if (ctx.outputScale !== undefined && ctx.outputScale !== 1) {
+    x = g.op('Mul', [x, g.constFloat([ctx.outputScale], [])]);
+  }
   // fp32 values of the head (whole, for the logits modes: one chunk).
   const headWeight = headChunks.length === 1 ? kit.floatOf(headChunks[0].w, headRole) : '';
   /** Logits of rows `rows` [n, D] against head weights `w` (fp32), soft-capped when the model says so. */

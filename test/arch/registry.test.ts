@@ -132,7 +132,7 @@ describe('a toy architecture kind registered from a test file', () => {
       (e: unknown) =>
         e instanceof GenepruneError &&
         e.message ===
-          `architecture kind 'no-such-kind' is not one this build knows (decoder, encoder, ${TOY.kind})`,
+          `architecture kind 'no-such-kind' is not one this build knows (decoder, encoder, encdec, ${TOY.kind})`,
     );
     assert.throws(
       () => registerArch({ ...TOY, kind: 'decoder' }),

@@ -21,6 +21,13 @@ export interface Windows {
   tokens: number;
   /** The data the windows come from (a path, or e.g. "calibration data"), for messages. */
   source?: string;
+  /**
+   * Encoder-decoders (metrics/seq2seq.ts `pairWindows`): row i is the decoder's start token then the target
+   * (its last token eos), predicted given the source `sources[i]` (special tokens included); batches pad sources
+   * with `padId` under an attention mask.
+   */
+  sources?: Int32Array[];
+  padId?: number;
 }
 
 export function tokenizeDocuments(documents: string[], tokenizer: Tokenizer): number[] {
@@ -152,8 +159,15 @@ export function makeWindows(
   return { context, rows, tokens, source: where };
 }
 
-/** Groups windows into padded batches of `batchSize` rows. */
+/**
+ * Groups windows into padded batches of `batchSize` rows. Pair windows (encoder-decoders) become batches of
+ * sources (`ids`, `seq`, `attentionMask`) with the rows as decoder inputs and targets (`decoderIds`, `decoderSeq`).
+ */
 export function* batches(windows: Windows, batchSize: number): Generator<TokenBatch & { valid: Uint8Array }> {
+  if (windows.sources) {
+    yield* pairBatches(windows, windows.sources, batchSize);
+    return;
+  }
   for (let b = 0; b < windows.rows.length; b += batchSize) {
     const rows = windows.rows.slice(b, b + batchSize);
     const seq = maxOf(rows.map((r) => r.length - 1));
@@ -168,6 +182,38 @@ export function* batches(windows: Windows, batchSize: number): Generator<TokenBa
       }
     });
     yield { batch: rows.length, seq, ids, targets, valid };
+  }
+}
+
+function* pairBatches(
+  windows: Windows,
+  sources: Int32Array[],
+  batchSize: number,
+): Generator<TokenBatch & { valid: Uint8Array }> {
+  const pad = BigInt(windows.padId ?? 0);
+  for (let b = 0; b < windows.rows.length; b += batchSize) {
+    const rows = windows.rows.slice(b, b + batchSize);
+    const srcs = sources.slice(b, b + batchSize);
+    const seq = maxOf(srcs.map((r) => r.length));
+    const decoderSeq = maxOf(rows.map((r) => r.length - 1));
+    const ids = new BigInt64Array(rows.length * seq).fill(pad);
+    const attentionMask = new BigInt64Array(rows.length * seq);
+    const decoderIds = new BigInt64Array(rows.length * decoderSeq).fill(pad);
+    const targets = new BigInt64Array(rows.length * decoderSeq).fill(BigInt(IGNORE_INDEX));
+    const valid = new Uint8Array(rows.length * decoderSeq);
+    rows.forEach((r, i) => {
+      const src = srcs[i];
+      for (let t = 0; t < src.length; t++) {
+        ids[i * seq + t] = BigInt(src[t]);
+        attentionMask[i * seq + t] = 1n;
+      }
+      for (let t = 0; t < r.length - 1; t++) {
+        decoderIds[i * decoderSeq + t] = BigInt(r[t]);
+        targets[i * decoderSeq + t] = BigInt(r[t + 1]);
+        valid[i * decoderSeq + t] = 1;
+      }
+    });
+    yield { batch: rows.length, seq, ids, attentionMask, decoderIds, decoderSeq, targets, valid };
   }
 }
 
@@ -256,7 +302,7 @@ export async function evaluatePerplexity(
     const bad = firstNonFiniteValid(nll, batch.valid);
     if (bad >= 0) {
       if (opts.nonFinite !== 'infinite')
-        throw nonFiniteError('NLL', windows, b, batchSize, batch.seq, bad, nll[bad]);
+        throw nonFiniteError('NLL', windows, b, batchSize, batch.decoderSeq ?? batch.seq, bad, nll[bad]);
       const seconds = (performance.now() - t0) / 1000;
       const n = windows.tokens;
       return { tokens: n, meanNll: Infinity, perplexity: Infinity, seconds, tokensPerSecond: n / seconds };
@@ -297,7 +343,7 @@ export async function computeKlReference(
         const vocab = lp.length / (batch.batch * batch.seq);
         const token = Math.floor(i / vocab);
         if (!batch.valid[token]) continue;
-        throw nonFiniteError('log-probability', windows, logprobs.length, batchSize, batch.seq, token, lp[i]);
+        throw nonFiniteError('log-probability', windows, logprobs.length, batchSize, batch.decoderSeq ?? batch.seq, token, lp[i]);
       }
     }
     logprobs.push(lp);
@@ -328,7 +374,7 @@ export async function evaluateKl(
     const bad = firstNonFiniteValid(kl, batch.valid);
     if (bad >= 0) {
       if (opts.nonFinite !== 'infinite')
-        throw nonFiniteError('KL divergence', windows, b, reference.batchSize, batch.seq, bad, kl[bad]);
+        throw nonFiniteError('KL divergence', windows, b, reference.batchSize, batch.decoderSeq ?? batch.seq, bad, kl[bad]);
       return { tokens: windows.tokens, meanKl: Infinity, seconds: (performance.now() - t0) / 1000 };
     }
     b++;

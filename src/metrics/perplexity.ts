@@ -343,7 +343,15 @@ export async function computeKlReference(
         const vocab = lp.length / (batch.batch * batch.seq);
         const token = Math.floor(i / vocab);
         if (!batch.valid[token]) continue;
-        throw nonFiniteError('log-probability', windows, logprobs.length, batchSize, batch.decoderSeq ?? batch.seq, token, lp[i]);
+        throw nonFiniteError(
+          'log-probability',
+          windows,
+          logprobs.length,
+          batchSize,
+          batch.decoderSeq ?? batch.seq,
+          token,
+          lp[i],
+        );
       }
     }
     logprobs.push(lp);
@@ -374,7 +382,15 @@ export async function evaluateKl(
     const bad = firstNonFiniteValid(kl, batch.valid);
     if (bad >= 0) {
       if (opts.nonFinite !== 'infinite')
-        throw nonFiniteError('KL divergence', windows, b, reference.batchSize, batch.decoderSeq ?? batch.seq, bad, kl[bad]);
+        throw nonFiniteError(
+          'KL divergence',
+          windows,
+          b,
+          reference.batchSize,
+          batch.decoderSeq ?? batch.seq,
+          bad,
+          kl[bad],
+        );
       return { tokens: windows.tokens, meanKl: Infinity, seconds: (performance.now() - t0) / 1000 };
     }
     b++;

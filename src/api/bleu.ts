@@ -2,6 +2,7 @@
  * `evaluateBleu`: a model (masked or not) on a generation task — greedy continuations of every prompt, BLEU
  * against the references (see metrics/generation.ts for the file format and metrics/bleu.ts for the two BLEUs).
  */
+import { archOf } from '../arch/registry.js';
 import { createRunner } from '../engine/runner.js';
 import type { BleuKind, BleuScore } from '../metrics/bleu.js';
 import {
@@ -70,7 +71,8 @@ export async function evaluateBleu(opts: EvaluateBleuOptions): Promise<EvaluateB
   const model = await openModelInput(opts.model, opts.tokenizer);
   const weights = await resolveMasks(model.spec, opts);
   const headMask = weights.headMask;
-  const prepared = prepareGenerationTask(task, model.tokenizer);
+  const seq2seq = archOf(model.spec.config).lmData === 'pairs';
+  const prepared = prepareGenerationTask(task, model.tokenizer, seq2seq);
   const maxPositions = model.spec.config.maxPositions;
   const promptsCut = promptsBeyondContext(prepared.prompts, maxPositions);
   if (promptsCut > 0)

@@ -1,10 +1,15 @@
-/** `evaluate`: perplexity (and optionally KL to the unpruned model) of a model, masked or not, on text data. */
+/**
+ * `evaluate`: perplexity (and optionally KL to the unpruned model) of a model, masked or not, on text data — or,
+ * for an encoder-decoder, the perplexity of each task item's reference target given its source.
+ */
 
+import { archOf } from '../arch/registry.js';
 import { checkMemoryBudget, evaluatedShape, peakRssBytes } from '../engine/memory.js';
 import { createRunner } from '../engine/runner.js';
 import { flagError } from '../errors.js';
 import type { ComputeDtype } from '../graph/weights.js';
 import { readDataset } from '../metrics/data.js';
+import { readGenerationTask } from '../metrics/generation.js';
 import {
   computeKlReference,
   defaultBatchSize,
@@ -13,7 +18,9 @@ import {
   makeWindows,
   tokenizeDocuments,
   tokenizePrefix,
+  type Windows,
 } from '../metrics/perplexity.js';
+import { pairWindows, prepareSeq2seqPairs } from '../metrics/seq2seq.js';
 import { type ModelInput, openModelInput, type RuntimeOptions } from './common.js';
 import { type HeadMaskChoice, headListText, resolveMasks, type WeightMaskChoice } from './masks.js';
 
@@ -32,6 +39,11 @@ export interface EvaluateOptions extends RuntimeOptions, HeadMaskChoice, WeightM
   maxTokens?: number;
   /** Windows per forward pass (default: about 2048 tokens). */
   batchSize?: number;
+  /**
+   * Encoder-decoders: how an item's text becomes its source (the prompt template, `{text}` → the item's text);
+   * default the text itself.
+   */
+  promptTemplate?: (text: string) => string;
   /** Also compute the mean KL divergence from the unpruned model. */
   kl?: boolean;
   onProgress?: (done: number, total: number) => void;
@@ -54,6 +66,12 @@ export interface EvaluateResult {
   weightSparsity?: number;
   /** The recovered weights used with the weight mask. */
   recovered?: string;
+  /**
+   * What was scored: 'windows' of a token stream (decoders: `documents` documents, windows of `context`), or
+   * 'pairs' (encoder-decoders: `documents` task items, each reference target given its source; `context` is the
+   * longest row).
+   */
+  scored: 'windows' | 'pairs';
   /** Predicted tokens scored. */
   tokens: number;
   meanNll: number;
@@ -94,16 +112,30 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
   const dtype = opts.dtype ?? 'fp32';
   const headMask = weights.headMask;
   const masks = { headMask, weightMasks: weights.feeds };
-  // With maxTokens only the first maxTokens + 1 tokens are read and tokenized, however large the data.
   const maxTokens = opts.maxTokens;
-  const data =
-    maxTokens === undefined
-      ? await readDataset(opts.data).then((d) => ({
-          documents: d.documents.length,
-          tokens: tokenizeDocuments(d.documents, model.tokenizer),
-        }))
-      : await tokenizePrefix(opts.data, model.tokenizer, maxTokens + 1);
-  const windows = makeWindows(data.tokens, context, maxTokens, opts.data);
+  let windows: Windows;
+  let documents: number;
+  if (archOf(config).lmData === 'pairs') {
+    // An encoder-decoder: the data is a task file, scored as each item's reference target given its source.
+    if (opts.context !== undefined) {
+      throw flagError('--ctx', `not for an encoder-decoder: it scores whole source/target pairs of ${opts.data}`);
+    }
+    const task = await readGenerationTask(opts.data);
+    const pairs = prepareSeq2seqPairs(task, model.tokenizer, config, opts.promptTemplate);
+    windows = pairWindows(pairs, maxTokens, opts.data);
+    documents = windows.rows.length;
+  } else {
+    // With maxTokens only the first maxTokens + 1 tokens are read and tokenized, however large the data.
+    const data =
+      maxTokens === undefined
+        ? await readDataset(opts.data).then((d) => ({
+            documents: d.documents.length,
+            tokens: tokenizeDocuments(d.documents, model.tokenizer),
+          }))
+        : await tokenizePrefix(opts.data, model.tokenizer, maxTokens + 1);
+    windows = makeWindows(data.tokens, context, maxTokens, opts.data);
+    documents = data.documents;
+  }
   // Sized by the windows actually scored, not the model's context: a 256-token evaluation of a model whose
   // config allows 32768 positions needs 256-token attention, not 32768² (it was refused as 96.6 GiB).
   checkMemoryBudget(model.spec, {
@@ -126,6 +158,9 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
   }
   let meanKl: number | undefined;
   if (opts.kl) {
+    if (archOf(config).lmData === 'pairs') {
+      throw flagError('--kl', 'not for an encoder-decoder yet: its graphs have no log-probability outputs');
+    }
     // The unpruned model's log-probabilities once, then the masked model's KL from them.
     const dense = await createRunner(model.spec, { output: 'logprobs', ...runtime, weightMasks: undefined });
     const reference = await computeKlReference(dense, windows, batchSize).finally(() => dense.release());
@@ -137,8 +172,9 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
     model: model.modelPath,
     tokenizer: model.tokenizerPath,
     data: opts.data,
-    documents: data.documents,
-    context,
+    documents,
+    scored: archOf(config).lmData === 'pairs' ? 'pairs' : 'windows',
+    context: archOf(config).lmData === 'pairs' ? windows.context : context,
     contextFrom: opts.context !== undefined ? 'given' : fromRun ? 'run' : 'model',
     prunedHeads: headListText(opts.pruneHeads ?? []),
     ...(opts.mask ? { mask: opts.mask } : {}),

@@ -1,5 +1,8 @@
-/** `generate`: continue a prompt with a model, masked or not (greedy by default, or seeded sampling). */
-import { decodeLoopOf } from '../arch/registry.js';
+/**
+ * `generate`: continue a prompt with a model, masked or not (greedy by default, or seeded sampling); an
+ * encoder-decoder reads the prompt as its source and writes its target.
+ */
+import { archOf, decodeLoopOf } from '../arch/registry.js';
 import { createRunner } from '../engine/runner.js';
 import type { ComputeDtype } from '../graph/weights.js';
 import { createRng } from '../util/rng.js';
@@ -19,6 +22,11 @@ export interface GenerateOptions extends RuntimeOptions, HeadMaskChoice, WeightM
   seed?: number;
   /** Called with each new piece of text as it is produced. */
   onText?: (text: string) => void;
+  /**
+   * Called once, after the model is loaded and before the first token, with the text the output continues: the
+   * prompt for a decoder, '' for an encoder-decoder (whose output is a new text, not a continuation).
+   */
+  onStart?: (continued: string) => void;
   /** Warnings (a prompt longer than the model's context), one line each, before generation starts. */
   onNote?: (line: string) => void;
 }
@@ -57,7 +65,10 @@ export async function generate(opts: GenerateOptions = {}): Promise<GenerateResu
   const weights = await resolveMasks(model.spec, opts);
   const headMask = weights.headMask;
   const tok = model.tokenizer;
-  const prompt = tok.encode(promptText, { bos: true });
+  // An encoder-decoder reads the prompt as its source (with the tokenizer's special tokens, as it was trained)
+  // and writes a new text; a decoder continues the prompt.
+  const seq2seq = archOf(model.spec.config).lmData === 'pairs';
+  const prompt = seq2seq ? tok.encodeInput(promptText).ids : tok.encode(promptText, { bos: true });
   if (prompt.length === 0) prompt.push(model.spec.config.bosTokenId ?? 1);
   // The decoder sees the last maxPositions tokens: a longer prompt loses its beginning, which must be said.
   const maxPositions = model.spec.config.maxPositions;
@@ -75,8 +86,11 @@ export async function generate(opts: GenerateOptions = {}): Promise<GenerateResu
     dtype,
     weightMasks: weights.roles,
   });
-  const stopTokens = [tok.bosId, tok.eosId].filter((t): t is number => t !== undefined);
-  let prev = prompt[prompt.length - 1];
+  const eos = model.spec.config.eosTokenId ?? tok.eosId;
+  const stopTokens = (seq2seq ? [eos] : [tok.bosId, tok.eosId]).filter((t): t is number => t !== undefined);
+  // A seq2seq output starts a text of its own: its first piece has no left neighbour.
+  let prev: number | undefined = seq2seq ? undefined : prompt[prompt.length - 1];
+  opts.onStart?.(seq2seq ? '' : promptText);
   let text = '';
   const t0 = performance.now();
   let all: number[];

@@ -13,6 +13,7 @@ import { greedyDecodeBatch } from './greedy.js';
 export const DECODER: ArchDescriptor = {
   kind: 'decoder',
   languageModel: true,
+  lmData: 'stream',
   buildGraph(spec, weights, opts) {
     if (opts.output === 'class_logits') {
       throw new Error(`decoder graph: output 'class_logits' needs an encoder with a classification head`);

@@ -84,6 +84,12 @@ export interface ArchDescriptor {
   readonly kind: string;
   /** Whether the model ends in a language-model head (perplexity, KL, generation and BLEU need one). */
   readonly languageModel: boolean;
+  /**
+   * What the kind's language-model metrics (perplexity, KL) read: 'stream' token windows cut from pages of text
+   * (decoders); 'pairs' each item's reference target given its source, from a task file (encoder-decoders,
+   * metrics/seq2seq.ts).
+   */
+  readonly lmData: 'stream' | 'pairs';
   /** The evaluation graph for these options; an output mode the kind does not build is refused in one line. */
   buildGraph(spec: ModelSpec, weights: Weights, opts: GraphOptions): EncodedModel;
   /** The graph output holding a runner's main output, for a graph running `layers` of `numLayers`. */

@@ -33,6 +33,7 @@ const identity = (n: number): number[] => Array.from({ length: n }, (_, h) => h)
 export const ENCDEC: ArchDescriptor = {
   kind: 'encdec',
   languageModel: true,
+  lmData: 'pairs',
   buildGraph(spec, weights, opts) {
     if (!ENCDEC_OUTPUTS.includes(opts.output as GraphOutputMode)) {
       throw new Error(

@@ -23,6 +23,7 @@ function checkIds(ids: BigInt64Array, vocab: number, what: string): void {
 export const ENCODER: ArchDescriptor = {
   kind: 'encoder',
   languageModel: false,
+  lmData: 'stream',
   buildGraph(spec, weights, opts) {
     if (!ENCODER_OUTPUTS.includes(opts.output)) {
       throw new Error(

@@ -194,14 +194,20 @@ async function evalChoices(flags: EvalFlags, json: boolean | undefined): Promise
 }
 
 function printReport(r: EvaluateResult): void {
+  // An encoder-decoder scores whole source/target pairs: no context windows, and NLLs near 0 need more digits.
+  const pairs = r.scored === 'pairs';
   const lines = [
     `model        ${r.model}`,
-    `data         ${r.data} (${r.documents} documents)`,
-    `context      ${r.context}${r.contextFrom === 'run' ? ' (as the mask’s run scored it)' : ''}`,
+    pairs
+      ? `data         ${r.data} (${r.documents} items: each reference target given its source)`
+      : `data         ${r.data} (${r.documents} documents)`,
+    ...(pairs
+      ? []
+      : [`context      ${r.context}${r.contextFrom === 'run' ? ' (as the mask’s run scored it)' : ''}`]),
     ...maskReportLines(r),
-    `tokens       ${r.tokens}`,
-    `mean NLL     ${r.meanNll.toFixed(4)}`,
-    `perplexity   ${r.perplexity.toFixed(4)} (ctx ${r.context})`,
+    `tokens       ${r.tokens}${pairs ? ' (target tokens)' : ''}`,
+    `mean NLL     ${pairs ? r.meanNll.toPrecision(4) : r.meanNll.toFixed(4)}`,
+    `perplexity   ${r.perplexity.toFixed(pairs ? 6 : 4)}${pairs ? '' : ` (ctx ${r.context})`}`,
     ...(r.meanKl === undefined ? [] : [`KL to dense  ${r.meanKl.toFixed(5)} nats/token`]),
     `tokens/s     ${Math.round(r.tokensPerSecond)} (${r.device}, ${r.dtype})`,
     `peak memory  ${(r.peakRssBytes / 2 ** 30).toFixed(2)} GiB`,

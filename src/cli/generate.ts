@@ -76,17 +76,13 @@ Example:
         process.stdout.write(`${JSON.stringify(await generate(options))}\n`);
         return;
       }
-      let started = false;
       await generate({
         ...options,
-        onText: (piece) => {
-          // The prompt is echoed once the model is loaded, so a failure prints nothing on stdout.
-          if (!started) process.stdout.write(options.prompt);
-          started = true;
-          process.stdout.write(piece);
-        },
+        // What the output continues (a decoder's prompt; nothing for an encoder-decoder) is echoed once the model
+        // is loaded, so a failure prints nothing on stdout.
+        onStart: (continued) => process.stdout.write(continued),
+        onText: (piece) => process.stdout.write(piece),
       });
-      if (!started) process.stdout.write(options.prompt);
       process.stdout.write('\n');
     });
 }

@@ -108,16 +108,28 @@ export interface PreparedGenerationTask {
   /** Prompt ids, BOS first. */
   prompts: number[][];
   stopTokens: number[];
+  /** The prompts are an encoder-decoder's sources: outputs are new texts, not continuations. */
+  seq2seq?: boolean;
 }
 
-export function prepareGenerationTask(task: GenerationTask, tokenizer: Tokenizer): PreparedGenerationTask {
+/**
+ * Encodes a task's prompts for a model. A decoder continues each prompt (BOS first; stops at BOS or EOS); an
+ * encoder-decoder (`seq2seq`) reads it as its source with the tokenizer's special tokens (CodeT5: `<s> text </s>`)
+ * and writes a new text, stopping at EOS.
+ */
+export function prepareGenerationTask(
+  task: GenerationTask,
+  tokenizer: Tokenizer,
+  seq2seq = false,
+): PreparedGenerationTask {
   const bos = tokenizer.bosId ?? 1;
   const prompts = task.items.map((it) => {
-    const ids = tokenizer.encode(it.prompt, { bos: true });
+    const ids = seq2seq ? tokenizer.encodeInput(it.prompt).ids : tokenizer.encode(it.prompt, { bos: true });
     return ids.length > 0 ? ids : [bos];
   });
-  const stopTokens = [tokenizer.bosId, tokenizer.eosId].filter((t): t is number => t !== undefined);
-  return { task, tokenizer, prompts, stopTokens };
+  const stops = seq2seq ? [tokenizer.eosId] : [tokenizer.bosId, tokenizer.eosId];
+  const stopTokens = stops.filter((t): t is number => t !== undefined);
+  return { task, tokenizer, prompts, stopTokens, seq2seq };
 }
 
 /**
@@ -195,7 +207,9 @@ export async function scoreGeneration(
   });
   const tok = prepared.tokenizer;
   const hypotheses = out.tokens.map((ids, i) => {
-    let prev = prepared.prompts[i][prepared.prompts[i].length - 1];
+    let prev: number | undefined = prepared.seq2seq
+      ? undefined
+      : prepared.prompts[i][prepared.prompts[i].length - 1];
     let text = '';
     for (const id of ids) {
       text += tok.decodeToken(prev, id);

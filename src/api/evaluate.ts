@@ -118,7 +118,10 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
   if (archOf(config).lmData === 'pairs') {
     // An encoder-decoder: the data is a task file, scored as each item's reference target given its source.
     if (opts.context !== undefined) {
-      throw flagError('--ctx', `not for an encoder-decoder: it scores whole source/target pairs of ${opts.data}`);
+      throw flagError(
+        '--ctx',
+        `not for an encoder-decoder: it scores whole source/target pairs of ${opts.data}`,
+      );
     }
     const task = await readGenerationTask(opts.data);
     const pairs = prepareSeq2seqPairs(task, model.tokenizer, config, opts.promptTemplate);

@@ -34,6 +34,7 @@ import {
   makeWindows,
   type Windows,
 } from './perplexity.js';
+import { pairWindows } from './seq2seq.js';
 
 /** Task items a BLEU objective scores at full fidelity by default (the first ones of the calibration task). */
 export const BLEU_SEARCH_ITEMS = 32;
@@ -84,11 +85,21 @@ export async function createTextScorer(
   opts: ObjectiveOptions,
   kind: 'ppl' | 'kl',
 ): Promise<CalibrationScorer> {
-  const full = makeWindows(opts.stream, opts.context, opts.tokens, 'calibration data');
-  const low = opts.lowTokens
-    ? makeWindows(opts.stream, opts.context, opts.lowTokens, 'calibration data')
-    : full;
-  const batchSize = opts.batchSize ?? defaultBatchSize(opts.context, spec.config.vocabSize, kind);
+  const pairs = opts.pairs;
+  if (pairs && kind === 'kl') {
+    throw new GenepruneError(
+      'flag',
+      'not for an encoder-decoder yet: its graphs have no log-probability outputs',
+      '--metric kl',
+    );
+  }
+  const windowsOf = (tokens: number | undefined) =>
+    pairs
+      ? pairWindows(pairs, tokens, 'calibration data')
+      : makeWindows(opts.stream, opts.context, tokens, 'calibration data');
+  const full = windowsOf(opts.tokens);
+  const low = opts.lowTokens ? windowsOf(opts.lowTokens) : full;
+  const batchSize = opts.batchSize ?? defaultBatchSize(full.context, spec.config.vocabSize, kind);
   // Prepared once for both KL runners; released as soon as the last session has its own copy.
   const weights = await prepareWeights(spec, { dtype: opts.dtype });
   const engineOpts = {
@@ -137,7 +148,10 @@ export async function createTextScorer(
         batchSize,
         dtype: opts.dtype,
       },
-      data: { full: full.rows, low: low.rows },
+      // Pairs: the sources are data too.
+      data: pairs
+        ? { full: { rows: full.rows, sources: full.sources }, low: { rows: low.rows, sources: low.sources } }
+        : { full: full.rows, low: low.rows },
       source: full.source,
     },
   };

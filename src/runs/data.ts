@@ -28,6 +28,7 @@ import {
   metricEntry,
   type QualityMetric,
 } from '../metrics/registry.js';
+import { pairWindows, type Seq2seqPairs } from '../metrics/seq2seq.js';
 import { modelIdentity } from '../model/identity.js';
 import { type OpenedModel, openModel } from '../model/open.js';
 import { BLEU_SEARCH_ITEMS } from '../search/objective.js';
@@ -41,6 +42,7 @@ import {
   refuseChoicesOverlap,
 } from './choices.js';
 import { labelledRecord, type RunLabelled, readLabelled, refuseLabelledOverlap } from './labels.js';
+import { prepareSeq2seqRunData } from './pairs.js';
 import { scoreDenseAndPruned } from './score.js';
 import {
   calibrationTask,
@@ -124,6 +126,14 @@ export interface RunData {
   calibLabelled?: RunLabelled;
   /** ... and the labelled evaluation items (--eval). */
   evalLabelled?: RunLabelled;
+  /**
+   * Encoder-decoders (runs/pairs.ts): the calibration and evaluation task items as source/target pairs, which the
+   * perplexity metrics score instead of token streams (`stream` and `evalStream` are empty).
+   */
+  calibPairs?: Seq2seqPairs;
+  evalPairs?: Seq2seqPairs;
+  /** Encoder-decoders: calibration items left out because the evaluation task has them too. */
+  calibSharedDropped?: number;
 }
 
 /** The same settings with data and model paths absolute, so a run resumes from any working directory. */
@@ -193,11 +203,13 @@ async function refuseOverlap(calibFiles: string[], evalFiles: string[]): Promise
  */
 export async function prepareRunData(s: RunDataSettings, env: RunEnv, what: string): Promise<RunData> {
   if (isClassificationMetric(s.metric)) return prepareLabelledRunData(s, env, what);
+  // The model first: an encoder-decoder's data are task files (runs/pairs.ts), read as pairs, not pages.
+  const model = await openModel(s.model, { tokenizer: s.tokenizer });
+  const arch = archOf(model.spec.config);
+  if (arch.lmData === 'pairs') return prepareSeq2seqRunData(s, env, what, model);
   const calib = await readDataset(s.calib);
   const evalData = await readDataset(s.eval);
   await refuseOverlap(calib.files, evalData.files);
-  const model = await openModel(s.model, { tokenizer: s.tokenizer });
-  const arch = archOf(model.spec.config);
   if (!arch.languageModel) {
     throw flagError(
       '--metric',
@@ -459,8 +471,10 @@ export async function scoreOnEval(
   env: RunEnv,
   opts: { dense?: boolean } = {},
 ) {
-  const windows = makeWindows(d.evalStream, d.context, s.evalTokens, s.eval);
-  const batchSize = s.batchSize ?? defaultBatchSize(d.context, d.model.spec.config.vocabSize);
+  const windows = d.evalPairs
+    ? pairWindows(d.evalPairs, s.evalTokens, s.eval)
+    : makeWindows(d.evalStream, d.context, s.evalTokens, s.eval);
+  const batchSize = s.batchSize ?? defaultBatchSize(windows.context, d.model.spec.config.vocabSize);
   // dense: false when `d.model` is not a dense model of its own (recovered weights): NaN then.
   const { pruned, dense } = await scoreDenseAndPruned({
     open: (spec, m) =>

@@ -26,6 +26,7 @@ import type { PreparedClassification } from '../metrics/classify.js';
 import type { PreparedGenerationTask } from '../metrics/generation.js';
 import { amountUnit, metricEntry, type QualityMetric } from '../metrics/registry.js';
 import { type CalibrationScorer, predictionScorer, type RawEvaluation } from '../metrics/scorers.js';
+import type { Seq2seqPairs } from '../metrics/seq2seq.js';
 import type { ModelSpec } from '../model/spec.js';
 import { registerObjective } from './record.js';
 import type { SearchSpace } from './space.js';
@@ -198,6 +199,11 @@ export const sequentialRunner: ElementwiseRunner = async <T>(
 export interface ObjectiveOptions {
   /** Calibration token stream (BOS-separated documents); not read by 'bleu'. */
   stream: number[];
+  /**
+   * Encoder-decoders: the calibration source/target pairs the perplexity metrics score instead of `stream`
+   * (`tokens` / `lowTokens` count target tokens, whole pairs in task order).
+   */
+  pairs?: Seq2seqPairs;
   context: number;
   metric: QualityMetric;
   /** The calibration generation task and its scoring, for 'bleu' (required there). */

@@ -65,8 +65,11 @@ export interface Prepared extends RunData {
 
 export async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promise<Prepared> {
   const data = await prepareRunData(s, env, 'heads');
+  const calibration = data.calibPairs
+    ? `${data.calibPairs.targets.length} source/target pairs of ${s.calib}`
+    : `${data.stream.length} tokens`;
   env.onStatus?.(
-    `model ${data.model.modelPath}: ${geneCount(data.model.spec.config)} heads; calibration ${data.stream.length} tokens`,
+    `model ${data.model.modelPath}: ${geneCount(data.model.spec.config)} heads; calibration ${calibration}`,
   );
   if (data.calibTask) {
     env.onStatus?.(
@@ -87,6 +90,7 @@ export async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promis
   }
   const objective = await createHeadObjective(data.model.spec, {
     stream: data.stream,
+    ...(data.calibPairs ? { pairs: data.calibPairs } : {}),
     context: data.context,
     metric: s.metric,
     bleu: bleuObjectiveOptions(s, data.calibTask),

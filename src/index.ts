@@ -226,7 +226,13 @@ export {
   type Sandbox,
 } from './metrics/codeexec.js';
 export { type Dataset, firstNonTextByte, readDataset, streamDocuments } from './metrics/data.js';
+export { exactMatch, exactMatchRate, normalizeForExactMatch } from './metrics/exactmatch.js';
 export {
+  applyPromptTemplate,
+  type CompletionScores,
+  checkPromptTemplate,
+  codeProblemsOf,
+  DEFAULT_PROMPT_TEMPLATE,
   GENERATION_BATCH_SIZE,
   GENERATION_MAX_NEW_TOKENS,
   type GenerationItem,
@@ -237,6 +243,7 @@ export {
   parseGenerationTask,
   prepareGenerationTask,
   readGenerationTask,
+  scoreCompletions,
   scoreGeneration,
   slicePreparedTask,
 } from './metrics/generation.js';
@@ -255,6 +262,7 @@ export {
   type ClassificationMetric,
   calibRecord,
   findMetric,
+  generationMetrics,
   isClassificationMetric,
   labelledMetric,
   type MetricDataKind,

@@ -183,6 +183,8 @@ export {
   bleuSegmentStatistics,
   corpusBleu,
   type NltkBleuOptions,
+  nltkMethod1MeanBleu,
+  nltkMethod1SentenceBleu,
   nltkSentenceBleu,
   sentenceBleu,
   sentenceMeanBleu,

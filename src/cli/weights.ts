@@ -124,7 +124,8 @@ function calibMetricLines(r: WeightPruneResult): string[] {
       return m.denseReference ? [`calib ${m.label.padEnd(7)}${c.quality.toFixed(5)} ${m.unit}`] : [];
     case 'task':
       return [
-        `calib ${m.label.padEnd(7)}${quoted(c.quality)} (dense ${quoted(c.denseQuality)}, ${c.task?.items ?? '?'} items of ${c.task?.source ?? 'the calibration task'})`,
+        // Padded as before for labels that fit the column (BLEU); a longer one (exact match) keeps a space.
+        `${`calib ${m.label}`.padEnd(12)} ${quoted(c.quality)} (dense ${quoted(c.denseQuality)}, ${c.task?.items ?? '?'} items of ${c.task?.source ?? 'the calibration task'})`,
       ];
     case 'choices':
       return [

@@ -12,7 +12,7 @@
  *   a bad --prompt-template, and the new flags where they mean nothing.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { generate } from '../../src/arch/generate.js';
@@ -258,6 +258,8 @@ describe('refusals in one line', { skip }, () => {
         ...extra,
       ]);
     assertOneLineError(heads(['--calib-task', mbppFile]), 'non-zero', '--allow-code-execution', 'pass@1');
+    // Refused before the run directory is made.
+    assert.equal(existsSync(join(tmp.dir, `refused-${refusedRuns - 1}`)), false);
     assertOneLineError(
       cli([
         'weights',

@@ -34,7 +34,7 @@ import {
   scoreGeneration,
   slicePreparedTask,
 } from '../metrics/generation.js';
-import { findMetric, metricsScoredOn, orList } from '../metrics/registry.js';
+import { findMetric, metricNames, metricsScoredOn, orList } from '../metrics/registry.js';
 import { buildContinuationTask } from '../metrics/storytask.js';
 import type { ModelSpec } from '../model/spec.js';
 import type { BleuObjectiveOptions, QualityMetric } from '../search/objective.js';
@@ -193,6 +193,21 @@ export async function evaluationTask(s: RunTaskSettings, tokenizer: Tokenizer): 
       ['evalNewTokens', '--eval-new-tokens'],
     ] as const) {
       if (s[key] !== undefined) throw flagError(flag, 'only with --eval-task (FILE or auto)');
+    }
+    // Without an evaluation task, the template and code execution serve only the calibration task's metric.
+    const entry = findMetric(s.metric ?? 'ppl');
+    if (s.promptTemplate !== undefined && entry?.data !== 'task') {
+      throw flagError(
+        '--prompt-template',
+        `only with a generation task: --metric ${orList(metricsScoredOn(['task']))}, or --eval-task`,
+      );
+    }
+    if (exec && !entry?.executesCode) {
+      const runs = metricNames().filter((m) => findMetric(m)?.executesCode);
+      throw flagError(
+        '--allow-code-execution',
+        `nothing would run: only with --metric ${orList(runs)}, or --eval-task (pass@1 reported on it)`,
+      );
     }
     return undefined;
   }

@@ -325,6 +325,22 @@ describe('refusals in one line', { skip }, () => {
     );
   });
 
+  test('a template or code execution a run would not use', () => {
+    const heads = (extra: string[]) =>
+      cli(['heads', ...runData(), ...refusedOut(), '--target-sparsity', '0.25', ...extra]);
+    assertOneLineError(
+      heads(['--prompt-template', '{text}']),
+      'non-zero',
+      '--prompt-template: only with a generation task: --metric bleu, exact-match or pass@1, or --eval-task',
+    );
+    for (const extra of [['--allow-code-execution'], ['--metric', 'bleu', '--allow-code-execution']])
+      assertOneLineError(
+        heads(extra),
+        'non-zero',
+        '--allow-code-execution: nothing would run: only with --metric pass@1, or --eval-task',
+      );
+  });
+
   test('bad --prompt-template, and the flags without a task', () => {
     const evalTask = ['eval', '--model', model, '--task', evalFile];
     assertOneLineError(

@@ -183,6 +183,8 @@ export {
   bleuSegmentStatistics,
   corpusBleu,
   type NltkBleuOptions,
+  nltkMethod1MeanBleu,
+  nltkMethod1SentenceBleu,
   nltkSentenceBleu,
   sentenceBleu,
   sentenceMeanBleu,
@@ -226,7 +228,13 @@ export {
   type Sandbox,
 } from './metrics/codeexec.js';
 export { type Dataset, firstNonTextByte, readDataset, streamDocuments } from './metrics/data.js';
+export { exactMatch, exactMatchRate, normalizeForExactMatch } from './metrics/exactmatch.js';
 export {
+  applyPromptTemplate,
+  type CompletionScores,
+  checkPromptTemplate,
+  codeProblemsOf,
+  DEFAULT_PROMPT_TEMPLATE,
   GENERATION_BATCH_SIZE,
   GENERATION_MAX_NEW_TOKENS,
   type GenerationItem,
@@ -237,6 +245,7 @@ export {
   parseGenerationTask,
   prepareGenerationTask,
   readGenerationTask,
+  scoreCompletions,
   scoreGeneration,
   slicePreparedTask,
 } from './metrics/generation.js';
@@ -255,6 +264,7 @@ export {
   type ClassificationMetric,
   calibRecord,
   findMetric,
+  generationMetrics,
   isClassificationMetric,
   labelledMetric,
   type MetricDataKind,

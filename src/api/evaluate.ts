@@ -39,11 +39,8 @@ export interface EvaluateOptions extends RuntimeOptions, HeadMaskChoice, WeightM
   maxTokens?: number;
   /** Windows per forward pass (default: about 2048 tokens). */
   batchSize?: number;
-  /**
-   * Encoder-decoders: how an item's text becomes its source (the prompt template, `{text}` → the item's text);
-   * default the text itself.
-   */
-  promptTemplate?: (text: string) => string;
+  /** Encoder-decoders: the prompt template an item's source is built with (default `{text}`). */
+  promptTemplate?: string;
   /** Also compute the mean KL divergence from the unpruned model. */
   kl?: boolean;
   onProgress?: (done: number, total: number) => void;

@@ -2,6 +2,8 @@ import type { Command } from 'commander';
 import {
   AUTO_TASK,
   buildContinuationTask,
+  checkPromptTemplate,
+  DEFAULT_PROMPT_TEMPLATE,
   type EvaluateBleuResult,
   type EvaluateChoicesResult,
   type EvaluateLabelsResult,
@@ -26,6 +28,7 @@ import {
   tokenizerOption,
 } from './options.js';
 import { progressLine } from './progress.js';
+import { allowCodeExecutionOption, execWorkersOption, promptTemplateOption } from './settings.js';
 
 interface EvalFlags {
   model?: string;
@@ -46,18 +49,29 @@ interface EvalFlags {
   recovered?: string;
   task?: string;
   maxNewTokens?: string;
+  promptTemplate?: string;
+  allowCodeExecution?: boolean;
+  execWorkers?: string;
   choices?: string;
   labels?: string;
 }
 
 function printBleuReport(r: EvaluateBleuResult, from: string): void {
   const c = r.corpus;
+  const pct = (x: number) => `${(100 * x).toFixed(2)} %`;
   const lines = [
     `model        ${r.model}`,
     `task         ${from} (${r.items} items, at most ${r.maxNewTokens} new tokens each)`,
+    ...(r.promptTemplate !== DEFAULT_PROMPT_TEMPLATE
+      ? [`prompts      ${JSON.stringify(r.promptTemplate)}`]
+      : []),
     ...maskReportLines(r),
     `BLEU         ${c.score.toFixed(2)} (sacreBLEU corpus; precisions ${c.precisions.map((x) => x.toFixed(1)).join('/')}, BP ${c.bp.toFixed(3)}, hyp/ref ${c.sysLen}/${c.refLen})`,
-    `sent. BLEU   ${r.sentenceMean.toFixed(2)} (mean NLTK sentence BLEU, the GenePrune code's)`,
+    `sent. BLEU   ${r.sentenceMean.toFixed(2)} (mean NLTK sentence BLEU, the GenePrune code's; ${r.sentenceMeanUnit.toFixed(4)} on its 0–1 scale)`,
+    `exact match  ${pct(r.exactMatch)} (${Math.round(r.exactMatch * r.items)} of ${r.items} items generated exactly as a reference)`,
+    ...(r.passAt1 !== undefined
+      ? [`pass@1       ${pct(r.passAt1)} (${r.passed} of ${r.items} greedy programs passed their tests)`]
+      : []),
     `generated    ${r.newTokens} tokens, ${r.stopped} prompts stopped early, ${r.forwards} forward passes, ${r.seconds.toFixed(1)} s (${r.device})`,
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
@@ -90,18 +104,40 @@ async function evalBleu(flags: EvalFlags, json: boolean | undefined): Promise<vo
     task = String(flags.task);
     from = task;
   }
+  if (flags.promptTemplate !== undefined) checkPromptTemplate(flags.promptTemplate);
+  if (flags.execWorkers !== undefined && !flags.allowCodeExecution)
+    throw flagError(
+      '--exec-workers',
+      'only with --allow-code-execution (it sizes the pool running generated code)',
+    );
   const progress = progressLine(process.stderr, json);
   let rows = 0;
+  let programs = 0;
   const report = await evaluateBleu({
     model: flags.model,
     tokenizer: flags.tokenizer,
     task,
     maxNewTokens: flags.maxNewTokens ? parseIntFlag('--max-new-tokens', flags.maxNewTokens, 0) : undefined,
     batchSize: flags.batchSize ? parseIntFlag('--batch-size', flags.batchSize) : undefined,
+    ...(flags.promptTemplate !== undefined ? { promptTemplate: flags.promptTemplate } : {}),
+    ...(flags.allowCodeExecution
+      ? {
+          exec: {
+            allowCodeExecution: true,
+            ...(flags.execWorkers !== undefined
+              ? { workers: parseIntFlag('--exec-workers', flags.execWorkers) }
+              : {}),
+          },
+        }
+      : {}),
     ...maskRuntimeOptions(flags),
     onStep: (n) => {
       rows += n;
       progress.update(`bleu: ${rows} rows decoded`);
+    },
+    onExec: () => {
+      programs += 1;
+      progress.update(`pass@1: ${programs} programs run`);
     },
     onNote: (line) => process.stderr.write(`warning: ${line}\n`),
   });
@@ -238,9 +274,12 @@ export function registerEval(program: Command): void {
     )
     .option(
       '--task <file|auto>',
-      'report BLEU instead: greedy continuations of a generation task, JSONL {"prompt","reference"} (auto: story continuations built from the --data pages)',
+      'report generation metrics instead: greedy continuations of a generation task, JSONL {"prompt","reference"}, {"source","target"} or MBPP {"text","code","test_list"}, scored by BLEU (corpus and sentence-mean), exact match and, with --allow-code-execution, pass@1 (auto: story continuations built from the --data pages)',
     )
     .option('--max-new-tokens <n>', 'with --task: new tokens per prompt at most (default 64)')
+    .addOption(promptTemplateOption())
+    .addOption(allowCodeExecutionOption())
+    .addOption(execWorkersOption())
     .option(
       '--choices <file>',
       'report multiple-choice accuracy instead: JSONL {"context","choices","label"}, each choice scored by the log-likelihood of its tokens after the context (acc, and acc_norm per character)',
@@ -289,6 +328,13 @@ Example:
       if (flags.choices !== undefined) return evalChoices(flags, flags.json);
       if (flags.task !== undefined) return evalBleu(flags, flags.json);
       if (flags.maxNewTokens !== undefined) throw flagError('--max-new-tokens', 'only with --task (BLEU)');
+      for (const [key, flag] of [
+        ['promptTemplate', '--prompt-template'],
+        ['allowCodeExecution', '--allow-code-execution'],
+        ['execWorkers', '--exec-workers'],
+      ] as const) {
+        if (flags[key] !== undefined) throw flagError(flag, 'only with --task (a generation task)');
+      }
       if (!flags.data) throw flagError('--data', 'required: the text to evaluate on');
       const progress = progressLine(process.stderr, flags.json);
       const report = await evaluate({

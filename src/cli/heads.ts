@@ -35,7 +35,7 @@ import {
   tokenizerOption,
 } from './options.js';
 import { progressLine, searchProgressText } from './progress.js';
-import { evalBleuLine, evalChoicesLine } from './report.js';
+import { evalBleuLine, evalChoicesLine, evalGenerationLines } from './report.js';
 import {
   CHOICE_SETTING_FLAGS,
   choice,
@@ -140,7 +140,7 @@ function printResult(r: HeadSearchResult): void {
     `parameters   ${r.totalParameters} → ${r.keptParameters} kept (${((100 * r.keptParameters) / r.totalParameters).toFixed(1)} %)`,
     `calibration  ${calibration}`,
     `evaluation   ${evaluation}`,
-    ...(r.evalBleu ? [evalBleuLine(r.evalBleu)] : []),
+    ...(r.evalBleu ? [evalBleuLine(r.evalBleu), ...evalGenerationLines(r.evalBleu)] : []),
     ...(r.evalChoices ? [evalChoicesLine(r.evalChoices)] : []),
     `cost         ${r.forwardPasses} forward passes, ${r.evaluations} evaluations, ${r.seconds.toFixed(1)} s`,
     ...(r.pick
@@ -196,7 +196,7 @@ export function registerHeads(program: Command): void {
     )
     .option(
       '--metric <name>',
-      'ppl (perplexity, default), kl (KL divergence from the unpruned model), bleu (BLEU of greedy continuations of the calibration task; quality = −BLEU) mc-accuracy (accuracy on the --calib-choices multiple-choice file; quality = −accuracy), or for sequence-classification models accuracy or macro-f1 on the labelled --calib file (quality = −accuracy or −macro-F1)',
+      'ppl (perplexity, default), kl (KL divergence from the unpruned model), bleu (BLEU of greedy continuations of the calibration task; quality = −BLEU), exact-match (share generated exactly as the reference), pass@1 (share whose generated program passes the item’s tests; needs --allow-code-execution), mc-accuracy (accuracy on the --calib-choices multiple-choice file; quality = −accuracy), or for sequence-classification models accuracy or macro-f1 on the labelled --calib file (quality = −accuracy or −macro-F1)',
     )
     .option(
       '--fitness <kind>',
@@ -236,6 +236,9 @@ export function registerHeads(program: Command): void {
     .addOption(taskOptions.evalTask())
     .addOption(taskOptions.evalItems())
     .addOption(taskOptions.evalNewTokens())
+    .addOption(taskOptions.promptTemplate())
+    .addOption(taskOptions.allowCodeExecution())
+    .addOption(taskOptions.execWorkers())
     .addOption(choiceOptions.calibChoices())
     .addOption(choiceOptions.choiceNorm())
     .addOption(choiceOptions.evalChoices())

@@ -11,6 +11,18 @@ export function evalBleuLine(b: EvalBleu): string {
   );
 }
 
+/**
+ * Dense and pruned exact match (and pass@1, when the run allowed code execution) on a run's evaluation task, one
+ * line; none for a record without them (a result.json written before they existed).
+ */
+export function evalGenerationLines(b: EvalBleu): string[] {
+  const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
+  if (b.exactMatch === undefined) return [];
+  const pass =
+    b.passAt1 !== undefined ? `, pass@1 ${pct(b.passAt1)} (dense ${pct(b.densePassAt1 ?? Number.NaN)})` : '';
+  return [`eval match   ${pct(b.exactMatch)} (dense ${pct(b.denseExactMatch)})${pass}`];
+}
+
 /** Dense and pruned multiple-choice accuracy on a run's evaluation file, one line. */
 export function evalChoicesLine(c: EvalChoices): string {
   const pct = (x: number) => `${(100 * x).toFixed(1)} %`;

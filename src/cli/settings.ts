@@ -4,7 +4,7 @@
  * with the run's own. Values are parsed and range-checked here; defaults and cross-checks are the library's.
  */
 import { type Command, Option } from 'commander';
-import { flagError } from '../index.js';
+import { checkPromptTemplate, flagError } from '../index.js';
 import { parseByteSize, parseDevice, parseFloatFlag, parseIntFlag, parseThreadsFlag } from './options.js';
 import type { ProgressLine } from './progress.js';
 
@@ -103,10 +103,25 @@ export function runEnvFromFlags(f: Flags, progress: ProgressLine, quiet: boolean
   };
 }
 
+/** `--prompt-template`: a template with `{text}` and no other field (one line otherwise). */
+export const promptTemplate: Parse = (_flag, v) => {
+  checkPromptTemplate(v);
+  return v;
+};
+
 /** The generation-task flags of a run (heads and weights alike): runs/tasks.ts. */
 export const TASK_SETTING_FLAGS: ReadonlyArray<
   SettingFlag<
-    'calibTask' | 'calibItems' | 'calibNewTokens' | 'bleu' | 'evalTask' | 'evalItems' | 'evalNewTokens'
+    | 'calibTask'
+    | 'calibItems'
+    | 'calibNewTokens'
+    | 'bleu'
+    | 'evalTask'
+    | 'evalItems'
+    | 'evalNewTokens'
+    | 'promptTemplate'
+    | 'allowCodeExecution'
+    | 'execWorkers'
   >
 > = [
   ['calibTask', '--calib-task', 'calibTask', text],
@@ -116,6 +131,9 @@ export const TASK_SETTING_FLAGS: ReadonlyArray<
   ['evalTask', '--eval-task', 'evalTask', text],
   ['evalItems', '--eval-items', 'evalItems', int()],
   ['evalNewTokens', '--eval-new-tokens', 'evalNewTokens', int()],
+  ['promptTemplate', '--prompt-template', 'promptTemplate', promptTemplate],
+  ['allowCodeExecution', '--allow-code-execution', 'allowCodeExecution', text],
+  ['execWorkers', '--exec-workers', 'execWorkers', int()],
 ];
 
 /** Their options, defined once so heads and weights read the same. */
@@ -144,7 +162,31 @@ export const taskOptions = {
     ),
   evalItems: () => new Option('--eval-items <n>', 'evaluation task items scored (default: all)'),
   evalNewTokens: () => new Option('--eval-new-tokens <n>', 'new tokens per evaluation prompt (default 64)'),
+  promptTemplate: () => promptTemplateOption(),
+  allowCodeExecution: () => allowCodeExecutionOption(),
+  execWorkers: () => execWorkersOption(),
 };
+
+/** `--prompt-template`, the same words on eval, heads and weights. */
+export const promptTemplateOption = () =>
+  new Option(
+    '--prompt-template <t>',
+    "the text each task prompt is built from, {text} standing for the item's prompt (text, source) (default: {text})",
+  );
+
+/** `--allow-code-execution`, the same words on eval, heads and weights. */
+export const allowCodeExecutionOption = () =>
+  new Option(
+    '--allow-code-execution',
+    "run the code the model generates against each task item's tests (pass@1: --metric pass@1, and reported on the task); untrusted code, see the README on what is isolated",
+  );
+
+/** `--exec-workers`, the same words on eval, heads and weights. */
+export const execWorkersOption = () =>
+  new Option(
+    '--exec-workers <n>',
+    'with --allow-code-execution: generated programs run at once (default: 4, or fewer CPUs)',
+  );
 
 /** The multiple-choice flags of a run (heads and weights alike): runs/choices.ts. */
 export const CHOICE_SETTING_FLAGS: ReadonlyArray<SettingFlag<'calibChoices' | 'choiceNorm' | 'evalChoices'>> =

@@ -34,7 +34,7 @@ import {
   tokenizerOption,
 } from './options.js';
 import { progressLine, searchProgressText } from './progress.js';
-import { evalBleuLine, evalChoicesLine } from './report.js';
+import { evalBleuLine, evalChoicesLine, evalGenerationLines } from './report.js';
 import {
   CHOICE_SETTING_FLAGS,
   choice,
@@ -124,7 +124,8 @@ function calibMetricLines(r: WeightPruneResult): string[] {
       return m.denseReference ? [`calib ${m.label.padEnd(7)}${c.quality.toFixed(5)} ${m.unit}`] : [];
     case 'task':
       return [
-        `calib ${m.label.padEnd(7)}${quoted(c.quality)} (dense ${quoted(c.denseQuality)}, ${c.task?.items ?? '?'} items of ${c.task?.source ?? 'the calibration task'})`,
+        // Padded as before for labels that fit the column (BLEU); a longer one (exact match) keeps a space.
+        `${`calib ${m.label}`.padEnd(12)} ${quoted(c.quality)} (dense ${quoted(c.denseQuality)}, ${c.task?.items ?? '?'} items of ${c.task?.source ?? 'the calibration task'})`,
       ];
     case 'choices':
       return [
@@ -157,7 +158,7 @@ function printResult(r: WeightPruneResult): void {
     `calibration  ppl ${t.calib.perplexity.toFixed(4)} (dense ${t.calib.densePerplexity.toFixed(4)}, ${t.calib.tokens} tokens of ${t.calib.data}, ctx ${r.context})`,
     ...calibMetricLines(r),
     `evaluation   ppl ${t.eval.perplexity.toFixed(4)} (dense ${t.eval.densePerplexity.toFixed(4)}, ${t.eval.tokens} tokens of ${t.eval.data}, ctx ${r.context})`,
-    ...(r.evalBleu ? [evalBleuLine(r.evalBleu)] : []),
+    ...(r.evalBleu ? [evalBleuLine(r.evalBleu), ...evalGenerationLines(r.evalBleu)] : []),
     ...(r.evalChoices ? [evalChoicesLine(r.evalChoices)] : []),
     ...(t.recovery
       ? [
@@ -192,7 +193,7 @@ export function registerWeights(program: Command): void {
     )
     .option(
       '--metric <name>',
-      'calibration quality: ppl (default), kl, bleu (BLEU of greedy continuations of the calibration task), mc-accuracy (accuracy on the --calib-choices file), or accuracy / macro-f1 for a sequence classifier (--calib and --eval are then labelled JSONL files; magnitude, global-magnitude, random, wanda); a searching method may use it (ga, ga-wanda, ga-magnitude: ppl or bleu; alloc: ppl)',
+      'calibration quality: ppl (default), kl, bleu (BLEU of greedy continuations of the calibration task), exact-match, pass@1 (from the same generations; pass@1 needs --allow-code-execution), mc-accuracy (accuracy on the --calib-choices file), or accuracy / macro-f1 for a sequence classifier (--calib and --eval are then labelled JSONL files; magnitude, global-magnitude, random, wanda); a searching method may use it (ga, ga-wanda, ga-magnitude: ppl, bleu, exact-match or pass@1; alloc: ppl)',
     )
     .option('--pattern <N:M>', 'keep N of every M consecutive weights of a row, e.g. 2:4 (sparsity 1 − N/M)')
     .option(
@@ -224,6 +225,9 @@ export function registerWeights(program: Command): void {
     .addOption(taskOptions.evalTask())
     .addOption(taskOptions.evalItems())
     .addOption(taskOptions.evalNewTokens())
+    .addOption(taskOptions.promptTemplate())
+    .addOption(taskOptions.allowCodeExecution())
+    .addOption(taskOptions.execWorkers())
     .addOption(choiceOptions.calibChoices())
     .addOption(choiceOptions.choiceNorm())
     .addOption(choiceOptions.evalChoices())

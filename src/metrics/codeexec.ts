@@ -98,7 +98,8 @@ const SANDBOX_UID_BASE = 61_000;
 const STDOUT_TAIL = 64 * 1024;
 const STDERR_TAIL = 8 * 1024;
 
-function refuseUnlessAllowed(opts: CodeExecOptions): void {
+/** Refuses, in one line naming `--allow-code-execution`, unless the caller allowed running generated code. */
+export function refuseUnlessAllowed(opts: Pick<CodeExecOptions, 'allowCodeExecution'>): void {
   if (opts.allowCodeExecution !== true)
     throw flagError(
       '--allow-code-execution',

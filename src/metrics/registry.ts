@@ -1,8 +1,10 @@
 /**
  * The metric registry: one entry per quality metric, holding everything the rest of the code needs to know about
  * it, so that the objective, the fitness, the runs, the report, the dashboard and the CLI look a metric up here
- * instead of branching on its name. A new metric (the code-generation ones next: pass@k, exact match) is one
- * `registerMetric` call with an entry; nothing else has to learn its name.
+ * instead of branching on its name. A new metric is one `registerMetric` call with an entry; nothing else has to
+ * learn its name. The generation metrics (data 'task': bleu, exact-match, pass@1) are all read from the same
+ * greedy generations (metrics/generation.ts `scoreGeneration`), each entry saying which number of the score is
+ * its value (`fromGeneration`).
  *
  * Conventions every entry keeps:
  * - the objective's *quality* is lower-is-better whatever the metric: the value itself for a 'lower' metric
@@ -17,6 +19,7 @@
 import { flagError, GenepruneError } from '../errors.js';
 import type { ModelSpec } from '../model/spec.js';
 import type { ObjectiveOptions } from '../search/objective.js';
+import type { GenerationScore } from './generation.js';
 import type { CalibrationScorer, ScorerTarget } from './scorers.js';
 
 // The scorers load the engine (onnxruntime-node) only when an objective is built: the report, the dashboard's
@@ -25,11 +28,21 @@ const scorers = () => import('./scorers.js');
 const classification = () => import('./classification.js');
 
 /** The metrics geneprune ships. */
-export type QualityMetric = 'ppl' | 'kl' | 'bleu' | 'mc-accuracy' | 'accuracy' | 'macro-f1';
+export type QualityMetric =
+  | 'ppl'
+  | 'kl'
+  | 'bleu'
+  | 'exact-match'
+  | 'pass@1'
+  | 'mc-accuracy'
+  | 'accuracy'
+  | 'macro-f1';
 export const QUALITY_METRICS: readonly QualityMetric[] = [
   'ppl',
   'kl',
   'bleu',
+  'exact-match',
+  'pass@1',
   'mc-accuracy',
   'accuracy',
   'macro-f1',
@@ -86,6 +99,16 @@ export interface MetricEntry {
   readonly blockSearch?: BlockScoring;
   /** result.json's fields for the reported value and its dense counterpart (calib and, for labels, eval). */
   readonly record?: { readonly value: string; readonly dense: string };
+  /**
+   * Generation metrics (data 'task'): the metric's reported value in a score of the greedy generations (BLEU of
+   * the chosen kind, exact match, pass@1). Undefined for the others.
+   */
+  readonly fromGeneration?: (score: GenerationScore) => number;
+  /**
+   * Scoring runs the code the model generates (pass@1): refused unless the user allows code execution
+   * (`--allow-code-execution`), and the task's items need their tests.
+   */
+  readonly executesCode?: boolean;
   /** The quality on the fitness's scale, given the dense model's quality (see the module comment). */
   normalise(quality: number, denseQuality: number, form: NormalForm): number;
   /** The calibration scorer a search's objective runs (what createObjective used to branch on). */
@@ -158,8 +181,50 @@ const BUILT_IN: readonly MetricEntry[] = [
     sos: false,
     blockSearch: 'generation',
     record: { value: 'bleu', dense: 'denseBleu' },
+    fromGeneration: (s) => s.bleu,
     normalise: relativeToDense(100),
-    objective: async (spec, target, opts) => (await scorers()).createBleuScorer(spec, target, opts),
+    objective: async (spec, target, opts) =>
+      (await scorers()).createGenerationScorer(spec, target, opts, 'bleu'),
+  },
+  {
+    name: 'exact-match',
+    label: 'exact match',
+    noun: 'exact match',
+    title: 'exact match',
+    direction: 'higher',
+    scale: 1,
+    unit: '',
+    digits: 1,
+    data: 'task',
+    denseReference: false,
+    sos: false,
+    blockSearch: 'generation',
+    record: { value: 'exactMatch', dense: 'denseExactMatch' },
+    fromGeneration: (s) => s.exactMatch,
+    normalise: relativeToDense(1),
+    objective: async (spec, target, opts) =>
+      (await scorers()).createGenerationScorer(spec, target, opts, 'exact-match'),
+  },
+  {
+    name: 'pass@1',
+    label: 'pass@1',
+    noun: 'pass@1',
+    title: 'pass@1',
+    direction: 'higher',
+    scale: 1,
+    unit: '',
+    digits: 1,
+    data: 'task',
+    denseReference: false,
+    sos: false,
+    blockSearch: 'generation',
+    record: { value: 'passAt1', dense: 'densePassAt1' },
+    // scoreGeneration gives passAt1 whenever it was asked to run the code, as this metric's scorer always asks.
+    fromGeneration: (s) => s.passAt1 ?? Number.NaN,
+    executesCode: true,
+    normalise: relativeToDense(1),
+    objective: async (spec, target, opts) =>
+      (await scorers()).createGenerationScorer(spec, target, opts, 'pass@1'),
   },
   {
     name: 'mc-accuracy',
@@ -263,7 +328,7 @@ export function metricNames(): string[] {
 /** Whether the metric's reported value is higher-is-better, its quality the value negated (BLEU, accuracy, F1). */
 export function isNegatedMetric(
   metric: QualityMetric,
-): metric is 'bleu' | 'mc-accuracy' | ClassificationMetric {
+): metric is 'bleu' | 'exact-match' | 'pass@1' | 'mc-accuracy' | ClassificationMetric {
   return findMetric(metric)?.direction === 'higher';
 }
 
@@ -312,6 +377,11 @@ export function isPerplexity(metric: string | undefined): boolean {
 /** The registered metrics the block-wise weight searches can score (for "block-wise searches score …"). */
 export function blockSearchMetrics(): string[] {
   return [...registry.values()].filter((e) => e.blockSearch !== undefined).map((e) => e.name);
+}
+
+/** The registered generation metrics (scored on a generation task's greedy generations), in registry order. */
+export function generationMetrics(): string[] {
+  return [...registry.values()].filter((e) => e.fromGeneration !== undefined).map((e) => e.name);
 }
 
 /** The registered metrics scored on one of these kinds of data, in registry order (for "only with --metric …"). */

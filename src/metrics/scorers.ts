@@ -18,7 +18,9 @@ import type { ObjectiveSettings } from '../search/record.js';
 import { choiceLabels, type PreparedChoiceTask, scoreChoices, sliceChoiceTask } from './choices.js';
 import { accuracy } from './classification.js';
 import { scoreClassification, sliceClassification } from './classify.js';
+import { type CodeExecOptions, refuseUnlessAllowed } from './codeexec.js';
 import {
+  codeProblemsOf,
   GENERATION_BATCH_SIZE,
   type PreparedGenerationTask,
   scoreGeneration,
@@ -35,6 +37,7 @@ import {
   type Windows,
 } from './perplexity.js';
 import { pairWindows } from './seq2seq.js';
+import { metricEntry, type QualityMetric, qualityOfValue } from './registry.js';
 
 /** Task items a BLEU objective scores at full fidelity by default (the first ones of the calibration task). */
 export const BLEU_SEARCH_ITEMS = 32;
@@ -164,19 +167,29 @@ const taskData = (t: PreparedGenerationTask) => ({
   stop: t.stopTokens,
 });
 
-/** 'bleu': greedy continuations of the calibration task's first items on a 'row_logits' runner, quality −BLEU. */
-export async function createBleuScorer(
+/**
+ * The generation metrics ('bleu', 'exact-match', 'pass@1'): greedy continuations of the calibration task's first
+ * items on a 'row_logits' runner, the quality the metric's value (its registry entry's `fromGeneration`) negated.
+ * pass@1 runs each continuation against its item's tests: refused up front unless code execution is allowed and
+ * every item has tests.
+ */
+export async function createGenerationScorer(
   spec: ModelSpec,
   target: ScorerTarget,
   opts: ObjectiveOptions,
+  metric: QualityMetric,
 ): Promise<CalibrationScorer> {
   const b = opts.bleu;
   if (!b) {
     throw new GenepruneError(
       'internal',
-      'a bleu objective needs its calibration generation task (opts.bleu)',
+      `a ${metric} objective needs its calibration generation task (opts.bleu)`,
     );
   }
+  const entry = metricEntry(metric);
+  const metricValue = entry.fromGeneration;
+  if (!metricValue) throw new GenepruneError('internal', `${metric} is not a generation metric`);
+  const exec = entry.executesCode ? execOptionsFor(b) : undefined;
   const items = Math.min(b.items ?? BLEU_SEARCH_ITEMS, b.task.prompts.length);
   const lowItems = Math.min(b.lowItems ?? items, items);
   for (const [name, v] of [
@@ -204,8 +217,13 @@ export async function createBleuScorer(
     runner,
     async score(masks, fidelity) {
       const task = fidelity === 'low' ? low : full;
-      const r = await scoreGeneration(runner, task, { ...scoring, masks });
-      return { quality: -r.bleu, tokens: r.items, forwards: r.forwards, source: task.task.source };
+      const r = await scoreGeneration(runner, task, { ...scoring, masks, ...(exec ? { exec } : {}) });
+      return {
+        quality: qualityOfValue(metric, metricValue(r)),
+        tokens: r.items,
+        forwards: r.forwards,
+        source: task.task.source,
+      };
     },
     record: {
       settings: { items, lowItems, ...scoring, dtype: opts.dtype },
@@ -213,6 +231,16 @@ export async function createBleuScorer(
       source: full.task.source,
     },
   };
+}
+
+/**
+ * The code-execution options of a pass@1 objective, refused in one line unless code execution is allowed, and the
+ * calibration task refused unless every item has tests (before any runner is built).
+ */
+export function execOptionsFor(b: NonNullable<ObjectiveOptions['bleu']>): CodeExecOptions {
+  refuseUnlessAllowed({ allowCodeExecution: b.exec?.allowCodeExecution === true });
+  codeProblemsOf(b.task.task);
+  return b.exec as CodeExecOptions;
 }
 
 /**

@@ -13,7 +13,12 @@
 import { dataError } from '../errors.js';
 import { encdecOf, type ModelConfig } from '../model/spec.js';
 import type { Tokenizer } from '../tokenizer/types.js';
-import type { GenerationTask } from './generation.js';
+import {
+  applyPromptTemplate,
+  checkPromptTemplate,
+  DEFAULT_PROMPT_TEMPLATE,
+  type GenerationTask,
+} from './generation.js';
 import type { Windows } from './perplexity.js';
 
 export interface Seq2seqPairs {
@@ -28,7 +33,7 @@ export interface Seq2seqPairs {
 }
 
 /**
- * Encodes a task's items as pairs for a model. An item whose source or target is longer than the model's
+ * Encodes a task's items as pairs for a model, each source the prompt template applied to the item's prompt. An item whose source or target is longer than the model's
  * `maxPositions` is refused naming the task and item (rows that long would not run); a tokenizer without eos, or
  * a model that is not an encoder-decoder, likewise.
  */
@@ -36,8 +41,9 @@ export function prepareSeq2seqPairs(
   task: GenerationTask,
   tokenizer: Tokenizer,
   config: ModelConfig,
-  promptOf: (prompt: string) => string = (p) => p,
+  template: string = DEFAULT_PROMPT_TEMPLATE,
 ): Seq2seqPairs {
+  checkPromptTemplate(template);
   const e = encdecOf(config);
   const eos = config.eosTokenId ?? tokenizer.eosId;
   if (eos === undefined) {
@@ -46,7 +52,7 @@ export function prepareSeq2seqPairs(
   const sources: number[][] = [];
   const targets: number[][] = [];
   for (const [i, item] of task.items.entries()) {
-    const src = tokenizer.encodeInput(promptOf(item.prompt)).ids;
+    const src = tokenizer.encodeInput(applyPromptTemplate(template, item.prompt)).ids;
     const tgt = [...tokenizer.encode(item.references[0], { bos: false, eos: false }), eos];
     for (const [what, ids] of [
       ['source', src],

@@ -281,6 +281,9 @@ async function prepareLabelledRunData(s: RunDataSettings, env: RunEnv, what: str
   for (const [key, flag] of [
     ['calibTask', '--calib-task'],
     ['evalTask', '--eval-task'],
+    ['promptTemplate', '--prompt-template'],
+    ['allowCodeExecution', '--allow-code-execution'],
+    ['execWorkers', '--exec-workers'],
     ['calibChoices', '--calib-choices'],
     ['evalChoices', '--eval-choices'],
     ['evalTokens', '--eval-tokens'],

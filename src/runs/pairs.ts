@@ -13,7 +13,12 @@
 import { resolve } from 'node:path';
 import { checkMemoryBudget } from '../engine/memory.js';
 import { flagError } from '../errors.js';
-import { type GenerationTask, prepareGenerationTask, readGenerationTask } from '../metrics/generation.js';
+import {
+  DEFAULT_PROMPT_TEMPLATE,
+  type GenerationTask,
+  prepareGenerationTask,
+  readGenerationTask,
+} from '../metrics/generation.js';
 import { metricEntry } from '../metrics/registry.js';
 import { pairTokens, prepareSeq2seqPairs, type Seq2seqPairs } from '../metrics/seq2seq.js';
 import type { OpenedModel } from '../model/open.js';
@@ -73,8 +78,9 @@ export async function prepareSeq2seqRunData(
     );
   }
   const { spec, tokenizer } = model;
-  const calibPairs = prepareSeq2seqPairs(calibTask, tokenizer, spec.config);
-  const evalPairs = prepareSeq2seqPairs(evalTask, tokenizer, spec.config);
+  const template = s.promptTemplate ?? DEFAULT_PROMPT_TEMPLATE;
+  const calibPairs = prepareSeq2seqPairs(calibTask, tokenizer, spec.config, template);
+  const evalPairs = prepareSeq2seqPairs(evalTask, tokenizer, spec.config, template);
   const longest = (p: Seq2seqPairs) =>
     Math.max(...p.sources.map((x) => x.length), ...p.targets.map((x) => x.length + 1));
   const context = Math.max(longest(calibPairs), longest(evalPairs));
@@ -91,7 +97,7 @@ export async function prepareSeq2seqRunData(
   const short = metricEntry(s.metric ?? 'ppl').data === 'text' && calibTokens < s.calibTokens;
   if (short) env.onNote?.(shortCalibrationNote(s.calib, calibTokens, s.calibTokens));
   const runTask = async (task: GenerationTask, source: string): Promise<RunTask> => ({
-    prepared: prepareGenerationTask(task, tokenizer, true),
+    prepared: prepareGenerationTask(task, tokenizer, template, true),
     from: 'file',
     source,
     sha256: await sha256File(source),

@@ -210,6 +210,12 @@ export interface HeadRecoveryReport {
 export interface CalibrationMetricFields {
   bleu?: number;
   denseBleu?: number;
+  /** 'exact-match' runs: the share of calibration items generated exactly as a reference (0–1) the quality negates. */
+  exactMatch?: number;
+  denseExactMatch?: number;
+  /** 'pass@1' runs: the share of calibration items whose greedy program passed its tests (0–1). */
+  passAt1?: number;
+  densePassAt1?: number;
   task?: ReturnType<typeof taskRecord>;
   accuracy?: number;
   denseAccuracy?: number;

@@ -8,6 +8,11 @@
  *   separated by `<|endoftext|>` lines). A search scores its first `--calib-items` items (default 32).
  * - Evaluation task: `--eval-task FILE`, or `--eval-task auto` for the continuation task built from the `--eval`
  *   pages; every item is scored unless `--eval-items` says fewer.
+ *
+ * Both are read with the run's `--prompt-template` (default `{text}`), and scored on every generation metric from
+ * the same generations: BLEU (both kinds), exact match and, with `--allow-code-execution`, pass@1 (the items then
+ * need their tests). A `--metric pass@1` run is refused without `--allow-code-execution`, or on a task without
+ * tests, before anything is decoded.
  */
 
 import { type CandidateMasks, createRunner } from '../engine/runner.js';
@@ -15,7 +20,11 @@ import type { Device } from '../engine/session.js';
 import { fileError, flagError, GenepruneError } from '../errors.js';
 import type { ComputeDtype } from '../graph/weights.js';
 import { BLEU_KINDS, type BleuKind } from '../metrics/bleu.js';
+import { type CodeExecOptions, refuseUnlessAllowed } from '../metrics/codeexec.js';
 import {
+  checkPromptTemplate,
+  codeProblemsOf,
+  DEFAULT_PROMPT_TEMPLATE,
   GENERATION_BATCH_SIZE,
   GENERATION_MAX_NEW_TOKENS,
   type GenerationTask,
@@ -25,7 +34,7 @@ import {
   scoreGeneration,
   slicePreparedTask,
 } from '../metrics/generation.js';
-import { findMetric, metricsScoredOn, orList } from '../metrics/registry.js';
+import { findMetric, metricNames, metricsScoredOn, orList } from '../metrics/registry.js';
 import { buildContinuationTask } from '../metrics/storytask.js';
 import type { ModelSpec } from '../model/spec.js';
 import type { BleuObjectiveOptions, QualityMetric } from '../search/objective.js';
@@ -58,6 +67,40 @@ export interface RunTaskSettings {
   evalItems?: number;
   /** New tokens per evaluation prompt (default 64, evaluateBleu's). */
   evalNewTokens?: number;
+  /** The text each prompt is built from, `{text}` standing for the item's prompt (default `{text}`). */
+  promptTemplate?: string;
+  /** Run the generated code (pass@1: `--metric pass@1`, and pass@1 on the evaluation task). */
+  allowCodeExecution?: boolean;
+  /** Programs run at once (default metrics/codeexec.ts's). */
+  execWorkers?: number;
+}
+
+/**
+ * The code-execution options of a run, or undefined when it does not allow running code; `--exec-workers` without
+ * `--allow-code-execution` is refused (it would do nothing), as are bad values of both (one line).
+ */
+export function runExecOptions(s: RunTaskSettings): CodeExecOptions | undefined {
+  if (s.allowCodeExecution !== undefined && typeof s.allowCodeExecution !== 'boolean')
+    throw flagError('--allow-code-execution', `takes no value, got ${String(s.allowCodeExecution)}`);
+  if (s.execWorkers !== undefined) {
+    if (!(Number.isSafeInteger(s.execWorkers) && s.execWorkers >= 1))
+      throw flagError('--exec-workers', `must be a whole number ≥ 1, not ${s.execWorkers}`);
+    if (s.allowCodeExecution !== true)
+      throw flagError(
+        '--exec-workers',
+        'only with --allow-code-execution (it sizes the pool running generated code)',
+      );
+  }
+  if (s.allowCodeExecution !== true) return undefined;
+  return { allowCodeExecution: true, ...(s.execWorkers !== undefined ? { workers: s.execWorkers } : {}) };
+}
+
+/** The run's prompt template, checked (one line naming --prompt-template). */
+function templateOf(s: RunTaskSettings): string {
+  const t = s.promptTemplate ?? DEFAULT_PROMPT_TEMPLATE;
+  if (typeof t !== 'string') throw flagError('--prompt-template', 'must be a text');
+  checkPromptTemplate(t);
+  return t;
 }
 
 /** A run's generation task, prompts encoded, with where it came from. */
@@ -79,7 +122,11 @@ export async function calibrationTask(
   s: RunTaskSettings,
   tokenizer: Tokenizer,
 ): Promise<RunTask | undefined> {
-  const kind = findMetric(s.metric ?? 'ppl')?.data;
+  const entry = findMetric(s.metric ?? 'ppl');
+  const kind = entry?.data;
+  const template = templateOf(s);
+  const exec = runExecOptions(s);
+  if (entry?.executesCode) refuseUnlessAllowed({ allowCodeExecution: exec !== undefined });
   if (kind !== 'task') {
     for (const [key, flag] of [
       ['calibTask', '--calib-task'],
@@ -111,8 +158,9 @@ export async function calibrationTask(
       );
     }
     const task = await readGenerationTask(s.calibTask);
+    if (entry?.executesCode) codeProblemsOf(task);
     return {
-      prepared: prepareGenerationTask(task, tokenizer),
+      prepared: prepareGenerationTask(task, tokenizer, template),
       from: 'file',
       source: s.calibTask,
       sha256: await sha256File(s.calibTask),
@@ -125,22 +173,41 @@ export async function calibrationTask(
     if (e instanceof GenepruneError && e.kind === 'data') {
       throw flagError(
         '--calib-task',
-        `--metric bleu needs a calibration generation task: give --calib-task FILE (JSONL {"prompt", "reference"} per line); ${s.calib} holds no TinyStories story openings to build one from`,
+        `--metric ${s.metric} needs a calibration generation task: give --calib-task FILE (JSONL {"prompt", "reference"} per line); ${s.calib} holds no TinyStories story openings to build one from`,
       );
     }
     throw e;
   }
-  return { prepared: prepareGenerationTask(task, tokenizer), from: 'pages', source: s.calib };
+  if (entry?.executesCode) codeProblemsOf(task);
+  return { prepared: prepareGenerationTask(task, tokenizer, template), from: 'pages', source: s.calib };
 }
 
 /** The evaluation task (`--eval-task`), or undefined when BLEU is not reported. */
 export async function evaluationTask(s: RunTaskSettings, tokenizer: Tokenizer): Promise<RunTask | undefined> {
+  const template = templateOf(s);
+  // With code execution allowed, pass@1 is reported on the evaluation task too: its items need their tests.
+  const exec = runExecOptions(s);
   if (s.evalTask === undefined) {
     for (const [key, flag] of [
       ['evalItems', '--eval-items'],
       ['evalNewTokens', '--eval-new-tokens'],
     ] as const) {
       if (s[key] !== undefined) throw flagError(flag, 'only with --eval-task (FILE or auto)');
+    }
+    // Without an evaluation task, the template and code execution serve only the calibration task's metric.
+    const entry = findMetric(s.metric ?? 'ppl');
+    if (s.promptTemplate !== undefined && entry?.data !== 'task') {
+      throw flagError(
+        '--prompt-template',
+        `only with a generation task: --metric ${orList(metricsScoredOn(['task']))}, or --eval-task`,
+      );
+    }
+    if (exec && !entry?.executesCode) {
+      const runs = metricNames().filter((m) => findMetric(m)?.executesCode);
+      throw flagError(
+        '--allow-code-execution',
+        `nothing would run: only with --metric ${orList(runs)}, or --eval-task (pass@1 reported on it)`,
+      );
     }
     return undefined;
   }
@@ -157,11 +224,13 @@ export async function evaluationTask(s: RunTaskSettings, tokenizer: Tokenizer): 
       }
       throw e;
     }
-    return { prepared: prepareGenerationTask(task, tokenizer), from: 'pages', source: s.eval };
+    if (exec) codeProblemsOf(task);
+    return { prepared: prepareGenerationTask(task, tokenizer, template), from: 'pages', source: s.eval };
   }
   const task = await readGenerationTask(s.evalTask);
+  if (exec) codeProblemsOf(task);
   return {
-    prepared: prepareGenerationTask(task, tokenizer),
+    prepared: prepareGenerationTask(task, tokenizer, template),
     from: 'file',
     source: s.evalTask,
     sha256: await sha256File(s.evalTask),
@@ -198,7 +267,10 @@ export async function refuseTaskOverlap(
   }
 }
 
-/** What config.json and result.json record about a task. */
+/**
+ * What config.json and result.json record about a task; the prompt template only when it is not the default
+ * `{text}` (so the records of runs made before templates existed read as they did).
+ */
 export function taskRecord(t: RunTask, items: number) {
   return {
     from: t.from,
@@ -206,10 +278,11 @@ export function taskRecord(t: RunTask, items: number) {
     ...(t.sha256 ? { sha256: t.sha256 } : {}),
     items,
     taskItems: t.prepared.task.items.length,
+    ...(t.prepared.template !== DEFAULT_PROMPT_TEMPLATE ? { promptTemplate: t.prepared.template } : {}),
   };
 }
 
-/** The objective options of a `--metric bleu` run. */
+/** The objective options of a run whose metric is a generation metric (bleu, exact-match, pass@1). */
 export function bleuObjectiveOptions(
   s: RunTaskSettings,
   calib: RunTask | undefined,
@@ -221,6 +294,7 @@ export function bleuObjectiveOptions(
     ...(s.lowItems !== undefined ? { lowItems: s.lowItems } : {}),
     maxNewTokens: s.calibNewTokens ?? BLEU_SEARCH_NEW_TOKENS,
     kind: s.bleu ?? 'corpus',
+    ...(findMetric(s.metric)?.executesCode ? { exec: runExecOptions(s) } : {}),
   };
 }
 
@@ -239,6 +313,12 @@ export interface EvalBleu {
   denseSentenceMean: number;
   brevityPenalty: number;
   denseBrevityPenalty: number;
+  /** Share of items generated exactly as a reference (metrics/exactmatch.ts), 0–1. */
+  exactMatch: number;
+  denseExactMatch: number;
+  /** With --allow-code-execution: the share of items whose greedy program passes its tests, 0–1. */
+  passAt1?: number;
+  densePassAt1?: number;
   forwards: number;
   seconds: number;
 }
@@ -255,10 +335,14 @@ export async function scoreBleuOnEval(
   spec: ModelSpec,
   masks: CandidateMasks,
   env: { device?: Device; threads?: number },
-  dense?: Pick<EvalBleu, 'denseCorpus' | 'denseSentenceMean' | 'denseBrevityPenalty'>,
+  dense?: Pick<
+    EvalBleu,
+    'denseCorpus' | 'denseSentenceMean' | 'denseBrevityPenalty' | 'denseExactMatch' | 'densePassAt1'
+  >,
 ): Promise<EvalBleu> {
   const prepared = slicePreparedTask(task.prepared, s.evalItems ?? task.prepared.prompts.length);
   const maxNewTokens = s.evalNewTokens ?? GENERATION_MAX_NEW_TOKENS;
+  const exec = runExecOptions(s);
   const t0 = performance.now();
   const { pruned, dense: fresh } = await scoreDenseAndPruned({
     open: (m, withMasks) =>
@@ -274,6 +358,7 @@ export async function scoreBleuOnEval(
         maxNewTokens,
         batchSize: GENERATION_BATCH_SIZE,
         masks: withMasks ?? {},
+        ...(exec ? { exec } : {}),
       }),
     spec,
     masks,
@@ -290,6 +375,11 @@ export async function scoreBleuOnEval(
     denseSentenceMean: fresh ? fresh.sentenceMean : dense!.denseSentenceMean,
     brevityPenalty: pruned.corpus.bp,
     denseBrevityPenalty: fresh ? fresh.corpus.bp : dense!.denseBrevityPenalty,
+    exactMatch: pruned.exactMatch,
+    denseExactMatch: fresh ? fresh.exactMatch : dense!.denseExactMatch,
+    ...(pruned.passAt1 !== undefined
+      ? { passAt1: pruned.passAt1, densePassAt1: fresh ? fresh.passAt1 : dense!.densePassAt1 }
+      : {}),
     forwards: pruned.forwards + (fresh?.forwards ?? 0),
     seconds: (performance.now() - t0) / 1000,
   };

@@ -23,6 +23,7 @@ import { prepareWeights, releaseWeights } from '../graph/weights.js';
 import type { BleuKind } from '../metrics/bleu.js';
 import type { ChoiceNorm, PreparedChoiceTask } from '../metrics/choices.js';
 import type { PreparedClassification } from '../metrics/classify.js';
+import type { CodeExecOptions } from '../metrics/codeexec.js';
 import type { PreparedGenerationTask } from '../metrics/generation.js';
 import { amountUnit, metricEntry, type QualityMetric } from '../metrics/registry.js';
 import { type CalibrationScorer, predictionScorer, type RawEvaluation } from '../metrics/scorers.js';
@@ -68,7 +69,10 @@ export function accuracyOfQuality(quality: number): number {
   return -quality;
 }
 
-/** The calibration generation task of a 'bleu' objective and how it is scored. */
+/**
+ * The calibration generation task of a generation-metric objective ('bleu', 'exact-match', 'pass@1': named after
+ * the first) and how it is scored.
+ */
 export interface BleuObjectiveOptions {
   /** The calibration task, prompts already encoded (its first `items` items are scored). */
   task: PreparedGenerationTask;
@@ -82,6 +86,8 @@ export interface BleuObjectiveOptions {
   batchSize?: number;
   /** Which BLEU is the quality (default 'corpus': sacreBLEU's; 'sentence-mean': the GenePrune code's). */
   kind?: BleuKind;
+  /** 'pass@1': how the generated programs run (refused unless `allowCodeExecution` is true). */
+  exec?: CodeExecOptions;
 }
 
 /** The calibration multiple-choice task of an 'mc-accuracy' objective and how it is scored. */
@@ -206,7 +212,7 @@ export interface ObjectiveOptions {
   pairs?: Seq2seqPairs;
   context: number;
   metric: QualityMetric;
-  /** The calibration generation task and its scoring, for 'bleu' (required there). */
+  /** The calibration generation task and its scoring, for the generation metrics (required there). */
   bleu?: BleuObjectiveOptions;
   /** The calibration multiple-choice task and its scoring, for 'mc-accuracy' (required there). */
   choices?: ChoiceObjectiveOptions;

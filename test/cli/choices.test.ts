@@ -221,7 +221,7 @@ describe('weights --metric mc-accuracy', () => {
       r,
       'non-zero',
       '--metric',
-      'the ga-wanda method searches on ppl or bleu, not mc-accuracy',
+      'the ga-wanda method searches on ppl, bleu, exact-match or pass@1, not mc-accuracy',
     );
   });
 });

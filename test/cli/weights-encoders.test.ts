@@ -359,9 +359,9 @@ describe('weights --metric accuracy|macro-f1 on sequence classifiers', () => {
   test('the block-wise searching methods are refused in one line', () => {
     const m = models.get('distilbert')!;
     for (const [method, can] of [
-      ['ga', 'ppl or bleu'],
-      ['ga-wanda', 'ppl or bleu'],
-      ['ga-magnitude', 'ppl or bleu'],
+      ['ga', 'ppl, bleu, exact-match or pass@1'],
+      ['ga-wanda', 'ppl, bleu, exact-match or pass@1'],
+      ['ga-magnitude', 'ppl, bleu, exact-match or pass@1'],
       ['alloc', 'ppl'],
     ]) {
       const r = runCli([

@@ -18,6 +18,7 @@ import {
   blockSearchMetrics,
   calibRecord,
   findMetric,
+  generationMetrics,
   isClassificationMetric,
   isNegatedMetric,
   isPerplexity,
@@ -48,6 +49,8 @@ const EXPECTED: Record<
   ppl: { label: 'ppl', direction: 'lower', data: 'text', unit: 'tokens' },
   kl: { label: 'KL', direction: 'lower', data: 'text', unit: 'tokens' },
   bleu: { label: 'BLEU', direction: 'higher', scale: 100, data: 'task', unit: 'items' },
+  'exact-match': { label: 'exact match', direction: 'higher', scale: 1, data: 'task', unit: 'items' },
+  'pass@1': { label: 'pass@1', direction: 'higher', scale: 1, data: 'task', unit: 'items' },
   'mc-accuracy': { label: 'accuracy', direction: 'higher', scale: 1, data: 'choices', unit: 'items' },
   accuracy: { label: 'accuracy', direction: 'higher', scale: 1, data: 'labels', unit: 'items' },
   'macro-f1': { label: 'macro-F1', direction: 'higher', scale: 1, data: 'labels', unit: 'items' },
@@ -150,14 +153,14 @@ describe('built-in metrics', () => {
 
   test("refusals list the metrics of a data kind as the runs' flag checks word them", () => {
     assert.deepEqual(metricsScoredOn(['text']), ['ppl', 'kl']);
-    assert.deepEqual(metricsScoredOn(['task']), ['bleu']);
+    assert.deepEqual(metricsScoredOn(['task']), ['bleu', 'exact-match', 'pass@1']);
     assert.deepEqual(metricsScoredOn(['choices']), ['mc-accuracy']);
-    assert.equal(orList(metricsScoredOn(['task'])), 'bleu');
+    assert.equal(orList(metricsScoredOn(['task'])), 'bleu, exact-match or pass@1');
     assert.equal(orList(metricsScoredOn(['labels'])), 'accuracy or macro-f1');
-    // runs/tasks.ts: --calib-items is "only with --metric bleu, mc-accuracy, accuracy or macro-f1".
+    // runs/tasks.ts: --calib-items is "only with --metric bleu, …, accuracy or macro-f1".
     assert.equal(
       orList(metricsScoredOn(['task', 'choices', 'labels'])),
-      'bleu, mc-accuracy, accuracy or macro-f1',
+      'bleu, exact-match, pass@1, mc-accuracy, accuracy or macro-f1',
     );
     assert.equal(orList([]), '');
   });
@@ -170,10 +173,16 @@ describe('built-in metrics', () => {
     );
     assert.deepEqual(
       QUALITY_METRICS.map((m) => metricEntry(m).blockSearch),
-      ['suffix', undefined, 'generation', undefined, undefined, undefined],
+      ['suffix', undefined, 'generation', 'generation', 'generation', undefined, undefined, undefined],
     );
-    // spaces/weights/ga.ts: "block-wise searches score ppl or bleu, not …".
-    assert.equal(orList(blockSearchMetrics()), 'ppl or bleu');
+    // spaces/weights/ga.ts: "block-wise searches score ppl, bleu, exact-match or pass@1, not …".
+    assert.equal(orList(blockSearchMetrics()), 'ppl, bleu, exact-match or pass@1');
+    // The generation metrics, each read from the same generations; only pass@1 runs code.
+    assert.deepEqual(generationMetrics(), ['bleu', 'exact-match', 'pass@1']);
+    assert.deepEqual(
+      QUALITY_METRICS.filter((m) => metricEntry(m).executesCode),
+      ['pass@1'],
+    );
   });
 });
 

@@ -23,8 +23,9 @@ const refusal = (flag: string, words: string) => (e: unknown) => {
 };
 // The run's text data (a task is built from the calibration pages when no task file is given).
 const DATA = { calib: 'calib/', eval: 'eval/' };
-const ITEMS = 'only with --metric bleu, mc-accuracy, accuracy or macro-f1 (calibration items)';
-const TASK = 'only with --metric bleu (a calibration generation task)';
+const ITEMS =
+  'only with --metric bleu, exact-match, pass@1, mc-accuracy, accuracy or macro-f1 (calibration items)';
+const TASK = 'only with --metric bleu, exact-match or pass@1 (a calibration generation task)';
 
 describe('calibration flags by the metric’s data kind', () => {
   test('task flags without a task metric are refused in the runs’ words', async () => {
@@ -95,12 +96,15 @@ describe('a metric registered from a test file', () => {
       calibrationTask({ ...DATA, metric: 'ppl', calibItems: 4 }, tokenizer),
       refusal(
         '--calib-items',
-        'only with --metric bleu, mc-accuracy, accuracy, macro-f1, toy-task or toy-choice (calibration items)',
+        'only with --metric bleu, exact-match, pass@1, mc-accuracy, accuracy, macro-f1, toy-task or toy-choice (calibration items)',
       ),
     );
     await assert.rejects(
       calibrationTask({ ...DATA, metric: 'ppl', bleu: 'corpus' }, tokenizer),
-      refusal('--bleu', 'only with --metric bleu or toy-task (a calibration generation task)'),
+      refusal(
+        '--bleu',
+        'only with --metric bleu, exact-match, pass@1 or toy-task (a calibration generation task)',
+      ),
     );
     await assert.rejects(
       calibrationChoices({ metric: 'ppl', choiceNorm: 'chars' }, tokenizer, 64),

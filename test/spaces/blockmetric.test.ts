@@ -40,7 +40,7 @@ describe('the block searches’ metric', () => {
     for (const m of ['kl', 'mc-accuracy', 'accuracy', 'macro-f1']) {
       assert.throws(
         () => blockMetricOf(input(m)),
-        refused(`block-wise searches score ppl or bleu, not ${m}`),
+        refused(`block-wise searches score ppl, bleu, exact-match or pass@1, not ${m}`),
       );
     }
   });
@@ -58,7 +58,7 @@ describe('a metric registered as scored on the suffix graph', () => {
     assert.deepEqual(blockMetricOf(input('toy-suffix')), { metric: 'toy-suffix' });
     assert.throws(
       () => blockMetricOf(input('kl')),
-      refused('block-wise searches score ppl, bleu or toy-suffix, not kl'),
+      refused('block-wise searches score ppl, bleu, exact-match, pass@1 or toy-suffix, not kl'),
     );
   });
 

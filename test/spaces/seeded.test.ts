@@ -188,7 +188,7 @@ describe('search settings', () => {
     );
     assert.throws(
       () => weightPruneSettings({ ...base, method: 'ga-wanda', metric: 'kl' }),
-      /the ga-wanda method searches on ppl or bleu, not kl/,
+      /the ga-wanda method searches on ppl, bleu, exact-match or pass@1, not kl/,
     );
     const r = runCli([
       'weights',

@@ -11,7 +11,7 @@ import type { GivenSetting } from '../../runs/resume.js';
 import { HEAD_RUN_KIND, type RunConfig } from '../../runs/rundir.js';
 import { bleuObjectiveOptions } from '../../runs/tasks.js';
 import type { GaOptions, GenerationSummary } from '../../search/ga.js';
-import { BLEU_SEARCH_ITEMS } from '../../search/objective.js';
+import { BLEU_SEARCH_ITEMS, metricLabel } from '../../search/objective.js';
 import type { SearchProgress } from '../../search/progress.js';
 import { headGaOptions } from './algorithms.js';
 import { createHeadObjective, type HeadObjective } from './objective.js';
@@ -73,7 +73,7 @@ export async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promis
   );
   if (data.calibTask) {
     env.onStatus?.(
-      `BLEU fitness: ${Math.min(s.calibItems ?? BLEU_SEARCH_ITEMS, data.calibTask.prepared.prompts.length)} items of the calibration task ${data.calibTask.source}`,
+      `${metricLabel(s.metric)} fitness: ${Math.min(s.calibItems ?? BLEU_SEARCH_ITEMS, data.calibTask.prepared.prompts.length)} items of the calibration task ${data.calibTask.source}`,
     );
   }
   if (data.calibLabelled) {

@@ -122,8 +122,11 @@ export interface WeightBaseline {
   readonly supportsPattern?: boolean;
   /** The SearchOverrides keys the method takes (others are refused in one line). */
   readonly searchSettings?: ReadonlyArray<keyof SearchOverrides>;
-  /** Searching methods: the --metric values they can search on (default: ppl only). */
-  readonly searchMetrics?: readonly QualityMetric[];
+  /**
+   * Searching methods: the --metric values they can search on (default: ppl only), read when a run is checked so
+   * a metric registered later (the block-wise searches take every entry with a `blockSearch`) is included.
+   */
+  readonly searchMetrics?: () => readonly string[];
   /** The one line that refuses --pattern, when the method gives its own reason (default: "not supported yet"). */
   readonly patternRefusal?: string;
   /** The method's fixed settings and rules, recorded in the run's config.json. */

@@ -7,9 +7,10 @@
  *     per block, and no candidate pays a forward of the blocks before it;
  *   - 'ppl' with recovery: block l's Gram matrices captured once, then every candidate scored on a suffix session
  *     of its own over its own recovered weights;
- *   - 'bleu': whole-model generations on the run's one 'row_logits' session, the fixed blocks' masks with the
- *     candidate's.
- * Qualities follow the search objective's convention (lower is better: perplexity, or −BLEU). There is no cache:
+ *   - a generation metric ('bleu', 'exact-match', 'pass@1': registry entries with blockSearch 'generation'):
+ *     whole-model generations on the run's one 'row_logits' session, the fixed blocks' masks with the
+ *     candidate's, the metric's value read from them by its entry.
+ * Qualities follow the search objective's convention (lower is better: perplexity, or −BLEU, −exact match, …). There is no cache:
  * every genome given is scored, repeats included, as the block searches have always counted and logged them, so
  * `cached` is always false.
  */
@@ -20,7 +21,8 @@ import type { Device } from '../../engine/session.js';
 import { GenepruneError } from '../../errors.js';
 import type { PrunableMatrix } from '../../masks/weights.js';
 import { scoreGeneration, slicePreparedTask } from '../../metrics/generation.js';
-import { metricEntry, qualityOfValue } from '../../metrics/registry.js';
+import { metricEntry, type QualityMetric, qualityOfValue } from '../../metrics/registry.js';
+import { execOptionsFor } from '../../metrics/scorers.js';
 import type { ModelSpec } from '../../model/spec.js';
 import {
   BLEU_SEARCH_ITEMS,
@@ -37,8 +39,11 @@ import { maskedPerplexity } from './quality.js';
 
 type Engine = { device?: Device; threads?: number };
 
-/** What a block search optimises: calibration perplexity (suffix graphs) or BLEU of a calibration task. */
-export type BlockMetric = 'ppl' | 'bleu';
+/**
+ * What a block search optimises: a metric whose registry entry has a `blockSearch` — the calibration perplexity
+ * (suffix graphs) or a generation metric of a calibration task (blockwise.ts refuses the others).
+ */
+export type BlockMetric = QualityMetric;
 
 /**
  * Scores candidate masks of block `layer`: the calibration perplexity of blocks [layer, L) (the whole model when
@@ -84,9 +89,12 @@ export async function createLayerEvaluator(
   };
 }
 
-/** BLEU of the calibration task under whole-model weight masks, on one 'row_logits' session for the run. */
+/**
+ * A generation metric of the calibration task under whole-model weight masks, on one 'row_logits' session for
+ * the run: `value` is the metric's reported value (BLEU, exact match, pass@1).
+ */
 export interface BleuScorer {
-  score(masks: Map<string, Uint8Array>): Promise<{ bleu: number; items: number; forwards: number }>;
+  score(masks: Map<string, Uint8Array>): Promise<{ value: number; items: number; forwards: number }>;
   /** What it scores and how, for objective records. */
   readonly settings: ObjectiveSettings;
   readonly data: unknown;
@@ -99,10 +107,18 @@ export async function createBleuScorer(
   matrices: readonly PrunableMatrix[],
   opts: BleuObjectiveOptions | undefined,
   engine: Engine,
+  metric: QualityMetric = 'bleu',
 ): Promise<BleuScorer> {
   if (!opts) {
-    throw new GenepruneError('internal', 'a BLEU block search needs its calibration task (bleu options)');
+    throw new GenepruneError(
+      'internal',
+      `a ${metric} block search needs its calibration task (bleu options)`,
+    );
   }
+  const entry = metricEntry(metric);
+  const metricValue = entry.fromGeneration;
+  if (!metricValue) throw new GenepruneError('internal', `${metric} is not a generation metric`);
+  const exec = entry.executesCode ? execOptionsFor(opts) : undefined;
   const task = slicePreparedTask(
     opts.task,
     Math.min(opts.items ?? BLEU_SEARCH_ITEMS, opts.task.prompts.length),
@@ -119,8 +135,12 @@ export async function createBleuScorer(
   };
   return {
     async score(masks) {
-      const r = await scoreGeneration(runner, task, { ...scoring, masks: { weightMasks: masks } });
-      return { bleu: r.bleu, items: r.items, forwards: r.forwards };
+      const r = await scoreGeneration(runner, task, {
+        ...scoring,
+        masks: { weightMasks: masks },
+        ...(exec ? { exec } : {}),
+      });
+      return { value: metricValue(r), items: r.items, forwards: r.forwards };
     },
     settings: { items: task.prompts.length, ...scoring },
     data: { prompts: task.prompts, items: task.task.items, stop: task.stopTokens },
@@ -226,7 +246,7 @@ export async function createBlockObjective(input: BlockObjectiveInput): Promise<
     if (evaluator) return { value: await evaluator.perplexity(feeds), tokens };
     const r = await input.bleu!.score(genome ? new Map([...input.fixed, ...feeds]) : new Map());
     passes += r.forwards;
-    return { value: r.bleu, tokens: r.items };
+    return { value: r.value, tokens: r.items };
   };
   const counted = () => passes + (evaluator?.passes() ?? 0);
   const objective: BlockObjective = {

@@ -196,7 +196,7 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
   // BLEU scores whole-model generations (no suffix graph, no hidden states) on one session for the run.
   const bleu =
     metricEntry(metric).blockSearch === 'generation'
-      ? await createBleuScorer(spec, input.matrices, input.bleu, engine)
+      ? await createBleuScorer(spec, input.matrices, input.bleu, engine, metric)
       : undefined;
   try {
     const keeps: Uint8Array[] = [];

@@ -86,14 +86,16 @@ export const GA_DESCRIPTION = {
 };
 
 /** The field a GaScore quotes its metric's value in: the metric's result.json name (its registry record). */
-type GaValueField = 'perplexity' | 'bleu';
+type GaValueField = 'perplexity' | 'bleu' | 'exactMatch' | 'passAt1';
 
 /** One scored individual. */
 export interface GaScore {
   fitness: number;
-  /** The candidate's calibration perplexity (`--metric ppl`) or BLEU (`--metric bleu`). */
+  /** The candidate's calibration perplexity (`--metric ppl`), BLEU, exact match or pass@1 (that --metric). */
   perplexity?: number;
   bleu?: number;
+  exactMatch?: number;
+  passAt1?: number;
   /** Share of the block's prunable weights off. */
   sparsity: number;
 }
@@ -112,9 +114,11 @@ export interface GaLayerReport {
 
 export interface GaReport {
   metric: BlockMetric;
-  /** The dense model's calibration perplexity (`--metric ppl`) or BLEU (`--metric bleu`). */
+  /** The dense model's calibration perplexity (`--metric ppl`), BLEU, exact match or pass@1 (that --metric). */
   densePerplexity?: number;
   denseBleu?: number;
+  denseExactMatch?: number;
+  densePassAt1?: number;
   layers: GaLayerReport[];
 }
 
@@ -130,7 +134,7 @@ export interface GaInput {
   settings?: Partial<GaSettings>;
   engine?: { device?: Device; threads?: number };
   checkpoint?: CheckpointStore<GaLayerReport>;
-  /** Default 'ppl'; 'bleu' needs `bleu`. */
+  /** Default 'ppl'; a generation metric (bleu, exact-match, pass@1) needs `bleu` (its calibration task). */
   metric?: BlockMetric;
   bleu?: BleuObjectiveOptions;
   onLayer?: (report: GaLayerReport, layers: number) => void;
@@ -312,7 +316,7 @@ export const GA: WeightBaseline = {
     "the GenePrune paper's GA, block by block (population 10, 5 steady-state iterations, λ 0.02); --sparsity is its stop threshold",
   supportsPattern: true,
   searchSettings: ['population', 'generations', 'lambda', 'mutationRate'],
-  searchMetrics: ['ppl', 'bleu'],
+  searchMetrics: blockSearchMetrics,
   description: GA_DESCRIPTION,
   async select(input) {
     const list = calibrationBatches(input);

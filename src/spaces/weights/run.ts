@@ -19,7 +19,7 @@ import { fileError, flagError } from '../../errors.js';
 import type { Bitset } from '../../masks/bitset.js';
 import { loadWeightMaskFile, patternText, writeWeightMaskFile } from '../../masks/weightfile.js';
 import { weightMasksFromKeeps } from '../../masks/weights.js';
-import { qualityOfValue } from '../../metrics/registry.js';
+import { findMetric, qualityOfValue } from '../../metrics/registry.js';
 import { RECOVERY_DAMPING } from '../../prune/recover.js';
 import {
   blockSearchCheckpoint,
@@ -246,6 +246,8 @@ async function pruneInDir(
       ...(calib.denseBleu !== undefined ? { denseBleu: calib.denseBleu } : {}),
       ...(calib.denseAccuracy !== undefined ? { denseAccuracy: calib.denseAccuracy } : {}),
       ...(calib.denseMacroF1 !== undefined ? { denseMacroF1: calib.denseMacroF1 } : {}),
+      // Any other metric's dense value, by its registry record (exact match, pass@1).
+      ...denseRecordOf(s.metric, calib),
     };
     // A labelled evaluation took its dense scores from the masked model's already (scoreLabelledOnEval).
     evalScore =
@@ -361,4 +363,11 @@ export async function resumeWeightPrune(
   } finally {
     await lock.release();
   }
+}
+
+/** The dense value of the run's metric as its registry record names it (denseExactMatch …), when the record has it. */
+function denseRecordOf(metric: string | undefined, calib: object): Record<string, number> {
+  const field = findMetric(metric ?? 'ppl')?.record?.dense;
+  const v = field ? (calib as Record<string, unknown>)[field] : undefined;
+  return field && typeof v === 'number' ? { [field]: v } : {};
 }

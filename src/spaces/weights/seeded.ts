@@ -36,6 +36,7 @@ import {
   selectPerRow,
   wandaScores,
 } from '../../masks/select.js';
+import { blockSearchMetrics } from '../../metrics/registry.js';
 import { evolve, muPlusLambda } from '../../search/evolve.js';
 import { tournamentPair } from '../../search/selection.js';
 import { calibrationBatches, registerWeightBaseline, type WeightBaseline } from './baselines.js';
@@ -210,14 +211,14 @@ function seededMethod(kind: SeedKind): WeightBaseline {
     summary: `a GA seeded with the ${kind} mask, block by block; swaps inside rows keep its exact budget (population 8, 10 generations)`,
     supportsPattern: true,
     searchSettings: ['population', 'generations', 'mutationRate'],
-    searchMetrics: ['ppl', 'bleu'],
+    searchMetrics: blockSearchMetrics,
     description: {
       ...SEEDED_DEFAULTS,
       seed: kind,
       layerOrder:
         'blocks 0 … L−1 in order; each block is one genome of its q k v o gate up down matrices flattened in mask-file order; a block is fixed before the next is searched',
       fitness:
-        '−ppl/ppl_dense on the calibration tokens, earlier blocks fixed, later blocks dense (sparsity is fixed); with --metric bleu, BLEU/BLEU_dense of the calibration task',
+        '−ppl/ppl_dense on the calibration tokens, earlier blocks fixed, later blocks dense (sparsity is fixed); with a generation --metric (bleu, exact-match, pass@1), its value / the dense value on the calibration task',
       operators:
         'row-wise uniform crossover; mutation swaps a kept and a pruned weight inside one output row near the seed’s score boundary (inside one group of M with a pattern)',
       selection:

@@ -7,7 +7,7 @@
 import { flagError } from '../../errors.js';
 import { COMPUTE_DTYPES } from '../../graph/weights.js';
 import { type NmPattern, parsePattern } from '../../masks/select.js';
-import { metricEntry } from '../../metrics/registry.js';
+import { metricEntry, orList } from '../../metrics/registry.js';
 import type { RunDataSettings } from '../../runs/data.js';
 import { settingsFrom } from '../../runs/presets.js';
 import { QUALITY_METRICS, type QualityMetric } from '../../search/objective.js';
@@ -124,9 +124,9 @@ export function weightPruneSettings(opts: WeightPruneOptions): WeightPruneSettin
     throw flagError('--method', `"${s.method}" is not one of ${methods.join(', ')}`);
   const searching = weightBaseline(s.method);
   if ((searching?.searchSettings?.length ?? 0) > 0) {
-    const can = searching?.searchMetrics ?? ['ppl'];
+    const can = searching?.searchMetrics?.() ?? ['ppl'];
     if (!can.includes(s.metric)) {
-      throw flagError('--metric', `the ${s.method} method searches on ${can.join(' or ')}, not ${s.metric}`);
+      throw flagError('--metric', `the ${s.method} method searches on ${orList(can)}, not ${s.metric}`);
     }
   }
   const pattern = patternOf(s);

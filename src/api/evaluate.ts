@@ -125,6 +125,12 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
     windows = pairWindows(pairs, maxTokens, opts.data);
     documents = windows.rows.length;
   } else {
+    if (opts.promptTemplate !== undefined) {
+      throw flagError(
+        '--prompt-template',
+        'only with --task (a generation task), or --data of an encoder-decoder (a task file)',
+      );
+    }
     // With maxTokens only the first maxTokens + 1 tokens are read and tokenized, however large the data.
     const data =
       maxTokens === undefined

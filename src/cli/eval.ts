@@ -329,7 +329,6 @@ Example:
       if (flags.task !== undefined) return evalBleu(flags, flags.json);
       if (flags.maxNewTokens !== undefined) throw flagError('--max-new-tokens', 'only with --task (BLEU)');
       for (const [key, flag] of [
-        ['promptTemplate', '--prompt-template'],
         ['allowCodeExecution', '--allow-code-execution'],
         ['execWorkers', '--exec-workers'],
       ] as const) {
@@ -346,6 +345,8 @@ Example:
         batchSize: flags.batchSize ? parseIntFlag('--batch-size', flags.batchSize) : undefined,
         ...maskRuntimeOptions(flags),
         kl: flags.kl,
+        // An encoder-decoder's --data is a task file: its sources are built with the template.
+        ...(flags.promptTemplate !== undefined ? { promptTemplate: flags.promptTemplate } : {}),
         memoryBudget: flags.memoryBudget ? parseByteSize('--memory-budget', flags.memoryBudget) : undefined,
         onProgress: (done, total) => progress.update(`eval ${done}/${total} tokens`),
         onNote: (line) => {

@@ -36,8 +36,8 @@ import {
   makeWindows,
   type Windows,
 } from './perplexity.js';
-import { pairWindows } from './seq2seq.js';
 import { metricEntry, type QualityMetric, qualityOfValue } from './registry.js';
+import { pairWindows } from './seq2seq.js';
 
 /** Task items a BLEU objective scores at full fidelity by default (the first ones of the calibration task). */
 export const BLEU_SEARCH_ITEMS = 32;

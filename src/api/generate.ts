@@ -57,7 +57,11 @@ export async function generate(opts: GenerateOptions = {}): Promise<GenerateResu
   const weights = await resolveMasks(model.spec, opts);
   const headMask = weights.headMask;
   const tok = model.tokenizer;
-  const prompt = tok.encode(promptText, { bos: true });
+  const loop = decodeLoopOf(model.spec.config);
+  // An encoder-decoder's prompt is its source, encoded with the tokenizer's special tokens (T5/CodeT5: `<s> … </s>`).
+  const prompt = loop.promptIsSource
+    ? tok.encodeInput(promptText).ids
+    : tok.encode(promptText, { bos: true });
   if (prompt.length === 0) prompt.push(model.spec.config.bosTokenId ?? 1);
   // The decoder sees the last maxPositions tokens: a longer prompt loses its beginning, which must be said.
   const maxPositions = model.spec.config.maxPositions;
@@ -81,7 +85,7 @@ export async function generate(opts: GenerateOptions = {}): Promise<GenerateResu
   const t0 = performance.now();
   let all: number[];
   try {
-    all = await decodeLoopOf(weights.spec.config).generate(runner, prompt, {
+    all = await loop.generate(runner, prompt, {
       maxNewTokens,
       temperature,
       rng: createRng(seed),

@@ -69,6 +69,11 @@ export interface BatchInputs {
  * token (generate returns the source followed by the generated tokens, as a decoder's returns prompt + new).
  */
 export interface DecodeLoop {
+  /**
+   * The prompt is an encoder's source (encoder-decoders): a command encodes it as the tokenizer's model input
+   * (its special tokens, e.g. `<s> text </s>`), not as a BOS-led text to continue.
+   */
+  readonly promptIsSource?: boolean;
   /** Token-by-token generation on a 'last_logits' runner (arch/generate.ts). */
   generate(runner: DecodeRunner, prompt: number[], opts: GenerateOptions): Promise<number[]>;
   /** Greedy continuations of many prompts on a 'row_logits' runner (arch/greedy.ts). */

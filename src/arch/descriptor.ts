@@ -45,12 +45,10 @@ export interface HeadStack {
   kvMap(layer: number): readonly number[];
 }
 
-/** An int64 graph input a kind feeds per batch (engine/session.ts takes it as a Feed). */
-export interface BatchFeed {
-  type: 'int64';
-  dims: readonly number[];
-  data: BigInt64Array;
-}
+/** A graph input a kind feeds per batch (engine/session.ts takes it as a Feed). */
+export type BatchFeed =
+  | { type: 'int64'; dims: readonly number[]; data: BigInt64Array }
+  | { type: 'float32'; dims: readonly number[]; data: Float32Array };
 
 /** The per-batch inputs a kind's runner feeds besides input_ids / hidden_in, head and weight masks, and targets. */
 export interface BatchInputs {
@@ -61,6 +59,13 @@ export interface BatchInputs {
   /** Encoder-decoders: [batch * decoderSeq] decoder input ids (teacher forcing), see TokenBatch. */
   decoderIds?: BigInt64Array;
   decoderSeq?: number;
+  /** Encoder-decoders' block graphs: see TokenBatch. */
+  hidden?: Float32Array;
+  encoderHidden?: Float32Array;
+  targets?: BigInt64Array;
+  decoderTokenWeight?: Float32Array;
+  tokenWeight?: Float32Array;
+  valid?: Uint8Array;
 }
 
 /**

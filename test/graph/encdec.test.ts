@@ -413,11 +413,20 @@ describe('encoder-decoder generation graphs', () => {
     );
     assert.throws(
       () => buildEncDecGraph(spec, weights, { output: 'nll', layers: [0, 2] }),
-      /block graphs \(layer ranges\) are not built yet/,
+      /a block ending at layer 2 of 4 outputs 'hidden', not 'nll'/,
     );
     assert.throws(
-      () => buildEncDecGraph(spec, weights, { output: 'nll', capture: { layers: [0], kind: 'sqnorm' } }),
-      /capture no activation statistics yet/,
+      () => buildEncDecGraph(spec, weights, { output: 'hidden', layers: [2, 4] }),
+      /a block of decoder layers \[2, 4\) has no encoder output/,
+    );
+    assert.throws(
+      () =>
+        buildEncDecGraph(spec, weights, {
+          output: 'hidden',
+          layers: [2, 3],
+          capture: { layers: [1], kind: 'sqnorm' },
+        }),
+      /captured layer 1 is outside the graph's layers \[2, 3\)/,
     );
     const capped = { ...spec, config: { ...spec.config, attnSoftcap: 50 } };
     assert.throws(() => buildEncDecGraph(capped, weights, { output: 'nll' }), /cannot build attnSoftcap 50/);

@@ -77,11 +77,14 @@ export function tokenizerPathFor(modelPath: string, vocabSize?: number): string 
     return undefined;
   }
   if (isDir) {
-    // A BERT-family repository may ship only vocab.txt (WordPiece, converted on load).
+    // A BERT-family repository may ship only vocab.txt (WordPiece, converted on load), a RoBERTa / CodeT5 one only
+    // vocab.json + merges.txt (byte-level BPE, converted on load).
     for (const name of ['tokenizer.json', 'vocab.txt']) {
       const p = join(modelPath, name);
       if (existsSync(p)) return p;
     }
+    const vocabJson = join(modelPath, 'vocab.json');
+    if (existsSync(vocabJson) && existsSync(join(modelPath, 'merges.txt'))) return vocabJson;
     return undefined;
   }
   if (!modelPath.endsWith('.bin')) return undefined;

@@ -232,6 +232,13 @@ export function t5ConfigFromHf(json: Record<string, unknown>, configPath: string
   if (sizes.relativeBuckets < 4) {
     throw r.fail(`"relative_attention_num_buckets" must be at least 4, got ${sizes.relativeBuckets}`);
   }
+  // The decoder's exact buckets cover distances below buckets/2; the log-spaced ones divide by
+  // log(max_distance / (buckets/2)), which must be positive.
+  if (sizes.relativeMaxDistance <= sizes.relativeBuckets / 2) {
+    throw r.fail(
+      `"relative_attention_max_distance" ${sizes.relativeMaxDistance} must exceed half the ${sizes.relativeBuckets} buckets (the distances with buckets of their own)`,
+    );
+  }
   return t5ConfigOf(sizes);
 }
 
@@ -349,14 +356,14 @@ function headsFromShapes(folder: HfFolder, config: ModelConfig, configPath: stri
  */
 export function t5SpecFromHf(folder: HfFolder): ModelSpec {
   const configPath = join(folder.dir, 'config.json');
-  let config = t5ConfigFromHf(folder.config, configPath);
-  const e = encdecOf(config);
-  const decoderLayers = config.numLayers - e.encoderLayers;
-  // Before anything is built per layer: a layer count the tensors cannot back is refused, not allocated.
+  // Before anything is built per layer (t5ConfigOf fills per-layer arrays): a layer count the tensors cannot back
+  // is refused, not allocated.
+  const r = configReader(folder.config, configPath);
+  const encoderLayers = r.int('num_layers');
   const top = highestBlocks(folder.tensors.keys());
   for (const [key, n, stack] of [
-    ['num_layers', e.encoderLayers, 'encoder'],
-    ['num_decoder_layers', decoderLayers, 'decoder'],
+    ['num_layers', encoderLayers, 'encoder'],
+    ['num_decoder_layers', r.int('num_decoder_layers', encoderLayers), 'decoder'],
   ] as const) {
     if (n > top[stack] + 1) {
       throw fileError(
@@ -365,6 +372,7 @@ export function t5SpecFromHf(folder: HfFolder): ModelSpec {
       );
     }
   }
+  let config = t5ConfigFromHf(folder.config, configPath);
   config = headsFromShapes(folder, config, configPath);
   const D = config.hiddenSize;
   const embedAliases = ['shared.weight', 'encoder.embed_tokens.weight', 'decoder.embed_tokens.weight'];

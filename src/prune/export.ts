@@ -62,6 +62,7 @@ import { PROVENANCE_CONFIG_KEY, PROVENANCE_METADATA_KEY } from '../model/llama.j
 import type { ModelSpec, TensorSource } from '../model/spec.js';
 import { isRunDir } from '../runs/rundir.js';
 import { writeTokenizerFiles } from '../tokenizer/convert.js';
+import { readVocabJson } from '../tokenizer/vocabjson.js';
 import { readVocabTxt } from '../tokenizer/vocabtxt.js';
 import {
   describeFsError,
@@ -308,7 +309,11 @@ async function copyTokenizer(tokenizerPath: string, dir: string, vocabSize: numb
   }
   if (tokenizerPath.endsWith('.json')) {
     const files = ['tokenizer.json'];
-    await copyFile(tokenizerPath, join(dir, 'tokenizer.json'));
+    if (basename(tokenizerPath) === 'vocab.json') {
+      // A byte-level BPE vocab.json + merges.txt (CodeT5, RoBERTa): the equivalent tokenizer.json, which
+      // transformers and transformers.js both read.
+      await writeJsonAtomic(join(dir, 'tokenizer.json'), await readVocabJson(tokenizerPath));
+    } else await copyFile(tokenizerPath, join(dir, 'tokenizer.json'));
     const config = join(dirname(tokenizerPath), 'tokenizer_config.json');
     if (await stat(config).catch(() => undefined)) {
       await copyFile(config, join(dir, 'tokenizer_config.json'));

@@ -8,6 +8,7 @@ import { specialKind } from '../util/fs.js';
 import { loadHfTokenizer } from './hf.js';
 import { loadLlama2cTokenizer } from './llama2c.js';
 import type { Tokenizer } from './types.js';
+import { loadVocabJsonTokenizer } from './vocabjson.js';
 import { loadVocabTxtTokenizer } from './vocabtxt.js';
 
 export type { EncodeOptions, Tokenizer } from './types.js';
@@ -33,8 +34,9 @@ async function looksLikeJson(path: string): Promise<boolean> {
 const TOKENIZER_FILE_NAME = /\.(json|bin|txt|model)$/i;
 
 /**
- * Load `tokenizer.json` (Hugging Face), a llama2.c `tokenizer.bin`, or a BERT `vocab.txt` (WordPiece, built as
- * transformers builds it). A folder is searched for tokenizer.json, then tokenizer.bin, then vocab.txt.
+ * Load `tokenizer.json` (Hugging Face), a llama2.c `tokenizer.bin`, a BERT `vocab.txt` (WordPiece, built as
+ * transformers builds it) or a byte-level BPE `vocab.json` with `merges.txt` beside it (RoBERTa / CodeT5, built as
+ * transformers builds it). A folder is searched for tokenizer.json, then tokenizer.bin, vocab.txt, vocab.json.
  */
 export async function loadTokenizer(path: string, opts: LoadTokenizerOptions = {}): Promise<Tokenizer> {
   const info = await stat(path).catch(() => undefined);
@@ -42,19 +44,20 @@ export async function loadTokenizer(path: string, opts: LoadTokenizerOptions = {
   if (info.isDirectory()) {
     if (TOKENIZER_FILE_NAME.test(basename(path)))
       throw fileError(path, 'is a directory, not a tokenizer file');
-    for (const name of ['tokenizer.json', 'tokenizer.bin', 'vocab.txt']) {
+    for (const name of ['tokenizer.json', 'tokenizer.bin', 'vocab.txt', 'vocab.json']) {
       const inside = join(path, name);
       // Present but not a file is refused by the call below, not skipped as if absent.
       if (await stat(inside).catch(() => undefined)) return loadTokenizer(inside, opts);
     }
     throw fileError(
       path,
-      'tokenizer not found: the folder has no tokenizer.json, tokenizer.bin or vocab.txt',
+      'tokenizer not found: the folder has no tokenizer.json, tokenizer.bin, vocab.txt or vocab.json',
     );
   }
   // A FIFO or device would block the reads below until a writer comes.
   if (!info.isFile()) throw fileError(path, `tokenizer is ${specialKind(info)}, not a regular file`);
   if (basename(path) === 'vocab.txt') return loadVocabTxtTokenizer(path, opts);
+  if (basename(path) === 'vocab.json') return loadVocabJsonTokenizer(path, opts);
   const ext = extname(path).toLowerCase();
   const isJson = ext === '.json' || (ext !== '.bin' && (await looksLikeJson(path)));
   return isJson ? loadHfTokenizer(path, opts) : loadLlama2cTokenizer(path, opts);

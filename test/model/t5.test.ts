@@ -11,7 +11,7 @@ import { after, describe, it } from 'node:test';
 import { writeHfFolder } from '../../src/checkpoint/hf.js';
 import { GenepruneError } from '../../src/errors.js';
 import { specToHf } from '../../src/model/families.js';
-import { loadModelSpec } from '../../src/model/load.js';
+import { loadModelSpec, tokenizerPathFor } from '../../src/model/load.js';
 import { type ModelSpec, memoryTensor, type TensorSource } from '../../src/model/spec.js';
 import { loadTokenizer } from '../../src/tokenizer/load.js';
 import { rejectsFileError, tempDir } from '../checkpoint/helpers.js';
@@ -114,6 +114,69 @@ describe('T5 folders: write → load', () => {
       assert.ok(names.includes('decoder.block.0.layer.1.EncDecAttention.k.weight'));
     });
   }
+
+  it("a random folder with codet5-tiny's tokenizer loads both", {
+    skip: skipUnlessShared(CODET5),
+  }, async () => {
+    const dir = fresh();
+    const spec = await writeRandomT5(dir, 'v1.0', 10, { tokenizer: true });
+    const back = await loadModelSpec(dir);
+    assert.deepEqual(back.config, spec.config);
+    assert.deepEqual([back.config.vocabSize, back.config.eosTokenId], [1252, 2]);
+    const path = tokenizerPathFor(dir);
+    assert.equal(path, join(dir, 'tokenizer.json'));
+    const tok = await loadTokenizer(path!, { vocabSize: back.config.vocabSize });
+    assert.equal(tok.eosId, back.config.eosTokenId);
+  });
+
+  it('gated-silu round-trips as a gated SiLU feed-forward', async () => {
+    const dir = fresh();
+    const spec = await writeRandomT5(dir, 'v1.1', 8, { feedForward: 'gated-silu' });
+    const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+    assert.deepEqual(
+      [config.feed_forward_proj, config.dense_act_fn, config.is_gated_act],
+      ['gated-silu', 'silu', true],
+    );
+    const back = await loadModelSpec(dir);
+    assert.equal(back.config.activation, 'silu');
+    assert.equal(back.config.mlpKind, 'gated');
+    assert.deepEqual(back.config, spec.config);
+  });
+
+  it("fills what config.json leaves out with T5Config's defaults", async () => {
+    const spec = randomT5('v1.0', 9, { relativeBuckets: 32, relativeMaxDistance: 128 });
+    const files = specToHf(spec);
+    for (const key of [
+      'num_decoder_layers',
+      'relative_attention_num_buckets',
+      'relative_attention_max_distance',
+      'feed_forward_proj',
+      'dense_act_fn',
+      'is_gated_act',
+      'tie_word_embeddings',
+      'layer_norm_epsilon',
+      'n_positions',
+      'pad_token_id',
+      'eos_token_id',
+      'decoder_start_token_id',
+      'is_encoder_decoder',
+      'architectures',
+    ]) {
+      delete files.config[key];
+    }
+    const dir = fresh();
+    await writeHfFolder(dir, files);
+    const c = (await loadModelSpec(dir)).config;
+    // num_decoder_layers = num_layers; 32 buckets to distance 128; relu; tied (so output × d_model^−½); eps 1e-6;
+    // 512 positions; pad 0, eos 1, decoder start = pad.
+    assert.equal(c.numLayers, 4);
+    assert.equal(c.encdec?.encoderLayers, 2);
+    assert.deepEqual([c.encdec?.relativeBuckets, c.encdec?.relativeMaxDistance], [32, 128]);
+    assert.deepEqual([c.mlpKind, c.activation, c.tieEmbeddings], ['plain', 'relu', true]);
+    assert.equal(c.encdec?.outputScale, 16 ** -0.5);
+    assert.deepEqual([c.normEps, c.maxPositions], [1e-6, 512]);
+    assert.deepEqual([c.padTokenId, c.eosTokenId, c.encdec?.decoderStartTokenId], [0, 1, 0]);
+  });
 
   it('reads tied embedding copies transformers may save (embed_tokens, lm_head) and skips them', async () => {
     const spec = randomT5('v1.0', 4);
@@ -236,15 +299,28 @@ describe('T5 refusals (one line naming the file)', () => {
     );
   });
 
-  it('more layers than the checkpoint holds', async () => {
+  it('a relative max distance no larger than the exact buckets', async () => {
     const dir = await edited((c) => {
-      c.num_decoder_layers = 1_000_000;
+      c.relative_attention_max_distance = 4;
     });
     await rejectsFileError(
       loadModelSpec(dir),
       configOf(dir),
       exactly(
-        '"num_decoder_layers" is 1000000, but the checkpoint holds 2 decoder blocks (decoder.block.N tensors)',
+        '"relative_attention_max_distance" 4 must exceed half the 8 buckets (the distances with buckets of their own)',
+      ),
+    );
+  });
+
+  it('more layers than the checkpoint holds', async () => {
+    const dir = await edited((c) => {
+      c.num_decoder_layers = 1_000_000_000;
+    });
+    await rejectsFileError(
+      loadModelSpec(dir),
+      configOf(dir),
+      exactly(
+        '"num_decoder_layers" is 1000000000, but the checkpoint holds 2 decoder blocks (decoder.block.N tensors)',
       ),
     );
   });

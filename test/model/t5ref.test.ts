@@ -22,6 +22,8 @@ const BUCKETS = { relativeBuckets: 8, relativeMaxDistance: 12 };
 const spec10 = () => randomT5Spec({ ...SIZES, ...BUCKETS, vocabSize: 40, seed: 7, scale: 20 });
 const spec11 = () =>
   randomT5Spec({ ...SIZES, ...BUCKETS, vocabSize: 40, seed: 8, scale: 20, feedForward: 'gated-gelu' });
+const specSilu = () =>
+  randomT5Spec({ ...SIZES, ...BUCKETS, vocabSize: 40, seed: 9, scale: 20, feedForward: 'gated-silu' });
 
 function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let m = 0;
@@ -52,6 +54,7 @@ describe('T5 reference forward', () => {
   for (const [name, make] of [
     ['v1.0 relu tied', spec10],
     ['v1.1 gated-gelu untied', spec11],
+    ['gated-silu untied', specSilu],
   ] as const) {
     it(`${name}: a masked head equals its output columns zeroed in o`, async () => {
       const spec = make();

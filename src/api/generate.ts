@@ -2,7 +2,7 @@
  * `generate`: continue a prompt with a model, masked or not (greedy by default, or seeded sampling); an
  * encoder-decoder reads the prompt as its source and writes its target.
  */
-import { archOf, decodeLoopOf } from '../arch/registry.js';
+import { decodeLoopOf } from '../arch/registry.js';
 import { createRunner } from '../engine/runner.js';
 import type { ComputeDtype } from '../graph/weights.js';
 import { createRng } from '../util/rng.js';
@@ -65,9 +65,10 @@ export async function generate(opts: GenerateOptions = {}): Promise<GenerateResu
   const weights = await resolveMasks(model.spec, opts);
   const headMask = weights.headMask;
   const tok = model.tokenizer;
-  // An encoder-decoder reads the prompt as its source (with the tokenizer's special tokens, as it was trained)
-  // and writes a new text; a decoder continues the prompt.
-  const seq2seq = archOf(model.spec.config).lmData === 'pairs';
+  const loop = decodeLoopOf(model.spec.config);
+  // An encoder-decoder reads the prompt as its source, encoded with the tokenizer's special tokens (T5/CodeT5:
+  // `<s> … </s>`), and writes a new text; a decoder continues the prompt.
+  const seq2seq = loop.promptIsSource === true;
   const prompt = seq2seq ? tok.encodeInput(promptText).ids : tok.encode(promptText, { bos: true });
   if (prompt.length === 0) prompt.push(model.spec.config.bosTokenId ?? 1);
   // The decoder sees the last maxPositions tokens: a longer prompt loses its beginning, which must be said.
@@ -95,7 +96,7 @@ export async function generate(opts: GenerateOptions = {}): Promise<GenerateResu
   const t0 = performance.now();
   let all: number[];
   try {
-    all = await decodeLoopOf(weights.spec.config).generate(runner, prompt, {
+    all = await loop.generate(runner, prompt, {
       maxNewTokens,
       temperature,
       rng: createRng(seed),

@@ -45,12 +45,10 @@ export interface HeadStack {
   kvMap(layer: number): readonly number[];
 }
 
-/** An int64 graph input a kind feeds per batch (engine/session.ts takes it as a Feed). */
-export interface BatchFeed {
-  type: 'int64';
-  dims: readonly number[];
-  data: BigInt64Array;
-}
+/** A graph input a kind feeds per batch (engine/session.ts takes it as a Feed). */
+export type BatchFeed =
+  | { type: 'int64'; dims: readonly number[]; data: BigInt64Array }
+  | { type: 'float32'; dims: readonly number[]; data: Float32Array };
 
 /** The per-batch inputs a kind's runner feeds besides input_ids / hidden_in, head and weight masks, and targets. */
 export interface BatchInputs {
@@ -61,6 +59,13 @@ export interface BatchInputs {
   /** Encoder-decoders: [batch * decoderSeq] decoder input ids (teacher forcing), see TokenBatch. */
   decoderIds?: BigInt64Array;
   decoderSeq?: number;
+  /** Encoder-decoders' block graphs: see TokenBatch. */
+  hidden?: Float32Array;
+  encoderHidden?: Float32Array;
+  targets?: BigInt64Array;
+  decoderTokenWeight?: Float32Array;
+  tokenWeight?: Float32Array;
+  valid?: Uint8Array;
 }
 
 /**
@@ -69,6 +74,11 @@ export interface BatchInputs {
  * token (generate returns the source followed by the generated tokens, as a decoder's returns prompt + new).
  */
 export interface DecodeLoop {
+  /**
+   * The prompt is an encoder's source (encoder-decoders): a command encodes it as the tokenizer's model input
+   * (its special tokens, e.g. `<s> text </s>`), not as a BOS-led text to continue.
+   */
+  readonly promptIsSource?: boolean;
   /** Token-by-token generation on a 'last_logits' runner (arch/generate.ts). */
   generate(runner: DecodeRunner, prompt: number[], opts: GenerateOptions): Promise<number[]>;
   /** Greedy continuations of many prompts on a 'row_logits' runner (arch/greedy.ts). */

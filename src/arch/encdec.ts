@@ -5,7 +5,7 @@
  * the source's padding mask and the decoder input ids, and generation on its own graphs (the encoder once, then
  * decoder steps on a KV cache; arch/seq2seq.ts).
  */
-import { blockSpec } from '../graph/blocks.js';
+import { layerRange } from '../graph/blocks.js';
 import { CAPTURE_POINTS, CROSS_CAPTURE_POINTS, rolesOfCapturePoint } from '../graph/capture.js';
 import {
   buildEncDecEncoderGraph,
@@ -15,7 +15,8 @@ import {
   type EncDecGraphOptions,
 } from '../graph/encdec.js';
 import type { GraphOutputMode } from '../graph/lmhead.js';
-import { encdecOf } from '../model/spec.js';
+import { IGNORE_INDEX } from '../graph/lmhead.js';
+import { encdecOf, type ModelSpec } from '../model/spec.js';
 import type { ArchDescriptor, BatchFeed } from './descriptor.js';
 import { SEQ2SEQ_DECODE } from './seq2seq.js';
 
@@ -30,6 +31,36 @@ function checkIds(ids: BigInt64Array, vocab: number, what: string): void {
 
 const identity = (n: number): number[] => Array.from({ length: n }, (_, h) => h);
 
+/**
+ * The tensors a block graph [from, to) reads: its layers; the shared embedding when it embeds source ids
+ * (from 0), decoder ids (from ≤ E < to) or ends with a tied head; each stack's bias table when it runs a layer of
+ * that stack; encoder_norm when it reaches the encoder's end; final_norm and lm_head when it ends at the last layer.
+ */
+function encdecBlockSpec(spec: ModelSpec, layers?: readonly [number, number]): ModelSpec {
+  const c = spec.config;
+  const L = c.numLayers;
+  const E = encdecOf(c).encoderLayers;
+  const [from, to] = layerRange(L, layers);
+  if (from === 0 && to === L) return spec;
+  const keep = (role: string): boolean => {
+    const m = /^layers\.(\d+)\./.exec(role);
+    if (m) return Number(m[1]) >= from && Number(m[1]) < to;
+    switch (role) {
+      case 'embed.tokens':
+        return from === 0 || (from <= E && to > E) || (to === L && c.tieEmbeddings);
+      case 'rel_bias.encoder.weight':
+        return from < E;
+      case 'rel_bias.decoder.weight':
+        return to > E;
+      case 'encoder_norm.weight':
+        return from < E && to >= E;
+      default:
+        return to === L; // final_norm, lm_head
+    }
+  };
+  return { ...spec, tensors: new Map([...spec.tensors].filter(([role]) => keep(role))) };
+}
+
 export const ENCDEC: ArchDescriptor = {
   kind: 'encdec',
   languageModel: true,
@@ -42,10 +73,11 @@ export const ENCDEC: ArchDescriptor = {
     }
     return buildEncDecGraph(spec, weights, opts as EncDecGraphOptions);
   },
-  // 'hidden' is the final encoder output, named as transformers.js names an encoder's.
-  outputName(output) {
+  // 'hidden' of the whole model is the final encoder output, named as transformers.js names an encoder's;
+  // a block's is 'hidden'.
+  outputName(output, layers, numLayers) {
     if (output === 'last_logits' || output === 'row_logits') return 'logits';
-    return output === 'hidden' ? 'last_hidden_state' : output;
+    return output === 'hidden' && layers[1] === numLayers ? 'last_hidden_state' : output;
   },
   feedBatch(spec, batch, graphInputs) {
     const feeds: Record<string, BatchFeed> = {};
@@ -66,6 +98,56 @@ export const ENCDEC: ArchDescriptor = {
       }
       checkIds(ids, spec.config.vocabSize, 'decoder input id');
       feeds.decoder_input_ids = { type: 'int64', dims: [batch.batch, seq], data: ids };
+    }
+    const D = spec.config.hiddenSize;
+    // Block graphs: a block of decoder layers reads the final encoder output, and its hidden_in is over decoder
+    // positions; a block inside the encoder has hidden_in over source positions.
+    const decoderBlock = graphInputs.has('encoder_hidden_states');
+    const tgt = batch.decoderSeq ?? 0;
+    const float = (name: string, data: Float32Array | undefined, seq: number, what: string) => {
+      if (!graphInputs.has(name)) return;
+      if (data?.length !== batch.batch * seq * D) {
+        throw new Error(
+          `this block needs ${what} [${batch.batch}, ${seq}, ${D}], got ${data ? data.length : 'none'} values`,
+        );
+      }
+      feeds[name] = { type: 'float32', dims: [batch.batch, seq, D], data };
+    };
+    float(
+      'encoder_hidden_states',
+      batch.encoderHidden,
+      batch.seq,
+      'the final encoder output (encoderHidden)',
+    );
+    float(
+      'hidden_in',
+      batch.hidden,
+      decoderBlock ? tgt : batch.seq,
+      decoderBlock ? 'decoder hidden states' : 'encoder hidden states',
+    );
+    if (graphInputs.has('token_weight')) {
+      // Source positions count by the caller's weights, else by the padding mask (padding counts 0).
+      let weight = batch.tokenWeight;
+      if (!weight) {
+        weight = new Float32Array(tokens).fill(1);
+        const m = batch.valid ?? batch.attentionMask;
+        if (m) for (let i = 0; i < tokens; i++) weight[i] = Number(m[i]) ? 1 : 0;
+      }
+      if (weight.length !== tokens)
+        throw new Error(`token weights have ${weight.length} entries, batch has ${tokens}`);
+      feeds.token_weight = { type: 'float32', dims: [batch.batch, batch.seq], data: weight };
+    }
+    if (graphInputs.has('decoder_token_weight')) {
+      const n = batch.batch * tgt;
+      let weight = batch.decoderTokenWeight;
+      if (!weight) {
+        weight = new Float32Array(n).fill(1);
+        const t = batch.targets;
+        if (t) for (let i = 0; i < n; i++) weight[i] = t[i] === BigInt(IGNORE_INDEX) ? 0 : 1;
+      }
+      if (weight.length !== n)
+        throw new Error(`decoder token weights have ${weight.length} entries, batch has ${n}`);
+      feeds.decoder_token_weight = { type: 'float32', dims: [batch.batch, tgt], data: weight };
     }
     return feeds;
   },
@@ -105,7 +187,7 @@ export const ENCDEC: ArchDescriptor = {
     CAPTURE_POINTS[3],
   ],
   rolesOfCapturePoint,
-  blockSpec,
+  blockSpec: encdecBlockSpec,
   lastBlockOutput: () => 'nll',
   export: {
     deployGraph() {

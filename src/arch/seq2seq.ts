@@ -203,4 +203,8 @@ export async function seq2seqGenerate(
   return [...source, ...out.tokens[0]];
 }
 
-export const SEQ2SEQ_DECODE: DecodeLoop = { generate: seq2seqGenerate, greedyBatch: seq2seqGreedyBatch };
+export const SEQ2SEQ_DECODE: DecodeLoop = {
+  promptIsSource: true,
+  generate: seq2seqGenerate,
+  greedyBatch: seq2seqGreedyBatch,
+};

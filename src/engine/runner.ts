@@ -92,6 +92,15 @@ export interface TokenBatch {
    */
   decoderIds?: BigInt64Array;
   decoderSeq?: number;
+  /**
+   * Encoder-decoders' block graphs (graph/encdec.ts): `hidden` is over source positions for a block starting
+   * inside the encoder and over decoder positions for one starting past the first decoder block; a block of
+   * decoder layers takes the final encoder output [batch * seq * D] as `encoderHidden`. Capture runners weight
+   * source positions by `tokenWeight` (default: `valid`, else the attention mask) and decoder positions by
+   * `decoderTokenWeight` [batch * decoderSeq] (default: 1 where targets is not IGNORE_INDEX, else 1).
+   */
+  encoderHidden?: Float32Array;
+  decoderTokenWeight?: Float32Array;
 }
 
 export interface ModelRunner {
@@ -193,11 +202,13 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
         `a row of ${batch.seq} positions is longer than the model's context of ${spec.config.maxPositions} (max_position_embeddings)`,
       );
     }
-    if (layers[0] === 0) {
+    // The kind's own feeds first: an encoder-decoder's block graphs take their hidden states from them.
+    const kindFeeds = arch.feedBatch(spec, batch, graphInputs);
+    if (graphInputs.has('input_ids')) {
       // A chunked head gathers rows chunk by chunk, where an id past the vocabulary would read as zeros.
       checkIds(batch.ids, spec.config.vocabSize, 'token id');
       feeds.input_ids = { type: 'int64', dims: [batch.batch, batch.seq], data: batch.ids };
-    } else {
+    } else if (graphInputs.has('hidden_in') && !kindFeeds.hidden_in) {
       if (batch.hidden?.length !== tokens * D) {
         throw new Error(
           `a block runner starting at layer ${layers[0]} needs hidden states [${batch.batch}, ${batch.seq}, ${D}], got ${batch.hidden ? batch.hidden.length : 'none'}`,
@@ -205,8 +216,8 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
       }
       feeds.hidden_in = { type: 'float32', dims: [batch.batch, batch.seq, D], data: batch.hidden };
     }
-    Object.assign(feeds, arch.feedBatch(spec, batch, graphInputs));
-    if (capturing) {
+    Object.assign(feeds, kindFeeds);
+    if (capturing && graphInputs.has('token_weight') && !kindFeeds.token_weight) {
       let w = batch.tokenWeight;
       if (!w) {
         const valid = batch.valid;

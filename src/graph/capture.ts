@@ -24,8 +24,8 @@ export const CAPTURE_POINTS = ['attn_in', 'o_in', 'mlp_in', 'down_in'] as const;
 /**
  * An encoder-decoder's decoder block has three more linear inputs, between o_in and mlp_in: cross_in (the cross
  * norm's output: input of cross.q), cross_kv_in (the final encoder output: input of cross.k/v) and cross_o_in
- * (merged cross heads after the head mask: input of cross.o). arch/encdec.ts lists them; no graph captures them
- * yet (docs/notes-t5graph.md).
+ * (merged cross heads after the head mask: input of cross.o). arch/encdec.ts lists them, graph/encdec.ts
+ * captures them (cross_kv_in weighted by the source's token weights).
  */
 export const CROSS_CAPTURE_POINTS = ['cross_in', 'cross_kv_in', 'cross_o_in'] as const;
 export type CapturePoint = (typeof CAPTURE_POINTS)[number] | (typeof CROSS_CAPTURE_POINTS)[number];

@@ -8,16 +8,16 @@
  *      input_ids          int64 [batch, src]    source tokens, right-padded
  *      attention_mask     int64 [batch, src]    1 = real source token, 0 = padding (no query attends to it, in the
  *                                               encoder's self-attention and in cross-attention)
- *      decoder_input_ids  int64 [batch, tgt]    right padding needs no mask: decoder self-attention is causal
+ *      decoder_input_ids  int64 [batch, seq]    right padding needs no mask: decoder self-attention is causal
  *      head_mask          float [L + Dd, maxHeads]  rows 0 … E−1 encoder self-attention, E … L−1 decoder
  *                                               self-attention, L … L+Dd−1 cross-attention of decoder block
  *                                               0 … Dd−1 (L = numLayers, E encoder blocks, Dd decoder blocks);
  *                                               maxHeads over self and cross heads. 1 keeps a head, 0 drops it
  *                                               (multiplied into the head's output before its o projection).
- *      targets            int64 [batch, tgt]    output 'nll': the target ids, −100 = ignore
+ *      targets            int64 [batch, seq]    output 'nll': the target ids, −100 = ignore
  *      last_index         int64 [batch]         output 'row_logits': the decoder position to read in each row
  *      mask.<role>        bool, the weight's shape  weight masks, on any linear (self, cross, MLP)
- *    Outputs: 'nll' nll [batch, tgt]; 'logits' logits [batch, tgt, vocab]; 'row_logits' logits [batch, vocab];
+ *    Outputs: 'nll' nll [batch, seq]; 'logits' logits [batch, seq, vocab]; 'row_logits' logits [batch, vocab];
  *    'hidden' last_hidden_state [batch, src, D] (the final encoder output, after encoder_norm).
  *
  * 2. The generation graphs, in the layout transformers.js v4 runs a T5 export with (its seq2seq forward):
@@ -43,14 +43,35 @@
  * time (`relativePositionBucket`, in float32 as PyTorch computes it), and the graph gathers it at
  * clip(key − query, −R, R) + R: exact for rows of any length.
  *
- * Not built (refused in one line): block graphs (`layers`) and activation capture (`capture`), which the weight
- * search's layer-wise walks need; docs/notes-t5graph.md says what they take.
+ * Block graphs (`layers: [from, to)`, blocks numbered over both stacks, E encoder blocks), for layer-wise walks
+ * (Wanda, recovery, the block search) over both stacks: encoder blocks, then decoder blocks fed the final
+ * encoder output. head_mask keeps its full shape in every block; attention_mask (source padding) is an input of
+ * every block (encoder self-attention and cross-attention both need it).
+ *   from = 0:        input_ids; 0 < from < E: hidden_in [batch, src, D] (the encoder residual stream);
+ *   from = E:        encoder_hidden_states [batch, src, D] (the final encoder output) and decoder_input_ids;
+ *   from > E:        encoder_hidden_states and hidden_in [batch, seq, D] (the decoder residual stream);
+ *   from < E < to:   input_ids or hidden_in as above, and decoder_input_ids.
+ *   Output: to < E: 'hidden' [batch, src, D] (residual stream); to = E: 'hidden' [batch, src, D] = the final
+ *   encoder output after encoder_norm (what decoder blocks read); E < to < L: 'hidden' [batch, seq, D];
+ *   to = L: the head's output mode ('hidden' with to = L means the whole encoder's last_hidden_state).
+ * Activation statistics (`capture`, capture.ts): per captured layer, attn_in, o_in, mlp_in, down_in, and in
+ * decoder blocks cross_in (cross_norm output), cross_kv_in (the final encoder output, input of cross.k/v) and
+ * cross_o_in. Source positions (encoder layers' points and cross_kv_in) are weighted by token_weight
+ * [batch, src], decoder positions by decoder_token_weight [batch, seq]; each input exists only when a captured
+ * point uses it.
  */
 import { GenepruneError } from '../errors.js';
 import { encdecOf, type ModelConfig, type ModelSpec, relColumnsOfLayer } from '../model/spec.js';
 import { explicitAttention } from './attention.js';
+import { layerRange } from './blocks.js';
 import { type EncodedModel, GraphBuilder, OPSET } from './builder.js';
-import type { CaptureOptions } from './capture.js';
+import {
+  type CaptureOptions,
+  type CapturePoint,
+  type CaptureRecorder,
+  capturedLayers,
+  captureRecorder,
+} from './capture.js';
 import { createKit, type GraphKit, type HalfLinears } from './kit.js';
 import { type GraphOutputMode, type HeadChunk, headChunksOf, headRoleOf, lmHead } from './lmhead.js';
 import { isWeightFile, type Weights } from './weights.js';
@@ -67,9 +88,9 @@ export interface EncDecGraphOptions {
   externalDataThreshold?: number;
   /** As the decoder's: 'nll' graphs compute the head in vocabulary chunks of this many rows. */
   vocabChunk?: number;
-  /** Refused: block graphs are not built yet for encoder-decoders. */
+  /** Run blocks from … to−1 only (numbered over both stacks); see the header for a block's inputs and outputs. */
   layers?: readonly [number, number];
-  /** Refused: activation capture is not built yet for encoder-decoders. */
+  /** Output activation statistics of these layers' linear inputs (see the header). */
   capture?: CaptureOptions;
 }
 
@@ -294,31 +315,50 @@ function zeroBranch(g: GraphBuilder): string {
   return g.constFloat([0], []);
 }
 
+/** Capture recorders of a graph: source-weighted (encoder layers, cross_kv_in) and decoder-weighted points. */
+interface Recorders {
+  source: CaptureRecorder;
+  decoder: CaptureRecorder;
+}
+
+const NO_CAPTURE: Recorders = { source: () => {}, decoder: () => {} };
+
+/** The input of an encoder stack: source ids (embedded) or the residual stream entering layer `from`. */
+type StackInput = { ids: string } | { hidden: string };
+
 /**
- * The encoder stack on source ids [batch, src] under attention_mask: returns the final encoder output
- * (after encoder_norm) as [N, D].
+ * Encoder layers from … to−1 (to ≤ E) on source rows [batch, src] under attention_mask: returns the residual
+ * stream leaving layer to−1 as [N, D], and — when the block reaches the end of the encoder — the final encoder
+ * output (after encoder_norm) as `out`.
  */
 function encoderStack(
   w: Wiring,
-  inputIds: string,
+  input: StackInput,
   attentionMask: string,
   headChunks: readonly HeadChunk[],
-): string {
+  [from, to]: readonly [number, number],
+  record: CaptureRecorder,
+): { x: string; out?: string } {
   const { g, kit, c } = w;
   const e = encdecOf(c);
+  const D = c.hiddenSize;
   const hd = c.headDim;
-  const { batch, seq } = dimsOf(g, inputIds);
+  const { batch, seq } = dimsOf(g, attentionMask);
   const seqScalar = g.op('Squeeze', [seq, g.constInt64([0])]);
   const positions = g.op('Range', [g.constInt64([0], []), seqScalar, g.constInt64([1], [])]);
   const biasOf = positionBias(w, 'encoder', positions, positions, keyPaddingMask(g, attentionMask));
-  let x = embedTokens(w, inputIds, headChunks);
-  for (let i = 0; i < e.encoderLayers; i++) {
+  let x =
+    'ids' in input
+      ? embedTokens(w, input.ids, headChunks)
+      : g.op('Reshape', [input.hidden, g.constInt64([-1, D])]);
+  for (let i = from; i < to; i++) {
     const p = `layers.${i}`;
     const heads = c.headsPerLayer[i];
     kit.setAnchor(x);
     let attended = '';
     if (heads > 0) {
       const h = kit.norm(x, `${p}.attn_norm`);
+      record(i, 'attn_in', h, D);
       const merged = explicitAttention(g, hd, {
         q: splitHeads(w, kit.linear(h, `${p}.attn.q`), batch, seq, heads),
         k: splitHeads(w, kit.linear(h, `${p}.attn.k`), batch, seq, heads),
@@ -330,13 +370,22 @@ function encoderStack(
         scale: 1,
         keep: rowMask(w, i, heads),
       });
+      record(i, 'o_in', merged, heads * hd);
       attended = kit.linear(merged, `${p}.attn.o`);
     }
     x = g.op('Add', [x, attended || zeroBranch(g)]);
-    x = g.op('Add', [x, kit.mlp(kit.norm(x, `${p}.mlp_norm`), i)]);
+    const h2 = kit.norm(x, `${p}.mlp_norm`);
+    record(i, 'mlp_in', h2, D);
+    x = g.op('Add', [x, mlpOf(w, i, h2, record)]);
   }
+  if (to < e.encoderLayers) return { x };
   kit.setAnchor(x);
-  return kit.norm(x, 'encoder_norm');
+  return { x, out: kit.norm(x, 'encoder_norm') };
+}
+
+/** Layer i's MLP on its normed input, recording down_in. */
+function mlpOf(w: Wiring, i: number, h: string, record: CaptureRecorder): string {
+  return w.kit.mlp(h, i, (downIn) => record(i, 'down_in', downIn, w.c.intermediateSize));
 }
 
 /** Where a decoder stack's self- and cross-attention keys come from. */
@@ -356,18 +405,20 @@ interface DecoderCache {
  */
 function decoderStack(
   w: Wiring,
-  ids: string,
+  input: StackInput,
   encOut: string,
   srcMask: string,
   cache: DecoderCache | undefined,
   headChunks: readonly HeadChunk[],
+  [from, to]: readonly [number, number],
+  recorders: Recorders,
 ): { x: string; batch: string; seq: string; seqScalar: string } {
   const { g, kit, c } = w;
   const e = encdecOf(c);
   const D = c.hiddenSize;
   const hd = c.headDim;
   const L = c.numLayers;
-  const { batch, seq } = dimsOf(g, ids);
+  const { batch, seq } = dimsOf(g, 'ids' in input ? input.ids : input.hidden);
   const seqScalar = g.op('Squeeze', [seq, g.constInt64([0])]);
   const zero = g.constInt64([0], []);
   const one = g.constInt64([1], []);
@@ -426,8 +477,12 @@ function decoderStack(
       { value: { tensor: { type: 'float32', dims: [1], data: Float32Array.from([0]) } } },
     );
 
-  let x = embedTokens(w, ids, headChunks);
-  for (let i = e.encoderLayers; i < L; i++) {
+  let x =
+    'ids' in input
+      ? embedTokens(w, input.ids, headChunks)
+      : g.op('Reshape', [input.hidden, g.constInt64([-1, D])]);
+  const record = recorders.decoder;
+  for (let i = from; i < to; i++) {
     const d = i - e.encoderLayers;
     const p = `layers.${i}`;
     const heads = c.headsPerLayer[i];
@@ -435,6 +490,7 @@ function decoderStack(
     let attended = '';
     if (heads > 0) {
       const h = kit.norm(x, `${p}.attn_norm`);
+      record(i, 'attn_in', h, D);
       const k = present(
         d,
         'decoder',
@@ -460,6 +516,7 @@ function decoderStack(
         scale: 1,
         keep: rowMask(w, i, heads),
       });
+      record(i, 'o_in', merged, heads * hd);
       attended = kit.linear(merged, `${p}.attn.o`);
     } else if (cache) {
       for (const kind of ['key', 'value'] as const) present(d, 'decoder', kind, emptyHeads(seq), 0);
@@ -471,6 +528,8 @@ function decoderStack(
     if (xh > 0) {
       kit.setAnchor(x);
       const h = kit.norm(x, `${p}.cross_norm`);
+      record(i, 'cross_in', h, D);
+      recorders.source(i, 'cross_kv_in', encRows, D);
       const k = present(
         d,
         'encoder',
@@ -496,13 +555,16 @@ function decoderStack(
         scale: 1,
         keep: rowMask(w, L + d, xh),
       });
+      record(i, 'cross_o_in', merged, xh * hd);
       crossed = kit.linear(merged, `${p}.cross.o`);
     } else if (cache) {
       for (const kind of ['key', 'value'] as const) present(d, 'encoder', kind, emptyHeads(encSeq), 0);
     }
     x = g.op('Add', [x, crossed || zeroBranch(g)]);
     kit.setAnchor(x);
-    x = g.op('Add', [x, kit.mlp(kit.norm(x, `${p}.mlp_norm`), i)]);
+    const h2 = kit.norm(x, `${p}.mlp_norm`);
+    record(i, 'mlp_in', h2, D);
+    x = g.op('Add', [x, mlpOf(w, i, h2, record)]);
   }
   return { x, batch, seq, seqScalar };
 }
@@ -518,7 +580,7 @@ function encodeGraph(g: GraphBuilder, weights: Weights, threshold: number | unde
   });
 }
 
-/** The teacher-forced evaluation graph (see the header). */
+/** The teacher-forced evaluation graph and its block graphs (see the header). */
 export function buildEncDecGraph(spec: ModelSpec, weights: Weights, opts: EncDecGraphOptions): EncodedModel {
   const c = spec.config;
   refuseUnhonouredEncDec(c);
@@ -527,29 +589,93 @@ export function buildEncDecGraph(spec: ModelSpec, weights: Weights, opts: EncDec
       `encoder-decoder graph: output '${opts.output}' is not one it builds (${ENCDEC_OUTPUTS.map((o) => `'${o}'`).join(', ')})`,
     );
   }
-  if (opts.layers && (opts.layers[0] !== 0 || opts.layers[1] !== c.numLayers)) {
-    throw new GenepruneError('model', 'encoder-decoder block graphs (layer ranges) are not built yet');
+  const E = encdecOf(c).encoderLayers;
+  const L = c.numLayers;
+  const [from, to] = layerRange(L, opts.layers);
+  // 'hidden' of a range reaching the last layer is the whole encoder's output (last_hidden_state).
+  const encoderOnly = opts.output === 'hidden' && to === L;
+  if (encoderOnly && from >= E) {
+    throw new Error(
+      `encoder-decoder graph: a block of decoder layers [${from}, ${to}) has no encoder output`,
+    );
   }
-  if ((opts.capture?.layers.length ?? 0) > 0) {
-    throw new GenepruneError('model', 'encoder-decoder graphs capture no activation statistics yet');
+  if (to < L && opts.output !== 'hidden') {
+    throw new Error(
+      `encoder-decoder graph: a block ending at layer ${to} of ${L} outputs 'hidden', not '${opts.output}'`,
+    );
   }
+  const runsEncoder = from < E;
+  const runsDecoder = !encoderOnly && to > E;
+  const captured = capturedLayers(opts.capture, [from, encoderOnly ? E : to], 'encoder-decoder graph');
   const w = wiring(spec, weights, 'encoder-decoder graph', false, opts.weightMasks);
   const { g, kit } = w;
   const D = c.hiddenSize;
-  const inputIds = g.input('input_ids', 'int64', ['batch', 'src']);
+  const inputIds = from === 0 ? g.input('input_ids', 'int64', ['batch', 'src']) : '';
+  const hiddenIn =
+    from > 0 && from !== E ? g.input('hidden_in', 'float32', ['batch', from < E ? 'src' : 'seq', D]) : '';
   const attentionMask = g.input('attention_mask', 'int64', ['batch', 'src']);
-  // The head's weight chunks are made before the embeddings read the table (lmhead.ts's order).
-  const headChunks = opts.output === 'hidden' ? [] : headChunksOf(kit, c, opts.output, opts.vocabChunk, true);
-  const encOut = encoderStack(w, inputIds, attentionMask, headChunks);
-  if (opts.output === 'hidden') {
-    const { batch, seq } = dimsOf(g, inputIds);
+  const encoderIn =
+    runsDecoder && !runsEncoder ? g.input('encoder_hidden_states', 'float32', ['batch', 'src', D]) : '';
+  const decoderIds = runsDecoder && from <= E ? g.input('decoder_input_ids', 'int64', ['batch', 'seq']) : '';
+
+  // Statistics: encoder layers and cross_kv_in (encoder positions) are weighted by token_weight [batch, src], the
+  // decoder layers' other points by decoder_token_weight [batch, seq]; each input exists only when used.
+  const wanted = (layer: number, point: CapturePoint) =>
+    captured.has(layer) && (!opts.capture?.points || opts.capture.points.includes(point));
+  const lazyRecorder = (name: string, seqName: string): CaptureRecorder => {
+    let record: CaptureRecorder | undefined;
+    return (layer, point, input, width) => {
+      if (!wanted(layer, point)) return;
+      record ??= captureRecorder(
+        g,
+        opts.capture,
+        captured,
+        g.op('Reshape', [g.input(name, 'float32', ['batch', seqName]), g.constInt64([-1, 1])]),
+      );
+      record(layer, point, input, width);
+    };
+  };
+  const recorders: Recorders = {
+    source: lazyRecorder('token_weight', 'src'),
+    decoder: lazyRecorder('decoder_token_weight', 'seq'),
+  };
+  /** Output `name` [batch, seqOf, D] from rows x [N, D]. */
+  const hiddenOutput = (x: string, name: string, batch: string, seq: string, seqName: string) => {
     const bsd = g.op('Concat', [batch, seq, g.constInt64([D])], { axis: 0 });
-    g.node('Reshape', [encOut, bsd], {}, { outputs: ['last_hidden_state'] });
-    g.output('last_hidden_state', 'float32', ['batch', 'src', D]);
+    g.node('Reshape', [x, bsd], {}, { outputs: [name] });
+    g.output(name, 'float32', ['batch', seqName, D]);
     return encodeGraph(g, weights, opts.externalDataThreshold);
-  }
-  const decoderIds = g.input('decoder_input_ids', 'int64', ['batch', 'seq']);
-  const dec = decoderStack(w, decoderIds, encOut, attentionMask, undefined, headChunks);
+  };
+
+  // The head's weight chunks are made before the embeddings read the table (lmhead.ts's order).
+  const hasHead = runsDecoder && to === L;
+  const headChunks = hasHead ? headChunksOf(kit, c, opts.output, opts.vocabChunk, true) : [];
+  let encOut: string;
+  if (runsEncoder) {
+    const encTo = encoderOnly ? E : Math.min(to, E);
+    const input = from === 0 ? { ids: inputIds } : { hidden: hiddenIn };
+    const enc = encoderStack(w, input, attentionMask, headChunks, [from, encTo], recorders.source);
+    const src = dimsOf(g, attentionMask);
+    // Inside the encoder a block hands on its residual stream; at the encoder's end, the final (normed) output.
+    if (!enc.out) return hiddenOutput(enc.x, 'hidden', src.batch, src.seq, 'src');
+    if (!runsDecoder) {
+      return hiddenOutput(enc.out, encoderOnly ? 'last_hidden_state' : 'hidden', src.batch, src.seq, 'src');
+    }
+    encOut = enc.out;
+  } else encOut = g.op('Reshape', [encoderIn, g.constInt64([-1, D])]);
+
+  const input = from <= E ? { ids: decoderIds } : { hidden: hiddenIn };
+  const dec = decoderStack(
+    w,
+    input,
+    encOut,
+    attentionMask,
+    undefined,
+    headChunks,
+    [Math.max(from, E), to],
+    recorders,
+  );
+  if (!hasHead) return hiddenOutput(dec.x, 'hidden', dec.batch, dec.seq, 'seq');
   lmHead(
     {
       g,
@@ -578,7 +704,14 @@ export function buildEncDecEncoderGraph(
   const { g } = w;
   const inputIds = g.input('input_ids', 'int64', ['batch_size', 'encoder_sequence_length']);
   const attentionMask = g.input('attention_mask', 'int64', ['batch_size', 'encoder_sequence_length']);
-  const encOut = encoderStack(w, inputIds, attentionMask, []);
+  const encOut = encoderStack(
+    w,
+    { ids: inputIds },
+    attentionMask,
+    [],
+    [0, encdecOf(c).encoderLayers],
+    NO_CAPTURE.source,
+  ).out!;
   const { batch, seq } = dimsOf(g, inputIds);
   const bsd = g.op('Concat', [batch, seq, g.constInt64([c.hiddenSize])], { axis: 0 });
   g.node('Reshape', [encOut, bsd], {}, { outputs: ['last_hidden_state'] });
@@ -640,7 +773,16 @@ export function buildEncDecStepGraph(
     pastLength: lengthOf(encdecCacheName('past_key_values', 0, 'decoder', 'key')),
     crossStart: lengthOf(encdecCacheName('past_key_values', 0, 'encoder', 'key')),
   };
-  const dec = decoderStack(w, ids, encHidden, srcMask, cache, headChunks);
+  const dec = decoderStack(
+    w,
+    { ids },
+    encHidden,
+    srcMask,
+    cache,
+    headChunks,
+    [e.encoderLayers, c.numLayers],
+    NO_CAPTURE,
+  );
   lmHead(
     {
       g,

@@ -324,6 +324,38 @@ for (const [version, seed] of VERSIONS) {
         await single.release();
       }
     });
+
+    it('greedy decoding with weight masks equals the reference with those weights zeroed', async () => {
+      const roles = ['layers.1.attn.k.weight', 'layers.2.cross.v.weight', 'layers.3.mlp.up.weight'];
+      const rng = createRng(seed + 9);
+      const weightMasks = new Map<string, Uint8Array>();
+      const zeroed = new Map(spec.tensors);
+      for (const role of roles) {
+        const t = spec.tensors.get(role)!;
+        const m = Uint8Array.from({ length: t.shape[0] * t.shape[1] }, () => (rng.nextFloat() < 0.6 ? 1 : 0));
+        weightMasks.set(role, m);
+        zeroed.set(
+          role,
+          memoryTensor(
+            [...t.shape],
+            Float32Array.from(await t.load(), (v, i) => (m[i] ? v : 0)),
+          ),
+        );
+      }
+      const want = (await t5Reference({ ...spec, tensors: zeroed })).greedy(src, mask, 8);
+      const runner = await createRunner(spec, { output: 'row_logits', weightMasks: roles });
+      try {
+        const sources = src.map((row, b) => row.slice(0, lengths[b]));
+        const got = await decodeLoopOf(c).greedyBatch(runner, sources, {
+          maxNewTokens: 8,
+          masks: { weightMasks },
+          stopTokens: [c.eosTokenId!],
+        });
+        assert.deepEqual(got.tokens, want);
+      } finally {
+        await runner.release();
+      }
+    });
   });
 }
 
@@ -413,11 +445,20 @@ describe('encoder-decoder generation graphs', () => {
     );
     assert.throws(
       () => buildEncDecGraph(spec, weights, { output: 'nll', layers: [0, 2] }),
-      /block graphs \(layer ranges\) are not built yet/,
+      /a block ending at layer 2 of 4 outputs 'hidden', not 'nll'/,
     );
     assert.throws(
-      () => buildEncDecGraph(spec, weights, { output: 'nll', capture: { layers: [0], kind: 'sqnorm' } }),
-      /capture no activation statistics yet/,
+      () => buildEncDecGraph(spec, weights, { output: 'hidden', layers: [2, 4] }),
+      /a block of decoder layers \[2, 4\) has no encoder output/,
+    );
+    assert.throws(
+      () =>
+        buildEncDecGraph(spec, weights, {
+          output: 'hidden',
+          layers: [2, 3],
+          capture: { layers: [1], kind: 'sqnorm' },
+        }),
+      /captured layer 1 is outside the graph's layers \[2, 3\)/,
     );
     const capped = { ...spec, config: { ...spec.config, attnSoftcap: 50 } };
     assert.throws(() => buildEncDecGraph(capped, weights, { output: 'nll' }), /cannot build attnSoftcap 50/);

@@ -70,6 +70,23 @@ function perplexityFigure(
 const RECOVERED = ' + recovery';
 
 const BENCHES: Record<string, Bench> = {
+  seq2seq: {
+    npm: 'table:seq2seq',
+    script: 'bench/seq2seq-table.ts',
+    args: [],
+    quick: [
+      '--out',
+      'RUNS',
+      '--methods',
+      'magnitude',
+      '--levels',
+      '0.3',
+      '--head-methods',
+      'random',
+      '--sparsities',
+      '0.25',
+    ],
+  },
   heads: {
     npm: 'table:heads',
     script: 'bench/heads-table.ts',

@@ -34,6 +34,7 @@ export const DECODER: ArchDescriptor = {
         headsPerLayer: config.headsPerLayer,
         firstMaskRow: 0,
         kvMap: (l) => kvMapOfLayer(config, l),
+        rolePrefix: (l) => `layers.${l}.attn`,
       },
     ];
   },

@@ -43,6 +43,8 @@ export interface HeadStack {
   readonly firstMaskRow: number;
   /** Layer l's KV head of each query head (GQA: a KV head goes when every query head reading it goes). */
   kvMap(layer: number): readonly number[];
+  /** The tensor-role prefix of layer `layer`'s attention in this stack (`layers.3.attn`; cross: `layers.4.cross`). */
+  rolePrefix(layer: number): string;
 }
 
 /** A graph input a kind feeds per batch (engine/session.ts takes it as a Feed). */

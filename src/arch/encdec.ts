@@ -161,18 +161,21 @@ export const ENCDEC: ArchDescriptor = {
         headsPerLayer: config.headsPerLayer.slice(0, E),
         firstMaskRow: 0,
         kvMap: (l) => identity(config.headsPerLayer[l]),
+        rolePrefix: (l) => `layers.${l}.attn`,
       },
       {
         name: 'decoder',
         headsPerLayer: config.headsPerLayer.slice(E, L),
         firstMaskRow: E,
         kvMap: (l) => identity(config.headsPerLayer[E + l]),
+        rolePrefix: (l) => `layers.${E + l}.attn`,
       },
       {
         name: 'cross',
         headsPerLayer: e.crossHeadsPerLayer,
         firstMaskRow: L,
         kvMap: (l) => identity(e.crossHeadsPerLayer[l]),
+        rolePrefix: (l) => `layers.${E + l}.cross`,
       },
     ];
   },

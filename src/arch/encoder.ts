@@ -61,6 +61,7 @@ export const ENCODER: ArchDescriptor = {
         headsPerLayer: config.headsPerLayer,
         firstMaskRow: 0,
         kvMap: (l) => kvMapOfLayer(config, l),
+        rolePrefix: (l) => `layers.${l}.attn`,
       },
     ];
   },

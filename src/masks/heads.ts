@@ -26,6 +26,8 @@ export interface HeadLayer {
   heads: number;
   /** Each query head's KV head. */
   kvMap(): readonly number[];
+  /** The tensor-role prefix of its attention (`layers.3.attn`, `layers.4.cross`). */
+  rolePrefix: string;
 }
 
 /** Every head layer of the model, in gene order (stack after stack). */
@@ -39,6 +41,7 @@ export function headLayers(config: ModelConfig): HeadLayer[] {
         row: s.firstMaskRow + layer,
         heads,
         kvMap: () => s.kvMap(layer),
+        rolePrefix: s.rolePrefix(layer),
       })),
     );
 }

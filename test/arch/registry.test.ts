@@ -34,12 +34,14 @@ const TOY: ArchDescriptor = {
       headsPerLayer: config.headsPerLayer.slice(0, 1),
       firstMaskRow: 0,
       kvMap: (l) => kvMapOfLayer(config, l),
+      rolePrefix: (l) => `layers.${l}.attn`,
     },
     {
       name: 'upper',
       headsPerLayer: config.headsPerLayer.slice(1),
       firstMaskRow: 1,
       kvMap: (l) => kvMapOfLayer(config, 1 + l),
+      rolePrefix: (l) => `layers.${1 + l}.attn`,
     },
   ],
 };

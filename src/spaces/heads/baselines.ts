@@ -11,9 +11,8 @@
  * candidates.
  */
 import { GenepruneError } from '../../errors.js';
-import { type Genome, geneCount, geneIndex } from '../../masks/heads.js';
+import { type Genome, geneCount, geneOffsets, headLayers } from '../../masks/heads.js';
 import type { ModelConfig, ModelSpec } from '../../model/spec.js';
-import { kvMapOfLayer } from '../../model/spec.js';
 import type { Fidelity } from '../../search/objective.js';
 import { sampleIndices } from '../../search/selection.js';
 import { maxOf, minOf } from '../../util/arrays.js';
@@ -171,15 +170,18 @@ export async function weightNormImportance(spec: ModelSpec): Promise<number[]> {
   const D = config.hiddenSize;
   const present = presentGenes(config);
   const scores = new Array<number>(geneCount(config)).fill(Number.POSITIVE_INFINITY);
-  for (let l = 0; l < config.numLayers; l++) {
-    const o = await loadTensor(spec, `layers.${l}.attn.o.weight`);
-    const v = await loadTensor(spec, `layers.${l}.attn.v.weight`);
-    const heads = config.headsPerLayer[l];
-    const kvHeads = config.kvHeadsPerLayer[l];
-    if (o.length !== D * heads * hd || v.length !== kvHeads * hd * D) {
+  // Every head layer of every stack (self-attention, and an encoder-decoder's cross-attention), in gene order.
+  const offsets = geneOffsets(config);
+  for (const [l, hl] of headLayers(config).entries()) {
+    const o = await loadTensor(spec, `${hl.rolePrefix}.o.weight`);
+    const v = await loadTensor(spec, `${hl.rolePrefix}.v.weight`);
+    const heads = hl.heads;
+    const kv = hl.kvMap();
+    const kvHeads = v.length / (hd * D);
+    if (o.length !== D * heads * hd || !Number.isInteger(kvHeads) || kv.some((k) => k >= kvHeads)) {
       throw new GenepruneError(
         'model',
-        `weight-norm baseline: layer ${l} o/v shapes disagree with the config`,
+        `weight-norm baseline: ${hl.stack} layer ${hl.layer} o/v shapes disagree with the config`,
       );
     }
     // v is [kvHeads*hd, D]: KV head j owns rows j*hd .. (j+1)*hd, a contiguous block.
@@ -194,8 +196,7 @@ export async function weightNormImportance(spec: ModelSpec): Promise<number[]> {
         oSq[Math.floor(c / hd)] += x * x;
       }
     }
-    const kv = kvMapOfLayer(config, l);
-    for (let h = 0; h < heads; h++) scores[geneIndex(config, l, h)] = Math.sqrt(oSq[h]) * vNorm[kv[h]];
+    for (let h = 0; h < heads; h++) scores[offsets[l] + h] = Math.sqrt(oSq[h]) * vNorm[kv[h]];
   }
   if (present.some((g) => !Number.isFinite(scores[g]))) {
     throw new GenepruneError('model', 'weight-norm baseline: non-finite weights');

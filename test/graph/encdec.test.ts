@@ -516,5 +516,27 @@ describe('encoder-decoder generation graphs', () => {
       /deployment graph takes no weight masks/,
     );
     assert.throws(() => archOf(spec.config).export.deployGraph(spec, weights), /writes two graphs/);
+    const runner = await createRunner(spec, { output: 'row_logits' });
+    try {
+      const loop = decodeLoopOf(spec.config);
+      await assert.rejects(
+        loop.greedyBatch(
+          runner,
+          [
+            [3, 4],
+            [5, 40],
+          ],
+          { maxNewTokens: 2 },
+        ),
+        /source 2 has token id 40, outside the model's vocabulary of 40/,
+      );
+      await assert.rejects(loop.greedyBatch(runner, [[]], { maxNewTokens: 2 }), /source 1 has no tokens/);
+      await assert.rejects(
+        runner.run({ batch: 1, seq: 1, ids: BigInt64Array.of(3n) }),
+        /generates through its decode loop/,
+      );
+    } finally {
+      await runner.release();
+    }
   });
 });

@@ -34,7 +34,7 @@ import {
   threadsOption,
   tokenizerOption,
 } from './options.js';
-import { progressLine, searchProgressText } from './progress.js';
+import { progressLine, searchProgressText, windowsText } from './progress.js';
 import { evalBleuLine, evalChoicesLine, evalGenerationLines } from './report.js';
 import {
   CHOICE_SETTING_FLAGS,
@@ -125,14 +125,14 @@ function printResult(r: HeadSearchResult): void {
   };
   const calibration =
     m.data === 'text'
-      ? `${m.label} ${quoted(c.quality)} (dense ${quoted(c.denseQuality)}, ${c.tokens} ${amountUnit(m)}, ctx ${r.context})`
+      ? `${m.label} ${quoted(c.quality)} (dense ${quoted(c.denseQuality)}, ${c.tokens} ${amountUnit(m)}, ${windowsText(r)})`
       : `${m.label} ${quoted(c.quality)} (dense ${quoted(c.denseQuality)}, ${c.tokens} ${amountUnit(m)} of ${items[m.data] ?? 'the calibration file'})`;
   const e = r.eval;
   const pct = (x: number) => `${(100 * x).toFixed(1)} %`;
   const evaluation =
     'accuracy' in e
       ? `accuracy ${pct(e.accuracy)} (dense ${pct(e.denseAccuracy)}), macro-F1 ${pct(e.macroF1)} (dense ${pct(e.denseMacroF1)}), ${e.items} items of ${e.data}`
-      : `ppl ${e.perplexity.toFixed(4)} (dense ${e.densePerplexity.toFixed(4)}, ${e.tokens} tokens of ${e.data}, ctx ${r.context})`;
+      : `ppl ${e.perplexity.toFixed(4)} (dense ${e.densePerplexity.toFixed(4)}, ${e.tokens} tokens of ${e.data}, ${windowsText(r)})`;
   const lines = [
     `run          ${r.runDir}`,
     `method       ${r.method}`,

@@ -95,3 +95,8 @@ export function searchProgressText(
     return `${p.method} · ${p.step} · ${bestText(p.best)} · ${rate.toFixed(1)} ${p.unit}/s · ETA ${formatSeconds(eta)}`;
   };
 }
+
+/** How a run's perplexities were scored, for its summary: token windows of a context, or whole source/target pairs. */
+export function windowsText(r: { context: number; scored?: 'pairs' }): string {
+  return r.scored === 'pairs' ? 'targets given their sources' : `ctx ${r.context}`;
+}

@@ -33,7 +33,7 @@ import {
   threadsOption,
   tokenizerOption,
 } from './options.js';
-import { progressLine, searchProgressText } from './progress.js';
+import { progressLine, searchProgressText, windowsText } from './progress.js';
 import { evalBleuLine, evalChoicesLine, evalGenerationLines } from './report.js';
 import {
   CHOICE_SETTING_FLAGS,
@@ -155,9 +155,9 @@ function printResult(r: WeightPruneResult): void {
   const t = perplexityRun(r);
   const lines = [
     ...head,
-    `calibration  ppl ${t.calib.perplexity.toFixed(4)} (dense ${t.calib.densePerplexity.toFixed(4)}, ${t.calib.tokens} tokens of ${t.calib.data}, ctx ${r.context})`,
+    `calibration  ppl ${t.calib.perplexity.toFixed(4)} (dense ${t.calib.densePerplexity.toFixed(4)}, ${t.calib.tokens} tokens of ${t.calib.data}, ${windowsText(r)})`,
     ...calibMetricLines(r),
-    `evaluation   ppl ${t.eval.perplexity.toFixed(4)} (dense ${t.eval.densePerplexity.toFixed(4)}, ${t.eval.tokens} tokens of ${t.eval.data}, ctx ${r.context})`,
+    `evaluation   ppl ${t.eval.perplexity.toFixed(4)} (dense ${t.eval.densePerplexity.toFixed(4)}, ${t.eval.tokens} tokens of ${t.eval.data}, ${windowsText(r)})`,
     ...(r.evalBleu ? [evalBleuLine(r.evalBleu), ...evalGenerationLines(r.evalBleu)] : []),
     ...(r.evalChoices ? [evalChoicesLine(r.evalChoices)] : []),
     ...(t.recovery

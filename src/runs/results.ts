@@ -58,8 +58,13 @@ export interface WeightPruneResult {
   prunableWeights: number;
   parameters: number;
   layers: LayerSparsity[];
-  /** Context length of every window scored, calibration and evaluation alike. */
+  /** Context length of every window scored, calibration and evaluation alike (pairs: the longest row). */
   context: number;
+  /**
+   * 'pairs': an encoder-decoder's run, whose perplexities are of task items' reference targets given their sources
+   * (whole pairs, no windows); absent for token windows.
+   */
+  scored?: 'pairs';
   /** What the user should know about the result (e.g. a sparsity far below the target); absent when none. */
   warnings?: string[];
   calib: CalibScore;
@@ -148,8 +153,13 @@ export interface HeadSearchResult {
   /** Parameters the model keeps with the mask's heads removed, of `totalParameters`. */
   keptParameters: number;
   totalParameters: number;
-  /** Context length of every window scored, calibration and evaluation alike. */
+  /** Context length of every window scored, calibration and evaluation alike (pairs: the longest row). */
   context: number;
+  /**
+   * 'pairs': an encoder-decoder's run, whose perplexities are of task items' reference targets given their sources
+   * (whole pairs, no windows); absent for token windows.
+   */
+  scored?: 'pairs';
   /**
    * The objective's values on the calibration data: lower is better, so with metric 'bleu' quality and
    * denseQuality are −BLEU (and `bleu`, `denseBleu` give BLEU itself; `tokens` counts task items), with

@@ -91,6 +91,7 @@ async function finish(
     keptParameters: space.keptParameters(genome),
     totalParameters: space.totalParameters,
     context: p.context,
+    ...(p.calibPairs ? { scored: 'pairs' as const } : {}),
     calib: calibrationRecord(
       {
         quality: calibScore.quality,

@@ -269,6 +269,7 @@ async function pruneInDir(
     parameters: report.overall.parameters,
     layers: report.layers,
     context: p.context,
+    ...(p.calibPairs ? { scored: 'pairs' as const } : {}),
     ...(warnings.length > 0 ? { warnings } : {}),
     calib,
     eval:

@@ -397,6 +397,9 @@ export async function runModelAndData(s: RunDataSettings, d: RunData) {
       tokens: d.calibTokens,
       ...(d.calibTokensAsked !== undefined ? { tokensAsked: d.calibTokensAsked } : {}),
       context: d.context,
+      ...(d.calibPairs ? { pairs: d.calibPairs.targets.length } : {}),
+      // Calibration items the evaluation task also holds, left out (runs/pairs.ts).
+      ...(d.calibSharedDropped ? { sharedItemsLeftOut: d.calibSharedDropped } : {}),
       ...(d.calibTask
         ? {
             task: taskRecordOf(

@@ -81,7 +81,11 @@ describe('encoder-decoder commands on codet5-tiny', { skip }, () => {
       /7 calibration items are also evaluation items .*left out of the calibration set \(193 remain\)/,
     );
     assert.match(r.stderr, /36 heads; calibration 193 source\/target pairs/);
+    const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+    assert.equal(config.calibration.pairs, 193);
+    assert.equal(config.calibration.sharedItemsLeftOut, 7);
     const result = JSON.parse(readFileSync(join(out, 'result.json'), 'utf8'));
+    assert.equal(result.scored, 'pairs');
     const removed: string[] = result.removedHeads;
     assert.equal(result.removed, 9);
     assert.equal(removed.length, 9);

@@ -92,7 +92,10 @@ describe('random T5 folders against the reference forward', () => {
         );
         assert.deepEqual(out.tokens, want);
         // Not a trivial agreement: the rows generate tokens before any stop.
-        assert.ok(out.tokens.every((t) => t.length >= 3), JSON.stringify(out.tokens));
+        assert.ok(
+          out.tokens.every((t) => t.length >= 3),
+          JSON.stringify(out.tokens),
+        );
       } finally {
         await gen.release();
       }

@@ -357,9 +357,13 @@ export async function readRunForReport(
   const metric = String(settings.metric ?? 'ppl') as QualityMetric;
   const model = (config.model ?? {}) as {
     path?: unknown;
-    shape?: { numLayers?: unknown; queryHeads?: unknown };
+    shape?: { numLayers?: unknown; queryHeads?: unknown; crossHeads?: unknown };
   };
-  const queryHeads = Array.isArray(model.shape?.queryHeads) ? model.shape.queryHeads.map(Number) : [];
+  // Head layers in gene order: every layer's self-attention, then an encoder-decoder's cross-attention layers.
+  const queryHeads = [
+    ...(Array.isArray(model.shape?.queryHeads) ? model.shape.queryHeads.map(Number) : []),
+    ...(Array.isArray(model.shape?.crossHeads) ? model.shape.crossHeads.map(Number) : []),
+  ];
   const space: RunSpace = config.kind === HEAD_RUN_KIND ? 'heads' : 'weights';
   const method = String(result.method ?? config.method ?? 'unknown');
   const notes: string[] = [];

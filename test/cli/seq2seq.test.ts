@@ -94,6 +94,10 @@ describe('encoder-decoder commands on codet5-tiny', { skip }, () => {
       removed.every((h) => /^(encoder|decoder|cross)\.\d+:\d+$/.test(h)),
       removed.join(' '),
     );
+    // The report reads the run: its head mask over the three stacks' 36 heads.
+    const rep = runCli(['report', out, '--out', join(tmp.dir, 'heads.html')]);
+    assert.equal(rep.code, 0, rep.stderr);
+    assert.match(readFileSync(join(tmp.dir, 'heads.html'), 'utf8'), /9 of 36 heads removed/);
     const e = runCli([
       'eval',
       '--model',

@@ -32,6 +32,7 @@ import {
   type ModelSpec,
   type TensorSource,
 } from '../model/spec.js';
+import { pruneEncDecHeads, zeroEncDecHeads } from './encdec-heads.js';
 
 /** What pruning keeps in one layer, in the input spec's head numbering. */
 export interface LayerPlan {
@@ -105,7 +106,7 @@ function isUniformMap(map: readonly number[], kvHeads: number): boolean {
 }
 
 /** Keeps row blocks `blocks` (each `blockRows` rows of `cols` values) of a [rows, cols] or [rows] tensor. */
-function keepRowBlocks(src: TensorSource, blocks: number[], blockRows: number): TensorSource {
+export function keepRowBlocks(src: TensorSource, blocks: number[], blockRows: number): TensorSource {
   const cols = src.shape.length > 1 ? src.shape[1] : 1;
   const shape = src.shape.length > 1 ? [blocks.length * blockRows, cols] : [blocks.length * blockRows];
   return {
@@ -124,7 +125,7 @@ function keepRowBlocks(src: TensorSource, blocks: number[], blockRows: number): 
 }
 
 /** Keeps column blocks `blocks` (each `blockCols` wide) of a [rows, cols] tensor. */
-function keepColumnBlocks(src: TensorSource, blocks: number[], blockCols: number): TensorSource {
+export function keepColumnBlocks(src: TensorSource, blocks: number[], blockCols: number): TensorSource {
   const [rows, cols] = src.shape;
   const outCols = blocks.length * blockCols;
   return {
@@ -175,6 +176,8 @@ function emptiesBiasedLayer(spec: ModelSpec, plan: LayerPlan, l: number): boolea
 
 /** The spec with the heads the genome removes physically gone (see the module comment for conventions). */
 export function pruneHeads(spec: ModelSpec, genome: Genome): ModelSpec {
+  // Encoder-decoders have three stacks and shared relative-bias tables: their own rules (encdec-heads.ts).
+  if (spec.config.encdec) return pruneEncDecHeads(spec, genome);
   const c = spec.config;
   const plans = pruneLayerPlans(spec, genome);
   const hd = c.headDim;
@@ -255,6 +258,7 @@ export function pruneSummary(
  * head, o bias or not: its attention then adds the o bias alone, as the masked model's does.
  */
 export function zeroHeads(spec: ModelSpec, genome: Genome): ModelSpec {
+  if (spec.config.encdec) return zeroEncDecHeads(spec, genome);
   const plans = pruneLayerPlans(spec, genome);
   const c = spec.config;
   const hd = c.headDim;

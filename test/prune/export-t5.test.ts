@@ -1,0 +1,232 @@
+/**
+ * Export of head-pruned encoder-decoders. On the shared codet5-tiny, with a mask removing heads of all three stacks
+ * (encoder head 1 in every encoder block, so its relative-bias column goes; encoder head 2 in block 0 only, so its
+ * column stays and the other blocks go on reading it):
+ * - the transformers.js folder, loaded by @huggingface/transformers offline, generates exactly the tokens
+ *   `geneprune generate --mask` does for eval prompts;
+ * - the padded Hugging Face folder (the source's names and shapes, removed heads zero) and the compact one (read
+ *   back through the column map in config.json) evaluate (`geneprune eval --data`) equal to the masked model.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { openHfFolder } from '../../src/checkpoint/hf.js';
+import { makeMaskFile } from '../../src/masks/headfile.js';
+import { loadModelSpec } from '../../src/model/load.js';
+import { tempDir } from '../checkpoint/helpers.js';
+import { runCli } from '../helpers/cli.js';
+import { sharedPath, skipUnlessShared } from '../shared.js';
+
+const CODET5 = 'models/codet5-tiny';
+const EVAL = 'data/codegen/eval.jsonl';
+const tmp = tempDir('geneprune-export-t5-');
+after(tmp.cleanup);
+
+/** codet5-tiny's genome (3 encoder, 3 decoder blocks of 4 heads; genes encoder, decoder, cross) with `removed` off. */
+function genomeWithout(removed: Array<[stack: number, block: number, head: number]>): Uint8Array {
+  const g = new Uint8Array(36).fill(1);
+  for (const [s, b, h] of removed) g[s * 12 + b * 4 + h] = 0;
+  return g;
+}
+
+const REMOVED: Array<[number, number, number]> = [
+  [0, 0, 1],
+  [0, 1, 1],
+  [0, 2, 1], // encoder head 1 in every block: column 1 of the encoder table goes
+  [0, 0, 2], // encoder head 2 in block 0 only: column 2 stays for block 1
+  [0, 1, 3],
+  [0, 2, 0],
+  [1, 0, 2],
+  [1, 1, 3],
+  [1, 1, 0],
+  [1, 2, 0], // decoder self-attention: no column is lost by every block
+  [2, 0, 0],
+  [2, 0, 1],
+  [2, 1, 0],
+  [2, 1, 2],
+  [2, 2, 0],
+  [2, 2, 3], // cross-attention
+];
+
+describe('codet5-tiny with heads of all three stacks removed', {
+  skip: skipUnlessShared(CODET5, EVAL),
+}, () => {
+  const model = () => sharedPath(CODET5)!;
+  const maskPath = join(tmp.dir, 'mask.json');
+  const out = join(tmp.dir, 'tjs');
+  const prompts = () =>
+    readFileSync(sharedPath(EVAL)!, 'utf8')
+      .trim()
+      .split('\n')
+      .slice(0, 4)
+      .map((l) => (JSON.parse(l) as { text: string }).text);
+
+  it('the transformers.js folder generates what geneprune generate --mask does', async () => {
+    const source = await loadModelSpec(model());
+    writeFileSync(maskPath, JSON.stringify(await makeMaskFile(source, genomeWithout(REMOVED))));
+    const exported = runCli(['export', '--model', model(), '--mask', maskPath, '--out', out]);
+    assert.equal(exported.code, 0, exported.stderr);
+
+    // The relative-bias tables: the encoder's lost exactly column 1, the decoder's none; the map says who reads what.
+    const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+    assert.deepEqual(config.relative_attention_bias_column_of_head, {
+      encoder: [
+        [0, 2], // block 0 kept heads 0 and 3: columns 0 and 3 of the source, 0 and 2 of the 3 kept
+        [0, 1], // block 1 kept heads 0 and 2: columns 0, 2 → 0, 1
+        [1, 2], // block 2 kept heads 2 and 3: columns 2, 3 → 1, 2
+      ],
+      decoder: [
+        [0, 1, 3],
+        [1, 2],
+        [1, 2, 3],
+      ],
+    });
+    const folder = await openHfFolder(out);
+    const table = (stack: string) =>
+      folder.tensors.get(`${stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight`)!;
+    assert.deepEqual(table('encoder').shape, [32, 3]);
+    assert.deepEqual(table('decoder').shape, [32, 4]);
+    const src = await openHfFolder(model());
+    const [before, after] = [
+      await src.tensors.get('encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight')!.load(),
+      await table('encoder').load(),
+    ];
+    for (let b = 0; b < 32; b++)
+      assert.deepEqual(
+        [...after.subarray(b * 3, b * 3 + 3)],
+        [before[b * 4], before[b * 4 + 2], before[b * 4 + 3]],
+      );
+    const generation = JSON.parse(readFileSync(join(out, 'generation_config.json'), 'utf8'));
+    assert.equal(generation.decoder_start_token_id, 0);
+    assert.equal(generation.eos_token_id, 2);
+    assert.equal(generation.pad_token_id, 0);
+    assert.equal(generation.max_length, 64); // the source folder's own
+
+    const tjs = await import('@huggingface/transformers');
+    tjs.env.allowRemoteModels = false;
+    tjs.env.localModelPath = `${tmp.dir}/`;
+    const tokenizer = await tjs.AutoTokenizer.from_pretrained('tjs');
+    const lm = await tjs.AutoModelForSeq2SeqLM.from_pretrained('tjs', { dtype: 'fp32' });
+    let differs = false;
+    try {
+      for (const text of prompts()) {
+        const ours = runCli([
+          'generate',
+          '--model',
+          model(),
+          '--mask',
+          maskPath,
+          '--prompt',
+          text,
+          '-n',
+          '64',
+          '--json',
+        ]);
+        assert.equal(ours.code, 0, ours.stderr);
+        const want = JSON.parse(ours.stdout) as { promptTokens: number[]; tokens: number[] };
+        const inputs = tokenizer(text) as { input_ids: { tolist(): bigint[][] } };
+        assert.deepEqual(
+          inputs.input_ids.tolist()[0].map(Number),
+          want.promptTokens,
+          'the same source tokens',
+        );
+        const generated = (await lm.generate({
+          ...inputs,
+          max_new_tokens: 64,
+          do_sample: false,
+        })) as unknown as {
+          tolist(): bigint[][];
+        };
+        const ids = generated.tolist()[0].map(Number);
+        // transformers.js returns the decoder start token, the tokens, and the EOS it stopped at; geneprune the tokens.
+        assert.equal(ids[0], 0);
+        assert.equal(ids[ids.length - 1], 2, `${text}: stopped at EOS`);
+        assert.deepEqual(ids.slice(1, -1), want.tokens, text);
+        const dense = runCli(['generate', '--model', model(), '--prompt', text, '-n', '64', '--json']);
+        assert.equal(dense.code, 0, dense.stderr);
+        differs ||=
+          JSON.stringify((JSON.parse(dense.stdout) as { tokens: number[] }).tokens) !==
+          JSON.stringify(want.tokens);
+      }
+    } finally {
+      await lm.dispose();
+    }
+    assert.ok(differs, 'the mask changes some output (so the pruned heads mattered)');
+  });
+
+  it('the padded and compact Hugging Face folders evaluate equal to the masked model', async () => {
+    const padded = join(tmp.dir, 'padded');
+    const compact = join(tmp.dir, 'compact');
+    for (const [dir, layout] of [
+      [padded, 'padded'],
+      [compact, 'compact'],
+    ]) {
+      const r = runCli([
+        'export',
+        '--model',
+        model(),
+        '--mask',
+        maskPath,
+        '--out',
+        dir,
+        '--format',
+        'hf',
+        '--hf-layout',
+        layout,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+    }
+    // Padded: the source's tensor names and shapes (what stock transformers' T5ForConditionalGeneration loads), no
+    // column map, the removed heads' rows (q, k, v) and columns (o) zero and everything else the source's values.
+    const src = await openHfFolder(model());
+    const pad = await openHfFolder(padded);
+    assert.deepEqual([...pad.tensors.keys()].sort(), [...src.tensors.keys()].sort());
+    const padConfig = JSON.parse(readFileSync(join(padded, 'config.json'), 'utf8'));
+    assert.equal(padConfig.relative_attention_bias_column_of_head, undefined);
+    assert.equal(padConfig.num_heads, 4);
+    const zeroRows = new Map<string, number[]>();
+    const zeroCols = new Map<string, number[]>();
+    for (const [s, b, h] of REMOVED) {
+      const p =
+        s === 0
+          ? `encoder.block.${b}.layer.0.SelfAttention`
+          : s === 1
+            ? `decoder.block.${b}.layer.0.SelfAttention`
+            : `decoder.block.${b}.layer.1.EncDecAttention`;
+      for (const m of ['q', 'k', 'v'])
+        zeroRows.set(`${p}.${m}.weight`, [...(zeroRows.get(`${p}.${m}.weight`) ?? []), h]);
+      zeroCols.set(`${p}.o.weight`, [...(zeroCols.get(`${p}.o.weight`) ?? []), h]);
+    }
+    for (const [name, t] of pad.tensors) {
+      const want = await src.tensors.get(name)!.load();
+      assert.deepEqual(t.shape, src.tensors.get(name)!.shape, name);
+      const got = await t.load();
+      const cols = t.shape[1] ?? 1;
+      for (let i = 0; i < got.length; i++) {
+        const head = Math.floor((zeroCols.has(name) ? i % cols : Math.floor(i / cols)) / 32);
+        const removed = (zeroRows.get(name) ?? zeroCols.get(name) ?? []).includes(head);
+        if (got[i] !== (removed ? 0 : want[i]))
+          assert.fail(`${name}[${i}] is ${got[i]}, want ${removed ? 0 : want[i]}`);
+      }
+    }
+    // Compact: geneprune reads the per-layer heads and the column map back.
+    const back = await loadModelSpec(compact);
+    assert.deepEqual(back.config.headsPerLayer, [2, 2, 2, 3, 2, 3]);
+    assert.deepEqual(back.config.encdec!.crossHeadsPerLayer, [2, 2, 2]);
+    assert.deepEqual(back.config.encdec!.relColumnOfQuery![0], [0, 2]);
+
+    const nll = (args: string[]) => {
+      const r = runCli(['eval', ...args, '--data', sharedPath(EVAL)!, '--json']);
+      assert.equal(r.code, 0, r.stderr);
+      return (JSON.parse(r.stdout) as { meanNll: number }).meanNll;
+    };
+    const masked = nll(['--model', model(), '--mask', maskPath]);
+    const dense = nll(['--model', model()]);
+    assert.ok(Math.abs(masked - dense) > 1e-4, `the mask moves the NLL (${masked} vs dense ${dense})`);
+    for (const dir of [padded, compact]) {
+      const got = nll(['--model', dir]);
+      assert.ok(Math.abs(got - masked) <= 1e-6, `${dir}: NLL/token ${got}, masked model ${masked}`);
+    }
+  });
+});

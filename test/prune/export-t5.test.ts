@@ -8,14 +8,20 @@
  *   back through the column map in config.json) evaluate (`geneprune eval --data`) equal to the masked model.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { openHfFolder } from '../../src/checkpoint/hf.js';
+import { createRunner } from '../../src/engine/runner.js';
+import type { GenepruneError } from '../../src/errors.js';
 import { makeMaskFile } from '../../src/masks/headfile.js';
 import { loadModelSpec } from '../../src/model/load.js';
+import type { ModelSpec } from '../../src/model/spec.js';
+import { exportModel } from '../../src/prune/export.js';
 import { tempDir } from '../checkpoint/helpers.js';
-import { runCli } from '../helpers/cli.js';
+import { assertOneLineError, runCli } from '../helpers/cli.js';
+import { randomT5 } from '../helpers/t5.js';
+import { t5Reference } from '../reference/t5.js';
 import { sharedPath, skipUnlessShared } from '../shared.js';
 
 const CODET5 = 'models/codet5-tiny';
@@ -228,5 +234,179 @@ describe('codet5-tiny with heads of all three stacks removed', {
       const got = nll(['--model', dir]);
       assert.ok(Math.abs(got - masked) <= 1e-6, `${dir}: NLL/token ${got}, masked model ${masked}`);
     }
+  });
+
+  it('refuses --recover in one line, before any work', () => {
+    // Refitting o after head removal reads windows of a text stream, not an encoder-decoder's source/target pairs.
+    const rec = join(tmp.dir, 'recovered');
+    assertOneLineError(
+      runCli([
+        'export',
+        '--model',
+        model(),
+        '--mask',
+        maskPath,
+        '--recover',
+        '--calib',
+        sharedPath(EVAL)!,
+        '--out',
+        rec,
+      ]),
+      2,
+      '--recover',
+      'not built for encoder-decoders',
+    );
+    assert.ok(!existsSync(rec));
+  });
+});
+
+describe('a random T5 v1.1 (gated-gelu, untied) with headless layers', () => {
+  // 2 encoder and 2 decoder blocks of 3 heads; head_mask rows (= genes, 3 per row): encoder 0–1, decoder self 2–3,
+  // cross 4–5. Encoder block 0 and cross block 0 lose every head; encoder column 1 goes (no encoder block keeps
+  // head 1); the decoder keeps every column, block 1 reading columns 1 and 2 through the map.
+  const REMOVED_CELLS = [
+    [0, 0],
+    [0, 1],
+    [0, 2],
+    [1, 1],
+    [2, 2],
+    [3, 0],
+    [4, 0],
+    [4, 1],
+    [4, 2],
+    [5, 1],
+  ];
+  const full = randomT5('v1.1', 7);
+  const genome = new Uint8Array(18).fill(1);
+  for (const [row, h] of REMOVED_CELLS) genome[row * 3 + h] = 0;
+  const headMask = Float32Array.from(genome);
+  const src = [
+    [4, 9, 13, 2, 7, 30],
+    [5, 8, 3, 0, 0, 0],
+  ];
+  const srcMask = src.map((r, b) => r.map((_, t) => (b === 1 && t >= 3 ? 0 : 1)));
+  const dec = [
+    [0, 11, 12, 6, 33],
+    [0, 3, 3, 9, 21],
+  ];
+  const int64 = (rows: number[][]) => BigInt64Array.from(rows.flat().map(BigInt));
+  const all = join(tmp.dir, 'v11-all');
+  const padded = join(tmp.dir, 'v11-padded');
+
+  async function engineLogits(spec: ModelSpec): Promise<Float32Array> {
+    const runner = await createRunner(spec, { output: 'logits' });
+    try {
+      const got = await runner.run({
+        batch: 2,
+        seq: 6,
+        ids: int64(src),
+        attentionMask: int64(srcMask),
+        decoderIds: int64(dec),
+        decoderSeq: 5,
+      });
+      return Float32Array.from(got);
+    } finally {
+      await runner.release();
+    }
+  }
+
+  it('its compact and padded folders evaluate equal to the masked model', async () => {
+    const exported = await exportModel({
+      spec: full,
+      genome,
+      out: all,
+      format: 'all',
+      externalDataThreshold: 0,
+    });
+    await exportModel({ spec: full, genome, out: padded, format: 'hf', hfLayout: 'padded' });
+    const want = (await t5Reference(full))
+      .decodeLogits(src, srcMask, dec, headMask)
+      .flatMap((r) => r.flatMap((p) => [...p]));
+    const maxDiff = (got: ArrayLike<number>) =>
+      want.reduce((m, w, i) => Math.max(m, Math.abs(w - got[i])), 0);
+
+    const compact = await loadModelSpec(all);
+    assert.deepEqual(compact.config.headsPerLayer, [0, 2, 2, 2]);
+    assert.deepEqual(compact.config.encdec!.crossHeadsPerLayer, [0, 2]);
+    assert.equal(compact.config.encdec!.encoderBiasColumns, 2);
+    assert.equal(compact.config.encdec!.decoderBiasColumns, 3);
+    assert.deepEqual(compact.config.encdec!.relColumnOfQuery, [[], [0, 1], [0, 1], [1, 2]]);
+    assert.ok(compact.tensors.has('lm_head.weight'), 'untied head kept');
+    const table = await compact.tensors.get('rel_bias.encoder.weight')!.load();
+    const before = await full.tensors.get('rel_bias.encoder.weight')!.load();
+    assert.deepEqual(
+      [...table],
+      [...Array(8).keys()].flatMap((b) => [before[b * 3], before[b * 3 + 2]]),
+    );
+    assert.ok(
+      maxDiff(await engineLogits(compact)) < 1e-4,
+      `compact: ${maxDiff(await engineLogits(compact))}`,
+    );
+    const pad = await loadModelSpec(padded);
+    assert.deepEqual(pad.config.headsPerLayer, [3, 3, 3, 3]);
+    assert.equal(pad.config.encdec!.relColumnOfQuery, undefined);
+    assert.ok(maxDiff(await engineLogits(pad)) < 1e-4, `padded: ${maxDiff(await engineLogits(pad))}`);
+
+    // Above the (zero) threshold each graph reads its own external data file, and config.json says so.
+    for (const f of ['encoder_model.onnx', 'decoder_model_merged.onnx']) {
+      assert.ok(
+        exported.files.includes(`onnx/${f}`) && exported.files.includes(`onnx/${f}_data`),
+        exported.files.join(' '),
+      );
+    }
+    const config = JSON.parse(readFileSync(join(all, 'config.json'), 'utf8'));
+    assert.deepEqual(config['transformers.js_config'], {
+      use_external_data_format: { 'encoder_model.onnx': 1, 'decoder_model_merged.onnx': 1 },
+    });
+  });
+
+  it('its transformers.js folder generates the masked model’s greedy tokens, on a padded batch', async () => {
+    const ref = await t5Reference(full);
+    const want = ref.greedy(src, srcMask, 8, headMask);
+    assert.notDeepEqual(want, ref.greedy(src, srcMask, 8), 'the removed heads change the output');
+    const tjs = await import('@huggingface/transformers');
+    tjs.env.allowRemoteModels = false;
+    tjs.env.localModelPath = `${tmp.dir}/`;
+    const lm = await tjs.AutoModelForSeq2SeqLM.from_pretrained('v11-all', { dtype: 'fp32' });
+    try {
+      const generated = (await lm.generate({
+        input_ids: new tjs.Tensor('int64', int64(src), [2, 6]),
+        attention_mask: new tjs.Tensor('int64', int64(srcMask), [2, 6]),
+        max_new_tokens: 8,
+        do_sample: false,
+      })) as unknown as { tolist(): bigint[][] };
+      const rows = generated.tolist().map((r) => r.map(Number));
+      rows.forEach((row, b) => {
+        assert.equal(row[0], 0, 'the decoder start token');
+        const eos = row.indexOf(1, 1);
+        const tokens = row.slice(1, eos < 0 ? undefined : eos);
+        assert.deepEqual(tokens, want[b], `row ${b}`);
+        if (eos >= 0)
+          assert.ok(
+            row.slice(eos + 1).every((t) => t === 0),
+            'padded after EOS',
+          );
+      });
+    } finally {
+      await lm.dispose();
+    }
+  });
+
+  it('refuses in one line what it cannot read or do', async () => {
+    // A column map that does not fit the heads the tensors hold.
+    const broken = join(tmp.dir, 'v11-broken');
+    await exportModel({ spec: full, genome, out: broken, format: 'hf' });
+    const path = join(broken, 'config.json');
+    const config = JSON.parse(readFileSync(path, 'utf8'));
+    config.relative_attention_bias_column_of_head.decoder[1] = [1, 5];
+    writeFileSync(path, JSON.stringify(config));
+    await assert.rejects(loadModelSpec(broken), (e: GenepruneError) => {
+      assert.equal(e.where, path);
+      assert.equal(
+        e.message,
+        `"relative_attention_bias_column_of_head" decoder block 1: expected 2 column indices below the table's 3 columns, got [1,5]`,
+      );
+      return true;
+    });
   });
 });

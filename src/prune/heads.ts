@@ -58,6 +58,11 @@ export interface PruneSummary {
    */
   attentionFlopsRatio: number;
   contextLength: number;
+  /**
+   * Kinds of several head stacks (encoder-decoders: encoder, decoder, cross): each stack's heads per layer before
+   * and after, in gene order (queryHeadsBefore / keptQueryHeads hold the self-attention blocks only).
+   */
+  stacks?: Array<{ name: string; before: number[]; kept: number[] }>;
 }
 
 function modelError(spec: ModelSpec, message: string): GenepruneError {
@@ -247,6 +252,17 @@ export function pruneSummary(
     parametersAfter: countParameters(pruned.tensors),
     attentionFlopsRatio: before > 0 ? attentionFlops(pruned.config, T) / before : 1,
     contextLength: T,
+    ...(spec.config.encdec
+      ? {
+          stacks: archOf(spec.config)
+            .headStacks(spec.config)
+            .map((s, i) => ({
+              name: s.name,
+              before: [...s.headsPerLayer],
+              kept: [...archOf(pruned.config).headStacks(pruned.config)[i].headsPerLayer],
+            })),
+        }
+      : {}),
   };
 }
 

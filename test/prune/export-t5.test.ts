@@ -73,6 +73,9 @@ describe('codet5-tiny with heads of all three stacks removed', {
     writeFileSync(maskPath, JSON.stringify(await makeMaskFile(source, genomeWithout(REMOVED))));
     const exported = runCli(['export', '--model', model(), '--mask', maskPath, '--out', out]);
     assert.equal(exported.code, 0, exported.stderr);
+    assert.match(exported.stdout, /encoder heads +2 2 2 \(of 4 4 4\)/);
+    assert.match(exported.stdout, /decoder heads +3 2 3 \(of 4 4 4\)/);
+    assert.match(exported.stdout, /cross heads +2 2 2 \(of 4 4 4\)/);
 
     // The relative-bias tables: the encoder's lost exactly column 1, the decoder's none; the map says who reads what.
     const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
@@ -88,6 +91,14 @@ describe('codet5-tiny with heads of all three stacks removed', {
         [1, 2, 3],
       ],
     });
+    // Provenance as for every family: the source and the removed heads, by stack.
+    const mask = JSON.parse(readFileSync(maskPath, 'utf8')) as { removed: string[] };
+    assert.equal(mask.removed.length, REMOVED.length);
+    assert.deepEqual(config.geneprune.lineage[0].mask.removed, mask.removed);
+    assert.ok(
+      mask.removed.includes('encoder.0:1') && mask.removed.includes('cross.2:3'),
+      mask.removed.join(' '),
+    );
     const folder = await openHfFolder(out);
     const table = (stack: string) =>
       folder.tensors.get(`${stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight`)!;

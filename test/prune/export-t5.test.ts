@@ -14,7 +14,9 @@ import { after, describe, it } from 'node:test';
 import { openHfFolder } from '../../src/checkpoint/hf.js';
 import { createRunner } from '../../src/engine/runner.js';
 import type { GenepruneError } from '../../src/errors.js';
+import { type Bitset, packBits } from '../../src/masks/bitset.js';
 import { makeMaskFile } from '../../src/masks/headfile.js';
+import { prunableMatrices } from '../../src/masks/weights.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { exportModel } from '../../src/prune/export.js';
@@ -400,6 +402,27 @@ describe('a random T5 v1.1 (gated-gelu, untied) with headless layers', () => {
       });
     } finally {
       await lm.dispose();
+    }
+  });
+
+  it('with a weight mask, counts the zeros written to its two graphs', async () => {
+    // Every third weight of every prunable matrix off: random weights are never 0, so exactly those are zeros.
+    const masks = new Map<string, Bitset>();
+    let pruned = 0;
+    let total = 0;
+    for (const m of prunableMatrices(full)) {
+      const keep = Array.from({ length: m.rows * m.cols }, (_, i) => (i % 3 === 0 ? 0 : 1));
+      masks.set(m.role, packBits(keep));
+      pruned += keep.filter((k) => k === 0).length;
+      total += keep.length;
+    }
+    const weightMask = { masks, path: join(tmp.dir, 'wm'), sha256: '0'.repeat(64), sparsity: pruned / total };
+    for (const format of ['transformersjs', 'all'] as const) {
+      const r = await exportModel({ spec: full, weightMask, out: join(tmp.dir, `v11-wm-${format}`), format });
+      assert.ok(r.files.includes('onnx/decoder_model_merged.onnx'), r.files.join(' '));
+      // 'all' counts the safetensors and the graphs, and refuses when they disagree.
+      assert.equal(r.weightSparsity?.prunable.sparsity, pruned / total, format);
+      assert.equal(r.weightSparsity?.prunable.weights, total, format);
     }
   });
 

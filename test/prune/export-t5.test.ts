@@ -122,6 +122,10 @@ describe('codet5-tiny with heads of all three stacks removed', {
     assert.equal(generation.pad_token_id, 0);
     assert.equal(generation.max_length, 64); // the source folder's own
 
+    // A previous T5 export (its two graphs included) is one --force may replace.
+    const again = runCli(['export', '--model', model(), '--mask', maskPath, '--out', out, '--force']);
+    assert.equal(again.code, 0, again.stderr);
+
     const tjs = await import('@huggingface/transformers');
     tjs.env.allowRemoteModels = false;
     tjs.env.localModelPath = `${tmp.dir}/`;

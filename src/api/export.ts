@@ -131,6 +131,13 @@ export async function exportModel(opts: ExportOptions): Promise<
     throw flagError(opts.calib !== undefined ? '--calib' : '--calib-tokens', 'only with --recover');
   }
   const model = await openModelInput(opts.model, opts.tokenizer);
+  if (opts.recover && model.spec.config.encdec) {
+    // The refit reads token windows of a text stream; an encoder-decoder's o sees source/target pairs.
+    throw flagError(
+      '--recover',
+      'refitting o after head removal is not built for encoder-decoders (T5): export without it',
+    );
+  }
   // Before the masks are read or a recovery computed: --out must not replace any input, nor a foreign folder.
   await checkExportOut(opts.out, {
     force: opts.force,

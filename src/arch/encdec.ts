@@ -199,8 +199,9 @@ export const ENCDEC: ArchDescriptor = {
       );
     },
     generationConfig: true,
-    // Not checked against transformers' T5 yet: the export pads such layers (the safe answer).
-    compactHeadlessLayer: false,
+    // No compact T5 loads in stock transformers at all (its attention sizes come from num_heads): the compact
+    // folder is geneprune's, which runs a layer of zero heads (so do the exported ONNX graphs).
+    compactHeadlessLayer: true,
   },
   generationGraphs(spec, weights, opts) {
     return {

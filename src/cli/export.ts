@@ -85,8 +85,10 @@ export function registerExport(program: Command): void {
       'after',
       `
 transformersjs writes config.json, tokenizer files and onnx/model.onnx (KV cache, per-layer head counts);
-hf writes config.json and model.safetensors; all writes both into one folder. A llama2.c tokenizer.bin is
-converted to an equivalent tokenizer.json. The folder appears only when complete.
+an encoder-decoder (T5) gets onnx/encoder_model.onnx and onnx/decoder_model_merged.onnx instead, plus
+generation_config.json. hf writes config.json and model.safetensors; all writes both into one folder. A T5
+loads in stock transformers only with --hf-layout padded. A llama2.c tokenizer.bin is converted to an
+equivalent tokenizer.json. The folder appears only when complete.
 
 Example:
   geneprune export --mask runs/heads-25/mask.json --out exported/stories260K-pruned
@@ -127,9 +129,17 @@ Example:
       }
       const s = result.summary;
       if (s) {
+        // Several stacks (encoder-decoders): one line each, its name padded like the labels.
+        const heads = s.stacks
+          ? s.stacks.map(
+              (st) => `${`${st.name} heads`.padEnd(13)} ${st.kept.join(' ')} (of ${st.before.join(' ')})`,
+            )
+          : [
+              `query heads  ${s.keptQueryHeads.join(' ')} (of ${s.queryHeadsBefore.join(' ')})`,
+              `KV heads     ${s.keptKvHeads.join(' ')} (of ${s.kvHeadsBefore.join(' ')})`,
+            ];
         lines.push(
-          `query heads  ${s.keptQueryHeads.join(' ')} (of ${s.queryHeadsBefore.join(' ')})`,
-          `KV heads     ${s.keptKvHeads.join(' ')} (of ${s.kvHeadsBefore.join(' ')})`,
+          ...heads,
           `parameters   ${s.parametersAfter} (of ${s.parametersBefore}, ${((100 * s.parametersAfter) / s.parametersBefore).toFixed(1)} %)`,
         );
       }

@@ -55,6 +55,9 @@ export function attentionFlops(c: ModelConfig, T: number): number {
     const KV = c.kvHeadsPerLayer[l];
     f += c.hiddenSize * c.headDim * (2 * H + 2 * KV) + 2 * H * c.headDim * T;
   }
+  // Encoder-decoders: each decoder block's cross-attention too (its K/V read the source; T positions counted).
+  for (const H of c.encdec?.crossHeadsPerLayer ?? [])
+    f += c.hiddenSize * c.headDim * 4 * H + 2 * H * c.headDim * T;
   return f;
 }
 

@@ -346,6 +346,52 @@ function headsFromShapes(folder: HfFolder, config: ModelConfig, configPath: stri
   };
 }
 
+/**
+ * config.json key of a physically pruned folder whose self-attention heads read their relative-bias table through a
+ * column map (EncDecConfig.relColumnOfQuery): `{"encoder": [[column of each head] per encoder block], "decoder":
+ * [... per decoder block]}`. Absent, head h of every layer reads column h. Stock transformers ignores it (it cannot
+ * load a compact T5 at all: its attention sizes come from num_heads).
+ */
+export const REL_COLUMNS_KEY = 'relative_attention_bias_column_of_head';
+
+/** The column map of REL_COLUMNS_KEY, checked against the heads and table columns the tensors hold. */
+function relColumnsFromHf(
+  json: Record<string, unknown>,
+  config: ModelConfig,
+  configPath: string,
+): ModelConfig {
+  const raw = json[REL_COLUMNS_KEY];
+  if (raw === undefined || raw === null) return config;
+  const e = encdecOf(config);
+  const E = e.encoderLayers;
+  const fail = (why: string) => fileError(configPath, `"${REL_COLUMNS_KEY}" ${why}`);
+  if (typeof raw !== 'object' || Array.isArray(raw))
+    throw fail('must be {"encoder": [...], "decoder": [...]}');
+  const map: number[][] = [];
+  for (const [stack, first, count, columns] of [
+    ['encoder', 0, E, e.encoderBiasColumns],
+    ['decoder', E, config.numLayers - E, e.decoderBiasColumns],
+  ] as const) {
+    const layers = (raw as Record<string, unknown>)[stack];
+    if (!Array.isArray(layers) || layers.length !== count)
+      throw fail(`must list the ${count} ${stack} blocks' columns under "${stack}"`);
+    layers.forEach((cols, i) => {
+      const heads = config.headsPerLayer[first + i];
+      if (
+        !Array.isArray(cols) ||
+        cols.length !== heads ||
+        cols.some((x) => !Number.isInteger(x) || x < 0 || x >= columns)
+      ) {
+        throw fail(
+          `${stack} block ${i}: expected ${heads} column indices below the table's ${columns} columns, got ${JSON.stringify(cols)}`,
+        );
+      }
+      map.push(cols as number[]);
+    });
+  }
+  return { ...config, encdec: { ...e, relColumnOfQuery: map } };
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Hugging Face folder → spec
 
@@ -374,6 +420,7 @@ export function t5SpecFromHf(folder: HfFolder): ModelSpec {
   }
   let config = t5ConfigFromHf(folder.config, configPath);
   config = headsFromShapes(folder, config, configPath);
+  config = relColumnsFromHf(folder.config, config, configPath);
   const D = config.hiddenSize;
   const embedAliases = ['shared.weight', 'encoder.embed_tokens.weight', 'decoder.embed_tokens.weight'];
   const embedShape = [config.vocabSize, D];
@@ -407,8 +454,8 @@ export function t5SpecFromHf(folder: HfFolder): ModelSpec {
  * config.json and tensors by Hugging Face name for a T5 spec, exactly as transformers saves a
  * T5ForConditionalGeneration (the inverse of t5SpecFromHf): `shared.weight` once (tied copies left out, as
  * safetensors saving drops them), lm_head.weight only when untied. Physically pruned layers are written at their
- * shapes (t5SpecFromHf reads them back from the q shapes); a bias table read through a column map cannot be
- * written yet.
+ * shapes (t5SpecFromHf reads them back from the q shapes), a bias table read through a column map with its map
+ * (REL_COLUMNS_KEY).
  */
 export function t5SpecToHf(spec: ModelSpec): {
   config: Record<string, unknown>;
@@ -431,7 +478,6 @@ export function t5SpecToHf(spec: ModelSpec): {
   const expectedScale = c.tieEmbeddings ? c.hiddenSize ** -0.5 : 1;
   if (Math.abs(e.outputScale - expectedScale) > 1e-12 * expectedScale)
     problems.push(`output scale ${e.outputScale} (transformers uses ${expectedScale})`);
-  if (e.relColumnOfQuery) problems.push('the relative-bias tables are read through a column map');
   if (problems.length > 0) throw fail(`a T5 checkpoint cannot express this model: ${problems.join('; ')}`);
   const ff = feedForward as T5FeedForward;
   const config: Record<string, unknown> = {
@@ -457,6 +503,13 @@ export function t5SpecToHf(spec: ModelSpec): {
     decoder_start_token_id: e.decoderStartTokenId,
     torch_dtype: 'float32',
   };
+  if (e.relColumnOfQuery) {
+    const E = e.encoderLayers;
+    config[REL_COLUMNS_KEY] = {
+      encoder: e.relColumnOfQuery.slice(0, E),
+      decoder: e.relColumnOfQuery.slice(E),
+    };
+  }
   const tensors = new Map<string, TensorSource>();
   for (const [role, shape] of t5RoleShapes(c)) {
     const t = spec.tensors.get(role);

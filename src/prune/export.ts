@@ -17,6 +17,18 @@
  * generation_config.json: nothing generates from an encoder. A layer left without heads is written only in the
  * padded layout or the ONNX graph: transformers' BERT-family attention cannot run a compact layer of zero heads.
  *
+ * Encoder-decoders (T5, CodeT5) get the two graphs transformers.js runs a T5 on, in the layout its seq2seq
+ * generation feeds: onnx/encoder_model.onnx (input_ids, attention_mask → last_hidden_state) and
+ * onnx/decoder_model_merged.onnx (input_ids, encoder_attention_mask, encoder_hidden_states,
+ * past_key_values.{d}.{decoder,encoder}.{key,value}, use_cache_branch → logits, present.*), each cache input
+ * carrying its layer's own head count (transformers.js builds the first step's empty caches from the graph's input
+ * shapes). Heads go from the three stacks, and a relative-bias column only where every layer of its stack lost the
+ * head (prune/encdec-heads.ts; config.json records the column map geneprune reads back). generation_config.json
+ * holds the source folder's own (its max_length, say) with the model's decoder start, EOS and pad ids. Above
+ * `externalDataThreshold` bytes each graph's weights go to its own `<graph>.onnx_data`. Stock transformers loads
+ * the padded layout only: its T5 sizes every attention from num_heads, and T5ForConditionalGeneration has no
+ * head pruning to apply (transformers' `_prune_heads` exists for the encoder-only classes' encoder alone).
+ *
  * Provenance: a masked export records the source model's identity (path, fingerprint, per-layer shape) and
  * the mask applied (its file's sha256 and the removed heads) in config.json (`geneprune`) and in the
  * safetensors `__metadata__` (`geneprune.provenance`, the same JSON as a string), after the source's own
@@ -41,6 +53,7 @@ import { writeHfFolder } from '../checkpoint/hf.js';
 import { writeOnnxModel } from '../checkpoint/onnx.js';
 import { type StoredFloat, storedFloatOf } from '../checkpoint/safetensors.js';
 import { fileError, flagError } from '../errors.js';
+import { buildEncDecEncoderGraph, buildEncDecStepGraph } from '../graph/encdec.js';
 import {
   DEFAULT_EXTERNAL_DATA_THRESHOLD,
   loadWeights,
@@ -59,7 +72,7 @@ import {
   provenanceProblem,
 } from '../model/identity.js';
 import { PROVENANCE_CONFIG_KEY, PROVENANCE_METADATA_KEY } from '../model/llama.js';
-import type { ModelSpec, TensorSource } from '../model/spec.js';
+import { encdecOf, type ModelSpec, type TensorSource } from '../model/spec.js';
 import { isRunDir } from '../runs/rundir.js';
 import { writeTokenizerFiles } from '../tokenizer/convert.js';
 import { readVocabJson } from '../tokenizer/vocabjson.js';
@@ -214,7 +227,10 @@ async function refuseDangerousOut(
   }
 }
 
-/** What an export writes at the top of its folder; onnx/ holds model.onnx and its external data. */
+/**
+ * What an export writes at the top of its folder; onnx/ holds model.onnx (encoder-decoders: encoder_model.onnx
+ * and decoder_model_merged.onnx) and their external data.
+ */
 const EXPORT_ENTRIES = new Set([
   'config.json',
   'generation_config.json',
@@ -224,6 +240,8 @@ const EXPORT_ENTRIES = new Set([
   'vocab.txt',
   'onnx',
 ]);
+
+const ONNX_FILES = ['model.onnx', 'encoder_model.onnx', 'decoder_model_merged.onnx'];
 
 /**
  * Why the existing folder `target` is not a previous export (undefined when it is one): every export's
@@ -236,7 +254,7 @@ async function notAnExport(target: string): Promise<string | undefined> {
     ...entries.filter((n) => !EXPORT_ENTRIES.has(n)),
     ...(onnx === undefined
       ? ['onnx']
-      : onnx.filter((n) => !n.startsWith('model.onnx')).map((n) => `onnx/${n}`)),
+      : onnx.filter((n) => !ONNX_FILES.some((f) => n.startsWith(f))).map((n) => `onnx/${n}`)),
   ];
   if (foreign.length > 0) {
     const names = foreign.slice(0, 3).join(', ') + (foreign.length > 3 ? `, … (${foreign.length})` : '');
@@ -332,7 +350,8 @@ async function copyTokenizer(tokenizerPath: string, dir: string, vocabSize: numb
  */
 function prunedHeadsOf(spec: ModelSpec, genome: Genome): number[][] | undefined {
   const c = spec.config;
-  if (c.headsPerLayer.some((h) => h !== c.numHeads)) return undefined;
+  // T5 has no pruned_heads to write: its conditional-generation class prunes nothing on load (module comment).
+  if (c.encdec || c.headsPerLayer.some((h) => h !== c.numHeads)) return undefined;
   const out: number[][] = Array.from({ length: c.numLayers }, () => []);
   for (const item of removedList(c, genome)) {
     const [layer, head] = item.split(':').map(Number);
@@ -361,6 +380,62 @@ async function refuseNarrowingOverflow(
       );
     }
   }
+}
+
+/** The graphs an encoder-decoder export writes to onnx/ (transformers.js's T5 session files). */
+const ENCDEC_GRAPHS = ['encoder_model.onnx', 'decoder_model_merged.onnx'];
+
+/**
+ * onnx/encoder_model.onnx and onnx/decoder_model_merged.onnx of a physically pruned encoder-decoder, each reading
+ * only its own tensors (the encoder's blocks and norm; the decoder's blocks, norm and head; both the embedding),
+ * inline or, `external`, from its own `<graph>_data` file beside it (what transformers.js looks for).
+ */
+async function writeEncDecGraphs(
+  spec: ModelSpec,
+  dir: string,
+  external: boolean,
+  onStatus?: (line: string) => void,
+): Promise<string[]> {
+  const arch = archOf(spec.config);
+  const E = encdecOf(spec.config).encoderLayers;
+  const L = spec.config.numLayers;
+  const files: string[] = [];
+  const parts = [
+    { file: ENCDEC_GRAPHS[0], layers: [0, E] as const, build: buildEncDecEncoderGraph },
+    { file: ENCDEC_GRAPHS[1], layers: [E, L] as const, build: buildEncDecStepGraph },
+  ];
+  for (const part of parts) {
+    const partSpec = arch.blockSpec(spec, part.layers);
+    let weights: Weights;
+    if (external) {
+      onStatus?.(`writing onnx/${part.file}_data`);
+      weights = await writeWeights(partSpec, dir, `${part.file}_data`, { atomic: true });
+      files.push(`onnx/${part.file}_data`);
+    } else weights = await loadWeights(partSpec);
+    onStatus?.(`building onnx/${part.file}`);
+    const graph = part.build(partSpec, weights, { deploy: true });
+    for (const f of await writeOnnxModel(dir, part.file, graph)) files.push(`onnx/${f}`);
+  }
+  return files;
+}
+
+/**
+ * The source folder's generation_config.json (an encoder-decoder's max_length and the like), or nothing when the
+ * model is no folder holding one; a file that is there but unreadable is refused, not silently dropped.
+ */
+async function sourceGenerationConfig(modelPath: string | undefined): Promise<Record<string, unknown>> {
+  if (!modelPath || modelPath.startsWith('hf:')) return {};
+  const path = join(modelPath, 'generation_config.json');
+  if (!(await isDirectory(modelPath)) || !(await stat(path).catch(() => undefined))) return {};
+  let json: unknown;
+  try {
+    json = JSON.parse(await readFile(path, 'utf8'));
+  } catch (e) {
+    throw fileError(path, `is not valid JSON: ${describeFsError(e)}`, e);
+  }
+  if (json === null || typeof json !== 'object' || Array.isArray(json))
+    throw fileError(path, 'must hold a JSON object');
+  return json as Record<string, unknown>;
 }
 
 export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
@@ -412,11 +487,18 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
     const wantsOnnx = opts.format === 'transformersjs' || opts.format === 'all';
     const external =
       wantsOnnx && packedWeightBytes(spec) > (opts.externalDataThreshold ?? DEFAULT_EXTERNAL_DATA_THRESHOLD);
+    const graphFiles = arch.generationGraphs ? ENCDEC_GRAPHS : ['model.onnx'];
     const config = {
       ...hf.config,
       // What model.safetensors holds (the ONNX graph computes in fp32 whatever the storage).
       ...(stored.size === 1 ? { torch_dtype: torchDtype[[...stored][0]] } : {}),
-      ...(external ? { [TRANSFORMERS_JS_CONFIG]: { use_external_data_format: { 'model.onnx': 1 } } } : {}),
+      ...(external
+        ? {
+            [TRANSFORMERS_JS_CONFIG]: {
+              use_external_data_format: Object.fromEntries(graphFiles.map((f) => [f, 1])),
+            },
+          }
+        : {}),
       // Always a record, empty lineage when nothing was pruned: it is how a later --force knows an export.
       [PROVENANCE_CONFIG_KEY]: provenance ?? UNPRUNED,
     };
@@ -432,8 +514,13 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
     const c = spec.config;
     if (arch.export.generationConfig) {
       await writeJsonAtomic(join(tmp, 'generation_config.json'), {
+        ...(c.encdec ? await sourceGenerationConfig(opts.modelPath) : {}),
         ...(c.bosTokenId !== undefined ? { bos_token_id: c.bosTokenId } : {}),
         ...(c.eosTokenId !== undefined ? { eos_token_id: c.eosTokenId } : {}),
+        // transformers.js starts the decoder with this id and pads finished rows with pad_token_id.
+        ...(c.encdec
+          ? { decoder_start_token_id: c.encdec.decoderStartTokenId, pad_token_id: c.padTokenId ?? 0 }
+          : {}),
       });
       files.push('generation_config.json');
     }
@@ -441,15 +528,19 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
     if (wantsOnnx) {
       const onnxDir = join(tmp, 'onnx');
       await mkdir(onnxDir);
-      let weights: Weights;
-      if (external) {
-        opts.onStatus?.('writing onnx/model.onnx_data');
-        weights = await writeWeights(spec, onnxDir, 'model.onnx_data', { atomic: true });
-        files.push('onnx/model.onnx_data');
-      } else weights = await loadWeights(spec);
-      opts.onStatus?.('building onnx/model.onnx');
-      const graph = arch.export.deployGraph(spec, weights);
-      for (const f of await writeOnnxModel(onnxDir, 'model.onnx', graph)) files.push(`onnx/${f}`);
+      if (arch.generationGraphs) {
+        files.push(...(await writeEncDecGraphs(spec, onnxDir, external, opts.onStatus)));
+      } else {
+        let weights: Weights;
+        if (external) {
+          opts.onStatus?.('writing onnx/model.onnx_data');
+          weights = await writeWeights(spec, onnxDir, 'model.onnx_data', { atomic: true });
+          files.push('onnx/model.onnx_data');
+        } else weights = await loadWeights(spec);
+        opts.onStatus?.('building onnx/model.onnx');
+        const graph = arch.export.deployGraph(spec, weights);
+        for (const f of await writeOnnxModel(onnxDir, 'model.onnx', graph)) files.push(`onnx/${f}`);
+      }
     }
     if (w) {
       opts.onStatus?.('counting the zeros of the written weights');

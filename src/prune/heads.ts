@@ -32,6 +32,7 @@ import {
   type ModelSpec,
   type TensorSource,
 } from '../model/spec.js';
+import { pruneEncDecHeads, zeroEncDecHeads } from './encdec-heads.js';
 
 /** What pruning keeps in one layer, in the input spec's head numbering. */
 export interface LayerPlan {
@@ -57,6 +58,11 @@ export interface PruneSummary {
    */
   attentionFlopsRatio: number;
   contextLength: number;
+  /**
+   * Kinds of several head stacks (encoder-decoders: encoder, decoder, cross): each stack's heads per layer before
+   * and after, in gene order (queryHeadsBefore / keptQueryHeads hold the self-attention blocks only).
+   */
+  stacks?: Array<{ name: string; before: number[]; kept: number[] }>;
 }
 
 function modelError(spec: ModelSpec, message: string): GenepruneError {
@@ -105,7 +111,7 @@ function isUniformMap(map: readonly number[], kvHeads: number): boolean {
 }
 
 /** Keeps row blocks `blocks` (each `blockRows` rows of `cols` values) of a [rows, cols] or [rows] tensor. */
-function keepRowBlocks(src: TensorSource, blocks: number[], blockRows: number): TensorSource {
+export function keepRowBlocks(src: TensorSource, blocks: number[], blockRows: number): TensorSource {
   const cols = src.shape.length > 1 ? src.shape[1] : 1;
   const shape = src.shape.length > 1 ? [blocks.length * blockRows, cols] : [blocks.length * blockRows];
   return {
@@ -124,7 +130,7 @@ function keepRowBlocks(src: TensorSource, blocks: number[], blockRows: number): 
 }
 
 /** Keeps column blocks `blocks` (each `blockCols` wide) of a [rows, cols] tensor. */
-function keepColumnBlocks(src: TensorSource, blocks: number[], blockCols: number): TensorSource {
+export function keepColumnBlocks(src: TensorSource, blocks: number[], blockCols: number): TensorSource {
   const [rows, cols] = src.shape;
   const outCols = blocks.length * blockCols;
   return {
@@ -175,6 +181,8 @@ function emptiesBiasedLayer(spec: ModelSpec, plan: LayerPlan, l: number): boolea
 
 /** The spec with the heads the genome removes physically gone (see the module comment for conventions). */
 export function pruneHeads(spec: ModelSpec, genome: Genome): ModelSpec {
+  // Encoder-decoders have three stacks and shared relative-bias tables: their own rules (encdec-heads.ts).
+  if (spec.config.encdec) return pruneEncDecHeads(spec, genome);
   const c = spec.config;
   const plans = pruneLayerPlans(spec, genome);
   const hd = c.headDim;
@@ -244,6 +252,17 @@ export function pruneSummary(
     parametersAfter: countParameters(pruned.tensors),
     attentionFlopsRatio: before > 0 ? attentionFlops(pruned.config, T) / before : 1,
     contextLength: T,
+    ...(spec.config.encdec
+      ? {
+          stacks: archOf(spec.config)
+            .headStacks(spec.config)
+            .map((s, i) => ({
+              name: s.name,
+              before: [...s.headsPerLayer],
+              kept: [...archOf(pruned.config).headStacks(pruned.config)[i].headsPerLayer],
+            })),
+        }
+      : {}),
   };
 }
 
@@ -255,6 +274,7 @@ export function pruneSummary(
  * head, o bias or not: its attention then adds the o bias alone, as the masked model's does.
  */
 export function zeroHeads(spec: ModelSpec, genome: Genome): ModelSpec {
+  if (spec.config.encdec) return zeroEncDecHeads(spec, genome);
   const plans = pruneLayerPlans(spec, genome);
   const c = spec.config;
   const hd = c.headDim;

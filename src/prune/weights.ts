@@ -86,6 +86,22 @@ export async function writtenSparsity(
     );
     counts.push({ file: path, zeros: z });
   }
+  if (files.includes('onnx/encoder_model.onnx')) {
+    // An encoder-decoder's two graphs: the encoder's blocks in one, the decoder's in the other.
+    const E = spec.config.encdec?.encoderLayers ?? 0;
+    const inEncoder = (role: string) => Number(/^layers\.(\d+)\./.exec(role)?.[1] ?? E) < E;
+    const z = new Map<string, number>();
+    for (const [file, encoder] of [
+      ['encoder_model.onnx', true],
+      ['decoder_model_merged.onnx', false],
+    ] as const) {
+      const names = new Set(matrices.map((m) => m.role).filter((r) => inEncoder(r) === encoder));
+      await readOnnxFloatInitializers(join(dir, 'onnx', file), names, (name, data) =>
+        z.set(name, zeros(data)),
+      );
+    }
+    counts.push({ file: join(dir, 'onnx'), zeros: z });
+  }
   if (counts.length === 0) throw fileError(dir, 'holds no weights file to count');
   for (const c of counts.slice(1)) {
     const differ = matrices.find((m) => c.zeros.get(m.role) !== counts[0].zeros.get(m.role));

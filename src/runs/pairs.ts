@@ -44,6 +44,13 @@ export async function prepareSeq2seqRunData(
   what: string,
   model: OpenedModel,
 ): Promise<RunData> {
+  // A head run's recovery (the o refit after head removal, spaces/heads/recover.ts) reads text windows.
+  if (what === 'heads' && (s as { recover?: boolean }).recover) {
+    throw flagError(
+      '--recover',
+      'not for an encoder-decoder yet: the o refit after head removal reads windows of a text stream, not source/target pairs',
+    );
+  }
   for (const [key, flag] of [
     ['calibTask', '--calib-task'],
     ['evalTask', '--eval-task'],

@@ -11,7 +11,7 @@
  * - text-data flags are refused in one line.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { tempDir } from '../checkpoint/helpers.js';
@@ -138,6 +138,14 @@ describe('encoder-decoder commands on codet5-tiny', { skip }, () => {
       2,
       '--calib-task',
     );
+    const recoverOut = join(tmp.dir, 'x3');
+    assertOneLineError(
+      runCli([...base, '--target-sparsity', '0.25', '--recover', '--out', recoverOut]),
+      2,
+      '--recover',
+      'not for an encoder-decoder yet',
+    );
+    assert.ok(!existsSync(recoverOut), 'no run directory is left behind');
     assertOneLineError(
       runCli(['eval', '--model', model(), '--data', evalTask(), '--ctx', '64']),
       2,

@@ -78,7 +78,9 @@ async function prepare(s: WeightPruneSettings, env: WeightPruneEnv): Promise<Pre
   }
   const calibration = data.calibLabelled
     ? `${calibrationItems(s, data)} labelled items of ${data.calibLabelled.source}`
-    : `${data.stream.length} tokens`;
+    : data.calibPairs
+      ? `${data.calibPairs.targets.length} source/target pairs (${data.calibTokens} target tokens used)`
+      : `${data.stream.length} tokens`;
   env.onStatus?.(
     `model ${data.model.modelPath}: ${space.genes} prunable weights in ${space.matrices.length} matrices (${space.totalParameters} parameters); calibration ${calibration}`,
   );
@@ -122,6 +124,8 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
       context: p.context,
       tokens: p.calibTokens,
       ...(p.calibLabelled ? { batches: labelledCalibrationBatches(s, p) } : {}),
+      // Encoder-decoders: the calibration items as source/target pairs (no stream).
+      ...(p.calibPairs ? { pairs: p.calibPairs } : {}),
     },
     engine: { device: env.device, threads: env.threads },
     metric: s.metric ?? 'ppl',

@@ -128,6 +128,11 @@ export interface ArchDescriptor {
    * `encoderHidden` (engine/blocks.ts enterBlock). Absent: one stack, each block reads the one before.
    */
   secondStackStart?(config: ModelConfig): number;
+  /**
+   * The kind's stacks of blocks as `--layers` names them (masks/layers.ts): block N of a stack is layer first + N.
+   * Absent: one stack `layers` over every block.
+   */
+  blockStacks?(config: ModelConfig): { name: string; first: number; count: number }[];
   /** The output of the last block of a layer-wise walk: the model's own head. */
   lastBlockOutput(config: ModelConfig): RunnerOutput;
   /** What an export writes for the kind. */

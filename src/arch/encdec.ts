@@ -191,6 +191,13 @@ export const ENCDEC: ArchDescriptor = {
   rolesOfCapturePoint,
   blockSpec: encdecBlockSpec,
   secondStackStart: (config) => encdecOf(config).encoderLayers,
+  blockStacks(config) {
+    const E = encdecOf(config).encoderLayers;
+    return [
+      { name: 'encoder', first: 0, count: E },
+      { name: 'decoder', first: E, count: config.numLayers - E },
+    ];
+  },
   lastBlockOutput: () => 'nll',
   export: {
     deployGraph() {

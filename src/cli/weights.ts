@@ -63,6 +63,7 @@ const SETTING_FLAGS: ReadonlyArray<SettingFlag<Extract<keyof WeightPruneSettings
   ...CHOICE_SETTING_FLAGS,
   ['sparsity', '--sparsity', 'sparsity', float],
   ['pattern', '--pattern', 'pattern', text],
+  ['layers', '--layers', 'layers', text],
   ['ctx', '--ctx', 'context', int()],
   ['calibTokens', '--calib-tokens', 'calibTokens', int()],
   ['evalTokens', '--eval-tokens', 'evalTokens', int()],
@@ -142,6 +143,11 @@ function printResult(r: WeightPruneResult): void {
     `method       ${r.method} (${r.pattern})`,
     `sparsity     ${pct(r.sparsity.achieved)} of ${r.prunableWeights} prunable weights (asked ${pct(r.sparsity.target)}); ${pct(r.sparsity.overall)} of all ${r.parameters} parameters`,
     `per layer    ${r.layers.map((l) => pct(l.sparsity)).join('  ')}`,
+    ...(r.layerPattern
+      ? [
+          `layers       ${r.layerPattern.pattern}: ${r.layerPattern.matrices} of ${r.layerPattern.of} prunable matrices (the others dense)`,
+        ]
+      : []),
   ];
   const tail = [
     `cost         ${r.forwardPasses} forward passes, ${r.seconds.toFixed(1)} s`,
@@ -197,6 +203,10 @@ export function registerWeights(program: Command): void {
     )
     .option('--pattern <N:M>', 'keep N of every M consecutive weights of a row, e.g. 2:4 (sparsity 1 − N/M)')
     .option(
+      '--layers <pattern>',
+      'prune only these blocks/modules (comma-separated STACK.N or STACK.*, optionally .attn|.cross|.mlp or one matrix like .attn.q; stacks: layers, or encoder and decoder for T5), e.g. encoder.0, decoder.*.mlp, layers.0,layers.1',
+    )
+    .option(
       '--out <dir>',
       `run directory to create (config.json, state.json, ${WEIGHT_MASK_FILE}, result.json)`,
     )
@@ -244,9 +254,20 @@ export function registerWeights(program: Command): void {
     .addHelpText(
       'after',
       `
-Prunable weights: the q, k, v, o projections and the MLP matrices (gate, up, down) of every layer, each
-[out, in] as in the checkpoint; embeddings, norms, biases and the output head are never pruned. --sparsity
-counts over the prunable weights (the report also gives the share of all parameters).
+Prunable weights: the q, k, v, o projections and the MLP matrices (gate, up, down) of every layer (and
+the cross-attention's q, k, v, o in an encoder-decoder's decoder blocks), each [out, in] as in the
+checkpoint; embeddings, norms, biases, relative-position tables and the output head are never pruned.
+--sparsity counts over the prunable weights (the report also gives the share of all parameters).
+An encoder-decoder (T5, CodeT5) takes task files as --calib and --eval (source/target pairs): its
+layer-wise methods walk the encoder blocks, then the decoder blocks fed the final encoder output.
+
+--layers restricts the prunable weights: entries STACK.N or STACK.* (N counts inside the stack), each
+optionally .MODULE (attn = self-attention q/k/v/o, cross = cross-attention q/k/v/o, mlp, or one matrix
+such as attn.q or mlp.down), comma-separated. Stacks: layers (decoders, encoders); encoder and decoder
+(encoder-decoders). --sparsity then counts over the selected matrices; the others stay dense.
+  --layers encoder.0            the GenePrune code's block (T5: encoder block 0, attention and MLP)
+  --layers decoder.*.cross      every decoder block's cross-attention
+  --layers layers.0,layers.1.mlp
 
 Methods:
   magnitude         each matrix loses its round(s·n) smallest |W|

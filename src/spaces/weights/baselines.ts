@@ -255,10 +255,13 @@ export const WANDA: WeightBaseline = {
   async select(input) {
     const list = calibrationBatches(input);
     const L = input.spec.config.numLayers;
+    const roles = new Set(input.matrices.map((m) => m.role));
     const result = await pruneSequentially(input.spec, {
       batches: list,
       ...input.engine,
       select: (lin) => {
+        // Only the matrices asked for (--layers); the others pass through as they are.
+        if (!roles.has(lin.role)) return undefined;
         const scores = wandaScores(lin.weight, lin.rows, lin.cols, lin.inputSquaredNorms);
         return input.pattern
           ? selectNm(scores, lin.rows, lin.cols, input.pattern)
@@ -271,8 +274,9 @@ export const WANDA: WeightBaseline = {
       if (!keep) throw new GenepruneError('internal', `wanda chose no mask for ${m.role}`);
       return keep;
     });
-    // Per layer: one pass through the block to measure, one through the pruned block for the next layer.
-    return { keeps, forwardPasses: list.length * (2 * L - 1) };
+    // Per layer: one pass through the block to measure, one through the pruned block for the next layer (a layer
+    // left whole hands its captured output on).
+    return { keeps, forwardPasses: result.forwardPasses };
   },
 };
 

@@ -17,8 +17,9 @@
 import { join } from 'node:path';
 import { fileError, flagError } from '../../errors.js';
 import type { Bitset } from '../../masks/bitset.js';
+import { selectLayerMatrices } from '../../masks/layers.js';
 import { loadWeightMaskFile, patternText, writeWeightMaskFile } from '../../masks/weightfile.js';
-import { weightMasksFromKeeps } from '../../masks/weights.js';
+import { prunableMatrices, weightMasksFromKeeps } from '../../masks/weights.js';
 import { findMetric, qualityOfValue } from '../../metrics/registry.js';
 import { RECOVERY_DAMPING } from '../../prune/recover.js';
 import {
@@ -66,7 +67,13 @@ export type WeightGivenSetting = GivenSetting<Extract<keyof WeightPruneSettings,
 async function prepare(s: WeightPruneSettings, env: WeightPruneEnv): Promise<Prepared> {
   const pattern = patternOf(s);
   const data = await prepareRunData(s, env, 'weights');
-  const space = createWeightSpace(data.model.spec);
+  const spec = data.model.spec;
+  const space = createWeightSpace(
+    spec,
+    s.layers === undefined
+      ? {}
+      : { roles: selectLayerMatrices(s.layers, spec.config, prunableMatrices(spec)).map((m) => m.role) },
+  );
   if (pattern) {
     const bad = space.matrices.find((m) => m.cols % pattern.m !== 0);
     if (bad) {
@@ -152,7 +159,16 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
       }),
   });
   const masks = weightMasksFromKeeps(p.space.matrices, out.keeps);
-  const { sha256 } = await writeWeightMaskFile(join(dir, WEIGHT_MASK_FILE), p.model.spec, masks, {
+  // The file holds every prunable matrix: those --layers left out are kept whole.
+  const all = prunableMatrices(p.model.spec);
+  const fileMasks = weightMasksFromKeeps(
+    all,
+    all.map((m) => {
+      const i = p.space.weightRoles.indexOf(m.role);
+      return i >= 0 ? out.keeps[i] : new Uint8Array(m.rows * m.cols).fill(1);
+    }),
+  );
+  const { sha256 } = await writeWeightMaskFile(join(dir, WEIGHT_MASK_FILE), p.model.spec, fileMasks, {
     ...(p.pattern ? { pattern: p.pattern } : {}),
     info: {
       method: s.method,
@@ -274,6 +290,15 @@ async function pruneInDir(
     layers: report.layers,
     context: p.context,
     ...(warnings.length > 0 ? { warnings } : {}),
+    ...(s.layers !== undefined
+      ? {
+          layerPattern: {
+            pattern: s.layers,
+            matrices: space.matrices.length,
+            of: prunableMatrices(p.model.spec).length,
+          },
+        }
+      : {}),
     calib,
     eval:
       'perplexity' in evalScore

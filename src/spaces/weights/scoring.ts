@@ -221,6 +221,8 @@ export async function recoverMasked(
     device: env.device,
     threads: env.threads,
     select: (lin) => {
+      // Matrices --layers left out are neither pruned nor refitted.
+      if (!p.space.weightRoles.includes(lin.role)) return undefined;
       const m = masks.get(lin.role);
       if (!m) throw new GenepruneError('internal', `no mask for ${lin.role}`);
       return unpackBits(m);
@@ -232,7 +234,7 @@ export async function recoverMasked(
     path,
     p.model.spec,
     result.spec,
-    [...masks.keys()],
+    [...masks.keys()].filter((role) => p.space.weightRoles.includes(role)),
     { kind: 'weight', sha256: maskSha256 },
     RECOVERY_DAMPING,
   );

@@ -6,6 +6,7 @@
  */
 import { flagError } from '../../errors.js';
 import { COMPUTE_DTYPES } from '../../graph/weights.js';
+import { parseLayerPattern } from '../../masks/layers.js';
 import { type NmPattern, parsePattern } from '../../masks/select.js';
 import { metricEntry, orList } from '../../metrics/registry.js';
 import type { RunDataSettings } from '../../runs/data.js';
@@ -36,6 +37,11 @@ export interface WeightPruneSettings extends RunDataSettings {
    * activations (prune/recover.ts, sequential as prune/sequential.ts walks the layers).
    */
   recover?: boolean;
+  /**
+   * `--layers PATTERN` (masks/layers.ts): only the prunable matrices it selects are pruned, and --sparsity counts
+   * over them; the others stay dense (all ones in the mask file). Absent: every prunable matrix.
+   */
+  layers?: string;
   /** Searching methods (`ga`, `ga-wanda`, `ga-magnitude`): population size (method default when absent). */
   population?: number;
   /** Searching methods: generations (steady-state iterations for `ga`) per block. */
@@ -129,6 +135,8 @@ export function weightPruneSettings(opts: WeightPruneOptions): WeightPruneSettin
       throw flagError('--metric', `the ${s.method} method searches on ${orList(can)}, not ${s.metric}`);
     }
   }
+  // The syntax now; the stacks and blocks once the model is open (run.ts).
+  if (s.layers !== undefined) parseLayerPattern(s.layers);
   const pattern = patternOf(s);
   const chosen = weightBaseline(s.method);
   if (pattern && chosen?.supportsPattern === false) {

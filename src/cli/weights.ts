@@ -195,7 +195,7 @@ export function registerWeights(program: Command): void {
     )
     .option(
       '--preset <name>',
-      "geneprune: the GenePrune paper's GA with its printed settings (= --method ga: λ 0.02, population 10, 5 generations, 5 % initial sparsity, 5 % mutation, --sparsity as the stop threshold)",
+      "geneprune: the GenePrune paper's GA with its printed settings (= --method ga: λ 0.02, population 10, 5 generations, 5 % initial sparsity, 5 % mutation, --sparsity as the stop threshold); on an encoder-decoder (T5, CodeT5) the paper code's setup: its prompt prefix, --metric bleu --bleu sentence-mean with the code's fitness 0.98·b + 0.02·s (×0.1 when b < 0.09, b the 0–1 BLEU), stop at --sparsity 0.2, 128 new tokens",
     )
     .option(
       '--metric <name>',

@@ -110,6 +110,8 @@ export interface SearchOverrides {
   lambda?: number;
   /** `ga`: probability that a kept weight is turned off; seeded GAs: share of the pruned weights swapped. */
   mutationRate?: number;
+  /** `ga`: the fitness form (ga.ts GaFitness), set by presets. */
+  fitness?: 'normalized' | 'geneprune-code';
 }
 
 export interface WeightBaselineOutput {

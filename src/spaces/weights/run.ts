@@ -46,6 +46,7 @@ import { quotedBest } from '../../search/progress.js';
 import { faultPoint, sha256File, writeJsonAtomic } from '../../util/fs.js';
 import { createRng } from '../../util/rng.js';
 import { weightBaseline } from './baselines.js';
+import { GENEPRUNE_CODE_FITNESS } from './ga.js';
 import { progressCallbacks, type WeightPruneEnv } from './runprogress.js';
 import {
   calibrationItems,
@@ -101,7 +102,13 @@ async function runConfig(s: WeightPruneSettings, p: Prepared): Promise<RunConfig
     version: 1,
     method: s.method,
     ...(weightBaseline(s.method)?.description
-      ? { methodDescription: weightBaseline(s.method)!.description }
+      ? {
+          methodDescription: {
+            ...weightBaseline(s.method)!.description,
+            // A preset's fitness form replaces the method's own description of it.
+            ...(s.fitness === 'geneprune-code' ? { fitness: GENEPRUNE_CODE_FITNESS } : {}),
+          },
+        }
       : {}),
     settings: s,
     model: recorded.model,
@@ -143,6 +150,7 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
       ...(s.generations !== undefined ? { generations: s.generations } : {}),
       ...(s.lambda !== undefined ? { lambda: s.lambda } : {}),
       ...(s.mutationRate !== undefined ? { mutationRate: s.mutationRate } : {}),
+      ...(s.fitness !== undefined ? { fitness: s.fitness } : {}),
     },
     checkpoint: blockSearchCheckpoint(dir, s.method, p.space.matrices),
     state: methodStateStore(dir, s.method),

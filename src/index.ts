@@ -82,7 +82,7 @@ export {
 export type { ArchDescriptor, DecodeLoop, HeadStack } from './arch/descriptor.js';
 export { generate as generateTokens } from './arch/generate.js';
 export { type GreedyBatchOptions, type GreedyBatchResult, greedyDecodeBatch } from './arch/greedy.js';
-export { archOf, registerArch, unregisterArch } from './arch/registry.js';
+export { archOf, headMaskShape, registerArch, unregisterArch } from './arch/registry.js';
 // Building blocks.
 export { openHfFolder, writeHfFolder } from './checkpoint/hf.js';
 export { cacheDir, downloadHfModel, parseModelRef, resolveModelRef } from './checkpoint/hub.js';
@@ -131,6 +131,7 @@ export {
   statsName,
 } from './graph/capture.js';
 export { buildDecoderGraph } from './graph/decoder.js';
+export { buildEncDecEncoderGraph, buildEncDecGraph, buildEncDecStepGraph } from './graph/encdec.js';
 export { type GraphOutputMode, VOCAB_CHUNK } from './graph/lmhead.js';
 export {
   COMPUTE_DTYPES,

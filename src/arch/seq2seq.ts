@@ -138,12 +138,16 @@ async function decodeGroup(
   return { tokens, finish, runs };
 }
 
-function checkSources(sources: readonly (readonly number[])[], maxNewTokens: number): void {
+function checkSources(sources: readonly (readonly number[])[], maxNewTokens: number, vocab: number): void {
   if (!Number.isInteger(maxNewTokens) || maxNewTokens < 0) {
     throw new Error(`maxNewTokens must be a non-negative integer (got ${maxNewTokens})`);
   }
   sources.forEach((p, i) => {
     if (p.length === 0) throw new Error(`source ${i + 1} has no tokens (it needs at least EOS)`);
+    const bad = p.find((id) => !Number.isInteger(id) || id < 0 || id >= vocab);
+    if (bad !== undefined) {
+      throw new Error(`source ${i + 1} has token id ${bad}, outside the model's vocabulary of ${vocab}`);
+    }
   });
 }
 
@@ -156,7 +160,7 @@ export async function seq2seqGreedyBatch(
   const batchSize = opts.batchSize ?? 16;
   if (!Number.isInteger(batchSize) || batchSize < 1)
     throw new Error(`batch size must be ≥ 1 (got ${batchSize})`);
-  checkSources(sources, opts.maxNewTokens);
+  checkSources(sources, opts.maxNewTokens, runner.spec.config.vocabSize);
   const tokens: number[][] = sources.map(() => []);
   const finish: ('stop' | 'length')[] = sources.map(() => 'length');
   let forwards = 0;
@@ -189,7 +193,7 @@ export async function seq2seqGenerate(
   source: number[],
   opts: GenerateOptions,
 ): Promise<number[]> {
-  checkSources([source], opts.maxNewTokens);
+  checkSources([source], opts.maxNewTokens, runner.spec.config.vocabSize);
   const temperature = opts.temperature ?? 0;
   if (temperature > 0 && !opts.rng) throw new Error('sampling needs a seeded rng');
   const rng = opts.rng as Rng;

@@ -293,6 +293,8 @@ function positionBias(
   const clipped = g.op('Clip', [rel, g.constInt64([-R], []), g.constInt64([R], [])]);
   const ids = g.op('Gather', [bucketTable, g.op('Add', [clipped, g.constInt64([R], [])])], { axis: 0 });
   const role = `rel_bias.${stack}.weight`;
+  // A narrow (fp16/bf16) table is widened where it is read, anchored on this graph's positions.
+  kit.setAnchor(rel);
   const values = g.op('Gather', [kit.floatOf(kit.weight(role), role), ids], { axis: 0 }); // [q, k, columns]
   const byColumn = g.op('Transpose', [values], { perm: [2, 0, 1] }); // [columns, q, k]
   const columns = stack === 'encoder' ? e.encoderBiasColumns : e.decoderBiasColumns;

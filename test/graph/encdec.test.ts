@@ -278,6 +278,21 @@ for (const [version, seed] of VERSIONS) {
       }
     });
 
+    it("'nll' in vocabulary chunks equals the whole-vocabulary 'nll' (the head shares the embedding's chunks when tied)", async () => {
+      const targets = int64(dec.map((row) => row.map((t) => (t * 3 + 1) % V)));
+      const whole = await createRunner(spec, { output: 'nll' });
+      const chunked = await createRunner(spec, { output: 'nll', vocabChunk: 16 });
+      try {
+        const headMask = headMasks(spec)[4][1];
+        const a = await whole.run({ ...batch, targets }, { headMask });
+        const b = await chunked.run({ ...batch, targets }, { headMask });
+        assert.ok(maxDiff(a, b) < 1e-5);
+      } finally {
+        await whole.release();
+        await chunked.release();
+      }
+    });
+
     it('greedy decoding on the encoder + KV-cache step graphs equals the reference token for token', async () => {
       const runner = await createRunner(spec, { output: 'row_logits' });
       const single = await createRunner(spec, { output: 'last_logits' });
@@ -358,6 +373,40 @@ for (const [version, seed] of VERSIONS) {
     });
   });
 }
+
+describe('encoder-decoder graphs with fp16 / bf16 weights', () => {
+  it('stay within the narrow dtype of the fp32 logits, and generate', async () => {
+    const spec = randomT5('v1.0', 23);
+    const { src, mask, dec, S, T, B } = batchOf(spec, 9);
+    const batch = {
+      batch: B,
+      seq: S,
+      ids: int64(src),
+      attentionMask: int64(mask),
+      decoderIds: int64(dec),
+      decoderSeq: T,
+    };
+    const want = (await t5Reference(spec))
+      .decodeLogits(src, mask, dec)
+      .flatMap((r) => r.flatMap((p) => [...p]));
+    // Weights rounded to 11 (fp16) or 8 (bf16) significant bits, through six blocks and the head.
+    for (const [dtype, tolerance] of [
+      ['fp16', 1e-2],
+      ['bf16', 6e-2],
+    ] as const) {
+      const runner = await createRunner(spec, { output: 'logits', dtype });
+      const gen = await createRunner(spec, { output: 'row_logits', dtype });
+      try {
+        assert.ok(maxDiff(await runner.run(batch), want) < tolerance, dtype);
+        const out = await decodeLoopOf(spec.config).greedyBatch(gen, [src[0]], { maxNewTokens: 4 });
+        assert.equal(out.tokens[0].length, 4);
+      } finally {
+        await runner.release();
+        await gen.release();
+      }
+    }
+  });
+});
 
 describe('encoder-decoder generation graphs', () => {
   it("have transformers.js v4's T5 inputs and outputs when built for deployment, and a cached step equals the teacher-forced logits", async () => {
@@ -467,5 +516,27 @@ describe('encoder-decoder generation graphs', () => {
       /deployment graph takes no weight masks/,
     );
     assert.throws(() => archOf(spec.config).export.deployGraph(spec, weights), /writes two graphs/);
+    const runner = await createRunner(spec, { output: 'row_logits' });
+    try {
+      const loop = decodeLoopOf(spec.config);
+      await assert.rejects(
+        loop.greedyBatch(
+          runner,
+          [
+            [3, 4],
+            [5, 40],
+          ],
+          { maxNewTokens: 2 },
+        ),
+        /source 2 has token id 40, outside the model's vocabulary of 40/,
+      );
+      await assert.rejects(loop.greedyBatch(runner, [[]], { maxNewTokens: 2 }), /source 1 has no tokens/);
+      await assert.rejects(
+        runner.run({ batch: 1, seq: 1, ids: BigInt64Array.of(3n) }),
+        /generates through its decode loop/,
+      );
+    } finally {
+      await runner.release();
+    }
   });
 });

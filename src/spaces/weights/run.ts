@@ -112,8 +112,9 @@ async function runConfig(s: WeightPruneSettings, p: Prepared): Promise<RunConfig
       : {}),
     settings: s,
     model: recorded.model,
-    geneOrder:
-      'layer-major over the prunable matrices (q k v o gate up down of each layer), each [out, in] row-major; 1 keeps the weight',
+    geneOrder: p.space.matrices.some((m) => m.role.includes('.cross.'))
+      ? 'layer-major over the prunable matrices (q k v o, then cross q k v o in decoder blocks, gate up down of each layer; encoder blocks first), each [out, in] row-major; 1 keeps the weight'
+      : 'layer-major over the prunable matrices (q k v o gate up down of each layer), each [out, in] row-major; 1 keeps the weight',
     matrices: p.space.matrices.map(({ role, rows, cols }) => ({ role, rows, cols })),
     calibration: recorded.calibration,
     evaluation: recorded.evaluation,

@@ -58,6 +58,11 @@ export interface SequentialOptions {
   threads?: number;
   /** Called after each layer. */
   onLayer?: (report: LayerReport) => void;
+  /**
+   * Walk only blocks 0 … until−1 (default all): a caller whose `select` leaves every later linear as it is
+   * (`--layers`) need not run them. The result's spec keeps the later blocks as they were.
+   */
+  until?: number;
 }
 
 export interface LinearReport {
@@ -103,7 +108,8 @@ export async function pruneSequentially(spec: ModelSpec, opts: SequentialOptions
   // Recovery's products (reconstruction errors, blocked updates) on ONNX Runtime's MatMul, in float32.
   const products = opts.recover ? await createOrtGemm(engine) : undefined;
   try {
-    for (let l = 0; l < L; l++) {
+    const end = Math.min(L, opts.until ?? L);
+    for (let l = 0; l < end; l++) {
       const last = l === L - 1;
       // An encoder-decoder's first decoder block reads the final encoder output from the batches.
       ({ batches, hidden } = enterBlock(spec.config, l, batches, hidden));
@@ -162,7 +168,7 @@ export async function pruneSequentially(spec: ModelSpec, opts: SequentialOptions
       }
       layers.push(report);
       opts.onLayer?.(report);
-      if (!last) {
+      if (l < end - 1) {
         if (changed) {
           const block = await createRunner(current(), { ...engine, layers: [l, l + 1], output: 'hidden' });
           hidden = (await runBlock(block, batches, { hidden }).finally(() => block.release())).hidden;

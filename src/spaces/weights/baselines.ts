@@ -261,6 +261,8 @@ export const WANDA: WeightBaseline = {
     const result = await pruneSequentially(input.spec, {
       batches: list,
       ...input.engine,
+      // Past the last block with a matrix to prune (--layers) there is nothing to measure.
+      until: Math.max(...input.matrices.map((m) => m.layer)) + 1,
       select: (lin) => {
         // Only the matrices asked for (--layers); the others pass through as they are.
         if (!roles.has(lin.role)) return undefined;

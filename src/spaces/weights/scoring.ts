@@ -220,6 +220,8 @@ export async function recoverMasked(
     damping: RECOVERY_DAMPING,
     device: env.device,
     threads: env.threads,
+    // Past the last block --layers selected nothing is refitted.
+    until: Math.max(...p.space.matrices.map((m) => m.layer)) + 1,
     select: (lin) => {
       // Matrices --layers left out are neither pruned nor refitted.
       if (!p.space.weightRoles.includes(lin.role)) return undefined;

@@ -5,6 +5,8 @@
  * files with `metric: 'accuracy' | 'macro-f1'`); `resumeWeightPrune` continues or re-reads such a run.
  * Settings and their checks live in spaces/weights/settings.ts, so the library and the CLI prune alike.
  */
+import { archOf } from '../arch/registry.js';
+import { openModel } from '../model/open.js';
 import {
   registerWeightBaseline,
   type WeightBaseline,
@@ -70,7 +72,12 @@ export async function pruneWeights(
     onNote,
     ...settings
   } = opts;
-  return runWeightPrune(out, weightPruneSettings(settings), {
+  // A preset may depend on the model's kind (`geneprune` on an encoder-decoder is the paper code's setup).
+  const seq2seq =
+    settings.preset !== undefined &&
+    archOf((await openModel(settings.model, { tokenizer: settings.tokenizer })).spec.config).lmData ===
+      'pairs';
+  return runWeightPrune(out, weightPruneSettings(settings, { seq2seq }), {
     device,
     threads,
     memoryBudget,

@@ -123,6 +123,18 @@ export interface ArchDescriptor {
   rolesOfCapturePoint(layer: number, point: CapturePoint): string[];
   /** The spec a block graph of `layers` reads (engine/blocks.ts walks). */
   blockSpec(spec: ModelSpec, layers?: readonly [number, number]): ModelSpec;
+  /**
+   * Layer-wise walks over a kind with two stacks (encoder-decoders): the first block of the second stack. That
+   * block starts from its own embedding (decoder_input_ids), not from the hidden states the block before it
+   * handed on; those are the first stack's final output, which it and every later block read as
+   * `encoderHidden` (engine/blocks.ts enterBlock). Absent: one stack, each block reads the one before.
+   */
+  secondStackStart?(config: ModelConfig): number;
+  /**
+   * The kind's stacks of blocks as `--layers` names them (masks/layers.ts): block N of a stack is layer first + N.
+   * Absent: one stack `layers` over every block.
+   */
+  blockStacks?(config: ModelConfig): { name: string; first: number; count: number }[];
   /** The output of the last block of a layer-wise walk: the model's own head. */
   lastBlockOutput(config: ModelConfig): RunnerOutput;
   /** What an export writes for the kind. */

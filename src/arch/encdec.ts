@@ -126,11 +126,13 @@ export const ENCDEC: ArchDescriptor = {
       decoderBlock ? 'decoder hidden states' : 'encoder hidden states',
     );
     if (graphInputs.has('token_weight')) {
-      // Source positions count by the caller's weights, else by the padding mask (padding counts 0).
+      // Source positions count by the caller's weights, else by the padding mask (padding counts 0). A pair
+      // batch's `valid` (metrics/perplexity.ts batches()) marks decoder positions, so a batch with decoder ids
+      // counts its source by the attention mask.
       let weight = batch.tokenWeight;
       if (!weight) {
         weight = new Float32Array(tokens).fill(1);
-        const m = batch.valid ?? batch.attentionMask;
+        const m = batch.decoderIds ? batch.attentionMask : (batch.valid ?? batch.attentionMask);
         if (m) for (let i = 0; i < tokens; i++) weight[i] = Number(m[i]) ? 1 : 0;
       }
       if (weight.length !== tokens)
@@ -191,6 +193,14 @@ export const ENCDEC: ArchDescriptor = {
   ],
   rolesOfCapturePoint,
   blockSpec: encdecBlockSpec,
+  secondStackStart: (config) => encdecOf(config).encoderLayers,
+  blockStacks(config) {
+    const E = encdecOf(config).encoderLayers;
+    return [
+      { name: 'encoder', first: 0, count: E },
+      { name: 'decoder', first: E, count: config.numLayers - E },
+    ];
+  },
   lastBlockOutput: () => 'nll',
   export: {
     deployGraph() {

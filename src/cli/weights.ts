@@ -63,6 +63,7 @@ const SETTING_FLAGS: ReadonlyArray<SettingFlag<Extract<keyof WeightPruneSettings
   ...CHOICE_SETTING_FLAGS,
   ['sparsity', '--sparsity', 'sparsity', float],
   ['pattern', '--pattern', 'pattern', text],
+  ['layers', '--layers', 'layers', text],
   ['ctx', '--ctx', 'context', int()],
   ['calibTokens', '--calib-tokens', 'calibTokens', int()],
   ['evalTokens', '--eval-tokens', 'evalTokens', int()],
@@ -142,6 +143,11 @@ function printResult(r: WeightPruneResult): void {
     `method       ${r.method} (${r.pattern})`,
     `sparsity     ${pct(r.sparsity.achieved)} of ${r.prunableWeights} prunable weights (asked ${pct(r.sparsity.target)}); ${pct(r.sparsity.overall)} of all ${r.parameters} parameters`,
     `per layer    ${r.layers.map((l) => pct(l.sparsity)).join('  ')}`,
+    ...(r.layerPattern
+      ? [
+          `layers       ${r.layerPattern.pattern}: ${r.layerPattern.matrices} of ${r.layerPattern.of} prunable matrices (the others dense)`,
+        ]
+      : []),
   ];
   const tail = [
     `cost         ${r.forwardPasses} forward passes, ${r.seconds.toFixed(1)} s`,
@@ -189,13 +195,17 @@ export function registerWeights(program: Command): void {
     )
     .option(
       '--preset <name>',
-      "geneprune: the GenePrune paper's GA with its printed settings (= --method ga: λ 0.02, population 10, 5 generations, 5 % initial sparsity, 5 % mutation, --sparsity as the stop threshold)",
+      "geneprune: the GenePrune paper's GA with its printed settings (= --method ga: λ 0.02, population 10, 5 generations, 5 % initial sparsity, 5 % mutation, --sparsity as the stop threshold); on an encoder-decoder (T5, CodeT5) the paper code's setup: its prompt prefix, --metric bleu --bleu sentence-mean with the code's fitness 0.98·b + 0.02·s (×0.1 when b < 0.09, b the 0–1 BLEU), stop at --sparsity 0.2, 128 new tokens",
     )
     .option(
       '--metric <name>',
       'calibration quality: ppl (default), kl, bleu (BLEU of greedy continuations of the calibration task), exact-match, pass@1 (from the same generations; pass@1 needs --allow-code-execution), mc-accuracy (accuracy on the --calib-choices file), or accuracy / macro-f1 for a sequence classifier (--calib and --eval are then labelled JSONL files; magnitude, global-magnitude, random, wanda); a searching method may use it (ga, ga-wanda, ga-magnitude: ppl, bleu, exact-match or pass@1; alloc: ppl)',
     )
     .option('--pattern <N:M>', 'keep N of every M consecutive weights of a row, e.g. 2:4 (sparsity 1 − N/M)')
+    .option(
+      '--layers <pattern>',
+      'prune only these blocks/modules (comma-separated STACK.N or STACK.*, optionally .attn|.cross|.mlp or one matrix like .attn.q; stacks: layers, or encoder and decoder for T5), e.g. encoder.0, decoder.*.mlp, layers.0,layers.1',
+    )
     .option(
       '--out <dir>',
       `run directory to create (config.json, state.json, ${WEIGHT_MASK_FILE}, result.json)`,
@@ -244,9 +254,20 @@ export function registerWeights(program: Command): void {
     .addHelpText(
       'after',
       `
-Prunable weights: the q, k, v, o projections and the MLP matrices (gate, up, down) of every layer, each
-[out, in] as in the checkpoint; embeddings, norms, biases and the output head are never pruned. --sparsity
-counts over the prunable weights (the report also gives the share of all parameters).
+Prunable weights: the q, k, v, o projections and the MLP matrices (gate, up, down) of every layer (and
+the cross-attention's q, k, v, o in an encoder-decoder's decoder blocks), each [out, in] as in the
+checkpoint; embeddings, norms, biases, relative-position tables and the output head are never pruned.
+--sparsity counts over the prunable weights (the report also gives the share of all parameters).
+An encoder-decoder (T5, CodeT5) takes task files as --calib and --eval (source/target pairs): its
+layer-wise methods walk the encoder blocks, then the decoder blocks fed the final encoder output.
+
+--layers restricts the prunable weights: entries STACK.N or STACK.* (N counts inside the stack), each
+optionally .MODULE (attn = self-attention q/k/v/o, cross = cross-attention q/k/v/o, mlp, or one matrix
+such as attn.q or mlp.down), comma-separated. Stacks: layers (decoders, encoders); encoder and decoder
+(encoder-decoders). --sparsity then counts over the selected matrices; the others stay dense.
+  --layers encoder.0            the GenePrune code's block (T5: encoder block 0, attention and MLP)
+  --layers decoder.*.cross      every decoder block's cross-attention
+  --layers layers.0,layers.1.mlp
 
 Methods:
   magnitude         each matrix loses its round(s·n) smallest |W|

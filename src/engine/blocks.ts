@@ -10,8 +10,14 @@
  *   3. rebuild only block l's runner on the new weights and runBlock it again for h_{l+1} (or skip this when
  *      layer l is left unchanged and step 1's hidden output already is h_{l+1}).
  * Each kept boundary costs tokens × D × 4 bytes.
+ *
+ * Encoder-decoders walk the encoder blocks, then the decoder blocks: the block ending the encoder hands on the
+ * final encoder output, which `enterBlock` moves into the batches (`encoderHidden`, read by every decoder block);
+ * the first decoder block starts from the decoder ids of the batches, with no hidden states of its own.
  */
+import { archOf } from '../arch/registry.js';
 import type { CaptureKind, CapturePoint } from '../graph/capture.js';
+import type { ModelConfig } from '../model/spec.js';
 import type { CandidateMasks, ModelRunner, TokenBatch } from './runner.js';
 
 /** Statistics summed over batches: `stats.{layer}.{point}` → Σ over batches, float64. */
@@ -41,12 +47,47 @@ function tokenWeightSum(batch: TokenBatch): number {
     for (let i = 0; i < n; i++) s += batch.tokenWeight[i];
     return s;
   }
+  // A pair batch's valid marks decoder positions: its source counts by the attention mask.
+  if (batch.decoderIds && batch.attentionMask) {
+    let s = 0;
+    for (let i = 0; i < n; i++) s += Number(batch.attentionMask[i]);
+    return s;
+  }
   if (batch.valid) {
     let s = 0;
     for (let i = 0; i < n; i++) s += batch.valid[i] ? 1 : 0;
     return s;
   }
   return n;
+}
+
+/**
+ * Whether block `from` of a walk reads hidden states handed on by the block before it: every block past the
+ * first, except the first block of a second stack (it starts from its own embedding, see enterBlock).
+ */
+export function readsHidden(config: ModelConfig, from: number): boolean {
+  return from > 0 && archOf(config).secondStackStart?.(config) !== from;
+}
+
+/**
+ * What block `next` of a walk reads, given the batches and the hidden states block next−1 handed on: the same,
+ * except where a second stack starts (encoder-decoders' first decoder block): there the hidden states are the
+ * first stack's final output, handed to every later block inside the batches as `encoderHidden`, and the block
+ * itself has none.
+ */
+export function enterBlock(
+  config: ModelConfig,
+  next: number,
+  batches: readonly TokenBatch[],
+  hidden: Float32Array[] | undefined,
+): { batches: readonly TokenBatch[]; hidden: Float32Array[] | undefined } {
+  if (next === 0 || readsHidden(config, next)) return { batches, hidden };
+  if (hidden?.length !== batches.length) {
+    throw new Error(
+      `block ${next} starts the second stack: it needs the first stack's output for each of the ${batches.length} batches`,
+    );
+  }
+  return { batches: batches.map((b, i) => ({ ...b, encoderHidden: hidden[i] })), hidden: undefined };
 }
 
 /**
@@ -59,7 +100,8 @@ export async function runBlock(
   batches: readonly TokenBatch[],
   opts: { hidden?: readonly Float32Array[]; masks?: CandidateMasks } = {},
 ): Promise<BlockPass> {
-  if (runner.layers[0] > 0 && opts.hidden?.length !== batches.length) {
+  const needsHidden = readsHidden(runner.spec.config, runner.layers[0]);
+  if (needsHidden && opts.hidden?.length !== batches.length) {
     throw new Error(
       `block [${runner.layers[0]}, ${runner.layers[1]}) needs hidden states for each of the ${batches.length} batches, got ${opts.hidden?.length ?? 0}`,
     );
@@ -70,7 +112,7 @@ export async function runBlock(
   let kind: CaptureKind = 'sqnorm';
   let tokens = 0;
   for (const [b, batch] of batches.entries()) {
-    const input = runner.layers[0] > 0 ? { ...batch, hidden: opts.hidden![b] } : batch;
+    const input = needsHidden ? { ...batch, hidden: opts.hidden![b] } : batch;
     const out = await runner.runAll(input, opts.masks);
     tokens += tokenWeightSum(batch);
     for (const [name, value] of Object.entries(out)) {

@@ -1,6 +1,6 @@
 /**
- * Weight masks over the prunable linears of a model: the q/k/v/o projections and the MLP matrices (gate/up/down,
- * or fc/down for a plain MLP) of every block, each `[out, in]` like its checkpoint tensor. Embeddings, norms,
+ * Weight masks over the prunable linears of a model: the q/k/v/o projections (and an encoder-decoder's cross
+ * q/k/v/o) and the MLP matrices (gate/up/down, or fc/down for a plain MLP) of every block, each `[out, in]` like its checkpoint tensor. Embeddings, norms,
  * biases and the output head are not pruned. The order is layer-major, q k v o gate up down within a layer: it
  * is the order of the mask file's tensors, of the weight genome and of every report.
  *
@@ -17,6 +17,11 @@ export const PRUNABLE_KINDS = [
   'attn.k',
   'attn.v',
   'attn.o',
+  // Encoder-decoders' decoder blocks: the cross-attention, between the self-attention and the MLP as they run.
+  'cross.q',
+  'cross.k',
+  'cross.v',
+  'cross.o',
   'mlp.gate',
   'mlp.up',
   'mlp.down',

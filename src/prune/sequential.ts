@@ -14,7 +14,7 @@
  */
 
 import { archOf } from '../arch/registry.js';
-import { runBlock, statOf } from '../engine/blocks.js';
+import { enterBlock, runBlock, statOf } from '../engine/blocks.js';
 import { createOrtGemm } from '../engine/gemm.js';
 import { createRunner, type RunnerOutput, type TokenBatch } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
@@ -58,6 +58,11 @@ export interface SequentialOptions {
   threads?: number;
   /** Called after each layer. */
   onLayer?: (report: LayerReport) => void;
+  /**
+   * Walk only blocks 0 … until−1 (default all): a caller whose `select` leaves every later linear as it is
+   * (`--layers`) need not run them. The result's spec keeps the later blocks as they were.
+   */
+  until?: number;
 }
 
 export interface LinearReport {
@@ -99,19 +104,23 @@ export async function pruneSequentially(spec: ModelSpec, opts: SequentialOptions
   const lastOutput: RunnerOutput = arch.lastBlockOutput(spec.config);
   let forwardPasses = 0;
   let hidden: Float32Array[] | undefined;
+  let batches = opts.batches;
   // Recovery's products (reconstruction errors, blocked updates) on ONNX Runtime's MatMul, in float32.
   const products = opts.recover ? await createOrtGemm(engine) : undefined;
   try {
-    for (let l = 0; l < L; l++) {
+    const end = Math.min(L, opts.until ?? L);
+    for (let l = 0; l < end; l++) {
       const last = l === L - 1;
+      // An encoder-decoder's first decoder block reads the final encoder output from the batches.
+      ({ batches, hidden } = enterBlock(spec.config, l, batches, hidden));
       const capture = await createRunner(current(), {
         ...engine,
         layers: [l, l + 1],
         output: last ? lastOutput : 'hidden',
         capture: { layers: [l], kind: opts.recover ? 'gram' : 'sqnorm', points },
       });
-      const pass = await runBlock(capture, opts.batches, { hidden }).finally(() => capture.release());
-      forwardPasses += opts.batches.length;
+      const pass = await runBlock(capture, batches, { hidden }).finally(() => capture.release());
+      forwardPasses += batches.length;
       const report: LayerReport = { layer: l, linears: [] };
       let changed = false;
       for (const point of points) {
@@ -159,11 +168,11 @@ export async function pruneSequentially(spec: ModelSpec, opts: SequentialOptions
       }
       layers.push(report);
       opts.onLayer?.(report);
-      if (!last) {
+      if (l < end - 1) {
         if (changed) {
           const block = await createRunner(current(), { ...engine, layers: [l, l + 1], output: 'hidden' });
-          hidden = (await runBlock(block, opts.batches, { hidden }).finally(() => block.release())).hidden;
-          forwardPasses += opts.batches.length;
+          hidden = (await runBlock(block, batches, { hidden }).finally(() => block.release())).hidden;
+          forwardPasses += batches.length;
         } else hidden = pass.hidden; // the block is as it was captured: its output is the next input
       }
     }

@@ -57,6 +57,8 @@ export interface WeightPruneResult {
   };
   prunableWeights: number;
   parameters: number;
+  /** `--layers`: the pattern, the prunable matrices it selected (what the sparsity counts over) and of how many. */
+  layerPattern?: { pattern: string; matrices: number; of: number };
   layers: LayerSparsity[];
   /** Context length of every window scored, calibration and evaluation alike (pairs: the longest row). */
   context: number;

@@ -181,7 +181,15 @@ function attend(
 }
 
 /** Loads every tensor of a T5 spec and returns the reference forward over it. */
-export async function t5Reference(spec: ModelSpec): Promise<T5Reference> {
+/**
+ * `onLinear` (tests of activation statistics): called with each linear's role and the input vector it multiplies,
+ * once per position that reaches it — real source positions of the row (the padding the caller cut off never
+ * does) and every decoder position.
+ */
+export async function t5Reference(
+  spec: ModelSpec,
+  opts: { onLinear?: (role: string, input: Float64Array) => void } = {},
+): Promise<T5Reference> {
   const c = spec.config;
   const e = c.encdec;
   if (!e) throw new Error('t5Reference: not an encoder-decoder spec');
@@ -191,6 +199,10 @@ export async function t5Reference(spec: ModelSpec): Promise<T5Reference> {
     const t = W.get(role);
     if (!t) throw new Error(`t5Reference: missing ${role}`);
     return t;
+  };
+  const lin = (role: string, x: Float64Array): Float64Array => {
+    opts.onLinear?.(role, x);
+    return linear(need(role), x);
   };
   const D = c.hiddenSize;
   const hd = c.headDim;
@@ -220,14 +232,14 @@ export async function t5Reference(spec: ModelSpec): Promise<T5Reference> {
   const mlp = (l: number, x: Float64Array): Float64Array => {
     const p = `layers.${l}`;
     const h = rmsNorm(x, need(`${p}.mlp_norm.weight`), eps);
-    const up = linear(need(`${p}.mlp.up.weight`), h);
+    const up = lin(`${p}.mlp.up.weight`, h);
     if (c.mlpKind === 'gated') {
-      const gate = linear(need(`${p}.mlp.gate.weight`), h);
+      const gate = lin(`${p}.mlp.gate.weight`, h);
       for (let i = 0; i < up.length; i++) up[i] *= act(gate[i]);
     } else {
       for (let i = 0; i < up.length; i++) up[i] = act(up[i]);
     }
-    return add(x, linear(need(`${p}.mlp.down.weight`), up));
+    return add(x, lin(`${p}.mlp.down.weight`, up));
   };
 
   const encBias = need('rel_bias.encoder.weight');
@@ -243,9 +255,9 @@ export async function t5Reference(spec: ModelSpec): Promise<T5Reference> {
       const cols = relColumnsOfLayer(c, l);
       const keep = keepOf(headMask, l);
       const hs = xs.map((x) => rmsNorm(x, need(`${p}.attn_norm.weight`), eps));
-      const qs = hs.map((h) => linear(need(`${p}.attn.q.weight`), h));
-      const ks = hs.map((h) => linear(need(`${p}.attn.k.weight`), h));
-      const vs = hs.map((h) => linear(need(`${p}.attn.v.weight`), h));
+      const qs = hs.map((h) => lin(`${p}.attn.q.weight`, h));
+      const ks = hs.map((h) => lin(`${p}.attn.k.weight`, h));
+      const vs = hs.map((h) => lin(`${p}.attn.v.weight`, h));
       xs = xs.map((x, i) => {
         const a = attend(
           qs[i],
@@ -261,7 +273,7 @@ export async function t5Reference(spec: ModelSpec): Promise<T5Reference> {
             ],
           keep,
         );
-        return add(x, linear(need(`${p}.attn.o.weight`), a));
+        return add(x, lin(`${p}.attn.o.weight`, a));
       });
       xs = xs.map((x) => mlp(l, x));
     }
@@ -274,8 +286,8 @@ export async function t5Reference(spec: ModelSpec): Promise<T5Reference> {
     const crossV: Float64Array[][] = [];
     for (let d = 0; d < decLayers; d++) {
       const p = `layers.${E + d}`;
-      crossK.push(encOut.map((h) => linear(need(`${p}.cross.k.weight`), h)));
-      crossV.push(encOut.map((h) => linear(need(`${p}.cross.v.weight`), h)));
+      crossK.push(encOut.map((h) => lin(`${p}.cross.k.weight`, h)));
+      crossV.push(encOut.map((h) => lin(`${p}.cross.v.weight`, h)));
     }
     const selfK: Float64Array[][] = Array.from({ length: decLayers }, () => []);
     const selfV: Float64Array[][] = Array.from({ length: decLayers }, () => []);
@@ -288,10 +300,10 @@ export async function t5Reference(spec: ModelSpec): Promise<T5Reference> {
         const p = `layers.${l}`;
         const cols = relColumnsOfLayer(c, l);
         const h = rmsNorm(x, need(`${p}.attn_norm.weight`), eps);
-        selfK[d].push(linear(need(`${p}.attn.k.weight`), h));
-        selfV[d].push(linear(need(`${p}.attn.v.weight`), h));
+        selfK[d].push(lin(`${p}.attn.k.weight`, h));
+        selfV[d].push(lin(`${p}.attn.v.weight`, h));
         const a = attend(
-          linear(need(`${p}.attn.q.weight`), h),
+          lin(`${p}.attn.q.weight`, h),
           selfK[d],
           selfV[d],
           c.headsPerLayer[l],
@@ -304,10 +316,10 @@ export async function t5Reference(spec: ModelSpec): Promise<T5Reference> {
             ],
           keepOf(headMask, l),
         );
-        x = add(x, linear(need(`${p}.attn.o.weight`), a));
+        x = add(x, lin(`${p}.attn.o.weight`, a));
         const hc = rmsNorm(x, need(`${p}.cross_norm.weight`), eps);
         const ca = attend(
-          linear(need(`${p}.cross.q.weight`), hc),
+          lin(`${p}.cross.q.weight`, hc),
           crossK[d],
           crossV[d],
           e.crossHeadsPerLayer[d],
@@ -316,7 +328,7 @@ export async function t5Reference(spec: ModelSpec): Promise<T5Reference> {
           () => 0,
           keepOf(headMask, L + d),
         );
-        x = add(x, linear(need(`${p}.cross.o.weight`), ca));
+        x = add(x, lin(`${p}.cross.o.weight`, ca));
         x = mlp(l, x);
       }
       const y = rmsNorm(x, need('final_norm.weight'), eps);

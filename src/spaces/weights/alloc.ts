@@ -48,7 +48,7 @@ import type { Device } from '../../engine/session.js';
 import { GenepruneError } from '../../errors.js';
 import { wandaScores } from '../../masks/select.js';
 import type { PrunableMatrix } from '../../masks/weights.js';
-import { batches, defaultBatchSize, makeWindows } from '../../metrics/perplexity.js';
+import { batches, defaultBatchSize } from '../../metrics/perplexity.js';
 import type { ModelSpec } from '../../model/spec.js';
 import { type EvolveStart, evolve, onePlusLambda } from '../../search/evolve.js';
 import type { Rng } from '../../util/rng.js';
@@ -63,10 +63,12 @@ import {
 } from './allocation.js';
 import { type AllocIndividual, createAllocObjective, scoreStaged } from './allocobjective.js';
 import {
+  calibrationWindows,
   type MethodStateStore,
   registerWeightBaseline,
   type SearchBest,
   type WeightBaseline,
+  type WeightCalibration,
 } from './baselines.js';
 import { denseInputNorms } from './blockpasses.js';
 
@@ -157,7 +159,7 @@ export interface AllocInput {
   matrices: readonly PrunableMatrix[];
   sparsity: number;
   /** The calibration token stream, window length and token count (full fidelity). */
-  calibration: { stream: readonly number[]; context: number; tokens: number };
+  calibration: WeightCalibration;
   rng: Rng;
   settings?: Partial<AllocSettings>;
   engine?: { device?: Device; threads?: number };
@@ -231,11 +233,15 @@ export async function allocatePrune(
   const total = sizes.reduce((a, b) => a + b, 0);
   const budget = start.reduce((a, b) => a + b, 0);
 
-  const { stream, context, tokens } = input.calibration;
-  const batchSize = defaultBatchSize(context, spec.config.vocabSize);
+  const { tokens } = input.calibration;
   const stageTokens = [...s.fidelity.map((f) => Math.max(1, Math.round(f.share * tokens))), tokens];
+  // One batch size for every stage (the full set's rows are the longest): stage batches are prefixes alike.
+  const batchSize = defaultBatchSize(
+    calibrationWindows(input.calibration, tokens).context,
+    spec.config.vocabSize,
+  );
   const stageBatches: TokenBatch[][] = stageTokens.map((t) => [
-    ...batches(makeWindows(stream, context, t, 'calibration data'), batchSize),
+    ...batches(calibrationWindows(input.calibration, t), batchSize),
   ]);
   const full = stageBatches[stageBatches.length - 1];
 

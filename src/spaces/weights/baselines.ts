@@ -22,7 +22,8 @@ import {
   wandaScores,
 } from '../../masks/select.js';
 import type { PrunableMatrix } from '../../masks/weights.js';
-import { batches, defaultBatchSize, makeWindows } from '../../metrics/perplexity.js';
+import { batches, defaultBatchSize, makeWindows, type Windows } from '../../metrics/perplexity.js';
+import { pairWindows, type Seq2seqPairs } from '../../metrics/seq2seq.js';
 import type { ModelSpec } from '../../model/spec.js';
 import { pruneSequentially } from '../../prune/sequential.js';
 import type { BleuObjectiveOptions, QualityMetric } from '../../search/objective.js';
@@ -34,6 +35,15 @@ export interface SearchBest {
   perplexity: number;
   sparsity: number;
   evaluations: number;
+}
+
+/** The calibration data of a method that runs the model (WeightBaselineInput.calibration). */
+export interface WeightCalibration {
+  stream: readonly number[];
+  context: number;
+  tokens: number;
+  batches?: readonly TokenBatch[];
+  pairs?: Seq2seqPairs;
 }
 
 export interface WeightBaselineInput {
@@ -48,14 +58,11 @@ export interface WeightBaselineInput {
   /**
    * The calibration token stream and window length, for methods that look at activations; a classification run
    * (`--metric accuracy|macro-f1`) has no stream and gives its labelled calibration items as `batches` instead
-   * (right-padded, with attentionMask, typeIds and `valid`), which calibrationBatches then returns.
+   * (right-padded, with attentionMask, typeIds and `valid`), which calibrationBatches then returns. An
+   * encoder-decoder's run has no stream either: its calibration items as source/target `pairs`
+   * (metrics/seq2seq.ts), cut by calibrationWindows into whole pairs holding `tokens` target tokens.
    */
-  calibration: {
-    stream: readonly number[];
-    context: number;
-    tokens: number;
-    batches?: readonly TokenBatch[];
-  };
+  calibration: WeightCalibration;
   /** Where methods that run the model run it. */
   engine?: { device?: Device; threads?: number };
   /**
@@ -103,6 +110,8 @@ export interface SearchOverrides {
   lambda?: number;
   /** `ga`: probability that a kept weight is turned off; seeded GAs: share of the pruned weights swapped. */
   mutationRate?: number;
+  /** `ga`: the fitness form (ga.ts GaFitness), set by presets. */
+  fitness?: 'normalized' | 'geneprune-code';
 }
 
 export interface WeightBaselineOutput {
@@ -159,9 +168,18 @@ export function weightBaselineNames(): string[] {
  */
 export function calibrationBatches(input: WeightBaselineInput): TokenBatch[] {
   if (input.calibration.batches) return [...input.calibration.batches];
-  const { stream, context, tokens } = input.calibration;
-  const windows = makeWindows(stream, context, tokens, 'calibration data');
-  return [...batches(windows, defaultBatchSize(context, input.spec.config.vocabSize))];
+  const windows = calibrationWindows(input.calibration, input.calibration.tokens);
+  return [...batches(windows, defaultBatchSize(windows.context, input.spec.config.vocabSize))];
+}
+
+/**
+ * The first `tokens` predicted tokens of the calibration data as perplexity windows: windows of the stream, or
+ * an encoder-decoder's whole source/target pairs (their context is the longest row).
+ */
+export function calibrationWindows(calibration: WeightCalibration, tokens: number): Windows {
+  return calibration.pairs
+    ? pairWindows(calibration.pairs, tokens, 'calibration data')
+    : makeWindows(calibration.stream, calibration.context, tokens, 'calibration data');
 }
 
 async function loadMatrix(spec: ModelSpec, m: PrunableMatrix): Promise<Float32Array> {
@@ -239,10 +257,15 @@ export const WANDA: WeightBaseline = {
   async select(input) {
     const list = calibrationBatches(input);
     const L = input.spec.config.numLayers;
+    const roles = new Set(input.matrices.map((m) => m.role));
     const result = await pruneSequentially(input.spec, {
       batches: list,
       ...input.engine,
+      // Past the last block with a matrix to prune (--layers) there is nothing to measure.
+      until: Math.max(...input.matrices.map((m) => m.layer)) + 1,
       select: (lin) => {
+        // Only the matrices asked for (--layers); the others pass through as they are.
+        if (!roles.has(lin.role)) return undefined;
         const scores = wandaScores(lin.weight, lin.rows, lin.cols, lin.inputSquaredNorms);
         return input.pattern
           ? selectNm(scores, lin.rows, lin.cols, input.pattern)
@@ -255,8 +278,9 @@ export const WANDA: WeightBaseline = {
       if (!keep) throw new GenepruneError('internal', `wanda chose no mask for ${m.role}`);
       return keep;
     });
-    // Per layer: one pass through the block to measure, one through the pruned block for the next layer.
-    return { keeps, forwardPasses: list.length * (2 * L - 1) };
+    // Per layer: one pass through the block to measure, one through the pruned block for the next layer (a layer
+    // left whole hands its captured output on).
+    return { keeps, forwardPasses: result.forwardPasses };
   },
 };
 

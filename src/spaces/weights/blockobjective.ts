@@ -15,6 +15,7 @@
  * `cached` is always false.
  */
 
+import { readsHidden } from '../../engine/blocks.js';
 import type { OrtGemm } from '../../engine/gemm.js';
 import { createRunner, type ModelRunner, type TokenBatch } from '../../engine/runner.js';
 import type { Device } from '../../engine/session.js';
@@ -65,7 +66,9 @@ export async function createLayerEvaluator(
   engine: Engine = {},
 ): Promise<LayerEvaluator> {
   const L = spec.config.numLayers;
-  if (layer > 0 && hidden?.length !== list.length) {
+  // An encoder-decoder's first decoder block reads the encoder output from the batches, no hidden states.
+  const reads = readsHidden(spec.config, layer);
+  if (reads && hidden?.length !== list.length) {
     throw new GenepruneError(
       'internal',
       `block ${layer} needs hidden states for each of ${list.length} batches`,
@@ -80,7 +83,7 @@ export async function createLayerEvaluator(
   let passes = 0;
   return {
     async perplexity(masks) {
-      const r = await maskedPerplexity(runner, list, masks, layer > 0 ? hidden : undefined);
+      const r = await maskedPerplexity(runner, list, masks, reads ? hidden : undefined);
       passes += r.passes;
       return r.perplexity;
     },
@@ -188,6 +191,11 @@ export interface BlockObjectiveInput {
   bleu?: BleuScorer;
   /** 'ppl': score each candidate after its own recovery. */
   recover?: { damping: number; products: OrtGemm };
+  /**
+   * The walk scores the dense model on this block (the first searched; default: block 0), which needs the shared
+   * suffix session even when candidates are recovered.
+   */
+  scoresDense?: boolean;
 }
 
 export async function createBlockObjective(input: BlockObjectiveInput): Promise<BlockObjective> {
@@ -220,7 +228,7 @@ export async function createBlockObjective(input: BlockObjectiveInput): Promise<
   // Recovered candidates get sessions of their own; the block's shared one then only scores the dense model
   // (block 0).
   const evaluator =
-    scoring === 'suffix' && (!grams || l === 0)
+    scoring === 'suffix' && (!grams || (input.scoresDense ?? l === 0))
       ? await createLayerEvaluator(spec, l, roles, batches, hidden, engine)
       : undefined;
   const tokens = validTokens(batches);
@@ -303,7 +311,12 @@ export async function createBlockObjective(input: BlockObjectiveInput): Promise<
 
 /** The token ids and valid positions of calibration batches, as plain numbers (JSON has no bigint). */
 function batchData(list: readonly TokenBatch[]) {
-  return list.map((b) => ({ ids: Array.from(b.ids, Number), valid: b.valid }));
+  return list.map((b) => ({
+    ids: Array.from(b.ids, Number),
+    valid: b.valid,
+    // Encoder-decoders: the decoder side of each pair.
+    ...(b.decoderIds ? { decoderIds: Array.from(b.decoderIds, Number) } : {}),
+  }));
 }
 
 /** Positions a perplexity over `list` averages (every position of a batch without a validity mask). */

@@ -4,11 +4,12 @@
  * scores, XᵀX for recovery) and the recovery of a block's kept weights under its masks (`--recover`, as
  * prune/sequential.ts does it); also alloc's one capture of every linear's input norms on the dense model.
  */
+import { archOf } from '../../arch/registry.js';
 import { runBlock, statOf } from '../../engine/blocks.js';
 import type { OrtGemm } from '../../engine/gemm.js';
 import { createRunner, type TokenBatch } from '../../engine/runner.js';
 import type { Device } from '../../engine/session.js';
-import { CAPTURE_POINTS, type CapturePoint, rolesOfCapturePoint } from '../../graph/capture.js';
+import type { CapturePoint } from '../../graph/capture.js';
 import { type ModelSpec, memoryTensor, type TensorSource } from '../../model/spec.js';
 import { factorGramWith, type GramFactor, recoverLinear } from '../../prune/recover.js';
 
@@ -76,12 +77,13 @@ export async function captureBlockInputs(
   const capture = await createRunner(spec, {
     ...engine,
     layers: [l, l + 1],
-    output: l === spec.config.numLayers - 1 ? 'nll' : 'hidden',
+    output: l === spec.config.numLayers - 1 ? archOf(spec.config).lastBlockOutput(spec.config) : 'hidden',
     capture: { layers: [l], kind },
   });
   const pass = await runBlock(capture, batches, hidden ? { hidden } : {}).finally(() => capture.release());
   const out = new Map<CapturePoint, Float64Array>();
-  for (const point of CAPTURE_POINTS) {
+  // The kind's points: an encoder-decoder's decoder blocks add the cross-attention's inputs.
+  for (const point of archOf(spec.config).capturePoints) {
     const stat = statOf(pass.stats, l, point);
     if (stat) out.set(point, stat);
   }
@@ -96,10 +98,11 @@ export async function applyBlockRecovery(
   products: OrtGemm,
 ): Promise<ModelSpec> {
   const tensors = new Map<string, TensorSource>(spec.tensors);
-  for (const point of CAPTURE_POINTS) {
+  const arch = archOf(spec.config);
+  for (const point of arch.capturePoints) {
     const at = grams.points.get(point);
     if (!at) continue;
-    for (const role of rolesOfCapturePoint(grams.layer, point)) {
+    for (const role of arch.rolesOfCapturePoint(grams.layer, point)) {
       const keep = masks.get(role);
       const src = tensors.get(role);
       if (!keep || !src) continue;
@@ -147,11 +150,12 @@ export async function denseInputNorms(
   });
   const pass = await runBlock(runner, list).finally(() => runner.release());
   const norms = new Map<string, Float64Array>();
+  const arch = archOf(spec.config);
   for (let l = 0; l < L; l++) {
-    for (const point of CAPTURE_POINTS) {
+    for (const point of arch.capturePoints) {
       const stat = statOf(pass.stats, l, point);
       if (!stat) continue;
-      for (const role of rolesOfCapturePoint(l, point)) norms.set(role, stat);
+      for (const role of arch.rolesOfCapturePoint(l, point)) norms.set(role, stat);
     }
   }
   return norms;

@@ -14,7 +14,12 @@
  * to `checkpoint.write`; a run restarted from that checkpoint recomputes the cached hidden states of the fixed
  * blocks (l block passes, not counted in `forwardPasses`) and continues with the next block exactly as the
  * uninterrupted run would have.
+ *
+ * A block without prunable matrices (`--layers` left it out) is not searched: the walk passes through it dense,
+ * and stops after the last block that has any. Encoder-decoders walk the encoder blocks, then the decoder blocks
+ * fed the final encoder output of the walk so far (engine/blocks.ts enterBlock).
  */
+import { enterBlock } from '../../engine/blocks.js';
 import { createOrtGemm } from '../../engine/gemm.js';
 import type { TokenBatch } from '../../engine/runner.js';
 import type { Device } from '../../engine/session.js';
@@ -207,6 +212,15 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
     let start = 0;
     let secondsBefore = 0;
     let hidden: Float32Array[] | undefined;
+    // The calibration batches as block l reads them (an encoder-decoder's decoder blocks: with the encoder output).
+    let batches = input.batches;
+    const walks = fromHidden || input.needsHidden === true;
+    const enter = (l: number) => {
+      if (walks) ({ batches, hidden } = enterBlock(spec.config, l, batches, hidden));
+    };
+    // Past the last block with prunable matrices there is nothing to search.
+    let end = L;
+    while (end > 0 && layouts[end - 1].matrices.length === 0) end--;
     const cp = await input.checkpoint?.read();
     if (cp && cp.done > 0) {
       rng.setState(cp.rngState);
@@ -216,9 +230,10 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
       passes = cp.forwardPasses;
       secondsBefore = cp.seconds;
       start = cp.done;
-      if (fromHidden || input.needsHidden === true) {
+      if (walks) {
         let at = 0;
         for (let l = 0; l < start; l++) {
+          enter(l);
           const b = layouts[l];
           const masks = new Map(b.matrices.map((m, i) => [m.role, keeps[at + i]]));
           at += b.matrices.length;
@@ -227,27 +242,37 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
               spec,
               l,
               masks,
-              input.batches,
+              batches,
               hidden,
               input.recover!.damping,
               engine,
               products!,
             );
           }
-          hidden = await advanceHidden(spec, l, input.batches, hidden, masks, engine);
+          hidden = await advanceHidden(spec, l, batches, hidden, masks, engine);
         }
       }
     }
     const t0 = performance.now();
     const seconds = () => secondsBefore + (performance.now() - t0) / 1000;
-    for (let l = start; l < L; l++) {
+    for (let l = start; l < end; l++) {
+      enter(l);
       const block = layouts[l];
+      if (block.matrices.length === 0) {
+        // Left out of the search: the walk passes through the block as it is.
+        if (walks) {
+          hidden = await advanceHidden(spec, l, batches, hidden, new Map(), engine);
+          passes += batches.length;
+        }
+        continue;
+      }
       const fixed = new Map(input.matrices.slice(0, keeps.length).map((m, i) => [m.role, keeps[i]]));
       const objective = await createBlockObjective({
         spec,
         block,
-        batches: input.batches,
+        batches,
         hidden,
+        scoresDense: Number.isNaN(dense),
         metric,
         engine,
         fixed,
@@ -257,7 +282,8 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
       let outcome: BlockOutcome<R>;
       let generationNow = 0;
       try {
-        if (l === 0) dense = await objective.dense();
+        // On the first block searched, whose earlier blocks (if any) are dense.
+        if (Number.isNaN(dense)) dense = await objective.dense();
         const evaluate = async (genomes: readonly Uint8Array[]): Promise<BlockQuality[]> => {
           const scored = await objective.evaluateMany(genomes);
           const out: BlockQuality[] = [];
@@ -282,7 +308,7 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
           spec,
           block,
           layers: L,
-          batches: input.batches,
+          batches,
           hidden,
           metric,
           dense,
@@ -321,12 +347,12 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
       for (const m of block.matrices) keeps.push(feeds.get(m.role)!.slice());
       reports.push(outcome.report);
       input.onBlock?.(outcome.report, l, L);
-      if (l < L - 1) {
+      if (l < end - 1) {
         // The fixed block recovered (recovery needs no session: the objective's Gram matrices and the weights).
         spec = await objective.recovered(outcome.genome);
-        if (fromHidden || input.needsHidden === true) {
-          hidden = await advanceHidden(spec, l, input.batches, hidden, feeds, engine);
-          passes += input.batches.length;
+        if (walks) {
+          hidden = await advanceHidden(spec, l, batches, hidden, feeds, engine);
+          passes += batches.length;
         }
         await input.checkpoint?.write({
           done: l + 1,

@@ -21,6 +21,10 @@
  *     initial population and after each iteration; the fittest individual is the block's mask.
  * `--sparsity` is therefore a threshold, not a budget: the run reports the sparsity the GA reached.
  *
+ * The fitness form 'geneprune-code' (`--preset geneprune` on an encoder-decoder) is the paper's public code's
+ * instead: F = (1 − λ)·b + λ·s_l with b the candidate's mean NLTK sentence BLEU on the 0–1 scale (its raw value,
+ * not relative to the dense model's), multiplied by 0.1 when b < 0.09 (the code's penalty on broken candidates).
+ *
  * With `--pattern N:M` (decided here; the paper has no patterns): the initial genomes are random N:M masks,
  * crossover is single-point with the cut on a group boundary, and mutation picks each group with probability
  * `mutationRate` and swaps one of its kept weights with one of its pruned ones, so every individual stays N:M;
@@ -73,6 +77,26 @@ export const GA_PRESET = {
 
 export type GaSettings = { -readonly [K in keyof typeof GA_PRESET]: number };
 
+/** How a candidate's fitness is formed (see the file's comment). */
+export const GA_FITNESS_FORMS = ['normalized', 'geneprune-code'] as const;
+export type GaFitness = (typeof GA_FITNESS_FORMS)[number];
+
+/** The GenePrune code's BLEU below which a candidate's fitness is cut to a tenth. */
+export const GENEPRUNE_CODE_BLEU_FLOOR = 0.09;
+
+/**
+ * The GenePrune code's fitness of a candidate: (1 − λ)·b + λ·s, times 0.1 when b < 0.09; b its mean sentence BLEU
+ * (0–1), s the share of the block's weights off.
+ */
+export function genePruneCodeFitness(bleuUnit: number, sparsity: number, lambda: number): number {
+  const f = (1 - lambda) * bleuUnit + lambda * sparsity;
+  return bleuUnit < GENEPRUNE_CODE_BLEU_FLOOR ? 0.1 * f : f;
+}
+
+/** The fitness form's description, as config.json records it. */
+export const GENEPRUNE_CODE_FITNESS =
+  '(1 − λ)·b + λ·(share of the block’s prunable weights off), times 0.1 when b < 0.09; b = the candidate’s mean NLTK sentence BLEU (method1, whitespace tokens) on the calibration task, 0–1 (the GenePrune code’s)';
+
 /** What the run's config records about the method. */
 export const GA_DESCRIPTION = {
   preset: 'geneprune',
@@ -114,6 +138,8 @@ export interface GaLayerReport {
 
 export interface GaReport {
   metric: BlockMetric;
+  /** The fitness form, when not 'normalized'. */
+  fitness?: GaFitness;
   /** The dense model's calibration perplexity (`--metric ppl`), BLEU, exact match or pass@1 (that --metric). */
   densePerplexity?: number;
   denseBleu?: number;
@@ -137,6 +163,8 @@ export interface GaInput {
   /** Default 'ppl'; a generation metric (bleu, exact-match, pass@1) needs `bleu` (its calibration task). */
   metric?: BlockMetric;
   bleu?: BleuObjectiveOptions;
+  /** Default 'normalized'; 'geneprune-code' needs metric 'bleu' with sentence-mean BLEU. */
+  fitness?: GaFitness;
   onLayer?: (report: GaLayerReport, layers: number) => void;
   onProgress?: (p: BlockSearchProgress) => void;
   onEvaluation?: (e: BlockEvaluation) => void | Promise<void>;
@@ -181,6 +209,7 @@ async function searchBlock(
   s: GaSettings,
   threshold: number,
   pattern: NmPattern | undefined,
+  form: GaFitness = 'normalized',
 ): Promise<BlockOutcome<GaLayerReport>> {
   const { block, rng } = ctx;
   // A score names its value as result.json names the metric's (perplexity, bleu).
@@ -206,7 +235,11 @@ async function searchBlock(
         evaluations += genomes.length;
         return genomes.map((genome, i) => {
           const sparsity = offShare(genome);
-          const fitness = (1 - s.lambda) * qs[i].normalized + s.lambda * sparsity;
+          // The code's form reads the quoted BLEU (0–100) on its own 0–1 scale.
+          const fitness =
+            form === 'geneprune-code'
+              ? genePruneCodeFitness(qs[i].value / 100, sparsity, s.lambda)
+              : (1 - s.lambda) * qs[i].normalized + s.lambda * sparsity;
           return {
             genome,
             score: {
@@ -257,6 +290,13 @@ export async function geneticPrune(
 ): Promise<{ keeps: Uint8Array[]; report: GaReport; forwardPasses: number }> {
   const s: GaSettings = { ...GA_PRESET, ...input.settings };
   checkGaSettings(s);
+  const form = input.fitness ?? 'normalized';
+  if (form === 'geneprune-code' && (input.metric !== 'bleu' || input.bleu?.kind !== 'sentence-mean')) {
+    throw flagError(
+      '--metric',
+      "the GenePrune code's fitness reads sentence-mean BLEU (--metric bleu --bleu sentence-mean)",
+    );
+  }
   const out = await searchBlockwise<GaLayerReport>({
     spec: input.spec,
     matrices: input.matrices,
@@ -266,7 +306,7 @@ export async function geneticPrune(
     ...(input.checkpoint ? { checkpoint: input.checkpoint } : {}),
     ...(input.metric ? { metric: input.metric } : {}),
     ...(input.bleu ? { bleu: input.bleu } : {}),
-    search: (ctx) => searchBlock(ctx, s, input.threshold, input.pattern),
+    search: (ctx) => searchBlock(ctx, s, input.threshold, input.pattern, form),
     onBlock: (r, _l, L) => input.onLayer?.(r, L),
     ...(input.onProgress ? { onProgress: input.onProgress } : {}),
     ...(input.onEvaluation ? { onEvaluation: input.onEvaluation } : {}),
@@ -275,6 +315,7 @@ export async function geneticPrune(
     keeps: out.keeps,
     report: {
       metric: out.metric,
+      ...(form === 'normalized' ? {} : { fitness: form }),
       [metricEntry(out.metric).record!.dense]: out.dense,
       layers: out.reports,
     },
@@ -329,6 +370,7 @@ export const GA: WeightBaseline = {
       rng: input.rng,
       settings: gaSettingsOf(input),
       ...blockMetricOf(input),
+      ...(input.search?.fitness ? { fitness: input.search.fitness } : {}),
       ...(input.engine ? { engine: input.engine } : {}),
       ...(input.checkpoint ? { checkpoint: input.checkpoint as CheckpointStore<GaLayerReport> } : {}),
       onLayer: (r, L) => input.onProgress?.(r.layer + 1, L, 'blocks'),

@@ -17,8 +17,9 @@
 import { join } from 'node:path';
 import { fileError, flagError } from '../../errors.js';
 import type { Bitset } from '../../masks/bitset.js';
+import { selectLayerMatrices } from '../../masks/layers.js';
 import { loadWeightMaskFile, patternText, writeWeightMaskFile } from '../../masks/weightfile.js';
-import { weightMasksFromKeeps } from '../../masks/weights.js';
+import { prunableMatrices, weightMasksFromKeeps } from '../../masks/weights.js';
 import { findMetric, qualityOfValue } from '../../metrics/registry.js';
 import { RECOVERY_DAMPING } from '../../prune/recover.js';
 import {
@@ -45,6 +46,7 @@ import { quotedBest } from '../../search/progress.js';
 import { faultPoint, sha256File, writeJsonAtomic } from '../../util/fs.js';
 import { createRng } from '../../util/rng.js';
 import { weightBaseline } from './baselines.js';
+import { GENEPRUNE_CODE_FITNESS } from './ga.js';
 import { progressCallbacks, type WeightPruneEnv } from './runprogress.js';
 import {
   calibrationItems,
@@ -66,7 +68,13 @@ export type WeightGivenSetting = GivenSetting<Extract<keyof WeightPruneSettings,
 async function prepare(s: WeightPruneSettings, env: WeightPruneEnv): Promise<Prepared> {
   const pattern = patternOf(s);
   const data = await prepareRunData(s, env, 'weights');
-  const space = createWeightSpace(data.model.spec);
+  const spec = data.model.spec;
+  const space = createWeightSpace(
+    spec,
+    s.layers === undefined
+      ? {}
+      : { roles: selectLayerMatrices(s.layers, spec.config, prunableMatrices(spec)).map((m) => m.role) },
+  );
   if (pattern) {
     const bad = space.matrices.find((m) => m.cols % pattern.m !== 0);
     if (bad) {
@@ -78,7 +86,9 @@ async function prepare(s: WeightPruneSettings, env: WeightPruneEnv): Promise<Pre
   }
   const calibration = data.calibLabelled
     ? `${calibrationItems(s, data)} labelled items of ${data.calibLabelled.source}`
-    : `${data.stream.length} tokens`;
+    : data.calibPairs
+      ? `${data.calibPairs.targets.length} source/target pairs (${data.calibTokens} target tokens used)`
+      : `${data.stream.length} tokens`;
   env.onStatus?.(
     `model ${data.model.modelPath}: ${space.genes} prunable weights in ${space.matrices.length} matrices (${space.totalParameters} parameters); calibration ${calibration}`,
   );
@@ -92,12 +102,19 @@ async function runConfig(s: WeightPruneSettings, p: Prepared): Promise<RunConfig
     version: 1,
     method: s.method,
     ...(weightBaseline(s.method)?.description
-      ? { methodDescription: weightBaseline(s.method)!.description }
+      ? {
+          methodDescription: {
+            ...weightBaseline(s.method)!.description,
+            // A preset's fitness form replaces the method's own description of it.
+            ...(s.fitness === 'geneprune-code' ? { fitness: GENEPRUNE_CODE_FITNESS } : {}),
+          },
+        }
       : {}),
     settings: s,
     model: recorded.model,
-    geneOrder:
-      'layer-major over the prunable matrices (q k v o gate up down of each layer), each [out, in] row-major; 1 keeps the weight',
+    geneOrder: p.space.matrices.some((m) => m.role.includes('.cross.'))
+      ? 'layer-major over the prunable matrices (q k v o, then cross q k v o in decoder blocks, gate up down of each layer; encoder blocks first), each [out, in] row-major; 1 keeps the weight'
+      : 'layer-major over the prunable matrices (q k v o gate up down of each layer), each [out, in] row-major; 1 keeps the weight',
     matrices: p.space.matrices.map(({ role, rows, cols }) => ({ role, rows, cols })),
     calibration: recorded.calibration,
     evaluation: recorded.evaluation,
@@ -122,6 +139,8 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
       context: p.context,
       tokens: p.calibTokens,
       ...(p.calibLabelled ? { batches: labelledCalibrationBatches(s, p) } : {}),
+      // Encoder-decoders: the calibration items as source/target pairs (no stream).
+      ...(p.calibPairs ? { pairs: p.calibPairs } : {}),
     },
     engine: { device: env.device, threads: env.threads },
     metric: s.metric ?? 'ppl',
@@ -132,6 +151,7 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
       ...(s.generations !== undefined ? { generations: s.generations } : {}),
       ...(s.lambda !== undefined ? { lambda: s.lambda } : {}),
       ...(s.mutationRate !== undefined ? { mutationRate: s.mutationRate } : {}),
+      ...(s.fitness !== undefined ? { fitness: s.fitness } : {}),
     },
     checkpoint: blockSearchCheckpoint(dir, s.method, p.space.matrices),
     state: methodStateStore(dir, s.method),
@@ -148,7 +168,16 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
       }),
   });
   const masks = weightMasksFromKeeps(p.space.matrices, out.keeps);
-  const { sha256 } = await writeWeightMaskFile(join(dir, WEIGHT_MASK_FILE), p.model.spec, masks, {
+  // The file holds every prunable matrix: those --layers left out are kept whole.
+  const all = prunableMatrices(p.model.spec);
+  const fileMasks = weightMasksFromKeeps(
+    all,
+    all.map((m) => {
+      const i = p.space.weightRoles.indexOf(m.role);
+      return i >= 0 ? out.keeps[i] : new Uint8Array(m.rows * m.cols).fill(1);
+    }),
+  );
+  const { sha256 } = await writeWeightMaskFile(join(dir, WEIGHT_MASK_FILE), p.model.spec, fileMasks, {
     ...(p.pattern ? { pattern: p.pattern } : {}),
     info: {
       method: s.method,
@@ -271,6 +300,15 @@ async function pruneInDir(
     context: p.context,
     ...(p.calibPairs ? { scored: 'pairs' as const } : {}),
     ...(warnings.length > 0 ? { warnings } : {}),
+    ...(s.layers !== undefined
+      ? {
+          layerPattern: {
+            pattern: s.layers,
+            matrices: space.matrices.length,
+            of: prunableMatrices(p.model.spec).length,
+          },
+        }
+      : {}),
     calib,
     eval:
       'perplexity' in evalScore

@@ -11,7 +11,9 @@ import { unpackBits } from '../../masks/bitset.js';
 import { writeRecoveredWeights } from '../../masks/recovered.js';
 import type { NmPattern } from '../../masks/select.js';
 import { classificationBatches, sliceClassification } from '../../metrics/classify.js';
+import { batches, defaultBatchSize } from '../../metrics/perplexity.js';
 import { isPerplexity } from '../../metrics/registry.js';
+import { pairWindows, type Seq2seqPairs } from '../../metrics/seq2seq.js';
 import type { ModelSpec } from '../../model/spec.js';
 import { RECOVERY_DAMPING } from '../../prune/recover.js';
 import { pruneSequentially } from '../../prune/sequential.js';
@@ -57,6 +59,21 @@ export function labelledCalibrationBatches(s: WeightPruneSettings, d: RunData): 
   return [...classificationBatches(items, s.batchSize)].map((b) => b.batch);
 }
 
+/**
+ * An encoder-decoder run's calibration batches, as its methods cut them (baselines.ts calibrationBatches): whole
+ * pairs up to --calib-tokens target tokens, in batches sized for the longest row (or --batch-size rows).
+ */
+export function pairCalibrationBatches(
+  s: WeightPruneSettings,
+  d: RunData,
+  pairs: Seq2seqPairs,
+): TokenBatch[] {
+  const windows = pairWindows(pairs, d.calibTokens, s.calib);
+  return [
+    ...batches(windows, s.batchSize ?? defaultBatchSize(windows.context, d.model.spec.config.vocabSize)),
+  ];
+}
+
 /** One objective's dense (with `dense`) and pruned quality on the calibration data, and its forward passes. */
 async function calibQuality(
   spec: ModelSpec,
@@ -71,6 +88,7 @@ async function calibQuality(
   const open = () =>
     createObjective(spec, space, {
       stream: p.stream,
+      ...(p.calibPairs ? { pairs: p.calibPairs } : {}),
       context: p.context,
       metric,
       bleu: bleuObjectiveOptions(s, p.calibTask),
@@ -186,13 +204,15 @@ export async function recoverMasked(
   const t0 = performance.now();
   const list = p.calibLabelled
     ? labelledCalibrationBatches(s, p)
-    : recoveryBatches(p.stream, {
-        context: p.context,
-        tokens: s.calibTokens,
-        label: s.calib,
-        vocabSize: p.model.spec.config.vocabSize,
-        batchSize: s.batchSize,
-      });
+    : p.calibPairs
+      ? pairCalibrationBatches(s, p, p.calibPairs)
+      : recoveryBatches(p.stream, {
+          context: p.context,
+          tokens: s.calibTokens,
+          label: s.calib,
+          vocabSize: p.model.spec.config.vocabSize,
+          batchSize: s.batchSize,
+        });
   const L = p.model.spec.config.numLayers;
   const result = await pruneSequentially(p.model.spec, {
     batches: list,
@@ -200,7 +220,11 @@ export async function recoverMasked(
     damping: RECOVERY_DAMPING,
     device: env.device,
     threads: env.threads,
+    // Past the last block --layers selected nothing is refitted.
+    until: Math.max(...p.space.matrices.map((m) => m.layer)) + 1,
     select: (lin) => {
+      // Matrices --layers left out are neither pruned nor refitted.
+      if (!p.space.weightRoles.includes(lin.role)) return undefined;
       const m = masks.get(lin.role);
       if (!m) throw new GenepruneError('internal', `no mask for ${lin.role}`);
       return unpackBits(m);
@@ -212,7 +236,7 @@ export async function recoverMasked(
     path,
     p.model.spec,
     result.spec,
-    [...masks.keys()],
+    [...masks.keys()].filter((role) => p.space.weightRoles.includes(role)),
     { kind: 'weight', sha256: maskSha256 },
     RECOVERY_DAMPING,
   );

@@ -6,14 +6,15 @@
  */
 import { flagError } from '../../errors.js';
 import { COMPUTE_DTYPES } from '../../graph/weights.js';
+import { parseLayerPattern } from '../../masks/layers.js';
 import { type NmPattern, parsePattern } from '../../masks/select.js';
 import { metricEntry, orList } from '../../metrics/registry.js';
 import type { RunDataSettings } from '../../runs/data.js';
 import { settingsFrom } from '../../runs/presets.js';
 import { QUALITY_METRICS, type QualityMetric } from '../../search/objective.js';
 import { weightBaseline, weightBaselineNames } from './baselines.js';
-// The searching methods register themselves as weights methods.
-import './ga.js';
+import { GA_FITNESS_FORMS, type GaFitness } from './ga.js';
+// The searching methods register themselves as weights methods (ga.ts through the import above).
 import './seeded.js';
 import './alloc.js';
 
@@ -36,6 +37,18 @@ export interface WeightPruneSettings extends RunDataSettings {
    * activations (prune/recover.ts, sequential as prune/sequential.ts walks the layers).
    */
   recover?: boolean;
+  /**
+   * `--layers PATTERN` (masks/layers.ts): only the prunable matrices it selects are pruned, and --sparsity counts
+   * over them; the others stay dense (all ones in the mask file). Absent: every prunable matrix.
+   */
+  layers?: string;
+  /**
+   * `ga`: the fitness form (ga.ts): 'normalized' (default) (1 − λ)·q + λ·s with q the quality relative to the dense
+   * model's; 'geneprune-code' the GenePrune code's (1 − λ)·b + λ·s on the candidate's raw sentence-mean BLEU b
+   * (0–1), times 0.1 when b < 0.09 — set by `--preset geneprune` on an encoder-decoder, with --metric bleu and
+   * --bleu sentence-mean.
+   */
+  fitness?: GaFitness;
   /** Searching methods (`ga`, `ga-wanda`, `ga-magnitude`): population size (method default when absent). */
   population?: number;
   /** Searching methods: generations (steady-state iterations for `ga`) per block. */
@@ -63,10 +76,39 @@ export const WEIGHT_PRUNE_DEFAULTS = {
   recover: false,
 } as const satisfies Partial<WeightPruneSettings>;
 
-/** Presets: `geneprune`, the GenePrune paper's GA with its printed settings (spaces/weights/ga.ts, GA_PRESET). */
+/**
+ * Presets: `geneprune`, the GenePrune paper's GA with its printed settings (spaces/weights/ga.ts, GA_PRESET). On an
+ * encoder-decoder (the paper's own experiment: CodeT5 on MBPP) it is the paper's public code's setup instead,
+ * SEQ2SEQ_PRESET_SETTINGS.
+ */
 export const WEIGHT_PRESETS = ['geneprune'] as const;
 export type WeightPreset = (typeof WEIGHT_PRESETS)[number];
 const PRESET_SETTINGS: Record<WeightPreset, Partial<WeightPruneSettings>> = { geneprune: { method: 'ga' } };
+
+/** The GenePrune code's prompt: its fixed prefix before each MBPP problem's text. */
+export const GENEPRUNE_PROMPT_TEMPLATE = 'Generate code from natural language: (from Mbpp) {text}';
+
+/**
+ * `--preset geneprune` on an encoder-decoder: what the GenePrune code runs — its prompt prefix, fitness on the
+ * mean NLTK sentence BLEU (method1, 0–1) with the 0.1 penalty below 0.09, λ 0.02, population 10, 5 generations,
+ * stop at 20 % sparsity, greedy generation of at most 128 new tokens. Every value is recorded in config.json as a
+ * setting, and any flag given beside the preset overrides it.
+ */
+export const SEQ2SEQ_PRESET_SETTINGS: Record<WeightPreset, Partial<WeightPruneSettings>> = {
+  geneprune: {
+    method: 'ga',
+    metric: 'bleu',
+    bleu: 'sentence-mean',
+    fitness: 'geneprune-code',
+    promptTemplate: GENEPRUNE_PROMPT_TEMPLATE,
+    sparsity: 0.2,
+    lambda: 0.02,
+    population: 10,
+    generations: 5,
+    calibNewTokens: 128,
+    evalNewTokens: 128,
+  },
+};
 
 export type WeightPruneOptions = Partial<WeightPruneSettings> & {
   calib: string;
@@ -83,12 +125,18 @@ export function patternOf(s: Pick<WeightPruneSettings, 'pattern'>): NmPattern | 
   return p;
 }
 
-/** Fills defaults and checks the options against each other. Errors name the CLI flag. */
-export function weightPruneSettings(opts: WeightPruneOptions): WeightPruneSettings {
+/**
+ * Fills defaults and checks the options against each other. Errors name the CLI flag. `model.seq2seq`: the model
+ * is an encoder-decoder (its kind scores source/target pairs), whose `geneprune` preset is the paper code's setup.
+ */
+export function weightPruneSettings(
+  opts: WeightPruneOptions,
+  model: { seq2seq?: boolean } = {},
+): WeightPruneSettings {
   const { preset, ...given } = opts;
   const s = settingsFrom<WeightPruneSettings>(
     WEIGHT_PRUNE_DEFAULTS as unknown as Omit<WeightPruneSettings, 'calib' | 'eval'>,
-    PRESET_SETTINGS,
+    model.seq2seq ? SEQ2SEQ_PRESET_SETTINGS : PRESET_SETTINGS,
     preset,
     given as Partial<WeightPruneSettings>,
   );
@@ -129,6 +177,22 @@ export function weightPruneSettings(opts: WeightPruneOptions): WeightPruneSettin
       throw flagError('--metric', `the ${s.method} method searches on ${orList(can)}, not ${s.metric}`);
     }
   }
+  if (s.fitness !== undefined) {
+    if (!GA_FITNESS_FORMS.includes(s.fitness)) {
+      throw flagError('--preset', `unknown GA fitness form "${s.fitness}" (${GA_FITNESS_FORMS.join(', ')})`);
+    }
+    if (s.method !== 'ga') {
+      throw flagError('--method', `the GenePrune code's fitness is the ga method's, not ${s.method}'s`);
+    }
+    if (s.fitness === 'geneprune-code' && (s.metric !== 'bleu' || s.bleu !== 'sentence-mean')) {
+      throw flagError(
+        '--metric',
+        `the GenePrune code's fitness reads sentence-mean BLEU (--metric bleu --bleu sentence-mean), not ${s.metric}${s.metric === 'bleu' ? ` ${s.bleu ?? 'corpus'}` : ''}`,
+      );
+    }
+  }
+  // The syntax now; the stacks and blocks once the model is open (run.ts).
+  if (s.layers !== undefined) parseLayerPattern(s.layers);
   const pattern = patternOf(s);
   const chosen = weightBaseline(s.method);
   if (pattern && chosen?.supportsPattern === false) {

@@ -320,4 +320,47 @@ describe('weights on codet5-tiny', { skip }, () => {
     assert.equal(j.layers.length, 1);
     assert.ok(j.sparsity.achieved > 0.04 && j.sparsity.achieved < 0.25, `${j.sparsity.achieved}`);
   });
+
+  test('--preset geneprune --pattern 2:4: the pattern fixes the sparsity the preset would stop at', () => {
+    const out = join(tmp.dir, 'codet5-preset-24');
+    const r = runCli([
+      'weights',
+      ...base(),
+      '--preset',
+      'geneprune',
+      '--pattern',
+      '2:4',
+      '--layers',
+      'encoder.0.attn.q',
+      '--calib-items',
+      '2',
+      '--eval-items',
+      '4',
+      '--json',
+      '--out',
+      out,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const j = JSON.parse(r.stdout);
+    assert.equal(j.sparsity.target, 0.5);
+    assert.equal(j.sparsity.achieved, 0.5);
+    // A --sparsity the user gives must still agree with the pattern.
+    assertOneLineError(
+      runCli([
+        'weights',
+        ...base(),
+        '--preset',
+        'geneprune',
+        '--pattern',
+        '2:4',
+        '--sparsity',
+        '0.2',
+        '--out',
+        join(tmp.dir, 'x24'),
+      ]),
+      2,
+      '--sparsity',
+      'the 2:4 pattern prunes 0.5',
+    );
+  });
 });

@@ -203,7 +203,9 @@ export function weightPruneSettings(
   }
   if (pattern) {
     const implied = 1 - pattern.n / pattern.m;
-    if (s.sparsity === undefined) s.sparsity = implied;
+    // The pattern fixes the sparsity: a preset's stop threshold (the encoder-decoder preset's 20 %) gives way to it;
+    // only a --sparsity the user gave must agree.
+    if ((given as Partial<WeightPruneSettings>).sparsity === undefined) s.sparsity = implied;
     else if (Math.abs(s.sparsity - implied) > 1e-12) {
       throw flagError(
         '--sparsity',

@@ -31,6 +31,7 @@ import {
   memoryBudgetOption,
   modelOption,
   parseComputeDtype,
+  parseIntFlag,
   threadsOption,
   tokenizerOption,
 } from './options.js';
@@ -249,6 +250,10 @@ export function registerHeads(program: Command): void {
     .addOption(deviceOption())
     .addOption(computeDtypeOption())
     .addOption(threadsOption())
+    .option(
+      '--workers <n>',
+      'score candidates on n worker threads, each with its own session and --threads (default: cores / n); same results (--metric ppl only for now)',
+    )
     .addOption(memoryBudgetOption())
     .option('--quiet', 'no progress display')
     .option('--json', 'print the result as one JSON object (no progress display)')
@@ -282,6 +287,7 @@ Examples:
       const line = searchProgressText(performance.now(), typeof f.resume === 'string');
       const env: HeadSearchEnv = {
         ...runEnvFromFlags(f, progress, quiet),
+        ...(typeof f.workers === 'string' ? { workers: parseIntFlag('--workers', f.workers) } : {}),
         onSearchUpdate: (p) => progress.update(line(p)),
       };
       let result: HeadSearchResult;

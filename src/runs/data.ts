@@ -80,7 +80,10 @@ export interface RunDataSettings extends RunTaskSettings, RunChoiceSettings {
 
 export interface RunEnv {
   device?: Device;
+  /** Intra-op threads (per worker with `workers`). */
   threads?: number;
+  /** Candidate evaluations on this many worker threads (search/pool.ts; the head search's ppl metric so far). */
+  workers?: number;
   /** Refuse before loading when the estimated peak exceeds this many bytes (default: total memory). */
   memoryBudget?: number;
   /** Progress and warnings (e.g. truncated items), one line each. */

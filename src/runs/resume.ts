@@ -22,7 +22,13 @@ export interface GivenSetting<K extends string = string> {
  * run it holds, and a finished run's stop reason and best were decided under the old limit. --batch-size too:
  * it changes the order of float sums, so the resumed run would no longer equal an uninterrupted one.
  */
-export const RESUME_CHANGEABLE_FLAGS: readonly string[] = ['--device', '--threads', '--quiet', '--json'];
+export const RESUME_CHANGEABLE_FLAGS: readonly string[] = [
+  '--device',
+  '--threads',
+  '--workers',
+  '--quiet',
+  '--json',
+];
 
 /** Settings holding paths: stored absolute, so a path typed relative is compared resolved. */
 const PATH_SETTINGS = new Set<string>(['calib', 'eval', 'model', 'tokenizer']);

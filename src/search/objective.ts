@@ -19,7 +19,6 @@ import type { CandidateMasks, ModelRunner } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
 import { GenepruneError } from '../errors.js';
 import type { ComputeDtype } from '../graph/weights.js';
-import { prepareWeights, releaseWeights } from '../graph/weights.js';
 import type { BleuKind } from '../metrics/bleu.js';
 import type { ChoiceNorm, PreparedChoiceTask } from '../metrics/choices.js';
 import type { PreparedClassification } from '../metrics/classify.js';
@@ -29,6 +28,7 @@ import { amountUnit, metricEntry, type QualityMetric } from '../metrics/registry
 import { type CalibrationScorer, predictionScorer, type RawEvaluation } from '../metrics/scorers.js';
 import type { Seq2seqPairs } from '../metrics/seq2seq.js';
 import type { ModelSpec } from '../model/spec.js';
+import { createPoolScorer, poolRunner, type WorkerPoolOptions } from './pool.js';
 import { registerObjective } from './record.js';
 import type { SearchSpace } from './space.js';
 
@@ -228,6 +228,11 @@ export interface ObjectiveOptions {
   dtype?: ComputeDtype;
   /** How a batch's distinct evaluations run (default `sequentialRunner`). */
   elementwise?: ElementwiseRunner;
+  /**
+   * `--workers N`: the evaluations run on N worker threads, each with its own session (search/pool.ts); the
+   * batch runner is then the pool's. Results are the same as without.
+   */
+  workers?: WorkerPoolOptions;
 }
 
 /**
@@ -246,8 +251,10 @@ export async function createObjective<G, S extends SearchSpace<G>>(
   opts: ObjectiveOptions,
 ): Promise<Objective<G, S>> {
   // The metric's own part (its runner, data and scoring) comes from its registry entry.
-  const scorer = await metricEntry(opts.metric).objective(spec, space, opts);
-  const objective = scoredObjective(space, opts.metric, scorer, opts.elementwise);
+  const scorer = opts.workers
+    ? await createPoolScorer(spec, space, opts, opts.workers)
+    : await metricEntry(opts.metric).objective(spec, space, opts);
+  const objective = scoredObjective(space, opts.metric, scorer, opts.workers ? poolRunner : opts.elementwise);
   return scorer.record ? registerObjective(objective, { spec, ...scorer.record }) : objective;
 }
 

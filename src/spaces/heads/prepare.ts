@@ -110,6 +110,9 @@ export async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promis
     device: env.device,
     threads: env.threads,
     dtype: s.dtype,
+    ...(env.workers !== undefined
+      ? { workers: { workers: env.workers, modelPath: data.model.modelPath } }
+      : {}),
   });
   return { ...data, objective };
 }

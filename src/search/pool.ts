@@ -1,0 +1,246 @@
+/**
+ * `--workers N`: an objective's evaluations on N worker threads of this process, each holding its own ONNX
+ * session. ONNX Runtime's `session.run` holds the calling thread for the whole forward pass, so evaluations only
+ * run side by side on threads of their own. Every worker builds the same calibration scorer the main thread would
+ * have built (poolworker.ts): the same model file, the same prepared calibration data (sent, not re-read, so no
+ * worker can score other data), the same settings; the main thread keeps the cache, the counters and the
+ * non-finite rule (objective.ts), and `evaluateMany` hands the batch's distinct candidates out through
+ * `poolRunner`, results committed in index order. So what a search logs and returns does not depend on the
+ * number of workers; only the wall time does.
+ *
+ * A worker that fails (an evaluation throws, or the thread dies) fails the batch with a one-line error, never a
+ * score; workers are terminated by the objective's release, and hold the process open only while they work.
+ */
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import type { CandidateMasks } from '../engine/runner.js';
+import { GenepruneError } from '../errors.js';
+import type { CalibrationScorer, RawEvaluation, ScorerRecord, ScorerTarget } from '../metrics/scorers.js';
+import type { ModelSpec } from '../model/spec.js';
+import type { ElementwiseRunner, Fidelity, ObjectiveOptions } from './objective.js';
+
+/** Where the workers come from: their count and the model file every one of them opens. */
+export interface WorkerPoolOptions {
+  /** Worker threads (≥ 1). */
+  workers: number;
+  /** The model's resolved path (a folder or a llama2.c .bin), opened by each worker. */
+  modelPath: string;
+}
+
+/** What a worker is started with (structured-cloned): everything its scorer is built from. */
+export interface PoolWorkerData {
+  modelPath: string;
+  /** The main thread's view of the model, checked against what the worker opened. */
+  config: string;
+  target: { weightRoles?: string[] };
+  options: Omit<ObjectiveOptions, 'elementwise' | 'workers'>;
+  /** Worker 0 sends the scorer's record back (the objective's identity); the others need not. */
+  sendRecord: boolean;
+}
+
+export type ToPoolWorker = { kind: 'score'; id: number; masks: CandidateMasks; fidelity: Fidelity };
+
+export type FromPoolWorker =
+  | { kind: 'ready'; record?: ScorerRecord }
+  | { kind: 'scored'; id: number; result: RawEvaluation }
+  | { kind: 'failed'; id?: number; error: SentError };
+
+/** An error as it crosses the thread boundary: a GenepruneError keeps its kind and what it names. */
+export interface SentError {
+  message: string;
+  kind?: string;
+  where?: string;
+}
+
+/** The metrics a pool scores today; the others are refused in one line before any worker starts. */
+export const POOL_METRICS: readonly string[] = ['ppl'];
+
+/** Intra-op threads per worker when --threads is not given: the cores shared out, at least one each. */
+export function threadsPerWorker(workers: number, cores = availableParallelism()): number {
+  return Math.max(1, Math.floor(cores / workers));
+}
+
+/**
+ * A worker running poolworker.js beside this module when built; from source (tsx: tests, bench), worker
+ * threads do not inherit tsx's loader, so a bootstrap registers it first (as the dashboard's thread does).
+ */
+function newWorker(data: PoolWorkerData): Worker {
+  if (!import.meta.url.endsWith('.ts'))
+    return new Worker(new URL('./poolworker.js', import.meta.url), { workerData: data });
+  const entry = new URL('./poolworker.ts', import.meta.url).href;
+  const boot = `import('tsx/esm/api').then((t) => { t.register(); return import(${JSON.stringify(entry)}); });`;
+  return new Worker(boot, { eval: true, workerData: data });
+}
+
+function errorOf(e: SentError, workerIndex: number): GenepruneError {
+  const text = e.message.replace(/\s*\n\s*/g, ' ');
+  if (e.kind) return new GenepruneError(e.kind as GenepruneError['kind'], text, e.where);
+  return new GenepruneError('internal', `evaluation worker ${workerIndex + 1} failed: ${text}`, '--workers');
+}
+
+interface Task {
+  id: number;
+  masks: CandidateMasks;
+  fidelity: Fidelity;
+  resolve(r: RawEvaluation): void;
+  reject(e: unknown): void;
+}
+
+/**
+ * A calibration scorer whose `score` runs on the pool's workers: started here, ready when every worker has built
+ * its scorer (a worker that cannot is the returned promise's one-line error, the others terminated).
+ */
+export async function createPoolScorer(
+  spec: ModelSpec,
+  target: ScorerTarget,
+  opts: ObjectiveOptions,
+  pool: WorkerPoolOptions,
+): Promise<CalibrationScorer> {
+  if (!Number.isInteger(pool.workers) || pool.workers < 1)
+    throw new GenepruneError('flag', `must be a whole number ≥ 1, got ${pool.workers}`, '--workers');
+  if (!POOL_METRICS.includes(opts.metric)) {
+    throw new GenepruneError(
+      'flag',
+      `not with --metric ${opts.metric} yet: worker threads score ${POOL_METRICS.join(', ')} only`,
+      '--workers',
+    );
+  }
+  const { elementwise: _e, workers: _w, ...options } = opts;
+  const threads = opts.threads ?? threadsPerWorker(pool.workers);
+  const data = (i: number): PoolWorkerData => ({
+    modelPath: pool.modelPath,
+    config: JSON.stringify(spec.config),
+    target: target.weightRoles ? { weightRoles: [...target.weightRoles] } : {},
+    options: { ...options, threads },
+    sendRecord: i === 0,
+  });
+  const workers: Worker[] = [];
+  const busy: Array<Task | undefined> = [];
+  const queue: Task[] = [];
+  let failure: GenepruneError | undefined;
+  let closed = false;
+  let nextId = 0;
+  let record: ScorerRecord | undefined;
+
+  const fail = (e: GenepruneError) => {
+    failure ??= e;
+    for (let i = 0; i < busy.length; i++) {
+      busy[i]?.reject(failure);
+      busy[i] = undefined;
+    }
+    for (const t of queue.splice(0)) t.reject(failure);
+  };
+  const dispatch = () => {
+    for (let i = 0; i < workers.length && queue.length > 0; i++) {
+      if (busy[i]) continue;
+      const t = queue.shift()!;
+      busy[i] = t;
+      // Held open only while working, so a forgotten pool cannot keep the process alive.
+      workers[i].ref();
+      workers[i].postMessage({
+        kind: 'score',
+        id: t.id,
+        masks: t.masks,
+        fidelity: t.fidelity,
+      } satisfies ToPoolWorker);
+    }
+  };
+  const close = async () => {
+    if (closed) return;
+    closed = true;
+    fail(new GenepruneError('internal', 'the evaluation workers were released', '--workers'));
+    await Promise.all(workers.map((w) => w.terminate()));
+  };
+
+  const ready = Array.from({ length: pool.workers }, (_, i) => {
+    const w = newWorker(data(i));
+    workers.push(w);
+    busy.push(undefined);
+    return new Promise<void>((resolve, reject) => {
+      let started = false;
+      w.on('message', (m: FromPoolWorker) => {
+        if (m.kind === 'ready') {
+          started = true;
+          if (m.record) record = m.record;
+          w.unref();
+          resolve();
+        } else if (m.kind === 'scored') {
+          const t = busy[i];
+          if (!t || t.id !== m.id) return;
+          busy[i] = undefined;
+          w.unref();
+          t.resolve(m.result);
+          dispatch();
+        } else {
+          const e = errorOf(m.error, i);
+          if (!started) reject(e);
+          else {
+            const t = busy[i];
+            busy[i] = undefined;
+            // One evaluation failed: the batch fails with its error; the worker stays usable.
+            w.unref();
+            t?.reject(e);
+            dispatch();
+          }
+        }
+      });
+      w.on('error', (err) => {
+        const e = new GenepruneError(
+          'internal',
+          `evaluation worker ${i + 1} died: ${err.message.replace(/\s*\n\s*/g, ' ')}`,
+          '--workers',
+        );
+        if (!started) reject(e);
+        fail(e);
+      });
+      w.on('exit', (code) => {
+        if (closed) return;
+        const e = new GenepruneError(
+          'internal',
+          `evaluation worker ${i + 1} exited (code ${code}) before the search released it`,
+          '--workers',
+        );
+        if (!started) reject(e);
+        fail(e);
+      });
+    });
+  });
+  try {
+    await Promise.all(ready);
+  } catch (e) {
+    await close();
+    throw e;
+  }
+  return {
+    runner: { release: close },
+    record,
+    score(masks, fidelity) {
+      if (failure) return Promise.reject(failure);
+      return new Promise<RawEvaluation>((resolve, reject) => {
+        queue.push({ id: ++nextId, masks, fidelity, resolve, reject });
+        dispatch();
+      });
+    },
+  };
+}
+
+/**
+ * The batch runner of a pooled objective: every task started at once (the pool queues them for its workers),
+ * each value given to `onSettled` as it finishes. It waits for all of them, then fails with the lowest-index
+ * failure, so which error is reported does not depend on timing either.
+ */
+export const poolRunner: ElementwiseRunner = async <T>(
+  tasks: ReadonlyArray<() => Promise<T>>,
+  onSettled?: (index: number, value: T) => void,
+): Promise<T[]> => {
+  const settled = await Promise.allSettled(
+    tasks.map(async (task, i) => {
+      const v = await task();
+      onSettled?.(i, v);
+      return v;
+    }),
+  );
+  const failed = settled.find((s) => s.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+  return settled.map((s) => (s as PromiseFulfilledResult<T>).value);
+};

@@ -1,0 +1,49 @@
+/**
+ * One evaluation worker of a `--workers N` pool (pool.ts): opens the model file, checks it is the model the main
+ * thread holds, builds the metric's calibration scorer from the data and settings it was sent — the scorer a
+ * single-process run builds — and scores the masks it is sent, one at a time, on its own ONNX session.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { GenepruneError } from '../errors.js';
+import { metricEntry } from '../metrics/registry.js';
+import type { CalibrationScorer } from '../metrics/scorers.js';
+import { loadModelSpec } from '../model/load.js';
+import type { FromPoolWorker, PoolWorkerData, SentError, ToPoolWorker } from './pool.js';
+
+const data = workerData as PoolWorkerData;
+const port = parentPort!;
+const send = (m: FromPoolWorker) => port.postMessage(m);
+
+function sent(e: unknown): SentError {
+  if (e instanceof GenepruneError)
+    return { message: e.message, kind: e.kind, ...(e.where !== undefined ? { where: e.where } : {}) };
+  return { message: e instanceof Error ? e.message : String(e) };
+}
+
+async function start(): Promise<CalibrationScorer> {
+  const spec = await loadModelSpec(data.modelPath);
+  // The model file could have changed since the main thread read it: a worker scoring another model would
+  // return wrong scores, so it refuses.
+  if (JSON.stringify(spec.config) !== data.config) {
+    throw new GenepruneError(
+      'model',
+      'an evaluation worker read a different model configuration than the search holds (was the file replaced?)',
+      data.modelPath,
+    );
+  }
+  return metricEntry(data.options.metric).objective(spec, data.target, data.options);
+}
+
+start().then(
+  (scorer) => {
+    // One message at a time: a score runs to its end before the next message is read (session.run blocks).
+    port.on('message', (m: ToPoolWorker) => {
+      scorer.score(m.masks, m.fidelity).then(
+        (result) => send({ kind: 'scored', id: m.id, result }),
+        (e) => send({ kind: 'failed', id: m.id, error: sent(e) }),
+      );
+    });
+    send({ kind: 'ready', ...(data.sendRecord && scorer.record ? { record: scorer.record } : {}) });
+  },
+  (e) => send({ kind: 'failed', error: sent(e) }),
+);

@@ -52,6 +52,7 @@ export async function searchHeads(
     out,
     device,
     threads,
+    workers,
     memoryBudget,
     onStatus,
     onGeneration,
@@ -63,6 +64,7 @@ export async function searchHeads(
   return runHeadSearch(out, headSearchSettings(settings), {
     device,
     threads,
+    workers,
     memoryBudget,
     onStatus,
     onGeneration,

@@ -1,0 +1,212 @@
+/**
+ * `--workers N` (search/pool.ts): the head search on the real stories260K with one process and with two worker
+ * threads writes the same evals.jsonl (timings aside), mask and result; a pooled objective scores a batch exactly
+ * as the one-process objective does; a worker that cannot open the model, opens another model, or throws while
+ * scoring fails with one line, never a score; a released pool scores nothing more.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { GenepruneError } from '../../src/errors.js';
+import { loadModelSpec } from '../../src/model/load.js';
+import { createPoolScorer, poolRunner, threadsPerWorker } from '../../src/search/pool.js';
+import { createHeadObjective } from '../../src/spaces/heads/objective.js';
+import { tempDir } from '../checkpoint/helpers.js';
+import { assertOneLineError, runCli } from '../helpers/cli.js';
+import { logWithoutTimes } from '../helpers/rundir.js';
+import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
+
+const tmp = tempDir('geneprune-pool-');
+after(tmp.cleanup);
+const skip = skipUnlessShared(MODEL, CALIB, EVAL);
+
+function headArgs(out: string, extra: string[] = []): string[] {
+  return [
+    'heads',
+    '--model',
+    sharedPath(MODEL) ?? '',
+    '--calib',
+    sharedPath(CALIB) ?? '',
+    '--eval',
+    sharedPath(EVAL) ?? '',
+    '--target-sparsity',
+    '0.25',
+    '--population',
+    '6',
+    '--generations',
+    '4',
+    '--low-tokens',
+    '256',
+    '--calib-tokens',
+    '1024',
+    '--eval-tokens',
+    '1024',
+    '--seed',
+    '3',
+    '--quiet',
+    '--out',
+    out,
+    ...extra,
+  ];
+}
+
+const json = (dir: string, file: string) => JSON.parse(readFileSync(join(dir, file), 'utf8'));
+
+/** result.json / mask.json without what names the run or times it. */
+function withoutRunFields(v: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v)) {
+    if (k === 'runDir' || k === 'seconds') continue;
+    out[k] =
+      x && typeof x === 'object' && !Array.isArray(x) ? withoutRunFields(x as Record<string, unknown>) : x;
+  }
+  return out;
+}
+
+/** A fixed token stream of the 512-token vocabulary (a linear congruential sequence, no data file needed). */
+function tokens(n: number): number[] {
+  const out: number[] = [];
+  let x = 12345;
+  for (let i = 0; i < n; i++) {
+    x = (x * 1103515245 + 12345) % 2147483648;
+    out.push(1 + (x % 500));
+  }
+  return out;
+}
+
+describe('heads --workers', { skip }, () => {
+  test('one process and --workers 2 write the same evaluations, mask and result', async () => {
+    const one = join(tmp.dir, 'one');
+    const two = join(tmp.dir, 'two');
+    const r1 = await runCli(headArgs(one), { timeout: 300_000 });
+    assert.equal(r1.code, 0, r1.stderr);
+    const r2 = await runCli(headArgs(two, ['--workers', '2']), { timeout: 300_000 });
+    assert.equal(r2.code, 0, r2.stderr);
+    const evals = logWithoutTimes(one, 'evals.jsonl');
+    // Several generations, both fidelities, cache hits: a real search, not a trivial one.
+    assert.ok(evals.length > 20, `only ${evals.length} evaluations logged`);
+    assert.ok(evals.some((e) => (e as { fidelity: string }).fidelity === 'low'));
+    assert.ok(evals.some((e) => (e as { cached: boolean }).cached));
+    assert.deepEqual(logWithoutTimes(two, 'evals.jsonl'), evals);
+    assert.deepEqual(logWithoutTimes(two, 'generations.jsonl'), logWithoutTimes(one, 'generations.jsonl'));
+    assert.deepEqual(withoutRunFields(json(two, 'mask.json')), withoutRunFields(json(one, 'mask.json')));
+    assert.deepEqual(withoutRunFields(json(two, 'result.json')), withoutRunFields(json(one, 'result.json')));
+  });
+
+  test('--workers with a metric the pool does not score yet is refused in one line', async () => {
+    const r = await runCli(headArgs(join(tmp.dir, 'kl'), ['--workers', '2', '--metric', 'kl']), {
+      timeout: 120_000,
+    });
+    assertOneLineError(r, 'non-zero', '--workers', 'kl');
+  });
+
+  test('--workers 0 is refused in one line', async () => {
+    const r = await runCli(headArgs(join(tmp.dir, 'zero'), ['--workers', '0']));
+    assertOneLineError(r, 'non-zero', '--workers');
+  });
+});
+
+describe('pooled objective', { skip }, () => {
+  const modelPath = sharedPath(MODEL) ?? '';
+  const opts = { stream: tokens(1200), context: 128, metric: 'ppl' as const, tokens: 1024, lowTokens: 256 };
+
+  test('scores a batch (repeats, both fidelities) exactly as the one-process objective', async () => {
+    const spec = await loadModelSpec(modelPath);
+    const plain = await createHeadObjective(spec, opts);
+    const pooled = await createHeadObjective(spec, { ...opts, workers: { workers: 2, modelPath } });
+    try {
+      const genes = plain.space.genes;
+      const genomes = Array.from({ length: 7 }, (_, k) =>
+        Uint8Array.from({ length: genes }, (_, j) => ((j * 7 + k * 3) % 5 === 0 ? 0 : 1)),
+      );
+      genomes.push(genomes[2]);
+      for (const fidelity of ['low', 'full'] as const) {
+        const a = await plain.evaluateMany(genomes, fidelity);
+        const seen: number[] = [];
+        const b = await pooled.evaluateMany(genomes, fidelity, (i) => seen.push(i));
+        assert.deepEqual(
+          b.map((r) => [r.evaluation.quality, r.evaluation.tokens, r.forwardPasses, r.cached]),
+          a.map((r) => [r.evaluation.quality, r.evaluation.tokens, r.forwardPasses, r.cached]),
+        );
+        // Progress in index order, whatever order the workers finished in.
+        assert.deepEqual(
+          seen,
+          genomes.map((_, i) => i),
+        );
+      }
+      assert.equal(pooled.evaluations(), plain.evaluations());
+      assert.equal(pooled.forwardPasses(), plain.forwardPasses());
+    } finally {
+      await plain.release();
+      await pooled.release();
+    }
+  });
+
+  test('a worker that cannot open the model fails the start in one line', async () => {
+    const spec = await loadModelSpec(modelPath);
+    const missing = join(tmp.dir, 'absent.bin');
+    await assert.rejects(
+      createHeadObjective(spec, { ...opts, workers: { workers: 2, modelPath: missing } }),
+      (e: unknown) => e instanceof GenepruneError && e.where === missing && !e.oneLine().includes('\n'),
+    );
+  });
+
+  test('a worker that opens another model refuses to score', async (t) => {
+    const other = sharedPath('models/codet5-tiny');
+    if (!other) return t.skip('codet5-tiny absent');
+    const spec = await loadModelSpec(modelPath);
+    await assert.rejects(
+      createHeadObjective(spec, { ...opts, workers: { workers: 1, modelPath: other } }),
+      (e: unknown) => e instanceof GenepruneError && /different model configuration/.test(e.message),
+    );
+  });
+
+  test('an evaluation that throws in a worker is a one-line error, not a score; released, the pool scores nothing', async () => {
+    const spec = await loadModelSpec(modelPath);
+    const scorer = await createPoolScorer(spec, {}, opts, { workers: 2, modelPath });
+    try {
+      const good = await scorer.score({}, 'full');
+      assert.ok(Number.isFinite(good.quality) && good.tokens === 1024);
+      // A head mask of the wrong size: the engine throws inside the worker.
+      await assert.rejects(scorer.score({ headMask: new Float32Array(3) }, 'full'), (e: unknown) => {
+        assert.ok(e instanceof GenepruneError || e instanceof Error);
+        assert.ok(!(e as Error).message.includes('\n'), (e as Error).message);
+        return true;
+      });
+      // The worker that threw is still usable, and scores as before.
+      assert.equal((await scorer.score({}, 'full')).quality, good.quality);
+    } finally {
+      await scorer.runner.release();
+    }
+    await assert.rejects(scorer.score({}, 'full'), /released/);
+  });
+});
+
+describe('poolRunner', () => {
+  test('values in input order whatever the finishing order; the lowest-index failure is the error', async () => {
+    const delays = [30, 5, 20, 0];
+    const settled: number[] = [];
+    const values = await poolRunner(
+      delays.map((d, i) => () => new Promise<number>((r) => setTimeout(() => r(i * 10), d))),
+      (i) => settled.push(i),
+    );
+    assert.deepEqual(values, [0, 10, 20, 30]);
+    assert.deepEqual([...settled].sort(), [0, 1, 2, 3]);
+    assert.notDeepEqual(settled, [0, 1, 2, 3]);
+    await assert.rejects(
+      poolRunner([
+        () => new Promise((r) => setTimeout(() => r(1), 10)),
+        () => new Promise((_, j) => setTimeout(() => j(new Error('second')), 20)),
+        () => Promise.reject(new Error('third')),
+      ]),
+      /second/,
+    );
+  });
+
+  test('threads per worker share the cores out, at least one each', () => {
+    assert.equal(threadsPerWorker(2, 16), 8);
+    assert.equal(threadsPerWorker(3, 16), 5);
+    assert.equal(threadsPerWorker(4, 2), 1);
+  });
+});

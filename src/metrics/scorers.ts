@@ -53,6 +53,11 @@ export interface RawEvaluation {
   forwards: number;
   /** The data it read, for messages. */
   source?: string;
+  /**
+   * Wall time of the scoring itself in ms, when it ran elsewhere (a pool's worker: the main thread's clock
+   * would count the time the candidate waited for a free worker).
+   */
+  ms?: number;
 }
 
 /** A metric's scoring of candidates on the calibration data, its runner built once. */

@@ -328,7 +328,8 @@ export function createCachedObjective<G, S extends SearchSpace<G>>(
       }
       quality = Number.POSITIVE_INFINITY;
     }
-    return { evaluation: { quality, tokens: r.tokens, ms: performance.now() - t0 }, forwards: r.forwards };
+    const ms = r.ms ?? performance.now() - t0;
+    return { evaluation: { quality, tokens: r.tokens, ms }, forwards: r.forwards };
   };
   const objective: Objective<G, S> = {
     space,

@@ -38,8 +38,9 @@ start().then(
   (scorer) => {
     // One message at a time: a score runs to its end before the next message is read (session.run blocks).
     port.on('message', (m: ToPoolWorker) => {
+      const t0 = performance.now();
       scorer.score(m.masks, m.fidelity).then(
-        (result) => send({ kind: 'scored', id: m.id, result }),
+        (result) => send({ kind: 'scored', id: m.id, result: { ...result, ms: performance.now() - t0 } }),
         (e) => send({ kind: 'failed', id: m.id, error: sent(e) }),
       );
     });

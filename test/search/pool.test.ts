@@ -5,7 +5,7 @@
  * scoring fails with one line, never a score; a released pool scores nothing more.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { GenepruneError } from '../../src/errors.js';
@@ -13,7 +13,7 @@ import { loadModelSpec } from '../../src/model/load.js';
 import { createPoolScorer, poolRunner, threadsPerWorker } from '../../src/search/pool.js';
 import { createHeadObjective } from '../../src/spaces/heads/objective.js';
 import { tempDir } from '../checkpoint/helpers.js';
-import { assertOneLineError, runCli } from '../helpers/cli.js';
+import { assertOneLineError, runCli, spawnCli } from '../helpers/cli.js';
 import { logWithoutTimes } from '../helpers/rundir.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
@@ -21,7 +21,7 @@ const tmp = tempDir('geneprune-pool-');
 after(tmp.cleanup);
 const skip = skipUnlessShared(MODEL, CALIB, EVAL);
 
-function headArgs(out: string, extra: string[] = []): string[] {
+function headArgs(out: string, extra: string[] = [], generations = 4): string[] {
   return [
     'heads',
     '--model',
@@ -35,7 +35,7 @@ function headArgs(out: string, extra: string[] = []): string[] {
     '--population',
     '6',
     '--generations',
-    '4',
+    String(generations),
     '--low-tokens',
     '256',
     '--calib-tokens',
@@ -92,6 +92,32 @@ describe('heads --workers', { skip }, () => {
     assert.deepEqual(logWithoutTimes(two, 'generations.jsonl'), logWithoutTimes(one, 'generations.jsonl'));
     assert.deepEqual(withoutRunFields(json(two, 'mask.json')), withoutRunFields(json(one, 'mask.json')));
     assert.deepEqual(withoutRunFields(json(two, 'result.json')), withoutRunFields(json(one, 'result.json')));
+  });
+
+  test('a --workers 2 run killed with SIGKILL and resumed with --workers 2 ends as a one-process run', async () => {
+    const whole = join(tmp.dir, 'whole');
+    const killed = join(tmp.dir, 'killed');
+    const rw = await runCli(headArgs(whole, [], 12), { timeout: 300_000 });
+    assert.equal(rw.code, 0, rw.stderr);
+    const child = spawnCli(headArgs(killed, ['--workers', '2'], 12), { stdio: 'ignore' });
+    const exited = new Promise<void>((res) => child.on('exit', () => res()));
+    const gens = () => {
+      const f = join(killed, 'generations.jsonl');
+      return existsSync(f) ? readFileSync(f, 'utf8').split('\n').filter(Boolean).length : 0;
+    };
+    const deadline = Date.now() + 120_000;
+    while (gens() < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    child.kill('SIGKILL');
+    await exited;
+    assert.ok(gens() >= 3 && !existsSync(join(killed, 'mask.json')), `killed after ${gens()} generations`);
+    const rr = await runCli(['heads', '--resume', killed, '--workers', '2', '--quiet'], { timeout: 300_000 });
+    assert.equal(rr.code, 0, rr.stderr);
+    assert.deepEqual(logWithoutTimes(killed, 'evals.jsonl'), logWithoutTimes(whole, 'evals.jsonl'));
+    assert.deepEqual(
+      logWithoutTimes(killed, 'generations.jsonl'),
+      logWithoutTimes(whole, 'generations.jsonl'),
+    );
+    assert.deepEqual(json(killed, 'mask.json').keep, json(whole, 'mask.json').keep);
   });
 
   test('--workers with a metric the pool does not score yet is refused in one line', async () => {
@@ -180,6 +206,23 @@ describe('pooled objective', { skip }, () => {
       await scorer.runner.release();
     }
     await assert.rejects(scorer.score({}, 'full'), /released/);
+  });
+
+  test('release ends the worker threads (the OS threads of this process go back to what they were)', async (t) => {
+    if (!existsSync('/proc/self/task')) return t.skip('no /proc here');
+    const threads = () => readdirSync('/proc/self/task').length;
+    const spec = await loadModelSpec(modelPath);
+    // Once first: the first worker loads ONNX Runtime, whose process-wide state keeps one thread for good.
+    await (await createPoolScorer(spec, {}, opts, { workers: 1, modelPath })).runner.release();
+    const before = threads();
+    const scorer = await createPoolScorer(spec, {}, opts, { workers: 2, modelPath });
+    await scorer.score({}, 'low');
+    const running = threads();
+    assert.ok(running >= before + 2, `${before} threads before, ${running} with two workers`);
+    await scorer.runner.release();
+    // A thread's exit is seen by the OS a moment after terminate() resolves.
+    for (let i = 0; i < 50 && threads() > before; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(threads(), before);
   });
 });
 

@@ -11,6 +11,7 @@ import { after, describe, test } from 'node:test';
 import { GenepruneError } from '../../src/errors.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { createPoolScorer, poolRunner, threadsPerWorker } from '../../src/search/pool.js';
+import { objectiveRecord } from '../../src/search/record.js';
 import { createHeadObjective } from '../../src/spaces/heads/objective.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { assertOneLineError, runCli, spawnCli } from '../helpers/cli.js';
@@ -162,6 +163,8 @@ describe('pooled objective', { skip }, () => {
         );
       }
       assert.equal(pooled.evaluations(), plain.evaluations());
+      // The identity record (what a remote worker must match) is the one-process objective's.
+      assert.deepEqual(await objectiveRecord(pooled), await objectiveRecord(plain));
       assert.equal(pooled.forwardPasses(), plain.forwardPasses());
     } finally {
       await plain.release();

@@ -53,7 +53,17 @@ export interface SentError {
 }
 
 /** The metrics a pool scores today; the others are refused in one line before any worker starts. */
-export const POOL_METRICS: readonly string[] = ['ppl'];
+export const POOL_METRICS: readonly string[] = ['ppl', 'kl'];
+
+/** Refuses, in one line, a metric whose scorer the workers cannot build yet (called before any data is read). */
+export function refuseUnpooledMetric(metric: string): void {
+  if (POOL_METRICS.includes(metric)) return;
+  throw new GenepruneError(
+    'flag',
+    `not with --metric ${metric} yet: worker threads score ${POOL_METRICS.join(', ')} only`,
+    '--workers',
+  );
+}
 
 /** Intra-op threads per worker when --threads is not given: the cores shared out, at least one each. */
 export function threadsPerWorker(workers: number, cores = availableParallelism()): number {
@@ -98,13 +108,7 @@ export async function createPoolScorer(
 ): Promise<CalibrationScorer> {
   if (!Number.isInteger(pool.workers) || pool.workers < 1)
     throw new GenepruneError('flag', `must be a whole number ≥ 1, got ${pool.workers}`, '--workers');
-  if (!POOL_METRICS.includes(opts.metric)) {
-    throw new GenepruneError(
-      'flag',
-      `not with --metric ${opts.metric} yet: worker threads score ${POOL_METRICS.join(', ')} only`,
-      '--workers',
-    );
-  }
+  refuseUnpooledMetric(opts.metric);
   const { elementwise: _e, workers: _w, ...options } = opts;
   const threads = opts.threads ?? threadsPerWorker(pool.workers);
   const data = (i: number): PoolWorkerData => ({

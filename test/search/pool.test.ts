@@ -122,10 +122,12 @@ describe('heads --workers', { skip }, () => {
   });
 
   test('--workers with a metric the pool does not score yet is refused in one line', async () => {
-    const r = await runCli(headArgs(join(tmp.dir, 'kl'), ['--workers', '2', '--metric', 'kl']), {
-      timeout: 120_000,
-    });
-    assertOneLineError(r, 'non-zero', '--workers', 'kl');
+    // Without --low-tokens, which BLEU refuses on its own (--low-items), so the refusal seen is --workers'.
+    const args = headArgs(join(tmp.dir, 'bleu'), ['--workers', '2', '--metric', 'bleu']);
+    args.splice(args.indexOf('--low-tokens'), 2);
+    const r = await runCli(args, { timeout: 120_000 });
+    assert.ok(!existsSync(join(tmp.dir, 'bleu')), 'refused before the run directory was made');
+    assertOneLineError(r, 'non-zero', '--workers', 'bleu');
   });
 
   test('--workers 0 is refused in one line', async () => {
@@ -166,6 +168,29 @@ describe('pooled objective', { skip }, () => {
       // The identity record (what a remote worker must match) is the one-process objective's.
       assert.deepEqual(await objectiveRecord(pooled), await objectiveRecord(plain));
       assert.equal(pooled.forwardPasses(), plain.forwardPasses());
+    } finally {
+      await plain.release();
+      await pooled.release();
+    }
+  });
+
+  test('kl (each worker computes the dense reference itself) scores as the one-process objective', async () => {
+    const spec = await loadModelSpec(modelPath);
+    const kl = { ...opts, metric: 'kl' as const, tokens: 512 };
+    const plain = await createHeadObjective(spec, kl);
+    const pooled = await createHeadObjective(spec, { ...kl, workers: { workers: 2, modelPath } });
+    try {
+      const genes = plain.space.genes;
+      const genomes = Array.from({ length: 4 }, (_, k) =>
+        Uint8Array.from({ length: genes }, (_, j) => (j % 4 === k ? 0 : 1)),
+      );
+      const a = await plain.evaluateMany(genomes);
+      const b = await pooled.evaluateMany(genomes);
+      assert.ok(a.every((r) => r.evaluation.quality > 0));
+      assert.deepEqual(
+        b.map((r) => r.evaluation.quality),
+        a.map((r) => r.evaluation.quality),
+      );
     } finally {
       await plain.release();
       await pooled.release();

@@ -12,6 +12,7 @@ import { HEAD_RUN_KIND, type RunConfig } from '../../runs/rundir.js';
 import { bleuObjectiveOptions } from '../../runs/tasks.js';
 import type { GaOptions, GenerationSummary } from '../../search/ga.js';
 import { BLEU_SEARCH_ITEMS, metricLabel } from '../../search/objective.js';
+import { refuseUnpooledMetric } from '../../search/pool.js';
 import type { SearchProgress } from '../../search/progress.js';
 import { headGaOptions } from './algorithms.js';
 import { createHeadObjective, type HeadObjective } from './objective.js';
@@ -64,6 +65,7 @@ export interface Prepared extends RunData {
 }
 
 export async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promise<Prepared> {
+  if (env.workers !== undefined) refuseUnpooledMetric(s.metric);
   const data = await prepareRunData(s, env, 'heads');
   const calibration = data.calibPairs
     ? `${data.calibPairs.targets.length} source/target pairs of ${s.calib}`

@@ -1,8 +1,9 @@
 /**
- * `--workers N` (search/pool.ts): the head search on the real stories260K with one process and with two worker
- * threads writes the same evals.jsonl (timings aside), mask and result; a pooled objective scores a batch exactly
- * as the one-process objective does; a worker that cannot open the model, opens another model, or throws while
- * scoring fails with one line, never a score; a released pool scores nothing more.
+ * `--workers N` (search/pool.ts): the head search on the real stories260K (and codet5-tiny, an encoder-decoder)
+ * with one process and with two worker threads writes the same evals.jsonl (timings aside), mask and result, also
+ * when killed and resumed; a pooled objective scores a batch exactly as the one-process objective does; a worker
+ * that cannot open the model, opens another model, or throws while scoring fails with one line, never a score; a
+ * released pool scores nothing more and gives its threads back.
  */
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
@@ -92,6 +93,45 @@ describe('heads --workers', { skip }, () => {
     assert.deepEqual(logWithoutTimes(two, 'evals.jsonl'), evals);
     assert.deepEqual(logWithoutTimes(two, 'generations.jsonl'), logWithoutTimes(one, 'generations.jsonl'));
     assert.deepEqual(withoutRunFields(json(two, 'mask.json')), withoutRunFields(json(one, 'mask.json')));
+    assert.deepEqual(withoutRunFields(json(two, 'result.json')), withoutRunFields(json(one, 'result.json')));
+  });
+
+  test('an encoder-decoder (codet5-tiny, ppl on source/target pairs) gives the same run with --workers 2', async (t) => {
+    const model = sharedPath('models/codet5-tiny');
+    const calib = sharedPath('data/codegen/calib.jsonl');
+    const evalFile = sharedPath('data/codegen/eval.jsonl');
+    if (!model || !calib || !evalFile) return t.skip('codet5-tiny or its data absent');
+    const args = (out: string) => [
+      'heads',
+      '--model',
+      model,
+      '--calib',
+      calib,
+      '--eval',
+      evalFile,
+      '--target-sparsity',
+      '0.25',
+      '--population',
+      '4',
+      '--generations',
+      '2',
+      '--calib-tokens',
+      '512',
+      '--eval-tokens',
+      '512',
+      '--quiet',
+      '--out',
+      out,
+    ];
+    const one = join(tmp.dir, 't5-one');
+    const two = join(tmp.dir, 't5-two');
+    const r1 = await runCli(args(one), { timeout: 300_000 });
+    assert.equal(r1.code, 0, r1.stderr);
+    const r2 = await runCli([...args(two), '--workers', '2'], { timeout: 300_000 });
+    assert.equal(r2.code, 0, r2.stderr);
+    const evals = logWithoutTimes(one, 'evals.jsonl');
+    assert.ok(evals.length >= 4);
+    assert.deepEqual(logWithoutTimes(two, 'evals.jsonl'), evals);
     assert.deepEqual(withoutRunFields(json(two, 'result.json')), withoutRunFields(json(one, 'result.json')));
   });
 

@@ -318,6 +318,53 @@ function zeroBranch(g: GraphBuilder): string {
 }
 
 /** Capture recorders of a graph: source-weighted (encoder layers, cross_kv_in) and decoder-weighted points. */
+/** What one T5 attention (encoder self, decoder self or cross) reads; see `attention`. */
+interface AttentionSite {
+  /** Role prefix of its q/k/v/o (`layers.3.attn`, `layers.4.cross`). */
+  prefix: string;
+  /** Rows [N, D] the queries are projected from, and those the keys and values are (the same for self-attention). */
+  queryIn: string;
+  kvIn: string;
+  batch: string;
+  seq: string;
+  kvSeq: string;
+  heads: number;
+  /** Additive score mask / position bias. */
+  mask: string;
+  /** Its head_mask row. */
+  row: number;
+  /** A KV cache's present output for the fresh keys or values (the tensor itself without a cache). */
+  present?: (kind: 'key' | 'value', fresh: string) => string;
+}
+
+/**
+ * One T5 attention: q, k, v projections split into heads, explicit attention without score scaling under the mask,
+ * the head mask applied; returns the merged heads [N, heads·hd] (the o projection's input, which callers record).
+ */
+function attention(w: Wiring, a: AttentionSite): string {
+  const { g, kit } = w;
+  const split = (role: string, from: string, seq: string) =>
+    splitHeads(w, kit.linear(from, `${a.prefix}.${role}`), a.batch, seq, a.heads);
+  const q = split('q', a.queryIn, a.seq);
+  const fresh = (kind: 'key' | 'value', role: string) => {
+    const t = split(role, a.kvIn, a.kvSeq);
+    return a.present ? a.present(kind, t) : t;
+  };
+  const k = fresh('key', 'k');
+  const v = fresh('value', 'v');
+  return explicitAttention(g, w.c.headDim, {
+    q,
+    k,
+    v,
+    heads: a.heads,
+    kvHeads: a.heads,
+    kvMap: Array.from({ length: a.heads }, (_, j) => j),
+    mask: a.mask,
+    scale: 1,
+    keep: rowMask(w, a.row, a.heads),
+  });
+}
+
 interface Recorders {
   source: CaptureRecorder;
   decoder: CaptureRecorder;
@@ -361,16 +408,16 @@ function encoderStack(
     if (heads > 0) {
       const h = kit.norm(x, `${p}.attn_norm`);
       record(i, 'attn_in', h, D);
-      const merged = explicitAttention(g, hd, {
-        q: splitHeads(w, kit.linear(h, `${p}.attn.q`), batch, seq, heads),
-        k: splitHeads(w, kit.linear(h, `${p}.attn.k`), batch, seq, heads),
-        v: splitHeads(w, kit.linear(h, `${p}.attn.v`), batch, seq, heads),
+      const merged = attention(w, {
+        prefix: `${p}.attn`,
+        queryIn: h,
+        kvIn: h,
+        batch,
+        seq,
+        kvSeq: seq,
         heads,
-        kvHeads: heads,
-        kvMap: Array.from({ length: heads }, (_, k) => k),
         mask: biasOf(i),
-        scale: 1,
-        keep: rowMask(w, i, heads),
+        row: i,
       });
       record(i, 'o_in', merged, heads * hd);
       attended = kit.linear(merged, `${p}.attn.o`);
@@ -493,30 +540,17 @@ function decoderStack(
     if (heads > 0) {
       const h = kit.norm(x, `${p}.attn_norm`);
       record(i, 'attn_in', h, D);
-      const k = present(
-        d,
-        'decoder',
-        'key',
-        splitHeads(w, kit.linear(h, `${p}.attn.k`), batch, seq, heads),
+      const merged = attention(w, {
+        prefix: `${p}.attn`,
+        queryIn: h,
+        kvIn: h,
+        batch,
+        seq,
+        kvSeq: seq,
         heads,
-      );
-      const v = present(
-        d,
-        'decoder',
-        'value',
-        splitHeads(w, kit.linear(h, `${p}.attn.v`), batch, seq, heads),
-        heads,
-      );
-      const merged = explicitAttention(g, hd, {
-        q: splitHeads(w, kit.linear(h, `${p}.attn.q`), batch, seq, heads),
-        k,
-        v,
-        heads,
-        kvHeads: heads,
-        kvMap: Array.from({ length: heads }, (_, j) => j),
         mask: biasOf(i),
-        scale: 1,
-        keep: rowMask(w, i, heads),
+        row: i,
+        present: (kind, fresh) => present(d, 'decoder', kind, fresh, heads),
       });
       record(i, 'o_in', merged, heads * hd);
       attended = kit.linear(merged, `${p}.attn.o`);
@@ -532,30 +566,17 @@ function decoderStack(
       const h = kit.norm(x, `${p}.cross_norm`);
       record(i, 'cross_in', h, D);
       recorders.source(i, 'cross_kv_in', encRows, D);
-      const k = present(
-        d,
-        'encoder',
-        'key',
-        splitHeads(w, kit.linear(encRows, `${p}.cross.k`), batch, encSeq, xh),
-        xh,
-      );
-      const v = present(
-        d,
-        'encoder',
-        'value',
-        splitHeads(w, kit.linear(encRows, `${p}.cross.v`), batch, encSeq, xh),
-        xh,
-      );
-      const merged = explicitAttention(g, hd, {
-        q: splitHeads(w, kit.linear(h, `${p}.cross.q`), batch, seq, xh),
-        k,
-        v,
+      const merged = attention(w, {
+        prefix: `${p}.cross`,
+        queryIn: h,
+        kvIn: encRows,
+        batch,
+        seq,
+        kvSeq: encSeq,
         heads: xh,
-        kvHeads: xh,
-        kvMap: Array.from({ length: xh }, (_, j) => j),
         mask: crossMask,
-        scale: 1,
-        keep: rowMask(w, L + d, xh),
+        row: L + d,
+        present: (kind, fresh) => present(d, 'encoder', kind, fresh, xh),
       });
       record(i, 'cross_o_in', merged, xh * hd);
       crossed = kit.linear(merged, `${p}.cross.o`);

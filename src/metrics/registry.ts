@@ -136,6 +136,31 @@ export function relativeToDense(scale: number): MetricEntry['normalise'] {
   };
 }
 
+/**
+ * A generation metric that is a share of the task's items (0–1, higher is better: exact match, pass@1), scored from
+ * the same greedy generations as BLEU; the entry's own fields complete it.
+ */
+function shareOfGenerations(
+  e: Pick<MetricEntry, 'name' | 'label' | 'record' | 'fromGeneration' | 'executesCode'>,
+): MetricEntry {
+  return {
+    noun: e.label,
+    title: e.label,
+    direction: 'higher',
+    scale: 1,
+    unit: '',
+    digits: 1,
+    data: 'task',
+    denseReference: false,
+    sos: false,
+    blockSearch: 'generation',
+    normalise: relativeToDense(1),
+    objective: async (spec, target, opts) =>
+      (await scorers()).createGenerationScorer(spec, target, opts, e.name as QualityMetric),
+    ...e,
+  };
+}
+
 const BUILT_IN: readonly MetricEntry[] = [
   {
     name: 'ppl',
@@ -186,46 +211,20 @@ const BUILT_IN: readonly MetricEntry[] = [
     objective: async (spec, target, opts) =>
       (await scorers()).createGenerationScorer(spec, target, opts, 'bleu'),
   },
-  {
+  shareOfGenerations({
     name: 'exact-match',
     label: 'exact match',
-    noun: 'exact match',
-    title: 'exact match',
-    direction: 'higher',
-    scale: 1,
-    unit: '',
-    digits: 1,
-    data: 'task',
-    denseReference: false,
-    sos: false,
-    blockSearch: 'generation',
     record: { value: 'exactMatch', dense: 'denseExactMatch' },
     fromGeneration: (s) => s.exactMatch,
-    normalise: relativeToDense(1),
-    objective: async (spec, target, opts) =>
-      (await scorers()).createGenerationScorer(spec, target, opts, 'exact-match'),
-  },
-  {
+  }),
+  shareOfGenerations({
     name: 'pass@1',
     label: 'pass@1',
-    noun: 'pass@1',
-    title: 'pass@1',
-    direction: 'higher',
-    scale: 1,
-    unit: '',
-    digits: 1,
-    data: 'task',
-    denseReference: false,
-    sos: false,
-    blockSearch: 'generation',
     record: { value: 'passAt1', dense: 'densePassAt1' },
     // scoreGeneration gives passAt1 whenever it was asked to run the code, as this metric's scorer always asks.
     fromGeneration: (s) => s.passAt1 ?? Number.NaN,
     executesCode: true,
-    normalise: relativeToDense(1),
-    objective: async (spec, target, opts) =>
-      (await scorers()).createGenerationScorer(spec, target, opts, 'pass@1'),
-  },
+  }),
   {
     name: 'mc-accuracy',
     label: 'accuracy',

@@ -28,7 +28,7 @@ import { amountUnit, metricEntry, type QualityMetric } from '../metrics/registry
 import { type CalibrationScorer, predictionScorer, type RawEvaluation } from '../metrics/scorers.js';
 import type { Seq2seqPairs } from '../metrics/seq2seq.js';
 import type { ModelSpec } from '../model/spec.js';
-import { createPoolScorer, poolRunner, type WorkerPoolOptions } from './pool.js';
+import { calibrationRecipe, type RemoteEvaluation } from './backend.js';
 import { registerObjective } from './record.js';
 import type { SearchSpace } from './space.js';
 
@@ -229,10 +229,11 @@ export interface ObjectiveOptions {
   /** How a batch's distinct evaluations run (default `sequentialRunner`). */
   elementwise?: ElementwiseRunner;
   /**
-   * `--workers N`: the evaluations run on N worker threads, each with its own session (search/pool.ts); the
-   * batch runner is then the pool's. Results are the same as without.
+   * `--workers N` or `--queue URL`: the evaluations run on an evaluation backend (search/backend.ts), each
+   * evaluator rebuilding this objective's scorer from its recipe; the batch runner is then the backend's.
+   * Results are the same as without.
    */
-  workers?: WorkerPoolOptions;
+  remote?: RemoteEvaluation;
 }
 
 /**
@@ -251,10 +252,16 @@ export async function createObjective<G, S extends SearchSpace<G>>(
   opts: ObjectiveOptions,
 ): Promise<Objective<G, S>> {
   // The metric's own part (its runner, data and scoring) comes from its registry entry.
-  const scorer = opts.workers
-    ? await createPoolScorer(spec, space, opts, opts.workers)
+  const remote = opts.remote;
+  const scorer = remote
+    ? await remote.backend.open(calibrationRecipe(spec, space, opts, remote.model))
     : await metricEntry(opts.metric).objective(spec, space, opts);
-  const objective = scoredObjective(space, opts.metric, scorer, opts.workers ? poolRunner : opts.elementwise);
+  const objective = scoredObjective(
+    space,
+    opts.metric,
+    scorer,
+    remote ? remote.backend.elementwise : opts.elementwise,
+  );
   return scorer.record ? registerObjective(objective, { spec, ...scorer.record }) : objective;
 }
 

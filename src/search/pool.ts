@@ -15,25 +15,13 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { CandidateMasks } from '../engine/runner.js';
 import { GenepruneError } from '../errors.js';
-import type { CalibrationScorer, RawEvaluation, ScorerRecord, ScorerTarget } from '../metrics/scorers.js';
-import type { ModelSpec } from '../model/spec.js';
-import type { ElementwiseRunner, Fidelity, ObjectiveOptions } from './objective.js';
+import type { CalibrationScorer, RawEvaluation, ScorerRecord } from '../metrics/scorers.js';
+import type { EvaluationBackend, Recipe } from './backend.js';
+import type { ElementwiseRunner, Fidelity } from './objective.js';
 
-/** Where the workers come from: their count and the model file every one of them opens. */
-export interface WorkerPoolOptions {
-  /** Worker threads (≥ 1). */
-  workers: number;
-  /** The model's resolved path (a folder or a llama2.c .bin), opened by each worker. */
-  modelPath: string;
-}
-
-/** What a worker is started with (structured-cloned): everything its scorer is built from. */
+/** What a worker is started with (structured-cloned): the recipe its scorer is built from. */
 export interface PoolWorkerData {
-  modelPath: string;
-  /** The main thread's view of the model, checked against what the worker opened. */
-  config: string;
-  target: { weightRoles?: string[] };
-  options: Omit<ObjectiveOptions, 'elementwise' | 'workers'>;
+  recipe: Recipe;
   /** Worker 0 sends the scorer's record back (the objective's identity); the others need not. */
   sendRecord: boolean;
 }
@@ -97,25 +85,50 @@ interface Task {
 }
 
 /**
- * A calibration scorer whose `score` runs on the pool's workers: started here, ready when every worker has built
- * its scorer (a worker that cannot is the returned promise's one-line error, the others terminated).
+ * `--workers N`: a backend whose recipes are scored on N worker threads of this process, each with its own
+ * session and `--threads` (default floor(cores / N)). Each `open` starts its own N workers for that recipe.
  */
-export async function createPoolScorer(
-  spec: ModelSpec,
-  target: ScorerTarget,
-  opts: ObjectiveOptions,
-  pool: WorkerPoolOptions,
-): Promise<CalibrationScorer> {
-  if (!Number.isInteger(pool.workers) || pool.workers < 1)
-    throw new GenepruneError('flag', `must be a whole number ≥ 1, got ${pool.workers}`, '--workers');
-  refuseUnpooledMetric(opts.metric);
-  const { elementwise: _e, workers: _w, ...options } = opts;
-  const threads = opts.threads ?? threadsPerWorker(pool.workers);
+export function createPoolBackend(workers: number): EvaluationBackend {
+  if (!Number.isInteger(workers) || workers < 1)
+    throw new GenepruneError('flag', `must be a whole number ≥ 1, got ${workers}`, '--workers');
+  const open = new Set<CalibrationScorer>();
+  return {
+    flag: '--workers',
+    label: `${workers} worker thread${workers === 1 ? '' : 's'}`,
+    elementwise: poolRunner,
+    async open(recipe) {
+      const scorer = await createPoolScorer(recipe, workers);
+      open.add(scorer);
+      const release = scorer.runner.release;
+      return {
+        ...scorer,
+        runner: {
+          release: async () => {
+            open.delete(scorer);
+            await release();
+          },
+        },
+      };
+    },
+    async release() {
+      await Promise.all([...open].map((s) => s.runner.release()));
+      open.clear();
+    },
+  };
+}
+
+/**
+ * A calibration scorer whose `score` runs on `count` worker threads, each holding the recipe's scorer: started
+ * here, ready when every worker has built it (a worker that cannot is the returned promise's one-line error, the
+ * others terminated).
+ */
+export async function createPoolScorer(recipe: Recipe, count: number): Promise<CalibrationScorer> {
+  if (!Number.isInteger(count) || count < 1)
+    throw new GenepruneError('flag', `must be a whole number ≥ 1, got ${count}`, '--workers');
+  refuseUnpooledMetric(recipe.options.metric);
+  const threads = recipe.options.threads ?? threadsPerWorker(count);
   const data = (i: number): PoolWorkerData => ({
-    modelPath: pool.modelPath,
-    config: JSON.stringify(spec.config),
-    target: target.weightRoles ? { weightRoles: [...target.weightRoles] } : {},
-    options: { ...options, threads },
+    recipe: { ...recipe, options: { ...recipe.options, threads } },
     sendRecord: i === 0,
   });
   const workers: Worker[] = [];
@@ -156,7 +169,7 @@ export async function createPoolScorer(
     await Promise.all(workers.map((w) => w.terminate()));
   };
 
-  const ready = Array.from({ length: pool.workers }, (_, i) => {
+  const ready = Array.from({ length: count }, (_, i) => {
     const w = newWorker(data(i));
     workers.push(w);
     busy.push(undefined);

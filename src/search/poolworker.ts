@@ -5,9 +5,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { GenepruneError } from '../errors.js';
-import { metricEntry } from '../metrics/registry.js';
-import type { CalibrationScorer } from '../metrics/scorers.js';
-import { loadModelSpec } from '../model/load.js';
+import { buildRecipeScorer } from './backend.js';
 import type { FromPoolWorker, PoolWorkerData, SentError, ToPoolWorker } from './pool.js';
 
 const data = workerData as PoolWorkerData;
@@ -20,21 +18,7 @@ function sent(e: unknown): SentError {
   return { message: e instanceof Error ? e.message : String(e) };
 }
 
-async function start(): Promise<CalibrationScorer> {
-  const spec = await loadModelSpec(data.modelPath);
-  // The model file could have changed since the main thread read it: a worker scoring another model would
-  // return wrong scores, so it refuses.
-  if (JSON.stringify(spec.config) !== data.config) {
-    throw new GenepruneError(
-      'model',
-      'an evaluation worker read a different model configuration than the search holds (was the file replaced?)',
-      data.modelPath,
-    );
-  }
-  return metricEntry(data.options.metric).objective(spec, data.target, data.options);
-}
-
-start().then(
+buildRecipeScorer(data.recipe).then(
   (scorer) => {
     // One message at a time: a score runs to its end before the next message is read (session.run blocks).
     port.on('message', (m: ToPoolWorker) => {

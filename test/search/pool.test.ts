@@ -11,7 +11,8 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { GenepruneError } from '../../src/errors.js';
 import { loadModelSpec } from '../../src/model/load.js';
-import { createPoolScorer, poolRunner, threadsPerWorker } from '../../src/search/pool.js';
+import { calibrationRecipe } from '../../src/search/backend.js';
+import { createPoolBackend, createPoolScorer, poolRunner, threadsPerWorker } from '../../src/search/pool.js';
 import { objectiveRecord } from '../../src/search/record.js';
 import { createHeadObjective } from '../../src/spaces/heads/objective.js';
 import { tempDir } from '../checkpoint/helpers.js';
@@ -179,11 +180,12 @@ describe('heads --workers', { skip }, () => {
 describe('pooled objective', { skip }, () => {
   const modelPath = sharedPath(MODEL) ?? '';
   const opts = { stream: tokens(1200), context: 128, metric: 'ppl' as const, tokens: 1024, lowTokens: 256 };
+  const pool = (workers: number, model = modelPath) => ({ backend: createPoolBackend(workers), model });
 
   test('scores a batch (repeats, both fidelities) exactly as the one-process objective', async () => {
     const spec = await loadModelSpec(modelPath);
     const plain = await createHeadObjective(spec, opts);
-    const pooled = await createHeadObjective(spec, { ...opts, workers: { workers: 2, modelPath } });
+    const pooled = await createHeadObjective(spec, { ...opts, remote: pool(2) });
     try {
       const genes = plain.space.genes;
       const genomes = Array.from({ length: 7 }, (_, k) =>
@@ -218,7 +220,7 @@ describe('pooled objective', { skip }, () => {
     const spec = await loadModelSpec(modelPath);
     const kl = { ...opts, metric: 'kl' as const, tokens: 512 };
     const plain = await createHeadObjective(spec, kl);
-    const pooled = await createHeadObjective(spec, { ...kl, workers: { workers: 2, modelPath } });
+    const pooled = await createHeadObjective(spec, { ...kl, remote: pool(2) });
     try {
       const genes = plain.space.genes;
       const genomes = Array.from({ length: 4 }, (_, k) =>
@@ -241,7 +243,7 @@ describe('pooled objective', { skip }, () => {
     const spec = await loadModelSpec(modelPath);
     const missing = join(tmp.dir, 'absent.bin');
     await assert.rejects(
-      createHeadObjective(spec, { ...opts, workers: { workers: 2, modelPath: missing } }),
+      createHeadObjective(spec, { ...opts, remote: pool(2, missing) }),
       (e: unknown) => e instanceof GenepruneError && e.where === missing && !e.oneLine().includes('\n'),
     );
   });
@@ -251,14 +253,14 @@ describe('pooled objective', { skip }, () => {
     if (!other) return t.skip('codet5-tiny absent');
     const spec = await loadModelSpec(modelPath);
     await assert.rejects(
-      createHeadObjective(spec, { ...opts, workers: { workers: 1, modelPath: other } }),
+      createHeadObjective(spec, { ...opts, remote: pool(1, other) }),
       (e: unknown) => e instanceof GenepruneError && /different model configuration/.test(e.message),
     );
   });
 
   test('an evaluation that throws in a worker is a one-line error, not a score; released, the pool scores nothing', async () => {
     const spec = await loadModelSpec(modelPath);
-    const scorer = await createPoolScorer(spec, {}, opts, { workers: 2, modelPath });
+    const scorer = await createPoolScorer(calibrationRecipe(spec, {}, opts, modelPath), 2);
     try {
       const good = await scorer.score({}, 'full');
       assert.ok(Number.isFinite(good.quality) && good.tokens === 1024);
@@ -281,9 +283,9 @@ describe('pooled objective', { skip }, () => {
     const threads = () => readdirSync('/proc/self/task').length;
     const spec = await loadModelSpec(modelPath);
     // Once first: the first worker loads ONNX Runtime, whose process-wide state keeps one thread for good.
-    await (await createPoolScorer(spec, {}, opts, { workers: 1, modelPath })).runner.release();
+    await (await createPoolScorer(calibrationRecipe(spec, {}, opts, modelPath), 1)).runner.release();
     const before = threads();
-    const scorer = await createPoolScorer(spec, {}, opts, { workers: 2, modelPath });
+    const scorer = await createPoolScorer(calibrationRecipe(spec, {}, opts, modelPath), 2);
     await scorer.score({}, 'low');
     const running = threads();
     assert.ok(running >= before + 2, `${before} threads before, ${running} with two workers`);

@@ -10,6 +10,7 @@ import { prepareRunData, type RunData, type RunEnv, runModelAndData } from '../.
 import type { GivenSetting } from '../../runs/resume.js';
 import { HEAD_RUN_KIND, type RunConfig } from '../../runs/rundir.js';
 import { bleuObjectiveOptions } from '../../runs/tasks.js';
+import { backendFor, releasingBackend } from '../../search/backend.js';
 import type { GaOptions, GenerationSummary } from '../../search/ga.js';
 import { BLEU_SEARCH_ITEMS, metricLabel } from '../../search/objective.js';
 import { refuseUnpooledMetric } from '../../search/pool.js';
@@ -90,6 +91,8 @@ export async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promis
       `accuracy fitness: ${Math.min(s.calibItems ?? items, items)} items of the multiple-choice file ${data.calibChoices.source}`,
     );
   }
+  // `--workers N`: candidates scored on the backend, which lives as long as the objective.
+  const backend = backendFor(env);
   const objective = await createHeadObjective(data.model.spec, {
     stream: data.stream,
     ...(data.calibPairs ? { pairs: data.calibPairs } : {}),
@@ -112,11 +115,12 @@ export async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promis
     device: env.device,
     threads: env.threads,
     dtype: s.dtype,
-    ...(env.workers !== undefined
-      ? { workers: { workers: env.workers, modelPath: data.model.modelPath } }
-      : {}),
+    ...(backend ? { remote: { backend, model: data.model.modelPath } } : {}),
+  }).catch(async (e) => {
+    await backend?.release();
+    throw e;
   });
-  return { ...data, objective };
+  return { ...data, objective: releasingBackend(objective, backend) };
 }
 
 export async function runConfig(s: HeadSearchSettings, p: Prepared): Promise<RunConfig> {

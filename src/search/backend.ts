@@ -1,0 +1,123 @@
+/**
+ * Where a search's candidate evaluations run when not in the search's own thread: an `EvaluationBackend`
+ * (`--workers N`: worker threads of this process, search/pool.ts; `--queue URL`: BullMQ jobs on Redis scored by
+ * `geneprune worker` processes anywhere). A backend is handed a `Recipe` — everything an evaluator needs to
+ * rebuild, on its own session, the exact scorer the search would have built itself (the model's reference and
+ * configuration, the prepared calibration data, the metric and its settings) — and returns a scorer whose
+ * `score(masks, fidelity)` runs there. The search keeps its cache, counters and in-order commits
+ * (objective.ts), so what it logs and returns does not depend on the backend; only the wall time does.
+ *
+ * Recipes are plain data (structured-cloned to a thread, JSON on a queue: search/recipejson.ts); they carry
+ * genomes' masks and data, never code. `buildRecipeScorer` is the one place a recipe becomes a scorer, whoever
+ * runs it.
+ */
+import { GenepruneError } from '../errors.js';
+import { metricEntry } from '../metrics/registry.js';
+import type { CalibrationScorer, ScorerTarget } from '../metrics/scorers.js';
+import { loadModelSpec } from '../model/load.js';
+import type { ModelSpec } from '../model/spec.js';
+import type { ElementwiseRunner, ObjectiveOptions } from './objective.js';
+import { createPoolBackend } from './pool.js';
+
+/** A calibration objective's scorer (the metric registry's `objective` factory), rebuilt elsewhere. */
+export interface CalibrationRecipe {
+  kind: 'calibration';
+  /** The model as the search opened it (a resolved folder or llama2.c .bin path, or an `hf:` reference). */
+  model: string;
+  /** The search's view of the model (its configuration as JSON), checked against what the evaluator opens. */
+  config: string;
+  target: { weightRoles?: string[] };
+  /** The objective's options without the runner and backend: prepared data, metric, settings, engine. */
+  options: Omit<ObjectiveOptions, 'elementwise' | 'remote'>;
+}
+
+/** Everything an evaluator can be asked to rebuild. */
+export type Recipe = CalibrationRecipe;
+
+/** A place where candidate evaluations run: scorers opened per recipe, all released with the backend. */
+export interface EvaluationBackend {
+  /** The flag that chose it, for messages (`--workers`, `--queue`). */
+  readonly flag: string;
+  /** What it is, for progress lines and run files (never a password). */
+  readonly label: string;
+  /**
+   * A scorer for the recipe whose `score` runs on the backend; ready when it can score (a thread pool: every
+   * worker has built it). Its `runner.release()` frees what the recipe holds there.
+   */
+  open(recipe: Recipe): Promise<CalibrationScorer>;
+  /** How a batch's evaluations are handed out: every task started at once, failures chosen by index. */
+  readonly elementwise: ElementwiseRunner;
+  release(): Promise<void>;
+}
+
+/** `ObjectiveOptions.remote`: the backend and the model reference its recipes name. */
+export interface RemoteEvaluation {
+  backend: EvaluationBackend;
+  /** The model's resolved path or `hf:` reference, as an evaluator elsewhere opens it. */
+  model: string;
+}
+
+/** The recipe of a calibration objective `createObjective` would build from these options. */
+export function calibrationRecipe(
+  spec: ModelSpec,
+  target: ScorerTarget,
+  opts: ObjectiveOptions,
+  model: string,
+): CalibrationRecipe {
+  const { elementwise: _e, remote: _r, ...options } = opts;
+  return {
+    kind: 'calibration',
+    model,
+    config: JSON.stringify(spec.config),
+    target: target.weightRoles ? { weightRoles: [...target.weightRoles] } : {},
+    options,
+  };
+}
+
+/**
+ * The scorer a recipe stands for, built here: the model opened (from `modelOverride` when given, e.g. a worker's
+ * local copy), its configuration checked against the recipe's, then the metric's own factory — the same code a
+ * one-process search runs.
+ */
+export async function buildRecipeScorer(recipe: Recipe, modelOverride?: string): Promise<CalibrationScorer> {
+  const where = modelOverride ?? recipe.model;
+  const spec = await loadModelSpec(where);
+  // The model file could differ from the one the search holds (replaced, or another machine's copy): scoring
+  // it would give wrong numbers, so the evaluator refuses.
+  if (JSON.stringify(spec.config) !== recipe.config) {
+    throw new GenepruneError(
+      'model',
+      'an evaluator opened a different model configuration than the search holds (another model, or was the file replaced?)',
+      where,
+    );
+  }
+  return metricEntry(recipe.options.metric).objective(spec, recipe.target, recipe.options);
+}
+
+/** The evaluation flags of a run (`--workers N`, later `--queue URL`), as the run's environment holds them. */
+export interface BackendChoice {
+  workers?: number;
+}
+
+/** The backend the flags choose, or undefined for the search's own thread. */
+export function backendFor(choice: BackendChoice): EvaluationBackend | undefined {
+  if (choice.workers !== undefined) return createPoolBackend(choice.workers);
+  return undefined;
+}
+
+/** Makes `objective.release()` release the backend too (a run's backend lives as long as its objective). */
+export function releasingBackend<T extends { release(): Promise<void> }>(
+  objective: T,
+  backend: EvaluationBackend | undefined,
+): T {
+  if (!backend) return objective;
+  const inner = objective.release.bind(objective);
+  objective.release = async () => {
+    try {
+      await inner();
+    } finally {
+      await backend.release();
+    }
+  };
+  return objective;
+}

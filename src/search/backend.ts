@@ -77,9 +77,12 @@ export function calibrationRecipe(
 /**
  * The scorer a recipe stands for, built here: the model opened (from `modelOverride` when given, e.g. a worker's
  * local copy), its configuration checked against the recipe's, then the metric's own factory — the same code a
- * one-process search runs.
+ * one-process search runs. The spec comes back too: an evaluator elsewhere checks the model's identity with it.
  */
-export async function buildRecipeScorer(recipe: Recipe, modelOverride?: string): Promise<CalibrationScorer> {
+export async function buildRecipeScorer(
+  recipe: Recipe,
+  modelOverride?: string,
+): Promise<{ scorer: CalibrationScorer; spec: ModelSpec }> {
   const where = modelOverride ?? recipe.model;
   const spec = await loadModelSpec(where);
   // The model file could differ from the one the search holds (replaced, or another machine's copy): scoring
@@ -91,7 +94,10 @@ export async function buildRecipeScorer(recipe: Recipe, modelOverride?: string):
       where,
     );
   }
-  return metricEntry(recipe.options.metric).objective(spec, recipe.target, recipe.options);
+  return {
+    scorer: await metricEntry(recipe.options.metric).objective(spec, recipe.target, recipe.options),
+    spec,
+  };
 }
 
 /** The evaluation flags of a run (`--workers N`, later `--queue URL`), as the run's environment holds them. */

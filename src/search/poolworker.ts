@@ -19,7 +19,7 @@ function sent(e: unknown): SentError {
 }
 
 buildRecipeScorer(data.recipe).then(
-  (scorer) => {
+  ({ scorer }) => {
     // One message at a time: a score runs to its end before the next message is read (session.run blocks).
     port.on('message', (m: ToPoolWorker) => {
       const t0 = performance.now();

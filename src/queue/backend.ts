@@ -64,15 +64,22 @@ export const DEFAULT_KEEP_SECONDS = 7 * 24 * 3600;
 export async function watchedConnection(
   u: QueueUrl,
   onDown: (line: string) => void,
-): Promise<{ conn: Redis; ready(ms: number, what: string): Promise<void>; lastError(): string }> {
+): Promise<{
+  conn: Redis;
+  ready(ms: number, what: string): Promise<void>;
+  lastError(): string;
+  /** Disconnects, saying nothing more. */
+  close(): void;
+}> {
   const { Redis } = await import('ioredis');
   const conn = new Redis(redisOptions(u) as never);
   let wasReady = false;
   let announced = false;
   let last = 'not connected yet';
+  let closed = false;
   const down = (reason: string) => {
     last = withoutPassword(reason, u);
-    if (wasReady && !announced) {
+    if (wasReady && !announced && !closed) {
       announced = true;
       onDown(`waiting for Redis at ${hostPort(u)}: ${last}`);
     }
@@ -86,6 +93,10 @@ export async function watchedConnection(
   return {
     conn,
     lastError: () => last,
+    close() {
+      closed = true;
+      conn.disconnect();
+    },
     ready(ms, what) {
       if (conn.status === 'ready') return Promise.resolve();
       return new Promise((resolve, reject) => {
@@ -134,15 +145,31 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
   let polling = false;
   let wake: (() => void) | undefined;
 
-  const connect = async () => {
-    if (link) return;
-    link = await watchedConnection(u, (line) => opts.onStatus?.(line));
-    const { Queue } = await import('bullmq');
-    queue = new Queue(QUEUE_NAME, { connection: link.conn, prefix: QUEUE_PREFIX });
-    // BullMQ re-emits connection errors on the queue; the connection's own listener reports them.
-    queue.on('error', () => {});
-    await link.ready(opts.connectTimeoutMs ?? 30_000, 'the search');
+  let connecting: Promise<void> | undefined;
+  const connect = () => {
+    connecting ??= (async () => {
+      link = await watchedConnection(u, (line) => opts.onStatus?.(line));
+      const { Queue } = await import('bullmq');
+      queue = new Queue(QUEUE_NAME, { connection: link.conn, prefix: QUEUE_PREFIX });
+      // BullMQ re-emits connection errors on the queue; the connection's own listener reports them.
+      queue.on('error', () => {});
+      await link.ready(opts.connectTimeoutMs ?? 30_000, 'the search');
+    })();
+    // A failed first connection may be tried again by the next open.
+    connecting.catch(() => disconnect());
+    return connecting;
   };
+  /** Closes the connection; the next `open` connects again. */
+  const disconnect = async () => {
+    const [q, l] = [queue, link];
+    queue = undefined;
+    link = undefined;
+    connecting = undefined;
+    await q?.close().catch(() => {});
+    // BullMQ leaves a connection it was given open: closed here.
+    l?.close();
+  };
+  let openScorers = 0;
 
   const failAll = (e: GenepruneError) => {
     failure ??= e;
@@ -205,9 +232,9 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
         await job.retry('failed');
         return false;
       }
-      waiting.delete(id);
       const reason = withoutPassword(job.failedReason || 'no reason given', u).replace(/\s*\n\s*/g, ' ');
       const tries = job.attemptsMade > 1 ? ` (after ${job.attemptsMade} attempts)` : '';
+      // Every waiter fails with this job's reason, its own included.
       failAll(new GenepruneError('network', `job ${id} ${reason}${tries}`, '--queue'));
       return true;
     }
@@ -258,11 +285,16 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
       const identity = identityOf(manifest);
       await link!.conn.set(recipeKey(identity), toJson({ manifest, recipe: travelling }), 'EX', keep);
       identities.add(identity);
+      openScorers++;
       let released = false;
       return {
         runner: {
+          // The last scorer released lets the connection go, as a pool's last scorer lets its threads go.
           release: async () => {
+            if (released) return;
             released = true;
+            identities.delete(identity);
+            if (--openScorers === 0) await disconnect();
           },
         },
         score(masks, fidelity: Fidelity) {
@@ -305,8 +337,7 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
       closed = true;
       failAll(new GenepruneError('internal', 'the queue backend was released', '--queue'));
       wake?.();
-      await queue?.close().catch(() => {});
-      link?.conn.disconnect();
+      await disconnect();
     },
   };
   return backend;

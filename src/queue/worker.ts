@@ -102,7 +102,7 @@ export async function runQueueWorker(opts: QueueWorkerOptions): Promise<QueueWor
   try {
     await link.ready(opts.connectTimeoutMs ?? 10_000, 'the worker');
   } catch (e) {
-    link.conn.disconnect();
+    link.close();
     throw e;
   }
   const bullmq = await import('bullmq');
@@ -253,7 +253,7 @@ export async function runQueueWorker(opts: QueueWorkerOptions): Promise<QueueWor
         await worker.close().catch(() => {});
         for (const p of loaded.values()) await release(p);
         loaded.clear();
-        link.conn.disconnect();
+        link.close();
         const seconds = (performance.now() - t0) / 1000;
         return { worker: name, ...counts, seconds, perSecond: seconds > 0 ? counts.scored / seconds : 0 };
       })();

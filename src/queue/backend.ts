@@ -6,7 +6,8 @@
  * commits (search/objective.ts), so its logs, masks and results are those of a one-process run.
  *
  * Waiting does not rely on BullMQ's event stream: the jobs' states are polled (10 ms, growing to 1 s while
- * nothing finishes), so a Redis restart costs nothing but time. While the connection is down the search prints
+ * nothing finishes), the events of finished jobs only wake the poll early, so a Redis restart (which may lose
+ * events) costs nothing but time. While the connection is down the search prints
  * one line ("waiting for Redis at HOST:PORT: <reason>") per outage and keeps waiting; a job that vanished (a
  * Redis without its append-only file) is posted again. A failed job — a worker's refusal, or its attempts
  * exhausted — fails the search with one line naming the job and the worker's reason. A job failed by an earlier
@@ -17,7 +18,7 @@
  */
 import { hostname } from 'node:os';
 // Loaded on first use: every other command starts without them.
-import type { Job, Queue } from 'bullmq';
+import type { Job, Queue, QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { GenepruneError } from '../errors.js';
 import type { CalibrationScorer, RawEvaluation } from '../metrics/scorers.js';
@@ -144,15 +145,27 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
   let postScheduled = false;
   let polling = false;
   let wake: (() => void) | undefined;
+  let nudged = false;
+  let events: QueueEvents | undefined;
 
   let connecting: Promise<void> | undefined;
   const connect = () => {
     connecting ??= (async () => {
       link = await watchedConnection(u, (line) => opts.onStatus?.(line));
-      const { Queue } = await import('bullmq');
+      const { Queue, QueueEvents } = await import('bullmq');
       queue = new Queue(QUEUE_NAME, { connection: link.conn, prefix: QUEUE_PREFIX });
       // BullMQ re-emits connection errors on the queue; the connection's own listener reports them.
       queue.on('error', () => {});
+      // Finished jobs' events only wake the poller early (a result is read from the job itself): events lost
+      // in an outage cost a poll interval, never a result.
+      const ev = new QueueEvents(QUEUE_NAME, { connection: redisOptions(u) as never, prefix: QUEUE_PREFIX });
+      events = ev;
+      ev.on('error', () => {});
+      const finished = ({ jobId }: { jobId: string }) => {
+        if (waiting.has(jobId)) nudge();
+      };
+      ev.on('completed', finished);
+      ev.on('failed', finished);
       await link.ready(opts.connectTimeoutMs ?? 30_000, 'the search');
     })();
     // A failed first connection may be tried again by the next open.
@@ -161,10 +174,12 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
   };
   /** Closes the connection; the next `open` connects again. */
   const disconnect = async () => {
-    const [q, l] = [queue, link];
+    const [q, l, ev] = [queue, link, events];
     queue = undefined;
     link = undefined;
+    events = undefined;
     connecting = undefined;
+    await ev?.close().catch(() => {});
     await q?.close().catch(() => {});
     // BullMQ leaves a connection it was given open: closed here.
     l?.close();
@@ -241,9 +256,14 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
     return false;
   };
 
+  /** Polls again now (a job finished, or new jobs were posted); remembered when a poll is under way. */
+  const nudge = () => {
+    if (wake) wake();
+    else nudged = true;
+  };
   const poll = async () => {
     if (polling) {
-      wake?.();
+      nudge();
       return;
     }
     polling = true;
@@ -252,10 +272,12 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
       while (waiting.size > 0 && !closed && !failure) {
         const ids = [...waiting.keys()];
         let finished = false;
+        nudged = false;
         const jobs = await Promise.all(ids.map((id) => queue!.getJob(id)));
         for (let i = 0; i < ids.length && !failure; i++) if (await settle(ids[i], jobs[i])) finished = true;
         if (waiting.size === 0 || failure) break;
         delay = finished ? 10 : Math.min(1000, Math.round(delay * 1.5));
+        if (nudged) continue;
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, delay);
           wake = () => {
@@ -336,7 +358,7 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
       if (closed) return;
       closed = true;
       failAll(new GenepruneError('internal', 'the queue backend was released', '--queue'));
-      wake?.();
+      nudge();
       await disconnect();
     },
   };

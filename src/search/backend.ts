@@ -11,11 +11,15 @@
  * genomes' masks and data, never code. `buildRecipeScorer` is the one place a recipe becomes a scorer, whoever
  * runs it.
  */
+
+import type { TokenBatch } from '../engine/runner.js';
+import type { Device } from '../engine/session.js';
 import { GenepruneError } from '../errors.js';
-import { metricEntry } from '../metrics/registry.js';
+import { metricEntry, type QualityMetric } from '../metrics/registry.js';
 import type { CalibrationScorer, ScorerTarget } from '../metrics/scorers.js';
 import { loadModelSpec } from '../model/load.js';
 import type { ModelSpec } from '../model/spec.js';
+import { blockRecipeScorer } from '../spaces/weights/blockrecipe.js';
 import type { ElementwiseRunner, ObjectiveOptions } from './objective.js';
 import { createPoolBackend } from './pool.js';
 
@@ -31,8 +35,34 @@ export interface CalibrationRecipe {
   options: Omit<ObjectiveOptions, 'elementwise' | 'remote'>;
 }
 
+/**
+ * A block objective's scorer (spaces/weights/blockobjective.ts: block `layer`'s candidates of a block-wise weight
+ * search, blocks before it at their fixed masks, blocks after it dense), rebuilt elsewhere. The evaluator does
+ * not receive the hidden states entering the block: it replays the walk from block 0 with the fixed masks
+ * (spaces/weights/blockrecipe.ts), as a resumed block search does — a few block passes instead of shipping
+ * batch × seq × d floats per block (docs/notes-pool.md has the measurements).
+ */
+export interface BlockRecipe {
+  kind: 'block';
+  /** The model as the search opened it (a resolved folder or llama2.c .bin path, or an `hf:` reference). */
+  model: string;
+  /** The search's view of the model (its configuration as JSON), checked against what the evaluator opens. */
+  config: string;
+  /** The block search's metric (a 'suffix' one: the perplexity). */
+  metric: QualityMetric;
+  /** The block searched. */
+  layer: number;
+  /** Every matrix the walk searches (`--layers` applied), in layer order: the blocks' layouts follow. */
+  matrices: Array<{ role: string; layer: number; rows: number; cols: number }>;
+  /** The calibration batches entering block 0 (typed arrays: structured-clonable, JSON through recipejson). */
+  batches: TokenBatch[];
+  /** Keep masks (1 keeps) of the fixed blocks' matrices (every searched matrix of blocks < layer). */
+  fixed: Array<[string, Uint8Array]>;
+  engine: { device?: Device; threads?: number };
+}
+
 /** Everything an evaluator can be asked to rebuild. */
-export type Recipe = CalibrationRecipe;
+export type Recipe = CalibrationRecipe | BlockRecipe;
 
 /** A place where candidate evaluations run: scorers opened per recipe, all released with the backend. */
 export interface EvaluationBackend {
@@ -55,6 +85,23 @@ export interface RemoteEvaluation {
   backend: EvaluationBackend;
   /** The model's resolved path or `hf:` reference, as an evaluator elsewhere opens it. */
   model: string;
+}
+
+/** The metric a recipe scores (for refusals and messages). */
+export function recipeMetric(recipe: Recipe): QualityMetric {
+  return recipe.kind === 'block' ? recipe.metric : recipe.options.metric;
+}
+
+/** The intra-op threads a recipe asks for (undefined: the evaluator's default). */
+export function recipeThreads(recipe: Recipe): number | undefined {
+  return recipe.kind === 'block' ? recipe.engine.threads : recipe.options.threads;
+}
+
+/** The recipe with its evaluator's intra-op threads set. */
+export function withThreads(recipe: Recipe, threads: number): Recipe {
+  return recipe.kind === 'block'
+    ? { ...recipe, engine: { ...recipe.engine, threads } }
+    : { ...recipe, options: { ...recipe.options, threads } };
 }
 
 /** The recipe of a calibration objective `createObjective` would build from these options. */
@@ -94,6 +141,7 @@ export async function buildRecipeScorer(
       where,
     );
   }
+  if (recipe.kind === 'block') return { scorer: await blockRecipeScorer(spec, recipe), spec };
   return {
     scorer: await metricEntry(recipe.options.metric).objective(spec, recipe.target, recipe.options),
     spec,

@@ -16,7 +16,7 @@ import { Worker } from 'node:worker_threads';
 import type { CandidateMasks } from '../engine/runner.js';
 import { GenepruneError } from '../errors.js';
 import type { CalibrationScorer, RawEvaluation, ScorerRecord } from '../metrics/scorers.js';
-import type { EvaluationBackend, Recipe } from './backend.js';
+import { type EvaluationBackend, type Recipe, recipeMetric, recipeThreads, withThreads } from './backend.js';
 import type { ElementwiseRunner, Fidelity } from './objective.js';
 
 /** What a worker is started with (structured-cloned): the recipe its scorer is built from. */
@@ -125,10 +125,10 @@ export function createPoolBackend(workers: number): EvaluationBackend {
 export async function createPoolScorer(recipe: Recipe, count: number): Promise<CalibrationScorer> {
   if (!Number.isInteger(count) || count < 1)
     throw new GenepruneError('flag', `must be a whole number ≥ 1, got ${count}`, '--workers');
-  refuseUnpooledMetric(recipe.options.metric);
-  const threads = recipe.options.threads ?? threadsPerWorker(count);
+  refuseUnpooledMetric(recipeMetric(recipe));
+  const threads = recipeThreads(recipe) ?? threadsPerWorker(count);
   const data = (i: number): PoolWorkerData => ({
-    recipe: { ...recipe, options: { ...recipe.options, threads } },
+    recipe: withThreads(recipe, threads),
     sendRecord: i === 0,
   });
   const workers: Worker[] = [];

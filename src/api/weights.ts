@@ -64,6 +64,7 @@ export async function pruneWeights(
     out,
     device,
     threads,
+    workers,
     memoryBudget,
     onStatus,
     onProgress,
@@ -80,6 +81,7 @@ export async function pruneWeights(
   return runWeightPrune(out, weightPruneSettings(settings, { seq2seq }), {
     device,
     threads,
+    workers,
     memoryBudget,
     onStatus,
     onProgress,

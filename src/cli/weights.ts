@@ -30,6 +30,7 @@ import {
   memoryBudgetOption,
   modelOption,
   parseComputeDtype,
+  parseIntFlag,
   threadsOption,
   tokenizerOption,
 } from './options.js';
@@ -246,6 +247,10 @@ export function registerWeights(program: Command): void {
     .addOption(deviceOption())
     .addOption(computeDtypeOption())
     .addOption(threadsOption())
+    .option(
+      '--workers <n>',
+      'block-wise searches (ga, ga-wanda, ga-magnitude, --preset geneprune) with --metric ppl: score each population on n worker threads, each with its own session and --threads (default: cores / n) and each replaying the walk to the block searched; same logs, mask and result as one process; may change on --resume',
+    )
     .addOption(memoryBudgetOption())
     .option('--quiet', 'no progress display')
     .option('--json', 'print the result as one JSON object (no progress display)')
@@ -308,6 +313,7 @@ Examples:
       let block: BlockSearchProgress | undefined;
       const env: WeightPruneEnv = {
         ...runEnvFromFlags(f, progress, quiet),
+        ...(typeof f.workers === 'string' ? { workers: parseIntFlag('--workers', f.workers) } : {}),
         // A block search reports its own position first, then the line made of it: the dashboard takes both at
         // once, so its block, generation, search time and ETA are the line's.
         onSearchProgress: (p) => {

@@ -66,7 +66,10 @@ function newWorker(data: PoolWorkerData): Worker {
   if (!import.meta.url.endsWith('.ts'))
     return new Worker(new URL('./poolworker.js', import.meta.url), { workerData: data });
   const entry = new URL('./poolworker.ts', import.meta.url).href;
-  const boot = `import('tsx/esm/api').then((t) => { t.register(); return import(${JSON.stringify(entry)}); });`;
+  // tsx by its resolved URL: an eval'd worker resolves bare names from the working directory, which may lie
+  // outside the repository.
+  const tsx = import.meta.resolve('tsx/esm/api');
+  const boot = `import(${JSON.stringify(tsx)}).then((t) => { t.register(); return import(${JSON.stringify(entry)}); });`;
   return new Worker(boot, { eval: true, workerData: data });
 }
 

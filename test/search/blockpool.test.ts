@@ -7,6 +7,7 @@
  * forward passes, progress order, counters, dense score and identity record (objectiveRecord) as the plain one.
  */
 import assert from 'node:assert/strict';
+import { existsSync, readdirSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { enterBlock } from '../../src/engine/blocks.js';
 import type { TokenBatch } from '../../src/engine/runner.js';
@@ -150,6 +151,53 @@ describe('block recipes (stories260K)', { skip: skipUnlessShared(MODEL) }, () =>
     const model = sharedPath(MODEL)!;
     const windows = makeWindows(tokens(3000, 512), 128, 2048, 'test tokens');
     await checkBlock(model, [...batches(windows, 4)], 3);
+  });
+});
+
+describe('a pool backend across block recipes (stories260K)', { skip: skipUnlessShared(MODEL) }, () => {
+  test('the next block’s recipe loads on the same live threads, which the backend’s release ends', async (t) => {
+    if (!existsSync('/proc/self/task')) return t.skip('no /proc here');
+    const threads = () => readdirSync('/proc/self/task').length;
+    const model = sharedPath(MODEL)!;
+    const spec = await loadModelSpec(model);
+    const list = [...batches(makeWindows(tokens(1100, 512), 128, 1024, 'test tokens'), 4)];
+    const backend = createPoolBackend(2);
+    // Once first: the first worker loads ONNX Runtime, whose process-wide state keeps threads for good.
+    const warm = createPoolBackend(1);
+    const first = (await blockInput(spec, list, 0, {})).input;
+    await (
+      await warm.open(blockRecipe(first, { model, matrices: prunableMatrices(spec), batches: list }))
+    ).runner.release();
+    await warm.release();
+    const before = threads();
+    let during = 0;
+    for (const layer of [1, 3]) {
+      const { input, matrices } = await blockInput(spec, list, layer, {});
+      const plain = await createBlockObjective(input);
+      const pooled = await createBlockObjective({
+        ...input,
+        remote: { backend, model, matrices, batches: list },
+      });
+      try {
+        const genomes = candidates(plain.space.genes);
+        assert.deepEqual(
+          (await pooled.evaluateMany(genomes)).map(view),
+          (await plain.evaluateMany(genomes)).map(view),
+        );
+      } finally {
+        await plain.release();
+        await pooled.release();
+      }
+      // Between blocks the two worker threads wait, their sessions freed (session threads end a moment after
+      // their release); the next block starts none.
+      await new Promise((r) => setTimeout(r, 300));
+      if (layer === 1) during = threads();
+      else assert.ok(threads() <= during, `${threads()} threads at block 3, ${during} at block 1`);
+    }
+    assert.ok(during >= before + 2, `${before} threads before, ${during} with two workers`);
+    await backend.release();
+    for (let i = 0; i < 50 && threads() > before; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(threads(), before);
   });
 });
 

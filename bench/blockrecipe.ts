@@ -130,7 +130,7 @@ async function measure(name: string, spec: ModelSpec, list: readonly TokenBatch[
     jsonBase64Bytes: b64.length,
     jsonBase64S: b64Out + b64In,
   };
-  const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
+  const mb = (n: number) => (n < 1e5 ? `${(n / 1e3).toFixed(1)} kB` : `${(n / 1e6).toFixed(1)} MB`);
   const s = (x: number) => `${x < 1 ? (x * 1000).toFixed(1) : x.toFixed(2)} ${x < 1 ? 'ms' : 's'}`;
   console.log(`\n${name}: ${tokens} calibration tokens, ${L} blocks, d ${d}`);
   console.log(
@@ -141,23 +141,28 @@ async function measure(name: string, spec: ModelSpec, list: readonly TokenBatch[
   console.log(`  as JSON numbers           ${mb(text.length)} (stringify + parse ${s(row.jsonNumbersS)})`);
   console.log(`  as JSON base64            ${mb(b64.length)} (encode + decode ${s(row.jsonBase64S)})`);
 
+  // What a recipe carries instead: the fixed blocks' keep masks, packed 8 to a byte (at the last block: L − 1
+  // blocks of them), and the calibration batches' token ids.
+  const blockWeights = blockLayout(prunableMatrices(spec), 0).genes;
+  const fixedBytesAtLast = Math.ceil(blockWeights / 8) * (L - 1);
+  const idsBytes = list.reduce((a, b) => a + b.ids.byteLength + (b.targets?.byteLength ?? 0), 0);
+  Object.assign(row, { blockWeights, fixedBytesAtLast, idsBytes });
+  console.log(
+    `  recipe at block ${L - 1}: fixed masks ${mb(fixedBytesAtLast)} (bits), batches ${mb(idsBytes)}`,
+  );
+
   if (modelPath) {
-    // The pool's start per block recipe: 2 fresh workers, each opening the model and replaying to the block.
+    // The pool's start per block recipe with 2 workers: fresh threads at block 0, then each next block on the
+    // same threads, each continuing its own replay of the walk (one block pass per block).
     const matrices = prunableMatrices(spec);
-    for (const layer of [0, L - 1]) {
-      const startS: number[] = [];
-      for (let r = 0; r < runs; r++) {
-        let h: Float32Array[] | undefined;
-        let w: readonly TokenBatch[] = list;
-        const fixed = new Map<string, Uint8Array>();
-        for (let l = 0; l < layer; l++) {
-          ({ batches: w, hidden: h } = enterBlock(spec.config, l, w, h));
-          const masks = halfMasks(spec, l);
-          for (const [k, v] of masks) fixed.set(k, v);
-          h = await advanceHidden(spec, l, w, h, masks, engine);
-        }
+    const opens: number[][] = Array.from({ length: L }, () => []);
+    for (let r = 0; r < runs; r++) {
+      const backend = createPoolBackend(2);
+      let h: Float32Array[] | undefined;
+      let w: readonly TokenBatch[] = list;
+      const fixed = new Map<string, Uint8Array>();
+      for (let layer = 0; layer < L; layer++) {
         ({ batches: w, hidden: h } = enterBlock(spec.config, layer, w, h));
-        const backend = createPoolBackend(2);
         const [sec, objective] = await timed(() =>
           createBlockObjective({
             spec,
@@ -166,17 +171,23 @@ async function measure(name: string, spec: ModelSpec, list: readonly TokenBatch[
             hidden: h,
             metric: 'ppl',
             engine,
-            fixed,
+            fixed: new Map(fixed),
             remote: { backend, model: modelPath, matrices, batches: list },
           }),
         );
-        startS.push(sec);
+        opens[layer].push(sec);
         await objective.release();
-        await backend.release();
+        const masks = halfMasks(spec, layer);
+        for (const [k, v] of masks) fixed.set(k, v);
+        if (layer < L - 1) h = await advanceHidden(spec, layer, w, h, masks, engine);
       }
-      console.log(`  pool start, 2 workers, block ${layer}: ${s(median(startS))}`);
-      (row as Record<string, unknown>)[`poolStart2AtBlock${layer}S`] = median(startS);
+      await backend.release();
     }
+    const per = opens.map((xs) => median(xs));
+    console.log(
+      `  pool open, 2 workers: block 0 (new threads) ${s(per[0])}; next blocks ${per.slice(1).map(s).join(', ')}`,
+    );
+    Object.assign(row, { poolOpen2PerBlockS: per });
   }
   console.log(JSON.stringify(row));
 }

@@ -56,7 +56,10 @@ export interface BlockRecipe {
   matrices: Array<{ role: string; layer: number; rows: number; cols: number }>;
   /** The calibration batches entering block 0 (typed arrays: structured-clonable, JSON through recipejson). */
   batches: TokenBatch[];
-  /** Keep masks (1 keeps) of the fixed blocks' matrices (every searched matrix of blocks < layer). */
+  /**
+   * Keep masks of the fixed blocks' matrices (every searched matrix of blocks < layer), packed 8 to a byte
+   * (masks/bitset.ts bitsetBytes: weight 8k + j in bit j of byte k; 1 keeps).
+   */
   fixed: Array<[string, Uint8Array]>;
   engine: { device?: Device; threads?: number };
 }

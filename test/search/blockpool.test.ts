@@ -201,6 +201,44 @@ describe('a pool backend across block recipes (stories260K)', { skip: skipUnless
   });
 });
 
+describe('replays continued or not (stories260K)', { skip: skipUnlessShared(MODEL) }, () => {
+  test('a recipe continues this thread’s last replay only when its fixed masks agree; the scores are exact', async () => {
+    const model = sharedPath(MODEL)!;
+    const spec = await loadModelSpec(model);
+    const list = [...batches(makeWindows(tokens(1100, 512), 128, 1024, 'test tokens'), 4)];
+    const a = await blockInput(spec, list, 2, {});
+    const b = await blockInput(spec, list, 4, {});
+    // Block 4 with block 0's masks turned over: the replay of block 2's walk must not be continued.
+    const flipped = new Map(b.input.fixed);
+    for (const m of a.matrices.filter((x) => x.layer === 0))
+      flipped.set(
+        m.role,
+        flipped.get(m.role)!.map((x) => 1 - x),
+      );
+    let h: Float32Array[] | undefined;
+    for (let l = 0; l < 4; l++) {
+      const masks = new Map([...flipped].filter(([role]) => role.startsWith(`layers.${l}.`)));
+      h = await advanceHidden(spec, l, list, h, masks);
+    }
+    const c = { ...b.input, fixed: flipped, hidden: h };
+    for (const input of [a.input, b.input, a.input, c, b.input]) {
+      const plain = await createBlockObjective(input);
+      const { scorer } = await buildRecipeScorer(
+        blockRecipe(input, { model, matrices: a.matrices, batches: list }),
+      );
+      try {
+        const g = candidates(plain.space.genes)[1];
+        const [want] = await plain.evaluateMany([g]);
+        const got = await scorer.score({ weightMasks: blockFeeds(input.block, g) }, 'full');
+        assert.equal(got.quality, want.evaluation.quality, `block ${input.block.layer}`);
+      } finally {
+        await plain.release();
+        await scorer.runner.release();
+      }
+    }
+  });
+});
+
 describe('block recipes (codet5-tiny)', { skip: skipUnlessShared('models/codet5-tiny') }, () => {
   test('decoder block 1 (block 4 of the walk): the replay crosses from the encoder to the decoder', async () => {
     const model = sharedPath('models/codet5-tiny')!;

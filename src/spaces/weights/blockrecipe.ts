@@ -14,6 +14,7 @@
 import { enterBlock } from '../../engine/blocks.js';
 import type { TokenBatch } from '../../engine/runner.js';
 import { GenepruneError } from '../../errors.js';
+import { bitsetBytes, bitsetFromBytes, packBits, unpackBits } from '../../masks/bitset.js';
 import { metricEntry } from '../../metrics/registry.js';
 import type { CalibrationScorer } from '../../metrics/scorers.js';
 import type { ModelSpec } from '../../model/spec.js';
@@ -33,16 +34,67 @@ export function blockRecipe(input: BlockObjectiveInput, remote: Omit<BlockRemote
     layer: input.block.layer,
     matrices: remote.matrices.map(({ role, layer, rows, cols }) => ({ role, layer, rows, cols })),
     batches: [...remote.batches],
-    fixed: [...input.fixed],
+    // Packed 8 to a byte: at late blocks of a large model the fixed masks are most of the recipe.
+    fixed: [...input.fixed].map(([role, keep]) => [role, bitsetBytes(packBits(keep))]),
     engine: { ...input.engine },
   };
 }
 
 /**
- * Block `recipe.layer`'s scorer on `spec` (the model the evaluator opened): the walk replayed from block 0 to the
- * block with the fixed masks, then the block objective's own scorer (blockobjective.ts createBlockScorer) on the
- * hidden states it reached. Its record is computed from what was replayed, so an evaluator whose replay drifted
- * would not match the search's record.
+ * Where the last replay of this thread stood: the hidden states leaving block `layer − 1` (and the batches as
+ * the walk had them) of the walk a recipe describes. The next block's recipe of the same walk (same model,
+ * engine, batches, and the same fixed masks up to `layer`) goes on from there: one block pass per block, as the
+ * search's own walk, instead of replaying from block 0 each time.
+ */
+interface ReplayedWalk {
+  key: string;
+  batches: readonly TokenBatch[];
+  layer: number;
+  /** The fixed masks the walk was replayed with (blocks < layer). */
+  fixed: ReadonlyMap<string, Uint8Array>;
+  entering: readonly TokenBatch[];
+  hidden: Float32Array[] | undefined;
+}
+
+let lastWalk: ReplayedWalk | undefined;
+
+/** Whether two batch lists hold the same numbers (typed arrays compared byte for byte). */
+function sameBatches(a: readonly TokenBatch[], b: readonly TokenBatch[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i] as unknown as Record<string, unknown>;
+    const y = b[i] as unknown as Record<string, unknown>;
+    const keys = new Set([...Object.keys(x), ...Object.keys(y)]);
+    for (const k of keys) {
+      const u = x[k];
+      const v = y[k];
+      if (ArrayBuffer.isView(u) && ArrayBuffer.isView(v)) {
+        const bu = Buffer.from(u.buffer, u.byteOffset, u.byteLength);
+        if (!bu.equals(Buffer.from(v.buffer, v.byteOffset, v.byteLength))) return false;
+      } else if (u !== v) return false;
+    }
+  }
+  return true;
+}
+
+/** Where a recipe's replay can start: the last walk of this thread when the recipe continues it, else block 0. */
+function replayStart(recipe: BlockRecipe, key: string, fixed: ReadonlyMap<string, Uint8Array>) {
+  const w = lastWalk;
+  const fresh = { layer: 0, entering: recipe.batches as readonly TokenBatch[], hidden: undefined };
+  if (!w || w.key !== key || w.layer > recipe.layer || !sameBatches(w.batches, recipe.batches)) return fresh;
+  for (const [role, keep] of w.fixed) {
+    const now = fixed.get(role);
+    if (!now || !Buffer.from(now.buffer, now.byteOffset, now.length).equals(keep)) return fresh;
+  }
+  return { layer: w.layer, entering: w.entering, hidden: w.hidden };
+}
+
+/**
+ * Block `recipe.layer`'s scorer on `spec` (the model the evaluator opened): the walk replayed to the block with
+ * the fixed masks — from block 0, or from where this thread's last replay of the same walk stopped — then the
+ * block objective's own scorer (blockobjective.ts createBlockScorer) on the hidden states it reached. Its record
+ * is computed from what was replayed, so an evaluator whose replay drifted would not match the search's record.
  */
 export async function blockRecipeScorer(spec: ModelSpec, recipe: BlockRecipe): Promise<CalibrationScorer> {
   const where = 'block recipe';
@@ -56,22 +108,38 @@ export async function blockRecipeScorer(spec: ModelSpec, recipe: BlockRecipe): P
   const roles = new Set(spec.tensors.keys());
   const unknown = recipe.matrices.find((m) => !roles.has(m.role));
   if (unknown) throw new GenepruneError('model', `the model has no matrix ${unknown.role}`, where);
-  const fixed = new Map(recipe.fixed);
+  const sizes = new Map(recipe.matrices.map((m) => [m.role, m.rows * m.cols]));
+  const fixed = new Map<string, Uint8Array>();
+  for (const [role, bits] of recipe.fixed) {
+    const n = sizes.get(role);
+    if (n === undefined || bits.length !== Math.ceil(n / 8)) {
+      throw new GenepruneError('internal', `the fixed mask of ${role} does not fit the matrix`, where);
+    }
+    fixed.set(role, unpackBits(bitsetFromBytes(bits, n)));
+  }
   const engine = recipe.engine;
-  let batches: readonly TokenBatch[] = recipe.batches;
-  let hidden: Float32Array[] | undefined;
-  for (let l = 0; l < recipe.layer; l++) {
+  const key = JSON.stringify([recipe.model, recipe.config, engine, recipe.matrices]);
+  const start = replayStart(recipe, key, fixed);
+  let batches = start.entering;
+  let hidden = start.hidden;
+  for (let l = start.layer; l < recipe.layer; l++) {
     ({ batches, hidden } = enterBlock(spec.config, l, batches, hidden));
     const masks = new Map<string, Uint8Array>();
     for (const m of blockLayout(recipe.matrices, l).matrices) {
       const keep = fixed.get(m.role);
-      if (!keep || keep.length !== m.rows * m.cols) {
-        throw new GenepruneError('internal', `no keep mask of ${m.rows * m.cols} for ${m.role}`, where);
-      }
+      if (!keep) throw new GenepruneError('internal', `no fixed mask for ${m.role}`, where);
       masks.set(m.role, keep);
     }
     hidden = await advanceHidden(spec, l, batches, hidden, masks, engine);
   }
+  lastWalk = {
+    key,
+    batches: recipe.batches,
+    layer: recipe.layer,
+    fixed,
+    entering: batches,
+    hidden,
+  };
   ({ batches, hidden } = enterBlock(spec.config, recipe.layer, batches, hidden));
   return createBlockScorer({
     spec,

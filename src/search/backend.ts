@@ -15,12 +15,14 @@
 import type { TokenBatch } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
 import { GenepruneError } from '../errors.js';
+import type { PreparedGenerationTask } from '../metrics/generation.js';
 import { metricEntry, type QualityMetric } from '../metrics/registry.js';
 import type { CalibrationScorer, ScorerTarget } from '../metrics/scorers.js';
 import { loadModelSpec } from '../model/load.js';
 import type { ModelSpec } from '../model/spec.js';
 import { blockRecipeScorer } from '../spaces/weights/blockrecipe.js';
-import type { ElementwiseRunner, ObjectiveOptions } from './objective.js';
+import { loadTokenizer } from '../tokenizer/load.js';
+import type { BleuObjectiveOptions, ElementwiseRunner, ObjectiveOptions } from './objective.js';
 import { createPoolBackend } from './pool.js';
 
 /** A calibration objective's scorer (the metric registry's `objective` factory), rebuilt elsewhere. */
@@ -32,8 +34,22 @@ export interface CalibrationRecipe {
   config: string;
   target: { weightRoles?: string[] };
   /** The objective's options without the runner and backend: prepared data, metric, settings, engine. */
-  options: Omit<ObjectiveOptions, 'elementwise' | 'remote'>;
+  options: RecipeOptions;
+  /**
+   * The generation metrics (bleu, exact-match, pass@1) decode what the model writes: the tokenizer the search
+   * read (a tokenizer holds code, so it does not travel) and the text it decodes the first prompt to, which the
+   * evaluator checks its own load against.
+   */
+  tokenizer?: { path: string; probe: string };
 }
+
+/**
+ * Objective options as plain data: without the batch runner and backend, and a generation task without its
+ * tokenizer (recipe.tokenizer says which to load).
+ */
+export type RecipeOptions = Omit<ObjectiveOptions, 'elementwise' | 'remote' | 'bleu'> & {
+  bleu?: Omit<BleuObjectiveOptions, 'task'> & { task: Omit<PreparedGenerationTask, 'tokenizer'> };
+};
 
 /**
  * A block objective's scorer (spaces/weights/blockobjective.ts: block `layer`'s candidates of a block-wise weight
@@ -114,13 +130,21 @@ export function calibrationRecipe(
   opts: ObjectiveOptions,
   model: string,
 ): CalibrationRecipe {
-  const { elementwise: _e, remote: _r, ...options } = opts;
+  const { elementwise: _e, remote: _r, bleu, ...rest } = opts;
+  const options: RecipeOptions = rest;
+  let tokenizer: CalibrationRecipe['tokenizer'];
+  if (bleu) {
+    const { tokenizer: t, ...task } = bleu.task;
+    options.bleu = { ...bleu, task };
+    tokenizer = { path: t.source, probe: t.decode(task.prompts[0] ?? []) };
+  }
   return {
     kind: 'calibration',
     model,
     config: JSON.stringify(spec.config),
     target: target.weightRoles ? { weightRoles: [...target.weightRoles] } : {},
     options,
+    ...(tokenizer ? { tokenizer } : {}),
   };
 }
 
@@ -145,10 +169,24 @@ export async function buildRecipeScorer(
     );
   }
   if (recipe.kind === 'block') return { scorer: await blockRecipeScorer(spec, recipe), spec };
-  return {
-    scorer: await metricEntry(recipe.options.metric).objective(spec, recipe.target, recipe.options),
-    spec,
-  };
+  const { bleu, ...rest } = recipe.options;
+  const options: ObjectiveOptions = rest;
+  if (bleu) {
+    if (!recipe.tokenizer) {
+      throw new GenepruneError('internal', 'a generation recipe names no tokenizer', where);
+    }
+    const tokenizer = await loadTokenizer(recipe.tokenizer.path, { vocabSize: spec.config.vocabSize });
+    // Another tokenizer would decode other texts, and score them: refused, as another model is.
+    if (tokenizer.decode(bleu.task.prompts[0] ?? []) !== recipe.tokenizer.probe) {
+      throw new GenepruneError(
+        'model',
+        'an evaluator loaded a tokenizer that decodes the calibration prompts differently than the search’s',
+        recipe.tokenizer.path,
+      );
+    }
+    options.bleu = { ...bleu, task: { ...bleu.task, tokenizer } };
+  }
+  return { scorer: await metricEntry(options.metric).objective(spec, recipe.target, options), spec };
 }
 
 /** The evaluation flags of a run (`--workers N`, later `--queue URL`), as the run's environment holds them. */

@@ -15,6 +15,7 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { CandidateMasks } from '../engine/runner.js';
 import { GenepruneError } from '../errors.js';
+import { QUALITY_METRICS } from '../metrics/registry.js';
 import type { CalibrationScorer, RawEvaluation, ScorerRecord } from '../metrics/scorers.js';
 import { type EvaluationBackend, type Recipe, recipeMetric, recipeThreads, withThreads } from './backend.js';
 import type { ElementwiseRunner, Fidelity } from './objective.js';
@@ -41,15 +42,19 @@ export interface SentError {
   where?: string;
 }
 
-/** The metrics a pool scores today; the others are refused in one line before any worker starts. */
-export const POOL_METRICS: readonly string[] = ['ppl', 'kl'];
+/**
+ * The metrics a pool scores: every calibration metric of the registry's list (their prepared data travels in
+ * the recipe; a generation metric's tokenizer is loaded by each worker). A metric registered later is refused in
+ * one line before any worker starts, until it is checked to travel.
+ */
+export const POOL_METRICS: readonly string[] = [...QUALITY_METRICS];
 
-/** Refuses, in one line, a metric whose scorer the workers cannot build yet (called before any data is read). */
+/** Refuses, in one line, a metric whose scorer the workers cannot build (called before any data is read). */
 export function refuseUnpooledMetric(metric: string): void {
   if (POOL_METRICS.includes(metric)) return;
   throw new GenepruneError(
     'flag',
-    `not with --metric ${metric} yet: worker threads score ${POOL_METRICS.join(', ')} only`,
+    `not with --metric ${metric}: worker threads score ${POOL_METRICS.join(', ')} only`,
     '--workers',
   );
 }

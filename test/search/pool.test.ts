@@ -12,7 +12,13 @@ import { after, describe, test } from 'node:test';
 import { GenepruneError } from '../../src/errors.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { calibrationRecipe } from '../../src/search/backend.js';
-import { createPoolBackend, createPoolScorer, poolRunner, threadsPerWorker } from '../../src/search/pool.js';
+import {
+  createPoolBackend,
+  createPoolScorer,
+  poolRunner,
+  refuseUnpooledMetric,
+  threadsPerWorker,
+} from '../../src/search/pool.js';
 import { objectiveRecord } from '../../src/search/record.js';
 import { createHeadObjective } from '../../src/spaces/heads/objective.js';
 import { tempDir } from '../checkpoint/helpers.js';
@@ -162,15 +168,6 @@ describe('heads --workers', { skip }, () => {
     assert.deepEqual(json(killed, 'mask.json').keep, json(whole, 'mask.json').keep);
   });
 
-  test('--workers with a metric the pool does not score yet is refused in one line', async () => {
-    // Without --low-tokens, which BLEU refuses on its own (--low-items), so the refusal seen is --workers'.
-    const args = headArgs(join(tmp.dir, 'bleu'), ['--workers', '2', '--metric', 'bleu']);
-    args.splice(args.indexOf('--low-tokens'), 2);
-    const r = await runCli(args, { timeout: 120_000 });
-    assert.ok(!existsSync(join(tmp.dir, 'bleu')), 'refused before the run directory was made');
-    assertOneLineError(r, 'non-zero', '--workers', 'bleu');
-  });
-
   test('--workers 0 is refused in one line', async () => {
     const r = await runCli(headArgs(join(tmp.dir, 'zero'), ['--workers', '0']));
     assertOneLineError(r, 'non-zero', '--workers');
@@ -315,6 +312,18 @@ describe('poolRunner', () => {
       ]),
       /second/,
     );
+  });
+
+  test('a metric registered later (not checked to travel to workers) is refused in one line', () => {
+    assert.throws(
+      () => refuseUnpooledMetric('perplexity-of-a-plugin'),
+      (e: unknown) =>
+        e instanceof GenepruneError &&
+        e.where === '--workers' &&
+        /perplexity-of-a-plugin/.test(e.message) &&
+        !e.oneLine().includes('\n'),
+    );
+    for (const m of ['ppl', 'kl', 'bleu', 'mc-accuracy', 'accuracy']) refuseUnpooledMetric(m);
   });
 
   test('threads per worker share the cores out, at least one each', () => {

@@ -9,7 +9,9 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { estimatePeakMemory } from '../../src/engine/memory.js';
 import { GenepruneError } from '../../src/errors.js';
+import { defaultBatchSize } from '../../src/metrics/perplexity.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { calibrationRecipe } from '../../src/search/backend.js';
 import {
@@ -166,6 +168,29 @@ describe('heads --workers', { skip }, () => {
       logWithoutTimes(whole, 'generations.jsonl'),
     );
     assert.deepEqual(json(killed, 'mask.json').keep, json(whole, 'mask.json').keep);
+  });
+
+  test('--memory-budget counts one session per worker: refused in one line with --workers 2, not without', async () => {
+    // The estimate the run makes (runs/data.ts): default batch of 512-token windows, ppl, fp32.
+    const spec = await loadModelSpec(sharedPath(MODEL)!);
+    const one = estimatePeakMemory(spec, { batch: defaultBatchSize(512, 512), seq: 512, metric: 'ppl' });
+    const two = estimatePeakMemory(spec, {
+      batch: defaultBatchSize(512, 512),
+      seq: 512,
+      metric: 'ppl',
+      workers: 2,
+    });
+    assert.ok(two.totalBytes > one.totalBytes);
+    // Between the two estimates: one session fits, two do not.
+    const budget = String(Math.floor((one.totalBytes + two.totalBytes) / 2));
+    const ok = await runCli(headArgs(join(tmp.dir, 'budget-one'), ['--memory-budget', budget]), {
+      timeout: 300_000,
+    });
+    assert.equal(ok.code, 0, ok.stderr);
+    const out = join(tmp.dir, 'budget-two');
+    const r = await runCli(headArgs(out, ['--memory-budget', budget, '--workers', '2']));
+    assertOneLineError(r, 'non-zero', '--memory-budget', '2 worker sessions');
+    assert.ok(!existsSync(out), 'refused before the run directory was made');
   });
 
   test('--workers 0 is refused in one line', async () => {

@@ -108,7 +108,15 @@ export interface PoolThread {
 }
 
 function startThread(): PoolThread {
-  const thread: PoolThread = { worker: newWorker() };
+  return poolThread(newWorker());
+}
+
+/**
+ * A worker thread as a pool holds it: its death or an exit nobody asked for (an uncaught error, process.exit in
+ * the thread, an out-of-memory end) fails whatever its scorer has pending, in one line, and it is not lent again.
+ */
+export function poolThread(worker: Worker): PoolThread {
+  const thread: PoolThread = { worker };
   let ending = false;
   const died = (e: GenepruneError) => {
     thread.dead ??= e;

@@ -3,12 +3,14 @@
  * with one process and with two worker threads writes the same evals.jsonl (timings aside), mask and result, also
  * when killed and resumed; a pooled objective scores a batch exactly as the one-process objective does; a worker
  * that cannot open the model, opens another model, or throws while scoring fails with one line, never a score; a
- * released pool scores nothing more and gives its threads back.
+ * worker thread that exits mid-batch fails the batch in one line; a released pool scores nothing more and gives
+ * its threads back; --memory-budget counts one session per worker.
  */
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { Worker } from 'node:worker_threads';
 import { estimatePeakMemory } from '../../src/engine/memory.js';
 import { GenepruneError } from '../../src/errors.js';
 import { defaultBatchSize } from '../../src/metrics/perplexity.js';
@@ -18,6 +20,7 @@ import {
   createPoolBackend,
   createPoolScorer,
   poolRunner,
+  poolThread,
   refuseUnpooledMetric,
   threadsPerWorker,
 } from '../../src/search/pool.js';
@@ -298,6 +301,35 @@ describe('pooled objective', { skip }, () => {
       await scorer.runner.release();
     }
     await assert.rejects(scorer.score({}, 'full'), /released/);
+  });
+
+  test('a worker thread that exits mid-batch fails the batch in one line; the pool then scores nothing', async () => {
+    const spec = await loadModelSpec(modelPath);
+    // A thread that builds nothing and ends itself when asked to score (as process.exit in a worker ends the
+    // thread): worker 1 of the pool, beside a real evaluation worker 2.
+    const exiting = new Worker(
+      `const { parentPort } = require('node:worker_threads');
+       parentPort.on('message', (m) => {
+         if (m.kind === 'load') parentPort.postMessage({ kind: 'ready' });
+         else if (m.kind === 'score') setTimeout(() => process.exit(7), 50);
+       });`,
+      { eval: true },
+    );
+    const scorer = await createPoolScorer(calibrationRecipe(spec, {}, opts, modelPath), 2, {
+      threads: [poolThread(exiting)],
+    });
+    try {
+      const tasks = Array.from({ length: 4 }, () => () => scorer.score({}, 'low'));
+      await assert.rejects(poolRunner(tasks), (e: unknown) => {
+        assert.ok(e instanceof GenepruneError, String(e));
+        assert.match(e.message, /evaluation worker 1 exited \(code 7\)/);
+        assert.ok(!e.oneLine().includes('\n'));
+        return true;
+      });
+      await assert.rejects(scorer.score({}, 'low'), /exited/);
+    } finally {
+      await scorer.runner.release();
+    }
   });
 
   test('release ends the worker threads (the OS threads of this process go back to what they were)', async (t) => {

@@ -1,7 +1,8 @@
 /**
  * `geneprune weights --workers N` on the real stories260K: a block-wise weight search (the seeded GA ga-magnitude,
  * and the GenePrune GA `ga`) with one process and with two worker threads writes the same evals.jsonl (timings
- * aside), byte-identical weight-mask files and the same result.json (timings aside); a `--workers 2` run SIGKILLed
+ * aside), byte-identical weight-mask files and the same result.json (timings aside), and so does codet5-tiny (an
+ * encoder-decoder: the workers' replay crosses into the decoder stack); a `--workers 2` run SIGKILLed
  * after a block's checkpoint and resumed ends as the uninterrupted run; `--workers` may change on --resume; what
  * workers cannot score yet is refused in one line before any run directory is made.
  */
@@ -89,6 +90,28 @@ describe('weights --workers', { skip }, () => {
       assert.ok(r1.forwardPasses > evals.length, 'forward passes counted');
     });
   }
+
+  test('an encoder-decoder (codet5-tiny): the workers replay the walk across the encoder into the decoder', (t) => {
+    const model = sharedPath('models/codet5-tiny');
+    const calib = sharedPath('data/codegen/calib.jsonl');
+    const evalFile = sharedPath('data/codegen/eval.jsonl');
+    if (!model || !calib || !evalFile) return t.skip('codet5-tiny or its data absent');
+    const args = weightArgs('ga-magnitude');
+    const swap = (flag: string, value: string) => args.splice(args.indexOf(flag), 2, flag, value);
+    swap('--model', model);
+    swap('--calib', calib);
+    swap('--eval', evalFile);
+    swap('--calib-tokens', '256');
+    swap('--eval-tokens', '256');
+    const one = runIn('t5-one', args);
+    const two = runIn('t5-two', [...args, '--workers', '2']);
+    const evals = logWithoutTimes(one, 'evals.jsonl') as Array<{ block: number }>;
+    // Three encoder blocks, then three decoder blocks.
+    assert.deepEqual([...new Set(evals.map((e) => e.block))], [0, 1, 2, 3, 4, 5]);
+    assert.deepEqual(logWithoutTimes(two, 'evals.jsonl'), evals);
+    assert.ok(bytes(two).equals(bytes(one)), 'the weight-mask files differ');
+    assert.deepEqual(untimed(json(two, 'result.json')), untimed(json(one, 'result.json')));
+  });
 
   test('a --workers 2 run SIGKILLed after a block checkpoint and resumed ends as the uninterrupted run', async () => {
     const whole = runIn('whole', weightArgs('ga-magnitude'));

@@ -15,7 +15,7 @@
  *   (a) stories260K, 8,192 tokens of tinystories/calib, ctx 512 (the weights command's default calibration);
  *   (b) the 134M benchmark shape (random weights), --tokens-134m random tokens at ctx 512.
  *
- *   node --import tsx bench/blockrecipe.ts [-- --runs 3 --tokens-134m 2048 --skip-134m]
+ *   node --import tsx bench/blockrecipe.ts [--runs 3 --tokens-134m 2048 --skip-134m]
  */
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';

@@ -91,6 +91,17 @@ describe('weights --workers', { skip }, () => {
     });
   }
 
+  test('--layers: blocks left out are replayed dense, a block searched in part keeps its other matrices', () => {
+    const layers = ['--layers', 'layers.1,layers.3.mlp'];
+    const one = runIn('layers-one', weightArgs('ga-magnitude', layers));
+    const two = runIn('layers-two', weightArgs('ga-magnitude', [...layers, '--workers', '2']));
+    const evals = logWithoutTimes(one, 'evals.jsonl') as Array<{ block: number }>;
+    assert.deepEqual([...new Set(evals.map((e) => e.block))], [1, 3]);
+    assert.deepEqual(logWithoutTimes(two, 'evals.jsonl'), evals);
+    assert.ok(bytes(two).equals(bytes(one)), 'the weight-mask files differ');
+    assert.deepEqual(untimed(json(two, 'result.json')), untimed(json(one, 'result.json')));
+  });
+
   test('an encoder-decoder (codet5-tiny): the workers replay the walk across the encoder into the decoder', (t) => {
     const model = sharedPath('models/codet5-tiny');
     const calib = sharedPath('data/codegen/calib.jsonl');

@@ -18,7 +18,7 @@ import { GenepruneError } from '../errors.js';
 import type { PreparedGenerationTask } from '../metrics/generation.js';
 import { metricEntry, type QualityMetric } from '../metrics/registry.js';
 import type { CalibrationScorer, ScorerTarget } from '../metrics/scorers.js';
-import { loadModelSpec } from '../model/load.js';
+import { loadModelSpec, tokenizerPathFor } from '../model/load.js';
 import type { ModelSpec } from '../model/spec.js';
 import { blockRecipeScorer } from '../spaces/weights/blockrecipe.js';
 import { loadTokenizer } from '../tokenizer/load.js';
@@ -175,13 +175,15 @@ export async function buildRecipeScorer(
     if (!recipe.tokenizer) {
       throw new GenepruneError('internal', 'a generation recipe names no tokenizer', where);
     }
-    const tokenizer = await loadTokenizer(recipe.tokenizer.path, { vocabSize: spec.config.vocabSize });
+    // A worker's own copy of the model (another machine) has its tokenizer beside it, as openModel finds it.
+    const path = (modelOverride && tokenizerPathFor(modelOverride)) || recipe.tokenizer.path;
+    const tokenizer = await loadTokenizer(path, { vocabSize: spec.config.vocabSize });
     // Another tokenizer would decode other texts, and score them: refused, as another model is.
     if (tokenizer.decode(bleu.task.prompts[0] ?? []) !== recipe.tokenizer.probe) {
       throw new GenepruneError(
         'model',
         'an evaluator loaded a tokenizer that decodes the calibration prompts differently than the search’s',
-        recipe.tokenizer.path,
+        path,
       );
     }
     options.bleu = { ...bleu, task: { ...bleu.task, tokenizer } };

@@ -108,6 +108,8 @@ describe('heads --workers with generation metrics (stories260K)', {
     assert.equal(JSON.stringify(structuredClone(recipe)), JSON.stringify(recipe));
     const { scorer } = await buildRecipeScorer(structuredClone(recipe));
     await scorer.runner.release();
+    // A worker's own copy of the model: the tokenizer beside it, checked by the same probe.
+    await (await buildRecipeScorer(recipe, opened.modelPath)).scorer.runner.release();
     const other = { ...recipe, tokenizer: { ...recipe.tokenizer, probe: `${recipe.tokenizer.probe}x` } };
     await assert.rejects(
       buildRecipeScorer(other),

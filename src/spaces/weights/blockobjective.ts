@@ -13,6 +13,11 @@
  * Qualities follow the search objective's convention (lower is better: perplexity, or −BLEU, −exact match, …). There is no cache:
  * every genome given is scored, repeats included, as the block searches have always counted and logged them, so
  * `cached` is always false.
+ *
+ * All of it is one `CalibrationScorer` (`createBlockScorer`), which the objective calls for each genome. With an
+ * evaluation backend (`--workers N`; 'ppl' without recovery) the scorer is the backend's instead: each evaluator
+ * rebuilds this block's scorer from a block recipe (blockrecipe.ts), the objective hands a population out with
+ * the backend's batch runner and commits results in index order, so counts and logs do not change.
  */
 
 import { readsHidden } from '../../engine/blocks.js';

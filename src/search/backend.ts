@@ -35,20 +35,31 @@ export interface CalibrationRecipe {
   target: { weightRoles?: string[] };
   /** The objective's options without the runner and backend: prepared data, metric, settings, engine. */
   options: RecipeOptions;
-  /**
-   * The generation metrics (bleu, exact-match, pass@1) decode what the model writes: the tokenizer the search
-   * read (a tokenizer holds code, so it does not travel) and the text it decodes the first prompt to, which the
-   * evaluator checks its own load against.
-   */
-  tokenizer?: { path: string; probe: string };
+  /** The generation metrics: the tokenizer to load (see TokenizerRef). */
+  tokenizer?: TokenizerRef;
 }
+
+/**
+ * The generation metrics (bleu, exact-match, pass@1) decode what the model writes: the tokenizer file the search
+ * read (a tokenizer holds code, so it does not travel) and the text it decodes the first prompt to, which the
+ * evaluator checks its own load against.
+ */
+export interface TokenizerRef {
+  path: string;
+  probe: string;
+}
+
+/** A generation task's options as plain data: the task without its tokenizer. */
+export type RecipeGeneration = Omit<BleuObjectiveOptions, 'task'> & {
+  task: Omit<PreparedGenerationTask, 'tokenizer'>;
+};
 
 /**
  * Objective options as plain data: without the batch runner and backend, and a generation task without its
  * tokenizer (recipe.tokenizer says which to load).
  */
 export type RecipeOptions = Omit<ObjectiveOptions, 'elementwise' | 'remote' | 'bleu'> & {
-  bleu?: Omit<BleuObjectiveOptions, 'task'> & { task: Omit<PreparedGenerationTask, 'tokenizer'> };
+  bleu?: RecipeGeneration;
 };
 
 /**
@@ -64,7 +75,10 @@ export interface BlockRecipe {
   model: string;
   /** The search's view of the model (its configuration as JSON), checked against what the evaluator opens. */
   config: string;
-  /** The block search's metric (a 'suffix' one: the perplexity). */
+  /**
+   * The block search's metric: the perplexity (scored from the replayed hidden states), or a generation metric
+   * (whole-model generations of `bleu`'s task with the fixed masks and the candidate's; no replay).
+   */
   metric: QualityMetric;
   /** The block searched. */
   layer: number;
@@ -78,6 +92,9 @@ export interface BlockRecipe {
    */
   fixed: Array<[string, Uint8Array]>;
   engine: { device?: Device; threads?: number };
+  /** A generation metric's calibration task and scoring (plain data), and the tokenizer to load. */
+  bleu?: RecipeGeneration;
+  tokenizer?: TokenizerRef;
 }
 
 /** Everything an evaluator can be asked to rebuild. */
@@ -132,12 +149,8 @@ export function calibrationRecipe(
 ): CalibrationRecipe {
   const { elementwise: _e, remote: _r, bleu, ...rest } = opts;
   const options: RecipeOptions = rest;
-  let tokenizer: CalibrationRecipe['tokenizer'];
-  if (bleu) {
-    const { tokenizer: t, ...task } = bleu.task;
-    options.bleu = { ...bleu, task };
-    tokenizer = { path: t.source, probe: t.decode(task.prompts[0] ?? []) };
-  }
+  let tokenizer: TokenizerRef | undefined;
+  if (bleu) ({ bleu: options.bleu, tokenizer } = plainGenerationOptions(bleu));
   return {
     kind: 'calibration',
     model,
@@ -168,27 +181,53 @@ export async function buildRecipeScorer(
       where,
     );
   }
-  if (recipe.kind === 'block') return { scorer: await blockRecipeScorer(spec, recipe), spec };
+  if (recipe.kind === 'block') {
+    const bleu = recipe.bleu
+      ? await generationOptions(recipe.bleu, recipe.tokenizer, spec, where, modelOverride)
+      : undefined;
+    return { scorer: await blockRecipeScorer(spec, recipe, bleu), spec };
+  }
   const { bleu, ...rest } = recipe.options;
   const options: ObjectiveOptions = rest;
-  if (bleu) {
-    if (!recipe.tokenizer) {
-      throw new GenepruneError('internal', 'a generation recipe names no tokenizer', where);
-    }
-    // A worker's own copy of the model (another machine) has its tokenizer beside it, as openModel finds it.
-    const path = (modelOverride && tokenizerPathFor(modelOverride)) || recipe.tokenizer.path;
-    const tokenizer = await loadTokenizer(path, { vocabSize: spec.config.vocabSize });
-    // Another tokenizer would decode other texts, and score them: refused, as another model is.
-    if (tokenizer.decode(bleu.task.prompts[0] ?? []) !== recipe.tokenizer.probe) {
-      throw new GenepruneError(
-        'model',
-        'an evaluator loaded a tokenizer that decodes the calibration prompts differently than the search’s',
-        path,
-      );
-    }
-    options.bleu = { ...bleu, task: { ...bleu.task, tokenizer } };
-  }
+  if (bleu) options.bleu = await generationOptions(bleu, recipe.tokenizer, spec, where, modelOverride);
   return { scorer: await metricEntry(options.metric).objective(spec, recipe.target, options), spec };
+}
+
+/** A generation task's options as plain data (without the tokenizer), and which tokenizer it needs. */
+export function plainGenerationOptions(bleu: BleuObjectiveOptions): {
+  bleu: RecipeGeneration;
+  tokenizer: TokenizerRef;
+} {
+  const { tokenizer, ...task } = bleu.task;
+  return {
+    bleu: { ...bleu, task },
+    tokenizer: { path: tokenizer.source, probe: tokenizer.decode(task.prompts[0] ?? []) },
+  };
+}
+
+/**
+ * A generation task's options with the tokenizer loaded here: the search's file, or the one beside a worker's own
+ * copy of the model (as openModel finds it); one that decodes the first prompt differently is refused.
+ */
+async function generationOptions(
+  bleu: RecipeGeneration,
+  ref: TokenizerRef | undefined,
+  spec: ModelSpec,
+  where: string,
+  modelOverride: string | undefined,
+): Promise<BleuObjectiveOptions> {
+  if (!ref) throw new GenepruneError('internal', 'a generation recipe names no tokenizer', where);
+  const path = (modelOverride && tokenizerPathFor(modelOverride)) || ref.path;
+  const tokenizer = await loadTokenizer(path, { vocabSize: spec.config.vocabSize });
+  // Another tokenizer would decode other texts, and score them: refused, as another model is.
+  if (tokenizer.decode(bleu.task.prompts[0] ?? []) !== ref.probe) {
+    throw new GenepruneError(
+      'model',
+      'an evaluator loaded a tokenizer that decodes the calibration prompts differently than the search’s',
+      path,
+    );
+  }
+  return { ...bleu, task: { ...bleu.task, tokenizer } };
 }
 
 /** The evaluation flags of a run (`--workers N`, later `--queue URL`), as the run's environment holds them. */

@@ -4,7 +4,10 @@
  * the decoder stack), the scorer an evaluator rebuilds from a block recipe — replaying the walk from block 0 with
  * the fixed masks, not receiving the hidden states — scores every genome exactly as the block objective of the
  * search's own thread, and a block objective pooled on two worker threads gives the same qualities, tokens,
- * forward passes, progress order, counters, dense score and identity record (objectiveRecord) as the plain one.
+ * forward passes, progress order, counters, dense score and identity record (objectiveRecord) as the plain one —
+ * also with BLEU (whole-model generations, each worker building its own generation session and loading the
+ * tokenizer); a pool backend lends its threads from block to block, and a worker continues its last replay only
+ * when the next recipe is the same walk.
  */
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
@@ -12,20 +15,27 @@ import { describe, test } from 'node:test';
 import { enterBlock } from '../../src/engine/blocks.js';
 import type { TokenBatch } from '../../src/engine/runner.js';
 import { prunableMatrices } from '../../src/masks/weights.js';
+import { prepareGenerationTask } from '../../src/metrics/generation.js';
 import { batches, makeWindows } from '../../src/metrics/perplexity.js';
 import { pairWindows } from '../../src/metrics/seq2seq.js';
+import { buildContinuationTask } from '../../src/metrics/storytask.js';
 import { loadModelSpec } from '../../src/model/load.js';
+import { openModel } from '../../src/model/open.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { buildRecipeScorer } from '../../src/search/backend.js';
 import { randomGenome } from '../../src/search/operators.js';
 import { createPoolBackend } from '../../src/search/pool.js';
 import { objectiveRecord } from '../../src/search/record.js';
-import { type BlockObjectiveInput, createBlockObjective } from '../../src/spaces/weights/blockobjective.js';
+import {
+  type BlockObjectiveInput,
+  createBleuScorer,
+  createBlockObjective,
+} from '../../src/spaces/weights/blockobjective.js';
 import { advanceHidden } from '../../src/spaces/weights/blockpasses.js';
 import { blockRecipe } from '../../src/spaces/weights/blockrecipe.js';
 import { blockFeeds, blockLayout } from '../../src/spaces/weights/blockspace.js';
 import { createRng } from '../../src/util/rng.js';
-import { MODEL, sharedPath, skipUnlessShared } from '../shared.js';
+import { CALIB, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 /** A fixed token stream of a vocabulary of `vocab` (a linear congruential sequence, no data file needed). */
 function tokens(n: number, vocab: number): number[] {
@@ -235,6 +245,46 @@ describe('replays continued or not (stories260K)', { skip: skipUnlessShared(MODE
         await plain.release();
         await scorer.runner.release();
       }
+    }
+  });
+});
+
+describe('block recipes with a generation metric (stories260K)', {
+  skip: skipUnlessShared(MODEL, CALIB),
+}, () => {
+  test('bleu at block 2: the pooled objective generates as the search’s own; same record', async () => {
+    const model = sharedPath(MODEL)!;
+    const opened = await openModel(model);
+    const spec = opened.spec;
+    const list = [...batches(makeWindows(tokens(600, 512), 128, 512, 'test tokens'), 4)];
+    const { input, matrices } = await blockInput(spec, list, 2, {});
+    const task = prepareGenerationTask(await buildContinuationTask(sharedPath(CALIB)!), opened.tokenizer);
+    const bleu = { task, items: 4, maxNewTokens: 8, kind: 'corpus' as const };
+    const own = await createBleuScorer(spec, matrices, bleu, {}, 'bleu');
+    const plain = await createBlockObjective({ ...input, metric: 'bleu', hidden: undefined, bleu: own });
+    const backend = createPoolBackend(2);
+    const pooled = await createBlockObjective({
+      ...input,
+      metric: 'bleu',
+      hidden: undefined,
+      remote: { backend, model, matrices, batches: list, bleu },
+    });
+    try {
+      const genomes = candidates(plain.space.genes);
+      const a = await plain.evaluateMany(genomes);
+      assert.deepEqual((await pooled.evaluateMany(genomes)).map(view), a.map(view));
+      assert.ok(new Set(a.map((r) => r.evaluation.quality)).size > 1, 'the masks matter');
+      assert.equal(await pooled.dense(), await plain.dense());
+      assert.equal(pooled.forwardPasses(), plain.forwardPasses());
+      assert.deepEqual(
+        await objectiveRecord(pooled, { block: 2 }),
+        await objectiveRecord(plain, { block: 2 }),
+      );
+    } finally {
+      await plain.release();
+      await pooled.release();
+      await own.release();
+      await backend.release();
     }
   });
 });

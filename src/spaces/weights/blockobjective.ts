@@ -226,18 +226,17 @@ export interface BlockRemote {
   matrices: readonly PrunableMatrix[];
   /** The calibration batches entering block 0 (the walk's start). */
   batches: readonly TokenBatch[];
+  /** A generation metric: its calibration task and scoring (the evaluators build their own BLEU scorer). */
+  bleu?: BleuObjectiveOptions;
 }
 
 export async function createBlockObjective(input: BlockObjectiveInput): Promise<BlockObjective> {
   const { spec, block, metric } = input;
   const space = createBlockSpace(block);
   const remote = input.remote;
-  if (remote && (input.bleu || input.recover)) {
-    // The CLI refuses these with --workers before anything is read; reaching here is a caller's mistake.
-    throw new GenepruneError(
-      'internal',
-      'a pooled block objective scores the perplexity without recovery only',
-    );
+  if (remote && input.recover) {
+    // The CLI refuses it with --workers before anything is read; reaching here is a caller's mistake.
+    throw new GenepruneError('internal', 'a pooled block objective does not recover its candidates');
   }
   // Where candidates are scored: here (the block's own scorer), or on the backend, each evaluator rebuilding
   // the same scorer from the block's recipe (blockrecipe.ts) — so the numbers and the counts are the same.

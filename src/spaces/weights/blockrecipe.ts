@@ -18,9 +18,10 @@ import { bitsetBytes, bitsetFromBytes, packBits, unpackBits } from '../../masks/
 import { metricEntry } from '../../metrics/registry.js';
 import type { CalibrationScorer } from '../../metrics/scorers.js';
 import type { ModelSpec } from '../../model/spec.js';
-import type { BlockRecipe } from '../../search/backend.js';
+import { type BlockRecipe, plainGenerationOptions } from '../../search/backend.js';
+import type { BleuObjectiveOptions } from '../../search/objective.js';
 import type { BlockObjectiveInput, BlockRemote } from './blockobjective.js';
-import { createBlockScorer } from './blockobjective.js';
+import { createBleuScorer, createBlockScorer } from './blockobjective.js';
 import { advanceHidden } from './blockpasses.js';
 import { blockLayout } from './blockspace.js';
 
@@ -37,6 +38,7 @@ export function blockRecipe(input: BlockObjectiveInput, remote: Omit<BlockRemote
     // Packed 8 to a byte: at late blocks of a large model the fixed masks are most of the recipe.
     fixed: [...input.fixed].map(([role, keep]) => [role, bitsetBytes(packBits(keep))]),
     engine: { ...input.engine },
+    ...(remote.bleu ? plainGenerationOptions(remote.bleu) : {}),
   };
 }
 
@@ -96,10 +98,15 @@ function replayStart(recipe: BlockRecipe, key: string, fixed: ReadonlyMap<string
  * block objective's own scorer (blockobjective.ts createBlockScorer) on the hidden states it reached. Its record
  * is computed from what was replayed, so an evaluator whose replay drifted would not match the search's record.
  */
-export async function blockRecipeScorer(spec: ModelSpec, recipe: BlockRecipe): Promise<CalibrationScorer> {
+export async function blockRecipeScorer(
+  spec: ModelSpec,
+  recipe: BlockRecipe,
+  bleu?: BleuObjectiveOptions,
+): Promise<CalibrationScorer> {
   const where = 'block recipe';
-  if (metricEntry(recipe.metric).blockSearch !== 'suffix') {
-    throw new GenepruneError('internal', `a block recipe scores the perplexity, not ${recipe.metric}`, where);
+  const scoring = metricEntry(recipe.metric).blockSearch;
+  if (scoring === undefined) {
+    throw new GenepruneError('internal', `a block search does not score ${recipe.metric}`, where);
   }
   const L = spec.config.numLayers;
   if (!Number.isInteger(recipe.layer) || recipe.layer < 0 || recipe.layer >= L) {
@@ -118,6 +125,7 @@ export async function blockRecipeScorer(spec: ModelSpec, recipe: BlockRecipe): P
     fixed.set(role, unpackBits(bitsetFromBytes(bits, n)));
   }
   const engine = recipe.engine;
+  if (scoring === 'generation') return generationBlockScorer(spec, recipe, fixed, bleu);
   const key = JSON.stringify([recipe.model, recipe.config, engine, recipe.matrices]);
   const start = replayStart(recipe, key, fixed);
   let batches = start.entering;
@@ -150,4 +158,42 @@ export async function blockRecipeScorer(spec: ModelSpec, recipe: BlockRecipe): P
     engine,
     fixed,
   });
+}
+
+/**
+ * A generation metric's block scorer: whole-model generations of the calibration task with the fixed blocks'
+ * masks and the candidate's, on a 'row_logits' session of this evaluator (released with the scorer). No walk:
+ * the blocks after the searched one are dense, those before it masked, in one graph.
+ */
+async function generationBlockScorer(
+  spec: ModelSpec,
+  recipe: BlockRecipe,
+  fixed: ReadonlyMap<string, Uint8Array>,
+  bleu: BleuObjectiveOptions | undefined,
+): Promise<CalibrationScorer> {
+  const generation = await createBleuScorer(spec, recipe.matrices, bleu, recipe.engine, recipe.metric);
+  try {
+    const scorer = await createBlockScorer({
+      spec,
+      block: blockLayout(recipe.matrices, recipe.layer),
+      batches: recipe.batches,
+      hidden: undefined,
+      metric: recipe.metric,
+      engine: recipe.engine,
+      fixed,
+      bleu: generation,
+    });
+    return {
+      ...scorer,
+      runner: {
+        release: async () => {
+          await scorer.runner.release();
+          await generation.release();
+        },
+      },
+    };
+  } catch (e) {
+    await generation.release();
+    throw e;
+  }
 }

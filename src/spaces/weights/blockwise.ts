@@ -198,11 +198,8 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
   const fromHidden = metricEntry(metric).blockSearch === 'suffix';
   // Recovery inside the walk: only where candidates are scored from the hidden states.
   const recovering = input.recover !== undefined && fromHidden;
-  if (input.remote && (!fromHidden || recovering)) {
-    throw new GenepruneError(
-      'internal',
-      'block search: an evaluation backend scores the perplexity without recovery only',
-    );
+  if (input.remote && recovering) {
+    throw new GenepruneError('internal', 'block search: an evaluation backend does not recover candidates');
   }
   const products = recovering ? await createOrtGemm(engine) : undefined;
   const L = spec.config.numLayers;
@@ -211,9 +208,10 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
   if (expectedOrder.join('\n') !== input.matrices.map((m) => m.role).join('\n')) {
     throw new GenepruneError('internal', 'block search: matrices are not in layer order');
   }
-  // BLEU scores whole-model generations (no suffix graph, no hidden states) on one session for the run.
+  // BLEU scores whole-model generations (no suffix graph, no hidden states) on one session for the run — the
+  // evaluators' own with a backend.
   const bleu =
-    metricEntry(metric).blockSearch === 'generation'
+    metricEntry(metric).blockSearch === 'generation' && !input.remote
       ? await createBleuScorer(spec, input.matrices, input.bleu, engine, metric)
       : undefined;
   try {
@@ -292,7 +290,14 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
         ...(bleu ? { bleu } : {}),
         ...(recovering ? { recover: { damping: input.recover!.damping, products: products! } } : {}),
         ...(input.remote
-          ? { remote: { ...input.remote, matrices: input.matrices, batches: input.batches } }
+          ? {
+              remote: {
+                ...input.remote,
+                matrices: input.matrices,
+                batches: input.batches,
+                ...(input.bleu ? { bleu: input.bleu } : {}),
+              },
+            }
           : {}),
       });
       let outcome: BlockOutcome<R>;

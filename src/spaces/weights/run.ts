@@ -20,7 +20,7 @@ import type { Bitset } from '../../masks/bitset.js';
 import { selectLayerMatrices } from '../../masks/layers.js';
 import { loadWeightMaskFile, patternText, writeWeightMaskFile } from '../../masks/weightfile.js';
 import { prunableMatrices, weightMasksFromKeeps } from '../../masks/weights.js';
-import { findMetric, isPerplexity, orList, qualityOfValue } from '../../metrics/registry.js';
+import { findMetric, orList, qualityOfValue } from '../../metrics/registry.js';
 import { RECOVERY_DAMPING } from '../../prune/recover.js';
 import {
   blockSearchCheckpoint,
@@ -68,8 +68,8 @@ export type WeightGivenSetting = GivenSetting<Extract<keyof WeightPruneSettings,
 /**
  * `--workers N`: refuses in one line, before any data is read or a run directory made, what an evaluation
  * backend cannot score yet: methods other than the block-wise searches (one-shot methods score nothing; alloc's
- * staged whole-model scoring has no recipe yet), a metric other than the perplexity, and a seeded GA's
- * `--recover`, which recovers each fixed block inside the walk (the evaluators would have to repeat it).
+ * staged whole-model scoring has no recipe yet), and a seeded GA's `--recover`, which recovers each fixed block
+ * inside the walk (the evaluators would have to repeat it). Every metric a block search takes goes through.
  */
 export function refuseUnpooledWeightRun(s: WeightPruneSettings, env: WeightPruneEnv): void {
   if (env.workers === undefined) return;
@@ -79,12 +79,6 @@ export function refuseUnpooledWeightRun(s: WeightPruneSettings, env: WeightPrune
     throw flagError(
       '--workers',
       `not with --method ${s.method}: worker threads score the block-wise searches (${orList(pooled)}) only`,
-    );
-  }
-  if (!isPerplexity(s.metric)) {
-    throw flagError(
-      '--workers',
-      `not with --metric ${s.metric} yet: a block search on workers scores ppl only`,
     );
   }
   if (s.recover && method.remoteSearch === 'walk-recovers') {

@@ -18,7 +18,6 @@ import { GenepruneError } from '../errors.js';
 import type { CalibrationScorer } from '../metrics/scorers.js';
 import { type ModelIdentity, modelIdentity } from '../model/identity.js';
 import { loadModelSpec } from '../model/load.js';
-import type { Recipe } from '../search/backend.js';
 import { createPoolScorer } from '../search/pool.js';
 import { faultPoint } from '../util/fs.js';
 import { watchedConnection, workerName } from './backend.js';
@@ -27,6 +26,7 @@ import {
   type JobData,
   type JobResult,
   jobResult,
+  localRecipe,
   QUEUE_NAME,
   QUEUE_PREFIX,
   recipeKey,
@@ -153,15 +153,7 @@ export async function runQueueWorker(opts: QueueWorkerOptions): Promise<QueueWor
     }
     const refusal = recipeRefusal(identity, stored, model, modelPath);
     if (refusal) return { refusal };
-    const recipe: Recipe = {
-      ...stored.recipe,
-      model: modelPath,
-      options: {
-        ...stored.recipe.options,
-        ...(opts.device !== undefined ? { device: opts.device } : {}),
-        ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
-      },
-    };
+    const recipe = localRecipe(stored.recipe, modelPath, opts.device, opts.threads);
     try {
       return { scorer: await createPoolScorer(recipe, 1) };
     } catch (e) {

@@ -22,9 +22,9 @@ import {
   travellingRecipe,
 } from '../../src/queue/jobs.js';
 import { fromJson, recipeFromJson, recipeToJson, toJson } from '../../src/queue/recipejson.js';
-import type { Recipe } from '../../src/search/backend.js';
+import type { BlockRecipe, CalibrationRecipe } from '../../src/search/backend.js';
 
-const recipe = (): Recipe => ({
+const recipe = (): CalibrationRecipe => ({
   kind: 'calibration',
   model: '/models/tiny.bin',
   config: '{"numLayers":2}',
@@ -75,10 +75,7 @@ describe('recipe JSON', () => {
   test('a recipe round-trips and its shape is checked on reading', () => {
     const r = recipe();
     assert.deepEqual(recipeFromJson(recipeToJson(r), 'k'), r);
-    assert.throws(
-      () => recipeFromJson('{"kind":"other"}', 'geneprune:recipe:x'),
-      /not a geneprune calibration recipe/,
-    );
+    assert.throws(() => recipeFromJson('{"kind":"other"}', 'geneprune:recipe:x'), /not a geneprune recipe/);
     assert.throws(() => recipeFromJson('{oops', 'geneprune:recipe:x'), GenepruneError);
   });
 
@@ -152,13 +149,14 @@ describe('job ids and results', () => {
 });
 
 describe('recipe checks (what a worker refuses)', () => {
-  const stored = (): { identity: string; s: StoredRecipe } => {
+  type Stored = { manifest: StoredRecipe['manifest']; recipe: CalibrationRecipe };
+  const stored = (): { identity: string; s: Stored } => {
     const r = travellingRecipe(recipe());
     const manifest = recipeManifest(r, model('f'.repeat(64)));
     // As a worker reads it back from Redis.
     return {
       identity: identityOf(manifest),
-      s: fromJson(toJson({ manifest, recipe: r }), 'k') as StoredRecipe,
+      s: fromJson(toJson({ manifest, recipe: r }), 'k') as Stored,
     };
   };
 
@@ -168,7 +166,7 @@ describe('recipe checks (what a worker refuses)', () => {
     other.options.device = 'cuda';
     other.options.threads = 7;
     assert.equal(identityOf(recipeManifest(travellingRecipe(other), model('f'.repeat(64)))), identityOf(a));
-    assert.equal(travellingRecipe(other).options.threads, undefined);
+    assert.equal((travellingRecipe(other) as CalibrationRecipe).options.threads, undefined);
     const changed = recipe();
     changed.options.tokens = 5;
     assert.notEqual(
@@ -206,5 +204,58 @@ describe('recipe checks (what a worker refuses)', () => {
       recipeRefusal(identity, s, model('e'.repeat(64), 3), '/mine') ?? '',
       /model fingerprint differs.*layers/,
     );
+  });
+});
+
+describe('block recipes (block-wise weight searches)', () => {
+  const block = (): BlockRecipe => ({
+    kind: 'block',
+    model: '/models/tiny.bin',
+    config: '{"numLayers":2}',
+    metric: 'ppl',
+    layer: 1,
+    matrices: [
+      { role: 'l0.wq', layer: 0, rows: 2, cols: 3 },
+      { role: 'l1.wq', layer: 1, rows: 2, cols: 3 },
+    ],
+    batches: [
+      {
+        batch: 1,
+        seq: 3,
+        ids: BigInt64Array.from([1n, 2n, 3n]),
+        targets: BigInt64Array.from([2n, 3n, -100n]),
+      },
+    ],
+    fixed: [['l0.wq', Uint8Array.from([0b101101])]],
+    engine: { device: 'cpu', threads: 3 },
+  });
+  const m = model('a'.repeat(64));
+
+  test('a block recipe round-trips (typed batches and packed masks) and names its block in the identity', () => {
+    const r = travellingRecipe(block());
+    assert.deepEqual(recipeFromJson(recipeToJson(r), 'k'), r);
+    assert.deepEqual((r as BlockRecipe).engine, {});
+    const manifest = recipeManifest(r, m);
+    assert.equal(manifest.block, 1);
+    const other = travellingRecipe({ ...block(), layer: 0 });
+    assert.notEqual(identityOf(recipeManifest(other, m)), identityOf(manifest));
+  });
+
+  test('altered batches or fixed masks are refused as data, nothing else as data', () => {
+    const r = travellingRecipe(block());
+    const manifest = recipeManifest(r, m);
+    const id = identityOf(manifest);
+    const back = () =>
+      fromJson(toJson({ manifest, recipe: r }), 'k') as { manifest: typeof manifest; recipe: BlockRecipe };
+    assert.equal(recipeRefusal(id, back(), m, '/m'), undefined);
+    const batches = back();
+    batches.recipe.batches[0].ids[1] = 9n;
+    assert.match(recipeRefusal(id, batches, m, '/m') ?? '', /^data sha256 differs/);
+    const fixed = back();
+    fixed.recipe.fixed[0][1][0] = 0;
+    assert.match(recipeRefusal(id, fixed, m, '/m') ?? '', /^data sha256 differs/);
+    const layout = back();
+    layout.recipe.matrices[0].rows = 3;
+    assert.match(recipeRefusal(id, layout, m, '/m') ?? '', /^settings differ/);
   });
 });

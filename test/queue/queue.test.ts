@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
@@ -267,6 +267,79 @@ describe('heads --queue with geneprune workers', { skip }, () => {
     assert.ok(all.length > before.length, 'the resumed search posted new jobs');
     // The worker's own count: every job it scored, before the kill and after the resume, once.
     assert.equal(new Set(all).size, all.length, `a job scored twice:\n${w.output()}`);
+  });
+
+  test('weights --queue (a seeded block-wise GA) with two workers: the same evaluations, mask bytes and result', async () => {
+    const weightArgs = (extra: string[]) => [
+      'weights',
+      '--model',
+      sharedPath(MODEL) ?? '',
+      '--calib',
+      sharedPath(CALIB) ?? '',
+      '--eval',
+      sharedPath(EVAL) ?? '',
+      '--method',
+      'ga-magnitude',
+      '--sparsity',
+      '0.5',
+      '--population',
+      '4',
+      '--generations',
+      '3',
+      '--calib-tokens',
+      '512',
+      '--eval-tokens',
+      '512',
+      '--seed',
+      '2',
+      '--quiet',
+      '--out',
+      'run',
+      ...extra,
+    ];
+    // Each run in a folder of its own, written as `run`: the mask file records the run directory as given.
+    const runIn = async (name: string, extra: string[]) => {
+      const cwd = join(tmp.dir, name);
+      mkdirSync(cwd, { recursive: true });
+      const child = spawnCli(weightArgs(extra), { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr?.on('data', (d) => {
+        stderr += d.toString();
+      });
+      const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+      assert.equal(code, 0, stderr);
+      return join(cwd, 'run');
+    };
+    const a = worker(redis.url);
+    const b = worker(redis.url);
+    await Promise.all([ready(a), ready(b)]);
+    const local = await runIn('w-one', []);
+    const queued = await runIn('w-queue', ['--queue', redis.url]);
+    const evals = logWithoutTimes(local, 'evals.jsonl');
+    assert.ok(evals.length >= 20, `only ${evals.length} evaluations logged`);
+    assert.deepEqual(logWithoutTimes(queued, 'evals.jsonl'), evals);
+    assert.ok(
+      readFileSync(join(queued, 'weight-mask.safetensors')).equals(
+        readFileSync(join(local, 'weight-mask.safetensors')),
+      ),
+      'the weight-mask files differ',
+    );
+    const untimed = (v: unknown): unknown =>
+      Array.isArray(v)
+        ? v.map(untimed)
+        : v && typeof v === 'object'
+          ? Object.fromEntries(
+              Object.entries(v)
+                .filter(([k]) => k !== 'seconds' && k !== 'runDir')
+                .map(([k, x]) => [k, untimed(x)]),
+            )
+          : v;
+    assert.deepEqual(untimed(json(queued, 'result.json')), untimed(json(local, 'result.json')));
+    await a.stop();
+    await b.stop();
+    const ids = [...a.scored(), ...b.scored()];
+    assert.ok(ids.length > 0);
+    assert.equal(new Set(ids).size, ids.length, 'a job scored twice');
   });
 
   test('a worker with another model refuses the job and the search fails in one line', async (t) => {

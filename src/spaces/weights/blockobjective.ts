@@ -298,7 +298,10 @@ export async function createBlockObjective(input: BlockObjectiveInput): Promise<
   };
   // What a worker needs to rebuild it: the model, the metric, the block, the calibration batches or task, the
   // fixed blocks' masks (the hidden states entering the block follow from them) and the recovery's damping.
-  return registerObjective(objective, { spec, ...(scorer.record ?? local!.record) });
+  // A queue's scorer has no record (its evaluators are elsewhere): the objective then has none, as
+  // createObjective's objectives without one.
+  const record = scorer.record ?? local?.record;
+  return record ? registerObjective(objective, { spec, ...record }) : objective;
 }
 
 /** A block objective's scorer as built in this thread, with what the objective needs beyond scoring. */

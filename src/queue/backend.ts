@@ -25,7 +25,7 @@ import type { CalibrationScorer, RawEvaluation } from '../metrics/scorers.js';
 import { modelIdentity } from '../model/identity.js';
 import { loadModelSpec } from '../model/load.js';
 import type { ModelSpec } from '../model/spec.js';
-import type { EvaluationBackend, Recipe } from '../search/backend.js';
+import { type EvaluationBackend, type Recipe, recipeMetric } from '../search/backend.js';
 import type { ElementwiseRunner, Fidelity } from '../search/objective.js';
 import { poolRunner } from '../search/pool.js';
 import {
@@ -40,6 +40,7 @@ import {
   recipeKey,
   recipeManifest,
   travellingRecipe,
+  unqueuedMetric,
 } from './jobs.js';
 import { toJson } from './recipejson.js';
 import { hostPort, parseQueueUrl, type QueueUrl, redisOptions, withoutPassword } from './url.js';
@@ -300,6 +301,8 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
     // Every task is posted at once (gathered into one addBulk); results come back as jobs finish.
     elementwise: poolRunner as ElementwiseRunner,
     async open(recipe: Recipe, spec?: ModelSpec): Promise<CalibrationScorer> {
+      const code = unqueuedMetric(recipeMetric(recipe));
+      if (code) throw new GenepruneError('flag', code, '--queue');
       await connect();
       const travelling = travellingRecipe(recipe);
       const model = await modelIdentity(spec ?? (await loadModelSpec(recipe.model)));

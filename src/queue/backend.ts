@@ -56,6 +56,8 @@ export interface QueueBackendOptions {
   connectTimeoutMs?: number;
   /** Attempts per job when a worker's evaluation throws (refusals are never retried; default 3). */
   attempts?: number;
+  /** After this long with jobs waiting and none taken or finished, say so once (default 30 s). */
+  idleNoteMs?: number;
 }
 
 export const DEFAULT_KEEP_SECONDS = 7 * 24 * 3600;
@@ -269,6 +271,8 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
     }
     polling = true;
     let delay = 10;
+    let progressAt = Date.now();
+    let idleNoted = false;
     try {
       while (waiting.size > 0 && !closed && !failure) {
         const ids = [...waiting.keys()];
@@ -278,6 +282,17 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
         for (let i = 0; i < ids.length && !failure; i++) if (await settle(ids[i], jobs[i])) finished = true;
         if (waiting.size === 0 || failure) break;
         delay = finished ? 10 : Math.min(1000, Math.round(delay * 1.5));
+        if (finished || jobs.some((j) => j?.processedOn !== undefined && !j.finishedOn)) {
+          progressAt = Date.now();
+          idleNoted = false;
+        } else if (!idleNoted && Date.now() - progressAt > (opts.idleNoteMs ?? 30_000)) {
+          // Nothing taken, nothing finished: most likely no worker is running (or none can reach Redis).
+          idleNoted = true;
+          const s = Math.round((Date.now() - progressAt) / 1000);
+          opts.onStatus?.(
+            `${waiting.size} jobs waiting on ${u.redacted} and no worker has taken one for ${s} s: start \`geneprune worker --queue URL\` where the model is`,
+          );
+        }
         if (nudged) continue;
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, delay);

@@ -13,7 +13,7 @@ import { bleuObjectiveOptions } from '../../runs/tasks.js';
 import { backendFor, releasingBackend } from '../../search/backend.js';
 import type { GaOptions, GenerationSummary } from '../../search/ga.js';
 import { BLEU_SEARCH_ITEMS, metricLabel } from '../../search/objective.js';
-import { refuseUnpooledMetric } from '../../search/pool.js';
+import { oversubscriptionNote, refuseUnpooledMetric } from '../../search/pool.js';
 import type { SearchProgress } from '../../search/progress.js';
 import { headGaOptions } from './algorithms.js';
 import { createHeadObjective, type HeadObjective } from './objective.js';
@@ -67,6 +67,8 @@ export interface Prepared extends RunData {
 
 export async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promise<Prepared> {
   if (env.workers !== undefined) refuseUnpooledMetric(s.metric);
+  const crowded = oversubscriptionNote(env.workers, env.threads);
+  if (crowded) env.onNote?.(crowded);
   const data = await prepareRunData(s, env, 'heads');
   const calibration = data.calibPairs
     ? `${data.calibPairs.targets.length} source/target pairs of ${s.calib}`

@@ -43,6 +43,7 @@ import {
 } from '../../runs/rundir.js';
 import { bleuObjectiveOptions } from '../../runs/tasks.js';
 import { backendFor } from '../../search/backend.js';
+import { oversubscriptionNote } from '../../search/pool.js';
 import { quotedBest } from '../../search/progress.js';
 import { faultPoint, sha256File, writeJsonAtomic } from '../../util/fs.js';
 import { createRng } from '../../util/rng.js';
@@ -70,6 +71,7 @@ export type WeightGivenSetting = GivenSetting<Extract<keyof WeightPruneSettings,
  * backend cannot score yet: methods other than the block-wise searches (one-shot methods score nothing; alloc's
  * staged whole-model scoring has no recipe yet), and a seeded GA's `--recover`, which recovers each fixed block
  * inside the walk (the evaluators would have to repeat it). Every metric a block search takes goes through.
+ * Notes (does not refuse) more compute threads than cores.
  */
 export function refuseUnpooledWeightRun(s: WeightPruneSettings, env: WeightPruneEnv): void {
   if (env.workers === undefined) return;
@@ -87,6 +89,8 @@ export function refuseUnpooledWeightRun(s: WeightPruneSettings, env: WeightPrune
       `not with --recover and --method ${s.method} yet: it recovers each fixed block inside the walk, in the search's thread`,
     );
   }
+  const crowded = oversubscriptionNote(env.workers, env.threads);
+  if (crowded) env.onNote?.(crowded);
 }
 
 /** The model and data, the weight space, and the checks that need the model: all before anything is written. */

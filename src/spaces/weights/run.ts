@@ -68,9 +68,8 @@ export type WeightGivenSetting = GivenSetting<Extract<keyof WeightPruneSettings,
 
 /**
  * `--workers N`: refuses in one line, before any data is read or a run directory made, what an evaluation
- * backend cannot score yet: methods other than the block-wise searches (one-shot methods score nothing; alloc's
- * staged whole-model scoring has no recipe yet), and a seeded GA's `--recover`, which recovers each fixed block
- * inside the walk (the evaluators would have to repeat it). Every metric a block search takes goes through.
+ * backend cannot score: methods other than the block-wise searches (one-shot methods score nothing; alloc's
+ * staged whole-model scoring has no recipe yet). Every metric a block search takes goes through, and `--recover`.
  * Notes (does not refuse) more compute threads than cores.
  */
 export function refuseUnpooledWeightRun(s: WeightPruneSettings, env: WeightPruneEnv): void {
@@ -81,12 +80,6 @@ export function refuseUnpooledWeightRun(s: WeightPruneSettings, env: WeightPrune
     throw flagError(
       '--workers',
       `not with --method ${s.method}: worker threads score the block-wise searches (${orList(pooled)}) only`,
-    );
-  }
-  if (s.recover && method.remoteSearch === 'walk-recovers') {
-    throw flagError(
-      '--workers',
-      `not with --recover and --method ${s.method} yet: it recovers each fixed block inside the walk, in the search's thread`,
     );
   }
   const crowded = oversubscriptionNote(env.workers, env.threads);

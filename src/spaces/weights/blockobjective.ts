@@ -237,7 +237,7 @@ export async function createBlockObjective(input: BlockObjectiveInput): Promise<
   // Where candidates are scored: here (the block's own scorer), or on the backend, each evaluator rebuilding
   // the same scorer from the block's recipe (blockrecipe.ts) — so the numbers and the counts are the same.
   const local = remote ? undefined : await createBlockScorer(input);
-  const scorer: CalibrationScorer = local ?? (await remote!.backend.open(blockRecipe(input, remote!), spec));
+  const scorer: CalibrationScorer = local ?? (await remote!.backend.open(blockRecipe(input, remote!)));
   const elementwise = remote ? remote.backend.elementwise : sequentialRunner;
   // With recovery on a backend the search still needs the block's Gram matrices itself, to recover the block it
   // fixes (`recovered`): captured once here, counted as the one-process objective counts its own capture.

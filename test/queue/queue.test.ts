@@ -247,6 +247,14 @@ describe('heads --queue with geneprune workers', { skip }, () => {
     assert.equal(waiting.length, 1, r.stderr);
     assertSameRun(dir, one);
     await w.stop();
+    // The worker too said it once, and went on scoring after the restart.
+    const workerWaiting = w
+      .output()
+      .split('\n')
+      .filter((l) => l.startsWith('waiting for Redis at 127.0.0.1'));
+    assert.equal(workerWaiting.length, 1, w.output());
+    const after = w.output().slice(w.output().indexOf(workerWaiting[0]));
+    assert.match(after, /^job \S+: (?:low|full) quality/m);
   });
 
   test('the search SIGKILLed mid-run and resumed on the queue: no job that had finished is scored again', async () => {

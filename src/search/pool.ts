@@ -16,7 +16,7 @@ import { Worker } from 'node:worker_threads';
 import type { CandidateMasks } from '../engine/runner.js';
 import { GenepruneError } from '../errors.js';
 import type { CalibrationScorer, RawEvaluation, ScorerRecord } from '../metrics/scorers.js';
-import type { EvaluationBackend, Recipe } from './backend.js';
+import type { BackendStats, EvaluationBackend, Recipe, WorkerStats } from './backend.js';
 import type { ElementwiseRunner, Fidelity } from './objective.js';
 
 /** What a worker is started with (structured-cloned): the recipe its scorer is built from. */
@@ -82,6 +82,24 @@ interface Task {
   fidelity: Fidelity;
   resolve(r: RawEvaluation): void;
   reject(e: unknown): void;
+  /** When it was posted to a worker (performance.now()), for the worker's busy time. */
+  posted?: number;
+}
+
+/**
+ * What a pool's scorers have done, kept by the backend for `stats()` across every recipe it opens (worker i of
+ * each recipe counts as `thread i+1`) and after they are released.
+ */
+export interface PoolTally {
+  waiting: number;
+  active: number;
+  done: number;
+  failed: number;
+  workers: WorkerStats[];
+}
+
+export function emptyTally(): PoolTally {
+  return { waiting: 0, active: 0, done: 0, failed: 0, workers: [] };
 }
 
 /**
@@ -92,12 +110,18 @@ export function createPoolBackend(workers: number): EvaluationBackend {
   if (!Number.isInteger(workers) || workers < 1)
     throw new GenepruneError('flag', `must be a whole number ≥ 1, got ${workers}`, '--workers');
   const open = new Set<CalibrationScorer>();
+  const tally = emptyTally();
+  const label = `${workers} worker thread${workers === 1 ? '' : 's'}`;
   return {
     flag: '--workers',
-    label: `${workers} worker thread${workers === 1 ? '' : 's'}`,
+    label,
     elementwise: poolRunner,
+    async stats(): Promise<BackendStats> {
+      const { waiting, active, done, failed } = tally;
+      return { label, waiting, active, done, failed, workers: tally.workers.map((w) => ({ ...w })) };
+    },
     async open(recipe) {
-      const scorer = await createPoolScorer(recipe, workers);
+      const scorer = await createPoolScorer(recipe, workers, tally);
       open.add(scorer);
       const release = scorer.runner.release;
       return {
@@ -120,9 +144,13 @@ export function createPoolBackend(workers: number): EvaluationBackend {
 /**
  * A calibration scorer whose `score` runs on `count` worker threads, each holding the recipe's scorer: started
  * here, ready when every worker has built it (a worker that cannot is the returned promise's one-line error, the
- * others terminated).
+ * others terminated). `tally` counts its evaluations (waiting, active, done, failed; per worker).
  */
-export async function createPoolScorer(recipe: Recipe, count: number): Promise<CalibrationScorer> {
+export async function createPoolScorer(
+  recipe: Recipe,
+  count: number,
+  tally: PoolTally = emptyTally(),
+): Promise<CalibrationScorer> {
   if (!Number.isInteger(count) || count < 1)
     throw new GenepruneError('flag', `must be a whole number ≥ 1, got ${count}`, '--workers');
   refuseUnpooledMetric(recipe.options.metric);
@@ -139,18 +167,35 @@ export async function createPoolScorer(recipe: Recipe, count: number): Promise<C
   let nextId = 0;
   let record: ScorerRecord | undefined;
 
+  for (let i = 0; i < count; i++) tally.workers[i] ??= { id: `thread ${i + 1}`, evaluations: 0, busyMs: 0 };
+  /** Worker i's task ended (scored or failed): the tally counts it, the worker is free again. */
+  const settle = (i: number, scored: boolean): Task | undefined => {
+    const t = busy[i];
+    busy[i] = undefined;
+    if (!t) return undefined;
+    tally.active--;
+    if (scored) {
+      tally.done++;
+      tally.workers[i].evaluations++;
+    } else tally.failed++;
+    tally.workers[i].busyMs += performance.now() - (t.posted ?? performance.now());
+    return t;
+  };
   const fail = (e: GenepruneError) => {
     failure ??= e;
-    for (let i = 0; i < busy.length; i++) {
-      busy[i]?.reject(failure);
-      busy[i] = undefined;
-    }
-    for (const t of queue.splice(0)) t.reject(failure);
+    for (let i = 0; i < busy.length; i++) settle(i, false)?.reject(failure);
+    const dropped = queue.splice(0);
+    tally.waiting -= dropped.length;
+    tally.failed += dropped.length;
+    for (const t of dropped) t.reject(failure);
   };
   const dispatch = () => {
     for (let i = 0; i < workers.length && queue.length > 0; i++) {
       if (busy[i]) continue;
       const t = queue.shift()!;
+      tally.waiting--;
+      tally.active++;
+      t.posted = performance.now();
       busy[i] = t;
       // Held open only while working, so a forgotten pool cannot keep the process alive.
       workers[i].ref();
@@ -182,9 +227,8 @@ export async function createPoolScorer(recipe: Recipe, count: number): Promise<C
           w.unref();
           resolve();
         } else if (m.kind === 'scored') {
-          const t = busy[i];
-          if (!t || t.id !== m.id) return;
-          busy[i] = undefined;
+          if (busy[i]?.id !== m.id) return;
+          const t = settle(i, true)!;
           w.unref();
           t.resolve(m.result);
           dispatch();
@@ -192,8 +236,7 @@ export async function createPoolScorer(recipe: Recipe, count: number): Promise<C
           const e = errorOf(m.error, i);
           if (!started) reject(e);
           else {
-            const t = busy[i];
-            busy[i] = undefined;
+            const t = settle(i, false);
             // One evaluation failed: the batch fails with its error; the worker stays usable.
             w.unref();
             t?.reject(e);
@@ -235,6 +278,7 @@ export async function createPoolScorer(recipe: Recipe, count: number): Promise<C
       if (failure) return Promise.reject(failure);
       return new Promise<RawEvaluation>((resolve, reject) => {
         queue.push({ id: ++nextId, masks, fidelity, resolve, reject });
+        tally.waiting++;
         dispatch();
       });
     },

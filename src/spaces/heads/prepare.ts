@@ -10,7 +10,7 @@ import { prepareRunData, type RunData, type RunEnv, runModelAndData } from '../.
 import type { GivenSetting } from '../../runs/resume.js';
 import { HEAD_RUN_KIND, type RunConfig } from '../../runs/rundir.js';
 import { bleuObjectiveOptions } from '../../runs/tasks.js';
-import { backendFor, releasingBackend } from '../../search/backend.js';
+import { backendFor, type EvaluationBackend, releasingBackend } from '../../search/backend.js';
 import type { GaOptions, GenerationSummary } from '../../search/ga.js';
 import { BLEU_SEARCH_ITEMS, metricLabel } from '../../search/objective.js';
 import { refuseUnpooledMetric } from '../../search/pool.js';
@@ -63,6 +63,8 @@ export function gaOptions(
 
 export interface Prepared extends RunData {
   objective: HeadObjective;
+  /** `--workers N`: where the objective's evaluations run (released with it); its stats go to workers.json. */
+  backend?: EvaluationBackend;
 }
 
 export async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promise<Prepared> {
@@ -120,7 +122,7 @@ export async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promis
     await backend?.release();
     throw e;
   });
-  return { ...data, objective: releasingBackend(objective, backend) };
+  return { ...data, objective: releasingBackend(objective, backend), ...(backend ? { backend } : {}) };
 }
 
 export async function runConfig(s: HeadSearchSettings, p: Prepared): Promise<RunConfig> {

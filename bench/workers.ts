@@ -6,7 +6,7 @@
  * 4 and 16 GPUs.
  *
  *   npm run bench -- --only workers          (the manual's table, docs/tables/workers.md)
- *   npm run bench:workers [-- --models stories,134m --repeats 3 --table-out FILE --json-out FILE]
+ *   npm run bench:workers [-- --models stories,134m --repeats 5 --table-out FILE --json-out FILE]
  *
  * Models: the shared stories260K (llama2.c file) and the 134M LLaMA benchmark shape of the other benches
  * (bench/shapes.ts: random weights — speed does not depend on them — written as a bf16 Hugging Face folder in a
@@ -14,7 +14,8 @@
  * (a quarter of the heads removed) on the same token stream (a fixed pseudo-random sequence in the vocabulary:
  * speed does not depend on the text), after a warm-up batch that gives every worker one evaluation; batches are
  * interleaved across modes (repeat r of every mode before repeat r + 1), so a slow moment of a shared machine
- * does not land on one mode only, and each mode's number is its median batch. The scores of every mode are
+ * does not land on one mode only, and each mode's number is its fastest batch (on a machine shared with other
+ * work the least disturbed one is the closest to what the mode can do; the median is in the JSON too). The scores of every mode are
  * compared with the one-process scores (they must be identical: results do not depend on who computes them).
  *
  * Queue: a private redis-server on a free loopback port in a temporary directory (no persistence), stopped at
@@ -48,7 +49,7 @@ import { BENCH_LLAMA_SHAPE, TINY_LLAMA_SHAPE } from './shapes.js';
 const { values } = parseArgs({
   options: {
     models: { type: 'string', default: 'stories,134m' },
-    repeats: { type: 'string', default: '3' },
+    repeats: { type: 'string', default: '5' },
     shared: { type: 'string', default: resolve('..', 'shared') },
     'round-trips': { type: 'string', default: '200' },
     'bulk-jobs': { type: 'string', default: '500' },
@@ -86,7 +87,9 @@ interface ModeResult {
   startS?: number;
   /** Evaluations per second of each measured batch. */
   batches: number[];
+  /** The fastest batch's evaluations per second (what the table shows) and the median batch's. */
   perSecond?: number;
+  medianPerSecond?: number;
   msPerEvaluation?: number;
   /** Every score equals the one-process score of the same candidate. */
   sameScores?: boolean;
@@ -283,7 +286,8 @@ async function measure(s: Subject, redis: RedisServer | undefined): Promise<Mode
   }
   for (const r of results) {
     if (r.batches.length === 0) continue;
-    r.perSecond = median(r.batches);
+    r.perSecond = Math.max(...r.batches);
+    r.medianPerSecond = median(r.batches);
     r.msPerEvaluation = 1000 / r.perSecond;
   }
   return results;
@@ -438,18 +442,18 @@ async function main() {
   const machine = `${cpus().length} cores (${cpus()[0]?.model.trim()}), shared with other sessions; load average ${load0.toFixed(1)} at the start, ${load1.toFixed(1)} at the end; Node ${process.version}, CPU`;
 
   const t1: string[] = [
-    `| model (this machine: ${machine}) | one candidate | how | evaluations/s | ms per evaluation | start (s) | vs one process | scores equal one process |`,
-    '|---|---|---|---|---|---|---|---|',
+    `| model (this machine: ${machine}) | one candidate | how | evaluations/s (fastest of ${repeats} batches) | median batch | ms per evaluation (fastest) | start (s) | vs one process | scores equal one process |`,
+    '|---|---|---|---|---|---|---|---|---|',
   ];
   for (const { subject: s, modes } of measured) {
     const base = modes[0].perSecond;
     for (const m of modes) {
       if (m.missing) {
-        t1.push(`| ${s.name} | ${s.candidate} | ${m.mode} | — (${m.missing}) | | | | |`);
+        t1.push(`| ${s.name} | ${s.candidate} | ${m.mode} | — (${m.missing}) | | | | | |`);
         continue;
       }
       t1.push(
-        `| ${s.name} | ${s.candidate} | ${m.mode} | ${f(m.perSecond, m.perSecond! < 10 ? 2 : 1)} | ${f(m.msPerEvaluation, 1)} | ${f(m.startS, 2)} | ${base && m.perSecond ? `${(m.perSecond / base).toFixed(2)}×` : '—'} | ${m.sameScores ? 'yes' : 'NO'} |`,
+        `| ${s.name} | ${s.candidate} | ${m.mode} | ${f(m.perSecond, m.perSecond! < 10 ? 2 : 1)} | ${f(m.medianPerSecond, m.medianPerSecond! < 10 ? 2 : 1)} | ${f(m.msPerEvaluation, 1)} | ${f(m.startS, 2)} | ${base && m.perSecond ? `${(m.perSecond / base).toFixed(2)}×` : '—'} | ${m.sameScores ? 'yes' : 'NO'} |`,
       );
     }
   }

@@ -465,7 +465,9 @@ async function main() {
   ];
   const share = (ms: number, key: string) => {
     const e = evalMs(key);
-    return e === undefined ? '—' : `${((100 * ms) / e).toFixed(e > 100 * ms ? 2 : 0)} %`;
+    if (e === undefined) return '—';
+    const pc = (100 * ms) / e;
+    return `${pc.toFixed(pc < 1 ? 2 : pc < 10 ? 1 : 0)} %`;
   };
   if (overhead) {
     const o = overhead;

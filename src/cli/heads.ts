@@ -18,6 +18,7 @@ import {
   SOS_PRESET,
   searchHeads,
 } from '../index.js';
+import { parseQueueUrl } from '../queue/url.js';
 import {
   dashboardOption,
   endSearchDashboard,
@@ -254,6 +255,10 @@ export function registerHeads(program: Command): void {
       '--workers <n>',
       'score candidates on n worker threads, each with its own session and --threads (default: cores / n); same results (--metric ppl or kl for now)',
     )
+    .option(
+      '--queue <url>',
+      'post candidates as jobs on Redis (redis://[user:password@]HOST:PORT[/DB] or rediss://) for `geneprune worker` processes anywhere; same results (--metric ppl or kl for now)',
+    )
     .addOption(memoryBudgetOption())
     .option('--quiet', 'no progress display')
     .option('--json', 'print the result as one JSON object (no progress display)')
@@ -288,6 +293,7 @@ Examples:
       const env: HeadSearchEnv = {
         ...runEnvFromFlags(f, progress, quiet),
         ...(typeof f.workers === 'string' ? { workers: parseIntFlag('--workers', f.workers) } : {}),
+        ...(typeof f.queue === 'string' ? { queue: parseQueueUrl(f.queue) && f.queue } : {}),
         onSearchUpdate: (p) => progress.update(line(p)),
       };
       let result: HeadSearchResult;

@@ -10,6 +10,7 @@ import { registerHeads } from './heads.js';
 import { registerReport } from './htmlreport.js';
 import { registerPick } from './pick.js';
 import { registerWeights } from './weights.js';
+import { registerWorker } from './worker.js';
 
 export function buildProgram(): Command {
   const program = new Command();
@@ -39,6 +40,7 @@ looked up in $GENEPRUNE_MODELS, then the cache ($GENEPRUNE_CACHE or ~/.cache/gen
   registerBench(program);
   registerReport(program);
   registerDashboard(program);
+  registerWorker(program);
   return program;
 }
 

@@ -66,7 +66,7 @@ export function typedSettings<K extends string>(
   const given: Array<{ flag: string; key?: K; value: unknown }> = [];
   for (const [attr, flag, key] of table) if (typed(attr)) given.push({ flag, key, value: parsed[key] });
   given.push(...preset);
-  for (const attr of ['device', 'threads', 'workers', 'quiet', 'json', 'out'])
+  for (const attr of ['device', 'threads', 'workers', 'queue', 'quiet', 'json', 'out'])
     if (typed(attr)) given.push({ flag: `--${attr}`, value: f[attr] });
   return given;
 }

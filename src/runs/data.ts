@@ -84,6 +84,8 @@ export interface RunEnv {
   threads?: number;
   /** Candidate evaluations on this many worker threads (search/pool.ts; the head search's ppl metric so far). */
   workers?: number;
+  /** `--queue redis://…`: candidate evaluations as BullMQ jobs for `geneprune worker` processes (queue/). */
+  queue?: string;
   /** Refuse before loading when the estimated peak exceeds this many bytes (default: total memory). */
   memoryBudget?: number;
   /** Progress and warnings (e.g. truncated items), one line each. */

@@ -26,6 +26,7 @@ export const RESUME_CHANGEABLE_FLAGS: readonly string[] = [
   '--device',
   '--threads',
   '--workers',
+  '--queue',
   '--quiet',
   '--json',
 ];

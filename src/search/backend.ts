@@ -11,11 +11,15 @@
  * genomes' masks and data, never code. `buildRecipeScorer` is the one place a recipe becomes a scorer, whoever
  * runs it.
  */
+
+import { resolve } from 'node:path';
 import { GenepruneError } from '../errors.js';
 import { metricEntry } from '../metrics/registry.js';
 import type { CalibrationScorer, ScorerTarget } from '../metrics/scorers.js';
 import { loadModelSpec } from '../model/load.js';
 import type { ModelSpec } from '../model/spec.js';
+import { createQueueBackend } from '../queue/backend.js';
+import { runIdOf } from '../queue/jobs.js';
 import type { ElementwiseRunner, ObjectiveOptions } from './objective.js';
 import { createPoolBackend } from './pool.js';
 
@@ -42,9 +46,10 @@ export interface EvaluationBackend {
   readonly label: string;
   /**
    * A scorer for the recipe whose `score` runs on the backend; ready when it can score (a thread pool: every
-   * worker has built it). Its `runner.release()` frees what the recipe holds there.
+   * worker has built it). Its `runner.release()` frees what the recipe holds there. `spec` is the search's own
+   * open model when it has one (the queue hashes its identity from it rather than opening the file again).
    */
-  open(recipe: Recipe): Promise<CalibrationScorer>;
+  open(recipe: Recipe, spec?: ModelSpec): Promise<CalibrationScorer>;
   /** How a batch's evaluations are handed out: every task started at once, failures chosen by index. */
   readonly elementwise: ElementwiseRunner;
   release(): Promise<void>;
@@ -131,15 +136,46 @@ export async function buildRecipeScorer(
   };
 }
 
-/** The evaluation flags of a run (`--workers N`, later `--queue URL`), as the run's environment holds them. */
+/** The evaluation flags of a run (`--workers N`, `--queue URL`), as the run's environment holds them. */
 export interface BackendChoice {
   workers?: number;
+  /** `--queue redis://…`: evaluations as BullMQ jobs (queue/backend.ts). */
+  queue?: string;
+  /** The run's id for the queue's job ids (stable across --resume: see runQueueId). */
+  runId?: string;
+  /** Progress lines (the queue's waiting line). */
+  onStatus?: (line: string) => void;
 }
 
 /** The backend the flags choose, or undefined for the search's own thread. */
 export function backendFor(choice: BackendChoice): EvaluationBackend | undefined {
+  if (choice.workers !== undefined && choice.queue !== undefined)
+    throw new GenepruneError(
+      'flag',
+      'give either --workers (threads here) or --queue (workers anywhere)',
+      '--queue',
+    );
   if (choice.workers !== undefined) return createPoolBackend(choice.workers);
+  if (choice.queue !== undefined) {
+    if (choice.runId === undefined)
+      throw new GenepruneError('internal', 'a queue backend needs the run id its job ids are made from');
+    return createQueueBackend(choice.queue, {
+      runId: choice.runId,
+      ...(choice.onStatus ? { onStatus: choice.onStatus } : {}),
+    });
+  }
   return undefined;
+}
+
+/**
+ * The run id of a run directory for the queue's job ids: a hash of its absolute path. The path is what names
+ * a run for --resume, and it is known before config.json is written (the objective is made first); a run
+ * resumed from the same directory posts the same ids and reuses every finished job. Two runs can only share
+ * a job if they also share the objective's identity (model, data, settings) and the masks, and then the score
+ * is the same number anyway.
+ */
+export function runQueueId(runDir: string): string {
+  return runIdOf(resolve(runDir));
 }
 
 /** Makes `objective.release()` release the backend too (a run's backend lives as long as its objective). */

@@ -254,7 +254,7 @@ export async function createObjective<G, S extends SearchSpace<G>>(
   // The metric's own part (its runner, data and scoring) comes from its registry entry.
   const remote = opts.remote;
   const scorer = remote
-    ? await remote.backend.open(calibrationRecipe(spec, space, opts, remote.model))
+    ? await remote.backend.open(calibrationRecipe(spec, space, opts, remote.model), spec)
     : await metricEntry(opts.metric).objective(spec, space, opts);
   const objective = scoredObjective(
     space,

@@ -44,12 +44,12 @@ export interface SentError {
 export const POOL_METRICS: readonly string[] = ['ppl', 'kl'];
 
 /** Refuses, in one line, a metric whose scorer the workers cannot build yet (called before any data is read). */
-export function refuseUnpooledMetric(metric: string): void {
+export function refuseUnpooledMetric(metric: string, flag = '--workers'): void {
   if (POOL_METRICS.includes(metric)) return;
   throw new GenepruneError(
     'flag',
     `not with --metric ${metric} yet: worker threads score ${POOL_METRICS.join(', ')} only`,
-    '--workers',
+    flag,
   );
 }
 

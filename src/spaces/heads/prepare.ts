@@ -10,7 +10,7 @@ import { prepareRunData, type RunData, type RunEnv, runModelAndData } from '../.
 import type { GivenSetting } from '../../runs/resume.js';
 import { HEAD_RUN_KIND, type RunConfig } from '../../runs/rundir.js';
 import { bleuObjectiveOptions } from '../../runs/tasks.js';
-import { backendFor, type EvaluationBackend, releasingBackend } from '../../search/backend.js';
+import { backendFor, type EvaluationBackend, releasingBackend, runQueueId } from '../../search/backend.js';
 import type { GaOptions, GenerationSummary } from '../../search/ga.js';
 import { BLEU_SEARCH_ITEMS, metricLabel } from '../../search/objective.js';
 import { refuseUnpooledMetric } from '../../search/pool.js';
@@ -67,8 +67,10 @@ export interface Prepared extends RunData {
   backend?: EvaluationBackend;
 }
 
-export async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promise<Prepared> {
+export async function prepare(s: HeadSearchSettings, env: HeadSearchEnv, dir: string): Promise<Prepared> {
   if (env.workers !== undefined) refuseUnpooledMetric(s.metric);
+  // A queue's workers score on a worker thread each (queue/worker.ts): the same metrics as --workers.
+  if (env.queue !== undefined) refuseUnpooledMetric(s.metric, '--queue');
   const data = await prepareRunData(s, env, 'heads');
   const calibration = data.calibPairs
     ? `${data.calibPairs.targets.length} source/target pairs of ${s.calib}`
@@ -93,8 +95,11 @@ export async function prepare(s: HeadSearchSettings, env: HeadSearchEnv): Promis
       `accuracy fitness: ${Math.min(s.calibItems ?? items, items)} items of the multiple-choice file ${data.calibChoices.source}`,
     );
   }
-  // `--workers N`: candidates scored on the backend, which lives as long as the objective.
-  const backend = backendFor(env);
+  // `--workers N` or `--queue URL`: candidates scored on the backend, which lives as long as the objective.
+  const backend = backendFor({
+    ...env,
+    ...(env.queue !== undefined ? { runId: runQueueId(dir) } : {}),
+  });
   const objective = await createHeadObjective(data.model.spec, {
     stream: data.stream,
     ...(data.calibPairs ? { pairs: data.calibPairs } : {}),

@@ -199,7 +199,7 @@ function evaluationProgress(
 /** A fresh search in `dir`. Settings' data and model paths are stored absolute. */
 export async function runHeadSearch(dir: string, settings: HeadSearchSettings, env: HeadSearchEnv = {}) {
   const s = absoluteSettings(settings);
-  const p = await prepare(s, env);
+  const p = await prepare(s, env, dir);
   let lock: HeldLock | undefined;
   let watch: BackendWatch | undefined;
   try {
@@ -389,7 +389,7 @@ export async function resumeHeadSearch(
         `${dir}: the run's state predates its record of config.json and the logs; their changes cannot be detected`,
       );
     }
-    const p = await prepare(s, env);
+    const p = await prepare(s, env, dir);
     let watch: BackendWatch | undefined;
     try {
       await refuseForeignModel(dir, config, p.model.spec, p.model.modelPath);

@@ -1,0 +1,318 @@
+/**
+ * `--queue redis://…`: a search's evaluations as BullMQ jobs on Redis, scored by `geneprune worker` processes on
+ * any machine (queue/worker.ts). `open(recipe)` stores the recipe once under its identity (queue/jobs.ts) and
+ * returns a scorer whose `score(masks, fidelity)` posts a job `{ identity, fidelity, masks }` with a
+ * deterministic id and resolves with the job's result. The search keeps its cache, counters and index-order
+ * commits (search/objective.ts), so its logs, masks and results are those of a one-process run.
+ *
+ * Waiting does not rely on BullMQ's event stream: the jobs' states are polled (10 ms, growing to 1 s while
+ * nothing finishes), so a Redis restart costs nothing but time. While the connection is down the search prints
+ * one line ("waiting for Redis at HOST:PORT: <reason>") per outage and keeps waiting; a job that vanished (a
+ * Redis without its append-only file) is posted again. A failed job — a worker's refusal, or its attempts
+ * exhausted — fails the search with one line naming the job and the worker's reason. A job failed by an earlier
+ * search process (before --resume) is retried once, so a resumed search is not stopped by an old refusal.
+ *
+ * Completed jobs and recipes are kept `keepSeconds` (default 7 days), so `--resume` within that time finds
+ * every score its killed predecessor's jobs computed; posting a job whose id exists is a no-op.
+ */
+import { hostname } from 'node:os';
+// Loaded on first use: every other command starts without them.
+import type { Job, Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import { GenepruneError } from '../errors.js';
+import type { CalibrationScorer, RawEvaluation } from '../metrics/scorers.js';
+import { modelIdentity } from '../model/identity.js';
+import { loadModelSpec } from '../model/load.js';
+import type { ModelSpec } from '../model/spec.js';
+import type { EvaluationBackend, Recipe } from '../search/backend.js';
+import type { ElementwiseRunner, Fidelity } from '../search/objective.js';
+import { poolRunner } from '../search/pool.js';
+import {
+  encodeMasks,
+  identityOf,
+  type JobData,
+  type JobResult,
+  jobId,
+  QUEUE_NAME,
+  QUEUE_PREFIX,
+  rawEvaluation,
+  recipeKey,
+  recipeManifest,
+  travellingRecipe,
+} from './jobs.js';
+import { toJson } from './recipejson.js';
+import { hostPort, parseQueueUrl, type QueueUrl, redisOptions, withoutPassword } from './url.js';
+
+export interface QueueBackendOptions {
+  /** The run's id (stable across --resume): part of every job id. */
+  runId: string;
+  /** Progress lines: the waiting line while Redis is unreachable. */
+  onStatus?: (line: string) => void;
+  /** How long completed jobs and recipes are kept, in seconds (default 7 days). */
+  keepSeconds?: number;
+  /** How long `open` waits for a first connection before it fails (default 30 s). */
+  connectTimeoutMs?: number;
+  /** Attempts per job when a worker's evaluation throws (refusals are never retried; default 3). */
+  attempts?: number;
+}
+
+export const DEFAULT_KEEP_SECONDS = 7 * 24 * 3600;
+
+/**
+ * A connection that reports its outages: `onDown` once per outage (after it was ready once) with the reason.
+ */
+export async function watchedConnection(
+  u: QueueUrl,
+  onDown: (line: string) => void,
+): Promise<{ conn: Redis; ready(ms: number, what: string): Promise<void>; lastError(): string }> {
+  const { Redis } = await import('ioredis');
+  const conn = new Redis(redisOptions(u) as never);
+  let wasReady = false;
+  let announced = false;
+  let last = 'not connected yet';
+  const down = (reason: string) => {
+    last = withoutPassword(reason, u);
+    if (wasReady && !announced) {
+      announced = true;
+      onDown(`waiting for Redis at ${hostPort(u)}: ${last}`);
+    }
+  };
+  conn.on('error', (e: Error) => down(e.message || String(e)));
+  conn.on('close', () => down('connection closed'));
+  conn.on('ready', () => {
+    wasReady = true;
+    announced = false;
+  });
+  return {
+    conn,
+    lastError: () => last,
+    ready(ms, what) {
+      if (conn.status === 'ready') return Promise.resolve();
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          conn.off('ready', ok);
+          reject(
+            new GenepruneError(
+              'network',
+              `cannot reach Redis at ${u.redacted} within ${Math.round(ms / 1000)} s (${what}): ${last}`,
+              '--queue',
+            ),
+          );
+        }, ms);
+        const ok = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+        conn.once('ready', ok);
+      });
+    },
+  };
+}
+
+interface Waiter {
+  id: string;
+  postedAt: number;
+  retried: boolean;
+  add: { name: string; data: JobData; opts: Record<string, unknown> };
+  resolve(r: RawEvaluation): void;
+  reject(e: unknown): void;
+}
+
+/** The queue backend (`--queue URL`): see the module comment. */
+export function createQueueBackend(url: string, opts: QueueBackendOptions): EvaluationBackend {
+  const u = parseQueueUrl(url);
+  const keep = opts.keepSeconds ?? DEFAULT_KEEP_SECONDS;
+  const attempts = opts.attempts ?? 3;
+  let link: Awaited<ReturnType<typeof watchedConnection>> | undefined;
+  let queue: Queue | undefined;
+  let failure: GenepruneError | undefined;
+  let closed = false;
+  const identities = new Set<string>();
+  const waiting = new Map<string, Waiter[]>();
+  let toPost: Waiter[] = [];
+  let postScheduled = false;
+  let polling = false;
+  let wake: (() => void) | undefined;
+
+  const connect = async () => {
+    if (link) return;
+    link = await watchedConnection(u, (line) => opts.onStatus?.(line));
+    const { Queue } = await import('bullmq');
+    queue = new Queue(QUEUE_NAME, { connection: link.conn, prefix: QUEUE_PREFIX });
+    // BullMQ re-emits connection errors on the queue; the connection's own listener reports them.
+    queue.on('error', () => {});
+    await link.ready(opts.connectTimeoutMs ?? 30_000, 'the search');
+  };
+
+  const failAll = (e: GenepruneError) => {
+    failure ??= e;
+    for (const ws of waiting.values()) for (const w of ws) w.reject(failure);
+    waiting.clear();
+    for (const w of toPost) w.reject(failure);
+    toPost = [];
+  };
+
+  const post = async () => {
+    postScheduled = false;
+    const batch = toPost;
+    toPost = [];
+    if (batch.length === 0 || closed) return;
+    try {
+      // The recipes live as long as the jobs that name them; refreshed with every batch.
+      for (const identity of identities) await link!.conn.expire(recipeKey(identity), keep);
+      await queue!.addBulk(batch.map((w) => w.add) as never);
+      const now = Date.now();
+      for (const w of batch) {
+        w.postedAt = now;
+        const list = waiting.get(w.id);
+        if (list) list.push(w);
+        else waiting.set(w.id, [w]);
+      }
+      void poll();
+    } catch (e) {
+      for (const w of batch) w.reject(asError(e));
+    }
+  };
+
+  const asError = (e: unknown) =>
+    e instanceof GenepruneError
+      ? e
+      : new GenepruneError(
+          'network',
+          withoutPassword(e instanceof Error ? e.message : String(e), u),
+          '--queue',
+        );
+
+  const settle = async (id: string, job: Job | undefined): Promise<boolean> => {
+    const ws = waiting.get(id)!;
+    if (!job) {
+      // Gone: removed by hand, or Redis restarted without its append-only file. Posted again.
+      await queue!.add(ws[0].add.name, ws[0].add.data, ws[0].add.opts as never);
+      return false;
+    }
+    if (!job.finishedOn) return false;
+    const state = await job.getState();
+    if (state === 'completed') {
+      waiting.delete(id);
+      const r = rawEvaluation(job.returnvalue as JobResult, `job ${id}`);
+      for (const w of ws) w.resolve(r);
+      return true;
+    }
+    if (state === 'failed') {
+      if (!ws[0].retried && job.finishedOn < ws[0].postedAt) {
+        // Failed before this process posted it (a search killed and resumed): one more chance.
+        ws[0].retried = true;
+        await job.retry('failed');
+        return false;
+      }
+      waiting.delete(id);
+      const reason = withoutPassword(job.failedReason || 'no reason given', u).replace(/\s*\n\s*/g, ' ');
+      const tries = job.attemptsMade > 1 ? ` (after ${job.attemptsMade} attempts)` : '';
+      failAll(new GenepruneError('network', `job ${id} ${reason}${tries}`, '--queue'));
+      return true;
+    }
+    return false;
+  };
+
+  const poll = async () => {
+    if (polling) {
+      wake?.();
+      return;
+    }
+    polling = true;
+    let delay = 10;
+    try {
+      while (waiting.size > 0 && !closed && !failure) {
+        const ids = [...waiting.keys()];
+        let finished = false;
+        const jobs = await Promise.all(ids.map((id) => queue!.getJob(id)));
+        for (let i = 0; i < ids.length && !failure; i++) if (await settle(ids[i], jobs[i])) finished = true;
+        if (waiting.size === 0 || failure) break;
+        delay = finished ? 10 : Math.min(1000, Math.round(delay * 1.5));
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, delay);
+          wake = () => {
+            clearTimeout(t);
+            resolve();
+          };
+        });
+        wake = undefined;
+      }
+    } catch (e) {
+      if (!closed) failAll(asError(e));
+    } finally {
+      polling = false;
+    }
+  };
+
+  const backend: EvaluationBackend = {
+    flag: '--queue',
+    label: `queue ${u.redacted}`,
+    // Every task is posted at once (gathered into one addBulk); results come back as jobs finish.
+    elementwise: poolRunner as ElementwiseRunner,
+    async open(recipe: Recipe, spec?: ModelSpec): Promise<CalibrationScorer> {
+      await connect();
+      const travelling = travellingRecipe(recipe);
+      const model = await modelIdentity(spec ?? (await loadModelSpec(recipe.model)));
+      const manifest = recipeManifest(travelling, model);
+      const identity = identityOf(manifest);
+      await link!.conn.set(recipeKey(identity), toJson({ manifest, recipe: travelling }), 'EX', keep);
+      identities.add(identity);
+      let released = false;
+      return {
+        runner: {
+          release: async () => {
+            released = true;
+          },
+        },
+        score(masks, fidelity: Fidelity) {
+          if (failure) return Promise.reject(failure);
+          if (released || closed)
+            return Promise.reject(
+              new GenepruneError('internal', 'the queue backend was released', '--queue'),
+            );
+          const encoded = encodeMasks(masks);
+          const id = jobId(opts.runId, identity, fidelity, encoded);
+          return new Promise<RawEvaluation>((resolve, reject) => {
+            toPost.push({
+              id,
+              postedAt: 0,
+              retried: false,
+              add: {
+                name: 'evaluate',
+                data: { identity, fidelity, masks: encoded },
+                opts: {
+                  jobId: id,
+                  attempts,
+                  backoff: { type: 'fixed', delay: 1000 },
+                  removeOnComplete: { age: keep },
+                  removeOnFail: { age: keep },
+                },
+              },
+              resolve,
+              reject,
+            });
+            if (!postScheduled) {
+              postScheduled = true;
+              setImmediate(() => void post());
+            }
+          });
+        },
+      };
+    },
+    async release() {
+      if (closed) return;
+      closed = true;
+      failAll(new GenepruneError('internal', 'the queue backend was released', '--queue'));
+      wake?.();
+      await queue?.close().catch(() => {});
+      link?.conn.disconnect();
+    },
+  };
+  return backend;
+}
+
+/** `host:pid`, how a worker names itself in results and refusals. */
+export function workerName(): string {
+  return `${hostname()}:${process.pid}`;
+}

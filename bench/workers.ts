@@ -20,9 +20,10 @@
  *
  * Queue: a private redis-server on a free loopback port in a temporary directory (no persistence), stopped at
  * the end. The empty job's round trip is BullMQ's own (a worker that returns at once): one job at a time (add →
- * finished), and per job in a batch posted at once. The "2 BullMQ workers" mode needs the queue backend
- * (`createQueueBackend`, `geneprune worker`); `queueMode` below is where it plugs in, and the table says when it
- * is not there.
+ * finished), and per job in a batch posted at once. The "2 BullMQ workers" mode is `--queue URL`'s backend
+ * (`createQueueBackend`) with two `geneprune worker --threads 1` processes started from this checkout (its
+ * polling wait and the workers' model load at their first job included); without redis-server the table says
+ * those rows were not measured.
  *
  * Prints the tables and then the raw numbers as JSON on stdout; `--table-out FILE` writes the tables,
  * `--json-out FILE` the JSON.
@@ -42,6 +43,7 @@ import type { ModelSpec } from '../src/model/spec.js';
 import type { EvaluationBackend } from '../src/search/backend.js';
 import { randomGenome } from '../src/search/operators.js';
 import { createPoolBackend } from '../src/search/pool.js';
+import { createQueueBackend } from '../src/queue/backend.js';
 import { createHeadObjective, type HeadObjective } from '../src/spaces/heads/objective.js';
 import { createRng } from '../src/util/rng.js';
 import { BENCH_LLAMA_SHAPE, TINY_LLAMA_SHAPE } from './shapes.js';
@@ -102,6 +104,7 @@ interface QueueOverhead {
   bulkPerJobMs: { perJob: number; n: number };
 }
 
+const REPO = resolve(import.meta.dirname, '..');
 const repeats = Number(values.repeats);
 const tmp = mkdtempSync(join(tmpdir(), 'geneprune-bench-workers-'));
 
@@ -211,13 +214,63 @@ async function oneProcess(s: Subject): Promise<Running> {
   return { objective, startS: (performance.now() - t0) / 1000, release: () => objective.release() };
 }
 
+/** A `geneprune worker` process (the CLI from source), resolved once it says it takes jobs. */
+async function startQueueWorker(url: string, threads: number): Promise<ChildProcess> {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', 'src/cli/main.ts', 'worker', '--queue', url, '--threads', String(threads)],
+    { cwd: REPO, stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let said = '';
+  await new Promise<void>((res, rej) => {
+    child.stderr!.setEncoding('utf8');
+    const onData = (d: string) => {
+      said += d;
+      if (/taking evaluation jobs/.test(said)) {
+        child.stderr!.off('data', onData);
+        // Drained, so a chatty worker (a line per job) never blocks on a full pipe.
+        child.stderr!.resume();
+        res();
+      }
+    };
+    child.stderr!.on('data', onData);
+    child.on('exit', (code) =>
+      rej(new Error(`geneprune worker exited (${code}) before taking jobs: ${said}`)),
+    );
+  });
+  return child;
+}
+
+async function stopQueueWorker(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise<void>((res) => child.on('exit', () => res()));
+  child.kill('SIGTERM');
+  await exited;
+}
+
 /**
- * 2 BullMQ workers: the head objective on the queue backend (`createQueueBackend(redis.url, …)`), scored by two
- * `geneprune worker --queue URL --threads 1` processes started here (and stopped in `release`). Undefined while
- * the queue backend is not on this branch: the table then says the mode was not measured.
+ * 2 BullMQ workers: the head objective on the queue backend (`createQueueBackend`, as `--queue URL` builds it),
+ * scored by two `geneprune worker --queue URL --threads 1` processes started here and stopped in `release`. Its
+ * start counts the worker processes' start and the objective's; each worker loads the model at its first job
+ * (the warm-up batch).
  */
-async function queueMode(_s: Subject, _redis: RedisServer): Promise<Running | undefined> {
-  return undefined;
+async function queueMode(s: Subject, redis: RedisServer): Promise<Running | undefined> {
+  const t0 = performance.now();
+  const workers: ChildProcess[] = [];
+  try {
+    for (let i = 0; i < 2; i++) workers.push(await startQueueWorker(redis.url, 1));
+  } catch (e) {
+    await Promise.all(workers.map(stopQueueWorker));
+    throw e;
+  }
+  const backend = createQueueBackend(redis.url, { runId: `bench-workers-${s.key}` });
+  const r = await onBackend(s, backend, async () => {
+    await Promise.all(workers.map(stopQueueWorker));
+  }).catch(async (e) => {
+    await Promise.all(workers.map(stopQueueWorker));
+    throw e;
+  });
+  return { ...r, startS: (performance.now() - t0) / 1000 };
 }
 
 const MODES: Array<{
@@ -232,7 +285,7 @@ const MODES: Array<{
   {
     mode: '2 BullMQ workers',
     start: (s, redis) => (redis ? queueMode(s, redis) : Promise.resolve(undefined)),
-    why: 'the queue backend is not on this branch yet',
+    why: 'no redis-server here',
   },
 ];
 
@@ -362,6 +415,9 @@ async function queueOverhead(redis: RedisServer, n: number, bulk: number): Promi
   const worker = new Worker(name, async () => ({ ok: 1 }), { connection, concurrency: 1 });
   try {
     await Promise.all([queue.waitUntilReady(), events.waitUntilReady(), worker.waitUntilReady()]);
+    // Every job waited on at once adds its listeners: not a leak here.
+    events.setMaxListeners(0);
+    queue.setMaxListeners(0);
     const trips: number[] = [];
     for (let i = 0; i < n + 20; i++) {
       const t0 = performance.now();

@@ -64,6 +64,8 @@ export async function pruneWeights(
     out,
     device,
     threads,
+    workers,
+    queue,
     memoryBudget,
     onStatus,
     onProgress,
@@ -80,6 +82,8 @@ export async function pruneWeights(
   return runWeightPrune(out, weightPruneSettings(settings, { seq2seq }), {
     device,
     threads,
+    workers,
+    queue,
     memoryBudget,
     onStatus,
     onProgress,

@@ -17,6 +17,7 @@ import {
   type WeightPruneSettings,
   weightBaselineNames,
 } from '../index.js';
+import { parseQueueUrl } from '../queue/url.js';
 import {
   dashboardOption,
   endSearchDashboard,
@@ -30,6 +31,7 @@ import {
   memoryBudgetOption,
   modelOption,
   parseComputeDtype,
+  parseIntFlag,
   threadsOption,
   tokenizerOption,
 } from './options.js';
@@ -246,6 +248,14 @@ export function registerWeights(program: Command): void {
     .addOption(deviceOption())
     .addOption(computeDtypeOption())
     .addOption(threadsOption())
+    .option(
+      '--workers <n>',
+      'block-wise searches (ga, ga-wanda, ga-magnitude, --preset geneprune; not ga-wanda/ga-magnitude with --recover): score each population on n worker threads, each with its own session and --threads (default: cores / n), replaying the walk to the block searched; same logs, mask and result as one process; may change on --resume',
+    )
+    .option(
+      '--queue <url>',
+      'block-wise searches, as for --workers: post each population as jobs on Redis (redis://[user:password@]HOST:PORT[/DB] or rediss://) for `geneprune worker` processes anywhere; same results; may change on --resume',
+    )
     .addOption(memoryBudgetOption())
     .option('--quiet', 'no progress display')
     .option('--json', 'print the result as one JSON object (no progress display)')
@@ -308,6 +318,8 @@ Examples:
       let block: BlockSearchProgress | undefined;
       const env: WeightPruneEnv = {
         ...runEnvFromFlags(f, progress, quiet),
+        ...(typeof f.workers === 'string' ? { workers: parseIntFlag('--workers', f.workers) } : {}),
+        ...(typeof f.queue === 'string' ? { queue: parseQueueUrl(f.queue) && f.queue } : {}),
         // A block search reports its own position first, then the line made of it: the dashboard takes both at
         // once, so its block, generation, search time and ETA are the line's.
         onSearchProgress: (p) => {

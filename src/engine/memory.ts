@@ -39,6 +39,11 @@ export interface MemoryEstimateOptions {
   heldBytes?: number;
   /** Compute dtype the weights are held in (default fp32). */
   dtype?: ComputeDtype;
+  /**
+   * `--workers N`: evaluations at once on N worker threads, each with its own session (weights, tables),
+   * activations and held data; the estimate is N of them.
+   */
+  workers?: number;
 }
 
 export interface MemoryEstimate {
@@ -85,11 +90,12 @@ export function estimatePeakMemory(spec: ModelSpec, opts: MemoryEstimateOptions)
   // fp32 cos and sin, [maxPositions, headDim] each, in every session's graph.
   const positionTableBytes =
     c.positionKind === 'rope' ? 2 * 4 * c.maxPositions * c.headDim * (opts.sessions ?? 1) : 0;
+  const n = opts.workers ?? 1;
   return {
-    weightBytes,
-    activationBytes,
-    positionTableBytes,
-    totalBytes: BASE_BYTES + weightBytes + activationBytes + positionTableBytes,
+    weightBytes: weightBytes * n,
+    activationBytes: activationBytes * n,
+    positionTableBytes: positionTableBytes * n,
+    totalBytes: BASE_BYTES + (weightBytes + activationBytes + positionTableBytes) * n,
   };
 }
 
@@ -126,7 +132,7 @@ export function checkMemoryBudget(
         : '';
     throw flagError(
       '--memory-budget',
-      `${opts.what} would need about ${gib(estimate.totalBytes)} (weights ${gib(estimate.weightBytes)}${opts.dtype && opts.dtype !== 'fp32' ? ` in ${opts.dtype}` : ''}${opts.what === 'export' ? '' : ` + activations ${gib(estimate.activationBytes)} for ${opts.batch}×${opts.seq} tokens`}${tables}), over the budget of ${gib(budget)}${opts.budget === undefined ? ` (this machine's memory; ${gib(freemem())} free now)` : ''}`,
+      `${opts.what} would need about ${gib(estimate.totalBytes)} (weights ${gib(estimate.weightBytes)}${opts.dtype && opts.dtype !== 'fp32' ? ` in ${opts.dtype}` : ''}${opts.what === 'export' ? '' : ` + activations ${gib(estimate.activationBytes)} for ${opts.batch}×${opts.seq} tokens`}${tables}${(opts.workers ?? 1) > 1 ? `, for ${opts.workers} worker sessions of --workers` : ''}), over the budget of ${gib(budget)}${opts.budget === undefined ? ` (this machine's memory; ${gib(freemem())} free now)` : ''}`,
     );
   }
   return estimate;

@@ -6,7 +6,8 @@
  * commits (search/objective.ts), so its logs, masks and results are those of a one-process run.
  *
  * Waiting does not rely on BullMQ's event stream: the jobs' states are polled (10 ms, growing to 1 s while
- * nothing finishes), so a Redis restart costs nothing but time. While the connection is down the search prints
+ * nothing finishes), the events of finished jobs only wake the poll early, so a Redis restart (which may lose
+ * events) costs nothing but time. While the connection is down the search prints
  * one line ("waiting for Redis at HOST:PORT: <reason>") per outage and keeps waiting; a job that vanished (a
  * Redis without its append-only file) is posted again. A failed job — a worker's refusal, or its attempts
  * exhausted — fails the search with one line naming the job and the worker's reason. A job failed by an earlier
@@ -17,7 +18,7 @@
  */
 import { hostname } from 'node:os';
 // Loaded on first use: every other command starts without them.
-import type { Job, Queue } from 'bullmq';
+import type { Job, Queue, QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { GenepruneError } from '../errors.js';
 import type { CalibrationScorer, RawEvaluation } from '../metrics/scorers.js';
@@ -64,15 +65,22 @@ export const DEFAULT_KEEP_SECONDS = 7 * 24 * 3600;
 export async function watchedConnection(
   u: QueueUrl,
   onDown: (line: string) => void,
-): Promise<{ conn: Redis; ready(ms: number, what: string): Promise<void>; lastError(): string }> {
+): Promise<{
+  conn: Redis;
+  ready(ms: number, what: string): Promise<void>;
+  lastError(): string;
+  /** Disconnects, saying nothing more. */
+  close(): void;
+}> {
   const { Redis } = await import('ioredis');
   const conn = new Redis(redisOptions(u) as never);
   let wasReady = false;
   let announced = false;
   let last = 'not connected yet';
+  let closed = false;
   const down = (reason: string) => {
     last = withoutPassword(reason, u);
-    if (wasReady && !announced) {
+    if (wasReady && !announced && !closed) {
       announced = true;
       onDown(`waiting for Redis at ${hostPort(u)}: ${last}`);
     }
@@ -86,6 +94,10 @@ export async function watchedConnection(
   return {
     conn,
     lastError: () => last,
+    close() {
+      closed = true;
+      conn.disconnect();
+    },
     ready(ms, what) {
       if (conn.status === 'ready') return Promise.resolve();
       return new Promise((resolve, reject) => {
@@ -133,16 +145,46 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
   let postScheduled = false;
   let polling = false;
   let wake: (() => void) | undefined;
+  let nudged = false;
+  let events: QueueEvents | undefined;
 
-  const connect = async () => {
-    if (link) return;
-    link = await watchedConnection(u, (line) => opts.onStatus?.(line));
-    const { Queue } = await import('bullmq');
-    queue = new Queue(QUEUE_NAME, { connection: link.conn, prefix: QUEUE_PREFIX });
-    // BullMQ re-emits connection errors on the queue; the connection's own listener reports them.
-    queue.on('error', () => {});
-    await link.ready(opts.connectTimeoutMs ?? 30_000, 'the search');
+  let connecting: Promise<void> | undefined;
+  const connect = () => {
+    connecting ??= (async () => {
+      link = await watchedConnection(u, (line) => opts.onStatus?.(line));
+      const { Queue, QueueEvents } = await import('bullmq');
+      queue = new Queue(QUEUE_NAME, { connection: link.conn, prefix: QUEUE_PREFIX });
+      // BullMQ re-emits connection errors on the queue; the connection's own listener reports them.
+      queue.on('error', () => {});
+      // Finished jobs' events only wake the poller early (a result is read from the job itself): events lost
+      // in an outage cost a poll interval, never a result.
+      const ev = new QueueEvents(QUEUE_NAME, { connection: redisOptions(u) as never, prefix: QUEUE_PREFIX });
+      events = ev;
+      ev.on('error', () => {});
+      const finished = ({ jobId }: { jobId: string }) => {
+        if (waiting.has(jobId)) nudge();
+      };
+      ev.on('completed', finished);
+      ev.on('failed', finished);
+      await link.ready(opts.connectTimeoutMs ?? 30_000, 'the search');
+    })();
+    // A failed first connection may be tried again by the next open.
+    connecting.catch(() => disconnect());
+    return connecting;
   };
+  /** Closes the connection; the next `open` connects again. */
+  const disconnect = async () => {
+    const [q, l, ev] = [queue, link, events];
+    queue = undefined;
+    link = undefined;
+    events = undefined;
+    connecting = undefined;
+    await ev?.close().catch(() => {});
+    await q?.close().catch(() => {});
+    // BullMQ leaves a connection it was given open: closed here.
+    l?.close();
+  };
+  let openScorers = 0;
 
   const failAll = (e: GenepruneError) => {
     failure ??= e;
@@ -205,18 +247,23 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
         await job.retry('failed');
         return false;
       }
-      waiting.delete(id);
       const reason = withoutPassword(job.failedReason || 'no reason given', u).replace(/\s*\n\s*/g, ' ');
       const tries = job.attemptsMade > 1 ? ` (after ${job.attemptsMade} attempts)` : '';
+      // Every waiter fails with this job's reason, its own included.
       failAll(new GenepruneError('network', `job ${id} ${reason}${tries}`, '--queue'));
       return true;
     }
     return false;
   };
 
+  /** Polls again now (a job finished, or new jobs were posted); remembered when a poll is under way. */
+  const nudge = () => {
+    if (wake) wake();
+    else nudged = true;
+  };
   const poll = async () => {
     if (polling) {
-      wake?.();
+      nudge();
       return;
     }
     polling = true;
@@ -225,10 +272,12 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
       while (waiting.size > 0 && !closed && !failure) {
         const ids = [...waiting.keys()];
         let finished = false;
+        nudged = false;
         const jobs = await Promise.all(ids.map((id) => queue!.getJob(id)));
         for (let i = 0; i < ids.length && !failure; i++) if (await settle(ids[i], jobs[i])) finished = true;
         if (waiting.size === 0 || failure) break;
         delay = finished ? 10 : Math.min(1000, Math.round(delay * 1.5));
+        if (nudged) continue;
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, delay);
           wake = () => {
@@ -258,11 +307,16 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
       const identity = identityOf(manifest);
       await link!.conn.set(recipeKey(identity), toJson({ manifest, recipe: travelling }), 'EX', keep);
       identities.add(identity);
+      openScorers++;
       let released = false;
       return {
         runner: {
+          // The last scorer released lets the connection go, as a pool's last scorer lets its threads go.
           release: async () => {
+            if (released) return;
             released = true;
+            identities.delete(identity);
+            if (--openScorers === 0) await disconnect();
           },
         },
         score(masks, fidelity: Fidelity) {
@@ -304,9 +358,8 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
       if (closed) return;
       closed = true;
       failAll(new GenepruneError('internal', 'the queue backend was released', '--queue'));
-      wake?.();
-      await queue?.close().catch(() => {});
-      link?.conn.disconnect();
+      nudge();
+      await disconnect();
     },
   };
   return backend;

@@ -13,10 +13,12 @@
  */
 import { createHash } from 'node:crypto';
 import type { CandidateMasks } from '../engine/runner.js';
+import type { Device } from '../engine/session.js';
 import { GenepruneError } from '../errors.js';
 import type { RawEvaluation } from '../metrics/scorers.js';
 import { type ModelIdentity, shapeDifference } from '../model/identity.js';
-import type { Recipe } from '../search/backend.js';
+import { tokenizerPathFor } from '../model/load.js';
+import { type Recipe, recipeMetric } from '../search/backend.js';
 import type { Fidelity } from '../search/objective.js';
 import { toJson } from './recipejson.js';
 
@@ -32,6 +34,8 @@ export interface RecipeManifest {
   model: ModelIdentity;
   target: { weightRoles?: string[] };
   metric: string;
+  /** A block recipe's block (the block-wise weight search's layer). */
+  block?: number;
   /** sha256 of the prepared data the scorer reads (token stream, source/target pairs, encoded tasks). */
   data: string;
   /** The options that change a number, as JSON (data, device and threads left out). */
@@ -46,47 +50,84 @@ export interface StoredRecipe {
 
 const sha256 = (text: string) => createHash('sha256').update(text).digest('hex');
 
-/** The options that are data (hashed apart, so a refusal can say "data" rather than "settings"). */
-function dataOf(options: Recipe['options']): unknown {
+/** Drops `key` from an object (undefined stays undefined). */
+function without<T extends object>(o: T | undefined, key: keyof T): Omit<T, typeof key> | undefined {
+  if (!o) return undefined;
+  const { [key]: _x, ...kept } = o;
+  return kept;
+}
+
+/**
+ * What of a recipe is data (hashed apart, so a refusal can say "data" rather than "settings"): a calibration
+ * recipe's token stream, pairs and prepared tasks; a block recipe's calibration batches and fixed masks.
+ */
+function dataOf(recipe: Recipe): unknown {
+  if (recipe.kind === 'block')
+    return { batches: recipe.batches, fixed: recipe.fixed, bleu: recipe.bleu?.task };
+  const o = recipe.options;
   return {
-    stream: options.stream,
-    pairs: options.pairs,
-    bleu: options.bleu?.task,
-    choices: options.choices?.task,
-    labelled: options.labelled?.prepared,
+    stream: o.stream,
+    pairs: o.pairs,
+    bleu: o.bleu?.task,
+    choices: o.choices?.task,
+    labelled: o.labelled?.prepared,
   };
 }
 
-/** The options that change a number but are not data; device and threads are the evaluator's own. */
-function settingsOf(options: Recipe['options']): string {
-  const { stream: _s, pairs: _p, device: _d, threads: _t, bleu, choices, labelled, ...rest } = options;
-  const strip = <T extends object>(o: T | undefined, key: keyof T) => {
-    if (!o) return undefined;
-    const { [key]: _x, ...kept } = o;
-    return kept;
-  };
+/**
+ * What of a recipe changes a number but is not data, as JSON: everything but the data, the model's path and
+ * configuration (the fingerprint stands for them) and the engine's device and threads (the evaluator's own).
+ */
+function settingsOf(recipe: Recipe): string {
+  if (recipe.kind === 'block') {
+    const { batches: _b, fixed: _f, model: _m, config: _c, engine: _e, bleu, ...rest } = recipe;
+    return toJson({ ...rest, bleu: without(bleu, 'task') });
+  }
+  const { model: _m, config: _c, options, ...rest } = recipe;
+  const { stream: _s, pairs: _p, device: _d, threads: _t, bleu, choices, labelled, ...kept } = options;
   return toJson({
     ...rest,
-    bleu: strip(bleu, 'task'),
-    choices: strip(choices, 'task'),
-    labelled: strip(labelled, 'prepared'),
+    options: {
+      ...kept,
+      bleu: without(bleu, 'task'),
+      choices: without(choices, 'task'),
+      labelled: without(labelled, 'prepared'),
+    },
   });
 }
 
 /** The recipe as it travels: without the search's device and threads (a worker uses its own). */
 export function travellingRecipe(recipe: Recipe): Recipe {
+  if (recipe.kind === 'block') return { ...recipe, engine: {} };
   const { device: _d, threads: _t, ...options } = recipe.options;
   return { ...recipe, options };
 }
 
+/** The recipe with a worker's own model path, device and threads. */
+export function localRecipe(recipe: Recipe, model: string, device?: Device, threads?: number): Recipe {
+  const engine = {
+    ...(device !== undefined ? { device } : {}),
+    ...(threads !== undefined ? { threads } : {}),
+  };
+  // A generation metric's tokenizer: the one beside this machine's copy of the model, as openModel finds it
+  // (the evaluator still checks it decodes the first prompt as the search's did).
+  const local = recipe.tokenizer && model !== recipe.model ? tokenizerPathFor(model) : undefined;
+  const tokenizer = recipe.tokenizer && local ? { tokenizer: { ...recipe.tokenizer, path: local } } : {};
+  if (recipe.kind === 'block')
+    return { ...recipe, model, ...tokenizer, engine: { ...recipe.engine, ...engine } };
+  return { ...recipe, model, ...tokenizer, options: { ...recipe.options, ...engine } };
+}
+
 export function recipeManifest(recipe: Recipe, model: ModelIdentity): RecipeManifest {
+  const roles = recipe.kind === 'calibration' ? recipe.target.weightRoles : undefined;
   return {
     version: 1,
     model,
-    target: recipe.target.weightRoles ? { weightRoles: [...recipe.target.weightRoles] } : {},
-    metric: recipe.options.metric,
-    data: sha256(toJson(dataOf(recipe.options))),
-    settings: settingsOf(recipe.options),
+    target: roles ? { weightRoles: [...roles] } : {},
+    metric: recipeMetric(recipe),
+    ...(recipe.kind === 'block' ? { block: recipe.layer } : {}),
+    data: sha256(toJson(dataOf(recipe))),
+    settings: settingsOf(recipe),
   };
 }
 
@@ -98,6 +139,7 @@ export function identityOf(m: RecipeManifest): string {
       model: { modelType: m.model.modelType, fingerprint: m.model.fingerprint, shape: m.model.shape },
       target: m.target,
       metric: m.metric,
+      ...(m.block !== undefined ? { block: m.block } : {}),
       data: m.data,
       settings: m.settings,
     }),
@@ -118,12 +160,12 @@ export function recipeRefusal(
   modelPath: string,
 ): string | undefined {
   const m = stored.manifest;
-  const data = sha256(toJson(dataOf(stored.recipe.options)));
+  const data = sha256(toJson(dataOf(stored.recipe)));
   if (data !== m.data)
     return `data sha256 differs: the recipe's data hash to ${short(data)}, its manifest says ${short(m.data)} (altered in Redis?)`;
-  if (settingsOf(stored.recipe.options) !== m.settings)
+  if (settingsOf(stored.recipe) !== m.settings)
     return "settings differ: the recipe's settings are not those of its manifest (altered in Redis?)";
-  if (stored.recipe.options.metric !== m.metric)
+  if (recipeMetric(stored.recipe) !== m.metric)
     return "settings differ: the recipe's metric is not its manifest's";
   const id = identityOf(m);
   if (id !== identity)

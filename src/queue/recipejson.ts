@@ -115,18 +115,25 @@ export function recipeToJson(recipe: Recipe): string {
 
 /** A recipe read back, its shape checked (what a worker is given may come from anyone who can write to Redis). */
 export function recipeFromJson(text: string, where: string): Recipe {
-  const r = fromJson(text, where) as Partial<Recipe> | null;
-  if (
-    !r ||
-    typeof r !== 'object' ||
-    r.kind !== 'calibration' ||
-    typeof r.model !== 'string' ||
-    typeof r.config !== 'string' ||
-    typeof r.target !== 'object' ||
-    typeof r.options !== 'object' ||
-    r.options === null ||
-    typeof r.options.metric !== 'string'
-  )
-    throw new GenepruneError('data', 'not a geneprune calibration recipe', where);
-  return r as Recipe;
+  const r = fromJson(text, where) as Record<string, unknown> | null;
+  const common = !!r && typeof r === 'object' && typeof r.model === 'string' && typeof r.config === 'string';
+  const options = r?.options as Record<string, unknown> | null | undefined;
+  const calibration =
+    common &&
+    r.kind === 'calibration' &&
+    typeof r.target === 'object' &&
+    typeof options === 'object' &&
+    options !== null &&
+    typeof options.metric === 'string';
+  const block =
+    common &&
+    r.kind === 'block' &&
+    typeof r.metric === 'string' &&
+    Number.isInteger(r.layer) &&
+    Array.isArray(r.matrices) &&
+    Array.isArray(r.batches) &&
+    Array.isArray(r.fixed) &&
+    typeof r.engine === 'object';
+  if (!calibration && !block) throw new GenepruneError('data', 'not a geneprune recipe', where);
+  return r as unknown as Recipe;
 }

@@ -26,11 +26,15 @@ function refuse(flag: string, why: string): GenepruneError {
 /** Parses a queue URL; `flag` names it in errors (the password is never repeated back). */
 export function parseQueueUrl(text: string, flag = '--queue'): QueueUrl {
   const shape = 'expected redis://[user:password@]HOST:PORT[/DB] or rediss://…';
+  // The text itself may hold a password: every refusal says what is wrong without echoing it.
+  const scheme0 = /^([a-z][a-z0-9+.-]*):\/\//i.exec(text)?.[1];
+  if (scheme0 === undefined) throw refuse(flag, `not a redis:// URL: ${shape}`);
   let u: URL;
   try {
     u = new URL(text);
   } catch {
-    // The text itself may hold a password: say what is wrong without echoing it.
+    const port = /^[^/]*\/\/(?:[^@/]*@)?(?:\[[^\]]*\]|[^:/]*):(\d+)/.exec(text)?.[1];
+    if (port !== undefined && Number(port) > 65535) throw refuse(flag, `bad port: ${shape}`);
     throw refuse(flag, `not a URL: ${shape}`);
   }
   const scheme = u.protocol.replace(/:$/, '');

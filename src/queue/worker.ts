@@ -18,7 +18,6 @@ import { GenepruneError } from '../errors.js';
 import type { CalibrationScorer } from '../metrics/scorers.js';
 import { type ModelIdentity, modelIdentity } from '../model/identity.js';
 import { loadModelSpec } from '../model/load.js';
-import type { Recipe } from '../search/backend.js';
 import { createPoolScorer } from '../search/pool.js';
 import { faultPoint } from '../util/fs.js';
 import { watchedConnection, workerName } from './backend.js';
@@ -27,6 +26,7 @@ import {
   type JobData,
   type JobResult,
   jobResult,
+  localRecipe,
   QUEUE_NAME,
   QUEUE_PREFIX,
   recipeKey,
@@ -102,7 +102,7 @@ export async function runQueueWorker(opts: QueueWorkerOptions): Promise<QueueWor
   try {
     await link.ready(opts.connectTimeoutMs ?? 10_000, 'the worker');
   } catch (e) {
-    link.conn.disconnect();
+    link.close();
     throw e;
   }
   const bullmq = await import('bullmq');
@@ -153,15 +153,7 @@ export async function runQueueWorker(opts: QueueWorkerOptions): Promise<QueueWor
     }
     const refusal = recipeRefusal(identity, stored, model, modelPath);
     if (refusal) return { refusal };
-    const recipe: Recipe = {
-      ...stored.recipe,
-      model: modelPath,
-      options: {
-        ...stored.recipe.options,
-        ...(opts.device !== undefined ? { device: opts.device } : {}),
-        ...(opts.threads !== undefined ? { threads: opts.threads } : {}),
-      },
-    };
+    const recipe = localRecipe(stored.recipe, modelPath, opts.device, opts.threads);
     try {
       return { scorer: await createPoolScorer(recipe, 1) };
     } catch (e) {
@@ -253,7 +245,7 @@ export async function runQueueWorker(opts: QueueWorkerOptions): Promise<QueueWor
         await worker.close().catch(() => {});
         for (const p of loaded.values()) await release(p);
         loaded.clear();
-        link.conn.disconnect();
+        link.close();
         const seconds = (performance.now() - t0) / 1000;
         return { worker: name, ...counts, seconds, perSecond: seconds > 0 ? counts.scored / seconds : 0 };
       })();

@@ -95,6 +95,7 @@ export async function prepareSeq2seqRunData(
     batch: Math.max(1, Math.floor(2048 / context)),
     seq: context,
     budget: env.memoryBudget,
+    workers: env.workers,
     what,
     metric: 'ppl',
     dtype: s.dtype,

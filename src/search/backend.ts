@@ -13,14 +13,19 @@
  */
 
 import { resolve } from 'node:path';
+import type { TokenBatch } from '../engine/runner.js';
+import type { Device } from '../engine/session.js';
 import { GenepruneError } from '../errors.js';
-import { metricEntry } from '../metrics/registry.js';
+import type { PreparedGenerationTask } from '../metrics/generation.js';
+import { metricEntry, type QualityMetric } from '../metrics/registry.js';
 import type { CalibrationScorer, ScorerTarget } from '../metrics/scorers.js';
-import { loadModelSpec } from '../model/load.js';
+import { loadModelSpec, tokenizerPathFor } from '../model/load.js';
 import type { ModelSpec } from '../model/spec.js';
 import { createQueueBackend } from '../queue/backend.js';
 import { runIdOf } from '../queue/jobs.js';
-import type { ElementwiseRunner, ObjectiveOptions } from './objective.js';
+import { blockRecipeScorer } from '../spaces/weights/blockrecipe.js';
+import { loadTokenizer } from '../tokenizer/load.js';
+import type { BleuObjectiveOptions, ElementwiseRunner, ObjectiveOptions } from './objective.js';
 import { createPoolBackend } from './pool.js';
 
 /** A calibration objective's scorer (the metric registry's `objective` factory), rebuilt elsewhere. */
@@ -32,11 +37,71 @@ export interface CalibrationRecipe {
   config: string;
   target: { weightRoles?: string[] };
   /** The objective's options without the runner and backend: prepared data, metric, settings, engine. */
-  options: Omit<ObjectiveOptions, 'elementwise' | 'remote'>;
+  options: RecipeOptions;
+  /** The generation metrics: the tokenizer to load (see TokenizerRef). */
+  tokenizer?: TokenizerRef;
+}
+
+/**
+ * The generation metrics (bleu, exact-match, pass@1) decode what the model writes: the tokenizer file the search
+ * read (a tokenizer holds code, so it does not travel) and the text it decodes the first prompt to, which the
+ * evaluator checks its own load against.
+ */
+export interface TokenizerRef {
+  path: string;
+  probe: string;
+}
+
+/** A generation task's options as plain data: the task without its tokenizer. */
+export type RecipeGeneration = Omit<BleuObjectiveOptions, 'task'> & {
+  task: Omit<PreparedGenerationTask, 'tokenizer'>;
+};
+
+/**
+ * Objective options as plain data: without the batch runner and backend, and a generation task without its
+ * tokenizer (recipe.tokenizer says which to load).
+ */
+export type RecipeOptions = Omit<ObjectiveOptions, 'elementwise' | 'remote' | 'bleu'> & {
+  bleu?: RecipeGeneration;
+};
+
+/**
+ * A block objective's scorer (spaces/weights/blockobjective.ts: block `layer`'s candidates of a block-wise weight
+ * search, blocks before it at their fixed masks, blocks after it dense), rebuilt elsewhere. The evaluator does
+ * not receive the hidden states entering the block: it replays the walk from block 0 with the fixed masks
+ * (spaces/weights/blockrecipe.ts), as a resumed block search does — a few block passes instead of shipping
+ * batch × seq × d floats per block (docs/notes-pool.md has the measurements).
+ */
+export interface BlockRecipe {
+  kind: 'block';
+  /** The model as the search opened it (a resolved folder or llama2.c .bin path, or an `hf:` reference). */
+  model: string;
+  /** The search's view of the model (its configuration as JSON), checked against what the evaluator opens. */
+  config: string;
+  /**
+   * The block search's metric: the perplexity (scored from the replayed hidden states), or a generation metric
+   * (whole-model generations of `bleu`'s task with the fixed masks and the candidate's; no replay).
+   */
+  metric: QualityMetric;
+  /** The block searched. */
+  layer: number;
+  /** Every matrix the walk searches (`--layers` applied), in layer order: the blocks' layouts follow. */
+  matrices: Array<{ role: string; layer: number; rows: number; cols: number }>;
+  /** The calibration batches entering block 0 (typed arrays: structured-clonable, JSON through recipejson). */
+  batches: TokenBatch[];
+  /**
+   * Keep masks of the fixed blocks' matrices (every searched matrix of blocks < layer), packed 8 to a byte
+   * (masks/bitset.ts bitsetBytes: weight 8k + j in bit j of byte k; 1 keeps).
+   */
+  fixed: Array<[string, Uint8Array]>;
+  engine: { device?: Device; threads?: number };
+  /** A generation metric's calibration task and scoring (plain data), and the tokenizer to load. */
+  bleu?: RecipeGeneration;
+  tokenizer?: TokenizerRef;
 }
 
 /** Everything an evaluator can be asked to rebuild. */
-export type Recipe = CalibrationRecipe;
+export type Recipe = CalibrationRecipe | BlockRecipe;
 
 /** A place where candidate evaluations run: scorers opened per recipe, all released with the backend. */
 export interface EvaluationBackend {
@@ -93,6 +158,23 @@ export interface RemoteEvaluation {
   model: string;
 }
 
+/** The metric a recipe scores (for refusals and messages). */
+export function recipeMetric(recipe: Recipe): QualityMetric {
+  return recipe.kind === 'block' ? recipe.metric : recipe.options.metric;
+}
+
+/** The intra-op threads a recipe asks for (undefined: the evaluator's default). */
+export function recipeThreads(recipe: Recipe): number | undefined {
+  return recipe.kind === 'block' ? recipe.engine.threads : recipe.options.threads;
+}
+
+/** The recipe with its evaluator's intra-op threads set. */
+export function withThreads(recipe: Recipe, threads: number): Recipe {
+  return recipe.kind === 'block'
+    ? { ...recipe, engine: { ...recipe.engine, threads } }
+    : { ...recipe, options: { ...recipe.options, threads } };
+}
+
 /** The recipe of a calibration objective `createObjective` would build from these options. */
 export function calibrationRecipe(
   spec: ModelSpec,
@@ -100,13 +182,17 @@ export function calibrationRecipe(
   opts: ObjectiveOptions,
   model: string,
 ): CalibrationRecipe {
-  const { elementwise: _e, remote: _r, ...options } = opts;
+  const { elementwise: _e, remote: _r, bleu, ...rest } = opts;
+  const options: RecipeOptions = rest;
+  let tokenizer: TokenizerRef | undefined;
+  if (bleu) ({ bleu: options.bleu, tokenizer } = plainGenerationOptions(bleu));
   return {
     kind: 'calibration',
     model,
     config: JSON.stringify(spec.config),
     target: target.weightRoles ? { weightRoles: [...target.weightRoles] } : {},
     options,
+    ...(tokenizer ? { tokenizer } : {}),
   };
 }
 
@@ -130,10 +216,53 @@ export async function buildRecipeScorer(
       where,
     );
   }
+  if (recipe.kind === 'block') {
+    const bleu = recipe.bleu
+      ? await generationOptions(recipe.bleu, recipe.tokenizer, spec, where, modelOverride)
+      : undefined;
+    return { scorer: await blockRecipeScorer(spec, recipe, bleu), spec };
+  }
+  const { bleu, ...rest } = recipe.options;
+  const options: ObjectiveOptions = rest;
+  if (bleu) options.bleu = await generationOptions(bleu, recipe.tokenizer, spec, where, modelOverride);
+  return { scorer: await metricEntry(options.metric).objective(spec, recipe.target, options), spec };
+}
+
+/** A generation task's options as plain data (without the tokenizer), and which tokenizer it needs. */
+export function plainGenerationOptions(bleu: BleuObjectiveOptions): {
+  bleu: RecipeGeneration;
+  tokenizer: TokenizerRef;
+} {
+  const { tokenizer, ...task } = bleu.task;
   return {
-    scorer: await metricEntry(recipe.options.metric).objective(spec, recipe.target, recipe.options),
-    spec,
+    bleu: { ...bleu, task },
+    tokenizer: { path: tokenizer.source, probe: tokenizer.decode(task.prompts[0] ?? []) },
   };
+}
+
+/**
+ * A generation task's options with the tokenizer loaded here: the search's file, or the one beside a worker's own
+ * copy of the model (as openModel finds it); one that decodes the first prompt differently is refused.
+ */
+async function generationOptions(
+  bleu: RecipeGeneration,
+  ref: TokenizerRef | undefined,
+  spec: ModelSpec,
+  where: string,
+  modelOverride: string | undefined,
+): Promise<BleuObjectiveOptions> {
+  if (!ref) throw new GenepruneError('internal', 'a generation recipe names no tokenizer', where);
+  const path = (modelOverride && tokenizerPathFor(modelOverride)) || ref.path;
+  const tokenizer = await loadTokenizer(path, { vocabSize: spec.config.vocabSize });
+  // Another tokenizer would decode other texts, and score them: refused, as another model is.
+  if (tokenizer.decode(bleu.task.prompts[0] ?? []) !== ref.probe) {
+    throw new GenepruneError(
+      'model',
+      'an evaluator loaded a tokenizer that decodes the calibration prompts differently than the search’s',
+      path,
+    );
+  }
+  return { ...bleu, task: { ...bleu.task, tokenizer } };
 }
 
 /** The evaluation flags of a run (`--workers N`, `--queue URL`), as the run's environment holds them. */

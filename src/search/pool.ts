@@ -15,18 +15,28 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { CandidateMasks } from '../engine/runner.js';
 import { GenepruneError } from '../errors.js';
+import { QUALITY_METRICS } from '../metrics/registry.js';
 import type { CalibrationScorer, RawEvaluation, ScorerRecord } from '../metrics/scorers.js';
-import type { BackendStats, EvaluationBackend, Recipe, WorkerStats } from './backend.js';
+import {
+  type BackendStats,
+  type EvaluationBackend,
+  type Recipe,
+  recipeMetric,
+  recipeThreads,
+  type WorkerStats,
+  withThreads,
+} from './backend.js';
 import type { ElementwiseRunner, Fidelity } from './objective.js';
 
-/** What a worker is started with (structured-cloned): the recipe its scorer is built from. */
-export interface PoolWorkerData {
-  recipe: Recipe;
-  /** Worker 0 sends the scorer's record back (the objective's identity); the others need not. */
-  sendRecord: boolean;
-}
-
-export type ToPoolWorker = { kind: 'score'; id: number; masks: CandidateMasks; fidelity: Fidelity };
+/**
+ * What a worker is told (structured-cloned), one message at a time: build the scorer of a recipe (replacing the
+ * one it holds; worker 0 sends the scorer's record back, the objective's identity), drop the scorer it holds
+ * (its sessions freed while the thread waits for the next recipe), or score masks.
+ */
+export type ToPoolWorker =
+  | { kind: 'load'; recipe: Recipe; sendRecord: boolean }
+  | { kind: 'unload' }
+  | { kind: 'score'; id: number; masks: CandidateMasks; fidelity: Fidelity };
 
 export type FromPoolWorker =
   | { kind: 'ready'; record?: ScorerRecord }
@@ -40,15 +50,19 @@ export interface SentError {
   where?: string;
 }
 
-/** The metrics a pool scores today; the others are refused in one line before any worker starts. */
-export const POOL_METRICS: readonly string[] = ['ppl', 'kl'];
+/**
+ * The metrics a pool scores: every calibration metric of the registry's list (their prepared data travels in
+ * the recipe; a generation metric's tokenizer is loaded by each worker). A metric registered later is refused in
+ * one line before any worker starts, until it is checked to travel.
+ */
+export const POOL_METRICS: readonly string[] = [...QUALITY_METRICS];
 
-/** Refuses, in one line, a metric whose scorer the workers cannot build yet (called before any data is read). */
+/** Refuses, in one line, a metric whose scorer the workers cannot build (called before any data is read). */
 export function refuseUnpooledMetric(metric: string, flag = '--workers'): void {
   if (POOL_METRICS.includes(metric)) return;
   throw new GenepruneError(
     'flag',
-    `not with --metric ${metric} yet: worker threads score ${POOL_METRICS.join(', ')} only`,
+    `not with --metric ${metric}: worker threads score ${POOL_METRICS.join(', ')} only`,
     flag,
   );
 }
@@ -62,12 +76,14 @@ export function threadsPerWorker(workers: number, cores = availableParallelism()
  * A worker running poolworker.js beside this module when built; from source (tsx: tests, bench), worker
  * threads do not inherit tsx's loader, so a bootstrap registers it first (as the dashboard's thread does).
  */
-function newWorker(data: PoolWorkerData): Worker {
-  if (!import.meta.url.endsWith('.ts'))
-    return new Worker(new URL('./poolworker.js', import.meta.url), { workerData: data });
+function newWorker(): Worker {
+  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./poolworker.js', import.meta.url));
   const entry = new URL('./poolworker.ts', import.meta.url).href;
-  const boot = `import('tsx/esm/api').then((t) => { t.register(); return import(${JSON.stringify(entry)}); });`;
-  return new Worker(boot, { eval: true, workerData: data });
+  // tsx by its resolved URL: an eval'd worker resolves bare names from the working directory, which may lie
+  // outside the repository.
+  const tsx = import.meta.resolve('tsx/esm/api');
+  const boot = `import(${JSON.stringify(tsx)}).then((t) => { t.register(); return import(${JSON.stringify(entry)}); });`;
+  return new Worker(boot, { eval: true });
 }
 
 function errorOf(e: SentError, workerIndex: number): GenepruneError {
@@ -87,8 +103,9 @@ interface Task {
 }
 
 /**
- * What a pool's scorers have done, kept by the backend for `stats()` across every recipe it opens (worker i of
- * each recipe counts as `thread i+1`) and after they are released.
+ * What a pool's scorers have done, kept by the backend for `stats()` across every recipe it opens (the i-th
+ * thread of each scorer counts as `thread i+1`, as a block search's threads are lent again in the same order)
+ * and after they are released.
  */
 export interface PoolTally {
   waiting: number;
@@ -103,13 +120,80 @@ export function emptyTally(): PoolTally {
 }
 
 /**
+ * A live worker thread of a pool, lent to one scorer at a time (`owner`): the pool backend keeps its threads
+ * between recipes, so a block search's next block costs a `load` message, not N new threads (≈ 0.45 s for two
+ * on stories260K, measured: docs/notes-pool.md).
+ */
+export interface PoolThread {
+  readonly worker: Worker;
+  /** Set once the thread died or exited unasked: it is not lent again. */
+  dead?: GenepruneError;
+  owner?: {
+    message(m: FromPoolWorker): void;
+    died(e: GenepruneError): void;
+  };
+}
+
+function startThread(): PoolThread {
+  return poolThread(newWorker());
+}
+
+/**
+ * A worker thread as a pool holds it: its death or an exit nobody asked for (an uncaught error, process.exit in
+ * the thread, an out-of-memory end) fails whatever its scorer has pending, in one line, and it is not lent again.
+ */
+export function poolThread(worker: Worker): PoolThread {
+  const thread: PoolThread = { worker };
+  let ending = false;
+  const died = (e: GenepruneError) => {
+    thread.dead ??= e;
+    thread.owner?.died(thread.dead);
+  };
+  thread.worker.on('message', (m: FromPoolWorker) => thread.owner?.message(m));
+  thread.worker.on('error', (err) => {
+    ending = true;
+    died(
+      new GenepruneError(
+        'internal',
+        `an evaluation worker died: ${err.message.replace(/\s*\n\s*/g, ' ')}`,
+        '--workers',
+      ),
+    );
+  });
+  thread.worker.on('exit', (code) => {
+    if (ending) return;
+    died(
+      new GenepruneError(
+        'internal',
+        `an evaluation worker exited (code ${code}) before the search released it`,
+        '--workers',
+      ),
+    );
+  });
+  return thread;
+}
+
+/** Ends threads on purpose (not a failure: their exit is expected). */
+async function endThreads(threads: readonly PoolThread[]): Promise<void> {
+  for (const t of threads) {
+    t.dead ??= new GenepruneError('internal', 'the evaluation workers were released', '--workers');
+    t.owner = undefined;
+  }
+  await Promise.all(threads.map((t) => t.worker.terminate()));
+}
+
+/**
  * `--workers N`: a backend whose recipes are scored on N worker threads of this process, each with its own
- * session and `--threads` (default floor(cores / N)). Each `open` starts its own N workers for that recipe.
+ * session and `--threads` (default floor(cores / N)). Threads outlive the scorers: a released scorer's threads
+ * drop its sessions and wait, unref'd, for the next `open` (a block search opens one recipe per block), and the
+ * backend's release ends them.
  */
 export function createPoolBackend(workers: number): EvaluationBackend {
   if (!Number.isInteger(workers) || workers < 1)
     throw new GenepruneError('flag', `must be a whole number ≥ 1, got ${workers}`, '--workers');
   const open = new Set<CalibrationScorer>();
+  const idle: PoolThread[] = [];
+  let released = false;
   const tally = emptyTally();
   const label = `${workers} worker thread${workers === 1 ? '' : 's'}`;
   return {
@@ -121,7 +205,18 @@ export function createPoolBackend(workers: number): EvaluationBackend {
       return { label, waiting, active, done, failed, workers: tally.workers.map((w) => ({ ...w })) };
     },
     async open(recipe) {
-      const scorer = await createPoolScorer(recipe, workers, tally);
+      if (released) throw new GenepruneError('internal', 'the evaluation workers were released', '--workers');
+      const lent = idle.splice(0, workers).filter((t) => !t.dead);
+      const scorer = await createPoolScorer(recipe, workers, {
+        threads: lent,
+        tally,
+        // Threads still alive go back to the pool; the backend's release ends them.
+        giveBack: async (threads) => {
+          const live = threads.filter((t) => !t.dead);
+          if (released) await endThreads(live);
+          else idle.push(...live);
+        },
+      });
       open.add(scorer);
       const release = scorer.runner.release;
       return {
@@ -135,40 +230,51 @@ export function createPoolBackend(workers: number): EvaluationBackend {
       };
     },
     async release() {
+      released = true;
       await Promise.all([...open].map((s) => s.runner.release()));
       open.clear();
+      await endThreads(idle.splice(0));
     },
   };
 }
 
+/** Where a pooled scorer's threads come from and go to (default: started for it, ended with it). */
+export interface PoolLease {
+  /** Live threads to load the recipe on; more are started up to the count. */
+  threads?: readonly PoolThread[];
+  /** Takes the threads back at release (instead of ending them). */
+  giveBack?(threads: readonly PoolThread[]): Promise<void>;
+  /** Counts the scorer's evaluations (waiting, active, done, failed; per thread) for the backend's stats. */
+  tally?: PoolTally;
+}
+
 /**
- * A calibration scorer whose `score` runs on `count` worker threads, each holding the recipe's scorer: started
- * here, ready when every worker has built it (a worker that cannot is the returned promise's one-line error, the
- * others terminated). `tally` counts its evaluations (waiting, active, done, failed; per worker).
+ * A calibration scorer whose `score` runs on `count` worker threads, each holding the recipe's scorer: ready
+ * when every worker has built it (a worker that cannot is the returned promise's one-line error; every thread
+ * is then ended).
  */
 export async function createPoolScorer(
   recipe: Recipe,
   count: number,
-  tally: PoolTally = emptyTally(),
+  lease: PoolLease = {},
 ): Promise<CalibrationScorer> {
   if (!Number.isInteger(count) || count < 1)
     throw new GenepruneError('flag', `must be a whole number ≥ 1, got ${count}`, '--workers');
-  refuseUnpooledMetric(recipe.options.metric);
-  const threads = recipe.options.threads ?? threadsPerWorker(count);
-  const data = (i: number): PoolWorkerData => ({
-    recipe: { ...recipe, options: { ...recipe.options, threads } },
-    sendRecord: i === 0,
-  });
-  const workers: Worker[] = [];
-  const busy: Array<Task | undefined> = [];
+  refuseUnpooledMetric(recipeMetric(recipe));
+  const threads = recipeThreads(recipe) ?? threadsPerWorker(count);
+  const loaded = withThreads(recipe, threads);
+  const pool: PoolThread[] = [...(lease.threads ?? []).slice(0, count)];
+  while (pool.length < count) pool.push(startThread());
+  const busy: Array<Task | undefined> = pool.map(() => undefined);
   const queue: Task[] = [];
   let failure: GenepruneError | undefined;
   let closed = false;
   let nextId = 0;
   let record: ScorerRecord | undefined;
-
+  const tally = lease.tally ?? emptyTally();
   for (let i = 0; i < count; i++) tally.workers[i] ??= { id: `thread ${i + 1}`, evaluations: 0, busyMs: 0 };
-  /** Worker i's task ended (scored or failed): the tally counts it, the worker is free again. */
+
+  /** Thread i's task ended (scored or failed): the tally counts it, the thread is free again. */
   const settle = (i: number, scored: boolean): Task | undefined => {
     const t = busy[i];
     busy[i] = undefined;
@@ -190,7 +296,7 @@ export async function createPoolScorer(
     for (const t of dropped) t.reject(failure);
   };
   const dispatch = () => {
-    for (let i = 0; i < workers.length && queue.length > 0; i++) {
+    for (let i = 0; i < pool.length && queue.length > 0; i++) {
       if (busy[i]) continue;
       const t = queue.shift()!;
       tally.waiting--;
@@ -198,8 +304,8 @@ export async function createPoolScorer(
       t.posted = performance.now();
       busy[i] = t;
       // Held open only while working, so a forgotten pool cannot keep the process alive.
-      workers[i].ref();
-      workers[i].postMessage({
+      pool[i].worker.ref();
+      pool[i].worker.postMessage({
         kind: 'score',
         id: t.id,
         masks: t.masks,
@@ -207,72 +313,85 @@ export async function createPoolScorer(
       } satisfies ToPoolWorker);
     }
   };
-  const close = async () => {
+  const close = async (end: boolean) => {
     if (closed) return;
     closed = true;
     fail(new GenepruneError('internal', 'the evaluation workers were released', '--workers'));
-    await Promise.all(workers.map((w) => w.terminate()));
+    for (const t of pool) t.owner = undefined;
+    if (end || !lease.giveBack) {
+      await endThreads(pool);
+      return;
+    }
+    // The sessions go; the threads wait for the next recipe.
+    for (const t of pool) {
+      if (t.dead) continue;
+      t.worker.postMessage({ kind: 'unload' } satisfies ToPoolWorker);
+      t.worker.unref();
+    }
+    await lease.giveBack(pool);
   };
 
-  const ready = Array.from({ length: count }, (_, i) => {
-    const w = newWorker(data(i));
-    workers.push(w);
-    busy.push(undefined);
-    return new Promise<void>((resolve, reject) => {
-      let started = false;
-      w.on('message', (m: FromPoolWorker) => {
-        if (m.kind === 'ready') {
-          started = true;
-          if (m.record) record = m.record;
-          w.unref();
-          resolve();
-        } else if (m.kind === 'scored') {
-          if (busy[i]?.id !== m.id) return;
-          const t = settle(i, true)!;
-          w.unref();
-          t.resolve(m.result);
-          dispatch();
-        } else {
-          const e = errorOf(m.error, i);
-          if (!started) reject(e);
-          else {
-            const t = settle(i, false);
-            // One evaluation failed: the batch fails with its error; the worker stays usable.
-            w.unref();
-            t?.reject(e);
-            dispatch();
-          }
+  const ready = pool.map(
+    (thread, i) =>
+      new Promise<void>((resolve, reject) => {
+        let started = false;
+        const named = (e: GenepruneError) =>
+          new GenepruneError(
+            e.kind,
+            e.message.replace('an evaluation worker', `evaluation worker ${i + 1}`),
+            e.where,
+          );
+        thread.owner = {
+          message(m) {
+            if (m.kind === 'ready') {
+              started = true;
+              if (m.record) record = m.record;
+              thread.worker.unref();
+              resolve();
+            } else if (m.kind === 'scored') {
+              if (busy[i]?.id !== m.id) return;
+              const t = settle(i, true)!;
+              thread.worker.unref();
+              t.resolve(m.result);
+              dispatch();
+            } else {
+              const e = errorOf(m.error, i);
+              if (!started) reject(e);
+              else {
+                const t = settle(i, false);
+                // One evaluation failed: the batch fails with its error; the worker stays usable.
+                thread.worker.unref();
+                t?.reject(e);
+                dispatch();
+              }
+            }
+          },
+          died(e) {
+            if (!started) reject(named(e));
+            fail(named(e));
+          },
+        };
+        if (thread.dead) {
+          thread.owner.died(thread.dead);
+          return;
         }
-      });
-      w.on('error', (err) => {
-        const e = new GenepruneError(
-          'internal',
-          `evaluation worker ${i + 1} died: ${err.message.replace(/\s*\n\s*/g, ' ')}`,
-          '--workers',
-        );
-        if (!started) reject(e);
-        fail(e);
-      });
-      w.on('exit', (code) => {
-        if (closed) return;
-        const e = new GenepruneError(
-          'internal',
-          `evaluation worker ${i + 1} exited (code ${code}) before the search released it`,
-          '--workers',
-        );
-        if (!started) reject(e);
-        fail(e);
-      });
-    });
-  });
+        // Held open while it builds the scorer: the caller is waiting for it.
+        thread.worker.ref();
+        thread.worker.postMessage({
+          kind: 'load',
+          recipe: loaded,
+          sendRecord: i === 0,
+        } satisfies ToPoolWorker);
+      }),
+  );
   try {
     await Promise.all(ready);
   } catch (e) {
-    await close();
+    await close(true);
     throw e;
   }
   return {
-    runner: { release: close },
+    runner: { release: () => close(false) },
     record,
     score(masks, fidelity) {
       if (failure) return Promise.reject(failure);

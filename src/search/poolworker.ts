@@ -1,14 +1,16 @@
 /**
- * One evaluation worker of a `--workers N` pool (pool.ts): opens the model file, checks it is the model the main
- * thread holds, builds the metric's calibration scorer from the data and settings it was sent — the scorer a
- * single-process run builds — and scores the masks it is sent, one at a time, on its own ONNX session.
+ * One evaluation worker of a `--workers N` pool (pool.ts). Told a recipe, it opens the model file, checks it is
+ * the model the main thread holds and builds the recipe's scorer (backend.ts buildRecipeScorer: the scorer a
+ * single-process run builds, from the data and settings it was sent); then scores the masks it is sent on its own
+ * ONNX session. The thread outlives a recipe: told the next one (a block search's next block), it frees the old
+ * scorer's sessions and builds the new one. Messages are handled one at a time, in the order sent.
  */
-import { parentPort, workerData } from 'node:worker_threads';
+import { parentPort } from 'node:worker_threads';
 import { GenepruneError } from '../errors.js';
+import type { CalibrationScorer } from '../metrics/scorers.js';
 import { buildRecipeScorer } from './backend.js';
-import type { FromPoolWorker, PoolWorkerData, SentError, ToPoolWorker } from './pool.js';
+import type { FromPoolWorker, SentError, ToPoolWorker } from './pool.js';
 
-const data = workerData as PoolWorkerData;
 const port = parentPort!;
 const send = (m: FromPoolWorker) => port.postMessage(m);
 
@@ -18,17 +20,39 @@ function sent(e: unknown): SentError {
   return { message: e instanceof Error ? e.message : String(e) };
 }
 
-buildRecipeScorer(data.recipe).then(
-  ({ scorer }) => {
-    // One message at a time: a score runs to its end before the next message is read (session.run blocks).
-    port.on('message', (m: ToPoolWorker) => {
-      const t0 = performance.now();
-      scorer.score(m.masks, m.fidelity).then(
-        (result) => send({ kind: 'scored', id: m.id, result: { ...result, ms: performance.now() - t0 } }),
-        (e) => send({ kind: 'failed', id: m.id, error: sent(e) }),
-      );
-    });
-    send({ kind: 'ready', ...(data.sendRecord && scorer.record ? { record: scorer.record } : {}) });
-  },
-  (e) => send({ kind: 'failed', error: sent(e) }),
-);
+let scorer: CalibrationScorer | undefined;
+
+async function handle(m: ToPoolWorker): Promise<void> {
+  if (m.kind === 'score') {
+    if (!scorer) {
+      send({ kind: 'failed', id: m.id, error: { message: 'no recipe loaded' } });
+      return;
+    }
+    const t0 = performance.now();
+    try {
+      const result = await scorer.score(m.masks, m.fidelity);
+      send({ kind: 'scored', id: m.id, result: { ...result, ms: performance.now() - t0 } });
+    } catch (e) {
+      send({ kind: 'failed', id: m.id, error: sent(e) });
+    }
+    return;
+  }
+  // 'load' or 'unload': the scorer held so far goes first (its sessions are this thread's memory).
+  const old = scorer;
+  scorer = undefined;
+  await old?.runner.release().catch(() => {});
+  if (m.kind === 'unload') return;
+  try {
+    scorer = (await buildRecipeScorer(m.recipe)).scorer;
+    send({ kind: 'ready', ...(m.sendRecord && scorer.record ? { record: scorer.record } : {}) });
+  } catch (e) {
+    send({ kind: 'failed', error: sent(e) });
+  }
+}
+
+// One message at a time, in order: a score runs to its end before the next message is handled (session.run
+// blocks the thread anyway), and a recipe is built only after the scores sent before it.
+let chain = Promise.resolve();
+port.on('message', (m: ToPoolWorker) => {
+  chain = chain.then(() => handle(m));
+});

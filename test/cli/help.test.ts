@@ -10,7 +10,18 @@ import { HEAD_SEARCH_DEFAULTS } from '../../src/index.js';
 import { runCli } from '../helpers/cli.js';
 import { REPO_ROOT } from '../shared.js';
 
-const COMMANDS = ['eval', 'generate', 'heads', 'weights', 'export', 'bench', 'report', 'dashboard', 'pick'];
+const COMMANDS = [
+  'eval',
+  'generate',
+  'heads',
+  'weights',
+  'export',
+  'bench',
+  'report',
+  'dashboard',
+  'pick',
+  'worker',
+];
 
 function help(command: string): string {
   const r = runCli([command, '--help'], { timeout: 60_000 });

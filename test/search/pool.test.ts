@@ -3,16 +3,27 @@
  * with one process and with two worker threads writes the same evals.jsonl (timings aside), mask and result, also
  * when killed and resumed; a pooled objective scores a batch exactly as the one-process objective does; a worker
  * that cannot open the model, opens another model, or throws while scoring fails with one line, never a score; a
- * released pool scores nothing more and gives its threads back.
+ * worker thread that exits mid-batch fails the batch in one line; a released pool scores nothing more and gives
+ * its threads back; --memory-budget counts one session per worker.
  */
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { Worker } from 'node:worker_threads';
+import { estimatePeakMemory } from '../../src/engine/memory.js';
 import { GenepruneError } from '../../src/errors.js';
+import { defaultBatchSize } from '../../src/metrics/perplexity.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { calibrationRecipe } from '../../src/search/backend.js';
-import { createPoolBackend, createPoolScorer, poolRunner, threadsPerWorker } from '../../src/search/pool.js';
+import {
+  createPoolBackend,
+  createPoolScorer,
+  poolRunner,
+  poolThread,
+  refuseUnpooledMetric,
+  threadsPerWorker,
+} from '../../src/search/pool.js';
 import { objectiveRecord } from '../../src/search/record.js';
 import { createHeadObjective } from '../../src/spaces/heads/objective.js';
 import { tempDir } from '../checkpoint/helpers.js';
@@ -162,13 +173,27 @@ describe('heads --workers', { skip }, () => {
     assert.deepEqual(json(killed, 'mask.json').keep, json(whole, 'mask.json').keep);
   });
 
-  test('--workers with a metric the pool does not score yet is refused in one line', async () => {
-    // Without --low-tokens, which BLEU refuses on its own (--low-items), so the refusal seen is --workers'.
-    const args = headArgs(join(tmp.dir, 'bleu'), ['--workers', '2', '--metric', 'bleu']);
-    args.splice(args.indexOf('--low-tokens'), 2);
-    const r = await runCli(args, { timeout: 120_000 });
-    assert.ok(!existsSync(join(tmp.dir, 'bleu')), 'refused before the run directory was made');
-    assertOneLineError(r, 'non-zero', '--workers', 'bleu');
+  test('--memory-budget counts one session per worker: refused in one line with --workers 2, not without', async () => {
+    // The estimate the run makes (runs/data.ts): default batch of 512-token windows, ppl, fp32.
+    const spec = await loadModelSpec(sharedPath(MODEL)!);
+    const one = estimatePeakMemory(spec, { batch: defaultBatchSize(512, 512), seq: 512, metric: 'ppl' });
+    const two = estimatePeakMemory(spec, {
+      batch: defaultBatchSize(512, 512),
+      seq: 512,
+      metric: 'ppl',
+      workers: 2,
+    });
+    assert.ok(two.totalBytes > one.totalBytes);
+    // Between the two estimates: one session fits, two do not.
+    const budget = String(Math.floor((one.totalBytes + two.totalBytes) / 2));
+    const ok = await runCli(headArgs(join(tmp.dir, 'budget-one'), ['--memory-budget', budget]), {
+      timeout: 300_000,
+    });
+    assert.equal(ok.code, 0, ok.stderr);
+    const out = join(tmp.dir, 'budget-two');
+    const r = await runCli(headArgs(out, ['--memory-budget', budget, '--workers', '2']));
+    assertOneLineError(r, 'non-zero', '--memory-budget', '2 worker sessions');
+    assert.ok(!existsSync(out), 'refused before the run directory was made');
   });
 
   test('--workers 0 is refused in one line', async () => {
@@ -278,6 +303,35 @@ describe('pooled objective', { skip }, () => {
     await assert.rejects(scorer.score({}, 'full'), /released/);
   });
 
+  test('a worker thread that exits mid-batch fails the batch in one line; the pool then scores nothing', async () => {
+    const spec = await loadModelSpec(modelPath);
+    // A thread that builds nothing and ends itself when asked to score (as process.exit in a worker ends the
+    // thread): worker 1 of the pool, beside a real evaluation worker 2.
+    const exiting = new Worker(
+      `const { parentPort } = require('node:worker_threads');
+       parentPort.on('message', (m) => {
+         if (m.kind === 'load') parentPort.postMessage({ kind: 'ready' });
+         else if (m.kind === 'score') setTimeout(() => process.exit(7), 50);
+       });`,
+      { eval: true },
+    );
+    const scorer = await createPoolScorer(calibrationRecipe(spec, {}, opts, modelPath), 2, {
+      threads: [poolThread(exiting)],
+    });
+    try {
+      const tasks = Array.from({ length: 4 }, () => () => scorer.score({}, 'low'));
+      await assert.rejects(poolRunner(tasks), (e: unknown) => {
+        assert.ok(e instanceof GenepruneError, String(e));
+        assert.match(e.message, /evaluation worker 1 exited \(code 7\)/);
+        assert.ok(!e.oneLine().includes('\n'));
+        return true;
+      });
+      await assert.rejects(scorer.score({}, 'low'), /exited/);
+    } finally {
+      await scorer.runner.release();
+    }
+  });
+
   test('release ends the worker threads (the OS threads of this process go back to what they were)', async (t) => {
     if (!existsSync('/proc/self/task')) return t.skip('no /proc here');
     const threads = () => readdirSync('/proc/self/task').length;
@@ -315,6 +369,18 @@ describe('poolRunner', () => {
       ]),
       /second/,
     );
+  });
+
+  test('a metric registered later (not checked to travel to workers) is refused in one line', () => {
+    assert.throws(
+      () => refuseUnpooledMetric('perplexity-of-a-plugin'),
+      (e: unknown) =>
+        e instanceof GenepruneError &&
+        e.where === '--workers' &&
+        /perplexity-of-a-plugin/.test(e.message) &&
+        !e.oneLine().includes('\n'),
+    );
+    for (const m of ['ppl', 'kl', 'bleu', 'mc-accuracy', 'accuracy']) refuseUnpooledMetric(m);
   });
 
   test('threads per worker share the cores out, at least one each', () => {

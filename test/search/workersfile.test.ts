@@ -175,6 +175,47 @@ describe('heads --workers writes workers.json', { skip }, () => {
   });
 });
 
+describe('weights --workers writes workers.json', { skip }, () => {
+  test('a block-wise GA: per-worker evaluations add up to the candidates it logged', async () => {
+    const out = join(tmp.dir, 'weights');
+    const r = await runCli(
+      [
+        'weights',
+        ...[
+          '--model',
+          sharedPath(MODEL) ?? '',
+          '--calib',
+          sharedPath(CALIB) ?? '',
+          '--eval',
+          sharedPath(EVAL) ?? '',
+        ],
+        ...['--method', 'ga-magnitude', '--sparsity', '0.5', '--population', '4', '--generations', '2'],
+        ...['--calib-tokens', '512', '--eval-tokens', '512', '--seed', '2', '--quiet', '--workers', '2'],
+        ...['--out', out],
+      ],
+      { timeout: 300_000 },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const w = await readWorkersFile(out);
+    assert.ok(w, 'workers.json written');
+    assert.equal(w.label, '2 worker threads');
+    // The search's own count per block (state.json's method report) and its log of every candidate agree with
+    // the threads' tally, plus the first block's dense model (scored on the backend once, not a candidate).
+    const layers = json(out, RUN_FILES.state).methodReport.layers as Array<{ evaluations: number }>;
+    const searched = layers.reduce((a, l) => a + l.evaluations, 0);
+    const logged = readFileSync(join(out, RUN_FILES.evals), 'utf8').split('\n').filter(Boolean).length;
+    assert.ok(searched > 20, `only ${searched} candidates`);
+    assert.equal(logged, searched);
+    assert.equal(
+      w.workers.reduce((a, x) => a + x.evaluations, 0),
+      w.done,
+    );
+    assert.equal(w.done, searched + 1);
+    assert.deepEqual([w.waiting, w.active, w.failed], [0, 0, 0]);
+    for (const x of w.workers) assert.ok(x.evaluations > 0, JSON.stringify(x));
+  });
+});
+
 /** A backend that only reports stats (the writer reads nothing else), its numbers set by the test. */
 function statsOnly(current: { done: number }): EvaluationBackend {
   return {

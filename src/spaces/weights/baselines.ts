@@ -26,6 +26,7 @@ import { batches, defaultBatchSize, makeWindows, type Windows } from '../../metr
 import { pairWindows, type Seq2seqPairs } from '../../metrics/seq2seq.js';
 import type { ModelSpec } from '../../model/spec.js';
 import { pruneSequentially } from '../../prune/sequential.js';
+import type { RemoteEvaluation } from '../../search/backend.js';
 import type { BleuObjectiveOptions, QualityMetric } from '../../search/objective.js';
 import type { Rng } from '../../util/rng.js';
 import type { BlockEvaluation, BlockSearchProgress, CheckpointStore } from './blockwise.js';
@@ -94,6 +95,11 @@ export interface WeightBaselineInput {
   onSearchProgress?: (p: BlockSearchProgress) => void;
   /** Block-wise searching methods: after each candidate is scored (awaited). */
   onSearchEvaluation?: (e: BlockEvaluation) => void | Promise<void>;
+  /**
+   * `--workers N`: score the candidates on this evaluation backend (methods with `remoteSearch` only; the run
+   * refuses the others before reading anything).
+   */
+  remote?: RemoteEvaluation;
 }
 
 /** A method's own resumable state in the run directory (JSON; written atomically). */
@@ -140,6 +146,11 @@ export interface WeightBaseline {
   readonly patternRefusal?: string;
   /** The method's fixed settings and rules, recorded in the run's config.json. */
   readonly description?: Readonly<Record<string, unknown>>;
+  /**
+   * Block-wise searches whose candidates an evaluation backend can score (`--workers N`): 'walk-recovers' when
+   * `--recover` also recovers each fixed block inside the walk (not through a backend yet).
+   */
+  readonly remoteSearch?: 'blocks' | 'walk-recovers';
   select(input: WeightBaselineInput): Promise<WeightBaselineOutput>;
 }
 

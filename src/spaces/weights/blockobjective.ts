@@ -13,6 +13,11 @@
  * Qualities follow the search objective's convention (lower is better: perplexity, or −BLEU, −exact match, …). There is no cache:
  * every genome given is scored, repeats included, as the block searches have always counted and logged them, so
  * `cached` is always false.
+ *
+ * All of it is one `CalibrationScorer` (`createBlockScorer`), which the objective calls for each genome. With an
+ * evaluation backend (`--workers N`; 'ppl' without recovery) the scorer is the backend's instead: each evaluator
+ * rebuilds this block's scorer from a block recipe (blockrecipe.ts), the objective hands a population out with
+ * the backend's batch runner and commits results in index order, so counts and logs do not change.
  */
 
 import { readsHidden } from '../../engine/blocks.js';
@@ -23,18 +28,27 @@ import { GenepruneError } from '../../errors.js';
 import type { PrunableMatrix } from '../../masks/weights.js';
 import { scoreGeneration, slicePreparedTask } from '../../metrics/generation.js';
 import { metricEntry, type QualityMetric, qualityOfValue } from '../../metrics/registry.js';
-import { execOptionsFor } from '../../metrics/scorers.js';
+import {
+  type CalibrationScorer,
+  execOptionsFor,
+  type RawEvaluation,
+  type ScorerRecord,
+} from '../../metrics/scorers.js';
 import type { ModelSpec } from '../../model/spec.js';
+import type { EvaluationBackend } from '../../search/backend.js';
 import {
   BLEU_SEARCH_ITEMS,
   BLEU_SEARCH_NEW_TOKENS,
   type BleuObjectiveOptions,
   type Evaluation,
   type Fidelity,
+  reportedQuality,
   type ScoredGenome,
+  sequentialRunner,
 } from '../../search/objective.js';
 import { digest, type ObjectiveSettings, registerObjective } from '../../search/record.js';
 import { applyBlockRecovery, type BlockGrams, captureBlockGrams } from './blockpasses.js';
+import { blockRecipe } from './blockrecipe.js';
 import { type BlockLayout, type BlockSpace, blockFeeds, createBlockSpace } from './blockspace.js';
 import { maskedPerplexity } from './quality.js';
 
@@ -196,21 +210,126 @@ export interface BlockObjectiveInput {
    * suffix session even when candidates are recovered.
    */
   scoresDense?: boolean;
+  /**
+   * `--workers N` (later `--queue`): candidates scored on this backend, each evaluator rebuilding the block's
+   * scorer from its recipe: the run's model reference, the searched matrices and the calibration batches as the
+   * walk starts (block 0), from which it replays the walk to this block with the fixed masks.
+   */
+  remote?: BlockRemote;
+}
+
+export interface BlockRemote {
+  backend: EvaluationBackend;
+  /** The model's resolved path or `hf:` reference, as an evaluator opens it. */
+  model: string;
+  /** Every matrix the walk searches (`--layers` applied), in layer order. */
+  matrices: readonly PrunableMatrix[];
+  /** The calibration batches entering block 0 (the walk's start). */
+  batches: readonly TokenBatch[];
+  /** A generation metric: its calibration task and scoring (the evaluators build their own BLEU scorer). */
+  bleu?: BleuObjectiveOptions;
 }
 
 export async function createBlockObjective(input: BlockObjectiveInput): Promise<BlockObjective> {
+  const { spec, block, metric } = input;
+  const space = createBlockSpace(block);
+  const remote = input.remote;
+  if (remote && input.recover) {
+    // The CLI refuses it with --workers before anything is read; reaching here is a caller's mistake.
+    throw new GenepruneError('internal', 'a pooled block objective does not recover its candidates');
+  }
+  // Where candidates are scored: here (the block's own scorer), or on the backend, each evaluator rebuilding
+  // the same scorer from the block's recipe (blockrecipe.ts) — so the numbers and the counts are the same.
+  const local = remote ? undefined : await createBlockScorer(input);
+  const scorer: CalibrationScorer = local ?? (await remote!.backend.open(blockRecipe(input, remote!), spec));
+  const elementwise = remote ? remote.backend.elementwise : sequentialRunner;
+  let passes = local?.setupPasses ?? 0;
+  let evaluations = 0;
+  const scoreOne = async (genome: Uint8Array | undefined): Promise<RawEvaluation & { ms: number }> => {
+    const t0 = performance.now();
+    const masks = genome ? blockFeeds(block, genome) : new Map<string, Uint8Array>();
+    const r = await scorer.score({ weightMasks: masks }, 'full');
+    return { ...r, ms: r.ms ?? performance.now() - t0 };
+  };
+  const objective: BlockObjective = {
+    space,
+    metric,
+    async evaluateMany(genomes, _fidelity = 'full', onResult) {
+      const out: ScoredGenome[] = new Array(genomes.length);
+      const done = new Map<number, RawEvaluation & { ms: number }>();
+      // Committed (counters, onResult) in index order as far as known, whatever order the runner finishes in.
+      let next = 0;
+      const flush = () => {
+        for (; next < genomes.length; next++) {
+          const r = done.get(next);
+          if (!r) return;
+          passes += r.forwards;
+          evaluations++;
+          out[next] = {
+            evaluation: { quality: r.quality, tokens: r.tokens, ms: r.ms },
+            forwardPasses: r.forwards,
+            cached: false,
+          };
+          onResult?.(next, out[next]);
+        }
+      };
+      await elementwise(
+        genomes.map((g) => () => scoreOne(g)),
+        (i, r) => {
+          done.set(i, r);
+          flush();
+        },
+      );
+      flush();
+      return out;
+    },
+    async evaluate(g, fidelity) {
+      return (await objective.evaluateMany([g], fidelity))[0].evaluation;
+    },
+    dense: async () => {
+      const r = await scoreOne(undefined);
+      passes += r.forwards;
+      return reportedQuality(metric, r.quality);
+    },
+    recovered: async (genome) => (local ? local.recovered(genome) : spec),
+    forwardPasses: () => passes,
+    evaluations: () => evaluations,
+    release: () => scorer.runner.release(),
+  };
+  // What a worker needs to rebuild it: the model, the metric, the block, the calibration batches or task, the
+  // fixed blocks' masks (the hidden states entering the block follow from them) and the recovery's damping.
+  // A queue's scorer has no record (its evaluators are elsewhere): the objective then has none, as
+  // createObjective's objectives without one.
+  const record = scorer.record ?? local?.record;
+  return record ? registerObjective(objective, { spec, ...record }) : objective;
+}
+
+/** A block objective's scorer as built in this thread, with what the objective needs beyond scoring. */
+export interface BlockScorer extends CalibrationScorer {
+  record: ScorerRecord;
+  /** Batch passes spent before any candidate (the block's Gram capture). */
+  setupPasses: number;
+  /** The model with the block's kept weights recovered under a genome's masks (the model itself without). */
+  recovered(genome: Uint8Array): Promise<ModelSpec>;
+}
+
+/**
+ * Scores masks of block `input.block.layer` (`score({ weightMasks })`: the block's feeds, none for the dense
+ * model) as the block objective defines it; the quality is lower-is-better (perplexity, −BLEU …), `forwards`
+ * the batch passes the score ran. The one implementation whoever runs it: the search's own thread, or an
+ * evaluator rebuilding it from a block recipe.
+ */
+export async function createBlockScorer(input: BlockObjectiveInput): Promise<BlockScorer> {
   const { spec, block, batches, hidden, metric, engine } = input;
   const l = block.layer;
-  const space = createBlockSpace(block);
-  const roles = space.weightRoles;
+  const roles = block.matrices.map((m) => m.role);
   // How the metric scores the block's candidates (its registry entry): 'suffix' from the hidden states entering
   // the block, 'generation' on the run's BLEU scorer.
   const scoring = metricEntry(metric).blockSearch;
   if (scoring === 'generation' && !input.bleu) {
     throw new GenepruneError('internal', 'a BLEU block objective needs the run’s BLEU scorer');
   }
-  let passes = 0;
-  let evaluations = 0;
+  let setupPasses = 0;
   // Candidates scored after their own recovery: the block's Gram matrices once, a walk per candidate.
   let grams: BlockGrams | undefined;
   if (input.recover && scoring === 'suffix') {
@@ -223,7 +342,7 @@ export async function createBlockObjective(input: BlockObjectiveInput): Promise<
       engine,
       input.recover.products,
     );
-    passes += batches.length;
+    setupPasses += batches.length;
   }
   // Recovered candidates get sessions of their own; the block's shared one then only scores the dense model
   // (block 0).
@@ -232,10 +351,13 @@ export async function createBlockObjective(input: BlockObjectiveInput): Promise<
       ? await createLayerEvaluator(spec, l, roles, batches, hidden, engine)
       : undefined;
   const tokens = validTokens(batches);
-  /** The quoted value (perplexity or BLEU) and what it read, of a genome (undefined: the dense model). */
-  const value = async (genome: Uint8Array | undefined): Promise<{ value: number; tokens: number }> => {
-    const feeds = genome ? blockFeeds(block, genome) : new Map<string, Uint8Array>();
-    if (grams && genome) {
+  /** The quoted value (perplexity or BLEU), what it read and the passes it ran, of a block's feeds. */
+  const value = async (
+    feeds: ReadonlyMap<string, Uint8Array>,
+  ): Promise<{ value: number; tokens: number; forwards: number }> => {
+    // No feeds: the dense model (a block always has matrices, so a candidate always has feeds).
+    const dense = feeds.size === 0;
+    if (grams && !dense) {
       const own = await createLayerEvaluator(
         await applyBlockRecovery(spec, grams, feeds, input.recover!.products),
         l,
@@ -245,68 +367,44 @@ export async function createBlockObjective(input: BlockObjectiveInput): Promise<
         engine,
       );
       try {
-        return { value: await own.perplexity(feeds), tokens };
+        return { value: await own.perplexity(feeds), tokens, forwards: own.passes() };
       } finally {
-        passes += own.passes();
         await own.release();
       }
     }
-    if (evaluator) return { value: await evaluator.perplexity(feeds), tokens };
-    const r = await input.bleu!.score(genome ? new Map([...input.fixed, ...feeds]) : new Map());
-    passes += r.forwards;
-    return { value: r.value, tokens: r.items };
+    if (evaluator) {
+      const before = evaluator.passes();
+      const v = await evaluator.perplexity(feeds);
+      return { value: v, tokens, forwards: evaluator.passes() - before };
+    }
+    const r = await input.bleu!.score(dense ? new Map() : new Map([...input.fixed, ...feeds]));
+    return { value: r.value, tokens: r.items, forwards: r.forwards };
   };
-  const counted = () => passes + (evaluator?.passes() ?? 0);
-  const objective: BlockObjective = {
-    space,
-    metric,
-    async evaluateMany(genomes, _fidelity = 'full', onResult) {
-      const out: ScoredGenome[] = [];
-      for (const [i, g] of genomes.entries()) {
-        const before = counted();
-        const t0 = performance.now();
-        const v = await value(g);
-        evaluations++;
-        const quality = qualityOfValue(metric, v.value);
-        out.push({
-          evaluation: { quality, tokens: v.tokens, ms: performance.now() - t0 },
-          forwardPasses: counted() - before,
-          cached: false,
-        });
-        onResult?.(i, out[i]);
-      }
-      return out;
+  const fixed = [...input.fixed].map(([role, keep]) => [role, digest(keep)]);
+  return {
+    runner: { release: async () => evaluator?.release() },
+    async score(masks) {
+      const v = await value(masks.weightMasks ?? new Map());
+      return { quality: qualityOfValue(metric, v.value), tokens: v.tokens, forwards: v.forwards };
     },
-    async evaluate(g, fidelity) {
-      return (await objective.evaluateMany([g], fidelity))[0].evaluation;
-    },
-    dense: async () => (await value(undefined)).value,
+    setupPasses,
     recovered: async (genome) =>
       grams ? applyBlockRecovery(spec, grams, blockFeeds(block, genome), input.recover!.products) : spec,
-    forwardPasses: counted,
-    evaluations: () => evaluations,
-    release: async () => {
-      await evaluator?.release();
+    record: {
+      settings: input.bleu
+        ? input.bleu.settings
+        : {
+            context: batches[0]?.seq,
+            tokens,
+            batchSize: batches[0]?.batch,
+            ...(grams ? { damping: input.recover!.damping } : {}),
+          },
+      data: input.bleu
+        ? { full: { task: input.bleu.data, fixed }, low: { task: input.bleu.data, fixed } }
+        : { full: { batches: batchData(batches), fixed }, low: { batches: batchData(batches), fixed } },
+      ...(input.bleu ? { source: input.bleu.source } : {}),
     },
   };
-  // What a worker needs to rebuild it: the model, the metric, the block, the calibration batches or task, the
-  // fixed blocks' masks (the hidden states entering the block follow from them) and the recovery's damping.
-  const fixed = [...input.fixed].map(([role, keep]) => [role, digest(keep)]);
-  return registerObjective(objective, {
-    spec,
-    settings: input.bleu
-      ? input.bleu.settings
-      : {
-          context: batches[0]?.seq,
-          tokens,
-          batchSize: batches[0]?.batch,
-          ...(grams ? { damping: input.recover!.damping } : {}),
-        },
-    data: input.bleu
-      ? { full: { task: input.bleu.data, fixed }, low: { task: input.bleu.data, fixed } }
-      : { full: { batches: batchData(batches), fixed }, low: { batches: batchData(batches), fixed } },
-    ...(input.bleu ? { source: input.bleu.source } : {}),
-  });
 }
 
 /** The token ids and valid positions of calibration batches, as plain numbers (JSON has no bigint). */

@@ -27,6 +27,7 @@ import { GenepruneError } from '../../errors.js';
 import type { PrunableMatrix } from '../../masks/weights.js';
 import { metricEntry, qualityOfValue } from '../../metrics/registry.js';
 import type { ModelSpec } from '../../model/spec.js';
+import type { RemoteEvaluation } from '../../search/backend.js';
 import { normalisedQuality } from '../../search/fitness.js';
 import { type BleuObjectiveOptions, reportedQuality } from '../../search/objective.js';
 import type { Rng } from '../../util/rng.js';
@@ -165,6 +166,12 @@ export interface BlockwiseInput<R> {
    * candidates run the whole model from its weights as they are).
    */
   recover?: { damping: number };
+  /**
+   * `--workers N` (later `--queue`): each block's candidates scored on this backend, its evaluators rebuilding
+   * the block's scorer from a recipe (the walk's start and the fixed masks; blockrecipe.ts). The perplexity
+   * without recovery inside the walk only (the run refuses the rest before reading anything).
+   */
+  remote?: RemoteEvaluation;
   onBlock?: (report: R, layer: number, layers: number) => void;
   onProgress?: (p: BlockSearchProgress) => void;
   /** After each candidate is scored (awaited: a run directory appends it to its log first). */
@@ -191,6 +198,9 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
   const fromHidden = metricEntry(metric).blockSearch === 'suffix';
   // Recovery inside the walk: only where candidates are scored from the hidden states.
   const recovering = input.recover !== undefined && fromHidden;
+  if (input.remote && recovering) {
+    throw new GenepruneError('internal', 'block search: an evaluation backend does not recover candidates');
+  }
   const products = recovering ? await createOrtGemm(engine) : undefined;
   const L = spec.config.numLayers;
   const layouts = Array.from({ length: L }, (_, l) => blockLayout(input.matrices, l));
@@ -198,9 +208,10 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
   if (expectedOrder.join('\n') !== input.matrices.map((m) => m.role).join('\n')) {
     throw new GenepruneError('internal', 'block search: matrices are not in layer order');
   }
-  // BLEU scores whole-model generations (no suffix graph, no hidden states) on one session for the run.
+  // BLEU scores whole-model generations (no suffix graph, no hidden states) on one session for the run — the
+  // evaluators' own with a backend.
   const bleu =
-    metricEntry(metric).blockSearch === 'generation'
+    metricEntry(metric).blockSearch === 'generation' && !input.remote
       ? await createBleuScorer(spec, input.matrices, input.bleu, engine, metric)
       : undefined;
   try {
@@ -278,6 +289,16 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
         fixed,
         ...(bleu ? { bleu } : {}),
         ...(recovering ? { recover: { damping: input.recover!.damping, products: products! } } : {}),
+        ...(input.remote
+          ? {
+              remote: {
+                ...input.remote,
+                matrices: input.matrices,
+                batches: input.batches,
+                ...(input.bleu ? { bleu: input.bleu } : {}),
+              },
+            }
+          : {}),
       });
       let outcome: BlockOutcome<R>;
       let generationNow = 0;

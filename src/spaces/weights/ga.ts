@@ -41,6 +41,7 @@ import type { NmPattern } from '../../masks/select.js';
 import type { PrunableMatrix } from '../../masks/weights.js';
 import { blockSearchMetrics, findMetric, isPerplexity, metricEntry, orList } from '../../metrics/registry.js';
 import type { ModelSpec } from '../../model/spec.js';
+import type { RemoteEvaluation } from '../../search/backend.js';
 import { evolve, replaceWorst } from '../../search/evolve.js';
 import type { BleuObjectiveOptions } from '../../search/objective.js';
 import { mutate, randomGenome, singlePointCrossover } from '../../search/operators.js';
@@ -159,6 +160,8 @@ export interface GaInput {
   rng: Rng;
   settings?: Partial<GaSettings>;
   engine?: { device?: Device; threads?: number };
+  /** `--workers N`: the candidates scored on this evaluation backend (blockwise.ts). */
+  remote?: RemoteEvaluation;
   checkpoint?: CheckpointStore<GaLayerReport>;
   /** Default 'ppl'; a generation metric (bleu, exact-match, pass@1) needs `bleu` (its calibration task). */
   metric?: BlockMetric;
@@ -306,6 +309,7 @@ export async function geneticPrune(
     ...(input.checkpoint ? { checkpoint: input.checkpoint } : {}),
     ...(input.metric ? { metric: input.metric } : {}),
     ...(input.bleu ? { bleu: input.bleu } : {}),
+    ...(input.remote ? { remote: input.remote } : {}),
     search: (ctx) => searchBlock(ctx, s, input.threshold, input.pattern, form),
     onBlock: (r, _l, L) => input.onLayer?.(r, L),
     ...(input.onProgress ? { onProgress: input.onProgress } : {}),
@@ -358,6 +362,7 @@ export const GA: WeightBaseline = {
   supportsPattern: true,
   searchSettings: ['population', 'generations', 'lambda', 'mutationRate'],
   searchMetrics: blockSearchMetrics,
+  remoteSearch: 'blocks',
   description: GA_DESCRIPTION,
   async select(input) {
     const list = calibrationBatches(input);
@@ -372,6 +377,7 @@ export const GA: WeightBaseline = {
       ...blockMetricOf(input),
       ...(input.search?.fitness ? { fitness: input.search.fitness } : {}),
       ...(input.engine ? { engine: input.engine } : {}),
+      ...(input.remote ? { remote: input.remote } : {}),
       ...(input.checkpoint ? { checkpoint: input.checkpoint as CheckpointStore<GaLayerReport> } : {}),
       onLayer: (r, L) => input.onProgress?.(r.layer + 1, L, 'blocks'),
       ...(input.onSearchProgress ? { onProgress: input.onSearchProgress } : {}),

@@ -20,7 +20,7 @@ import type { Bitset } from '../../masks/bitset.js';
 import { selectLayerMatrices } from '../../masks/layers.js';
 import { loadWeightMaskFile, patternText, writeWeightMaskFile } from '../../masks/weightfile.js';
 import { prunableMatrices, weightMasksFromKeeps } from '../../masks/weights.js';
-import { findMetric, qualityOfValue } from '../../metrics/registry.js';
+import { findMetric, orList, qualityOfValue } from '../../metrics/registry.js';
 import { RECOVERY_DAMPING } from '../../prune/recover.js';
 import {
   blockSearchCheckpoint,
@@ -42,10 +42,12 @@ import {
   WEIGHT_RUN_KIND,
 } from '../../runs/rundir.js';
 import { bleuObjectiveOptions } from '../../runs/tasks.js';
+import { watchBackend } from '../../runs/workersfile.js';
+import { backendFor, runQueueId } from '../../search/backend.js';
 import { quotedBest } from '../../search/progress.js';
 import { faultPoint, sha256File, writeJsonAtomic } from '../../util/fs.js';
 import { createRng } from '../../util/rng.js';
-import { weightBaseline } from './baselines.js';
+import { weightBaseline, weightBaselineNames } from './baselines.js';
 import { GENEPRUNE_CODE_FITNESS } from './ga.js';
 import { progressCallbacks, type WeightPruneEnv } from './runprogress.js';
 import {
@@ -63,6 +65,32 @@ export { type PerplexityRunResult, perplexityRun, type WeightPruneResult } from 
 export type { WeightPruneEnv } from './runprogress.js';
 
 export type WeightGivenSetting = GivenSetting<Extract<keyof WeightPruneSettings, string>>;
+
+/**
+ * `--workers N`: refuses in one line, before any data is read or a run directory made, what an evaluation
+ * backend cannot score yet: methods other than the block-wise searches (one-shot methods score nothing; alloc's
+ * staged whole-model scoring has no recipe yet), and a seeded GA's `--recover`, which recovers each fixed block
+ * inside the walk (the evaluators would have to repeat it). Every metric a block search takes goes through.
+ */
+export function refuseUnpooledWeightRun(s: WeightPruneSettings, env: WeightPruneEnv): void {
+  if (env.workers === undefined && env.queue === undefined) return;
+  // The queue's workers rebuild the same recipes as worker threads do: the same runs are refused.
+  const flag = env.workers === undefined ? '--queue' : '--workers';
+  const method = weightBaseline(s.method);
+  if (!method?.remoteSearch) {
+    const pooled = weightBaselineNames().filter((n) => weightBaseline(n)?.remoteSearch);
+    throw flagError(
+      flag,
+      `not with --method ${s.method}: worker threads score the block-wise searches (${orList(pooled)}) only`,
+    );
+  }
+  if (s.recover && method.remoteSearch === 'walk-recovers') {
+    throw flagError(
+      flag,
+      `not with --recover and --method ${s.method} yet: it recovers each fixed block inside the walk, in the search's thread`,
+    );
+  }
+}
 
 /** The model and data, the weight space, and the checks that need the model: all before anything is written. */
 async function prepare(s: WeightPruneSettings, env: WeightPruneEnv): Promise<Prepared> {
@@ -128,45 +156,58 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
   const t0 = performance.now();
   const progress = progressCallbacks(s.method, env);
   env.onStatus?.(`${s.method}: choosing ${patternText(p.pattern)} masks at sparsity ${s.sparsity}`);
-  const out = await method.select({
-    spec: p.model.spec,
-    matrices: p.space.matrices,
-    sparsity: s.sparsity,
-    ...(p.pattern ? { pattern: p.pattern } : {}),
-    rng: createRng(s.seed),
-    calibration: {
-      stream: p.stream,
-      context: p.context,
-      tokens: p.calibTokens,
-      ...(p.calibLabelled ? { batches: labelledCalibrationBatches(s, p) } : {}),
-      // Encoder-decoders: the calibration items as source/target pairs (no stream).
-      ...(p.calibPairs ? { pairs: p.calibPairs } : {}),
-    },
-    engine: { device: env.device, threads: env.threads },
-    metric: s.metric ?? 'ppl',
-    ...(p.calibTask ? { bleu: bleuObjectiveOptions(s, p.calibTask) } : {}),
-    onProgress: progress.onProgress,
-    search: {
-      ...(s.population !== undefined ? { population: s.population } : {}),
-      ...(s.generations !== undefined ? { generations: s.generations } : {}),
-      ...(s.lambda !== undefined ? { lambda: s.lambda } : {}),
-      ...(s.mutationRate !== undefined ? { mutationRate: s.mutationRate } : {}),
-      ...(s.fitness !== undefined ? { fitness: s.fitness } : {}),
-    },
-    checkpoint: blockSearchCheckpoint(dir, s.method, p.space.matrices),
-    state: methodStateStore(dir, s.method),
-    ...(s.recover ? { recovery: { damping: RECOVERY_DAMPING } } : {}),
-    ...(env.onSearchProgress || env.onSearchUpdate ? { onSearchProgress: progress.onSearchProgress } : {}),
-    onSearchEvaluation: (e) =>
-      appendJsonl(dir, RUN_FILES.evals, {
-        block: e.layer,
-        generation: e.generation,
-        // As every run log holds it: lower is better, so BLEU is negated (the dashboard and report turn it back).
-        quality: Number.isFinite(e.value) ? qualityOfValue(e.metric, e.value) : null,
-        sparsity: e.sparsity,
-        ms: Math.round(e.ms),
-      }),
-  });
+  // `--workers N` or `--queue URL`: the search's candidates scored on the backend, which lives as long as the
+  // method; the queue's job ids name the run by its directory (runQueueId).
+  const backend = backendFor({ ...env, ...(env.queue !== undefined ? { runId: runQueueId(dir) } : {}) });
+  // What the backend does goes to workers.json for the dashboard (a backend with stats only).
+  const watch = watchBackend(dir, backend);
+  const out = await method
+    .select({
+      spec: p.model.spec,
+      matrices: p.space.matrices,
+      sparsity: s.sparsity,
+      ...(p.pattern ? { pattern: p.pattern } : {}),
+      rng: createRng(s.seed),
+      calibration: {
+        stream: p.stream,
+        context: p.context,
+        tokens: p.calibTokens,
+        ...(p.calibLabelled ? { batches: labelledCalibrationBatches(s, p) } : {}),
+        // Encoder-decoders: the calibration items as source/target pairs (no stream).
+        ...(p.calibPairs ? { pairs: p.calibPairs } : {}),
+      },
+      engine: { device: env.device, threads: env.threads },
+      metric: s.metric ?? 'ppl',
+      ...(p.calibTask ? { bleu: bleuObjectiveOptions(s, p.calibTask) } : {}),
+      onProgress: progress.onProgress,
+      search: {
+        ...(s.population !== undefined ? { population: s.population } : {}),
+        ...(s.generations !== undefined ? { generations: s.generations } : {}),
+        ...(s.lambda !== undefined ? { lambda: s.lambda } : {}),
+        ...(s.mutationRate !== undefined ? { mutationRate: s.mutationRate } : {}),
+        ...(s.fitness !== undefined ? { fitness: s.fitness } : {}),
+      },
+      checkpoint: blockSearchCheckpoint(dir, s.method, p.space.matrices),
+      state: methodStateStore(dir, s.method),
+      ...(s.recover ? { recovery: { damping: RECOVERY_DAMPING } } : {}),
+      ...(backend ? { remote: { backend, model: p.model.modelPath } } : {}),
+      ...(env.onSearchProgress || env.onSearchUpdate ? { onSearchProgress: progress.onSearchProgress } : {}),
+      onSearchEvaluation: (e) =>
+        appendJsonl(dir, RUN_FILES.evals, {
+          block: e.layer,
+          generation: e.generation,
+          // As every run log holds it: lower is better, so BLEU is negated (the dashboard and report turn it back).
+          quality: Number.isFinite(e.value) ? qualityOfValue(e.metric, e.value) : null,
+          sparsity: e.sparsity,
+          ms: Math.round(e.ms),
+        }),
+    })
+    .finally(() => backend?.release())
+    .catch(async (e) => {
+      await watch.stop().catch(() => {});
+      throw e;
+    });
+  await watch.stop();
   const masks = weightMasksFromKeeps(p.space.matrices, out.keeps);
   // The file holds every prunable matrix: those --layers left out are kept whole.
   const all = prunableMatrices(p.model.spec);
@@ -342,6 +383,7 @@ export async function runWeightPrune(
   env: WeightPruneEnv = {},
 ): Promise<WeightPruneResult> {
   const s = absoluteSettings(settings);
+  refuseUnpooledWeightRun(s, env);
   const p = await prepare(s, env);
   const lock = await createRunDir(dir, await runConfig(s, p), env.onNote);
   try {
@@ -364,6 +406,7 @@ export async function resumeWeightPrune(
   const config = await readRunConfig(dir, WEIGHT_RUN_KIND);
   const s = config.settings as WeightPruneSettings;
   refuseChangedSettings(s, given);
+  refuseUnpooledWeightRun(s, env);
   await refuseChangedData('calibration', s.calib, config.calibration);
   await refuseChangedData('evaluation', s.eval, config.evaluation);
   const lock = await lockRunDir(dir, env.onNote);

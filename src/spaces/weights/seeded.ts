@@ -212,6 +212,7 @@ function seededMethod(kind: SeedKind): WeightBaseline {
     supportsPattern: true,
     searchSettings: ['population', 'generations', 'mutationRate'],
     searchMetrics: blockSearchMetrics,
+    remoteSearch: 'walk-recovers',
     description: {
       ...SEEDED_DEFAULTS,
       seed: kind,
@@ -252,6 +253,7 @@ function seededMethod(kind: SeedKind): WeightBaseline {
         ...blockMetricOf(input),
         needsHidden: kind === 'wanda',
         ...(input.recovery ? { recover: input.recovery } : {}),
+        ...(input.remote ? { remote: input.remote } : {}),
         search: (ctx) => searchSeededBlock(ctx, kind, s, input.sparsity, input.pattern),
         onBlock: (_r, l, L) => input.onProgress?.(l + 1, L, 'blocks'),
         ...(input.onSearchProgress ? { onProgress: input.onSearchProgress } : {}),

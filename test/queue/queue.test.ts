@@ -1,0 +1,458 @@
+/**
+ * `heads --queue` and `geneprune worker` on a real Redis (test/helpers/redis.ts) with the real stories260K: the
+ * same GA with one process and with two workers writes the same logs, mask and result; a worker killed holding a
+ * job, a Redis restart mid-run and a search killed and resumed all end in that same result (the restart with the
+ * waiting line printed, the resume without any job scored twice); a worker with another model, or a recipe whose
+ * data were altered in Redis, is refused in one line, never scored; the password never reaches the run's files
+ * or the output.
+ */
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
+import { GenepruneError } from '../../src/errors.js';
+import { loadModelSpec } from '../../src/model/load.js';
+import { createQueueBackend } from '../../src/queue/backend.js';
+import { recipeKey } from '../../src/queue/jobs.js';
+import { fromJson, toJson } from '../../src/queue/recipejson.js';
+import { runQueueWorker } from '../../src/queue/worker.js';
+import { createHeadObjective } from '../../src/spaces/heads/objective.js';
+import { tempDir } from '../checkpoint/helpers.js';
+import { assertOneLineError, runCli, spawnCli } from '../helpers/cli.js';
+import { type RedisServer, redisSkip, startRedis } from '../helpers/redis.js';
+import { logWithoutTimes } from '../helpers/rundir.js';
+import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
+
+const tmp = tempDir('geneprune-queue-');
+after(tmp.cleanup);
+const skip = skipUnlessShared(MODEL, CALIB, EVAL) || redisSkip();
+const LOCK_MS = '1000';
+
+function headArgs(out: string, extra: string[] = []): string[] {
+  return [
+    'heads',
+    '--model',
+    sharedPath(MODEL) ?? '',
+    '--calib',
+    sharedPath(CALIB) ?? '',
+    '--eval',
+    sharedPath(EVAL) ?? '',
+    '--target-sparsity',
+    '0.25',
+    '--population',
+    '8',
+    '--generations',
+    '3',
+    '--low-tokens',
+    '512',
+    '--calib-tokens',
+    '2048',
+    '--eval-tokens',
+    '1024',
+    '--seed',
+    '3',
+    '--out',
+    out,
+    ...extra,
+  ];
+}
+
+const json = (dir: string, file: string) => JSON.parse(readFileSync(join(dir, file), 'utf8'));
+
+/** result.json / mask.json without what names the run or times it. */
+function withoutRunFields(v: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v)) {
+    if (k === 'runDir' || k === 'seconds') continue;
+    out[k] =
+      x && typeof x === 'object' && !Array.isArray(x) ? withoutRunFields(x as Record<string, unknown>) : x;
+  }
+  return out;
+}
+
+/** The same run: logs (timings aside), mask and result (a resumed run's result also says `resumed`). */
+function assertSameRun(dir: string, reference: string, resumed = false): void {
+  assert.deepEqual(logWithoutTimes(dir, 'evals.jsonl'), logWithoutTimes(reference, 'evals.jsonl'));
+  assert.deepEqual(
+    logWithoutTimes(dir, 'generations.jsonl'),
+    logWithoutTimes(reference, 'generations.jsonl'),
+  );
+  assert.deepEqual(withoutRunFields(json(dir, 'mask.json')), withoutRunFields(json(reference, 'mask.json')));
+  const result = withoutRunFields(json(dir, 'result.json'));
+  if (resumed) {
+    assert.equal(result.resumed, true);
+    delete result.resumed;
+  }
+  assert.deepEqual(result, withoutRunFields(json(reference, 'result.json')));
+}
+
+/** A `geneprune worker` process and what it printed so far. */
+interface WorkerProc {
+  child: ChildProcess;
+  output(): string;
+  /** The ids of the jobs it scored (one line each). */
+  scored(): string[];
+  /** Resolves when `predicate(output)` holds (fails after 60 s). */
+  until(predicate: (out: string) => boolean, what: string): Promise<void>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** SIGTERM, then its exit. */
+  stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+function startWorker(url: string, extra: string[] = [], fault?: string): WorkerProc {
+  const child = spawnCli(['worker', '--queue', url, '--lock-ms', LOCK_MS, ...extra], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...(fault ? { fault } : {}),
+  });
+  let out = '';
+  child.stdout?.on('data', (d) => {
+    out += d.toString();
+  });
+  child.stderr?.on('data', (d) => {
+    out += d.toString();
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    child.on('exit', (code, signal) => r({ code, signal })),
+  );
+  const w: WorkerProc = {
+    child,
+    output: () => out,
+    scored: () => [...out.matchAll(/^job (\S+): (?:low|full) quality/gm)].map((m) => m[1]),
+    async until(predicate, what) {
+      const deadline = Date.now() + 60_000;
+      while (!predicate(out)) {
+        if (Date.now() > deadline) throw new Error(`worker: no ${what} within 60 s:\n${out}`);
+        if (child.exitCode !== null || child.signalCode !== null) {
+          if (predicate(out)) return;
+          throw new Error(`worker exited before ${what}:\n${out}`);
+        }
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    },
+    exited,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      return exited;
+    },
+  };
+  return w;
+}
+
+const ready = (w: WorkerProc) => w.until((o) => o.includes('taking evaluation jobs'), 'start line');
+
+/** Runs a search to its end as a child process, with its output. */
+function spawnSearch(args: string[]): {
+  child: ChildProcess;
+  done: Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>;
+} {
+  const child = spawnCli(args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.on('data', (d) => {
+    stdout += d.toString();
+  });
+  child.stderr?.on('data', (d) => {
+    stderr += d.toString();
+  });
+  const done = new Promise<{
+    code: number | null;
+    signal: NodeJS.Signals | null;
+    stdout: string;
+    stderr: string;
+  }>((r) => child.on('exit', (code, signal) => r({ code, signal, stdout, stderr })));
+  return { child, done };
+}
+
+describe('heads --queue with geneprune workers', { skip }, () => {
+  let redis: RedisServer;
+  const one = join(tmp.dir, 'one');
+  const workers: WorkerProc[] = [];
+  const worker = (...a: Parameters<typeof startWorker>) => {
+    const w = startWorker(...a);
+    workers.push(w);
+    return w;
+  };
+  before(async () => {
+    redis = await startRedis();
+    const r = runCli([...headArgs(one), '--quiet'], { timeout: 300_000 });
+    assert.equal(r.code, 0, r.stderr);
+  });
+  after(async () => {
+    for (const w of workers) await w.stop();
+    await redis?.cleanup();
+  });
+
+  test('one process and two workers write the same evaluations, generations, mask and result', async () => {
+    const a = worker(redis.url);
+    const b = worker(redis.url);
+    await Promise.all([ready(a), ready(b)]);
+    const two = join(tmp.dir, 'two');
+    const r = await spawnSearch([...headArgs(two), '--queue', redis.url, '--quiet']).done;
+    assert.equal(r.code, 0, r.stderr);
+    const evals = logWithoutTimes(one, 'evals.jsonl');
+    assert.ok(evals.length > 20 && evals.some((e) => (e as { cached: boolean }).cached));
+    assertSameRun(two, one);
+    // The mask file differs from the one-process run's only in the run directory it names.
+    const text = (d: string) =>
+      readFileSync(join(d, 'mask.json'), 'utf8').replace(JSON.stringify(d), '"RUN"');
+    assert.equal(text(two), text(one));
+    // Both workers took jobs, and each distinct evaluation the search logged ran once.
+    await a.stop();
+    await b.stop();
+    assert.ok(
+      a.scored().length > 0 && b.scored().length > 0,
+      `${a.scored().length} + ${b.scored().length} jobs`,
+    );
+    const ran = logWithoutTimes(two, 'evals.jsonl').filter((e) => !(e as { cached: boolean }).cached).length;
+    const ids = [...a.scored(), ...b.scored()];
+    assert.equal(new Set(ids).size, ids.length, 'a job scored twice');
+    assert.ok(ids.length >= ran, `${ids.length} jobs for ${ran} evaluations`);
+    assert.match(a.output(), /jobs scored, 0 refused, 0 failed/);
+  });
+
+  test('a worker killed holding a job: the job is taken again and the run ends the same', async () => {
+    // The first worker dies (SIGKILL, by its fault point) right after taking its first job, lock held.
+    const doomed = worker(redis.url, [], 'worker:mid-job');
+    await ready(doomed);
+    const dir = join(tmp.dir, 'killed-worker');
+    const search = spawnSearch([...headArgs(dir), '--queue', redis.url, '--quiet']);
+    const died = await doomed.exited;
+    assert.equal(died.signal, 'SIGKILL');
+    assert.equal(doomed.scored().length, 0);
+    const rescuer = worker(redis.url);
+    const r = await search.done;
+    assert.equal(r.code, 0, r.stderr);
+    assertSameRun(dir, one);
+    await rescuer.stop();
+    assert.ok(rescuer.scored().length > 0);
+  });
+
+  test('Redis stopped and restarted mid-run (AOF): the search waits, says so once, and ends the same', async () => {
+    const w = worker(redis.url);
+    await ready(w);
+    const dir = join(tmp.dir, 'restart');
+    // Not quiet: the waiting line is a progress line.
+    const search = spawnSearch([...headArgs(dir), '--queue', redis.url]);
+    await w.until((o) => /^job /m.test(o), 'first job');
+    await redis.stop();
+    await new Promise((r) => setTimeout(r, 1500));
+    await redis.restart();
+    const r = await search.done;
+    assert.equal(r.code, 0, r.stderr);
+    const waiting = r.stderr
+      .split('\n')
+      .filter((l) => l.includes(`waiting for Redis at 127.0.0.1:${redis.port}`));
+    assert.equal(waiting.length, 1, r.stderr);
+    assertSameRun(dir, one);
+    await w.stop();
+  });
+
+  test('the search SIGKILLed mid-run and resumed on the queue: no job that had finished is scored again', async () => {
+    const w = worker(redis.url);
+    await ready(w);
+    const dir = join(tmp.dir, 'resumed');
+    const search = spawnSearch([...headArgs(dir), '--queue', redis.url, '--quiet']);
+    await w.until((o) => (o.match(/^job \S+: (?:low|full) quality/gm) ?? []).length >= 12, '12 jobs');
+    search.child.kill('SIGKILL');
+    await search.done;
+    assert.ok(!existsSync(join(dir, 'mask.json')), 'the search finished before it was killed');
+    const before = w.scored();
+    const r = await spawnSearch(['heads', '--resume', dir, '--queue', redis.url, '--quiet']).done;
+    assert.equal(r.code, 0, r.stderr);
+    await w.stop();
+    assertSameRun(dir, one, true);
+    const all = w.scored();
+    assert.ok(all.length > before.length, 'the resumed search posted new jobs');
+    // The worker's own count: every job it scored, before the kill and after the resume, once.
+    assert.equal(new Set(all).size, all.length, `a job scored twice:\n${w.output()}`);
+  });
+
+  test('weights --queue (a seeded block-wise GA) with two workers: the same evaluations, mask bytes and result', async () => {
+    const weightArgs = (extra: string[]) => [
+      'weights',
+      '--model',
+      sharedPath(MODEL) ?? '',
+      '--calib',
+      sharedPath(CALIB) ?? '',
+      '--eval',
+      sharedPath(EVAL) ?? '',
+      '--method',
+      'ga-magnitude',
+      '--sparsity',
+      '0.5',
+      '--population',
+      '4',
+      '--generations',
+      '3',
+      '--calib-tokens',
+      '512',
+      '--eval-tokens',
+      '512',
+      '--seed',
+      '2',
+      '--quiet',
+      '--out',
+      'run',
+      ...extra,
+    ];
+    // Each run in a folder of its own, written as `run`: the mask file records the run directory as given.
+    const runIn = async (name: string, extra: string[]) => {
+      const cwd = join(tmp.dir, name);
+      mkdirSync(cwd, { recursive: true });
+      const child = spawnCli(weightArgs(extra), { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr?.on('data', (d) => {
+        stderr += d.toString();
+      });
+      const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+      assert.equal(code, 0, stderr);
+      return join(cwd, 'run');
+    };
+    const a = worker(redis.url);
+    const b = worker(redis.url);
+    await Promise.all([ready(a), ready(b)]);
+    const local = await runIn('w-one', []);
+    const queued = await runIn('w-queue', ['--queue', redis.url]);
+    const evals = logWithoutTimes(local, 'evals.jsonl');
+    assert.ok(evals.length >= 20, `only ${evals.length} evaluations logged`);
+    assert.deepEqual(logWithoutTimes(queued, 'evals.jsonl'), evals);
+    assert.ok(
+      readFileSync(join(queued, 'weight-mask.safetensors')).equals(
+        readFileSync(join(local, 'weight-mask.safetensors')),
+      ),
+      'the weight-mask files differ',
+    );
+    const untimed = (v: unknown): unknown =>
+      Array.isArray(v)
+        ? v.map(untimed)
+        : v && typeof v === 'object'
+          ? Object.fromEntries(
+              Object.entries(v)
+                .filter(([k]) => k !== 'seconds' && k !== 'runDir')
+                .map(([k, x]) => [k, untimed(x)]),
+            )
+          : v;
+    assert.deepEqual(untimed(json(queued, 'result.json')), untimed(json(local, 'result.json')));
+    await a.stop();
+    await b.stop();
+    const ids = [...a.scored(), ...b.scored()];
+    assert.ok(ids.length > 0);
+    assert.equal(new Set(ids).size, ids.length, 'a job scored twice');
+  });
+
+  test('a worker with another model refuses the job and the search fails in one line', async (t) => {
+    const other = sharedPath('models/codet5-tiny');
+    if (!other) return t.skip('codet5-tiny absent');
+    const w = worker(redis.url, ['--model', other]);
+    await ready(w);
+    const dir = join(tmp.dir, 'refused');
+    const r = await spawnSearch([...headArgs(dir), '--queue', redis.url, '--quiet']).done;
+    assertOneLineError(
+      r,
+      'non-zero',
+      '--queue: job ',
+      'refused by worker',
+      'model fingerprint differs',
+      other,
+    );
+    await w.stop();
+    assert.equal(w.scored().length, 0);
+    assert.match(w.output(), /refused: model fingerprint differs/);
+  });
+});
+
+describe('the queue library', { skip }, () => {
+  let redis: RedisServer;
+  before(async () => {
+    redis = await startRedis();
+  });
+  after(async () => {
+    await redis?.cleanup();
+  });
+
+  test('a recipe whose data were altered in Redis is refused by the worker, never scored', async () => {
+    const spec = await loadModelSpec(sharedPath(MODEL)!);
+    const stream = Array.from({ length: 700 }, (_, i) => 1 + ((i * 37) % 400));
+    const backend = createQueueBackend(redis.url, { runId: 'altered' });
+    const objective = await createHeadObjective(spec, {
+      stream,
+      context: 128,
+      metric: 'ppl',
+      tokens: 512,
+      remote: { backend, model: sharedPath(MODEL)! },
+    });
+    const conn = new Redis(redis.port, '127.0.0.1');
+    const worker = await runQueueWorker({ url: redis.url, lockMs: 1000 });
+    try {
+      const keys = await conn.keys(recipeKey('*'));
+      assert.equal(keys.length, 1);
+      const stored = fromJson((await conn.get(keys[0]))!, keys[0]) as {
+        recipe: { options: { stream: number[] } };
+      };
+      stored.recipe.options.stream[100] += 1;
+      await conn.set(keys[0], toJson(stored));
+      await assert.rejects(objective.evaluate(objective.space.full()), (e: unknown) => {
+        assert.ok(e instanceof GenepruneError);
+        assert.match(e.oneLine(), /^--queue: job \S+ refused by worker \S+:\d+: data sha256 differs/);
+        return true;
+      });
+      assert.equal(objective.evaluations(), 0);
+    } finally {
+      await objective.release();
+      const s = await worker.close();
+      conn.disconnect();
+      assert.deepEqual([s.scored, s.refused], [0, 1]);
+    }
+  });
+
+  test('a worker that cannot reach Redis at start fails in one line, without the password', async () => {
+    const dead = `redis://:Pw-${process.pid}@127.0.0.1:${redis.port + 1}`;
+    await assert.rejects(runQueueWorker({ url: dead, connectTimeoutMs: 400 }), (e: unknown) => {
+      assert.ok(e instanceof GenepruneError);
+      const line = e.oneLine();
+      assert.match(line, /^--queue: cannot reach Redis at redis:\/\/:\*\*\*@127\.0\.0\.1:\d+ within 0 s/);
+      assert.ok(!line.includes(`Pw-${process.pid}`) && !line.includes('\n'));
+      return true;
+    });
+  });
+});
+
+describe('a password-protected Redis', { skip }, () => {
+  const password = `Sx-${process.pid}-secret`;
+  let redis: RedisServer;
+  before(async () => {
+    redis = await startRedis({ password });
+  });
+  after(async () => {
+    await redis?.cleanup();
+  });
+
+  test('the password is never in the run directory or in anything printed', async () => {
+    const w = startWorker(redis.url, ['--json']);
+    await w.until((o) => o.includes('"event":"start"'), 'start event');
+    const dir = join(tmp.dir, 'auth');
+    const r = await spawnSearch([...headArgs(dir), '--queue', redis.url]).done;
+    assert.equal(r.code, 0, r.stderr);
+    const stopped = await w.stop();
+    assert.equal(stopped.code, 0);
+    assert.match(w.output(), /"event":"summary"/);
+    assert.match(w.output(), /redis:\/\/:\*\*\*@127\.0\.0\.1/);
+    const printed = [r.stdout, r.stderr, w.output()].join('\n');
+    assert.ok(!printed.includes(password), 'the password was printed');
+    const walk = (d: string): string[] =>
+      readdirSync(d).flatMap((f) => (statSync(join(d, f)).isDirectory() ? walk(join(d, f)) : [join(d, f)]));
+    const files = walk(dir);
+    assert.ok(files.length >= 5);
+    for (const f of files) assert.ok(!readFileSync(f, 'utf8').includes(password), `the password is in ${f}`);
+    // A wrong password is refused by Redis; the worker says so without repeating either password.
+    const wrong = redis.url.replace(encodeURIComponent(password), 'not-it-at-all');
+    const bad = await runQueueWorker({ url: wrong, connectTimeoutMs: 800 }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.ok(bad instanceof GenepruneError);
+    assert.ok(!bad.oneLine().includes('not-it-at-all') && !bad.oneLine().includes(password), bad.oneLine());
+  });
+});

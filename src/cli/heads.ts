@@ -257,7 +257,7 @@ export function registerHeads(program: Command): void {
     )
     .option(
       '--queue <url>',
-      'post candidates as jobs on Redis (redis://[user:password@]HOST:PORT[/DB] or rediss://) for `geneprune worker` processes anywhere; same results (--metric ppl or kl for now)',
+      'post candidates as jobs on Redis (redis://[user:password@]HOST:PORT[/DB] or rediss://) for `geneprune worker` processes anywhere; same logs, mask and result as one process (not --metric pass@1); may change on --resume',
     )
     .addOption(memoryBudgetOption())
     .option('--quiet', 'no progress display')

@@ -25,7 +25,7 @@ import type { CalibrationScorer, RawEvaluation } from '../metrics/scorers.js';
 import { modelIdentity } from '../model/identity.js';
 import { loadModelSpec } from '../model/load.js';
 import type { ModelSpec } from '../model/spec.js';
-import type { EvaluationBackend, Recipe } from '../search/backend.js';
+import { type EvaluationBackend, type Recipe, recipeMetric } from '../search/backend.js';
 import type { ElementwiseRunner, Fidelity } from '../search/objective.js';
 import { poolRunner } from '../search/pool.js';
 import {
@@ -40,6 +40,7 @@ import {
   recipeKey,
   recipeManifest,
   travellingRecipe,
+  unqueuedMetric,
 } from './jobs.js';
 import { toJson } from './recipejson.js';
 import { hostPort, parseQueueUrl, type QueueUrl, redisOptions, withoutPassword } from './url.js';
@@ -55,6 +56,8 @@ export interface QueueBackendOptions {
   connectTimeoutMs?: number;
   /** Attempts per job when a worker's evaluation throws (refusals are never retried; default 3). */
   attempts?: number;
+  /** After this long with jobs waiting and none taken or finished, say so once (default 30 s). */
+  idleNoteMs?: number;
 }
 
 export const DEFAULT_KEEP_SECONDS = 7 * 24 * 3600;
@@ -268,6 +271,8 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
     }
     polling = true;
     let delay = 10;
+    let progressAt = Date.now();
+    let idleNoted = false;
     try {
       while (waiting.size > 0 && !closed && !failure) {
         const ids = [...waiting.keys()];
@@ -277,6 +282,17 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
         for (let i = 0; i < ids.length && !failure; i++) if (await settle(ids[i], jobs[i])) finished = true;
         if (waiting.size === 0 || failure) break;
         delay = finished ? 10 : Math.min(1000, Math.round(delay * 1.5));
+        if (finished || jobs.some((j) => j?.processedOn !== undefined && !j.finishedOn)) {
+          progressAt = Date.now();
+          idleNoted = false;
+        } else if (!idleNoted && Date.now() - progressAt > (opts.idleNoteMs ?? 30_000)) {
+          // Nothing taken, nothing finished: most likely no worker is running (or none can reach Redis).
+          idleNoted = true;
+          const s = Math.round((Date.now() - progressAt) / 1000);
+          opts.onStatus?.(
+            `${waiting.size} jobs waiting on ${u.redacted} and no worker has taken one for ${s} s: start \`geneprune worker --queue URL\` where the model is`,
+          );
+        }
         if (nudged) continue;
         await new Promise<void>((resolve) => {
           const t = setTimeout(resolve, delay);
@@ -300,6 +316,8 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
     // Every task is posted at once (gathered into one addBulk); results come back as jobs finish.
     elementwise: poolRunner as ElementwiseRunner,
     async open(recipe: Recipe, spec?: ModelSpec): Promise<CalibrationScorer> {
+      const code = unqueuedMetric(recipeMetric(recipe));
+      if (code) throw new GenepruneError('flag', code, '--queue');
       await connect();
       const travelling = travellingRecipe(recipe);
       const model = await modelIdentity(spec ?? (await loadModelSpec(recipe.model)));

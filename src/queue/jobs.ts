@@ -15,6 +15,7 @@ import { createHash } from 'node:crypto';
 import type { CandidateMasks } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
 import { GenepruneError } from '../errors.js';
+import { metricEntry, type QualityMetric } from '../metrics/registry.js';
 import type { RawEvaluation } from '../metrics/scorers.js';
 import { type ModelIdentity, shapeDifference } from '../model/identity.js';
 import { tokenizerPathFor } from '../model/load.js';
@@ -160,6 +161,8 @@ export function recipeRefusal(
   modelPath: string,
 ): string | undefined {
   const m = stored.manifest;
+  const code = unqueuedMetric(recipeMetric(stored.recipe));
+  if (code) return code;
   const data = sha256(toJson(dataOf(stored.recipe)));
   if (data !== m.data)
     return `data sha256 differs: the recipe's data hash to ${short(data)}, its manifest says ${short(m.data)} (altered in Redis?)`;
@@ -175,6 +178,15 @@ export function recipeRefusal(
     return `model fingerprint differs: the search's ${short(m.model.fingerprint)}, this worker's ${short(model.fingerprint)} (${modelPath}${shape ? `: ${shape}` : ': same shape, different weights'})`;
   }
   return undefined;
+}
+
+/**
+ * Why a metric cannot go over a queue, or undefined: pass@1 runs the programs the model writes against tests that
+ * come with the recipe, so a worker would run code taken from Redis; it stays with `--workers` (this machine).
+ */
+export function unqueuedMetric(metric: QualityMetric): string | undefined {
+  if (!metricEntry(metric).executesCode) return undefined;
+  return `--metric ${metric} runs generated programs against the task's tests: not over a queue (workers would run code read from Redis); use --workers`;
 }
 
 /** A 0/1 array bit-packed (LSB first), or a float array as its bytes when it holds anything else. */

@@ -276,14 +276,19 @@ export interface BackendChoice {
   onStatus?: (line: string) => void;
 }
 
-/** The backend the flags choose, or undefined for the search's own thread. */
-export function backendFor(choice: BackendChoice): EvaluationBackend | undefined {
+/** Refuses `--workers` with `--queue` in one line (called before any data is read). */
+export function refuseTwoBackends(choice: BackendChoice): void {
   if (choice.workers !== undefined && choice.queue !== undefined)
     throw new GenepruneError(
       'flag',
-      'give either --workers (threads here) or --queue (workers anywhere)',
+      'give either --workers (threads here) or --queue (workers anywhere), not both',
       '--queue',
     );
+}
+
+/** The backend the flags choose, or undefined for the search's own thread. */
+export function backendFor(choice: BackendChoice): EvaluationBackend | undefined {
+  refuseTwoBackends(choice);
   if (choice.workers !== undefined) return createPoolBackend(choice.workers);
   if (choice.queue !== undefined) {
     if (choice.runId === undefined)

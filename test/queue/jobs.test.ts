@@ -20,6 +20,7 @@ import {
   runIdOf,
   type StoredRecipe,
   travellingRecipe,
+  unqueuedMetric,
 } from '../../src/queue/jobs.js';
 import { fromJson, recipeFromJson, recipeToJson, toJson } from '../../src/queue/recipejson.js';
 import type { BlockRecipe, CalibrationRecipe } from '../../src/search/backend.js';
@@ -203,6 +204,21 @@ describe('recipe checks (what a worker refuses)', () => {
     assert.match(
       recipeRefusal(identity, s, model('e'.repeat(64), 3), '/mine') ?? '',
       /model fingerprint differs.*layers/,
+    );
+  });
+});
+
+describe('metrics that run code', () => {
+  test('pass@1 never goes over a queue: refused by the search and by a worker reading such a recipe', () => {
+    assert.equal(unqueuedMetric('ppl'), undefined);
+    assert.equal(unqueuedMetric('bleu'), undefined);
+    assert.match(unqueuedMetric('pass@1') ?? '', /not over a queue/);
+    const r = travellingRecipe({ ...recipe(), options: { ...recipe().options, metric: 'pass@1' } });
+    const manifest = recipeManifest(r, model('f'.repeat(64)));
+    const stored = { manifest, recipe: r };
+    assert.match(
+      recipeRefusal(identityOf(manifest), stored, model('f'.repeat(64)), '/m') ?? '',
+      /not over a queue/,
     );
   });
 });

@@ -407,6 +407,43 @@ describe('the queue library', { skip }, () => {
     }
   });
 
+  test('with no worker the search says so once, and scores the same number as in process when one starts', async () => {
+    const spec = await loadModelSpec(sharedPath(MODEL)!);
+    const stream = Array.from({ length: 700 }, (_, i) => 1 + ((i * 53) % 450));
+    const opts = { stream, context: 128, metric: 'ppl' as const, tokens: 512 };
+    const lines: string[] = [];
+    const backend = createQueueBackend(redis.url, {
+      runId: 'idle',
+      idleNoteMs: 300,
+      onStatus: (l) => lines.push(l),
+    });
+    const queued = await createHeadObjective(spec, {
+      ...opts,
+      remote: { backend, model: sharedPath(MODEL)! },
+    });
+    const local = await createHeadObjective(spec, opts);
+    let worker: Awaited<ReturnType<typeof runQueueWorker>> | undefined;
+    try {
+      const genome = Uint8Array.from({ length: queued.space.genes }, (_, j) => (j % 3 === 0 ? 0 : 1));
+      const pending = queued.evaluate(genome);
+      const deadline = Date.now() + 20_000;
+      while (lines.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(lines.length, 1, 'no line said that no worker takes the jobs');
+      assert.match(
+        lines[0],
+        /^1 jobs waiting on redis:\/\/127\.0\.0\.1:\d+ and no worker has taken one for \d+ s/,
+      );
+      worker = await runQueueWorker({ url: redis.url, lockMs: 1000 });
+      const got = await pending;
+      assert.equal(got.quality, (await local.evaluate(genome)).quality);
+      assert.equal(lines.length, 1);
+    } finally {
+      await queued.release();
+      await local.release();
+      await worker?.close();
+    }
+  });
+
   test('a worker that cannot reach Redis at start fails in one line, without the password', async () => {
     const dead = `redis://:Pw-${process.pid}@127.0.0.1:${redis.port + 1}`;
     await assert.rejects(runQueueWorker({ url: dead, connectTimeoutMs: 400 }), (e: unknown) => {

@@ -3,9 +3,13 @@
  * one line that never repeats the password, and the redacted form the only one with the password hidden.
  */
 import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { GenepruneError } from '../../src/errors.js';
 import { hostPort, parseQueueUrl, redactedUrl, redisOptions, withoutPassword } from '../../src/queue/url.js';
+import { assertOneLineError, runCli } from '../helpers/cli.js';
 
 describe('parseQueueUrl', () => {
   test('host, port, database, user and password as written', () => {
@@ -74,5 +78,65 @@ describe('parseQueueUrl', () => {
     assert.equal(redactedUrl('ftp://bob:hunter2@h'), '<unparseable queue URL>');
     const u = parseQueueUrl('redis://:a%2Fb@h:1');
     assert.equal(withoutPassword('auth a/b failed (a%2Fb)', u), 'auth *** failed (***)');
+  });
+});
+
+describe('the command line refuses bad queue flags in one line', () => {
+  test('geneprune worker: no --queue, a bad URL (password not echoed), a lock too short', () => {
+    assertOneLineError(runCli(['worker']), 2, '--queue', 'required');
+    const bad = assertOneLineError(
+      runCli(['worker', '--queue', 'redis://:topsecret@host:70000']),
+      2,
+      '--queue',
+      'bad port',
+    );
+    assert.ok(!bad.includes('topsecret'));
+    assertOneLineError(
+      runCli(['worker', '--queue', 'redis://127.0.0.1:6379', '--lock-ms', '50']),
+      2,
+      '--lock-ms',
+      '≥ 100',
+    );
+  });
+
+  test('heads and weights --queue: a bad URL, or --queue with --workers, before any data is read', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'geneprune-queueflags-'));
+    try {
+      const out = join(dir, 'run');
+      const base = ['heads', '--target-sparsity', '0.25', '--calib', 'x', '--eval', 'y', '--out', out];
+      const bad = assertOneLineError(runCli([...base, '--queue', 'http://:topsecret@h']), 2, '--queue');
+      assert.ok(!bad.includes('topsecret'));
+      assertOneLineError(
+        runCli([...base, '--queue', 'redis://127.0.0.1:1', '--workers', '2']),
+        2,
+        '--queue',
+        '--workers',
+      );
+      assertOneLineError(
+        runCli([
+          'weights',
+          '--method',
+          'ga-magnitude',
+          '--sparsity',
+          '0.5',
+          '--calib',
+          'x',
+          '--eval',
+          'y',
+          '--out',
+          out,
+          '--queue',
+          'redis://127.0.0.1:1',
+          '--workers',
+          '2',
+        ]),
+        2,
+        '--queue',
+        '--workers',
+      );
+      assert.ok(!existsSync(out));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

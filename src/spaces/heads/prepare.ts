@@ -10,7 +10,13 @@ import { prepareRunData, type RunData, type RunEnv, runModelAndData } from '../.
 import type { GivenSetting } from '../../runs/resume.js';
 import { HEAD_RUN_KIND, type RunConfig } from '../../runs/rundir.js';
 import { bleuObjectiveOptions } from '../../runs/tasks.js';
-import { backendFor, type EvaluationBackend, releasingBackend, runQueueId } from '../../search/backend.js';
+import {
+  backendFor,
+  type EvaluationBackend,
+  refuseTwoBackends,
+  releasingBackend,
+  runQueueId,
+} from '../../search/backend.js';
 import type { GaOptions, GenerationSummary } from '../../search/ga.js';
 import { BLEU_SEARCH_ITEMS, metricLabel } from '../../search/objective.js';
 import { refuseUnpooledMetric } from '../../search/pool.js';
@@ -68,6 +74,7 @@ export interface Prepared extends RunData {
 }
 
 export async function prepare(s: HeadSearchSettings, env: HeadSearchEnv, dir: string): Promise<Prepared> {
+  refuseTwoBackends(env);
   if (env.workers !== undefined) refuseUnpooledMetric(s.metric);
   // A queue's workers score on a worker thread each (queue/worker.ts): the same metrics as --workers.
   if (env.queue !== undefined) refuseUnpooledMetric(s.metric, '--queue');

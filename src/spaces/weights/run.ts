@@ -43,7 +43,7 @@ import {
 } from '../../runs/rundir.js';
 import { bleuObjectiveOptions } from '../../runs/tasks.js';
 import { watchBackend } from '../../runs/workersfile.js';
-import { backendFor, runQueueId } from '../../search/backend.js';
+import { backendFor, refuseTwoBackends, runQueueId } from '../../search/backend.js';
 import { quotedBest } from '../../search/progress.js';
 import { faultPoint, sha256File, writeJsonAtomic } from '../../util/fs.js';
 import { createRng } from '../../util/rng.js';
@@ -74,6 +74,7 @@ export type WeightGivenSetting = GivenSetting<Extract<keyof WeightPruneSettings,
  */
 export function refuseUnpooledWeightRun(s: WeightPruneSettings, env: WeightPruneEnv): void {
   if (env.workers === undefined && env.queue === undefined) return;
+  refuseTwoBackends(env);
   // The queue's workers rebuild the same recipes as worker threads do: the same runs are refused.
   const flag = env.workers === undefined ? '--queue' : '--workers';
   const method = weightBaseline(s.method);

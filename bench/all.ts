@@ -152,6 +152,12 @@ const BENCHES: Record<string, Bench> = {
     args: [],
     quick: ['--shape', 'tiny', '--runs', '1', '--dir', 'RUNS'],
   },
+  workers: {
+    npm: 'bench:workers',
+    script: 'bench/workers.ts',
+    args: [],
+    quick: ['--quick', '--repeats', '1'],
+  },
   scale: {
     npm: 'bench:scale',
     script: 'bench/scale.ts',

@@ -44,6 +44,12 @@ export const PAGE_HTML = `<!doctype html>
     <div id="best-about" class="note"></div>
     <div id="grid" class="grid"></div>
   </section>
+  <section class="panel" id="workers-panel" hidden>
+    <h2>Workers</h2>
+    <div id="workers-about" class="note"></div>
+    <div class="counters" id="workers-jobs"></div>
+    <table id="workers-table"><thead><tr><th>worker</th><th>evaluations</th><th>evaluations/s</th><th>busy</th></tr></thead><tbody></tbody></table>
+  </section>
   <section class="panel">
     <h2>Result</h2>
     <table id="result"><tbody></tbody></table>
@@ -93,6 +99,9 @@ main { display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr)
 table { border-collapse: collapse; }
 td { padding: 3px 14px 3px 0; vertical-align: top; }
 td:first-child { color: var(--muted); }
+th { text-align: left; font-weight: 600; color: var(--muted); padding: 3px 14px 3px 0; }
+#workers-table td { font-variant-numeric: tabular-nums; }
+#workers-jobs { margin: 6px 0 8px; gap: 24px; }
 footer { color: var(--muted); font-size: 12px; padding: 4px 22px 18px; word-break: break-all; }
 `;
 
@@ -205,6 +214,40 @@ export const PAGE_SCRIPT = `'use strict';
     });
   }
 
+  // workers.json (--workers N, --queue URL): the backend, its jobs and each worker; no panel without the file.
+  function showWorkers(w) {
+    const panel = $('workers-panel');
+    const jobs = $('workers-jobs');
+    const body = $('workers-table').tBodies[0];
+    jobs.replaceChildren();
+    body.replaceChildren();
+    panel.hidden = !w;
+    if (!w) return;
+    text('workers-about', w.label + ' · ' + w.workers.length + ' worker' + (w.workers.length === 1 ? '' : 's') + ' · ' + duration(w.seconds));
+    for (const [label, value] of [['waiting', w.waiting], ['active', w.active], ['done', w.done], ['failed', w.failed]]) {
+      const box = document.createElement('div');
+      const l = document.createElement('span');
+      const v = document.createElement('span');
+      l.className = 'label';
+      l.textContent = label;
+      v.className = 'big';
+      v.dataset.jobs = label;
+      v.textContent = String(value);
+      box.append(l, ' ', v);
+      jobs.append(box);
+    }
+    for (const x of w.workers) {
+      const tr = document.createElement('tr');
+      const cells = [x.id, String(x.evaluations), x.perSecond == null ? '–' : x.perSecond.toFixed(2), x.busy == null ? '–' : (100 * x.busy).toFixed(0) + ' %'];
+      for (const c of cells) {
+        const td = document.createElement('td');
+        td.textContent = c;
+        tr.append(td);
+      }
+      body.append(tr);
+    }
+  }
+
   function showMeta(meta) {
     state.meta = meta;
     text('name', meta.name);
@@ -247,6 +290,7 @@ export const PAGE_SCRIPT = `'use strict';
       body.append(tr);
     }
     $('result-none').hidden = !!meta.result;
+    showWorkers(meta.workers);
     text('scatter-count', state.evals.length + ' evaluations' + (meta.nonFinite ? ', ' + meta.nonFinite + ' not finite (not plotted)' : ''));
   }
 

@@ -6,6 +6,9 @@
  * per-block search state (search-state.json) gives each finished block's best as a "generation". A weight run
  * with no log (one-shot methods, alloc, runs made before the log) shows each finished block's best as its point.
  *
+ * With `--workers N` or `--queue URL` the run's workers.json (runs/workersfile.ts) says what the evaluation
+ * backend has done; the view carries it (`RunMeta.workers`) only while the file exists and reads as one.
+ *
  * `refresh` compares the files with what was last seen and returns the change: new log records (an append) or,
  * when a log was rewritten (a resumed run drops a partly logged generation), the whole view again (a snapshot).
  * Everything taken from the files is checked for type here and stays plain data; the page shows it as text.
@@ -17,6 +20,7 @@ import { findMetric } from '../metrics/registry.js';
 import { LOCK_FILE, RUN_FILES } from '../runs/files.js';
 import { pickOfLoggedFront } from '../runs/front.js';
 import { HEAD_RUN_KIND, WEIGHT_RUN_KIND } from '../runs/rundir.js';
+import { readWorkersFile, type WorkersFile } from '../runs/workersfile.js';
 import type { BlockSearchProgress } from '../spaces/weights/blockwise.js';
 import { pushAll } from '../util/arrays.js';
 import { pidAlive } from '../util/fs.js';
@@ -100,6 +104,27 @@ export interface RunMeta {
   search: SearchPosition | null;
   /** A weight search whose candidates all keep one budget: its points are plotted by generation, not sparsity. */
   fixedSparsity: boolean;
+  /** workers.json: the evaluation backend's work (a one-process run, or a file that does not read: null). */
+  workers: WorkersView | null;
+}
+
+/** The workers panel's numbers, from workers.json. */
+export interface WorkersView {
+  label: string;
+  waiting: number;
+  active: number;
+  done: number;
+  failed: number;
+  /** Wall seconds the backend has been watched (the file's `seconds`). */
+  seconds: number;
+  workers: Array<{
+    id: string;
+    evaluations: number;
+    /** Evaluations per wall second since the backend started (null before any time has passed). */
+    perSecond: number | null;
+    /** Share of that time it was busy scoring, 0–1 (null likewise). */
+    busy: number | null;
+  }>;
 }
 
 export interface Snapshot {
@@ -196,6 +221,25 @@ function resultLines(kind: RunMeta['kind'], r: Record<string, unknown>): Array<[
   return lines;
 }
 
+/** The panel's view of a checked workers.json: only its fields, rates worked out here. */
+export function workersView(f: WorkersFile): WorkersView {
+  const s = f.seconds;
+  return {
+    label: f.label,
+    waiting: f.waiting,
+    active: f.active,
+    done: f.done,
+    failed: f.failed,
+    seconds: s,
+    workers: f.workers.map((w) => ({
+      id: w.id,
+      evaluations: w.evaluations,
+      perSecond: s > 0 ? w.evaluations / s : null,
+      busy: s > 0 ? Math.min(w.busyMs / 1000 / s, 1) : null,
+    })),
+  };
+}
+
 /** Follows the run directory `dir` (which may not exist yet: a run about to be created). */
 export function watchRun(dir: string): RunWatcher {
   const root = resolve(dir);
@@ -214,6 +258,8 @@ export function watchRun(dir: string): RunWatcher {
   let maskBest: BestMask | null = null;
   let maskVersion: string | undefined;
   let blocksVersion: string | undefined;
+  let workers: WorkersView | null = null;
+  let workersVersion: string | undefined;
   let blocks: { done: number; seconds: number; reports: Array<Record<string, unknown>> } | undefined;
   let live: string | null = null;
   let meta: RunMeta | undefined;
@@ -451,7 +497,17 @@ export function watchRun(dir: string): RunWatcher {
       unreadable,
       search,
       fixedSparsity: weights && isFixedSparsitySearch(str(config?.method), s),
+      workers,
     };
+  }
+
+  /** workers.json, re-read when it changed; a file that does not read as one shows no panel. */
+  async function readWorkers(): Promise<void> {
+    const v = await versionOf(join(root, RUN_FILES.workers));
+    if (v === workersVersion) return;
+    workersVersion = v;
+    const f = v ? await readWorkersFile(root).catch(() => undefined) : undefined;
+    workers = f ? workersView(f) : null;
   }
 
   /** A weight run's block search under way: its own last report while that is current, else the files' view. */
@@ -518,6 +574,8 @@ export function watchRun(dir: string): RunWatcher {
           maskVersion = undefined;
           blocks = undefined;
           blocksVersion = undefined;
+          workers = null;
+          workersVersion = undefined;
         }
       }
       // result.json before the logs and checkpoints: a run writes it last, so a view that says finished also holds
@@ -588,6 +646,7 @@ export function watchRun(dir: string): RunWatcher {
         }
         await readMask();
       }
+      await readWorkers();
       const previous = meta;
       meta = await buildMeta();
       if (reset || previous === undefined) return { kind: 'snapshot', snapshot: this.snapshot() };

@@ -18,6 +18,9 @@
  *   method-state.json    a weight method's own state (alloc, after each generation; checkpoints.ts)
  *   result.json          final numbers: calibration and evaluation scores, forward passes, time (results.ts)
  *   bench.json           speed measured by `geneprune bench` for the run's mask, read by the report
+ *   workers.json         `--workers N` / `--queue URL`: what the evaluation backend has done (runs/workersfile.ts),
+ *                        rewritten atomically at most once a second while scoring and once at the end; read by
+ *                        the dashboard's workers panel
  */
 import { appendFile, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -38,6 +41,7 @@ export const RUN_FILES = {
   methodState: 'method-state.json',
   result: 'result.json',
   bench: 'bench.json',
+  workers: 'workers.json',
 } as const;
 
 export const LOCK_FILE = RUN_FILES.lock;

@@ -125,6 +125,37 @@ export interface EvaluationBackend {
   /** How a batch's evaluations are handed out: every task started at once, failures chosen by index. */
   readonly elementwise: ElementwiseRunner;
   release(): Promise<void>;
+  /**
+   * What the backend has done so far, for the run's workers.json and the dashboard's workers panel (optional: a
+   * backend without it writes no file). Still answers after `release()`, with what it did before, so the search
+   * can write the file once more at the end.
+   */
+  stats?(): Promise<BackendStats>;
+}
+
+/**
+ * A backend's work at one moment. The counts are this backend's evaluations since it was created (its jobs on a
+ * shared queue, not other searches'): `waiting` handed to the backend but not started, `active` being scored,
+ * `done` scored, `failed` ended in an error. `workers` has one entry per evaluator that has worked for it (a
+ * worker thread, a `geneprune worker` process), `busyMs` the wall time it spent on this backend's evaluations.
+ * No password, host secret or path beyond what `label` already shows.
+ */
+export interface BackendStats {
+  /** The backend's label (`2 worker threads`, a queue's redacted URL). */
+  label: string;
+  waiting: number;
+  active: number;
+  done: number;
+  failed: number;
+  workers: WorkerStats[];
+}
+
+export interface WorkerStats {
+  /** Stable for the evaluator's life, unique within the backend (`thread 1`, a worker's host and pid). */
+  id: string;
+  /** Evaluations it finished for this backend (scored, not failed). */
+  evaluations: number;
+  busyMs: number;
 }
 
 /** `ObjectiveOptions.remote`: the backend and the model reference its recipes name. */

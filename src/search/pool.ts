@@ -17,7 +17,15 @@ import type { CandidateMasks } from '../engine/runner.js';
 import { GenepruneError } from '../errors.js';
 import { QUALITY_METRICS } from '../metrics/registry.js';
 import type { CalibrationScorer, RawEvaluation, ScorerRecord } from '../metrics/scorers.js';
-import { type EvaluationBackend, type Recipe, recipeMetric, recipeThreads, withThreads } from './backend.js';
+import {
+  type BackendStats,
+  type EvaluationBackend,
+  type Recipe,
+  recipeMetric,
+  recipeThreads,
+  type WorkerStats,
+  withThreads,
+} from './backend.js';
 import type { ElementwiseRunner, Fidelity } from './objective.js';
 
 /**
@@ -104,6 +112,25 @@ interface Task {
   fidelity: Fidelity;
   resolve(r: RawEvaluation): void;
   reject(e: unknown): void;
+  /** When it was posted to a worker (performance.now()), for the worker's busy time. */
+  posted?: number;
+}
+
+/**
+ * What a pool's scorers have done, kept by the backend for `stats()` across every recipe it opens (the i-th
+ * thread of each scorer counts as `thread i+1`, as a block search's threads are lent again in the same order)
+ * and after they are released.
+ */
+export interface PoolTally {
+  waiting: number;
+  active: number;
+  done: number;
+  failed: number;
+  workers: WorkerStats[];
+}
+
+export function emptyTally(): PoolTally {
+  return { waiting: 0, active: 0, done: 0, failed: 0, workers: [] };
 }
 
 /**
@@ -181,15 +208,22 @@ export function createPoolBackend(workers: number): EvaluationBackend {
   const open = new Set<CalibrationScorer>();
   const idle: PoolThread[] = [];
   let released = false;
+  const tally = emptyTally();
+  const label = `${workers} worker thread${workers === 1 ? '' : 's'}`;
   return {
     flag: '--workers',
-    label: `${workers} worker thread${workers === 1 ? '' : 's'}`,
+    label,
     elementwise: poolRunner,
+    async stats(): Promise<BackendStats> {
+      const { waiting, active, done, failed } = tally;
+      return { label, waiting, active, done, failed, workers: tally.workers.map((w) => ({ ...w })) };
+    },
     async open(recipe) {
       if (released) throw new GenepruneError('internal', 'the evaluation workers were released', '--workers');
       const lent = idle.splice(0, workers).filter((t) => !t.dead);
       const scorer = await createPoolScorer(recipe, workers, {
         threads: lent,
+        tally,
         // Threads still alive go back to the pool; the backend's release ends them.
         giveBack: async (threads) => {
           const live = threads.filter((t) => !t.dead);
@@ -224,6 +258,8 @@ export interface PoolLease {
   threads?: readonly PoolThread[];
   /** Takes the threads back at release (instead of ending them). */
   giveBack?(threads: readonly PoolThread[]): Promise<void>;
+  /** Counts the scorer's evaluations (waiting, active, done, failed; per thread) for the backend's stats. */
+  tally?: PoolTally;
 }
 
 /**
@@ -249,19 +285,37 @@ export async function createPoolScorer(
   let closed = false;
   let nextId = 0;
   let record: ScorerRecord | undefined;
+  const tally = lease.tally ?? emptyTally();
+  for (let i = 0; i < count; i++) tally.workers[i] ??= { id: `thread ${i + 1}`, evaluations: 0, busyMs: 0 };
 
+  /** Thread i's task ended (scored or failed): the tally counts it, the thread is free again. */
+  const settle = (i: number, scored: boolean): Task | undefined => {
+    const t = busy[i];
+    busy[i] = undefined;
+    if (!t) return undefined;
+    tally.active--;
+    if (scored) {
+      tally.done++;
+      tally.workers[i].evaluations++;
+    } else tally.failed++;
+    tally.workers[i].busyMs += performance.now() - (t.posted ?? performance.now());
+    return t;
+  };
   const fail = (e: GenepruneError) => {
     failure ??= e;
-    for (let i = 0; i < busy.length; i++) {
-      busy[i]?.reject(failure);
-      busy[i] = undefined;
-    }
-    for (const t of queue.splice(0)) t.reject(failure);
+    for (let i = 0; i < busy.length; i++) settle(i, false)?.reject(failure);
+    const dropped = queue.splice(0);
+    tally.waiting -= dropped.length;
+    tally.failed += dropped.length;
+    for (const t of dropped) t.reject(failure);
   };
   const dispatch = () => {
     for (let i = 0; i < pool.length && queue.length > 0; i++) {
       if (busy[i]) continue;
       const t = queue.shift()!;
+      tally.waiting--;
+      tally.active++;
+      t.posted = performance.now();
       busy[i] = t;
       // Held open only while working, so a forgotten pool cannot keep the process alive.
       pool[i].worker.ref();
@@ -309,9 +363,8 @@ export async function createPoolScorer(
               thread.worker.unref();
               resolve();
             } else if (m.kind === 'scored') {
-              const t = busy[i];
-              if (!t || t.id !== m.id) return;
-              busy[i] = undefined;
+              if (busy[i]?.id !== m.id) return;
+              const t = settle(i, true)!;
               thread.worker.unref();
               t.resolve(m.result);
               dispatch();
@@ -319,8 +372,7 @@ export async function createPoolScorer(
               const e = errorOf(m.error, i);
               if (!started) reject(e);
               else {
-                const t = busy[i];
-                busy[i] = undefined;
+                const t = settle(i, false);
                 // One evaluation failed: the batch fails with its error; the worker stays usable.
                 thread.worker.unref();
                 t?.reject(e);
@@ -359,6 +411,7 @@ export async function createPoolScorer(
       if (failure) return Promise.reject(failure);
       return new Promise<RawEvaluation>((resolve, reject) => {
         queue.push({ id: ++nextId, masks, fidelity, resolve, reject });
+        tally.waiting++;
         dispatch();
       });
     },

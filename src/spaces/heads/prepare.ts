@@ -10,7 +10,13 @@ import { prepareRunData, type RunData, type RunEnv, runModelAndData } from '../.
 import type { GivenSetting } from '../../runs/resume.js';
 import { HEAD_RUN_KIND, type RunConfig } from '../../runs/rundir.js';
 import { bleuObjectiveOptions } from '../../runs/tasks.js';
-import { backendFor, refuseTwoBackends, releasingBackend, runQueueId } from '../../search/backend.js';
+import {
+  backendFor,
+  type EvaluationBackend,
+  refuseTwoBackends,
+  releasingBackend,
+  runQueueId,
+} from '../../search/backend.js';
 import type { GaOptions, GenerationSummary } from '../../search/ga.js';
 import { BLEU_SEARCH_ITEMS, metricLabel } from '../../search/objective.js';
 import { oversubscriptionNote, refuseUnpooledMetric } from '../../search/pool.js';
@@ -63,6 +69,8 @@ export function gaOptions(
 
 export interface Prepared extends RunData {
   objective: HeadObjective;
+  /** `--workers N`: where the objective's evaluations run (released with it); its stats go to workers.json. */
+  backend?: EvaluationBackend;
 }
 
 export async function prepare(s: HeadSearchSettings, env: HeadSearchEnv, dir: string): Promise<Prepared> {
@@ -128,7 +136,7 @@ export async function prepare(s: HeadSearchSettings, env: HeadSearchEnv, dir: st
     await backend?.release();
     throw e;
   });
-  return { ...data, objective: releasingBackend(objective, backend) };
+  return { ...data, objective: releasingBackend(objective, backend), ...(backend ? { backend } : {}) };
 }
 
 export async function runConfig(s: HeadSearchSettings, p: Prepared): Promise<RunConfig> {

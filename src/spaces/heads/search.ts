@@ -30,6 +30,7 @@ import {
   rewriteLogs,
 } from '../../runs/rundir.js';
 import { scoreBleuOnEval } from '../../runs/tasks.js';
+import { type BackendWatch, watchBackend } from '../../runs/workersfile.js';
 import { bitStringCodec } from '../../search/codec.js';
 import { decodeOrThrow, type GaOptions, type GaState, initialState } from '../../search/ga.js';
 import type { NsgaState } from '../../search/nsga.js';
@@ -200,6 +201,7 @@ export async function runHeadSearch(dir: string, settings: HeadSearchSettings, e
   const s = absoluteSettings(settings);
   const p = await prepare(s, env, dir);
   let lock: HeldLock | undefined;
+  let watch: BackendWatch | undefined;
   try {
     const removeCount = removeCountOf(s, p.objective.space.genes);
     if (s.method !== 'ga' && s.method !== 'nsga' && removeCount === undefined) {
@@ -212,9 +214,15 @@ export async function runHeadSearch(dir: string, settings: HeadSearchSettings, e
       throw flagError('--target-sparsity', 'the budget fitness needs a target share of heads to remove');
     }
     lock = await createRunDir(dir, await runConfig(s, p), env.onNote);
-    return await searchFromScratch(dir, s, p, env);
+    watch = watchBackend(dir, p.backend);
+    const result = await searchFromScratch(dir, s, p, env);
+    await p.objective.release();
+    await watch.stop();
+    return result;
   } finally {
     await p.objective.release();
+    // Already stopped after a finished search; after a failure the file is brought up to date, quietly.
+    await watch?.stop().catch(() => {});
     await lock?.release();
   }
 }
@@ -382,17 +390,23 @@ export async function resumeHeadSearch(
       );
     }
     const p = await prepare(s, env, dir);
+    let watch: BackendWatch | undefined;
     try {
       await refuseForeignModel(dir, config, p.model.spec, p.model.modelPath);
       await refuseChangedConfig(dir, run.configSha256, 'state.json');
+      watch = watchBackend(dir, p.backend);
+      let result: HeadSearchResult;
       if (run.fresh) {
         env.onStatus?.('no generation was saved: starting the run again from the beginning');
         await rewriteLogs(dir, run);
-        return await searchFromScratch(dir, s, p, env);
-      }
-      return await continueSearch(dir, s, p, run, env);
+        result = await searchFromScratch(dir, s, p, env);
+      } else result = await continueSearch(dir, s, p, run, env);
+      await p.objective.release();
+      await watch.stop();
+      return result;
     } finally {
       await p.objective.release();
+      await watch?.stop().catch(() => {});
     }
   } finally {
     await lock.release();

@@ -42,6 +42,7 @@ import {
   WEIGHT_RUN_KIND,
 } from '../../runs/rundir.js';
 import { bleuObjectiveOptions } from '../../runs/tasks.js';
+import { watchBackend } from '../../runs/workersfile.js';
 import { backendFor, refuseTwoBackends, runQueueId } from '../../search/backend.js';
 import { oversubscriptionNote } from '../../search/pool.js';
 import { quotedBest } from '../../search/progress.js';
@@ -156,6 +157,8 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
   // `--workers N` or `--queue URL`: the search's candidates scored on the backend, which lives as long as the
   // method; the queue's job ids name the run by its directory (runQueueId).
   const backend = backendFor({ ...env, ...(env.queue !== undefined ? { runId: runQueueId(dir) } : {}) });
+  // What the backend does goes to workers.json for the dashboard (a backend with stats only).
+  const watch = watchBackend(dir, backend);
   const out = await method
     .select({
       spec: p.model.spec,
@@ -197,7 +200,12 @@ async function fixMask(dir: string, s: WeightPruneSettings, p: Prepared, env: We
           ms: Math.round(e.ms),
         }),
     })
-    .finally(() => backend?.release());
+    .finally(() => backend?.release())
+    .catch(async (e) => {
+      await watch.stop().catch(() => {});
+      throw e;
+    });
+  await watch.stop();
   const masks = weightMasksFromKeeps(p.space.matrices, out.keeps);
   // The file holds every prunable matrix: those --layers left out are kept whole.
   const all = prunableMatrices(p.model.spec);

@@ -103,6 +103,7 @@ describe('README and the manual in docs/', () => {
       'scale.md',
       'seq2seq.md',
       'weights.md',
+      'workers.md',
     ]);
     const manual = pages.map((p) => text.get(p)!).join('\n');
     const missing: string[] = [];

@@ -11,8 +11,11 @@
  * A worker that fails (an evaluation throws, or the thread dies) fails the batch with a one-line error, never a
  * score; workers are terminated by the objective's release, and hold the process open only while they work.
  */
-import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
+
+import { type ChildProcess, fork, type Serializable } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { availableParallelism, constants } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import type { CandidateMasks } from '../engine/runner.js';
 import { GenepruneError } from '../errors.js';
 import { QUALITY_METRICS } from '../metrics/registry.js';
@@ -36,6 +39,8 @@ import type { ElementwiseRunner, Fidelity } from './objective.js';
 export type ToPoolWorker =
   | { kind: 'load'; recipe: Recipe; sendRecord: boolean }
   | { kind: 'unload' }
+  /** Free the sessions and let the thread end by itself (see `endThreads`). */
+  | { kind: 'end' }
   | { kind: 'score'; id: number; masks: CandidateMasks; fidelity: Fidelity };
 
 export type FromPoolWorker =
@@ -87,17 +92,70 @@ export function threadsPerWorker(workers: number, cores = availableParallelism()
 }
 
 /**
- * A worker running poolworker.js beside this module when built; from source (tsx: tests, bench), worker
- * threads do not inherit tsx's loader, so a bootstrap registers it first (as the dashboard's thread does).
+ * What the pool needs of an evaluation worker: the subset of `node:worker_threads`' Worker that a child process
+ * is adapted to (`EvaluatorProcess`). Workers are child processes, not threads: ending a thread whose ONNX Runtime
+ * session objects are alive could abort the whole process from the native binding ("terminate called after
+ * throwing an instance of 'Napi::Error'", seen about once in a few hundred pool ends), while a child process that
+ * fails at its end takes only itself down — after it has answered everything.
  */
-function newWorker(): Worker {
-  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./poolworker.js', import.meta.url));
-  const entry = new URL('./poolworker.ts', import.meta.url).href;
-  // tsx by its resolved URL: an eval'd worker resolves bare names from the working directory, which may lie
-  // outside the repository.
-  const tsx = import.meta.resolve('tsx/esm/api');
-  const boot = `import(${JSON.stringify(tsx)}).then((t) => { t.register(); return import(${JSON.stringify(entry)}); });`;
-  return new Worker(boot, { eval: true });
+export interface EvaluatorHandle {
+  postMessage(m: unknown): void;
+  on(event: 'message', f: (m: FromPoolWorker) => void): unknown;
+  on(event: 'error', f: (e: Error) => void): unknown;
+  on(event: 'exit', f: (code: number) => void): unknown;
+  once(event: 'exit', f: (code: number) => void): unknown;
+  ref(): void;
+  unref(): void;
+  terminate(): Promise<unknown>;
+}
+
+/** A child process running poolworker.{js,ts}, messages in the V8 serialisation (typed arrays, Maps, bigints). */
+export class EvaluatorProcess extends EventEmitter implements EvaluatorHandle {
+  readonly child: ChildProcess;
+  constructor(entry: string, execArgv: string[]) {
+    super();
+    this.child = fork(entry, [], {
+      execArgv,
+      serialization: 'advanced',
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    this.child.on('message', (m) => this.emit('message', m));
+    this.child.on('error', (e) => this.emit('error', e));
+    // A signal's end is reported as its number above 128, as a shell would.
+    this.child.on('exit', (code, signal) =>
+      this.emit('exit', code ?? (signal ? 128 + (constants.signals[signal] ?? 0) : 1)),
+    );
+  }
+  postMessage(m: unknown): void {
+    if (this.child.connected) this.child.send(m as Serializable);
+  }
+  ref(): void {
+    this.child.ref();
+    this.child.channel?.ref();
+  }
+  unref(): void {
+    this.child.unref();
+    this.child.channel?.unref();
+  }
+  async terminate(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const gone = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
+    this.child.kill('SIGKILL');
+    await gone;
+  }
+}
+
+/**
+ * A worker process running poolworker.js beside this module when built; from source (tsx: tests, bench), the
+ * child is started with tsx's loader, found by its resolved URL (a run may start outside the repository).
+ */
+function newWorker(): EvaluatorHandle {
+  if (!import.meta.url.endsWith('.ts'))
+    return new EvaluatorProcess(fileURLToPath(new URL('./poolworker.js', import.meta.url)), []);
+  return new EvaluatorProcess(fileURLToPath(new URL('./poolworker.ts', import.meta.url)), [
+    '--import',
+    import.meta.resolve('tsx'),
+  ]);
 }
 
 function errorOf(e: SentError, workerIndex: number): GenepruneError {
@@ -139,7 +197,9 @@ export function emptyTally(): PoolTally {
  * on stories260K, measured: docs/notes-pool.md).
  */
 export interface PoolThread {
-  readonly worker: Worker;
+  readonly worker: EvaluatorHandle;
+  /** Settles when the thread has exited, however. */
+  readonly exited: Promise<void>;
   /** Set once the thread died or exited unasked: it is not lent again. */
   dead?: GenepruneError;
   owner?: {
@@ -156,8 +216,11 @@ function startThread(): PoolThread {
  * A worker thread as a pool holds it: its death or an exit nobody asked for (an uncaught error, process.exit in
  * the thread, an out-of-memory end) fails whatever its scorer has pending, in one line, and it is not lent again.
  */
-export function poolThread(worker: Worker): PoolThread {
-  const thread: PoolThread = { worker };
+export function poolThread(worker: EvaluatorHandle): PoolThread {
+  const thread: PoolThread = {
+    worker,
+    exited: new Promise<void>((resolve) => worker.once('exit', () => resolve())),
+  };
   let ending = false;
   const died = (e: GenepruneError) => {
     thread.dead ??= e;
@@ -187,13 +250,37 @@ export function poolThread(worker: Worker): PoolThread {
   return thread;
 }
 
-/** Ends threads on purpose (not a failure: their exit is expected). */
+/** How long a thread asked to end may take before it is terminated (it finishes the evaluation it is in first). */
+const END_GRACE_MS = 30_000;
+
+/**
+ * Ends threads on purpose (not a failure: their exit is expected). Each is asked to free its sessions and end by
+ * itself; `terminate()` only for one that has not within END_GRACE_MS. Terminating a thread whose ONNX Runtime
+ * sessions are alive can abort the whole process from the native binding (seen as "terminate called after
+ * throwing an instance of 'Napi::Error'" in about one run in a few dozen), so it is the fallback, not the way.
+ */
 async function endThreads(threads: readonly PoolThread[]): Promise<void> {
   for (const t of threads) {
     t.dead ??= new GenepruneError('internal', 'the evaluation workers were released', '--workers');
     t.owner = undefined;
   }
-  await Promise.all(threads.map((t) => t.worker.terminate()));
+  await Promise.all(
+    threads.map(async (t) => {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<'late'>((resolve) => {
+        timer = setTimeout(() => resolve('late'), END_GRACE_MS);
+      });
+      try {
+        t.worker.postMessage({ kind: 'end' } satisfies ToPoolWorker);
+        t.worker.ref();
+        if ((await Promise.race([t.exited, late])) === 'late') await t.worker.terminate();
+      } catch {
+        // Already gone: posting to an exited thread throws, and it has nothing left to free.
+      } finally {
+        clearTimeout(timer);
+      }
+    }),
+  );
 }
 
 /**
@@ -209,7 +296,7 @@ export function createPoolBackend(workers: number): EvaluationBackend {
   const idle: PoolThread[] = [];
   let released = false;
   const tally = emptyTally();
-  const label = `${workers} worker thread${workers === 1 ? '' : 's'}`;
+  const label = `${workers} worker process${workers === 1 ? '' : 'es'}`;
   return {
     flag: '--workers',
     label,
@@ -286,7 +373,7 @@ export async function createPoolScorer(
   let nextId = 0;
   let record: ScorerRecord | undefined;
   const tally = lease.tally ?? emptyTally();
-  for (let i = 0; i < count; i++) tally.workers[i] ??= { id: `thread ${i + 1}`, evaluations: 0, busyMs: 0 };
+  for (let i = 0; i < count; i++) tally.workers[i] ??= { id: `worker ${i + 1}`, evaluations: 0, busyMs: 0 };
 
   /** Thread i's task ended (scored or failed): the tally counts it, the thread is free again. */
   const settle = (i: number, scored: boolean): Task | undefined => {

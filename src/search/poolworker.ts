@@ -11,7 +11,19 @@ import type { CalibrationScorer } from '../metrics/scorers.js';
 import { buildRecipeScorer } from './backend.js';
 import type { FromPoolWorker, SentError, ToPoolWorker } from './pool.js';
 
-const port = parentPort!;
+/**
+ * Where the messages come from: the parent process's IPC channel (the pool's workers are child processes), or a
+ * thread's parent port when started as a worker thread.
+ */
+const port = parentPort ?? {
+  postMessage: (m: FromPoolWorker) => {
+    if (process.connected) process.send!(m);
+  },
+  on: (_event: 'message', f: (m: ToPoolWorker) => void) => process.on('message', f),
+  close: () => process.disconnect(),
+};
+// The search that started this worker is gone (killed, or it ended without asking): nothing will ask for scores.
+process.on('disconnect', () => process.exit(0));
 const send = (m: FromPoolWorker) => port.postMessage(m);
 
 function sent(e: unknown): SentError {
@@ -37,11 +49,16 @@ async function handle(m: ToPoolWorker): Promise<void> {
     }
     return;
   }
-  // 'load' or 'unload': the scorer held so far goes first (its sessions are this thread's memory).
+  // 'load', 'unload' or 'end': the scorer held so far goes first (its sessions are this thread's memory).
   const old = scorer;
   scorer = undefined;
   await old?.runner.release().catch(() => {});
   if (m.kind === 'unload') return;
+  if (m.kind === 'end') {
+    // Nothing left to hold the thread: it ends by itself once this returns, its sessions already freed.
+    port.close();
+    return;
+  }
   try {
     scorer = (await buildRecipeScorer(m.recipe)).scorer;
     send({ kind: 'ready', ...(m.sendRecord && scorer.record ? { record: scorer.record } : {}) });

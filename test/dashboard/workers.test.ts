@@ -57,8 +57,8 @@ function workersJson(label: string, done = 40) {
     done,
     failed: 1,
     workers: [
-      { id: 'thread 1', evaluations: 25, busyMs: 8000 },
-      { id: 'thread 2', evaluations: done - 25, busyMs: 6500 },
+      { id: 'worker 1', evaluations: 25, busyMs: 8000 },
+      { id: 'worker 2', evaluations: done - 25, busyMs: 6500 },
     ],
   };
 }
@@ -71,24 +71,24 @@ describe('the run view', () => {
     assert.equal(first?.kind, 'snapshot');
     assert.equal(w.snapshot().meta.workers, null);
 
-    writeFileSync(join(dir, RUN_FILES.workers), JSON.stringify(workersJson('2 worker threads')));
+    writeFileSync(join(dir, RUN_FILES.workers), JSON.stringify(workersJson('2 worker processes')));
     const change = await w.refresh();
     assert.equal(change?.kind, 'append');
     // By hand: 25 evaluations in 10 s = 2.5/s, busy 8 s of 10 = 0.8; 15 in 10 s = 1.5/s, 6.5 of 10 = 0.65.
     assert.deepEqual(w.snapshot().meta.workers, {
-      label: '2 worker threads',
+      label: '2 worker processes',
       waiting: 3,
       active: 2,
       done: 40,
       failed: 1,
       seconds: 10,
       workers: [
-        { id: 'thread 1', evaluations: 25, perSecond: 2.5, busy: 0.8 },
-        { id: 'thread 2', evaluations: 15, perSecond: 1.5, busy: 0.65 },
+        { id: 'worker 1', evaluations: 25, perSecond: 2.5, busy: 0.8 },
+        { id: 'worker 2', evaluations: 15, perSecond: 1.5, busy: 0.65 },
       ],
     });
     // Rewritten (the search writes it again as it scores): the view follows.
-    writeFileSync(join(dir, RUN_FILES.workers), JSON.stringify(workersJson('2 worker threads', 45)));
+    writeFileSync(join(dir, RUN_FILES.workers), JSON.stringify(workersJson('2 worker processes', 45)));
     assert.equal((await w.refresh())?.kind, 'append');
     assert.equal(w.snapshot().meta.workers?.done, 45);
     assert.equal(w.snapshot().meta.workers?.workers[1].perSecond, 2);
@@ -160,8 +160,8 @@ describe('the page', { skip: skipBrowser }, () => {
         trs.map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent)),
       );
       assert.deepEqual(rows, [
-        ['thread 1', '25', '2.50', '80 %'],
-        ['thread 2', '15', '1.50', '65 %'],
+        ['worker 1', '25', '2.50', '80 %'],
+        ['worker 2', '15', '1.50', '65 %'],
       ]);
       assert.equal(await page.evaluate('window.pwned'), undefined);
       assert.equal(await page.locator('#workers-panel img').count(), 0);

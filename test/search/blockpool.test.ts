@@ -10,7 +10,6 @@
  * when the next recipe is the same walk.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { enterBlock } from '../../src/engine/blocks.js';
 import type { TokenBatch } from '../../src/engine/runner.js';
@@ -35,6 +34,7 @@ import { advanceHidden } from '../../src/spaces/weights/blockpasses.js';
 import { blockRecipe } from '../../src/spaces/weights/blockrecipe.js';
 import { blockFeeds, blockLayout } from '../../src/spaces/weights/blockspace.js';
 import { createRng } from '../../src/util/rng.js';
+import { childPids, settleTo } from '../helpers/procs.js';
 import { CALIB, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 /** A fixed token stream of a vocabulary of `vocab` (a linear congruential sequence, no data file needed). */
@@ -165,21 +165,14 @@ describe('block recipes (stories260K)', { skip: skipUnlessShared(MODEL) }, () =>
 });
 
 describe('a pool backend across block recipes (stories260K)', { skip: skipUnlessShared(MODEL) }, () => {
-  test('the next block’s recipe loads on the same live threads, which the backend’s release ends', async (t) => {
-    if (!existsSync('/proc/self/task')) return t.skip('no /proc here');
-    const threads = () => readdirSync('/proc/self/task').length;
+  test('the next block’s recipe loads on the same live workers, which the backend’s release ends', async (t) => {
+    if (childPids() === undefined) return t.skip('no /proc here');
+    const workers = () => childPids()?.length ?? 0;
     const model = sharedPath(MODEL)!;
     const spec = await loadModelSpec(model);
     const list = [...batches(makeWindows(tokens(1100, 512), 128, 1024, 'test tokens'), 4)];
     const backend = createPoolBackend(2);
-    // Once first: the first worker loads ONNX Runtime, whose process-wide state keeps threads for good.
-    const warm = createPoolBackend(1);
-    const first = (await blockInput(spec, list, 0, {})).input;
-    await (
-      await warm.open(blockRecipe(first, { model, matrices: prunableMatrices(spec), batches: list }))
-    ).runner.release();
-    await warm.release();
-    const before = threads();
+    const before = workers();
     let during = 0;
     for (const layer of [1, 3]) {
       const { input, matrices } = await blockInput(spec, list, layer, {});
@@ -198,16 +191,13 @@ describe('a pool backend across block recipes (stories260K)', { skip: skipUnless
         await plain.release();
         await pooled.release();
       }
-      // Between blocks the two worker threads wait, their sessions freed (session threads end a moment after
-      // their release); the next block starts none.
-      await new Promise((r) => setTimeout(r, 300));
-      if (layer === 1) during = threads();
-      else assert.ok(threads() <= during, `${threads()} threads at block 3, ${during} at block 1`);
+      // Between blocks the two worker processes wait, their sessions freed; the next block starts none.
+      if (layer === 1) during = workers();
+      else assert.equal(workers(), during, `${workers()} workers at block 3, ${during} at block 1`);
     }
-    assert.ok(during >= before + 2, `${before} threads before, ${during} with two workers`);
+    assert.equal(during, before + 2, `${before} child processes before, ${during} with two workers`);
     await backend.release();
-    for (let i = 0; i < 50 && threads() > before; i++) await new Promise((r) => setTimeout(r, 20));
-    assert.equal(threads(), before);
+    assert.equal(await settleTo(workers, before), before);
   });
 });
 

@@ -7,11 +7,10 @@
  * its threads back; --memory-budget counts one session per worker.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { Worker } from 'node:worker_threads';
 import { estimatePeakMemory } from '../../src/engine/memory.js';
 import { GenepruneError } from '../../src/errors.js';
 import { defaultBatchSize } from '../../src/metrics/perplexity.js';
@@ -20,6 +19,7 @@ import { calibrationRecipe } from '../../src/search/backend.js';
 import {
   createPoolBackend,
   createPoolScorer,
+  EvaluatorProcess,
   oversubscriptionNote,
   poolRunner,
   poolThread,
@@ -30,6 +30,7 @@ import { objectiveRecord } from '../../src/search/record.js';
 import { createHeadObjective } from '../../src/spaces/heads/objective.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { assertOneLineError, runCli, spawnCli } from '../helpers/cli.js';
+import { childPids, settleTo } from '../helpers/procs.js';
 import { logWithoutTimes } from '../helpers/rundir.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
@@ -317,20 +318,20 @@ describe('pooled objective', { skip }, () => {
     await assert.rejects(scorer.score({}, 'full'), /released/);
   });
 
-  test('a worker thread that exits mid-batch fails the batch in one line; the pool then scores nothing', async () => {
+  test('a worker process that exits mid-batch fails the batch in one line; the pool then scores nothing', async () => {
     const spec = await loadModelSpec(modelPath);
-    // A thread that builds nothing and ends itself when asked to score (as process.exit in a worker ends the
-    // thread): worker 1 of the pool, beside a real evaluation worker 2.
-    const exiting = new Worker(
-      `const { parentPort } = require('node:worker_threads');
-       parentPort.on('message', (m) => {
-         if (m.kind === 'load') parentPort.postMessage({ kind: 'ready' });
+    // A process that builds nothing and ends itself when asked to score: worker 1 of the pool, beside a real
+    // evaluation worker 2.
+    const script = join(tmp.dir, 'exiting.cjs');
+    writeFileSync(
+      script,
+      `process.on('message', (m) => {
+         if (m.kind === 'load') process.send({ kind: 'ready' });
          else if (m.kind === 'score') setTimeout(() => process.exit(7), 50);
        });`,
-      { eval: true },
     );
     const scorer = await createPoolScorer(calibrationRecipe(spec, {}, opts, modelPath), 2, {
-      threads: [poolThread(exiting)],
+      threads: [poolThread(new EvaluatorProcess(script, []))],
     });
     try {
       const tasks = Array.from({ length: 4 }, () => () => scorer.score({}, 'low'));
@@ -346,21 +347,17 @@ describe('pooled objective', { skip }, () => {
     }
   });
 
-  test('release ends the worker threads (the OS threads of this process go back to what they were)', async (t) => {
-    if (!existsSync('/proc/self/task')) return t.skip('no /proc here');
-    const threads = () => readdirSync('/proc/self/task').length;
+  test('release ends the worker processes', async (t) => {
+    const children = () => childPids()?.length ?? 0;
+    if (childPids() === undefined) return t.skip('no /proc here');
     const spec = await loadModelSpec(modelPath);
-    // Once first: the first worker loads ONNX Runtime, whose process-wide state keeps one thread for good.
-    await (await createPoolScorer(calibrationRecipe(spec, {}, opts, modelPath), 1)).runner.release();
-    const before = threads();
+    const before = children();
     const scorer = await createPoolScorer(calibrationRecipe(spec, {}, opts, modelPath), 2);
     await scorer.score({}, 'low');
-    const running = threads();
-    assert.ok(running >= before + 2, `${before} threads before, ${running} with two workers`);
+    const running = children();
+    assert.equal(running, before + 2, `${before} child processes before, ${running} with two workers`);
     await scorer.runner.release();
-    // A thread's exit is seen by the OS a moment after terminate() resolves.
-    for (let i = 0; i < 50 && threads() > before; i++) await new Promise((r) => setTimeout(r, 20));
-    assert.equal(threads(), before);
+    assert.equal(await settleTo(children, before), before);
   });
 });
 

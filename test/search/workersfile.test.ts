@@ -51,14 +51,14 @@ describe('pool stats', { skip }, () => {
       assert.deepEqual(
         { ...before, workers: before.workers.map((w) => [w.id, w.evaluations, w.busyMs]) },
         {
-          label: '2 worker threads',
+          label: '2 worker processes',
           waiting: 0,
           active: 0,
           done: 0,
           failed: 0,
           workers: [
-            ['thread 1', 0, 0],
-            ['thread 2', 0, 0],
+            ['worker 1', 0, 0],
+            ['worker 2', 0, 0],
           ],
         },
       );
@@ -145,10 +145,10 @@ describe('heads --workers writes workers.json', { skip }, () => {
     const result = json(two, RUN_FILES.result);
     const w = await readWorkersFile(two);
     assert.ok(w, 'workers.json written');
-    assert.equal(w.label, '2 worker threads');
+    assert.equal(w.label, '2 worker processes');
     assert.deepEqual(
       w.workers.map((x) => x.id),
-      ['thread 1', 'thread 2'],
+      ['worker 1', 'worker 2'],
     );
     const evaluated = readFileSync(join(two, RUN_FILES.evals), 'utf8')
       .split('\n')
@@ -198,7 +198,7 @@ describe('weights --workers writes workers.json', { skip }, () => {
     assert.equal(r.code, 0, r.stderr);
     const w = await readWorkersFile(out);
     assert.ok(w, 'workers.json written');
-    assert.equal(w.label, '2 worker threads');
+    assert.equal(w.label, '2 worker processes');
     // The search's own count per block (state.json's method report) and its log of every candidate agree with
     // the threads' tally, plus the first block's dense model (scored on the backend once, not a candidate).
     const layers = json(out, RUN_FILES.state).methodReport.layers as Array<{ evaluations: number }>;

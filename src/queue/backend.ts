@@ -15,6 +15,13 @@
  *
  * Completed jobs and recipes are kept `keepSeconds` (default 7 days), so `--resume` within that time finds
  * every score its killed predecessor's jobs computed; posting a job whose id exists is a no-op.
+ *
+ * `stats()` (the run's workers.json) counts this backend's own jobs, never BullMQ's queue-wide numbers (other
+ * searches may share the queue), from what the poll already reads: posted and not taken is waiting, taken and
+ * not finished active, completed done, failed (or given up when another job failed, or at release) failed. A
+ * completed job is credited to the worker its result names (`host:pid`) with the result's own scoring time —
+ * unless it had finished before this process posted it (a resumed search answered from Redis): that is done,
+ * but no worker's evaluation here. Held in memory, so it answers after release without Redis.
  */
 import { hostname } from 'node:os';
 // Loaded on first use: every other command starts without them.
@@ -25,7 +32,13 @@ import type { CalibrationScorer, RawEvaluation } from '../metrics/scorers.js';
 import { type ModelIdentity, modelIdentity } from '../model/identity.js';
 import { loadModelSpec } from '../model/load.js';
 import type { ModelSpec } from '../model/spec.js';
-import { type EvaluationBackend, type Recipe, recipeMetric } from '../search/backend.js';
+import {
+  type BackendStats,
+  type EvaluationBackend,
+  type Recipe,
+  recipeMetric,
+  type WorkerStats,
+} from '../search/backend.js';
 import type { ElementwiseRunner, Fidelity } from '../search/objective.js';
 import { poolRunner } from '../search/pool.js';
 import {
@@ -126,6 +139,7 @@ export async function watchedConnection(
 
 interface Waiter {
   id: string;
+  /** When this process sent it (Date.now() just before the add): a job finished earlier is a predecessor's. */
   postedAt: number;
   retried: boolean;
   add: { name: string; data: JobData; opts: Record<string, unknown> };
@@ -150,6 +164,11 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
   let wake: (() => void) | undefined;
   let nudged = false;
   let events: QueueEvents | undefined;
+  // stats(): finished jobs, the workers that finished them, and the ids the last poll saw taken.
+  let done = 0;
+  let failed = 0;
+  const workerStats = new Map<string, WorkerStats>();
+  let taken = new Set<string>();
 
   let connecting: Promise<void> | undefined;
   const connect = () => {
@@ -203,6 +222,8 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
 
   const failAll = (e: GenepruneError) => {
     failure ??= e;
+    // Every job still awaited is given up (the failed job among them), as a pool's dropped tasks are.
+    failed += new Set([...waiting.keys(), ...toPost.map((w) => w.id)]).size;
     for (const ws of waiting.values()) for (const w of ws) w.reject(failure);
     waiting.clear();
     for (const w of toPost) w.reject(failure);
@@ -214,13 +235,13 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
     const batch = toPost;
     toPost = [];
     if (batch.length === 0 || closed) return;
+    const sent = Date.now();
     try {
       // The recipes live as long as the jobs that name them; refreshed with every batch.
       for (const identity of identities) await link!.conn.expire(recipeKey(identity), keep);
       await queue!.addBulk(batch.map((w) => w.add) as never);
-      const now = Date.now();
       for (const w of batch) {
-        w.postedAt = now;
+        w.postedAt = sent;
         const list = waiting.get(w.id);
         if (list) list.push(w);
         else waiting.set(w.id, [w]);
@@ -251,7 +272,19 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
     const state = await job.getState();
     if (state === 'completed') {
       waiting.delete(id);
-      const r = rawEvaluation(job.returnvalue as JobResult, `job ${id}`);
+      const result = job.returnvalue as JobResult;
+      const r = rawEvaluation(result, `job ${id}`);
+      done++;
+      // A job this process created (its timestamp is this clock's) was scored for it; one an earlier process
+      // created counts only if it finished after this post (the workers' clocks: as close as the retry rule's).
+      const ours = job.timestamp >= ws[0].postedAt || job.finishedOn >= ws[0].postedAt;
+      if (ours && typeof result.worker === 'string') {
+        const name = withoutPassword(result.worker, u);
+        const w = workerStats.get(name) ?? { id: name, evaluations: 0, busyMs: 0 };
+        workerStats.set(name, w);
+        w.evaluations++;
+        w.busyMs += r.ms ?? 0;
+      }
       for (const w of ws) w.resolve(r);
       return true;
     }
@@ -291,6 +324,7 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
         let finished = false;
         nudged = false;
         const jobs = await Promise.all(ids.map((id) => queue!.getJob(id)));
+        taken = new Set(ids.filter((_, i) => jobs[i]?.processedOn !== undefined && !jobs[i]?.finishedOn));
         for (let i = 0; i < ids.length && !failure; i++) if (await settle(ids[i], jobs[i])) finished = true;
         if (waiting.size === 0 || failure) break;
         delay = finished ? 10 : Math.min(1000, Math.round(delay * 1.5));
@@ -382,6 +416,19 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
             }
           });
         },
+      };
+    },
+    async stats(): Promise<BackendStats> {
+      const pending = new Set([...waiting.keys(), ...toPost.map((w) => w.id)]);
+      let active = 0;
+      for (const id of taken) if (waiting.has(id)) active++;
+      return {
+        label: backend.label,
+        waiting: pending.size - active,
+        active,
+        done,
+        failed,
+        workers: [...workerStats.values()].map((w) => ({ ...w })),
       };
     },
     async release() {

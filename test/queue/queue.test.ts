@@ -4,11 +4,13 @@
  * job, a Redis restart mid-run and a search killed and resumed all end in that same result (the restart with the
  * waiting line printed, the resume without any job scored twice); a worker with another model, or a recipe whose
  * data were altered in Redis, is refused in one line, never scored; the password never reaches the run's files
- * or the output.
+ * or the output. The run's workers.json names the two workers by host:pid with this search's jobs only (a job
+ * answered from Redis for a resumed search is done, but no worker's evaluation).
  */
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
@@ -18,6 +20,7 @@ import { createQueueBackend } from '../../src/queue/backend.js';
 import { recipeKey } from '../../src/queue/jobs.js';
 import { fromJson, toJson } from '../../src/queue/recipejson.js';
 import { runQueueWorker } from '../../src/queue/worker.js';
+import { readWorkersFile } from '../../src/runs/workersfile.js';
 import { createHeadObjective } from '../../src/spaces/heads/objective.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { assertOneLineError, runCli, spawnCli } from '../helpers/cli.js';
@@ -210,6 +213,29 @@ describe('heads --queue with geneprune workers', { skip }, () => {
     assert.equal(new Set(ids).size, ids.length, 'a job scored twice');
     assert.ok(ids.length >= ran, `${ids.length} jobs for ${ran} evaluations`);
     assert.match(a.output(), /jobs scored, 0 refused, 0 failed/);
+    // workers.json: this search's jobs, credited to the two worker processes by their host:pid; the search's
+    // evaluations (the log's uncached lines and the dense model) are exactly the jobs they finished for it.
+    const result = json(two, 'result.json');
+    assert.equal(ran + 1, result.evaluations);
+    const w = await readWorkersFile(two);
+    assert.ok(w, 'workers.json written');
+    assert.equal(w.label, redis.url.replace('redis://', 'queue redis://'));
+    assert.deepEqual(
+      w.workers.map((x) => x.id).sort(),
+      [a, b].map((p) => `${hostname()}:${p.child.pid}`).sort(),
+    );
+    for (const x of w.workers) {
+      assert.ok(x.evaluations > 0 && x.busyMs > 0, JSON.stringify(x));
+      // Each worker served this search only: its own count of the jobs it scored is its count here.
+      const mine = x.id.endsWith(`:${a.child.pid}`) ? a : b;
+      assert.equal(x.evaluations, mine.scored().length);
+    }
+    assert.equal(
+      w.workers.reduce((n, x) => n + x.evaluations, 0),
+      result.evaluations,
+    );
+    assert.equal(w.done, result.evaluations);
+    assert.deepEqual([w.waiting, w.active, w.failed], [0, 0, 0]);
   });
 
   test('a worker killed holding a job: the job is taken again and the run ends the same', async () => {
@@ -548,10 +574,37 @@ describe('the queue library', { skip }, () => {
         lines[0],
         /^1 jobs waiting on redis:\/\/127\.0\.0\.1:\d+ and no worker has taken one for \d+ s/,
       );
+      // The backend's stats (workers.json): its one job posted and not taken, no worker yet.
+      const label = `queue ${redis.url}`;
+      const nobody = { label, waiting: 1, active: 0, done: 0, failed: 0, workers: [] };
+      assert.deepEqual(await backend.stats!(), nobody);
       worker = await runQueueWorker({ url: redis.url, lockMs: 1000 });
       const got = await pending;
       assert.equal(got.quality, (await local.evaluate(genome)).quality);
       assert.equal(lines.length, 1);
+      // Done, and credited to the worker (this process: host:pid) with its own scoring time; still there once
+      // the search's scorer has let the connection go.
+      const scored = await backend.stats!();
+      assert.deepEqual({ ...scored, workers: [] }, { ...nobody, waiting: 0, done: 1 });
+      assert.equal(scored.workers.length, 1);
+      assert.equal(scored.workers[0].id, `${hostname()}:${process.pid}`);
+      assert.equal(scored.workers[0].evaluations, 1);
+      assert.ok(scored.workers[0].busyMs > 0, JSON.stringify(scored.workers[0]));
+      await queued.release();
+      assert.deepEqual(await backend.stats!(), scored);
+      // The same job asked again under the same run id (a resumed search) is answered from Redis: done, but no
+      // evaluation of any worker for this backend.
+      const again = createQueueBackend(redis.url, { runId: 'idle' });
+      const resumed = await createHeadObjective(spec, {
+        ...opts,
+        remote: { backend: again, model: sharedPath(MODEL)! },
+      });
+      try {
+        assert.equal((await resumed.evaluate(genome)).quality, got.quality);
+        assert.deepEqual(await again.stats!(), { ...nobody, waiting: 0, done: 1 });
+      } finally {
+        await resumed.release();
+      }
     } finally {
       await queued.release();
       await local.release();
@@ -597,6 +650,10 @@ describe('a password-protected Redis', { skip }, () => {
       readdirSync(d).flatMap((f) => (statSync(join(d, f)).isDirectory() ? walk(join(d, f)) : [join(d, f)]));
     const files = walk(dir);
     assert.ok(files.length >= 5);
+    // workers.json is among them, its label the redacted URL.
+    const stats = await readWorkersFile(dir);
+    assert.ok(files.includes(join(dir, 'workers.json')) && stats);
+    assert.match(stats.label, /^queue redis:\/\/:\*\*\*@127\.0\.0\.1:\d+$/);
     for (const f of files) assert.ok(!readFileSync(f, 'utf8').includes(password), `the password is in ${f}`);
     // A wrong password is refused by Redis; the worker says so without repeating either password.
     const wrong = redis.url.replace(encodeURIComponent(password), 'not-it-at-all');

@@ -253,7 +253,7 @@ export function registerHeads(program: Command): void {
     .addOption(threadsOption())
     .option(
       '--workers <n>',
-      'score candidates on n worker threads, each with its own session and --threads (default: cores / n); same logs, mask and result as one process, with every --metric; may change on --resume',
+      'score candidates in n worker processes, each with its own session and --threads (default: cores / n); same logs, mask and result as one process, with every --metric; may change on --resume',
     )
     .option(
       '--queue <url>',

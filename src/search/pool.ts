@@ -1,15 +1,15 @@
 /**
- * `--workers N`: an objective's evaluations on N worker threads of this process, each holding its own ONNX
+ * `--workers N`: an objective's evaluations in N worker processes the search starts, each holding its own ONNX
  * session. ONNX Runtime's `session.run` holds the calling thread for the whole forward pass, so evaluations only
- * run side by side on threads of their own. Every worker builds the same calibration scorer the main thread would
+ * run side by side on threads of their own; processes rather than worker threads, see `EvaluatorHandle`. Every worker builds the same calibration scorer the main thread would
  * have built (poolworker.ts): the same model file, the same prepared calibration data (sent, not re-read, so no
  * worker can score other data), the same settings; the main thread keeps the cache, the counters and the
  * non-finite rule (objective.ts), and `evaluateMany` hands the batch's distinct candidates out through
  * `poolRunner`, results committed in index order. So what a search logs and returns does not depend on the
  * number of workers; only the wall time does.
  *
- * A worker that fails (an evaluation throws, or the thread dies) fails the batch with a one-line error, never a
- * score; workers are terminated by the objective's release, and hold the process open only while they work.
+ * A worker that fails (an evaluation throws, or the process dies) fails the batch with a one-line error, never a
+ * score; workers end when the backend is released, and hold the search's process open only while they work.
  */
 
 import { type ChildProcess, fork, type Serializable } from 'node:child_process';

@@ -250,7 +250,7 @@ export function registerWeights(program: Command): void {
     .addOption(threadsOption())
     .option(
       '--workers <n>',
-      'block-wise searches (ga, ga-wanda, ga-magnitude, --preset geneprune; not ga-wanda/ga-magnitude with --recover): score each population on n worker threads, each with its own session and --threads (default: cores / n), replaying the walk to the block searched; same logs, mask and result as one process; may change on --resume',
+      'block-wise searches (ga, ga-wanda, ga-magnitude, --preset geneprune): score each population on n worker threads, each with its own session and --threads (default: cores / n), replaying the walk to the block searched; same logs, mask and result as one process; may change on --resume',
     )
     .option(
       '--queue <url>',

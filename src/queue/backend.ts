@@ -22,7 +22,7 @@ import type { Job, Queue, QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { GenepruneError } from '../errors.js';
 import type { CalibrationScorer, RawEvaluation } from '../metrics/scorers.js';
-import { modelIdentity } from '../model/identity.js';
+import { type ModelIdentity, modelIdentity } from '../model/identity.js';
 import { loadModelSpec } from '../model/load.js';
 import type { ModelSpec } from '../model/spec.js';
 import { type EvaluationBackend, type Recipe, recipeMetric } from '../search/backend.js';
@@ -188,6 +188,18 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
     l?.close();
   };
   let openScorers = 0;
+  // A block search opens one recipe per block, all naming the model file (its spec in memory may hold earlier
+  // blocks' recovered weights, which the workers replay): the file is hashed once.
+  const fileIdentities = new Map<string, Promise<ModelIdentity>>();
+  const fileIdentity = (path: string) => {
+    let m = fileIdentities.get(path);
+    if (!m) {
+      m = loadModelSpec(path).then(modelIdentity);
+      m.catch(() => fileIdentities.delete(path));
+      fileIdentities.set(path, m);
+    }
+    return m;
+  };
 
   const failAll = (e: GenepruneError) => {
     failure ??= e;
@@ -320,7 +332,7 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
       if (code) throw new GenepruneError('flag', code, '--queue');
       await connect();
       const travelling = travellingRecipe(recipe);
-      const model = await modelIdentity(spec ?? (await loadModelSpec(recipe.model)));
+      const model = await (spec ? modelIdentity(spec) : fileIdentity(recipe.model));
       const manifest = recipeManifest(travelling, model);
       const identity = identityOf(manifest);
       await link!.conn.set(recipeKey(identity), toJson({ manifest, recipe: travelling }), 'EX', keep);

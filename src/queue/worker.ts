@@ -34,7 +34,7 @@ import {
   type StoredRecipe,
 } from './jobs.js';
 import { fromJson, recipeFromJson, toJson } from './recipejson.js';
-import { parseQueueUrl, redisOptions, withoutPassword } from './url.js';
+import { parseQueueUrl, redisOptions } from './url.js';
 
 export interface QueueWorkerOptions {
   /** `redis://…` or `rediss://…`. */
@@ -226,15 +226,9 @@ export async function runQueueWorker(opts: QueueWorkerOptions): Promise<QueueWor
     maxStalledCount: 2,
     name,
   });
-  let announced = false;
-  worker.on('error', (e: Error) => {
-    if (announced) return;
-    announced = true;
-    emit({ event: 'waiting', worker: name, line: `waiting for Redis: ${withoutPassword(e.message, u)}` });
-  });
-  worker.on('ready', () => {
-    announced = false;
-  });
+  // Outages are reported once each by the watched connection above (BullMQ's own 'ready' comes only once, at
+  // start); BullMQ's connection errors, which repeat while Redis is down, are not printed again.
+  worker.on('error', () => {});
   emit({ event: 'start', worker: name, queue: u.redacted, lockMs });
 
   let closing: Promise<WorkerSummary> | undefined;

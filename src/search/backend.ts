@@ -95,6 +95,13 @@ export interface BlockRecipe {
    */
   fixed: Array<[string, Uint8Array]>;
   engine: { device?: Device; threads?: number };
+  /**
+   * `--recover` inside the walk (the seeded GAs): the replay recovers each fixed block, and every candidate is
+   * scored after its own recovery, with this ridge damping.
+   */
+  recover?: { damping: number };
+  /** The block objective scores the dense model too (the first block searched), which recovery needs a session for. */
+  scoresDense?: boolean;
   /** A generation metric's calibration task and scoring (plain data), and the tokenizer to load. */
   bleu?: RecipeGeneration;
   tokenizer?: TokenizerRef;

@@ -67,6 +67,20 @@ export function refuseUnpooledMetric(metric: string, flag = '--workers'): void {
   );
 }
 
+/**
+ * The note for `--threads T --workers N` asking for more compute threads than the machine has cores (each worker
+ * runs its own T intra-op threads at once): the run goes on — the user may know better, e.g. other work will
+ * stop — but slower than with T = cores / N. Undefined when they fit or --threads is not given.
+ */
+export function oversubscriptionNote(
+  workers: number | undefined,
+  threads: number | undefined,
+  cores = availableParallelism(),
+): string | undefined {
+  if (workers === undefined || threads === undefined || workers * threads <= cores) return undefined;
+  return `--workers ${workers} × --threads ${threads} = ${workers * threads} compute threads on ${cores} cores: they will wait for each other (--threads ${threadsPerWorker(workers, cores)} fits)`;
+}
+
 /** Intra-op threads per worker when --threads is not given: the cores shared out, at least one each. */
 export function threadsPerWorker(workers: number, cores = availableParallelism()): number {
   return Math.max(1, Math.floor(cores / workers));

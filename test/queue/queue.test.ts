@@ -247,6 +247,14 @@ describe('heads --queue with geneprune workers', { skip }, () => {
     assert.equal(waiting.length, 1, r.stderr);
     assertSameRun(dir, one);
     await w.stop();
+    // The worker too said it once, and went on scoring after the restart.
+    const workerWaiting = w
+      .output()
+      .split('\n')
+      .filter((l) => l.startsWith('waiting for Redis at 127.0.0.1'));
+    assert.equal(workerWaiting.length, 1, w.output());
+    const after = w.output().slice(w.output().indexOf(workerWaiting[0]));
+    assert.match(after, /^job \S+: (?:low|full) quality/m);
   });
 
   test('the search SIGKILLed mid-run and resumed on the queue: no job that had finished is scored again', async () => {
@@ -340,6 +348,113 @@ describe('heads --queue with geneprune workers', { skip }, () => {
     const ids = [...a.scored(), ...b.scored()];
     assert.ok(ids.length > 0);
     assert.equal(new Set(ids).size, ids.length, 'a job scored twice');
+  });
+
+  test('heads --metric bleu (a generation task and its tokenizer) and weights --recover through the queue equal one process', async () => {
+    const a = worker(redis.url);
+    await ready(a);
+    const bleuArgs = (out: string, extra: string[]) => [
+      'heads',
+      '--model',
+      sharedPath(MODEL) ?? '',
+      '--calib',
+      sharedPath(CALIB) ?? '',
+      '--eval',
+      sharedPath(EVAL) ?? '',
+      '--eval-tokens',
+      '512',
+      '--calib-items',
+      '4',
+      '--calib-new-tokens',
+      '8',
+      '--metric',
+      'bleu',
+      '--target-sparsity',
+      '0.25',
+      '--population',
+      '4',
+      '--generations',
+      '2',
+      '--seed',
+      '1',
+      '--quiet',
+      '--out',
+      out,
+      ...extra,
+    ];
+    const local = join(tmp.dir, 'bleu-one');
+    const queued = join(tmp.dir, 'bleu-queue');
+    for (const [dir, extra] of [
+      [local, []],
+      [queued, ['--queue', redis.url]],
+    ] as const) {
+      const r = await spawnSearch(bleuArgs(dir, [...extra])).done;
+      assert.equal(r.code, 0, r.stderr);
+    }
+    const evals = logWithoutTimes(local, 'evals.jsonl') as Array<{ cached: boolean }>;
+    assert.ok(evals.filter((e) => !e.cached).length >= 4);
+    assert.deepEqual(logWithoutTimes(queued, 'evals.jsonl'), evals);
+    assert.deepEqual(
+      withoutRunFields(json(queued, 'result.json')),
+      withoutRunFields(json(local, 'result.json')),
+    );
+
+    const recoverArgs = (out: string, extra: string[]) => [
+      'weights',
+      '--model',
+      sharedPath(MODEL) ?? '',
+      '--calib',
+      sharedPath(CALIB) ?? '',
+      '--eval',
+      sharedPath(EVAL) ?? '',
+      '--method',
+      'ga-wanda',
+      '--recover',
+      '--sparsity',
+      '0.5',
+      '--population',
+      '4',
+      '--generations',
+      '2',
+      '--calib-tokens',
+      '512',
+      '--eval-tokens',
+      '512',
+      '--seed',
+      '2',
+      '--quiet',
+      '--out',
+      out,
+      ...extra,
+    ];
+    // Each run in a folder of its own, written as `run`: the mask file and result name the run directory as given.
+    const runIn = async (name: string, extra: string[]) => {
+      const cwd = join(tmp.dir, name);
+      mkdirSync(cwd, { recursive: true });
+      const child = spawnCli(recoverArgs('run', extra), { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr?.on('data', (d) => {
+        stderr += d.toString();
+      });
+      const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+      assert.equal(code, 0, stderr);
+      return join(cwd, 'run');
+    };
+    const wLocal = await runIn('recover-one', []);
+    const wQueued = await runIn('recover-queue', ['--queue', redis.url]);
+    assert.deepEqual(logWithoutTimes(wQueued, 'evals.jsonl'), logWithoutTimes(wLocal, 'evals.jsonl'));
+    assert.ok(
+      readFileSync(join(wQueued, 'weight-mask.safetensors')).equals(
+        readFileSync(join(wLocal, 'weight-mask.safetensors')),
+      ),
+      'the weight-mask files differ',
+    );
+    assert.deepEqual(
+      withoutRunFields(json(wQueued, 'result.json')),
+      withoutRunFields(json(wLocal, 'result.json')),
+    );
+    await a.stop();
+    assert.ok(a.scored().length > 0);
   });
 
   test('a worker with another model refuses the job and the search fails in one line', async (t) => {

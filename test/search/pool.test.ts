@@ -8,6 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { Worker } from 'node:worker_threads';
@@ -19,6 +20,7 @@ import { calibrationRecipe } from '../../src/search/backend.js';
 import {
   createPoolBackend,
   createPoolScorer,
+  oversubscriptionNote,
   poolRunner,
   poolThread,
   refuseUnpooledMetric,
@@ -194,6 +196,18 @@ describe('heads --workers', { skip }, () => {
     const r = await runCli(headArgs(out, ['--memory-budget', budget, '--workers', '2']));
     assertOneLineError(r, 'non-zero', '--memory-budget', '2 worker sessions');
     assert.ok(!existsSync(out), 'refused before the run directory was made');
+  });
+
+  test('--workers 2 --threads <cores> runs, with the note that the threads exceed the cores', async () => {
+    const cores = availableParallelism();
+    const r = await runCli(
+      headArgs(join(tmp.dir, 'crowded'), ['--workers', '2', '--threads', String(cores)], 1),
+      {
+        timeout: 300_000,
+      },
+    );
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, new RegExp(`${2 * cores} compute threads on ${cores} cores`));
   });
 
   test('--workers 0 is refused in one line', async () => {
@@ -381,6 +395,14 @@ describe('poolRunner', () => {
         !e.oneLine().includes('\n'),
     );
     for (const m of ['ppl', 'kl', 'bleu', 'mc-accuracy', 'accuracy']) refuseUnpooledMetric(m);
+  });
+
+  test('more compute threads than cores is a note naming the --threads that fits', () => {
+    const note = oversubscriptionNote(2, 2, 2);
+    assert.ok(note?.includes('4 compute threads on 2 cores') && note.includes('--threads 1'), note);
+    assert.equal(oversubscriptionNote(2, 1, 2), undefined);
+    assert.equal(oversubscriptionNote(2, undefined, 2), undefined);
+    assert.equal(oversubscriptionNote(undefined, 8, 2), undefined);
   });
 
   test('threads per worker share the cores out, at least one each', () => {

@@ -124,6 +124,23 @@ describe('weights --workers', { skip }, () => {
     assert.deepEqual(untimed(json(two, 'result.json')), untimed(json(one, 'result.json')));
   });
 
+  test('--recover inside the walk (ga-wanda): the workers recover the fixed blocks as they replay', () => {
+    const one = runIn('recover-one', weightArgs('ga-wanda', ['--recover']));
+    const two = runIn('recover-two', weightArgs('ga-wanda', ['--recover', '--workers', '2']));
+    const evals = logWithoutTimes(one, 'evals.jsonl') as Array<{ block: number }>;
+    assert.deepEqual([...new Set(evals.map((e) => e.block))], [0, 1, 2, 3, 4]);
+    assert.deepEqual(logWithoutTimes(two, 'evals.jsonl'), evals);
+    assert.ok(bytes(two).equals(bytes(one)), 'the weight-mask files differ');
+    const result = json(one, 'result.json');
+    assert.ok(result.recovery, 'a recovered run');
+    const { weights: _w, ...recovery } = result.recovery;
+    const { weights: _w2, ...recovery2 } = json(two, 'result.json').recovery;
+    assert.deepEqual(
+      untimed({ ...json(two, 'result.json'), recovery: recovery2 }),
+      untimed({ ...result, recovery }),
+    );
+  });
+
   test('a generation metric (--metric bleu): the workers generate with the fixed and the candidate’s masks', () => {
     const bleu = ['--metric', 'bleu', '--calib-items', '4', '--calib-new-tokens', '8'];
     const one = runIn('bleu-one', weightArgs('ga', bleu));
@@ -173,7 +190,6 @@ describe('weights --workers', { skip }, () => {
   for (const [name, extra, words] of [
     ['a one-shot method', ['--method', 'wanda'], ['--workers', 'wanda', 'ga-magnitude']],
     ['alloc', ['--method', 'alloc'], ['--workers', 'alloc']],
-    ['recovery inside the walk', ['--method', 'ga-wanda', '--recover'], ['--workers', '--recover']],
   ] as const) {
     test(`--workers with ${name} is refused in one line, nothing written`, () => {
       const out = join(tmp.dir, `refused-${name.replaceAll(' ', '-')}`);

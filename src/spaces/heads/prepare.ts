@@ -19,7 +19,7 @@ import {
 } from '../../search/backend.js';
 import type { GaOptions, GenerationSummary } from '../../search/ga.js';
 import { BLEU_SEARCH_ITEMS, metricLabel } from '../../search/objective.js';
-import { refuseUnpooledMetric } from '../../search/pool.js';
+import { oversubscriptionNote, refuseUnpooledMetric } from '../../search/pool.js';
 import type { SearchProgress } from '../../search/progress.js';
 import { headGaOptions } from './algorithms.js';
 import { createHeadObjective, type HeadObjective } from './objective.js';
@@ -78,6 +78,8 @@ export async function prepare(s: HeadSearchSettings, env: HeadSearchEnv, dir: st
   if (env.workers !== undefined) refuseUnpooledMetric(s.metric);
   // A queue's workers score on a worker thread each (queue/worker.ts): the same metrics as --workers.
   if (env.queue !== undefined) refuseUnpooledMetric(s.metric, '--queue');
+  const crowded = oversubscriptionNote(env.workers, env.threads);
+  if (crowded) env.onNote?.(crowded);
   const data = await prepareRunData(s, env, 'heads');
   const calibration = data.calibPairs
     ? `${data.calibPairs.targets.length} source/target pairs of ${s.calib}`

@@ -146,11 +146,8 @@ export interface WeightBaseline {
   readonly patternRefusal?: string;
   /** The method's fixed settings and rules, recorded in the run's config.json. */
   readonly description?: Readonly<Record<string, unknown>>;
-  /**
-   * Block-wise searches whose candidates an evaluation backend can score (`--workers N`): 'walk-recovers' when
-   * `--recover` also recovers each fixed block inside the walk (not through a backend yet).
-   */
-  readonly remoteSearch?: 'blocks' | 'walk-recovers';
+  /** Block-wise searches, whose candidates an evaluation backend can score (`--workers N`). */
+  readonly remoteSearch?: boolean;
   select(input: WeightBaselineInput): Promise<WeightBaselineOutput>;
 }
 

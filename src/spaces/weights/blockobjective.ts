@@ -234,16 +234,26 @@ export async function createBlockObjective(input: BlockObjectiveInput): Promise<
   const { spec, block, metric } = input;
   const space = createBlockSpace(block);
   const remote = input.remote;
-  if (remote && input.recover) {
-    // The CLI refuses it with --workers before anything is read; reaching here is a caller's mistake.
-    throw new GenepruneError('internal', 'a pooled block objective does not recover its candidates');
-  }
   // Where candidates are scored: here (the block's own scorer), or on the backend, each evaluator rebuilding
   // the same scorer from the block's recipe (blockrecipe.ts) — so the numbers and the counts are the same.
   const local = remote ? undefined : await createBlockScorer(input);
-  const scorer: CalibrationScorer = local ?? (await remote!.backend.open(blockRecipe(input, remote!), spec));
+  const scorer: CalibrationScorer = local ?? (await remote!.backend.open(blockRecipe(input, remote!)));
   const elementwise = remote ? remote.backend.elementwise : sequentialRunner;
-  let passes = local?.setupPasses ?? 0;
+  // With recovery on a backend the search still needs the block's Gram matrices itself, to recover the block it
+  // fixes (`recovered`): captured once here, counted as the one-process objective counts its own capture.
+  const grams =
+    remote && input.recover && metricEntry(metric).blockSearch === 'suffix'
+      ? await captureBlockGrams(
+          spec,
+          block.layer,
+          input.batches,
+          input.hidden,
+          input.recover.damping,
+          input.engine,
+          input.recover.products,
+        )
+      : undefined;
+  let passes = local?.setupPasses ?? (grams ? input.batches.length : 0);
   let evaluations = 0;
   const scoreOne = async (genome: Uint8Array | undefined): Promise<RawEvaluation & { ms: number }> => {
     const t0 = performance.now();
@@ -291,7 +301,12 @@ export async function createBlockObjective(input: BlockObjectiveInput): Promise<
       passes += r.forwards;
       return reportedQuality(metric, r.quality);
     },
-    recovered: async (genome) => (local ? local.recovered(genome) : spec),
+    recovered: async (genome) =>
+      local
+        ? local.recovered(genome)
+        : grams
+          ? applyBlockRecovery(spec, grams, blockFeeds(block, genome), input.recover!.products)
+          : spec,
     forwardPasses: () => passes,
     evaluations: () => evaluations,
     release: () => scorer.runner.release(),

@@ -12,6 +12,7 @@
  * once, in its own thread, as a one-process run does.
  */
 import { enterBlock } from '../../engine/blocks.js';
+import { createOrtGemm } from '../../engine/gemm.js';
 import type { TokenBatch } from '../../engine/runner.js';
 import { GenepruneError } from '../../errors.js';
 import { bitsetBytes, bitsetFromBytes, packBits, unpackBits } from '../../masks/bitset.js';
@@ -22,7 +23,7 @@ import { type BlockRecipe, plainGenerationOptions } from '../../search/backend.j
 import type { BleuObjectiveOptions } from '../../search/objective.js';
 import type { BlockObjectiveInput, BlockRemote } from './blockobjective.js';
 import { createBleuScorer, createBlockScorer } from './blockobjective.js';
-import { advanceHidden } from './blockpasses.js';
+import { advanceHidden, recoverBlock } from './blockpasses.js';
 import { blockLayout } from './blockspace.js';
 
 /** The recipe of the block objective `input` describes: the model as `remote.model` names it, the walk's start. */
@@ -39,6 +40,8 @@ export function blockRecipe(input: BlockObjectiveInput, remote: Omit<BlockRemote
     fixed: [...input.fixed].map(([role, keep]) => [role, bitsetBytes(packBits(keep))]),
     engine: { ...input.engine },
     ...(remote.bleu ? plainGenerationOptions(remote.bleu) : {}),
+    ...(input.recover ? { recover: { damping: input.recover.damping } } : {}),
+    ...(input.scoresDense !== undefined ? { scoresDense: input.scoresDense } : {}),
   };
 }
 
@@ -56,6 +59,8 @@ interface ReplayedWalk {
   fixed: ReadonlyMap<string, Uint8Array>;
   entering: readonly TokenBatch[];
   hidden: Float32Array[] | undefined;
+  /** The model as the walk left it (earlier blocks recovered, with `--recover`). */
+  spec: ModelSpec;
 }
 
 let lastWalk: ReplayedWalk | undefined;
@@ -83,13 +88,18 @@ function sameBatches(a: readonly TokenBatch[], b: readonly TokenBatch[]): boolea
 /** Where a recipe's replay can start: the last walk of this thread when the recipe continues it, else block 0. */
 function replayStart(recipe: BlockRecipe, key: string, fixed: ReadonlyMap<string, Uint8Array>) {
   const w = lastWalk;
-  const fresh = { layer: 0, entering: recipe.batches as readonly TokenBatch[], hidden: undefined };
+  const fresh = {
+    layer: 0,
+    entering: recipe.batches as readonly TokenBatch[],
+    hidden: undefined,
+    spec: undefined,
+  };
   if (!w || w.key !== key || w.layer > recipe.layer || !sameBatches(w.batches, recipe.batches)) return fresh;
   for (const [role, keep] of w.fixed) {
     const now = fixed.get(role);
     if (!now || !Buffer.from(now.buffer, now.byteOffset, now.length).equals(keep)) return fresh;
   }
-  return { layer: w.layer, entering: w.entering, hidden: w.hidden };
+  return { layer: w.layer, entering: w.entering, hidden: w.hidden, spec: w.spec };
 }
 
 /**
@@ -126,10 +136,13 @@ export async function blockRecipeScorer(
   }
   const engine = recipe.engine;
   if (scoring === 'generation') return generationBlockScorer(spec, recipe, fixed, bleu);
-  const key = JSON.stringify([recipe.model, recipe.config, engine, recipe.matrices]);
+  const key = JSON.stringify([recipe.model, recipe.config, engine, recipe.matrices, recipe.recover ?? null]);
   const start = replayStart(recipe, key, fixed);
   let batches = start.entering;
   let hidden = start.hidden;
+  // `--recover` inside the walk (the seeded GAs): each fixed block recovered before the next, as the search did.
+  let walked = start.spec ?? spec;
+  const products = recipe.recover ? await createOrtGemm(engine) : undefined;
   for (let l = start.layer; l < recipe.layer; l++) {
     ({ batches, hidden } = enterBlock(spec.config, l, batches, hidden));
     const masks = new Map<string, Uint8Array>();
@@ -138,7 +151,19 @@ export async function blockRecipeScorer(
       if (!keep) throw new GenepruneError('internal', `no fixed mask for ${m.role}`, where);
       masks.set(m.role, keep);
     }
-    hidden = await advanceHidden(spec, l, batches, hidden, masks, engine);
+    if (recipe.recover) {
+      walked = await recoverBlock(
+        walked,
+        l,
+        masks,
+        batches,
+        hidden,
+        recipe.recover.damping,
+        engine,
+        products!,
+      );
+    }
+    hidden = await advanceHidden(walked, l, batches, hidden, masks, engine);
   }
   lastWalk = {
     key,
@@ -147,17 +172,35 @@ export async function blockRecipeScorer(
     fixed,
     entering: batches,
     hidden,
+    spec: walked,
   };
   ({ batches, hidden } = enterBlock(spec.config, recipe.layer, batches, hidden));
-  return createBlockScorer({
-    spec,
-    block: blockLayout(recipe.matrices, recipe.layer),
-    batches,
-    hidden,
-    metric: recipe.metric,
-    engine,
-    fixed,
-  });
+  try {
+    const scorer = await createBlockScorer({
+      spec: walked,
+      block: blockLayout(recipe.matrices, recipe.layer),
+      batches,
+      hidden,
+      metric: recipe.metric,
+      engine,
+      fixed,
+      ...(recipe.recover ? { recover: { damping: recipe.recover.damping, products: products! } } : {}),
+      ...(recipe.scoresDense !== undefined ? { scoresDense: recipe.scoresDense } : {}),
+    });
+    if (!products) return scorer;
+    return {
+      ...scorer,
+      runner: {
+        release: async () => {
+          await scorer.runner.release();
+          await products.release();
+        },
+      },
+    };
+  } catch (e) {
+    await products?.release();
+    throw e;
+  }
 }
 
 /**

@@ -198,9 +198,6 @@ export async function searchBlockwise<R>(input: BlockwiseInput<R>): Promise<Bloc
   const fromHidden = metricEntry(metric).blockSearch === 'suffix';
   // Recovery inside the walk: only where candidates are scored from the hidden states.
   const recovering = input.recover !== undefined && fromHidden;
-  if (input.remote && recovering) {
-    throw new GenepruneError('internal', 'block search: an evaluation backend does not recover candidates');
-  }
   const products = recovering ? await createOrtGemm(engine) : undefined;
   const L = spec.config.numLayers;
   const layouts = Array.from({ length: L }, (_, l) => blockLayout(input.matrices, l));

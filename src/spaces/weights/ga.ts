@@ -362,7 +362,7 @@ export const GA: WeightBaseline = {
   supportsPattern: true,
   searchSettings: ['population', 'generations', 'lambda', 'mutationRate'],
   searchMetrics: blockSearchMetrics,
-  remoteSearch: 'blocks',
+  remoteSearch: true,
   description: GA_DESCRIPTION,
   async select(input) {
     const list = calibrationBatches(input);

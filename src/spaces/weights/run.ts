@@ -44,6 +44,7 @@ import {
 import { bleuObjectiveOptions } from '../../runs/tasks.js';
 import { watchBackend } from '../../runs/workersfile.js';
 import { backendFor, refuseTwoBackends, runQueueId } from '../../search/backend.js';
+import { oversubscriptionNote } from '../../search/pool.js';
 import { quotedBest } from '../../search/progress.js';
 import { faultPoint, sha256File, writeJsonAtomic } from '../../util/fs.js';
 import { createRng } from '../../util/rng.js';
@@ -68,9 +69,9 @@ export type WeightGivenSetting = GivenSetting<Extract<keyof WeightPruneSettings,
 
 /**
  * `--workers N`: refuses in one line, before any data is read or a run directory made, what an evaluation
- * backend cannot score yet: methods other than the block-wise searches (one-shot methods score nothing; alloc's
- * staged whole-model scoring has no recipe yet), and a seeded GA's `--recover`, which recovers each fixed block
- * inside the walk (the evaluators would have to repeat it). Every metric a block search takes goes through.
+ * backend cannot score: methods other than the block-wise searches (one-shot methods score nothing; alloc's
+ * staged whole-model scoring has no recipe yet). Every metric a block search takes goes through, and `--recover`.
+ * Notes (does not refuse) more compute threads than cores.
  */
 export function refuseUnpooledWeightRun(s: WeightPruneSettings, env: WeightPruneEnv): void {
   if (env.workers === undefined && env.queue === undefined) return;
@@ -85,12 +86,8 @@ export function refuseUnpooledWeightRun(s: WeightPruneSettings, env: WeightPrune
       `not with --method ${s.method}: worker threads score the block-wise searches (${orList(pooled)}) only`,
     );
   }
-  if (s.recover && method.remoteSearch === 'walk-recovers') {
-    throw flagError(
-      flag,
-      `not with --recover and --method ${s.method} yet: it recovers each fixed block inside the walk, in the search's thread`,
-    );
-  }
+  const crowded = oversubscriptionNote(env.workers, env.threads);
+  if (crowded) env.onNote?.(crowded);
 }
 
 /** The model and data, the weight space, and the checks that need the model: all before anything is written. */

@@ -212,7 +212,7 @@ function seededMethod(kind: SeedKind): WeightBaseline {
     supportsPattern: true,
     searchSettings: ['population', 'generations', 'mutationRate'],
     searchMetrics: blockSearchMetrics,
-    remoteSearch: 'walk-recovers',
+    remoteSearch: true,
     description: {
       ...SEEDED_DEFAULTS,
       seed: kind,

@@ -24,6 +24,13 @@ const port = parentPort ?? {
 };
 // The search that started this worker is gone (killed, or it ended without asking): nothing will ask for scores.
 process.on('disconnect', () => process.exit(0));
+if (!parentPort) {
+  // A terminal's Ctrl-C reaches every process of the foreground group, this one too: the process that started it
+  // decides (a `geneprune worker` lets its active job finish, then ends its workers; a search that dies of the
+  // signal disconnects, which ends this one above).
+  process.on('SIGINT', () => {});
+  process.on('SIGTERM', () => {});
+}
 const send = (m: FromPoolWorker) => port.postMessage(m);
 
 function sent(e: unknown): SentError {

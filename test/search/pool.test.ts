@@ -347,6 +347,31 @@ describe('pooled objective', { skip }, () => {
     }
   });
 
+  test('a Ctrl-C (SIGINT, SIGTERM) that reaches the worker processes leaves them to the search', async (t) => {
+    const before = childPids();
+    if (before === undefined) return t.skip('no /proc here');
+    const spec = await loadModelSpec(modelPath);
+    const scorer = await createPoolScorer(calibrationRecipe(spec, {}, opts, modelPath), 2);
+    try {
+      const first = await scorer.score({}, 'low');
+      const workers = childPids()!.filter((p) => !before.includes(p));
+      assert.equal(workers.length, 2);
+      for (const pid of workers) {
+        process.kill(pid, 'SIGINT');
+        process.kill(pid, 'SIGTERM');
+      }
+      await new Promise((r) => setTimeout(r, 200));
+      const again = await poolRunner([() => scorer.score({}, 'low'), () => scorer.score({}, 'low')]);
+      assert.deepEqual(
+        again.map((r) => r.quality),
+        [first.quality, first.quality],
+      );
+    } finally {
+      await scorer.runner.release();
+    }
+    assert.equal(await settleTo(() => childPids()!.length, before.length), before.length);
+  });
+
   test('release ends the worker processes', async (t) => {
     const children = () => childPids()?.length ?? 0;
     if (childPids() === undefined) return t.skip('no /proc here');

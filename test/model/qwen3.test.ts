@@ -2,9 +2,10 @@
  * Qwen3: small random checkpoints written as real Hugging Face folders (Qwen3ForCausalLM names) load into the spec
  * and their logits match the plain reference forward (written from the published definition over the HF tensors)
  * to 1e-4 — GQA, head_dim ≠ hidden/heads, per-head q/k norms — with and without masked heads, on the fused and the
- * explicit attention paths and through the KV-cache graph; sliding windows follow transformers' rule; spec → HF →
- * spec is exact, a physically head-pruned model included; what the graph cannot honour (qwen3_moe among it) fails
- * in one line naming config.json.
+ * explicit attention paths, through composed block graphs and through the KV-cache graph; sliding windows follow
+ * transformers' rule; spec → HF → spec is exact, a physically head-pruned model included; Qwen3-0.6B's published
+ * config.json maps to its shape; what the graph cannot honour (qwen3_moe among it) fails in one line naming
+ * config.json.
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -196,6 +197,23 @@ describe('Qwen3 checkpoints match the reference forward', () => {
     assert.ok(worstDiff(cached, expected) <= 1e-4, `cache vs reference: ${worstDiff(cached, expected)}`);
   });
 
+  test('block graphs [0,1) → [1,3), fed each other’s hidden states, give the reference’s masked logits', async () => {
+    const dir = join(tmp.dir, 'qwen3-blocks');
+    const { tensors } = await writeQwen3(dir, QWEN3, 6);
+    const spec = await loadModelSpec(dir);
+    const seqs = SEQS(QWEN3.vocab);
+    const batch = { batch: 2, seq: 9, ids: BigInt64Array.from(seqs.flat().map(BigInt)) };
+    const headMask = Float32Array.from(MASK3.flat());
+    const first = await createRunner(spec, { output: 'hidden', layers: [0, 1] });
+    const hidden = await first.run(batch, { headMask });
+    await first.release();
+    const rest = await createRunner(spec, { output: 'logits', layers: [1, 3] });
+    const got = await rest.run({ ...batch, hidden }, { headMask });
+    await rest.release();
+    const d = worstDiff(got, referenceLogits(referenceOf(QWEN3, tensors), seqs, MASK3));
+    assert.ok(d <= 1e-4, `max abs diff ${d}`);
+  });
+
   test('a physically head-pruned model keeps the shared q/k norms and computes the masked logits', async () => {
     const dir = join(tmp.dir, 'qwen3-pruned');
     const { tensors } = await writeQwen3(dir, QWEN3, 5);
@@ -304,6 +322,47 @@ describe('Qwen3 configs the graph cannot honour fail in one line naming config.j
       });
     });
   }
+
+  test('Qwen3-0.6B’s published config.json: 16 heads × 128 over hidden 1024, 8 KV heads, tied, θ 1e6', () => {
+    const c = qwen3ConfigFromHf(
+      {
+        architectures: ['Qwen3ForCausalLM'],
+        attention_bias: false,
+        attention_dropout: 0.0,
+        bos_token_id: 151643,
+        eos_token_id: 151645,
+        head_dim: 128,
+        hidden_act: 'silu',
+        hidden_size: 1024,
+        initializer_range: 0.02,
+        intermediate_size: 3072,
+        max_position_embeddings: 40960,
+        max_window_layers: 28,
+        model_type: 'qwen3',
+        num_attention_heads: 16,
+        num_hidden_layers: 28,
+        num_key_value_heads: 8,
+        rms_norm_eps: 1e-6,
+        rope_scaling: null,
+        rope_theta: 1000000,
+        sliding_window: null,
+        tie_word_embeddings: true,
+        torch_dtype: 'bfloat16',
+        use_cache: true,
+        use_sliding_window: false,
+        vocab_size: 151936,
+      },
+      '/m/config.json',
+    );
+    assert.equal(c.headDim, 128);
+    assert.equal(c.headsPerLayer[0] * c.headDim, 2048);
+    assert.deepEqual([c.numHeads, c.numKvHeads, c.numLayers, c.hiddenSize], [16, 8, 28, 1024]);
+    assert.ok(c.tieEmbeddings && c.qkNorm && !c.attentionBias);
+    assert.equal(c.ropeTheta, 1e6);
+    assert.equal(c.ropeScaling, undefined);
+    assert.equal(c.slidingWindow, undefined);
+    assert.deepEqual([c.bosTokenId, c.eosTokenId], [151643, 151645]);
+  });
 
   test("transformers' Qwen3Config defaults where config.json leaves keys out", () => {
     const c = qwen3ConfigFromHf(

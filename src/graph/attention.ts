@@ -36,19 +36,19 @@ export function halfSplitRotary(
   hd: number,
   rotaryDim = hd,
 ): (t: string, cos: string, sin: string) => string {
-  let ends: { a: string; b: string; end: string; rest: string; axis: string } | undefined;
+  let ends: { a: string; b: string; end: string; axis: string; rest?: string } | undefined;
   return (t, cos, sin) => {
     ends ??= {
       a: g.constInt64([0]),
       b: g.constInt64([rotaryDim / 2]),
       end: g.constInt64([rotaryDim]),
-      rest: g.constInt64([hd]),
       axis: g.constInt64([-1]),
+      ...(rotaryDim < hd ? { rest: g.constInt64([hd]) } : {}),
     };
     const t1 = g.op('Slice', [t, ends.a, ends.b, ends.axis]);
     const t2 = g.op('Slice', [t, ends.b, ends.end, ends.axis]);
     const parts = [g.op('Neg', [t2]), t1];
-    if (rotaryDim < hd) parts.push(g.op('Slice', [t, ends.end, ends.rest, ends.axis]));
+    if (ends.rest) parts.push(g.op('Slice', [t, ends.end, ends.rest, ends.axis]));
     const rotated = g.op('Concat', parts, { axis: -1 });
     return g.op('Add', [g.op('Mul', [t, cos]), g.op('Mul', [rotated, sin])]);
   };

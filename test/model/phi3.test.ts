@@ -3,8 +3,9 @@
  * fused qkv_proj and gate_up_proj) load into the spec and their logits match the plain reference forward (written
  * from the published definition over the HF tensors) to 1e-4, with and without masked heads, on the fused and the
  * explicit attention paths: MHA, GQA, partial rotary, a tied head, LongRoPE below and above its original context,
- * a sliding window; the KV-cache graph agrees on both sides of the original context; spec → HF → spec is exact;
- * what the graph cannot honour fails in one line naming config.json.
+ * a sliding window; block graphs and the KV-cache graph agree on both sides of the original context; spec → HF →
+ * spec is exact; the fingerprint tells partial from whole-head rotary; what the graph cannot honour fails in one
+ * line naming config.json.
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -16,6 +17,7 @@ import type { GenepruneError } from '../../src/errors.js';
 import { buildDecoderGraph } from '../../src/graph/decoder.js';
 import { loadWeights } from '../../src/graph/weights.js';
 import { specToHf } from '../../src/model/families.js';
+import { modelFingerprint } from '../../src/model/identity.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { createRng } from '../../src/util/rng.js';
@@ -232,6 +234,33 @@ describe('Phi-3 checkpoints match the reference forward', () => {
   });
 });
 
+describe('Phi-3 block graphs', () => {
+  test('LongRoPE + partial rotary: block [0, 1) then [1, 2) from its hidden states gives the reference logits on both sides of the original context', async () => {
+    const dir = join(tmp.dir, 'blocks');
+    const extra = {
+      partial_rotary_factor: 0.75,
+      original_max_position_embeddings: 8,
+      rope_scaling: longropeScaling(6, 14),
+    };
+    const { tensors, config } = await writePhi3(dir, PHI4, 14, extra);
+    const spec = await loadModelSpec(dir);
+    const ref = referenceOf(PHI4, tensors, config);
+    const flatMask = Float32Array.from(MASK.flat());
+    for (const n of [6, 11]) {
+      const seqs = [randomTokens(n, PHI4.vocab, 30 + n), randomTokens(n, PHI4.vocab, 40 + n)];
+      const batch = { batch: 2, seq: n, ids: BigInt64Array.from(seqs.flat().map(BigInt)) };
+      const first = await createRunner(spec, { output: 'hidden', layers: [0, 1] });
+      const hidden = await first.run(batch, { headMask: flatMask });
+      await first.release();
+      const second = await createRunner(spec, { output: 'logits', layers: [1, 2] });
+      const logits = await second.run({ ...batch, hidden }, { headMask: flatMask });
+      await second.release();
+      const d = worstDiff(logits, referenceLogits(ref, seqs, MASK));
+      assert.ok(d <= 1e-4, `length ${n}: blocks vs reference ${d}`);
+    }
+  });
+});
+
 describe('Phi-3 KV-cache graph', () => {
   async function cachedLogits(spec: ModelSpec, tokens: number[], chunks: number[][]): Promise<Float32Array> {
     const V = spec.config.vocabSize;
@@ -314,6 +343,21 @@ describe('Phi-3 spec → Hugging Face → spec', () => {
       assert.deepEqual([...out.shape], t.shape, name);
       assert.deepEqual([...(await out.load())], [...t.data], name);
     }
+  });
+});
+
+describe('Phi-3 identity', () => {
+  test('the same weights with partial and with whole-head rotary have different fingerprints', async () => {
+    const whole = join(tmp.dir, 'fp-whole');
+    const partial = join(tmp.dir, 'fp-partial');
+    await writePhi3(whole, PHI4, 15);
+    await writePhi3(partial, PHI4, 15, { partial_rotary_factor: 0.75 });
+    const [a, b] = await Promise.all(
+      [whole, partial].map(async (d) => modelFingerprint(await loadModelSpec(d))),
+    );
+    assert.notEqual(a, b);
+    const again = await modelFingerprint(await loadModelSpec(whole));
+    assert.equal(again, a);
   });
 });
 

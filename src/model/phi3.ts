@@ -185,6 +185,9 @@ export function phi3ConfigFromHf(json: Record<string, unknown>, configPath: stri
     config.slidingWindow = Array(numLayers).fill(window);
   }
   if (kvHeadOfQuery) config.kvHeadOfQuery = kvHeadOfQuery;
+  // Only the export reads it: stock transformers sizes the embedding's padding row from it (default 32000).
+  const pad = r.tokenId('pad_token_id');
+  if (pad !== undefined) config.padTokenId = pad;
   const bos = r.tokenId('bos_token_id');
   const eos = r.tokenId('eos_token_id');
   if (bos !== undefined) config.bosTokenId = bos;
@@ -359,6 +362,9 @@ export function phi3SpecToHf(spec: ModelSpec): {
     ...rotaryDecoderConfig(c),
     hidden_act: ACTIVATION_TO_HF[c.activation],
     sliding_window: windows.size === 1 ? [...windows][0] : null,
+    // Phi3Config's default (32000) is no row of a smaller vocabulary, and transformers then refuses to build the
+    // embedding: an id outside the vocabulary is written as null (no padding row; inference is the same).
+    pad_token_id: c.padTokenId !== undefined && c.padTokenId < c.vocabSize ? c.padTokenId : null,
   };
   if (c.rotaryDim !== undefined && c.rotaryDim !== c.headDim) {
     config.partial_rotary_factor = partialFactor(c.rotaryDim, c.headDim);

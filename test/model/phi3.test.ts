@@ -336,6 +336,10 @@ describe('Phi-3 spec → Hugging Face → spec', () => {
     assert.equal(hf.config.original_max_position_embeddings, 8);
     assert.equal(hf.config.partial_rotary_factor, 0.75);
     assert.equal(hf.config.sliding_window, 5);
+    assert.equal(hf.config.pad_token_id, 0);
+    // Phi3Config's default pad id (32000) lies outside this vocabulary, which transformers refuses: written as null.
+    const noPad = specToHf({ ...spec, config: { ...spec.config, padTokenId: 32000 } });
+    assert.equal(noPad.config.pad_token_id, null);
     assert.deepEqual(hf.config.num_attention_heads_per_layer, [2, 4]);
     assert.deepEqual([...hf.tensors.keys()].sort(), [...tensors.keys()].sort());
     for (const [name, t] of tensors) {

@@ -231,6 +231,12 @@ describe('Phi-3 checkpoints match the reference forward', () => {
         1e-2,
     );
     await assertMatches(spec, ref, MASK, [9]);
+    // A window as long as the position table (Phi-3-mini-128k: 262144 ≥ 131072) hides nothing: decoder.ts counts
+    // it as none (and may run the fused kernel); the logits are the reference's on both paths.
+    const wide = join(tmp.dir, 'window-wide');
+    const w = await writePhi3(wide, MINI, 5, { sliding_window: MINI.maxPositions });
+    assert.deepEqual((await loadModelSpec(wide)).config.slidingWindow, [32, 32]);
+    await assertMatches(await loadModelSpec(wide), referenceOf(MINI, w.tensors, w.config), MASK, [9]);
   });
 });
 

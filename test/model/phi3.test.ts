@@ -371,6 +371,70 @@ describe('Phi-3 identity', () => {
   });
 });
 
+describe('published Phi-3 configs', () => {
+  // The keys of microsoft/Phi-4-mini-instruct's and Phi-3-mini-4k-instruct's config.json (factor lists stand-ins
+  // of the published length).
+  const phi4mini = {
+    model_type: 'phi3',
+    hidden_size: 3072,
+    num_hidden_layers: 32,
+    num_attention_heads: 24,
+    num_key_value_heads: 8,
+    intermediate_size: 8192,
+    vocab_size: 200064,
+    max_position_embeddings: 131072,
+    original_max_position_embeddings: 4096,
+    partial_rotary_factor: 0.75,
+    rope_theta: 10000,
+    rope_scaling: {
+      type: 'longrope',
+      short_factor: new Array(48).fill(1),
+      long_factor: new Array(48).fill(2),
+    },
+    sliding_window: 262144,
+    tie_word_embeddings: true,
+    rms_norm_eps: 1e-5,
+    hidden_act: 'silu',
+    attention_bias: false,
+    mlp_bias: false,
+    pad_token_id: 199999,
+  };
+  test('Phi-4-mini: 96 of 128 dims rotate; attention factor √(1 + ln 32 / ln 4096) = √(17/12)', async () => {
+    const { phi3ConfigFromHf } = await import('../../src/model/phi3.js');
+    const c = phi3ConfigFromHf(phi4mini, 'config.json');
+    assert.equal(c.headDim, 128);
+    assert.equal(c.rotaryDim, 96);
+    assert.ok(c.tieEmbeddings);
+    assert.deepEqual(c.slidingWindow, new Array(32).fill(262144));
+    const s = c.ropeScaling;
+    assert.ok(s?.kind === 'longrope');
+    assert.equal(s.originalMaxPositions, 4096);
+    assert.equal(s.factor, 32);
+    assert.ok(Math.abs(s.attentionFactor - Math.sqrt(17 / 12)) < 1e-12);
+  });
+  test('Phi-3-mini-4k: no scaling, a 2047-token window on every layer', async () => {
+    const { phi3ConfigFromHf } = await import('../../src/model/phi3.js');
+    const c = phi3ConfigFromHf(
+      {
+        ...phi4mini,
+        num_key_value_heads: 32,
+        num_attention_heads: 32,
+        vocab_size: 32064,
+        max_position_embeddings: 4096,
+        partial_rotary_factor: undefined,
+        rope_scaling: null,
+        sliding_window: 2047,
+        tie_word_embeddings: false,
+      },
+      'config.json',
+    );
+    assert.equal(c.headDim, 96);
+    assert.equal(c.rotaryDim, undefined);
+    assert.equal(c.ropeScaling, undefined);
+    assert.deepEqual(c.slidingWindow, new Array(32).fill(2047));
+  });
+});
+
 describe('Phi-3 config refusals', () => {
   const refusals: Array<[string, Record<string, unknown>, RegExp]> = [
     [

@@ -123,7 +123,7 @@ export type { HalfLinears } from './kit.js';
  */
 const HONOURED: ReadonlyArray<[keyof ModelConfig, readonly unknown[]]> = [
   ['arch', [undefined, 'decoder']],
-  ['family', ['llama', 'gpt2', 'gemma']],
+  ['family', ['llama', 'gpt2', 'gemma', 'opt']],
   ['normKind', ['rms', 'layer']],
   ['normPlacement', ['pre']],
   ['mlpKind', ['gated', 'plain']],

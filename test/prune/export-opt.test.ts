@@ -3,7 +3,7 @@
  * OPTForCausalLM names) reloads with the masked model's logits; the padded layout keeps the stock shapes with the
  * removed heads zeroed and gives the same logits; transformers.js (model_type opt) loads the exported ONNX graph
  * offline — feeding the position_ids it derives from the attention mask, which the graph reads at OPT's offset of
- * 2 — with equal logits, and its greedy generation through the KV cache equals geneprune's greedy decoding.
+ * 2 — with equal logits (a left-padded row too), and its greedy generation through the KV cache equals geneprune's greedy decoding.
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -81,6 +81,28 @@ test('a head-pruned OPT exports to HF and transformers.js with the masked logits
   const attention_mask = new Tensor('int64', new BigInt64Array(TOKENS.length).fill(1n), [1, TOKENS.length]);
   const { logits } = (await lm({ input_ids, attention_mask })) as { logits: { data: Float32Array } };
   assert.ok(maxDiff(logits.data, expected) <= 1e-4, 'transformers.js');
+
+  // A left-padded batch: transformers.js numbers the real tokens 0, 1, … from the attention mask, as OPT does, so
+  // the padded row's real tokens get the unpadded row's logits. Row 0 is the prompt and three more real tokens.
+  const pad = 3;
+  const batchIds = new Tensor('int64', int64([...TOKENS, 1, 1, 1, 1, 1, 1, ...TOKENS]), [
+    2,
+    TOKENS.length + pad,
+  ]);
+  const batchMask = new Tensor(
+    'int64',
+    int64([...TOKENS.map(() => 1), 1, 1, 1, 0, 0, 0, ...TOKENS.map(() => 1)]),
+    [2, TOKENS.length + pad],
+  );
+  const padded = (await lm({ input_ids: batchIds, attention_mask: batchMask })) as {
+    logits: { data: Float32Array };
+  };
+  const rowLen = (TOKENS.length + pad) * V;
+  assert.ok(maxDiff(padded.logits.data.subarray(0, TOKENS.length * V), expected) <= 1e-4, 'row 0');
+  assert.ok(
+    maxDiff(padded.logits.data.subarray(rowLen + pad * V, 2 * rowLen), expected) <= 1e-4,
+    'left-padded row',
+  );
 
   // Greedy generation through transformers.js' KV cache (position_ids it computes step by step) equals greedy
   // decoding on our full-sequence graph (positions 0 … n−1), 8 steps past a 10-token prompt.

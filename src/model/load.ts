@@ -29,7 +29,6 @@ const HF_FAMILIES: Record<string, (folder: HfFolder) => ModelSpec> = {
   mistral: llamaSpecFromHf,
   qwen2: llamaSpecFromHf,
   qwen3: qwen3SpecFromHf,
-  qwen3_moe: qwen3SpecFromHf, // only to be refused in one line (experts are not a search space yet)
   bert: bertSpecFromHf,
   roberta: bertSpecFromHf,
   distilbert: bertSpecFromHf,
@@ -40,6 +39,12 @@ const HF_FAMILIES: Record<string, (folder: HfFolder) => ModelSpec> = {
 
 export const SUPPORTED_MODEL_TYPES: readonly string[] = Object.keys(HF_FAMILIES);
 
+/** model_types that look close to a supported one but are not it: refused with the reason, not the list. */
+const REFUSED_MODEL_TYPES: Record<string, string> = {
+  qwen3_moe:
+    'is a mixture-of-experts model: experts are not a search space yet (dense qwen3 is supported)',
+};
+
 export async function loadModelSpec(path: string): Promise<ModelSpec> {
   const st = await stat(path).catch((err) => {
     throw fileError(path, `cannot open model: ${describeFsError(err)}`, err);
@@ -49,6 +54,9 @@ export async function loadModelSpec(path: string): Promise<ModelSpec> {
     const type = folder.config.model_type;
     const configPath = join(path, 'config.json');
     if (typeof type !== 'string') throw fileError(configPath, 'no "model_type" string');
+    if (Object.hasOwn(REFUSED_MODEL_TYPES, type)) {
+      throw fileError(configPath, `model_type "${type}" ${REFUSED_MODEL_TYPES[type]}`);
+    }
     const toSpec = Object.hasOwn(HF_FAMILIES, type) ? HF_FAMILIES[type] : undefined;
     if (!toSpec) {
       throw fileError(

@@ -1,7 +1,8 @@
 /**
  * The LLaMA family (Hugging Face model_type llama, mistral, qwen2; also llama2.c checkpoints) ↔ ModelSpec.
  * All share one shape: pre-RMSNorm, rotary attention with optional GQA, gated MLP. They differ in which
- * linears carry biases, in config defaults, and (llama2.c) in the rotary pair layout.
+ * linears carry biases, in config defaults, in sliding attention windows (mistral, qwen2), and (llama2.c) in
+ * the rotary pair layout.
  */
 import { join } from 'node:path';
 import type { HfFolder } from '../checkpoint/hf.js';

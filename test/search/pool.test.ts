@@ -32,6 +32,7 @@ import { tempDir } from '../checkpoint/helpers.js';
 import { assertOneLineError, runCli, spawnCli } from '../helpers/cli.js';
 import { childPids, settleTo } from '../helpers/procs.js';
 import { logWithoutTimes, readRunJson, smallRunArgs, withoutRunFields } from '../helpers/rundir.js';
+import { lcgTokens } from '../helpers/tokens.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const tmp = tempDir('geneprune-pool-');
@@ -41,17 +42,6 @@ const skip = skipUnlessShared(MODEL, CALIB, EVAL);
 /** The small head search, 4 generations unless told. */
 const headArgs = (out: string, extra: string[] = [], generations = 4) =>
   smallRunArgs('heads', out, { generations }, extra);
-
-/** A fixed token stream of the 512-token vocabulary (a linear congruential sequence, no data file needed). */
-function tokens(n: number): number[] {
-  const out: number[] = [];
-  let x = 12345;
-  for (let i = 0; i < n; i++) {
-    x = (x * 1103515245 + 12345) % 2147483648;
-    out.push(1 + (x % 500));
-  }
-  return out;
-}
 
 describe('heads --workers', { skip }, () => {
   test('one process and --workers 2 write the same evaluations, mask and result', async () => {
@@ -179,7 +169,13 @@ describe('heads --workers', { skip }, () => {
 
 describe('pooled objective', { skip }, () => {
   const modelPath = sharedPath(MODEL) ?? '';
-  const opts = { stream: tokens(1200), context: 128, metric: 'ppl' as const, tokens: 1024, lowTokens: 256 };
+  const opts = {
+    stream: lcgTokens(1200, 12345, 500),
+    context: 128,
+    metric: 'ppl' as const,
+    tokens: 1024,
+    lowTokens: 256,
+  };
   const pool = (workers: number, model = modelPath) => ({ backend: createPoolBackend(workers), model });
 
   test('scores a batch (repeats, both fidelities) exactly as the one-process objective', async () => {

@@ -19,28 +19,18 @@ import { createHeadObjective } from '../../src/spaces/heads/objective.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { runCli } from '../helpers/cli.js';
 import { readRunJson, smallRunArgs } from '../helpers/rundir.js';
+import { lcgTokens } from '../helpers/tokens.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const tmp = tempDir('geneprune-workersfile-');
 after(tmp.cleanup);
 const skip = skipUnlessShared(MODEL, CALIB, EVAL);
 
-/** A fixed token stream of the 512-token vocabulary (a linear congruential sequence). */
-function tokens(n: number): number[] {
-  const out: number[] = [];
-  let x = 777;
-  for (let i = 0; i < n; i++) {
-    x = (x * 1103515245 + 12345) % 2147483648;
-    out.push(1 + (x % 500));
-  }
-  return out;
-}
-
 describe('pool stats', { skip }, () => {
   test('every distinct evaluation is counted once, on one thread, and the numbers outlive release', async () => {
     const spec = await loadModelSpec(sharedPath(MODEL)!);
     const backend = createPoolBackend(2);
-    const opts = { stream: tokens(700), context: 128, metric: 'ppl' as const, tokens: 512 };
+    const opts = { stream: lcgTokens(700, 777, 500), context: 128, metric: 'ppl' as const, tokens: 512 };
     const objective = await createHeadObjective(spec, {
       ...opts,
       remote: { backend, model: sharedPath(MODEL)! },

@@ -7,6 +7,7 @@ import { type Command, Option } from 'commander';
 import { type Dashboard, dashboard, flagError } from '../index.js';
 import type { ProgressLine } from './progress.js';
 import type { Flags } from './settings.js';
+import { untilStopped } from './signals.js';
 
 export const dashboardOption = () =>
   new Option(
@@ -25,19 +26,6 @@ function parsePort(flag: string, value: unknown): number {
   const port = /^\d+$/.test(text) ? Number(text) : Number.NaN;
   if (!Number.isInteger(port) || port > 65535) throw flagError(flag, `not a port: "${text}" (0–65535)`);
   return port;
-}
-
-/** Resolves on the first SIGINT or SIGTERM. */
-function untilStopped(): Promise<void> {
-  return new Promise((resolve) => {
-    const stop = () => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-      resolve();
-    };
-    process.on('SIGINT', stop);
-    process.on('SIGTERM', stop);
-  });
 }
 
 /** A search command's dashboard, when --dashboard was given: started before the search, on its run directory. */

@@ -7,6 +7,7 @@ import type { Command } from 'commander';
 import { flagError } from '../errors.js';
 import { runQueueWorker, type WorkerEvent } from '../queue/worker.js';
 import { deviceOption, parseDevice, parseIntFlag, parseThreadsFlag, threadsOption } from './options.js';
+import { untilStopped } from './signals.js';
 
 interface WorkerFlags {
   queue?: string;
@@ -78,15 +79,7 @@ Stop it with Ctrl-C (SIGINT) or SIGTERM: the active job finishes first. Examples
         ...(lockMs !== undefined ? { lockMs } : {}),
         onEvent: show,
       });
-      await new Promise<void>((resolve) => {
-        const stop = () => {
-          process.off('SIGINT', stop);
-          process.off('SIGTERM', stop);
-          resolve();
-        };
-        process.on('SIGINT', stop);
-        process.on('SIGTERM', stop);
-      });
+      await untilStopped();
       const s = await worker.close();
       if (f.json) process.stdout.write(`${JSON.stringify({ event: 'summary', ...s })}\n`);
       else

@@ -391,7 +391,6 @@ function encoderStack(
   const { g, kit, c } = w;
   const e = encdecOf(c);
   const D = c.hiddenSize;
-  const hd = c.headDim;
   const { batch, seq } = dimsOf(g, attentionMask);
   const seqScalar = g.op('Squeeze', [seq, g.constInt64([0])]);
   const positions = g.op('Range', [g.constInt64([0], []), seqScalar, g.constInt64([1], [])]);
@@ -404,24 +403,7 @@ function encoderStack(
     const p = `layers.${i}`;
     const heads = c.headsPerLayer[i];
     kit.setAnchor(x);
-    let attended = '';
-    if (heads > 0) {
-      const h = kit.norm(x, `${p}.attn_norm`);
-      record(i, 'attn_in', h, D);
-      const merged = attention(w, {
-        prefix: `${p}.attn`,
-        queryIn: h,
-        kvIn: h,
-        batch,
-        seq,
-        kvSeq: seq,
-        heads,
-        mask: biasOf(i),
-        row: i,
-      });
-      record(i, 'o_in', merged, heads * hd);
-      attended = kit.linear(merged, `${p}.attn.o`);
-    }
+    const attended = heads > 0 ? selfAttention(w, i, x, { batch, seq }, biasOf(i), record) : '';
     x = g.op('Add', [x, attended || zeroBranch(g)]);
     const h2 = kit.norm(x, `${p}.mlp_norm`);
     record(i, 'mlp_in', h2, D);
@@ -430,6 +412,41 @@ function encoderStack(
   if (to < e.encoderLayers) return { x };
   kit.setAnchor(x);
   return { x, out: kit.norm(x, 'encoder_norm') };
+}
+
+/**
+ * Layer i's self-attention on the residual stream x (anchored by the caller): normed, attended over its own
+ * positions under `mask`, projected out; records attn_in and o_in. `present` routes fresh keys/values through a
+ * decoder's cache.
+ */
+function selfAttention(
+  w: Wiring,
+  i: number,
+  x: string,
+  { batch, seq }: { batch: string; seq: string },
+  mask: string,
+  record: CaptureRecorder,
+  present?: AttentionSite['present'],
+): string {
+  const { kit, c } = w;
+  const p = `layers.${i}`;
+  const heads = c.headsPerLayer[i];
+  const h = kit.norm(x, `${p}.attn_norm`);
+  record(i, 'attn_in', h, c.hiddenSize);
+  const merged = attention(w, {
+    prefix: `${p}.attn`,
+    queryIn: h,
+    kvIn: h,
+    batch,
+    seq,
+    kvSeq: seq,
+    heads,
+    mask,
+    row: i,
+    ...(present ? { present } : {}),
+  });
+  record(i, 'o_in', merged, heads * c.headDim);
+  return kit.linear(merged, `${p}.attn.o`);
 }
 
 /** Layer i's MLP on its normed input, recording down_in. */
@@ -538,22 +555,9 @@ function decoderStack(
     kit.setAnchor(x);
     let attended = '';
     if (heads > 0) {
-      const h = kit.norm(x, `${p}.attn_norm`);
-      record(i, 'attn_in', h, D);
-      const merged = attention(w, {
-        prefix: `${p}.attn`,
-        queryIn: h,
-        kvIn: h,
-        batch,
-        seq,
-        kvSeq: seq,
-        heads,
-        mask: biasOf(i),
-        row: i,
-        present: (kind, fresh) => present(d, 'decoder', kind, fresh, heads),
-      });
-      record(i, 'o_in', merged, heads * hd);
-      attended = kit.linear(merged, `${p}.attn.o`);
+      attended = selfAttention(w, i, x, { batch, seq }, biasOf(i), record, (kind, fresh) =>
+        present(d, 'decoder', kind, fresh, heads),
+      );
     } else if (cache) {
       for (const kind of ['key', 'value'] as const) present(d, 'decoder', kind, emptyHeads(seq), 0);
     }

@@ -1,7 +1,8 @@
 /**
  * The LLaMA family (Hugging Face model_type llama, mistral, qwen2; also llama2.c checkpoints) ↔ ModelSpec.
  * All share one shape: pre-RMSNorm, rotary attention with optional GQA, gated MLP. They differ in which
- * linears carry biases, in config defaults, and (llama2.c) in the rotary pair layout.
+ * linears carry biases, in config defaults, in sliding attention windows (mistral, qwen2), and (llama2.c) in
+ * the rotary pair layout.
  */
 import { join } from 'node:path';
 import type { HfFolder } from '../checkpoint/hf.js';
@@ -148,11 +149,74 @@ export function llamaConfigFromHf(json: Record<string, unknown>, configPath: str
     tieEmbeddings: bool('tie_word_embeddings', false),
   };
   if (kvHeadOfQuery) config.kvHeadOfQuery = kvHeadOfQuery;
+  const windows = slidingWindows(type, json, numLayers, fail);
+  // Only a window that exists is recorded: global layers keep the fused attention kernels.
+  if (windows.some((w) => w > 0)) config.slidingWindow = windows;
   const bos = tokenId(json.bos_token_id);
   const eos = tokenId(json.eos_token_id);
   if (bos !== undefined) config.bosTokenId = bos;
   if (eos !== undefined) config.eosTokenId = eos;
   return config;
+}
+
+/** transformers' defaults for the sliding-window keys a config.json leaves out. */
+const DEFAULT_SLIDING_WINDOW = 4096;
+const DEFAULT_MAX_WINDOW_LAYERS = 28;
+const SLIDING = 'sliding_attention';
+const FULL = 'full_attention';
+
+/**
+ * Each layer's attention window (0 = global), as transformers applies config.json's keys. Mistral: every layer
+ * slides by `sliding_window` (4096 when the key is absent, none when it is null). Qwen2: only with
+ * `use_sliding_window` true, and then the layers `layer_types` names `sliding_attention`, or without that list
+ * the layers from `max_window_layers` (default 28) on. LLaMA has no window.
+ */
+function slidingWindows(
+  type: LlamaModelType,
+  json: Record<string, unknown>,
+  numLayers: number,
+  fail: (msg: string) => GenepruneError,
+): number[] {
+  const none = new Array<number>(numLayers).fill(0);
+  if (type === 'llama') return none;
+  const window = (): number => {
+    if (!('sliding_window' in json)) return DEFAULT_SLIDING_WINDOW;
+    const v = json.sliding_window;
+    if (v === null) return 0;
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) {
+      throw fail(`"sliding_window" must be an integer ≥ 1 or null, got ${JSON.stringify(v)}`);
+    }
+    return v;
+  };
+  if (type === 'mistral') return none.fill(window());
+  const types = json.layer_types;
+  if (types !== undefined && types !== null) {
+    if (
+      !Array.isArray(types) ||
+      types.length !== numLayers ||
+      types.some((t) => t !== SLIDING && t !== FULL)
+    ) {
+      throw fail(`"layer_types" must list ${numLayers} of "${SLIDING}" / "${FULL}", one per layer`);
+    }
+  }
+  const use = json.use_sliding_window;
+  if (use !== undefined && use !== null && typeof use !== 'boolean') {
+    throw fail(`"use_sliding_window" must be true or false, got ${JSON.stringify(use)}`);
+  }
+  if (use !== true) {
+    // transformers drops the window then, yet would still build a sliding mask for a layer marked sliding.
+    if (Array.isArray(types) && types.includes(SLIDING)) {
+      throw fail(`"layer_types" marks sliding layers but "use_sliding_window" is not true`);
+    }
+    return none;
+  }
+  const w = window();
+  if (Array.isArray(types)) return types.map((t) => (t === SLIDING ? w : 0));
+  const from = json.max_window_layers ?? DEFAULT_MAX_WINDOW_LAYERS;
+  if (typeof from !== 'number' || !Number.isSafeInteger(from) || from < 0) {
+    throw fail(`"max_window_layers" must be an integer ≥ 0, got ${JSON.stringify(from)}`);
+  }
+  return none.map((_, l) => (l >= from ? w : 0));
 }
 
 export function perLayerCounts(
@@ -571,7 +635,41 @@ export function llamaSpecToHf(spec: ModelSpec): {
     config.attention_bias = c.attentionBias;
     config.mlp_bias = c.mlpBias;
   }
+  Object.assign(config, slidingWindowKeys(spec, type));
   const tensors = new Map<string, TensorSource>();
   for (const [role, t] of checkedTensors(spec)) tensors.set(hfNameOfRole(role), t);
   return { config, tensors };
+}
+
+/**
+ * The config.json keys that give back a spec's sliding windows (the inverse of slidingWindows). Mistral's is
+ * always written, null for none: an absent key means transformers' default window of 4096.
+ */
+function slidingWindowKeys(spec: ModelSpec, type: LlamaModelType): Record<string, unknown> {
+  const windows = spec.config.slidingWindow ?? [];
+  const sizes = [...new Set(windows.filter((w) => w > 0))];
+  if (sizes.length > 1) {
+    throw modelError(spec, `config.json has one sliding_window, the layers have ${sizes.join(', ')}`);
+  }
+  const w = sizes[0];
+  if (type === 'llama') {
+    if (w !== undefined) throw modelError(spec, 'a llama config.json cannot express sliding windows');
+    return {};
+  }
+  if (type === 'mistral') {
+    if (w !== undefined && windows.some((x) => x !== w)) {
+      throw modelError(spec, 'a mistral config.json slides every layer or none');
+    }
+    return { sliding_window: w ?? null };
+  }
+  if (w === undefined) return {}; // qwen2's default: use_sliding_window false
+  const sliding = windows.map((x) => x > 0);
+  const first = sliding.indexOf(true);
+  return {
+    use_sliding_window: true,
+    sliding_window: w,
+    // Older readers know only max_window_layers (the layers from it on slide): written when it says the same.
+    ...(sliding.every((x, l) => x === l >= first) ? { max_window_layers: first } : {}),
+    layer_types: sliding.map((x) => (x ? SLIDING : FULL)),
+  };
 }

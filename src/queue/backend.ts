@@ -147,6 +147,23 @@ interface Waiter {
   reject(e: unknown): void;
 }
 
+/**
+ * A model file's identity (its fingerprint hashes every tensor), computed once per path for the life of a backend
+ * or worker; a failed read is forgotten, so the next job retries it.
+ */
+export function fileIdentities(): (path: string) => Promise<ModelIdentity> {
+  const known = new Map<string, Promise<ModelIdentity>>();
+  return (path) => {
+    let m = known.get(path);
+    if (!m) {
+      m = loadModelSpec(path).then(modelIdentity);
+      m.catch(() => known.delete(path));
+      known.set(path, m);
+    }
+    return m;
+  };
+}
+
 /** The queue backend (`--queue URL`): see the module comment. */
 export function createQueueBackend(url: string, opts: QueueBackendOptions): EvaluationBackend {
   const u = parseQueueUrl(url);
@@ -209,16 +226,7 @@ export function createQueueBackend(url: string, opts: QueueBackendOptions): Eval
   let openScorers = 0;
   // A block search opens one recipe per block, all naming the model file (its spec in memory may hold earlier
   // blocks' recovered weights, which the workers replay): the file is hashed once.
-  const fileIdentities = new Map<string, Promise<ModelIdentity>>();
-  const fileIdentity = (path: string) => {
-    let m = fileIdentities.get(path);
-    if (!m) {
-      m = loadModelSpec(path).then(modelIdentity);
-      m.catch(() => fileIdentities.delete(path));
-      fileIdentities.set(path, m);
-    }
-    return m;
-  };
+  const fileIdentity = fileIdentities();
 
   const failAll = (e: GenepruneError) => {
     failure ??= e;

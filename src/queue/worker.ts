@@ -16,11 +16,10 @@ import type { Job, Worker } from 'bullmq';
 import type { Device } from '../engine/session.js';
 import { GenepruneError } from '../errors.js';
 import type { CalibrationScorer } from '../metrics/scorers.js';
-import { type ModelIdentity, modelIdentity } from '../model/identity.js';
-import { loadModelSpec } from '../model/load.js';
+import type { ModelIdentity } from '../model/identity.js';
 import { createPoolScorer } from '../search/pool.js';
 import { faultPoint } from '../util/fs.js';
-import { watchedConnection, workerName } from './backend.js';
+import { fileIdentities, watchedConnection, workerName } from './backend.js';
 import {
   decodeMasks,
   type JobData,
@@ -109,16 +108,7 @@ export async function runQueueWorker(opts: QueueWorkerOptions): Promise<QueueWor
 
   // Insertion order is use order: a hit is moved to the end, the oldest released first.
   const loaded = new Map<string, Promise<Loaded>>();
-  const identities = new Map<string, Promise<ModelIdentity>>();
-  const modelIdentityOf = (path: string) => {
-    let m = identities.get(path);
-    if (!m) {
-      m = loadModelSpec(path).then(modelIdentity);
-      m.catch(() => identities.delete(path));
-      identities.set(path, m);
-    }
-    return m;
-  };
+  const modelIdentityOf = fileIdentities();
   const release = async (p: Promise<Loaded>) => {
     const l = await p.catch(() => undefined);
     if (l && 'scorer' in l) await l.scorer.runner.release();

@@ -16,6 +16,7 @@ import { randomLlamaSpec } from '../../src/model/random.js';
 import type { ModelSpec, TensorSource } from '../../src/model/spec.js';
 import { createRng } from '../../src/util/rng.js';
 import { tempDir } from '../checkpoint/helpers.js';
+import { maxLogitDiff, randomTokens, someHeadMask } from '../helpers/llamalike.js';
 import { type ReferenceWeights, referenceForward } from '../reference/llama.js';
 
 const tmp = tempDir('geneprune-graph-');
@@ -25,46 +26,6 @@ async function referenceWeights(spec: ModelSpec): Promise<ReferenceWeights> {
   const w = new Map<string, Float32Array>();
   for (const [role, t] of spec.tensors) w.set(role, await t.load());
   return { ...spec.config, get: (r) => w.get(r) };
-}
-
-function randomTokens(n: number, vocab: number, seed: number): number[] {
-  const rng = createRng(seed);
-  return Array.from({ length: n }, () => rng.nextInt(vocab));
-}
-
-/** A head mask with about a third of the heads dropped (at least one kept per layer), plus its flat form. */
-function someMask(layers: number, heads: number, seed: number): { rows: number[][]; flat: Float32Array } {
-  const rng = createRng(seed);
-  const rows = Array.from({ length: layers }, () =>
-    Array.from({ length: heads }, () => (rng.nextFloat() < 0.35 ? 0 : 1)),
-  );
-  rows[0][0] = 0;
-  rows[layers - 1][heads - 1] = 1;
-  return { rows, flat: Float32Array.from(rows.flat()) };
-}
-
-async function maxLogitDiff(
-  loaded: ModelSpec,
-  ref: ReferenceWeights,
-  rotary: 'half' | 'interleaved',
-  headMask?: { rows: number[][]; flat: Float32Array },
-): Promise<number> {
-  const V = loaded.config.vocabSize;
-  const runner = await createRunner(loaded, { output: 'logits' });
-  const seqs = [randomTokens(11, V, 1), randomTokens(11, V, 2)];
-  const ids = BigInt64Array.from(seqs.flat().map(BigInt));
-  const out = await runner.run({ batch: 2, seq: 11, ids }, { headMask: headMask?.flat });
-  await runner.release();
-  let worst = 0;
-  seqs.forEach((seq, b) => {
-    const expected = referenceForward(ref, seq, { rotary, headMask: headMask?.rows });
-    for (let t = 0; t < seq.length; t++) {
-      for (let v = 0; v < V; v++) {
-        worst = Math.max(worst, Math.abs(expected[t][v] - out[(b * seq.length + t) * V + v]));
-      }
-    }
-  });
-  return worst;
 }
 
 const cases = [
@@ -111,7 +72,7 @@ describe('Hugging Face folders (safetensors + config.json) match the reference f
       assert.equal(loaded.config.modelType, c.modelType);
       assert.equal(loaded.config.tieEmbeddings, c.tie);
       assert.ok((await maxLogitDiff(loaded, ref, 'half')) <= 1e-4);
-      const mask = someMask(2, c.heads, 7 + i);
+      const mask = someHeadMask(2, c.heads, 7 + i);
       assert.ok(mask.flat.includes(0) && mask.flat.includes(1));
       const masked = await maxLogitDiff(loaded, ref, 'half', mask);
       assert.ok(masked <= 1e-4, `masked max abs diff ${masked}`);
@@ -237,7 +198,7 @@ describe('llama2.c checkpoints (interleaved rotary) match the reference forward'
       assert.equal(loaded.config.modelType, 'llama2c');
       const plain = await maxLogitDiff(loaded, ref, 'interleaved');
       assert.ok(plain <= 1e-4, `max abs diff ${plain}`);
-      const masked = await maxLogitDiff(loaded, ref, 'interleaved', someMask(2, 4, 31 + i));
+      const masked = await maxLogitDiff(loaded, ref, 'interleaved', someHeadMask(2, 4, 31 + i));
       assert.ok(masked <= 1e-4, `masked max abs diff ${masked}`);
       // Without the conversion the two layouts disagree: the check above can fail.
       const halfOnRaw = await maxLogitDiff(loaded, ref, 'half');
@@ -265,7 +226,7 @@ describe('in-graph losses equal the reference', () => {
     const ids = BigInt64Array.from(input.map(BigInt));
     // The last target is ignored, as padding is.
     const targets = BigInt64Array.from([...seq.slice(1, 8).map(BigInt), -100n]);
-    const mask = someMask(2, 4, 9);
+    const mask = someHeadMask(2, 4, 9);
     const logSoftmax = (row: Float64Array) => {
       const m = Math.max(...row);
       const z = Math.log(row.reduce((a, v) => a + Math.exp(v - m), 0)) + m;

@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -25,7 +25,14 @@ import { createHeadObjective } from '../../src/spaces/heads/objective.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { assertOneLineError, runCli, spawnCli } from '../helpers/cli.js';
 import { type RedisServer, redisSkip, startRedis } from '../helpers/redis.js';
-import { logWithoutTimes } from '../helpers/rundir.js';
+import {
+  logWithoutTimes,
+  readRunJson,
+  runInOwnFolder,
+  smallRunArgs,
+  untimed,
+  withoutRunFields,
+} from '../helpers/rundir.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const tmp = tempDir('geneprune-queue-');
@@ -33,47 +40,9 @@ after(tmp.cleanup);
 const skip = skipUnlessShared(MODEL, CALIB, EVAL) || redisSkip();
 const LOCK_MS = '1000';
 
-function headArgs(out: string, extra: string[] = []): string[] {
-  return [
-    'heads',
-    '--model',
-    sharedPath(MODEL) ?? '',
-    '--calib',
-    sharedPath(CALIB) ?? '',
-    '--eval',
-    sharedPath(EVAL) ?? '',
-    '--target-sparsity',
-    '0.25',
-    '--population',
-    '8',
-    '--generations',
-    '3',
-    '--low-tokens',
-    '512',
-    '--calib-tokens',
-    '2048',
-    '--eval-tokens',
-    '1024',
-    '--seed',
-    '3',
-    '--out',
-    out,
-    ...extra,
-  ];
-}
-
-const json = (dir: string, file: string) => JSON.parse(readFileSync(join(dir, file), 'utf8'));
-
-/** result.json / mask.json without what names the run or times it. */
-function withoutRunFields(v: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [k, x] of Object.entries(v)) {
-    if (k === 'runDir' || k === 'seconds') continue;
-    out[k] =
-      x && typeof x === 'object' && !Array.isArray(x) ? withoutRunFields(x as Record<string, unknown>) : x;
-  }
-  return out;
-}
+/** The small head search at the queue's sizes (a population and calibration large enough to keep two workers busy). */
+const headArgs = (out: string, extra: string[] = []) =>
+  smallRunArgs('heads', out, { population: 8, 'low-tokens': 512, 'calib-tokens': 2048, quiet: false }, extra);
 
 /** The same run: logs (timings aside), mask and result (a resumed run's result also says `resumed`). */
 function assertSameRun(dir: string, reference: string, resumed = false): void {
@@ -82,13 +51,16 @@ function assertSameRun(dir: string, reference: string, resumed = false): void {
     logWithoutTimes(dir, 'generations.jsonl'),
     logWithoutTimes(reference, 'generations.jsonl'),
   );
-  assert.deepEqual(withoutRunFields(json(dir, 'mask.json')), withoutRunFields(json(reference, 'mask.json')));
-  const result = withoutRunFields(json(dir, 'result.json'));
+  assert.deepEqual(
+    withoutRunFields(readRunJson(dir, 'mask.json')),
+    withoutRunFields(readRunJson(reference, 'mask.json')),
+  );
+  const result = withoutRunFields(readRunJson(dir, 'result.json'));
   if (resumed) {
     assert.equal(result.resumed, true);
     delete result.resumed;
   }
-  assert.deepEqual(result, withoutRunFields(json(reference, 'result.json')));
+  assert.deepEqual(result, withoutRunFields(readRunJson(reference, 'result.json')));
 }
 
 /** A `geneprune worker` process and what it printed so far. */
@@ -215,7 +187,7 @@ describe('heads --queue with geneprune workers', { skip }, () => {
     assert.match(a.output(), /jobs scored, 0 refused, 0 failed/);
     // workers.json: this search's jobs, credited to the two worker processes by their host:pid; the search's
     // evaluations (the log's uncached lines and the dense model) are exactly the jobs they finished for it.
-    const result = json(two, 'result.json');
+    const result = readRunJson(two, 'result.json');
     assert.equal(ran + 1, result.evaluations);
     const w = await readWorkersFile(two);
     assert.ok(w, 'workers.json written');
@@ -304,46 +276,9 @@ describe('heads --queue with geneprune workers', { skip }, () => {
   });
 
   test('weights --queue (a seeded block-wise GA) with two workers: the same evaluations, mask bytes and result', async () => {
-    const weightArgs = (extra: string[]) => [
-      'weights',
-      '--model',
-      sharedPath(MODEL) ?? '',
-      '--calib',
-      sharedPath(CALIB) ?? '',
-      '--eval',
-      sharedPath(EVAL) ?? '',
-      '--method',
-      'ga-magnitude',
-      '--sparsity',
-      '0.5',
-      '--population',
-      '4',
-      '--generations',
-      '3',
-      '--calib-tokens',
-      '512',
-      '--eval-tokens',
-      '512',
-      '--seed',
-      '2',
-      '--quiet',
-      '--out',
-      'run',
-      ...extra,
-    ];
-    // Each run in a folder of its own, written as `run`: the mask file records the run directory as given.
-    const runIn = async (name: string, extra: string[]) => {
-      const cwd = join(tmp.dir, name);
-      mkdirSync(cwd, { recursive: true });
-      const child = spawnCli(weightArgs(extra), { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
-      let stderr = '';
-      child.stderr?.on('data', (d) => {
-        stderr += d.toString();
-      });
-      const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
-      assert.equal(code, 0, stderr);
-      return join(cwd, 'run');
-    };
+    // Each run in a folder of its own (helpers/rundir.ts): the mask file records the run directory as given.
+    const runIn = (name: string, extra: string[]) =>
+      runInOwnFolder(tmp.dir, name, smallRunArgs('weights', undefined, {}, extra));
     const a = worker(redis.url);
     const b = worker(redis.url);
     await Promise.all([ready(a), ready(b)]);
@@ -358,17 +293,7 @@ describe('heads --queue with geneprune workers', { skip }, () => {
       ),
       'the weight-mask files differ',
     );
-    const untimed = (v: unknown): unknown =>
-      Array.isArray(v)
-        ? v.map(untimed)
-        : v && typeof v === 'object'
-          ? Object.fromEntries(
-              Object.entries(v)
-                .filter(([k]) => k !== 'seconds' && k !== 'runDir')
-                .map(([k, x]) => [k, untimed(x)]),
-            )
-          : v;
-    assert.deepEqual(untimed(json(queued, 'result.json')), untimed(json(local, 'result.json')));
+    assert.deepEqual(untimed(readRunJson(queued, 'result.json')), untimed(readRunJson(local, 'result.json')));
     await a.stop();
     await b.stop();
     const ids = [...a.scored(), ...b.scored()];
@@ -379,35 +304,23 @@ describe('heads --queue with geneprune workers', { skip }, () => {
   test('heads --metric bleu (a generation task and its tokenizer) and weights --recover through the queue equal one process', async () => {
     const a = worker(redis.url);
     await ready(a);
-    const bleuArgs = (out: string, extra: string[]) => [
-      'heads',
-      '--model',
-      sharedPath(MODEL) ?? '',
-      '--calib',
-      sharedPath(CALIB) ?? '',
-      '--eval',
-      sharedPath(EVAL) ?? '',
-      '--eval-tokens',
-      '512',
-      '--calib-items',
-      '4',
-      '--calib-new-tokens',
-      '8',
-      '--metric',
-      'bleu',
-      '--target-sparsity',
-      '0.25',
-      '--population',
-      '4',
-      '--generations',
-      '2',
-      '--seed',
-      '1',
-      '--quiet',
-      '--out',
-      out,
-      ...extra,
-    ];
+    const bleuArgs = (out: string, extra: string[]) =>
+      smallRunArgs(
+        'heads',
+        out,
+        {
+          'calib-items': 4,
+          'calib-new-tokens': 8,
+          metric: 'bleu',
+          population: 4,
+          generations: 2,
+          seed: 1,
+          'low-tokens': false,
+          'calib-tokens': false,
+          'eval-tokens': 512,
+        },
+        extra,
+      );
     const local = join(tmp.dir, 'bleu-one');
     const queued = join(tmp.dir, 'bleu-queue');
     for (const [dir, extra] of [
@@ -421,51 +334,16 @@ describe('heads --queue with geneprune workers', { skip }, () => {
     assert.ok(evals.filter((e) => !e.cached).length >= 4);
     assert.deepEqual(logWithoutTimes(queued, 'evals.jsonl'), evals);
     assert.deepEqual(
-      withoutRunFields(json(queued, 'result.json')),
-      withoutRunFields(json(local, 'result.json')),
+      withoutRunFields(readRunJson(queued, 'result.json')),
+      withoutRunFields(readRunJson(local, 'result.json')),
     );
 
-    const recoverArgs = (out: string, extra: string[]) => [
-      'weights',
-      '--model',
-      sharedPath(MODEL) ?? '',
-      '--calib',
-      sharedPath(CALIB) ?? '',
-      '--eval',
-      sharedPath(EVAL) ?? '',
-      '--method',
-      'ga-wanda',
-      '--recover',
-      '--sparsity',
-      '0.5',
-      '--population',
-      '4',
-      '--generations',
-      '2',
-      '--calib-tokens',
-      '512',
-      '--eval-tokens',
-      '512',
-      '--seed',
-      '2',
-      '--quiet',
-      '--out',
-      out,
-      ...extra,
-    ];
-    // Each run in a folder of its own, written as `run`: the mask file and result name the run directory as given.
-    const runIn = async (name: string, extra: string[]) => {
-      const cwd = join(tmp.dir, name);
-      mkdirSync(cwd, { recursive: true });
-      const child = spawnCli(recoverArgs('run', extra), { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
-      let stderr = '';
-      child.stderr?.on('data', (d) => {
-        stderr += d.toString();
-      });
-      const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
-      assert.equal(code, 0, stderr);
-      return join(cwd, 'run');
-    };
+    const runIn = (name: string, extra: string[]) =>
+      runInOwnFolder(
+        tmp.dir,
+        name,
+        smallRunArgs('weights', undefined, { method: 'ga-wanda', recover: true, generations: 2 }, extra),
+      );
     const wLocal = await runIn('recover-one', []);
     const wQueued = await runIn('recover-queue', ['--queue', redis.url]);
     assert.deepEqual(logWithoutTimes(wQueued, 'evals.jsonl'), logWithoutTimes(wLocal, 'evals.jsonl'));
@@ -476,8 +354,8 @@ describe('heads --queue with geneprune workers', { skip }, () => {
       'the weight-mask files differ',
     );
     assert.deepEqual(
-      withoutRunFields(json(wQueued, 'result.json')),
-      withoutRunFields(json(wLocal, 'result.json')),
+      withoutRunFields(readRunJson(wQueued, 'result.json')),
+      withoutRunFields(readRunJson(wLocal, 'result.json')),
     );
     await a.stop();
     assert.ok(a.scored().length > 0);

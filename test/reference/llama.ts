@@ -26,6 +26,11 @@ export interface ReferenceWeights {
   tieEmbeddings: boolean;
   /** The MLP activation (default silu, LLaMA's). */
   activation?: 'silu' | 'gelu' | 'gelu_tanh' | 'relu';
+  /**
+   * Per layer, a sliding attention window w (Mistral, Qwen2 with use_sliding_window): position t attends to
+   * positions u with t − w < u ≤ t, the last w positions including itself; 0 or absent = all earlier positions.
+   */
+  slidingWindow?: number[];
   get(role: string): Float32Array | undefined;
 }
 
@@ -241,20 +246,22 @@ export function referenceForward(
           const keep = opts.headMask ? opts.headMask[l][a] : 1;
           if (keep === 0) continue;
           const kvh = w.kvHeadOfQuery ? w.kvHeadOfQuery[l][a] : Math.floor(a / (H / KV));
+          const window = w.slidingWindow?.[l] ?? 0;
+          const first = window > 0 ? Math.max(0, t - window + 1) : 0;
           const scores = new Float64Array(t + 1);
           let max = Number.NEGATIVE_INFINITY;
-          for (let u = 0; u <= t; u++) {
+          for (let u = first; u <= t; u++) {
             let s = 0;
             for (let d = 0; d < hd; d++) s += qs[t][a * hd + d] * ks[u][kvh * hd + d];
             scores[u] = s / Math.sqrt(hd);
             if (scores[u] > max) max = scores[u];
           }
           let z = 0;
-          for (let u = 0; u <= t; u++) {
+          for (let u = first; u <= t; u++) {
             scores[u] = Math.exp(scores[u] - max);
             z += scores[u];
           }
-          for (let u = 0; u <= t; u++) {
+          for (let u = first; u <= t; u++) {
             for (let d = 0; d < hd; d++) concat[a * hd + d] += (keep * scores[u] * vs[u][kvh * hd + d]) / z;
           }
         }

@@ -35,18 +35,8 @@ import { blockRecipe } from '../../src/spaces/weights/blockrecipe.js';
 import { blockFeeds, blockLayout } from '../../src/spaces/weights/blockspace.js';
 import { createRng } from '../../src/util/rng.js';
 import { childPids, settleTo } from '../helpers/procs.js';
+import { lcgTokens } from '../helpers/tokens.js';
 import { CALIB, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
-
-/** A fixed token stream of a vocabulary of `vocab` (a linear congruential sequence, no data file needed). */
-function tokens(n: number, vocab: number): number[] {
-  const out: number[] = [];
-  let x = 4242;
-  for (let i = 0; i < n; i++) {
-    x = (x * 1103515245 + 12345) % 2147483648;
-    out.push(1 + (x % (vocab - 2)));
-  }
-  return out;
-}
 
 /**
  * The input of block `layer`'s objective as the search's walk builds it: blocks before it at random fixed masks
@@ -159,7 +149,7 @@ async function checkBlock(
 describe('block recipes (stories260K)', { skip: skipUnlessShared(MODEL) }, () => {
   test('block 3: a rebuilt and a pooled block objective score as the search’s own', async () => {
     const model = sharedPath(MODEL)!;
-    const windows = makeWindows(tokens(3000, 512), 128, 2048, 'test tokens');
+    const windows = makeWindows(lcgTokens(3000, 4242, 510), 128, 2048, 'test tokens');
     await checkBlock(model, [...batches(windows, 4)], 3);
   });
 });
@@ -170,7 +160,7 @@ describe('a pool backend across block recipes (stories260K)', { skip: skipUnless
     const workers = () => childPids()?.length ?? 0;
     const model = sharedPath(MODEL)!;
     const spec = await loadModelSpec(model);
-    const list = [...batches(makeWindows(tokens(1100, 512), 128, 1024, 'test tokens'), 4)];
+    const list = [...batches(makeWindows(lcgTokens(1100, 4242, 510), 128, 1024, 'test tokens'), 4)];
     const backend = createPoolBackend(2);
     const before = workers();
     let during = 0;
@@ -205,7 +195,7 @@ describe('replays continued or not (stories260K)', { skip: skipUnlessShared(MODE
   test('a recipe continues this thread’s last replay only when its fixed masks agree; the scores are exact', async () => {
     const model = sharedPath(MODEL)!;
     const spec = await loadModelSpec(model);
-    const list = [...batches(makeWindows(tokens(1100, 512), 128, 1024, 'test tokens'), 4)];
+    const list = [...batches(makeWindows(lcgTokens(1100, 4242, 510), 128, 1024, 'test tokens'), 4)];
     const a = await blockInput(spec, list, 2, {});
     const b = await blockInput(spec, list, 4, {});
     // Block 4 with block 0's masks turned over: the replay of block 2's walk must not be continued.
@@ -246,7 +236,7 @@ describe('block recipes with a generation metric (stories260K)', {
     const model = sharedPath(MODEL)!;
     const opened = await openModel(model);
     const spec = opened.spec;
-    const list = [...batches(makeWindows(tokens(600, 512), 128, 512, 'test tokens'), 4)];
+    const list = [...batches(makeWindows(lcgTokens(600, 4242, 510), 128, 512, 'test tokens'), 4)];
     const { input, matrices } = await blockInput(spec, list, 2, {});
     const task = prepareGenerationTask(await buildContinuationTask(sharedPath(CALIB)!), opened.tokenizer);
     const bleu = { task, items: 4, maxNewTokens: 8, kind: 'corpus' as const };
@@ -283,7 +273,7 @@ describe('block recipes (codet5-tiny)', { skip: skipUnlessShared('models/codet5-
   test('decoder block 1 (block 4 of the walk): the replay crosses from the encoder to the decoder', async () => {
     const model = sharedPath('models/codet5-tiny')!;
     const spec = await loadModelSpec(model);
-    const rows = Array.from({ length: 12 }, (_, i) => tokens(6 + (i % 5) * 3, 1252).slice(i));
+    const rows = Array.from({ length: 12 }, (_, i) => lcgTokens(6 + (i % 5) * 3, 4242, 1252 - 2).slice(i));
     const pairs = {
       source: 'test pairs',
       sources: rows.map((r) => [...r, 2]),

@@ -31,66 +31,17 @@ import { createHeadObjective } from '../../src/spaces/heads/objective.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { assertOneLineError, runCli, spawnCli } from '../helpers/cli.js';
 import { childPids, settleTo } from '../helpers/procs.js';
-import { logWithoutTimes } from '../helpers/rundir.js';
+import { logWithoutTimes, readRunJson, smallRunArgs, withoutRunFields } from '../helpers/rundir.js';
+import { lcgTokens } from '../helpers/tokens.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const tmp = tempDir('geneprune-pool-');
 after(tmp.cleanup);
 const skip = skipUnlessShared(MODEL, CALIB, EVAL);
 
-function headArgs(out: string, extra: string[] = [], generations = 4): string[] {
-  return [
-    'heads',
-    '--model',
-    sharedPath(MODEL) ?? '',
-    '--calib',
-    sharedPath(CALIB) ?? '',
-    '--eval',
-    sharedPath(EVAL) ?? '',
-    '--target-sparsity',
-    '0.25',
-    '--population',
-    '6',
-    '--generations',
-    String(generations),
-    '--low-tokens',
-    '256',
-    '--calib-tokens',
-    '1024',
-    '--eval-tokens',
-    '1024',
-    '--seed',
-    '3',
-    '--quiet',
-    '--out',
-    out,
-    ...extra,
-  ];
-}
-
-const json = (dir: string, file: string) => JSON.parse(readFileSync(join(dir, file), 'utf8'));
-
-/** result.json / mask.json without what names the run or times it. */
-function withoutRunFields(v: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [k, x] of Object.entries(v)) {
-    if (k === 'runDir' || k === 'seconds') continue;
-    out[k] =
-      x && typeof x === 'object' && !Array.isArray(x) ? withoutRunFields(x as Record<string, unknown>) : x;
-  }
-  return out;
-}
-
-/** A fixed token stream of the 512-token vocabulary (a linear congruential sequence, no data file needed). */
-function tokens(n: number): number[] {
-  const out: number[] = [];
-  let x = 12345;
-  for (let i = 0; i < n; i++) {
-    x = (x * 1103515245 + 12345) % 2147483648;
-    out.push(1 + (x % 500));
-  }
-  return out;
-}
+/** The small head search, 4 generations unless told. */
+const headArgs = (out: string, extra: string[] = [], generations = 4) =>
+  smallRunArgs('heads', out, { generations }, extra);
 
 describe('heads --workers', { skip }, () => {
   test('one process and --workers 2 write the same evaluations, mask and result', async () => {
@@ -107,8 +58,14 @@ describe('heads --workers', { skip }, () => {
     assert.ok(evals.some((e) => (e as { cached: boolean }).cached));
     assert.deepEqual(logWithoutTimes(two, 'evals.jsonl'), evals);
     assert.deepEqual(logWithoutTimes(two, 'generations.jsonl'), logWithoutTimes(one, 'generations.jsonl'));
-    assert.deepEqual(withoutRunFields(json(two, 'mask.json')), withoutRunFields(json(one, 'mask.json')));
-    assert.deepEqual(withoutRunFields(json(two, 'result.json')), withoutRunFields(json(one, 'result.json')));
+    assert.deepEqual(
+      withoutRunFields(readRunJson(two, 'mask.json')),
+      withoutRunFields(readRunJson(one, 'mask.json')),
+    );
+    assert.deepEqual(
+      withoutRunFields(readRunJson(two, 'result.json')),
+      withoutRunFields(readRunJson(one, 'result.json')),
+    );
   });
 
   test('an encoder-decoder (codet5-tiny, ppl on source/target pairs) gives the same run with --workers 2', async (t) => {
@@ -116,28 +73,18 @@ describe('heads --workers', { skip }, () => {
     const calib = sharedPath('data/codegen/calib.jsonl');
     const evalFile = sharedPath('data/codegen/eval.jsonl');
     if (!model || !calib || !evalFile) return t.skip('codet5-tiny or its data absent');
-    const args = (out: string) => [
-      'heads',
-      '--model',
-      model,
-      '--calib',
-      calib,
-      '--eval',
-      evalFile,
-      '--target-sparsity',
-      '0.25',
-      '--population',
-      '4',
-      '--generations',
-      '2',
-      '--calib-tokens',
-      '512',
-      '--eval-tokens',
-      '512',
-      '--quiet',
-      '--out',
-      out,
-    ];
+    const args = (out: string) =>
+      smallRunArgs('heads', out, {
+        model,
+        calib,
+        eval: evalFile,
+        population: 4,
+        generations: 2,
+        'low-tokens': false,
+        'calib-tokens': 512,
+        'eval-tokens': 512,
+        seed: false,
+      });
     const one = join(tmp.dir, 't5-one');
     const two = join(tmp.dir, 't5-two');
     const r1 = await runCli(args(one), { timeout: 300_000 });
@@ -147,7 +94,10 @@ describe('heads --workers', { skip }, () => {
     const evals = logWithoutTimes(one, 'evals.jsonl');
     assert.ok(evals.length >= 4);
     assert.deepEqual(logWithoutTimes(two, 'evals.jsonl'), evals);
-    assert.deepEqual(withoutRunFields(json(two, 'result.json')), withoutRunFields(json(one, 'result.json')));
+    assert.deepEqual(
+      withoutRunFields(readRunJson(two, 'result.json')),
+      withoutRunFields(readRunJson(one, 'result.json')),
+    );
   });
 
   test('a --workers 2 run killed with SIGKILL and resumed with --workers 2 ends as a one-process run', async () => {
@@ -173,7 +123,7 @@ describe('heads --workers', { skip }, () => {
       logWithoutTimes(killed, 'generations.jsonl'),
       logWithoutTimes(whole, 'generations.jsonl'),
     );
-    assert.deepEqual(json(killed, 'mask.json').keep, json(whole, 'mask.json').keep);
+    assert.deepEqual(readRunJson(killed, 'mask.json').keep, readRunJson(whole, 'mask.json').keep);
   });
 
   test('--memory-budget counts one session per worker: refused in one line with --workers 2, not without', async () => {
@@ -219,7 +169,13 @@ describe('heads --workers', { skip }, () => {
 
 describe('pooled objective', { skip }, () => {
   const modelPath = sharedPath(MODEL) ?? '';
-  const opts = { stream: tokens(1200), context: 128, metric: 'ppl' as const, tokens: 1024, lowTokens: 256 };
+  const opts = {
+    stream: lcgTokens(1200, 12345, 500),
+    context: 128,
+    metric: 'ppl' as const,
+    tokens: 1024,
+    lowTokens: 256,
+  };
   const pool = (workers: number, model = modelPath) => ({ backend: createPoolBackend(workers), model });
 
   test('scores a batch (repeats, both fidelities) exactly as the one-process objective', async () => {

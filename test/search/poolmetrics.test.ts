@@ -17,24 +17,13 @@ import { buildRecipeScorer, calibrationRecipe } from '../../src/search/backend.j
 import { tempDir } from '../checkpoint/helpers.js';
 import { runCli } from '../helpers/cli.js';
 import { writeRandomEncoder } from '../helpers/encoders.js';
-import { logWithoutTimes } from '../helpers/rundir.js';
+import { logWithoutTimes, readRunJson, smallRunArgs, withoutRunFields } from '../helpers/rundir.js';
 import { writeTinyModel } from '../helpers/tinylm.js';
 import { wordPieceTokenizerJson } from '../helpers/wordpiece.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const tmp = tempDir('geneprune-poolmetrics-');
 after(tmp.cleanup);
-
-/** result.json without what names or times the run. */
-function untimed(v: unknown): unknown {
-  if (Array.isArray(v)) return v.map(untimed);
-  if (!v || typeof v !== 'object') return v;
-  return Object.fromEntries(
-    Object.entries(v)
-      .filter(([k]) => k !== 'seconds' && k !== 'runDir')
-      .map(([k, x]) => [k, untimed(x)]),
-  );
-}
 
 /** The same head search with one process and with --workers 2: equal logs and results, and a real search. */
 function sameWithWorkers(name: string, args: string[]): void {
@@ -48,7 +37,7 @@ function sameWithWorkers(name: string, args: string[]): void {
   const distinct = evals.filter((e) => !e.cached).length;
   assert.ok(distinct >= 4, `only ${distinct} distinct evaluations of ${evals.length}`);
   assert.deepEqual(logWithoutTimes(two, 'evals.jsonl'), evals);
-  const result = (dir: string) => untimed(JSON.parse(readFileSync(join(dir, 'result.json'), 'utf8')));
+  const result = (dir: string) => withoutRunFields(readRunJson(dir, 'result.json'));
   assert.deepEqual(result(two), result(one));
 }
 
@@ -57,22 +46,19 @@ const search = ['--target-sparsity', '0.25', '--population', '4', '--generations
 describe('heads --workers with generation metrics (stories260K)', {
   skip: skipUnlessShared(MODEL, CALIB, EVAL),
 }, () => {
-  const data = () => [
-    'heads',
-    '--model',
-    sharedPath(MODEL)!,
-    '--calib',
-    sharedPath(CALIB)!,
-    '--eval',
-    sharedPath(EVAL)!,
-    '--eval-tokens',
-    '512',
-    '--calib-items',
-    '4',
-    '--calib-new-tokens',
-    '8',
-    ...search,
-  ];
+  // The small search below on the shared model, scored on 4 generated items of 8 new tokens each.
+  const data = () =>
+    smallRunArgs('heads', undefined, {
+      'eval-tokens': 512,
+      'calib-items': 4,
+      'calib-new-tokens': 8,
+      'low-tokens': false,
+      'calib-tokens': false,
+      population: 4,
+      generations: 2,
+      seed: 1,
+      quiet: false,
+    });
   for (const metric of ['bleu', 'exact-match']) {
     test(`${metric}: one process and --workers 2 give the same run`, () => {
       sameWithWorkers(metric, [...data(), '--metric', metric]);

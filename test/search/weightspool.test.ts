@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { tempDir } from '../checkpoint/helpers.js';
 import { assertOneLineError, runCli, spawnCli } from '../helpers/cli.js';
-import { logWithoutTimes } from '../helpers/rundir.js';
+import { logWithoutTimes, readRunJson, runInOwnFolder, smallRunArgs, untimed } from '../helpers/rundir.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const tmp = tempDir('geneprune-weightspool-');
@@ -20,140 +20,95 @@ after(tmp.cleanup);
 const skip = skipUnlessShared(MODEL, CALIB, EVAL);
 
 /** A small block search: 5 blocks, population 4, 3 generations each, 512 calibration tokens. */
-function weightArgs(method: string, extra: string[] = []): string[] {
-  return [
-    'weights',
-    '--model',
-    sharedPath(MODEL) ?? '',
-    '--calib',
-    sharedPath(CALIB) ?? '',
-    '--eval',
-    sharedPath(EVAL) ?? '',
-    '--method',
-    method,
-    '--sparsity',
-    '0.5',
-    '--population',
-    '4',
-    '--generations',
-    '3',
-    '--calib-tokens',
-    '512',
-    '--eval-tokens',
-    '512',
-    '--seed',
-    '2',
-    '--quiet',
-    ...extra,
-  ];
-}
+const weightArgs = (method: string, extra: string[] = []) =>
+  smallRunArgs('weights', undefined, { method }, extra);
 
-/**
- * A run in its own folder, written as `run` relative to it: the mask file records the run directory as given,
- * so two runs in folders of their own can be compared byte for byte.
- */
-function runIn(name: string, args: string[]): string {
-  const cwd = join(tmp.dir, name);
-  mkdirSync(cwd, { recursive: true });
-  const r = runCli([...args, '--out', 'run'], { cwd, timeout: 300_000 });
-  assert.equal(r.code, 0, r.stderr);
-  return join(cwd, 'run');
-}
+/** A run in its own folder (helpers/rundir.ts), so two runs' mask files compare byte for byte. */
+const runIn = (name: string, args: string[]) => runInOwnFolder(tmp.dir, name, args);
 
-const json = (dir: string, file: string) => JSON.parse(readFileSync(join(dir, file), 'utf8'));
 const bytes = (dir: string) => readFileSync(join(dir, 'weight-mask.safetensors'));
-
-/** result.json without what times the run (every `seconds`, at any depth). */
-function untimed(v: unknown): unknown {
-  if (Array.isArray(v)) return v.map(untimed);
-  if (!v || typeof v !== 'object') return v;
-  return Object.fromEntries(
-    Object.entries(v)
-      .filter(([k]) => k !== 'seconds')
-      .map(([k, x]) => [k, untimed(x)]),
-  );
-}
 
 describe('weights --workers', { skip }, () => {
   for (const method of ['ga-magnitude', 'ga']) {
-    test(`${method}: one process and --workers 2 write the same evaluations, mask bytes and result`, () => {
-      const one = runIn(`${method}-one`, weightArgs(method));
-      const two = runIn(`${method}-two`, weightArgs(method, ['--workers', '2']));
+    test(`${method}: one process and --workers 2 write the same evaluations, mask bytes and result`, async () => {
+      const one = await runIn(`${method}-one`, weightArgs(method));
+      const two = await runIn(`${method}-two`, weightArgs(method, ['--workers', '2']));
       const evals = logWithoutTimes(one, 'evals.jsonl') as Array<{ block: number }>;
       // Every block searched, several generations each: a real search.
       assert.deepEqual([...new Set(evals.map((e) => e.block))], [0, 1, 2, 3, 4]);
       assert.ok(evals.length >= 5 * 4 * 2, `only ${evals.length} evaluations`);
       assert.deepEqual(logWithoutTimes(two, 'evals.jsonl'), evals);
       assert.ok(bytes(two).equals(bytes(one)), 'the weight-mask files differ');
-      const r1 = json(one, 'result.json');
-      assert.deepEqual(untimed(json(two, 'result.json')), untimed(r1));
+      const r1 = readRunJson(one, 'result.json');
+      assert.deepEqual(untimed(readRunJson(two, 'result.json')), untimed(r1));
       assert.ok(r1.forwardPasses > evals.length, 'forward passes counted');
     });
   }
 
-  test('--layers: blocks left out are replayed dense, a block searched in part keeps its other matrices', () => {
+  test('--layers: blocks left out are replayed dense, a block searched in part keeps its other matrices', async () => {
     const layers = ['--layers', 'layers.1,layers.3.mlp'];
-    const one = runIn('layers-one', weightArgs('ga-magnitude', layers));
-    const two = runIn('layers-two', weightArgs('ga-magnitude', [...layers, '--workers', '2']));
+    const one = await runIn('layers-one', weightArgs('ga-magnitude', layers));
+    const two = await runIn('layers-two', weightArgs('ga-magnitude', [...layers, '--workers', '2']));
     const evals = logWithoutTimes(one, 'evals.jsonl') as Array<{ block: number }>;
     assert.deepEqual([...new Set(evals.map((e) => e.block))], [1, 3]);
     assert.deepEqual(logWithoutTimes(two, 'evals.jsonl'), evals);
     assert.ok(bytes(two).equals(bytes(one)), 'the weight-mask files differ');
-    assert.deepEqual(untimed(json(two, 'result.json')), untimed(json(one, 'result.json')));
+    assert.deepEqual(untimed(readRunJson(two, 'result.json')), untimed(readRunJson(one, 'result.json')));
   });
 
-  test('an encoder-decoder (codet5-tiny): the workers replay the walk across the encoder into the decoder', (t) => {
+  test('an encoder-decoder (codet5-tiny): the workers replay the walk across the encoder into the decoder', async (t) => {
     const model = sharedPath('models/codet5-tiny');
     const calib = sharedPath('data/codegen/calib.jsonl');
     const evalFile = sharedPath('data/codegen/eval.jsonl');
     if (!model || !calib || !evalFile) return t.skip('codet5-tiny or its data absent');
-    const args = weightArgs('ga-magnitude');
-    const swap = (flag: string, value: string) => args.splice(args.indexOf(flag), 2, flag, value);
-    swap('--model', model);
-    swap('--calib', calib);
-    swap('--eval', evalFile);
-    swap('--calib-tokens', '256');
-    swap('--eval-tokens', '256');
-    const one = runIn('t5-one', args);
-    const two = runIn('t5-two', [...args, '--workers', '2']);
+    const args = smallRunArgs('weights', undefined, {
+      method: 'ga-magnitude',
+      model,
+      calib,
+      eval: evalFile,
+      'calib-tokens': 256,
+      'eval-tokens': 256,
+    });
+    const one = await runIn('t5-one', args);
+    const two = await runIn('t5-two', [...args, '--workers', '2']);
     const evals = logWithoutTimes(one, 'evals.jsonl') as Array<{ block: number }>;
     // Three encoder blocks, then three decoder blocks.
     assert.deepEqual([...new Set(evals.map((e) => e.block))], [0, 1, 2, 3, 4, 5]);
     assert.deepEqual(logWithoutTimes(two, 'evals.jsonl'), evals);
     assert.ok(bytes(two).equals(bytes(one)), 'the weight-mask files differ');
-    assert.deepEqual(untimed(json(two, 'result.json')), untimed(json(one, 'result.json')));
+    assert.deepEqual(untimed(readRunJson(two, 'result.json')), untimed(readRunJson(one, 'result.json')));
   });
 
-  test('--recover inside the walk (ga-wanda): the workers recover the fixed blocks as they replay', () => {
-    const one = runIn('recover-one', weightArgs('ga-wanda', ['--recover']));
-    const two = runIn('recover-two', weightArgs('ga-wanda', ['--recover', '--workers', '2']));
+  test('--recover inside the walk (ga-wanda): the workers recover the fixed blocks as they replay', async () => {
+    const one = await runIn('recover-one', weightArgs('ga-wanda', ['--recover']));
+    const two = await runIn('recover-two', weightArgs('ga-wanda', ['--recover', '--workers', '2']));
     const evals = logWithoutTimes(one, 'evals.jsonl') as Array<{ block: number }>;
     assert.deepEqual([...new Set(evals.map((e) => e.block))], [0, 1, 2, 3, 4]);
     assert.deepEqual(logWithoutTimes(two, 'evals.jsonl'), evals);
     assert.ok(bytes(two).equals(bytes(one)), 'the weight-mask files differ');
-    const result = json(one, 'result.json');
+    const result = readRunJson(one, 'result.json');
     assert.ok(result.recovery, 'a recovered run');
     const { weights: _w, ...recovery } = result.recovery;
-    const { weights: _w2, ...recovery2 } = json(two, 'result.json').recovery;
+    const { weights: _w2, ...recovery2 } = readRunJson(two, 'result.json').recovery;
     assert.deepEqual(
-      untimed({ ...json(two, 'result.json'), recovery: recovery2 }),
+      untimed({ ...readRunJson(two, 'result.json'), recovery: recovery2 }),
       untimed({ ...result, recovery }),
     );
   });
 
-  test('a generation metric (--metric bleu): the workers generate with the fixed and the candidate’s masks', () => {
+  test('a generation metric (--metric bleu): the workers generate with the fixed and the candidate’s masks', async () => {
     const bleu = ['--metric', 'bleu', '--calib-items', '4', '--calib-new-tokens', '8'];
-    const one = runIn('bleu-one', weightArgs('ga', bleu));
-    const two = runIn('bleu-two', weightArgs('ga', [...bleu, '--workers', '2']));
+    const one = await runIn('bleu-one', weightArgs('ga', bleu));
+    const two = await runIn('bleu-two', weightArgs('ga', [...bleu, '--workers', '2']));
     const evals = logWithoutTimes(one, 'evals.jsonl') as Array<{ block: number; quality: number }>;
     assert.ok(evals.length >= 5 * 4 && new Set(evals.map((e) => e.quality)).size > 1, 'a real search');
     assert.deepEqual(logWithoutTimes(two, 'evals.jsonl'), evals);
     assert.ok(bytes(two).equals(bytes(one)), 'the weight-mask files differ');
-    assert.deepEqual(untimed(json(two, 'result.json')), untimed(json(one, 'result.json')));
+    assert.deepEqual(untimed(readRunJson(two, 'result.json')), untimed(readRunJson(one, 'result.json')));
   });
 
   test('a --workers 2 run SIGKILLed after a block checkpoint and resumed ends as the uninterrupted run', async () => {
-    const whole = runIn('whole', weightArgs('ga-magnitude'));
+    const whole = await runIn('whole', weightArgs('ga-magnitude'));
     const cwd = join(tmp.dir, 'killed');
     mkdirSync(cwd, { recursive: true });
     const killed = join(cwd, 'run');
@@ -164,7 +119,7 @@ describe('weights --workers', { skip }, () => {
     const exited = new Promise<void>((res) => child.on('exit', () => res()));
     const done = () => {
       try {
-        return json(killed, 'search-state.json').done as number;
+        return readRunJson(killed, 'search-state.json').done as number;
       } catch {
         return 0;
       }
@@ -178,8 +133,8 @@ describe('weights --workers', { skip }, () => {
     assert.equal(rr.code, 0, rr.stderr);
     assert.deepEqual(logWithoutTimes(killed, 'evals.jsonl'), logWithoutTimes(whole, 'evals.jsonl'));
     assert.ok(bytes(killed).equals(bytes(whole)), 'the weight-mask files differ');
-    const { resumed, ...result } = json(killed, 'result.json');
-    assert.deepEqual(untimed(result), untimed(json(whole, 'result.json')));
+    const { resumed, ...result } = readRunJson(killed, 'result.json');
+    assert.deepEqual(untimed(result), untimed(readRunJson(whole, 'result.json')));
     // --workers may change on --resume (it chooses where the work runs, not what is computed).
     const again = runCli(['weights', '--resume', 'run', '--workers', '3', '--quiet', '--json'], { cwd });
     assert.equal(again.code, 0, again.stderr);

@@ -18,30 +18,19 @@ import { createPoolBackend, poolRunner } from '../../src/search/pool.js';
 import { createHeadObjective } from '../../src/spaces/heads/objective.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { runCli } from '../helpers/cli.js';
+import { readRunJson, smallRunArgs } from '../helpers/rundir.js';
+import { lcgTokens } from '../helpers/tokens.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const tmp = tempDir('geneprune-workersfile-');
 after(tmp.cleanup);
 const skip = skipUnlessShared(MODEL, CALIB, EVAL);
 
-/** A fixed token stream of the 512-token vocabulary (a linear congruential sequence). */
-function tokens(n: number): number[] {
-  const out: number[] = [];
-  let x = 777;
-  for (let i = 0; i < n; i++) {
-    x = (x * 1103515245 + 12345) % 2147483648;
-    out.push(1 + (x % 500));
-  }
-  return out;
-}
-
-const json = (dir: string, file: string) => JSON.parse(readFileSync(join(dir, file), 'utf8'));
-
 describe('pool stats', { skip }, () => {
   test('every distinct evaluation is counted once, on one thread, and the numbers outlive release', async () => {
     const spec = await loadModelSpec(sharedPath(MODEL)!);
     const backend = createPoolBackend(2);
-    const opts = { stream: tokens(700), context: 128, metric: 'ppl' as const, tokens: 512 };
+    const opts = { stream: lcgTokens(700, 777, 500), context: 128, metric: 'ppl' as const, tokens: 512 };
     const objective = await createHeadObjective(spec, {
       ...opts,
       remote: { backend, model: sharedPath(MODEL)! },
@@ -110,39 +99,13 @@ describe('pool stats', { skip }, () => {
 });
 
 describe('heads --workers writes workers.json', { skip }, () => {
-  const args = (out: string, extra: string[] = []) => [
-    'heads',
-    '--model',
-    sharedPath(MODEL) ?? '',
-    '--calib',
-    sharedPath(CALIB) ?? '',
-    '--eval',
-    sharedPath(EVAL) ?? '',
-    '--target-sparsity',
-    '0.25',
-    '--population',
-    '6',
-    '--generations',
-    '3',
-    '--low-tokens',
-    '256',
-    '--calib-tokens',
-    '1024',
-    '--eval-tokens',
-    '1024',
-    '--seed',
-    '5',
-    '--quiet',
-    '--out',
-    out,
-    ...extra,
-  ];
+  const args = (out: string, extra: string[] = []) => smallRunArgs('heads', out, { seed: 5 }, extra);
 
   test('per-worker evaluations add up to the run’s evaluations; one process writes no file', async () => {
     const two = join(tmp.dir, 'two');
     const r = await runCli(args(two, ['--workers', '2']), { timeout: 300_000 });
     assert.equal(r.code, 0, r.stderr);
-    const result = json(two, RUN_FILES.result);
+    const result = readRunJson(two, RUN_FILES.result);
     const w = await readWorkersFile(two);
     assert.ok(w, 'workers.json written');
     assert.equal(w.label, '2 worker processes');
@@ -178,30 +141,15 @@ describe('heads --workers writes workers.json', { skip }, () => {
 describe('weights --workers writes workers.json', { skip }, () => {
   test('a block-wise GA: per-worker evaluations add up to the candidates it logged', async () => {
     const out = join(tmp.dir, 'weights');
-    const r = await runCli(
-      [
-        'weights',
-        ...[
-          '--model',
-          sharedPath(MODEL) ?? '',
-          '--calib',
-          sharedPath(CALIB) ?? '',
-          '--eval',
-          sharedPath(EVAL) ?? '',
-        ],
-        ...['--method', 'ga-magnitude', '--sparsity', '0.5', '--population', '4', '--generations', '2'],
-        ...['--calib-tokens', '512', '--eval-tokens', '512', '--seed', '2', '--quiet', '--workers', '2'],
-        ...['--out', out],
-      ],
-      { timeout: 300_000 },
-    );
+    const args = smallRunArgs('weights', out, { generations: 2 }, ['--workers', '2']);
+    const r = await runCli(args, { timeout: 300_000 });
     assert.equal(r.code, 0, r.stderr);
     const w = await readWorkersFile(out);
     assert.ok(w, 'workers.json written');
     assert.equal(w.label, '2 worker processes');
     // The search's own count per block (state.json's method report) and its log of every candidate agree with
     // the threads' tally, plus the first block's dense model (scored on the backend once, not a candidate).
-    const layers = json(out, RUN_FILES.state).methodReport.layers as Array<{ evaluations: number }>;
+    const layers = readRunJson(out, RUN_FILES.state).methodReport.layers as Array<{ evaluations: number }>;
     const searched = layers.reduce((a, l) => a + l.evaluations, 0);
     const logged = readFileSync(join(out, RUN_FILES.evals), 'utf8').split('\n').filter(Boolean).length;
     assert.ok(searched > 20, `only ${searched} candidates`);
@@ -248,14 +196,14 @@ describe('watchBackend', () => {
         assert.ok(ok());
       };
       await until(() => existsSync(path));
-      assert.equal(json(dir.dir, RUN_FILES.workers).done, 0);
+      assert.equal(readRunJson(dir.dir, RUN_FILES.workers).done, 0);
       const first = statSync(path).mtimeMs;
       const firstText = readFileSync(path, 'utf8');
       await new Promise((r) => setTimeout(r, 200)); // four ticks with nothing new
       assert.equal(readFileSync(path, 'utf8'), firstText);
       assert.equal(statSync(path).mtimeMs, first);
       current.done = 3;
-      await until(() => json(dir.dir, RUN_FILES.workers).done === 3);
+      await until(() => readRunJson(dir.dir, RUN_FILES.workers).done === 3);
       current.done = 4;
       await watch.stop();
       const last = await readWorkersFile(dir.dir);
@@ -264,7 +212,7 @@ describe('watchBackend', () => {
       current.done = 9;
       await new Promise((r) => setTimeout(r, 120));
       await watch.stop(); // once: a second stop writes nothing more
-      assert.equal(json(dir.dir, RUN_FILES.workers).done, 4);
+      assert.equal(readRunJson(dir.dir, RUN_FILES.workers).done, 4);
     } finally {
       dir.cleanup();
     }

@@ -187,16 +187,7 @@ export async function blockRecipeScorer(
       ...(recipe.recover ? { recover: { damping: recipe.recover.damping, products: products! } } : {}),
       ...(recipe.scoresDense !== undefined ? { scoresDense: recipe.scoresDense } : {}),
     });
-    if (!products) return scorer;
-    return {
-      ...scorer,
-      runner: {
-        release: async () => {
-          await scorer.runner.release();
-          await products.release();
-        },
-      },
-    };
+    return products ? releasingToo(scorer, products) : scorer;
   } catch (e) {
     await products?.release();
     throw e;
@@ -226,17 +217,22 @@ async function generationBlockScorer(
       fixed,
       bleu: generation,
     });
-    return {
-      ...scorer,
-      runner: {
-        release: async () => {
-          await scorer.runner.release();
-          await generation.release();
-        },
-      },
-    };
+    return releasingToo(scorer, generation);
   } catch (e) {
     await generation.release();
     throw e;
   }
+}
+
+/** `scorer`, whose release also releases what was opened for it alone (after the scorer's own sessions). */
+function releasingToo(scorer: CalibrationScorer, owned: { release(): Promise<void> }): CalibrationScorer {
+  return {
+    ...scorer,
+    runner: {
+      release: async () => {
+        await scorer.runner.release();
+        await owned.release();
+      },
+    },
+  };
 }

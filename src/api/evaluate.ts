@@ -150,7 +150,14 @@ export async function evaluate(opts: EvaluateOptions): Promise<EvaluateResult> {
     what: 'eval',
     dtype,
   });
-  const runtime = { device, threads: opts.threads, dtype, weightMasks: weights.roles };
+  // Every row is at most the windows' context: a sliding window that long keeps the fused attention kernel.
+  const runtime = {
+    device,
+    threads: opts.threads,
+    dtype,
+    weightMasks: weights.roles,
+    maxSeq: windows.context,
+  };
   const runner = await createRunner(weights.spec, { output: 'nll', ...runtime });
   let result: Awaited<ReturnType<typeof evaluatePerplexity>>;
   try {

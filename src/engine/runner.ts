@@ -39,6 +39,12 @@ export interface RunnerOptions {
   /** Attention implementation (default fused); see DecoderGraphOptions. */
   attention?: AttentionKind;
   fusedOp?: FusedAttentionOp;
+  /**
+   * The longest row this runner will be fed (see DecoderGraphOptions.maxSeq): lets a model with sliding windows at
+   * least this long run the fused attention kernel. A longer row is refused, since the graph may have been built
+   * on the promise.
+   */
+  maxSeq?: number;
   /** Benchmarks: see EngineOptions.profileFilePrefix. */
   profileFilePrefix?: string;
   /** Vocabulary rows per output-head chunk for 'nll'/'kl' (default VOCAB_CHUNK); see DecoderGraphOptions. */
@@ -122,6 +128,11 @@ export interface ModelRunner {
 
 export { IGNORE_INDEX };
 
+/** The longest row among batches: what a runner that will run just these is told as its `maxSeq`. */
+export function longestRow(list: readonly Pick<TokenBatch, 'seq'>[]): number | undefined {
+  return list.length === 0 ? undefined : Math.max(...list.map((b) => b.seq));
+}
+
 function checkIds(ids: BigInt64Array, vocab: number, what: string, allowed?: bigint): void {
   const v = BigInt(vocab);
   for (let i = 0; i < ids.length; i++) {
@@ -159,6 +170,7 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
       externalDataThreshold: threshold,
       attention: opts.attention,
       fusedOp: opts.fusedOp,
+      maxSeq: opts.maxSeq,
       vocabChunk: opts.vocabChunk,
       halfLinears: (opts.device ?? 'cpu') === 'cpu' ? 'upcast' : 'native',
       layers: opts.layers,
@@ -200,6 +212,11 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
       throw new GenepruneError(
         'model',
         `a row of ${batch.seq} positions is longer than the model's context of ${spec.config.maxPositions} (max_position_embeddings)`,
+      );
+    }
+    if (opts.maxSeq !== undefined && batch.seq > opts.maxSeq) {
+      throw new Error(
+        `a row of ${batch.seq} positions is longer than this runner's maxSeq of ${opts.maxSeq}`,
       );
     }
     // The kind's own feeds first: an encoder-decoder's block graphs take their hidden states from them.

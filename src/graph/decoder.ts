@@ -89,6 +89,11 @@ export interface DecoderGraphOptions {
   /** Which fused kernel (benchmarks re-measure the choice); GroupQueryAttention by default. */
   fusedOp?: FusedAttentionOp;
   /**
+   * The longest row the graph will be fed, when the caller knows it (an evaluation context): sliding windows at
+   * least this long hide no key, so a windowed model keeps the fused kernel. The runner refuses longer rows.
+   */
+  maxSeq?: number;
+  /**
    * In-memory weights go to ONNX external data passed in memory (referenced in place when they lie in the
    * WeightMap's blobs) when they total more than this many bytes: 0 forces it; default inline up to
    * protobuf's 2 GiB limit. Weights in a file (prepareWeights) are always external.
@@ -155,15 +160,16 @@ export function refuseUnhonoured(c: ModelConfig): void {
 
 /**
  * The fused kernels implement plain causal attention with a score scale over whole-head rotary; soft-capped or
- * windowed layers and partial rotary run the explicit chain. A window as long as the position table (Phi-3's
- * sliding_window at or past max_position_embeddings) never hides a key in any graph here, so it counts as none.
+ * windowed layers and partial rotary run the explicit chain. A window hides a key only in a row longer than the
+ * window, so a window at least as long as every row the graph runs counts as none: as long as the position table
+ * (Phi-3-mini-128k's sliding_window past max_position_embeddings), or as `maxSeq` (Mistral-7B-v0.1's 4096 under an
+ * evaluation context of 2048).
  */
-function fusedCapable(c: ModelConfig): boolean {
+function fusedCapable(c: ModelConfig, maxSeq: number | undefined): boolean {
   const rotaryDim = c.rotaryDim ?? c.headDim;
+  const longestRow = Math.min(c.maxPositions, maxSeq ?? c.maxPositions);
   return (
-    !c.attnSoftcap &&
-    !(c.slidingWindow ?? []).some((w) => w > 0 && w < c.maxPositions) &&
-    rotaryDim === c.headDim
+    !c.attnSoftcap && !(c.slidingWindow ?? []).some((w) => w > 0 && w < longestRow) && rotaryDim === c.headDim
   );
 }
 
@@ -293,7 +299,7 @@ export function buildDecoderGraph(
   const firstRows = (table: string): string =>
     g.op('Slice', [table, g.constInt64([0]), seqDim, g.constInt64([0])]);
   const scale = c.attnScale ?? 1 / Math.sqrt(hd);
-  const fused = !cache && (opts.attention ?? 'fused') === 'fused' && fusedCapable(c);
+  const fused = !cache && (opts.attention ?? 'fused') === 'fused' && fusedCapable(c, opts.maxSeq);
   // The fused kernel reads rows 0 … seq−1 of its tables (positions are 0 … seq−1): unscaled models pass the whole
   // tables as before, longrope the chosen first seq rows.
   const fusedTables = !fused

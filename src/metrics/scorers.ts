@@ -116,6 +116,8 @@ export async function createTextScorer(
     weights,
     dtype: opts.dtype,
     weightMasks: weightMasksOf(target),
+    // The calibration rows are at most this long: a sliding window that long keeps the fused attention kernel.
+    maxSeq: full.context,
   };
   let runner: ModelRunner;
   const references = new Map<Windows, KlReference>();

@@ -41,8 +41,7 @@ export const SUPPORTED_MODEL_TYPES: readonly string[] = Object.keys(HF_FAMILIES)
 
 /** model_types that look close to a supported one but are not it: refused with the reason, not the list. */
 const REFUSED_MODEL_TYPES: Record<string, string> = {
-  qwen3_moe:
-    'is a mixture-of-experts model: experts are not a search space yet (dense qwen3 is supported)',
+  qwen3_moe: 'is a mixture-of-experts model: experts are not a search space yet (dense qwen3 is supported)',
 };
 
 export async function loadModelSpec(path: string): Promise<ModelSpec> {

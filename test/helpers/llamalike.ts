@@ -5,7 +5,7 @@
  * weights are the ones drawn, read through the config's own keys, never through src/model.
  */
 import { writeHfFolder } from '../../src/checkpoint/hf.js';
-import { createRunner } from '../../src/engine/runner.js';
+import { createRunner, type RunnerOptions } from '../../src/engine/runner.js';
 import { llamaSpecToHf } from '../../src/model/llama.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
 import type { ModelSpec } from '../../src/model/spec.js';
@@ -86,9 +86,10 @@ export async function maxLogitDiff(
   rotary: 'half' | 'interleaved',
   headMask?: { rows: number[][]; flat: Float32Array },
   seq = 11,
+  runnerOptions: Omit<RunnerOptions, 'output'> = {},
 ): Promise<number> {
   const V = loaded.config.vocabSize;
-  const runner = await createRunner(loaded, { output: 'logits' });
+  const runner = await createRunner(loaded, { output: 'logits', ...runnerOptions });
   const seqs = [randomTokens(seq, V, 1), randomTokens(seq, V, 2)];
   const ids = BigInt64Array.from(seqs.flat().map(BigInt));
   const out = await runner.run({ batch: 2, seq, ids }, { headMask: headMask?.flat });

@@ -8,8 +8,11 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import onnxProto from 'onnx-proto';
 import { writeHfFolder } from '../../src/checkpoint/hf.js';
 import { GenepruneError } from '../../src/errors.js';
+import { buildDecoderGraph } from '../../src/graph/decoder.js';
+import { prepareWeights, releaseWeights } from '../../src/graph/weights.js';
 import { llamaSpecToHf } from '../../src/model/llama.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { tempDir } from '../checkpoint/helpers.js';
@@ -137,6 +140,27 @@ describe('Mistral (sliding_window on every layer, GQA 8:2)', () => {
     // The window bites: the same model read without one is far from these logits.
     const global = await maxLogitDiff(spec, ref, 'half');
     assert.ok(global > 1e-2, `the window changed the logits by only ${global}`);
+  });
+
+  test('told its rows are no longer than the window, a runner keeps the fused kernel, exactly, and refuses longer rows', async () => {
+    const { ref, spec } = await folder(MISTRAL, 12);
+    const windowed = { ...ref, slidingWindow: [4, 4] };
+    const opTypes = async (maxSeq: number | undefined) => {
+      const weights = await prepareWeights(spec);
+      const graph = buildDecoderGraph(spec, weights, { output: 'logits', ...(maxSeq ? { maxSeq } : {}) });
+      await releaseWeights(weights);
+      return new Set(onnxProto.onnx.ModelProto.decode(graph.model).graph!.node!.map((n) => n.opType));
+    };
+    // A window of 4 hides keys only in rows longer than 4.
+    assert.ok((await opTypes(4)).has('GroupQueryAttention'));
+    assert.ok(!(await opTypes(5)).has('GroupQueryAttention'));
+    assert.ok(!(await opTypes(undefined)).has('GroupQueryAttention'));
+    const fused = await maxLogitDiff(spec, windowed, 'half', someHeadMask(2, 8, 6), 4, { maxSeq: 4 });
+    assert.ok(fused <= 1e-4, `max abs diff ${fused}`);
+    await assert.rejects(
+      maxLogitDiff(spec, windowed, 'half', undefined, 5, { maxSeq: 4 }),
+      /a row of 5 positions is longer than this runner's maxSeq of 4/,
+    );
   });
 
   test('sliding_window null is global attention; an absent key is transformers’ default 4096', async () => {

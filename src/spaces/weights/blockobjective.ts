@@ -22,7 +22,7 @@
 
 import { readsHidden } from '../../engine/blocks.js';
 import type { OrtGemm } from '../../engine/gemm.js';
-import { createRunner, type ModelRunner, type TokenBatch } from '../../engine/runner.js';
+import { createRunner, longestRow, type ModelRunner, type TokenBatch } from '../../engine/runner.js';
 import type { Device } from '../../engine/session.js';
 import { GenepruneError } from '../../errors.js';
 import type { PrunableMatrix } from '../../masks/weights.js';
@@ -91,6 +91,7 @@ export async function createLayerEvaluator(
   const runner: ModelRunner = await createRunner(spec, {
     ...engine,
     output: 'nll',
+    maxSeq: longestRow(list),
     layers: [layer, L],
     weightMasks: [...roles],
   });

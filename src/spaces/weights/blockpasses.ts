@@ -7,7 +7,7 @@
 import { archOf } from '../../arch/registry.js';
 import { runBlock, statOf } from '../../engine/blocks.js';
 import type { OrtGemm } from '../../engine/gemm.js';
-import { createRunner, type TokenBatch } from '../../engine/runner.js';
+import { createRunner, longestRow, type TokenBatch } from '../../engine/runner.js';
 import type { Device } from '../../engine/session.js';
 import type { CapturePoint } from '../../graph/capture.js';
 import { type ModelSpec, memoryTensor, type TensorSource } from '../../model/spec.js';
@@ -25,6 +25,7 @@ export async function advanceHidden(
   const block = await createRunner(spec, {
     ...engine,
     output: 'hidden',
+    maxSeq: longestRow(list),
     layers: [layer, layer + 1],
     weightMasks: [...masks.keys()],
   });
@@ -76,6 +77,7 @@ export async function captureBlockInputs(
 ): Promise<Map<CapturePoint, Float64Array>> {
   const capture = await createRunner(spec, {
     ...engine,
+    maxSeq: longestRow(batches),
     layers: [l, l + 1],
     output: l === spec.config.numLayers - 1 ? archOf(spec.config).lastBlockOutput(spec.config) : 'hidden',
     capture: { layers: [l], kind },
@@ -146,6 +148,7 @@ export async function denseInputNorms(
   const runner = await createRunner(spec, {
     ...engine,
     output: 'nll',
+    maxSeq: longestRow(list),
     capture: { layers: Array.from({ length: L }, (_, l) => l), kind: 'sqnorm' },
   });
   const pass = await runBlock(runner, list).finally(() => runner.release());

@@ -4,13 +4,19 @@
  * per-block share is whole and one whose is not) and 2:4, with blocks smaller than the row so several are walked.
  * Also: each row prunes exactly round(s·cols), the update beats plain masking on the calibration error, and the
  * adaptive choice differs from ranking the untouched weights once (what makes it SparseGPT, not magnitude/OBS
- * one-shot).
+ * one-shot). On stories260K, layer by layer: recovery with SparseGPT's mask fixed (what a run writes as its
+ * recovered weights) reproduces the weights SparseGPT's own walk made.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { sparseGptBlock, sparseGptLinear } from '../../src/prune/sparsegpt.js';
+import type { TokenBatch } from '../../src/engine/runner.js';
+import { batches, makeWindows, tokenizePrefix } from '../../src/metrics/perplexity.js';
+import { openModel } from '../../src/model/open.js';
+import { pruneSequentially } from '../../src/prune/sequential.js';
+import { sparseGptBlock, sparseGptChooser, sparseGptLinear } from '../../src/prune/sparsegpt.js';
 import { createRng } from '../../src/util/rng.js';
 import { referenceSparseGpt } from '../reference/sparsegpt.js';
+import { CALIB, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 /** X [tokens, cols] with correlated columns (a few shared factors plus noise), W [rows, cols], and XᵀX. */
 function problem(rows: number, cols: number, tokens: number, seed: number) {
@@ -105,5 +111,36 @@ describe('SparseGPT on one linear equals the reference written from the paper', 
     assert.equal(sparseGptBlock({ sparsity: 0.5 }), 128);
     assert.equal(sparseGptBlock({ sparsity: 0.5, block: 10, pattern: { n: 2, m: 4 } }), 8);
     assert.equal(sparseGptBlock({ sparsity: 0.5, block: 3, pattern: { n: 2, m: 4 } }), 4);
+  });
+});
+
+describe('SparseGPT layer by layer on stories260K', { skip: skipUnlessShared(MODEL, CALIB) }, () => {
+  test('recovery with the chosen masks fixed reproduces SparseGPT’s updated weights', async () => {
+    const { spec, tokenizer } = await openModel(sharedPath(MODEL)!);
+    const prefix = await tokenizePrefix(sharedPath(CALIB)!, tokenizer, 1025);
+    const list = [...batches(makeWindows(prefix.tokens, 256, 1024, 'calib'), 2)] as TokenBatch[];
+    for (const choice of [{ sparsity: 0.5 }, { sparsity: 0.5, pattern: { n: 2, m: 4 } }]) {
+      const chosen = await pruneSequentially(spec, {
+        batches: list,
+        recover: true,
+        select: (lin) => ({ choose: sparseGptChooser(lin.cols, choice), block: sparseGptBlock(choice) }),
+      });
+      const fixed = await pruneSequentially(spec, {
+        batches: list,
+        recover: true,
+        select: (lin) => chosen.masks.get(lin.role),
+      });
+      assert.equal(chosen.masks.size, 35);
+      for (const [role, keep] of chosen.masks) {
+        const a = await chosen.spec.tensors.get(role)!.load();
+        const b = await fixed.spec.tensors.get(role)!.load();
+        assert.deepEqual(a, b, role);
+        const dense = await spec.tensors.get(role)!.load();
+        assert.ok(
+          a.some((v, i) => keep[i] === 1 && v !== dense[i]),
+          `${role}: kept weights updated`,
+        );
+      }
+    }
   });
 });

@@ -50,14 +50,17 @@ export function sparseGptChooser(cols: number, choice: SparseGptChoice): WalkCho
   const s = choice.sparsity;
   if (!pattern && !(s >= 0 && s < 1)) throw new Error(`sparsity ${s} is outside [0, 1)`);
   const every = pattern ? pattern.m : sparseGptBlock(choice);
+  // Scratch reused across calls: the walk calls this rows · cols / every times.
+  const saliencyOf = new Float64Array(every);
+  const order = new Int32Array(every);
   return {
     every,
     choose(r, j, end, w, uDiag, keep) {
       const row = r * cols;
       const n = end - j;
       const drop = pattern ? pattern.m - pattern.n : Math.round(s * end) - Math.round(s * j);
-      const saliency = new Float64Array(n);
-      const idx = new Int32Array(n);
+      const saliency = saliencyOf.subarray(0, n);
+      const idx = order.subarray(0, n);
       for (let k = 0; k < n; k++) {
         const v = w[row + j + k];
         const d = uDiag[j + k];

@@ -29,7 +29,7 @@ const { values } = parseArgs({
     levels: { type: 'string', default: '0.2,0.3,0.4,0.5,2:4' },
     methods: {
       type: 'string',
-      default: 'magnitude,global-magnitude,random,wanda,ga,ga-magnitude,ga-wanda,alloc',
+      default: 'magnitude,global-magnitude,random,wanda,ga,ga-magnitude,ga-wanda,alloc,sparsegpt',
     },
     shared: { type: 'string', default: resolve('..', 'shared') },
     'calib-tokens': { type: 'string', default: '8192' },

@@ -216,7 +216,7 @@ export function registerWeights(program: Command): void {
     .option('--seed <s>', 'seed for random choices (default 0)')
     .option(
       '--recover',
-      "after the mask is fixed, refit each pruned linear's kept weights to its dense outputs on the calibration data (least squares, layer by layer); reports both",
+      "after the mask is fixed, refit each pruned linear's kept weights to its dense outputs on the calibration data (least squares, layer by layer); reports both (implied by --method sparsegpt, whose update is this refit)",
     )
     .option('--population <n>', 'searching methods: individuals per block (ga 10, ga-wanda/ga-magnitude 8)')
     .option(
@@ -296,6 +296,9 @@ Methods:
   alloc             EvoPress-style (1+λ) search of each matrix's pruned count at an exact global budget
                     (100 generations, λ 12, scored on 1/8, 1/2, then all calibration tokens), Wanda masks
                     per row within each matrix (input norms once, on the dense model; no --pattern)
+  sparsegpt         SparseGPT, layer by layer: per block of 128 inputs each row prunes its lowest OBS
+                    saliency w²/[H⁻¹]ᵢᵢ (N:M: per group), each error spread over the later inputs (the
+                    update is recovery's column walk: --recover implied, recovered-weights.safetensors)
 With --pattern N:M every method keeps the N best of each group of M consecutive weights of a row instead
 (random: N at random), so global-magnitude equals magnitude there.
 

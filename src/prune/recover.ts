@@ -33,6 +33,25 @@ export interface RecoverOptions {
    * projection of removed heads). The factor is then of the reordered Gram matrix: `factor` may not be given.
    */
   order?: ArrayLike<number>;
+  /** Columns per block of the walk (default WALK_BLOCK, 128): where SparseGPT's adaptive mask is chosen. */
+  block?: number;
+  /**
+   * Chooses the mask during the walk instead of taking it whole (SparseGPT's adaptive selection, prune/sparsegpt.ts):
+   * `keep` is then written by `choose` as the walk reaches the columns it covers. Not with `order`.
+   */
+  choose?: WalkChooser;
+}
+
+/**
+ * A mask chosen while the column walk runs, from the weights as the walk has updated them so far. For each row,
+ * `choose(r, j, end, …)` is called when the walk reaches column j, for j = j0, j0 + every, … of each block
+ * [j0, j1) (end = min(j + every, j1)), before any of the columns [j, end) is pruned, and must set
+ * keep[r·cols + k] for k in [j, end). `w` is the matrix being walked ([rows, cols], float64): row r's columns
+ * ≥ j hold every correction of the columns walked before j; `uDiag` is the diagonal of U.
+ */
+export interface WalkChooser {
+  every: number;
+  choose(r: number, j: number, end: number, w: Float64Array, uDiag: Float64Array, keep: Uint8Array): void;
 }
 
 /**
@@ -289,11 +308,11 @@ async function gemmError(
 }
 
 /** Columns per block of the walk: updates inside a block go column by column, past it as one product. */
-const WALK_BLOCK = 128;
+export const WALK_BLOCK = 128;
 
 /**
  * Recovers `weight` [rows, cols] under `keep` (1 kept) from the calibration Gram matrix `gram` = XᵀX
- * [cols, cols] of its inputs.
+ * [cols, cols] of its inputs. With `opts.choose`, `keep` is an output: the walk fills it as it goes (SparseGPT).
  *
  * The walk is blocked as SparseGPT batches its updates: inside a block of WALK_BLOCK columns every pruned weight's
  * correction reaches the block's later columns at once; the corrections of the whole block reach the columns
@@ -314,6 +333,7 @@ export async function recoverLinear(
   if (gram.length !== cols * cols) throw new Error(`Gram matrix must be ${cols}×${cols}`);
   if (opts.order) {
     const { order, ...rest } = opts;
+    if (rest.choose) throw new Error('recoverLinear: a walk order takes a given mask, not a chosen one');
     if (rest.factor)
       throw new Error('recoverLinear: a walk order needs the factor of the reordered Gram matrix');
     const seen = new Uint8Array(cols);
@@ -332,20 +352,26 @@ export async function recoverLinear(
     return { ...r, weight: permuteColumns(r.weight, order, rows, cols, true) };
   }
   const gemm = opts.gemm ?? plainGemm;
-  const masked = weight.map((v, i) => (keep[i] ? v : 0));
-  const maskedError = await gemmError(weight, masked, gram, rows, cols, gemm);
+  const walkBlock = opts.block ?? WALK_BLOCK;
+  const chooser = opts.choose;
+  if (!(Number.isSafeInteger(walkBlock) && walkBlock >= 1)) throw new Error(`walk block ${walkBlock}`);
+  if (chooser && !(Number.isSafeInteger(chooser.every) && chooser.every >= 1))
+    throw new Error(`chooser step ${chooser.every}`);
 
   const { u, dead } = opts.factor ?? factorGram(gram, cols, opts.damping);
+  const uDiag = chooser ? Float64Array.from({ length: cols }, (_, j) => u[j * cols + j]) : undefined;
   const w = Float64Array.from(weight);
   for (let j = 0; j < cols; j++) if (dead[j]) for (let r = 0; r < rows; r++) w[r * cols + j] = 0;
-  for (let j0 = 0; j0 < cols; j0 += WALK_BLOCK) {
-    const j1 = Math.min(cols, j0 + WALK_BLOCK);
+  for (let j0 = 0; j0 < cols; j0 += walkBlock) {
+    const j1 = Math.min(cols, j0 + walkBlock);
     const bw = j1 - j0;
     const errs = new Float64Array(rows * bw);
     let any = false;
     for (let r = 0; r < rows; r++) {
       const wr = r * cols;
       for (let j = j0; j < j1; j++) {
+        if (chooser && (j - j0) % chooser.every === 0)
+          chooser.choose(r, j, Math.min(j + chooser.every, j1), w, uDiag!, keep);
         if (keep[wr + j]) continue;
         const err = w[wr + j] / u[j * cols + j];
         w[wr + j] = 0;
@@ -367,6 +393,9 @@ export async function recoverLinear(
       for (let k = 0; k < rest; k++) w[wr + k] -= delta[dr + k];
     }
   }
+  // Measured after the walk: a chosen mask is only complete once the walk has passed every column.
+  const masked = weight.map((v, i) => (keep[i] ? v : 0));
+  const maskedError = await gemmError(weight, masked, gram, rows, cols, gemm);
   const out = Float32Array.from(w);
   for (let i = 0; i < out.length; i++) if (!keep[i]) out[i] = 0;
   const error = await gemmError(weight, out, gram, rows, cols, gemm);

@@ -20,7 +20,22 @@ import { createRunner, type RunnerOutput, type TokenBatch } from '../engine/runn
 import type { Device } from '../engine/session.js';
 import type { CapturePoint } from '../graph/capture.js';
 import { type ModelSpec, memoryTensor, type TensorSource } from '../model/spec.js';
-import { factorGramWith, type GramFactor, prunedColumnsFirst, recoverLinear } from './recover.js';
+import {
+  factorGramWith,
+  type GramFactor,
+  prunedColumnsFirst,
+  recoverLinear,
+  type WalkChooser,
+} from './recover.js';
+
+/**
+ * A mask chosen inside recovery's column walk rather than before it (SparseGPT: prune/sparsegpt.ts), with the
+ * walk's block size; needs `recover`.
+ */
+export interface MaskChosenInWalk {
+  choose: WalkChooser;
+  block: number;
+}
 
 /** A prunable linear's weight, its shape and its input statistics, handed to a mask chooser. */
 export interface LinearToPrune {
@@ -39,9 +54,10 @@ export interface SequentialOptions {
   batches: readonly TokenBatch[];
   /**
    * The keep-mask (1 kept) of one linear, [rows, cols], or undefined to leave that linear as it is (neither
-   * pruned nor recovered, and absent from the result's masks and reports).
+   * pruned nor recovered, and absent from the result's masks and reports); with `recover`, a MaskChosenInWalk
+   * has the column walk choose it.
    */
-  select: (linear: LinearToPrune) => Uint8Array | undefined;
+  select: (linear: LinearToPrune) => Uint8Array | MaskChosenInWalk | undefined;
   /** Only the linears reading these inputs are offered to `select` and captured (default all four). */
   points?: readonly CapturePoint[];
   /**
@@ -135,13 +151,18 @@ export async function pruneSequentially(spec: ModelSpec, opts: SequentialOptions
           const [rows, cols] = src.shape;
           const sq = gram ? Float64Array.from({ length: cols }, (_, j) => gram[j * cols + j]) : stat;
           const weight = Float32Array.from(await src.load());
-          const keep = opts.select({ role, layer: l, rows, cols, weight, inputSquaredNorms: sq });
-          if (keep === undefined) continue;
+          const chosen = opts.select({ role, layer: l, rows, cols, weight, inputSquaredNorms: sq });
+          if (chosen === undefined) continue;
           changed = true;
+          const inWalk = chosen instanceof Uint8Array ? undefined : chosen;
+          if (inWalk && (!gram || opts.prunedColumnsFirst))
+            throw new Error(`${role}: a mask chosen in the column walk needs recovery in the input order`);
+          // A mask chosen in the walk is written there.
+          const keep = inWalk ? new Uint8Array(rows * cols) : (chosen as Uint8Array);
           if (keep.length !== rows * cols)
             throw new Error(`${role}: mask of ${keep.length} for ${rows}×${cols}`);
           let pruned: Float32Array;
-          const entry: LinearReport = { role, sparsity: 1 - keep.reduce((a, b) => a + b, 0) / keep.length };
+          const entry: LinearReport = { role, sparsity: 0 };
           if (gram) {
             // A walk order of its own needs the reordered Gram matrix's factor; otherwise the input's is shared.
             if (!opts.prunedColumnsFirst)
@@ -154,13 +175,18 @@ export async function pruneSequentially(spec: ModelSpec, opts: SequentialOptions
               cols,
               opts.prunedColumnsFirst
                 ? { damping: opts.damping, order: prunedColumnsFirst(keep, rows, cols), gemm: products!.gemm }
-                : { factor, gemm: products!.gemm },
+                : {
+                    factor,
+                    gemm: products!.gemm,
+                    ...(inWalk ? { choose: inWalk.choose, block: inWalk.block } : {}),
+                  },
             );
             pruned = r.weight;
             entry.maskedError = r.maskedError;
             entry.recoveredError = r.error;
             entry.recovered = r.recovered;
           } else pruned = weight.map((v, i) => (keep[i] ? v : 0));
+          entry.sparsity = 1 - keep.reduce((a, b) => a + b, 0) / keep.length;
           tensors.set(role, memoryTensor(src.shape, pruned));
           masks.set(role, keep);
           report.linears.push(entry);

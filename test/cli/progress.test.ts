@@ -136,6 +136,12 @@ const WEIGHTS: Case[] = [
     method: 'wanda',
     reaches: /^recovery, layer 5\/5$/,
   },
+  {
+    name: 'weights sparsegpt',
+    args: ['--method', 'sparsegpt'],
+    method: 'sparsegpt',
+    reaches: /^layer 5\/5$/,
+  },
 ].map((c) => ({ ...c, args: ['weights', ...c.args, '--sparsity', '0.3'] }));
 
 describe('every search prints one progress-line format', { skip }, () => {

@@ -309,8 +309,8 @@ describe('geneprune weights on stories260K', { skip }, () => {
         ['--sparsity', '2:4 pattern prunes 0.5'],
       ],
       [
-        ['--method', 'sparsegpt', '--sparsity', '0.5'],
-        ['--method', '"sparsegpt" is not one of magnitude, global-magnitude, random, wanda'],
+        ['--method', 'obc', '--sparsity', '0.5'],
+        ['--method', '"obc" is not one of magnitude, global-magnitude, random, wanda'],
       ],
     ];
     for (const [i, [args, mentions]] of cases.entries()) {

@@ -146,6 +146,8 @@ export interface WeightBaseline {
   readonly patternRefusal?: string;
   /** The method's fixed settings and rules, recorded in the run's config.json. */
   readonly description?: Readonly<Record<string, unknown>>;
+  /** The method updates the kept weights itself (SparseGPT): the run recovers, `--recover` implied. */
+  readonly recovers?: boolean;
   /** Block-wise searches, whose candidates an evaluation backend can score (`--workers N`). */
   readonly remoteSearch?: boolean;
   select(input: WeightBaselineInput): Promise<WeightBaselineOutput>;

@@ -17,6 +17,7 @@ import { GA_FITNESS_FORMS, type GaFitness } from './ga.js';
 // The searching methods register themselves as weights methods (ga.ts through the import above).
 import './seeded.js';
 import './alloc.js';
+import './sparsegpt.js';
 
 export interface WeightPruneSettings extends RunDataSettings {
   /** A registered method (spaces/weights/baselines.ts): magnitude, global-magnitude, random, wanda, ga, alloc. */
@@ -158,11 +159,13 @@ export function weightPruneSettings(
   if (!QUALITY_METRICS.includes(s.metric)) {
     throw flagError('--metric', `"${s.metric}" is not one of ${QUALITY_METRICS.join(', ')}`);
   }
+  // A method that updates the weights itself (SparseGPT) goes through recovery: --recover is implied.
+  if (weightBaseline(s.method)?.recovers) s.recover = true;
   // A metric scored against the dense model's own outputs (KL) would take the recovered model's as its reference.
   if (metricEntry(s.metric).denseReference && s.recover) {
     throw flagError(
       '--metric',
-      'kl after --recover would compare the recovered model with itself unpruned, not with the dense model; use ppl or bleu',
+      `kl after --recover${weightBaseline(s.method)?.recovers ? ` (implied by ${s.method})` : ''} would compare the recovered model with itself unpruned, not with the dense model; use ppl or bleu`,
     );
   }
   if (s.lowItems !== undefined)

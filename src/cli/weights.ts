@@ -296,6 +296,8 @@ Methods:
   alloc             EvoPress-style (1+λ) search of each matrix's pruned count at an exact global budget
                     (100 generations, λ 12, scored on 1/8, 1/2, then all calibration tokens), Wanda masks
                     per row within each matrix (input norms once, on the dense model; no --pattern)
+  owl               Wanda at a sparsity per block (OWL): blocks with a larger share of scores above 5× their
+                    mean are pruned less, within ±0.08 of --sparsity, the budget exact (no --pattern)
 With --pattern N:M every method keeps the N best of each group of M consecutive weights of a row instead
 (random: N at random), so global-magnitude equals magnitude there.
 

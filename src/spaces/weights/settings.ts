@@ -17,6 +17,7 @@ import { GA_FITNESS_FORMS, type GaFitness } from './ga.js';
 // The searching methods register themselves as weights methods (ga.ts through the import above).
 import './seeded.js';
 import './alloc.js';
+import './owl.js';
 
 export interface WeightPruneSettings extends RunDataSettings {
   /** A registered method (spaces/weights/baselines.ts): magnitude, global-magnitude, random, wanda, ga, alloc. */

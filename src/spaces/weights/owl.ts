@@ -13,8 +13,9 @@
  *     exactly 2λ (λ = 0.08, the code's LLaMA setting) and more outliers mean less pruning.
  *   - *Mean* — what "the target sparsity" means: geneprune's sparsity is the share of the prunable weights removed,
  *     so ā = Σ n_l a_l / N, the mean weighted by the blocks' sizes, and Σ n_l s_l = S · N. The paper's code takes the
- *     plain mean over layers; every block of the families here has the same prunable size, so the two agree
- *     unless `--layers` selects different matrices in different blocks (then the plain mean would miss S).
+ *     plain mean over layers (its decoders' blocks are all alike), which agrees whenever the blocks have the same
+ *     prunable size; an encoder-decoder's decoder blocks are larger (cross-attention), and `--layers` may select
+ *     different matrices in different blocks, and there the plain mean would miss S.
  *   - *Bounds*: a block cannot go below 0 % or above 100 %; if the map leaves [0, 1] (S within λ of either end) the
  *     sparsities are clamped and the shift ā is replaced by the t with Σ n_l clamp(S + t − a_l, 0, 1) = S · N
  *     (bisection), so the budget still holds. The paper never meets this (its S ≥ 0.5 and λ ≤ 0.2).

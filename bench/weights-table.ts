@@ -29,7 +29,7 @@ const { values } = parseArgs({
     levels: { type: 'string', default: '0.2,0.3,0.4,0.5,2:4' },
     methods: {
       type: 'string',
-      default: 'magnitude,global-magnitude,random,wanda,ga,ga-magnitude,ga-wanda,alloc,sparsegpt',
+      default: 'magnitude,global-magnitude,random,wanda,ga,ga-magnitude,ga-wanda,alloc,sparsegpt,owl',
     },
     shared: { type: 'string', default: resolve('..', 'shared') },
     'calib-tokens': { type: 'string', default: '8192' },
@@ -54,7 +54,7 @@ for (const p of [calib, evalData]) {
 const methods = values.methods.split(',');
 const levels = values.levels.split(',');
 /** Methods that cannot take a pattern (an N:M pattern fixes every matrix at 1 − N/M: nothing to allocate). */
-const NO_PATTERN = new Set(['alloc']);
+const NO_PATTERN = new Set(['alloc', 'owl']);
 /** Methods whose mask depends on --recover (they recover each fixed block before searching the next). */
 const RECOVER_IN_LOOP = new Set(['ga-wanda', 'ga-magnitude']);
 mkdirSync(values.out, { recursive: true });

@@ -299,6 +299,8 @@ Methods:
   sparsegpt         SparseGPT, layer by layer: per block of 128 inputs each row prunes its lowest OBS
                     saliency w²/[H⁻¹]ᵢᵢ (N:M: per group), each error spread over the later inputs (the
                     update is recovery's column walk: --recover implied, recovered-weights.safetensors)
+  owl               Wanda at a sparsity per block (OWL): blocks with a larger share of scores above 5× their
+                    mean are pruned less, within ±0.08 of --sparsity, the budget exact (no --pattern)
 With --pattern N:M every method keeps the N best of each group of M consecutive weights of a row instead
 (random: N at random), so global-magnitude equals magnitude there.
 

@@ -160,6 +160,7 @@ describe('weights --metric accuracy|macro-f1 on sequence classifiers', () => {
     ['distilbert', 'wanda'],
     ['bert', 'magnitude'],
     ['bert', 'wanda'],
+    ['bert', 'owl'],
   ] as const) {
     test(`${name}, ${method}: the run's scores are those of the mask it wrote; eval --labels quotes them`, async () => {
       const m = models.get(name)!;

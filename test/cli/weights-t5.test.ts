@@ -83,6 +83,7 @@ describe('weights on a random T5 folder', { skip }, () => {
     ['ga-wanda', ['--population', '4', '--generations', '1'], true],
     ['ga-magnitude', ['--population', '4', '--generations', '1'], true],
     ['alloc', ['--generations', '2'], false],
+    ['owl', [], false],
   ];
   for (const [method, extra, takesPattern] of methods) {
     for (const pattern of takesPattern ? [undefined, '2:4'] : [undefined]) {

@@ -18,6 +18,7 @@ import { GA_FITNESS_FORMS, type GaFitness } from './ga.js';
 import './seeded.js';
 import './alloc.js';
 import './sparsegpt.js';
+import './owl.js';
 
 export interface WeightPruneSettings extends RunDataSettings {
   /** A registered method (spaces/weights/baselines.ts): magnitude, global-magnitude, random, wanda, ga, alloc. */

@@ -69,7 +69,7 @@ export function registerExport(program: Command): void {
     .option('--format <name>', `${EXPORT_FORMATS.join(' | ')}`, 'all')
     .option(
       '--hf-layout <layout>',
-      'how model.safetensors holds removed heads: compact (dropped: smaller and faster, read by geneprune, and by transformers 4.x for GPT-2/BERT through pruned_heads) or padded (original shapes, removed heads zeroed: any transformers version loads it, no speed-up)',
+      'how model.safetensors holds removed heads: compact (dropped: smaller and faster; read by geneprune, transformers.js, and Python transformers with trust_remote_code=True for decoders through the modeling_geneprune.py it ships, or 4.x through pruned_heads for BERT-family encoders) or padded (original shapes, removed heads zeroed: any transformers version loads it with the stock class, no smaller, no speed-up)',
       'compact',
     )
     .option(
@@ -122,6 +122,10 @@ Example:
         return;
       }
       const lines = [`exported     ${result.out}`, `files        ${result.files.join(', ')}`];
+      if (result.loaders) {
+        // Which loaders read the folder's layout, so nobody has to find out by a size-mismatch error.
+        lines.push(`loaded by    (${result.loaders.layout} layout) ${result.loaders.readers.join('; ')}`);
+      }
       if (result.recovery) {
         lines.push(
           `recovered    o refitted on ${result.recovery.tokens} tokens of ${result.recovery.calibration}`,

@@ -15,7 +15,7 @@
  * whose eval perplexity must equal geneprune's; and stories260K with half its weights pruned by Wanda and
  * recovered, exported with the zeros and the recovered weights. Needs ../shared for stories260K (skipped with a message if absent).
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeHfFolder } from '../../src/checkpoint/hf.js';
@@ -28,6 +28,7 @@ import { llamaSpecToHf } from '../../src/model/llama.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { openModel } from '../../src/model/open.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
+import { MODELING_FILE } from '../../src/model/remote-code.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { exportModel, type HfLayout } from '../../src/prune/export.js';
 import { createRng } from '../../src/util/rng.js';
@@ -55,7 +56,12 @@ interface Case {
   shape: number[];
   /** Heads removed per layer (original indices). */
   removed: number[][];
-  /** Whether a stock transformers class is meant to load the folder (padded, dense); compact is informational. */
+  /** Whether the folder ships modeling_geneprune.py (compact decoders): loaded with trust_remote_code=True. */
+  remoteCode: boolean;
+  /**
+   * Whether transformers is meant to load the folder: padded and dense with the stock class, compact decoders with
+   * their remote code; compact encoders (pruned_heads, gone in transformers 5) are informational.
+   */
   mustLoad: boolean;
 }
 
@@ -126,6 +132,10 @@ async function addCase(
   for (const layout of layouts) {
     const dir = join(OUT, `${name}-${layout}`);
     await exportModel({ spec, genome, out: join(dir, 'model'), format: 'hf', hfLayout: layout });
+    const remoteCode = existsSync(join(dir, 'model', MODELING_FILE));
+    if (layout === 'compact' && !['bert', 't5'].includes(spec.config.family) && !remoteCode) {
+      throw new Error(`${name}: the compact decoder folder has no ${MODELING_FILE}`);
+    }
     const c: Case = {
       name: `${name}-${layout}`,
       family,
@@ -135,14 +145,16 @@ async function addCase(
       expected,
       shape,
       removed: removedOf(spec, genome),
-      mustLoad: layout === 'padded',
+      remoteCode,
+      mustLoad: layout === 'padded' || remoteCode,
     };
     writeFileSync(join(dir, 'case.json'), `${JSON.stringify(c)}\n`);
     process.stderr.write(`crosscheck: ${c.name} (${family}, removed ${JSON.stringify(c.removed)})\n`);
   }
 }
 
-// Decoders with rotary positions: llama GQA (2 KV heads for 6 query heads, pruned unevenly), qwen2 with biases.
+// Decoders with rotary positions: llama GQA (2 KV heads for 6 query heads, pruned unevenly), qwen2 with biases;
+// each also with a layer left without heads.
 for (const [name, modelType, extra] of [
   ['llama-gqa', 'llama', {}],
   ['qwen2', 'qwen2', { tieEmbeddings: true }],
@@ -170,6 +182,15 @@ for (const [name, modelType, extra] of [
     genomeRemoving(reloaded, [2, 4, 1], 5),
     'causal-lm',
     randomIds(2, 12, 97, 0, 3),
+    ['padded', 'compact'],
+  );
+  // Every head of the middle layer removed: it adds nothing (llama) or its o bias alone, and its KV cache is empty.
+  await addCase(
+    `${name}-headless`,
+    reloaded,
+    genomeRemoving(reloaded, [1, 6, 3], 6),
+    'causal-lm',
+    randomIds(2, 12, 97, 0, 4),
     ['padded', 'compact'],
   );
 }
@@ -307,6 +328,7 @@ if (!modelPath || !evalPath) {
       meanNll,
       tokens,
       removed,
+      remoteCode: existsSync(join(OUT, name, 'model', MODELING_FILE)),
       mustLoad: true,
     };
     writeFileSync(join(OUT, name, 'case.json'), `${JSON.stringify(c)}\n`);
@@ -320,6 +342,7 @@ if (!modelPath || !evalPath) {
   for (const [name, genome, layout] of [
     ['stories260K-dense', dense, 'dense'],
     ['stories260K-25', pruned, 'padded'],
+    ['stories260K-25-compact', pruned, 'compact'],
   ] as const) {
     const runner = await createRunner(spec, { output: 'nll' });
     let sum = 0;

@@ -1,8 +1,9 @@
 """Loads the folders test/crosscheck/hf-export.ts wrote with Python transformers and compares their outputs with
-geneprune's (see that file). Prints one line per case and writes a JSON summary; exits 1 when a folder that a
-stock transformers class must load (padded and dense layouts) fails to load or differs.
+geneprune's (see that file). Prints one line per case and writes a JSON summary; exits 1 when a folder that must
+load (padded and dense layouts with the stock class; compact decoders, which ship modeling_geneprune.py, with
+trust_remote_code=True) fails to load, loads with missing/unexpected/mismatched tensors, or differs.
 
-    python3 test/crosscheck/hf_export.py tmp/crosscheck [--device cpu|cuda] [--json FILE]
+    python3 test/crosscheck/hf_export.py tmp/crosscheck [--device cpu|cuda] [--json FILE] [--only NAME-PART]
 """
 
 import argparse
@@ -21,12 +22,23 @@ TOLERANCE = 1e-4
 
 def load(case, folder, device):
     cls = AutoModelForCausalLM if case["task"] in ("causal-lm", "perplexity") else AutoModelForSequenceClassification
+    remote = case.get("remoteCode", False)
+    # transformers 4.x names the dtype argument torch_dtype; 5.x dtype.
+    dtype_arg = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
     model, info = cls.from_pretrained(
-        folder, dtype=torch.float32, attn_implementation="eager", output_loading_info=True
+        folder,
+        attn_implementation="eager",
+        output_loading_info=True,
+        trust_remote_code=remote,
+        **{dtype_arg: torch.float32},
     )
     problems = {k: v for k, v in info.items() if v and k != "error_msgs"}
     if info.get("error_msgs"):
         problems["error_msgs"] = info["error_msgs"]
+    # A remote-code folder must have been built by its geneprune class, any other by transformers' own.
+    module = type(model).__module__
+    if remote != (not module.startswith("transformers.")):
+        problems["class"] = f"{module}.{type(model).__name__}"
     return model.to(device).eval(), problems
 
 
@@ -42,7 +54,21 @@ def compare_outputs(case, model, device):
         return {"ok": False, "detail": f"shape {list(logits.shape)} vs geneprune {list(expected.shape)}"}
     diff = (logits - expected).abs().max().item()
     scale = max(1.0, expected.abs().max().item())
-    return {"ok": diff / scale <= TOLERANCE, "maxAbsDiff": diff, "scale": scale}
+    result = {"ok": diff / scale <= TOLERANCE, "maxAbsDiff": diff, "scale": scale}
+    if case["task"] == "causal-lm":
+        # The KV cache: all tokens but the last, then the last one from the cache, must give the same last logits.
+        with torch.no_grad():
+            first = model(input_ids=ids[:, :-1], attention_mask=torch.ones_like(ids[:, :-1]), use_cache=True)
+            step = model(
+                input_ids=ids[:, -1:],
+                attention_mask=torch.ones_like(ids),
+                past_key_values=first.past_key_values,
+                use_cache=True,
+            )
+        cached = (step.logits[:, -1].float().cpu() - expected[:, -1]).abs().max().item()
+        result["cachedStepMaxAbsDiff"] = cached
+        result["ok"] = result["ok"] and cached / scale <= TOLERANCE
+    return result
 
 
 def perplexity(case, model, tokenizer_dir, device):
@@ -89,6 +115,7 @@ def main():
     p.add_argument("root")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json")
+    p.add_argument("--only", help="run only the cases whose name contains this")
     a = p.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -96,12 +123,18 @@ def main():
     rows = []
     for name in sorted(os.listdir(a.root)):
         case_file = os.path.join(a.root, name, "case.json")
-        if not os.path.exists(case_file):
+        if not os.path.exists(case_file) or (a.only and a.only not in name):
             continue
         with open(case_file) as f:
             case = json.load(f)
         folder = os.path.join(a.root, name, "model")
-        row = {"name": case["name"], "family": case["family"], "layout": case["layout"], "mustLoad": case["mustLoad"]}
+        row = {
+            "name": case["name"],
+            "family": case["family"],
+            "layout": case["layout"],
+            "remoteCode": case.get("remoteCode", False),
+            "mustLoad": case["mustLoad"],
+        }
         try:
             model, problems = load(case, folder, a.device)
             row["loaded"] = True
@@ -110,6 +143,8 @@ def main():
                 row.update(perplexity(case, model, folder, a.device))
             else:
                 row.update(compare_outputs(case, model, a.device))
+            if problems:
+                row["ok"] = False
         except Exception as e:  # a folder transformers refuses is a result here, not a crash
             row["loaded"] = False
             row["ok"] = False

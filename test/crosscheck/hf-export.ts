@@ -9,11 +9,15 @@
  * with the token ids to feed and the outputs geneprune computes for the masked source model (the unpruned
  * model's own graph with the genome as its head mask, checked elsewhere against independent references). The
  * Python side loads each folder with transformers' Auto classes and compares. Cases: random llama (GQA, uneven
- * pruning), qwen2 (biases), rotary scaling (llama3, linear, yarn, dynamic), GPT-2, Gemma, Gemma 2, BERT, RoBERTa and DistilBERT classifiers, each exported
- * `padded` (which any transformers version should load) and, where transformers once had a convention for it,
- * `compact`; and the real stories260K, dense and 25 % pruned, whose tokenizer.json must give llama2.c's ids and
- * whose eval perplexity must equal geneprune's; and stories260K with half its weights pruned by Wanda and
- * recovered, exported with the zeros and the recovered weights. Needs ../shared for stories260K (skipped with a message if absent).
+ * pruning, and a layer left without heads), qwen2 (biases, likewise), rotary scaling (llama3, linear, yarn,
+ * dynamic), GPT-2, Gemma, Gemma 2, BERT, RoBERTa and DistilBERT classifiers, each exported `padded` (which any
+ * transformers version loads with the stock class) and, all but the rotary-scaling ones, `compact`:
+ * a compact decoder folder ships python/modeling_geneprune.py and is loaded with trust_remote_code=True (the
+ * Python side also checks the stock class refuses it, one KV-cache step, and per-layer MLP widths); compact
+ * encoders keep `pruned_heads` (transformers 4.x only); and the real stories260K, dense and 25 % pruned (padded
+ * and compact), whose tokenizer.json must give llama2.c's ids and whose eval perplexity must equal geneprune's;
+ * and stories260K with half its weights pruned by Wanda and recovered, exported with the zeros and the recovered
+ * weights. Needs ../shared for stories260K (skipped with a message if absent).
  */
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';

@@ -28,6 +28,9 @@ const CLASSES: Readonly<Record<string, string>> = {
   gemma: 'GenepruneGemmaForCausalLM',
   gemma2: 'GenepruneGemma2ForCausalLM',
   gpt2: 'GenepruneGPT2LMHeadModel',
+  qwen3: 'GenepruneQwen3ForCausalLM',
+  phi3: 'GeneprunePhi3ForCausalLM',
+  opt: 'GenepruneOPTForCausalLM',
 };
 
 /** The keys whose presence in config.json means a layer differs from the stock sizes. */

@@ -37,7 +37,7 @@ test('export copies python/modeling_geneprune.py, and package.json ships python/
 
 test('auto_map names a class the file defines, only for a decoder config with per-layer sizes', () => {
   const source = readFileSync(shipped, 'utf8');
-  for (const type of ['llama', 'mistral', 'qwen2', 'gemma', 'gemma2', 'gpt2']) {
+  for (const type of ['llama', 'mistral', 'qwen2', 'gemma', 'gemma2', 'gpt2', 'qwen3', 'phi3', 'opt']) {
     const map = remoteCodeAutoMap({ model_type: type, num_attention_heads_per_layer: [1, 2] });
     assert.ok(map, type);
     const [file, cls] = map.AutoModelForCausalLM.split('.');

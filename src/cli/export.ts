@@ -86,8 +86,10 @@ export function registerExport(program: Command): void {
       `
 transformersjs writes config.json, tokenizer files and onnx/model.onnx (KV cache, per-layer head counts);
 an encoder-decoder (T5) gets onnx/encoder_model.onnx and onnx/decoder_model_merged.onnx instead, plus
-generation_config.json. hf writes config.json and model.safetensors; all writes both into one folder. A T5
-loads in stock transformers only with --hf-layout padded. A llama2.c tokenizer.bin is converted to an
+generation_config.json. hf writes config.json and model.safetensors; all writes both into one folder. A pruned
+decoder's compact folder also carries modeling_geneprune.py (auto_map in config.json): Python transformers
+loads it with AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True). A T5 loads in stock
+transformers only with --hf-layout padded. The summary says which loaders read the folder written. A llama2.c tokenizer.bin is converted to an
 equivalent tokenizer.json. The folder appears only when complete.
 
 Example:

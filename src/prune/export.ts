@@ -123,10 +123,11 @@ export interface ExportOptions {
   out: string;
   format: ExportFormat;
   /**
-   * How model.safetensors holds removed heads: 'compact' (default) drops them (smaller and faster; geneprune,
-   * and transformers 4.x for GPT-2 and BERT through `pruned_heads`, read it); 'padded' keeps the original shapes
-   * with the removed heads' weights zero, which any transformers version loads (no speed-up). The ONNX graph
-   * is always compact.
+   * How model.safetensors holds removed heads: 'compact' (default) drops them (smaller and faster; geneprune
+   * reads it, Python transformers with trust_remote_code=True through the modeling_geneprune.py a decoder's
+   * folder carries, and transformers 4.x for BERT-family encoders and GPT-2 through `pruned_heads`); 'padded'
+   * keeps the original shapes with the removed heads' weights zero, which any transformers version loads with
+   * the stock class (no speed-up). The ONNX graph is always compact.
    */
   hfLayout?: HfLayout;
   /** Storage dtype of model.safetensors; omitted, each tensor keeps the checkpoint's (bf16 stays bf16). */

@@ -358,6 +358,7 @@ test('compact decoder folders ship modeling_geneprune.py, auto_map and the per-l
     if (name === 'gpt2') {
       assert.equal(config.num_key_value_heads_per_layer, undefined);
       assert.deepEqual(config.pruned_heads, { '0': [1], '1': [2], '2': [0, 3] }, 'kept for transformers 4.x');
+      assert.ok(result.loaders!.readers.includes('Python transformers 4.x also through pruned_heads'));
     } else {
       assert.deepEqual(config.num_key_value_heads_per_layer, want.kv, name);
       assert.deepEqual(config.kv_head_of_query_per_layer, want.maps, name);

@@ -1,7 +1,8 @@
 /**
  * The evaluation graph (and the KV-cache deployment graph) of decoder-only causal language models: the LLaMA
- * family (rotary positions, RMS norm, gated MLP), GPT-2 (learned positions, LayerNorm, plain MLP) and Gemma /
- * Gemma 2 (scaled embedding, 1 + w norms, sandwich norms, soft-capping, sliding windows). This file holds the
+ * family (rotary positions, RMS norm, gated MLP), GPT-2 (learned positions, LayerNorm, plain MLP), Gemma /
+ * Gemma 2 (scaled embedding, 1 + w norms, sandwich norms, soft-capping, sliding windows) and Qwen3 (per-head
+ * q/k RMSNorm before rotary, `qkNorm`). This file holds the
  * wiring; the shared per-layer units are in layer.ts, capture points in capture.ts, the language-model head in
  * lmhead.ts, block ranges in blocks.ts, the rotary tables in attention.ts.
  *
@@ -123,7 +124,7 @@ export type { HalfLinears } from './kit.js';
  */
 const HONOURED: ReadonlyArray<[keyof ModelConfig, readonly unknown[]]> = [
   ['arch', [undefined, 'decoder']],
-  ['family', ['llama', 'gpt2', 'gemma']],
+  ['family', ['llama', 'gpt2', 'gemma', 'qwen3']],
   ['normKind', ['rms', 'layer']],
   ['normPlacement', ['pre']],
   ['mlpKind', ['gated', 'plain']],
@@ -336,6 +337,17 @@ export function buildDecoderGraph(
     headMask,
     capture,
   });
+  /**
+   * Qwen3's per-head q/k norm on a projection [N, n·hd]: RMSNorm over each head's hd values with one [hd] weight
+   * shared by the heads, before rotary — so every attention path (fused, explicit, KV cache) sees normed heads.
+   */
+  const headNorm = (t: string, n: number, prefix: string): string =>
+    c.qkNorm
+      ? g.op('Reshape', [
+          kit.norm(g.op('Reshape', [t, g.constInt64([-1, n, hd])]), prefix),
+          g.constInt64([-1, n * hd]),
+        ])
+      : t;
   /** A residual branch's output, through the sandwich norm when the model has one (Gemma 2). */
   const branch = (y: string, role: string): string => (c.sandwichNorms ? kit.norm(y, role) : y);
 
@@ -360,8 +372,8 @@ export function buildDecoderGraph(
     if (heads > 0) {
       const h = kit.norm(x, `${p}.attn_norm`);
       capture(i, 'attn_in', h, D);
-      const q = kit.linear(h, `${p}.attn.q`);
-      const k = kit.linear(h, `${p}.attn.k`);
+      const q = headNorm(kit.linear(h, `${p}.attn.q`), heads, `${p}.attn.q_norm`);
+      const k = headNorm(kit.linear(h, `${p}.attn.k`), kvHeads, `${p}.attn.k_norm`);
       const v = kit.linear(h, `${p}.attn.v`);
       let merged: string;
       if (fusedLayer) {

@@ -14,6 +14,7 @@ import { refuseImpossibleLayerCount } from './bind.js';
 import { gemmaSpecFromHf } from './gemma.js';
 import { gpt2SpecFromHf } from './gpt2.js';
 import { llamaSpecFromHf, llamaSpecFromLlama2c } from './llama.js';
+import { qwen3SpecFromHf } from './qwen3.js';
 import type { ModelSpec } from './spec.js';
 import { t5SpecFromHf } from './t5.js';
 
@@ -25,6 +26,8 @@ const HF_FAMILIES: Record<string, (folder: HfFolder) => ModelSpec> = {
   llama: llamaSpecFromHf,
   mistral: llamaSpecFromHf,
   qwen2: llamaSpecFromHf,
+  qwen3: qwen3SpecFromHf,
+  qwen3_moe: qwen3SpecFromHf, // only to be refused in one line (experts are not a search space yet)
   bert: bertSpecFromHf,
   roberta: bertSpecFromHf,
   distilbert: bertSpecFromHf,

@@ -18,9 +18,9 @@ import type { RopeScaling } from './rope.js';
 
 /**
  * llama: LLaMA/Mistral/Qwen2/llama2.c; gpt2; gemma: Gemma and Gemma 2; bert: BERT, RoBERTa, DistilBERT;
- * t5: T5 v1.0, T5 v1.1 / Flan-T5, CodeT5 (encoder-decoders).
+ * t5: T5 v1.0, T5 v1.1 / Flan-T5, CodeT5 (encoder-decoders); qwen3: Qwen3 (dense).
  */
-export type Family = 'llama' | 'gpt2' | 'gemma' | 'bert' | 't5';
+export type Family = 'llama' | 'gpt2' | 'gemma' | 'bert' | 't5' | 'qwen3';
 /**
  * decoder: causal language model (lm head); encoder: bidirectional with a padding mask (features, classifier);
  * encdec: an encoder and a decoder with cross-attention (T5; see EncDecConfig); or any other kind a descriptor
@@ -146,6 +146,12 @@ export interface ModelConfig {
    * Absent = every layer global.
    */
   slidingWindow?: number[];
+  /**
+   * Qwen3: each query and key head is RMS-normed over headDim (eps = normEps, weight × normalised; roles
+   * layers.{i}.attn.q_norm.weight / k_norm.weight [headDim], shared by the layer's heads) after its projection and
+   * before rotary. Absent = no such norm.
+   */
+  qkNorm?: boolean;
   /** Gemma 2: norms after attention and after the MLP too, before each residual add (post_attn_norm, post_mlp_norm). */
   sandwichNorms?: boolean;
   /** Encoders: token type (segment) embeddings, 0 when the model has none (DistilBERT). */
@@ -174,6 +180,7 @@ export interface ModelConfig {
  *  layers.{i}.attn.k.weight [kvHeads*headDim, hidden] .bias
  *  layers.{i}.attn.v.weight [kvHeads*headDim, hidden] .bias
  *  layers.{i}.attn.o.weight [hidden, heads*headDim]   .bias [hidden]
+ *  layers.{i}.attn.q_norm.weight, layers.{i}.attn.k_norm.weight  [headDim]   (qkNorm: Qwen3)
  *  layers.{i}.mlp_norm.weight / .bias
  *  layers.{i}.mlp.gate.weight [inter, hidden]             (gated)
  *  layers.{i}.mlp.up.weight   [inter, hidden]   .bias     (gated: up; plain: fc)

@@ -1,0 +1,96 @@
+/** Small random Qwen3 checkpoints written as Hugging Face folders (Qwen3ForCausalLM names). */
+import { writeHfFolder } from '../../src/checkpoint/hf.js';
+import { createRng } from '../../src/util/rng.js';
+
+export interface Qwen3Shape {
+  hidden: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  /** Written explicitly: Qwen3's head_dim need not be hidden / heads. */
+  headDim: number;
+  inter: number;
+  vocab: number;
+  /** Physically pruned layouts (written with the per-layer config keys). */
+  headsPerLayer?: number[];
+  kvHeadsPerLayer?: number[];
+  kvHeadOfQuery?: number[][];
+  attentionBias?: boolean;
+  /** Default true (Qwen3-0.6B ties its head); false writes lm_head.weight. */
+  tied?: boolean;
+}
+
+export type Qwen3Tensors = Map<string, { shape: number[]; data: Float32Array }>;
+
+/** A random Qwen3 folder with HF names; returns its tensors and config. `extra` overrides config keys. */
+export async function writeQwen3(
+  dir: string,
+  s: Qwen3Shape,
+  seed: number,
+  extra: Record<string, unknown> = {},
+) {
+  const rng = createRng(seed);
+  const tensors: Qwen3Tensors = new Map();
+  const add = (name: string, shape: number[], scale: number, offset = 0) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const data = Float32Array.from({ length: n }, () => offset + (rng.nextFloat() * 2 - 1) * scale);
+    tensors.set(name, { shape, data });
+  };
+  const D = s.hidden;
+  const tied = s.tied !== false;
+  add('model.embed_tokens.weight', [s.vocab, D], 0.5);
+  for (let l = 0; l < s.layers; l++) {
+    const p = `model.layers.${l}`;
+    const q = (s.headsPerLayer?.[l] ?? s.heads) * s.headDim;
+    const kv = (s.kvHeadsPerLayer?.[l] ?? s.kvHeads) * s.headDim;
+    // Norm weights around 1 (plain RMSNorm scales by w), spread enough that a missing norm shows.
+    add(`${p}.input_layernorm.weight`, [D], 0.3, 1);
+    add(`${p}.self_attn.q_proj.weight`, [q, D], 0.5);
+    add(`${p}.self_attn.k_proj.weight`, [kv, D], 0.5);
+    add(`${p}.self_attn.v_proj.weight`, [kv, D], 0.5);
+    add(`${p}.self_attn.o_proj.weight`, [D, q], 0.4);
+    if (s.attentionBias) {
+      add(`${p}.self_attn.q_proj.bias`, [q], 0.2);
+      add(`${p}.self_attn.k_proj.bias`, [kv], 0.2);
+      add(`${p}.self_attn.v_proj.bias`, [kv], 0.2);
+      add(`${p}.self_attn.o_proj.bias`, [D], 0.2);
+    }
+    add(`${p}.self_attn.q_norm.weight`, [s.headDim], 0.5, 1);
+    add(`${p}.self_attn.k_norm.weight`, [s.headDim], 0.5, 1);
+    add(`${p}.post_attention_layernorm.weight`, [D], 0.3, 1);
+    add(`${p}.mlp.gate_proj.weight`, [s.inter, D], 0.5);
+    add(`${p}.mlp.up_proj.weight`, [s.inter, D], 0.5);
+    add(`${p}.mlp.down_proj.weight`, [D, s.inter], 0.4);
+  }
+  add('model.norm.weight', [D], 0.3, 1);
+  if (!tied) add('lm_head.weight', [s.vocab, D], 0.5);
+  const config: Record<string, unknown> = {
+    architectures: ['Qwen3ForCausalLM'],
+    model_type: 'qwen3',
+    hidden_size: D,
+    num_hidden_layers: s.layers,
+    num_attention_heads: s.heads,
+    num_key_value_heads: s.kvHeads,
+    head_dim: s.headDim,
+    intermediate_size: s.inter,
+    vocab_size: s.vocab,
+    max_position_embeddings: 32,
+    rms_norm_eps: 1e-6,
+    rope_theta: 10000,
+    hidden_act: 'silu',
+    attention_bias: s.attentionBias ?? false,
+    tie_word_embeddings: tied,
+    use_sliding_window: false,
+    ...(s.headsPerLayer
+      ? { num_attention_heads_per_layer: s.headsPerLayer, num_key_value_heads_per_layer: s.kvHeadsPerLayer }
+      : {}),
+    ...(s.kvHeadOfQuery ? { kv_head_of_query_per_layer: s.kvHeadOfQuery } : {}),
+    ...extra,
+  };
+  for (const [k, v] of Object.entries(config)) if (v === undefined) delete config[k];
+  await writeHfFolder(dir, {
+    config,
+    tensors: [...tensors].map(([name, t]) => ({ name, shape: t.shape, data: t.data })),
+  });
+  return { tensors, config };
+}

@@ -87,9 +87,10 @@ export function estimatePeakMemory(spec: ModelSpec, opts: MemoryEstimateOptions)
   const hidden = 4 * tokens * (c.intermediateSize * 3 + c.hiddenSize * 8);
   const weightBytes = weightBytesOf(spec, opts.dtype) * WEIGHT_FACTOR * (opts.sessions ?? 1);
   const activationBytes = logits + scores + hidden + (opts.heldBytes ?? 0);
-  // fp32 cos and sin, [maxPositions, headDim] each, in every session's graph.
+  // fp32 cos and sin, [maxPositions, headDim] each, in every session's graph (LongRoPE holds a short and a long pair).
+  const tablePairs = c.ropeScaling?.kind === 'longrope' ? 2 : 1;
   const positionTableBytes =
-    c.positionKind === 'rope' ? 2 * 4 * c.maxPositions * c.headDim * (opts.sessions ?? 1) : 0;
+    c.positionKind === 'rope' ? tablePairs * 2 * 4 * c.maxPositions * c.headDim * (opts.sessions ?? 1) : 0;
   const n = opts.workers ?? 1;
   return {
     weightBytes: weightBytes * n,

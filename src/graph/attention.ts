@@ -26,24 +26,30 @@ export type AttentionKind = 'explicit' | 'fused';
 export type FusedAttentionOp = 'GroupQueryAttention' | 'MultiHeadAttention';
 
 /**
- * Rotary in the half-split layout on the last axis (pairs (j, j + headDim/2)); cos/sin broadcast against t.
+ * Rotary in the half-split layout on the last axis (pairs (j, j + rotaryDim/2)); cos/sin broadcast against t.
+ * Under partial rotary (rotaryDim < hd) the dimensions from rotaryDim on are carried through the rotated term
+ * unchanged, where the tables hold sin 0 and cos 1 (rotaryTables), so they pass through as the definition says.
  * The slice constants are made on first use so a graph never carries unused initializers.
  */
 export function halfSplitRotary(
   g: GraphBuilder,
   hd: number,
+  rotaryDim = hd,
 ): (t: string, cos: string, sin: string) => string {
-  let ends: { a: string; b: string; end: string; axis: string } | undefined;
+  let ends: { a: string; b: string; end: string; axis: string; rest?: string } | undefined;
   return (t, cos, sin) => {
     ends ??= {
       a: g.constInt64([0]),
-      b: g.constInt64([hd / 2]),
-      end: g.constInt64([hd]),
+      b: g.constInt64([rotaryDim / 2]),
+      end: g.constInt64([rotaryDim]),
       axis: g.constInt64([-1]),
+      ...(rotaryDim < hd ? { rest: g.constInt64([hd]) } : {}),
     };
     const t1 = g.op('Slice', [t, ends.a, ends.b, ends.axis]);
     const t2 = g.op('Slice', [t, ends.b, ends.end, ends.axis]);
-    const rotated = g.op('Concat', [g.op('Neg', [t2]), t1], { axis: -1 });
+    const parts = [g.op('Neg', [t2]), t1];
+    if (ends.rest) parts.push(g.op('Slice', [t, ends.end, ends.rest, ends.axis]));
+    const rotated = g.op('Concat', parts, { axis: -1 });
     return g.op('Add', [g.op('Mul', [t, cos]), g.op('Mul', [rotated, sin])]);
   };
 }
@@ -226,16 +232,20 @@ export function explicitAttention(g: GraphBuilder, hd: number, a: ExplicitAttent
 
 /**
  * Rotary tables in the half-split layout: cos/sin [positions, headDim], with the config's rotary scaling (its
- * frequencies, and yarn's factor on cos and sin). Dynamic NTK scaling changes nothing below max_position_embeddings,
- * and no graph here runs a position beyond it (the tables end there).
+ * frequencies, and yarn's / longrope's factor on cos and sin). Dynamic NTK scaling changes nothing below
+ * max_position_embeddings, and no graph here runs a position beyond it (the tables end there). Partial rotary: the
+ * first rotaryDim columns rotate, the rest hold cos 1 and sin 0 (see halfSplitRotary). longrope: the short-factor
+ * tables, or with `long` the long-factor ones (the graph chooses by the run's length).
  */
 export function rotaryTables(
   config: ModelConfig,
   positions: number,
+  long = false,
 ): { cos: Float32Array; sin: Float32Array } {
   const hd = config.headDim;
-  const half = hd / 2;
-  const invFreq = ropeInverseFrequencies(config.ropeTheta, hd, config.ropeScaling);
+  const rd = config.rotaryDim ?? hd;
+  const half = rd / 2;
+  const invFreq = ropeInverseFrequencies(config.ropeTheta, rd, config.ropeScaling, long);
   const m = ropeCosSinFactor(config.ropeScaling);
   const cos = new Float32Array(positions * hd);
   const sin = new Float32Array(positions * hd);
@@ -249,6 +259,7 @@ export function rotaryTables(
       sin[p * hd + j] = s;
       sin[p * hd + half + j] = s;
     }
+    for (let j = rd; j < hd; j++) cos[p * hd + j] = 1;
   }
   return { cos, sin };
 }

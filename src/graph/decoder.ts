@@ -124,7 +124,7 @@ export type { HalfLinears } from './kit.js';
  */
 const HONOURED: ReadonlyArray<[keyof ModelConfig, readonly unknown[]]> = [
   ['arch', [undefined, 'decoder']],
-  ['family', ['llama', 'gpt2', 'gemma', 'qwen3']],
+  ['family', ['llama', 'gpt2', 'gemma', 'qwen3', 'phi3']],
   ['normKind', ['rms', 'layer']],
   ['normPlacement', ['pre']],
   ['mlpKind', ['gated', 'plain']],
@@ -153,9 +153,18 @@ export function refuseUnhonoured(c: ModelConfig): void {
   }
 }
 
-/** The fused kernels implement plain causal attention with a score scale; soft-capped or windowed layers run the explicit chain. */
+/**
+ * The fused kernels implement plain causal attention with a score scale over whole-head rotary; soft-capped or
+ * windowed layers and partial rotary run the explicit chain. A window as long as the position table (Phi-3's
+ * sliding_window at or past max_position_embeddings) never hides a key in any graph here, so it counts as none.
+ */
 function fusedCapable(c: ModelConfig): boolean {
-  return !c.attnSoftcap && !(c.slidingWindow ?? []).some((w) => w > 0);
+  const rotaryDim = c.rotaryDim ?? c.headDim;
+  return (
+    !c.attnSoftcap &&
+    !(c.slidingWindow ?? []).some((w) => w > 0 && w < c.maxPositions) &&
+    rotaryDim === c.headDim
+  );
 }
 
 export function buildDecoderGraph(
@@ -251,13 +260,49 @@ export function buildDecoderGraph(
   // Rotary cos/sin tables [maxPositions, hd] (rope models only).
   let cosTable: string | undefined;
   let sinTable: string | undefined;
+  /**
+   * The rotary rows a graph reads, `select` picking them from a [maxPositions, hd] table. LongRoPE switches every
+   * position to the long factors once the run is longer than the original context — seq in full and block graphs
+   * (positions 0 … seq−1), the largest position_id + 1 with a KV cache (transformers takes the maximum over the
+   * whole batch) — so both tables are held and Where picks between the selected rows, not the whole tables.
+   */
+  let rotaryRows = (_select: (table: string) => string): { cos: string; sin: string } | undefined =>
+    undefined;
   if (rope) {
+    const dims = [c.maxPositions, hd];
     const tables = rotaryTables(c, c.maxPositions);
-    cosTable = g.initializer('rotary.cos', { type: 'float32', dims: [c.maxPositions, hd], data: tables.cos });
-    sinTable = g.initializer('rotary.sin', { type: 'float32', dims: [c.maxPositions, hd], data: tables.sin });
+    cosTable = g.initializer('rotary.cos', { type: 'float32', dims, data: tables.cos });
+    sinTable = g.initializer('rotary.sin', { type: 'float32', dims, data: tables.sin });
+    const [cosShort, sinShort] = [cosTable, sinTable];
+    rotaryRows = (select) => ({ cos: select(cosShort), sin: select(sinShort) });
+    const scaling = c.ropeScaling;
+    if (scaling?.kind === 'longrope') {
+      const long = rotaryTables(c, c.maxPositions, true);
+      const cosLong = g.initializer('rotary.cos_long', { type: 'float32', dims, data: long.cos });
+      const sinLong = g.initializer('rotary.sin_long', { type: 'float32', dims, data: long.sin });
+      const length = cache
+        ? g.op('Add', [g.op('ReduceMax', [positionIds], { keepdims: 0 }), g.constInt64([1], [])])
+        : seqScalar;
+      const isLong = g.op('Greater', [length, g.constInt64([scaling.originalMaxPositions], [])]);
+      rotaryRows = (select) => ({
+        cos: g.op('Where', [isLong, select(cosLong), select(cosShort)]),
+        sin: g.op('Where', [isLong, select(sinLong), select(sinShort)]),
+      });
+    }
   }
+  const firstRows = (table: string): string =>
+    g.op('Slice', [table, g.constInt64([0]), seqDim, g.constInt64([0])]);
   const scale = c.attnScale ?? 1 / Math.sqrt(hd);
   const fused = !cache && (opts.attention ?? 'fused') === 'fused' && fusedCapable(c);
+  // The fused kernel reads rows 0 … seq−1 of its tables (positions are 0 … seq−1): unscaled models pass the whole
+  // tables as before, longrope the chosen first seq rows.
+  const fusedTables = !fused
+    ? undefined
+    : c.ropeScaling?.kind === 'longrope'
+      ? rotaryRows(firstRows)
+      : cosTable && sinTable
+        ? { cos: cosTable, sin: sinTable }
+        : undefined;
   const fusedLayer = fused
     ? fusedCausalAttention({
         g,
@@ -265,8 +310,8 @@ export function buildDecoderGraph(
         headDim: hd,
         batchDim,
         seqDim,
-        cosTable,
-        sinTable,
+        cosTable: fusedTables?.cos,
+        sinTable: fusedTables?.sin,
         ...(c.attnScale !== undefined ? { scale: c.attnScale } : {}),
       })
     : undefined;
@@ -275,18 +320,16 @@ export function buildDecoderGraph(
   // additive masks per sliding window (0 = global).
   const one = (): string => g.constInt64([1]);
   let rotate = (t: string): string => t;
-  if (!fused && rope && cosTable && sinTable) {
-    const rotary = halfSplitRotary(g, hd);
-    let cos: string;
-    let sin: string;
-    if (cache) {
-      cos = g.op('Unsqueeze', [g.op('Gather', [cosTable, positionIds], { axis: 0 }), one()]);
-      sin = g.op('Unsqueeze', [g.op('Gather', [sinTable, positionIds], { axis: 0 }), one()]);
-    } else {
-      cos = g.op('Slice', [cosTable, g.constInt64([0]), seqDim, g.constInt64([0])]);
-      sin = g.op('Slice', [sinTable, g.constInt64([0]), seqDim, g.constInt64([0])]);
-    }
-    rotate = (t) => rotary(t, cos, sin);
+  const rows = !fused
+    ? rotaryRows(
+        cache
+          ? (table) => g.op('Unsqueeze', [g.op('Gather', [table, positionIds], { axis: 0 }), one()])
+          : firstRows,
+      )
+    : undefined;
+  if (rows) {
+    const rotary = halfSplitRotary(g, hd, c.rotaryDim ?? hd);
+    rotate = (t) => rotary(t, rows.cos, rows.sin);
   }
   const masks = new Map<number, string>();
   const maskOf = (window: number): string => {

@@ -86,6 +86,8 @@ async function computeFingerprint(spec: ModelSpec): Promise<string> {
     positions: [c.positionKind, c.ropeTheta],
     // Only scaled models carry the key, so every unscaled model keeps the fingerprint it had.
     ...(c.ropeScaling ? { ropeScaling: ropeScalingText(c.ropeScaling) } : {}),
+    // Partial rotary (Phi-4-mini) is another function of the same weights; whole-head models keep their fingerprint.
+    ...(c.rotaryDim !== undefined ? { rotaryDim: c.rotaryDim } : {}),
     // Likewise only encoder-decoders carry their own fields (stack split, cross heads, bias tables, output scale).
     ...(c.encdec ? { encdec: { ...c.encdec, relColumns: c.encdec.relColumnOfQuery ?? null } } : {}),
   };

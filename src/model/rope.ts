@@ -13,6 +13,15 @@
  *   yarn     each dimension blends f_j/factor and f_j by a ramp over the dimensions between the correction
  *            dimensions of beta_fast and beta_slow rotations in the original context; cos and sin are also multiplied
  *            by an attention factor (0.1·ln(factor) + 1 unless given).
+ *   longrope LongRoPE (Phi-3 / Phi-3.5 / Phi-4-mini; `su` is its old name; read by phi3.ts through
+ *            longropeScalingFromHf, refused by ropeSettingsFromHf for every other family): f_j / s_j with s the
+ *            short_factor list while the sequence (the largest position + 1) stays within the original context,
+ *            the long_factor list for every position once it exceeds it; cos and sin are multiplied by an attention
+ *            factor (given, else √(1 + ln(factor)/ln(original)) when factor > 1, else 1). The switch depends on the
+ *            run's length, so graphs hold both tables and choose at run time (decoder.ts).
+ *
+ * With partial rotary (ModelConfig.rotaryDim < headDim, Phi-4-mini) d above is rotaryDim: only the first rotaryDim
+ * dimensions of each head rotate.
  */
 import type { GenepruneError } from '../errors.js';
 
@@ -45,6 +54,19 @@ export type RopeScaling =
       attentionFactor: number;
       /** Round the correction range outward to whole dimensions (transformers' default). */
       truncate: boolean;
+      source: RopeScalingSource;
+    }
+  | {
+      kind: 'longrope';
+      /** The context scale: given, else max_position_embeddings / original (only the attention factor reads it). */
+      factor: number;
+      /** Per-frequency divisors (rotaryDim/2 each): short within the original context, long beyond it. */
+      shortFactor: number[];
+      longFactor: number[];
+      /** The original context: sequences longer than this use longFactor. */
+      originalMaxPositions: number;
+      /** The cos/sin multiplier, resolved. */
+      attentionFactor: number;
       source: RopeScalingSource;
     };
 
@@ -95,7 +117,12 @@ export function ropeSettingsFromHf(
         `both rope_scaling and rope_parameters scale the rotary embedding: give one (transformers would read only one of them)`,
       );
     }
-    scaling = parseScaling(kind as RopeScaling['kind'], { key, value: r }, maxPositions, fail);
+    scaling = parseScaling(
+      kind as (typeof ROPE_SCALING_KINDS)[number],
+      { key, value: r },
+      maxPositions,
+      fail,
+    );
   }
   if (present(json.partial_rotary_factor)) {
     refusePartial(json.partial_rotary_factor, '"partial_rotary_factor"', fail);
@@ -110,7 +137,7 @@ function refusePartial(v: unknown, what: string, fail: (message: string) => Gene
 }
 
 function parseScaling(
-  kind: RopeScaling['kind'],
+  kind: (typeof ROPE_SCALING_KINDS)[number],
   source: RopeScalingSource,
   maxPositions: number,
   fail: (message: string) => GenepruneError,
@@ -198,12 +225,24 @@ function yarnMscale(scale: number, mscale: number): number {
   return scale <= 1 ? 1 : 0.1 * mscale * Math.log(scale) + 1;
 }
 
-/** The inverse frequencies f_j (j < headDim/2) after scaling; see the file's comment. */
-export function ropeInverseFrequencies(theta: number, headDim: number, scaling?: RopeScaling): Float64Array {
+/**
+ * The inverse frequencies f_j (j < headDim/2) after scaling; see the file's comment. `headDim` is the rotated width
+ * (rotaryDim under partial rotary). longrope: the short factors, or the long ones when `long` is set.
+ */
+export function ropeInverseFrequencies(
+  theta: number,
+  headDim: number,
+  scaling?: RopeScaling,
+  long = false,
+): Float64Array {
   const half = headDim / 2;
   const inv = new Float64Array(half);
   for (let j = 0; j < half; j++) inv[j] = 1 / theta ** ((2 * j) / headDim);
   if (!scaling || scaling.kind === 'dynamic') return inv;
+  if (scaling.kind === 'longrope') {
+    const factors = long ? scaling.longFactor : scaling.shortFactor;
+    return inv.map((f, j) => f / factors[j]);
+  }
   if (scaling.kind === 'linear') return inv.map((f) => f / scaling.factor);
   if (scaling.kind === 'llama3') {
     const { factor, lowFreqFactor: low, highFreqFactor: high, originalMaxPositions: context } = scaling;
@@ -237,7 +276,62 @@ export function ropeInverseFrequencies(theta: number, headDim: number, scaling?:
 
 /** The factor cos and sin are multiplied by (yarn's attention factor; 1 for every other kind). */
 export function ropeCosSinFactor(scaling?: RopeScaling): number {
-  return scaling?.kind === 'yarn' ? scaling.attentionFactor : 1;
+  return scaling?.kind === 'yarn' || scaling?.kind === 'longrope' ? scaling.attentionFactor : 1;
+}
+
+/**
+ * A longrope scaling object (rope_type or type "longrope" / "su") as Phi-3's config gives it, checked:
+ * short_factor and long_factor of rotaryDim/2 positive numbers; `originalMaxPositions` is the original context the
+ * family resolved (phi3.ts: config.json's original_max_position_embeddings); factor given, else
+ * max_position_embeddings / original; attention_factor given, else √(1 + ln(factor)/ln(original)) when factor > 1,
+ * else 1 — what transformers 5.18 computes.
+ */
+export function longropeScalingFromHf(
+  source: RopeScalingSource,
+  dims: { rotaryDim: number; maxPositions: number; originalMaxPositions: number },
+  fail: (message: string) => GenepruneError,
+): RopeScaling {
+  const r = source.value;
+  const where = (field: string) => `${source.key}.${field} (longrope)`;
+  const has = (field: string) => r[field] !== undefined && r[field] !== null;
+  const positive = (field: string): number => {
+    const v = r[field];
+    if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) {
+      throw fail(`${where(field)} must be a positive number, got ${JSON.stringify(v)}`);
+    }
+    return v;
+  };
+  const factors = (field: string): number[] => {
+    const v = r[field];
+    const n = dims.rotaryDim / 2;
+    if (!Array.isArray(v) || v.length !== n) {
+      throw fail(
+        `${where(field)} must list ${n} numbers (one per rotary frequency: rotary dims ${dims.rotaryDim} / 2)`,
+      );
+    }
+    for (const x of v) {
+      if (typeof x !== 'number' || !(x > 0) || !Number.isFinite(x)) {
+        throw fail(`${where(field)} holds ${JSON.stringify(x)}, not a positive number`);
+      }
+    }
+    return [...(v as number[])];
+  };
+  const original = dims.originalMaxPositions;
+  const factor = has('factor') ? positive('factor') : dims.maxPositions / original;
+  const attentionFactor = has('attention_factor')
+    ? positive('attention_factor')
+    : factor <= 1
+      ? 1
+      : Math.sqrt(1 + Math.log(factor) / Math.log(original));
+  return {
+    kind: 'longrope',
+    factor,
+    shortFactor: factors('short_factor'),
+    longFactor: factors('long_factor'),
+    originalMaxPositions: original,
+    attentionFactor,
+    source,
+  };
 }
 
 /** A one-line description for messages and fingerprints. */

@@ -18,9 +18,10 @@ import type { RopeScaling } from './rope.js';
 
 /**
  * llama: LLaMA/Mistral/Qwen2/llama2.c; gpt2; gemma: Gemma and Gemma 2; bert: BERT, RoBERTa, DistilBERT;
- * t5: T5 v1.0, T5 v1.1 / Flan-T5, CodeT5 (encoder-decoders); qwen3: Qwen3 (dense).
+ * t5: T5 v1.0, T5 v1.1 / Flan-T5, CodeT5 (encoder-decoders); qwen3: Qwen3 (dense); phi3: Phi-3 / Phi-3.5 /
+ * Phi-4-mini.
  */
-export type Family = 'llama' | 'gpt2' | 'gemma' | 'bert' | 't5' | 'qwen3';
+export type Family = 'llama' | 'gpt2' | 'gemma' | 'bert' | 't5' | 'qwen3' | 'phi3';
 /**
  * decoder: causal language model (lm head); encoder: bidirectional with a padding mask (features, classifier);
  * encdec: an encoder and a decoder with cross-attention (T5; see EncDecConfig); or any other kind a descriptor
@@ -119,6 +120,11 @@ export interface ModelConfig {
   mlpKind: MlpKind;
   positionKind: PositionKind;
   ropeTheta: number;
+  /**
+   * Partial rotary (Phi-4-mini): only the first rotaryDim dimensions of each head rotate (half-split pairs
+   * (j, j + rotaryDim/2) over them, frequencies over rotaryDim); the rest pass through. Absent = headDim.
+   */
+  rotaryDim?: number;
   /** Rotary scaling from config.json (rope_scaling / rope_parameters); absent = unscaled. See rope.ts. */
   ropeScaling?: RopeScaling;
   /** q, k, v projections carry biases (qwen2, gpt2, bert). */

@@ -124,7 +124,7 @@ export type { HalfLinears } from './kit.js';
  */
 const HONOURED: ReadonlyArray<[keyof ModelConfig, readonly unknown[]]> = [
   ['arch', [undefined, 'decoder']],
-  ['family', ['llama', 'gpt2', 'gemma', 'qwen3', 'phi3']],
+  ['family', ['llama', 'gpt2', 'gemma', 'qwen3', 'phi3', 'opt']],
   ['normKind', ['rms', 'layer']],
   ['normPlacement', ['pre']],
   ['mlpKind', ['gated', 'plain']],

@@ -7,6 +7,7 @@ import { bertSpecToHf } from './bert.js';
 import { gemmaSpecToHf } from './gemma.js';
 import { gpt2SpecToHf } from './gpt2.js';
 import { llamaSpecToHf } from './llama.js';
+import { optSpecToHf } from './opt.js';
 import { phi3SpecToHf } from './phi3.js';
 import { qwen3SpecToHf } from './qwen3.js';
 import type { ModelSpec, TensorSource } from './spec.js';
@@ -43,6 +44,8 @@ export function specToHf(spec: ModelSpec, opts: SpecToHfOptions = {}): HfFiles {
       return qwen3SpecToHf(spec);
     case 'phi3':
       return phi3SpecToHf(spec);
+    case 'opt':
+      return optSpecToHf(spec);
     default:
       throw new GenepruneError(
         'model',

@@ -14,6 +14,7 @@ import { refuseImpossibleLayerCount } from './bind.js';
 import { gemmaSpecFromHf } from './gemma.js';
 import { gpt2SpecFromHf } from './gpt2.js';
 import { llamaSpecFromHf, llamaSpecFromLlama2c } from './llama.js';
+import { optSpecFromHf } from './opt.js';
 import { phi3SpecFromHf } from './phi3.js';
 import { qwen3SpecFromHf } from './qwen3.js';
 import type { ModelSpec } from './spec.js';
@@ -34,6 +35,7 @@ const HF_FAMILIES: Record<string, (folder: HfFolder) => ModelSpec> = {
   distilbert: bertSpecFromHf,
   t5: t5SpecFromHf,
   phi3: phi3SpecFromHf,
+  opt: optSpecFromHf,
 };
 
 export const SUPPORTED_MODEL_TYPES: readonly string[] = Object.keys(HF_FAMILIES);

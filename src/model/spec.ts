@@ -19,9 +19,9 @@ import type { RopeScaling } from './rope.js';
 /**
  * llama: LLaMA/Mistral/Qwen2/llama2.c; gpt2; gemma: Gemma and Gemma 2; bert: BERT, RoBERTa, DistilBERT;
  * t5: T5 v1.0, T5 v1.1 / Flan-T5, CodeT5 (encoder-decoders); qwen3: Qwen3 (dense); phi3: Phi-3 / Phi-3.5 /
- * Phi-4-mini.
+ * Phi-4-mini; opt: OPT.
  */
-export type Family = 'llama' | 'gpt2' | 'gemma' | 'bert' | 't5' | 'qwen3' | 'phi3';
+export type Family = 'llama' | 'gpt2' | 'gemma' | 'bert' | 't5' | 'qwen3' | 'phi3' | 'opt';
 /**
  * decoder: causal language model (lm head); encoder: bidirectional with a padding mask (features, classifier);
  * encdec: an encoder and a decoder with cross-attention (T5; see EncDecConfig); or any other kind a descriptor

@@ -15,6 +15,9 @@ import { exportModel } from '../../src/prune/export.js';
 import { rejectsFileError, tempDir } from '../checkpoint/helpers.js';
 import { writeGemma } from '../helpers/gemma.js';
 import { writeGpt2 } from '../helpers/gpt2.js';
+import { writeOpt } from '../helpers/opt.js';
+import { longropeScaling, writePhi3 } from '../helpers/phi3.js';
+import { writeQwen3 } from '../helpers/qwen3.js';
 
 const tmp = tempDir('geneprune-export-gpt2-');
 after(tmp.cleanup);
@@ -312,6 +315,35 @@ test('compact decoder folders ship modeling_geneprune.py, auto_map and the per-l
       scale: 20,
       ...(modelType === 'qwen2' ? { tieEmbeddings: true } : {}),
     });
+  const qwen3Src = async () => {
+    const dir = join(tmp.dir, 'remote-qwen3-src');
+    await writeQwen3(
+      dir,
+      { hidden: 32, layers: 3, heads: 4, kvHeads: 2, headDim: 16, inter: 40, vocab: 29 },
+      7,
+    );
+    return loadModelSpec(dir);
+  };
+  const phi3Src = async () => {
+    // Partial rotary (6 of 8 dimensions) and LongRoPE with an original context shorter than the tokens below.
+    const dir = join(tmp.dir, 'remote-phi3-src');
+    await writePhi3(
+      dir,
+      { hidden: 32, layers: 3, heads: 4, kvHeads: 2, headDim: 8, inter: 40, vocab: 29, maxPositions: 32 },
+      8,
+      {
+        partial_rotary_factor: 0.75,
+        original_max_position_embeddings: 4,
+        rope_scaling: longropeScaling(6, 8),
+      },
+    );
+    return loadModelSpec(dir);
+  };
+  const optSrc = async () => {
+    const dir = join(tmp.dir, 'remote-opt-src');
+    await writeOpt(dir, { hidden: 32, heads: 4, layers: 3, ffn: 40, vocab: 29, positions: 16 }, 9);
+    return loadModelSpec(dir);
+  };
   // 6 heads in 2 KV groups: layer 0 keeps 2+2 (even), layer 1 2+1 (uneven), layer 2 nothing of group 0.
   const g6 = Uint8Array.from([1, 0, 1, 0, 1, 1, 0, 1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 0]);
   // 4 heads in 2 groups: layer 0 keeps 1+2 (uneven), layer 1 2+0, layer 2 1+1.
@@ -322,6 +354,10 @@ test('compact decoder folders ship modeling_geneprune.py, auto_map and the per-l
     { name: 'qwen2', spec: llama('qwen2'), genome: g6, cls: 'GenepruneQwen2ForCausalLM' },
     { name: 'gemma', spec: await gemmaSrc('gemma'), genome: g4, cls: 'GenepruneGemmaForCausalLM' },
     { name: 'gemma2', spec: await gemmaSrc('gemma2'), genome: g4, cls: 'GenepruneGemma2ForCausalLM' },
+    { name: 'qwen3', spec: await qwen3Src(), genome: g4, cls: 'GenepruneQwen3ForCausalLM' },
+    { name: 'phi3', spec: await phi3Src(), genome: g4, cls: 'GeneprunePhi3ForCausalLM' },
+    // OPT has no grouped KV heads: its KV counts follow the query heads, with no map.
+    { name: 'opt', spec: await optSrc(), genome: g4, cls: 'GenepruneOPTForCausalLM' },
     // GPT-2 has no grouped KV heads and no layer without heads.
     {
       name: 'gpt2',
@@ -359,6 +395,9 @@ test('compact decoder folders ship modeling_geneprune.py, auto_map and the per-l
       assert.equal(config.num_key_value_heads_per_layer, undefined);
       assert.deepEqual(config.pruned_heads, { '0': [1], '1': [2], '2': [0, 3] }, 'kept for transformers 4.x');
       assert.ok(result.loaders!.readers.includes('Python transformers 4.x also through pruned_heads'));
+    } else if (name === 'opt') {
+      assert.deepEqual(config.num_key_value_heads_per_layer, want.q);
+      assert.equal(config.kv_head_of_query_per_layer, undefined);
     } else {
       assert.deepEqual(config.num_key_value_heads_per_layer, want.kv, name);
       assert.deepEqual(config.kv_head_of_query_per_layer, want.maps, name);

@@ -10,7 +10,8 @@
  * model's own graph with the genome as its head mask, checked elsewhere against independent references). The
  * Python side loads each folder with transformers' Auto classes and compares. Cases: random llama (GQA, uneven
  * pruning, and a layer left without heads), qwen2 (biases, likewise), rotary scaling (llama3, linear, yarn,
- * dynamic), GPT-2, Gemma, Gemma 2, BERT, RoBERTa and DistilBERT classifiers, each exported `padded` (which any
+ * dynamic), GPT-2, Gemma, Gemma 2, Qwen3, Phi-3 (partial rotary, LongRoPE), OPT, BERT,
+ * RoBERTa and DistilBERT classifiers, each exported `padded` (which any
  * transformers version loads with the stock class) and, all but the rotary-scaling ones, `compact`:
  * a compact decoder folder ships python/modeling_geneprune.py and is loaded with trust_remote_code=True (the
  * Python side also checks the stock class refuses it, one KV-cache step, and per-layer MLP widths); compact
@@ -39,6 +40,9 @@ import { createRng } from '../../src/util/rng.js';
 import { writeRandomEncoder } from '../helpers/encoders.js';
 import { writeGemma } from '../helpers/gemma.js';
 import { writeGpt2 } from '../helpers/gpt2.js';
+import { writeOpt } from '../helpers/opt.js';
+import { longropeScaling, writePhi3 } from '../helpers/phi3.js';
+import { writeQwen3 } from '../helpers/qwen3.js';
 import { CALIB, EVAL, MODEL, sharedPath } from '../shared.js';
 
 const { values } = parseArgs({ options: { out: { type: 'string', default: 'tmp/crosscheck' } } });
@@ -264,6 +268,49 @@ for (const type of ['gemma', 'gemma2'] as const) {
   );
   const spec = await loadModelSpec(dir);
   await addCase(type, spec, genomeRemoving(spec, [1, 3, 2], 7), 'causal-lm', randomIds(2, 9, 61, 0, 5), [
+    'padded',
+    'compact',
+  ]);
+}
+
+// Qwen3 (q/k norms, explicit head_dim), Phi-3 (fused projections, partial rotary, LongRoPE with 12 tokens past an
+// original context of 8) and OPT (learned positions at offset 2, biases).
+{
+  const dir = join(sources, 'qwen3');
+  await writeQwen3(
+    dir,
+    { hidden: 32, layers: 3, heads: 4, kvHeads: 2, headDim: 16, inter: 48, vocab: 61 },
+    33,
+  );
+  const spec = await loadModelSpec(dir);
+  await addCase('qwen3', spec, genomeRemoving(spec, [1, 4, 2], 7), 'causal-lm', randomIds(2, 9, 61, 0, 5), [
+    'padded',
+    'compact',
+  ]);
+}
+{
+  const dir = join(sources, 'phi3');
+  await writePhi3(
+    dir,
+    { hidden: 32, layers: 3, heads: 4, kvHeads: 2, headDim: 8, inter: 48, vocab: 61, maxPositions: 32 },
+    21,
+    {
+      partial_rotary_factor: 0.75,
+      original_max_position_embeddings: 8,
+      rope_scaling: longropeScaling(6, 21),
+    },
+  );
+  const spec = await loadModelSpec(dir);
+  await addCase('phi3', spec, genomeRemoving(spec, [1, 2, 0], 8), 'causal-lm', randomIds(2, 12, 61, 0, 6), [
+    'padded',
+    'compact',
+  ]);
+}
+{
+  const dir = join(sources, 'opt');
+  await writeOpt(dir, { hidden: 32, heads: 4, layers: 3, ffn: 48, vocab: 61, positions: 24 }, 34);
+  const spec = await loadModelSpec(dir);
+  await addCase('opt', spec, genomeRemoving(spec, [1, 3, 2], 9), 'causal-lm', randomIds(2, 10, 61, 0, 7), [
     'padded',
     'compact',
   ]);

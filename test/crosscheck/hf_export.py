@@ -74,12 +74,23 @@ def compare_outputs(case, model, device):
 
 
 def _mlp_units(model, layer):
-    """(module holding the MLP, its width, the tensors to slice) for a geneprune remote-code model."""
+    """(module holding the MLP, its width) for a geneprune remote-code model."""
     if hasattr(model, "transformer"):  # GPT-2: Conv1D weights are [in, out]
         mlp = model.transformer.h[layer].mlp
         return mlp, mlp.c_proj.weight.shape[0]
+    if hasattr(model.model, "decoder"):  # OPT: fc1/fc2 on the layer
+        block = model.model.decoder.layers[layer]
+        return block, block.fc2.in_features
     mlp = model.model.layers[layer].mlp
     return mlp, mlp.down_proj.in_features
+
+
+def _rows(linear, keep):
+    """`linear` keeping only the output rows `keep`."""
+    linear.weight = torch.nn.Parameter(linear.weight[keep, :])
+    linear.out_features = len(keep)
+    if linear.bias is not None:
+        linear.bias = torch.nn.Parameter(linear.bias[keep])
 
 
 def mlp_per_layer(case, folder, device, scratch):
@@ -101,14 +112,18 @@ def mlp_per_layer(case, folder, device, scratch):
             fc.weight, fc.bias = torch.nn.Parameter(fc.weight[:, keep]), torch.nn.Parameter(fc.bias[keep])
             fc.nf = len(keep)
             proj.weight = torch.nn.Parameter(proj.weight[keep, :])
+        elif hasattr(mlp, "fc1"):
+            zmlp.fc2.weight[:, drop] = 0
+            _rows(mlp.fc1, keep)
+            mlp.fc2.weight = torch.nn.Parameter(mlp.fc2.weight[:, keep])
+            mlp.fc2.in_features = len(keep)
         else:
             zmlp.down_proj.weight[:, drop] = 0
-            for name in ("gate_proj", "up_proj"):
-                lin = getattr(mlp, name)
-                lin.weight = torch.nn.Parameter(lin.weight[keep, :])
-                lin.out_features = len(keep)
-                if lin.bias is not None:
-                    lin.bias = torch.nn.Parameter(lin.bias[keep])
+            if hasattr(mlp, "gate_up_proj"):  # Phi-3: gate rows, then up rows
+                _rows(mlp.gate_up_proj, torch.cat([keep, keep + width]))
+            else:
+                _rows(mlp.gate_proj, keep)
+                _rows(mlp.up_proj, keep)
             mlp.down_proj.weight = torch.nn.Parameter(mlp.down_proj.weight[:, keep])
             mlp.down_proj.in_features = len(keep)
     sizes = list(getattr(sliced.config, "intermediate_size_per_layer", None) or [width] * (layer + 1))

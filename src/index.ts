@@ -26,6 +26,7 @@ export {
   exportModel,
   HF_LAYOUTS,
   type HfLayout,
+  type HfLoaders,
 } from './api/export.js';
 export { type GenerateOptions, type GenerateResult, generate } from './api/generate.js';
 export {

@@ -23,6 +23,7 @@ import {
   exportInputs,
   HF_LAYOUTS,
   type HfLayout,
+  type HfLoaders,
   exportModel as writeExport,
 } from '../prune/export.js';
 import { recoverHeadRemoval } from '../prune/recover-heads.js';
@@ -62,8 +63,10 @@ export interface ExportOptions {
   /** 'all' (default), 'hf' or 'transformersjs'. */
   format?: ExportFormat;
   /**
-   * How model.safetensors holds removed heads: 'compact' (default: dropped) or 'padded' (original shapes, the
-   * removed heads' weights zero: loads in any transformers version, no speed-up). The ONNX graph is compact.
+   * How model.safetensors holds removed heads: 'compact' (default: dropped; a pruned decoder's folder carries
+   * modeling_geneprune.py for Python transformers' trust_remote_code=True) or 'padded' (original shapes, the
+   * removed heads' weights zero: loads in any transformers version with the stock class, no speed-up). The ONNX
+   * graph is compact. The result's `loaders` says which loaders read the folder written.
    */
   hfLayout?: HfLayout;
   /** Storage dtype of model.safetensors: fp32, fp16 or bf16; omitted, the checkpoint's own (bf16 stays bf16). */
@@ -78,7 +81,7 @@ export interface ExportOptions {
   onNote?: (line: string) => void;
 }
 
-export { EXPORT_FORMATS, type ExportFormat, type ExportResult, HF_LAYOUTS, type HfLayout };
+export { EXPORT_FORMATS, type ExportFormat, type ExportResult, HF_LAYOUTS, type HfLayout, type HfLoaders };
 
 export type ExportDtype = 'fp32' | 'fp16' | 'bf16';
 export const EXPORT_DTYPES: Readonly<Record<ExportDtype, StoredFloat>> = {

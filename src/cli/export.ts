@@ -69,7 +69,7 @@ export function registerExport(program: Command): void {
     .option('--format <name>', `${EXPORT_FORMATS.join(' | ')}`, 'all')
     .option(
       '--hf-layout <layout>',
-      'how model.safetensors holds removed heads: compact (dropped: smaller and faster, read by geneprune, and by transformers 4.x for GPT-2/BERT through pruned_heads) or padded (original shapes, removed heads zeroed: any transformers version loads it, no speed-up)',
+      'how model.safetensors holds removed heads: compact (dropped: smaller and faster; read by geneprune, transformers.js, and Python transformers with trust_remote_code=True for decoders through the modeling_geneprune.py it ships, or 4.x through pruned_heads for BERT-family encoders) or padded (original shapes, removed heads zeroed: any transformers version loads it with the stock class, no smaller, no speed-up)',
       'compact',
     )
     .option(
@@ -86,8 +86,10 @@ export function registerExport(program: Command): void {
       `
 transformersjs writes config.json, tokenizer files and onnx/model.onnx (KV cache, per-layer head counts);
 an encoder-decoder (T5) gets onnx/encoder_model.onnx and onnx/decoder_model_merged.onnx instead, plus
-generation_config.json. hf writes config.json and model.safetensors; all writes both into one folder. A T5
-loads in stock transformers only with --hf-layout padded. A llama2.c tokenizer.bin is converted to an
+generation_config.json. hf writes config.json and model.safetensors; all writes both into one folder. A pruned
+decoder's compact folder also carries modeling_geneprune.py (auto_map in config.json): Python transformers
+loads it with AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True). A T5 loads in stock
+transformers only with --hf-layout padded. The summary says which loaders read the folder written. A llama2.c tokenizer.bin is converted to an
 equivalent tokenizer.json. The folder appears only when complete.
 
 Example:
@@ -122,6 +124,10 @@ Example:
         return;
       }
       const lines = [`exported     ${result.out}`, `files        ${result.files.join(', ')}`];
+      if (result.loaders) {
+        // Which loaders read the folder's layout, so nobody has to find out by a size-mismatch error.
+        lines.push(`loaded by    (${result.loaders.layout} layout) ${result.loaders.readers.join('; ')}`);
+      }
       if (result.recovery) {
         lines.push(
           `recovered    o refitted on ${result.recovery.tokens} tokens of ${result.recovery.calibration}`,

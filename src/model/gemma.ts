@@ -20,7 +20,14 @@ import type { HfFolder } from '../checkpoint/hf.js';
 import { fileError, GenepruneError } from '../errors.js';
 import { bindHfTensors, sameShape, shapeText } from './bind.js';
 import { type ConfigReader, configReader } from './hfconfig.js';
-import { kvMaps, llamaRoleShapes, perLayerCounts, provenanceOfFolder, rotaryDecoderConfig } from './llama.js';
+import {
+  checkIntermediatePerLayer,
+  kvMaps,
+  llamaRoleShapes,
+  perLayerCounts,
+  provenanceOfFolder,
+  rotaryDecoderConfig,
+} from './llama.js';
 import type { Activation, ModelConfig, ModelSpec, TensorSource } from './spec.js';
 
 export const GEMMA_MODEL_TYPES = ['gemma', 'gemma2'] as const;
@@ -164,6 +171,8 @@ export function gemmaConfigFromHf(json: Record<string, unknown>, configPath: str
     throw r.fail('num_attention_heads_per_layer and num_key_value_heads_per_layer must be given together');
   }
   const kvHeadOfQuery = kvMaps(json.kv_head_of_query_per_layer, headsPerLayer, kvHeadsPerLayer, r.fail);
+  const intermediateSize = r.int('intermediate_size');
+  checkIntermediatePerLayer(json, numLayers, intermediateSize, r.fail);
 
   // GemmaAttention / Gemma2Attention put attention_bias on all four projections; the MLP has none.
   const attentionBias = r.bool('attention_bias', false);
@@ -178,7 +187,7 @@ export function gemmaConfigFromHf(json: Record<string, unknown>, configPath: str
     headDim,
     headsPerLayer,
     kvHeadsPerLayer,
-    intermediateSize: r.int('intermediate_size'),
+    intermediateSize,
     vocabSize: r.int('vocab_size'),
     maxPositions: r.int('max_position_embeddings', 8192),
     normKind: 'rms',

@@ -7,13 +7,16 @@
  * transposed into the spec's [out, in] roles, and fused back on write.
  *
  * Physically pruned GPT-2 models follow transformers' own convention: config.json `pruned_heads` {layer: [head
- * indices removed]}, with c_attn and c_proj shrunk to the kept heads (transformers 4.x applies it when loading).
+ * indices removed]}, with c_attn and c_proj shrunk to the kept heads (transformers 4.x applies it when loading),
+ * and, for transformers 5 (which dropped `pruned_heads`) through python/modeling_geneprune.py, the same counts as
+ * `num_attention_heads_per_layer` with `intermediate_size_per_layer`; both are read back and must agree.
  */
 import { join } from 'node:path';
 import type { HfFolder } from '../checkpoint/hf.js';
 import { fileError, GenepruneError } from '../errors.js';
 import { bindHfTensors } from './bind.js';
 import { configReader, derivedTensor, transposedColumns } from './hfconfig.js';
+import { checkIntermediatePerLayer, INTERMEDIATE_PER_LAYER, perLayerCounts } from './llama.js';
 import type { Activation, ModelConfig, ModelSpec, TensorSource } from './spec.js';
 
 const ACTIVATION_TO_HF: Record<Activation, string> = {
@@ -64,6 +67,17 @@ export function gpt2ConfigFromHf(json: Record<string, unknown>, configPath: stri
   if (r.bool('add_cross_attention', false)) throw r.fail('add_cross_attention true is not supported');
   const headDim = hiddenSize / numHeads;
   const headsPerLayer = keptHeads(json.pruned_heads, numLayers, numHeads, r.fail);
+  if (r.present('num_attention_heads_per_layer')) {
+    const listed = perLayerCounts(json, 'num_attention_heads_per_layer', numLayers, numHeads, r.fail);
+    const l = listed.findIndex((n, i) => n !== headsPerLayer[i]);
+    if (l >= 0) {
+      throw r.fail(
+        `"num_attention_heads_per_layer" gives layer ${l} ${listed[l]} heads, "pruned_heads" leaves it ${headsPerLayer[l]}`,
+      );
+    }
+  }
+  const intermediateSize = r.present('n_inner') ? r.int('n_inner') : 4 * hiddenSize;
+  checkIntermediatePerLayer(json, numLayers, intermediateSize, r.fail);
   const config: ModelConfig = {
     family: 'gpt2',
     arch: 'decoder',
@@ -75,7 +89,7 @@ export function gpt2ConfigFromHf(json: Record<string, unknown>, configPath: stri
     headDim,
     headsPerLayer,
     kvHeadsPerLayer: [...headsPerLayer],
-    intermediateSize: r.present('n_inner') ? r.int('n_inner') : 4 * hiddenSize,
+    intermediateSize,
     vocabSize: r.int('vocab_size'),
     maxPositions: r.int('n_positions', 1024),
     normKind: 'layer',
@@ -229,7 +243,11 @@ export function gpt2SpecToHf(
     tie_word_embeddings: c.tieEmbeddings,
     torch_dtype: 'float32',
   };
-  if (Object.keys(pruned).length > 0) config.pruned_heads = pruned;
+  if (Object.keys(pruned).length > 0) {
+    config.pruned_heads = pruned;
+    config.num_attention_heads_per_layer = [...c.headsPerLayer];
+    config[INTERMEDIATE_PER_LAYER] = Array(c.numLayers).fill(c.intermediateSize);
+  }
   if (c.bosTokenId !== undefined) config.bos_token_id = c.bosTokenId;
   if (c.eosTokenId !== undefined) config.eos_token_id = c.eosTokenId;
 

@@ -123,6 +123,8 @@ export function llamaConfigFromHf(json: Record<string, unknown>, configPath: str
     throw fail('num_attention_heads_per_layer and num_key_value_heads_per_layer must be given together');
   }
   const kvHeadOfQuery = kvMaps(json.kv_head_of_query_per_layer, headsPerLayer, kvHeadsPerLayer, fail);
+  const intermediateSize = int('intermediate_size');
+  checkIntermediatePerLayer(json, numLayers, intermediateSize, fail);
 
   const config: ModelConfig = {
     family: 'llama',
@@ -134,7 +136,7 @@ export function llamaConfigFromHf(json: Record<string, unknown>, configPath: str
     headDim,
     headsPerLayer,
     kvHeadsPerLayer,
-    intermediateSize: int('intermediate_size'),
+    intermediateSize,
     vocabSize: int('vocab_size'),
     maxPositions,
     normKind: 'rms',
@@ -235,6 +237,32 @@ export function perLayerCounts(
       throw fail(`"${key}" holds ${JSON.stringify(n)}, not in 0..${max}`);
   }
   return [...v];
+}
+
+/** The key a compact export names each layer's MLP width under (python/modeling_geneprune.py reads it). */
+export const INTERMEDIATE_PER_LAYER = 'intermediate_size_per_layer';
+
+/**
+ * Accepts config.json's `intermediate_size_per_layer` when every layer has the model's `intermediate` width (what
+ * geneprune's exports write); per-layer MLP widths are refused in one line, as ModelConfig has one width for all.
+ */
+export function checkIntermediatePerLayer(
+  json: Record<string, unknown>,
+  numLayers: number,
+  intermediate: number,
+  fail: (msg: string) => Error,
+): void {
+  const key = INTERMEDIATE_PER_LAYER;
+  const v = json[key];
+  if (v === undefined || v === null) return;
+  if (!Array.isArray(v) || v.length !== numLayers)
+    throw fail(`"${key}" must be an array of ${numLayers} sizes`);
+  const other = v.findIndex((n) => n !== intermediate);
+  if (other >= 0) {
+    throw fail(
+      `"${key}" gives layer ${other} ${JSON.stringify(v[other])} MLP units where intermediate_size is ${intermediate}: per-layer MLP sizes are not supported yet`,
+    );
+  }
 }
 
 /** Validates per-layer query→KV maps, or checks the uniform grouping is possible when there are none. */
@@ -563,8 +591,9 @@ export async function writeLlama2cFromSpec(path: string, spec: ModelSpec): Promi
 /**
  * The config.json keys every rotary decoder written here shares (LLaMA family, Gemma): sizes, head counts, rotary
  * and norm settings, the tied head, BOS/EOS, and for physically pruned models our per-layer head keys
- * (`num_attention_heads_per_layer`, `num_key_value_heads_per_layer`, `kv_head_of_query_per_layer`), which the
- * loaders read back and stock transformers ignores.
+ * (`num_attention_heads_per_layer`, `num_key_value_heads_per_layer`, `kv_head_of_query_per_layer`, and with them
+ * `intermediate_size_per_layer`), which the loaders read back, stock transformers ignores, and the classes of
+ * python/modeling_geneprune.py build each layer from.
  */
 export function rotaryDecoderConfig(c: ModelConfig): Record<string, unknown> {
   const config: Record<string, unknown> = {
@@ -591,6 +620,7 @@ export function rotaryDecoderConfig(c: ModelConfig): Record<string, unknown> {
   if (c.headsPerLayer.some((h) => h !== c.numHeads) || c.kvHeadsPerLayer.some((k) => k !== c.numKvHeads)) {
     config.num_attention_heads_per_layer = [...c.headsPerLayer];
     config.num_key_value_heads_per_layer = [...c.kvHeadsPerLayer];
+    config[INTERMEDIATE_PER_LAYER] = Array(c.numLayers).fill(c.intermediateSize);
   }
   if (c.kvHeadOfQuery) config.kv_head_of_query_per_layer = c.kvHeadOfQuery.map((m) => [...m]);
   return config;

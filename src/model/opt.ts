@@ -30,7 +30,12 @@ import type { HfFolder } from '../checkpoint/hf.js';
 import { GenepruneError } from '../errors.js';
 import { bindHfTensors, sameShape, shapeText } from './bind.js';
 import { configReader } from './hfconfig.js';
-import { perLayerCounts, provenanceOfFolder } from './llama.js';
+import {
+  checkIntermediatePerLayer,
+  INTERMEDIATE_PER_LAYER,
+  perLayerCounts,
+  provenanceOfFolder,
+} from './llama.js';
 import type { Activation, ModelConfig, ModelSpec, TensorSource } from './spec.js';
 
 /** OPT's learned positions start this many rows into embed_positions. */
@@ -90,6 +95,9 @@ export function optConfigFromHf(json: Record<string, unknown>, configPath: strin
       `num_key_value_heads ${String(json.num_key_value_heads)} differs from num_attention_heads ${numHeads} (OPT has no grouped KV heads)`,
     );
   }
+  const intermediateSize = r.int('ffn_dim', 3072);
+  checkIntermediatePerLayer(json, numLayers, intermediateSize, r.fail);
+
   const config: ModelConfig = {
     family: 'opt',
     arch: 'decoder',
@@ -101,7 +109,7 @@ export function optConfigFromHf(json: Record<string, unknown>, configPath: strin
     headDim: hiddenSize / numHeads,
     headsPerLayer,
     kvHeadsPerLayer: [...headsPerLayer],
-    intermediateSize: r.int('ffn_dim', 3072),
+    intermediateSize,
     vocabSize: r.int('vocab_size'),
     maxPositions,
     normKind: 'layer',
@@ -254,6 +262,7 @@ export function optSpecToHf(spec: ModelSpec): {
   if (c.headsPerLayer.some((h) => h !== c.numHeads)) {
     config.num_attention_heads_per_layer = [...c.headsPerLayer];
     config.num_key_value_heads_per_layer = [...c.kvHeadsPerLayer];
+    config[INTERMEDIATE_PER_LAYER] = Array(c.numLayers).fill(c.intermediateSize);
   }
 
   const tensors = new Map<string, TensorSource>();

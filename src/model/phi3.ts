@@ -27,7 +27,14 @@ import type { HfFolder } from '../checkpoint/hf.js';
 import { GenepruneError } from '../errors.js';
 import { bindHfTensors, sameShape, shapeText, type TensorBinding } from './bind.js';
 import { type ConfigReader, configReader, derivedTensor } from './hfconfig.js';
-import { kvMaps, llamaRoleShapes, perLayerCounts, provenanceOfFolder, rotaryDecoderConfig } from './llama.js';
+import {
+  checkIntermediatePerLayer,
+  kvMaps,
+  llamaRoleShapes,
+  perLayerCounts,
+  provenanceOfFolder,
+  rotaryDecoderConfig,
+} from './llama.js';
 import { longropeScalingFromHf, type RopeScaling, type RopeScalingSource } from './rope.js';
 import type { Activation, ModelConfig, ModelSpec, TensorSource } from './spec.js';
 
@@ -152,6 +159,9 @@ export function phi3ConfigFromHf(json: Record<string, unknown>, configPath: stri
   }
   const kvHeadOfQuery = kvMaps(json.kv_head_of_query_per_layer, headsPerLayer, kvHeadsPerLayer, r.fail);
 
+  const intermediateSize = r.int('intermediate_size');
+  checkIntermediatePerLayer(json, numLayers, intermediateSize, r.fail);
+
   const config: ModelConfig = {
     family: 'phi3',
     arch: 'decoder',
@@ -163,7 +173,7 @@ export function phi3ConfigFromHf(json: Record<string, unknown>, configPath: stri
     headDim,
     headsPerLayer,
     kvHeadsPerLayer,
-    intermediateSize: r.int('intermediate_size'),
+    intermediateSize,
     vocabSize: r.int('vocab_size'),
     maxPositions,
     normKind: 'rms',

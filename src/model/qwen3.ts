@@ -23,6 +23,7 @@ import { GenepruneError } from '../errors.js';
 import { bindHfTensors, sameShape, shapeText } from './bind.js';
 import { type ConfigReader, configReader } from './hfconfig.js';
 import {
+  checkIntermediatePerLayer,
   hfNameOfRole,
   kvMaps,
   llamaRoleShapes,
@@ -133,6 +134,9 @@ export function qwen3ConfigFromHf(json: Record<string, unknown>, configPath: str
 
   // Qwen3Attention puts attention_bias on q, k, v and o alike; Qwen3MLP has no biases (no mlp_bias key).
   const attentionBias = r.bool('attention_bias', false);
+  const intermediateSize = r.int('intermediate_size');
+  checkIntermediatePerLayer(json, numLayers, intermediateSize, r.fail);
+
   const config: ModelConfig = {
     family: 'qwen3',
     arch: 'decoder',
@@ -144,7 +148,7 @@ export function qwen3ConfigFromHf(json: Record<string, unknown>, configPath: str
     headDim,
     headsPerLayer,
     kvHeadsPerLayer,
-    intermediateSize: r.int('intermediate_size'),
+    intermediateSize,
     vocabSize: r.int('vocab_size'),
     maxPositions,
     normKind: 'rms',

@@ -1,9 +1,12 @@
 /**
  * Export a (pruned) model as files that load elsewhere:
  *   hf               config.json + model.safetensors (+ tokenizer files): Hugging Face layout. Pruned models keep
- *                    per-layer head counts in config.json (`num_attention_heads_per_layer`,
- *                    `num_key_value_heads_per_layer`, and `kv_head_of_query_per_layer` when query heads share KV
- *                    heads unevenly); geneprune reads them back, stock transformers needs a model class that does.
+ *                    per-layer sizes in config.json (`num_attention_heads_per_layer`,
+ *                    `num_key_value_heads_per_layer`, `kv_head_of_query_per_layer` when query heads share KV
+ *                    heads unevenly, `intermediate_size_per_layer`); geneprune reads them back, and a decoder's
+ *                    folder carries modeling_geneprune.py with `auto_map` naming its class, which Python
+ *                    transformers loads with trust_remote_code=True (model/remote-code.ts). The padded layout
+ *                    (original shapes, removed heads zero) loads with the stock classes instead.
  *   transformersjs   config.json, tokenizer files, onnx/model.onnx with the KV-cache inputs and outputs
  *                    transformers.js expects, each layer's cache carrying its own KV-head count. Above
  *                    `externalDataThreshold` bytes of weights they go to onnx/model.onnx_data, written tensor by
@@ -72,6 +75,7 @@ import {
   provenanceProblem,
 } from '../model/identity.js';
 import { PROVENANCE_CONFIG_KEY, PROVENANCE_METADATA_KEY } from '../model/llama.js';
+import { MODELING_FILE, modelingFilePath, remoteCodeAutoMap } from '../model/remote-code.js';
 import { encdecOf, type ModelSpec, type TensorSource } from '../model/spec.js';
 import { isRunDir } from '../runs/rundir.js';
 import { writeTokenizerFiles } from '../tokenizer/convert.js';
@@ -119,10 +123,11 @@ export interface ExportOptions {
   out: string;
   format: ExportFormat;
   /**
-   * How model.safetensors holds removed heads: 'compact' (default) drops them (smaller and faster; geneprune,
-   * and transformers 4.x for GPT-2 and BERT through `pruned_heads`, read it); 'padded' keeps the original shapes
-   * with the removed heads' weights zero, which any transformers version loads (no speed-up). The ONNX graph
-   * is always compact.
+   * How model.safetensors holds removed heads: 'compact' (default) drops them (smaller and faster; geneprune
+   * reads it, Python transformers with trust_remote_code=True through the modeling_geneprune.py a decoder's
+   * folder carries, and transformers 4.x for BERT-family encoders and GPT-2 through `pruned_heads`); 'padded'
+   * keeps the original shapes with the removed heads' weights zero, which any transformers version loads with
+   * the stock class (no speed-up). The ONNX graph is always compact.
    */
   hfLayout?: HfLayout;
   /** Storage dtype of model.safetensors; omitted, each tensor keeps the checkpoint's (bf16 stays bf16). */
@@ -150,6 +155,45 @@ export interface ExportResult {
    * weight already 0 in the source counts as pruned too).
    */
   weightSparsity?: SparsityReport;
+  /** With an hf folder: its layout and, in words, what loads it (the export summary states it). */
+  loaders?: HfLoaders;
+}
+
+export interface HfLoaders {
+  /** 'compact' when removed heads are dropped (or nothing was removed), 'padded' when they are zeros. */
+  layout: HfLayout;
+  /** Each loader that reads the folder, with how. */
+  readers: string[];
+}
+
+/**
+ * What reads the hf folder just written. `config` is its config.json (auto_map when remote code was shipped),
+ * `perLayer` whether its layers have their own sizes (the stock classes then refuse the compact tensors).
+ */
+function hfLoadersOf(
+  spec: ModelSpec,
+  config: Record<string, unknown>,
+  opts: { padded: boolean; perLayer: boolean; onnx: boolean },
+): HfLoaders {
+  const readers = ['geneprune'];
+  if (opts.onnx) readers.push('transformers.js (onnx/)');
+  if (opts.padded) {
+    readers.push(
+      'Python transformers, any version, with the stock class (the removed heads are zeros: no smaller, no faster)',
+    );
+  } else if (!opts.perLayer) {
+    readers.push('Python transformers with the stock class (nothing removed)');
+  } else if (config.auto_map !== undefined) {
+    readers.push(
+      `Python transformers with trust_remote_code=True (${MODELING_FILE}); the stock class refuses it`,
+    );
+    if (config.pruned_heads !== undefined) readers.push('Python transformers 4.x also through pruned_heads');
+  } else if (config.pruned_heads !== undefined) {
+    readers.push('Python transformers 4.x through pruned_heads (5.x refuses it: use --hf-layout padded)');
+  } else {
+    readers.push(`no stock ${spec.config.modelType} class in Python transformers (use --hf-layout padded)`);
+  }
+  return { layout: opts.padded ? 'padded' : 'compact', readers };
 }
 
 /** A file or folder the export reads, which `out` must never replace. */
@@ -233,6 +277,7 @@ async function refuseDangerousOut(
  */
 const EXPORT_ENTRIES = new Set([
   'config.json',
+  MODELING_FILE,
   'generation_config.json',
   'model.safetensors',
   'tokenizer.json',
@@ -463,6 +508,8 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
     prunedHeads: opts.genome ? prunedHeadsOf(opts.spec, opts.genome) : undefined,
   });
   if (wantsHf && opts.dtype) await refuseNarrowingOverflow(hf.tensors, opts.dtype);
+  // A compact decoder with per-layer sizes: the Python classes that build it, named by auto_map.
+  const autoMap = wantsHf && !padded ? remoteCodeAutoMap(hf.config) : undefined;
   const tmp = partialDirFor(target);
   const files: string[] = [];
   let weightSparsity: SparsityReport | undefined;
@@ -490,6 +537,7 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
     const graphFiles = arch.generationGraphs ? ENCDEC_GRAPHS : ['model.onnx'];
     const config = {
       ...hf.config,
+      ...(autoMap ? { auto_map: autoMap } : {}),
       // What model.safetensors holds (the ONNX graph computes in fp32 whatever the storage).
       ...(stored.size === 1 ? { torch_dtype: torchDtype[[...stored][0]] } : {}),
       ...(external
@@ -507,6 +555,10 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
       const metadata = provenance ? { [PROVENANCE_METADATA_KEY]: JSON.stringify(provenance) } : undefined;
       await writeHfFolder(tmp, { config, tensors: hf.tensors, metadata, dtype: opts.dtype });
       files.push('config.json', 'model.safetensors');
+      if (autoMap) {
+        await copyFile(modelingFilePath(), join(tmp, MODELING_FILE));
+        files.push(MODELING_FILE);
+      }
     } else {
       await writeJsonAtomic(join(tmp, 'config.json'), config);
       files.push('config.json');
@@ -559,5 +611,21 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
     await rm(tmp, { recursive: true, force: true }).catch(() => {});
     throw e;
   }
-  return { out, files, summary, ...(weightSparsity ? { weightSparsity } : {}) };
+  const hc = hfSpec.config;
+  const loaders = wantsHf
+    ? hfLoadersOf(spec, autoMap ? { ...hf.config, auto_map: autoMap } : hf.config, {
+        padded,
+        perLayer:
+          hc.headsPerLayer.some((h) => h !== hc.numHeads) ||
+          hc.kvHeadsPerLayer.some((k) => k !== hc.numKvHeads),
+        onnx: opts.format === 'all',
+      })
+    : undefined;
+  return {
+    out,
+    files,
+    summary,
+    ...(weightSparsity ? { weightSparsity } : {}),
+    ...(loaders ? { loaders } : {}),
+  };
 }

@@ -227,4 +227,19 @@ describe('export --force replaces only a previous export', { skip }, () => {
     assert.ok(existsSync(join(out, 'onnx', 'model.onnx')), 'the new export is in place');
     assert.ok(!existsSync(join(out, 'model.safetensors')), 'the old one is gone');
   });
+
+  test('a pruned compact export, modeling_geneprune.py included, is replaced with --force', async () => {
+    const mask = join(tmp.dir, 'force-mask', 'mask.json');
+    mkdirSync(dirname(mask));
+    const spec = await loadModelSpec(model());
+    const genome = Uint8Array.from({ length: 40 }, (_, g) => (g % 5 === 0 ? 0 : 1));
+    writeFileSync(mask, JSON.stringify(await makeMaskFile(spec, genome)));
+    const out = join(tmp.dir, 'replaced-pruned');
+    assert.equal(exportTo(out, '--mask', mask, '--format', 'hf').code, 0);
+    assert.ok(existsSync(join(out, 'modeling_geneprune.py')));
+    const again = exportTo(out, '--mask', mask, '--hf-layout', 'padded', '--force');
+    assert.equal(again.code, 0, again.stderr);
+    assert.ok(!existsSync(join(out, 'modeling_geneprune.py')), 'the padded export needs no remote code');
+    assert.ok(existsSync(join(out, 'onnx', 'model.onnx')), 'the new export is in place');
+  });
 });

@@ -86,5 +86,47 @@ describe('--json output', { skip }, () => {
       s.keptQueryHeads.reduce((a, b) => a + b, 0),
       30,
     );
+    // A compact decoder export ships the Python classes and says which loaders read it.
+    assert.ok((j.files as string[]).includes('modeling_geneprune.py'));
+    assert.deepEqual(j.loaders, {
+      layout: 'compact',
+      readers: [
+        'geneprune',
+        'transformers.js (onnx/)',
+        'Python transformers with trust_remote_code=True (modeling_geneprune.py); the stock class refuses it',
+      ],
+    });
+  });
+
+  test('export states in words which loaders read the layout it wrote', () => {
+    const mask = join(tmp.dir, 'run-random', 'mask.json');
+    const compact = cli([
+      'export',
+      '--mask',
+      mask,
+      '--out',
+      join(tmp.dir, 'exported-words'),
+      '--format',
+      'hf',
+    ]);
+    assert.equal(compact.code, 0, compact.stderr);
+    assert.match(
+      compact.stdout,
+      /^loaded by {4}\(compact layout\) geneprune; Python transformers with trust_remote_code=True \(modeling_geneprune\.py\); the stock class refuses it$/m,
+    );
+    const padded = cli([
+      'export',
+      '--mask',
+      mask,
+      '--out',
+      join(tmp.dir, 'exported-padded'),
+      '--hf-layout',
+      'padded',
+    ]);
+    assert.equal(padded.code, 0, padded.stderr);
+    assert.match(
+      padded.stdout,
+      /^loaded by {4}\(padded layout\) geneprune; transformers\.js \(onnx\/\); Python transformers, any version, with the stock class \(the removed heads are zeros: no smaller, no faster\)$/m,
+    );
   });
 });

@@ -9,13 +9,18 @@
  * with the token ids to feed and the outputs geneprune computes for the masked source model (the unpruned
  * model's own graph with the genome as its head mask, checked elsewhere against independent references). The
  * Python side loads each folder with transformers' Auto classes and compares. Cases: random llama (GQA, uneven
- * pruning), qwen2 (biases), rotary scaling (llama3, linear, yarn, dynamic), GPT-2, Gemma, Gemma 2, BERT, RoBERTa and DistilBERT classifiers, each exported
- * `padded` (which any transformers version should load) and, where transformers once had a convention for it,
- * `compact`; and the real stories260K, dense and 25 % pruned, whose tokenizer.json must give llama2.c's ids and
- * whose eval perplexity must equal geneprune's; and stories260K with half its weights pruned by Wanda and
- * recovered, exported with the zeros and the recovered weights. Needs ../shared for stories260K (skipped with a message if absent).
+ * pruning, and a layer left without heads), qwen2 (biases, likewise), rotary scaling (llama3, linear, yarn,
+ * dynamic), GPT-2, Gemma, Gemma 2, Qwen3, Phi-3 (partial rotary, LongRoPE), OPT, BERT,
+ * RoBERTa and DistilBERT classifiers, each exported `padded` (which any
+ * transformers version loads with the stock class) and, all but the rotary-scaling ones, `compact`:
+ * a compact decoder folder ships python/modeling_geneprune.py and is loaded with trust_remote_code=True (the
+ * Python side also checks the stock class refuses it, one KV-cache step, and per-layer MLP widths); compact
+ * encoders keep `pruned_heads` (transformers 4.x only); and the real stories260K, dense and 25 % pruned (padded
+ * and compact), whose tokenizer.json must give llama2.c's ids and whose eval perplexity must equal geneprune's;
+ * and stories260K with half its weights pruned by Wanda and recovered, exported with the zeros and the recovered
+ * weights. Needs ../shared for stories260K (skipped with a message if absent).
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeHfFolder } from '../../src/checkpoint/hf.js';
@@ -28,12 +33,16 @@ import { llamaSpecToHf } from '../../src/model/llama.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { openModel } from '../../src/model/open.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
+import { MODELING_FILE } from '../../src/model/remote-code.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { exportModel, type HfLayout } from '../../src/prune/export.js';
 import { createRng } from '../../src/util/rng.js';
 import { writeRandomEncoder } from '../helpers/encoders.js';
 import { writeGemma } from '../helpers/gemma.js';
 import { writeGpt2 } from '../helpers/gpt2.js';
+import { writeOpt } from '../helpers/opt.js';
+import { longropeScaling, writePhi3 } from '../helpers/phi3.js';
+import { writeQwen3 } from '../helpers/qwen3.js';
 import { CALIB, EVAL, MODEL, sharedPath } from '../shared.js';
 
 const { values } = parseArgs({ options: { out: { type: 'string', default: 'tmp/crosscheck' } } });
@@ -55,7 +64,12 @@ interface Case {
   shape: number[];
   /** Heads removed per layer (original indices). */
   removed: number[][];
-  /** Whether a stock transformers class is meant to load the folder (padded, dense); compact is informational. */
+  /** Whether the folder ships modeling_geneprune.py (compact decoders): loaded with trust_remote_code=True. */
+  remoteCode: boolean;
+  /**
+   * Whether transformers is meant to load the folder: padded and dense with the stock class, compact decoders with
+   * their remote code; compact encoders (pruned_heads, gone in transformers 5) are informational.
+   */
   mustLoad: boolean;
 }
 
@@ -126,6 +140,10 @@ async function addCase(
   for (const layout of layouts) {
     const dir = join(OUT, `${name}-${layout}`);
     await exportModel({ spec, genome, out: join(dir, 'model'), format: 'hf', hfLayout: layout });
+    const remoteCode = existsSync(join(dir, 'model', MODELING_FILE));
+    if (layout === 'compact' && !['bert', 't5'].includes(spec.config.family) && !remoteCode) {
+      throw new Error(`${name}: the compact decoder folder has no ${MODELING_FILE}`);
+    }
     const c: Case = {
       name: `${name}-${layout}`,
       family,
@@ -135,14 +153,16 @@ async function addCase(
       expected,
       shape,
       removed: removedOf(spec, genome),
-      mustLoad: layout === 'padded',
+      remoteCode,
+      mustLoad: layout === 'padded' || remoteCode,
     };
     writeFileSync(join(dir, 'case.json'), `${JSON.stringify(c)}\n`);
     process.stderr.write(`crosscheck: ${c.name} (${family}, removed ${JSON.stringify(c.removed)})\n`);
   }
 }
 
-// Decoders with rotary positions: llama GQA (2 KV heads for 6 query heads, pruned unevenly), qwen2 with biases.
+// Decoders with rotary positions: llama GQA (2 KV heads for 6 query heads, pruned unevenly), qwen2 with biases;
+// each also with a layer left without heads.
 for (const [name, modelType, extra] of [
   ['llama-gqa', 'llama', {}],
   ['qwen2', 'qwen2', { tieEmbeddings: true }],
@@ -170,6 +190,15 @@ for (const [name, modelType, extra] of [
     genomeRemoving(reloaded, [2, 4, 1], 5),
     'causal-lm',
     randomIds(2, 12, 97, 0, 3),
+    ['padded', 'compact'],
+  );
+  // Every head of the middle layer removed: it adds nothing (llama) or its o bias alone, and its KV cache is empty.
+  await addCase(
+    `${name}-headless`,
+    reloaded,
+    genomeRemoving(reloaded, [1, 6, 3], 6),
+    'causal-lm',
+    randomIds(2, 12, 97, 0, 4),
     ['padded', 'compact'],
   );
 }
@@ -244,6 +273,49 @@ for (const type of ['gemma', 'gemma2'] as const) {
   ]);
 }
 
+// Qwen3 (q/k norms, explicit head_dim), Phi-3 (fused projections, partial rotary, LongRoPE with 12 tokens past an
+// original context of 8) and OPT (learned positions at offset 2, biases).
+{
+  const dir = join(sources, 'qwen3');
+  await writeQwen3(
+    dir,
+    { hidden: 32, layers: 3, heads: 4, kvHeads: 2, headDim: 16, inter: 48, vocab: 61 },
+    33,
+  );
+  const spec = await loadModelSpec(dir);
+  await addCase('qwen3', spec, genomeRemoving(spec, [1, 4, 2], 7), 'causal-lm', randomIds(2, 9, 61, 0, 5), [
+    'padded',
+    'compact',
+  ]);
+}
+{
+  const dir = join(sources, 'phi3');
+  await writePhi3(
+    dir,
+    { hidden: 32, layers: 3, heads: 4, kvHeads: 2, headDim: 8, inter: 48, vocab: 61, maxPositions: 32 },
+    21,
+    {
+      partial_rotary_factor: 0.75,
+      original_max_position_embeddings: 8,
+      rope_scaling: longropeScaling(6, 21),
+    },
+  );
+  const spec = await loadModelSpec(dir);
+  await addCase('phi3', spec, genomeRemoving(spec, [1, 2, 0], 8), 'causal-lm', randomIds(2, 12, 61, 0, 6), [
+    'padded',
+    'compact',
+  ]);
+}
+{
+  const dir = join(sources, 'opt');
+  await writeOpt(dir, { hidden: 32, heads: 4, layers: 3, ffn: 48, vocab: 61, positions: 24 }, 34);
+  const spec = await loadModelSpec(dir);
+  await addCase('opt', spec, genomeRemoving(spec, [1, 3, 2], 9), 'causal-lm', randomIds(2, 10, 61, 0, 7), [
+    'padded',
+    'compact',
+  ]);
+}
+
 for (const [name, modelType, labels] of [
   ['bert-cls', 'bert', 3],
   ['roberta-cls', 'roberta', 2],
@@ -307,6 +379,7 @@ if (!modelPath || !evalPath) {
       meanNll,
       tokens,
       removed,
+      remoteCode: existsSync(join(OUT, name, 'model', MODELING_FILE)),
       mustLoad: true,
     };
     writeFileSync(join(OUT, name, 'case.json'), `${JSON.stringify(c)}\n`);
@@ -320,6 +393,7 @@ if (!modelPath || !evalPath) {
   for (const [name, genome, layout] of [
     ['stories260K-dense', dense, 'dense'],
     ['stories260K-25', pruned, 'padded'],
+    ['stories260K-25-compact', pruned, 'compact'],
   ] as const) {
     const runner = await createRunner(spec, { output: 'nll' });
     let sum = 0;

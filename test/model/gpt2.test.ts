@@ -99,6 +99,8 @@ describe('GPT-2 checkpoints match the reference forward', () => {
     // spec → HF → spec: the same tensors by name, the same pruned_heads.
     const hf = gpt2SpecToHf(spec);
     assert.deepEqual(hf.config.pruned_heads, { '0': [3], '1': [2, 3] });
+    // The same counts for modeling_geneprune.py (transformers 5 has no pruned_heads), read back in agreement.
+    assert.deepEqual(hf.config.num_attention_heads_per_layer, [3, 2]);
     for (const [name, t] of tensors) {
       const back = hf.tensors.get(name);
       assert.ok(back, `no ${name} written back`);
@@ -139,6 +141,11 @@ describe('GPT-2 configs the graph cannot honour fail in one line', () => {
     [{ activation_function: 'gelu_fast' }, 'activation_function "gelu_fast" is not supported'],
     [{ pruned_heads: { '0': [0, 1, 2, 3] } }, 'removes every head of layer 0'],
     [{ n_head: 5 }, 'not a multiple of n_head'],
+    [
+      { pruned_heads: { '0': [1] }, num_attention_heads_per_layer: [4, 4] },
+      '"num_attention_heads_per_layer" gives layer 0 4 heads, "pruned_heads" leaves it 3',
+    ],
+    [{ intermediate_size_per_layer: [1, 1] }, 'per-layer MLP sizes are not supported yet'],
   ] as const) {
     test(words, async () => {
       const dir = join(tmp.dir, `bad-${words.length}`);

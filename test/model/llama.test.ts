@@ -304,6 +304,11 @@ describe('llama config / tensor errors', () => {
         { num_attention_heads_per_layer: [2, 3], num_key_value_heads_per_layer: [1, 1] },
         /holds 3, not in 0\.\.2/,
       ],
+      [{ intermediate_size_per_layer: [12] }, /"intermediate_size_per_layer" must be an array of 2 sizes/],
+      [
+        { intermediate_size_per_layer: [12, 6] },
+        /gives layer 1 6 MLP units where intermediate_size is 12: per-layer MLP sizes are not supported yet/,
+      ],
     ];
     for (const [patch, pattern] of cases) {
       const { dir } = await hfFolder(
@@ -372,6 +377,10 @@ describe('per-layer head counts (physically pruned models)', () => {
     assert.deepEqual(hf.config.num_attention_heads_per_layer, [3, 2]);
     assert.deepEqual(hf.config.num_key_value_heads_per_layer, [2, 1]);
     assert.deepEqual(hf.config.kv_head_of_query_per_layer, config.kvHeadOfQuery);
+    assert.deepEqual(hf.config.intermediate_size_per_layer, [
+      config.intermediateSize,
+      config.intermediateSize,
+    ]);
     const dir = join(tmp.dir, 'pruned');
     await writeHfFolder(dir, hf);
     const back = await loadModelSpec(dir);

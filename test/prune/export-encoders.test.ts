@@ -198,6 +198,12 @@ describe('pruned encoders export to Hugging Face and transformers.js', () => {
       );
       assert.deepEqual(config.pruned_heads, pruned);
       assert.deepEqual(config.id2label, src.config.id2label);
+      // No remote code for encoders: the summary points to transformers 4.x's pruned_heads, or the padded layout.
+      assert.ok(!existsSync(join(out, 'modeling_geneprune.py')));
+      assert.equal(config.auto_map, undefined);
+      assert.deepEqual(result.loaders?.readers.slice(2), [
+        'Python transformers 4.x through pruned_heads (5.x refuses it: use --hf-layout padded)',
+      ]);
       assert.deepEqual(config.architectures, src.config.architectures);
 
       // (a) the Hugging Face folder read back computes the masked model.

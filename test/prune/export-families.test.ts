@@ -5,16 +5,19 @@
  * removes heads, the masked logits (GPT-2 and GQA llama). A pruned Gemma 2 through transformers.js.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { createRunner } from '../../src/engine/runner.js';
 import { headMaskOf } from '../../src/masks/heads.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { exportModel } from '../../src/prune/export.js';
-import { tempDir } from '../checkpoint/helpers.js';
+import { rejectsFileError, tempDir } from '../checkpoint/helpers.js';
 import { writeGemma } from '../helpers/gemma.js';
 import { writeGpt2 } from '../helpers/gpt2.js';
+import { writeOpt } from '../helpers/opt.js';
+import { longropeScaling, writePhi3 } from '../helpers/phi3.js';
+import { writeQwen3 } from '../helpers/qwen3.js';
 
 const tmp = tempDir('geneprune-export-gpt2-');
 after(tmp.cleanup);
@@ -263,3 +266,198 @@ for (const type of ['gemma', 'gemma2'] as const) {
     assert.deepEqual(generated.tolist()[0].map(Number), ids);
   });
 }
+
+/** The query heads a genome keeps per layer, the KV groups still read, and which kept group each kept head reads. */
+function expectedPerLayer(genome: Uint8Array, layers: number, heads: number, kvHeads: number) {
+  const group = heads / kvHeads;
+  const q: number[] = [];
+  const kv: number[] = [];
+  const maps: number[][] = [];
+  for (let l = 0; l < layers; l++) {
+    const kept = [...Array(heads).keys()].filter((h) => genome[l * heads + h] === 1);
+    const groups = [...new Set(kept.map((h) => Math.floor(h / group)))].sort((a, b) => a - b);
+    q.push(kept.length);
+    kv.push(groups.length);
+    maps.push(kept.map((h) => groups.indexOf(Math.floor(h / group))));
+  }
+  return { q, kv, maps };
+}
+
+test('compact decoder folders ship modeling_geneprune.py, auto_map and the per-layer sizes; geneprune reads them back', async () => {
+  const { randomLlamaSpec } = await import('../../src/model/random.js');
+  const shipped = readFileSync(new URL('../../python/modeling_geneprune.py', import.meta.url), 'utf8');
+  const classes = new Set([...shipped.matchAll(/^class (\w+)\(/gm)].map((m) => m[1]));
+  const gemmaSrc = async (type: 'gemma' | 'gemma2') => {
+    const dir = join(tmp.dir, `remote-${type}-src`);
+    await writeGemma(
+      dir,
+      { type, hidden: 32, layers: 3, heads: 4, kvHeads: 2, headDim: 8, inter: 40, vocab: 29 },
+      5,
+    );
+    return loadModelSpec(dir);
+  };
+  const gpt2Src = async () => {
+    const dir = join(tmp.dir, 'remote-gpt2-src');
+    await writeGpt2(dir, { embd: 24, heads: 4, layers: 3, inner: 36, vocab: 29, positions: 16 }, 6);
+    return loadModelSpec(dir);
+  };
+  const llama = (modelType: 'llama' | 'mistral' | 'qwen2') =>
+    randomLlamaSpec({
+      modelType,
+      hiddenSize: 48,
+      numLayers: 3,
+      numHeads: 6,
+      numKvHeads: 2,
+      intermediateSize: 40,
+      vocabSize: 29,
+      maxPositions: 32,
+      seed: 9,
+      scale: 20,
+      ...(modelType === 'qwen2' ? { tieEmbeddings: true } : {}),
+    });
+  const qwen3Src = async () => {
+    const dir = join(tmp.dir, 'remote-qwen3-src');
+    await writeQwen3(
+      dir,
+      { hidden: 32, layers: 3, heads: 4, kvHeads: 2, headDim: 16, inter: 40, vocab: 29 },
+      7,
+    );
+    return loadModelSpec(dir);
+  };
+  const phi3Src = async () => {
+    // Partial rotary (6 of 8 dimensions) and LongRoPE with an original context shorter than the tokens below.
+    const dir = join(tmp.dir, 'remote-phi3-src');
+    await writePhi3(
+      dir,
+      { hidden: 32, layers: 3, heads: 4, kvHeads: 2, headDim: 8, inter: 40, vocab: 29, maxPositions: 32 },
+      8,
+      {
+        partial_rotary_factor: 0.75,
+        original_max_position_embeddings: 4,
+        rope_scaling: longropeScaling(6, 8),
+      },
+    );
+    return loadModelSpec(dir);
+  };
+  const optSrc = async () => {
+    const dir = join(tmp.dir, 'remote-opt-src');
+    await writeOpt(dir, { hidden: 32, heads: 4, layers: 3, ffn: 40, vocab: 29, positions: 16 }, 9);
+    return loadModelSpec(dir);
+  };
+  // 6 heads in 2 KV groups: layer 0 keeps 2+2 (even), layer 1 2+1 (uneven), layer 2 nothing of group 0.
+  const g6 = Uint8Array.from([1, 0, 1, 0, 1, 1, 0, 1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 0]);
+  // 4 heads in 2 groups: layer 0 keeps 1+2 (uneven), layer 1 2+0, layer 2 1+1.
+  const g4 = Uint8Array.from([1, 0, 1, 1, 1, 1, 0, 0, 0, 1, 1, 0]);
+  const cases = [
+    { name: 'llama', spec: llama('llama'), genome: g6, cls: 'GenepruneLlamaForCausalLM' },
+    { name: 'mistral', spec: llama('mistral'), genome: g6, cls: 'GenepruneMistralForCausalLM' },
+    { name: 'qwen2', spec: llama('qwen2'), genome: g6, cls: 'GenepruneQwen2ForCausalLM' },
+    { name: 'gemma', spec: await gemmaSrc('gemma'), genome: g4, cls: 'GenepruneGemmaForCausalLM' },
+    { name: 'gemma2', spec: await gemmaSrc('gemma2'), genome: g4, cls: 'GenepruneGemma2ForCausalLM' },
+    { name: 'qwen3', spec: await qwen3Src(), genome: g4, cls: 'GenepruneQwen3ForCausalLM' },
+    { name: 'phi3', spec: await phi3Src(), genome: g4, cls: 'GeneprunePhi3ForCausalLM' },
+    // OPT has no grouped KV heads: its KV counts follow the query heads, with no map.
+    { name: 'opt', spec: await optSrc(), genome: g4, cls: 'GenepruneOPTForCausalLM' },
+    // GPT-2 has no grouped KV heads and no layer without heads.
+    {
+      name: 'gpt2',
+      spec: await gpt2Src(),
+      genome: g4.map((v, i) => (i === 7 ? 1 : v)),
+      cls: 'GenepruneGPT2LMHeadModel',
+    },
+  ];
+  const tokens = [3, 8, 21, 2, 11, 19, 4];
+  for (const { name, spec, genome, cls } of cases) {
+    const c = spec.config;
+    const masked = await createRunner(spec, { output: 'logits' });
+    const expected = await masked.run(
+      { batch: 1, seq: tokens.length, ids: int64(tokens) },
+      { headMask: headMaskOf(c, genome) },
+    );
+    await masked.release();
+
+    const out = join(tmp.dir, `remote-${name}`);
+    const result = await exportModel({ spec, genome, out, format: 'hf' });
+    assert.ok(result.files.includes('modeling_geneprune.py'), name);
+    assert.equal(
+      readFileSync(join(out, 'modeling_geneprune.py'), 'utf8'),
+      shipped,
+      `${name}: the shipped file`,
+    );
+    const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+    assert.equal(config.model_type, name, 'model_type stays the stock one');
+    assert.deepEqual(config.auto_map, { AutoModelForCausalLM: `modeling_geneprune.${cls}` });
+    assert.ok(classes.has(cls), `${cls} is defined in modeling_geneprune.py`);
+    const want = expectedPerLayer(genome, c.numLayers, c.numHeads, c.numKvHeads);
+    assert.deepEqual(config.num_attention_heads_per_layer, want.q, name);
+    assert.deepEqual(config.intermediate_size_per_layer, Array(c.numLayers).fill(c.intermediateSize), name);
+    if (name === 'gpt2') {
+      assert.equal(config.num_key_value_heads_per_layer, undefined);
+      assert.deepEqual(config.pruned_heads, { '0': [1], '1': [2], '2': [0, 3] }, 'kept for transformers 4.x');
+      assert.ok(result.loaders!.readers.includes('Python transformers 4.x also through pruned_heads'));
+    } else if (name === 'opt') {
+      assert.deepEqual(config.num_key_value_heads_per_layer, want.q);
+      assert.equal(config.kv_head_of_query_per_layer, undefined);
+    } else {
+      assert.deepEqual(config.num_key_value_heads_per_layer, want.kv, name);
+      assert.deepEqual(config.kv_head_of_query_per_layer, want.maps, name);
+    }
+    assert.equal(result.loaders?.layout, 'compact');
+    assert.match(result.loaders!.readers.join('; '), /trust_remote_code=True \(modeling_geneprune\.py\)/);
+
+    const reloaded = await loadModelSpec(out);
+    assert.deepEqual(reloaded.config.headsPerLayer, want.q);
+    const runner = await createRunner(reloaded, { output: 'logits' });
+    const got = await runner.run({ batch: 1, seq: tokens.length, ids: int64(tokens) });
+    await runner.release();
+    assert.ok(maxDiff(got, expected) <= 1e-4, `${name}: the compact folder gives the masked logits`);
+
+    // The padded layout is stock-shaped: no remote code, no per-layer keys.
+    const padded = join(tmp.dir, `remote-${name}-padded`);
+    const p = await exportModel({ spec, genome, out: padded, format: 'hf', hfLayout: 'padded' });
+    assert.ok(!p.files.includes('modeling_geneprune.py'));
+    assert.ok(!existsSync(join(padded, 'modeling_geneprune.py')));
+    const pc = JSON.parse(readFileSync(join(padded, 'config.json'), 'utf8'));
+    assert.equal(pc.auto_map, undefined);
+    assert.equal(pc.intermediate_size_per_layer, undefined);
+    assert.deepEqual(p.loaders, {
+      layout: 'padded',
+      readers: [
+        'geneprune',
+        'Python transformers, any version, with the stock class (the removed heads are zeros: no smaller, no faster)',
+      ],
+    });
+  }
+  // Nothing removed: a stock folder, no remote code needed.
+  const whole = join(tmp.dir, 'remote-whole');
+  const w = await exportModel({ spec: cases[0].spec, out: whole, format: 'hf' });
+  assert.ok(!existsSync(join(whole, 'modeling_geneprune.py')));
+  assert.equal(JSON.parse(readFileSync(join(whole, 'config.json'), 'utf8')).auto_map, undefined);
+  assert.match(w.loaders!.readers.join('; '), /with the stock class \(nothing removed\)/);
+});
+
+test('intermediate_size_per_layer is read back when uniform and refused in one line otherwise', async () => {
+  const { randomLlamaSpec } = await import('../../src/model/random.js');
+  const spec = randomLlamaSpec({
+    hiddenSize: 16,
+    numLayers: 2,
+    numHeads: 2,
+    numKvHeads: 2,
+    intermediateSize: 24,
+    vocabSize: 11,
+    maxPositions: 8,
+    seed: 3,
+  });
+  const out = join(tmp.dir, 'mlp-per-layer');
+  await exportModel({ spec, genome: Uint8Array.from([1, 0, 1, 1]), out, format: 'hf' });
+  const path = join(out, 'config.json');
+  const config = JSON.parse(readFileSync(path, 'utf8'));
+  assert.deepEqual(config.intermediate_size_per_layer, [24, 24]);
+  assert.equal((await loadModelSpec(out)).config.intermediateSize, 24);
+  writeFileSync(path, JSON.stringify({ ...config, intermediate_size_per_layer: [24, 16] }));
+  await rejectsFileError(
+    loadModelSpec(out),
+    path,
+    /^"intermediate_size_per_layer" gives layer 1 16 MLP units where intermediate_size is 24: per-layer MLP sizes are not supported yet$/,
+  );
+});

@@ -336,6 +336,13 @@ describe('a random T5 v1.1 (gated-gelu, untied) with headless layers', () => {
       externalDataThreshold: 0,
     });
     await exportModel({ spec: full, genome, out: padded, format: 'hf', hfLayout: 'padded' });
+    // T5 has no class in modeling_geneprune.py and no pruned_heads: the summary says the padded layout is the way.
+    assert.ok(!exported.files.includes('modeling_geneprune.py'));
+    assert.deepEqual(exported.loaders?.readers, [
+      'geneprune',
+      'transformers.js (onnx/)',
+      'no stock t5 class in Python transformers (use --hf-layout padded)',
+    ]);
     const want = (await t5Reference(full))
       .decodeLogits(src, srcMask, dec, headMask)
       .flatMap((r) => r.flatMap((p) => [...p]));

@@ -8,22 +8,15 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { EvaluateResult, HeadSearchResult } from '../../src/index.js';
 import { tempDir } from '../checkpoint/helpers.js';
-import { type CliResult, runCli } from '../helpers/cli.js';
+import { runCli } from '../helpers/cli.js';
+import { cliJson, headSearchExportEval, smallData } from '../helpers/familycli.js';
 import { byteLevelTokenizerJson, writeGpt2 } from '../helpers/gpt2.js';
-import { CALIB, EVAL, sharedPath, skipUnlessShared } from '../shared.js';
+import { CALIB, EVAL, skipUnlessShared } from '../shared.js';
 
 const skip = skipUnlessShared(CALIB, EVAL);
 const tmp = tempDir('geneprune-families-');
 after(tmp.cleanup);
-
-function json<T = Record<string, unknown>>(r: CliResult): T {
-  assert.equal(r.code, 0, r.stderr);
-  const lines = r.stdout.split('\n').filter((l) => l !== '');
-  assert.equal(lines.length, 1, r.stdout);
-  return JSON.parse(lines[0]);
-}
 
 describe('GPT-2 through heads, weights, eval, generate and export', { skip }, () => {
   const model = join(tmp.dir, 'gpt2');
@@ -34,76 +27,24 @@ describe('GPT-2 through heads, weights, eval, generate and export', { skip }, ()
     });
     writeFileSync(join(model, 'tokenizer.json'), JSON.stringify(byteLevelTokenizerJson()));
   });
-  const data = () => [
-    '--calib',
-    sharedPath(CALIB)!,
-    '--eval',
-    sharedPath(EVAL)!,
-    '--calib-tokens',
-    '1024',
-    '--eval-tokens',
-    '1024',
-  ];
 
   test('a head search exports a model with the search’s perplexity', () => {
-    const run = join(tmp.dir, 'heads');
-    const result = json<HeadSearchResult>(
-      runCli(
-        [
-          'heads',
-          '--model',
-          model,
-          ...data(),
-          '--target-sparsity',
-          '0.25',
-          '--population',
-          '4',
-          '--generations',
-          '2',
-          '--out',
-          run,
-          '--json',
-        ],
-        { timeout: 300_000 },
-      ),
-    );
-    const evalPpl = (result as unknown as { eval: { perplexity: number } }).eval.perplexity;
-    assert.ok(Number.isFinite(evalPpl) && evalPpl > 1, JSON.stringify(result));
-    const out = join(tmp.dir, 'exported');
-    const exported = runCli(['export', '--model', model, '--mask', join(run, 'mask.json'), '--out', out]);
-    assert.equal(exported.code, 0, exported.stderr);
-    const pruned = json<EvaluateResult>(
-      runCli(['eval', '--model', out, '--data', sharedPath(EVAL)!, '--max-tokens', '1024', '--json']),
-    );
-    const masked = json<EvaluateResult>(
-      runCli([
-        'eval',
-        '--model',
-        model,
-        '--mask',
-        join(run, 'mask.json'),
-        '--data',
-        sharedPath(EVAL)!,
-        '--max-tokens',
-        '1024',
-        '--json',
-      ]),
-    );
-    const ppl = (r: EvaluateResult) => (r as unknown as { perplexity: number }).perplexity;
-    assert.ok(Math.abs(ppl(pruned) - ppl(masked)) / ppl(masked) < 1e-4, `${ppl(pruned)} vs ${ppl(masked)}`);
-    const gen = runCli(['generate', '--model', out, '--prompt', 'Once upon', '-n', '8']);
+    const r = headSearchExportEval(model, tmp.dir);
+    assert.ok(Number.isFinite(r.searchEval) && r.searchEval > 1, JSON.stringify(r));
+    assert.ok(Math.abs(r.pruned - r.masked) / r.masked < 1e-4, `${r.pruned} vs ${r.masked}`);
+    const gen = runCli(['generate', '--model', r.out, '--prompt', 'Once upon', '-n', '8']);
     assert.equal(gen.code, 0, gen.stderr);
   });
 
   test('a Wanda weight search prunes up and down only (no gate) at the asked sparsity', () => {
     const run = join(tmp.dir, 'weights');
-    const result = json(
+    const result = cliJson(
       runCli(
         [
           'weights',
           '--model',
           model,
-          ...data(),
+          ...smallData(),
           '--method',
           'wanda',
           '--sparsity',

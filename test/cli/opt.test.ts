@@ -14,7 +14,8 @@ import { loadWeightMaskFile } from '../../src/masks/weightfile.js';
 import { prunableMatrices } from '../../src/masks/weights.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { tempDir } from '../checkpoint/helpers.js';
-import { type CliResult, runCli } from '../helpers/cli.js';
+import { runCli } from '../helpers/cli.js';
+import { cliJson, headSearchExportEval, smallData } from '../helpers/familycli.js';
 import { byteLevelTokenizerJson } from '../helpers/gpt2.js';
 import { writeOpt } from '../helpers/opt.js';
 import { CALIB, EVAL, sharedPath, skipUnlessShared } from '../shared.js';
@@ -22,13 +23,6 @@ import { CALIB, EVAL, sharedPath, skipUnlessShared } from '../shared.js';
 const skip = skipUnlessShared(CALIB, EVAL);
 const tmp = tempDir('geneprune-cli-opt-');
 after(tmp.cleanup);
-
-function json<T = Record<string, unknown>>(r: CliResult): T {
-  assert.equal(r.code, 0, r.stderr);
-  const lines = r.stdout.split('\n').filter((l) => l !== '');
-  assert.equal(lines.length, 1, r.stdout);
-  return JSON.parse(lines[0]);
-}
 
 interface WeightsRun {
   prunableWeights: number;
@@ -50,63 +44,28 @@ describe('OPT through heads, weights, eval, generate and export', { skip }, () =
     });
     writeFileSync(join(model, 'tokenizer.json'), JSON.stringify(byteLevelTokenizerJson()));
   });
-  const data = () => [
-    '--calib',
-    sharedPath(CALIB)!,
-    '--eval',
-    sharedPath(EVAL)!,
-    '--calib-tokens',
-    '1024',
-    '--eval-tokens',
-    '1024',
-  ];
   const evalPpl = (args: string[]) =>
-    json<{ perplexity: number }>(
+    cliJson<{ perplexity: number }>(
       runCli(['eval', ...args, '--data', sharedPath(EVAL)!, '--max-tokens', '1024', '--json']),
     ).perplexity;
 
   test('a head search exports a model with the masked model’s perplexity; generate runs on it', () => {
-    const run = join(tmp.dir, 'heads');
-    const result = json<{ eval: { perplexity: number } }>(
-      runCli(
-        [
-          'heads',
-          '--model',
-          model,
-          ...data(),
-          '--target-sparsity',
-          '0.25',
-          '--population',
-          '4',
-          '--generations',
-          '2',
-          '--out',
-          run,
-          '--json',
-        ],
-        { timeout: 300_000 },
-      ),
-    );
-    assert.ok(Number.isFinite(result.eval.perplexity) && result.eval.perplexity > 1, JSON.stringify(result));
-    const out = join(tmp.dir, 'exported');
-    const exported = runCli(['export', '--model', model, '--mask', join(run, 'mask.json'), '--out', out]);
-    assert.equal(exported.code, 0, exported.stderr);
-    const pruned = evalPpl(['--model', out]);
-    const masked = evalPpl(['--model', model, '--mask', join(run, 'mask.json')]);
-    assert.ok(Math.abs(pruned - masked) / masked < 1e-4, `${pruned} vs ${masked}`);
-    const gen = runCli(['generate', '--model', out, '--prompt', 'Once upon', '-n', '8']);
+    const r = headSearchExportEval(model, tmp.dir);
+    assert.ok(Number.isFinite(r.searchEval) && r.searchEval > 1, JSON.stringify(r));
+    assert.ok(Math.abs(r.pruned - r.masked) / r.masked < 1e-4, `${r.pruned} vs ${r.masked}`);
+    const gen = runCli(['generate', '--model', r.out, '--prompt', 'Once upon', '-n', '8']);
     assert.equal(gen.code, 0, gen.stderr);
   });
 
   test('Wanda prunes q, k, v, o, fc1, fc2 at half of every output row; the exported zeros give its perplexity', async () => {
     const run = join(tmp.dir, 'wanda');
-    const r = json<WeightsRun>(
+    const r = cliJson<WeightsRun>(
       runCli(
         [
           'weights',
           '--model',
           model,
-          ...data(),
+          ...smallData(),
           '--method',
           'wanda',
           '--sparsity',
@@ -156,13 +115,13 @@ describe('OPT through heads, weights, eval, generate and export', { skip }, () =
 
   test('a block-wise GA (ga-wanda) runs to its sparsity with a finite perplexity', () => {
     const run = join(tmp.dir, 'ga-wanda');
-    const r = json<WeightsRun>(
+    const r = cliJson<WeightsRun>(
       runCli(
         [
           'weights',
           '--model',
           model,
-          ...data(),
+          ...smallData(),
           '--method',
           'ga-wanda',
           '--sparsity',

@@ -7,27 +7,20 @@
  * and the weight mask exports to fused tensors holding the masked weights' zeros.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { openHfFolder } from '../../src/checkpoint/hf.js';
-import type { EvaluateResult, HeadSearchResult } from '../../src/index.js';
 import { tempDir } from '../checkpoint/helpers.js';
-import { type CliResult, runCli } from '../helpers/cli.js';
+import { runCli } from '../helpers/cli.js';
+import { cliJson, headSearchExportEval, smallData } from '../helpers/familycli.js';
 import { byteLevelTokenizerJson } from '../helpers/gpt2.js';
 import { longropeScaling, writePhi3 } from '../helpers/phi3.js';
-import { CALIB, EVAL, sharedPath, skipUnlessShared } from '../shared.js';
+import { CALIB, EVAL, skipUnlessShared } from '../shared.js';
 
 const skip = skipUnlessShared(CALIB, EVAL);
 const tmp = tempDir('geneprune-cli-phi3-');
 after(tmp.cleanup);
-
-function json<T = Record<string, unknown>>(r: CliResult): T {
-  assert.equal(r.code, 0, r.stderr);
-  const lines = r.stdout.split('\n').filter((l) => l !== '');
-  assert.equal(lines.length, 1, r.stdout);
-  return JSON.parse(lines[0]);
-}
 
 const D = 32;
 const I = 48;
@@ -50,71 +43,25 @@ describe('Phi-3 through heads, weights, eval and export', { skip }, () => {
     );
     writeFileSync(join(model, 'tokenizer.json'), JSON.stringify(byteLevelTokenizerJson()));
   });
-  const data = () => [
-    '--calib',
-    sharedPath(CALIB)!,
-    '--eval',
-    sharedPath(EVAL)!,
-    '--calib-tokens',
-    '512',
-    '--eval-tokens',
-    '512',
-    '--ctx',
-    '64',
-  ];
-  const ppl = (r: EvaluateResult) => (r as unknown as { perplexity: number }).perplexity;
 
   test('a head search exports a model with the masked model’s perplexity', () => {
-    const run = join(tmp.dir, 'heads');
-    const result = json<HeadSearchResult>(
-      runCli(
-        [
-          'heads',
-          '--model',
-          model,
-          ...data(),
-          '--target-sparsity',
-          '0.25',
-          '--population',
-          '4',
-          '--generations',
-          '2',
-          '--out',
-          run,
-          '--json',
-        ],
-        { timeout: 300_000 },
-      ),
-    );
-    const evalPpl = (result as unknown as { eval: { perplexity: number } }).eval.perplexity;
-    assert.ok(Number.isFinite(evalPpl) && evalPpl > 1, JSON.stringify(result));
-    const out = join(tmp.dir, 'exported');
-    const exported = runCli(['export', '--model', model, '--mask', join(run, 'mask.json'), '--out', out]);
-    assert.equal(exported.code, 0, exported.stderr);
-    const evalArgs = ['--data', sharedPath(EVAL)!, '--max-tokens', '512', '--ctx', '64', '--json'];
-    const pruned = json<EvaluateResult>(runCli(['eval', '--model', out, ...evalArgs]));
-    const masked = json<EvaluateResult>(
-      runCli(['eval', '--model', model, '--mask', join(run, 'mask.json'), ...evalArgs]),
-    );
-    assert.ok(Math.abs(ppl(pruned) - ppl(masked)) / ppl(masked) < 1e-4, `${ppl(pruned)} vs ${ppl(masked)}`);
-    const dense = json<EvaluateResult>(runCli(['eval', '--model', model, ...evalArgs]));
-    assert.notEqual(ppl(dense), ppl(masked), 'the mask removed nothing');
-    const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
-    assert.equal(config.model_type, 'phi3');
-    assert.ok(Array.isArray(config.num_attention_heads_per_layer), JSON.stringify(config));
+    const r = headSearchExportEval(model, tmp.dir);
+    assert.ok(Number.isFinite(r.searchEval) && r.searchEval > 1, JSON.stringify(r));
+    assert.ok(Math.abs(r.pruned - r.masked) / r.masked < 1e-4, `${r.pruned} vs ${r.masked}`);
+    assert.notEqual(r.masked, r.dense);
   });
 
   for (const method of ['wanda', 'ga-wanda']) {
     test(`a ${method} weight search prunes q, k, v, o, gate, up and down at the asked sparsity; its export writes the zeros into the fused tensors`, async () => {
       const run = join(tmp.dir, `weights-${method}`);
       const searchArgs = method === 'ga-wanda' ? ['--population', '4', '--generations', '1'] : [];
-      const result = json(
+      const result = cliJson(
         runCli(
           [
             'weights',
             '--model',
             model,
-            ...data(),
+            ...smallData(),
             '--method',
             method,
             '--sparsity',

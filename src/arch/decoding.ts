@@ -11,6 +11,17 @@ export interface CandidateMasks {
   headMask?: Float32Array;
   /** role → [out*in] booleans (1 keep). */
   weightMasks?: Map<string, Uint8Array>;
+  /**
+   * [layers * maxWidth] (maxWidth = the largest MLP width present), 1 keep / 0 drop, layer-major: entry
+   * (i, j) multiplies MLP channel j of layer i (the intermediate activation, the input of down). Fed only to
+   * runners built with structured mask inputs (masks/structured.ts states the semantics).
+   */
+  channelMask?: Float32Array;
+  /**
+   * [layers * 2], layer-major: (i, 0) multiplies layer i's attention block output, (i, 1) its MLP block output,
+   * each after its bias and any post-block norm, just before the residual add (0 = the block is skipped).
+   */
+  blockMask?: Float32Array;
 }
 
 /**

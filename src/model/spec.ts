@@ -109,7 +109,14 @@ export interface ModelConfig {
    * kvGroupOf(h)). Physically pruned GQA models may keep query heads unevenly across groups.
    */
   kvHeadOfQuery?: number[][];
+  /** MLP width of the unpruned architecture (intermediate neurons per layer). */
   intermediateSize: number;
+  /**
+   * MLP width actually present in each layer (after structured pruning it may differ per layer; 0 = the layer
+   * has no MLP: its block adds nothing to the residual stream, biases included). Absent = intermediateSize in
+   * every layer. Read it through `intermediateOf`.
+   */
+  intermediatePerLayer?: number[];
   vocabSize: number;
   /** Longest context the model was trained for. */
   maxPositions: number;
@@ -245,4 +252,9 @@ export function relColumnsOfLayer(config: ModelConfig, layer: number): number[] 
   const explicit = encdecOf(config).relColumnOfQuery?.[layer];
   if (explicit) return explicit;
   return Array.from({ length: config.headsPerLayer[layer] }, (_, h) => h);
+}
+
+/** The MLP width present in layer `layer` (intermediatePerLayer when given, else intermediateSize). */
+export function intermediateOf(config: ModelConfig, layer: number): number {
+  return config.intermediatePerLayer?.[layer] ?? config.intermediateSize;
 }

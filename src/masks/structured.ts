@@ -123,3 +123,19 @@ export function structuredMasksOf(
   }
   return { headMask, channelMask, blockMask };
 }
+
+/**
+ * The MLP widths a structured search may give a layer of width `width`: multiples of a step that keeps shapes
+ * hardware-friendly — 64 or 1/32 of the width, whichever is coarser, rounded up to a multiple of 64 — plus the
+ * full width itself (0 included: the MLP's channels all removed). `step` overrides the rule (small models, where
+ * 64 would leave two or three levels).
+ */
+export function widthLevels(width: number, step?: number): number[] {
+  const s = step ?? Math.max(64, Math.ceil(width / 32 / 64) * 64);
+  if (!(Number.isInteger(s) && s > 0))
+    throw new GenepruneError('internal', `width step ${s} is not a positive integer`);
+  const levels: number[] = [];
+  for (let w = 0; w < width; w += s) levels.push(w);
+  levels.push(width);
+  return levels;
+}

@@ -32,11 +32,17 @@
  * Cost: L block passes for the outlier shares, 2L − 1 for sequential Wanda (about three forward passes).
  */
 
+import type { TokenBatch } from '../../engine/runner.js';
 import { GenepruneError } from '../../errors.js';
 import { wandaScores } from '../../masks/select.js';
-import { pruneSequentially } from '../../prune/sequential.js';
+import { type LinearToPrune, pruneSequentially, type SequentialResult } from '../../prune/sequential.js';
 import { allocatedMask, rowOrder } from './allocation.js';
-import { calibrationBatches, registerWeightBaseline, type WeightBaseline } from './baselines.js';
+import {
+  calibrationBatches,
+  registerWeightBaseline,
+  type WeightBaseline,
+  type WeightBaselineInput,
+} from './baselines.js';
 
 /** The paper's outlier threshold M and limit λ in its LLaMA runs (also its code's scripts' defaults). */
 export const OWL_DEFAULTS = { outlierThreshold: 5, lambda: 0.08 };
@@ -125,6 +131,32 @@ export interface OwlReport {
   blocks: Array<{ layer: number; outlierShare: number; sparsity: number; pruned: number; weights: number }>;
 }
 
+/**
+ * One sequential walk over blocks 0 … until−1 (each of OWL's two walks is one): every linear among the input's
+ * matrices is scored by Wanda on its inputs as the walk meets them, and `choose` gets its index in input.matrices
+ * with those scores; a keep-mask from it prunes the linear, undefined leaves it as it is.
+ */
+function wandaWalk(
+  input: WeightBaselineInput,
+  batches: readonly TokenBatch[],
+  until: number,
+  choose: (matrix: number, scores: Float32Array, linear: LinearToPrune) => Uint8Array | undefined,
+  onLayer: () => void,
+): Promise<SequentialResult> {
+  const index = new Map(input.matrices.map((m, i) => [m.role, i]));
+  return pruneSequentially(input.spec, {
+    batches,
+    ...input.engine,
+    until,
+    select: (lin) => {
+      const i = index.get(lin.role);
+      if (i === undefined) return undefined;
+      return choose(i, wandaScores(lin.weight, lin.rows, lin.cols, lin.inputSquaredNorms), lin);
+    },
+    onLayer,
+  });
+}
+
 const PATTERN_REFUSAL =
   'OWL sets a sparsity per block, and an N:M pattern fixes every block at 1 − N/M (owl is unstructured only)';
 
@@ -148,7 +180,6 @@ export const OWL: WeightBaseline = {
     if (input.pattern) throw new GenepruneError('flag', PATTERN_REFUSAL, '--pattern');
     const { outlierThreshold, lambda } = OWL_DEFAULTS;
     const list = calibrationBatches(input);
-    const index = new Map(input.matrices.map((m, i) => [m.role, i]));
     const blocks = [...new Set(input.matrices.map((m) => m.layer))].sort((x, y) => x - y);
     const until = Math.max(...blocks) + 1;
     // Progress counts both walks' blocks.
@@ -158,26 +189,24 @@ export const OWL: WeightBaseline = {
     // Walk 1, nothing pruned: each block's Wanda scores on the dense model's inputs, reduced to D_l.
     const scoresOf = new Map<number, Float32Array[]>();
     const shareOf = new Map<number, number>();
-    const dense = await pruneSequentially(input.spec, {
-      batches: list,
-      ...input.engine,
+    const dense = await wandaWalk(
+      input,
+      list,
       until,
-      select: (lin) => {
-        const i = index.get(lin.role);
-        if (i === undefined) return undefined;
+      (i, scores) => {
         const layer = input.matrices[i].layer;
         const own = scoresOf.get(layer) ?? [];
-        own.push(wandaScores(lin.weight, lin.rows, lin.cols, lin.inputSquaredNorms));
+        own.push(scores);
         scoresOf.set(layer, own);
         return undefined;
       },
-      onLayer: () => {
+      () => {
         // Blocks are walked in order; a block's scores are complete once its walk step ends.
         for (const [layer, scores] of scoresOf) shareOf.set(layer, outlierShare(scores, outlierThreshold));
         scoresOf.clear();
         input.onProgress?.(++done, walked, 'layers');
       },
-    });
+    );
 
     const sizeOf = (layer: number) =>
       input.matrices.reduce((acc, m) => acc + (m.layer === layer ? m.rows * m.cols : 0), 0);
@@ -201,18 +230,13 @@ export const OWL: WeightBaseline = {
     );
 
     // Walk 2: sequential Wanda, each matrix at its count.
-    const pruned = await pruneSequentially(input.spec, {
-      batches: list,
-      ...input.engine,
+    const pruned = await wandaWalk(
+      input,
+      list,
       until,
-      select: (lin) => {
-        const i = index.get(lin.role);
-        if (i === undefined) return undefined;
-        const scores = wandaScores(lin.weight, lin.rows, lin.cols, lin.inputSquaredNorms);
-        return allocatedMask(rowOrder(scores, lin.rows, lin.cols), counts[i]);
-      },
-      onLayer: () => input.onProgress?.(++done, walked, 'layers'),
-    });
+      (i, scores, lin) => allocatedMask(rowOrder(scores, lin.rows, lin.cols), counts[i]),
+      () => input.onProgress?.(++done, walked, 'layers'),
+    );
     const keeps = input.matrices.map((m) => {
       const keep = pruned.masks.get(m.role);
       if (!keep) throw new GenepruneError('internal', `owl chose no mask for ${m.role}`);

@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import type { HfFolder } from '../checkpoint/hf.js';
 import { fileError, GenepruneError } from '../errors.js';
 import { bindHfTensors, sameShape, shapeText } from './bind.js';
-import { type ConfigReader, configReader } from './hfconfig.js';
+import { type ConfigReader, configReader, layerTypes, layerTypesOf } from './hfconfig.js';
 import {
   checkIntermediatePerLayer,
   kvMaps,
@@ -48,9 +48,6 @@ const GEMMA2_DEFAULTS = {
   attnSoftcap: 50,
   finalSoftcap: 30,
 } as const;
-
-const SLIDING = 'sliding_attention';
-const FULL = 'full_attention';
 
 // ---------------------------------------------------------------------------------------------------------
 // config.json → ModelConfig
@@ -115,23 +112,7 @@ function gemma2Windows(r: ConfigReader, numLayers: number): number[] {
   if (window !== undefined && !Number.isInteger(window)) {
     throw r.fail(`"sliding_window" must be an integer, got ${JSON.stringify(r.json.sliding_window)}`);
   }
-  let sliding: boolean[];
-  if (r.present('layer_types')) {
-    const types = r.json.layer_types;
-    if (!Array.isArray(types) || types.length !== numLayers) {
-      throw r.fail(`"layer_types" must list ${numLayers} layer types, one per layer`);
-    }
-    sliding = types.map((t, l) => {
-      if (t !== SLIDING && t !== FULL) {
-        throw r.fail(
-          `"layer_types"[${l}] ${JSON.stringify(t)} is not supported (supported: ${SLIDING}, ${FULL})`,
-        );
-      }
-      return t === SLIDING;
-    });
-  } else {
-    sliding = Array.from({ length: numLayers }, (_, l) => l % 2 === 0);
-  }
+  const sliding = layerTypes(r, numLayers) ?? Array.from({ length: numLayers }, (_, l) => l % 2 === 0);
   return sliding.map((s) => (s && window !== undefined ? window : 0));
 }
 
@@ -352,8 +333,8 @@ export function gemmaSpecToHf(spec: ModelSpec): {
     config.attn_logit_softcapping = c.attnSoftcap ?? null;
     config.final_logit_softcapping = c.finalSoftcap ?? null;
     config.sliding_window = windows.length > 0 ? windows[0] : null;
-    config.layer_types = Array.from({ length: c.numLayers }, (_, l) =>
-      (c.slidingWindow?.[l] ?? 0) > 0 ? SLIDING : FULL,
+    config.layer_types = layerTypesOf(
+      Array.from({ length: c.numLayers }, (_, l) => (c.slidingWindow?.[l] ?? 0) > 0),
     );
   }
 

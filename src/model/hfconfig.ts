@@ -1,8 +1,9 @@
 /**
- * Typed reads of a Hugging Face config.json, each failing in one line that names the file and the key, and two
- * tensor helpers for checkpoints laid out unlike the spec (`derivedTensor`, `transposedColumns`). gpt2.ts,
- * gemma.ts and bert.ts map configs through these; llama.ts, the first family, keeps its own readers and
- * activation table, which fail in the same one-line form (fileError naming config.json).
+ * Typed reads of a Hugging Face config.json, each failing in one line that names the file and the key; the
+ * `layer_types` list the sliding-window families share (llama.ts's qwen2, gemma2, qwen3); and two tensor helpers
+ * for checkpoints laid out unlike the spec (`derivedTensor`, `transposedColumns`). gpt2.ts, gemma.ts and bert.ts
+ * map configs through these; llama.ts, the first family, keeps its own readers and activation table, which fail
+ * in the same one-line form (fileError naming config.json).
  */
 import { fileError, type GenepruneError } from '../errors.js';
 import type { Activation } from './spec.js';
@@ -97,6 +98,35 @@ export function configReader(json: Record<string, unknown>, path: string): Confi
       return Number.isInteger(id) && (id as number) >= 0 ? (id as number) : undefined;
     },
   };
+}
+
+const SLIDING = 'sliding_attention';
+const FULL = 'full_attention';
+
+/**
+ * config.json's `layer_types` (newer transformers write it for models that mix sliding-window and global layers) as
+ * one flag a layer, true where it says sliding_attention; undefined when the key is absent or null, so that each
+ * family applies its own rule then. Other entries (chunked_attention …) are refused: no graph here runs them.
+ */
+export function layerTypes(r: ConfigReader, numLayers: number): boolean[] | undefined {
+  if (!r.present('layer_types')) return undefined;
+  const types = r.json.layer_types;
+  if (!Array.isArray(types) || types.length !== numLayers) {
+    throw r.fail(`"layer_types" must list ${numLayers} layer types, one per layer`);
+  }
+  return types.map((t, l) => {
+    if (t !== SLIDING && t !== FULL) {
+      throw r.fail(
+        `"layer_types"[${l}] ${JSON.stringify(t)} is not supported (supported: ${SLIDING}, ${FULL})`,
+      );
+    }
+    return t === SLIDING;
+  });
+}
+
+/** The inverse of layerTypes: config.json's layer_types for per-layer sliding flags. */
+export function layerTypesOf(sliding: readonly boolean[]): string[] {
+  return sliding.map((s) => (s ? SLIDING : FULL));
 }
 
 /** A tensor derived from another on load (a slice, a transpose), keeping its storage dtype. */

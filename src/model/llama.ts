@@ -9,6 +9,7 @@ import type { HfFolder } from '../checkpoint/hf.js';
 import { type Llama2cFile, type Llama2cParams, writeLlama2cLegacy } from '../checkpoint/llama2c.js';
 import { fileError, GenepruneError } from '../errors.js';
 import { bindHfTensors, sameShape, shapeText } from './bind.js';
+import { type ConfigReader, configReader, layerTypes, layerTypesOf } from './hfconfig.js';
 import { type Provenance, provenanceProblem } from './identity.js';
 import { ropeScalingText, ropeSettingsFromHf } from './rope.js';
 import { type Activation, kvGroupOf, type ModelConfig, type ModelSpec, type TensorSource } from './spec.js';
@@ -151,7 +152,7 @@ export function llamaConfigFromHf(json: Record<string, unknown>, configPath: str
     tieEmbeddings: bool('tie_word_embeddings', false),
   };
   if (kvHeadOfQuery) config.kvHeadOfQuery = kvHeadOfQuery;
-  const windows = slidingWindows(type, json, numLayers, fail);
+  const windows = slidingWindows(type, configReader(json, configPath), numLayers);
   // Only a window that exists is recorded: global layers keep the fused attention kernels.
   if (windows.some((w) => w > 0)) config.slidingWindow = windows;
   const bos = tokenId(json.bos_token_id);
@@ -164,8 +165,6 @@ export function llamaConfigFromHf(json: Record<string, unknown>, configPath: str
 /** transformers' defaults for the sliding-window keys a config.json leaves out. */
 const DEFAULT_SLIDING_WINDOW = 4096;
 const DEFAULT_MAX_WINDOW_LAYERS = 28;
-const SLIDING = 'sliding_attention';
-const FULL = 'full_attention';
 
 /**
  * Each layer's attention window (0 = global), as transformers applies config.json's keys. Mistral: every layer
@@ -173,12 +172,8 @@ const FULL = 'full_attention';
  * `use_sliding_window` true, and then the layers `layer_types` names `sliding_attention`, or without that list
  * the layers from `max_window_layers` (default 28) on. LLaMA has no window.
  */
-function slidingWindows(
-  type: LlamaModelType,
-  json: Record<string, unknown>,
-  numLayers: number,
-  fail: (msg: string) => GenepruneError,
-): number[] {
+function slidingWindows(type: LlamaModelType, r: ConfigReader, numLayers: number): number[] {
+  const { json, fail } = r;
   const none = new Array<number>(numLayers).fill(0);
   if (type === 'llama') return none;
   const window = (): number => {
@@ -191,29 +186,20 @@ function slidingWindows(
     return v;
   };
   if (type === 'mistral') return none.fill(window());
-  const types = json.layer_types;
-  if (types !== undefined && types !== null) {
-    if (
-      !Array.isArray(types) ||
-      types.length !== numLayers ||
-      types.some((t) => t !== SLIDING && t !== FULL)
-    ) {
-      throw fail(`"layer_types" must list ${numLayers} of "${SLIDING}" / "${FULL}", one per layer`);
-    }
-  }
+  const sliding = layerTypes(r, numLayers);
   const use = json.use_sliding_window;
   if (use !== undefined && use !== null && typeof use !== 'boolean') {
     throw fail(`"use_sliding_window" must be true or false, got ${JSON.stringify(use)}`);
   }
   if (use !== true) {
     // transformers drops the window then, yet would still build a sliding mask for a layer marked sliding.
-    if (Array.isArray(types) && types.includes(SLIDING)) {
+    if (sliding?.includes(true)) {
       throw fail(`"layer_types" marks sliding layers but "use_sliding_window" is not true`);
     }
     return none;
   }
   const w = window();
-  if (Array.isArray(types)) return types.map((t) => (t === SLIDING ? w : 0));
+  if (sliding) return sliding.map((s) => (s ? w : 0));
   const from = json.max_window_layers ?? DEFAULT_MAX_WINDOW_LAYERS;
   if (typeof from !== 'number' || !Number.isSafeInteger(from) || from < 0) {
     throw fail(`"max_window_layers" must be an integer ≥ 0, got ${JSON.stringify(from)}`);
@@ -700,6 +686,6 @@ function slidingWindowKeys(spec: ModelSpec, type: LlamaModelType): Record<string
     sliding_window: w,
     // Older readers know only max_window_layers (the layers from it on slide): written when it says the same.
     ...(sliding.every((x, l) => x === l >= first) ? { max_window_layers: first } : {}),
-    layer_types: sliding.map((x) => (x ? SLIDING : FULL)),
+    layer_types: layerTypesOf(sliding),
   };
 }

@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import type { HfFolder } from '../checkpoint/hf.js';
 import { GenepruneError } from '../errors.js';
 import { bindHfTensors, sameShape, shapeText } from './bind.js';
-import { type ConfigReader, configReader } from './hfconfig.js';
+import { type ConfigReader, configReader, layerTypes, layerTypesOf } from './hfconfig.js';
 import {
   checkIntermediatePerLayer,
   hfNameOfRole,
@@ -41,9 +41,6 @@ const QWEN3_DEFAULTS = {
   slidingWindow: 4096,
   maxWindowLayers: 28,
 } as const;
-
-const SLIDING = 'sliding_attention';
-const FULL = 'full_attention';
 
 const ACTIVATION_TO_HF: Record<Activation, string> = {
   silu: 'silu',
@@ -68,20 +65,8 @@ function qwen3Windows(r: ConfigReader, numLayers: number): number[] {
     if (!('sliding_window' in r.json)) window = QWEN3_DEFAULTS.slidingWindow;
     else if (r.json.sliding_window !== null) window = r.int('sliding_window');
   }
-  let sliding: boolean[];
-  if (r.present('layer_types')) {
-    const types = r.json.layer_types;
-    if (!Array.isArray(types) || types.length !== numLayers) {
-      throw r.fail(`"layer_types" must list ${numLayers} layer types, one per layer`);
-    }
-    sliding = types.map((t, l) => {
-      if (t !== SLIDING && t !== FULL) {
-        throw r.fail(
-          `"layer_types"[${l}] ${JSON.stringify(t)} is not supported (supported: ${SLIDING}, ${FULL})`,
-        );
-      }
-      return t === SLIDING;
-    });
+  let sliding = layerTypes(r, numLayers);
+  if (sliding) {
     if (window === undefined && sliding.some(Boolean)) {
       throw r.fail(
         `"layer_types" names sliding layers but ${use ? 'sliding_window is null' : 'use_sliding_window is false'} (no window to apply)`,
@@ -271,7 +256,7 @@ export function qwen3SpecToHf(spec: ModelSpec): {
     sliding_window: windows.length > 0 ? windows[0] : null,
     // layer_types decides; max_window_layers agrees with it whenever the sliding layers are the last ones.
     max_window_layers: leadingFull,
-    layer_types: sliding.map((s) => (s ? SLIDING : FULL)),
+    layer_types: layerTypesOf(sliding),
   };
 
   const tensors = new Map<string, TensorSource>();

@@ -227,7 +227,12 @@ describe('sliding-window keys the graph cannot honour are refused in one line na
     [
       'layer_types of the wrong length',
       { ...QWEN2, layer_types: ['full_attention'] },
-      /"layer_types" must list 2 of "sliding_attention" \/ "full_attention", one per layer/,
+      /"layer_types" must list 2 layer types, one per layer/,
+    ],
+    [
+      'an unknown layer type',
+      { ...QWEN2, use_sliding_window: true, layer_types: ['full_attention', 'chunked_attention'] },
+      /"layer_types"\[1\] "chunked_attention" is not supported \(supported: sliding_attention, full_attention\)/,
     ],
     [
       'a negative max_window_layers',

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import type { HfFolder } from '../checkpoint/hf.js';
 import type { FileTensor } from '../checkpoint/safetensors.js';
 import { fileError, GenepruneError } from '../errors.js';
-import { bindHfTensors, sameShape, shapeText } from './bind.js';
+import { bindHfTensors, specTensor } from './bind.js';
 import { configReader } from './hfconfig.js';
 import type { Activation, ModelConfig, ModelSpec, PoolActivation, TensorSource } from './spec.js';
 
@@ -454,15 +454,7 @@ export function bertSpecToHf(
 
   const tensors = new Map<string, TensorSource>();
   for (const [role, shape] of bertRoleShapes(c)) {
-    const t = spec.tensors.get(role);
-    if (!t) throw modelError(spec, `tensor ${role} is missing from the model`);
-    if (!sameShape(t.shape, shape)) {
-      throw modelError(
-        spec,
-        `tensor ${role} has shape ${shapeText(t.shape)}, the config implies ${shapeText(shape)}`,
-      );
-    }
-    tensors.set(bertHfNameOfRole(type, role, c.classifier !== undefined), t);
+    tensors.set(bertHfNameOfRole(type, role, c.classifier !== undefined), specTensor(spec, role, shape));
   }
   return { config, tensors };
 }

@@ -7,8 +7,8 @@
 import { weightDtypeProblem } from '../checkpoint/dtype.js';
 import type { HfFolder } from '../checkpoint/hf.js';
 import type { FileTensor } from '../checkpoint/safetensors.js';
-import { fileError } from '../errors.js';
-import type { TensorSource } from './spec.js';
+import { fileError, GenepruneError } from '../errors.js';
+import type { ModelSpec, TensorSource } from './spec.js';
 
 export interface TensorBinding {
   role: string;
@@ -34,6 +34,23 @@ export interface BindOptions {
 export const shapeText = (s: readonly number[]): string => `[${s.join(',')}]`;
 export const sameShape = (a: readonly number[], b: readonly number[]): boolean =>
   a.length === b.length && a.every((d, i) => d === b[i]);
+
+/**
+ * The writers' side (spec → Hugging Face): the spec's tensor for `role`, which must have the shape its config
+ * implies; a missing or misshapen tensor fails in one line naming the model.
+ */
+export function specTensor(spec: ModelSpec, role: string, shape: readonly number[]): TensorSource {
+  const t = spec.tensors.get(role);
+  if (!t) throw new GenepruneError('model', `tensor ${role} is missing from the model`, spec.source);
+  if (!sameShape(t.shape, shape)) {
+    throw new GenepruneError(
+      'model',
+      `tensor ${role} has shape ${shapeText(t.shape)}, the config implies ${shapeText(shape)}`,
+      spec.source,
+    );
+  }
+  return t;
+}
 
 export function bindHfTensors(
   folder: HfFolder,

@@ -18,27 +18,22 @@
 import { join } from 'node:path';
 import type { HfFolder } from '../checkpoint/hf.js';
 import { fileError, GenepruneError } from '../errors.js';
-import { bindHfTensors, sameShape, shapeText } from './bind.js';
-import { type ConfigReader, configReader, layerTypes, layerTypesOf } from './hfconfig.js';
+import { bindHfTensors, specTensor } from './bind.js';
+import { ACTIVATION_TO_HF, type ConfigReader, configReader, layerTypes, layerTypesOf } from './hfconfig.js';
 import {
   checkIntermediatePerLayer,
-  kvMaps,
+  decoderSizesFromHf,
   llamaRoleShapes,
-  perLayerCounts,
+  perLayerHeadsFromHf,
   provenanceOfFolder,
   rotaryDecoderConfig,
+  rotaryDecoderConfigFromHf,
+  setTokenIds,
 } from './llama.js';
 import type { Activation, ModelConfig, ModelSpec, TensorSource } from './spec.js';
 
 export const GEMMA_MODEL_TYPES = ['gemma', 'gemma2'] as const;
 export type GemmaModelType = (typeof GEMMA_MODEL_TYPES)[number];
-
-const ACTIVATION_TO_HF: Record<Activation, string> = {
-  silu: 'silu',
-  gelu: 'gelu',
-  gelu_tanh: 'gelu_pytorch_tanh',
-  relu: 'relu',
-};
 
 /** transformers' Gemma2Config defaults, used where config.json leaves the key out (an explicit null = none). */
 const GEMMA2_DEFAULTS = {
@@ -129,63 +124,34 @@ export function gemmaConfigFromHf(json: Record<string, unknown>, configPath: str
     throw r.fail('use_bidirectional_attention true is not supported (the decoder graph is causal)');
   }
 
-  const hiddenSize = r.int('hidden_size');
-  const numLayers = r.int('num_hidden_layers');
-  const numHeads = r.int('num_attention_heads');
   // transformers' defaults when absent: GemmaConfig 16 KV heads, Gemma2Config 4; head_dim 256 for both.
-  const numKvHeads = r.int('num_key_value_heads', gemma2 ? GEMMA2_DEFAULTS.numKvHeads : 16);
-  if (numHeads % numKvHeads !== 0) {
-    throw r.fail(`num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`);
-  }
-  const headDim = r.int('head_dim', 256);
-  if (headDim % 2 !== 0) throw r.fail(`head_dim ${headDim} is odd (rotary embedding needs pairs)`);
-
-  const headsPerLayer = perLayerCounts(json, 'num_attention_heads_per_layer', numLayers, numHeads, r.fail);
-  const kvHeadsPerLayer = perLayerCounts(
-    json,
-    'num_key_value_heads_per_layer',
-    numLayers,
-    numKvHeads,
-    r.fail,
-  );
-  if (r.present('num_attention_heads_per_layer') !== r.present('num_key_value_heads_per_layer')) {
-    throw r.fail('num_attention_heads_per_layer and num_key_value_heads_per_layer must be given together');
-  }
-  const kvHeadOfQuery = kvMaps(json.kv_head_of_query_per_layer, headsPerLayer, kvHeadsPerLayer, r.fail);
+  const sizes = decoderSizesFromHf(r, { numKvHeads: gemma2 ? GEMMA2_DEFAULTS.numKvHeads : 16, headDim: 256 });
+  const { hiddenSize, numLayers } = sizes;
+  const heads = perLayerHeadsFromHf(r, sizes);
   const intermediateSize = r.int('intermediate_size');
   checkIntermediatePerLayer(json, numLayers, intermediateSize, r.fail);
 
   // GemmaAttention / Gemma2Attention put attention_bias on all four projections; the MLP has none.
   const attentionBias = r.bool('attention_bias', false);
   const config: ModelConfig = {
-    family: 'gemma',
-    arch: 'decoder',
-    modelType: type,
-    hiddenSize,
-    numLayers,
-    numHeads,
-    numKvHeads,
-    headDim,
-    headsPerLayer,
-    kvHeadsPerLayer,
-    intermediateSize,
-    vocabSize: r.int('vocab_size'),
-    maxPositions: r.int('max_position_embeddings', 8192),
-    normKind: 'rms',
-    normPlacement: 'pre',
-    normEps: r.positive('rms_norm_eps', 1e-6),
-    activation: gemmaActivation(r, type),
-    mlpKind: 'gated',
-    positionKind: 'rope',
-    ropeTheta: ropeTheta(r),
-    attentionBias,
-    attentionOutBias: attentionBias,
-    mlpBias: false,
-    tieEmbeddings: r.bool('tie_word_embeddings', true),
+    ...rotaryDecoderConfigFromHf(r, {
+      family: 'gemma',
+      arch: 'decoder',
+      modelType: type,
+      sizes,
+      heads,
+      intermediateSize,
+      maxPositions: r.int('max_position_embeddings', 8192),
+      normEps: 1e-6,
+      activation: gemmaActivation(r, type),
+      rope: { theta: ropeTheta(r) },
+      biases: { attentionBias, attentionOutBias: attentionBias, mlpBias: false },
+      tieEmbeddings: true,
+    }),
     normWeightOffset: 1,
     embedScale: Math.sqrt(hiddenSize),
   };
-  if (kvHeadOfQuery) config.kvHeadOfQuery = kvHeadOfQuery;
+  if (heads.kvHeadOfQuery) config.kvHeadOfQuery = heads.kvHeadOfQuery;
   if (gemma2) {
     config.attnScale = r.positive('query_pre_attn_scalar', GEMMA2_DEFAULTS.queryPreAttnScalar) ** -0.5;
     const attnSoftcap = nullablePositive(r, 'attn_logit_softcapping', GEMMA2_DEFAULTS.attnSoftcap);
@@ -195,10 +161,7 @@ export function gemmaConfigFromHf(json: Record<string, unknown>, configPath: str
     config.slidingWindow = gemma2Windows(r, numLayers);
     config.sandwichNorms = true;
   }
-  const bos = r.tokenId('bos_token_id');
-  const eos = r.tokenId('eos_token_id');
-  if (bos !== undefined) config.bosTokenId = bos;
-  if (eos !== undefined) config.eosTokenId = eos;
+  setTokenIds(config, r);
   return config;
 }
 
@@ -340,12 +303,7 @@ export function gemmaSpecToHf(spec: ModelSpec): {
 
   const tensors = new Map<string, TensorSource>();
   for (const [role, shape] of gemmaRoleShapes(c)) {
-    const t = spec.tensors.get(role);
-    if (!t) throw fail(`tensor ${role} is missing from the model`);
-    if (!sameShape(t.shape, shape)) {
-      throw fail(`tensor ${role} has shape ${shapeText(t.shape)}, the config implies ${shapeText(shape)}`);
-    }
-    tensors.set(gemmaHfNameOfRole(role, type === 'gemma2'), t);
+    tensors.set(gemmaHfNameOfRole(role, type === 'gemma2'), specTensor(spec, role, shape));
   }
   return { config, tensors };
 }

@@ -1,9 +1,9 @@
 /**
  * Typed reads of a Hugging Face config.json, each failing in one line that names the file and the key; the
  * `layer_types` list the sliding-window families share (llama.ts's qwen2, gemma2, qwen3); and two tensor helpers
- * for checkpoints laid out unlike the spec (`derivedTensor`, `transposedColumns`). gpt2.ts, gemma.ts and bert.ts
- * map configs through these; llama.ts, the first family, keeps its own readers and activation table, which fail
- * in the same one-line form (fileError naming config.json).
+ * for checkpoints laid out unlike the spec (`derivedTensor`, `transposedColumns`). Every Hugging Face family maps
+ * its config through these (the rotary decoders also through llama.ts's decoderSizesFromHf, perLayerHeadsFromHf
+ * and rotaryDecoderConfigFromHf, which read the keys they share).
  */
 import { fileError, type GenepruneError } from '../errors.js';
 import type { Activation } from './spec.js';
@@ -15,6 +15,14 @@ export const HF_ACTIVATIONS: Readonly<Record<string, Activation>> = {
   gelu: 'gelu',
   gelu_pytorch_tanh: 'gelu_tanh',
   gelu_new: 'gelu_tanh',
+  relu: 'relu',
+};
+
+/** The spec's activations → the names the rotary decoders' config.json write (gelu_tanh as transformers' own). */
+export const ACTIVATION_TO_HF: Readonly<Record<Activation, string>> = {
+  silu: 'silu',
+  gelu: 'gelu',
+  gelu_tanh: 'gelu_pytorch_tanh',
   relu: 'relu',
 };
 

@@ -8,11 +8,25 @@ import { join } from 'node:path';
 import type { HfFolder } from '../checkpoint/hf.js';
 import { type Llama2cFile, type Llama2cParams, writeLlama2cLegacy } from '../checkpoint/llama2c.js';
 import { fileError, GenepruneError } from '../errors.js';
-import { bindHfTensors, sameShape, shapeText } from './bind.js';
-import { type ConfigReader, configReader, layerTypes, layerTypesOf } from './hfconfig.js';
+import { bindHfTensors, specTensor } from './bind.js';
+import {
+  ACTIVATION_TO_HF,
+  type ConfigReader,
+  configReader,
+  HF_ACTIVATIONS,
+  layerTypes,
+  layerTypesOf,
+} from './hfconfig.js';
 import { type Provenance, provenanceProblem } from './identity.js';
-import { ropeScalingText, ropeSettingsFromHf } from './rope.js';
-import { type Activation, kvGroupOf, type ModelConfig, type ModelSpec, type TensorSource } from './spec.js';
+import { type RopeScaling, ropeScalingText, ropeSettingsFromHf } from './rope.js';
+import {
+  type Activation,
+  type Family,
+  kvGroupOf,
+  type ModelConfig,
+  type ModelSpec,
+  type TensorSource,
+} from './spec.js';
 
 export const LLAMA_MODEL_TYPES = ['llama', 'mistral', 'qwen2'] as const;
 export type LlamaModelType = (typeof LLAMA_MODEL_TYPES)[number];
@@ -22,21 +36,6 @@ const DEFAULT_MAX_POSITIONS: Record<LlamaModelType, number> = {
   llama: 2048,
   mistral: 4096 * 32,
   qwen2: 32768,
-};
-
-const HF_ACTIVATIONS: Record<string, Activation> = {
-  silu: 'silu',
-  swish: 'silu',
-  gelu: 'gelu',
-  gelu_pytorch_tanh: 'gelu_tanh',
-  gelu_new: 'gelu_tanh',
-  relu: 'relu',
-};
-const ACTIVATION_TO_HF: Record<Activation, string> = {
-  silu: 'silu',
-  gelu: 'gelu',
-  gelu_tanh: 'gelu_pytorch_tanh',
-  relu: 'relu',
 };
 
 /** Which linears carry biases in each model type, given llama's `attention_bias` / `mlp_bias` flags. */
@@ -57,60 +56,23 @@ export function llamaBiasFlags(
 // config.json → ModelConfig
 
 export function llamaConfigFromHf(json: Record<string, unknown>, configPath: string): ModelConfig {
-  const fail = (msg: string) => fileError(configPath, msg);
+  const r = configReader(json, configPath);
+  const { fail, int, bool } = r;
   const modelType = json.model_type;
   if (typeof modelType !== 'string') throw fail('no "model_type" string');
   if (!(LLAMA_MODEL_TYPES as readonly string[]).includes(modelType)) {
     throw fail(`model_type "${modelType}" is not supported (supported: ${LLAMA_MODEL_TYPES.join(', ')})`);
   }
   const type = modelType as LlamaModelType;
-  const present = (key: string) => json[key] !== undefined && json[key] !== null;
-  const int = (key: string, fallback?: number, min = 1): number => {
-    if (!present(key)) {
-      if (fallback === undefined) throw fail(`"${key}" is missing`);
-      return fallback;
-    }
-    const v = json[key];
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) {
-      throw fail(`"${key}" must be an integer ≥ ${min}, got ${JSON.stringify(v)}`);
-    }
-    return v;
-  };
-  const positive = (key: string, fallback: number): number => {
-    if (!present(key)) return fallback;
-    const v = json[key];
-    if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) {
-      throw fail(`"${key}" must be a positive number, got ${JSON.stringify(v)}`);
-    }
-    return v;
-  };
-  const bool = (key: string, fallback: boolean): boolean => {
-    if (!present(key)) return fallback;
-    if (typeof json[key] !== 'boolean')
-      throw fail(`"${key}" must be true or false, got ${JSON.stringify(json[key])}`);
-    return json[key] as boolean;
-  };
 
-  const hiddenSize = int('hidden_size');
-  const numLayers = int('num_hidden_layers');
-  const numHeads = int('num_attention_heads');
-  const numKvHeads = int('num_key_value_heads', numHeads);
-  if (numHeads % numKvHeads !== 0) {
-    throw fail(`num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`);
-  }
-  if (!present('head_dim') && hiddenSize % numHeads !== 0) {
-    throw fail(
-      `hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads} and head_dim is unset`,
-    );
-  }
-  const headDim = int('head_dim', hiddenSize / numHeads);
-  if (headDim % 2 !== 0) throw fail(`head_dim ${headDim} is odd (rotary embedding needs pairs)`);
+  const sizes = decoderSizesFromHf(r, {});
+  const { numLayers } = sizes;
 
   // Newer transformers nest rotary settings in rope_parameters; older ones use rope_theta + rope_scaling.
   const maxPositions = int('max_position_embeddings', DEFAULT_MAX_POSITIONS[type]);
   const rope = ropeSettingsFromHf(json, maxPositions, fail);
 
-  const actName = present('hidden_act') ? json.hidden_act : 'silu';
+  const actName = r.present('hidden_act') ? json.hidden_act : 'silu';
   const activation = typeof actName === 'string' ? HF_ACTIVATIONS[actName] : undefined;
   if (!activation) {
     throw fail(
@@ -118,47 +80,28 @@ export function llamaConfigFromHf(json: Record<string, unknown>, configPath: str
     );
   }
 
-  const headsPerLayer = perLayerCounts(json, 'num_attention_heads_per_layer', numLayers, numHeads, fail);
-  const kvHeadsPerLayer = perLayerCounts(json, 'num_key_value_heads_per_layer', numLayers, numKvHeads, fail);
-  if (present('num_attention_heads_per_layer') !== present('num_key_value_heads_per_layer')) {
-    throw fail('num_attention_heads_per_layer and num_key_value_heads_per_layer must be given together');
-  }
-  const kvHeadOfQuery = kvMaps(json.kv_head_of_query_per_layer, headsPerLayer, kvHeadsPerLayer, fail);
+  const heads = perLayerHeadsFromHf(r, sizes);
   const intermediateSize = int('intermediate_size');
   checkIntermediatePerLayer(json, numLayers, intermediateSize, fail);
 
-  const config: ModelConfig = {
+  const config = rotaryDecoderConfigFromHf(r, {
     family: 'llama',
     modelType: type,
-    hiddenSize,
-    numLayers,
-    numHeads,
-    numKvHeads,
-    headDim,
-    headsPerLayer,
-    kvHeadsPerLayer,
+    sizes,
+    heads,
     intermediateSize,
-    vocabSize: int('vocab_size'),
     maxPositions,
-    normKind: 'rms',
-    normPlacement: 'pre',
-    normEps: positive('rms_norm_eps', 1e-6),
+    normEps: 1e-6,
     activation,
-    mlpKind: 'gated',
-    positionKind: 'rope',
-    ropeTheta: rope.theta,
-    ...(rope.scaling ? { ropeScaling: rope.scaling } : {}),
-    ...llamaBiasFlags(type, bool('attention_bias', false), bool('mlp_bias', false)),
-    tieEmbeddings: bool('tie_word_embeddings', false),
-  };
-  if (kvHeadOfQuery) config.kvHeadOfQuery = kvHeadOfQuery;
-  const windows = slidingWindows(type, configReader(json, configPath), numLayers);
+    rope,
+    biases: llamaBiasFlags(type, bool('attention_bias', false), bool('mlp_bias', false)),
+    tieEmbeddings: false,
+  });
+  if (heads.kvHeadOfQuery) config.kvHeadOfQuery = heads.kvHeadOfQuery;
+  const windows = slidingWindows(type, r, numLayers);
   // Only a window that exists is recorded: global layers keep the fused attention kernels.
   if (windows.some((w) => w > 0)) config.slidingWindow = windows;
-  const bos = tokenId(json.bos_token_id);
-  const eos = tokenId(json.eos_token_id);
-  if (bos !== undefined) config.bosTokenId = bos;
-  if (eos !== undefined) config.eosTokenId = eos;
+  setTokenIds(config, r);
   return config;
 }
 
@@ -205,6 +148,133 @@ function slidingWindows(type: LlamaModelType, r: ConfigReader, numLayers: number
     throw fail(`"max_window_layers" must be an integer ≥ 0, got ${JSON.stringify(from)}`);
   }
   return none.map((_, l) => (l >= from ? w : 0));
+}
+
+/** The sizes every rotary decoder's config.json gives alike. */
+export interface DecoderSizes {
+  hiddenSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+}
+
+/**
+ * hidden_size, num_hidden_layers, num_attention_heads, num_key_value_heads (default: the family's, else one per
+ * query head) and head_dim (default: the family's, else hidden_size / num_attention_heads, which must then divide),
+ * as every rotary decoder family reads them; KV heads must divide the query heads, and head_dim must be even
+ * unless `evenHeadDim` is false (a family whose rotary part is a fraction of the head checks that part instead).
+ */
+export function decoderSizesFromHf(
+  r: ConfigReader,
+  defaults: { numKvHeads?: number; headDim?: number },
+  evenHeadDim = true,
+): DecoderSizes {
+  const hiddenSize = r.int('hidden_size');
+  const numLayers = r.int('num_hidden_layers');
+  const numHeads = r.int('num_attention_heads');
+  const numKvHeads = r.int('num_key_value_heads', defaults.numKvHeads ?? numHeads);
+  if (numHeads % numKvHeads !== 0) {
+    throw r.fail(`num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`);
+  }
+  if (defaults.headDim === undefined && !r.present('head_dim') && hiddenSize % numHeads !== 0) {
+    throw r.fail(
+      `hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads} and head_dim is unset`,
+    );
+  }
+  const headDim = r.int('head_dim', defaults.headDim ?? hiddenSize / numHeads);
+  if (evenHeadDim && headDim % 2 !== 0) {
+    throw r.fail(`head_dim ${headDim} is odd (rotary embedding needs pairs)`);
+  }
+  return { hiddenSize, numLayers, numHeads, numKvHeads, headDim };
+}
+
+/** Each layer's head counts and query→KV maps. */
+export interface PerLayerHeads {
+  headsPerLayer: number[];
+  kvHeadsPerLayer: number[];
+  kvHeadOfQuery?: number[][];
+}
+
+/**
+ * A physically pruned export's per-layer head keys (num_attention_heads_per_layer and
+ * num_key_value_heads_per_layer, both or neither, and kv_head_of_query_per_layer), or the uniform counts of
+ * `sizes` where they are absent: what the rotary decoder loaders share of rotaryDecoderConfig's inverse.
+ */
+export function perLayerHeadsFromHf(r: ConfigReader, sizes: DecoderSizes): PerLayerHeads {
+  const { numLayers, numHeads, numKvHeads } = sizes;
+  const heads = perLayerCounts(r.json, 'num_attention_heads_per_layer', numLayers, numHeads, r.fail);
+  const kvHeads = perLayerCounts(r.json, 'num_key_value_heads_per_layer', numLayers, numKvHeads, r.fail);
+  if (r.present('num_attention_heads_per_layer') !== r.present('num_key_value_heads_per_layer')) {
+    throw r.fail('num_attention_heads_per_layer and num_key_value_heads_per_layer must be given together');
+  }
+  const kvHeadOfQuery = kvMaps(r.json.kv_head_of_query_per_layer, heads, kvHeads, r.fail);
+  return { headsPerLayer: heads, kvHeadsPerLayer: kvHeads, ...(kvHeadOfQuery ? { kvHeadOfQuery } : {}) };
+}
+
+/** What a rotary decoder family decides for itself; rotaryDecoderConfigFromHf fills in the rest. */
+export interface RotaryDecoderParts {
+  family: Family;
+  /** Written only by the families that write it (llama's configs never had the key: their hashes stay). */
+  arch?: 'decoder';
+  modelType: string;
+  sizes: DecoderSizes;
+  heads: PerLayerHeads;
+  intermediateSize: number;
+  maxPositions: number;
+  /** rms_norm_eps's default. */
+  normEps: number;
+  activation: Activation;
+  rope: { theta: number; rotaryDim?: number; scaling?: RopeScaling };
+  biases: Pick<ModelConfig, 'attentionBias' | 'attentionOutBias' | 'mlpBias'>;
+  /** tie_word_embeddings's default. */
+  tieEmbeddings: boolean;
+}
+
+/**
+ * The ModelConfig of a LLaMA-shaped decoder (pre-RMSNorm, gated MLP, rotary positions) from the parts its family
+ * decides, reading vocab_size, rms_norm_eps and tie_word_embeddings; the family adds what is its own after (its
+ * kvHeadOfQuery, windows and token ids among them). The keys come in the order the families' own literals had:
+ * a distributed search's workers compare the config's JSON with the one the search sent (search/backend.ts), and
+ * a worker of this version must still agree with a search of the last.
+ */
+export function rotaryDecoderConfigFromHf(r: ConfigReader, p: RotaryDecoderParts): ModelConfig {
+  return {
+    family: p.family,
+    ...(p.arch ? { arch: p.arch } : {}),
+    modelType: p.modelType,
+    hiddenSize: p.sizes.hiddenSize,
+    numLayers: p.sizes.numLayers,
+    numHeads: p.sizes.numHeads,
+    numKvHeads: p.sizes.numKvHeads,
+    headDim: p.sizes.headDim,
+    headsPerLayer: p.heads.headsPerLayer,
+    kvHeadsPerLayer: p.heads.kvHeadsPerLayer,
+    intermediateSize: p.intermediateSize,
+    vocabSize: r.int('vocab_size'),
+    maxPositions: p.maxPositions,
+    normKind: 'rms',
+    normPlacement: 'pre',
+    normEps: r.positive('rms_norm_eps', p.normEps),
+    activation: p.activation,
+    mlpKind: 'gated',
+    positionKind: 'rope',
+    ropeTheta: p.rope.theta,
+    ...(p.rope.rotaryDim !== undefined && p.rope.rotaryDim !== p.sizes.headDim
+      ? { rotaryDim: p.rope.rotaryDim }
+      : {}),
+    ...(p.rope.scaling ? { ropeScaling: p.rope.scaling } : {}),
+    ...p.biases,
+    tieEmbeddings: r.bool('tie_word_embeddings', p.tieEmbeddings),
+  };
+}
+
+/** bos_token_id and eos_token_id (the first of a list), where config.json gives ids. */
+export function setTokenIds(config: ModelConfig, r: ConfigReader): void {
+  const bos = r.tokenId('bos_token_id');
+  const eos = r.tokenId('eos_token_id');
+  if (bos !== undefined) config.bosTokenId = bos;
+  if (eos !== undefined) config.eosTokenId = eos;
 }
 
 export function perLayerCounts(
@@ -280,12 +350,6 @@ export function kvMaps(
     }
     return [...m];
   });
-}
-
-function tokenId(v: unknown): number | undefined {
-  // eos_token_id may be a list (several stop tokens); the first is the canonical one.
-  const id = Array.isArray(v) ? v[0] : v;
-  return Number.isInteger(id) && (id as number) >= 0 ? (id as number) : undefined;
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -506,17 +570,7 @@ function modelError(spec: ModelSpec, message: string): GenepruneError {
 function checkedTensors(spec: ModelSpec): Array<[string, TensorSource]> {
   if (spec.config.family !== 'llama')
     throw modelError(spec, `not a LLaMA-family model (family ${spec.config.family})`);
-  return llamaRoleShapes(spec.config).map(([role, shape]) => {
-    const t = spec.tensors.get(role);
-    if (!t) throw modelError(spec, `tensor ${role} is missing from the model`);
-    if (!sameShape(t.shape, shape)) {
-      throw modelError(
-        spec,
-        `tensor ${role} has shape ${shapeText(t.shape)}, the config implies ${shapeText(shape)}`,
-      );
-    }
-    return [role, t];
-  });
+  return llamaRoleShapes(spec.config).map(([role, shape]) => [role, specTensor(spec, role, shape)]);
 }
 
 /** Writes a spec as a legacy llama2.c checkpoint (undoing the rotary permutation); fails if it cannot say it. */

@@ -28,7 +28,7 @@
 import { join } from 'node:path';
 import type { HfFolder } from '../checkpoint/hf.js';
 import { GenepruneError } from '../errors.js';
-import { bindHfTensors, sameShape, shapeText } from './bind.js';
+import { bindHfTensors, specTensor } from './bind.js';
 import { configReader } from './hfconfig.js';
 import {
   checkIntermediatePerLayer,
@@ -267,12 +267,7 @@ export function optSpecToHf(spec: ModelSpec): {
 
   const tensors = new Map<string, TensorSource>();
   for (const [role, shape] of optRoleShapes(c)) {
-    const t = spec.tensors.get(role);
-    if (!t) throw fail(`tensor ${role} is missing from the model`);
-    if (!sameShape(t.shape, shape)) {
-      throw fail(`tensor ${role} has shape ${shapeText(t.shape)}, the config implies ${shapeText(shape)}`);
-    }
-    tensors.set(optHfNameOfRole(role, 'model.decoder.'), t);
+    tensors.set(optHfNameOfRole(role, 'model.decoder.'), specTensor(spec, role, shape));
   }
   return { config, tensors };
 }

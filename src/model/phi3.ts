@@ -25,25 +25,20 @@
 import { join } from 'node:path';
 import type { HfFolder } from '../checkpoint/hf.js';
 import { GenepruneError } from '../errors.js';
-import { bindHfTensors, sameShape, shapeText, type TensorBinding } from './bind.js';
-import { type ConfigReader, configReader, derivedTensor } from './hfconfig.js';
+import { bindHfTensors, specTensor, type TensorBinding } from './bind.js';
+import { ACTIVATION_TO_HF, type ConfigReader, configReader, derivedTensor } from './hfconfig.js';
 import {
   checkIntermediatePerLayer,
-  kvMaps,
+  decoderSizesFromHf,
   llamaRoleShapes,
-  perLayerCounts,
+  perLayerHeadsFromHf,
   provenanceOfFolder,
   rotaryDecoderConfig,
+  rotaryDecoderConfigFromHf,
+  setTokenIds,
 } from './llama.js';
 import { longropeScalingFromHf, type RopeScaling, type RopeScalingSource } from './rope.js';
-import type { Activation, ModelConfig, ModelSpec, TensorSource } from './spec.js';
-
-const ACTIVATION_TO_HF: Record<Activation, string> = {
-  silu: 'silu',
-  gelu: 'gelu',
-  gelu_tanh: 'gelu_pytorch_tanh',
-  relu: 'relu',
-};
+import type { ModelConfig, ModelSpec, TensorSource } from './spec.js';
 
 /** Phi3Config's defaults where config.json leaves a key out. */
 const PHI3_DEFAULTS = { maxPositions: 4096, originalMaxPositions: 4096, eps: 1e-5, theta: 10000 } as const;
@@ -125,19 +120,9 @@ export function phi3ConfigFromHf(json: Record<string, unknown>, configPath: stri
   if (json.model_type !== 'phi3') {
     throw r.fail(`model_type ${JSON.stringify(json.model_type)} is not supported here (supported: phi3)`);
   }
-  const hiddenSize = r.int('hidden_size');
-  const numLayers = r.int('num_hidden_layers');
-  const numHeads = r.int('num_attention_heads');
-  const numKvHeads = r.int('num_key_value_heads', numHeads);
-  if (numHeads % numKvHeads !== 0) {
-    throw r.fail(`num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`);
-  }
-  if (!r.present('head_dim') && hiddenSize % numHeads !== 0) {
-    throw r.fail(
-      `hidden_size ${hiddenSize} is not a multiple of num_attention_heads ${numHeads} and head_dim is unset`,
-    );
-  }
-  const headDim = r.int('head_dim', hiddenSize / numHeads);
+  // head_dim may be odd here: phi3Rope checks the part of it that rotates.
+  const sizes = decoderSizesFromHf(r, {}, false);
+  const { numLayers, headDim } = sizes;
   const maxPositions = r.int('max_position_embeddings', PHI3_DEFAULTS.maxPositions);
   const rope = phi3Rope(r, headDim, maxPositions);
   // Phi-3's linears carry no biases; a config asking for them describes another model.
@@ -146,62 +131,34 @@ export function phi3ConfigFromHf(json: Record<string, unknown>, configPath: stri
       throw r.fail(`"${key}" true is not supported (Phi-3's projections have no biases)`);
   }
 
-  const headsPerLayer = perLayerCounts(json, 'num_attention_heads_per_layer', numLayers, numHeads, r.fail);
-  const kvHeadsPerLayer = perLayerCounts(
-    json,
-    'num_key_value_heads_per_layer',
-    numLayers,
-    numKvHeads,
-    r.fail,
-  );
-  if (r.present('num_attention_heads_per_layer') !== r.present('num_key_value_heads_per_layer')) {
-    throw r.fail('num_attention_heads_per_layer and num_key_value_heads_per_layer must be given together');
-  }
-  const kvHeadOfQuery = kvMaps(json.kv_head_of_query_per_layer, headsPerLayer, kvHeadsPerLayer, r.fail);
+  const heads = perLayerHeadsFromHf(r, sizes);
 
   const intermediateSize = r.int('intermediate_size');
   checkIntermediatePerLayer(json, numLayers, intermediateSize, r.fail);
 
-  const config: ModelConfig = {
+  const config = rotaryDecoderConfigFromHf(r, {
     family: 'phi3',
     arch: 'decoder',
     modelType: 'phi3',
-    hiddenSize,
-    numLayers,
-    numHeads,
-    numKvHeads,
-    headDim,
-    headsPerLayer,
-    kvHeadsPerLayer,
+    sizes,
+    heads,
     intermediateSize,
-    vocabSize: r.int('vocab_size'),
     maxPositions,
-    normKind: 'rms',
-    normPlacement: 'pre',
-    normEps: r.positive('rms_norm_eps', PHI3_DEFAULTS.eps),
+    normEps: PHI3_DEFAULTS.eps,
     activation: r.activation('hidden_act', 'silu'),
-    mlpKind: 'gated',
-    positionKind: 'rope',
-    ropeTheta: rope.theta,
-    ...(rope.rotaryDim !== headDim ? { rotaryDim: rope.rotaryDim } : {}),
-    ...(rope.scaling ? { ropeScaling: rope.scaling } : {}),
-    attentionBias: false,
-    attentionOutBias: false,
-    mlpBias: false,
-    tieEmbeddings: r.bool('tie_word_embeddings', false),
-  };
+    rope,
+    biases: { attentionBias: false, attentionOutBias: false, mlpBias: false },
+    tieEmbeddings: false,
+  });
   if (r.present('sliding_window')) {
     const window = r.int('sliding_window');
     config.slidingWindow = Array(numLayers).fill(window);
   }
-  if (kvHeadOfQuery) config.kvHeadOfQuery = kvHeadOfQuery;
+  if (heads.kvHeadOfQuery) config.kvHeadOfQuery = heads.kvHeadOfQuery;
   // Only the export reads it: stock transformers sizes the embedding's padding row from it (default 32000).
   const pad = r.tokenId('pad_token_id');
   if (pad !== undefined) config.padTokenId = pad;
-  const bos = r.tokenId('bos_token_id');
-  const eos = r.tokenId('eos_token_id');
-  if (bos !== undefined) config.bosTokenId = bos;
-  if (eos !== undefined) config.eosTokenId = eos;
+  setTokenIds(config, r);
   return config;
 }
 
@@ -330,28 +287,17 @@ export function phi3SpecToHf(spec: ModelSpec): {
   if (windows.size > 1 || windows.has(0)) {
     throw modelError(spec, 'a phi3 config.json gives every layer the same sliding window (or none)');
   }
-  const need = (role: string, shape: readonly number[]): TensorSource => {
-    const t = spec.tensors.get(role);
-    if (!t) throw modelError(spec, `tensor ${role} is missing from the model`);
-    if (!sameShape(t.shape, shape)) {
-      throw modelError(
-        spec,
-        `tensor ${role} has shape ${shapeText(t.shape)}, the config implies ${shapeText(shape)}`,
-      );
-    }
-    return t;
-  };
   const shapes = new Map(llamaRoleShapes(c));
   const tensors = new Map<string, TensorSource>();
   const fused = new Map(fusedLayouts(c).flatMap((f) => f.parts.map((p) => [p.role, f] as const)));
   for (const [role, shape] of shapes) {
     const f = fused.get(role);
     if (!f) {
-      tensors.set(plainName(role)!, need(role, shape));
+      tensors.set(plainName(role)!, specTensor(spec, role, shape));
       continue;
     }
     if (tensors.has(f.name)) continue;
-    const parts = f.parts.map((p) => need(p.role, shapes.get(p.role)!));
+    const parts = f.parts.map((p) => specTensor(spec, p.role, shapes.get(p.role)!));
     tensors.set(f.name, {
       shape: f.shape,
       dtype: parts[0].dtype,

@@ -20,19 +20,21 @@
 import { join } from 'node:path';
 import type { HfFolder } from '../checkpoint/hf.js';
 import { GenepruneError } from '../errors.js';
-import { bindHfTensors, sameShape, shapeText } from './bind.js';
-import { type ConfigReader, configReader, layerTypes, layerTypesOf } from './hfconfig.js';
+import { bindHfTensors, specTensor } from './bind.js';
+import { ACTIVATION_TO_HF, type ConfigReader, configReader, layerTypes, layerTypesOf } from './hfconfig.js';
 import {
   checkIntermediatePerLayer,
+  decoderSizesFromHf,
   hfNameOfRole,
-  kvMaps,
   llamaRoleShapes,
-  perLayerCounts,
+  perLayerHeadsFromHf,
   provenanceOfFolder,
   rotaryDecoderConfig,
+  rotaryDecoderConfigFromHf,
+  setTokenIds,
 } from './llama.js';
 import { ropeSettingsFromHf } from './rope.js';
-import type { Activation, ModelConfig, ModelSpec, TensorSource } from './spec.js';
+import type { ModelConfig, ModelSpec, TensorSource } from './spec.js';
 
 /** transformers' Qwen3Config defaults where config.json leaves a key out. */
 const QWEN3_DEFAULTS = {
@@ -41,13 +43,6 @@ const QWEN3_DEFAULTS = {
   slidingWindow: 4096,
   maxWindowLayers: 28,
 } as const;
-
-const ACTIVATION_TO_HF: Record<Activation, string> = {
-  silu: 'silu',
-  gelu: 'gelu',
-  gelu_tanh: 'gelu_pytorch_tanh',
-  relu: 'relu',
-};
 
 // ---------------------------------------------------------------------------------------------------------
 // config.json → ModelConfig
@@ -90,31 +85,13 @@ export function qwen3ConfigFromHf(json: Record<string, unknown>, configPath: str
   }
   if (modelType !== 'qwen3') throw r.fail(`model_type "${modelType}" is not supported (supported: qwen3)`);
 
-  const hiddenSize = r.int('hidden_size');
-  const numLayers = r.int('num_hidden_layers');
-  const numHeads = r.int('num_attention_heads');
-  const numKvHeads = r.int('num_key_value_heads', numHeads);
-  if (numHeads % numKvHeads !== 0) {
-    throw r.fail(`num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`);
-  }
   // Qwen3Config defaults head_dim to 128 whatever hidden_size / num_attention_heads is.
-  const headDim = r.int('head_dim', QWEN3_DEFAULTS.headDim);
-  if (headDim % 2 !== 0) throw r.fail(`head_dim ${headDim} is odd (rotary embedding needs pairs)`);
+  const sizes = decoderSizesFromHf(r, { headDim: QWEN3_DEFAULTS.headDim });
+  const { numLayers } = sizes;
   const maxPositions = r.int('max_position_embeddings', QWEN3_DEFAULTS.maxPositions);
   const rope = ropeSettingsFromHf(json, maxPositions, r.fail);
 
-  const headsPerLayer = perLayerCounts(json, 'num_attention_heads_per_layer', numLayers, numHeads, r.fail);
-  const kvHeadsPerLayer = perLayerCounts(
-    json,
-    'num_key_value_heads_per_layer',
-    numLayers,
-    numKvHeads,
-    r.fail,
-  );
-  if (r.present('num_attention_heads_per_layer') !== r.present('num_key_value_heads_per_layer')) {
-    throw r.fail('num_attention_heads_per_layer and num_key_value_heads_per_layer must be given together');
-  }
-  const kvHeadOfQuery = kvMaps(json.kv_head_of_query_per_layer, headsPerLayer, kvHeadsPerLayer, r.fail);
+  const heads = perLayerHeadsFromHf(r, sizes);
   const windows = qwen3Windows(r, numLayers);
 
   // Qwen3Attention puts attention_bias on q, k, v and o alike; Qwen3MLP has no biases (no mlp_bias key).
@@ -123,39 +100,25 @@ export function qwen3ConfigFromHf(json: Record<string, unknown>, configPath: str
   checkIntermediatePerLayer(json, numLayers, intermediateSize, r.fail);
 
   const config: ModelConfig = {
-    family: 'qwen3',
-    arch: 'decoder',
-    modelType: 'qwen3',
-    hiddenSize,
-    numLayers,
-    numHeads,
-    numKvHeads,
-    headDim,
-    headsPerLayer,
-    kvHeadsPerLayer,
-    intermediateSize,
-    vocabSize: r.int('vocab_size'),
-    maxPositions,
-    normKind: 'rms',
-    normPlacement: 'pre',
-    normEps: r.positive('rms_norm_eps', 1e-6),
-    activation: r.activation('hidden_act', 'silu'),
-    mlpKind: 'gated',
-    positionKind: 'rope',
-    ropeTheta: rope.theta,
-    ...(rope.scaling ? { ropeScaling: rope.scaling } : {}),
-    attentionBias,
-    attentionOutBias: attentionBias,
-    mlpBias: false,
-    tieEmbeddings: r.bool('tie_word_embeddings', false),
+    ...rotaryDecoderConfigFromHf(r, {
+      family: 'qwen3',
+      arch: 'decoder',
+      modelType: 'qwen3',
+      sizes,
+      heads,
+      intermediateSize,
+      maxPositions,
+      normEps: 1e-6,
+      activation: r.activation('hidden_act', 'silu'),
+      rope,
+      biases: { attentionBias, attentionOutBias: attentionBias, mlpBias: false },
+      tieEmbeddings: false,
+    }),
     qkNorm: true,
   };
-  if (kvHeadOfQuery) config.kvHeadOfQuery = kvHeadOfQuery;
+  if (heads.kvHeadOfQuery) config.kvHeadOfQuery = heads.kvHeadOfQuery;
   if (windows.some((w) => w > 0)) config.slidingWindow = windows;
-  const bos = r.tokenId('bos_token_id');
-  const eos = r.tokenId('eos_token_id');
-  if (bos !== undefined) config.bosTokenId = bos;
-  if (eos !== undefined) config.eosTokenId = eos;
+  setTokenIds(config, r);
   return config;
 }
 
@@ -261,12 +224,7 @@ export function qwen3SpecToHf(spec: ModelSpec): {
 
   const tensors = new Map<string, TensorSource>();
   for (const [role, shape] of qwen3RoleShapes(c)) {
-    const t = spec.tensors.get(role);
-    if (!t) throw fail(`tensor ${role} is missing from the model`);
-    if (!sameShape(t.shape, shape)) {
-      throw fail(`tensor ${role} has shape ${shapeText(t.shape)}, the config implies ${shapeText(shape)}`);
-    }
-    tensors.set(qwen3HfNameOfRole(role), t);
+    tensors.set(qwen3HfNameOfRole(role), specTensor(spec, role, shape));
   }
   return { config, tensors };
 }

@@ -6,7 +6,7 @@
 import { join } from 'node:path';
 import type { HfFolder } from '../checkpoint/hf.js';
 import { fileError, GenepruneError } from '../errors.js';
-import { bindHfTensors, sameShape, shapeText } from './bind.js';
+import { bindHfTensors, sameShape, specTensor } from './bind.js';
 import { configReader } from './hfconfig.js';
 import {
   type Activation,
@@ -512,12 +512,7 @@ export function t5SpecToHf(spec: ModelSpec): {
   }
   const tensors = new Map<string, TensorSource>();
   for (const [role, shape] of t5RoleShapes(c)) {
-    const t = spec.tensors.get(role);
-    if (!t) throw fail(`tensor ${role} is missing from the model`);
-    if (!sameShape(t.shape, shape)) {
-      throw fail(`tensor ${role} has shape ${shapeText(t.shape)}, the config implies ${shapeText(shape)}`);
-    }
-    tensors.set(hfNameOf(role, c), t);
+    tensors.set(hfNameOf(role, c), specTensor(spec, role, shape));
   }
   return { config, tensors };
 }

@@ -1,0 +1,213 @@
+/**
+ * The config.json reading the rotary decoder families share (llama.ts decoderSizesFromHf, perLayerHeadsFromHf,
+ * rotaryDecoderConfigFromHf): each family's ModelConfig keeps the keys, values and key order its own code gave
+ * before they were shared — a distributed search compares the config's JSON between processes — and the shared
+ * refusals name config.json.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { GenepruneError } from '../../src/errors.js';
+import { gemmaConfigFromHf } from '../../src/model/gemma.js';
+import { llamaConfigFromHf } from '../../src/model/llama.js';
+import { phi3ConfigFromHf } from '../../src/model/phi3.js';
+import { qwen3ConfigFromHf } from '../../src/model/qwen3.js';
+
+const PATH = '/models/x/config.json';
+const BASE = {
+  hidden_size: 64,
+  num_hidden_layers: 3,
+  num_attention_heads: 4,
+  num_key_value_heads: 2,
+  intermediate_size: 96,
+  vocab_size: 50,
+  bos_token_id: 1,
+  eos_token_id: [2, 3],
+};
+/** A physically pruned export's head keys: uneven groups in layer 1, no heads in layer 2. */
+const PRUNED = {
+  num_attention_heads_per_layer: [4, 3, 0],
+  num_key_value_heads_per_layer: [2, 2, 0],
+  kv_head_of_query_per_layer: [[0, 0, 1, 1], [0, 1, 1], []],
+};
+/** The keys every family's literal began with, in its order (llama's configs never had `arch`). */
+const HEAD = [
+  'hiddenSize',
+  'numLayers',
+  'numHeads',
+  'numKvHeads',
+  'headDim',
+  'headsPerLayer',
+  'kvHeadsPerLayer',
+];
+const MID = [
+  'intermediateSize',
+  'vocabSize',
+  'maxPositions',
+  'normKind',
+  'normPlacement',
+  'normEps',
+  'activation',
+];
+const BIASES = ['attentionBias', 'attentionOutBias', 'mlpBias', 'tieEmbeddings'];
+
+describe('the rotary decoders keep their ModelConfig', () => {
+  test('llama: keys in order, pruned head keys read back', () => {
+    const c = llamaConfigFromHf(
+      { ...BASE, ...PRUNED, model_type: 'llama', rope_scaling: { rope_type: 'linear', factor: 2 } },
+      PATH,
+    );
+    assert.deepEqual(Object.keys(c), [
+      'family',
+      'modelType',
+      ...HEAD,
+      ...MID,
+      'mlpKind',
+      'positionKind',
+      'ropeTheta',
+      'ropeScaling',
+      ...BIASES,
+      'kvHeadOfQuery',
+      'bosTokenId',
+      'eosTokenId',
+    ]);
+    assert.deepEqual([c.headDim, c.headsPerLayer, c.kvHeadsPerLayer], [16, [4, 3, 0], [2, 2, 0]]);
+    assert.deepEqual(c.kvHeadOfQuery, PRUNED.kv_head_of_query_per_layer);
+    assert.deepEqual([c.bosTokenId, c.eosTokenId, c.tieEmbeddings, c.normEps], [1, 2, false, 1e-6]);
+  });
+
+  test('qwen3: head_dim defaults to 128, qkNorm after the shared keys, windows after the maps', () => {
+    const c = qwen3ConfigFromHf(
+      { ...BASE, model_type: 'qwen3', use_sliding_window: true, max_window_layers: 1 },
+      PATH,
+    );
+    assert.deepEqual(Object.keys(c), [
+      'family',
+      'arch',
+      'modelType',
+      ...HEAD,
+      ...MID,
+      'mlpKind',
+      'positionKind',
+      'ropeTheta',
+      ...BIASES,
+      'qkNorm',
+      'slidingWindow',
+      'bosTokenId',
+      'eosTokenId',
+    ]);
+    assert.equal(c.headDim, 128);
+    assert.deepEqual(c.slidingWindow, [0, 4096, 4096]);
+  });
+
+  test('gemma2: its defaults (4 KV heads, head_dim 256, tied head) and its own keys after the shared ones', () => {
+    const { num_key_value_heads: _, ...noKv } = BASE;
+    const c = gemmaConfigFromHf({ ...noKv, model_type: 'gemma2' }, PATH);
+    assert.deepEqual(Object.keys(c), [
+      'family',
+      'arch',
+      'modelType',
+      ...HEAD,
+      ...MID,
+      'mlpKind',
+      'positionKind',
+      'ropeTheta',
+      ...BIASES,
+      'normWeightOffset',
+      'embedScale',
+      'attnScale',
+      'attnSoftcap',
+      'finalSoftcap',
+      'slidingWindow',
+      'sandwichNorms',
+      'bosTokenId',
+      'eosTokenId',
+    ]);
+    assert.deepEqual([c.numKvHeads, c.headDim, c.tieEmbeddings], [4, 256, true]);
+  });
+
+  test('phi3: rotaryDim before the scaling, the window before the maps, then the pad id', () => {
+    const c = phi3ConfigFromHf(
+      {
+        ...BASE,
+        ...PRUNED,
+        model_type: 'phi3',
+        partial_rotary_factor: 0.75,
+        max_position_embeddings: 64,
+        original_max_position_embeddings: 32,
+        rope_scaling: { type: 'longrope', short_factor: Array(6).fill(1), long_factor: Array(6).fill(2) },
+        sliding_window: 7,
+        pad_token_id: 9,
+      },
+      PATH,
+    );
+    assert.deepEqual(Object.keys(c), [
+      'family',
+      'arch',
+      'modelType',
+      ...HEAD,
+      ...MID,
+      'mlpKind',
+      'positionKind',
+      'ropeTheta',
+      'rotaryDim',
+      'ropeScaling',
+      ...BIASES,
+      'slidingWindow',
+      'kvHeadOfQuery',
+      'padTokenId',
+      'bosTokenId',
+      'eosTokenId',
+    ]);
+    assert.deepEqual([c.rotaryDim, c.normEps, c.slidingWindow], [12, 1e-5, [7, 7, 7]]);
+  });
+});
+
+describe('the shared refusals name config.json and the key', () => {
+  const cases: Array<[string, (json: Record<string, unknown>, path: string) => unknown, object, string]> = [
+    [
+      'uneven KV groups',
+      qwen3ConfigFromHf,
+      { model_type: 'qwen3', num_key_value_heads: 3 },
+      'num_attention_heads 4 is not a multiple of num_key_value_heads 3',
+    ],
+    [
+      'no head_dim and an uneven split',
+      llamaConfigFromHf,
+      { model_type: 'llama', hidden_size: 66 },
+      'hidden_size 66 is not a multiple of num_attention_heads 4 and head_dim is unset',
+    ],
+    [
+      'an odd head_dim',
+      gemmaConfigFromHf,
+      { model_type: 'gemma', head_dim: 7 },
+      'head_dim 7 is odd (rotary embedding needs pairs)',
+    ],
+    // Phi-3 rotates a fraction of each head: its own check speaks of that fraction, not of head_dim.
+    [
+      'an odd head_dim (phi3)',
+      phi3ConfigFromHf,
+      { model_type: 'phi3', head_dim: 7 },
+      'partial_rotary_factor 1 gives 7 rotary dimensions of head_dim 7',
+    ],
+    [
+      'one per-layer head key alone',
+      phi3ConfigFromHf,
+      { model_type: 'phi3', num_attention_heads_per_layer: [4, 4, 4] },
+      'num_attention_heads_per_layer and num_key_value_heads_per_layer must be given together',
+    ],
+    [
+      'no vocab_size',
+      qwen3ConfigFromHf,
+      { model_type: 'qwen3', vocab_size: undefined },
+      '"vocab_size" is missing',
+    ],
+  ];
+  for (const [name, read, extra, words] of cases) {
+    test(name, () => {
+      assert.throws(
+        () => read({ ...BASE, ...extra }, PATH),
+        (e: unknown) => e instanceof GenepruneError && e.oneLine().startsWith(`${PATH}: ${words}`),
+      );
+    });
+  }
+});

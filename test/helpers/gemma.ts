@@ -1,6 +1,12 @@
 /** Small random Gemma / Gemma 2 checkpoints written as Hugging Face folders (transformers' names). */
-import { writeHfFolder } from '../../src/checkpoint/hf.js';
-import { createRng } from '../../src/util/rng.js';
+import {
+  addAttention,
+  addGatedMlp,
+  type HfTensors,
+  perLayerHeadKeys,
+  randomHfTensors,
+  writeRandomHfFolder,
+} from './hffolder.js';
 
 export interface GemmaShape {
   type: 'gemma' | 'gemma2';
@@ -19,7 +25,7 @@ export interface GemmaShape {
   tied?: boolean;
 }
 
-export type GemmaTensors = Map<string, { shape: number[]; data: Float32Array }>;
+export type GemmaTensors = HfTensors;
 
 /** A random Gemma / Gemma 2 folder with HF names; returns its tensors and config. */
 export async function writeGemma(
@@ -28,13 +34,7 @@ export async function writeGemma(
   seed: number,
   extra: Record<string, unknown> = {},
 ) {
-  const rng = createRng(seed);
-  const tensors: GemmaTensors = new Map();
-  const add = (name: string, shape: number[], scale: number) => {
-    const n = shape.reduce((a, b) => a * b, 1);
-    const data = Float32Array.from({ length: n }, () => (rng.nextFloat() * 2 - 1) * scale);
-    tensors.set(name, { shape, data });
-  };
+  const { tensors, add } = randomHfTensors(seed);
   const D = s.hidden;
   add('model.embed_tokens.weight', [s.vocab, D], 0.5);
   for (let l = 0; l < s.layers; l++) {
@@ -43,24 +43,13 @@ export async function writeGemma(
     const kv = (s.kvHeadsPerLayer?.[l] ?? s.kvHeads) * s.headDim;
     // Norm weights around 0: Gemma scales by 1 + w.
     add(`${p}.input_layernorm.weight`, [D], 0.3);
-    add(`${p}.self_attn.q_proj.weight`, [q, D], 0.5);
-    add(`${p}.self_attn.k_proj.weight`, [kv, D], 0.5);
-    add(`${p}.self_attn.v_proj.weight`, [kv, D], 0.5);
-    add(`${p}.self_attn.o_proj.weight`, [D, q], 0.4);
-    if (s.attentionBias) {
-      add(`${p}.self_attn.q_proj.bias`, [q], 0.2);
-      add(`${p}.self_attn.k_proj.bias`, [kv], 0.2);
-      add(`${p}.self_attn.v_proj.bias`, [kv], 0.2);
-      add(`${p}.self_attn.o_proj.bias`, [D], 0.2);
-    }
+    addAttention(add, p, q, kv, D, s.attentionBias === true);
     add(`${p}.post_attention_layernorm.weight`, [D], 0.3);
     if (s.type === 'gemma2') {
       add(`${p}.pre_feedforward_layernorm.weight`, [D], 0.3);
       add(`${p}.post_feedforward_layernorm.weight`, [D], 0.3);
     }
-    add(`${p}.mlp.gate_proj.weight`, [s.inter, D], 0.5);
-    add(`${p}.mlp.up_proj.weight`, [s.inter, D], 0.5);
-    add(`${p}.mlp.down_proj.weight`, [D, s.inter], 0.4);
+    addGatedMlp(add, p, s.inter, D);
   }
   add('model.norm.weight', [D], 0.3);
   if (s.tied === false) add('lm_head.weight', [s.vocab, D], 0.5);
@@ -88,16 +77,9 @@ export async function writeGemma(
           attn_logit_softcapping: 1.5,
           final_logit_softcapping: 2.5,
         }),
-    ...(s.headsPerLayer
-      ? { num_attention_heads_per_layer: s.headsPerLayer, num_key_value_heads_per_layer: s.kvHeadsPerLayer }
-      : {}),
-    ...(s.kvHeadOfQuery ? { kv_head_of_query_per_layer: s.kvHeadOfQuery } : {}),
+    ...perLayerHeadKeys(s),
     ...extra,
   };
-  for (const [k, v] of Object.entries(config)) if (v === undefined) delete config[k];
-  await writeHfFolder(dir, {
-    config,
-    tensors: [...tensors].map(([name, t]) => ({ name, shape: t.shape, data: t.data })),
-  });
+  await writeRandomHfFolder(dir, config, tensors);
   return { tensors, config };
 }

@@ -1,6 +1,5 @@
 /** Small random GPT-2 checkpoints written as Hugging Face folders (GPT2LMHeadModel names and layouts). */
-import { writeHfFolder } from '../../src/checkpoint/hf.js';
-import { createRng } from '../../src/util/rng.js';
+import { type AddTensor, randomHfTensors, writeRandomHfFolder } from './hffolder.js';
 
 export interface Gpt2Shape {
   embd: number;
@@ -20,14 +19,9 @@ export async function writeGpt2(
   seed: number,
   extra: Record<string, unknown> = {},
 ) {
-  const rng = createRng(seed);
   const hd = s.embd / s.heads;
-  const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
-  const add = (name: string, shape: number[], scale: number, offset = 0) => {
-    const n = shape.reduce((a, b) => a * b, 1);
-    const data = Float32Array.from({ length: n }, () => offset + (rng.nextFloat() * 2 - 1) * scale);
-    tensors.set(`transformer.${name}`, { shape, data });
-  };
+  const { tensors, add: addNamed } = randomHfTensors(seed);
+  const add: AddTensor = (name, ...rest) => addNamed(`transformer.${name}`, ...rest);
   add('wte.weight', [s.vocab, s.embd], 1);
   add('wpe.weight', [s.positions, s.embd], 0.5);
   const pruned: Record<string, number[]> = {};
@@ -64,10 +58,7 @@ export async function writeGpt2(
     ...(Object.keys(pruned).length ? { pruned_heads: pruned } : {}),
     ...extra,
   };
-  await writeHfFolder(dir, {
-    config,
-    tensors: [...tensors].map(([name, t]) => ({ name, shape: t.shape, data: t.data })),
-  });
+  await writeRandomHfFolder(dir, config, tensors);
   return tensors;
 }
 

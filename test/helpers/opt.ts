@@ -2,8 +2,7 @@
  * Small random OPT checkpoints written as Hugging Face folders (OPTForCausalLM names: `model.decoder.*`, or the
  * older uploads' bare `decoder.*`), with embed_positions holding OPT's two extra leading rows.
  */
-import { writeHfFolder } from '../../src/checkpoint/hf.js';
-import { createRng } from '../../src/util/rng.js';
+import { type AddTensor, type HfTensors, randomHfTensors, writeRandomHfFolder } from './hffolder.js';
 
 export interface OptShape {
   hidden: number;
@@ -29,17 +28,13 @@ export async function writeOpt(
   s: OptShape,
   seed: number,
   extra: Record<string, unknown> = {},
-): Promise<Map<string, { shape: number[]; data: Float32Array }>> {
-  const rng = createRng(seed);
+): Promise<HfTensors> {
   const hd = s.hidden / s.heads;
   const bias = s.bias ?? true;
   const prefix = s.barePrefix ? 'decoder.' : 'model.decoder.';
-  const tensors = new Map<string, { shape: number[]; data: Float32Array }>();
-  const add = (name: string, shape: number[], scale: number, offset = 0) => {
-    const n = shape.reduce((a, b) => a * b, 1);
-    const data = Float32Array.from({ length: n }, () => offset + (rng.nextFloat() * 2 - 1) * scale);
-    tensors.set(name.startsWith('lm_head') ? name : prefix + name, { shape, data });
-  };
+  const { tensors, add: addNamed } = randomHfTensors(seed);
+  const add: AddTensor = (name, ...rest) =>
+    addNamed(name.startsWith('lm_head') ? name : prefix + name, ...rest);
   add('embed_tokens.weight', [s.vocab, s.hidden], 1);
   add('embed_positions.weight', [s.positions + 2, s.hidden], 0.5);
   for (let l = 0; l < s.layers; l++) {
@@ -85,9 +80,6 @@ export async function writeOpt(
     ...(pruned ? { num_attention_heads_per_layer: s.kept, num_key_value_heads_per_layer: s.kept } : {}),
     ...extra,
   };
-  await writeHfFolder(dir, {
-    config,
-    tensors: [...tensors].map(([name, t]) => ({ name, shape: t.shape, data: t.data })),
-  });
+  await writeRandomHfFolder(dir, config, tensors);
   return tensors;
 }

@@ -2,8 +2,8 @@
  * Small random Phi-3 checkpoints written as Hugging Face folders with transformers' names (Phi3ForCausalLM:
  * fused self_attn.qkv_proj and mlp.gate_up_proj), for the loader, graph, search and export tests.
  */
-import { writeHfFolder } from '../../src/checkpoint/hf.js';
 import { createRng } from '../../src/util/rng.js';
+import { type HfTensors, perLayerHeadKeys, randomHfTensors, writeRandomHfFolder } from './hffolder.js';
 
 export interface Phi3Shape {
   hidden: number;
@@ -21,7 +21,7 @@ export interface Phi3Shape {
   tied?: boolean;
 }
 
-export type Phi3Tensors = Map<string, { shape: number[]; data: Float32Array }>;
+export type Phi3Tensors = HfTensors;
 
 /** head_dim of a shape. */
 export const phi3HeadDim = (s: Phi3Shape): number => s.headDim ?? s.hidden / s.heads;
@@ -33,13 +33,7 @@ export async function writePhi3(
   seed: number,
   extra: Record<string, unknown> = {},
 ) {
-  const rng = createRng(seed);
-  const tensors: Phi3Tensors = new Map();
-  const add = (name: string, shape: number[], scale: number, offset = 0) => {
-    const n = shape.reduce((a, b) => a * b, 1);
-    const data = Float32Array.from({ length: n }, () => offset + (rng.nextFloat() * 2 - 1) * scale);
-    tensors.set(name, { shape, data });
-  };
+  const { tensors, add } = randomHfTensors(seed);
   const D = s.hidden;
   const hd = phi3HeadDim(s);
   add('model.embed_tokens.weight', [s.vocab, D], 0.5);
@@ -75,16 +69,10 @@ export async function writePhi3(
     bos_token_id: 1,
     eos_token_id: 2,
     pad_token_id: 0,
-    ...(s.headsPerLayer
-      ? { num_attention_heads_per_layer: s.headsPerLayer, num_key_value_heads_per_layer: s.kvHeadsPerLayer }
-      : {}),
+    ...perLayerHeadKeys(s),
     ...extra,
   };
-  for (const [k, v] of Object.entries(config)) if (v === undefined) delete config[k];
-  await writeHfFolder(dir, {
-    config,
-    tensors: [...tensors].map(([name, t]) => ({ name, shape: t.shape, data: t.data })),
-  });
+  await writeRandomHfFolder(dir, config, tensors);
   return { tensors, config };
 }
 

@@ -1,6 +1,12 @@
 /** Small random Qwen3 checkpoints written as Hugging Face folders (Qwen3ForCausalLM names). */
-import { writeHfFolder } from '../../src/checkpoint/hf.js';
-import { createRng } from '../../src/util/rng.js';
+import {
+  addAttention,
+  addGatedMlp,
+  type HfTensors,
+  perLayerHeadKeys,
+  randomHfTensors,
+  writeRandomHfFolder,
+} from './hffolder.js';
 
 export interface Qwen3Shape {
   hidden: number;
@@ -20,7 +26,7 @@ export interface Qwen3Shape {
   tied?: boolean;
 }
 
-export type Qwen3Tensors = Map<string, { shape: number[]; data: Float32Array }>;
+export type Qwen3Tensors = HfTensors;
 
 /** A random Qwen3 folder with HF names; returns its tensors and config. `extra` overrides config keys. */
 export async function writeQwen3(
@@ -29,13 +35,7 @@ export async function writeQwen3(
   seed: number,
   extra: Record<string, unknown> = {},
 ) {
-  const rng = createRng(seed);
-  const tensors: Qwen3Tensors = new Map();
-  const add = (name: string, shape: number[], scale: number, offset = 0) => {
-    const n = shape.reduce((a, b) => a * b, 1);
-    const data = Float32Array.from({ length: n }, () => offset + (rng.nextFloat() * 2 - 1) * scale);
-    tensors.set(name, { shape, data });
-  };
+  const { tensors, add } = randomHfTensors(seed);
   const D = s.hidden;
   const tied = s.tied !== false;
   add('model.embed_tokens.weight', [s.vocab, D], 0.5);
@@ -45,22 +45,11 @@ export async function writeQwen3(
     const kv = (s.kvHeadsPerLayer?.[l] ?? s.kvHeads) * s.headDim;
     // Norm weights around 1 (plain RMSNorm scales by w), spread enough that a missing norm shows.
     add(`${p}.input_layernorm.weight`, [D], 0.3, 1);
-    add(`${p}.self_attn.q_proj.weight`, [q, D], 0.5);
-    add(`${p}.self_attn.k_proj.weight`, [kv, D], 0.5);
-    add(`${p}.self_attn.v_proj.weight`, [kv, D], 0.5);
-    add(`${p}.self_attn.o_proj.weight`, [D, q], 0.4);
-    if (s.attentionBias) {
-      add(`${p}.self_attn.q_proj.bias`, [q], 0.2);
-      add(`${p}.self_attn.k_proj.bias`, [kv], 0.2);
-      add(`${p}.self_attn.v_proj.bias`, [kv], 0.2);
-      add(`${p}.self_attn.o_proj.bias`, [D], 0.2);
-    }
+    addAttention(add, p, q, kv, D, s.attentionBias === true);
     add(`${p}.self_attn.q_norm.weight`, [s.headDim], 0.5, 1);
     add(`${p}.self_attn.k_norm.weight`, [s.headDim], 0.5, 1);
     add(`${p}.post_attention_layernorm.weight`, [D], 0.3, 1);
-    add(`${p}.mlp.gate_proj.weight`, [s.inter, D], 0.5);
-    add(`${p}.mlp.up_proj.weight`, [s.inter, D], 0.5);
-    add(`${p}.mlp.down_proj.weight`, [D, s.inter], 0.4);
+    addGatedMlp(add, p, s.inter, D);
   }
   add('model.norm.weight', [D], 0.3, 1);
   if (!tied) add('lm_head.weight', [s.vocab, D], 0.5);
@@ -81,16 +70,9 @@ export async function writeQwen3(
     attention_bias: s.attentionBias ?? false,
     tie_word_embeddings: tied,
     use_sliding_window: false,
-    ...(s.headsPerLayer
-      ? { num_attention_heads_per_layer: s.headsPerLayer, num_key_value_heads_per_layer: s.kvHeadsPerLayer }
-      : {}),
-    ...(s.kvHeadOfQuery ? { kv_head_of_query_per_layer: s.kvHeadOfQuery } : {}),
+    ...perLayerHeadKeys(s),
     ...extra,
   };
-  for (const [k, v] of Object.entries(config)) if (v === undefined) delete config[k];
-  await writeHfFolder(dir, {
-    config,
-    tensors: [...tensors].map(([name, t]) => ({ name, shape: t.shape, data: t.data })),
-  });
+  await writeRandomHfFolder(dir, config, tensors);
   return { tensors, config };
 }

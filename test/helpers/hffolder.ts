@@ -1,0 +1,83 @@
+/**
+ * Random Hugging Face folders for the family tests (test/helpers/gemma.ts, qwen3.ts, phi3.ts, opt.ts, gpt2.ts):
+ * tensors drawn from one seeded stream in the order a writer adds them, each value uniform in offset ± scale, and
+ * the folder written with its config.json, where a key set to undefined (an `extra` that removes it) is dropped.
+ */
+import { writeHfFolder } from '../../src/checkpoint/hf.js';
+import { createRng } from '../../src/util/rng.js';
+
+/** Tensors by Hugging Face name, as written. */
+export type HfTensors = Map<string, { shape: number[]; data: Float32Array }>;
+
+/** Adds one random tensor: values offset + scale · U(−1, 1). */
+export type AddTensor = (name: string, shape: number[], scale: number, offset?: number) => void;
+
+/** An empty tensor map and the `add` that fills it from the stream of `seed`. */
+export function randomHfTensors(seed: number): { tensors: HfTensors; add: AddTensor } {
+  const rng = createRng(seed);
+  const tensors: HfTensors = new Map();
+  const add: AddTensor = (name, shape, scale, offset = 0) => {
+    const n = shape.reduce((a, b) => a * b, 1);
+    const data = Float32Array.from({ length: n }, () => offset + (rng.nextFloat() * 2 - 1) * scale);
+    tensors.set(name, { shape, data });
+  };
+  return { tensors, add };
+}
+
+/** Writes `config` (its undefined keys deleted) and `tensors` as a Hugging Face folder. */
+export async function writeRandomHfFolder(
+  dir: string,
+  config: Record<string, unknown>,
+  tensors: HfTensors,
+): Promise<void> {
+  for (const [k, v] of Object.entries(config)) if (v === undefined) delete config[k];
+  await writeHfFolder(dir, {
+    config,
+    tensors: [...tensors].map(([name, t]) => ({ name, shape: t.shape, data: t.data })),
+  });
+}
+
+/** The per-layer head keys of a physically pruned LLaMA-shaped folder (none when the shape gives none). */
+export function perLayerHeadKeys(s: {
+  headsPerLayer?: number[];
+  kvHeadsPerLayer?: number[];
+  kvHeadOfQuery?: number[][];
+}): Record<string, unknown> {
+  return {
+    ...(s.headsPerLayer
+      ? { num_attention_heads_per_layer: s.headsPerLayer, num_key_value_heads_per_layer: s.kvHeadsPerLayer }
+      : {}),
+    ...(s.kvHeadOfQuery ? { kv_head_of_query_per_layer: s.kvHeadOfQuery } : {}),
+  };
+}
+
+/**
+ * A LLaMA-shaped layer's separate attention projections under `p` (q, k, v [rows, D], o [D, q rows]) and, with
+ * `bias`, a bias on each of the four.
+ */
+export function addAttention(
+  add: AddTensor,
+  p: string,
+  q: number,
+  kv: number,
+  D: number,
+  bias: boolean,
+): void {
+  add(`${p}.self_attn.q_proj.weight`, [q, D], 0.5);
+  add(`${p}.self_attn.k_proj.weight`, [kv, D], 0.5);
+  add(`${p}.self_attn.v_proj.weight`, [kv, D], 0.5);
+  add(`${p}.self_attn.o_proj.weight`, [D, q], 0.4);
+  if (bias) {
+    add(`${p}.self_attn.q_proj.bias`, [q], 0.2);
+    add(`${p}.self_attn.k_proj.bias`, [kv], 0.2);
+    add(`${p}.self_attn.v_proj.bias`, [kv], 0.2);
+    add(`${p}.self_attn.o_proj.bias`, [D], 0.2);
+  }
+}
+
+/** A gated MLP's gate, up [inter, D] and down [D, inter] projections under `p`. */
+export function addGatedMlp(add: AddTensor, p: string, inter: number, D: number): void {
+  add(`${p}.mlp.gate_proj.weight`, [inter, D], 0.5);
+  add(`${p}.mlp.up_proj.weight`, [inter, D], 0.5);
+  add(`${p}.mlp.down_proj.weight`, [D, inter], 0.4);
+}

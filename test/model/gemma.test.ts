@@ -18,9 +18,17 @@ import { loadWeights } from '../../src/graph/weights.js';
 import { gemmaSpecToHf } from '../../src/model/gemma.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import type { ModelSpec } from '../../src/model/spec.js';
-import { createRng } from '../../src/util/rng.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { type GemmaShape as Shape, type GemmaTensors as Tensors, writeGemma } from '../helpers/gemma.js';
+import {
+  assertMatchesReference,
+  engineLogits,
+  maxAbsDiff,
+  type ReferenceForward,
+  randomTokens,
+  referenceLogits,
+  twoRows,
+} from '../helpers/logits.js';
 import { type GemmaReference, gemmaForward } from '../reference/gemma.js';
 
 const tmp = tempDir('geneprune-gemma-');
@@ -54,55 +62,15 @@ function referenceOf(s: Shape, tensors: Tensors, config: Record<string, unknown>
   };
 }
 
-function randomTokens(n: number, vocab: number, seed: number): number[] {
-  const rng = createRng(seed);
-  return Array.from({ length: n }, () => rng.nextInt(vocab));
-}
-
-const SEQS = (vocab: number) => [randomTokens(9, vocab, 1), randomTokens(9, vocab, 2)];
-
-function worstDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
-  return worst;
-}
-
-function referenceLogits(ref: GemmaReference, seqs: number[][], headMask?: number[][]): Float64Array {
-  return Float64Array.from(
-    seqs.flatMap((seq) => gemmaForward(ref, seq, headMask).flatMap((row) => [...row])),
-  );
-}
-
-async function engineLogits(
-  spec: ModelSpec,
-  seqs: number[][],
-  headMask?: number[][],
-  attention: 'fused' | 'explicit' = 'fused',
-): Promise<Float32Array> {
-  const runner = await createRunner(spec, { output: 'logits', attention });
-  const maxHeads = Math.max(...spec.config.headsPerLayer);
-  const flat = headMask
-    ? Float32Array.from(headMask.flatMap((row) => [...row, ...new Array(maxHeads - row.length).fill(1)]))
-    : undefined;
-  const out = await runner.run(
-    { batch: seqs.length, seq: seqs[0].length, ids: BigInt64Array.from(seqs.flat().map(BigInt)) },
-    { headMask: flat },
-  );
-  await runner.release();
-  return out;
-}
+/** The reference as the shared comparison (test/helpers/logits.ts) runs it. */
+const forward =
+  (ref: GemmaReference): ReferenceForward =>
+  (tokens, headMask) =>
+    gemmaForward(ref, tokens, headMask);
 
 /** Engine logits against the reference, dense and with `mask`, on both attention paths. */
-async function assertMatches(spec: ModelSpec, ref: GemmaReference, mask: number[][]): Promise<void> {
-  const seqs = SEQS(ref.vocabSize);
-  for (const headMask of [undefined, mask]) {
-    const expected = referenceLogits(ref, seqs, headMask);
-    for (const kind of ['fused', 'explicit'] as const) {
-      const d = worstDiff(await engineLogits(spec, seqs, headMask, kind), expected);
-      assert.ok(d <= 1e-4, `${kind}${headMask ? ', masked heads' : ''}: max abs diff ${d}`);
-    }
-  }
-}
+const assertMatches = (spec: ModelSpec, ref: GemmaReference, mask: number[][]) =>
+  assertMatchesReference(spec, forward(ref), twoRows(9, ref.vocabSize), mask);
 
 // MQA (one KV head) and head_dim 8 with hidden 24: head_dim ≠ hidden / heads.
 const GEMMA: Shape = {
@@ -166,8 +134,8 @@ describe('Gemma checkpoints match the reference forward', () => {
     assert.equal(spec.config.activation, 'gelu');
     const ref = referenceOf(GEMMA, tensors, config);
     assert.equal(ref.activation, 'gelu');
-    const seqs = SEQS(GEMMA.vocab);
-    assert.ok(worstDiff(await engineLogits(spec, seqs), referenceLogits(ref, seqs)) <= 1e-4);
+    const seqs = twoRows(9, GEMMA.vocab);
+    assert.ok(maxAbsDiff(await engineLogits(spec, seqs), referenceLogits(forward(ref), seqs)) <= 1e-4);
     // hidden_activation, where a config states it, is the explicit choice and wins.
     const both = join(tmp.dir, 'gemma-gelu-both');
     await writeGemma(both, GEMMA, 3, { hidden_act: 'gelu', hidden_activation: 'gelu_pytorch_tanh' });
@@ -187,14 +155,14 @@ describe('Gemma checkpoints match the reference forward', () => {
     assert.equal(c.sandwichNorms, true);
     const ref = referenceOf(GEMMA2, tensors, config);
     // The test is only worth something if each Gemma 2 feature changes the logits.
-    const seqs = SEQS(GEMMA2.vocab);
-    const base = referenceLogits(ref, seqs);
+    const seqs = twoRows(9, GEMMA2.vocab);
+    const base = referenceLogits(forward(ref), seqs);
     for (const [what, change] of [
       ['attention soft-cap', { attnSoftcap: undefined }],
       ['final soft-cap', { finalSoftcap: undefined }],
       ['sliding window', { slidingWindow: undefined }],
     ] as const) {
-      const d = worstDiff(referenceLogits({ ...ref, ...change }, seqs), base);
+      const d = maxAbsDiff(referenceLogits(forward({ ...ref, ...change }), seqs), base);
       assert.ok(d > 1e-2, `${what} changes the logits by only ${d}`);
     }
     await assertMatches(spec, ref, MASK3);
@@ -207,10 +175,12 @@ describe('Gemma checkpoints match the reference forward', () => {
     const spec = await loadModelSpec(dir);
     assert.deepEqual(spec.config.slidingWindow, [0, 3, 3]);
     const ref = referenceOf(GEMMA2, tensors, config);
-    const seqs = SEQS(GEMMA2.vocab);
-    const expected = referenceLogits(ref, seqs);
-    assert.ok(worstDiff(referenceLogits({ ...ref, layerTypes: undefined }, seqs), expected) > 1e-2);
-    assert.ok(worstDiff(await engineLogits(spec, seqs, undefined, 'explicit'), expected) <= 1e-4);
+    const seqs = twoRows(9, GEMMA2.vocab);
+    const expected = referenceLogits(forward(ref), seqs);
+    assert.ok(maxAbsDiff(referenceLogits(forward({ ...ref, layerTypes: undefined }), seqs), expected) > 1e-2);
+    assert.ok(
+      maxAbsDiff(await engineLogits(spec, seqs, undefined, { attention: 'explicit' }), expected) <= 1e-4,
+    );
   });
 
   test('Gemma 2 without soft-caps or windows runs the fused kernel with its own score scale', async () => {
@@ -247,7 +217,7 @@ describe('Gemma checkpoints match the reference forward', () => {
     const { tensors, config } = await writeGemma(dir, GEMMA2, 8);
     const spec = await loadModelSpec(dir);
     const ref = referenceOf(GEMMA2, tensors, config);
-    const seqs = SEQS(GEMMA2.vocab);
+    const seqs = twoRows(9, GEMMA2.vocab);
     const targets = seqs.map((seq, b) => [...seq.slice(1), b === 0 ? 5 : -100]);
     const expected = seqs.flatMap((seq, b) =>
       gemmaForward(ref, seq).map((logits, t) => {
@@ -267,7 +237,7 @@ describe('Gemma checkpoints match the reference forward', () => {
         targets: BigInt64Array.from(targets.flat().map(BigInt)),
       });
       await runner.release();
-      const d = worstDiff(nll, expected);
+      const d = maxAbsDiff(nll, expected);
       assert.ok(d <= 1e-4, `vocabChunk ${vocabChunk}: max abs diff ${d}`);
     }
   });
@@ -300,10 +270,10 @@ describe('Gemma 2 KV-cache graph', () => {
       pos = total;
     }
     await engine.release();
-    const full = await engineLogits(spec, [tokens], undefined, 'explicit');
-    assert.ok(worstDiff(cached, full) <= 1e-4, `cache vs full: ${worstDiff(cached, full)}`);
-    const expected = referenceLogits(referenceOf(GEMMA2, tensors, config), [tokens]);
-    assert.ok(worstDiff(cached, expected) <= 1e-4, `cache vs reference: ${worstDiff(cached, expected)}`);
+    const full = await engineLogits(spec, [tokens], undefined, { attention: 'explicit' });
+    assert.ok(maxAbsDiff(cached, full) <= 1e-4, `cache vs full: ${maxAbsDiff(cached, full)}`);
+    const expected = referenceLogits(forward(referenceOf(GEMMA2, tensors, config)), [tokens]);
+    assert.ok(maxAbsDiff(cached, expected) <= 1e-4, `cache vs reference: ${maxAbsDiff(cached, expected)}`);
   });
 });
 

@@ -8,42 +8,26 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { writeHfFolder } from '../../src/checkpoint/hf.js';
-import { createRunner } from '../../src/engine/runner.js';
 import type { GenepruneError } from '../../src/errors.js';
 import { gpt2SpecToHf } from '../../src/model/gpt2.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import type { ModelSpec } from '../../src/model/spec.js';
-import { createRng } from '../../src/util/rng.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { type Gpt2Shape as Shape, writeGpt2 } from '../helpers/gpt2.js';
+import { maxDiffToReference, type ReferenceForward, twoRows } from '../helpers/logits.js';
 import { gpt2Forward } from '../reference/gpt2.js';
 
 const tmp = tempDir('geneprune-gpt2-');
 after(tmp.cleanup);
 
-function randomTokens(n: number, vocab: number, seed: number): number[] {
-  const rng = createRng(seed);
-  return Array.from({ length: n }, () => rng.nextInt(vocab));
-}
-
-async function maxDiff(
+/** The largest |engine logit − reference logit| over two rows of 9 tokens. */
+function maxDiff(
   spec: ModelSpec,
   tensors: Map<string, { data: Float32Array }>,
   s: Shape,
   headMask?: number[][],
   attention: 'fused' | 'explicit' = 'fused',
 ): Promise<number> {
-  const seqs = [randomTokens(9, s.vocab, 1), randomTokens(9, s.vocab, 2)];
-  const runner = await createRunner(spec, { output: 'logits', attention });
-  const maxHeads = Math.max(...spec.config.headsPerLayer);
-  const flat = headMask
-    ? Float32Array.from(headMask.flatMap((row) => [...row, ...new Array(maxHeads - row.length).fill(1)]))
-    : undefined;
-  const out = await runner.run(
-    { batch: 2, seq: 9, ids: BigInt64Array.from(seqs.flat().map(BigInt)) },
-    { headMask: flat },
-  );
-  await runner.release();
   const ref = {
     nEmbd: s.embd,
     nHead: s.heads,
@@ -57,16 +41,8 @@ async function maxDiff(
       return t.data;
     },
   };
-  let worst = 0;
-  seqs.forEach((seq, b) => {
-    const expected = gpt2Forward(ref, seq, headMask);
-    expected.forEach((row, t) => {
-      row.forEach((v, k) => {
-        worst = Math.max(worst, Math.abs(v - out[(b * seq.length + t) * s.vocab + k]));
-      });
-    });
-  });
-  return worst;
+  const forward: ReferenceForward = (tokens, mask) => gpt2Forward(ref, tokens, mask);
+  return maxDiffToReference(spec, forward, twoRows(9, s.vocab), headMask, { attention });
 }
 
 const SHAPE: Shape = { embd: 32, heads: 4, layers: 2, inner: 48, vocab: 41, positions: 16 };

@@ -14,18 +14,13 @@ import type { GenepruneError } from '../../src/errors.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { optSpecToHf } from '../../src/model/opt.js';
 import type { ModelSpec } from '../../src/model/spec.js';
-import { createRng } from '../../src/util/rng.js';
 import { tempDir } from '../checkpoint/helpers.js';
+import { maxDiffToReference, type ReferenceForward, randomTokens, twoRows } from '../helpers/logits.js';
 import { type OptShape as Shape, writeOpt } from '../helpers/opt.js';
 import { type OptReference, optForward } from '../reference/opt.js';
 
 const tmp = tempDir('geneprune-opt-');
 after(tmp.cleanup);
-
-function randomTokens(n: number, vocab: number, seed: number): number[] {
-  const rng = createRng(seed);
-  return Array.from({ length: n }, () => rng.nextInt(vocab));
-}
 
 function referenceOf(s: Shape, tensors: Map<string, { data: Float32Array }>): OptReference {
   return {
@@ -39,34 +34,17 @@ function referenceOf(s: Shape, tensors: Map<string, { data: Float32Array }>): Op
   };
 }
 
-async function maxDiff(
+/** The largest |engine logit − reference logit| over two rows of 9 tokens. */
+function maxDiff(
   spec: ModelSpec,
   tensors: Map<string, { data: Float32Array }>,
   s: Shape,
   headMask?: number[][],
   attention: 'fused' | 'explicit' = 'fused',
 ): Promise<number> {
-  const seqs = [randomTokens(9, s.vocab, 1), randomTokens(9, s.vocab, 2)];
-  const runner = await createRunner(spec, { output: 'logits', attention });
-  const maxHeads = Math.max(...spec.config.headsPerLayer);
-  const flat = headMask
-    ? Float32Array.from(headMask.flatMap((row) => [...row, ...new Array(maxHeads - row.length).fill(1)]))
-    : undefined;
-  const out = await runner.run(
-    { batch: 2, seq: 9, ids: BigInt64Array.from(seqs.flat().map(BigInt)) },
-    { headMask: flat },
-  );
-  await runner.release();
   const ref = referenceOf(s, tensors);
-  let worst = 0;
-  seqs.forEach((seq, b) => {
-    optForward(ref, seq, { headMask }).forEach((row, t) => {
-      row.forEach((v, k) => {
-        worst = Math.max(worst, Math.abs(v - out[(b * seq.length + t) * s.vocab + k]));
-      });
-    });
-  });
-  return worst;
+  const forward: ReferenceForward = (tokens, mask) => optForward(ref, tokens, { headMask: mask });
+  return maxDiffToReference(spec, forward, twoRows(9, s.vocab), headMask, { attention });
 }
 
 const SHAPE: Shape = { hidden: 32, heads: 4, layers: 2, ffn: 48, vocab: 41, positions: 16 };

@@ -20,8 +20,14 @@ import { specToHf } from '../../src/model/families.js';
 import { modelFingerprint } from '../../src/model/identity.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import type { ModelSpec } from '../../src/model/spec.js';
-import { createRng } from '../../src/util/rng.js';
 import { tempDir } from '../checkpoint/helpers.js';
+import {
+  assertMatchesReference,
+  maxAbsDiff,
+  type ReferenceForward,
+  randomTokens,
+  referenceLogits,
+} from '../helpers/logits.js';
 import {
   longropeScaling,
   type Phi3Shape,
@@ -68,51 +74,17 @@ function referenceOf(s: Phi3Shape, tensors: Phi3Tensors, config: Record<string, 
   };
 }
 
-function randomTokens(n: number, vocab: number, seed: number): number[] {
-  const rng = createRng(seed);
-  return Array.from({ length: n }, () => rng.nextInt(vocab));
-}
-
-function worstDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
-  return worst;
-}
-
-function referenceLogits(ref: Phi3Reference, seqs: number[][], headMask?: number[][]): Float64Array {
-  return Float64Array.from(seqs.flatMap((seq) => phi3Forward(ref, seq, headMask).flatMap((row) => [...row])));
-}
-
-async function engineLogits(
-  spec: ModelSpec,
-  seqs: number[][],
-  headMask?: number[][],
-  attention: 'fused' | 'explicit' = 'fused',
-): Promise<Float32Array> {
-  const runner = await createRunner(spec, { output: 'logits', attention });
-  const maxHeads = Math.max(...spec.config.headsPerLayer);
-  const flat = headMask
-    ? Float32Array.from(headMask.flatMap((row) => [...row, ...new Array(maxHeads - row.length).fill(1)]))
-    : undefined;
-  const out = await runner.run(
-    { batch: seqs.length, seq: seqs[0].length, ids: BigInt64Array.from(seqs.flat().map(BigInt)) },
-    { headMask: flat },
-  );
-  await runner.release();
-  return out;
-}
+/** The reference as the shared comparison (test/helpers/logits.ts) runs it. */
+const forward =
+  (ref: Phi3Reference): ReferenceForward =>
+  (tokens, headMask) =>
+    phi3Forward(ref, tokens, headMask);
 
 /** Engine logits against the reference, dense and with `mask`, on both attention paths, for each length. */
 async function assertMatches(spec: ModelSpec, ref: Phi3Reference, mask: number[][], lengths = [7]) {
   for (const n of lengths) {
     const seqs = [randomTokens(n, ref.vocabSize, n), randomTokens(n, ref.vocabSize, n + 100)];
-    for (const headMask of [undefined, mask]) {
-      const expected = referenceLogits(ref, seqs, headMask);
-      for (const kind of ['fused', 'explicit'] as const) {
-        const d = worstDiff(await engineLogits(spec, seqs, headMask, kind), expected);
-        assert.ok(d <= 1e-4, `length ${n}, ${kind}${headMask ? ', masked heads' : ''}: max abs diff ${d}`);
-      }
-    }
+    await assertMatchesReference(spec, forward(ref), seqs, mask, `length ${n}, `);
   }
 }
 
@@ -177,7 +149,10 @@ describe('Phi-3 checkpoints match the reference forward', () => {
     const ref = referenceOf(PHI4, tensors, config);
     // Partial rotary must matter, or the test proves nothing.
     const seqs = [randomTokens(7, PHI4.vocab, 5)];
-    const d = worstDiff(referenceLogits({ ...ref, rotaryDim: 8 }, seqs), referenceLogits(ref, seqs));
+    const d = maxAbsDiff(
+      referenceLogits(forward({ ...ref, rotaryDim: 8 }), seqs),
+      referenceLogits(forward(ref), seqs),
+    );
     assert.ok(d > 1e-2, `partial rotary changes the logits by only ${d}`);
     await assertMatches(spec, ref, MASK);
   });
@@ -201,7 +176,9 @@ describe('Phi-3 checkpoints match the reference forward', () => {
     // Short and long factors give different logits at a length past the original context.
     const seqs = [randomTokens(12, PHI4.vocab, 6)];
     const asShort = { ...ref, longrope: { ...ref.longrope!, longFactor: ref.longrope!.shortFactor } };
-    assert.ok(worstDiff(referenceLogits(asShort, seqs), referenceLogits(ref, seqs)) > 1e-2);
+    assert.ok(
+      maxAbsDiff(referenceLogits(forward(asShort), seqs), referenceLogits(forward(ref), seqs)) > 1e-2,
+    );
     // 8 tokens = the original context exactly (short), 9 and 12 past it (long).
     await assertMatches(spec, ref, MASK, [5, 8, 9, 12]);
   });
@@ -227,8 +204,10 @@ describe('Phi-3 checkpoints match the reference forward', () => {
     const ref = referenceOf(MINI, tensors, config);
     const seqs = [randomTokens(9, MINI.vocab, 7)];
     assert.ok(
-      worstDiff(referenceLogits({ ...ref, slidingWindow: undefined }, seqs), referenceLogits(ref, seqs)) >
-        1e-2,
+      maxAbsDiff(
+        referenceLogits(forward({ ...ref, slidingWindow: undefined }), seqs),
+        referenceLogits(forward(ref), seqs),
+      ) > 1e-2,
     );
     await assertMatches(spec, ref, MASK, [9]);
     // A window as long as the position table (Phi-3-mini-128k: 262144 ≥ 131072) hides nothing: decoder.ts counts
@@ -261,7 +240,7 @@ describe('Phi-3 block graphs', () => {
       const second = await createRunner(spec, { output: 'logits', layers: [1, 2] });
       const logits = await second.run({ ...batch, hidden }, { headMask: flatMask });
       await second.release();
-      const d = worstDiff(logits, referenceLogits(ref, seqs, MASK));
+      const d = maxAbsDiff(logits, referenceLogits(forward(ref), seqs, MASK));
       assert.ok(d <= 1e-4, `length ${n}: blocks vs reference ${d}`);
     }
   });
@@ -306,11 +285,11 @@ describe('Phi-3 KV-cache graph', () => {
     // Within the context: a 4-token prompt then one token at a time up to 8, all with the short factors.
     const short = randomTokens(8, PHI4.vocab, 9);
     const chunks = [short.slice(0, 4), ...short.slice(4).map((t) => [t])];
-    const d1 = worstDiff(await cachedLogits(spec, short, chunks), referenceLogits(ref, [short]));
+    const d1 = maxAbsDiff(await cachedLogits(spec, short, chunks), referenceLogits(forward(ref), [short]));
     assert.ok(d1 <= 1e-4, `decoding within the context: ${d1}`);
     // A 12-token prompt: its largest position + 1 exceeds 8, so every position uses the long factors.
     const long = randomTokens(12, PHI4.vocab, 10);
-    const d2 = worstDiff(await cachedLogits(spec, long, [long]), referenceLogits(ref, [long]));
+    const d2 = maxAbsDiff(await cachedLogits(spec, long, [long]), referenceLogits(forward(ref), [long]));
     assert.ok(d2 <= 1e-4, `prompt past the context: ${d2}`);
   });
 });

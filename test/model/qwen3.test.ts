@@ -21,8 +21,16 @@ import { loadModelSpec } from '../../src/model/load.js';
 import { qwen3ConfigFromHf, qwen3SpecToHf } from '../../src/model/qwen3.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { pruneHeads } from '../../src/prune/heads.js';
-import { createRng } from '../../src/util/rng.js';
 import { tempDir } from '../checkpoint/helpers.js';
+import {
+  assertMatchesReference,
+  engineLogits,
+  maxAbsDiff,
+  type ReferenceForward,
+  randomTokens,
+  referenceLogits,
+  twoRows,
+} from '../helpers/logits.js';
 import { type Qwen3Shape as Shape, type Qwen3Tensors as Tensors, writeQwen3 } from '../helpers/qwen3.js';
 import { type Qwen3Reference, qwen3Forward } from '../reference/qwen3.js';
 
@@ -48,55 +56,15 @@ function referenceOf(s: Shape, tensors: Tensors, windows?: number[]): Qwen3Refer
   };
 }
 
-function randomTokens(n: number, vocab: number, seed: number): number[] {
-  const rng = createRng(seed);
-  return Array.from({ length: n }, () => rng.nextInt(vocab));
-}
-
-const SEQS = (vocab: number) => [randomTokens(9, vocab, 1), randomTokens(9, vocab, 2)];
-
-function worstDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
-  return worst;
-}
-
-function referenceLogits(ref: Qwen3Reference, seqs: number[][], headMask?: number[][]): Float64Array {
-  return Float64Array.from(
-    seqs.flatMap((seq) => qwen3Forward(ref, seq, headMask).flatMap((row) => [...row])),
-  );
-}
-
-async function engineLogits(
-  spec: ModelSpec,
-  seqs: number[][],
-  headMask?: number[][],
-  attention: 'fused' | 'explicit' = 'fused',
-): Promise<Float32Array> {
-  const runner = await createRunner(spec, { output: 'logits', attention });
-  const maxHeads = Math.max(...spec.config.headsPerLayer);
-  const flat = headMask
-    ? Float32Array.from(headMask.flatMap((row) => [...row, ...new Array(maxHeads - row.length).fill(1)]))
-    : undefined;
-  const out = await runner.run(
-    { batch: seqs.length, seq: seqs[0].length, ids: BigInt64Array.from(seqs.flat().map(BigInt)) },
-    { headMask: flat },
-  );
-  await runner.release();
-  return out;
-}
+/** The reference as the shared comparison (test/helpers/logits.ts) runs it. */
+const forward =
+  (ref: Qwen3Reference): ReferenceForward =>
+  (tokens, headMask) =>
+    qwen3Forward(ref, tokens, headMask);
 
 /** Engine logits against the reference, dense and with `mask`, on both attention paths. */
-async function assertMatches(spec: ModelSpec, ref: Qwen3Reference, mask: number[][]): Promise<void> {
-  const seqs = SEQS(ref.vocabSize);
-  for (const headMask of [undefined, mask]) {
-    const expected = referenceLogits(ref, seqs, headMask);
-    for (const kind of ['fused', 'explicit'] as const) {
-      const d = worstDiff(await engineLogits(spec, seqs, headMask, kind), expected);
-      assert.ok(d <= 1e-4, `${kind}${headMask ? ', masked heads' : ''}: max abs diff ${d}`);
-    }
-  }
-}
+const assertMatches = (spec: ModelSpec, ref: Qwen3Reference, mask: number[][]) =>
+  assertMatchesReference(spec, forward(ref), twoRows(9, ref.vocabSize), mask);
 
 // GQA (4 query heads over 2 KV heads) and head_dim 8 with hidden 24: q dim 32 ≠ hidden, as in Qwen3-0.6B.
 const QWEN3: Shape = { hidden: 24, layers: 3, heads: 4, kvHeads: 2, headDim: 8, inter: 40, vocab: 37 };
@@ -123,8 +91,11 @@ describe('Qwen3 checkpoints match the reference forward', () => {
     assert.deepEqual(spec.tensors.get('layers.1.attn.q_norm.weight')?.shape, [8]);
     const ref = referenceOf(QWEN3, tensors);
     // The test is only worth something if the q/k norms change the logits.
-    const seqs = SEQS(QWEN3.vocab);
-    const d = worstDiff(referenceLogits({ ...ref, skipQkNorm: true }, seqs), referenceLogits(ref, seqs));
+    const seqs = twoRows(9, QWEN3.vocab);
+    const d = maxAbsDiff(
+      referenceLogits(forward({ ...ref, skipQkNorm: true }), seqs),
+      referenceLogits(forward(ref), seqs),
+    );
     assert.ok(d > 1e-2, `the q/k norms change the logits by only ${d}`);
     await assertMatches(spec, ref, MASK3);
   });
@@ -149,10 +120,10 @@ describe('Qwen3 checkpoints match the reference forward', () => {
     const spec = await loadModelSpec(dir);
     assert.deepEqual(spec.config.slidingWindow, [0, 3, 3]);
     const ref = referenceOf(QWEN3, tensors, [0, 3, 3]);
-    const seqs = SEQS(QWEN3.vocab);
-    const expected = referenceLogits(ref, seqs);
-    assert.ok(worstDiff(referenceLogits({ ...ref, windows: undefined }, seqs), expected) > 1e-2);
-    assert.ok(worstDiff(await engineLogits(spec, seqs), expected) <= 1e-4);
+    const seqs = twoRows(9, QWEN3.vocab);
+    const expected = referenceLogits(forward(ref), seqs);
+    assert.ok(maxAbsDiff(referenceLogits(forward({ ...ref, windows: undefined }), seqs), expected) > 1e-2);
+    assert.ok(maxAbsDiff(await engineLogits(spec, seqs), expected) <= 1e-4);
 
     const typed = join(tmp.dir, 'qwen3-layer-types');
     await writeQwen3(typed, QWEN3, 3, {
@@ -193,15 +164,15 @@ describe('Qwen3 checkpoints match the reference forward', () => {
       pos = total;
     }
     await engine.release();
-    const expected = referenceLogits(referenceOf(QWEN3, tensors), [tokens]);
-    assert.ok(worstDiff(cached, expected) <= 1e-4, `cache vs reference: ${worstDiff(cached, expected)}`);
+    const expected = referenceLogits(forward(referenceOf(QWEN3, tensors)), [tokens]);
+    assert.ok(maxAbsDiff(cached, expected) <= 1e-4, `cache vs reference: ${maxAbsDiff(cached, expected)}`);
   });
 
   test('block graphs [0,1) → [1,3), fed each other’s hidden states, give the reference’s masked logits', async () => {
     const dir = join(tmp.dir, 'qwen3-blocks');
     const { tensors } = await writeQwen3(dir, QWEN3, 6);
     const spec = await loadModelSpec(dir);
-    const seqs = SEQS(QWEN3.vocab);
+    const seqs = twoRows(9, QWEN3.vocab);
     const batch = { batch: 2, seq: 9, ids: BigInt64Array.from(seqs.flat().map(BigInt)) };
     const headMask = Float32Array.from(MASK3.flat());
     const first = await createRunner(spec, { output: 'hidden', layers: [0, 1] });
@@ -210,7 +181,7 @@ describe('Qwen3 checkpoints match the reference forward', () => {
     const rest = await createRunner(spec, { output: 'logits', layers: [1, 3] });
     const got = await rest.run({ ...batch, hidden }, { headMask });
     await rest.release();
-    const d = worstDiff(got, referenceLogits(referenceOf(QWEN3, tensors), seqs, MASK3));
+    const d = maxAbsDiff(got, referenceLogits(forward(referenceOf(QWEN3, tensors)), seqs, MASK3));
     assert.ok(d <= 1e-4, `max abs diff ${d}`);
   });
 
@@ -231,10 +202,10 @@ describe('Qwen3 checkpoints match the reference forward', () => {
       pruned.tensors.get('layers.2.attn.k_norm.weight'),
       spec.tensors.get('layers.2.attn.k_norm.weight'),
     );
-    const seqs = SEQS(QWEN3.vocab);
-    const expected = referenceLogits(referenceOf(QWEN3, tensors), seqs, mask);
+    const seqs = twoRows(9, QWEN3.vocab);
+    const expected = referenceLogits(forward(referenceOf(QWEN3, tensors)), seqs, mask);
     for (const kind of ['fused', 'explicit'] as const) {
-      const d = worstDiff(await engineLogits(pruned, seqs, undefined, kind), expected);
+      const d = maxAbsDiff(await engineLogits(pruned, seqs, undefined, { attention: kind }), expected);
       assert.ok(d <= 1e-4, `${kind}: max abs diff ${d}`);
     }
   });

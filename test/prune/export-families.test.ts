@@ -8,27 +8,20 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { createRunner } from '../../src/engine/runner.js';
 import { headMaskOf } from '../../src/masks/heads.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { exportModel } from '../../src/prune/export.js';
 import { rejectsFileError, tempDir } from '../checkpoint/helpers.js';
 import { writeGemma } from '../helpers/gemma.js';
 import { writeGpt2 } from '../helpers/gpt2.js';
+import { maxAbsDiff } from '../helpers/logits.js';
 import { writeOpt } from '../helpers/opt.js';
 import { longropeScaling, writePhi3 } from '../helpers/phi3.js';
 import { writeQwen3 } from '../helpers/qwen3.js';
+import { greedyTokens, int64, loadTransformersJs, rowLogits } from '../helpers/tjs.js';
 
 const tmp = tempDir('geneprune-export-gpt2-');
 after(tmp.cleanup);
-const int64 = (xs: number[]) => BigInt64Array.from(xs.map(BigInt));
-
-function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 
 test('a pruned GPT-2 exports to HF (pruned_heads) and transformers.js with the masked logits', async () => {
   const V = 43;
@@ -38,12 +31,7 @@ test('a pruned GPT-2 exports to HF (pruned_heads) and transformers.js with the m
   // Layer 0 loses head 2, layer 1 heads 0 and 3, layer 2 nothing.
   const genome = Uint8Array.from([1, 1, 0, 1, 0, 1, 1, 0, 1, 1, 1, 1]);
   const tokens = [5, 17, 3, 40, 22, 9, 1, 30, 12, 7];
-  const masked = await createRunner(spec, { output: 'logits' });
-  const expected = await masked.run(
-    { batch: 1, seq: tokens.length, ids: int64(tokens) },
-    { headMask: headMaskOf(spec.config, genome) },
-  );
-  await masked.release();
+  const expected = await rowLogits(spec, tokens, headMaskOf(spec.config, genome));
 
   const root = join(tmp.dir, 'out');
   const out = join(root, 'pruned');
@@ -57,38 +45,17 @@ test('a pruned GPT-2 exports to HF (pruned_heads) and transformers.js with the m
 
   const reloaded = await loadModelSpec(out);
   assert.deepEqual(reloaded.config.headsPerLayer, [3, 2, 4]);
-  const runner = await createRunner(reloaded, { output: 'logits' });
-  const fromHf = await runner.run({ batch: 1, seq: tokens.length, ids: int64(tokens) });
-  await runner.release();
-  assert.ok(maxDiff(fromHf, expected) <= 1e-4, 'Hugging Face files');
+  const fromHf = await rowLogits(reloaded, tokens);
+  assert.ok(maxAbsDiff(fromHf, expected) <= 1e-4, 'Hugging Face files');
 
-  const { env: tjs, AutoModelForCausalLM, Tensor } = await import('@huggingface/transformers');
-  tjs.allowRemoteModels = false;
-  tjs.localModelPath = `${root}/`;
-  const lm = await AutoModelForCausalLM.from_pretrained('pruned', { dtype: 'fp32' });
-  const input_ids = new Tensor('int64', int64(tokens), [1, tokens.length]);
-  const attention_mask = new Tensor('int64', new BigInt64Array(tokens.length).fill(1n), [1, tokens.length]);
-  const { logits } = (await lm({ input_ids, attention_mask })) as { logits: { data: Float32Array } };
-  assert.ok(maxDiff(logits.data, expected) <= 1e-4, 'transformers.js');
+  const lm = await loadTransformersJs(root);
+  const logits = await lm.logits(tokens);
+  assert.ok(maxAbsDiff(logits, expected) <= 1e-4, 'transformers.js');
 
   // Greedy generation through transformers.js' KV cache equals greedy decoding on our full-sequence graph.
-  const generated = (await lm.generate({
-    input_ids,
-    attention_mask,
-    max_new_tokens: 6,
-    do_sample: false,
-  })) as unknown as { tolist(): bigint[][] };
+  const generated = await lm.generate(tokens, 6);
   await lm.dispose();
-  const ids = [...tokens];
-  const full = await createRunner(reloaded, { output: 'last_logits' });
-  for (let s = 0; s < 6; s++) {
-    const last = await full.run({ batch: 1, seq: ids.length, ids: int64(ids) });
-    let best = 0;
-    for (let v = 1; v < V; v++) if (last[v] > last[best]) best = v;
-    ids.push(best);
-  }
-  await full.release();
-  assert.deepEqual(generated.tolist()[0].map(Number), ids);
+  assert.deepEqual(generated, await greedyTokens(reloaded, tokens, 6));
 });
 
 test('--hf-layout padded keeps the dense shapes with zeros exactly where the mask removes heads', async () => {
@@ -100,12 +67,7 @@ test('--hf-layout padded keeps the dense shapes with zeros exactly where the mas
   const genome = Uint8Array.from([1, 0, 1, 0, 0, 1]); // layer 0 loses head 1, layer 1 heads 0 and 1
   const removed = [[1], [0, 1]];
   const tokens = [3, 30, 8, 14, 2, 21, 5];
-  const masked = await createRunner(spec, { output: 'logits' });
-  const expected = await masked.run(
-    { batch: 1, seq: tokens.length, ids: int64(tokens) },
-    { headMask: headMaskOf(spec.config, genome) },
-  );
-  await masked.release();
+  const expected = await rowLogits(spec, tokens, headMaskOf(spec.config, genome));
 
   const out = join(tmp.dir, 'padded');
   await exportModel({ spec, genome, out, format: 'hf', hfLayout: 'padded' });
@@ -135,10 +97,8 @@ test('--hf-layout padded keeps the dense shapes with zeros exactly where the mas
   }
   const reloaded = await loadModelSpec(out);
   assert.deepEqual(reloaded.config.headsPerLayer, [3, 3]);
-  const runner = await createRunner(reloaded, { output: 'logits' });
-  const got = await runner.run({ batch: 1, seq: tokens.length, ids: int64(tokens) });
-  await runner.release();
-  assert.ok(maxDiff(got, expected) <= 1e-4, 'padded logits');
+  const got = await rowLogits(reloaded, tokens);
+  assert.ok(maxAbsDiff(got, expected) <= 1e-4, 'padded logits');
 });
 
 test('--hf-layout padded on a GQA llama: stock shapes and config, the masked logits', async () => {
@@ -158,12 +118,7 @@ test('--hf-layout padded on a GQA llama: stock shapes and config, the masked log
   // Layer 0 drops both query heads of KV group 1 (so its k/v rows go too) ; layer 1 drops head 0 only.
   const genome = Uint8Array.from([1, 1, 0, 0, 0, 1, 1, 1]);
   const tokens = [4, 9, 27, 1, 13, 6];
-  const masked = await createRunner(spec, { output: 'logits' });
-  const expected = await masked.run(
-    { batch: 1, seq: tokens.length, ids: int64(tokens) },
-    { headMask: headMaskOf(spec.config, genome) },
-  );
-  await masked.release();
+  const expected = await rowLogits(spec, tokens, headMaskOf(spec.config, genome));
   const out = join(tmp.dir, 'llama-padded');
   await exportModel({ spec, genome, out, format: 'all', hfLayout: 'padded' });
   const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
@@ -180,10 +135,8 @@ test('--hf-layout padded on a GQA llama: stock shapes and config, the masked log
     k0.subarray(0, 8 * 32).some((v) => v !== 0),
     'layer 0 KV head 0 rows are kept',
   );
-  const runner = await createRunner(reloaded, { output: 'logits' });
-  const got = await runner.run({ batch: 1, seq: tokens.length, ids: int64(tokens) });
-  await runner.release();
-  assert.ok(maxDiff(got, expected) <= 1e-4, 'padded logits');
+  const got = await rowLogits(reloaded, tokens);
+  assert.ok(maxAbsDiff(got, expected) <= 1e-4, 'padded logits');
   // The ONNX graph beside it stays compact: layer 0's cache holds one KV head, and it gives the same logits.
   const { createEngine } = await import('../../src/engine/session.js');
   const { emptyPastFeeds } = await import('../../src/engine/kvcache.js');
@@ -196,7 +149,7 @@ test('--hf-layout padded on a GQA llama: stock shapes and config, the masked log
     ...emptyPastFeeds(compact, 1),
   });
   await engine.release();
-  assert.ok(maxDiff(onnxOut.logits.data, expected) <= 1e-4, 'compact ONNX graph');
+  assert.ok(maxAbsDiff(onnxOut.logits.data, expected) <= 1e-4, 'compact ONNX graph');
 });
 
 for (const type of ['gemma', 'gemma2'] as const) {
@@ -221,49 +174,21 @@ for (const type of ['gemma', 'gemma2'] as const) {
     assert.equal(spec.config.family, 'gemma');
     const genome = Uint8Array.from([1, 0, 1, 1, 0, 0, 1, 1, 1, 1, 1, 0]);
     const tokens = [3, 8, 30, 2, 11, 19, 4, 25, 6, 14];
-    const masked = await createRunner(spec, { output: 'logits' });
-    const expected = await masked.run(
-      { batch: 1, seq: tokens.length, ids: int64(tokens) },
-      { headMask: headMaskOf(spec.config, genome) },
-    );
-    await masked.release();
+    const expected = await rowLogits(spec, tokens, headMaskOf(spec.config, genome));
     const root = join(tmp.dir, `${type}-out`);
     await exportModel({ spec, genome, out: join(root, 'pruned'), format: 'all' });
     const reloaded = await loadModelSpec(join(root, 'pruned'));
     assert.deepEqual(reloaded.config.headsPerLayer, [3, 2, 3]);
-    const runner = await createRunner(reloaded, { output: 'logits' });
-    const fromHf = await runner.run({ batch: 1, seq: tokens.length, ids: int64(tokens) });
-    await runner.release();
-    assert.ok(maxDiff(fromHf, expected) <= 1e-4, 'Hugging Face files');
+    const fromHf = await rowLogits(reloaded, tokens);
+    assert.ok(maxAbsDiff(fromHf, expected) <= 1e-4, 'Hugging Face files');
 
-    const { env: tjs, AutoModelForCausalLM, Tensor } = await import('@huggingface/transformers');
-    tjs.allowRemoteModels = false;
-    tjs.localModelPath = `${root}/`;
-    const lm = await AutoModelForCausalLM.from_pretrained('pruned', { dtype: 'fp32' });
-    const input_ids = new Tensor('int64', int64(tokens), [1, tokens.length]);
-    const attention_mask = new Tensor('int64', new BigInt64Array(tokens.length).fill(1n), [1, tokens.length]);
-    const { logits } = (await lm({ input_ids, attention_mask })) as { logits: { data: Float32Array } };
-    assert.ok(maxDiff(logits.data, expected) <= 1e-4, 'transformers.js');
+    const lm = await loadTransformersJs(root);
+    const logits = await lm.logits(tokens);
+    assert.ok(maxAbsDiff(logits, expected) <= 1e-4, 'transformers.js');
     // Generation runs past the sliding window (3) through transformers.js' KV cache.
-    const generated = (await lm.generate({
-      input_ids,
-      attention_mask,
-      max_new_tokens: 6,
-      do_sample: false,
-    })) as unknown as {
-      tolist(): bigint[][];
-    };
+    const generated = await lm.generate(tokens, 6);
     await lm.dispose();
-    const ids = [...tokens];
-    const full = await createRunner(reloaded, { output: 'last_logits' });
-    for (let s = 0; s < 6; s++) {
-      const last = await full.run({ batch: 1, seq: ids.length, ids: int64(ids) });
-      let best = 0;
-      for (let v = 1; v < V; v++) if (last[v] > last[best]) best = v;
-      ids.push(best);
-    }
-    await full.release();
-    assert.deepEqual(generated.tolist()[0].map(Number), ids);
+    assert.deepEqual(generated, await greedyTokens(reloaded, tokens, 6));
   });
 }
 
@@ -369,12 +294,7 @@ test('compact decoder folders ship modeling_geneprune.py, auto_map and the per-l
   const tokens = [3, 8, 21, 2, 11, 19, 4];
   for (const { name, spec, genome, cls } of cases) {
     const c = spec.config;
-    const masked = await createRunner(spec, { output: 'logits' });
-    const expected = await masked.run(
-      { batch: 1, seq: tokens.length, ids: int64(tokens) },
-      { headMask: headMaskOf(c, genome) },
-    );
-    await masked.release();
+    const expected = await rowLogits(spec, tokens, headMaskOf(c, genome));
 
     const out = join(tmp.dir, `remote-${name}`);
     const result = await exportModel({ spec, genome, out, format: 'hf' });
@@ -407,10 +327,8 @@ test('compact decoder folders ship modeling_geneprune.py, auto_map and the per-l
 
     const reloaded = await loadModelSpec(out);
     assert.deepEqual(reloaded.config.headsPerLayer, want.q);
-    const runner = await createRunner(reloaded, { output: 'logits' });
-    const got = await runner.run({ batch: 1, seq: tokens.length, ids: int64(tokens) });
-    await runner.release();
-    assert.ok(maxDiff(got, expected) <= 1e-4, `${name}: the compact folder gives the masked logits`);
+    const got = await rowLogits(reloaded, tokens);
+    assert.ok(maxAbsDiff(got, expected) <= 1e-4, `${name}: the compact folder gives the masked logits`);
 
     // The padded layout is stock-shaped: no remote code, no per-layer keys.
     const padded = join(tmp.dir, `remote-${name}-padded`);

@@ -9,23 +9,16 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { createRunner } from '../../src/engine/runner.js';
 import { headMaskOf } from '../../src/masks/heads.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { exportModel } from '../../src/prune/export.js';
 import { tempDir } from '../checkpoint/helpers.js';
+import { maxAbsDiff } from '../helpers/logits.js';
 import { writeOpt } from '../helpers/opt.js';
+import { greedyTokens, loadTransformersJs, rowLogits } from '../helpers/tjs.js';
 
 const tmp = tempDir('geneprune-export-opt-');
 after(tmp.cleanup);
-const int64 = (xs: number[]) => BigInt64Array.from(xs.map(BigInt));
-
-function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 
 const V = 43;
 const SHAPE = { hidden: 32, heads: 4, layers: 3, ffn: 40, vocab: V, positions: 24 };
@@ -35,20 +28,11 @@ const TOKENS = [5, 17, 3, 40, 22, 9, 1, 30, 12, 7];
 
 async function maskedLogits(dir: string): Promise<Float32Array> {
   const spec = await loadModelSpec(dir);
-  const masked = await createRunner(spec, { output: 'logits' });
-  const out = await masked.run(
-    { batch: 1, seq: TOKENS.length, ids: int64(TOKENS) },
-    { headMask: headMaskOf(spec.config, GENOME) },
-  );
-  await masked.release();
-  return out;
+  return rowLogits(spec, TOKENS, headMaskOf(spec.config, GENOME));
 }
 
 async function logitsOf(dir: string): Promise<Float32Array> {
-  const runner = await createRunner(await loadModelSpec(dir), { output: 'logits' });
-  const out = await runner.run({ batch: 1, seq: TOKENS.length, ids: int64(TOKENS) });
-  await runner.release();
-  return out;
+  return rowLogits(await loadModelSpec(dir), TOKENS);
 }
 
 test('a head-pruned OPT exports to HF and transformers.js with the masked logits and greedy tokens', async () => {
@@ -71,58 +55,33 @@ test('a head-pruned OPT exports to HF and transformers.js with the masked logits
   assert.deepEqual(reloaded.config.headsPerLayer, [3, 2, 4]);
   assert.deepEqual(reloaded.tensors.get('layers.1.attn.q.weight')?.shape, [16, 32]);
   assert.deepEqual(reloaded.tensors.get('embed.positions')?.shape, [26, 32]);
-  assert.ok(maxDiff(await logitsOf(out), expected) <= 1e-4, 'Hugging Face files');
+  assert.ok(maxAbsDiff(await logitsOf(out), expected) <= 1e-4, 'Hugging Face files');
 
-  const { env: tjs, AutoModelForCausalLM, Tensor } = await import('@huggingface/transformers');
-  tjs.allowRemoteModels = false;
-  tjs.localModelPath = `${root}/`;
-  const lm = await AutoModelForCausalLM.from_pretrained('pruned', { dtype: 'fp32' });
-  const input_ids = new Tensor('int64', int64(TOKENS), [1, TOKENS.length]);
-  const attention_mask = new Tensor('int64', new BigInt64Array(TOKENS.length).fill(1n), [1, TOKENS.length]);
-  const { logits } = (await lm({ input_ids, attention_mask })) as { logits: { data: Float32Array } };
-  assert.ok(maxDiff(logits.data, expected) <= 1e-4, 'transformers.js');
+  const lm = await loadTransformersJs(root);
+  assert.ok(maxAbsDiff(await lm.logits(TOKENS), expected) <= 1e-4, 'transformers.js');
 
   // A left-padded batch: transformers.js numbers the real tokens 0, 1, … from the attention mask, as OPT does, so
   // the padded row's real tokens get the unpadded row's logits. Row 0 is the prompt and three more real tokens.
   const pad = 3;
-  const batchIds = new Tensor('int64', int64([...TOKENS, 1, 1, 1, 1, 1, 1, ...TOKENS]), [
-    2,
-    TOKENS.length + pad,
-  ]);
-  const batchMask = new Tensor(
-    'int64',
-    int64([...TOKENS.map(() => 1), 1, 1, 1, 0, 0, 0, ...TOKENS.map(() => 1)]),
-    [2, TOKENS.length + pad],
+  const padded = await lm.batchLogits(
+    [
+      [...TOKENS, 1, 1, 1],
+      [1, 1, 1, ...TOKENS],
+    ],
+    [
+      [...TOKENS.map(() => 1), 1, 1, 1],
+      [0, 0, 0, ...TOKENS.map(() => 1)],
+    ],
   );
-  const padded = (await lm({ input_ids: batchIds, attention_mask: batchMask })) as {
-    logits: { data: Float32Array };
-  };
   const rowLen = (TOKENS.length + pad) * V;
-  assert.ok(maxDiff(padded.logits.data.subarray(0, TOKENS.length * V), expected) <= 1e-4, 'row 0');
-  assert.ok(
-    maxDiff(padded.logits.data.subarray(rowLen + pad * V, 2 * rowLen), expected) <= 1e-4,
-    'left-padded row',
-  );
+  assert.ok(maxAbsDiff(padded.subarray(0, TOKENS.length * V), expected) <= 1e-4, 'row 0');
+  assert.ok(maxAbsDiff(padded.subarray(rowLen + pad * V, 2 * rowLen), expected) <= 1e-4, 'left-padded row');
 
   // Greedy generation through transformers.js' KV cache (position_ids it computes step by step) equals greedy
   // decoding on our full-sequence graph (positions 0 … n−1), 8 steps past a 10-token prompt.
-  const generated = (await lm.generate({
-    input_ids,
-    attention_mask,
-    max_new_tokens: 8,
-    do_sample: false,
-  })) as unknown as { tolist(): bigint[][] };
+  const generated = await lm.generate(TOKENS, 8);
   await lm.dispose();
-  const ids = [...TOKENS];
-  const full = await createRunner(reloaded, { output: 'last_logits' });
-  for (let s = 0; s < 8; s++) {
-    const last = await full.run({ batch: 1, seq: ids.length, ids: int64(ids) });
-    let best = 0;
-    for (let v = 1; v < V; v++) if (last[v] > last[best]) best = v;
-    ids.push(best);
-  }
-  await full.release();
-  assert.deepEqual(generated.tolist()[0].map(Number), ids);
+  assert.deepEqual(generated, await greedyTokens(reloaded, TOKENS, 8));
 });
 
 test('an OPT in the older decoder.* names exports in OPTForCausalLM names, padded layout: stock shapes, masked logits', async () => {
@@ -146,5 +105,5 @@ test('an OPT in the older decoder.* names exports in OPTForCausalLM names, padde
   }
   const reloaded = await loadModelSpec(out);
   assert.deepEqual(reloaded.config.headsPerLayer, [4, 4, 4]);
-  assert.ok(maxDiff(await logitsOf(out), expected) <= 1e-4, 'padded logits');
+  assert.ok(maxAbsDiff(await logitsOf(out), expected) <= 1e-4, 'padded logits');
 });

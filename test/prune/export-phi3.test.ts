@@ -10,24 +10,16 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { openHfFolder } from '../../src/checkpoint/hf.js';
-import { createRunner } from '../../src/engine/runner.js';
 import { headMaskOf } from '../../src/masks/heads.js';
 import { loadModelSpec } from '../../src/model/load.js';
-import type { ModelSpec } from '../../src/model/spec.js';
 import { exportModel } from '../../src/prune/export.js';
 import { tempDir } from '../checkpoint/helpers.js';
+import { maxAbsDiff } from '../helpers/logits.js';
 import { longropeScaling, type Phi3Shape, writePhi3 } from '../helpers/phi3.js';
+import { greedyTokens, loadTransformersJs, rowLogits } from '../helpers/tjs.js';
 
 const tmp = tempDir('geneprune-export-phi3-');
 after(tmp.cleanup);
-const int64 = (xs: number[]) => BigInt64Array.from(xs.map(BigInt));
-
-function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 
 const SHAPE: Phi3Shape = {
   hidden: 32,
@@ -50,19 +42,12 @@ const GENOME = Uint8Array.from([1, 0, 1, 0, 0, 0, 1, 1, 1, 1, 1, 1]);
 const SHORT = [3, 8, 30, 2, 11, 19];
 const LONG = [3, 8, 30, 2, 11, 19, 4, 25, 6, 14, 40, 1];
 
-async function logits(spec: ModelSpec, tokens: number[], headMask?: Float32Array): Promise<Float32Array> {
-  const runner = await createRunner(spec, { output: 'logits' });
-  const out = await runner.run({ batch: 1, seq: tokens.length, ids: int64(tokens) }, { headMask });
-  await runner.release();
-  return out;
-}
-
 test('a pruned Phi-3 exports compact (fused tensors of the pruned sizes) and padded, both with the masked logits', async () => {
   const src = join(tmp.dir, 'src');
   await writePhi3(src, SHAPE, 21, EXTRA);
   const spec = await loadModelSpec(src);
   const mask = headMaskOf(spec.config, GENOME);
-  const expected = { short: await logits(spec, SHORT, mask), long: await logits(spec, LONG, mask) };
+  const expected = { short: await rowLogits(spec, SHORT, mask), long: await rowLogits(spec, LONG, mask) };
 
   const out = join(tmp.dir, 'compact');
   await exportModel({ spec, genome: GENOME, out, format: 'hf' });
@@ -84,15 +69,18 @@ test('a pruned Phi-3 exports compact (fused tensors of the pruned sizes) and pad
   assert.deepEqual(folder.tensors.get('model.layers.1.self_attn.o_proj.weight')?.shape, [32, 16]);
   assert.deepEqual(folder.tensors.get('model.layers.1.mlp.gate_up_proj.weight')?.shape, [96, 32]);
   const reloaded = await loadModelSpec(out);
-  assert.ok(maxDiff(await logits(reloaded, SHORT), expected.short) <= 1e-4, 'compact, within the context');
-  assert.ok(maxDiff(await logits(reloaded, LONG), expected.long) <= 1e-4, 'compact, past the context');
+  assert.ok(
+    maxAbsDiff(await rowLogits(reloaded, SHORT), expected.short) <= 1e-4,
+    'compact, within the context',
+  );
+  assert.ok(maxAbsDiff(await rowLogits(reloaded, LONG), expected.long) <= 1e-4, 'compact, past the context');
 
   const paddedOut = join(tmp.dir, 'padded');
   await exportModel({ spec, genome: GENOME, out: paddedOut, format: 'hf', hfLayout: 'padded' });
   const padded = await openHfFolder(paddedOut);
   assert.deepEqual(padded.tensors.get('model.layers.1.self_attn.qkv_proj.weight')?.shape, [64, 32]);
   const full = await loadModelSpec(paddedOut);
-  assert.ok(maxDiff(await logits(full, LONG), expected.long) <= 1e-4, 'padded, past the context');
+  assert.ok(maxAbsDiff(await rowLogits(full, LONG), expected.long) <= 1e-4, 'padded, past the context');
 });
 
 test('transformers.js loads the pruned Phi-3 ONNX export offline: equal logits on both sides of the original context, equal greedy tokens', async () => {
@@ -102,45 +90,15 @@ test('transformers.js loads the pruned Phi-3 ONNX export offline: equal logits o
   const mask = headMaskOf(spec.config, GENOME);
   const root = join(tmp.dir, 'tjs');
   await exportModel({ spec, genome: GENOME, out: join(root, 'pruned'), format: 'transformersjs' });
-  const { env: tjs, AutoModelForCausalLM, Tensor } = await import('@huggingface/transformers');
-  tjs.allowRemoteModels = false;
-  tjs.localModelPath = `${root}/`;
-  const lm = await AutoModelForCausalLM.from_pretrained('pruned', { dtype: 'fp32' });
-  const run = async (tokens: number[]) => {
-    const input_ids = new Tensor('int64', int64(tokens), [1, tokens.length]);
-    const attention_mask = new Tensor('int64', new BigInt64Array(tokens.length).fill(1n), [1, tokens.length]);
-    return {
-      input_ids,
-      attention_mask,
-      out: (await lm({ input_ids, attention_mask })) as { logits: { data: Float32Array } },
-    };
-  };
+  const lm = await loadTransformersJs(root);
   for (const tokens of [SHORT, LONG]) {
-    const { out } = await run(tokens);
-    const d = maxDiff(out.logits.data, await logits(spec, tokens, mask));
+    const d = maxAbsDiff(await lm.logits(tokens), await rowLogits(spec, tokens, mask));
     assert.ok(d <= 1e-4, `${tokens.length} tokens: transformers.js vs masked logits ${d}`);
   }
   // Greedy decoding from a 4-token prompt to 8 tokens stays within the original context, where every step's
   // rotary factors equal the full forward's.
   const prompt = SHORT.slice(0, 4);
-  const { input_ids, attention_mask } = await run(prompt);
-  const generated = (await lm.generate({
-    input_ids,
-    attention_mask,
-    max_new_tokens: 4,
-    do_sample: false,
-  })) as unknown as {
-    tolist(): bigint[][];
-  };
+  const generated = await lm.generate(prompt, 4);
   await lm.dispose();
-  const ids = [...prompt];
-  const full = await createRunner(spec, { output: 'last_logits' });
-  for (let s = 0; s < 4; s++) {
-    const last = await full.run({ batch: 1, seq: ids.length, ids: int64(ids) }, { headMask: mask });
-    let best = 0;
-    for (let v = 1; v < SHAPE.vocab; v++) if (last[v] > last[best]) best = v;
-    ids.push(best);
-  }
-  await full.release();
-  assert.deepEqual(generated.tolist()[0].map(Number), ids);
+  assert.deepEqual(generated, await greedyTokens(spec, prompt, 4, mask));
 });

@@ -9,24 +9,17 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { createRunner } from '../../src/engine/runner.js';
 import { headMaskOf } from '../../src/masks/heads.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { exportModel } from '../../src/prune/export.js';
 import { tempDir } from '../checkpoint/helpers.js';
+import { maxAbsDiff } from '../helpers/logits.js';
 import { type Qwen3Shape, writeQwen3 } from '../helpers/qwen3.js';
+import { greedyTokens, loadTransformersJs, rowLogits } from '../helpers/tjs.js';
 
 const tmp = tempDir('geneprune-export-qwen3-');
 after(tmp.cleanup);
-const int64 = (xs: number[]) => BigInt64Array.from(xs.map(BigInt));
-
-function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 
 const V = 37;
 const SHAPE: Qwen3Shape = { hidden: 24, layers: 3, heads: 4, kvHeads: 2, headDim: 8, inter: 40, vocab: V };
@@ -34,12 +27,7 @@ const SHAPE: Qwen3Shape = { hidden: 24, layers: 3, heads: 4, kvHeads: 2, headDim
 const GENOME = Uint8Array.from([1, 0, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1]);
 const TOKENS = [3, 8, 30, 2, 11, 19, 4, 25, 6, 14];
 
-async function logitsOf(spec: ModelSpec, headMask?: Float32Array): Promise<Float32Array> {
-  const runner = await createRunner(spec, { output: 'logits' });
-  const out = await runner.run({ batch: 1, seq: TOKENS.length, ids: int64(TOKENS) }, { headMask });
-  await runner.release();
-  return out;
-}
+const logitsOf = (spec: ModelSpec, headMask?: Float32Array) => rowLogits(spec, TOKENS, headMask);
 
 test('a head-pruned Qwen3 exports compact; geneprune and transformers.js give the masked logits and tokens', async () => {
   const src = join(tmp.dir, 'src');
@@ -47,7 +35,7 @@ test('a head-pruned Qwen3 exports compact; geneprune and transformers.js give th
   const spec = await loadModelSpec(src);
   const expected = await logitsOf(spec, headMaskOf(spec.config, GENOME));
   // The mask must matter, or equal logits would prove nothing.
-  assert.ok(maxDiff(await logitsOf(spec), expected) > 1e-2);
+  assert.ok(maxAbsDiff(await logitsOf(spec), expected) > 1e-2);
 
   const root = join(tmp.dir, 'out');
   const out = join(root, 'pruned');
@@ -65,33 +53,14 @@ test('a head-pruned Qwen3 exports compact; geneprune and transformers.js give th
     await reloaded.tensors.get('layers.1.attn.k_norm.weight')!.load(),
     await spec.tensors.get('layers.1.attn.k_norm.weight')!.load(),
   );
-  assert.ok(maxDiff(await logitsOf(reloaded), expected) <= 1e-4, 'Hugging Face files');
+  assert.ok(maxAbsDiff(await logitsOf(reloaded), expected) <= 1e-4, 'Hugging Face files');
 
-  const { env: tjs, AutoModelForCausalLM, Tensor } = await import('@huggingface/transformers');
-  tjs.allowRemoteModels = false;
-  tjs.localModelPath = `${root}/`;
-  const lm = await AutoModelForCausalLM.from_pretrained('pruned', { dtype: 'fp32' });
-  const input_ids = new Tensor('int64', int64(TOKENS), [1, TOKENS.length]);
-  const attention_mask = new Tensor('int64', new BigInt64Array(TOKENS.length).fill(1n), [1, TOKENS.length]);
-  const { logits } = (await lm({ input_ids, attention_mask })) as { logits: { data: Float32Array } };
-  assert.ok(maxDiff(logits.data, expected) <= 1e-4, `transformers.js: ${maxDiff(logits.data, expected)}`);
-  const generated = (await lm.generate({
-    input_ids,
-    attention_mask,
-    max_new_tokens: 6,
-    do_sample: false,
-  })) as unknown as { tolist(): bigint[][] };
+  const lm = await loadTransformersJs(root);
+  const logits = await lm.logits(TOKENS);
+  assert.ok(maxAbsDiff(logits, expected) <= 1e-4, `transformers.js: ${maxAbsDiff(logits, expected)}`);
+  const generated = await lm.generate(TOKENS, 6);
   await lm.dispose();
-  const ids = [...TOKENS];
-  const full = await createRunner(reloaded, { output: 'last_logits' });
-  for (let s = 0; s < 6; s++) {
-    const last = await full.run({ batch: 1, seq: ids.length, ids: int64(ids) });
-    let best = 0;
-    for (let v = 1; v < V; v++) if (last[v] > last[best]) best = v;
-    ids.push(best);
-  }
-  await full.release();
-  assert.deepEqual(generated.tolist()[0].map(Number), ids);
+  assert.deepEqual(generated, await greedyTokens(reloaded, TOKENS, 6));
 });
 
 test('the padded layout keeps dense shapes, zeros where heads went, and the masked logits', async () => {
@@ -113,5 +82,5 @@ test('the padded layout keeps dense shapes, zeros where heads went, and the mask
   const kb1 = await reloaded.tensors.get('layers.1.attn.k.bias')!.load();
   assert.ok(q1.subarray(2 * hd * D).every((v) => v === 0) && q1.subarray(0, 2 * hd * D).some((v) => v !== 0));
   assert.ok(k1.subarray(hd * D).every((v) => v === 0) && kb1.subarray(hd).every((v) => v === 0));
-  assert.ok(maxDiff(await logitsOf(reloaded), expected) <= 1e-4, 'padded logits');
+  assert.ok(maxAbsDiff(await logitsOf(reloaded), expected) <= 1e-4, 'padded logits');
 });

@@ -9,7 +9,6 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { writeHfFolder } from '../../src/checkpoint/hf.js';
-import { createRunner } from '../../src/engine/runner.js';
 import { headMaskOf } from '../../src/masks/heads.js';
 import { llamaSpecToHf } from '../../src/model/llama.js';
 import { loadModelSpec } from '../../src/model/load.js';
@@ -17,19 +16,13 @@ import { randomLlamaSpec } from '../../src/model/random.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { exportModel } from '../../src/prune/export.js';
 import { tempDir } from '../checkpoint/helpers.js';
+import { maxAbsDiff } from '../helpers/logits.js';
+import { greedyTokens, loadTransformersJs, rowLogits } from '../helpers/tjs.js';
 import { referenceForward } from '../reference/llama.js';
 
 const tmp = tempDir('geneprune-export-rope-');
 after(tmp.cleanup);
-const int64 = (xs: number[]) => BigInt64Array.from(xs.map(BigInt));
 const V = 43;
-
-function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
 
 /** A random GQA llama written as a Hugging Face folder whose config.json has `key: value`, loaded back. */
 async function scaledSource(
@@ -70,12 +63,7 @@ test('a pruned llama3-scaled model exports with rope_scaling unchanged; HF and t
   const spec = await scaledSource('llama3-src', 'rope_scaling', LLAMA3, 2048);
   const genome = Uint8Array.from([1, 0, 1, 1, 0, 1, 1, 0]); // layer 0 loses head 1, layer 1 heads 0 and 3
   const tokens = [5, 17, 3, 40, 22, 9, 1, 30, 12, 7, 19, 2, 35, 8, 26, 14];
-  const masked = await createRunner(spec, { output: 'logits' });
-  const expected = await masked.run(
-    { batch: 1, seq: tokens.length, ids: int64(tokens) },
-    { headMask: headMaskOf(spec.config, genome) },
-  );
-  await masked.release();
+  const expected = await rowLogits(spec, tokens, headMaskOf(spec.config, genome));
   // The masked logits are the scaled model's: against the reference, with the same heads zeroed.
   const w = new Map<string, Float32Array>();
   for (const [role, t] of spec.tensors) w.set(role, await t.load());
@@ -88,7 +76,7 @@ test('a pruned llama3-scaled model exports with rope_scaling unchanged; HF and t
     headMask: rows,
   });
   assert.ok(
-    maxDiff(
+    maxAbsDiff(
       expected,
       ref.flatMap((r) => [...r]),
     ) <= 1e-4,
@@ -106,46 +94,23 @@ test('a pruned llama3-scaled model exports with rope_scaling unchanged; HF and t
   const reloaded = await loadModelSpec(join(root, 'pruned'));
   assert.deepEqual(reloaded.config.ropeScaling, spec.config.ropeScaling);
   assert.deepEqual(reloaded.config.headsPerLayer, [3, 2]);
-  const runner = await createRunner(reloaded, { output: 'logits' });
-  const fromHf = await runner.run({ batch: 1, seq: tokens.length, ids: int64(tokens) });
-  await runner.release();
-  assert.ok(maxDiff(fromHf, expected) <= 1e-4, 'Hugging Face files');
+  const fromHf = await rowLogits(reloaded, tokens);
+  assert.ok(maxAbsDiff(fromHf, expected) <= 1e-4, 'Hugging Face files');
 
-  const { env: tjs, AutoModelForCausalLM, Tensor } = await import('@huggingface/transformers');
-  tjs.allowRemoteModels = false;
-  tjs.localModelPath = `${root}/`;
-  const lm = await AutoModelForCausalLM.from_pretrained('pruned', { dtype: 'fp32' });
-  const input_ids = new Tensor('int64', int64(tokens), [1, tokens.length]);
-  const attention_mask = new Tensor('int64', new BigInt64Array(tokens.length).fill(1n), [1, tokens.length]);
-  const { logits } = (await lm({ input_ids, attention_mask })) as { logits: { data: Float32Array } };
-  assert.ok(maxDiff(logits.data, expected) <= 1e-4, 'transformers.js logits');
+  const lm = await loadTransformersJs(root);
+  const logits = await lm.logits(tokens);
+  assert.ok(maxAbsDiff(logits, expected) <= 1e-4, 'transformers.js logits');
   // Greedy decoding through transformers.js' KV cache equals greedy decoding on our full-sequence graph.
-  const generated = (await lm.generate({
-    input_ids,
-    attention_mask,
-    max_new_tokens: 8,
-    do_sample: false,
-  })) as unknown as { tolist(): bigint[][] };
+  const generated = await lm.generate(tokens, 8);
   await lm.dispose();
-  const ids = [...tokens];
-  const full = await createRunner(reloaded, { output: 'last_logits' });
-  for (let s = 0; s < 8; s++) {
-    const last = await full.run({ batch: 1, seq: ids.length, ids: int64(ids) });
-    let best = 0;
-    for (let v = 1; v < V; v++) if (last[v] > last[best]) best = v;
-    ids.push(best);
-  }
-  await full.release();
-  assert.deepEqual(generated.tolist()[0].map(Number), ids);
+  assert.deepEqual(generated, await greedyTokens(reloaded, tokens, 8));
 });
 
 test('rope_parameters (newer transformers) is written back under its own key, unchanged', async () => {
   const value = { rope_type: 'yarn', rope_theta: 500000, factor: 4, original_max_position_embeddings: 64 };
   const spec = await scaledSource('yarn-src', 'rope_parameters', value, 256);
   const tokens = [3, 30, 8, 14, 2, 21, 5, 40, 11, 6];
-  const before = await createRunner(spec, { output: 'logits' });
-  const expected = await before.run({ batch: 1, seq: tokens.length, ids: int64(tokens) });
-  await before.release();
+  const expected = await rowLogits(spec, tokens);
   const out = join(tmp.dir, 'yarn-out');
   await exportModel({ spec, out, format: 'hf' });
   const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
@@ -153,9 +118,7 @@ test('rope_parameters (newer transformers) is written back under its own key, un
   assert.equal(config.rope_scaling, null);
   const reloaded = await loadModelSpec(out);
   assert.equal(reloaded.config.ropeScaling?.kind, 'yarn');
-  const after = await createRunner(reloaded, { output: 'logits' });
-  assert.ok(maxDiff(await after.run({ batch: 1, seq: tokens.length, ids: int64(tokens) }), expected) <= 1e-5);
-  await after.release();
+  assert.ok(maxAbsDiff(await rowLogits(reloaded, tokens), expected) <= 1e-5);
   // Exported twice: the same config.json (nothing drifts through a round trip).
   const again = join(tmp.dir, 'yarn-again');
   await exportModel({ spec: reloaded, out: again, format: 'hf' });

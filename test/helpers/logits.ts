@@ -4,7 +4,11 @@
  * reference run row by row in float64, and the largest absolute difference between the two.
  */
 import assert from 'node:assert/strict';
+import { emptyPastFeeds, pastFromPresent } from '../../src/engine/kvcache.js';
 import { createRunner, type RunnerOptions } from '../../src/engine/runner.js';
+import { createEngine } from '../../src/engine/session.js';
+import { buildDecoderGraph } from '../../src/graph/decoder.js';
+import { loadWeights } from '../../src/graph/weights.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { createRng } from '../../src/util/rng.js';
 
@@ -92,3 +96,42 @@ export async function assertMatchesReference(
     }
   }
 }
+
+/**
+ * The KV-cache graph's logits for one row of `tokens` fed in `chunks` (a prefill, then a token at a time, …): each
+ * chunk sees the cache of those before it, positions counting on; laid out as engineLogits lays one row out.
+ */
+export async function cachedLogits(
+  spec: ModelSpec,
+  tokens: number[],
+  chunks: number[][],
+): Promise<Float32Array> {
+  const V = spec.config.vocabSize;
+  const engine = await createEngine(
+    buildDecoderGraph(spec, await loadWeights(spec), { output: 'logits', kvCache: true }),
+  );
+  const int64 = (xs: number[]) => BigInt64Array.from(xs.map(BigInt));
+  const out = new Float32Array(tokens.length * V);
+  let past = emptyPastFeeds(spec.config, 1);
+  let pos = 0;
+  for (const chunk of chunks) {
+    const total = pos + chunk.length;
+    const r = await engine.run({
+      input_ids: { type: 'int64', dims: [1, chunk.length], data: int64(chunk) },
+      attention_mask: { type: 'int64', dims: [1, total], data: int64(new Array(total).fill(1)) },
+      position_ids: { type: 'int64', dims: [1, chunk.length], data: int64(chunk.map((_, j) => pos + j)) },
+      ...past,
+    });
+    out.set(r.logits.data as Float32Array, pos * V);
+    past = pastFromPresent(spec.config, r);
+    pos = total;
+  }
+  await engine.release();
+  return out;
+}
+
+/** A prefill of the first `prefill` tokens, then one token at a time. */
+export const prefillThenSteps = (tokens: number[], prefill: number): number[][] => [
+  tokens.slice(0, prefill),
+  ...tokens.slice(prefill).map((t) => [t]),
+];

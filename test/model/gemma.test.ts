@@ -9,12 +9,8 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { writeHfFolder } from '../../src/checkpoint/hf.js';
-import { emptyPastFeeds, pastFromPresent } from '../../src/engine/kvcache.js';
 import { createRunner } from '../../src/engine/runner.js';
-import { createEngine } from '../../src/engine/session.js';
 import type { GenepruneError } from '../../src/errors.js';
-import { buildDecoderGraph } from '../../src/graph/decoder.js';
-import { loadWeights } from '../../src/graph/weights.js';
 import { gemmaSpecToHf } from '../../src/model/gemma.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import type { ModelSpec } from '../../src/model/spec.js';
@@ -22,8 +18,10 @@ import { tempDir } from '../checkpoint/helpers.js';
 import { type GemmaShape as Shape, type GemmaTensors as Tensors, writeGemma } from '../helpers/gemma.js';
 import {
   assertMatchesReference,
+  cachedLogits,
   engineLogits,
   maxAbsDiff,
+  prefillThenSteps,
   type ReferenceForward,
   randomTokens,
   referenceLogits,
@@ -250,26 +248,7 @@ describe('Gemma 2 KV-cache graph', () => {
     const spec = await loadModelSpec(dir);
     const V = GEMMA2.vocab;
     const tokens = randomTokens(12, V, 3);
-    const engine = await createEngine(
-      buildDecoderGraph(spec, await loadWeights(spec), { output: 'logits', kvCache: true }),
-    );
-    const int64 = (xs: number[]) => BigInt64Array.from(xs.map(BigInt));
-    const cached = new Float32Array(tokens.length * V);
-    let past = emptyPastFeeds(spec.config, 1);
-    let pos = 0;
-    for (const chunk of [tokens.slice(0, 4), ...tokens.slice(4).map((t) => [t])]) {
-      const total = pos + chunk.length;
-      const out = await engine.run({
-        input_ids: { type: 'int64', dims: [1, chunk.length], data: int64(chunk) },
-        attention_mask: { type: 'int64', dims: [1, total], data: int64(new Array(total).fill(1)) },
-        position_ids: { type: 'int64', dims: [1, chunk.length], data: int64(chunk.map((_, j) => pos + j)) },
-        ...past,
-      });
-      cached.set(out.logits.data as Float32Array, pos * V);
-      past = pastFromPresent(spec.config, out);
-      pos = total;
-    }
-    await engine.release();
+    const cached = await cachedLogits(spec, tokens, prefillThenSteps(tokens, 4));
     const full = await engineLogits(spec, [tokens], undefined, { attention: 'explicit' });
     assert.ok(maxAbsDiff(cached, full) <= 1e-4, `cache vs full: ${maxAbsDiff(cached, full)}`);
     const expected = referenceLogits(forward(referenceOf(GEMMA2, tensors, config)), [tokens]);

@@ -10,12 +10,8 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { emptyPastFeeds, pastFromPresent } from '../../src/engine/kvcache.js';
 import { createRunner } from '../../src/engine/runner.js';
-import { createEngine } from '../../src/engine/session.js';
 import type { GenepruneError } from '../../src/errors.js';
-import { buildDecoderGraph } from '../../src/graph/decoder.js';
-import { loadWeights } from '../../src/graph/weights.js';
 import { specToHf } from '../../src/model/families.js';
 import { modelFingerprint } from '../../src/model/identity.js';
 import { loadModelSpec } from '../../src/model/load.js';
@@ -23,7 +19,9 @@ import type { ModelSpec } from '../../src/model/spec.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import {
   assertMatchesReference,
+  cachedLogits,
   maxAbsDiff,
+  prefillThenSteps,
   type ReferenceForward,
   randomTokens,
   referenceLogits,
@@ -247,31 +245,6 @@ describe('Phi-3 block graphs', () => {
 });
 
 describe('Phi-3 KV-cache graph', () => {
-  async function cachedLogits(spec: ModelSpec, tokens: number[], chunks: number[][]): Promise<Float32Array> {
-    const V = spec.config.vocabSize;
-    const engine = await createEngine(
-      buildDecoderGraph(spec, await loadWeights(spec), { output: 'logits', kvCache: true }),
-    );
-    const int64 = (xs: number[]) => BigInt64Array.from(xs.map(BigInt));
-    const out = new Float32Array(tokens.length * V);
-    let past = emptyPastFeeds(spec.config, 1);
-    let pos = 0;
-    for (const chunk of chunks) {
-      const total = pos + chunk.length;
-      const r = await engine.run({
-        input_ids: { type: 'int64', dims: [1, chunk.length], data: int64(chunk) },
-        attention_mask: { type: 'int64', dims: [1, total], data: int64(new Array(total).fill(1)) },
-        position_ids: { type: 'int64', dims: [1, chunk.length], data: int64(chunk.map((_, j) => pos + j)) },
-        ...past,
-      });
-      out.set(r.logits.data as Float32Array, pos * V);
-      past = pastFromPresent(spec.config, r);
-      pos = total;
-    }
-    await engine.release();
-    return out;
-  }
-
   test('LongRoPE + partial rotary: decoding within the original context, and a prompt past it', async () => {
     const dir = join(tmp.dir, 'cache');
     const extra = {
@@ -284,7 +257,7 @@ describe('Phi-3 KV-cache graph', () => {
     const ref = referenceOf(PHI4, tensors, config);
     // Within the context: a 4-token prompt then one token at a time up to 8, all with the short factors.
     const short = randomTokens(8, PHI4.vocab, 9);
-    const chunks = [short.slice(0, 4), ...short.slice(4).map((t) => [t])];
+    const chunks = prefillThenSteps(short, 4);
     const d1 = maxAbsDiff(await cachedLogits(spec, short, chunks), referenceLogits(forward(ref), [short]));
     assert.ok(d1 <= 1e-4, `decoding within the context: ${d1}`);
     // A 12-token prompt: its largest position + 1 exceeds 8, so every position uses the long factors.

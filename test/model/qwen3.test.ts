@@ -11,12 +11,8 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { writeHfFolder } from '../../src/checkpoint/hf.js';
-import { emptyPastFeeds, pastFromPresent } from '../../src/engine/kvcache.js';
 import { createRunner } from '../../src/engine/runner.js';
-import { createEngine } from '../../src/engine/session.js';
 import type { GenepruneError } from '../../src/errors.js';
-import { buildDecoderGraph } from '../../src/graph/decoder.js';
-import { loadWeights } from '../../src/graph/weights.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { qwen3ConfigFromHf, qwen3SpecToHf } from '../../src/model/qwen3.js';
 import type { ModelSpec } from '../../src/model/spec.js';
@@ -24,8 +20,10 @@ import { pruneHeads } from '../../src/prune/heads.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import {
   assertMatchesReference,
+  cachedLogits,
   engineLogits,
   maxAbsDiff,
+  prefillThenSteps,
   type ReferenceForward,
   randomTokens,
   referenceLogits,
@@ -144,26 +142,7 @@ describe('Qwen3 checkpoints match the reference forward', () => {
     const spec = await loadModelSpec(dir);
     const V = QWEN3.vocab;
     const tokens = randomTokens(10, V, 3);
-    const engine = await createEngine(
-      buildDecoderGraph(spec, await loadWeights(spec), { output: 'logits', kvCache: true }),
-    );
-    const int64 = (xs: number[]) => BigInt64Array.from(xs.map(BigInt));
-    const cached = new Float32Array(tokens.length * V);
-    let past = emptyPastFeeds(spec.config, 1);
-    let pos = 0;
-    for (const chunk of [tokens.slice(0, 4), ...tokens.slice(4).map((t) => [t])]) {
-      const total = pos + chunk.length;
-      const out = await engine.run({
-        input_ids: { type: 'int64', dims: [1, chunk.length], data: int64(chunk) },
-        attention_mask: { type: 'int64', dims: [1, total], data: int64(new Array(total).fill(1)) },
-        position_ids: { type: 'int64', dims: [1, chunk.length], data: int64(chunk.map((_, j) => pos + j)) },
-        ...past,
-      });
-      cached.set(out.logits.data as Float32Array, pos * V);
-      past = pastFromPresent(spec.config, out);
-      pos = total;
-    }
-    await engine.release();
+    const cached = await cachedLogits(spec, tokens, prefillThenSteps(tokens, 4));
     const expected = referenceLogits(forward(referenceOf(QWEN3, tensors)), [tokens]);
     assert.ok(maxAbsDiff(cached, expected) <= 1e-4, `cache vs reference: ${maxAbsDiff(cached, expected)}`);
   });

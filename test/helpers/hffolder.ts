@@ -3,7 +3,11 @@
  * tensors drawn from one seeded stream in the order a writer adds them, each value uniform in offset ± scale, and
  * the folder written with its config.json, where a key set to undefined (an `extra` that removes it) is dropped.
  */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { writeHfFolder } from '../../src/checkpoint/hf.js';
+import type { GenepruneError } from '../../src/errors.js';
+import { loadModelSpec } from '../../src/model/load.js';
 import { createRng } from '../../src/util/rng.js';
 
 /** Tensors by Hugging Face name, as written. */
@@ -80,4 +84,18 @@ export function addGatedMlp(add: AddTensor, p: string, inter: number, D: number)
   add(`${p}.mlp.gate_proj.weight`, [inter, D], 0.5);
   add(`${p}.mlp.up_proj.weight`, [inter, D], 0.5);
   add(`${p}.mlp.down_proj.weight`, [D, inter], 0.4);
+}
+
+/**
+ * Asserts that loading the folder `dir` is refused in one line that names its config.json and says `words` (a
+ * substring, or a pattern the line matches).
+ */
+export async function assertConfigRefused(dir: string, words: string | RegExp): Promise<void> {
+  await assert.rejects(loadModelSpec(dir), (e: GenepruneError) => {
+    const line = e.oneLine();
+    if (typeof words === 'string') assert.ok(line.includes(words), line);
+    else assert.match(line, words);
+    assert.ok(line.startsWith(`${join(dir, 'config.json')}: `) && !line.includes('\n'), line);
+    return true;
+  });
 }

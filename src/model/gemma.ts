@@ -18,16 +18,16 @@
 import { join } from 'node:path';
 import type { HfFolder } from '../checkpoint/hf.js';
 import { fileError, GenepruneError } from '../errors.js';
-import { bindHfTensors, specTensor } from './bind.js';
+import { specTensor } from './bind.js';
 import { ACTIVATION_TO_HF, type ConfigReader, configReader, layerTypes, layerTypesOf } from './hfconfig.js';
 import {
   checkIntermediatePerLayer,
   decoderSizesFromHf,
   llamaRoleShapes,
   perLayerHeadsFromHf,
-  provenanceOfFolder,
   rotaryDecoderConfig,
   rotaryDecoderConfigFromHf,
+  rotaryDecoderSpecFromHf,
   setTokenIds,
 } from './llama.js';
 import type { Activation, ModelConfig, ModelSpec, TensorSource } from './spec.js';
@@ -213,23 +213,18 @@ export function gemmaSpecFromHf(folder: HfFolder): ModelSpec {
   const configPath = join(folder.dir, 'config.json');
   const config = gemmaConfigFromHf(folder.config, configPath);
   const sandwich = config.sandwichNorms === true;
-  const tensors = bindHfTensors(
+  // Gemma ties its head by default: an untied head is expected only where config.json sets the key false.
+  return rotaryDecoderSpecFromHf(
     folder,
+    configPath,
+    config,
     gemmaRoleShapes(config).map(([role, shape]) => ({
       role,
       name: gemmaHfNameOfRole(role, sandwich),
       hfShape: shape,
     })),
-    {
-      // Rotary frequencies are recomputed; a tied model may still carry a copy of the head.
-      ignorable: (name) =>
-        /\.rotary_emb\.inv_freq$/.test(name) || (name === 'lm_head.weight' && config.tieEmbeddings),
-      what: `${config.modelType} model`,
-      missingHead: 'tensor lm_head.weight is missing and config.json sets tie_word_embeddings false',
-    },
+    `${config.modelType} model`,
   );
-  const provenance = provenanceOfFolder(folder, configPath);
-  return { config, tensors, source: folder.dir, ...(provenance ? { provenance } : {}) };
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import type { HfFolder } from '../checkpoint/hf.js';
 import { type Llama2cFile, type Llama2cParams, writeLlama2cLegacy } from '../checkpoint/llama2c.js';
 import { fileError, GenepruneError } from '../errors.js';
-import { bindHfTensors, specTensor } from './bind.js';
+import { bindHfTensors, specTensor, type TensorBinding } from './bind.js';
 import {
   ACTIVATION_TO_HF,
   type ConfigReader,
@@ -411,21 +411,38 @@ export function hfNameOfRole(role: string): string {
 export function llamaSpecFromHf(folder: HfFolder): ModelSpec {
   const configPath = join(folder.dir, 'config.json');
   const config = llamaConfigFromHf(folder.config, configPath);
+  return rotaryDecoderSpecFromHf(
+    folder,
+    configPath,
+    config,
+    llamaRoleShapes(config).map(([role, shape]) => ({ role, name: hfNameOfRole(role), hfShape: shape })),
+    `${config.modelType} model`,
+  );
+}
+
+/**
+ * A rotary decoder's spec from its Hugging Face folder once its family has read the config and named each role's
+ * tensor: the tensors bound, where the stored rotary frequencies (`buffers`: recomputed here) and a tied model's
+ * copy of the head may stay unused and a missing untied head says why one was expected, and an export's
+ * provenance read back.
+ */
+export function rotaryDecoderSpecFromHf(
+  folder: HfFolder,
+  configPath: string,
+  config: ModelConfig,
+  bindings: TensorBinding[],
+  what: string,
+  buffers = /\.rotary_emb\.inv_freq$/,
+): ModelSpec {
   const why =
     folder.config.tie_word_embeddings === false
       ? 'config.json sets tie_word_embeddings false'
       : 'config.json does not set tie_word_embeddings (default false)';
-  const tensors = bindHfTensors(
-    folder,
-    llamaRoleShapes(config).map(([role, shape]) => ({ role, name: hfNameOfRole(role), hfShape: shape })),
-    {
-      // Old checkpoints store the rotary frequencies (recomputed here); tied models may still carry lm_head.
-      ignorable: (name) =>
-        /\.rotary_emb\.inv_freq$/.test(name) || (name === 'lm_head.weight' && config.tieEmbeddings),
-      what: `${config.modelType} model`,
-      missingHead: `tensor lm_head.weight is missing and ${why}`,
-    },
-  );
+  const tensors = bindHfTensors(folder, bindings, {
+    ignorable: (name) => buffers.test(name) || (name === 'lm_head.weight' && config.tieEmbeddings),
+    what,
+    missingHead: `tensor lm_head.weight is missing and ${why}`,
+  });
   const provenance = provenanceOfFolder(folder, configPath);
   return { config, tensors, source: folder.dir, ...(provenance ? { provenance } : {}) };
 }

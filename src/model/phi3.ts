@@ -25,16 +25,16 @@
 import { join } from 'node:path';
 import type { HfFolder } from '../checkpoint/hf.js';
 import { GenepruneError } from '../errors.js';
-import { bindHfTensors, specTensor, type TensorBinding } from './bind.js';
+import { specTensor, type TensorBinding } from './bind.js';
 import { ACTIVATION_TO_HF, type ConfigReader, configReader, derivedTensor } from './hfconfig.js';
 import {
   checkIntermediatePerLayer,
   decoderSizesFromHf,
   llamaRoleShapes,
   perLayerHeadsFromHf,
-  provenanceOfFolder,
   rotaryDecoderConfig,
   rotaryDecoderConfigFromHf,
+  rotaryDecoderSpecFromHf,
   setTokenIds,
 } from './llama.js';
 import { longropeScalingFromHf, type RopeScaling, type RopeScalingSource } from './rope.js';
@@ -243,21 +243,15 @@ export function phi3SpecFromHf(folder: HfFolder): ModelSpec {
       });
     }
   }
-  const why =
-    folder.config.tie_word_embeddings === true
-      ? ''
-      : folder.config.tie_word_embeddings === false
-        ? 'config.json sets tie_word_embeddings false'
-        : 'config.json does not set tie_word_embeddings (default false)';
-  const tensors = bindHfTensors(folder, bindings, {
-    ignorable: (name) =>
-      /\.rotary_emb\.(inv_freq|original_inv_freq)$/.test(name) ||
-      (name === 'lm_head.weight' && config.tieEmbeddings),
-    what: 'phi3 model',
-    missingHead: `tensor lm_head.weight is missing and ${why}`,
-  });
-  const provenance = provenanceOfFolder(folder, configPath);
-  return { config, tensors, source: folder.dir, ...(provenance ? { provenance } : {}) };
+  // LongRoPE checkpoints also store the original frequencies.
+  return rotaryDecoderSpecFromHf(
+    folder,
+    configPath,
+    config,
+    bindings,
+    'phi3 model',
+    /\.rotary_emb\.(inv_freq|original_inv_freq)$/,
+  );
 }
 
 // ---------------------------------------------------------------------------------------------------------

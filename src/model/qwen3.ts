@@ -20,7 +20,7 @@
 import { join } from 'node:path';
 import type { HfFolder } from '../checkpoint/hf.js';
 import { GenepruneError } from '../errors.js';
-import { bindHfTensors, specTensor } from './bind.js';
+import { specTensor } from './bind.js';
 import { ACTIVATION_TO_HF, type ConfigReader, configReader, layerTypes, layerTypesOf } from './hfconfig.js';
 import {
   checkIntermediatePerLayer,
@@ -28,9 +28,9 @@ import {
   hfNameOfRole,
   llamaRoleShapes,
   perLayerHeadsFromHf,
-  provenanceOfFolder,
   rotaryDecoderConfig,
   rotaryDecoderConfigFromHf,
+  rotaryDecoderSpecFromHf,
   setTokenIds,
 } from './llama.js';
 import { ropeSettingsFromHf } from './rope.js';
@@ -156,23 +156,13 @@ export function qwen3HfNameOfRole(role: string): string {
 export function qwen3SpecFromHf(folder: HfFolder): ModelSpec {
   const configPath = join(folder.dir, 'config.json');
   const config = qwen3ConfigFromHf(folder.config, configPath);
-  const why =
-    folder.config.tie_word_embeddings === false
-      ? 'config.json sets tie_word_embeddings false'
-      : 'config.json does not set tie_word_embeddings (default false)';
-  const tensors = bindHfTensors(
+  return rotaryDecoderSpecFromHf(
     folder,
+    configPath,
+    config,
     qwen3RoleShapes(config).map(([role, shape]) => ({ role, name: qwen3HfNameOfRole(role), hfShape: shape })),
-    {
-      // Rotary frequencies are recomputed; a tied model may still carry a copy of the head.
-      ignorable: (name) =>
-        /\.rotary_emb\.inv_freq$/.test(name) || (name === 'lm_head.weight' && config.tieEmbeddings),
-      what: 'qwen3 model',
-      missingHead: `tensor lm_head.weight is missing and ${why}`,
-    },
+    'qwen3 model',
   );
-  const provenance = provenanceOfFolder(folder, configPath);
-  return { config, tensors, source: folder.dir, ...(provenance ? { provenance } : {}) };
 }
 
 // ---------------------------------------------------------------------------------------------------------

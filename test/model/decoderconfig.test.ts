@@ -2,15 +2,22 @@
  * The config.json reading the rotary decoder families share (llama.ts decoderSizesFromHf, perLayerHeadsFromHf,
  * rotaryDecoderConfigFromHf): each family's ModelConfig keeps the keys, values and key order its own code gave
  * before they were shared — a distributed search compares the config's JSON between processes — and the shared
- * refusals name config.json.
+ * refusals name config.json; a folder whose untied head is missing says why a head was expected
+ * (llama.ts rotaryDecoderSpecFromHf).
  */
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
 import { GenepruneError } from '../../src/errors.js';
 import { gemmaConfigFromHf } from '../../src/model/gemma.js';
 import { llamaConfigFromHf } from '../../src/model/llama.js';
+import { loadModelSpec } from '../../src/model/load.js';
 import { phi3ConfigFromHf } from '../../src/model/phi3.js';
 import { qwen3ConfigFromHf } from '../../src/model/qwen3.js';
+import { rejectsFileError, tempDir } from '../checkpoint/helpers.js';
+import { writeGemma } from '../helpers/gemma.js';
+import { writePhi3 } from '../helpers/phi3.js';
+import { writeQwen3 } from '../helpers/qwen3.js';
 
 const PATH = '/models/x/config.json';
 const BASE = {
@@ -209,5 +216,69 @@ describe('the shared refusals name config.json and the key', () => {
         (e: unknown) => e instanceof GenepruneError && e.oneLine().startsWith(`${PATH}: ${words}`),
       );
     });
+  }
+});
+
+describe('a missing untied head is refused naming the folder and why a head was expected', () => {
+  const tmp = tempDir('geneprune-decoderconfig-');
+  after(tmp.cleanup);
+  const SETS = 'tensor lm_head.weight is missing and config.json sets tie_word_embeddings false';
+  const UNSET =
+    'tensor lm_head.weight is missing and config.json does not set tie_word_embeddings (default false)';
+  // Each writer leaves lm_head.weight out of a tied shape; `extra` then unties the config.
+  const cases: Array<[string, (dir: string, extra: Record<string, unknown>) => Promise<unknown>, string[]]> =
+    [
+      [
+        'qwen3',
+        (dir, extra) =>
+          writeQwen3(
+            dir,
+            { hidden: 24, layers: 2, heads: 4, kvHeads: 2, headDim: 8, inter: 40, vocab: 37 },
+            1,
+            extra,
+          ),
+        [SETS, UNSET],
+      ],
+      [
+        'gemma2',
+        (dir, extra) =>
+          writeGemma(
+            dir,
+            { type: 'gemma2', hidden: 32, layers: 2, heads: 4, kvHeads: 2, headDim: 8, inter: 48, vocab: 37 },
+            2,
+            extra,
+          ),
+        // Gemma ties by default: only a config that says false expects a head.
+        [SETS],
+      ],
+      [
+        'phi3',
+        (dir, extra) =>
+          writePhi3(
+            dir,
+            {
+              hidden: 32,
+              layers: 2,
+              heads: 4,
+              kvHeads: 2,
+              inter: 40,
+              vocab: 37,
+              maxPositions: 32,
+              tied: true,
+            },
+            3,
+            extra,
+          ),
+        [SETS, UNSET],
+      ],
+    ];
+  for (const [family, write, messages] of cases) {
+    for (const message of messages) {
+      test(`${family}: ${message === SETS ? 'tie_word_embeddings false' : 'no tie_word_embeddings'}`, async () => {
+        const dir = join(tmp.dir, `${family}-${message === SETS ? 'false' : 'unset'}`);
+        await write(dir, { tie_word_embeddings: message === SETS ? false : undefined });
+        await rejectsFileError(loadModelSpec(dir), dir, new RegExp(`^${message.replace(/[()]/g, '\\$&')}$`));
+      });
+    }
   }
 });

@@ -2,27 +2,19 @@
 import {
   addAttention,
   addGatedMlp,
+  type DecoderShape,
   type HfTensors,
+  layerWidths,
   perLayerHeadKeys,
   randomHfTensors,
   writeRandomHfFolder,
 } from './hffolder.js';
 
-export interface GemmaShape {
+/** `tied` defaults to true (Gemma's default). */
+export interface GemmaShape extends DecoderShape {
   type: 'gemma' | 'gemma2';
-  hidden: number;
-  layers: number;
-  heads: number;
-  kvHeads: number;
   headDim: number;
-  inter: number;
-  vocab: number;
-  /** Physically pruned layouts (written with the per-layer config keys). */
-  headsPerLayer?: number[];
-  kvHeadsPerLayer?: number[];
-  kvHeadOfQuery?: number[][];
   attentionBias?: boolean;
-  tied?: boolean;
 }
 
 export type GemmaTensors = HfTensors;
@@ -39,8 +31,7 @@ export async function writeGemma(
   add('model.embed_tokens.weight', [s.vocab, D], 0.5);
   for (let l = 0; l < s.layers; l++) {
     const p = `model.layers.${l}`;
-    const q = (s.headsPerLayer?.[l] ?? s.heads) * s.headDim;
-    const kv = (s.kvHeadsPerLayer?.[l] ?? s.kvHeads) * s.headDim;
+    const { q, kv } = layerWidths(s, l, s.headDim);
     // Norm weights around 0: Gemma scales by 1 + w.
     add(`${p}.input_layernorm.weight`, [D], 0.3);
     addAttention(add, p, q, kv, D, s.attentionBias === true);

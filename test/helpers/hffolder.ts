@@ -41,12 +41,32 @@ export async function writeRandomHfFolder(
   });
 }
 
-/** The per-layer head keys of a physically pruned LLaMA-shaped folder (none when the shape gives none). */
-export function perLayerHeadKeys(s: {
+/** What the LLaMA-shaped writers (gemma.ts, qwen3.ts, phi3.ts) share of a random folder's shape. */
+export interface DecoderShape {
+  hidden: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  inter: number;
+  vocab: number;
+  /** Physically pruned layouts (written with the per-layer config keys). */
   headsPerLayer?: number[];
   kvHeadsPerLayer?: number[];
   kvHeadOfQuery?: number[][];
-}): Record<string, unknown> {
+  /** A tied head (no lm_head.weight); each family's writer has its own default. */
+  tied?: boolean;
+}
+
+/** Layer `l`'s query and key/value widths (heads × head_dim) in a shape. */
+export function layerWidths(s: DecoderShape, l: number, headDim: number): { q: number; kv: number } {
+  return {
+    q: (s.headsPerLayer?.[l] ?? s.heads) * headDim,
+    kv: (s.kvHeadsPerLayer?.[l] ?? s.kvHeads) * headDim,
+  };
+}
+
+/** The per-layer head keys of a physically pruned LLaMA-shaped folder (none when the shape gives none). */
+export function perLayerHeadKeys(s: DecoderShape): Record<string, unknown> {
   return {
     ...(s.headsPerLayer
       ? { num_attention_heads_per_layer: s.headsPerLayer, num_key_value_heads_per_layer: s.kvHeadsPerLayer }

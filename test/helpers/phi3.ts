@@ -3,22 +3,20 @@
  * fused self_attn.qkv_proj and mlp.gate_up_proj), for the loader, graph, search and export tests.
  */
 import { createRng } from '../../src/util/rng.js';
-import { type HfTensors, perLayerHeadKeys, randomHfTensors, writeRandomHfFolder } from './hffolder.js';
+import {
+  type DecoderShape,
+  type HfTensors,
+  layerWidths,
+  perLayerHeadKeys,
+  randomHfTensors,
+  writeRandomHfFolder,
+} from './hffolder.js';
 
-export interface Phi3Shape {
-  hidden: number;
-  layers: number;
-  heads: number;
-  kvHeads: number;
+/** `tied` defaults to false (Phi-3's default). */
+export interface Phi3Shape extends DecoderShape {
   /** Written as head_dim when given (else hidden / heads, transformers' default). */
   headDim?: number;
-  inter: number;
-  vocab: number;
   maxPositions: number;
-  /** Physically pruned layouts (written with the per-layer config keys). */
-  headsPerLayer?: number[];
-  kvHeadsPerLayer?: number[];
-  tied?: boolean;
 }
 
 export type Phi3Tensors = HfTensors;
@@ -39,8 +37,7 @@ export async function writePhi3(
   add('model.embed_tokens.weight', [s.vocab, D], 0.5);
   for (let l = 0; l < s.layers; l++) {
     const p = `model.layers.${l}`;
-    const q = (s.headsPerLayer?.[l] ?? s.heads) * hd;
-    const kv = (s.kvHeadsPerLayer?.[l] ?? s.kvHeads) * hd;
+    const { q, kv } = layerWidths(s, l, hd);
     // RMSNorm weights around 1, as trained ones are.
     add(`${p}.input_layernorm.weight`, [D], 0.3, 1);
     add(`${p}.self_attn.qkv_proj.weight`, [q + 2 * kv, D], 0.5);

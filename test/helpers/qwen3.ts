@@ -2,28 +2,19 @@
 import {
   addAttention,
   addGatedMlp,
+  type DecoderShape,
   type HfTensors,
+  layerWidths,
   perLayerHeadKeys,
   randomHfTensors,
   writeRandomHfFolder,
 } from './hffolder.js';
 
-export interface Qwen3Shape {
-  hidden: number;
-  layers: number;
-  heads: number;
-  kvHeads: number;
+/** `tied` defaults to true (Qwen3-0.6B ties its head); false writes lm_head.weight. */
+export interface Qwen3Shape extends DecoderShape {
   /** Written explicitly: Qwen3's head_dim need not be hidden / heads. */
   headDim: number;
-  inter: number;
-  vocab: number;
-  /** Physically pruned layouts (written with the per-layer config keys). */
-  headsPerLayer?: number[];
-  kvHeadsPerLayer?: number[];
-  kvHeadOfQuery?: number[][];
   attentionBias?: boolean;
-  /** Default true (Qwen3-0.6B ties its head); false writes lm_head.weight. */
-  tied?: boolean;
 }
 
 export type Qwen3Tensors = HfTensors;
@@ -41,8 +32,7 @@ export async function writeQwen3(
   add('model.embed_tokens.weight', [s.vocab, D], 0.5);
   for (let l = 0; l < s.layers; l++) {
     const p = `model.layers.${l}`;
-    const q = (s.headsPerLayer?.[l] ?? s.heads) * s.headDim;
-    const kv = (s.kvHeadsPerLayer?.[l] ?? s.kvHeads) * s.headDim;
+    const { q, kv } = layerWidths(s, l, s.headDim);
     // Norm weights around 1 (plain RMSNorm scales by w), spread enough that a missing norm shows.
     add(`${p}.input_layernorm.weight`, [D], 0.3, 1);
     addAttention(add, p, q, kv, D, s.attentionBias === true);

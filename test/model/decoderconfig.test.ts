@@ -56,6 +56,17 @@ const MID = [
   'activation',
 ];
 const BIASES = ['attentionBias', 'attentionOutBias', 'mlpBias', 'tieEmbeddings'];
+/** The keys up to ropeTheta, `arch` where the family writes it. */
+const UP_TO_THETA = (arch: boolean) => [
+  'family',
+  ...(arch ? ['arch'] : []),
+  'modelType',
+  ...HEAD,
+  ...MID,
+  'mlpKind',
+  'positionKind',
+  'ropeTheta',
+];
 
 describe('the rotary decoders keep their ModelConfig', () => {
   test('llama: keys in order, pruned head keys read back', () => {
@@ -64,13 +75,7 @@ describe('the rotary decoders keep their ModelConfig', () => {
       PATH,
     );
     assert.deepEqual(Object.keys(c), [
-      'family',
-      'modelType',
-      ...HEAD,
-      ...MID,
-      'mlpKind',
-      'positionKind',
-      'ropeTheta',
+      ...UP_TO_THETA(false),
       'ropeScaling',
       ...BIASES,
       'kvHeadOfQuery',
@@ -88,14 +93,7 @@ describe('the rotary decoders keep their ModelConfig', () => {
       PATH,
     );
     assert.deepEqual(Object.keys(c), [
-      'family',
-      'arch',
-      'modelType',
-      ...HEAD,
-      ...MID,
-      'mlpKind',
-      'positionKind',
-      'ropeTheta',
+      ...UP_TO_THETA(true),
       ...BIASES,
       'qkNorm',
       'slidingWindow',
@@ -110,14 +108,7 @@ describe('the rotary decoders keep their ModelConfig', () => {
     const { num_key_value_heads: _, ...noKv } = BASE;
     const c = gemmaConfigFromHf({ ...noKv, model_type: 'gemma2' }, PATH);
     assert.deepEqual(Object.keys(c), [
-      'family',
-      'arch',
-      'modelType',
-      ...HEAD,
-      ...MID,
-      'mlpKind',
-      'positionKind',
-      'ropeTheta',
+      ...UP_TO_THETA(true),
       ...BIASES,
       'normWeightOffset',
       'embedScale',
@@ -148,14 +139,7 @@ describe('the rotary decoders keep their ModelConfig', () => {
       PATH,
     );
     assert.deepEqual(Object.keys(c), [
-      'family',
-      'arch',
-      'modelType',
-      ...HEAD,
-      ...MID,
-      'mlpKind',
-      'positionKind',
-      'ropeTheta',
+      ...UP_TO_THETA(true),
       'rotaryDim',
       'ropeScaling',
       ...BIASES,

@@ -3,8 +3,10 @@
  * folder the test wrote, its logits for one row of tokens, its greedy generation through its own KV cache, and
  * the same greedy decoding on geneprune's full-sequence graph (argmax of the last position, ties to the lower id).
  */
+import assert from 'node:assert/strict';
 import { createRunner } from '../../src/engine/runner.js';
 import type { ModelSpec } from '../../src/model/spec.js';
+import { maxAbsDiff } from './logits.js';
 
 export const int64 = (xs: number[]): BigInt64Array => BigInt64Array.from(xs.map(BigInt));
 
@@ -78,4 +80,23 @@ export async function loadTransformersJs(root: string, name = 'pruned'): Promise
       await lm.dispose();
     },
   };
+}
+
+/**
+ * transformers.js, loading the export `root`/pruned offline, gives `expected` for `tokens` (within 1e-4), and its
+ * greedy generation of `steps` tokens through its KV cache equals geneprune's greedy decoding of `spec`.
+ */
+export async function assertTransformersJsMatches(
+  root: string,
+  spec: ModelSpec,
+  tokens: number[],
+  expected: Float32Array,
+  steps: number,
+): Promise<void> {
+  const lm = await loadTransformersJs(root);
+  const d = maxAbsDiff(await lm.logits(tokens), expected);
+  assert.ok(d <= 1e-4, `transformers.js logits: max abs diff ${d}`);
+  const generated = await lm.generate(tokens, steps);
+  await lm.dispose();
+  assert.deepEqual(generated, await greedyTokens(spec, tokens, steps), 'greedy tokens');
 }

@@ -18,7 +18,7 @@ import { maxAbsDiff } from '../helpers/logits.js';
 import { writeOpt } from '../helpers/opt.js';
 import { longropeScaling, writePhi3 } from '../helpers/phi3.js';
 import { writeQwen3 } from '../helpers/qwen3.js';
-import { greedyTokens, int64, loadTransformersJs, rowLogits } from '../helpers/tjs.js';
+import { assertTransformersJsMatches, int64, rowLogits } from '../helpers/tjs.js';
 
 const tmp = tempDir('geneprune-export-gpt2-');
 after(tmp.cleanup);
@@ -48,14 +48,8 @@ test('a pruned GPT-2 exports to HF (pruned_heads) and transformers.js with the m
   const fromHf = await rowLogits(reloaded, tokens);
   assert.ok(maxAbsDiff(fromHf, expected) <= 1e-4, 'Hugging Face files');
 
-  const lm = await loadTransformersJs(root);
-  const logits = await lm.logits(tokens);
-  assert.ok(maxAbsDiff(logits, expected) <= 1e-4, 'transformers.js');
-
   // Greedy generation through transformers.js' KV cache equals greedy decoding on our full-sequence graph.
-  const generated = await lm.generate(tokens, 6);
-  await lm.dispose();
-  assert.deepEqual(generated, await greedyTokens(reloaded, tokens, 6));
+  await assertTransformersJsMatches(root, reloaded, tokens, expected, 6);
 });
 
 test('--hf-layout padded keeps the dense shapes with zeros exactly where the mask removes heads', async () => {
@@ -182,13 +176,8 @@ for (const type of ['gemma', 'gemma2'] as const) {
     const fromHf = await rowLogits(reloaded, tokens);
     assert.ok(maxAbsDiff(fromHf, expected) <= 1e-4, 'Hugging Face files');
 
-    const lm = await loadTransformersJs(root);
-    const logits = await lm.logits(tokens);
-    assert.ok(maxAbsDiff(logits, expected) <= 1e-4, 'transformers.js');
     // Generation runs past the sliding window (3) through transformers.js' KV cache.
-    const generated = await lm.generate(tokens, 6);
-    await lm.dispose();
-    assert.deepEqual(generated, await greedyTokens(reloaded, tokens, 6));
+    await assertTransformersJsMatches(root, reloaded, tokens, expected, 6);
   });
 }
 

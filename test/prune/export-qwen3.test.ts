@@ -16,7 +16,7 @@ import { exportModel } from '../../src/prune/export.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { maxAbsDiff } from '../helpers/logits.js';
 import { type Qwen3Shape, writeQwen3 } from '../helpers/qwen3.js';
-import { greedyTokens, loadTransformersJs, rowLogits } from '../helpers/tjs.js';
+import { assertTransformersJsMatches, rowLogits } from '../helpers/tjs.js';
 
 const tmp = tempDir('geneprune-export-qwen3-');
 after(tmp.cleanup);
@@ -55,12 +55,7 @@ test('a head-pruned Qwen3 exports compact; geneprune and transformers.js give th
   );
   assert.ok(maxAbsDiff(await logitsOf(reloaded), expected) <= 1e-4, 'Hugging Face files');
 
-  const lm = await loadTransformersJs(root);
-  const logits = await lm.logits(TOKENS);
-  assert.ok(maxAbsDiff(logits, expected) <= 1e-4, `transformers.js: ${maxAbsDiff(logits, expected)}`);
-  const generated = await lm.generate(TOKENS, 6);
-  await lm.dispose();
-  assert.deepEqual(generated, await greedyTokens(reloaded, TOKENS, 6));
+  await assertTransformersJsMatches(root, reloaded, TOKENS, expected, 6);
 });
 
 test('the padded layout keeps dense shapes, zeros where heads went, and the masked logits', async () => {

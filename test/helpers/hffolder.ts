@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { writeHfFolder } from '../../src/checkpoint/hf.js';
 import type { GenepruneError } from '../../src/errors.js';
 import { loadModelSpec } from '../../src/model/load.js';
+import type { ModelSpec, TensorSource } from '../../src/model/spec.js';
 import { createRng } from '../../src/util/rng.js';
 
 /** Tensors by Hugging Face name, as written. */
@@ -118,4 +119,31 @@ export async function assertConfigRefused(dir: string, words: string | RegExp): 
     assert.ok(line.startsWith(`${join(dir, 'config.json')}: `) && !line.includes('\n'), line);
     return true;
   });
+}
+
+/** A spec → Hugging Face mapping's tensors are exactly the ones the folder was written with: names, shapes, values. */
+export async function assertWrittenTensors(
+  hfTensors: ReadonlyMap<string, TensorSource>,
+  written: HfTensors,
+): Promise<void> {
+  assert.deepEqual([...hfTensors.keys()].sort(), [...written.keys()].sort());
+  for (const [name, t] of written) {
+    const out = hfTensors.get(name);
+    assert.deepEqual([...(out?.shape ?? [])], t.shape, name);
+    assert.deepEqual(await out?.load(), t.data, name);
+  }
+}
+
+/** The mapping `hf` of `spec`, written to `dir`, loads back to the same config and tensors. */
+export async function assertReloadsAs(
+  spec: ModelSpec,
+  hf: { config: Record<string, unknown>; tensors: Map<string, TensorSource> },
+  dir: string,
+): Promise<void> {
+  await writeHfFolder(dir, hf);
+  const again = await loadModelSpec(dir);
+  assert.deepEqual(again.config, spec.config);
+  for (const [role, t] of spec.tensors) {
+    assert.deepEqual(await again.tensors.get(role)?.load(), await t.load(), role);
+  }
 }

@@ -8,7 +8,6 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { writeHfFolder } from '../../src/checkpoint/hf.js';
 import { createRunner } from '../../src/engine/runner.js';
 import type { GenepruneError } from '../../src/errors.js';
 import { gemmaSpecToHf } from '../../src/model/gemma.js';
@@ -16,7 +15,7 @@ import { loadModelSpec } from '../../src/model/load.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { type GemmaShape as Shape, type GemmaTensors as Tensors, writeGemma } from '../helpers/gemma.js';
-import { assertConfigRefused } from '../helpers/hffolder.js';
+import { assertConfigRefused, assertReloadsAs, assertWrittenTensors } from '../helpers/hffolder.js';
 import {
   assertMatchesReference,
   cachedLogits,
@@ -279,15 +278,9 @@ describe('Gemma spec → Hugging Face → spec', () => {
         await assertMatches(spec, referenceOf(s, tensors, config), [[1, 0, 1], [], [0, 1]]);
       }
       const hf = gemmaSpecToHf(spec);
-      assert.deepEqual([...hf.tensors.keys()].sort(), [...tensors.keys()].sort());
-      for (const [n, t] of tensors) assert.deepEqual(await hf.tensors.get(n)?.load(), t.data, n);
+      await assertWrittenTensors(hf.tensors, tensors);
       const back = join(tmp.dir, `rt-back-${name.length}`);
-      await writeHfFolder(back, hf);
-      const again = await loadModelSpec(back);
-      assert.deepEqual(again.config, spec.config);
-      for (const [role, t] of spec.tensors) {
-        assert.deepEqual(await again.tensors.get(role)?.load(), await t.load(), role);
-      }
+      await assertReloadsAs(spec, hf, back);
     });
   }
 

@@ -15,7 +15,7 @@ import { loadModelSpec } from '../../src/model/load.js';
 import { optSpecToHf } from '../../src/model/opt.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { tempDir } from '../checkpoint/helpers.js';
-import { assertConfigRefused } from '../helpers/hffolder.js';
+import { assertConfigRefused, assertWrittenTensors } from '../helpers/hffolder.js';
 import { maxDiffToReference, type ReferenceForward, randomTokens, twoRows } from '../helpers/logits.js';
 import { type OptShape as Shape, writeOpt } from '../helpers/opt.js';
 import { type OptReference, optForward } from '../reference/opt.js';
@@ -109,8 +109,7 @@ describe('OPT checkpoints match the reference forward', () => {
     assert.deepEqual(hf.config.architectures, ['OPTForCausalLM']);
     assert.deepEqual(hf.config.num_attention_heads_per_layer, [3, 2]);
     assert.equal(hf.config.max_position_embeddings, 16);
-    assert.deepEqual([...hf.tensors.keys()].sort(), [...tensors.keys()].sort());
-    for (const [name, t] of tensors) assert.deepEqual(await hf.tensors.get(name)!.load(), t.data, name);
+    await assertWrittenTensors(hf.tensors, tensors);
   });
 
   test("right-padded rows of different lengths give OPT's logits at each row's last token", async () => {

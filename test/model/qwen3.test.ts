@@ -10,14 +10,13 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { writeHfFolder } from '../../src/checkpoint/hf.js';
 import { createRunner } from '../../src/engine/runner.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { qwen3ConfigFromHf, qwen3SpecToHf } from '../../src/model/qwen3.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { pruneHeads } from '../../src/prune/heads.js';
 import { tempDir } from '../checkpoint/helpers.js';
-import { assertConfigRefused } from '../helpers/hffolder.js';
+import { assertConfigRefused, assertReloadsAs, assertWrittenTensors } from '../helpers/hffolder.js';
 import {
   assertMatchesReference,
   cachedLogits,
@@ -219,15 +218,9 @@ describe('Qwen3 spec → Hugging Face → spec', () => {
       const hf = qwen3SpecToHf(spec);
       assert.equal(hf.config.model_type, 'qwen3');
       assert.deepEqual(hf.config.architectures, ['Qwen3ForCausalLM']);
-      assert.deepEqual([...hf.tensors.keys()].sort(), [...tensors.keys()].sort());
-      for (const [n, t] of tensors) assert.deepEqual(await hf.tensors.get(n)?.load(), t.data, n);
+      await assertWrittenTensors(hf.tensors, tensors);
       const back = join(tmp.dir, `rt-back-${name.length}`);
-      await writeHfFolder(back, hf);
-      const again = await loadModelSpec(back);
-      assert.deepEqual(again.config, spec.config);
-      for (const [role, t] of spec.tensors) {
-        assert.deepEqual(await again.tensors.get(role)?.load(), await t.load(), role);
-      }
+      await assertReloadsAs(spec, hf, back);
     });
   }
 });

@@ -10,6 +10,8 @@
  * through its own norm before the residual add (sandwich norms); logits are soft-capped the same way.
  */
 
+import { linear, rmsNorm, rotate } from './ops.js';
+
 export interface GemmaReference {
   gemma2: boolean;
   hiddenSize: number;
@@ -51,41 +53,6 @@ function erf(x: number): number {
 const geluTanh = (x: number) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
 const geluErf = (x: number) => 0.5 * x * (1 + erf(x / Math.SQRT2));
 
-/** y = W·x (+ b), W [out, in]. */
-function linear(W: Float32Array, x: Float64Array, out: number, b?: Float32Array): Float64Array {
-  const n = x.length;
-  const y = new Float64Array(out);
-  for (let o = 0; o < out; o++) {
-    let s = b ? b[o] : 0;
-    for (let i = 0; i < n; i++) s += W[o * n + i] * x[i];
-    y[o] = s;
-  }
-  return y;
-}
-
-/** Gemma's RMSNorm: x / √(mean(x²) + eps) · (1 + w). */
-function rmsNorm(x: Float64Array, w: Float32Array, eps: number): Float64Array {
-  let ss = 0;
-  for (const v of x) ss += v * v;
-  const r = 1 / Math.sqrt(ss / x.length + eps);
-  return x.map((v, i) => v * r * (1 + w[i]));
-}
-
-/** Half-split rotary on head `h` of a [heads·hd] vector at position `pos`, in place. */
-function rotate(v: Float64Array, h: number, hd: number, pos: number, theta: number): void {
-  const half = hd / 2;
-  const base = h * hd;
-  for (let j = 0; j < half; j++) {
-    const angle = pos / theta ** ((2 * j) / hd);
-    const c = Math.cos(angle);
-    const s = Math.sin(angle);
-    const a = v[base + j];
-    const b = v[base + half + j];
-    v[base + j] = a * c - b * s;
-    v[base + half + j] = b * c + a * s;
-  }
-}
-
 const cap = (s: number, c: number | undefined) => (c ? c * Math.tanh(s / c) : s);
 
 /** Logits [seq][vocab]; `headMask[layer][head]` multiplies that query head's attention output. */
@@ -115,7 +82,7 @@ export function gemmaForward(m: GemmaReference, tokens: number[], headMask?: num
       m.slidingWindow !== undefined &&
       (m.layerTypes ? m.layerTypes[l] === 'sliding_attention' : l % 2 === 0);
     if (H > 0) {
-      const normed = xs.map((x) => rmsNorm(x, t(`${p}.input_layernorm.weight`), m.eps));
+      const normed = xs.map((x) => rmsNorm(x, t(`${p}.input_layernorm.weight`), m.eps, 1));
       const proj = (which: string, rows: number) =>
         normed.map((x, pos) => {
           const y = linear(
@@ -150,7 +117,7 @@ export function gemmaForward(m: GemmaReference, tokens: number[], headMask?: num
           });
         }
         let o = linear(t(`${p}.self_attn.o_proj.weight`), merged, D, bias(`${p}.self_attn.o_proj.bias`));
-        if (m.gemma2) o = rmsNorm(o, t(`${p}.post_attention_layernorm.weight`), m.eps);
+        if (m.gemma2) o = rmsNorm(o, t(`${p}.post_attention_layernorm.weight`), m.eps, 1);
         return x.map((val, c) => val + o[c]);
       });
     }
@@ -159,7 +126,7 @@ export function gemmaForward(m: GemmaReference, tokens: number[], headMask?: num
       : `${p}.post_attention_layernorm.weight`;
     const act = m.activation === 'gelu' ? geluErf : geluTanh;
     xs = xs.map((x) => {
-      const n = rmsNorm(x, t(preMlp), m.eps);
+      const n = rmsNorm(x, t(preMlp), m.eps, 1);
       const gate = linear(t(`${p}.mlp.gate_proj.weight`), n, m.intermediateSize);
       const up = linear(t(`${p}.mlp.up_proj.weight`), n, m.intermediateSize);
       let o = linear(
@@ -167,13 +134,13 @@ export function gemmaForward(m: GemmaReference, tokens: number[], headMask?: num
         gate.map((g, i) => act(g) * up[i]),
         D,
       );
-      if (m.gemma2) o = rmsNorm(o, t(`${p}.post_feedforward_layernorm.weight`), m.eps);
+      if (m.gemma2) o = rmsNorm(o, t(`${p}.post_feedforward_layernorm.weight`), m.eps, 1);
       return x.map((val, c) => val + o[c]);
     });
   }
   const head = m.tieEmbeddings ? embed : t('lm_head.weight');
   return xs.map((x) => {
-    const n = rmsNorm(x, t('model.norm.weight'), m.eps);
+    const n = rmsNorm(x, t('model.norm.weight'), m.eps, 1);
     const logits = linear(head, n, m.vocabSize);
     return m.gemma2 ? logits.map((s) => cap(s, m.finalSoftcap)) : logits;
   });

@@ -13,6 +13,8 @@
  * max_position_embeddings / original, 1 when s ≤ 1).
  */
 
+import { rmsNorm, silu } from './ops.js';
+
 export interface Phi3Reference {
   hiddenSize: number;
   numLayers: number;
@@ -49,15 +51,6 @@ function linear(W: Float32Array, x: Float64Array, out: number, row0 = 0): Float6
   }
   return y;
 }
-
-function rmsNorm(x: Float64Array, w: Float32Array, eps: number): Float64Array {
-  let ss = 0;
-  for (const v of x) ss += v * v;
-  const r = 1 / Math.sqrt(ss / x.length + eps);
-  return x.map((v, i) => v * r * w[i]);
-}
-
-const silu = (x: number) => x / (1 + Math.exp(-x));
 
 /** Logits [seq][vocab]; `headMask[layer][head]` multiplies that query head's attention output. */
 export function phi3Forward(m: Phi3Reference, tokens: number[], headMask?: number[][]): Float64Array[] {

@@ -10,6 +10,8 @@
  * up(rms(x))); logits = rms(x)·w·headᵀ (the embedding when tied). RMSNorm is x/√(mean(x²) + eps)·w.
  */
 
+import { linear, rmsNorm, rotate, silu } from './ops.js';
+
 export interface Qwen3Reference {
   hiddenSize: number;
   numLayers: number;
@@ -31,18 +33,6 @@ export interface Qwen3Reference {
   get(name: string): Float32Array | undefined;
 }
 
-/** y = W·x (+ b), W [out, in]. */
-function linear(W: Float32Array, x: Float64Array, out: number, b?: Float32Array): Float64Array {
-  const n = x.length;
-  const y = new Float64Array(out);
-  for (let o = 0; o < out; o++) {
-    let s = b ? b[o] : 0;
-    for (let i = 0; i < n; i++) s += W[o * n + i] * x[i];
-    y[o] = s;
-  }
-  return y;
-}
-
 /** RMSNorm of x[from, from + n) in place: x / √(mean(x²) + eps) · w. */
 function rmsNormAt(x: Float64Array, from: number, n: number, w: Float32Array, eps: number): void {
   let ss = 0;
@@ -50,29 +40,6 @@ function rmsNormAt(x: Float64Array, from: number, n: number, w: Float32Array, ep
   const r = 1 / Math.sqrt(ss / n + eps);
   for (let i = 0; i < n; i++) x[from + i] = x[from + i] * r * w[i];
 }
-
-function rmsNorm(x: Float64Array, w: Float32Array, eps: number): Float64Array {
-  const y = Float64Array.from(x);
-  rmsNormAt(y, 0, y.length, w, eps);
-  return y;
-}
-
-/** Half-split rotary on head `h` of a [heads·hd] vector at position `pos`, in place. */
-function rotate(v: Float64Array, h: number, hd: number, pos: number, theta: number): void {
-  const half = hd / 2;
-  const base = h * hd;
-  for (let j = 0; j < half; j++) {
-    const angle = pos / theta ** ((2 * j) / hd);
-    const c = Math.cos(angle);
-    const s = Math.sin(angle);
-    const a = v[base + j];
-    const b = v[base + half + j];
-    v[base + j] = a * c - b * s;
-    v[base + half + j] = b * c + a * s;
-  }
-}
-
-const silu = (x: number) => x / (1 + Math.exp(-x));
 
 /** Logits [seq][vocab]; `headMask[layer][head]` multiplies that query head's attention output. */
 export function qwen3Forward(m: Qwen3Reference, tokens: number[], headMask?: number[][]): Float64Array[] {

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { tempDir } from '../checkpoint/helpers.js';
 import { runCli } from '../helpers/cli.js';
-import { cliJson, headSearchExportEval, smallData } from '../helpers/familycli.js';
+import { headSearchExportEval, weightsHalf } from '../helpers/familycli.js';
 import { byteLevelTokenizerJson, writeGpt2 } from '../helpers/gpt2.js';
 import { CALIB, EVAL, skipUnlessShared } from '../shared.js';
 
@@ -38,24 +38,7 @@ describe('GPT-2 through heads, weights, eval, generate and export', { skip }, ()
 
   test('a Wanda weight search prunes up and down only (no gate) at the asked sparsity', () => {
     const run = join(tmp.dir, 'weights');
-    const result = cliJson(
-      runCli(
-        [
-          'weights',
-          '--model',
-          model,
-          ...smallData(),
-          '--method',
-          'wanda',
-          '--sparsity',
-          '0.5',
-          '--out',
-          run,
-          '--json',
-        ],
-        { timeout: 300_000 },
-      ),
-    );
+    const result = weightsHalf(model, 'wanda', run);
     // Per layer q, k, v, o (4 × 32 × 32) plus up and down (2 × 64 × 32): no gate in GPT-2's MLP.
     const r = result as {
       prunableWeights: number;

@@ -15,7 +15,7 @@ import { prunableMatrices } from '../../src/masks/weights.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { runCli } from '../helpers/cli.js';
-import { cliJson, headSearchExportEval, smallData } from '../helpers/familycli.js';
+import { cliJson, headSearchExportEval, weightsHalf } from '../helpers/familycli.js';
 import { byteLevelTokenizerJson } from '../helpers/gpt2.js';
 import { writeOpt } from '../helpers/opt.js';
 import { CALIB, EVAL, sharedPath, skipUnlessShared } from '../shared.js';
@@ -23,13 +23,6 @@ import { CALIB, EVAL, sharedPath, skipUnlessShared } from '../shared.js';
 const skip = skipUnlessShared(CALIB, EVAL);
 const tmp = tempDir('geneprune-cli-opt-');
 after(tmp.cleanup);
-
-interface WeightsRun {
-  prunableWeights: number;
-  sparsity: { achieved: number };
-  layers: { weights: number }[];
-  eval: { perplexity: number; densePerplexity: number };
-}
 
 const D = 32;
 const F = 64;
@@ -59,24 +52,7 @@ describe('OPT through heads, weights, eval, generate and export', { skip }, () =
 
   test('Wanda prunes q, k, v, o, fc1, fc2 at half of every output row; the exported zeros give its perplexity', async () => {
     const run = join(tmp.dir, 'wanda');
-    const r = cliJson<WeightsRun>(
-      runCli(
-        [
-          'weights',
-          '--model',
-          model,
-          ...smallData(),
-          '--method',
-          'wanda',
-          '--sparsity',
-          '0.5',
-          '--out',
-          run,
-          '--json',
-        ],
-        { timeout: 300_000 },
-      ),
-    );
+    const r = weightsHalf(model, 'wanda', run);
     // Per layer q, k, v, o (4 × D × D) plus fc1 and fc2 (2 × F × D): OPT's MLP has no gate.
     assert.equal(r.prunableWeights, 2 * (4 * D * D + 2 * F * D));
     assert.deepEqual(
@@ -115,28 +91,7 @@ describe('OPT through heads, weights, eval, generate and export', { skip }, () =
 
   test('a block-wise GA (ga-wanda) runs to its sparsity with a finite perplexity', () => {
     const run = join(tmp.dir, 'ga-wanda');
-    const r = cliJson<WeightsRun>(
-      runCli(
-        [
-          'weights',
-          '--model',
-          model,
-          ...smallData(),
-          '--method',
-          'ga-wanda',
-          '--sparsity',
-          '0.5',
-          '--population',
-          '4',
-          '--generations',
-          '2',
-          '--out',
-          run,
-          '--json',
-        ],
-        { timeout: 300_000 },
-      ),
-    );
+    const r = weightsHalf(model, 'ga-wanda', run, ['--population', '4', '--generations', '2']);
     assert.equal(r.prunableWeights, 2 * (4 * D * D + 2 * F * D));
     assert.ok(Math.abs(r.sparsity.achieved - 0.5) < 0.01, JSON.stringify(r.sparsity));
     assert.ok(Number.isFinite(r.eval.perplexity) && r.eval.perplexity >= 1, JSON.stringify(r.eval));

@@ -13,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { openHfFolder } from '../../src/checkpoint/hf.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { runCli } from '../helpers/cli.js';
-import { cliJson, headSearchExportEval, smallData } from '../helpers/familycli.js';
+import { headSearchExportEval, weightsHalf } from '../helpers/familycli.js';
 import { byteLevelTokenizerJson } from '../helpers/gpt2.js';
 import { longropeScaling, writePhi3 } from '../helpers/phi3.js';
 import { CALIB, EVAL, skipUnlessShared } from '../shared.js';
@@ -55,25 +55,7 @@ describe('Phi-3 through heads, weights, eval and export', { skip }, () => {
     test(`a ${method} weight search prunes q, k, v, o, gate, up and down at the asked sparsity; its export writes the zeros into the fused tensors`, async () => {
       const run = join(tmp.dir, `weights-${method}`);
       const searchArgs = method === 'ga-wanda' ? ['--population', '4', '--generations', '1'] : [];
-      const result = cliJson(
-        runCli(
-          [
-            'weights',
-            '--model',
-            model,
-            ...smallData(),
-            '--method',
-            method,
-            '--sparsity',
-            '0.5',
-            ...searchArgs,
-            '--out',
-            run,
-            '--json',
-          ],
-          { timeout: 300_000 },
-        ),
-      );
+      const result = weightsHalf(model, method, run, searchArgs);
       const r = result as {
         prunableWeights: number;
         sparsity: { achieved: number };

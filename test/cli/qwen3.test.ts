@@ -9,8 +9,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { tempDir } from '../checkpoint/helpers.js';
-import { runCli } from '../helpers/cli.js';
-import { cliJson, headSearchExportEval, smallData } from '../helpers/familycli.js';
+import { headSearchExportEval, weightsHalf } from '../helpers/familycli.js';
 import { byteLevelTokenizerJson } from '../helpers/gpt2.js';
 import { writeQwen3 } from '../helpers/qwen3.js';
 import { CALIB, EVAL, skipUnlessShared } from '../shared.js';
@@ -51,29 +50,7 @@ describe('Qwen3 through heads, weights and export', { skip }, () => {
   ] as Array<[string, string[]]>) {
     test(`weights --method ${method} prunes the linears of every layer, not the q/k norms`, () => {
       const run = join(tmp.dir, `weights-${method}`);
-      const r = cliJson<{
-        prunableWeights: number;
-        sparsity: { achieved: number };
-        layers: { weights: number }[];
-      }>(
-        runCli(
-          [
-            'weights',
-            '--model',
-            model,
-            ...smallData(),
-            '--method',
-            method,
-            '--sparsity',
-            '0.5',
-            ...extra,
-            '--out',
-            run,
-            '--json',
-          ],
-          { timeout: 300_000 },
-        ),
-      );
+      const r = weightsHalf(model, method, run, extra);
       assert.equal(r.prunableWeights, 2 * PER_LAYER);
       assert.deepEqual(
         r.layers.map((l) => l.weights),

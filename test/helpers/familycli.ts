@@ -71,3 +71,23 @@ export function headSearchExportEval(model: string, dir: string): HeadRoundTrip 
     dense: evalPpl(['--model', model]),
   };
 }
+
+/** What `weights --json` prints that the family tests read. */
+export interface WeightsRun {
+  prunableWeights: number;
+  sparsity: { achieved: number };
+  layers: { weights: number }[];
+  eval: { perplexity: number; densePerplexity: number };
+}
+
+/** `weights` at sparsity 0.5 with `method` (and its `extra` flags) on the small data, written to `out`: its JSON. */
+export function weightsHalf(model: string, method: string, out: string, extra: string[] = []): WeightsRun {
+  return cliJson<WeightsRun>(
+    runCli(
+      ['weights', '--model', model, ...smallData(), '--method', method, '--sparsity', '0.5', ...extra].concat(
+        ['--out', out, '--json'],
+      ),
+      { timeout: 300_000 },
+    ),
+  );
+}

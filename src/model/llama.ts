@@ -221,6 +221,8 @@ export interface RotaryDecoderParts {
   sizes: DecoderSizes;
   heads: PerLayerHeads;
   intermediateSize: number;
+  /** Per-layer MLP widths (ModelConfig.intermediatePerLayer), where the family's config.json gives uneven ones. */
+  intermediatePerLayer?: number[];
   maxPositions: number;
   /** rms_norm_eps's default. */
   normEps: number;
@@ -251,6 +253,7 @@ export function rotaryDecoderConfigFromHf(r: ConfigReader, p: RotaryDecoderParts
     headsPerLayer: p.heads.headsPerLayer,
     kvHeadsPerLayer: p.heads.kvHeadsPerLayer,
     intermediateSize: p.intermediateSize,
+    ...(p.intermediatePerLayer ? { intermediatePerLayer: p.intermediatePerLayer } : {}),
     vocabSize: r.int('vocab_size'),
     maxPositions: p.maxPositions,
     normKind: 'rms',

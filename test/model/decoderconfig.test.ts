@@ -10,7 +10,8 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { GenepruneError } from '../../src/errors.js';
 import { gemmaConfigFromHf } from '../../src/model/gemma.js';
-import { llamaConfigFromHf } from '../../src/model/llama.js';
+import { configReader } from '../../src/model/hfconfig.js';
+import { llamaConfigFromHf, rotaryDecoderConfigFromHf } from '../../src/model/llama.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { phi3ConfigFromHf } from '../../src/model/phi3.js';
 import { qwen3ConfigFromHf } from '../../src/model/qwen3.js';
@@ -150,6 +151,32 @@ describe('the rotary decoders keep their ModelConfig', () => {
       'eosTokenId',
     ]);
     assert.deepEqual([c.rotaryDim, c.normEps, c.slidingWindow], [12, 1e-5, [7, 7, 7]]);
+  });
+});
+
+describe('rotaryDecoderConfigFromHf', () => {
+  test('per-layer MLP widths, when a family passes them, follow intermediateSize; absent, no key', () => {
+    const parts = {
+      family: 'llama' as const,
+      modelType: 'llama',
+      sizes: { hiddenSize: 64, numLayers: 3, numHeads: 4, numKvHeads: 2, headDim: 16 },
+      heads: { headsPerLayer: [4, 4, 4], kvHeadsPerLayer: [2, 2, 2] },
+      intermediateSize: 96,
+      maxPositions: 64,
+      normEps: 1e-6,
+      activation: 'silu' as const,
+      rope: { theta: 10000 },
+      biases: { attentionBias: false, attentionOutBias: false, mlpBias: false },
+      tieEmbeddings: false,
+    };
+    const r = configReader({ vocab_size: 50 }, PATH);
+    const keys = Object.keys(rotaryDecoderConfigFromHf(r, { ...parts, intermediatePerLayer: [96, 0, 32] }));
+    assert.equal(keys[keys.indexOf('intermediateSize') + 1], 'intermediatePerLayer');
+    assert.equal('intermediatePerLayer' in rotaryDecoderConfigFromHf(r, parts), false);
+    assert.deepEqual(
+      rotaryDecoderConfigFromHf(r, { ...parts, intermediatePerLayer: [96, 0, 32] }).intermediatePerLayer,
+      [96, 0, 32],
+    );
   });
 });
 

@@ -129,7 +129,7 @@ export function gemmaConfigFromHf(json: Record<string, unknown>, configPath: str
   const { hiddenSize, numLayers } = sizes;
   const heads = perLayerHeadsFromHf(r, sizes);
   const intermediateSize = r.int('intermediate_size');
-  checkIntermediatePerLayer(json, numLayers, intermediateSize, r.fail);
+  const intermediatePerLayer = checkIntermediatePerLayer(json, numLayers, intermediateSize, r.fail);
 
   // GemmaAttention / Gemma2Attention put attention_bias on all four projections; the MLP has none.
   const attentionBias = r.bool('attention_bias', false);
@@ -141,6 +141,7 @@ export function gemmaConfigFromHf(json: Record<string, unknown>, configPath: str
       sizes,
       heads,
       intermediateSize,
+      intermediatePerLayer,
       maxPositions: r.int('max_position_embeddings', 8192),
       normEps: 1e-6,
       activation: gemmaActivation(r, type),

@@ -38,7 +38,7 @@ import {
   setTokenIds,
 } from './llama.js';
 import { longropeScalingFromHf, type RopeScaling, type RopeScalingSource } from './rope.js';
-import type { ModelConfig, ModelSpec, TensorSource } from './spec.js';
+import { intermediateOf, type ModelConfig, type ModelSpec, type TensorSource } from './spec.js';
 
 /** Phi3Config's defaults where config.json leaves a key out. */
 const PHI3_DEFAULTS = { maxPositions: 4096, originalMaxPositions: 4096, eps: 1e-5, theta: 10000 } as const;
@@ -134,7 +134,7 @@ export function phi3ConfigFromHf(json: Record<string, unknown>, configPath: stri
   const heads = perLayerHeadsFromHf(r, sizes);
 
   const intermediateSize = r.int('intermediate_size');
-  checkIntermediatePerLayer(json, numLayers, intermediateSize, r.fail);
+  const intermediatePerLayer = checkIntermediatePerLayer(json, numLayers, intermediateSize, r.fail);
 
   const config = rotaryDecoderConfigFromHf(r, {
     family: 'phi3',
@@ -143,6 +143,7 @@ export function phi3ConfigFromHf(json: Record<string, unknown>, configPath: stri
     sizes,
     heads,
     intermediateSize,
+    intermediatePerLayer,
     maxPositions,
     normEps: PHI3_DEFAULTS.eps,
     activation: r.activation('hidden_act', 'silu'),
@@ -176,10 +177,11 @@ interface FusedLayout {
 
 /** Per layer, the two fused tensors of `config` (sizes from the layer's own head counts). */
 function fusedLayouts(config: ModelConfig): FusedLayout[] {
-  const { hiddenSize: D, intermediateSize: I, headDim: hd } = config;
+  const { hiddenSize: D, headDim: hd } = config;
   const out: FusedLayout[] = [];
   for (let l = 0; l < config.numLayers; l++) {
     const p = `layers.${l}`;
+    const I = intermediateOf(config, l);
     const q = config.headsPerLayer[l] * hd;
     const kv = config.kvHeadsPerLayer[l] * hd;
     out.push({

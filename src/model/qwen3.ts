@@ -97,7 +97,7 @@ export function qwen3ConfigFromHf(json: Record<string, unknown>, configPath: str
   // Qwen3Attention puts attention_bias on q, k, v and o alike; Qwen3MLP has no biases (no mlp_bias key).
   const attentionBias = r.bool('attention_bias', false);
   const intermediateSize = r.int('intermediate_size');
-  checkIntermediatePerLayer(json, numLayers, intermediateSize, r.fail);
+  const intermediatePerLayer = checkIntermediatePerLayer(json, numLayers, intermediateSize, r.fail);
 
   const config: ModelConfig = {
     ...rotaryDecoderConfigFromHf(r, {
@@ -107,6 +107,7 @@ export function qwen3ConfigFromHf(json: Record<string, unknown>, configPath: str
       sizes,
       heads,
       intermediateSize,
+      intermediatePerLayer,
       maxPositions,
       normEps: 1e-6,
       activation: r.activation('hidden_act', 'silu'),

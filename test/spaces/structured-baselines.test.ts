@@ -13,6 +13,7 @@ import { randomLlamaSpec } from '../../src/model/random.js';
 import type { ModelConfig } from '../../src/model/spec.js';
 import {
   flapLike,
+  STRUCTURED_BASELINES,
   type StructuredBudget,
   shortGpt,
   standardised,
@@ -205,6 +206,7 @@ describe('ShortGPT', () => {
     assert.deepEqual(plan.skipMlp, [false, true, true]);
     assert.deepEqual(plan.heads, fullPlan(config).heads);
     assert.equal(cost(plan), 14);
+    assert.deepEqual(STRUCTURED_BASELINES.shortgpt(config, scores, budget(20)), plan);
     assert.deepEqual(shortGpt(config, scores, budget(24)).skipMlp, [false, true, false]);
     assert.deepEqual(shortGpt(config, scores, budget(38)), fullPlan(config));
     assert.throws(() => shortGpt(config, scores, budget(-1)), /ShortGPT: no plan meets the budget of -1/);

@@ -227,3 +227,20 @@ export function shortGpt(
   }
   return firstWithin('ShortGPT', budget, plans());
 }
+
+/** The baselines by the names a command lists them under, all as `(config, scores, budget, opts)`. */
+export const STRUCTURED_BASELINES = {
+  'uniform-width': uniformWidth,
+  'flap-like': flapLike,
+  shortgpt: (config: ModelConfig, scores: StructuredScores, budget: StructuredBudget, _opts?: FlapOptions) =>
+    shortGpt(config, scores, budget),
+} as const satisfies Record<
+  string,
+  (
+    config: ModelConfig,
+    scores: StructuredScores,
+    budget: StructuredBudget,
+    opts?: FlapOptions,
+  ) => StructuredPlan
+>;
+export type StructuredBaselineName = keyof typeof STRUCTURED_BASELINES;

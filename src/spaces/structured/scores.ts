@@ -11,7 +11,8 @@
  *   cols(h) = h·headDim … (h+1)·headDim − 1 — the same idea for a head's slice of o;
  * - block influence (ShortGPT): BI = 1 − mean over tokens of cos(x_in, x_out), x_in the residual stream entering
  *   the block and x_out the stream leaving it, for each whole layer and for its attention and MLP blocks apart.
- *   A block that adds nothing has BI 0; a decoder layer without heads has attention BI 0 (no block);
+ *   A block that adds nothing has BI 0; a decoder layer without heads has attention BI 0, and a layer of MLP
+ *   width 0 MLP BI 0, where the graph has no such block to measure;
  * - FLAP's fluctuation metric (`fluctuation`): channel j: var(X_j) · ‖W_down[:, j]‖₂², head h: Σ over cols(h) of
  *   var(X_d) · ‖W_o[:, d]‖₂², var the sample variance over the calibration tokens — how far the unit's
  *   contribution strays from its mean, which a bias could restore (FLAP's reading; see docs/notes-sbase.md).
@@ -164,7 +165,7 @@ export function scoresFromStats(
     };
     influence.layer.push(bi('layer'));
     influence.attention.push(bi('attn', H === 0 ? 0 : undefined));
-    influence.mlp.push(bi('mlp'));
+    influence.mlp.push(bi('mlp', width === 0 ? 0 : undefined));
   }
   return { channels, heads, influence, tokens: N, ...(fluctuating ? { fluctuation } : {}) };
 }

@@ -68,7 +68,13 @@ import {
 } from './attention.js';
 import { layerRange } from './blocks.js';
 import { type EncodedModel, GraphBuilder, OPSET } from './builder.js';
-import { type CaptureOptions, capturedLayers, captureRecorder, tokenWeightInput } from './capture.js';
+import {
+  type CaptureOptions,
+  capturedLayers,
+  captureRecorder,
+  residualRecorder,
+  tokenWeightInput,
+} from './capture.js';
 import { createKit, type HalfLinears } from './kit.js';
 import { layerUnits, maxWidthOf } from './layer.js';
 import { type GraphOutputMode, headChunksOf, headRoleOf, lmHead } from './lmhead.js';
@@ -279,6 +285,7 @@ export function buildDecoderGraph(
   // Capture graphs: token weights [N, 1] multiplied into each captured input before its reduction.
   const tokenWeight = tokenWeightInput(g, captured);
   const capture = captureRecorder(g, opts.capture, captured, tokenWeight);
+  const residual = residualRecorder(g, opts.capture, captured, tokenWeight);
 
   // Rotary cos/sin tables [maxPositions, hd] (rope models only).
   let cosTable: string | undefined;
@@ -424,6 +431,7 @@ export function buildDecoderGraph(
     const kvHeads = c.kvHeadsPerLayer[i];
     const p = `layers.${i}`;
     kit.setAnchor(x);
+    const layerIn = x;
     if (heads === 0 && cache) {
       // No attention here: the cache still has this layer, with zero KV heads, so its shapes stay consistent.
       const emptyShape = g.op('Concat', [batchDim, g.constInt64([0]), seqDim, g.constInt64([hd])], {
@@ -479,22 +487,26 @@ export function buildDecoderGraph(
       capture(i, 'o_in', merged, heads * hd);
       const attended = branch(kit.linear(merged, `${p}.attn.o`), `${p}.post_attn_norm`);
       x = g.op('Add', [x, gateBlock(i, 0, attended)]);
+      residual(i, 'attn', layerIn, x);
     } else {
       // No heads: the block's output is the o projection's bias alone (what the masked model computes with
       // every head off), or nothing where o has no bias.
       const bias = biasAlone(`${p}.attn.o.bias`);
       if (bias) x = g.op('Add', [x, gateBlock(i, 0, branch(bias, `${p}.post_attn_norm`))]);
     }
+    const mlpIn = x;
     if (intermediateOf(c, i) > 0) {
       const h2 = kit.norm(x, `${p}.mlp_norm`);
       capture(i, 'mlp_in', h2, D);
       const out = mlp(i, h2);
       x = g.op('Add', [x, gateBlock(i, 1, branch(out, `${p}.post_mlp_norm`))]);
+      residual(i, 'mlp', mlpIn, x);
     } else {
       // Width 0: no MLP matmuls (and no mlp_in / down_in statistics); down's bias alone where it has one.
       const bias = biasAlone(`${p}.mlp.down.bias`);
       if (bias) x = g.op('Add', [x, gateBlock(i, 1, branch(bias, `${p}.post_mlp_norm`))]);
     }
+    residual(i, 'layer', layerIn, x);
   }
 
   if (!hasHead) {

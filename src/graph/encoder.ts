@@ -49,7 +49,13 @@ import { intermediateOf, type ModelConfig, type ModelSpec } from '../model/spec.
 import { explicitAttention } from './attention.js';
 import { layerRange } from './blocks.js';
 import { type EncodedModel, GraphBuilder, OPSET } from './builder.js';
-import { type CaptureOptions, capturedLayers, captureRecorder, tokenWeightInput } from './capture.js';
+import {
+  type CaptureOptions,
+  capturedLayers,
+  captureRecorder,
+  residualRecorder,
+  tokenWeightInput,
+} from './capture.js';
 import { createKit, type HalfLinears, ONNX_FLOAT } from './kit.js';
 import { layerUnits, maxWidthOf } from './layer.js';
 import { isWeightFile, type Weights } from './weights.js';
@@ -202,6 +208,7 @@ export function buildEncoderGraph(
   ]);
 
   const capture = captureRecorder(g, opts.capture, captured, tokenWeight);
+  const residual = residualRecorder(g, opts.capture, captured, tokenWeight);
   const { splitHeads, layerHeadMask, mlp, gateBlock, biasAlone } = layerUnits({
     g,
     kit,
@@ -240,9 +247,13 @@ export function buildEncoderGraph(
       const bias = `${p}.attn.o.bias`;
       attended = kit.has(bias) ? kit.floatOf(kit.weight(bias), bias) : g.constFloat([0], []);
     }
+    const layerIn = x;
     x = kit.norm(g.op('Add', [x, gateBlock(i, 0, attended)]), `${p}.attn_norm`);
+    residual(i, 'attn', layerIn, x);
+    const mlpIn = x;
+    const hasMlp = intermediateOf(c, i) > 0;
     let mlpOut: string;
-    if (intermediateOf(c, i) > 0) {
+    if (hasMlp) {
       capture(i, 'mlp_in', x, D);
       mlpOut = mlp(i, x);
     } else {
@@ -250,6 +261,9 @@ export function buildEncoderGraph(
       mlpOut = biasAlone(`${p}.mlp.down.bias`) ?? g.constFloat([0], []);
     }
     x = kit.norm(g.op('Add', [x, gateBlock(i, 1, mlpOut)]), `${p}.mlp_norm`);
+    // As in the decoder: no MLP block, no MLP block influence measured (the scores read it as 0).
+    if (hasMlp) residual(i, 'mlp', mlpIn, x);
+    residual(i, 'layer', layerIn, x);
   }
 
   if (opts.output === 'hidden') {

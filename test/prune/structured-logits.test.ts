@@ -15,6 +15,7 @@ import { randomLlamaSpec } from '../../src/model/random.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { pruneStructured, zeroStructured } from '../../src/prune/structured.js';
 import { tempDir } from '../checkpoint/helpers.js';
+import { writeRandomEncoder } from '../helpers/encoders.js';
 import { writeGemma } from '../helpers/gemma.js';
 import { writeGpt2 } from '../helpers/gpt2.js';
 import { randomTokens } from '../helpers/llamalike.js';
@@ -25,7 +26,9 @@ after(tmp.cleanup);
 const SEQ = 9;
 
 async function logits(spec: ModelSpec, ids: number[][], plan?: StructuredPlan): Promise<Float32Array> {
-  const runner = await createRunner(spec, { output: 'logits', ...(plan ? { structuredMasks: true } : {}) });
+  // Encoders: the last hidden state (a base model has no logits).
+  const output = spec.config.family === 'bert' ? 'hidden' : 'logits';
+  const runner = await createRunner(spec, { output, ...(plan ? { structuredMasks: true } : {}) });
   try {
     return await runner.run(
       { batch: ids.length, seq: SEQ, ids: BigInt64Array.from(ids.flat().map(BigInt)) },
@@ -46,7 +49,8 @@ function maxDiff(a: Float32Array, b: Float32Array): number {
 /** The masked full model against the pruned and the padded model, and the plan does change the logits. */
 async function checkFamily(spec: ModelSpec, plan: StructuredPlan): Promise<void> {
   const V = spec.config.vocabSize;
-  const ids = [randomTokens(SEQ, V, 1), randomTokens(SEQ, V, 2)];
+  // Token 0 is an encoder's padding id: ids from 1.
+  const ids = [1, 2].map((seed) => randomTokens(SEQ, V, seed).map((t) => Math.max(1, t)));
   const masked = await logits(spec, ids, plan);
   const dense = await logits(spec, ids);
   assert.ok(maxDiff(masked, dense) > 1e-2, 'the plan changes the logits');
@@ -104,6 +108,19 @@ describe('structured removal equals the masked model', () => {
       channels: [[], [2, 3, 8, 9, 10], [0, 23]],
       skipAttention: [false, false, true],
       skipMlp: [true, false, false],
+    });
+  });
+
+  test('bert: post-norm layers keep their LayerNorm around a skipped block', async () => {
+    const ckpt = await writeRandomEncoder(tmp.dir, 'bert', { modelType: 'bert', seed: 8, layers: 3 });
+    const spec = await loadModelSpec(ckpt.dir);
+    const c = spec.config;
+    const all = (n: number) => Array.from({ length: n }, (_, j) => j);
+    await checkFamily(spec, {
+      heads: [all(c.headsPerLayer[0]).slice(1), [0], all(c.headsPerLayer[2])],
+      channels: [[], all(c.intermediateSize).filter((j) => j % 3 !== 0), [1, 2]],
+      skipAttention: [false, false, true],
+      skipMlp: [false, true, false],
     });
   });
 });

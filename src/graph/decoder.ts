@@ -56,7 +56,7 @@
  */
 import { GenepruneError } from '../errors.js';
 import type { ModelConfig, ModelSpec } from '../model/spec.js';
-import { kvMapOfLayer } from '../model/spec.js';
+import { intermediateOf, kvMapOfLayer } from '../model/spec.js';
 import {
   type AttentionKind,
   explicitAttention,
@@ -393,7 +393,7 @@ export function buildDecoderGraph(
       },
     });
 
-  const { splitHeads, layerHeadMask, mlp, gateBlock } = layerUnits({
+  const { splitHeads, layerHeadMask, mlp, gateBlock, biasAlone } = layerUnits({
     g,
     kit,
     config: c,
@@ -478,11 +478,22 @@ export function buildDecoderGraph(
       capture(i, 'o_in', merged, heads * hd);
       const attended = branch(kit.linear(merged, `${p}.attn.o`), `${p}.post_attn_norm`);
       x = g.op('Add', [x, gateBlock(i, 0, attended)]);
+    } else {
+      // No heads: the block's output is the o projection's bias alone (what the masked model computes with
+      // every head off), or nothing where o has no bias.
+      const bias = biasAlone(`${p}.attn.o.bias`);
+      if (bias) x = g.op('Add', [x, gateBlock(i, 0, branch(bias, `${p}.post_attn_norm`))]);
     }
-    const h2 = kit.norm(x, `${p}.mlp_norm`);
-    capture(i, 'mlp_in', h2, D);
-    const out = mlp(i, h2);
-    x = g.op('Add', [x, gateBlock(i, 1, branch(out, `${p}.post_mlp_norm`))]);
+    if (intermediateOf(c, i) > 0) {
+      const h2 = kit.norm(x, `${p}.mlp_norm`);
+      capture(i, 'mlp_in', h2, D);
+      const out = mlp(i, h2);
+      x = g.op('Add', [x, gateBlock(i, 1, branch(out, `${p}.post_mlp_norm`))]);
+    } else {
+      // Width 0: no MLP matmuls (and no mlp_in / down_in statistics); down's bias alone where it has one.
+      const bias = biasAlone(`${p}.mlp.down.bias`);
+      if (bias) x = g.op('Add', [x, gateBlock(i, 1, branch(bias, `${p}.post_mlp_norm`))]);
+    }
   }
 
   if (!hasHead) {

@@ -45,7 +45,7 @@
  * heads after the head mask, mlp_in the attention norm's output, down_in the MLP activation.
  */
 import { GenepruneError } from '../errors.js';
-import type { ModelConfig, ModelSpec } from '../model/spec.js';
+import { intermediateOf, type ModelConfig, type ModelSpec } from '../model/spec.js';
 import { explicitAttention } from './attention.js';
 import { layerRange } from './blocks.js';
 import { type EncodedModel, GraphBuilder, OPSET } from './builder.js';
@@ -202,7 +202,7 @@ export function buildEncoderGraph(
   ]);
 
   const capture = captureRecorder(g, opts.capture, captured, tokenWeight);
-  const { splitHeads, layerHeadMask, mlp, gateBlock } = layerUnits({
+  const { splitHeads, layerHeadMask, mlp, gateBlock, biasAlone } = layerUnits({
     g,
     kit,
     config: c,
@@ -241,8 +241,14 @@ export function buildEncoderGraph(
       attended = kit.has(bias) ? kit.floatOf(kit.weight(bias), bias) : g.constFloat([0], []);
     }
     x = kit.norm(g.op('Add', [x, gateBlock(i, 0, attended)]), `${p}.attn_norm`);
-    capture(i, 'mlp_in', x, D);
-    const mlpOut = mlp(i, x);
+    let mlpOut: string;
+    if (intermediateOf(c, i) > 0) {
+      capture(i, 'mlp_in', x, D);
+      mlpOut = mlp(i, x);
+    } else {
+      // MLP width 0: no matmuls (and no mlp_in / down_in statistics); the output dense's bias alone.
+      mlpOut = biasAlone(`${p}.mlp.down.bias`) ?? g.constFloat([0], []);
+    }
     x = kit.norm(g.op('Add', [x, gateBlock(i, 1, mlpOut)]), `${p}.mlp_norm`);
   }
 

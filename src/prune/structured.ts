@@ -150,19 +150,11 @@ export function pruneStructured(spec: ModelSpec, plan: StructuredPlan): ModelSpe
   checkStructured(spec, plan);
   const c = spec.config;
   const D = c.hiddenSize;
-  const zeroed = new Map<string, TensorSource>();
-  zeroSkippedBiases(spec, plan, zeroed);
-  // The head pruning refuses a decoder layer left without heads whose o projection has a bias (the masked model
-  // adds that bias); a skipped block's bias is zero, so it sees such layers without it and gets it back after.
-  const withoutSkipped = new Map(spec.tensors);
-  for (const role of zeroed.keys()) withoutSkipped.delete(role);
-  const headPruned = pruneHeads({ ...spec, tensors: withoutSkipped }, planGenome(c, plan));
-  // The source's tensor order, skipped biases back in their places.
-  const tensors = new Map<string, TensorSource>();
-  for (const role of spec.tensors.keys()) {
-    const t = zeroed.get(role) ?? headPruned.tensors.get(role);
-    if (t) tensors.set(role, t);
-  }
+  // Skipped blocks' biases zero first; the head pruning then keeps the zero o bias of a skipped attention block.
+  const biased = new Map(spec.tensors);
+  zeroSkippedBiases(spec, plan, biased);
+  const headPruned = pruneHeads({ ...spec, tensors: biased }, planGenome(c, plan));
+  const tensors = new Map(headPruned.tensors);
   const widths: number[] = [];
   for (let i = 0; i < c.numLayers; i++) {
     const W = intermediateOf(c, i);

@@ -3,7 +3,7 @@
  * block_mask and head_mask inputs; checked against the float64 references in test/graph/structured.test.ts)
  * against pruneStructured's smaller model and zeroStructured's padded one, each run with no mask at all — logits
  * to 1e-4 on llama-like GQA with biases, GPT-2 and Gemma 2, with skipped attention and MLP blocks, an MLP left
- * without channels (its down bias alone stays).
+ * without channels and an attention left without heads (their down / o biases alone stay).
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -76,19 +76,19 @@ describe('structured removal equals the masked model', () => {
       scale: 20,
     });
     await checkFamily(spec, {
-      heads: [[0, 1, 2, 3], [1, 3], [0], [2]],
+      heads: [[0, 1, 2, 3], [1, 3], [], [2]],
       channels: [[0, 5, 6, 7, 20, 23], [], [1, 2, 3], Array.from({ length: 24 }, (_, j) => j)],
       skipAttention: [true, false, false, false],
       skipMlp: [false, false, false, true],
     });
   });
 
-  test('gpt2: biases everywhere, a skipped block of each kind, an MLP left empty', async () => {
+  test('gpt2: biases everywhere, a skipped block of each kind, an MLP and an attention left empty', async () => {
     const dir = join(tmp.dir, 'gpt2');
     await writeGpt2(dir, { embd: 12, heads: 3, layers: 4, inner: 20, vocab: 37, positions: 16 }, 4);
     const spec = await loadModelSpec(dir);
     await checkFamily(spec, {
-      heads: [[0, 2], [2], [1], [0, 1, 2]],
+      heads: [[0, 2], [], [1], [0, 1, 2]],
       channels: [[3, 4, 9, 19], [0, 1], [], [5]],
       skipAttention: [false, false, false, true],
       skipMlp: [false, true, false, false],

@@ -175,6 +175,27 @@ export function pruneStructured(spec: ModelSpec, plan: StructuredPlan): ModelSpe
 }
 
 /**
+ * pruneStructured for a format that cannot express a layer without heads (GPT-2's config.json, whose pruned_heads
+ * may not remove every head): such a layer keeps its head 0 with every weight and bias of it zero — the padded
+ * model's head, which adds nothing (its values are zero), so the function is the same; only that head's q/k/v/o
+ * slices stay. Other layers are pruneStructured's.
+ */
+export function pruneStructuredKeepingAHead(spec: ModelSpec, plan: StructuredPlan): ModelSpec {
+  checkStructured(spec, plan);
+  const empty = plan.heads.map(
+    (h, i) => spec.config.headsPerLayer[i] > 0 && (plan.skipAttention[i] || h.length === 0),
+  );
+  if (!empty.some((e) => e)) return pruneStructured(spec, plan);
+  const oneHead: StructuredPlan = {
+    ...plan,
+    heads: plan.heads.map((h, i) => (empty[i] ? [0] : h)),
+    // The zeroed source already holds the skipped blocks' zero biases; head 0 of such a layer runs, adding 0.
+    skipAttention: plan.skipAttention.map((s, i) => s && !empty[i]),
+  };
+  return pruneStructured(zeroStructured(spec, plan), oneHead);
+}
+
+/**
  * The plan in the original shapes (the padded layout): removed heads as `zeroHeads` writes them, removed channels'
  * gate/up rows (and biases) and down columns zero, skipped blocks' o / down biases zero. Computes what the masked
  * model computes, in the dense layout any loader of the family reads; nothing is smaller.

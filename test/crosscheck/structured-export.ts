@@ -41,7 +41,10 @@ rmSync(OUT, { recursive: true, force: true });
 mkdirSync(OUT, { recursive: true });
 const sources = join(OUT, '.sources');
 
-/** A plan thinning every layer (at least one head kept), layer 0's MLP emptied, layer 1's attention and the last MLP skipped. */
+/**
+ * A plan thinning every layer (at least one head kept), layer 0's MLP skipped, layer 1's attention skipped and its
+ * MLP emptied; the last layer keeps an MLP (hf_export.py's per-layer width check slices it).
+ */
 function planFor(spec: ModelSpec, seed: number): StructuredPlan {
   const c = spec.config;
   const rng = createRng(seed);
@@ -52,9 +55,9 @@ function planFor(spec: ModelSpec, seed: number): StructuredPlan {
   const L = c.numLayers;
   return {
     heads: c.headsPerLayer.map((h) => thin(h)),
-    channels: Array.from({ length: L }, (_, i) => (i === 0 ? [] : thin(intermediateOf(c, i)))),
+    channels: Array.from({ length: L }, (_, i) => (i === 1 ? [] : thin(intermediateOf(c, i)))),
     skipAttention: Array.from({ length: L }, (_, i) => i === 1),
-    skipMlp: Array.from({ length: L }, (_, i) => i === L - 1),
+    skipMlp: Array.from({ length: L }, (_, i) => i === 0),
   };
 }
 

@@ -13,7 +13,7 @@ import { type StructuredPlan, structuredMasksOf } from '../../src/masks/structur
 import { loadModelSpec } from '../../src/model/load.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
 import type { ModelSpec } from '../../src/model/spec.js';
-import { pruneStructured, zeroStructured } from '../../src/prune/structured.js';
+import { pruneStructured, pruneStructuredKeepingAHead, zeroStructured } from '../../src/prune/structured.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { writeRandomEncoder } from '../helpers/encoders.js';
 import { writeGemma } from '../helpers/gemma.js';
@@ -59,6 +59,14 @@ async function checkFamily(spec: ModelSpec, plan: StructuredPlan): Promise<void>
   const pruned = pruneStructured(spec, plan);
   const compact = await logits(pruned, ids);
   assert.ok(maxDiff(compact, masked) < 1e-4, `pruned: ${maxDiff(compact, masked)}`);
+  // The form for configs without head-less layers (GPT-2's): one zeroed head where the plan leaves none.
+  const oneHead = pruneStructuredKeepingAHead(spec, plan);
+  assert.deepEqual(
+    oneHead.config.headsPerLayer,
+    pruned.config.headsPerLayer.map((h, i) => (h === 0 && spec.config.headsPerLayer[i] > 0 ? 1 : h)),
+  );
+  const withHead = await logits(oneHead, ids);
+  assert.ok(maxDiff(withHead, masked) < 1e-4, `pruned, a zeroed head kept: ${maxDiff(withHead, masked)}`);
 }
 
 describe('structured removal equals the masked model', () => {

@@ -23,6 +23,7 @@ interface ExportFlags {
   model?: string;
   tokenizer?: string;
   mask?: string;
+  structured?: string;
   weightMask?: string;
   recovered?: string;
   recover?: boolean;
@@ -43,13 +44,17 @@ export function registerExport(program: Command): void {
   program
     .command('export')
     .description(
-      'Remove the heads a mask removes, zero the weights a weight mask prunes, and write the model for transformers.js and Hugging Face.',
+      'Remove the heads a mask removes (or the heads, MLP channels and blocks a structured plan removes), zero the weights a weight mask prunes, and write the model for transformers.js and Hugging Face.',
     )
     .addOption(modelOption())
     .addOption(tokenizerOption())
     .option(
       '--mask <file>',
       'head-mask file from `geneprune heads` (mask.json); without it the model is exported whole',
+    )
+    .option(
+      '--structured <file>',
+      'structured plan file from a structured search (heads, MLP channels, skipped blocks): removed physically (compact) or zeroed (--hf-layout padded); not with --mask',
     )
     .option(
       '--weight-mask <file>',
@@ -95,7 +100,8 @@ equivalent tokenizer.json. The folder appears only when complete.
 Example:
   geneprune export --mask runs/heads-25/mask.json --out exported/stories260K-pruned
   geneprune export --mask runs/heads-25/mask.json --recover --calib ../shared/data/tinystories/calib \\
-      --out exported/stories260K-pruned-recovered`,
+      --out exported/stories260K-pruned-recovered
+  geneprune export --structured runs/structured-2x/plan.json --out exported/stories260K-structured`,
     )
     .action(async (flags: ExportFlags) => {
       if (!flags.out) throw flagError('--out', 'required: the folder to write');
@@ -103,6 +109,7 @@ Example:
         model: flags.model,
         tokenizer: flags.tokenizer,
         mask: flags.mask,
+        structured: flags.structured,
         weightMask: flags.weightMask,
         recovered: flags.recovered,
         recover: flags.recover,
@@ -144,10 +151,23 @@ Example:
               `query heads  ${s.keptQueryHeads.join(' ')} (of ${s.queryHeadsBefore.join(' ')})`,
               `KV heads     ${s.keptKvHeads.join(' ')} (of ${s.kvHeadsBefore.join(' ')})`,
             ];
+        lines.push(...heads);
+        if ('keptWidths' in s) {
+          // A structured plan: MLP widths, skipped blocks and the FLOP ratio beside the heads.
+          const layers = (v: number[]) => (v.length ? v.join(' ') : 'none');
+          lines.push(
+            `MLP widths   ${s.keptWidths.join(' ')} (of ${s.widthsBefore.join(' ')})`,
+            `skipped      attention in layers ${layers(s.skippedAttention)}; MLP in layers ${layers(s.skippedMlp)}`,
+          );
+        }
         lines.push(
-          ...heads,
           `parameters   ${s.parametersAfter} (of ${s.parametersBefore}, ${((100 * s.parametersAfter) / s.parametersBefore).toFixed(1)} %)`,
         );
+        if ('flopsRatio' in s) {
+          lines.push(
+            `FLOPs        ${(100 * s.flopsRatio).toFixed(1)} % of the dense model's per token (forward over ${s.contextLength} tokens)`,
+          );
+        }
       }
       const w = result.weightSparsity;
       if (w) {

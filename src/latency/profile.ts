@@ -17,7 +17,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { fileError, GenepruneError } from '../errors.js';
-import type { LayerShapes } from '../masks/structured.js';
+import { type LayerShapes, layerShapes, type StructuredPlan } from '../masks/structured.js';
 import { intermediateOf, type ModelConfig } from '../model/spec.js';
 import { writeJsonAtomic } from '../util/fs.js';
 
@@ -182,6 +182,11 @@ export function predictSeconds(profile: LatencyProfile, shapes: LayerShapes): nu
     if (shapes.mlpRuns[i]) layers += mlpSeconds(t, shapes.widths[i]);
   }
   return t.base + t.layerScale * layers;
+}
+
+/** The predicted prefill seconds of a structured plan of the model (a latency budget's price). */
+export function planSeconds(profile: LatencyProfile, config: ModelConfig, plan: StructuredPlan): number {
+  return predictSeconds(profile, layerShapes(config, plan));
 }
 
 /** The profile with base and layerScale found by `method` (from the numbers it holds; see PrefillTables). */

@@ -149,7 +149,6 @@ export {
   type WeightFile,
   type Weights,
 } from './graph/weights.js';
-export { type HeadMaskFile, loadMaskFile, makeMaskFile, readMaskFile } from './masks/headfile.js';
 export { type CalibrateOptions, calibrateLatency } from './latency/calibrate.js';
 export {
   type LatencyProfile,
@@ -160,6 +159,7 @@ export {
   readLatencyProfile,
   writeLatencyProfile,
 } from './latency/profile.js';
+export { type HeadMaskFile, loadMaskFile, makeMaskFile, readMaskFile } from './masks/headfile.js';
 export {
   holdsPattern,
   magnitudeScores,

@@ -14,6 +14,11 @@
  *   targets    int64 [batch, seq]        next-token ids, -100 = ignore (output 'nll')
  *   ref_logprobs float [batch, seq, vocab] log-probabilities of a reference model (output 'kl')
  *   mask.<role> bool, the weight's shape  one per masked linear weight (true keeps the weight)
+ *   channel_mask float [layers, maxWidth]  only with `structuredMasks`: multiplies layer i's MLP intermediate
+ *                                        activation (the first width_i entries of row i: the input of down)
+ *   block_mask  float [layers, 2]        only with `structuredMasks`: multiplies layer i's attention (0) and
+ *                                        MLP (1) block outputs, after their bias and sandwich norm, just before
+ *                                        the residual add (masks/structured.ts states both masks' semantics)
  * Outputs, by mode:
  *   'nll'         nll    float [batch, seq]   per-token negative log-likelihood (0 where target = -100)
  *   'kl'          kl     float [batch, seq]   KL(ref || model) per token
@@ -51,7 +56,7 @@
  */
 import { GenepruneError } from '../errors.js';
 import type { ModelConfig, ModelSpec } from '../model/spec.js';
-import { kvMapOfLayer } from '../model/spec.js';
+import { intermediateOf, kvMapOfLayer } from '../model/spec.js';
 import {
   type AttentionKind,
   explicitAttention,
@@ -64,7 +69,7 @@ import { layerRange } from './blocks.js';
 import { type EncodedModel, GraphBuilder, OPSET } from './builder.js';
 import { type CaptureOptions, capturedLayers, captureRecorder, tokenWeightInput } from './capture.js';
 import { createKit, type HalfLinears } from './kit.js';
-import { layerUnits } from './layer.js';
+import { layerUnits, maxWidthOf } from './layer.js';
 import { type GraphOutputMode, headChunksOf, headRoleOf, lmHead } from './lmhead.js';
 import { isWeightFile, type Weights } from './weights.js';
 
@@ -80,6 +85,11 @@ export interface DecoderGraphOptions {
   kvCache?: boolean;
   /** Linear weight roles that get a boolean mask input `mask.<role>`. */
   weightMasks?: string[];
+  /**
+   * Evaluation graphs: add the structured mask inputs channel_mask and block_mask (see the header). Without it
+   * the graph is exactly what it was before they existed. Not in KV-cache graphs (an export is physically pruned).
+   */
+  structuredMasks?: boolean;
   /**
    * Evaluation graphs: 'fused' (default) runs one ONNX Runtime attention kernel per layer; 'explicit' the plain
    * QKᵀ/mask/Softmax/·V chain (the reference the fused path is tested against, and the benchmark's "before").
@@ -214,6 +224,12 @@ export function buildDecoderGraph(
   const attentionMask = cache ? g.input('attention_mask', 'int64', ['batch', 'total']) : '';
   const positionIds = cache ? g.input('position_ids', 'int64', ['batch', 'seq']) : '';
   const headMask = cache ? '' : g.input('head_mask', 'float32', [c.numLayers, maxHeads]);
+  if (cache && opts.structuredMasks)
+    throw new Error('decoder graph: a KV-cache graph takes no structured masks');
+  const channelMask = opts.structuredMasks
+    ? g.input('channel_mask', 'float32', [c.numLayers, maxWidthOf(c)])
+    : '';
+  const blockMask = opts.structuredMasks ? g.input('block_mask', 'float32', [c.numLayers, 2]) : '';
   const past = (i: number, kind: 'key' | 'value') => `past_key_values.${i}.${kind}`;
   if (cache) {
     for (let i = 0; i < c.numLayers; i++) {
@@ -377,7 +393,7 @@ export function buildDecoderGraph(
       },
     });
 
-  const { splitHeads, layerHeadMask, mlp } = layerUnits({
+  const { splitHeads, layerHeadMask, mlp, gateBlock, biasAlone } = layerUnits({
     g,
     kit,
     config: c,
@@ -385,6 +401,8 @@ export function buildDecoderGraph(
     seqDim,
     headMask,
     capture,
+    channelMask,
+    blockMask,
   });
   /**
    * Qwen3's per-head q/k norm on a projection [N, n·hd]: RMSNorm over each head's hd values with one [hd] weight
@@ -458,12 +476,24 @@ export function buildDecoderGraph(
         });
       }
       capture(i, 'o_in', merged, heads * hd);
-      x = g.op('Add', [x, branch(kit.linear(merged, `${p}.attn.o`), `${p}.post_attn_norm`)]);
+      const attended = branch(kit.linear(merged, `${p}.attn.o`), `${p}.post_attn_norm`);
+      x = g.op('Add', [x, gateBlock(i, 0, attended)]);
+    } else {
+      // No heads: the block's output is the o projection's bias alone (what the masked model computes with
+      // every head off), or nothing where o has no bias.
+      const bias = biasAlone(`${p}.attn.o.bias`);
+      if (bias) x = g.op('Add', [x, gateBlock(i, 0, branch(bias, `${p}.post_attn_norm`))]);
     }
-    const h2 = kit.norm(x, `${p}.mlp_norm`);
-    capture(i, 'mlp_in', h2, D);
-    const out = mlp(i, h2);
-    x = g.op('Add', [x, branch(out, `${p}.post_mlp_norm`)]);
+    if (intermediateOf(c, i) > 0) {
+      const h2 = kit.norm(x, `${p}.mlp_norm`);
+      capture(i, 'mlp_in', h2, D);
+      const out = mlp(i, h2);
+      x = g.op('Add', [x, gateBlock(i, 1, branch(out, `${p}.post_mlp_norm`))]);
+    } else {
+      // Width 0: no MLP matmuls (and no mlp_in / down_in statistics); down's bias alone where it has one.
+      const bias = biasAlone(`${p}.mlp.down.bias`);
+      if (bias) x = g.op('Add', [x, gateBlock(i, 1, branch(bias, `${p}.post_mlp_norm`))]);
+    }
   }
 
   if (!hasHead) {

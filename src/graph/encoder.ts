@@ -11,6 +11,11 @@
  *                                          deployment graphs
  *   mask.<role>     bool, the weight's shape  one per masked linear weight (true keeps the weight)
  *   token_weight    float [batch, seq]     capture graphs only (as the decoder's)
+ *   channel_mask    float [layers, maxWidth]  with `structuredMasks` only, as the decoder's: multiplies layer i's
+ *                                          MLP activation (the input of the output dense)
+ *   block_mask      float [layers, 2]      with `structuredMasks` only: multiplies the attention (0) and MLP (1)
+ *                                          block outputs (bias included) before the residual add; the post-norm
+ *                                          after the add belongs to the residual stream and stays
  * Outputs, by mode:
  *   'hidden'        last_hidden_state float [batch, seq, hidden]  (transformers.js feature-extraction name);
  *                   a block ending before the last layer outputs hidden float [batch, seq, hidden] instead
@@ -40,13 +45,13 @@
  * heads after the head mask, mlp_in the attention norm's output, down_in the MLP activation.
  */
 import { GenepruneError } from '../errors.js';
-import type { ModelConfig, ModelSpec } from '../model/spec.js';
+import { intermediateOf, type ModelConfig, type ModelSpec } from '../model/spec.js';
 import { explicitAttention } from './attention.js';
 import { layerRange } from './blocks.js';
 import { type EncodedModel, GraphBuilder, OPSET } from './builder.js';
 import { type CaptureOptions, capturedLayers, captureRecorder, tokenWeightInput } from './capture.js';
 import { createKit, type HalfLinears, ONNX_FLOAT } from './kit.js';
-import { layerUnits } from './layer.js';
+import { layerUnits, maxWidthOf } from './layer.js';
 import { isWeightFile, type Weights } from './weights.js';
 
 export type EncoderOutputMode = 'hidden' | 'class_logits';
@@ -61,6 +66,8 @@ export interface EncoderGraphOptions {
   externalDataThreshold?: number;
   /** Output activation statistics of these layers' linear inputs (see the header). */
   capture?: CaptureOptions;
+  /** The structured mask inputs channel_mask and block_mask (see the header); not in deployment graphs. */
+  structuredMasks?: boolean;
   /** A deployment graph: no head_mask input (see the header); refuses weight masks and capture. */
   deploy?: boolean;
   /** Run layers from … to−1 only (default all); see the header for the block graph's inputs and outputs. */
@@ -128,6 +135,11 @@ export function buildEncoderGraph(
       'encoder graph: a deployment graph takes no weight masks or capture (inputs transformers.js never feeds)',
     );
   }
+  if (opts.deploy && opts.structuredMasks) {
+    throw new Error(
+      'encoder graph: a deployment graph takes no structured masks (an export is physically pruned)',
+    );
+  }
 
   const [from, to] = layerRange(c.numLayers, opts.layers);
   const hasEmbed = from === 0;
@@ -154,6 +166,10 @@ export function buildEncoderGraph(
   const attentionMask = g.input('attention_mask', 'int64', ['batch', 'seq']);
   const tokenTypeIds = hasEmbed && types ? g.input('token_type_ids', 'int64', ['batch', 'seq']) : '';
   const headMask = opts.deploy ? '' : g.input('head_mask', 'float32', [c.numLayers, maxHeads]);
+  const channelMask = opts.structuredMasks
+    ? g.input('channel_mask', 'float32', [c.numLayers, maxWidthOf(c)])
+    : '';
+  const blockMask = opts.structuredMasks ? g.input('block_mask', 'float32', [c.numLayers, 2]) : '';
   const tokenWeight = tokenWeightInput(g, captured);
 
   const idsShape = g.op('Shape', [hasEmbed ? inputIds : hiddenIn]);
@@ -186,7 +202,7 @@ export function buildEncoderGraph(
   ]);
 
   const capture = captureRecorder(g, opts.capture, captured, tokenWeight);
-  const { splitHeads, layerHeadMask, mlp } = layerUnits({
+  const { splitHeads, layerHeadMask, mlp, gateBlock, biasAlone } = layerUnits({
     g,
     kit,
     config: c,
@@ -194,6 +210,8 @@ export function buildEncoderGraph(
     seqDim,
     headMask,
     capture,
+    channelMask,
+    blockMask,
   });
   const scale = c.attnScale ?? 1 / Math.sqrt(hd);
 
@@ -222,10 +240,16 @@ export function buildEncoderGraph(
       const bias = `${p}.attn.o.bias`;
       attended = kit.has(bias) ? kit.floatOf(kit.weight(bias), bias) : g.constFloat([0], []);
     }
-    x = kit.norm(g.op('Add', [x, attended]), `${p}.attn_norm`);
-    capture(i, 'mlp_in', x, D);
-    const mlpOut = mlp(i, x);
-    x = kit.norm(g.op('Add', [x, mlpOut]), `${p}.mlp_norm`);
+    x = kit.norm(g.op('Add', [x, gateBlock(i, 0, attended)]), `${p}.attn_norm`);
+    let mlpOut: string;
+    if (intermediateOf(c, i) > 0) {
+      capture(i, 'mlp_in', x, D);
+      mlpOut = mlp(i, x);
+    } else {
+      // MLP width 0: no matmuls (and no mlp_in / down_in statistics); the output dense's bias alone.
+      mlpOut = biasAlone(`${p}.mlp.down.bias`) ?? g.constFloat([0], []);
+    }
+    x = kit.norm(g.op('Add', [x, gateBlock(i, 1, mlpOut)]), `${p}.mlp_norm`);
   }
 
   if (opts.output === 'hidden') {

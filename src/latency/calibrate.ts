@@ -10,16 +10,15 @@
  * level, each level its own session, one session open at a time):
  * - a one-layer block graph (layers [1, 2) of a three-layer probe model: input the residual stream, output the
  *   residual stream, no embedding or head) of a layer with h heads and MLP width w takes T(h, w);
- * - the block's own per-run overhead E (feeding the hidden states in, reading them out) is 2·T₁ − T₂, where T₂ is
- *   a two-layer block of the same (0 heads, width 1) layers — the difference method, since a block of no layers
- *   cannot be built;
- * - mlp(w) = T(0, w) − E (a layer of 0 heads runs no attention at all: it is its MLP block, norm and residual
- *   add included);
- * - attention(h) = T(h, 1) − T(0, 1): the same layer with and without its attention block, beside an MLP of width 1;
- * - base = dense forward − Σ layers' table costs (difference, the default) — the dense forward being the 'nll'
- *   forward `geneprune bench` and the searches time, of a random model of the full dense shape. The direct base (a
- *   model of one layer with 0 heads and width 1, less that layer) is measured too and kept in the notes;
- *   docs/notes-latency.md says which predicted better and why the difference method is the default.
+ * - the empty layer (0 heads, width 0) runs no operator: T(0, 0) is the block's own per-run overhead (feeding the
+ *   hidden states in, reading them out), which no layer inside a model pays;
+ * - mlp(w) = T(0, w) − T(0, 0) and attention(h) = T(h, 0) − T(0, 0): each block alone, its norm and residual add
+ *   included;
+ * - base: 'difference' (the default) = dense forward − Σ the dense layers' table costs, the dense forward being the
+ *   'nll' forward `geneprune bench` and the searches time, of a random model of the full dense shape; 'direct' = the
+ *   forward of a model of one empty layer (a model without layers), the layer tables then scaled so the dense
+ *   prediction is the dense forward. Both are measured and kept (withBaseMethod switches);
+ *   docs/notes-latency.md says which predicted better.
  */
 import { readFileSync } from 'node:fs';
 import { createRunner } from '../engine/runner.js';
@@ -334,37 +333,32 @@ export async function calibrateLatency(spec: ModelSpec, opts: CalibrateOptions):
 
   // The reference layer (0 heads, width 1) and its two-layer stack, the MLP widths, and the head levels beside an
   // MLP of width 1.
-  const ref: BlockProbe = { spec: probe(3, { heads: 0, width: 1 }), layers: 1 };
-  const mlpWidths = widths.filter((x) => x > 1);
+  // The empty layer (0 heads, width 0: no operator at all) is the reference: its block time is the block's own
+  // overhead (feeding and reading the residual stream), which no layer of a model pays.
+  const empty: ShapeLayer = { heads: 0, width: 0 };
+  const ref: BlockProbe = { spec: probe(3, empty), layers: 1 };
+  const mlpWidths = widths.filter((x) => x > 0);
   const headCounts = heads.filter((x) => x > 0);
   const probes: BlockProbe[] = [
-    { spec: probe(4, { heads: 0, width: 1 }), layers: 2 },
     ...mlpWidths.map((w) => ({ spec: probe(3, { heads: 0, width: w }), layers: 1 })),
-    ...headCounts.map((h) => ({ spec: probe(3, { heads: h, width: 1 }), layers: 1 })),
+    ...headCounts.map((h) => ({ spec: probe(3, { heads: h, width: 0 }), layers: 1 })),
   ];
-  say(
-    `latency: timing ${probes.length + 1} blocks, ${t.warmup} + ${t.runs} runs each, ${opts.passes ?? 2} passes`,
-  );
   const passes = opts.passes ?? 2;
+  say(`latency: timing ${probes.length + 1} blocks, ${t.warmup} + ${t.runs} runs each, ${passes} passes`);
   // An untimed block first: the first session of a process runs slower.
   await timeBlocks([ref], { ...t, runs: 1, warmup: 1 }, seed, 1);
   const times = await timeBlocks([ref, ...probes], t, seed, passes);
-  const [t1, t2] = times;
-  // Block overhead E = 2·T₁ − T₂: feeding and reading the residual stream, which no layer of a model pays.
-  const overhead = Math.max(0, 2 * t1 - t2);
-  say(
-    `latency: block overhead ${(overhead * 1000).toFixed(2)} ms (one layer ${(t1 * 1000).toFixed(2)} ms, two ${(t2 * 1000).toFixed(2)} ms)`,
-  );
+  const overhead = times[0];
+  say(`latency: block overhead ${(overhead * 1000).toFixed(2)} ms`);
   const mlp: MlpLevel[] = [{ width: 0, seconds: 0 }];
-  if (widths.includes(1)) mlp.push({ width: 1, seconds: Math.max(0, t1 - overhead) });
   for (const [j, w] of mlpWidths.entries()) {
-    const s = times[2 + j] - overhead;
+    const s = times[1 + j] - overhead;
     mlp.push({ width: w, seconds: Math.max(0, s) });
     say(`latency: MLP width ${w}: ${(s * 1000).toFixed(2)} ms`);
   }
   const attention: AttentionLevel[] = [{ heads: 0, kvHeads: 0, seconds: 0 }];
   for (const [j, h] of headCounts.entries()) {
-    const s = times[2 + mlpWidths.length + j] - t1;
+    const s = times[1 + mlpWidths.length + j] - overhead;
     attention.push({ heads: h, kvHeads: kvHeadsOfUniformKeep(h, c.numKvHeads), seconds: Math.max(0, s) });
     say(`latency: attention ${h} heads: ${(s * 1000).toFixed(2)} ms`);
   }
@@ -376,19 +370,15 @@ export async function calibrateLatency(spec: ModelSpec, opts: CalibrateOptions):
   const kvHeadSeconds =
     (fullAttention * 2 * D * hd) / (D * hd * (2 * H + 2 * c.numKvHeads) + H * hd * opts.seq);
 
-  const [dense, oneLayer] = await timeForwards(
-    [randomCopy(spec, seed), probe(1, { heads: 0, width: 1 })],
-    t,
-    seed,
-    passes,
-  );
+  const [dense, oneLayer] = await timeForwards([randomCopy(spec, seed), probe(1, empty)], t, seed, passes);
   let denseLayerSeconds = 0;
   for (let i = 0; i < c.numLayers; i++) {
     const a = attention.find((l) => l.heads === c.headsPerLayer[i]);
     const w = c.intermediatePerLayer?.[i] ?? c.intermediateSize;
     denseLayerSeconds += (a?.seconds ?? 0) + (mlp.find((l) => l.width === w)?.seconds ?? 0);
   }
-  const directBase = oneLayer - Math.max(0, t1 - overhead);
+  // A model of one empty layer is a model without layers: embedding, final norm, head and loss.
+  const directBase = oneLayer;
   say(
     `latency: dense forward ${(dense * 1000).toFixed(1)} ms, its layers alone ${(denseLayerSeconds * 1000).toFixed(1)} ms; base ${((dense - denseLayerSeconds) * 1000).toFixed(1)} ms by difference, ${(directBase * 1000).toFixed(1)} ms direct`,
   );
@@ -417,7 +407,7 @@ export async function calibrateLatency(spec: ModelSpec, opts: CalibrateOptions):
       denseSeconds: dense,
       denseLayerSeconds,
       directBase,
-      notes: { blockOverhead: overhead, oneLayerBlock: t1, twoLayerBlock: t2, oneLayerModel: oneLayer },
+      notes: { blockOverhead: overhead },
     },
   };
   return withBaseMethod(profile, opts.baseMethod ?? 'difference');

@@ -162,7 +162,7 @@ const BENCHES: Record<string, Bench> = {
     npm: 'bench:latency',
     script: 'bench/latency-check.ts',
     args: [],
-    quick: ['--shapes', 'tiny', '--runs', '1', '--passes', '1'],
+    quick: ['--shapes', 'tiny', '--runs', '1'],
   },
   scale: {
     npm: 'bench:scale',

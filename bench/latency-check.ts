@@ -6,7 +6,7 @@
  * error, for both ways of finding the base cost (difference: dense − Σ layer tables; direct: a model without
  * layers, the layer tables scaled to the dense forward). The issue's target: within 10 %.
  *
- *   npm run bench:latency [-- --shapes 134m,1b --threads 2 --runs 4 --passes 3 --table-out FILE --profile-dir DIR]
+ *   npm run bench:latency [-- --shapes 134m,1b --threads 2 --runs 8 --table-out FILE --profile-dir DIR]
  *
  * Shapes: 134m = the benchmarks' LLaMA shape (bench/shapes.ts, B=4 S=256 by default), 1b = TinyLlama-1.1B's shape
  * (d 2048, 22 layers, 32 heads over 4 KV heads, SwiGLU 5632, vocab 32000; B=1 S=256), tiny = smoke tests only.
@@ -21,7 +21,7 @@ import {
   randomCopy,
   randomShapeSpec,
   type ShapeLayer,
-  timeForwards,
+  timePair,
 } from '../src/latency/calibrate.js';
 import {
   kvHeadsOfUniformKeep,
@@ -58,8 +58,7 @@ const { values } = parseArgs({
   options: {
     shapes: { type: 'string', default: '134m,1b' },
     threads: { type: 'string', default: '2' },
-    runs: { type: 'string', default: '4' },
-    passes: { type: 'string', default: '3' },
+    runs: { type: 'string', default: '8' },
     batch: { type: 'string' },
     seq: { type: 'string' },
     'table-out': { type: 'string' },
@@ -70,8 +69,7 @@ const { values } = parseArgs({
 
 const threads = Number(values.threads);
 const runs = Number(values.runs);
-const passes = Number(values.passes);
-const statistic = values.statistic === 'min' ? 'min' : 'median';
+const statistic: 'min' | 'median' = values.statistic === 'min' ? 'min' : 'median';
 const say = (line: string) => process.stderr.write(`${line}\n`);
 const load = () =>
   loadavg()
@@ -144,7 +142,6 @@ for (const name of values.shapes.split(',').filter((s) => s !== '')) {
     threads,
     runs,
     warmup: 1,
-    passes: Math.max(1, passes - 1),
     statistic,
     onProgress: say,
   });
@@ -157,30 +154,23 @@ for (const name of values.shapes.split(',').filter((s) => s !== '')) {
     Array.from({ length: s.numLayers }, () => ({ heads: s.numHeads, width: s.intermediateSize })),
     s.numKvHeads,
   );
-  const models = [
-    randomCopy(spec, 2),
-    ...shapes.map((p) =>
-      randomShapeSpec(
-        spec,
-        p.layers.filter((l) => l.heads > 0 || l.width > 0),
-        3,
-      ),
-    ),
-  ];
-  say(`${entry.label}: timing the dense model and ${shapes.length} pruned shapes (load ${load()})`);
-  const seconds = await timeForwards(
-    models,
-    { threads, dtype: 'fp32', batch, seq, runs, warmup: 1, statistic },
-    5,
-    passes,
-  );
   say(
-    `${entry.label}: dense forward ${(seconds[0] * 1000).toFixed(1)} ms (profile: ${(profile.prefill.denseSeconds * 1000).toFixed(1)} ms; load ${load()})`,
+    `${entry.label}: timing ${shapes.length} pruned shapes, each round-robin with the dense model (load ${load()})`,
   );
+  const timing = { threads, dtype: 'fp32' as const, batch, seq, runs, warmup: 1, statistic };
+  const measuredSpeedups: number[] = [];
+  for (const p of shapes) {
+    const kept = p.layers.filter((l) => l.heads > 0 || l.width > 0);
+    const [d, q] = await timePair(randomCopy(spec, 2), randomShapeSpec(spec, kept, 3), timing, 5);
+    measuredSpeedups.push(d / q);
+    say(
+      `${entry.label}: ${p.name}: dense ${(d * 1000).toFixed(1)} ms (profile ${(profile.prefill.denseSeconds * 1000).toFixed(1)} ms), pruned ${(q * 1000).toFixed(1)} ms (load ${load()})`,
+    );
+  }
   const byDifference = withBaseMethod(profile, 'difference');
   const byDirect = withBaseMethod(profile, 'direct');
   for (const [j, p] of shapes.entries()) {
-    const measured = seconds[0] / seconds[1 + j];
+    const measured = measuredSpeedups[j];
     const pruned = layerShapesOf(p.layers, s.numKvHeads);
     const a = predictedSpeedup(byDifference, denseLayers, pruned);
     const b = predictedSpeedup(byDirect, denseLayers, pruned);

@@ -92,10 +92,9 @@ export interface LatencyProfile {
   dtype: string;
   batch: number;
   seq: number;
-  /** Timed runs per level after warm-up runs, over `passes` sweeps, reduced to their median or minimum. */
+  /** Timed rounds (every level once each) after warm-up rounds; each level's runs reduced to median or minimum. */
   runs: number;
   warmup: number;
-  passes: number;
   statistic: 'median' | 'min';
   shape: ProfileShape;
   prefill: PrefillTables;

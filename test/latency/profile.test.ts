@@ -50,7 +50,6 @@ function writtenProfile(): LatencyProfile {
     seq: 256,
     runs: 5,
     warmup: 1,
-    passes: 2,
     statistic: 'median',
     shape: profileShapeOf(config),
     prefill: {

@@ -14,11 +14,14 @@
  *   hidden states in, reading them out), which no layer inside a model pays;
  * - mlp(w) = T(0, w) − T(0, 0) and attention(h) = T(h, 0) − T(0, 0): each block alone, its norm and residual add
  *   included;
- * - base: 'difference' (the default) = dense forward − Σ the dense layers' table costs, the dense forward being the
- *   'nll' forward `geneprune bench` and the searches time, of a random model of the full dense shape; 'direct' = the
- *   forward of a model of one empty layer (a model without layers), the layer tables then scaled so the dense
- *   prediction is the dense forward. Both are measured and kept (withBaseMethod switches);
- *   docs/notes-latency.md says which predicted better.
+ * - base: 'direct' (the default) = the forward of a model of one empty layer (a model without layers), the layer
+ *   tables then scaled so the dense prediction is the dense forward ('nll', what `geneprune bench` and the searches
+ *   time, of a random model of the full dense shape; the two forwards are timed round-robin together); 'difference'
+ *   = dense forward − Σ the dense layers' table costs. Both are measured and kept (withBaseMethod switches). Direct
+ *   predicted better, because the scale absorbs whatever differs between the block sweep and the forwards (the
+ *   machine's load between the two phases, a layer's cost alone against inside the model): on the 134M shape under
+ *   load 6–8 it stayed within 7 % on six of seven pruned shapes where difference missed by 8–100 %
+ *   (docs/notes-latency.md).
  */
 import { readFileSync } from 'node:fs';
 import { createRunner, type ModelRunner } from '../engine/runner.js';
@@ -74,7 +77,7 @@ export interface CalibrateOptions {
   seed?: number;
   /** See Timing.statistic (default 'median'). */
   statistic?: 'median' | 'min';
-  /** How base and layerScale are found (default 'difference'; see PrefillTables.baseMethod). */
+  /** How base and layerScale are found (default 'direct'; see PrefillTables.baseMethod and docs/notes-latency.md). */
   baseMethod?: BaseMethod;
   /** Weights (bytes) of the block sessions open at once (default 1 GiB): levels in one group run round-robin. */
   sessionBytes?: number;
@@ -449,5 +452,5 @@ export async function calibrateLatency(spec: ModelSpec, opts: CalibrateOptions):
       notes: { blockOverhead: overhead },
     },
   };
-  return withBaseMethod(profile, opts.baseMethod ?? 'difference');
+  return withBaseMethod(profile, opts.baseMethod ?? 'direct');
 }

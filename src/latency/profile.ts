@@ -204,18 +204,27 @@ export function predictedSpeedup(profile: LatencyProfile, dense: LayerShapes, pr
 
 /**
  * The layer shapes of a model config as it stands (a physically pruned model's per-layer heads and widths): what
- * predictSeconds prices for a pruned model read from disk. Layers are matched by index, so the pruned model must
- * keep the dense model's layer count (a dropped layer is a layer of 0 heads and width 0).
+ * predictSeconds prices for a pruned model read from disk. `layers` pads the list with empty layers (no heads, no
+ * MLP) up to the dense model's count, for a pruned model whose removed layers are gone: the dense layers all cost
+ * the same, so which ones went does not change the price.
  */
-export function layerShapesOfConfig(config: ModelConfig): LayerShapes {
+export function layerShapesOfConfig(config: ModelConfig, layers = config.numLayers): LayerShapes {
   const L = config.numLayers;
+  if (layers < L) throw new GenepruneError('internal', `cannot pad ${L} layers down to ${layers}`);
+  const pad = <T>(v: T[], empty: T): T[] => [...v, ...Array<T>(layers - L).fill(empty)];
   const widths = Array.from({ length: L }, (_, i) => intermediateOf(config, i));
   return {
-    heads: [...config.headsPerLayer],
-    kvHeads: [...config.kvHeadsPerLayer],
-    widths,
-    attentionRuns: config.headsPerLayer.map((h) => h > 0),
-    mlpRuns: widths.map((w) => w > 0),
+    heads: pad([...config.headsPerLayer], 0),
+    kvHeads: pad([...config.kvHeadsPerLayer], 0),
+    widths: pad(widths, 0),
+    attentionRuns: pad(
+      config.headsPerLayer.map((h) => h > 0),
+      false,
+    ),
+    mlpRuns: pad(
+      widths.map((w) => w > 0),
+      false,
+    ),
   };
 }
 

@@ -141,6 +141,15 @@ describe('latency model arithmetic', () => {
     close(predictedSpeedup(p, dense, half), 0.102 / 0.09, 'speedup');
   });
 
+  test('a model with layers removed is priced as the dense layer count with empty layers', () => {
+    const p = writtenProfile();
+    const one = randomLlamaSpec({ ...shapeArgs, numLayers: 1, seed: 1 }).config;
+    const padded = layerShapesOfConfig(one, 2);
+    assert.deepEqual(padded.heads, [4, 0]);
+    assert.deepEqual(padded.mlpRuns, [true, false]);
+    close(predictSeconds(p, padded), 0.05 + 0.016 + 0.01, 'one layer left');
+  });
+
   test('the layer shapes of the full plan are those of the config; a plan is priced by its layer shapes', () => {
     assert.deepEqual(layerShapes(config, fullPlan(config)), layerShapesOfConfig(config));
     const p = writtenProfile();

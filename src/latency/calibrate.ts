@@ -40,6 +40,7 @@ import {
   LATENCY_PROFILE_VERSION,
   type LatencyProfile,
   type MlpLevel,
+  monotoneFit,
   profileShapeOf,
   withBaseMethod,
 } from './profile.js';
@@ -420,6 +421,14 @@ export async function calibrateLatency(spec: ModelSpec, opts: CalibrateOptions):
   const D = c.hiddenSize;
   const hd = c.headDim;
   const fullAttention = attention[attention.length - 1].seconds;
+  // More work never costs less: measured tables made non-decreasing (what is left over is the load's noise).
+  for (const table of [mlp, attention]) {
+    const fit = monotoneFit(table.map((l) => l.seconds));
+    for (const [i, l] of table.entries()) {
+      l.measured = l.seconds;
+      l.seconds = fit[i];
+    }
+  }
   const kvHeadSeconds =
     (fullAttention * 2 * D * hd) / (D * hd * (2 * H + 2 * c.numKvHeads) + H * hd * opts.seq);
 

@@ -60,6 +60,11 @@ describe('calibrateLatency', () => {
       [0, 256, 512, 768, 1024],
     );
     for (const l of [...t.attention, ...t.mlp]) assert.ok(l.seconds >= 0 && Number.isFinite(l.seconds));
+    for (const table of [t.attention, t.mlp]) {
+      for (let i = 1; i < table.length; i++)
+        assert.ok(table[i].seconds >= table[i - 1].seconds, 'non-decreasing');
+      assert.ok(table.every((l) => l.measured !== undefined && Number.isFinite(l.measured)));
+    }
     assert.ok(t.attention.at(-1)!.seconds > 0, 'the full attention block takes time');
     assert.ok(t.mlp.at(-1)!.seconds > 0, 'the full MLP block takes time');
     assert.ok(t.denseSeconds > 0);

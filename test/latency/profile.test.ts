@@ -13,6 +13,7 @@ import {
   interpolate,
   type LatencyProfile,
   layerShapesOfConfig,
+  monotoneFit,
   planSeconds,
   predictedSpeedup,
   predictSeconds,
@@ -87,6 +88,13 @@ const close = (a: number, b: number, what: string) =>
   assert.ok(Math.abs(a - b) < 1e-12, `${what}: ${a} vs ${b}`);
 
 describe('latency model arithmetic', () => {
+  test('monotoneFit pools adjacent violators into their mean', () => {
+    assert.deepEqual(monotoneFit([1, 3, 2, 4]), [1, 2.5, 2.5, 4]);
+    assert.deepEqual(monotoneFit([0, 5, 1, 1, 6]), [0, 7 / 3, 7 / 3, 7 / 3, 6]);
+    assert.deepEqual(monotoneFit([0, 1, 2]), [0, 1, 2]);
+    assert.deepEqual(monotoneFit([3, 2, 1]), [2, 2, 2]);
+  });
+
   test('interpolate: between levels, at levels, past the ends', () => {
     close(interpolate([0, 2, 4], [0, 10, 16], 3), 13, 'between');
     close(interpolate([0, 2, 4], [0, 10, 16], 2), 10, 'at a level');

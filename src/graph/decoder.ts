@@ -45,8 +45,9 @@
  * (SiLU(gate)·up: input of down) — as Σ_t X_tj² per input column ('sqnorm', [in]) or XᵀX ('gram', [in, in]),
  * over the batch's tokens. Capture graphs take token_weight float32 [batch, seq], multiplied into X before the
  * reduction (1 real token, 0 padding: padded positions do not count; a weight w counts a token as w²).
- * A layer without attention heads has no attn_in / o_in. `capture.points` outputs only the points named
- * (capture.ts).
+ * A layer without attention heads has no attn_in / o_in (its attention block adds o's bias alone, where o has
+ * one), a layer of MLP width 0 (intermediateOf) no mlp_in / down_in (its MLP block adds down's bias alone, where
+ * down has one). `capture.points` outputs only the points named (capture.ts).
  *
  * Attention is one fused causal kernel per layer (attention.ts); `attention: 'explicit'` keeps the plain-operator
  * chain, which the KV-cache graph always uses.

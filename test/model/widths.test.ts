@@ -33,6 +33,7 @@ import { randomTokens } from '../helpers/llamalike.js';
 import { writeOpt } from '../helpers/opt.js';
 import { writePhi3 } from '../helpers/phi3.js';
 import { writeQwen3 } from '../helpers/qwen3.js';
+import { referenceEncoderForward } from '../reference/bert.js';
 import { gpt2Forward } from '../reference/gpt2.js';
 import { type ReferenceWeights, referenceForward } from '../reference/llama.js';
 
@@ -304,6 +305,18 @@ describe('per-layer widths in folders', () => {
         assert.deepEqual(back.shape, t.shape, role);
         assert.deepEqual(await back.load(), await t.load(), role);
       }
+      if (name === 'bert') {
+        // The encoder with a layer of width 0 against the reference over the written tensors.
+        const hf = new Map<string, Float32Array>();
+        for (const [n, t] of specToHf(narrowed).tensors) hf.set(n, await t.load());
+        const ids = randomTokens(6, 20, 4).map((t) => t + 1);
+        const want = referenceEncoderForward(json, (n) => hf.get(n), { inputIds: ids }).lastHiddenState;
+        const r = await createRunner(loaded, { output: 'hidden' });
+        const got = await r.run({ batch: 1, seq: 6, ids: BigInt64Array.from(ids.map(BigInt)) });
+        await r.release();
+        const d = maxDiff(got, Float64Array.from(want.flatMap((v) => [...v])));
+        assert.ok(d <= 1e-4, `bert: max abs diff ${d}`);
+      }
       const runner = await createRunner(loaded, { output: name === 'bert' ? 'hidden' : 'logits' });
       const ids = BigInt64Array.from(
         randomTokens(5, Math.min(loaded.config.vocabSize, 20), 9).map((t) => BigInt(t + 1)),
@@ -345,7 +358,8 @@ describe('per-layer widths in folders', () => {
 
 describe('per-layer widths: generation, capture, cost', () => {
   test("the KV-cache graph's greedy tokens equal the search graph's argmax steps", async () => {
-    const spec = llamaWithWidths(9);
+    // Widths 40/0/17, and layer 0 without heads (its o bias alone).
+    const spec = pruneHeads(llamaWithWidths(9), Uint8Array.from([0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1]));
     const prompt = randomTokens(4, V, 5);
     const steps = 6;
     const argmax = (row: ArrayLike<number>, from: number) => {
@@ -355,6 +369,8 @@ describe('per-layer widths: generation, capture, cost', () => {
     };
     // Search graph: the whole sequence again each step, the last position's argmax.
     const searched = [...prompt];
+    const searchedRows: Float32Array[] = [];
+    const cachedRows: Float32Array[] = [];
     const runner = await createRunner(spec, { output: 'logits' });
     for (let s = 0; s < steps; s++) {
       const out = await runner.run({
@@ -362,7 +378,9 @@ describe('per-layer widths: generation, capture, cost', () => {
         seq: searched.length,
         ids: BigInt64Array.from(searched.map(BigInt)),
       });
-      searched.push(argmax(out, (searched.length - 1) * V));
+      const at = (searched.length - 1) * V;
+      searchedRows.push(out.slice(at, at + V));
+      searched.push(argmax(out, at));
     }
     await runner.release();
     // KV cache: prefill, then one token per step.
@@ -382,7 +400,9 @@ describe('per-layer widths: generation, capture, cost', () => {
         position_ids: { type: 'int64', dims: [1, chunk.length], data: int64(chunk.map((_, j) => pos + j)) },
         ...past,
       });
-      const next = argmax(out.logits.data, (chunk.length - 1) * V);
+      const at = (chunk.length - 1) * V;
+      cachedRows.push(out.logits.data.slice(at, at + V));
+      const next = argmax(out.logits.data, at);
       cached.push(next);
       past = pastFromPresent(spec.config, out);
       pos = total;
@@ -390,6 +410,9 @@ describe('per-layer widths: generation, capture, cost', () => {
     }
     await engine.release();
     assert.deepEqual(cached, searched);
+    searchedRows.forEach((row, s) => {
+      assert.ok(maxDiff(cachedRows[s], row) <= 1e-4, `step ${s}`);
+    });
   });
 
   test("capture statistics have each layer's width (none for a layer without MLP)", async () => {

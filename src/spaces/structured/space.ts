@@ -150,7 +150,6 @@ export function createStructuredSpace(
     }
   }
   const genes = slots.length;
-  const perLayer = kinds.length;
   const full = () => Uint8Array.from(slots, (s) => s.max);
   const plan = (g: StructuredGenome): StructuredPlan => {
     const p = fullPlan(config);
@@ -211,27 +210,7 @@ export function createStructuredSpace(
     return s;
   };
   const kept = (g: StructuredGenome) => keptParametersOf(shapes(g));
-  const encode = (g: StructuredGenome): string => {
-    const parts: string[] = [];
-    for (let i = 0; i < L; i++)
-      parts.push(Array.from(g.subarray(i * perLayer, (i + 1) * perLayer)).join('.'));
-    return parts.join('/');
-  };
-  const decode = (text: string): StructuredGenome | undefined => {
-    const layers = text.split('/');
-    if (layers.length !== L) return undefined;
-    const g = new Uint8Array(genes);
-    let k = 0;
-    for (const layer of layers) {
-      const levels = layer.split('.');
-      if (levels.length !== perLayer) return undefined;
-      for (const v of levels) {
-        if (!/^(0|[1-9][0-9]{0,2})$/.test(v) || Number(v) > slots[k].max) return undefined;
-        g[k++] = Number(v);
-      }
-    }
-    return g;
-  };
+  const { encode, decode } = levelCodec(L, slots)!;
   return {
     kind: opts.kind,
     unit: `${opts.kind} levels`,
@@ -254,6 +233,53 @@ export function createStructuredSpace(
     shapes,
     masks: (g) => structuredMasksOf(config, plan(g)),
   };
+}
+
+/**
+ * The genome text of a level space with these slots (layer-major, the same genes in every layer), from the
+ * slots alone (a run's config.json records them); undefined when the slots are not such a layout.
+ */
+export function levelCodec(
+  layers: number,
+  slots: unknown,
+):
+  | { genes: number; encode(g: StructuredGenome): string; decode(text: string): StructuredGenome | undefined }
+  | undefined {
+  if (!Number.isInteger(layers) || layers < 1 || !Array.isArray(slots) || slots.length % layers !== 0)
+    return undefined;
+  const ok = slots.every(
+    (s, k) =>
+      Number.isInteger(s?.max) &&
+      s.max >= 0 &&
+      s.max <= 255 &&
+      s.layer === Math.floor(k / (slots.length / layers)),
+  );
+  if (!ok) return undefined;
+  const max = slots.map((s) => s.max as number);
+  const genes = max.length;
+  const perLayer = genes / layers;
+  const encode = (g: StructuredGenome): string => {
+    const parts: string[] = [];
+    for (let i = 0; i < layers; i++)
+      parts.push(Array.from(g.subarray(i * perLayer, (i + 1) * perLayer)).join('.'));
+    return parts.join('/');
+  };
+  const decode = (text: string): StructuredGenome | undefined => {
+    const parts = text.split('/');
+    if (parts.length !== layers) return undefined;
+    const g = new Uint8Array(genes);
+    let k = 0;
+    for (const layer of parts) {
+      const levels = layer.split('.');
+      if (levels.length !== perLayer) return undefined;
+      for (const v of levels) {
+        if (!/^(0|[1-9][0-9]{0,2})$/.test(v) || Number(v) > max[k]) return undefined;
+        g[k++] = Number(v);
+      }
+    }
+    return g;
+  };
+  return { genes, encode, decode };
 }
 
 /** Refuses orders that are not, per layer, a permutation of the heads / channels present. */

@@ -6,6 +6,14 @@
  * input column ('sqnorm', [in]) or XᵀX ('gram', [in, in]) over the batch's tokens, each token's row weighted by
  * the graph input token_weight float32 [batch, seq] first (1 real token, 0 padding; a weight w counts a token as
  * w²). Which tensor feeds a point is each builder's business (decoder.ts, encoder.ts).
+ *
+ * Residual cosines (opt-in, `residual`): for block influence (ShortGPT's BI = 1 − mean cos), a captured layer
+ * also outputs stats.{layer}.cos_attn, stats.{layer}.cos_mlp and stats.{layer}.cos_layer, each [1]: Σ_t w_t ·
+ * cos(x_t, y_t), x the residual stream entering the attention block / the MLP block / the layer and y the stream
+ * leaving it (after the block's residual add, and after its norm where the family norms after the add). Here a
+ * token weight w counts a token as w (0/1 weights: the mean over real tokens is the sum over the token count).
+ * A decoder layer without attention heads has no cos_attn (its attention block is the identity); an encoder's
+ * still adds the o bias and norms. Encoder-decoder graphs refuse `residual`.
  */
 import type { GraphBuilder } from './builder.js';
 
@@ -17,6 +25,8 @@ export interface CaptureOptions {
   layers: readonly number[];
   kind: CaptureKind;
   points?: readonly CapturePoint[];
+  /** Also output the residual cosines of the captured layers (see the header); `points` does not limit them. */
+  residual?: boolean;
 }
 
 /** The four distinct linear inputs of a block, in forward order (see the header). */
@@ -98,5 +108,39 @@ export function captureRecorder(
       g.node('ReduceSumSquare', [xw], { axes: [0], keepdims: 0 }, { outputs: [name] });
       g.output(name, 'float32', [width]);
     }
+  };
+}
+
+/** The residual blocks whose stream cosines a capture can output (see the header). */
+export const RESIDUAL_BLOCKS = ['attn', 'mlp', 'layer'] as const;
+export type ResidualBlock = (typeof RESIDUAL_BLOCKS)[number];
+
+/** The graph output holding a layer's summed residual cosine across one block. */
+export function cosineName(layer: number, block: ResidualBlock): string {
+  return `stats.${layer}.cos_${block}`;
+}
+
+/**
+ * A residual recorder: `(layer, block, before [N, D], after [N, D])` outputs Σ_t w_t · cos(before_t, after_t)
+ * as [1] when the layer is captured with `residual`; a no-op otherwise.
+ */
+export type ResidualRecorder = (layer: number, block: ResidualBlock, before: string, after: string) => void;
+
+export function residualRecorder(
+  g: GraphBuilder,
+  capture: CaptureOptions | undefined,
+  captured: ReadonlySet<number>,
+  tokenWeight: string,
+): ResidualRecorder {
+  return (layer, block, before, after) => {
+    if (!capture?.residual || !captured.has(layer)) return;
+    const norm = (t: string) => g.op('Sqrt', [g.op('ReduceSumSquare', [t], { axes: [1], keepdims: 1 })]);
+    const dot = g.op('ReduceSum', [g.op('Mul', [before, after]), g.constInt64([1])], { keepdims: 1 });
+    // A zero vector (never a real residual stream) gives cosine 0 instead of NaN.
+    const denominator = g.op('Max', [g.op('Mul', [norm(before), norm(after)]), g.constFloat([1e-30], [])]);
+    const weighted = g.op('Mul', [g.op('Div', [dot, denominator]), tokenWeight]); // [N, 1]
+    const name = cosineName(layer, block);
+    g.node('ReduceSum', [weighted, g.constInt64([0])], { keepdims: 0 }, { outputs: [name] });
+    g.output(name, 'float32', [1]);
   };
 }

@@ -62,7 +62,13 @@ import {
 } from './attention.js';
 import { layerRange } from './blocks.js';
 import { type EncodedModel, GraphBuilder, OPSET } from './builder.js';
-import { type CaptureOptions, capturedLayers, captureRecorder, tokenWeightInput } from './capture.js';
+import {
+  type CaptureOptions,
+  capturedLayers,
+  captureRecorder,
+  residualRecorder,
+  tokenWeightInput,
+} from './capture.js';
 import { createKit, type HalfLinears } from './kit.js';
 import { layerUnits } from './layer.js';
 import { type GraphOutputMode, headChunksOf, headRoleOf, lmHead } from './lmhead.js';
@@ -262,6 +268,7 @@ export function buildDecoderGraph(
   // Capture graphs: token weights [N, 1] multiplied into each captured input before its reduction.
   const tokenWeight = tokenWeightInput(g, captured);
   const capture = captureRecorder(g, opts.capture, captured, tokenWeight);
+  const residual = residualRecorder(g, opts.capture, captured, tokenWeight);
 
   // Rotary cos/sin tables [maxPositions, hd] (rope models only).
   let cosTable: string | undefined;
@@ -405,6 +412,7 @@ export function buildDecoderGraph(
     const kvHeads = c.kvHeadsPerLayer[i];
     const p = `layers.${i}`;
     kit.setAnchor(x);
+    const layerIn = x;
     if (heads === 0 && cache) {
       // No attention here: the cache still has this layer, with zero KV heads, so its shapes stay consistent.
       const emptyShape = g.op('Concat', [batchDim, g.constInt64([0]), seqDim, g.constInt64([hd])], {
@@ -459,11 +467,15 @@ export function buildDecoderGraph(
       }
       capture(i, 'o_in', merged, heads * hd);
       x = g.op('Add', [x, branch(kit.linear(merged, `${p}.attn.o`), `${p}.post_attn_norm`)]);
+      residual(i, 'attn', layerIn, x);
     }
+    const mlpIn = x;
     const h2 = kit.norm(x, `${p}.mlp_norm`);
     capture(i, 'mlp_in', h2, D);
     const out = mlp(i, h2);
     x = g.op('Add', [x, branch(out, `${p}.post_mlp_norm`)]);
+    residual(i, 'mlp', mlpIn, x);
+    residual(i, 'layer', layerIn, x);
   }
 
   if (!hasHead) {

@@ -634,6 +634,8 @@ export function buildEncDecGraph(spec: ModelSpec, weights: Weights, opts: EncDec
   const runsEncoder = from < E;
   const runsDecoder = !encoderOnly && to > E;
   const captured = capturedLayers(opts.capture, [from, encoderOnly ? E : to], 'encoder-decoder graph');
+  if (opts.capture?.residual)
+    throw new Error('encoder-decoder graph: no residual cosines (capture.residual)');
   const w = wiring(spec, weights, 'encoder-decoder graph', false, opts.weightMasks);
   const { g, kit } = w;
   const D = c.hiddenSize;

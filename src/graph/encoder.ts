@@ -44,7 +44,13 @@ import type { ModelConfig, ModelSpec } from '../model/spec.js';
 import { explicitAttention } from './attention.js';
 import { layerRange } from './blocks.js';
 import { type EncodedModel, GraphBuilder, OPSET } from './builder.js';
-import { type CaptureOptions, capturedLayers, captureRecorder, tokenWeightInput } from './capture.js';
+import {
+  type CaptureOptions,
+  capturedLayers,
+  captureRecorder,
+  residualRecorder,
+  tokenWeightInput,
+} from './capture.js';
 import { createKit, type HalfLinears, ONNX_FLOAT } from './kit.js';
 import { layerUnits } from './layer.js';
 import { isWeightFile, type Weights } from './weights.js';
@@ -186,6 +192,7 @@ export function buildEncoderGraph(
   ]);
 
   const capture = captureRecorder(g, opts.capture, captured, tokenWeight);
+  const residual = residualRecorder(g, opts.capture, captured, tokenWeight);
   const { splitHeads, layerHeadMask, mlp } = layerUnits({
     g,
     kit,
@@ -222,10 +229,15 @@ export function buildEncoderGraph(
       const bias = `${p}.attn.o.bias`;
       attended = kit.has(bias) ? kit.floatOf(kit.weight(bias), bias) : g.constFloat([0], []);
     }
+    const layerIn = x;
     x = kit.norm(g.op('Add', [x, attended]), `${p}.attn_norm`);
+    residual(i, 'attn', layerIn, x);
     capture(i, 'mlp_in', x, D);
+    const mlpIn = x;
     const mlpOut = mlp(i, x);
     x = kit.norm(g.op('Add', [x, mlpOut]), `${p}.mlp_norm`);
+    residual(i, 'mlp', mlpIn, x);
+    residual(i, 'layer', layerIn, x);
   }
 
   if (opts.output === 'hidden') {

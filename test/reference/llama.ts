@@ -197,6 +197,8 @@ export interface ReferenceOptions {
   onLinearInput?: (layer: number, input: LinearInput, position: number, x: Float64Array) => void;
   /** Called with the residual stream leaving each layer, one vector per position. */
   onLayerOutput?: (layer: number, xs: Float64Array[]) => void;
+  /** Called with the residual stream entering each layer's attention block and MLP block, one vector per position. */
+  onBlockInput?: (layer: number, block: 'attn' | 'mlp', xs: Float64Array[]) => void;
 }
 
 /**
@@ -223,6 +225,7 @@ export function referenceForward(
     const H = w.headsPerLayer[l];
     const KV = w.kvHeadsPerLayer[l];
     const p = `layers.${l}`;
+    opts.onBlockInput?.(l, 'attn', xs);
     if (H > 0) {
       const qs: Float64Array[] = [];
       const ks: Float64Array[] = [];
@@ -271,6 +274,7 @@ export function referenceForward(
       }
       xs = next;
     }
+    opts.onBlockInput?.(l, 'mlp', xs);
     xs = xs.map((x, t) => {
       const h = rmsNorm(x, need(`${p}.mlp_norm.weight`), w.normEps);
       opts.onLinearInput?.(l, 'mlp_in', t, h);

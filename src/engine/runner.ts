@@ -9,6 +9,7 @@ import { GenepruneError } from '../errors.js';
 import type { AttentionKind, FusedAttentionOp } from '../graph/attention.js';
 import { layerRange } from '../graph/blocks.js';
 import type { CaptureOptions } from '../graph/capture.js';
+import { maxWidthOf } from '../graph/layer.js';
 import { IGNORE_INDEX } from '../graph/lmhead.js';
 import {
   type ComputeDtype,
@@ -27,6 +28,11 @@ export interface RunnerOptions {
   output: RunnerOutput;
   /** Linear weight roles that accept a boolean mask. */
   weightMasks?: string[];
+  /**
+   * Give the graph the structured mask inputs channel_mask and block_mask (DecoderGraphOptions; decoders and
+   * encoders), fed from CandidateMasks.channelMask / blockMask (all ones when a candidate gives none).
+   */
+  structuredMasks?: boolean;
   device?: Device;
   threads?: number;
   /**
@@ -156,6 +162,12 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
     throw new Error(`runner: weights prepared in ${weightsDtype(opts.weights)}, runner asked for ${dtype}`);
   }
   const arch = archOf(spec.config);
+  if (opts.structuredMasks && arch.kind === 'encdec') {
+    throw new GenepruneError(
+      'model',
+      `structured masks (MLP channels, whole blocks) are built for decoders and encoders, not the ${spec.config.modelType} encoder-decoder`,
+    );
+  }
   const weights =
     opts.weights ??
     (await prepareWeights(arch.blockSpec(spec, opts.layers), { externalDataThreshold: threshold, dtype }));
@@ -167,6 +179,7 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
     const graph = arch.buildGraph(spec, weights, {
       output: opts.output,
       weightMasks: opts.weightMasks,
+      ...(opts.structuredMasks ? { structuredMasks: true } : {}),
       externalDataThreshold: threshold,
       attention: opts.attention,
       fusedOp: opts.fusedOp,
@@ -194,6 +207,7 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
   const D = spec.config.hiddenSize;
   const graphInputs = new Set(engine.inputNames);
   const capturing = (opts.capture?.layers.length ?? 0) > 0;
+  const structured = structuredFeeds(spec, graphInputs);
 
   const runAll = async (batch: TokenBatch, masks: CandidateMasks = {}): Promise<Record<string, Output>> => {
     const headMask = masks.headMask ?? onesHead;
@@ -202,6 +216,7 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
     }
     const feeds: Record<string, Feed> = {
       head_mask: { type: 'float32', dims: [maskRows, maxHeads], data: headMask },
+      ...structured(masks),
     };
     const tokens = batch.batch * batch.seq;
     // The positions targets and lastIndex index: the decoder's for an encoder-decoder, else the row's.
@@ -294,6 +309,37 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
     },
     release: () => engine.release(),
   };
+}
+
+/**
+ * The feeds of the structured mask inputs a graph has (none without them): a candidate's channelMask /
+ * blockMask, or all ones (everything kept) where it gives none. A wrong length is the caller's bug.
+ */
+function structuredFeeds(
+  spec: ModelSpec,
+  graphInputs: ReadonlySet<string>,
+): (masks: CandidateMasks) => Record<string, Feed> {
+  if (!graphInputs.has('channel_mask')) return () => ({});
+  const L = spec.config.numLayers;
+  const dims = { channel_mask: [L, maxWidthOf(spec.config)], block_mask: [L, 2] };
+  const ones = {
+    channel_mask: new Float32Array(dims.channel_mask[0] * dims.channel_mask[1]).fill(1),
+    block_mask: new Float32Array(L * 2).fill(1),
+  };
+  const feed = (name: 'channel_mask' | 'block_mask', given: Float32Array | undefined): Feed => {
+    const data = given ?? ones[name];
+    if (data.length !== ones[name].length) {
+      throw new GenepruneError(
+        'internal',
+        `${name} has ${data.length} entries, the model needs ${ones[name].length} ([${dims[name].join(', ')}])`,
+      );
+    }
+    return { type: 'float32', dims: dims[name], data };
+  };
+  return (masks) => ({
+    channel_mask: feed('channel_mask', masks.channelMask),
+    block_mask: feed('block_mask', masks.blockMask),
+  });
 }
 
 /**

@@ -14,6 +14,11 @@
  *   targets    int64 [batch, seq]        next-token ids, -100 = ignore (output 'nll')
  *   ref_logprobs float [batch, seq, vocab] log-probabilities of a reference model (output 'kl')
  *   mask.<role> bool, the weight's shape  one per masked linear weight (true keeps the weight)
+ *   channel_mask float [layers, maxWidth]  only with `structuredMasks`: multiplies layer i's MLP intermediate
+ *                                        activation (the first width_i entries of row i: the input of down)
+ *   block_mask  float [layers, 2]        only with `structuredMasks`: multiplies layer i's attention (0) and
+ *                                        MLP (1) block outputs, after their bias and sandwich norm, just before
+ *                                        the residual add (masks/structured.ts states both masks' semantics)
  * Outputs, by mode:
  *   'nll'         nll    float [batch, seq]   per-token negative log-likelihood (0 where target = -100)
  *   'kl'          kl     float [batch, seq]   KL(ref || model) per token
@@ -70,7 +75,7 @@ import {
   tokenWeightInput,
 } from './capture.js';
 import { createKit, type HalfLinears } from './kit.js';
-import { layerUnits } from './layer.js';
+import { layerUnits, maxWidthOf } from './layer.js';
 import { type GraphOutputMode, headChunksOf, headRoleOf, lmHead } from './lmhead.js';
 import { isWeightFile, type Weights } from './weights.js';
 
@@ -86,6 +91,11 @@ export interface DecoderGraphOptions {
   kvCache?: boolean;
   /** Linear weight roles that get a boolean mask input `mask.<role>`. */
   weightMasks?: string[];
+  /**
+   * Evaluation graphs: add the structured mask inputs channel_mask and block_mask (see the header). Without it
+   * the graph is exactly what it was before they existed. Not in KV-cache graphs (an export is physically pruned).
+   */
+  structuredMasks?: boolean;
   /**
    * Evaluation graphs: 'fused' (default) runs one ONNX Runtime attention kernel per layer; 'explicit' the plain
    * QKᵀ/mask/Softmax/·V chain (the reference the fused path is tested against, and the benchmark's "before").
@@ -220,6 +230,12 @@ export function buildDecoderGraph(
   const attentionMask = cache ? g.input('attention_mask', 'int64', ['batch', 'total']) : '';
   const positionIds = cache ? g.input('position_ids', 'int64', ['batch', 'seq']) : '';
   const headMask = cache ? '' : g.input('head_mask', 'float32', [c.numLayers, maxHeads]);
+  if (cache && opts.structuredMasks)
+    throw new Error('decoder graph: a KV-cache graph takes no structured masks');
+  const channelMask = opts.structuredMasks
+    ? g.input('channel_mask', 'float32', [c.numLayers, maxWidthOf(c)])
+    : '';
+  const blockMask = opts.structuredMasks ? g.input('block_mask', 'float32', [c.numLayers, 2]) : '';
   const past = (i: number, kind: 'key' | 'value') => `past_key_values.${i}.${kind}`;
   if (cache) {
     for (let i = 0; i < c.numLayers; i++) {
@@ -384,7 +400,7 @@ export function buildDecoderGraph(
       },
     });
 
-  const { splitHeads, layerHeadMask, mlp } = layerUnits({
+  const { splitHeads, layerHeadMask, mlp, gateBlock } = layerUnits({
     g,
     kit,
     config: c,
@@ -392,6 +408,8 @@ export function buildDecoderGraph(
     seqDim,
     headMask,
     capture,
+    channelMask,
+    blockMask,
   });
   /**
    * Qwen3's per-head q/k norm on a projection [N, n·hd]: RMSNorm over each head's hd values with one [hd] weight
@@ -466,14 +484,15 @@ export function buildDecoderGraph(
         });
       }
       capture(i, 'o_in', merged, heads * hd);
-      x = g.op('Add', [x, branch(kit.linear(merged, `${p}.attn.o`), `${p}.post_attn_norm`)]);
+      const attended = branch(kit.linear(merged, `${p}.attn.o`), `${p}.post_attn_norm`);
+      x = g.op('Add', [x, gateBlock(i, 0, attended)]);
       residual(i, 'attn', layerIn, x);
     }
     const mlpIn = x;
     const h2 = kit.norm(x, `${p}.mlp_norm`);
     capture(i, 'mlp_in', h2, D);
     const out = mlp(i, h2);
-    x = g.op('Add', [x, branch(out, `${p}.post_mlp_norm`)]);
+    x = g.op('Add', [x, gateBlock(i, 1, branch(out, `${p}.post_mlp_norm`))]);
     residual(i, 'mlp', mlpIn, x);
     residual(i, 'layer', layerIn, x);
   }

@@ -11,6 +11,11 @@
  *                                          deployment graphs
  *   mask.<role>     bool, the weight's shape  one per masked linear weight (true keeps the weight)
  *   token_weight    float [batch, seq]     capture graphs only (as the decoder's)
+ *   channel_mask    float [layers, maxWidth]  with `structuredMasks` only, as the decoder's: multiplies layer i's
+ *                                          MLP activation (the input of the output dense)
+ *   block_mask      float [layers, 2]      with `structuredMasks` only: multiplies the attention (0) and MLP (1)
+ *                                          block outputs (bias included) before the residual add; the post-norm
+ *                                          after the add belongs to the residual stream and stays
  * Outputs, by mode:
  *   'hidden'        last_hidden_state float [batch, seq, hidden]  (transformers.js feature-extraction name);
  *                   a block ending before the last layer outputs hidden float [batch, seq, hidden] instead
@@ -52,7 +57,7 @@ import {
   tokenWeightInput,
 } from './capture.js';
 import { createKit, type HalfLinears, ONNX_FLOAT } from './kit.js';
-import { layerUnits } from './layer.js';
+import { layerUnits, maxWidthOf } from './layer.js';
 import { isWeightFile, type Weights } from './weights.js';
 
 export type EncoderOutputMode = 'hidden' | 'class_logits';
@@ -67,6 +72,8 @@ export interface EncoderGraphOptions {
   externalDataThreshold?: number;
   /** Output activation statistics of these layers' linear inputs (see the header). */
   capture?: CaptureOptions;
+  /** The structured mask inputs channel_mask and block_mask (see the header); not in deployment graphs. */
+  structuredMasks?: boolean;
   /** A deployment graph: no head_mask input (see the header); refuses weight masks and capture. */
   deploy?: boolean;
   /** Run layers from … to−1 only (default all); see the header for the block graph's inputs and outputs. */
@@ -134,6 +141,11 @@ export function buildEncoderGraph(
       'encoder graph: a deployment graph takes no weight masks or capture (inputs transformers.js never feeds)',
     );
   }
+  if (opts.deploy && opts.structuredMasks) {
+    throw new Error(
+      'encoder graph: a deployment graph takes no structured masks (an export is physically pruned)',
+    );
+  }
 
   const [from, to] = layerRange(c.numLayers, opts.layers);
   const hasEmbed = from === 0;
@@ -160,6 +172,10 @@ export function buildEncoderGraph(
   const attentionMask = g.input('attention_mask', 'int64', ['batch', 'seq']);
   const tokenTypeIds = hasEmbed && types ? g.input('token_type_ids', 'int64', ['batch', 'seq']) : '';
   const headMask = opts.deploy ? '' : g.input('head_mask', 'float32', [c.numLayers, maxHeads]);
+  const channelMask = opts.structuredMasks
+    ? g.input('channel_mask', 'float32', [c.numLayers, maxWidthOf(c)])
+    : '';
+  const blockMask = opts.structuredMasks ? g.input('block_mask', 'float32', [c.numLayers, 2]) : '';
   const tokenWeight = tokenWeightInput(g, captured);
 
   const idsShape = g.op('Shape', [hasEmbed ? inputIds : hiddenIn]);
@@ -193,7 +209,7 @@ export function buildEncoderGraph(
 
   const capture = captureRecorder(g, opts.capture, captured, tokenWeight);
   const residual = residualRecorder(g, opts.capture, captured, tokenWeight);
-  const { splitHeads, layerHeadMask, mlp } = layerUnits({
+  const { splitHeads, layerHeadMask, mlp, gateBlock } = layerUnits({
     g,
     kit,
     config: c,
@@ -201,6 +217,8 @@ export function buildEncoderGraph(
     seqDim,
     headMask,
     capture,
+    channelMask,
+    blockMask,
   });
   const scale = c.attnScale ?? 1 / Math.sqrt(hd);
 
@@ -230,12 +248,12 @@ export function buildEncoderGraph(
       attended = kit.has(bias) ? kit.floatOf(kit.weight(bias), bias) : g.constFloat([0], []);
     }
     const layerIn = x;
-    x = kit.norm(g.op('Add', [x, attended]), `${p}.attn_norm`);
+    x = kit.norm(g.op('Add', [x, gateBlock(i, 0, attended)]), `${p}.attn_norm`);
     residual(i, 'attn', layerIn, x);
     capture(i, 'mlp_in', x, D);
     const mlpIn = x;
     const mlpOut = mlp(i, x);
-    x = kit.norm(g.op('Add', [x, mlpOut]), `${p}.mlp_norm`);
+    x = kit.norm(g.op('Add', [x, gateBlock(i, 1, mlpOut)]), `${p}.mlp_norm`);
     residual(i, 'mlp', mlpIn, x);
     residual(i, 'layer', layerIn, x);
   }

@@ -58,9 +58,15 @@ export interface GraphKit {
   activation(x: string): string;
   /**
    * Layer `layer`'s MLP on its normed input h [N, D]: gated act(gate·h)·(up·h) or plain act(up·h), then down.
-   * `onDownIn` sees the down projection's input (capture).
+   * `scaleDownIn` replaces the down projection's input (a channel mask multiplied in) before `onDownIn` sees it
+   * (capture) and down reads it.
    */
-  mlp(h: string, layer: number, onDownIn?: (downIn: string) => void): string;
+  mlp(
+    h: string,
+    layer: number,
+    onDownIn?: (downIn: string) => void,
+    scaleDownIn?: (downIn: string) => string,
+  ): string;
   /** Learned absolute positions: rows positionOffset + ids of embed.positions, fp32 [..., D]. */
   learnedPositions(positionIds: string): string;
 }
@@ -230,12 +236,13 @@ export function createKit(g: GraphBuilder, spec: ModelSpec, weights: Weights, op
     }
   };
 
-  const mlp: GraphKit['mlp'] = (h, layer, onDownIn) => {
+  const mlp: GraphKit['mlp'] = (h, layer, onDownIn, scaleDownIn) => {
     const p = `layers.${layer}.mlp`;
-    const downIn =
+    const act =
       c.mlpKind === 'gated'
         ? g.op('Mul', [activation(linear(h, `${p}.gate`)), linear(h, `${p}.up`)])
         : activation(linear(h, `${p}.up`));
+    const downIn = scaleDownIn ? scaleDownIn(act) : act;
     onDownIn?.(downIn);
     return linear(downIn, `${p}.down`);
   };

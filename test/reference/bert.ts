@@ -92,6 +92,13 @@ export function referenceEncoderForward(
   input: EncoderInput,
   opts: {
     headMask?: number[][];
+    /**
+     * Structured masks (masks/structured.ts): channelMask[layer][j] multiplies MLP channel j's activation (the
+     * output dense's input); blockMask[layer][0] / [1] multiplies the attention / MLP block's output (bias
+     * included) before its residual add — the LayerNorm after the add belongs to the residual stream and stays.
+     */
+    channelMask?: number[][];
+    blockMask?: number[][];
     /** Sees each linear's input per token: q/k/v's (attn_in), o's (o_in), the MLP's (mlp_in, down_in). */
     onLinearInput?: (layer: number, input: EncoderLinearInput, token: number, x: Float64Array) => void;
   } = {},
@@ -191,11 +198,15 @@ export function referenceEncoderForward(
         }
       }
       opts.onLinearInput?.(l, 'o_in', t, context);
-      const attended = norm(n.attnNorm, add(x, lin(n.o, context)));
+      const gate = (block: 0 | 1, y: Float64Array) =>
+        opts.blockMask ? y.map((v) => v * opts.blockMask![l][block]) : y;
+      const attended = norm(n.attnNorm, add(x, gate(0, lin(n.o, context))));
       opts.onLinearInput?.(l, 'mlp_in', t, attended);
-      const inner = lin(n.up, attended).map(act);
+      const inner = lin(n.up, attended).map(
+        (v, j) => act(v) * (opts.channelMask ? opts.channelMask[l][j] : 1),
+      );
       opts.onLinearInput?.(l, 'down_in', t, inner);
-      return norm(n.outNorm, add(attended, lin(n.down, inner)));
+      return norm(n.outNorm, add(attended, gate(1, lin(n.down, inner))));
     });
   }
 

@@ -88,8 +88,18 @@ function rotate(v: Float64Array, h: number, hd: number, pos: number, theta: numb
 
 const cap = (s: number, c: number | undefined) => (c ? c * Math.tanh(s / c) : s);
 
-/** Logits [seq][vocab]; `headMask[layer][head]` multiplies that query head's attention output. */
-export function gemmaForward(m: GemmaReference, tokens: number[], headMask?: number[][]): Float64Array[] {
+/**
+ * Logits [seq][vocab]; `headMask[layer][head]` multiplies that query head's attention output. Structured masks
+ * (masks/structured.ts): `channelMask[layer][j]` multiplies MLP channel j's activation (the input of down_proj);
+ * `blockMask[layer][0]` / `[1]` multiplies the attention / MLP branch output — after Gemma 2's post-block norm —
+ * before its residual add. Each layer's MLP width is its down_proj's column count.
+ */
+export function gemmaForward(
+  m: GemmaReference,
+  tokens: number[],
+  headMask?: number[][],
+  structured: { channelMask?: number[][]; blockMask?: number[][] } = {},
+): Float64Array[] {
   const D = m.hiddenSize;
   const hd = m.headDim;
   const t = (name: string): Float32Array => {
@@ -151,7 +161,8 @@ export function gemmaForward(m: GemmaReference, tokens: number[], headMask?: num
         }
         let o = linear(t(`${p}.self_attn.o_proj.weight`), merged, D, bias(`${p}.self_attn.o_proj.bias`));
         if (m.gemma2) o = rmsNorm(o, t(`${p}.post_attention_layernorm.weight`), m.eps);
-        return x.map((val, c) => val + o[c]);
+        const keepBlock = structured.blockMask ? structured.blockMask[l][0] : 1;
+        return x.map((val, c) => val + keepBlock * o[c]);
       });
     }
     const preMlp = m.gemma2
@@ -160,15 +171,18 @@ export function gemmaForward(m: GemmaReference, tokens: number[], headMask?: num
     const act = m.activation === 'gelu' ? geluErf : geluTanh;
     xs = xs.map((x) => {
       const n = rmsNorm(x, t(preMlp), m.eps);
-      const gate = linear(t(`${p}.mlp.gate_proj.weight`), n, m.intermediateSize);
-      const up = linear(t(`${p}.mlp.up_proj.weight`), n, m.intermediateSize);
+      const width = t(`${p}.mlp.down_proj.weight`).length / D;
+      const gate = linear(t(`${p}.mlp.gate_proj.weight`), n, width);
+      const up = linear(t(`${p}.mlp.up_proj.weight`), n, width);
+      const keep = (i: number) => (structured.channelMask ? structured.channelMask[l][i] : 1);
       let o = linear(
         t(`${p}.mlp.down_proj.weight`),
-        gate.map((g, i) => act(g) * up[i]),
+        gate.map((g, i) => act(g) * up[i] * keep(i)),
         D,
       );
       if (m.gemma2) o = rmsNorm(o, t(`${p}.post_feedforward_layernorm.weight`), m.eps);
-      return x.map((val, c) => val + o[c]);
+      const keepBlock = structured.blockMask ? structured.blockMask[l][1] : 1;
+      return x.map((val, c) => val + keepBlock * o[c]);
     });
   }
   const head = m.tieEmbeddings ? embed : t('lm_head.weight');

@@ -40,8 +40,26 @@ function conv1d(x: Float64Array, W: Float32Array, b: Float32Array): Float64Array
 
 const geluNew = (x: number) => 0.5 * x * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (x + 0.044715 * x ** 3)));
 
-/** Logits [seq][vocab]; `headMask[layer][head]` multiplies that head's attention probabilities. */
-export function gpt2Forward(m: Gpt2Reference, tokens: number[], headMask?: number[][]): Float64Array[] {
+/**
+ * Structured masks (masks/structured.ts): `channelMask[layer][j]` multiplies MLP channel j's activation (the input
+ * of c_proj); `blockMask[layer][0]` / `[1]` multiplies the attention / MLP block's output, bias included, before
+ * its residual add.
+ */
+export interface Gpt2StructuredMasks {
+  channelMask?: number[][];
+  blockMask?: number[][];
+}
+
+/**
+ * Logits [seq][vocab]; `headMask[layer][head]` multiplies that head's attention probabilities. Each layer's MLP
+ * width is its c_fc bias's length (per-layer widths, 0 included).
+ */
+export function gpt2Forward(
+  m: Gpt2Reference,
+  tokens: number[],
+  headMask?: number[][],
+  structured: Gpt2StructuredMasks = {},
+): Float64Array[] {
   const D = m.nEmbd;
   const hd = D / m.nHead;
   const t = (n: string) => m.get(`transformer.${n}`);
@@ -81,13 +99,18 @@ export function gpt2Forward(m: Gpt2Reference, tokens: number[], headMask?: numbe
         }
       }
       const o = conv1d(merged, t(`${h}.attn.c_proj.weight`), t(`${h}.attn.c_proj.bias`));
-      return x.map((v, k) => v + o[k]);
+      const keepBlock = structured.blockMask ? structured.blockMask[l][0] : 1;
+      return x.map((v, k) => v + keepBlock * o[k]);
     });
     xs = xs.map((x) => {
       const n = layerNorm(x, t(`${h}.ln_2.weight`), t(`${h}.ln_2.bias`), m.eps);
-      const inner = conv1d(n, t(`${h}.mlp.c_fc.weight`), t(`${h}.mlp.c_fc.bias`)).map(geluNew);
+      const keep = (j: number) => (structured.channelMask ? structured.channelMask[l][j] : 1);
+      const inner = conv1d(n, t(`${h}.mlp.c_fc.weight`), t(`${h}.mlp.c_fc.bias`)).map(
+        (v, j) => geluNew(v) * keep(j),
+      );
       const o = conv1d(inner, t(`${h}.mlp.c_proj.weight`), t(`${h}.mlp.c_proj.bias`));
-      return x.map((v, k) => v + o[k]);
+      const keepBlock = structured.blockMask ? structured.blockMask[l][1] : 1;
+      return x.map((v, k) => v + keepBlock * o[k]);
     });
   }
   return xs.map((x) => {

@@ -193,6 +193,13 @@ export type LinearInput = 'attn_in' | 'o_in' | 'mlp_in' | 'down_in';
 export interface ReferenceOptions {
   rotary: 'half' | 'interleaved';
   headMask?: number[][];
+  /**
+   * Structured masks (masks/structured.ts): `channelMask[layer][j]` multiplies MLP channel j's activation (the
+   * input of down); `blockMask[layer][0]` / `[1]` multiplies the attention / MLP block's output (bias included)
+   * before its residual add.
+   */
+  channelMask?: number[][];
+  blockMask?: number[][];
   /** Called with every linear input vector: layer, which input, position, the vector (do not keep it). */
   onLinearInput?: (layer: number, input: LinearInput, position: number, x: Float64Array) => void;
   /** Called with the residual stream leaving each layer, one vector per position. */
@@ -270,7 +277,8 @@ export function referenceForward(
         }
         opts.onLinearInput?.(l, 'o_in', t, concat);
         const o = linear(need(`${p}.attn.o.weight`), w.get(`${p}.attn.o.bias`), concat, D);
-        next.push(xs[t].map((v, i) => v + o[i]));
+        const keepBlock = opts.blockMask ? opts.blockMask[l][0] : 1;
+        next.push(xs[t].map((v, i) => v + keepBlock * o[i]));
       }
       xs = next;
     }
@@ -278,12 +286,16 @@ export function referenceForward(
     xs = xs.map((x, t) => {
       const h = rmsNorm(x, need(`${p}.mlp_norm.weight`), w.normEps);
       opts.onLinearInput?.(l, 'mlp_in', t, h);
-      const gate = linear(need(`${p}.mlp.gate.weight`), undefined, h, w.intermediateSize);
-      const up = linear(need(`${p}.mlp.up.weight`), undefined, h, w.intermediateSize);
-      const act = gate.map((gv, i) => activate(w.activation, gv) * up[i]);
+      // The layer's MLP width is its down weight's column count (per-layer widths, 0 included).
+      const width = need(`${p}.mlp.down.weight`).length / D;
+      const gate = linear(need(`${p}.mlp.gate.weight`), w.get(`${p}.mlp.gate.bias`), h, width);
+      const up = linear(need(`${p}.mlp.up.weight`), w.get(`${p}.mlp.up.bias`), h, width);
+      const keep = (i: number) => (opts.channelMask ? opts.channelMask[l][i] : 1);
+      const act = gate.map((gv, i) => activate(w.activation, gv) * up[i] * keep(i));
       opts.onLinearInput?.(l, 'down_in', t, act);
-      const down = linear(need(`${p}.mlp.down.weight`), undefined, act, D);
-      return x.map((v, i) => v + down[i]);
+      const down = linear(need(`${p}.mlp.down.weight`), w.get(`${p}.mlp.down.bias`), act, D);
+      const keepBlock = opts.blockMask ? opts.blockMask[l][1] : 1;
+      return x.map((v, i) => v + keepBlock * down[i]);
     });
     opts.onLayerOutput?.(l, xs);
   }

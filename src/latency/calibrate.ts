@@ -1,0 +1,424 @@
+/**
+ * Calibration of the latency model (latency/profile.ts) by measurement on this device: the prefill time of one
+ * decoder layer's attention block at each head level and of its MLP block at each width level, and the base cost
+ * of everything that is not a layer. Timing does not depend on weight values, so every model timed here is a
+ * random model of the calibrated model's shapes (lazily drawn, never its real weights): the same family, norms,
+ * biases and attention path, built by the same graph builder and run by the same runner as a search's or a
+ * benchmark's forward.
+ *
+ * How each number is found (median of `runs` timed runs after `warmup` untimed ones, over `passes` sweeps of every
+ * level, each level its own session, one session open at a time):
+ * - a one-layer block graph (layers [1, 2) of a three-layer probe model: input the residual stream, output the
+ *   residual stream, no embedding or head) of a layer with h heads and MLP width w takes T(h, w);
+ * - the block's own per-run overhead E (feeding the hidden states in, reading them out) is 2·T₁ − T₂, where T₂ is
+ *   a two-layer block of the same (0 heads, width 1) layers — the difference method, since a block of no layers
+ *   cannot be built;
+ * - mlp(w) = T(0, w) − E (a layer of 0 heads runs no attention at all: it is its MLP block, norm and residual
+ *   add included);
+ * - attention(h) = T(h, 1) − T(0, 1): the same layer with and without its attention block, beside an MLP of width 1;
+ * - base = dense forward − Σ layers' table costs (difference, the default) — the dense forward being the 'nll'
+ *   forward `geneprune bench` and the searches time, of a random model of the full dense shape. The direct base (a
+ *   model of one layer with 0 heads and width 1, less that layer) is measured too and kept in the notes;
+ *   docs/notes-latency.md says which predicted better and why the difference method is the default.
+ */
+import { readFileSync } from 'node:fs';
+import { createRunner } from '../engine/runner.js';
+import type { Device } from '../engine/session.js';
+import { GenepruneError } from '../errors.js';
+import type { ComputeDtype } from '../graph/weights.js';
+import { widthLevels } from '../masks/structured.js';
+import type { ModelConfig, ModelSpec, TensorSource } from '../model/spec.js';
+import { median } from '../prune/bench.js';
+import { createRng } from '../util/rng.js';
+import {
+  type AttentionLevel,
+  type BaseMethod,
+  kvHeadsOfUniformKeep,
+  LATENCY_PROFILE_FORMAT,
+  LATENCY_PROFILE_VERSION,
+  type LatencyProfile,
+  type MlpLevel,
+  profileShapeOf,
+  withBaseMethod,
+} from './profile.js';
+
+export interface Timing {
+  /**
+   * What a level's timed runs reduce to: 'median' (default) or 'min' — on a machine shared with other work, whose
+   * load only ever adds time, the fastest run is the steadier estimate of the device's own speed.
+   */
+  statistic?: 'median' | 'min';
+  device?: Device;
+  threads?: number;
+  dtype: ComputeDtype;
+  batch: number;
+  seq: number;
+  runs: number;
+  warmup: number;
+}
+
+export interface CalibrateOptions {
+  batch: number;
+  seq: number;
+  device?: Device;
+  /** Intra-op threads (0 or absent: ONNX Runtime's default). */
+  threads?: number;
+  dtype?: ComputeDtype;
+  /** Timed runs per level (median kept; default 5) after untimed warm-up runs (default 1). */
+  runs?: number;
+  warmup?: number;
+  /** Head levels to measure (default every count 0 … numHeads); 0 and numHeads are always included. */
+  headLevels?: number[];
+  /** MLP width levels (default widthLevels(intermediateSize, widthStep)); 0 and the full width always included. */
+  widthLevels?: number[];
+  widthStep?: number;
+  seed?: number;
+  /** See Timing.statistic (default 'median'). */
+  statistic?: 'median' | 'min';
+  /** How base and layerScale are found (default 'difference'; see PrefillTables.baseMethod). */
+  baseMethod?: BaseMethod;
+  /** Sweeps over every level (default 2): each level's median is over the timed runs of all passes. */
+  passes?: number;
+  onProgress?: (line: string) => void;
+}
+
+function reduce(ms: number[], t: Pick<Timing, 'statistic'>): number {
+  return t.statistic === 'min' ? Math.min(...ms) : median(ms);
+}
+
+/** The geneprune version (package.json, one folder above src/ and dist/). */
+export function genepruneVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8'));
+    return typeof pkg.version === 'string' ? pkg.version : 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+/** A lazily drawn random tensor of `shape` (norm weights near 1, others small): values only need to be sane. */
+function randomTensor(shape: readonly number[], seed: number, norm: boolean): TensorSource {
+  return {
+    shape,
+    dtype: 'F32',
+    load: async () => {
+      const n = shape.reduce((a, b) => a * b, 1);
+      const out = new Float32Array(n);
+      if (norm) return out.fill(1);
+      const rng = createRng(seed);
+      for (let i = 0; i < n; i++) out[i] = (rng.nextUint32() / 4294967296 - 0.5) * 0.06;
+      return out;
+    },
+  };
+}
+
+const isNormRole = (role: string) => /norm\.weight$/.test(role);
+
+/** The dense spec's shapes with random values (same roles, same config). */
+export function randomCopy(spec: ModelSpec, seed = 1): ModelSpec {
+  let k = 0;
+  const tensors = new Map<string, TensorSource>();
+  for (const [role, t] of spec.tensors)
+    tensors.set(role, randomTensor(t.shape, seed * 7919 + k++, isNormRole(role)));
+  return { config: spec.config, tensors, source: `random copy of ${spec.source}` };
+}
+
+/**
+ * The query → KV head map of a layer keeping `h` of `H` heads spread evenly over `KV` groups (group g keeps its
+ * share, the first h mod KV groups one more), renumbered over the KV heads kept.
+ */
+function uniformKeepMap(h: number, H: number, KV: number): number[] {
+  const kv = kvHeadsOfUniformKeep(h, KV);
+  const map: number[] = [];
+  for (let g = 0; g < kv; g++) {
+    const count = Math.floor(h / kv) + (g < h % kv ? 1 : 0);
+    for (let j = 0; j < count; j++) map.push(g);
+  }
+  if (map.length !== h || (H > 0 && h > H))
+    throw new GenepruneError('internal', `uniform keep of ${h}/${H} heads`);
+  return map;
+}
+
+/** One layer of a random model of a given shape: its query heads (kept evenly over the KV groups) and MLP width. */
+export interface ShapeLayer {
+  heads: number;
+  width: number;
+}
+
+/**
+ * A random model of the dense spec's family with these layers (heads spread evenly over the KV groups, so each
+ * layer keeps kvHeadsOfUniformKeep KV heads), plus the dense spec's non-layer roles (embedding, final norm, head).
+ * Role names come from the dense spec's layer 0, shapes from the rule physical removal follows (q/o by query heads,
+ * k/v by KV heads, gate/up rows and down columns by width). Uneven widths set intermediatePerLayer (graphs honour it
+ * once per-layer MLP widths are built).
+ */
+export function randomShapeSpec(spec: ModelSpec, layers: readonly ShapeLayer[], seed = 1): ModelSpec {
+  const c = spec.config;
+  const hd = c.headDim;
+  const D = c.hiddenSize;
+  const L = layers.length;
+  const kvOf = layers.map((l) => kvHeadsOfUniformKeep(l.heads, c.numKvHeads));
+  const maps = layers.map((l) => uniformKeepMap(l.heads, c.numHeads, c.numKvHeads));
+  const uniform = layers.every((l, i) => kvOf[i] === 0 || l.heads % kvOf[i] === 0);
+  const widths = layers.map((l) => l.width);
+  const config: ModelConfig = {
+    ...c,
+    numLayers: L,
+    headsPerLayer: layers.map((l) => l.heads),
+    kvHeadsPerLayer: kvOf,
+    intermediateSize: Math.max(...widths),
+    slidingWindow: c.slidingWindow ? Array(L).fill(c.slidingWindow[0]) : undefined,
+  };
+  delete config.kvHeadOfQuery;
+  delete config.intermediatePerLayer;
+  if (!config.slidingWindow) delete config.slidingWindow;
+  if (!uniform) config.kvHeadOfQuery = maps;
+  if (widths.some((w) => w !== config.intermediateSize)) config.intermediatePerLayer = widths;
+  const shapeOf = (l: number, name: string, shape: readonly number[]): number[] => {
+    const heads = layers[l].heads;
+    const width = layers[l].width;
+    const m = /^attn\.([qkvo])\.(weight|bias)$/.exec(name);
+    if (m) {
+      const rows = (m[1] === 'q' || m[1] === 'o' ? heads : kvOf[l]) * hd;
+      if (m[1] === 'o') return m[2] === 'weight' ? [D, rows] : [...shape];
+      return m[2] === 'weight' ? [rows, D] : [rows];
+    }
+    const f = /^mlp\.(gate|up|down)\.(weight|bias)$/.exec(name);
+    if (f) {
+      if (f[1] === 'down') return f[2] === 'weight' ? [D, width] : [...shape];
+      return f[2] === 'weight' ? [width, D] : [width];
+    }
+    return [...shape];
+  };
+  const tensors = new Map<string, TensorSource>();
+  let k = 0;
+  for (const [role, t] of spec.tensors) {
+    const m = /^layers\.(\d+)\.(.+)$/.exec(role);
+    if (!m) {
+      tensors.set(role, randomTensor(t.shape, seed * 7919 + k++, isNormRole(role)));
+      continue;
+    }
+    if (m[1] !== '0') continue;
+    for (let l = 0; l < L; l++) {
+      tensors.set(
+        `layers.${l}.${m[2]}`,
+        randomTensor(shapeOf(l, m[2], t.shape), seed * 7919 + k++, isNormRole(role)),
+      );
+    }
+  }
+  const described = layers.map((l) => `${l.heads}h/${l.width}`).join(' ');
+  return { config, tensors, source: `random model of shape [${described}]` };
+}
+
+/** A block graph to time: layers [1, 1 + layers) of a probe model (input and output the residual stream). */
+interface BlockProbe {
+  spec: ModelSpec;
+  layers: number;
+}
+
+/**
+ * Median seconds of each probe's block. One session is open at a time: ONNX Runtime's intra-op threads spin for a
+ * while after each run, so sessions timed round-robin slow each other down (measured: a two-layer block of the
+ * cheapest layer took 16x its one-layer time when 22 sessions were open). Against the machine's own load drifting
+ * (this machine is shared), the sweep runs `passes` times and each level's median is over the runs of every pass.
+ */
+async function timeBlocks(probes: BlockProbe[], t: Timing, seed: number, passes: number): Promise<number[]> {
+  const rng = createRng(seed);
+  const D = probes[0].spec.config.hiddenSize;
+  const hidden = new Float32Array(t.batch * t.seq * D);
+  for (let i = 0; i < hidden.length; i++) hidden[i] = rng.nextFloat() * 2 - 1;
+  const batch = { batch: t.batch, seq: t.seq, ids: new BigInt64Array(t.batch * t.seq), hidden };
+  const ms: number[][] = probes.map(() => []);
+  for (let pass = 0; pass < passes; pass++) {
+    for (const [i, p] of probes.entries()) {
+      const runner = await createRunner(p.spec, {
+        output: 'hidden',
+        layers: [1, 1 + p.layers],
+        device: t.device,
+        threads: t.threads,
+        dtype: t.dtype,
+        maxSeq: t.seq,
+      });
+      try {
+        for (let r = 0; r < t.warmup + t.runs; r++) {
+          const t0 = performance.now();
+          await runner.run(batch);
+          if (r >= t.warmup) ms[i].push(performance.now() - t0);
+        }
+      } finally {
+        await runner.release();
+      }
+    }
+  }
+  return ms.map((m) => reduce(m, t) / 1000);
+}
+
+/**
+ * Median seconds of the 'nll' forward (what bench's prefill times) of whole models, one session open at a time,
+ * over `passes` passes (as timeBlocks).
+ */
+export async function timeForwards(
+  specs: ModelSpec[],
+  t: Timing,
+  seed: number,
+  passes = 1,
+): Promise<number[]> {
+  const rng = createRng(seed);
+  const V = Math.min(...specs.map((s) => s.config.vocabSize));
+  const n = t.batch * t.seq;
+  const ids = BigInt64Array.from({ length: n }, () => BigInt(rng.nextInt(V)));
+  const targets = BigInt64Array.from({ length: n }, () => BigInt(rng.nextInt(V)));
+  const ms: number[][] = specs.map(() => []);
+  for (let pass = 0; pass < passes; pass++) {
+    for (const [i, spec] of specs.entries()) {
+      const runner = await createRunner(spec, {
+        output: 'nll',
+        device: t.device,
+        threads: t.threads,
+        dtype: t.dtype,
+        maxSeq: t.seq,
+      });
+      try {
+        for (let r = 0; r < t.warmup + t.runs; r++) {
+          const t0 = performance.now();
+          await runner.run({ batch: t.batch, seq: t.seq, ids, targets });
+          if (r >= t.warmup) ms[i].push(performance.now() - t0);
+        }
+      } finally {
+        await runner.release();
+      }
+    }
+  }
+  return ms.map((m) => reduce(m, t) / 1000);
+}
+
+/** Sorted unique levels with the two ends included. */
+function levelsWithEnds(levels: readonly number[], top: number, what: string): number[] {
+  for (const v of levels) {
+    if (!Number.isInteger(v) || v < 0 || v > top)
+      throw new GenepruneError('flag', `${what} level ${v} is not an integer in 0 … ${top}`);
+  }
+  return [...new Set([0, ...levels, top])].sort((a, b) => a - b);
+}
+
+/** Measures the latency tables of a decoder model's shape on this device (see the module comment). */
+export async function calibrateLatency(spec: ModelSpec, opts: CalibrateOptions): Promise<LatencyProfile> {
+  const c = spec.config;
+  if ((c.arch ?? 'decoder') !== 'decoder') {
+    throw new GenepruneError(
+      'model',
+      `the latency model prices decoder layers; a ${c.arch} model is not one`,
+      spec.source,
+    );
+  }
+  if (c.numLayers < 1) throw new GenepruneError('model', 'the model has no layers to calibrate', spec.source);
+  const t: Timing = {
+    device: opts.device,
+    threads: opts.threads,
+    dtype: opts.dtype ?? 'fp32',
+    batch: opts.batch,
+    seq: opts.seq,
+    runs: opts.runs ?? 5,
+    warmup: opts.warmup ?? 1,
+    statistic: opts.statistic ?? 'median',
+  };
+  const seed = opts.seed ?? 1;
+  const H = c.numHeads;
+  const W = Math.max(
+    ...Array.from({ length: c.numLayers }, (_, i) => c.intermediatePerLayer?.[i] ?? c.intermediateSize),
+  );
+  const heads = levelsWithEnds(opts.headLevels ?? Array.from({ length: H + 1 }, (_, h) => h), H, 'head');
+  const widths = levelsWithEnds(opts.widthLevels ?? widthLevels(W, opts.widthStep), W, 'width');
+  const say = opts.onProgress ?? (() => {});
+  const probe = (layers: number, layer: ShapeLayer) => randomShapeSpec(spec, Array(layers).fill(layer), seed);
+
+  // The reference layer (0 heads, width 1) and its two-layer stack, the MLP widths, and the head levels beside an
+  // MLP of width 1.
+  const ref: BlockProbe = { spec: probe(3, { heads: 0, width: 1 }), layers: 1 };
+  const mlpWidths = widths.filter((x) => x > 1);
+  const headCounts = heads.filter((x) => x > 0);
+  const probes: BlockProbe[] = [
+    { spec: probe(4, { heads: 0, width: 1 }), layers: 2 },
+    ...mlpWidths.map((w) => ({ spec: probe(3, { heads: 0, width: w }), layers: 1 })),
+    ...headCounts.map((h) => ({ spec: probe(3, { heads: h, width: 1 }), layers: 1 })),
+  ];
+  say(
+    `latency: timing ${probes.length + 1} blocks, ${t.warmup} + ${t.runs} runs each, ${opts.passes ?? 2} passes`,
+  );
+  const passes = opts.passes ?? 2;
+  // An untimed block first: the first session of a process runs slower.
+  await timeBlocks([ref], { ...t, runs: 1, warmup: 1 }, seed, 1);
+  const times = await timeBlocks([ref, ...probes], t, seed, passes);
+  const [t1, t2] = times;
+  // Block overhead E = 2·T₁ − T₂: feeding and reading the residual stream, which no layer of a model pays.
+  const overhead = Math.max(0, 2 * t1 - t2);
+  say(
+    `latency: block overhead ${(overhead * 1000).toFixed(2)} ms (one layer ${(t1 * 1000).toFixed(2)} ms, two ${(t2 * 1000).toFixed(2)} ms)`,
+  );
+  const mlp: MlpLevel[] = [{ width: 0, seconds: 0 }];
+  if (widths.includes(1)) mlp.push({ width: 1, seconds: Math.max(0, t1 - overhead) });
+  for (const [j, w] of mlpWidths.entries()) {
+    const s = times[2 + j] - overhead;
+    mlp.push({ width: w, seconds: Math.max(0, s) });
+    say(`latency: MLP width ${w}: ${(s * 1000).toFixed(2)} ms`);
+  }
+  const attention: AttentionLevel[] = [{ heads: 0, kvHeads: 0, seconds: 0 }];
+  for (const [j, h] of headCounts.entries()) {
+    const s = times[2 + mlpWidths.length + j] - t1;
+    attention.push({ heads: h, kvHeads: kvHeadsOfUniformKeep(h, c.numKvHeads), seconds: Math.max(0, s) });
+    say(`latency: attention ${h} heads: ${(s * 1000).toFixed(2)} ms`);
+  }
+  // One KV head's share of the full attention block, by multiply-adds per token: k and v projections (2·D·hd)
+  // against q, k, v, o (D·hd·(2H + 2KV)) and the two attention products (2·H·hd·seq/2, causal).
+  const D = c.hiddenSize;
+  const hd = c.headDim;
+  const fullAttention = attention[attention.length - 1].seconds;
+  const kvHeadSeconds =
+    (fullAttention * 2 * D * hd) / (D * hd * (2 * H + 2 * c.numKvHeads) + H * hd * opts.seq);
+
+  const [dense, oneLayer] = await timeForwards(
+    [randomCopy(spec, seed), probe(1, { heads: 0, width: 1 })],
+    t,
+    seed,
+    passes,
+  );
+  let denseLayerSeconds = 0;
+  for (let i = 0; i < c.numLayers; i++) {
+    const a = attention.find((l) => l.heads === c.headsPerLayer[i]);
+    const w = c.intermediatePerLayer?.[i] ?? c.intermediateSize;
+    denseLayerSeconds += (a?.seconds ?? 0) + (mlp.find((l) => l.width === w)?.seconds ?? 0);
+  }
+  const directBase = oneLayer - Math.max(0, t1 - overhead);
+  say(
+    `latency: dense forward ${(dense * 1000).toFixed(1)} ms, its layers alone ${(denseLayerSeconds * 1000).toFixed(1)} ms; base ${((dense - denseLayerSeconds) * 1000).toFixed(1)} ms by difference, ${(directBase * 1000).toFixed(1)} ms direct`,
+  );
+  const profile: LatencyProfile = {
+    format: LATENCY_PROFILE_FORMAT,
+    version: LATENCY_PROFILE_VERSION,
+    geneprune: genepruneVersion(),
+    measuredAt: new Date().toISOString(),
+    device: opts.device ?? 'cpu',
+    threads: opts.threads ?? 0,
+    dtype: t.dtype,
+    batch: opts.batch,
+    seq: opts.seq,
+    runs: t.runs,
+    warmup: t.warmup,
+    passes,
+    statistic: t.statistic ?? 'median',
+    shape: profileShapeOf(c),
+    prefill: {
+      base: 0,
+      baseMethod: 'difference',
+      layerScale: 1,
+      attention,
+      kvHeadSeconds,
+      mlp,
+      denseSeconds: dense,
+      denseLayerSeconds,
+      directBase,
+      notes: { blockOverhead: overhead, oneLayerBlock: t1, twoLayerBlock: t2, oneLayerModel: oneLayer },
+    },
+  };
+  return withBaseMethod(profile, opts.baseMethod ?? 'difference');
+}

@@ -1,0 +1,117 @@
+/**
+ * A tiny real calibration on a tiny random GQA model: the profile has every head level 0 … H (with the KV heads a
+ * uniform keep implies) and every width level of the grid, non-negative times with the full levels positive, and
+ * prices the dense model at its measured forward (the difference base makes that exact); no other timing is
+ * asserted. The random models of pruned shapes have the shapes asked for (parameter counts by hand) and run.
+ * Encoder-decoders are refused.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { GenepruneError } from '../../src/errors.js';
+import { calibrateLatency, randomShapeSpec, timeForwards } from '../../src/latency/calibrate.js';
+import {
+  layerShapesOfConfig,
+  predictSeconds,
+  validateProfile,
+  withBaseMethod,
+} from '../../src/latency/profile.js';
+import { parameterCount } from '../../src/model/cost.js';
+import { randomLlamaSpec, randomT5Spec } from '../../src/model/random.js';
+
+const shape = {
+  hiddenSize: 128,
+  numLayers: 2,
+  numHeads: 4,
+  numKvHeads: 2,
+  intermediateSize: 512,
+  vocabSize: 64,
+  maxPositions: 64,
+};
+const spec = randomLlamaSpec({ ...shape, seed: 3 });
+
+describe('calibrateLatency', () => {
+  test('a tiny calibration gives complete, positive tables and prices the dense model at its forward', {
+    timeout: 120_000,
+  }, async () => {
+    const profile = await calibrateLatency(spec, {
+      batch: 2,
+      seq: 32,
+      threads: 1,
+      runs: 2,
+      warmup: 1,
+      passes: 1,
+      widthStep: 128,
+    });
+    validateProfile(JSON.parse(JSON.stringify(profile)), 'profile');
+    const t = profile.prefill;
+    assert.deepEqual(
+      t.attention.map((l) => [l.heads, l.kvHeads]),
+      [
+        [0, 0],
+        [1, 1],
+        [2, 2],
+        [3, 2],
+        [4, 2],
+      ],
+    );
+    assert.deepEqual(
+      t.mlp.map((l) => l.width),
+      [0, 128, 256, 384, 512],
+    );
+    for (const l of [...t.attention, ...t.mlp]) assert.ok(l.seconds >= 0 && Number.isFinite(l.seconds));
+    assert.ok(t.attention.at(-1)!.seconds > 0, 'the full attention block takes time');
+    assert.ok(t.mlp.at(-1)!.seconds > 0, 'the full MLP block takes time');
+    assert.ok(t.denseSeconds > 0);
+    assert.equal(t.baseMethod, 'difference');
+    assert.ok(Math.abs(predictSeconds(profile, layerShapesOfConfig(spec.config)) - t.denseSeconds) < 1e-9);
+    const direct = withBaseMethod(profile, 'direct');
+    assert.ok(Math.abs(predictSeconds(direct, layerShapesOfConfig(spec.config)) - t.denseSeconds) < 1e-9);
+    assert.equal(profile.batch, 2);
+    assert.equal(profile.seq, 32);
+    assert.equal(profile.threads, 1);
+    assert.equal(profile.shape.hiddenSize, 128);
+  });
+
+  test('random models of pruned shapes have those shapes and run', async () => {
+    const pruned = randomShapeSpec(spec, [
+      { heads: 3, width: 256 },
+      { heads: 0, width: 256 },
+      { heads: 1, width: 256 },
+    ]);
+    const c = pruned.config;
+    assert.deepEqual(c.headsPerLayer, [3, 0, 1]);
+    assert.deepEqual(c.kvHeadsPerLayer, [2, 0, 1]);
+    // 3 heads over 2 KV heads kept evenly: the first group keeps two.
+    assert.deepEqual(c.kvHeadOfQuery?.[0], [0, 0, 1]);
+    assert.equal(c.intermediateSize, 256);
+    const D = 128;
+    const hd = 32;
+    const V = 64;
+    const layer = (h: number, kv: number, w: number) => 2 * D + h * hd * D * 2 + kv * hd * D * 2 + 3 * w * D;
+    const expected = 2 * V * D + D + layer(3, 2, 256) + layer(0, 0, 256) + layer(1, 1, 256);
+    assert.equal(parameterCount(pruned), expected);
+    const [seconds] = await timeForwards(
+      [pruned],
+      { dtype: 'fp32', batch: 1, seq: 16, runs: 1, warmup: 0 },
+      1,
+    );
+    assert.ok(seconds > 0);
+  });
+
+  test('encoder-decoders are refused', async () => {
+    const t5 = randomT5Spec({
+      hiddenSize: 16,
+      headDim: 4,
+      numHeads: 4,
+      intermediateSize: 32,
+      encoderLayers: 1,
+      decoderLayers: 1,
+      vocabSize: 32,
+      seed: 1,
+    });
+    await assert.rejects(
+      calibrateLatency(t5, { batch: 1, seq: 8 }),
+      (e: unknown) => e instanceof GenepruneError && /prices decoder layers/.test(e.message),
+    );
+  });
+});

@@ -1,6 +1,7 @@
 /**
- * `exportModel`: remove the heads a mask removes and write the smaller model as a Hugging Face and/or
- * transformers.js folder. Without a mask the model is exported whole (a format conversion).
+ * `exportModel`: remove the heads a mask removes (or what a structured plan removes: heads, MLP channels, whole
+ * blocks) and write the smaller model as a Hugging Face and/or transformers.js folder. Without a mask the model is
+ * exported whole (a format conversion).
  */
 
 import { resolve } from 'node:path';
@@ -11,6 +12,7 @@ import { flagError } from '../errors.js';
 import { loadMaskFile } from '../masks/headfile.js';
 import { removedList } from '../masks/heads.js';
 import { readRecoveredWeights, refuseRecoveredWithoutMask } from '../masks/recovered.js';
+import { loadStructuredPlanFile } from '../masks/structuredfile.js';
 import { loadWeightMaskFile } from '../masks/weightfile.js';
 import { readDataset } from '../metrics/data.js';
 import { tokenizeDocuments } from '../metrics/perplexity.js';
@@ -36,6 +38,12 @@ export interface ExportOptions {
   tokenizer?: string;
   /** Head-mask file from a head search (`mask.json`), checked against the model. */
   mask?: string;
+  /**
+   * Structured plan file (masks/structuredfile.ts) from a structured search, checked against the model: its heads,
+   * MLP channels and skipped blocks are removed (compact) or zeroed (padded). It holds its own heads, so it is
+   * refused with `mask`; a `weightMask` composes (its zeros are applied first), recovery is not built for it.
+   */
+  structured?: string;
   /**
    * Weight-mask file from `pruneWeights` (`weight-mask.safetensors`), checked against the model: the masked
    * weights are written as zeros, and `weightSparsity` reports the zeros counted back from the written files.
@@ -94,6 +102,7 @@ export async function exportModel(opts: ExportOptions): Promise<
   ExportResult & {
     model: string;
     mask?: string;
+    structured?: string;
     weightMask?: string;
     recovered?: string;
     /** `recover`: the calibration data and tokens the recovery was computed on. */
@@ -117,6 +126,17 @@ export async function exportModel(opts: ExportOptions): Promise<
     throw flagError('--dtype', `"${opts.dtype}" is not one of ${Object.keys(EXPORT_DTYPES).join(', ')}`);
   }
   // Flags that do not fit each other are refused before anything is loaded.
+  if (opts.structured !== undefined) {
+    if (opts.mask) {
+      throw flagError('--structured', 'the structured plan holds its own heads: give it or --mask, not both');
+    }
+    if (opts.recover || opts.recovered) {
+      throw flagError(
+        opts.recover ? '--recover' : '--recovered',
+        'recovery after a structured removal is not built: export the plan without it',
+      );
+    }
+  }
   refuseRecoveredWithoutMask(opts.recovered, opts);
   if (opts.recover) {
     if (opts.recovered) throw flagError('--recover', 'give either --recover or --recovered, not both');
@@ -147,6 +167,7 @@ export async function exportModel(opts: ExportOptions): Promise<
     inputs: exportInputs({
       model: model.modelPath,
       mask: opts.mask,
+      structured: opts.structured,
       weightMask: opts.weightMask,
       tokenizer: model.tokenizerPath,
       recovered: opts.recovered,
@@ -155,6 +176,7 @@ export async function exportModel(opts: ExportOptions): Promise<
   });
   checkMemoryBudget(model.spec, { batch: 1, seq: 1, budget: opts.memoryBudget, what: 'export' });
   const mask = opts.mask ? await loadMaskFile(opts.mask, model.spec) : undefined;
+  const plan = opts.structured ? await loadStructuredPlanFile(opts.structured, model.spec) : undefined;
   const weights = opts.weightMask ? await loadWeightMaskFile(opts.weightMask, model.spec) : undefined;
   let spec = model.spec;
   let recovered: AppliedMask['recovered'];
@@ -200,6 +222,8 @@ export async function exportModel(opts: ExportOptions): Promise<
     tokenizerPath: model.tokenizerPath,
     genome: mask?.genome,
     maskFile: mask && { path: mask.path, sha256: mask.sha256 },
+    plan: plan?.plan,
+    planFile: plan && { path: plan.path, sha256: plan.sha256 },
     weightMask: weights && {
       masks: weights.masks,
       path: weights.path,
@@ -219,6 +243,7 @@ export async function exportModel(opts: ExportOptions): Promise<
     ...result,
     model: model.modelPath,
     ...(opts.mask ? { mask: opts.mask } : {}),
+    ...(opts.structured ? { structured: opts.structured } : {}),
     ...(opts.weightMask ? { weightMask: opts.weightMask } : {}),
     ...(opts.recovered ? { recovered: opts.recovered } : {}),
     ...(recovered?.calibration

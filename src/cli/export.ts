@@ -23,6 +23,7 @@ interface ExportFlags {
   model?: string;
   tokenizer?: string;
   mask?: string;
+  structured?: string;
   weightMask?: string;
   recovered?: string;
   recover?: boolean;
@@ -50,6 +51,10 @@ export function registerExport(program: Command): void {
     .option(
       '--mask <file>',
       'head-mask file from `geneprune heads` (mask.json); without it the model is exported whole',
+    )
+    .option(
+      '--structured <file>',
+      'structured plan file from a structured search (heads, MLP channels, skipped blocks): removed physically (compact) or zeroed (--hf-layout padded); not with --mask',
     )
     .option(
       '--weight-mask <file>',
@@ -103,6 +108,7 @@ Example:
         model: flags.model,
         tokenizer: flags.tokenizer,
         mask: flags.mask,
+        structured: flags.structured,
         weightMask: flags.weightMask,
         recovered: flags.recovered,
         recover: flags.recover,
@@ -144,10 +150,23 @@ Example:
               `query heads  ${s.keptQueryHeads.join(' ')} (of ${s.queryHeadsBefore.join(' ')})`,
               `KV heads     ${s.keptKvHeads.join(' ')} (of ${s.kvHeadsBefore.join(' ')})`,
             ];
+        lines.push(...heads);
+        if ('keptWidths' in s) {
+          // A structured plan: MLP widths, skipped blocks and the FLOP ratio beside the heads.
+          const layers = (v: number[]) => (v.length ? v.join(' ') : 'none');
+          lines.push(
+            `MLP widths   ${s.keptWidths.join(' ')} (of ${s.widthsBefore.join(' ')})`,
+            `skipped      attention in layers ${layers(s.skippedAttention)}; MLP in layers ${layers(s.skippedMlp)}`,
+          );
+        }
         lines.push(
-          ...heads,
           `parameters   ${s.parametersAfter} (of ${s.parametersBefore}, ${((100 * s.parametersAfter) / s.parametersBefore).toFixed(1)} %)`,
         );
+        if ('flopsRatio' in s) {
+          lines.push(
+            `FLOPs        ${(100 * s.flopsRatio).toFixed(1)} % of the dense model's per token (forward over ${s.contextLength} tokens)`,
+          );
+        }
       }
       const w = result.weightSparsity;
       if (w) {

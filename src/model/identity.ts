@@ -187,6 +187,11 @@ export interface AppliedMask {
    * absolute) or computed at export time on calibration data (`calibration`, `tokens`).
    */
   recovered?: { kind: 'head' | 'weight'; path?: string; calibration?: string; tokens?: number };
+  /**
+   * A structured plan applied (export --structured; `sha256` / `path` are then the plan file's): each layer's MLP
+   * width kept and the layers whose attention / MLP block was skipped. `removed` lists the heads it removed.
+   */
+  structured?: { widths: number[]; skippedAttention: number[]; skippedMlp: number[] };
 }
 
 export interface AppliedWeightMask {

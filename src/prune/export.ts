@@ -66,6 +66,7 @@ import {
 } from '../graph/weights.js';
 import type { Bitset } from '../masks/bitset.js';
 import { type Genome, removedList } from '../masks/heads.js';
+import type { StructuredPlan } from '../masks/structured.js';
 import type { SparsityReport } from '../masks/weights.js';
 import { specToHf } from '../model/families.js';
 import {
@@ -76,7 +77,7 @@ import {
 } from '../model/identity.js';
 import { PROVENANCE_CONFIG_KEY, PROVENANCE_METADATA_KEY } from '../model/llama.js';
 import { MODELING_FILE, modelingFilePath, remoteCodeAutoMap } from '../model/remote-code.js';
-import { encdecOf, type ModelSpec, type TensorSource } from '../model/spec.js';
+import { encdecOf, intermediateOf, type ModelSpec, type TensorSource } from '../model/spec.js';
 import { isRunDir } from '../runs/rundir.js';
 import { writeTokenizerFiles } from '../tokenizer/convert.js';
 import { readVocabJson } from '../tokenizer/vocabjson.js';
@@ -94,6 +95,13 @@ import {
   writeJsonAtomic,
 } from '../util/fs.js';
 import { type PruneSummary, pruneHeads, pruneSummary, zeroHeads } from './heads.js';
+import {
+  planGenome,
+  pruneStructured,
+  type StructuredSummary,
+  structuredSummary,
+  zeroStructured,
+} from './structured.js';
 import { writtenSparsity, zeroMaskedWeights } from './weights.js';
 
 export type ExportFormat = 'transformersjs' | 'hf' | 'all';
@@ -115,6 +123,13 @@ export interface ExportOptions {
   genome?: Genome;
   /** The mask file the genome came from, recorded in the provenance (`loadMaskFile` gives both). */
   maskFile?: { path: string; sha256: string };
+  /**
+   * A structured plan (heads, MLP channels, skipped blocks; masks/structured.ts) removed physically
+   * (prune/structured.ts), instead of a genome: the compact layout has per-layer head counts and MLP widths, the
+   * padded one zeros where the plan removes. `planFile` is the file it came from, recorded in the provenance.
+   */
+  plan?: StructuredPlan;
+  planFile?: { path: string; sha256: string };
   /**
    * A weight mask (`loadWeightMaskFile`): masked weights are written as zeros, and the result counts the true
    * sparsity back from the written files. Applied before heads are removed (the mask is the source model's).
@@ -149,7 +164,8 @@ const TRANSFORMERS_JS_CONFIG = 'transformers.js_config';
 export interface ExportResult {
   out: string;
   files: string[];
-  summary?: PruneSummary;
+  /** Heads and parameters before/after; with a structured plan also MLP widths, skipped blocks and the FLOP ratio. */
+  summary?: PruneSummary | StructuredSummary;
   /**
    * With a weight mask: the sparsity of the prunable matrices counted from the written files (zeros, so a
    * weight already 0 in the source counts as pruned too).
@@ -173,14 +189,15 @@ export interface HfLoaders {
 function hfLoadersOf(
   spec: ModelSpec,
   config: Record<string, unknown>,
-  opts: { padded: boolean; perLayer: boolean; onnx: boolean },
+  opts: { padded: boolean; perLayer: boolean; onnx: boolean; structured?: boolean },
 ): HfLoaders {
   const readers = ['geneprune'];
   if (opts.onnx) readers.push('transformers.js (onnx/)');
   if (opts.padded) {
-    readers.push(
-      'Python transformers, any version, with the stock class (the removed heads are zeros: no smaller, no faster)',
-    );
+    const zeros = opts.structured
+      ? "the removed heads' and MLP channels' weights and skipped blocks' biases are zeros"
+      : 'the removed heads are zeros';
+    readers.push(`Python transformers, any version, with the stock class (${zeros}: no smaller, no faster)`);
   } else if (!opts.perLayer) {
     readers.push('Python transformers with the stock class (nothing removed)');
   } else if (config.auto_map !== undefined) {
@@ -209,6 +226,7 @@ export interface ExportInput {
 export function exportInputs(paths: {
   model?: string;
   mask?: string;
+  structured?: string;
   weightMask?: string;
   tokenizer?: string;
   recovered?: string;
@@ -217,6 +235,7 @@ export function exportInputs(paths: {
   const named: Array<[string | undefined, string, string]> = [
     [paths.model, 'the model', "the model's folder"],
     [paths.mask, 'the mask file', 'the folder of the mask file'],
+    [paths.structured, 'the structured plan file', 'the folder of the structured plan file'],
     [paths.weightMask, 'the weight-mask file', 'the folder of the weight-mask file'],
     [paths.tokenizer, 'the tokenizer', 'the folder of the tokenizer'],
     [paths.recovered, 'the recovered-weights file', 'the folder of the recovered-weights file'],
@@ -231,6 +250,7 @@ const inputsOf = (opts: ExportOptions): ExportInput[] =>
   exportInputs({
     model: opts.modelPath,
     mask: opts.maskFile?.path,
+    structured: opts.planFile?.path,
     weightMask: opts.weightMask?.path,
     tokenizer: opts.tokenizerPath,
     recovered: opts.recovered?.path,
@@ -490,11 +510,26 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
   await refuseDangerousOut(out, target, inputsOf(opts));
   for (const note of await recoverReplace(target)) opts.onStatus?.(note);
   await checkOut(out, target, opts.force === true);
+  if (opts.genome && opts.plan) {
+    throw flagError('--structured', 'a structured plan holds its heads: give it or a head mask, not both');
+  }
   const base = opts.weightMask ? zeroMaskedWeights(opts.spec, opts.weightMask.masks) : opts.spec;
-  const spec = opts.genome ? pruneHeads(base, opts.genome) : base;
-  const padded = opts.hfLayout === 'padded' && opts.genome !== undefined;
-  const hfSpec = padded && opts.genome ? zeroHeads(base, opts.genome) : spec;
-  const summary = opts.genome ? pruneSummary(opts.spec, opts.genome) : undefined;
+  const plan = opts.plan;
+  const spec = opts.genome ? pruneHeads(base, opts.genome) : plan ? pruneStructured(base, plan) : base;
+  const padded = opts.hfLayout === 'padded' && (opts.genome !== undefined || plan !== undefined);
+  let hfSpec = spec;
+  if (padded) hfSpec = opts.genome ? zeroHeads(base, opts.genome) : zeroStructured(base, plan!);
+  const planSummary = plan ? structuredSummary(opts.spec, plan) : undefined;
+  const summary = opts.genome ? pruneSummary(opts.spec, opts.genome) : planSummary;
+  // The head genome a plan implies, for the provenance's removed heads (and pruned_heads when only heads go).
+  const genome = opts.genome ?? (plan ? planGenome(opts.spec.config, plan) : undefined);
+  // transformers 4.x's pruned_heads removes heads only: a plan that narrows an MLP or skips a block gets none.
+  const headsOnly =
+    plan === undefined ||
+    plan.channels.every(
+      (kept, i) =>
+        !plan.skipMlp[i] && !plan.skipAttention[i] && kept.length === intermediateOf(opts.spec.config, i),
+    );
   const arch = archOf(spec.config);
   const wantsHf = opts.format === 'hf' || opts.format === 'all';
   const emptyLayer = hfSpec.config.headsPerLayer.findIndex((h) => h === 0);
@@ -505,7 +540,7 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
     );
   }
   const hf = specToHf(hfSpec, {
-    prunedHeads: opts.genome ? prunedHeadsOf(opts.spec, opts.genome) : undefined,
+    prunedHeads: genome && headsOnly ? prunedHeadsOf(opts.spec, genome) : undefined,
   });
   if (wantsHf && opts.dtype) await refuseNarrowingOverflow(hf.tensors, opts.dtype);
   // A compact decoder with per-layer sizes: the Python classes that build it, named by auto_map.
@@ -521,11 +556,20 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
     }
     const w = opts.weightMask;
     const provenance =
-      opts.genome || w
+      genome || w
         ? await provenanceOfPruning(opts.original ?? opts.spec, {
-            ...(opts.maskFile ?? {}),
+            ...(opts.maskFile ?? opts.planFile ?? {}),
             ...(opts.recovered ? { recovered: opts.recovered } : {}),
-            removed: opts.genome ? removedList(opts.spec.config, opts.genome) : [],
+            removed: genome ? removedList(opts.spec.config, genome) : [],
+            ...(planSummary
+              ? {
+                  structured: {
+                    widths: planSummary.keptWidths,
+                    skippedAttention: planSummary.skippedAttention,
+                    skippedMlp: planSummary.skippedMlp,
+                  },
+                }
+              : {}),
             ...(w ? { weightMask: { sha256: w.sha256, path: w.path, sparsity: w.sparsity } } : {}),
           })
         : opts.spec.provenance;
@@ -617,8 +661,10 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
         padded,
         perLayer:
           hc.headsPerLayer.some((h) => h !== hc.numHeads) ||
-          hc.kvHeadsPerLayer.some((k) => k !== hc.numKvHeads),
+          hc.kvHeadsPerLayer.some((k) => k !== hc.numKvHeads) ||
+          hc.intermediatePerLayer !== undefined,
         onnx: opts.format === 'all',
+        structured: plan !== undefined,
       })
     : undefined;
   return {

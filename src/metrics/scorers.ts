@@ -118,6 +118,7 @@ export async function createTextScorer(
     weights,
     dtype: opts.dtype,
     weightMasks: weightMasksOf(target),
+    ...(target.structuredMasks ? { structuredMasks: true } : {}),
     // The calibration rows are at most this long: a sliding window that long keeps the fused attention kernel.
     maxSeq: full.context,
   };

@@ -1,15 +1,17 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { checkPlan, layerShapes, type StructuredPlan } from '../../src/masks/structured.js';
+import { checkPlan, type LayerShapes, layerShapes, type StructuredPlan } from '../../src/masks/structured.js';
 import { forwardFlopsPerToken, parameterCount } from '../../src/model/cost.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { parseBudget, priceBudget } from '../../src/spaces/structured/budget.js';
 import {
+  initialAtBudget,
   layerCrossover,
   levelSwitch,
   repair,
   structuredGaOperators,
+  uniformAtBudget,
 } from '../../src/spaces/structured/operators.js';
 import {
   createStructuredSpace,
@@ -260,5 +262,38 @@ describe('structured budgets', () => {
     const g = repair(s, budget, s.full(), createRng(2));
     assert.ok(budget.cost(s.shapes(g)) <= budget.limit);
     assert.ok(!s.isFull(g));
+  });
+
+  it('start from the uniform genome, then from every single-space region of the joint space', () => {
+    const heads = space('heads');
+    // A limit of exactly three heads in every layer: the uniform genome is that, and nothing more fits.
+    const three = Uint8Array.from([3, 3, 3]);
+    const exact = {
+      spec: { kind: 'params' as const, value: 0 },
+      cost: (sh: LayerShapes) => heads.keptParametersOf(sh),
+      dense: total,
+      limit: heads.keptParameters(three),
+      unit: 'parameters',
+    };
+    assert.deepEqual(uniformAtBudget(heads, exact, createRng(1)), three);
+    const joint = space('joint');
+    const budget = priceBudget(joint, parseBudget('params:0.9'), { seq: 16 });
+    const pop = initialAtBudget(joint, budget, 9, createRng(4));
+    const kindOf = (k: number) => joint.slots[k].kind;
+    // Individuals 2 and 6 were lowered in the heads only, 3 and 7 in the widths only, 4 and 8 in the blocks only.
+    for (const [i, kinds] of [
+      [2, ['heads']],
+      [6, ['heads']],
+      [3, ['width']],
+      [7, ['width']],
+      [4, ['attention', 'mlp']],
+      [8, ['attention', 'mlp']],
+    ] as const) {
+      for (let k = 0; k < joint.genes; k++) {
+        if (!(kinds as readonly string[]).includes(kindOf(k)))
+          assert.equal(pop[i][k], joint.slots[k].max, `individual ${i} gene ${k}`);
+      }
+      assert.ok(!joint.isFull(pop[i]));
+    }
   });
 });

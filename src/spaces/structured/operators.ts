@@ -27,19 +27,27 @@ export interface StructuredGaSettings {
   switches: number;
 }
 
-/** Lowers, then fills, until the genome is maximal within the budget (see the module comment). */
+/**
+ * Lowers, then fills, until the genome is maximal within the budget (see the module comment). With `only`, the
+ * genes it may lower are those first (a sub-space's genes, for the initial population), any gene once none of
+ * them can go lower.
+ */
 export function repair(
   space: StructuredSpace,
   budget: Budget,
   g: StructuredGenome,
   rng: Rng,
+  only?: (k: number) => boolean,
 ): StructuredGenome {
   const out = g.slice();
   const cost = () => budget.cost(space.shapes(out));
   const max = space.slots.map((s) => s.max);
   while (cost() > budget.limit) {
     const down: number[] = [];
-    for (let k = 0; k < out.length; k++) if (out[k] > 0) down.push(k);
+    for (let k = 0; k < out.length; k++) if (out[k] > 0 && (only?.(k) ?? true)) down.push(k);
+    if (down.length === 0 && only) {
+      for (let k = 0; k < out.length; k++) if (out[k] > 0) down.push(k);
+    }
     if (down.length === 0) break;
     out[down[rng.nextInt(down.length)]]--;
   }
@@ -98,13 +106,69 @@ export function randomAtBudget(space: StructuredSpace, budget: Budget, rng: Rng)
   return repair(space, budget, g, rng);
 }
 
+/**
+ * The uniform genome at the budget (EvoPress starts from uniform compression): every head and width gene at the
+ * same share f of its highest level (rounded down), f the largest share that meets the budget, blocks running;
+ * then repaired (blocks go only where no share does, and the fill spends what rounding left).
+ */
+export function uniformAtBudget(space: StructuredSpace, budget: Budget, rng: Rng): StructuredGenome {
+  const levelled = (f: number) =>
+    Uint8Array.from(space.slots, (s) =>
+      s.kind === 'attention' || s.kind === 'mlp' ? 1 : Math.floor(f * s.max + 1e-9),
+    );
+  // Every share at which some gene changes level, largest first.
+  const shares = new Set<number>([1, 0]);
+  for (const s of space.slots) {
+    if (s.kind === 'heads' || s.kind === 'width') for (let l = 0; l <= s.max; l++) shares.add(l / s.max);
+  }
+  for (const f of [...shares].sort((a, b) => b - a)) {
+    const g = levelled(f);
+    if (budget.cost(space.shapes(g)) <= budget.limit) return repair(space, budget, g, rng);
+  }
+  return repair(space, budget, levelled(0), rng);
+}
+
+/**
+ * The initial population: the uniform genome first, then random genomes. In a space of several kinds of genes
+ * (joint) the random ones take turns: one lowered anywhere, then one lowered in the heads first, one in the MLP
+ * widths first, one in the blocks first — so the joint search starts from every single-space region too, not only
+ * from their mixtures (a joint search started from mixtures alone lost to heads-only on stories260K; see
+ * docs/notes-sspace.md).
+ */
+export function initialAtBudget(
+  space: StructuredSpace,
+  budget: Budget,
+  size: number,
+  rng: Rng,
+): StructuredGenome[] {
+  const kinds = new Set(space.slots.map((s) => s.kind));
+  const groups: Array<((k: number) => boolean) | undefined> = [undefined];
+  if (kinds.size > 1) {
+    const of =
+      (...ks: string[]) =>
+      (k: number) =>
+        ks.includes(space.slots[k].kind);
+    if (kinds.has('heads')) groups.push(of('heads'));
+    if (kinds.has('width')) groups.push(of('width'));
+    if (kinds.has('attention')) groups.push(of('attention', 'mlp'));
+  }
+  const out: StructuredGenome[] = [];
+  if (size > 0) out.push(uniformAtBudget(space, budget, rng));
+  for (let i = 1; i < size; i++) {
+    const only = groups[(i - 1) % groups.length];
+    const g = Uint8Array.from(space.slots, (s, k) => (only && !only(k) ? s.max : rng.nextInt(s.max + 1)));
+    out.push(repair(space, budget, g, rng, only));
+  }
+  return out;
+}
+
 export function structuredGaOperators(
   space: StructuredSpace,
   budget: Budget,
   s: StructuredGaSettings,
 ): GaOperators<StructuredGenome> {
   return {
-    initial: (size, rng) => Array.from({ length: size }, () => randomAtBudget(space, budget, rng)),
+    initial: (size, rng) => initialAtBudget(space, budget, size, rng),
     crossover: (a, b, _fa, _fb, rng) => layerCrossover(space, a, b, s.crossoverRate, rng),
     vary: (g, rng) => {
       let out = g;

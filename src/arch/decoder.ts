@@ -38,7 +38,7 @@ export const DECODER: ArchDescriptor = {
       },
     ];
   },
-  headlessAttention: 'skip',
+  headlessAttention: 'bias',
   capturePoints: CAPTURE_POINTS,
   rolesOfCapturePoint,
   blockSpec,

@@ -115,7 +115,7 @@ export interface ArchDescriptor {
   headStacks(config: ModelConfig): HeadStack[];
   /**
    * What the graph computes for a layer left without heads: 'skip' (no attention at all: a biased o projection
-   * would be lost, so physical pruning refuses it) or 'bias' (the o projection's bias alone, as the masked model).
+   * would be lost) or 'bias' (the o projection's bias alone, as the masked model; every kind now).
    */
   readonly headlessAttention: 'skip' | 'bias';
   /** The capture points of a block (capture.ts), in forward order, and the weight roles reading each. */

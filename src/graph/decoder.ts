@@ -45,8 +45,9 @@
  * (SiLU(gate)·up: input of down) — as Σ_t X_tj² per input column ('sqnorm', [in]) or XᵀX ('gram', [in, in]),
  * over the batch's tokens. Capture graphs take token_weight float32 [batch, seq], multiplied into X before the
  * reduction (1 real token, 0 padding: padded positions do not count; a weight w counts a token as w²).
- * A layer without attention heads has no attn_in / o_in. `capture.points` outputs only the points named
- * (capture.ts).
+ * A layer without attention heads has no attn_in / o_in (its attention block adds o's bias alone, where o has
+ * one), a layer of MLP width 0 (intermediateOf) no mlp_in / down_in (its MLP block adds down's bias alone, where
+ * down has one). `capture.points` outputs only the points named (capture.ts).
  *
  * Attention is one fused causal kernel per layer (attention.ts); `attention: 'explicit'` keeps the plain-operator
  * chain, which the KV-cache graph always uses.
@@ -56,7 +57,7 @@
  */
 import { GenepruneError } from '../errors.js';
 import type { ModelConfig, ModelSpec } from '../model/spec.js';
-import { kvMapOfLayer } from '../model/spec.js';
+import { intermediateOf, kvMapOfLayer } from '../model/spec.js';
 import {
   type AttentionKind,
   explicitAttention,
@@ -400,7 +401,7 @@ export function buildDecoderGraph(
       },
     });
 
-  const { splitHeads, layerHeadMask, mlp, gateBlock } = layerUnits({
+  const { splitHeads, layerHeadMask, mlp, gateBlock, biasAlone } = layerUnits({
     g,
     kit,
     config: c,
@@ -487,13 +488,24 @@ export function buildDecoderGraph(
       const attended = branch(kit.linear(merged, `${p}.attn.o`), `${p}.post_attn_norm`);
       x = g.op('Add', [x, gateBlock(i, 0, attended)]);
       residual(i, 'attn', layerIn, x);
+    } else {
+      // No heads: the block's output is the o projection's bias alone (what the masked model computes with
+      // every head off), or nothing where o has no bias.
+      const bias = biasAlone(`${p}.attn.o.bias`);
+      if (bias) x = g.op('Add', [x, gateBlock(i, 0, branch(bias, `${p}.post_attn_norm`))]);
     }
     const mlpIn = x;
-    const h2 = kit.norm(x, `${p}.mlp_norm`);
-    capture(i, 'mlp_in', h2, D);
-    const out = mlp(i, h2);
-    x = g.op('Add', [x, gateBlock(i, 1, branch(out, `${p}.post_mlp_norm`))]);
-    residual(i, 'mlp', mlpIn, x);
+    if (intermediateOf(c, i) > 0) {
+      const h2 = kit.norm(x, `${p}.mlp_norm`);
+      capture(i, 'mlp_in', h2, D);
+      const out = mlp(i, h2);
+      x = g.op('Add', [x, gateBlock(i, 1, branch(out, `${p}.post_mlp_norm`))]);
+      residual(i, 'mlp', mlpIn, x);
+    } else {
+      // Width 0: no MLP matmuls (and no mlp_in / down_in statistics); down's bias alone where it has one.
+      const bias = biasAlone(`${p}.mlp.down.bias`);
+      if (bias) x = g.op('Add', [x, gateBlock(i, 1, branch(bias, `${p}.post_mlp_norm`))]);
+    }
     residual(i, 'layer', layerIn, x);
   }
 

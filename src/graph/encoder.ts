@@ -45,7 +45,7 @@
  * heads after the head mask, mlp_in the attention norm's output, down_in the MLP activation.
  */
 import { GenepruneError } from '../errors.js';
-import type { ModelConfig, ModelSpec } from '../model/spec.js';
+import { intermediateOf, type ModelConfig, type ModelSpec } from '../model/spec.js';
 import { explicitAttention } from './attention.js';
 import { layerRange } from './blocks.js';
 import { type EncodedModel, GraphBuilder, OPSET } from './builder.js';
@@ -209,7 +209,7 @@ export function buildEncoderGraph(
 
   const capture = captureRecorder(g, opts.capture, captured, tokenWeight);
   const residual = residualRecorder(g, opts.capture, captured, tokenWeight);
-  const { splitHeads, layerHeadMask, mlp, gateBlock } = layerUnits({
+  const { splitHeads, layerHeadMask, mlp, gateBlock, biasAlone } = layerUnits({
     g,
     kit,
     config: c,
@@ -250,11 +250,19 @@ export function buildEncoderGraph(
     const layerIn = x;
     x = kit.norm(g.op('Add', [x, gateBlock(i, 0, attended)]), `${p}.attn_norm`);
     residual(i, 'attn', layerIn, x);
-    capture(i, 'mlp_in', x, D);
     const mlpIn = x;
-    const mlpOut = mlp(i, x);
+    const hasMlp = intermediateOf(c, i) > 0;
+    let mlpOut: string;
+    if (hasMlp) {
+      capture(i, 'mlp_in', x, D);
+      mlpOut = mlp(i, x);
+    } else {
+      // MLP width 0: no matmuls (and no mlp_in / down_in statistics); the output dense's bias alone.
+      mlpOut = biasAlone(`${p}.mlp.down.bias`) ?? g.constFloat([0], []);
+    }
     x = kit.norm(g.op('Add', [x, gateBlock(i, 1, mlpOut)]), `${p}.mlp_norm`);
-    residual(i, 'mlp', mlpIn, x);
+    // As in the decoder: no MLP block, no MLP block influence measured (the scores read it as 0).
+    if (hasMlp) residual(i, 'mlp', mlpIn, x);
     residual(i, 'layer', layerIn, x);
   }
 

@@ -42,6 +42,11 @@ export interface LayerUnits {
    * (0 attention, 1 MLP); y itself where the graph has no block_mask.
    */
   gateBlock(i: number, block: 0 | 1, y: string): string;
+  /**
+   * A bias vector [D] in fp32, for a block whose units are all absent (no heads, MLP width 0): its output is the
+   * bias alone; undefined where the spec has no such bias (the block then adds nothing).
+   */
+  biasAlone(role: string): string | undefined;
 }
 
 export function layerUnits(ctx: LayerUnitsContext): LayerUnits {
@@ -71,6 +76,9 @@ export function layerUnits(ctx: LayerUnitsContext): LayerUnits {
           }
         : undefined;
       return kit.mlp(h, i, (downIn) => capture(i, 'down_in', downIn, width), scale);
+    },
+    biasAlone(role) {
+      return kit.has(role) ? kit.floatOf(kit.weight(role), role) : undefined;
     },
     gateBlock(i, block, y) {
       if (!blockMask) return y;

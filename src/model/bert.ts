@@ -16,7 +16,15 @@ import type { FileTensor } from '../checkpoint/safetensors.js';
 import { fileError, GenepruneError } from '../errors.js';
 import { bindHfTensors, sameShape, shapeText } from './bind.js';
 import { configReader } from './hfconfig.js';
-import type { Activation, ModelConfig, ModelSpec, PoolActivation, TensorSource } from './spec.js';
+import { checkIntermediatePerLayer, INTERMEDIATE_PER_LAYER, intermediateWidths } from './llama.js';
+import {
+  type Activation,
+  intermediateOf,
+  type ModelConfig,
+  type ModelSpec,
+  type PoolActivation,
+  type TensorSource,
+} from './spec.js';
 
 export const BERT_MODEL_TYPES = ['bert', 'roberta', 'distilbert'] as const;
 export type BertModelType = (typeof BERT_MODEL_TYPES)[number];
@@ -64,6 +72,7 @@ export function bertConfigFromHf(json: Record<string, unknown>, configPath: stri
     throw r.fail(`${key('hidden_size', 'dim')} ${hiddenSize} is not a multiple of the ${numHeads} heads`);
   }
   const intermediateSize = r.int(key('intermediate_size', 'hidden_dim'));
+  const intermediatePerLayer = checkIntermediatePerLayer(json, numLayers, intermediateSize, r.fail);
   const activation = r.activation(key('hidden_act', 'activation'), 'gelu');
 
   if (distil && json.sinusoidal_pos_embds === true) {
@@ -102,6 +111,7 @@ export function bertConfigFromHf(json: Record<string, unknown>, configPath: stri
     headsPerLayer,
     kvHeadsPerLayer: [...headsPerLayer],
     intermediateSize,
+    ...(intermediatePerLayer ? { intermediatePerLayer } : {}),
     vocabSize: r.int('vocab_size'),
     // The usable context: the position table has positionOffset more rows.
     maxPositions: positionRows - positionOffset,
@@ -216,7 +226,7 @@ function labelsOf(json: Record<string, unknown>, fail: (msg: string) => Error): 
 
 /** Every role a BERT-family model with `config` has, in a stable order, with its shape. */
 export function bertRoleShapes(config: ModelConfig): Array<[string, number[]]> {
-  const { hiddenSize: D, intermediateSize: I, headDim: hd } = config;
+  const { hiddenSize: D, headDim: hd } = config;
   const out: Array<[string, number[]]> = [
     ['embed.tokens', [config.vocabSize, D]],
     ['embed.positions', [config.maxPositions + (config.positionOffset ?? 0), D]],
@@ -232,8 +242,8 @@ export function bertRoleShapes(config: ModelConfig): Array<[string, number[]]> {
     for (const name of ['q', 'k', 'v']) linear(`${p}.attn.${name}`, q, D);
     linear(`${p}.attn.o`, D, q);
     norm(`${p}.attn_norm`);
-    linear(`${p}.mlp.up`, I, D);
-    linear(`${p}.mlp.down`, D, I);
+    linear(`${p}.mlp.up`, intermediateOf(config, l), D);
+    linear(`${p}.mlp.down`, D, intermediateOf(config, l));
     norm(`${p}.mlp_norm`);
   }
   if (config.classifier) {
@@ -420,6 +430,7 @@ export function bertSpecToHf(
     ['intermediate_size', 'hidden_dim', c.intermediateSize],
   ];
   for (const [bertKey, distilKey, v] of sizes) config[distil ? distilKey : bertKey] = v;
+  if (c.intermediatePerLayer) config[INTERMEDIATE_PER_LAYER] = intermediateWidths(c);
   config.vocab_size = c.vocabSize;
   config.max_position_embeddings = c.maxPositions + offset;
   config.pad_token_id = padId;

@@ -3,7 +3,7 @@
  * parameters a head removal leaves, and FLOPs per token. The one place these are counted, so the search's
  * cost, export's summary and the benchmarks agree.
  */
-import type { ModelConfig, ModelSpec, TensorSource } from './spec.js';
+import { intermediateOf, type ModelConfig, type ModelSpec, type TensorSource } from './spec.js';
 
 const numel = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 
@@ -61,14 +61,18 @@ export function attentionFlops(c: ModelConfig, T: number): number {
   return f;
 }
 
-/** FLOPs per token of a forward over `seq` tokens: 2 per multiply-add in every linear, plus QKᵀ and PV. */
+/**
+ * FLOPs per token of a forward over `seq` tokens: 2 per multiply-add in every linear (each layer's MLP at its own
+ * width: gate, up and down, or up and down for a plain MLP), plus QKᵀ and PV.
+ */
 export function forwardFlopsPerToken(spec: ModelSpec, seq: number): number {
   const c = spec.config;
   let flops = 0;
   for (let l = 0; l < c.numLayers; l++) {
     const q = c.headsPerLayer[l] * c.headDim;
     const kv = c.kvHeadsPerLayer[l] * c.headDim;
-    flops += 2 * c.hiddenSize * (2 * q + 2 * kv) + 2 * 3 * c.hiddenSize * c.intermediateSize;
+    const mlpMatrices = c.mlpKind === 'plain' ? 2 : 3;
+    flops += 2 * c.hiddenSize * (2 * q + 2 * kv) + 2 * mlpMatrices * c.hiddenSize * intermediateOf(c, l);
     flops += 2 * 2 * seq * q;
   }
   return flops + 2 * c.hiddenSize * c.vocabSize;

@@ -172,7 +172,7 @@ export function gemmaConfigFromHf(json: Record<string, unknown>, configPath: str
   }
   const kvHeadOfQuery = kvMaps(json.kv_head_of_query_per_layer, headsPerLayer, kvHeadsPerLayer, r.fail);
   const intermediateSize = r.int('intermediate_size');
-  checkIntermediatePerLayer(json, numLayers, intermediateSize, r.fail);
+  const intermediatePerLayer = checkIntermediatePerLayer(json, numLayers, intermediateSize, r.fail);
 
   // GemmaAttention / Gemma2Attention put attention_bias on all four projections; the MLP has none.
   const attentionBias = r.bool('attention_bias', false);
@@ -188,6 +188,7 @@ export function gemmaConfigFromHf(json: Record<string, unknown>, configPath: str
     headsPerLayer,
     kvHeadsPerLayer,
     intermediateSize,
+    ...(intermediatePerLayer ? { intermediatePerLayer } : {}),
     vocabSize: r.int('vocab_size'),
     maxPositions: r.int('max_position_embeddings', 8192),
     normKind: 'rms',

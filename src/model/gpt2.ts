@@ -16,8 +16,19 @@ import type { HfFolder } from '../checkpoint/hf.js';
 import { fileError, GenepruneError } from '../errors.js';
 import { bindHfTensors } from './bind.js';
 import { configReader, derivedTensor, transposedColumns } from './hfconfig.js';
-import { checkIntermediatePerLayer, INTERMEDIATE_PER_LAYER, perLayerCounts } from './llama.js';
-import type { Activation, ModelConfig, ModelSpec, TensorSource } from './spec.js';
+import {
+  checkIntermediatePerLayer,
+  INTERMEDIATE_PER_LAYER,
+  intermediateWidths,
+  perLayerCounts,
+} from './llama.js';
+import {
+  type Activation,
+  intermediateOf,
+  type ModelConfig,
+  type ModelSpec,
+  type TensorSource,
+} from './spec.js';
 
 const ACTIVATION_TO_HF: Record<Activation, string> = {
   silu: 'silu',
@@ -77,7 +88,7 @@ export function gpt2ConfigFromHf(json: Record<string, unknown>, configPath: stri
     }
   }
   const intermediateSize = r.present('n_inner') ? r.int('n_inner') : 4 * hiddenSize;
-  checkIntermediatePerLayer(json, numLayers, intermediateSize, r.fail);
+  const intermediatePerLayer = checkIntermediatePerLayer(json, numLayers, intermediateSize, r.fail);
   const config: ModelConfig = {
     family: 'gpt2',
     arch: 'decoder',
@@ -90,6 +101,7 @@ export function gpt2ConfigFromHf(json: Record<string, unknown>, configPath: stri
     headsPerLayer,
     kvHeadsPerLayer: [...headsPerLayer],
     intermediateSize,
+    ...(intermediatePerLayer ? { intermediatePerLayer } : {}),
     vocabSize: r.int('vocab_size'),
     maxPositions: r.int('n_positions', 1024),
     normKind: 'layer',
@@ -125,7 +137,7 @@ interface Gpt2Tensor {
 
 /** Every role of a GPT-2 spec, where it lives in a checkpoint whose module names start with `prefix`. */
 function gpt2Layout(c: ModelConfig, prefix: string): Gpt2Tensor[] {
-  const { hiddenSize: D, intermediateSize: I, vocabSize: V, headDim: hd } = c;
+  const { hiddenSize: D, vocabSize: V, headDim: hd } = c;
   const out: Gpt2Tensor[] = [];
   const plain = (role: string, name: string, shape: number[]) =>
     out.push({ role, shape, name: prefix + name, hfShape: shape });
@@ -147,6 +159,7 @@ function gpt2Layout(c: ModelConfig, prefix: string): Gpt2Tensor[] {
     const p = `layers.${l}`;
     const h = `h.${l}`;
     const q = c.headsPerLayer[l] * hd;
+    const I = intermediateOf(c, l);
     plain(`${p}.attn_norm.weight`, `${h}.ln_1.weight`, [D]);
     plain(`${p}.attn_norm.bias`, `${h}.ln_1.bias`, [D]);
     for (const [j, name] of (['q', 'k', 'v'] as const).entries()) {
@@ -246,7 +259,9 @@ export function gpt2SpecToHf(
   if (Object.keys(pruned).length > 0) {
     config.pruned_heads = pruned;
     config.num_attention_heads_per_layer = [...c.headsPerLayer];
-    config[INTERMEDIATE_PER_LAYER] = Array(c.numLayers).fill(c.intermediateSize);
+  }
+  if (config.num_attention_heads_per_layer || c.intermediatePerLayer) {
+    config[INTERMEDIATE_PER_LAYER] = intermediateWidths(c);
   }
   if (c.bosTokenId !== undefined) config.bos_token_id = c.bosTokenId;
   if (c.eosTokenId !== undefined) config.eos_token_id = c.eosTokenId;

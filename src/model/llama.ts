@@ -11,7 +11,14 @@ import { fileError, GenepruneError } from '../errors.js';
 import { bindHfTensors, sameShape, shapeText } from './bind.js';
 import { type Provenance, provenanceProblem } from './identity.js';
 import { ropeScalingText, ropeSettingsFromHf } from './rope.js';
-import { type Activation, kvGroupOf, type ModelConfig, type ModelSpec, type TensorSource } from './spec.js';
+import {
+  type Activation,
+  intermediateOf,
+  kvGroupOf,
+  type ModelConfig,
+  type ModelSpec,
+  type TensorSource,
+} from './spec.js';
 
 export const LLAMA_MODEL_TYPES = ['llama', 'mistral', 'qwen2'] as const;
 export type LlamaModelType = (typeof LLAMA_MODEL_TYPES)[number];
@@ -124,7 +131,7 @@ export function llamaConfigFromHf(json: Record<string, unknown>, configPath: str
   }
   const kvHeadOfQuery = kvMaps(json.kv_head_of_query_per_layer, headsPerLayer, kvHeadsPerLayer, fail);
   const intermediateSize = int('intermediate_size');
-  checkIntermediatePerLayer(json, numLayers, intermediateSize, fail);
+  const intermediatePerLayer = checkIntermediatePerLayer(json, numLayers, intermediateSize, fail);
 
   const config: ModelConfig = {
     family: 'llama',
@@ -137,6 +144,7 @@ export function llamaConfigFromHf(json: Record<string, unknown>, configPath: str
     headsPerLayer,
     kvHeadsPerLayer,
     intermediateSize,
+    ...(intermediatePerLayer ? { intermediatePerLayer } : {}),
     vocabSize: int('vocab_size'),
     maxPositions,
     normKind: 'rms',
@@ -243,26 +251,34 @@ export function perLayerCounts(
 export const INTERMEDIATE_PER_LAYER = 'intermediate_size_per_layer';
 
 /**
- * Accepts config.json's `intermediate_size_per_layer` when every layer has the model's `intermediate` width (what
- * geneprune's exports write); per-layer MLP widths are refused in one line, as ModelConfig has one width for all.
+ * Reads config.json's `intermediate_size_per_layer` (what structured pruning's exports write): one MLP width per
+ * layer, each an integer in 0 … `intermediate` (0 = the layer has no MLP). Returns the widths for
+ * ModelConfig.intermediatePerLayer, or undefined when the key is absent or every layer has the full width (so a
+ * config with uniform widths loads exactly as one without the key). Anything else is refused in one line.
  */
 export function checkIntermediatePerLayer(
   json: Record<string, unknown>,
   numLayers: number,
   intermediate: number,
   fail: (msg: string) => Error,
-): void {
+): number[] | undefined {
   const key = INTERMEDIATE_PER_LAYER;
   const v = json[key];
-  if (v === undefined || v === null) return;
+  if (v === undefined || v === null) return undefined;
   if (!Array.isArray(v) || v.length !== numLayers)
-    throw fail(`"${key}" must be an array of ${numLayers} sizes`);
-  const other = v.findIndex((n) => n !== intermediate);
-  if (other >= 0) {
+    throw fail(`"${key}" must be an array of ${numLayers} sizes, one per layer`);
+  const bad = v.findIndex((n) => !Number.isInteger(n) || n < 0 || n > intermediate);
+  if (bad >= 0) {
     throw fail(
-      `"${key}" gives layer ${other} ${JSON.stringify(v[other])} MLP units where intermediate_size is ${intermediate}: per-layer MLP sizes are not supported yet`,
+      `"${key}" gives layer ${bad} ${JSON.stringify(v[bad])} MLP units: each must be an integer in 0..${intermediate} (intermediate_size)`,
     );
   }
+  return v.every((n) => n === intermediate) ? undefined : [...(v as number[])];
+}
+
+/** Each layer's MLP width (what `intermediate_size_per_layer` holds). */
+export function intermediateWidths(c: ModelConfig): number[] {
+  return Array.from({ length: c.numLayers }, (_, l) => intermediateOf(c, l));
 }
 
 /** Validates per-layer query→KV maps, or checks the uniform grouping is possible when there are none. */
@@ -307,10 +323,12 @@ function tokenId(v: unknown): number | undefined {
 
 /** Every role a LLaMA-family model with `config` has, in a stable order, with its shape. */
 export function llamaRoleShapes(config: ModelConfig): Array<[string, number[]]> {
-  const { hiddenSize: D, intermediateSize: I, vocabSize: V, headDim: hd } = config;
+  const { hiddenSize: D, vocabSize: V, headDim: hd } = config;
   const out: Array<[string, number[]]> = [['embed.tokens', [V, D]]];
   for (let l = 0; l < config.numLayers; l++) {
     const p = `layers.${l}`;
+    // The layer's own MLP width (0: zero-row gate/up, zero-column down, like a head-less layer's q/k/v/o).
+    const I = intermediateOf(config, l);
     const q = config.headsPerLayer[l] * hd;
     const kv = config.kvHeadsPerLayer[l] * hd;
     out.push([`${p}.attn_norm.weight`, [D]]);
@@ -548,6 +566,8 @@ export async function writeLlama2cFromSpec(path: string, spec: ModelSpec): Promi
   if (c.headsPerLayer.some((h) => h !== c.numHeads) || c.kvHeadsPerLayer.some((k) => k !== c.numKvHeads)) {
     problems.push('layers have different head counts');
   }
+  if (c.intermediatePerLayer?.some((w) => w !== c.intermediateSize))
+    problems.push('layers have different MLP widths');
   const uniformMaps = c.kvHeadOfQuery?.every((m) =>
     m.every((k, h) => k === kvGroupOf(h, c.numHeads, c.numKvHeads)),
   );
@@ -620,7 +640,9 @@ export function rotaryDecoderConfig(c: ModelConfig): Record<string, unknown> {
   if (c.headsPerLayer.some((h) => h !== c.numHeads) || c.kvHeadsPerLayer.some((k) => k !== c.numKvHeads)) {
     config.num_attention_heads_per_layer = [...c.headsPerLayer];
     config.num_key_value_heads_per_layer = [...c.kvHeadsPerLayer];
-    config[INTERMEDIATE_PER_LAYER] = Array(c.numLayers).fill(c.intermediateSize);
+  }
+  if (config.num_attention_heads_per_layer || c.intermediatePerLayer) {
+    config[INTERMEDIATE_PER_LAYER] = intermediateWidths(c);
   }
   if (c.kvHeadOfQuery) config.kv_head_of_query_per_layer = c.kvHeadOfQuery.map((m) => [...m]);
   return config;

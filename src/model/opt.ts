@@ -33,10 +33,17 @@ import { configReader } from './hfconfig.js';
 import {
   checkIntermediatePerLayer,
   INTERMEDIATE_PER_LAYER,
+  intermediateWidths,
   perLayerCounts,
   provenanceOfFolder,
 } from './llama.js';
-import type { Activation, ModelConfig, ModelSpec, TensorSource } from './spec.js';
+import {
+  type Activation,
+  intermediateOf,
+  type ModelConfig,
+  type ModelSpec,
+  type TensorSource,
+} from './spec.js';
 
 /** OPT's learned positions start this many rows into embed_positions. */
 export const OPT_POSITION_OFFSET = 2;
@@ -96,7 +103,7 @@ export function optConfigFromHf(json: Record<string, unknown>, configPath: strin
     );
   }
   const intermediateSize = r.int('ffn_dim', 3072);
-  checkIntermediatePerLayer(json, numLayers, intermediateSize, r.fail);
+  const intermediatePerLayer = checkIntermediatePerLayer(json, numLayers, intermediateSize, r.fail);
 
   const config: ModelConfig = {
     family: 'opt',
@@ -110,6 +117,7 @@ export function optConfigFromHf(json: Record<string, unknown>, configPath: strin
     headsPerLayer,
     kvHeadsPerLayer: [...headsPerLayer],
     intermediateSize,
+    ...(intermediatePerLayer ? { intermediatePerLayer } : {}),
     vocabSize: r.int('vocab_size'),
     maxPositions,
     normKind: 'layer',
@@ -137,7 +145,7 @@ export function optConfigFromHf(json: Record<string, unknown>, configPath: strin
 
 /** Every role of an OPT spec with its shape, in a stable order. */
 export function optRoleShapes(c: ModelConfig): Array<[string, number[]]> {
-  const { hiddenSize: D, intermediateSize: I, vocabSize: V, headDim: hd } = c;
+  const { hiddenSize: D, vocabSize: V, headDim: hd } = c;
   const out: Array<[string, number[]]> = [
     ['embed.tokens', [V, D]],
     ['embed.positions', [(c.positionOffset ?? 0) + c.maxPositions, D]],
@@ -145,6 +153,7 @@ export function optRoleShapes(c: ModelConfig): Array<[string, number[]]> {
   for (let l = 0; l < c.numLayers; l++) {
     const p = `layers.${l}`;
     const q = c.headsPerLayer[l] * hd;
+    const I = intermediateOf(c, l);
     out.push([`${p}.attn_norm.weight`, [D]], [`${p}.attn_norm.bias`, [D]]);
     for (const name of ['q', 'k', 'v'] as const) {
       out.push([`${p}.attn.${name}.weight`, [q, D]]);
@@ -262,7 +271,9 @@ export function optSpecToHf(spec: ModelSpec): {
   if (c.headsPerLayer.some((h) => h !== c.numHeads)) {
     config.num_attention_heads_per_layer = [...c.headsPerLayer];
     config.num_key_value_heads_per_layer = [...c.kvHeadsPerLayer];
-    config[INTERMEDIATE_PER_LAYER] = Array(c.numLayers).fill(c.intermediateSize);
+  }
+  if (config.num_attention_heads_per_layer || c.intermediatePerLayer) {
+    config[INTERMEDIATE_PER_LAYER] = intermediateWidths(c);
   }
 
   const tensors = new Map<string, TensorSource>();

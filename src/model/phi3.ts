@@ -36,7 +36,13 @@ import {
   rotaryDecoderConfig,
 } from './llama.js';
 import { longropeScalingFromHf, type RopeScaling, type RopeScalingSource } from './rope.js';
-import type { Activation, ModelConfig, ModelSpec, TensorSource } from './spec.js';
+import {
+  type Activation,
+  intermediateOf,
+  type ModelConfig,
+  type ModelSpec,
+  type TensorSource,
+} from './spec.js';
 
 const ACTIVATION_TO_HF: Record<Activation, string> = {
   silu: 'silu',
@@ -160,7 +166,7 @@ export function phi3ConfigFromHf(json: Record<string, unknown>, configPath: stri
   const kvHeadOfQuery = kvMaps(json.kv_head_of_query_per_layer, headsPerLayer, kvHeadsPerLayer, r.fail);
 
   const intermediateSize = r.int('intermediate_size');
-  checkIntermediatePerLayer(json, numLayers, intermediateSize, r.fail);
+  const intermediatePerLayer = checkIntermediatePerLayer(json, numLayers, intermediateSize, r.fail);
 
   const config: ModelConfig = {
     family: 'phi3',
@@ -174,6 +180,7 @@ export function phi3ConfigFromHf(json: Record<string, unknown>, configPath: stri
     headsPerLayer,
     kvHeadsPerLayer,
     intermediateSize,
+    ...(intermediatePerLayer ? { intermediatePerLayer } : {}),
     vocabSize: r.int('vocab_size'),
     maxPositions,
     normKind: 'rms',
@@ -219,10 +226,11 @@ interface FusedLayout {
 
 /** Per layer, the two fused tensors of `config` (sizes from the layer's own head counts). */
 function fusedLayouts(config: ModelConfig): FusedLayout[] {
-  const { hiddenSize: D, intermediateSize: I, headDim: hd } = config;
+  const { hiddenSize: D, headDim: hd } = config;
   const out: FusedLayout[] = [];
   for (let l = 0; l < config.numLayers; l++) {
     const p = `layers.${l}`;
+    const I = intermediateOf(config, l);
     const q = config.headsPerLayer[l] * hd;
     const kv = config.kvHeadsPerLayer[l] * hd;
     out.push({

@@ -135,7 +135,7 @@ export function qwen3ConfigFromHf(json: Record<string, unknown>, configPath: str
   // Qwen3Attention puts attention_bias on q, k, v and o alike; Qwen3MLP has no biases (no mlp_bias key).
   const attentionBias = r.bool('attention_bias', false);
   const intermediateSize = r.int('intermediate_size');
-  checkIntermediatePerLayer(json, numLayers, intermediateSize, r.fail);
+  const intermediatePerLayer = checkIntermediatePerLayer(json, numLayers, intermediateSize, r.fail);
 
   const config: ModelConfig = {
     family: 'qwen3',
@@ -149,6 +149,7 @@ export function qwen3ConfigFromHf(json: Record<string, unknown>, configPath: str
     headsPerLayer,
     kvHeadsPerLayer,
     intermediateSize,
+    ...(intermediatePerLayer ? { intermediatePerLayer } : {}),
     vocabSize: r.int('vocab_size'),
     maxPositions,
     normKind: 'rms',

@@ -22,6 +22,11 @@ export interface RandomLlamaOptions {
   numHeads: number;
   numKvHeads: number;
   intermediateSize: number;
+  /**
+   * Each layer's MLP width, 0 … intermediateSize (0: no MLP in that layer); default intermediateSize everywhere.
+   * Uniform full widths leave ModelConfig.intermediatePerLayer absent, as a loaded config would.
+   */
+  intermediatePerLayer?: number[];
   vocabSize: number;
   maxPositions: number;
   /** Default hiddenSize / numHeads. */
@@ -72,6 +77,17 @@ export function randomLlamaSpec(opts: RandomLlamaOptions): ModelSpec {
       'randomLlamaSpec: numHeads must be a multiple of numKvHeads and headDim even',
     );
   }
+  const widths = opts.intermediatePerLayer;
+  if (
+    widths &&
+    (widths.length !== opts.numLayers ||
+      widths.some((w) => !Number.isInteger(w) || w < 0 || w > opts.intermediateSize))
+  ) {
+    throw new GenepruneError(
+      'model',
+      `randomLlamaSpec: intermediatePerLayer must be ${opts.numLayers} integers in 0..${opts.intermediateSize}`,
+    );
+  }
   const rope = ropeSettingsFromHf(
     { rope_theta: opts.ropeTheta, rope_scaling: opts.ropeScaling },
     opts.maxPositions,
@@ -81,6 +97,7 @@ export function randomLlamaSpec(opts: RandomLlamaOptions): ModelSpec {
     family: 'llama',
     modelType,
     ...counts,
+    ...(widths?.some((w) => w !== opts.intermediateSize) ? { intermediatePerLayer: [...widths] } : {}),
     headsPerLayer: Array(opts.numLayers).fill(opts.numHeads),
     kvHeadsPerLayer: Array(opts.numLayers).fill(opts.numKvHeads),
     normKind: 'rms',

@@ -15,9 +15,8 @@
  * - kvHeadOfQuery is written only when some layer's map is not the uniform grouping; it then lists every
  *   layer (the config reader requires one map per layer).
  * - A layer may keep no heads: its q/k/v/o tensors become zero-row/zero-column tensors (the shapes
- *   llamaRoleShapes implies, so HF export and reload work). The decoder graph then skips the layer's attention,
- *   so a decoder whose o projection has a bias (GPT-2) is refused: the masked model still adds that bias. The
- *   encoder graph adds the bias alone for a head-less layer, so encoders are pruned exactly either way.
+ *   llamaRoleShapes implies, so HF export and reload work). The decoder and encoder graphs then add the o
+ *   projection's bias alone (where it has one), as the masked model does, so every family is pruned exactly.
  * - Tensors are sliced lazily: each pruned tensor loads its source only when its own load() is called.
  *   Tensors a pruning leaves whole are the source's own TensorSource objects.
  */
@@ -166,19 +165,6 @@ function checkShape(
   return t;
 }
 
-/**
- * True when the plan leaves decoder layer l without heads while its o projection has a bias: the masked model
- * adds that bias, the decoder graph skips a head-less layer's attention (the encoder graph adds the bias alone).
- */
-function emptiesBiasedLayer(spec: ModelSpec, plan: LayerPlan, l: number): boolean {
-  return (
-    plan.query.length === 0 &&
-    spec.config.headsPerLayer[l] > 0 &&
-    archOf(spec.config).headlessAttention === 'skip' &&
-    spec.tensors.has(`layers.${l}.attn.o.bias`)
-  );
-}
-
 /** The spec with the heads the genome removes physically gone (see the module comment for conventions). */
 export function pruneHeads(spec: ModelSpec, genome: Genome): ModelSpec {
   // Encoder-decoders have three stacks and shared relative-bias tables: their own rules (encdec-heads.ts).
@@ -194,13 +180,6 @@ export function pruneHeads(spec: ModelSpec, genome: Genome): ModelSpec {
     const heads = c.headsPerLayer[l];
     const kvHeads = c.kvHeadsPerLayer[l];
     const p = `layers.${l}.attn`;
-    if (emptiesBiasedLayer(spec, plan, l)) {
-      throw modelError(
-        spec,
-        `the genome removes every head of layer ${l}, but its o projection has a bias that a decoder layer ` +
-          'without attention cannot keep (keep at least one head in that layer)',
-      );
-    }
     maps.push(plan.kvOfQuery);
     const sliceRows = (name: string, total: number, kept: number[]) => {
       for (const kind of ['weight', 'bias'] as const) {

@@ -23,6 +23,9 @@ import { writeRandomEncoder } from '../helpers/encoders.js';
 import { writeGemma } from '../helpers/gemma.js';
 import { writeGpt2 } from '../helpers/gpt2.js';
 import { randomTokens } from '../helpers/llamalike.js';
+import { writeOpt } from '../helpers/opt.js';
+import { writePhi3 } from '../helpers/phi3.js';
+import { writeQwen3 } from '../helpers/qwen3.js';
 import { randomT5 } from '../helpers/t5.js';
 import { referenceEncoderForward } from '../reference/bert.js';
 import { gemmaForward } from '../reference/gemma.js';
@@ -261,6 +264,101 @@ describe('structured masks in encoders', () => {
     const d = worstDiff(out, expected);
     assert.ok(d <= 1e-4, `max abs diff ${d}`);
   });
+});
+
+/**
+ * The copy of a model that computes a plan unmasked: removed heads' o columns, removed channels' down columns, and
+ * a skipped block's o / down weight and bias set to zero (a skipped Gemma 2 block's post-norm then sees zeros,
+ * which it maps to zeros).
+ */
+async function zeroPadded(spec: ModelSpec, plan: StructuredPlan): Promise<ModelSpec> {
+  const c = spec.config;
+  const tensors = new Map(spec.tensors);
+  const set = async (role: string, keepCol: (j: number) => boolean) => {
+    const t = spec.tensors.get(role);
+    if (!t) return;
+    const data = Float32Array.from(await t.load());
+    const cols = t.shape.length === 2 ? t.shape[1] : t.shape[0];
+    const rows = t.shape.length === 2 ? t.shape[0] : 1;
+    for (let r = 0; r < rows; r++) for (let j = 0; j < cols; j++) if (!keepCol(j)) data[r * cols + j] = 0;
+    tensors.set(role, memoryTensor([...t.shape], data));
+  };
+  for (let i = 0; i < c.numLayers; i++) {
+    const p = `layers.${i}`;
+    if (plan.skipAttention[i]) {
+      await set(`${p}.attn.o.weight`, () => false);
+      await set(`${p}.attn.o.bias`, () => false);
+    } else await set(`${p}.attn.o.weight`, (j) => plan.heads[i].includes(Math.floor(j / c.headDim)));
+    if (plan.skipMlp[i]) {
+      await set(`${p}.mlp.down.weight`, () => false);
+      await set(`${p}.mlp.down.bias`, () => false);
+    } else await set(`${p}.mlp.down.weight`, (j) => plan.channels[i].includes(j));
+  }
+  return { ...spec, tensors };
+}
+
+describe('structured masks in every decoder family = the zero-padded copy', () => {
+  const folders: Array<[string, (dir: string) => Promise<unknown>]> = [
+    [
+      'opt',
+      (dir) => writeOpt(dir, { hidden: 32, heads: 4, layers: 3, ffn: 40, vocab: 41, positions: 16 }, 1),
+    ],
+    [
+      'phi3',
+      (dir) =>
+        writePhi3(
+          dir,
+          { hidden: 32, layers: 3, heads: 4, kvHeads: 2, inter: 40, vocab: 41, maxPositions: 32 },
+          2,
+        ),
+    ],
+    [
+      'qwen3',
+      (dir) =>
+        writeQwen3(dir, { hidden: 32, layers: 3, heads: 4, kvHeads: 2, headDim: 8, inter: 40, vocab: 41 }, 3),
+    ],
+    [
+      'gemma',
+      (dir) =>
+        writeGemma(
+          dir,
+          { type: 'gemma', hidden: 24, layers: 3, heads: 4, kvHeads: 1, headDim: 8, inter: 40, vocab: 29 },
+          4,
+        ),
+    ],
+    [
+      'gemma2',
+      (dir) =>
+        writeGemma(
+          dir,
+          { type: 'gemma2', hidden: 24, layers: 3, heads: 4, kvHeads: 2, headDim: 8, inter: 40, vocab: 29 },
+          5,
+        ),
+    ],
+    [
+      'gpt2',
+      (dir) => writeGpt2(dir, { embd: 32, heads: 4, layers: 3, inner: 40, vocab: 41, positions: 16 }, 6),
+    ],
+  ];
+  for (const [name, write] of folders) {
+    test(`${name}: fused and explicit`, async () => {
+      const dir = join(tmp.dir, `padded-${name}`);
+      await write(dir);
+      const spec = await loadModelSpec(dir);
+      const plan = randomPlan(spec, 12);
+      const copy = await zeroPadded(spec, plan);
+      const seqs = [randomTokens(8, 29, 1), randomTokens(8, 29, 2)];
+      for (const attention of ['fused', 'explicit'] as const) {
+        const masked = await engineLogits(spec, seqs, plan, { attention });
+        const padded = await engineLogits(copy, seqs, undefined, { attention });
+        let worst = 0;
+        masked.forEach((v, k) => {
+          worst = Math.max(worst, Math.abs(v - padded[k]));
+        });
+        assert.ok(worst <= 1e-4, `${attention}: max abs diff ${worst}`);
+      }
+    });
+  }
 });
 
 describe('structured masks: independent checks', () => {

@@ -145,7 +145,10 @@ describe('GPT-2 configs the graph cannot honour fail in one line', () => {
       { pruned_heads: { '0': [1] }, num_attention_heads_per_layer: [4, 4] },
       '"num_attention_heads_per_layer" gives layer 0 4 heads, "pruned_heads" leaves it 3',
     ],
-    [{ intermediate_size_per_layer: [1, 1] }, 'per-layer MLP sizes are not supported yet'],
+    [
+      { intermediate_size_per_layer: [48, 49] },
+      'gives layer 1 49 MLP units: each must be an integer in 0..48',
+    ],
   ] as const) {
     test(words, async () => {
       const dir = join(tmp.dir, `bad-${words.length}`);

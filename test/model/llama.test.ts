@@ -306,8 +306,8 @@ describe('llama config / tensor errors', () => {
       ],
       [{ intermediate_size_per_layer: [12] }, /"intermediate_size_per_layer" must be an array of 2 sizes/],
       [
-        { intermediate_size_per_layer: [12, 6] },
-        /gives layer 1 6 MLP units where intermediate_size is 12: per-layer MLP sizes are not supported yet/,
+        { intermediate_size_per_layer: [12, 13] },
+        /gives layer 1 13 MLP units: each must be an integer in 0\.\.12 \(intermediate_size\)/,
       ],
     ];
     for (const [patch, pattern] of cases) {

@@ -436,7 +436,7 @@ test('compact decoder folders ship modeling_geneprune.py, auto_map and the per-l
   assert.match(w.loaders!.readers.join('; '), /with the stock class \(nothing removed\)/);
 });
 
-test('intermediate_size_per_layer is read back when uniform and refused in one line otherwise', async () => {
+test('intermediate_size_per_layer is read back when uniform and refused in one line past intermediate_size', async () => {
   const { randomLlamaSpec } = await import('../../src/model/random.js');
   const spec = randomLlamaSpec({
     hiddenSize: 16,
@@ -454,10 +454,11 @@ test('intermediate_size_per_layer is read back when uniform and refused in one l
   const config = JSON.parse(readFileSync(path, 'utf8'));
   assert.deepEqual(config.intermediate_size_per_layer, [24, 24]);
   assert.equal((await loadModelSpec(out)).config.intermediateSize, 24);
-  writeFileSync(path, JSON.stringify({ ...config, intermediate_size_per_layer: [24, 16] }));
+  assert.equal((await loadModelSpec(out)).config.intermediatePerLayer, undefined);
+  writeFileSync(path, JSON.stringify({ ...config, intermediate_size_per_layer: [24, 25] }));
   await rejectsFileError(
     loadModelSpec(out),
     path,
-    /^"intermediate_size_per_layer" gives layer 1 16 MLP units where intermediate_size is 24: per-layer MLP sizes are not supported yet$/,
+    /^"intermediate_size_per_layer" gives layer 1 25 MLP units: each must be an integer in 0\.\.24 \(intermediate_size\)$/,
   );
 });

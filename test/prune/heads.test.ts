@@ -356,11 +356,16 @@ describe('refusals', () => {
     assert.throws(() => pruneHeads(spec, g), isModelError(/gene 5 is 2/));
   });
 
-  test('a decoder layer left without heads whose o projection has a bias', () => {
-    assert.throws(
-      () => pruneHeads(spec, genomeRemoving(3, 4, [[], [0, 1, 2, 3]])),
-      isModelError(/every head of layer 1.*bias/),
-    );
+  test('a decoder layer left without heads whose o projection has a bias is pruned: it adds the bias alone', async () => {
+    const genome = genomeRemoving(3, 4, [[], [0, 1, 2, 3]]);
+    const pruned = pruneHeads(spec, genome);
+    assert.equal(pruned.config.headsPerLayer[1], 0);
+    assert.deepEqual(pruned.tensors.get('layers.1.attn.o.weight')!.shape, [32, 0]);
+    assert.ok(pruned.tensors.has('layers.1.attn.o.bias'));
+    const rows = tokenRows(37);
+    const masked = await logits(spec, rows, headMaskOf(spec.config, genome));
+    const d = maxDiff(masked, await logits(pruned, rows));
+    assert.ok(d <= 1e-4, `masked vs physically pruned max abs diff ${d}`);
   });
 
   test('zeroHeads is not refused there: the padded model adds the o bias alone, as the masked one does', async () => {

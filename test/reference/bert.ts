@@ -59,10 +59,10 @@ function activation(name: string): (x: number) => number {
   }
 }
 
-/** y = W x + b, W stored [out, in] (torch.nn.Linear). */
+/** y = W x + b, W stored [out, in] (torch.nn.Linear); out is the bias's length (so an input of width 0 works). */
 function linear(W: Float32Array, b: Float32Array, x: Float64Array): Float64Array {
   const inn = x.length;
-  const out = W.length / inn;
+  const out = b.length;
   const y = new Float64Array(out);
   for (let o = 0; o < out; o++) {
     let s = b[o];

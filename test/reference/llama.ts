@@ -281,6 +281,11 @@ export function referenceForward(
         next.push(xs[t].map((v, i) => v + keepBlock * o[i]));
       }
       xs = next;
+    } else {
+      // No heads: the block's output is the o projection's bias alone (nothing without one).
+      const bias = w.get(`${p}.attn.o.bias`);
+      const keepBlock = opts.blockMask ? opts.blockMask[l][0] : 1;
+      if (bias) xs = xs.map((x) => x.map((v, i) => v + keepBlock * bias[i]));
     }
     opts.onBlockInput?.(l, 'mlp', xs);
     xs = xs.map((x, t) => {

@@ -158,6 +158,12 @@ const BENCHES: Record<string, Bench> = {
     args: [],
     quick: ['--quick', '--repeats', '1'],
   },
+  latency: {
+    npm: 'bench:latency',
+    script: 'bench/latency-check.ts',
+    args: [],
+    quick: ['--shapes', 'tiny', '--runs', '1'],
+  },
   scale: {
     npm: 'bench:scale',
     script: 'bench/scale.ts',

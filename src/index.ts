@@ -6,7 +6,13 @@
  */
 
 // The commands.
-export { type BenchModelReport, type BenchOptions, type BenchReport, bench } from './api/bench.js';
+export {
+  type BenchLatencyPrediction,
+  type BenchModelReport,
+  type BenchOptions,
+  type BenchReport,
+  bench,
+} from './api/bench.js';
 export { type EvaluateBleuOptions, type EvaluateBleuResult, evaluateBleu } from './api/bleu.js';
 export {
   type EvaluateChoicesOptions,
@@ -143,6 +149,16 @@ export {
   type WeightFile,
   type Weights,
 } from './graph/weights.js';
+export { type CalibrateOptions, calibrateLatency } from './latency/calibrate.js';
+export {
+  type LatencyProfile,
+  layerShapesOfConfig,
+  planSeconds,
+  predictedSpeedup,
+  predictSeconds,
+  readLatencyProfile,
+  writeLatencyProfile,
+} from './latency/profile.js';
 export { type HeadMaskFile, loadMaskFile, makeMaskFile, readMaskFile } from './masks/headfile.js';
 export {
   holdsPattern,

@@ -25,6 +25,9 @@ interface BenchFlags {
   dtype: string;
   threads?: string;
   memoryBudget?: string;
+  latencyProfile?: string;
+  saveLatencyProfile?: string;
+  latencyModel: boolean;
   json?: boolean;
 }
 
@@ -51,12 +54,19 @@ export function registerBench(program: Command): void {
     .addOption(computeDtypeOption())
     .addOption(threadsOption())
     .addOption(memoryBudgetOption())
+    .option(
+      '--latency-profile <file>',
+      "the latency model's profile to predict from (default: calibrate on A here)",
+    )
+    .option('--save-latency-profile <file>', 'write the latency profile calibrated here to this file')
+    .option('--no-latency-model', "no latency model prediction (skips the calibration's time)")
     .option('--json', 'print the result as one JSON object')
     .addHelpText(
       'after',
       `
 Speedup is A's time over B's; the FLOP ratio is A's forward FLOPs per token over B's, the speedup the
-removed work predicts. Example:
+removed work predicts; the latency model's predicted speedup is priced from per-layer attention and MLP times
+measured on this device (a stored profile must match A's shape and these settings). Example:
   geneprune bench --mask runs/heads-25/mask.json
   geneprune bench --model big-folder --model exported/pruned`,
     )
@@ -75,6 +85,8 @@ removed work predicts. Example:
         dtype: parseComputeDtype(flags.dtype),
         threads: flags.threads ? parseThreadsFlag(flags.threads) : undefined,
         memoryBudget: flags.memoryBudget ? parseByteSize('--memory-budget', flags.memoryBudget) : undefined,
+        latencyProfile: flags.latencyModel === false ? false : flags.latencyProfile,
+        saveLatencyProfile: flags.saveLatencyProfile,
         onStatus: flags.json ? undefined : (line) => process.stderr.write(`${line}\n`),
       });
       if (flags.json) {
@@ -93,6 +105,9 @@ removed work predicts. Example:
         row('B', r.b),
         `prefill speedup ${r.prefillSpeedup.toFixed(3)}x, generation speedup ${r.generateSpeedup.toFixed(3)}x, FLOP ratio ${r.flopRatio.toFixed(3)}x`,
         `prefill speedup / FLOP ratio = ${r.prefillSpeedupOverFlopRatio.toFixed(3)}`,
+        r.latency
+          ? `latency model (${r.latency.profile === 'calibrated' ? 'calibrated here' : r.latency.profile}): predicted prefill speedup ${r.latency.predictedSpeedup.toFixed(3)}x (${r.latency.relativeError >= 0 ? '+' : ''}${(100 * r.latency.relativeError).toFixed(1)} % against the measured)`
+          : `latency model: no prediction (${r.latencySkipped})`,
         `peak memory ${(r.peakRssBytes / 2 ** 30).toFixed(2)} GiB`,
       ];
       process.stdout.write(`${lines.join('\n')}\n`);

@@ -53,6 +53,8 @@ export interface RunnerOptions {
   maxSeq?: number;
   /** Benchmarks: see EngineOptions.profileFilePrefix. */
   profileFilePrefix?: string;
+  /** See EngineOptions.spinning. */
+  spinning?: boolean;
   /** Vocabulary rows per output-head chunk for 'nll'/'kl' (default VOCAB_CHUNK); see DecoderGraphOptions. */
   vocabChunk?: number;
   /**
@@ -194,6 +196,7 @@ export async function createRunner(spec: ModelSpec, opts: RunnerOptions): Promis
       threads: opts.threads,
       dtype,
       profileFilePrefix: opts.profileFilePrefix,
+      spinning: opts.spinning,
     });
   } finally {
     // ORT holds its own copy once started: a file of our own is deleted now.

@@ -24,6 +24,12 @@ export interface EngineOptions {
    * working directory when the engine is released.
    */
   profileFilePrefix?: string;
+  /**
+   * false: the intra-op threads sleep as soon as a run ends instead of spinning a while for the next one (ONNX
+   * Runtime's default). Timing many sessions round-robin needs it: spinning pools of idle sessions take the cores
+   * from the one running. Default: ONNX Runtime's (spinning).
+   */
+  spinning?: boolean;
   /** The graph's compute dtype, named when a provider cannot start it (default fp32). */
   dtype?: 'fp32' | 'fp16' | 'bf16';
 }
@@ -115,6 +121,7 @@ export async function createEngine(
   // More threads than cores only spin against each other (the CLI notes its cap; a library caller gets it quietly).
   if (opts.threads && opts.threads > 0)
     options.intraOpNumThreads = Math.min(opts.threads, availableParallelism());
+  if (opts.spinning === false) options.extra = { session: { intra_op: { allow_spinning: '0' } } };
   if (opts.profileFilePrefix) {
     options.enableProfiling = true;
     options.profileFilePrefix = opts.profileFilePrefix;

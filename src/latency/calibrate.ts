@@ -6,23 +6,22 @@
  * biases and attention path, built by the same graph builder and run by the same runner as a search's or a
  * benchmark's forward.
  *
- * How each number is found (median of `runs` timed runs after `warmup` untimed ones, over `passes` sweeps of every
- * level, each level its own session, one session open at a time):
+ * How each number is found (median of `runs` timed rounds after `warmup` untimed ones; in a round every open session
+ * runs once, so load drifting on a shared machine falls on every level alike — see timeBlocks):
  * - a one-layer block graph (layers [1, 2) of a three-layer probe model: input the residual stream, output the
  *   residual stream, no embedding or head) of a layer with h heads and MLP width w takes T(h, w);
- * - the block's own per-run overhead E (feeding the hidden states in, reading them out) is 2·T₁ − T₂, where T₂ is
- *   a two-layer block of the same (0 heads, width 1) layers — the difference method, since a block of no layers
- *   cannot be built;
- * - mlp(w) = T(0, w) − E (a layer of 0 heads runs no attention at all: it is its MLP block, norm and residual
- *   add included);
- * - attention(h) = T(h, 1) − T(0, 1): the same layer with and without its attention block, beside an MLP of width 1;
- * - base = dense forward − Σ layers' table costs (difference, the default) — the dense forward being the 'nll'
- *   forward `geneprune bench` and the searches time, of a random model of the full dense shape. The direct base (a
- *   model of one layer with 0 heads and width 1, less that layer) is measured too and kept in the notes;
- *   docs/notes-latency.md says which predicted better and why the difference method is the default.
+ * - the empty layer (0 heads, width 0) runs no operator: T(0, 0) is the block's own per-run overhead (feeding the
+ *   hidden states in, reading them out), which no layer inside a model pays;
+ * - mlp(w) = T(0, w) − T(0, 0) and attention(h) = T(h, 0) − T(0, 0): each block alone, its norm and residual add
+ *   included;
+ * - base: 'difference' (the default) = dense forward − Σ the dense layers' table costs, the dense forward being the
+ *   'nll' forward `geneprune bench` and the searches time, of a random model of the full dense shape; 'direct' = the
+ *   forward of a model of one empty layer (a model without layers), the layer tables then scaled so the dense
+ *   prediction is the dense forward. Both are measured and kept (withBaseMethod switches);
+ *   docs/notes-latency.md says which predicted better.
  */
 import { readFileSync } from 'node:fs';
-import { createRunner } from '../engine/runner.js';
+import { createRunner, type ModelRunner } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
 import { GenepruneError } from '../errors.js';
 import type { ComputeDtype } from '../graph/weights.js';
@@ -77,8 +76,8 @@ export interface CalibrateOptions {
   statistic?: 'median' | 'min';
   /** How base and layerScale are found (default 'difference'; see PrefillTables.baseMethod). */
   baseMethod?: BaseMethod;
-  /** Sweeps over every level (default 2): each level's median is over the timed runs of all passes. */
-  passes?: number;
+  /** Weights (bytes) of the block sessions open at once (default 1 GiB): levels in one group run round-robin. */
+  sessionBytes?: number;
   onProgress?: (line: string) => void;
 }
 
@@ -216,80 +215,123 @@ interface BlockProbe {
   layers: number;
 }
 
-/**
- * Median seconds of each probe's block. One session is open at a time: ONNX Runtime's intra-op threads spin for a
- * while after each run, so sessions timed round-robin slow each other down (measured: a two-layer block of the
- * cheapest layer took 16x its one-layer time when 22 sessions were open). Against the machine's own load drifting
- * (this machine is shared), the sweep runs `passes` times and each level's median is over the runs of every pass.
- */
-async function timeBlocks(probes: BlockProbe[], t: Timing, seed: number, passes: number): Promise<number[]> {
-  const rng = createRng(seed);
-  const D = probes[0].spec.config.hiddenSize;
-  const hidden = new Float32Array(t.batch * t.seq * D);
-  for (let i = 0; i < hidden.length; i++) hidden[i] = rng.nextFloat() * 2 - 1;
-  const batch = { batch: t.batch, seq: t.seq, ids: new BigInt64Array(t.batch * t.seq), hidden };
-  const ms: number[][] = probes.map(() => []);
-  for (let pass = 0; pass < passes; pass++) {
-    for (const [i, p] of probes.entries()) {
-      const runner = await createRunner(p.spec, {
-        output: 'hidden',
-        layers: [1, 1 + p.layers],
-        device: t.device,
-        threads: t.threads,
-        dtype: t.dtype,
-        maxSeq: t.seq,
-      });
-      try {
-        for (let r = 0; r < t.warmup + t.runs; r++) {
-          const t0 = performance.now();
-          await runner.run(batch);
-          if (r >= t.warmup) ms[i].push(performance.now() - t0);
-        }
-      } finally {
-        await runner.release();
-      }
+/** Bytes of fp32 weights a probe's block session holds (to bound how many sessions are open at once). */
+function blockBytes(p: BlockProbe): number {
+  let n = 0;
+  for (const [role, t] of p.spec.tensors) {
+    const m = /^layers\.(\d+)\./.exec(role);
+    if (m && Number(m[1]) >= 1 && Number(m[1]) <= p.layers) n += t.shape.reduce((a, b) => a * b, 1);
+  }
+  return 4 * n;
+}
+
+/** Runs `run(i)` for every session round-robin, `warmup` untimed rounds first; returns each one's timings in ms. */
+async function roundRobin(
+  count: number,
+  run: (i: number) => Promise<unknown>,
+  t: Timing,
+): Promise<number[][]> {
+  const ms: number[][] = Array.from({ length: count }, () => []);
+  for (let r = 0; r < t.warmup + t.runs; r++) {
+    for (let i = 0; i < count; i++) {
+      const t0 = performance.now();
+      await run(i);
+      if (r >= t.warmup) ms[i].push(performance.now() - t0);
     }
   }
-  return ms.map((m) => reduce(m, t) / 1000);
+  return ms;
 }
 
 /**
- * Median seconds of the 'nll' forward (what bench's prefill times) of whole models, one session open at a time,
- * over `passes` passes (as timeBlocks).
+ * Each probe's block time less the reference block's (seconds), and the reference's own. Levels are timed
+ * round-robin — every open session runs once per round — so the machine's load, which drifts (this machine is
+ * shared), falls on every level alike; sessions are built without spinning threads, since the spinning pools of
+ * idle sessions would take the cores from the one running (measured: 1.7x slower forwards with three sessions
+ * round-robin). Sessions open at most `budgetBytes` of weights at a time; each group times the reference too, and a
+ * level is its time less its own group's reference.
  */
-export async function timeForwards(
-  specs: ModelSpec[],
+async function timeBlocks(
+  reference: BlockProbe,
+  probes: BlockProbe[],
   t: Timing,
   seed: number,
-  passes = 1,
-): Promise<number[]> {
+  budgetBytes: number,
+): Promise<{ reference: number; levels: number[] }> {
   const rng = createRng(seed);
-  const V = Math.min(...specs.map((s) => s.config.vocabSize));
+  const D = reference.spec.config.hiddenSize;
+  const hidden = new Float32Array(t.batch * t.seq * D);
+  for (let i = 0; i < hidden.length; i++) hidden[i] = rng.nextFloat() * 2 - 1;
+  const batch = { batch: t.batch, seq: t.seq, ids: new BigInt64Array(t.batch * t.seq), hidden };
+  const levels: number[] = [];
+  const references: number[] = [];
+  let next = 0;
+  while (next < probes.length) {
+    const group: BlockProbe[] = [reference];
+    let bytes = blockBytes(reference);
+    while (next < probes.length && (group.length === 1 || bytes + blockBytes(probes[next]) <= budgetBytes)) {
+      bytes += blockBytes(probes[next]);
+      group.push(probes[next++]);
+    }
+    const runners: ModelRunner[] = [];
+    try {
+      for (const p of group) {
+        runners.push(
+          await createRunner(p.spec, {
+            output: 'hidden',
+            layers: [1, 1 + p.layers],
+            device: t.device,
+            threads: t.threads,
+            dtype: t.dtype,
+            maxSeq: t.seq,
+            spinning: false,
+          }),
+        );
+      }
+      const ms = await roundRobin(runners.length, (i) => runners[i].run(batch), t);
+      const seconds = ms.map((m) => reduce(m, t) / 1000);
+      references.push(seconds[0]);
+      for (const x of seconds.slice(1)) levels.push(x - seconds[0]);
+    } finally {
+      for (const r of runners) await r.release();
+    }
+  }
+  return { reference: median(references), levels };
+}
+
+/**
+ * The 'nll' forward (what bench's prefill times) of two whole models, timed round-robin as timeBlocks does (no
+ * spinning threads): seconds of each, by the timing's statistic.
+ */
+export async function timePair(
+  a: ModelSpec,
+  b: ModelSpec,
+  t: Timing,
+  seed: number,
+): Promise<[number, number]> {
+  const rng = createRng(seed);
+  const V = Math.min(a.config.vocabSize, b.config.vocabSize);
   const n = t.batch * t.seq;
   const ids = BigInt64Array.from({ length: n }, () => BigInt(rng.nextInt(V)));
   const targets = BigInt64Array.from({ length: n }, () => BigInt(rng.nextInt(V)));
-  const ms: number[][] = specs.map(() => []);
-  for (let pass = 0; pass < passes; pass++) {
-    for (const [i, spec] of specs.entries()) {
-      const runner = await createRunner(spec, {
-        output: 'nll',
-        device: t.device,
-        threads: t.threads,
-        dtype: t.dtype,
-        maxSeq: t.seq,
-      });
-      try {
-        for (let r = 0; r < t.warmup + t.runs; r++) {
-          const t0 = performance.now();
-          await runner.run({ batch: t.batch, seq: t.seq, ids, targets });
-          if (r >= t.warmup) ms[i].push(performance.now() - t0);
-        }
-      } finally {
-        await runner.release();
-      }
+  const runners: ModelRunner[] = [];
+  try {
+    for (const spec of [a, b]) {
+      runners.push(
+        await createRunner(spec, {
+          output: 'nll',
+          device: t.device,
+          threads: t.threads,
+          dtype: t.dtype,
+          maxSeq: t.seq,
+          spinning: false,
+        }),
+      );
     }
+    const ms = await roundRobin(2, (i) => runners[i].run({ batch: t.batch, seq: t.seq, ids, targets }), t);
+    return [reduce(ms[0], t) / 1000, reduce(ms[1], t) / 1000];
+  } finally {
+    for (const r of runners) await r.release();
   }
-  return ms.map((m) => reduce(m, t) / 1000);
 }
 
 /** Sorted unique levels with the two ends included. */
@@ -334,37 +376,29 @@ export async function calibrateLatency(spec: ModelSpec, opts: CalibrateOptions):
 
   // The reference layer (0 heads, width 1) and its two-layer stack, the MLP widths, and the head levels beside an
   // MLP of width 1.
-  const ref: BlockProbe = { spec: probe(3, { heads: 0, width: 1 }), layers: 1 };
-  const mlpWidths = widths.filter((x) => x > 1);
+  // The empty layer (0 heads, width 0: no operator at all) is the reference: its block time is the block's own
+  // overhead (feeding and reading the residual stream), which no layer of a model pays.
+  const empty: ShapeLayer = { heads: 0, width: 0 };
+  const ref: BlockProbe = { spec: probe(3, empty), layers: 1 };
+  const mlpWidths = widths.filter((x) => x > 0);
   const headCounts = heads.filter((x) => x > 0);
   const probes: BlockProbe[] = [
-    { spec: probe(4, { heads: 0, width: 1 }), layers: 2 },
     ...mlpWidths.map((w) => ({ spec: probe(3, { heads: 0, width: w }), layers: 1 })),
-    ...headCounts.map((h) => ({ spec: probe(3, { heads: h, width: 1 }), layers: 1 })),
+    ...headCounts.map((h) => ({ spec: probe(3, { heads: h, width: 0 }), layers: 1 })),
   ];
-  say(
-    `latency: timing ${probes.length + 1} blocks, ${t.warmup} + ${t.runs} runs each, ${opts.passes ?? 2} passes`,
-  );
-  const passes = opts.passes ?? 2;
-  // An untimed block first: the first session of a process runs slower.
-  await timeBlocks([ref], { ...t, runs: 1, warmup: 1 }, seed, 1);
-  const times = await timeBlocks([ref, ...probes], t, seed, passes);
-  const [t1, t2] = times;
-  // Block overhead E = 2·T₁ − T₂: feeding and reading the residual stream, which no layer of a model pays.
-  const overhead = Math.max(0, 2 * t1 - t2);
-  say(
-    `latency: block overhead ${(overhead * 1000).toFixed(2)} ms (one layer ${(t1 * 1000).toFixed(2)} ms, two ${(t2 * 1000).toFixed(2)} ms)`,
-  );
+  say(`latency: timing ${probes.length + 1} blocks, ${t.warmup} + ${t.runs} rounds`);
+  const timed = await timeBlocks(ref, probes, t, seed, opts.sessionBytes ?? 2 ** 30);
+  const overhead = timed.reference;
+  say(`latency: block overhead ${(overhead * 1000).toFixed(2)} ms`);
   const mlp: MlpLevel[] = [{ width: 0, seconds: 0 }];
-  if (widths.includes(1)) mlp.push({ width: 1, seconds: Math.max(0, t1 - overhead) });
   for (const [j, w] of mlpWidths.entries()) {
-    const s = times[2 + j] - overhead;
+    const s = timed.levels[j];
     mlp.push({ width: w, seconds: Math.max(0, s) });
     say(`latency: MLP width ${w}: ${(s * 1000).toFixed(2)} ms`);
   }
   const attention: AttentionLevel[] = [{ heads: 0, kvHeads: 0, seconds: 0 }];
   for (const [j, h] of headCounts.entries()) {
-    const s = times[2 + mlpWidths.length + j] - t1;
+    const s = timed.levels[mlpWidths.length + j];
     attention.push({ heads: h, kvHeads: kvHeadsOfUniformKeep(h, c.numKvHeads), seconds: Math.max(0, s) });
     say(`latency: attention ${h} heads: ${(s * 1000).toFixed(2)} ms`);
   }
@@ -376,19 +410,15 @@ export async function calibrateLatency(spec: ModelSpec, opts: CalibrateOptions):
   const kvHeadSeconds =
     (fullAttention * 2 * D * hd) / (D * hd * (2 * H + 2 * c.numKvHeads) + H * hd * opts.seq);
 
-  const [dense, oneLayer] = await timeForwards(
-    [randomCopy(spec, seed), probe(1, { heads: 0, width: 1 })],
-    t,
-    seed,
-    passes,
-  );
+  const [dense, oneLayer] = await timePair(randomCopy(spec, seed), probe(1, empty), t, seed);
   let denseLayerSeconds = 0;
   for (let i = 0; i < c.numLayers; i++) {
     const a = attention.find((l) => l.heads === c.headsPerLayer[i]);
     const w = c.intermediatePerLayer?.[i] ?? c.intermediateSize;
     denseLayerSeconds += (a?.seconds ?? 0) + (mlp.find((l) => l.width === w)?.seconds ?? 0);
   }
-  const directBase = oneLayer - Math.max(0, t1 - overhead);
+  // A model of one empty layer is a model without layers: embedding, final norm, head and loss.
+  const directBase = oneLayer;
   say(
     `latency: dense forward ${(dense * 1000).toFixed(1)} ms, its layers alone ${(denseLayerSeconds * 1000).toFixed(1)} ms; base ${((dense - denseLayerSeconds) * 1000).toFixed(1)} ms by difference, ${(directBase * 1000).toFixed(1)} ms direct`,
   );
@@ -404,7 +434,6 @@ export async function calibrateLatency(spec: ModelSpec, opts: CalibrateOptions):
     seq: opts.seq,
     runs: t.runs,
     warmup: t.warmup,
-    passes,
     statistic: t.statistic ?? 'median',
     shape: profileShapeOf(c),
     prefill: {
@@ -417,7 +446,7 @@ export async function calibrateLatency(spec: ModelSpec, opts: CalibrateOptions):
       denseSeconds: dense,
       denseLayerSeconds,
       directBase,
-      notes: { blockOverhead: overhead, oneLayerBlock: t1, twoLayerBlock: t2, oneLayerModel: oneLayer },
+      notes: { blockOverhead: overhead },
     },
   };
   return withBaseMethod(profile, opts.baseMethod ?? 'difference');

@@ -17,7 +17,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { fileError, GenepruneError } from '../errors.js';
-import type { LayerShapes } from '../masks/structured.js';
+import { type LayerShapes, layerShapes, type StructuredPlan } from '../masks/structured.js';
 import { intermediateOf, type ModelConfig } from '../model/spec.js';
 import { writeJsonAtomic } from '../util/fs.js';
 
@@ -92,10 +92,9 @@ export interface LatencyProfile {
   dtype: string;
   batch: number;
   seq: number;
-  /** Timed runs per level after warm-up runs, over `passes` sweeps, reduced to their median or minimum. */
+  /** Timed rounds (every level once each) after warm-up rounds; each level's runs reduced to median or minimum. */
   runs: number;
   warmup: number;
-  passes: number;
   statistic: 'median' | 'min';
   shape: ProfileShape;
   prefill: PrefillTables;
@@ -182,6 +181,11 @@ export function predictSeconds(profile: LatencyProfile, shapes: LayerShapes): nu
     if (shapes.mlpRuns[i]) layers += mlpSeconds(t, shapes.widths[i]);
   }
   return t.base + t.layerScale * layers;
+}
+
+/** The predicted prefill seconds of a structured plan of the model (a latency budget's price). */
+export function planSeconds(profile: LatencyProfile, config: ModelConfig, plan: StructuredPlan): number {
+  return predictSeconds(profile, layerShapes(config, plan));
 }
 
 /** The profile with base and layerScale found by `method` (from the numbers it holds; see PrefillTables). */

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { GenepruneError } from '../../src/errors.js';
-import { calibrateLatency, randomShapeSpec, timeForwards } from '../../src/latency/calibrate.js';
+import { calibrateLatency, randomShapeSpec, timePair } from '../../src/latency/calibrate.js';
 import {
   layerShapesOfConfig,
   predictSeconds,
@@ -39,7 +39,6 @@ describe('calibrateLatency', () => {
       threads: 1,
       runs: 2,
       warmup: 1,
-      passes: 1,
       widthStep: 128,
     });
     validateProfile(JSON.parse(JSON.stringify(profile)), 'profile');
@@ -75,8 +74,8 @@ describe('calibrateLatency', () => {
   test('random models of pruned shapes have those shapes and run', async () => {
     const pruned = randomShapeSpec(spec, [
       { heads: 3, width: 256 },
-      { heads: 0, width: 256 },
-      { heads: 1, width: 256 },
+      { heads: 0, width: 0 },
+      { heads: 1, width: 128 },
     ]);
     const c = pruned.config;
     assert.deepEqual(c.headsPerLayer, [3, 0, 1]);
@@ -84,18 +83,15 @@ describe('calibrateLatency', () => {
     // 3 heads over 2 KV heads kept evenly: the first group keeps two.
     assert.deepEqual(c.kvHeadOfQuery?.[0], [0, 0, 1]);
     assert.equal(c.intermediateSize, 256);
+    assert.deepEqual(c.intermediatePerLayer, [256, 0, 128]);
     const D = 128;
     const hd = 32;
     const V = 64;
     const layer = (h: number, kv: number, w: number) => 2 * D + h * hd * D * 2 + kv * hd * D * 2 + 3 * w * D;
-    const expected = 2 * V * D + D + layer(3, 2, 256) + layer(0, 0, 256) + layer(1, 1, 256);
+    const expected = 2 * V * D + D + layer(3, 2, 256) + layer(0, 0, 0) + layer(1, 1, 128);
     assert.equal(parameterCount(pruned), expected);
-    const [seconds] = await timeForwards(
-      [pruned],
-      { dtype: 'fp32', batch: 1, seq: 16, runs: 1, warmup: 0 },
-      1,
-    );
-    assert.ok(seconds > 0);
+    const seconds = await timePair(pruned, spec, { dtype: 'fp32', batch: 1, seq: 16, runs: 1, warmup: 0 }, 1);
+    assert.ok(seconds[0] > 0 && seconds[1] > 0);
   });
 
   test('encoder-decoders are refused', async () => {

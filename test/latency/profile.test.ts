@@ -13,6 +13,7 @@ import {
   interpolate,
   type LatencyProfile,
   layerShapesOfConfig,
+  planSeconds,
   predictedSpeedup,
   predictSeconds,
   profileShapeOf,
@@ -49,7 +50,6 @@ function writtenProfile(): LatencyProfile {
     seq: 256,
     runs: 5,
     warmup: 1,
-    passes: 2,
     statistic: 'median',
     shape: profileShapeOf(config),
     prefill: {
@@ -141,8 +141,19 @@ describe('latency model arithmetic', () => {
     close(predictedSpeedup(p, dense, half), 0.102 / 0.09, 'speedup');
   });
 
-  test('the layer shapes of the full plan are those of the config', () => {
+  test('the layer shapes of the full plan are those of the config; a plan is priced by its layer shapes', () => {
     assert.deepEqual(layerShapes(config, fullPlan(config)), layerShapesOfConfig(config));
+    const p = writtenProfile();
+    // Layer 0 keeps heads 0 and 3 (one in each KV group: KV 2) and 64 channels; layer 1's attention is skipped
+    // and it keeps 128 channels: 0.05 + 0.010 + 0.004 + 0.010.
+    const plan = fullPlan(config);
+    plan.heads[0] = [0, 3];
+    plan.channels[0] = plan.channels[0].slice(0, 64);
+    plan.skipAttention[1] = true;
+    close(planSeconds(p, config, plan), 0.05 + 0.01 + 0.004 + 0.01, 'plan');
+    // Heads 0 and 1 read the same KV head: one KV head fewer than the calibrated keep of 2 heads.
+    plan.heads[0] = [0, 1];
+    close(planSeconds(p, config, plan), 0.05 + 0.009 + 0.004 + 0.01, 'grouped plan');
   });
 });
 

@@ -1,0 +1,89 @@
+/**
+ * `geneprune bench` with the latency model: the predicted prefill speedup is the saved profile's prediction for A's
+ * and B's layer shapes (recomputed here from the file), a stored profile gives the same prediction again, one
+ * measured at other settings is refused naming the file, and --no-latency-model skips it.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { layerShapesOfConfig, predictSeconds, readLatencyProfile } from '../../src/latency/profile.js';
+import { makeMaskFile } from '../../src/masks/headfile.js';
+import { openModel } from '../../src/model/open.js';
+import { pruneHeads } from '../../src/prune/heads.js';
+import { runCli } from '../helpers/cli.js';
+import { MODEL, sharedPath, skipUnlessShared } from '../shared.js';
+
+describe('geneprune bench: the latency model', { skip: skipUnlessShared(MODEL) }, () => {
+  const dir = mkdtempSync(join(tmpdir(), 'geneprune-latency-bench-'));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  const settings = [
+    '--runs',
+    '1',
+    '--batch',
+    '1',
+    '--seq',
+    '16',
+    '--prompt',
+    '2',
+    '--generate',
+    '2',
+    '--threads',
+    '1',
+  ];
+
+  test('predicts from a calibration here, reuses a stored profile, refuses a mismatched one', {
+    timeout: 120_000,
+  }, async () => {
+    const model = await openModel(sharedPath(MODEL));
+    const mask = join(dir, 'mask.json');
+    const genome = Uint8Array.from({ length: 40 }, (_, g) => (g % 3 ? 1 : 0));
+    writeFileSync(mask, JSON.stringify(await makeMaskFile(model.spec, genome)));
+    const profilePath = join(dir, 'latency.json');
+
+    const calibrated = runCli([
+      'bench',
+      '--mask',
+      mask,
+      ...settings,
+      '--save-latency-profile',
+      profilePath,
+      '--json',
+    ]);
+    assert.equal(calibrated.code, 0, calibrated.stderr);
+    const report = JSON.parse(calibrated.stdout);
+    assert.equal(report.latency.profile, 'calibrated');
+    const profile = await readLatencyProfile(profilePath);
+    const a = predictSeconds(profile, layerShapesOfConfig(model.spec.config));
+    const b = predictSeconds(profile, layerShapesOfConfig(pruneHeads(model.spec, genome).config));
+    // The difference base prices A at its measured forward.
+    assert.ok(Math.abs(a - profile.prefill.denseSeconds) < 1e-12);
+    assert.equal(report.latency.predictedSpeedup, a / b);
+    assert.equal(report.latency.relativeError, a / b / report.prefillSpeedup - 1);
+
+    const stored = runCli(['bench', '--mask', mask, ...settings, '--latency-profile', profilePath, '--json']);
+    assert.equal(stored.code, 0, stored.stderr);
+    const again = JSON.parse(stored.stdout);
+    assert.equal(again.latency.profile, profilePath);
+    assert.equal(again.latency.predictedSpeedup, a / b);
+
+    const text = runCli(['bench', '--mask', mask, ...settings, '--latency-profile', profilePath]);
+    assert.equal(text.code, 0, text.stderr);
+    assert.match(text.stdout, /latency model \(.*latency\.json\): predicted prefill speedup \d+\.\d{3}x/);
+
+    const otherSeq = settings.map((v, i) => (settings[i - 1] === '--seq' ? '32' : v));
+    const refused = runCli(['bench', '--mask', mask, ...otherSeq, '--latency-profile', profilePath]);
+    assert.notEqual(refused.code, 0);
+    assert.match(
+      refused.stderr,
+      /^geneprune: .*latency\.json: latency profile measured with seq 16, this run uses 32\n$/,
+    );
+
+    const off = runCli(['bench', '--mask', mask, ...settings, '--no-latency-model', '--json']);
+    assert.equal(off.code, 0, off.stderr);
+    const none = JSON.parse(off.stdout);
+    assert.equal(none.latency, undefined);
+    assert.equal(none.latencySkipped, 'turned off');
+  });
+});

@@ -28,6 +28,8 @@ How a layer is rebuilt, and why the stock forward still computes the right thing
   that repeats each KV head once per query head reading it (`kv_head_of_query_per_layer`), with groups of 1;
 - a layer that keeps no query head contributes its output projection's bias alone (zero without one), which is
   what removing every head of the layer means;
+- a layer whose MLP keeps no unit (`intermediate_size_per_layer` 0) has empty projections and contributes its
+  down projection's bias alone (zero without one; a structured export zeroes the bias of a skipped block);
 - Phi-3's fused qkv_proj / gate_up_proj are rebuilt at the layer's sizes, and its attention, which splits qkv at
   config.num_attention_heads, reads a per-layer view of the config; OPT's attention keeps num_heads per module.
 
@@ -315,9 +317,19 @@ class GenepruneOPTForCausalLM(OPTForCausalLM):
                 layer.fc2 = _linear(layer.fc2, sizes[i], hidden)
 
 
+class _Conv1D(Conv1D):
+    """GPT-2's Conv1D taking an input of zero features too (an MLP left without units: its c_proj adds its bias
+    alone), which the stock forward's view(-1, 0) cannot reshape."""
+
+    def forward(self, x):
+        lead = x.shape[:-1]
+        out = torch.addmm(self.bias, x.reshape(lead.numel(), x.shape[-1]), self.weight)
+        return out.view(*lead, self.nf)
+
+
 def _conv1d(old, n_in, n_out):
     """A GPT-2 Conv1D (weight stored [in, out]) like `old` (device, dtype), of another size."""
-    new = Conv1D(n_out, n_in)
+    new = _Conv1D(n_out, n_in)
     return new.to(device=old.weight.device, dtype=old.weight.dtype)
 
 

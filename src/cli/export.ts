@@ -44,7 +44,7 @@ export function registerExport(program: Command): void {
   program
     .command('export')
     .description(
-      'Remove the heads a mask removes, zero the weights a weight mask prunes, and write the model for transformers.js and Hugging Face.',
+      'Remove the heads a mask removes (or the heads, MLP channels and blocks a structured plan removes), zero the weights a weight mask prunes, and write the model for transformers.js and Hugging Face.',
     )
     .addOption(modelOption())
     .addOption(tokenizerOption())
@@ -100,7 +100,8 @@ equivalent tokenizer.json. The folder appears only when complete.
 Example:
   geneprune export --mask runs/heads-25/mask.json --out exported/stories260K-pruned
   geneprune export --mask runs/heads-25/mask.json --recover --calib ../shared/data/tinystories/calib \\
-      --out exported/stories260K-pruned-recovered`,
+      --out exported/stories260K-pruned-recovered
+  geneprune export --structured runs/structured-2x/plan.json --out exported/stories260K-structured`,
     )
     .action(async (flags: ExportFlags) => {
       if (!flags.out) throw flagError('--out', 'required: the folder to write');

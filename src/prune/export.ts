@@ -98,6 +98,7 @@ import { type PruneSummary, pruneHeads, pruneSummary, zeroHeads } from './heads.
 import {
   planGenome,
   pruneStructured,
+  pruneStructuredKeepingAHead,
   type StructuredSummary,
   structuredSummary,
   zeroStructured,
@@ -515,7 +516,9 @@ export async function exportModel(opts: ExportOptions): Promise<ExportResult> {
   }
   const base = opts.weightMask ? zeroMaskedWeights(opts.spec, opts.weightMask.masks) : opts.spec;
   const plan = opts.plan;
-  const spec = opts.genome ? pruneHeads(base, opts.genome) : plan ? pruneStructured(base, plan) : base;
+  // GPT-2's config.json cannot express a layer without heads: there such a layer keeps one zeroed head.
+  const prunePlan = base.config.family === 'gpt2' ? pruneStructuredKeepingAHead : pruneStructured;
+  const spec = opts.genome ? pruneHeads(base, opts.genome) : plan ? prunePlan(base, plan) : base;
   const padded = opts.hfLayout === 'padded' && (opts.genome !== undefined || plan !== undefined);
   let hfSpec = spec;
   if (padded) hfSpec = opts.genome ? zeroHeads(base, opts.genome) : zeroStructured(base, plan!);

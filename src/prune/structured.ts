@@ -150,19 +150,11 @@ export function pruneStructured(spec: ModelSpec, plan: StructuredPlan): ModelSpe
   checkStructured(spec, plan);
   const c = spec.config;
   const D = c.hiddenSize;
-  const zeroed = new Map<string, TensorSource>();
-  zeroSkippedBiases(spec, plan, zeroed);
-  // The head pruning refuses a decoder layer left without heads whose o projection has a bias (the masked model
-  // adds that bias); a skipped block's bias is zero, so it sees such layers without it and gets it back after.
-  const withoutSkipped = new Map(spec.tensors);
-  for (const role of zeroed.keys()) withoutSkipped.delete(role);
-  const headPruned = pruneHeads({ ...spec, tensors: withoutSkipped }, planGenome(c, plan));
-  // The source's tensor order, skipped biases back in their places.
-  const tensors = new Map<string, TensorSource>();
-  for (const role of spec.tensors.keys()) {
-    const t = zeroed.get(role) ?? headPruned.tensors.get(role);
-    if (t) tensors.set(role, t);
-  }
+  // Skipped blocks' biases zero first; the head pruning then keeps the zero o bias of a skipped attention block.
+  const biased = new Map(spec.tensors);
+  zeroSkippedBiases(spec, plan, biased);
+  const headPruned = pruneHeads({ ...spec, tensors: biased }, planGenome(c, plan));
+  const tensors = new Map(headPruned.tensors);
   const widths: number[] = [];
   for (let i = 0; i < c.numLayers; i++) {
     const W = intermediateOf(c, i);
@@ -180,6 +172,27 @@ export function pruneStructured(spec: ModelSpec, plan: StructuredPlan): ModelSpe
   delete config.intermediatePerLayer;
   if (widths.some((w) => w !== c.intermediateSize)) config.intermediatePerLayer = widths;
   return { ...headPruned, config, tensors };
+}
+
+/**
+ * pruneStructured for a format that cannot express a layer without heads (GPT-2's config.json, whose pruned_heads
+ * may not remove every head): such a layer keeps its head 0 with every weight and bias of it zero — the padded
+ * model's head, which adds nothing (its values are zero), so the function is the same; only that head's q/k/v/o
+ * slices stay. Other layers are pruneStructured's.
+ */
+export function pruneStructuredKeepingAHead(spec: ModelSpec, plan: StructuredPlan): ModelSpec {
+  checkStructured(spec, plan);
+  const empty = plan.heads.map(
+    (h, i) => spec.config.headsPerLayer[i] > 0 && (plan.skipAttention[i] || h.length === 0),
+  );
+  if (!empty.some((e) => e)) return pruneStructured(spec, plan);
+  const oneHead: StructuredPlan = {
+    ...plan,
+    heads: plan.heads.map((h, i) => (empty[i] ? [0] : h)),
+    // The zeroed source already holds the skipped blocks' zero biases; head 0 of such a layer runs, adding 0.
+    skipAttention: plan.skipAttention.map((s, i) => s && !empty[i]),
+  };
+  return pruneStructured(zeroStructured(spec, plan), oneHead);
 }
 
 /**

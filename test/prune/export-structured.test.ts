@@ -10,9 +10,10 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { exportModel } from '../../src/api/export.js';
 import { openHfFolder } from '../../src/checkpoint/hf.js';
+import { createRunner } from '../../src/engine/runner.js';
 import { GenepruneError } from '../../src/errors.js';
-import type { StructuredPlan } from '../../src/masks/structured.js';
-import { writeStructuredPlanFile } from '../../src/masks/structuredfile.js';
+import { type StructuredPlan, structuredMasksOf } from '../../src/masks/structured.js';
+import { loadStructuredPlanFile, writeStructuredPlanFile } from '../../src/masks/structuredfile.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { writeGemma } from '../helpers/gemma.js';
@@ -172,6 +173,40 @@ describe('export --structured, padded', () => {
         await check(`${norm}.weight`, () => false);
       }
     }
+  });
+
+  test('gpt2 compact: per-layer sizes, a skipped attention kept as one zeroed head, reloads as the masked model', async () => {
+    const src = join(tmp.dir, 'gpt2');
+    const planPath = join(tmp.dir, 'gpt2-plan.json');
+    const spec = await loadModelSpec(src);
+    const out = join(tmp.dir, 'gpt2-compact');
+    const result = await exportModel({ model: src, structured: planPath, out, format: 'hf' });
+    assert.equal(result.loaders?.layout, 'compact');
+    assert.ok(result.loaders?.readers.some((r) => /trust_remote_code=True/.test(r)));
+    const config = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+    assert.deepEqual(config.intermediate_size_per_layer, [5, 0, 20]);
+    // Layer 2's attention is skipped: GPT-2's config cannot say 0 heads, so one zeroed head stays.
+    assert.deepEqual(config.num_attention_heads_per_layer, [2, 1, 1]);
+    assert.ok(config.auto_map);
+    const reloaded = await loadModelSpec(out);
+    const { plan } = await loadStructuredPlanFile(planPath, spec);
+    const ids = [3, 250, 17, 96, 5, 41, 200];
+    const run = async (s: typeof spec, masks?: ReturnType<typeof structuredMasksOf>) => {
+      const runner = await createRunner(s, { output: 'logits', ...(masks ? { structuredMasks: true } : {}) });
+      try {
+        return await runner.run(
+          { batch: 1, seq: ids.length, ids: BigInt64Array.from(ids.map(BigInt)) },
+          masks,
+        );
+      } finally {
+        await runner.release();
+      }
+    };
+    const masked = await run(spec, structuredMasksOf(spec.config, plan));
+    const got = await run(reloaded);
+    let worst = 0;
+    for (let i = 0; i < got.length; i++) worst = Math.max(worst, Math.abs(got[i] - masked[i]));
+    assert.ok(worst <= 1e-4, `compact GPT-2: ${worst}`);
   });
 
   test('refusals: with --mask, with recovery, a plan for another model', async () => {

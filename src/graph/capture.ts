@@ -5,7 +5,9 @@
  * of gate/up) and down_in (input of down) — and a captured one is output as stats.{layer}.{point}: Σ_t X_tj² per
  * input column ('sqnorm', [in]) or XᵀX ('gram', [in, in]) over the batch's tokens, each token's row weighted by
  * the graph input token_weight float32 [batch, seq] first (1 real token, 0 padding; a weight w counts a token as
- * w²). Which tensor feeds a point is each builder's business (decoder.ts, encoder.ts).
+ * w²). Which tensor feeds a point is each builder's business (decoder.ts, encoder.ts). With `sums`, a captured
+ * point also outputs stats.{layer}.{point}.sum: Σ_t w_t X_tj per input column ([in]; a token weight w counts the
+ * token as w), so a column's mean and variance over the tokens follow (FLAP's fluctuation metric).
  *
  * Residual cosines (opt-in, `residual`): for block influence (ShortGPT's BI = 1 − mean cos), a captured layer
  * also outputs stats.{layer}.cos_attn, stats.{layer}.cos_mlp and stats.{layer}.cos_layer, each [1]: Σ_t w_t ·
@@ -25,6 +27,8 @@ export interface CaptureOptions {
   layers: readonly number[];
   kind: CaptureKind;
   points?: readonly CapturePoint[];
+  /** Also output each captured point's column sums Σ_t w_t X_tj (see the header). */
+  sums?: boolean;
   /** Also output the residual cosines of the captured layers (see the header); `points` does not limit them. */
   residual?: boolean;
 }
@@ -43,6 +47,11 @@ export type CapturePoint = (typeof CAPTURE_POINTS)[number] | (typeof CROSS_CAPTU
 /** The graph output holding one captured statistic. */
 export function statsName(layer: number, point: CapturePoint): string {
   return `stats.${layer}.${point}`;
+}
+
+/** The graph output holding a captured point's column sums (`CaptureOptions.sums`). */
+export function sumName(layer: number, point: CapturePoint): string {
+  return `${statsName(layer, point)}.sum`;
 }
 
 /** The linear weight roles that read a capture point's input. */
@@ -107,6 +116,11 @@ export function captureRecorder(
     } else {
       g.node('ReduceSumSquare', [xw], { axes: [0], keepdims: 0 }, { outputs: [name] });
       g.output(name, 'float32', [width]);
+    }
+    if (capture?.sums) {
+      const sum = sumName(layer, point);
+      g.node('ReduceSum', [xw, g.constInt64([0])], { keepdims: 0 }, { outputs: [sum] });
+      g.output(sum, 'float32', [width]);
     }
   };
 }

@@ -13,6 +13,7 @@ import { randomLlamaSpec } from '../../src/model/random.js';
 import type { ModelConfig } from '../../src/model/spec.js';
 import {
   flapLike,
+  STRUCTURED_BASELINES,
   type StructuredBudget,
   shortGpt,
   standardised,
@@ -161,6 +162,41 @@ describe('FLAP-like', () => {
   });
 });
 
+describe('FLAP-like on the fluctuation metric', () => {
+  test('ranks by scores.fluctuation, and refuses scores without it', () => {
+    // Fluctuation reverses layer 0's order (z of channel j is −(z of the norm order)) and makes layer 1 uniform
+    // (z 0); layer 2 as before. Removals: L0 channel 4 (−1.43), 6 (−1.02): width 6 (36); L2 → 2 (34); L0 channel
+    // 7 (−0.61), 0 (−0.20): width 4 (32); then z 0: layer 1's channels 7, 6 (30).
+    const fluctuation = {
+      channels: [
+        Float64Array.from([4, 8, 5, 7, 1, 6, 2, 3]),
+        new Float64Array(8).fill(2),
+        Float64Array.from([1, 1, 2, 2]),
+      ],
+      heads: scores.heads,
+    };
+    const plan = flapLike(config, { ...scores, fluctuation }, budget(30), { ...step, metric: 'fluctuation' });
+    assertPlan(
+      plan,
+      [
+        [0, 1],
+        [0, 1],
+        [0, 1],
+      ],
+      [
+        [1, 2, 3, 5],
+        [0, 1, 2, 3, 4, 5],
+        [2, 3],
+      ],
+      30,
+    );
+    assert.throws(
+      () => flapLike(config, scores, budget(30), { metric: 'fluctuation' }),
+      /FLAP-like: the scores have no fluctuation metric/,
+    );
+  });
+});
+
 describe('ShortGPT', () => {
   test('skips whole layers, lowest block influence first, until the budget holds', () => {
     // Layers cost 14, 14, 10. BI 0.5, 0.1, 0.3: layer 1 goes (24 > 20), then layer 2 (14).
@@ -170,6 +206,7 @@ describe('ShortGPT', () => {
     assert.deepEqual(plan.skipMlp, [false, true, true]);
     assert.deepEqual(plan.heads, fullPlan(config).heads);
     assert.equal(cost(plan), 14);
+    assert.deepEqual(STRUCTURED_BASELINES.shortgpt(config, scores, budget(20)), plan);
     assert.deepEqual(shortGpt(config, scores, budget(24)).skipMlp, [false, true, false]);
     assert.deepEqual(shortGpt(config, scores, budget(38)), fullPlan(config));
     assert.throws(() => shortGpt(config, scores, budget(-1)), /ShortGPT: no plan meets the budget of -1/);

@@ -4,6 +4,8 @@
  * batches with a padded row:
  * - channel j of layer i = ‖X_j‖₂ · ‖W_down[:, j]‖₂ (X the input of down), head h = ‖X_h‖_F · ‖W_o[:, cols(h)]‖_F;
  * - block influence 1 − mean_t cos(x_in, x_out) of each layer, attention block and MLP block;
+ * - FLAP's fluctuation: var_t(X_j) · ‖W_down[:, j]‖₂² per channel, Σ over the head's columns of o per head
+ *   (sample variance over the real tokens, from the tokens kept whole);
  * - a layer whose o and down weights are zero has block influence 0 (its blocks add nothing), the others not;
  * - on a random BERT classifier (post-norm: the stream leaving a block is after its LayerNorm), block influence
  *   equals test/reference/bert.ts's on a right-padded batch (padding excluded);
@@ -65,6 +67,11 @@ function referenceScores(spec: ModelSpec, w: Map<string, Float32Array>, rows: nu
   const hd = c.headDim;
   const down = Array.from({ length: L }, () => new Float64Array(c.intermediateSize));
   const oIn = Array.from({ length: L }, (_, i) => new Float64Array(c.headsPerLayer[i] * hd));
+  // Every token's down and o input, for the variances.
+  const seen = {
+    down_in: Array.from({ length: L }, () => [] as Float64Array[]),
+    o_in: Array.from({ length: L }, () => [] as Float64Array[]),
+  };
   const cosSum = { layer: new Array(L).fill(0), attention: new Array(L).fill(0), mlp: new Array(L).fill(0) };
   let tokens = 0;
   const ref: ReferenceWeights = { ...c, get: (r) => w.get(r) };
@@ -77,6 +84,7 @@ function referenceScores(spec: ModelSpec, w: Map<string, Float32Array>, rows: nu
       onLinearInput: (l, point, _t, x) => {
         const acc = point === 'down_in' ? down[l] : point === 'o_in' ? oIn[l] : undefined;
         if (acc) for (let j = 0; j < x.length; j++) acc[j] += x[j] * x[j];
+        if (point === 'down_in' || point === 'o_in') seen[point][l].push(Float64Array.from(x));
       },
       onBlockInput: (l, block, xs) => {
         (block === 'attn' ? attnIn : mlpIn)[l] = xs;
@@ -111,11 +119,31 @@ function referenceScores(spec: ModelSpec, w: Map<string, Float32Array>, rows: nu
     }),
   );
   const bi = (s: number[]) => s.map((v) => 1 - v / tokens);
+  /** Two-pass sample variance of each column over the tokens seen. */
+  const variance = (xs: Float64Array[]): Float64Array =>
+    xs[0].map((_, j) => {
+      const mean = xs.reduce((a, x) => a + x[j], 0) / xs.length;
+      return xs.reduce((a, x) => a + (x[j] - mean) ** 2, 0) / (xs.length - 1);
+    });
+  const fluctuation = {
+    channels: seen.down_in.map((xs, l) =>
+      variance(xs).map((v, j) => v * columnNorm(w.get(`layers.${l}.mlp.down.weight`)!, xs[0].length, j)),
+    ),
+    heads: seen.o_in.map((xs, l) => {
+      const f = variance(xs).map(
+        (v, d) => v * columnNorm(w.get(`layers.${l}.attn.o.weight`)!, xs[0].length, d),
+      );
+      return Float64Array.from({ length: c.headsPerLayer[l] }, (_, h) =>
+        f.subarray(h * hd, (h + 1) * hd).reduce((a, b) => a + b, 0),
+      );
+    }),
+  };
   return {
     channels,
     heads,
     influence: { layer: bi(cosSum.layer), attention: bi(cosSum.attention), mlp: bi(cosSum.mlp) },
     tokens,
+    fluctuation,
   };
 }
 
@@ -159,6 +187,13 @@ describe('structured scores', () => {
     for (let l = 0; l < 3; l++) {
       assertClose(got.channels[l], want.channels[l], 1e-4, `layer ${l} channels`);
       assertClose(got.heads[l], want.heads[l], 1e-4, `layer ${l} heads`);
+      assertClose(
+        got.fluctuation!.channels[l],
+        want.fluctuation.channels[l],
+        1e-4,
+        `layer ${l} channel fluctuation`,
+      );
+      assertClose(got.fluctuation!.heads[l], want.fluctuation.heads[l], 1e-4, `layer ${l} head fluctuation`);
     }
     for (const block of ['layer', 'attention', 'mlp'] as const) {
       assert.ok(

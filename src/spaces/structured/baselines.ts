@@ -10,7 +10,8 @@
  *   layer's units, 0 where they are all equal — then units removed globally, lowest standardised score first, no
  *   search. After each removal every layer keeps the smallest width level holding its remaining channels (snapped
  *   up: the plan keeps the most), its best channels by score; the first plan within the budget is returned.
- *   What FLAP does beyond this (its fluctuation metric, bias compensation) is in docs/notes-sbase.md.
+ *   `metric: 'fluctuation'` ranks by FLAP's own fluctuation metric (scores.ts) instead of the norm scores; what
+ *   FLAP does beyond this (bias compensation) is in docs/notes-sbase.md.
  * - ShortGPT: whole layers (attention and MLP blocks) skipped, lowest layer block influence first (ties: the lower
  *   layer), until the budget holds.
  * Each baseline walks its plans from the largest down and stops at the first that fits, so with a cost that
@@ -33,6 +34,11 @@ export interface WidthBaselineOptions {
   heads?: boolean;
   /** The width grid's step (widthLevels' override for small models). */
   widthStep?: number;
+}
+
+export interface FlapOptions extends WidthBaselineOptions {
+  /** The scores ranked: 'norm' (‖X‖·‖W‖, default) or 'fluctuation' (FLAP's var(X)·‖W‖², scores.fluctuation). */
+  metric?: 'norm' | 'fluctuation';
 }
 
 /** The plan keeping, per layer, the `channels[i]` and `heads[i]` best units of `ranking`; nothing skipped. */
@@ -143,11 +149,22 @@ export function standardised(scores: ArrayLike<number>): Float64Array {
 /** FLAP-like: standardised scores, units removed globally lowest first, layers snapped up to their width grid. */
 export function flapLike(
   config: ModelConfig,
-  scores: StructuredScores,
+  measured: StructuredScores,
   budget: StructuredBudget,
-  opts: WidthBaselineOptions = {},
+  opts: FlapOptions = {},
 ): StructuredPlan {
-  checkScores(config, scores);
+  checkScores(config, measured);
+  let scores = measured;
+  if (opts.metric === 'fluctuation') {
+    if (!measured.fluctuation) {
+      throw new GenepruneError(
+        'data',
+        'FLAP-like: the scores have no fluctuation metric (no column sums captured)',
+      );
+    }
+    scores = { ...measured, ...measured.fluctuation };
+    checkScores(config, scores);
+  }
   const L = config.numLayers;
   const ranking = orders(scores);
   const grids = Array.from({ length: L }, (_, i) => gridOf(config, i, opts.widthStep));
@@ -210,3 +227,20 @@ export function shortGpt(
   }
   return firstWithin('ShortGPT', budget, plans());
 }
+
+/** The baselines by the names a command lists them under, all as `(config, scores, budget, opts)`. */
+export const STRUCTURED_BASELINES = {
+  'uniform-width': uniformWidth,
+  'flap-like': flapLike,
+  shortgpt: (config: ModelConfig, scores: StructuredScores, budget: StructuredBudget, _opts?: FlapOptions) =>
+    shortGpt(config, scores, budget),
+} as const satisfies Record<
+  string,
+  (
+    config: ModelConfig,
+    scores: StructuredScores,
+    budget: StructuredBudget,
+    opts?: FlapOptions,
+  ) => StructuredPlan
+>;
+export type StructuredBaselineName = keyof typeof STRUCTURED_BASELINES;

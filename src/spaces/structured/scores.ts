@@ -11,7 +11,11 @@
  *   cols(h) = h·headDim … (h+1)·headDim − 1 — the same idea for a head's slice of o;
  * - block influence (ShortGPT): BI = 1 − mean over tokens of cos(x_in, x_out), x_in the residual stream entering
  *   the block and x_out the stream leaving it, for each whole layer and for its attention and MLP blocks apart.
- *   A block that adds nothing has BI 0; a decoder layer without heads has attention BI 0 (no block).
+ *   A block that adds nothing has BI 0; a decoder layer without heads has attention BI 0, and a layer of MLP
+ *   width 0 MLP BI 0, where the graph has no such block to measure;
+ * - FLAP's fluctuation metric (`fluctuation`): channel j: var(X_j) · ‖W_down[:, j]‖₂², head h: Σ over cols(h) of
+ *   var(X_d) · ‖W_o[:, d]‖₂², var the sample variance over the calibration tokens — how far the unit's
+ *   contribution strays from its mean, which a bias could restore (FLAP's reading; see docs/notes-sbase.md).
  * Norms are of sums over all calibration tokens (not means): only their order within a layer, and their
  * per-layer standardised values, are read.
  *
@@ -26,7 +30,7 @@ import { runBlock, statOf } from '../../engine/blocks.js';
 import { createRunner, longestRow, type TokenBatch } from '../../engine/runner.js';
 import type { Device } from '../../engine/session.js';
 import { GenepruneError } from '../../errors.js';
-import { cosineName, type ResidualBlock } from '../../graph/capture.js';
+import { type CapturePoint, cosineName, type ResidualBlock, sumName } from '../../graph/capture.js';
 import { intermediateOf, type ModelConfig, type ModelSpec } from '../../model/spec.js';
 
 export interface StructuredScores {
@@ -38,6 +42,8 @@ export interface StructuredScores {
   influence: { layer: number[]; attention: number[]; mlp: number[] };
   /** The calibration tokens measured (Σ of token weights). */
   tokens: number;
+  /** FLAP's fluctuation metric per channel and head (see the header); absent without column sums. */
+  fluctuation?: { channels: Float64Array[]; heads: Float64Array[] };
 }
 
 /** Per layer, unit indices by descending score (ties: lower index first). */
@@ -97,6 +103,19 @@ export function scoresFromStats(
     }
     return s;
   };
+  const N = stats.tokens;
+  const sums = (i: number, point: CapturePoint): Float64Array | undefined =>
+    stats.sums.get(sumName(i, point));
+  // Fluctuation needs every present point's column sums.
+  let fluctuating = N > 1;
+  for (let i = 0; i < L && fluctuating; i++) {
+    if (intermediateOf(config, i) > 0 && !sums(i, 'down_in')) fluctuating = false;
+    if (config.headsPerLayer[i] > 0 && !sums(i, 'o_in')) fluctuating = false;
+  }
+  /** var(X_j)·‖W[:, j]‖² per column, from Σx², Σx and the weight's column squares. */
+  const fluctuationOf = (sq: Float64Array, sum: Float64Array, w: Float64Array): Float64Array =>
+    sq.map((q, j) => (Math.max(0, q - (sum[j] * sum[j]) / N) / (N - 1)) * w[j]);
+  const fluctuation = { channels: [] as Float64Array[], heads: [] as Float64Array[] };
   const cosine = (i: number, block: ResidualBlock): number | undefined =>
     stats.sums.get(cosineName(i, block))?.[0];
   if (!(stats.tokens > 0)) throw new GenepruneError('data', 'structured scores: no calibration tokens');
@@ -111,7 +130,8 @@ export function scoresFromStats(
       const x = stat(i, 'down_in', width);
       const w = columnSquares(need(`layers.${i}.mlp.down.weight`, D, width), D, width);
       for (let j = 0; j < width; j++) ch[j] = Math.sqrt(x[j]) * Math.sqrt(w[j]);
-    }
+      if (fluctuating) fluctuation.channels.push(fluctuationOf(x, sums(i, 'down_in')!, w));
+    } else if (fluctuating) fluctuation.channels.push(new Float64Array(0));
     channels.push(ch);
 
     const H = config.headsPerLayer[i];
@@ -128,7 +148,11 @@ export function scoresFromStats(
         }
         hs[h] = Math.sqrt(xs) * Math.sqrt(ws);
       }
-    }
+      if (fluctuating) {
+        const f = fluctuationOf(x, sums(i, 'o_in')!, w);
+        fluctuation.heads.push(Float64Array.from({ length: H }, (_, h) => sumRange(f, h * hd, (h + 1) * hd)));
+      }
+    } else if (fluctuating) fluctuation.heads.push(new Float64Array(0));
     heads.push(hs);
 
     const bi = (block: ResidualBlock, absent?: number): number => {
@@ -141,14 +165,20 @@ export function scoresFromStats(
     };
     influence.layer.push(bi('layer'));
     influence.attention.push(bi('attn', H === 0 ? 0 : undefined));
-    influence.mlp.push(bi('mlp'));
+    influence.mlp.push(bi('mlp', width === 0 ? 0 : undefined));
   }
-  return { channels, heads, influence, tokens: stats.tokens };
+  return { channels, heads, influence, tokens: N, ...(fluctuating ? { fluctuation } : {}) };
+}
+
+function sumRange(v: Float64Array, from: number, to: number): number {
+  let s = 0;
+  for (let j = from; j < to; j++) s += v[j];
+  return s;
 }
 
 /**
  * The structured scores of a model on calibration batches: one pass of the dense model capturing every layer's
- * o and down inputs and residual cosines.
+ * o and down inputs (Σx² and Σx per column) and residual cosines.
  */
 export async function structuredScores(
   spec: ModelSpec,
@@ -167,6 +197,7 @@ export async function structuredScores(
       layers: Array.from({ length: L }, (_, i) => i),
       kind: 'sqnorm',
       points: ['o_in', 'down_in'],
+      sums: true,
       residual: true,
     },
   });

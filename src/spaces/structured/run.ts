@@ -137,6 +137,8 @@ interface StoredScores {
   heads: number[][];
   influence: StructuredScores['influence'];
   tokens: number;
+  /** FLAP's fluctuation metric per channel and head (what the flap baseline ranks by). */
+  fluctuation?: { channels: number[][]; heads: number[][] };
 }
 
 function refuseBackends(env: RunEnv): void {
@@ -171,6 +173,14 @@ async function scoresOf(dir: string, s: StructuredSearchSettings, data: RunData,
     heads: measured.heads.map((h) => Array.from(h)),
     influence: measured.influence,
     tokens: measured.tokens,
+    ...(measured.fluctuation
+      ? {
+          fluctuation: {
+            channels: measured.fluctuation.channels.map((c) => Array.from(c)),
+            heads: measured.fluctuation.heads.map((h) => Array.from(h)),
+          },
+        }
+      : {}),
   };
   await writeJsonAtomic(path, out);
   return out;
@@ -416,11 +426,16 @@ function baselinePlan(s: StructuredSearchSettings, p: Prepared): StructuredPlan 
     cost: (plan: StructuredPlan) => p.budget.cost(layerShapes(config, plan)),
     limit: p.budget.limit,
   };
-  const scores = {
-    channels: p.scores.channels.map((c) => Float64Array.from(c)),
-    heads: p.scores.heads.map((h) => Float64Array.from(h)),
-    influence: p.scores.influence,
-    tokens: p.scores.tokens,
+  const f64 = (v: number[][]) => v.map((x) => Float64Array.from(x));
+  const stored = p.scores;
+  const scores: StructuredScores = {
+    channels: f64(stored.channels),
+    heads: f64(stored.heads),
+    influence: stored.influence,
+    tokens: stored.tokens,
+    ...(stored.fluctuation
+      ? { fluctuation: { channels: f64(stored.fluctuation.channels), heads: f64(stored.fluctuation.heads) } }
+      : {}),
   };
   // Heads go too where the run's space has them (heads, joint); the width baselines always set channels.
   const opts = {
@@ -428,7 +443,12 @@ function baselinePlan(s: StructuredSearchSettings, p: Prepared): StructuredPlan 
     ...(s.widthStep !== undefined ? { widthStep: s.widthStep } : {}),
   };
   if (s.method === 'uniform') return uniformWidth(config, scores, budget, opts);
-  if (s.method === 'flap') return flapLike(config, scores, budget, opts);
+  // FLAP ranks by its fluctuation metric (var(X_j)·‖W[:,j]‖²), which the scores carry.
+  if (s.method === 'flap')
+    return flapLike(config, scores, budget, {
+      ...opts,
+      ...(scores.fluctuation ? { metric: 'fluctuation' as const } : {}),
+    });
   return shortGpt(config, scores, budget);
 }
 

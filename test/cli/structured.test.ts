@@ -86,5 +86,11 @@ describe('geneprune structured (CLI)', () => {
     assert.equal(resumed.eval.perplexity, result.eval.perplexity);
     assert.equal(resumed.predictedSpeedup, result.predictedSpeedup);
     assertOneLineError(runCli(['structured', '--resume', out, '--budget', 'params:0.5']), 2, '--budget');
+    // Reports do not read structured runs yet: said in one line, not a confusing field error.
+    assertOneLineError(
+      runCli(['report', out, '--out', join(tmp, 'r.html')]),
+      'non-zero',
+      'structured search run',
+    );
   });
 });

@@ -3,9 +3,10 @@
  * the baselines (uniform width, FLAP-like, ShortGPT) produce plans no genome of the run's space may spell, and
  * the final report scores whichever plan won. So the objective (the metric's scorer, its cache and counters:
  * search/objective.ts) is built once over a *plan space* — a plan is its own genome, keyed by the sha256 of
- * its JSON — and the GA sees it through `levelObjective`, which turns each genome into its plan. Two genomes
- * with one plan (a layer with no heads left and its attention block skipped, in a model without an o bias)
- * share one evaluation.
+ * its canonical JSON — and the GA sees it through `levelObjective`, which turns each genome into its plan.
+ * Canonical: a skipped block's heads or channels count as removed whatever the plan lists (masks/structured.ts),
+ * so the key lists none for it, and joint genomes that differ only in the levels of a skipped block (the same
+ * function) share one evaluation.
  */
 import { createHash } from 'node:crypto';
 import {
@@ -50,12 +51,22 @@ export function createPlanSpace(
         return undefined;
       }
     },
-    key: (p) => createHash('sha256').update(encode(p)).digest('hex'),
+    key: (p) => createHash('sha256').update(encode(canonical(p))).digest('hex'),
     full: () => fullPlan(config),
     isFull: (p) => encode(p) === fullKey,
     sparsity: (p) => 1 - kept(p) / totalParameters,
     keptParameters: kept,
     masks: (p) => structuredMasksOf(config, p),
+  };
+}
+
+/** The plan with a skipped block's units listed as removed: equal for plans that compute one function this way. */
+export function canonical(p: StructuredPlan): StructuredPlan {
+  return {
+    heads: p.heads.map((h, i) => (p.skipAttention[i] ? [] : h)),
+    channels: p.channels.map((c, i) => (p.skipMlp[i] ? [] : c)),
+    skipAttention: p.skipAttention,
+    skipMlp: p.skipMlp,
   };
 }
 

@@ -63,7 +63,7 @@ const ROWS: Record<
   channels: { label: 'MLP channels only, GA', space: 'channels', method: 'ga' },
   blocks: { label: 'blocks only, GA (EvoPress depth)', space: 'blocks', method: 'ga' },
   joint: { label: 'joint, GA', space: 'joint', method: 'ga' },
-  uniform: { label: 'uniform width', space: 'channels', method: 'uniform' },
+  uniform: { label: 'uniform width (heads and channels)', space: 'joint', method: 'uniform' },
   flap: { label: 'FLAP-like (heads and channels)', space: 'joint', method: 'flap' },
   shortgpt: { label: 'ShortGPT (whole layers)', space: 'joint', method: 'shortgpt' },
 };

@@ -256,6 +256,26 @@ describe('structured budgets', () => {
     }
   });
 
+  it('level switch moves levels within the kind the genome prunes, as EvoPress switches within a unit type', () => {
+    const s = space('joint');
+    // Heads pruned in layers 0 and 2; every width full, every block running.
+    const g = Uint8Array.from([2, 5, 1, 1, 4, 5, 1, 1, 3, 5, 1, 1]);
+    let elsewhere = 0;
+    for (let seed = 0; seed < 40; seed++) {
+      const h = levelSwitch(s, g, createRng(seed));
+      const changed = Array.from(h.keys()).filter((k) => h[k] !== g[k]);
+      const down = changed.find((k) => h[k] < g[k])!;
+      const up = changed.find((k) => h[k] > g[k]);
+      if (s.slots[down].kind !== 'heads') {
+        elsewhere++;
+        continue;
+      }
+      assert.equal(s.slots[up!].kind, 'heads', `seed ${seed}`);
+    }
+    // Only the rare any-kind switch (1 in 8) lowers another kind.
+    assert.ok(elsewhere <= 12, `${elsewhere} of 40 switches left the heads`);
+  });
+
   it('repair lowers an over-budget genome into the budget', () => {
     const s = space('channels');
     const budget = priceBudget(s, parseBudget('params:0.7'), { seq: 16 });

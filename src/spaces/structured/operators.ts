@@ -64,16 +64,29 @@ export function repair(
   }
 }
 
-/** EvoPress's level switch: one gene down a level and another up a level (before repair). */
+/**
+ * EvoPress's level switch: one gene down a level and another up a level (before repair). As in EvoPress, where a
+ * switch moves compression between units of one kind, the gene that goes up is of the lowered gene's kind where one
+ * can, and the lowered gene is of a kind the genome already prunes where there is one — so a heads-only individual
+ * stays heads-only unless repair, crossover or a rare switch (1 in 8) takes it elsewhere.
+ */
 export function levelSwitch(space: StructuredSpace, g: StructuredGenome, rng: Rng): StructuredGenome {
   const out = g.slice();
+  const kindOf = (k: number) => space.slots[k].kind;
+  const pruned = new Set<string>();
+  for (let k = 0; k < out.length; k++) if (out[k] < space.slots[k].max) pruned.add(kindOf(k));
+  const anyKind = pruned.size === 0 || rng.nextInt(8) === 0;
   const down: number[] = [];
-  for (let k = 0; k < out.length; k++) if (out[k] > 0) down.push(k);
+  for (let k = 0; k < out.length; k++) if (out[k] > 0 && (anyKind || pruned.has(kindOf(k)))) down.push(k);
+  if (down.length === 0) for (let k = 0; k < out.length; k++) if (out[k] > 0) down.push(k);
   if (down.length === 0) return out;
   const a = down[rng.nextInt(down.length)];
   out[a]--;
   const up: number[] = [];
-  for (let k = 0; k < out.length; k++) if (k !== a && out[k] < space.slots[k].max) up.push(k);
+  for (let k = 0; k < out.length; k++)
+    if (k !== a && out[k] < space.slots[k].max && kindOf(k) === kindOf(a)) up.push(k);
+  if (up.length === 0)
+    for (let k = 0; k < out.length; k++) if (k !== a && out[k] < space.slots[k].max) up.push(k);
   if (up.length > 0) out[up[rng.nextInt(up.length)]]++;
   return out;
 }

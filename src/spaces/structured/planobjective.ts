@@ -51,7 +51,10 @@ export function createPlanSpace(
         return undefined;
       }
     },
-    key: (p) => createHash('sha256').update(encode(canonical(p))).digest('hex'),
+    key: (p) =>
+      createHash('sha256')
+        .update(encode(canonical(p)))
+        .digest('hex'),
     full: () => fullPlan(config),
     isFull: (p) => encode(p) === fullKey,
     sparsity: (p) => 1 - kept(p) / totalParameters,

@@ -93,10 +93,11 @@ export interface BenchReport {
 function structuredMismatch(a: ModelSpec, b: ModelSpec): string | undefined {
   const ca = a.config;
   const cb = b.config;
-  for (const key of ['family', 'hiddenSize', 'headDim', 'numLayers', 'vocabSize', 'tieEmbeddings'] as const) {
+  for (const key of ['family', 'hiddenSize', 'headDim', 'vocabSize', 'tieEmbeddings'] as const) {
     if (ca[key] !== cb[key]) return `B's ${key} (${cb[key]}) differs from A's (${ca[key]})`;
   }
-  const shapes = layerShapesOfConfig(cb);
+  if (cb.numLayers > ca.numLayers) return `B has more layers (${cb.numLayers}) than A (${ca.numLayers})`;
+  const shapes = layerShapesOfConfig(cb, ca.numLayers);
   const dense = layerShapesOfConfig(ca);
   for (let i = 0; i < cb.numLayers; i++) {
     if (shapes.heads[i] > dense.heads[i] || shapes.widths[i] > dense.widths[i])
@@ -205,7 +206,7 @@ export async function bench(opts: BenchOptions = {}): Promise<BenchReport> {
       if (opts.saveLatencyProfile) await writeLatencyProfile(opts.saveLatencyProfile, profile);
     }
     const aSeconds = predictSeconds(profile, layerShapesOfConfig(a.spec.config));
-    const bSeconds = predictSeconds(profile, layerShapesOfConfig(b.config));
+    const bSeconds = predictSeconds(profile, layerShapesOfConfig(b.config, a.spec.config.numLayers));
     const predictedSpeedup = aSeconds / bSeconds;
     latency = {
       profile: stored ? (opts.latencyProfile as string) : 'calibrated',

@@ -14,11 +14,14 @@
  *   hidden states in, reading them out), which no layer inside a model pays;
  * - mlp(w) = T(0, w) − T(0, 0) and attention(h) = T(h, 0) − T(0, 0): each block alone, its norm and residual add
  *   included;
- * - base: 'difference' (the default) = dense forward − Σ the dense layers' table costs, the dense forward being the
- *   'nll' forward `geneprune bench` and the searches time, of a random model of the full dense shape; 'direct' = the
- *   forward of a model of one empty layer (a model without layers), the layer tables then scaled so the dense
- *   prediction is the dense forward. Both are measured and kept (withBaseMethod switches);
- *   docs/notes-latency.md says which predicted better.
+ * - base: 'direct' (the default) = the forward of a model of one empty layer (a model without layers), the layer
+ *   tables then scaled so the dense prediction is the dense forward ('nll', what `geneprune bench` and the searches
+ *   time, of a random model of the full dense shape; the two forwards are timed round-robin together); 'difference'
+ *   = dense forward − Σ the dense layers' table costs. Both are measured and kept (withBaseMethod switches). Direct
+ *   predicted better, because the scale absorbs whatever differs between the block sweep and the forwards (the
+ *   machine's load between the two phases, a layer's cost alone against inside the model): on the 134M shape under
+ *   load 6–8 it stayed within 7 % on six of seven pruned shapes where difference missed by 8–100 %
+ *   (docs/notes-latency.md).
  */
 import { readFileSync } from 'node:fs';
 import { createRunner, type ModelRunner } from '../engine/runner.js';
@@ -37,6 +40,7 @@ import {
   LATENCY_PROFILE_VERSION,
   type LatencyProfile,
   type MlpLevel,
+  monotoneFit,
   profileShapeOf,
   withBaseMethod,
 } from './profile.js';
@@ -74,7 +78,7 @@ export interface CalibrateOptions {
   seed?: number;
   /** See Timing.statistic (default 'median'). */
   statistic?: 'median' | 'min';
-  /** How base and layerScale are found (default 'difference'; see PrefillTables.baseMethod). */
+  /** How base and layerScale are found (default 'direct'; see PrefillTables.baseMethod and docs/notes-latency.md). */
   baseMethod?: BaseMethod;
   /** Weights (bytes) of the block sessions open at once (default 1 GiB): levels in one group run round-robin. */
   sessionBytes?: number;
@@ -243,32 +247,36 @@ async function roundRobin(
 }
 
 /**
- * Each probe's block time less the reference block's (seconds), and the reference's own. Levels are timed
+ * Each probe's block time less the block's own overhead (seconds), and that overhead. Levels are timed
  * round-robin — every open session runs once per round — so the machine's load, which drifts (this machine is
- * shared), falls on every level alike; sessions are built without spinning threads, since the spinning pools of
- * idle sessions would take the cores from the one running (measured: 1.7x slower forwards with three sessions
- * round-robin). Sessions open at most `budgetBytes` of weights at a time; each group times the reference too, and a
- * level is its time less its own group's reference.
+ * shared), falls on every level of a group alike; sessions are built without spinning threads, since the spinning
+ * pools of idle sessions would take the cores from the one running (measured: 1.7x slower forwards with three
+ * sessions round-robin). Sessions open at most `budgetBytes` of weights at a time, and every group also times the
+ * reference (the empty layer: the overhead) and the anchor (the dense layer). Load is a factor on time, not a
+ * term, so groups are put on one footing by scaling: a group's levels (less the overhead, the median of every
+ * group's reference) are multiplied by the anchor's median over groups over its time in the group. (Subtracting
+ * each group's own reference instead left whole groups of a 1B sweep 30 ms low: a reference of 0.4 ms caught in a
+ * burst of load shifts every level of its group.)
  */
 async function timeBlocks(
   reference: BlockProbe,
+  anchor: BlockProbe,
   probes: BlockProbe[],
   t: Timing,
   seed: number,
   budgetBytes: number,
-): Promise<{ reference: number; levels: number[] }> {
+): Promise<{ overhead: number; levels: number[] }> {
   const rng = createRng(seed);
   const D = reference.spec.config.hiddenSize;
   const hidden = new Float32Array(t.batch * t.seq * D);
   for (let i = 0; i < hidden.length; i++) hidden[i] = rng.nextFloat() * 2 - 1;
   const batch = { batch: t.batch, seq: t.seq, ids: new BigInt64Array(t.batch * t.seq), hidden };
-  const levels: number[] = [];
-  const references: number[] = [];
+  const groups: Array<{ reference: number; anchor: number; levels: number[] }> = [];
   let next = 0;
   while (next < probes.length) {
-    const group: BlockProbe[] = [reference];
-    let bytes = blockBytes(reference);
-    while (next < probes.length && (group.length === 1 || bytes + blockBytes(probes[next]) <= budgetBytes)) {
+    const group: BlockProbe[] = [reference, anchor];
+    let bytes = blockBytes(reference) + blockBytes(anchor);
+    while (next < probes.length && (group.length === 2 || bytes + blockBytes(probes[next]) <= budgetBytes)) {
       bytes += blockBytes(probes[next]);
       group.push(probes[next++]);
     }
@@ -289,13 +297,18 @@ async function timeBlocks(
       }
       const ms = await roundRobin(runners.length, (i) => runners[i].run(batch), t);
       const seconds = ms.map((m) => reduce(m, t) / 1000);
-      references.push(seconds[0]);
-      for (const x of seconds.slice(1)) levels.push(x - seconds[0]);
+      groups.push({ reference: seconds[0], anchor: seconds[1], levels: seconds.slice(2) });
     } finally {
       for (const r of runners) await r.release();
     }
   }
-  return { reference: median(references), levels };
+  const overhead = median(groups.map((g) => g.reference));
+  const anchorSeconds = median(groups.map((g) => g.anchor)) - overhead;
+  const levels = groups.flatMap((g) => {
+    const scale = g.anchor - overhead > 0 ? anchorSeconds / (g.anchor - overhead) : 1;
+    return g.levels.map((x) => (x - overhead) * scale);
+  });
+  return { overhead, levels };
 }
 
 /**
@@ -386,9 +399,10 @@ export async function calibrateLatency(spec: ModelSpec, opts: CalibrateOptions):
     ...mlpWidths.map((w) => ({ spec: probe(3, { heads: 0, width: w }), layers: 1 })),
     ...headCounts.map((h) => ({ spec: probe(3, { heads: h, width: 0 }), layers: 1 })),
   ];
-  say(`latency: timing ${probes.length + 1} blocks, ${t.warmup} + ${t.runs} rounds`);
-  const timed = await timeBlocks(ref, probes, t, seed, opts.sessionBytes ?? 2 ** 30);
-  const overhead = timed.reference;
+  say(`latency: timing ${probes.length + 2} blocks, ${t.warmup} + ${t.runs} rounds`);
+  const anchor: BlockProbe = { spec: probe(3, { heads: H, width: W }), layers: 1 };
+  const timed = await timeBlocks(ref, anchor, probes, t, seed, opts.sessionBytes ?? 2 ** 30);
+  const overhead = timed.overhead;
   say(`latency: block overhead ${(overhead * 1000).toFixed(2)} ms`);
   const mlp: MlpLevel[] = [{ width: 0, seconds: 0 }];
   for (const [j, w] of mlpWidths.entries()) {
@@ -407,6 +421,14 @@ export async function calibrateLatency(spec: ModelSpec, opts: CalibrateOptions):
   const D = c.hiddenSize;
   const hd = c.headDim;
   const fullAttention = attention[attention.length - 1].seconds;
+  // More work never costs less: measured tables made non-decreasing (what is left over is the load's noise).
+  for (const table of [mlp, attention]) {
+    const fit = monotoneFit(table.map((l) => l.seconds));
+    for (const [i, l] of table.entries()) {
+      l.measured = l.seconds;
+      l.seconds = fit[i];
+    }
+  }
   const kvHeadSeconds =
     (fullAttention * 2 * D * hd) / (D * hd * (2 * H + 2 * c.numKvHeads) + H * hd * opts.seq);
 
@@ -449,5 +471,5 @@ export async function calibrateLatency(spec: ModelSpec, opts: CalibrateOptions):
       notes: { blockOverhead: overhead },
     },
   };
-  return withBaseMethod(profile, opts.baseMethod ?? 'difference');
+  return withBaseMethod(profile, opts.baseMethod ?? 'direct');
 }

@@ -4,7 +4,8 @@
  *
  *   seconds(shapes) = base + layerScale · (Σ_i attention(heads_i, kvHeads_i) + Σ_i mlp(width_i))
  *
- * attention(h) and mlp(w) are read from the tables by linear interpolation between measured levels (a level past
+ * attention(h) and mlp(w) are read from the tables (the measured times made non-decreasing: monotoneFit) by linear
+ * interpolation between levels (a level past
  * the last measured one extrapolates the last segment), 0 for a block that does not run (a skipped block, no heads,
  * no channels: physical removal drops it). A layer's attention is measured with the KV heads a uniform GQA keep of
  * its heads implies (`kvHeadsOfUniformKeep`); a shape with other KV counts is corrected by `kvHeadSeconds` per KV
@@ -45,12 +46,16 @@ export interface AttentionLevel {
   /** Query heads kept in the layer, and the KV heads that keep implies (kvHeadsOfUniformKeep). */
   heads: number;
   kvHeads: number;
+  /** What the model prices: the measured times made non-decreasing (monotoneFit). */
   seconds: number;
+  /** The time measured at this level (absent in profiles written by hand). */
+  measured?: number;
 }
 
 export interface MlpLevel {
   width: number;
   seconds: number;
+  measured?: number;
 }
 
 /** Prefill tables: one forward of `batch` rows of `seq` tokens. */
@@ -122,6 +127,25 @@ export function profileShapeOf(config: ModelConfig): ProfileShape {
  */
 export function kvHeadsOfUniformKeep(kept: number, kvHeads: number): number {
   return Math.min(kept, kvHeads);
+}
+
+/**
+ * The non-decreasing sequence nearest to `ys` in least squares (pool-adjacent-violators): more heads or channels
+ * never cost less, so a level measured below a smaller one is noise (the machine's load), pooled with its
+ * neighbours rather than priced as a saving.
+ */
+export function monotoneFit(ys: readonly number[]): number[] {
+  const blocks: Array<{ sum: number; count: number }> = [];
+  for (const y of ys) {
+    blocks.push({ sum: y, count: 1 });
+    while (blocks.length > 1) {
+      const b = blocks[blocks.length - 1];
+      const a = blocks[blocks.length - 2];
+      if (a.sum / a.count <= b.sum / b.count) break;
+      blocks.splice(-2, 2, { sum: a.sum + b.sum, count: a.count + b.count });
+    }
+  }
+  return blocks.flatMap((b) => Array<number>(b.count).fill(b.sum / b.count));
 }
 
 /** y at x on the polyline through (xs, ys) (xs ascending); past the ends the end segments extend. */
@@ -204,18 +228,27 @@ export function predictedSpeedup(profile: LatencyProfile, dense: LayerShapes, pr
 
 /**
  * The layer shapes of a model config as it stands (a physically pruned model's per-layer heads and widths): what
- * predictSeconds prices for a pruned model read from disk. Layers are matched by index, so the pruned model must
- * keep the dense model's layer count (a dropped layer is a layer of 0 heads and width 0).
+ * predictSeconds prices for a pruned model read from disk. `layers` pads the list with empty layers (no heads, no
+ * MLP) up to the dense model's count, for a pruned model whose removed layers are gone: the dense layers all cost
+ * the same, so which ones went does not change the price.
  */
-export function layerShapesOfConfig(config: ModelConfig): LayerShapes {
+export function layerShapesOfConfig(config: ModelConfig, layers = config.numLayers): LayerShapes {
   const L = config.numLayers;
+  if (layers < L) throw new GenepruneError('internal', `cannot pad ${L} layers down to ${layers}`);
+  const pad = <T>(v: T[], empty: T): T[] => [...v, ...Array<T>(layers - L).fill(empty)];
   const widths = Array.from({ length: L }, (_, i) => intermediateOf(config, i));
   return {
-    heads: [...config.headsPerLayer],
-    kvHeads: [...config.kvHeadsPerLayer],
-    widths,
-    attentionRuns: config.headsPerLayer.map((h) => h > 0),
-    mlpRuns: widths.map((w) => w > 0),
+    heads: pad([...config.headsPerLayer], 0),
+    kvHeads: pad([...config.kvHeadsPerLayer], 0),
+    widths: pad(widths, 0),
+    attentionRuns: pad(
+      config.headsPerLayer.map((h) => h > 0),
+      false,
+    ),
+    mlpRuns: pad(
+      widths.map((w) => w > 0),
+      false,
+    ),
   };
 }
 

@@ -57,7 +57,7 @@ describe('geneprune bench: the latency model', { skip: skipUnlessShared(MODEL) }
     const profile = await readLatencyProfile(profilePath);
     const a = predictSeconds(profile, layerShapesOfConfig(model.spec.config));
     const b = predictSeconds(profile, layerShapesOfConfig(pruneHeads(model.spec, genome).config));
-    // The difference base prices A at its measured forward.
+    // Either base method prices A at its measured forward.
     assert.ok(Math.abs(a - profile.prefill.denseSeconds) < 1e-12);
     assert.equal(report.latency.predictedSpeedup, a / b);
     assert.equal(report.latency.relativeError, a / b / report.prefillSpeedup - 1);

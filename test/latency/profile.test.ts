@@ -13,6 +13,7 @@ import {
   interpolate,
   type LatencyProfile,
   layerShapesOfConfig,
+  monotoneFit,
   planSeconds,
   predictedSpeedup,
   predictSeconds,
@@ -87,6 +88,13 @@ const close = (a: number, b: number, what: string) =>
   assert.ok(Math.abs(a - b) < 1e-12, `${what}: ${a} vs ${b}`);
 
 describe('latency model arithmetic', () => {
+  test('monotoneFit pools adjacent violators into their mean', () => {
+    assert.deepEqual(monotoneFit([1, 3, 2, 4]), [1, 2.5, 2.5, 4]);
+    assert.deepEqual(monotoneFit([0, 5, 1, 1, 6]), [0, 7 / 3, 7 / 3, 7 / 3, 6]);
+    assert.deepEqual(monotoneFit([0, 1, 2]), [0, 1, 2]);
+    assert.deepEqual(monotoneFit([3, 2, 1]), [2, 2, 2]);
+  });
+
   test('interpolate: between levels, at levels, past the ends', () => {
     close(interpolate([0, 2, 4], [0, 10, 16], 3), 13, 'between');
     close(interpolate([0, 2, 4], [0, 10, 16], 2), 10, 'at a level');
@@ -139,6 +147,15 @@ describe('latency model arithmetic', () => {
     close(predictSeconds(direct, half), 0.024 + 1.5 * 0.04, 'direct, half width');
     close(predictSeconds(withBaseMethod(direct, 'difference'), half), 0.05 + 0.04, 'back to difference');
     close(predictedSpeedup(p, dense, half), 0.102 / 0.09, 'speedup');
+  });
+
+  test('a model with layers removed is priced as the dense layer count with empty layers', () => {
+    const p = writtenProfile();
+    const one = randomLlamaSpec({ ...shapeArgs, numLayers: 1, seed: 1 }).config;
+    const padded = layerShapesOfConfig(one, 2);
+    assert.deepEqual(padded.heads, [4, 0]);
+    assert.deepEqual(padded.mlpRuns, [true, false]);
+    close(predictSeconds(p, padded), 0.05 + 0.016 + 0.01, 'one layer left');
   });
 
   test('the layer shapes of the full plan are those of the config; a plan is priced by its layer shapes', () => {

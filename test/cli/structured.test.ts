@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -86,6 +86,13 @@ describe('geneprune structured (CLI)', () => {
     assert.equal(resumed.eval.perplexity, result.eval.perplexity);
     assert.equal(resumed.predictedSpeedup, result.predictedSpeedup);
     assertOneLineError(runCli(['structured', '--resume', out, '--budget', 'params:0.5']), 2, '--budget');
+    // Scores that do not fit the model are refused naming the file, before anything is computed.
+    const broken = join(tmp, 'broken');
+    cpSync(out, broken, { recursive: true });
+    const scores = JSON.parse(readFileSync(join(broken, 'scores.json'), 'utf8'));
+    scores.heads[0].pop();
+    writeFileSync(join(broken, 'scores.json'), JSON.stringify(scores));
+    assertOneLineError(runCli(['structured', '--resume', broken]), 'non-zero', 'scores.json');
     // Reports do not read structured runs yet: said in one line, not a confusing field error.
     assertOneLineError(
       runCli(['report', out, '--out', join(tmp, 'r.html')]),

@@ -32,6 +32,7 @@ import { fullPlan, type LayerShapes, layerShapes, type StructuredPlan } from '..
 import { writeStructuredPlanFile } from '../../masks/structuredfile.js';
 import { batches, defaultBatchSize, evaluatePerplexity, makeWindows } from '../../metrics/perplexity.js';
 import { parameterCount } from '../../model/cost.js';
+import { intermediateOf } from '../../model/spec.js';
 import { runGaInDir } from '../../runs/algorithms.js';
 import {
   absoluteSettings,
@@ -153,12 +154,18 @@ async function scoresOf(dir: string, s: StructuredSearchSettings, data: RunData,
   const path = join(dir, STRUCTURED_FILES.scores);
   const stored = (await readJsonIfPresent(path, 'structured scores')) as StoredScores | undefined;
   if (stored) {
+    const c = data.model.spec.config;
+    const fits = (v: unknown, n: (i: number) => number) =>
+      Array.isArray(v) &&
+      v.length === c.numLayers &&
+      v.every((l, i) => Array.isArray(l) && l.length === n(i) && l.every(Number.isFinite));
     if (
-      !Array.isArray(stored.heads) ||
-      !Array.isArray(stored.channels) ||
-      typeof stored.influence !== 'object'
+      !fits(stored.heads, (i) => c.headsPerLayer[i]) ||
+      !fits(stored.channels, (i) => intermediateOf(c, i)) ||
+      typeof stored.influence !== 'object' ||
+      stored.influence === null
     )
-      throw fileError(path, 'structured scores are corrupt');
+      throw fileError(path, 'structured scores are corrupt or do not fit the model');
     return stored;
   }
   env.onStatus?.(`measuring head, channel and block scores on ${s.scoreTokens} calibration tokens`);

@@ -19,9 +19,10 @@
  *   time, of a random model of the full dense shape; the two forwards are timed round-robin together); 'difference'
  *   = dense forward − Σ the dense layers' table costs. Both are measured and kept (withBaseMethod switches). Direct
  *   predicted better, because the scale absorbs whatever differs between the block sweep and the forwards (the
- *   machine's load between the two phases, a layer's cost alone against inside the model): on the 134M shape under
- *   load 6–8 it stayed within 7 % on six of seven pruned shapes where difference missed by 8–100 %
- *   (docs/notes-latency.md).
+ *   machine's load between the two phases, a layer's cost alone against inside the model): in bench/latency-check
+ *   it was within 7.7 % on all seven pruned shapes of the 134M and TinyLlama-1.1B shapes, where the difference base
+ *   missed the 1B ones by up to 19 % (a 1B layer cost 1.46x inside the model what it cost alone; docs/notes-latency.md).
+ * - the measured tables are then made non-decreasing (monotoneFit): more heads or channels never cost less.
  */
 import { readFileSync } from 'node:fs';
 import { createRunner, type ModelRunner } from '../engine/runner.js';
@@ -67,7 +68,7 @@ export interface CalibrateOptions {
   /** Intra-op threads (0 or absent: ONNX Runtime's default). */
   threads?: number;
   dtype?: ComputeDtype;
-  /** Timed runs per level (median kept; default 5) after untimed warm-up runs (default 1). */
+  /** Timed rounds (every level once each; default 5) after untimed warm-up rounds (default 1). */
   runs?: number;
   warmup?: number;
   /** Head levels to measure (default every count 0 … numHeads); 0 and numHeads are always included. */
@@ -152,8 +153,8 @@ export interface ShapeLayer {
  * A random model of the dense spec's family with these layers (heads spread evenly over the KV groups, so each
  * layer keeps kvHeadsOfUniformKeep KV heads), plus the dense spec's non-layer roles (embedding, final norm, head).
  * Role names come from the dense spec's layer 0, shapes from the rule physical removal follows (q/o by query heads,
- * k/v by KV heads, gate/up rows and down columns by width). Uneven widths set intermediatePerLayer (graphs honour it
- * once per-layer MLP widths are built).
+ * k/v by KV heads, gate/up rows and down columns by width). As in a physically pruned model, intermediateSize stays
+ * the dense width and intermediatePerLayer gives the layers' widths (absent when every layer keeps the dense width).
  */
 export function randomShapeSpec(spec: ModelSpec, layers: readonly ShapeLayer[], seed = 1): ModelSpec {
   const c = spec.config;
@@ -169,14 +170,16 @@ export function randomShapeSpec(spec: ModelSpec, layers: readonly ShapeLayer[], 
     numLayers: L,
     headsPerLayer: layers.map((l) => l.heads),
     kvHeadsPerLayer: kvOf,
-    intermediateSize: Math.max(...widths),
+    intermediateSize: c.intermediateSize,
     slidingWindow: c.slidingWindow ? Array(L).fill(c.slidingWindow[0]) : undefined,
   };
   delete config.kvHeadOfQuery;
   delete config.intermediatePerLayer;
   if (!config.slidingWindow) delete config.slidingWindow;
   if (!uniform) config.kvHeadOfQuery = maps;
-  if (widths.some((w) => w !== config.intermediateSize)) config.intermediatePerLayer = widths;
+  if (widths.some((w) => w > c.intermediateSize))
+    throw new GenepruneError('internal', `random shape: a width above the model's ${c.intermediateSize}`);
+  if (widths.some((w) => w !== c.intermediateSize)) config.intermediatePerLayer = widths;
   const shapeOf = (l: number, name: string, shape: readonly number[]): number[] => {
     const heads = layers[l].heads;
     const width = layers[l].width;

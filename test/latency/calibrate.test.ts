@@ -90,7 +90,7 @@ describe('calibrateLatency', () => {
     assert.deepEqual(c.kvHeadsPerLayer, [2, 0, 1]);
     // 3 heads over 2 KV heads kept evenly: the first group keeps two.
     assert.deepEqual(c.kvHeadOfQuery?.[0], [0, 0, 1]);
-    assert.equal(c.intermediateSize, 256);
+    assert.equal(c.intermediateSize, 1024);
     assert.deepEqual(c.intermediatePerLayer, [256, 0, 128]);
     const D = 256;
     const hd = 64;

@@ -402,6 +402,25 @@ export { type QuotedBest, quotedBest, type SearchProgress } from './search/progr
 export { type ObjectiveRecord, objectiveRecord } from './search/record.js';
 export type { GenomeCodec, SearchSpace } from './search/space.js';
 export { type PickedMask, pickHeadMask } from './spaces/heads/pick.js';
+export { type Budget, type BudgetSpec, parseBudget, priceBudget } from './spaces/structured/budget.js';
+export {
+  resumeStructuredSearch,
+  runStructuredSearch,
+  type StructuredSearchEnv,
+  type StructuredSearchResult,
+} from './spaces/structured/run.js';
+export {
+  STRUCTURED_METHODS,
+  type StructuredSearchOptions,
+  type StructuredSearchSettings,
+  structuredSearchSettings,
+} from './spaces/structured/settings.js';
+export {
+  createStructuredSpace,
+  planFlopsPerToken,
+  STRUCTURED_SPACES,
+  type StructuredSpace,
+} from './spaces/structured/space.js';
 export type { BlockSearchProgress } from './spaces/weights/blockwise.js';
 export {
   GA_PRESET,

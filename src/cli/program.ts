@@ -9,6 +9,7 @@ import { registerGenerate } from './generate.js';
 import { registerHeads } from './heads.js';
 import { registerReport } from './htmlreport.js';
 import { registerPick } from './pick.js';
+import { registerStructured } from './structured.js';
 import { registerWeights } from './weights.js';
 import { registerWorker } from './worker.js';
 
@@ -36,6 +37,7 @@ looked up in $GENEPRUNE_MODELS, then the cache ($GENEPRUNE_CACHE or ~/.cache/gen
   registerHeads(program);
   registerPick(program);
   registerWeights(program);
+  registerStructured(program);
   registerExport(program);
   registerBench(program);
   registerReport(program);

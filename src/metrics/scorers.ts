@@ -79,6 +79,8 @@ export interface ScorerRecord {
 /** Where the candidates' masks go: the weight roles a weight space masks (none for a head space). */
 export interface ScorerTarget {
   weightRoles?: readonly string[];
+  /** The structured spaces' channel_mask / block_mask inputs (text metrics only so far). */
+  structuredMasks?: boolean;
 }
 
 const weightMasksOf = (target: ScorerTarget) => (target.weightRoles ? [...target.weightRoles] : undefined);
@@ -116,6 +118,7 @@ export async function createTextScorer(
     weights,
     dtype: opts.dtype,
     weightMasks: weightMasksOf(target),
+    ...(target.structuredMasks ? { structuredMasks: true } : {}),
     // The calibration rows are at most this long: a sliding window that long keeps the fused attention kernel.
     maxSeq: full.context,
   };

@@ -21,7 +21,7 @@ import {
   reportedQuality,
 } from '../metrics/registry.js';
 import { BENCH_FILE, RUN_FILES, readJsonl } from '../runs/files.js';
-import { HEAD_RUN_KIND, RUN_KINDS, refuseChangedSinceState } from '../runs/rundir.js';
+import { HEAD_RUN_KIND, RUN_KINDS, refuseChangedSinceState, STRUCTURED_RUN_KIND } from '../runs/rundir.js';
 
 export type RunSpace = 'heads' | 'weights';
 
@@ -351,6 +351,11 @@ export async function readRunForReport(
   const config = (await readJsonFile(configPath, 'config.json', true))!;
   if (!Object.hasOwn(RUN_KINDS, config.kind as string))
     throw fileError(configPath, 'not a geneprune run (kind field)');
+  if (config.kind === STRUCTURED_RUN_KIND)
+    throw fileError(
+      configPath,
+      'a structured search run: reports cover head and weight runs so far (see its result.json)',
+    );
   const resultPath = join(dir, RUN_FILES.result);
   const result = (await readJsonFile(resultPath, 'result.json', true))!;
   const settings = (config.settings ?? {}) as Json;

@@ -32,10 +32,12 @@ import { jsonlText, LOCK_FILE, RUN_FILES, readJsonl, SEARCH_LOGS } from './files
 export const RUN_KINDS = {
   'geneprune-head-search': 'head-search',
   'geneprune-weight-prune': 'weight-pruning',
+  'geneprune-structured-search': 'structured-search',
 } as const;
 export type RunKind = keyof typeof RUN_KINDS;
 export const HEAD_RUN_KIND: RunKind = 'geneprune-head-search';
 export const WEIGHT_RUN_KIND: RunKind = 'geneprune-weight-prune';
+export const STRUCTURED_RUN_KIND: RunKind = 'geneprune-structured-search';
 
 export interface RunConfig {
   kind: RunKind;

@@ -36,4 +36,6 @@ export interface SearchSpace<G> extends GenomeCodec<G> {
   masks(g: G): CandidateMasks;
   /** Linear weight roles whose masks `masks` feeds: the runner is built with a mask input for each. */
   readonly weightRoles?: readonly string[];
+  /** The runner is built with the structured mask inputs channel_mask and block_mask (spaces/structured/). */
+  readonly structuredMasks?: boolean;
 }

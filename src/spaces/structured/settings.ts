@@ -1,0 +1,104 @@
+/**
+ * The structured search's settings: every option a run records, the defaults, and the checks of options against
+ * each other. The library and `geneprune structured` search alike because both come through here.
+ */
+import { flagError } from '../../errors.js';
+import { COMPUTE_DTYPES } from '../../graph/weights.js';
+import type { RunDataSettings } from '../../runs/data.js';
+import { settingsFrom } from '../../runs/presets.js';
+import type { QualityMetric } from '../../search/objective.js';
+import { parseBudget } from './budget.js';
+import { STRUCTURED_SPACES, type StructuredSpaceKind } from './space.js';
+
+/** The GA over a space's levels, or a baseline that searches nothing, at the same budget. */
+export const STRUCTURED_METHODS = ['ga', 'uniform', 'flap', 'shortgpt'] as const;
+export type StructuredMethod = (typeof STRUCTURED_METHODS)[number];
+
+/** Metrics a structured search scores with so far: the text metrics (their runner carries the structured masks). */
+export const STRUCTURED_METRICS: readonly QualityMetric[] = ['kl', 'ppl'];
+
+export interface StructuredSearchSettings extends RunDataSettings {
+  space: StructuredSpaceKind;
+  method: StructuredMethod;
+  /** `params:R`, `flops:R` or `speedup:S` (budget.ts). */
+  budget: string;
+  metric: QualityMetric;
+  /** The MLP width grid's step (default: widthLevels' rule: max(64, width/32 rounded up to 64)). */
+  widthStep?: number;
+  /** Calibration tokens the structured scores (the head and channel orders, block influence) are measured on. */
+  scoreTokens: number;
+  /** Multi-fidelity: tokens for the cheap first pass; undefined = off. */
+  lowTokens?: number;
+  promote: number;
+  population: number;
+  generations: number;
+  tournament: number;
+  crossoverRate: number;
+  /** Level switches per mutation at most. */
+  switches: number;
+  elitism: number;
+  seed: number;
+  /** A latency profile to use instead of measuring one (checked against the model and the run's settings). */
+  latencyProfile?: string;
+  /** Timed runs per level when the latency profile is measured. */
+  latencyRuns: number;
+}
+
+export const STRUCTURED_SEARCH_DEFAULTS: Omit<StructuredSearchSettings, 'calib' | 'eval' | 'budget'> = {
+  space: 'joint',
+  method: 'ga',
+  metric: 'kl',
+  calibTokens: 8192,
+  scoreTokens: 8192,
+  promote: 2,
+  population: 16,
+  generations: 30,
+  tournament: 3,
+  crossoverRate: 0.5,
+  switches: 3,
+  elitism: 2,
+  seed: 0,
+  dtype: 'fp32',
+  latencyRuns: 5,
+};
+
+export type StructuredSearchOptions = Partial<StructuredSearchSettings> & {
+  calib: string;
+  eval: string;
+  budget: string;
+};
+
+/** Fills defaults and checks the options against each other. Errors name the CLI flag. */
+export function structuredSearchSettings(opts: StructuredSearchOptions): StructuredSearchSettings {
+  const s = settingsFrom<StructuredSearchSettings>(
+    STRUCTURED_SEARCH_DEFAULTS as Omit<StructuredSearchSettings, 'calib' | 'eval'>,
+    {},
+    undefined,
+    opts,
+  );
+  if (!s.calib) throw flagError('--calib', 'required: the calibration data the search scores plans on');
+  if (!s.eval) throw flagError('--eval', 'required: the evaluation data the final plan is reported on');
+  if (!s.budget) throw flagError('--budget', 'required: params:R, flops:R or speedup:S');
+  parseBudget(s.budget);
+  if (!COMPUTE_DTYPES.includes(s.dtype ?? 'fp32')) {
+    throw flagError('--dtype', `unknown compute dtype "${s.dtype}" (choose ${COMPUTE_DTYPES.join(', ')})`);
+  }
+  if (!STRUCTURED_SPACES.includes(s.space))
+    throw flagError('--space', `"${s.space}" is not one of ${STRUCTURED_SPACES.join(', ')}`);
+  if (!STRUCTURED_METHODS.includes(s.method))
+    throw flagError('--method', `"${s.method}" is not one of ${STRUCTURED_METHODS.join(', ')}`);
+  if (!STRUCTURED_METRICS.includes(s.metric))
+    throw flagError('--metric', `structured search scores with ${STRUCTURED_METRICS.join(' or ')} so far`);
+  for (const key of ['calibTask', 'evalTask', 'calibChoices', 'evalChoices'] as const) {
+    if (s[key] !== undefined)
+      throw flagError('--metric', `structured search scores text only (${key} given)`);
+  }
+  if (s.elitism >= s.population) throw flagError('--elitism', `must be below --population (${s.population})`);
+  if (s.lowTokens !== undefined && s.lowTokens >= s.calibTokens)
+    throw flagError('--low-tokens', `must be below --calib-tokens (${s.calibTokens})`);
+  if (s.lowTokens !== undefined && s.promote < 1)
+    throw flagError('--promote', 'multi-fidelity needs --promote ≥ 1');
+  if (s.widthStep !== undefined && !(Number.isInteger(s.widthStep) && s.widthStep > 0))
+    throw flagError('--width-step', `must be a positive integer, got ${s.widthStep}`);
+  return s;
+}

@@ -15,6 +15,7 @@ const COMMANDS = [
   'generate',
   'heads',
   'weights',
+  'structured',
   'export',
   'bench',
   'report',

@@ -21,7 +21,7 @@
  *   predicted better, because the scale absorbs whatever differs between the block sweep and the forwards (the
  *   machine's load between the two phases, a layer's cost alone against inside the model): in bench/latency-check
  *   it was within 7.7 % on all seven pruned shapes of the 134M and TinyLlama-1.1B shapes, where the difference base
- *   missed the 1B ones by up to 19 % (a 1B layer cost 1.46x inside the model what it cost alone; docs/notes-latency.md).
+ *   missed the 1B ones by up to 19 % (a 1B layer cost 1.46x inside the model what it cost alone; docs/structured.md, What was measured).
  * - the measured tables are then made non-decreasing (monotoneFit): more heads or channels never cost less.
  */
 import { readFileSync } from 'node:fs';
@@ -79,7 +79,7 @@ export interface CalibrateOptions {
   seed?: number;
   /** See Timing.statistic (default 'median'). */
   statistic?: 'median' | 'min';
-  /** How base and layerScale are found (default 'direct'; see PrefillTables.baseMethod and docs/notes-latency.md). */
+  /** How base and layerScale are found (default 'direct'; see PrefillTables.baseMethod and docs/structured.md, What was measured). */
   baseMethod?: BaseMethod;
   /** Weights (bytes) of the block sessions open at once (default 1 GiB): levels in one group run round-robin. */
   sessionBytes?: number;

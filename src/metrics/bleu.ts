@@ -429,7 +429,7 @@ function compensatedSum(values: readonly number[]): number {
 /**
  * The GenePrune code's per-problem BLEU, 0–1: exactly NLTK's
  * `sentence_bleu([reference.split()], hypothesis.split(), weights=(0.25,)*4,
- * smoothing_function=SmoothingFunction().method1)` (NLTK 3.8; checked against it, docs/notes-s2smetrics.md).
+ * smoothing_function=SmoothingFunction().method1)` (NLTK 3.8; checked against it, docs/code-generation.md).
  * Whitespace tokens as Python's `str.split()`, case-sensitive, one reference. As NLTK:
  * - p_n = clipped n-gram matches / max(1, hypothesis n-grams); a zero match count becomes 0.1 / that denominator
  *   (method1), so a hypothesis of fewer than n tokens gets p_n = 0.1 / 1 for that order;

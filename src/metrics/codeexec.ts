@@ -7,7 +7,7 @@
  * program ends or times out, at most `workers` programs at once. Where this process is root it also drops each
  * program to an unprivileged uid of its own (setpriv: writes outside world-writable folders fail, the process-count
  * limit applies) and, where unshare works, into namespaces of its own: an empty network one (no network) and a
- * process-id one (it cannot see or signal other processes; its orphans die with it). What this does and does not isolate is written out in docs/notes-codeexec.md; a container is the answer for more.
+ * process-id one (it cannot see or signal other processes; its orphans die with it). What this does and does not isolate is written out in docs/code-generation.md; a container is the answer for more.
  *
  * A program passes only when it exits 0 AND prints, after its asserts, a sentinel made from a random token the
  * generated code was written without: `sys.exit(0)` before the asserts, or printing `True`, is a failure.

@@ -70,7 +70,7 @@ export type RecipeOptions = Omit<ObjectiveOptions, 'elementwise' | 'remote' | 'b
  * search, blocks before it at their fixed masks, blocks after it dense), rebuilt elsewhere. The evaluator does
  * not receive the hidden states entering the block: it replays the walk from block 0 with the fixed masks
  * (spaces/weights/blockrecipe.ts), as a resumed block search does — a few block passes instead of shipping
- * batch × seq × d floats per block (docs/notes-pool.md has the measurements).
+ * batch × seq × d floats per block (docs/distributed.md has the measurements).
  */
 export interface BlockRecipe {
   kind: 'block';

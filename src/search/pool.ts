@@ -194,7 +194,7 @@ export function emptyTally(): PoolTally {
 /**
  * A live worker thread of a pool, lent to one scorer at a time (`owner`): the pool backend keeps its threads
  * between recipes, so a block search's next block costs a `load` message, not N new threads (≈ 0.45 s for two
- * on stories260K, measured: docs/notes-pool.md).
+ * on stories260K, measured: docs/distributed.md).
  */
 export interface PoolThread {
   readonly worker: EvaluatorHandle;

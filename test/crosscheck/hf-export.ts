@@ -203,7 +203,7 @@ for (const [name, modelType, extra] of [
   );
 }
 
-// Rotary scaling (docs/notes-rope.md): each kind in config.json on a GQA decoder, positions 0–11 where it changes
+// Rotary scaling (docs/families.md): each kind in config.json on a GQA decoder, positions 0–11 where it changes
 // the rotation (llama3: head_dim 8 puts pairs in all three bands). yarn's factor equals max_position_embeddings /
 // original_max_position_embeddings, the one case where every transformers release reads yarn the same way.
 for (const [name, modelType, ropeScaling] of [

@@ -174,7 +174,7 @@ describe('code execution: contained programs', { skip: noPython }, () => {
         assert.match(r.reason, /PermissionError/);
         assert.ok(!existsSync(target));
       } else {
-        // Not confined: same uid as this process, so the write succeeds (docs/notes-codeexec.md says so).
+        // Not confined: same uid as this process, so the write succeeds (docs/code-generation.md says so).
         console.log(
           '# not root here: the program ran under this uid and its write outside its folder succeeded',
         );

@@ -1,6 +1,6 @@
 /**
  * The seq2seq text metrics as the GenePrune code computes them, against values worked out by hand (the arithmetic
- * is next to each case; NLTK 3.8 gives the same numbers, docs/notes-s2smetrics.md — it is not needed here):
+ * is next to each case; NLTK 3.8 gives the same numbers, docs/code-generation.md — it is not needed here):
  * - `nltkMethod1SentenceBleu` / `nltkMethod1MeanBleu`: NLTK `sentence_bleu([ref.split()], hyp.split(),
  *   weights=(0.25,)*4, smoothing_function=SmoothingFunction().method1)` and its mean, 0–1;
  * - `exactMatch` with its normalisation (trailing whitespace per line, both ends of the whole text; nothing else).

@@ -297,7 +297,7 @@ describe('weights --method owl on stories260K', { skip: skipUnlessShared(MODEL, 
     // Measured on this machine (8,192 calibration tokens, all 38,008 eval tokens): OWL's blocks at 44.3, 43.4, 50.5,
     // 52.3, 59.4 % (outlier shares 2.27, 2.36, 1.66, 1.49, 0.78 %), eval perplexity 17.109 against Wanda's 18.895
     // (calibration 15.848 against 17.098); with --recover 12.696 against 14.262. At 20 and 30 % OWL was slightly
-    // worse (3.999, 4.623 against 3.948, 4.550) — see docs/notes-owl.md.
+    // worse (3.999, 4.623 against 3.948, 4.550) — see docs/weight-pruning.md.
     type Res = {
       sparsity: { achieved: number };
       layers: Array<{ layer: number; sparsity: number }>;

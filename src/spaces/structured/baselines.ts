@@ -11,7 +11,7 @@
  *   search. After each removal every layer keeps the smallest width level holding its remaining channels (snapped
  *   up: the plan keeps the most), its best channels by score; the first plan within the budget is returned.
  *   `metric: 'fluctuation'` ranks by FLAP's own fluctuation metric (scores.ts) instead of the norm scores; what
- *   FLAP does beyond this (bias compensation) is in docs/notes-sbase.md.
+ *   FLAP does beyond this (bias compensation) is in docs/structured.md (Baselines).
  * - ShortGPT: whole layers (attention and MLP blocks) skipped, lowest layer block influence first (ties: the lower
  *   layer), until the budget holds.
  * Each baseline walks its plans from the largest down and stops at the first that fits, so with a cost that

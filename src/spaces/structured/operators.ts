@@ -146,7 +146,7 @@ export function uniformAtBudget(space: StructuredSpace, budget: Budget, rng: Rng
  * (joint) the random ones take turns: one lowered anywhere, then one lowered in the heads first, one in the MLP
  * widths first, one in the blocks first — so the joint search starts from every single-space region too, not only
  * from their mixtures (a joint search started from mixtures alone lost to heads-only on stories260K; see
- * docs/notes-sspace.md).
+ * docs/structured.md, Budgets).
  */
 export function initialAtBudget(
   space: StructuredSpace,

@@ -15,7 +15,7 @@
  *   width 0 MLP BI 0, where the graph has no such block to measure;
  * - FLAP's fluctuation metric (`fluctuation`): channel j: var(X_j) · ‖W_down[:, j]‖₂², head h: Σ over cols(h) of
  *   var(X_d) · ‖W_o[:, d]‖₂², var the sample variance over the calibration tokens — how far the unit's
- *   contribution strays from its mean, which a bias could restore (FLAP's reading; see docs/notes-sbase.md).
+ *   contribution strays from its mean, which a bias could restore (FLAP's reading; see docs/structured.md (Baselines)).
  * Norms are of sums over all calibration tokens (not means): only their order within a layer, and their
  * per-layer standardised values, are read.
  *

@@ -7,7 +7,7 @@
  * fixed masks (engine/blocks.ts enterBlock, blockpasses.ts advanceHidden), the path a resumed block search takes
  * and the one the search itself took, so the states are the same numbers. Shipping them instead would cost
  * batch × seq × d × 4 bytes per block per evaluator (hundreds of MB on a 134M model, across a network for a
- * queue); replaying costs l block passes, about one candidate's suffix pass (docs/notes-pool.md, measured).
+ * queue); replaying costs l block passes, about one candidate's suffix pass (docs/distributed.md, measured).
  * Those replay passes are the evaluator's set-up, not candidate passes: the search counts the walk's passes
  * once, in its own thread, as a one-process run does.
  */

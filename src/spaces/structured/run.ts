@@ -505,6 +505,8 @@ export async function runStructuredSearch(
   const s = absoluteSettings(settings);
   const data = await prepareRunData(s, env, 'structured');
   refuseUnsupportedData(data);
+  // A seed plan that cannot be read, or was made for another model, is refused before the run directory exists.
+  for (const path of s.seedPlans ?? []) await loadStructuredPlanFile(path, data.model.spec);
   let lock: HeldLock | undefined;
   let p: Prepared | undefined;
   try {

@@ -13,7 +13,8 @@
  * needs `--out`, so it never overwrites docs/tables/. `--reuse` (weights only) redraws the table and figure from the runs an
  * earlier full run left in runs/weights-table instead of running them again (the seconds in the cost table are
  * those runs' own). The full run takes hours (table:heads and table:weights about 25
- * minutes each, bench:scale much longer); the quick one well under a minute for heads and weights.
+ * minutes each, bench:scale much longer, table:structured about 15); the quick one well under a minute for heads
+ * and weights.
  */
 import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -139,6 +140,31 @@ const BENCHES: Record<string, Bench> = {
         'weights',
       );
     },
+  },
+  structured: {
+    npm: 'table:structured',
+    script: 'bench/structured-table.ts',
+    args: [],
+    quick: [
+      '--out',
+      'RUNS',
+      '--speedups',
+      '1.5',
+      '--rows',
+      'heads,joint,uniform',
+      '--population',
+      '4',
+      '--generations',
+      '2',
+      '--calib-tokens',
+      '512',
+      '--timing-runs',
+      '2',
+      '--speed-shape',
+      'tiny',
+      '--speed-timing-runs',
+      '2',
+    ],
   },
   engine: {
     npm: 'bench:engine',

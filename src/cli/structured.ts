@@ -1,4 +1,5 @@
 /** `geneprune structured`: search heads, MLP channels and whole blocks at a parameter, FLOP or latency budget. */
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { flagError } from '../errors.js';
 import { BUDGET_HELP } from '../spaces/structured/budget.js';
@@ -135,6 +136,11 @@ export function registerStructured(program: Command): void {
       '--latency-profile <file>',
       'a latency profile measured before (latency-profile.json of a run) instead of measuring one',
     )
+    .option(
+      '--seed-plan <file>',
+      "a structured plan file (another run's plan.json) to open the GA's initial population with, repaired to the budget; repeatable",
+      (v: string, prev: string[] = []) => [...prev, v],
+    )
     .option('--latency-runs <n>', 'timed runs per level when the latency model is measured (default 5)')
     .option('--ctx <n>', "context length per window (default: the model's, at most 512)")
     .option('--batch-size <n>', 'windows per forward pass (default: about 2048 tokens)')
@@ -184,7 +190,14 @@ Examples:
       } else {
         if (typeof f.out !== 'string') throw flagError('--out', 'required: the run directory to create');
         const parsed = parsedSettingFlags(SETTING_FLAGS, f) as Partial<StructuredSearchSettings>;
-        const s = structuredSearchSettings({ calib: '', eval: '', budget: '', ...parsed });
+        const seedPlans = f.seedPlan as string[] | undefined;
+        const s = structuredSearchSettings({
+          calib: '',
+          eval: '',
+          budget: '',
+          ...parsed,
+          ...(seedPlans ? { seedPlans: seedPlans.map((x) => resolve(x)) } : {}),
+        });
         result = await runStructuredSearch(f.out, s, env);
       }
       progress.done();

@@ -59,6 +59,32 @@ describe('geneprune structured (CLI)', () => {
       2,
       '--metric',
     );
+    // --seed-plan is repeatable, seeds GA runs only, and an unreadable plan file is refused naming it.
+    assertOneLineError(
+      runCli([
+        'structured',
+        ...data(),
+        '--budget',
+        'params:0.8',
+        '--method',
+        'uniform',
+        '--seed-plan',
+        'a.json',
+        '--seed-plan',
+        'b.json',
+        '--out',
+        out,
+      ]),
+      2,
+      '--seed-plan',
+      '--method uniform',
+    );
+    const missing = join(tmp, 'no-such-plan.json');
+    assertOneLineError(
+      runCli(['structured', ...data(), '--budget', 'params:0.8', '--seed-plan', missing, '--out', out]),
+      'non-zero',
+      missing,
+    );
     assert.ok(!existsSync(join(out, 'config.json')));
   });
 

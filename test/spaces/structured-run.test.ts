@@ -132,3 +132,45 @@ describe('geneprune structured runs on stories260K', { skip }, () => {
     assert.ok(r.plan.skipMlp.some(Boolean));
   });
 });
+
+describe('--seed-plan: a joint search seeded with a heads-only search plan', { skip }, () => {
+  const tmp = { dir: mkdtempSync(join(tmpdir(), 'geneprune-structured-seed-')) };
+  after(() => rmSync(tmp.dir, { recursive: true, force: true }));
+
+  it('starts from the seed genome in generation 0 and never ends worse than it', async () => {
+    const small = { population: 4, generations: 2, seed: 3, budget: 'params:0.9' };
+    const heads = await runStructuredSearch(join(tmp.dir, 'heads'), settings({ ...small, space: 'heads' }));
+    const joint = await runStructuredSearch(
+      join(tmp.dir, 'joint'),
+      settings({ ...small, space: 'joint', seedPlans: [heads.planFile] }),
+    );
+    // The joint genome of a heads-only plan, written by hand: per layer heads kept . the full width's level
+    // (stories260K's MLP width on a 16-wide grid: ceil(W/16) levels above 0) . attention runs . MLP runs.
+    const model = await openModel(sharedPath(MODEL));
+    const top = Math.ceil(model.spec.config.intermediateSize / 16);
+    const seedText = heads.plan.heads.map((h) => `${h.length}.${top}.1.1`).join('/');
+    const gen0 = readFileSync(join(joint.runDir, 'evals.jsonl'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l))
+      .filter((e) => e.generation === 0);
+    const seeded = gen0.find((e) => e.genome === seedText);
+    assert.ok(seeded, `${seedText} not in generation 0: ${gen0.map((e) => e.genome).join(' ')}`);
+    // The same plan on the same calibration tokens scores the same; elitism keeps it to the end.
+    assert.ok(
+      Math.abs(seeded.quality - heads.calib.quality) < 1e-9,
+      `${seeded.quality} vs ${heads.calib.quality}`,
+    );
+    assert.ok(
+      joint.calib.quality <= heads.calib.quality + 1e-12,
+      `${joint.calib.quality} > ${heads.calib.quality}`,
+    );
+  });
+
+  it('refuses seeds for a baseline', () => {
+    assert.throws(
+      () => settings({ method: 'uniform', seedPlans: ['x.json'] }),
+      /seeds a GA's initial population; --method uniform searches nothing/,
+    );
+  });
+});

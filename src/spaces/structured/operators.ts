@@ -15,6 +15,7 @@
  * it. Costs need not be monotone in the levels (a measured latency table may not be): step 1 ends at the
  * all-zero genome at worst, which the budget checked fits when it was priced.
  */
+import type { StructuredPlan } from '../../masks/structured.js';
 import type { GaOperators } from '../../search/ga.js';
 import type { Rng } from '../../util/rng.js';
 import type { Budget } from './budget.js';
@@ -175,13 +176,53 @@ export function initialAtBudget(
   return out;
 }
 
+/**
+ * The genome of this space nearest a plan: per layer, the heads level is the number of query heads the plan keeps,
+ * the width level the largest grid width not above the channels it keeps, a block gene 0 where the plan skips the
+ * block (in a space without block genes a skipped block's heads / width level is 0). The genome decodes to the
+ * plan itself when the plan keeps the best units by this space's score orders at grid widths (a plan another
+ * search over the same scores wrote); otherwise to the plan with the same counts of the best units.
+ */
+export function genomeOfPlan(space: StructuredSpace, plan: StructuredPlan): StructuredGenome {
+  const has = new Set(space.slots.map((s) => s.kind));
+  return Uint8Array.from(space.slots, (slot) => {
+    const i = slot.layer;
+    const attention = !plan.skipAttention[i];
+    const mlp = !plan.skipMlp[i];
+    switch (slot.kind) {
+      case 'attention':
+        return attention ? 1 : 0;
+      case 'mlp':
+        return mlp ? 1 : 0;
+      case 'heads':
+        return attention || has.has('attention') ? Math.min(slot.max, plan.heads[i].length) : 0;
+      case 'width': {
+        if (!mlp && !has.has('mlp')) return 0;
+        const kept = plan.channels[i].length;
+        let level = 0;
+        for (const [j, w] of space.widths[i].entries()) if (w <= kept) level = j;
+        return Math.min(slot.max, level);
+      }
+    }
+  });
+}
+
+/**
+ * The GA's operators in a space at a budget. `seeds` (genomes, e.g. `genomeOfPlan` of other searches' results)
+ * open the initial population, each repaired to the budget (a seed within it and maximal stays as it is); the
+ * rest is `initialAtBudget`'s. With elitism the run never ends worse than its best seed.
+ */
 export function structuredGaOperators(
   space: StructuredSpace,
   budget: Budget,
   s: StructuredGaSettings,
+  seeds: readonly StructuredGenome[] = [],
 ): GaOperators<StructuredGenome> {
   return {
-    initial: (size, rng) => initialAtBudget(space, budget, size, rng),
+    initial: (size, rng) => {
+      const seeded = seeds.slice(0, size).map((g) => repair(space, budget, g, rng));
+      return [...seeded, ...initialAtBudget(space, budget, size - seeded.length, rng)];
+    },
     crossover: (a, b, _fa, _fb, rng) => layerCrossover(space, a, b, s.crossoverRate, rng),
     vary: (g, rng) => {
       let out = g;

@@ -29,7 +29,7 @@ import {
   writeLatencyProfile,
 } from '../../latency/profile.js';
 import { fullPlan, type LayerShapes, layerShapes, type StructuredPlan } from '../../masks/structured.js';
-import { writeStructuredPlanFile } from '../../masks/structuredfile.js';
+import { loadStructuredPlanFile, writeStructuredPlanFile } from '../../masks/structuredfile.js';
 import { batches, defaultBatchSize, evaluatePerplexity, makeWindows } from '../../metrics/perplexity.js';
 import { parameterCount } from '../../model/cost.js';
 import { intermediateOf } from '../../model/spec.js';
@@ -66,7 +66,7 @@ import { createObjective, type Objective, qualityFromLog } from '../../search/ob
 import { type HeldLock, writeJsonAtomic } from '../../util/fs.js';
 import { flapLike, shortGpt, uniformWidth } from './baselines.js';
 import { type Budget, budgetText, parseBudget, priceBudget } from './budget.js';
-import { structuredGaOperators } from './operators.js';
+import { genomeOfPlan, structuredGaOperators } from './operators.js';
 import { createPlanSpace, levelObjective } from './planobjective.js';
 import { orders as ordersOf, type StructuredScores, structuredScores } from './scores.js';
 import type { StructuredSearchSettings } from './settings.js';
@@ -130,6 +130,8 @@ interface Prepared {
   objective: Objective<StructuredGenome, StructuredSpace>;
   budget: Budget;
   profile?: LatencyProfile;
+  /** --seed-plan files' plans as this space's genomes (not yet repaired: the GA's initial population does). */
+  seeds: StructuredGenome[];
 }
 
 /** scores.json: the structured scores as plain arrays. */
@@ -258,7 +260,11 @@ async function prepare(
     threads: env.threads,
     dtype: s.dtype,
   });
-  return { data, scores, space, plans, objective: levelObjective(plans, space), budget, profile };
+  const seeds: StructuredGenome[] = [];
+  for (const path of s.seedPlans ?? []) {
+    seeds.push(genomeOfPlan(space, (await loadStructuredPlanFile(path, spec)).plan));
+  }
+  return { data, scores, space, plans, objective: levelObjective(plans, space), budget, profile, seeds };
 }
 
 function gaOptions(
@@ -270,10 +276,12 @@ function gaOptions(
     population: s.population,
     generations: s.generations,
     tournamentSize: s.tournament,
-    operators: structuredGaOperators(p.space, p.budget, {
-      crossoverRate: s.crossoverRate,
-      switches: s.switches,
-    }),
+    operators: structuredGaOperators(
+      p.space,
+      p.budget,
+      { crossoverRate: s.crossoverRate, switches: s.switches },
+      p.seeds,
+    ),
     // Every individual sits at the budget (operators.ts), so fitness is the quality alone.
     fitness: { kind: 'budget', metric: s.metric, lambda: 0, denseQuality },
     elitism: s.elitism,
@@ -497,6 +505,8 @@ export async function runStructuredSearch(
   const s = absoluteSettings(settings);
   const data = await prepareRunData(s, env, 'structured');
   refuseUnsupportedData(data);
+  // A seed plan that cannot be read, or was made for another model, is refused before the run directory exists.
+  for (const path of s.seedPlans ?? []) await loadStructuredPlanFile(path, data.model.spec);
   let lock: HeldLock | undefined;
   let p: Prepared | undefined;
   try {

@@ -42,6 +42,11 @@ export interface StructuredSearchSettings extends RunDataSettings {
   latencyProfile?: string;
   /** Timed runs per level when the latency profile is measured. */
   latencyRuns: number;
+  /**
+   * Structured plan files (`plan.json` of other runs, e.g. the single-space searches at the same budget) whose
+   * plans open the GA's initial population, re-encoded as this space's genomes and repaired to the budget.
+   */
+  seedPlans?: string[];
 }
 
 export const STRUCTURED_SEARCH_DEFAULTS: Omit<StructuredSearchSettings, 'calib' | 'eval' | 'budget'> = {
@@ -98,6 +103,10 @@ export function structuredSearchSettings(opts: StructuredSearchOptions): Structu
     throw flagError('--low-tokens', `must be below --calib-tokens (${s.calibTokens})`);
   if (s.lowTokens !== undefined && s.promote < 1)
     throw flagError('--promote', 'multi-fidelity needs --promote ≥ 1');
+  if (s.seedPlans !== undefined && s.method !== 'ga')
+    throw flagError('--seed-plan', `seeds a GA's initial population; --method ${s.method} searches nothing`);
+  if (s.seedPlans !== undefined && s.seedPlans.length > s.population)
+    throw flagError('--seed-plan', `${s.seedPlans.length} plans for a population of ${s.population}`);
   if (s.widthStep !== undefined && !(Number.isInteger(s.widthStep) && s.widthStep > 0))
     throw flagError('--width-step', `must be a positive integer, got ${s.widthStep}`);
   return s;

@@ -99,9 +99,11 @@ describe('README and the manual in docs/', () => {
     assert.deepEqual(generated.sort(), [
       'engine.md',
       'heads.md',
+      'latency.md',
       'prune.md',
       'scale.md',
       'seq2seq.md',
+      'structured.md',
       'weights.md',
       'workers.md',
     ]);

@@ -53,9 +53,14 @@ export async function writeLlamaLikeFolder(
     throw new Error(`llamalike: rms_norm_eps must be ${spec.config.normEps}`);
   }
   await writeHfFolder(dir, { config, tensors: llamaSpecToHf(spec).tensors });
+  return llamaReference(spec);
+}
+
+/** The plain reference's view of a LLaMA-like spec: its sizes and every tensor, loaded. */
+export async function llamaReference(spec: ModelSpec): Promise<ReferenceWeights> {
+  const c = spec.config;
   const weights = new Map<string, Float32Array>();
   for (const [role, t] of spec.tensors) weights.set(role, await t.load());
-  const c = spec.config;
   return {
     hiddenSize: c.hiddenSize,
     numLayers: c.numLayers,
@@ -65,8 +70,8 @@ export async function writeLlamaLikeFolder(
     intermediateSize: c.intermediateSize,
     vocabSize: c.vocabSize,
     normEps: c.normEps,
-    ropeTheta: Number(config.rope_theta),
-    tieEmbeddings: config.tie_word_embeddings === true,
+    ropeTheta: c.ropeTheta ?? 10000,
+    tieEmbeddings: c.tieEmbeddings,
     get: (role) => weights.get(role),
   };
 }

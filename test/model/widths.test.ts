@@ -29,13 +29,13 @@ import { tempDir } from '../checkpoint/helpers.js';
 import { writeRandomEncoder } from '../helpers/encoders.js';
 import { writeGemma } from '../helpers/gemma.js';
 import { writeGpt2 } from '../helpers/gpt2.js';
-import { randomTokens } from '../helpers/llamalike.js';
+import { llamaReference, randomTokens } from '../helpers/llamalike.js';
 import { writeOpt } from '../helpers/opt.js';
 import { writePhi3 } from '../helpers/phi3.js';
 import { writeQwen3 } from '../helpers/qwen3.js';
 import { referenceEncoderForward } from '../reference/bert.js';
 import { gpt2Forward } from '../reference/gpt2.js';
-import { type ReferenceWeights, referenceForward } from '../reference/llama.js';
+import { referenceForward } from '../reference/llama.js';
 
 const tmp = tempDir('geneprune-widths-');
 after(tmp.cleanup);
@@ -114,25 +114,6 @@ function llamaWithWidths(seed: number, widths = WIDTHS): ModelSpec {
     seed,
     scale: 20,
   });
-}
-
-async function llamaReference(spec: ModelSpec): Promise<ReferenceWeights> {
-  const c = spec.config;
-  const weights = new Map<string, Float32Array>();
-  for (const [role, t] of spec.tensors) weights.set(role, await t.load());
-  return {
-    hiddenSize: c.hiddenSize,
-    numLayers: c.numLayers,
-    headDim: c.headDim,
-    headsPerLayer: c.headsPerLayer,
-    kvHeadsPerLayer: c.kvHeadsPerLayer,
-    intermediateSize: c.intermediateSize,
-    vocabSize: c.vocabSize,
-    normEps: c.normEps,
-    ropeTheta: c.ropeTheta ?? 10000,
-    tieEmbeddings: c.tieEmbeddings,
-    get: (role) => weights.get(role),
-  };
 }
 
 describe('per-layer MLP widths against the references', () => {

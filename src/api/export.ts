@@ -4,7 +4,8 @@
  * exported whole (a format conversion).
  */
 
-import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import type { StoredFloat } from '../checkpoint/safetensors.js';
 import { checkMemoryBudget } from '../engine/memory.js';
 import type { Device } from '../engine/session.js';
@@ -30,6 +31,7 @@ import {
 } from '../prune/export.js';
 import { recoverHeadRemoval } from '../prune/recover-heads.js';
 import { recoveryBatches, shortCalibrationNote } from '../runs/data.js';
+import { RECOVERED_WEIGHTS_FILE } from '../runs/files.js';
 import { type ModelInput, openModelInput } from './common.js';
 
 export interface ExportOptions {
@@ -41,7 +43,8 @@ export interface ExportOptions {
   /**
    * Structured plan file (masks/structuredfile.ts) from a structured search, checked against the model: its heads,
    * MLP channels and skipped blocks are removed (compact) or zeroed (padded). It holds its own heads, so it is
-   * refused with `mask`; a `weightMask` composes (its zeros are applied first), recovery is not built for it.
+   * refused with `mask`; a `weightMask` composes (its zeros are applied first); `recovered` from `structured
+   * --recover` gives its refitted o and down (and biases).
    */
   structured?: string;
   /**
@@ -51,7 +54,8 @@ export interface ExportOptions {
   weightMask?: string;
   /**
    * Recovered weights (`recovered-weights.safetensors`), written instead of the originals: from `geneprune weights
-   * --recover` with its `weightMask`, or from `geneprune heads --recover` with its head `mask` (o's kept columns).
+   * --recover` with its `weightMask`, from `geneprune heads --recover` with its head `mask` (o's kept columns), or
+   * from `geneprune structured --recover` with its `structured` plan.
    */
   recovered?: string;
   /**
@@ -130,14 +134,14 @@ export async function exportModel(opts: ExportOptions): Promise<
     if (opts.mask) {
       throw flagError('--structured', 'the structured plan holds its own heads: give it or --mask, not both');
     }
-    if (opts.recover || opts.recovered) {
+    if (opts.recover) {
       throw flagError(
-        opts.recover ? '--recover' : '--recovered',
-        'recovery after a structured removal is not built: export the plan without it',
+        '--recover',
+        'refitting at export time is not built for a structured plan: run `structured --recover` and give its --recovered',
       );
     }
   }
-  refuseRecoveredWithoutMask(opts.recovered, opts);
+  refuseRecoveredWithoutMask(opts.recovered, { ...opts, mask: opts.mask ?? opts.structured });
   if (opts.recover) {
     if (opts.recovered) throw flagError('--recover', 'give either --recover or --recovered, not both');
     if (!opts.mask) {
@@ -178,6 +182,14 @@ export async function exportModel(opts: ExportOptions): Promise<
   const mask = opts.mask ? await loadMaskFile(opts.mask, model.spec) : undefined;
   const plan = opts.structured ? await loadStructuredPlanFile(opts.structured, model.spec) : undefined;
   const weights = opts.weightMask ? await loadWeightMaskFile(opts.weightMask, model.spec) : undefined;
+  if (plan && !opts.recovered) {
+    // A `structured --recover` run keeps its refit beside plan.json: exporting without it is allowed, but said.
+    const beside = join(dirname(plan.path), RECOVERED_WEIGHTS_FILE);
+    if (existsSync(beside))
+      opts.onNote?.(
+        `${beside} (recovered weights) is not applied: give it with --recovered to export the recovered model`,
+      );
+  }
   let spec = model.spec;
   let recovered: AppliedMask['recovered'];
   let tokensAsked: number | undefined;
@@ -187,6 +199,7 @@ export async function exportModel(opts: ExportOptions): Promise<
       ...(mask
         ? { head: { sha256: mask.sha256, removed: removedList(model.spec.config, mask.genome) } }
         : {}),
+      ...(plan ? { structured: { plan: plan.plan } } : {}),
     });
     spec = read.spec;
     recovered = { kind: read.kind, path: opts.recovered };

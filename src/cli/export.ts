@@ -62,7 +62,7 @@ export function registerExport(program: Command): void {
     )
     .option(
       '--recovered <file>',
-      'recovered weights, written in place of the originals: of a `weights --recover` run (with its --weight-mask) or a `heads --recover` run (with its --mask)',
+      'recovered weights, written in place of the originals: of a `weights --recover` run (with its --weight-mask), a `heads --recover` run (with its --mask) or a `structured --recover` run (with its --structured plan)',
     )
     .option(
       '--recover',

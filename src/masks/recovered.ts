@@ -9,13 +9,19 @@
  * and maskSha256 names the mask.json it came with). They belong to one model and one mask: `eval`, `generate`
  * and `export` take them with that mask (`--weight-mask M --recovered R` or `--mask M --recovered R`) and refuse
  * them, in one line naming the file, for another model, another mask, or without their mask.
+ * A third kind, maskKind "structured" (`structured --recover`), refits o and down after a structured plan's heads,
+ * channels and blocks are removed (prune/recover-structured.ts); its identity is `planDigest`, the sha256 of the
+ * plan's units (planDigest below), so the plan.json it came with may be copied or re-annotated; `export
+ * --structured P --recovered R` takes it.
  */
 
+import { createHash } from 'node:crypto';
 import { weightDtypeProblem } from '../checkpoint/dtype.js';
 import { openSafetensors, writeSafetensors } from '../checkpoint/safetensors.js';
 import { fileError, flagError, GenepruneError } from '../errors.js';
 import { modelIdentity, shortFingerprint } from '../model/identity.js';
 import type { ModelSpec, TensorSource } from '../model/spec.js';
+import type { StructuredPlan } from './structured.js';
 
 export const RECOVERED_FORMAT = 'geneprune-recovered-weights';
 const META_KEY = 'geneprune.recovered-weights';
@@ -27,15 +33,24 @@ export interface RecoveredWeightsInfo {
   maskSha256: string;
   damping: number;
   /** Absent for a weight mask. */
-  maskKind?: 'head';
+  maskKind?: 'head' | 'structured';
   /** maskKind "head": the removed heads, `L:H`. */
   removedHeads?: string[];
+  /** maskKind "structured": planDigest of the plan. */
+  planDigest?: string;
+}
+
+/** The identity of a structured plan's units: sha256 of its heads, channels and skipped blocks, in that order. */
+export function planDigest(plan: StructuredPlan): string {
+  const units = [plan.heads, plan.channels, plan.skipAttention, plan.skipMlp];
+  return createHash('sha256').update(JSON.stringify(units)).digest('hex');
 }
 
 /** The mask recovered weights were made under, as the file records it. */
 export type RecoveredMask =
   | { kind: 'weight'; sha256: string }
-  | { kind: 'head'; sha256: string; removed: readonly string[] };
+  | { kind: 'head'; sha256: string; removed: readonly string[] }
+  | { kind: 'structured'; sha256: string; plan: StructuredPlan };
 
 /** The masks a command was given, which a recovered file must match. */
 export interface GivenMasks {
@@ -43,6 +58,8 @@ export interface GivenMasks {
   weight?: { sha256: string };
   /** The head-mask file (--mask): its sha256 and removed heads. */
   head?: { sha256: string; removed: readonly string[] };
+  /** The structured plan (--structured). */
+  structured?: { plan: StructuredPlan };
 }
 
 /** Refuses --recovered given with neither mask, before any file is read. */
@@ -80,6 +97,9 @@ export async function writeRecoveredWeights(
     maskSha256: mask.sha256,
     damping,
     ...(mask.kind === 'head' ? { maskKind: 'head' as const, removedHeads: [...mask.removed] } : {}),
+    ...(mask.kind === 'structured'
+      ? { maskKind: 'structured' as const, planDigest: planDigest(mask.plan) }
+      : {}),
   };
   await writeSafetensors(
     path,
@@ -110,7 +130,7 @@ export async function readRecoveredWeights(
   path: string,
   spec: ModelSpec,
   given: GivenMasks,
-): Promise<{ spec: ModelSpec; kind: 'head' | 'weight' }> {
+): Promise<{ spec: ModelSpec; kind: 'head' | 'weight' | 'structured' }> {
   const st = await openSafetensors(path);
   let info: Partial<RecoveredWeightsInfo>;
   try {
@@ -143,6 +163,13 @@ export async function readRecoveredWeights(
         `recovered after heads ${headListShort(recorded)} were removed, but --mask removes ${headListShort(given.head.removed)}`,
       );
     }
+  } else if (info.maskKind === 'structured') {
+    if (!given.structured) {
+      throw fileError(path, 'recovered after a structured removal: give its plan with --structured');
+    }
+    if (info.planDigest !== planDigest(given.structured.plan)) {
+      throw fileError(path, 'recovered under another structured plan than the one given with --structured');
+    }
   } else if (info.maskKind !== undefined) {
     throw fileError(path, `unknown recovered-weights mask kind ${JSON.stringify(info.maskKind)}`);
   } else {
@@ -164,5 +191,5 @@ export async function readRecoveredWeights(
     }
     tensors.set(role, t);
   }
-  return { spec: { ...spec, tensors }, kind: info.maskKind === 'head' ? 'head' : 'weight' };
+  return { spec: { ...spec, tensors }, kind: info.maskKind ?? 'weight' };
 }

@@ -183,10 +183,16 @@ export interface AppliedMask {
   weightMask?: AppliedWeightMask;
   /**
    * Least-squares recovery under the mask, when its matrices were refitted: o after heads were removed ('head')
-   * or the prunable matrices under the weight mask ('weight'), read from a recovered-weights file (`path`, made
+   * or the prunable matrices under the weight mask ('weight') or o and down after a structured plan's removal
+   * ('structured'), read from a recovered-weights file (`path`, made
    * absolute) or computed at export time on calibration data (`calibration`, `tokens`).
    */
-  recovered?: { kind: 'head' | 'weight'; path?: string; calibration?: string; tokens?: number };
+  recovered?: {
+    kind: 'head' | 'weight' | 'structured';
+    path?: string;
+    calibration?: string;
+    tokens?: number;
+  };
   /**
    * A structured plan applied (export --structured; `sha256` / `path` are then the plan file's): each layer's MLP
    * width kept and the layers whose attention / MLP block was skipped. `removed` lists the heads it removed.

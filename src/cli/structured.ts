@@ -65,6 +65,7 @@ const SETTING_FLAGS: ReadonlyArray<SettingFlag<Extract<keyof StructuredSearchSet
   ['latencyProfile', '--latency-profile', 'latencyProfile', text],
   ['latencyRuns', '--latency-runs', 'latencyRuns', int()],
   ['dtype', '--dtype', 'dtype', (_flag, v) => parseComputeDtype(v)],
+  ['recover', '--recover', 'recover', () => true],
 ];
 
 function printResult(r: StructuredSearchResult): void {
@@ -83,8 +84,19 @@ function printResult(r: StructuredSearchResult): void {
     `evaluation   ppl ${r.eval.perplexity.toFixed(4)} (dense ${r.eval.densePerplexity.toFixed(4)}, ${r.eval.tokens} tokens of ${r.eval.data})`,
     `cost         ${r.forwardPasses} forward passes, ${r.evaluations} evaluations, ${r.seconds.toFixed(1)} s`,
     `plan         ${r.planFile} (geneprune export --structured)`,
+    ...recoveryLines(r),
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+function recoveryLines(r: StructuredSearchResult): string[] {
+  const rec = r.recovery;
+  if (!rec) return [];
+  if ('skipped' in rec) return [`recovery     none: ${rec.skipped}`];
+  return [
+    `recovery     o and down refitted on ${rec.tokens} calibration tokens: calibration ppl ${rec.before.calibPerplexity.toFixed(4)} → ${rec.after.calibPerplexity.toFixed(4)}, evaluation ppl ${rec.before.evalPerplexity.toFixed(4)} → ${rec.after.evalPerplexity.toFixed(4)}`,
+    `recovered    ${rec.weights} (geneprune export --structured ${r.planFile} --recovered …)`,
+  ];
 }
 
 const fmt = (x: number) => (Number.isInteger(x) ? String(x) : x.toPrecision(4));
@@ -140,6 +152,10 @@ export function registerStructured(program: Command): void {
       '--seed-plan <file>',
       "a structured plan file (another run's plan.json) to open the GA's initial population with, repaired to the budget; repeatable",
       (v: string, prev: string[] = []) => [...prev, v],
+    )
+    .option(
+      '--recover',
+      'once the plan is chosen, refit o and down of the kept heads and channels by least squares on the calibration activations (recovered-weights.safetensors)',
     )
     .option('--latency-runs <n>', 'timed runs per level when the latency model is measured (default 5)')
     .option('--ctx <n>', "context length per window (default: the model's, at most 512)")

@@ -12,6 +12,7 @@
  *   plan.json             the chosen plan in the structured plan file format (`geneprune export --structured`)
  *   result.json           calibration and evaluation quality, the plan's shapes, kept parameters, FLOP ratio,
  *                         the budget and its cost, the predicted speedup where a latency profile exists
+ *   recovered-weights.safetensors   --recover: o and down refitted under the plan (recover.ts)
  *
  * One calibration objective scores plans (planobjective.ts): the GA's genomes through the level space, the
  * baselines' plans (uniform width, FLAP-like, ShortGPT: no search, the same budget) directly. Candidates are scored
@@ -68,6 +69,7 @@ import { flapLike, shortGpt, uniformWidth } from './baselines.js';
 import { type Budget, budgetText, parseBudget, priceBudget } from './budget.js';
 import { genomeOfPlan, structuredGaOperators } from './operators.js';
 import { createPlanSpace, levelObjective } from './planobjective.js';
+import { recoverPlanInDir, type StructuredRecoveryReport } from './recover.js';
 import { orders as ordersOf, type StructuredScores, structuredScores } from './scores.js';
 import type { StructuredSearchSettings } from './settings.js';
 import {
@@ -119,6 +121,8 @@ export interface StructuredSearchResult {
   seconds: number;
   stop?: string;
   resumed?: true;
+  /** `--recover`: the refit's report (recover.ts). */
+  recovery?: StructuredRecoveryReport;
 }
 
 /** What a run holds once its model, data, scores, latency profile and objective are ready. */
@@ -418,6 +422,7 @@ async function finish(
     calibration: result.calib,
     evaluation: evalScore,
   });
+  if (s.recover) result.recovery = await recoverPlanInDir(dir, s, p.data, plan, evalScore.perplexity, env);
   await writeJsonAtomic(join(dir, RUN_FILES.result), result);
   return result;
 }

@@ -47,6 +47,8 @@ export interface StructuredSearchSettings extends RunDataSettings {
    * plans open the GA's initial population, re-encoded as this space's genomes and repaired to the budget.
    */
   seedPlans?: string[];
+  /** Once the plan is chosen, refit o and down by least squares on the calibration windows (recover.ts). */
+  recover?: boolean;
 }
 
 export const STRUCTURED_SEARCH_DEFAULTS: Omit<StructuredSearchSettings, 'calib' | 'eval' | 'budget'> = {

@@ -66,6 +66,7 @@ const SETTING_FLAGS: ReadonlyArray<SettingFlag<Extract<keyof StructuredSearchSet
   ['latencyRuns', '--latency-runs', 'latencyRuns', int()],
   ['dtype', '--dtype', 'dtype', (_flag, v) => parseComputeDtype(v)],
   ['recover', '--recover', 'recover', () => true],
+  ['flapBias', '--flap-bias', 'flapBias', () => true],
 ];
 
 function printResult(r: StructuredSearchResult): void {
@@ -94,7 +95,7 @@ function recoveryLines(r: StructuredSearchResult): string[] {
   if (!rec) return [];
   if ('skipped' in rec) return [`recovery     none: ${rec.skipped}`];
   return [
-    `recovery     o and down refitted on ${rec.tokens} calibration tokens: calibration ppl ${rec.before.calibPerplexity.toFixed(4)} → ${rec.after.calibPerplexity.toFixed(4)}, evaluation ppl ${rec.before.evalPerplexity.toFixed(4)} → ${rec.after.evalPerplexity.toFixed(4)}`,
+    `recovery     ${rec.refit === 'flap-bias' ? "FLAP's bias compensation of o and down" : 'o and down refitted'} on ${rec.tokens} calibration tokens: calibration ppl ${rec.before.calibPerplexity.toFixed(4)} → ${rec.after.calibPerplexity.toFixed(4)}, evaluation ppl ${rec.before.evalPerplexity.toFixed(4)} → ${rec.after.evalPerplexity.toFixed(4)}`,
     `recovered    ${rec.weights} (geneprune export --structured ${r.planFile} --recovered …)`,
   ];
 }
@@ -156,6 +157,10 @@ export function registerStructured(program: Command): void {
     .option(
       '--recover',
       'once the plan is chosen, refit o and down of the kept heads and channels by least squares on the calibration activations (recovered-weights.safetensors)',
+    )
+    .option(
+      '--flap-bias',
+      "with --method flap: FLAP's bias compensation, the removed units' mean contribution added to o's and down's bias (models whose o and down have biases: GPT-2, OPT)",
     )
     .option('--latency-runs <n>', 'timed runs per level when the latency model is measured (default 5)')
     .option('--ctx <n>', "context length per window (default: the model's, at most 512)")

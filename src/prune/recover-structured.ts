@@ -14,6 +14,11 @@
  * with the weight as an intercept column: X gains a column of ones, H the column sums and the token count, w the
  * bias, and the same walk runs on [W | b] (the intercept is damped as any other input, towards the dense bias).
  *
+ * `refit: 'flap-bias'` is FLAP's bias compensation instead: the kept weights stay as they are and only the bias
+ * moves, b̂ = b + W_R · mean(X_R) over the calibration tokens — the least-squares intercept with the kept weights
+ * fixed, so it never increases the block-output error either. It needs a bias to hold the compensation: only
+ * projections that have one are changed (a LLaMA-family o / down has none, and its graphs and exports carry none).
+ *
  * Inputs: sequential (the default, `inputs: 'sequential'`). Layer l's statistics are captured on the model whose
  * layers < l are already pruned (the plan's masks) and recovered, and down's on layer l's attention as the plan
  * leaves it with o already refitted, so every refit sees the inputs its projection will see in the pruned model —
@@ -24,7 +29,7 @@
 
 import { archOf } from '../arch/registry.js';
 import { enterBlock, runBlock, statOf } from '../engine/blocks.js';
-import { createOrtGemm, type Gemm } from '../engine/gemm.js';
+import { createOrtGemm, type Gemm, plainGemm } from '../engine/gemm.js';
 import { type CandidateMasks, createRunner, type RunnerOutput, type TokenBatch } from '../engine/runner.js';
 import type { Device } from '../engine/session.js';
 import { GenepruneError } from '../errors.js';
@@ -38,11 +43,16 @@ export { RECOVERY_DAMPING };
 /** Where each layer's calibration inputs come from (see the module comment). */
 export type RecoveryInputs = 'sequential' | 'dense';
 
+/** What is refitted: the kept weights and bias by least squares, or FLAP's bias compensation alone. */
+export type StructuredRefit = 'least-squares' | 'flap-bias';
+
 export interface StructuredRecoveryOptions {
   /** Calibration batches with targets (recoveryBatches of runs/data.ts). */
   batches: readonly TokenBatch[];
   damping?: number;
   inputs?: RecoveryInputs;
+  /** 'least-squares' (default: weights and bias) or 'flap-bias' (FLAP's bias compensation alone). */
+  refit?: StructuredRefit;
   device?: Device;
   threads?: number;
   /** Called after each layer. */
@@ -87,7 +97,11 @@ function biasRole(role: string): string {
 }
 
 /** The projections a plan leaves to refit in each layer (see the module comment for which are skipped). */
-function planWork(spec: ModelSpec, plan: StructuredPlan): LayerWork[] {
+function planWork(
+  spec: ModelSpec,
+  plan: StructuredPlan,
+  refit: StructuredRefit = 'least-squares',
+): LayerWork[] {
   const c = spec.config;
   const arch = archOf(c);
   const work: LayerWork[] = [];
@@ -99,14 +113,14 @@ function planWork(spec: ModelSpec, plan: StructuredPlan): LayerWork[] {
     if (!plan.skipAttention[l] && heads > 0 && plan.heads[l].length < heads) {
       const keep = new Uint8Array(heads * c.headDim);
       for (const h of plan.heads[l]) keep.fill(1, h * c.headDim, (h + 1) * c.headDim);
-      if (plan.heads[l].length > 0 || hasBias('o_in'))
+      if (refit === 'flap-bias' ? hasBias('o_in') : plan.heads[l].length > 0 || hasBias('o_in'))
         w.o = { keep, removed: heads - plan.heads[l].length, kept: plan.heads[l].length };
     }
     const width = intermediateOf(c, l);
     if (!plan.skipMlp[l] && width > 0 && plan.channels[l].length < width) {
       const keep = new Uint8Array(width);
       for (const j of plan.channels[l]) keep[j] = 1;
-      if (plan.channels[l].length > 0 || hasBias('down_in'))
+      if (refit === 'flap-bias' ? hasBias('down_in') : plan.channels[l].length > 0 || hasBias('down_in'))
         w.down = { keep, removed: width - plan.channels[l].length, kept: plan.channels[l].length };
     }
     work.push(w);
@@ -115,9 +129,70 @@ function planWork(spec: ModelSpec, plan: StructuredPlan): LayerWork[] {
 }
 
 /** Whether the plan leaves anything to refit (a plan removing nothing, or only whole blocks, does not). */
-export function planNeedsRecovery(spec: ModelSpec, plan: StructuredPlan): boolean {
+export function planNeedsRecovery(
+  spec: ModelSpec,
+  plan: StructuredPlan,
+  refit: StructuredRefit = 'least-squares',
+): boolean {
   checkPlan(spec.config, plan);
-  return planWork(spec, plan).some((w) => w.o || w.down);
+  return planWork(spec, plan, refit).some((w) => w.o || w.down);
+}
+
+/** Whether the model's o and down projections carry biases (what FLAP's compensation is added to). */
+export function hasProjectionBiases(spec: ModelSpec): boolean {
+  const arch = archOf(spec.config);
+  return (['o_in', 'down_in'] as const).every((point) =>
+    spec.tensors.has(biasRole(arch.rolesOfCapturePoint(0, point)[0])),
+  );
+}
+
+/**
+ * FLAP's bias compensation of one projection [rows, cols]: the removed columns zeroed, the kept ones unchanged, and
+ * b̂ = b + W_R · mean(X_R), mean = column sums / tokens. Errors as refitProjection's, on H' with the intercept.
+ */
+export async function compensateBias(
+  weight: Float32Array,
+  bias: Float32Array,
+  keepCols: Uint8Array,
+  stats: { gram: Float64Array; sums: Float64Array; tokens: number },
+  gemm: Gemm = plainGemm,
+): Promise<{ weight: Float32Array; bias: Float32Array; maskedError: number; error: number }> {
+  const cols = keepCols.length;
+  const rows = bias.length;
+  if (weight.length !== rows * cols)
+    throw new GenepruneError('internal', `weight of ${weight.length} for ${rows}×${cols}`);
+  const outW = weight.map((v, i) => (keepCols[i % cols] ? v : 0));
+  const outB = Float32Array.from(bias);
+  const shift = new Float64Array(rows);
+  if (stats.tokens > 0) {
+    for (let r = 0; r < rows; r++) {
+      let acc = 0;
+      for (let j = 0; j < cols; j++) if (!keepCols[j]) acc += weight[r * cols + j] * stats.sums[j];
+      shift[r] = acc / stats.tokens;
+      outB[r] = bias[r] + shift[r];
+    }
+  }
+  // Σ_rows dᵀ H' d with d = [w_R (kept: 0), b − b̂]: the block-output error over the calibration tokens.
+  const n = cols + 1;
+  const h = new Float64Array(n * n);
+  for (let i = 0; i < cols; i++) {
+    h.set(stats.gram.subarray(i * cols, (i + 1) * cols), i * n);
+    h[i * n + cols] = stats.sums[i];
+    h[cols * n + i] = stats.sums[i];
+  }
+  h[cols * n + cols] = stats.tokens;
+  const error = async (withShift: boolean) => {
+    const d = new Float64Array(rows * n);
+    for (let r = 0; r < rows; r++) {
+      for (let j = 0; j < cols; j++) if (!keepCols[j]) d[r * n + j] = weight[r * cols + j];
+      d[r * n + cols] = withShift ? -(outB[r] - bias[r]) : 0;
+    }
+    const dh = await gemm(d, rows, n, h, n);
+    let total = 0;
+    for (let i = 0; i < d.length; i++) total += dh[i] * d[i];
+    return total;
+  };
+  return { weight: outW, bias: outB, maskedError: await error(false), error: await error(true) };
 }
 
 /**
@@ -219,7 +294,8 @@ export async function recoverStructuredRemoval(
   const L = c.numLayers;
   const arch = archOf(c);
   const sequential = (opts.inputs ?? 'sequential') === 'sequential';
-  const work = planWork(spec, plan);
+  const refitKind = opts.refit ?? 'least-squares';
+  const work = planWork(spec, plan, refitKind);
   const planMasks = structuredMasksOf(c, plan);
   const tensors = new Map<string, TensorSource>(spec.tensors);
   const current = (): ModelSpec => ({ ...spec, tensors });
@@ -263,13 +339,28 @@ export async function recoverStructuredRemoval(
     const src = tensors.get(role)!;
     const bRole = biasRole(role);
     const bSrc = tensors.get(bRole);
-    const r = await refitProjection(
-      Float32Array.from(await src.load()),
-      bSrc ? Float32Array.from(await bSrc.load()) : undefined,
-      unit.keep,
-      { gram, sums: stats.sums.get(sumName(l, point)), tokens: stats.tokens },
-      { damping: opts.damping, gemm: products.gemm },
-    );
+    const weight = Float32Array.from(await src.load());
+    const bias = bSrc ? Float32Array.from(await bSrc.load()) : undefined;
+    const sums = stats.sums.get(sumName(l, point));
+    const r =
+      refitKind === 'flap-bias'
+        ? {
+            ...(await compensateBias(
+              weight,
+              bias!,
+              unit.keep,
+              { gram, sums: sums!, tokens: stats.tokens },
+              products.gemm,
+            )),
+            recovered: true,
+          }
+        : await refitProjection(
+            weight,
+            bias,
+            unit.keep,
+            { gram, sums, tokens: stats.tokens },
+            { damping: opts.damping, gemm: products.gemm },
+          );
     tensors.set(role, memoryTensor(src.shape, r.weight));
     roles.push(role);
     if (bSrc && r.bias) {

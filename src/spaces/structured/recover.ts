@@ -2,20 +2,24 @@
  * `structured --recover`, once plan.json is written (run.ts finish): the plan's o and down projections refitted
  * on the run's calibration windows (prune/recover-structured.ts, sequential inputs), written to the run's
  * recovered-weights.safetensors (masks/recovered.ts, kind "structured"), and the plan scored before and after on
- * the calibration and evaluation data (perplexity, the plan's masks on both models). A plan that leaves nothing
- * to refit (it removes nothing, or only whole blocks) writes no file and says so in the report.
+ * the calibration and evaluation data (perplexity, the plan's masks on both models). `--flap-bias` (method flap)
+ * runs FLAP's bias compensation the same way instead of the least squares. A plan that leaves nothing to refit
+ * (it removes nothing, or only whole blocks) writes no file and says so in the report.
  */
 import { join } from 'node:path';
 import { createRunner } from '../../engine/runner.js';
+import { flagError } from '../../errors.js';
 import { planDigest, writeRecoveredWeights } from '../../masks/recovered.js';
 import { type StructuredPlan, structuredMasksOf } from '../../masks/structured.js';
 import { defaultBatchSize, evaluatePerplexity, makeWindows, type Windows } from '../../metrics/perplexity.js';
 import type { ModelSpec } from '../../model/spec.js';
 import {
+  hasProjectionBiases,
   planNeedsRecovery,
   RECOVERY_DAMPING,
   recoverStructuredRemoval,
   type StructuredRecoveryLinear,
+  type StructuredRefit,
 } from '../../prune/recover-structured.js';
 import { type RunData, type RunEnv, recoveryBatches } from '../../runs/data.js';
 import { RECOVERED_WEIGHTS_FILE } from '../../runs/files.js';
@@ -34,6 +38,8 @@ export type StructuredRecoveryReport =
       tokens: number;
       damping: number;
       inputs: 'sequential';
+      /** --recover: 'least-squares'; --flap-bias: 'flap-bias' (only the biases move). */
+      refit: StructuredRefit;
       /** Σ of the refitted blocks' calibration output errors (Σ_t ‖ŷ − y‖², y the dense weights' output). */
       blockError: { masked: number; recovered: number };
       linears: StructuredRecoveryLinear[];
@@ -41,6 +47,18 @@ export type StructuredRecoveryReport =
       seconds: number;
     }
   | { skipped: string };
+
+/**
+ * Refuses --flap-bias for a model whose o and down have no bias: the compensation would need one, and neither the
+ * family's graphs nor its exports carry it (LLaMA and the other bias-free families).
+ */
+export function refuseFlapBiasWithoutBiases(s: StructuredSearchSettings, spec: ModelSpec): void {
+  if (s.flapBias && !hasProjectionBiases(spec))
+    throw flagError(
+      '--flap-bias',
+      `the ${spec.config.modelType} model's o and down projections have no bias to hold the compensation (its graphs and exports carry none)`,
+    );
+}
 
 /** Perplexity of `spec` under the plan's masks on `windows`, in a session of its own. */
 async function planPerplexity(
@@ -79,14 +97,19 @@ export async function recoverPlanInDir(
   env: RunEnv,
 ): Promise<StructuredRecoveryReport> {
   const spec = data.model.spec;
-  if (!planNeedsRecovery(spec, plan)) {
+  const refit: StructuredRefit = s.flapBias ? 'flap-bias' : 'least-squares';
+  if (!planNeedsRecovery(spec, plan, refit)) {
     const skipped =
       'the plan removes no head or channel of a block it keeps: there is nothing to refit, and no recovered weights were written';
-    env.onNote?.(`--recover: ${skipped}`);
+    env.onNote?.(`${s.flapBias ? '--flap-bias' : '--recover'}: ${skipped}`);
     return { skipped };
   }
   const t0 = performance.now();
-  env.onStatus?.('recovery: refitting o and down on the calibration activations, layer by layer');
+  env.onStatus?.(
+    refit === 'flap-bias'
+      ? "recovery: FLAP's bias compensation of o and down, layer by layer"
+      : 'recovery: refitting o and down on the calibration activations, layer by layer',
+  );
   const batches = recoveryBatches(data.stream, {
     context: data.context,
     tokens: s.calibTokens,
@@ -97,6 +120,7 @@ export async function recoverPlanInDir(
   const rec = await recoverStructuredRemoval(spec, plan, {
     batches,
     inputs: 'sequential',
+    refit,
     device: env.device,
     threads: env.threads,
     onLayer: (done, total) => env.onStatus?.(`recovery: layer ${done}/${total}`),
@@ -124,6 +148,7 @@ export async function recoverPlanInDir(
     tokens: batches.reduce((a, b) => a + b.valid!.reduce((x, y) => x + y, 0), 0),
     damping: RECOVERY_DAMPING,
     inputs: 'sequential',
+    refit,
     blockError: {
       masked: rec.linears.reduce((a, l) => a + l.maskedError, 0),
       recovered: rec.linears.reduce((a, l) => a + l.recoveredError, 0),

@@ -69,7 +69,7 @@ import { flapLike, shortGpt, uniformWidth } from './baselines.js';
 import { type Budget, budgetText, parseBudget, priceBudget } from './budget.js';
 import { genomeOfPlan, structuredGaOperators } from './operators.js';
 import { createPlanSpace, levelObjective } from './planobjective.js';
-import { recoverPlanInDir, type StructuredRecoveryReport } from './recover.js';
+import { recoverPlanInDir, refuseFlapBiasWithoutBiases, type StructuredRecoveryReport } from './recover.js';
 import { orders as ordersOf, type StructuredScores, structuredScores } from './scores.js';
 import type { StructuredSearchSettings } from './settings.js';
 import {
@@ -422,7 +422,8 @@ async function finish(
     calibration: result.calib,
     evaluation: evalScore,
   });
-  if (s.recover) result.recovery = await recoverPlanInDir(dir, s, p.data, plan, evalScore.perplexity, env);
+  if (s.recover || s.flapBias)
+    result.recovery = await recoverPlanInDir(dir, s, p.data, plan, evalScore.perplexity, env);
   await writeJsonAtomic(join(dir, RUN_FILES.result), result);
   return result;
 }
@@ -510,6 +511,7 @@ export async function runStructuredSearch(
   const s = absoluteSettings(settings);
   const data = await prepareRunData(s, env, 'structured');
   refuseUnsupportedData(data);
+  refuseFlapBiasWithoutBiases(s, data.model.spec);
   // A seed plan that cannot be read, or was made for another model, is refused before the run directory exists.
   for (const path of s.seedPlans ?? []) await loadStructuredPlanFile(path, data.model.spec);
   let lock: HeldLock | undefined;

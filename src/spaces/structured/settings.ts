@@ -49,6 +49,11 @@ export interface StructuredSearchSettings extends RunDataSettings {
   seedPlans?: string[];
   /** Once the plan is chosen, refit o and down by least squares on the calibration windows (recover.ts). */
   recover?: boolean;
+  /**
+   * `--method flap` only: FLAP's bias compensation once the plan is chosen (removed units' mean contribution added
+   * to o's / down's bias), for models whose o and down carry biases (recover.ts).
+   */
+  flapBias?: boolean;
 }
 
 export const STRUCTURED_SEARCH_DEFAULTS: Omit<StructuredSearchSettings, 'calib' | 'eval' | 'budget'> = {
@@ -109,6 +114,13 @@ export function structuredSearchSettings(opts: StructuredSearchOptions): Structu
     throw flagError('--seed-plan', `seeds a GA's initial population; --method ${s.method} searches nothing`);
   if (s.seedPlans !== undefined && s.seedPlans.length > s.population)
     throw flagError('--seed-plan', `${s.seedPlans.length} plans for a population of ${s.population}`);
+  if (s.flapBias && s.method !== 'flap')
+    throw flagError('--flap-bias', `is FLAP's bias compensation: only with --method flap, not ${s.method}`);
+  if (s.flapBias && s.recover)
+    throw flagError(
+      '--flap-bias',
+      'not with --recover, whose least squares refits the bias with the weights',
+    );
   if (s.widthStep !== undefined && !(Number.isInteger(s.widthStep) && s.widthStep > 0))
     throw flagError('--width-step', `must be a positive integer, got ${s.widthStep}`);
   return s;

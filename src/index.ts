@@ -335,6 +335,14 @@ export {
   oKeepOfGenome,
   recoverHeadRemoval,
 } from './prune/recover-heads.js';
+export {
+  type RecoveryInputs,
+  recoverStructuredRemoval,
+  type StructuredRecoveryLinear,
+  type StructuredRecoveryOptions,
+  type StructuredRecoveryResult,
+  type StructuredRefit,
+} from './prune/recover-structured.js';
 export { writtenSparsity, zeroMaskedWeights } from './prune/weights.js';
 export {
   escapeHtml,

@@ -272,6 +272,23 @@ describe('structured recovery', () => {
     assert.ok(rec.linears.every((l) => l.bias !== undefined));
   });
 
+  test('tiny GPT-2: a kept block with every unit removed refits its bias alone', async () => {
+    const dir = join(tmp.dir, 'gpt2');
+    const spec = await loadModelSpec(dir);
+    const plan: StructuredPlan = {
+      heads: [[], [0, 1, 2], [2]],
+      channels: [Array.from({ length: 20 }, (_, j) => j), [], [0, 19]],
+      skipAttention: [false, false, false],
+      skipMlp: [false, false, false],
+    };
+    const batches = randomBatches(64, 2, 12, 8);
+    const { worst, refitted } = await checkAgainstReference(spec, plan, batches, {
+      compareToReference: true,
+    });
+    assert.equal(refitted, 4);
+    assert.ok(worst <= 1e-5, `relative difference to the reference solve: ${worst}`);
+  });
+
   test('a plan that removes nothing, or only whole blocks, leaves nothing to refit', async () => {
     const spec = tinySpec(5, { scale: 1 });
     const full = fullPlan(spec.config);

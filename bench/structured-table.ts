@@ -260,7 +260,8 @@ if (speedShapeName !== 'none') {
     model: await writeSpeedModel(name),
     threads: Number(values['speed-threads']),
     timingRuns: Number(values['speed-timing-runs']),
-    timingPairs: 1,
+    // Fresh session pairs, each model's fastest kept: one slow session in a single pair would decide the row.
+    timingPairs: 3,
     settings: {
       // Random weights: quality means nothing, so the GA only has to produce a plan at the budget.
       calibTokens: tokens,
@@ -355,7 +356,7 @@ const header = [
   `stories260K (quality): ctx ${context}, calibration ${values['calib-tokens']} tokens of tinystories/calib, eval perplexity on tinystories/eval, GA population ${values.population} × ${values.generations} generations, width step ${values['width-step']}, seed ${values.seed}; dense prefill ${dense === undefined ? '?' : (dense * 1000).toFixed(2)} ms (batch 1, ${threads} thread(s)); measured = physically pruned against dense, min of ${values['timing-runs']} runs in each of 3 round-robin pairs.`,
   ...(withSpeed
     ? [
-        `${speedLabel} shape (speed, random weights: quality means nothing there): the same methods at the same budgets, GA population ${values['speed-population']} × ${values['speed-generations']} generations on ${values['speed-calib-tokens']} calibration tokens; plans removed physically and timed against the dense model (batch 1, ctx ${context}, ${values['speed-threads']} thread(s), min of ${values['speed-timing-runs']} round-robin runs); dense prefill ${speedDense === undefined ? '?' : (speedDense * 1000).toFixed(1)} ms.`,
+        `${speedLabel} shape (speed, random weights: quality means nothing there): the same methods at the same budgets, GA population ${values['speed-population']} × ${values['speed-generations']} generations on ${values['speed-calib-tokens']} calibration tokens; plans removed physically and timed against the dense model (batch 1, ctx ${context}, ${values['speed-threads']} thread(s), min of ${values['speed-timing-runs']} round-robin runs in each of 3 pairs); dense prefill ${speedDense === undefined ? '?' : (speedDense * 1000).toFixed(1)} ms.`,
       ]
     : []),
   `Load average (1 min) of the 2-core machine during the run: ${loads[0]} at the start, ${load()} at the end, per row ${loads

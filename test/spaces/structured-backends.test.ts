@@ -2,7 +2,8 @@
  * A structured search on the evaluation backends (stories260K): the same run in one process, on `--workers 2`
  * (worker threads) and on `--queue` (a real Redis, one `geneprune worker` process) writes the same evals.jsonl
  * and generations.jsonl (timings aside), the same plan and the same result — the plans' channel, block and head
- * masks travel to the evaluators and their runners are built with the structured mask inputs. The queue part
+ * masks travel to the evaluators and their runners are built with the structured mask inputs; a run resumed on
+ * --workers ends as the uninterrupted one. The queue part
  * skips, saying why, where redis-server is not installed (test/helpers/redis.ts).
  */
 import assert from 'node:assert/strict';
@@ -14,7 +15,7 @@ import { fullPlan, structuredMasksOf } from '../../src/masks/structured.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { decodeMasks, encodeMasks } from '../../src/queue/jobs.js';
 import { calibrationRecipe } from '../../src/search/backend.js';
-import { runStructuredSearch } from '../../src/spaces/structured/run.js';
+import { resumeStructuredSearch, runStructuredSearch } from '../../src/spaces/structured/run.js';
 import { structuredSearchSettings } from '../../src/spaces/structured/settings.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { spawnCli } from '../helpers/cli.js';
@@ -92,6 +93,22 @@ describe('structured search on the evaluation backends (stories260K)', { skip },
     // A real search: several distinct plans were scored.
     assert.ok((a.evals as Array<{ cached: boolean }>).filter((e) => !e.cached).length >= 6);
     assert.deepEqual(b, a);
+  });
+
+  test('a run stopped after a generation and resumed on --workers 2 ends as the one-process run', async () => {
+    const dir = join(tmp.dir, 'resumed');
+    await assert.rejects(
+      runStructuredSearch(dir, settings(), {
+        onGeneration: (g) => {
+          if (g.generation === 0) throw new Error('stopped');
+        },
+      }),
+      /stopped/,
+    );
+    const r = await resumeStructuredSearch(dir, { workers: 2, threads: 1 });
+    assert.equal(r.resumed, true);
+    const { resumed: _r, ...result } = runOf(dir).result;
+    assert.deepEqual({ ...runOf(dir), result }, runOf(one));
   });
 
   describe('--queue with a geneprune worker (real Redis)', { skip: redisSkip() }, () => {

@@ -3,7 +3,8 @@
  * random llama. The run keeps the plan its metric ranks best among every plan it scored at full fidelity, and the
  * accuracy it reports (and the dense model's) equals a plain reference — each choice's summed log-likelihood on a
  * fresh 'nll' runner, the item right when its label's choice is the likeliest — run on the physically pruned
- * model. The same run on --workers 2 writes the same logs and result.
+ * model. The same run from the CLI on --workers 2 writes the same logs and result. And BLEU on stories260K: the
+ * BLEU reported for the kept plan is the one the physically pruned model's greedy continuations get.
  */
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -11,14 +12,18 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createRunner } from '../../src/engine/runner.js';
 import { prepareChoiceTask, readChoiceTask } from '../../src/metrics/choices.js';
+import { prepareGenerationTask, scoreGeneration, slicePreparedTask } from '../../src/metrics/generation.js';
+import { buildContinuationTask } from '../../src/metrics/storytask.js';
 import { openModel } from '../../src/model/open.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { pruneStructured } from '../../src/prune/structured.js';
 import { runStructuredSearch, type StructuredSearchResult } from '../../src/spaces/structured/run.js';
 import { structuredSearchSettings } from '../../src/spaces/structured/settings.js';
 import { tempDir } from '../checkpoint/helpers.js';
+import { runCli } from '../helpers/cli.js';
 import { logWithoutTimes, readRunJson, withoutRunFields } from '../helpers/rundir.js';
 import { writeTinyModel } from '../helpers/tinylm.js';
+import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const tmp = tempDir('geneprune-smetric-');
 after(tmp.cleanup);
@@ -128,16 +133,90 @@ describe('structured search with --metric mc-accuracy (a tiny llama)', () => {
     assert.ok(result.keptParameters <= 0.8 * result.totalParameters);
   });
 
-  test('--workers 2 gives the same run', async () => {
-    const two = await runStructuredSearch(join(tmp.dir, 'two'), settings(), { workers: 2, threads: 1 });
-    assert.deepEqual(
-      logWithoutTimes(two.runDir, 'evals.jsonl'),
-      logWithoutTimes(result.runDir, 'evals.jsonl'),
+  test('geneprune structured --workers 2 (the CLI) gives the same run', () => {
+    const two = join(tmp.dir, 'two');
+    const r = runCli(
+      [
+        'structured',
+        '--model',
+        model,
+        '--tokenizer',
+        tokenizer,
+        '--calib',
+        join(tmp.dir, 'calib'),
+        '--eval',
+        join(tmp.dir, 'eval'),
+        '--budget',
+        'params:0.8',
+        '--metric',
+        'mc-accuracy',
+        '--calib-choices',
+        join(tmp.dir, 'calib-mc.jsonl'),
+        ...['--width-step', '8', '--population', '6', '--generations', '3', '--score-tokens', '128'],
+        ...['--calib-tokens', '128', '--ctx', '32', '--seed', '2', '--workers', '2', '--threads', '1'],
+        ...['--quiet', '--out', two],
+      ],
+      { timeout: 120_000 },
     );
-    const clean = (dir: string) => {
-      const { planFile: _p, ...r } = withoutRunFields(readRunJson(dir, 'result.json'));
-      return r;
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /calibration {2}accuracy \d+\.\d %/, r.stdout);
+    assert.deepEqual(logWithoutTimes(two, 'evals.jsonl'), logWithoutTimes(result.runDir, 'evals.jsonl'));
+    assert.deepEqual(clean(two), clean(result.runDir));
+  });
+});
+
+/** result.json without what names the run's directory or measures time. */
+function clean(dir: string) {
+  const { planFile: _p, ...r } = withoutRunFields(readRunJson(dir, 'result.json'));
+  return r;
+}
+
+describe('structured search with --metric bleu (stories260K)', {
+  skip: skipUnlessShared(MODEL, CALIB, EVAL),
+}, () => {
+  test('keeps the best-ranked plan, and reports the BLEU the physically pruned model writes', async () => {
+    const s = structuredSearchSettings({
+      model: sharedPath(MODEL)!,
+      calib: sharedPath(CALIB)!,
+      eval: sharedPath(EVAL)!,
+      budget: 'params:0.7',
+      metric: 'bleu',
+      calibItems: 4,
+      calibNewTokens: 8,
+      widthStep: 16,
+      population: 4,
+      generations: 2,
+      scoreTokens: 256,
+      calibTokens: 256,
+      evalTokens: 256,
+      context: 64,
+      seed: 1,
+    });
+    const r = await runStructuredSearch(join(tmp.dir, 'bleu'), s);
+    assert.equal(r.calib.tokens, 4, 'calibration items');
+    const scored = (logWithoutTimes(r.runDir, 'evals.jsonl') as Array<Record<string, unknown>>).filter(
+      (e) => e.fidelity === 'full',
+    );
+    assert.equal(r.calib.quality, Math.min(...scored.map((e) => Number(e.quality))));
+    const opened = await openModel(sharedPath(MODEL)!);
+    const task = slicePreparedTask(
+      prepareGenerationTask(await buildContinuationTask(sharedPath(CALIB)!), opened.tokenizer),
+      4,
+    );
+    const bleuOf = async (spec: ModelSpec) => {
+      const runner = await createRunner(spec, { output: 'row_logits' });
+      try {
+        return (await scoreGeneration(runner, task, { maxNewTokens: 8 })).bleu;
+      } finally {
+        await runner.release();
+      }
     };
-    assert.deepEqual(clean(two.runDir), clean(result.runDir));
+    assert.equal(r.calib.bleu, await bleuOf(pruneStructured(opened.spec, r.plan)));
+    assert.equal(r.calib.denseBleu, await bleuOf(opened.spec));
+    assert.notEqual(
+      r.calib.bleu,
+      r.calib.denseBleu,
+      'the plan writes other continuations than the dense model',
+    );
   });
 });

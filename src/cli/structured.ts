@@ -191,7 +191,7 @@ export function registerStructured(program: Command): void {
     .addOption(threadsOption())
     .option(
       '--workers <n>',
-      'score plans in n worker threads, each with its own session and --threads (default: cores / n); same logs, plan and result as one process',
+      'score plans in n worker processes, each with its own session and --threads (default: cores / n); same logs, plan and result as one process',
     )
     .option(
       '--queue <url>',

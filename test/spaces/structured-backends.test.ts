@@ -1,6 +1,6 @@
 /**
  * A structured search on the evaluation backends (stories260K): the same run in one process, on `--workers 2`
- * (worker threads) and on `--queue` (a real Redis, one `geneprune worker` process) writes the same evals.jsonl
+ * (worker processes) and on `--queue` (a real Redis, one `geneprune worker` process) writes the same evals.jsonl
  * and generations.jsonl (timings aside), the same plan and the same result — the plans' channel, block and head
  * masks travel to the evaluators and their runners are built with the structured mask inputs; a run resumed on
  * --workers ends as the uninterrupted one. The queue part
@@ -14,6 +14,7 @@ import type { CandidateMasks } from '../../src/engine/runner.js';
 import { fullPlan, structuredMasksOf } from '../../src/masks/structured.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { decodeMasks, encodeMasks } from '../../src/queue/jobs.js';
+import { readWorkersFile } from '../../src/runs/workersfile.js';
 import { calibrationRecipe } from '../../src/search/backend.js';
 import { resumeStructuredSearch, runStructuredSearch } from '../../src/spaces/structured/run.js';
 import { structuredSearchSettings } from '../../src/spaces/structured/settings.js';
@@ -93,6 +94,16 @@ describe('structured search on the evaluation backends (stories260K)', { skip },
     // A real search: several distinct plans were scored.
     assert.ok((a.evals as Array<{ cached: boolean }>).filter((e) => !e.cached).length >= 6);
     assert.deepEqual(b, a);
+    // workers.json: what the two workers did, every distinct evaluation of the run, none failed.
+    const w = await readWorkersFile(two);
+    assert.ok(w);
+    assert.equal(w.label, '2 worker processes');
+    assert.equal(w.failed, 0);
+    assert.equal(w.done, b.result.evaluations);
+    assert.equal(
+      w.workers.reduce((n, x) => n + x.evaluations, 0),
+      w.done,
+    );
   });
 
   test('a run stopped after a generation and resumed on --workers 2 ends as the one-process run', async () => {

@@ -56,7 +56,6 @@ import {
   STRUCTURED_RUN_KIND,
 } from '../../runs/rundir.js';
 import { scoreDenseAndPruned } from '../../runs/score.js';
-import { releasingBackend } from '../../search/backend.js';
 import {
   decodeOrThrow,
   type GaOptions,
@@ -68,7 +67,7 @@ import { createObjective, type Objective, qualityFromLog } from '../../search/ob
 import { type HeldLock, writeJsonAtomic } from '../../util/fs.js';
 import { flapLike, shortGpt, uniformWidth } from './baselines.js';
 import { type Budget, budgetText, parseBudget, priceBudget } from './budget.js';
-import { refuseBackendsFor, structuredObjectiveOptions } from './evaluation.js';
+import { refuseBackendsFor, releasingWatchedBackend, structuredObjectiveOptions } from './evaluation.js';
 import { multiFidelity } from './metrics.js';
 import { genomeOfPlan, structuredGaOperators } from './operators.js';
 import { createPlanSpace, levelObjective } from './planobjective.js';
@@ -254,7 +253,8 @@ async function prepare(
     ...(profile ? { seconds: (shapes: LayerShapes) => predictSeconds(profile, shapes) } : {}),
   });
   const { options, backend } = structuredObjectiveOptions(dir, s, data, env);
-  const plans = releasingBackend(
+  const plans = releasingWatchedBackend(
+    dir,
     await createObjective(spec, createPlanSpace(spec.config, total, space.keptParametersOf), options).catch(
       async (e) => {
         await backend?.release();

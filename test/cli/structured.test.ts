@@ -79,6 +79,25 @@ describe('geneprune structured (CLI)', () => {
       2,
       '--calib-choices',
     );
+    // pass@1 runs generated code: never from a queue (workers would run code read from Redis), refused up front.
+    assertOneLineError(
+      runCli([
+        'structured',
+        ...data(),
+        '--budget',
+        'params:0.8',
+        '--metric',
+        'pass@1',
+        '--allow-code-execution',
+        '--queue',
+        'redis://127.0.0.1:1',
+        '--out',
+        out,
+      ]),
+      2,
+      '--queue',
+      'pass@1',
+    );
     // --seed-plan is repeatable, seeds GA runs only, and an unreadable plan file is refused naming it.
     assertOneLineError(
       runCli([

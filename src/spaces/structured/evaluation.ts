@@ -10,6 +10,8 @@
  *
  * Which metrics a run may use: metrics.ts.
  */
+import { flagError } from '../../errors.js';
+import { unqueuedMetric } from '../../queue/jobs.js';
 import { choiceObjectiveOptions } from '../../runs/choices.js';
 import type { RunData, RunEnv } from '../../runs/data.js';
 import { bleuObjectiveOptions } from '../../runs/tasks.js';
@@ -29,7 +31,12 @@ import type { StructuredSearchSettings } from './settings.js';
 export function refuseBackendsFor(s: Pick<StructuredSearchSettings, 'metric'>, env: RunEnv): void {
   refuseTwoBackends(env);
   if (env.workers !== undefined) refuseUnpooledMetric(s.metric);
-  if (env.queue !== undefined) refuseUnpooledMetric(s.metric, '--queue');
+  if (env.queue !== undefined) {
+    refuseUnpooledMetric(s.metric, '--queue');
+    // Before the run directory exists (the queue backend would refuse it only when the objective is built).
+    const code = unqueuedMetric(s.metric);
+    if (code) throw flagError('--queue', code);
+  }
   const crowded = oversubscriptionNote(env.workers, env.threads);
   if (crowded) env.onNote?.(crowded);
 }

@@ -14,8 +14,8 @@
  *                         the budget and its cost, the predicted speedup where a latency profile exists
  *
  * One calibration objective scores plans (planobjective.ts): the GA's genomes through the level space, the
- * baselines' plans (uniform width, FLAP-like, ShortGPT: no search, the same budget) directly. Candidates are scored
- * in this process: the worker and queue backends cannot carry the structured masks yet, and are refused.
+ * baselines' plans (uniform width, FLAP-like, ShortGPT: no search, the same budget) directly, with --metric (any
+ * that metrics.ts allows), in this process or on --workers / --queue (evaluation.ts): the same result either way.
  */
 import { join } from 'node:path';
 import { type CandidateMasks, createRunner } from '../../engine/runner.js';
@@ -31,6 +31,7 @@ import {
 import { fullPlan, type LayerShapes, layerShapes, type StructuredPlan } from '../../masks/structured.js';
 import { loadStructuredPlanFile, writeStructuredPlanFile } from '../../masks/structuredfile.js';
 import { batches, defaultBatchSize, evaluatePerplexity, makeWindows } from '../../metrics/perplexity.js';
+import { calibRecord } from '../../metrics/registry.js';
 import { parameterCount } from '../../model/cost.js';
 import { intermediateOf } from '../../model/spec.js';
 import { runGaInDir } from '../../runs/algorithms.js';
@@ -66,6 +67,8 @@ import { createObjective, type Objective, qualityFromLog } from '../../search/ob
 import { type HeldLock, writeJsonAtomic } from '../../util/fs.js';
 import { flapLike, shortGpt, uniformWidth } from './baselines.js';
 import { type Budget, budgetText, parseBudget, priceBudget } from './budget.js';
+import { refuseBackendsFor, releasingWatchedBackend, structuredObjectiveOptions } from './evaluation.js';
+import { multiFidelity } from './metrics.js';
 import { genomeOfPlan, structuredGaOperators } from './operators.js';
 import { createPlanSpace, levelObjective } from './planobjective.js';
 import { orders as ordersOf, type StructuredScores, structuredScores } from './scores.js';
@@ -111,7 +114,14 @@ export interface StructuredSearchResult {
   predictedSpeedup?: number;
   latencyProfile?: string;
   context: number;
-  calib: { metric: string; quality: number; denseQuality: number; tokens: number; data: string };
+  /**
+   * The --metric quality (lower is better) of the plan and the dense model, the tokens or task items scored, and
+   * for a metric with a record (BLEU, accuracy) the reported values too (metrics/registry.ts calibRecord).
+   */
+  calib: { metric: string; quality: number; denseQuality: number; tokens: number; data: string } & Record<
+    string,
+    number | string
+  >;
   eval: { perplexity: number; densePerplexity: number; tokens: number; data: string };
   planFile: string;
   forwardPasses: number;
@@ -142,13 +152,6 @@ interface StoredScores {
   tokens: number;
   /** FLAP's fluctuation metric per channel and head (what the flap baseline ranks by). */
   fluctuation?: { channels: number[][]; heads: number[][] };
-}
-
-function refuseBackends(env: RunEnv): void {
-  if (env.workers !== undefined)
-    throw flagError('--workers', 'not with structured search yet: the worker backend cannot carry its masks');
-  if (env.queue !== undefined)
-    throw flagError('--queue', 'not with structured search yet: the queue backend cannot carry its masks');
 }
 
 /** Measures the structured scores on the first --score-tokens calibration tokens, or reads the run's. */
@@ -249,17 +252,17 @@ async function prepare(
     seq: data.context,
     ...(profile ? { seconds: (shapes: LayerShapes) => predictSeconds(profile, shapes) } : {}),
   });
-  const plans = await createObjective(spec, createPlanSpace(spec.config, total, space.keptParametersOf), {
-    stream: data.stream,
-    context: data.context,
-    metric: s.metric,
-    tokens: s.calibTokens,
-    lowTokens: s.lowTokens,
-    batchSize: s.batchSize,
-    device: env.device,
-    threads: env.threads,
-    dtype: s.dtype,
-  });
+  const { options, backend } = structuredObjectiveOptions(dir, s, data, env);
+  const plans = releasingWatchedBackend(
+    dir,
+    await createObjective(spec, createPlanSpace(spec.config, total, space.keptParametersOf), options).catch(
+      async (e) => {
+        await backend?.release();
+        throw e;
+      },
+    ),
+    backend,
+  );
   const seeds: StructuredGenome[] = [];
   for (const path of s.seedPlans ?? []) {
     seeds.push(genomeOfPlan(space, (await loadStructuredPlanFile(path, spec)).plan));
@@ -285,7 +288,7 @@ function gaOptions(
     // Every individual sits at the budget (operators.ts), so fitness is the quality alone.
     fitness: { kind: 'budget', metric: s.metric, lambda: 0, denseQuality },
     elitism: s.elitism,
-    multiFidelity: s.lowTokens !== undefined,
+    multiFidelity: multiFidelity(s),
     promote: s.promote,
     seed: s.seed,
   };
@@ -403,6 +406,7 @@ async function finish(
       denseQuality: dense.quality,
       tokens: calib.tokens,
       data: s.calib,
+      ...calibRecord(s.metric, calib.quality, dense.quality),
     },
     eval: evalScore,
     planFile,
@@ -501,7 +505,7 @@ export async function runStructuredSearch(
   settings: StructuredSearchSettings,
   env: StructuredSearchEnv = {},
 ): Promise<StructuredSearchResult> {
-  refuseBackends(env);
+  refuseBackendsFor(settings, env);
   const s = absoluteSettings(settings);
   const data = await prepareRunData(s, env, 'structured');
   refuseUnsupportedData(data);
@@ -534,9 +538,9 @@ export async function resumeStructuredSearch(
   env: StructuredSearchEnv = {},
   given: readonly StructuredGivenSetting[] = [],
 ): Promise<StructuredSearchResult> {
-  refuseBackends(env);
   const config = await readRunConfig(dir, STRUCTURED_RUN_KIND);
   const s = config.settings as StructuredSearchSettings;
+  refuseBackendsFor(s, env);
   refuseChangedSettings(s, given);
   await refuseChangedData('calibration', s.calib, config.calibration);
   await refuseChangedData('evaluation', s.eval, config.evaluation);

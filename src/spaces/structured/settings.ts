@@ -8,14 +8,15 @@ import type { RunDataSettings } from '../../runs/data.js';
 import { settingsFrom } from '../../runs/presets.js';
 import type { QualityMetric } from '../../search/objective.js';
 import { parseBudget } from './budget.js';
+import { checkStructuredMetric, STRUCTURED_SEARCH_METRICS } from './metrics.js';
 import { STRUCTURED_SPACES, type StructuredSpaceKind } from './space.js';
 
 /** The GA over a space's levels, or a baseline that searches nothing, at the same budget. */
 export const STRUCTURED_METHODS = ['ga', 'uniform', 'flap', 'shortgpt'] as const;
 export type StructuredMethod = (typeof STRUCTURED_METHODS)[number];
 
-/** Metrics a structured search scores with so far: the text metrics (their runner carries the structured masks). */
-export const STRUCTURED_METRICS: readonly QualityMetric[] = ['kl', 'ppl'];
+/** Metrics a structured search scores with: every registry metric whose runner carries the structured masks. */
+export const STRUCTURED_METRICS: readonly QualityMetric[] = STRUCTURED_SEARCH_METRICS;
 
 export interface StructuredSearchSettings extends RunDataSettings {
   space: StructuredSpaceKind;
@@ -92,12 +93,7 @@ export function structuredSearchSettings(opts: StructuredSearchOptions): Structu
     throw flagError('--space', `"${s.space}" is not one of ${STRUCTURED_SPACES.join(', ')}`);
   if (!STRUCTURED_METHODS.includes(s.method))
     throw flagError('--method', `"${s.method}" is not one of ${STRUCTURED_METHODS.join(', ')}`);
-  if (!STRUCTURED_METRICS.includes(s.metric))
-    throw flagError('--metric', `structured search scores with ${STRUCTURED_METRICS.join(' or ')} so far`);
-  for (const key of ['calibTask', 'evalTask', 'calibChoices', 'evalChoices'] as const) {
-    if (s[key] !== undefined)
-      throw flagError('--metric', `structured search scores text only (${key} given)`);
-  }
+  checkStructuredMetric(s);
   if (s.elitism >= s.population) throw flagError('--elitism', `must be below --population (${s.population})`);
   if (s.lowTokens !== undefined && s.lowTokens >= s.calibTokens)
     throw flagError('--low-tokens', `must be below --calib-tokens (${s.calibTokens})`);

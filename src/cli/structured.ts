@@ -61,6 +61,7 @@ const SETTING_FLAGS: ReadonlyArray<SettingFlag<Extract<keyof StructuredSearchSet
   ['switches', '--switches', 'switches', int()],
   ['elitism', '--elitism', 'elitism', int(0)],
   ['seed', '--seed', 'seed', int(0)],
+  ['offspring', '--offspring', 'offspring', int()],
   ['batchSize', '--batch-size', 'batchSize', int()],
   ['latencyProfile', '--latency-profile', 'latencyProfile', text],
   ['latencyRuns', '--latency-runs', 'latencyRuns', int()],
@@ -106,7 +107,7 @@ export function registerStructured(program: Command): void {
     )
     .option(
       '--method <name>',
-      'ga (default), or a baseline at the same budget that searches nothing: uniform (the same width share in every layer), flap (FLAP-like standardised scores, removed globally), shortgpt (whole layers by block influence)',
+      "ga (default), evopress (EvoPress's (1+λ) from the uniform plan), nsga (NSGA-II: front of quality against the budget's cost, at or under the budget), or a baseline at the same budget that searches nothing: uniform (the same width share in every layer), flap (FLAP-like standardised scores, removed globally), shortgpt (whole layers by block influence)",
     )
     .option('--metric <name>', "kl (KL divergence from the dense model, default: EvoPress's choice) or ppl")
     .option(
@@ -123,6 +124,7 @@ export function registerStructured(program: Command): void {
       '--switches <n>',
       'level switches per mutation at most: one level down somewhere, one up elsewhere (default 3)',
     )
+    .option('--offspring <n>', 'evopress: children of the parent per generation (default 16)')
     .option('--elitism <n>', 'best individuals kept unchanged each generation (default 2)')
     .option('--calib-tokens <n>', 'calibration tokens per full evaluation (default 8192)')
     .option(

@@ -140,7 +140,7 @@ export function registerStructured(program: Command): void {
     )
     .option(
       '--seed-plan <file>',
-      "a structured plan file (another run's plan.json) to open the GA's initial population with, repaired to the budget; repeatable",
+      "a structured plan file (another run's plan.json) to start the search from (ga, nsga: the initial population; evopress: a candidate first parent), repaired to the budget; repeatable",
       (v: string, prev: string[] = []) => [...prev, v],
     )
     .option('--latency-runs <n>', 'timed runs per level when the latency model is measured (default 5)')
@@ -159,7 +159,8 @@ export function registerStructured(program: Command): void {
 Genes: per layer, in this order, the levels the space uses: heads kept (0 … H, the best by the head scores),
 an MLP width level (an index into the width grid; the best channels by ‖X_j‖·‖W_down[:,j]‖), attention runs
 (1/0), MLP runs (1/0). Every individual costs at most the budget and no single level more would fit (a level
-switch, then a repair after every variation). The scores are measured once on the calibration data.
+switch, then a repair after every variation; NSGA-II only lowers to the budget, so its front spans plans at and
+under it). The scores are measured once on the calibration data.
 
 Budgets:
   params:R    keep at most R of all parameters (0 < R ≤ 1)
@@ -172,6 +173,8 @@ Examples:
       --budget params:0.6 --width-step 16 --out runs/joint60
   geneprune structured --space heads --budget speedup:1.25 --calib CALIB --eval EVAL --out runs/sos125
   geneprune structured --method shortgpt --budget flops:0.75 --calib CALIB --eval EVAL --out runs/short75
+  geneprune structured --method evopress --seed-plan runs/joint60/plan.json --budget params:0.6 \\
+      --calib CALIB --eval EVAL --out runs/evo60
   geneprune structured --resume runs/joint60
   geneprune export --structured runs/joint60/plan.json --out pruned/`,
     )

@@ -10,18 +10,23 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createRunner } from '../../src/engine/runner.js';
-import { structuredMasksOf } from '../../src/masks/structured.js';
+import { fullPlan, layerShapes, structuredMasksOf } from '../../src/masks/structured.js';
 import { loadStructuredPlanFile } from '../../src/masks/structuredfile.js';
 import { readDataset } from '../../src/metrics/data.js';
 import { evaluatePerplexity, makeWindows, tokenizeDocuments } from '../../src/metrics/perplexity.js';
 import { parameterCount } from '../../src/model/cost.js';
 import { openModel } from '../../src/model/open.js';
+import { randomLlamaSpec } from '../../src/model/random.js';
+import { evoPressStart } from '../../src/spaces/structured/algorithms.js';
+import { priceBudget } from '../../src/spaces/structured/budget.js';
 import {
   resumeStructuredSearch,
   runStructuredSearch,
   type StructuredSearchResult,
 } from '../../src/spaces/structured/run.js';
 import { structuredSearchSettings } from '../../src/spaces/structured/settings.js';
+import { createStructuredSpace } from '../../src/spaces/structured/space.js';
+import { createRng } from '../../src/util/rng.js';
 import { writeTinyModel } from '../helpers/tinylm.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'geneprune-structured-algorithms-'));
@@ -249,6 +254,68 @@ describe('structured --method nsga', () => {
       readFileSync(join(dir, 'front.json'), 'utf8'),
       readFileSync(join(first.runDir, 'front.json'), 'utf8'),
     );
+  });
+});
+
+describe("EvoPress's start", () => {
+  const spec = randomLlamaSpec({
+    hiddenSize: 16,
+    numLayers: 3,
+    numHeads: 4,
+    numKvHeads: 2,
+    intermediateSize: 32,
+    vocabSize: 40,
+    maxPositions: 32,
+    seed: 3,
+  });
+  const all = parameterCount(spec);
+  // Half the heads and half the channels in every layer, the first by index (the spaces' orders here).
+  const half = fullPlan(spec.config);
+  half.heads = half.heads.map(() => [0, 1]);
+  half.channels = half.channels.map(() => Array.from({ length: 16 }, (_, j) => j));
+
+  it('is the uniform plan itself where the space can express it, each seed repaired beside it', () => {
+    const space = createStructuredSpace(spec, all, { kind: 'joint', widthStep: 8 });
+    const cost = space.keptParametersOf(layerShapes(spec.config, half));
+    // The limit is the plan's own cost: no level can be added, so the repair leaves the plan as it is.
+    const budget = priceBudget(space, { kind: 'params', value: (cost + 0.5) / all }, { seq: 16 });
+    const seed = space.full();
+    const [uniform, seeded] = evoPressStart(space, budget, half, [seed], createRng(1));
+    assert.deepEqual(space.plan(uniform), half);
+    assert.ok(budget.cost(space.shapes(seeded)) <= budget.limit);
+  });
+
+  it('falls back to the uniform genome where it cannot (blocks only: no heads or channels to thin)', () => {
+    const space = createStructuredSpace(spec, all, { kind: 'blocks' });
+    const budget = priceBudget(space, { kind: 'params', value: 0.8 }, { seq: 16 });
+    const [start] = evoPressStart(space, budget, half, [], createRng(1));
+    const shapes = space.shapes(start);
+    const dense = layerShapes(spec.config, fullPlan(spec.config));
+    for (let i = 0; i < 3; i++) {
+      if (shapes.attentionRuns[i]) assert.equal(shapes.heads[i], dense.heads[i]);
+      if (shapes.mlpRuns[i]) assert.equal(shapes.widths[i], dense.widths[i]);
+    }
+    assert.ok(budget.cost(shapes) <= budget.limit);
+    // Maximal: no skipped block could run again within the budget.
+    for (let k = 0; k < start.length; k++) {
+      if (start[k] === 1) continue;
+      const up = start.slice();
+      up[k] = 1;
+      assert.ok(budget.cost(space.shapes(up)) > budget.limit, `block gene ${k} could run`);
+    }
+  });
+
+  it('takes a --seed-plan plan as a candidate: a GA plan is scored in generation 0 and never lost', async () => {
+    const ga = await runStructuredSearch(join(tmp, 'seed-ga'), settings({ population: 4, generations: 2 }));
+    const evo = await runStructuredSearch(
+      join(tmp, 'seed-evo'),
+      settings({ method: 'evopress', offspring: 3, generations: 2, seedPlans: [ga.planFile] }),
+    );
+    const gen0 = logged(evo.runDir).filter((e) => e.generation === 0);
+    assert.equal(gen0.length, 2);
+    assert.equal(gen0[1].genome, ga.genome);
+    assert.equal(gen0[1].quality, ga.calib.quality);
+    assert.ok(evo.calib.quality <= Math.min(ga.calib.quality, gen0[0].quality));
   });
 });
 

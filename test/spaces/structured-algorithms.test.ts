@@ -5,7 +5,7 @@
  * to an independent re-score, and NSGA-II's front checked against a plain pairwise reference.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -81,6 +81,15 @@ const logged = (dir: string, file = 'evals.jsonl') =>
 const lines = (dir: string) =>
   logged(dir).map((e) => `${e.generation} ${e.fidelity} ${e.genome} ${e.quality}`);
 
+/** Appends the uninterrupted run's first evaluation of generation 2 to a run stopped after generation 1. */
+function tornGeneration(dir: string, uninterrupted: string): void {
+  const line = readFileSync(join(uninterrupted, 'evals.jsonl'), 'utf8')
+    .split('\n')
+    .find((l) => l !== '' && JSON.parse(l).generation === 2);
+  assert.ok(line);
+  appendFileSync(join(dir, 'evals.jsonl'), `${line}\n`);
+}
+
 /** The calibration perplexity of a plan, measured afresh: the run's windows through a runner fed its masks. */
 async function rescore(r: StructuredSearchResult): Promise<number> {
   const model = await openModel(paths.model, { tokenizer: paths.tokenizer });
@@ -154,6 +163,8 @@ describe('structured --method evopress', () => {
       /stopped/,
     );
     assert.equal(JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')).evopress.generation, 1);
+    // A generation cut short by a kill: its first evaluation logged after the state was saved.
+    tornGeneration(dir, first.runDir);
     const resumed = await resumeStructuredSearch(dir);
     assert.equal(resumed.resumed, true);
     assert.equal(resumed.genome, first.genome);
@@ -245,6 +256,8 @@ describe('structured --method nsga', () => {
       /stopped/,
     );
     assert.equal(JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')).nsga.generation, 1);
+    // A generation cut short by a kill: its first evaluation logged after the state was saved.
+    tornGeneration(dir, first.runDir);
     const resumed = await resumeStructuredSearch(dir);
     assert.equal(resumed.resumed, true);
     assert.equal(resumed.genome, first.genome);

@@ -83,6 +83,7 @@ function printResult(r: StructuredSearchResult): void {
     `calibration  ${c.metric} ${c.quality.toFixed(4)} (dense ${c.denseQuality.toFixed(4)}, ${c.tokens} tokens)`,
     `evaluation   ppl ${r.eval.perplexity.toFixed(4)} (dense ${r.eval.densePerplexity.toFixed(4)}, ${r.eval.tokens} tokens of ${r.eval.data})`,
     `cost         ${r.forwardPasses} forward passes, ${r.evaluations} evaluations, ${r.seconds.toFixed(1)} s`,
+    ...(r.front ? [`front        ${r.front.members} plans at or under the budget (${r.front.file})`] : []),
     `plan         ${r.planFile} (geneprune export --structured)`,
   ];
   process.stdout.write(`${lines.join('\n')}\n`);

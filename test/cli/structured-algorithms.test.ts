@@ -66,6 +66,7 @@ describe('geneprune structured --method evopress | nsga (CLI)', { skip }, () => 
     assert.ok(result.budget.cost <= result.budget.limit);
     const front = JSON.parse(readFileSync(join(out, 'front.json'), 'utf8'));
     assert.ok(front.length >= 1);
+    assert.deepEqual(result.front, { file: join(out, 'front.json'), members: front.length });
     const within = front.filter((m: { cost: number }) => m.cost <= result.budget.limit);
     const best = within.reduce((a: { quality: number }, b: { quality: number }) =>
       b.quality < a.quality ? b : a,

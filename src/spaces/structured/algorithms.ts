@@ -76,6 +76,8 @@ export interface AlgorithmOutcome {
   evaluations: number;
   forwardPasses: number;
   stop?: 'generations';
+  /** NSGA-II: the archive's front, as front.json holds it. */
+  front?: StructuredFrontMember[];
 }
 
 /** EvoPress's saved state (state.json's `evopress`): the parent after `generation`, and the rng past it. */
@@ -474,7 +476,7 @@ export async function runNsgaStructuredInDir(
     counters: { evaluations: number; forwardPasses: number };
     logged: ReadonlyArray<Record<string, unknown>>;
   },
-): Promise<AlgorithmOutcome & { front: StructuredFrontMember[] }> {
+): Promise<AlgorithmOutcome> {
   const { dir, space, budget, objective: base } = input;
   const cost = (g: StructuredGenome) => budget.cost(space.shapes(g));
   const archive = new Map<string, Archived>();

@@ -128,6 +128,8 @@ export interface StructuredSearchResult {
   seconds: number;
   stop?: string;
   resumed?: true;
+  /** NSGA-II: the front's file and size (the plan is its best-quality member within the budget). */
+  front?: { file: string; members: number };
 }
 
 /** What a run holds once its model, data, scores, latency profile and objective are ready. */
@@ -364,7 +366,7 @@ async function finish(
   genome: StructuredGenome | undefined,
   counters: { forwardPasses: number; evaluations: number; seconds: number },
   env: StructuredSearchEnv,
-  extra: { stop?: string; resumed?: true } = {},
+  extra: Pick<StructuredSearchResult, 'stop' | 'resumed' | 'front'> = {},
 ): Promise<StructuredSearchResult> {
   const spec = p.data.model.spec;
   const config = spec.config;
@@ -573,7 +575,12 @@ function finishAlgorithm(
     seconds: (performance.now() - t0) / 1000,
   };
   const stop = out.stop ? { stop: out.stop } : {};
-  return finish(dir, s, p, p.space.plan(out.genome), out.genome, counters, env, { ...stop, ...extra });
+  const front = out.front ? { front: { file: join(dir, RUN_FILES.front), members: out.front.length } } : {};
+  return finish(dir, s, p, p.space.plan(out.genome), out.genome, counters, env, {
+    ...stop,
+    ...front,
+    ...extra,
+  });
 }
 
 /** A fresh structured search in `dir`. Settings' data and model paths are stored absolute. */

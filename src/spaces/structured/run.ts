@@ -511,7 +511,7 @@ async function searchFromScratch(
 }
 
 /** EvoPress's (1 + λ) or NSGA-II over the space's genomes (algorithms.ts), fresh or from a resumed run's state. */
-function runAlgorithm(
+async function runAlgorithm(
   dir: string,
   s: StructuredSearchSettings,
   p: Prepared,
@@ -548,16 +548,10 @@ function runAlgorithm(
       run?.evopress ? { state: run.evopress, logged: run.evaluations } : undefined,
     );
   }
-  return (async () => {
-    const resume = run?.nsga
-      ? { state: run.nsga, counters: await nsgaCounters(dir), logged: run.evaluations }
-      : undefined;
-    return runNsgaStructuredInDir(
-      input,
-      { population: s.population, crossoverRate: s.crossoverRate },
-      resume,
-    );
-  })();
+  const resume = run?.nsga
+    ? { state: run.nsga, counters: await nsgaCounters(dir), logged: run.evaluations }
+    : undefined;
+  return runNsgaStructuredInDir(input, { population: s.population, crossoverRate: s.crossoverRate }, resume);
 }
 
 function finishAlgorithm(

@@ -10,13 +10,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createRunner } from '../../src/engine/runner.js';
-import { fullPlan, layerShapes, structuredMasksOf } from '../../src/masks/structured.js';
+import { fullPlan, layerShapes, type StructuredPlan, structuredMasksOf } from '../../src/masks/structured.js';
 import { loadStructuredPlanFile } from '../../src/masks/structuredfile.js';
 import { readDataset } from '../../src/metrics/data.js';
 import { evaluatePerplexity, makeWindows, tokenizeDocuments } from '../../src/metrics/perplexity.js';
-import { parameterCount } from '../../src/model/cost.js';
+import { forwardFlopsPerToken, parameterCount } from '../../src/model/cost.js';
 import { openModel } from '../../src/model/open.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
+import { pruneStructured } from '../../src/prune/structured.js';
 import { evoPressStart } from '../../src/spaces/structured/algorithms.js';
 import { priceBudget } from '../../src/spaces/structured/budget.js';
 import {
@@ -267,6 +268,28 @@ describe('structured --method nsga', () => {
       readFileSync(join(dir, 'front.json'), 'utf8'),
       readFileSync(join(first.runDir, 'front.json'), 'utf8'),
     );
+  });
+});
+
+describe('a FLOP budget', () => {
+  it('is the cost both methods hold and NSGA-II minimises: FLOPs per token of the physically pruned model', async () => {
+    const model = await openModel(paths.model, { tokenizer: paths.tokenizer });
+    const flops = (plan: StructuredPlan) => forwardFlopsPerToken(pruneStructured(model.spec, plan), 32);
+    const limit = 0.7 * forwardFlopsPerToken(model.spec, 32);
+    for (const method of ['evopress', 'nsga']) {
+      const r = await runStructuredSearch(
+        join(tmp, `flops-${method}`),
+        settings({ method, budget: 'flops:0.7', generations: 2, metric: 'kl' }),
+      );
+      assert.ok(Math.abs(r.budget.limit - limit) < 1e-6 * limit);
+      assert.equal(r.budget.cost, flops(r.plan));
+      for (const e of logged(r.runDir))
+        assert.ok(e.cost <= r.budget.limit, `${method} ${e.genome}: ${e.cost}`);
+      if (method === 'nsga') {
+        const front = JSON.parse(readFileSync(join(r.runDir, 'front.json'), 'utf8'));
+        for (const m of front) assert.equal(m.cost, flops(m.plan));
+      }
+    }
   });
 });
 

@@ -82,9 +82,10 @@ for (const p of [model, calib, evalData]) {
 }
 
 /**
- * Table rows: name → the run's space and method. `seeded`: the GA's initial population opens with the plans the
- * single-space rows (heads, channels, blocks) found at the same budget on the same model (`--seed-plan`), so the
- * joint search starts from the best single-space plan it contains and, with elitism, never ends worse than it.
+ * Table rows: name → the run's space and method. `seeded`: the search's start (the GA's initial population,
+ * EvoPress's candidates for its first parent) opens with the plans the single-space rows (heads, channels,
+ * blocks) found at the same budget on the same model (`--seed-plan`), so the joint search starts from the best
+ * single-space plan it contains and never ends worse than it (elitism; EvoPress's strict replacement).
  */
 const ROWS: Record<
   string,
@@ -108,6 +109,18 @@ const ROWS: Record<
   uniform: { label: 'uniform width (heads and channels)', space: 'joint', method: 'uniform' },
   flap: { label: 'FLAP-like (heads and channels)', space: 'joint', method: 'flap' },
   shortgpt: { label: 'ShortGPT (whole layers)', space: 'joint', method: 'shortgpt' },
+  // Optional rows, not in the default --rows (list them after heads,channels,blocks so the seeds exist).
+  'joint-evopress': {
+    label: 'joint, EvoPress (1+λ) (seeded with the single-space plans)',
+    space: 'joint',
+    method: 'evopress',
+    seeded: true,
+  },
+  'joint-nsga': {
+    label: 'joint, NSGA-II (best of the front within the budget)',
+    space: 'joint',
+    method: 'nsga',
+  },
 };
 const rows = values.rows.split(',').filter((r) => r !== '');
 for (const r of rows) {

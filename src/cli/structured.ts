@@ -81,6 +81,7 @@ const SETTING_FLAGS: ReadonlyArray<SettingFlag<Extract<keyof StructuredSearchSet
   ['switches', '--switches', 'switches', int()],
   ['elitism', '--elitism', 'elitism', int(0)],
   ['seed', '--seed', 'seed', int(0)],
+  ['offspring', '--offspring', 'offspring', int()],
   ['batchSize', '--batch-size', 'batchSize', int()],
   ['latencyProfile', '--latency-profile', 'latencyProfile', text],
   ['latencyRuns', '--latency-runs', 'latencyRuns', int()],
@@ -102,6 +103,7 @@ function printResult(r: StructuredSearchResult): void {
     `calibration  ${calibLine(c)}`,
     `evaluation   ppl ${r.eval.perplexity.toFixed(4)} (dense ${r.eval.densePerplexity.toFixed(4)}, ${r.eval.tokens} tokens of ${r.eval.data})`,
     `cost         ${r.forwardPasses} forward passes, ${r.evaluations} evaluations, ${r.seconds.toFixed(1)} s`,
+    ...(r.front ? [`front        ${r.front.members} plans at or under the budget (${r.front.file})`] : []),
     `plan         ${r.planFile} (geneprune export --structured)`,
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
@@ -134,7 +136,7 @@ export function registerStructured(program: Command): void {
     )
     .option(
       '--method <name>',
-      'ga (default), or a baseline at the same budget that searches nothing: uniform (the same width share in every layer), flap (FLAP-like standardised scores, removed globally), shortgpt (whole layers by block influence)',
+      "ga (default), evopress (EvoPress's (1+λ) from the uniform plan), nsga (NSGA-II: front of quality against the budget's cost, at or under the budget), or a baseline at the same budget that searches nothing: uniform (the same width share in every layer), flap (FLAP-like standardised scores, removed globally), shortgpt (whole layers by block influence)",
     )
     .option(
       '--metric <name>',
@@ -164,6 +166,7 @@ export function registerStructured(program: Command): void {
       '--switches <n>',
       'level switches per mutation at most: one level down somewhere, one up elsewhere (default 3)',
     )
+    .option('--offspring <n>', 'evopress: children of the parent per generation (default 16)')
     .option('--elitism <n>', 'best individuals kept unchanged each generation (default 2)')
     .option('--calib-tokens <n>', 'calibration tokens per full evaluation (default 8192)')
     .option(
@@ -179,7 +182,7 @@ export function registerStructured(program: Command): void {
     )
     .option(
       '--seed-plan <file>',
-      "a structured plan file (another run's plan.json) to open the GA's initial population with, repaired to the budget; repeatable",
+      "a structured plan file (another run's plan.json) to start the search from (ga, nsga: the initial population; evopress: a candidate first parent), repaired to the budget; repeatable",
       (v: string, prev: string[] = []) => [...prev, v],
     )
     .option('--latency-runs <n>', 'timed runs per level when the latency model is measured (default 5)')
@@ -206,7 +209,8 @@ export function registerStructured(program: Command): void {
 Genes: per layer, in this order, the levels the space uses: heads kept (0 … H, the best by the head scores),
 an MLP width level (an index into the width grid; the best channels by ‖X_j‖·‖W_down[:,j]‖), attention runs
 (1/0), MLP runs (1/0). Every individual costs at most the budget and no single level more would fit (a level
-switch, then a repair after every variation). The scores are measured once on the calibration data.
+switch, then a repair after every variation; NSGA-II only lowers to the budget, so its front spans plans at and
+under it). The scores are measured once on the calibration data.
 
 Budgets:
   params:R    keep at most R of all parameters (0 < R ≤ 1)
@@ -219,6 +223,8 @@ Examples:
       --budget params:0.6 --width-step 16 --out runs/joint60
   geneprune structured --space heads --budget speedup:1.25 --calib CALIB --eval EVAL --out runs/sos125
   geneprune structured --method shortgpt --budget flops:0.75 --calib CALIB --eval EVAL --out runs/short75
+  geneprune structured --method evopress --seed-plan runs/joint60/plan.json --budget params:0.6 \\
+      --calib CALIB --eval EVAL --out runs/evo60
   geneprune structured --resume runs/joint60
   geneprune export --structured runs/joint60/plan.json --out pruned/`,
     )

@@ -49,6 +49,7 @@ import {
   createRunDir,
   lockRunDir,
   openRunForResume,
+  type ResumableRun,
   type RunConfig,
   readRunConfig,
   refuseChangedConfig,
@@ -65,6 +66,14 @@ import {
 } from '../../search/ga.js';
 import { createObjective, type Objective, qualityFromLog } from '../../search/objective.js';
 import { type HeldLock, writeJsonAtomic } from '../../util/fs.js';
+import {
+  type AlgorithmOutcome,
+  type EvoPressState,
+  nsgaCounters,
+  openEvoPressForResume,
+  runEvoPressInDir,
+  runNsgaStructuredInDir,
+} from './algorithms.js';
 import { flapLike, shortGpt, uniformWidth } from './baselines.js';
 import { type Budget, budgetText, parseBudget, priceBudget } from './budget.js';
 import { refuseBackendsFor, releasingWatchedBackend, structuredObjectiveOptions } from './evaluation.js';
@@ -129,6 +138,8 @@ export interface StructuredSearchResult {
   seconds: number;
   stop?: string;
   resumed?: true;
+  /** NSGA-II: the front's file and size (the plan is its best-quality member within the budget). */
+  front?: { file: string; members: number };
 }
 
 /** What a run holds once its model, data, scores, latency profile and objective are ready. */
@@ -358,7 +369,7 @@ async function finish(
   genome: StructuredGenome | undefined,
   counters: { forwardPasses: number; evaluations: number; seconds: number },
   env: StructuredSearchEnv,
-  extra: { stop?: string; resumed?: true } = {},
+  extra: Pick<StructuredSearchResult, 'stop' | 'resumed' | 'front'> = {},
 ): Promise<StructuredSearchResult> {
   const spec = p.data.model.spec;
   const config = spec.config;
@@ -486,6 +497,10 @@ async function searchFromScratch(
     seconds: (performance.now() - t0) / 1000,
   });
   const dense = await p.objective.evaluate(p.space.full());
+  if (s.method === 'evopress' || s.method === 'nsga') {
+    const spent = { evaluations: p.plans.evaluations(), forwardPasses: p.plans.forwardPasses() };
+    return finishAlgorithm(dir, s, p, await runAlgorithm(dir, s, p, env, t0, spent), env, t0);
+  }
   if (s.method !== 'ga') {
     env.onStatus?.(`${s.method} baseline at ${s.budget}`);
     return finish(dir, s, p, baselinePlan(s, p), undefined, counters(), env);
@@ -496,6 +511,73 @@ async function searchFromScratch(
   const best = decodeOrThrow(p.space, final.best!.genome);
   return finish(dir, s, p, p.space.plan(best), best, counters(), env, {
     ...(final.stop ? { stop: final.stop } : {}),
+  });
+}
+
+/** EvoPress's (1 + λ) or NSGA-II over the space's genomes (algorithms.ts), fresh or from a resumed run's state. */
+async function runAlgorithm(
+  dir: string,
+  s: StructuredSearchSettings,
+  p: Prepared,
+  env: StructuredSearchEnv,
+  t0: number,
+  spent: { evaluations: number; forwardPasses: number },
+  run?: ResumableRun & { evopress?: EvoPressState },
+): Promise<AlgorithmOutcome> {
+  const input = {
+    dir,
+    space: p.space,
+    budget: p.budget,
+    objective: p.objective,
+    planKey: (g: StructuredGenome) => p.plans.space.key(p.space.plan(g)),
+    metric: s.metric,
+    generations: s.generations,
+    seed: s.seed,
+    switches: s.switches,
+    seeds: p.seeds,
+    spent,
+    onGeneration: (summary: GenerationSummary) =>
+      env.onGeneration?.(summary, s.generations, (performance.now() - t0) / 1000),
+  };
+  if (s.method === 'evopress') {
+    const settings = {
+      offspring: s.offspring ?? 16,
+      multiFidelity: s.lowTokens !== undefined,
+      promote: s.promote,
+      uniformPlan: baselinePlan({ ...s, method: 'uniform' }, p),
+    };
+    return runEvoPressInDir(
+      input,
+      settings,
+      run?.evopress ? { state: run.evopress, logged: run.evaluations } : undefined,
+    );
+  }
+  const resume = run?.nsga
+    ? { state: run.nsga, counters: await nsgaCounters(dir), logged: run.evaluations }
+    : undefined;
+  return runNsgaStructuredInDir(input, { population: s.population, crossoverRate: s.crossoverRate }, resume);
+}
+
+function finishAlgorithm(
+  dir: string,
+  s: StructuredSearchSettings,
+  p: Prepared,
+  out: AlgorithmOutcome,
+  env: StructuredSearchEnv,
+  t0: number,
+  extra: { resumed?: true } = {},
+): Promise<StructuredSearchResult> {
+  const counters = {
+    forwardPasses: out.forwardPasses,
+    evaluations: out.evaluations,
+    seconds: (performance.now() - t0) / 1000,
+  };
+  const stop = out.stop ? { stop: out.stop } : {};
+  const front = out.front ? { front: { file: join(dir, RUN_FILES.front), members: out.front.length } } : {};
+  return finish(dir, s, p, p.space.plan(out.genome), out.genome, counters, env, {
+    ...stop,
+    ...front,
+    ...extra,
   });
 }
 
@@ -547,11 +629,21 @@ export async function resumeStructuredSearch(
   const lock = await lockRunDir(dir, env.onNote);
   let p: Prepared | undefined;
   try {
-    const run = await openRunForResume(dir, config, (c) => codecOfConfig(dir, c));
+    const run: ResumableRun & { evopress?: EvoPressState } =
+      config.method === 'evopress'
+        ? await openEvoPressForResume(dir, config, (t) => codecOfConfig(dir, config).decode(t))
+        : await openRunForResume(dir, config, (c) => codecOfConfig(dir, c));
     const data = await prepareRunData(s, env, 'structured');
     await refuseForeignModel(dir, config, data.model.spec, data.model.modelPath);
     await refuseChangedConfig(dir, run.configSha256, 'state.json');
     p = await prepare(dir, s, data, env);
+    if (!run.fresh && (run.nsga || run.evopress)) {
+      const t0 = performance.now();
+      await rewriteLogs(dir, run);
+      const none = { evaluations: 0, forwardPasses: 0 };
+      const out = await runAlgorithm(dir, s, p, env, t0, none, run);
+      return await finishAlgorithm(dir, s, p, out, env, t0, { resumed: true });
+    }
     if (run.fresh || !run.state) {
       env.onStatus?.('no generation was saved: starting the run again from the beginning');
       await rewriteLogs(dir, run);

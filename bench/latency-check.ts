@@ -10,12 +10,16 @@
  *
  * Shapes: 134m = the benchmarks' LLaMA shape (bench/shapes.ts, B=4 S=256 by default), 1b = TinyLlama-1.1B's shape
  * (d 2048, 22 layers, 32 heads over 4 KV heads, SwiGLU 5632, vocab 32000; B=1 S=256), tiny = smoke tests only.
- * Random weights: speed does not depend on them. The machine's load average is printed with each shape.
+ * Random weights: speed does not depend on them. The machine's load average is printed with each shape. The joint
+ * shape is also exported (a random dense HF folder, its plan through `export --structured`'s code, compact) and the
+ * export read back and timed: the model a user runs (`--no-export` leaves that row out).
  */
-import { writeFileSync } from 'node:fs';
-import { loadavg } from 'node:os';
-import { join } from 'node:path';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { exportModel } from '../src/api/export.js';
+import { writeHfFolder } from '../src/checkpoint/hf.js';
 import {
   calibrateLatency,
   randomCopy,
@@ -30,9 +34,13 @@ import {
   withBaseMethod,
   writeLatencyProfile,
 } from '../src/latency/profile.js';
-import type { LayerShapes } from '../src/masks/structured.js';
+import type { LayerShapes, StructuredPlan } from '../src/masks/structured.js';
 import { widthLevels } from '../src/masks/structured.js';
+import { writeStructuredPlanFile } from '../src/masks/structuredfile.js';
+import { llamaSpecToHf } from '../src/model/llama.js';
+import { openModel } from '../src/model/open.js';
 import { randomLlamaSpec } from '../src/model/random.js';
+import { writeTokenizerFiles } from '../src/tokenizer/convert.js';
 import { createRng, type Rng } from '../src/util/rng.js';
 import { BENCH_LLAMA_SHAPE, TINY_LLAMA_SHAPE } from './shapes.js';
 
@@ -64,6 +72,8 @@ const { values } = parseArgs({
     'table-out': { type: 'string' },
     'profile-dir': { type: 'string' },
     statistic: { type: 'string', default: 'median' },
+    shared: { type: 'string', default: resolve('..', 'shared') },
+    'no-export': { type: 'boolean', default: false },
   },
 });
 
@@ -118,6 +128,57 @@ function layerShapesOf(layers: ShapeLayer[], KV: number): LayerShapes {
   };
 }
 
+/**
+ * The structured plan that leaves these layer shapes: per layer the first heads of each KV group as the uniform
+ * keep spreads them (so the KV heads kept are kvHeadsOfUniformKeep's), the first `width` channels, and the blocks
+ * with nothing kept skipped.
+ */
+function planOf(layers: ShapeLayer[], H: number, KV: number): StructuredPlan {
+  const group = H / KV;
+  return {
+    heads: layers.map((l) => {
+      const kv = kvHeadsOfUniformKeep(l.heads, KV);
+      const kept: number[] = [];
+      for (let g = 0; g < kv; g++) {
+        const count = Math.floor(l.heads / kv) + (g < l.heads % kv ? 1 : 0);
+        for (let j = 0; j < count; j++) kept.push(g * group + j);
+      }
+      return kept;
+    }),
+    channels: layers.map((l) => Array.from({ length: l.width }, (_, j) => j)),
+    skipAttention: layers.map((l) => l.heads === 0),
+    skipMlp: layers.map((l) => l.width === 0),
+  };
+}
+
+/**
+ * The joint shape as a user gets it: a random dense model written as an HF folder, the plan exported by
+ * `geneprune export --structured`'s code (HF folder, compact), and both folders read back and timed round-robin.
+ */
+async function timeExported(
+  dense: ReturnType<typeof randomLlamaSpec>,
+  layers: ShapeLayer[],
+  timing: Parameters<typeof timePair>[2],
+): Promise<[number, number]> {
+  const dir = mkdtempSync(join(tmpdir(), 'latency-export-'));
+  try {
+    const denseDir = join(dir, 'dense');
+    const hf = llamaSpecToHf(dense);
+    await writeHfFolder(denseDir, { config: hf.config, tensors: hf.tensors, dtype: 'BF16' });
+    await writeTokenizerFiles(denseDir, join(values.shared, 'models/stories260K/tok512.bin'));
+    const denseModel = await openModel(denseDir);
+    const c = denseModel.spec.config;
+    const planPath = join(dir, 'plan.json');
+    await writeStructuredPlanFile(planPath, denseModel.spec, planOf(layers, c.numHeads, c.numKvHeads));
+    const out = join(dir, 'exported');
+    await exportModel({ model: denseDir, structured: planPath, out, format: 'hf' });
+    const exported = await openModel(out);
+    return await timePair(denseModel.spec, exported.spec, timing, 7);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 const table: string[] = [
   '| shape | pruned | measured speedup | predicted (difference) | error | predicted (direct, scaled) | error |',
   '|---|---|---|---|---|---|---|',
@@ -165,6 +226,17 @@ for (const name of values.shapes.split(',').filter((s) => s !== '')) {
     measuredSpeedups.push(d / q);
     say(
       `${entry.label}: ${p.name}: dense ${(d * 1000).toFixed(1)} ms (profile ${(profile.prefill.denseSeconds * 1000).toFixed(1)} ms), pruned ${(q * 1000).toFixed(1)} ms (load ${load()})`,
+    );
+  }
+  // The joint shape once more, as exported and read back from disk (the issue asks for the exported model's speed).
+  if (!values['no-export']) {
+    const joint = shapes.find((p) => p.name.startsWith('joint'))!;
+    say(`${entry.label}: exporting the joint shape's plan and timing the export (load ${load()})`);
+    const [d, q] = await timeExported(spec, joint.layers, timing);
+    measuredSpeedups.push(d / q);
+    shapes.push({ name: 'joint, exported and read back (HF folder, compact)', layers: joint.layers });
+    say(
+      `${entry.label}: exported joint: dense ${(d * 1000).toFixed(1)} ms, exported ${(q * 1000).toFixed(1)} ms`,
     );
   }
   const byDifference = withBaseMethod(profile, 'difference');

@@ -17,14 +17,15 @@
  * run again, same method and same `speedup:` budget, on a random-weight model of the benchmarks' 134M LLaMA shape
  * (bench/shapes.ts) written to disk with stories260K's tokenizer — the GA rows with a tiny population, few
  * generations and few calibration tokens, since with random weights quality means nothing: only the plan's
- * structure and its speed do. That model's plan is removed physically and its prefill timed against the dense
- * 134M model; the row gets the 134M predicted and measured speedups beside the stories260K quality. The 134M runs
+ * structure and its speed do. That model's plan is exported (`geneprune export --structured`'s code: an HF folder,
+ * compact), the export read back as any model is, and its prefill timed against the dense 134M model's; the row gets the 134M predicted and measured speedups beside the stories260K quality. The 134M runs
  * share their own latency profile, measured by the first of them.
  */
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { exportModel } from '../src/api/export.js';
 import { writeHfFolder } from '../src/checkpoint/hf.js';
 import { GenepruneError } from '../src/errors.js';
 import { timePair } from '../src/latency/calibrate.js';
@@ -81,9 +82,10 @@ for (const p of [model, calib, evalData]) {
 }
 
 /**
- * Table rows: name → the run's space and method. `seeded`: the GA's initial population opens with the plans the
- * single-space rows (heads, channels, blocks) found at the same budget on the same model (`--seed-plan`), so the
- * joint search starts from the best single-space plan it contains and, with elitism, never ends worse than it.
+ * Table rows: name → the run's space and method. `seeded`: the search's start (the GA's initial population,
+ * EvoPress's candidates for its first parent) opens with the plans the single-space rows (heads, channels,
+ * blocks) found at the same budget on the same model (`--seed-plan`), so the joint search starts from the best
+ * single-space plan it contains and never ends worse than it (elitism; EvoPress's strict replacement).
  */
 const ROWS: Record<
   string,
@@ -107,6 +109,18 @@ const ROWS: Record<
   uniform: { label: 'uniform width (heads and channels)', space: 'joint', method: 'uniform' },
   flap: { label: 'FLAP-like (heads and channels)', space: 'joint', method: 'flap' },
   shortgpt: { label: 'ShortGPT (whole layers)', space: 'joint', method: 'shortgpt' },
+  // Optional rows, not in the default --rows (list them after heads,channels,blocks so the seeds exist).
+  'joint-evopress': {
+    label: 'joint, EvoPress (1+λ) (seeded with the single-space plans)',
+    space: 'joint',
+    method: 'evopress',
+    seeded: true,
+  },
+  'joint-nsga': {
+    label: 'joint, NSGA-II (best of the front within the budget)',
+    space: 'joint',
+    method: 'nsga',
+  },
 };
 const rows = values.rows.split(',').filter((r) => r !== '');
 for (const r of rows) {
@@ -146,6 +160,8 @@ interface Pass {
   timingPairs: number;
   /** The first run's latency profile, which every later run of the pass prices with. */
   profile?: string;
+  /** Time the exported folder read back from disk (true) or the physically pruned spec in memory. */
+  exported?: boolean;
 }
 
 const SINGLE_SPACES = ['heads', 'channels', 'blocks'];
@@ -202,7 +218,19 @@ async function runRow(
   const { spec } = await openModel(pass.model);
   // Several round-robin pairs, each model's fastest kept: on a loaded machine one pair of millisecond forwards
   // can be off by 2x (seen here: one plan timed at 1.53x and 2.91x in two rows).
-  const pruned = pruneStructured(spec, r.plan);
+  // The speed pass times the model `geneprune export --structured` writes, read back from disk: the model a user
+  // would run. (The quality pass prunes in memory: the same tensors, checked equal by the export tests.)
+  const exportDir = join(dir, 'exported');
+  if (pass.exported) {
+    await exportModel({
+      model: pass.model,
+      structured: r.planFile,
+      out: exportDir,
+      format: 'hf',
+      force: true,
+    });
+  }
+  const pruned = pass.exported ? (await openModel(exportDir)).spec : pruneStructured(spec, r.plan);
   let d = Number.POSITIVE_INFINITY;
   let q = Number.POSITIVE_INFINITY;
   for (let k = 0; k < pass.timingPairs; k++) {
@@ -210,6 +238,7 @@ async function runRow(
     d = Math.min(d, a);
     q = Math.min(q, b);
   }
+  if (pass.exported) rmSync(exportDir, { recursive: true, force: true });
   loads.push(load());
   return { r, denseSeconds: d, measuredSpeedup: d / q };
 }
@@ -260,7 +289,9 @@ if (speedShapeName !== 'none') {
     model: await writeSpeedModel(name),
     threads: Number(values['speed-threads']),
     timingRuns: Number(values['speed-timing-runs']),
-    timingPairs: 1,
+    // Fresh session pairs, each model's fastest kept: one slow session in a single pair would decide the row.
+    timingPairs: 3,
+    exported: true,
     settings: {
       // Random weights: quality means nothing, so the GA only has to produce a plan at the budget.
       calibTokens: tokens,
@@ -355,7 +386,7 @@ const header = [
   `stories260K (quality): ctx ${context}, calibration ${values['calib-tokens']} tokens of tinystories/calib, eval perplexity on tinystories/eval, GA population ${values.population} × ${values.generations} generations, width step ${values['width-step']}, seed ${values.seed}; dense prefill ${dense === undefined ? '?' : (dense * 1000).toFixed(2)} ms (batch 1, ${threads} thread(s)); measured = physically pruned against dense, min of ${values['timing-runs']} runs in each of 3 round-robin pairs.`,
   ...(withSpeed
     ? [
-        `${speedLabel} shape (speed, random weights: quality means nothing there): the same methods at the same budgets, GA population ${values['speed-population']} × ${values['speed-generations']} generations on ${values['speed-calib-tokens']} calibration tokens; plans removed physically and timed against the dense model (batch 1, ctx ${context}, ${values['speed-threads']} thread(s), min of ${values['speed-timing-runs']} round-robin runs); dense prefill ${speedDense === undefined ? '?' : (speedDense * 1000).toFixed(1)} ms.`,
+        `${speedLabel} shape (speed, random weights: quality means nothing there): the same methods at the same budgets, GA population ${values['speed-population']} × ${values['speed-generations']} generations on ${values['speed-calib-tokens']} calibration tokens; plans exported (HF folder, compact), read back and timed against the dense model (batch 1, ctx ${context}, ${values['speed-threads']} thread(s), min of ${values['speed-timing-runs']} round-robin runs in each of 3 pairs); dense prefill ${speedDense === undefined ? '?' : (speedDense * 1000).toFixed(1)} ms.`,
       ]
     : []),
   `Load average (1 min) of the 2-core machine during the run: ${loads[0]} at the start, ${load()} at the end, per row ${loads

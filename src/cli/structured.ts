@@ -2,6 +2,15 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { flagError } from '../errors.js';
+import {
+  amountUnit,
+  metricEntry,
+  metricLabel,
+  QUALITY_METRICS,
+  quoteValue,
+  reportedQuality,
+} from '../metrics/registry.js';
+import { parseQueueUrl } from '../queue/url.js';
 import { BUDGET_HELP } from '../spaces/structured/budget.js';
 import {
   resumeStructuredSearch,
@@ -11,7 +20,6 @@ import {
 } from '../spaces/structured/run.js';
 import {
   STRUCTURED_METHODS,
-  STRUCTURED_METRICS,
   type StructuredSearchSettings,
   structuredSearchSettings,
 } from '../spaces/structured/settings.js';
@@ -22,21 +30,29 @@ import {
   memoryBudgetOption,
   modelOption,
   parseComputeDtype,
+  parseIntFlag,
   threadsOption,
   tokenizerOption,
 } from './options.js';
 import { progressLine } from './progress.js';
 import {
+  CHOICE_SETTING_FLAGS,
   choice,
+  choiceOptions,
   type Flags,
   int,
   parsedSettingFlags,
   runEnvFromFlags,
   type SettingFlag,
   share,
+  TASK_SETTING_FLAGS,
+  taskOptions,
   text,
   typedSettings,
 } from './settings.js';
+
+/** The calibration task flags of the generation and multiple-choice metrics (a structured run reports on --eval text). */
+const CALIB_ONLY = ['evalTask', 'evalItems', 'evalNewTokens', 'evalChoices'];
 
 const SETTING_FLAGS: ReadonlyArray<SettingFlag<Extract<keyof StructuredSearchSettings, string>>> = [
   ['model', '--model', 'model', text],
@@ -46,7 +62,11 @@ const SETTING_FLAGS: ReadonlyArray<SettingFlag<Extract<keyof StructuredSearchSet
   ['space', '--space', 'space', choice(STRUCTURED_SPACES)],
   ['method', '--method', 'method', choice(STRUCTURED_METHODS)],
   ['budget', '--budget', 'budget', text],
-  ['metric', '--metric', 'metric', choice(STRUCTURED_METRICS)],
+  // Every registry metric parses: the settings refuse those a structured search cannot serve, saying why.
+  ['metric', '--metric', 'metric', choice(QUALITY_METRICS)],
+  ...TASK_SETTING_FLAGS.filter(([key]) => !CALIB_ONLY.includes(key)),
+  ...CHOICE_SETTING_FLAGS.filter(([key]) => !CALIB_ONLY.includes(key)),
+  ['lowItems', '--low-items', 'lowItems', int()],
   ['widthStep', '--width-step', 'widthStep', int()],
   ['ctx', '--ctx', 'context', int()],
   ['calibTokens', '--calib-tokens', 'calibTokens', int()],
@@ -61,6 +81,7 @@ const SETTING_FLAGS: ReadonlyArray<SettingFlag<Extract<keyof StructuredSearchSet
   ['switches', '--switches', 'switches', int()],
   ['elitism', '--elitism', 'elitism', int(0)],
   ['seed', '--seed', 'seed', int(0)],
+  ['offspring', '--offspring', 'offspring', int()],
   ['batchSize', '--batch-size', 'batchSize', int()],
   ['latencyProfile', '--latency-profile', 'latencyProfile', text],
   ['latencyRuns', '--latency-runs', 'latencyRuns', int()],
@@ -81,9 +102,10 @@ function printResult(r: StructuredSearchResult): void {
     ...(r.predictedSpeedup !== undefined
       ? [`speed        predicted ${r.predictedSpeedup.toFixed(3)}× (${r.latencyProfile})`]
       : []),
-    `calibration  ${c.metric} ${c.quality.toFixed(4)} (dense ${c.denseQuality.toFixed(4)}, ${c.tokens} tokens)`,
+    `calibration  ${calibLine(c)}`,
     `evaluation   ppl ${r.eval.perplexity.toFixed(4)} (dense ${r.eval.densePerplexity.toFixed(4)}, ${r.eval.tokens} tokens of ${r.eval.data})`,
     `cost         ${r.forwardPasses} forward passes, ${r.evaluations} evaluations, ${r.seconds.toFixed(1)} s`,
+    ...(r.front ? [`front        ${r.front.members} plans at or under the budget (${r.front.file})`] : []),
     `plan         ${r.planFile} (geneprune export --structured)`,
     ...recoveryLines(r),
   ];
@@ -98,6 +120,14 @@ function recoveryLines(r: StructuredSearchResult): string[] {
     `recovery     ${rec.refit === 'flap-bias' ? "FLAP's bias compensation of o and down" : 'o and down refitted'} on ${rec.tokens} calibration tokens: calibration ppl ${rec.before.calibPerplexity.toFixed(4)} → ${rec.after.calibPerplexity.toFixed(4)}, evaluation ppl ${rec.before.evalPerplexity.toFixed(4)} → ${rec.after.evalPerplexity.toFixed(4)}`,
     `recovered    ${rec.weights} (geneprune export --structured ${r.planFile} --recovered …)`,
   ];
+}
+
+/** The calibration score as people quote the metric (accuracy in per cent, BLEU, KL), dense beside it. */
+function calibLine(c: StructuredSearchResult['calib']): string {
+  const metric = c.metric as StructuredSearchSettings['metric'];
+  const e = metricEntry(metric);
+  const v = (q: number) => quoteValue(e, reportedQuality(metric, q));
+  return `${metricLabel(metric)} ${v(c.quality)} (dense ${v(c.denseQuality)}, ${c.tokens} ${amountUnit(e)})`;
 }
 
 const fmt = (x: number) => (Number.isInteger(x) ? String(x) : x.toPrecision(4));
@@ -119,9 +149,22 @@ export function registerStructured(program: Command): void {
     )
     .option(
       '--method <name>',
-      'ga (default), or a baseline at the same budget that searches nothing: uniform (the same width share in every layer), flap (FLAP-like standardised scores, removed globally), shortgpt (whole layers by block influence)',
+      "ga (default), evopress (EvoPress's (1+λ) from the uniform plan), nsga (NSGA-II: front of quality against the budget's cost, at or under the budget), or a baseline at the same budget that searches nothing: uniform (the same width share in every layer), flap (FLAP-like standardised scores, removed globally), shortgpt (whole layers by block influence)",
     )
-    .option('--metric <name>', "kl (KL divergence from the dense model, default: EvoPress's choice) or ppl")
+    .option(
+      '--metric <name>',
+      "kl (KL divergence from the dense model, default: EvoPress's choice), ppl, bleu, exact-match or pass@1 (greedy continuations of the calibration task), mc-accuracy (the --calib-choices file); not accuracy / macro-f1 (the scores need calibration text)",
+    )
+    .addOption(taskOptions.calibTask())
+    .addOption(taskOptions.calibItems())
+    .addOption(taskOptions.calibNewTokens())
+    .addOption(taskOptions.bleu())
+    .addOption(taskOptions.promptTemplate())
+    .addOption(taskOptions.allowCodeExecution())
+    .addOption(taskOptions.execWorkers())
+    .addOption(choiceOptions.calibChoices())
+    .addOption(choiceOptions.choiceNorm())
+    .option('--low-items <n>', 'multi-fidelity with a task metric: score everyone on this many items first')
     .option(
       '--width-step <n>',
       'MLP width grid step (default: max(64, width/32) rounded up to 64; smaller for tiny models)',
@@ -136,6 +179,7 @@ export function registerStructured(program: Command): void {
       '--switches <n>',
       'level switches per mutation at most: one level down somewhere, one up elsewhere (default 3)',
     )
+    .option('--offspring <n>', 'evopress: children of the parent per generation (default 16)')
     .option('--elitism <n>', 'best individuals kept unchanged each generation (default 2)')
     .option('--calib-tokens <n>', 'calibration tokens per full evaluation (default 8192)')
     .option(
@@ -151,7 +195,7 @@ export function registerStructured(program: Command): void {
     )
     .option(
       '--seed-plan <file>',
-      "a structured plan file (another run's plan.json) to open the GA's initial population with, repaired to the budget; repeatable",
+      "a structured plan file (another run's plan.json) to start the search from (ga, nsga: the initial population; evopress: a candidate first parent), repaired to the budget; repeatable",
       (v: string, prev: string[] = []) => [...prev, v],
     )
     .option(
@@ -169,6 +213,14 @@ export function registerStructured(program: Command): void {
     .addOption(deviceOption())
     .addOption(computeDtypeOption())
     .addOption(threadsOption())
+    .option(
+      '--workers <n>',
+      'score plans in n worker processes, each with its own session and --threads (default: cores / n); same logs, plan and result as one process',
+    )
+    .option(
+      '--queue <url>',
+      'post plans as jobs on Redis (redis://[user:password@]HOST:PORT[/DB] or rediss://) for `geneprune worker` processes anywhere; same logs, plan and result as one process (not --metric pass@1)',
+    )
     .addOption(memoryBudgetOption())
     .option('--quiet', 'no progress display')
     .option('--json', 'print the result as one JSON object (no progress display)')
@@ -178,7 +230,8 @@ export function registerStructured(program: Command): void {
 Genes: per layer, in this order, the levels the space uses: heads kept (0 … H, the best by the head scores),
 an MLP width level (an index into the width grid; the best channels by ‖X_j‖·‖W_down[:,j]‖), attention runs
 (1/0), MLP runs (1/0). Every individual costs at most the budget and no single level more would fit (a level
-switch, then a repair after every variation). The scores are measured once on the calibration data.
+switch, then a repair after every variation; NSGA-II only lowers to the budget, so its front spans plans at and
+under it). The scores are measured once on the calibration data.
 
 Budgets:
   params:R    keep at most R of all parameters (0 < R ≤ 1)
@@ -191,6 +244,8 @@ Examples:
       --budget params:0.6 --width-step 16 --out runs/joint60
   geneprune structured --space heads --budget speedup:1.25 --calib CALIB --eval EVAL --out runs/sos125
   geneprune structured --method shortgpt --budget flops:0.75 --calib CALIB --eval EVAL --out runs/short75
+  geneprune structured --method evopress --seed-plan runs/joint60/plan.json --budget params:0.6 \\
+      --calib CALIB --eval EVAL --out runs/evo60
   geneprune structured --resume runs/joint60
   geneprune export --structured runs/joint60/plan.json --out pruned/`,
     )
@@ -199,6 +254,8 @@ Examples:
       const progress = progressLine(process.stderr, quiet);
       const env: StructuredSearchEnv = {
         ...runEnvFromFlags(f, progress, quiet),
+        ...(typeof f.workers === 'string' ? { workers: parseIntFlag('--workers', f.workers) } : {}),
+        ...(typeof f.queue === 'string' ? { queue: parseQueueUrl(f.queue) && f.queue } : {}),
         onGeneration: (s, total, elapsed) =>
           progress.update(
             `generation ${s.generation + 1}/${total}: best ${s.bestQuality.toFixed(4)} (${elapsed.toFixed(0)} s, ${s.evaluations} evals)`,

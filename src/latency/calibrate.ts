@@ -7,7 +7,10 @@
  * benchmark's forward.
  *
  * How each number is found (median of `runs` timed rounds after `warmup` untimed ones; in a round every open session
- * runs once, so load drifting on a shared machine falls on every level alike — see timeBlocks):
+ * runs once, so load drifting on a shared machine falls on every level alike — see timeBlocks; and each level in
+ * `replicas` independently built sessions, the fastest kept: with two intra-op threads and no spinning, about one
+ * session in 20–50 ran 1.5–2x slower than its neighbours in every one of its rounds — never with one thread —
+ * so a single session per level let one slow session mis-price a whole level, and a search chose by it):
  * - a one-layer block graph (layers [1, 2) of a three-layer probe model: input the residual stream, output the
  *   residual stream, no embedding or head) of a layer with h heads and MLP width w takes T(h, w);
  * - the empty layer (0 heads, width 0) runs no operator: T(0, 0) is the block's own per-run overhead (feeding the
@@ -83,6 +86,12 @@ export interface CalibrateOptions {
   baseMethod?: BaseMethod;
   /** Weights (bytes) of the block sessions open at once (default 1 GiB): levels in one group run round-robin. */
   sessionBytes?: number;
+  /**
+   * Independently built sessions each level (and the dense and layerless forwards) is timed in; the fastest is
+   * kept (default 3). One session in a few dozen ran 1.5–2x slower than its neighbours in every round
+   * (docs/structured.md, What was measured): a single session per level let that one level decide a search.
+   */
+  replicas?: number;
   onProgress?: (line: string) => void;
 }
 
@@ -268,49 +277,96 @@ async function timeBlocks(
   t: Timing,
   seed: number,
   budgetBytes: number,
+  replicas: number,
 ): Promise<{ overhead: number; levels: number[] }> {
   const rng = createRng(seed);
   const D = reference.spec.config.hiddenSize;
   const hidden = new Float32Array(t.batch * t.seq * D);
   for (let i = 0; i < hidden.length; i++) hidden[i] = rng.nextFloat() * 2 - 1;
   const batch = { batch: t.batch, seq: t.seq, ids: new BigInt64Array(t.batch * t.seq), hidden };
-  const groups: Array<{ reference: number; anchor: number; levels: number[] }> = [];
-  let next = 0;
-  while (next < probes.length) {
-    const group: BlockProbe[] = [reference, anchor];
-    let bytes = blockBytes(reference) + blockBytes(anchor);
-    while (next < probes.length && (group.length === 2 || bytes + blockBytes(probes[next]) <= budgetBytes)) {
-      bytes += blockBytes(probes[next]);
-      group.push(probes[next++]);
-    }
-    const runners: ModelRunner[] = [];
-    try {
-      for (const p of group) {
-        runners.push(
-          await createRunner(p.spec, {
-            output: 'hidden',
-            layers: [1, 1 + p.layers],
-            device: t.device,
-            threads: t.threads,
-            dtype: t.dtype,
-            maxSeq: t.seq,
-            spinning: false,
-          }),
-        );
+  // Every replica builds every session afresh; a group records which replica it belongs to.
+  const groups: BlockGroupTimes[] = [];
+  for (let replica = 0; replica < replicas; replica++) {
+    let next = 0;
+    while (next < probes.length) {
+      // The anchor twice, in two sessions, its faster kept: a slow anchor session would scale its whole group.
+      const group: BlockProbe[] = [reference, anchor, anchor];
+      let bytes = blockBytes(reference) + 2 * blockBytes(anchor);
+      while (
+        next < probes.length &&
+        (group.length === 3 || bytes + blockBytes(probes[next]) <= budgetBytes)
+      ) {
+        bytes += blockBytes(probes[next]);
+        group.push(probes[next++]);
       }
-      const ms = await roundRobin(runners.length, (i) => runners[i].run(batch), t);
-      const seconds = ms.map((m) => reduce(m, t) / 1000);
-      groups.push({ reference: seconds[0], anchor: seconds[1], levels: seconds.slice(2) });
-    } finally {
-      for (const r of runners) await r.release();
+      const runners: ModelRunner[] = [];
+      try {
+        for (const p of group) {
+          runners.push(
+            await createRunner(p.spec, {
+              output: 'hidden',
+              layers: [1, 1 + p.layers],
+              device: t.device,
+              threads: t.threads,
+              dtype: t.dtype,
+              maxSeq: t.seq,
+              spinning: false,
+            }),
+          );
+        }
+        const ms = await roundRobin(runners.length, (i) => runners[i].run(batch), t);
+        const seconds = ms.map((m) => reduce(m, t) / 1000);
+        groups.push({
+          replica,
+          reference: seconds[0],
+          anchors: seconds.slice(1, 3),
+          levels: seconds.slice(3),
+        });
+      } finally {
+        for (const r of runners) await r.release();
+      }
     }
   }
+  return combineBlockTimes(groups, replicas, probes.length);
+}
+
+/** One round-robin group's times (seconds, by the timing's statistic): see timeBlocks. */
+export interface BlockGroupTimes {
+  /** Which replica (independent set of sessions) the group belongs to. */
+  replica: number;
+  /** The empty layer's block time: the block's own overhead. */
+  reference: number;
+  /** The dense layer's block time in each of the group's anchor sessions. */
+  anchors: number[];
+  /** The group's levels, in probe order (each replica's groups together list every probe once). */
+  levels: number[];
+}
+
+/**
+ * The block overhead and each level's cost from the groups' times: the overhead is the median reference; a group's
+ * anchor is its fastest anchor session, and its levels (less the overhead) are scaled by the median anchor over
+ * its anchor (load is a factor on time); each level's cost is then the fastest of its replicas — a slow session,
+ * like load, only ever adds time, so neither a slow level session nor a slow anchor session moves the result.
+ */
+export function combineBlockTimes(
+  groups: readonly BlockGroupTimes[],
+  replicas: number,
+  probes: number,
+): { overhead: number; levels: number[] } {
   const overhead = median(groups.map((g) => g.reference));
-  const anchorSeconds = median(groups.map((g) => g.anchor)) - overhead;
-  const levels = groups.flatMap((g) => {
-    const scale = g.anchor - overhead > 0 ? anchorSeconds / (g.anchor - overhead) : 1;
-    return g.levels.map((x) => (x - overhead) * scale);
-  });
+  const anchorOf = (g: BlockGroupTimes) => Math.min(...g.anchors);
+  const anchorSeconds = median(groups.map(anchorOf)) - overhead;
+  const byReplica: number[][] = Array.from({ length: replicas }, () => []);
+  for (const g of groups) {
+    const a = anchorOf(g) - overhead;
+    const scale = a > 0 ? anchorSeconds / a : 1;
+    byReplica[g.replica].push(...g.levels.map((x) => (x - overhead) * scale));
+  }
+  for (const [r, levels] of byReplica.entries()) {
+    if (levels.length !== probes)
+      throw new Error(`combineBlockTimes: replica ${r} timed ${levels.length} of ${probes} levels`);
+  }
+  const levels = Array.from({ length: probes }, (_, j) => Math.min(...byReplica.map((r) => r[j])));
   return { overhead, levels };
 }
 
@@ -404,7 +460,10 @@ export async function calibrateLatency(spec: ModelSpec, opts: CalibrateOptions):
   ];
   say(`latency: timing ${probes.length + 2} blocks, ${t.warmup} + ${t.runs} rounds`);
   const anchor: BlockProbe = { spec: probe(3, { heads: H, width: W }), layers: 1 };
-  const timed = await timeBlocks(ref, anchor, probes, t, seed, opts.sessionBytes ?? 2 ** 30);
+  const replicas = opts.replicas ?? 3;
+  if (!Number.isInteger(replicas) || replicas < 1)
+    throw new GenepruneError('flag', `latency replicas must be a positive integer, got ${replicas}`);
+  const timed = await timeBlocks(ref, anchor, probes, t, seed, opts.sessionBytes ?? 2 ** 30, replicas);
   const overhead = timed.overhead;
   say(`latency: block overhead ${(overhead * 1000).toFixed(2)} ms`);
   const mlp: MlpLevel[] = [{ width: 0, seconds: 0 }];
@@ -435,7 +494,12 @@ export async function calibrateLatency(spec: ModelSpec, opts: CalibrateOptions):
   const kvHeadSeconds =
     (fullAttention * 2 * D * hd) / (D * hd * (2 * H + 2 * c.numKvHeads) + H * hd * opts.seq);
 
-  const [dense, oneLayer] = await timePair(randomCopy(spec, seed), probe(1, empty), t, seed);
+  // The dense and layerless forwards, each pair of sessions built afresh per replica; the fastest of each kept.
+  const pairs: Array<[number, number]> = [];
+  for (let r = 0; r < replicas; r++)
+    pairs.push(await timePair(randomCopy(spec, seed), probe(1, empty), t, seed + r));
+  const dense = Math.min(...pairs.map((p) => p[0]));
+  const oneLayer = Math.min(...pairs.map((p) => p[1]));
   let denseLayerSeconds = 0;
   for (let i = 0; i < c.numLayers; i++) {
     const a = attention.find((l) => l.heads === c.headsPerLayer[i]);
@@ -460,6 +524,7 @@ export async function calibrateLatency(spec: ModelSpec, opts: CalibrateOptions):
     runs: t.runs,
     warmup: t.warmup,
     statistic: t.statistic ?? 'median',
+    replicas,
     shape: profileShapeOf(c),
     prefill: {
       base: 0,

@@ -101,6 +101,8 @@ export interface LatencyProfile {
   runs: number;
   warmup: number;
   statistic: 'median' | 'min';
+  /** Independently built sessions each level was timed in, median kept (absent: 1, profiles measured before). */
+  replicas?: number;
   shape: ProfileShape;
   prefill: PrefillTables;
 }
@@ -297,6 +299,8 @@ export function validateProfile(value: unknown, where: string): LatencyProfile {
   if (p.version !== LATENCY_PROFILE_VERSION) bad(`version ${JSON.stringify(p.version)} is not supported`);
   for (const k of ['threads', 'batch', 'seq', 'runs', 'warmup'])
     if (!isNum(p[k])) bad(`${k} must be a number`);
+  if (p.replicas !== undefined && !(isNum(p.replicas) && p.replicas >= 1))
+    bad('replicas must be a number ≥ 1');
   for (const k of ['geneprune', 'measuredAt', 'device', 'dtype'])
     if (typeof p[k] !== 'string') bad(`${k} must be a string`);
   const shape = p.shape as Record<string, unknown> | undefined;

@@ -79,11 +79,13 @@ export interface ScorerRecord {
 /** Where the candidates' masks go: the weight roles a weight space masks (none for a head space). */
 export interface ScorerTarget {
   weightRoles?: readonly string[];
-  /** The structured spaces' channel_mask / block_mask inputs (text metrics only so far). */
+  /** The structured spaces' channel_mask / block_mask inputs (decoder and encoder graphs have them). */
   structuredMasks?: boolean;
 }
 
 const weightMasksOf = (target: ScorerTarget) => (target.weightRoles ? [...target.weightRoles] : undefined);
+/** The runner option that gives the graph the structured mask inputs, where the target asks for them. */
+const structuredOf = (target: ScorerTarget) => (target.structuredMasks ? { structuredMasks: true } : {});
 
 /**
  * 'ppl' and 'kl': windows of the calibration token stream on an 'nll' runner (perplexity) or, with `kind`
@@ -118,7 +120,7 @@ export async function createTextScorer(
     weights,
     dtype: opts.dtype,
     weightMasks: weightMasksOf(target),
-    ...(target.structuredMasks ? { structuredMasks: true } : {}),
+    ...structuredOf(target),
     // The calibration rows are at most this long: a sliding window that long keeps the fused attention kernel.
     maxSeq: full.context,
   };
@@ -217,6 +219,7 @@ export async function createGenerationScorer(
     threads: opts.threads,
     dtype: opts.dtype,
     weightMasks: weightMasksOf(target),
+    ...structuredOf(target),
   });
   const scoring = {
     maxNewTokens: b.maxNewTokens ?? BLEU_SEARCH_NEW_TOKENS,
@@ -298,6 +301,7 @@ export async function createChoiceScorer(
     threads: opts.threads,
     dtype: opts.dtype,
     weightMasks: weightMasksOf(target),
+    ...structuredOf(target),
   });
   const norm = c.norm ?? 'none';
   const predictor: Predictor = {
@@ -356,6 +360,7 @@ export async function createLabelledScorer(
     threads: opts.threads,
     dtype: opts.dtype,
     weightMasks: weightMasksOf(target),
+    ...structuredOf(target),
   });
   const predictor: Predictor = {
     source: l.prepared.data.source,

@@ -3,8 +3,8 @@
  * (`geneprune:recipe:<identity>`), beside a manifest of what decides a score: the model's identity (fingerprint
  * and shape, model/identity.ts), the weight roles the masks go to, the metric, the sha256 of the prepared data and
  * the settings that change a number (not the device or threads, which are the evaluator's own). The identity is
- * the sha256 of that manifest. A job then carries only `{ identity, fidelity, masks }` — head masks and weight
- * masks bit-packed when they are 0/1 — and its result is a RawEvaluation (a non-finite quality written as null
+ * the sha256 of that manifest. A job then carries only `{ identity, fidelity, masks }` — head, weight and
+ * structured (channel, block) masks bit-packed when they are 0/1 — and its result is a RawEvaluation (a non-finite quality written as null
  * with what it was). A worker checks a stored recipe against its manifest and the manifest against the identity
  * (`recipeRefusal`) before it builds anything, so altered data or another model is refused, never scored.
  *
@@ -33,7 +33,7 @@ export const recipeKey = (identity: string) => `${QUEUE_PREFIX}:recipe:${identit
 export interface RecipeManifest {
   version: 1;
   model: ModelIdentity;
-  target: { weightRoles?: string[] };
+  target: { weightRoles?: string[]; structuredMasks?: boolean };
   metric: string;
   /** A block recipe's block (the block-wise weight search's layer). */
   block?: number;
@@ -121,10 +121,14 @@ export function localRecipe(recipe: Recipe, model: string, device?: Device, thre
 
 export function recipeManifest(recipe: Recipe, model: ModelIdentity): RecipeManifest {
   const roles = recipe.kind === 'calibration' ? recipe.target.weightRoles : undefined;
+  const structured = recipe.kind === 'calibration' && recipe.target.structuredMasks === true;
   return {
     version: 1,
     model,
-    target: roles ? { weightRoles: [...roles] } : {},
+    target: {
+      ...(roles ? { weightRoles: [...roles] } : {}),
+      ...(structured ? { structuredMasks: true } : {}),
+    },
     metric: recipeMetric(recipe),
     ...(recipe.kind === 'block' ? { block: recipe.layer } : {}),
     data: sha256(toJson(dataOf(recipe))),
@@ -195,6 +199,9 @@ type PackedArray = { n: number; bits: string } | { n: number; f32: string } | { 
 export interface EncodedMasks {
   head?: PackedArray;
   weights?: Array<[string, PackedArray]>;
+  /** A structured plan's channel_mask and block_mask (masks/structured.ts). */
+  channel?: PackedArray;
+  block?: PackedArray;
 }
 
 function pack(a: Float32Array | Uint8Array): PackedArray {
@@ -246,6 +253,8 @@ export function encodeMasks(m: CandidateMasks): EncodedMasks {
     ...(m.weightMasks
       ? { weights: [...m.weightMasks.entries()].map(([r, w]) => [r, pack(w)] as [string, PackedArray]) }
       : {}),
+    ...(m.channelMask ? { channel: pack(m.channelMask) } : {}),
+    ...(m.blockMask ? { block: pack(m.blockMask) } : {}),
   };
 }
 
@@ -255,6 +264,8 @@ export function decodeMasks(e: EncodedMasks, where: string): CandidateMasks {
     ...(e.weights
       ? { weightMasks: new Map(e.weights.map(([r, p]) => [r, unpack(p, Uint8Array, where)])) }
       : {}),
+    ...(e.channel ? { channelMask: unpack(e.channel, Float32Array, where) } : {}),
+    ...(e.block ? { blockMask: unpack(e.block, Float32Array, where) } : {}),
   };
 }
 

@@ -35,7 +35,8 @@ export interface CalibrationRecipe {
   model: string;
   /** The search's view of the model (its configuration as JSON), checked against what the evaluator opens. */
   config: string;
-  target: { weightRoles?: string[] };
+  /** Where the masks go: weight roles, and the structured spaces' channel_mask / block_mask inputs. */
+  target: { weightRoles?: string[]; structuredMasks?: boolean };
   /** The objective's options without the runner and backend: prepared data, metric, settings, engine. */
   options: RecipeOptions;
   /** The generation metrics: the tokenizer to load (see TokenizerRef). */
@@ -197,7 +198,11 @@ export function calibrationRecipe(
     kind: 'calibration',
     model,
     config: JSON.stringify(spec.config),
-    target: target.weightRoles ? { weightRoles: [...target.weightRoles] } : {},
+    target: {
+      ...(target.weightRoles ? { weightRoles: [...target.weightRoles] } : {}),
+      // A structured space's candidates feed channel_mask / block_mask: the evaluator's runner needs those inputs.
+      ...(target.structuredMasks ? { structuredMasks: true } : {}),
+    },
     options,
     ...(tokenizer ? { tokenizer } : {}),
   };

@@ -36,7 +36,9 @@ describe('geneprune structured (CLI)', () => {
       assert.ok(r.stdout.includes(s), s);
   });
 
-  it('refuses a bad budget, a missing one, and the evaluation backends, in one line', { skip }, () => {
+  it('refuses a bad budget, a missing one, two backends and a metric it cannot serve, in one line', {
+    skip,
+  }, () => {
     const out = join(tmp, 'refused');
     assertOneLineError(
       runCli(['structured', ...data(), '--budget', 'params:2', '--out', out]),
@@ -49,15 +51,52 @@ describe('geneprune structured (CLI)', () => {
       '--budget',
     );
     assertOneLineError(runCli(['structured', ...data(), '--out', out]), 2, '--budget');
+    // Both backends at once, and a classifier's metrics (the scores need calibration text), are refused.
     assertOneLineError(
-      runCli(['structured', ...data(), '--budget', 'params:0.8', '--workers', '2', '--out', out]),
+      runCli([
+        'structured',
+        ...data(),
+        '--budget',
+        'params:0.8',
+        '--workers',
+        '2',
+        '--queue',
+        'redis://127.0.0.1:1',
+        '--out',
+        out,
+      ]),
       2,
-      '--workers',
+      '--queue',
     );
     assertOneLineError(
-      runCli(['structured', ...data(), '--budget', 'params:0.8', '--metric', 'bleu', '--out', out]),
+      runCli(['structured', ...data(), '--budget', 'params:0.8', '--metric', 'accuracy', '--out', out]),
       2,
       '--metric',
+      'calibration text',
+    );
+    assertOneLineError(
+      runCli(['structured', ...data(), '--budget', 'params:0.8', '--metric', 'mc-accuracy', '--out', out]),
+      2,
+      '--calib-choices',
+    );
+    // pass@1 runs generated code: never from a queue (workers would run code read from Redis), refused up front.
+    assertOneLineError(
+      runCli([
+        'structured',
+        ...data(),
+        '--budget',
+        'params:0.8',
+        '--metric',
+        'pass@1',
+        '--allow-code-execution',
+        '--queue',
+        'redis://127.0.0.1:1',
+        '--out',
+        out,
+      ]),
+      2,
+      '--queue',
+      'pass@1',
     );
     // --seed-plan is repeatable, seeds GA runs only, and an unreadable plan file is refused naming it.
     assertOneLineError(

@@ -2,13 +2,20 @@
  * A tiny real calibration on a tiny random GQA model: the profile has every head level 0 … H (with the KV heads a
  * uniform keep implies) and every width level of the grid, non-negative times with the full levels positive, and
  * prices the dense model at its measured forward (the difference base makes that exact); no other timing is
- * asserted. The random models of pruned shapes have the shapes asked for (parameter counts by hand) and run.
+ * asserted. How timed groups combine into level costs (overhead, anchor scaling, the fastest of the replicas) is
+ * checked on hand-computed times. The random models of pruned shapes have the shapes asked for (parameter counts by
+ * hand) and run.
  * Encoder-decoders are refused.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { GenepruneError } from '../../src/errors.js';
-import { calibrateLatency, randomShapeSpec, timePair } from '../../src/latency/calibrate.js';
+import {
+  calibrateLatency,
+  combineBlockTimes,
+  randomShapeSpec,
+  timePair,
+} from '../../src/latency/calibrate.js';
 import {
   layerShapesOfConfig,
   predictSeconds,
@@ -28,6 +35,56 @@ const shape = {
   maxPositions: 64,
 };
 const spec = randomLlamaSpec({ ...shape, seed: 3 });
+
+/** A quick real profile of the tiny model (one replica, one run). */
+const tinyProfile = () =>
+  calibrateLatency(spec, { batch: 1, seq: 8, threads: 1, runs: 1, warmup: 0, widthStep: 512, replicas: 1 });
+
+describe('combineBlockTimes (how the timed groups become level costs)', () => {
+  // Hand-computed: overhead 1 (median reference); anchors 11 → 10 over the overhead in every group.
+  test('one replica, one group: levels less the overhead', () => {
+    const r = combineBlockTimes([{ replica: 0, reference: 1, anchors: [11, 11], levels: [3, 5, 9] }], 1, 3);
+    assert.equal(r.overhead, 1);
+    assert.deepEqual(r.levels, [2, 4, 8]);
+  });
+
+  test('a slow level session in one replica does not move the level; the fastest replica is kept', () => {
+    const r = combineBlockTimes(
+      [
+        { replica: 0, reference: 1, anchors: [11, 11], levels: [3, 9.5, 9] },
+        { replica: 1, reference: 1, anchors: [11, 11], levels: [3, 5, 9] },
+        { replica: 2, reference: 1, anchors: [11, 11], levels: [3.2, 5.1, 9] },
+      ],
+      3,
+      3,
+    );
+    assert.deepEqual(r.levels, [2, 4, 8]);
+  });
+
+  test('a slow anchor session does not scale its group; a loaded group is scaled back by its anchors', () => {
+    const r = combineBlockTimes(
+      [
+        // one anchor session 2x slow: the group's faster anchor (11) is used, so no scale
+        { replica: 0, reference: 1, anchors: [21, 11], levels: [3, 5] },
+        // the whole group under 2x load (anchor 21 → 20 over the overhead): levels halved back
+        { replica: 0, reference: 1, anchors: [21, 21], levels: [17] },
+        { replica: 1, reference: 1, anchors: [11, 11], levels: [3, 5, 9] },
+      ],
+      2,
+      3,
+    );
+    assert.equal(r.overhead, 1);
+    // median anchor over the three groups' anchors (11, 21, 11) − 1 = 10
+    assert.deepEqual(r.levels, [2, 4, 8]);
+  });
+
+  test('a replica missing a level is an internal error, never a silent number', () => {
+    assert.throws(
+      () => combineBlockTimes([{ replica: 0, reference: 1, anchors: [11], levels: [3] }], 1, 2),
+      /replica 0 timed 1 of 2 levels/,
+    );
+  });
+});
 
 describe('calibrateLatency', () => {
   test('a tiny calibration gives complete, positive tables and prices the dense model at its forward', {
@@ -76,7 +133,17 @@ describe('calibrateLatency', () => {
     assert.equal(profile.seq, 64);
     assert.equal(profile.statistic, 'min');
     assert.equal(profile.threads, 1);
+    assert.equal(profile.replicas, 3);
     assert.equal(profile.shape.hiddenSize, 256);
+  });
+
+  test('a replica count that is not a positive integer is refused', async () => {
+    await assert.rejects(
+      calibrateLatency(spec, { batch: 1, seq: 8, replicas: 0 }),
+      (e: unknown) => e instanceof GenepruneError && /replicas must be a positive integer/.test(e.message),
+    );
+    const profile = { ...JSON.parse(JSON.stringify(await tinyProfile())), replicas: 'three' };
+    assert.throws(() => validateProfile(profile, 'p.json'), /replicas must be a number/);
   });
 
   test('random models of pruned shapes have those shapes and run', async () => {

@@ -49,10 +49,18 @@ export type StructuredRecoveryReport =
   | { skipped: string };
 
 /**
- * Refuses --flap-bias for a model whose o and down have no bias: the compensation would need one, and neither the
- * family's graphs nor its exports carry it (LLaMA and the other bias-free families).
+ * Refuses, before the run starts, what recovery cannot do: --recover / --flap-bias on a labelled (classification)
+ * run, which has no calibration text to refit on nor evaluation perplexity to report; --flap-bias for a model whose
+ * o and down have no bias — the compensation would need one, and neither the family's graphs nor its exports carry
+ * it (LLaMA and the other bias-free families).
  */
-export function refuseFlapBiasWithoutBiases(s: StructuredSearchSettings, spec: ModelSpec): void {
+export function refuseUnrecoverable(s: StructuredSearchSettings, data: RunData): void {
+  const spec = data.model.spec;
+  if ((s.recover || s.flapBias) && data.stream.length < 2)
+    throw flagError(
+      s.recover ? '--recover' : '--flap-bias',
+      'refits on calibration text and reports perplexity: not built for labelled (classification) data',
+    );
   if (s.flapBias && !hasProjectionBiases(spec))
     throw flagError(
       '--flap-bias',

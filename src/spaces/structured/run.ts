@@ -15,8 +15,8 @@
  *   recovered-weights.safetensors   --recover: o and down refitted under the plan (recover.ts)
  *
  * One calibration objective scores plans (planobjective.ts): the GA's genomes through the level space, the
- * baselines' plans (uniform width, FLAP-like, ShortGPT: no search, the same budget) directly. Candidates are scored
- * in this process: the worker and queue backends cannot carry the structured masks yet, and are refused.
+ * baselines' plans (uniform width, FLAP-like, ShortGPT: no search, the same budget) directly, with --metric (any
+ * that metrics.ts allows), in this process or on --workers / --queue (evaluation.ts): the same result either way.
  */
 import { join } from 'node:path';
 import { type CandidateMasks, createRunner } from '../../engine/runner.js';
@@ -32,6 +32,7 @@ import {
 import { fullPlan, type LayerShapes, layerShapes, type StructuredPlan } from '../../masks/structured.js';
 import { loadStructuredPlanFile, writeStructuredPlanFile } from '../../masks/structuredfile.js';
 import { batches, defaultBatchSize, evaluatePerplexity, makeWindows } from '../../metrics/perplexity.js';
+import { calibRecord } from '../../metrics/registry.js';
 import { parameterCount } from '../../model/cost.js';
 import { intermediateOf } from '../../model/spec.js';
 import { runGaInDir } from '../../runs/algorithms.js';
@@ -49,6 +50,7 @@ import {
   createRunDir,
   lockRunDir,
   openRunForResume,
+  type ResumableRun,
   type RunConfig,
   readRunConfig,
   refuseChangedConfig,
@@ -65,11 +67,21 @@ import {
 } from '../../search/ga.js';
 import { createObjective, type Objective, qualityFromLog } from '../../search/objective.js';
 import { type HeldLock, writeJsonAtomic } from '../../util/fs.js';
+import {
+  type AlgorithmOutcome,
+  type EvoPressState,
+  nsgaCounters,
+  openEvoPressForResume,
+  runEvoPressInDir,
+  runNsgaStructuredInDir,
+} from './algorithms.js';
 import { flapLike, shortGpt, uniformWidth } from './baselines.js';
 import { type Budget, budgetText, parseBudget, priceBudget } from './budget.js';
+import { refuseBackendsFor, releasingWatchedBackend, structuredObjectiveOptions } from './evaluation.js';
+import { multiFidelity } from './metrics.js';
 import { genomeOfPlan, structuredGaOperators } from './operators.js';
 import { createPlanSpace, levelObjective } from './planobjective.js';
-import { recoverPlanInDir, refuseFlapBiasWithoutBiases, type StructuredRecoveryReport } from './recover.js';
+import { recoverPlanInDir, refuseUnrecoverable, type StructuredRecoveryReport } from './recover.js';
 import { orders as ordersOf, type StructuredScores, structuredScores } from './scores.js';
 import type { StructuredSearchSettings } from './settings.js';
 import {
@@ -113,7 +125,14 @@ export interface StructuredSearchResult {
   predictedSpeedup?: number;
   latencyProfile?: string;
   context: number;
-  calib: { metric: string; quality: number; denseQuality: number; tokens: number; data: string };
+  /**
+   * The --metric quality (lower is better) of the plan and the dense model, the tokens or task items scored, and
+   * for a metric with a record (BLEU, accuracy) the reported values too (metrics/registry.ts calibRecord).
+   */
+  calib: { metric: string; quality: number; denseQuality: number; tokens: number; data: string } & Record<
+    string,
+    number | string
+  >;
   eval: { perplexity: number; densePerplexity: number; tokens: number; data: string };
   planFile: string;
   forwardPasses: number;
@@ -121,6 +140,8 @@ export interface StructuredSearchResult {
   seconds: number;
   stop?: string;
   resumed?: true;
+  /** NSGA-II: the front's file and size (the plan is its best-quality member within the budget). */
+  front?: { file: string; members: number };
   /** `--recover`: the refit's report (recover.ts). */
   recovery?: StructuredRecoveryReport;
 }
@@ -146,13 +167,6 @@ interface StoredScores {
   tokens: number;
   /** FLAP's fluctuation metric per channel and head (what the flap baseline ranks by). */
   fluctuation?: { channels: number[][]; heads: number[][] };
-}
-
-function refuseBackends(env: RunEnv): void {
-  if (env.workers !== undefined)
-    throw flagError('--workers', 'not with structured search yet: the worker backend cannot carry its masks');
-  if (env.queue !== undefined)
-    throw flagError('--queue', 'not with structured search yet: the queue backend cannot carry its masks');
 }
 
 /** Measures the structured scores on the first --score-tokens calibration tokens, or reads the run's. */
@@ -253,17 +267,17 @@ async function prepare(
     seq: data.context,
     ...(profile ? { seconds: (shapes: LayerShapes) => predictSeconds(profile, shapes) } : {}),
   });
-  const plans = await createObjective(spec, createPlanSpace(spec.config, total, space.keptParametersOf), {
-    stream: data.stream,
-    context: data.context,
-    metric: s.metric,
-    tokens: s.calibTokens,
-    lowTokens: s.lowTokens,
-    batchSize: s.batchSize,
-    device: env.device,
-    threads: env.threads,
-    dtype: s.dtype,
-  });
+  const { options, backend } = structuredObjectiveOptions(dir, s, data, env);
+  const plans = releasingWatchedBackend(
+    dir,
+    await createObjective(spec, createPlanSpace(spec.config, total, space.keptParametersOf), options).catch(
+      async (e) => {
+        await backend?.release();
+        throw e;
+      },
+    ),
+    backend,
+  );
   const seeds: StructuredGenome[] = [];
   for (const path of s.seedPlans ?? []) {
     seeds.push(genomeOfPlan(space, (await loadStructuredPlanFile(path, spec)).plan));
@@ -289,7 +303,7 @@ function gaOptions(
     // Every individual sits at the budget (operators.ts), so fitness is the quality alone.
     fitness: { kind: 'budget', metric: s.metric, lambda: 0, denseQuality },
     elitism: s.elitism,
-    multiFidelity: s.lowTokens !== undefined,
+    multiFidelity: multiFidelity(s),
     promote: s.promote,
     seed: s.seed,
   };
@@ -359,7 +373,7 @@ async function finish(
   genome: StructuredGenome | undefined,
   counters: { forwardPasses: number; evaluations: number; seconds: number },
   env: StructuredSearchEnv,
-  extra: { stop?: string; resumed?: true } = {},
+  extra: Pick<StructuredSearchResult, 'stop' | 'resumed' | 'front'> = {},
 ): Promise<StructuredSearchResult> {
   const spec = p.data.model.spec;
   const config = spec.config;
@@ -407,6 +421,7 @@ async function finish(
       denseQuality: dense.quality,
       tokens: calib.tokens,
       data: s.calib,
+      ...calibRecord(s.metric, calib.quality, dense.quality),
     },
     eval: evalScore,
     planFile,
@@ -488,6 +503,10 @@ async function searchFromScratch(
     seconds: (performance.now() - t0) / 1000,
   });
   const dense = await p.objective.evaluate(p.space.full());
+  if (s.method === 'evopress' || s.method === 'nsga') {
+    const spent = { evaluations: p.plans.evaluations(), forwardPasses: p.plans.forwardPasses() };
+    return finishAlgorithm(dir, s, p, await runAlgorithm(dir, s, p, env, t0, spent), env, t0);
+  }
   if (s.method !== 'ga') {
     env.onStatus?.(`${s.method} baseline at ${s.budget}`);
     return finish(dir, s, p, baselinePlan(s, p), undefined, counters(), env);
@@ -501,17 +520,84 @@ async function searchFromScratch(
   });
 }
 
+/** EvoPress's (1 + λ) or NSGA-II over the space's genomes (algorithms.ts), fresh or from a resumed run's state. */
+async function runAlgorithm(
+  dir: string,
+  s: StructuredSearchSettings,
+  p: Prepared,
+  env: StructuredSearchEnv,
+  t0: number,
+  spent: { evaluations: number; forwardPasses: number },
+  run?: ResumableRun & { evopress?: EvoPressState },
+): Promise<AlgorithmOutcome> {
+  const input = {
+    dir,
+    space: p.space,
+    budget: p.budget,
+    objective: p.objective,
+    planKey: (g: StructuredGenome) => p.plans.space.key(p.space.plan(g)),
+    metric: s.metric,
+    generations: s.generations,
+    seed: s.seed,
+    switches: s.switches,
+    seeds: p.seeds,
+    spent,
+    onGeneration: (summary: GenerationSummary) =>
+      env.onGeneration?.(summary, s.generations, (performance.now() - t0) / 1000),
+  };
+  if (s.method === 'evopress') {
+    const settings = {
+      offspring: s.offspring ?? 16,
+      multiFidelity: s.lowTokens !== undefined,
+      promote: s.promote,
+      uniformPlan: baselinePlan({ ...s, method: 'uniform' }, p),
+    };
+    return runEvoPressInDir(
+      input,
+      settings,
+      run?.evopress ? { state: run.evopress, logged: run.evaluations } : undefined,
+    );
+  }
+  const resume = run?.nsga
+    ? { state: run.nsga, counters: await nsgaCounters(dir), logged: run.evaluations }
+    : undefined;
+  return runNsgaStructuredInDir(input, { population: s.population, crossoverRate: s.crossoverRate }, resume);
+}
+
+function finishAlgorithm(
+  dir: string,
+  s: StructuredSearchSettings,
+  p: Prepared,
+  out: AlgorithmOutcome,
+  env: StructuredSearchEnv,
+  t0: number,
+  extra: { resumed?: true } = {},
+): Promise<StructuredSearchResult> {
+  const counters = {
+    forwardPasses: out.forwardPasses,
+    evaluations: out.evaluations,
+    seconds: (performance.now() - t0) / 1000,
+  };
+  const stop = out.stop ? { stop: out.stop } : {};
+  const front = out.front ? { front: { file: join(dir, RUN_FILES.front), members: out.front.length } } : {};
+  return finish(dir, s, p, p.space.plan(out.genome), out.genome, counters, env, {
+    ...stop,
+    ...front,
+    ...extra,
+  });
+}
+
 /** A fresh structured search in `dir`. Settings' data and model paths are stored absolute. */
 export async function runStructuredSearch(
   dir: string,
   settings: StructuredSearchSettings,
   env: StructuredSearchEnv = {},
 ): Promise<StructuredSearchResult> {
-  refuseBackends(env);
+  refuseBackendsFor(settings, env);
   const s = absoluteSettings(settings);
   const data = await prepareRunData(s, env, 'structured');
   refuseUnsupportedData(data);
-  refuseFlapBiasWithoutBiases(s, data.model.spec);
+  refuseUnrecoverable(s, data);
   // A seed plan that cannot be read, or was made for another model, is refused before the run directory exists.
   for (const path of s.seedPlans ?? []) await loadStructuredPlanFile(path, data.model.spec);
   let lock: HeldLock | undefined;
@@ -541,20 +627,30 @@ export async function resumeStructuredSearch(
   env: StructuredSearchEnv = {},
   given: readonly StructuredGivenSetting[] = [],
 ): Promise<StructuredSearchResult> {
-  refuseBackends(env);
   const config = await readRunConfig(dir, STRUCTURED_RUN_KIND);
   const s = config.settings as StructuredSearchSettings;
+  refuseBackendsFor(s, env);
   refuseChangedSettings(s, given);
   await refuseChangedData('calibration', s.calib, config.calibration);
   await refuseChangedData('evaluation', s.eval, config.evaluation);
   const lock = await lockRunDir(dir, env.onNote);
   let p: Prepared | undefined;
   try {
-    const run = await openRunForResume(dir, config, (c) => codecOfConfig(dir, c));
+    const run: ResumableRun & { evopress?: EvoPressState } =
+      config.method === 'evopress'
+        ? await openEvoPressForResume(dir, config, (t) => codecOfConfig(dir, config).decode(t))
+        : await openRunForResume(dir, config, (c) => codecOfConfig(dir, c));
     const data = await prepareRunData(s, env, 'structured');
     await refuseForeignModel(dir, config, data.model.spec, data.model.modelPath);
     await refuseChangedConfig(dir, run.configSha256, 'state.json');
     p = await prepare(dir, s, data, env);
+    if (!run.fresh && (run.nsga || run.evopress)) {
+      const t0 = performance.now();
+      await rewriteLogs(dir, run);
+      const none = { evaluations: 0, forwardPasses: 0 };
+      const out = await runAlgorithm(dir, s, p, env, t0, none, run);
+      return await finishAlgorithm(dir, s, p, out, env, t0, { resumed: true });
+    }
     if (run.fresh || !run.state) {
       env.onStatus?.('no generation was saved: starting the run again from the beginning');
       await rewriteLogs(dir, run);

@@ -8,14 +8,18 @@ import type { RunDataSettings } from '../../runs/data.js';
 import { settingsFrom } from '../../runs/presets.js';
 import type { QualityMetric } from '../../search/objective.js';
 import { parseBudget } from './budget.js';
+import { checkStructuredMetric, STRUCTURED_SEARCH_METRICS } from './metrics.js';
 import { STRUCTURED_SPACES, type StructuredSpaceKind } from './space.js';
 
-/** The GA over a space's levels, or a baseline that searches nothing, at the same budget. */
-export const STRUCTURED_METHODS = ['ga', 'uniform', 'flap', 'shortgpt'] as const;
+/**
+ * The GA over a space's levels, EvoPress's (1 + λ) or NSGA-II over the same genomes (algorithms.ts), or a baseline
+ * that searches nothing, at the same budget.
+ */
+export const STRUCTURED_METHODS = ['ga', 'uniform', 'flap', 'shortgpt', 'evopress', 'nsga'] as const;
 export type StructuredMethod = (typeof STRUCTURED_METHODS)[number];
 
-/** Metrics a structured search scores with so far: the text metrics (their runner carries the structured masks). */
-export const STRUCTURED_METRICS: readonly QualityMetric[] = ['kl', 'ppl'];
+/** Metrics a structured search scores with: every registry metric whose runner carries the structured masks. */
+export const STRUCTURED_METRICS: readonly QualityMetric[] = STRUCTURED_SEARCH_METRICS;
 
 export interface StructuredSearchSettings extends RunDataSettings {
   space: StructuredSpaceKind;
@@ -47,6 +51,8 @@ export interface StructuredSearchSettings extends RunDataSettings {
    * plans open the GA's initial population, re-encoded as this space's genomes and repaired to the budget.
    */
   seedPlans?: string[];
+  /** EvoPress's λ: children of the parent per generation (recorded for --method evopress only; default 16). */
+  offspring?: number;
   /** Once the plan is chosen, refit o and down by least squares on the calibration windows (recover.ts). */
   recover?: boolean;
   /**
@@ -55,6 +61,9 @@ export interface StructuredSearchSettings extends RunDataSettings {
    */
   flapBias?: boolean;
 }
+
+/** Methods that start from --seed-plan plans. */
+const SEEDED_METHODS: readonly StructuredMethod[] = ['ga', 'evopress', 'nsga'];
 
 export const STRUCTURED_SEARCH_DEFAULTS: Omit<StructuredSearchSettings, 'calib' | 'eval' | 'budget'> = {
   space: 'joint',
@@ -99,20 +108,25 @@ export function structuredSearchSettings(opts: StructuredSearchOptions): Structu
     throw flagError('--space', `"${s.space}" is not one of ${STRUCTURED_SPACES.join(', ')}`);
   if (!STRUCTURED_METHODS.includes(s.method))
     throw flagError('--method', `"${s.method}" is not one of ${STRUCTURED_METHODS.join(', ')}`);
-  if (!STRUCTURED_METRICS.includes(s.metric))
-    throw flagError('--metric', `structured search scores with ${STRUCTURED_METRICS.join(' or ')} so far`);
-  for (const key of ['calibTask', 'evalTask', 'calibChoices', 'evalChoices'] as const) {
-    if (s[key] !== undefined)
-      throw flagError('--metric', `structured search scores text only (${key} given)`);
-  }
+  checkStructuredMetric(s);
   if (s.elitism >= s.population) throw flagError('--elitism', `must be below --population (${s.population})`);
   if (s.lowTokens !== undefined && s.lowTokens >= s.calibTokens)
     throw flagError('--low-tokens', `must be below --calib-tokens (${s.calibTokens})`);
   if (s.lowTokens !== undefined && s.promote < 1)
     throw flagError('--promote', 'multi-fidelity needs --promote ≥ 1');
-  if (s.seedPlans !== undefined && s.method !== 'ga')
+  if (s.seedPlans !== undefined && !SEEDED_METHODS.includes(s.method))
     throw flagError('--seed-plan', `seeds a GA's initial population; --method ${s.method} searches nothing`);
-  if (s.seedPlans !== undefined && s.seedPlans.length > s.population)
+  if (s.offspring !== undefined && s.method !== 'evopress')
+    throw flagError('--offspring', `is EvoPress's λ; --method ${s.method} has no offspring setting`);
+  if (s.method === 'evopress') s.offspring ??= 16;
+  if (s.offspring !== undefined && !(Number.isInteger(s.offspring) && s.offspring >= 1))
+    throw flagError('--offspring', `must be a positive integer, got ${s.offspring}`);
+  if (s.method === 'nsga' && s.lowTokens !== undefined)
+    throw flagError(
+      '--low-tokens',
+      'NSGA-II scores every individual on all calibration tokens (no multi-fidelity)',
+    );
+  if (s.seedPlans !== undefined && s.method !== 'evopress' && s.seedPlans.length > s.population)
     throw flagError('--seed-plan', `${s.seedPlans.length} plans for a population of ${s.population}`);
   if (s.flapBias && s.method !== 'flap')
     throw flagError('--flap-bias', `is FLAP's bias compensation: only with --method flap, not ${s.method}`);

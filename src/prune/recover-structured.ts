@@ -10,7 +10,9 @@
  * The refit is the damped least squares of prune/recover.ts walked with the removed columns first, which is its
  * exact solution for a mask of whole columns: ŵ_K = w_K + (H_KK + δI)⁻¹ H_KR w_R for each row, with H = XᵀX over
  * the calibration tokens and δ = RECOVERY_DAMPING · mean(diag H) — i.e. min ‖X_K ŵ_K − X w‖² + δ‖ŵ_K − w_K‖²
- * (ridge towards the dense weights). Where the projection carries a bias (GPT-2, BERT, OPT), the bias is refitted
+ * (ridge towards the dense weights). The target is the projection's own output: in families with a norm after
+ * the block (Gemma's sandwich norms) that is the block's output before that norm, which the refit cannot see
+ * through. Where the projection carries a bias (GPT-2, BERT, OPT), the bias is refitted
  * with the weight as an intercept column: X gains a column of ones, H the column sums and the token count, w the
  * bias, and the same walk runs on [W | b] (the intercept is damped as any other input, towards the dense bias).
  *

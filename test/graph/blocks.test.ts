@@ -16,9 +16,9 @@ import { CAPTURE_POINTS, type CapturePoint, statsName } from '../../src/graph/ca
 import { buildDecoderGraph } from '../../src/graph/decoder.js';
 import { IGNORE_INDEX } from '../../src/graph/lmhead.js';
 import { loadWeights } from '../../src/graph/weights.js';
-import { randomLlamaSpec } from '../../src/model/random.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { createRng } from '../../src/util/rng.js';
+import { caseDecoder } from '../helpers/llamacase.js';
 import type { LinearInput, ReferenceWeights } from '../reference/llama.js';
 import { referenceForward } from '../reference/llama.js';
 
@@ -57,20 +57,7 @@ const cases: Case[] = [
 const LAYERS = 4;
 
 function specOf(c: Case, seed: number): ModelSpec {
-  return randomLlamaSpec({
-    hiddenSize: c.heads * 8,
-    numLayers: LAYERS,
-    numHeads: c.heads,
-    numKvHeads: c.kv,
-    intermediateSize: 40,
-    vocabSize: 37,
-    maxPositions: 32,
-    attentionBias: c.bias,
-    tieEmbeddings: c.tie,
-    modelType: c.modelType,
-    seed,
-    scale: 3,
-  });
+  return caseDecoder(c, LAYERS, seed, 3);
 }
 
 const linearRoles = (spec: ModelSpec): string[] =>

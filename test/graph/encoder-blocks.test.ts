@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import onnxProto from 'onnx-proto';
 import { runBlock } from '../../src/engine/blocks.js';
-import { createRunner, type RunnerOptions, type TokenBatch } from '../../src/engine/runner.js';
+import { createRunner, type TokenBatch } from '../../src/engine/runner.js';
 import { CAPTURE_POINTS, statsName } from '../../src/graph/capture.js';
 import { buildEncoderGraph } from '../../src/graph/encoder.js';
 import { loadWeights } from '../../src/graph/weights.js';
@@ -20,7 +20,9 @@ import { loadModelSpec } from '../../src/model/load.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { createRng } from '../../src/util/rng.js';
 import { tempDir } from '../checkpoint/helpers.js';
+import { composedBlocks, linearRoles } from '../helpers/blocks.js';
 import { type RandomEncoder, writeRandomEncoder } from '../helpers/encoders.js';
+import { maxAbsDiff } from '../helpers/logits.js';
 import { referenceEncoderForward } from '../reference/bert.js';
 
 const { onnx } = onnxProto;
@@ -31,9 +33,6 @@ const CASES = [
   { name: 'bert-cls', opts: { modelType: 'bert' as const, labels: 3, typeVocab: 3, layers: 3 } },
   { name: 'distilbert-cls', opts: { modelType: 'distilbert' as const, labels: 2, layers: 3 } },
 ];
-
-const linearRoles = (spec: ModelSpec): string[] =>
-  [...spec.tensors.keys()].filter((r) => /^layers\.\d+\.(attn|mlp)\.\w+\.weight$/.test(r));
 
 /** About a third of the heads (one at least, never all, per layer) and a quarter of every linear's weights dropped. */
 function someMasks(spec: ModelSpec, seed: number) {
@@ -92,39 +91,6 @@ function paddedBatch(spec: ModelSpec, seed: number) {
   return { batch, rows };
 }
 
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
-  return worst;
-}
-
-/** Runs blocks [0, cuts[0]) → … → [cuts.at(-1), L) and returns the last block's main output. */
-async function composed(
-  spec: ModelSpec,
-  cuts: number[],
-  base: Omit<RunnerOptions, 'output'> & { output: 'class_logits' | 'hidden' },
-  batch: TokenBatch,
-  masks: { headMask: Float32Array; weightMasks: Map<string, Uint8Array> },
-): Promise<Float32Array> {
-  const bounds = [0, ...cuts, spec.config.numLayers];
-  let hidden: Float32Array | undefined;
-  for (let k = 0; k + 1 < bounds.length; k++) {
-    const last = k + 2 === bounds.length;
-    const runner = await createRunner(spec, {
-      ...base,
-      output: last ? base.output : 'hidden',
-      layers: [bounds[k], bounds[k + 1]],
-    });
-    const out = await runner.run({ ...batch, hidden }, masks);
-    await runner.release();
-    if (last) return out;
-    assert.equal(out.length, batch.batch * batch.seq * spec.config.hiddenSize);
-    hidden = out;
-  }
-  throw new Error('unreachable');
-}
-
 describe('encoder block graphs', () => {
   const models = new Map<string, { ckpt: RandomEncoder; spec: ModelSpec }>();
   before(async () => {
@@ -148,7 +114,7 @@ describe('encoder block graphs', () => {
         // The masks matter, so equality below is not the unmasked model's by accident.
         assert.ok(maxAbsDiff(expected, unmasked) > 1e-3, `${output}: masks change the output`);
         for (const cuts of [[1, 2], [2], [1]]) {
-          const got = await composed(spec, cuts, { ...base, output }, batch, masks);
+          const got = await composedBlocks(spec, cuts, { ...base, output }, batch, masks);
           const diff = maxAbsDiff(got, expected);
           assert.ok(diff <= 1e-5, `${output}, cuts ${cuts}: max abs diff ${diff}`);
         }

@@ -1,4 +1,7 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { specialTokens } from '../tokenizer/helpers.js';
+import { writeRandomEncoder } from './encoders.js';
 
 /** BERT's special tokens, at ids 0 to 4. */
 const SPECIALS = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]'];
@@ -60,4 +63,29 @@ export function bertTokenizerJson(vocab: Record<string, number>): Record<string,
       vocab,
     },
   };
+}
+
+/**
+ * The small random DistilBERT classifier the label-metric tests search (3 labels, hidden 16, 4 heads, 2 layers,
+ * 32 positions, seed 8) written at `root`/`name` with wordPieceTokenizerJson(`words`) as its tokenizer.json;
+ * returns its folder.
+ */
+export async function writeWordPieceClassifier(
+  root: string,
+  name: string,
+  words: readonly string[],
+): Promise<string> {
+  const tok = wordPieceTokenizerJson(words);
+  const m = await writeRandomEncoder(root, name, {
+    modelType: 'distilbert',
+    labels: 3,
+    vocab: tok.size,
+    maxPositions: 32,
+    hidden: 16,
+    heads: 4,
+    layers: 2,
+    seed: 8,
+  });
+  writeFileSync(join(m.dir, 'tokenizer.json'), JSON.stringify(tok.json));
+  return m.dir;
 }

@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import onnxProto from 'onnx-proto';
 import { runBlock } from '../../src/engine/blocks.js';
-import { createRunner, type TokenBatch } from '../../src/engine/runner.js';
+import { createRunner } from '../../src/engine/runner.js';
 import { CAPTURE_POINTS, statsName } from '../../src/graph/capture.js';
 import { buildEncoderGraph } from '../../src/graph/encoder.js';
 import { loadWeights } from '../../src/graph/weights.js';
@@ -20,7 +20,7 @@ import { loadModelSpec } from '../../src/model/load.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { createRng } from '../../src/util/rng.js';
 import { tempDir } from '../checkpoint/helpers.js';
-import { composedBlocks, linearRoles } from '../helpers/blocks.js';
+import { composedBlocks, linearRoles, paddedEncoderBatch } from '../helpers/blocks.js';
 import { type RandomEncoder, writeRandomEncoder } from '../helpers/encoders.js';
 import { maxAbsDiff } from '../helpers/logits.js';
 import { referenceEncoderForward } from '../reference/bert.js';
@@ -71,24 +71,7 @@ function paddedBatch(spec: ModelSpec, seed: number) {
     const types = ids.map(() => ((c.typeVocabSize ?? 0) > 0 ? rng.nextInt(c.typeVocabSize!) : 0));
     return { ids, types };
   });
-  const n = lengths.length * seq;
-  const batch: TokenBatch = {
-    batch: lengths.length,
-    seq,
-    ids: new BigInt64Array(n).fill(BigInt(pad)),
-    typeIds: new BigInt64Array(n),
-    attentionMask: new BigInt64Array(n),
-    valid: new Uint8Array(n),
-  };
-  rows.forEach((r, b) => {
-    r.ids.forEach((id, t) => {
-      batch.ids[b * seq + t] = BigInt(id);
-      batch.typeIds![b * seq + t] = BigInt(r.types[t]);
-      batch.attentionMask![b * seq + t] = 1n;
-      batch.valid![b * seq + t] = 1;
-    });
-  });
-  return { batch, rows };
+  return { batch: paddedEncoderBatch(rows, seq, pad), rows };
 }
 
 describe('encoder block graphs', () => {

@@ -1,7 +1,7 @@
 /**
  * What the block-graph tests (test/graph/blocks.test.ts, encoder-blocks.test.ts, test/engine/blocks.test.ts,
  * test/spaces/structured-scores.test.ts) share: the prunable linears of a spec, a chain of block graphs run one
- * after the other, a spec's weights loaded by role, and the real tokens of padded batches.
+ * after the other, a spec's weights loaded by role, padded encoder batches and the real tokens of padded batches.
  */
 import assert from 'node:assert/strict';
 import { createRunner, type RunnerOptions, type TokenBatch } from '../../src/engine/runner.js';
@@ -59,4 +59,33 @@ export function rowsOf(list: readonly TokenBatch[]): number[][] {
     }
   }
   return rows;
+}
+
+/**
+ * `rows` right-padded to `seq` with `pad` as one encoder batch: ids, token types where a row gives them (0
+ * elsewhere), and an attention mask and `valid` of 1 on the real tokens.
+ */
+export function paddedEncoderBatch(
+  rows: ReadonlyArray<{ ids: readonly number[]; types?: readonly number[] }>,
+  seq: number,
+  pad: number,
+): TokenBatch {
+  const n = rows.length * seq;
+  const batch: TokenBatch = {
+    batch: rows.length,
+    seq,
+    ids: new BigInt64Array(n).fill(BigInt(pad)),
+    typeIds: new BigInt64Array(n),
+    attentionMask: new BigInt64Array(n),
+    valid: new Uint8Array(n),
+  };
+  rows.forEach((r, b) => {
+    r.ids.forEach((id, t) => {
+      batch.ids[b * seq + t] = BigInt(id);
+      if (r.types) batch.typeIds![b * seq + t] = BigInt(r.types[t]);
+      batch.attentionMask![b * seq + t] = 1n;
+      batch.valid![b * seq + t] = 1;
+    });
+  });
+  return batch;
 }

@@ -37,16 +37,20 @@ export async function writeSmallFamily(
       );
       return;
     case 'gemma':
-      await writeGemma(
-        dir,
-        { type: 'gemma', hidden: 24, layers: 3, heads: 4, kvHeads: 1, headDim: 8, inter, vocab: 29 },
-        seed,
-      );
-      return;
     case 'gemma2':
+      // MQA for Gemma, two KV heads for Gemma 2.
       await writeGemma(
         dir,
-        { type: 'gemma2', hidden: 24, layers: 3, heads: 4, kvHeads: 2, headDim: 8, inter, vocab: 29 },
+        {
+          type: family,
+          hidden: 24,
+          layers: 3,
+          heads: 4,
+          kvHeads: family === 'gemma' ? 1 : 2,
+          headDim: 8,
+          inter,
+          vocab: 29,
+        },
         seed,
       );
       return;

@@ -21,7 +21,7 @@ import { type ModelSpec, memoryTensor } from '../../src/model/spec.js';
 import { keptByScore, orders, structuredScores } from '../../src/spaces/structured/scores.js';
 import { createRng } from '../../src/util/rng.js';
 import { tempDir } from '../checkpoint/helpers.js';
-import { rowsOf, weightsOf } from '../helpers/blocks.js';
+import { paddedEncoderBatch, rowsOf, weightsOf } from '../helpers/blocks.js';
 import { writeRandomEncoder } from '../helpers/encoders.js';
 import { referenceEncoderForward } from '../reference/bert.js';
 import { type ReferenceWeights, referenceForward } from '../reference/llama.js';
@@ -225,22 +225,11 @@ describe('structured scores of an encoder', () => {
         return id;
       }),
     );
-    const n = lengths.length * seq;
-    const batch: TokenBatch = {
-      batch: lengths.length,
+    const batch = paddedEncoderBatch(
+      rows.map((ids) => ({ ids })),
       seq,
-      ids: new BigInt64Array(n).fill(BigInt(pad)),
-      typeIds: new BigInt64Array(n),
-      attentionMask: new BigInt64Array(n),
-      valid: new Uint8Array(n),
-    };
-    rows.forEach((r, b) => {
-      r.forEach((id, t) => {
-        batch.ids[b * seq + t] = BigInt(id);
-        batch.attentionMask![b * seq + t] = 1n;
-        batch.valid![b * seq + t] = 1;
-      });
-    });
+      pad,
+    );
     const got = await structuredScores(spec, [batch]);
     assert.equal(got.tokens, 17);
 

@@ -18,7 +18,7 @@ import { IGNORE_INDEX } from '../../src/graph/lmhead.js';
 import { loadWeights } from '../../src/graph/weights.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { createRng } from '../../src/util/rng.js';
-import { composedBlocks, linearRoles } from '../helpers/blocks.js';
+import { composedBlocks, linearRoles, randomWeightMasks } from '../helpers/blocks.js';
 import { caseDecoder } from '../helpers/llamacase.js';
 import { maxAbsDiff } from '../helpers/logits.js';
 import type { LinearInput, ReferenceWeights } from '../reference/llama.js';
@@ -72,14 +72,7 @@ function someMasks(spec: ModelSpec, seed: number) {
   );
   headRows[0][0] = 0;
   headRows[c.numLayers - 1][H - 1] = 1;
-  const weightMasks = new Map<string, Uint8Array>();
-  for (const role of linearRoles(spec)) {
-    const n = spec.tensors.get(role)!.shape.reduce((a, b) => a * b, 1);
-    weightMasks.set(
-      role,
-      Uint8Array.from({ length: n }, () => (rng.nextFloat() < 0.25 ? 0 : 1)),
-    );
-  }
+  const weightMasks = randomWeightMasks(spec, rng, 0.25);
   return { headRows, headMask: Float32Array.from(headRows.flat()), weightMasks };
 }
 

@@ -20,7 +20,7 @@ import { loadModelSpec } from '../../src/model/load.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { createRng } from '../../src/util/rng.js';
 import { tempDir } from '../checkpoint/helpers.js';
-import { composedBlocks, linearRoles, paddedEncoderBatch } from '../helpers/blocks.js';
+import { composedBlocks, linearRoles, paddedEncoderBatch, randomWeightMasks } from '../helpers/blocks.js';
 import { type RandomEncoder, writeRandomEncoder } from '../helpers/encoders.js';
 import { maxAbsDiff } from '../helpers/logits.js';
 import { referenceEncoderForward } from '../reference/bert.js';
@@ -44,14 +44,7 @@ function someMasks(spec: ModelSpec, seed: number) {
       h === l % H ? 0 : h === (l + 1) % H ? 1 : rng.nextFloat() < 0.3 ? 0 : 1,
     ),
   );
-  const weightMasks = new Map<string, Uint8Array>();
-  for (const role of linearRoles(spec)) {
-    const n = spec.tensors.get(role)!.shape.reduce((a, b) => a * b, 1);
-    weightMasks.set(
-      role,
-      Uint8Array.from({ length: n }, () => (rng.nextFloat() < 0.25 ? 0 : 1)),
-    );
-  }
+  const weightMasks = randomWeightMasks(spec, rng, 0.25);
   return { headRows, headMask: Float32Array.from(headRows.flat()), weightMasks };
 }
 

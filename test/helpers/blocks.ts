@@ -1,15 +1,29 @@
 /**
  * What the block-graph tests (test/graph/blocks.test.ts, encoder-blocks.test.ts, test/engine/blocks.test.ts,
- * test/spaces/structured-scores.test.ts) share: the prunable linears of a spec, a chain of block graphs run one
+ * test/spaces/structured-scores.test.ts) share: the prunable linears of a spec and random masks on them, a chain of block graphs run one
  * after the other, a spec's weights loaded by role, padded encoder batches and the real tokens of padded batches.
  */
 import assert from 'node:assert/strict';
 import { createRunner, type RunnerOptions, type TokenBatch } from '../../src/engine/runner.js';
 import type { ModelSpec } from '../../src/model/spec.js';
+import type { Rng } from '../../src/util/rng.js';
 
 /** The roles of every attention and MLP linear weight. */
 export const linearRoles = (spec: ModelSpec): string[] =>
   [...spec.tensors.keys()].filter((r) => /^layers\.\d+\.(attn|mlp)\.\w+\.weight$/.test(r));
+
+/** A keep mask for every linear of `spec`, each weight dropped with probability `drop`, drawn from `rng` role by role. */
+export function randomWeightMasks(spec: ModelSpec, rng: Rng, drop: number): Map<string, Uint8Array> {
+  const weightMasks = new Map<string, Uint8Array>();
+  for (const role of linearRoles(spec)) {
+    const n = spec.tensors.get(role)!.shape.reduce((a, b) => a * b, 1);
+    weightMasks.set(
+      role,
+      Uint8Array.from({ length: n }, () => (rng.nextFloat() < drop ? 0 : 1)),
+    );
+  }
+  return weightMasks;
+}
 
 /**
  * Runs blocks [0, cuts[0]) → … → [cuts.at(-1), L), each fed the one before's hidden states, and returns the last

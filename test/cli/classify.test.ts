@@ -20,9 +20,8 @@ import { loadModelSpec } from '../../src/model/load.js';
 import { loadTokenizer } from '../../src/tokenizer/load.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { assertOneLineError, type CliResult, runCli } from '../helpers/cli.js';
-import { writeRandomEncoder } from '../helpers/encoders.js';
 import { writeTinyModel } from '../helpers/tinylm.js';
-import { wordPieceTokenizerJson } from '../helpers/wordpiece.js';
+import { writeWordPieceClassifier } from '../helpers/wordpiece.js';
 
 const tmp = tempDir('geneprune-classify-cli-');
 after(tmp.cleanup);
@@ -59,19 +58,7 @@ describe('heads --metric accuracy on a sequence classifier', () => {
   const calib = join(tmp.dir, 'calib.jsonl');
   const evalFile = join(tmp.dir, 'eval.jsonl');
   before(async () => {
-    const tok = wordPieceTokenizerJson(WORDS);
-    const m = await writeRandomEncoder(tmp.dir, 'distil', {
-      modelType: 'distilbert',
-      labels: 3,
-      vocab: tok.size,
-      maxPositions: 32,
-      hidden: 16,
-      heads: 4,
-      layers: 2,
-      seed: 8,
-    });
-    model = m.dir;
-    writeFileSync(join(model, 'tokenizer.json'), JSON.stringify(tok.json));
+    model = await writeWordPieceClassifier(tmp.dir, 'distil', WORDS);
     writeFileSync(calib, labelled(24, 0));
     writeFileSync(evalFile, labelled(30, 100));
   });

@@ -14,6 +14,7 @@ import { openLlama2c, writeLlama2cLegacy } from '../../src/checkpoint/llama2c.js
 import { SPARSITY_SHORTFALL, sparsityWarnings } from '../../src/runs/results.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { type CliResult, runCli } from '../helpers/cli.js';
+import { smallData } from '../helpers/familycli.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared, TOKENIZER } from '../shared.js';
 
 const skip = skipUnlessShared(MODEL, TOKENIZER, CALIB, EVAL);
@@ -46,18 +47,7 @@ describe('sparsityWarnings', () => {
 
 describe('ctx on a model whose context (1024) is not the runs’ default (512)', { skip }, () => {
   const model = join(tmp.dir, 'stories1024', 'stories1024.bin');
-  const data = () => [
-    '--model',
-    model,
-    '--calib',
-    sharedPath(CALIB)!,
-    '--eval',
-    sharedPath(EVAL)!,
-    '--calib-tokens',
-    '1024',
-    '--eval-tokens',
-    '2048',
-  ];
+  const data = () => ['--model', model, ...smallData(1024, 2048)];
   const heads = join(tmp.dir, 'heads');
   const weights = join(tmp.dir, 'weights');
 

@@ -18,7 +18,8 @@ import { applyRecoveredWeights } from '../../src/masks/recovered.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { memoryTensor } from '../../src/model/spec.js';
 import { tempDir } from '../checkpoint/helpers.js';
-import { assertOneLineError, type CliResult, runCli } from '../helpers/cli.js';
+import { assertOneLineError, runCli } from '../helpers/cli.js';
+import { cliJson, smallData } from '../helpers/familycli.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const skip = skipUnlessShared(MODEL, CALIB, EVAL);
@@ -29,28 +30,10 @@ after(tmp.cleanup);
 
 const cli = (args: string[], fault?: string) =>
   runCli(args, { timeout: 300_000, ...(fault ? { fault } : {}) });
-const data = () => [
-  '--calib',
-  sharedPath(CALIB)!,
-  '--eval',
-  sharedPath(EVAL)!,
-  '--calib-tokens',
-  '1024',
-  '--eval-tokens',
-  '2048',
-  '--target-sparsity',
-  '0.25',
-];
-
-function json<T = Record<string, unknown>>(r: CliResult): T {
-  assert.equal(r.code, 0, r.stderr);
-  const lines = r.stdout.split('\n').filter((l) => l !== '');
-  assert.equal(lines.length, 1, r.stdout);
-  return JSON.parse(lines[0]);
-}
+const data = () => [...smallData(1024, 2048), '--target-sparsity', '0.25'];
 
 const heads = (name: string, ...args: string[]) =>
-  json<PplRun>(cli(['heads', ...data(), '--out', join(tmp.dir, name), '--json', ...args]));
+  cliJson<PplRun>(cli(['heads', ...data(), '--out', join(tmp.dir, name), '--json', ...args]));
 const maskOf = (run: string) => join(tmp.dir, run, 'mask.json');
 const recOf = (run: string) => join(tmp.dir, run, 'recovered-weights.safetensors');
 const rel = (a: number, b: number) => Math.abs(a - b) / Math.abs(b);
@@ -106,17 +89,17 @@ describe('geneprune heads --recover on stories260K', { skip }, () => {
   test('eval --mask --recovered gives the run’s perplexity; export --recovered and export --recover give it to 1e-4', () => {
     const r = runs.ablr;
     const after = r.recovery!.after.evalPerplexity;
-    const masked = json<EvaluateResult>(
+    const masked = cliJson<EvaluateResult>(
       cli([...evalArgs(), '--mask', maskOf('ablr'), '--recovered', recOf('ablr')]),
     );
     assert.ok(rel(masked.perplexity, after) < 1e-6, `${masked.perplexity} vs ${after}`);
     assert.equal(masked.recovered, recOf('ablr'));
     const out = join(tmp.dir, 'export-ablr');
-    json(cli(['export', '--mask', maskOf('ablr'), '--recovered', recOf('ablr'), '--out', out, '--json']));
-    const exported = json<EvaluateResult>(cli([...evalArgs(), '--model', out]));
+    cliJson(cli(['export', '--mask', maskOf('ablr'), '--recovered', recOf('ablr'), '--out', out, '--json']));
+    const exported = cliJson<EvaluateResult>(cli([...evalArgs(), '--model', out]));
     assert.ok(rel(exported.perplexity, after) < 1e-4, `${exported.perplexity} vs ${after}`);
     const now = join(tmp.dir, 'export-now');
-    const e = json<{ recovery: { tokens: number } }>(
+    const e = cliJson<{ recovery: { tokens: number } }>(
       cli([
         'export',
         '--mask',
@@ -132,19 +115,19 @@ describe('geneprune heads --recover on stories260K', { skip }, () => {
       ]),
     );
     assert.equal(e.recovery.tokens, 1024);
-    const atExport = json<EvaluateResult>(cli([...evalArgs(), '--model', now]));
+    const atExport = cliJson<EvaluateResult>(cli([...evalArgs(), '--model', now]));
     assert.ok(rel(atExport.perplexity, after) < 1e-4, `${atExport.perplexity} vs ${after}`);
   });
 
   test('generate --mask --recovered writes what the exported recovered model writes', () => {
     const args = ['generate', '--prompt', 'Once upon a time', '-n', '48', '--json'];
-    const masked = json<GenerateResult>(
+    const masked = cliJson<GenerateResult>(
       cli([...args, '--mask', maskOf('ablr'), '--recovered', recOf('ablr')]),
     );
-    const exported = json<GenerateResult>(cli([...args, '--model', join(tmp.dir, 'export-ablr')]));
+    const exported = cliJson<GenerateResult>(cli([...args, '--model', join(tmp.dir, 'export-ablr')]));
     assert.equal(masked.tokens.length, 48);
     assert.deepEqual(masked.tokens, exported.tokens);
-    const unrecovered = json<GenerateResult>(cli([...args, '--mask', maskOf('ablr')]));
+    const unrecovered = cliJson<GenerateResult>(cli([...args, '--mask', maskOf('ablr')]));
     assert.notDeepEqual(unrecovered.tokens, masked.tokens, 'recovery changes what the model writes');
   });
 
@@ -196,7 +179,7 @@ describe('geneprune heads --recover on stories260K', { skip }, () => {
     assert.ok(!existsSync(other), 'nothing written');
     // The head mask's recovered weights with a weight mask alone: a weight run's file is not theirs to take.
     const weightsRun = join(tmp.dir, 'mag');
-    json(
+    cliJson(
       cli([
         'weights',
         ...data().slice(0, 8),
@@ -239,7 +222,7 @@ describe('geneprune heads --recover on stories260K', { skip }, () => {
       const killed = cli(['heads', ...data(), ...GA, '--recover', '--out', dir, '--json'], fault);
       assert.equal(killed.signal, 'SIGKILL', `${fault}: ${killed.stderr}`);
       assert.ok(!existsSync(join(dir, 'result.json')));
-      const resumed = json<PplRun>(cli(['heads', '--resume', dir, '--json']));
+      const resumed = cliJson<PplRun>(cli(['heads', '--resume', dir, '--json']));
       assert.deepEqual(resumed.genome, expected.genome, fault);
       assert.equal(resumed.eval.perplexity, expected.eval.perplexity, fault);
       assert.deepEqual(resumed.recovery!.before, expected.recovery!.before, fault);

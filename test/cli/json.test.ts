@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { tempDir } from '../checkpoint/helpers.js';
 import { type CliResult, runCli } from '../helpers/cli.js';
-import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
+import { smallData } from '../helpers/familycli.js';
+import { CALIB, EVAL, MODEL, skipUnlessShared } from '../shared.js';
 
 const tmp = tempDir('geneprune-json-');
 after(tmp.cleanup);
@@ -48,14 +49,7 @@ describe('--json output', { skip }, () => {
         'random',
         '--target-sparsity',
         '0.25',
-        '--calib',
-        sharedPath(CALIB)!,
-        '--eval',
-        sharedPath(EVAL)!,
-        '--calib-tokens',
-        '1024',
-        '--eval-tokens',
-        '1024',
+        ...smallData(),
         '--out',
         out,
         '--json',

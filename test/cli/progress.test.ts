@@ -12,7 +12,8 @@ import { after, describe, test } from 'node:test';
 import { searchProgressText } from '../../src/cli/progress.js';
 import type { SearchProgress } from '../../src/index.js';
 import { runCli } from '../helpers/cli.js';
-import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared, TOKENIZER } from '../shared.js';
+import { storiesArgs } from '../helpers/familycli.js';
+import { CALIB, EVAL, MODEL, skipUnlessShared, TOKENIZER } from '../shared.js';
 
 const skip = skipUnlessShared(MODEL, TOKENIZER, CALIB, EVAL);
 
@@ -31,22 +32,7 @@ const root = mkdtempSync(join(tmpdir(), 'geneprune-progress-'));
 after(() => rmSync(root, { recursive: true, force: true }));
 
 /** Small windows and few tokens: every method finishes in seconds. */
-const data = () => [
-  '--model',
-  sharedPath(MODEL) ?? '',
-  '--tokenizer',
-  sharedPath(TOKENIZER) ?? '',
-  '--calib',
-  sharedPath(CALIB) ?? '',
-  '--eval',
-  sharedPath(EVAL) ?? '',
-  '--ctx',
-  '64',
-  '--calib-tokens',
-  '256',
-  '--eval-tokens',
-  '256',
-];
+const data = () => [...storiesArgs(), '--ctx', '64', '--calib-tokens', '256', '--eval-tokens', '256'];
 
 interface Case {
   name: string;

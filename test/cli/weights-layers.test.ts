@@ -13,6 +13,7 @@ import { prunableMatrices } from '../../src/masks/weights.js';
 import { openModel } from '../../src/model/open.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { assertOneLineError, runCli } from '../helpers/cli.js';
+import { smallData } from '../helpers/familycli.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const skip = skipUnlessShared(MODEL, CALIB, EVAL);
@@ -20,18 +21,7 @@ const tmp = tempDir('geneprune-weights-layers-');
 after(tmp.cleanup);
 
 describe('weights --layers on a decoder', { skip }, () => {
-  const base = () => [
-    '--model',
-    sharedPath(MODEL)!,
-    '--calib',
-    sharedPath(CALIB)!,
-    '--eval',
-    sharedPath(EVAL)!,
-    '--calib-tokens',
-    '1024',
-    '--eval-tokens',
-    '1024',
-  ];
+  const base = () => ['--model', sharedPath(MODEL)!, ...smallData()];
 
   test('layers.1.mlp,layers.4: those matrices at the sparsity, every other one whole', async () => {
     const out = join(tmp.dir, 'mag');

@@ -26,7 +26,8 @@ import { prunableMatrices } from '../../src/masks/weights.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { tempDir } from '../checkpoint/helpers.js';
-import { assertOneLineError, type CliResult, runCli } from '../helpers/cli.js';
+import { assertOneLineError, runCli } from '../helpers/cli.js';
+import { cliJson, smallData } from '../helpers/familycli.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const skip = skipUnlessShared(MODEL, CALIB, EVAL);
@@ -34,26 +35,10 @@ const tmp = tempDir('geneprune-sparsegpt-');
 after(tmp.cleanup);
 
 const cli = (args: string[]) => runCli(args, { timeout: 300_000 });
-const data = () => [
-  '--calib',
-  sharedPath(CALIB)!,
-  '--eval',
-  sharedPath(EVAL)!,
-  '--calib-tokens',
-  '2048',
-  '--eval-tokens',
-  '4096',
-];
-
-function json<T = Record<string, unknown>>(r: CliResult): T {
-  assert.equal(r.code, 0, r.stderr);
-  const lines = r.stdout.split('\n').filter((l) => l !== '');
-  assert.equal(lines.length, 1, r.stdout);
-  return JSON.parse(lines[0]);
-}
+const data = () => [...smallData(2048, 4096)];
 
 const weights = (name: string, ...args: string[]) =>
-  json<PerplexityRunResult>(cli(['weights', ...data(), '--out', join(tmp.dir, name), '--json', ...args]));
+  cliJson<PerplexityRunResult>(cli(['weights', ...data(), '--out', join(tmp.dir, name), '--json', ...args]));
 const maskOf = (run: string) => join(tmp.dir, run, 'weight-mask.safetensors');
 const rel = (a: number, b: number) => Math.abs(a - b) / Math.abs(b);
 
@@ -98,7 +83,7 @@ describe('geneprune weights --method sparsegpt on stories260K', { skip }, () => 
   test('the run’s evaluation perplexity is eval --recovered’s of its output', () => {
     const r = runs.sg50;
     const evalArgs = ['eval', '--data', sharedPath(EVAL)!, '--max-tokens', '4096', '--json'];
-    const scored = json<EvaluateResult>(
+    const scored = cliJson<EvaluateResult>(
       cli([...evalArgs, '--weight-mask', maskOf('sg50'), '--recovered', r.recovery!.weights]),
     );
     assert.ok(
@@ -182,7 +167,7 @@ describe('geneprune weights --method sparsegpt on an encoder-decoder', {
     const calib = slice(sharedPath(CODE_CALIB)!, 12, 'calib.jsonl');
     const evalTask = slice(sharedPath(CODE_EVAL)!, 6, 'eval.jsonl');
     const out = join(tmp.dir, 't5-24');
-    const r = json<PerplexityRunResult>(
+    const r = cliJson<PerplexityRunResult>(
       cli([
         'weights',
         '--model',

@@ -20,7 +20,8 @@ import { hfNameOfRole } from '../../src/model/llama.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { tempDir } from '../checkpoint/helpers.js';
-import { assertOneLineError, type CliResult, runCli } from '../helpers/cli.js';
+import { assertOneLineError, runCli } from '../helpers/cli.js';
+import { cliJson, smallData } from '../helpers/familycli.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const skip = skipUnlessShared(MODEL, CALIB, EVAL);
@@ -28,26 +29,10 @@ const tmp = tempDir('geneprune-weights-');
 after(tmp.cleanup);
 
 const cli = (args: string[]) => runCli(args, { timeout: 300_000 });
-const data = () => [
-  '--calib',
-  sharedPath(CALIB)!,
-  '--eval',
-  sharedPath(EVAL)!,
-  '--calib-tokens',
-  '1024',
-  '--eval-tokens',
-  '2048',
-];
-
-function json<T = Record<string, unknown>>(r: CliResult): T {
-  assert.equal(r.code, 0, r.stderr);
-  const lines = r.stdout.split('\n').filter((l) => l !== '');
-  assert.equal(lines.length, 1, r.stdout);
-  return JSON.parse(lines[0]);
-}
+const data = () => [...smallData(1024, 2048)];
 
 function weights(name: string, ...args: string[]): PerplexityRunResult {
-  return json<PerplexityRunResult>(
+  return cliJson<PerplexityRunResult>(
     cli(['weights', ...data(), '--out', join(tmp.dir, name), '--json', ...args]),
   );
 }
@@ -122,7 +107,7 @@ describe('geneprune weights on stories260K', { skip }, () => {
     const r = runs.wanda50r;
     const rec = r.recovery!.weights;
     const evalArgs = ['eval', '--data', sharedPath(EVAL)!, '--max-tokens', '2048', '--json'];
-    const masked = json<EvaluateResult>(
+    const masked = cliJson<EvaluateResult>(
       cli([...evalArgs, '--weight-mask', maskOf('wanda50r'), '--recovered', rec]),
     );
     assert.ok(
@@ -130,8 +115,8 @@ describe('geneprune weights on stories260K', { skip }, () => {
       `${masked.perplexity} vs ${r.eval.perplexity}`,
     );
     const out = join(tmp.dir, 'export-wanda50r');
-    json(cli(['export', '--weight-mask', maskOf('wanda50r'), '--recovered', rec, '--out', out, '--json']));
-    const exported = json<EvaluateResult>(cli([...evalArgs, '--model', out]));
+    cliJson(cli(['export', '--weight-mask', maskOf('wanda50r'), '--recovered', rec, '--out', out, '--json']));
+    const exported = cliJson<EvaluateResult>(cli([...evalArgs, '--model', out]));
     assert.ok(
       rel(exported.perplexity, r.eval.perplexity) < 1e-4,
       `${exported.perplexity} vs ${r.eval.perplexity}`,
@@ -177,7 +162,7 @@ describe('geneprune weights on stories260K', { skip }, () => {
 
   test('2:4 holds in every group of every exported matrix, and the written zeros are what the run reports', async () => {
     const out = join(tmp.dir, 'export-mag24');
-    const e = json<Exported>(cli(['export', '--weight-mask', maskOf('mag24'), '--out', out, '--json']));
+    const e = cliJson<Exported>(cli(['export', '--weight-mask', maskOf('mag24'), '--out', out, '--json']));
     assert.equal(runs.mag24.sparsity.achieved, 0.5);
     const st = await openSafetensors(join(out, 'model.safetensors'));
     for (const m of prunableMatrices(spec)) {
@@ -197,7 +182,7 @@ describe('geneprune weights on stories260K', { skip }, () => {
     const r = cli(['export', '--weight-mask', maskOf('mag50'), '--out', out]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /sparsity {5}50\.00 % of 226560 prunable weights/);
-    const e = json<Exported>(
+    const e = cliJson<Exported>(
       cli(['export', '--weight-mask', maskOf('mag50'), '--out', out, '--force', '--json']),
     );
     assert.equal(e.weightSparsity.prunable.pruned, Math.round(runs.mag50.sparsity.achieved * 226560));
@@ -239,8 +224,8 @@ describe('geneprune weights on stories260K', { skip }, () => {
 
   test('eval --weight-mask gives the exported model’s perplexity, with and without a head mask', () => {
     const evalData = ['--data', sharedPath(EVAL)!, '--max-tokens', '4096', '--json'];
-    const masked = json<EvaluateResult>(cli(['eval', ...evalData, '--weight-mask', maskOf('mag50')]));
-    const exported = json<EvaluateResult>(
+    const masked = cliJson<EvaluateResult>(cli(['eval', ...evalData, '--weight-mask', maskOf('mag50')]));
+    const exported = cliJson<EvaluateResult>(
       cli(['eval', ...evalData, '--model', join(tmp.dir, 'export-mag50')]),
     );
     assert.equal(masked.weightSparsity, 0.5);
@@ -249,7 +234,7 @@ describe('geneprune weights on stories260K', { skip }, () => {
       `${masked.perplexity} vs ${exported.perplexity}`,
     );
 
-    const heads = json<{ runDir: string }>(
+    const heads = cliJson<{ runDir: string }>(
       cli([
         'heads',
         ...data(),
@@ -264,11 +249,11 @@ describe('geneprune weights on stories260K', { skip }, () => {
     );
     const headMask = join(heads.runDir, 'mask.json');
     const out = join(tmp.dir, 'export-both');
-    json(cli(['export', '--mask', headMask, '--weight-mask', maskOf('rand7'), '--out', out, '--json']));
-    const both = json<EvaluateResult>(
+    cliJson(cli(['export', '--mask', headMask, '--weight-mask', maskOf('rand7'), '--out', out, '--json']));
+    const both = cliJson<EvaluateResult>(
       cli(['eval', ...evalData, '--mask', headMask, '--weight-mask', maskOf('rand7')]),
     );
-    const exportedBoth = json<EvaluateResult>(cli(['eval', ...evalData, '--model', out]));
+    const exportedBoth = cliJson<EvaluateResult>(cli(['eval', ...evalData, '--model', out]));
     assert.ok(
       rel(both.perplexity, exportedBoth.perplexity) < 1e-4,
       `${both.perplexity} vs ${exportedBoth.perplexity}`,
@@ -321,7 +306,9 @@ describe('geneprune weights on stories260K', { skip }, () => {
   });
 
   test('--resume gives a finished run back, finishes an interrupted one identically, refuses changed flags', () => {
-    const again = json<PerplexityRunResult>(cli(['weights', '--resume', join(tmp.dir, 'mag50'), '--json']));
+    const again = cliJson<PerplexityRunResult>(
+      cli(['weights', '--resume', join(tmp.dir, 'mag50'), '--json']),
+    );
     assert.deepEqual({ ...again, resumed: undefined }, { ...runs.mag50, resumed: undefined });
     assert.equal(again.resumed, true);
 
@@ -329,7 +316,7 @@ describe('geneprune weights on stories260K', { skip }, () => {
     const copy = join(tmp.dir, 'rand7-stopped');
     cpSync(join(tmp.dir, 'rand7'), copy, { recursive: true });
     rmSync(join(copy, 'result.json'));
-    const resumed = json<PerplexityRunResult>(cli(['weights', '--resume', copy, '--json']));
+    const resumed = cliJson<PerplexityRunResult>(cli(['weights', '--resume', copy, '--json']));
     assert.equal(resumed.maskSha256, runs.rand7.maskSha256);
     assert.equal(resumed.eval.perplexity, runs.rand7.eval.perplexity);
     assert.equal(resumed.calib.perplexity, runs.rand7.calib.perplexity);
@@ -358,7 +345,7 @@ describe('geneprune weights on stories260K', { skip }, () => {
       const killed = runCli([...args, '--json'], { timeout: 300_000, fault });
       assert.equal(killed.signal, 'SIGKILL', `${fault}: ${killed.stderr}`);
       assert.ok(!existsSync(join(dir, 'result.json')));
-      const resumed = json<PerplexityRunResult>(cli(['weights', '--resume', dir, '--json']));
+      const resumed = cliJson<PerplexityRunResult>(cli(['weights', '--resume', dir, '--json']));
       const expected = runs.wanda50r;
       assert.equal(resumed.eval.perplexity, expected.eval.perplexity, fault);
       assert.equal(resumed.calib.perplexity, expected.calib.perplexity, fault);

@@ -20,58 +20,37 @@
  * and stories260K with half its weights pruned by Wanda and recovered, exported with the zeros and the recovered
  * weights. Needs ../shared for stories260K (skipped with a message if absent).
  */
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { writeHfFolder } from '../../src/checkpoint/hf.js';
 import { createRunner } from '../../src/engine/runner.js';
 import { evaluate, exportModel as exportApi, pruneWeights } from '../../src/index.js';
 import { type Genome, headMaskOf } from '../../src/masks/heads.js';
 import { readDataset } from '../../src/metrics/data.js';
 import { batches, makeWindows, tokenizeDocuments } from '../../src/metrics/perplexity.js';
-import { llamaSpecToHf } from '../../src/model/llama.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { openModel } from '../../src/model/open.js';
-import { randomLlamaSpec } from '../../src/model/random.js';
 import { MODELING_FILE } from '../../src/model/remote-code.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { exportModel, type HfLayout } from '../../src/prune/export.js';
 import { createRng } from '../../src/util/rng.js';
+import {
+  type CrosscheckCase,
+  crosscheckOut,
+  familySource,
+  LLAMA_SOURCE,
+  llamaSource,
+  randomIds,
+  writeCase,
+} from '../helpers/crosscheck.js';
 import { writeRandomEncoder } from '../helpers/encoders.js';
-import { writeGemma } from '../helpers/gemma.js';
-import { writeGpt2 } from '../helpers/gpt2.js';
-import { writeOpt } from '../helpers/opt.js';
-import { longropeScaling, writePhi3 } from '../helpers/phi3.js';
-import { writeQwen3 } from '../helpers/qwen3.js';
+import { longropeScaling } from '../helpers/phi3.js';
 import { CALIB, EVAL, MODEL, sharedPath } from '../shared.js';
 
 const { values } = parseArgs({ options: { out: { type: 'string', default: 'tmp/crosscheck' } } });
-const OUT = resolve(values.out);
-rmSync(OUT, { recursive: true, force: true });
-mkdirSync(OUT, { recursive: true });
-const sources = join(OUT, '.sources');
+const { OUT, sources } = crosscheckOut(values.out);
 
-type Task = 'causal-lm' | 'seq-cls';
-interface Case {
-  name: string;
-  family: string;
-  layout: HfLayout | 'dense';
-  task: Task;
-  /** Rows of equal length, no padding. */
-  ids: number[][];
-  /** The masked source model's logits, flattened row-major ([rows, seq, vocab] or [rows, labels]). */
-  expected: number[];
-  shape: number[];
-  /** Heads removed per layer (original indices). */
-  removed: number[][];
-  /** Whether the folder ships modeling_geneprune.py (compact decoders): loaded with trust_remote_code=True. */
-  remoteCode: boolean;
-  /**
-   * Whether transformers is meant to load the folder: padded and dense with the stock class, compact decoders with
-   * their remote code; compact encoders (pruned_heads, gone in transformers 5) are informational.
-   */
-  mustLoad: boolean;
-}
+type Task = CrosscheckCase['task'];
 
 function removedOf(spec: ModelSpec, genome: Genome): number[][] {
   const H = Math.max(...spec.config.headsPerLayer);
@@ -94,13 +73,6 @@ function genomeRemoving(spec: ModelSpec, perLayer: number[], seed: number): Geno
     for (const h of heads.slice(0, count)) g[l * H + h] = 0;
   });
   return g;
-}
-
-function randomIds(rows: number, seq: number, vocab: number, low: number, seed: number): number[][] {
-  const rng = createRng(seed);
-  return Array.from({ length: rows }, () =>
-    Array.from({ length: seq }, () => low + Math.floor(rng.nextFloat() * (vocab - low))),
-  );
 }
 
 async function expectedOutputs(spec: ModelSpec, genome: Genome, task: Task, ids: number[][]) {
@@ -144,7 +116,7 @@ async function addCase(
     if (layout === 'compact' && !['bert', 't5'].includes(spec.config.family) && !remoteCode) {
       throw new Error(`${name}: the compact decoder folder has no ${MODELING_FILE}`);
     }
-    const c: Case = {
+    const c: CrosscheckCase = {
       name: `${name}-${layout}`,
       family,
       layout,
@@ -156,9 +128,25 @@ async function addCase(
       remoteCode,
       mustLoad: layout === 'padded' || remoteCode,
     };
-    writeFileSync(join(dir, 'case.json'), `${JSON.stringify(c)}\n`);
-    process.stderr.write(`crosscheck: ${c.name} (${family}, removed ${JSON.stringify(c.removed)})\n`);
+    writeCase(dir, c, `${family}, removed ${JSON.stringify(c.removed)}`);
   }
+}
+
+/**
+ * A decoder case: `perLayer` heads removed at random (seed `genomeSeed`) from `spec`, fed two rows of `seq` ids
+ * (seed `idsSeed`), exported in `layouts`.
+ */
+function decoderCase(
+  name: string,
+  spec: ModelSpec,
+  perLayer: number[],
+  genomeSeed: number,
+  seq: number,
+  idsSeed: number,
+  layouts: HfLayout[] = ['padded', 'compact'],
+): Promise<void> {
+  const ids = randomIds(2, seq, spec.config.vocabSize, 0, idsSeed);
+  return addCase(name, spec, genomeRemoving(spec, perLayer, genomeSeed), 'causal-lm', ids, layouts);
 }
 
 // Decoders with rotary positions: llama GQA (2 KV heads for 6 query heads, pruned unevenly), qwen2 with biases;
@@ -167,40 +155,10 @@ for (const [name, modelType, extra] of [
   ['llama-gqa', 'llama', {}],
   ['qwen2', 'qwen2', { tieEmbeddings: true }],
 ] as const) {
-  const spec = randomLlamaSpec({
-    modelType,
-    hiddenSize: 48,
-    numLayers: 3,
-    numHeads: 6,
-    numKvHeads: 2,
-    intermediateSize: 64,
-    vocabSize: 97,
-    maxPositions: 64,
-    seed: 21,
-    scale: 20,
-    ...extra,
-  });
-  const dir = join(sources, name);
-  const hf = llamaSpecToHf(spec);
-  await writeHfFolder(dir, { config: hf.config, tensors: hf.tensors });
-  const reloaded = await loadModelSpec(dir);
-  await addCase(
-    name,
-    reloaded,
-    genomeRemoving(reloaded, [2, 4, 1], 5),
-    'causal-lm',
-    randomIds(2, 12, 97, 0, 3),
-    ['padded', 'compact'],
-  );
+  const reloaded = await llamaSource(join(sources, name), { ...LLAMA_SOURCE, modelType, ...extra });
+  await decoderCase(name, reloaded, [2, 4, 1], 5, 12, 3);
   // Every head of the middle layer removed: it adds nothing (llama) or its o bias alone, and its KV cache is empty.
-  await addCase(
-    `${name}-headless`,
-    reloaded,
-    genomeRemoving(reloaded, [1, 6, 3], 6),
-    'causal-lm',
-    randomIds(2, 12, 97, 0, 4),
-    ['padded', 'compact'],
-  );
+  await decoderCase(`${name}-headless`, reloaded, [1, 6, 3], 6, 12, 4);
 }
 
 // Rotary scaling (docs/families.md): each kind in config.json on a GQA decoder, positions 0–11 where it changes
@@ -222,98 +180,45 @@ for (const [name, modelType, ropeScaling] of [
   ['qwen2-rope-yarn', 'qwen2', { type: 'yarn', factor: 4, original_max_position_embeddings: 64 }],
   ['llama-rope-dynamic', 'llama', { type: 'dynamic', factor: 2 }],
 ] as const) {
-  const spec = randomLlamaSpec({
-    modelType,
-    hiddenSize: 48,
+  const reloaded = await llamaSource(join(sources, name), {
+    ...LLAMA_SOURCE,
     numLayers: 2,
-    numHeads: 6,
-    numKvHeads: 2,
-    intermediateSize: 64,
-    vocabSize: 97,
     maxPositions: 256,
     seed: 23,
     scale: 12,
+    modelType,
     ropeScaling,
   });
-  const dir = join(sources, name);
-  const hf = llamaSpecToHf(spec);
-  await writeHfFolder(dir, { config: hf.config, tensors: hf.tensors });
-  const reloaded = await loadModelSpec(dir);
-  await addCase(
-    name,
-    reloaded,
-    genomeRemoving(reloaded, [2, 1], 8),
-    'causal-lm',
-    randomIds(2, 12, 97, 0, 9),
-    ['padded'],
-  );
+  await decoderCase(name, reloaded, [2, 1], 8, 12, 9, ['padded']);
 }
 
 {
-  const dir = join(sources, 'gpt2');
-  await writeGpt2(dir, { embd: 32, heads: 4, layers: 3, inner: 40, vocab: 43, positions: 24 }, 11);
-  const spec = await loadModelSpec(dir);
-  await addCase('gpt2', spec, genomeRemoving(spec, [1, 2, 0], 6), 'causal-lm', randomIds(2, 10, 43, 0, 4), [
-    'padded',
-    'compact',
-  ]);
+  const spec = await familySource.gpt2(join(sources, 'gpt2'));
+  await decoderCase('gpt2', spec, [1, 2, 0], 6, 10, 4);
 }
 
 for (const type of ['gemma', 'gemma2'] as const) {
-  const dir = join(sources, type);
-  await writeGemma(
-    dir,
-    { type, hidden: 32, layers: 3, heads: 4, kvHeads: 2, headDim: 8, inter: 48, vocab: 61 },
-    type === 'gemma' ? 31 : 32,
-  );
-  const spec = await loadModelSpec(dir);
-  await addCase(type, spec, genomeRemoving(spec, [1, 3, 2], 7), 'causal-lm', randomIds(2, 9, 61, 0, 5), [
-    'padded',
-    'compact',
-  ]);
+  const spec = await familySource.gemma(join(sources, type), type, type === 'gemma' ? 31 : 32);
+  await decoderCase(type, spec, [1, 3, 2], 7, 9, 5);
 }
 
 // Qwen3 (q/k norms, explicit head_dim), Phi-3 (fused projections, partial rotary, LongRoPE with 12 tokens past an
 // original context of 8) and OPT (learned positions at offset 2, biases).
 {
-  const dir = join(sources, 'qwen3');
-  await writeQwen3(
-    dir,
-    { hidden: 32, layers: 3, heads: 4, kvHeads: 2, headDim: 16, inter: 48, vocab: 61 },
-    33,
-  );
-  const spec = await loadModelSpec(dir);
-  await addCase('qwen3', spec, genomeRemoving(spec, [1, 4, 2], 7), 'causal-lm', randomIds(2, 9, 61, 0, 5), [
-    'padded',
-    'compact',
-  ]);
+  const spec = await familySource.qwen3(join(sources, 'qwen3'));
+  await decoderCase('qwen3', spec, [1, 4, 2], 7, 9, 5);
 }
 {
-  const dir = join(sources, 'phi3');
-  await writePhi3(
-    dir,
-    { hidden: 32, layers: 3, heads: 4, kvHeads: 2, headDim: 8, inter: 48, vocab: 61, maxPositions: 32 },
-    21,
-    {
-      partial_rotary_factor: 0.75,
-      original_max_position_embeddings: 8,
-      rope_scaling: longropeScaling(6, 21),
-    },
-  );
-  const spec = await loadModelSpec(dir);
-  await addCase('phi3', spec, genomeRemoving(spec, [1, 2, 0], 8), 'causal-lm', randomIds(2, 12, 61, 0, 6), [
-    'padded',
-    'compact',
-  ]);
+  const spec = await familySource.phi3(join(sources, 'phi3'), {
+    partial_rotary_factor: 0.75,
+    original_max_position_embeddings: 8,
+    rope_scaling: longropeScaling(6, 21),
+  });
+  await decoderCase('phi3', spec, [1, 2, 0], 8, 12, 6);
 }
 {
-  const dir = join(sources, 'opt');
-  await writeOpt(dir, { hidden: 32, heads: 4, layers: 3, ffn: 48, vocab: 61, positions: 24 }, 34);
-  const spec = await loadModelSpec(dir);
-  await addCase('opt', spec, genomeRemoving(spec, [1, 3, 2], 9), 'causal-lm', randomIds(2, 10, 61, 0, 7), [
-    'padded',
-    'compact',
-  ]);
+  const spec = await familySource.opt(join(sources, 'opt'));
+  await decoderCase('opt', spec, [1, 3, 2], 9, 10, 7);
 }
 
 for (const [name, modelType, labels] of [

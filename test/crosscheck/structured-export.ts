@@ -11,23 +11,22 @@
  * `intermediate_size_per_layer`, loaded through modeling_geneprune.py with trust_remote_code=True), and the logits
  * geneprune computes for the masked source model (the full graph with structuredMasksOf(plan)).
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { writeHfFolder } from '../../src/checkpoint/hf.js';
 import { createRunner } from '../../src/engine/runner.js';
 import { type StructuredPlan, structuredMasksOf } from '../../src/masks/structured.js';
-import { llamaSpecToHf } from '../../src/model/llama.js';
-import { loadModelSpec } from '../../src/model/load.js';
-import { randomLlamaSpec } from '../../src/model/random.js';
 import { intermediateOf, type ModelSpec } from '../../src/model/spec.js';
 import { exportModel, type HfLayout } from '../../src/prune/export.js';
 import { createRng } from '../../src/util/rng.js';
-import { writeGemma } from '../helpers/gemma.js';
-import { writeGpt2 } from '../helpers/gpt2.js';
-import { writeOpt } from '../helpers/opt.js';
-import { writePhi3 } from '../helpers/phi3.js';
-import { writeQwen3 } from '../helpers/qwen3.js';
+import {
+  type CrosscheckCase,
+  crosscheckOut,
+  familySource,
+  LLAMA_SOURCE,
+  llamaSource,
+  randomIds,
+  writeCase,
+} from '../helpers/crosscheck.js';
 
 const { values } = parseArgs({
   options: {
@@ -35,11 +34,8 @@ const { values } = parseArgs({
     layouts: { type: 'string', default: 'padded,compact' },
   },
 });
-const OUT = resolve(values.out);
 const LAYOUTS = values.layouts.split(',') as HfLayout[];
-rmSync(OUT, { recursive: true, force: true });
-mkdirSync(OUT, { recursive: true });
-const sources = join(OUT, '.sources');
+const { OUT, sources } = crosscheckOut(values.out);
 
 /**
  * A plan thinning every layer (at least one head kept), layer 0's MLP skipped, layer 1's attention skipped and its
@@ -61,16 +57,9 @@ function planFor(spec: ModelSpec, seed: number): StructuredPlan {
   };
 }
 
-function randomIds(rows: number, seq: number, vocab: number, seed: number): number[][] {
-  const rng = createRng(seed);
-  return Array.from({ length: rows }, () =>
-    Array.from({ length: seq }, () => Math.floor(rng.nextFloat() * vocab)),
-  );
-}
-
 async function addCase(name: string, spec: ModelSpec, seed: number): Promise<void> {
   const plan = planFor(spec, seed);
-  const ids = randomIds(2, 10, spec.config.vocabSize, seed);
+  const ids = randomIds(2, 10, spec.config.vocabSize, 0, seed);
   const seq = ids[0].length;
   const runner = await createRunner(spec, { output: 'logits', structuredMasks: true });
   const out = await runner.run(
@@ -85,7 +74,7 @@ async function addCase(name: string, spec: ModelSpec, seed: number): Promise<voi
     const dir = join(OUT, `${name}-structured-${layout}`);
     await exportModel({ spec, plan, out: join(dir, 'model'), format: 'hf', hfLayout: layout });
     const remoteCode = layout === 'compact';
-    const c = {
+    const c: CrosscheckCase = {
       name: `${name}-structured-${layout}`,
       family: spec.config.modelType,
       layout,
@@ -97,70 +86,22 @@ async function addCase(name: string, spec: ModelSpec, seed: number): Promise<voi
       remoteCode,
       mustLoad: true,
     };
-    writeFileSync(join(dir, 'case.json'), `${JSON.stringify(c)}\n`);
-    process.stderr.write(`crosscheck: ${c.name} (plan ${JSON.stringify(plan.skipAttention)} ...)\n`);
+    writeCase(dir, c, `plan ${JSON.stringify(plan.skipAttention)} ...`);
   }
 }
 
-{
-  // Llama GQA with q/k/v/o biases (the o bias of the skipped attention must go), and qwen2 (q/k/v biases).
-  for (const [name, modelType, bias] of [
-    ['llama-gqa-bias', 'llama', true],
-    ['qwen2', 'qwen2', false],
-  ] as const) {
-    const spec = randomLlamaSpec({
-      modelType,
-      hiddenSize: 48,
-      numLayers: 3,
-      numHeads: 6,
-      numKvHeads: 2,
-      intermediateSize: 64,
-      vocabSize: 97,
-      maxPositions: 64,
-      attentionBias: bias,
-      seed: 21,
-      scale: 20,
-    });
-    const dir = join(sources, name);
-    const hf = llamaSpecToHf(spec);
-    await writeHfFolder(dir, { config: hf.config, tensors: hf.tensors });
-    await addCase(name, await loadModelSpec(dir), 3);
-  }
+// Llama GQA with q/k/v/o biases (the o bias of the skipped attention must go), and qwen2 (q/k/v biases).
+for (const [name, modelType, bias] of [
+  ['llama-gqa-bias', 'llama', true],
+  ['qwen2', 'qwen2', false],
+] as const) {
+  const spec = await llamaSource(join(sources, name), { ...LLAMA_SOURCE, modelType, attentionBias: bias });
+  await addCase(name, spec, 3);
 }
-{
-  const dir = join(sources, 'gpt2');
-  await writeGpt2(dir, { embd: 32, heads: 4, layers: 3, inner: 40, vocab: 43, positions: 24 }, 11);
-  await addCase('gpt2', await loadModelSpec(dir), 4);
-}
+await addCase('gpt2', await familySource.gpt2(join(sources, 'gpt2')), 4);
 for (const type of ['gemma', 'gemma2'] as const) {
-  const dir = join(sources, type);
-  await writeGemma(
-    dir,
-    { type, hidden: 32, layers: 3, heads: 4, kvHeads: 2, headDim: 8, inter: 48, vocab: 61 },
-    31,
-  );
-  await addCase(type, await loadModelSpec(dir), 5);
+  await addCase(type, await familySource.gemma(join(sources, type), type, 31), 5);
 }
-{
-  const dir = join(sources, 'qwen3');
-  await writeQwen3(
-    dir,
-    { hidden: 32, layers: 3, heads: 4, kvHeads: 2, headDim: 16, inter: 48, vocab: 61 },
-    33,
-  );
-  await addCase('qwen3', await loadModelSpec(dir), 6);
-}
-{
-  const dir = join(sources, 'phi3');
-  await writePhi3(
-    dir,
-    { hidden: 32, layers: 3, heads: 4, kvHeads: 2, headDim: 8, inter: 48, vocab: 61, maxPositions: 32 },
-    21,
-  );
-  await addCase('phi3', await loadModelSpec(dir), 7);
-}
-{
-  const dir = join(sources, 'opt');
-  await writeOpt(dir, { hidden: 32, heads: 4, layers: 3, ffn: 48, vocab: 61, positions: 24 }, 34);
-  await addCase('opt', await loadModelSpec(dir), 8);
-}
+await addCase('qwen3', await familySource.qwen3(join(sources, 'qwen3')), 6);
+await addCase('phi3', await familySource.phi3(join(sources, 'phi3')), 7);
+await addCase('opt', await familySource.opt(join(sources, 'opt')), 8);

@@ -10,21 +10,16 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { blockHidden, runBlock, statOf } from '../../src/engine/blocks.js';
-import { createRunner, type TokenBatch } from '../../src/engine/runner.js';
+import { createRunner } from '../../src/engine/runner.js';
 import { CAPTURE_POINTS, rolesOfCapturePoint, statsName } from '../../src/graph/capture.js';
 import { batches, makeWindows, tokenizePrefix } from '../../src/metrics/perplexity.js';
 import { openModel } from '../../src/model/open.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { createRng } from '../../src/util/rng.js';
+import { rowsOf, weightsOf } from '../helpers/blocks.js';
 import { type ReferenceWeights, referenceForward } from '../reference/llama.js';
 import { CALIB, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
-
-async function weightsOf(spec: ModelSpec): Promise<Map<string, Float32Array>> {
-  const w = new Map<string, Float32Array>();
-  for (const [role, t] of spec.tensors) w.set(role, await t.load());
-  return w;
-}
 
 const asReference = (spec: ModelSpec, w: Map<string, Float32Array>): ReferenceWeights => ({
   ...spec.config,
@@ -60,19 +55,6 @@ function relativeError(got: ArrayLike<number>, expected: ArrayLike<number>): num
     worst = Math.max(worst, Math.abs(got[i] - expected[i]));
   }
   return worst / scale;
-}
-
-/** The real tokens of each row of each batch. */
-function rowsOf(list: readonly TokenBatch[]): number[][] {
-  const rows: number[][] = [];
-  for (const b of list) {
-    for (let r = 0; r < b.batch; r++) {
-      const row: number[] = [];
-      for (let t = 0; t < b.seq; t++) if (b.valid![r * b.seq + t]) row.push(Number(b.ids[r * b.seq + t]));
-      rows.push(row);
-    }
-  }
-  return rows;
 }
 
 describe('a sequential walk over one-layer blocks', () => {

@@ -11,14 +11,16 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import onnxProto from 'onnx-proto';
 import { runBlock } from '../../src/engine/blocks.js';
-import { createRunner, type RunnerOptions, type TokenBatch } from '../../src/engine/runner.js';
+import { createRunner, type TokenBatch } from '../../src/engine/runner.js';
 import { CAPTURE_POINTS, type CapturePoint, statsName } from '../../src/graph/capture.js';
 import { buildDecoderGraph } from '../../src/graph/decoder.js';
 import { IGNORE_INDEX } from '../../src/graph/lmhead.js';
 import { loadWeights } from '../../src/graph/weights.js';
-import { randomLlamaSpec } from '../../src/model/random.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { createRng } from '../../src/util/rng.js';
+import { composedBlocks, linearRoles, randomWeightMasks } from '../helpers/blocks.js';
+import { caseDecoder } from '../helpers/llamacase.js';
+import { maxAbsDiff } from '../helpers/logits.js';
 import type { LinearInput, ReferenceWeights } from '../reference/llama.js';
 import { referenceForward } from '../reference/llama.js';
 
@@ -57,24 +59,8 @@ const cases: Case[] = [
 const LAYERS = 4;
 
 function specOf(c: Case, seed: number): ModelSpec {
-  return randomLlamaSpec({
-    hiddenSize: c.heads * 8,
-    numLayers: LAYERS,
-    numHeads: c.heads,
-    numKvHeads: c.kv,
-    intermediateSize: 40,
-    vocabSize: 37,
-    maxPositions: 32,
-    attentionBias: c.bias,
-    tieEmbeddings: c.tie,
-    modelType: c.modelType,
-    seed,
-    scale: 3,
-  });
+  return caseDecoder(c, LAYERS, seed, 3);
 }
-
-const linearRoles = (spec: ModelSpec): string[] =>
-  [...spec.tensors.keys()].filter((r) => /^layers\.\d+\.(attn|mlp)\.\w+\.weight$/.test(r));
 
 /** Random masks: about a quarter of every linear's weights and a third of the heads dropped. */
 function someMasks(spec: ModelSpec, seed: number) {
@@ -86,14 +72,7 @@ function someMasks(spec: ModelSpec, seed: number) {
   );
   headRows[0][0] = 0;
   headRows[c.numLayers - 1][H - 1] = 1;
-  const weightMasks = new Map<string, Uint8Array>();
-  for (const role of linearRoles(spec)) {
-    const n = spec.tensors.get(role)!.shape.reduce((a, b) => a * b, 1);
-    weightMasks.set(
-      role,
-      Uint8Array.from({ length: n }, () => (rng.nextFloat() < 0.25 ? 0 : 1)),
-    );
-  }
+  const weightMasks = randomWeightMasks(spec, rng, 0.25);
   return { headRows, headMask: Float32Array.from(headRows.flat()), weightMasks };
 }
 
@@ -116,40 +95,6 @@ function paddedBatch(vocab: number, seed: number): TokenBatch & { rows: number[]
   return { batch: 2, seq, ids, targets, valid, rows: rows.map((r) => r.slice(0, -1)) };
 }
 
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
-  return worst;
-}
-
-/** Runs blocks [0, cuts[0]) → … → [cuts.at(-1), L) and returns the last block's main output. */
-async function composed(
-  spec: ModelSpec,
-  cuts: number[],
-  base: RunnerOptions,
-  batch: TokenBatch,
-  masks: { headMask: Float32Array; weightMasks: Map<string, Uint8Array> },
-): Promise<Float32Array> {
-  const bounds = [0, ...cuts, spec.config.numLayers];
-  let hidden: Float32Array | undefined;
-  for (let k = 0; k + 1 < bounds.length; k++) {
-    const last = k + 2 === bounds.length;
-    const runner = await createRunner(spec, {
-      ...base,
-      output: last ? base.output : 'hidden',
-      layers: [bounds[k], bounds[k + 1]],
-    });
-    assert.deepEqual(runner.layers, [bounds[k], bounds[k + 1]]);
-    const out = await runner.run({ ...batch, hidden }, masks);
-    await runner.release();
-    if (last) return out;
-    assert.equal(out.length, batch.batch * batch.seq * spec.config.hiddenSize);
-    hidden = out;
-  }
-  throw new Error('unreachable');
-}
-
 describe('block graphs compose to the full graph', () => {
   for (const [i, c] of cases.entries()) {
     test(c.name, async () => {
@@ -161,11 +106,11 @@ describe('block graphs compose to the full graph', () => {
         const full = await createRunner(spec, { ...base, output });
         const expected = await full.run(batch, masks);
         await full.release();
-        const got = await composed(spec, [1, 3], { ...base, output }, batch, masks);
+        const got = await composedBlocks(spec, [1, 3], { ...base, output }, batch, masks);
         const diff = maxAbsDiff(got, expected);
         assert.ok(diff <= 1e-5, `${output}: max abs diff ${diff}`);
         // The suffix alone, from the first block's hidden states.
-        const got2 = await composed(spec, [2], { ...base, output }, batch, masks);
+        const got2 = await composedBlocks(spec, [2], { ...base, output }, batch, masks);
         assert.ok(maxAbsDiff(got2, expected) <= 1e-5, `${output}, two blocks`);
       }
       // Masks matter here, so the composition is not trivially equal.
@@ -189,7 +134,7 @@ describe('block graphs compose to the full graph', () => {
       const full = await createRunner(spec, { ...base, output: 'logits' });
       const expected = await full.run(batch, masks);
       await full.release();
-      const got = await composed(spec, [1, 3], { ...base, output: 'logits' }, batch, masks);
+      const got = await composedBlocks(spec, [1, 3], { ...base, output: 'logits' }, batch, masks);
       const diff = maxAbsDiff(got, expected);
       assert.ok(diff <= 1e-5, `${JSON.stringify(base.dtype ?? base.attention)}: max abs diff ${diff}`);
     }

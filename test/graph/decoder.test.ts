@@ -16,6 +16,7 @@ import { randomLlamaSpec } from '../../src/model/random.js';
 import type { ModelSpec, TensorSource } from '../../src/model/spec.js';
 import { createRng } from '../../src/util/rng.js';
 import { tempDir } from '../checkpoint/helpers.js';
+import { caseDecoder } from '../helpers/llamacase.js';
 import { maxLogitDiff, randomTokens, someHeadMask } from '../helpers/llamalike.js';
 import { type ReferenceWeights, referenceForward } from '../reference/llama.js';
 
@@ -46,20 +47,8 @@ const cases = [
 describe('Hugging Face folders (safetensors + config.json) match the reference forward', () => {
   for (const [i, c] of cases.entries()) {
     test(c.name, async () => {
-      const spec = randomLlamaSpec({
-        hiddenSize: c.heads * 8,
-        numLayers: 2,
-        numHeads: c.heads,
-        numKvHeads: c.kv,
-        intermediateSize: 40,
-        vocabSize: 37,
-        maxPositions: 32,
-        attentionBias: c.bias,
-        tieEmbeddings: c.tie,
-        modelType: c.modelType,
-        seed: 100 + i,
-        scale: 20, // sharp attention and confident logits, so a wrong rotation or mask shows
-      });
+      // Scale 20: sharp attention and confident logits, so a wrong rotation or mask shows.
+      const spec = caseDecoder(c, 2, 100 + i, 20);
       const ref = await referenceWeights(spec);
       const dir = join(tmp.dir, `hf-${i}`);
       const hf = llamaSpecToHf(spec);

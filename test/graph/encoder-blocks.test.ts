@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import onnxProto from 'onnx-proto';
 import { runBlock } from '../../src/engine/blocks.js';
-import { createRunner, type RunnerOptions, type TokenBatch } from '../../src/engine/runner.js';
+import { createRunner } from '../../src/engine/runner.js';
 import { CAPTURE_POINTS, statsName } from '../../src/graph/capture.js';
 import { buildEncoderGraph } from '../../src/graph/encoder.js';
 import { loadWeights } from '../../src/graph/weights.js';
@@ -20,7 +20,9 @@ import { loadModelSpec } from '../../src/model/load.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { createRng } from '../../src/util/rng.js';
 import { tempDir } from '../checkpoint/helpers.js';
+import { composedBlocks, linearRoles, paddedEncoderBatch, randomWeightMasks } from '../helpers/blocks.js';
 import { type RandomEncoder, writeRandomEncoder } from '../helpers/encoders.js';
+import { maxAbsDiff } from '../helpers/logits.js';
 import { referenceEncoderForward } from '../reference/bert.js';
 
 const { onnx } = onnxProto;
@@ -32,9 +34,6 @@ const CASES = [
   { name: 'distilbert-cls', opts: { modelType: 'distilbert' as const, labels: 2, layers: 3 } },
 ];
 
-const linearRoles = (spec: ModelSpec): string[] =>
-  [...spec.tensors.keys()].filter((r) => /^layers\.\d+\.(attn|mlp)\.\w+\.weight$/.test(r));
-
 /** About a third of the heads (one at least, never all, per layer) and a quarter of every linear's weights dropped. */
 function someMasks(spec: ModelSpec, seed: number) {
   const rng = createRng(seed);
@@ -45,14 +44,7 @@ function someMasks(spec: ModelSpec, seed: number) {
       h === l % H ? 0 : h === (l + 1) % H ? 1 : rng.nextFloat() < 0.3 ? 0 : 1,
     ),
   );
-  const weightMasks = new Map<string, Uint8Array>();
-  for (const role of linearRoles(spec)) {
-    const n = spec.tensors.get(role)!.shape.reduce((a, b) => a * b, 1);
-    weightMasks.set(
-      role,
-      Uint8Array.from({ length: n }, () => (rng.nextFloat() < 0.25 ? 0 : 1)),
-    );
-  }
+  const weightMasks = randomWeightMasks(spec, rng, 0.25);
   return { headRows, headMask: Float32Array.from(headRows.flat()), weightMasks };
 }
 
@@ -72,57 +64,7 @@ function paddedBatch(spec: ModelSpec, seed: number) {
     const types = ids.map(() => ((c.typeVocabSize ?? 0) > 0 ? rng.nextInt(c.typeVocabSize!) : 0));
     return { ids, types };
   });
-  const n = lengths.length * seq;
-  const batch: TokenBatch = {
-    batch: lengths.length,
-    seq,
-    ids: new BigInt64Array(n).fill(BigInt(pad)),
-    typeIds: new BigInt64Array(n),
-    attentionMask: new BigInt64Array(n),
-    valid: new Uint8Array(n),
-  };
-  rows.forEach((r, b) => {
-    r.ids.forEach((id, t) => {
-      batch.ids[b * seq + t] = BigInt(id);
-      batch.typeIds![b * seq + t] = BigInt(r.types[t]);
-      batch.attentionMask![b * seq + t] = 1n;
-      batch.valid![b * seq + t] = 1;
-    });
-  });
-  return { batch, rows };
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let worst = 0;
-  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
-  return worst;
-}
-
-/** Runs blocks [0, cuts[0]) → … → [cuts.at(-1), L) and returns the last block's main output. */
-async function composed(
-  spec: ModelSpec,
-  cuts: number[],
-  base: Omit<RunnerOptions, 'output'> & { output: 'class_logits' | 'hidden' },
-  batch: TokenBatch,
-  masks: { headMask: Float32Array; weightMasks: Map<string, Uint8Array> },
-): Promise<Float32Array> {
-  const bounds = [0, ...cuts, spec.config.numLayers];
-  let hidden: Float32Array | undefined;
-  for (let k = 0; k + 1 < bounds.length; k++) {
-    const last = k + 2 === bounds.length;
-    const runner = await createRunner(spec, {
-      ...base,
-      output: last ? base.output : 'hidden',
-      layers: [bounds[k], bounds[k + 1]],
-    });
-    const out = await runner.run({ ...batch, hidden }, masks);
-    await runner.release();
-    if (last) return out;
-    assert.equal(out.length, batch.batch * batch.seq * spec.config.hiddenSize);
-    hidden = out;
-  }
-  throw new Error('unreachable');
+  return { batch: paddedEncoderBatch(rows, seq, pad), rows };
 }
 
 describe('encoder block graphs', () => {
@@ -148,7 +90,7 @@ describe('encoder block graphs', () => {
         // The masks matter, so equality below is not the unmasked model's by accident.
         assert.ok(maxAbsDiff(expected, unmasked) > 1e-3, `${output}: masks change the output`);
         for (const cuts of [[1, 2], [2], [1]]) {
-          const got = await composed(spec, cuts, { ...base, output }, batch, masks);
+          const got = await composedBlocks(spec, cuts, { ...base, output }, batch, masks);
           const diff = maxAbsDiff(got, expected);
           assert.ok(diff <= 1e-5, `${output}, cuts ${cuts}: max abs diff ${diff}`);
         }

@@ -23,9 +23,7 @@ import { writeRandomEncoder } from '../helpers/encoders.js';
 import { writeGemma } from '../helpers/gemma.js';
 import { writeGpt2 } from '../helpers/gpt2.js';
 import { llamaReference, randomTokens } from '../helpers/llamalike.js';
-import { writeOpt } from '../helpers/opt.js';
-import { writePhi3 } from '../helpers/phi3.js';
-import { writeQwen3 } from '../helpers/qwen3.js';
+import { writeSmallFamily } from '../helpers/smallfamily.js';
 import { randomT5 } from '../helpers/t5.js';
 import { referenceEncoderForward } from '../reference/bert.js';
 import { gemmaForward } from '../reference/gemma.js';
@@ -279,48 +277,9 @@ async function zeroPadded(spec: ModelSpec, plan: StructuredPlan): Promise<ModelS
 }
 
 describe('structured masks in every decoder family = the zero-padded copy', () => {
-  const folders: Array<[string, (dir: string) => Promise<unknown>]> = [
-    [
-      'opt',
-      (dir) => writeOpt(dir, { hidden: 32, heads: 4, layers: 3, ffn: 40, vocab: 41, positions: 16 }, 1),
-    ],
-    [
-      'phi3',
-      (dir) =>
-        writePhi3(
-          dir,
-          { hidden: 32, layers: 3, heads: 4, kvHeads: 2, inter: 40, vocab: 41, maxPositions: 32 },
-          2,
-        ),
-    ],
-    [
-      'qwen3',
-      (dir) =>
-        writeQwen3(dir, { hidden: 32, layers: 3, heads: 4, kvHeads: 2, headDim: 8, inter: 40, vocab: 41 }, 3),
-    ],
-    [
-      'gemma',
-      (dir) =>
-        writeGemma(
-          dir,
-          { type: 'gemma', hidden: 24, layers: 3, heads: 4, kvHeads: 1, headDim: 8, inter: 40, vocab: 29 },
-          4,
-        ),
-    ],
-    [
-      'gemma2',
-      (dir) =>
-        writeGemma(
-          dir,
-          { type: 'gemma2', hidden: 24, layers: 3, heads: 4, kvHeads: 2, headDim: 8, inter: 40, vocab: 29 },
-          5,
-        ),
-    ],
-    [
-      'gpt2',
-      (dir) => writeGpt2(dir, { embd: 32, heads: 4, layers: 3, inner: 40, vocab: 41, positions: 16 }, 6),
-    ],
-  ];
+  const folders: Array<[string, (dir: string) => Promise<unknown>]> = (
+    ['opt', 'phi3', 'qwen3', 'gemma', 'gemma2', 'gpt2'] as const
+  ).map((name, i) => [name, (dir) => writeSmallFamily(name, dir, 40, i + 1)]);
   for (const [name, write] of folders) {
     test(`${name}: fused and explicit`, async () => {
       const dir = join(tmp.dir, `padded-${name}`);

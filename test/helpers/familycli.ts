@@ -1,11 +1,13 @@
 /**
  * The CLI round trip every decoder family's test runs on a small random model with the TinyStories splits in
  * ../shared: a short head search, the export of its mask, and `eval` of the export, of the masked source and of
- * the dense source on the same evaluation tokens.
+ * the dense source on the same evaluation tokens; and what the stories260K CLI tests share besides: the one JSON
+ * line of a `--json` command (cliJson), the calibration and evaluation arguments (smallData), and stories260K
+ * with its tokenizer and both splits (storiesArgs).
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { CALIB, EVAL, sharedPath } from '../shared.js';
+import { CALIB, EVAL, MODEL, sharedPath, TOKENIZER } from '../shared.js';
 import { type CliResult, runCli } from './cli.js';
 
 /** The one JSON line a `--json` command printed, after checking it exited 0. */
@@ -16,17 +18,31 @@ export function cliJson<T = Record<string, unknown>>(r: CliResult): T {
   return JSON.parse(lines[0]);
 }
 
-/** `--calib` and `--eval` from ../shared, 1,024 tokens of each. */
-export function smallData(): string[] {
+/** `--calib` and `--eval` from ../shared, `calibTokens` and `evalTokens` of them (1,024 of each unless given). */
+export function smallData(calibTokens = 1024, evalTokens = 1024): string[] {
   return [
     '--calib',
     sharedPath(CALIB)!,
     '--eval',
     sharedPath(EVAL)!,
     '--calib-tokens',
-    '1024',
+    String(calibTokens),
     '--eval-tokens',
-    '1024',
+    String(evalTokens),
+  ];
+}
+
+/** `--model`, `--tokenizer`, `--calib` and `--eval`: stories260K, its tokenizer and the TinyStories splits in ../shared. */
+export function storiesArgs(): string[] {
+  return [
+    '--model',
+    sharedPath(MODEL) ?? '',
+    '--tokenizer',
+    sharedPath(TOKENIZER) ?? '',
+    '--calib',
+    sharedPath(CALIB) ?? '',
+    '--eval',
+    sharedPath(EVAL) ?? '',
   ];
 }
 

@@ -2,6 +2,7 @@
  * Random Hugging Face folders for the family tests (test/helpers/gemma.ts, qwen3.ts, phi3.ts, opt.ts, gpt2.ts):
  * tensors drawn from one seeded stream in the order a writer adds them, each value uniform in offset ± scale, and
  * the folder written with its config.json, where a key set to undefined (an `extra` that removes it) is dropped.
+ * The LLaMA-shaped writers share one skeleton (writeDecoderFolder) and differ only in what a DecoderFamily says.
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -59,7 +60,7 @@ export interface DecoderShape {
 }
 
 /** Layer `l`'s query and key/value widths (heads × head_dim) in a shape. */
-export function layerWidths(s: DecoderShape, l: number, headDim: number): { q: number; kv: number } {
+function layerWidths(s: DecoderShape, l: number, headDim: number): { q: number; kv: number } {
   return {
     q: (s.headsPerLayer?.[l] ?? s.heads) * headDim,
     kv: (s.kvHeadsPerLayer?.[l] ?? s.kvHeads) * headDim,
@@ -67,7 +68,7 @@ export function layerWidths(s: DecoderShape, l: number, headDim: number): { q: n
 }
 
 /** The per-layer head keys of a physically pruned LLaMA-shaped folder (none when the shape gives none). */
-export function perLayerHeadKeys(s: DecoderShape): Record<string, unknown> {
+function perLayerHeadKeys(s: DecoderShape): Record<string, unknown> {
   return {
     ...(s.headsPerLayer
       ? { num_attention_heads_per_layer: s.headsPerLayer, num_key_value_heads_per_layer: s.kvHeadsPerLayer }
@@ -98,6 +99,91 @@ export function addAttention(
     add(`${p}.self_attn.v_proj.bias`, [kv], 0.2);
     add(`${p}.self_attn.o_proj.bias`, [D], 0.2);
   }
+}
+
+/** How one LLaMA-shaped family (gemma.ts, qwen3.ts, phi3.ts) lays out its random folder, for writeDecoderFolder. */
+export interface DecoderFamily {
+  architecture: string;
+  modelType: string;
+  /** head_dim the layer widths use; written to config.json unless `writeHeadDim` is false. */
+  headDim: number;
+  writeHeadDim: boolean;
+  maxPositions: number;
+  rmsNormEps: number;
+  /** No lm_head.weight: the head is the embedding. */
+  tied: boolean;
+  /** Norm weights are drawn around this: 0 where the family scales by 1 + w (Gemma), 1 where it scales by w. */
+  normOffset: number;
+  /** One layer's tensors after its input norm, under prefix `p`, with query and key/value widths q, kv. */
+  layer(add: AddTensor, p: string, q: number, kv: number): void;
+  /** The family's own config.json keys, written after rope_theta and before the per-layer head keys. */
+  keys: Record<string, unknown>;
+}
+
+/**
+ * A random LLaMA-shaped folder: embeddings, per layer the input norm then the family's `layer`, the final norm,
+ * lm_head unless tied — drawn in that order from `seed`'s stream — and config.json with the keys every family
+ * writes, the family's own, the per-layer head keys and `extra` (undefined values drop a key), in that order.
+ */
+export async function writeDecoderFolder(
+  dir: string,
+  s: DecoderShape,
+  seed: number,
+  f: DecoderFamily,
+  extra: Record<string, unknown>,
+): Promise<{ tensors: HfTensors; config: Record<string, unknown> }> {
+  const { tensors, add } = randomHfTensors(seed);
+  const D = s.hidden;
+  add('model.embed_tokens.weight', [s.vocab, D], 0.5);
+  for (let l = 0; l < s.layers; l++) {
+    const p = `model.layers.${l}`;
+    const { q, kv } = layerWidths(s, l, f.headDim);
+    add(`${p}.input_layernorm.weight`, [D], 0.3, f.normOffset);
+    f.layer(add, p, q, kv);
+  }
+  add('model.norm.weight', [D], 0.3, f.normOffset);
+  if (!f.tied) add('lm_head.weight', [s.vocab, D], 0.5);
+  const config: Record<string, unknown> = {
+    architectures: [f.architecture],
+    model_type: f.modelType,
+    hidden_size: D,
+    num_hidden_layers: s.layers,
+    num_attention_heads: s.heads,
+    num_key_value_heads: s.kvHeads,
+    ...(f.writeHeadDim ? { head_dim: f.headDim } : {}),
+    intermediate_size: s.inter,
+    vocab_size: s.vocab,
+    max_position_embeddings: f.maxPositions,
+    rms_norm_eps: f.rmsNormEps,
+    rope_theta: 10000,
+    ...f.keys,
+    ...perLayerHeadKeys(s),
+    ...extra,
+  };
+  await writeRandomHfFolder(dir, config, tensors);
+  return { tensors, config };
+}
+
+/**
+ * What the plain references of Gemma and Qwen3 (test/reference/gemma.ts, qwen3.ts) read of a folder their writer
+ * wrote from `s`: its sizes, eps 1e-6 and θ 10000 as written, a tied head unless `s.tied` is false, and every tensor
+ * by its Hugging Face name.
+ */
+export function writtenReferenceShape(s: DecoderShape & { headDim: number }, tensors: HfTensors) {
+  return {
+    hiddenSize: s.hidden,
+    numLayers: s.layers,
+    headDim: s.headDim,
+    headsPerLayer: s.headsPerLayer ?? new Array<number>(s.layers).fill(s.heads),
+    kvHeadsPerLayer: s.kvHeadsPerLayer ?? new Array<number>(s.layers).fill(s.kvHeads),
+    kvHeadOfQuery: s.kvHeadOfQuery,
+    intermediateSize: s.inter,
+    vocabSize: s.vocab,
+    eps: 1e-6,
+    ropeTheta: 10000,
+    tieEmbeddings: s.tied !== false,
+    get: (name: string) => tensors.get(name)?.data,
+  };
 }
 
 /** A gated MLP's gate, up [inter, D] and down [D, inter] projections under `p`. */

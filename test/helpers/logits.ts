@@ -80,6 +80,22 @@ export async function maxDiffToReference(
   );
 }
 
+/**
+ * A family's plain reference forward `run` as the comparison here runs it (`forward`), and `assertMatches`: engine
+ * logits against it on two rows of 9 tokens, dense and with `mask`, on both attention paths.
+ */
+export function familyComparison<R extends { vocabSize: number }>(
+  run: (ref: R, tokens: number[], headMask?: number[][]) => ReadonlyArray<ArrayLike<number>>,
+) {
+  const forward =
+    (ref: R): ReferenceForward =>
+    (tokens, headMask) =>
+      run(ref, tokens, headMask);
+  const assertMatches = (spec: ModelSpec, ref: R, mask: number[][]) =>
+    assertMatchesReference(spec, forward(ref), twoRows(9, ref.vocabSize), mask);
+  return { forward, assertMatches };
+}
+
 /** Engine logits within 1e-4 of the reference's, dense and with `mask`, on the fused and the explicit attention paths. */
 export async function assertMatchesReference(
   spec: ModelSpec,

@@ -1,6 +1,7 @@
 /**
  * Small searches on the shared stories260K and reading their run directories, to compare two runs: the one
- * home of the argument lists the worker/queue tests start (`smallRunArgs`), of running one in a folder of its
+ * home of the argument lists the worker/queue tests start (`smallRunArgs`) and of the short GA head search the
+ * run tests start (`gaHeadArgs`), of running one in a folder of its
  * own (`runInOwnFolder`), and of dropping what may differ between two equal runs (timings, the run's name).
  */
 import assert from 'node:assert/strict';
@@ -108,6 +109,42 @@ export function smallRunArgs(
   }
   if (out !== undefined) args.push('--out', out);
   return [...args, ...extra];
+}
+
+/**
+ * A short GA head search into `out`: `heads` at target sparsity 0.25, population 6, `generations` generations,
+ * 1,024 calibration and evaluation tokens, `seed`, quiet; on ../shared's splits unless `data` names others (a
+ * path relative to the working directory included). The order of the flags is the one the run tests have always
+ * used, so their run directories record the same command line.
+ */
+export function gaHeadArgs(
+  out: string,
+  generations: number,
+  seed: number,
+  data: { calib?: string; eval?: string } = {},
+): string[] {
+  return [
+    'heads',
+    '--calib',
+    data.calib ?? sharedPath(CALIB) ?? '',
+    '--eval',
+    data.eval ?? sharedPath(EVAL) ?? '',
+    '--target-sparsity',
+    '0.25',
+    '--population',
+    '6',
+    '--generations',
+    String(generations),
+    '--calib-tokens',
+    '1024',
+    '--eval-tokens',
+    '1024',
+    '--seed',
+    String(seed),
+    '--quiet',
+    '--out',
+    out,
+  ];
 }
 
 /**

@@ -5,46 +5,31 @@
  * per-layer heads and MLP widths (one layer without MLP) is priced by the shapes its config.json declares.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { writeHfFolder } from '../../src/checkpoint/hf.js';
 import { layerShapesOfConfig, predictSeconds, readLatencyProfile } from '../../src/latency/profile.js';
-import { makeMaskFile } from '../../src/masks/headfile.js';
 import { llamaSpecToHf } from '../../src/model/llama.js';
 import { loadModelSpec } from '../../src/model/load.js';
-import { openModel } from '../../src/model/open.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
 import { pruneHeads } from '../../src/prune/heads.js';
+import { QUICK_BENCH, storiesWithMask } from '../helpers/benchcli.js';
 import { runCli } from '../helpers/cli.js';
-import { MODEL, sharedPath, skipUnlessShared } from '../shared.js';
+import { MODEL, skipUnlessShared } from '../shared.js';
 
 describe('geneprune bench: the latency model', { skip: skipUnlessShared(MODEL) }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'geneprune-latency-bench-'));
   after(() => rmSync(dir, { recursive: true, force: true }));
-  const settings = [
-    '--runs',
-    '1',
-    '--batch',
-    '1',
-    '--seq',
-    '16',
-    '--prompt',
-    '2',
-    '--generate',
-    '2',
-    '--threads',
-    '1',
-  ];
+  const settings = [...QUICK_BENCH, '--threads', '1'];
 
   test('predicts from a calibration here, reuses a stored profile, refuses a mismatched one', {
     timeout: 120_000,
   }, async () => {
-    const model = await openModel(sharedPath(MODEL));
     const mask = join(dir, 'mask.json');
     const genome = Uint8Array.from({ length: 40 }, (_, g) => (g % 3 ? 1 : 0));
-    writeFileSync(mask, JSON.stringify(await makeMaskFile(model.spec, genome)));
+    const model = await storiesWithMask(mask, genome);
     const profilePath = join(dir, 'latency.json');
 
     const calibrated = runCli([

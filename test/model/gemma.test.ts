@@ -15,14 +15,18 @@ import { loadModelSpec } from '../../src/model/load.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { type GemmaShape as Shape, type GemmaTensors as Tensors, writeGemma } from '../helpers/gemma.js';
-import { assertConfigRefused, assertReloadsAs, assertWrittenTensors } from '../helpers/hffolder.js';
 import {
-  assertMatchesReference,
+  assertConfigRefused,
+  assertReloadsAs,
+  assertWrittenTensors,
+  writtenReferenceShape,
+} from '../helpers/hffolder.js';
+import {
   cachedLogits,
   engineLogits,
+  familyComparison,
   maxAbsDiff,
   prefillThenSteps,
-  type ReferenceForward,
   randomTokens,
   referenceLogits,
   twoRows,
@@ -38,37 +42,19 @@ function referenceOf(s: Shape, tensors: Tensors, config: Record<string, unknown>
     !(key in config) ? fallback : config[key] === null ? undefined : (config[key] as number);
   const act = (config.hidden_activation ?? config.hidden_act ?? 'gelu_pytorch_tanh') as string;
   return {
+    ...writtenReferenceShape(s, tensors),
     gemma2: s.type === 'gemma2',
-    hiddenSize: s.hidden,
-    numLayers: s.layers,
-    headDim: s.headDim,
-    headsPerLayer: s.headsPerLayer ?? new Array(s.layers).fill(s.heads),
-    kvHeadsPerLayer: s.kvHeadsPerLayer ?? new Array(s.layers).fill(s.kvHeads),
-    kvHeadOfQuery: s.kvHeadOfQuery,
-    intermediateSize: s.inter,
-    vocabSize: s.vocab,
-    eps: 1e-6,
-    ropeTheta: 10000,
     activation: act === 'gelu' ? 'gelu' : 'gelu_tanh',
-    tieEmbeddings: s.tied !== false,
     queryPreAttnScalar: config.query_pre_attn_scalar as number | undefined,
     attnSoftcap: nullable('attn_logit_softcapping', 50),
     finalSoftcap: nullable('final_logit_softcapping', 30),
     slidingWindow: nullable('sliding_window', 4096),
     layerTypes: config.layer_types as string[] | undefined,
-    get: (name) => tensors.get(name)?.data,
   };
 }
 
-/** The reference as the shared comparison (test/helpers/logits.ts) runs it. */
-const forward =
-  (ref: GemmaReference): ReferenceForward =>
-  (tokens, headMask) =>
-    gemmaForward(ref, tokens, headMask);
-
-/** Engine logits against the reference, dense and with `mask`, on both attention paths. */
-const assertMatches = (spec: ModelSpec, ref: GemmaReference, mask: number[][]) =>
-  assertMatchesReference(spec, forward(ref), twoRows(9, ref.vocabSize), mask);
+/** The reference as the shared comparison (test/helpers/logits.ts) runs it, and engine logits against it. */
+const { forward, assertMatches } = familyComparison(gemmaForward);
 
 // MQA (one KV head) and head_dim 8 with hidden 24: head_dim ≠ hidden / heads.
 const GEMMA: Shape = {

@@ -13,17 +13,20 @@ import { after, describe, test } from 'node:test';
 import { createRunner } from '../../src/engine/runner.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { qwen3ConfigFromHf, qwen3SpecToHf } from '../../src/model/qwen3.js';
-import type { ModelSpec } from '../../src/model/spec.js';
 import { pruneHeads } from '../../src/prune/heads.js';
 import { tempDir } from '../checkpoint/helpers.js';
-import { assertConfigRefused, assertReloadsAs, assertWrittenTensors } from '../helpers/hffolder.js';
 import {
-  assertMatchesReference,
+  assertConfigRefused,
+  assertReloadsAs,
+  assertWrittenTensors,
+  writtenReferenceShape,
+} from '../helpers/hffolder.js';
+import {
   cachedLogits,
   engineLogits,
+  familyComparison,
   maxAbsDiff,
   prefillThenSteps,
-  type ReferenceForward,
   randomTokens,
   referenceLogits,
   twoRows,
@@ -36,32 +39,11 @@ after(tmp.cleanup);
 
 /** The reference model of a written folder; `windows` as transformers' Qwen3Config derives them (stated by hand). */
 function referenceOf(s: Shape, tensors: Tensors, windows?: number[]): Qwen3Reference {
-  return {
-    hiddenSize: s.hidden,
-    numLayers: s.layers,
-    headDim: s.headDim,
-    headsPerLayer: s.headsPerLayer ?? new Array(s.layers).fill(s.heads),
-    kvHeadsPerLayer: s.kvHeadsPerLayer ?? new Array(s.layers).fill(s.kvHeads),
-    kvHeadOfQuery: s.kvHeadOfQuery,
-    intermediateSize: s.inter,
-    vocabSize: s.vocab,
-    eps: 1e-6,
-    ropeTheta: 10000,
-    tieEmbeddings: s.tied !== false,
-    windows,
-    get: (name) => tensors.get(name)?.data,
-  };
+  return { ...writtenReferenceShape(s, tensors), windows };
 }
 
-/** The reference as the shared comparison (test/helpers/logits.ts) runs it. */
-const forward =
-  (ref: Qwen3Reference): ReferenceForward =>
-  (tokens, headMask) =>
-    qwen3Forward(ref, tokens, headMask);
-
-/** Engine logits against the reference, dense and with `mask`, on both attention paths. */
-const assertMatches = (spec: ModelSpec, ref: Qwen3Reference, mask: number[][]) =>
-  assertMatchesReference(spec, forward(ref), twoRows(9, ref.vocabSize), mask);
+/** The reference as the shared comparison (test/helpers/logits.ts) runs it, and engine logits against it. */
+const { forward, assertMatches } = familyComparison(qwen3Forward);
 
 // GQA (4 query heads over 2 KV heads) and head_dim 8 with hidden 24: q dim 32 ≠ hidden, as in Qwen3-0.6B.
 const QWEN3: Shape = { hidden: 24, layers: 3, heads: 4, kvHeads: 2, headDim: 8, inter: 40, vocab: 37 };

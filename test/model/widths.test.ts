@@ -27,12 +27,9 @@ import { intermediateOf, type ModelSpec, memoryTensor, type TensorSource } from 
 import { pruneHeads } from '../../src/prune/heads.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { writeRandomEncoder } from '../helpers/encoders.js';
-import { writeGemma } from '../helpers/gemma.js';
 import { writeGpt2 } from '../helpers/gpt2.js';
 import { llamaReference, randomTokens } from '../helpers/llamalike.js';
-import { writeOpt } from '../helpers/opt.js';
-import { writePhi3 } from '../helpers/phi3.js';
-import { writeQwen3 } from '../helpers/qwen3.js';
+import { writeSmallFamily } from '../helpers/smallfamily.js';
 import { referenceEncoderForward } from '../reference/bert.js';
 import { gpt2Forward } from '../reference/gpt2.js';
 import { referenceForward } from '../reference/llama.js';
@@ -222,37 +219,12 @@ describe('per-layer MLP widths against the references', () => {
 describe('per-layer widths in folders', () => {
   const families: Array<[string, (dir: string) => Promise<unknown>]> = [
     ['llama', async (dir) => writeHfFolder(dir, specToHf(llamaWithWidths(5, [40, 40, 40])))],
-    [
-      'gpt2',
-      (dir) => writeGpt2(dir, { embd: 32, heads: 4, layers: 3, inner: 48, vocab: 41, positions: 16 }, 2),
-    ],
-    [
-      'opt',
-      (dir) => writeOpt(dir, { hidden: 32, heads: 4, layers: 3, ffn: 48, vocab: 41, positions: 16 }, 3),
-    ],
-    [
-      'phi3',
-      (dir) =>
-        writePhi3(
-          dir,
-          { hidden: 32, layers: 3, heads: 4, kvHeads: 2, inter: 48, vocab: 41, maxPositions: 32 },
-          4,
-        ),
-    ],
-    [
-      'qwen3',
-      (dir) =>
-        writeQwen3(dir, { hidden: 32, layers: 3, heads: 4, kvHeads: 2, headDim: 8, inter: 48, vocab: 41 }, 5),
-    ],
-    [
-      'gemma2',
-      (dir) =>
-        writeGemma(
-          dir,
-          { type: 'gemma2', hidden: 24, layers: 3, heads: 4, kvHeads: 2, headDim: 8, inter: 48, vocab: 29 },
-          6,
-        ),
-    ],
+    ...(['gpt2', 'opt', 'phi3', 'qwen3', 'gemma2'] as const).map(
+      (name, i): [string, (dir: string) => Promise<unknown>] => [
+        name,
+        (dir) => writeSmallFamily(name, dir, 48, i + 2),
+      ],
+    ),
     [
       'bert',
       (dir) =>

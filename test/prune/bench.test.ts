@@ -1,17 +1,16 @@
 /** The speed harness: FLOP counts by hand, and a real (small) interleaved run through the library and the CLI. */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { makeMaskFile } from '../../src/masks/headfile.js';
 import { forwardFlopsPerToken, parameterCount } from '../../src/model/cost.js';
-import { openModel } from '../../src/model/open.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
 import { benchModels } from '../../src/prune/bench.js';
 import { pruneHeads } from '../../src/prune/heads.js';
+import { QUICK_BENCH, storiesWithMask } from '../helpers/benchcli.js';
 import { runCli } from '../helpers/cli.js';
-import { MODEL, sharedPath, skipUnlessShared } from '../shared.js';
+import { MODEL, skipUnlessShared } from '../shared.js';
 
 const spec = randomLlamaSpec({
   hiddenSize: 16,
@@ -50,28 +49,13 @@ describe('bench', () => {
   test('geneprune bench --mask prints speedups next to the FLOP ratio', {
     skip: skipUnlessShared(MODEL),
   }, async () => {
-    const model = await openModel(sharedPath(MODEL));
     const dir = mkdtempSync(join(tmpdir(), 'geneprune-bench-'));
     try {
       const mask = join(dir, 'mask.json');
       const genome = Uint8Array.from({ length: 40 }, (_, g) => (g % 2 ? 1 : 0));
-      writeFileSync(mask, JSON.stringify(await makeMaskFile(model.spec, genome)));
+      const model = await storiesWithMask(mask, genome);
       const run = (args: string[]) => runCli(['bench', ...args]);
-      const ok = run([
-        '--mask',
-        mask,
-        '--runs',
-        '1',
-        '--batch',
-        '1',
-        '--seq',
-        '16',
-        '--prompt',
-        '2',
-        '--generate',
-        '2',
-        '--json',
-      ]);
+      const ok = run(['--mask', mask, ...QUICK_BENCH, '--json']);
       assert.equal(ok.code, 0, ok.stderr);
       const report = JSON.parse(ok.stdout);
       assert.ok(report.flopRatio > 1 && report.prefillSpeedup > 0 && report.generateSpeedup > 0);

@@ -26,7 +26,7 @@ import type { ModelSpec } from '../../src/model/spec.js';
 import { exportModel } from '../../src/prune/export.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { type EncoderType, type RandomEncoderOptions, writeRandomEncoder } from '../helpers/encoders.js';
-import { specialTokens } from '../tokenizer/helpers.js';
+import { bertTokenizerJson } from '../helpers/wordpiece.js';
 
 const tmp = tempDir('geneprune-export-encoders-');
 after(tmp.cleanup);
@@ -350,51 +350,7 @@ const VOCAB: Record<string, number> = {
   '##ning': 16,
 };
 
-const TOKENIZER_JSON = {
-  version: '1.0',
-  added_tokens: specialTokens([
-    ['[PAD]', 0],
-    ['[UNK]', 1],
-    ['[CLS]', 2],
-    ['[SEP]', 3],
-    ['[MASK]', 4],
-  ]),
-  normalizer: {
-    type: 'BertNormalizer',
-    clean_text: true,
-    handle_chinese_chars: true,
-    strip_accents: null,
-    lowercase: true,
-  },
-  pre_tokenizer: { type: 'BertPreTokenizer' },
-  post_processor: {
-    type: 'TemplateProcessing',
-    single: [
-      { SpecialToken: { id: '[CLS]', type_id: 0 } },
-      { Sequence: { id: 'A', type_id: 0 } },
-      { SpecialToken: { id: '[SEP]', type_id: 0 } },
-    ],
-    pair: [
-      { SpecialToken: { id: '[CLS]', type_id: 0 } },
-      { Sequence: { id: 'A', type_id: 0 } },
-      { SpecialToken: { id: '[SEP]', type_id: 0 } },
-      { Sequence: { id: 'B', type_id: 1 } },
-      { SpecialToken: { id: '[SEP]', type_id: 1 } },
-    ],
-    special_tokens: {
-      '[CLS]': { id: '[CLS]', ids: [2], tokens: ['[CLS]'] },
-      '[SEP]': { id: '[SEP]', ids: [3], tokens: ['[SEP]'] },
-    },
-  },
-  decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
-  model: {
-    type: 'WordPiece',
-    unk_token: '[UNK]',
-    continuing_subword_prefix: '##',
-    max_input_chars_per_word: 100,
-    vocab: VOCAB,
-  },
-};
+const TOKENIZER_JSON = bertTokenizerJson(VOCAB);
 
 const TOKENIZER_CONFIG = {
   tokenizer_class: 'BertTokenizer',

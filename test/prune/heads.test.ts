@@ -19,6 +19,7 @@ import { pruneHeads, pruneLayerPlans, pruneSummary, zeroHeads } from '../../src/
 import { keptParameters } from '../../src/spaces/heads/space.js';
 import { createRng } from '../../src/util/rng.js';
 import { tempDir } from '../checkpoint/helpers.js';
+import { caseDecoder } from '../helpers/llamacase.js';
 import { type ReferenceWeights, referenceForward } from '../reference/llama.js';
 
 const tmp = tempDir('geneprune-prune-');
@@ -123,20 +124,8 @@ const cases = [
 ];
 
 function caseSpec(c: (typeof cases)[number], seed: number): ModelSpec {
-  return randomLlamaSpec({
-    hiddenSize: 32,
-    numLayers: 3,
-    numHeads: 4,
-    numKvHeads: c.kv,
-    intermediateSize: 40,
-    vocabSize: 37,
-    maxPositions: 32,
-    attentionBias: c.bias,
-    tieEmbeddings: c.tie,
-    modelType: c.modelType,
-    seed,
-    scale: 20, // sharp attention: a wrong head or KV head shows in the logits
-  });
+  // Sharp attention (scale 20): a wrong head or KV head shows in the logits.
+  return caseDecoder(c, 3, seed, 20);
 }
 
 describe('the pruned spec computes what the masked full model computes', () => {

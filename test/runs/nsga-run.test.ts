@@ -13,6 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import { watchRun } from '../../src/dashboard/watch.js';
 import { readRunForReport } from '../../src/index.js';
 import { assertOneLineError, assertUnchanged, runCli, snapshot } from '../helpers/cli.js';
+import { storiesArgs } from '../helpers/familycli.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared, TOKENIZER } from '../shared.js';
 
 const skip = skipUnlessShared(MODEL, TOKENIZER, CALIB, EVAL);
@@ -48,14 +49,7 @@ function referencePick(front: Point[], target: number): Point {
 function headArgs(out: string, extra: string[]): string[] {
   return [
     'heads',
-    '--model',
-    sharedPath(MODEL) ?? '',
-    '--tokenizer',
-    sharedPath(TOKENIZER) ?? '',
-    '--calib',
-    sharedPath(CALIB) ?? '',
-    '--eval',
-    sharedPath(EVAL) ?? '',
+    ...storiesArgs(),
     '--population',
     '6',
     '--generations',

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { tempDir } from '../checkpoint/helpers.js';
 import { assertOneLineError, assertUnchanged, runCli, snapshot, spawnCli } from '../helpers/cli.js';
-import { maskKeep } from '../helpers/rundir.js';
+import { gaHeadArgs, maskKeep } from '../helpers/rundir.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const tmp = tempDir('geneprune-integrity-');
@@ -20,30 +20,8 @@ after(tmp.cleanup);
 const skip = skipUnlessShared(MODEL, CALIB, EVAL);
 const GENERATIONS = 6;
 
-function gaArgs(out: string): string[] {
-  return [
-    'heads',
-    '--calib',
-    sharedPath(CALIB) ?? '',
-    '--eval',
-    sharedPath(EVAL) ?? '',
-    '--target-sparsity',
-    '0.25',
-    '--population',
-    '6',
-    '--generations',
-    String(GENERATIONS),
-    '--calib-tokens',
-    '1024',
-    '--eval-tokens',
-    '1024',
-    '--seed',
-    '5',
-    '--quiet',
-    '--out',
-    out,
-  ];
-}
+/** The short GA head search these tests run (seed 5). */
+const gaArgs = (out: string) => gaHeadArgs(out, GENERATIONS, 5);
 
 const run = (args: string[]) => runCli(args, { timeout: 300_000 });
 const sha256 = (bytes: Buffer) => createHash('sha256').update(bytes).digest('hex');

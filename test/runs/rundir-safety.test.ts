@@ -28,7 +28,7 @@ import {
   snapshot,
   spawnCli,
 } from '../helpers/cli.js';
-import { logWithoutTimes, maskKeep } from '../helpers/rundir.js';
+import { gaHeadArgs, logWithoutTimes, maskKeep } from '../helpers/rundir.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const tmp = tempDir('geneprune-rundir-');
@@ -44,28 +44,7 @@ const run = (args: string[], opts: CliOptions = {}) => runCli(args, { timeout: 3
 
 /** A short budget GA; `calib` and `eval` may be relative to the working directory. */
 function gaArgs(out: string, calib: string, evalData: string, generations = 3): string[] {
-  return [
-    'heads',
-    '--calib',
-    calib,
-    '--eval',
-    evalData,
-    '--target-sparsity',
-    '0.25',
-    '--population',
-    '6',
-    '--generations',
-    String(generations),
-    '--calib-tokens',
-    '1024',
-    '--eval-tokens',
-    '1024',
-    '--seed',
-    '3',
-    '--quiet',
-    '--out',
-    out,
-  ];
+  return gaHeadArgs(out, generations, 3, { calib, eval: evalData });
 }
 
 /** A run killed (SIGKILL, by fault injection) right after its first evaluation: config.json, no state.json. */

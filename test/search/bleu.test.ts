@@ -32,6 +32,7 @@ import { bleuOfQuality, createObjective } from '../../src/search/objective.js';
 import { createHeadSpace } from '../../src/spaces/heads/space.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { assertOneLineError, type CliResult, runCli } from '../helpers/cli.js';
+import { smallData } from '../helpers/familycli.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const skip = skipUnlessShared(MODEL, CALIB, EVAL);
@@ -210,14 +211,7 @@ describe('weights --eval-task', { skip }, () => {
         'weights',
         '--model',
         sharedPath(MODEL)!,
-        '--calib',
-        sharedPath(CALIB)!,
-        '--eval',
-        sharedPath(EVAL)!,
-        '--calib-tokens',
-        '1024',
-        '--eval-tokens',
-        '1024',
+        ...smallData(),
         '--method',
         'magnitude',
         '--sparsity',

@@ -16,10 +16,9 @@ import { openModel } from '../../src/model/open.js';
 import { buildRecipeScorer, calibrationRecipe } from '../../src/search/backend.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { runCli } from '../helpers/cli.js';
-import { writeRandomEncoder } from '../helpers/encoders.js';
 import { logWithoutTimes, readRunJson, smallRunArgs, withoutRunFields } from '../helpers/rundir.js';
 import { writeTinyModel } from '../helpers/tinylm.js';
-import { wordPieceTokenizerJson } from '../helpers/wordpiece.js';
+import { writeWordPieceClassifier } from '../helpers/wordpiece.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const tmp = tempDir('geneprune-poolmetrics-');
@@ -152,18 +151,7 @@ describe('heads --workers with accuracy and macro-f1 (a random DistilBERT classi
   let args: string[];
   before(async () => {
     const words = ['good', 'bad', 'great', 'awful', 'movie', 'plot', 'the', 'was', 'not', 'fun', 'boring'];
-    const tok = wordPieceTokenizerJson(words);
-    const m = await writeRandomEncoder(tmp.dir, 'distil', {
-      modelType: 'distilbert',
-      labels: 3,
-      vocab: tok.size,
-      maxPositions: 32,
-      hidden: 16,
-      heads: 4,
-      layers: 2,
-      seed: 8,
-    });
-    writeFileSync(join(m.dir, 'tokenizer.json'), JSON.stringify(tok.json));
+    const model = await writeWordPieceClassifier(tmp.dir, 'distil', words);
     const labelled = (n: number, offset: number) =>
       Array.from({ length: n }, (_, i) => {
         const text = [0, 1, 2, 3].map((k) => words[(i * 7 + k * 3 + offset) % words.length]).join(' ');
@@ -174,7 +162,7 @@ describe('heads --workers with accuracy and macro-f1 (a random DistilBERT classi
     args = [
       'heads',
       '--model',
-      m.dir,
+      model,
       '--calib',
       join(tmp.dir, 'calib.jsonl'),
       '--eval',

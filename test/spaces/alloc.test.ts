@@ -10,11 +10,9 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { accumulateStats, statOf } from '../../src/engine/blocks.js';
 import { createRunner, type TokenBatch } from '../../src/engine/runner.js';
-import { CAPTURE_POINTS, rolesOfCapturePoint } from '../../src/graph/capture.js';
 import { selectPerRow, wandaScores } from '../../src/masks/select.js';
-import { type PrunableMatrix, prunableMatrices } from '../../src/masks/weights.js';
+import { prunableMatrices } from '../../src/masks/weights.js';
 import { batches, evaluatePerplexity, makeWindows } from '../../src/metrics/perplexity.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
 import type { ModelSpec } from '../../src/model/spec.js';
@@ -29,6 +27,7 @@ import { weightPruneSettings } from '../../src/spaces/weights/settings.js';
 import { createRng } from '../../src/util/rng.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { assertOneLineError, runCli } from '../helpers/cli.js';
+import { fullGraphNorms, wandaAtCount } from '../helpers/wandaref.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const tmp = tempDir('geneprune-alloc-');
@@ -76,47 +75,6 @@ const calibration = (spec: ModelSpec) => ({
 });
 
 const zeros = (k: Uint8Array) => k.reduce((a, b) => a + (b ? 0 : 1), 0);
-
-/** Σ_t X_tj² of every prunable linear's input, captured by the full graph (the reference's own path). */
-async function referenceNorms(
-  spec: ModelSpec,
-  list: readonly TokenBatch[],
-): Promise<Map<string, Float64Array>> {
-  const L = spec.config.numLayers;
-  const runner = await createRunner(spec, {
-    output: 'nll',
-    capture: { layers: Array.from({ length: L }, (_, l) => l), kind: 'sqnorm' },
-  });
-  const stats = await accumulateStats(runner, list);
-  await runner.release();
-  const out = new Map<string, Float64Array>();
-  for (let l = 0; l < L; l++)
-    for (const p of CAPTURE_POINTS)
-      for (const role of rolesOfCapturePoint(l, p)) out.set(role, statOf(stats, l, p)!);
-  return out;
-}
-
-/** Plain per-row Wanda at `count`: floor(count/rows) per row, one more where the next score is lowest. */
-async function referenceMask(
-  spec: ModelSpec,
-  m: PrunableMatrix,
-  sq: Float64Array,
-  count: number,
-): Promise<Uint8Array> {
-  const w = await spec.tensors.get(m.role)!.load();
-  const score = (r: number, j: number) => Math.fround(Math.abs(w[r * m.cols + j]) * Math.sqrt(sq[j]));
-  const keep = new Uint8Array(m.rows * m.cols).fill(1);
-  const q = Math.floor(count / m.rows);
-  const nextOf: Array<[number, number, number]> = [];
-  for (let r = 0; r < m.rows; r++) {
-    const cols = [...Array(m.cols).keys()].sort((a, b) => score(r, a) - score(r, b) || a - b);
-    for (let k = 0; k < q; k++) keep[r * m.cols + cols[k]] = 0;
-    if (q < m.cols) nextOf.push([score(r, cols[q]), r, cols[q]]);
-  }
-  nextOf.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
-  for (let k = 0; k < count - q * m.rows; k++) keep[nextOf[k][1] * m.cols + nextOf[k][2]] = 0;
-  return keep;
-}
 
 describe('the allocation genome', () => {
   test('the uniform start meets round(s·N) exactly, each matrix within one weight of s·n_i', () => {
@@ -172,7 +130,7 @@ describe('allocatePrune on small random models', () => {
       const matrices = prunableMatrices(spec);
       const cal = calibration(spec);
       const list: TokenBatch[] = [...batches(makeWindows(cal.stream, CONTEXT, TOKENS), 8)];
-      const norms = await referenceNorms(spec, list);
+      const norms = await fullGraphNorms(spec, list);
       const N = matrices.reduce((a, m) => a + m.rows * m.cols, 0);
       for (const s of [0.1, 0.37, 0.5, 0.8]) {
         const out = await allocatePrune({
@@ -194,7 +152,7 @@ describe('allocatePrune on small random models', () => {
           out.report.allocation.map((a) => a.pruned),
         );
         for (const [i, m] of matrices.entries()) {
-          const ref = await referenceMask(spec, m, norms.get(m.role)!, pruned[i]);
+          const ref = wandaAtCount(await spec.tensors.get(m.role)!.load(), m, norms.get(m.role)!, pruned[i]);
           assert.deepEqual(out.keeps[i], ref, `${m.role} at ${s} (${pruned[i]} pruned)`);
           assert.ok(
             pruned[i] <=
@@ -212,7 +170,7 @@ describe('allocatePrune on small random models', () => {
     const spec = tiny('a');
     const matrices = prunableMatrices(spec);
     const cal = calibration(spec);
-    const norms = await referenceNorms(spec, [...batches(makeWindows(cal.stream, CONTEXT, TOKENS), 8)]);
+    const norms = await fullGraphNorms(spec, [...batches(makeWindows(cal.stream, CONTEXT, TOKENS), 8)]);
     const out = await allocatePrune({
       spec,
       matrices,

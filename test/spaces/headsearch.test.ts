@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { tempDir } from '../checkpoint/helpers.js';
 import { assertOneLineError, assertUnchanged, runCli, snapshot, spawnCli } from '../helpers/cli.js';
-import { logWithoutTimes, maskKeep } from '../helpers/rundir.js';
+import { gaHeadArgs, logWithoutTimes, maskKeep } from '../helpers/rundir.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const tmp = tempDir('geneprune-heads-');
@@ -17,30 +17,8 @@ after(tmp.cleanup);
 
 const skip = skipUnlessShared(MODEL, CALIB, EVAL);
 
-function gaArgs(out: string, generations: number): string[] {
-  return [
-    'heads',
-    '--calib',
-    sharedPath(CALIB) ?? '',
-    '--eval',
-    sharedPath(EVAL) ?? '',
-    '--target-sparsity',
-    '0.25',
-    '--population',
-    '6',
-    '--generations',
-    String(generations),
-    '--calib-tokens',
-    '1024',
-    '--eval-tokens',
-    '1024',
-    '--seed',
-    '7',
-    '--quiet',
-    '--out',
-    out,
-  ];
-}
+/** The short GA head search these tests run (seed 7). */
+const gaArgs = (out: string, generations: number) => gaHeadArgs(out, generations, 7);
 
 /** Whole searches: more time than runCli's default. */
 const run = (args: string[]) => runCli(args, { timeout: 300_000 });

@@ -9,9 +9,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { accumulateStats, statOf } from '../../src/engine/blocks.js';
-import { createRunner, type TokenBatch } from '../../src/engine/runner.js';
-import { CAPTURE_POINTS, rolesOfCapturePoint } from '../../src/graph/capture.js';
+import type { TokenBatch } from '../../src/engine/runner.js';
 import { type PrunableMatrix, prunableMatrices } from '../../src/masks/weights.js';
 import { batches, makeWindows } from '../../src/metrics/perplexity.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
@@ -27,6 +25,7 @@ import {
 import { createRng } from '../../src/util/rng.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { assertOneLineError, runCli } from '../helpers/cli.js';
+import { fullGraphNorms, wandaAtCount } from '../helpers/wandaref.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const tmp = tempDir('geneprune-owl-');
@@ -140,41 +139,6 @@ describe('OWL arithmetic', () => {
     }
   });
 });
-
-/** Σ_t X_tj² of every prunable linear's input, captured by the full graph. */
-async function fullGraphNorms(
-  spec: ModelSpec,
-  list: readonly TokenBatch[],
-): Promise<Map<string, Float64Array>> {
-  const L = spec.config.numLayers;
-  const runner = await createRunner(spec, {
-    output: 'nll',
-    capture: { layers: Array.from({ length: L }, (_, l) => l), kind: 'sqnorm' },
-  });
-  const stats = await accumulateStats(runner, list);
-  await runner.release();
-  const out = new Map<string, Float64Array>();
-  for (let l = 0; l < L; l++)
-    for (const p of CAPTURE_POINTS)
-      for (const role of rolesOfCapturePoint(l, p)) out.set(role, statOf(stats, l, p)!);
-  return out;
-}
-
-/** Plain per-row Wanda at `count`: floor(count/rows) lowest per row, one more where the next score is lowest. */
-function wandaAtCount(w: Float32Array, m: PrunableMatrix, sq: Float64Array, count: number): Uint8Array {
-  const score = (r: number, j: number) => Math.fround(Math.abs(w[r * m.cols + j]) * Math.sqrt(sq[j]));
-  const keep = new Uint8Array(m.rows * m.cols).fill(1);
-  const q = Math.floor(count / m.rows);
-  const next: Array<[number, number, number]> = [];
-  for (let r = 0; r < m.rows; r++) {
-    const order = [...Array(m.cols).keys()].sort((a, b) => score(r, a) - score(r, b) || a - b);
-    for (let k = 0; k < q; k++) keep[r * m.cols + order[k]] = 0;
-    if (q < m.cols) next.push([score(r, order[q]), r, order[q]]);
-  }
-  next.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
-  for (let k = 0; k < count - q * m.rows; k++) keep[next[k][1] * m.cols + next[k][2]] = 0;
-  return keep;
-}
 
 /** The dense model's outlier share of each block, from full-graph norms: the paper's D_l written plainly. */
 async function referenceShares(spec: ModelSpec, matrices: readonly PrunableMatrix[], list: TokenBatch[]) {

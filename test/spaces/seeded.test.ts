@@ -44,6 +44,7 @@ import { weightPruneSettings } from '../../src/spaces/weights/settings.js';
 import { createRng } from '../../src/util/rng.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { assertOneLineError, runCli } from '../helpers/cli.js';
+import { smallData } from '../helpers/familycli.js';
 import { logWithoutTimes } from '../helpers/rundir.js';
 import { CALIB, EVAL, MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
@@ -324,14 +325,7 @@ describe('seeded GAs and the GA with a pattern on stories260K', {
   test('SIGKILL after a fixed block, then --resume: the result of the run that was never interrupted', async () => {
     const args = (dir: string) => [
       'weights',
-      '--calib',
-      sharedPath(CALIB)!,
-      '--eval',
-      sharedPath(EVAL)!,
-      '--calib-tokens',
-      '1024',
-      '--eval-tokens',
-      '2048',
+      ...smallData(1024, 2048),
       '--method',
       'ga-wanda',
       '--sparsity',

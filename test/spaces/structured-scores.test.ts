@@ -21,31 +21,13 @@ import { type ModelSpec, memoryTensor } from '../../src/model/spec.js';
 import { keptByScore, orders, structuredScores } from '../../src/spaces/structured/scores.js';
 import { createRng } from '../../src/util/rng.js';
 import { tempDir } from '../checkpoint/helpers.js';
+import { paddedEncoderBatch, rowsOf, weightsOf } from '../helpers/blocks.js';
 import { writeRandomEncoder } from '../helpers/encoders.js';
 import { referenceEncoderForward } from '../reference/bert.js';
 import { type ReferenceWeights, referenceForward } from '../reference/llama.js';
 
 const tmp = tempDir('geneprune-structured-scores-');
 after(tmp.cleanup);
-
-async function weightsOf(spec: ModelSpec): Promise<Map<string, Float32Array>> {
-  const w = new Map<string, Float32Array>();
-  for (const [role, t] of spec.tensors) w.set(role, await t.load());
-  return w;
-}
-
-/** The real tokens of each row of each batch. */
-function rowsOf(list: readonly TokenBatch[]): number[][] {
-  const rows: number[][] = [];
-  for (const b of list) {
-    for (let r = 0; r < b.batch; r++) {
-      const row: number[] = [];
-      for (let t = 0; t < b.seq; t++) if (b.valid![r * b.seq + t]) row.push(Number(b.ids[r * b.seq + t]));
-      rows.push(row);
-    }
-  }
-  return rows;
-}
 
 const cos = (a: Float64Array, b: Float64Array): number => {
   let ab = 0;
@@ -243,22 +225,11 @@ describe('structured scores of an encoder', () => {
         return id;
       }),
     );
-    const n = lengths.length * seq;
-    const batch: TokenBatch = {
-      batch: lengths.length,
+    const batch = paddedEncoderBatch(
+      rows.map((ids) => ({ ids })),
       seq,
-      ids: new BigInt64Array(n).fill(BigInt(pad)),
-      typeIds: new BigInt64Array(n),
-      attentionMask: new BigInt64Array(n),
-      valid: new Uint8Array(n),
-    };
-    rows.forEach((r, b) => {
-      r.forEach((id, t) => {
-        batch.ids[b * seq + t] = BigInt(id);
-        batch.attentionMask![b * seq + t] = 1n;
-        batch.valid![b * seq + t] = 1;
-      });
-    });
+      pad,
+    );
     const got = await structuredScores(spec, [batch]);
     assert.equal(got.tokens, 17);
 

@@ -7,7 +7,8 @@ import { after, before, describe, test } from 'node:test';
 import { GenepruneError } from '../../src/errors.js';
 import type { Tokenizer } from '../../src/tokenizer/types.js';
 import { tempDir } from '../checkpoint/helpers.js';
-import { loadWritten, specialTokens } from './helpers.js';
+import { bertTokenizerJson } from '../helpers/wordpiece.js';
+import { loadWritten } from './helpers.js';
 
 const VOCAB: Record<string, number> = {
   '[PAD]': 0,
@@ -36,51 +37,7 @@ const [THE, UN, AFF, ABLE, CAFE, BANG, ZHONG, WEN, RUN, NING, HELLO, DOT] = [
   5, 6, 7, 8, 10, 11, 13, 14, 15, 16, 18, 19,
 ];
 
-const BERT_JSON = {
-  version: '1.0',
-  added_tokens: specialTokens([
-    ['[PAD]', 0],
-    ['[UNK]', 1],
-    ['[CLS]', 2],
-    ['[SEP]', 3],
-    ['[MASK]', 4],
-  ]),
-  normalizer: {
-    type: 'BertNormalizer',
-    clean_text: true,
-    handle_chinese_chars: true,
-    strip_accents: null,
-    lowercase: true,
-  },
-  pre_tokenizer: { type: 'BertPreTokenizer' },
-  post_processor: {
-    type: 'TemplateProcessing',
-    single: [
-      { SpecialToken: { id: '[CLS]', type_id: 0 } },
-      { Sequence: { id: 'A', type_id: 0 } },
-      { SpecialToken: { id: '[SEP]', type_id: 0 } },
-    ],
-    pair: [
-      { SpecialToken: { id: '[CLS]', type_id: 0 } },
-      { Sequence: { id: 'A', type_id: 0 } },
-      { SpecialToken: { id: '[SEP]', type_id: 0 } },
-      { Sequence: { id: 'B', type_id: 1 } },
-      { SpecialToken: { id: '[SEP]', type_id: 1 } },
-    ],
-    special_tokens: {
-      '[CLS]': { id: '[CLS]', ids: [CLS], tokens: ['[CLS]'] },
-      '[SEP]': { id: '[SEP]', ids: [SEP], tokens: ['[SEP]'] },
-    },
-  },
-  decoder: { type: 'WordPiece', prefix: '##', cleanup: true },
-  model: {
-    type: 'WordPiece',
-    unk_token: '[UNK]',
-    continuing_subword_prefix: '##',
-    max_input_chars_per_word: 100,
-    vocab: VOCAB,
-  },
-};
+const BERT_JSON = bertTokenizerJson(VOCAB);
 const CONFIG = {
   do_lower_case: true,
   pad_token: '[PAD]',

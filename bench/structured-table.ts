@@ -45,7 +45,10 @@ const { values } = parseArgs({
   options: {
     out: { type: 'string', default: 'runs/structured-table' },
     speedups: { type: 'string', default: '1.25,1.5,2' },
-    rows: { type: 'string', default: 'heads,channels,blocks,joint,joint-unseeded,uniform,flap,shortgpt' },
+    rows: {
+      type: 'string',
+      default: 'heads,channels,blocks,joint,joint-unseeded,joint-evopress,joint-nsga,uniform,flap,shortgpt',
+    },
     shared: { type: 'string', default: resolve('..', 'shared') },
     'calib-tokens': { type: 'string', default: '4096' },
     ctx: { type: 'string', default: '256' },
@@ -109,7 +112,7 @@ const ROWS: Record<
   uniform: { label: 'uniform width (heads and channels)', space: 'joint', method: 'uniform' },
   flap: { label: 'FLAP-like (heads and channels)', space: 'joint', method: 'flap' },
   shortgpt: { label: 'ShortGPT (whole layers)', space: 'joint', method: 'shortgpt' },
-  // Optional rows, not in the default --rows (list them after heads,channels,blocks so the seeds exist).
+  // The other algorithms over the joint space (list them after heads,channels,blocks so the seeds exist).
   'joint-evopress': {
     label: 'joint, EvoPress (1+λ) (seeded with the single-space plans)',
     space: 'joint',
@@ -117,9 +120,10 @@ const ROWS: Record<
     seeded: true,
   },
   'joint-nsga': {
-    label: 'joint, NSGA-II (best of the front within the budget)',
+    label: 'joint, NSGA-II (seeded; best of the front within the budget)',
     space: 'joint',
     method: 'nsga',
+    seeded: true,
   },
 };
 const rows = values.rows.split(',').filter((r) => r !== '');
@@ -165,6 +169,8 @@ interface Pass {
 }
 
 const SINGLE_SPACES = ['heads', 'channels', 'blocks'];
+/** Rows the speed pass leaves out: quality comparisons whose plans say nothing more about speed at random weights. */
+const QUALITY_ONLY = ['joint-unseeded', 'joint-evopress', 'joint-nsga'];
 
 async function runRow(
   pass: Pass,
@@ -302,8 +308,7 @@ if (speedShapeName !== 'none') {
     },
   };
   for (const target of speedups) {
-    // The unseeded joint row is a quality comparison: at random weights its plan says nothing more about speed.
-    for (const row of rows.filter((r) => r !== 'joint-unseeded')) {
+    for (const row of rows.filter((r) => !QUALITY_ONLY.includes(r))) {
       const m = await runRow(pass, target, row, speed);
       speed.set(`${target} ${row}`, m);
       if (m) {
@@ -340,7 +345,7 @@ for (const target of speedups) {
     if (withSpeed) {
       const s = speed.get(`${target} ${row}`);
       cells.push(
-        ...(row === 'joint-unseeded'
+        ...(QUALITY_ONLY.includes(row)
           ? ['not run', '—']
           : s
             ? [x3(s.r.predictedSpeedup!), x3(s.measuredSpeedup)]

@@ -39,6 +39,8 @@ export interface BenchOptions extends RuntimeOptions {
   /** Timed runs per model, median reported (default 5), after untimed warm-up runs (default 1). */
   runs?: number;
   warmup?: number;
+  /** Fresh session pairs timed; each model's fastest kept (default 3; see prune/bench.ts BenchOptions.sessions). */
+  sessions?: number;
   /**
    * The latency model's prediction: calibrated here on A's shape at the prefill settings (default), read from this
    * stored profile (refused when measured for another shape, device, threads, dtype, batch or seq), or none (false).
@@ -69,7 +71,9 @@ export interface BenchModelReport extends ModelSpeed {
 export interface BenchReport {
   a: BenchModelReport;
   b: BenchModelReport;
-  settings: Required<Pick<BenchOptions, 'batch' | 'seq' | 'prompt' | 'generate' | 'runs' | 'warmup'>> & {
+  settings: Required<
+    Pick<BenchOptions, 'batch' | 'seq' | 'prompt' | 'generate' | 'runs' | 'warmup' | 'sessions'>
+  > & {
     device: Device;
     dtype: ComputeDtype;
     threads?: number;
@@ -136,6 +140,7 @@ export async function bench(opts: BenchOptions = {}): Promise<BenchReport> {
     generate: opts.generate ?? 32,
     runs: opts.runs ?? 5,
     warmup: opts.warmup ?? 1,
+    sessions: opts.sessions ?? 3,
     device: opts.device ?? ('cpu' as Device),
     dtype: opts.dtype ?? ('fp32' as ComputeDtype),
     ...(opts.threads === undefined ? {} : { threads: opts.threads }),

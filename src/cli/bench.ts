@@ -21,6 +21,7 @@ interface BenchFlags {
   generate: string;
   runs: string;
   warmup: string;
+  sessions: string;
   device: string;
   dtype: string;
   threads?: string;
@@ -50,6 +51,11 @@ export function registerBench(program: Command): void {
     .option('--generate <n>', 'tokens generated per run (KV cache)', '32')
     .option('--runs <n>', 'timed runs per model (median reported)', '5')
     .option('--warmup <n>', 'untimed runs first', '1')
+    .option(
+      '--sessions <n>',
+      "fresh sessions per model, each timed; each model's fastest reported (a session can stay slow)",
+      '3',
+    )
     .addOption(deviceOption())
     .addOption(computeDtypeOption())
     .addOption(threadsOption())
@@ -81,6 +87,7 @@ measured on this device (a stored profile must match A's shape and these setting
         generate: n('--generate', flags.generate),
         runs: n('--runs', flags.runs),
         warmup: n('--warmup', flags.warmup, 0),
+        sessions: n('--sessions', flags.sessions),
         device: parseDevice(flags.device),
         dtype: parseComputeDtype(flags.dtype),
         threads: flags.threads ? parseThreadsFlag(flags.threads) : undefined,
@@ -99,7 +106,7 @@ measured on this device (a stored profile must match A's shape and these setting
       const lines = [
         `A: ${r.a.model}`,
         `B: ${r.b.model}`,
-        `prefill B=${o.batch} S=${o.seq} (${o.device}, ${o.dtype}); generation ${o.generate} tokens after a ${o.prompt}-token prompt; median of ${o.runs} interleaved runs`,
+        `prefill B=${o.batch} S=${o.seq} (${o.device}, ${o.dtype}); generation ${o.generate} tokens after a ${o.prompt}-token prompt; median of ${o.runs} interleaved runs, fastest of ${o.sessions} session(s)`,
         '    parameters        bytes   prefill tok/s  gen tok/s   MFLOP/token',
         row('A', r.a),
         row('B', r.b),

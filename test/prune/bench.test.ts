@@ -4,9 +4,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { GenepruneError } from '../../src/errors.js';
 import { forwardFlopsPerToken, parameterCount } from '../../src/model/cost.js';
 import { randomLlamaSpec } from '../../src/model/random.js';
-import { benchModels } from '../../src/prune/bench.js';
+import { benchModels, fastestSession } from '../../src/prune/bench.js';
 import { pruneHeads } from '../../src/prune/heads.js';
 import { QUICK_BENCH, storiesWithMask } from '../helpers/benchcli.js';
 import { runCli } from '../helpers/cli.js';
@@ -44,6 +45,36 @@ describe('bench', () => {
       assert.ok(s.prefillTokensPerSecond > 0 && s.generateTokensPerSecond > 0);
     }
     assert.ok(b.parameters < a.parameters);
+  });
+
+  test('the fastest session is the lowest median prefill, ties by generation, then the earlier', () => {
+    const t = (prefillMs: number[], generateMs: number[]) => ({ prefillMs, generateMs });
+    // medians 20, 11 (a slow first session, 2x), 12
+    const slow = t([19, 20, 40], [5, 5, 5]);
+    const fast = t([10, 11, 30], [9, 9, 9]);
+    const mid = t([12, 12, 12], [1, 1, 1]);
+    assert.equal(fastestSession([slow, fast, mid]), fast);
+    const tie = t([1, 11, 99], [8, 8, 8]);
+    assert.equal(fastestSession([fast, tie]), tie, 'equal prefill medians: the faster generation');
+    assert.equal(fastestSession([fast, t([11, 11, 11], [9, 9, 9])]), fast, 'all equal: the earlier');
+    assert.throws(() => fastestSession([]), /no sessions/);
+  });
+
+  test('several sessions: every session timed, the reported runs are one session of each model', async () => {
+    const pruned = pruneHeads(spec, Uint8Array.from([1, 0, 1, 0, 0, 1, 1, 1]));
+    const lines: string[] = [];
+    const opts = { batch: 2, seq: 8, prompt: 3, generate: 4, runs: 2, warmup: 1, seed: 0, sessions: 3 };
+    const [a, b] = await benchModels(spec, pruned, opts, (l) => lines.push(l));
+    assert.equal(lines.length, 3 * 3);
+    assert.match(lines.at(-1)!, /run 3\/3 of session 3\/3/);
+    for (const s of [a, b]) assert.equal(s.prefillMs.length, 2);
+    await assert.rejects(
+      benchModels(spec, pruned, { ...opts, sessions: 0 }),
+      (e: unknown) =>
+        e instanceof GenepruneError &&
+        e.where === '--sessions' &&
+        /must be a positive integer/.test(e.message),
+    );
   });
 
   test('geneprune bench --mask prints speedups next to the FLOP ratio', {

@@ -329,10 +329,14 @@ const lines = [
 ];
 const x3 = (v: number) => `${v.toFixed(3)}x`;
 let dense: number | undefined;
+let densePerplexity: number | undefined;
 for (const target of speedups) {
   for (const row of rows) {
     const m = results.get(`${target} ${row}`);
-    if (m) dense = m.denseSeconds;
+    if (m) {
+      dense = m.denseSeconds;
+      densePerplexity = m.r.eval.densePerplexity;
+    }
     const cells = m
       ? [
           m.r.eval.perplexity.toFixed(3),
@@ -388,7 +392,7 @@ function jointNotes(): string[] {
 }
 
 const header = [
-  `stories260K (quality): ctx ${context}, calibration ${values['calib-tokens']} tokens of tinystories/calib, eval perplexity on tinystories/eval, GA population ${values.population} × ${values.generations} generations, width step ${values['width-step']}, seed ${values.seed}; dense prefill ${dense === undefined ? '?' : (dense * 1000).toFixed(2)} ms (batch 1, ${threads} thread(s)); measured = physically pruned against dense, min of ${values['timing-runs']} runs in each of 3 round-robin pairs.`,
+  `stories260K (quality): ctx ${context}, calibration ${values['calib-tokens']} tokens of tinystories/calib, eval perplexity on tinystories/eval (dense ${densePerplexity === undefined ? '?' : densePerplexity.toFixed(3)}), GA population ${values.population} × ${values.generations} generations, width step ${values['width-step']}, seed ${values.seed}; dense prefill ${dense === undefined ? '?' : (dense * 1000).toFixed(2)} ms (batch 1, ${threads} thread(s)); measured = physically pruned against dense, min of ${values['timing-runs']} runs in each of 3 round-robin pairs.`,
   ...(withSpeed
     ? [
         `${speedLabel} shape (speed, random weights: quality means nothing there): the same methods at the same budgets, GA population ${values['speed-population']} × ${values['speed-generations']} generations on ${values['speed-calib-tokens']} calibration tokens; plans exported (HF folder, compact), read back and timed against the dense model (batch 1, ctx ${context}, ${values['speed-threads']} thread(s), min of ${values['speed-timing-runs']} round-robin runs in each of 3 pairs); dense prefill ${speedDense === undefined ? '?' : (speedDense * 1000).toFixed(1)} ms.`,

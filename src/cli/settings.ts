@@ -5,7 +5,14 @@
  */
 import { type Command, Option } from 'commander';
 import { checkPromptTemplate, flagError } from '../index.js';
-import { parseByteSize, parseDevice, parseFloatFlag, parseIntFlag, parseThreadsFlag } from './options.js';
+import {
+  parseByteSize,
+  parseComputeDtype,
+  parseDevice,
+  parseFloatFlag,
+  parseIntFlag,
+  parseThreadsFlag,
+} from './options.js';
 import type { ProgressLine } from './progress.js';
 
 export type Flags = Record<string, string | boolean | undefined>;
@@ -36,6 +43,47 @@ export const choice =
 
 /** commander's attribute name, the flag, the setting it sets, its parser. */
 export type SettingFlag<K extends string> = [string, string, K, Parse];
+
+/** The data flags of the search commands: the model, its tokenizer, the calibration and the evaluation data. */
+export const DATA_SETTING_FLAGS: ReadonlyArray<SettingFlag<'model' | 'tokenizer' | 'calib' | 'eval'>> = [
+  ['model', '--model', 'model', text],
+  ['tokenizer', '--tokenizer', 'tokenizer', text],
+  ['calib', '--calib', 'calib', text],
+  ['eval', '--eval', 'eval', text],
+];
+
+/** The context, token counts, multi-fidelity, GA loop and engine flags the head and structured searches share. */
+export const GA_SETTING_FLAGS: ReadonlyArray<
+  SettingFlag<
+    | 'context'
+    | 'calibTokens'
+    | 'lowTokens'
+    | 'promote'
+    | 'evalTokens'
+    | 'population'
+    | 'generations'
+    | 'tournament'
+    | 'crossoverRate'
+    | 'elitism'
+    | 'seed'
+    | 'batchSize'
+    | 'dtype'
+  >
+> = [
+  ['ctx', '--ctx', 'context', int()],
+  ['calibTokens', '--calib-tokens', 'calibTokens', int()],
+  ['lowTokens', '--low-tokens', 'lowTokens', int()],
+  ['promote', '--promote', 'promote', int(0)],
+  ['evalTokens', '--eval-tokens', 'evalTokens', int()],
+  ['population', '--population', 'population', int(2)],
+  ['generations', '--generations', 'generations', int()],
+  ['tournament', '--tournament', 'tournament', int()],
+  ['crossoverRate', '--crossover-rate', 'crossoverRate', share],
+  ['elitism', '--elitism', 'elitism', int(0)],
+  ['seed', '--seed', 'seed', int(0)],
+  ['batchSize', '--batch-size', 'batchSize', int()],
+  ['dtype', '--dtype', 'dtype', (_flag, v) => parseComputeDtype(v)],
+];
 
 /** The flags' own values, parsed, for the flags present in `f` (no defaults, no cross-checks). */
 export function parsedSettingFlags<K extends string>(

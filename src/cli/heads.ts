@@ -31,7 +31,6 @@ import {
   deviceOption,
   memoryBudgetOption,
   modelOption,
-  parseComputeDtype,
   parseIntFlag,
   threadsOption,
   tokenizerOption,
@@ -54,7 +53,6 @@ import {
   share,
   TASK_SETTING_FLAGS,
   taskOptions,
-  text,
   typedSettings,
 } from './settings.js';
 

@@ -9,6 +9,7 @@ import { createRunner, type RunnerOptions } from '../../src/engine/runner.js';
 import { createEngine } from '../../src/engine/session.js';
 import { buildDecoderGraph } from '../../src/graph/decoder.js';
 import { loadWeights } from '../../src/graph/weights.js';
+import { type StructuredPlan, structuredMasksOf } from '../../src/masks/structured.js';
 import type { ModelSpec } from '../../src/model/spec.js';
 import { createRng } from '../../src/util/rng.js';
 
@@ -32,6 +33,23 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let worst = 0;
   for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]));
   return worst;
+}
+
+/** The engine's logits of one row of `ids`, under a structured plan's masks when one is given. */
+export async function planLogits(
+  spec: ModelSpec,
+  ids: number[],
+  plan?: StructuredPlan,
+): Promise<Float32Array> {
+  const runner = await createRunner(spec, { output: 'logits', ...(plan ? { structuredMasks: true } : {}) });
+  try {
+    return await runner.run(
+      { batch: 1, seq: ids.length, ids: BigInt64Array.from(ids.map(BigInt)) },
+      plan ? structuredMasksOf(spec.config, plan) : undefined,
+    );
+  } finally {
+    await runner.release();
+  }
 }
 
 /** The engine's logits of `seqs` (one batch, rows of one length), [rows · length · vocab]. */

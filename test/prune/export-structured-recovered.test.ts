@@ -10,10 +10,10 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { exportModel } from '../../src/api/export.js';
-import { createRunner, type TokenBatch } from '../../src/engine/runner.js';
+import type { TokenBatch } from '../../src/engine/runner.js';
 import { GenepruneError } from '../../src/errors.js';
 import { writeRecoveredWeights } from '../../src/masks/recovered.js';
-import { fullPlan, type StructuredPlan, structuredMasksOf } from '../../src/masks/structured.js';
+import { fullPlan, type StructuredPlan } from '../../src/masks/structured.js';
 import { writeStructuredPlanFile } from '../../src/masks/structuredfile.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { openModel } from '../../src/model/open.js';
@@ -21,32 +21,13 @@ import type { ModelSpec } from '../../src/model/spec.js';
 import { RECOVERY_DAMPING, recoverStructuredRemoval } from '../../src/prune/recover-structured.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { byteLevelTokenizerJson, writeGpt2 } from '../helpers/gpt2.js';
-import { randomTokens } from '../helpers/logits.js';
+import { maxAbsDiff, planLogits, randomTokens } from '../helpers/logits.js';
 import { MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const tmp = tempDir('geneprune-export-structured-recovered-');
 after(tmp.cleanup);
 
 const int64 = (xs: number[]) => BigInt64Array.from(xs.map(BigInt));
-
-function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
-
-async function logitsOf(spec: ModelSpec, ids: number[], plan?: StructuredPlan): Promise<Float32Array> {
-  const runner = await createRunner(spec, { output: 'logits', ...(plan ? { structuredMasks: true } : {}) });
-  try {
-    return await runner.run(
-      { batch: 1, seq: ids.length, ids: int64(ids) },
-      plan ? structuredMasksOf(spec.config, plan) : undefined,
-    );
-  } finally {
-    await runner.release();
-  }
-}
 
 function calibration(vocab: number, seq: number, seed: number): TokenBatch[] {
   const toks = randomTokens(2 * (seq + 1), vocab, seed);
@@ -102,9 +83,9 @@ describe('export --structured --recovered', () => {
       calibration(257, 16, 2),
     );
     const ids = [3, 250, 17, 96, 5, 41, 200];
-    const expected = await logitsOf(recovered, ids, plan);
+    const expected = await planLogits(recovered, ids, plan);
     // Recovery changed the model's output (else the test would prove nothing).
-    assert.ok(maxDiff(await logitsOf(spec, ids, plan), expected) > 1e-3);
+    assert.ok(maxAbsDiff(await planLogits(spec, ids, plan), expected) > 1e-3);
     for (const hfLayout of ['compact', 'padded'] as const) {
       const out = join(tmp.dir, `gpt2-${hfLayout}`);
       const r = await exportModel({
@@ -117,8 +98,8 @@ describe('export --structured --recovered', () => {
       });
       assert.equal(r.recovered, weights);
       const reloaded = await loadModelSpec(out);
-      const got = await logitsOf(reloaded, ids);
-      assert.ok(maxDiff(got, expected) <= 1e-4, `${hfLayout}: ${maxDiff(got, expected)}`);
+      const got = await planLogits(reloaded, ids);
+      assert.ok(maxAbsDiff(got, expected) <= 1e-4, `${hfLayout}: ${maxAbsDiff(got, expected)}`);
     }
   });
 
@@ -187,8 +168,8 @@ describe('stories260K, export --structured --recovered', { skip: skipUnlessShare
       out: join(dir, 'pruned'),
     });
     const prompt = [1, 403, 407, 261, 378, 123];
-    const expected = await logitsOf(recovered, prompt, plan);
-    assert.ok(maxDiff(await logitsOf(model.spec, prompt, plan), expected) > 1e-3);
+    const expected = await planLogits(recovered, prompt, plan);
+    assert.ok(maxAbsDiff(await planLogits(model.spec, prompt, plan), expected) > 1e-3);
     const { env: tjs, AutoModelForCausalLM, Tensor } = await import('@huggingface/transformers');
     tjs.allowRemoteModels = false;
     tjs.localModelPath = `${dir}/`;
@@ -200,11 +181,14 @@ describe('stories260K, export --structured --recovered', { skip: skipUnlessShare
         prompt.length,
       ]);
       const { logits } = (await lm({ input_ids, attention_mask })) as { logits: { data: Float32Array } };
-      assert.ok(maxDiff(logits.data, expected) <= 1e-4, `transformers.js: ${maxDiff(logits.data, expected)}`);
+      assert.ok(
+        maxAbsDiff(logits.data, expected) <= 1e-4,
+        `transformers.js: ${maxAbsDiff(logits.data, expected)}`,
+      );
     } finally {
       await lm.dispose();
     }
-    const fromHf = await logitsOf(await loadModelSpec(join(dir, 'pruned')), prompt);
-    assert.ok(maxDiff(fromHf, expected) <= 1e-4, `compact folder: ${maxDiff(fromHf, expected)}`);
+    const fromHf = await planLogits(await loadModelSpec(join(dir, 'pruned')), prompt);
+    assert.ok(maxAbsDiff(fromHf, expected) <= 1e-4, `compact folder: ${maxAbsDiff(fromHf, expected)}`);
   });
 });

@@ -8,41 +8,20 @@ import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { createRunner } from '../../src/engine/runner.js';
-import { type StructuredPlan, structuredMasksOf } from '../../src/masks/structured.js';
+import type { StructuredPlan } from '../../src/masks/structured.js';
 import { writeStructuredPlanFile } from '../../src/masks/structuredfile.js';
 import { loadModelSpec } from '../../src/model/load.js';
 import { openModel } from '../../src/model/open.js';
-import type { ModelSpec } from '../../src/model/spec.js';
 import { createRng } from '../../src/util/rng.js';
 import { tempDir } from '../checkpoint/helpers.js';
 import { runCli } from '../helpers/cli.js';
+import { maxAbsDiff, planLogits } from '../helpers/logits.js';
 import { MODEL, sharedPath, skipUnlessShared } from '../shared.js';
 
 const tmp = tempDir('geneprune-export-structured-tjs-');
 after(tmp.cleanup);
 
 const int64 = (xs: number[]) => BigInt64Array.from(xs.map(BigInt));
-
-function maxDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
-  return m;
-}
-
-/** Logits of `ids` (one row), under the plan's masks when given. */
-async function logitsOf(spec: ModelSpec, ids: number[], plan?: StructuredPlan): Promise<Float32Array> {
-  const runner = await createRunner(spec, { output: 'logits', ...(plan ? { structuredMasks: true } : {}) });
-  try {
-    return await runner.run(
-      { batch: 1, seq: ids.length, ids: int64(ids) },
-      plan ? structuredMasksOf(spec.config, plan) : undefined,
-    );
-  } finally {
-    await runner.release();
-  }
-}
 
 /** A random subset of 0..n-1 keeping about `share` of it, ascending. */
 function subset(n: number, share: number, seed: number): number[] {
@@ -73,11 +52,11 @@ describe('stories260K, structured plan, transformers.js', { skip: skipUnlessShar
     assert.match(exported.stdout, /FLOPs {8}\d+\.\d % of the dense model's/);
 
     const prompt = [1, 403, 407, 261, 378, 1241 % c.vocabSize];
-    const expected = await logitsOf(model.spec, prompt, plan);
+    const expected = await planLogits(model.spec, prompt, plan);
     // The masked model's greedy continuation, one full forward per token.
     const greedy = [...prompt];
     for (let step = 0; step < 12; step++) {
-      const out = await logitsOf(model.spec, greedy, plan);
+      const out = await planLogits(model.spec, greedy, plan);
       const last = out.subarray(out.length - c.vocabSize);
       greedy.push(last.indexOf(Math.max(...last)));
     }
@@ -94,8 +73,8 @@ describe('stories260K, structured plan, transformers.js', { skip: skipUnlessShar
       ]);
       const { logits } = (await lm({ input_ids, attention_mask })) as { logits: { data: Float32Array } };
       assert.ok(
-        maxDiff(logits.data, expected) <= 1e-4,
-        `transformers.js logits: ${maxDiff(logits.data, expected)}`,
+        maxAbsDiff(logits.data, expected) <= 1e-4,
+        `transformers.js logits: ${maxAbsDiff(logits.data, expected)}`,
       );
       const generated = (await lm.generate({
         input_ids,
@@ -111,7 +90,7 @@ describe('stories260K, structured plan, transformers.js', { skip: skipUnlessShar
 
     const reloaded = await loadModelSpec(join(dir, 'pruned'));
     assert.equal(reloaded.config.intermediatePerLayer?.[3], 0);
-    const fromHf = await logitsOf(reloaded, prompt);
-    assert.ok(maxDiff(fromHf, expected) <= 1e-4, `compact folder: ${maxDiff(fromHf, expected)}`);
+    const fromHf = await planLogits(reloaded, prompt);
+    assert.ok(maxAbsDiff(fromHf, expected) <= 1e-4, `compact folder: ${maxAbsDiff(fromHf, expected)}`);
   });
 });
